@@ -1,0 +1,104 @@
+"""The one SparkSession factory.
+
+Three modes, chosen in ``conf/environments/<env>.yaml`` (``spark.mode``):
+
+- ``local``: adds the Maven-resolved Delta and Kafka jars and Splink's similarity UDF jar
+  as ``spark.jars``, the Delta SQL extension and catalog, a checkpoint dir, UTC, ANSI on.
+- ``cluster``: ``spark-submit.sh`` supplies ``--packages``; only lakecdp's own settings
+  are added here (a jar list would name paths that do not exist on the workers).
+- ``databricks``: Delta and Kafka are built into the runtime; add nothing, reuse the
+  session the runtime created.
+
+Example:
+    >>> from lakecdp.config import load_project
+    >>> project = load_project("conf")
+    >>> spark = get_session(project)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakecdp.config import Project
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+logger = logging.getLogger(__name__)
+
+# Settings every mode but databricks gets. Each has a reason:
+_COMMON_CONF: dict[str, str] = {
+    # Delta's SQL (MERGE, time travel, DESCRIBE HISTORY) and its catalog for path tables
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # every timestamp is computed and shown in UTC, whatever the machine's zone
+    "spark.sql.session.timeZone": "UTC",
+    # Spark 4 default, stated so a cluster default cannot switch it off: bad input must
+    # go through try_cast / try_to_timestamp, never be silently nulled by a cast
+    "spark.sql.ansi.enabled": "true",
+    # Change Data Feed on every new table: segments and activation read changes from it
+    "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
+    # pandas UDFs (phone parsing) and toPandas use Arrow
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+
+_LOCAL_CONF: dict[str, str] = {
+    # a laptop or CI box: the UI only costs start-up time and a port
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    # small local data; adaptive execution still merges partitions where it helps
+    "spark.sql.shuffle.partitions": "4",
+    "spark.default.parallelism": "4",
+    # the driver is the only executor: keep its temp files inside the JVM's own tmp
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.driver.host": "127.0.0.1",
+}
+
+
+def session_conf(project: Project, *, app_name: str | None = None) -> dict[str, str]:
+    """The Spark settings :func:`get_session` applies, for inspection and spark-submit."""
+    settings = project.environment.spark
+    conf: dict[str, str] = {}
+    if settings.mode != "databricks":
+        conf.update(_COMMON_CONF)
+    if settings.mode == "local":
+        from lakecdp.jvm import spark_jars
+
+        conf.update(_LOCAL_CONF)
+        conf["spark.jars"] = ",".join(spark_jars())
+        conf["spark.sql.warehouse.dir"] = str(project.warehouse / "_spark_catalog")
+    conf.update(settings.conf)
+    conf["spark.app.name"] = app_name or settings.app_name
+    return conf
+
+
+def get_session(project: Project, *, app_name: str | None = None) -> SparkSession:
+    """Build (or reuse) the SparkSession for ``project``'s environment.
+
+    Args:
+        project: the loaded project (environment decides the mode).
+        app_name: shown in the Spark UI and logs; defaults to the configured name.
+
+    Returns:
+        A session with Delta enabled and a checkpoint dir set (Splink's Spark backend
+        needs one).
+    """
+    from pyspark.sql import SparkSession
+
+    settings = project.environment.spark
+    builder = SparkSession.builder
+    if settings.mode == "local":
+        builder = builder.master(settings.master)
+    for key, value in session_conf(project, app_name=app_name).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    if settings.mode == "local":
+        spark.sparkContext.setLogLevel("ERROR")
+    checkpoint_dir = project.checkpoints / "spark"
+    if settings.mode == "local":
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    spark.sparkContext.setCheckpointDir(str(checkpoint_dir))
+    logger.info("spark %s session ready (%s)", spark.version, settings.mode)
+    return spark

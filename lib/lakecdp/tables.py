@@ -1,0 +1,203 @@
+"""Table resolver and Delta helpers: the only code that touches table storage.
+
+Logical names are ``<layer>.<table>`` (``silver.customer_records``). In path mode they
+map to ``<warehouse>/<layer>/<table>``; with a catalog configured to
+``<catalog>.<schema>.<table>`` (schema = ``schemas[layer]`` or ``schema_prefix + layer``).
+
+Example:
+    >>> tables = Tables(project)
+    >>> df = tables.read(spark, "silver.customer_records")
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from lakecdp.config import Project
+
+if TYPE_CHECKING:
+    from delta.tables import DeltaTable
+    from pyspark.sql import DataFrame, SparkSession
+
+LAYERS = frozenset(
+    {"bronze", "quarantine", "silver", "identity", "gold", "segments", "activation", "ops"}
+)
+_NAME_RE = re.compile(r"^(?P<layer>[a-z_]+)\.(?P<table>[a-z][a-z0-9_]*)$")
+
+
+class TableNameError(ValueError):
+    """A logical table name is not ``<layer>.<table>`` with a known layer."""
+
+
+class Tables:
+    """Resolves logical table names and reads / writes Delta tables by them."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.storage = project.environment.storage
+
+    # -- naming -----------------------------------------------------------------------
+    @staticmethod
+    def split(name: str) -> tuple[str, str]:
+        match = _NAME_RE.match(name)
+        if not match:
+            raise TableNameError(f"table name must be '<layer>.<table>', got {name!r}")
+        layer, table = match.group("layer"), match.group("table")
+        if layer not in LAYERS:
+            raise TableNameError(f"unknown layer {layer!r} in {name!r}; known: {sorted(LAYERS)}")
+        return layer, table
+
+    @property
+    def uses_catalog(self) -> bool:
+        return self.storage.catalog is not None
+
+    def location(self, name: str) -> str:
+        """Path of a path-based table (path mode only)."""
+        layer, table = self.split(name)
+        if self.uses_catalog:
+            raise TableNameError(f"{name} is a catalog table; it has no configured path")
+        return str(self.project.warehouse / layer / table)
+
+    def identifier(self, name: str) -> str:
+        """What Spark SQL accepts for the table: ``delta.`/path``` or ``cat.schema.table``."""
+        layer, table = self.split(name)
+        if self.uses_catalog:
+            schema = self.storage.schemas.get(layer, f"{self.storage.schema_prefix}{layer}")
+            return f"`{self.storage.catalog}`.`{schema}`.`{table}`"
+        return f"delta.`{self.location(name)}`"
+
+    # -- reading ----------------------------------------------------------------------
+    def exists(self, spark: SparkSession, name: str) -> bool:
+        from delta.tables import DeltaTable
+
+        if self.uses_catalog:
+            return spark.catalog.tableExists(self.identifier(name).replace("`", ""))
+        return DeltaTable.isDeltaTable(spark, self.location(name))
+
+    def delta(self, spark: SparkSession, name: str) -> DeltaTable:
+        from delta.tables import DeltaTable
+
+        if self.uses_catalog:
+            return DeltaTable.forName(spark, self.identifier(name).replace("`", ""))
+        return DeltaTable.forPath(spark, self.location(name))
+
+    def read(
+        self,
+        spark: SparkSession,
+        name: str,
+        *,
+        version: int | None = None,
+        timestamp: str | None = None,
+    ) -> DataFrame:
+        """Read a table, optionally as of a Delta version or timestamp (time travel)."""
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        if timestamp is not None:
+            reader = reader.option("timestampAsOf", timestamp)
+        if self.uses_catalog:
+            return reader.table(self.identifier(name).replace("`", ""))
+        return reader.load(self.location(name))
+
+    def read_changes(
+        self, spark: SparkSession, name: str, *, starting_version: int
+    ) -> DataFrame:
+        """Change Data Feed rows since ``starting_version`` (inclusive)."""
+        reader = (
+            spark.read.format("delta")
+            .option("readChangeFeed", "true")
+            .option("startingVersion", starting_version)
+        )
+        if self.uses_catalog:
+            return reader.table(self.identifier(name).replace("`", ""))
+        return reader.load(self.location(name))
+
+    def version(self, spark: SparkSession, name: str) -> int | None:
+        """Current Delta version of a table, or None when it does not exist yet."""
+        if not self.exists(spark, name):
+            return None
+        row = self.delta(spark, name).history(1).select("version").first()
+        return None if row is None else int(row[0])
+
+    # -- writing ----------------------------------------------------------------------
+    def _writer(self, df: DataFrame, mode: str, partition_by: Sequence[str], merge_schema: bool):
+        writer = df.write.format("delta").mode(mode)
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        if merge_schema:
+            writer = writer.option("mergeSchema", "true")
+        return writer
+
+    def _save(self, writer, name: str) -> None:
+        if self.uses_catalog:
+            writer.saveAsTable(self.identifier(name).replace("`", ""))
+        else:
+            writer.save(self.location(name))
+
+    def append(
+        self,
+        df: DataFrame,
+        name: str,
+        *,
+        partition_by: Sequence[str] = (),
+        merge_schema: bool = False,
+    ) -> None:
+        """Append rows (creating the table on first write)."""
+        self._save(self._writer(df, "append", partition_by, merge_schema), name)
+
+    def overwrite(
+        self,
+        df: DataFrame,
+        name: str,
+        *,
+        partition_by: Sequence[str] = (),
+        overwrite_schema: bool = False,
+    ) -> None:
+        """Replace the table's contents in one Delta commit (history stays for time travel)."""
+        writer = self._writer(df, "overwrite", partition_by, False)
+        if overwrite_schema:
+            writer = writer.option("overwriteSchema", "true")
+        self._save(writer, name)
+
+    def create_if_missing(self, spark: SparkSession, name: str, schema) -> None:
+        """Create an empty table with ``schema`` so readers never meet a missing table."""
+        if not self.exists(spark, name):
+            self.append(spark.createDataFrame([], schema), name)
+
+    def merge(
+        self,
+        spark: SparkSession,
+        df: DataFrame,
+        name: str,
+        *,
+        keys: Sequence[str],
+        update_condition: str | None = None,
+        delete_not_matched_by_source: bool = False,
+    ) -> None:
+        """Upsert ``df`` into ``name`` on ``keys`` (created from ``df`` if missing).
+
+        Args:
+            keys: columns that identify a row; matched rows are updated, others inserted.
+            update_condition: SQL over ``t`` (target) and ``s`` (source) that must hold for a
+                matched row to be updated, e.g. ``"s.updated_at > t.updated_at"``; None
+                updates every match.
+            delete_not_matched_by_source: delete target rows absent from ``df`` (full refresh).
+        """
+        if not keys:
+            raise ValueError("merge needs at least one key column")
+        if not self.exists(spark, name):
+            self.append(df, name)
+            return
+        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        builder = (
+            self.delta(spark, name)
+            .alias("t")
+            .merge(df.alias("s"), condition)
+            .whenMatchedUpdateAll(condition=update_condition)
+            .whenNotMatchedInsertAll()
+        )
+        if delete_not_matched_by_source:
+            builder = builder.whenNotMatchedBySourceDelete()
+        builder.execute()
