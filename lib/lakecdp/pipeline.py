@@ -1,8 +1,14 @@
-"""Runs the jobs in order: generate (demo only) -> ingest -> identity -> features -> segments
--> activation -> personalisation preview.
+"""The pipeline runner: ingest -> identity -> features -> segments -> activation -> preview.
 
 A step is ``"module:function"`` taking a :class:`~lakecdp.context.JobContext` and returning
-counts (``dict[str, int]``).
+counts (``dict[str, int]``). Every step of a run is recorded in ``ops.runs`` (run id, step,
+status, input table versions, counts, timings). A failed step stops the run with its error;
+running again resumes the unfinished run (same run id and as-of time) after its last
+completed step. Steps are idempotent, so a step that was killed half way simply runs again.
+
+Example:
+    >>> result = run_pipeline(project, spark)            # resumes or starts a run
+    >>> result.run_id, result.steps["identity"]
 """
 
 from __future__ import annotations
@@ -12,9 +18,15 @@ import importlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-from lakecdp.config import load_project
-from lakecdp.context import JobContext
+from lakecdp.config import Project, load_project
+from lakecdp.context import JobContext, new_run_id
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
 
@@ -24,39 +36,205 @@ Step = tuple[str, str]
 PIPELINE_STEPS: tuple[Step, ...] = ()
 DEMO_STEPS: tuple[Step, ...] = (("generate", "lakecdp.sample.job:run_demo_generate"), *PIPELINE_STEPS)
 
+# tables each step reads: their Delta versions are recorded in ops.runs for lineage
+STEP_INPUTS: dict[str, tuple[str, ...]] = {
+    "identity": ("silver.customer_records",),
+    "features": ("silver.events", "silver.orders", "silver.order_items", "identity.identifiers"),
+    "segments": ("gold.customer_profile", "gold.customer_features", "silver.events", "identity.id_changes"),
+    "activation": ("segments.changes", "gold.customer_profile", "identity.id_map"),
+    "preview": ("gold.customer_profile", "gold.customer_features", "segments.membership"),
+}
+
+RUNS_TABLE = "ops.runs"
+RUNS_SCHEMA = (
+    "run_id string, job string, step string, position int, status string, as_of timestamp, "
+    "started_at timestamp, finished_at timestamp, duration_s double, "
+    "input_versions map<string,bigint>, counts map<string,bigint>, message string"
+)
+
+
+class StepFailedError(RuntimeError):
+    """A pipeline step raised; the run stops and can be resumed."""
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    as_of: datetime
+    resumed: bool
+    steps: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
 
 def resolve(target: str) -> Callable[[JobContext], dict[str, int]]:
     module_name, _, function_name = target.partition(":")
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def run_steps(ctx: JobContext, steps: Sequence[Step]) -> dict[str, dict[str, int]]:
-    """Run ``steps`` in order; the first failure stops the run."""
-    results: dict[str, dict[str, int]] = {}
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _record(ctx: JobContext, job: str, row: dict) -> None:
+    """Upsert one step's row of ``ops.runs`` (keyed by run id, job and step)."""
+    spark = ctx.spark
+    df = spark.createDataFrame([row], RUNS_SCHEMA)
+    ctx.tables.merge(spark, df, RUNS_TABLE, keys=["run_id", "job", "step"])
+
+
+def _input_versions(ctx: JobContext, step: str) -> dict[str, int]:
+    versions = {}
+    for name in STEP_INPUTS.get(step, ()):
+        version = ctx.tables.version(ctx.spark, name)
+        if version is not None:
+            versions[name] = version
+    return versions
+
+
+def _unfinished_run(ctx_tables, spark: SparkSession, job: str) -> tuple[str, datetime, set[str]] | None:
+    """The latest run of ``job`` that has a step not succeeded: (run id, as_of, done steps)."""
+    if not ctx_tables.exists(spark, RUNS_TABLE):
+        return None
+    from pyspark.sql import functions as F
+
+    runs = ctx_tables.read(spark, RUNS_TABLE).where(F.col("job") == job)
+    latest = runs.orderBy(F.col("started_at").desc()).select("run_id", "as_of").first()
+    if latest is None:
+        return None
+    rows = runs.where(F.col("run_id") == latest["run_id"]).select("step", "status").collect()
+    if all(r["status"] == "succeeded" for r in rows):
+        return None
+    done = {r["step"] for r in rows if r["status"] == "succeeded"}
+    return latest["run_id"], latest["as_of"].replace(tzinfo=timezone.utc), done
+
+
+def run_steps(
+    ctx: JobContext,
+    steps: Sequence[Step],
+    *,
+    job: str = "pipeline",
+    done: frozenset[str] | set[str] = frozenset(),
+) -> PipelineResult:
+    """Run ``steps`` in order, recording each in ``ops.runs``; skip those in ``done``."""
+    result = PipelineResult(run_id=ctx.run_id, as_of=ctx.as_of, resumed=bool(done))
     for position, (name, target) in enumerate(steps, start=1):
-        logger.info("[%d/%d] %s ...", position, len(steps), name)
-        started = time.monotonic()
-        results[name] = resolve(target)(ctx) or {}
-        logger.info(
-            "[%d/%d] %s done in %.1fs %s", position, len(steps), name,
-            time.monotonic() - started, results[name],
-        )
-    return results
+        prefix = f"[{position}/{len(steps)}] {name}"
+        if name in done:
+            logger.info("%s: already done in run %s, skipped", prefix, ctx.run_id)
+            result.skipped.append(name)
+            continue
+        started = _now()
+        row = {
+            "run_id": ctx.run_id, "job": job, "step": name, "position": position,
+            "status": "running", "as_of": ctx.as_of, "started_at": started,
+            "finished_at": None, "duration_s": None,
+            "input_versions": _input_versions(ctx, name), "counts": {}, "message": None,
+        }
+        _record(ctx, job, row)
+        logger.info("%s ...", prefix)
+        clock = time.monotonic()
+        try:
+            counts = resolve(target)(ctx) or {}
+        except Exception as exc:
+            row.update(status="failed", finished_at=_now(), duration_s=time.monotonic() - clock,
+                       message=f"{type(exc).__name__}: {exc}"[:4000])
+            _record(ctx, job, row)
+            logger.error("%s failed after %.1fs: %s", prefix, row["duration_s"], exc)
+            raise StepFailedError(
+                f"step '{name}' of run {ctx.run_id} failed: {type(exc).__name__}: {exc}. "
+                "Fix the cause and run again: the run resumes at this step."
+            ) from exc
+        counts = {str(k): int(v) for k, v in counts.items()}
+        row.update(status="succeeded", finished_at=_now(), duration_s=time.monotonic() - clock,
+                   counts=counts)
+        _record(ctx, job, row)
+        logger.info("%s done in %.1fs %s", prefix, row["duration_s"], counts)
+        result.steps[name] = counts
+    return result
 
 
-def _run(args: argparse.Namespace, steps: Sequence[Step]) -> int:
+def run_pipeline(
+    project: Project,
+    spark: SparkSession,
+    *,
+    steps: Sequence[Step] | None = None,
+    job: str = "pipeline",
+    resume: bool = True,
+    as_of: datetime | None = None,
+) -> PipelineResult:
+    """Run the pipeline, resuming the last unfinished run of ``job`` unless ``resume=False``.
+
+    Args:
+        steps: defaults to :data:`PIPELINE_STEPS`.
+        job: name under which runs are recorded (``pipeline``, ``demo``, ...).
+        resume: continue an unfinished run (same run id and as-of) after its completed steps.
+        as_of: the time to compute as of for a new run (default: the project's).
+
+    Returns:
+        The run id, whether it resumed, counts per step and the steps skipped.
+    """
+    from lakecdp.tables import Tables
+
+    chosen = tuple(PIPELINE_STEPS if steps is None else steps)
+    unfinished = _unfinished_run(Tables(project), spark, job) if resume else None
+    if unfinished is not None:
+        run_id, run_as_of, done = unfinished
+        logger.info("resuming run %s (as of %s); done: %s", run_id, run_as_of.isoformat(),
+                    ", ".join(sorted(done)) or "nothing")
+        ctx = JobContext.create(project, spark, as_of=run_as_of, run_id=run_id)
+        return run_steps(ctx, chosen, job=job, done=done)
+    moment = as_of or project.as_of()
+    ctx = JobContext.create(project, spark, as_of=moment, run_id=new_run_id(moment))
+    logger.info("run %s as of %s: %s", ctx.run_id, moment.isoformat(),
+                " -> ".join(name for name, _ in chosen))
+    return run_steps(ctx, chosen, job=job)
+
+
+def run_single_step(project: Project, spark: SparkSession, name: str) -> PipelineResult:
+    """Run one named step of the pipeline as its own recorded run (scheduled jobs)."""
+    steps = {step_name: target for step_name, target in (*DEMO_STEPS, *PIPELINE_STEPS)}
+    if name not in steps:
+        raise ValueError(f"unknown step {name!r}; known: {sorted(steps)}")
+    return run_pipeline(project, spark, steps=[(name, steps[name])], job=name)
+
+
+def _cli_run(args: argparse.Namespace, steps: Sequence[Step], job: str) -> int:
     from lakecdp.spark import get_session
 
     project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name=f"lakecdp-{args.command}")
-    ctx = JobContext.create(project, spark)
-    logger.info("run %s as of %s", ctx.run_id, ctx.as_of.isoformat())
-    run_steps(ctx, steps)
+    spark = get_session(project, app_name=f"lakecdp-{job}")
+    try:
+        result = run_pipeline(project, spark, steps=steps, job=job, resume=not args.new_run)
+    except StepFailedError as exc:
+        logger.error("%s", exc)
+        return 1
+    logger.info("run %s finished%s", result.run_id,
+                f" (resumed; skipped {', '.join(result.skipped)})" if result.skipped else "")
+    return 0
+
+
+def _cli_step(args: argparse.Namespace) -> int:
+    from lakecdp.spark import get_session
+
+    project = load_project(args.conf, env=args.env)
+    spark = get_session(project, app_name=f"lakecdp-{args.step}")
+    try:
+        run_single_step(project, spark, args.step)
+    except StepFailedError as exc:
+        logger.error("%s", exc)
+        return 1
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="generate the sample data and run the whole pipeline")
-    demo.set_defaults(handler=lambda args: _run(args, DEMO_STEPS))
-    run = subparsers.add_parser("run", help="run the pipeline on the landing folder")
-    run.set_defaults(handler=lambda args: _run(args, PIPELINE_STEPS))
+    for name, help_text, steps in (
+        ("demo", "generate the sample data and run the whole pipeline", DEMO_STEPS),
+        ("run", "run the pipeline on the landing folder (resumes an unfinished run)", PIPELINE_STEPS),
+    ):
+        parser = subparsers.add_parser(name, help=help_text)
+        parser.add_argument("--new-run", action="store_true",
+                            help="start a new run even if the last one did not finish")
+        parser.set_defaults(handler=lambda args, s=steps, j=name: _cli_run(args, s, j))
+    step = subparsers.add_parser("step", help="run one pipeline step as its own recorded run")
+    step.add_argument("step", help="step name, e.g. ingest, identity, features, segments, activation")
+    step.set_defaults(handler=_cli_step)
