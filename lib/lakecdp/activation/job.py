@@ -1,0 +1,361 @@
+"""The activation step: ``lakecdp.activation.job:run``.
+
+1. rebuild ``activation.suppressions`` from events, consent, erasures and the identity graph;
+2. read ``segments.changes`` not yet handled by each configured destination (not in
+   ``activation.deliveries`` nor ``activation.rejected``), leaving out segments held back for
+   approval;
+3. record suppressed changes (status ``suppressed``; they never reach a payload);
+4. deliver the rest to every destination, writing the ledger after each successful batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, StringType
+
+from lakecdp.activation import ledger, suppression
+from lakecdp.activation.config import (
+    DEMO_RECEIVER_ENV,
+    PROFILE_FIELDS,
+    AnyDestination,
+    FileDestination,
+    HashedAudienceDestination,
+    WebhookDestination,
+    load_destinations,
+)
+from lakecdp.activation.files import safe_path_part, write_export
+from lakecdp.activation.hashing import hash_email, hash_phone
+from lakecdp.activation.webhook import Finalised, WebhookClient, to_json
+from lakecdp.config import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from lakecdp.context import JobContext
+
+logger = logging.getLogger(__name__)
+
+CHANGES = "segments.changes"
+PROFILE = "gold.customer_profile"
+CHANGE_COLUMNS = ("change_id", "idempotency_key", "segment_id", "customer_id", "member_key",
+                  "change_type", "changed_at")
+# tables the segments part may use to hold a segment back until someone approves it
+APPROVAL_TABLES = ("segments.approvals", "segments.definitions")
+
+Row = dict[str, Any]
+
+
+# -- transformations ------------------------------------------------------------------
+def with_profile(changes: DataFrame, profile: DataFrame | None) -> DataFrame:
+    """Adds the profile columns a payload may use, plus ``emails``/``phones`` for suppression."""
+    wanted = sorted(PROFILE_FIELDS)
+    if profile is None:
+        extra = [F.lit(None).cast(DateType() if c == "date_of_birth" else StringType()).alias(c)
+                 for c in wanted]
+        empty = F.lit(None).cast("array<string>")
+        return changes.select("*", *extra, empty.alias("emails"), empty.alias("phones"))
+    columns = profile.select("customer_id", *wanted, "emails", "phones")
+    return changes.join(columns, "customer_id", "left")
+
+
+def pending_for_destinations(
+    items: DataFrame, destinations: DataFrame, handled: DataFrame
+) -> DataFrame:
+    """Items per destination (its segment and change-type filters), minus handled keys."""
+    matches = (
+        (F.size("d_segments") == 0) | F.array_contains("d_segments", F.col("segment_id"))
+    ) & F.array_contains("d_change_types", F.col("change_type"))
+    return (
+        items.crossJoin(destinations)
+        .where(matches)
+        .withColumn(
+            "idempotency_key",
+            F.sha2(F.concat(F.col("destination"), F.lit("\x1f"), F.col("change_id")), 256),
+        )
+        .join(handled, "idempotency_key", "left_anti")
+        .drop("d_segments", "d_change_types")
+    )
+
+
+def without_held_back(changes: DataFrame, held_back: Sequence[str]) -> DataFrame:
+    return changes.where(~F.col("segment_id").isin(list(held_back))) if held_back else changes
+
+
+# -- reading ---------------------------------------------------------------------------
+def _read_optional(ctx: JobContext, name: str) -> DataFrame | None:
+    return ctx.tables.read(ctx.spark, name) if ctx.tables.exists(ctx.spark, name) else None
+
+
+def held_back_segments(ctx: JobContext) -> list[str]:
+    """Segments waiting for approval, when the segments part keeps such a flag.
+
+    Looks for ``segments.approvals`` / ``segments.definitions`` with either a boolean
+    ``approved`` column (false = held back) or a ``status`` column (anything but
+    ``approved``/``active`` = held back). No such table: nothing is held back.
+    """
+    for name in APPROVAL_TABLES:
+        table = _read_optional(ctx, name)
+        if table is None or "segment_id" not in table.columns:
+            continue
+        if "approved" in table.columns:
+            held = table.where(~F.coalesce(F.col("approved"), F.lit(False)))
+        elif "status" in table.columns:
+            held = table.where(~F.lower(F.col("status")).isin("approved", "active"))
+        else:
+            continue
+        return sorted({r[0] for r in held.select("segment_id").distinct().collect()})
+    return []
+
+
+def refresh_suppressions(ctx: JobContext) -> DataFrame:
+    """Rebuild ``activation.suppressions`` as of ``ctx.as_of`` and return it (re-read)."""
+    spark = ctx.spark
+    events = _read_optional(ctx, "silver.events")
+    records = _read_optional(ctx, "silver.customer_records")
+    id_map = _read_optional(ctx, "identity.id_map")
+    identifiers_table = _read_optional(ctx, "identity.identifiers")
+    profile = _read_optional(ctx, PROFILE)
+    erasures = _read_optional(ctx, "ops.erasures")
+
+    identifiers = suppression.customer_identifiers(
+        identifiers=identifiers_table, records=records, id_map=id_map, profile=profile
+    )
+    if identifiers is None:
+        identifiers = suppression.empty_identifiers(spark)
+    empty_id_triggers = spark.createDataFrame(
+        [], "identifier_type string, identifier_value string, reason string, since timestamp"
+    )
+    id_triggers = (
+        suppression.event_triggers(events, as_of=ctx.as_of) if events is not None else empty_id_triggers
+    )
+    if erasures is not None:
+        salt = os.environ.get(suppression.ERASURE_SALT_ENV)
+        if not salt:
+            raise ConfigError(
+                f"ops.erasures exists but {suppression.ERASURE_SALT_ENV} is not set: erased people "
+                "cannot be matched, so activation refuses to send"
+            )
+        id_triggers = id_triggers.unionByName(
+            suppression.erasure_triggers(erasures, identifiers, salt=salt)
+        )
+    if profile is not None:
+        customer_triggers = suppression.consent_triggers(profile)
+    elif records is not None and id_map is not None:
+        customer_triggers = suppression.record_consent_triggers(records, id_map)
+    else:
+        customer_triggers = spark.createDataFrame([], "customer_id string, reason string, since timestamp")
+
+    result = suppression.build_suppressions(id_triggers, customer_triggers, identifiers, run_id=ctx.run_id)
+    ctx.tables.overwrite(
+        result.select(*[f.name for f in suppression.SUPPRESSIONS_SCHEMA.fields]),
+        suppression.SUPPRESSIONS,
+        overwrite_schema=False,
+    )
+    return ctx.tables.read(spark, suppression.SUPPRESSIONS)
+
+
+# -- delivering ------------------------------------------------------------------------
+class _Counter:
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def add(self, destination: str, what: str, number: int) -> None:
+        if number:
+            self.counts[what] += number
+            self.counts[f"{destination}.{what}"] += number
+
+
+def _export_folder(ctx: JobContext, name: str, path: str | None) -> Path:
+    if path is None:
+        return ctx.project.warehouse / "exports" / name
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else ctx.project.warehouse / candidate
+
+
+def _ledger_callback(
+    ctx: JobContext, writer: ledger.LedgerWriter, name: str, rows_by_key: Mapping[str, Row],
+    counter: _Counter,
+):
+    def on_result(result: Finalised) -> None:
+        now = datetime.now(timezone.utc)
+        writer.deliveries(
+            ledger.delivery_row(rows_by_key[item["idempotency_key"]], destination=name, run_id=ctx.run_id,
+                                status="delivered", attempts=attempts, response_code=code, at=now)
+            for item, attempts, code in result.delivered
+        )
+        failures = {"rejected": result.rejected, "dead_letter": result.dead}
+        for kind, entries in failures.items():
+            rows = [
+                {"idempotency_key": item["idempotency_key"], "change_id": item["change_id"],
+                 "destination": name, "payload": to_json(dict(item)), "reason": reason,
+                 "response_code": code, "attempts": attempts, "run_id": ctx.run_id, "at": now}
+                for item, reason, code, attempts in entries
+            ]
+            (writer.rejected if kind == "rejected" else writer.dead_letter)(rows)
+            counter.add(name, kind, len(rows))
+        counter.add(name, "delivered", len(result.delivered))
+
+    return on_result
+
+
+def _payload_item(row: Row, fields: Sequence[str]) -> Row:
+    return {c: row.get(c) for c in (*CHANGE_COLUMNS, *fields)}
+
+
+def _hashed_item(row: Row, destination: HashedAudienceDestination) -> Row:
+    return {
+        "idempotency_key": row["idempotency_key"],
+        "change_id": row["change_id"],
+        "segment_id": row["segment_id"],
+        "member_key": row.get("member_key"),
+        "change_type": row["change_type"],
+        "changed_at": row.get("changed_at"),
+        "email_sha256": hash_email(row.get("email")),
+        "phone_sha256": hash_phone(row.get("phone"), default_region=destination.default_region,
+                                   phone_format=destination.phone_format),
+    }
+
+
+def _deliver_files(
+    ctx: JobContext, writer: ledger.LedgerWriter, name: str, folder: Path, file_format: str,
+    rows: Sequence[Row], items: Sequence[Row], columns: Sequence[str], counter: _Counter,
+) -> None:
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for index, row in enumerate(rows):
+        groups[(row["segment_id"], row["segment_run_id"])].append(index)
+    extension = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}[file_format]
+    for (segment_id, segment_run_id), indexes in groups.items():
+        target = folder / safe_path_part(segment_id) / f"{safe_path_part(segment_run_id)}.{extension}"
+        write_export([items[i] for i in indexes], columns=columns, path=target, file_format=file_format)
+        now = datetime.now(timezone.utc)
+        writer.deliveries(
+            ledger.delivery_row(rows[i], destination=name, run_id=ctx.run_id, status="delivered",
+                                attempts=1, response_code=None, at=now)
+            for i in indexes
+        )
+        counter.add(name, "delivered", len(indexes))
+        logger.info("%s: wrote %d changes to %s", name, len(indexes), target)
+
+
+def deliver(
+    ctx: JobContext, name: str, destination: AnyDestination, rows: Sequence[Row],
+    writer: ledger.LedgerWriter, counter: _Counter,
+) -> None:
+    """Deliver one destination's pending, unsuppressed rows and write the ledger as it goes."""
+    if not rows:
+        return
+    rows_by_key = {r["idempotency_key"]: r for r in rows}
+    if isinstance(destination, FileDestination):
+        columns = [*CHANGE_COLUMNS, *destination.fields]
+        items = [_payload_item(r, destination.fields) for r in rows]
+        _deliver_files(ctx, writer, name, _export_folder(ctx, name, destination.path),
+                       destination.format, rows, items, columns, counter)
+    elif isinstance(destination, WebhookDestination):
+        client = WebhookClient(name, destination, run_id=ctx.run_id)
+        client.deliver([_payload_item(r, destination.fields) for r in rows],
+                       on_result=_ledger_callback(ctx, writer, name, rows_by_key, counter))
+    elif isinstance(destination, HashedAudienceDestination):
+        items = [_hashed_item(r, destination) for r in rows]
+        if destination.webhook is not None:
+            client = WebhookClient(name, destination.webhook, run_id=ctx.run_id)
+            client.deliver(items, on_result=_ledger_callback(ctx, writer, name, rows_by_key, counter))
+        else:
+            columns = list(items[0])
+            _deliver_files(ctx, writer, name, _export_folder(ctx, name, destination.path), "csv",
+                           rows, items, columns, counter)
+    else:  # pragma: no cover - the config union is closed
+        raise TypeError(f"unknown destination type {type(destination).__name__}")
+
+
+@contextmanager
+def _demo_receivers(ctx: JobContext, destinations: Mapping[str, AnyDestination]) -> Iterator[None]:
+    """Start the local receiver for demo destinations whose url variable is unset."""
+    from lakecdp.activation.receiver import LocalReceiver
+
+    wanted = [n for n, d in destinations.items()
+              if isinstance(d, WebhookDestination) and d.demo_receiver]
+    if not wanted or os.environ.get(DEMO_RECEIVER_ENV):
+        yield
+        return
+    with ExitStack() as stack:
+        receiver = stack.enter_context(
+            LocalReceiver(ctx.project.warehouse / "demo_receiver" / f"{ctx.run_id}.jsonl")
+        )
+        os.environ[DEMO_RECEIVER_ENV] = receiver.url
+        try:
+            yield
+        finally:
+            os.environ.pop(DEMO_RECEIVER_ENV, None)
+
+
+def run(ctx: JobContext) -> dict[str, int]:
+    """Deliver new segment changes to every configured destination, exactly once.
+
+    Returns:
+        Counts for ops.runs: ``delivered``, ``suppressed``, ``rejected``, ``dead_letter`` in
+        total and per destination (``<destination>.delivered`` ...).
+    """
+    destinations = {n: d for n, d in load_destinations(ctx.project.conf_dir).items() if d.enabled}
+    ledger.ensure_tables(ctx)
+    suppressions = refresh_suppressions(ctx)
+    counter = _Counter()
+    if not destinations or not ctx.tables.exists(ctx.spark, CHANGES):
+        logger.info("activation: %s", "no destinations configured" if not destinations
+                    else f"{CHANGES} does not exist yet")
+        return {"delivered": 0}
+
+    changes = ctx.tables.read(ctx.spark, CHANGES)
+    held_back = held_back_segments(ctx)
+    if held_back:
+        logger.info("activation: segments held back for approval: %s", held_back)
+    items = (
+        without_held_back(changes, held_back)
+        .select("change_id", "run_id", "segment_id", "customer_id", "member_key", "change_type",
+                "previous_customer_id", "changed_at")
+        .withColumnRenamed("run_id", "segment_run_id")
+        .transform(with_profile, _read_optional(ctx, PROFILE))
+        .transform(suppression.mark_suppressed, suppressions)
+    )
+    destination_rows = ctx.spark.createDataFrame(
+        [(n, list(d.segments), list(d.change_types)) for n, d in destinations.items()],
+        "destination string, d_segments array<string>, d_change_types array<string>",
+    )
+    pending = pending_for_destinations(items, destination_rows, ledger.handled_keys(ctx))
+    rows = [r.asDict(recursive=True) for r in
+            pending.orderBy("destination", "changed_at", "change_id").collect()]
+    by_destination: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_destination[row["destination"]].append(row)
+
+    writer = ledger.LedgerWriter(ctx)
+    now = datetime.now(timezone.utc)
+    suppressed = [
+        ledger.delivery_row(r, destination=r["destination"], run_id=ctx.run_id, status="suppressed",
+                            attempts=0, response_code=None, at=now)
+        for r in rows if r["suppression_reason"]
+    ]
+    writer.deliveries(suppressed)
+    for row in suppressed:
+        counter.add(row["destination"], "suppressed", 1)
+
+    with _demo_receivers(ctx, destinations):
+        for name, destination in destinations.items():
+            sendable = [r for r in by_destination.get(name, []) if not r["suppression_reason"]]
+            logger.info("%s: %d changes to deliver", name, len(sendable))
+            deliver(ctx, name, destination, sendable, writer, counter)
+
+    counts = dict(counter.counts)
+    if counts.get("dead_letter"):
+        logger.warning("activation: %d changes went to activation.dead_letter: %s", counts["dead_letter"],
+                       {k: v for k, v in counts.items() if k.endswith(".dead_letter")})
+    counts.setdefault("delivered", 0)
+    return counts

@@ -1,0 +1,136 @@
+"""The delivery ledger: ``activation.deliveries``, ``activation.rejected``, ``activation.dead_letter``.
+
+Every change a destination handles gets one idempotency key, ``sha256(destination, change_id)``.
+A key in ``deliveries`` (delivered or suppressed) or ``rejected`` is never sent again; the job
+writes the ledger after each successful batch, so a crash loses at most the batch in flight,
+which the re-run sends again with the same idempotency key (the receiver can drop it).
+Dead-lettered keys are retried by the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from lakecdp.context import JobContext
+
+DELIVERIES = "activation.deliveries"
+REJECTED = "activation.rejected"
+DEAD_LETTER = "activation.dead_letter"
+
+DELIVERIES_SCHEMA = StructType(
+    [
+        StructField("idempotency_key", StringType(), False),
+        StructField("change_id", StringType(), False),
+        StructField("destination", StringType(), False),
+        StructField("segment_id", StringType(), True),
+        StructField("customer_id", StringType(), True),
+        StructField("run_id", StringType(), False),
+        StructField("status", StringType(), False),
+        StructField("attempts", IntegerType(), True),
+        StructField("response_code", IntegerType(), True),
+        StructField("delivered_at", TimestampType(), True),
+    ]
+)
+
+FAILURES_SCHEMA = StructType(
+    [
+        StructField("idempotency_key", StringType(), False),
+        StructField("change_id", StringType(), False),
+        StructField("destination", StringType(), False),
+        StructField("payload", StringType(), True),
+        StructField("reason", StringType(), True),
+        StructField("response_code", IntegerType(), True),
+        StructField("attempts", IntegerType(), True),
+        StructField("run_id", StringType(), False),
+        StructField("at", TimestampType(), True),
+    ]
+)
+
+
+def idempotency_key(destination: str, change_id: str) -> str:
+    """``sha256("<destination>\\x1f<change_id>")`` as hex: stable across runs and machines."""
+    return hashlib.sha256(f"{destination}\x1f{change_id}".encode("utf-8")).hexdigest()
+
+
+def with_idempotency_key(df: DataFrame, *, destination: str) -> DataFrame:
+    """Adds ``idempotency_key`` (same value as :func:`idempotency_key`) to a changes frame."""
+    return df.withColumn(
+        "idempotency_key",
+        F.sha2(F.concat(F.lit(destination + "\x1f"), F.col("change_id")), 256),
+    )
+
+
+def ensure_tables(ctx: JobContext) -> None:
+    """Create the three ledger tables empty, so readers never meet a missing table."""
+    ctx.tables.create_if_missing(ctx.spark, DELIVERIES, DELIVERIES_SCHEMA)
+    ctx.tables.create_if_missing(ctx.spark, REJECTED, FAILURES_SCHEMA)
+    ctx.tables.create_if_missing(ctx.spark, DEAD_LETTER, FAILURES_SCHEMA)
+
+
+def handled_keys(ctx: JobContext) -> DataFrame:
+    """Keys that must not be sent again: delivered, suppressed or permanently rejected."""
+    delivered = ctx.tables.read(ctx.spark, DELIVERIES).select("idempotency_key")
+    rejected = ctx.tables.read(ctx.spark, REJECTED).select("idempotency_key")
+    return delivered.unionByName(rejected)
+
+
+class LedgerWriter:
+    """Appends ledger rows, one Delta commit per call (per successful batch)."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+
+    def _append(self, rows: Iterable[Mapping[str, Any]], schema: StructType, table: str) -> int:
+        records = [tuple(row.get(f.name) for f in schema.fields) for row in rows]
+        if not records:
+            return 0
+        self.ctx.tables.append(self.ctx.spark.createDataFrame(records, schema), table)
+        return len(records)
+
+    def deliveries(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self._append(rows, DELIVERIES_SCHEMA, DELIVERIES)
+
+    def rejected(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self._append(rows, FAILURES_SCHEMA, REJECTED)
+
+    def dead_letter(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self._append(rows, FAILURES_SCHEMA, DEAD_LETTER)
+
+
+def delivery_row(
+    item: Mapping[str, Any],
+    *,
+    destination: str,
+    run_id: str,
+    status: str,
+    attempts: int | None,
+    response_code: int | None,
+    at: datetime,
+) -> dict[str, Any]:
+    return {
+        "idempotency_key": item["idempotency_key"],
+        "change_id": item["change_id"],
+        "destination": destination,
+        "segment_id": item.get("segment_id"),
+        "customer_id": item.get("customer_id"),
+        "run_id": run_id,
+        "status": status,
+        "attempts": attempts,
+        "response_code": response_code,
+        "delivered_at": at,
+    }
