@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from lakecdp.config import load_project
-from lakecdp.pipeline import StepFailedError, run_pipeline, run_single_step
+from lakecdp.pipeline import DEMO_STEPS, StepFailedError, run_pipeline, run_single_step
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def _parse(job: str, argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"lakecdp-{job}")
     parser.add_argument("--conf", default="conf", help="config folder (default: ./conf)")
     parser.add_argument("--env", default=None, help="environment (default: $LAKECDP_ENV or local)")
-    if job == "pipeline":
+    if job in ("pipeline", "demo"):
         parser.add_argument("--new-run", action="store_true", help="do not resume an unfinished run")
     return parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
 
@@ -37,6 +37,8 @@ def _main(job: str, argv: Sequence[str] | None = None) -> int:
     try:
         if job == "pipeline":
             run_pipeline(project, spark, resume=not args.new_run)
+        elif job == "demo":
+            run_pipeline(project, spark, steps=DEMO_STEPS, job="demo", resume=not args.new_run)
         else:
             run_single_step(project, spark, job)
     except StepFailedError as exc:
@@ -47,6 +49,11 @@ def _main(job: str, argv: Sequence[str] | None = None) -> int:
 
 def pipeline_main(argv: Sequence[str] | None = None) -> int:
     return _main("pipeline", argv)
+
+
+def demo_main(argv: Sequence[str] | None = None) -> int:
+    """Generate the sample data and run the whole pipeline (what ``make demo`` runs)."""
+    return _main("demo", argv)
 
 
 def ingest_main(argv: Sequence[str] | None = None) -> int:
