@@ -1,0 +1,26 @@
+"""Customer features as of a point in time: RFM, engagement, lifecycle, affinities, cart, recommendations.
+
+Every transform takes DataFrames and returns a DataFrame, reads only rows at or before
+``as_of`` and does no IO; :mod:`lakecdp.features.job` reads the tables and writes
+``gold.customer_features``.
+"""
+
+from __future__ import annotations
+
+from lakecdp.features._columns import MissingColumnsError
+from lakecdp.features.cart import cart_state
+from lakecdp.features.compute import FEATURES_SCHEMA, compute_features
+from lakecdp.features.config import FeaturesConfig, load_features_config
+from lakecdp.features.customers import attach_customer_id, purchased_items, unmatched_rows
+from lakecdp.features.engagement import engagement
+from lakecdp.features.interest import category_affinities, product_interest
+from lakecdp.features.lifecycle import LifecycleRuleError, lifecycle_stage
+from lakecdp.features.recommend import association_rules, recommendations
+from lakecdp.features.rfm import rfm
+
+__all__ = [
+    "FEATURES_SCHEMA", "FeaturesConfig", "LifecycleRuleError", "MissingColumnsError",
+    "association_rules", "attach_customer_id", "cart_state", "category_affinities",
+    "compute_features", "engagement", "lifecycle_stage", "load_features_config",
+    "product_interest", "purchased_items", "recommendations", "rfm", "unmatched_rows",
+]

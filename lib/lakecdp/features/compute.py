@@ -1,0 +1,172 @@
+"""All customer features as of one point in time: the gold.customer_features rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType, BooleanType, DoubleType, IntegerType, MapType, StringType, StructField, StructType,
+    TimestampType,
+)
+
+from lakecdp.features._columns import as_of_lit, require_columns
+from lakecdp.features.cart import cart_state
+from lakecdp.features.config import FeaturesConfig
+from lakecdp.features.customers import attach_customer_id, purchased_items
+from lakecdp.features.engagement import engagement
+from lakecdp.features.interest import category_affinities, product_interest
+from lakecdp.features.lifecycle import lifecycle_stage
+from lakecdp.features.recommend import recommendations
+from lakecdp.features.rfm import rfm
+
+_TS, _INT, _DBL, _STR = TimestampType(), IntegerType(), DoubleType(), StringType()
+# docs/tables.md, gold.customer_features (built without a session, so importable anywhere)
+FEATURES_SCHEMA = StructType(
+    [
+        StructField(name, data_type)
+        for name, data_type in (
+            ("customer_id", _STR), ("as_of", _TS), ("recency_days", _INT), ("frequency", _INT),
+            ("monetary", _DBL), ("r_score", _INT), ("f_score", _INT), ("m_score", _INT),
+            ("rfm_score", _STR), ("total_spent", _DBL), ("order_count", _INT),
+            ("avg_order_value", _DBL), ("first_purchase_at", _TS), ("last_purchase_at", _TS),
+            ("opens_7d", _INT), ("opens_30d", _INT), ("opens_90d", _INT),
+            ("clicks_7d", _INT), ("clicks_30d", _INT), ("clicks_90d", _INT),
+            ("last_engagement_at", _TS), ("last_activity_at", _TS), ("lifecycle_stage", _STR),
+            ("category_affinities", MapType(_STR, _DBL)),
+            ("recent_product_views", ArrayType(_STR)), ("trending_interests", ArrayType(_STR)),
+            ("cart_open", BooleanType()), ("cart_value", _DBL), ("cart_product_ids", ArrayType(_STR)),
+            ("cart_abandoned_at", _TS),
+            ("recommendations", ArrayType(StructType(
+                [StructField("product_id", _STR), StructField("confidence", _DBL)]
+            ))),
+            ("run_id", _STR),
+        )
+    ]
+)
+
+# what a customer with no activity of a kind gets (null where "no value" is the honest answer:
+# recency, scores and averages of someone who never bought)
+_DEFAULTS: dict[str, object] = {
+    "frequency": 0, "monetary": 0.0, "total_spent": 0.0, "order_count": 0,
+    "opens_7d": 0, "opens_30d": 0, "opens_90d": 0, "clicks_7d": 0, "clicks_30d": 0, "clicks_90d": 0,
+    "cart_open": False, "cart_value": 0.0,
+}
+_EMPTY = ("category_affinities", "recent_product_views", "trending_interests",
+          "cart_product_ids", "recommendations")
+
+
+def with_product_category(df: DataFrame, products: DataFrame) -> DataFrame:
+    """Fill a missing ``category`` from the product catalog (events often carry only the id)."""
+    require_columns(products, ("product_id", "category"), what="products")
+    catalog = products.select("product_id", F.col("category").alias("_catalog_category")).dropDuplicates(
+        ["product_id"]
+    )
+    filled = df if "category" in df.columns else df.withColumn("category", F.lit(None).cast("string"))
+    return (
+        filled.join(catalog, "product_id", "left")
+        .withColumn("category", F.coalesce("category", "_catalog_category"))
+        .drop("_catalog_category")
+    )
+
+
+def _purchase_events(orders: DataFrame, statuses: list[str]) -> DataFrame:
+    """Completed orders as ``purchase`` events: an order placed in the shop empties the web cart."""
+    return orders.where(F.col("status").isin(statuses)).select(
+        "customer_id",
+        F.lit("purchase").alias("event_type"),
+        F.col("ordered_at").alias("occurred_at"),
+        F.lit(None).cast("string").alias("product_id"),
+        F.lit(None).cast("double").alias("value"),
+    )
+
+
+def compute_features(
+    *,
+    events: DataFrame,
+    orders: DataFrame,
+    order_items: DataFrame,
+    products: DataFrame,
+    identifiers: DataFrame,
+    as_of: datetime,
+    config: FeaturesConfig,
+    profiles: DataFrame | None = None,
+    run_id: str | None = None,
+) -> DataFrame:
+    """One gold.customer_features row per customer, computed only from data up to ``as_of``.
+
+    Customers are every ``customer_id`` of ``identifiers`` and of ``profiles`` (when given), so a
+    customer with a profile but no activity still gets a row (zero counts, empty arrays).
+    Events and orders find their customer through the identifiers (customer_number, then email,
+    then device_id); rows that find none are left out.
+
+    Args:
+        events, orders, order_items, products: the silver tables (docs/tables.md).
+        identifiers: ``identity.identifiers``.
+        as_of: the point in time; later rows are ignored.
+        config: ``conf/features.yaml``.
+        profiles: ``gold.customer_profile`` (only ``customer_id`` is used), optional.
+        run_id: stamped on every row.
+
+    Returns:
+        A DataFrame with exactly :data:`FEATURES_SCHEMA`.
+
+    Example:
+        >>> compute_features(events=ev, orders=o, order_items=oi, products=p,
+        ...                  identifiers=ids, as_of=as_of, config=config)
+    """
+    statuses = list(config.rfm.completed_statuses)
+    customer_events = with_product_category(attach_customer_id(events, identifiers), products)
+    customer_orders = attach_customer_id(orders, identifiers)
+    items = purchased_items(
+        customer_orders, with_product_category(order_items, products),
+        as_of=as_of, completed_statuses=statuses,
+    )
+    interest = config.interest
+    parts = [
+        rfm(customer_orders, as_of=as_of, config=config.rfm),
+        engagement(customer_events, as_of=as_of),
+        category_affinities(
+            customer_events, items, as_of=as_of,
+            half_life_days=config.affinity.half_life_days,
+            view_weight=config.affinity.view_weight,
+            purchase_weight=config.affinity.purchase_weight,
+            lookback_days=config.affinity.lookback_days,
+        ),
+        product_interest(
+            customer_events, as_of=as_of,
+            recent_views_limit=interest.recent_views_limit,
+            trend_recent_days=interest.trend_recent_days,
+            trend_baseline_days=interest.trend_baseline_days,
+            trend_min_lift=interest.trend_min_lift,
+            trend_min_recent_views=interest.trend_min_recent_views,
+            trending_limit=interest.trending_limit,
+        ),
+        cart_state(
+            customer_events.select("customer_id", "event_type", "occurred_at", "product_id", "value")
+            .unionByName(_purchase_events(customer_orders, statuses)),
+            as_of=as_of, abandon_after_minutes=config.cart.abandon_after_minutes,
+        ),
+        recommendations(customer_events, items, as_of=as_of, config=config.recommendations),
+    ]
+
+    customers = identifiers.select("customer_id")
+    if profiles is not None:
+        require_columns(profiles, ("customer_id",), what="profiles")
+        customers = customers.unionByName(profiles.select("customer_id"))
+    features = customers.where(F.col("customer_id").isNotNull()).distinct()
+    for part in parts:
+        features = features.join(part, "customer_id", "left")
+
+    types = {field.name: field.dataType for field in FEATURES_SCHEMA.fields}
+    filled = features.select(
+        "*", as_of_lit(as_of).alias("as_of"), F.lit(run_id).cast("string").alias("run_id")
+    )
+    for name, default in _DEFAULTS.items():
+        filled = filled.withColumn(name, F.coalesce(F.col(name), F.lit(default).cast(types[name])))
+    for name in _EMPTY:
+        empty = F.create_map() if name == "category_affinities" else F.array()
+        filled = filled.withColumn(name, F.coalesce(F.col(name), empty.cast(types[name])))
+    staged = filled.transform(lifecycle_stage, config=config.lifecycle)
+    return staged.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in FEATURES_SCHEMA.fields])
