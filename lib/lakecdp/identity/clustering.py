@@ -1,0 +1,259 @@
+"""Clusters of records (one per person) from deterministic and probabilistic edges, with guards.
+
+Connected components are solved by Splink's ``cluster_pairwise_predictions_at_threshold``
+on the configured backend (DuckDB: the graph goes through Arrow; Spark: stays in Spark).
+
+Guards, because one bad link merges two customers and everything downstream:
+
+- **weak link**: an edge is *strong* when it is deterministic or its probability is at
+  least ``clustering.weak_link_probability``. Records joined by strong edges form strong
+  parts; a cluster whose strong parts hang together only through a single weak edge (a
+  bridge between two parts) has a weak link. Policy ``flag`` keeps the cluster and flags
+  it ``weak_link``; ``split`` cuts the cluster at its weak links (flag ``split_weak_link``).
+- **size**: a cluster above ``clustering.max_cluster_size`` is flagged ``oversized``;
+  with ``split`` it is broken into its strong parts (flag ``oversized_split``).
+
+Example:
+    >>> clusters = cluster_edges(records.select("record_id"), edges, config)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from lakecdp.identity.config import IdentityConfig
+from lakecdp.identity.deterministic import require_columns
+
+logger = logging.getLogger(__name__)
+
+CLUSTER_SCHEMA = (
+    "record_id string, cluster_key string, cluster_size int, link_confidence double, "
+    "flags array<string>"
+)
+
+
+def connected_components(nodes: DataFrame, edges: DataFrame, backend: str) -> DataFrame:
+    """``record_id, component`` (the smallest record id of its component) for every node.
+
+    Args:
+        nodes: a ``record_id`` column.
+        edges: ``record_id_l, record_id_r``: every edge given is followed.
+        backend: ``duckdb`` or ``spark``.
+    """
+    from splink.clustering import cluster_pairwise_predictions_at_threshold
+
+    spark = nodes.sparkSession
+    node_frame = nodes.select("record_id").distinct()
+    edge_frame = edges.select("record_id_l", "record_id_r")
+    if backend == "duckdb":
+        from splink import DuckDBAPI
+
+        result = cluster_pairwise_predictions_at_threshold(
+            node_frame.toArrow(),
+            edge_frame.toArrow(),
+            db_api=DuckDBAPI(),
+            node_id_column_name="record_id",
+        )
+        frame = result.as_duckdbpyrelation().select("record_id", "cluster_id").df()
+        schema = "record_id string, component string"
+        return spark.createDataFrame(frame if len(frame) else [], schema)
+    from splink import SparkAPI
+
+    result = cluster_pairwise_predictions_at_threshold(
+        node_frame,
+        edge_frame,
+        db_api=SparkAPI(spark_session=spark),
+        node_id_column_name="record_id",
+    )
+    return result.as_spark_dataframe().select(
+        F.col("record_id").cast("string"), F.col("cluster_id").cast("string").alias("component")
+    )
+
+
+def _bridges(adjacency: dict[str, dict[str, int]]) -> set[frozenset[str]]:
+    """Bridges of an undirected multigraph given as node -> neighbour -> edge count."""
+    bridges: set[frozenset[str]] = set()
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    counter = 0
+    for root in sorted(adjacency):
+        if root in order:
+            continue
+        order[root] = low[root] = counter
+        counter += 1
+        # iterative DFS: (node, parent, iterator over neighbours)
+        stack = [(root, None, iter(sorted(adjacency[root])))]
+        while stack:
+            node, parent, neighbours = stack[-1]
+            advanced = False
+            for neighbour in neighbours:
+                if neighbour == parent:
+                    continue
+                if neighbour in order:
+                    low[node] = min(low[node], order[neighbour])
+                    continue
+                order[neighbour] = low[neighbour] = counter
+                counter += 1
+                stack.append((neighbour, node, iter(sorted(adjacency[neighbour]))))
+                advanced = True
+                break
+            if advanced:
+                continue
+            stack.pop()
+            if parent is not None:
+                low[parent] = min(low[parent], low[node])
+                if low[node] > order[parent] and adjacency[parent][node] == 1:
+                    bridges.add(frozenset((parent, node)))
+    return bridges
+
+
+def _split_at_weak_bridges(
+    links: list[tuple[str, str, str]],
+) -> tuple[set[str], dict[str, str]]:
+    """From weak edges between strong parts (cluster, part_l, part_r): the clusters with a
+    weak bridge, and for them part -> new cluster key (smallest part key of each piece)."""
+    by_cluster: dict[str, dict[str, dict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(int))
+    )
+    for cluster, left, right in links:
+        graph = by_cluster[cluster]
+        graph[left][right] += 1
+        graph[right][left] += 1
+    weak_clusters: set[str] = set()
+    new_keys: dict[str, str] = {}
+    for cluster, graph in by_cluster.items():
+        bridges = _bridges({k: dict(v) for k, v in graph.items()})
+        if not bridges:
+            continue
+        weak_clusters.add(cluster)
+        # union-find over the super-graph without its weak bridges
+        parent = {node: node for node in graph}
+
+        def find(node: str) -> str:
+            while parent[node] != node:
+                parent[node] = parent[parent[node]]
+                node = parent[node]
+            return node
+
+        for left, neighbours in graph.items():
+            for right in neighbours:
+                if frozenset((left, right)) in bridges:
+                    continue
+                a, b = find(left), find(right)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+        for node in graph:
+            new_keys[node] = find(node)
+    return weak_clusters, new_keys
+
+
+def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfig) -> DataFrame:
+    """Cluster records over edges at or above the match threshold, with guards.
+
+    Args:
+        record_ids: every record to cluster (column ``record_id``); records without
+            edges become clusters of one.
+        edges: ``identity.edges`` rows (deterministic and probabilistic).
+        config: ``model.match_threshold``, ``clustering`` guards and ``backend``.
+
+    Returns:
+        ``record_id, cluster_key`` (smallest record id of the final cluster),
+        ``cluster_size``, ``link_confidence`` (the highest probability among the
+        record's edges inside its cluster; 1.0 for a deterministic link or a cluster of
+        one) and ``flags`` (``weak_link``, ``split_weak_link``, ``oversized``,
+        ``oversized_split``; empty when clean).
+
+    Example:
+        >>> clusters = cluster_edges(records.select("record_id"), edges, config)
+    """
+    require_columns(record_ids, ["record_id"], "record ids")
+    require_columns(
+        edges, ["record_id_l", "record_id_r", "edge_type", "match_probability"], "edges"
+    )
+    spark = record_ids.sparkSession
+    guards = config.clustering
+    threshold = config.model.match_threshold
+    nodes = record_ids.select("record_id").distinct()
+
+    is_deterministic = F.col("edge_type") == "deterministic"
+    probability = F.when(is_deterministic, F.lit(1.0)).otherwise(F.col("match_probability"))
+    kept = (
+        edges.select("record_id_l", "record_id_r", probability.alias("p"))
+        .where((F.col("p") >= threshold) & (F.col("record_id_l") != F.col("record_id_r")))
+        .groupBy("record_id_l", "record_id_r")
+        .agg(F.max("p").alias("p"))
+        .cache()
+    )
+    strong = kept.where(F.col("p") >= guards.weak_link_probability)
+
+    full = connected_components(nodes, kept, config.backend).withColumnRenamed("component", "cluster")
+    parts = connected_components(nodes, strong, config.backend).withColumnRenamed("component", "part")
+    membership = full.join(parts, "record_id").cache()
+
+    # weak edges between different strong parts: the only places a cluster can be cut
+    left = membership.select(
+        F.col("record_id").alias("record_id_l"), "cluster", F.col("part").alias("part_l")
+    )
+    right = membership.select(F.col("record_id").alias("record_id_r"), F.col("part").alias("part_r"))
+    cross = (
+        kept.join(left, "record_id_l").join(right, "record_id_r")
+        .where(F.col("part_l") != F.col("part_r"))
+        .select("cluster", "part_l", "part_r")
+    )
+    links = [(r["cluster"], r["part_l"], r["part_r"]) for r in cross.collect()]
+    weak_clusters, new_keys = _split_at_weak_bridges(links)
+    if weak_clusters:
+        logger.info("%d cluster(s) hang on a weak link (policy %s)", len(weak_clusters), guards.weak_link_policy)
+
+    weak_flag = "split_weak_link" if guards.weak_link_policy == "split" else "weak_link"
+    weak_frame = spark.createDataFrame([(c,) for c in sorted(weak_clusters)] or [], "cluster string")
+    assigned = membership.join(
+        weak_frame.withColumn("weak", F.lit(True)), "cluster", "left"
+    ).withColumn("weak", F.coalesce("weak", F.lit(False)))
+    if guards.weak_link_policy == "split" and new_keys:
+        key_frame = spark.createDataFrame(sorted(new_keys.items()), "part string, split_key string")
+        assigned = assigned.join(key_frame, "part", "left").withColumn(
+            "key", F.when(F.col("weak"), F.col("split_key")).otherwise(F.col("cluster"))
+        ).drop("split_key")
+    else:
+        assigned = assigned.withColumn("key", F.col("cluster"))
+
+    size_window = Window.partitionBy("key")
+    assigned = assigned.withColumn("size", F.count("*").over(size_window))
+    oversized = F.col("size") > guards.max_cluster_size
+    if guards.weak_link_policy == "split":
+        assigned = assigned.withColumn("oversized", oversized).withColumn(
+            "key", F.when(F.col("oversized"), F.col("part")).otherwise(F.col("key"))
+        ).withColumn("size", F.count("*").over(size_window))
+        size_flags = F.when(
+            F.col("size") > guards.max_cluster_size, F.array(F.lit("oversized_split"), F.lit("oversized"))
+        ).when(F.col("oversized"), F.array(F.lit("oversized_split"))).otherwise(F.array())
+    else:
+        size_flags = F.when(oversized, F.array(F.lit("oversized"))).otherwise(F.array())
+    weak_flags = F.when(F.col("weak"), F.array(F.lit(weak_flag))).otherwise(F.array())
+    assigned = assigned.select(
+        "record_id", F.col("key").alias("cluster_key"), F.col("size").cast("int").alias("cluster_size"),
+        F.array_sort(F.array_distinct(F.concat(weak_flags, size_flags))).alias("flags"),
+    )
+
+    # confidence: the best edge joining the record to a member of its final cluster
+    keys_l = assigned.select(F.col("record_id").alias("record_id_l"), F.col("cluster_key").alias("key_l"))
+    keys_r = assigned.select(F.col("record_id").alias("record_id_r"), F.col("cluster_key").alias("key_r"))
+    inside = (
+        kept.join(keys_l, "record_id_l").join(keys_r, "record_id_r")
+        .where(F.col("key_l") == F.col("key_r"))
+    )
+    ends = inside.select(F.col("record_id_l").alias("record_id"), "p").unionByName(
+        inside.select(F.col("record_id_r").alias("record_id"), "p")
+    ).groupBy("record_id").agg(F.max("p").alias("best"))
+    return assigned.join(ends, "record_id", "left").select(
+        "record_id",
+        "cluster_key",
+        "cluster_size",
+        F.coalesce(F.col("best"), F.lit(1.0)).cast("double").alias("link_confidence"),
+        "flags",
+    )

@@ -1,0 +1,225 @@
+"""``conf/identity.yaml``: deterministic identifiers, the Splink model, cluster guards.
+
+The model is described here in business terms (which evidence, which levels, which
+blocking rules); :mod:`lakecdp.identity.matching` turns it into Splink settings for the
+chosen backend. Every section has working defaults, so a minimal file is::
+
+    version: 1
+
+Sections owned by the stable-ids / survivorship code (``stable_ids``, ``survivorship``)
+are added next to these by that code.
+
+Example:
+    >>> config = load_identity_config("conf")
+    >>> config.backend
+    'duckdb'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from lakecdp.config import StrictModel, load_model
+
+IdentifierType = Literal["email", "phone", "device_id", "crm_id", "customer_number"]
+
+# columns of the prepared matching table a blocking rule may name
+MATCH_COLUMNS = frozenset(
+    {
+        "first_name", "first_name_canonical", "last_name", "dob", "email", "phone",
+        "address_line1", "postcode", "city", "country", "source",
+    }
+)
+
+
+class IdentifierRule(StrictModel):
+    """One strong identifier that links records deterministically."""
+
+    type: IdentifierType
+    # exact values (after normalisation, compared case-insensitively) that are never evidence
+    junk_values: list[str] = Field(default_factory=list)
+    # regular expressions (searched in the normalised value) that mark a value as junk
+    junk_patterns: list[str] = Field(default_factory=list)
+    # a value used by more distinct people than this is reported, not linked
+    max_people_per_identifier: int = Field(default=1, ge=1)
+
+    @field_validator("junk_patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return patterns
+
+
+class DeterministicSettings(StrictModel):
+    enabled: bool = True
+    identifiers: list[IdentifierRule] = Field(
+        default_factory=lambda: [
+            IdentifierRule(type="email"),
+            IdentifierRule(type="phone"),
+            IdentifierRule(type="device_id"),
+            IdentifierRule(type="crm_id"),
+            IdentifierRule(type="customer_number"),
+        ]
+    )
+
+    @field_validator("identifiers")
+    @classmethod
+    def _unique(cls, rules: list[IdentifierRule]) -> list[IdentifierRule]:
+        seen = [r.type for r in rules]
+        duplicates = sorted({t for t in seen if seen.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"identifier types listed twice: {duplicates}")
+        return rules
+
+    def rule(self, identifier_type: str) -> IdentifierRule | None:
+        return next((r for r in self.identifiers if r.type == identifier_type), None)
+
+
+ComparisonKind = Literal["name", "date_of_birth", "address", "contact"]
+
+
+class ComparisonSpec(StrictModel):
+    """One piece of evidence in the Splink model.
+
+    Kinds (each is ONE comparison, so correlated evidence is counted once):
+
+    - ``name``: first + last name: exact, swapped, nickname, fuzzy first, fuzzy last,
+      surname only (the household level), else.
+    - ``date_of_birth``: exact, one typo, within ``dob_close_days``, else.
+    - ``address``: street + postcode combined: both exact, same postcode and similar
+      street, same street other postcode, same postcode only, else.
+    - ``contact``: email and phone combined: both exact, either exact, else.
+    """
+
+    kind: ComparisonKind
+    # Jaro-Winkler similarity at or above which two strings are "similar"
+    fuzzy_threshold: float = Field(default=0.88, gt=0, le=1)
+    # weight exact matches by how rare the value is (term frequencies of the column)
+    term_frequency: bool = False
+    dob_close_days: int = Field(default=31, ge=1)
+
+
+def _default_comparisons() -> list[ComparisonSpec]:
+    return [
+        ComparisonSpec(kind="name", term_frequency=True),
+        ComparisonSpec(kind="date_of_birth"),
+        ComparisonSpec(kind="address"),
+        ComparisonSpec(kind="contact"),
+    ]
+
+
+BlockingRule = list[str]
+
+
+class TrainingSettings(StrictModel):
+    # deterministic rules (column lists) for the prior probability two records match
+    prior_rules: list[BlockingRule] = Field(
+        default_factory=lambda: [["first_name", "last_name", "dob"]]
+    )
+    prior_recall: float = Field(default=0.6, gt=0, le=1)
+    # record pairs sampled for u (chance agreement); capped by the data size
+    max_pairs_for_u: int = Field(default=2_000_000, ge=1000)
+    seed: int = 42
+    # one EM session per rule; every comparison must vary in at least one of them
+    em_blocking_rules: list[BlockingRule] = Field(
+        default_factory=lambda: [["dob"], ["last_name", "postcode"], ["email"]]
+    )
+    em_max_iterations: int = Field(default=25, ge=1)
+
+
+class ModelSettings(StrictModel):
+    comparisons: list[ComparisonSpec] = Field(default_factory=_default_comparisons)
+    # candidate pairs for prediction: the union of these rules (columns equal on both sides);
+    # the special rule ["swapped_names"] pairs first/last names swapped across records
+    blocking_rules: list[BlockingRule] = Field(
+        default_factory=lambda: [
+            ["email"],
+            ["phone"],
+            ["first_name_canonical", "last_name"],
+            ["dob", "last_name"],
+            ["dob", "postcode"],
+            ["dob", "first_name_canonical"],
+            ["swapped_names"],
+        ]
+    )
+    # pairs at or above this probability are edges; below are discarded
+    match_threshold: float = Field(default=0.95, gt=0, lt=1)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    # nickname -> canonical first name, applied before comparing first names
+    nicknames: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("comparisons")
+    @classmethod
+    def _unique_kinds(cls, comparisons: list[ComparisonSpec]) -> list[ComparisonSpec]:
+        kinds = [c.kind for c in comparisons]
+        duplicates = sorted({k for k in kinds if kinds.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"comparison kinds listed twice: {duplicates}")
+        if not comparisons:
+            raise ValueError("at least one comparison is needed")
+        return comparisons
+
+    @model_validator(mode="after")
+    def _rules_name_known_columns(self) -> ModelSettings:
+        rules = [*self.blocking_rules, *self.training.prior_rules, *self.training.em_blocking_rules]
+        for rule in rules:
+            if not rule:
+                raise ValueError("a blocking rule needs at least one column")
+            if rule == ["swapped_names"]:
+                continue
+            unknown = sorted(set(rule) - MATCH_COLUMNS)
+            if unknown:
+                raise ValueError(
+                    f"blocking rule {rule} names unknown columns {unknown}; "
+                    f"known: {sorted(MATCH_COLUMNS)} or ['swapped_names']"
+                )
+        return self
+
+
+WeakLinkPolicy = Literal["flag", "split"]
+
+
+class ClusterGuards(StrictModel):
+    # clusters larger than this are flagged 'oversized' (and split at weak links with 'split')
+    max_cluster_size: int = Field(default=50, ge=2)
+    # a probabilistic edge below this probability is weak; a cluster held together only
+    # through a weak edge (a bridge between strongly linked parts) is flagged or split
+    weak_link_probability: float = Field(default=0.99, gt=0, le=1)
+    weak_link_policy: WeakLinkPolicy = "split"
+
+
+class IdentityConfig(StrictModel):
+    """``conf/identity.yaml``."""
+
+    version: Literal[1]
+    # duckdb: fast on one machine; spark: scales out on a cluster
+    backend: Literal["duckdb", "spark"] = "duckdb"
+    # where trained models are kept, relative to the project root
+    models_dir: str = "models/identity"
+    deterministic: DeterministicSettings = Field(default_factory=DeterministicSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    clustering: ClusterGuards = Field(default_factory=ClusterGuards)
+
+    def with_backend(self, backend: Literal["duckdb", "spark"]) -> IdentityConfig:
+        return self.model_copy(update={"backend": backend})
+
+
+def load_identity_config(conf_dir: str | os.PathLike[str]) -> IdentityConfig:
+    """Load and validate ``<conf_dir>/identity.yaml``.
+
+    Args:
+        conf_dir: the project's config folder.
+
+    Returns:
+        The validated :class:`IdentityConfig`; errors name the file and the field.
+    """
+    return load_model(Path(conf_dir) / "identity.yaml", IdentityConfig)

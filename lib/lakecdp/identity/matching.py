@@ -1,0 +1,605 @@
+"""Probabilistic matching with Splink 5 on DuckDB (one machine) or Spark (a cluster).
+
+The model is described in ``conf/identity.yaml`` (``model`` section) and turned into
+Splink settings here, per backend: SQL functions and date formats differ between DuckDB
+and Spark, so the *settings* are generated for the backend in use while the *trained
+parameters* (prior, m and u of every level) come from one versioned JSON file that either
+backend can apply.
+
+Evidence design (what the product is judged on): households share surname, address,
+phone and sometimes email, so
+
+- street and postcode are one ``address`` comparison and email and phone one ``contact``
+  comparison: correlated evidence is counted once;
+- first name (with nicknames) and date of birth carry their own weight, so a sibling
+  with the same surname, address and phone but another first name and birth date is a
+  different customer.
+
+Example:
+    >>> matcher = ProbabilisticMatcher(config, spark=spark, model_dir=Path("models/identity"))
+    >>> matcher.train(records)            # model_v1.json (+ model_v1.meta.json)
+    >>> edges = matcher.predict(records)  # identity.edges rows, edge_type 'probabilistic'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from lakecdp.identity.config import ComparisonSpec, IdentityConfig
+from lakecdp.identity.deterministic import (
+    EDGE_SCHEMA,
+    canonical_first_name,
+    cleaned_identifier,
+    normalised_name,
+    require_columns,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+logger = logging.getLogger(__name__)
+
+MATCH_INPUT_COLUMNS = (
+    "record_id", "source", "first_name", "last_name", "date_of_birth", "email", "phone",
+    "address_line1", "postcode", "city", "country",
+)
+PREPARED_COLUMNS = (
+    "record_id", "source", "first_name", "first_name_canonical", "last_name", "dob",
+    "email", "phone", "address_line1", "postcode", "city", "country",
+)
+DATE_FORMATS = {"duckdb": "%Y%m%d", "spark": "yyyyMMdd"}
+_MODEL_RE = re.compile(r"^model_v(?P<version>\d+)\.json$")
+
+# common street-type words, so "12 High Street" and "12 high st." compare equal
+_STREET_ABBREVIATIONS = {
+    "street": "st", "road": "rd", "avenue": "ave", "lane": "ln", "drive": "dr",
+    "close": "cl", "court": "ct", "place": "pl", "crescent": "cres", "gardens": "gdns",
+    "terrace": "ter", "square": "sq", "grove": "gr", "park": "pk", "strasse": "str",
+    "straße": "str", "apartment": "apt", "flat": "apt",
+}
+
+
+class ModelMismatchError(ValueError):
+    """A saved model does not fit the configured comparisons; retrain it."""
+
+
+# -- Column -> Column / DataFrame -> DataFrame -------------------------------------------
+def normalised_street(street: Column) -> Column:
+    """Lower-case street with punctuation dropped and street types abbreviated."""
+    cleaned = F.regexp_replace(F.lower(street), r"[^\p{L}\p{N}\s]", " ")
+    for word, abbreviation in _STREET_ABBREVIATIONS.items():
+        cleaned = F.regexp_replace(cleaned, rf"\b{word}\b", abbreviation)
+    cleaned = F.trim(F.regexp_replace(cleaned, r"\s+", " "))
+    return F.when(cleaned == "", F.lit(None).cast("string")).otherwise(cleaned)
+
+
+def normalised_postcode(postcode: Column) -> Column:
+    cleaned = F.regexp_replace(F.upper(postcode), r"[^A-Z0-9]", "")
+    return F.when(cleaned == "", F.lit(None).cast("string")).otherwise(cleaned)
+
+
+def prepare_for_matching(records: DataFrame, config: IdentityConfig) -> DataFrame:
+    """The columns the Splink model compares, normalised the same way for every backend.
+
+    ``dob`` is a ``yyyyMMdd`` string (parsed per backend); junk emails and phones are null.
+    """
+    require_columns(records, MATCH_INPUT_COLUMNS, "customer records")
+    first = normalised_name(F.col("first_name"))
+    return records.select(
+        "record_id",
+        "source",
+        first.alias("first_name"),
+        canonical_first_name(first, config.model.nicknames).alias("first_name_canonical"),
+        normalised_name(F.col("last_name")).alias("last_name"),
+        F.date_format("date_of_birth", "yyyyMMdd").alias("dob"),
+        cleaned_identifier("email", F.col("email"), config.deterministic).alias("email"),
+        cleaned_identifier("phone", F.col("phone"), config.deterministic).alias("phone"),
+        normalised_street(F.col("address_line1")).alias("address_line1"),
+        normalised_postcode(F.col("postcode")).alias("postcode"),
+        F.lower(F.trim("city")).alias("city"),
+        F.upper(F.trim("country")).alias("country"),
+    )
+
+
+# -- Splink settings, per backend --------------------------------------------------------
+def _name_comparison(spec: ComparisonSpec):
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    t = spec.fuzzy_threshold
+    exact = cll.And(cll.ExactMatchLevel("first_name"), cll.ExactMatchLevel("last_name"))
+    exact = exact.configure(label_for_charts="first and last name exact")
+    if spec.term_frequency:
+        exact = exact.configure(tf_adjustment_column="last_name", tf_adjustment_weight=1.0)
+    return cl.CustomComparison(
+        output_column_name="name",
+        comparison_description="first and last name",
+        comparison_levels=[
+            cll.Or(cll.NullLevel("first_name"), cll.NullLevel("last_name")).configure(
+                is_null_level=True, label_for_charts="first or last name missing"
+            ),
+            exact,
+            cll.ColumnsReversedLevel("first_name", "last_name").configure(
+                label_for_charts="first and last name swapped"
+            ),
+            cll.And(
+                cll.ExactMatchLevel("first_name_canonical"), cll.ExactMatchLevel("last_name")
+            ).configure(label_for_charts="nickname, same last name"),
+            cll.And(cll.JaroWinklerLevel("first_name", t), cll.ExactMatchLevel("last_name"))
+            .configure(label_for_charts="similar first name, same last name"),
+            cll.And(
+                cll.ExactMatchLevel("first_name_canonical"), cll.JaroWinklerLevel("last_name", t)
+            ).configure(label_for_charts="same first name, similar last name"),
+            cll.And(cll.JaroWinklerLevel("first_name", t), cll.JaroWinklerLevel("last_name", t))
+            .configure(label_for_charts="similar first and last name"),
+            cll.ExactMatchLevel("last_name").configure(
+                label_for_charts="same last name, other first name"
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def _dob_comparison(spec: ComparisonSpec, backend: str):
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    day_month_swapped = cll.CustomLevel(
+        "substr(dob_l, 1, 4) = substr(dob_r, 1, 4) "
+        "and substr(dob_l, 5, 2) = substr(dob_r, 7, 2) "
+        "and substr(dob_l, 7, 2) = substr(dob_r, 5, 2)",
+        label_for_charts="day and month swapped",
+    )
+    return cl.CustomComparison(
+        output_column_name="date_of_birth",
+        comparison_description="date of birth",
+        comparison_levels=[
+            cll.NullLevel("dob"),
+            cll.ExactMatchLevel("dob").configure(label_for_charts="same date of birth"),
+            cll.DamerauLevenshteinLevel("dob", 1).configure(label_for_charts="one typo"),
+            day_month_swapped,
+            cll.AbsoluteDateDifferenceLevel(
+                "dob",
+                input_is_string=True,
+                threshold=spec.dob_close_days,
+                metric="day",
+                datetime_format=DATE_FORMATS[backend],
+            ).configure(label_for_charts=f"within {spec.dob_close_days} days"),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def _address_comparison(spec: ComparisonSpec):
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    t = spec.fuzzy_threshold
+    same_street = cll.ExactMatchLevel("address_line1")
+    same_postcode = cll.ExactMatchLevel("postcode", term_frequency_adjustments=False)
+    both = cll.And(cll.ExactMatchLevel("address_line1"), cll.ExactMatchLevel("postcode"))
+    both = both.configure(label_for_charts="same street and postcode")
+    if spec.term_frequency:
+        both = both.configure(tf_adjustment_column="postcode", tf_adjustment_weight=1.0)
+    return cl.CustomComparison(
+        output_column_name="address",
+        comparison_description="street and postcode, as one piece of evidence",
+        comparison_levels=[
+            cll.And(cll.NullLevel("address_line1"), cll.NullLevel("postcode")).configure(
+                is_null_level=True, label_for_charts="address missing"
+            ),
+            both,
+            cll.And(cll.ExactMatchLevel("postcode"), cll.JaroWinklerLevel("address_line1", t))
+            .configure(label_for_charts="same postcode, similar street"),
+            same_street.configure(label_for_charts="same street, other postcode"),
+            same_postcode.configure(label_for_charts="same postcode, other street"),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def _contact_comparison(spec: ComparisonSpec):
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    return cl.CustomComparison(
+        output_column_name="contact",
+        comparison_description="email and phone, as one piece of evidence",
+        comparison_levels=[
+            cll.And(cll.NullLevel("email"), cll.NullLevel("phone")).configure(
+                is_null_level=True, label_for_charts="no email or phone to compare"
+            ),
+            cll.And(cll.ExactMatchLevel("email"), cll.ExactMatchLevel("phone")).configure(
+                label_for_charts="same email and phone"
+            ),
+            cll.Or(cll.ExactMatchLevel("email"), cll.ExactMatchLevel("phone")).configure(
+                label_for_charts="same email or phone"
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def splink_comparison(spec: ComparisonSpec, backend: str):
+    """The Splink comparison for one configured piece of evidence."""
+    if spec.kind == "name":
+        return _name_comparison(spec)
+    if spec.kind == "date_of_birth":
+        return _dob_comparison(spec, backend)
+    if spec.kind == "address":
+        return _address_comparison(spec)
+    if spec.kind == "contact":
+        return _contact_comparison(spec)
+    raise ValueError(f"unknown comparison kind {spec.kind!r}")
+
+
+def blocking_rule_sql(columns: list[str]) -> str:
+    """A blocking rule as SQL over ``l``/``r``; columns come from validated config only."""
+    if columns == ["swapped_names"]:
+        return "l.first_name = r.last_name and l.last_name = r.first_name"
+    return " and ".join(f"l.{c} = r.{c}" for c in columns)
+
+
+def rule_label(columns: list[str]) -> str:
+    return "+".join(columns)
+
+
+def settings_creator(config: IdentityConfig, backend: str):
+    """Splink ``SettingsCreator`` for ``backend`` built from the validated config."""
+    from splink import SettingsCreator, block_on
+
+    model = config.model
+    rules = [
+        blocking_rule_sql(r) if r == ["swapped_names"] else block_on(*r)
+        for r in model.blocking_rules
+    ]
+    return SettingsCreator(
+        link_type="dedupe_only",
+        unique_id_column_name="record_id",
+        comparisons=[splink_comparison(spec, backend) for spec in model.comparisons],
+        blocking_rules_to_generate_predictions=rules,
+        additional_columns_to_retain=["source"],
+        retain_intermediate_calculation_columns=False,
+        retain_matching_columns=True,
+        max_iterations=model.training.em_max_iterations,
+    )
+
+
+def model_fingerprint(config: IdentityConfig) -> str:
+    """Hash of what decides a model's parameters; a saved model fits only the same hash."""
+    payload = config.model.model_dump(mode="json", exclude={"match_threshold"})
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _apply_parameters(settings: dict[str, Any], model: dict[str, Any], source: Path) -> dict[str, Any]:
+    """Copy the trained prior, m and u of ``model`` (any backend) onto ``settings``."""
+    trained = {c["output_column_name"]: c for c in model.get("comparisons", [])}
+    settings["probability_two_random_records_match"] = model[
+        "probability_two_random_records_match"
+    ]
+    for comparison in settings["comparisons"]:
+        name = comparison["output_column_name"]
+        if name not in trained:
+            raise ModelMismatchError(f"{source}: has no comparison {name!r}; retrain the model")
+        saved_levels = trained[name]["comparison_levels"]
+        levels = comparison["comparison_levels"]
+        if len(saved_levels) != len(levels):
+            raise ModelMismatchError(
+                f"{source}: comparison {name!r} has {len(saved_levels)} levels, config has "
+                f"{len(levels)}; retrain the model"
+            )
+        for level, saved in zip(levels, saved_levels):
+            for key in ("m_probability", "u_probability"):
+                if key in saved:
+                    level[key] = saved[key]
+    return settings
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    version: int
+    path: Path
+    metadata: dict[str, Any]
+
+
+# -- backends ----------------------------------------------------------------------------
+class _Backend:
+    """Registers prepared records with one Splink database API and returns results to Spark."""
+
+    name: str
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+        self.db_api = self._make_api()
+        self._counter = 0
+
+    def _make_api(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _table_name(self, label: str) -> str:
+        self._counter += 1
+        return f"lakecdp_{label}_{self._counter}"
+
+    def register(self, prepared: DataFrame, label: str):
+        raise NotImplementedError
+
+    def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
+        raise NotImplementedError
+
+
+class _DuckDBBackend(_Backend):
+    name = "duckdb"
+
+    def _make_api(self):
+        from splink import DuckDBAPI
+
+        return DuckDBAPI()
+
+    def register(self, prepared: DataFrame, label: str):
+        # Spark -> Arrow -> DuckDB, no pandas copy; columns in a fixed order
+        table = prepared.select(*PREPARED_COLUMNS).toArrow()
+        return self.db_api.register(table, table_name=self._table_name(label))
+
+    def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
+        relation = splink_df.as_duckdbpyrelation().select(*columns)
+        frame = relation.df()
+        return self.spark.createDataFrame(frame if len(frame) else [], schema)
+
+
+class _SparkBackend(_Backend):
+    name = "spark"
+
+    def _make_api(self):
+        from splink import SparkAPI
+
+        # the session already carries Splink's similarity UDF jar and a checkpoint dir
+        return SparkAPI(spark_session=self.spark)
+
+    def register(self, prepared: DataFrame, label: str):
+        return self.db_api.register(
+            prepared.select(*PREPARED_COLUMNS), table_name=self._table_name(label)
+        )
+
+    def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
+        frame = splink_df.as_spark_dataframe()
+        return frame.select(
+            *[F.col(c).cast(t).alias(c) for c, t in _schema_pairs(schema, columns)]
+        )
+
+
+def _schema_pairs(schema: str, columns: list[str]) -> list[tuple[str, str]]:
+    types = dict(part.strip().split(" ", 1) for part in schema.split(","))
+    return [(c, types[c]) for c in columns]
+
+
+def _backend(name: str, spark: SparkSession) -> _Backend:
+    return _DuckDBBackend(spark) if name == "duckdb" else _SparkBackend(spark)
+
+
+_PREDICTION_SCHEMA = (
+    "record_id_l string, record_id_r string, match_key string, "
+    "match_probability double, match_weight double"
+)
+
+
+class ProbabilisticMatcher:
+    """Trains, versions and applies the Splink model.
+
+    Args:
+        config: the identity config (``backend`` and ``model`` sections).
+        spark: the session (input and output are Spark DataFrames for both backends).
+        model_dir: folder of ``model_v<N>.json`` files and their ``.meta.json``.
+
+    Example:
+        >>> matcher = ProbabilisticMatcher(config, spark=spark, model_dir=path)
+        >>> edges = matcher.predict(records)  # trains model_v1 first if none exists
+    """
+
+    def __init__(self, config: IdentityConfig, *, spark: SparkSession, model_dir: Path | str) -> None:
+        self.config = config
+        self.spark = spark
+        self.model_dir = Path(model_dir)
+        self.backend_name = config.backend
+        self.run_id: str | None = None
+        self._model: SavedModel | None = None
+
+    # -- model files ------------------------------------------------------------------
+    def versions(self) -> list[int]:
+        if not self.model_dir.is_dir():
+            return []
+        found = (_MODEL_RE.match(p.name) for p in self.model_dir.iterdir())
+        return sorted(int(m.group("version")) for m in found if m)
+
+    def model_path(self, version: int) -> Path:
+        return self.model_dir / f"model_v{version}.json"
+
+    def load(self, version: int | None = None) -> SavedModel:
+        """The saved model ``version`` (default: the newest); error when none exists."""
+        versions = self.versions()
+        if not versions:
+            raise FileNotFoundError(f"{self.model_dir}: no model_v<N>.json; train one first")
+        chosen = versions[-1] if version is None else version
+        path = self.model_path(chosen)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model version {chosen} not found; have {versions}")
+        meta_path = path.with_name(f"model_v{chosen}.meta.json")
+        metadata = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        expected = model_fingerprint(self.config)
+        if metadata.get("fingerprint") not in (None, expected):
+            raise ModelMismatchError(
+                f"{path}: trained for another model configuration "
+                f"({metadata.get('fingerprint')} != {expected}); retrain with --retrain"
+            )
+        self._model = SavedModel(version=chosen, path=path, metadata=metadata)
+        return self._model
+
+    def model(self, records: DataFrame | None = None, *, retrain: bool = False) -> SavedModel:
+        """The model to apply: the newest saved one, or a new one trained on ``records``."""
+        if retrain or not self.versions():
+            if records is None:
+                raise ValueError("no trained model yet and no records to train on")
+            self.train(records)
+        return self._model if self._model is not None else self.load()
+
+    # -- training ---------------------------------------------------------------------
+    def train(self, records: DataFrame) -> Path:
+        """Train on ``records`` and save the next version.
+
+        Prior from deterministic rules, u by random sampling, m by EM over each configured
+        training blocking rule. Writes ``model_v<N>.json`` (Splink's own model JSON) and
+        ``model_v<N>.meta.json`` (version, backend, fingerprint, record count, time).
+
+        Returns:
+            The path of the new model JSON.
+        """
+        from splink import Linker, block_on
+
+        training = self.config.model.training
+        backend = _backend(self.backend_name, self.spark)
+        prepared = prepare_for_matching(records, self.config)
+        registered = backend.register(prepared, "train")
+        linker = Linker(registered, settings_creator(self.config, backend.name), log_level=logging.WARNING)
+
+        prior_rules = [block_on(*r) for r in training.prior_rules]
+        linker.training.estimate_probability_two_random_records_match(
+            prior_rules, recall=training.prior_recall
+        )
+        linker.training.estimate_u_using_random_sampling(
+            max_pairs=training.max_pairs_for_u, seed=training.seed
+        )
+        sessions = 0
+        for rule in training.em_blocking_rules:
+            try:
+                linker.training.estimate_parameters_using_expectation_maximisation(
+                    block_on(*rule), estimate_without_term_frequencies=True
+                )
+                sessions += 1
+            except Exception as exc:  # Splink raises plain exceptions for empty blocks
+                logger.warning("EM on %s skipped: %s", rule_label(rule), exc)
+        if sessions == 0:
+            raise RuntimeError("no EM training session succeeded; too few records to train on?")
+
+        version = (self.versions() or [0])[-1] + 1
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        path = self.model_path(version)
+        linker.misc.save_model_to_json(str(path), overwrite=True)
+        metadata = {
+            "version": version,
+            "backend": backend.name,
+            "fingerprint": model_fingerprint(self.config),
+            "trained_at": datetime.now(timezone.utc).isoformat(),
+            "run_id": self.run_id,
+            "em_sessions": sessions,
+            "splink_version": _splink_version(),
+        }
+        path.with_name(f"model_v{version}.meta.json").write_text(json.dumps(metadata, indent=2))
+        logger.info("trained identity model v%d (%s) -> %s", version, backend.name, path)
+        self._model = SavedModel(version=version, path=path, metadata=metadata)
+        return path
+
+    # -- applying ---------------------------------------------------------------------
+    def _settings_for(self, backend: str, model: SavedModel) -> dict[str, Any]:
+        settings = settings_creator(self.config, backend).create_settings_dict(backend)
+        return _apply_parameters(settings, json.loads(model.path.read_text()), model.path)
+
+    def linker(self, prepared: DataFrame, *, model: SavedModel | None = None):
+        """A Splink linker over ``prepared`` records with the trained parameters applied."""
+        from splink import Linker
+
+        chosen = model or self.model()
+        backend = _backend(self.backend_name, self.spark)
+        registered = backend.register(prepared, "records")
+        settings = self._settings_for(backend.name, chosen)
+        return Linker(registered, settings, log_level=logging.WARNING), backend, registered
+
+    def predict(self, records: DataFrame, *, retrain: bool = False) -> DataFrame:
+        """Scored pairs at or above ``match_threshold`` as ``identity.edges`` rows.
+
+        Trains a first model when none is saved (or when ``retrain``).
+        """
+        chosen = self.model(records, retrain=retrain)
+        prepared = prepare_for_matching(records, self.config)
+        linker, backend, _ = self.linker(prepared, model=chosen)
+        predictions = linker.inference.predict(
+            threshold_match_probability=self.config.model.match_threshold,
+            warning_mode="never",
+        )
+        return self._edges(backend, predictions)
+
+    def predict_incremental(
+        self, new_records: DataFrame, existing_records: DataFrame
+    ) -> DataFrame:
+        """Pairs new-vs-existing and new-vs-new only (never existing-vs-existing).
+
+        Uses the saved model and term frequencies over existing + new records, through
+        Splink 5's ``predict_between`` and ``predict_within``.
+        """
+        chosen = self.model(existing_records.unionByName(new_records))
+        prepared_new = prepare_for_matching(new_records, self.config)
+        prepared_existing = prepare_for_matching(existing_records, self.config)
+        linker, backend, _ = self.linker(
+            prepared_existing.unionByName(prepared_new), model=chosen
+        )
+        for column in _tf_columns(self.config):
+            linker.table_management.compute_tf_table(column)
+        new_sdf = backend.register(prepared_new, "new")
+        existing_sdf = backend.register(prepared_existing, "existing")
+        threshold = self.config.model.match_threshold
+        between = linker.inference.predict_between(
+            new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
+        )
+        within = linker.inference.predict_within(
+            new_sdf, threshold_match_probability=threshold, warning_mode="never"
+        )
+        return self._edges(backend, between).unionByName(self._edges(backend, within))
+
+    def _edges(self, backend: _Backend, predictions) -> DataFrame:
+        columns = ["record_id_l", "record_id_r", "match_key", "match_probability", "match_weight"]
+        pairs = backend.to_spark(predictions, columns, _PREDICTION_SCHEMA)
+        labels = [rule_label(r) for r in self.config.model.blocking_rules]
+        label_map = F.create_map(*[x for i, lab in enumerate(labels) for x in (F.lit(str(i)), F.lit(lab))])
+        left, right = F.col("record_id_l"), F.col("record_id_r")
+        return pairs.select(
+            F.least(left, right).alias("record_id_l"),
+            F.greatest(left, right).alias("record_id_r"),
+            F.lit("probabilistic").alias("edge_type"),
+            F.coalesce(F.element_at(label_map, F.col("match_key").cast("string")), F.col("match_key")).alias("rule"),
+            "match_probability",
+            "match_weight",
+            F.lit(self.run_id).cast("string").alias("run_id"),
+        )
+
+
+def _tf_columns(config: IdentityConfig) -> list[str]:
+    columns = []
+    for spec in config.model.comparisons:
+        if spec.term_frequency and spec.kind == "name":
+            columns.append("last_name")
+        if spec.term_frequency and spec.kind == "address":
+            columns.append("postcode")
+    return columns
+
+
+def _splink_version() -> str:
+    import splink
+
+    return splink.__version__
+
+
+__all__ = [
+    "EDGE_SCHEMA",
+    "ModelMismatchError",
+    "ProbabilisticMatcher",
+    "prepare_for_matching",
+    "settings_creator",
+]
