@@ -18,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,6 +93,9 @@ def get_session(project: Project, *, app_name: str | None = None) -> SparkSessio
     builder = SparkSession.builder
     if settings.mode == "local":
         builder = builder.master(settings.master)
+        # Python UDF workers (pandas UDFs: phone parsing, name NFC) must run this interpreter,
+        # the one with the project's packages; pyspark otherwise starts "python3" from PATH
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in session_conf(project, app_name=app_name).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
