@@ -1,0 +1,300 @@
+"""Standardisation: Column -> Column cleaners and DataFrame -> DataFrame mappers to silver.
+
+The mappers take the output of :func:`lakecdp.ingest.validate.parse_and_validate` (rows that
+passed) and produce the unified schemas of docs/tables.md; they do no IO.
+
+Example:
+    >>> records = checked.transform(to_customer_records, sources["crm"], run_id=ctx.run_id)
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakecdp.ingest.schemas import SILVER_SCHEMAS
+from lakecdp.ingest.sources import DEFAULT_JUNK_VALUES, ExtraTarget, SourceConfig
+from lakecdp.ingest.validate import EMAIL_PATTERN
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+#: control (Cc), format (Cf: zero-width space/joiners, BOM, bidi marks) characters
+_INVISIBLE = r"[\p{Cc}\p{Cf}]"
+
+#: free-text country names and aliases -> ISO 3166-1 alpha-2 (lower-case keys, dots removed)
+COUNTRY_ALIASES: dict[str, str] = {
+    "united kingdom": "GB", "uk": "GB", "gb": "GB", "gbr": "GB", "great britain": "GB",
+    "britain": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "northern ireland": "GB",
+    "united kingdom of great britain and northern ireland": "GB",
+    "ireland": "IE", "ie": "IE", "irl": "IE", "eire": "IE", "éire": "IE", "republic of ireland": "IE",
+    "germany": "DE", "deutschland": "DE", "de": "DE", "deu": "DE",
+    "france": "FR", "fr": "FR", "fra": "FR",
+    "spain": "ES", "españa": "ES", "espana": "ES", "es": "ES", "esp": "ES",
+    "italy": "IT", "italia": "IT", "it": "IT", "ita": "IT",
+    "netherlands": "NL", "the netherlands": "NL", "holland": "NL", "nederland": "NL", "nl": "NL",
+    "belgium": "BE", "belgique": "BE", "belgië": "BE", "be": "BE",
+    "portugal": "PT", "pt": "PT", "austria": "AT", "österreich": "AT", "at": "AT",
+    "switzerland": "CH", "schweiz": "CH", "suisse": "CH", "ch": "CH",
+    "sweden": "SE", "sverige": "SE", "se": "SE", "norway": "NO", "norge": "NO", "no": "NO",
+    "denmark": "DK", "danmark": "DK", "dk": "DK", "poland": "PL", "polska": "PL", "pl": "PL",
+    "united states": "US", "united states of america": "US", "usa": "US", "us": "US",
+    "america": "US", "canada": "CA", "ca": "CA", "australia": "AU", "au": "AU",
+}
+
+
+def null_if_junk(column: Column, junk_values: Sequence[str] = DEFAULT_JUNK_VALUES) -> Column:
+    """Null when the trimmed, lower-cased value is a known placeholder (``n/a``, ``test@test.com``)."""
+    junk = F.array(*[F.lit(v.lower()) for v in junk_values])
+    return F.when(~F.array_contains(junk, F.lower(F.trim(column))), column)
+
+
+def normalise_email(column: Column, junk_values: Sequence[str] = DEFAULT_JUNK_VALUES) -> Column:
+    """Trim and lower-case; null when junk or not a syntactically valid address."""
+    email = F.lower(F.trim(column))
+    return F.when(email.rlike(EMAIL_PATTERN), null_if_junk(email, junk_values))
+
+
+@F.pandas_udf(T.StringType())
+def _e164(numbers: pd.Series, regions: pd.Series) -> pd.Series:
+    import phonenumbers
+
+    def one(number: object, region: object) -> str | None:
+        if number is None or not isinstance(number, str) or not number.strip():
+            return None
+        try:
+            parsed = phonenumbers.parse(number, region if isinstance(region, str) else None)
+        except phonenumbers.NumberParseException:
+            return None
+        national = str(parsed.national_number)
+        # a possible length, and not a placeholder such as 0000000000 / 1111111111
+        if not phonenumbers.is_possible_number(parsed) or len(set(national)) <= 1:
+            return None
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+    return pd.Series([one(n, r) for n, r in zip(numbers, regions)], dtype=object)
+
+
+def normalise_phone(
+    column: Column,
+    country: Column | None = None,
+    *,
+    default_region: str = "GB",
+    junk_values: Sequence[str] = DEFAULT_JUNK_VALUES,
+) -> Column:
+    """E.164 (``+447700900123``) via ``phonenumbers``; national formats read in the record's
+    country (ISO alpha-2), else ``default_region``; null when impossible or junk."""
+    region = F.coalesce(country, F.lit(default_region)) if country is not None else F.lit(default_region)
+    return _e164(null_if_junk(column, junk_values), region)
+
+
+@F.pandas_udf(T.StringType())
+def _nfc(values: pd.Series) -> pd.Series:
+    return pd.Series(
+        [unicodedata.normalize("NFC", v) if isinstance(v, str) else None for v in values], dtype=object
+    )
+
+
+def clean_name(column: Column) -> Column:
+    """Unicode NFC, control and zero-width characters removed, inner whitespace single, trimmed;
+    empty -> null."""
+    cleaned = F.trim(F.regexp_replace(F.regexp_replace(_nfc(column), _INVISIBLE, ""), r"[\s\p{Z}]+", " "))
+    return F.when(cleaned != "", cleaned)
+
+
+def country_code(column: Column) -> Column:
+    """Country names and aliases (``United Kingdom``, ``UK``, ``Deutschland``) -> ISO alpha-2; an
+    unknown value -> null."""
+    import phonenumbers
+
+    key = F.regexp_replace(F.lower(F.trim(column)), r"[.]", "")
+    aliases = F.create_map(*[F.lit(x) for pair in COUNTRY_ALIASES.items() for x in pair])
+    regions = F.array(*[F.lit(r) for r in sorted(phonenumbers.SUPPORTED_REGIONS)])
+    upper = F.upper(key)
+    return F.coalesce(
+        F.try_element_at(aliases, key),
+        F.when((F.length(key) == 2) & F.array_contains(regions, upper), upper),
+    )
+
+
+def normalise_postcode(column: Column) -> Column:
+    """Upper-case, single inner spaces, trimmed; empty -> null."""
+    cleaned = F.trim(F.regexp_replace(F.upper(column), r"[\s\p{Z}]+", " "))
+    return F.when(cleaned != "", cleaned)
+
+
+def clean_text(column: Column) -> Column:
+    """Invisible characters removed, whitespace collapsed, trimmed; empty -> null."""
+    cleaned = F.trim(F.regexp_replace(F.regexp_replace(column, _INVISIBLE, ""), r"[\s\p{Z}]+", " "))
+    return F.when(cleaned != "", cleaned)
+
+
+# -- mappers to the unified silver schemas ---------------------------------------------
+
+def _mapped(df: DataFrame, mapping: dict[str, str], target: str) -> list[Column]:
+    """One column per silver column of ``target``: the mapping's expression or null, cast."""
+    return [
+        (F.expr(mapping[field.name]) if field.name in mapping else F.lit(None))
+        .cast(field.dataType).alias(field.name)
+        for field in SILVER_SCHEMAS[target].fields
+        if field.name in mapping or field.name not in _STAMPS
+    ]
+
+
+_STAMPS = frozenset({"record_id", "source", "warnings", "run_id", "ingested_at"})
+
+
+def _stamps(run_id: str | None, ingested_at: datetime | None) -> tuple[Column, Column]:
+    return (
+        F.lit(run_id).cast("string").alias("run_id"),
+        (F.lit(ingested_at) if ingested_at is not None else F.current_timestamp()).cast("timestamp").alias("ingested_at"),
+    )
+
+
+def _warnings_column(df: DataFrame) -> Column:
+    return F.col("_warnings") if "_warnings" in df.columns else F.array().cast("array<string>")
+
+
+def to_customer_records(
+    df: DataFrame,
+    source: SourceConfig,
+    *,
+    run_id: str | None = None,
+    ingested_at: datetime | None = None,
+    extra: ExtraTarget | None = None,
+) -> DataFrame:
+    """Map validated rows to ``silver.customer_records`` (docs/tables.md) and standardise them.
+
+    Args:
+        df: output of ``parse_and_validate`` (passing rows), typed source columns.
+        source: the source; its ``mapping`` (or ``extra``'s for a second target) gives the columns.
+        extra: an ``also`` entry of the source (web ``login`` events -> records): rows are
+            filtered by its predicate and ``source`` is its ``record_source``.
+
+    Returns:
+        One row per input row, in silver.customer_records' column order.
+    """
+    mapping = extra.mapping if extra is not None else source.mapping
+    label = (extra.record_source if extra is not None else None) or source.name
+    if extra is not None:
+        df = df.where(F.expr(extra.filter))
+    junk = source.junk_values
+    unified = df.select(*_mapped(df, mapping, "customer_records"), _warnings_column(df).alias("warnings"))
+    country = country_code(F.col("country"))
+    run_col, ingested_col = _stamps(run_id, ingested_at)
+    columns = {
+        "record_id": F.concat(F.lit(label + ":"), F.col("source_record_id")),
+        "source": F.lit(label),
+        "source_record_id": F.col("source_record_id"),
+        "first_name": clean_name(F.col("first_name")),
+        "last_name": clean_name(F.col("last_name")),
+        "email": normalise_email(F.col("email"), junk),
+        "phone": normalise_phone(F.col("phone"), country, default_region=source.default_region, junk_values=junk),
+        "date_of_birth": F.col("date_of_birth"),
+        "address_line1": clean_text(F.col("address_line1")),
+        "postcode": normalise_postcode(F.col("postcode")),
+        "city": clean_text(F.col("city")),
+        "country": country,
+        "device_ids": F.filter(
+            F.coalesce(F.col("device_ids"), F.array().cast("array<string>")),
+            lambda d: null_if_junk(d, junk).isNotNull(),
+        ),
+        "crm_id": null_if_junk(F.trim(F.col("crm_id")), junk),
+        "customer_number": null_if_junk(F.trim(F.col("customer_number")), junk),
+        "email_consent": F.col("email_consent"),
+        "updated_at": F.col("updated_at"),
+        "warnings": F.coalesce(F.col("warnings"), F.array().cast("array<string>")),
+        "run_id": run_col,
+        "ingested_at": ingested_col,
+    }
+    return unified.select(*[
+        columns[f.name].cast(f.dataType).alias(f.name) for f in SILVER_SCHEMAS["customer_records"].fields
+    ])
+
+
+def to_events(
+    df: DataFrame, source: SourceConfig, *, run_id: str | None = None, ingested_at: datetime | None = None
+) -> DataFrame:
+    """Map validated rows to ``silver.events``: identifiers standardised, junk -> null."""
+    junk = source.junk_values
+    unified = df.select(*_mapped(df, source.mapping, "events"))
+    run_col, ingested_col = _stamps(run_id, ingested_at)
+    overrides = {
+        "source": F.lit(source.name),
+        "email": normalise_email(F.col("email"), junk),
+        "device_id": null_if_junk(F.trim(F.col("device_id")), junk),
+        "customer_number": null_if_junk(F.trim(F.col("customer_number")), junk),
+        "run_id": run_col,
+        "ingested_at": ingested_col,
+    }
+    return unified.select(*[
+        overrides.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name)
+        for f in SILVER_SCHEMAS["events"].fields
+    ])
+
+
+def to_orders(
+    df: DataFrame, source: SourceConfig, *, run_id: str | None = None, ingested_at: datetime | None = None
+) -> DataFrame:
+    """Map validated order rows to ``silver.orders``."""
+    junk = source.junk_values
+    unified = df.select(*_mapped(df, source.mapping, "orders"))
+    run_col, ingested_col = _stamps(run_id, ingested_at)
+    overrides = {
+        "source": F.lit(source.name),
+        "email": normalise_email(F.col("email"), junk),
+        "customer_number": null_if_junk(F.trim(F.col("customer_number")), junk),
+        "currency": F.upper(F.trim(F.col("currency"))),
+        "run_id": run_col,
+        "ingested_at": ingested_col,
+    }
+    return unified.select(*[
+        overrides.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name)
+        for f in SILVER_SCHEMAS["orders"].fields
+    ])
+
+
+def to_order_items(df: DataFrame, source: SourceConfig) -> DataFrame:
+    """One row per element of the source's items array; ``line_number`` counts from 1."""
+    if source.items is None:
+        raise ValueError(f"source {source.name!r} has no items; it does not feed order_items")
+    order_id = F.expr(source.mapping["order_id"])
+    exploded = df.select(
+        "*", order_id.alias("_order_id"),
+        F.posexplode_outer(F.col(source.items.column)).alias("_position", "item"),
+    ).where(F.col("item").isNotNull())
+    columns = {
+        "order_id": F.col("_order_id"),
+        "line_number": F.col("_position") + 1,
+    }
+    for name, sql in source.items.mapping.items():
+        columns[name] = F.expr(sql)
+    return exploded.select(*[
+        columns.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name)
+        for f in SILVER_SCHEMAS["order_items"].fields
+    ])
+
+
+def to_products(df: DataFrame, source: SourceConfig) -> DataFrame:
+    """Map validated catalog rows to ``silver.products``."""
+    unified = df.select(*_mapped(df, source.mapping, "products"))
+    overrides = {"name": clean_text(F.col("name")), "category": clean_text(F.col("category"))}
+    return unified.select(*[
+        overrides.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name)
+        for f in SILVER_SCHEMAS["products"].fields
+    ])
+
+
+MAPPERS = {
+    "customer_records": to_customer_records,
+    "events": to_events,
+    "orders": to_orders,
+    "products": to_products,
+}

@@ -1,0 +1,295 @@
+"""Parse raw lines / messages of a source and decide, row by row, what is wrong with them.
+
+:func:`parse_and_validate` is a pure ``DataFrame -> DataFrame`` transform (no IO, no
+actions), so the batch job and the Kafka stream (inside ``foreachBatch``) share it.
+
+Reason codes (docs/sample-data.md): structural problems of the whole line
+(``MALFORMED_LINE``, ``WRONG_FIELD_COUNT``, ``BAD_ENCODING``) make the field checks
+meaningless, so a line with one of those carries only the structural reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakecdp.ingest.sources import NUMERIC_TYPES, SourceConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+MALFORMED_LINE = "MALFORMED_LINE"
+WRONG_FIELD_COUNT = "WRONG_FIELD_COUNT"
+MISSING_REQUIRED = "MISSING_REQUIRED"
+INVALID_TIMESTAMP = "INVALID_TIMESTAMP"
+INVALID_TYPE = "INVALID_TYPE"
+INVALID_EMAIL = "INVALID_EMAIL"
+INVALID_DATE = "INVALID_DATE"
+IMPOSSIBLE_DATE = "IMPOSSIBLE_DATE"
+FIELD_TOO_LONG = "FIELD_TOO_LONG"
+BAD_ENCODING = "BAD_ENCODING"
+DUPLICATE = "DUPLICATE"
+
+REASON_CODES = (
+    MALFORMED_LINE, WRONG_FIELD_COUNT, MISSING_REQUIRED, INVALID_TIMESTAMP, INVALID_TYPE,
+    INVALID_EMAIL, INVALID_DATE, IMPOSSIBLE_DATE, FIELD_TOO_LONG, BAD_ENCODING, DUPLICATE,
+)
+
+#: what Spark's text reader puts where the bytes were not valid UTF-8
+REPLACEMENT_CHARACTER = "\ufffd"
+#: one '@', no spaces, a dot in the domain; deliberately simple (RFC 5322 allows more,
+#: but none of that is a real marketing address)
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
+
+_CORRUPT = "_corrupt_record"
+_AS_READ = "_as_read"
+_RESCUED = "_rescued"
+
+
+class MissingColumnsError(ValueError):
+    """A file lacks a required column (schema drift that cannot be absorbed)."""
+
+
+@dataclass(frozen=True)
+class _Finding:
+    """One possible problem of a row: when ``condition`` holds, ``code`` applies to ``field``."""
+
+    condition: Column
+    code: str
+    field: str
+    quarantine: bool
+
+
+def _scalar_string_schema(source: SourceConfig) -> str:
+    """The JSON parse schema: scalars as text (so a bad number is seen, not nulled), nested as declared."""
+    parts = [f"`{c.name}` {'string' if c.is_scalar else c.type}" for c in source.columns]
+    return ", ".join([*parts, f"`{_CORRUPT}` string"])
+
+
+def _as_read_csv(
+    raw: Column, source: SourceConfig, header: list[str]
+) -> tuple[Column, list[Column], Column, Column]:
+    sep = source.options.get("sep", source.options.get("delimiter", ","))
+    quote = source.options.get("quote", '"')
+    escape = source.options.get("escape", quote)
+    schema = ", ".join(f"`_f{i}` string" for i in range(len(header)))
+    parsed = F.from_csv(raw, schema, {"sep": sep, "quote": quote, "escape": escape, "mode": "PERMISSIVE"})
+    position = {name: i for i, name in enumerate(header)}
+    as_read = F.struct(*[
+        (parsed[f"_f{position[c.name]}"] if c.name in position else F.lit(None).cast("string")).alias(c.name)
+        for c in source.columns
+    ])
+    extra = [name for name in header if name not in set(source.column_names)]
+    extra_values = F.struct(*[parsed[f"_f{position[name]}"].alias(name) for name in extra]) if extra else None
+    rescued = (
+        F.when(F.to_json(extra_values) != "{}", F.to_json(extra_values))
+        if extra_values is not None else F.lit(None).cast("string")
+    )
+    # an odd number of quote characters: a quoted field never closes
+    quotes = F.size(F.split(raw, f"\\Q{quote}\\E", -1)) - 1
+    unbalanced = (quotes % 2) == 1
+    # fields = separators outside quoted sections + 1 (Spark's parser pads or drops silently)
+    q = f"\\Q{quote}\\E"
+    unquoted = F.regexp_replace(raw, f"{q}([^{quote}]|{q}{q})*{q}", "")
+    fields = F.size(F.split(unquoted, f"\\Q{sep}\\E", -1))
+    structural = [
+        _Finding(unbalanced, MALFORMED_LINE, "line", True),
+        _Finding(~unbalanced & (fields != len(header)), WRONG_FIELD_COUNT, "line", True),
+    ]
+    detail = F.when(
+        ~unbalanced & (fields != len(header)),
+        F.format_string(f"expected {len(header)} fields, got %d", fields),
+    )
+    return as_read, _structural_columns(structural), detail, rescued
+
+
+def _structural_columns(findings: list[_Finding]) -> list[Column]:
+    return [F.struct(f.condition.alias("c"), F.lit(f.code).alias("code"), F.lit(f.field).alias("field")) for f in findings]
+
+
+def _as_read_json(raw: Column, source: SourceConfig) -> tuple[Column, list[Column], Column, Column]:
+    parsed = F.from_json(
+        raw, _scalar_string_schema(source), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+    )
+    malformed = parsed.isNull() | parsed[_CORRUPT].isNotNull() | ~F.ltrim(raw).startswith("{")
+    as_read = F.struct(*[parsed[c.name].alias(c.name) for c in source.columns])
+    structural = _structural_columns([_Finding(malformed, MALFORMED_LINE, "line", True)])
+    return as_read, structural, F.lit(None).cast("string"), _rescued_json(raw, source)
+
+
+def _rescued_json(raw: Column, source: SourceConfig) -> Column:
+    known = F.array(*[F.lit(name) for name in source.column_names])
+    everything = F.from_json(raw, "map<string,string>")
+    unknown = F.map_filter(everything, lambda key, _value: ~F.array_contains(known, key))
+    return F.when(F.size(unknown) > 0, F.to_json(unknown))
+
+
+def _blank(value: Column) -> Column:
+    return value.isNull() | (F.trim(value.cast("string")) == "")
+
+
+def _typed_scalar(value: Column, type_name: str, pattern: str | None) -> Column:
+    if type_name == "string":
+        return value
+    if type_name == "date":
+        return F.try_to_date(value, pattern) if pattern else F.trim(value).try_cast("date")
+    if type_name == "timestamp":
+        return F.try_to_timestamp(value, F.lit(pattern)) if pattern else F.trim(value).try_cast("timestamp")
+    return F.trim(value).try_cast(type_name)
+
+
+def parse_and_validate(
+    raw: DataFrame,
+    source: SourceConfig,
+    *,
+    header: list[str] | None = None,
+    as_of: date | datetime | None = None,
+) -> DataFrame:
+    """Parse ``raw`` (one line / message per row) into the source's typed columns and give reasons.
+
+    Args:
+        raw: a ``raw string`` column plus provenance columns (``source_file, line`` or
+            ``kafka_topic, kafka_partition, kafka_offset``); they are kept as they are.
+        source: the source's config.
+        header: CSV only: the file's header columns in file order (default: the configured
+            columns); columns not configured are rescued, configured ones absent are null.
+            Parquet rows arrive as JSON text (``to_json`` of the row).
+        as_of: the day birth dates may not exceed (default: today).
+
+    Returns:
+        ``raw`` + provenance + typed source columns (declared types; an optional field that
+        failed its check is null) + ``_as_read`` (struct of the columns as read: text for
+        scalars) + ``_rescued`` (JSON of unknown columns or null) + ``_reasons
+        array<string>`` (non-empty = quarantine) + ``_warnings array<string>`` (optional
+        fields nulled) + ``_detail`` (which field failed which check).
+
+    Example:
+        >>> checked = parse_and_validate(lines, sources["crm"], header=header_of_file)
+        >>> quarantined = checked.where(F.size("_reasons") > 0)
+    """
+    if "raw" not in raw.columns:
+        raise MissingColumnsError(f"parse_and_validate needs a 'raw' column, got {raw.columns}")
+    raw_col = F.col("raw")
+    if source.format == "csv":
+        as_read, structural, structural_detail, rescued = _as_read_csv(
+            raw_col, source, header or source.column_names
+        )
+    else:
+        as_read, structural, structural_detail, rescued = _as_read_json(raw_col, source)
+    bad_encoding = raw_col.contains(REPLACEMENT_CHARACTER)
+    structural = [*structural, *_structural_columns([_Finding(bad_encoding, BAD_ENCODING, "line", True)])]
+
+    staged = raw.withColumn(_AS_READ, as_read).withColumn(_RESCUED, rescued).withColumn(
+        "_structural", F.filter(F.array(*structural), lambda s: s["c"])
+    ).withColumn("_structural_detail", structural_detail)
+
+    today = F.lit(as_of.date() if isinstance(as_of, datetime) else as_of) if as_of else F.current_date()
+    findings: list[_Finding] = []
+    typed: dict[str, Column] = {}
+    for spec in source.columns:
+        read = F.col(f"{_AS_READ}.`{spec.name}`")
+        if not spec.is_scalar:
+            typed[spec.name] = read
+            continue
+        value = _typed_scalar(read, spec.type, spec.format)
+        typed[spec.name] = value
+        check = source.checks.get(spec.name)
+        required = source.is_required(spec.name)
+        unparsed = ~_blank(read) & value.isNull()
+        if spec.type in NUMERIC_TYPES or spec.type == "boolean":
+            quarantine = (check.on_invalid != "warn") if check and check.on_invalid else True
+            findings.append(_Finding(unparsed, INVALID_TYPE, spec.name, quarantine))
+        elif spec.type in ("date", "timestamp"):
+            code = INVALID_DATE if spec.type == "date" else INVALID_TIMESTAMP
+            quarantine = required or bool(check and check.on_invalid == "quarantine")
+            findings.append(_Finding(unparsed, code, spec.name, quarantine))
+
+    junk = F.array(*[F.lit(v) for v in source.junk_values])
+    for path in source.required:
+        findings.append(_Finding(_blank(F.col(f"{_AS_READ}.{path}")), MISSING_REQUIRED, path, True))
+    for path, check in source.checks.items():
+        top = path.split(".")[0]
+        read = F.col(f"{_AS_READ}.{path}")
+        value = typed[top] if "." not in path else F.col(f"{_AS_READ}.{path}")
+        required = source.is_required(path)
+        quarantine = required if check.on_invalid is None else check.on_invalid == "quarantine"
+        if check.email:
+            email = F.lower(F.trim(read.cast("string")))
+            invalid = ~_blank(read) & ~F.array_contains(junk, email) & ~email.rlike(EMAIL_PATTERN)
+            findings.append(_Finding(invalid, INVALID_EMAIL, path, quarantine))
+        if check.max_length is not None:
+            too_long = F.length(read.cast("string")) > check.max_length
+            findings.append(_Finding(too_long, FIELD_TOO_LONG, path, check.on_invalid != "warn"))
+        if check.min_date is not None or check.not_future:
+            as_date = value if "." not in path else value.try_cast("date")
+            impossible = F.lit(False)
+            if check.min_date is not None:
+                impossible = impossible | (as_date < F.lit(check.min_date))
+            if check.not_future:
+                impossible = impossible | (as_date > today)
+            findings.append(_Finding(F.coalesce(impossible, F.lit(False)), IMPOSSIBLE_DATE, path, quarantine))
+
+    def hits(wanted: bool) -> Column:
+        entries = [
+            F.when(f.condition, F.struct(F.lit(f.code).alias("code"), F.lit(f.field).alias("field")))
+            for f in findings if f.quarantine == wanted
+        ]
+        return F.array_compact(F.array(*entries)) if entries else F.array().cast(
+            "array<struct<code:string,field:string>>"
+        )
+
+    staged = staged.withColumn("_q_hits", hits(True)).withColumn("_w_hits", hits(False))
+    is_structural = F.size("_structural") > 0
+    reasons = F.when(is_structural, F.transform("_structural", lambda s: s["code"])).otherwise(
+        F.transform("_q_hits", lambda h: h["code"])
+    )
+    warnings = F.when(is_structural, F.array().cast("array<string>")).otherwise(
+        F.transform("_w_hits", lambda h: h["code"])
+    )
+    field_detail = F.array_join(
+        F.transform(F.concat("_q_hits", "_w_hits"), lambda h: F.concat(h["code"], F.lit("("), h["field"], F.lit(")"))),
+        "; ",
+    )
+    structural_codes = F.array_join(F.transform("_structural", lambda s: s["code"]), "; ")
+    detail = F.when(is_structural, F.concat_ws(": ", structural_codes, F.col("_structural_detail"))).otherwise(
+        F.when(F.length(field_detail) > 0, field_detail)
+    )
+
+    # null the optional fields that failed a warn-level check
+    nulled: dict[str, Column] = {}
+    for spec in source.columns:
+        column = typed[spec.name]
+        for f in findings:
+            if f.quarantine:
+                continue
+            if f.field == spec.name:
+                column = F.when(F.coalesce(f.condition, F.lit(False)), F.lit(None).cast(spec.type)).otherwise(column)
+            elif f.field.startswith(spec.name + "."):
+                inner = f.field.split(".", 1)[1]
+                if "." not in inner:
+                    column = column.withField(
+                        inner, F.when(F.coalesce(f.condition, F.lit(False)), F.lit(None)).otherwise(F.col(f"{_AS_READ}.{f.field}"))
+                    )
+        nulled[spec.name] = column
+
+    return staged.select(
+        *raw.columns,
+        *[nulled[spec.name].alias(spec.name) for spec in source.columns],
+        F.col(_AS_READ),
+        F.col(_RESCUED),
+        F.array_distinct(reasons).alias("_reasons"),
+        F.array_distinct(warnings).alias("_warnings"),
+        detail.alias("_detail"),
+    )
+
+
+def as_read_schema(source: SourceConfig) -> T.StructType:
+    """Schema of ``_as_read`` (what bronze stores): scalars as text, nested as declared."""
+    return T.StructType.fromDDL(", ".join(
+        f"`{c.name}` {'string' if c.is_scalar else c.type}" for c in source.columns
+    ))
