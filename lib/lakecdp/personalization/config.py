@@ -1,0 +1,65 @@
+"""``conf/personalization.yaml``: where templates live, recommendation cut-off, campaigns.
+
+Example::
+
+    version: 1
+    templates_dir: templates
+    recommendation_min_confidence: 0.8
+    segment_names: {interested_in_product: Interested in Product X}
+    campaigns:
+      welcome: {variants: {A: 50, B: 50}, holdout_percent: 10}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from lakecdp.config import StrictModel, load_model
+
+
+class Campaign(StrictModel):
+    # variant name -> weight (relative)
+    variants: dict[str, int] = Field(default_factory=lambda: {"A": 1})
+    # share of customers (0-100) who get nothing, to measure the campaign's lift
+    holdout_percent: float = Field(default=0.0, ge=0, lt=100)
+
+    @field_validator("variants")
+    @classmethod
+    def _weights(cls, value: dict[str, int]) -> dict[str, int]:
+        if not value or any(w <= 0 for w in value.values()):
+            raise ValueError("variants need at least one entry and positive weights")
+        return value
+
+
+class PersonalizationConfig(StrictModel):
+    version: Literal[1] = 1
+    # folder of templates, relative to the project root
+    templates_dir: str = "templates"
+    # previews go here, relative to the warehouse
+    preview_dir: str = "previews"
+    # recommendations below this confidence are never shown
+    recommendation_min_confidence: float = Field(default=0.8, ge=0, le=1)
+    max_recommendations: int = Field(default=3, ge=0)
+    # display names a template may compare customer_segment with; default: the segment id
+    segment_names: dict[str, str] = Field(default_factory=dict)
+    # the order in which a customer's segments pick their customer_segment (first wins)
+    segment_priority: list[str] = Field(default_factory=list)
+    campaigns: dict[str, Campaign] = Field(default_factory=dict)
+    # validation renders each template against this many real profiles
+    validation_sample: int = Field(default=20, ge=1)
+    # the pipeline's preview step: this customer (default: the first by id) and template
+    demo_customer: str | None = None
+    demo_template: str = "welcome.html"
+    demo_campaign: str | None = "welcome"
+
+
+def load_personalization(conf_dir: str | os.PathLike[str]) -> PersonalizationConfig:
+    """``<conf_dir>/personalization.yaml``; defaults when the file does not exist."""
+    path = Path(conf_dir) / "personalization.yaml"
+    if not path.is_file():
+        return PersonalizationConfig()
+    return load_model(path, PersonalizationConfig)

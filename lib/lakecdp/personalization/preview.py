@@ -1,0 +1,200 @@
+"""Preview (render templates for chosen customers to files) and validation (render every
+template against a sample of real profiles and report problems with line numbers)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import TemplateSyntaxError
+from pyspark.sql import functions as F
+
+from lakecdp.personalization.config import PersonalizationConfig
+from lakecdp.personalization.customers import customer_rows, template_context
+from lakecdp.personalization.engine import TemplateEngine
+
+if TYPE_CHECKING:
+    from lakecdp.config import Project
+    from lakecdp.tables import Tables
+
+logger = logging.getLogger(__name__)
+
+
+# -- loading contexts (IO) ---------------------------------------------------------------
+def load_contexts(
+    spark,
+    tables: Tables,
+    config: PersonalizationConfig,
+    *,
+    customer_ids: list[str] | None = None,
+    segment: str | None = None,
+    limit: int | None = None,
+    campaign_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Template contexts for the chosen customers (by id, by current segment, or the first
+    ``limit`` by id), read from gold.customer_profile and, when they exist, features,
+    segments.membership and silver.products."""
+
+    def optional(name: str):
+        return tables.read(spark, name) if tables.exists(spark, name) else None
+
+    if not tables.exists(spark, "gold.customer_profile"):
+        return []
+    profile = tables.read(spark, "gold.customer_profile")
+    membership = optional("segments.membership")
+    if customer_ids:
+        profile = profile.where(F.col("customer_id").isin(customer_ids))
+    if segment is not None:
+        if membership is None:
+            return []
+        members = membership.where(F.col("is_current") & (F.col("segment_id") == segment)).select("customer_id")
+        profile = profile.join(members.distinct(), "customer_id", "left_semi")
+    profile = profile.orderBy("customer_id")
+    if limit is not None:
+        profile = profile.limit(limit)
+    rows = customer_rows(profile, features=optional("gold.customer_features"), membership=membership,
+                         products=optional("silver.products"))
+    return [
+        template_context(r.asDict(recursive=True), config, campaign_id=campaign_id)
+        for r in rows.orderBy("customer_id").collect()
+    ]
+
+
+# -- preview --------------------------------------------------------------------------
+@dataclass
+class PreviewFile:
+    customer_id: str
+    path: Path
+    variant: str | None
+    missing: set[str]
+    fallbacks: set[str]
+
+
+def render_previews(
+    engine: TemplateEngine, template: str, contexts: list[dict[str, Any]], *, output_dir: Path
+) -> list[PreviewFile]:
+    """Render ``template`` for each context into ``<output_dir>/<template stem>/<customer_id>.<ext>``."""
+    stem, suffix = Path(template).stem, Path(template).suffix
+    folder = output_dir / stem
+    folder.mkdir(parents=True, exist_ok=True)
+    results = []
+    for context in contexts:
+        rendered = engine.render(template, context)
+        customer_id = re.sub(r"[^A-Za-z0-9_\-.]", "_", str(context["customer_id"]))
+        path = folder / f"{customer_id}{suffix}"
+        path.write_text(rendered.text, encoding="utf-8")
+        results.append(PreviewFile(str(context["customer_id"]), path, context.get("variant"),
+                                   rendered.missing, rendered.fallbacks))
+    return results
+
+
+# -- validation -----------------------------------------------------------------------
+@dataclass
+class TemplateIssue:
+    template: str
+    kind: str  # syntax_error | render_error | missing_field | fallback_used | no_sample
+    detail: str
+    line: int | None = None
+    customers: int = 0
+
+    @property
+    def is_error(self) -> bool:
+        return self.kind in ("syntax_error", "render_error")
+
+    def __str__(self) -> str:
+        where = f"{self.template}:{self.line}" if self.line else self.template
+        count = f" ({self.customers} customers)" if self.customers else ""
+        return f"{where}: {self.kind}: {self.detail}{count}"
+
+
+@dataclass
+class ValidationReport:
+    templates: list[str]
+    samples: int
+    issues: list[TemplateIssue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(i.is_error for i in self.issues)
+
+
+def _template_line(exc: BaseException, engine: TemplateEngine) -> tuple[str | None, int | None]:
+    """The innermost traceback frame inside a template file (Jinja rewrites them so)."""
+    root = str(engine.templates_dir.resolve())
+    found: tuple[str | None, int | None] = (None, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename and str(Path(frame.filename).resolve()).startswith(root):
+            found = (Path(frame.filename).resolve().relative_to(root).as_posix(), frame.lineno)
+    return found
+
+
+def _first_line_using(source: str, name: str) -> int | None:
+    pattern = re.compile(r"\b" + re.escape(name) + r"\b")
+    for number, line in enumerate(source.splitlines(), start=1):
+        if pattern.search(line):
+            return number
+    return None
+
+
+def validate_templates(engine: TemplateEngine, contexts: list[dict[str, Any]]) -> ValidationReport:
+    """Check every template's syntax, then render each renderable one against ``contexts``.
+
+    Returns:
+        Syntax errors (line numbers), render errors (line of the failing expression),
+        missing fields and fallback usage (with the number of customers and the first line
+        that names the field).
+    """
+    all_files = sorted(
+        p.relative_to(engine.templates_dir).as_posix()
+        for p in engine.templates_dir.rglob("*") if p.is_file() and p.suffix in (".html", ".txt")
+    )
+    report = ValidationReport(templates=engine.template_names(), samples=len(contexts))
+    broken: set[str] = set()
+    for name in all_files:
+        try:
+            engine.check_syntax(name)
+        except TemplateSyntaxError as exc:
+            broken.add(name)
+            report.issues.append(TemplateIssue(name, "syntax_error", exc.message or str(exc), exc.lineno))
+    for name in report.templates:
+        if name in broken:
+            continue
+        if not contexts:
+            report.issues.append(TemplateIssue(name, "no_sample", "no customer profiles to render against"))
+            continue
+        missing: Counter[str] = Counter()
+        fallbacks: Counter[str] = Counter()
+        failures: dict[tuple[str | None, int | None, str], int] = Counter()
+        for context in contexts:
+            try:
+                rendered = engine.render(name, context)
+            except TemplateSyntaxError as exc:  # an include that does not parse
+                failures[(exc.name or name, exc.lineno, f"{exc.message}")] += 1
+                continue
+            except Exception as exc:  # noqa: BLE001 - every failure is reported, none stops validation
+                where, line = _template_line(exc, engine)
+                failures[(where or name, line, f"{type(exc).__name__}: {exc}")] += 1
+                continue
+            missing.update(rendered.missing)
+            fallbacks.update(rendered.fallbacks)
+        source = engine.source(name)
+        for (where, line, detail), count in sorted(failures.items(), key=str):
+            if where != name:  # the failure is inside an included block: point there
+                detail, line = f"{where}:{line}: {detail}", None
+            report.issues.append(TemplateIssue(name, "render_error", detail, line, count))
+        for field_name, count in sorted(missing.items()):
+            report.issues.append(TemplateIssue(name, "missing_field", field_name,
+                                               _first_line_using(source, field_name), count))
+        for field_name, count in sorted(fallbacks.items()):
+            report.issues.append(TemplateIssue(name, "fallback_used", field_name,
+                                               _first_line_using(source, field_name), count))
+    return report
+
+
+def templates_dir(project: Project, config: PersonalizationConfig) -> Path:
+    return project.path(config.templates_dir)
