@@ -17,6 +17,8 @@ _COMMAND_MODULES = (
     "lakecdp.pipeline",
     "lakecdp.sample.cli",
     "lakecdp.erasure",
+    "lakecdp.activation.cli",
+    "lakecdp.personalization.cli",
 )
 
 

@@ -33,7 +33,10 @@ logger = logging.getLogger(__name__)
 Step = tuple[str, str]
 
 # (step name, "module:function"); each part appends its step when it is ready
-PIPELINE_STEPS: tuple[Step, ...] = ()
+PIPELINE_STEPS: tuple[Step, ...] = (
+    ("activation", "lakecdp.activation.job:run"),
+    ("preview", "lakecdp.personalization.job:run"),
+)
 DEMO_STEPS: tuple[Step, ...] = (("generate", "lakecdp.sample.job:run_demo_generate"), *PIPELINE_STEPS)
 
 # tables each step reads: their Delta versions are recorded in ops.runs for lineage

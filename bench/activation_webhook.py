@@ -1,0 +1,53 @@
+"""Changes delivered per second to a local HTTP server: batched vs unbatched (baseline).
+
+Run: ``.venv/bin/python -m bench.activation_webhook [--items 2000] [--batch 100]``.
+No Spark: measures the delivery path (payload template, HTTP, response parsing) alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from lakecdp.activation.config import WebhookSettings
+from lakecdp.activation.testing import FaultServer
+from lakecdp.activation.webhook import WebhookClient
+
+
+def _items(count: int) -> list[dict]:
+    return [
+        {"idempotency_key": f"k{n:08d}", "change_id": f"ch{n:08d}", "segment_id": "vip",
+         "customer_id": f"c{n:08d}", "change_type": "entered", "email": f"person{n}@example.com",
+         "first_name": "Ada"}
+        for n in range(count)
+    ]
+
+
+def deliver_rate(items: list[dict], batch_size: int) -> tuple[float, int]:
+    with FaultServer() as server:
+        settings = WebhookSettings(url=server.url, batch_size=batch_size, timeout_seconds=10)
+        client = WebhookClient("bench", settings, run_id="bench")
+        started = time.perf_counter()
+        result = client.deliver(items)
+        elapsed = time.perf_counter() - started
+        assert len(result.delivered) == len(items) and len(server.processed) == len(items)
+    return len(items) / elapsed, client.requests_sent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--unbatched-items", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args()
+    batched, batched_requests = deliver_rate(_items(args.items), args.batch)
+    single, single_requests = deliver_rate(_items(args.unbatched_items), 1)
+    print(f"batched (batch_size={args.batch}): {batched:,.0f} changes/s "
+          f"({args.items} changes, {batched_requests} requests)")
+    print(f"unbatched (batch_size=1): {single:,.0f} changes/s "
+          f"({args.unbatched_items} changes, {single_requests} requests)")
+    print(f"speed-up: {batched / single:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
