@@ -151,6 +151,92 @@ def _split_at_weak_bridges(
     return weak_clusters, new_keys
 
 
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, node: str) -> str:
+        parent = self.parent
+        parent.setdefault(node, node)
+        root = node
+        while parent[root] != root:
+            root = parent[root]
+        while parent[node] != root:
+            parent[node], node = root, parent[node]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            # the smaller id is the root: a component's key is its smallest record id
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _cluster_in_memory(
+    node_ids: list[str], kept: list[tuple[str, str, float]], config: IdentityConfig
+) -> list[tuple[str, str, int, float, list[str]]]:
+    """The same algorithm as the Spark path, on the driver (DuckDB backend: one machine)."""
+    guards = config.clustering
+    full, parts = _UnionFind(), _UnionFind()
+    for node in node_ids:
+        full.find(node)
+        parts.find(node)
+    for left, right, p in kept:
+        full.union(left, right)
+        if p >= guards.weak_link_probability:
+            parts.union(left, right)
+    cluster = {n: full.find(n) for n in node_ids}
+    part = {n: parts.find(n) for n in node_ids}
+    links = [
+        (cluster[left], part[left], part[right])
+        for left, right, _ in kept if part[left] != part[right]
+    ]
+    weak_clusters, new_keys = _split_at_weak_bridges(links)
+    split = guards.weak_link_policy == "split"
+    key = {
+        n: (new_keys[part[n]] if split and cluster[n] in weak_clusters else cluster[n])
+        for n in node_ids
+    }
+    sizes: dict[str, int] = defaultdict(int)
+    for n in node_ids:
+        sizes[key[n]] += 1
+    oversized = {n for n in node_ids if sizes[key[n]] > guards.max_cluster_size}
+    if split and oversized:
+        for n in oversized:
+            key[n] = part[n]
+        sizes = defaultdict(int)
+        for n in node_ids:
+            sizes[key[n]] += 1
+    best: dict[str, float] = {}
+    for left, right, p in kept:
+        if key[left] == key[right]:
+            best[left] = max(best.get(left, 0.0), p)
+            best[right] = max(best.get(right, 0.0), p)
+    weak_flag = "split_weak_link" if split else "weak_link"
+    rows = []
+    for n in sorted(node_ids):
+        flags = set()
+        if cluster[n] in weak_clusters:
+            flags.add(weak_flag)
+        if n in oversized:
+            flags.add("oversized_split" if split else "oversized")
+        if sizes[key[n]] > guards.max_cluster_size:
+            flags.add("oversized")
+        rows.append((n, key[n], sizes[key[n]], float(best.get(n, 1.0)), sorted(flags)))
+    return rows
+
+
+def _kept_edges(edges: DataFrame, threshold: float) -> DataFrame:
+    is_deterministic = F.col("edge_type") == "deterministic"
+    probability = F.when(is_deterministic, F.lit(1.0)).otherwise(F.col("match_probability"))
+    return (
+        edges.select("record_id_l", "record_id_r", probability.alias("p"))
+        .where((F.col("p") >= threshold) & (F.col("record_id_l") != F.col("record_id_r")))
+        .groupBy("record_id_l", "record_id_r")
+        .agg(F.max("p").alias("p"))
+    )
+
+
 def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfig) -> DataFrame:
     """Cluster records over edges at or above the match threshold, with guards.
 
@@ -178,16 +264,18 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
     guards = config.clustering
     threshold = config.model.match_threshold
     nodes = record_ids.select("record_id").distinct()
+    if config.backend == "duckdb":
+        # one machine: two Arrow transfers, the graph work in memory, one DataFrame back
+        node_ids = nodes.toArrow().column("record_id").to_pylist()
+        kept_table = _kept_edges(edges, threshold).toArrow().to_pylist()
+        kept_rows = [(r["record_id_l"], r["record_id_r"], r["p"]) for r in kept_table]
+        known = set(node_ids)
+        # an edge to a record not being clustered is ignored, as in the Spark path
+        kept_rows = [r for r in kept_rows if r[0] in known and r[1] in known]
+        rows = _cluster_in_memory(node_ids, kept_rows, config)
+        return spark.createDataFrame(rows, CLUSTER_SCHEMA)
 
-    is_deterministic = F.col("edge_type") == "deterministic"
-    probability = F.when(is_deterministic, F.lit(1.0)).otherwise(F.col("match_probability"))
-    kept = (
-        edges.select("record_id_l", "record_id_r", probability.alias("p"))
-        .where((F.col("p") >= threshold) & (F.col("record_id_l") != F.col("record_id_r")))
-        .groupBy("record_id_l", "record_id_r")
-        .agg(F.max("p").alias("p"))
-        .cache()
-    )
+    kept = _kept_edges(edges, threshold).cache()
     strong = kept.where(F.col("p") >= guards.weak_link_probability)
 
     full = connected_components(nodes, kept, config.backend).withColumnRenamed("component", "cluster")

@@ -25,6 +25,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from lakecdp.config import StrictModel, load_model
+from lakecdp.identity.stable_ids import StableIdSettings
+from lakecdp.identity.survivorship import SurvivorshipRules
 
 IdentifierType = Literal["email", "phone", "device_id", "crm_id", "customer_number"]
 
@@ -131,9 +133,11 @@ class TrainingSettings(StrictModel):
     seed: int = 42
     # one EM session per rule; every comparison must vary in at least one of them
     em_blocking_rules: list[BlockingRule] = Field(
-        default_factory=lambda: [["dob"], ["last_name", "postcode"], ["email"]]
+        default_factory=lambda: [["dob"], ["first_name_canonical", "last_name"]]
     )
     em_max_iterations: int = Field(default=25, ge=1)
+    # no level's m may fall below this: a level EM never saw among matches must not veto
+    min_m_probability: float = Field(default=0.005, gt=0, lt=0.5)
 
 
 class ModelSettings(StrictModel):
@@ -208,6 +212,9 @@ class IdentityConfig(StrictModel):
     deterministic: DeterministicSettings = Field(default_factory=DeterministicSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     clustering: ClusterGuards = Field(default_factory=ClusterGuards)
+    # stable customer ids and golden records (lakecdp.identity.stable_ids / .survivorship)
+    stable_ids: StableIdSettings = Field(default_factory=StableIdSettings)
+    survivorship: SurvivorshipRules = Field(default_factory=SurvivorshipRules)
 
     def with_backend(self, backend: Literal["duckdb", "spark"]) -> IdentityConfig:
         return self.model_copy(update={"backend": backend})

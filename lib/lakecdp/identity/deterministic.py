@@ -86,6 +86,24 @@ def canonical_first_name(first_name: Column, nicknames: Mapping[str, list[str]])
     return F.coalesce(F.element_at(lookup, first_name), first_name)
 
 
+def first_name_variants(first_name: Column, nicknames: Mapping[str, list[str]]) -> Column:
+    """Sorted array of the name and every name it is a nickname of: ``kate`` ->
+    ``[catherine, kate, katherine]``; two first names agree when the arrays intersect."""
+    canonicals: dict[str, set[str]] = {}
+    for canonical, variants in nicknames.items():
+        for variant in variants:
+            if variant.lower() != canonical.lower():
+                canonicals.setdefault(variant.lower(), set()).add(canonical.lower())
+    names = F.array(first_name)
+    if canonicals:
+        pairs: list[Column] = []
+        for variant, options in sorted(canonicals.items()):
+            pairs.extend([F.lit(variant), F.array(*[F.lit(o) for o in sorted(options)])])
+        extra = F.element_at(F.create_map(*pairs), first_name)
+        names = F.concat(names, F.coalesce(extra, F.array().cast("array<string>")))
+    return F.when(first_name.isNotNull(), F.array_sort(F.array_distinct(names)))
+
+
 def normalised_identifier(identifier_type: str, value: Column) -> Column:
     """Trim every identifier; emails lower-case; phones without spaces, dots and dashes."""
     trimmed = F.trim(value)

@@ -40,6 +40,7 @@ from lakecdp.identity.deterministic import (
     EDGE_SCHEMA,
     canonical_first_name,
     cleaned_identifier,
+    first_name_variants,
     normalised_name,
     require_columns,
 )
@@ -54,7 +55,8 @@ MATCH_INPUT_COLUMNS = (
     "address_line1", "postcode", "city", "country",
 )
 PREPARED_COLUMNS = (
-    "record_id", "source", "first_name", "first_name_canonical", "last_name", "dob",
+    "record_id", "source", "first_name", "first_name_canonical", "first_name_variants",
+    "last_name", "dob",
     "email", "phone", "address_line1", "postcode", "city", "country",
 )
 DATE_FORMATS = {"duckdb": "%Y%m%d", "spark": "yyyyMMdd"}
@@ -100,6 +102,7 @@ def prepare_for_matching(records: DataFrame, config: IdentityConfig) -> DataFram
         "source",
         first.alias("first_name"),
         canonical_first_name(first, config.model.nicknames).alias("first_name_canonical"),
+        first_name_variants(first, config.model.nicknames).alias("first_name_variants"),
         normalised_name(F.col("last_name")).alias("last_name"),
         F.date_format("date_of_birth", "yyyyMMdd").alias("dob"),
         cleaned_identifier("email", F.col("email"), config.deterministic).alias("email"),
@@ -133,12 +136,12 @@ def _name_comparison(spec: ComparisonSpec):
                 label_for_charts="first and last name swapped"
             ),
             cll.And(
-                cll.ExactMatchLevel("first_name_canonical"), cll.ExactMatchLevel("last_name")
+                cll.ArrayIntersectLevel("first_name_variants", 1), cll.ExactMatchLevel("last_name")
             ).configure(label_for_charts="nickname, same last name"),
             cll.And(cll.JaroWinklerLevel("first_name", t), cll.ExactMatchLevel("last_name"))
             .configure(label_for_charts="similar first name, same last name"),
             cll.And(
-                cll.ExactMatchLevel("first_name_canonical"), cll.JaroWinklerLevel("last_name", t)
+                cll.ArrayIntersectLevel("first_name_variants", 1), cll.JaroWinklerLevel("last_name", t)
             ).configure(label_for_charts="same first name, similar last name"),
             cll.And(cll.JaroWinklerLevel("first_name", t), cll.JaroWinklerLevel("last_name", t))
             .configure(label_for_charts="similar first and last name"),
@@ -492,7 +495,10 @@ class ProbabilisticMatcher:
         version = (self.versions() or [0])[-1] + 1
         self.model_dir.mkdir(parents=True, exist_ok=True)
         path = self.model_path(version)
-        linker.misc.save_model_to_json(str(path), overwrite=True)
+        model_json = _floor_m_probabilities(
+            linker.misc.save_model_to_json(), training.min_m_probability
+        )
+        path.write_text(json.dumps(model_json, indent=2))
         metadata = {
             "version": version,
             "backend": backend.name,
@@ -588,6 +594,28 @@ def _tf_columns(config: IdentityConfig) -> list[str]:
         if spec.term_frequency and spec.kind == "address":
             columns.append("postcode")
     return columns
+
+
+def _floor_m_probabilities(model: dict[str, Any], floor: float) -> dict[str, Any]:
+    """No evidence level may be impossible for a true match.
+
+    EM leaves m at 0 (or unset) for a level it never saw among matches, which would make
+    that level veto a link for ever (weight minus infinity), e.g. a birth-date typo in a
+    small training set. Null levels carry no m.
+    """
+    for comparison in model["comparisons"]:
+        levels = [lv for lv in comparison["comparison_levels"] if not lv.get("is_null_level")]
+        # a level random sampling never met is taken as rare as the rarest level it met:
+        # an unobserved u must not turn into an infinite weight
+        observed_u = [lv["u_probability"] for lv in levels if (lv.get("u_probability") or 0) > 0]
+        rarest_u = min(observed_u) if observed_u else floor
+        for level in levels:
+            m = level.get("m_probability")
+            if m is None or m < floor:
+                level["m_probability"] = floor
+            if not (level.get("u_probability") or 0) > 0:
+                level["u_probability"] = rarest_u
+    return model
 
 
 def _splink_version() -> str:

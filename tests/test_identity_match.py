@@ -1,0 +1,300 @@
+"""Identity matching: deterministic edges, the Splink model on both backends, guarded clustering.
+
+The Splink model is trained once per module (DuckDB) on a small synthetic background of
+households; every assertion is about hand-written records whose expected outcome sits
+next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from lakecdp.config import ConfigError, validate
+from lakecdp.identity.clustering import cluster_edges
+from lakecdp.identity.config import IdentityConfig, load_identity_config
+from lakecdp.identity.deterministic import EDGE_SCHEMA, deterministic_edges
+from lakecdp.identity.matching import ModelMismatchError, ProbabilisticMatcher
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+RECORD_SCHEMA = (
+    "record_id string, source string, first_name string, last_name string, email string, "
+    "phone string, date_of_birth date, address_line1 string, postcode string, city string, "
+    "country string, device_ids array<string>, crm_id string, customer_number string"
+)
+
+
+def rec(record_id, first, last, email, phone, dob, street, postcode, *, devices=(), crm=None, shop=None):
+    return (
+        record_id, record_id.split(":")[0], first, last, email, phone, dob, street, postcode,
+        "Leeds", "GB", list(devices), crm, shop,
+    )
+
+
+# -- a small synthetic background for training (not asserted on) --------------------------
+_FIRST = [
+    ("William", "Bill"), ("Robert", "Bob"), ("Elizabeth", "Liz"), ("Margaret", "Peggy"),
+    ("James", "Jim"), ("Katherine", "Kate"), ("Thomas", "Tom"), ("Susan", "Sue"),
+    ("Michael", "Mike"), ("Rebecca", "Becky"), ("Daniel", "Dan"), ("Olivia", None),
+    ("Hannah", None), ("Lukas", None), ("Aoife", None), ("Peter", "Pete"), ("Sarah", None),
+    ("George", None), ("Emily", "Emmy"), ("Oscar", None), ("Grace", None), ("Isla", None),
+    ("Noah", None), ("Ruby", None), ("Chloe", None), ("Mia", None), ("Freya", None),
+]
+_LAST = ["Smith", "Jones", "Taylor", "Brown", "Walker", "Murphy", "Kelly", "Schmidt", "Patel",
+         "Khan", "Wright", "Hughes", "Green", "Turner", "Baker", "Cooper", "Fischer", "Byrne"]
+_STREETS = ["High Street", "Church Road", "Station Road", "Park Lane", "Mill Lane", "Kings Avenue"]
+
+
+def background(households: int, seed: int = 7) -> list[tuple]:
+    rng = random.Random(seed)
+    rows, counter = [], 0
+    for h in range(households):
+        last = rng.choice(_LAST)
+        street = f"{rng.randint(1, 200)} {rng.choice(_STREETS)}"
+        postcode = f"YO{rng.randint(1, 20)} {rng.randint(1, 9)}{rng.choice('ABDEFGH')}{rng.choice('JLNPQRST')}"
+        phone = f"+4477009{rng.randint(10000, 99999)}"
+        size = rng.choice([1, 1, 2, 2, 3, 4])
+        family_email = f"{last.lower()}.family{h}@mail.com" if size > 1 and rng.random() < 0.5 else None
+        for first, nick in rng.sample(_FIRST, size):
+            counter += 1
+            dob = date(1950, 1, 1) + timedelta(days=rng.randint(0, 365 * 55))
+            email = family_email or f"{first.lower()}.{last.lower()}{counter}@mail.com"
+            for source in rng.sample(["crm", "shop", "tp"], rng.choice([1, 2, 2, 3])):
+                f, lst, e, p, d = first, last, email, phone, dob
+                r = rng.random()
+                if r < 0.12 and nick:
+                    f = nick
+                elif r < 0.2:
+                    i = rng.randrange(1, len(f) - 1)
+                    f = f[:i] + f[i + 1] + f[i] + f[i + 2:]
+                if rng.random() < 0.1:
+                    e = f"{first[0].lower()}{last.lower()}{counter}@other.com"
+                if source == "tp":
+                    e, p = None, None
+                rows.append(rec(f"bg{source}:{counter}", f, lst, e, p, d, street, postcode))
+    return rows
+
+
+# -- hand-written records with known outcomes ---------------------------------------------
+HOUSEHOLD = [
+    # the Berg siblings: same surname, address, phone and family email; different people
+    rec("crm:B1", "Tom", "Berg", "bergs@home.net", "+447700900201", date(1990, 4, 2), "7 Elm Road", "LS6 2AB"),
+    rec("shop:B2", "Tina", "Berg", "bergs@home.net", "+447700900201", date(1993, 9, 17), "7 Elm Road", "LS6 2AB"),
+    # William Hartley across three sources: nickname in shop, typo and no contact in third party
+    rec("crm:H1", "William", "Hartley", "w.hartley@post.com", "+447700900301", date(1971, 3, 4), "22 Oak Avenue", "LS8 1CD"),
+    rec("shop:H2", "Bill", "Hartley", "w.hartley@post.com", None, date(1971, 3, 4), "22 Oak Ave", "LS8 1CD"),
+    rec("tp:H3", "Wiliam", "Hartley", None, None, date(1971, 3, 4), "22 Oak Avenue", "LS81CD"),
+    # his daughter at the same address, same phone: a different customer
+    rec("shop:H4", "Emily", "Hartley", "emily.h@post.com", "+447700900301", date(2001, 6, 30), "22 Oak Avenue", "LS8 1CD"),
+]
+
+
+@pytest.fixture(scope="module")
+def config() -> IdentityConfig:
+    return load_identity_config(REPO_ROOT / "conf")
+
+
+@pytest.fixture(scope="module")
+def records(spark):
+    return spark.createDataFrame(background(45) + HOUSEHOLD, RECORD_SCHEMA).cache()
+
+
+@pytest.fixture(scope="module")
+def trained(spark, config, records, tmp_path_factory):
+    """One model trained with DuckDB for the whole module: (matcher, model path)."""
+    matcher = ProbabilisticMatcher(config, spark=spark, model_dir=tmp_path_factory.mktemp("models"))
+    path = matcher.train(records)
+    return matcher, path
+
+
+def clusters_of(rows, ids):
+    """record id -> frozenset of the hand-written ids in its cluster."""
+    by_key: dict[str, set[str]] = {}
+    for row in rows:
+        if row["record_id"] in ids:
+            by_key.setdefault(row["cluster_key"], set()).add(row["record_id"])
+    return sorted(sorted(group) for group in by_key.values())
+
+
+def test_deterministic_edges_ignore_junk_and_over_shared_values(spark, config):
+    records = spark.createDataFrame(
+        [
+            # same person twice: email (case/space variant) and phone shared -> one edge
+            rec("crm:1", "Anna", "Berg", "anna@x.com", "+447700900001", date(1990, 1, 2), "1 High St", "LS1 1AA", devices=["d-1"]),
+            rec("shop:1", "Anna", "Berg", " ANNA@x.com", "+447700900001", date(1990, 1, 2), "1 High St", "LS1 1AA", devices=["d-1"]),
+            # a household phone used by two people -> reported, not linked
+            rec("crm:2", "Tom", "Lund", None, "+447700900002", date(1992, 5, 6), "2 High St", "LS1 1AA"),
+            rec("shop:2", "Tina", "Lund", None, "+447700900002", date(1995, 7, 8), "2 High St", "LS1 1AA"),
+            # junk values shared by strangers -> ignored entirely
+            rec("crm:3", "Xavier", "Yates", "test@test.com", "0000000000", date(1980, 1, 1), "3 Road", "LS2 2BB"),
+            rec("shop:3", "Zoe", "Wood", "test@test.com", "0000000000", date(1981, 1, 1), "4 Road", "LS3 3CC"),
+            # a nickname is the same person: Bill = William, same birth date, shared device
+            rec("crm:4", "William", "Hale", None, None, date(1970, 2, 2), None, None, devices=["d-9"]),
+            rec("web:4", "Bill", "Hale", None, None, date(1970, 2, 2), None, None, devices=["d-9", "d-10"]),
+            # the same CRM id on two records
+            rec("crm:5", "Ola", "Berg", None, None, None, None, None, crm="C0005"),
+            rec("shop:5", "Ola", "Berg", None, None, None, None, None, crm="C0005"),
+        ],
+        RECORD_SCHEMA,
+    )
+    edges, over_shared = deterministic_edges(records, config, run_id="run-1")
+    assertDataFrameEqual(
+        edges,
+        spark.createDataFrame(
+            [
+                ("crm:1", "shop:1", "deterministic", "device_id,email,phone", 1.0, None, "run-1"),
+                ("crm:4", "web:4", "deterministic", "device_id", 1.0, None, "run-1"),
+                ("crm:5", "shop:5", "deterministic", "crm_id", 1.0, None, "run-1"),
+            ],
+            EDGE_SCHEMA,
+        ),
+    )
+    assertDataFrameEqual(over_shared, [("phone", "+447700900002", 2, 2)])
+
+
+def test_household_members_stay_apart_and_one_person_joins(spark, config, records, trained):
+    matcher, _ = trained
+    det, _ = deterministic_edges(records, config)
+    prob = matcher.predict(records)
+    rows = cluster_edges(records.select("record_id"), det.unionByName(prob), config).collect()
+    assert clusters_of(rows, {r[0] for r in HOUSEHOLD}) == [
+        ["crm:B1"],
+        ["crm:H1", "shop:H2", "tp:H3"],
+        ["shop:B2"],
+        ["shop:H4"],
+    ]
+    hartley = {r["record_id"]: r for r in rows if r["record_id"] in {"crm:H1", "shop:H2", "tp:H3"}}
+    assert {r["cluster_size"] for r in hartley.values()} == {3}
+    assert all(r["link_confidence"] >= config.model.match_threshold for r in hartley.values())
+
+
+def test_model_json_round_trip_and_versions(spark, config, records, trained, tmp_path):
+    matcher, path = trained
+    assert path.name == "model_v1.json"
+    meta = json.loads(path.with_name("model_v1.meta.json").read_text())
+    assert (meta["version"], meta["backend"]) == (1, "duckdb")
+
+    # a fresh matcher on the same folder loads v1 and predicts exactly the same pairs
+    small = records.where("record_id not like 'bg%'")
+    first = matcher.predict(small)
+    reloaded = ProbabilisticMatcher(config, spark=spark, model_dir=path.parent)
+    assert reloaded.load().version == 1
+    assertDataFrameEqual(reloaded.predict(small), first)
+
+    # the file is Splink's own model JSON: plain Splink scores the Hartley pair the same
+    from splink import DuckDBAPI, Linker
+
+    from lakecdp.identity.matching import prepare_for_matching
+
+    db_api = DuckDBAPI()
+    frame = db_api.register(prepare_for_matching(small, config).toArrow())
+    splink_pairs = Linker(frame, str(path)).inference.predict().as_pandas_dataframe()
+    ours = {(r["record_id_l"], r["record_id_r"]): r["match_probability"] for r in first.collect()}
+    theirs = {
+        (row.record_id_l, row.record_id_r): row.match_probability
+        for row in splink_pairs.itertuples()
+    }
+    assert ours[("crm:H1", "shop:H2")] == pytest.approx(theirs[("crm:H1", "shop:H2")])
+
+    # a model trained for other comparisons is refused, not silently applied
+    other = config.model_copy(
+        update={"model": config.model.model_copy(update={"comparisons": config.model.comparisons[:2]})}
+    )
+    with pytest.raises(ModelMismatchError, match="another model configuration"):
+        ProbabilisticMatcher(other, spark=spark, model_dir=path.parent).load()
+
+
+def test_incremental_scores_only_pairs_with_new_records(spark, config, records, trained):
+    matcher, _ = trained
+    existing = records.where("record_id not in ('shop:H2', 'tp:H3')")
+    new = records.where("record_id in ('shop:H2', 'tp:H3')")
+    pairs = matcher.predict_incremental(new, existing)
+    found = {
+        (r["record_id_l"], r["record_id_r"])
+        for r in pairs.where("record_id_l not like 'bg%' and record_id_r not like 'bg%'").collect()
+    }
+    # new-vs-existing and new-vs-new; never existing-vs-existing (the Bergs are not rescored)
+    assert found == {("crm:H1", "shop:H2"), ("crm:H1", "tp:H3"), ("shop:H2", "tp:H3")}
+
+
+def test_weak_link_is_split_or_flagged(spark, config):
+    ids = spark.createDataFrame([(x,) for x in "ABCDEFGHI"], "record_id string")
+    edges = spark.createDataFrame(
+        [
+            ("A", "B", "deterministic", "email", None, None, "r"),
+            ("B", "C", "probabilistic", "dob", 0.999, 10.0, "r"),
+            ("C", "D", "probabilistic", "dob", 0.96, 4.6, "r"),  # the only link: weak bridge
+            ("D", "E", "probabilistic", "dob", 0.995, 7.6, "r"),
+            # F-G-H: two weak edges between two strong parts -> not a single weak link
+            ("F", "G", "probabilistic", "dob", 0.999, 10.0, "r"),
+            ("F", "H", "probabilistic", "dob", 0.97, 5.0, "r"),
+            ("G", "H", "probabilistic", "dob", 0.97, 5.0, "r"),
+            ("H", "I", "probabilistic", "dob", 0.5, 0.0, "r"),  # below the match threshold
+        ],
+        EDGE_SCHEMA,
+    )
+    assertDataFrameEqual(
+        cluster_edges(ids, edges, config),
+        [
+            ("A", "A", 3, 1.0, ["split_weak_link"]),
+            ("B", "A", 3, 1.0, ["split_weak_link"]),
+            ("C", "A", 3, 0.999, ["split_weak_link"]),
+            ("D", "D", 2, 0.995, ["split_weak_link"]),
+            ("E", "D", 2, 0.995, ["split_weak_link"]),
+            ("F", "F", 3, 0.999, []),
+            ("G", "F", 3, 0.999, []),
+            ("H", "F", 3, 0.97, []),
+            ("I", "I", 1, 1.0, []),
+        ],
+    )
+    flag_only = config.model_copy(
+        update={"clustering": config.clustering.model_copy(
+            update={"weak_link_policy": "flag", "max_cluster_size": 4}
+        )}
+    )
+    assertDataFrameEqual(
+        cluster_edges(ids, edges, flag_only).where("record_id in ('A', 'D', 'I')"),
+        [
+            ("A", "A", 5, 1.0, ["oversized", "weak_link"]),
+            ("D", "A", 5, 0.995, ["oversized", "weak_link"]),
+            ("I", "I", 1, 1.0, []),
+        ],
+    )
+
+
+def test_duckdb_and_spark_backends_give_the_same_clusters(spark, config, trained):
+    matcher, path = trained
+    # a small set: the Spark backend is slow on two cores
+    small = spark.createDataFrame(background(6, seed=11) + HOUSEHOLD, RECORD_SCHEMA).cache()
+    det, _ = deterministic_edges(small, config)
+    results = {}
+    for backend in ("duckdb", "spark"):
+        chosen = config.with_backend(backend)
+        applied = ProbabilisticMatcher(chosen, spark=spark, model_dir=path.parent)
+        edges = det.unionByName(applied.predict(small))
+        rows = cluster_edges(small.select("record_id"), edges, chosen).collect()
+        results[backend] = sorted(
+            (r["record_id"], r["cluster_key"], r["cluster_size"], tuple(r["flags"])) for r in rows
+        )
+    assert results["spark"] == results["duckdb"]
+    hartley = [r for r in results["spark"] if r[0] in ("crm:H1", "shop:H2", "tp:H3")]
+    assert hartley == [
+        ("crm:H1", "crm:H1", 3, ()), ("shop:H2", "crm:H1", 3, ()), ("tp:H3", "crm:H1", 3, ())
+    ]
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"identity.yaml: model: .*unknown columns \['surname'\]"):
+        validate(
+            {"version": 1, "model": {"blocking_rules": [["surname"]]}},
+            IdentityConfig,
+            source="conf/identity.yaml",
+        )
+    with pytest.raises(ConfigError, match=r"clustering.weak_link_policy"):
+        validate({"version": 1, "clustering": {"weak_link_policy": "merge"}}, IdentityConfig, source="x")
