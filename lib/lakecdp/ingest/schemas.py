@@ -73,7 +73,9 @@ INGEST_AUDIT_SCHEMA = _ddl(
     "rows_quarantined bigint, duplicates_removed bigint, at timestamp"
 )
 
-DATA_QUALITY_SCHEMA = _ddl("run_id string, source string, reason string, rows bigint, at timestamp")
+DATA_QUALITY_SCHEMA = _ddl(
+    "run_id string, source string, source_file string, reason string, rows bigint, at timestamp"
+)
 
 INGEST_FILES_SCHEMA = _ddl(
     "source string, path string, size bigint, content_hash string, run_id string, loaded_at timestamp"

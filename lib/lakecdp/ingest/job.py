@@ -1,0 +1,498 @@
+"""Batch ingest job: landing files -> bronze, quarantine, silver, with an exactly-once file ledger.
+
+For each configured source the job finds the files in the landing folder that the ledger
+(``ops.ingest_files``) has not seen (by content hash), reads them as text with exact physical
+line numbers (Parquet: row index), validates every row (:func:`parse_and_validate`), and writes
+in this order, each write idempotent (MERGE on its keys):
+
+1. ``bronze.<source>``: rows that passed (duplicates included), as read, + provenance;
+2. ``quarantine.<source>``: rows that failed, raw, with reasons;
+3. silver tables (MERGE on their primary keys; events insert-only);
+4. ``ops.ingest_audit`` (per file: read = loaded + quarantined + duplicates, checked) and
+   ``ops.data_quality`` (rows per reason);
+5. the ledger entry, last: a run killed before it re-does the file and ends in the same state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from lakecdp.ingest import standardise
+from lakecdp.ingest.schemas import (
+    DATA_QUALITY_SCHEMA,
+    INGEST_AUDIT_SCHEMA,
+    INGEST_FILES_SCHEMA,
+    QUARANTINE_SCHEMA,
+    SILVER_KEYS,
+)
+from lakecdp.ingest.sources import SourceConfig, load_sources
+from lakecdp.ingest.validate import DUPLICATE, MissingColumnsError, parse_and_validate
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from lakecdp.context import JobContext
+
+logger = logging.getLogger(__name__)
+
+LEDGER = "ops.ingest_files"
+AUDIT = "ops.ingest_audit"
+DATA_QUALITY = "ops.data_quality"
+
+#: called with the logical table name after each write; tests raise from it to simulate a crash
+WriteHook = Callable[[str], None]
+
+
+class AuditError(RuntimeError):
+    """rows read != loaded + quarantined + duplicates for a file: something was lost."""
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    """One file in the landing folder."""
+
+    path: Path
+    relative: str
+    size: int
+    content_hash: str
+
+
+def _natural_key(text: str) -> list[object]:
+    """``x_2`` before ``x_10``: increments are numbered, not zero-padded."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def discover(landing: Path, source: SourceConfig) -> list[LandedFile]:
+    """Files matching the source's glob, in natural order (increment 2 before 10)."""
+    found = [p for p in landing.glob(source.path) if p.is_file()]
+    found.sort(key=lambda p: _natural_key(p.relative_to(landing).as_posix()))
+    return [
+        LandedFile(p, p.relative_to(landing).as_posix(), p.stat().st_size, _sha256(p)) for p in found
+    ]
+
+
+# -- reading ---------------------------------------------------------------------------
+
+def _csv_header(file: LandedFile, source: SourceConfig) -> list[str]:
+    import csv
+
+    with file.path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+        first = handle.readline().lstrip("\ufeff").rstrip("\r\n")
+    sep = source.options.get("sep", source.options.get("delimiter", ","))
+    quote = source.options.get("quote", '"')
+    return [name.strip() for name in next(csv.reader([first], delimiter=sep, quotechar=quote), [])]
+
+
+def _check_columns(file: LandedFile, source: SourceConfig, present: Iterable[str]) -> None:
+    missing = [name for name in source.required if name.split(".")[0] not in set(present)]
+    if missing:
+        raise MissingColumnsError(
+            f"{file.relative}: required column(s) {', '.join(missing)} missing "
+            f"(file has: {', '.join(present)})"
+        )
+
+
+def read_lines(ctx: JobContext, file: LandedFile, *, skip_header: bool) -> DataFrame:
+    """The file's physical lines as ``raw, source_file, line`` (line 1 = first line; blank lines dropped).
+
+    Invalid UTF-8 bytes become U+FFFD (Spark's text decoder), which validation flags.
+    """
+    whole = ctx.spark.read.text(str(file.path), wholetext=True)
+    lines = whole.select(F.posexplode(F.split("value", "\n")).alias("_position", "raw")).select(
+        F.regexp_replace("raw", "\r$", "").alias("raw"),
+        F.lit(file.relative).alias("source_file"),
+        (F.col("_position") + 1).cast("bigint").alias("line"),
+    )
+    lines = lines.where(F.trim("raw") != "")
+    if skip_header:
+        lines = lines.where(F.col("line") > 1)
+    return lines
+
+
+def read_parquet_rows(ctx: JobContext, file: LandedFile, source: SourceConfig) -> DataFrame:
+    """Parquet rows as JSON text (``raw``), ``line`` = 1-based row index in the file."""
+    frame = ctx.spark.read.parquet(str(file.path))
+    _check_columns(file, source, frame.columns)
+    return frame.select(
+        F.to_json(F.struct(*[F.col(f"`{c}`") for c in frame.columns])).alias("raw"),
+        F.lit(file.relative).alias("source_file"),
+        (F.col("_metadata.row_index") + 1).cast("bigint").alias("line"),
+    )
+
+
+def validated_rows(ctx: JobContext, source: SourceConfig, files: list[LandedFile]) -> DataFrame:
+    """Every row of ``files`` through ``parse_and_validate``, with ``_file_order`` for ordering."""
+    frames = []
+    for order, file in enumerate(files):
+        if source.format == "parquet":
+            lines = read_parquet_rows(ctx, file, source)
+            header = None
+        else:
+            header = _csv_header(file, source) if source.has_header else None
+            if header is not None:
+                _check_columns(file, source, header)
+            lines = read_lines(ctx, file, skip_header=header is not None)
+        checked = parse_and_validate(lines, source, header=header, as_of=ctx.as_of)
+        frames.append(checked.withColumn("_file_order", F.lit(order)))
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+# -- classification --------------------------------------------------------------------
+
+def classify(rows: DataFrame, source: SourceConfig, existing_keys: DataFrame | None) -> DataFrame:
+    """Add ``_status``: ``quarantined`` | ``duplicate`` | ``loaded``.
+
+    Within the batch one row per primary key loads: the latest ``event_time`` (records) or the
+    first seen (events, ``drop_existing_keys``); when ``existing_keys`` is given, a key already
+    loaded by an earlier file is a duplicate too.
+    """
+    keys = [F.col(f"_as_read.`{k}`") for k in source.primary_key]
+    if source.drop_existing_keys or source.event_time is None:
+        order = [F.col("_file_order"), F.col("line")]
+    else:
+        order = [F.col(source.event_time).desc_nulls_last(), F.col("_file_order").desc(), F.col("line").desc()]
+    bad = F.size("_reasons") > 0
+    ranked = rows.withColumn(
+        "_rank",
+        F.when(~bad, F.row_number().over(Window.partitionBy(*keys, bad).orderBy(*order))),
+    )
+    status = F.when(bad, "quarantined").when(F.col("_rank") > 1, "duplicate")
+    if existing_keys is not None:
+        marked = existing_keys.select(*[F.col(k).alias(f"_existing_{k}") for k in source.primary_key]).distinct()
+        condition = [F.col(f"_as_read.`{k}`") == F.col(f"_existing_{k}") for k in source.primary_key]
+        ranked = ranked.join(marked.withColumn("_seen", F.lit(True)), condition, "left")
+        status = status.when(F.col("_seen"), "duplicate")
+        ranked = ranked.drop(*[f"_existing_{k}" for k in source.primary_key])
+    return ranked.withColumn("_status", status.otherwise("loaded")).drop("_rank", "_seen")
+
+
+# -- writing ---------------------------------------------------------------------------
+
+def _insert_new(ctx: JobContext, df: DataFrame, name: str, condition: str, *, evolve: bool = False) -> None:
+    """Insert rows of ``df`` that do not match ``condition`` (over ``t`` and ``s``); idempotent."""
+    if not ctx.tables.exists(ctx.spark, name):
+        ctx.tables.append(df, name)
+        return
+    builder = ctx.tables.delta(ctx.spark, name).alias("t").merge(df.alias("s"), condition).whenNotMatchedInsertAll()
+    if evolve:
+        builder = builder.withSchemaEvolution()
+    builder.execute()
+
+
+def _upsert(ctx: JobContext, df: DataFrame, name: str, condition: str, update_condition: str | None = None) -> None:
+    if not ctx.tables.exists(ctx.spark, name):
+        ctx.tables.append(df, name)
+        return
+    (
+        ctx.tables.delta(ctx.spark, name).alias("t").merge(df.alias("s"), condition)
+        .whenMatchedUpdateAll(condition=update_condition).whenNotMatchedInsertAll().execute()
+    )
+
+
+def _keys_condition(keys: Iterable[str]) -> str:
+    return " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+
+
+def bronze_rows(classified: DataFrame, source: SourceConfig, ctx: JobContext, rescued_keys: list[str]) -> DataFrame:
+    """Rows that passed validation, as read, with provenance; drift rescued or evolved."""
+    passed = classified.where(F.col("_status") != "quarantined")
+    provenance = [
+        F.col("source_file").alias("_source_file"),
+        F.col("line").alias("_line"),
+        F.lit(ctx.as_of).cast("timestamp").alias("_ingested_at"),
+        F.lit(ctx.run_id).alias("_run_id"),
+        F.sha2(F.col("raw"), 256).alias("_row_hash"),
+    ]
+    if source.drift == "evolve":
+        extra = F.from_json("_rescued", "map<string,string>")
+        drift = [F.try_element_at(extra, F.lit(key)).alias(key) for key in rescued_keys]
+    else:
+        drift = [F.col("_rescued")]
+    return passed.select("_as_read.*", *drift, *provenance)
+
+
+def quarantine_rows(classified: DataFrame, ctx: JobContext) -> DataFrame:
+    bad = classified.where(F.col("_status") == "quarantined")
+    return bad.select(
+        "raw", "source_file", "line",
+        F.lit(None).cast("string").alias("kafka_topic"),
+        F.lit(None).cast("int").alias("kafka_partition"),
+        F.lit(None).cast("bigint").alias("kafka_offset"),
+        F.col("_reasons").alias("reasons"),
+        F.col("_detail").alias("detail"),
+        F.lit(ctx.run_id).alias("run_id"),
+        F.lit(ctx.as_of).cast("timestamp").alias("quarantined_at"),
+    ).select(*QUARANTINE_SCHEMA.fieldNames())
+
+
+def _latest(df: DataFrame, keys: list[str], order: str | None) -> DataFrame:
+    """One row per key (the latest by ``order``); a MERGE source must not match a row twice."""
+    if order is None:
+        return df.dropDuplicates(keys)
+    window = Window.partitionBy(*keys).orderBy(F.col(order).desc_nulls_last())
+    return df.withColumn("_n", F.row_number().over(window)).where("_n = 1").drop("_n")
+
+
+def write_silver(ctx: JobContext, loaded: DataFrame, source: SourceConfig, hook: WriteHook) -> None:
+    """MERGE the loaded rows into the source's silver table(s)."""
+    stamps = {"run_id": ctx.run_id, "ingested_at": ctx.as_of}
+    if source.target == "customer_records":
+        _write_records(ctx, standardise.to_customer_records(loaded, source, **stamps), hook)
+    elif source.target == "events":
+        events = standardise.to_events(loaded, source, **stamps)
+        _insert_new(ctx, events, "silver.events", _keys_condition(SILVER_KEYS["events"]))
+        hook("silver.events")
+    elif source.target == "orders":
+        orders = standardise.to_orders(loaded, source, **stamps)
+        _upsert(ctx, orders, "silver.orders", _keys_condition(SILVER_KEYS["orders"]))
+        hook("silver.orders")
+        items = standardise.to_order_items(loaded, source)
+        if ctx.tables.exists(ctx.spark, "silver.products"):
+            catalog = ctx.tables.read(ctx.spark, "silver.products").select(
+                "product_id", F.col("category").alias("_catalog_category")
+            )
+            items = items.join(catalog, "product_id", "left").select(
+                *[F.coalesce("category", "_catalog_category").alias(c) if c == "category" else F.col(c)
+                  for c in items.columns]
+            )
+        _upsert(ctx, items, "silver.order_items", _keys_condition(SILVER_KEYS["order_items"]))
+        hook("silver.order_items")
+    elif source.target == "products":
+        products = standardise.to_products(loaded, source)
+        _upsert(ctx, products, "silver.products", _keys_condition(SILVER_KEYS["products"]))
+        hook("silver.products")
+    for extra in source.also:
+        if extra.target != "customer_records":
+            raise ValueError(f"{source.name}: also[] supports customer_records only, got {extra.target}")
+        records = standardise.to_customer_records(loaded, source, extra=extra, **stamps)
+        _write_records(ctx, records, hook)
+
+
+def _write_records(ctx: JobContext, records: DataFrame, hook: WriteHook) -> None:
+    name = "silver.customer_records"
+    latest = _latest(records, SILVER_KEYS["customer_records"], "updated_at")
+    # a later version of a record replaces it; an older or equal one (re-delivery) changes nothing
+    _upsert(
+        ctx, latest, name, _keys_condition(SILVER_KEYS["customer_records"]),
+        update_condition="s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)",
+    )
+    hook(name)
+
+
+# -- the job ---------------------------------------------------------------------------
+
+def _ledger_hashes(ctx: JobContext, source: SourceConfig) -> set[str]:
+    if not ctx.tables.exists(ctx.spark, LEDGER):
+        return set()
+    rows = ctx.tables.read(ctx.spark, LEDGER).where(F.col("source") == source.name).select("content_hash").collect()
+    return {row[0] for row in rows}
+
+
+def _existing_keys(ctx: JobContext, source: SourceConfig) -> DataFrame | None:
+    """Primary keys loaded from files the ledger has completed (not from a crashed run's leftovers)."""
+    name = f"bronze.{source.name}"
+    if not source.drop_existing_keys or not ctx.tables.exists(ctx.spark, name):
+        return None
+    if not ctx.tables.exists(ctx.spark, LEDGER):
+        return None
+    done = ctx.tables.read(ctx.spark, LEDGER).where(F.col("source") == source.name).select(
+        F.col("path").alias("_source_file")
+    )
+    return ctx.tables.read(ctx.spark, name).join(done, "_source_file", "left_semi").select(*source.primary_key)
+
+
+def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | None = None) -> dict[str, int]:
+    """Ingest the new files of one source; returns its counts."""
+    hook = hook or (lambda _name: None)
+    seen = _ledger_hashes(ctx, source)
+    files: list[LandedFile] = []
+    skipped = 0
+    for file in discover(ctx.project.landing, source):
+        if file.content_hash in seen or file.size == 0:
+            logger.info("%s: %s already loaded (same content) or empty, skipped", source.name, file.relative)
+            skipped += 1
+            continue
+        seen.add(file.content_hash)
+        files.append(file)
+    counts = {"files_loaded": len(files), "files_skipped": skipped, "rows_read": 0, "rows_loaded": 0,
+              "rows_quarantined": 0, "duplicates_removed": 0}
+    if not files:
+        return counts
+
+    classified = classify(validated_rows(ctx, source, files), source, _existing_keys(ctx, source)).persist()
+    try:
+        per_file = _per_file_counts(classified, files)
+        reasons = _reason_counts(classified)
+        rescued_keys = _rescued_keys(classified) if source.drift == "evolve" else []
+
+        _insert_new(
+            ctx, bronze_rows(classified, source, ctx, rescued_keys), f"bronze.{source.name}",
+            "t._source_file = s._source_file AND t._line = s._line AND t._row_hash = s._row_hash",
+            evolve=source.drift == "evolve",
+        )
+        hook(f"bronze.{source.name}")
+        if any(c["rows_quarantined"] for c in per_file.values()):
+            _insert_new(
+                ctx, quarantine_rows(classified, ctx), f"quarantine.{source.name}",
+                "t.source_file <=> s.source_file AND t.line <=> s.line AND t.raw <=> s.raw",
+            )
+            hook(f"quarantine.{source.name}")
+        loaded = classified.where(F.col("_status") == "loaded")
+        write_silver(ctx, loaded, source, hook)
+        _write_audit(ctx, source, per_file, reasons, hook)
+        _write_ledger(ctx, source, files, hook)
+    finally:
+        classified.unpersist()
+    for value in per_file.values():
+        for key in ("rows_read", "rows_loaded", "rows_quarantined", "duplicates_removed"):
+            counts[key] += value[key]
+    return counts
+
+
+def _per_file_counts(classified: DataFrame, files: list[LandedFile]) -> dict[str, dict[str, int]]:
+    rows = classified.groupBy("source_file", "_status").count().collect()
+    result = {f.relative: {"rows_read": 0, "rows_loaded": 0, "rows_quarantined": 0, "duplicates_removed": 0}
+              for f in files}
+    column = {"loaded": "rows_loaded", "quarantined": "rows_quarantined", "duplicate": "duplicates_removed"}
+    for row in rows:
+        entry = result[row["source_file"]]
+        entry[column[row["_status"]]] += row["count"]
+        entry["rows_read"] += row["count"]
+    return result
+
+
+def _reason_counts(classified: DataFrame) -> list[tuple[str, str, int]]:
+    """(file, reason, rows): quarantine reasons, warnings of loaded rows, duplicates."""
+    codes = (
+        F.when(F.col("_status") == "quarantined", F.col("_reasons"))
+        .when(F.col("_status") == "duplicate", F.array(F.lit(DUPLICATE)))
+        .otherwise(F.col("_warnings"))
+    )
+    rows = (
+        classified.select("source_file", F.explode(codes).alias("reason"))
+        .groupBy("source_file", "reason").count().collect()
+    )
+    return sorted((row["source_file"], row["reason"], int(row["count"])) for row in rows)
+
+
+def _rescued_keys(classified: DataFrame) -> list[str]:
+    rows = (
+        classified.where(F.col("_rescued").isNotNull())
+        .select(F.explode(F.map_keys(F.from_json("_rescued", "map<string,string>"))).alias("k"))
+        .distinct().collect()
+    )
+    return sorted(row[0] for row in rows)
+
+
+def _write_audit(
+    ctx: JobContext,
+    source: SourceConfig,
+    per_file: dict[str, dict[str, int]],
+    reasons: list[tuple[str, str, int]],
+    hook: WriteHook,
+) -> None:
+    for file, c in per_file.items():
+        if c["rows_read"] != c["rows_loaded"] + c["rows_quarantined"] + c["duplicates_removed"]:
+            raise AuditError(
+                f"{source.name} {file}: rows read {c['rows_read']} != loaded {c['rows_loaded']} + "
+                f"quarantined {c['rows_quarantined']} + duplicates {c['duplicates_removed']}"
+            )
+    spark = ctx.spark
+    audit = spark.createDataFrame(
+        [(ctx.run_id, source.name, file, c["rows_read"], c["rows_loaded"], c["rows_quarantined"],
+          c["duplicates_removed"], ctx.as_of) for file, c in per_file.items()],
+        INGEST_AUDIT_SCHEMA,
+    )
+    # keyed by file: a re-run after a crash replaces the half-done run's row, never adds one
+    _upsert(ctx, audit, AUDIT, "t.source <=> s.source AND t.source_file <=> s.source_file AND s.source_file IS NOT NULL")
+    hook(AUDIT)
+    quality = spark.createDataFrame(
+        [(ctx.run_id, source.name, file, reason, rows, ctx.as_of) for file, reason, rows in reasons],
+        DATA_QUALITY_SCHEMA,
+    )
+    files = list(per_file)
+    if ctx.tables.exists(spark, DATA_QUALITY):
+        # replace this file's summary (a crashed run may have written one)
+        ctx.tables.delta(spark, DATA_QUALITY).delete(
+            (F.col("source") == source.name) & F.col("source_file").isin(files)
+        )
+    if reasons:
+        ctx.tables.append(quality, DATA_QUALITY)
+    else:
+        ctx.tables.create_if_missing(spark, DATA_QUALITY, DATA_QUALITY_SCHEMA)
+    hook(DATA_QUALITY)
+    if reasons:
+        logger.info(
+            "data quality %s:\n%s", source.name,
+            "\n".join(f"  {file:<45} {reason:<18} {rows:>7}" for file, reason, rows in reasons),
+        )
+
+
+def _write_ledger(ctx: JobContext, source: SourceConfig, files: list[LandedFile], hook: WriteHook) -> None:
+    ledger = ctx.spark.createDataFrame(
+        [(source.name, f.relative, f.size, f.content_hash, ctx.run_id, ctx.as_of) for f in files],
+        INGEST_FILES_SCHEMA,
+    )
+    _insert_new(ctx, ledger, LEDGER, "t.source = s.source AND t.content_hash = s.content_hash")
+    hook(LEDGER)
+
+
+def ingest(
+    ctx: JobContext,
+    *,
+    only: Iterable[str] | None = None,
+    hook: WriteHook | None = None,
+) -> dict[str, int]:
+    """Ingest every configured source (or ``only`` those) from the landing folder.
+
+    Args:
+        ctx: the job context (landing folder, tables, run id, as-of).
+        only: source names to ingest; default all in ``conf/sources``.
+        hook: called with each table name after it is written (fault injection in tests).
+
+    Returns:
+        Totals over sources: ``files_loaded, files_skipped, rows_read, rows_loaded,
+        rows_quarantined, duplicates_removed``.
+
+    Example:
+        >>> ingest(ctx, only=["crm"])
+    """
+    sources = load_sources(ctx.project.conf_dir)
+    wanted = list(only) if only else list(sources)
+    unknown = sorted(set(wanted) - set(sources))
+    if unknown:
+        raise ValueError(f"unknown source(s) {unknown}; configured: {sorted(sources)}")
+    # the catalog first: order lines take their category from silver.products
+    wanted.sort(key=lambda name: (sources[name].target != "products", name))
+    totals: dict[str, int] = {}
+    for name in wanted:
+        counts = ingest_source(ctx, sources[name], hook=hook)
+        logger.info("ingest %s: %s", name, counts)
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def run(ctx: JobContext) -> dict[str, int]:
+    """Pipeline step ``ingest``: every configured source."""
+    return ingest(ctx)
