@@ -16,6 +16,7 @@ import sys
 _COMMAND_MODULES = (
     "lakecdp.pipeline",
     "lakecdp.sample.cli",
+    "lakecdp.ingest.cli",
     "lakecdp.erasure",
     "lakecdp.activation.cli",
     "lakecdp.personalization.cli",
