@@ -1,0 +1,36 @@
+"""Pipeline step of the demo: the sample world (5,000 people, seed 42) into the project's landing folder."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from lakecdp.sample.config import load_sample_config
+from lakecdp.sample.generator import generate, is_generated, request_fingerprint
+
+if TYPE_CHECKING:
+    from lakecdp.context import JobContext
+
+logger = logging.getLogger(__name__)
+
+DEMO_PEOPLE = 5_000
+DEMO_SEED = 42
+
+
+def run_demo_generate(ctx: JobContext) -> dict[str, int]:
+    """Write increment 0 of the demo world to ``ctx.project.landing`` and labels to ``<warehouse>/labels``.
+
+    Does nothing when the exact same files (same request, same bytes) are already there, so
+    ``lakecdp demo`` can be re-run without touching the landing folder.
+    """
+    config = load_sample_config(ctx.project.conf_dir)
+    landing = ctx.project.landing
+    labels = ctx.project.warehouse / "labels"
+    fingerprint = request_fingerprint(people=DEMO_PEOPLE, seed=DEMO_SEED, increment=0, as_of=ctx.as_of,
+                                      config=config)
+    existing = is_generated(landing=landing, labels=labels, fingerprint=fingerprint)
+    if existing is not None:
+        logger.info("sample data already in %s (same request, files unchanged): skipped", landing)
+        return existing
+    return generate(ctx.spark, landing=landing, labels=labels, people=DEMO_PEOPLE, seed=DEMO_SEED,
+                    increment=0, as_of=ctx.as_of, config=config)
