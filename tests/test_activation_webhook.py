@@ -208,3 +208,21 @@ def test_destination_config_errors_name_file_and_field(tmp_path):
     assert "webhook.password: Extra inputs are not permitted" in message
     with pytest.raises(Exception, match="unknown profile fields \\['ssn'\\]"):
         DestinationFile.model_validate({"version": 1, "type": "file", "fields": ["ssn"]})
+
+
+def test_demo_receiver_writes_what_it_receives(tmp_path):
+    from lakecdp.activation.receiver import LocalReceiver
+
+    output = tmp_path / "received" / "run.jsonl"
+    with LocalReceiver(output) as receiver:
+        settings = _settings(receiver.url, batch_size=2,
+                             payload_template='{"run": {{ run_id | tojson }}, "items": {{ items | tojson }}}')
+        result = WebhookClient("demo", settings, run_id="r9").deliver(_items("c1", "c2", "c3"))
+    assert len(result.delivered) == 3
+    lines = [json.loads(line) for line in output.read_text("utf-8").splitlines()]
+    assert [(line["idempotency_key"], line["body"]["run"], [i["customer_id"] for i in line["body"]["items"]])
+            for line in lines] == [
+        # a batch's header key: sha256("demo\x1ek-c1\x1fk-c2") (destination, sorted item keys)
+        ("50bd59d72cc47959388936584b6782c1ef6915a2c9e14b98552c1d4359fff9ba", "r9", ["c1", "c2"]),
+        ("k-c3", "r9", ["c3"]),  # one item: its own key
+    ]
