@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "lakecdp.erasure",
     "lakecdp.activation.cli",
     "lakecdp.personalization.cli",
+    "lakecdp.identity.cli",
 )
 
 

@@ -36,7 +36,9 @@ CLUSTER_SCHEMA = (
 )
 
 
-def connected_components(nodes: DataFrame, edges: DataFrame, backend: str) -> DataFrame:
+def connected_components(
+    nodes: DataFrame, edges: DataFrame, backend: str, *, break_lineage: str | None = None
+) -> DataFrame:
     """``record_id, component`` (the smallest record id of its component) for every node.
 
     Args:
@@ -66,7 +68,7 @@ def connected_components(nodes: DataFrame, edges: DataFrame, backend: str) -> Da
     result = cluster_pairwise_predictions_at_threshold(
         node_frame,
         edge_frame,
-        db_api=SparkAPI(spark_session=spark),
+        db_api=SparkAPI(spark_session=spark, break_lineage_method=break_lineage),
         node_id_column_name="record_id",
     )
     return result.as_spark_dataframe().select(
@@ -278,8 +280,8 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
     kept = _kept_edges(edges, threshold).cache()
     strong = kept.where(F.col("p") >= guards.weak_link_probability)
 
-    full = connected_components(nodes, kept, config.backend).withColumnRenamed("component", "cluster")
-    parts = connected_components(nodes, strong, config.backend).withColumnRenamed("component", "part")
+    full = connected_components(nodes, kept, config.backend, break_lineage=config.spark_break_lineage).withColumnRenamed("component", "cluster")
+    parts = connected_components(nodes, strong, config.backend, break_lineage=config.spark_break_lineage).withColumnRenamed("component", "part")
     membership = full.join(parts, "record_id").cache()
 
     # weak edges between different strong parts: the only places a cluster can be cut

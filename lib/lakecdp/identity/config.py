@@ -207,6 +207,9 @@ class IdentityConfig(StrictModel):
     version: Literal[1]
     # duckdb: fast on one machine; spark: scales out on a cluster
     backend: Literal["duckdb", "spark"] = "duckdb"
+    # Spark backend: how Splink cuts long lineages (None: Splink's default, parquet files
+    # under the checkpoint dir; "persist" is cheaper for small data)
+    spark_break_lineage: Literal["persist", "checkpoint", "parquet"] | None = None
     # where trained models are kept, relative to the project root
     models_dir: str = "models/identity"
     deterministic: DeterministicSettings = Field(default_factory=DeterministicSettings)

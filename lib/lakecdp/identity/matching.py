@@ -321,8 +321,9 @@ class _Backend:
 
     name: str
 
-    def __init__(self, spark: SparkSession) -> None:
+    def __init__(self, spark: SparkSession, break_lineage: str | None = None) -> None:
         self.spark = spark
+        self.break_lineage = break_lineage
         self.db_api = self._make_api()
         self._counter = 0
 
@@ -366,7 +367,7 @@ class _SparkBackend(_Backend):
         from splink import SparkAPI
 
         # the session already carries Splink's similarity UDF jar and a checkpoint dir
-        return SparkAPI(spark_session=self.spark)
+        return SparkAPI(spark_session=self.spark, break_lineage_method=self.break_lineage)
 
     def register(self, prepared: DataFrame, label: str):
         return self.db_api.register(
@@ -385,8 +386,10 @@ def _schema_pairs(schema: str, columns: list[str]) -> list[tuple[str, str]]:
     return [(c, types[c]) for c in columns]
 
 
-def _backend(name: str, spark: SparkSession) -> _Backend:
-    return _DuckDBBackend(spark) if name == "duckdb" else _SparkBackend(spark)
+def _backend(config: IdentityConfig, spark: SparkSession) -> _Backend:
+    if config.backend == "duckdb":
+        return _DuckDBBackend(spark)
+    return _SparkBackend(spark, config.spark_break_lineage)
 
 
 _PREDICTION_SCHEMA = (
@@ -468,7 +471,7 @@ class ProbabilisticMatcher:
         from splink import Linker, block_on
 
         training = self.config.model.training
-        backend = _backend(self.backend_name, self.spark)
+        backend = _backend(self.config, self.spark)
         prepared = prepare_for_matching(records, self.config)
         registered = backend.register(prepared, "train")
         linker = Linker(registered, settings_creator(self.config, backend.name), log_level=logging.WARNING)
@@ -523,7 +526,7 @@ class ProbabilisticMatcher:
         from splink import Linker
 
         chosen = model or self.model()
-        backend = _backend(self.backend_name, self.spark)
+        backend = _backend(self.config, self.spark)
         registered = backend.register(prepared, "records")
         settings = self._settings_for(backend.name, chosen)
         return Linker(registered, settings, log_level=logging.WARNING), backend, registered

@@ -1,0 +1,61 @@
+"""``lakecdp identity-accuracy`` and ``lakecdp identity-charts``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def _session(args: argparse.Namespace, app: str):
+    from lakecdp.config import load_project
+    from lakecdp.spark import get_session
+    from lakecdp.tables import Tables
+
+    project = load_project(args.conf, env=args.env)
+    spark = get_session(project, app_name=app)
+    return project, spark, Tables(project)
+
+
+def _accuracy(args: argparse.Namespace) -> int:
+    from lakecdp.identity.accuracy import evaluate, load_labels
+
+    project, spark, tables = _session(args, "lakecdp-identity-accuracy")
+    clusters = tables.read(spark, args.table)
+    report = evaluate(clusters, load_labels(spark, project.path(args.labels)), examples=args.examples)
+    # the figures are the command's output
+    print(report.format())  # noqa: T201
+    return 0
+
+
+def _charts(args: argparse.Namespace) -> int:
+    from lakecdp.identity.config import load_identity_config
+    from lakecdp.identity.diagnostics import save_diagnostic_charts
+    from lakecdp.identity.matching import ProbabilisticMatcher
+
+    project, spark, tables = _session(args, "lakecdp-identity-charts")
+    config = load_identity_config(project.conf_dir)
+    matcher = ProbabilisticMatcher(config, spark=spark, model_dir=project.path(config.models_dir))
+    records = tables.read(spark, "silver.customer_records")
+    pair = tuple(args.pair) if args.pair else None
+    for path in save_diagnostic_charts(matcher, records, project.path(args.out), pair=pair):
+        print(path)  # noqa: T201
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    accuracy = subparsers.add_parser(
+        "identity-accuracy", help="pairwise and cluster precision/recall of the identity graph against labels"
+    )
+    accuracy.add_argument("--labels", required=True, help="the generator's labels folder (entities_*.csv)")
+    accuracy.add_argument("--table", default="identity.id_map",
+                          help="record_id + customer_id (or cluster_key) table (default identity.id_map)")
+    accuracy.add_argument("--examples", type=int, default=5, help="worst merges / misses to list")
+    accuracy.set_defaults(handler=_accuracy)
+
+    charts = subparsers.add_parser("identity-charts", help="Splink diagnostic charts of the model as HTML")
+    charts.add_argument("--out", default="reports/identity", help="output folder")
+    charts.add_argument("--pair", nargs=2, metavar="RECORD_ID", help="two record ids for a waterfall chart")
+    charts.set_defaults(handler=_charts)
