@@ -496,3 +496,20 @@ def test_cli_parses_generate_options():
     assert args.as_of == datetime(2026, 11, 8, tzinfo=timezone.utc)
     with pytest.raises(SystemExit):
         parser.parse_args(["generate", "--people", "0"])
+
+
+def test_demo_step_writes_once_then_skips(spark, project, monkeypatch):
+    from lakecdp.context import JobContext
+    from lakecdp.sample import job
+
+    # the demo's 5,000 people take too long for a unit test; the step's logic is the same
+    monkeypatch.setattr(job, "DEMO_PEOPLE", 30)
+    ctx = JobContext.create(project, spark)
+    first = job.run_demo_generate(ctx)
+    crm = project.landing / "crm" / "crm_customers_0.csv"
+    people = project.warehouse / "labels" / "people_0.csv"
+    assert first["people"] == 30 and first["products"] == 200
+    assert len(people.read_text(encoding="utf-8").splitlines()) == 31
+    written_at = crm.stat().st_mtime_ns
+    assert job.run_demo_generate(ctx) == first
+    assert crm.stat().st_mtime_ns == written_at

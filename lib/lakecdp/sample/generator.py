@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # bump when the generator's output changes for the same inputs (the demo's skip check uses it)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _ROW_FUNCTIONS = {
     "crm": sources.crm_rows,
     "shop_customers": sources.shop_customer_rows,
@@ -296,9 +296,14 @@ def generate(
         counts["products"] = _write_products(spec, landing_dir, written)
     people_file = labels_dir / f"people_{increment}.csv"
     # one global sort by (source, key): a single Spark job streams every file's rows in order
-    ordered = world_rows(spark, spec).orderBy("source", "sort_key")
-    for source, rows in groupby(ordered.toLocalIterator(prefetchPartitions=True), key=itemgetter("source")):
-        counts[source] = _write_source(source, rows, landing_dir, people_file, increment, truth, written)
+    # persisted: the sort's sampling pass would otherwise run the Python generation a second time
+    rows_frame = world_rows(spark, spec).persist()
+    try:
+        ordered = rows_frame.orderBy("source", "sort_key")
+        for source, rows in groupby(ordered.toLocalIterator(prefetchPartitions=True), key=itemgetter("source")):
+            counts[source] = _write_source(source, rows, landing_dir, people_file, increment, truth, written)
+    finally:
+        rows_frame.unpersist()
     for source in _ROW_FUNCTIONS:
         if source not in counts:  # no rows at all: still a valid, empty file
             counts[source] = _write_source(source, iter(()), landing_dir, people_file, increment, truth, written)

@@ -13,7 +13,7 @@ import io
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -104,6 +104,19 @@ class Spec:
         days = self.config.period_days if self.increment == 0 else self.config.increments.days
         return self.as_of_ms - days * DAY_MS
 
+    @cached_property
+    def defect_thresholds(self) -> dict[str, list[tuple[str, float]]]:
+        """Per source, each applicable defect with the cumulative rate below which a row gets it."""
+        thresholds: dict[str, list[tuple[str, float]]] = {}
+        for source, applicable in SOURCE_DEFECTS.items():
+            low, steps = 0.0, []
+            for code in _DEFECT_ORDER:
+                if code in applicable:
+                    low += getattr(self.config.defects, code.lower())
+                    steps.append((code, low))
+            thresholds[source] = steps
+        return thresholds
+
     def activity_end_ms(self, person: Person) -> int:
         if person.behaviour == "churn_risk":
             return self.as_of_ms - CHURN_MS
@@ -156,16 +169,10 @@ def render_date(value: date | tuple[int, int, int], style: str) -> str:
 # -- dirt --------------------------------------------------------------------------------------------
 def pick_defect(draw: Draw, source: str, spec: Spec) -> str | None:
     """At most one planted defect per row, each with its configured rate."""
-    applicable = SOURCE_DEFECTS[source]
-    rates = spec.config.defects
     u = draw.u("defect")
-    low = 0.0
-    for code in _DEFECT_ORDER:
-        if code in applicable:
-            rate = getattr(rates, code.lower())
-            if u < low + rate:
-                return code
-            low += rate
+    for code, threshold in spec.defect_thresholds[source]:
+        if u < threshold:
+            return code
     return None
 
 
@@ -693,10 +700,12 @@ def email_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
         events.append((ms, ["e-" + draw.hex(kind), kind, email, campaign, iso_utc(ms), bounce, url]))
 
     for number, at, campaign in campaigns(spec):
+        if at > end - 2 * DAY_MS:
+            break
         mail = Draw(seed, "email", person.index, spec.increment, number)
-        send = at + mail.integer("send_s", 0, 7200) * 1000
-        if send > end - 2 * DAY_MS or not mail.chance("reach", reach):
+        if not mail.chance("reach", reach):
             continue
+        send = at + mail.integer("send_s", 0, 7200) * 1000
         add(mail, "send", send, campaign)
         if mail.chance("soft_bounce", 0.02):
             add(mail, "bounce", send + 60_000, campaign, bounce="soft")
