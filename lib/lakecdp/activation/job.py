@@ -35,7 +35,6 @@ from lakecdp.activation.config import (
 from lakecdp.activation.files import safe_path_part, write_export
 from lakecdp.activation.hashing import hash_email, hash_phone
 from lakecdp.activation.webhook import Finalised, WebhookClient, to_json
-from lakecdp.config import ConfigError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -48,8 +47,8 @@ CHANGES = "segments.changes"
 PROFILE = "gold.customer_profile"
 CHANGE_COLUMNS = ("change_id", "idempotency_key", "segment_id", "customer_id", "member_key",
                   "change_type", "changed_at")
-# tables the segments part may use to hold a segment back until someone approves it
-APPROVAL_TABLES = ("segments.approvals", "segments.definitions")
+APPROVALS = "segments.approvals"
+IDENTIFIER_TYPES = ("email", "phone", "device_id", "crm_id", "customer_number")
 
 Row = dict[str, Any]
 
@@ -86,34 +85,21 @@ def pending_for_destinations(
     )
 
 
-def without_held_back(changes: DataFrame, held_back: Sequence[str]) -> DataFrame:
-    return changes.where(~F.col("segment_id").isin(list(held_back))) if held_back else changes
-
-
 # -- reading ---------------------------------------------------------------------------
 def _read_optional(ctx: JobContext, name: str) -> DataFrame | None:
     return ctx.tables.read(ctx.spark, name) if ctx.tables.exists(ctx.spark, name) else None
 
 
-def held_back_segments(ctx: JobContext) -> list[str]:
-    """Segments waiting for approval, when the segments part keeps such a flag.
+def without_held_back(changes: DataFrame, approvals: DataFrame | None) -> DataFrame:
+    """Drop changes of (run, segment) pairs the segments step holds for approval.
 
-    Looks for ``segments.approvals`` / ``segments.definitions`` with either a boolean
-    ``approved`` column (false = held back) or a ``status`` column (anything but
-    ``approved``/``active`` = held back). No such table: nothing is held back.
+    ``segments.approvals`` (written by the segments step) has ``status = 'held'`` until
+    someone approves; an approved run's changes are delivered by the next activation run.
     """
-    for name in APPROVAL_TABLES:
-        table = _read_optional(ctx, name)
-        if table is None or "segment_id" not in table.columns:
-            continue
-        if "approved" in table.columns:
-            held = table.where(~F.coalesce(F.col("approved"), F.lit(False)))
-        elif "status" in table.columns:
-            held = table.where(~F.lower(F.col("status")).isin("approved", "active"))
-        else:
-            continue
-        return sorted({r[0] for r in held.select("segment_id").distinct().collect()})
-    return []
+    if approvals is None:
+        return changes
+    held = approvals.where(F.col("status") == "held").select("run_id", "segment_id")
+    return changes.join(held, ["run_id", "segment_id"], "left_anti")
 
 
 def refresh_suppressions(ctx: JobContext) -> DataFrame:
@@ -138,14 +124,14 @@ def refresh_suppressions(ctx: JobContext) -> DataFrame:
         suppression.event_triggers(events, as_of=ctx.as_of) if events is not None else empty_id_triggers
     )
     if erasures is not None:
-        salt = os.environ.get(suppression.ERASURE_SALT_ENV)
-        if not salt:
-            raise ConfigError(
-                f"ops.erasures exists but {suppression.ERASURE_SALT_ENV} is not set: erased people "
-                "cannot be matched, so activation refuses to send"
-            )
+        from lakecdp.erasure import salted_hash_column
+
+        salted = F.coalesce(*[
+            F.when(F.col("identifier_type") == kind, salted_hash_column(ctx, kind, F.col("identifier_value")))
+            for kind in IDENTIFIER_TYPES
+        ])
         id_triggers = id_triggers.unionByName(
-            suppression.erasure_triggers(erasures, identifiers, salt=salt)
+            suppression.erasure_triggers(erasures, identifiers, salted_hash=salted)
         )
     if profile is not None:
         customer_triggers = suppression.consent_triggers(profile)
@@ -161,6 +147,12 @@ def refresh_suppressions(ctx: JobContext) -> DataFrame:
         overwrite_schema=False,
     )
     return ctx.tables.read(spark, suppression.SUPPRESSIONS)
+
+
+def _utc_row(row: Row) -> Row:
+    """Spark hands timestamps to Python as naive local time; make them aware UTC."""
+    return {k: v.astimezone(timezone.utc) if isinstance(v, datetime) and v.tzinfo is None else v
+            for k, v in row.items()}
 
 
 # -- delivering ------------------------------------------------------------------------
@@ -306,6 +298,7 @@ def run(ctx: JobContext) -> dict[str, int]:
     """
     destinations = {n: d for n, d in load_destinations(ctx.project.conf_dir).items() if d.enabled}
     ledger.ensure_tables(ctx)
+    logger.info("activation: rebuilding %s", suppression.SUPPRESSIONS)
     suppressions = refresh_suppressions(ctx)
     counter = _Counter()
     if not destinations or not ctx.tables.exists(ctx.spark, CHANGES):
@@ -314,11 +307,8 @@ def run(ctx: JobContext) -> dict[str, int]:
         return {"delivered": 0}
 
     changes = ctx.tables.read(ctx.spark, CHANGES)
-    held_back = held_back_segments(ctx)
-    if held_back:
-        logger.info("activation: segments held back for approval: %s", held_back)
     items = (
-        without_held_back(changes, held_back)
+        without_held_back(changes, _read_optional(ctx, APPROVALS))
         .select("change_id", "run_id", "segment_id", "customer_id", "member_key", "change_type",
                 "previous_customer_id", "changed_at")
         .withColumnRenamed("run_id", "segment_run_id")
@@ -330,7 +320,8 @@ def run(ctx: JobContext) -> dict[str, int]:
         "destination string, d_segments array<string>, d_change_types array<string>",
     )
     pending = pending_for_destinations(items, destination_rows, ledger.handled_keys(ctx))
-    rows = [r.asDict(recursive=True) for r in
+    logger.info("activation: reading pending changes for %s", sorted(destinations))
+    rows = [_utc_row(r.asDict(recursive=True)) for r in
             pending.orderBy("destination", "changed_at", "change_id").collect()]
     by_destination: dict[str, list[Row]] = defaultdict(list)
     for row in rows:

@@ -6,9 +6,8 @@ their identifiers. The trigger (say an email address) is resolved to its ``custo
 then expanded to *every* identifier of that customer, so a change keyed by the customer, or a
 payload carrying any of their emails or phones, is suppressed in every destination.
 
-Erasure requests (``ops.erasures``) hold only ``salted_hash = sha256("<salt>:<identifier_type>:<identifier_value>")``
-of the normalised identifier; the salt comes from the environment variable named by
-:data:`ERASURE_SALT_ENV`.
+Erasure requests (``ops.erasures``) hold only salted hashes of identifiers; the job matches
+them with :func:`lakecdp.erasure.salted_hash_column` (same salt, same normalisation).
 
 The functions here are DataFrame -> DataFrame; the job does the reading and writing.
 """
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 SUPPRESSIONS = "activation.suppressions"
-ERASURE_SALT_ENV = "LAKECDP_ERASURE_SALT"
 
 SUPPRESSIONS_SCHEMA = StructType(
     [
@@ -50,8 +48,7 @@ _IDS = "customer_id string, identifier_type string, identifier_value string"
 
 def normalised_email(column: Column) -> Column:
     """Trimmed, lower-cased email; empty becomes null."""
-    value = F.lower(F.trim(column))
-    return F.when(value != "", value)
+    return F.nullif(F.lower(F.trim(column)), F.lit(""))
 
 
 def event_triggers(events: DataFrame, *, as_of: datetime) -> DataFrame:
@@ -93,39 +90,46 @@ def customer_identifiers(
     """
     parts: list[DataFrame] = []
     if identifiers is not None:
-        parts.append(
-            identifiers.select(
-                "customer_id",
-                "identifier_type",
-                F.when(F.col("identifier_type") == "email", normalised_email(F.col("identifier_value")))
-                .otherwise(F.col("identifier_value"))
-                .alias("identifier_value"),
-            )
-        )
+        parts.append(identifiers.select("customer_id", "identifier_type", "identifier_value"))
     if records is not None and id_map is not None:
         linked = records.join(id_map.select("record_id", "customer_id"), "record_id")
-        parts.append(linked.select("customer_id", F.lit("email").alias("identifier_type"),
-                                   normalised_email(F.col("email")).alias("identifier_value")))
-        parts.append(linked.select("customer_id", F.lit("phone").alias("identifier_type"),
-                                   F.col("phone").alias("identifier_value")))
+        parts.append(linked.select(
+            "customer_id",
+            F.expr("stack(2, 'email', email, 'phone', phone) AS (identifier_type, identifier_value)"),
+        ))
     if profile is not None:
-        emails = F.array_union(F.coalesce(F.col("emails"), F.array().cast("array<string>")),
-                               F.array(F.col("email")))
-        phones = F.array_union(F.coalesce(F.col("phones"), F.array().cast("array<string>")),
-                               F.array(F.col("phone")))
-        parts.append(profile.select("customer_id", F.lit("email").alias("identifier_type"),
-                                    normalised_email(F.explode(emails)).alias("identifier_value")))
-        parts.append(profile.select("customer_id", F.lit("phone").alias("identifier_type"),
-                                    F.explode(phones).alias("identifier_value")))
+        empty = F.array().cast("array<string>")
+        # one pass over the profile; normalised after the explode (small generated code)
+        every = F.concat(
+            F.array(
+                F.struct(F.lit("email").alias("t"), F.col("email").alias("v")),
+                F.struct(F.lit("phone").alias("t"), F.col("phone").alias("v")),
+            ),
+            F.transform(F.coalesce(F.col("emails"), empty),
+                        lambda e: F.struct(F.lit("email").alias("t"), e.alias("v"))),
+            F.transform(F.coalesce(F.col("phones"), empty),
+                        lambda p: F.struct(F.lit("phone").alias("t"), p.alias("v"))),
+        )
+        parts.append(
+            profile.select("customer_id", F.explode(every).alias("id")).select(
+                "customer_id", F.col("id.t").alias("identifier_type"), F.col("id.v").alias("identifier_value")
+            )
+        )
     if not parts:
         return None
     union = parts[0]
     for part in parts[1:]:
         union = union.unionByName(part)
+    union = union.withColumn(
+        "identifier_value",
+        F.when(F.col("identifier_type") == "email", normalised_email(F.col("identifier_value")))
+        .otherwise(F.col("identifier_value")),
+    )
+    # duplicates are harmless: build_suppressions aggregates per identifier
     return union.where(
         F.col("customer_id").isNotNull() & F.col("identifier_value").isNotNull()
         & (F.col("identifier_value") != "")
-    ).distinct()
+    )
 
 
 def consent_triggers(profile: DataFrame) -> DataFrame:
@@ -146,17 +150,18 @@ def record_consent_triggers(records: DataFrame, id_map: DataFrame) -> DataFrame:
     )
 
 
-def erasure_hash(identifier_type: Column, identifier_value: Column, *, salt: str) -> Column:
-    """``sha256("<salt>:<identifier_type>:<identifier_value>")`` as hex (see module doc)."""
-    return F.sha2(F.concat_ws(":", F.lit(salt), identifier_type, identifier_value), 256)
+def erasure_triggers(erasures: DataFrame, identifiers: DataFrame, *, salted_hash: Column) -> DataFrame:
+    """Identifiers whose salted hash was asked to be erased.
 
+    Args:
+        salted_hash: the salted hash of an ``identifiers`` row (over ``identifier_type`` and
+            ``identifier_value``), as the erasure part computes it.
 
-def erasure_triggers(erasures: DataFrame, identifiers: DataFrame, *, salt: str) -> DataFrame:
-    """Identifiers whose salted hash was asked to be erased: ``identifier_type, identifier_value, reason, since``."""
-    hashed = identifiers.select(
-        "identifier_type", "identifier_value",
-        erasure_hash(F.col("identifier_type"), F.col("identifier_value"), salt=salt).alias("salted_hash"),
-    ).distinct()
+    Returns:
+        ``identifier_type, identifier_value, reason, since``.
+    """
+    hashed = identifiers.select("identifier_type", "identifier_value",
+                                salted_hash.alias("salted_hash")).distinct()
     return (
         hashed.join(erasures.select("salted_hash", "identifier_type", "requested_at"),
                     ["salted_hash", "identifier_type"])
@@ -211,23 +216,26 @@ def mark_suppressed(items: DataFrame, suppressions: DataFrame) -> DataFrame:
     customer, or when any of its ``email`` / ``emails`` / ``phone`` / ``phones`` is a suppressed
     identifier. ``items`` must have one row per ``change_id``.
     """
+    # one explode over plain columns, normalised afterwards: a single pass over ``items``
+    # and small generated code
     empty = F.array().cast("array<string>")
-    emails = F.array_union(F.coalesce(F.col("emails"), empty), F.array(F.col("email")))
-    phones = F.array_union(F.coalesce(F.col("phones"), empty), F.array(F.col("phone")))
-    candidate_keys = F.flatten(
+    candidates = F.concat(
         F.array(
-            F.array(
-                F.struct(F.lit("customer").alias("kind"), F.col("customer_id").alias("value")),
-                F.struct(F.lit("customer").alias("kind"), F.col("previous_customer_id").alias("value")),
-            ),
-            F.transform(emails, lambda e: F.struct(F.lit("email").alias("kind"),
-                                                   normalised_email(e).alias("value"))),
-            F.transform(phones, lambda p: F.struct(F.lit("phone").alias("kind"), p.alias("value"))),
-        )
+            F.struct(F.lit("customer").alias("kind"), F.col("customer_id").alias("value")),
+            F.struct(F.lit("customer").alias("kind"), F.col("previous_customer_id").alias("value")),
+            F.struct(F.lit("email").alias("kind"), F.col("email").alias("value")),
+            F.struct(F.lit("phone").alias("kind"), F.col("phone").alias("value")),
+        ),
+        F.transform(F.coalesce(F.col("emails"), empty),
+                    lambda e: F.struct(F.lit("email").alias("kind"), e.alias("value"))),
+        F.transform(F.coalesce(F.col("phones"), empty),
+                    lambda p: F.struct(F.lit("phone").alias("kind"), p.alias("value"))),
     )
     keys = (
-        items.select("change_id", F.explode(candidate_keys).alias("key"))
+        items.select("change_id", F.explode(candidates).alias("key"))
         .select("change_id", F.col("key.kind").alias("kind"), F.col("key.value").alias("value"))
+        .withColumn("value", F.when(F.col("kind") == "email", normalised_email(F.col("value")))
+                    .otherwise(F.col("value")))
         .where(F.col("value").isNotNull())
     )
     suppressed_keys = (
