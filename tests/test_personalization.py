@@ -144,3 +144,19 @@ def test_validation_reports_line_numbers(tmp_path):
         "unsafe.txt:2: render_error: SecurityError: access to attribute '__class__' of 'str' object is unsafe. "
         "(1 customers)",
     ]
+
+
+def test_repository_templates_validate_and_point_into_blocks():
+    contexts = [
+        template_context(_row(segment_keys={"vip": []}), CONFIG, campaign_id="welcome"),
+        template_context(_row(customer_id="c2", first_name=None, named_recommendations=[
+            {"rank": 0, "product_id": "P1", "name": None, "confidence": 0.9}]), CONFIG, campaign_id="welcome"),
+    ]
+    report = validate_templates(TemplateEngine(REPO_TEMPLATES), contexts)
+    assert report.ok
+    assert [str(i) for i in report.issues] == [
+        "welcome.html: fallback_used: fallback_note (in blocks/recommendations.html:9) (1 customers)",
+        "welcome.html:5: fallback_used: first_name (1 customers)",
+        "welcome.html: fallback_used: product.name (in blocks/recommendations.html:5) (1 customers)",
+        "welcome.txt:1: fallback_used: first_name (1 customers)",
+    ]

@@ -183,16 +183,29 @@ def validate_templates(engine: TemplateEngine, contexts: list[dict[str, Any]]) -
             missing.update(rendered.missing)
             fallbacks.update(rendered.fallbacks)
         source = engine.source(name)
+
+        def located(field_name: str) -> tuple[str, int | None]:
+            """The field and the first line naming it: in the template, else in a block."""
+            line = _first_line_using(source, field_name.split(".")[-1])
+            if line is not None:
+                return field_name, line
+            for other in all_files:
+                if other != name:
+                    found = _first_line_using(engine.source(other), field_name.split(".")[-1])
+                    if found is not None:
+                        return f"{field_name} (in {other}:{found})", None
+            return field_name, None
+
         for (where, line, detail), count in sorted(failures.items(), key=str):
             if where != name:  # the failure is inside an included block: point there
                 detail, line = f"{where}:{line}: {detail}", None
             report.issues.append(TemplateIssue(name, "render_error", detail, line, count))
         for field_name, count in sorted(missing.items()):
-            report.issues.append(TemplateIssue(name, "missing_field", field_name,
-                                               _first_line_using(source, field_name), count))
+            detail, line = located(field_name)
+            report.issues.append(TemplateIssue(name, "missing_field", detail, line, count))
         for field_name, count in sorted(fallbacks.items()):
-            report.issues.append(TemplateIssue(name, "fallback_used", field_name,
-                                               _first_line_using(source, field_name), count))
+            detail, line = located(field_name)
+            report.issues.append(TemplateIssue(name, "fallback_used", detail, line, count))
     return report
 
 
