@@ -132,57 +132,45 @@ def evaluate(
         if column not in labels.columns:
             raise MissingColumnsError(f"labels need {column}; have {labels.columns}")
 
+    # one Spark job: (record, cluster, person) triples are small even for millions of
+    # records, and the counting below is cheaper in pandas than in several Spark stages
     scored = (
-        id_map_or_clusters.select("record_id", F.col(key).alias("cluster"))
-        .join(labels.select("record_id", "person_id"), "record_id")
-        .cache()
+        id_map_or_clusters.select("record_id", F.col(key).cast("string").alias("cluster"))
+        .join(labels.select("record_id", F.col("person_id").cast("string")), "record_id")
+        .toPandas()
     )
-    pairs = F.col("n") * (F.col("n") - 1) / 2
-    by_cluster = scored.groupBy("cluster").agg(
-        F.count("*").alias("n"), F.countDistinct("person_id").alias("persons"),
-        F.sort_array(F.collect_list(F.concat_ws("=", "record_id", "person_id"))).alias("records"),
-    )
-    by_person = scored.groupBy("person_id").agg(
-        F.count("*").alias("n"), F.countDistinct("cluster").alias("clusters"),
-        F.sort_array(F.collect_list(F.concat_ws("@", "record_id", "cluster"))).alias("records"),
-    )
-    by_both = scored.groupBy("cluster", "person_id").agg(F.count("*").alias("n"))
 
-    totals = (
-        by_cluster.agg(
-            F.sum("n").alias("records"), F.count("*").alias("clusters"),
-            F.sum(F.when(F.col("persons") == 1, 1).otherwise(0)).alias("pure"),
-            F.sum(pairs).alias("predicted_pairs"),
-        )
-        .crossJoin(
-            by_person.agg(
-                F.count("*").alias("persons"),
-                F.sum(F.when(F.col("clusters") == 1, 1).otherwise(0)).alias("whole"),
-                F.sum(pairs).alias("true_pairs"),
-            )
-        )
-        .crossJoin(by_both.agg(F.sum(pairs).alias("correct_pairs")))
-        .first()
-    )
-    merges = (
-        by_cluster.where(F.col("persons") > 1)
-        .orderBy(F.desc("persons"), F.desc("n"), "cluster").limit(examples).collect()
-    )
-    misses = (
-        by_person.where(F.col("clusters") > 1)
-        .orderBy(F.desc("clusters"), F.desc("n"), "person_id").limit(examples).collect()
-    )
-    scored.unpersist()
+    def pairs(sizes) -> int:
+        return int((sizes * (sizes - 1) // 2).sum())
 
-    records = int(totals["records"] or 0)
-    predicted = int(totals["predicted_pairs"] or 0)
-    true = int(totals["true_pairs"] or 0)
-    correct = int(totals["correct_pairs"] or 0)
-    clusters = int(totals["clusters"] or 0)
-    persons = int(totals["persons"] or 0)
+    by_cluster = scored.groupby("cluster").agg(n=("record_id", "size"), persons=("person_id", "nunique"))
+    by_person = scored.groupby("person_id").agg(n=("record_id", "size"), clusters=("cluster", "nunique"))
+    by_both = scored.groupby(["cluster", "person_id"]).size()
+
+    def listing(frame, group: str, value: str, sep: str) -> dict[str, list[str]]:
+        rows = frame.assign(item=frame["record_id"] + sep + frame[value])
+        return {k: sorted(v) for k, v in rows.groupby(group)["item"]}
+
+    worst_clusters = by_cluster[by_cluster["persons"] > 1].reset_index().sort_values(
+        ["persons", "n", "cluster"], ascending=[False, False, True]
+    ).head(examples)
+    worst_persons = by_person[by_person["clusters"] > 1].reset_index().sort_values(
+        ["clusters", "n", "person_id"], ascending=[False, False, True]
+    ).head(examples)
+    cluster_items = listing(scored[scored["cluster"].isin(worst_clusters["cluster"])], "cluster", "person_id", "=")
+    person_items = listing(scored[scored["person_id"].isin(worst_persons["person_id"])], "person_id", "cluster", "@")
+    merges = [(r.cluster, r.persons, cluster_items[r.cluster]) for r in worst_clusters.itertuples()]
+    misses = [(r.person_id, r.clusters, person_items[r.person_id]) for r in worst_persons.itertuples()]
+
+    records = len(scored)
+    predicted = pairs(by_cluster["n"])
+    true = pairs(by_person["n"])
+    correct = pairs(by_both)
+    clusters = len(by_cluster)
+    persons = len(by_person)
     pairwise_precision, pairwise_recall = _ratio(correct, predicted), _ratio(correct, true)
-    cluster_precision = _ratio(int(totals["pure"] or 0), clusters)
-    cluster_recall = _ratio(int(totals["whole"] or 0), persons)
+    cluster_precision = _ratio(int((by_cluster["persons"] == 1).sum()), clusters)
+    cluster_recall = _ratio(int((by_person["clusters"] == 1).sum()), persons)
     report = AccuracyReport(
         records=records,
         persons=persons,
@@ -196,8 +184,8 @@ def evaluate(
         true_pairs=true,
         predicted_pairs=predicted,
         correct_pairs=correct,
-        false_merges=[ClusterExample(r["cluster"], int(r["persons"]), list(r["records"])) for r in merges],
-        misses=[ClusterExample(r["person_id"], int(r["clusters"]), list(r["records"])) for r in misses],
+        false_merges=[ClusterExample(str(c), int(n), items) for c, n, items in merges],
+        misses=[ClusterExample(str(p), int(n), items) for p, n, items in misses],
     )
     logger.info(
         "identity accuracy: cluster P %.4f R %.4f, pairwise P %.4f R %.4f",
