@@ -498,13 +498,21 @@ def test_cli_parses_generate_options():
         parser.parse_args(["generate", "--people", "0"])
 
 
-def test_demo_step_writes_once_then_skips(spark, project, monkeypatch):
+def test_demo_step_writes_once_then_skips(spark, project, tmp_path):
+    import shutil
+
+    import yaml
+
     from lakecdp.context import JobContext
     from lakecdp.sample import job
 
     # the demo's 5,000 people take too long for a unit test; the step's logic is the same
-    monkeypatch.setattr(job, "DEMO_PEOPLE", 30)
-    ctx = JobContext.create(project, spark)
+    conf = tmp_path / "conf"
+    shutil.copytree(project.conf_dir, conf)
+    sample = yaml.safe_load((conf / "sample.yaml").read_text())
+    sample["demo_people"] = 30
+    (conf / "sample.yaml").write_text(yaml.safe_dump(sample))
+    ctx = JobContext.create(project.model_copy(update={"conf_dir": conf}), spark)
     first = job.run_demo_generate(ctx)
     crm = project.landing / "crm" / "crm_customers_0.csv"
     people = project.warehouse / "labels" / "people_0.csv"

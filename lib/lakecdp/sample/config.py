@@ -112,6 +112,9 @@ class SampleConfig(StrictModel):
     """``conf/sample.yaml``."""
 
     version: Literal[1]
+    # what `lakecdp demo` generates (tests and the cluster test use a smaller world)
+    demo_people: int = Field(5_000, ge=10, le=10_000_000)
+    demo_seed: int = 42
     # the event period of increment 0, ending at as_of
     period_days: int = Field(180, ge=100, le=3650)
     products: int = Field(200, ge=10, le=99999)

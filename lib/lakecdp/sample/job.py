@@ -13,8 +13,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEMO_PEOPLE = 5_000
-DEMO_SEED = 42
 
 
 def run_demo_generate(ctx: JobContext) -> dict[str, int]:
@@ -26,11 +24,11 @@ def run_demo_generate(ctx: JobContext) -> dict[str, int]:
     config = load_sample_config(ctx.project.conf_dir)
     landing = ctx.project.landing
     labels = ctx.project.warehouse / "labels"
-    fingerprint = request_fingerprint(people=DEMO_PEOPLE, seed=DEMO_SEED, increment=0, as_of=ctx.as_of,
+    fingerprint = request_fingerprint(people=config.demo_people, seed=config.demo_seed, increment=0, as_of=ctx.as_of,
                                       config=config)
     existing = is_generated(landing=landing, labels=labels, fingerprint=fingerprint)
     if existing is not None:
         logger.info("sample data already in %s (same request, files unchanged): skipped", landing)
         return existing
-    return generate(ctx.spark, landing=landing, labels=labels, people=DEMO_PEOPLE, seed=DEMO_SEED,
+    return generate(ctx.spark, landing=landing, labels=labels, people=config.demo_people, seed=config.demo_seed,
                     increment=0, as_of=ctx.as_of, config=config)
