@@ -56,9 +56,11 @@ def _write_inputs(spark, tables: Tables) -> None:
         ("crm:3", "crm", "cara@example.com", "+447700900003", True, T0),
         ("crm:4", "crm", "dan@example.com", None, True, T0),
         ("crm:5", "crm", "eve@example.com", None, True, T0),
+        ("crm:6", "crm", "fay@example.com", None, True, T0),
     ], RECORDS), "silver.customer_records")
     tables.append(spark.createDataFrame([
         ("crm:1", "c1"), ("shop:1", "c1"), ("crm:2", "c2"), ("crm:3", "c3"), ("crm:4", "c4"), ("crm:5", "c5"),
+        ("crm:6", "c6"),
     ], "record_id string, customer_id string"), "identity.id_map")
     tables.append(spark.createDataFrame([
         ("c1", "Ann", "Lee", "ann@example.com", "+447700900001", None, None, None, "GB", True,
@@ -68,6 +70,7 @@ def _write_inputs(spark, tables: Tables) -> None:
          "GB", True, ["cara@example.com"], ["+447700900003"], T0),
         ("c4", "Dan", "Fox", "dan@example.com", None, None, None, None, "GB", True, ["dan@example.com"], [], T0),
         ("c5", "Eve", "Ng", "eve@example.com", None, None, None, None, "GB", None, ["eve@example.com"], [], T0),
+        ("c6", "Fay", "Orr", "fay@example.com", None, None, None, None, "GB", True, ["fay@example.com"], [], T0),
     ], PROFILE), "gold.customer_profile")
     tables.append(spark.createDataFrame([
         ("e1", "email_unsubscribe", T0, " ANN.OLD@example.com ", None),
@@ -76,8 +79,13 @@ def _write_inputs(spark, tables: Tables) -> None:
         ("e4", "email_open", T0, "cara@example.com", None),
     ], EVENTS), "silver.events")
     tables.append(spark.createDataFrame([
-        (f"ch{n}", "seg-r1", "vip", f"c{n}", "", "entered", None, T1, "{}") for n in range(1, 6)
+        (f"ch{n}", "seg-r1", "vip", f"c{n}", "", "entered", None, T1, "{}") for n in range(1, 7)
     ] + [("ch9", "seg-r1", "lapsed", "c4", "", "entered", None, T1, "{}")], CHANGES), "segments.changes")
+    # Fay asked to be erased: only the salted hash of her email is kept,
+    # sha256("test-salt\0email\0fay@example.com") per lakecdp.erasure.salted_hash
+    tables.append(spark.createDataFrame([
+        ("7e0678968487a242a7d1d3ad18c43128260539f437746f55d3a27c20079ee38b", "email", T0, "erase-1"),
+    ], "salted_hash string, identifier_type string, requested_at timestamp, run_id string"), "ops.erasures")
     # the segments step holds 'lapsed' of run seg-r1 for approval
     tables.append(spark.createDataFrame(
         [("seg-r1", "lapsed", "held")], "run_id string, segment_id string, status string"
@@ -87,6 +95,7 @@ def _write_inputs(spark, tables: Tables) -> None:
 def _write_conf(root, url_env: str) -> None:
     folder = root / "destinations"
     folder.mkdir(parents=True)
+    (root / "privacy.yaml").write_text("version: 1\n", encoding="utf-8")
     (folder / "export.yaml").write_text(
         "version: 1\ntype: file\nformat: csv\nfields: [email, first_name]\n", encoding="utf-8")
     (folder / "hook.yaml").write_text(
@@ -104,6 +113,7 @@ def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatc
     tables = Tables(project)
     _write_inputs(spark, tables)
 
+    monkeypatch.setenv("LAKECDP_ERASURE_SALT", "test-salt")
     with FaultServer(reject_rows={"c5"}) as server:
         monkeypatch.setenv("TEST_HOOK_URL", server.url)
 
@@ -131,8 +141,8 @@ def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatc
     assert resumed == {"delivered": 1, "hook.delivered": 1, "rejected": 1, "hook.rejected": 1}
     assert again == {"delivered": 0}
 
-    # the webhook got c3, c4, c5 once each; never Ann (unsubscribed via her other email) nor
-    # Bob (no consent); c5 was rejected per row and not retried
+    # the webhook got c3, c4, c5 once each; never Ann (unsubscribed via her other email),
+    # Bob (no consent) nor Fay (erased); c5 was rejected per row and not retried
     assert [[(i["change_id"], i["customer_id"], i["email"], i["first_name"]) for i in r["items"]]
             for r in received_after_resume] == [
         [("ch3", "c3", "cara@example.com", "=cmd|' /C calc'!A0")],
@@ -167,7 +177,7 @@ def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatc
     ]
     for path in (project.warehouse / "exports").rglob("*.csv"):
         text = path.read_text(encoding="utf-8")
-        assert "ann" not in text and "bob" not in text
+        assert "ann" not in text and "bob" not in text and "fay" not in text
 
     # the ledger, read by an independent reader (delta-rs): one row per (destination, change)
     def rows(name, *columns):
@@ -177,21 +187,25 @@ def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatc
     assert rows("activation.deliveries", "destination", "change_id", "status", "run_id") == [
         ("ads", "ch1", "suppressed", "act-1"), ("ads", "ch2", "suppressed", "act-1"),
         ("ads", "ch3", "delivered", "act-1"), ("ads", "ch4", "delivered", "act-1"),
-        ("ads", "ch5", "delivered", "act-1"),
+        ("ads", "ch5", "delivered", "act-1"), ("ads", "ch6", "suppressed", "act-1"),
         ("export", "ch1", "suppressed", "act-1"), ("export", "ch2", "suppressed", "act-1"),
         ("export", "ch3", "delivered", "act-1"), ("export", "ch4", "delivered", "act-1"),
-        ("export", "ch5", "delivered", "act-1"),
+        ("export", "ch5", "delivered", "act-1"), ("export", "ch6", "suppressed", "act-1"),
         ("hook", "ch1", "suppressed", "act-1"), ("hook", "ch2", "suppressed", "act-1"),
         ("hook", "ch3", "delivered", "act-1"), ("hook", "ch4", "delivered", "act-2"),
+        ("hook", "ch6", "suppressed", "act-1"),
     ]
     assert rows("activation.rejected", "destination", "change_id", "reason", "response_code") == [
         ("hook", "ch5", "invalid email", 200)
     ]
+    # built once by run 1; runs 2 and 3 found the same input versions and left it alone
+    assert RsDeltaTable(tables.location("activation.suppressions")).version() == 0
     assert rows("activation.suppressions", "customer_id", "reason", "identifier_type", "identifier_value",
                 "since") == sorted([
         ("c1", "unsubscribed", "email", "ann.old@example.com", T0),
         ("c1", "unsubscribed", "email", "ann@example.com", T0),
         ("c1", "unsubscribed", "phone", "+447700900001", T0),
         ("c2", "no_consent", "email", "bob@example.com", T0),
+        ("c6", "erased", "email", "fay@example.com", T0),
         (None, "hard_bounce", "email", "ghost@example.com", T0),
     ], key=repr)

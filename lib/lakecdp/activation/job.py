@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import defaultdict
@@ -102,15 +103,47 @@ def without_held_back(changes: DataFrame, approvals: DataFrame | None) -> DataFr
     return changes.join(held, ["run_id", "segment_id"], "left_anti")
 
 
+SUPPRESSION_INPUTS = ("silver.events", "silver.customer_records", "identity.id_map", "identity.identifiers",
+                      PROFILE, "ops.erasures")
+_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+def _suppression_fingerprint(ctx: JobContext) -> tuple[str, dict[str, int | None]]:
+    versions = {name: ctx.tables.version(ctx.spark, name) for name in SUPPRESSION_INPUTS}
+    fingerprint = json.dumps({"as_of": ctx.as_of.isoformat(), "inputs": versions}, sort_keys=True)
+    return fingerprint, versions
+
+
+def _last_fingerprint(ctx: JobContext) -> str | None:
+    if not ctx.tables.exists(ctx.spark, suppression.SUPPRESSIONS):
+        return None
+    row = ctx.tables.delta(ctx.spark, suppression.SUPPRESSIONS).history(1).select("userMetadata").first()
+    return None if row is None else row[0]
+
+
 def refresh_suppressions(ctx: JobContext) -> DataFrame:
-    """Rebuild ``activation.suppressions`` as of ``ctx.as_of`` and return it (re-read)."""
+    """Rebuild ``activation.suppressions`` as of ``ctx.as_of`` and return it (re-read).
+
+    The inputs are read at pinned Delta versions, which (with ``as_of``) are stored in the
+    commit's ``userMetadata``; when a later run finds the same inputs and ``as_of`` it reuses
+    the table instead of rebuilding it (a re-run writes nothing).
+    """
     spark = ctx.spark
-    events = _read_optional(ctx, "silver.events")
-    records = _read_optional(ctx, "silver.customer_records")
-    id_map = _read_optional(ctx, "identity.id_map")
-    identifiers_table = _read_optional(ctx, "identity.identifiers")
-    profile = _read_optional(ctx, PROFILE)
-    erasures = _read_optional(ctx, "ops.erasures")
+    fingerprint, versions = _suppression_fingerprint(ctx)
+    if _last_fingerprint(ctx) == fingerprint:
+        logger.info("activation: suppressions are up to date with their inputs")
+        return ctx.tables.read(spark, suppression.SUPPRESSIONS)
+
+    def pinned(name: str) -> DataFrame | None:
+        version = versions[name]
+        return None if version is None else ctx.tables.read(spark, name, version=version)
+
+    events = pinned("silver.events")
+    records = pinned("silver.customer_records")
+    id_map = pinned("identity.id_map")
+    identifiers_table = pinned("identity.identifiers")
+    profile = pinned(PROFILE)
+    erasures = pinned("ops.erasures")
 
     identifiers = suppression.customer_identifiers(
         identifiers=identifiers_table, records=records, id_map=id_map, profile=profile
@@ -141,11 +174,15 @@ def refresh_suppressions(ctx: JobContext) -> DataFrame:
         customer_triggers = spark.createDataFrame([], "customer_id string, reason string, since timestamp")
 
     result = suppression.build_suppressions(id_triggers, customer_triggers, identifiers, run_id=ctx.run_id)
-    ctx.tables.overwrite(
-        result.select(*[f.name for f in suppression.SUPPRESSIONS_SCHEMA.fields]),
-        suppression.SUPPRESSIONS,
-        overwrite_schema=False,
-    )
+    spark.conf.set(_USER_METADATA, fingerprint)
+    try:
+        ctx.tables.overwrite(
+            result.select(*[f.name for f in suppression.SUPPRESSIONS_SCHEMA.fields]),
+            suppression.SUPPRESSIONS,
+            overwrite_schema=False,
+        )
+    finally:
+        spark.conf.unset(_USER_METADATA)
     return ctx.tables.read(spark, suppression.SUPPRESSIONS)
 
 
