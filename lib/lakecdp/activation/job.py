@@ -134,6 +134,8 @@ def refresh_suppressions(ctx: JobContext) -> DataFrame:
         logger.info("activation: suppressions are up to date with their inputs")
         return ctx.tables.read(spark, suppression.SUPPRESSIONS)
 
+    logger.info("activation: rebuilding %s from %s", suppression.SUPPRESSIONS, versions)
+
     def pinned(name: str) -> DataFrame | None:
         version = versions[name]
         return None if version is None else ctx.tables.read(spark, name, version=version)
@@ -335,7 +337,7 @@ def run(ctx: JobContext) -> dict[str, int]:
     """
     destinations = {n: d for n, d in load_destinations(ctx.project.conf_dir).items() if d.enabled}
     ledger.ensure_tables(ctx)
-    logger.info("activation: rebuilding %s", suppression.SUPPRESSIONS)
+    logger.info("activation: refreshing %s", suppression.SUPPRESSIONS)
     suppressions = refresh_suppressions(ctx)
     counter = _Counter()
     if not destinations or not ctx.tables.exists(ctx.spark, CHANGES):
