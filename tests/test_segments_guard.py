@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from lakecdp.config import ConfigError
-from lakecdp.segments.definitions import load_segments
+from lakecdp.segments.definitions import Schedule, is_due, load_segments
 from lakecdp.segments.guard import SqlRefused, check_condition, check_query, conjuncts
 
 REPO_CONF = Path(__file__).resolve().parents[1] / "conf" / "segments"
@@ -100,7 +100,8 @@ def test_shipped_segments_cover_the_mission():
         "interested_in_product": "event",
         "lifecycle_active": "condition",
         "lifecycle_at_risk": "condition",
-        "lifecycle_lapsed": "condition",
+        "lifecycle_churned": "condition",
+        "lifecycle_loyal": "condition",
         "lifecycle_new": "condition",
         "recent_browsers": "event",
         "vip": "event",
@@ -111,7 +112,9 @@ def test_shipped_segments_cover_the_mission():
     assert segments["interested_in_product"].event.per_product is True
     assert segments["churn_risk"].expire_after_days == 90
     assert segments["churn_risk"].exclude == ["vip"]
-    assert {segments[f"lifecycle_{s}"].priority for s in ("new", "active", "at_risk", "lapsed")} == {40, 30, 20, 10}
+    assert [segments[f"lifecycle_{s}"].priority for s in ("loyal", "new", "active", "at_risk", "churned")] == [
+        50, 40, 30, 20, 10
+    ]
 
 
 def _write(folder: Path, name: str, text: str) -> None:
@@ -157,3 +160,25 @@ def test_exclusion_cycle_is_refused(tmp_path):
         _write(tmp_path, name, VALID.format(id=name) + f"exclude: [{other}]\n")
     with pytest.raises(ConfigError, match=r"exclusion cycle between segments \['a_seg', 'b_seg'\]"):
         load_segments(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "last_run_at", "now", "due"),
+    [
+        ({"every_minutes": 15}, None, "2026-11-01 00:00", True),
+        ({"every_minutes": 15}, "2026-11-01 00:00", "2026-11-01 00:14", False),
+        ({"every_minutes": 15}, "2026-11-01 00:00", "2026-11-01 00:15", True),
+        # daily at 03:00
+        ({"cron": "0 3 * * *"}, "2026-11-01 03:00", "2026-11-02 02:59", False),
+        ({"cron": "0 3 * * *"}, "2026-11-01 03:00", "2026-11-02 03:00", True),
+        # Mondays 04:00 (2026-11-02 is a Monday)
+        ({"cron": "0 4 * * 1"}, "2026-10-31 12:00", "2026-11-02 03:59", False),
+        ({"cron": "0 4 * * 1"}, "2026-10-31 12:00", "2026-11-02 04:00", True),
+        # every 20 minutes between 8 and 9 o'clock
+        ({"cron": "*/20 8-9 * * *"}, "2026-11-01 08:01", "2026-11-01 08:19", False),
+        ({"cron": "*/20 8-9 * * *"}, "2026-11-01 08:01", "2026-11-01 08:20", True),
+    ],
+)
+def test_refresh_schedule(schedule, last_run_at, now, due):
+    last = None if last_run_at is None else datetime.fromisoformat(last_run_at)
+    assert is_due(Schedule(**schedule), last_run_at=last, now=datetime.fromisoformat(now)) is due

@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "lakecdp.sample.cli",
     "lakecdp.ingest.cli",
     "lakecdp.erasure",
+    "lakecdp.segments.cli",
     "lakecdp.activation.cli",
     "lakecdp.personalization.cli",
     "lakecdp.identity.cli",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -88,6 +88,55 @@ class Schedule(StrictModel):
         if (self.every_minutes is None) == (self.cron is None):
             raise ValueError("give exactly one of every_minutes or cron")
         return self
+
+
+def _cron_field_matches(field: str, value: int) -> bool:
+    for part in field.split(","):
+        base, _, step = part.partition("/")
+        if base == "*":
+            low, high = 0, 10**6
+        elif "-" in base:
+            low, high = (int(x) for x in base.split("-"))
+        else:
+            low = high = int(base)
+            if step:
+                high = 10**6
+        if low <= value <= high and (value - low) % int(step or 1) == 0:
+            return True
+    return False
+
+
+def cron_matches(cron: str, moment: datetime) -> bool:
+    """Whether a 5-field cron string fires at ``moment`` (minute precision; weekday 0 = Sunday)."""
+    minute, hour, day, month, weekday = cron.split()
+    return (
+        _cron_field_matches(minute, moment.minute)
+        and _cron_field_matches(hour, moment.hour)
+        and _cron_field_matches(day, moment.day)
+        and _cron_field_matches(month, moment.month)
+        and _cron_field_matches(weekday, (moment.weekday() + 1) % 7)
+    )
+
+
+def is_due(schedule: Schedule, *, last_run_at: datetime | None, now: datetime) -> bool:
+    """Whether a segment with ``schedule`` should be refreshed at ``now`` (for the job bundle).
+
+    Never run -> due. ``every_minutes`` -> that long since the last run. ``cron`` -> a
+    firing time lies in (last_run_at, now]; gaps over 31 days count as due.
+    """
+    if last_run_at is None:
+        return True
+    if schedule.every_minutes is not None:
+        return now - last_run_at >= timedelta(minutes=schedule.every_minutes)
+    if now - last_run_at > timedelta(days=31):
+        return True
+    assert schedule.cron is not None
+    moment = last_run_at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    while moment <= now:
+        if cron_matches(schedule.cron, moment):
+            return True
+        moment += timedelta(minutes=1)
+    return False
 
 
 class Absence(StrictModel):

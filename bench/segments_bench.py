@@ -1,0 +1,173 @@
+"""Benchmark: N customers x 30 SQL segments, changes written, against a DuckDB baseline.
+
+    .venv/bin/python bench/segments_bench.py --customers 1000000 --out /tmp/segbench
+
+Spark side: the real segments job path (``evaluate_and_write``: evaluation, diff,
+changes MERGE, membership MERGE) run twice: run 1 fills every segment, run 2 on changed
+features (about 10% of customers move) writes only the changes. DuckDB side: the same
+30 conditions as one UNION ALL query over the same features (read from the Delta table
+with delta-rs), diffed against the previous membership with SQL, changes written to
+Parquet. Results are printed as a Markdown table row for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+logger = logging.getLogger("segments_bench")
+
+AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
+STAGES = ("new", "active", "loyal", "at_risk", "churned")
+
+
+def conditions() -> dict[str, str]:
+    """30 condition segments; written in the SQL subset both Spark and DuckDB accept."""
+    segments: dict[str, str] = {}
+    for i, (spent, days) in enumerate(
+        [(s, d) for s in (100, 250, 500, 1000, 2000) for d in (7, 30, 90, 180)], start=1
+    ):
+        segments[f"spent_{spent}_in_{days}d"] = (
+            f"total_spent > {spent} AND last_purchase_at > as_of - INTERVAL {days} DAYS"
+        )
+        if i == 20:
+            break
+    for stage in STAGES:
+        segments[f"stage_{stage}"] = f"lifecycle_stage = '{stage}'"
+    for n in (2, 5, 10):
+        segments[f"orders_{n}_plus"] = f"order_count >= {n}"
+    segments["lapsed_buyers"] = "order_count >= 2 AND last_purchase_at < as_of - INTERVAL 120 DAYS"
+    segments["engaged_non_buyers"] = "order_count = 0 AND opens_30d >= 3"
+    assert len(segments) == 30, len(segments)
+    return segments
+
+
+def features_sql(customers: int, shift: int) -> str:
+    """Deterministic synthetic features; ``shift`` moves about 10% of customers per step."""
+    return f"""
+    SELECT concat('C', lpad(cast(id AS string), 8, '0')) AS customer_id,
+           timestamp'2026-11-01 00:00:00' AS as_of,
+           cast(pmod(hash(id, 1), 3000) AS double) + (CASE WHEN pmod(id, 10) < {shift} THEN 700 ELSE 0 END)
+               AS total_spent,
+           cast(pmod(hash(id, 2), 12) AS int) AS order_count,
+           timestamp'2026-11-01 00:00:00' - make_interval(0, 0, 0, cast(pmod(hash(id, 3), 365) AS int))
+               AS last_purchase_at,
+           cast(pmod(hash(id, 4), 8) AS int) AS opens_30d,
+           element_at(array('new','active','loyal','at_risk','churned'), cast(pmod(hash(id, 5), 5) AS int) + 1)
+               AS lifecycle_stage,
+           'bench' AS run_id
+    FROM range({customers})
+    """
+
+
+def run_spark(customers: int, out: Path) -> dict[str, float]:
+    from lakecdp.config import Environment, Project, SparkSettings, StorageSettings
+    from lakecdp.context import JobContext
+    from lakecdp.segments.definitions import SegmentDefinition
+    from lakecdp.segments.evaluate import SegmentInputs
+    from lakecdp.segments.job import EVENTS_SCHEMA, evaluate_and_write
+    from lakecdp.spark import get_session
+
+    project = Project(
+        root=out,
+        conf_dir=Path(__file__).resolve().parents[1] / "conf",
+        environment=Environment(
+            version=1, name="bench",
+            spark=SparkSettings(conf={"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "3g"}),
+            storage=StorageSettings(warehouse=str(out / "warehouse")),
+            checkpoints=str(out / "checkpoints"),
+            as_of=AS_OF,
+        ),
+    )
+    spark = get_session(project, app_name="segments-bench")
+    segments = {
+        sid: SegmentDefinition.model_validate(
+            {"version": 1, "id": sid, "condition": sql, "schedule": {"every_minutes": 60}}
+        )
+        for sid, sql in conditions().items()
+    }
+    timings: dict[str, float] = {}
+    ctx0 = JobContext.create(project, spark, as_of=AS_OF, run_id="bench-setup")
+    profile = spark.sql(f"SELECT concat('C', lpad(cast(id AS string), 8, '0')) AS customer_id FROM range({customers})")
+    ctx0.tables.overwrite(profile, "gold.customer_profile")
+    for step, shift in (("run1", 0), ("run2", 1)):
+        ctx0.tables.overwrite(spark.sql(features_sql(customers, shift)), "gold.customer_features")
+        ctx = JobContext.create(project, spark, as_of=AS_OF, run_id=f"bench-{step}")
+        inputs = SegmentInputs(
+            profile=ctx.tables.read(spark, "gold.customer_profile"),
+            features=ctx.tables.read(spark, "gold.customer_features"),
+            events=spark.createDataFrame([], EVENTS_SCHEMA + ", customer_id string"),
+            as_of=AS_OF,
+        )
+        started = time.perf_counter()
+        counts = evaluate_and_write(ctx, segments, inputs)
+        timings[f"spark_{step}_s"] = time.perf_counter() - started
+        timings[f"spark_{step}_changes"] = float(counts["entered"] + counts["exited"])
+        logger.info("spark %s: %.1fs %s", step, timings[f"spark_{step}_s"], counts)
+    return timings
+
+
+def run_duckdb(customers: int, out: Path) -> dict[str, float]:
+    import duckdb
+    from deltalake import DeltaTable
+
+    timings: dict[str, float] = {}
+    con = duckdb.connect()
+    union = " UNION ALL ".join(
+        f"SELECT '{sid}' AS segment_id, customer_id FROM customers WHERE {sql}" for sid, sql in conditions().items()
+    )
+    con.execute("CREATE TABLE membership (segment_id VARCHAR, customer_id VARCHAR)")
+    location = out / "warehouse" / "gold" / "customer_features"
+    for step, version_offset in (("run1", 1), ("run2", 0)):
+        # the Spark side wrote features twice: run1 read the older version, run2 the latest
+        table = DeltaTable(str(location))
+        version = table.version() - version_offset
+        features = DeltaTable(str(location), version=version).to_pyarrow_table()
+        started = time.perf_counter()
+        con.register("features_arrow", features)
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW customers AS "
+            "SELECT *, TIMESTAMP '2026-11-01 00:00:00' AS as_of FROM (SELECT * EXCLUDE (as_of) FROM features_arrow)"
+        )
+        con.execute(f"CREATE OR REPLACE TABLE members AS {union}")
+        con.execute(
+            "CREATE OR REPLACE TABLE changes AS "
+            "SELECT m.segment_id, m.customer_id, 'entered' AS change_type FROM members m "
+            "ANTI JOIN membership c USING (segment_id, customer_id) "
+            "UNION ALL SELECT c.segment_id, c.customer_id, 'exited' FROM membership c "
+            "ANTI JOIN members m USING (segment_id, customer_id)"
+        )
+        changed = con.execute("SELECT count(*) FROM changes").fetchone()[0]
+        con.execute(f"COPY changes TO '{out / f'duckdb_changes_{step}.parquet'}' (FORMAT parquet)")
+        con.execute("CREATE OR REPLACE TABLE membership AS SELECT * FROM members")
+        timings[f"duckdb_{step}_s"] = time.perf_counter() - started
+        timings[f"duckdb_{step}_changes"] = float(changed)
+        logger.info("duckdb %s: %.1fs, %d changes", step, timings[f"duckdb_{step}_s"], changed)
+    return timings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--out", default="/tmp/lakecdp-segments-bench")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    results = {**run_spark(args.customers, out), **run_duckdb(args.customers, out)}
+    print(
+        f"| {args.customers:,} | 30 | {results['spark_run1_s']:.1f} | {results['spark_run2_s']:.1f} "
+        f"| {int(results['spark_run2_changes']):,} | {results['duckdb_run1_s']:.1f} | {results['duckdb_run2_s']:.1f} "
+        f"| {int(results['duckdb_run2_changes']):,} |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""Membership history and change computation (DataFrame -> DataFrame, no IO).
+
+- ``rekey_changes``: memberships of customers identity merged away move to the surviving
+  id (``rekeyed``, ``previous_customer_id`` = the old id), never exit + entry.
+- ``diff_changes``: current membership (after rekeying) vs this run's members ->
+  ``entered`` / ``exited`` / ``updated`` rows with a deterministic ``change_id``.
+- ``membership_upserts``: the membership rows one run's changes produce, keyed on
+  (segment_id, customer_id, member_key, entered_run_id); applying them twice changes
+  nothing, which is what makes a killed-and-re-run job end in the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+MEMBERSHIP_SCHEMA = (
+    "segment_id string, customer_id string, member_key string, entered_at timestamp, "
+    "exited_at timestamp, entered_run_id string, exited_run_id string, reason string, is_current boolean"
+)
+CHANGES_SCHEMA = (
+    "change_id string, run_id string, segment_id string, customer_id string, member_key string, "
+    "change_type string, previous_customer_id string, changed_at timestamp, reason string"
+)
+MEMBERSHIP_KEYS = ("segment_id", "customer_id", "member_key", "entered_run_id")
+CHANGE_COLUMNS = tuple(part.split()[0] for part in CHANGES_SCHEMA.split(", "))
+MEMBERSHIP_COLUMNS = tuple(part.split()[0] for part in MEMBERSHIP_SCHEMA.split(", "))
+
+
+def change_id(
+    run_id: Column, segment_id: Column, customer_id: Column, member_key: Column,
+    change_type: Column, previous_customer_id: Column,
+) -> Column:
+    """sha256 of run, segment, customer, key, type and previous customer (rekeys only)."""
+    return F.sha2(
+        F.concat_ws(
+            "\u001f", run_id, segment_id, customer_id, member_key, change_type,
+            F.coalesce(previous_customer_id, F.lit("")),
+        ),
+        256,
+    )
+
+
+def _change_rows(df: DataFrame, *, run_id: str, as_of: datetime) -> DataFrame:
+    """Finish change rows: run id, changed_at and change_id, in contract column order."""
+    with_run = df.withColumn("run_id", F.lit(run_id)).withColumn(
+        "changed_at", F.lit(as_of).cast("timestamp")
+    )
+    with_id = with_run.withColumn(
+        "change_id",
+        change_id(
+            F.col("run_id"), F.col("segment_id"), F.col("customer_id"), F.col("member_key"),
+            F.col("change_type"), F.col("previous_customer_id"),
+        ),
+    )
+    return with_id.select(*CHANGE_COLUMNS)
+
+
+def resolve_merges(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """old -> surviving id, following chains (A->B, B->C gives A->C); cycles stop at the loop."""
+    direct = {old: new for old, new in pairs if old and new and old != new}
+    final: dict[str, str] = {}
+    for old in direct:
+        seen = {old}
+        target = direct[old]
+        while target in direct and target not in seen:
+            seen.add(target)
+            target = direct[target]
+        final[old] = target
+    return final
+
+
+def rekey_changes(current: DataFrame, merges: DataFrame) -> DataFrame:
+    """Rekeyed rows (without run columns) for current memberships of merged-away customers.
+
+    Args:
+        current: current membership rows (``is_current``).
+        merges: ``old_customer_id, new_customer_id`` (chains already resolved).
+    """
+    moved = current.join(merges, current["customer_id"] == merges["old_customer_id"])
+    return moved.select(
+        "segment_id",
+        F.col("new_customer_id").alias("customer_id"),
+        "member_key",
+        F.lit("rekeyed").alias("change_type"),
+        F.col("old_customer_id").alias("previous_customer_id"),
+        "reason",
+    ).dropDuplicates(["segment_id", "customer_id", "member_key", "previous_customer_id"])
+
+
+def effective_current(current: DataFrame, merges: DataFrame) -> DataFrame:
+    """Current memberships as they stand after rekeying (one row per segment/customer/key)."""
+    mapped = current.join(merges, current["customer_id"] == merges["old_customer_id"], "left")
+    return (
+        mapped.withColumn("customer_id", F.coalesce(F.col("new_customer_id"), F.col("customer_id")))
+        .select("segment_id", "customer_id", "member_key", "reason")
+        .dropDuplicates(["segment_id", "customer_id", "member_key"])
+    )
+
+
+def diff_changes(
+    current: DataFrame,
+    candidates: DataFrame,
+    *,
+    update_segments: Iterable[str] = (),
+) -> DataFrame:
+    """entered / exited / updated rows (without run columns).
+
+    Args:
+        current: effective current membership (segment_id, customer_id, member_key, reason),
+            already limited to the segments (and customers) this run evaluates.
+        candidates: evaluation rows with ``status``; members are ``status = 'member'``.
+        update_segments: segments that emit ``updated`` when the reason changes.
+    """
+    members = candidates.filter(F.col("status") == "member").select(
+        "segment_id", "customer_id", "member_key", F.col("reason").alias("new_reason")
+    )
+    why_not = candidates.filter(F.col("status") != "member").select(
+        "segment_id", "customer_id", "member_key",
+        F.col("status").alias("_status"), F.col("status_detail").alias("_detail"),
+    ).dropDuplicates(["segment_id", "customer_id", "member_key"])
+    keys = ["segment_id", "customer_id", "member_key"]
+    marked = (
+        current.select(*keys, F.col("reason").alias("old_reason"), F.lit(True).alias("_in_old"))
+        .join(members, keys, "full")
+        .join(why_not, keys, "left")
+        .withColumn("_in_old", F.coalesce(F.col("_in_old"), F.lit(False)))
+    )
+    exit_reason = F.to_json(
+        F.struct(
+            F.get_json_object("old_reason", "$.rule").alias("rule"),
+            F.coalesce(F.col("_status"), F.lit("no_longer_matches")).alias("exit"),
+            F.col("_detail").alias("detail"),
+        )
+    )
+    update_list = sorted(set(update_segments))
+    change_type = (
+        F.when(F.col("_in_old") & F.col("new_reason").isNull(), F.lit("exited"))
+        .when(~F.col("_in_old") & F.col("new_reason").isNotNull(), F.lit("entered"))
+        .when(
+            F.col("_in_old") & F.col("segment_id").isin(update_list)
+            & ~F.col("old_reason").eqNullSafe(F.col("new_reason")),
+            F.lit("updated"),
+        )
+    )
+    return (
+        marked.withColumn("change_type", change_type)
+        .filter(F.col("change_type").isNotNull())
+        .select(
+            *keys,
+            "change_type",
+            F.lit(None).cast("string").alias("previous_customer_id"),
+            F.when(F.col("change_type") == "exited", exit_reason).otherwise(F.col("new_reason")).alias("reason"),
+        )
+    )
+
+
+def compute_changes(
+    current: DataFrame,
+    merges: DataFrame,
+    candidates: DataFrame,
+    *,
+    run_id: str,
+    as_of: datetime,
+    scope: DataFrame | None = None,
+    update_segments: Iterable[str] = (),
+) -> DataFrame:
+    """All changes of one run: rekeys first, then the diff against the rekeyed membership.
+
+    Args:
+        current: membership rows with ``is_current``, limited to the evaluated segments.
+        merges: resolved ``old_customer_id -> new_customer_id``.
+        candidates: evaluation rows (``evaluate_segments``).
+        scope: optional ``customer_id`` rows; only these customers can enter or exit
+            (streaming re-evaluates only customers with new events).
+    """
+    rekeyed = rekey_changes(current, merges)
+    effective = effective_current(current, merges)
+    if scope is not None:
+        scope_ids = scope.select("customer_id").distinct()
+        effective = effective.join(scope_ids, "customer_id", "left_semi")
+        candidates = candidates.join(scope_ids, "customer_id", "left_semi")
+    diff = diff_changes(effective, candidates, update_segments=update_segments)
+    return _change_rows(rekeyed.unionByName(diff), run_id=run_id, as_of=as_of)
+
+
+def membership_upserts(membership: DataFrame, changes: DataFrame) -> DataFrame:
+    """Membership rows (full rows, ``MEMBERSHIP_COLUMNS``) one run's changes produce.
+
+    Closing and updating rows match *current* rows only, opening rows are keyed on the
+    run id, so re-applying the same changes yields rows equal to what is stored.
+    """
+    current = membership.filter(F.col("is_current"))
+    keys = ["segment_id", "customer_id", "member_key"]
+
+    closing = changes.filter(F.col("change_type").isin("exited", "rekeyed")).select(
+        "segment_id",
+        F.when(F.col("change_type") == "rekeyed", F.col("previous_customer_id"))
+        .otherwise(F.col("customer_id")).alias("customer_id"),
+        "member_key",
+        F.col("run_id").alias("_run"),
+        F.col("changed_at").alias("_at"),
+    ).dropDuplicates(keys)
+    closed = current.join(closing, keys).select(
+        *keys, "entered_at", F.col("_at").alias("exited_at"), "entered_run_id",
+        F.col("_run").alias("exited_run_id"), "reason", F.lit(False).alias("is_current"),
+    )
+
+    updating = changes.filter(F.col("change_type") == "updated").select(
+        *keys, F.col("reason").alias("_reason")
+    )
+    updated = current.join(updating, keys).select(
+        *keys, "entered_at", "exited_at", "entered_run_id", "exited_run_id",
+        F.col("_reason").alias("reason"), "is_current",
+    )
+
+    entered = changes.filter(F.col("change_type") == "entered").select(
+        *keys, F.col("changed_at").alias("entered_at"), F.lit(None).cast("timestamp").alias("exited_at"),
+        F.col("run_id").alias("entered_run_id"), F.lit(None).cast("string").alias("exited_run_id"),
+        "reason", F.lit(True).alias("is_current"),
+    )
+
+    # the surviving customer keeps the stay's original entered_at; skip when already a member
+    moved_from = current.select(
+        "segment_id", F.col("customer_id").alias("previous_customer_id"), "member_key",
+        F.col("entered_at").alias("_entered_at"),
+    )
+    # a stay moved and exited in the same run (the survivor no longer qualifies) lands closed
+    exits = changes.filter(F.col("change_type") == "exited").select(
+        *keys, F.col("changed_at").alias("_exited_at"), F.col("run_id").alias("_exited_run")
+    )
+    moved = (
+        changes.filter(F.col("change_type") == "rekeyed")
+        .join(moved_from, ["segment_id", "previous_customer_id", "member_key"])
+        .join(current.select(*keys), keys, "left_anti")
+        .groupBy(*keys)
+        .agg(
+            F.min("_entered_at").alias("entered_at"),
+            F.first("run_id").alias("entered_run_id"),
+            F.min("reason").alias("reason"),
+        )
+        .join(exits, keys, "left")
+        .select(
+            *keys, "entered_at", F.col("_exited_at").alias("exited_at"), "entered_run_id",
+            F.col("_exited_run").alias("exited_run_id"), "reason",
+            F.col("_exited_run").isNull().alias("is_current"),
+        )
+    )
+    return closed.unionByName(updated).unionByName(entered).unionByName(moved).select(*MEMBERSHIP_COLUMNS)

@@ -1,0 +1,398 @@
+"""Segment evaluation: inputs -> candidate rows with a status per (segment, customer, key).
+
+Pipeline (DataFrame -> DataFrame, no IO):
+
+1. ``resolve_events``: events get a ``customer_id`` through ``identity.identifiers``
+   (customer_number first, then email, then device_id).
+2. ``customers_view``: profile LEFT JOIN features plus the run's ``as_of`` as a column.
+3. Each definition gives its raw matches with a reason JSON (rule + deciding values):
+   SQL conditions/queries run over the views, event rules are compiled to DataFrame code.
+4. ``apply_policies``: expiry (days without activity), exclusive groups (highest priority
+   wins), exclusions (not in segment Y, in dependency order). Rows are kept with a
+   ``status`` (``member|expired|outranked|excluded``) so exits can say why.
+
+Example:
+    >>> candidates = evaluate_segments(spark, segments, inputs)
+    >>> members = candidates.filter("status = 'member'")
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from lakecdp.segments.definitions import SegmentDefinition, exclusion_order
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+logger = logging.getLogger(__name__)
+
+CANDIDATE_COLUMNS = ("segment_id", "customer_id", "member_key", "reason", "status", "status_detail")
+MEMBER = "member"
+
+
+class MissingColumnsError(ValueError):
+    """An input DataFrame lacks columns the evaluation needs."""
+
+
+def require_columns(df: DataFrame, columns: Iterable[str], *, what: str) -> None:
+    missing = sorted(set(columns) - set(df.columns))
+    if missing:
+        raise MissingColumnsError(f"{what} is missing columns {missing}; has {sorted(df.columns)}")
+
+
+@dataclass(frozen=True)
+class SegmentInputs:
+    """What a segment run reads. ``events`` already carry ``customer_id`` (see resolve_events)."""
+
+    profile: DataFrame
+    features: DataFrame
+    events: DataFrame
+    as_of: datetime
+
+
+# -- inputs --------------------------------------------------------------------------
+
+
+def resolve_events(events: DataFrame, identifiers: DataFrame) -> DataFrame:
+    """Add ``customer_id`` to events via identifiers: customer_number, then email, then device_id.
+
+    Events no identifier resolves keep ``customer_id`` null (anonymous visitors).
+    """
+    require_columns(events, ["event_id", "event_type", "occurred_at"], what="silver.events")
+    require_columns(
+        identifiers, ["identifier_type", "identifier_value", "customer_id"], what="identity.identifiers"
+    )
+    result = events
+    resolved: list[Column] = []
+    for identifier_type, column in (
+        ("customer_number", "customer_number"), ("email", "email"), ("device_id", "device_id"),
+    ):
+        if column not in events.columns:
+            continue
+        alias = f"_cid_{identifier_type}"
+        lookup = identifiers.filter(F.col("identifier_type") == identifier_type).select(
+            F.col("identifier_value").alias(f"_val_{identifier_type}"),
+            F.col("customer_id").alias(alias),
+        )
+        result = result.join(
+            lookup, result[column] == lookup[f"_val_{identifier_type}"], "left"
+        ).drop(f"_val_{identifier_type}")
+        resolved.append(F.col(alias))
+    if "customer_id" in events.columns:
+        resolved.insert(0, F.col("customer_id"))
+        result = result.withColumnRenamed("customer_id", "_cid_given")
+        resolved[0] = F.col("_cid_given")
+    out = result.withColumn("customer_id", F.coalesce(*resolved) if resolved else F.lit(None).cast("string"))
+    return out.drop(*[c for c in out.columns if c.startswith("_cid_")])
+
+
+def customers_view(profile: DataFrame, features: DataFrame, as_of: datetime) -> DataFrame:
+    """Profile LEFT JOIN features on customer_id, with the run's ``as_of`` as a column."""
+    require_columns(profile, ["customer_id"], what="gold.customer_profile")
+    require_columns(features, ["customer_id"], what="gold.customer_features")
+    profile_part = profile.drop("run_id", "as_of")
+    feature_cols = [c for c in features.columns if c not in ("run_id", "as_of") and c not in profile_part.columns]
+    joined = profile_part.join(
+        features.select("customer_id", *feature_cols), "customer_id", "left"
+    )
+    return joined.withColumn("as_of", F.lit(as_of).cast("timestamp"))
+
+
+def events_until(events: DataFrame, as_of: datetime) -> DataFrame:
+    """Resolved events up to ``as_of`` (later ones belong to a later run)."""
+    return events.filter(
+        F.col("customer_id").isNotNull() & (F.col("occurred_at") <= F.lit(as_of).cast("timestamp"))
+    )
+
+
+def register_views(spark: SparkSession, inputs: SegmentInputs) -> None:
+    """Temp views the segment SQL reads: customers, profile, features, events."""
+    customers_view(inputs.profile, inputs.features, inputs.as_of).createOrReplaceTempView("customers")
+    inputs.profile.createOrReplaceTempView("profile")
+    inputs.features.createOrReplaceTempView("features")
+    events_until(inputs.events, inputs.as_of).createOrReplaceTempView("events")
+
+
+# -- one segment ---------------------------------------------------------------------
+
+
+def _reason(rule: str, values: Column) -> Column:
+    return F.to_json(F.struct(F.lit(rule).alias("rule"), values.alias("values")))
+
+
+def sql_segment_matches(spark: SparkSession, definition: SegmentDefinition) -> DataFrame:
+    """Raw matches of a condition/query segment (views must be registered)."""
+    guarded = definition.guarded
+    assert guarded is not None
+    if definition.condition is not None:
+        customers = spark.table("customers")
+        deciding = [c for c in guarded.columns if c in customers.columns and c != "customer_id"]
+        matches = spark.sql(f"SELECT * FROM customers WHERE {definition.condition}")
+        values = F.struct(*[F.col(c) for c in deciding]) if deciding else F.struct()
+        return matches.select(
+            F.col("customer_id"), F.lit("").alias("member_key"), _reason(definition.rule, values).alias("reason")
+        )
+    result = spark.sql(definition.query or "")
+    if "customer_id" not in result.columns:
+        raise MissingColumnsError(
+            f"segment {definition.id}: query must return a customer_id column, returns {result.columns}"
+        )
+    key = F.coalesce(F.col("member_key").cast("string"), F.lit("")) if "member_key" in result.columns else F.lit("")
+    extra = [c for c in result.columns if c not in ("customer_id", "member_key")]
+    values = F.struct(*[F.col(c) for c in extra]) if extra else F.struct()
+    return result.filter(F.col("customer_id").isNotNull()).select(
+        F.col("customer_id").cast("string").alias("customer_id"),
+        key.alias("member_key"),
+        _reason(definition.rule, values).alias("reason"),
+    ).dropDuplicates(["customer_id", "member_key"])
+
+
+def event_segment_matches(events: DataFrame, definition: SegmentDefinition, as_of: datetime) -> DataFrame:
+    """Raw matches of an event-triggered segment, compiled from the validated rule.
+
+    ``events`` are resolved events up to as_of (``events_until``).
+    """
+    rule = definition.event
+    assert rule is not None
+    now = F.lit(as_of).cast("timestamp")
+
+    def since(window: timedelta) -> Column:
+        return F.col("occurred_at") > now - F.expr(f"INTERVAL {int(window.total_seconds())} SECONDS")
+
+    trigger = F.col("event_type").isin(list(rule.event_types)) & since(rule.within)
+    if rule.min_value is not None:
+        trigger = trigger & (F.col("value") >= F.lit(rule.min_value))
+    if rule.product_ids:
+        trigger = trigger & F.col("product_id").isin(list(rule.product_ids))
+    if rule.categories:
+        trigger = trigger & F.col("category").isin(list(rule.categories))
+    key = F.col("product_id") if rule.per_product else F.lit("")
+    triggered = events.filter(trigger)
+    if rule.per_product:
+        triggered = triggered.filter(F.col("product_id").isNotNull())
+    matches = (
+        triggered.groupBy("customer_id", key.alias("member_key"))
+        .agg(
+            F.count(F.lit(1)).alias("event_count"),
+            F.max("occurred_at").alias("last_event_at"),
+            F.max("value").alias("max_value"),
+        )
+        .filter(F.col("event_count") >= rule.min_count)
+    )
+    for absence in rule.absent:
+        absent_events = events.filter(
+            F.col("event_type").isin(list(absence.event_types)) & since(absence.within or rule.within)
+        )
+        if absence.since_last_trigger:
+            last_absent = absent_events.groupBy("customer_id").agg(F.max("occurred_at").alias("_absent_at"))
+            matches = (
+                matches.join(last_absent, "customer_id", "left")
+                .filter(F.col("_absent_at").isNull() | (F.col("_absent_at") < F.col("last_event_at")))
+                .drop("_absent_at")
+            )
+        else:
+            matches = matches.join(absent_events.select("customer_id").distinct(), "customer_id", "left_anti")
+    values = F.struct(
+        "event_count",
+        "last_event_at",
+        *(["max_value"] if rule.min_value is not None else []),
+    )
+    return matches.select("customer_id", "member_key", _reason(definition.rule, values).alias("reason"))
+
+
+# -- all segments --------------------------------------------------------------------
+
+
+def last_activity(inputs: SegmentInputs) -> DataFrame:
+    """customer_id -> last_activity_at: latest resolved event or features.last_activity_at."""
+    from_events = events_until(inputs.events, inputs.as_of).groupBy("customer_id").agg(
+        F.max("occurred_at").alias("_event_at")
+    )
+    if "last_activity_at" in inputs.features.columns:
+        from_features = inputs.features.select("customer_id", F.col("last_activity_at").alias("_feature_at"))
+        joined = from_events.join(from_features, "customer_id", "full")
+        return joined.select(
+            "customer_id", F.greatest("_event_at", "_feature_at").alias("last_activity_at")
+        )
+    return from_events.withColumnRenamed("_event_at", "last_activity_at")
+
+
+def raw_matches(
+    spark: SparkSession, segments: dict[str, SegmentDefinition], inputs: SegmentInputs
+) -> DataFrame:
+    """Union of every segment's raw matches as (segment_id, customer_id, member_key, reason)."""
+    needs_views = any(d.kind != "event" for d in segments.values())
+    if needs_views:
+        register_views(spark, inputs)
+    events = events_until(inputs.events, inputs.as_of)
+    parts: list[DataFrame] = []
+    for segment_id, definition in segments.items():
+        if definition.kind == "event":
+            part = event_segment_matches(events, definition, inputs.as_of)
+        else:
+            part = sql_segment_matches(spark, definition)
+        parts.append(part.select(F.lit(segment_id).alias("segment_id"), "customer_id", "member_key", "reason"))
+    if not parts:
+        return spark.createDataFrame([], "segment_id string, customer_id string, member_key string, reason string")
+    result = parts[0]
+    for part in parts[1:]:
+        result = result.unionByName(part)
+    return result
+
+
+def apply_policies(
+    matches: DataFrame,
+    segments: dict[str, SegmentDefinition],
+    *,
+    activity: DataFrame | None,
+    as_of: datetime,
+    other_members: DataFrame | None = None,
+    evaluated: Iterable[str] | None = None,
+) -> DataFrame:
+    """Expiry, exclusive groups and exclusions -> one candidate row per match with a status.
+
+    Args:
+        matches: raw matches (segment_id, customer_id, member_key, reason).
+        segments: the definitions evaluated (and any they refer to).
+        activity: customer_id -> last_activity_at (needed when a segment has expiry).
+        other_members: current members of segments not evaluated in this run (streaming
+            evaluates event segments only); they take part in groups and exclusions and
+            are dropped from the result.
+        evaluated: the segments in ``matches`` (default: all of ``segments``); expiry
+            applies to these only.
+
+    Returns:
+        Rows of ``CANDIDATE_COLUMNS``; ``status`` is member / expired / outranked / excluded.
+    """
+    rows = matches.withColumn("status", F.lit(MEMBER)).withColumn("status_detail", F.lit(None).cast("string"))
+    rows = rows.withColumn("_external", F.lit(False))
+    if other_members is not None:
+        rows = rows.unionByName(
+            other_members.select(
+                "segment_id", "customer_id", "member_key", F.lit(None).cast("string").alias("reason"),
+                F.lit(MEMBER).alias("status"), F.lit(None).cast("string").alias("status_detail"),
+                F.lit(True).alias("_external"),
+            )
+        )
+
+    evaluated_ids = set(segments if evaluated is None else evaluated)
+    expiring = {
+        sid: d.expire_after_days for sid, d in segments.items() if d.expire_after_days and sid in evaluated_ids
+    }
+    if expiring:
+        if activity is None:
+            raise ValueError("segments with expire_after_days need the activity DataFrame")
+        days = F.lit(None).cast("int")
+        for sid, n in sorted(expiring.items()):
+            days = F.when(F.col("segment_id") == sid, F.lit(n)).otherwise(days)
+        rows = rows.join(activity, "customer_id", "left").withColumn("_days", days)
+        expired = (
+            F.col("_days").isNotNull() & ~F.col("_external")
+            & (
+                F.col("last_activity_at").isNull()
+                | (F.col("last_activity_at") < F.lit(as_of).cast("timestamp") - F.make_interval(days=F.col("_days")))
+            )
+        )
+        rows = rows.withColumn("status", F.when(expired, F.lit("expired")).otherwise(F.col("status")))
+        rows = rows.withColumn(
+            "status_detail",
+            F.when(
+                expired,
+                F.concat(F.lit("no activity for "), F.col("_days").cast("string"), F.lit(" days; last at "),
+                         F.coalesce(F.col("last_activity_at").cast("string"), F.lit("never"))),
+            ).otherwise(F.col("status_detail")),
+        ).drop("_days", "last_activity_at")
+
+    grouped = {sid: (d.group, d.priority) for sid, d in segments.items() if d.group}
+    if grouped:
+        group_col = F.lit(None).cast("string")
+        priority_col = F.lit(None).cast("int")
+        for sid, (group, priority) in sorted(grouped.items()):
+            group_col = F.when(F.col("segment_id") == sid, F.lit(group)).otherwise(group_col)
+            priority_col = F.when(F.col("segment_id") == sid, F.lit(priority)).otherwise(priority_col)
+        rows = rows.withColumn("_group", group_col).withColumn("_priority", priority_col)
+        window = Window.partitionBy("_group", "customer_id").orderBy(
+            F.col("_priority").desc(), F.col("segment_id")
+        )
+        ranked = rows.withColumn(
+            "_winner",
+            F.when(
+                F.col("_group").isNotNull() & (F.col("status") == MEMBER),
+                F.first(F.when(F.col("status") == MEMBER, F.col("segment_id")), ignorenulls=True).over(
+                    window.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+                ),
+            ),
+        )
+        outranked = F.col("_winner").isNotNull() & (F.col("_winner") != F.col("segment_id"))
+        rows = ranked.withColumn("status", F.when(outranked, F.lit("outranked")).otherwise(F.col("status")))
+        rows = rows.withColumn(
+            "status_detail",
+            F.when(
+                outranked,
+                F.concat(F.lit("group "), F.col("_group"), F.lit(": higher-priority segment "), F.col("_winner")),
+            ).otherwise(F.col("status_detail")),
+        ).drop("_group", "_priority", "_winner")
+
+    known = {sid: d for sid, d in segments.items()}
+    for level in exclusion_order(known):
+        pairs = [(sid, other) for sid in level for other in known[sid].exclude]
+        if not pairs:
+            continue
+        excluders = sorted({other for _, other in pairs})
+        blockers = (
+            rows.filter((F.col("status") == MEMBER) & F.col("segment_id").isin(excluders))
+            .select(F.col("customer_id").alias("_b_customer"), F.col("segment_id").alias("_b_segment"))
+            .distinct()
+        )
+        rule_pairs = rows.sparkSession.createDataFrame(pairs, "_r_segment string, _r_excluded_by string")
+        blocked = (
+            blockers.join(rule_pairs, F.col("_b_segment") == F.col("_r_excluded_by"))
+            .groupBy(F.col("_r_segment").alias("_x_segment"), F.col("_b_customer").alias("_x_customer"))
+            .agg(F.array_join(F.array_sort(F.collect_set("_b_segment")), ",").alias("_x_by"))
+        )
+        rows = rows.join(
+            blocked,
+            (F.col("segment_id") == F.col("_x_segment")) & (F.col("customer_id") == F.col("_x_customer")),
+            "left",
+        )
+        is_blocked = F.col("_x_by").isNotNull() & (F.col("status") == MEMBER) & ~F.col("_external")
+        rows = rows.withColumn(
+            "status_detail",
+            F.when(is_blocked, F.concat(F.lit("excluded by "), F.col("_x_by"))).otherwise(F.col("status_detail")),
+        )
+        rows = rows.withColumn("status", F.when(is_blocked, F.lit("excluded")).otherwise(F.col("status")))
+        rows = rows.drop("_x_segment", "_x_customer", "_x_by")
+
+    return rows.filter(~F.col("_external")).select(*CANDIDATE_COLUMNS)
+
+
+def evaluate_segments(
+    spark: SparkSession,
+    segments: dict[str, SegmentDefinition],
+    inputs: SegmentInputs,
+    *,
+    other_members: DataFrame | None = None,
+    all_segments: dict[str, SegmentDefinition] | None = None,
+) -> DataFrame:
+    """Raw matches + policies for ``segments`` (see module docstring).
+
+    Args:
+        all_segments: every definition (for groups/exclusions that name segments not
+            evaluated now); defaults to ``segments``.
+    """
+    matches = raw_matches(spark, segments, inputs)
+    needs_activity = any(d.expire_after_days for d in segments.values())
+    activity = last_activity(inputs) if needs_activity else None
+    policy_segments = dict(all_segments or segments)
+    return apply_policies(
+        matches, policy_segments, activity=activity, as_of=inputs.as_of, other_members=other_members,
+        evaluated=list(segments),
+    )
