@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "lakecdp.activation.cli",
     "lakecdp.personalization.cli",
     "lakecdp.identity.cli",
+    "lakecdp.identity.job",
 )
 
 

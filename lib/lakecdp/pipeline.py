@@ -35,6 +35,7 @@ Step = tuple[str, str]
 # (step name, "module:function"); each part appends its step when it is ready
 PIPELINE_STEPS: tuple[Step, ...] = (
     ("ingest", "lakecdp.ingest.job:run"),
+    ("identity", "lakecdp.identity.job:run"),
     ("segments", "lakecdp.segments.job:run"),
     ("activation", "lakecdp.activation.job:run"),
     ("preview", "lakecdp.personalization.job:run"),

@@ -1,0 +1,293 @@
+"""The identity step: silver.customer_records -> edges -> clusters -> stable ids -> golden records.
+
+**Full run** (first run, no usable state, or ``mode="full"``): train the Splink model if none
+is saved, predict all pairs, add deterministic edges.
+
+**Incremental run** (afterwards): read the Change Data Feed of ``silver.customer_records``
+since the version the last run processed; probabilistic edges of unchanged records are kept
+from ``identity.edges``, edges touching changed records are dropped and only the changed
+records are scored against the rest (``predict_incremental``). Deterministic edges are
+recomputed over all records every run: they are joins on identifiers, cheap next to model
+scoring, and whether a value is over-shared depends on every record holding it.
+
+Then every run re-clusters all edges, carries ``customer_id`` over from the previous
+``identity.id_map`` (merges and splits go to ``identity.id_changes``), and refreshes
+``identity.identifiers`` and ``gold.customer_profile``. Writes change only rows whose content
+changed; a run that finds no new or changed record writes nothing.
+
+Example:
+    >>> counts = run(ctx)          # the pipeline step "identity"
+    >>> counts["incremental"], counts["records_changed"]
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+from lakecdp.identity.state import (
+    RECORDS_TABLE,
+    last_state,
+    read_changed_record_ids,
+    record_state,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from lakecdp.context import JobContext
+    from lakecdp.identity.config import IdentityConfig
+
+logger = logging.getLogger(__name__)
+
+ID_MAP_TABLE = "identity.id_map"
+ID_CHANGES_TABLE = "identity.id_changes"
+EDGES_TABLE = "identity.edges"
+IDENTIFIERS_TABLE = "identity.identifiers"
+PROFILE_TABLE = "gold.customer_profile"
+
+Mode = Literal["auto", "full", "incremental"]
+
+
+class IdentityInputError(RuntimeError):
+    """The identity step cannot run on what it was given."""
+
+
+def _changed_unless(columns: list[str], *, json_columns: tuple[str, ...] = ()) -> str:
+    """MERGE update condition: some listed column differs (maps compared as JSON)."""
+    parts = []
+    for column in columns:
+        if column in json_columns:
+            parts.append(f"to_json(t.`{column}`) <=> to_json(s.`{column}`)")
+        else:
+            parts.append(f"t.`{column}` <=> s.`{column}`")
+    return "NOT (" + " AND ".join(parts) + ")"
+
+
+def customer_identifiers(
+    records: DataFrame, id_map: DataFrame, config: IdentityConfig, *, run_id: str
+) -> DataFrame:
+    """``identity.identifiers``: each normalised, non-junk identifier value -> its customer.
+
+    A value held by more than one customer (a household's shared phone) is over-shared and
+    left out: an event carrying it cannot be given to one person.
+    """
+    from pyspark.sql import functions as F
+
+    from lakecdp.identity.deterministic import identifier_values
+
+    values = identifier_values(records, config).join(
+        id_map.select("record_id", "customer_id"), "record_id"
+    )
+    return (
+        values.groupBy("identifier_type", "value")
+        .agg(F.countDistinct("customer_id").alias("customers"),
+             F.min("customer_id").alias("customer_id"))
+        .where(F.col("customers") == 1)
+        .select(
+            "identifier_type",
+            F.col("value").alias("identifier_value"),
+            "customer_id",
+            F.lit(run_id).alias("run_id"),
+        )
+    )
+
+
+def _keep_previous_run_ids(edges: DataFrame, previous: DataFrame | None) -> DataFrame:
+    """Edges found again keep the run that first found them, so unchanged evidence is unchanged."""
+    from pyspark.sql import functions as F
+
+    if previous is None:
+        return edges
+    keys = ["record_id_l", "record_id_r", "edge_type", "rule"]
+    before = previous.select(*keys, F.col("match_probability").alias("_p"),
+                             F.col("run_id").alias("_run"))
+    return edges.join(before, keys, "left").select(
+        *keys, "match_probability", "match_weight",
+        F.when(F.col("_p").eqNullSafe(F.col("match_probability")), F.col("_run"))
+        .otherwise(F.col("run_id")).alias("run_id"),
+    )
+
+
+def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
+    """Resolve identities from ``silver.customer_records``.
+
+    Args:
+        ctx: the job context.
+        mode: ``auto`` (incremental when possible), ``full`` (recompute every edge, still
+            keeping ids stable against the previous id map) or ``incremental`` (error when
+            no previous run can be continued).
+
+    Returns:
+        Counts: ``records``, ``records_changed``, ``incremental`` (1/0), ``edges``,
+        ``probabilistic_edges_scored``, ``customers``, ``id_changes``, ``identifiers``.
+    """
+    from pyspark.sql import functions as F
+
+    from lakecdp.identity.clustering import cluster_edges
+    from lakecdp.identity.config import load_identity_config
+    from lakecdp.identity.deterministic import EDGE_SCHEMA, deterministic_edges
+    from lakecdp.identity.matching import ProbabilisticMatcher
+    from lakecdp.identity.stable_ids import assign_customer_ids
+    from lakecdp.identity.survivorship import PROFILE_COLUMNS, golden_records
+
+    spark, tables = ctx.spark, ctx.tables
+    config = load_identity_config(ctx.project.conf_dir)
+    silver_version = tables.version(spark, RECORDS_TABLE)
+    if silver_version is None:
+        raise IdentityInputError(f"{RECORDS_TABLE} does not exist yet: run the ingest step first")
+
+    state = last_state(spark, tables)
+    continuable = (
+        state is not None
+        and tables.exists(spark, ID_MAP_TABLE)
+        and tables.exists(spark, EDGES_TABLE)
+    )
+    if mode == "incremental" and not continuable:
+        raise IdentityInputError("no previous identity run to continue: run with mode='full'")
+    if mode != "full" and continuable and state.silver_version == silver_version:
+        logger.info("%s unchanged since v%d: nothing to do", RECORDS_TABLE, silver_version)
+        return {"records_changed": 0, "incremental": 1}
+
+    records = tables.read(spark, RECORDS_TABLE, version=silver_version).cache()
+    changed = None
+    if mode != "full" and continuable:
+        changed = read_changed_record_ids(
+            spark, tables, after_version=state.silver_version, up_to_version=silver_version
+        )
+        if changed is None and mode == "incremental":
+            raise IdentityInputError(
+                f"change data feed of {RECORDS_TABLE} unreadable after v{state.silver_version}"
+            )
+    incremental = changed is not None
+    records_changed = -1
+    if incremental:
+        changed = changed.cache()
+        records_changed = changed.count()
+        if records_changed == 0:
+            logger.info("%s v%d..v%d: no record content changed", RECORDS_TABLE,
+                        state.silver_version, silver_version)
+            record_state(spark, tables, run_id=ctx.run_id, silver_version=silver_version,
+                         mode="incremental", records_changed=0, processed_at=ctx.as_of)
+            return {"records_changed": 0, "incremental": 1}
+
+    matcher = ProbabilisticMatcher(
+        config, spark=spark, model_dir=ctx.project.path(config.models_dir)
+    )
+    matcher.run_id = ctx.run_id
+    previous_edges = tables.read(spark, EDGES_TABLE) if tables.exists(spark, EDGES_TABLE) else None
+    if incremental:
+        new_records = records.join(changed, "record_id", "left_semi")
+        existing = records.join(changed, "record_id", "left_anti")
+        touched_l = changed.select(F.col("record_id").alias("record_id_l"))
+        touched_r = changed.select(F.col("record_id").alias("record_id_r"))
+        kept = (
+            previous_edges.where(F.col("edge_type") == "probabilistic")
+            .join(touched_l, "record_id_l", "left_anti")
+            .join(touched_r, "record_id_r", "left_anti")
+        )
+        if new_records.isEmpty():  # only deletions: nothing to score
+            scored = spark.createDataFrame([], EDGE_SCHEMA)
+        else:
+            scored = matcher.predict_incremental(new_records, existing).localCheckpoint()
+        probabilistic = kept.unionByName(scored)
+    else:
+        scored = matcher.predict(records).localCheckpoint()
+        probabilistic = scored
+    scored_count = scored.count()
+
+    deterministic, _ = deterministic_edges(records, config, run_id=ctx.run_id)
+    edge_columns = [c.split(" ")[0] for c in EDGE_SCHEMA.split(", ")]
+    # checkpointed: identity.edges is overwritten below while these rows derive from it
+    edges = _keep_previous_run_ids(
+        deterministic.unionByName(probabilistic).select(*edge_columns), previous_edges
+    ).localCheckpoint()
+    edge_count = edges.count()
+
+    clusters = cluster_edges(records.select("record_id"), edges, config).join(
+        records.select("record_id", "source"), "record_id"
+    )
+    previous_id_map = tables.read(spark, ID_MAP_TABLE) if tables.exists(spark, ID_MAP_TABLE) else None
+    id_map, id_changes = assign_customer_ids(
+        clusters, previous_id_map, run_id=ctx.run_id, as_of=ctx.as_of,
+        id_prefix=config.stable_ids.id_prefix,
+    )
+    # identity.id_map is merged into below while these rows derive from it: materialise first
+    id_map = id_map.localCheckpoint()
+    id_changes = id_changes.localCheckpoint()
+    change_count = id_changes.count()
+
+    # every input is computed: write, each table once
+    tables.overwrite(edges, EDGES_TABLE)
+    tables.merge(
+        spark, id_map, ID_MAP_TABLE, keys=["record_id"],
+        update_condition=_changed_unless(
+            ["customer_id", "source", "cluster_size", "link_confidence", "flags", "id_created_at"]
+        ),
+        delete_not_matched_by_source=True,
+    )
+    if change_count:
+        tables.append(id_changes, ID_CHANGES_TABLE)
+
+    identifiers = customer_identifiers(records, id_map, config, run_id=ctx.run_id)
+    tables.merge(
+        spark, identifiers, IDENTIFIERS_TABLE, keys=["identifier_type", "identifier_value"],
+        update_condition=_changed_unless(["customer_id"]),
+        delete_not_matched_by_source=True,
+    )
+    profiles = golden_records(records, id_map, config.survivorship, run_id=ctx.run_id)
+    tables.merge(
+        spark, profiles, PROFILE_TABLE, keys=["customer_id"],
+        update_condition=_changed_unless(
+            [c for c in PROFILE_COLUMNS if c not in ("customer_id", "run_id")],
+            json_columns=("provenance",),
+        ),
+        delete_not_matched_by_source=True,
+    )
+
+    record_state(
+        spark, tables, run_id=ctx.run_id, silver_version=silver_version,
+        mode="incremental" if incremental else "full",
+        records_changed=records_changed, processed_at=ctx.as_of,
+    )
+    counts = {
+        "records": records.count(),
+        "records_changed": records_changed,
+        "incremental": int(incremental),
+        "edges": edge_count,
+        "probabilistic_edges_scored": scored_count,
+        "customers": id_map.select("customer_id").distinct().count(),
+        "id_changes": change_count,
+    }
+    records.unpersist()
+    logger.info("identity %s run: %s", "incremental" if incremental else "full", counts)
+    return counts
+
+
+def run(ctx: JobContext) -> dict[str, int]:
+    """Pipeline step ``identity``: incremental when a previous run can be continued."""
+    return run_identity(ctx, mode="auto")
+
+
+def _command(args) -> int:
+    from lakecdp.config import load_project
+    from lakecdp.context import JobContext
+    from lakecdp.spark import get_session
+
+    project = load_project(args.conf, env=args.env)
+    spark = get_session(project, app_name="lakecdp-identity")
+    counts = run_identity(JobContext.create(project, spark), mode=args.mode)
+    logger.info("identity: %s", counts)
+    return 0
+
+
+def register(subparsers) -> None:
+    """``lakecdp identity [--mode auto|full|incremental]``."""
+    parser = subparsers.add_parser(
+        "identity", help="resolve identities: stable customer ids and golden records"
+    )
+    parser.add_argument(
+        "--mode", choices=["auto", "full", "incremental"], default="auto",
+        help="auto: incremental when a previous run can be continued (default)",
+    )
+    parser.set_defaults(handler=_command)

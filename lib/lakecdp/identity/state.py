@@ -1,0 +1,129 @@
+"""What the identity job remembers between runs, and which records changed since.
+
+``identity.state`` gets one row per identity run that processed input: the version of
+``silver.customer_records`` it read, so the next run reads only the Change Data Feed after
+it. A run that finds nothing new writes nothing at all.
+
+Example:
+    >>> last = last_state(spark, tables)
+    >>> changed = changed_record_ids(spark, tables, since_version=last.silver_version)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from lakecdp.tables import Tables
+
+logger = logging.getLogger(__name__)
+
+STATE_TABLE = "identity.state"
+RECORDS_TABLE = "silver.customer_records"
+STATE_SCHEMA = (
+    "run_id string, silver_version bigint, mode string, records_changed bigint, "
+    "processed_at timestamp"
+)
+# what decides identity and the golden record; run stamps are not a change
+CONTENT_COLUMNS = (
+    "record_id", "source", "first_name", "last_name", "email", "phone", "date_of_birth",
+    "address_line1", "postcode", "city", "country", "device_ids", "crm_id", "customer_number",
+    "email_consent", "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class IdentityState:
+    run_id: str
+    silver_version: int
+    mode: str
+
+
+def last_state(spark: SparkSession, tables: Tables) -> IdentityState | None:
+    """The latest processed silver version, or None before the first identity run."""
+    from pyspark.sql import functions as F
+
+    if not tables.exists(spark, STATE_TABLE):
+        return None
+    row = (
+        tables.read(spark, STATE_TABLE)
+        .orderBy(F.col("silver_version").desc(), F.col("processed_at").desc())
+        .select("run_id", "silver_version", "mode")
+        .first()
+    )
+    if row is None:
+        return None
+    return IdentityState(run_id=row["run_id"], silver_version=int(row["silver_version"]),
+                         mode=row["mode"])
+
+
+def record_state(
+    spark: SparkSession,
+    tables: Tables,
+    *,
+    run_id: str,
+    silver_version: int,
+    mode: str,
+    records_changed: int,
+    processed_at: datetime,
+) -> None:
+    row = (run_id, silver_version, mode, records_changed, processed_at)
+    tables.append(spark.createDataFrame([row], STATE_SCHEMA), STATE_TABLE)
+
+
+def content_hash(columns: tuple[str, ...] = CONTENT_COLUMNS):
+    """Column: a hash of the record's identity-relevant content."""
+    from pyspark.sql import functions as F
+
+    return F.sha2(F.to_json(F.struct(*[F.col(c) for c in columns])), 256)
+
+
+def changed_records(feed: DataFrame) -> DataFrame:
+    """``record_id`` of records inserted, deleted or updated with new content in ``feed``.
+
+    Args:
+        feed: Change Data Feed rows of ``silver.customer_records`` (``_change_type``,
+            ``_commit_version`` and the record columns).
+
+    An update whose post-image has the same content as its pre-image (a re-delivery that
+    only restamped ``run_id`` / ``ingested_at``) is not a change.
+    """
+    from pyspark.sql import functions as F
+
+    rows = feed.select(
+        "record_id", "_change_type", "_commit_version", content_hash().alias("_hash")
+    )
+    per_commit = rows.groupBy("record_id", "_commit_version").agg(
+        F.max(F.col("_change_type").isin("insert", "delete").cast("int")).alias("_structural"),
+        F.countDistinct("_hash").alias("_versions"),
+    )
+    return (
+        per_commit.where((F.col("_structural") == 1) | (F.col("_versions") > 1))
+        .select("record_id")
+        .distinct()
+    )
+
+
+def read_changed_record_ids(
+    spark: SparkSession, tables: Tables, *, after_version: int, up_to_version: int
+) -> DataFrame | None:
+    """Changed record ids in ``(after_version, up_to_version]``, or None when the Change
+    Data Feed cannot be read for that range (not enabled then, or vacuumed): run in full."""
+    from pyspark.sql import functions as F
+    from pyspark.errors import PySparkException
+
+    try:
+        feed = tables.read_changes(spark, RECORDS_TABLE, starting_version=after_version + 1)
+        feed = feed.where(F.col("_commit_version") <= up_to_version)
+        # resolve the plan now so a missing feed is found here, not half way through a run
+        feed.schema  # noqa: B018
+    except PySparkException as exc:
+        logger.warning("change data feed of %s unreadable after v%d (%s): full run",
+                       RECORDS_TABLE, after_version, str(exc).splitlines()[0])
+        return None
+    return changed_records(feed)

@@ -1,0 +1,217 @@
+"""The identity job end to end on a tiny hand-made silver.customer_records.
+
+The Splink model is a hand-written model file (m and u per level, in the matcher's own
+``model_v1.json`` format) so that which pairs link is decided here, not by EM on a dozen
+records: identical name + birth date + address link strongly; the same name and birth date
+with another address and contact do not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime, timezone
+
+import pytest
+
+from lakecdp.context import JobContext
+from lakecdp.identity.config import load_identity_config
+from lakecdp.identity.job import IdentityInputError, run_identity
+from lakecdp.identity.matching import settings_creator
+
+SILVER_SCHEMA = (
+    "record_id string, source string, source_record_id string, first_name string, "
+    "last_name string, email string, phone string, date_of_birth date, address_line1 string, "
+    "postcode string, city string, country string, device_ids array<string>, crm_id string, "
+    "customer_number string, email_consent boolean, updated_at timestamp, "
+    "warnings array<string>, run_id string, ingested_at timestamp"
+)
+FIELDS = [f.split(" ")[0] for f in SILVER_SCHEMA.split(", ")]
+AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
+IDENTITY_TABLES = ("identity.id_map", "identity.edges", "identity.identifiers",
+                   "gold.customer_profile", "identity.state")
+
+# (m, u) per non-null level, in the order of the configured comparisons' levels
+HAND_MODEL = {
+    "name": [(0.85, 0.0005), (0.02, 0.0001), (0.05, 0.0005), (0.03, 0.001), (0.02, 0.001),
+             (0.01, 0.002), (0.01, 0.02), (0.01, 0.9754)],
+    "date_of_birth": [(0.85, 0.002), (0.05, 0.01), (0.03, 0.001), (0.05, 0.02), (0.02, 0.967)],
+    "address": [(0.7, 0.001), (0.1, 0.002), (0.05, 0.002), (0.05, 0.02), (0.1, 0.975)],
+    "contact": [(0.5, 0.0005), (0.4, 0.005), (0.1, 0.9945)],
+}
+
+
+def write_hand_model(project) -> None:
+    config = load_identity_config(project.conf_dir)
+    settings = settings_creator(config, "duckdb").create_settings_dict("duckdb")
+    settings["probability_two_random_records_match"] = 0.001
+    for comparison in settings["comparisons"]:
+        levels = [lv for lv in comparison["comparison_levels"] if not lv.get("is_null_level")]
+        for level, (m, u) in zip(levels, HAND_MODEL[comparison["output_column_name"]], strict=True):
+            level["m_probability"], level["u_probability"] = m, u
+    folder = project.path(config.models_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model_v1.json").write_text(json.dumps(settings))
+
+
+def person(record_id, first, last, dob, *, email=None, phone=None, street=None, postcode=None,
+           devices=None, updated="2026-06-01"):
+    source, _, key = record_id.partition(":")
+    row = dict(
+        record_id=record_id, source=source, source_record_id=key, first_name=first,
+        last_name=last, email=email, phone=phone, date_of_birth=dob, address_line1=street,
+        postcode=postcode, city="Leeds" if postcode else None, country="GB" if postcode else None,
+        device_ids=devices or [], crm_id=key if source == "crm" else None,
+        customer_number=key if source == "shop_customers" else None, email_consent=True,
+        updated_at=datetime.fromisoformat(updated), warnings=[], run_id="ingest-1",
+        ingested_at=datetime(2026, 10, 1),
+    )
+    return tuple(row[f] for f in FIELDS)
+
+
+FIRST_LOAD = [
+    # Ann: crm + shop share an email -> deterministic (and probabilistic) link
+    person("crm:C1", "Ann", "Lee", date(1980, 1, 1), email="ann@x.com", street="1 Oak Rd",
+           postcode="AB1 1AA"),
+    person("shop_customers:S1", "Ann", "Lee", date(1980, 1, 1), email="ann@x.com",
+           street="1 Oak Rd", postcode="AB1 1AA"),
+    person("crm:C2", "Bob", "Stone", date(1975, 5, 5), email="bob@x.com",
+           phone="+447700900002", street="2 Elm St", postcode="CD2 2BB"),
+    person("shop_customers:S3", "Cara", "Diaz", date(1990, 9, 9), email="cara@x.com",
+           street="3 Ash Ln", postcode="EF3 3CC"),
+    # Dan: no shared identifier, same name + birth date + address -> probabilistic link only
+    person("crm:C4", "Dan", "Eze", date(1965, 6, 6), email="dan@x.com", street="4 Yew Cl",
+           postcode="GH4 4DD"),
+    person("third_party:T4", "Dan", "Eze", date(1965, 6, 6), street="4 Yew Cl",
+           postcode="GH4 4DD"),
+    # Eve again under her married name, with a new address and phone: not linked
+    person("crm:C7", "Eve", "Fox", date(1985, 2, 2), email="eve@x.com", street="7 Fir Dr",
+           postcode="JK7 7EE"),
+    person("shop_customers:S7", "Eve", "Fox", date(1985, 2, 2), email="eve@x.com",
+           street="7 Fir Dr", postcode="JK7 7EE"),
+    person("shop_customers:S8", "Eve", "Hill", date(1985, 2, 2), phone="+447700900008",
+           street="80 Pine Ave", postcode="LM8 8FF"),
+]
+# a new shop record of Bob (same email): joins Bob
+NEW_BOB = [person("shop_customers:S2", "Bob", "Stone", date(1975, 5, 5), email="bob@x.com",
+                  street="2 Elm St", postcode="CD2 2BB", updated="2026-10-01")]
+# carries Eve's email (C7, S7) and S8's phone: bridges the two Eve customers
+BRIDGE = [person("web_events:d9", "Eve", "Hill", date(1985, 2, 2), email="eve@x.com",
+                 phone="+447700900008", devices=["d9"], updated="2026-10-15")]
+
+
+def minted(min_record_id: str) -> str:
+    text = f"{min_record_id}|2026-11-01T00:00:00.000000|"
+    return "cus_" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def snapshot(ctx):
+    """record_id -> customer_id, and the id_changes rows as sorted tuples."""
+    tables, spark = ctx.tables, ctx.spark
+    ids = {r["record_id"]: r["customer_id"]
+           for r in tables.read(spark, "identity.id_map").select("record_id", "customer_id").collect()}
+    changes = []
+    if tables.exists(spark, "identity.id_changes"):
+        changes = sorted(
+            (r["run_id"], r["change_type"], r["old_customer_id"] or "", r["new_customer_id"],
+             r["record_count"])
+            for r in tables.read(spark, "identity.id_changes").collect()
+        )
+    return ids, changes
+
+
+def groups(ids: dict[str, str]) -> set[frozenset[str]]:
+    by_customer: dict[str, set[str]] = {}
+    for record, customer in ids.items():
+        by_customer.setdefault(customer, set()).add(record)
+    return {frozenset(records) for records in by_customer.values()}
+
+
+def test_full_then_incremental_runs_keep_ids_record_merges_and_match_a_full_run(spark, project):
+    write_hand_model(project)
+
+    def context(run_id):
+        return JobContext.create(project, spark, as_of=AS_OF, run_id=run_id)
+
+    ctx = context("run-1")
+    ctx.tables.append(spark.createDataFrame(FIRST_LOAD, SILVER_SCHEMA), "silver.customer_records")
+
+    # 1. first run: full
+    counts = run_identity(ctx)
+    assert (counts["incremental"], counts["records"], counts["customers"]) == (0, 9, 6)
+    ids, changes = snapshot(ctx)
+    assert groups(ids) == {
+        frozenset({"crm:C1", "shop_customers:S1"}), frozenset({"crm:C2"}),
+        frozenset({"shop_customers:S3"}), frozenset({"crm:C4", "third_party:T4"}),
+        frozenset({"crm:C7", "shop_customers:S7"}), frozenset({"shop_customers:S8"}),
+    }
+    ann, bob, cara, dan = minted("crm:C1"), minted("crm:C2"), minted("shop_customers:S3"), minted("crm:C4")
+    eve, eve2 = minted("crm:C7"), minted("shop_customers:S8")
+    assert ids["shop_customers:S1"] == ann and ids["third_party:T4"] == dan
+    assert changes == sorted([
+        ("run-1", "new", "", ann, 2), ("run-1", "new", "", bob, 1), ("run-1", "new", "", cara, 1),
+        ("run-1", "new", "", dan, 2), ("run-1", "new", "", eve, 2), ("run-1", "new", "", eve2, 1),
+    ])
+    edges = {(r["record_id_l"], r["record_id_r"], r["edge_type"])
+             for r in ctx.tables.read(spark, "identity.edges").collect()}
+    assert ("crm:C4", "third_party:T4", "probabilistic") in edges
+    assert ("crm:C1", "shop_customers:S1", "deterministic") in edges
+    assert not {e for e in edges if "shop_customers:S8" in e[:2]}
+
+    # 2. one new record of a known person: incremental, every id kept, no id change
+    ctx = context("run-2")
+    ctx.tables.append(spark.createDataFrame(NEW_BOB, SILVER_SCHEMA), "silver.customer_records")
+    counts = run_identity(ctx)
+    assert (counts["incremental"], counts["records_changed"], counts["id_changes"]) == (1, 1, 0)
+    ids_2, changes_2 = snapshot(ctx)
+    assert ids_2 == {**ids, "shop_customers:S2": bob}
+    assert changes_2 == changes
+
+    # 3. a record bridging the two Eve customers: merge, the two-record id survives
+    ctx = context("run-3")
+    ctx.tables.append(spark.createDataFrame(BRIDGE, SILVER_SCHEMA), "silver.customer_records")
+    counts = run_identity(ctx)
+    assert (counts["incremental"], counts["records_changed"], counts["id_changes"]) == (1, 1, 1)
+    ids_3, changes_3 = snapshot(ctx)
+    assert ids_3 == {**ids_2, "shop_customers:S8": eve, "web_events:d9": eve}
+    assert changes_3 == sorted([*changes, ("run-3", "merge", eve2, eve, 1)])
+    profile = ctx.tables.read(spark, "gold.customer_profile").where(f"customer_id = '{eve}'").first()
+    assert profile["record_ids"] == ["crm:C7", "shop_customers:S7", "shop_customers:S8",
+                                     "web_events:d9"]
+    assert (profile["phones"], profile["device_ids"]) == (["+447700900008"], ["d9"])
+    identifiers = {(r["identifier_type"], r["identifier_value"]): r["customer_id"]
+                   for r in ctx.tables.read(spark, "identity.identifiers").collect()}
+    assert identifiers[("phone", "+447700900008")] == eve
+    assert identifiers[("device_id", "d9")] == eve
+    assert identifiers[("customer_number", "S2")] == bob
+    incremental_edges = {
+        (r["record_id_l"], r["record_id_r"], r["edge_type"], r["rule"])
+        for r in ctx.tables.read(spark, "identity.edges").collect()
+    }
+
+    # 4. a full run on the same data finds the same edges, clusters and ids: nothing changes
+    ctx = context("run-4")
+    counts = run_identity(ctx, mode="full")
+    assert (counts["incremental"], counts["id_changes"]) == (0, 0)
+    full_ids, full_changes = snapshot(ctx)
+    assert full_ids == ids_3 and full_changes == changes_3
+    assert {
+        (r["record_id_l"], r["record_id_r"], r["edge_type"], r["rule"])
+        for r in ctx.tables.read(spark, "identity.edges").collect()
+    } == incremental_edges
+
+    # 5. nothing new: no Delta commit anywhere
+    versions = {name: ctx.tables.version(spark, name) for name in IDENTITY_TABLES}
+    counts = run_identity(context("run-5"))
+    assert counts == {"records_changed": 0, "incremental": 1}
+    assert {name: ctx.tables.version(spark, name) for name in IDENTITY_TABLES} == versions
+    assert snapshot(ctx)[1] == changes_3
+
+
+def test_missing_silver_and_impossible_incremental_are_clear_errors(spark, project):
+    ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="run-x")
+    with pytest.raises(IdentityInputError, match="silver.customer_records does not exist yet"):
+        run_identity(ctx)
+    ctx.tables.append(spark.createDataFrame(FIRST_LOAD[:1], SILVER_SCHEMA), "silver.customer_records")
+    with pytest.raises(IdentityInputError, match="no previous identity run to continue"):
+        run_identity(ctx, mode="incremental")
