@@ -1,6 +1,7 @@
 """The activation step: ``lakecdp.activation.job:run``.
 
-1. rebuild ``activation.suppressions`` from events, consent, erasures and the identity graph;
+1. rebuild ``activation.suppressions`` from events, consent, erasures and the identity graph
+   (reused as is when its inputs' Delta versions and ``as_of`` are those it was built from);
 2. read ``segments.changes`` not yet handled by each configured destination (not in
    ``activation.deliveries`` nor ``activation.rejected``), leaving out segments held back for
    approval;
