@@ -24,6 +24,8 @@ def make_project(root: Path, *, as_of: str = "2026-11-01T00:00:00Z") -> Project:
                 # test tables hold tens of rows: two partitions keep every shuffle cheap
                 "spark.sql.shuffle.partitions": "2",
                 "spark.default.parallelism": "2",
+                # Delta's log replay uses 50 tasks by default; two are plenty for test tables
+                "spark.databricks.delta.snapshotPartitions": "2",
                 # fail fast instead of retrying a broken task four times
                 "spark.task.maxFailures": "1",
             },

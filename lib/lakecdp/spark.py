@@ -53,6 +53,8 @@ _LOCAL_CONF: dict[str, str] = {
     # small local data; adaptive execution still merges partitions where it helps
     "spark.sql.shuffle.partitions": "4",
     "spark.default.parallelism": "4",
+    # Delta reads a table's log with 50 tasks by default: far too many for laptop-sized tables
+    "spark.databricks.delta.snapshotPartitions": "4",
     # the driver is the only executor: keep its temp files inside the JVM's own tmp
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.driver.host": "127.0.0.1",
