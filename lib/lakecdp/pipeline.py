@@ -36,6 +36,7 @@ Step = tuple[str, str]
 PIPELINE_STEPS: tuple[Step, ...] = (
     ("ingest", "lakecdp.ingest.job:run"),
     ("identity", "lakecdp.identity.job:run"),
+    ("features", "lakecdp.features.job:run"),
     ("segments", "lakecdp.segments.job:run"),
     ("activation", "lakecdp.activation.job:run"),
     ("preview", "lakecdp.personalization.job:run"),
