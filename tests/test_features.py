@@ -349,3 +349,17 @@ def test_recommendations_confidence_support_and_exclusions(spark):
             "customer_id string, recommendations array<struct<product_id:string,confidence:double>>",
         ),
     )
+
+
+def test_features_cli_parses_as_of():
+    from lakecdp.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["features", "--as-of", "2026-10-01"])
+    assert args.as_of == datetime(2026, 10, 1, tzinfo=timezone.utc)
+    assert parser.parse_args(["features", "--as-of", "2026-10-01T12:30:00Z"]).as_of == datetime(
+        2026, 10, 1, 12, 30, tzinfo=timezone.utc
+    )
+    assert parser.parse_args(["features"]).as_of is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["features", "--as-of", "yesterday"])

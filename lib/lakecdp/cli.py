@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "lakecdp.personalization.cli",
     "lakecdp.identity.cli",
     "lakecdp.identity.job",
+    "lakecdp.features.cli",
 )
 
 
