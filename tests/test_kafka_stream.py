@@ -1,0 +1,221 @@
+"""Streaming ingest from a real Kafka broker into Delta, exactly once.
+
+Every expected row is written out by hand next to the messages that produce it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from kafka_fixtures import kafka_broker, kafka_broker_process, kafka_topic_factory  # noqa: F401
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from lakecdp.config import ConfigError
+from lakecdp.context import JobContext
+from lakecdp.ingest import stream
+from lakecdp.ingest.stream import StreamDefinitionError, parse_trigger, start_kafka_stream
+from lakecdp.kafka_broker import produce_messages
+
+pytestmark = pytest.mark.kafka
+
+
+def web(event_id: str, event_type: str, ts: str | None, **extra) -> str:
+    body = {"event_id": event_id, "event_type": event_type, **({"ts": ts} if ts else {}), **extra}
+    return json.dumps(body)
+
+
+def run_available_now(ctx, bootstrap, topic, source, **kwargs) -> None:
+    query = start_kafka_stream(
+        ctx, bootstrap_servers=bootstrap, topic=topic, source=source, trigger="available_now", **kwargs
+    )
+    query.awaitTermination()
+    assert query.exception() is None
+
+
+def silver_events(ctx):
+    return ctx.tables.read(ctx.spark, "silver.events").select(
+        "event_id", "event_type", F.date_format("occurred_at", "yyyy-MM-dd HH:mm:ss.SSS").alias("at"),
+        "email", "device_id", "customer_number", "channel",
+    )
+
+
+def quarantine(ctx, source):
+    return ctx.tables.read(ctx.spark, f"quarantine.{source}").select(
+        "kafka_partition", "kafka_offset", "reasons", "raw"
+    )
+
+
+def test_web_events_good_bad_duplicate_restart_and_redelivery(spark, project, kafka_broker,
+                                                              kafka_topic_factory):
+    topic = kafka_topic_factory("web", partitions=2)
+    ctx = JobContext.create(project, spark)
+    p0 = [
+        web("w-1", "page_view", "2026-10-01T12:34:56.123+01:00", anonymous_id="d-1", session_id="s-1"),  # offset 0
+        "{not json",                                                                                       # offset 1
+        web("w-2", "login", "2026-10-01T12:40:00Z", anonymous_id="d-1",
+            user={"email": " Ada@Example.COM ", "customer_no": "S0001"}),                                # offset 2
+        web("w-1", "page_view", "2026-10-01T12:34:56.123+01:00", anonymous_id="d-1", session_id="s-1"),  # offset 3: duplicate
+    ]
+    p1 = [
+        web("w-3", "product_view", None, product_id="P1"),                                                # offset 0: no ts
+        web("w-4", "add_to_cart", "2026-10-01T13:00:00Z", product_id="P1", price="abc"),                  # offset 1: bad price
+        web("w-5", "add_to_cart", "2026-10-01T13:05:00Z", product_id="P2", price=9.5, anonymous_id="n/a"),  # offset 2
+    ]
+    produce_messages(spark, kafka_broker, topic, p0, partition=0)
+    produce_messages(spark, kafka_broker, topic, p1, partition=1)
+
+    run_available_now(ctx, kafka_broker, topic, "web_events")
+
+    expected_silver = [
+        ("w-1", "page_view", "2026-10-01 11:34:56.123", None, "d-1", None, "web"),
+        ("w-2", "login", "2026-10-01 12:40:00.000", "ada@example.com", "d-1", "S0001", "web"),
+        ("w-5", "add_to_cart", "2026-10-01 13:05:00.000", None, None, None, "web"),
+    ]
+    assertDataFrameEqual(silver_events(ctx), expected_silver)
+    expected_quarantine = [
+        (0, 1, ["MALFORMED_LINE"], "{not json"),
+        (1, 0, ["MISSING_REQUIRED"], p1[0]),
+        (1, 1, ["INVALID_TYPE"], p1[1]),
+    ]
+    assertDataFrameEqual(quarantine(ctx, "web_events"), expected_quarantine)
+    bronze = ctx.tables.read(spark, "bronze.web_events").select(
+        "event_id", "_kafka_topic", "_kafka_partition", "_kafka_offset", "ts"
+    )
+    assertDataFrameEqual(bronze, [
+        ("w-1", topic, 0, 0, "2026-10-01T12:34:56.123+01:00"),
+        ("w-2", topic, 0, 2, "2026-10-01T12:40:00Z"),
+        ("w-5", topic, 1, 2, "2026-10-01T13:05:00Z"),
+    ])
+
+    # restart from the same checkpoint: only the new messages are read, the re-delivered w-2
+    # (same event id, new offset) is dropped by the query's de-duplication state
+    more = [
+        web("w-6", "checkout", "2026-10-01T14:00:00Z", anonymous_id="d-2"),                              # p0 offset 4
+        web("w-2", "login", "2026-10-01T12:40:00Z", anonymous_id="d-1",
+            user={"email": " Ada@Example.COM ", "customer_no": "S0001"}),                                # p0 offset 5
+        "",                                                                                                # p0 offset 6
+    ]
+    produce_messages(spark, kafka_broker, topic, more, partition=0)
+    run_available_now(ctx, kafka_broker, topic, "web_events")
+    expected_silver.append(("w-6", "checkout", "2026-10-01 14:00:00.000", None, "d-2", None, "web"))
+    assertDataFrameEqual(silver_events(ctx), expected_silver)
+    expected_quarantine.append((0, 6, ["MALFORMED_LINE"], ""))
+    assertDataFrameEqual(quarantine(ctx, "web_events"), expected_quarantine)
+
+    # a second consumer with its own (empty) checkpoint re-reads the whole topic: the Delta
+    # MERGEs on event_id / Kafka position add nothing
+    versions = {n: ctx.tables.version(spark, n) for n in ("silver.events", "quarantine.web_events")}
+    run_available_now(ctx, kafka_broker, topic, "web_events", checkpoint=project.checkpoints / "replay")
+    assertDataFrameEqual(silver_events(ctx), expected_silver)
+    assertDataFrameEqual(quarantine(ctx, "web_events"), expected_quarantine)
+    assert ctx.tables.read(spark, "bronze.web_events").count() == 4
+    # nothing new for any table: the insert-only MERGEs found every key, and Delta skips the
+    # commit of a MERGE that inserts no row
+    assert {n: ctx.tables.version(spark, n) for n in versions} == versions
+
+
+def email(event_id: str, event_type: str, address: str, occurred_at: str, **extra) -> str:
+    return json.dumps({"event_id": event_id, "event_type": event_type, "email": address,
+                       "occurred_at": occurred_at, "campaign_id": "c-9", **extra})
+
+
+def test_email_events_batch_replayed_after_a_crash_is_written_once(spark, project, kafka_broker,
+                                                                   kafka_topic_factory, monkeypatch):
+    topic = kafka_topic_factory("email")
+    ctx = JobContext.create(project, spark)
+    messages = [
+        email("e-1", "open", "Bob@Example.com", "2026-10-02T08:00:00Z"),                  # offset 0
+        email("e-2", "bounce", "bob@@example.com", "2026-10-02T08:01:00Z", bounce_type="HARD"),  # 1
+        email("e-3", "bounce", "carol@example.com", "2026-10-02T08:02:00Z", bounce_type="HARD"),  # 2
+        email("e-4", "click", "carol@example.com", "not a time", url="https://x.test/a"),  # 3
+    ]
+    produce_messages(spark, kafka_broker, topic, messages, partition=0)
+
+    # the process dies after quarantine and bronze were committed, before silver.events
+    real_insert = stream.insert_new_rows
+
+    def crash_on_silver(ctx_, df, name, **kwargs):
+        if name == "silver.events":
+            raise RuntimeError("simulated crash before the silver commit")
+        real_insert(ctx_, df, name, **kwargs)
+
+    monkeypatch.setattr(stream, "insert_new_rows", crash_on_silver)
+    query = start_kafka_stream(ctx, bootstrap_servers=kafka_broker, topic=topic,
+                               source="email_events", trigger="available_now")
+    with pytest.raises(Exception, match="simulated crash before the silver commit"):
+        query.awaitTermination()
+    assert not ctx.tables.exists(spark, "silver.events")
+    monkeypatch.setattr(stream, "insert_new_rows", real_insert)
+
+    # restart from the checkpoint: the failed batch is replayed with the same offsets
+    run_available_now(ctx, kafka_broker, topic, "email_events")
+
+    events = ctx.tables.read(spark, "silver.events").select(
+        "event_id", "event_type", "email", "bounce_type", "campaign_id", "channel", "source"
+    )
+    assertDataFrameEqual(events, [
+        ("e-1", "email_open", "bob@example.com", None, "c-9", "email", "email_events"),
+        ("e-3", "email_bounce", "carol@example.com", "hard", "c-9", "email", "email_events"),
+    ])
+    assertDataFrameEqual(quarantine(ctx, "email_events").select("kafka_offset", "reasons"), [
+        (1, ["INVALID_EMAIL"]),
+        (3, ["INVALID_TIMESTAMP"]),
+    ])
+    assertDataFrameEqual(
+        ctx.tables.read(spark, "bronze.email_events").select("event_id", "_kafka_offset"),
+        [("e-1", 0), ("e-3", 2)],
+    )
+
+
+def test_processing_time_trigger_runs_until_stopped(spark, project, kafka_broker, kafka_topic_factory):
+    topic = kafka_topic_factory("web-continuous")
+    ctx = JobContext.create(project, spark)
+    query = start_kafka_stream(ctx, bootstrap_servers=kafka_broker, topic=topic,
+                               source="web_events", trigger="1 second")
+    try:
+        produce_messages(spark, kafka_broker, topic,
+                         [web("w-10", "purchase", "2026-10-03T09:00:00Z", order_id="O1", price=20)])
+        query.processAllAvailable()
+        assert query.isActive
+        assertDataFrameEqual(
+            ctx.tables.read(spark, "silver.events").select("event_id", "order_id", "value"),
+            [("w-10", "O1", 20.0)],
+        )
+    finally:
+        query.stop()
+
+
+def test_bad_stream_definitions_name_the_problem(spark, project):
+    ctx = JobContext.create(project, spark)
+    assert parse_trigger("available_now") == {"availableNow": True}
+    assert parse_trigger("500 milliseconds") == {"processingTime": "500 milliseconds"}
+    with pytest.raises(StreamDefinitionError, match="trigger must be 'available_now' or an interval"):
+        parse_trigger("often")
+    with pytest.raises(StreamDefinitionError, match="source 'crm' cannot be streamed from Kafka"):
+        start_kafka_stream(ctx, bootstrap_servers="127.0.0.1:1", topic="t", source="crm")
+    with pytest.raises(StreamDefinitionError, match="invalid Kafka topic name 'a topic'"):
+        start_kafka_stream(ctx, bootstrap_servers="127.0.0.1:1", topic="a topic", source="web_events")
+
+
+def test_streaming_config_loads_and_errors_name_file_and_field(tmp_path):
+    config = stream.load_streaming_config(Path(__file__).resolve().parents[1] / "conf")
+    assert [(s.source, s.topic) for s in config.streams] == [
+        ("web_events", "lakecdp.web_events"), ("email_events", "lakecdp.email_events")
+    ]
+    assert config.kafka.starting_offsets == "earliest"
+    assert parse_trigger(config.trigger) == {"processingTime": "10 seconds"}
+
+    (tmp_path / "streaming.yaml").write_text(
+        "version: 1\nkafka: {bootstrap_servers: 'localhost'}\n"
+        "streams: [{source: crm, topic: x}]\ntrigger: often\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        stream.load_streaming_config(tmp_path)
+    message = str(error.value)
+    assert message.startswith(str(tmp_path / "streaming.yaml"))
+    assert "kafka.bootstrap_servers: Value error, expected host:port" in message
+    assert "streams[0].source: Input should be 'web_events' or 'email_events'" in message
+    assert "trigger: Value error, trigger must be 'available_now' or an interval" in message
