@@ -217,8 +217,15 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
     id_changes = id_changes.localCheckpoint()
     change_count = id_changes.count()
 
-    # every input is computed: write, each table once
+    # every input is computed: write, each table once. id_changes goes first, keyed so that
+    # a run killed after it and resumed (same run id, same inputs) writes the same rows once;
+    # written after id_map, a kill in between would lose the changes (the re-run sees none)
     tables.overwrite(edges, EDGES_TABLE)
+    if change_count:
+        tables.merge(
+            spark, id_changes, ID_CHANGES_TABLE,
+            keys=["run_id", "change_type", "old_customer_id", "new_customer_id"],
+        )
     tables.merge(
         spark, id_map, ID_MAP_TABLE, keys=["record_id"],
         update_condition=_changed_unless(
@@ -226,8 +233,6 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
         ),
         delete_not_matched_by_source=True,
     )
-    if change_count:
-        tables.append(id_changes, ID_CHANGES_TABLE)
 
     identifiers = customer_identifiers(records, id_map, config, run_id=ctx.run_id)
     tables.merge(
