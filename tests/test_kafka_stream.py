@@ -147,7 +147,8 @@ def test_email_events_batch_replayed_after_a_crash_is_written_once(spark, projec
                                source="email_events", trigger="available_now")
     with pytest.raises(Exception, match="simulated crash before the silver commit"):
         query.awaitTermination()
-    assert not ctx.tables.exists(spark, "silver.events")
+    # silver.events exists (created before the query started) but holds nothing yet
+    assert ctx.tables.read(spark, "silver.events").count() == 0
     monkeypatch.setattr(stream, "insert_new_rows", real_insert)
 
     # restart from the checkpoint: the failed batch is replayed with the same offsets
@@ -219,3 +220,38 @@ def test_streaming_config_loads_and_errors_name_file_and_field(tmp_path):
     assert "kafka.bootstrap_servers: Value error, expected host:port" in message
     assert "streams[0].source: Input should be 'web_events' or 'email_events'" in message
     assert "trigger: Value error, trigger must be 'available_now' or an interval" in message
+
+
+def test_stream_events_job_runs_both_configured_streams_available_now(spark, tmp_path, kafka_broker,
+                                                                     kafka_topic_factory):
+    import importlib.util
+    import shutil
+
+    from lakecdp.config import load_project
+    from lakecdp.tables import Tables
+
+    repo = Path(__file__).resolve().parents[1]
+    conf = tmp_path / "conf"
+    shutil.copytree(repo / "conf" / "sources", conf / "sources")
+    (conf / "environments").mkdir()
+    shutil.copy(repo / "conf" / "environments" / "local.yaml", conf / "environments" / "local.yaml")
+    web_topic, email_topic = kafka_topic_factory("job-web"), kafka_topic_factory("job-email")
+    (conf / "streaming.yaml").write_text(
+        f"version: 1\nkafka: {{bootstrap_servers: '{kafka_broker}'}}\n"
+        f"streams:\n  - {{source: web_events, topic: {web_topic}}}\n"
+        f"  - {{source: email_events, topic: {email_topic}}}\n"
+    )
+    produce_messages(spark, kafka_broker, web_topic, [web("w-20", "login", "2026-10-04T10:00:00Z")])
+    produce_messages(spark, kafka_broker, email_topic,
+                     [email("e-20", "click", "dan@example.com", "2026-10-04T10:01:00Z")])
+
+    spec = importlib.util.spec_from_file_location("stream_events_job", repo / "jobs" / "stream_events.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert job.main(["--conf", str(conf), "--env", "local", "--trigger", "available_now"]) == 0
+
+    # both queries wrote the one silver.events table (concurrent MERGEs retried on conflict)
+    events = Tables(load_project(conf, env="local")).read(spark, "silver.events")
+    assertDataFrameEqual(events.select("event_id", "event_type", "channel"), [
+        ("w-20", "login", "web"), ("e-20", "email_click", "email"),
+    ])

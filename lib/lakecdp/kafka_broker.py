@@ -98,6 +98,18 @@ public class LakecdpKafkaAdmin {
 """
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL the broker when the Python process that started it exits."""
+    try:
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux / no glibc: atexit still stops it
+        pass
+
+
 class KafkaBrokerError(RuntimeError):
     """The broker could not be started, or a topic command failed; the message has its log."""
 
@@ -262,6 +274,8 @@ class KafkaBroker:
             cwd=self.work_dir,
             # its own process group: a Ctrl-C aimed at pytest does not race our clean stop
             start_new_session=True,
+            # and it dies with us when we are killed without running atexit (SIGKILL, SIGTERM)
+            preexec_fn=_die_with_parent,
         )
         log.close()
         atexit.register(self.stop)

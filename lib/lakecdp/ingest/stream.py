@@ -272,14 +272,17 @@ _RETRIES = 5
 
 def _with_retries(action: Callable[[], None], *, what: str) -> None:
     """Run an idempotent write again when a concurrent writer won the Delta commit race."""
-    from delta.exceptions import DeltaConcurrentModificationException
+    from delta import exceptions as delta_errors
     from pyspark.errors import AnalysisException
+
+    # delta's Python exception classes are siblings, not subclasses of one base
+    conflicts = tuple(getattr(delta_errors, n) for n in delta_errors.__all__)
 
     for attempt in range(1, _RETRIES + 1):
         try:
             action()
             return
-        except (DeltaConcurrentModificationException, AnalysisException) as exc:
+        except (*conflicts, AnalysisException) as exc:
             # AnalysisException: two queries creating the same new table at once
             if attempt == _RETRIES or (
                 isinstance(exc, AnalysisException) and "already exists" not in str(exc).lower()
@@ -359,6 +362,11 @@ def start_kafka_stream(
     location = Path(checkpoint) if checkpoint is not None else checkpoint_location(
         ctx, source=source_name, topic=topic
     )
+    # silver.events is shared by every stream (and the batch ingest): create it before any
+    # query runs, so two first micro-batches never race to create it
+    from lakecdp.ingest.schemas import SILVER_SCHEMAS
+
+    ctx.tables.create_if_missing(ctx.spark, "silver.events", SILVER_SCHEMAS["events"])
     reader = (
         ctx.spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", bootstrap_servers)
