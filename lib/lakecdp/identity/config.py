@@ -86,7 +86,7 @@ class DeterministicSettings(StrictModel):
         return next((r for r in self.identifiers if r.type == identifier_type), None)
 
 
-ComparisonKind = Literal["name", "date_of_birth", "address", "contact"]
+ComparisonKind = Literal["name", "date_of_birth", "address", "contact", "address_contact"]
 
 
 class ComparisonSpec(StrictModel):
@@ -100,6 +100,9 @@ class ComparisonSpec(StrictModel):
     - ``address``: street + postcode combined: both exact, same postcode and similar
       street, same street other postcode, same postcode only, else.
     - ``contact``: email and phone combined: both exact, either exact, else.
+    - ``address_contact`` (default): address and contact points as one comparison, since a
+      household shares all of them: same address and contact, same contact, same
+      address, same postcode and similar street, else.
     """
 
     kind: ComparisonKind
@@ -112,10 +115,9 @@ class ComparisonSpec(StrictModel):
 
 def _default_comparisons() -> list[ComparisonSpec]:
     return [
-        ComparisonSpec(kind="name", term_frequency=True),
+        ComparisonSpec(kind="name"),
         ComparisonSpec(kind="date_of_birth"),
-        ComparisonSpec(kind="address"),
-        ComparisonSpec(kind="contact"),
+        ComparisonSpec(kind="address_contact"),
     ]
 
 
@@ -208,7 +210,8 @@ class IdentityConfig(StrictModel):
     # duckdb: fast on one machine; spark: scales out on a cluster
     backend: Literal["duckdb", "spark"] = "duckdb"
     # Spark backend: how Splink cuts long lineages (None: Splink's default, parquet files
-    # under the checkpoint dir; "persist" is cheaper for small data)
+    # under the checkpoint dir; "persist" keeps whole lineages in the plan: planning
+    # clustering's iterations with it ran the driver out of memory in tests)
     spark_break_lineage: Literal["persist", "checkpoint", "parquet"] | None = None
     # where trained models are kept, relative to the project root
     models_dir: str = "models/identity"

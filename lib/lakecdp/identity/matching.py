@@ -145,9 +145,8 @@ def _name_comparison(spec: ComparisonSpec):
             ).configure(label_for_charts="same first name, similar last name"),
             cll.And(cll.JaroWinklerLevel("first_name", t), cll.JaroWinklerLevel("last_name", t))
             .configure(label_for_charts="similar first and last name"),
-            cll.ExactMatchLevel("last_name").configure(
-                label_for_charts="same last name, other first name"
-            ),
+            # no "same surname, other first name" level: in a household that is the
+            # normal case and must count against a match, like any other first name
             cll.ElseLevel(),
         ],
     )
@@ -233,6 +232,37 @@ def _contact_comparison(spec: ComparisonSpec):
     )
 
 
+def _address_contact_comparison(spec: ComparisonSpec):
+    """Where a person lives and how to reach them, as ONE piece of evidence: a household
+    shares all of it, so it may count once, never three times."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    t = spec.fuzzy_threshold
+    same_place = cll.And(cll.ExactMatchLevel("address_line1"), cll.ExactMatchLevel("postcode"))
+    same_contact = cll.Or(cll.ExactMatchLevel("email"), cll.ExactMatchLevel("phone"))
+    return cl.CustomComparison(
+        output_column_name="address_contact",
+        comparison_description="address and contact points, as one piece of evidence",
+        comparison_levels=[
+            cll.And(
+                cll.NullLevel("address_line1"), cll.NullLevel("postcode"),
+                cll.NullLevel("email"), cll.NullLevel("phone"),
+            ).configure(is_null_level=True, label_for_charts="nothing to compare"),
+            cll.And(same_place, same_contact).configure(label_for_charts="same address and contact"),
+            cll.Or(cll.ExactMatchLevel("email"), cll.ExactMatchLevel("phone")).configure(
+                label_for_charts="same email or phone"
+            ),
+            cll.And(cll.ExactMatchLevel("address_line1"), cll.ExactMatchLevel("postcode")).configure(
+                label_for_charts="same address"
+            ),
+            cll.And(cll.ExactMatchLevel("postcode"), cll.JaroWinklerLevel("address_line1", t))
+            .configure(label_for_charts="same postcode, similar street"),
+            cll.ElseLevel(),
+        ],
+    )
+
+
 def splink_comparison(spec: ComparisonSpec, backend: str):
     """The Splink comparison for one configured piece of evidence."""
     if spec.kind == "name":
@@ -243,6 +273,8 @@ def splink_comparison(spec: ComparisonSpec, backend: str):
         return _address_comparison(spec)
     if spec.kind == "contact":
         return _contact_comparison(spec)
+    if spec.kind == "address_contact":
+        return _address_contact_comparison(spec)
     raise ValueError(f"unknown comparison kind {spec.kind!r}")
 
 
