@@ -34,10 +34,10 @@ IDENTITY_TABLES = ("identity.id_map", "identity.edges", "identity.identifiers",
 # (m, u) per non-null level, in the order of the configured comparisons' levels
 HAND_MODEL = {
     "name": [(0.85, 0.0005), (0.02, 0.0001), (0.05, 0.0005), (0.03, 0.001), (0.02, 0.001),
-             (0.01, 0.002), (0.01, 0.02), (0.01, 0.9754)],
+             (0.01, 0.002), (0.02, 0.9949)],
     "date_of_birth": [(0.85, 0.002), (0.05, 0.01), (0.03, 0.001), (0.05, 0.02), (0.02, 0.967)],
-    "address": [(0.7, 0.001), (0.1, 0.002), (0.05, 0.002), (0.05, 0.02), (0.1, 0.975)],
-    "contact": [(0.5, 0.0005), (0.4, 0.005), (0.1, 0.9945)],
+    # address and contact points are one comparison (correlated evidence counted once)
+    "address_contact": [(0.5, 0.0002), (0.2, 0.002), (0.15, 0.003), (0.05, 0.002), (0.1, 0.9928)],
 }
 
 

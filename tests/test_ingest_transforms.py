@@ -109,6 +109,8 @@ def test_json_reason_codes_nested_warning_and_rescued_column(spark):
         (6, '{"event_id":"w6","event_type":"login","ts":"2026-10-01T12:00:00Z",'
             '"user":{"email":"a@@b.com","customer_no":"S6"},"price":19.5}'),
         (7, '["not", "an", "object"]'),
+        # a blank line (or an empty Kafka message) is malformed, not a parser crash
+        (8, '   '),
     ], "web_events/web_events_0.jsonl")
     out = parse_and_validate(raw, SOURCES["web_events"])
     assertDataFrameEqual(
@@ -122,6 +124,7 @@ def test_json_reason_codes_nested_warning_and_rescued_column(spark):
             (5, "w5", datetime(2026, 10, 1, 12), None, None, None, ["MISSING_REQUIRED"], []),
             (6, "w6", datetime(2026, 10, 1, 12), (None, "S6"), 19.5, None, [], ["INVALID_EMAIL"]),
             (7, None, None, None, None, None, ["MALFORMED_LINE"], []),
+            (8, None, None, None, None, None, ["MALFORMED_LINE"], []),
         ],
     )
 

@@ -21,6 +21,8 @@ DEMO_PEOPLE = 400
 def _standalone_conf(tmp_path: Path) -> Path:
     conf = tmp_path / "conf"
     shutil.copytree(ROOT / "conf", conf)
+    # paths in conf resolve against the folder holding conf/: templates sit beside it
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
     environment = {
         "version": 1,
         "name": "standalone",

@@ -206,7 +206,9 @@ def erase_person(ctx: JobContext, *, email: str | None = None, customer_id: str 
             continue
         delta.delete(condition)
         # with deletion vectors the old files stay in the current version: rewrite them
-        spark.sql(f"REORG TABLE {tables.identifier(name)} APPLY (PURGE)")
+        properties = delta.detail().select("properties").first()[0] or {}
+        if properties.get("delta.enableDeletionVectors", "false").lower() == "true":
+            spark.sql(f"REORG TABLE {tables.identifier(name)} APPLY (PURGE)")
         deleted[name] = matches
         logger.info("%s: %d rows erased", name, matches)
 

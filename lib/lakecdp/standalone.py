@@ -54,6 +54,7 @@ class StandaloneCluster:
         self.memory_per_worker = memory_per_worker
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="lakecdp-standalone-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.web_port = _free_port()
         self._processes: list[subprocess.Popen] = []

@@ -98,8 +98,11 @@ def load_labels(spark: SparkSession, labels_dir: str | Path) -> DataFrame:
     missing = [c for c in LABEL_COLUMNS if c not in frame.columns]
     if missing:
         raise MissingColumnsError(f"{files[0]}: label file lacks columns {missing}")
+    # labels name a source by its landing folder; ingest names the records a web login makes
+    # "web" (conf/sources/web_events.yaml, also.record_source)
+    record_source = F.when(F.col("source") == "web_events", F.lit("web")).otherwise(F.col("source"))
     return frame.select(
-        F.concat_ws(":", "source", "source_record_id").alias("record_id"), "person_id"
+        F.concat_ws(":", record_source, "source_record_id").alias("record_id"), "person_id"
     ).distinct()
 
 

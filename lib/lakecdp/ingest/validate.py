@@ -113,8 +113,13 @@ def _structural_columns(findings: list[_Finding]) -> list[Column]:
 
 
 def _as_read_json(raw: Column, source: SourceConfig) -> tuple[Column, list[Column], Column, Column]:
-    parsed = F.from_json(
-        raw, _scalar_string_schema(source), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+    # from_json throws (NullPointerException) on an empty or blank text: such a line or Kafka
+    # message is simply malformed, so it is never handed to the parser
+    parsed = F.when(
+        F.trim(raw) != "",
+        F.from_json(
+            raw, _scalar_string_schema(source), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+        ),
     )
     malformed = parsed.isNull() | parsed[_CORRUPT].isNotNull() | ~F.ltrim(raw).startswith("{")
     as_read = F.struct(*[parsed[c.name].alias(c.name) for c in source.columns])
@@ -124,7 +129,7 @@ def _as_read_json(raw: Column, source: SourceConfig) -> tuple[Column, list[Colum
 
 def _rescued_json(raw: Column, source: SourceConfig) -> Column:
     known = F.array(*[F.lit(name) for name in source.column_names])
-    everything = F.from_json(raw, "map<string,string>")
+    everything = F.when(F.ltrim(raw).startswith("{"), F.from_json(raw, "map<string,string>"))
     unknown = F.map_filter(everything, lambda key, _value: ~F.array_contains(known, key))
     return F.when(F.size(unknown) > 0, F.to_json(unknown))
 
