@@ -140,6 +140,10 @@ def test_deterministic_edges_ignore_junk_and_over_shared_values(spark, config):
             # the same CRM id on two records
             rec("crm:5", "Ola", "Berg", None, None, None, None, None, crm="C0005"),
             rec("shop:5", "Ola", "Berg", None, None, None, None, None, crm="C0005"),
+            # a web login (email and device only, no name or birth date) adds no "person":
+            # it links to the one named person holding the email
+            rec("crm:6", "Petra", "Sand", "petra@x.com", None, date(1985, 3, 3), None, None),
+            rec("web:d-6", None, None, "petra@x.com", None, None, None, None, devices=["d-6"]),
         ],
         RECORD_SCHEMA,
     )
@@ -151,6 +155,7 @@ def test_deterministic_edges_ignore_junk_and_over_shared_values(spark, config):
                 ("crm:1", "shop:1", "deterministic", "device_id,email,phone", 1.0, None, "run-1"),
                 ("crm:4", "web:4", "deterministic", "device_id", 1.0, None, "run-1"),
                 ("crm:5", "shop:5", "deterministic", "crm_id", 1.0, None, "run-1"),
+                ("crm:6", "web:d-6", "deterministic", "email", 1.0, None, "run-1"),
             ],
             EDGE_SCHEMA,
         ),

@@ -6,7 +6,8 @@ share phones and sometimes emails, so a value used by more distinct people than
 the probabilistic model weighs it together with names and birth dates instead.
 "People" are approximated by distinct (date of birth, canonical first name) among the
 records holding the value — conservative: a typo makes two "people", so doubtful values
-fall through to the model rather than into a hard link.
+fall through to the model rather than into a hard link. Records with neither (web logins)
+count as no one: their email or device links them to the one person who holds it.
 
 Example:
     >>> edges, over_shared = deterministic_edges(records, config, run_id="r1")
@@ -141,9 +142,14 @@ def identifier_values(records: DataFrame, config: IdentityConfig) -> DataFrame:
     """
     nicknames = config.model.nicknames
     first = canonical_first_name(normalised_name(F.col("first_name")), nicknames)
-    person_key = F.concat_ws(
-        "|", F.coalesce(F.date_format("date_of_birth", "yyyy-MM-dd"), F.lit("")),
-        F.coalesce(first, F.lit("")),
+    # a record with neither birth date nor first name (a web login: email and device only)
+    # says nothing about *who* holds the value, so it adds no "person" to the count
+    person_key = F.when(
+        F.col("date_of_birth").isNotNull() | first.isNotNull(),
+        F.concat_ws(
+            "|", F.coalesce(F.date_format("date_of_birth", "yyyy-MM-dd"), F.lit("")),
+            F.coalesce(first, F.lit("")),
+        ),
     )
     base = records.select("record_id", person_key.alias("person_key"), *REQUIRED_COLUMNS[3:])
     sources = {
