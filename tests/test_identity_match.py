@@ -228,7 +228,7 @@ def test_incremental_scores_only_pairs_with_new_records(spark, config, records, 
 
 
 def test_weak_link_is_split_or_flagged(spark, config):
-    ids = spark.createDataFrame([(x,) for x in "ABCDEFGHI"], "record_id string")
+    ids = spark.createDataFrame([(x,) for x in "ABCDEFGHIJK"], "record_id string")
     edges = spark.createDataFrame(
         [
             ("A", "B", "deterministic", "email", None, None, "r"),
@@ -240,6 +240,8 @@ def test_weak_link_is_split_or_flagged(spark, config):
             ("F", "H", "probabilistic", "dob", 0.97, 5.0, "r"),
             ("G", "H", "probabilistic", "dob", 0.97, 5.0, "r"),
             ("H", "I", "probabilistic", "dob", 0.5, 0.0, "r"),  # below the match threshold
+            # a single record on its one probable match: an ordinary pair, not a bridge
+            ("J", "K", "probabilistic", "dob", 0.95, 4.3, "r"),
         ],
         EDGE_SCHEMA,
     )
@@ -255,6 +257,8 @@ def test_weak_link_is_split_or_flagged(spark, config):
             ("G", "F", 3, 0.999, []),
             ("H", "F", 3, 0.97, []),
             ("I", "I", 1, 1.0, []),
+            ("J", "J", 2, 0.95, []),
+            ("K", "J", 2, 0.95, []),
         ],
     )
     flag_only = config.model_copy(

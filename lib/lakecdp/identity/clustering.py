@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -113,11 +113,31 @@ def _bridges(adjacency: dict[str, dict[str, int]]) -> set[frozenset[str]]:
     return bridges
 
 
+def _side_sizes(graph: dict[str, dict[str, int]], bridge: frozenset[str], part_sizes: dict[str, int]) -> int:
+    """Records on the smaller side of ``bridge`` once it is removed from the part graph."""
+    left, right = tuple(bridge)
+    seen, stack = {left}, [left]
+    while stack:
+        node = stack.pop()
+        for neighbour in graph[node]:
+            if neighbour not in seen and frozenset((node, neighbour)) != bridge:
+                seen.add(neighbour)
+                stack.append(neighbour)
+    left_size = sum(part_sizes.get(n, 1) for n in seen)
+    right_size = sum(part_sizes.get(n, 1) for n in graph) - left_size
+    return min(left_size, right_size)
+
+
 def _split_at_weak_bridges(
     links: list[tuple[str, str, str]],
+    part_sizes: dict[str, int],
 ) -> tuple[set[str], dict[str, str]]:
     """From weak edges between strong parts (cluster, part_l, part_r): the clusters with a
-    weak bridge, and for them part -> new cluster key (smallest part key of each piece)."""
+    weak bridge, and for them part -> new cluster key (smallest part key of each piece).
+
+    Only a bridge between two groups (a strong part of two or more records on each side) is a
+    weak link that can merge two customers; a single record hanging on its one probable match
+    is the ordinary two-record match, not a bridge between people."""
     by_cluster: dict[str, dict[str, dict[str, int]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(int))
     )
@@ -128,7 +148,10 @@ def _split_at_weak_bridges(
     weak_clusters: set[str] = set()
     new_keys: dict[str, str] = {}
     for cluster, graph in by_cluster.items():
-        bridges = _bridges({k: dict(v) for k, v in graph.items()})
+        bridges = {
+            bridge for bridge in _bridges({k: dict(v) for k, v in graph.items()})
+            if _side_sizes(graph, bridge, part_sizes) >= 2
+        }
         if not bridges:
             continue
         weak_clusters.add(cluster)
@@ -193,7 +216,7 @@ def _cluster_in_memory(
         (cluster[left], part[left], part[right])
         for left, right, _ in kept if part[left] != part[right]
     ]
-    weak_clusters, new_keys = _split_at_weak_bridges(links)
+    weak_clusters, new_keys = _split_at_weak_bridges(links, Counter(part.values()))
     split = guards.weak_link_policy == "split"
     key = {
         n: (new_keys[part[n]] if split and cluster[n] in weak_clusters else cluster[n])
@@ -295,7 +318,12 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
         .select("cluster", "part_l", "part_r")
     )
     links = [(r["cluster"], r["part_l"], r["part_r"]) for r in cross.collect()]
-    weak_clusters, new_keys = _split_at_weak_bridges(links)
+    linked_parts = sorted({p for _, left_part, right_part in links for p in (left_part, right_part)})
+    part_sizes = {
+        r["part"]: r["count"]
+        for r in membership.where(F.col("part").isin(linked_parts)).groupBy("part").count().collect()
+    } if linked_parts else {}
+    weak_clusters, new_keys = _split_at_weak_bridges(links, part_sizes)
     if weak_clusters:
         logger.info("%d cluster(s) hang on a weak link (policy %s)", len(weak_clusters), guards.weak_link_policy)
 
