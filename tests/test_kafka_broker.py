@@ -60,3 +60,12 @@ def test_server_properties_is_single_node_kraft(tmp_path):
     assert lines["offsets.topic.replication.factor"] == "1"
     assert lines["num.partitions"] == "1"
     assert lines["log.dirs"] == str(tmp_path / "data")
+
+
+def test_cluster_ids_never_look_like_an_option():
+    # one in 64 random ids starts with "-", which kafka-storage's argparse reads as a flag
+    from lakecdp.kafka_broker import _cluster_id
+
+    ids = [_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == 2000

@@ -128,8 +128,15 @@ def _port_open(port: int) -> bool:
 
 
 def _cluster_id() -> str:
-    """Kafka's cluster id format: a UUID as 22 characters of URL-safe base64."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    """Kafka's cluster id format: a UUID as 22 characters of URL-safe base64.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one starting with ``-``: the storage tool's
+    argument parser would read that as an option and fail with "expected one argument".
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def server_properties(*, broker_port: int, controller_port: int, log_dir: Path) -> str:
