@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import tempfile
 import threading
@@ -29,6 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.results import append_results, machine
 from lakecdp.config import load_project
 from lakecdp.context import JobContext
 from lakecdp.ingest.stream import kafka_messages, start_kafka_stream
@@ -37,7 +37,6 @@ from lakecdp.kafka_broker import KafkaBroker, produce_messages
 from lakecdp.spark import get_session
 
 logger = logging.getLogger("bench.kafka_latency")
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def _message(n: int, run: str) -> str:
@@ -135,17 +134,6 @@ def run_lakecdp(ctx: JobContext, bootstrap: str, topic: str, total: int, per_sen
     return [r["visible_ms"] / 1000.0 - created[r["event_id"]] for r in visible]
 
 
-def _machine() -> str:
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    load = os.getloadavg()[0]
-    return f"{os.cpu_count()} CPUs (nproc), {memory_gb:.0f} GB RAM, load average {load:.1f} at start"
-
-
-def append_results(text: str) -> None:
-    existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    RESULTS.write_text(existing.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=60)
@@ -156,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
-    machine = _machine()
+    machine_text = machine()
     root = Path(tempfile.mkdtemp(prefix="lakecdp-bench-kafka-"))
     project = load_project(Path(__file__).resolve().parents[1] / "conf", env="local")
     environment = project.environment.model_copy(update={
@@ -180,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = f"""## Kafka streaming latency (produce -> visible in silver.events)
 
-Measured {today} on {machine}; Spark local[2], trigger processingTime={args.trigger},
+Measured {today} on {machine_text}; Spark local[2], trigger processingTime={args.trigger},
 {args.messages} web events at {args.per_send}/s, one partition, real KRaft broker (kafka_2.13 4.1.1).
 Latency = Delta commit time of the silver.events version holding the row (change data feed
 `_commit_timestamp`) minus the Kafka record's CreateTime. Baseline = the same Kafka source and

@@ -48,7 +48,7 @@ def test_crm_quarantine_invariant_rerun_redelivery_and_changed_record(spark, pro
     _write(project, "crm/crm_customers_0.csv", crm0)
     counts = ingest(_ctx(spark, project, "run-1"), only=["crm"])
     assert counts == {"files_loaded": 1, "files_skipped": 0, "rows_read": 9, "rows_loaded": 2,
-                      "rows_quarantined": 6, "duplicates_removed": 1}
+                      "rows_quarantined": 6, "duplicates_removed": 1, "rows_erased": 0}
 
     tables = JobContext.create(project, spark, as_of=AS_OF).tables
     assertDataFrameEqual(
@@ -88,7 +88,7 @@ def test_crm_quarantine_invariant_rerun_redelivery_and_changed_record(spark, pro
     shutil.copy(project.landing / "crm/crm_customers_0.csv", project.landing / "crm/crm_customers_0_resent.csv")
     again = ingest(_ctx(spark, project, "run-2"), only=["crm"])
     assert again == {"files_loaded": 0, "files_skipped": 2, "rows_read": 0, "rows_loaded": 0,
-                     "rows_quarantined": 0, "duplicates_removed": 0}
+                     "rows_quarantined": 0, "duplicates_removed": 0, "rows_erased": 0}
     assert {name: tables.version(spark, name) for name in versions} == versions
 
     # a later increment changes C1's email (later LastModified) and re-sends C6 unchanged
@@ -133,7 +133,7 @@ def test_kill_and_restart_then_late_duplicate(spark, project):
     counts = ingest(_ctx(spark, project, "run-2"), only=["web_events"])
     # 6 non-blank lines: w1, w2, w5 load; the second w1 is a duplicate; w3 and line 5 are rejected
     assert counts == {"files_loaded": 1, "files_skipped": 0, "rows_read": 6, "rows_loaded": 3,
-                      "rows_quarantined": 2, "duplicates_removed": 1}
+                      "rows_quarantined": 2, "duplicates_removed": 1, "rows_erased": 0}
     tables = JobContext.create(project, spark, as_of=AS_OF).tables
     assertDataFrameEqual(
         tables.read(spark, "silver.events").select("event_id", "event_type", "email", "device_id"),
@@ -198,3 +198,39 @@ def test_schema_drift_rescue_evolve_and_missing_required_column(spark, project, 
     ])
     with pytest.raises(MissingColumnsError, match=r"crm/crm_customers_2\.csv: required column\(s\) LastModified"):
         ingest(_ctx(spark, project, "run-3"), only=["crm"])
+
+
+def test_an_erased_person_is_not_imported_again(spark, project):
+    from lakecdp.erasure import erase_person
+
+    _write(project, "crm/crm_customers_0.csv", [
+        CRM_HEADER,
+        "C1,Ann,Smith,ann@x.com,07700 900123,02/03/1985,1 High St,SW1A 1AA,London,UK,Y,2026-01-01 10:00:00",
+        "C2,Bob,Jones,bob@x.com,,,,,,UK,N,2026-01-01 10:00:00",
+    ])
+    ingest(_ctx(spark, project, "run-1"), only=["crm"])
+    erase_person(_ctx(spark, project, "erase-1"), email="ann@x.com")
+
+    # the next export still carries her: same email in another spelling, and a new CRM record
+    # holding only her phone number written differently
+    _write(project, "crm/crm_customers_1.csv", [
+        CRM_HEADER,
+        "C1,Ann,Smith, Ann@X.com ,,02/03/1985,,,,UK,Y,2026-02-01 10:00:00",
+        "C9,Annie,Smith,,+44 7700 900123,,,,,UK,N,2026-02-01 10:00:00",
+        "C10,Zed,Hill,zed@x.com,,,,,,UK,N,2026-02-01 10:00:00",
+    ])
+    counts = ingest(_ctx(spark, project, "run-2"), only=["crm"])
+    # file 0 (already loaded) is skipped by the ledger; had it not been, her rows would be refused too
+    assert counts == {"files_loaded": 1, "files_skipped": 1, "rows_read": 3, "rows_loaded": 1,
+                      "rows_quarantined": 0, "duplicates_removed": 0, "rows_erased": 2}
+
+    tables = JobContext.create(project, spark, as_of=AS_OF).tables
+    assert sorted(r[0] for r in tables.read(spark, "silver.customer_records").select("source_record_id").collect()) \
+        == ["C10", "C2"]
+    bronze = [r.asDict() for r in tables.read(spark, "bronze.crm").collect()]
+    assert all("Ann" not in str(row) and "7700" not in str(row) for row in bronze)
+    assert not tables.exists(spark, "quarantine.crm")
+    audit = tables.read(spark, "ops.ingest_audit").where("source_file = 'crm/crm_customers_1.csv'").first()
+    assert (audit["rows_read"], audit["rows_loaded"], audit["rows_erased"]) == (3, 1, 2)
+    quality = tables.read(spark, "ops.data_quality").where("source_file = 'crm/crm_customers_1.csv'")
+    assert [(r["reason"], r["rows"]) for r in quality.collect()] == [("ERASED", 2)]

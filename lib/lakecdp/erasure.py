@@ -201,10 +201,16 @@ def erase_person(ctx: JobContext, *, email: str | None = None, customer_id: str 
         df = delta.toDF()
         serialised = F.to_json(F.struct(*[F.col(f"`{c}`") for c in df.columns]))
         condition = serialised.rlike(pattern)
-        matches = df.where(condition).count()
+        before = delta.history(1).select("version").first()[0]
+        # one pass: DELETE scans the table once and reports how many rows it removed
+        # (a DELETE that matches nothing commits no new version)
+        delta.delete(condition)
+        last = delta.history(1).select("version", "operation", "operationMetrics").first()
+        if last["version"] == before or last["operation"] != "DELETE":
+            continue
+        matches = int((last["operationMetrics"] or {}).get("numDeletedRows", "0"))
         if not matches:
             continue
-        delta.delete(condition)
         # with deletion vectors the old files stay in the current version: rewrite them
         properties = delta.detail().select("properties").first()[0] or {}
         if properties.get("delta.enableDeletionVectors", "false").lower() == "true":

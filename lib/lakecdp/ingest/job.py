@@ -8,9 +8,13 @@ in this order, each write idempotent (MERGE on its keys):
 1. ``bronze.<source>``: rows that passed (duplicates included), as read, + provenance;
 2. ``quarantine.<source>``: rows that failed, raw, with reasons;
 3. silver tables (MERGE on their primary keys; events insert-only);
-4. ``ops.ingest_audit`` (per file: read = loaded + quarantined + duplicates, checked) and
-   ``ops.data_quality`` (rows per reason);
+4. ``ops.ingest_audit`` (per file: read = loaded + quarantined + duplicates + erased, checked)
+   and ``ops.data_quality`` (rows per reason);
 5. the ledger entry, last: a run killed before it re-does the file and ends in the same state.
+
+A row carrying an identifier of a person erased earlier (its salted hash is in ``ops.erasures``,
+see :mod:`lakecdp.erasure`) is refused: written nowhere, not even quarantine, and counted as
+``rows_erased`` with reason ``ERASED``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
+from lakecdp.erasure import erased_hashes, salted_hash_column
 from lakecdp.ingest import standardise
 from lakecdp.ingest.schemas import (
     DATA_QUALITY_SCHEMA,
@@ -38,7 +43,7 @@ from lakecdp.ingest.sources import SourceConfig, load_sources
 from lakecdp.ingest.validate import DUPLICATE, MissingColumnsError, parse_and_validate
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
     from lakecdp.context import JobContext
 
@@ -52,8 +57,14 @@ DATA_QUALITY = "ops.data_quality"
 WriteHook = Callable[[str], None]
 
 
+ERASED = "ERASED"
+_COUNTS = ("rows_read", "rows_loaded", "rows_quarantined", "duplicates_removed", "rows_erased")
+_STATUS_COUNT = {"loaded": "rows_loaded", "quarantined": "rows_quarantined",
+                 "duplicate": "duplicates_removed", "erased": "rows_erased"}
+
+
 class AuditError(RuntimeError):
-    """rows read != loaded + quarantined + duplicates for a file: something was lost."""
+    """rows read != loaded + quarantined + duplicates + erased for a file: something was lost."""
 
 
 @dataclass(frozen=True)
@@ -159,12 +170,15 @@ def validated_rows(ctx: JobContext, source: SourceConfig, files: list[LandedFile
 
 # -- classification --------------------------------------------------------------------
 
-def classify(rows: DataFrame, source: SourceConfig, existing_keys: DataFrame | None) -> DataFrame:
-    """Add ``_status``: ``quarantined`` | ``duplicate`` | ``loaded``.
+def classify(
+    rows: DataFrame, source: SourceConfig, existing_keys: DataFrame | None, erased: Column | None = None
+) -> DataFrame:
+    """Add ``_status``: ``erased`` | ``quarantined`` | ``duplicate`` | ``loaded``.
 
     Within the batch one row per primary key loads: the latest ``event_time`` (records) or the
     first seen (events, ``drop_existing_keys``); when ``existing_keys`` is given, a key already
-    loaded by an earlier file is a duplicate too.
+    loaded by an earlier file is a duplicate too. ``erased`` (see :func:`erased_condition`) marks
+    rows of erased people, before anything else: they are kept nowhere.
     """
     keys = [F.col(f"_as_read.`{k}`") for k in source.primary_key]
     if source.drop_existing_keys or source.event_time is None:
@@ -183,7 +197,63 @@ def classify(rows: DataFrame, source: SourceConfig, existing_keys: DataFrame | N
         ranked = ranked.join(marked.withColumn("_seen", F.lit(True)), condition, "left")
         status = status.when(F.col("_seen"), "duplicate")
         ranked = ranked.drop(*[f"_existing_{k}" for k in source.primary_key])
-    return ranked.withColumn("_status", status.otherwise("loaded")).drop("_rank", "_seen")
+    if erased is not None:
+        status = F.when(F.coalesce(erased, F.lit(False)), "erased").otherwise(status.otherwise("loaded"))
+    else:
+        status = status.otherwise("loaded")
+    return ranked.withColumn("_status", status).drop("_rank", "_seen")
+
+
+def erased_condition(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> Column | None:
+    """True where a row carries an identifier whose salted hash is in ``ops.erasures``; None if none.
+
+    Each identifier the source maps (email, phone, CRM id, customer number, device ids and, for
+    customer records, the source record id) is standardised as silver would store it, then
+    hashed with the erasure salt and looked up: the suppression list holds only hashes.
+    """
+    erasures = erased_hashes(ctx)
+    if erasures is None:
+        return None
+    wanted: dict[str, list[str]] = {}
+    for row in erasures.collect():
+        wanted.setdefault(row["identifier_type"], []).append(row["salted_hash"])
+    if not wanted:
+        return None
+    mapping, junk = source.mapping, source.junk_values
+
+    def mapped(name: str) -> Column | None:
+        return F.expr(mapping[name]).cast("string") if name in mapping else None
+
+    values: dict[str, Column] = {}
+    if (email := mapped("email")) is not None:
+        values["email"] = standardise.normalise_email(email, junk)
+    if (phone := mapped("phone")) is not None:
+        country = mapped("country")
+        values["phone"] = standardise.normalise_phone(
+            phone, standardise.country_code(country) if country is not None else F.lit(None).cast("string"),
+            default_region=source.default_region, junk_values=junk,
+        )
+    for name in ("crm_id", "customer_number", "device_id"):
+        if (column := mapped(name)) is not None:
+            values[name] = standardise.null_if_junk(F.trim(column), junk)
+    if source.target == "customer_records" and (record := mapped("source_record_id")) is not None:
+        values["source_record_id"] = F.trim(record)
+    checks = [
+        salted_hash_column(ctx, kind, column).isin(wanted[kind])
+        for kind, column in values.items() if kind in wanted
+    ]
+    if "device_ids" in mapping and "device_id" in wanted:
+        hashes = wanted["device_id"]
+        checks.append(F.exists(
+            F.coalesce(F.expr(mapping["device_ids"]), F.array().cast("array<string>")),
+            lambda d: salted_hash_column(ctx, "device_id", F.trim(d)).isin(hashes),
+        ))
+    if not checks:
+        return None
+    condition = F.lit(False)
+    for check in checks:
+        condition = condition | F.coalesce(check, F.lit(False))
+    return condition
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -199,14 +269,18 @@ def _insert_new(ctx: JobContext, df: DataFrame, name: str, condition: str, *, ev
     builder.execute()
 
 
-def _upsert(ctx: JobContext, df: DataFrame, name: str, condition: str, update_condition: str | None = None) -> None:
+def _upsert(ctx: JobContext, df: DataFrame, name: str, condition: str, update_condition: str | None = None,
+            *, evolve: bool = False) -> None:
     if not ctx.tables.exists(ctx.spark, name):
         ctx.tables.append(df, name)
         return
-    (
+    builder = (
         ctx.tables.delta(ctx.spark, name).alias("t").merge(df.alias("s"), condition)
-        .whenMatchedUpdateAll(condition=update_condition).whenNotMatchedInsertAll().execute()
+        .whenMatchedUpdateAll(condition=update_condition).whenNotMatchedInsertAll()
     )
+    if evolve:
+        builder = builder.withSchemaEvolution()
+    builder.execute()
 
 
 def _keys_condition(keys: Iterable[str]) -> str:
@@ -215,7 +289,7 @@ def _keys_condition(keys: Iterable[str]) -> str:
 
 def bronze_rows(classified: DataFrame, source: SourceConfig, ctx: JobContext, rescued_keys: list[str]) -> DataFrame:
     """Rows that passed validation, as read, with provenance; drift rescued or evolved."""
-    passed = classified.where(F.col("_status") != "quarantined")
+    passed = classified.where(F.col("_status").isin("loaded", "duplicate"))
     provenance = [
         F.col("source_file").alias("_source_file"),
         F.col("line").alias("_line"),
@@ -334,12 +408,12 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
             continue
         seen.add(file.content_hash)
         files.append(file)
-    counts = {"files_loaded": len(files), "files_skipped": skipped, "rows_read": 0, "rows_loaded": 0,
-              "rows_quarantined": 0, "duplicates_removed": 0}
+    counts = {"files_loaded": len(files), "files_skipped": skipped, **dict.fromkeys(_COUNTS, 0)}
     if not files:
         return counts
 
-    classified = classify(validated_rows(ctx, source, files), source, _existing_keys(ctx, source)).persist()
+    rows = validated_rows(ctx, source, files)
+    classified = classify(rows, source, _existing_keys(ctx, source), erased_condition(ctx, rows, source)).persist()
     try:
         per_file = _per_file_counts(classified, files)
         reasons = _reason_counts(classified)
@@ -364,19 +438,17 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
     finally:
         classified.unpersist()
     for value in per_file.values():
-        for key in ("rows_read", "rows_loaded", "rows_quarantined", "duplicates_removed"):
+        for key in _COUNTS:
             counts[key] += value[key]
     return counts
 
 
 def _per_file_counts(classified: DataFrame, files: list[LandedFile]) -> dict[str, dict[str, int]]:
     rows = classified.groupBy("source_file", "_status").count().collect()
-    result = {f.relative: {"rows_read": 0, "rows_loaded": 0, "rows_quarantined": 0, "duplicates_removed": 0}
-              for f in files}
-    column = {"loaded": "rows_loaded", "quarantined": "rows_quarantined", "duplicate": "duplicates_removed"}
+    result = {f.relative: dict.fromkeys(_COUNTS, 0) for f in files}
     for row in rows:
         entry = result[row["source_file"]]
-        entry[column[row["_status"]]] += row["count"]
+        entry[_STATUS_COUNT[row["_status"]]] += row["count"]
         entry["rows_read"] += row["count"]
     return result
 
@@ -386,6 +458,7 @@ def _reason_counts(classified: DataFrame) -> list[tuple[str, str, int]]:
     codes = (
         F.when(F.col("_status") == "quarantined", F.col("_reasons"))
         .when(F.col("_status") == "duplicate", F.array(F.lit(DUPLICATE)))
+        .when(F.col("_status") == "erased", F.array(F.lit(ERASED)))
         .otherwise(F.col("_warnings"))
     )
     rows = (
@@ -412,19 +485,22 @@ def _write_audit(
     hook: WriteHook,
 ) -> None:
     for file, c in per_file.items():
-        if c["rows_read"] != c["rows_loaded"] + c["rows_quarantined"] + c["duplicates_removed"]:
+        if c["rows_read"] != c["rows_loaded"] + c["rows_quarantined"] + c["duplicates_removed"] + c["rows_erased"]:
             raise AuditError(
                 f"{source.name} {file}: rows read {c['rows_read']} != loaded {c['rows_loaded']} + "
-                f"quarantined {c['rows_quarantined']} + duplicates {c['duplicates_removed']}"
+                f"quarantined {c['rows_quarantined']} + duplicates {c['duplicates_removed']} + "
+                f"erased {c['rows_erased']}"
             )
     spark = ctx.spark
     audit = spark.createDataFrame(
         [(ctx.run_id, source.name, file, c["rows_read"], c["rows_loaded"], c["rows_quarantined"],
-          c["duplicates_removed"], ctx.as_of) for file, c in per_file.items()],
+          c["duplicates_removed"], ctx.as_of, c["rows_erased"]) for file, c in per_file.items()],
         INGEST_AUDIT_SCHEMA,
     )
     # keyed by file: a re-run after a crash replaces the half-done run's row, never adds one
-    _upsert(ctx, audit, AUDIT, "t.source <=> s.source AND t.source_file <=> s.source_file AND s.source_file IS NOT NULL")
+    # rows_erased came later: older warehouses get the column on their next run
+    _upsert(ctx, audit, AUDIT, "t.source <=> s.source AND t.source_file <=> s.source_file AND s.source_file IS NOT NULL",
+            evolve=True)
     hook(AUDIT)
     quality = spark.createDataFrame(
         [(ctx.run_id, source.name, file, reason, rows, ctx.as_of) for file, reason, rows in reasons],
@@ -472,7 +548,7 @@ def ingest(
 
     Returns:
         Totals over sources: ``files_loaded, files_skipped, rows_read, rows_loaded,
-        rows_quarantined, duplicates_removed``.
+        rows_quarantined, duplicates_removed, rows_erased``.
 
     Example:
         >>> ingest(ctx, only=["crm"])

@@ -70,7 +70,7 @@ QUARANTINE_SCHEMA = _ddl(
 
 INGEST_AUDIT_SCHEMA = _ddl(
     "run_id string, source string, source_file string, rows_read bigint, rows_loaded bigint, "
-    "rows_quarantined bigint, duplicates_removed bigint, at timestamp"
+    "rows_quarantined bigint, duplicates_removed bigint, at timestamp, rows_erased bigint"
 )
 
 DATA_QUALITY_SCHEMA = _ddl(

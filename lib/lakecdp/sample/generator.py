@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from itertools import groupby
 from operator import itemgetter
 from datetime import datetime
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # bump when the generator's output changes for the same inputs (the demo's skip check uses it)
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 _ROW_FUNCTIONS = {
     "crm": sources.crm_rows,
     "shop_customers": sources.shop_customer_rows,
@@ -59,15 +59,15 @@ _SPARK_SCHEMA = (
 _PEOPLE_PER_PARTITION = 2_500
 
 
-def _rows_of_people(spec: Spec):
-    """The function Spark runs per partition: person ids in, every source's rows out."""
+def _rows_of_people(spec: Spec, functions: dict[str, Any]):
+    """The function Spark runs per partition: person ids in, every (wanted) source's rows out."""
 
     def generate_rows(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             rows: list[dict[str, Any]] = []
             for index in batch.column(0).to_pylist():
                 person = make_person(spec.seed, index, spec.config, initial=spec.initial)
-                for source, function in _ROW_FUNCTIONS.items():
+                for source, function in functions.items():
                     for row in function(spec, person):
                         if source == "third_party":
                             fields = {name: row.pop(name) for name in sources.THIRD_PARTY_COLUMNS}
@@ -83,11 +83,12 @@ def _rows_of_people(spec: Spec):
     return generate_rows
 
 
-def world_rows(spark: SparkSession, spec: Spec) -> DataFrame:
-    """Every row of every source for ``spec`` (unsorted): one Spark pass over the people."""
+def world_rows(spark: SparkSession, spec: Spec, only: Collection[str] | None = None) -> DataFrame:
+    """Every row of every source (or ``only`` those) for ``spec``, unsorted: one Spark pass over the people."""
     partitions = max(2, -(-spec.population // _PEOPLE_PER_PARTITION))
+    functions = {name: f for name, f in _ROW_FUNCTIONS.items() if only is None or name in only or name == "people"}
     return spark.range(0, spec.population, numPartitions=partitions).mapInArrow(
-        _rows_of_people(spec), _SPARK_SCHEMA
+        _rows_of_people(spec, functions), _SPARK_SCHEMA
     )
 
 
@@ -259,6 +260,7 @@ def generate(
     increment: int = 0,
     as_of: datetime,
     config: SampleConfig,
+    only: Collection[str] | None = None,
 ) -> dict[str, int]:
     """Write one increment of the sample world's raw sources under ``landing`` and its truth under ``labels``.
 
@@ -274,6 +276,8 @@ def generate(
         as_of: the delivery's "now"; increment n >= 1 covers the ``config.increments.days`` before it,
             so pass the previous increment's as_of plus that many days.
         config: rates and sizes (``conf/sample.yaml``).
+        only: write just these sources (benchmarks of one stage); the world — people, their
+            records and the labels of the written sources — is the same as a full run's.
 
     Returns:
         Rows written per source (header lines excluded), and ``planted``, ``entities``, ``people``.
@@ -285,6 +289,9 @@ def generate(
     """
     landing_dir, labels_dir = Path(landing), Path(labels)
     _check_arguments(landing_dir, labels_dir, people, seed, increment, as_of, config)
+    unknown = sorted(set(only or ()) - set(_ROW_FUNCTIONS))
+    if unknown:
+        raise ValueError(f"only: unknown source(s) {unknown}; known: {sorted(_ROW_FUNCTIONS)}")
     spec = Spec(seed=seed, config=config, initial=people, increment=increment,
                 as_of_ms=int(as_of.timestamp() * 1000))
     logger.info("generating increment %d of %d people (seed %d) as of %s", increment,
@@ -297,7 +304,7 @@ def generate(
     people_file = labels_dir / f"people_{increment}.csv"
     # one global sort by (source, key): a single Spark job streams every file's rows in order
     # persisted: the sort's sampling pass would otherwise run the Python generation a second time
-    rows_frame = world_rows(spark, spec).persist()
+    rows_frame = world_rows(spark, spec, only).persist()
     try:
         ordered = rows_frame.orderBy("source", "sort_key")
         for source, rows in groupby(ordered.toLocalIterator(prefetchPartitions=True), key=itemgetter("source")):
@@ -305,7 +312,7 @@ def generate(
     finally:
         rows_frame.unpersist()
     for source in _ROW_FUNCTIONS:
-        if source not in counts:  # no rows at all: still a valid, empty file
+        if source not in counts and (only is None or source in only or source == "people"):  # no rows at all: still a valid, empty file
             counts[source] = _write_source(source, iter(()), landing_dir, people_file, increment, truth, written)
     entities_file = labels_dir / f"entities_{increment}.csv"
     counts["entities"] = _write_csv(entities_file, ("source", "source_record_id", "person_id", "household_id"),
@@ -316,8 +323,11 @@ def generate(
     files = {name: _sha256(landing_dir / name) for name in sorted(written)}
     for label_file in (people_file, entities_file, planted_file):
         files[f"labels/{label_file.name}"] = _sha256(label_file)
+    request = request_fingerprint(people=people, seed=seed, increment=increment, as_of=as_of, config=config)
+    if only is not None:  # a partial world never passes for the full one (the demo's skip check)
+        request = {**request, "only": sorted(only)}
     manifest = {
-        "request": request_fingerprint(people=people, seed=seed, increment=increment, as_of=as_of, config=config),
+        "request": request,
         "files": files,
         "counts": counts,
     }

@@ -551,7 +551,7 @@ def repeat_product(spec: Spec, person: Person) -> str:
 
 def _web_event(event_id: str, event_type: str, ms: int, person: Person, device: str, session: str,
                user: dict[str, str] | None, product: Any = None, order_id: str | None = None,
-               page: str | None = None) -> tuple[int, dict[str, Any]]:
+               page: str | None = None, revenue: float | None = None) -> tuple[int, dict[str, Any]]:
     obj: dict[str, Any] = {"event_id": event_id, "event_type": event_type, "ts": local_time(ms, person.zone),
                            "anonymous_id": device, "session_id": session}
     if user is not None:
@@ -564,6 +564,8 @@ def _web_event(event_id: str, event_type: str, ms: int, person: Person, device: 
         obj["page_url"] = page or f"{SHOP_URL}/"
     if order_id is not None:
         obj["order_id"] = order_id
+    if revenue is not None:  # a purchase carries the order's value, as web analytics tags send it
+        obj["revenue"] = revenue
     return ms, obj
 
 
@@ -623,7 +625,7 @@ def web_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
                                      person, devices[0], session_id, user, page=f"{SHOP_URL}/checkout"))
             events.append(_web_event("w-" + checkout.hex("purchase"), "purchase", order.ordered_ms, person,
                                      devices[0], session_id, user, order_id=order.order_id,
-                                     page=f"{SHOP_URL}/checkout/done"))
+                                     page=f"{SHOP_URL}/checkout/done", revenue=order.total))
     planted = Draw(seed, "web_behaviour", person.index, spec.increment)
     if person.behaviour == "cart_abandoner":
         at = spec.as_of_ms - planted.integer("hours", 1, 5) * HOUR_MS - planted.integer("minutes", 0, 59) * 60_000
