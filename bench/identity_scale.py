@@ -135,14 +135,14 @@ def main() -> None:
         cluster_s = time.monotonic() - started
         report = evaluate(clusters, labels)
         rows.append(
-            f"| {args.people:,} | {n_records:,} | {backend} | {train_s:.0f} | {predict_s:.0f} | "
-            f"{cluster_s:.0f} | {n_edges:,} | {report.cluster_precision:.4f} | {report.cluster_recall:.4f} | "
+            f"| {args.people:,} | {n_records:,} | {backend} | {train_s:.1f} | {predict_s:.1f} | "
+            f"{cluster_s:.1f} | {n_edges:,} | {report.cluster_precision:.4f} | {report.cluster_recall:.4f} | "
             f"{report.pairwise_precision:.4f} | {report.pairwise_recall:.4f} |"
         )
         edges.unpersist()
     baseline = bare_splink(base, model_path, records)
     rows.append(f"| {args.people:,} | {n_records:,} | bare Splink DuckDB (predict + cluster) | - | "
-                f"{baseline:.0f} (total) | - | - | - | - | - | - |")
+                f"{baseline:.1f} (total) | - | - | - | - | - | - |")
     table = "\n".join([
         "| people | records | backend | train s | predict + det. edges s | cluster s | edges "
         "| cluster P | cluster R | pair P | pair R |",
