@@ -140,6 +140,7 @@ def main() -> None:
             f"{report.pairwise_precision:.4f} | {report.pairwise_recall:.4f} |"
         )
         edges.unpersist()
+        print(rows[-1], flush=True)  # noqa: T201 - a long run shows each backend as it finishes
     baseline = bare_splink(base, model_path, records)
     rows.append(f"| {args.people:,} | {n_records:,} | bare Splink DuckDB (predict + cluster) | - | "
                 f"{baseline:.1f} (total) | - | - | - | - | - | - |")
