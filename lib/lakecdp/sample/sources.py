@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from lakecdp.sample import names
 from lakecdp.sample.config import SampleConfig
 from lakecdp.sample.draws import Draw, permuted
-from lakecdp.sample.world import Person, address, email_address, make_product, phone_formats
+from lakecdp.sample.world import Person, address, email_address, make_product, name_crowding, phone_formats
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -312,7 +312,8 @@ def crm_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
             # an email change is only visible where the record shows an email at all
             shows_email = dirty_email(record, email, spec) not in (None, *names.JUNK_EMAILS)
             if shows_email and change.chance("email_or_address", 0.5):
-                email = email_address(change.child("email"), person.first_name, person.last_name, person.country)
+                email = email_address(change.child("email"), person.first_name, person.last_name, person.country,
+                                      name_crowding(spec.initial))
             else:
                 home = address(change.child("address"), person.country)
             modified = spec.window_start_ms + int(change.u("modified") * (spec.as_of_ms - HOUR_MS - spec.window_start_ms))

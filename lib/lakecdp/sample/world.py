@@ -6,6 +6,7 @@ Spark partitions. Person ``i`` is the same person for every population size, run
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import date, timedelta
@@ -146,12 +147,26 @@ def ascii_fold(text: str) -> str:
     return "".join(ch for ch in text.lower().translate(_FOLD) if ch.isascii() and ch.isalnum())
 
 
-def email_address(draw: Draw, first: str, last: str, country: str) -> str:
+def name_crowding(population: int) -> float:
+    """Expected number of other people in the world with one's first name and surname."""
+    return population / (len(names.FIRST_NAMES) * len(names.SURNAMES))
+
+
+def email_address(draw: Draw, first: str, last: str, country: str, crowding: float = 0.0) -> str:
+    """An address built from the name, as people pick them.
+
+    A mailbox belongs to one person: in a big world many people share a name, and the plain
+    forms are taken, so (with probability ``1 - exp(-crowding)``) the address gets a long
+    number, as providers make people do. Without this, two strangers named Ann Lee would
+    share ``ann.lee@...`` in a million-person world — a link no real data has.
+    """
     f, l = ascii_fold(first), ascii_fold(last)
     number = draw.digits("n", 2)
     local = draw.pick("style", (
         f"{f}.{l}", f"{f}{l}", f"{f[:1]}.{l}", f"{f}_{l}", f"{f}.{l}{number}", f"{f[:1]}{l}{number}",
     ))
+    if crowding > 0 and draw.u("taken") < 1 - math.exp(-crowding):
+        local += draw.digits("tail", 6)
     return f"{local}@{draw.pick('domain', names.EMAIL_DOMAINS[country])}"
 
 
@@ -180,9 +195,10 @@ def make_person(seed: int, index: int, config: SampleConfig, *, initial: int) ->
     first_name, nicknames = me.pick("first_name", names.FIRST_NAMES)
     last_name = hh.pick("surname", names.SURNAMES)
     head_first, _ = Draw(seed, "person", household).pick("first_name", names.FIRST_NAMES)
-    own_email = email_address(me.child("email"), first_name, last_name, country)
+    crowding = name_crowding(initial)
+    own_email = email_address(me.child("email"), first_name, last_name, country, crowding)
     shares_email = index != household and me.chance("shared_email", config.dirt.shared_household_email)
-    email = (email_address(Draw(seed, "person", household).child("email"), head_first, last_name, country)
+    email = (email_address(Draw(seed, "person", household).child("email"), head_first, last_name, country, crowding)
              if shares_email else own_email)
     cov = config.coverage
     in_crm = me.chance("in_crm", cov.crm)
@@ -205,7 +221,7 @@ def make_person(seed: int, index: int, config: SampleConfig, *, initial: int) ->
         landline=phone_number(hh.child("landline"), country, mobile=False),
         mobile=phone_number(me.child("mobile"), country, mobile=True) if me.chance("has_mobile", 0.85) else None,
         email=email,
-        other_email=email_address(me.child("other_email"), first_name, last_name, country),
+        other_email=email_address(me.child("other_email"), first_name, last_name, country, crowding),
         in_crm=in_crm,
         in_shop=in_shop,
         in_third_party=me.chance("in_third_party", cov.third_party),
