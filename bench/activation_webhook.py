@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from bench.results import append_results, machine, stamp
 from lakecdp.activation.config import WebhookSettings
 from lakecdp.activation.testing import FaultServer
 from lakecdp.activation.webhook import WebhookClient
@@ -39,14 +40,25 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--unbatched-items", type=int, default=300)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
+    machine_text, when = machine(), stamp()
     batched, batched_requests = deliver_rate(_items(args.items), args.batch)
     single, single_requests = deliver_rate(_items(args.unbatched_items), 1)
-    print(f"batched (batch_size={args.batch}): {batched:,.0f} changes/s "
-          f"({args.items} changes, {batched_requests} requests)")
-    print(f"unbatched (batch_size=1): {single:,.0f} changes/s "
-          f"({args.unbatched_items} changes, {single_requests} requests)")
-    print(f"speed-up: {batched / single:.1f}x")
+    table = "\n".join([
+        "| delivery | changes | requests | changes/s |",
+        "|---|---|---|---|",
+        f"| batched (batch_size={args.batch}) | {args.items:,} | {batched_requests:,} | {batched:,.0f} |",
+        f"| baseline: unbatched (batch_size=1) | {args.unbatched_items:,} | {single_requests:,} | {single:,.0f} |",
+        f"| speed-up | | | {batched / single:.1f}x |",
+    ])
+    print(table)  # noqa: T201
+    if not args.no_record:
+        append_results(
+            f"## Activation: webhook delivery throughput\n\nMeasured {when} on {machine_text}; stdlib "
+            "`urllib` client against the real local `FaultServer` (no faults), payload template per change, "
+            f"no Spark. Command: `python -m bench.activation_webhook --items {args.items}`.\n\n{table}"
+        )
 
 
 if __name__ == "__main__":

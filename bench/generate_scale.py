@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+from bench.results import append_results, machine, stamp
 from lakecdp.config import load_project
 from lakecdp.sample import generate, load_sample_config
 from lakecdp.spark import get_session
@@ -26,7 +27,9 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default="/tmp/lakecdp-bench-gen")
+    parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
+    machine_text, when = machine(), stamp()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     project = load_project(CONF, env="local")
@@ -44,6 +47,13 @@ def main() -> None:
     print(json.dumps({"people": args.people, "seconds": round(elapsed, 1), "source_rows": rows,
                       "rows_per_second": round(rows / elapsed), "landing_mb": round(size / 1e6, 1),
                       "counts": counts}, sort_keys=True))
+    if not args.no_record:
+        append_results(
+            f"## Sample generator at {args.people:,} people\n\nMeasured {when} on {machine_text}; Spark local[2]. "
+            f"Command: `python -m bench.generate_scale --people {args.people}`.\n\n"
+            "| people | source rows | seconds | rows/s | landing MB |\n|---|---|---|---|---|\n"
+            f"| {args.people:,} | {rows:,} | {elapsed:.1f} | {rows / elapsed:,.0f} | {size / 1e6:,.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -255,3 +255,27 @@ def test_stream_events_job_runs_both_configured_streams_available_now(spark, tmp
     assertDataFrameEqual(events.select("event_id", "event_type", "channel"), [
         ("w-20", "login", "web"), ("e-20", "email_click", "email"),
     ])
+
+
+def test_a_source_loaded_from_files_then_streamed_keeps_both(spark, project, kafka_broker, kafka_topic_factory):
+    # the usual path to production: the backlog from files first, then the live Kafka topic
+    from lakecdp.ingest.job import ingest
+
+    landed = project.landing / "web_events" / "web_events_0.jsonl"
+    landed.parent.mkdir(parents=True, exist_ok=True)
+    landed.write_text(web("w-1", "page_view", "2026-10-01T09:00:00Z") + "\n", encoding="utf-8")
+    ctx = JobContext.create(project, spark)
+    ingest(ctx, only=["web_events"])
+
+    topic = kafka_topic_factory("web-after-files")
+    produce_messages(spark, kafka_broker, topic, [web("w-2", "product_view", "2026-10-02T09:00:00Z",
+                                                      product_id="P1", price=5)])
+    run_available_now(ctx, kafka_broker, topic, "web_events")
+
+    assertDataFrameEqual(
+        ctx.tables.read(spark, "bronze.web_events").select("event_id", "_source_file", "_line", "_kafka_topic",
+                                                          "_kafka_offset"),
+        [("w-1", "web_events/web_events_0.jsonl", 1, None, None), ("w-2", None, None, topic, 0)],
+    )
+    assertDataFrameEqual(ctx.tables.read(spark, "silver.events").select("event_id", "value"),
+                         [("w-1", None), ("w-2", 5.0)])

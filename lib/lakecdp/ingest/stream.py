@@ -310,6 +310,14 @@ def insert_new_rows(
         if not tables.exists(spark, name):
             tables.append(df, name)
             return
+        if evolve_schema:
+            # the MERGE condition names the keys, so the table must have them before the MERGE
+            # (schema evolution in MERGE only adds columns for its insert and update actions)
+            present = set(tables.read(spark, name).columns)
+            missing = [f for f in df.schema.fields if f.name not in present]
+            if missing:
+                added = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+                spark.sql(f"ALTER TABLE {tables.identifier(name)} ADD COLUMNS ({added})")
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
         builder = tables.delta(spark, name).alias("t").merge(df.alias("s"), condition)
         if evolve_schema:
