@@ -6,9 +6,11 @@ Every expected row is written out by hand next to the messages that produce it.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from deltalake import DeltaTable as RsDeltaTable
 from kafka_fixtures import kafka_broker, kafka_broker_process, kafka_topic_factory  # noqa: F401
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -27,12 +29,27 @@ def web(event_id: str, event_type: str, ts: str | None, **extra) -> str:
     return json.dumps(body)
 
 
-def run_available_now(ctx, bootstrap, topic, source, **kwargs) -> None:
+def run_available_now(ctx, bootstrap, topic, source, **kwargs):
     query = start_kafka_stream(
         ctx, bootstrap_servers=bootstrap, topic=topic, source=source, trigger="available_now", **kwargs
     )
     query.awaitTermination()
     assert query.exception() is None
+    return query
+
+
+def delta_rows(tables, name: str, columns: list[str]) -> list[tuple]:
+    """A table's rows as delta-rs (not Spark) reads them, in a stable order."""
+    table = RsDeltaTable(tables.location(name)).to_pyarrow_table(columns=columns)
+    return sorted((tuple(row[c] for c in columns) for row in table.to_pylist()), key=repr)
+
+
+AUDIT_COLUMNS = ["source", "source_file", "stream_batch", "rows_read", "rows_loaded", "rows_quarantined",
+                 "duplicates_removed", "rows_erased"]
+
+
+def audit(ctx) -> list[tuple]:
+    return delta_rows(ctx.tables, "ops.ingest_audit", AUDIT_COLUMNS)
 
 
 def silver_events(ctx):
@@ -67,7 +84,7 @@ def test_web_events_good_bad_duplicate_restart_and_redelivery(spark, project, ka
     produce_messages(spark, kafka_broker, topic, p0, partition=0)
     produce_messages(spark, kafka_broker, topic, p1, partition=1)
 
-    run_available_now(ctx, kafka_broker, topic, "web_events")
+    first = run_available_now(ctx, kafka_broker, topic, "web_events")
 
     expected_silver = [
         ("w-1", "page_view", "2026-10-01 11:34:56.123", None, "d-1", None, "web"),
@@ -89,6 +106,17 @@ def test_web_events_good_bad_duplicate_restart_and_redelivery(spark, project, ka
         ("w-2", topic, 0, 2, "2026-10-01T12:40:00Z"),
         ("w-5", topic, 1, 2, "2026-10-01T13:05:00Z"),
     ])
+    # one audit row for the batch: 7 messages, w-1's repeat (p0 offset 3) dropped by the query's
+    # de-duplication before the batch, so read 6 = loaded 3 (w-1, w-2, w-5) + quarantined 3
+    kafka_file = f"kafka://{topic}"
+    expected_audit = [("web_events", kafka_file, f"{first.name}:0", 6, 3, 3, 0, 0)]
+    assert audit(ctx) == expected_audit
+    # the login w-2 of device d-1 is also a customer record, keyed as the batch ingest keys it
+    record_columns = ["record_id", "source", "source_record_id", "email", "customer_number", "device_ids",
+                      "updated_at", "first_name", "phone", "crm_id"]
+    expected_records = [("web:d-1", "web", "d-1", "ada@example.com", "S0001", ["d-1"],
+                         datetime(2026, 10, 1, 12, 40, tzinfo=timezone.utc), None, None, None)]
+    assert delta_rows(ctx.tables, "silver.customer_records", record_columns) == expected_records
 
     # restart from the same checkpoint: only the new messages are read, the re-delivered w-2
     # (same event id, new offset) is dropped by the query's de-duplication state
@@ -99,7 +127,7 @@ def test_web_events_good_bad_duplicate_restart_and_redelivery(spark, project, ka
         "",                                                                                                # p0 offset 6
     ]
     produce_messages(spark, kafka_broker, topic, more, partition=0)
-    run_available_now(ctx, kafka_broker, topic, "web_events")
+    assert run_available_now(ctx, kafka_broker, topic, "web_events").name == first.name
     expected_silver.append(("w-6", "checkout", "2026-10-01 14:00:00.000", None, "d-2", None, "web"))
     assertDataFrameEqual(silver_events(ctx), expected_silver)
     expected_quarantine.append((0, 6, ["MALFORMED_LINE"], ""))
@@ -108,13 +136,28 @@ def test_web_events_good_bad_duplicate_restart_and_redelivery(spark, project, ka
     # a second consumer with its own (empty) checkpoint re-reads the whole topic: the Delta
     # MERGEs on event_id / Kafka position add nothing
     versions = {n: ctx.tables.version(spark, n) for n in ("silver.events", "quarantine.web_events")}
-    run_available_now(ctx, kafka_broker, topic, "web_events", checkpoint=project.checkpoints / "replay")
+    stamped_records = delta_rows(ctx.tables, "silver.customer_records", [*record_columns, "run_id", "ingested_at"])
+    replay = run_available_now(ctx, kafka_broker, topic, "web_events", checkpoint=project.checkpoints / "replay")
     assertDataFrameEqual(silver_events(ctx), expected_silver)
     assertDataFrameEqual(quarantine(ctx, "web_events"), expected_quarantine)
     assert ctx.tables.read(spark, "bronze.web_events").count() == 4
     # nothing new for any table: the insert-only MERGEs found every key, and Delta skips the
     # commit of a MERGE that inserts no row
     assert {n: ctx.tables.version(spark, n) for n in versions} == versions
+    # the re-read login w-2 (same updated_at) leaves its record as it was, stamps included (the
+    # upsert may commit a version that changes no row)
+    assert delta_rows(ctx.tables, "silver.customer_records", [*record_columns, "run_id", "ingested_at"]) \
+        == stamped_records
+    # the audit has a row per batch that held messages: batch 1 held none (Spark ran it to move
+    # the watermark) and wrote none; the restart's batch 2 read w-6 and the blank message (the
+    # re-delivered w-2 was dropped by the query's state); the second consumer read all 10
+    # messages, 8 after its own de-duplication (w-1 and w-2 repeats dropped): its 4 accepted
+    # events were in silver.events already, so all 4 are duplicates removed
+    expected_audit += [
+        ("web_events", kafka_file, f"{first.name}:2", 2, 1, 1, 0, 0),
+        ("web_events", kafka_file, f"{replay.name}:0", 8, 0, 4, 4, 0),
+    ]
+    assert audit(ctx) == sorted(expected_audit, key=repr)
 
 
 def email(event_id: str, event_type: str, address: str, occurred_at: str, **extra) -> str:
@@ -134,25 +177,51 @@ def test_email_events_batch_replayed_after_a_crash_is_written_once(spark, projec
     ]
     produce_messages(spark, kafka_broker, topic, messages, partition=0)
 
-    # the process dies after quarantine and bronze were committed, before silver.events
     real_insert = stream.insert_new_rows
 
-    def crash_on_silver(ctx_, df, name, **kwargs):
-        if name == "silver.events":
-            raise RuntimeError("simulated crash before the silver commit")
-        real_insert(ctx_, df, name, **kwargs)
+    def crash_before(table: str):
+        def insert(ctx_, df, name, **kwargs):
+            if name == table:
+                raise RuntimeError(f"simulated crash before the {table} commit")
+            return real_insert(ctx_, df, name, **kwargs)
+        return insert
 
-    monkeypatch.setattr(stream, "insert_new_rows", crash_on_silver)
-    query = start_kafka_stream(ctx, bootstrap_servers=kafka_broker, topic=topic,
-                               source="email_events", trigger="available_now")
-    with pytest.raises(Exception, match="simulated crash before the silver commit"):
-        query.awaitTermination()
-    # silver.events exists (created before the query started) but holds nothing yet
+    def crash_after(table: str):
+        def insert(ctx_, df, name, **kwargs):
+            inserted = real_insert(ctx_, df, name, **kwargs)
+            if name == table:
+                raise RuntimeError(f"simulated crash after the {table} commit")
+            return inserted
+        return insert
+
+    def run_until_crash(crashing_insert, message: str) -> str:
+        monkeypatch.setattr(stream, "insert_new_rows", crashing_insert)
+        query = start_kafka_stream(ctx, bootstrap_servers=kafka_broker, topic=topic,
+                                   source="email_events", trigger="available_now")
+        with pytest.raises(Exception, match=message):
+            query.awaitTermination()
+        monkeypatch.setattr(stream, "insert_new_rows", real_insert)
+        return query.name
+
+    # the process dies after quarantine and bronze were committed, before silver.events
+    query_name = run_until_crash(crash_before("silver.events"), "simulated crash before the silver.events commit")
+    # silver.events and the audit exist (created before the query started) but hold nothing yet
     assert ctx.tables.read(spark, "silver.events").count() == 0
-    monkeypatch.setattr(stream, "insert_new_rows", real_insert)
+    assert audit(ctx) == []
 
-    # restart from the checkpoint: the failed batch is replayed with the same offsets
-    run_available_now(ctx, kafka_broker, topic, "email_events")
+    # restart: the batch is replayed with the same offsets and written whole, but the process
+    # dies after the audit commit, before the checkpoint records the batch as done
+    assert run_until_crash(crash_after("ops.ingest_audit"), "simulated crash after the ops.ingest_audit commit") \
+        == query_name
+    # read 4 = loaded 2 (e-1, e-3) + quarantined 2 (e-2 bad email, e-4 bad time)
+    expected_audit = [("email_events", f"kafka://{topic}", f"{query_name}:0", 4, 2, 2, 0, 0)]
+    assert audit(ctx) == expected_audit
+    audit_version = ctx.tables.version(spark, "ops.ingest_audit")
+
+    # restart again: the batch is replayed once more; the audit keeps its one row for it
+    assert run_available_now(ctx, kafka_broker, topic, "email_events").name == query_name
+    assert audit(ctx) == expected_audit
+    assert ctx.tables.version(spark, "ops.ingest_audit") == audit_version
 
     events = ctx.tables.read(spark, "silver.events").select(
         "event_id", "event_type", "email", "bounce_type", "campaign_id", "channel", "source"
@@ -169,6 +238,32 @@ def test_email_events_batch_replayed_after_a_crash_is_written_once(spark, projec
         ctx.tables.read(spark, "bronze.email_events").select("event_id", "_kafka_offset"),
         [("e-1", 0), ("e-3", 2)],
     )
+
+
+def test_a_micro_batch_whose_counts_do_not_add_up_fails_before_its_audit_row(spark, project, monkeypatch):
+    # no broker: one message as the Kafka source would give it, through the stream's own steps
+    from lakecdp.ingest.job import AuditError
+    from lakecdp.ingest.sources import load_sources
+    from lakecdp.ingest.validate import parse_and_validate
+
+    ctx = JobContext.create(project, spark)
+    source = load_sources(project.conf_dir / "sources")["web_events"]
+    message = spark.createDataFrame(
+        [(web("w-1", "page_view", "2026-10-01T12:00:00Z"), "t", 0, 0)],
+        "raw string, kafka_topic string, kafka_partition int, kafka_offset bigint",
+    )
+    batch = parse_and_validate(message, source, as_of=ctx.as_of).transform(stream.with_dedup_key)
+    real_insert = stream.insert_new_rows
+
+    def overcounting_insert(ctx_, df, name, **kwargs):
+        inserted = real_insert(ctx_, df, name, **kwargs)
+        return inserted + 1 if name == "silver.events" else inserted
+
+    monkeypatch.setattr(stream, "insert_new_rows", overcounting_insert)
+    # 1 accepted message, 2 "loaded": duplicates removed would be -1
+    with pytest.raises(AuditError, match=r"web_events kafka://t batch q:7: duplicates_removed -1 below zero"):
+        stream.write_micro_batch(ctx, batch, 7, source=source, topic="t", query_name="q")
+    assert not ctx.tables.exists(spark, "ops.ingest_audit")
 
 
 def test_processing_time_trigger_runs_until_stopped(spark, project, kafka_broker, kafka_topic_factory):
@@ -251,10 +346,19 @@ def test_stream_events_job_runs_both_configured_streams_available_now(spark, tmp
     assert job.main(["--conf", str(conf), "--env", "local", "--trigger", "available_now"]) == 0
 
     # both queries wrote the one silver.events table (concurrent MERGEs retried on conflict)
-    events = Tables(load_project(conf, env="local")).read(spark, "silver.events")
+    tables = Tables(load_project(conf, env="local"))
+    events = tables.read(spark, "silver.events")
     assertDataFrameEqual(events.select("event_id", "event_type", "channel"), [
         ("w-20", "login", "web"), ("e-20", "email_click", "email"),
     ])
+    # and the one audit table, a row each (their first batch); a login without an anonymous id
+    # is no customer record
+    assert delta_rows(tables, "ops.ingest_audit", AUDIT_COLUMNS[:2] + AUDIT_COLUMNS[3:]) == [
+        ("email_events", f"kafka://{email_topic}", 1, 1, 0, 0, 0),
+        ("web_events", f"kafka://{web_topic}", 1, 1, 0, 0, 0),
+    ]
+    assert [b.endswith(":0") for (b,) in delta_rows(tables, "ops.ingest_audit", ["stream_batch"])] == [True, True]
+    assert delta_rows(tables, "silver.customer_records", ["record_id"]) == []
 
 
 def test_a_source_loaded_from_files_then_streamed_keeps_both(spark, project, kafka_broker, kafka_topic_factory):
@@ -270,7 +374,7 @@ def test_a_source_loaded_from_files_then_streamed_keeps_both(spark, project, kaf
     topic = kafka_topic_factory("web-after-files")
     produce_messages(spark, kafka_broker, topic, [web("w-2", "product_view", "2026-10-02T09:00:00Z",
                                                       product_id="P1", price=5)])
-    run_available_now(ctx, kafka_broker, topic, "web_events")
+    query = run_available_now(ctx, kafka_broker, topic, "web_events")
 
     assertDataFrameEqual(
         ctx.tables.read(spark, "bronze.web_events").select("event_id", "_source_file", "_line", "_kafka_topic",
@@ -279,3 +383,8 @@ def test_a_source_loaded_from_files_then_streamed_keeps_both(spark, project, kaf
     )
     assertDataFrameEqual(ctx.tables.read(spark, "silver.events").select("event_id", "value"),
                          [("w-1", None), ("w-2", 5.0)])
+    # the file's audit row and the micro-batch's share the table
+    assert audit(ctx) == [
+        ("web_events", f"kafka://{topic}", f"{query.name}:0", 1, 1, 0, 0, 0),
+        ("web_events", "web_events/web_events_0.jsonl", None, 1, 1, 0, 0, 0),
+    ]

@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -355,11 +356,22 @@ def write_silver(ctx: JobContext, loaded: DataFrame, source: SourceConfig, hook:
         products = standardise.to_products(loaded, source)
         _upsert(ctx, products, "silver.products", _keys_condition(SILVER_KEYS["products"]))
         hook("silver.products")
+    write_extra_records(ctx, loaded, source, ingested_at=ctx.as_of, hook=hook)
+
+
+def write_extra_records(
+    ctx: JobContext, loaded: DataFrame, source: SourceConfig, *, ingested_at: datetime,
+    hook: WriteHook | None = None,
+) -> None:
+    """Upsert the rows of ``source`` that also feed customer_records (its ``also`` entries:
+    web ``login`` events). Idempotent; the Kafka stream writes them through here too."""
     for extra in source.also:
         if extra.target != "customer_records":
             raise ValueError(f"{source.name}: also[] supports customer_records only, got {extra.target}")
-        records = standardise.to_customer_records(loaded, source, extra=extra, **stamps)
-        _write_records(ctx, records, hook)
+        records = standardise.to_customer_records(
+            loaded, source, extra=extra, run_id=ctx.run_id, ingested_at=ingested_at
+        )
+        _write_records(ctx, records, hook or (lambda _name: None))
 
 
 def _write_records(ctx: JobContext, records: DataFrame, hook: WriteHook) -> None:
@@ -477,6 +489,32 @@ def _rescued_keys(classified: DataFrame) -> list[str]:
     return sorted(row[0] for row in rows)
 
 
+def check_audit_counts(where: str, counts: Mapping[str, int]) -> None:
+    """Raise :class:`AuditError` unless read = loaded + quarantined + duplicates + erased, none below 0.
+
+    ``where`` names the file (or Kafka micro-batch) in the message.
+    """
+    c = counts
+    negative = [f"{key} {c[key]}" for key in _COUNTS if c[key] < 0]
+    if negative:
+        raise AuditError(f"{where}: {', '.join(negative)} below zero")
+    if c["rows_read"] != c["rows_loaded"] + c["rows_quarantined"] + c["duplicates_removed"] + c["rows_erased"]:
+        raise AuditError(
+            f"{where}: rows read {c['rows_read']} != loaded {c['rows_loaded']} + "
+            f"quarantined {c['rows_quarantined']} + duplicates {c['duplicates_removed']} + "
+            f"erased {c['rows_erased']}"
+        )
+
+
+def audit_row(
+    run_id: str, source: str, source_file: str, counts: Mapping[str, int], at: datetime,
+    stream_batch: str | None = None,
+) -> tuple[object, ...]:
+    """One ``ops.ingest_audit`` row in INGEST_AUDIT_SCHEMA's order (``stream_batch``: Kafka only)."""
+    return (run_id, source, source_file, counts["rows_read"], counts["rows_loaded"], counts["rows_quarantined"],
+            counts["duplicates_removed"], at, counts["rows_erased"], stream_batch)
+
+
 def _write_audit(
     ctx: JobContext,
     source: SourceConfig,
@@ -485,20 +523,14 @@ def _write_audit(
     hook: WriteHook,
 ) -> None:
     for file, c in per_file.items():
-        if c["rows_read"] != c["rows_loaded"] + c["rows_quarantined"] + c["duplicates_removed"] + c["rows_erased"]:
-            raise AuditError(
-                f"{source.name} {file}: rows read {c['rows_read']} != loaded {c['rows_loaded']} + "
-                f"quarantined {c['rows_quarantined']} + duplicates {c['duplicates_removed']} + "
-                f"erased {c['rows_erased']}"
-            )
+        check_audit_counts(f"{source.name} {file}", c)
     spark = ctx.spark
     audit = spark.createDataFrame(
-        [(ctx.run_id, source.name, file, c["rows_read"], c["rows_loaded"], c["rows_quarantined"],
-          c["duplicates_removed"], ctx.as_of, c["rows_erased"]) for file, c in per_file.items()],
+        [audit_row(ctx.run_id, source.name, file, c, ctx.as_of) for file, c in per_file.items()],
         INGEST_AUDIT_SCHEMA,
     )
     # keyed by file: a re-run after a crash replaces the half-done run's row, never adds one
-    # rows_erased came later: older warehouses get the column on their next run
+    # rows_erased and stream_batch came later: older warehouses get the columns on their next run
     _upsert(ctx, audit, AUDIT, "t.source <=> s.source AND t.source_file <=> s.source_file AND s.source_file IS NOT NULL",
             evolve=True)
     hook(AUDIT)

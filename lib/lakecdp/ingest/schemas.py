@@ -70,7 +70,9 @@ QUARANTINE_SCHEMA = _ddl(
 
 INGEST_AUDIT_SCHEMA = _ddl(
     "run_id string, source string, source_file string, rows_read bigint, rows_loaded bigint, "
-    "rows_quarantined bigint, duplicates_removed bigint, at timestamp, rows_erased bigint"
+    "rows_quarantined bigint, duplicates_removed bigint, at timestamp, rows_erased bigint, "
+    # Kafka micro-batches only: "<query name>:<batch id>" (null for a landing file)
+    "stream_batch string"
 )
 
 DATA_QUALITY_SCHEMA = _ddl(

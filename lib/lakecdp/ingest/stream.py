@@ -5,15 +5,35 @@ One Structured Streaming query per (topic, source):
     Kafka value + (topic, partition, offset, timestamp)
       -> parse_and_validate (the batch ingest's own rules, no second validator)
       -> watermark on the batch time + dropDuplicatesWithinWatermark on the event id
-      -> foreachBatch:  quarantine.<source>  MERGE insert-if-new on (topic, partition, offset)
-                        bronze.<source>      MERGE insert-if-new on (topic, partition, offset)
-                        silver.events        MERGE insert-if-new on event_id
+      -> foreachBatch:  quarantine.<source>      MERGE insert-if-new on (topic, partition, offset)
+                        bronze.<source>          MERGE insert-if-new on (topic, partition, offset)
+                        silver.events            MERGE insert-if-new on event_id
+                        ops.ingest_audit         MERGE insert-if-new on (source, source_file, stream_batch)
+                        silver.customer_records  the source's ``also`` rows (web logins), upserted on
+                                                 record_id by the batch ingest's own code
 
 Exactly once = the query's checkpoint (which offsets each micro-batch covers; a batch that
 failed half way is replayed with the same offsets) + writes that are idempotent (a replayed
 batch, a restarted query or a producer re-delivering the same event adds nothing). The
 watermark bounds the de-duplication state; a duplicate arriving later than that is still
 caught by the MERGE on ``event_id``.
+
+Each micro-batch holding messages writes one ``ops.ingest_audit`` row: ``source_file`` is
+``kafka://<topic>``, ``stream_batch`` is ``<query name>:<batch id>`` (the query name is derived
+from the checkpoint folder's path; the batch's offsets are in
+``<checkpoint>/offsets/<batch id>``). For a stream, *read* means the messages that reached the micro-batch, after the query's
+de-duplication within its window: a re-delivery dropped by the state store is counted nowhere.
+read = loaded (events new to silver.events) + quarantined (rejected by the validator) +
+duplicates removed (accepted messages whose event id the MERGE found in silver.events, or that
+repeat within the batch), checked per batch like the batch ingest (``AuditError`` stops the
+query). ``rows_erased`` is 0: the stream does not look up ``ops.erasures`` (the batch ingest
+does). A replayed batch finds its audit row and adds none; one that died between its
+silver.events commit and its audit commit counts, on replay, the events it had inserted as
+duplicates (the sum still holds).
+
+A ``login`` event with an ``anonymous_id`` also becomes a ``silver.customer_records`` row
+(``conf/sources/web_events.yaml``, ``also``), mapped and upserted by the batch ingest's code, so
+identity resolution sees logins that arrived by Kafka.
 
 The watermark is on processing time (the micro-batch's timestamp), not on the event time nor
 the producer-set Kafka time: late events must load (docs/sample-data.md), and rows behind a
@@ -35,7 +55,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import Field, field_validator
 
@@ -268,9 +288,10 @@ def checkpoint_location(ctx: JobContext, *, source: str, topic: str) -> Path:
 
 
 _RETRIES = 5
+_T = TypeVar("_T")
 
 
-def _with_retries(action: Callable[[], None], *, what: str) -> None:
+def _with_retries(action: Callable[[], _T], *, what: str) -> _T:
     """Run an idempotent write again when a concurrent writer won the Delta commit race."""
     from delta import exceptions as delta_errors
     from pyspark.errors import AnalysisException
@@ -280,8 +301,7 @@ def _with_retries(action: Callable[[], None], *, what: str) -> None:
 
     for attempt in range(1, _RETRIES + 1):
         try:
-            action()
-            return
+            return action()
         except (*conflicts, AnalysisException) as exc:
             # AnalysisException: two queries creating the same new table at once
             if attempt == _RETRIES or (
@@ -290,11 +310,12 @@ def _with_retries(action: Callable[[], None], *, what: str) -> None:
                 raise
             logger.info("%s: concurrent commit (%s), retry %d", what, type(exc).__name__, attempt)
             time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def insert_new_rows(
     ctx: JobContext, df: DataFrame, name: str, *, keys: list[str], evolve_schema: bool = False
-) -> None:
+) -> int:
     """Insert the rows of ``df`` whose ``keys`` are not in ``name`` yet (never update).
 
     Creates the table from ``df`` on first use. Idempotent: running it again with the same
@@ -303,13 +324,16 @@ def insert_new_rows(
     Args:
         evolve_schema: add ``df``'s columns the table lacks (bronze created by the batch
             ingest has no ``_kafka_*`` columns).
+
+    Returns:
+        How many rows were inserted (the MERGE's own metric).
     """
     tables, spark = ctx.tables, ctx.spark
 
-    def write() -> None:
+    def write() -> int:
         if not tables.exists(spark, name):
             tables.append(df, name)
-            return
+            return df.count()
         if evolve_schema:
             # the MERGE condition names the keys, so the table must have them before the MERGE
             # (schema evolution in MERGE only adds columns for its insert and update actions)
@@ -322,9 +346,10 @@ def insert_new_rows(
         builder = tables.delta(spark, name).alias("t").merge(df.alias("s"), condition)
         if evolve_schema:
             builder = builder.withSchemaEvolution()
-        builder.whenNotMatchedInsertAll().execute()
+        metrics = builder.whenNotMatchedInsertAll().execute().first()
+        return int(metrics["num_inserted_rows"])
 
-    _with_retries(write, what=name)
+    return _with_retries(write, what=name)
 
 
 def start_kafka_stream(
@@ -370,11 +395,15 @@ def start_kafka_stream(
     location = Path(checkpoint) if checkpoint is not None else checkpoint_location(
         ctx, source=source_name, topic=topic
     )
-    # silver.events is shared by every stream (and the batch ingest): create it before any
-    # query runs, so two first micro-batches never race to create it
-    from lakecdp.ingest.schemas import SILVER_SCHEMAS
+    # tables shared by every stream (and the batch ingest): create them before any query
+    # runs, so two first micro-batches never race to create them
+    from lakecdp.ingest.job import AUDIT
+    from lakecdp.ingest.schemas import INGEST_AUDIT_SCHEMA, SILVER_SCHEMAS
 
     ctx.tables.create_if_missing(ctx.spark, "silver.events", SILVER_SCHEMAS["events"])
+    ctx.tables.create_if_missing(ctx.spark, AUDIT, INGEST_AUDIT_SCHEMA)
+    for extra in source_config.also:
+        ctx.tables.create_if_missing(ctx.spark, f"silver.{extra.target}", SILVER_SCHEMAS[extra.target])
     reader = (
         ctx.spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", bootstrap_servers)
@@ -399,7 +428,7 @@ def start_kafka_stream(
     query_name = f"kafka_{source_name}_{hashlib.sha1(str(location).encode()).hexdigest()[:8]}"
     writer = (
         stream.writeStream.queryName(query_name)
-        .foreachBatch(_batch_writer(ctx, source_config))
+        .foreachBatch(_batch_writer(ctx, source_config, topic=topic, query_name=query_name))
         .option("checkpointLocation", str(location))
         .trigger(**trigger_kwargs)
     )
@@ -435,25 +464,47 @@ def _validate(df: DataFrame, *, source: SourceConfig, as_of: datetime) -> DataFr
     )
 
 
-def _batch_writer(ctx: JobContext, source: SourceConfig) -> Callable[[DataFrame, int], None]:
+def _batch_writer(
+    ctx: JobContext, source: SourceConfig, *, topic: str, query_name: str
+) -> Callable[[DataFrame, int], None]:
     def write_batch(batch: DataFrame, batch_id: int) -> None:
-        write_micro_batch(ctx, batch, batch_id, source=source)
+        write_micro_batch(ctx, batch, batch_id, source=source, topic=topic, query_name=query_name)
 
     return write_batch
 
 
-def write_micro_batch(ctx: JobContext, batch: DataFrame, batch_id: int, *, source: SourceConfig) -> dict[str, int]:
+def audit_source_file(topic: str) -> str:
+    """What a stream's ``ops.ingest_audit`` rows carry as ``source_file``: ``kafka://<topic>``."""
+    return f"kafka://{topic}"
+
+
+def write_micro_batch(
+    ctx: JobContext, batch: DataFrame, batch_id: int, *, source: SourceConfig, topic: str, query_name: str
+) -> dict[str, int]:
     """Write one validated, de-duplicated micro-batch; safe to run twice for the same batch.
 
     A replayed batch (the query died after some of these commits) inserts only what is
     missing, so every table ends as if the batch had been written once. Empty parts are not
-    written at all: every Delta commit costs, and most batches have no rejects.
+    written at all: every Delta commit costs, and most batches have no rejects; a batch with
+    no message (Spark runs some to move the watermark) writes no audit row either.
+
+    Args:
+        topic: the Kafka topic the query reads (the audit row's ``kafka://<topic>``).
+        query_name: the query's name, derived from its checkpoint path; with ``batch_id`` it keys the
+            audit row, so a replay of the batch finds it and a second consumer gets its own.
 
     Returns:
-        ``{"accepted": n, "rejected": n}`` for this batch (after the stream's de-duplication).
+        The batch's audit counts: ``rows_read`` (messages after the stream's de-duplication),
+        ``rows_loaded``, ``rows_quarantined``, ``duplicates_removed``, ``rows_erased`` (0).
+
+    Raises:
+        AuditError: read != loaded + quarantined + duplicates, or a count below zero; raised
+            before the audit row is written: the query stops, and a restart replays the batch.
     """
     from pyspark.sql import functions as F
 
+    from lakecdp.ingest.job import AUDIT, audit_row, check_audit_counts, write_extra_records
+    from lakecdp.ingest.schemas import INGEST_AUDIT_SCHEMA
     from lakecdp.ingest.standardise import to_events
 
     name = source.name
@@ -463,24 +514,45 @@ def write_micro_batch(ctx: JobContext, batch: DataFrame, batch_id: int, *, sourc
     try:
         row = batch.agg(
             F.coalesce(F.sum(is_valid().cast("bigint")), F.lit(0)).alias("accepted"),
+            F.coalesce(F.sum((~is_valid()).cast("bigint")), F.lit(0)).alias("rejected"),
             F.count(F.lit(1)).alias("total"),
         ).first()
-        counts = {"accepted": int(row["accepted"]), "rejected": int(row["total"] - row["accepted"])}
-        if counts["rejected"]:
+        read, accepted, rejected = int(row["total"]), int(row["accepted"]), int(row["rejected"])
+        loaded = 0
+        if rejected:
             insert_new_rows(
                 ctx, quarantine_rows(batch.where(~is_valid()), run_id=ctx.run_id, quarantined_at=ingested_at),
                 f"quarantine.{name}", keys=list(PROVENANCE),
             )
-        if counts["accepted"]:
-            accepted = batch.where(is_valid())
+        valid = batch.where(is_valid())
+        if accepted:
             insert_new_rows(
-                ctx, bronze_rows(accepted, source, run_id=ctx.run_id, ingested_at=ingested_at),
+                ctx, bronze_rows(valid, source, run_id=ctx.run_id, ingested_at=ingested_at),
                 f"bronze.{name}", keys=list(BRONZE_KEYS), evolve_schema=True,
             )
-            events = to_events(accepted, source, run_id=ctx.run_id, ingested_at=ingested_at)
+            events = to_events(valid, source, run_id=ctx.run_id, ingested_at=ingested_at)
             # the stream already dropped repeats within its window; this covers one batch that
             # holds an id twice across the window edge (MERGE would insert both)
-            insert_new_rows(ctx, events.dropDuplicates(["event_id"]), "silver.events", keys=["event_id"])
+            loaded = insert_new_rows(ctx, events.dropDuplicates(["event_id"]), "silver.events", keys=["event_id"])
+        counts = {"rows_read": read, "rows_loaded": loaded, "rows_quarantined": rejected,
+                  "duplicates_removed": accepted - loaded, "rows_erased": 0}
+        stream_batch = f"{query_name}:{batch_id}"
+        check_audit_counts(f"{name} {audit_source_file(topic)} batch {stream_batch}", counts)
+        if read:
+            # right after silver.events: the shorter the gap between the two commits, the
+            # rarer a replay that counts this batch's own events as duplicates
+            audit = ctx.spark.createDataFrame(
+                [audit_row(ctx.run_id, name, audit_source_file(topic), counts, ingested_at, stream_batch)],
+                INGEST_AUDIT_SCHEMA,
+            )
+            # evolve: warehouses whose audit table predates ``stream_batch`` get the column
+            insert_new_rows(ctx, audit, AUDIT, keys=["source", "source_file", "stream_batch"], evolve_schema=True)
+        # a MERGE of no rows still runs its Spark jobs: skip the batches that hold no such rows
+        if any(not valid.where(F.expr(extra.filter)).isEmpty() for extra in source.also):
+            _with_retries(
+                lambda: write_extra_records(ctx, valid, source, ingested_at=ingested_at),
+                what=f"{name} also",
+            )
         logger.info("%s: micro-batch %d written %s", name, batch_id, counts)
         return counts
     finally:
