@@ -6,6 +6,7 @@ Every expected row is written out by hand next to the messages that produce it.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -50,6 +51,12 @@ AUDIT_COLUMNS = ["source", "source_file", "stream_batch", "rows_read", "rows_loa
 
 def audit(ctx) -> list[tuple]:
     return delta_rows(ctx.tables, "ops.ingest_audit", AUDIT_COLUMNS)
+
+
+def audit_totals(rows: list[tuple]) -> tuple[int, ...]:
+    """read, loaded, quarantined, duplicates, erased summed over audit rows (a continuous query
+    may split what one produce call sent into several micro-batches)."""
+    return tuple(sum(row[i] for row in rows) for i in range(3, len(AUDIT_COLUMNS)))
 
 
 def silver_events(ctx):
@@ -266,22 +273,66 @@ def test_a_micro_batch_whose_counts_do_not_add_up_fails_before_its_audit_row(spa
     assert not ctx.tables.exists(spark, "ops.ingest_audit")
 
 
-def test_processing_time_trigger_runs_until_stopped(spark, project, kafka_broker, kafka_topic_factory):
+def test_processing_time_trigger_runs_until_stopped_and_refuses_a_person_erased_meanwhile(
+        spark, project, kafka_broker, kafka_topic_factory):
+    from lakecdp.erasure import erase_person
+
     topic = kafka_topic_factory("web-continuous")
     ctx = JobContext.create(project, spark)
     query = start_kafka_stream(ctx, bootstrap_servers=kafka_broker, topic=topic,
                                source="web_events", trigger="1 second")
     try:
-        produce_messages(spark, kafka_broker, topic,
-                         [web("w-10", "purchase", "2026-10-03T09:00:00Z", order_id="O1", price=20)])
+        produce_messages(spark, kafka_broker, topic, [
+            web("w-10", "purchase", "2026-10-03T09:00:00Z", order_id="O1", price=20),
+            # Eve logs in on device d-9: the customer record erasure finds her by
+            web("w-11", "login", "2026-10-03T09:01:00Z", anonymous_id="d-9",
+                user={"email": "eve@example.com", "customer_no": "S0009"}),
+        ])
         query.processAllAvailable()
         assert query.isActive
         assertDataFrameEqual(
             ctx.tables.read(spark, "silver.events").select("event_id", "order_id", "value"),
-            [("w-10", "O1", 20.0)],
+            [("w-10", "O1", 20.0), ("w-11", None, None)],
         )
+        # summed over however many micro-batches the trigger split them into: 2 read, 2 loaded
+        assert audit_totals(audit(ctx)) == (2, 2, 0, 0, 0)
+
+        # Eve is erased while the query runs; her browser and her shop account keep sending
+        erase_person(JobContext.create(project, spark, run_id="erase-1"), email="eve@example.com")
+        audit_before = audit(ctx)
+        produce_messages(spark, kafka_broker, topic, [
+            web("w-12", "page_view", "2026-10-03T10:00:00Z", user={"email": " EVE@Example.com "}),  # her email
+            web("w-13", "page_view", "2026-10-03T10:01:00Z", anonymous_id="d-9"),                   # her device
+            web("w-14", "login", "2026-10-03T10:02:00Z", anonymous_id="d-9",
+                user={"email": "eve@example.com"}),                                                  # her login
+            web("w-15", "add_to_cart", "2026-10-03T10:03:00Z", price="abc",
+                user={"customer_no": "S0009"}),                           # her shop id; invalid, yet not quarantined
+            web("w-16", "login", "2026-10-03T10:04:00Z", anonymous_id="d-7",
+                user={"email": "finn@example.com"}),                                                 # Finn
+            web("w-17", "page_view", "2026-10-03T10:05:00Z", anonymous_id="d-7"),                   # Finn's device
+            "{not json",
+        ])
+        query.processAllAvailable()
+        assert query.isActive
     finally:
         query.stop()
+
+    # Finn's events and login load, Eve's four messages are nowhere (her w-11 went with the erasure)
+    assert delta_rows(ctx.tables, "silver.events", ["event_id", "email", "device_id"]) == [
+        ("w-10", None, None), ("w-16", "finn@example.com", "d-7"), ("w-17", None, "d-7"),
+    ]
+    assert delta_rows(ctx.tables, "bronze.web_events", ["event_id", "anonymous_id"]) == [
+        ("w-10", None), ("w-16", "d-7"), ("w-17", "d-7"),
+    ]
+    assert delta_rows(ctx.tables, "quarantine.web_events", ["raw", "reasons"]) == [("{not json", ["MALFORMED_LINE"])]
+    assert delta_rows(ctx.tables, "silver.customer_records", ["record_id", "email", "device_ids"]) == [
+        ("web:d-7", "finn@example.com", ["d-7"]),
+    ]
+    for name in ("bronze.web_events", "quarantine.web_events", "silver.events", "silver.customer_records"):
+        rows = RsDeltaTable(ctx.tables.location(name)).to_pyarrow_table().to_pylist()
+        assert [row for row in rows if re.search(r"(?i)eve@example\.com|\bd-9\b|S0009", str(row))] == [], name
+    # the batch(es) after the erasure: read 7 = loaded 2 (w-16, w-17) + quarantined 1 + erased 4
+    assert audit_totals([row for row in audit(ctx) if row not in audit_before]) == (7, 2, 1, 0, 4)
 
 
 def test_bad_stream_definitions_name_the_problem(spark, project):

@@ -211,6 +211,8 @@ def erased_condition(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> 
     Each identifier the source maps (email, phone, CRM id, customer number, device ids and, for
     customer records, the source record id) is standardised as silver would store it, then
     hashed with the erasure salt and looked up: the suppression list holds only hashes.
+    The Kafka stream calls it for every micro-batch (:func:`lakecdp.ingest.stream.write_micro_batch`):
+    one check for both ways in. ``ops.erasures`` is read at the call.
     """
     erasures = erased_hashes(ctx)
     if erasures is None:

@@ -5,7 +5,9 @@ One Structured Streaming query per (topic, source):
     Kafka value + (topic, partition, offset, timestamp)
       -> parse_and_validate (the batch ingest's own rules, no second validator)
       -> watermark on the batch time + dropDuplicatesWithinWatermark on the event id
-      -> foreachBatch:  quarantine.<source>      MERGE insert-if-new on (topic, partition, offset)
+      -> foreachBatch:  messages of erased people dropped first (the batch ingest's
+                        erased_condition; ops.erasures read again for every micro-batch)
+                        quarantine.<source>      MERGE insert-if-new on (topic, partition, offset)
                         bronze.<source>          MERGE insert-if-new on (topic, partition, offset)
                         silver.events            MERGE insert-if-new on event_id
                         ops.ingest_audit         MERGE insert-if-new on (source, source_file, stream_batch)
@@ -25,11 +27,19 @@ from the checkpoint folder's path; the batch's offsets are in
 de-duplication within its window: a re-delivery dropped by the state store is counted nowhere.
 read = loaded (events new to silver.events) + quarantined (rejected by the validator) +
 duplicates removed (accepted messages whose event id the MERGE found in silver.events, or that
-repeat within the batch), checked per batch like the batch ingest (``AuditError`` stops the
-query). ``rows_erased`` is 0: the stream does not look up ``ops.erasures`` (the batch ingest
-does). A replayed batch finds its audit row and adds none; one that died between its
+repeat within the batch) + erased, checked per batch like the batch ingest (``AuditError`` stops
+the query). A replayed batch finds its audit row and adds none; one that died between its
 silver.events commit and its audit commit counts, on replay, the events it had inserted as
 duplicates (the sum still holds).
+
+A message of a person erased earlier (:mod:`lakecdp.erasure`: the salted hash of its email,
+device / anonymous id or customer number is in ``ops.erasures``) is refused as the batch ingest
+refuses a row, by the same :func:`~lakecdp.ingest.job.erased_condition`: it is written to no
+table (not bronze, quarantine, silver.events nor, for a login, customer_records), even when
+the validator rejected it, and counted in the batch's ``rows_erased``. Each micro-batch reads
+``ops.erasures`` again (it is small), so an erasure made while a query runs holds from its next
+micro-batch on; a micro-batch already being written when the erasure commits may still land
+the person's messages, as a batch ingest running at that moment may (erase again to remove them).
 
 A ``login`` event with an ``anonymous_id`` also becomes a ``silver.customer_records`` row
 (``conf/sources/web_events.yaml``, ``also``), mapped and upserted by the batch ingest's code, so
@@ -84,6 +94,7 @@ KAFKA_TIMESTAMP = "kafka_timestamp"
 BRONZE_KEYS = ("_kafka_topic", "_kafka_partition", "_kafka_offset")
 _DEDUP_KEY = "_dedup_key"
 _SEEN_AT = "_seen_at"
+_ERASED = "_erased"
 
 
 class StreamDefinitionError(ValueError):
@@ -495,36 +506,45 @@ def write_micro_batch(
 
     Returns:
         The batch's audit counts: ``rows_read`` (messages after the stream's de-duplication),
-        ``rows_loaded``, ``rows_quarantined``, ``duplicates_removed``, ``rows_erased`` (0).
+        ``rows_loaded``, ``rows_quarantined``, ``duplicates_removed``, ``rows_erased`` (messages
+        of erased people, written nowhere).
 
     Raises:
-        AuditError: read != loaded + quarantined + duplicates, or a count below zero; raised
-            before the audit row is written: the query stops, and a restart replays the batch.
+        AuditError: read != loaded + quarantined + duplicates + erased, or a count below zero;
+            raised before the audit row is written: the query stops, and a restart replays the batch.
     """
     from pyspark.sql import functions as F
 
-    from lakecdp.ingest.job import AUDIT, audit_row, check_audit_counts, write_extra_records
+    from lakecdp.ingest.job import AUDIT, audit_row, check_audit_counts, erased_condition, write_extra_records
     from lakecdp.ingest.schemas import INGEST_AUDIT_SCHEMA
     from lakecdp.ingest.standardise import to_events
 
     name = source.name
     # one timestamp for the whole batch, the same in every table it writes
     ingested_at = datetime.now(timezone.utc)
-    batch = batch.drop(_DEDUP_KEY).persist()
+    batch = batch.drop(_DEDUP_KEY)
+    # ops.erasures as it is now, every batch: an erasure made while the query runs holds from
+    # the next batch; the flag is computed once (persisted), not per table written
+    erased = erased_condition(ctx, batch, source)
+    batch = batch.withColumn(_ERASED, erased if erased is not None else F.lit(False)).persist()
     try:
+        not_erased = ~F.col(_ERASED)
         row = batch.agg(
-            F.coalesce(F.sum(is_valid().cast("bigint")), F.lit(0)).alias("accepted"),
-            F.coalesce(F.sum((~is_valid()).cast("bigint")), F.lit(0)).alias("rejected"),
+            F.coalesce(F.sum((not_erased & is_valid()).cast("bigint")), F.lit(0)).alias("accepted"),
+            F.coalesce(F.sum((not_erased & ~is_valid()).cast("bigint")), F.lit(0)).alias("rejected"),
+            F.coalesce(F.sum(F.col(_ERASED).cast("bigint")), F.lit(0)).alias("erased"),
             F.count(F.lit(1)).alias("total"),
         ).first()
         read, accepted, rejected = int(row["total"]), int(row["accepted"]), int(row["rejected"])
         loaded = 0
+        # an erased person's messages go nowhere, not even quarantine
+        kept = batch.where(not_erased).drop(_ERASED)
         if rejected:
             insert_new_rows(
-                ctx, quarantine_rows(batch.where(~is_valid()), run_id=ctx.run_id, quarantined_at=ingested_at),
+                ctx, quarantine_rows(kept.where(~is_valid()), run_id=ctx.run_id, quarantined_at=ingested_at),
                 f"quarantine.{name}", keys=list(PROVENANCE),
             )
-        valid = batch.where(is_valid())
+        valid = kept.where(is_valid())
         if accepted:
             insert_new_rows(
                 ctx, bronze_rows(valid, source, run_id=ctx.run_id, ingested_at=ingested_at),
@@ -535,7 +555,7 @@ def write_micro_batch(
             # holds an id twice across the window edge (MERGE would insert both)
             loaded = insert_new_rows(ctx, events.dropDuplicates(["event_id"]), "silver.events", keys=["event_id"])
         counts = {"rows_read": read, "rows_loaded": loaded, "rows_quarantined": rejected,
-                  "duplicates_removed": accepted - loaded, "rows_erased": 0}
+                  "duplicates_removed": accepted - loaded, "rows_erased": int(row["erased"])}
         stream_batch = f"{query_name}:{batch_id}"
         check_audit_counts(f"{name} {audit_source_file(topic)} batch {stream_batch}", counts)
         if read:
