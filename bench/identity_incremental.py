@@ -54,7 +54,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--backend", choices=["duckdb", "spark"], default="duckdb")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    # the identity step logs the seconds of each of its stages
+    logging.getLogger("lakecdp.identity.job").setLevel(logging.INFO)
 
     from lakecdp.context import JobContext
     from lakecdp.identity.job import run_identity

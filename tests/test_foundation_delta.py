@@ -59,6 +59,31 @@ def test_write_merge_cdf_and_time_travel(spark, project):
     assert sorted(r["first_name"] for r in rs_v0.to_pyarrow_table().to_pylist()) == ["Ada", "Grace"]
 
 
+def test_scoped_merge_refreshes_only_the_keys_in_scope(spark, project):
+    tables = Tables(project)
+    name = "silver.people_scoped"
+    schema = "person_id string, first_name string"
+    tables.append(spark.createDataFrame(
+        [("p1", "Ada"), ("p2", "Grace"), ("p3", "Alan"), ("p4", "Edsger")], schema), name)
+    # the truth for p2, p3 and p5: p2 renamed, p3 gone, p5 new; p1 and p4 are outside the scope
+    rows = spark.createDataFrame([("p2", "Grace H."), ("p5", "Barbara")], schema)
+    scope = spark.createDataFrame([("p2",), ("p3",), ("p5",)], "person_id string")
+    tables.merge(spark, rows, name, keys=["person_id"], scope=scope)
+
+    table = RsDeltaTable(tables.location(name))
+    assert sorted(table.to_pyarrow_table().to_pylist(), key=lambda r: r["person_id"]) == [
+        {"person_id": "p1", "first_name": "Ada"},
+        {"person_id": "p2", "first_name": "Grace H."},
+        {"person_id": "p4", "first_name": "Edsger"},
+        {"person_id": "p5", "first_name": "Barbara"},
+    ]
+    # no helper column leaked into the table
+    assert [f.name for f in table.schema().fields] == ["person_id", "first_name"]
+    with pytest.raises(ValueError, match="exclude each other"):
+        tables.merge(spark, rows, name, keys=["person_id"], scope=scope,
+                     delete_not_matched_by_source=True)
+
+
 def test_resolver_names_paths_and_catalog_tables(project):
     tables = Tables(project)
     assert tables.location("gold.customer_profile") == str(

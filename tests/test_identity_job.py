@@ -120,6 +120,17 @@ def snapshot(ctx):
     return ids, changes
 
 
+def table_rows(ctx) -> dict[str, set[str]]:
+    """Every row of id_map, identifiers and customer_profile, read with delta-rs, as JSON."""
+    from deltalake import DeltaTable
+
+    rows = {}
+    for name in ("identity.id_map", "identity.identifiers", "gold.customer_profile"):
+        frame = DeltaTable(ctx.tables.location(name)).to_pandas()
+        rows[name] = set(frame.to_json(orient="records", lines=True, date_format="iso").splitlines())
+    return rows
+
+
 def groups(ids: dict[str, str]) -> set[frozenset[str]]:
     by_customer: dict[str, set[str]] = {}
     for record, customer in ids.items():
@@ -184,17 +195,46 @@ def test_full_then_incremental_runs_keep_ids_record_merges_and_match_a_full_run(
     assert identifiers[("phone", "+447700900008")] == eve
     assert identifiers[("device_id", "d9")] == eve
     assert identifiers[("customer_number", "S2")] == bob
+
+    # 3b. the bridging record is deleted: Eve splits again. Only her records are re-clustered;
+    # the two-record part keeps her id, S8 gets a new one minted from its record and old id
+    ctx = context("run-3b")
+    ctx.tables.delta(spark, "silver.customer_records").delete("record_id = 'web_events:d9'")
+    counts = run_identity(ctx)
+    assert (counts["incremental"], counts["records_changed"], counts["id_changes"]) == (1, 1, 1)
+    # C7, S7, S8 (Eve's customer) + d9 (deleted): nobody else is touched
+    assert counts["records_rescoped"] == 4
+    text = f"shop_customers:S8|2026-11-01T00:00:00.000000|{eve}"
+    eve3 = "cus_" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    ids_3b, changes_3b = snapshot(ctx)
+    expected_ids = {**ids_3, "shop_customers:S8": eve3}
+    del expected_ids["web_events:d9"]
+    assert ids_3b == expected_ids
+    assert changes_3b == sorted([*changes_3, ("run-3b", "split", eve, eve3, 1)])
+    identifiers = {(r["identifier_type"], r["identifier_value"]): r["customer_id"]
+                   for r in ctx.tables.read(spark, "identity.identifiers").collect()}
+    assert identifiers[("phone", "+447700900008")] == eve3
+    assert ("device_id", "d9") not in identifiers
+    assert identifiers[("email", "eve@x.com")] == eve
+    profiles = {r["customer_id"]: r["record_ids"]
+                for r in ctx.tables.read(spark, "gold.customer_profile").collect()}
+    assert profiles[eve] == ["crm:C7", "shop_customers:S7"]
+    assert profiles[eve3] == ["shop_customers:S8"]
+    assert profiles[bob] == ["crm:C2", "shop_customers:S2"] and len(profiles) == 6
     incremental_edges = {
         (r["record_id_l"], r["record_id_r"], r["edge_type"], r["rule"])
         for r in ctx.tables.read(spark, "identity.edges").collect()
     }
+    incremental_rows = table_rows(ctx)
 
-    # 4. a full run on the same data finds the same edges, clusters and ids: nothing changes
+    # 4. a full run on the same data finds the same edges, clusters and ids: nothing changes,
+    # not even a run stamp (so the incremental runs left every row as a full run would)
     ctx = context("run-4")
     counts = run_identity(ctx, mode="full")
     assert (counts["incremental"], counts["id_changes"]) == (0, 0)
     full_ids, full_changes = snapshot(ctx)
-    assert full_ids == ids_3 and full_changes == changes_3
+    assert full_ids == ids_3b and full_changes == changes_3b
+    assert table_rows(ctx) == incremental_rows
     assert {
         (r["record_id_l"], r["record_id_r"], r["edge_type"], r["rule"])
         for r in ctx.tables.read(spark, "identity.edges").collect()
@@ -205,7 +245,7 @@ def test_full_then_incremental_runs_keep_ids_record_merges_and_match_a_full_run(
     counts = run_identity(context("run-5"))
     assert counts == {"records_changed": 0, "incremental": 1}
     assert {name: ctx.tables.version(spark, name) for name in IDENTITY_TABLES} == versions
-    assert snapshot(ctx)[1] == changes_3
+    assert snapshot(ctx)[1] == changes_3b
 
 
 def test_missing_silver_and_impossible_incremental_are_clear_errors(spark, project):

@@ -175,6 +175,7 @@ class Tables:
         keys: Sequence[str],
         update_condition: str | None = None,
         delete_not_matched_by_source: bool = False,
+        scope: DataFrame | None = None,
     ) -> None:
         """Upsert ``df`` into ``name`` on ``keys`` (created from ``df`` if missing).
 
@@ -184,20 +185,50 @@ class Tables:
                 matched row to be updated, e.g. ``"s.updated_at > t.updated_at"``; None
                 updates every match.
             delete_not_matched_by_source: delete target rows absent from ``df`` (full refresh).
+            scope: the ``keys`` this write is the whole truth for (a partial refresh):
+                target rows whose key is in ``scope`` but not in ``df`` are deleted, rows
+                outside it are left alone. ``df``'s keys must be within ``scope``.
         """
         if not keys:
             raise ValueError("merge needs at least one key column")
+        if scope is not None and delete_not_matched_by_source:
+            raise ValueError("scope and delete_not_matched_by_source exclude each other")
         if not self.exists(spark, name):
             self.append(df, name)
             return
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-        builder = (
+        if scope is None:
+            builder = (
+                self.delta(spark, name)
+                .alias("t")
+                .merge(df.alias("s"), condition)
+                .whenMatchedUpdateAll(condition=update_condition)
+                .whenNotMatchedInsertAll()
+            )
+            if delete_not_matched_by_source:
+                builder = builder.whenNotMatchedBySourceDelete()
+            builder.execute()
+            return
+        # keys in scope without a row in df arrive as tombstones: matched -> deleted
+        from pyspark.sql import functions as F
+
+        tombstone = "_lakecdp_tombstone"
+        df = df.localCheckpoint()  # read twice below
+        gone = scope.select(*keys).distinct().join(df.select(*keys), list(keys), "left_anti")
+        source = df.withColumn(tombstone, F.lit(False)).unionByName(
+            gone.withColumn(tombstone, F.lit(True)), allowMissingColumns=True
+        )
+        values = {f"`{c}`": f"s.`{c}`" for c in df.columns}
+        live = f"NOT s.`{tombstone}`"
+        (
             self.delta(spark, name)
             .alias("t")
-            .merge(df.alias("s"), condition)
-            .whenMatchedUpdateAll(condition=update_condition)
-            .whenNotMatchedInsertAll()
+            .merge(source.alias("s"), condition)
+            .whenMatchedDelete(condition=f"s.`{tombstone}`")
+            .whenMatchedUpdate(
+                condition=live if update_condition is None else f"{live} AND ({update_condition})",
+                set=values,
+            )
+            .whenNotMatchedInsert(condition=live, values=values)
+            .execute()
         )
-        if delete_not_matched_by_source:
-            builder = builder.whenNotMatchedBySourceDelete()
-        builder.execute()

@@ -251,7 +251,24 @@ def _cluster_in_memory(
     return rows
 
 
-def _kept_edges(edges: DataFrame, threshold: float) -> DataFrame:
+def _frame_from_rows(spark, rows: list[tuple[str, str, int, float, list[str]]]) -> DataFrame:
+    """A DataFrame of :data:`CLUSTER_SCHEMA` rows, handed to the JVM as Arrow (a list of
+    Python rows would be unpickled by Python workers each time Spark reads it)."""
+    import pyarrow as pa
+
+    columns = list(zip(*rows)) if rows else [[] for _ in range(5)]
+    table = pa.table({
+        "record_id": pa.array(columns[0], pa.string()),
+        "cluster_key": pa.array(columns[1], pa.string()),
+        "cluster_size": pa.array(columns[2], pa.int32()),
+        "link_confidence": pa.array(columns[3], pa.float64()),
+        "flags": pa.array(columns[4], pa.list_(pa.string())),
+    })
+    return spark.createDataFrame(table, CLUSTER_SCHEMA)
+
+
+def kept_edges(edges: DataFrame, threshold: float) -> DataFrame:
+    """``record_id_l, record_id_r, p``: the edges clustering follows (deterministic = 1.0)."""
     is_deterministic = F.col("edge_type") == "deterministic"
     probability = F.when(is_deterministic, F.lit(1.0)).otherwise(F.col("match_probability"))
     return (
@@ -292,15 +309,15 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
     if config.backend == "duckdb":
         # one machine: two Arrow transfers, the graph work in memory, one DataFrame back
         node_ids = nodes.toArrow().column("record_id").to_pylist()
-        kept_table = _kept_edges(edges, threshold).toArrow().to_pylist()
+        kept_table = kept_edges(edges, threshold).toArrow().to_pylist()
         kept_rows = [(r["record_id_l"], r["record_id_r"], r["p"]) for r in kept_table]
         known = set(node_ids)
         # an edge to a record not being clustered is ignored, as in the Spark path
         kept_rows = [r for r in kept_rows if r[0] in known and r[1] in known]
         rows = _cluster_in_memory(node_ids, kept_rows, config)
-        return spark.createDataFrame(rows, CLUSTER_SCHEMA)
+        return _frame_from_rows(spark, rows)
 
-    kept = _kept_edges(edges, threshold).cache()
+    kept = kept_edges(edges, threshold).cache()
     strong = kept.where(F.col("p") >= guards.weak_link_probability)
 
     full = connected_components(nodes, kept, config.backend, break_lineage=config.spark_break_lineage).withColumnRenamed("component", "cluster")
@@ -375,3 +392,66 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
         F.coalesce(F.col("best"), F.lit(1.0)).cast("double").alias("link_confidence"),
         "flags",
     )
+
+
+def affected_records(
+    changed: DataFrame,
+    edges: DataFrame,
+    previous_edges: DataFrame,
+    previous_id_map: DataFrame,
+    threshold: float,
+    *,
+    max_rounds: int = 50,
+) -> DataFrame:
+    """``record_id`` of every record whose cluster, id or flags can differ from the last run.
+
+    Clustering, guards and link confidences of a connected component depend on its own
+    edges only. A component of the new graph that holds no changed record and no end of an
+    edge that appeared, vanished or changed probability is, edge for edge, a component of
+    the previous graph: its clusters, ids and golden record stay what they were. The rest
+    is found by closure from those seeds: whole previous customers (so every previous id is
+    held inside the set or wholly outside it), then their neighbours over the new edges,
+    until no edge leaves the set. The result is a union of new components and of previous
+    customers, so re-clustering only it equals re-clustering everything.
+
+    Args:
+        changed: ``record_id`` of records inserted, updated or deleted since the last run.
+        edges: this run's edges; ``previous_edges``: the last run's ``identity.edges``.
+        previous_id_map: the last run's ``identity.id_map`` (``record_id, customer_id``).
+        threshold: the match threshold (edges below it are not followed).
+        max_rounds: closure rounds before giving up (a chain that long is a bug).
+    """
+    new = kept_edges(edges, threshold)
+    old = kept_edges(previous_edges, threshold)
+    moved = new.subtract(old).unionByName(old.subtract(new))
+    seeds = (
+        changed.select("record_id")
+        .unionByName(moved.select(F.col("record_id_l").alias("record_id")))
+        .unionByName(moved.select(F.col("record_id_r").alias("record_id")))
+        .distinct()
+    )
+    owners = previous_id_map.select("record_id", "customer_id")
+    pairs = new.select("record_id_l", "record_id_r").cache()
+    scope = seeds.localCheckpoint()
+    for _ in range(max_rounds):
+        customers = owners.join(scope, "record_id", "left_semi").select("customer_id").distinct()
+        scope = scope.unionByName(
+            owners.join(customers, "customer_id", "left_semi").select("record_id")
+        ).distinct()
+        inside = scope.withColumn("_in", F.lit(True))
+        ends = (
+            pairs.join(inside.withColumnRenamed("record_id", "record_id_l")
+                       .withColumnRenamed("_in", "_in_l"), "record_id_l", "left")
+            .join(inside.withColumnRenamed("record_id", "record_id_r")
+                  .withColumnRenamed("_in", "_in_r"), "record_id_r", "left")
+        )
+        reached = ends.where(F.col("_in_l").isNull() != F.col("_in_r").isNull()).select(
+            F.when(F.col("_in_l").isNull(), F.col("record_id_l"))
+            .otherwise(F.col("record_id_r")).alias("record_id")
+        ).distinct().localCheckpoint()
+        if reached.isEmpty():
+            pairs.unpersist()
+            return scope.localCheckpoint()
+        scope = scope.unionByName(reached).distinct().localCheckpoint()
+    pairs.unpersist()
+    raise RuntimeError(f"affected records still growing after {max_rounds} rounds")

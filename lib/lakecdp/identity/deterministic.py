@@ -189,6 +189,7 @@ def deterministic_edges(
     config: IdentityConfig,
     *,
     run_id: str | None = None,
+    values: DataFrame | None = None,
 ) -> tuple[DataFrame, DataFrame]:
     """Edges between records sharing a strong identifier, and the over-shared values.
 
@@ -197,6 +198,7 @@ def deterministic_edges(
             date_of_birth, email, phone, device_ids, crm_id, customer_number``).
         config: the identity config (``deterministic`` section; nicknames for "people").
         run_id: stamped on every edge.
+        values: ``identifier_values(records, config)`` when the caller has it already.
 
     Returns:
         ``(edges, over_shared)``: edges in the ``identity.edges`` schema (``edge_type``
@@ -213,7 +215,8 @@ def deterministic_edges(
     if not config.deterministic.enabled or not config.deterministic.identifiers:
         return spark.createDataFrame([], EDGE_SCHEMA), spark.createDataFrame([], OVER_SHARED_SCHEMA)
 
-    values = identifier_values(records, config)
+    if values is None:
+        values = identifier_values(records, config)
     per_value = values.groupBy("identifier_type", "value").agg(
         F.countDistinct("record_id").alias("record_count"),
         F.countDistinct("person_key").alias("people_count"),

@@ -10,10 +10,18 @@ records are scored against the rest (``predict_incremental``). Deterministic edg
 recomputed over all records every run: they are joins on identifiers, cheap next to model
 scoring, and whether a value is over-shared depends on every record holding it.
 
-Then every run re-clusters all edges, carries ``customer_id`` over from the previous
-``identity.id_map`` (merges and splits go to ``identity.id_changes``), and refreshes
-``identity.identifiers`` and ``gold.customer_profile``. Writes change only rows whose content
-changed; a run that finds no new or changed record writes nothing.
+Then only the **affected records** are re-clustered, re-identified and re-survived
+(:func:`lakecdp.identity.clustering.affected_records`): changed records, the ends of every
+edge that appeared, vanished or changed, closed over whole previous customers and over the
+new edges. Every other component is, edge for edge, what it was last run, so its clusters,
+ids and golden record cannot change; the writes to ``identity.id_map``,
+``identity.identifiers`` and ``gold.customer_profile`` are partial refreshes of that scope
+(``Tables.merge(scope=...)``). The result equals a full run on the same data, down to the
+run stamps of untouched rows (tested).
+
+A full run re-clusters every edge. Both carry ``customer_id`` over from the previous
+``identity.id_map`` (merges and splits go to ``identity.id_changes``). Writes change only
+rows whose content changed; a run that finds no new or changed record writes nothing.
 
 Example:
     >>> counts = run(ctx)          # the pipeline step "identity"
@@ -23,12 +31,16 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
 from lakecdp.identity.state import (
     RECORDS_TABLE,
     last_state,
-    read_changed_record_ids,
+    changed_records,
+    earlier_images,
+    read_change_feed,
     record_state,
 )
 
@@ -53,6 +65,14 @@ class IdentityInputError(RuntimeError):
     """The identity step cannot run on what it was given."""
 
 
+@contextmanager
+def _stage(name: str):
+    """Log how long a stage of the run took (Spark is lazy: the actions inside decide)."""
+    started = time.perf_counter()
+    yield
+    logger.info("identity stage %s: %.1f s", name, time.perf_counter() - started)
+
+
 def _changed_unless(columns: list[str], *, json_columns: tuple[str, ...] = ()) -> str:
     """MERGE update condition: some listed column differs (maps compared as JSON)."""
     parts = []
@@ -64,23 +84,21 @@ def _changed_unless(columns: list[str], *, json_columns: tuple[str, ...] = ()) -
     return "NOT (" + " AND ".join(parts) + ")"
 
 
-def customer_identifiers(
-    records: DataFrame, id_map: DataFrame, config: IdentityConfig, *, run_id: str
-) -> DataFrame:
+def customer_identifiers(values: DataFrame, id_map: DataFrame, *, run_id: str) -> DataFrame:
     """``identity.identifiers``: each normalised, non-junk identifier value -> its customer.
+
+    Args:
+        values: ``identifier_values(records, config)`` of every record holding the values.
+        id_map: ``record_id, customer_id``.
 
     A value held by more than one customer (a household's shared phone) is over-shared and
     left out: an event carrying it cannot be given to one person.
     """
     from pyspark.sql import functions as F
 
-    from lakecdp.identity.deterministic import identifier_values
-
-    values = identifier_values(records, config).join(
-        id_map.select("record_id", "customer_id"), "record_id"
-    )
     return (
-        values.groupBy("identifier_type", "value")
+        values.join(id_map.select("record_id", "customer_id"), "record_id")
+        .groupBy("identifier_type", "value")
         .agg(F.countDistinct("customer_id").alias("customers"),
              F.min("customer_id").alias("customer_id"))
         .where(F.col("customers") == 1)
@@ -90,6 +108,21 @@ def customer_identifiers(
             "customer_id",
             F.lit(run_id).alias("run_id"),
         )
+    )
+
+
+def _identifier_scope(
+    values: DataFrame, scope: DataFrame, before: DataFrame, config: IdentityConfig
+) -> DataFrame:
+    """``identifier_type, value`` whose ``identity.identifiers`` row may change: every value
+    the re-identified records (``scope``) hold now and every value changed records held
+    ``before`` (a value a deleted record shared is no longer over-shared)."""
+    from lakecdp.identity.deterministic import identifier_values
+
+    return (
+        values.join(scope, "record_id", "left_semi").select("identifier_type", "value")
+        .unionByName(identifier_values(before, config).select("identifier_type", "value"))
+        .distinct()
     )
 
 
@@ -124,9 +157,9 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
     """
     from pyspark.sql import functions as F
 
-    from lakecdp.identity.clustering import cluster_edges
+    from lakecdp.identity.clustering import affected_records, cluster_edges
     from lakecdp.identity.config import load_identity_config
-    from lakecdp.identity.deterministic import EDGE_SCHEMA, deterministic_edges
+    from lakecdp.identity.deterministic import EDGE_SCHEMA, deterministic_edges, identifier_values
     from lakecdp.identity.matching import ProbabilisticMatcher
     from lakecdp.identity.stable_ids import assign_customer_ids
     from lakecdp.identity.survivorship import PROFILE_COLUMNS, golden_records
@@ -152,9 +185,10 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
     records = tables.read(spark, RECORDS_TABLE, version=silver_version).cache()
     changed = None
     if mode != "full" and continuable:
-        changed = read_changed_record_ids(
+        feed = read_change_feed(
             spark, tables, after_version=state.silver_version, up_to_version=silver_version
         )
+        changed = None if feed is None else changed_records(feed)
         if changed is None and mode == "incremental":
             raise IdentityInputError(
                 f"change data feed of {RECORDS_TABLE} unreadable after v{state.silver_version}"
@@ -162,8 +196,11 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
     incremental = changed is not None
     records_changed = -1
     if incremental:
-        changed = changed.cache()
-        records_changed = changed.count()
+        with _stage("changes"):
+            changed = changed.localCheckpoint()
+            records_changed = changed.count()
+            # what changed records held before: their old identifier values may be freed
+            before = earlier_images(feed, changed).localCheckpoint()
         if records_changed == 0:
             logger.info("%s v%d..v%d: no record content changed", RECORDS_TABLE,
                         state.silver_version, silver_version)
@@ -171,84 +208,121 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
                          mode="incremental", records_changed=0, processed_at=ctx.as_of)
             return {"records_changed": 0, "incremental": 1}
 
-    matcher = ProbabilisticMatcher(
-        config, spark=spark, model_dir=ctx.project.path(config.models_dir)
-    )
-    matcher.run_id = ctx.run_id
-    previous_edges = tables.read(spark, EDGES_TABLE) if tables.exists(spark, EDGES_TABLE) else None
-    if incremental:
-        new_records = records.join(changed, "record_id", "left_semi")
-        existing = records.join(changed, "record_id", "left_anti")
-        touched_l = changed.select(F.col("record_id").alias("record_id_l"))
-        touched_r = changed.select(F.col("record_id").alias("record_id_r"))
-        kept = (
-            previous_edges.where(F.col("edge_type") == "probabilistic")
-            .join(touched_l, "record_id_l", "left_anti")
-            .join(touched_r, "record_id_r", "left_anti")
+    with _stage("score"):
+        matcher = ProbabilisticMatcher(
+            config, spark=spark, model_dir=ctx.project.path(config.models_dir)
         )
-        if new_records.isEmpty():  # only deletions: nothing to score
-            scored = spark.createDataFrame([], EDGE_SCHEMA)
+        matcher.run_id = ctx.run_id
+        previous_edges = tables.read(spark, EDGES_TABLE) if tables.exists(spark, EDGES_TABLE) else None
+        if incremental:
+            new_records = records.join(changed, "record_id", "left_semi")
+            existing = records.join(changed, "record_id", "left_anti")
+            touched_l = changed.select(F.col("record_id").alias("record_id_l"))
+            touched_r = changed.select(F.col("record_id").alias("record_id_r"))
+            kept = (
+                previous_edges.where(F.col("edge_type") == "probabilistic")
+                .join(touched_l, "record_id_l", "left_anti")
+                .join(touched_r, "record_id_r", "left_anti")
+            )
+            if new_records.isEmpty():  # only deletions: nothing to score
+                scored = spark.createDataFrame([], EDGE_SCHEMA)
+            else:
+                scored = matcher.predict_incremental(new_records, existing).localCheckpoint()
+            probabilistic = kept.unionByName(scored)
         else:
-            scored = matcher.predict_incremental(new_records, existing).localCheckpoint()
-        probabilistic = kept.unionByName(scored)
-    else:
-        scored = matcher.predict(records).localCheckpoint()
-        probabilistic = scored
-    scored_count = scored.count()
+            scored = matcher.predict(records).localCheckpoint()
+            probabilistic = scored
+        scored_count = scored.count()
 
-    deterministic, _ = deterministic_edges(records, config, run_id=ctx.run_id)
-    edge_columns = [c.split(" ")[0] for c in EDGE_SCHEMA.split(", ")]
-    # checkpointed: identity.edges is overwritten below while these rows derive from it
-    edges = _keep_previous_run_ids(
-        deterministic.unionByName(probabilistic).select(*edge_columns), previous_edges
-    ).localCheckpoint()
-    edge_count = edges.count()
+    with _stage("edges"):
+        values = identifier_values(records, config).localCheckpoint()
+        deterministic, _ = deterministic_edges(records, config, run_id=ctx.run_id, values=values)
+        edge_columns = [c.split(" ")[0] for c in EDGE_SCHEMA.split(", ")]
+        # checkpointed: identity.edges is overwritten below while these rows derive from it
+        edges = _keep_previous_run_ids(
+            deterministic.unionByName(probabilistic).select(*edge_columns), previous_edges
+        ).localCheckpoint()
+        edge_count = edges.count()
 
-    clusters = cluster_edges(records.select("record_id"), edges, config).join(
-        records.select("record_id", "source"), "record_id"
-    )
     previous_id_map = tables.read(spark, ID_MAP_TABLE) if tables.exists(spark, ID_MAP_TABLE) else None
+    nodes = records.select("record_id", "source")
+    scope = None  # None: every record is re-clustered, re-identified and re-survived
+    if incremental:
+        with _stage("affected"):
+            scope = affected_records(
+                changed, edges, previous_edges, previous_id_map, config.model.match_threshold
+            )
+            nodes = nodes.join(scope, "record_id", "left_semi")
+            rescoped = scope.count()
+    inside = edges
+    if scope is not None:
+        inside = edges.join(
+            scope.withColumnRenamed("record_id", "record_id_l"), "record_id_l", "left_semi"
+        ).join(scope.withColumnRenamed("record_id", "record_id_r"), "record_id_r", "left_semi")
+    clusters = cluster_edges(nodes.select("record_id"), inside, config).join(nodes, "record_id")
     id_map, id_changes = assign_customer_ids(
         clusters, previous_id_map, run_id=ctx.run_id, as_of=ctx.as_of,
         id_prefix=config.stable_ids.id_prefix,
     )
     # identity.id_map is merged into below while these rows derive from it: materialise first
-    id_map = id_map.localCheckpoint()
-    id_changes = id_changes.localCheckpoint()
-    change_count = id_changes.count()
+    with _stage("cluster+ids"):
+        id_map = id_map.localCheckpoint()
+        id_changes = id_changes.localCheckpoint()
+        change_count = id_changes.count()
+
+    # what the partial writes below are the whole truth for (None: everything)
+    customer_scope = value_scope = None
+    if scope is not None:
+        with _stage("scopes"):
+            old_ids = previous_id_map.join(scope, "record_id", "left_semi").select("customer_id")
+            customer_scope = (
+                old_ids.unionByName(id_map.select("customer_id")).distinct().localCheckpoint()
+            )
+            value_scope = _identifier_scope(values, scope, before, config).localCheckpoint()
 
     # every input is computed: write, each table once. id_changes goes first, keyed so that
     # a run killed after it and resumed (same run id, same inputs) writes the same rows once;
     # written after id_map, a kill in between would lose the changes (the re-run sees none)
-    tables.overwrite(edges, EDGES_TABLE)
-    if change_count:
+    with _stage("write edges+id_map"):
+        tables.overwrite(edges, EDGES_TABLE)
+        if change_count:
+            tables.merge(
+                spark, id_changes, ID_CHANGES_TABLE,
+                keys=["run_id", "change_type", "old_customer_id", "new_customer_id"],
+            )
         tables.merge(
-            spark, id_changes, ID_CHANGES_TABLE,
-            keys=["run_id", "change_type", "old_customer_id", "new_customer_id"],
+            spark, id_map, ID_MAP_TABLE, keys=["record_id"],
+            update_condition=_changed_unless(
+                ["customer_id", "source", "cluster_size", "link_confidence", "flags", "id_created_at"]
+            ),
+            delete_not_matched_by_source=scope is None, scope=scope,
         )
-    tables.merge(
-        spark, id_map, ID_MAP_TABLE, keys=["record_id"],
-        update_condition=_changed_unless(
-            ["customer_id", "source", "cluster_size", "link_confidence", "flags", "id_created_at"]
-        ),
-        delete_not_matched_by_source=True,
-    )
 
-    identifiers = customer_identifiers(records, id_map, config, run_id=ctx.run_id)
-    tables.merge(
-        spark, identifiers, IDENTIFIERS_TABLE, keys=["identifier_type", "identifier_value"],
-        update_condition=_changed_unless(["customer_id"]),
-        delete_not_matched_by_source=True,
-    )
-    profiles = golden_records(records, id_map, config.survivorship, run_id=ctx.run_id)
-    tables.merge(
-        spark, profiles, PROFILE_TABLE, keys=["customer_id"],
-        update_condition=_changed_unless(
-            [c for c in PROFILE_COLUMNS if c not in ("customer_id", "run_id")],
-            json_columns=("provenance",),
-        ),
-        delete_not_matched_by_source=True,
-    )
+    with _stage("identifiers"):
+        holding = values
+        if value_scope is not None:
+            holding = values.join(value_scope, ["identifier_type", "value"], "left_semi")
+        identifiers = customer_identifiers(
+            holding, tables.read(spark, ID_MAP_TABLE), run_id=ctx.run_id
+        )
+        tables.merge(
+            spark, identifiers, IDENTIFIERS_TABLE, keys=["identifier_type", "identifier_value"],
+            update_condition=_changed_unless(["customer_id"]),
+            delete_not_matched_by_source=value_scope is None,
+            scope=None if value_scope is None else value_scope.withColumnRenamed(
+                "value", "identifier_value"),
+        )
+    with _stage("profiles"):
+        members = records if scope is None else records.join(scope, "record_id", "left_semi")
+        profiles = golden_records(members, id_map, config.survivorship, run_id=ctx.run_id)
+        tables.merge(
+            spark, profiles, PROFILE_TABLE, keys=["customer_id"],
+            update_condition=_changed_unless(
+                [c for c in PROFILE_COLUMNS if c not in ("customer_id", "run_id")],
+                json_columns=("provenance",),
+            ),
+            delete_not_matched_by_source=customer_scope is None, scope=customer_scope,
+        )
 
     record_state(
         spark, tables, run_id=ctx.run_id, silver_version=silver_version,
@@ -261,8 +335,10 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
         "incremental": int(incremental),
         "edges": edge_count,
         "probabilistic_edges_scored": scored_count,
-        "customers": id_map.select("customer_id").distinct().count(),
+        "customers": tables.read(spark, ID_MAP_TABLE).select("customer_id").distinct().count(),
         "id_changes": change_count,
+        # records re-clustered (every record in a full run)
+        "records_rescoped": rescoped if scope is not None else -1,
     }
     records.unpersist()
     logger.info("identity %s run: %s", "incremental" if incremental else "full", counts)

@@ -372,6 +372,14 @@ class _Backend:
     def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
         raise NotImplementedError
 
+    def register_split(self, prepared: DataFrame, new_ids: DataFrame):
+        """``(all, new, existing)`` registered tables: ``prepared`` and its rows whose
+        ``record_id`` is / is not in ``new_ids``."""
+        new = prepared.join(new_ids, "record_id", "left_semi")
+        existing = prepared.join(new_ids, "record_id", "left_anti")
+        return (self.register(prepared, "records"), self.register(new, "new"),
+                self.register(existing, "existing"))
+
 
 class _DuckDBBackend(_Backend):
     name = "duckdb"
@@ -385,6 +393,19 @@ class _DuckDBBackend(_Backend):
         # Spark -> Arrow -> DuckDB, no pandas copy; columns in a fixed order
         table = prepared.select(*PREPARED_COLUMNS).toArrow()
         return self.db_api.register(table, table_name=self._table_name(label))
+
+    def register_split(self, prepared: DataFrame, new_ids: DataFrame):
+        # one Spark job for the records; the split is an Arrow filter on this machine
+        import pyarrow.compute as pc
+
+        table = prepared.select(*PREPARED_COLUMNS).toArrow()
+        is_new = pc.is_in(table.column("record_id"),
+                          value_set=new_ids.select("record_id").toArrow().column("record_id"))
+        return tuple(
+            self.db_api.register(part, table_name=self._table_name(label))
+            for part, label in ((table, "records"), (table.filter(is_new), "new"),
+                                (table.filter(pc.invert(is_new)), "existing"))
+        )
 
     def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
         relation = splink_df.as_duckdbpyrelation().select(*columns)
@@ -555,13 +576,16 @@ class ProbabilisticMatcher:
 
     def linker(self, prepared: DataFrame, *, model: SavedModel | None = None):
         """A Splink linker over ``prepared`` records with the trained parameters applied."""
-        from splink import Linker
-
         chosen = model or self.model()
         backend = _backend(self.config, self.spark)
         registered = backend.register(prepared, "records")
-        settings = self._settings_for(backend.name, chosen)
-        return Linker(registered, settings, log_level=logging.WARNING), backend, registered
+        return self._linker_over(registered, backend, chosen), backend, registered
+
+    def _linker_over(self, registered, backend: _Backend, model: SavedModel):
+        from splink import Linker
+
+        settings = self._settings_for(backend.name, model)
+        return Linker(registered, settings, log_level=logging.WARNING)
 
     def predict(self, records: DataFrame, *, retrain: bool = False) -> DataFrame:
         """Scored pairs at or above ``match_threshold`` as ``identity.edges`` rows.
@@ -585,16 +609,15 @@ class ProbabilisticMatcher:
         Uses the saved model and term frequencies over existing + new records, through
         Splink 5's ``predict_between`` and ``predict_within``.
         """
-        chosen = self.model(existing_records.unionByName(new_records))
-        prepared_new = prepare_for_matching(new_records, self.config)
-        prepared_existing = prepare_for_matching(existing_records, self.config)
-        linker, backend, _ = self.linker(
-            prepared_existing.unionByName(prepared_new), model=chosen
+        records = existing_records.unionByName(new_records)
+        chosen = self.model(records)
+        backend = _backend(self.config, self.spark)
+        registered, new_sdf, existing_sdf = backend.register_split(
+            prepare_for_matching(records, self.config), new_records.select("record_id")
         )
+        linker = self._linker_over(registered, backend, chosen)
         for column in _tf_columns(self.config):
             linker.table_management.compute_tf_table(column)
-        new_sdf = backend.register(prepared_new, "new")
-        existing_sdf = backend.register(prepared_existing, "existing")
         threshold = self.config.model.match_threshold
         between = linker.inference.predict_between(
             new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"

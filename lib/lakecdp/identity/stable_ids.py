@@ -213,9 +213,8 @@ def assign_customer_ids(
             "previously_known",
             "members",
         )
-    )
-
-    assigned = members.join(cluster_ids, "cluster_key")
+    ).localCheckpoint()  # id_map, moves and new people all derive from these two: once each
+    assigned = members.join(cluster_ids, "cluster_key").localCheckpoint()
     unchanged = (
         (F.col("prev_customer_id") == F.col("customer_id"))
         & (F.col("prev_cluster_size") == F.col("cluster_size"))

@@ -6,7 +6,9 @@ it. A run that finds nothing new writes nothing at all.
 
 Example:
     >>> last = last_state(spark, tables)
-    >>> changed = changed_record_ids(spark, tables, since_version=last.silver_version)
+    >>> feed = read_change_feed(spark, tables, after_version=last.silver_version,
+    ...                         up_to_version=current)
+    >>> changed = changed_records(feed)
 """
 
 from __future__ import annotations
@@ -109,11 +111,12 @@ def changed_records(feed: DataFrame) -> DataFrame:
     )
 
 
-def read_changed_record_ids(
+def read_change_feed(
     spark: SparkSession, tables: Tables, *, after_version: int, up_to_version: int
 ) -> DataFrame | None:
-    """Changed record ids in ``(after_version, up_to_version]``, or None when the Change
-    Data Feed cannot be read for that range (not enabled then, or vacuumed): run in full."""
+    """Change Data Feed rows of ``silver.customer_records`` in ``(after_version,
+    up_to_version]``, or None when it cannot be read for that range (not enabled then, or
+    vacuumed): run in full. Pass it to :func:`changed_records`."""
     from pyspark.sql import functions as F
     from pyspark.errors import PySparkException
 
@@ -126,4 +129,15 @@ def read_changed_record_ids(
         logger.warning("change data feed of %s unreadable after v%d (%s): full run",
                        RECORDS_TABLE, after_version, str(exc).splitlines()[0])
         return None
-    return changed_records(feed)
+    return feed
+
+
+def earlier_images(feed: DataFrame, changed: DataFrame) -> DataFrame:
+    """The content changed records had before (deleted rows and update pre-images)."""
+    from pyspark.sql import functions as F
+
+    return (
+        feed.where(F.col("_change_type").isin("delete", "update_preimage"))
+        .drop("_change_type", "_commit_version", "_commit_timestamp")
+        .join(changed, "record_id", "left_semi")
+    )
