@@ -259,13 +259,13 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
         inside = edges.join(
             scope.withColumnRenamed("record_id", "record_id_l"), "record_id_l", "left_semi"
         ).join(scope.withColumnRenamed("record_id", "record_id_r"), "record_id_r", "left_semi")
-    clusters = cluster_edges(nodes.select("record_id"), inside, config).join(nodes, "record_id")
-    id_map, id_changes = assign_customer_ids(
-        clusters, previous_id_map, run_id=ctx.run_id, as_of=ctx.as_of,
-        id_prefix=config.stable_ids.id_prefix,
-    )
-    # identity.id_map is merged into below while these rows derive from it: materialise first
     with _stage("cluster+ids"):
+        clusters = cluster_edges(nodes.select("record_id"), inside, config).join(nodes, "record_id")
+        id_map, id_changes = assign_customer_ids(
+            clusters, previous_id_map, run_id=ctx.run_id, as_of=ctx.as_of,
+            id_prefix=config.stable_ids.id_prefix,
+        )
+        # identity.id_map is merged into below while these rows derive from it: materialise first
         id_map = id_map.localCheckpoint()
         id_changes = id_changes.localCheckpoint()
         change_count = id_changes.count()
