@@ -132,7 +132,10 @@ def _name_comparison(spec: ComparisonSpec):
                 is_null_level=True, label_for_charts="first or last name missing"
             ),
             exact,
-            cll.ColumnsReversedLevel("first_name", "last_name").configure(
+            # symmetrical: Splink's default checks only l.first = r.last, so a pair scored
+            # as (a, b) and as (b, a) differed, and incremental runs (new records on the left)
+            # disagreed with full runs (smaller record id on the left)
+            cll.ColumnsReversedLevel("first_name", "last_name", symmetrical=True).configure(
                 label_for_charts="first and last name swapped"
             ),
             cll.And(
