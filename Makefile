@@ -1,11 +1,12 @@
-# The two commands of the README:  make demo   and   make test
+# The commands of the README:  make demo,  make test (before a commit, minutes)  and
+# make test-all (the full suite CI runs: Kafka, the standalone cluster, the demo end to end).
 # Everything else is what they need, created when missing.
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg | cksum | cut -d' ' -f1)
 
-.PHONY: demo test venv jars kafka-broker clean-warehouse bench
+.PHONY: demo test test-all venv jars kafka-broker clean-warehouse bench
 
 venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
@@ -23,7 +24,13 @@ kafka-broker: venv
 demo: venv jars
 	$(PY) -m lakecdp demo
 
-test: venv jars kafka-broker
+# The developer tier: unit and engine-backed tests; no broker, cluster, demo world or job-level runs.
+FAST := not kafka and not cluster and not e2e and not slow
+
+test: venv jars
+	$(PY) -m pytest -m "$(FAST)" $(PYTEST_ARGS)
+
+test-all: venv jars kafka-broker
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv jars kafka-broker

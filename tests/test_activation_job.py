@@ -106,6 +106,7 @@ def _write_conf(root, url_env: str) -> None:
         "version: 1\ntype: hashed_audience\nsegments: [vip]\nchange_types: [entered]\n", encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatch):
     conf = tmp_path / "conf"
     _write_conf(conf, "TEST_HOOK_URL")

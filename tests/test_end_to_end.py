@@ -23,6 +23,9 @@ from lakecdp.context import JobContext
 from lakecdp.pipeline import DEMO_STEPS, PIPELINE_STEPS, run_pipeline
 from conftest import REPO_ROOT, make_project
 
+# the demo world through every step, the entry points and the notebooks: minutes, full suite only
+pytestmark = pytest.mark.e2e
+
 PEOPLE = 300
 
 

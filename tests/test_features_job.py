@@ -79,6 +79,7 @@ def _write_inputs(spark, tables: Tables) -> None:
     )
 
 
+@pytest.mark.slow
 def test_features_job_point_in_time_idempotent_with_history(spark, project):
     tables = Tables(project)
     with pytest.raises(MissingInputError, match=r"\['silver.events', 'silver.orders', 'silver.order_items', 'identity.identifiers'\]"):

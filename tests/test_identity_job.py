@@ -138,6 +138,7 @@ def groups(ids: dict[str, str]) -> set[frozenset[str]]:
     return {frozenset(records) for records in by_customer.values()}
 
 
+@pytest.mark.slow
 def test_full_then_incremental_runs_keep_ids_record_merges_and_match_a_full_run(spark, project):
     write_hand_model(project)
 

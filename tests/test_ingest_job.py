@@ -33,6 +33,7 @@ def _ctx(spark, project, run_id: str) -> JobContext:
     return JobContext.create(project, spark, as_of=AS_OF, run_id=run_id)
 
 
+@pytest.mark.slow
 def test_crm_quarantine_invariant_rerun_redelivery_and_changed_record(spark, project):
     crm0 = (CRM_HEADER + "\n").encode() + b"\n".join([
         b"C1,Ann,Smith,ANN@x.com,07700 900123,02/03/1985,1 High St,SW1A 1AA,London,UK,Y,2026-01-01 10:00:00",  # 2
@@ -121,6 +122,7 @@ class _Crash(RuntimeError):
     pass
 
 
+@pytest.mark.slow
 def test_kill_and_restart_then_late_duplicate(spark, project):
     _write(project, "web_events/web_events_0.jsonl", WEB_0)
 
@@ -200,6 +202,7 @@ def test_schema_drift_rescue_evolve_and_missing_required_column(spark, project, 
         ingest(_ctx(spark, project, "run-3"), only=["crm"])
 
 
+@pytest.mark.slow
 def test_an_erased_person_is_not_imported_again(spark, project):
     from lakecdp.erasure import erase_person
 

@@ -8,6 +8,7 @@ import csv
 from collections import Counter
 from datetime import datetime, timezone
 
+import pytest
 from pyspark.sql import functions as F
 
 from lakecdp.context import JobContext
@@ -20,6 +21,7 @@ AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
 CUSTOMER_SOURCES = ("crm", "shop_customers", "third_party")
 
 
+@pytest.mark.slow
 def test_generated_world_planted_rows_end_where_labels_say(spark, project):
     labels = project.root / "labels"
     generate(spark, landing=project.landing, labels=labels, people=300, seed=7, as_of=AS_OF,

@@ -147,6 +147,7 @@ def _test_conf(tmp_path: Path, project, as_of: str) -> Path:
     return conf
 
 
+@pytest.mark.slow
 def test_batch_job_exactly_once_rekey_hold_time_travel_and_cli(spark, project, tmp_path, capsys):
     ctx1 = JobContext.create(project, spark, as_of=ts("2026-11-01"), run_id="run-1")
     tables = ctx1.tables
@@ -355,6 +356,7 @@ def test_policies_priority_exclusion_and_expiry(spark):
     )
 
 
+@pytest.mark.slow
 def test_streaming_matches_batch_on_the_same_events(spark, project):
     from lakecdp.segments.streaming import event_segments, start_stream
 
