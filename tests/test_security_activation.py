@@ -366,3 +366,25 @@ def test_env_references_are_accepted_for_every_secret():
         "headers": {"Authorization": "Bearer ${CRM_TOKEN}", "X-Api-Key": "${CRM_KEY}", "X-Trace": "lakecdp"},
     })
     assert model.root.headers["Authorization"] == "Bearer ${CRM_TOKEN}"
+
+
+def test_validate_destinations_finds_a_payload_template_error_before_any_run(tmp_path, capsys):
+    from lakecdp.cli import main
+
+    conf = tmp_path / "conf"
+    (conf / "environments").mkdir(parents=True)
+    (conf / "destinations").mkdir()
+    (conf / "environments" / "local.yaml").write_text("version: 1\nname: local\n", encoding="utf-8")
+    (conf / "destinations" / "crm.yaml").write_text(
+        'version: 1\ntype: webhook\nurl: https://hooks.example.com/x\npayload_template: |\n  {"a": 1,\n'
+        '   "items": {{ items | tojson }\n', encoding="utf-8")
+    assert main(["--conf", str(conf), "--env", "local", "validate-destinations"]) == 1
+    assert capsys.readouterr().out == (
+        f"ERROR {conf / 'destinations' / 'crm.yaml'}: webhook.payload_template: Value error, template syntax "
+        "error at line 2: unexpected '}'\n"
+    )
+    shipped = Path(__file__).resolve().parents[1] / "conf"
+    assert main(["--conf", str(shipped), "--env", "local", "validate-destinations"]) == 0
+    assert capsys.readouterr().out == (
+        "ok: demo_ads (hashed_audience)\nok: demo_export (file)\nok: demo_webhook (webhook)\n"
+    )
