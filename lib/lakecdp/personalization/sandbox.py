@@ -20,7 +20,7 @@ Example:
     >>> env = BudgetedSandbox(budget=RenderBudget(max_seconds=1))
     >>> env.render_string("{{ 9 ** (9 ** 9) }}", {})
     Traceback (most recent call last):
-    RenderBudgetExceeded: render budget: 9 ** 387420489 has about 1228093883 bits (limit 4096)
+    lakecdp.personalization.sandbox.RenderBudgetExceeded: render budget: 9 ** 387420489 has about 1228093894 bits (limit 4096)
 """
 
 from __future__ import annotations
