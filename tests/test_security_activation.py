@@ -297,6 +297,7 @@ def test_destination_config_refusals_name_file_and_field(tmp_path, body, field, 
     assert message in text
     if secret:
         assert secret not in text
+        assert secret not in str(error.value.__cause__)  # nor in the chained traceback of a crash
 
 
 @pytest.mark.parametrize(("path", "message"), [

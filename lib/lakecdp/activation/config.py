@@ -34,7 +34,7 @@ from typing import Annotated, Literal, Union
 from urllib.parse import parse_qsl, urlsplit
 
 from jinja2 import TemplateSyntaxError
-from pydantic import Field, RootModel, field_validator, model_validator
+from pydantic import ConfigDict, Field, RootModel, field_validator, model_validator
 
 from lakecdp.config import ConfigError, StrictModel, load_models
 
@@ -97,7 +97,12 @@ def _check_url_secrets(value: str) -> None:
                              f"write it as {name}=${{ENV_VARIABLE}} or use auth:")
 
 
-class RetryPolicy(StrictModel):
+class _DestinationModel(StrictModel):
+    # a refused value may be a secret: validation errors never repeat the input
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class RetryPolicy(_DestinationModel):
     """Exponential backoff with full jitter: sleep ~ U(0, min(max_delay, base * 2**n))."""
 
     max_attempts: int = Field(default=5, ge=1, le=50)
@@ -111,7 +116,7 @@ class RetryPolicy(StrictModel):
     max_runs: int = Field(default=3, ge=1, le=100)
 
 
-class Auth(StrictModel):
+class Auth(_DestinationModel):
     """Credentials come from the environment variable named here, never from the YAML."""
 
     type: Literal["bearer", "basic", "header"]
@@ -136,7 +141,7 @@ class Auth(StrictModel):
         return self
 
 
-class WebhookSettings(StrictModel):
+class WebhookSettings(_DestinationModel):
     # may reference environment variables as ${NAME} (e.g. a port chosen at run time)
     url: str
     method: Literal["POST", "PUT"] = "POST"
@@ -219,7 +224,7 @@ class WebhookSettings(StrictModel):
         return self
 
 
-class _Common(StrictModel):
+class _Common(_DestinationModel):
     version: Literal[1]
     # segment ids to deliver; empty = every segment
     segments: list[str] = Field(default_factory=list)
@@ -316,6 +321,8 @@ def max_delivery_runs(destination: AnyDestination) -> int:
 
 class DestinationFile(RootModel[AnyDestination]):
     """One destination YAML file (``type`` picks the kind)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
 
 def expand_env(value: str, *, what: str) -> str:
