@@ -132,7 +132,8 @@ def test_shipped_payload_templates_render(monkeypatch):
     hook = load_destinations(Path(__file__).resolve().parents[1] / "conf")["demo_webhook"]
     monkeypatch.setenv("LAKECDP_DEMO_RECEIVER_URL", "http://127.0.0.1:9/")  # resolved, never connected to
     client = WebhookClient("demo_webhook", hook, run_id="r1")
-    items = [{"idempotency_key": f"k{n}", "change_id": f"ch{n}", "customer_id": f"c{n}"} for n in range(hook.batch_size)]
+    items = [{"idempotency_key": f"k{n}", "change_id": f"ch{n}", "customer_id": f"c{n}"}
+             for n in range(hook.batch_size)]
     body = client.render(items)
     assert body.startswith(b'{"source": "lakecdp", "destination": "demo_webhook", "run_id": "r1",')
     assert body.count(b'"idempotency_key"') == hook.batch_size
