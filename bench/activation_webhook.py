@@ -26,7 +26,8 @@ def _items(count: int) -> list[dict]:
 
 def deliver_rate(items: list[dict], batch_size: int) -> tuple[float, int]:
     with FaultServer() as server:
-        settings = WebhookSettings(url=server.url, batch_size=batch_size, timeout_seconds=10)
+        settings = WebhookSettings(url=server.url, batch_size=batch_size, timeout_seconds=10,
+                                   allow_private_network=True)
         client = WebhookClient("bench", settings, run_id="bench")
         started = time.perf_counter()
         result = client.deliver(items)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable as RsDeltaTable
@@ -100,8 +101,8 @@ def _write_conf(root, url_env: str) -> None:
         "version: 1\ntype: file\nformat: csv\nfields: [email, first_name]\n", encoding="utf-8")
     (folder / "hook.yaml").write_text(
         "version: 1\ntype: webhook\nurl: ${" + url_env + "}\nbatch_size: 1\nsegments: [vip]\n"
-        "fields: [email, first_name]\ntimeout_seconds: 2\n"
-        "retry: {max_attempts: 3, base_delay_seconds: 0.01}\n", encoding="utf-8")
+        "fields: [email, first_name]\ntimeout_seconds: 2\nallow_private_network: true\n"
+        "retry: {max_attempts: 3, base_delay_seconds: 0.01, max_runs: 1}\n", encoding="utf-8")
     (folder / "ads.yaml").write_text(
         "version: 1\ntype: hashed_audience\nsegments: [vip]\nchange_types: [entered]\n", encoding="utf-8")
 
@@ -139,7 +140,8 @@ def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatc
         again = job.run(JobContext.create(project, spark, run_id="act-3"))
         received_after_resume = list(server.received)
 
-    assert resumed == {"delivered": 1, "hook.delivered": 1, "rejected": 1, "hook.rejected": 1}
+    # max_runs 1: a change the destination rejects is dead-lettered at once, not tried again
+    assert resumed == {"delivered": 1, "hook.delivered": 1, "dead_letter": 1, "hook.dead_letter": 1}
     assert again == {"delivered": 0}
 
     # the webhook got c3, c4, c5 once each; never Ann (unsubscribed via her other email),
@@ -196,8 +198,10 @@ def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatc
         ("hook", "ch3", "delivered", "act-1"), ("hook", "ch4", "delivered", "act-2"),
         ("hook", "ch6", "suppressed", "act-1"),
     ]
-    assert rows("activation.rejected", "destination", "change_id", "reason", "response_code") == [
-        ("hook", "ch5", "invalid email", 200)
+    assert not Path(tables.location("activation.rejected")).exists()
+    assert rows("activation.dead_letter", "destination", "change_id", "reason", "response_code") == [
+        ("hook", "ch5", "rejected by the destination in 1 of 1 allowed runs (retry.max_runs), not sent again; "
+                        "last: invalid email", 200)
     ]
     # built once by run 1; runs 2 and 3 found the same input versions and left it alone
     assert RsDeltaTable(tables.location("activation.suppressions")).version() == 0
@@ -210,3 +214,56 @@ def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatc
         ("c6", "erased", "email", "fay@example.com", T0),
         (None, "hard_bounce", "email", "ghost@example.com", T0),
     ], key=repr)
+
+
+def test_rejected_changes_are_retried_by_later_runs_up_to_max_runs(spark, project, tmp_path, monkeypatch):
+    """Run 1: the destination rejects c2 and c3. Run 2: it takes c2 now, still rejects c3, which
+    has used its 2 runs (retry.max_runs) and is dead-lettered. Run 3 sends nothing."""
+    conf = tmp_path / "conf"
+    (conf / "destinations").mkdir(parents=True)
+    (conf / "privacy.yaml").write_text("version: 1\n", encoding="utf-8")
+    (conf / "destinations" / "hook.yaml").write_text(
+        "version: 1\ntype: webhook\nurl: ${RETRY_HOOK_URL}\nallow_private_network: true\nbatch_size: 10\n"
+        "fields: [email]\ntimeout_seconds: 2\nretry: {max_attempts: 2, base_delay_seconds: 0.01, max_runs: 2}\n",
+        encoding="utf-8")
+    project = project.model_copy(update={"conf_dir": conf})
+    tables = Tables(project)
+    tables.append(spark.createDataFrame(
+        [(f"ch{n}", "seg-r1", "vip", f"c{n}", "", "entered", None, T1, "{}") for n in (1, 2, 3)], CHANGES,
+    ), "segments.changes")
+    tables.append(spark.createDataFrame([
+        (f"c{n}", f"N{n}", "X", f"p{n}@example.com", None, None, None, None, "GB", True, [f"p{n}@example.com"],
+         [], T0) for n in (1, 2, 3)
+    ], PROFILE), "gold.customer_profile")
+
+    with FaultServer(reject_rows={"c2", "c3"}) as server:
+        monkeypatch.setenv("RETRY_HOOK_URL", server.url)
+        first = job.run(JobContext.create(project, spark, run_id="act-1"))
+        server.reject_rows = {"c3"}
+        second = job.run(JobContext.create(project, spark, run_id="act-2"))
+        third = job.run(JobContext.create(project, spark, run_id="act-3"))
+        sent = [[i["customer_id"] for i in r["items"]] for r in server.received]
+
+    assert first == {"delivered": 1, "hook.delivered": 1, "rejected": 2, "hook.rejected": 2}
+    assert second == {"delivered": 1, "hook.delivered": 1, "dead_letter": 1, "hook.dead_letter": 1}
+    assert third == {"delivered": 0}
+    # run 2 sent only the two rejected changes again; run 3 sent nothing
+    assert sent == [["c1", "c2", "c3"], ["c2", "c3"]]
+    # each change accepted exactly once, c3 never
+    assert sorted(server.processed.values()) == [1, 1]
+    assert sorted(i["customer_id"] for i in server.accepted_items.values()) == ["c1", "c2"]
+
+    def rows(name, *columns):
+        table = RsDeltaTable(tables.location(name)).to_pyarrow_table().to_pylist()
+        return sorted((tuple(r[c] for c in columns) for r in table), key=repr)
+
+    assert rows("activation.deliveries", "change_id", "status", "run_id") == [
+        ("ch1", "delivered", "act-1"), ("ch2", "delivered", "act-2"),
+    ]
+    assert rows("activation.rejected", "change_id", "reason", "run_id") == [
+        ("ch2", "invalid email", "act-1"), ("ch3", "invalid email", "act-1"),
+    ]
+    assert rows("activation.dead_letter", "change_id", "reason", "run_id") == [
+        ("ch3", "rejected by the destination in 2 of 2 allowed runs (retry.max_runs), not sent again; "
+                "last: invalid email", "act-2"),
+    ]

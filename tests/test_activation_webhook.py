@@ -28,6 +28,7 @@ def _items(*customer_ids: str) -> list[dict]:
 def _settings(url: str, **overrides) -> WebhookSettings:
     base = {
         "url": url,
+        "allow_private_network": True,  # the test servers listen on 127.0.0.1
         "batch_size": 2,
         "timeout_seconds": 2.0,
         "retry": {"max_attempts": 4, "base_delay_seconds": 0.01, "max_delay_seconds": 0.05},

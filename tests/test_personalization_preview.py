@@ -106,3 +106,22 @@ def test_contexts_previews_and_preview_step(spark, project, tmp_path):
     assert "<p>Hello Ada,</p>" in html and "<li>Kettle</li>" in html and "<li>P3</li>" in html
     assert "<p>Thanks for being with us.</p>" in html  # no campaign: no variant B offer
     assert (project.warehouse / "previews" / "welcome" / "c1.txt").is_file()
+
+
+def test_validate_templates_command_passes_on_the_shipped_templates(spark, project, tmp_path, capsys):
+    """``lakecdp validate-templates`` with the shipped personalization.yaml (render budget
+    included) and templates: no syntax or render error, nothing refused by the budget."""
+    from lakecdp.cli import main
+
+    _write_tables(spark, Tables(project))
+    conf = tmp_path / "cli_conf"
+    (conf / "environments").mkdir(parents=True)
+    (conf / "environments" / "test.yaml").write_text(
+        f"version: 1\nname: test\nstorage: {{warehouse: '{project.warehouse}'}}\n", encoding="utf-8")
+    shipped = (REPO / "conf" / "personalization.yaml").read_text("utf-8")
+    (conf / "personalization.yaml").write_text(
+        shipped.replace("templates_dir: templates", f"templates_dir: '{REPO / 'templates'}'"), encoding="utf-8")
+    assert main(["--conf", str(conf), "--env", "test", "validate-templates"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "validated 2 templates against 2 profiles"
+    assert [line for line in out if line.startswith("ERROR")] == []

@@ -1,4 +1,5 @@
-"""``lakecdp activate`` (the activation step on its own) and ``lakecdp webhook-receiver``
+"""``lakecdp activate`` (the activation step on its own), ``lakecdp validate-destinations``
+(check every ``conf/destinations/*.yaml`` without Spark) and ``lakecdp webhook-receiver``
 (the local demo receiver, in the foreground)."""
 
 from __future__ import annotations
@@ -14,12 +15,37 @@ def _activate(args: argparse.Namespace) -> int:
     from lakecdp.context import JobContext
     from lakecdp.spark import get_session
 
+    from lakecdp.activation.config import load_destinations
+
     project = load_project(args.conf, env=args.env)
+    load_destinations(project.conf_dir)  # a bad destination fails here, before Spark starts
     spark = get_session(project, app_name="lakecdp-activate")
     counts = run(JobContext.create(project, spark))
     for key in sorted(counts):
         print(f"{key}: {counts[key]}")
     return 1 if counts.get("dead_letter") else 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """Load every destination (schema, secrets by env name only, paths, payload template
+    syntax); with ``--resolve`` also expand its environment variables as delivery would."""
+    from lakecdp.activation.config import WebhookDestination, load_destinations
+    from lakecdp.activation.webhook import WebhookClient
+    from lakecdp.config import ConfigError, load_project
+
+    project = load_project(args.conf, env=args.env)
+    try:
+        destinations = load_destinations(project.conf_dir)
+        for name, destination in destinations.items():
+            settings = destination if isinstance(destination, WebhookDestination) else getattr(destination, "webhook",
+                                                                                                None)
+            if args.resolve and settings is not None and not getattr(destination, "demo_receiver", False):
+                WebhookClient(name, settings, run_id="validate")
+            print(f"ok: {name} ({destination.type})")
+    except ConfigError as exc:
+        print(f"ERROR {exc}")
+        return 1
+    return 0
 
 
 def _receiver(args: argparse.Namespace) -> int:
@@ -39,6 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "activate", help="deliver new segment changes to every destination (exit 1 if any dead-lettered)"
     )
     activate.set_defaults(handler=_activate)
+    validate = subparsers.add_parser("validate-destinations",
+                                     help="check conf/destinations/*.yaml (no Spark); exit 1 on the first error")
+    validate.add_argument("--resolve", action="store_true",
+                          help="also resolve ${VAR} urls, headers and credentials from the environment")
+    validate.set_defaults(handler=_validate)
     receiver = subparsers.add_parser("webhook-receiver", help="run the local demo webhook receiver")
     receiver.add_argument("--output", default="warehouse/demo_receiver/manual.jsonl",
                           help="file that gets one JSON line per request")

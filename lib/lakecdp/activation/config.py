@@ -5,7 +5,12 @@ Three kinds, told apart by ``type``:
 - ``file``: CSV / JSON lines / Parquet exports of segment changes, one file per segment and
   segment run, under the warehouse (``exports/<destination>/<segment_id>/<run>.<ext>``).
 - ``webhook``: a REST endpoint taking batches; the body is rendered from a Jinja2 template.
-  Secrets never sit in YAML: the file names the environment variable that holds them.
+  Secrets never sit in YAML: the file names the environment variable that holds them. A
+  credential-like header (``Authorization``, ``X-Api-Key``, anything with key/token/secret/
+  auth/password/signature/cookie in its name), userinfo (``user:pass@``) and credential-like
+  query parameters in a URL are refused unless their value is a ``${VAR}`` reference.
+  Loopback and private addresses are refused unless ``allow_private_network: true``;
+  link-local addresses (cloud metadata, ``169.254.169.254``) always.
 - ``hashed_audience``: SHA-256 of the normalised email and E.164 phone, sent to a webhook
   or written to a file, as ad platforms (customer match / custom audiences) take them.
 
@@ -21,12 +26,15 @@ Example (``conf/destinations/crm_webhook.yaml``)::
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Literal, Union
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Field, RootModel, field_validator, model_validator
+from jinja2 import TemplateSyntaxError
+from pydantic import ConfigDict, Field, RootModel, field_validator, model_validator
 
 from lakecdp.config import ConfigError, StrictModel, load_models
 
@@ -37,9 +45,64 @@ PROFILE_FIELDS = frozenset(
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DEMO_RECEIVER_ENV = "LAKECDP_DEMO_RECEIVER_URL"
 _SEGMENT_ID = re.compile(r"^[A-Za-z0-9_\-:.]+$")
+# RFC 9110 field-name: a token
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_SECRET_NAME = re.compile(r"authoriz|auth|key|token|secret|passw|pwd|signature|\bsig\b|cookie|session|credential",
+                          re.IGNORECASE)
+# a secret-bearing value written as an env reference, optionally after a scheme word ("Bearer ${T}")
+_ENV_ONLY_VALUE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]* )?\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+_INLINE_CREDENTIAL = re.compile(r"^\s*(bearer|basic|token|digest)\s+(?!\$\{)", re.IGNORECASE)
+# addresses no destination may target: cloud metadata endpoints (AWS/GCP/Azure, AWS IPv6, Alibaba)
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in
+                               ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
 
 
-class RetryPolicy(StrictModel):
+def _has_control(value: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+def address_refusal(address: str, *, allow_private_network: bool) -> str | None:
+    """Why a webhook may not connect to ``address`` (an IP), or None when it may.
+
+    Public addresses are fine; loopback, private (RFC 1918, ULA) and shared (100.64/10)
+    ones only with ``allow_private_network``; link-local (169.254/16, fe80::/10, where cloud
+    metadata lives), metadata, multicast, unspecified and reserved ones never.
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in METADATA_ADDRESSES:
+        return f"{ip} is a cloud metadata address (never allowed)"
+    if ip.is_link_local:
+        return f"{ip} is link-local (never allowed: cloud metadata lives there)"
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return f"{ip} is not a unicast host address (never allowed)"
+    if ip.is_global:
+        return None
+    if allow_private_network:
+        return None
+    kind = "loopback" if ip.is_loopback else "private"
+    return f"{ip} is a {kind} address (allowed only with allow_private_network: true)"
+
+
+def _check_url_secrets(value: str) -> None:
+    """Refuse credentials written into a URL (userinfo, token-like query parameters)."""
+    parts = urlsplit(value)
+    if "@" in parts.netloc:
+        raise ValueError("url holds credentials (user:password@host); name them by env variable "
+                         "in auth: {type: basic, username_env: ..., password_env: ...}")
+    for name, param in parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_NAME.search(name) and not _ENV_ONLY_VALUE.match(param):
+            raise ValueError(f"url query parameter {name!r} looks like a credential written inline; "
+                             f"write it as {name}=${{ENV_VARIABLE}} or use auth:")
+
+
+class _DestinationModel(StrictModel):
+    # a refused value may be a secret: validation errors never repeat the input
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class RetryPolicy(_DestinationModel):
     """Exponential backoff with full jitter: sleep ~ U(0, min(max_delay, base * 2**n))."""
 
     max_attempts: int = Field(default=5, ge=1, le=50)
@@ -47,9 +110,13 @@ class RetryPolicy(StrictModel):
     max_delay_seconds: float = Field(default=30.0, ge=0)
     # a 429's Retry-After is honoured up to this many seconds; beyond it the batch waits this long
     max_retry_after_seconds: float = Field(default=120.0, ge=0)
+    # activation runs that may try one change: a change the destination rejected or that was
+    # dead-lettered is sent again by the next run, until this many runs failed with it; the
+    # last failure is final (activation.dead_letter) and the change is not sent again
+    max_runs: int = Field(default=3, ge=1, le=100)
 
 
-class Auth(StrictModel):
+class Auth(_DestinationModel):
     """Credentials come from the environment variable named here, never from the YAML."""
 
     type: Literal["bearer", "basic", "header"]
@@ -57,6 +124,13 @@ class Auth(StrictModel):
     username_env: str | None = None  # basic
     password_env: str | None = None  # basic
     header: str = "X-Api-Key"  # header
+
+    @field_validator("header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value):
+            raise ValueError(f"header name {value!r} is not a valid HTTP header name (CR/LF, spaces, ':')")
+        return value
 
     @model_validator(mode="after")
     def _needs_variables(self) -> Auth:
@@ -67,16 +141,22 @@ class Auth(StrictModel):
         return self
 
 
-class WebhookSettings(StrictModel):
+class WebhookSettings(_DestinationModel):
     # may reference environment variables as ${NAME} (e.g. a port chosen at run time)
     url: str
     method: Literal["POST", "PUT"] = "POST"
     auth: Auth | None = None
+    # extra headers; a credential-like one must be an env reference: {X-Api-Key: "${CRM_KEY}"}
     headers: dict[str, str] = Field(default_factory=dict)
     batch_size: int = Field(default=100, ge=1, le=10_000)
     # requests per second; None = unlimited
     rate_limit_per_second: float | None = Field(default=None, gt=0)
+    # total deadline of one request (connect, send, whole answer), not a per-read timeout
     timeout_seconds: float = Field(default=10.0, gt=0)
+    # the client reads at most this much of an answer; a 2xx answer beyond it is a failure
+    max_response_bytes: int = Field(default=1_048_576, ge=1_024)
+    # loopback and private addresses (a receiver on this machine or the LAN) only when true
+    allow_private_network: bool = False
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     content_type: str = "application/json"
     # Jinja2 (sandboxed) template of the request body; sees ``items``, ``destination``, ``run_id``
@@ -86,11 +166,65 @@ class WebhookSettings(StrictModel):
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://", "${")):
-            raise ValueError(f"url must start with http:// or https://, got {value!r}")
+            scheme = value.split(":", 1)[0] if ":" in value else value[:10]
+            raise ValueError(f"url must start with http:// or https:// (or be ${{VAR}}), got scheme {scheme!r}")
+        if _has_control(value) or " " in value:
+            raise ValueError("url contains spaces or control characters (CR/LF)")
+        _check_url_secrets(value)
         return value
 
+    @field_validator("headers")
+    @classmethod
+    def _safe_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header_value in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP header name (CR/LF, spaces, ':')")
+            if _has_control(header_value):
+                raise ValueError(f"header {name!r}: value contains control characters (CR/LF)")
+            if (_SECRET_NAME.search(name) or _INLINE_CREDENTIAL.match(header_value)) and not _ENV_ONLY_VALUE.match(
+                header_value
+            ):
+                raise ValueError(
+                    f"header {name!r} holds an inline secret; secrets are named by environment "
+                    f"variable only: write {name}: \"${{ENV_VARIABLE}}\" (or use auth:)"
+                )
+        return value
 
-class _Common(StrictModel):
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, value: str) -> str:
+        if _has_control(value):
+            raise ValueError("content_type contains control characters (CR/LF)")
+        return value
+
+    @field_validator("payload_template")
+    @classmethod
+    def _template_parses(cls, value: str) -> str:
+        from lakecdp.personalization.sandbox import BudgetedSandbox
+
+        try:
+            BudgetedSandbox().parse(value)
+        except TemplateSyntaxError as exc:
+            raise ValueError(f"template syntax error at line {exc.lineno}: {exc.message}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _literal_address(self) -> WebhookSettings:
+        """A URL whose host is an IP literal is checked against the address policy now."""
+        if "${" in self.url:
+            return self  # checked when the client resolves it
+        host = urlsplit(self.url).hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return self
+        refusal = address_refusal(host, allow_private_network=self.allow_private_network)
+        if refusal:
+            raise ValueError(f"url: {refusal}")
+        return self
+
+
+class _Common(_DestinationModel):
     version: Literal[1]
     # segment ids to deliver; empty = every segment
     segments: list[str] = Field(default_factory=list)
@@ -122,11 +256,28 @@ class _WithFields(_Common):
         return value
 
 
+def _export_subfolder(value: str | None) -> str | None:
+    if value is None:
+        return value
+    if (PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or value.startswith("~")
+            or PureWindowsPath(value).drive):
+        raise ValueError(f"path {value!r} is absolute; give a folder under <warehouse>/exports")
+    parts = PurePosixPath(value.replace("\\", "/")).parts
+    if ".." in parts or not parts or _has_control(value):
+        raise ValueError(f"path {value!r} leaves <warehouse>/exports (no '..'); give a folder under it")
+    return value
+
+
 class FileDestination(_WithFields):
     type: Literal["file"]
     format: Literal["csv", "jsonl", "parquet"] = "csv"
-    # folder under the warehouse (relative) or absolute; default exports/<destination name>
+    # folder under <warehouse>/exports (relative, no '..'); default: the destination name
     path: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _under_exports(cls, value: str | None) -> str | None:
+        return _export_subfolder(value)
 
 
 class WebhookDestination(_WithFields, WebhookSettings):
@@ -144,7 +295,13 @@ class HashedAudienceDestination(_Common):
     phone_format: Literal["e164", "digits"] = "e164"
     # deliver to a webhook (an ad platform's API) or, without one, to a CSV file
     webhook: WebhookSettings | None = None
+    # without a webhook: folder under <warehouse>/exports (relative, no '..'); default: the name
     path: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _under_exports(cls, value: str | None) -> str | None:
+        return _export_subfolder(value)
 
 
 AnyDestination = Annotated[
@@ -153,8 +310,19 @@ AnyDestination = Annotated[
 ]
 
 
+def max_delivery_runs(destination: AnyDestination) -> int:
+    """How many runs may try one change of ``destination`` (``retry.max_runs``; 1 for files)."""
+    if isinstance(destination, WebhookDestination):
+        return destination.retry.max_runs
+    if isinstance(destination, HashedAudienceDestination) and destination.webhook is not None:
+        return destination.webhook.retry.max_runs
+    return 1
+
+
 class DestinationFile(RootModel[AnyDestination]):
     """One destination YAML file (``type`` picks the kind)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
 
 def expand_env(value: str, *, what: str) -> str:
@@ -167,6 +335,11 @@ def expand_env(value: str, *, what: str) -> str:
         return os.environ[name]
 
     return _ENV_REF.sub(_sub, value)
+
+
+def env_references(value: str) -> list[str]:
+    """The environment variable names ``value`` references as ``${NAME}``."""
+    return _ENV_REF.findall(value)
 
 
 def load_destinations(conf_dir: str | os.PathLike[str]) -> dict[str, AnyDestination]:

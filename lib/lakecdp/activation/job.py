@@ -3,7 +3,8 @@
 1. rebuild ``activation.suppressions`` from events, consent, erasures and the identity graph
    (reused as is when its inputs' Delta versions and ``as_of`` are those it was built from);
 2. read ``segments.changes`` not yet handled by each configured destination (not in
-   ``activation.deliveries`` nor ``activation.rejected``), leaving out segments held back for
+   ``activation.deliveries``, and not failed in ``retry.max_runs`` runs already: rejected and
+   dead-lettered changes are tried again by the next runs), leaving out segments held back for
    approval;
 3. record suppressed changes (status ``suppressed``; they never reach a payload);
 4. deliver the rest to every destination, writing the ledger after each successful batch.
@@ -33,7 +34,9 @@ from lakecdp.activation.config import (
     HashedAudienceDestination,
     WebhookDestination,
     load_destinations,
+    max_delivery_runs,
 )
+from lakecdp.config import ConfigError
 from lakecdp.activation.files import safe_path_part, write_export
 from lakecdp.activation.hashing import hash_email, hash_phone
 from lakecdp.activation.webhook import Finalised, WebhookClient, to_json
@@ -69,9 +72,16 @@ def with_profile(changes: DataFrame, profile: DataFrame | None) -> DataFrame:
 
 
 def pending_for_destinations(
-    items: DataFrame, destinations: DataFrame, handled: DataFrame
+    items: DataFrame, destinations: DataFrame, handled: DataFrame, failures: DataFrame
 ) -> DataFrame:
-    """Items per destination (its segment and change-type filters), minus handled keys."""
+    """Items per destination (its segment and change-type filters), minus handled keys and
+    minus keys that already failed in ``max_runs`` runs; adds ``failed_runs`` (runs so far).
+
+    Args:
+        destinations: ``destination, d_segments, d_change_types, max_runs``.
+        handled: ``idempotency_key`` never to send again (delivered, suppressed).
+        failures: ``idempotency_key, failed_runs`` (see :func:`ledger.failed_runs`).
+    """
     matches = (
         (F.size("d_segments") == 0) | F.array_contains("d_segments", F.col("segment_id"))
     ) & F.array_contains("d_change_types", F.col("change_type"))
@@ -83,7 +93,10 @@ def pending_for_destinations(
             F.sha2(F.concat(F.col("destination"), F.lit("\x1f"), F.col("change_id")), 256),
         )
         .join(handled, "idempotency_key", "left_anti")
-        .drop("d_segments", "d_change_types")
+        .join(failures.select("idempotency_key", "failed_runs"), "idempotency_key", "left")
+        .withColumn("failed_runs", F.coalesce(F.col("failed_runs"), F.lit(0)))
+        .where(F.col("failed_runs") < F.col("max_runs"))
+        .drop("d_segments", "d_change_types", "max_runs")
     )
 
 
@@ -206,16 +219,29 @@ class _Counter:
             self.counts[f"{destination}.{what}"] += number
 
 
+def exports_root(ctx: JobContext) -> Path:
+    """``<warehouse>/exports``: every file destination writes under it, nowhere else."""
+    return ctx.project.warehouse / "exports"
+
+
+def _inside_exports(ctx: JobContext, name: str, target: Path) -> Path:
+    """``target`` if it stays under the exports root once symlinks are resolved."""
+    root = exports_root(ctx).resolve()
+    if not target.resolve().is_relative_to(root):
+        raise ConfigError(f"destination {name}: path: {target} resolves outside {root} (a symlink?); "
+                          "exports are written under <warehouse>/exports only")
+    return target
+
+
 def _export_folder(ctx: JobContext, name: str, path: str | None) -> Path:
-    if path is None:
-        return ctx.project.warehouse / "exports" / name
-    candidate = Path(path)
-    return candidate if candidate.is_absolute() else ctx.project.warehouse / candidate
+    # the config refuses absolute paths and '..'; a symlink on the way is caught here
+    folder = exports_root(ctx) / (path if path is not None else safe_path_part(name))
+    return _inside_exports(ctx, name, folder)
 
 
 def _ledger_callback(
     ctx: JobContext, writer: ledger.LedgerWriter, name: str, rows_by_key: Mapping[str, Row],
-    counter: _Counter,
+    counter: _Counter, max_runs: int,
 ):
     def on_result(result: Finalised) -> None:
         now = datetime.now(timezone.utc)
@@ -224,7 +250,23 @@ def _ledger_callback(
                                 status="delivered", attempts=attempts, response_code=code, at=now)
             for item, attempts, code in result.delivered
         )
-        failures = {"rejected": result.rejected, "dead_letter": result.dead}
+        # a change failing in its last allowed run (retry.max_runs) is dead-lettered for good
+        rejected, dead = [], []
+        for item, reason, code, attempts in result.rejected:
+            runs = rows_by_key[item["idempotency_key"]].get("failed_runs", 0) + 1
+            if runs >= max_runs:
+                reason = (f"rejected by the destination in {runs} of {max_runs} allowed runs "
+                          f"(retry.max_runs), not sent again; last: {reason}")
+                dead.append((item, reason, code, attempts))
+            else:
+                rejected.append((item, reason, code, attempts))
+        for item, reason, code, attempts in result.dead:
+            runs = rows_by_key[item["idempotency_key"]].get("failed_runs", 0) + 1
+            if runs >= max_runs:
+                reason = (f"failed in {runs} of {max_runs} allowed runs (retry.max_runs), "
+                          f"not sent again; last: {reason}")
+            dead.append((item, reason, code, attempts))
+        failures = {"rejected": rejected, "dead_letter": dead}
         for kind, entries in failures.items():
             rows = [
                 {"idempotency_key": item["idempotency_key"], "change_id": item["change_id"],
@@ -267,6 +309,7 @@ def _deliver_files(
     extension = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}[file_format]
     for (segment_id, segment_run_id), indexes in groups.items():
         target = folder / safe_path_part(segment_id) / f"{safe_path_part(segment_run_id)}.{extension}"
+        _inside_exports(ctx, name, target)
         write_export([items[i] for i in indexes], columns=columns, path=target, file_format=file_format)
         now = datetime.now(timezone.utc)
         writer.deliveries(
@@ -294,12 +337,14 @@ def deliver(
     elif isinstance(destination, WebhookDestination):
         client = WebhookClient(name, destination, run_id=ctx.run_id)
         client.deliver([_payload_item(r, destination.fields) for r in rows],
-                       on_result=_ledger_callback(ctx, writer, name, rows_by_key, counter))
+                       on_result=_ledger_callback(ctx, writer, name, rows_by_key, counter,
+                                                  max_delivery_runs(destination)))
     elif isinstance(destination, HashedAudienceDestination):
         items = [_hashed_item(r, destination) for r in rows]
         if destination.webhook is not None:
             client = WebhookClient(name, destination.webhook, run_id=ctx.run_id)
-            client.deliver(items, on_result=_ledger_callback(ctx, writer, name, rows_by_key, counter))
+            client.deliver(items, on_result=_ledger_callback(ctx, writer, name, rows_by_key, counter,
+                                                             max_delivery_runs(destination)))
         else:
             columns = list(items[0])
             _deliver_files(ctx, writer, name, _export_folder(ctx, name, destination.path), "csv",
@@ -356,10 +401,10 @@ def run(ctx: JobContext) -> dict[str, int]:
         .transform(suppression.mark_suppressed, suppressions)
     )
     destination_rows = ctx.spark.createDataFrame(
-        [(n, list(d.segments), list(d.change_types)) for n, d in destinations.items()],
-        "destination string, d_segments array<string>, d_change_types array<string>",
+        [(n, list(d.segments), list(d.change_types), max_delivery_runs(d)) for n, d in destinations.items()],
+        "destination string, d_segments array<string>, d_change_types array<string>, max_runs int",
     )
-    pending = pending_for_destinations(items, destination_rows, ledger.handled_keys(ctx))
+    pending = pending_for_destinations(items, destination_rows, ledger.handled_keys(ctx), ledger.failed_runs(ctx))
     logger.info("activation: reading pending changes for %s", sorted(destinations))
     rows = [_utc_row(r.asDict(recursive=True)) for r in
             pending.orderBy("destination", "changed_at", "change_id").collect()]

@@ -1,10 +1,13 @@
 """The delivery ledger: ``activation.deliveries``, ``activation.rejected``, ``activation.dead_letter``.
 
 Every change a destination handles gets one idempotency key, ``sha256(destination, change_id)``.
-A key in ``deliveries`` (delivered or suppressed) or ``rejected`` is never sent again; the job
-writes the ledger after each successful batch, so a crash loses at most the batch in flight,
-which the re-run sends again with the same idempotency key (the receiver can drop it).
-Dead-lettered keys are retried by the next run.
+A key in ``deliveries`` (delivered or suppressed) is never sent again; the job writes the
+ledger after each successful batch, so a crash loses at most the batch in flight, which the
+re-run sends again with the same idempotency key (the receiver can drop it).
+
+A key the destination rejected (``rejected``) or that failed to deliver (``dead_letter``) is
+sent again by the next run, until it has failed in ``retry.max_runs`` runs: that run's row
+is written to ``dead_letter`` (reason says it is final) and the key is not sent again.
 """
 
 from __future__ import annotations
@@ -84,12 +87,24 @@ def ensure_tables(ctx: JobContext) -> None:
     ctx.tables.create_if_missing(ctx.spark, DELIVERIES, DELIVERIES_SCHEMA)
 
 
+def failed_runs(ctx: JobContext) -> DataFrame:
+    """``idempotency_key, destination, failed_runs``: in how many runs each key was rejected
+    or dead-lettered."""
+    spark = ctx.spark
+    failures = [ctx.tables.read(spark, name).select("idempotency_key", "destination", "run_id")
+                for name in (REJECTED, DEAD_LETTER) if ctx.tables.exists(spark, name)]
+    if not failures:
+        return spark.createDataFrame([], "idempotency_key string, destination string, failed_runs int")
+    union = failures[0] if len(failures) == 1 else failures[0].unionByName(failures[1])
+    return union.groupBy("idempotency_key", "destination").agg(
+        F.countDistinct("run_id").cast("int").alias("failed_runs")
+    )
+
+
 def handled_keys(ctx: JobContext) -> DataFrame:
-    """Keys that must not be sent again: delivered, suppressed or permanently rejected."""
-    keys = ctx.tables.read(ctx.spark, DELIVERIES).select("idempotency_key")
-    if ctx.tables.exists(ctx.spark, REJECTED):
-        keys = keys.unionByName(ctx.tables.read(ctx.spark, REJECTED).select("idempotency_key"))
-    return keys
+    """Keys that are never sent again: delivered or suppressed. (A failed key is sent again
+    until it failed in ``retry.max_runs`` runs: see :func:`failed_runs`.)"""
+    return ctx.tables.read(ctx.spark, DELIVERIES).select("idempotency_key")
 
 
 class LedgerWriter:

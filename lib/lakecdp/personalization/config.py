@@ -8,6 +8,7 @@ Example::
     segment_names: {interested_in_product: Interested in Product X}
     campaigns:
       welcome: {variants: {A: 50, B: 50}, holdout_percent: 10}
+    render_budget: {max_seconds: 2, max_output_chars: 1000000, max_loop_iterations: 100000}
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from lakecdp.config import StrictModel, load_model
+from lakecdp.personalization.sandbox import RenderBudget
 
 
 class Campaign(StrictModel):
@@ -35,6 +37,18 @@ class Campaign(StrictModel):
         return value
 
 
+class RenderBudgetConfig(StrictModel):
+    """Limits of one template render (see :mod:`lakecdp.personalization.sandbox`)."""
+
+    max_seconds: float = Field(default=2.0, gt=0, le=60)
+    max_output_chars: int = Field(default=1_000_000, ge=1_000)
+    max_loop_iterations: int = Field(default=100_000, ge=1)
+
+    def budget(self) -> RenderBudget:
+        return RenderBudget(max_seconds=self.max_seconds, max_output_chars=self.max_output_chars,
+                            max_loop_iterations=self.max_loop_iterations)
+
+
 class PersonalizationConfig(StrictModel):
     version: Literal[1] = 1
     # folder of templates, relative to the project root
@@ -49,6 +63,8 @@ class PersonalizationConfig(StrictModel):
     # the order in which a customer's segments pick their customer_segment (first wins)
     segment_priority: list[str] = Field(default_factory=list)
     campaigns: dict[str, Campaign] = Field(default_factory=dict)
+    # every render keeps to this budget; going over is a render error naming the limit
+    render_budget: RenderBudgetConfig = Field(default_factory=RenderBudgetConfig)
     # validation renders each template against this many real profiles
     validation_sample: int = Field(default=20, ge=1)
     # the pipeline's preview step: this customer (default: the first by id) and template

@@ -1,4 +1,5 @@
-"""The template engine: Jinja2's ``SandboxedEnvironment`` with tracking of missing fields.
+"""The template engine: an immutable Jinja2 sandbox with a render budget
+(:mod:`lakecdp.personalization.sandbox`) and tracking of missing fields.
 
 - HTML templates (``.html``, ``.htm``) are autoescaped; text templates (``.txt``) are not.
 - A field the data lacks renders empty and is recorded as *missing* (or, with ``strict=True``,
@@ -7,6 +8,9 @@
 - ``in_segment('vip')`` is true when the customer is in the segment (by id or display name).
 - Customer data is only ever passed as values: it is never compiled as template code, and the
   sandbox blocks attribute tricks (``__class__``, ``mro``) from templates.
+- The sandbox is immutable (``segments.append('vip')`` is refused: the caller's context never
+  changes) and each render keeps to a :class:`RenderBudget` (time, output size, loop
+  iterations, number size); going over raises :class:`RenderBudgetExceeded`.
 
 Example:
     >>> engine = TemplateEngine(Path("templates"))
@@ -22,7 +26,8 @@ from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Undefined, pass_context, select_autoescape
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+
+from lakecdp.personalization.sandbox import BudgetedSandbox, RenderBudget
 
 _REPORT: contextvars.ContextVar[RenderReport | None] = contextvars.ContextVar("render_report", default=None)
 
@@ -112,11 +117,13 @@ class TemplateEngine:
     Args:
         templates_dir: the template folder (``{% include 'blocks/...' %}`` resolves in it).
         strict: raise on a missing field instead of rendering it empty.
+        budget: limits of each render (default :class:`RenderBudget`).
     """
 
-    def __init__(self, templates_dir: Path, *, strict: bool = False) -> None:
+    def __init__(self, templates_dir: Path, *, strict: bool = False, budget: RenderBudget | None = None) -> None:
         self.templates_dir = Path(templates_dir)
-        self.environment = SandboxedEnvironment(
+        self.environment = BudgetedSandbox(
+            budget=budget,
             loader=FileSystemLoader(str(self.templates_dir)),
             autoescape=select_autoescape(enabled_extensions=("html", "htm", "xml"), default_for_string=False),
             undefined=StrictTrackingUndefined if strict else TrackingUndefined,
@@ -124,7 +131,7 @@ class TemplateEngine:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
-        self.environment.filters["fallback"] = fallback
+        self.environment.add_filter("fallback", fallback)
         self.environment.globals["in_segment"] = in_segment
 
     def template_names(self) -> list[str]:
@@ -148,7 +155,7 @@ class TemplateEngine:
         report = RenderReport()
         token = _REPORT.set(report)
         try:
-            text = self.environment.get_template(name).render(context)
+            text = self.environment.render_template(self.environment.get_template(name), context)
         finally:
             _REPORT.reset(token)
         return Rendered(template=name, text=text, missing=report.missing, fallbacks=report.fallbacks)
