@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "lakecdp.identity.cli",
     "lakecdp.identity.job",
     "lakecdp.features.cli",
+    "lakecdp.api.cli",
 )
 
 
