@@ -99,7 +99,7 @@ def test_members_as_of_a_run_paged_without_suppressed_people(warehouse):
     status, _, latest = service.request("GET", "/v1/segments/vip/members", key=PLATFORM)
     assert status == 200
     assert (latest["run_id"], ids(latest, "members"), latest["next_page_token"]) == ("R3", ["C1", "C4", "C6"], None)
-    assert latest["members"][0] == {"customer_id": "C1", "member_key": "", "entered_at": "2026-10-01T00:00:00+00:00",
+    assert latest["members"][0] == {"customer_id": "C1", "member_key": "", "entered_at": "2026-10-01T00:00:00.000000+00:00",
                                     "email": "ada@example.com", "first_name": "Ada", "last_name": "X"}
     _, _, first = service.request("GET", "/v1/segments/vip/members?run_id=R1&limit=2", key=PLATFORM)
     assert (first["run_id"], ids(first, "members"), first["total"]) == ("R1", ["C1", "C4"], 3)
@@ -136,7 +136,7 @@ def test_changes_resume_from_a_cursor_exactly_once_and_wait_for_held_runs(wareho
     _, _, body = service.request("GET", "/v1/segments/vip/changes", key=PLATFORM)
     assert body["changes"][3] == {"change_id": "c-r2-1", "run_id": "R2", "change_type": "exited", "customer_id": "C5",
                                   "member_key": "", "previous_customer_id": None,
-                                  "changed_at": "2026-10-01T00:00:00+00:00"}
+                                  "changed_at": "2026-10-01T00:00:00.000000+00:00"}
 
 
 def test_keys_read_only_their_destinations_segments(warehouse):

@@ -26,6 +26,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -139,48 +140,51 @@ class SegmentReader:
                 return run
         raise NotFound("run_id", f"run {run_id!r} is not recorded in {RUNS}")
 
-    def suppressed(self) -> frozenset[str]:
+    def suppressed(self) -> pa.Array:
         """Customer ids no page may show: suppressed by id, or by one of their emails / phones."""
         key = (self._version(SUPPRESSIONS), self._version(PROFILE))
 
-        def build() -> frozenset[str]:
+        def build() -> pa.Array:
             table = self._delta(SUPPRESSIONS)
             if table is None:
-                return frozenset()
+                return pa.array([], pa.string())
             rows = table.to_pyarrow_table(columns=["customer_id", "identifier_type", "identifier_value"])
-            ids = {c for c in rows.column("customer_id").to_pylist() if c is not None}
-            identifiers = {
-                (t, v) for t, v in zip(rows.column("identifier_type").to_pylist(),
-                                       rows.column("identifier_value").to_pylist())
-                if t in ("email", "phone") and v is not None
-            }
+            ids = [rows.column("customer_id").drop_null()]
             profile = self._delta(PROFILE)
-            if identifiers and profile is not None:
-                people = profile.to_pyarrow_table(columns=["customer_id", "emails", "phones"]).to_pylist()
-                for person in people:
-                    emails = {("email", e.strip().lower()) for e in person["emails"] or [] if e}
-                    phones = {("phone", p) for p in person["phones"] or [] if p}
-                    if (emails | phones) & identifiers:
-                        ids.add(person["customer_id"])
-            return frozenset(ids)
+            for kind, column in (("email", "emails"), ("phone", "phones")):
+                values = rows.filter(pc.and_(pc.equal(rows.column("identifier_type"), kind),
+                                             pc.is_valid(rows.column("identifier_value")))).column("identifier_value")
+                if len(values) == 0 or profile is None:
+                    continue
+                people = profile.to_pyarrow_table(columns=["customer_id", column])
+                lists = people.column(column).combine_chunks()
+                flat = pc.list_flatten(lists)
+                owners = pc.list_parent_indices(lists)
+                if kind == "email":
+                    flat = pc.utf8_lower(pc.utf8_trim_whitespace(flat))
+                hit = pc.is_in(flat, value_set=values.combine_chunks())
+                ids.append(pc.take(people.column("customer_id"), pc.filter(owners, hit)))
+            return pc.unique(pa.chunked_array(ids, pa.string()).combine_chunks())
 
         return self._cached(SUPPRESSIONS, key, build)
 
-    def _profile_fields(self) -> dict[str, tuple[Any, ...]]:
+    def _profile(self) -> pa.Table | None:
         version = self._version(PROFILE)
 
-        def build() -> dict[str, tuple[Any, ...]]:
+        def build() -> pa.Table | None:
             table = self._delta(PROFILE)
-            if table is None:
-                return {}
-            columns = table.to_pyarrow_table(columns=["customer_id", *MEMBER_FIELDS])
-            return dict(zip(columns.column("customer_id").to_pylist(),
-                            zip(*[columns.column(f).to_pylist() for f in MEMBER_FIELDS])))
+            return None if table is None else table.to_pyarrow_table(columns=["customer_id", *MEMBER_FIELDS])
 
         return self._cached(PROFILE, (version,), build)
 
+    def _not_suppressed(self, rows: pa.Table, column: str) -> pa.Table:
+        suppressed = self.suppressed()
+        if len(suppressed) == 0:
+            return rows
+        return rows.filter(pc.invert(pc.fill_null(pc.is_in(rows.column(column), value_set=suppressed), False)))
+
     # -- members --------------------------------------------------------------------------
-    def _members(self, segment_id: str, membership_version: int) -> tuple[list[tuple[str, str]], pa.Table]:
+    def _members(self, segment_id: str, membership_version: int) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
         key = (segment_id, membership_version, self._version(SUPPRESSIONS), self._version(PROFILE))
 
         def build():
@@ -189,14 +193,21 @@ class SegmentReader:
                 columns=["customer_id", "member_key", "entered_at"],
                 filters=[("segment_id", "=", segment_id), ("is_current", "=", True)],
             )
-            suppressed = self.suppressed()
-            if suppressed:
-                rows = rows.filter(pc.invert(pc.is_in(rows.column("customer_id"),
-                                                      value_set=pa.array(sorted(suppressed)))))
+            rows = self._not_suppressed(rows, "customer_id")
+            rows = rows.set_column(rows.schema.get_field_index("member_key"), "member_key",
+                                   pc.fill_null(rows.column("member_key"), ""))
+            profile = self._profile()
+            if profile is not None:
+                rows = rows.join(profile, "customer_id", join_type="left outer")
+            else:
+                for name in MEMBER_FIELDS:
+                    rows = rows.append_column(name, pa.nulls(len(rows), pa.string()))
             rows = rows.sort_by([("customer_id", "ascending"), ("member_key", "ascending")])
-            keys = list(zip(rows.column("customer_id").to_pylist(),
-                            [k or "" for k in rows.column("member_key").to_pylist()]))
-            return keys, rows
+            entered = pc.strftime(rows.column("entered_at"), format="%Y-%m-%dT%H:%M:%S+00:00")
+            rows = rows.set_column(rows.schema.get_field_index("entered_at"), "entered_at", entered)
+            members = rows.select(["customer_id", "member_key", "entered_at", *MEMBER_FIELDS]).to_pylist()
+            keys = [(m["customer_id"], m["member_key"]) for m in members]
+            return keys, members
 
         return self._cached(f"members:{segment_id}", key, build)
 
@@ -205,7 +216,7 @@ class SegmentReader:
         """One page of a segment's members as of a run (default: the latest run).
 
         Returns:
-            ``{"segment_id", "run_id", "members": [{"customer_id", "member_key", "entered_at",
+            ``{"segment_id", "run_id", "total", "members": [{"customer_id", "member_key", "entered_at",
             "email", "first_name", "last_name"}], "next_page_token"}`` (token null on the last page).
         """
         self._check_segment(segment_id)
@@ -216,22 +227,14 @@ class SegmentReader:
                 raise NotFound("page_token", "page_token belongs to another listing")
             run_id, after = token["run"], tuple(token["after"])  # type: ignore[assignment]
         run = self._run(run_id)
-        keys, rows = self._members(segment_id, int(run["membership_version"]))
+        keys, members = self._members(segment_id, int(run["membership_version"]))
         start = bisect.bisect_right(keys, after) if after is not None else 0
-        page = rows.slice(start, limit).to_pylist()
-        profile = self._profile_fields()
-        members = []
-        for row in page:
-            fields = profile.get(row["customer_id"], (None,) * len(MEMBER_FIELDS))
-            members.append({
-                "customer_id": row["customer_id"], "member_key": row["member_key"] or "",
-                "entered_at": _iso(row["entered_at"]), **dict(zip(MEMBER_FIELDS, fields)),
-            })
+        page = members[start:start + limit]
         more = start + limit < len(keys)
         next_token = encode_token({"segment": segment_id, "run": run["run_id"], "after": list(keys[start + limit - 1])}) \
             if more else None
         return {"segment_id": segment_id, "run_id": run["run_id"], "total": len(keys),
-                "members": members, "next_page_token": next_token}
+                "members": page, "next_page_token": next_token}
 
     # -- changes --------------------------------------------------------------------------
     def _changes(self, segment_id: str) -> tuple[list[tuple[int, str]], list[dict[str, Any]], list[str]]:
@@ -258,7 +261,7 @@ class SegmentReader:
                          "previous_customer_id", "changed_at"],
                 filters=[("segment_id", "=", segment_id)],
             ).to_pylist()
-            suppressed = self.suppressed()
+            suppressed = set(self.suppressed().to_pylist())
             kept = [
                 r for r in rows
                 if place.get(r["run_id"], first_held) < first_held
@@ -312,4 +315,7 @@ class SegmentReader:
 
 
 def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+    """UTC, microseconds, fixed width: the same text the member pages carry (arrow's strftime)."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
