@@ -33,7 +33,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_conf(root: Path, *, as_of: str = "2026-11-01T00:00:00Z", max_body_bytes: int = 16384) -> Path:
+def write_conf(root: Path, *, as_of: str = "2026-11-01T00:00:00Z", max_body_bytes: int = 16384,
+               max_batch_events: int = 50) -> Path:
     """A copy of the repo's conf with a test environment (warehouse under ``root``) and test keys."""
     conf = root / "conf"
     shutil.copytree(REPO_ROOT / "conf", conf)
@@ -46,7 +47,7 @@ def write_conf(root: Path, *, as_of: str = "2026-11-01T00:00:00Z", max_body_byte
     digest = lambda k: hashlib.sha256(k.encode()).hexdigest()  # noqa: E731
     (conf / "api.yaml").write_text(yaml.safe_dump({
         "version": 1, "log_dir": str(root / "intake"), "max_body_bytes": max_body_bytes,
-        "max_batch_events": 50, "max_page_size": 1000,
+        "max_batch_events": max_batch_events, "max_page_size": 1000,
         "keys": [
             {"id": "website", "sha256": digest(KEYS["website"]), "sources": ["web_events"]},
             {"id": "email_platform", "sha256": digest(KEYS["email_platform"]), "sources": ["email_events"],

@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "lakecdp.identity.job",
     "lakecdp.features.cli",
     "lakecdp.api.cli",
+    "lakecdp.alerts",
 )
 
 
