@@ -81,6 +81,18 @@ def _chunk_rows(path, segment: int, start: int, end: int) -> dict[str, list[tupl
     return by_source
 
 
+def _as_dataframe(ctx: JobContext, rows: list[tuple[str, str, int, int]]):
+    """Rows -> DataFrame through Arrow (Spark 4 takes a pyarrow Table: no per-row pickling)."""
+    import pyarrow as pa
+
+    raw, topic, partition, offset = zip(*rows)
+    table = pa.table({
+        "raw": pa.array(raw, pa.string()), "kafka_topic": pa.array(topic, pa.string()),
+        "kafka_partition": pa.array(partition, pa.int32()), "kafka_offset": pa.array(offset, pa.int64()),
+    })
+    return ctx.spark.createDataFrame(table, _RAW_SCHEMA)
+
+
 def pickup(ctx: JobContext, log_dir) -> dict[str, int]:
     """Load every complete line of the intake log not loaded yet; returns the audit counts summed."""
     from lakecdp.api.server import intake_sources
@@ -107,7 +119,7 @@ def pickup(ctx: JobContext, log_dir) -> dict[str, int]:
             for source_name, raw_rows in sorted(rows.items()):
                 source = sources[source_name]
                 batch = (
-                    ctx.spark.createDataFrame(raw_rows, _RAW_SCHEMA)
+                    _as_dataframe(ctx, raw_rows)
                     .transform(_validate, source=source, as_of=ctx.as_of)
                     .transform(with_dedup_key)
                 )
