@@ -29,6 +29,7 @@ import logging
 import os
 import smtplib
 import statistics
+import sys
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -320,7 +321,7 @@ def _check(args: argparse.Namespace) -> int:
     config = load_alerts_config(project.conf_dir)
     if args.dry_run:
         for alert in find_alerts(project, config.rules):
-            print(alert.text(), end="\n\n")  # noqa: T201 (CLI output)
+            sys.stdout.write(alert.text() + "\n\n")
         return 0
     check_and_send(project, config)
     return 0
