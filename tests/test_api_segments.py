@@ -110,6 +110,15 @@ def test_members_as_of_a_run_paged_without_suppressed_people(warehouse):
     assert (status, answer["error"]["fields"][0]["field"]) == (404, "run_id")
     status, _, answer = service.request("GET", "/v1/segments/vip/members?page_token=zzz", key=PLATFORM)
     assert (status, answer["error"]["fields"][0]["field"]) == (400, "page_token")
+    # well-formed base64 JSON of the wrong shape is the caller's fault too, not a 500
+    from lakecdp.api.segments import encode_token
+
+    forged = encode_token({"segment": "vip", "run": "R1", "after": [1, 2]})
+    status, _, answer = service.request("GET", f"/v1/segments/vip/members?page_token={forged}", key=PLATFORM)
+    assert (status, answer["error"]["fields"][0]["field"]) == (400, "page_token")
+    forged = encode_token({"segment": "vip", "run": "R1", "change": 7})
+    status, _, answer = service.request("GET", f"/v1/segments/vip/changes?cursor={forged}", key=PLATFORM)
+    assert (status, answer["error"]["fields"][0]["field"]) == (400, "cursor")
 
 
 def test_changes_resume_from_a_cursor_exactly_once_and_wait_for_held_runs(warehouse):

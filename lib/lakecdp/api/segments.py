@@ -223,7 +223,10 @@ class SegmentReader:
         after: tuple[str, str] | None = None
         if page_token is not None:
             token = decode_token(page_token, "page_token")
-            if token.get("segment") != segment_id or "after" not in token or "run" not in token:
+            after_value = token.get("after")
+            if (token.get("segment") != segment_id or not isinstance(token.get("run"), str)
+                    or not isinstance(after_value, list) or len(after_value) != 2
+                    or not all(isinstance(part, str) for part in after_value)):
                 raise NotFound("page_token", "page_token belongs to another listing")
             run_id, after = token["run"], tuple(token["after"])  # type: ignore[assignment]
         run = self._run(run_id)
@@ -285,7 +288,8 @@ class SegmentReader:
         start = 0
         if cursor is not None:
             token = decode_token(cursor, "cursor")
-            if token.get("segment") != segment_id or "run" not in token or "change" not in token:
+            if (token.get("segment") != segment_id or not isinstance(token.get("run"), str)
+                    or not isinstance(token.get("change"), str)):
                 raise NotFound("cursor", "cursor belongs to another segment")
             if token["run"] not in place:
                 raise NotFound("cursor", f"cursor names run {token['run']!r}, which is not recorded")
