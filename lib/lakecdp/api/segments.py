@@ -189,10 +189,13 @@ class SegmentReader:
 
         def build():
             table = self._delta(MEMBERSHIP, membership_version)
+            # is_current is filtered in Arrow: delta-rs' DNF filter compares a boolean column with
+            # a Python True as text and matched no row of a Spark-written table
             rows = table.to_pyarrow_table(
-                columns=["customer_id", "member_key", "entered_at"],
-                filters=[("segment_id", "=", segment_id), ("is_current", "=", True)],
+                columns=["customer_id", "member_key", "entered_at", "is_current"],
+                filters=[("segment_id", "=", segment_id)],
             )
+            rows = rows.filter(pc.fill_null(rows.column("is_current"), False)).drop_columns(["is_current"])
             rows = self._not_suppressed(rows, "customer_id")
             rows = rows.set_column(rows.schema.get_field_index("member_key"), "member_key",
                                    pc.fill_null(rows.column("member_key"), ""))
