@@ -24,6 +24,8 @@ _COMMAND_MODULES = (
     "lakecdp.identity.cli",
     "lakecdp.identity.job",
     "lakecdp.features.cli",
+    "lakecdp.api.cli",
+    "lakecdp.alerts",
 )
 
 

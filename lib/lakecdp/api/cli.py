@@ -1,0 +1,71 @@
+"""``lakecdp serve | api-pickup | api-key | api-openapi``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+logger = logging.getLogger(__name__)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lakecdp.api.config import load_api_config
+    from lakecdp.api.server import serve
+    from lakecdp.config import load_project
+
+    project = load_project(args.conf, env=args.env)
+    serve(project, load_api_config(project.conf_dir), host=args.host, port=args.port)
+    return 0
+
+
+def _pickup(args: argparse.Namespace) -> int:
+    from lakecdp.api.pickup import run
+    from lakecdp.config import load_project
+    from lakecdp.context import JobContext
+    from lakecdp.spark import get_session
+
+    project = load_project(args.conf, env=args.env)
+    spark = get_session(project, app_name="lakecdp-api-pickup")
+    while True:
+        ctx = JobContext.create(project, spark)
+        logger.info("api pickup %s: %s", ctx.run_id, run(ctx))
+        if args.every is None:
+            return 0
+        time.sleep(args.every)
+
+
+def _key(args: argparse.Namespace) -> int:
+    from lakecdp.api.config import new_key
+
+    key, digest = new_key()
+    sys.stdout.write(f"key:    {key}\nsha256: {digest}\n"
+                     "Give the key to the client; put only the sha256 in conf/api.yaml (or in the env var "
+                     "its sha256_env names).\n")
+    return 0
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from lakecdp.api.openapi import openapi_document
+    from lakecdp.api.server import intake_sources
+    from lakecdp.config import load_project
+
+    project = load_project(args.conf, env=args.env)
+    sys.stdout.write(json.dumps(openapi_document(intake_sources(project)), indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="run the HTTP API (event intake, segments)")
+    parser.add_argument("--host", default=None, help="default: conf/api.yaml host")
+    parser.add_argument("--port", type=int, default=None, help="default: conf/api.yaml port (0: any free port)")
+    parser.set_defaults(handler=_serve)
+    parser = subparsers.add_parser("api-pickup", help="load the API's intake log into silver (exactly once)")
+    parser.add_argument("--every", type=float, default=None, metavar="SECONDS", help="repeat until stopped")
+    parser.set_defaults(handler=_pickup)
+    parser = subparsers.add_parser("api-key", help="print a new API key and the sha256 to configure")
+    parser.set_defaults(handler=_key)
+    parser = subparsers.add_parser("api-openapi", help="print the OpenAPI document (docs/openapi.json)")
+    parser.set_defaults(handler=_openapi)

@@ -1,0 +1,266 @@
+"""Row-level validation of one JSON event with the batch / Kafka ingest's own rules.
+
+The rules have one definition: the source's ``conf/sources/<name>.yaml`` (columns and their
+types, ``required``, ``checks``, ``junk_values``) plus the constants of
+:mod:`lakecdp.ingest.validate` (reason codes, ``EMAIL_PATTERN``). That module compiles them
+into Spark Column expressions for files and Kafka; this one interprets the same config on one
+Python object, so the HTTP intake can answer 4xx naming the field *before* it acknowledges an
+event, without a Spark session per request.
+
+Two evaluators of one rule set can drift; ``tests/test_api_validation.py`` runs both on the
+same messages (the Spark one is the oracle) and compares the reason codes and fields. And the
+pickup step runs every accepted event through the Spark validator again: an event this module
+let through but Spark rejects lands in ``quarantine.<source>`` with its reasons, never lost.
+
+Example:
+    >>> problems = validate_event({"event_id": "w-1", "event_type": "page_view"}, source)
+    >>> [(p.code, p.field) for p in problems]
+    [('MISSING_REQUIRED', 'ts')]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from lakecdp.ingest.sources import NUMERIC_TYPES, SourceConfig
+from lakecdp.ingest.validate import (
+    EMAIL_PATTERN,
+    FIELD_TOO_LONG,
+    IMPOSSIBLE_DATE,
+    INVALID_DATE,
+    INVALID_EMAIL,
+    INVALID_TIMESTAMP,
+    INVALID_TYPE,
+    MALFORMED_LINE,
+    MISSING_REQUIRED,
+)
+
+# Java's \s is ASCII whitespace; re.ASCII gives Python's \s the same meaning
+_EMAIL_RE = re.compile(EMAIL_PATTERN, re.ASCII)
+# what Spark's string -> timestamp cast accepts (ISO-8601 family, optional zone)
+_TIMESTAMP_RE = re.compile(
+    r"^(?P<y>[+-]?\d{4,6})(-(?P<m>\d{1,2})(-(?P<d>\d{1,2})"
+    r"([ T](?P<H>\d{1,2})(:(?P<M>\d{1,2})(:(?P<S>\d{1,2})(\.(?P<f>\d{0,9}))?)?)?"
+    r"\s*(?P<z>Z|UTC|GMT|[+-]\d{1,2}(:?\d{2})?(:?\d{2})?|[A-Za-z]+/[A-Za-z_]+)?)?)?)?T?$"
+)
+_DATE_RE = re.compile(r"^(?P<y>[+-]?\d{4,6})(-(?P<m>\d{1,2})(-(?P<d>\d{1,2})([ T].*)?)?)?$")
+_NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[dDfF]?$")
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_INT_BOUNDS = {"int": 2**31, "bigint": 2**63}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: ``code`` (a reason code of docs/sample-data.md) on ``field``, and why."""
+
+    code: str
+    field: str
+    message: str
+    #: True: the event is refused (quarantine in batch ingest); False: accepted, field nulled
+    refuses: bool = True
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "field": self.field, "message": self.message}
+
+
+def _as_text(value: Any) -> str | None:
+    """A JSON value as Spark reads it into a string field: text as is, anything else as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e7:
+        # Spark keeps the number's text; json.loads turned 1.0 into 1.0 (same) but 1e2 into 100.0
+        return repr(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _blank(text: str | None) -> bool:
+    # Spark's trim removes spaces only
+    return text is None or text.strip(" ") == ""
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """Spark's ``try_cast(trim(x) as timestamp)`` for ISO-8601-like text; None when it fails."""
+    match = _TIMESTAMP_RE.match(text.strip(" "))
+    if not match:
+        return None
+    parts = match.groupdict()
+    try:
+        moment = datetime(
+            int(parts["y"]), int(parts["m"] or 1), int(parts["d"] or 1), int(parts["H"] or 0),
+            int(parts["M"] or 0), int(parts["S"] or 0), int(((parts["f"] or "") + "000000")[:6]),
+        )
+    except ValueError:
+        return None
+    zone = parts["z"]
+    if zone and zone not in ("Z", "UTC", "GMT") and zone[0] in "+-":
+        digits = zone[1:].replace(":", "")
+        hours = int(digits[:-2] if len(digits) > 2 else digits)
+        minutes = int(digits[-2:]) if len(digits) > 2 else 0
+        if hours > 18 or minutes > 59:
+            return None
+        sign = -1 if zone[0] == "-" else 1
+        return moment.replace(tzinfo=timezone(sign * timedelta(hours=hours, minutes=minutes)))
+    return moment.replace(tzinfo=timezone.utc)
+
+
+def _parse_date(text: str) -> date | None:
+    match = _DATE_RE.match(text.strip(" "))
+    if not match:
+        return None
+    try:
+        return date(int(match["y"]), int(match["m"] or 1), int(match["d"] or 1))
+    except ValueError:
+        return None
+
+
+def _parses(text: str, type_name: str) -> bool:
+    stripped = text.strip(" ")
+    if type_name in _INT_BOUNDS:
+        return bool(_INT_RE.match(stripped)) and -_INT_BOUNDS[type_name] <= int(stripped) < _INT_BOUNDS[type_name]
+    if type_name == "double":
+        if stripped.lower().lstrip("+-") in ("nan", "infinity", "inf"):
+            return True
+        return bool(_NUMBER_RE.match(stripped)) and not math.isinf(float(stripped.rstrip("dDfF")))
+    if type_name == "boolean":
+        return stripped.lower() in ("t", "true", "y", "yes", "1", "f", "false", "n", "no", "0")
+    if type_name == "timestamp":
+        return parse_timestamp(stripped) is not None
+    if type_name == "date":
+        return _parse_date(stripped) is not None
+    return True
+
+
+def _read(event: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path; a missing or non-object step reads as null (as in Spark)."""
+    value: Any = event
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A source's rules laid out once for per-event checking (the config itself is not copied)."""
+
+    #: (name, type, check, required) of scalar columns with a parse check
+    typed: tuple[tuple[str, str, Any, bool], ...]
+    #: (name, type) of nested columns
+    nested: tuple[tuple[str, str], ...]
+    required: tuple[str, ...]
+    checks: tuple[tuple[str, Any, bool], ...]
+    junk: frozenset[str]
+
+
+_PLANS: dict[int, tuple[SourceConfig, _Plan]] = {}
+
+
+def _plan(source: SourceConfig) -> _Plan:
+    cached = _PLANS.get(id(source))
+    if cached is not None and cached[0] is source:
+        return cached[1]
+    typed = tuple(
+        (c.name, c.type, source.checks.get(c.name), source.is_required(c.name))
+        for c in source.columns
+        if c.is_scalar and (c.type in NUMERIC_TYPES or c.type == "boolean"
+                            or (c.type in ("date", "timestamp") and c.format is None))
+    )
+    plan = _Plan(
+        typed=typed,
+        nested=tuple((c.name, c.type) for c in source.columns if not c.is_scalar),
+        required=tuple(source.required),
+        checks=tuple((path, check, source.is_required(path)) for path, check in source.checks.items()),
+        junk=frozenset(v.strip(" ").lower() for v in source.junk_values),
+    )
+    _PLANS[id(source)] = (source, plan)
+    return plan
+
+
+def validate_event(event: Any, source: SourceConfig, *, as_of: date | None = None) -> list[Problem]:
+    """Check one event (a parsed JSON object) against ``source``'s rules.
+
+    Args:
+        event: the decoded JSON value of one event.
+        source: the source's config (``conf/sources/<name>.yaml``); a CSV source is checked as
+            the Kafka stream checks it: a JSON object with the CSV's fields. Timestamps with a
+            Java pattern (``format``) are left to the Spark validator at pickup.
+        as_of: the day ``not_future`` dates may not exceed (default: today, UTC).
+
+    Returns:
+        Every finding, refusing ones (``refuses=True``) and warnings. An empty list: accepted.
+    """
+    if not isinstance(event, dict):
+        return [Problem(MALFORMED_LINE, "event", f"must be a JSON object, got {type(event).__name__}")]
+    plan = _plan(source)
+    problems: list[Problem] = []
+    for name, type_name in plan.nested:
+        value = event.get(name)
+        if value is not None and not _nested_shape_ok(value, type_name):
+            problems.append(Problem(
+                MALFORMED_LINE, name, f"must be {type_name.split('<')[0]} ({type_name}), got {type(value).__name__}"
+            ))
+    if problems:
+        # like a malformed line in a file: the field checks mean nothing then
+        return problems
+    for name, type_name, check, required in plan.typed:
+        text = _as_text(event.get(name))
+        if _blank(text) or _parses(text, type_name):  # type: ignore[arg-type]
+            continue
+        if type_name in NUMERIC_TYPES or type_name == "boolean":
+            refuses = (check.on_invalid != "warn") if check and check.on_invalid else True
+            problems.append(Problem(INVALID_TYPE, name, f"{text!r} is not a {type_name}", refuses))
+        else:
+            code = INVALID_DATE if type_name == "date" else INVALID_TIMESTAMP
+            refuses = required or bool(check and check.on_invalid == "quarantine")
+            problems.append(Problem(code, name, f"{text!r} is not an ISO-8601 {type_name}", refuses))
+
+    for path in plan.required:
+        if _blank(_as_text(_read(event, path))):
+            problems.append(Problem(MISSING_REQUIRED, path, "is required and was missing or empty"))
+    for path, check, required in plan.checks:
+        text = _as_text(_read(event, path))
+        refuses = required if check.on_invalid is None else check.on_invalid == "quarantine"
+        if check.email and not _blank(text):
+            email = text.strip(" ").lower()  # type: ignore[union-attr]
+            if email not in plan.junk and not _EMAIL_RE.search(email):
+                problems.append(Problem(INVALID_EMAIL, path, f"{text!r} is not an email address", refuses))
+        if check.max_length is not None and text is not None and len(text) > check.max_length:
+            problems.append(Problem(
+                FIELD_TOO_LONG, path, f"is {len(text)} characters, at most {check.max_length} allowed",
+                check.on_invalid != "warn",
+            ))
+        if (check.min_date is not None or check.not_future) and not _blank(text):
+            day = _parse_date(text)  # type: ignore[arg-type]
+            today = as_of or datetime.now(timezone.utc).date()
+            if day is not None and (
+                (check.min_date is not None and day < check.min_date) or (check.not_future and day > today)
+            ):
+                problems.append(Problem(IMPOSSIBLE_DATE, path, f"{text!r} is not a possible date", refuses))
+    return problems
+
+
+def _nested_shape_ok(value: Any, type_name: str) -> bool:
+    kind = type_name.split("<", 1)[0].strip().lower()
+    if kind in ("struct", "map"):
+        return isinstance(value, dict)
+    if kind == "array":
+        return isinstance(value, list)
+    return True
+
+
+def event_id(event: dict[str, Any], source: SourceConfig) -> str | None:
+    """The event's primary key value as text (what silver.events de-duplicates on)."""
+    keys = [_as_text(event.get(k)) for k in source.primary_key]
+    if any(_blank(k) for k in keys):
+        return None
+    return "\u001f".join(k.strip(" ") for k in keys)  # type: ignore[union-attr]

@@ -1,0 +1,208 @@
+"""The event intake against the real service on 127.0.0.1 (a ``lakecdp serve`` process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from api_server import KEYS, REPO_ROOT, Service, write_conf
+
+WEB = KEYS["website"]
+
+
+def web_event(n: int, **changes) -> dict:
+    event = {"event_id": f"w-api-{n}", "event_type": "add_to_cart", "ts": "2026-10-31T12:00:00Z",
+             "anonymous_id": f"d-{n}", "session_id": "s-1", "product_id": "P00042", "price": 19.99,
+             "user": {"email": f"ada{n}@example.com", "customer_no": None}}
+    event.update(changes)
+    return event
+
+
+def logged_events(root: Path) -> list[dict]:
+    lines = []
+    for path in sorted((root / "intake").glob("intake-*.log")):
+        lines += [json.loads(line) for line in path.read_text().splitlines()]
+    return [line for line in lines if "request" not in line]
+
+
+@pytest.fixture
+def service(tmp_path):
+    running = Service(write_conf(tmp_path)).start()
+    yield running
+    running.stop()
+
+
+def test_refuses_requests_without_a_key_or_with_a_wrong_one(service, tmp_path):
+    body = {"source": "web_events", "event": web_event(1)}
+    status, headers, answer = service.request("POST", "/v1/events", body)
+    assert (status, answer["error"]["code"]) == (401, "UNAUTHENTICATED")
+    assert headers["WWW-Authenticate"] == "Bearer"
+    status, _, answer = service.request("POST", "/v1/events", body, key="not-a-key")
+    assert (status, answer["error"]["code"]) == (401, "UNAUTHENTICATED")
+    # a real key, but for another source
+    status, _, answer = service.request("POST", "/v1/events", body, key=KEYS["email_platform"])
+    assert (status, answer["error"]["fields"][0]["field"]) == (403, "source")
+    assert logged_events(tmp_path) == []
+
+
+def test_a_replayed_request_is_stored_once(service, tmp_path):
+    body = {"source": "web_events", "events": [web_event(1), web_event(2)]}
+    first = service.request("POST", "/v1/batch", body, key=WEB, headers={"Idempotency-Key": "req-1"})
+    again = service.request("POST", "/v1/batch", body, key=WEB, headers={"Idempotency-Key": "req-1"})
+    assert (first[0], first[2]) == (202, {"accepted": 2, "duplicates": 0})
+    assert (again[0], again[2]) == (202, {"accepted": 2, "duplicates": 0, "replayed": True})
+    # no idempotency key, but the same event ids: stored once too
+    third = service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(2)}, key=WEB)
+    assert third[2] == {"accepted": 0, "duplicates": 1}
+    assert [e["id"] for e in logged_events(tmp_path)] == ["w-api-1", "w-api-2"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "code"),
+    [
+        (b'{"source": "web_events", "event": {"event_id": ', 400, "body", "MALFORMED_LINE"),
+        (b'{"source": "web_events", "event": "\xff"}', 400, "body", "BAD_ENCODING"),
+        ({"event": {}}, 422, "source", "MISSING_REQUIRED"),
+        ({"source": "crm", "event": {}}, 422, "source", "UNKNOWN_SOURCE"),
+        ({"source": "web_events", "event": [1]}, 422, "event", "MALFORMED_LINE"),
+        ({"source": "web_events", "event": web_event(1, ts=None)}, 422, "event.ts", "MISSING_REQUIRED"),
+        ({"source": "web_events", "event": web_event(1, ts="31/10/2026 12:00")}, 422, "event.ts", "INVALID_TIMESTAMP"),
+        ({"source": "web_events", "event": web_event(1, price="cheap")}, 422, "event.price", "INVALID_TYPE"),
+        ({"source": "web_events", "event": web_event(1, user="ada")}, 422, "event.user", "MALFORMED_LINE"),
+        ({"source": "web_events", "events": [web_event(1), web_event(2, event_id="")]}, 422,
+         "events[1].event_id", "MISSING_REQUIRED"),
+        ({"source": "web_events", "events": [web_event(n) for n in range(51)]}, 413, "events", "TOO_MANY_EVENTS"),
+        ({"source": "web_events", "event": web_event(1, page_url="x" * 20000)}, 413, "body", "BODY_TOO_LARGE"),
+    ],
+)
+def test_bad_bodies_get_a_4xx_naming_the_field(service, tmp_path, body, status, field, code):
+    path = "/v1/batch" if isinstance(body, dict) and "events" in body else "/v1/events"
+    got, _, answer = service.request("POST", path, body, key=WEB)
+    assert got == status, answer
+    assert (answer["error"]["fields"][0]["field"], answer["error"]["fields"][0]["code"]) == (field, code)
+    assert logged_events(tmp_path) == []
+
+
+def test_an_invalid_optional_email_is_accepted_with_a_warning(service, tmp_path):
+    # web events: user.email is optional, so a bad one loads with a warning (as in batch ingest)
+    event = web_event(1, user={"email": "ada at example", "customer_no": None})
+    status, _, answer = service.request("POST", "/v1/events", {"source": "web_events", "event": event}, key=WEB)
+    assert status == 202
+    assert answer["warnings"] == [{"field": "event.user.email", "code": "INVALID_EMAIL",
+                                   "message": "'ada at example' is not an email address"}]
+    # email events: email is required, so the same value refuses the event
+    email = {"event_id": "e-1", "event_type": "open", "email": "ada at example", "occurred_at": "2026-10-31T10:00:00Z"}
+    status, _, answer = service.request("POST", "/v1/events", {"source": "email_events", "event": email},
+                                        key=KEYS["email_platform"])
+    assert (status, answer["error"]["fields"][0]["field"]) == (422, "event.email")
+
+
+def test_rate_limit_answers_429_with_retry_after(service):
+    body = {"source": "web_events", "event": web_event(1)}
+    answers = [service.request("POST", "/v1/events", body, key=KEYS["slow"]) for _ in range(3)]
+    assert [a[0] for a in answers] == [202, 202, 429]
+    assert answers[2][1]["Retry-After"] == "2"  # 0.5 requests/s: the next token in 2 s
+    assert answers[2][2]["error"]["code"] == "RATE_LIMITED"
+
+
+def test_health_readiness_and_the_committed_openapi_document(service):
+    assert service.request("GET", "/healthz")[0] == 200
+    status, _, answer = service.request("GET", "/readyz")
+    assert status == 200 and answer["checks"]["intake_log"] is True
+    served = service.request("GET", "/openapi.json")[2]
+    committed = json.loads((REPO_ROOT / "docs" / "openapi.json").read_text())
+    assert served == committed, "docs/openapi.json is stale: lakecdp api-openapi > docs/openapi.json"
+
+
+def test_kill_9_after_the_answer_loses_no_event(tmp_path, spark):
+    from deltalake import DeltaTable
+
+    from lakecdp.api.pickup import LEDGER, pickup
+    from lakecdp.config import load_project
+    from lakecdp.context import JobContext
+
+    conf = write_conf(tmp_path)
+    service = Service(conf).start()
+    try:
+        for n in range(1, 6):
+            status, _, _ = service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(n)}, key=WEB)
+            assert status == 202
+        status, _, _ = service.request("POST", "/v1/batch", {"source": "web_events",
+                                                             "events": [web_event(n) for n in range(6, 11)]}, key=WEB)
+        assert status == 202
+        service.kill9()
+        # a restarted service remembers what it stored: a client's retry is not stored twice
+        service = Service(conf).start()
+        status, _, answer = service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(3)}, key=WEB)
+        assert answer == {"accepted": 0, "duplicates": 1}
+        # one event the validator of the pickup (Spark) must load too, and one new
+        status, _, _ = service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(11)}, key=WEB)
+        assert status == 202
+    finally:
+        service.stop()
+
+    project = load_project(conf, env="apitest")
+    counts = pickup(JobContext.create(project, spark), tmp_path / "intake")
+    assert counts == {"rows_read": 11, "rows_loaded": 11, "rows_quarantined": 0, "duplicates_removed": 0,
+                      "rows_erased": 0}
+    # a second pickup finds nothing new
+    again = pickup(JobContext.create(project, spark), tmp_path / "intake")
+    assert again["rows_read"] == 0
+    events = DeltaTable(str(tmp_path / "warehouse" / "silver" / "events")).to_pyarrow_table().to_pylist()
+    assert sorted(e["event_id"] for e in events) == sorted(f"w-api-{n}" for n in range(1, 12))
+    assert {(e["event_type"], e["channel"], e["value"]) for e in events} == {("add_to_cart", "web", 19.99)}
+    ledger = DeltaTable(str(tmp_path / "warehouse" / "ops" / "api_intake")).to_pyarrow_table().to_pylist()
+    assert sorted(r["status"] for r in ledger) == ["done", "started"]
+    assert LEDGER == "ops.api_intake"
+
+
+def test_a_pickup_killed_before_its_ledger_commit_is_replayed_with_the_same_bounds(tmp_path, spark, monkeypatch):
+    from deltalake import DeltaTable
+
+    import lakecdp.api.pickup as pickup_module
+    from lakecdp.config import load_project
+    from lakecdp.context import JobContext
+
+    conf = write_conf(tmp_path)
+    service = Service(conf).start()
+    try:
+        events = [web_event(n) for n in range(1, 4)] + [web_event(4, user={"email": "x@@y", "customer_no": None})]
+        assert service.request("POST", "/v1/batch", {"source": "web_events", "events": events}, key=WEB)[0] == 202
+    finally:
+        service.stop()
+    project = load_project(conf, env="apitest")
+    real_record = pickup_module._record
+
+    def die_before_done(ctx, segment, start, end, status, count):
+        if status == "done":
+            raise KeyboardInterrupt("killed between the silver commit and the ledger's done row")
+        real_record(ctx, segment, start, end, status, count)
+
+    monkeypatch.setattr(pickup_module, "_record", die_before_done)
+    with pytest.raises(KeyboardInterrupt):
+        pickup_module.pickup(JobContext.create(project, spark), tmp_path / "intake")
+    monkeypatch.setattr(pickup_module, "_record", real_record)
+    # more events arrive before the next pickup: the replayed chunk keeps its bounds
+    service = Service(conf).start()
+    try:
+        assert service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(5)}, key=WEB)[0] == 202
+    finally:
+        service.stop()
+    counts = pickup_module.pickup(JobContext.create(project, spark), tmp_path / "intake")
+    # the replay finds its 4 events already in silver (duplicates), then event 5 is new
+    assert counts == {"rows_read": 5, "rows_loaded": 1, "rows_quarantined": 0, "duplicates_removed": 4,
+                      "rows_erased": 0}
+    events = DeltaTable(str(tmp_path / "warehouse" / "silver" / "events")).to_pyarrow_table().to_pylist()
+    assert sorted(e["event_id"] for e in events) == [f"w-api-{n}" for n in range(1, 6)]
+    # the invalid optional email was nulled with a warning, as batch ingest does
+    assert {e["event_id"]: e["email"] for e in events}["w-api-4"] is None
+    audit = DeltaTable(str(tmp_path / "warehouse" / "ops" / "ingest_audit")).to_pyarrow_table().to_pylist()
+    assert sorted((a["stream_batch"], a["rows_read"], a["rows_loaded"]) for a in audit) == [
+        ("api_intake_00000001:0", 4, 4), (f"api_intake_00000001:{_first_chunk_end(tmp_path)}", 1, 1)]
+
+
+def _first_chunk_end(root: Path) -> int:
+    lines = (root / "intake" / "intake-00000001.log").read_bytes().split(b"\n")
+    return sum(len(line) + 1 for line in lines[:4])
