@@ -10,10 +10,14 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from deltalake import DeltaTable
 
 from api_server import KEYS, REPO_ROOT, Service, write_conf
+
+# a demo world through every step, then the service: minutes, full suite only
+pytestmark = pytest.mark.e2e
 
 PEOPLE = 300
 

@@ -116,6 +116,7 @@ def test_health_readiness_and_the_committed_openapi_document(service):
     assert served == committed, "docs/openapi.json is stale: lakecdp api-openapi > docs/openapi.json"
 
 
+@pytest.mark.slow
 def test_kill_9_after_the_answer_loses_no_event(tmp_path, spark):
     from deltalake import DeltaTable
 
@@ -158,6 +159,7 @@ def test_kill_9_after_the_answer_loses_no_event(tmp_path, spark):
     assert LEDGER == "ops.api_intake"
 
 
+@pytest.mark.slow
 def test_a_pickup_killed_before_its_ledger_commit_is_replayed_with_the_same_bounds(tmp_path, spark, monkeypatch):
     from deltalake import DeltaTable
 
