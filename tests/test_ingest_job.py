@@ -48,7 +48,7 @@ def test_crm_quarantine_invariant_rerun_redelivery_and_changed_record(spark, pro
     ]) + b"\n"
     _write(project, "crm/crm_customers_0.csv", crm0)
     counts = ingest(_ctx(spark, project, "run-1"), only=["crm"])
-    assert counts == {"files_loaded": 1, "files_skipped": 0, "rows_read": 9, "rows_loaded": 2,
+    assert counts == {"files_loaded": 1, "files_quarantined": 0, "files_skipped": 0, "rows_read": 9, "rows_loaded": 2,
                       "rows_quarantined": 6, "duplicates_removed": 1, "rows_erased": 0}
 
     tables = JobContext.create(project, spark, as_of=AS_OF).tables
@@ -88,7 +88,7 @@ def test_crm_quarantine_invariant_rerun_redelivery_and_changed_record(spark, pro
                 ("bronze.crm", "quarantine.crm", "silver.customer_records", "ops.ingest_files")}
     shutil.copy(project.landing / "crm/crm_customers_0.csv", project.landing / "crm/crm_customers_0_resent.csv")
     again = ingest(_ctx(spark, project, "run-2"), only=["crm"])
-    assert again == {"files_loaded": 0, "files_skipped": 2, "rows_read": 0, "rows_loaded": 0,
+    assert again == {"files_loaded": 0, "files_quarantined": 0, "files_skipped": 2, "rows_read": 0, "rows_loaded": 0,
                      "rows_quarantined": 0, "duplicates_removed": 0, "rows_erased": 0}
     assert {name: tables.version(spark, name) for name in versions} == versions
 
@@ -134,7 +134,7 @@ def test_kill_and_restart_then_late_duplicate(spark, project):
         ingest(_ctx(spark, project, "run-killed"), only=["web_events"], hook=crash_after_events)
     counts = ingest(_ctx(spark, project, "run-2"), only=["web_events"])
     # 6 non-blank lines: w1, w2, w5 load; the second w1 is a duplicate; w3 and line 5 are rejected
-    assert counts == {"files_loaded": 1, "files_skipped": 0, "rows_read": 6, "rows_loaded": 3,
+    assert counts == {"files_loaded": 1, "files_quarantined": 0, "files_skipped": 0, "rows_read": 6, "rows_loaded": 3,
                       "rows_quarantined": 2, "duplicates_removed": 1, "rows_erased": 0}
     tables = JobContext.create(project, spark, as_of=AS_OF).tables
     assertDataFrameEqual(
@@ -224,7 +224,7 @@ def test_an_erased_person_is_not_imported_again(spark, project):
     ])
     counts = ingest(_ctx(spark, project, "run-2"), only=["crm"])
     # file 0 (already loaded) is skipped by the ledger; had it not been, her rows would be refused too
-    assert counts == {"files_loaded": 1, "files_skipped": 1, "rows_read": 3, "rows_loaded": 1,
+    assert counts == {"files_loaded": 1, "files_quarantined": 0, "files_skipped": 1, "rows_read": 3, "rows_loaded": 1,
                       "rows_quarantined": 0, "duplicates_removed": 0, "rows_erased": 2}
 
     tables = JobContext.create(project, spark, as_of=AS_OF).tables

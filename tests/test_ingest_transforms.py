@@ -217,3 +217,36 @@ def test_source_config_model_is_strict():
             "columns": [{"name": "id"}], "primary_key": ["id"], "target": "customer_records",
             "mapping": {"customer_id": "id"},
         })
+
+
+def test_on_kafka_future_is_judged_by_the_receive_time(spark):
+    # a stream runs for days: "future" is later than when the broker received the message
+    from datetime import timezone
+
+    received = datetime(2026, 11, 20, 10, 5, tzinfo=timezone.utc)
+    raw = spark.createDataFrame([
+        ('{"event_id":"w1","event_type":"page_view","ts":"2026-11-20T10:00:00Z"}', 1, received),
+        ('{"event_id":"w2","event_type":"page_view","ts":"2026-11-22T10:00:00Z"}', 2, received),
+    ], "raw string, line bigint, received timestamp")
+    as_of = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    by_receipt = parse_and_validate(raw, SOURCES["web_events"], as_of=as_of, received_at="received")
+    assertDataFrameEqual(by_receipt.select("line", "_reasons"), [(1, []), (2, ["FUTURE_TIMESTAMP"])])
+    by_as_of = parse_and_validate(raw, SOURCES["web_events"], as_of=as_of)
+    assertDataFrameEqual(by_as_of.select("line", "_reasons"),
+                         [(1, ["FUTURE_TIMESTAMP"]), (2, ["FUTURE_TIMESTAMP"])])
+
+
+def test_email_rfc_lengths_and_invisible_characters(spark):
+    cases = [
+        ("a" * 64 + "@x.com", "a" * 64 + "@x.com"),
+        ("a" * 65 + "@x.com", None),
+        ("ann@" + "b" * 63 + ".com", "ann@" + "b" * 63 + ".com"),
+        ("ann@" + "b" * 64 + ".com", None),
+        ("a" * 64 + "@" + ".".join(["b" * 62] * 3) + ".com", None),   # 257 octets
+        ("Ann\u200b@x.com", None), ("ann@x.com\u200d", None), ("\ufeffann@x.com", None),
+        ("an\u00adn@x.com", None), ("ann@\u202ex.com", None), ("ann\u00a0@x.com", None),
+        ("\u00e9" * 32 + "@x.com", "\u00e9" * 32 + "@x.com"),         # 64 octets
+        ("\u00e9" * 33 + "@x.com", None),                            # 66 octets
+    ]
+    df = spark.createDataFrame(cases, "email string, expected string")
+    assertDataFrameEqual(df.select("email", normalise_email(F.col("email")).alias("expected")), cases)

@@ -6,11 +6,17 @@ line numbers (Parquet: row index), validates every row (:func:`parse_and_validat
 in this order, each write idempotent (MERGE on its keys):
 
 1. ``bronze.<source>``: rows that passed (duplicates included), as read, + provenance;
-2. ``quarantine.<source>``: rows that failed, raw, with reasons;
+2. ``quarantine.<source>``: rows that failed, raw, with reasons; a file refused as a whole
+   (a symbolic link, an unreadable file) as one row with ``line`` null;
 3. silver tables (MERGE on their primary keys; events insert-only);
 4. ``ops.ingest_audit`` (per file: read = loaded + quarantined + duplicates + erased, checked)
    and ``ops.data_quality`` (rows per reason);
 5. the ledger entry, last: a run killed before it re-does the file and ends in the same state.
+   A refused file is in the ledger too (``status`` quarantined, ``reason``): reported once, and
+   a corrected delivery (other bytes) loads.
+
+Every line ending counts (LF, CRLF, CR-only, mixed), and the rows read are checked against the
+non-blank lines counted from the file's bytes before anything is written (:class:`AuditError`).
 
 A row carrying an identifier of a person erased earlier (its salted hash is in ``ops.erasures``,
 see :mod:`lakecdp.erasure`) is refused: written nowhere, not even quarantine, and counted as
@@ -21,12 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from pyspark.sql import Window
 from pyspark.sql import functions as F
@@ -41,7 +49,15 @@ from lakecdp.ingest.schemas import (
     SILVER_KEYS,
 )
 from lakecdp.ingest.sources import SourceConfig, load_sources
-from lakecdp.ingest.validate import DUPLICATE, MissingColumnsError, parse_and_validate
+from lakecdp.ingest.validate import (
+    DUPLICATE,
+    DUPLICATE_HEADER,
+    NO_ROWS,
+    SYMLINK,
+    UNREADABLE_FILE,
+    MissingColumnsError,
+    parse_and_validate,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -64,18 +80,45 @@ _STATUS_COUNT = {"loaded": "rows_loaded", "quarantined": "rows_quarantined",
                  "duplicate": "duplicates_removed", "erased": "rows_erased"}
 
 
+#: a physical line ends at CRLF, LF or a lone CR (old Mac), as Python's universal newlines
+LINE_BREAK = r"\r\n|\r|\n"
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
+_BOM = "\ufeff"
+
+LOADED = "loaded"
+QUARANTINED = "quarantined"
+
+
 class AuditError(RuntimeError):
-    """rows read != loaded + quarantined + duplicates + erased for a file: something was lost."""
+    """rows read != loaded + quarantined + duplicates + erased for a file, or != the file's
+    non-blank lines: something was lost."""
 
 
 @dataclass(frozen=True)
 class LandedFile:
-    """One file in the landing folder."""
+    """One file in the landing folder.
+
+    ``reason`` set: the file is refused as a whole (``SYMLINK``, ``UNREADABLE_FILE``) and
+    ``content_hash`` keys its ledger entry (its bytes were not read: a hash of what was seen).
+    """
 
     path: Path
     relative: str
     size: int
     content_hash: str
+    #: non-blank physical lines counted from the bytes (text formats; a leading BOM ignored)
+    lines: int | None = None
+    #: line 1 is non-blank (a CSV header that ``read_lines`` skips)
+    first_line_filled: bool = False
+    reason: str | None = None
+    detail: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.reason is not None
+
+    def refuse(self, reason: str, detail: str) -> LandedFile:
+        return LandedFile(self.path, self.relative, self.size, self.content_hash, reason=reason, detail=detail)
 
 
 def _natural_key(text: str) -> list[object]:
@@ -83,21 +126,108 @@ def _natural_key(text: str) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _sha256(path: Path) -> str:
+def _pseudo_hash(*parts: object) -> str:
+    """Ledger key of a file whose bytes were not read (a link, a folder, an unreadable file)."""
+    return "refused:" + hashlib.sha256("\0".join(map(str, parts)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _scan(handle: BinaryIO, *, count_lines: bool) -> tuple[str, int, bool]:
+    """sha256 of the bytes and, for text, the non-blank lines (only spaces = blank, as Spark's
+    ``trim``), counted independently of the Spark reader; and whether line 1 is non-blank."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    lines, first_filled, number = 0, False, 0
+    carry = b""
+
+    def count(line: bytes) -> None:
+        nonlocal lines, first_filled, number
+        number += 1
+        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        if line.strip(b" "):
+            lines += 1
+            first_filled = first_filled or number == 1
+
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+        if not count_lines:
+            continue
+        text = carry + block
+        held = b""
+        if text.endswith(b"\r"):  # maybe the first half of a CRLF split over two blocks
+            text, held = text[:-1], b"\r"
+        parts = _LINE_BREAK_BYTES.split(text)
+        for line in parts[:-1]:
+            count(line)
+        carry = parts[-1] + held
+    if count_lines and carry:
+        parts = _LINE_BREAK_BYTES.split(carry)
+        for line in parts[:-1]:
+            count(line)
+        if parts[-1]:
+            count(parts[-1])
+    return digest.hexdigest(), lines, first_filled
+
+
+def _link_on_the_way(landing: Path, path: Path) -> Path | None:
+    """The first symbolic link among ``path`` and its folders below ``landing`` (the landing
+    folder itself is configuration and may be a link)."""
+    current = landing
+    for part in path.relative_to(landing).parts:
+        current = current / part
+        if current.is_symlink():
+            return current
+    return None
+
+
+def inspect_file(landing: Path, path: Path, source: SourceConfig) -> LandedFile:
+    """One landing path as a :class:`LandedFile`: hashed and line-counted, or refused with a reason.
+
+    Never follows a symbolic link (``O_NOFOLLOW`` also covers a link swapped in after the
+    listing) and never blocks on a pipe (``O_NONBLOCK``, then ``fstat`` must say regular file).
+    """
+    relative = path.relative_to(landing).as_posix()
+    link = _link_on_the_way(landing, path)
+    if link is not None:
+        try:
+            target = os.readlink(link)
+        except OSError as exc:
+            target = f"? ({exc.strerror})"
+        where = "it" if link == path else f"its folder {link.relative_to(landing).as_posix()}"
+        return LandedFile(path, relative, 0, _pseudo_hash("symlink", relative, target)).refuse(
+            SYMLINK, f"{relative}: {where} is a symbolic link (to {target}); links in landing are not followed",
+        )
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return LandedFile(path, relative, 0, _pseudo_hash("gone", relative, exc.errno)).refuse(
+            UNREADABLE_FILE, f"{relative}: cannot be read: {exc.strerror} (listed, then gone?)"
+        )
+    seen = LandedFile(path, relative, info.st_size, _pseudo_hash("unreadable", relative, info.st_size, info.st_mtime_ns))
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a pipe, socket or device)"
+        return seen.refuse(UNREADABLE_FILE, f"{relative}: is {kind}, not a data file")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        return seen.refuse(UNREADABLE_FILE, f"{relative}: cannot be opened: {exc.strerror}")
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return seen.refuse(UNREADABLE_FILE, f"{relative}: is not a regular file, not a data file")
+        try:
+            content_hash, lines, first_filled = _scan(handle, count_lines=source.format != "parquet")
+        except OSError as exc:
+            return seen.refuse(UNREADABLE_FILE, f"{relative}: read failed: {exc.strerror}")
+    text = source.format != "parquet"
+    return LandedFile(path, relative, info.st_size, content_hash,
+                      lines=lines if text else None, first_line_filled=first_filled)
 
 
 def discover(landing: Path, source: SourceConfig) -> list[LandedFile]:
-    """Files matching the source's glob, in natural order (increment 2 before 10)."""
-    found = [p for p in landing.glob(source.path) if p.is_file()]
+    """Paths matching the source's glob, in natural order (increment 2 before 10), each hashed
+    or refused (:func:`inspect_file`): one bad path never stops the others."""
+    found = list(landing.glob(source.path))
     found.sort(key=lambda p: _natural_key(p.relative_to(landing).as_posix()))
-    return [
-        LandedFile(p, p.relative_to(landing).as_posix(), p.stat().st_size, _sha256(p)) for p in found
-    ]
+    return [inspect_file(landing, p, source) for p in found]
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -105,11 +235,27 @@ def discover(landing: Path, source: SourceConfig) -> list[LandedFile]:
 def _csv_header(file: LandedFile, source: SourceConfig) -> list[str]:
     import csv
 
+    # newline="": readline ends at LF, CRLF or a lone CR, as read_lines splits
     with file.path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
-        first = handle.readline().lstrip("\ufeff").rstrip("\r\n")
+        first = handle.readline().lstrip(_BOM).rstrip("\r\n")
     sep = source.options.get("sep", source.options.get("delimiter", ","))
     quote = source.options.get("quote", '"')
     return [name.strip() for name in next(csv.reader([first], delimiter=sep, quotechar=quote), [])]
+
+
+def _repeated_columns(header: list[str]) -> str | None:
+    """What is wrong with a header that names a column twice (case-insensitively: Delta and
+    Spark do not tell ``Email`` from ``email``), or None."""
+    positions: dict[str, list[int]] = {}
+    for position, name in enumerate(header, start=1):
+        positions.setdefault(name.casefold(), []).append(position)
+    repeated = [
+        f"{' / '.join(repr(header[i - 1]) for i in at)} (columns {', '.join(map(str, at))})"
+        for at in positions.values() if len(at) > 1
+    ]
+    if not repeated:
+        return None
+    return f"header names a column more than once: {'; '.join(repeated)}; the file is refused, no column dropped"
 
 
 def _check_columns(file: LandedFile, source: SourceConfig, present: Iterable[str]) -> None:
@@ -124,11 +270,13 @@ def _check_columns(file: LandedFile, source: SourceConfig, present: Iterable[str
 def read_lines(ctx: JobContext, file: LandedFile, *, skip_header: bool) -> DataFrame:
     """The file's physical lines as ``raw, source_file, line`` (line 1 = first line; blank lines dropped).
 
-    Invalid UTF-8 bytes become U+FFFD (Spark's text decoder), which validation flags.
+    A line ends at LF, CRLF or a lone CR (:data:`LINE_BREAK`); a UTF-8 byte order mark before
+    line 1 is not part of it. Invalid UTF-8 bytes become U+FFFD (Spark's text decoder), which
+    validation flags.
     """
     whole = ctx.spark.read.text(str(file.path), wholetext=True)
-    lines = whole.select(F.posexplode(F.split("value", "\n")).alias("_position", "raw")).select(
-        F.regexp_replace("raw", "\r$", "").alias("raw"),
+    lines = whole.select(F.posexplode(F.split("value", LINE_BREAK)).alias("_position", "raw")).select(
+        F.when(F.col("_position") == 0, F.regexp_replace("raw", f"^{_BOM}", "")).otherwise(F.col("raw")).alias("raw"),
         F.lit(file.relative).alias("source_file"),
         (F.col("_position") + 1).cast("bigint").alias("line"),
     )
@@ -149,24 +297,61 @@ def read_parquet_rows(ctx: JobContext, file: LandedFile, source: SourceConfig) -
     )
 
 
-def validated_rows(ctx: JobContext, source: SourceConfig, files: list[LandedFile]) -> DataFrame:
-    """Every row of ``files`` through ``parse_and_validate``, with ``_file_order`` for ordering."""
+def _reader_errors() -> tuple[type[BaseException], ...]:
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    return (PySparkException, Py4JJavaError)
+
+
+def validated_rows(
+    ctx: JobContext, source: SourceConfig, files: list[LandedFile]
+) -> tuple[DataFrame | None, list[LandedFile]]:
+    """Every row of ``files`` through ``parse_and_validate``, with ``_file_order`` for ordering.
+
+    Returns:
+        The rows (None when no file could be read) and ``files`` with the ones Spark could not
+        open (gone since the listing, not Parquet) refused (``UNREADABLE_FILE``). Every line of
+        a CSV whose header repeats a column is quarantined (``DUPLICATE_HEADER``).
+    """
     frames = []
+    checked_files = []
     for order, file in enumerate(files):
-        if source.format == "parquet":
-            lines = read_parquet_rows(ctx, file, source)
-            header = None
-        else:
-            header = _csv_header(file, source) if source.has_header else None
-            if header is not None:
-                _check_columns(file, source, header)
-            lines = read_lines(ctx, file, skip_header=header is not None)
+        repeated = None
+        try:
+            if source.format == "parquet":
+                lines = read_parquet_rows(ctx, file, source)
+                header = None
+            else:
+                header = _csv_header(file, source) if source.has_header else None
+                if header is not None:
+                    repeated = _repeated_columns(header)
+                    if repeated is None:
+                        _check_columns(file, source, header)
+                    else:
+                        header = [f"_repeated_{i}" if name in header[:i] else name for i, name in enumerate(header)]
+                lines = read_lines(ctx, file, skip_header=header is not None)
+        except _reader_errors() as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            logger.warning("%s: %s cannot be read, quarantined: %s", source.name, file.relative, first)
+            checked_files.append(file.refuse(UNREADABLE_FILE, f"{file.relative}: cannot be read: {first[:500]}"))
+            continue
         checked = parse_and_validate(lines, source, header=header, as_of=ctx.as_of)
+        if repeated is not None:
+            logger.warning("%s: %s: %s", source.name, file.relative, repeated)
+            checked = checked.withColumns({
+                "_reasons": F.array(F.lit(DUPLICATE_HEADER)),
+                "_warnings": F.array().cast("array<string>"),
+                "_detail": F.lit(f"{DUPLICATE_HEADER}: {repeated}"),
+            })
         frames.append(checked.withColumn("_file_order", F.lit(order)))
+        checked_files.append(file)
+    if not frames:
+        return None, checked_files
     result = frames[0]
     for frame in frames[1:]:
         result = result.unionByName(frame)
-    return result
+    return result, checked_files
 
 
 # -- classification --------------------------------------------------------------------
@@ -322,6 +507,15 @@ def quarantine_rows(classified: DataFrame, ctx: JobContext) -> DataFrame:
     ).select(*QUARANTINE_SCHEMA.fieldNames())
 
 
+def refused_file_rows(ctx: JobContext, refused: list[LandedFile]) -> DataFrame:
+    """One quarantine row per file refused as a whole: no ``raw`` (its bytes were not read, a
+    link's target never is), ``line`` null, the reason and what was seen in ``detail``."""
+    return ctx.spark.createDataFrame(
+        [(None, f.relative, None, None, None, None, [f.reason], f.detail, ctx.run_id, ctx.as_of) for f in refused],
+        QUARANTINE_SCHEMA,
+    )
+
+
 def _latest(df: DataFrame, keys: list[str], order: str | None) -> DataFrame:
     """One row per key (the latest by ``order``); a MERGE source must not match a row twice."""
     if order is None:
@@ -403,63 +597,93 @@ def _existing_keys(ctx: JobContext, source: SourceConfig) -> DataFrame | None:
         return None
     if not ctx.tables.exists(ctx.spark, LEDGER):
         return None
-    done = ctx.tables.read(ctx.spark, LEDGER).where(F.col("source") == source.name).select(
-        F.col("path").alias("_source_file")
-    )
+    ledger = ctx.tables.read(ctx.spark, LEDGER)
+    done = ledger.where(F.col("source") == source.name)
+    if "status" in ledger.columns:
+        done = done.where(F.coalesce(F.col("status"), F.lit(LOADED)) == LOADED)
+    done = done.select(F.col("path").alias("_source_file"))
     return ctx.tables.read(ctx.spark, name).join(done, "_source_file", "left_semi").select(*source.primary_key)
 
 
 def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | None = None) -> dict[str, int]:
-    """Ingest the new files of one source; returns its counts."""
+    """Ingest the new files of one source; returns its counts.
+
+    A file refused as a whole (symbolic link, unreadable) is quarantined, audited (one row
+    read, one quarantined) and put in the ledger; the source's other files load all the same.
+    """
     hook = hook or (lambda _name: None)
     seen = _ledger_hashes(ctx, source)
-    files: list[LandedFile] = []
+    new: list[LandedFile] = []
     skipped = 0
     for file in discover(ctx.project.landing, source):
-        if file.content_hash in seen or file.size == 0:
-            logger.info("%s: %s already loaded (same content) or empty, skipped", source.name, file.relative)
+        if file.content_hash in seen or (file.size == 0 and not file.refused):
+            logger.info("%s: %s already loaded or refused (same content), or empty: skipped",
+                        source.name, file.relative)
             skipped += 1
             continue
         seen.add(file.content_hash)
-        files.append(file)
-    counts = {"files_loaded": len(files), "files_skipped": skipped, **dict.fromkeys(_COUNTS, 0)}
-    if not files:
+        new.append(file)
+    counts = {"files_loaded": 0, "files_quarantined": 0, "files_skipped": skipped, **dict.fromkeys(_COUNTS, 0)}
+    if not new:
         return counts
 
-    rows = validated_rows(ctx, source, files)
-    classified = classify(rows, source, _existing_keys(ctx, source), erased_condition(ctx, rows, source)).persist()
+    rows, readable = validated_rows(ctx, source, [f for f in new if not f.refused])
+    files = sorted([*readable, *[f for f in new if f.refused]], key=lambda f: _natural_key(f.relative))
+    refused = [f for f in files if f.refused]
+    for file in refused:
+        logger.warning("%s: %s quarantined: %s", source.name, file.relative, file.detail)
+    classified = None
+    if rows is not None:
+        classified = classify(rows, source, _existing_keys(ctx, source), erased_condition(ctx, rows, source)).persist()
     try:
         per_file = _per_file_counts(classified, files)
-        reasons = _reason_counts(classified)
-        rescued_keys = _rescued_keys(classified) if source.drift == "evolve" else []
+        # before any write: a line the reader lost (or made up) fails the run, nothing is marked done
+        check_lines_read(source, files, per_file)
+        reasons = _reason_counts(classified, files, per_file)
 
-        _insert_new(
-            ctx, bronze_rows(classified, source, ctx, rescued_keys), f"bronze.{source.name}",
-            "t._source_file = s._source_file AND t._line = s._line AND t._row_hash = s._row_hash",
-            evolve=source.drift == "evolve",
-        )
-        hook(f"bronze.{source.name}")
-        if any(c["rows_quarantined"] for c in per_file.values()):
+        if classified is not None:
+            rescued_keys = _rescued_keys(classified) if source.drift == "evolve" else []
             _insert_new(
-                ctx, quarantine_rows(classified, ctx), f"quarantine.{source.name}",
+                ctx, bronze_rows(classified, source, ctx, rescued_keys), f"bronze.{source.name}",
+                "t._source_file = s._source_file AND t._line = s._line AND t._row_hash = s._row_hash",
+                evolve=source.drift == "evolve",
+            )
+            hook(f"bronze.{source.name}")
+        if any(c["rows_quarantined"] for c in per_file.values()):
+            quarantined = refused_file_rows(ctx, refused)
+            if classified is not None:
+                quarantined = quarantine_rows(classified, ctx).unionByName(quarantined)
+            _insert_new(
+                ctx, quarantined, f"quarantine.{source.name}",
                 "t.source_file <=> s.source_file AND t.line <=> s.line AND t.raw <=> s.raw",
             )
             hook(f"quarantine.{source.name}")
-        loaded = classified.where(F.col("_status") == "loaded")
-        write_silver(ctx, loaded, source, hook)
+        if classified is not None:
+            loaded = classified.where(F.col("_status") == "loaded")
+            write_silver(ctx, loaded, source, hook)
         _write_audit(ctx, source, per_file, reasons, hook)
-        _write_ledger(ctx, source, files, hook)
+        _write_ledger(ctx, source, files, per_file, hook)
     finally:
-        classified.unpersist()
+        if classified is not None:
+            classified.unpersist()
+    counts["files_loaded"] = len(files) - len(refused)
+    counts["files_quarantined"] = len(refused)
     for value in per_file.values():
         for key in _COUNTS:
             counts[key] += value[key]
     return counts
 
 
-def _per_file_counts(classified: DataFrame, files: list[LandedFile]) -> dict[str, dict[str, int]]:
-    rows = classified.groupBy("source_file", "_status").count().collect()
+def _per_file_counts(classified: DataFrame | None, files: list[LandedFile]) -> dict[str, dict[str, int]]:
+    """Audit counts per file; a refused file counts as one row read and quarantined (its row in
+    quarantine), so audit and quarantine agree."""
     result = {f.relative: dict.fromkeys(_COUNTS, 0) for f in files}
+    for file in files:
+        if file.refused:
+            result[file.relative].update(rows_read=1, rows_quarantined=1)
+    if classified is None:
+        return result
+    rows = classified.groupBy("source_file", "_status").count().collect()
     for row in rows:
         entry = result[row["source_file"]]
         entry[_STATUS_COUNT[row["_status"]]] += row["count"]
@@ -467,8 +691,39 @@ def _per_file_counts(classified: DataFrame, files: list[LandedFile]) -> dict[str
     return result
 
 
-def _reason_counts(classified: DataFrame) -> list[tuple[str, str, int]]:
-    """(file, reason, rows): quarantine reasons, warnings of loaded rows, duplicates."""
+def expected_rows(source: SourceConfig, file: LandedFile) -> int | None:
+    """Rows a text file must yield: its non-blank lines, counted from the bytes, less the header."""
+    if file.refused or file.lines is None:
+        return None
+    header = 1 if source.has_header and file.first_line_filled else 0
+    return file.lines - header
+
+
+def check_lines_read(source: SourceConfig, files: list[LandedFile], per_file: Mapping[str, Mapping[str, int]]) -> None:
+    """Raise :class:`AuditError` when the rows read from a text file are not its non-blank lines
+    (a CR-only file read as one line once lost every row while read = loaded held, 0 = 0)."""
+    for file in files:
+        expected = expected_rows(source, file)
+        read = per_file[file.relative]["rows_read"]
+        if expected is not None and read != expected:
+            raise AuditError(
+                f"{source.name} {file.relative}: {read} rows read but the file holds {expected} non-blank "
+                f"lines{' after its header' if source.has_header else ''}: rows lost or invented, nothing written"
+            )
+
+
+def _reason_counts(
+    classified: DataFrame | None, files: list[LandedFile], per_file: Mapping[str, Mapping[str, int]]
+) -> list[tuple[str, str, int]]:
+    """(file, reason, rows): quarantine reasons, warnings of loaded rows, duplicates, refused
+    files (1 row), and ``NO_ROWS`` (0 rows) for a non-empty file that held none."""
+    found = [(f.relative, f.reason, 1) for f in files if f.refused]
+    found += [
+        (f.relative, NO_ROWS, 0) for f in files
+        if not f.refused and f.size > 0 and per_file[f.relative]["rows_read"] == 0
+    ]
+    if classified is None:
+        return sorted(found)
     codes = (
         F.when(F.col("_status") == "quarantined", F.col("_reasons"))
         .when(F.col("_status") == "duplicate", F.array(F.lit(DUPLICATE)))
@@ -479,7 +734,7 @@ def _reason_counts(classified: DataFrame) -> list[tuple[str, str, int]]:
         classified.select("source_file", F.explode(codes).alias("reason"))
         .groupBy("source_file", "reason").count().collect()
     )
-    return sorted((row["source_file"], row["reason"], int(row["count"])) for row in rows)
+    return sorted([*found, *((row["source_file"], row["reason"], int(row["count"])) for row in rows)])
 
 
 def _rescued_keys(classified: DataFrame) -> list[str]:
@@ -558,12 +813,23 @@ def _write_audit(
         )
 
 
-def _write_ledger(ctx: JobContext, source: SourceConfig, files: list[LandedFile], hook: WriteHook) -> None:
+def _write_ledger(
+    ctx: JobContext, source: SourceConfig, files: list[LandedFile], per_file: Mapping[str, Mapping[str, int]],
+    hook: WriteHook,
+) -> None:
+    def status(file: LandedFile) -> tuple[str, str | None]:
+        if file.refused:
+            return QUARANTINED, file.reason
+        if file.size > 0 and per_file[file.relative]["rows_read"] == 0:
+            return LOADED, NO_ROWS
+        return LOADED, None
+
     ledger = ctx.spark.createDataFrame(
-        [(source.name, f.relative, f.size, f.content_hash, ctx.run_id, ctx.as_of) for f in files],
+        [(source.name, f.relative, f.size, f.content_hash, ctx.run_id, ctx.as_of, *status(f)) for f in files],
         INGEST_FILES_SCHEMA,
     )
-    _insert_new(ctx, ledger, LEDGER, "t.source = s.source AND t.content_hash = s.content_hash")
+    # status and reason came later: older ledgers get the columns on their next run
+    _insert_new(ctx, ledger, LEDGER, "t.source = s.source AND t.content_hash = s.content_hash", evolve=True)
     hook(LEDGER)
 
 

@@ -80,5 +80,7 @@ DATA_QUALITY_SCHEMA = _ddl(
 )
 
 INGEST_FILES_SCHEMA = _ddl(
-    "source string, path string, size bigint, content_hash string, run_id string, loaded_at timestamp"
+    "source string, path string, size bigint, content_hash string, run_id string, loaded_at timestamp, "
+    # loaded | quarantined (refused as a whole: SYMLINK, UNREADABLE_FILE), reason (or NO_ROWS)
+    "status string, reason string"
 )

@@ -37,6 +37,16 @@ DEFAULT_JUNK_VALUES: tuple[str, ...] = (
     "noemail@noemail.com", "0000000000", "00000000000", "+440000000000", "1234567890",
 )
 
+#: primary-key values that stand for "no value" (matched on the trimmed, lower-cased text, as a
+#: Java regex): placeholders a source system writes instead of leaving a key empty -- two rows
+#: keyed ``N/A`` are not one person. Blank keys are MISSING_REQUIRED; all-zero keys (``0``,
+#: ``000``) are a default, not an id. ``\N`` is MySQL's dump spelling of NULL.
+NULL_LIKE_KEY_PATTERN = r"^(null|none|nil|n/?a|n\.a\.?|#n/a|nan|undefined|unknown|\\n|-+|\?+|0+)$"
+
+#: how far past the run's as-of time a timestamp may lie before it is FUTURE_TIMESTAMP: clock
+#: skew and local times written without a zone (UTC+14 read as UTC) stay within a day
+DEFAULT_FUTURE_TOLERANCE_MINUTES = 24 * 60
+
 TargetKind = Literal["customer_records", "events", "orders", "products"]
 
 #: the unified columns a mapping may fill, per target (docs/tables.md)
@@ -175,6 +185,9 @@ class SourceConfig(StrictModel):
     drop_existing_keys: bool = False
     #: default phone region when a record has no country
     default_region: str = "GB"
+    #: timestamps later than the run's as-of (Kafka: the broker's receive time) plus this many
+    #: minutes are FUTURE_TIMESTAMP (docs/security.md#ingest-input)
+    future_tolerance_minutes: int = Field(default=DEFAULT_FUTURE_TOLERANCE_MINUTES, ge=0)
     items: ItemsSpec | None = None
     also: list[ExtraTarget] = Field(default_factory=list)
 

@@ -21,7 +21,7 @@ from pyspark.sql import types as T
 
 from lakecdp.ingest.schemas import SILVER_SCHEMAS
 from lakecdp.ingest.sources import DEFAULT_JUNK_VALUES, ExtraTarget, SourceConfig
-from lakecdp.ingest.validate import EMAIL_PATTERN
+from lakecdp.ingest.validate import null_like_key, valid_email
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -57,9 +57,10 @@ def null_if_junk(column: Column, junk_values: Sequence[str] = DEFAULT_JUNK_VALUE
 
 
 def normalise_email(column: Column, junk_values: Sequence[str] = DEFAULT_JUNK_VALUES) -> Column:
-    """Trim and lower-case; null when junk or not a syntactically valid address."""
+    """Trim and lower-case; null when junk or not a syntactically valid address (RFC length
+    limits; an invisible character -- zero-width space, BOM, bidi control -- makes it invalid)."""
     email = F.lower(F.trim(column))
-    return F.when(email.rlike(EMAIL_PATTERN), null_if_junk(email, junk_values))
+    return F.when(valid_email(email), null_if_junk(email, junk_values))
 
 
 @F.pandas_udf(T.StringType())
@@ -184,7 +185,11 @@ def to_customer_records(
     mapping = extra.mapping if extra is not None else source.mapping
     label = (extra.record_source if extra is not None else None) or source.name
     if extra is not None:
-        df = df.where(F.expr(extra.filter))
+        # a blank or placeholder id (a login whose anonymous_id is "n/a") would make one record
+        # of many people: such a row is an event only, like one without the id
+        record_id = F.expr(mapping["source_record_id"]) if "source_record_id" in mapping else F.lit(None)
+        usable = (F.trim(record_id.cast("string")) != "") & ~null_like_key(record_id)
+        df = df.where(F.expr(extra.filter) & F.coalesce(usable, F.lit(False)))
     junk = source.junk_values
     unified = df.select(*_mapped(df, mapping, "customer_records"), _warnings_column(df).alias("warnings"))
     country = country_code(F.col("country"))

@@ -469,7 +469,10 @@ def _validate(df: DataFrame, *, source: SourceConfig, as_of: datetime) -> DataFr
         "raw", F.when(blank, F.lit("<blank message>")).otherwise(F.col("raw"))
     )
     return (
-        parse_and_validate(shielded, source, as_of=as_of)
+        # "future" is judged by when the broker received each message, not by the query's start
+        parse_and_validate(
+            shielded, source, as_of=as_of, received_at=KAFKA_TIMESTAMP if KAFKA_TIMESTAMP in df.columns else None
+        )
         .withColumn("raw", F.col(_RECEIVED))
         .drop(_RECEIVED)
     )

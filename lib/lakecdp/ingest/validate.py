@@ -11,14 +11,14 @@ meaningless, so a line with one of those carries only the structural reasons.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakecdp.ingest.sources import NUMERIC_TYPES, SourceConfig
+from lakecdp.ingest.sources import NULL_LIKE_KEY_PATTERN, NUMERIC_TYPES, SourceConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -34,21 +34,123 @@ IMPOSSIBLE_DATE = "IMPOSSIBLE_DATE"
 FIELD_TOO_LONG = "FIELD_TOO_LONG"
 BAD_ENCODING = "BAD_ENCODING"
 DUPLICATE = "DUPLICATE"
+#: a timestamp later than as-of + the source's tolerance (a LastModified of 2099)
+FUTURE_TIMESTAMP = "FUTURE_TIMESTAMP"
+#: a timestamp that is a default, not a time: the Unix epoch (1970-01-01 +- a day) or before 1900-01-02
+PLACEHOLDER_TIMESTAMP = "PLACEHOLDER_TIMESTAMP"
+#: a primary key that is a placeholder (``N/A``, ``NULL``, ``0``) or holds invisible characters
+INVALID_KEY = "INVALID_KEY"
+#: ``NaN``, ``Infinity`` or a number beyond the type's range (``1e400``) in a numeric field
+NON_FINITE_NUMBER = "NON_FINITE_NUMBER"
+# whole-file reasons (the ingest job; one quarantine row with ``line`` null, or every line)
+#: the landing path (or a folder on the way to it) is a symbolic link: never followed
+SYMLINK = "SYMLINK"
+#: the file cannot be read: not a regular file (a folder, a pipe), gone, no permission, not Parquet
+UNREADABLE_FILE = "UNREADABLE_FILE"
+#: the CSV header names a column twice (case-insensitively): every line of the file is refused
+DUPLICATE_HEADER = "DUPLICATE_HEADER"
+#: a non-empty file that holds no row (header only, blank lines only): loaded, reported
+NO_ROWS = "NO_ROWS"
 
 REASON_CODES = (
     MALFORMED_LINE, WRONG_FIELD_COUNT, MISSING_REQUIRED, INVALID_TIMESTAMP, INVALID_TYPE,
     INVALID_EMAIL, INVALID_DATE, IMPOSSIBLE_DATE, FIELD_TOO_LONG, BAD_ENCODING, DUPLICATE,
+    FUTURE_TIMESTAMP, PLACEHOLDER_TIMESTAMP, INVALID_KEY, NON_FINITE_NUMBER,
+    SYMLINK, UNREADABLE_FILE, DUPLICATE_HEADER, NO_ROWS,
 )
 
 #: what Spark's text reader puts where the bytes were not valid UTF-8
 REPLACEMENT_CHARACTER = "\ufffd"
-#: one '@', no spaces, a dot in the domain; deliberately simple (RFC 5322 allows more,
-#: but none of that is a real marketing address)
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
+#: characters no address holds: whitespace (any script), control, format (zero-width space and
+#: joiners U+200B-D, BOM U+FEFF, soft hyphen U+00AD, bidi controls), private-use, unassigned
+_NOT_IN_EMAIL = r"@\s\p{Z}\p{C}"
+#: one '@', no spaces or invisible characters, a dot in the domain, domain labels of 1-63
+#: characters; deliberately simple (RFC 5322 allows more, but none of that is a real
+#: marketing address). Java regex (Spark's ``rlike``); lengths in bytes: :func:`valid_email`
+EMAIL_PATTERN = (
+    rf"^[^{_NOT_IN_EMAIL}]+@[^{_NOT_IN_EMAIL}.]{{1,63}}(\.[^{_NOT_IN_EMAIL}.]{{1,63}})+$"
+)
+#: RFC 5321 4.5.3.1: a local part of at most 64 octets, a path of at most 256 (254 for the address)
+EMAIL_MAX_OCTETS = 254
+EMAIL_LOCAL_PART_MAX_OCTETS = 64
+#: control (Cc) and format (Cf) characters: never part of a key
+_INVISIBLE = r"[\p{Cc}\p{Cf}]"
+#: a timestamp within a day of the Unix epoch is the epoch in some time zone: a default
+_EPOCH_SLACK_SECONDS = 86_400
+_EARLIEST_TIMESTAMP = datetime(1900, 1, 2)
+#: how Spark's JSON parser writes a NaN / infinite number token into a text field
+_QUOTED_NON_FINITE = ('"NaN"', '"Infinity"', '"-Infinity"')
 
 _CORRUPT = "_corrupt_record"
 _AS_READ = "_as_read"
 _RESCUED = "_rescued"
+
+
+def valid_email(email: Column) -> Column:
+    """True when ``email`` (trimmed, lower-cased) is a syntactically valid address.
+
+    :data:`EMAIL_PATTERN` plus RFC 5321's limits: at most 254 bytes (UTF-8) in all, 64 in the
+    local part. Shared by validation (INVALID_EMAIL) and :func:`lakecdp.ingest.standardise.normalise_email`.
+    """
+    return (
+        email.rlike(EMAIL_PATTERN)
+        & (F.octet_length(email) <= EMAIL_MAX_OCTETS)
+        & (F.octet_length(F.substring_index(email, "@", 1)) <= EMAIL_LOCAL_PART_MAX_OCTETS)
+    )
+
+
+def null_like_key(value: Column) -> Column:
+    """True when a key's text is a placeholder (:data:`~lakecdp.ingest.sources.NULL_LIKE_KEY_PATTERN`)
+    or holds a control / zero-width / bidi character; false for blank (that is MISSING_REQUIRED)."""
+    text = F.trim(value.cast("string"))
+    return (text != "") & (F.lower(text).rlike(NULL_LIKE_KEY_PATTERN) | text.rlike(_INVISIBLE))
+
+
+def _holds_double(data_type: T.DataType) -> bool:
+    if isinstance(data_type, (T.DoubleType, T.FloatType)):
+        return True
+    if isinstance(data_type, T.StructType):
+        return any(_holds_double(f.dataType) for f in data_type.fields)
+    if isinstance(data_type, T.ArrayType):
+        return _holds_double(data_type.elementType)
+    if isinstance(data_type, T.MapType):
+        return _holds_double(data_type.valueType)
+    return False
+
+
+def _non_finite(value: Column, data_type: T.DataType) -> Column:
+    """True when a double (at any depth of structs, arrays and maps) is NaN or infinite; null-safe."""
+    if isinstance(data_type, (T.DoubleType, T.FloatType)):
+        return F.coalesce(F.isnan(value) | (F.abs(value) == F.lit(float("inf"))), F.lit(False))
+    if isinstance(data_type, T.StructType):
+        result = F.lit(False)
+        for field in data_type.fields:
+            if _holds_double(field.dataType):
+                result = result | _non_finite(value[field.name], field.dataType)
+        return result
+    if isinstance(data_type, T.ArrayType):
+        element_type = data_type.elementType
+        return F.coalesce(F.exists(value, lambda element: _non_finite(element, element_type)), F.lit(False))
+    if isinstance(data_type, T.MapType):
+        value_type = data_type.valueType
+        return F.coalesce(
+            F.exists(F.map_values(value), lambda element: _non_finite(element, value_type)), F.lit(False)
+        )
+    return F.lit(False)
+
+
+def _timestamp_bound(source: SourceConfig, as_of: date | datetime | None, received_at: str | None) -> Column:
+    """The latest plausible time: as-of (or, per row, when the row was received) + the source's tolerance."""
+    if isinstance(as_of, datetime):
+        now = F.lit(as_of)
+    elif as_of is not None:
+        # a day: all of it
+        now = F.lit(datetime.combine(as_of + timedelta(days=1), time(0)))
+    else:
+        now = F.current_timestamp()
+    if received_at is not None:
+        now = F.greatest(now.cast("timestamp"), F.col(received_at).cast("timestamp"))
+    return now.cast("timestamp") + F.expr(f"INTERVAL {int(source.future_tolerance_minutes)} MINUTES")
 
 
 class MissingColumnsError(ValueError):
@@ -154,6 +256,7 @@ def parse_and_validate(
     *,
     header: list[str] | None = None,
     as_of: date | datetime | None = None,
+    received_at: str | None = None,
 ) -> DataFrame:
     """Parse ``raw`` (one line / message per row) into the source's typed columns and give reasons.
 
@@ -164,7 +267,11 @@ def parse_and_validate(
         header: CSV only: the file's header columns in file order (default: the configured
             columns); columns not configured are rescued, configured ones absent are null.
             Parquet rows arrive as JSON text (``to_json`` of the row).
-        as_of: the day birth dates may not exceed (default: today).
+        as_of: the day birth dates may not exceed and the time timestamps may not exceed by
+            more than ``source.future_tolerance_minutes`` (default: now).
+        received_at: a timestamp column of ``raw`` saying when each row arrived (Kafka: the
+            broker's timestamp); a long-running stream then judges "future" by it, not by the
+            query's start.
 
     Returns:
         ``raw`` + provenance + typed source columns (declared types; an optional field that
@@ -194,29 +301,57 @@ def parse_and_validate(
     ).withColumn("_structural_detail", structural_detail)
 
     today = F.lit(as_of.date() if isinstance(as_of, datetime) else as_of) if as_of else F.current_date()
+    latest = _timestamp_bound(source, as_of, received_at)
+    as_read_types = staged.schema[_AS_READ].dataType
     findings: list[_Finding] = []
     typed: dict[str, Column] = {}
     for spec in source.columns:
         read = F.col(f"{_AS_READ}.`{spec.name}`")
+        check = source.checks.get(spec.name)
+        required = source.is_required(spec.name)
         if not spec.is_scalar:
             typed[spec.name] = read
+            # NaN / Infinity inside nested values (an order line's price) cannot be nulled alone
+            nested_type = as_read_types[spec.name].dataType
+            if _holds_double(nested_type):
+                findings.append(_Finding(_non_finite(read, nested_type), NON_FINITE_NUMBER, spec.name, True))
             continue
         value = _typed_scalar(read, spec.type, spec.format)
         typed[spec.name] = value
-        check = source.checks.get(spec.name)
-        required = source.is_required(spec.name)
         unparsed = ~_blank(read) & value.isNull()
         if spec.type in NUMERIC_TYPES or spec.type == "boolean":
-            quarantine = (check.on_invalid != "warn") if check and check.on_invalid else True
+            quarantine = required or ((check.on_invalid != "warn") if check and check.on_invalid else True)
+            non_finite = F.lit(False)
+            if spec.type == "double":
+                # Spark reads "NaN", "Infinity" and 1e400 (overflow) as doubles: none is an amount.
+                # An unquoted JSON NaN / Infinity / 1e400 token reaches a text field re-written
+                # by Spark's parser as a quoted word
+                spelled = F.coalesce(F.trim(read).isin(*_QUOTED_NON_FINITE), F.lit(False))
+                non_finite = _non_finite(value, T.DoubleType()) | spelled
+                unparsed = unparsed & ~spelled
             findings.append(_Finding(unparsed, INVALID_TYPE, spec.name, quarantine))
+            findings.append(_Finding(non_finite, NON_FINITE_NUMBER, spec.name, quarantine))
         elif spec.type in ("date", "timestamp"):
             code = INVALID_DATE if spec.type == "date" else INVALID_TIMESTAMP
             quarantine = required or bool(check and check.on_invalid == "quarantine")
             findings.append(_Finding(unparsed, code, spec.name, quarantine))
+        if spec.type == "timestamp":
+            # the event time orders versions (later wins) and places events: a wrong one is
+            # quarantined even when optional; any other timestamp is nulled with a warning
+            ordering = quarantine or spec.name == source.event_time
+            epoch = F.abs(F.unix_seconds(value)) <= _EPOCH_SLACK_SECONDS
+            placeholder = (value < F.lit(_EARLIEST_TIMESTAMP)) | epoch
+            findings.append(_Finding(F.coalesce(value > latest, F.lit(False)), FUTURE_TIMESTAMP, spec.name, ordering))
+            findings.append(_Finding(F.coalesce(placeholder, F.lit(False)), PLACEHOLDER_TIMESTAMP, spec.name, ordering))
 
     junk = F.array(*[F.lit(v) for v in source.junk_values])
     for path in source.required:
         findings.append(_Finding(_blank(F.col(f"{_AS_READ}.{path}")), MISSING_REQUIRED, path, True))
+    for path in source.primary_key:
+        key = F.col(f"{_AS_READ}.{path}")
+        if not source.is_required(path):
+            findings.append(_Finding(_blank(key), MISSING_REQUIRED, path, True))
+        findings.append(_Finding(F.coalesce(null_like_key(key), F.lit(False)), INVALID_KEY, path, True))
     for path, check in source.checks.items():
         top = path.split(".")[0]
         read = F.col(f"{_AS_READ}.{path}")
@@ -225,7 +360,7 @@ def parse_and_validate(
         quarantine = required if check.on_invalid is None else check.on_invalid == "quarantine"
         if check.email:
             email = F.lower(F.trim(read.cast("string")))
-            invalid = ~_blank(read) & ~F.array_contains(junk, email) & ~email.rlike(EMAIL_PATTERN)
+            invalid = ~_blank(read) & ~F.array_contains(junk, email) & ~valid_email(email)
             findings.append(_Finding(invalid, INVALID_EMAIL, path, quarantine))
         if check.max_length is not None:
             too_long = F.length(read.cast("string")) > check.max_length
