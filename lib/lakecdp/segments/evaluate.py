@@ -159,15 +159,17 @@ def sql_segment_matches(spark: SparkSession, definition: SegmentDefinition, as_o
     Raises:
         SqlRefused: naming the segment, with line, column and reason.
     """
-    guarded = definition.guarded
-    assert guarded is not None
     try:
+        # the plan check first: it decides, whatever the definition went through before
         if definition.condition is not None:
             matches = guarded_condition(spark, definition.condition, as_of=as_of)
         else:
             result = guarded_query(spark, definition.query or "", as_of=as_of)
+        # the sqlglot reading: which columns the reason JSON shows
+        guarded = definition.guarded
     except SqlRefused as exc:
         raise exc.for_segment(definition.id) from None
+    assert guarded is not None
     if definition.condition is not None:
         deciding = [c for c in guarded.columns if c in matches.columns and c != "customer_id"]
         values = F.struct(*[F.col(c) for c in deciding]) if deciding else F.struct()
@@ -241,6 +243,26 @@ def materialise_within_budget(
             "(limits.max_rows)"
         )
     return materialised, rows
+
+
+def check_segments(
+    spark: SparkSession, segments: dict[str, SegmentDefinition], inputs: SegmentInputs
+) -> dict[str, SqlRefused]:
+    """Plan-check every SQL segment against the views of ``inputs``; nothing is executed.
+
+    Returns:
+        segment id -> refusal (line, column, reason) for each segment the plan check refuses.
+    """
+    register_views(spark, inputs)
+    refused: dict[str, SqlRefused] = {}
+    for segment_id, definition in segments.items():
+        if definition.kind == "event":
+            continue
+        try:
+            sql_segment_matches(spark, definition, inputs.as_of)
+        except SqlRefused as exc:
+            refused[segment_id] = exc
+    return refused
 
 
 def event_segment_matches(events: DataFrame, definition: SegmentDefinition, as_of: datetime) -> DataFrame:
