@@ -152,6 +152,11 @@ PAYLOADS = [
     ("condition", "my_udf(total_spent) > 1", "'my_udf' is not on the allow-list"),
     ("condition", "rand() < 2", "'rand' is not on the allow-list"),
     ("query", "SELECT customer_id FROM customers WHERE total_spent > :limit", "NamedParameter is not allowed"),
+    ("query", "SELECT /*+ REPARTITION(100000) */ customer_id FROM customers", "UnresolvedHint is not allowed"),
+    ("query", "SELECT email AS customer_id FROM IDENTIFIER('delta.`{warehouse}/gold/customer_profile`')",
+     "is not allowed"),
+    ("condition", "try_reflect('java.lang.System', 'getProperty', 'lakecdp.test.secret') IS NOT NULL",
+     "'try_reflect' calls a Java method"),
 ]
 
 
@@ -172,6 +177,33 @@ def test_payload_is_refused_and_nothing_runs(spark, inputs, project, secret, tmp
     assert caught, f"not refused: {text}"
     assert reason in caught[0].reason, str(caught[0])
     assert str(caught[0]).startswith("segment attack: ")
+    assert not sentinel.exists()
+
+
+SHELL_QUERY = (
+    "SELECT customer_id FROM customers\nWHERE customer_id IN (SELECT TRANSFORM(customer_id) "
+    "USING 'sh -c \"touch {sentinel}\"' AS (customer_id string) FROM customers)"
+)
+
+
+def test_segments_step_and_dry_run_never_run_refused_sql(spark, project, inputs, tmp_path):
+    """A definition sqlglot lets through (it reads TRANSFORM as a function) stops at the plan check."""
+    from lakecdp.segments.inspect import dry_run
+    from lakecdp.segments.job import CHANGES, evaluate_and_write
+
+    sentinel = tmp_path / "SENTINEL"
+    shell = SegmentDefinition.model_validate(
+        {"version": 1, "id": "shell", "query": SHELL_QUERY.format(sentinel=sentinel), "schedule": {"every_minutes": 5}}
+    )
+    fine = SegmentDefinition.model_validate(
+        {"version": 1, "id": "fine", "condition": "total_spent > 0", "schedule": {"every_minutes": 5}}
+    )
+    ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="run-shell")
+    with pytest.raises(SqlRefused, match=r"^segment shell: line 2, column 23: SELECT TRANSFORM \.\.\. USING"):
+        evaluate_and_write(ctx, {"fine": fine, "shell": shell}, inputs)
+    assert ctx.tables.read(spark, CHANGES).count() == 0
+    with pytest.raises(SqlRefused, match=r"^segment shell: "):
+        dry_run(ctx, {"fine": fine, "shell": shell}, inputs)
     assert not sentinel.exists()
 
 
@@ -307,6 +339,39 @@ def test_limits_have_ceilings():
         SegmentDefinition.model_validate(
             {"version": 1, "id": "x", "condition": "1=1", "schedule": {"every_minutes": 1}, "limits": {"max_seconds": 86400}}
         )
+
+
+# SQL a marketer reasonably writes: none of it may be refused (kind, text)
+ACCEPTED = [
+    ("condition", "total_spent BETWEEN 100 AND 1000 AND email LIKE '%@x.io' AND email NOT ILIKE 'test%'"),
+    ("condition", "year(last_purchase_at) = 2025 AND extract(MONTH FROM last_purchase_at) IN (2, 3)"),
+    ("condition", "CASE WHEN total_spent > 500 THEN 'high' ELSE 'low' END = 'high' AND total_spent::int > 0"),
+    ("condition", "total_spent > (SELECT avg(total_spent) FROM customers) AND last_purchase_at IS NOT NULL"),
+    ("condition", "EXISTS (SELECT 1 FROM events e WHERE e.customer_id = customers.customer_id "
+                  "AND e.event_type = 'purchase')"),
+    ("condition", "customer_id NOT IN (SELECT customer_id FROM events WHERE event_type = 'product_view')"),
+    ("condition", "datediff(CURRENT_DATE, last_purchase_date) < 60 AND coalesce(total_spent, 0) <=> 600"),
+    ("condition", "size(sequence(1, 10)) = 10 AND lpad(customer_id, 6, '0') <> '' AND customer_id RLIKE '^c'"),
+    ("query", "WITH buyers AS (SELECT customer_id, count(*) AS n FROM events WHERE event_type = 'purchase' "
+              "GROUP BY customer_id HAVING count(*) >= 1)\nSELECT b.customer_id, n FROM buyers b "
+              "JOIN customers c ON b.customer_id = c.customer_id WHERE c.total_spent > 100"),
+    ("query", "SELECT customer_id FROM (SELECT customer_id, row_number() OVER (PARTITION BY customer_id "
+              "ORDER BY occurred_at DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS r FROM events) "
+              "WHERE r = 1"),
+    ("query", "SELECT c.customer_id FROM customers c CROSS JOIN (SELECT avg(total_spent) AS a FROM customers) s "
+              "WHERE c.total_spent > s.a"),
+    ("query", "SELECT DISTINCT customer_id, product_id AS member_key FROM events "
+              "WHERE event_type = 'product_view' AND occurred_at > now() - INTERVAL 7 DAYS ORDER BY 1 LIMIT 100"),
+    ("query", "SELECT customer_id FROM customers UNION SELECT customer_id FROM profile "
+              "EXCEPT SELECT customer_id FROM events"),
+    ("query", "SELECT customer_id FROM customers WHERE customer_id IN (SELECT * FROM VALUES ('c1'), ('c2') AS t(id))"),
+    ("query", "SELECT e.customer_id, count(*) FILTER (WHERE e.value > 10) AS big FROM events e GROUP BY ALL"),
+]
+
+
+@pytest.mark.parametrize(("kind", "text"), ACCEPTED, ids=[a[1][:50] for a in ACCEPTED])
+def test_common_sql_is_accepted(spark, inputs, kind, text):
+    assert check_segments(spark, {"ok": unchecked("ok", **{kind: text})}, inputs) == {}
 
 
 def test_every_shipped_segment_passes_the_plan_check(spark, project):

@@ -64,7 +64,7 @@ _PARSED_OPERATORS = frozenset(
     Project Filter Join Aggregate Union Intersect Except Distinct Deduplicate Sort GlobalLimit
     LocalLimit Offset SubqueryAlias UnresolvedRelation UnresolvedWith WithWindowDefinition
     Generate UnresolvedInlineTable LocalRelation OneRowRelation UnresolvedSubqueryColumnAliases
-    UnresolvedHaving Window RepartitionByExpression
+    UnresolvedHaving Window
     """.split()
 )
 # Operators of the analysed plan (the walk stops at the registered views).
