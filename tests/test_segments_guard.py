@@ -55,6 +55,8 @@ QUERIES = [
     ("SELECT customer_id FROM customers WHERE total_spent > 10", None),
     ("WITH t AS (SELECT customer_id FROM profile)\nSELECT customer_id FROM t", None),
     ("SELECT e.customer_id, e.product_id AS member_key FROM events e WHERE e.event_type = 'product_view'", None),
+    # "AS t(id)" names the columns of an inline table: not a function call
+    ("SELECT customer_id FROM customers WHERE customer_id IN (SELECT * FROM VALUES ('c1'), ('c2') AS t(id))", None),
     ("INSERT INTO profile SELECT * FROM profile", (1, 1, "only a read-only SELECT is allowed, got INSERT")),
     ("CREATE TABLE x AS SELECT 1", (1, 1, "got CREATE")),
     ("DELETE FROM profile WHERE 1=1", (1, 1, "got DELETE")),

@@ -186,6 +186,9 @@ class _Checker:
             if not name.replace("_", "").isalnum():
                 continue
             previous = tokens[index - 1] if index > 0 else None
+            if previous is not None and previous.token_type == TokenType.ALIAS:
+                # "AS t(id)": an alias with its column names, not a call
+                continue
             if previous is not None and previous.token_type == TokenType.DOT:
                 raise self.refuse(f"qualified function '{name}' (UDF) is not allowed", token.start)
             if name in _REFUSED_REASONS:
