@@ -9,6 +9,8 @@ Three modes, chosen in ``conf/environments/<env>.yaml`` (``spark.mode``):
 - ``databricks``: Delta and Kafka are built into the runtime; add nothing, reuse the
   session the runtime created.
 
+Every mode turns Spark's variable substitution off (``${...}`` in SQL text stays text).
+
 Example:
     >>> from lakecdp.config import load_project
     >>> project = load_project("conf")
@@ -64,6 +66,15 @@ _LOCAL_CONF: dict[str, str] = {
 }
 
 
+# Settings every mode gets, after the environment's own (an environment cannot undo them):
+_ENFORCED_CONF: dict[str, str] = {
+    # Spark would otherwise expand ${env:X} / ${system:y} in SQL text *before* parsing: a
+    # secret in a segment's literal, or a line break that turns a comment into code
+    # (docs/security.md, Segment SQL)
+    "spark.sql.variable.substitute": "false",
+}
+
+
 def session_conf(project: Project, *, app_name: str | None = None) -> dict[str, str]:
     """The Spark settings :func:`get_session` applies, for inspection and spark-submit."""
     settings = project.environment.spark
@@ -77,6 +88,7 @@ def session_conf(project: Project, *, app_name: str | None = None) -> dict[str, 
         conf["spark.jars"] = ",".join(spark_jars())
         conf["spark.sql.warehouse.dir"] = str(project.warehouse / "_spark_catalog")
     conf.update(settings.conf)
+    conf.update(_ENFORCED_CONF)
     conf["spark.app.name"] = app_name or settings.app_name
     return conf
 
@@ -104,6 +116,9 @@ def get_session(project: Project, *, app_name: str | None = None) -> SparkSessio
     for key, value in session_conf(project, app_name=app_name).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    # a reused session (databricks, or one built before) keeps its runtime settings: set again
+    for key, value in _ENFORCED_CONF.items():
+        spark.conf.set(key, value)
     if settings.mode == "local":
         spark.sparkContext.setLogLevel("ERROR")
     checkpoint_dir = project.checkpoints / "spark"

@@ -39,9 +39,19 @@ def _validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
+    refused = {}
+    if not args.syntax_only and any(d.kind != "event" for d in segments.values()):
+        from lakecdp.segments.evaluate import check_segments
+        from lakecdp.segments.job import validation_inputs
+
+        ctx = _context(args, "validate")
+        refused = check_segments(ctx.spark, segments, validation_inputs(ctx))
     for sid, definition in segments.items():
-        print(f"ok  {sid:<28} {definition.kind:<9} {definition.rule}")
-    return 0
+        if sid in refused:
+            print(f"refused  {refused[sid]}", file=sys.stderr)
+        else:
+            print(f"ok  {sid:<28} {definition.kind:<9} {definition.rule}")
+    return 1 if refused else 0
 
 
 def _selected(segments, wanted: list[str] | None):
@@ -106,7 +116,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("segments", help="segment definitions, dry-run, explain, approvals")
     commands = parser.add_subparsers(dest="segments_command", required=True, metavar="segments_command")
 
-    validate = commands.add_parser("validate", help="check every conf/segments/*.yaml (SQL guard included)")
+    validate = commands.add_parser(
+        "validate", help="check every conf/segments/*.yaml, SQL included (on Spark's own plan: starts Spark)"
+    )
+    validate.add_argument(
+        "--syntax-only", action="store_true", help="only the quick checks that need no Spark (not the plan check)"
+    )
     validate.set_defaults(handler=_validate)
 
     dry = commands.add_parser("dry-run", help="sizes, changes, overlaps and samples, nothing written")

@@ -4,15 +4,18 @@ Three kinds, exactly one per file:
 
 - ``condition``: a Spark SQL boolean over the ``customers`` view (profile joined with
   features, plus the run's ``as_of`` as a column), e.g.
-  ``total_spent > 500 AND last_purchase_at > as_of - INTERVAL 30 DAYS``;
+  ``last_purchase_date > CURRENT_DATE - INTERVAL '30 days' AND total_spent > 500``
+  (``CURRENT_DATE`` / ``CURRENT_TIMESTAMP`` / ``now()`` are the run's ``as_of``);
 - ``query``: a SELECT over ``customers``/``profile``/``features``/``events`` returning
   ``customer_id`` (and optionally ``member_key``);
 - ``event``: an event-triggered rule compiled to DataFrame code (types, minimum count,
   window, value/product filters, absence conditions, one membership per product when
   ``per_product``).
 
-Every definition is checked before anything runs: unknown keys, bad durations, SQL the
-guard refuses (with line/column), exclusions naming unknown segments, exclusion cycles.
+Every definition is checked when loaded: unknown keys, bad durations, SQL the sqlglot guard
+refuses (with line/column), exclusions naming unknown segments, exclusion cycles. Before
+any segment SQL runs, the plan check (:mod:`lakecdp.segments.plan_guard`) checks it again
+on Spark's own plan; ``limits`` bound each segment's time and rows.
 
 Example:
     >>> segments = load_segments("conf/segments")
@@ -163,6 +166,21 @@ class EventRule(StrictModel):
     absent: list[Absence] = Field(default_factory=list)
 
 
+# Per-segment budgets: defaults, and the most a definition may ask for (segment authors are
+# not trusted with unbounded work; an engineer changes these here, in reviewed code).
+DEFAULT_MAX_SECONDS = 300
+DEFAULT_MAX_ROWS = 10_000_000
+CEILING_MAX_SECONDS = 3600
+CEILING_MAX_ROWS = 100_000_000
+
+
+class SegmentLimits(StrictModel):
+    """How long one segment's evaluation may run and how many rows it may produce."""
+
+    max_seconds: float = Field(default=DEFAULT_MAX_SECONDS, gt=0, le=CEILING_MAX_SECONDS)
+    max_rows: int = Field(default=DEFAULT_MAX_ROWS, ge=1, le=CEILING_MAX_ROWS)
+
+
 class SegmentDefinition(StrictModel):
     """One ``conf/segments/<id>.yaml``."""
 
@@ -184,6 +202,8 @@ class SegmentDefinition(StrictModel):
     hold_if_change_exceeds: float | None = Field(default=None, gt=0)
     # emit 'updated' changes when a member's deciding values change
     emit_updates: bool = False
+    # time and row budget of this segment's evaluation (defaults above)
+    limits: SegmentLimits = Field(default_factory=SegmentLimits)
 
     @field_validator("id")
     @classmethod

@@ -6,7 +6,9 @@ Pipeline (DataFrame -> DataFrame, no IO):
    (customer_number first, then email, then device_id).
 2. ``customers_view``: profile LEFT JOIN features plus the run's ``as_of`` as a column.
 3. Each definition gives its raw matches with a reason JSON (rule + deciding values):
-   SQL conditions/queries run over the views, event rules are compiled to DataFrame code.
+   SQL conditions/queries run over the views once the plan check accepts them
+   (``plan_guard``), event rules are compiled to DataFrame code (their values become
+   literals, never SQL text). Each segment runs within its time and row budget.
 4. ``apply_policies``: expiry (days without activity), exclusive groups (highest priority
    wins), exclusions (not in segment Y, in dependency order). Rows are kept with a
    ``status`` (``member|expired|outranked|excluded``) so exits can say why.
@@ -19,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,7 +31,9 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from lakecdp.segments.definitions import SegmentDefinition, exclusion_order
+from lakecdp.segments.definitions import SegmentDefinition, SegmentLimits, exclusion_order
+from lakecdp.segments.guard import SqlRefused
+from lakecdp.segments.plan_guard import guarded_condition, guarded_query
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -94,8 +100,21 @@ def resolve_events(events: DataFrame, identifiers: DataFrame) -> DataFrame:
     return out.drop(*[c for c in out.columns if c.startswith("_cid_")])
 
 
+# Names segment authors use for values gold.customer_features holds under another name or
+# type: name -> (source column, how it is derived). Added only when features lack the name.
+VIEW_ALIASES: dict[str, tuple[str, str]] = {
+    # the calendar day (UTC) of the last completed order, to compare with CURRENT_DATE
+    "last_purchase_date": ("last_purchase_at", "date"),
+}
+
+
 def customers_view(profile: DataFrame, features: DataFrame, as_of: datetime) -> DataFrame:
-    """Profile LEFT JOIN features on customer_id, with the run's ``as_of`` as a column."""
+    """Profile LEFT JOIN features on customer_id, with the run's ``as_of`` as a column.
+
+    Also the :data:`VIEW_ALIASES` (``last_purchase_date``), so the rules marketers write
+    (``last_purchase_date > CURRENT_DATE - INTERVAL '30 days' AND total_spent > 500``) run
+    as written.
+    """
     require_columns(profile, ["customer_id"], what="gold.customer_profile")
     require_columns(features, ["customer_id"], what="gold.customer_features")
     profile_part = profile.drop("run_id", "as_of")
@@ -103,6 +122,9 @@ def customers_view(profile: DataFrame, features: DataFrame, as_of: datetime) -> 
     joined = profile_part.join(
         features.select("customer_id", *feature_cols), "customer_id", "left"
     )
+    for alias, (source, data_type) in VIEW_ALIASES.items():
+        if source in joined.columns and alias not in joined.columns:
+            joined = joined.withColumn(alias, F.col(source).cast(data_type))
     return joined.withColumn("as_of", F.lit(as_of).cast("timestamp"))
 
 
@@ -128,19 +150,32 @@ def _reason(rule: str, values: Column) -> Column:
     return F.to_json(F.struct(F.lit(rule).alias("rule"), values.alias("values")))
 
 
-def sql_segment_matches(spark: SparkSession, definition: SegmentDefinition) -> DataFrame:
-    """Raw matches of a condition/query segment (views must be registered)."""
-    guarded = definition.guarded
+def sql_segment_matches(spark: SparkSession, definition: SegmentDefinition, as_of: datetime) -> DataFrame:
+    """Raw matches of a condition/query segment (views must be registered).
+
+    The SQL goes through the plan check first (:mod:`lakecdp.segments.plan_guard`): a
+    refusal raises before anything runs. ``CURRENT_DATE`` / ``now()`` read ``as_of``.
+
+    Raises:
+        SqlRefused: naming the segment, with line, column and reason.
+    """
+    try:
+        # the plan check first: it decides, whatever the definition went through before
+        if definition.condition is not None:
+            matches = guarded_condition(spark, definition.condition, as_of=as_of)
+        else:
+            result = guarded_query(spark, definition.query or "", as_of=as_of)
+        # the sqlglot reading: which columns the reason JSON shows
+        guarded = definition.guarded
+    except SqlRefused as exc:
+        raise exc.for_segment(definition.id) from None
     assert guarded is not None
     if definition.condition is not None:
-        customers = spark.table("customers")
-        deciding = [c for c in guarded.columns if c in customers.columns and c != "customer_id"]
-        matches = spark.sql(f"SELECT * FROM customers WHERE {definition.condition}")
+        deciding = [c for c in guarded.columns if c in matches.columns and c != "customer_id"]
         values = F.struct(*[F.col(c) for c in deciding]) if deciding else F.struct()
         return matches.select(
             F.col("customer_id"), F.lit("").alias("member_key"), _reason(definition.rule, values).alias("reason")
         )
-    result = spark.sql(definition.query or "")
     if "customer_id" not in result.columns:
         raise MissingColumnsError(
             f"segment {definition.id}: query must return a customer_id column, returns {result.columns}"
@@ -153,6 +188,81 @@ def sql_segment_matches(spark: SparkSession, definition: SegmentDefinition) -> D
         key.alias("member_key"),
         _reason(definition.rule, values).alias("reason"),
     ).dropDuplicates(["customer_id", "member_key"])
+
+
+class SegmentBudgetExceeded(RuntimeError):
+    """A segment ran longer, or produced more rows, than its ``limits`` allow."""
+
+
+_JOB_PROPERTIES = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
+
+
+def materialise_within_budget(
+    spark: SparkSession, matches: DataFrame, *, segment_id: str, limits: SegmentLimits
+) -> tuple[DataFrame, int]:
+    """Compute one segment's matches once, within its time and row budget.
+
+    The work runs in its own Spark job group; a timer cancels the group (interrupting its
+    tasks) when ``limits.max_seconds`` pass.
+
+    Returns:
+        The materialised matches and their row count.
+
+    Raises:
+        SegmentBudgetExceeded: naming the segment and the budget it exceeded.
+    """
+    context = spark.sparkContext
+    group = f"lakecdp-segment-{segment_id}-{uuid.uuid4().hex[:8]}"
+    previous = {key: context.getLocalProperty(key) for key in _JOB_PROPERTIES}
+    timed_out = threading.Event()
+
+    def cancel() -> None:
+        timed_out.set()
+        context.cancelJobGroup(group)
+
+    timer = threading.Timer(limits.max_seconds, cancel)
+    context.setJobGroup(group, f"segment {segment_id}", interruptOnCancel=True)
+    timer.start()
+    try:
+        materialised = matches.localCheckpoint(eager=True)
+        rows = materialised.count()
+    except Exception as exc:
+        if timed_out.is_set():
+            raise SegmentBudgetExceeded(
+                f"segment {segment_id}: ran longer than its time budget of {limits.max_seconds:g} s "
+                "(limits.max_seconds); its Spark jobs were cancelled"
+            ) from exc
+        raise
+    finally:
+        timer.cancel()
+        for key, value in previous.items():
+            context.setLocalProperty(key, value)  # type: ignore[arg-type]
+    if rows > limits.max_rows:
+        raise SegmentBudgetExceeded(
+            f"segment {segment_id}: produced {rows} rows, more than its row budget of {limits.max_rows} "
+            "(limits.max_rows)"
+        )
+    return materialised, rows
+
+
+def check_segments(
+    spark: SparkSession, segments: dict[str, SegmentDefinition], inputs: SegmentInputs
+) -> dict[str, SqlRefused]:
+    """Plan-check every SQL segment against the views of ``inputs``; nothing is executed.
+
+    Returns:
+        segment id -> refusal (line, column, reason) for each segment the plan check refuses.
+    """
+    register_views(spark, inputs)
+    refused: dict[str, SqlRefused] = {}
+    for segment_id, definition in segments.items():
+        if definition.kind == "event":
+            continue
+        try:
+            sql_segment_matches(spark, definition, inputs.as_of)
+        except SqlRefused as exc:
+            refused[segment_id] = exc
+    return refused
 
 
 def event_segment_matches(events: DataFrame, definition: SegmentDefinition, as_of: datetime) -> DataFrame:
@@ -228,17 +338,35 @@ def last_activity(inputs: SegmentInputs) -> DataFrame:
 def raw_matches(
     spark: SparkSession, segments: dict[str, SegmentDefinition], inputs: SegmentInputs
 ) -> DataFrame:
-    """Union of every segment's raw matches as (segment_id, customer_id, member_key, reason)."""
+    """Union of every segment's raw matches as (segment_id, customer_id, member_key, reason).
+
+    Every SQL segment is plan-checked before any segment runs; then each segment is computed
+    once within its budget (``limits``). A segment that matches every customer is logged
+    as a warning (usually a rule that went wrong).
+    """
     needs_views = any(d.kind != "event" for d in segments.values())
     if needs_views:
         register_views(spark, inputs)
     events = events_until(inputs.events, inputs.as_of)
-    parts: list[DataFrame] = []
+    planned: dict[str, DataFrame] = {}
     for segment_id, definition in segments.items():
         if definition.kind == "event":
-            part = event_segment_matches(events, definition, inputs.as_of)
+            planned[segment_id] = event_segment_matches(events, definition, inputs.as_of)
         else:
-            part = sql_segment_matches(spark, definition)
+            planned[segment_id] = sql_segment_matches(spark, definition, inputs.as_of)
+    customers_total = spark.table("customers").count() if needs_views and planned else None
+    parts: list[DataFrame] = []
+    for segment_id, part in planned.items():
+        part, rows = materialise_within_budget(
+            spark, part, segment_id=segment_id, limits=segments[segment_id].limits
+        )
+        if customers_total and rows >= customers_total:
+            matched = part.select("customer_id").distinct().count()
+            if matched >= customers_total:
+                logger.warning(
+                    "segment %s matches every customer (%d of %d, 100%%): check its rule",
+                    segment_id, matched, customers_total,
+                )
         parts.append(part.select(F.lit(segment_id).alias("segment_id"), "customer_id", "member_key", "reason"))
     if not parts:
         return spark.createDataFrame([], "segment_id string, customer_id string, member_key string, reason string")

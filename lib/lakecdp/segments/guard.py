@@ -5,8 +5,14 @@ A definition passes only when it is exactly one read-only query over the segment
 allow-listed built-in functions. Anything else is a :class:`SqlRefused` naming the line,
 column and reason: DDL/DML and commands, file or external access (``read_files``,
 ``input_file_name``, ``parquet.`/path```), JVM calls (``reflect``, ``java_method``),
-UDFs (any function not on the list, qualified or quoted names) and clock functions
-(``current_date`` / ``now``: a segment reads the run's ``as_of`` so runs reproduce).
+UDFs (any function not on the list, qualified or quoted names) and random sources.
+``CURRENT_DATE`` / ``CURRENT_TIMESTAMP`` / ``now()`` are accepted: the plan check binds them
+to the run's ``as_of``.
+
+This check needs no Spark and gives early, friendly messages when a definition is loaded.
+It is not the one that decides: :mod:`lakecdp.segments.plan_guard` checks the plan Spark
+builds from the text it runs (sqlglot parses differently, e.g. Spark would expand ``${...}``
+before parsing when variable substitution is on) before any segment SQL executes.
 
 Example:
     >>> check_condition("total_spent > 500 AND last_purchase_at > as_of - INTERVAL 30 DAYS")
@@ -25,33 +31,41 @@ from sqlglot.tokens import TokenType
 # The views a segment may read (registered by the evaluator).
 ALLOWED_TABLES = frozenset({"customers", "profile", "features", "events"})
 
-# Built-in Spark SQL functions a segment may call: pure, deterministic, no IO.
+# Built-in Spark SQL functions a segment may call: pure, deterministic, no IO, no JVM access.
+# The plan check (lakecdp.segments.plan_guard) uses the same list on Spark's own parse.
 ALLOWED_FUNCTIONS = frozenset(
     """
     abs acos asin atan atan2 ceil ceiling cos exp floor greatest least ln log log10 log2 mod
-    pmod pow power round bround sign signum sqrt
+    pmod pow power round bround sign signum sqrt negative positive div try_add try_subtract
+    try_multiply try_divide
     avg count count_if max min sum mean stddev stddev_pop stddev_samp variance var_pop var_samp
     median percentile percentile_approx approx_count_distinct any bool_and bool_or every some
     first first_value last last_value max_by min_by collect_list collect_set array_agg
-    row_number rank dense_rank percent_rank ntile lag lead cume_dist
+    row_number rank dense_rank percent_rank ntile lag lead cume_dist nth_value
     cast try_cast if iff ifnull nullif nvl nvl2 coalesce isnull isnotnull isnan nanvl
+    equal_null not between
     lower upper lcase ucase trim ltrim rtrim btrim length char_length character_length
     substring substr left right concat concat_ws replace regexp_like regexp_extract rlike
-    like ilike startswith endswith contains instr locate lpad rpad split split_part initcap
-    reverse repeat format_number format_string printf md5 sha1 sha2 hash xxhash64 crc32
+    regexp_replace like ilike startswith endswith contains instr locate position lpad rpad
+    split split_part initcap reverse repeat format_number md5 sha1 sha2 sha hash
+    xxhash64 crc32 ascii chr char
     date_add date_sub datediff date_diff months_between add_months date_trunc trunc
     to_date to_timestamp try_to_timestamp try_to_date unix_timestamp to_unix_timestamp
     from_unixtime date_format year quarter month day dayofmonth dayofweek dayofyear weekday
     weekofyear hour minute second last_day next_day make_date make_timestamp make_interval
-    timestampadd timestampdiff dateadd timestamp_seconds timestamp_millis
+    make_dt_interval make_ym_interval timestampadd timestampdiff dateadd datepart date_part
+    extract timestamp_seconds timestamp_millis unix_date unix_seconds date_from_unix_date
     array array_contains arrays_overlap array_distinct array_except array_intersect
-    array_union array_join array_max array_min array_position array_remove array_size
-    array_sort size cardinality element_at try_element_at slice sort_array flatten sequence
-    transform filter exists forall aggregate reduce zip_with
+    array_union array_join array_max array_min array_position array_remove array_repeat
+    array_size array_sort size cardinality element_at try_element_at slice sort_array flatten
+    sequence transform filter exists forall aggregate reduce zip_with array_compact
     map map_keys map_values map_contains_key map_entries map_filter map_from_arrays
-    struct named_struct get_json_object json_array_length
-    decimal numeric varchar char double float int bigint smallint tinyint boolean string
+    struct named_struct get_json_object json_array_length to_json
+    explode explode_outer posexplode posexplode_outer inline inline_outer
+    grouping grouping_id
+    decimal numeric varchar double float int bigint smallint tinyint boolean string
     date timestamp binary
+    current_date curdate current_timestamp now localtimestamp
     """.split()
 )
 
@@ -79,16 +93,9 @@ _REFUSED_REASONS: dict[str, str] = {
         )
     },
     **{
-        name: "reads the clock or a random source; segments must be reproducible, use as_of"
-        for name in (
-            "current_date", "current_timestamp", "now", "curdate", "localtimestamp",
-            "current_timezone", "rand", "random", "randn", "uuid", "shuffle", "unix_micros",
-        )
+        name: "reads a random source or the session; segments must be reproducible"
+        for name in ("rand", "random", "randn", "uuid", "shuffle", "current_timezone", "current_user")
     },
-}
-_CLOCK_TOKENS = {
-    TokenType.CURRENT_DATE, TokenType.CURRENT_DATETIME, TokenType.CURRENT_TIME,
-    TokenType.CURRENT_TIMESTAMP, TokenType.CURRENT_USER,
 }
 
 # Statement types that write, change state or run commands.
@@ -106,13 +113,24 @@ _CONDITION_PREFIX = "SELECT customer_id FROM customers WHERE\n"
 
 
 class SqlRefused(ValueError):
-    """Segment SQL that may not run; ``line``/``column`` are 1-based within the given text."""
+    """Segment SQL that may not run; ``line``/``column`` are 1-based within the given text.
 
-    def __init__(self, reason: str, *, line: int, column: int) -> None:
+    ``line``/``column`` are None when the refused part has no position (a plan node Spark
+    made up); ``segment`` is set once the refusal is tied to a segment definition.
+    """
+
+    def __init__(self, reason: str, *, line: int | None, column: int | None, segment: str | None = None) -> None:
         self.reason = reason
         self.line = line
         self.column = column
-        super().__init__(f"line {line}, column {column}: {reason}")
+        self.segment = segment
+        where = f"line {line}, column {column}: " if line is not None and column is not None else ""
+        prefix = f"segment {segment}: " if segment else ""
+        super().__init__(f"{prefix}{where}{reason}")
+
+    def for_segment(self, segment: str) -> SqlRefused:
+        """The same refusal, naming the segment it came from."""
+        return SqlRefused(self.reason, line=self.line, column=self.column, segment=segment)
 
 
 @dataclass(frozen=True)
@@ -159,11 +177,6 @@ class _Checker:
         except TokenError as exc:
             raise self.refuse(f"cannot tokenize: {exc}", self.prefix_len) from exc
         for index, token in enumerate(tokens):
-            if token.token_type in _CLOCK_TOKENS:
-                name = token.text.lower()
-                raise self.refuse(
-                    f"function '{name}' {_REFUSED_REASONS.get(name, 'is not allowed')}", token.start
-                )
             following = tokens[index + 1] if index + 1 < len(tokens) else None
             if following is None or following.token_type != TokenType.L_PAREN:
                 continue
@@ -173,6 +186,9 @@ class _Checker:
             if not name.replace("_", "").isalnum():
                 continue
             previous = tokens[index - 1] if index > 0 else None
+            if previous is not None and previous.token_type == TokenType.ALIAS:
+                # "AS t(id)": an alias with its column names, not a call
+                continue
             if previous is not None and previous.token_type == TokenType.DOT:
                 raise self.refuse(f"qualified function '{name}' (UDF) is not allowed", token.start)
             if name in _REFUSED_REASONS:

@@ -28,7 +28,8 @@ from lakecdp.segments.evaluate import (
     evaluate_segments,
     events_until,
 )
-from lakecdp.segments.guard import conjuncts
+from lakecdp.segments.guard import SqlRefused, conjuncts
+from lakecdp.segments.plan_guard import guarded_columns
 from lakecdp.segments.job import MEMBERSHIP, MEMBERSHIP_SCHEMA, load_merges, size_changes
 
 if TYPE_CHECKING:
@@ -176,10 +177,13 @@ def explain(
         guarded = definition.guarded
         assert guarded is not None
         columns = [c for c in guarded.columns if c in view.columns]
-        select = ", ".join(
-            [f"({part}) AS `check_{i}`" for i, part in enumerate(parts)] + [f"`{c}`" for c in columns]
-        )
-        row = spark.sql(f"SELECT {select} FROM customers").first()
+        # each check is plan-checked like the segment itself (sqlglot wrote the parts' text)
+        expressions = {f"check_{i}": part for i, part in enumerate(parts)}
+        expressions.update({c: f"`{c}`" for c in columns})
+        try:
+            row = guarded_columns(spark, expressions, as_of=one.as_of).first()
+        except SqlRefused as exc:
+            raise exc.for_segment(segment_id) from None
         if row is None:
             checks.append({"check": "customer exists in gold.customer_profile", "result": False})
         else:

@@ -48,6 +48,7 @@ from lakecdp.segments.evaluate import SegmentInputs, evaluate_segments, resolve_
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+    from pyspark.sql.types import StructType
 
     from lakecdp.context import JobContext
 
@@ -90,7 +91,7 @@ def ensure_tables(ctx: JobContext) -> None:
         ctx.tables.create_if_missing(ctx.spark, name, schema)
 
 
-def _read_or_empty(ctx: JobContext, name: str, schema: str) -> DataFrame:
+def _read_or_empty(ctx: JobContext, name: str, schema: str | StructType) -> DataFrame:
     if ctx.tables.exists(ctx.spark, name):
         return ctx.tables.read(ctx.spark, name)
     logger.info("%s does not exist yet; treated as empty", name)
@@ -112,6 +113,22 @@ def load_inputs(ctx: JobContext) -> SegmentInputs:
     return SegmentInputs(
         profile=_require(ctx, "gold.customer_profile"),
         features=_require(ctx, "gold.customer_features"),
+        events=resolve_events(events, identifiers),
+        as_of=ctx.as_of,
+    )
+
+
+def validation_inputs(ctx: JobContext) -> SegmentInputs:
+    """The inputs ``segments validate`` checks SQL against: the tables when they exist, else
+    empty frames with their documented schemas (validation works on a fresh checkout)."""
+    from lakecdp.features.compute import FEATURES_SCHEMA
+    from lakecdp.identity.survivorship import PROFILE_SCHEMA
+
+    identifiers = _read_or_empty(ctx, "identity.identifiers", IDENTIFIERS_SCHEMA)
+    events = _read_or_empty(ctx, "silver.events", EVENTS_SCHEMA)
+    return SegmentInputs(
+        profile=_read_or_empty(ctx, "gold.customer_profile", PROFILE_SCHEMA),
+        features=_read_or_empty(ctx, "gold.customer_features", FEATURES_SCHEMA),
         events=resolve_events(events, identifiers),
         as_of=ctx.as_of,
     )
