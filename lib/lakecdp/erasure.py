@@ -522,6 +522,8 @@ def _rewrite_lines(path: Path, mentions: PersonMatcher, *, keep_header: bool, as
                 ending = line[len(line.rstrip("\r\n")):]
                 kept.append(json.dumps(pruned, ensure_ascii=False) + ending)
     new = "".join(kept).encode("utf-8", "surrogateescape")
+    if new == data:
+        return False
     _replace(path, new)
     return True
 
