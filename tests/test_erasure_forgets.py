@@ -54,7 +54,8 @@ def scan(root: Path, spellings: set[str], combos: list[tuple[str, str, list[str]
     tokens = [re.compile(r"(?<![a-z0-9])" + re.escape(s.lower()) + r"(?![a-z0-9])") for s in spellings]
     found = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        for text in _texts(path):
+        # the file's name too: previews are named by customer id
+        for text in [path.relative_to(root).as_posix().replace(".", " "), *_texts(path)]:
             lowered = text.lower()
             hit = next((t.pattern for t in tokens if t.search(lowered)), None)
             if hit is None:

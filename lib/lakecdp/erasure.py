@@ -601,7 +601,8 @@ def erase_from_files(
         own_skip = {s for s in skip if s != root}
         for path in _non_delta_files(root, skip=own_skip):
             shown = prefix + path.relative_to(base).as_posix()
-            if mentions(path.name):
+            # previews are named <customer id>.html: the name without its suffixes counts too
+            if mentions(path.name) or mentions(path.name.split(".")[0]):
                 path.unlink()
                 report.deleted_unnamed += 1
                 continue
