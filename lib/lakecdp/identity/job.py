@@ -194,6 +194,8 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
                 f"change data feed of {RECORDS_TABLE} unreadable after v{state.silver_version}"
             )
     incremental = changed is not None
+    # the feed could not be read (e.g. an erasure removed its files): a full run instead
+    feed_unreadable = mode != "full" and continuable and not incremental
     records_changed = -1
     if incremental:
         with _stage("changes"):
@@ -333,6 +335,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
         "records": records.count(),
         "records_changed": records_changed,
         "incremental": int(incremental),
+        "feed_unreadable": int(feed_unreadable),
         "edges": edge_count,
         "probabilistic_edges_scored": scored_count,
         "customers": tables.read(spark, ID_MAP_TABLE).select("customer_id").distinct().count(),

@@ -115,11 +115,19 @@ def read_change_feed(
     spark: SparkSession, tables: Tables, *, after_version: int, up_to_version: int
 ) -> DataFrame | None:
     """Change Data Feed rows of ``silver.customer_records`` in ``(after_version,
-    up_to_version]``, or None when it cannot be read for that range (not enabled then, or
-    vacuumed): run in full. Pass it to :func:`changed_records`."""
+    up_to_version]``, or None when it cannot be read for that range (not enabled then,
+    vacuumed, or its history removed by an erasure, :mod:`lakecdp.erasure`): run in full.
+    Pass it to :func:`changed_records`."""
     from pyspark.sql import functions as F
     from pyspark.errors import PySparkException
 
+    # an erasure vacuums every file and removes the log before its last version: the feed's
+    # data files are gone although Delta only finds out half way through reading them
+    earliest = tables.delta(spark, RECORDS_TABLE).history().agg(F.min("version")).first()[0]
+    if earliest is not None and earliest > after_version + 1:
+        logger.warning("history of %s starts at v%d, after v%d (erased or cleaned up): full run",
+                       RECORDS_TABLE, earliest, after_version)
+        return None
     try:
         feed = tables.read_changes(spark, RECORDS_TABLE, starting_version=after_version + 1)
         feed = feed.where(F.col("_commit_version") <= up_to_version)

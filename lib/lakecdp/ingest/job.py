@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from lakecdp.erasure import erased_hashes, salted_hash_column
+from lakecdp.erasure import PERSON_KEY, erased_hashes, person_key, salted_hash_column
 from lakecdp.ingest import standardise
 from lakecdp.ingest.schemas import (
     DATA_QUALITY_SCHEMA,
@@ -394,7 +394,8 @@ def erased_condition(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> 
     """True where a row carries an identifier whose salted hash is in ``ops.erasures``; None if none.
 
     Each identifier the source maps (email, phone, CRM id, customer number, device ids and, for
-    customer records, the source record id) is standardised as silver would store it, then
+    customer records, the source record id and the name + birth date + postcode key,
+    :func:`lakecdp.erasure.person_key`) is standardised as silver would store it, then
     hashed with the erasure salt and looked up: the suppression list holds only hashes.
     The Kafka stream calls it for every micro-batch (:func:`lakecdp.ingest.stream.write_micro_batch`):
     one check for both ways in. ``ops.erasures`` is read at the call.
@@ -430,6 +431,13 @@ def erased_condition(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> 
         salted_hash_column(ctx, kind, column).isin(wanted[kind])
         for kind, column in values.items() if kind in wanted
     ]
+    if source.target == "customer_records" and PERSON_KEY in wanted and all(
+        name in mapping for name in ("first_name", "last_name", "date_of_birth", "postcode")
+    ):
+        # name + birth date + postcode: the person without any email, phone or id
+        key = person_key(mapped("first_name"), mapped("last_name"), F.expr(mapping["date_of_birth"]),
+                         mapped("postcode"))
+        checks.append(salted_hash_column(ctx, PERSON_KEY, key).isin(wanted[PERSON_KEY]))
     if "device_ids" in mapping and "device_id" in wanted:
         hashes = wanted["device_id"]
         checks.append(F.exists(
