@@ -288,6 +288,11 @@ def blocking_rule_sql(columns: list[str]) -> str:
     return " and ".join(f"l.{c} = r.{c}" for c in columns)
 
 
+def blocking_rules_sql(config: IdentityConfig) -> list[str]:
+    """The configured prediction blocking rules as SQL over ``l`` and ``r``."""
+    return [blocking_rule_sql(rule) for rule in config.model.blocking_rules]
+
+
 def rule_label(columns: list[str]) -> str:
     return "+".join(columns)
 
