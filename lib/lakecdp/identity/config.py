@@ -33,8 +33,9 @@ IdentifierType = Literal["email", "phone", "device_id", "crm_id", "customer_numb
 # columns of the prepared matching table a blocking rule may name
 MATCH_COLUMNS = frozenset(
     {
-        "first_name", "first_name_canonical", "last_name", "dob", "email", "phone",
-        "address_line1", "postcode", "city", "country", "source",
+        "first_name", "first_name_canonical", "first_name_soundex", "middle_name", "last_name",
+        "last_name_soundex", "dob", "email", "phone", "address_line1", "street_number",
+        "street_name", "address_line2", "postcode", "city", "region", "country", "source",
     }
 )
 
@@ -155,6 +156,18 @@ class ModelSettings(StrictModel):
             ["dob", "postcode"],
             ["dob", "first_name_canonical"],
             ["swapped_names"],
+            ["first_name_soundex", "last_name_soundex"],
+            ["dob", "first_name_soundex"],
+            ["dob", "last_name_soundex"],
+            ["postcode", "first_name_soundex"],
+            ["postcode", "last_name_soundex"],
+            ["postcode", "street_number"],
+            ["street_name", "street_number", "first_name_soundex"],
+            ["street_name", "street_number", "last_name_soundex"],
+            ["dob", "street_number"],
+            ["dob", "street_name"],
+            ["street_number", "first_name_soundex"],
+            ["street_number", "last_name_soundex"],
         ]
     )
     # pairs at or above this probability are edges; below are discarded
