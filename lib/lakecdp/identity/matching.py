@@ -175,17 +175,14 @@ def _similar(column: str, threshold: float):
     return cll.Or(cll.JaroWinklerLevel(column, threshold), cll.DamerauLevenshteinLevel(column, 1))
 
 
-#: Splink's SQL function names per backend (its dialects), for levels written as SQL
-_JARO_WINKLER = {"duckdb": "jaro_winkler_similarity", "spark": "jaro_winkler"}
-
-
-def _similar_reversed(first: str, last: str, threshold: float, backend: str):
-    """First and last name swapped, each one typo away or similar (symmetrical)."""
+def _similar_reversed(first: str, last: str):
+    """First and last name swapped, each at most one typo away (symmetrical)."""
     import splink.comparison_level_library as cll
 
+    # one typo only: Jaro-Winkler rates a prefix ("dec" / "declan") similar, and a swap
+    # that holds only through prefixes is no swap
     def close(a: str, b: str) -> str:
-        return (f"({_JARO_WINKLER[backend]}({a}, {b}) >= {threshold} "
-                f"or damerau_levenshtein({a}, {b}) <= 1)")
+        return f"damerau_levenshtein({a}, {b}) <= 1"
 
     return cll.CustomLevel(
         f"{close(first + '_l', last + '_r')} and {close(last + '_l', first + '_r')}"
@@ -230,7 +227,7 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
             cll.ColumnsReversedLevel("first_name", "last_name", symmetrical=True).configure(
                 label_for_charts="first and last name swapped"
             ),
-            _similar_reversed("first_name", "last_name", t, backend).configure(
+            _similar_reversed("first_name", "last_name").configure(
                 label_for_charts="first and last name swapped, one typo / similar"
             ),
             cll.And(first_same, last_same).configure(label_for_charts="nickname, same last name"),
