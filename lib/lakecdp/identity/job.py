@@ -142,7 +142,7 @@ def _keep_previous_run_ids(edges: DataFrame, previous: DataFrame | None) -> Data
     )
 
 
-def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
+def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False) -> dict[str, int]:
     """Resolve identities from ``silver.customer_records``.
 
     Args:
@@ -150,6 +150,8 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
         mode: ``auto`` (incremental when possible), ``full`` (recompute every edge, still
             keeping ids stable against the previous id map) or ``incremental`` (error when
             no previous run can be continued).
+        retrain: train a new model version on the current records first (after a change
+            to the ``model`` section of conf/identity.yaml); implies a full run.
 
     Returns:
         Counts: ``records``, ``records_changed``, ``incremental`` (1/0), ``edges``,
@@ -166,6 +168,10 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
 
     spark, tables = ctx.spark, ctx.tables
     config = load_identity_config(ctx.project.conf_dir)
+    if retrain and mode == "incremental":
+        raise IdentityInputError("--retrain rescores every pair: use mode 'full' or 'auto'")
+    if retrain:
+        mode = "full"
     silver_version = tables.version(spark, RECORDS_TABLE)
     if silver_version is None:
         raise IdentityInputError(f"{RECORDS_TABLE} does not exist yet: run the ingest step first")
@@ -230,7 +236,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
                 scored = matcher.predict_incremental(new_records, existing).localCheckpoint()
             probabilistic = kept.unionByName(scored)
         else:
-            scored = matcher.predict(records).localCheckpoint()
+            scored = matcher.predict(records, retrain=retrain).localCheckpoint()
             probabilistic = scored
         scored_count = scored.count()
 
@@ -357,18 +363,23 @@ def _command(args) -> int:
 
     project = load_project(args.conf, env=args.env)
     spark = get_session(project, app_name="lakecdp-identity")
-    counts = run_identity(JobContext.create(project, spark), mode=args.mode)
+    counts = run_identity(JobContext.create(project, spark), mode=args.mode, retrain=args.retrain)
     logger.info("identity: %s", counts)
     return 0
 
 
 def register(subparsers) -> None:
-    """``lakecdp identity [--mode auto|full|incremental]``."""
+    """``lakecdp identity [--mode auto|full|incremental] [--retrain]``."""
     parser = subparsers.add_parser(
         "identity", help="resolve identities: stable customer ids and golden records"
     )
     parser.add_argument(
         "--mode", choices=["auto", "full", "incremental"], default="auto",
         help="auto: incremental when a previous run can be continued (default)",
+    )
+    parser.add_argument(
+        "--retrain", action="store_true",
+        help="train a new model version on the current records first (after changing the "
+             "model section of conf/identity.yaml); runs in full mode",
     )
     parser.set_defaults(handler=_command)

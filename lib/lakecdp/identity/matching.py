@@ -431,14 +431,35 @@ def rule_label(columns: list[str]) -> str:
     return "+".join(columns)
 
 
-def settings_creator(config: IdentityConfig, backend: str):
-    """Splink ``SettingsCreator`` for ``backend`` built from the validated config."""
+def populated_rules(config: IdentityConfig, prepared: DataFrame) -> list[list[str]]:
+    """The configured blocking rules whose columns all hold a value somewhere in ``prepared``.
+
+    A rule over a column no record fills (a benchmark without email, a source set without
+    birth dates) can pair nothing; skipping it saves a join per rule. One aggregate job.
+    """
+    needed = sorted({c for rule in config.model.blocking_rules for c in _rule_columns(rule)})
+    counts = prepared.select(*[F.count(c).alias(c) for c in needed]).first()
+    empty = {c for c in needed if counts[c] == 0}
+    if empty:
+        logger.info("blocking rules over columns no record fills are skipped: %s", sorted(empty))
+    return [rule for rule in config.model.blocking_rules if not set(_rule_columns(rule)) & empty]
+
+
+def _rule_columns(rule: list[str]) -> list[str]:
+    return ["first_name", "last_name"] if rule == ["swapped_names"] else list(rule)
+
+
+def settings_creator(config: IdentityConfig, backend: str, *, rules: list[list[str]] | None = None):
+    """Splink ``SettingsCreator`` for ``backend`` built from the validated config.
+
+    ``rules``: the prediction blocking rules to use (default: all configured ones).
+    """
     from splink import SettingsCreator, block_on
 
     model = config.model
     rules = [
         blocking_rule_sql(r) if r == ["swapped_names"] else block_on(*r)
-        for r in model.blocking_rules
+        for r in (model.blocking_rules if rules is None else rules)
     ]
     return SettingsCreator(
         link_type="dedupe_only",
@@ -467,13 +488,15 @@ def _apply_parameters(settings: dict[str, Any], model: dict[str, Any], source: P
     for comparison in settings["comparisons"]:
         name = comparison["output_column_name"]
         if name not in trained:
-            raise ModelMismatchError(f"{source}: has no comparison {name!r}; retrain the model")
+            raise ModelMismatchError(
+                f"{source}: has no comparison {name!r}; train a new version with `lakecdp identity --retrain`"
+            )
         saved_levels = trained[name]["comparison_levels"]
         levels = comparison["comparison_levels"]
         if len(saved_levels) != len(levels):
             raise ModelMismatchError(
                 f"{source}: comparison {name!r} has {len(saved_levels)} levels, config has "
-                f"{len(levels)}; retrain the model"
+                f"{len(levels)}; train a new version with `lakecdp identity --retrain`"
             )
         for level, saved in zip(levels, saved_levels):
             for key in ("m_probability", "u_probability"):
@@ -639,7 +662,8 @@ class ProbabilisticMatcher:
         if metadata.get("fingerprint") not in (None, expected):
             raise ModelMismatchError(
                 f"{path}: trained for another model configuration "
-                f"({metadata.get('fingerprint')} != {expected}); retrain with --retrain"
+                f"({metadata.get('fingerprint')} != {expected}); train a new version with "
+                f"`lakecdp identity --retrain`"
             )
         self._model = SavedModel(version=chosen, path=path, metadata=metadata)
         return self._model
@@ -679,6 +703,22 @@ class ProbabilisticMatcher:
             max_pairs=training.max_pairs_for_u, seed=training.seed
         )
         sessions = 0
+        unseen = _UnseenLevels()
+        em_logger = logging.getLogger("splink.internals.expectation_maximisation")
+        em_logger.addFilter(unseen)
+        try:
+            sessions = self._expectation_maximisation(linker, training)
+        finally:
+            em_logger.removeFilter(unseen)
+        unseen.report()
+        if sessions == 0:
+            raise RuntimeError("no EM training session succeeded; too few records to train on?")
+        return self._save(linker, backend, training, sessions)
+
+    def _expectation_maximisation(self, linker, training) -> int:
+        from splink import block_on
+
+        sessions = 0
         for rule in training.em_blocking_rules:
             try:
                 linker.training.estimate_parameters_using_expectation_maximisation(
@@ -687,9 +727,9 @@ class ProbabilisticMatcher:
                 sessions += 1
             except Exception as exc:  # Splink raises plain exceptions for empty blocks
                 logger.warning("EM on %s skipped: %s", rule_label(rule), exc)
-        if sessions == 0:
-            raise RuntimeError("no EM training session succeeded; too few records to train on?")
+        return sessions
 
+    def _save(self, linker, backend: _Backend, training, sessions: int) -> Path:
         version = (self.versions() or [0])[-1] + 1
         self.model_dir.mkdir(parents=True, exist_ok=True)
         path = self.model_path(version)
@@ -712,21 +752,23 @@ class ProbabilisticMatcher:
         return path
 
     # -- applying ---------------------------------------------------------------------
-    def _settings_for(self, backend: str, model: SavedModel) -> dict[str, Any]:
-        settings = settings_creator(self.config, backend).create_settings_dict(backend)
+    def _settings_for(self, backend: str, model: SavedModel, rules: list[list[str]] | None = None) -> dict[str, Any]:
+        settings = settings_creator(self.config, backend, rules=rules).create_settings_dict(backend)
         return _apply_parameters(settings, json.loads(model.path.read_text()), model.path)
 
-    def linker(self, prepared: DataFrame, *, model: SavedModel | None = None):
+    def linker(self, prepared: DataFrame, *, model: SavedModel | None = None,
+               rules: list[list[str]] | None = None):
         """A Splink linker over ``prepared`` records with the trained parameters applied."""
         chosen = model or self.model()
         backend = _backend(self.config, self.spark)
         registered = backend.register(prepared, "records")
-        return self._linker_over(registered, backend, chosen), backend, registered
+        return self._linker_over(registered, backend, chosen, rules), backend, registered
 
-    def _linker_over(self, registered, backend: _Backend, model: SavedModel):
+    def _linker_over(self, registered, backend: _Backend, model: SavedModel,
+                     rules: list[list[str]] | None = None):
         from splink import Linker
 
-        settings = self._settings_for(backend.name, model)
+        settings = self._settings_for(backend.name, model, rules)
         return Linker(registered, settings, log_level=logging.WARNING)
 
     def predict(self, records: DataFrame, *, retrain: bool = False) -> DataFrame:
@@ -736,12 +778,13 @@ class ProbabilisticMatcher:
         """
         chosen = self.model(records, retrain=retrain)
         prepared = prepare_for_matching(records, self.config)
-        linker, backend, _ = self.linker(prepared, model=chosen)
+        rules = populated_rules(self.config, prepared)
+        linker, backend, _ = self.linker(prepared, model=chosen, rules=rules)
         predictions = linker.inference.predict(
             threshold_match_probability=self.config.model.match_threshold,
             warning_mode="never",
         )
-        return self._edges(backend, predictions)
+        return self._edges(backend, predictions, rules)
 
     def predict_incremental(
         self, new_records: DataFrame, existing_records: DataFrame
@@ -754,10 +797,13 @@ class ProbabilisticMatcher:
         records = existing_records.unionByName(new_records)
         chosen = self.model(records)
         backend = _backend(self.config, self.spark)
+        prepared = prepare_for_matching(records, self.config)
+        # the rules a full run over the same records would use (same populated columns)
+        rules = populated_rules(self.config, prepared)
         registered, new_sdf, existing_sdf = backend.register_split(
-            prepare_for_matching(records, self.config), new_records.select("record_id")
+            prepared, new_records.select("record_id")
         )
-        linker = self._linker_over(registered, backend, chosen)
+        linker = self._linker_over(registered, backend, chosen, rules)
         for column in _tf_columns(self.config):
             linker.table_management.compute_tf_table(column)
         threshold = self.config.model.match_threshold
@@ -767,12 +813,12 @@ class ProbabilisticMatcher:
         within = linker.inference.predict_within(
             new_sdf, threshold_match_probability=threshold, warning_mode="never"
         )
-        return self._edges(backend, between).unionByName(self._edges(backend, within))
+        return self._edges(backend, between, rules).unionByName(self._edges(backend, within, rules))
 
-    def _edges(self, backend: _Backend, predictions) -> DataFrame:
+    def _edges(self, backend: _Backend, predictions, rules: list[list[str]]) -> DataFrame:
         columns = ["record_id_l", "record_id_r", "match_key", "match_probability", "match_weight"]
         pairs = backend.to_spark(predictions, columns, _PREDICTION_SCHEMA)
-        labels = [rule_label(r) for r in self.config.model.blocking_rules]
+        labels = [rule_label(r) for r in rules]
         label_map = F.create_map(*[x for i, lab in enumerate(labels) for x in (F.lit(str(i)), F.lit(lab))])
         left, right = F.col("record_id_l"), F.col("record_id_r")
         return pairs.select(
@@ -783,6 +829,39 @@ class ProbabilisticMatcher:
             "match_probability",
             "match_weight",
             F.lit(self.run_id).cast("string").alias("run_id"),
+        )
+
+
+class _UnseenLevels(logging.Filter):
+    """Collects Splink's "level ... not observed in dataset, unable to train m value"
+    warnings (one per level and EM session) and says it once, in plain words.
+
+    On data without email or phone, or where no two records of one person show a given
+    kind of typo, EM never sees those levels among matches; that is expected, not a fault:
+    their m is floored at ``min_m_probability`` so they can neither veto nor carry a link.
+    """
+
+    _PATTERN = re.compile(r"Level (?P<level>.+?) on comparison (?P<comparison>\S+) not observed")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.levels: dict[str, set[str]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = self._PATTERN.search(record.getMessage())
+        if found is None:
+            return True
+        self.levels.setdefault(found["comparison"], set()).add(found["level"])
+        return False
+
+    def report(self) -> None:
+        if not self.levels:
+            return
+        listed = "; ".join(f"{c}: {', '.join(sorted(v))}" for c, v in sorted(self.levels.items()))
+        logger.info(
+            "training saw no matching pairs at some comparison levels (expected when the data "
+            "lacks those fields or those kinds of typo; they get the floor m value and carry "
+            "little weight): %s", listed,
         )
 
 
