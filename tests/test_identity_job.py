@@ -298,3 +298,25 @@ def test_a_pair_scores_the_same_whichever_record_is_new(spark, project):
     # same email 0.2/0.002 = 0.869 -> p = 0.46, below the 0.95 threshold: no edge either way
     # (read as a swap, 0.02/0.0001 instead, it would be p = 0.9999 on one side only)
     assert full == []
+
+
+def test_link_only_drops_edges_inside_a_source_declared_unique(spark):
+    """``unique_records: true`` on a source: its records link to other sources, never to
+    each other (two CRM customers with one name and birth date are two people)."""
+    from lakecdp.identity.job import without_links_inside
+
+    records = spark.createDataFrame(
+        [("crm:1", "crm"), ("crm:2", "crm"), ("shop:1", "shop"), ("shop:2", "shop")],
+        "record_id string, source string",
+    )
+    edges = spark.createDataFrame(
+        [
+            ("crm:1", "crm:2", 0.99),     # inside the unique CRM: dropped
+            ("crm:1", "shop:1", 0.99),    # across sources: kept
+            ("shop:1", "shop:2", 0.99),   # inside a source not declared unique: kept
+        ],
+        "record_id_l string, record_id_r string, match_probability double",
+    )
+    kept = without_links_inside(edges, records, ["crm"])
+    assert sorted((r[0], r[1]) for r in kept.collect()) == [("crm:1", "shop:1"), ("shop:1", "shop:2")]
+    assert without_links_inside(edges, records, []) is edges

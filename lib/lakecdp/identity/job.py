@@ -126,6 +126,30 @@ def _identifier_scope(
     )
 
 
+def unique_sources(conf_dir) -> list[str]:
+    """Sources declared ``unique_records: true`` (each record a different person)."""
+    from lakecdp.ingest.sources import load_sources
+
+    return sorted(name for name, source in load_sources(conf_dir).items() if source.unique_records)
+
+
+def without_links_inside(edges: DataFrame, records: DataFrame, unique: list[str]) -> DataFrame:
+    """Edges minus those joining two records of one source declared unique (link-only)."""
+    from pyspark.sql import functions as F
+
+    if not unique:
+        return edges
+    sources = records.select("record_id", "source")
+    left = sources.select(F.col("record_id").alias("record_id_l"), F.col("source").alias("_source_l"))
+    right = sources.select(F.col("record_id").alias("record_id_r"), F.col("source").alias("_source_r"))
+    inside = (F.col("_source_l") == F.col("_source_r")) & F.col("_source_l").isin(unique)
+    return (
+        edges.join(left, "record_id_l", "left").join(right, "record_id_r", "left")
+        .where(~F.coalesce(inside, F.lit(False)))
+        .select(*edges.columns)
+    )
+
+
 def _keep_previous_run_ids(edges: DataFrame, previous: DataFrame | None) -> DataFrame:
     """Edges found again keep the run that first found them, so unchanged evidence is unchanged."""
     from pyspark.sql import functions as F
@@ -245,9 +269,11 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
         deterministic, _ = deterministic_edges(records, config, run_id=ctx.run_id, values=values)
         edge_columns = [c.split(" ")[0] for c in EDGE_SCHEMA.split(", ")]
         # checkpointed: identity.edges is overwritten below while these rows derive from it
-        edges = _keep_previous_run_ids(
-            deterministic.unionByName(probabilistic).select(*edge_columns), previous_edges
-        ).localCheckpoint()
+        linked = without_links_inside(
+            deterministic.unionByName(probabilistic).select(*edge_columns), records,
+            unique_sources(ctx.project.conf_dir),
+        )
+        edges = _keep_previous_run_ids(linked, previous_edges).localCheckpoint()
         edge_count = edges.count()
 
     previous_id_map = tables.read(spark, ID_MAP_TABLE) if tables.exists(spark, ID_MAP_TABLE) else None

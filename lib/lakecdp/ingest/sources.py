@@ -178,6 +178,10 @@ class SourceConfig(StrictModel):
     default_region: str = "GB"
     items: ItemsSpec | None = None
     also: list[ExtraTarget] = Field(default_factory=list)
+    #: customer_records only: every record of this source is a different person (a
+    #: deduplicated master file), so identity links its records to other sources' records
+    #: but never to each other (link-only)
+    unique_records: bool = False
 
     @field_validator("name")
     @classmethod
@@ -214,6 +218,8 @@ class SourceConfig(StrictModel):
         for position, extra in enumerate(self.also):
             _check_expression(extra.filter, known, f"also[{position}].filter")
             self._check_mapping(extra.mapping, extra.target, known, f"also[{position}].mapping")
+        if self.unique_records and self.target != "customer_records":
+            raise ValueError("unique_records: only customer_records sources hold people")
         for identifier in self.identifiers:
             if identifier not in TARGET_COLUMNS[self.target]:
                 raise ValueError(f"identifiers: {identifier!r} is not a {self.target} column")
