@@ -95,15 +95,18 @@ class ComparisonSpec(StrictModel):
 
     Kinds (each is ONE comparison, so correlated evidence is counted once):
 
-    - ``name``: first + last name: exact, swapped, nickname, fuzzy first, fuzzy last,
-      surname only (the household level), else.
-    - ``date_of_birth``: exact, one typo, within ``dob_close_days``, else.
+    - ``name``: first + last name: exact, swapped (also with one typo), nickname, one typo or
+      similar first / last / both, sound alike, initial, one name missing with the other
+      agreeing, same last other first, same first other last, else.
+    - ``date_of_birth``: ``yyyyMMdd`` text: exact, one typo, day/month swapped, same year and
+      month, two typos, else.
     - ``address``: street + postcode combined: both exact, same postcode and similar
       street, same street other postcode, same postcode only, else.
     - ``contact``: email and phone combined: both exact, either exact, else.
     - ``address_contact`` (default): address and contact points as one comparison, since a
-      household shares all of them: same address and contact, same contact, same
-      address, same postcode and similar street, else.
+      household shares all of it: same address and contact, same contact, same address,
+      address with one typo, street + number with postcode or city close, street + number,
+      same street other number, same postcode, same city, else.
     """
 
     kind: ComparisonKind
