@@ -33,11 +33,22 @@ IDENTITY_TABLES = ("identity.id_map", "identity.edges", "identity.identifiers",
 
 # (m, u) per non-null level, in the order of the configured comparisons' levels
 HAND_MODEL = {
-    "name": [(0.85, 0.0005), (0.02, 0.0001), (0.05, 0.0005), (0.03, 0.001), (0.02, 0.001),
-             (0.01, 0.002), (0.02, 0.9949)],
-    "date_of_birth": [(0.85, 0.002), (0.05, 0.01), (0.03, 0.001), (0.05, 0.02), (0.02, 0.967)],
-    # address and contact points are one comparison (correlated evidence counted once)
-    "address_contact": [(0.5, 0.0002), (0.2, 0.002), (0.15, 0.003), (0.05, 0.002), (0.1, 0.9928)],
+    # exact, swapped, swapped with a typo, nickname, first typo, last typo, both similar,
+    # sound alike, initial, first same / similar with last missing, last same / similar with
+    # first missing, same last other first, same first other last, else
+    "name": [(0.83, 0.0005), (0.02, 0.0001), (0.005, 0.0001), (0.05, 0.0005), (0.03, 0.001),
+             (0.02, 0.001), (0.01, 0.002), (0.005, 0.002), (0.002, 0.0005), (0.002, 0.001),
+             (0.001, 0.001), (0.002, 0.002), (0.001, 0.002), (0.002, 0.003), (0.001, 0.003),
+             (0.02, 0.9793)],
+    # exact, one typo, day/month swapped, same month, two typos, else
+    "date_of_birth": [(0.85, 0.002), (0.05, 0.01), (0.03, 0.001), (0.03, 0.01), (0.02, 0.01),
+                      (0.02, 0.967)],
+    # address and contact points are one comparison (correlated evidence counted once):
+    # address + contact, contact, address, address with a typo, street + number with postcode
+    # or city close, street + number only, same street other number, postcode, city, else
+    "address_contact": [(0.5, 0.0002), (0.2, 0.002), (0.15, 0.003), (0.03, 0.0005),
+                        (0.01, 0.0005), (0.01, 0.001), (0.005, 0.002), (0.04, 0.002),
+                        (0.005, 0.02), (0.1, 0.9693)],
 }
 
 
@@ -284,7 +295,29 @@ def test_a_pair_scores_the_same_whichever_record_is_new(spark, project):
     assert scores(matcher.predict_incremental(a, b)) == full
     assert scores(matcher.predict_incremental(b, a)) == full
     # a one-sided "swap" (russell = russell, dec != declan) is no swap: the name counts against.
-    # Odds by hand: prior 0.001/0.999 x name else 0.02/0.9949 x same birth date 0.85/0.002 x
-    # same email 0.2/0.002 = 0.855 -> p = 0.46, below the 0.95 threshold: no edge either way
+    # Odds by hand: prior 0.001/0.999 x name else 0.02/0.9793 x same birth date 0.85/0.002 x
+    # same email 0.2/0.002 = 0.869 -> p = 0.46, below the 0.95 threshold: no edge either way
     # (read as a swap, 0.02/0.0001 instead, it would be p = 0.9999 on one side only)
     assert full == []
+
+
+def test_link_only_drops_edges_inside_a_source_declared_unique(spark):
+    """``unique_records: true`` on a source: its records link to other sources, never to
+    each other (two CRM customers with one name and birth date are two people)."""
+    from lakecdp.identity.job import without_links_inside
+
+    records = spark.createDataFrame(
+        [("crm:1", "crm"), ("crm:2", "crm"), ("shop:1", "shop"), ("shop:2", "shop")],
+        "record_id string, source string",
+    )
+    edges = spark.createDataFrame(
+        [
+            ("crm:1", "crm:2", 0.99),     # inside the unique CRM: dropped
+            ("crm:1", "shop:1", 0.99),    # across sources: kept
+            ("shop:1", "shop:2", 0.99),   # inside a source not declared unique: kept
+        ],
+        "record_id_l string, record_id_r string, match_probability double",
+    )
+    kept = without_links_inside(edges, records, ["crm"])
+    assert sorted((r[0], r[1]) for r in kept.collect()) == [("crm:1", "shop:1"), ("shop:1", "shop:2")]
+    assert without_links_inside(edges, records, []) is edges

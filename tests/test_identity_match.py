@@ -221,8 +221,10 @@ def test_incremental_scores_only_pairs_with_new_records(spark, config, records, 
     existing = records.where("record_id not in ('crm:H1', 'tp:H3')")
     new = records.where("record_id in ('crm:H1', 'tp:H3')")
     found = {(r["record_id_l"], r["record_id_r"]) for r in matcher.predict_incremental(new, existing).collect()}
-    # new-vs-existing (William - Bill) and new-vs-new (William - Wiliam) ...
-    assert {p for p in found if not p[0].startswith("bg")} == {("crm:H1", "shop:H2"), ("crm:H1", "tp:H3")}
+    # new-vs-existing (William - Bill, Bill - Wiliam: same surname, birth date and address,
+    # first names neither nickname nor typo of each other) and new-vs-new (William - Wiliam) ...
+    assert {p for p in found if not p[0].startswith("bg")} == {
+        ("crm:H1", "shop:H2"), ("crm:H1", "tp:H3"), ("shop:H2", "tp:H3")}
     # ... and never existing-vs-existing: the background's own duplicates are not rescored
     assert all(left in new_ids or right in new_ids for left, right in found)
 
@@ -306,3 +308,58 @@ def test_config_errors_name_the_field():
         )
     with pytest.raises(ConfigError, match=r"clustering.weak_link_policy"):
         validate({"version": 1, "clustering": {"weak_link_policy": "merge"}}, IdentityConfig, source="x")
+
+
+def test_a_missing_surname_does_not_make_other_first_names_neutral(spark, config, records, trained):
+    """``Jan Pinon`` and ``Hillary <no surname>``, same birth date and address: two people
+    of one household as far as the evidence goes (two different first names). With the
+    surname missing the name comparison used to be "nothing to compare" (weight 0), so
+    birth date + address alone linked them at p 0.985. Both first names are there and
+    differ, so the name must land on its "else" level, which counts against."""
+    from lakecdp.identity.matching import prepare_for_matching
+
+    matcher, _ = trained
+    pair = spark.createDataFrame([
+        rec("crm:P1", "Jan", "Pinon", None, None, date(1956, 5, 20), "232 Goat Hollow Rd", "LS7 3GH"),
+        rec("shop:P2", "Hillary", None, None, None, date(1956, 5, 20), "232 Goat Hollow Rd", "LS7 3GH"),
+    ], RECORD_SCHEMA)
+    both = records.unionByName(pair)
+    assert matcher.predict(both).where("record_id_l like '%:P_' and record_id_r like '%:P_'").count() == 0
+    linker, _, _ = matcher.linker(prepare_for_matching(both, config))
+    rows = {r["record_id"]: r.asDict() for r in prepare_for_matching(pair, config).collect()}
+    row = linker.inference.score_pair(rows["crm:P1"], rows["shop:P2"]).as_record_list()[0]
+    # levels count down from the first non-null one; 0 is "else" (null would be -1)
+    assert row["gamma_name"] == 0
+    assert row["gamma_date_of_birth"] > 0 and row["gamma_address_contact"] > 0
+    assert row["match_probability"] < config.model.match_threshold
+
+
+def test_an_unparseable_birth_date_keeps_its_text_for_the_typo_level(spark):
+    """FEBRL-style ``yyyyMMdd`` birth dates: ``19461302`` (month 13, a typo of 19460213 or
+    19461202) does not parse, so ``date_of_birth`` is null; its text survives in
+    ``date_of_birth_text`` and the matcher compares it as ``19461302``. A date that parsed
+    keeps no text; a parsed date that fails a check (future) is not evidence either."""
+    from lakecdp.identity.matching import prepare_for_matching
+    from lakecdp.ingest.sources import load_sources
+    from lakecdp.ingest.standardise import to_customer_records
+    from lakecdp.ingest.validate import parse_and_validate
+
+    source = load_sources(REPO_ROOT / "conf" / "benchmarks" / "febrl")["records"]
+    header = "id,given_name,surname,street_number,address_1,address_2,suburb,postcode,state,date_of_birth"
+    lines = [
+        (2, "r1,kyle,rundle,107,greenhood place,willows,brighton,5074,nsw,19461302"),
+        (3, "r2,kyle,rundle,107,greenhood place,willows,brighton,5074,nsw,19460213"),
+        (4, "r3,kyle,rundle,107,greenhood place,,brighton,5074,nsw,20991231"),
+    ]
+    raw = spark.createDataFrame([(t, "records/records.csv", n) for n, t in lines],
+                                "raw string, source_file string, line bigint")
+    checked = parse_and_validate(raw, source, header=header.split(","), as_of=date(2026, 11, 1))
+    records = to_customer_records(checked, source, run_id="r", ingested_at=None)
+    rows = {r["source_record_id"]: r for r in records.collect()}
+    assert (rows["r1"]["date_of_birth"], rows["r1"]["date_of_birth_text"]) == (None, "19461302")
+    assert (rows["r2"]["date_of_birth"], rows["r2"]["date_of_birth_text"]) == (date(1946, 2, 13), None)
+    assert (rows["r3"]["date_of_birth"], rows["r3"]["date_of_birth_text"]) == (None, None)
+    assert (rows["r1"]["address_line2"], rows["r1"]["region"]) == ("willows", "nsw")
+    config = load_identity_config(REPO_ROOT / "conf")
+    dob = {r["record_id"]: r["dob"] for r in prepare_for_matching(records, config).collect()}
+    assert dob == {"records:r1": "19461302", "records:r2": "19460213", "records:r3": None}

@@ -1,9 +1,10 @@
-"""``lakecdp identity-accuracy`` and ``lakecdp identity-charts``."""
+"""``lakecdp identity-accuracy``, ``identity-charts`` and ``identity-benchmark``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -59,3 +60,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     charts.add_argument("--out", default="reports/identity", help="output folder")
     charts.add_argument("--pair", nargs=2, metavar="RECORD_ID", help="two record ids for a waterfall chart")
     charts.set_defaults(handler=_charts)
+
+    register_benchmark(subparsers)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from lakecdp.config import load_project
+    from lakecdp.identity.benchmark import run_benchmark
+
+    project = load_project(args.conf, env=args.env)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lakecdp-benchmark-"))
+    result = run_benchmark(
+        Path(args.set), conf_dir=project.conf_dir, work=work,
+        sources_dir=Path(args.sources) if args.sources else None,
+    )
+    print(result.format())  # noqa: T201 - the figures are the command's output
+    return 0
+
+
+def register_benchmark(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser(
+        "identity-benchmark",
+        help="ingest + identity on a labelled set (CSV per source + labels.csv), scored next to bare Splink",
+    )
+    bench.add_argument("--set", required=True, help="folder: one CSV per source + labels.csv")
+    bench.add_argument("--sources", default=None,
+                       help="folder of the set's source YAMLs (default: conf/benchmarks/<set name without digits>)")
+    bench.add_argument("--work", default=None, help="scratch folder, replaced (default: a new temp folder)")
+    bench.set_defaults(handler=_benchmark)

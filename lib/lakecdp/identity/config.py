@@ -33,8 +33,9 @@ IdentifierType = Literal["email", "phone", "device_id", "crm_id", "customer_numb
 # columns of the prepared matching table a blocking rule may name
 MATCH_COLUMNS = frozenset(
     {
-        "first_name", "first_name_canonical", "last_name", "dob", "email", "phone",
-        "address_line1", "postcode", "city", "country", "source",
+        "first_name", "first_name_canonical", "first_name_soundex", "middle_name", "last_name",
+        "last_name_soundex", "dob", "email", "phone", "address_line1", "street_number",
+        "street_name", "address_line2", "postcode", "city", "region", "country", "source",
     }
 )
 
@@ -94,15 +95,18 @@ class ComparisonSpec(StrictModel):
 
     Kinds (each is ONE comparison, so correlated evidence is counted once):
 
-    - ``name``: first + last name: exact, swapped, nickname, fuzzy first, fuzzy last,
-      surname only (the household level), else.
-    - ``date_of_birth``: exact, one typo, within ``dob_close_days``, else.
+    - ``name``: first + last name: exact, swapped (also with one typo), nickname, one typo or
+      similar first / last / both, sound alike, initial, one name missing with the other
+      agreeing, same last other first, same first other last, else.
+    - ``date_of_birth``: ``yyyyMMdd`` text: exact, one typo, day/month swapped, same year and
+      month, two typos, else.
     - ``address``: street + postcode combined: both exact, same postcode and similar
       street, same street other postcode, same postcode only, else.
     - ``contact``: email and phone combined: both exact, either exact, else.
     - ``address_contact`` (default): address and contact points as one comparison, since a
-      household shares all of them: same address and contact, same contact, same
-      address, same postcode and similar street, else.
+      household shares all of it: same address and contact, same contact, same address,
+      address with one typo, street + number with postcode or city close, street + number,
+      same street other number, same postcode, same city, else.
     """
 
     kind: ComparisonKind
@@ -155,6 +159,18 @@ class ModelSettings(StrictModel):
             ["dob", "postcode"],
             ["dob", "first_name_canonical"],
             ["swapped_names"],
+            ["first_name_soundex", "last_name_soundex"],
+            ["dob", "first_name_soundex"],
+            ["dob", "last_name_soundex"],
+            ["postcode", "first_name_soundex"],
+            ["postcode", "last_name_soundex"],
+            ["postcode", "street_number"],
+            ["street_name", "street_number", "first_name_soundex"],
+            ["street_name", "street_number", "last_name_soundex"],
+            ["dob", "street_number"],
+            ["dob", "street_name"],
+            ["street_number", "first_name_soundex"],
+            ["street_number", "last_name_soundex"],
         ]
     )
     # pairs at or above this probability are edges; below are discarded

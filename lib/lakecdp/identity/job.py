@@ -126,6 +126,30 @@ def _identifier_scope(
     )
 
 
+def unique_sources(conf_dir) -> list[str]:
+    """Sources declared ``unique_records: true`` (each record a different person)."""
+    from lakecdp.ingest.sources import load_sources
+
+    return sorted(name for name, source in load_sources(conf_dir).items() if source.unique_records)
+
+
+def without_links_inside(edges: DataFrame, records: DataFrame, unique: list[str]) -> DataFrame:
+    """Edges minus those joining two records of one source declared unique (link-only)."""
+    from pyspark.sql import functions as F
+
+    if not unique:
+        return edges
+    sources = records.select("record_id", "source")
+    left = sources.select(F.col("record_id").alias("record_id_l"), F.col("source").alias("_source_l"))
+    right = sources.select(F.col("record_id").alias("record_id_r"), F.col("source").alias("_source_r"))
+    inside = (F.col("_source_l") == F.col("_source_r")) & F.col("_source_l").isin(unique)
+    return (
+        edges.join(left, "record_id_l", "left").join(right, "record_id_r", "left")
+        .where(~F.coalesce(inside, F.lit(False)))
+        .select(*edges.columns)
+    )
+
+
 def _keep_previous_run_ids(edges: DataFrame, previous: DataFrame | None) -> DataFrame:
     """Edges found again keep the run that first found them, so unchanged evidence is unchanged."""
     from pyspark.sql import functions as F
@@ -142,7 +166,7 @@ def _keep_previous_run_ids(edges: DataFrame, previous: DataFrame | None) -> Data
     )
 
 
-def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
+def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False) -> dict[str, int]:
     """Resolve identities from ``silver.customer_records``.
 
     Args:
@@ -150,6 +174,8 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
         mode: ``auto`` (incremental when possible), ``full`` (recompute every edge, still
             keeping ids stable against the previous id map) or ``incremental`` (error when
             no previous run can be continued).
+        retrain: train a new model version on the current records first (after a change
+            to the ``model`` section of conf/identity.yaml); implies a full run.
 
     Returns:
         Counts: ``records``, ``records_changed``, ``incremental`` (1/0), ``edges``,
@@ -166,6 +192,10 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
 
     spark, tables = ctx.spark, ctx.tables
     config = load_identity_config(ctx.project.conf_dir)
+    if retrain and mode == "incremental":
+        raise IdentityInputError("--retrain rescores every pair: use mode 'full' or 'auto'")
+    if retrain:
+        mode = "full"
     silver_version = tables.version(spark, RECORDS_TABLE)
     if silver_version is None:
         raise IdentityInputError(f"{RECORDS_TABLE} does not exist yet: run the ingest step first")
@@ -232,7 +262,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
                 scored = matcher.predict_incremental(new_records, existing).localCheckpoint()
             probabilistic = kept.unionByName(scored)
         else:
-            scored = matcher.predict(records).localCheckpoint()
+            scored = matcher.predict(records, retrain=retrain).localCheckpoint()
             probabilistic = scored
         scored_count = scored.count()
 
@@ -241,9 +271,11 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto") -> dict[str, int]:
         deterministic, _ = deterministic_edges(records, config, run_id=ctx.run_id, values=values)
         edge_columns = [c.split(" ")[0] for c in EDGE_SCHEMA.split(", ")]
         # checkpointed: identity.edges is overwritten below while these rows derive from it
-        edges = _keep_previous_run_ids(
-            deterministic.unionByName(probabilistic).select(*edge_columns), previous_edges
-        ).localCheckpoint()
+        linked = without_links_inside(
+            deterministic.unionByName(probabilistic).select(*edge_columns), records,
+            unique_sources(ctx.project.conf_dir),
+        )
+        edges = _keep_previous_run_ids(linked, previous_edges).localCheckpoint()
         edge_count = edges.count()
 
     previous_id_map = tables.read(spark, ID_MAP_TABLE) if tables.exists(spark, ID_MAP_TABLE) else None
@@ -360,18 +392,23 @@ def _command(args) -> int:
 
     project = load_project(args.conf, env=args.env)
     spark = get_session(project, app_name="lakecdp-identity")
-    counts = run_identity(JobContext.create(project, spark), mode=args.mode)
+    counts = run_identity(JobContext.create(project, spark), mode=args.mode, retrain=args.retrain)
     logger.info("identity: %s", counts)
     return 0
 
 
 def register(subparsers) -> None:
-    """``lakecdp identity [--mode auto|full|incremental]``."""
+    """``lakecdp identity [--mode auto|full|incremental] [--retrain]``."""
     parser = subparsers.add_parser(
         "identity", help="resolve identities: stable customer ids and golden records"
     )
     parser.add_argument(
         "--mode", choices=["auto", "full", "incremental"], default="auto",
         help="auto: incremental when a previous run can be continued (default)",
+    )
+    parser.add_argument(
+        "--retrain", action="store_true",
+        help="train a new model version on the current records first (after changing the "
+             "model section of conf/identity.yaml); runs in full mode",
     )
     parser.set_defaults(handler=_command)

@@ -54,10 +54,13 @@ MATCH_INPUT_COLUMNS = (
     "record_id", "source", "first_name", "last_name", "date_of_birth", "email", "phone",
     "address_line1", "postcode", "city", "country",
 )
+#: used when present (silver.customer_records has them; older tables and tests may not)
+OPTIONAL_INPUT_COLUMNS = ("middle_name", "date_of_birth_text", "address_line2", "region")
 PREPARED_COLUMNS = (
     "record_id", "source", "first_name", "first_name_canonical", "first_name_variants",
-    "last_name", "dob",
-    "email", "phone", "address_line1", "postcode", "city", "country",
+    "first_name_soundex", "middle_name", "last_name", "last_name_soundex", "dob",
+    "email", "phone", "address_line1", "street_number", "street_name", "address_line2",
+    "postcode", "city", "region", "country",
 )
 DATE_FORMATS = {"duckdb": "%Y%m%d", "spark": "yyyyMMdd"}
 _MODEL_RE = re.compile(r"^model_v(?P<version>\d+)\.json$")
@@ -90,47 +93,133 @@ def normalised_postcode(postcode: Column) -> Column:
     return F.when(cleaned == "", F.lit(None).cast("string")).otherwise(cleaned)
 
 
+def street_number(street: Column) -> Column:
+    """The house number of a normalised street (first token starting with a digit), or null."""
+    number = F.regexp_extract(street, r"(^|\s)(\d+[a-z]?)(\s|$)", 2)
+    return F.when(number == "", F.lit(None).cast("string")).otherwise(number)
+
+
+def street_name(street: Column) -> Column:
+    """A normalised street without its numbers: "12 high st" -> "high st"."""
+    name = F.trim(F.regexp_replace(F.regexp_replace(street, r"\b\d+[a-z]?\b", " "), r"\s+", " "))
+    return F.when(name == "", F.lit(None).cast("string")).otherwise(name)
+
+
+def birth_date_text(date_of_birth: Column, raw_text: Column) -> Column:
+    """``yyyyMMdd`` of the parsed birth date, else of the raw text when it reads as one.
+
+    A birth date that failed to parse (``19461302``: a typo in the month) is null in
+    ``date_of_birth`` but kept in ``date_of_birth_text``; its digits still sit one typo
+    away from the true date, which is exactly what the "one typo" level looks for. Only
+    8 digits starting 18/19/20 are taken (year first), so a text in another order is not
+    compared digit by digit with the wrong fields.
+    """
+    digits = F.regexp_replace(raw_text, r"[^0-9]", "")
+    usable = (F.length(digits) == 8) & digits.rlike(r"^(18|19|20)")
+    return F.coalesce(F.date_format(date_of_birth, "yyyyMMdd"), F.when(usable, digits))
+
+
+def _soundex(name: Column) -> Column:
+    """Soundex of the name's letters (Spark's built-in); null for a null or letterless name."""
+    letters = F.regexp_replace(name, r"[^a-z]", "")
+    return F.when(letters != "", F.soundex(letters))
+
+
+def _optional(records: DataFrame, column: str) -> Column:
+    return F.col(column) if column in records.columns else F.lit(None).cast("string")
+
+
 def prepare_for_matching(records: DataFrame, config: IdentityConfig) -> DataFrame:
     """The columns the Splink model compares, normalised the same way for every backend.
 
-    ``dob`` is a ``yyyyMMdd`` string (parsed per backend); junk emails and phones are null.
+    ``dob`` is a ``yyyyMMdd`` string (from the parsed date, else the raw text when it
+    reads as one); junk emails and phones are null; the street is split into its number
+    and its name (for "same street, other number" and blocking on number + postcode);
+    soundex codes of both names serve the phonetic level and blocking.
     """
     require_columns(records, MATCH_INPUT_COLUMNS, "customer records")
     first = normalised_name(F.col("first_name"))
+    last = normalised_name(F.col("last_name"))
+    street = normalised_street(F.col("address_line1"))
+    middle = normalised_name(_optional(records, "middle_name"))
     return records.select(
         "record_id",
         "source",
         first.alias("first_name"),
         canonical_first_name(first, config.model.nicknames).alias("first_name_canonical"),
         first_name_variants(first, config.model.nicknames).alias("first_name_variants"),
-        normalised_name(F.col("last_name")).alias("last_name"),
-        F.date_format("date_of_birth", "yyyyMMdd").alias("dob"),
+        _soundex(first).alias("first_name_soundex"),
+        middle.alias("middle_name"),
+        last.alias("last_name"),
+        _soundex(last).alias("last_name_soundex"),
+        birth_date_text(F.col("date_of_birth"), _optional(records, "date_of_birth_text")).alias("dob"),
         cleaned_identifier("email", F.col("email"), config.deterministic).alias("email"),
         cleaned_identifier("phone", F.col("phone"), config.deterministic).alias("phone"),
-        normalised_street(F.col("address_line1")).alias("address_line1"),
+        street.alias("address_line1"),
+        street_number(street).alias("street_number"),
+        street_name(street).alias("street_name"),
+        normalised_street(_optional(records, "address_line2")).alias("address_line2"),
         normalised_postcode(F.col("postcode")).alias("postcode"),
         F.lower(F.trim("city")).alias("city"),
+        F.lower(F.trim(_optional(records, "region"))).alias("region"),
         F.upper(F.trim("country")).alias("country"),
     )
 
 
 # -- Splink settings, per backend --------------------------------------------------------
-def _name_comparison(spec: ComparisonSpec):
+def _similar(column: str, threshold: float):
+    """One typo or transposition (Damerau-Levenshtein <= 1) or Jaro-Winkler >= threshold:
+    "wil"/"wli" and "nathas"/"nathan" are the same name mistyped."""
+    import splink.comparison_level_library as cll
+
+    return cll.Or(cll.JaroWinklerLevel(column, threshold), cll.DamerauLevenshteinLevel(column, 1))
+
+
+def _similar_reversed(first: str, last: str):
+    """First and last name swapped, each at most one typo away (symmetrical)."""
+    import splink.comparison_level_library as cll
+
+    # one typo only: Jaro-Winkler rates a prefix ("dec" / "declan") similar, and a swap
+    # that holds only through prefixes is no swap
+    def close(a: str, b: str) -> str:
+        return f"damerau_levenshtein({a}, {b}) <= 1"
+
+    return cll.CustomLevel(
+        f"{close(first + '_l', last + '_r')} and {close(last + '_l', first + '_r')}"
+    )
+
+
+def _name_comparison(spec: ComparisonSpec, backend: str):
+    """First + last name as ONE comparison, graded from exact to phonetic.
+
+    A name missing on one side is not "nothing to compare" while the other name is there:
+    with a first name on both sides the first names must agree for any level above
+    "else", so ``Jan Pinon`` / ``Hillary <no surname>`` counts against a match exactly
+    as two different first names do (a household's other member).
+    """
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
     t = spec.fuzzy_threshold
-    exact = cll.And(cll.ExactMatchLevel("first_name"), cll.ExactMatchLevel("last_name"))
+    first_same = cll.ArrayIntersectLevel("first_name_variants", 1)
+    last_same = cll.ExactMatchLevel("last_name")
+    exact = cll.And(cll.ExactMatchLevel("first_name"), last_same)
     exact = exact.configure(label_for_charts="first and last name exact")
     if spec.term_frequency:
         exact = exact.configure(tf_adjustment_column="last_name", tf_adjustment_weight=1.0)
+    first_initial = cll.CustomLevel(
+        "(length(first_name_l) = 1 or length(first_name_r) = 1) "
+        "and substr(first_name_l, 1, 1) = substr(first_name_r, 1, 1)"
+    )
     return cl.CustomComparison(
         output_column_name="name",
         comparison_description="first and last name",
         comparison_levels=[
-            cll.Or(cll.NullLevel("first_name"), cll.NullLevel("last_name")).configure(
-                is_null_level=True, label_for_charts="first or last name missing"
-            ),
+            # nothing to compare: no first name on one side and no last name on one side
+            cll.CustomLevel(
+                "(first_name_l is null or first_name_r is null) "
+                "and (last_name_l is null or last_name_r is null)"
+            ).configure(is_null_level=True, label_for_charts="no name to compare"),
             exact,
             # symmetrical: Splink's default checks only l.first = r.last, so a pair scored
             # as (a, b) and as (b, a) differed, and incremental runs (new records on the left)
@@ -138,24 +227,53 @@ def _name_comparison(spec: ComparisonSpec):
             cll.ColumnsReversedLevel("first_name", "last_name", symmetrical=True).configure(
                 label_for_charts="first and last name swapped"
             ),
-            cll.And(
-                cll.ArrayIntersectLevel("first_name_variants", 1), cll.ExactMatchLevel("last_name")
-            ).configure(label_for_charts="nickname, same last name"),
-            cll.And(cll.JaroWinklerLevel("first_name", t), cll.ExactMatchLevel("last_name"))
-            .configure(label_for_charts="similar first name, same last name"),
-            cll.And(
-                cll.ArrayIntersectLevel("first_name_variants", 1), cll.JaroWinklerLevel("last_name", t)
-            ).configure(label_for_charts="same first name, similar last name"),
-            cll.And(cll.JaroWinklerLevel("first_name", t), cll.JaroWinklerLevel("last_name", t))
-            .configure(label_for_charts="similar first and last name"),
-            # no "same surname, other first name" level: in a household that is the
-            # normal case and must count against a match, like any other first name
+            _similar_reversed("first_name", "last_name").configure(
+                label_for_charts="first and last name swapped, one typo / similar"
+            ),
+            cll.And(first_same, last_same).configure(label_for_charts="nickname, same last name"),
+            cll.And(_similar("first_name", t), last_same).configure(
+                label_for_charts="first name one typo / similar, same last name"
+            ),
+            cll.And(first_same, _similar("last_name", t)).configure(
+                label_for_charts="same first name, last name one typo / similar"
+            ),
+            cll.And(_similar("first_name", t), _similar("last_name", t)).configure(
+                label_for_charts="similar first and last name"
+            ),
+            cll.And(cll.ExactMatchLevel("first_name_soundex"), cll.ExactMatchLevel("last_name_soundex"))
+            .configure(label_for_charts="first and last name sound alike"),
+            cll.And(first_initial, last_same).configure(label_for_charts="initial, same last name"),
+            # one record lacks a last name: the first names alone speak
+            cll.And(cll.NullLevel("last_name"), first_same).configure(
+                label_for_charts="same first name, last name missing"
+            ),
+            cll.And(cll.NullLevel("last_name"), _similar("first_name", t))
+            .configure(label_for_charts="similar first name, last name missing"),
+            cll.And(cll.NullLevel("first_name"), last_same).configure(
+                label_for_charts="same last name, first name missing"
+            ),
+            cll.And(cll.NullLevel("first_name"), _similar("last_name", t)).configure(
+                label_for_charts="similar last name, first name missing"
+            ),
+            # names that disagree in one part: a household's other member (same surname),
+            # or one person's first name mistyped beyond recognition / surname changed by
+            # marriage. Their own levels, so EM learns from the data how often true matches
+            # show them; the birth date and address still decide, and a household member
+            # differs there too
+            cll.And(last_same, cll.Not(cll.NullLevel("first_name"))).configure(
+                label_for_charts="same last name, other first name"
+            ),
+            cll.And(first_same, cll.Not(cll.NullLevel("last_name"))).configure(
+                label_for_charts="same first name, other last name"
+            ),
             cll.ElseLevel(),
         ],
     )
 
 
 def _dob_comparison(spec: ComparisonSpec, backend: str):
+    """Birth date as ``yyyyMMdd`` text: exact, one typo, day/month swapped, same month,
+    two typos, else. Text levels only, so an unparseable raw date still compares."""
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
@@ -173,13 +291,10 @@ def _dob_comparison(spec: ComparisonSpec, backend: str):
             cll.ExactMatchLevel("dob").configure(label_for_charts="same date of birth"),
             cll.DamerauLevenshteinLevel("dob", 1).configure(label_for_charts="one typo"),
             day_month_swapped,
-            cll.AbsoluteDateDifferenceLevel(
-                "dob",
-                input_is_string=True,
-                threshold=spec.dob_close_days,
-                metric="day",
-                datetime_format=DATE_FORMATS[backend],
-            ).configure(label_for_charts=f"within {spec.dob_close_days} days"),
+            cll.CustomLevel("substr(dob_l, 1, 6) = substr(dob_r, 1, 6)").configure(
+                label_for_charts="same year and month"
+            ),
+            cll.DamerauLevenshteinLevel("dob", 2).configure(label_for_charts="two typos"),
             cll.ElseLevel(),
         ],
     )
@@ -237,13 +352,23 @@ def _contact_comparison(spec: ComparisonSpec):
 
 def _address_contact_comparison(spec: ComparisonSpec):
     """Where a person lives and how to reach them, as ONE piece of evidence: a household
-    shares all of it, so it may count once, never three times."""
+    shares all of it, so it may count once, never three times.
+
+    Graded: street + number + postcode, one typo in the postcode or the street, same
+    street and number without a postcode, same street other number (a neighbour or a
+    typo), same postcode, same city, else.
+    """
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
     t = spec.fuzzy_threshold
-    same_place = cll.And(cll.ExactMatchLevel("address_line1"), cll.ExactMatchLevel("postcode"))
+    same_street = cll.ExactMatchLevel("address_line1")
+    same_postcode = cll.ExactMatchLevel("postcode")
+    same_place = cll.And(same_street, same_postcode)
     same_contact = cll.Or(cll.ExactMatchLevel("email"), cll.ExactMatchLevel("phone"))
+    same_number = cll.ExactMatchLevel("street_number")
+    postcode_typo = cll.DamerauLevenshteinLevel("postcode", 1)
+    street_similar = cll.And(same_number, _similar("street_name", t))
     return cl.CustomComparison(
         output_column_name="address_contact",
         comparison_description="address and contact points, as one piece of evidence",
@@ -253,14 +378,23 @@ def _address_contact_comparison(spec: ComparisonSpec):
                 cll.NullLevel("email"), cll.NullLevel("phone"),
             ).configure(is_null_level=True, label_for_charts="nothing to compare"),
             cll.And(same_place, same_contact).configure(label_for_charts="same address and contact"),
-            cll.Or(cll.ExactMatchLevel("email"), cll.ExactMatchLevel("phone")).configure(
-                label_for_charts="same email or phone"
+            same_contact.configure(label_for_charts="same email or phone"),
+            same_place.configure(label_for_charts="same address"),
+            cll.Or(
+                cll.And(same_street, postcode_typo),
+                cll.And(same_postcode, street_similar),
+            ).configure(label_for_charts="same address but one typo"),
+            cll.And(street_similar, cll.Or(postcode_typo, cll.ExactMatchLevel("city"))).configure(
+                label_for_charts="same street and number, postcode or city close"
             ),
-            cll.And(cll.ExactMatchLevel("address_line1"), cll.ExactMatchLevel("postcode")).configure(
-                label_for_charts="same address"
+            cll.Or(same_street, street_similar).configure(
+                label_for_charts="same street and number, other or no postcode"
             ),
-            cll.And(cll.ExactMatchLevel("postcode"), cll.JaroWinklerLevel("address_line1", t))
-            .configure(label_for_charts="same postcode, similar street"),
+            cll.And(same_postcode, cll.ExactMatchLevel("street_name")).configure(
+                label_for_charts="same street, other number"
+            ),
+            same_postcode.configure(label_for_charts="same postcode only"),
+            cll.ExactMatchLevel("city").configure(label_for_charts="same city only"),
             cll.ElseLevel(),
         ],
     )
@@ -269,7 +403,7 @@ def _address_contact_comparison(spec: ComparisonSpec):
 def splink_comparison(spec: ComparisonSpec, backend: str):
     """The Splink comparison for one configured piece of evidence."""
     if spec.kind == "name":
-        return _name_comparison(spec)
+        return _name_comparison(spec, backend)
     if spec.kind == "date_of_birth":
         return _dob_comparison(spec, backend)
     if spec.kind == "address":
@@ -288,18 +422,44 @@ def blocking_rule_sql(columns: list[str]) -> str:
     return " and ".join(f"l.{c} = r.{c}" for c in columns)
 
 
+def blocking_rules_sql(config: IdentityConfig) -> list[str]:
+    """The configured prediction blocking rules as SQL over ``l`` and ``r``."""
+    return [blocking_rule_sql(rule) for rule in config.model.blocking_rules]
+
+
 def rule_label(columns: list[str]) -> str:
     return "+".join(columns)
 
 
-def settings_creator(config: IdentityConfig, backend: str):
-    """Splink ``SettingsCreator`` for ``backend`` built from the validated config."""
+def populated_rules(config: IdentityConfig, prepared: DataFrame) -> list[list[str]]:
+    """The configured blocking rules whose columns all hold a value somewhere in ``prepared``.
+
+    A rule over a column no record fills (a benchmark without email, a source set without
+    birth dates) can pair nothing; skipping it saves a join per rule. One aggregate job.
+    """
+    needed = sorted({c for rule in config.model.blocking_rules for c in _rule_columns(rule)})
+    counts = prepared.select(*[F.count(c).alias(c) for c in needed]).first()
+    empty = {c for c in needed if counts[c] == 0}
+    if empty:
+        logger.info("blocking rules over columns no record fills are skipped: %s", sorted(empty))
+    return [rule for rule in config.model.blocking_rules if not set(_rule_columns(rule)) & empty]
+
+
+def _rule_columns(rule: list[str]) -> list[str]:
+    return ["first_name", "last_name"] if rule == ["swapped_names"] else list(rule)
+
+
+def settings_creator(config: IdentityConfig, backend: str, *, rules: list[list[str]] | None = None):
+    """Splink ``SettingsCreator`` for ``backend`` built from the validated config.
+
+    ``rules``: the prediction blocking rules to use (default: all configured ones).
+    """
     from splink import SettingsCreator, block_on
 
     model = config.model
     rules = [
         blocking_rule_sql(r) if r == ["swapped_names"] else block_on(*r)
-        for r in model.blocking_rules
+        for r in (model.blocking_rules if rules is None else rules)
     ]
     return SettingsCreator(
         link_type="dedupe_only",
@@ -328,13 +488,15 @@ def _apply_parameters(settings: dict[str, Any], model: dict[str, Any], source: P
     for comparison in settings["comparisons"]:
         name = comparison["output_column_name"]
         if name not in trained:
-            raise ModelMismatchError(f"{source}: has no comparison {name!r}; retrain the model")
+            raise ModelMismatchError(
+                f"{source}: has no comparison {name!r}; train a new version with `lakecdp identity --retrain`"
+            )
         saved_levels = trained[name]["comparison_levels"]
         levels = comparison["comparison_levels"]
         if len(saved_levels) != len(levels):
             raise ModelMismatchError(
                 f"{source}: comparison {name!r} has {len(saved_levels)} levels, config has "
-                f"{len(levels)}; retrain the model"
+                f"{len(levels)}; train a new version with `lakecdp identity --retrain`"
             )
         for level, saved in zip(levels, saved_levels):
             for key in ("m_probability", "u_probability"):
@@ -500,7 +662,8 @@ class ProbabilisticMatcher:
         if metadata.get("fingerprint") not in (None, expected):
             raise ModelMismatchError(
                 f"{path}: trained for another model configuration "
-                f"({metadata.get('fingerprint')} != {expected}); retrain with --retrain"
+                f"({metadata.get('fingerprint')} != {expected}); train a new version with "
+                f"`lakecdp identity --retrain`"
             )
         self._model = SavedModel(version=chosen, path=path, metadata=metadata)
         return self._model
@@ -540,6 +703,22 @@ class ProbabilisticMatcher:
             max_pairs=training.max_pairs_for_u, seed=training.seed
         )
         sessions = 0
+        unseen = _UnseenLevels()
+        em_logger = logging.getLogger("splink.internals.expectation_maximisation")
+        em_logger.addFilter(unseen)
+        try:
+            sessions = self._expectation_maximisation(linker, training)
+        finally:
+            em_logger.removeFilter(unseen)
+        unseen.report()
+        if sessions == 0:
+            raise RuntimeError("no EM training session succeeded; too few records to train on?")
+        return self._save(linker, backend, training, sessions)
+
+    def _expectation_maximisation(self, linker, training) -> int:
+        from splink import block_on
+
+        sessions = 0
         for rule in training.em_blocking_rules:
             try:
                 linker.training.estimate_parameters_using_expectation_maximisation(
@@ -548,9 +727,9 @@ class ProbabilisticMatcher:
                 sessions += 1
             except Exception as exc:  # Splink raises plain exceptions for empty blocks
                 logger.warning("EM on %s skipped: %s", rule_label(rule), exc)
-        if sessions == 0:
-            raise RuntimeError("no EM training session succeeded; too few records to train on?")
+        return sessions
 
+    def _save(self, linker, backend: _Backend, training, sessions: int) -> Path:
         version = (self.versions() or [0])[-1] + 1
         self.model_dir.mkdir(parents=True, exist_ok=True)
         path = self.model_path(version)
@@ -573,21 +752,23 @@ class ProbabilisticMatcher:
         return path
 
     # -- applying ---------------------------------------------------------------------
-    def _settings_for(self, backend: str, model: SavedModel) -> dict[str, Any]:
-        settings = settings_creator(self.config, backend).create_settings_dict(backend)
+    def _settings_for(self, backend: str, model: SavedModel, rules: list[list[str]] | None = None) -> dict[str, Any]:
+        settings = settings_creator(self.config, backend, rules=rules).create_settings_dict(backend)
         return _apply_parameters(settings, json.loads(model.path.read_text()), model.path)
 
-    def linker(self, prepared: DataFrame, *, model: SavedModel | None = None):
+    def linker(self, prepared: DataFrame, *, model: SavedModel | None = None,
+               rules: list[list[str]] | None = None):
         """A Splink linker over ``prepared`` records with the trained parameters applied."""
         chosen = model or self.model()
         backend = _backend(self.config, self.spark)
         registered = backend.register(prepared, "records")
-        return self._linker_over(registered, backend, chosen), backend, registered
+        return self._linker_over(registered, backend, chosen, rules), backend, registered
 
-    def _linker_over(self, registered, backend: _Backend, model: SavedModel):
+    def _linker_over(self, registered, backend: _Backend, model: SavedModel,
+                     rules: list[list[str]] | None = None):
         from splink import Linker
 
-        settings = self._settings_for(backend.name, model)
+        settings = self._settings_for(backend.name, model, rules)
         return Linker(registered, settings, log_level=logging.WARNING)
 
     def predict(self, records: DataFrame, *, retrain: bool = False) -> DataFrame:
@@ -597,12 +778,13 @@ class ProbabilisticMatcher:
         """
         chosen = self.model(records, retrain=retrain)
         prepared = prepare_for_matching(records, self.config)
-        linker, backend, _ = self.linker(prepared, model=chosen)
+        rules = populated_rules(self.config, prepared)
+        linker, backend, _ = self.linker(prepared, model=chosen, rules=rules)
         predictions = linker.inference.predict(
             threshold_match_probability=self.config.model.match_threshold,
             warning_mode="never",
         )
-        return self._edges(backend, predictions)
+        return self._edges(backend, predictions, rules)
 
     def predict_incremental(
         self, new_records: DataFrame, existing_records: DataFrame
@@ -615,10 +797,13 @@ class ProbabilisticMatcher:
         records = existing_records.unionByName(new_records)
         chosen = self.model(records)
         backend = _backend(self.config, self.spark)
+        prepared = prepare_for_matching(records, self.config)
+        # the rules a full run over the same records would use (same populated columns)
+        rules = populated_rules(self.config, prepared)
         registered, new_sdf, existing_sdf = backend.register_split(
-            prepare_for_matching(records, self.config), new_records.select("record_id")
+            prepared, new_records.select("record_id")
         )
-        linker = self._linker_over(registered, backend, chosen)
+        linker = self._linker_over(registered, backend, chosen, rules)
         for column in _tf_columns(self.config):
             linker.table_management.compute_tf_table(column)
         threshold = self.config.model.match_threshold
@@ -628,12 +813,12 @@ class ProbabilisticMatcher:
         within = linker.inference.predict_within(
             new_sdf, threshold_match_probability=threshold, warning_mode="never"
         )
-        return self._edges(backend, between).unionByName(self._edges(backend, within))
+        return self._edges(backend, between, rules).unionByName(self._edges(backend, within, rules))
 
-    def _edges(self, backend: _Backend, predictions) -> DataFrame:
+    def _edges(self, backend: _Backend, predictions, rules: list[list[str]]) -> DataFrame:
         columns = ["record_id_l", "record_id_r", "match_key", "match_probability", "match_weight"]
         pairs = backend.to_spark(predictions, columns, _PREDICTION_SCHEMA)
-        labels = [rule_label(r) for r in self.config.model.blocking_rules]
+        labels = [rule_label(r) for r in rules]
         label_map = F.create_map(*[x for i, lab in enumerate(labels) for x in (F.lit(str(i)), F.lit(lab))])
         left, right = F.col("record_id_l"), F.col("record_id_r")
         return pairs.select(
@@ -644,6 +829,39 @@ class ProbabilisticMatcher:
             "match_probability",
             "match_weight",
             F.lit(self.run_id).cast("string").alias("run_id"),
+        )
+
+
+class _UnseenLevels(logging.Filter):
+    """Collects Splink's "level ... not observed in dataset, unable to train m value"
+    warnings (one per level and EM session) and says it once, in plain words.
+
+    On data without email or phone, or where no two records of one person show a given
+    kind of typo, EM never sees those levels among matches; that is expected, not a fault:
+    their m is floored at ``min_m_probability`` so they can neither veto nor carry a link.
+    """
+
+    _PATTERN = re.compile(r"Level (?P<level>.+?) on comparison (?P<comparison>\S+) not observed")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.levels: dict[str, set[str]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = self._PATTERN.search(record.getMessage())
+        if found is None:
+            return True
+        self.levels.setdefault(found["comparison"], set()).add(found["level"])
+        return False
+
+    def report(self) -> None:
+        if not self.levels:
+            return
+        listed = "; ".join(f"{c}: {', '.join(sorted(v))}" for c, v in sorted(self.levels.items()))
+        logger.info(
+            "training saw no matching pairs at some comparison levels (expected when the data "
+            "lacks those fields or those kinds of typo; they get the floor m value and carry "
+            "little weight): %s", listed,
         )
 
 

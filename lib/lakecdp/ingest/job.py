@@ -581,10 +581,12 @@ def write_extra_records(
 def _write_records(ctx: JobContext, records: DataFrame, hook: WriteHook) -> None:
     name = "silver.customer_records"
     latest = _latest(records, SILVER_KEYS["customer_records"], "updated_at")
-    # a later version of a record replaces it; an older or equal one (re-delivery) changes nothing
+    # a later version of a record replaces it; an older or equal one (re-delivery) changes nothing.
+    # evolve: a table written before the additive columns (middle_name, ...) gains them
     _upsert(
         ctx, latest, name, _keys_condition(SILVER_KEYS["customer_records"]),
         update_condition="s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)",
+        evolve=True,
     )
     hook(name)
 

@@ -33,7 +33,9 @@ SILVER_SCHEMAS: dict[str, T.StructType] = {
         "last_name string, email string, phone string, date_of_birth date, address_line1 string, "
         "postcode string, city string, country string, device_ids array<string>, crm_id string, "
         "customer_number string, email_consent boolean, updated_at timestamp, "
-        "warnings array<string>, run_id string, ingested_at timestamp"
+        "warnings array<string>, run_id string, ingested_at timestamp, "
+        # additive (identity evidence): appended last so older tables evolve by adding columns
+        "middle_name string, date_of_birth_text string, address_line2 string, region string"
     ),
     "events": _ddl(
         "event_id string, source string, event_type string, occurred_at timestamp, email string, "

@@ -55,6 +55,7 @@ TARGET_COLUMNS: dict[str, frozenset[str]] = {
         "source_record_id", "first_name", "last_name", "email", "phone", "date_of_birth",
         "address_line1", "postcode", "city", "country", "device_ids", "crm_id",
         "customer_number", "email_consent", "updated_at",
+        "middle_name", "date_of_birth_text", "address_line2", "region",
     }),
     "events": frozenset({
         "event_id", "event_type", "occurred_at", "email", "device_id", "customer_number",
@@ -190,6 +191,10 @@ class SourceConfig(StrictModel):
     future_tolerance_minutes: int = Field(default=DEFAULT_FUTURE_TOLERANCE_MINUTES, ge=0)
     items: ItemsSpec | None = None
     also: list[ExtraTarget] = Field(default_factory=list)
+    #: customer_records only: every record of this source is a different person (a
+    #: deduplicated master file), so identity links its records to other sources' records
+    #: but never to each other (link-only)
+    unique_records: bool = False
 
     @field_validator("name")
     @classmethod
@@ -226,6 +231,8 @@ class SourceConfig(StrictModel):
         for position, extra in enumerate(self.also):
             _check_expression(extra.filter, known, f"also[{position}].filter")
             self._check_mapping(extra.mapping, extra.target, known, f"also[{position}].mapping")
+        if self.unique_records and self.target != "customer_records":
+            raise ValueError("unique_records: only customer_records sources hold people")
         for identifier in self.identifiers:
             if identifier not in TARGET_COLUMNS[self.target]:
                 raise ValueError(f"identifiers: {identifier!r} is not a {self.target} column")

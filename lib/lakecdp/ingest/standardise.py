@@ -163,6 +163,25 @@ def _warnings_column(df: DataFrame) -> Column:
     return F.col("_warnings") if "_warnings" in df.columns else F.array().cast("array<string>")
 
 
+def _unparsed_birth_date(df: DataFrame, mapping: dict[str, str], source: SourceConfig) -> Column:
+    """The birth date as the source wrote it, when it could not be read as a date.
+
+    Only when ``date_of_birth`` maps a declared date column directly and the row's text for
+    it does not parse with the column's format (``19461302``): a typo the identity model's
+    "one typo" level can still use. A date that parsed but failed a check (a placeholder,
+    a future date) is not kept: it is not evidence.
+    """
+    column = mapping.get("date_of_birth", "").strip().strip("`")
+    if "_as_read" not in df.columns or column not in source.column_names:
+        return F.lit(None).cast("string")
+    spec = source.column(column)
+    if spec.type != "date":
+        return F.lit(None).cast("string")
+    text = F.trim(F.col(f"_as_read.`{column}`").cast("string"))
+    parsed = F.try_to_date(text, spec.format) if spec.format else text.try_cast("date")
+    return F.when((text != "") & parsed.isNull(), text)
+
+
 def to_customer_records(
     df: DataFrame,
     source: SourceConfig,
@@ -191,7 +210,10 @@ def to_customer_records(
         usable = (F.trim(record_id.cast("string")) != "") & ~null_like_key(record_id)
         df = df.where(F.expr(extra.filter) & F.coalesce(usable, F.lit(False)))
     junk = source.junk_values
-    unified = df.select(*_mapped(df, mapping, "customer_records"), _warnings_column(df).alias("warnings"))
+    unified = df.select(
+        *_mapped(df, mapping, "customer_records"), _warnings_column(df).alias("warnings"),
+        *([F.col("_as_read")] if "_as_read" in df.columns else []),
+    )
     country = country_code(F.col("country"))
     run_col, ingested_col = _stamps(run_id, ingested_at)
     columns = {
@@ -218,6 +240,12 @@ def to_customer_records(
         "warnings": F.coalesce(F.col("warnings"), F.array().cast("array<string>")),
         "run_id": run_col,
         "ingested_at": ingested_col,
+        "middle_name": clean_name(F.col("middle_name")),
+        "date_of_birth_text": F.coalesce(
+            F.col("date_of_birth_text"), _unparsed_birth_date(df, mapping, source)
+        ),
+        "address_line2": clean_text(F.col("address_line2")),
+        "region": clean_text(F.col("region")),
     }
     return unified.select(*[
         columns[f.name].cast(f.dataType).alias(f.name) for f in SILVER_SCHEMAS["customer_records"].fields
