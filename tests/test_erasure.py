@@ -10,6 +10,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lakecdp.context import JobContext
