@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,16 @@ def test_a_replayed_request_is_stored_once(service, tmp_path):
         ({"source": "web_events", "event": web_event(1, ts="31/10/2026 12:00")}, 422, "event.ts", "INVALID_TIMESTAMP"),
         ({"source": "web_events", "event": web_event(1, price="cheap")}, 422, "event.price", "INVALID_TYPE"),
         ({"source": "web_events", "event": web_event(1, user="ada")}, 422, "event.user", "MALFORMED_LINE"),
+        ({"source": "web_events", "event": web_event(1, ts="2099-01-01T00:00:00Z")}, 422, "event.ts",
+         "FUTURE_TIMESTAMP"),
+        ({"source": "web_events", "event": web_event(1, ts="1970-01-01T00:00:00Z")}, 422, "event.ts",
+         "PLACEHOLDER_TIMESTAMP"),
+        ({"source": "web_events", "event": web_event(1, event_id="N/A")}, 422, "event.event_id", "INVALID_KEY"),
+        # json.dumps writes a NaN token
+        ({"source": "web_events", "event": web_event(1, price=float("nan"))}, 422, "event.price",
+         "NON_FINITE_NUMBER"),
+        (b'{"source": "web_events", "event": {"event_id": "w-1", "event_type": "view", '
+         b'"ts": "2026-10-31T12:00:00Z", "price": 1e400}}', 422, "event.price", "NON_FINITE_NUMBER"),
         ({"source": "web_events", "events": [web_event(1), web_event(2, event_id="")]}, 422,
          "events[1].event_id", "MISSING_REQUIRED"),
         ({"source": "web_events", "events": [web_event(n) for n in range(51)]}, 413, "events", "TOO_MANY_EVENTS"),
@@ -97,6 +108,17 @@ def test_an_invalid_optional_email_is_accepted_with_a_warning(service, tmp_path)
     status, _, answer = service.request("POST", "/v1/events", {"source": "email_events", "event": email},
                                         key=KEYS["email_platform"])
     assert (status, answer["error"]["fields"][0]["field"]) == (422, "event.email")
+
+
+def test_future_is_judged_against_the_receive_time(service, tmp_path):
+    # web_events' tolerance is a day past the request's receive time (not past the end of its day)
+    now = datetime.now(timezone.utc)
+    soon = web_event(1, ts=(now + timedelta(hours=22)).isoformat())
+    late = web_event(2, ts=(now + timedelta(hours=26)).isoformat())
+    assert service.request("POST", "/v1/events", {"source": "web_events", "event": soon}, key=WEB)[0] == 202
+    status, _, answer = service.request("POST", "/v1/events", {"source": "web_events", "event": late}, key=WEB)
+    assert (status, answer["error"]["fields"][0]["code"]) == (422, "FUTURE_TIMESTAMP")
+    assert [e["id"] for e in logged_events(tmp_path)] == ["w-api-1"]
 
 
 def test_rate_limit_answers_429_with_retry_after(service):

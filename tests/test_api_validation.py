@@ -1,39 +1,128 @@
-"""The intake's row-level validator against the Spark validator (the oracle) on the same messages."""
+"""The intake's row-level validator against the Spark validator (the oracle) on the same messages.
+
+Every case also carries the reasons written by hand: (refused codes, warning codes).
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
-from lakecdp.api.validation import validate_event
-from lakecdp.ingest.sources import load_sources
+from lakecdp.api.validation import java_regex, validate_event
+from lakecdp.ingest.sources import FieldCheck, load_sources
 from lakecdp.ingest.stream import as_json_messages
 from conftest import REPO_ROOT
 
+#: the receive time both validators judge "future" against
+AS_OF = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+OK = ([], [])
 GOOD_WEB = {"event_id": "w-1", "event_type": "purchase", "ts": "2026-10-01T12:34:56.123+01:00",
             "anonymous_id": "d-1", "user": {"email": "ada@example.com", "customer_no": "S1"}, "revenue": 59.97}
+GOOD_EMAIL = {"event_id": "e-1", "event_type": "open", "email": "ada@example.com", "occurred_at": "2026-10-01T10:00:00Z"}
+# a JSON text (str) is sent as it is: NaN / Infinity / 1e400 tokens json.dumps cannot write
 CASES = [
-    ("web_events", GOOD_WEB),
-    ("web_events", {**GOOD_WEB, "ts": "2026-10-01"}),
-    ("web_events", {**GOOD_WEB, "ts": "2026-10-01 12:34:56"}),
-    ("web_events", {**GOOD_WEB, "ts": "2026-10-01T12:34:56Z"}),
-    ("web_events", {**GOOD_WEB, "ts": "01/10/2026"}),
-    ("web_events", {**GOOD_WEB, "ts": "2026-02-30T00:00:00Z"}),
-    ("web_events", {**GOOD_WEB, "ts": None}),
-    ("web_events", {**GOOD_WEB, "event_id": "  "}),
-    ("web_events", {**GOOD_WEB, "price": "19.99"}),
-    ("web_events", {**GOOD_WEB, "price": "cheap"}),
-    ("web_events", {**GOOD_WEB, "price": 3}),
-    ("web_events", {**GOOD_WEB, "user": {"email": "ada at example.com"}}),
-    ("web_events", {**GOOD_WEB, "user": {"email": "N/A"}}),
-    ("web_events", {**GOOD_WEB, "user": {"email": "a@@b.com"}}),
-    ("web_events", {**GOOD_WEB, "event_id": 42}),
-    ("email_events", {"event_id": "e-1", "event_type": "open", "email": "ada@example.com",
-                      "occurred_at": "2026-10-01T10:00:00Z"}),
-    ("email_events", {"event_id": "e-2", "event_type": "open", "email": "ada at example.com",
-                      "occurred_at": "2026-10-01T10:00:00Z"}),
-    ("email_events", {"event_id": "e-3", "event_type": "open", "email": "",
-                      "occurred_at": "not a time"}),
+    ("web_events", GOOD_WEB, OK),
+    ("web_events", {**GOOD_WEB, "ts": "2026-10-01"}, OK),
+    ("web_events", {**GOOD_WEB, "ts": "2026-10-01 12:34:56"}, OK),
+    ("web_events", {**GOOD_WEB, "ts": "2026-10-01T12:34:56Z"}, OK),
+    ("web_events", {**GOOD_WEB, "ts": "01/10/2026"}, (["INVALID_TIMESTAMP"], [])),
+    ("web_events", {**GOOD_WEB, "ts": "2026-02-30T00:00:00Z"}, (["INVALID_TIMESTAMP"], [])),
+    ("web_events", {**GOOD_WEB, "ts": None}, (["MISSING_REQUIRED"], [])),
+    ("web_events", {**GOOD_WEB, "event_id": "  "}, (["MISSING_REQUIRED"], [])),
+    ("web_events", {**GOOD_WEB, "price": "19.99"}, OK),
+    ("web_events", {**GOOD_WEB, "price": "cheap"}, (["INVALID_TYPE"], [])),
+    ("web_events", {**GOOD_WEB, "price": 3}, OK),
+    ("web_events", {**GOOD_WEB, "user": {"email": "ada at example.com"}}, ([], ["INVALID_EMAIL"])),
+    ("web_events", {**GOOD_WEB, "user": {"email": "N/A"}}, OK),
+    ("web_events", {**GOOD_WEB, "user": {"email": "a@@b.com"}}, ([], ["INVALID_EMAIL"])),
+    ("web_events", {**GOOD_WEB, "event_id": 42}, OK),
+    # emails: invisible characters and RFC 5321's byte limits (an optional field: a warning)
+    ("web_events", {**GOOD_WEB, "user": {"email": "ada\u200b@example.com"}}, ([], ["INVALID_EMAIL"])),
+    ("web_events", {**GOOD_WEB, "user": {"email": "ada@exam\u00a0ple.com"}}, ([], ["INVALID_EMAIL"])),
+    ("web_events", {**GOOD_WEB, "user": {"email": "a" * 65 + "@example.com"}}, ([], ["INVALID_EMAIL"])),
+    ("web_events", {**GOOD_WEB, "user": {"email": "a" * 64 + "@example.com"}}, OK),
+    # 33 characters, 66 bytes
+    ("web_events", {**GOOD_WEB, "user": {"email": "\u00e9" * 33 + "@example.com"}}, ([], ["INVALID_EMAIL"])),
+    ("web_events", {**GOOD_WEB, "user": {"email": "\u00e9" * 32 + "@example.com"}}, OK),
+    ("web_events", {**GOOD_WEB, "user": {"email": "ada@" + "b" * 64 + ".com"}}, ([], ["INVALID_EMAIL"])),
+    # 254 bytes in all (64 + 1 + 61 + 1 + 61 + 1 + 61 + 4), then 255
+    ("web_events", {**GOOD_WEB, "user": {"email": "a" * 64 + "@" + ("b" * 61 + ".") * 3 + "com"}}, OK),
+    ("web_events", {**GOOD_WEB, "user": {"email": "a" * 64 + "@" + "b" * 62 + "." + ("b" * 61 + ".") * 2 + "com"}},
+     ([], ["INVALID_EMAIL"])),
+    # null-like and invisible primary keys
+    ("web_events", {**GOOD_WEB, "event_id": "N/A"}, (["INVALID_KEY"], [])),
+    ("web_events", {**GOOD_WEB, "event_id": " null "}, (["INVALID_KEY"], [])),
+    ("web_events", {**GOOD_WEB, "event_id": 0}, (["INVALID_KEY"], [])),
+    ("web_events", {**GOOD_WEB, "event_id": "\\N"}, (["INVALID_KEY"], [])),
+    ("web_events", {**GOOD_WEB, "event_id": "w\u200b1"}, (["INVALID_KEY"], [])),
+    ("web_events", {**GOOD_WEB, "event_id": "n/a-1"}, OK),
+    # a NaN token in a text field is the quoted word "NaN" (with its quotes) to Spark
+    ("web_events", json.dumps({**GOOD_WEB, "event_id": "x"}).replace('"x"', "NaN"), OK),
+    ("web_events", json.dumps({**GOOD_WEB, "event_id": "x"}).replace('"x"', "-Infinity"), OK),
+    # non-finite numbers: as text and as JSON tokens
+    ("web_events", {**GOOD_WEB, "price": "NaN"}, (["NON_FINITE_NUMBER"], [])),
+    ("web_events", {**GOOD_WEB, "price": "1e400"}, (["NON_FINITE_NUMBER"], [])),
+    ("web_events", {**GOOD_WEB, "price": "-Infinity"}, (["NON_FINITE_NUMBER"], [])),
+    ("web_events", json.dumps(GOOD_WEB)[:-1] + ', "price": NaN}', (["NON_FINITE_NUMBER"], [])),
+    ("web_events", json.dumps(GOOD_WEB)[:-1] + ', "price": 1e400}', (["NON_FINITE_NUMBER"], [])),
+    ("web_events", json.dumps(GOOD_WEB)[:-1] + ', "price": -Infinity}', (["NON_FINITE_NUMBER"], [])),
+    ("web_events", {**GOOD_WEB, "price": "1e300"}, OK),
+    # future (the default tolerance is a day past AS_OF) and placeholder timestamps
+    ("web_events", {**GOOD_WEB, "ts": "2099-01-01T00:00:00Z"}, (["FUTURE_TIMESTAMP"], [])),
+    ("web_events", {**GOOD_WEB, "ts": "2026-12-01T11:59:00Z"}, OK),
+    ("web_events", {**GOOD_WEB, "ts": "2026-12-01T12:01:00Z"}, (["FUTURE_TIMESTAMP"], [])),
+    ("web_events", {**GOOD_WEB, "ts": "1970-01-01T00:00:00Z"}, (["PLACEHOLDER_TIMESTAMP"], [])),
+    ("web_events", {**GOOD_WEB, "ts": "1970-01-01"}, (["PLACEHOLDER_TIMESTAMP"], [])),
+    ("web_events", {**GOOD_WEB, "ts": "1969-12-31T20:00:00-05:00"}, (["PLACEHOLDER_TIMESTAMP"], [])),
+    ("web_events", {**GOOD_WEB, "ts": "1970-01-02T00:00:01Z"}, OK),
+    ("web_events", {**GOOD_WEB, "ts": "1900-01-01T00:00:00Z"}, (["PLACEHOLDER_TIMESTAMP"], [])),
+    # web_events with price `on_invalid: warn` and a one-hour tolerance
+    ("web_warn", {**GOOD_WEB, "price": "NaN"}, ([], ["NON_FINITE_NUMBER"])),
+    ("web_warn", json.dumps(GOOD_WEB)[:-1] + ', "price": 1e400}', ([], ["NON_FINITE_NUMBER"])),
+    ("web_warn", {**GOOD_WEB, "price": "cheap"}, ([], ["INVALID_TYPE"])),
+    ("web_warn", {**GOOD_WEB, "ts": "2026-11-30T12:59:00Z"}, OK),
+    ("web_warn", {**GOOD_WEB, "ts": "2026-11-30T13:01:00Z"}, (["FUTURE_TIMESTAMP"], [])),
+    ("email_events", GOOD_EMAIL, OK),
+    ("email_events", {**GOOD_EMAIL, "email": "ada at example.com"}, (["INVALID_EMAIL"], [])),
+    ("email_events", {**GOOD_EMAIL, "email": "", "occurred_at": "not a time"},
+     (["INVALID_TIMESTAMP", "MISSING_REQUIRED"], [])),
+    # a required email: refused
+    ("email_events", {**GOOD_EMAIL, "email": "ada\u200b@example.com"}, (["INVALID_EMAIL"], [])),
+    ("email_events", {**GOOD_EMAIL, "email": "a" * 65 + "@example.com"}, (["INVALID_EMAIL"], [])),
+    ("email_events", {**GOOD_EMAIL, "event_id": "N/A", "occurred_at": "2099-12-31T00:00:00Z"},
+     (["FUTURE_TIMESTAMP", "INVALID_KEY"], [])),
+    # nested doubles: an order line's NaN price refuses the order
+    ("shop_orders", "ORDER", OK),
+    ("shop_orders", "ORDER_NAN", (["NON_FINITE_NUMBER"], [])),
 ]
+
+
+def _sources() -> dict:
+    sources = {n: as_json_messages(s) for n, s in load_sources(REPO_ROOT / "conf").items()
+               if n in ("web_events", "email_events", "shop_orders")}
+    web = sources["web_events"]
+    sources["web_warn"] = web.model_copy(update={
+        "checks": {**web.checks, "price": FieldCheck(on_invalid="warn")}, "future_tolerance_minutes": 60,
+    })
+    return sources
+
+
+def _order_texts(source) -> dict[str, str]:
+    """A valid shop_orders message built from its config, and the same with a NaN unit price."""
+    order: dict = {}
+    for column in source.columns:
+        if column.name == "email":
+            order["email"] = "ada@example.com"
+        elif column.name == "items":
+            order["items"] = [{"sku": "P1", "qty": 1, "unit_price": 9.5}]
+        elif column.type == "timestamp":
+            order[column.name] = "2026-10-01T10:00:00Z"
+        elif column.type in ("double", "int", "bigint"):
+            order[column.name] = 1
+        elif column.type == "string":
+            order[column.name] = f"{column.name}-1"
+    text = json.dumps(order)
+    return {"ORDER": text, "ORDER_NAN": text.replace("9.5", "NaN")}
 
 
 def test_row_validator_gives_the_spark_validators_reasons(spark):
@@ -41,16 +130,35 @@ def test_row_validator_gives_the_spark_validators_reasons(spark):
 
     from lakecdp.ingest.validate import parse_and_validate
 
-    sources = {n: as_json_messages(s) for n, s in load_sources(REPO_ROOT / "conf").items()
-               if n in ("web_events", "email_events")}
+    sources = _sources()
+    orders = _order_texts(sources["shop_orders"])
+    texts = [orders.get(e, e) if isinstance(e, str) else json.dumps(e) for _, e, _ in CASES]
     for name in sources:
-        cases = [(i, e) for i, (n, e) in enumerate(CASES) if n == name]
-        raw = spark.createDataFrame([(json.dumps(e), i) for i, e in cases], "raw string, line bigint")
-        checked = parse_and_validate(raw, sources[name]).select(
+        cases = [i for i, (n, _, _) in enumerate(CASES) if n == name]
+        raw = spark.createDataFrame([(texts[i], i) for i in cases], "raw string, line bigint")
+        checked = parse_and_validate(raw, sources[name], as_of=AS_OF).select(
             "line", F.array_sort("_reasons").alias("reasons"), F.array_sort("_warnings").alias("warnings")
         ).collect()
         oracle = {r["line"]: (list(r["reasons"]), list(r["warnings"])) for r in checked}
-        for i, event in cases:
-            problems = validate_event(event, sources[name])
+        for i in cases:
+            # the intake decodes a body with json.loads (NaN, Infinity and 1e400 become floats)
+            event = json.loads(texts[i])
+            problems = validate_event(event, sources[name], as_of=AS_OF)
             ours = (sorted({p.code for p in problems if p.refuses}), sorted({p.code for p in problems if not p.refuses}))
-            assert ours == oracle[i], f"case {i} {event}: ours {ours}, Spark {oracle[i]}"
+            expected = (sorted(CASES[i][2][0]), sorted(CASES[i][2][1]))
+            assert oracle[i] == expected, f"case {i} {texts[i]}: Spark {oracle[i]}, by hand {expected}"
+            assert ours == expected, f"case {i} {texts[i]}: ours {ours}, by hand {expected}"
+
+
+def test_java_patterns_keep_their_java_meaning():
+    # Java's \s is ASCII: a no-break space is not \s (but it is \p{Z})
+    assert java_regex(r"^\s$").search("\u00a0") is None
+    assert java_regex(r"^[\s]$").search("\t") is not None
+    assert java_regex(r"^[^\s]$").search("\u00a0") is not None
+    assert java_regex(r"^[\p{Z}]$").search("\u00a0") is not None
+    # Java's $ also matches before a final \r or U+2028, not only before \n
+    assert java_regex(r"^a$").search("a\r") is not None
+    assert java_regex(r"^a$").search("a\u2028") is not None
+    assert java_regex(r"^a$").search("a\rb") is None
+    # a ] first in a class is a member, and a $ inside a class is literal
+    assert java_regex(r"^[]$]+$").search("]$") is not None

@@ -208,8 +208,10 @@ async def _intake(request: Request, *, batch: bool) -> Response:
     refused: list[dict[str, str]] = []
     warnings: list[dict[str, str]] = []
     ids: list[str] = []
+    # "future" is judged against when the request arrived (as Kafka judges by the broker's time)
+    received = datetime.now(timezone.utc)
     for prefix, event in named:
-        for problem in validate_event(event, source, as_of=datetime.now(timezone.utc).date()):
+        for problem in validate_event(event, source, as_of=received):
             entry = {"field": f"{prefix}.{problem.field}" if problem.field != "event" else prefix,
                      "code": problem.code, "message": problem.message}
             (refused if problem.refuses else warnings).append(entry)
@@ -221,7 +223,7 @@ async def _intake(request: Request, *, batch: bool) -> Response:
                        fields=refused)
 
     fresh = state.log.reserve(source.name, ids)
-    received_at = datetime.now(timezone.utc).isoformat()
+    received_at = received.isoformat()
     records = [
         {"source": source.name, "id": ids[i], "event": event, "key": key.id, "idem": idempotency_key,
          "at": received_at}

@@ -5,7 +5,11 @@ types, ``required``, ``checks``, ``junk_values``) plus the constants of
 :mod:`lakecdp.ingest.validate` (reason codes, ``EMAIL_PATTERN``). That module compiles them
 into Spark Column expressions for files and Kafka; this one interprets the same config on one
 Python object, so the HTTP intake can answer 4xx naming the field *before* it acknowledges an
-event, without a Spark session per request.
+event, without a Spark session per request. The ingest's patterns are Java regular expressions
+(``\\p{Z}``, ``\\p{C}``, which Python's ``re`` lacks); :func:`java_regex` compiles them with the
+``regex`` package, adjusting the two constructs whose meaning differs (``\\s``, ``$``).
+"Future" timestamps are judged against ``as_of``: the HTTP intake passes the request's receive
+time (the Kafka path uses the broker's receive time), plus the source's ``future_tolerance_minutes``.
 
 Two evaluators of one rule set can drift; ``tests/test_api_validation.py`` runs both on the
 same messages (the Spark one is the oracle) and compares the reason codes and fields. And the
@@ -24,24 +28,81 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-from lakecdp.ingest.sources import NUMERIC_TYPES, SourceConfig
+import regex
+
+from lakecdp.ingest.sources import NULL_LIKE_KEY_PATTERN, NUMERIC_TYPES, SourceConfig
 from lakecdp.ingest.validate import (
+    _EARLIEST_TIMESTAMP,
+    _EPOCH_SLACK_SECONDS,
+    _INVISIBLE,
+    EMAIL_LOCAL_PART_MAX_OCTETS,
+    EMAIL_MAX_OCTETS,
     EMAIL_PATTERN,
     FIELD_TOO_LONG,
+    FUTURE_TIMESTAMP,
     IMPOSSIBLE_DATE,
     INVALID_DATE,
     INVALID_EMAIL,
+    INVALID_KEY,
     INVALID_TIMESTAMP,
     INVALID_TYPE,
     MALFORMED_LINE,
     MISSING_REQUIRED,
+    NON_FINITE_NUMBER,
+    PLACEHOLDER_TIMESTAMP,
+    _QUOTED_NON_FINITE,
 )
 
-# Java's \s is ASCII whitespace; re.ASCII gives Python's \s the same meaning
-_EMAIL_RE = re.compile(EMAIL_PATTERN, re.ASCII)
+#: Java's \s: ASCII whitespace only (the ``regex`` package's \s is Unicode's)
+_JAVA_SPACE = r"\t\n\x0B\f\r\x20"
+#: Java's $ (no MULTILINE): the end of input, or before a final line terminator
+_JAVA_END = r"(?=(?:\r\n|[\n\r\u0085\u2028\u2029])?\Z)"
+
+
+def java_regex(pattern: str) -> regex.Pattern[str]:
+    """Compile a Java regular expression (Spark's ``rlike``) so that it matches as Java does.
+
+    The ``regex`` package reads Java's Unicode classes (``\\p{Z}``, ``\\p{Cc}``) as Java does;
+    two constructs differ and are rewritten: ``\\s`` (ASCII whitespace in Java) and an unescaped
+    ``$`` outside a character class (Java also matches before a final ``\\r``, ``\\u0085``,
+    ``\\u2028``...). Use :meth:`~regex.Pattern.search` (``rlike`` is a find, not a full match).
+    Other Java-only syntax (possessive classes, ``.`` and line terminators) is not translated:
+    the ingest's patterns do not use it.
+
+    Example:
+        >>> bool(java_regex(r"^[^\\s\\p{Z}]+$").search("a\u00a0b"))
+        False
+    """
+    out: list[str] = []
+    in_class = False
+    class_body = 0  # where the current class's members start ("[]" and "[^]" hold a literal ])
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            escaped = pattern[i : i + 2]
+            if escaped == r"\s":
+                out.append(_JAVA_SPACE if in_class else f"[{_JAVA_SPACE}]")
+            else:
+                out.append(escaped)
+            i += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+            class_body = i + 2 if pattern[i + 1 : i + 2] == "^" else i + 1
+        elif char == "]" and in_class and i > class_body:
+            in_class = False
+        out.append(_JAVA_END if char == "$" and not in_class else char)
+        i += 1
+    return regex.compile("".join(out), regex.VERSION0)
+
+
+_EMAIL_RE = java_regex(EMAIL_PATTERN)
+_NULL_LIKE_KEY_RE = java_regex(NULL_LIKE_KEY_PATTERN)
+_INVISIBLE_RE = java_regex(_INVISIBLE)
 # what Spark's string -> timestamp cast accepts (ISO-8601 family, optional zone)
 _TIMESTAMP_RE = re.compile(
     r"^(?P<y>[+-]?\d{4,6})(-(?P<m>\d{1,2})(-(?P<d>\d{1,2})"
@@ -76,6 +137,9 @@ def _as_text(value: Any) -> str | None:
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        # Spark's JSON parser re-writes a NaN / Infinity token into a text field as a quoted word
+        return json.dumps(json.dumps(value))
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e7:
         # Spark keeps the number's text; json.loads turned 1.0 into 1.0 (same) but 1e2 into 100.0
         return repr(value)
@@ -127,9 +191,7 @@ def _parses(text: str, type_name: str) -> bool:
     if type_name in _INT_BOUNDS:
         return bool(_INT_RE.match(stripped)) and -_INT_BOUNDS[type_name] <= int(stripped) < _INT_BOUNDS[type_name]
     if type_name == "double":
-        if stripped.lower().lstrip("+-") in ("nan", "infinity", "inf"):
-            return True
-        return bool(_NUMBER_RE.match(stripped)) and not math.isinf(float(stripped.rstrip("dDfF")))
+        return _double(stripped) is not None
     if type_name == "boolean":
         return stripped.lower() in ("t", "true", "y", "yes", "1", "f", "false", "n", "no", "0")
     if type_name == "timestamp":
@@ -137,6 +199,77 @@ def _parses(text: str, type_name: str) -> bool:
     if type_name == "date":
         return _parse_date(stripped) is not None
     return True
+
+
+def _double(text: str) -> float | None:
+    """Spark's ``try_cast(trim(x) as double)``: NaN / Infinity words, and 1e400 as infinity."""
+    stripped = text.strip(" ")
+    word = stripped.lower()
+    if word.lstrip("+-") in ("nan", "infinity", "inf"):
+        return float(word.replace("infinity", "inf"))
+    if not _NUMBER_RE.match(stripped):
+        return None
+    return float(stripped.rstrip("dDfF"))
+
+
+def _non_finite_text(text: str) -> bool:
+    """A double field's text that Spark reads as NaN or infinity; also the JSON parser's re-written
+    ``NaN`` / ``Infinity`` tokens (the quoted words of :data:`lakecdp.ingest.validate._QUOTED_NON_FINITE`)."""
+    if text.strip(" ") in _QUOTED_NON_FINITE:
+        return True
+    number = _double(text)
+    return number is not None and not math.isfinite(number)
+
+
+def _nested_non_finite(value: Any) -> bool:
+    """A NaN / infinite number anywhere in a nested value (JSON's NaN, Infinity or 1e400 tokens)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_nested_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_nested_non_finite(v) for v in value)
+    return False
+
+
+def _holds_double(type_name: str) -> bool:
+    return bool(re.search(r"\b(double|float)\b", type_name, re.IGNORECASE))
+
+
+def valid_email(email: str) -> bool:
+    """:func:`lakecdp.ingest.validate.valid_email` on one (trimmed, lower-cased) text: the pattern
+    plus RFC 5321's byte limits (254 octets in all, 64 in the local part, UTF-8)."""
+    return (
+        _EMAIL_RE.search(email) is not None
+        and len(email.encode("utf-8")) <= EMAIL_MAX_OCTETS
+        and len(email.split("@", 1)[0].encode("utf-8")) <= EMAIL_LOCAL_PART_MAX_OCTETS
+    )
+
+
+def null_like_key(text: str | None) -> bool:
+    """:func:`lakecdp.ingest.validate.null_like_key` on one key's text (blank: False)."""
+    if _blank(text):
+        return False
+    trimmed = text.strip(" ")  # type: ignore[union-attr]
+    return _NULL_LIKE_KEY_RE.search(trimmed.lower()) is not None or _INVISIBLE_RE.search(trimmed) is not None
+
+
+def _latest(source: SourceConfig, as_of: date | datetime | None) -> datetime:
+    """The latest plausible time (as :func:`lakecdp.ingest.validate._timestamp_bound`): as-of (a day:
+    all of it; default now) plus the source's tolerance."""
+    if isinstance(as_of, datetime):
+        now = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
+    elif as_of is not None:
+        now = datetime.combine(as_of + timedelta(days=1), time(0), tzinfo=timezone.utc)
+    else:
+        now = datetime.now(timezone.utc)
+    return now + timedelta(minutes=int(source.future_tolerance_minutes))
+
+
+def _placeholder(moment: datetime) -> bool:
+    """The Unix epoch (+- a day) or before 1900-01-02 (UTC, the Spark session's zone)."""
+    earliest = _EARLIEST_TIMESTAMP.replace(tzinfo=timezone.utc)
+    return moment < earliest or abs(moment.timestamp()) <= _EPOCH_SLACK_SECONDS
 
 
 def _read(event: dict[str, Any], path: str) -> Any:
@@ -186,7 +319,7 @@ def _plan(source: SourceConfig) -> _Plan:
     return plan
 
 
-def validate_event(event: Any, source: SourceConfig, *, as_of: date | None = None) -> list[Problem]:
+def validate_event(event: Any, source: SourceConfig, *, as_of: date | datetime | None = None) -> list[Problem]:
     """Check one event (a parsed JSON object) against ``source``'s rules.
 
     Args:
@@ -194,7 +327,10 @@ def validate_event(event: Any, source: SourceConfig, *, as_of: date | None = Non
         source: the source's config (``conf/sources/<name>.yaml``); a CSV source is checked as
             the Kafka stream checks it: a JSON object with the CSV's fields. Timestamps with a
             Java pattern (``format``) are left to the Spark validator at pickup.
-        as_of: the day ``not_future`` dates may not exceed (default: today, UTC).
+        as_of: the time timestamps may not exceed by more than
+            ``source.future_tolerance_minutes`` (FUTURE_TIMESTAMP; a day: all of it; default:
+            now) and whose day ``not_future`` dates may not exceed. The HTTP intake passes the
+            request's receive time, as the Kafka stream judges by the broker's receive time.
 
     Returns:
         Every finding, refusing ones (``refuses=True``) and warnings. An empty list: accepted.
@@ -212,27 +348,57 @@ def validate_event(event: Any, source: SourceConfig, *, as_of: date | None = Non
     if problems:
         # like a malformed line in a file: the field checks mean nothing then
         return problems
+    for name, type_name in plan.nested:
+        # NaN / Infinity inside nested values (an order line's price) cannot be nulled alone
+        if _holds_double(type_name) and _nested_non_finite(event.get(name)):
+            problems.append(Problem(NON_FINITE_NUMBER, name, "holds NaN or an infinite number"))
+    latest = _latest(source, as_of)
     for name, type_name, check, required in plan.typed:
         text = _as_text(event.get(name))
-        if _blank(text) or _parses(text, type_name):  # type: ignore[arg-type]
+        if _blank(text):
             continue
         if type_name in NUMERIC_TYPES or type_name == "boolean":
-            refuses = (check.on_invalid != "warn") if check and check.on_invalid else True
-            problems.append(Problem(INVALID_TYPE, name, f"{text!r} is not a {type_name}", refuses))
-        else:
+            refuses = required or ((check.on_invalid != "warn") if check and check.on_invalid else True)
+            if type_name == "double" and _non_finite_text(text):  # type: ignore[arg-type]
+                problems.append(Problem(NON_FINITE_NUMBER, name, f"{text!r} is not a finite number", refuses))
+            elif not _parses(text, type_name):  # type: ignore[arg-type]
+                problems.append(Problem(INVALID_TYPE, name, f"{text!r} is not a {type_name}", refuses))
+            continue
+        refuses = required or bool(check and check.on_invalid == "quarantine")
+        if not _parses(text, type_name):  # type: ignore[arg-type]
             code = INVALID_DATE if type_name == "date" else INVALID_TIMESTAMP
-            refuses = required or bool(check and check.on_invalid == "quarantine")
             problems.append(Problem(code, name, f"{text!r} is not an ISO-8601 {type_name}", refuses))
+            continue
+        if type_name == "timestamp":
+            # the event time orders versions: a wrong one is refused even when optional
+            ordering = refuses or name == source.event_time
+            moment = parse_timestamp(text)  # type: ignore[arg-type]
+            if moment is not None and moment > latest:
+                problems.append(Problem(
+                    FUTURE_TIMESTAMP, name, f"{text!r} is later than {latest.isoformat()} (now + "
+                    f"{source.future_tolerance_minutes} minutes' tolerance)", ordering,
+                ))
+            if moment is not None and _placeholder(moment):
+                problems.append(Problem(
+                    PLACEHOLDER_TIMESTAMP, name, f"{text!r} is a default (the Unix epoch or before 1900), "
+                    "not a time", ordering,
+                ))
 
     for path in plan.required:
         if _blank(_as_text(_read(event, path))):
             problems.append(Problem(MISSING_REQUIRED, path, "is required and was missing or empty"))
+    for path in source.primary_key:
+        key = _as_text(_read(event, path))
+        if not source.is_required(path) and _blank(key):
+            problems.append(Problem(MISSING_REQUIRED, path, "is part of the primary key and was missing or empty"))
+        if null_like_key(key):
+            problems.append(Problem(INVALID_KEY, path, f"{key!r} is a placeholder or holds invisible characters"))
     for path, check, required in plan.checks:
         text = _as_text(_read(event, path))
         refuses = required if check.on_invalid is None else check.on_invalid == "quarantine"
         if check.email and not _blank(text):
             email = text.strip(" ").lower()  # type: ignore[union-attr]
-            if email not in plan.junk and not _EMAIL_RE.search(email):
+            if email not in plan.junk and not valid_email(email):
                 problems.append(Problem(INVALID_EMAIL, path, f"{text!r} is not an email address", refuses))
         if check.max_length is not None and text is not None and len(text) > check.max_length:
             problems.append(Problem(
@@ -241,7 +407,7 @@ def validate_event(event: Any, source: SourceConfig, *, as_of: date | None = Non
             ))
         if (check.min_date is not None or check.not_future) and not _blank(text):
             day = _parse_date(text)  # type: ignore[arg-type]
-            today = as_of or datetime.now(timezone.utc).date()
+            today = (as_of.date() if isinstance(as_of, datetime) else as_of) or datetime.now(timezone.utc).date()
             if day is not None and (
                 (check.min_date is not None and day < check.min_date) or (check.not_future and day > today)
             ):
