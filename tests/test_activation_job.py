@@ -216,6 +216,7 @@ def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatc
     ], key=repr)
 
 
+@pytest.mark.slow
 def test_rejected_changes_are_retried_by_later_runs_up_to_max_runs(spark, project, tmp_path, monkeypatch):
     """Run 1: the destination rejects c2 and c3. Run 2: it takes c2 now, still rejects c3, which
     has used its 2 runs (retry.max_runs) and is dead-lettered. Run 3 sends nothing."""

@@ -278,6 +278,7 @@ def test_weak_link_is_split_or_flagged(spark, config):
     )
 
 
+@pytest.mark.slow
 def test_duckdb_and_spark_backends_give_the_same_clusters(spark, config, trained):
     matcher, path = trained
     # a small set: the Spark backend is slow on two cores

@@ -63,6 +63,7 @@ def assert_invariant(spark, project) -> None:
 
 # -- 1. every line-ending style --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_every_line_ending_loads_with_physical_line_numbers(spark, project):
     bad = "2026-13-45 99:00:00"  # INVALID_TIMESTAMP: marks a known physical line
     # LF; CRLF with a blank line; CR only (old Mac: the reported three rows that vanished);
@@ -166,6 +167,7 @@ def test_a_repeated_header_column_refuses_every_line_of_the_file(spark, project)
 
 # -- 3. symbolic links and unreadable files -----------------------------------------------------
 
+@pytest.mark.slow
 def test_links_and_unreadable_files_are_quarantined_per_file_and_the_rest_loads(spark, project, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -241,6 +243,7 @@ def test_links_and_unreadable_files_are_quarantined_per_file_and_the_rest_loads(
 
 # -- 4. future and placeholder timestamps ----------------------------------------------------
 
+@pytest.mark.slow
 def test_future_and_epoch_timestamps_are_flagged_and_never_win(spark, project):
     # the first file's 2099 version of P1 would win over every later real update
     land(project, "crm/crm_customers_0.csv", "\n".join([

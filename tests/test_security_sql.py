@@ -306,10 +306,12 @@ def test_seed_example_runs_verbatim_with_the_clock_bound_to_as_of(spark, inputs)
 
 
 def test_time_budget_cancels_the_segment_and_names_it(spark, inputs):
-    # 5 customers x 10,000 x 10,000 rows: minutes of work, cancelled after 2 s
+    # 5 customers x 10,000 x 10,000 x 10,000 rows: hours of work, cancelled after 2 s
+    # (two explodes, 5e8 rows, finish in about 2 s on an idle box with codegen)
     slow = (
         "SELECT customer_id FROM customers LATERAL VIEW explode(sequence(1, 10000)) a AS x "
-        "LATERAL VIEW explode(sequence(1, 10000)) b AS y WHERE x * y = -1"
+        "LATERAL VIEW explode(sequence(1, 10000)) b AS y "
+        "LATERAL VIEW explode(sequence(1, 10000)) c AS z WHERE x * y * z = -1"
     )
     segment = SegmentDefinition.model_validate(
         {"version": 1, "id": "slow", "query": slow, "schedule": {"every_minutes": 60}, "limits": {"max_seconds": 2}}
