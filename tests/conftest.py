@@ -28,6 +28,9 @@ def make_project(root: Path, *, as_of: str = "2026-11-01T00:00:00Z") -> Project:
                 "spark.databricks.delta.snapshotPartitions": "2",
                 # fail fast instead of retrying a broken task four times
                 "spark.task.maxFailures": "1",
+                # one JVM serves the whole run: at the 1g default its heap filled up late in the full
+                # suite (GC threads at 100 %, the segments tests crawled and one failed)
+                "spark.driver.memory": "4g",
             },
         ),
         storage=StorageSettings(warehouse=str(root / "warehouse")),
