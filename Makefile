@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-all venv jars kafka-broker clean-warehouse bench
+.PHONY: demo test test-all lint venv jars kafka-broker clean-warehouse bench
 
 venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
@@ -29,6 +29,9 @@ FAST := not kafka and not cluster and not e2e and not slow
 
 test: venv jars
 	$(PY) -m pytest -m "$(FAST)" $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check lib tests bench
 
 test-all: venv jars kafka-broker
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,9 @@ import pytest
 from lakecdp.config import Environment, Project, SparkSettings, StorageSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# the real Kafka broker's fixtures (kafka_broker, kafka_topic_factory, ...) for the tests that ask for them
+pytest_plugins = ["kafka_fixtures"]
 
 
 def make_project(root: Path, *, as_of: str = "2026-11-01T00:00:00Z") -> Project:

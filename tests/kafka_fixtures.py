@@ -1,8 +1,6 @@
 """The real Kafka broker for tests: one KRaft broker per test session, in its own JVM.
 
-Use it from a test module with::
-
-    from kafka_fixtures import kafka_broker  # noqa: F401  (pytest fixture)
+tests/conftest.py loads this module as a pytest plugin, so a test only asks for the fixture::
 
     @pytest.mark.kafka
     def test_something(spark, kafka_broker, kafka_topic_factory): ...

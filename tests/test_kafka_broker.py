@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from kafka_fixtures import kafka_broker, kafka_broker_process, kafka_topic_factory  # noqa: F401
 from pyspark.testing import assertDataFrameEqual
 
 from lakecdp.kafka_broker import KafkaBroker, KafkaBrokerError, produce_messages, server_properties

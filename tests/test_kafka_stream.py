@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable as RsDeltaTable
-from kafka_fixtures import kafka_broker, kafka_broker_process, kafka_topic_factory  # noqa: F401
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 

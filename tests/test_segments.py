@@ -24,7 +24,6 @@ from lakecdp.segments.job import (
     CHANGES,
     MEMBERSHIP,
     RUNS,
-    approve,
     membership_as_of_run,
     releasable_changes,
     run,
