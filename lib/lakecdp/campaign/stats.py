@@ -192,7 +192,7 @@ def analyse(
     smallest = min((a.counts.exposed for a in arms if a.expected_share > 0), default=0)
     underpowered = needed is not None and smallest < needed
     if needed is not None:
-        notes.append(f"minimum sample size: {needed} exposed per arm to detect +{minimum_detectable_lift:.1%} "
+        notes.append(f"minimum sample size: {needed} exposed per arm to detect +{minimum_detectable_lift * 100:.1f} pp "
                      f"over the control's {base_rate:.1%} (alpha {alpha}, power {POWER:.0%}); smallest arm "
                      f"has {smallest}" + (" - underpowered, a missing lift proves little" if underpowered else ""))
     return CampaignAnalysis(control=control_name, arms=arms, alpha=alpha,
