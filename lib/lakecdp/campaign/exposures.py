@@ -32,7 +32,6 @@ from lakecdp.personalization.config import Campaign, PersonalizationConfig, load
 from lakecdp.personalization.variants import HOLDOUT, assign_variant
 
 if TYPE_CHECKING:
-    from lakecdp.config import Project
     from lakecdp.context import JobContext
 
 logger = logging.getLogger(__name__)
@@ -172,10 +171,11 @@ def hold_out_and_expose(ctx: JobContext, rows: Sequence[Row]) -> list[Row]:
     from lakecdp.activation import ledger
     from lakecdp.personalization.preview import templates_dir
 
-    campaigns = measured_campaigns(load_personalization(ctx.project.conf_dir))
+    config = load_personalization(ctx.project.conf_dir)
+    campaigns = measured_campaigns(config)
     if not campaigns or not rows:
         return list(rows)
-    folder = templates_dir(ctx.project, load_personalization(ctx.project.conf_dir))
+    folder = templates_dir(ctx.project, config)
     revision = git_revision(ctx.project.root)
     versions = {name: (template_sha256(folder, c.template), revision) for name, c in campaigns.items()}
     to_deliver, held_out, exposures = plan_exposures(
