@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +184,26 @@ def test_planted_campaign_has_the_known_arms_window_and_linked_identifiers():
     with pytest.raises(ValueError, match=r"arms \['C'\]"):
         plant_campaign(42, 10, campaign_id="x", campaign=campaign, base_rate=0.1, subgroup_rates={"C": 0.2},
                        exposed_at=T)
+
+
+# -- the command line ----------------------------------------------------------------------------
+def test_campaign_report_command_parses_its_options():
+    from lakecdp.campaign.cli import _report
+    from lakecdp.cli import build_parser
+
+    args = build_parser().parse_args(["campaign", "report", "--campaign", "welcome", "--as-of", "2026-11-01",
+                                      "--chart", "reports/welcome.png", "--fail-on-srm"])
+    assert (args.handler, args.campaign, args.fail_on_srm) == (_report, "welcome", True)
+    assert args.as_of == datetime(2026, 11, 1, tzinfo=timezone.utc)
+    assert str(args.chart) == "reports/welcome.png"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["campaign", "report"])  # --campaign is required
+
+
+def test_an_unknown_campaign_names_the_file_and_the_configured_ones():
+    from lakecdp.campaign.report import campaign_config
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    assert campaign_config(conf, "welcome").measurement.attribution_window_hours == 168
+    with pytest.raises(ConfigError, match=r"personalization.yaml: campaigns: no campaign 'spring'; configured: \['welcome'\]"):
+        campaign_config(conf, "spring")
