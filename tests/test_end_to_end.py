@@ -194,7 +194,7 @@ def test_erasure_removes_the_person_from_every_current_file(spark, demo, tmp_pat
     assert erasures and all(email not in json.dumps(r, default=str) for r in erasures)
 
 
-@pytest.mark.parametrize("name", ["identity_diagnostics", "segment_explorer"])
+@pytest.mark.parametrize("name", ["identity_diagnostics", "segment_explorer", "campaign_report"])
 def test_notebooks_run_top_to_bottom(demo, name):
     import nbformat
     from nbclient import NotebookClient

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "lakecdp.segments.cli",
     "lakecdp.activation.cli",
     "lakecdp.personalization.cli",
+    "lakecdp.campaign.cli",
     "lakecdp.identity.cli",
     "lakecdp.identity.job",
     "lakecdp.features.cli",

@@ -408,6 +408,9 @@ def run(ctx: JobContext) -> dict[str, int]:
     logger.info("activation: reading pending changes for %s", sorted(destinations))
     rows = [_utc_row(r.asDict(recursive=True)) for r in
             pending.orderBy("destination", "changed_at", "change_id").collect()]
+    from lakecdp.campaign.exposures import hold_out_and_expose  # campaign exposures; holdout not sent
+
+    rows = hold_out_and_expose(ctx, rows)
     by_destination: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         by_destination[row["destination"]].append(row)

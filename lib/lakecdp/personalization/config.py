@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from lakecdp.campaign.config import Measurement
 from lakecdp.config import StrictModel, load_model
 from lakecdp.personalization.sandbox import RenderBudget
 
@@ -28,6 +29,14 @@ class Campaign(StrictModel):
     variants: dict[str, int] = Field(default_factory=lambda: {"A": 1})
     # share of customers (0-100) who get nothing, to measure the campaign's lift
     holdout_percent: float = Field(default=0.0, ge=0, lt=100)
+    # measurement (lakecdp.campaign): activation destinations that send this campaign (empty: it is
+    # not sent by activation); their changes of these segments (empty: all) and change types are its
+    # exposures, and its holdout is not sent; the template is hashed into every exposure
+    destinations: list[str] = Field(default_factory=list)
+    segments: list[str] = Field(default_factory=list)
+    change_types: list[str] = Field(default_factory=lambda: ["entered"])
+    template: str | None = None
+    measurement: Measurement = Field(default_factory=Measurement)
 
     @field_validator("variants")
     @classmethod
