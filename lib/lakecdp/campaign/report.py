@@ -270,4 +270,4 @@ def run_report(ctx: JobContext, campaign_id: str) -> tuple[CampaignAnalysis, str
 
 
 __all__ = ["RESULTS_SCHEMA", "analyse_campaign", "arm_counts", "format_report", "result_rows", "run_report",
-           "write_chart", "asdict"]
+           "write_chart"]
