@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from bench.results import append_results, machine, stamp
@@ -39,7 +40,7 @@ def main() -> None:
                         work=args.work / "session"),
         app_name="bench-identity-benchmark",
     )
-    rows = []
+    rows, speed_rows = [], []
     for set_dir in args.sets:
         result = run_benchmark(set_dir, conf_dir=conf, work=args.work / set_dir.name, spark=spark)
         print(result.format(), flush=True)  # noqa: T201
@@ -48,11 +49,20 @@ def main() -> None:
             blocking = f"{result.blocking_recall:.4f}" if name == "lakecdp" else "-"
             rows.append(f"| {result.set_name} | {result.records:,} | {name} | {report.pairwise_precision:.4f} | "
                         f"{report.pairwise_recall:.4f} | {report.pairwise_f1:.4f} | {blocking} | {seconds:.1f} |")
+        stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result.stage_seconds.items())
+        speed_rows.append(f"| {result.set_name} | {result.records:,} | {result.lakecdp_seconds:.1f} | "
+                          f"{result.splink_seconds:.1f} | {result.speed_ratio:.1f}× | {stages} |")
     table = "\n".join([
         "| set | records | method | pair P | pair R | pair F1 | blocking recall | seconds |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
     ])
+    speed = "\n".join([
+        "| set | records | lakecdp identity s | bare Splink s | ratio (target ≤ 3×) | lakecdp stages (s) |",
+        "|---|---|---|---|---|---|",
+        *speed_rows,
+    ])
+    table = f"{table}\n\nSpeed, same run (load average at the end {os.getloadavg()[0]:.1f}):\n\n{speed}"
     print(table)  # noqa: T201
     if not args.no_record:
         append_results(
@@ -61,7 +71,9 @@ def main() -> None:
             f"{' '.join(str(s) for s in args.sets)} --work ...`. lakecdp = ingest then a full identity run "
             f"with the shipped `conf/identity.yaml` (seconds: the identity run, training included); "
             f"bare Splink = textbook Splink 5 on DuckDB on the same silver records (seconds: train + "
-            f"predict + cluster). Cluster-level pairwise scores against labels.csv.\n\n{table}"
+            f"predict + cluster). Cluster-level pairwise scores against labels.csv. Ratio = lakecdp "
+            f"identity seconds / bare Splink seconds; stages from `run_identity(timings=...)` "
+            f"(train is part of score).\n\n{table}"
         )
 
 

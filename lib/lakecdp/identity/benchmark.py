@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,6 +60,13 @@ class BenchmarkResult:
     candidate_true_pairs: int
     splink: AccuracyReport
     splink_seconds: float
+    # seconds per stage of the lakecdp identity run (inputs, score, edges, ...)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def speed_ratio(self) -> float:
+        """lakecdp identity run time over bare Splink's train + predict + cluster time."""
+        return self.lakecdp_seconds / self.splink_seconds if self.splink_seconds else float("inf")
 
     def format(self) -> str:
         def row(name: str, report: AccuracyReport, seconds: float) -> str:
@@ -264,8 +271,9 @@ def run_benchmark(
     started = time.perf_counter()
     ingest(ctx)
     ingest_seconds = time.perf_counter() - started
+    stage_seconds: dict[str, float] = {}
     started = time.perf_counter()
-    run_identity(ctx, mode="full")
+    run_identity(ctx, mode="full", timings=stage_seconds)
     lakecdp_seconds = time.perf_counter() - started
 
     labels = load_set_labels(spark, set_dir).cache()
@@ -292,4 +300,5 @@ def run_benchmark(
         candidate_true_pairs=covered,
         splink=splink_report,
         splink_seconds=splink_seconds,
+        stage_seconds=stage_seconds,
     )

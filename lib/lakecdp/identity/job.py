@@ -65,12 +65,30 @@ class IdentityInputError(RuntimeError):
     """The identity step cannot run on what it was given."""
 
 
+def _spark_jobs_started(spark) -> int | None:
+    """How many Spark jobs this session has started (None where the tracker is unavailable)."""
+    try:
+        ids = spark.sparkContext.statusTracker().getJobIdsForGroup()
+    except Exception:  # Spark Connect has no SparkContext
+        return None
+    return max(ids) + 1 if ids else 0
+
+
 @contextmanager
-def _stage(name: str):
-    """Log how long a stage of the run took (Spark is lazy: the actions inside decide)."""
+def _stage(name: str, timings: dict[str, float] | None = None, spark=None):
+    """Log how long a stage of the run took and how many Spark jobs it started (Spark is
+    lazy: the actions inside decide); ``timings[name]`` gets the seconds."""
     started = time.perf_counter()
+    jobs_before = None if spark is None else _spark_jobs_started(spark)
     yield
-    logger.info("identity stage %s: %.1f s", name, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    if timings is not None:
+        timings[name] = timings.get(name, 0.0) + seconds
+    jobs_after = None if spark is None else _spark_jobs_started(spark)
+    if jobs_before is None or jobs_after is None:
+        logger.info("identity stage %s: %.1f s", name, seconds)
+    else:
+        logger.info("identity stage %s: %.1f s, %d Spark jobs", name, seconds, jobs_after - jobs_before)
 
 
 def _changed_unless(columns: list[str], *, json_columns: tuple[str, ...] = ()) -> str:
@@ -166,7 +184,13 @@ def _keep_previous_run_ids(edges: DataFrame, previous: DataFrame | None) -> Data
     )
 
 
-def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False) -> dict[str, int]:
+def run_identity(
+    ctx: JobContext,
+    *,
+    mode: Mode = "auto",
+    retrain: bool = False,
+    timings: dict[str, float] | None = None,
+) -> dict[str, int]:
     """Resolve identities from ``silver.customer_records``.
 
     Args:
@@ -176,6 +200,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
             no previous run can be continued).
         retrain: train a new model version on the current records first (after a change
             to the ``model`` section of conf/identity.yaml); implies a full run.
+        timings: filled with the seconds each stage took (``inputs``, ``score``, ...).
 
     Returns:
         Counts: ``records``, ``records_changed``, ``incremental`` (1/0), ``edges``,
@@ -191,6 +216,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
     from lakecdp.identity.survivorship import PROFILE_COLUMNS, golden_records
 
     spark, tables = ctx.spark, ctx.tables
+    started = time.perf_counter()
     config = load_identity_config(ctx.project.conf_dir)
     if retrain and mode == "incremental":
         raise IdentityInputError("--retrain rescores every pair: use mode 'full' or 'auto'")
@@ -227,8 +253,10 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
     # the feed could not be read (e.g. an erasure removed its files): a full run instead
     feed_unreadable = mode != "full" and continuable and not incremental
     records_changed = -1
+    if timings is not None:  # versions, state, change feed plan
+        timings["inputs"] = time.perf_counter() - started
     if incremental:
-        with _stage("changes"):
+        with _stage("changes", timings, spark):
             changed = changed.localCheckpoint()
             records_changed = changed.count()
             # what changed records held before: their old identifier values may be freed
@@ -240,7 +268,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
                          mode="incremental", records_changed=0, processed_at=ctx.as_of)
             return {"records_changed": 0, "incremental": 1}
 
-    with _stage("score"):
+    with _stage("score", timings, spark):
         matcher = ProbabilisticMatcher(
             config, spark=spark, model_dir=ctx.project.path(config.models_dir)
         )
@@ -265,8 +293,10 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
             scored = matcher.predict(records, retrain=retrain).localCheckpoint()
             probabilistic = scored
         scored_count = scored.count()
+    if timings is not None:  # part of "score"
+        timings["train"] = matcher.train_seconds
 
-    with _stage("edges"):
+    with _stage("edges", timings, spark):
         values = identifier_values(records, config).localCheckpoint()
         deterministic, _ = deterministic_edges(records, config, run_id=ctx.run_id, values=values)
         edge_columns = [c.split(" ")[0] for c in EDGE_SCHEMA.split(", ")]
@@ -282,7 +312,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
     nodes = records.select("record_id", "source")
     scope = None  # None: every record is re-clustered, re-identified and re-survived
     if incremental:
-        with _stage("affected"):
+        with _stage("affected", timings, spark):
             scope = affected_records(
                 changed, edges, previous_edges, previous_id_map, config.model.match_threshold
             )
@@ -293,7 +323,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
         inside = edges.join(
             scope.withColumnRenamed("record_id", "record_id_l"), "record_id_l", "left_semi"
         ).join(scope.withColumnRenamed("record_id", "record_id_r"), "record_id_r", "left_semi")
-    with _stage("cluster+ids"):
+    with _stage("cluster+ids", timings, spark):
         clusters = cluster_edges(nodes.select("record_id"), inside, config).join(nodes, "record_id")
         id_map, id_changes = assign_customer_ids(
             clusters, previous_id_map, run_id=ctx.run_id, as_of=ctx.as_of,
@@ -307,7 +337,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
     # what the partial writes below are the whole truth for (None: everything)
     customer_scope = value_scope = None
     if scope is not None:
-        with _stage("scopes"):
+        with _stage("scopes", timings, spark):
             old_ids = previous_id_map.join(scope, "record_id", "left_semi").select("customer_id")
             customer_scope = (
                 old_ids.unionByName(id_map.select("customer_id")).distinct().localCheckpoint()
@@ -317,7 +347,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
     # every input is computed: write, each table once. id_changes goes first, keyed so that
     # a run killed after it and resumed (same run id, same inputs) writes the same rows once;
     # written after id_map, a kill in between would lose the changes (the re-run sees none)
-    with _stage("write edges+id_map"):
+    with _stage("write edges+id_map", timings, spark):
         tables.overwrite(edges, EDGES_TABLE)
         if change_count:
             tables.merge(
@@ -332,7 +362,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
             delete_not_matched_by_source=scope is None, scope=scope,
         )
 
-    with _stage("identifiers"):
+    with _stage("identifiers", timings, spark):
         holding = values
         if value_scope is not None:
             holding = values.join(value_scope, ["identifier_type", "value"], "left_semi")
@@ -346,7 +376,7 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
             scope=None if value_scope is None else value_scope.withColumnRenamed(
                 "value", "identifier_value"),
         )
-    with _stage("profiles"):
+    with _stage("profiles", timings, spark):
         members = records if scope is None else records.join(scope, "record_id", "left_semi")
         profiles = golden_records(members, id_map, config.survivorship, run_id=ctx.run_id)
         tables.merge(
@@ -358,11 +388,25 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
             delete_not_matched_by_source=customer_scope is None, scope=customer_scope,
         )
 
-    record_state(
-        spark, tables, run_id=ctx.run_id, silver_version=silver_version,
-        mode="incremental" if incremental else "full",
-        records_changed=records_changed, processed_at=ctx.as_of,
-    )
+    with _stage("state+counts", timings, spark):
+        record_state(
+            spark, tables, run_id=ctx.run_id, silver_version=silver_version,
+            mode="incremental" if incremental else "full",
+            records_changed=records_changed, processed_at=ctx.as_of,
+        )
+        counts = _counts(
+            records, incremental=incremental, feed_unreadable=feed_unreadable,
+            records_changed=records_changed, edge_count=edge_count, scored_count=scored_count,
+            customers=tables.read(spark, ID_MAP_TABLE), change_count=change_count,
+            rescoped=rescoped if scope is not None else -1,
+        )
+    records.unpersist()
+    logger.info("identity %s run: %s", "incremental" if incremental else "full", counts)
+    return counts
+
+
+def _counts(records, *, incremental, feed_unreadable, records_changed, edge_count,
+            scored_count, customers, change_count, rescoped) -> dict[str, int]:
     counts = {
         "records": records.count(),
         "records_changed": records_changed,
@@ -370,13 +414,11 @@ def run_identity(ctx: JobContext, *, mode: Mode = "auto", retrain: bool = False)
         "feed_unreadable": int(feed_unreadable),
         "edges": edge_count,
         "probabilistic_edges_scored": scored_count,
-        "customers": tables.read(spark, ID_MAP_TABLE).select("customer_id").distinct().count(),
+        "customers": customers.select("customer_id").distinct().count(),
         "id_changes": change_count,
         # records re-clustered (every record in a full run)
-        "records_rescoped": rescoped if scope is not None else -1,
+        "records_rescoped": rescoped,
     }
-    records.unpersist()
-    logger.info("identity %s run: %s", "incremental" if incremental else "full", counts)
     return counts
 
 

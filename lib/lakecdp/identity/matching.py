@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -573,9 +574,11 @@ class _DuckDBBackend(_Backend):
         )
 
     def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
-        relation = splink_df.as_duckdbpyrelation().select(*columns)
-        frame = relation.df()
-        return self.spark.createDataFrame(frame if len(frame) else [], schema)
+        # DuckDB -> Arrow -> Spark: no pandas copy in between
+        table = splink_df.as_duckdbpyrelation().select(*columns).to_arrow_table()
+        if table.num_rows == 0:
+            return self.spark.createDataFrame([], schema)
+        return self.spark.createDataFrame(table.cast(_arrow_schema(schema, columns)), schema)
 
 
 class _SparkBackend(_Backend):
@@ -597,6 +600,14 @@ class _SparkBackend(_Backend):
         return frame.select(
             *[F.col(c).cast(t).alias(c) for c, t in _schema_pairs(schema, columns)]
         )
+
+
+def _arrow_schema(schema: str, columns: list[str]):
+    """The Arrow schema of ``columns`` of a Spark DDL schema of strings and doubles."""
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "double": pa.float64(), "bigint": pa.int64(), "int": pa.int32()}
+    return pa.schema([(c, types[t]) for c, t in _schema_pairs(schema, columns)])
 
 
 def _schema_pairs(schema: str, columns: list[str]) -> list[tuple[str, str]]:
@@ -636,6 +647,8 @@ class ProbabilisticMatcher:
         self.backend_name = config.backend
         self.run_id: str | None = None
         self._model: SavedModel | None = None
+        # seconds the last train() took (0.0 when this matcher trained nothing)
+        self.train_seconds = 0.0
 
     # -- model files ------------------------------------------------------------------
     def versions(self) -> list[int]:
@@ -668,16 +681,18 @@ class ProbabilisticMatcher:
         self._model = SavedModel(version=chosen, path=path, metadata=metadata)
         return self._model
 
-    def model(self, records: DataFrame | None = None, *, retrain: bool = False) -> SavedModel:
-        """The model to apply: the newest saved one, or a new one trained on ``records``."""
+    def model(self, records: DataFrame | None = None, *, retrain: bool = False,
+              prepared: DataFrame | None = None) -> SavedModel:
+        """The model to apply: the newest saved one, or a new one trained on ``records``
+        (``prepared``: ``prepare_for_matching(records)`` when the caller has it already)."""
         if retrain or not self.versions():
             if records is None:
                 raise ValueError("no trained model yet and no records to train on")
-            self.train(records)
+            self.train(records, prepared=prepared)
         return self._model if self._model is not None else self.load()
 
     # -- training ---------------------------------------------------------------------
-    def train(self, records: DataFrame) -> Path:
+    def train(self, records: DataFrame, *, prepared: DataFrame | None = None) -> Path:
         """Train on ``records`` and save the next version.
 
         Prior from deterministic rules, u by random sampling, m by EM over each configured
@@ -689,9 +704,11 @@ class ProbabilisticMatcher:
         """
         from splink import Linker, block_on
 
+        started = time.perf_counter()
         training = self.config.model.training
         backend = _backend(self.config, self.spark)
-        prepared = prepare_for_matching(records, self.config)
+        if prepared is None:
+            prepared = prepare_for_matching(records, self.config)
         registered = backend.register(prepared, "train")
         linker = Linker(registered, settings_creator(self.config, backend.name), log_level=logging.WARNING)
 
@@ -713,7 +730,9 @@ class ProbabilisticMatcher:
         unseen.report()
         if sessions == 0:
             raise RuntimeError("no EM training session succeeded; too few records to train on?")
-        return self._save(linker, backend, training, sessions)
+        path = self._save(linker, backend, training, sessions)
+        self.train_seconds = time.perf_counter() - started
+        return path
 
     def _expectation_maximisation(self, linker, training) -> int:
         from splink import block_on
@@ -776,15 +795,21 @@ class ProbabilisticMatcher:
 
         Trains a first model when none is saved (or when ``retrain``).
         """
-        chosen = self.model(records, retrain=retrain)
-        prepared = prepare_for_matching(records, self.config)
+        # cached: training, the populated-columns check and prediction each read it, and
+        # its plan (regexes, the nickname map) is the costly part of moving it to Splink.
+        # Spark backend: it stays cached while the (lazy) edges returned still read it
+        prepared = prepare_for_matching(records, self.config).cache()
+        chosen = self.model(records, retrain=retrain, prepared=prepared)
         rules = populated_rules(self.config, prepared)
         linker, backend, _ = self.linker(prepared, model=chosen, rules=rules)
         predictions = linker.inference.predict(
             threshold_match_probability=self.config.model.match_threshold,
             warning_mode="never",
         )
-        return self._edges(backend, predictions, rules)
+        edges = self._edges(backend, predictions, rules)
+        if backend.name == "duckdb":  # the edges are already in local rows, not a plan over it
+            prepared.unpersist()
+        return edges
 
     def predict_incremental(
         self, new_records: DataFrame, existing_records: DataFrame
