@@ -469,10 +469,10 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
         by_destination[row["destination"]].append(row)
 
     writer = ledger.LedgerWriter(ctx)
-    now = datetime.now(timezone.utc)
+    at = datetime.now(timezone.utc)
     suppressed = [
         ledger.delivery_row(r, destination=r["destination"], run_id=ctx.run_id, status="suppressed",
-                            attempts=0, response_code=None, at=now)
+                            attempts=0, response_code=None, at=at)
         for r in rows if r["suppression_reason"]
     ]
     writer.deliveries(suppressed)
