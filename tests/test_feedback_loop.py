@@ -223,3 +223,49 @@ def test_the_http_intake_accepts_feedback_events_by_the_same_rules():
     assert validate_event(event, source, as_of=datetime(2026, 11, 1, tzinfo=timezone.utc)) == []
     problems = validate_event({**event, "email": "not an email"}, source, as_of=datetime(2026, 11, 1, tzinfo=timezone.utc))
     assert [(p.code, p.field) for p in problems] == [("INVALID_EMAIL", "email")]
+
+
+def test_recommendations_leave_out_products_and_categories_with_feedback_in_force(spark):
+    from lakecdp.features.config import RecommendationConfig
+    from lakecdp.features.recommend import recommendation_feedback, recommendations
+
+    as_of = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+    def event(customer, kind, when, product=None, category=None):
+        return (customer, kind, utc(when), product, category)
+
+    ev = spark.createDataFrame(
+        [event(c, "product_view", "2026-10-20 00:00", "A", "home") for c in ("u3", "u4", "u5", "u6", "u7")]
+        + [event("u8", "product_view", "2026-10-20 00:00", "B", "kitchen")]
+        + [
+            event("u3", "feedback_not_interested", "2026-10-30 00:00", "B", "kitchen"),  # product (catalog filled)
+            event("u4", "feedback_wrong_recommendation", "2026-10-30 00:00", None, "kitchen"),  # category
+            event("u5", "feedback_not_interested", "2026-07-24 00:00", "B"),  # 100 days old: expired (90)
+            event("u6", "feedback_not_interested", "2026-11-02 00:00", "B"),  # after as_of
+            event("u7", "feedback_not_interested", "2026-10-30 00:00", None, "home"),
+            event("u8", "feedback_not_interested", "2026-10-30 00:00", "C", "home"),  # only C, not 'home'
+        ],
+        "customer_id string, event_type string, occurred_at timestamp, product_id string, category string",
+    )
+    # u1 and u2 bought A, B and C: every co-purchase rule among them has confidence 2/2
+    items = spark.createDataFrame(
+        [(c, utc("2026-10-15 00:00"), p, cat) for c in ("u1", "u2")
+         for p, cat in (("A", "home"), ("B", "kitchen"), ("C", "home"))],
+        "customer_id string, ordered_at timestamp, product_id string, category string",
+    )
+    config = RecommendationConfig(top_n=5, min_support=2, min_confidence=0.0, lookback_days=180,
+                                  feedback_suppression_days=90)
+    got = {r["customer_id"]: [p["product_id"] for p in r["recommendations"]]
+           for r in recommendations(ev, items, as_of=as_of, config=config).collect()}
+    assert got == {
+        "u3": ["C"],        # B: not interested
+        "u4": ["C"],        # B is kitchen
+        "u5": ["B", "C"],   # the feedback ran out on 22 Oct
+        "u6": ["B", "C"],   # the feedback is after as_of
+        "u7": ["B"],        # C is home
+        "u8": ["A"],        # viewed B: offered A and C; C suppressed, A (also home) stays
+    }
+    assertDataFrameEqual(
+        recommendation_feedback(ev, as_of=as_of, suppression_days=90).where(F.col("customer_id") == "u3"),
+        [("u3", "B", None, "not_interested", datetime(2026, 10, 30), datetime(2027, 1, 28))],
+    )
