@@ -90,7 +90,8 @@ def test_features_job_point_in_time_idempotent_with_history(spark, project):
     assert counts == {"customers": 3, "events_unmatched": 1, "orders_unmatched": 1, "skipped": 0}
     no_orders = (None, 0, 0.0, None, None, None, None, 0.0, 0, None, None, None)
     no_engagement = (0, 0, 0, 0, 0, 0, None, None)
-    nothing_else = ({}, [], [], False, 0.0, [], None, [])
+    # ... recommendations, recommendation_feedback (no feedback given)
+    nothing_else = ({}, [], [], False, 0.0, [], None, [], [])
     first = spark.createDataFrame(
         [
             ("c1", AS_OF,
@@ -101,7 +102,7 @@ def test_features_job_point_in_time_idempotent_with_history(spark, project):
              {"shoes": 1.0}, ["P1"], [],
              # the cart's last event is 4 hours old: abandoned
              True, 5.0, ["P2"], t("2026-10-31 20:00"),
-             [], "r1"),
+             [], [], "r1"),
             ("c2", AS_OF, *no_orders, *no_engagement, "prospect", *nothing_else, "r1"),
             ("c3", AS_OF, *no_orders, *no_engagement, "prospect", *nothing_else, "r1"),
         ],

@@ -168,7 +168,8 @@ def test_mappers_to_unified_schemas(spark):
         crm.transform(to_customer_records, SOURCES["crm"], run_id="r1", ingested_at=at),
         [("crm:C1", "crm", "C1", "Ann", "SMITH", "ann@x.com", "+447700900123", date(1985, 3, 2),
           "1 High St", "SW1A 1AA", "London", "GB", [], "C1", None, True,
-          datetime(2026, 1, 1, 10), [], "r1", at, None, None, None, None)],
+          datetime(2026, 1, 1, 10), [], "r1", at, None, None, None, None,
+          None)],  # sms_consent: the CRM carries none
     )
     web_raw = _lines(spark, [
         (1, '{"event_id":"w1","event_type":"login","ts":"2026-10-01T12:00:00Z","anonymous_id":"d-1",'

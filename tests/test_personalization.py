@@ -158,5 +158,7 @@ def test_repository_templates_validate_and_point_into_blocks():
         "welcome.html: fallback_used: fallback_note (in blocks/recommendations.html:9) (1 customers)",
         "welcome.html:5: fallback_used: first_name (1 customers)",
         "welcome.html: fallback_used: product.name (in blocks/recommendations.html:5) (1 customers)",
+        # the SMS text: its first two lines are a comment
+        "welcome.sms.txt:3: fallback_used: first_name (1 customers)",
         "welcome.txt:1: fallback_used: first_name (1 customers)",
     ]

@@ -123,5 +123,5 @@ def test_validate_templates_command_passes_on_the_shipped_templates(spark, proje
         shipped.replace("templates_dir: templates", f"templates_dir: '{REPO / 'templates'}'"), encoding="utf-8")
     assert main(["--conf", str(conf), "--env", "test", "validate-templates"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "validated 2 templates against 2 profiles"
+    assert out[0] == "validated 3 templates against 2 profiles"  # welcome.html, welcome.sms.txt, welcome.txt
     assert [line for line in out if line.startswith("ERROR")] == []

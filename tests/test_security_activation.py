@@ -387,5 +387,5 @@ def test_validate_destinations_finds_a_payload_template_error_before_any_run(tmp
     shipped = Path(__file__).resolve().parents[1] / "conf"
     assert main(["--conf", str(shipped), "--env", "local", "validate-destinations"]) == 0
     assert capsys.readouterr().out == (
-        "ok: demo_ads (hashed_audience)\nok: demo_export (file)\nok: demo_webhook (webhook)\n"
+        "ok: demo_ads (hashed_audience)\nok: demo_export (file)\nok: demo_sms (sms)\nok: demo_webhook (webhook)\n"
     )

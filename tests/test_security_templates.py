@@ -116,7 +116,7 @@ def test_every_shipped_template_renders_within_budget_with_no_refusal():
                                                                  "named_recommendations": []}, config)]
     engine = TemplateEngine(REPO_TEMPLATES)
     report = validate_templates(engine, contexts)
-    assert report.templates == ["welcome.html", "welcome.txt"]
+    assert report.templates == ["welcome.html", "welcome.sms.txt", "welcome.txt"]
     assert report.ok
     assert [i for i in report.issues if i.is_error] == []
     text = engine.render("welcome.txt", contexts[0]).text

@@ -13,6 +13,9 @@ Three kinds, told apart by ``type``:
   link-local addresses (cloud metadata, ``169.254.169.254``) always.
 - ``hashed_audience``: SHA-256 of the normalised email and E.164 phone, sent to a webhook
   or written to a file, as ad platforms (customer match / custom audiences) take them.
+- ``sms``: one text message per change to an SMS gateway's HTTP API (``gateway:`` takes the
+  webhook settings and their rules): SMS consent, quiet hours in the customer's time zone,
+  GSM-7 / UCS-2 length check (:mod:`lakecdp.activation.sms`).
 
 Example (``conf/destinations/crm_webhook.yaml``)::
 
@@ -304,8 +307,11 @@ class HashedAudienceDestination(_Common):
         return _export_subfolder(value)
 
 
+# a destination kind is one module plus its entry here (the module imports the bases above)
+from lakecdp.activation.sms import SmsDestination  # noqa: E402
+
 AnyDestination = Annotated[
-    Union[FileDestination, WebhookDestination, HashedAudienceDestination],
+    Union[FileDestination, WebhookDestination, HashedAudienceDestination, SmsDestination],
     Field(discriminator="type"),
 ]
 
@@ -316,6 +322,8 @@ def max_delivery_runs(destination: AnyDestination) -> int:
         return destination.retry.max_runs
     if isinstance(destination, HashedAudienceDestination) and destination.webhook is not None:
         return destination.webhook.retry.max_runs
+    if isinstance(destination, SmsDestination):
+        return destination.gateway.retry.max_runs
     return 1
 
 

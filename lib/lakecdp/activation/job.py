@@ -39,6 +39,7 @@ from lakecdp.activation.config import (
 from lakecdp.config import ConfigError
 from lakecdp.activation.files import safe_path_part, write_export
 from lakecdp.activation.hashing import hash_email, hash_phone
+from lakecdp.activation.sms import SmsDestination, message_text, plan_messages, sms_consent
 from lakecdp.activation.webhook import Finalised, WebhookClient, to_json
 
 if TYPE_CHECKING:
@@ -321,9 +322,59 @@ def _deliver_files(
         logger.info("%s: wrote %d changes to %s", name, len(indexes), target)
 
 
+def _sms_inputs(ctx: JobContext, destination: SmsDestination, customer_ids: list[str]
+                ) -> tuple[dict[str, bool], dict[str, str]]:
+    """SMS consent and rendered text per customer (the personalisation template and context)."""
+    from lakecdp.personalization.config import load_personalization
+    from lakecdp.personalization.engine import TemplateEngine
+    from lakecdp.personalization.preview import load_contexts, templates_dir
+
+    records, id_map = _read_optional(ctx, "silver.customer_records"), _read_optional(ctx, "identity.id_map")
+    consent: dict[str, bool] = {}
+    if records is not None and id_map is not None:
+        wanted = id_map.where(F.col("customer_id").isin(customer_ids))
+        consent = {r["customer_id"]: r["sms_consent"] for r in sms_consent(records, wanted).collect()}
+    allowed = [c for c in customer_ids if consent.get(c) is True]
+    if not allowed:
+        return consent, {}
+    config = load_personalization(ctx.project.conf_dir)
+    engine = TemplateEngine(templates_dir(ctx.project, config), budget=config.render_budget.budget(),
+                            feedback_url=config.feedback_url)
+    contexts = load_contexts(ctx.spark, ctx.tables, config, customer_ids=allowed, campaign_id=destination.campaign)
+    texts = {str(c["customer_id"]): message_text(engine.render(destination.template, c).text) for c in contexts}
+    return consent, texts
+
+
+def _deliver_sms(
+    ctx: JobContext, name: str, destination: SmsDestination, rows: Sequence[Row],
+    writer: ledger.LedgerWriter, counter: _Counter, now: datetime,
+) -> None:
+    consent, texts = _sms_inputs(ctx, destination, sorted({r["customer_id"] for r in rows}))
+    plan = plan_messages(destination, rows, consent=consent, texts=texts, now=now)
+    at = datetime.now(timezone.utc)
+    for kind, skipped in (("no_sms_consent", plan.no_consent), ("no_phone", plan.no_phone)):
+        # final, like every suppression: a later consent does not resend an old change
+        writer.deliveries(ledger.delivery_row(r, destination=name, run_id=ctx.run_id, status="suppressed",
+                                              attempts=0, response_code=None, at=at) for r in skipped)
+        counter.add(name, "suppressed", len(skipped))
+        counter.add(name, kind, len(skipped))
+    # quiet hours: nothing is written, the change stays pending for the next run
+    counter.add(name, "deferred", len(plan.deferred))
+    if plan.deferred:
+        logger.info("%s: %d messages deferred (quiet hours in the customer's time zone)", name, len(plan.deferred))
+    on_result = _ledger_callback(ctx, writer, name, {r["idempotency_key"]: r for r in rows}, counter,
+                                 max_delivery_runs(destination))
+    if plan.too_long:
+        on_result(Finalised(rejected=[({"idempotency_key": r["idempotency_key"], "change_id": r["change_id"],
+                                        "customer_id": r["customer_id"]}, reason, None, 0)
+                                      for r, reason in plan.too_long]))
+    if plan.send:
+        WebhookClient(name, destination.gateway, run_id=ctx.run_id).deliver(plan.send, on_result=on_result)
+
+
 def deliver(
     ctx: JobContext, name: str, destination: AnyDestination, rows: Sequence[Row],
-    writer: ledger.LedgerWriter, counter: _Counter,
+    writer: ledger.LedgerWriter, counter: _Counter, *, now: datetime | None = None,
 ) -> None:
     """Deliver one destination's pending, unsuppressed rows and write the ledger as it goes."""
     if not rows:
@@ -349,6 +400,8 @@ def deliver(
             columns = list(items[0])
             _deliver_files(ctx, writer, name, _export_folder(ctx, name, destination.path), "csv",
                            rows, items, columns, counter)
+    elif isinstance(destination, SmsDestination):
+        _deliver_sms(ctx, name, destination, rows, writer, counter, now or datetime.now(timezone.utc))
     else:  # pragma: no cover - the config union is closed
         raise TypeError(f"unknown destination type {type(destination).__name__}")
 
@@ -359,7 +412,7 @@ def _demo_receivers(ctx: JobContext, destinations: Mapping[str, AnyDestination])
     from lakecdp.activation.receiver import LocalReceiver
 
     wanted = [n for n, d in destinations.items()
-              if isinstance(d, WebhookDestination) and d.demo_receiver]
+              if isinstance(d, (WebhookDestination, SmsDestination)) and d.demo_receiver]
     if not wanted or os.environ.get(DEMO_RECEIVER_ENV):
         yield
         return
@@ -374,8 +427,11 @@ def _demo_receivers(ctx: JobContext, destinations: Mapping[str, AnyDestination])
             os.environ.pop(DEMO_RECEIVER_ENV, None)
 
 
-def run(ctx: JobContext) -> dict[str, int]:
+def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
     """Deliver new segment changes to every configured destination, exactly once.
+
+    Args:
+        now: the send time SMS quiet hours are judged at (default: the clock).
 
     Returns:
         Counts for ops.runs: ``delivered``, ``suppressed``, ``rejected``, ``dead_letter`` in
@@ -416,10 +472,10 @@ def run(ctx: JobContext) -> dict[str, int]:
         by_destination[row["destination"]].append(row)
 
     writer = ledger.LedgerWriter(ctx)
-    now = datetime.now(timezone.utc)
+    at = datetime.now(timezone.utc)
     suppressed = [
         ledger.delivery_row(r, destination=r["destination"], run_id=ctx.run_id, status="suppressed",
-                            attempts=0, response_code=None, at=now)
+                            attempts=0, response_code=None, at=at)
         for r in rows if r["suppression_reason"]
     ]
     writer.deliveries(suppressed)
@@ -430,7 +486,7 @@ def run(ctx: JobContext) -> dict[str, int]:
         for name, destination in destinations.items():
             sendable = [r for r in by_destination.get(name, []) if not r["suppression_reason"]]
             logger.info("%s: %d changes to deliver", name, len(sendable))
-            deliver(ctx, name, destination, sendable, writer, counter)
+            deliver(ctx, name, destination, sendable, writer, counter, now=now)
 
     counts = dict(counter.counts)
     if counts.get("dead_letter"):

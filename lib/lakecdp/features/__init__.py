@@ -15,12 +15,13 @@ from lakecdp.features.customers import attach_customer_id, purchased_items, unma
 from lakecdp.features.engagement import engagement
 from lakecdp.features.interest import category_affinities, product_interest
 from lakecdp.features.lifecycle import LifecycleRuleError, lifecycle_stage
-from lakecdp.features.recommend import association_rules, recommendations
+from lakecdp.features.recommend import association_rules, recommendation_feedback, recommendations
 from lakecdp.features.rfm import rfm
 
 __all__ = [
     "FEATURES_SCHEMA", "FeaturesConfig", "LifecycleRuleError", "MissingColumnsError",
     "association_rules", "attach_customer_id", "cart_state", "category_affinities",
     "compute_features", "engagement", "lifecycle_stage", "load_features_config",
-    "product_interest", "purchased_items", "recommendations", "rfm", "unmatched_rows",
+    "product_interest", "purchased_items", "recommendation_feedback", "recommendations", "rfm",
+    "unmatched_rows",
 ]

@@ -19,7 +19,7 @@ from lakecdp.features.customers import purchased_items, resolve_customer_id
 from lakecdp.features.engagement import engagement
 from lakecdp.features.interest import category_affinities, product_interest
 from lakecdp.features.lifecycle import lifecycle_stage
-from lakecdp.features.recommend import recommendations
+from lakecdp.features.recommend import feedback_per_customer, recommendation_feedback, recommendations
 from lakecdp.features.rfm import rfm
 
 _TS, _INT, _DBL, _STR = TimestampType(), IntegerType(), DoubleType(), StringType()
@@ -42,6 +42,11 @@ FEATURES_SCHEMA = StructType(
             ("recommendations", ArrayType(StructType(
                 [StructField("product_id", _STR), StructField("confidence", _DBL)]
             ))),
+            # feedback in force at as_of (lakecdp.features.recommend.recommendation_feedback)
+            ("recommendation_feedback", ArrayType(StructType(
+                [StructField("product_id", _STR), StructField("category", _STR), StructField("reason", _STR),
+                 StructField("given_at", _TS), StructField("suppressed_until", _TS)]
+            ))),
             ("run_id", _STR),
         )
     ]
@@ -55,7 +60,7 @@ _DEFAULTS: dict[str, object] = {
     "cart_open": False, "cart_value": 0.0,
 }
 _EMPTY = ("category_affinities", "recent_product_views", "trending_interests",
-          "cart_product_ids", "recommendations")
+          "cart_product_ids", "recommendations", "recommendation_feedback")
 
 
 def with_product_category(df: DataFrame, products: DataFrame) -> DataFrame:
@@ -172,6 +177,9 @@ def features_from_activity(
             as_of=as_of, abandon_after_minutes=config.cart.abandon_after_minutes,
         ),
         recommendations(customer_events, items, as_of=as_of, config=config.recommendations),
+        feedback_per_customer(recommendation_feedback(
+            customer_events, as_of=as_of, suppression_days=config.recommendations.feedback_suppression_days
+        )),
     ]
     features = customers
     for part in parts:

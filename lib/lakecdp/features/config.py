@@ -128,6 +128,9 @@ class RecommendationConfig(StrictModel):
     min_support: int = Field(2, ge=1)
     min_confidence: float = Field(0.0, ge=0, le=1)
     lookback_days: int = Field(180, gt=0)
+    # a customer's "not interested" / "wrong recommendation" feedback on a product (or a
+    # category) keeps it out of their recommendations for this many days
+    feedback_suppression_days: int = Field(90, gt=0)
 
 
 class FeaturesConfig(StrictModel):

@@ -1,4 +1,10 @@
-"""Product recommendations from item-to-item co-view and co-purchase association."""
+"""Product recommendations from item-to-item co-view and co-purchase association.
+
+A customer's feedback ("not interested", "wrong recommendation": events
+``feedback_not_interested`` / ``feedback_wrong_recommendation``, from a feedback link in an
+email or the HTTP intake) takes that product (or, for feedback on a category, every product
+of it) out of their recommendations for ``feedback_suppression_days`` after the feedback.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,64 @@ from lakecdp.features._columns import require_columns, up_to, within_days
 from lakecdp.features.config import RecommendationConfig
 
 RECOMMENDATION_TYPE = "array<struct<product_id:string,confidence:double>>"
+#: silver.events types a customer's recommendation feedback arrives as (reason after the prefix)
+FEEDBACK_EVENT_TYPES = ("feedback_not_interested", "feedback_wrong_recommendation")
+FEEDBACK_TYPE = ("array<struct<product_id:string,category:string,reason:string,"
+                 "given_at:timestamp,suppressed_until:timestamp>>")
+
+
+def recommendation_feedback(events: DataFrame, *, as_of: datetime, suppression_days: int) -> DataFrame:
+    """The feedback in force at ``as_of``: one row per customer and product (or category).
+
+    A feedback event with a ``product_id`` suppresses that product; one with only a
+    ``category`` suppresses the category. It is in force from ``occurred_at`` for
+    ``suppression_days`` days; the latest feedback on the same thing counts.
+
+    Returns:
+        ``customer_id, product_id, category, reason, given_at, suppressed_until`` (product
+        feedback has ``category`` null: a catalog may fill the event's category from the product).
+    """
+    require_columns(events, ("customer_id", "event_type", "occurred_at", "product_id"), what="events")
+    category = F.col("category") if "category" in events.columns else F.lit(None).cast("string")
+    given = (
+        up_to(events, "occurred_at", as_of)
+        .where(F.col("event_type").isin(*FEEDBACK_EVENT_TYPES) & F.col("customer_id").isNotNull())
+        .where(within_days("occurred_at", as_of, suppression_days))
+        .select(
+            "customer_id",
+            "product_id",
+            F.when(F.col("product_id").isNull(), category).alias("category"),
+            F.regexp_replace("event_type", "^feedback_", "").alias("reason"),
+            F.col("occurred_at").alias("given_at"),
+        )
+        .where(F.col("product_id").isNotNull() | F.col("category").isNotNull())
+    )
+    latest = Window.partitionBy("customer_id", "product_id", "category").orderBy(
+        F.col("given_at").desc(), "reason"
+    )
+    return (
+        given.withColumn("_rank", F.row_number().over(latest)).where(F.col("_rank") == 1).drop("_rank")
+        .withColumn("suppressed_until", F.col("given_at") + F.make_dt_interval(F.lit(suppression_days)))
+    )
+
+
+def feedback_per_customer(feedback: DataFrame) -> DataFrame:
+    """``customer_id, recommendation_feedback`` (FEEDBACK_TYPE), newest first."""
+    return feedback.groupBy("customer_id").agg(
+        F.sort_array(
+            F.collect_list(F.struct(
+                F.col("given_at").alias("_given"), "product_id", "category", "reason", "given_at",
+                "suppressed_until",
+            )),
+            asc=False,
+        ).alias("_sorted")
+    ).select(
+        "customer_id",
+        F.transform("_sorted", lambda r: F.struct(
+            r["product_id"].alias("product_id"), r["category"].alias("category"), r["reason"].alias("reason"),
+            r["given_at"].alias("given_at"), r["suppressed_until"].alias("suppressed_until"),
+        )).alias("recommendation_feedback"),
+    )
 
 
 def association_rules(baskets: DataFrame, *, min_support: int) -> DataFrame:
@@ -52,7 +116,9 @@ def recommendations(
     fewer than ``config.min_support`` customers are dropped. The stronger of the co-view and
     co-purchase confidence is kept. A customer is offered every B of a rule whose A they
     viewed or bought, scored by the best such rule, except products they ever bought up
-    to as_of; best first (ties by product id), at most ``config.top_n``.
+    to as_of and products (or categories) the customer gave feedback on within
+    ``config.feedback_suppression_days`` (see :func:`recommendation_feedback`); best first
+    (ties by product id), at most ``config.top_n``.
 
     Args:
         events: events with ``customer_id, event_type, occurred_at, product_id``.
@@ -93,6 +159,8 @@ def recommendations(
         .join(owned, ["customer_id", "consequent"], "left_anti")
         .groupBy("customer_id", "consequent")
         .agg(F.max("confidence").alias("confidence"))
+        .transform(_without_feedback, events, order_items, as_of=as_of,
+                   suppression_days=config.feedback_suppression_days)
     )
     best_first = Window.partitionBy("customer_id").orderBy(F.col("confidence").desc(), "consequent")
     return (
@@ -109,4 +177,35 @@ def recommendations(
                 ),
             ).alias("recommendations"),
         )
+    )
+
+
+def _without_feedback(
+    candidates: DataFrame, events: DataFrame, order_items: DataFrame, *, as_of: datetime, suppression_days: int
+) -> DataFrame:
+    """Drop candidates the customer's feedback in force suppresses (product or category)."""
+    feedback = recommendation_feedback(events, as_of=as_of, suppression_days=suppression_days)
+    products = feedback.where(F.col("product_id").isNotNull()).select(
+        "customer_id", F.col("product_id").alias("consequent")
+    )
+    categories = feedback.where(F.col("product_id").isNull()).select("customer_id", "category")
+    # a candidate's category: the catalog's, as the features job filled it into events and lines
+    known = [
+        frame.select("product_id", "category")
+        for frame in (events, order_items) if "category" in frame.columns
+    ]
+    kept = candidates.join(products, ["customer_id", "consequent"], "left_anti")
+    if not known:
+        return kept
+    catalog = known[0]
+    for frame in known[1:]:
+        catalog = catalog.unionByName(frame)
+    catalog = (
+        catalog.where(F.col("product_id").isNotNull() & F.col("category").isNotNull())
+        .groupBy(F.col("product_id").alias("consequent")).agg(F.min("category").alias("category"))
+    )
+    return (
+        kept.join(catalog, "consequent", "left")
+        .join(categories, ["customer_id", "category"], "left_anti")
+        .drop("category")
     )

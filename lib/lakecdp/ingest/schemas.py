@@ -35,7 +35,9 @@ SILVER_SCHEMAS: dict[str, T.StructType] = {
         "customer_number string, email_consent boolean, updated_at timestamp, "
         "warnings array<string>, run_id string, ingested_at timestamp, "
         # additive (identity evidence): appended last so older tables evolve by adding columns
-        "middle_name string, date_of_birth_text string, address_line2 string, region string"
+        "middle_name string, date_of_birth_text string, address_line2 string, region string, "
+        # additive: SMS marketing consent, its own consent (lakecdp.activation.sms)
+        "sms_consent boolean"
     ),
     "events": _ddl(
         "event_id string, source string, event_type string, occurred_at timestamp, email string, "

@@ -55,7 +55,7 @@ TARGET_COLUMNS: dict[str, frozenset[str]] = {
         "source_record_id", "first_name", "last_name", "email", "phone", "date_of_birth",
         "address_line1", "postcode", "city", "country", "device_ids", "crm_id",
         "customer_number", "email_consent", "updated_at",
-        "middle_name", "date_of_birth_text", "address_line2", "region",
+        "middle_name", "date_of_birth_text", "address_line2", "region", "sms_consent",
     }),
     "events": frozenset({
         "event_id", "event_type", "occurred_at", "email", "device_id", "customer_number",

@@ -246,6 +246,7 @@ def to_customer_records(
         ),
         "address_line2": clean_text(F.col("address_line2")),
         "region": clean_text(F.col("region")),
+        "sms_consent": F.col("sms_consent"),
     }
     return unified.select(*[
         columns[f.name].cast(f.dataType).alias(f.name) for f in SILVER_SCHEMAS["customer_records"].fields

@@ -27,7 +27,8 @@ def _preview(args: argparse.Namespace) -> int:
     project, spark, tables = _project_and_session(args, "preview")
     config = load_personalization(project.conf_dir)
     engine = TemplateEngine(templates_dir(project, config), strict=args.strict,
-                            budget=config.render_budget.budget())
+                            budget=config.render_budget.budget(),
+                            feedback_url=config.feedback_url)
     if args.template not in engine.template_names():
         print(f"preview: no template {args.template!r}; have {engine.template_names()}", file=sys.stderr)
         return 2
@@ -56,7 +57,8 @@ def _validate(args: argparse.Namespace) -> int:
 
     project, spark, tables = _project_and_session(args, "validate-templates")
     config = load_personalization(project.conf_dir)
-    engine = TemplateEngine(templates_dir(project, config), budget=config.render_budget.budget())
+    engine = TemplateEngine(templates_dir(project, config), budget=config.render_budget.budget(),
+                            feedback_url=config.feedback_url)
     contexts = load_contexts(spark, tables, config, limit=args.sample or config.validation_sample,
                              campaign_id=args.campaign)
     report = validate_templates(engine, contexts)

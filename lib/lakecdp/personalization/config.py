@@ -59,6 +59,14 @@ class RenderBudgetConfig(StrictModel):
 
 
 class PersonalizationConfig(StrictModel):
+    @field_validator("feedback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith(("https://", "http://")) or any(
+                c.isspace() or ord(c) < 32 for c in value)):
+            raise ValueError(f"feedback_url must be an http(s) URL without spaces, got {value!r}")
+        return value
+
     version: Literal[1] = 1
     # folder of templates, relative to the project root
     templates_dir: str = "templates"
@@ -72,6 +80,9 @@ class PersonalizationConfig(StrictModel):
     # the order in which a customer's segments pick their customer_segment (first wins)
     segment_priority: list[str] = Field(default_factory=list)
     campaigns: dict[str, Campaign] = Field(default_factory=dict)
+    # recommendation feedback links (feedback_link() in templates) point here; the email
+    # platform reports their clicks (conf/sources/email_events.yaml maps them to feedback)
+    feedback_url: str | None = None
     # every render keeps to this budget; going over is a render error naming the limit
     render_budget: RenderBudgetConfig = Field(default_factory=RenderBudgetConfig)
     # validation renders each template against this many real profiles

@@ -6,6 +6,8 @@
   raises like ``StrictUndefined``); ``{{ first_name | fallback('there') }}`` uses the fallback
   and records *fallback usage* instead.
 - ``in_segment('vip')`` is true when the customer is in the segment (by id or display name).
+- ``feedback_link(product_id)`` is the recommendation feedback link of ``feedback_url``
+  (:mod:`lakecdp.personalization.feedback`); defined only when the engine has a ``feedback_url``.
 - Customer data is only ever passed as values: it is never compiled as template code, and the
   sandbox blocks attribute tricks (``__class__``, ``mro``) from templates.
 - The sandbox is immutable (``segments.append('vip')`` is refused: the caller's context never
@@ -27,6 +29,7 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined, Undefined, pass_context, select_autoescape
 from jinja2.runtime import Context
 
+from lakecdp.personalization.feedback import make_feedback_link
 from lakecdp.personalization.sandbox import BudgetedSandbox, RenderBudget
 
 _REPORT: contextvars.ContextVar[RenderReport | None] = contextvars.ContextVar("render_report", default=None)
@@ -120,7 +123,8 @@ class TemplateEngine:
         budget: limits of each render (default :class:`RenderBudget`).
     """
 
-    def __init__(self, templates_dir: Path, *, strict: bool = False, budget: RenderBudget | None = None) -> None:
+    def __init__(self, templates_dir: Path, *, strict: bool = False, budget: RenderBudget | None = None,
+                 feedback_url: str | None = None) -> None:
         self.templates_dir = Path(templates_dir)
         self.environment = BudgetedSandbox(
             budget=budget,
@@ -133,6 +137,9 @@ class TemplateEngine:
         )
         self.environment.add_filter("fallback", fallback)
         self.environment.globals["in_segment"] = in_segment
+        if feedback_url:
+            # without it a template's ``{% if feedback_link is defined %}`` leaves the link out
+            self.environment.globals["feedback_link"] = make_feedback_link(feedback_url)
 
     def template_names(self) -> list[str]:
         """Renderable templates: ``*.html`` and ``*.txt`` outside ``blocks/`` (which holds includes)."""

@@ -24,7 +24,8 @@ def run(ctx: JobContext) -> dict[str, int]:
         ``{"rendered": n, "missing_fields": m, "fallbacks_used": f}``.
     """
     config = load_personalization(ctx.project.conf_dir)
-    engine = TemplateEngine(templates_dir(ctx.project, config), budget=config.render_budget.budget())
+    engine = TemplateEngine(templates_dir(ctx.project, config), budget=config.render_budget.budget(),
+                            feedback_url=config.feedback_url)
     customers = [config.demo_customer] if config.demo_customer else None
     contexts = load_contexts(ctx.spark, ctx.tables, config, customer_ids=customers, limit=1,
                              campaign_id=config.demo_campaign)

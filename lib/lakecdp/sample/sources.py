@@ -390,6 +390,8 @@ def shop_customer_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
                 "zip": home.postcode, "city": home.town, "country_code": person.country,
             },
             "marketing_consent": record.chance("consent", 0.6),
+            # SMS marketing is its own opt-in (fewer people give it)
+            "sms_consent": record.chance("sms_consent", 0.35),
             "created_at": iso_utc(created),
             "updated_at": iso_utc(updated),
         }

@@ -150,7 +150,9 @@ def explain(
 
     Keys: ``in_segment``, ``status`` (member / expired / outranked / excluded /
     not_matched), ``detail``, ``rule``, ``checks`` (each part of the rule with its result),
-    ``values`` (the feature or event values the rule read), ``membership`` (stored rows).
+    ``values`` (the feature or event values the rule read), ``membership`` (stored rows),
+    ``recommendation_feedback`` (the customer's feedback keeping products or categories out
+    of their recommendations, with ``suppressed_until``).
     """
     if segment_id not in segments:
         raise KeyError(f"unknown segment {segment_id!r}; known: {sorted(segments)}")
@@ -226,6 +228,9 @@ def explain(
         .filter((F.col("segment_id") == segment_id) & (F.col("customer_id") == customer_id))
         .collect()
     ]
+    # recommendation feedback in force (lakecdp.features.recommend): why a product is not offered
+    held = one.features.select("recommendation_feedback").first() if (
+        "recommendation_feedback" in one.features.columns) else None
     return {
         "customer_id": customer_id,
         "segment_id": segment_id,
@@ -238,6 +243,8 @@ def explain(
         "checks": checks,
         "values": values,
         "membership": membership,
+        "recommendation_feedback": [{k: _jsonable(v) for k, v in f.asDict().items()} for f in (held[0] or [])]
+        if held is not None else [],
     }
 
 

@@ -1,0 +1,273 @@
+"""The SMS destination: one text message per segment change, sent to an SMS gateway's HTTP API.
+
+A change becomes a message only when everything below holds; what happens otherwise:
+
+- **suppressed** (ledger status ``suppressed``, never sent): the person is suppressed through
+  the identity graph like in every destination (unsubscribe, complaint, erasure, ... see
+  :mod:`lakecdp.activation.suppression`), or has no SMS consent: ``sms_consent`` is its own
+  consent (``silver.customer_records.sms_consent``, the most recent record of the person that
+  says yes or no wins; no record saying yes = no consent), or has no phone that parses as
+  E.164 (``default_region`` reads national numbers);
+- **deferred** (nothing written): it is quiet hours in the person's time zone; the change
+  stays pending and the first activation run after the quiet hours sends it;
+- **rejected** (``activation.rejected``, tried again by later runs up to ``retry.max_runs``):
+  the rendered text needs more than ``max_segments`` SMS segments.
+
+The time zone comes from the golden record's ``country`` (ISO code or name) through
+``time_zones`` (defaults: :data:`DEFAULT_TIME_ZONES`, one zone per country; a country spanning
+zones takes its most populous one), else ``default_time_zone``.
+
+The text is the personalisation template ``template`` (a ``.txt`` in ``templates_dir``), so
+the segment-conditional blocks (``customer_segment``, ``in_segment('vip')``, recommendations)
+that drive the email drive the SMS too. Length: GSM 03.38 7-bit text takes 160 characters in
+one segment, 153 per segment when split (the extension table's ``^{}[~]|€\\`` count twice);
+anything else is UCS-2: 70, then 67 UTF-16 units per segment.
+
+Delivery goes through :class:`lakecdp.activation.webhook.WebhookClient` with the ``gateway``
+settings (same hardening: secrets by env name, address policy, total deadlines, retries);
+exactly once per change through the delivery ledger, each item carrying its idempotency key.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, timezone
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from lakecdp.activation.config import WebhookSettings, _Common, _DestinationModel
+from lakecdp.activation.hashing import normalise_phone
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+logger = logging.getLogger(__name__)
+
+# GSM 03.38 basic character set (one septet each) and its extension table (escape + one septet)
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
+
+#: country (ISO 3166 alpha-2) -> IANA time zone; a country over several zones takes its most populous
+DEFAULT_TIME_ZONES: dict[str, str] = {
+    "GB": "Europe/London", "IE": "Europe/Dublin", "DE": "Europe/Berlin", "FR": "Europe/Paris",
+    "ES": "Europe/Madrid", "IT": "Europe/Rome", "NL": "Europe/Amsterdam", "BE": "Europe/Brussels",
+    "PT": "Europe/Lisbon", "AT": "Europe/Vienna", "CH": "Europe/Zurich", "SE": "Europe/Stockholm",
+    "NO": "Europe/Oslo", "DK": "Europe/Copenhagen", "FI": "Europe/Helsinki", "PL": "Europe/Warsaw",
+    "US": "America/New_York", "CA": "America/Toronto", "AU": "Australia/Sydney",
+    "NZ": "Pacific/Auckland", "IN": "Asia/Kolkata", "JP": "Asia/Tokyo",
+}
+#: country names the sources write (free text in the CRM) -> ISO code
+COUNTRY_NAMES: dict[str, str] = {
+    "united kingdom": "GB", "uk": "GB", "great britain": "GB", "england": "GB", "scotland": "GB",
+    "wales": "GB", "northern ireland": "GB", "ireland": "IE", "deutschland": "DE", "germany": "DE",
+    "france": "FR", "spain": "ES", "españa": "ES", "italy": "IT", "italia": "IT",
+    "netherlands": "NL", "belgium": "BE", "portugal": "PT", "united states": "US", "usa": "US",
+}
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class QuietHours(_DestinationModel):
+    """No message between ``start`` and ``end`` local time (``"21:00"`` to ``"08:00"`` wraps midnight)."""
+
+    start: str = "21:00"
+    end: str = "08:00"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.match(value):
+            raise ValueError(f"time must be HH:MM (24 h), got {value!r}")
+        return value
+
+    def contains(self, local: time) -> bool:
+        start, end = _parse_clock(self.start), _parse_clock(self.end)
+        if start == end:
+            return False
+        if start < end:
+            return start <= local < end
+        return local >= start or local < end
+
+
+def _parse_clock(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+class SmsDestination(_Common):
+    """``type: sms`` (see the module doc)."""
+
+    type: Literal["sms"]
+    # the SMS gateway's HTTP API; items: idempotency_key, change_id, segment_id, customer_id,
+    # to (E.164), text, encoding, sms_segments
+    gateway: WebhookSettings
+    # a .txt personalisation template (relative to templates_dir of conf/personalization.yaml)
+    template: str
+    # the campaign whose variant the template sees (conf/personalization.yaml campaigns)
+    campaign: str | None = None
+    # a text needing more segments than this is rejected (not truncated)
+    max_segments: int = Field(default=2, ge=1, le=10)
+    quiet_hours: QuietHours = Field(default_factory=QuietHours)
+    default_time_zone: str = "Europe/London"
+    # country code (upper case) -> IANA zone; merged over DEFAULT_TIME_ZONES
+    time_zones: dict[str, str] = Field(default_factory=dict)
+    # region that reads national phone numbers (07700 900123) without a country code
+    default_region: str = "GB"
+    # demo only: when the gateway url's environment variable is unset, the job starts a local
+    # receiver for the run (as a webhook destination's demo_receiver)
+    demo_receiver: bool = False
+    # an SMS means a person joined a segment; exits and updates are not texted by default
+    change_types: list[Literal["entered", "exited", "updated", "rekeyed"]] = Field(
+        default_factory=lambda: ["entered"]
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _text_template(cls, value: str) -> str:
+        if not value.endswith(".txt") or value.startswith(("/", "\\")) or ".." in value.replace("\\", "/").split("/"):
+            raise ValueError(f"template must be a .txt file under templates_dir (no '..'), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _zones_exist(self) -> SmsDestination:
+        for where, zone in [("default_time_zone", self.default_time_zone),
+                            *((f"time_zones.{k}", v) for k, v in self.time_zones.items())]:
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{where}: unknown IANA time zone {zone!r}") from None
+        return self
+
+    def zone_for(self, country: str | None) -> ZoneInfo:
+        """The customer's time zone from the golden record's ``country`` (code or name)."""
+        zones = {**DEFAULT_TIME_ZONES, **{k.upper(): v for k, v in self.time_zones.items()}}
+        if country:
+            text = country.strip()
+            code = text.upper() if len(text) == 2 else COUNTRY_NAMES.get(text.lower())
+            if code in zones:
+                return ZoneInfo(zones[code])
+        return ZoneInfo(self.default_time_zone)
+
+    def in_quiet_hours(self, country: str | None, now: datetime) -> bool:
+        local = now.astimezone(self.zone_for(country))
+        return self.quiet_hours.contains(local.time().replace(second=0, microsecond=0))
+
+
+# -- message length ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class SmsLength:
+    encoding: Literal["GSM-7", "UCS-2"]
+    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
+    segments: int
+
+
+def sms_length(text: str) -> SmsLength:
+    """Encoding and number of segments of ``text``.
+
+    Example:
+        >>> sms_length("Hello")
+        SmsLength(encoding='GSM-7', units=5, segments=1)
+    """
+    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text):
+        units = sum(2 if c in GSM7_EXTENSION else 1 for c in text)
+        single, multi, encoding = 160, 153, "GSM-7"
+    else:
+        units = len(text.encode("utf-16-le")) // 2
+        single, multi, encoding = 70, 67, "UCS-2"
+    segments = 1 if units <= single else -(-units // multi)
+    return SmsLength(encoding, units, segments)  # type: ignore[arg-type]
+
+
+def message_text(rendered: str) -> str:
+    """Template output as an SMS: lines stripped, blank lines dropped (templates keep
+    their blocks on separate lines; an SMS has no room for empty ones)."""
+    return "\n".join(line.strip() for line in rendered.splitlines() if line.strip())
+
+
+# -- consent ------------------------------------------------------------------------------
+def sms_consent(records: DataFrame, id_map: DataFrame) -> DataFrame:
+    """``customer_id, sms_consent``: the most recent record of each person that says yes or no.
+
+    Through ``identity.id_map``, so a consent given under any linked record counts (and a
+    later "no" under any of them withdraws it).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if "sms_consent" not in records.columns:
+        return id_map.sparkSession.createDataFrame([], "customer_id string, sms_consent boolean")
+    latest = Window.partitionBy("customer_id").orderBy(F.col("updated_at").desc_nulls_last(), "record_id")
+    return (
+        records.where(F.col("sms_consent").isNotNull())
+        .select("record_id", "sms_consent", "updated_at")
+        .join(id_map.select("record_id", "customer_id"), "record_id")
+        .withColumn("_rank", F.row_number().over(latest))
+        .where(F.col("_rank") == 1)
+        .select("customer_id", "sms_consent")
+    )
+
+
+# -- planning -----------------------------------------------------------------------------
+@dataclass
+class SmsPlan:
+    """What one run does with a destination's pending, unsuppressed changes."""
+
+    send: list[dict[str, Any]]  # gateway items
+    no_consent: list[Mapping[str, Any]]  # rows: suppressed, no SMS consent
+    no_phone: list[Mapping[str, Any]]  # rows: suppressed, no E.164 phone
+    deferred: list[Mapping[str, Any]]  # rows: quiet hours, stay pending
+    too_long: list[tuple[Mapping[str, Any], str]]  # rows + reason: rejected
+
+
+def plan_messages(
+    destination: SmsDestination,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    consent: Mapping[str, bool],
+    texts: Mapping[str, str],
+    now: datetime,
+) -> SmsPlan:
+    """Decide each change's fate (see the module doc). No IO.
+
+    Args:
+        rows: pending changes with the profile's ``phone`` and ``country``.
+        consent: customer_id -> sms_consent (missing = no consent).
+        texts: customer_id -> rendered message text.
+        now: the send time (aware).
+    """
+    plan = SmsPlan([], [], [], [], [])
+    for row in rows:
+        customer_id = row["customer_id"]
+        if consent.get(customer_id) is not True:
+            plan.no_consent.append(row)
+            continue
+        phone = normalise_phone(row.get("phone"), default_region=destination.default_region)
+        if phone is None:
+            plan.no_phone.append(row)
+            continue
+        if destination.in_quiet_hours(row.get("country"), now):
+            plan.deferred.append(row)
+            continue
+        text = texts[customer_id]
+        length = sms_length(text)
+        if length.segments > destination.max_segments:
+            plan.too_long.append((row, f"message needs {length.segments} {length.encoding} segments "
+                                       f"({length.units} units), max_segments is {destination.max_segments}"))
+            continue
+        plan.send.append({
+            "idempotency_key": row["idempotency_key"], "change_id": row["change_id"],
+            "segment_id": row["segment_id"], "customer_id": customer_id, "to": phone, "text": text,
+            "encoding": length.encoding, "sms_segments": length.segments,
+        })
+    return plan
+
+
+__all__ = ["DEFAULT_TIME_ZONES", "QuietHours", "SmsDestination", "SmsLength", "SmsPlan", "message_text",
+           "plan_messages", "sms_consent", "sms_length"]
