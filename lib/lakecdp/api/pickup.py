@@ -121,7 +121,7 @@ def pickup(ctx: JobContext, log_dir) -> dict[str, int]:
                 batch = (
                     _as_dataframe(ctx, raw_rows)
                     .transform(_validate, source=source, as_of=ctx.as_of)
-                    .transform(with_dedup_key)
+                    .transform(with_dedup_key, event_id=source.primary_key[0])
                 )
                 counts = write_micro_batch(ctx, batch, start, source=source, topic=topic_of(source_name),
                                            query_name=f"api_intake_{number:08d}")
