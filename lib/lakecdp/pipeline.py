@@ -224,6 +224,15 @@ def _cli_run(args: argparse.Namespace, steps: Sequence[Step], job: str) -> int:
         return 1
     logger.info("run %s finished%s", result.run_id,
                 f" (resumed; skipped {', '.join(result.skipped)})" if result.skipped else "")
+    if job == "demo":
+        # the real-time part: the HTTP service, an add-to-cart and a purchase, the changes API
+        from lakecdp.api.demo import show_intake
+
+        try:
+            show_intake(project, spark)
+        except (RuntimeError, StepFailedError) as exc:
+            logger.error("demo over HTTP: %s", exc)
+            return 1
     return 0
 
 
