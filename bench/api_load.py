@@ -106,6 +106,25 @@ def baseline(args: argparse.Namespace) -> tuple[list[float], list[str], list[str
         process.wait(timeout=30)
 
 
+def disk_probe(folder: Path, *, writes: int, size: int) -> list[float]:
+    """``writes`` appends of ``size`` bytes, each followed by fdatasync, in ``folder`` (the log's disk):
+    the floor under every intake answer, which waits for one."""
+    import os
+
+    sync = getattr(os, "fdatasync", os.fsync)
+    latencies = []
+    with open(folder / "probe.log", "ab") as handle:
+        block = b"x" * (size - 1) + b"\n"
+        for _ in range(writes):
+            clock = time.perf_counter()
+            handle.write(block)
+            handle.flush()
+            sync(handle.fileno())
+            latencies.append(time.perf_counter() - clock)
+    (folder / "probe.log").unlink()
+    return sorted(latencies)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=5000, help="events/s offered")
@@ -131,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(folder)
         conf = write_conf(root, max_body_bytes=4 << 20, max_batch_events=1000)
         # the website key allows 200 requests/s (burst 400): above the offered --rate / --batch
+        probe = disk_probe(root, writes=1000, size=20_000)
+        disk = (f"| write + fdatasync of 20 KB, alone ({len(probe):,} in a row, the log's disk) | | {len(probe):,} | "
+                f"{_pct(probe, 0.5):.1f} ms | {_pct(probe, 0.99):.1f} ms | {probe[-1]*1000:.0f} ms | |")
+        print(f"disk: write+fdatasync p50 {_pct(probe, 0.5):.1f} ms, p99 {_pct(probe, 0.99):.1f} ms")
         service = Service(conf).start()
         latencies, accepted, errors, elapsed = offer(service.port, KEYS["website"], args)
         service.stop()
@@ -171,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             f"`/v1/batch` of {args.batch} web events, fsync'd group commits. Command: `python -m bench.api_load "
             f"--rate {args.rate} --seconds {args.seconds} --batch {args.batch}{' --pickup' if args.pickup else ''}`.\n\n"
             "The baseline row is the same client, same run, against `bench/api_bare.py` (uvicorn + a Starlette "
-            "endpoint that reads the body and answers 202): what the box gives any HTTP service at that moment.\n\n"
+            "endpoint that reads the body and answers 202): what the box gives any HTTP service at that moment; "
+            "the disk row is the log's own floor (every 2xx waits for one such sync, shared by a group).\n\n"
             "| service | events/s | requests | p50 | p99 | max | errors |\n|---|---|---|---|---|---|---|\n"
-            + (f"{bare}\n" if bare else "") +
+            + (f"{bare}\n" if bare else "") + f"{disk}\n" +
             f"| lakecdp serve ({len(accepted):,} events accepted) | {rate:,.0f} | {len(latencies):,} | {pct(0.5):.1f} ms | {pct(0.99):.1f} ms | "
             f"{latencies[-1]*1000:.0f} ms | {len(errors)} |\n" + (f"\n{silver}\n" if silver else "")
         )
