@@ -267,3 +267,23 @@ def test_an_order_posted_over_http_updates_silver_orders_as_a_landed_order_file_
     items = DeltaTable(str(tmp_path / "warehouse" / "silver" / "order_items")).to_pyarrow_table().to_pylist()
     assert sorted((i["order_id"], i["line_number"], i["product_id"], i["quantity"], i["unit_price"]) for i in items) == [
         ("O-api-1", 1, "P00042", 2, 19.99), ("O-api-1", 2, "P00007", 1, 19.99)]
+
+
+@pytest.mark.slow
+def test_the_pickup_judges_future_by_the_receive_time_as_the_service_did(tmp_path, spark):
+    """The project's as-of is 2026-11-01; an event of a minute ago is not 'future' for the service
+    (it judges by the request's receive time) and must not be for the pickup either."""
+    from lakecdp.api.pickup import pickup
+    from lakecdp.config import load_project
+    from lakecdp.context import JobContext
+
+    conf = write_conf(tmp_path)
+    recent = (datetime.now(timezone.utc) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    service = Service(conf).start()
+    try:
+        assert service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(1, ts=recent)},
+                               key=WEB)[0] == 202
+    finally:
+        service.stop()
+    counts = pickup(JobContext.create(load_project(conf, env="apitest"), spark), tmp_path / "intake")
+    assert (counts["rows_read"], counts["rows_loaded"], counts["rows_quarantined"]) == (1, 1, 0)
