@@ -24,6 +24,7 @@ KEYS = {
     "email_platform": "test-email-platform-key-9876543210",
     "slow": "test-slow-key-5555555555",
     "reader": "test-reader-key-1111111111",
+    "shop": "test-shop-key-2222222222",
 }
 
 
@@ -55,6 +56,7 @@ def write_conf(root: Path, *, as_of: str = "2026-11-01T00:00:00Z", max_body_byte
             {"id": "slow", "sha256": digest(KEYS["slow"]), "sources": ["web_events"],
              "rate_per_second": 0.5, "burst": 2},
             {"id": "reader", "sha256": digest(KEYS["reader"]), "destinations": ["demo_export"]},
+            {"id": "shop", "sha256": digest(KEYS["shop"]), "sources": ["shop_orders"]},
         ],
     }))
     return conf

@@ -171,3 +171,44 @@ def test_a_failed_channel_is_retried_next_check_and_only_it(tmp_path, receivers,
     assert [(a.cause, c) for a, c in check_and_send(project, broken)] == [("run_failed:R9:segments", "slack")]
     assert [(a.cause, c) for a, c in check_and_send(project, config)] == [("run_failed:R9:segments", "ops_email")]
     assert (len(posts), len(mails)) == (1, 1)
+
+
+def quick_step(ctx) -> dict[str, int]:
+    return {"rows": 1}
+
+
+def failing_step(ctx) -> dict[str, int]:
+    raise ValueError("the source folder is gone")
+
+
+def test_the_pipeline_run_sends_its_own_alerts_once_per_cause(tmp_path, receivers, spark):
+    import shutil
+
+    import yaml
+
+    from lakecdp.pipeline import StepFailedError, run_pipeline
+
+    posts, mails, port = receivers
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    alerts = yaml.safe_load((conf / "alerts.yaml").read_text())
+    alerts["channels"]["ops_email"]["port"] = port
+    (conf / "alerts.yaml").write_text(yaml.safe_dump(alerts))
+    project = make_project(tmp_path).model_copy(update={"conf_dir": conf})
+    steps = [("quick", "test_alerts:quick_step"), ("boom", "test_alerts:failing_step")]
+
+    with pytest.raises(StepFailedError):
+        run_pipeline(project, spark, steps=steps, job="alerting")
+    assert [p["lakecdp"]["kind"] for p in posts] == ["run_failed"]
+    cause = posts[0]["lakecdp"]["cause"]
+    run_id = cause.split(":")[1]
+    assert cause == f"run_failed:{run_id}:boom"
+    assert "ValueError: the source folder is gone" in posts[0]["text"]
+    assert f"See: lakecdp run (resumes run {run_id} at boom)" in posts[0]["text"]
+    assert len(mails) == 1 and f"Subject: [lakecdp] alerting run {run_id}: step boom failed" in mails[0]
+    # the resumed run fails the same step of the same run: the same cause, not sent again
+    with pytest.raises(StepFailedError):
+        run_pipeline(project, spark, steps=steps, job="alerting")
+    # a new run that succeeds: nothing new
+    run_pipeline(project, spark, steps=steps[:1], job="alerting", resume=False)
+    assert (len(posts), len(mails)) == (1, 1)

@@ -230,3 +230,60 @@ def test_a_pickup_killed_before_its_ledger_commit_is_replayed_with_the_same_boun
 def _first_chunk_end(root: Path) -> int:
     lines = (root / "intake" / "intake-00000001.log").read_bytes().split(b"\n")
     return sum(len(line) + 1 for line in lines[:4])
+
+
+@pytest.mark.slow
+def test_an_order_posted_over_http_updates_silver_orders_as_a_landed_order_file_does(tmp_path, spark):
+    from deltalake import DeltaTable
+
+    from lakecdp.api.pickup import pickup
+    from lakecdp.config import load_project
+    from lakecdp.context import JobContext
+
+    conf = write_conf(tmp_path)
+    order = {"order_id": "O-api-1", "customer_no": " C-77 ", "email": "Ada.Lovelace@Example.com",
+             "ordered_at": "2026-10-31T18:00:00Z", "status": "completed", "currency": "eur", "total": 59.97,
+             "items": [{"sku": "P00042", "qty": 2, "unit_price": 19.99}, {"sku": "P00007", "qty": 1, "unit_price": 19.99}]}
+    service = Service(conf).start()
+    try:
+        # the website's key may not post orders; the shop's may
+        assert service.request("POST", "/v1/events", {"source": "shop_orders", "event": order}, key=WEB)[0] == 403
+        status, _, answer = service.request("POST", "/v1/events", {"source": "shop_orders", "event": order},
+                                            key=KEYS["shop"])
+        assert (status, answer) == (202, {"accepted": 1, "duplicates": 0})
+        # an order without its total is refused with the field named, as a landed file quarantines it
+        status, _, refused = service.request("POST", "/v1/events", {"source": "shop_orders", "event": {
+            **order, "order_id": "O-api-2", "total": None}}, key=KEYS["shop"])
+        assert (status, [f["field"] for f in refused["error"]["fields"]]) == (422, ["event.total"])
+    finally:
+        service.stop()
+
+    counts = pickup(JobContext.create(load_project(conf, env="apitest"), spark), tmp_path / "intake")
+    assert (counts["rows_read"], counts["rows_loaded"], counts["rows_quarantined"]) == (1, 1, 0)
+    orders = DeltaTable(str(tmp_path / "warehouse" / "silver" / "orders")).to_pyarrow_table().to_pylist()
+    # the batch ingest's mapping: email normalised, customer number trimmed, currency upper-cased
+    assert [(o["order_id"], o["source"], o["customer_number"], o["email"], o["status"], o["currency"], o["total"])
+            for o in orders] == [("O-api-1", "shop_orders", "C-77", "ada.lovelace@example.com", "completed", "EUR", 59.97)]
+    items = DeltaTable(str(tmp_path / "warehouse" / "silver" / "order_items")).to_pyarrow_table().to_pylist()
+    assert sorted((i["order_id"], i["line_number"], i["product_id"], i["quantity"], i["unit_price"]) for i in items) == [
+        ("O-api-1", 1, "P00042", 2, 19.99), ("O-api-1", 2, "P00007", 1, 19.99)]
+
+
+@pytest.mark.slow
+def test_the_pickup_judges_future_by_the_receive_time_as_the_service_did(tmp_path, spark):
+    """The project's as-of is 2026-11-01; an event of a minute ago is not 'future' for the service
+    (it judges by the request's receive time) and must not be for the pickup either."""
+    from lakecdp.api.pickup import pickup
+    from lakecdp.config import load_project
+    from lakecdp.context import JobContext
+
+    conf = write_conf(tmp_path)
+    recent = (datetime.now(timezone.utc) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    service = Service(conf).start()
+    try:
+        assert service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(1, ts=recent)},
+                               key=WEB)[0] == 202
+    finally:
+        service.stop()
+    counts = pickup(JobContext.create(load_project(conf, env="apitest"), spark), tmp_path / "intake")
+    assert (counts["rows_read"], counts["rows_loaded"], counts["rows_quarantined"]) == (1, 1, 0)

@@ -17,6 +17,9 @@ Kinds (``conf/alerts.yaml`` ``rules``; a kind left out is off):
 a channel is recorded in ``ops.alerts`` (cause, channel) and never sent there again. A channel
 that fails is not recorded, so the next check retries it (and only it).
 
+The pipeline runner calls :func:`after_run` when a run ends (succeeded or failed), so a run
+checks its own outcome; ``lakecdp alerts`` does the same from a scheduler or by hand.
+
 Example:
     >>> sent = check_and_send(project, load_alerts_config(project.conf_dir))
 """
@@ -301,7 +304,7 @@ def check_and_send(project: Project, config: AlertsConfig) -> list[tuple[Alert, 
                     _send_webhook(channel, alert)
                 else:
                     _send_email(channel, alert)
-            except (OSError, smtplib.SMTPException) as exc:
+            except (OSError, smtplib.SMTPException, ConfigError) as exc:
                 failures += 1
                 logger.error("alert %s to %s failed (retried next check): %s", alert.cause, name, exc)
                 continue
@@ -311,6 +314,22 @@ def check_and_send(project: Project, config: AlertsConfig) -> list[tuple[Alert, 
         _record(project, delivered)
     logger.info("alerts: %d sent, %d failed", len(delivered), failures)
     return delivered
+
+
+def after_run(project: Project) -> list[tuple[Alert, str]]:
+    """The pipeline run's own check (``lakecdp.pipeline.run_pipeline`` calls it when a run ends).
+
+    Never raises: an alert that cannot be sent must not fail (or mask the failure of) the run
+    it reports on; it is logged and retried at the next check. A project without
+    ``conf/alerts.yaml`` has alerts off.
+    """
+    if not (project.conf_dir / "alerts.yaml").is_file():
+        return []
+    try:
+        return check_and_send(project, load_alerts_config(project.conf_dir))
+    except Exception:  # noqa: BLE001 -- reported, never raised into the run
+        logger.exception("alerts: the check after the run failed (run `lakecdp alerts` to retry)")
+        return []
 
 
 # -- CLI ---------------------------------------------------------------------------------

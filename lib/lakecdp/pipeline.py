@@ -182,19 +182,26 @@ def run_pipeline(
     """
     from lakecdp.tables import Tables
 
+    from lakecdp.alerts import after_run
+
     chosen = tuple(PIPELINE_STEPS if steps is None else steps)
     unfinished = _unfinished_run(Tables(project), spark, job) if resume else None
-    if unfinished is not None:
-        run_id, run_as_of, done = unfinished
-        logger.info("resuming run %s (as of %s); done: %s", run_id, run_as_of.isoformat(),
-                    ", ".join(sorted(done)) or "nothing")
-        ctx = JobContext.create(project, spark, as_of=run_as_of, run_id=run_id)
-        return run_steps(ctx, chosen, job=job, done=done)
-    moment = as_of or project.as_of()
-    ctx = JobContext.create(project, spark, as_of=moment, run_id=new_run_id(moment))
-    logger.info("run %s as of %s: %s", ctx.run_id, moment.isoformat(),
-                " -> ".join(name for name, _ in chosen))
-    return run_steps(ctx, chosen, job=job)
+    try:
+        if unfinished is not None:
+            run_id, run_as_of, done = unfinished
+            logger.info("resuming run %s (as of %s); done: %s", run_id, run_as_of.isoformat(),
+                        ", ".join(sorted(done)) or "nothing")
+            ctx = JobContext.create(project, spark, as_of=run_as_of, run_id=run_id)
+            return run_steps(ctx, chosen, job=job, done=done)
+        moment = as_of or project.as_of()
+        ctx = JobContext.create(project, spark, as_of=moment, run_id=new_run_id(moment))
+        logger.info("run %s as of %s: %s", ctx.run_id, moment.isoformat(),
+                    " -> ".join(name for name, _ in chosen))
+        return run_steps(ctx, chosen, job=job)
+    finally:
+        # the run checks its own outcome: failed step, slow step, held segment, quarantine, merges,
+        # dead letters (conf/alerts.yaml; each cause once); never raises
+        after_run(project)
 
 
 def run_single_step(project: Project, spark: SparkSession, name: str) -> PipelineResult:
@@ -217,6 +224,15 @@ def _cli_run(args: argparse.Namespace, steps: Sequence[Step], job: str) -> int:
         return 1
     logger.info("run %s finished%s", result.run_id,
                 f" (resumed; skipped {', '.join(result.skipped)})" if result.skipped else "")
+    if job == "demo":
+        # the real-time part: the HTTP service, an add-to-cart and a purchase, the changes API
+        from lakecdp.api.demo import show_intake
+
+        try:
+            show_intake(project, spark)
+        except (RuntimeError, StepFailedError) as exc:
+            logger.error("demo over HTTP: %s", exc)
+            return 1
     return 0
 
 

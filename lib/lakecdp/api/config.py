@@ -23,8 +23,9 @@ from pydantic import Field, field_validator, model_validator
 
 from lakecdp.config import ConfigError, StrictModel, load_model
 
-#: the sources the intake accepts (the Kafka stream's sources: JSON events)
-INTAKE_SOURCES = ("web_events", "email_events")
+#: the sources the intake accepts: the Kafka stream's JSON events, and shop orders (a purchase
+#: posted by the shop updates the profile's order facts through the batch ingest's orders write)
+INTAKE_SOURCES = ("web_events", "email_events", "shop_orders")
 
 
 def hash_key(key: str) -> str:
@@ -46,7 +47,7 @@ class ApiKey(StrictModel):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     sha256_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     #: sources this key may post events of (intake)
-    sources: list[Literal["web_events", "email_events"]] = Field(default_factory=list)
+    sources: list[Literal["web_events", "email_events", "shop_orders"]] = Field(default_factory=list)
     #: destinations (conf/destinations/<name>.yaml) whose segments this key may read
     destinations: list[str] = Field(default_factory=list)
     #: sustained requests per second, and the burst allowed above it (token bucket)

@@ -38,7 +38,9 @@ LEDGER_SCHEMA = (
     "run_id string, at timestamp"
 )
 TOPIC_PREFIX = "lakecdp-api."
-_RAW_SCHEMA = "raw string, kafka_topic string, kafka_partition int, kafka_offset bigint"
+# kafka_timestamp: the request's receive time, so FUTURE_TIMESTAMP is judged as the HTTP validator
+# judged it (as the Kafka stream judges by the broker's time), not against the run's as-of
+_RAW_SCHEMA = "raw string, kafka_topic string, kafka_partition int, kafka_offset bigint, kafka_timestamp timestamp"
 
 
 def topic_of(source: str) -> str:
@@ -68,8 +70,8 @@ def _record(ctx: JobContext, segment: int, start: int, end: int, status: str, ev
     ctx.tables.append(ctx.spark.createDataFrame(row, LEDGER_SCHEMA), LEDGER)
 
 
-def _chunk_rows(path, segment: int, start: int, end: int) -> dict[str, list[tuple[str, str, int, int]]]:
-    by_source: dict[str, list[tuple[str, str, int, int]]] = {}
+def _chunk_rows(path, segment: int, start: int, end: int) -> dict[str, list[tuple[str, str, int, int, datetime]]]:
+    by_source: dict[str, list[tuple[str, str, int, int, datetime]]] = {}
     for offset, line in read_lines(path, start):
         if offset >= end:
             break
@@ -77,18 +79,20 @@ def _chunk_rows(path, segment: int, start: int, end: int) -> dict[str, list[tupl
         if "request" in record:
             continue
         raw = json.dumps(record["event"], separators=(",", ":"), ensure_ascii=False)
-        by_source.setdefault(record["source"], []).append((raw, topic_of(record["source"]), segment, offset))
+        received = datetime.fromisoformat(record["at"])
+        by_source.setdefault(record["source"], []).append((raw, topic_of(record["source"]), segment, offset, received))
     return by_source
 
 
-def _as_dataframe(ctx: JobContext, rows: list[tuple[str, str, int, int]]):
+def _as_dataframe(ctx: JobContext, rows: list[tuple[str, str, int, int, datetime]]):
     """Rows -> DataFrame through Arrow (Spark 4 takes a pyarrow Table: no per-row pickling)."""
     import pyarrow as pa
 
-    raw, topic, partition, offset = zip(*rows)
+    raw, topic, partition, offset, received = zip(*rows)
     table = pa.table({
         "raw": pa.array(raw, pa.string()), "kafka_topic": pa.array(topic, pa.string()),
         "kafka_partition": pa.array(partition, pa.int32()), "kafka_offset": pa.array(offset, pa.int64()),
+        "kafka_timestamp": pa.array(received, pa.timestamp("us", tz="UTC")),
     })
     return ctx.spark.createDataFrame(table, _RAW_SCHEMA)
 
@@ -121,7 +125,7 @@ def pickup(ctx: JobContext, log_dir) -> dict[str, int]:
                 batch = (
                     _as_dataframe(ctx, raw_rows)
                     .transform(_validate, source=source, as_of=ctx.as_of)
-                    .transform(with_dedup_key)
+                    .transform(with_dedup_key, event_id=source.primary_key[0])
                 )
                 counts = write_micro_batch(ctx, batch, start, source=source, topic=topic_of(source_name),
                                            query_name=f"api_intake_{number:08d}")

@@ -266,10 +266,12 @@ def _latest(source: SourceConfig, as_of: date | datetime | None) -> datetime:
     return now + timedelta(minutes=int(source.future_tolerance_minutes))
 
 
+_EARLIEST_UTC = _EARLIEST_TIMESTAMP.replace(tzinfo=timezone.utc)
+
+
 def _placeholder(moment: datetime) -> bool:
     """The Unix epoch (+- a day) or before 1900-01-02 (UTC, the Spark session's zone)."""
-    earliest = _EARLIEST_TIMESTAMP.replace(tzinfo=timezone.utc)
-    return moment < earliest or abs(moment.timestamp()) <= _EPOCH_SLACK_SECONDS
+    return moment < _EARLIEST_UTC or abs(moment.timestamp()) <= _EPOCH_SLACK_SECONDS
 
 
 def _read(event: dict[str, Any], path: str) -> Any:
@@ -290,7 +292,11 @@ class _Plan:
     typed: tuple[tuple[str, str, Any, bool], ...]
     #: (name, type) of nested columns
     nested: tuple[tuple[str, str], ...]
+    #: names of the nested columns that hold doubles (NaN / Infinity checked inside)
+    nested_doubles: tuple[str, ...]
     required: tuple[str, ...]
+    #: (path, required) of the primary key's fields
+    key: tuple[tuple[str, bool], ...]
     checks: tuple[tuple[str, Any, bool], ...]
     junk: frozenset[str]
 
@@ -311,7 +317,9 @@ def _plan(source: SourceConfig) -> _Plan:
     plan = _Plan(
         typed=typed,
         nested=tuple((c.name, c.type) for c in source.columns if not c.is_scalar),
+        nested_doubles=tuple(c.name for c in source.columns if not c.is_scalar and _holds_double(c.type)),
         required=tuple(source.required),
+        key=tuple((path, source.is_required(path)) for path in source.primary_key),
         checks=tuple((path, check, source.is_required(path)) for path, check in source.checks.items()),
         junk=frozenset(v.strip(" ").lower() for v in source.junk_values),
     )
@@ -348,9 +356,9 @@ def validate_event(event: Any, source: SourceConfig, *, as_of: date | datetime |
     if problems:
         # like a malformed line in a file: the field checks mean nothing then
         return problems
-    for name, type_name in plan.nested:
+    for name in plan.nested_doubles:
         # NaN / Infinity inside nested values (an order line's price) cannot be nulled alone
-        if _holds_double(type_name) and _nested_non_finite(event.get(name)):
+        if _nested_non_finite(event.get(name)):
             problems.append(Problem(NON_FINITE_NUMBER, name, "holds NaN or an infinite number"))
     latest = _latest(source, as_of)
     for name, type_name, check, required in plan.typed:
@@ -365,14 +373,15 @@ def validate_event(event: Any, source: SourceConfig, *, as_of: date | datetime |
                 problems.append(Problem(INVALID_TYPE, name, f"{text!r} is not a {type_name}", refuses))
             continue
         refuses = required or bool(check and check.on_invalid == "quarantine")
-        if not _parses(text, type_name):  # type: ignore[arg-type]
+        # a timestamp is parsed once (the parse is the check); a date by _parses
+        moment = parse_timestamp(text) if type_name == "timestamp" else None  # type: ignore[arg-type]
+        if (moment is None) if type_name == "timestamp" else not _parses(text, type_name):  # type: ignore[arg-type]
             code = INVALID_DATE if type_name == "date" else INVALID_TIMESTAMP
             problems.append(Problem(code, name, f"{text!r} is not an ISO-8601 {type_name}", refuses))
             continue
         if type_name == "timestamp":
             # the event time orders versions: a wrong one is refused even when optional
             ordering = refuses or name == source.event_time
-            moment = parse_timestamp(text)  # type: ignore[arg-type]
             if moment is not None and moment > latest:
                 problems.append(Problem(
                     FUTURE_TIMESTAMP, name, f"{text!r} is later than {latest.isoformat()} (now + "
@@ -387,9 +396,9 @@ def validate_event(event: Any, source: SourceConfig, *, as_of: date | datetime |
     for path in plan.required:
         if _blank(_as_text(_read(event, path))):
             problems.append(Problem(MISSING_REQUIRED, path, "is required and was missing or empty"))
-    for path in source.primary_key:
+    for path, key_required in plan.key:
         key = _as_text(_read(event, path))
-        if not source.is_required(path) and _blank(key):
+        if not key_required and _blank(key):
             problems.append(Problem(MISSING_REQUIRED, path, "is part of the primary key and was missing or empty"))
         if null_like_key(key):
             problems.append(Problem(INVALID_KEY, path, f"{key!r} is a placeholder or holds invisible characters"))
