@@ -491,3 +491,25 @@ def test_a_model_mismatch_names_a_flag_the_identity_command_has(config, trained,
     with pytest.raises(ModelMismatchError, match=r"`lakecdp identity --retrain`"):
         ProbabilisticMatcher(config, spark=None, model_dir=models).load()
     assert build_parser().parse_args(["identity", "--retrain"]).retrain is True
+
+
+def test_an_email_shared_with_a_source_without_birth_dates_still_links(spark, config):
+    """Cause "a source without birth date": ``Bel Bird`` in the CRM (born 1961) and in a shop
+    that never asks for a birth date share an email. Counting "people" by distinct (birth
+    date, first name) made the undated record a second person, so the email looked shared
+    by two and was never linked. An undated record whose first name a dated record of the
+    value has is not another person; one with another first name still is (the household's
+    other member keeps the value over-shared)."""
+    records = spark.createDataFrame(
+        [
+            rec("crm:1", "Bel", "Bird", "isabel_bird@bt.com", None, date(1961, 1, 1), "176 High St", "BT9 9ZS"),
+            rec("shop:1", "Bel", "Bird", " ISABEL_BIRD@bt.com", None, None, "176 High St", "BT9 9ZS"),
+            rec("crm:2", "Ann", "Lowe", "lowes@home.net", None, date(1970, 4, 4), "3 Elm Rd", "LS6 2AB"),
+            rec("shop:2", "Ann", "Lowe", "lowes@home.net", None, None, "3 Elm Rd", "LS6 2AB"),
+            rec("shop:3", "Kit", "Lowe", "lowes@home.net", None, None, "3 Elm Rd", "LS6 2AB"),
+        ],
+        RECORD_SCHEMA,
+    )
+    edges, over_shared = deterministic_edges(records, config, run_id="r")
+    assert [(e["record_id_l"], e["record_id_r"], e["rule"]) for e in edges.collect()] == [("crm:1", "shop:1", "email")]
+    assertDataFrameEqual(over_shared, [("email", "lowes@home.net", 3, 2)])
