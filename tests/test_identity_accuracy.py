@@ -123,6 +123,6 @@ def test_a_world_with_sources_lacking_birth_date_or_address_resolves(spark, proj
     edges = deterministic.unionByName(matcher.predict(records)).cache()
     clusters = cluster_edges(records.select("record_id"), edges, config)
     report = evaluate(clusters, load_labels(spark, labels), examples=10)
-    print(report.format())  # noqa: T201 - shown when the test fails
+    print(report.format())  # shown when the test fails
     assert report.cluster_precision >= 0.99 and report.cluster_recall >= 0.86
     assert report.pairwise_precision >= 0.96 and report.pairwise_recall >= 0.80

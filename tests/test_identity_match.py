@@ -474,9 +474,9 @@ def test_levels_never_seen_in_training_are_said_once_in_plain_words(caplog):
         splink_logger.removeFilter(unseen)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     infos = [r.getMessage() for r in caplog.records if "training saw no matching pairs" in r.getMessage()]
-    assert infos == ["training saw no matching pairs at some comparison levels (expected when the data "
-                     "lacks those fields or those kinds of typo; they get the floor m value and carry "
-                     "little weight): address_contact: same address and contact, same email or phone"]
+    assert infos == [("training saw no matching pairs at some comparison levels (expected when the data "
+                      "lacks those fields or those kinds of typo; they get the floor m value and carry "
+                      "little weight): address_contact: same address and contact, same email or phone")]
 
 
 def test_a_model_mismatch_names_a_flag_the_identity_command_has(config, trained, tmp_path):

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from functools import cached_property, lru_cache
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -212,7 +213,7 @@ def postcode_typo(draw: Draw, postcode: str) -> str:
     """One digit mistyped or two neighbouring characters transposed ("2272" -> "2227")."""
     places = [i for i, c in enumerate(postcode) if c.isalnum()]
     if draw.chance("transpose", 0.5):
-        pairs = [(a, b) for a, b in zip(places, places[1:]) if postcode[a] != postcode[b]]
+        pairs = [(a, b) for a, b in pairwise(places) if postcode[a] != postcode[b]]
         if pairs:
             a, b = draw.pick("pair", pairs)
             chars = list(postcode)
