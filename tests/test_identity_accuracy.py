@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from pathlib import Path
+
 import pytest
+from pyspark.sql import functions as F
 
 from lakecdp.cli import main
 from lakecdp.identity.accuracy import evaluate, load_labels
 from lakecdp.tables import Tables
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 CLUSTERS = [
     # record, cluster          true person
@@ -65,3 +72,57 @@ def test_identity_accuracy_command_reads_the_id_map(spark, project, tmp_path, ca
     out = capsys.readouterr().out
     assert "cluster    precision 0.7500  recall 0.7500" in out
     assert "cust-c1: 2, crm:r1=P1, crm:r3=P2, shop:r2=P1" in out
+
+
+# -- a labelled multi-source world with the hard shapes ------------------------------------
+def hard_world_config():
+    from lakecdp.sample.config import SampleConfig, load_sample_config
+
+    shipped = load_sample_config(REPO_ROOT / "conf").model_dump()
+    shipped["dirt"].update(first_name_typo=0.05, postcode_typo=0.05, missing_surname=0.03)
+    # the shop never asks for a birth date; the third-party file has no address (nor contact)
+    shipped["missing_fields"] = {"birth_date": ["shop_customers"], "address": ["third_party"], "contact": []}
+    return SampleConfig.model_validate(shipped)
+
+
+@pytest.mark.slow
+def test_a_world_with_sources_lacking_birth_date_or_address_resolves(spark, project):
+    """1,200 people over CRM, shop (no birth dates) and third party (no address, no contact),
+    with first-name and postcode typos and missing surnames.
+
+    Issue #11's bar is cluster P >= 0.995 / R >= 0.98 and pairwise R >= 0.95 at P >= 0.99;
+    the shipped model does not reach it yet on this world (measured 2026-11-30: cluster P
+    0.9950 R 0.8765, pairwise P 0.9727 R 0.8248; the shop <-> third-party pairs share only a
+    name). The asserts guard today's level against regressions; raise them to the bar when
+    the model gets there (bench/RESULTS.md, "accuracy work")."""
+    from lakecdp.context import JobContext
+    from lakecdp.identity.clustering import cluster_edges
+    from lakecdp.identity.config import load_identity_config
+    from lakecdp.identity.deterministic import deterministic_edges
+    from lakecdp.identity.matching import ProbabilisticMatcher
+    from lakecdp.ingest.job import ingest
+    from lakecdp.sample.generator import generate
+
+    labels = project.root / "labels"
+    sources = ("crm", "shop_customers", "third_party")
+    generate(spark, landing=project.landing, labels=labels, people=1200, seed=5, as_of=AS_OF,
+             config=hard_world_config(), only=sources)
+    ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="hard-0")
+    ingest(ctx, only=sources)
+    records = ctx.tables.read(spark, "silver.customer_records").cache()
+    # the shapes reached silver: no shop birth date, no third-party address
+    by_source = {r["source"]: r for r in records.groupBy("source").agg(
+        F.count("*").alias("n"), F.count("date_of_birth").alias("dob"),
+        F.count("address_line1").alias("street"), F.count("postcode").alias("postcode")).collect()}
+    assert by_source["shop_customers"]["dob"] == 0 and by_source["shop_customers"]["n"] > 500
+    assert by_source["third_party"]["street"] == by_source["third_party"]["postcode"] == 0
+
+    config = load_identity_config(REPO_ROOT / "conf")
+    matcher = ProbabilisticMatcher(config, spark=spark, model_dir=project.root / "models")
+    deterministic, _ = deterministic_edges(records, config)
+    edges = deterministic.unionByName(matcher.predict(records)).cache()
+    clusters = cluster_edges(records.select("record_id"), edges, config)
+    report = evaluate(clusters, load_labels(spark, labels), examples=10)
+    print(report.format())  # shown when the test fails
+    assert report.cluster_precision >= 0.99 and report.cluster_recall >= 0.86
+    assert report.pairwise_precision >= 0.96 and report.pairwise_recall >= 0.80

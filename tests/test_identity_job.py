@@ -35,20 +35,21 @@ IDENTITY_TABLES = ("identity.id_map", "identity.edges", "identity.identifiers",
 HAND_MODEL = {
     # exact, swapped, swapped with a typo, nickname, first typo, last typo, both similar,
     # sound alike, initial, first same / similar with last missing, last same / similar with
-    # first missing, same last other first, same first other last, else
+    # first missing, same last other first, same first other last, similar first other last, else
     "name": [(0.83, 0.0005), (0.02, 0.0001), (0.005, 0.0001), (0.05, 0.0005), (0.03, 0.001),
              (0.02, 0.001), (0.01, 0.002), (0.005, 0.002), (0.002, 0.0005), (0.002, 0.001),
              (0.001, 0.001), (0.002, 0.002), (0.001, 0.002), (0.002, 0.003), (0.001, 0.003),
-             (0.02, 0.9793)],
+             (0.001, 0.003), (0.02, 0.9793)],
     # exact, one typo, day/month swapped, same month, two typos, else
     "date_of_birth": [(0.85, 0.002), (0.05, 0.01), (0.03, 0.001), (0.03, 0.01), (0.02, 0.01),
                       (0.02, 0.967)],
     # address and contact points are one comparison (correlated evidence counted once):
     # address + contact, contact, address, address with a typo, street + number with postcode
-    # or city close, street + number only, same street other number, postcode, city, else
+    # or city close, street + number only, same street other number, similar street with
+    # postcode or city close, postcode one typo in the same town, postcode, city, else
     "address_contact": [(0.5, 0.0002), (0.2, 0.002), (0.15, 0.003), (0.03, 0.0005),
-                        (0.01, 0.0005), (0.01, 0.001), (0.005, 0.002), (0.04, 0.002),
-                        (0.005, 0.02), (0.1, 0.9693)],
+                        (0.01, 0.0005), (0.01, 0.001), (0.005, 0.002), (0.004, 0.001),
+                        (0.003, 0.002), (0.04, 0.002), (0.005, 0.02), (0.1, 0.9693)],
 }
 
 

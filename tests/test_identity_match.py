@@ -364,3 +364,152 @@ def test_an_unparseable_birth_date_keeps_its_text_for_the_typo_level(spark):
     config = load_identity_config(REPO_ROOT / "conf")
     dob = {r["record_id"]: r["dob"] for r in prepare_for_matching(records, config).collect()}
     assert dob == {"records:r1": "19461302", "records:r2": "19460213", "records:r3": None}
+
+
+# -- issue #11 causes: each has its test ------------------------------------------------------
+def _prepared(spark, config, rows):
+    from lakecdp.identity.matching import prepare_for_matching
+
+    return prepare_for_matching(spark.createDataFrame(rows, RECORD_SCHEMA), config)
+
+
+# pairs of one person, each with the kind of damage that left it "never compared" when every
+# blocking rule needed an exact birth date or an exact first + last name
+UNBLOCKED_BEFORE = [
+    # typo in the first name AND in the birth date
+    (rec("crm:U1", "Nathan", "Okafor", None, None, date(1980, 3, 14), "5 Mill Lane", "LS2 7QT"),
+     rec("shop:U1", "Nathas", "Okafor", None, None, date(1980, 3, 15), "5 Mill Lane", "LS2 7QT")),
+    # no birth date on one side, surname mistyped
+    (rec("crm:U2", "Wil", "Brennan", None, None, date(1975, 1, 2), "9 Kings Avenue", "YO1 4AB"),
+     rec("tp:U2", "Wil", "Brenan", None, None, None, "9 Kings Ave", "YO1 4AB")),
+    # a source without birth date and a source without address: the name is all they share
+    (rec("shop:U3", "Orla", "Fitzgerald", None, None, None, "14 Park Lane", "LS6 1RT"),
+     rec("tp:U3", "Orla", "Fitzgerald", None, None, date(1990, 6, 1), None, None)),
+    # first name typo, postcode typo, no birth date on one side
+    (rec("crm:U4", "Amber", "Coulson", None, None, date(1995, 3, 20), "26 Whitfield Road", "3986"),
+     rec("shop:U4", "Amberr", "Colson", None, None, None, "26 Whitfield Rd", "3968")),
+    # swapped and one name mistyped, other birth date typo
+    (rec("crm:U5", "Brydee", "Macphail", None, None, date(1984, 12, 11), "57 Tuthill Pl", "2234"),
+     rec("shop:U5", "Macphail", "Brycdee", None, None, date(1984, 12, 1), "Tuthill Place", "2234")),
+]
+
+
+def test_every_kind_of_damaged_pair_is_a_candidate(spark, config):
+    """Cause "never compared": each pair above shares at least one configured blocking rule."""
+    from lakecdp.identity.benchmark import blocking_recall
+    from lakecdp.identity.matching import blocking_rules_sql
+
+    rows = [r for pair in UNBLOCKED_BEFORE for r in pair]
+    labels = spark.createDataFrame([(r[0], r[0].split(":")[1]) for r in rows], "record_id string, person_id string")
+    prepared = _prepared(spark, config, rows)
+    assert blocking_recall(prepared, labels, blocking_rules_sql(config)) == (5, 5)
+    # the rules of the old default (exact birth date or exact full name) found only U3
+    old = ["l.dob = r.dob", "l.first_name_canonical = r.first_name_canonical and l.last_name = r.last_name"]
+    assert blocking_recall(prepared, labels, old) == (5, 1)
+
+
+def _level(config, comparison: str, label: str) -> int:
+    """The gamma Splink gives ``label`` in ``comparison`` (levels count down to 0 = else)."""
+    from lakecdp.identity.matching import settings_creator
+
+    settings = settings_creator(config, "duckdb").create_settings_dict("duckdb")
+    levels = next(c for c in settings["comparisons"] if c["output_column_name"] == comparison)["comparison_levels"]
+    scored = [lv for lv in levels if not lv.get("is_null_level")]
+    labels = [lv.get("label_for_charts") for lv in scored]
+    assert label in labels, labels
+    return len(scored) - 1 - labels.index(label)
+
+
+def test_typos_land_on_their_graded_levels(spark, config, records, trained):
+    """Cause "compared but scored low": a one-typo or transposed first name is its own level,
+    not "different"; a one-digit postcode typo with the same street is "same address but one
+    typo", not a different address; a first name one typo away with another surname
+    (married) and a similar street with a near postcode have levels of their own."""
+    from lakecdp.identity.matching import prepare_for_matching
+
+    matcher, _ = trained
+    cases = [
+        # (left, right, comparison, expected level)
+        (("Wil", "Hartley", "22 Oak Avenue", "LS8 1CD"), ("Wli", "Hartley", "22 Oak Avenue", "LS8 1CD"),
+         "name", "first name one typo / similar, same last name"),
+        (("Nathan", "Okafor", "5 Mill Lane", "LS2 7QT"), ("Nathas", "Okafor", "5 Mill Lane", "LS2 7QT"),
+         "name", "first name one typo / similar, same last name"),
+        (("Amber", "Coulson", "26 Whitfield Road", "3986"), ("Amberr", "Whillas", "3 Whitfield Road", "3987"),
+         "name", "similar first name, other last name"),
+        (("Tom", "Rokobaro", "12 Herschell Circuit", "2272"), ("Tom", "Rokobaro", "12 Herschell Circuit", "2227"),
+         "address_contact", "same address but one typo"),
+        (("Darcy", "Webb", "511 Bywaters Pilace", "5014"), ("Darcy", "Webb", "15 Bywaters Pl", "5041"),
+         "address_contact", "similar street, postcode or city close"),
+    ]
+    rows = []
+    for n, (left, right, _, _) in enumerate(cases):
+        for side, (first, last, street, postcode) in (("l", left), ("r", right)):
+            rows.append(rec(f"crm:T{n}{side}", first, last, None, None, date(1970, 1, 1), street, postcode))
+    prepared = {r["record_id"]: r.asDict() for r in _prepared(spark, config, rows).collect()}
+    linker, _, _ = matcher.linker(prepare_for_matching(records, config))
+    for n, (_, _, comparison, label) in enumerate(cases):
+        scored = linker.inference.score_pair(prepared[f"crm:T{n}l"], prepared[f"crm:T{n}r"]).as_record_list()[0]
+        assert scored[f"gamma_{comparison}"] == _level(config, comparison, label), (n, label)
+
+
+def test_levels_never_seen_in_training_are_said_once_in_plain_words(caplog):
+    """Cause "rough edges": Splink's per-level "unable to train m value" warnings (one per
+    level and EM session on data without email or phone) become one plain info line."""
+    import logging
+
+    from lakecdp.identity.matching import _UnseenLevels
+
+    splink_logger = logging.getLogger("splink.internals.expectation_maximisation")
+    unseen = _UnseenLevels()
+    splink_logger.addFilter(unseen)
+    try:
+        with caplog.at_level(logging.INFO):
+            for _ in range(2):  # two EM sessions
+                for level in ("same email or phone", "same address and contact"):
+                    splink_logger.warning(
+                        "Level %s on comparison address_contact not observed in dataset, unable to train m value",
+                        level)
+            unseen.report()
+    finally:
+        splink_logger.removeFilter(unseen)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    infos = [r.getMessage() for r in caplog.records if "training saw no matching pairs" in r.getMessage()]
+    assert infos == [("training saw no matching pairs at some comparison levels (expected when the data "
+                      "lacks those fields or those kinds of typo; they get the floor m value and carry "
+                      "little weight): address_contact: same address and contact, same email or phone")]
+
+
+def test_a_model_mismatch_names_a_flag_the_identity_command_has(config, trained, tmp_path):
+    """Cause "rough edges": the error says to run `lakecdp identity --retrain`, and that flag exists."""
+    from lakecdp.cli import build_parser
+
+    _, path = trained
+    models = tmp_path / "m"
+    models.mkdir()
+    (models / "model_v1.json").write_text(path.read_text())
+    (models / "model_v1.meta.json").write_text(json.dumps({"fingerprint": "0000000000000000"}))
+    with pytest.raises(ModelMismatchError, match=r"`lakecdp identity --retrain`"):
+        ProbabilisticMatcher(config, spark=None, model_dir=models).load()
+    assert build_parser().parse_args(["identity", "--retrain"]).retrain is True
+
+
+def test_an_email_shared_with_a_source_without_birth_dates_still_links(spark, config):
+    """Cause "a source without birth date": ``Bel Bird`` in the CRM (born 1961) and in a shop
+    that never asks for a birth date share an email. Counting "people" by distinct (birth
+    date, first name) made the undated record a second person, so the email looked shared
+    by two and was never linked. An undated record whose first name a dated record of the
+    value has is not another person; one with another first name still is (the household's
+    other member keeps the value over-shared)."""
+    records = spark.createDataFrame(
+        [
+            rec("crm:1", "Bel", "Bird", "isabel_bird@bt.com", None, date(1961, 1, 1), "176 High St", "BT9 9ZS"),
+            rec("shop:1", "Bel", "Bird", " ISABEL_BIRD@bt.com", None, None, "176 High St", "BT9 9ZS"),
+            rec("crm:2", "Ann", "Lowe", "lowes@home.net", None, date(1970, 4, 4), "3 Elm Rd", "LS6 2AB"),
+            rec("shop:2", "Ann", "Lowe", "lowes@home.net", None, None, "3 Elm Rd", "LS6 2AB"),
+            rec("shop:3", "Kit", "Lowe", "lowes@home.net", None, None, "3 Elm Rd", "LS6 2AB"),
+        ],
+        RECORD_SCHEMA,
+    )
+    edges, over_shared = deterministic_edges(records, config, run_id="r")
+    assert [(e["record_id_l"], e["record_id_r"], e["rule"]) for e in edges.collect()] == [("crm:1", "shop:1", "email")]
+    assertDataFrameEqual(over_shared, [("email", "lowes@home.net", 3, 2)])

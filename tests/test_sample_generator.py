@@ -521,3 +521,72 @@ def test_demo_step_writes_once_then_skips(spark, project, tmp_path):
     written_at = crm.stat().st_mtime_ns
     assert job.run_demo_generate(ctx) == first
     assert crm.stat().st_mtime_ns == written_at
+
+
+# -- hard shapes for identity (no Spark: the row functions directly) ---------------------------
+HARD = SampleConfig.model_validate({
+    "version": 1,
+    "dirt": {"first_name_typo": 0.10, "postcode_typo": 0.10, "missing_surname": 0.05},
+    "missing_fields": {"birth_date": ["shop_customers"], "address": ["third_party"], "contact": ["crm"]},
+    "defects": {name: 0.0 for name in ("malformed_line", "wrong_field_count", "missing_required",
+                                       "invalid_timestamp", "invalid_type", "invalid_email", "invalid_date",
+                                       "impossible_date", "field_too_long", "bad_encoding")},
+})
+
+
+def _hard_rows(config: SampleConfig, people: int = 2000):
+    from lakecdp.sample.sources import Spec, crm_rows, shop_customer_rows, third_party_rows
+    from lakecdp.sample.world import make_person
+
+    spec = Spec(seed=11, config=config, initial=people, increment=0, as_of_ms=int(AS_OF.timestamp() * 1000))
+    out = []
+    for index in range(people):
+        person = make_person(11, index, config, initial=people)
+        crm = [dict(zip(CRM_HEADER, _csv_row(r["line"]))) for r in crm_rows(spec, person)]
+        shop = [json.loads(r["line"]) for r in shop_customer_rows(spec, person)]
+        out.append((person, crm, shop, third_party_rows(spec, person)))
+    return out
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """b is a with one character changed or two neighbours swapped (hand-written oracle)."""
+    if len(a) != len(b) or a == b:
+        return False
+    diff = [i for i in range(len(a)) if a[i] != b[i]]
+    return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                              and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+
+
+def test_hard_shapes_empty_whole_fields_per_source_and_plant_typos_and_missing_surnames():
+    rows = _hard_rows(HARD)
+    crm = [(p, r) for p, rs, _, _ in rows for r in rs]
+    shop = [(p, r) for p, _, rs, _ in rows for r in rs]
+    third = [(p, r) for p, _, _, rs in rows for r in rs]
+    assert len(crm) > 1000 and len(shop) > 1000 and len(third) > 400
+    # whole kinds of field missing in one source, present in the others
+    assert all(r["birth_date"] is None for _, r in shop)
+    assert all(r["address"] is None and r["postcode"] is None and r["city"] is None for _, r in third)
+    assert all(r["Email"] == "" and r["Phone"] == "" for _, r in crm)
+    assert sum(r["DOB"] != "" for _, r in crm) / len(crm) > 0.9
+    assert sum(r["address"]["zip"] is not None for _, r in shop) == len(shop)
+    # postcodes: ~10% one digit or one transposition away from the true one, the rest exact
+    codes = [(p.home.postcode, r["PostCode"]) for p, r in crm if r["PostCode"] in (p.home.postcode,)
+             or _one_edit(p.home.postcode, r["PostCode"])]
+    typos = sum(true != shown for true, shown in codes)
+    assert len(codes) >= 0.94 * len(crm)   # the others moved house (changed_address 5%)
+    assert 0.07 < typos / len(crm) < 0.13, typos / len(crm)
+    # surnames: ~5% of records have none, in every source
+    missing = [r["LastName"] == "" for _, r in crm] + [r["name"]["last"] is None for _, r in shop]
+    assert 0.03 < sum(missing) / len(missing) < 0.07
+    assert any("," not in r["full_name"] and " " not in r["full_name"].strip() for _, r in third)
+    # first names: more typos than the default world (typo 4% split between both names)
+    changed = sum(r["FirstName"] not in (p.first_name, *p.nicknames, p.last_name) for p, r in crm)
+    assert 0.08 < changed / len(crm) < 0.16, changed / len(crm)
+
+
+def test_default_world_has_no_hard_shapes():
+    """The hard shapes are opt-in: the demo world's records are what they were."""
+    rows = _hard_rows(SampleConfig.model_validate({"version": 1, "defects": HARD.defects.model_dump()}), people=300)
+    crm = [r for _, rs, _, _ in rows for r in rs]
+    assert all(r["LastName"] != "" for r in crm)
+    assert sum(r["Email"] != "" for r in crm) / len(crm) > 0.8

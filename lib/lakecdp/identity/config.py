@@ -97,7 +97,7 @@ class ComparisonSpec(StrictModel):
 
     - ``name``: first + last name: exact, swapped (also with one typo), nickname, one typo or
       similar first / last / both, sound alike, initial, one name missing with the other
-      agreeing, same last other first, same first other last, else.
+      agreeing, same last other first, same first other last, similar first other last, else.
     - ``date_of_birth``: ``yyyyMMdd`` text: exact, one typo, day/month swapped, same year and
       month, two typos, else.
     - ``address``: street + postcode combined: both exact, same postcode and similar
@@ -106,7 +106,8 @@ class ComparisonSpec(StrictModel):
     - ``address_contact`` (default): address and contact points as one comparison, since a
       household shares all of it: same address and contact, same contact, same address,
       address with one typo, street + number with postcode or city close, street + number,
-      same street other number, same postcode, same city, else.
+      same street other number, similar street with postcode or city close, postcode one typo
+      in the same town, same postcode, same city, else.
     """
 
     kind: ComparisonKind
@@ -133,7 +134,12 @@ class TrainingSettings(StrictModel):
     prior_rules: list[BlockingRule] = Field(
         default_factory=lambda: [["first_name", "last_name", "dob"]]
     )
+    # share of true matches the prior rules find: a first guess, used for u and EM
     prior_recall: float = Field(default=0.6, gt=0, le=1)
+    # after EM, estimate the prior again with the recall the trained model implies (the m of
+    # "first and last name exact" times the m of "same date of birth"): a set where one
+    # duplicate in two has a typo in the name or birth date must not keep the guessed recall
+    prior_recall_from_model: bool = True
     # record pairs sampled for u (chance agreement); capped by the data size
     max_pairs_for_u: int = Field(default=2_000_000, ge=1000)
     seed: int = 42

@@ -6,8 +6,10 @@ share phones and sometimes emails, so a value used by more distinct people than
 the probabilistic model weighs it together with names and birth dates instead.
 "People" are approximated by distinct (date of birth, canonical first name) among the
 records holding the value — conservative: a typo makes two "people", so doubtful values
-fall through to the model rather than into a hard link. Records with neither (web logins)
-count as no one: their email or device links them to the one person who holds it.
+fall through to the model rather than into a hard link. A record without birth date counts
+as a person of its own only when no dated record of the value has its first name. Records
+with neither (web logins) count as no one: their email or device links them to the one
+person who holds it.
 
 Example:
     >>> edges, over_shared = deterministic_edges(records, config, run_id="r1")
@@ -217,9 +219,16 @@ def deterministic_edges(
 
     if values is None:
         values = identifier_values(records, config)
+    # a record without birth date ("|bel") is not one more person when a dated record of the
+    # value has its first name ("1961-01-01|bel"): a source that never asks for a birth date
+    # would otherwise make every email it shares with another source look over-shared
+    born = F.substring_index("person_key", "|", 1) != ""
+    first = F.substring_index("person_key", "|", -1)
     per_value = values.groupBy("identifier_type", "value").agg(
         F.countDistinct("record_id").alias("record_count"),
-        F.countDistinct("person_key").alias("people_count"),
+        (F.size(F.collect_set(F.when(born, F.col("person_key"))))
+         + F.size(F.array_except(F.collect_set(F.when(~born, first)), F.collect_set(F.when(born, first)))))
+        .alias("people_count"),
         F.min("record_id").alias("hub_record_id"),
     ).withColumn("max_people", _max_people(config.deterministic))
 

@@ -59,7 +59,7 @@ MATCH_INPUT_COLUMNS = (
 OPTIONAL_INPUT_COLUMNS = ("middle_name", "date_of_birth_text", "address_line2", "region")
 PREPARED_COLUMNS = (
     "record_id", "source", "first_name", "first_name_canonical", "first_name_variants",
-    "first_name_soundex", "middle_name", "last_name", "last_name_soundex", "dob",
+    "first_name_soundex", "middle_name", "last_name", "last_name_soundex", "full_name", "dob",
     "email", "phone", "address_line1", "street_number", "street_name", "address_line2",
     "postcode", "city", "region", "country",
 )
@@ -153,6 +153,7 @@ def prepare_for_matching(records: DataFrame, config: IdentityConfig) -> DataFram
         middle.alias("middle_name"),
         last.alias("last_name"),
         _soundex(last).alias("last_name_soundex"),
+        F.when(first.isNotNull() & last.isNotNull(), F.concat_ws(" ", first, last)).alias("full_name"),
         birth_date_text(F.col("date_of_birth"), _optional(records, "date_of_birth_text")).alias("dob"),
         cleaned_identifier("email", F.col("email"), config.deterministic).alias("email"),
         cleaned_identifier("phone", F.col("phone"), config.deterministic).alias("phone"),
@@ -204,10 +205,10 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
     t = spec.fuzzy_threshold
     first_same = cll.ArrayIntersectLevel("first_name_variants", 1)
     last_same = cll.ExactMatchLevel("last_name")
-    exact = cll.And(cll.ExactMatchLevel("first_name"), last_same)
+    # full_name is "first last" when both are there (null otherwise), so exact on it is
+    # exact on both; Splink's term-frequency adjustment needs a plain exact level
+    exact = cll.ExactMatchLevel("full_name", term_frequency_adjustments=spec.term_frequency)
     exact = exact.configure(label_for_charts="first and last name exact")
-    if spec.term_frequency:
-        exact = exact.configure(tf_adjustment_column="last_name", tf_adjustment_weight=1.0)
     first_initial = cll.CustomLevel(
         "(length(first_name_l) = 1 or length(first_name_r) = 1) "
         "and substr(first_name_l, 1, 1) = substr(first_name_r, 1, 1)"
@@ -266,6 +267,9 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
             ),
             cll.And(first_same, cll.Not(cll.NullLevel("last_name"))).configure(
                 label_for_charts="same first name, other last name"
+            ),
+            cll.And(_similar("first_name", t), cll.Not(cll.NullLevel("last_name"))).configure(
+                label_for_charts="similar first name, other last name"
             ),
             cll.ElseLevel(),
         ],
@@ -393,6 +397,17 @@ def _address_contact_comparison(spec: ComparisonSpec):
             ),
             cll.And(same_postcode, cll.ExactMatchLevel("street_name")).configure(
                 label_for_charts="same street, other number"
+            ),
+            # a typo in the number and in the street name or postcode at once ("511 bywaters
+            # pilace 5014" / "15 bywaters pl 5041"): the street still reads alike and the place
+            # is near
+            cll.And(
+                _similar("street_name", t),
+                cll.Or(same_postcode, postcode_typo, cll.ExactMatchLevel("city")),
+            ).configure(label_for_charts="similar street, postcode or city close"),
+            # another street but a postcode one typo away in a town of the same name
+            cll.And(postcode_typo, _similar("city", t)).configure(
+                label_for_charts="postcode one typo, same town"
             ),
             same_postcode.configure(label_for_charts="same postcode only"),
             cll.ExactMatchLevel("city").configure(label_for_charts="same city only"),
@@ -730,6 +745,14 @@ class ProbabilisticMatcher:
         unseen.report()
         if sessions == 0:
             raise RuntimeError("no EM training session succeeded; too few records to train on?")
+        if training.prior_recall_from_model:
+            recall = prior_rule_recall(linker.misc.save_model_to_json(), training.prior_rules)
+            if recall is not None:
+                logger.info("prior re-estimated with the trained recall %.3f of %s", recall,
+                            [rule_label(r) for r in training.prior_rules])
+                linker.training.estimate_probability_two_random_records_match(
+                    prior_rules, recall=recall
+                )
         path = self._save(linker, backend, training, sessions)
         self.train_seconds = time.perf_counter() - started
         return path
@@ -890,11 +913,47 @@ class _UnseenLevels(logging.Filter):
         )
 
 
+#: rule columns -> (comparison, level label) whose m is the share of true matches agreeing on them
+_EXACT_LEVELS = {
+    ("first_name", "last_name"): ("name", "first and last name exact"),
+    ("dob",): ("date_of_birth", "same date of birth"),
+}
+
+
+def prior_rule_recall(model: dict[str, Any], prior_rules: list[list[str]]) -> float | None:
+    """Share of true matches one prior rule finds, by the trained model: the product of
+    the m of each exact level the rule's columns make up (name and birth date are taken
+    as independent among matches). ``None`` when the rule is not made of such levels (or
+    there is more than one rule): the configured recall stays.
+
+    Example: m("first and last name exact") 0.46 and m("same date of birth") 0.95 give
+    0.44 for ``[first_name, last_name, dob]``.
+    """
+    if len(prior_rules) != 1:
+        return None
+    columns = set(prior_rules[0])
+    levels = {
+        (c["output_column_name"], lv.get("label_for_charts")): lv.get("m_probability")
+        for c in model["comparisons"] for lv in c["comparison_levels"]
+    }
+    recall = 1.0
+    for parts, level in _EXACT_LEVELS.items():
+        if set(parts) <= columns:
+            columns -= set(parts)
+            m = levels.get(level)
+            if not m:
+                return None
+            recall *= m
+    if columns:
+        return None
+    return min(1.0, max(recall, 0.05))
+
+
 def _tf_columns(config: IdentityConfig) -> list[str]:
     columns = []
     for spec in config.model.comparisons:
         if spec.term_frequency and spec.kind == "name":
-            columns.append("last_name")
+            columns.append("full_name")
         if spec.term_frequency and spec.kind == "address":
             columns.append("postcode")
     return columns

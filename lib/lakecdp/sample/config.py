@@ -45,6 +45,26 @@ class Dirt(StrictModel):
     junk_identifier: Rate = Field(0.02, ge=0, le=1)
     # households sharing one email address
     shared_household_email: Rate = Field(0.15, ge=0, le=1)
+    # hard shapes for identity resolution (off in the demo world unless conf/sample.yaml sets
+    # them): a first name or postcode with one typo or transposition, a record without surname
+    first_name_typo: Rate = Field(0.0, ge=0, le=1)
+    postcode_typo: Rate = Field(0.0, ge=0, le=1)
+    missing_surname: Rate = Field(0.0, ge=0, le=1)
+
+
+CustomerSource = Literal["crm", "shop_customers", "third_party"]
+
+
+class MissingFields(StrictModel):
+    """Customer sources that never deliver a kind of field (a partner without birth dates, a
+    shop without addresses): every row leaves it empty, so identity must link such a source
+    through what it does have."""
+
+    birth_date: list[CustomerSource] = Field(default_factory=list)
+    # street, postcode and town
+    address: list[CustomerSource] = Field(default_factory=list)
+    # email and phone (the third-party file has none in any case)
+    contact: list[CustomerSource] = Field(default_factory=list)
 
 
 class Defects(StrictModel):
@@ -120,6 +140,7 @@ class SampleConfig(StrictModel):
     products: int = Field(200, ge=10, le=99999)
     coverage: Coverage = Field(default_factory=Coverage)
     dirt: Dirt = Field(default_factory=Dirt)
+    missing_fields: MissingFields = Field(default_factory=MissingFields)
     defects: Defects = Field(default_factory=Defects)
     behaviours: Behaviours = Field(default_factory=Behaviours)
     increments: Increments = Field(default_factory=Increments)

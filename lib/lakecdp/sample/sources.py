@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from functools import cached_property, lru_cache
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -188,7 +189,8 @@ def typo(draw: Draw, text: str) -> str:
     return text[:i] + text[i] + text[i:]
 
 
-def dirty_name(draw: Draw, person: Person, spec: Spec) -> tuple[str, str]:
+def dirty_name(draw: Draw, person: Person, spec: Spec) -> tuple[str, str | None]:
+    """First and last name as one record shows them; the last name may be missing."""
     dirt = spec.config.dirt
     first, last = person.first_name, person.last_name
     if person.nicknames and draw.chance("nickname", dirt.nickname):
@@ -198,9 +200,38 @@ def dirty_name(draw: Draw, person: Person, spec: Spec) -> tuple[str, str]:
             first = typo(draw.child("first"), first)
         else:
             last = typo(draw.child("last"), last)
+    if draw.chance("first_name_typo", dirt.first_name_typo):
+        first = typo(draw.child("first_name_typo"), first)
     if draw.chance("swapped", dirt.swapped_name):
         first, last = last, first
+    if draw.chance("surname_missing", dirt.missing_surname):
+        return first, None
     return first, last
+
+
+def postcode_typo(draw: Draw, postcode: str) -> str:
+    """One digit mistyped or two neighbouring characters transposed ("2272" -> "2227")."""
+    places = [i for i, c in enumerate(postcode) if c.isalnum()]
+    if draw.chance("transpose", 0.5):
+        pairs = [(a, b) for a, b in pairwise(places) if postcode[a] != postcode[b]]
+        if pairs:
+            a, b = draw.pick("pair", pairs)
+            chars = list(postcode)
+            chars[a], chars[b] = chars[b], chars[a]
+            return "".join(chars)
+    digits = [i for i in places if postcode[i].isdigit()]
+    if not digits:
+        return postcode
+    i = draw.pick("digit", digits)
+    other = (int(postcode[i]) + draw.integer("by", 1, 9)) % 10
+    return postcode[:i] + str(other) + postcode[i + 1:]
+
+
+def record_postcode(draw: Draw, postcode: str, spec: Spec) -> str:
+    """The postcode as one record shows it: with a typo at ``dirt.postcode_typo``."""
+    if draw.chance("postcode_typo", spec.config.dirt.postcode_typo):
+        return postcode_typo(draw.child("postcode_typo"), postcode)
+    return postcode
 
 
 def email_variant(draw: Draw, email: str) -> str:
@@ -275,6 +306,16 @@ def _row(sort_key: str, line: str, defect: str | None, source: str, record_key: 
     }
 
 
+def missing_fields(fields: dict[str, Any], source: str, spec: Spec, *, dob: str,
+                   address: tuple[str, ...], contact: tuple[str, ...]) -> None:
+    """Empty the kinds of field ``source`` never delivers (``missing_fields`` in the config)."""
+    shape = spec.config.missing_fields
+    emptied = ((dob,) if source in shape.birth_date else ()) + (
+        address if source in shape.address else ()) + (contact if source in shape.contact else ())
+    for name in emptied:
+        fields[name] = None
+
+
 # -- customer sources ----------------------------------------------------------------------------------
 def crm_id(person: Person, copy: int, seed: int) -> str:
     return "C" + permuted(person.index * 2 + copy, seed, digits=7)
@@ -325,12 +366,14 @@ def crm_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
             "Phone": dirty_phone(record, person, spec, ("national", "national", "international", "compact")),
             "DOB": None if record.chance("dob_missing", dirt.missing_field) else render_date(person.dob, "crm"),
             "Street": None if record.chance("street_missing", dirt.missing_field) else home.street,
-            "PostCode": home.postcode,
+            "PostCode": record_postcode(record, home.postcode, spec),
             "Town": home.town,
             "Country": record.pick("country_text", names.COUNTRIES[person.country][0]),
             "EmailOptIn": "Y" if record.chance("opt_in", 0.6) else "N",
             "LastModified": crm_time(modified),
         }
+        missing_fields(fields, "crm", spec, dob="DOB", address=("Street", "PostCode", "Town"),
+                       contact=("Email", "Phone"))
         defects = Draw(spec.seed, "crm_defect", customer_id, spec.increment)
         defect = pick_defect(defects, "crm", spec)
         record_key: str | None = customer_id
@@ -349,7 +392,7 @@ def crm_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
         elif defect == "FIELD_TOO_LONG":
             fields["FirstName"] = too_long(defects, first)
         elif defect == "BAD_ENCODING":
-            fields["LastName"] = bad_encoding(last)
+            fields["LastName"] = bad_encoding(last or first)
         values = list(fields.values())
         if defect == "WRONG_FIELD_COUNT":
             values = values + ["EXTRA"] if defects.chance("too_many", 0.5) else values[:-1]
@@ -387,7 +430,8 @@ def shop_customer_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
             "birth_date": None if record.chance("dob_missing", dirt.missing_field) else render_date(person.dob, "iso"),
             "address": {
                 "line1": None if record.chance("street_missing", dirt.missing_field) else home.street,
-                "zip": home.postcode, "city": home.town, "country_code": person.country,
+                "zip": record_postcode(record, home.postcode, spec), "city": home.town,
+                "country_code": person.country,
             },
             "marketing_consent": record.chance("consent", 0.6),
             # SMS marketing is its own opt-in (fewer people give it)
@@ -395,6 +439,13 @@ def shop_customer_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
             "created_at": iso_utc(created),
             "updated_at": iso_utc(updated),
         }
+        shape = spec.config.missing_fields
+        if "shop_customers" in shape.birth_date:
+            obj["birth_date"] = None
+        if "shop_customers" in shape.address:
+            obj["address"].update(line1=None, zip=None, city=None)
+        if "shop_customers" in shape.contact:
+            obj["email"] = obj["phone"] = None
         defects = Draw(spec.seed, "shop_defect", number, spec.increment)
         defect = pick_defect(defects, "shop_customers", spec)
         record_key: str | None = number
@@ -430,14 +481,16 @@ def third_party_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
     interests = sorted({record.pick(f"interest{i}", names.INTERESTS) for i in range(record.integer("interests", 1, 4))})
     fields: dict[str, str | None] = {
         "ext_id": ext_id,
-        "full_name": f"{last.upper()}, {first}" if record.chance("surname_first", 0.5) else f"{first} {last}",
+        "full_name": first if last is None else (
+            f"{last.upper()}, {first}" if record.chance("surname_first", 0.5) else f"{first} {last}"),
         "dob": None if record.chance("dob_missing", dirt.missing_field) else render_date(person.dob, "compact"),
         "address": None if record.chance("street_missing", dirt.missing_field) else home.street,
-        "postcode": home.postcode,
+        "postcode": record_postcode(record, home.postcode, spec),
         "city": home.town,
         "income_band": record.pick("income", names.INCOME_BANDS),
         "interests": ",".join(interests),
     }
+    missing_fields(fields, "third_party", spec, dob="dob", address=("address", "postcode", "city"), contact=())
     defects = Draw(spec.seed, "third_party_defect", ext_id, spec.increment)
     defect = pick_defect(defects, "third_party", spec)
     record_key: str | None = ext_id
