@@ -17,18 +17,6 @@ from lakecdp.context import JobContext
 from lakecdp.tables import Tables
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _small_delta_snapshots(spark):
-    # Delta rebuilds a table's state with 50 tasks by default; on a shared 2-core box each
-    # task's code generation costs seconds. Test tables have a handful of files.
-    previous = spark.conf.get("spark.databricks.delta.snapshotPartitions", None)
-    spark.conf.set("spark.databricks.delta.snapshotPartitions", "2")
-    yield
-    if previous is None:
-        spark.conf.unset("spark.databricks.delta.snapshotPartitions")
-    else:
-        spark.conf.set("spark.databricks.delta.snapshotPartitions", previous)
-
 
 T0 = datetime(2026, 10, 1, tzinfo=timezone.utc)
 T1 = datetime(2026, 10, 20, tzinfo=timezone.utc)

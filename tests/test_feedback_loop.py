@@ -39,17 +39,6 @@ def utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _small_delta_snapshots(spark):
-    # Delta rebuilds a table's state with 50 tasks by default; test tables have a handful of files
-    previous = spark.conf.get("spark.databricks.delta.snapshotPartitions", None)
-    spark.conf.set("spark.databricks.delta.snapshotPartitions", "2")
-    yield
-    if previous is None:
-        spark.conf.unset("spark.databricks.delta.snapshotPartitions")
-    else:
-        spark.conf.set("spark.databricks.delta.snapshotPartitions", previous)
-
 
 def _project(project, tmp_path):
     conf = tmp_path / "conf"

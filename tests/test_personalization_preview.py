@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
 
 from lakecdp.context import JobContext
 from lakecdp.personalization import job
@@ -15,18 +14,6 @@ from lakecdp.personalization.engine import TemplateEngine
 from lakecdp.personalization.preview import load_contexts, render_previews
 from lakecdp.tables import Tables
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _small_delta_snapshots(spark):
-    # Delta rebuilds a table's state with 50 tasks by default; on a shared 2-core box each
-    # task's code generation costs seconds. Test tables have a handful of files.
-    previous = spark.conf.get("spark.databricks.delta.snapshotPartitions", None)
-    spark.conf.set("spark.databricks.delta.snapshotPartitions", "2")
-    yield
-    if previous is None:
-        spark.conf.unset("spark.databricks.delta.snapshotPartitions")
-    else:
-        spark.conf.set("spark.databricks.delta.snapshotPartitions", previous)
 
 
 REPO = Path(__file__).resolve().parents[1]

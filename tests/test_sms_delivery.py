@@ -34,17 +34,6 @@ CHANGES = ("change_id string, run_id string, segment_id string, customer_id stri
            "change_type string, previous_customer_id string, changed_at timestamp, reason string")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _small_delta_snapshots(spark):
-    # Delta rebuilds a table's state with 50 tasks by default; test tables have a handful of files
-    previous = spark.conf.get("spark.databricks.delta.snapshotPartitions", None)
-    spark.conf.set("spark.databricks.delta.snapshotPartitions", "2")
-    yield
-    if previous is None:
-        spark.conf.unset("spark.databricks.delta.snapshotPartitions")
-    else:
-        spark.conf.set("spark.databricks.delta.snapshotPartitions", previous)
-
 
 def _write_inputs(spark, tables: Tables) -> None:
     tables.append(spark.createDataFrame([
