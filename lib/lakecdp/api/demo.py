@@ -118,13 +118,21 @@ def show_intake(project: Project, spark: SparkSession) -> DemoIntake:
     from lakecdp.context import JobContext
     from lakecdp.pipeline import run_pipeline
 
-    suppressed = {r["customer_id"] for r in _rows(project, "activation.suppressions", ["customer_id"])}
+    from lakecdp.api.segments import SegmentReader
+
+    # whom the segment API would hide: suppressed by id, or by one of their emails / phones
+    suppressed = set(SegmentReader(project).suppressed().to_pylist())
     members = {r["customer_id"] for r in _rows(project, "segments.membership", ["segment_id", "customer_id",
                                                                                    "is_current"])
                if r["segment_id"] == SEGMENT and r["is_current"]}
     profiles = sorted((r["customer_id"], r["email"]) for r in _rows(project, "gold.customer_profile",
                                                                     ["customer_id", "email"]) if r["email"])
-    candidates = [(c, e) for c, e in profiles if c not in suppressed]
+    # an event finds its customer through identity.identifiers: an email that several people share is
+    # not linked (the over-sharing guard), so a posted event under it would reach nobody
+    linked = {(r["customer_id"], r["identifier_value"])
+              for r in _rows(project, "identity.identifiers", ["identifier_type", "identifier_value", "customer_id"])
+              if r["identifier_type"] == "email"}
+    candidates = [(c, e) for c, e in profiles if c not in suppressed and (c, e) in linked]
     newcomer = next(((c, e) for c, e in candidates if c not in members), None)
     buyer = next(((c, e) for c, e in candidates if c in members), None)
     if newcomer is None or buyer is None:
