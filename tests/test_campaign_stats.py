@@ -161,6 +161,13 @@ def test_measurement_config_rejects_an_unknown_conversion_event():
         PersonalizationConfig(campaigns={"x": {"measurement": {"conversion_event": "purchased"}}})
 
 
+@pytest.mark.parametrize("template", ["../../etc/passwd", "/etc/passwd", "blocks/../../conf/api.yaml", "\\\\host\\x"])
+def test_a_campaign_template_outside_templates_dir_is_refused(template):
+    with pytest.raises(ValueError, match="template must be a file under templates_dir"):
+        PersonalizationConfig(campaigns={"x": {"template": template}})
+    assert Campaign(template="blocks/welcome.html").template == "blocks/welcome.html"
+
+
 # -- the generator ---------------------------------------------------------------------------
 def test_planted_campaign_has_the_known_arms_window_and_linked_identifiers():
     campaign = Campaign(variants={"A": 1, "B": 1}, holdout_percent=10)

@@ -45,6 +45,14 @@ class Campaign(StrictModel):
             raise ValueError("variants need at least one entry and positive weights")
         return value
 
+    @field_validator("template")
+    @classmethod
+    def _inside_templates(cls, value: str | None) -> str | None:
+        # its bytes are hashed into every exposure: a path may not leave templates_dir
+        if value is not None and (value.startswith(("/", "\\")) or ".." in value.replace("\\", "/").split("/")):
+            raise ValueError(f"template must be a file under templates_dir (no absolute path, no '..'), got {value!r}")
+        return value
+
 
 class RenderBudgetConfig(StrictModel):
     """Limits of one template render (see :mod:`lakecdp.personalization.sandbox`)."""
