@@ -311,6 +311,18 @@ def test_config_errors_name_the_field():
         validate({"version": 1, "clustering": {"weak_link_policy": "merge"}}, IdentityConfig, source="x")
 
 
+def test_the_u_sample_scales_with_the_records_between_floor_and_cap():
+    from lakecdp.identity.config import TrainingSettings
+    from lakecdp.identity.matching import u_sample_size
+
+    training = TrainingSettings(u_pairs_per_record=100, min_pairs_for_u=500_000, max_pairs_for_u=2_000_000)
+    assert u_sample_size(training, 1_000) == 500_000  # the floor
+    assert u_sample_size(training, 12_345) == 1_234_500
+    assert u_sample_size(training, 50_000) == 2_000_000  # the cap
+    shipped = load_identity_config(REPO_ROOT / "conf").model.training
+    assert u_sample_size(shipped, 5_000) == 500_000
+
+
 def test_a_missing_surname_does_not_make_other_first_names_neutral(spark, config, records, trained):
     """``Jan Pinon`` and ``Hillary <no surname>``, same birth date and address: two people
     of one household as far as the evidence goes (two different first names). With the

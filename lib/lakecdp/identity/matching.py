@@ -732,7 +732,7 @@ class ProbabilisticMatcher:
             prior_rules, recall=training.prior_recall
         )
         linker.training.estimate_u_using_random_sampling(
-            max_pairs=training.max_pairs_for_u, seed=training.seed
+            max_pairs=u_sample_size(training, prepared.count()), seed=training.seed
         )
         sessions = 0
         unseen = _UnseenLevels()
@@ -911,6 +911,17 @@ class _UnseenLevels(logging.Filter):
             "lacks those fields or those kinds of typo; they get the floor m value and carry "
             "little weight): %s", listed,
         )
+
+
+def u_sample_size(training, records: int) -> int:
+    """Record pairs to sample for u: ``u_pairs_per_record`` per record, between
+    ``min_pairs_for_u`` and ``max_pairs_for_u``.
+
+    Example: 5,000 records at 100 per record -> 500,000 pairs (the floor); 50,000 -> the
+    2,000,000 cap.
+    """
+    wanted = max(training.min_pairs_for_u, training.u_pairs_per_record * records)
+    return min(training.max_pairs_for_u, wanted)
 
 
 #: rule columns -> (comparison, level label) whose m is the share of true matches agreeing on them
