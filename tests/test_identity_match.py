@@ -452,6 +452,15 @@ def test_typos_land_on_their_graded_levels(spark, config, records, trained):
          "address_contact", "same address but one typo"),
         (("Darcy", "Webb", "511 Bywaters Pilace", "5014"), ("Darcy", "Webb", "15 Bywaters Pl", "5041"),
          "address_contact", "similar street, postcode or city close"),
+        # a nickname mistyped: "dannny" is one typo from "danny", a nickname of "daniel";
+        # "eimly" a transposed "emily", whose nickname is "em"
+        (("Dannny", "Dunne", "4 Kings Road", "LS1 1AA"), ("Daniel", "Dunne", "4 Kings Road", "LS1 1AA"),
+         "name", "nickname one typo, same last name"),
+        (("Em", "Dunne", "4 Kings Road", "LS1 1AA"), ("Eimly", "Dunne", "4 Kings Road", "LS1 1AA"),
+         "name", "nickname one typo, same last name"),
+        # ... but two names of one household two typos apart stay "other first name"
+        (("Danny", "Dunne", "4 Kings Road", "LS1 1AA"), ("Dana", "Dunne", "4 Kings Road", "LS1 1AA"),
+         "name", "same last name, other first name"),
     ]
     rows = []
     for n, (left, right, _, _) in enumerate(cases):

@@ -59,7 +59,7 @@ MATCH_INPUT_COLUMNS = (
 OPTIONAL_INPUT_COLUMNS = ("middle_name", "date_of_birth_text", "address_line2", "region")
 PREPARED_COLUMNS = (
     "record_id", "source", "first_name", "first_name_canonical", "first_name_variants",
-    "first_name_soundex", "middle_name", "last_name", "last_name_soundex", "full_name", "dob",
+    "first_name_family", "first_name_soundex", "middle_name", "last_name", "last_name_soundex", "full_name", "dob",
     "email", "phone", "address_line1", "street_number", "street_name", "address_line2",
     "postcode", "city", "region", "country",
 )
@@ -126,6 +126,25 @@ def _soundex(name: Column) -> Column:
     return F.when(letters != "", F.soundex(letters))
 
 
+def first_name_family(first_name: Column, nicknames: dict[str, list[str]]) -> Column:
+    """Sorted array of the name, the names it is a nickname of and all their nicknames:
+    ``danny`` and ``daniel`` -> ``[dan, daniel, danny]``; a name the nickname list does not
+    know -> ``[name]``. A first name one typo away from a member of the other record's
+    family ("dannny" / "daniel", "eimly" / "em") is a nickname mistyped."""
+    families: dict[str, set[str]] = {}
+    for canonical, variants in nicknames.items():
+        members = {canonical.lower(), *(v.lower() for v in variants)}
+        for name in members:
+            families.setdefault(name, {name}).update(members)
+    names = F.array(first_name)
+    if families:
+        pairs: list[Column] = []
+        for name, members in sorted(families.items()):
+            pairs.extend([F.lit(name), F.array(*[F.lit(m) for m in sorted(members)])])
+        names = F.coalesce(F.element_at(F.create_map(*pairs), first_name), names)
+    return F.when(first_name.isNotNull(), names)
+
+
 def _optional(records: DataFrame, column: str) -> Column:
     return F.col(column) if column in records.columns else F.lit(None).cast("string")
 
@@ -149,6 +168,7 @@ def prepare_for_matching(records: DataFrame, config: IdentityConfig) -> DataFram
         first.alias("first_name"),
         canonical_first_name(first, config.model.nicknames).alias("first_name_canonical"),
         first_name_variants(first, config.model.nicknames).alias("first_name_variants"),
+        first_name_family(first, config.model.nicknames).alias("first_name_family"),
         _soundex(first).alias("first_name_soundex"),
         middle.alias("middle_name"),
         last.alias("last_name"),
@@ -188,6 +208,25 @@ def _similar_reversed(first: str, last: str):
 
     return cll.CustomLevel(
         f"{close(first + '_l', last + '_r')} and {close(last + '_l', first + '_r')}"
+    )
+
+
+def _nickname_typo(backend: str):
+    """Either first name one typo (or transposition) away from a name of the other's
+    nickname family, both names at least four letters ("dannny" / "daniel" via "danny",
+    "eimly" / "em" via "emily"). Symmetrical; short names ("jo" / "joe") never qualify."""
+    import splink.comparison_level_library as cll
+
+    def one_way(name: str, family: str) -> str:
+        test = f"length({name}) >= 4 and length(x) >= 4 and damerau_levenshtein({name}, x) <= 1"
+        if backend == "spark":
+            return f"exists({family}, x -> {test})"
+        return f"len(list_filter({family}, lambda x: {test})) > 0"
+
+    return cll.CustomLevel(
+        f"({one_way('first_name_l', 'first_name_family_r')}) "
+        f"or ({one_way('first_name_r', 'first_name_family_l')})",
+        base_dialect_str=backend,
     )
 
 
@@ -245,6 +284,11 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
             cll.And(cll.ExactMatchLevel("first_name_soundex"), cll.ExactMatchLevel("last_name_soundex"))
             .configure(label_for_charts="first and last name sound alike"),
             cll.And(first_initial, last_same).configure(label_for_charts="initial, same last name"),
+            # a nickname with a typo on top: without it "Dannny Dunne" / "Daniel Dunne" at one
+            # address reads as two members of one household
+            cll.And(last_same, _nickname_typo(backend)).configure(
+                label_for_charts="nickname one typo, same last name"
+            ),
             # one record lacks a last name: the first names alone speak
             cll.And(cll.NullLevel("last_name"), first_same).configure(
                 label_for_charts="same first name, last name missing"
