@@ -323,6 +323,22 @@ def test_the_u_sample_scales_with_the_records_between_floor_and_cap():
     assert u_sample_size(shipped, 5_000) == 500_000
 
 
+def test_the_prior_rule_share_counts_same_name_pairs_with_a_birth_date_on_both_sides(spark, config):
+    """A source without birth dates: of the three same-name pairs of Orla Fitzgerald only
+    the CRM-CRM one can satisfy the prior rule [first_name, last_name, dob]."""
+    from lakecdp.identity.matching import populated_share
+
+    rows = [
+        rec("crm:P1", "Orla", "Fitzgerald", None, None, date(1990, 6, 1), "14 Park Lane", "LS6 1RT"),
+        rec("crm:P2", "Orla", "Fitzgerald", None, None, date(1990, 6, 1), None, None),
+        rec("shop:P3", "Orla", "Fitzgerald", None, None, None, "14 Park Lane", "LS6 1RT"),
+        rec("crm:P4", "Colm", "Byrne", None, None, date(1970, 1, 2), None, None),
+    ]
+    prepared = _prepared(spark, config, rows)
+    assert populated_share(prepared, ["first_name", "last_name", "dob"]) == pytest.approx(1 / 3)
+    assert populated_share(prepared, ["first_name", "last_name"]) == 1.0
+
+
 def test_a_missing_surname_does_not_make_other_first_names_neutral(spark, config, records, trained):
     """``Jan Pinon`` and ``Hillary <no surname>``, same birth date and address: two people
     of one household as far as the evidence goes (two different first names). With the
