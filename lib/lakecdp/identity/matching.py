@@ -59,7 +59,7 @@ MATCH_INPUT_COLUMNS = (
 OPTIONAL_INPUT_COLUMNS = ("middle_name", "date_of_birth_text", "address_line2", "region")
 PREPARED_COLUMNS = (
     "record_id", "source", "first_name", "first_name_canonical", "first_name_variants",
-    "first_name_family", "first_name_soundex", "middle_name", "last_name", "last_name_soundex", "full_name", "dob",
+    "first_name_family", "first_name_known", "first_name_soundex", "middle_name", "last_name", "last_name_soundex", "full_name", "dob",
     "email", "phone", "address_line1", "street_number", "street_name", "address_line2",
     "postcode", "city", "region", "country",
 )
@@ -145,6 +145,15 @@ def first_name_family(first_name: Column, nicknames: dict[str, list[str]]) -> Co
     return F.when(first_name.isNotNull(), names)
 
 
+def known_first_name(first_name: Column, nicknames: dict[str, list[str]]) -> Column:
+    """True when the nickname list knows the name (as a name or a nickname): two different
+    known names ("ronald" / "donald", "gabriel" / "gabriele") are two names, not a typo."""
+    known = sorted({n.lower() for canonical, variants in nicknames.items() for n in [canonical, *variants]})
+    if not known:
+        return F.lit(False)
+    return F.coalesce(first_name.isin(known), F.lit(False))
+
+
 def _optional(records: DataFrame, column: str) -> Column:
     return F.col(column) if column in records.columns else F.lit(None).cast("string")
 
@@ -169,6 +178,7 @@ def prepare_for_matching(records: DataFrame, config: IdentityConfig) -> DataFram
         canonical_first_name(first, config.model.nicknames).alias("first_name_canonical"),
         first_name_variants(first, config.model.nicknames).alias("first_name_variants"),
         first_name_family(first, config.model.nicknames).alias("first_name_family"),
+        known_first_name(first, config.model.nicknames).alias("first_name_known"),
         _soundex(first).alias("first_name_soundex"),
         middle.alias("middle_name"),
         last.alias("last_name"),
@@ -248,6 +258,9 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
     # exact on both; Splink's term-frequency adjustment needs a plain exact level
     exact = cll.ExactMatchLevel("full_name", term_frequency_adjustments=spec.term_frequency)
     exact = exact.configure(label_for_charts="first and last name exact")
+    # two different names the nickname list knows are two people's names, not one mistyped:
+    # a household's "ronald" and "donald" at one address must not read as a typo
+    not_two_names = cll.Not(cll.CustomLevel("first_name_known_l and first_name_known_r"))
     first_initial = cll.CustomLevel(
         "(length(first_name_l) = 1 or length(first_name_r) = 1) "
         "and substr(first_name_l, 1, 1) = substr(first_name_r, 1, 1)"
@@ -272,21 +285,22 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
                 label_for_charts="first and last name swapped, one typo / similar"
             ),
             cll.And(first_same, last_same).configure(label_for_charts="nickname, same last name"),
-            cll.And(_similar("first_name", t), last_same).configure(
+            cll.And(not_two_names, _similar("first_name", t), last_same).configure(
                 label_for_charts="first name one typo / similar, same last name"
             ),
             cll.And(first_same, _similar("last_name", t)).configure(
                 label_for_charts="same first name, last name one typo / similar"
             ),
-            cll.And(_similar("first_name", t), _similar("last_name", t)).configure(
+            cll.And(not_two_names, _similar("first_name", t), _similar("last_name", t)).configure(
                 label_for_charts="similar first and last name"
             ),
-            cll.And(cll.ExactMatchLevel("first_name_soundex"), cll.ExactMatchLevel("last_name_soundex"))
+            cll.And(not_two_names, cll.ExactMatchLevel("first_name_soundex"),
+                    cll.ExactMatchLevel("last_name_soundex"))
             .configure(label_for_charts="first and last name sound alike"),
             cll.And(first_initial, last_same).configure(label_for_charts="initial, same last name"),
             # a nickname with a typo on top: without it "Dannny Dunne" / "Daniel Dunne" at one
             # address reads as two members of one household
-            cll.And(last_same, _nickname_typo(backend)).configure(
+            cll.And(last_same, not_two_names, _nickname_typo(backend)).configure(
                 label_for_charts="nickname one typo, same last name"
             ),
             # one record lacks a last name: the first names alone speak
