@@ -320,7 +320,8 @@ def test_the_u_sample_scales_with_the_records_between_floor_and_cap():
     assert u_sample_size(training, 12_345) == 1_234_500
     assert u_sample_size(training, 50_000) == 2_000_000  # the cap
     shipped = load_identity_config(REPO_ROOT / "conf").model.training
-    assert u_sample_size(shipped, 5_000) == 500_000
+    assert u_sample_size(shipped, 5_000) == 200_000
+    assert u_sample_size(shipped, 20_000) == 800_000
 
 
 def test_the_prior_rule_share_counts_same_name_pairs_with_a_birth_date_on_both_sides(spark, config):

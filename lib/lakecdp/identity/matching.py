@@ -982,8 +982,8 @@ def u_sample_size(training, records: int) -> int:
     """Record pairs to sample for u: ``u_pairs_per_record`` per record, between
     ``min_pairs_for_u`` and ``max_pairs_for_u``.
 
-    Example: 5,000 records at 100 per record -> 500,000 pairs (the floor); 50,000 -> the
-    2,000,000 cap.
+    Example: at 40 per record, floor 200,000 and cap 2,000,000: 5,000 records -> 200,000
+    pairs (the floor), 20,000 -> 800,000, 100,000 -> the cap.
     """
     wanted = max(training.min_pairs_for_u, training.u_pairs_per_record * records)
     return min(training.max_pairs_for_u, wanted)
