@@ -59,7 +59,8 @@ MATCH_INPUT_COLUMNS = (
 OPTIONAL_INPUT_COLUMNS = ("middle_name", "date_of_birth_text", "address_line2", "region")
 PREPARED_COLUMNS = (
     "record_id", "source", "first_name", "first_name_canonical", "first_name_variants",
-    "first_name_family", "first_name_known", "first_name_soundex", "middle_name", "last_name", "last_name_soundex", "full_name", "dob",
+    "first_name_family", "first_name_known", "first_name_soundex", "middle_name", "last_name",
+    "last_name_soundex", "full_name", "dob",
     "email", "phone", "address_line1", "street_number", "street_name", "address_line2",
     "postcode", "city", "region", "country",
 )
@@ -148,7 +149,8 @@ def first_name_family(first_name: Column, nicknames: dict[str, list[str]]) -> Co
 def known_first_name(first_name: Column, nicknames: dict[str, list[str]]) -> Column:
     """True when the nickname list knows the name (as a name or a nickname): two different
     known names ("ronald" / "donald", "gabriel" / "gabriele") are two names, not a typo."""
-    known = sorted({n.lower() for canonical, variants in nicknames.items() for n in [canonical, *variants]})
+    known = sorted({name.lower() for canonical, variants in nicknames.items()
+                    for name in [canonical, *variants]})
     if not known:
         return F.lit(False)
     return F.coalesce(first_name.isin(known), F.lit(False))
