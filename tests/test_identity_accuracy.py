@@ -90,11 +90,14 @@ def test_a_world_with_sources_lacking_birth_date_or_address_resolves(spark, proj
     """1,200 people over CRM, shop (no birth dates) and third party (no address, no contact),
     with first-name and postcode typos and missing surnames.
 
-    Issue #11's bar is cluster P >= 0.995 / R >= 0.98 and pairwise R >= 0.95 at P >= 0.99;
-    the shipped model does not reach it yet on this world (measured 2026-11-30: cluster P
-    0.9950 R 0.8765, pairwise P 0.9727 R 0.8248; the shop <-> third-party pairs share only a
-    name). The asserts guard today's level against regressions; raise them to the bar when
-    the model gets there (bench/RESULTS.md, "accuracy work")."""
+    Issue #11's bar is cluster P >= 0.995 / R >= 0.98 and pairwise R >= 0.95 at P >= 0.99.
+    Measured 2026-11-30 (DuckDB dev harness on this world's silver records, s5/idacc2):
+    cluster P 0.9966 R 0.8988, pairwise P 0.9821 R 0.8665 (before: 0.9950 / 0.8765, 0.9727 /
+    0.8248). The precision bar holds; recall cannot reach 0.98 without linking on a name
+    alone: linking every true candidate pair that shares anything beyond the name (birth
+    date, address, contact) gives cluster R 0.913 at most, because a person known only to
+    the shop (no birth date) and the third party (no address, no contact) shares nothing
+    else across them. The asserts guard today's level with a small margin."""
     from lakecdp.context import JobContext
     from lakecdp.identity.clustering import cluster_edges
     from lakecdp.identity.config import load_identity_config
@@ -124,5 +127,5 @@ def test_a_world_with_sources_lacking_birth_date_or_address_resolves(spark, proj
     clusters = cluster_edges(records.select("record_id"), edges, config)
     report = evaluate(clusters, load_labels(spark, labels), examples=10)
     print(report.format())  # shown when the test fails
-    assert report.cluster_precision >= 0.99 and report.cluster_recall >= 0.86
-    assert report.pairwise_precision >= 0.96 and report.pairwise_recall >= 0.80
+    assert report.cluster_precision >= 0.995 and report.cluster_recall >= 0.89
+    assert report.pairwise_precision >= 0.975 and report.pairwise_recall >= 0.86

@@ -34,10 +34,11 @@ IDENTITY_TABLES = ("identity.id_map", "identity.edges", "identity.identifiers",
 # (m, u) per non-null level, in the order of the configured comparisons' levels
 HAND_MODEL = {
     # exact, swapped, swapped with a typo, nickname, first typo, last typo, both similar,
-    # sound alike, initial, first same / similar with last missing, last same / similar with
-    # first missing, same last other first, same first other last, similar first other last, else
+    # sound alike, initial, nickname with a typo, first same / similar with last missing, last
+    # same / similar with first missing, same last other first, same first other last, similar
+    # first other last, else
     "name": [(0.83, 0.0005), (0.02, 0.0001), (0.005, 0.0001), (0.05, 0.0005), (0.03, 0.001),
-             (0.02, 0.001), (0.01, 0.002), (0.005, 0.002), (0.002, 0.0005), (0.002, 0.001),
+             (0.02, 0.001), (0.01, 0.002), (0.005, 0.002), (0.002, 0.0005), (0.01, 0.0001), (0.002, 0.001),
              (0.001, 0.001), (0.002, 0.002), (0.001, 0.002), (0.002, 0.003), (0.001, 0.003),
              (0.001, 0.003), (0.02, 0.9793)],
     # exact, one typo, day/month swapped, same month, two typos, else

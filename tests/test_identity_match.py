@@ -311,6 +311,35 @@ def test_config_errors_name_the_field():
         validate({"version": 1, "clustering": {"weak_link_policy": "merge"}}, IdentityConfig, source="x")
 
 
+def test_the_u_sample_scales_with_the_records_between_floor_and_cap():
+    from lakecdp.identity.config import TrainingSettings
+    from lakecdp.identity.matching import u_sample_size
+
+    training = TrainingSettings(u_pairs_per_record=100, min_pairs_for_u=500_000, max_pairs_for_u=2_000_000)
+    assert u_sample_size(training, 1_000) == 500_000  # the floor
+    assert u_sample_size(training, 12_345) == 1_234_500
+    assert u_sample_size(training, 50_000) == 2_000_000  # the cap
+    shipped = load_identity_config(REPO_ROOT / "conf").model.training
+    assert u_sample_size(shipped, 5_000) == 200_000
+    assert u_sample_size(shipped, 20_000) == 800_000
+
+
+def test_the_prior_rule_share_counts_same_name_pairs_with_a_birth_date_on_both_sides(spark, config):
+    """A source without birth dates: of the three same-name pairs of Orla Fitzgerald only
+    the CRM-CRM one can satisfy the prior rule [first_name, last_name, dob]."""
+    from lakecdp.identity.matching import populated_share
+
+    rows = [
+        rec("crm:P1", "Orla", "Fitzgerald", None, None, date(1990, 6, 1), "14 Park Lane", "LS6 1RT"),
+        rec("crm:P2", "Orla", "Fitzgerald", None, None, date(1990, 6, 1), None, None),
+        rec("shop:P3", "Orla", "Fitzgerald", None, None, None, "14 Park Lane", "LS6 1RT"),
+        rec("crm:P4", "Colm", "Byrne", None, None, date(1970, 1, 2), None, None),
+    ]
+    prepared = _prepared(spark, config, rows)
+    assert populated_share(prepared, ["first_name", "last_name", "dob"]) == pytest.approx(1 / 3)
+    assert populated_share(prepared, ["first_name", "last_name"]) == 1.0
+
+
 def test_a_missing_surname_does_not_make_other_first_names_neutral(spark, config, records, trained):
     """``Jan Pinon`` and ``Hillary <no surname>``, same birth date and address: two people
     of one household as far as the evidence goes (two different first names). With the
@@ -440,6 +469,18 @@ def test_typos_land_on_their_graded_levels(spark, config, records, trained):
          "address_contact", "same address but one typo"),
         (("Darcy", "Webb", "511 Bywaters Pilace", "5014"), ("Darcy", "Webb", "15 Bywaters Pl", "5041"),
          "address_contact", "similar street, postcode or city close"),
+        # a nickname mistyped: "dannny" is one typo from "danny", a nickname of "daniel";
+        # "eimly" a transposed "emily", whose nickname is "em"
+        (("Dannny", "Dunne", "4 Kings Road", "LS1 1AA"), ("Daniel", "Dunne", "4 Kings Road", "LS1 1AA"),
+         "name", "nickname one typo, same last name"),
+        (("Em", "Dunne", "4 Kings Road", "LS1 1AA"), ("Eimly", "Dunne", "4 Kings Road", "LS1 1AA"),
+         "name", "nickname one typo, same last name"),
+        # ... but two names the nickname list knows, one typo apart, stay "other first name":
+        # a household's Jo (Joanne) and Joe (Joseph), Ronald and Donald, not one name mistyped
+        (("Jo", "Dunne", "4 Kings Road", "LS1 1AA"), ("Joe", "Dunne", "4 Kings Road", "LS1 1AA"),
+         "name", "same last name, other first name"),
+        (("Ronald", "Cook", "141 Pearse St", "LS1 1AA"), ("Donald", "Cook", "141 Pearse St", "LS1 1AA"),
+         "name", "same last name, other first name"),
     ]
     rows = []
     for n, (left, right, _, _) in enumerate(cases):

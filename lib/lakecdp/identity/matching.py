@@ -59,7 +59,8 @@ MATCH_INPUT_COLUMNS = (
 OPTIONAL_INPUT_COLUMNS = ("middle_name", "date_of_birth_text", "address_line2", "region")
 PREPARED_COLUMNS = (
     "record_id", "source", "first_name", "first_name_canonical", "first_name_variants",
-    "first_name_soundex", "middle_name", "last_name", "last_name_soundex", "full_name", "dob",
+    "first_name_family", "first_name_known", "first_name_soundex", "middle_name", "last_name",
+    "last_name_soundex", "full_name", "dob",
     "email", "phone", "address_line1", "street_number", "street_name", "address_line2",
     "postcode", "city", "region", "country",
 )
@@ -126,6 +127,35 @@ def _soundex(name: Column) -> Column:
     return F.when(letters != "", F.soundex(letters))
 
 
+def first_name_family(first_name: Column, nicknames: dict[str, list[str]]) -> Column:
+    """Sorted array of the name, the names it is a nickname of and all their nicknames:
+    ``danny`` and ``daniel`` -> ``[dan, daniel, danny]``; a name the nickname list does not
+    know -> ``[name]``. A first name one typo away from a member of the other record's
+    family ("dannny" / "daniel", "eimly" / "em") is a nickname mistyped."""
+    families: dict[str, set[str]] = {}
+    for canonical, variants in nicknames.items():
+        members = {canonical.lower(), *(v.lower() for v in variants)}
+        for name in members:
+            families.setdefault(name, {name}).update(members)
+    names = F.array(first_name)
+    if families:
+        pairs: list[Column] = []
+        for name, members in sorted(families.items()):
+            pairs.extend([F.lit(name), F.array(*[F.lit(m) for m in sorted(members)])])
+        names = F.coalesce(F.element_at(F.create_map(*pairs), first_name), names)
+    return F.when(first_name.isNotNull(), names)
+
+
+def known_first_name(first_name: Column, nicknames: dict[str, list[str]]) -> Column:
+    """True when the nickname list knows the name (as a name or a nickname): two different
+    known names ("ronald" / "donald", "gabriel" / "gabriele") are two names, not a typo."""
+    known = sorted({name.lower() for canonical, variants in nicknames.items()
+                    for name in [canonical, *variants]})
+    if not known:
+        return F.lit(False)
+    return F.coalesce(first_name.isin(known), F.lit(False))
+
+
 def _optional(records: DataFrame, column: str) -> Column:
     return F.col(column) if column in records.columns else F.lit(None).cast("string")
 
@@ -149,6 +179,8 @@ def prepare_for_matching(records: DataFrame, config: IdentityConfig) -> DataFram
         first.alias("first_name"),
         canonical_first_name(first, config.model.nicknames).alias("first_name_canonical"),
         first_name_variants(first, config.model.nicknames).alias("first_name_variants"),
+        first_name_family(first, config.model.nicknames).alias("first_name_family"),
+        known_first_name(first, config.model.nicknames).alias("first_name_known"),
         _soundex(first).alias("first_name_soundex"),
         middle.alias("middle_name"),
         last.alias("last_name"),
@@ -191,6 +223,25 @@ def _similar_reversed(first: str, last: str):
     )
 
 
+def _nickname_typo(backend: str):
+    """Either first name one typo (or transposition) away from a name of the other's
+    nickname family, both names at least four letters ("dannny" / "daniel" via "danny",
+    "eimly" / "em" via "emily"). Symmetrical; short names ("jo" / "joe") never qualify."""
+    import splink.comparison_level_library as cll
+
+    def one_way(name: str, family: str) -> str:
+        test = f"length({name}) >= 4 and length(x) >= 4 and damerau_levenshtein({name}, x) <= 1"
+        if backend == "spark":
+            return f"exists({family}, x -> {test})"
+        return f"len(list_filter({family}, lambda x: {test})) > 0"
+
+    return cll.CustomLevel(
+        f"({one_way('first_name_l', 'first_name_family_r')}) "
+        f"or ({one_way('first_name_r', 'first_name_family_l')})",
+        base_dialect_str=backend,
+    )
+
+
 def _name_comparison(spec: ComparisonSpec, backend: str):
     """First + last name as ONE comparison, graded from exact to phonetic.
 
@@ -209,6 +260,9 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
     # exact on both; Splink's term-frequency adjustment needs a plain exact level
     exact = cll.ExactMatchLevel("full_name", term_frequency_adjustments=spec.term_frequency)
     exact = exact.configure(label_for_charts="first and last name exact")
+    # two different names the nickname list knows are two people's names, not one mistyped:
+    # a household's "ronald" and "donald" at one address must not read as a typo
+    not_two_names = cll.Not(cll.CustomLevel("first_name_known_l and first_name_known_r"))
     first_initial = cll.CustomLevel(
         "(length(first_name_l) = 1 or length(first_name_r) = 1) "
         "and substr(first_name_l, 1, 1) = substr(first_name_r, 1, 1)"
@@ -233,18 +287,24 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
                 label_for_charts="first and last name swapped, one typo / similar"
             ),
             cll.And(first_same, last_same).configure(label_for_charts="nickname, same last name"),
-            cll.And(_similar("first_name", t), last_same).configure(
+            cll.And(not_two_names, _similar("first_name", t), last_same).configure(
                 label_for_charts="first name one typo / similar, same last name"
             ),
             cll.And(first_same, _similar("last_name", t)).configure(
                 label_for_charts="same first name, last name one typo / similar"
             ),
-            cll.And(_similar("first_name", t), _similar("last_name", t)).configure(
+            cll.And(not_two_names, _similar("first_name", t), _similar("last_name", t)).configure(
                 label_for_charts="similar first and last name"
             ),
-            cll.And(cll.ExactMatchLevel("first_name_soundex"), cll.ExactMatchLevel("last_name_soundex"))
+            cll.And(not_two_names, cll.ExactMatchLevel("first_name_soundex"),
+                    cll.ExactMatchLevel("last_name_soundex"))
             .configure(label_for_charts="first and last name sound alike"),
             cll.And(first_initial, last_same).configure(label_for_charts="initial, same last name"),
+            # a nickname with a typo on top: without it "Dannny Dunne" / "Daniel Dunne" at one
+            # address reads as two members of one household
+            cll.And(last_same, not_two_names, _nickname_typo(backend)).configure(
+                label_for_charts="nickname one typo, same last name"
+            ),
             # one record lacks a last name: the first names alone speak
             cll.And(cll.NullLevel("last_name"), first_same).configure(
                 label_for_charts="same first name, last name missing"
@@ -732,7 +792,7 @@ class ProbabilisticMatcher:
             prior_rules, recall=training.prior_recall
         )
         linker.training.estimate_u_using_random_sampling(
-            max_pairs=training.max_pairs_for_u, seed=training.seed
+            max_pairs=u_sample_size(training, prepared.count()), seed=training.seed
         )
         sessions = 0
         unseen = _UnseenLevels()
@@ -748,8 +808,15 @@ class ProbabilisticMatcher:
         if training.prior_recall_from_model:
             recall = prior_rule_recall(linker.misc.save_model_to_json(), training.prior_rules)
             if recall is not None:
-                logger.info("prior re-estimated with the trained recall %.3f of %s", recall,
-                            [rule_label(r) for r in training.prior_rules])
+                # m is measured where both sides hold a value: a rule over a column one source
+                # lacks (a shop without birth dates) finds only the share of matches that have it
+                share = 1.0
+                if training.prior_recall_populated_share:
+                    share = populated_share(prepared, training.prior_rules[0])
+                    recall = max(recall * share, 0.01)
+                logger.info("prior re-estimated with the trained recall %.3f of %s (%.3f of "
+                            "same-name pairs have its columns on both sides)", recall,
+                            [rule_label(r) for r in training.prior_rules], share)
                 linker.training.estimate_probability_two_random_records_match(
                     prior_rules, recall=recall
                 )
@@ -913,6 +980,17 @@ class _UnseenLevels(logging.Filter):
         )
 
 
+def u_sample_size(training, records: int) -> int:
+    """Record pairs to sample for u: ``u_pairs_per_record`` per record, between
+    ``min_pairs_for_u`` and ``max_pairs_for_u``.
+
+    Example: at 40 per record, floor 200,000 and cap 2,000,000: 5,000 records -> 200,000
+    pairs (the floor), 20,000 -> 800,000, 100,000 -> the cap.
+    """
+    wanted = max(training.min_pairs_for_u, training.u_pairs_per_record * records)
+    return min(training.max_pairs_for_u, wanted)
+
+
 #: rule columns -> (comparison, level label) whose m is the share of true matches agreeing on them
 _EXACT_LEVELS = {
     ("first_name", "last_name"): ("name", "first and last name exact"),
@@ -947,6 +1025,35 @@ def prior_rule_recall(model: dict[str, Any], prior_rules: list[list[str]]) -> fl
     if columns:
         return None
     return min(1.0, max(recall, 0.05))
+
+
+def populated_share(prepared: DataFrame, rule: list[str]) -> float:
+    """Share of same-full-name record pairs (mostly true matches) in which every column of
+    ``rule`` other than the names holds a value on both sides; 1.0 when no two records
+    share a full name. One aggregate over full-name groups, no self-join.
+
+    Example: a CRM with birth dates and a shop without: most same-name pairs are CRM-shop
+    pairs, so the share for ``[first_name, last_name, dob]`` is low (0.25 on the generated
+    world with such a shop, 0.93 on FEBRL) and the prior rule's recall is that much smaller.
+    """
+    others = [c for c in rule if c not in ("first_name", "last_name")]
+    if not others:
+        return 1.0
+    present = F.lit(1)
+    for column in others:
+        present = present * F.col(column).isNotNull().cast("int")
+    groups = (
+        prepared.where(F.col("full_name").isNotNull())
+        .groupBy("full_name")
+        .agg(F.count(F.lit(1)).alias("n"), F.sum(present).alias("k"))
+        .where(F.col("n") > 1)
+        .agg(F.sum(F.col("n") * (F.col("n") - 1) / 2).alias("pairs"),
+             F.sum(F.col("k") * (F.col("k") - 1) / 2).alias("present"))
+        .first()
+    )
+    if groups is None or not groups["pairs"]:
+        return 1.0
+    return float(groups["present"]) / float(groups["pairs"])
 
 
 def _tf_columns(config: IdentityConfig) -> list[str]:
