@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from lakecdp import catalog
 from lakecdp.api.config import ApiKey, load_api_config, new_key
 
 if TYPE_CHECKING:
@@ -118,11 +119,11 @@ def show_intake(project: Project, spark: SparkSession) -> DemoIntake:
     from lakecdp.context import JobContext
     from lakecdp.pipeline import run_pipeline
 
-    suppressed = {r["customer_id"] for r in _rows(project, "activation.suppressions", ["customer_id"])}
-    members = {r["customer_id"] for r in _rows(project, "segments.membership", ["segment_id", "customer_id",
+    suppressed = {r["customer_id"] for r in _rows(project, catalog.SUPPRESSIONS.name, ["customer_id"])}
+    members = {r["customer_id"] for r in _rows(project, catalog.MEMBERSHIP.name, ["segment_id", "customer_id",
                                                                                    "is_current"])
                if r["segment_id"] == SEGMENT and r["is_current"]}
-    profiles = sorted((r["customer_id"], r["email"]) for r in _rows(project, "gold.customer_profile",
+    profiles = sorted((r["customer_id"], r["email"]) for r in _rows(project, catalog.CUSTOMER_PROFILE.name,
                                                                     ["customer_id", "email"]) if r["email"])
     candidates = [(c, e) for c, e in profiles if c not in suppressed]
     newcomer = next(((c, e) for c, e in candidates if c not in members), None)

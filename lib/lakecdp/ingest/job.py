@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
+from lakecdp import catalog
 from lakecdp.erasure import PERSON_KEY, erased_hashes, person_key, salted_hash_column
 from lakecdp.ingest import standardise
 from lakecdp.ingest.schemas import (
@@ -66,9 +67,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LEDGER = "ops.ingest_files"
-AUDIT = "ops.ingest_audit"
-DATA_QUALITY = "ops.data_quality"
+LEDGER = catalog.INGEST_FILES.name
+AUDIT = catalog.INGEST_AUDIT.name
+DATA_QUALITY = catalog.DATA_QUALITY.name
 
 #: called with the logical table name after each write; tests raise from it to simulate a crash
 WriteHook = Callable[[str], None]
@@ -539,27 +540,27 @@ def write_silver(ctx: JobContext, loaded: DataFrame, source: SourceConfig, hook:
         _write_records(ctx, standardise.to_customer_records(loaded, source, **stamps), hook)
     elif source.target == "events":
         events = standardise.to_events(loaded, source, **stamps)
-        _insert_new(ctx, events, "silver.events", _keys_condition(SILVER_KEYS["events"]))
-        hook("silver.events")
+        _insert_new(ctx, events, catalog.EVENTS.name, _keys_condition(SILVER_KEYS["events"]))
+        hook(catalog.EVENTS.name)
     elif source.target == "orders":
         orders = standardise.to_orders(loaded, source, **stamps)
-        _upsert(ctx, orders, "silver.orders", _keys_condition(SILVER_KEYS["orders"]))
-        hook("silver.orders")
+        _upsert(ctx, orders, catalog.ORDERS.name, _keys_condition(SILVER_KEYS["orders"]))
+        hook(catalog.ORDERS.name)
         items = standardise.to_order_items(loaded, source)
-        if ctx.tables.exists(ctx.spark, "silver.products"):
-            catalog = ctx.tables.read(ctx.spark, "silver.products").select(
+        if ctx.tables.exists(ctx.spark, catalog.PRODUCTS.name):
+            product_catalog = ctx.tables.read(ctx.spark, catalog.PRODUCTS.name).select(
                 "product_id", F.col("category").alias("_catalog_category")
             )
-            items = items.join(catalog, "product_id", "left").select(
+            items = items.join(product_catalog, "product_id", "left").select(
                 *[F.coalesce("category", "_catalog_category").alias(c) if c == "category" else F.col(c)
                   for c in items.columns]
             )
-        _upsert(ctx, items, "silver.order_items", _keys_condition(SILVER_KEYS["order_items"]))
-        hook("silver.order_items")
+        _upsert(ctx, items, catalog.ORDER_ITEMS.name, _keys_condition(SILVER_KEYS["order_items"]))
+        hook(catalog.ORDER_ITEMS.name)
     elif source.target == "products":
         products = standardise.to_products(loaded, source)
-        _upsert(ctx, products, "silver.products", _keys_condition(SILVER_KEYS["products"]))
-        hook("silver.products")
+        _upsert(ctx, products, catalog.PRODUCTS.name, _keys_condition(SILVER_KEYS["products"]))
+        hook(catalog.PRODUCTS.name)
     write_extra_records(ctx, loaded, source, ingested_at=ctx.as_of, hook=hook)
 
 
@@ -579,7 +580,7 @@ def write_extra_records(
 
 
 def _write_records(ctx: JobContext, records: DataFrame, hook: WriteHook) -> None:
-    name = "silver.customer_records"
+    name = catalog.CUSTOMER_RECORDS.name
     latest = _latest(records, SILVER_KEYS["customer_records"], "updated_at")
     # a later version of a record replaces it; an older or equal one (re-delivery) changes nothing.
     # evolve: a table written before the additive columns (middle_name, ...) gains them

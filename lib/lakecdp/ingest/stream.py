@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import Field, field_validator
 
+from lakecdp import catalog
 from lakecdp.config import ConfigError, StrictModel, load_model
 
 if TYPE_CHECKING:
@@ -411,7 +412,7 @@ def start_kafka_stream(
     from lakecdp.ingest.job import AUDIT
     from lakecdp.ingest.schemas import INGEST_AUDIT_SCHEMA, SILVER_SCHEMAS
 
-    ctx.tables.create_if_missing(ctx.spark, "silver.events", SILVER_SCHEMAS["events"])
+    ctx.tables.create_if_missing(ctx.spark, catalog.EVENTS.name, SILVER_SCHEMAS["events"])
     ctx.tables.create_if_missing(ctx.spark, AUDIT, INGEST_AUDIT_SCHEMA)
     for extra in source_config.also:
         ctx.tables.create_if_missing(ctx.spark, f"silver.{extra.target}", SILVER_SCHEMAS[extra.target])
@@ -560,7 +561,7 @@ def write_micro_batch(
                 events = to_events(valid, source, run_id=ctx.run_id, ingested_at=ingested_at)
                 # the stream already dropped repeats within its window; this covers one batch that
                 # holds an id twice across the window edge (MERGE would insert both)
-                loaded = insert_new_rows(ctx, events.dropDuplicates(["event_id"]), "silver.events",
+                loaded = insert_new_rows(ctx, events.dropDuplicates(["event_id"]), catalog.EVENTS.name,
                                          keys=["event_id"])
         counts = {"rows_read": read, "rows_loaded": loaded, "rows_quarantined": rejected,
                   "duplicates_removed": accepted - loaded, "rows_erased": int(row["erased"])}
