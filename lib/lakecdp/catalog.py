@@ -256,7 +256,7 @@ IDENTITY_STATE = Table(
         "run_id string, silver_version bigint, mode string, records_changed bigint, "
         "processed_at timestamp"
     ),
-    (), "lakecdp.identity.state", readers=("lakecdp.identity.job",),
+    (), "lakecdp.identity.state",
 )
 
 # -- gold --------------------------------------------------------------------------------
@@ -308,8 +308,7 @@ CUSTOMER_FEATURES = Table(
         ]
     ),
     ("customer_id",), "lakecdp.features.job",
-    readers=("lakecdp.segments.job", "lakecdp.segments.streaming", "lakecdp.segments.evaluate",
-             "lakecdp.personalization.preview"),
+    readers=("lakecdp.segments.job", "lakecdp.segments.streaming", "lakecdp.personalization.preview"),
 )
 
 CAMPAIGN_EXPOSURES = Table(
@@ -503,12 +502,14 @@ INGEST_FILES = Table(
         "status string, reason string"
     ),
     ("source", "content_hash"), "lakecdp.ingest.job", readers=("lakecdp.erasure",),
+    # erasure points the ledger at the content hashes of the landing files it rewrote
+    other_writers=("lakecdp.erasure",),
 )
 ERASURES = Table(
     "ops.erasures",
     "salted_hash string, identifier_type string, requested_at timestamp, run_id string",
-    ("salted_hash",), "lakecdp.erasure",
-    readers=("lakecdp.ingest.job", "lakecdp.ingest.stream", "lakecdp.activation.job"),
+    # ingest (batch and Kafka) reads it through lakecdp.erasure.erased_hashes
+    ("salted_hash",), "lakecdp.erasure", readers=("lakecdp.activation.job",),
 )
 API_INTAKE = Table(
     "ops.api_intake",
@@ -557,7 +558,23 @@ def read_by(package: str) -> tuple[str, ...]:
     )
 
 
+def markdown_index() -> str:
+    """The "who writes and reads each table" index of docs/tables.md (tested equal to it)."""
+    lines = [
+        "| table | writer | keys | readers |",
+        "|---|---|---|---|",
+    ]
+    for t in TABLES:
+        writer = f"`{t.writer}`"
+        if t.other_writers:
+            writer += " (also " + ", ".join(f"`{w}`" for w in t.other_writers) + ")"
+        keys = ", ".join(t.keys) or "-"
+        readers = ", ".join(f"`{r}`" for r in t.readers) or "-"
+        lines.append(f"| `{t.name}` | {writer} | {keys} | {readers} |")
+    return "\n".join(lines) + "\n"
+
+
 __all__ = [
-    "TABLES", "Table", "ddl_struct", "parse_type", "read_by", "table",
+    "TABLES", "Table", "ddl_struct", "markdown_index", "parse_type", "read_by", "table",
     *[name for name, value in dict(globals()).items() if isinstance(value, Table)],
 ]
