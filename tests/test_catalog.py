@@ -179,6 +179,9 @@ class _Scanner:
                 return frozenset(family or [t.name for t in catalog.TABLES if t.layer == layer])
             return None
         if isinstance(expr, ast.Attribute) and expr.attr == "name":
+            if isinstance(expr.value, ast.Subscript):  # catalog.SILVER[target].name: any of the map
+                tables = self._catalog_map(module, expr.value.value)
+                return None if tables is None else frozenset(t.name for t in tables)
             table = self._catalog_table(module, expr.value)
             return None if table is None else frozenset({table.name})
         if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
@@ -195,6 +198,15 @@ class _Scanner:
             return None
         if isinstance(expr, ast.Name):
             return self._resolve_name(module, expr, depth)
+        return None
+
+    @staticmethod
+    def _catalog_map(module: _Module, expr: ast.expr) -> list[catalog.Table] | None:
+        if (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+                and module.imports.get(expr.value.id) == ("lakecdp", "catalog")):
+            value = getattr(catalog, expr.attr, None)
+            if isinstance(value, dict) and all(isinstance(t, catalog.Table) for t in value.values()):
+                return list(value.values())
         return None
 
     def _catalog_table(self, module: _Module, expr: ast.expr) -> catalog.Table | None:

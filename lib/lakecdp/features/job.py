@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 OUTPUT = catalog.CUSTOMER_FEATURES.name
 REQUIRED_INPUTS = (catalog.EVENTS.name, catalog.ORDERS.name, catalog.ORDER_ITEMS.name, catalog.IDENTIFIERS.name)
 OPTIONAL_INPUTS = {
-    catalog.PRODUCTS.name: "product_id string, name string, category string, price double",
+    catalog.PRODUCTS.name: catalog.PRODUCTS.schema,
     catalog.CUSTOMER_PROFILE.name: "customer_id string",
 }
 # Delta writes this session setting into the commit's userMetadata

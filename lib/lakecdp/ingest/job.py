@@ -603,7 +603,7 @@ def _ledger_hashes(ctx: JobContext, source: SourceConfig) -> set[str]:
 
 def _existing_keys(ctx: JobContext, source: SourceConfig) -> DataFrame | None:
     """Primary keys loaded from files the ledger has completed (not from a crashed run's leftovers)."""
-    name = f"bronze.{source.name}"
+    name = catalog.BRONZE.named(source.name)
     if not source.drop_existing_keys or not ctx.tables.exists(ctx.spark, name):
         return None
     if not ctx.tables.exists(ctx.spark, LEDGER):
@@ -655,20 +655,20 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
         if classified is not None:
             rescued_keys = _rescued_keys(classified) if source.drift == "evolve" else []
             _insert_new(
-                ctx, bronze_rows(classified, source, ctx, rescued_keys), f"bronze.{source.name}",
+                ctx, bronze_rows(classified, source, ctx, rescued_keys), catalog.BRONZE.named(source.name),
                 "t._source_file = s._source_file AND t._line = s._line AND t._row_hash = s._row_hash",
                 evolve=source.drift == "evolve",
             )
-            hook(f"bronze.{source.name}")
+            hook(catalog.BRONZE.named(source.name))
         if any(c["rows_quarantined"] for c in per_file.values()):
             quarantined = refused_file_rows(ctx, refused)
             if classified is not None:
                 quarantined = quarantine_rows(classified, ctx).unionByName(quarantined)
             _insert_new(
-                ctx, quarantined, f"quarantine.{source.name}",
+                ctx, quarantined, catalog.QUARANTINE.named(source.name),
                 "t.source_file <=> s.source_file AND t.line <=> s.line AND t.raw <=> s.raw",
             )
-            hook(f"quarantine.{source.name}")
+            hook(catalog.QUARANTINE.named(source.name))
         if classified is not None:
             loaded = classified.where(F.col("_status") == "loaded")
             write_silver(ctx, loaded, source, hook)

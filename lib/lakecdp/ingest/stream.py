@@ -415,7 +415,7 @@ def start_kafka_stream(
     ctx.tables.create_if_missing(ctx.spark, catalog.EVENTS.name, SILVER_SCHEMAS["events"])
     ctx.tables.create_if_missing(ctx.spark, AUDIT, INGEST_AUDIT_SCHEMA)
     for extra in source_config.also:
-        ctx.tables.create_if_missing(ctx.spark, f"silver.{extra.target}", SILVER_SCHEMAS[extra.target])
+        ctx.tables.create_if_missing(ctx.spark, catalog.SILVER[extra.target].name, SILVER_SCHEMAS[extra.target])
     reader = (
         ctx.spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", bootstrap_servers)
@@ -546,13 +546,13 @@ def write_micro_batch(
         if rejected:
             insert_new_rows(
                 ctx, quarantine_rows(kept.where(~is_valid()), run_id=ctx.run_id, quarantined_at=ingested_at),
-                f"quarantine.{name}", keys=list(PROVENANCE),
+                catalog.QUARANTINE.named(name), keys=list(PROVENANCE),
             )
         valid = kept.where(is_valid())
         if accepted:
             insert_new_rows(
                 ctx, bronze_rows(valid, source, run_id=ctx.run_id, ingested_at=ingested_at),
-                f"bronze.{name}", keys=list(BRONZE_KEYS), evolve_schema=True,
+                catalog.BRONZE.named(name), keys=list(BRONZE_KEYS), evolve_schema=True,
             )
             if source.target == "orders":
                 # orders posted over HTTP (lakecdp.api): the batch ingest's own silver write
