@@ -14,7 +14,10 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,8 +89,17 @@ def test_ddl_parser_builds_what_spark_builds():
         ]), True), True),
         T.StructField("d", T.LongType(), True),
     ])
+    assert catalog.ddl_struct("k string NOT NULL, n int") == T.StructType([
+        T.StructField("k", T.StringType(), False), T.StructField("n", T.IntegerType(), True)])
+    assert catalog.ddl_columns("k string NOT NULL, m map<string, struct<x:int, y:int>>, n int") == ("k", "m", "n")
     with pytest.raises(ValueError, match="unsupported type 'varchar'"):
         catalog.ddl_struct("a varchar")
+
+
+def test_the_catalogue_imports_no_pyspark():
+    # the HTTP API and alerts run without Spark and import it
+    code = "import sys, lakecdp.catalog; assert 'pyspark' not in sys.modules, 'pyspark imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(LIB.parent)})
 
 
 def test_column_order_of_a_few_tables_as_documented():

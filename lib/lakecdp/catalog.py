@@ -6,10 +6,10 @@ the same name and, where the table may not exist yet, builds an empty frame from
 (never a copied DDL string). tests/test_catalog.py checks that docs/tables.md names every table
 with its writer and that every ``Tables`` write call in ``lib/`` is made by the table's writer.
 
-A schema is kept in the form its producer has always used — a DDL string (``"a string, b
-array<string>"``, what ``createDataFrame`` accepts) or a ``StructType`` where the producer needs
-non-nullable fields — so the tables are written exactly as before; :meth:`Table.struct` gives
-either as a ``StructType`` without a SparkSession.
+A schema is DDL text (``"a string, b array<string>, c bigint NOT NULL"``), what ``createDataFrame``
+accepts; :meth:`Table.struct` builds the same ``StructType`` without a SparkSession, for producers
+that need one (non-nullable fields, ``.fields``). The catalogue itself imports no pyspark, so
+modules that run without Spark (the HTTP API, alerts) can use it.
 
 Example:
     >>> from lakecdp import catalog
@@ -22,15 +22,14 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pyspark.sql import types as T
+if TYPE_CHECKING:
+    from pyspark.sql import types as T
 
-# -- schema text without a SparkSession --------------------------------------------------
-_SCALARS: dict[str, T.DataType] = {
-    "string": T.StringType(), "int": T.IntegerType(), "bigint": T.LongType(),
-    "double": T.DoubleType(), "boolean": T.BooleanType(), "date": T.DateType(),
-    "timestamp": T.TimestampType(),
-}
+
+# -- schema text -> StructType, without a SparkSession (pyspark imported only when asked) ----
+_SCALARS = ("string", "int", "bigint", "double", "boolean", "date", "timestamp")
 
 
 def _split_top(text: str, sep: str) -> list[str]:
@@ -50,10 +49,16 @@ def _split_top(text: str, sep: str) -> list[str]:
 
 def parse_type(text: str) -> T.DataType:
     """``"map<string, struct<a:string>>"`` -> a DataType (Spark's defaults: everything nullable)."""
+    from pyspark.sql import types as T
+
     text = text.strip()
     lowered = text.lower()
     if lowered in _SCALARS:
-        return _SCALARS[lowered]
+        return {
+            "string": T.StringType(), "int": T.IntegerType(), "bigint": T.LongType(),
+            "double": T.DoubleType(), "boolean": T.BooleanType(), "date": T.DateType(),
+            "timestamp": T.TimestampType(),
+        }[lowered]
     if lowered.startswith("array<") and text.endswith(">"):
         return T.ArrayType(parse_type(text[len("array<"):-1]))
     if lowered.startswith("map<") and text.endswith(">"):
@@ -65,19 +70,26 @@ def parse_type(text: str) -> T.DataType:
             name, _, type_text = part.partition(":")
             fields.append(T.StructField(name.strip(), parse_type(type_text), True))
         return T.StructType(fields)
-    raise ValueError(f"unsupported type {text!r} (known: {sorted(_SCALARS)}, array<>, map<>, struct<>)")
+    raise ValueError(f"unsupported type {text!r} (known: {list(_SCALARS)}, array<>, map<>, struct<>)")
 
 
 def ddl_struct(ddl: str) -> T.StructType:
-    """``"a string, b array<string>"`` -> StructType (nullable fields), at import time."""
+    """``"a string NOT NULL, b array<string>"`` -> StructType, as Spark's DDL parser builds it."""
+    from pyspark.sql import types as T
+
     fields = []
     for part in _split_top(ddl, ","):
         name, _, type_text = part.partition(" ")
-        fields.append(T.StructField(name, parse_type(type_text), True))
+        nullable = not type_text.upper().endswith(" NOT NULL")
+        if not nullable:
+            type_text = type_text[: -len(" NOT NULL")]
+        fields.append(T.StructField(name, parse_type(type_text), nullable))
     return T.StructType(fields)
 
 
-Schema = str | T.StructType
+def ddl_columns(ddl: str) -> tuple[str, ...]:
+    """Column names of a DDL text, in order (no pyspark needed)."""
+    return tuple(part.partition(" ")[0] for part in _split_top(ddl, ","))
 
 
 @dataclass(frozen=True)
@@ -86,8 +98,8 @@ class Table:
 
     Attributes:
         name: logical name, ``<layer>.<table>`` (a family: ``<layer>.<source>``).
-        schema: as the writer creates it: DDL text or a StructType; None where it is the
-            source's own (bronze).
+        schema: DDL text (``"a string, b bigint NOT NULL"``); None where it is the source's
+            own (bronze). Producers that build a StructType take :meth:`struct`.
         keys: the columns a MERGE matches on (empty: append-only or overwritten).
         writer: the one module that writes the table.
         readers: modules that read it (the writer's own reads not repeated).
@@ -96,7 +108,7 @@ class Table:
     """
 
     name: str
-    schema: Schema | None
+    schema: str | None
     keys: tuple[str, ...]
     writer: str
     readers: tuple[str, ...] = ()
@@ -120,13 +132,13 @@ class Table:
         """The schema as a StructType (no SparkSession needed)."""
         if self.schema is None:
             raise ValueError(f"{self.name} has no fixed schema (it is the source's own)")
-        if isinstance(self.schema, T.StructType):
-            return self.schema
         return ddl_struct(self.schema)
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.struct().fields)
+        if self.schema is None:
+            raise ValueError(f"{self.name} has no fixed schema (it is the source's own)")
+        return ddl_columns(self.schema)
 
 
 # -- bronze / quarantine (ingest) --------------------------------------------------------
@@ -276,36 +288,22 @@ CUSTOMER_PROFILE = Table(
              "lakecdp.api.demo"),
 )
 
-_TS, _INT, _DBL, _STR = T.TimestampType(), T.IntegerType(), T.DoubleType(), T.StringType()
 CUSTOMER_FEATURES = Table(
     "gold.customer_features",
-    T.StructType(
-        [
-            T.StructField(name, data_type)
-            for name, data_type in (
-                ("customer_id", _STR), ("as_of", _TS), ("recency_days", _INT), ("frequency", _INT),
-                ("monetary", _DBL), ("r_score", _INT), ("f_score", _INT), ("m_score", _INT),
-                ("rfm_score", _STR), ("total_spent", _DBL), ("order_count", _INT),
-                ("avg_order_value", _DBL), ("first_purchase_at", _TS), ("last_purchase_at", _TS),
-                ("opens_7d", _INT), ("opens_30d", _INT), ("opens_90d", _INT),
-                ("clicks_7d", _INT), ("clicks_30d", _INT), ("clicks_90d", _INT),
-                ("last_engagement_at", _TS), ("last_activity_at", _TS), ("lifecycle_stage", _STR),
-                ("category_affinities", T.MapType(_STR, _DBL)),
-                ("recent_product_views", T.ArrayType(_STR)), ("trending_interests", T.ArrayType(_STR)),
-                ("cart_open", T.BooleanType()), ("cart_value", _DBL),
-                ("cart_product_ids", T.ArrayType(_STR)), ("cart_abandoned_at", _TS),
-                ("recommendations", T.ArrayType(T.StructType(
-                    [T.StructField("product_id", _STR), T.StructField("confidence", _DBL)]
-                ))),
-                # feedback in force at as_of (lakecdp.features.recommend.recommendation_feedback)
-                ("recommendation_feedback", T.ArrayType(T.StructType(
-                    [T.StructField("product_id", _STR), T.StructField("category", _STR),
-                     T.StructField("reason", _STR), T.StructField("given_at", _TS),
-                     T.StructField("suppressed_until", _TS)]
-                ))),
-                ("run_id", _STR),
-            )
-        ]
+    (
+        "customer_id string, as_of timestamp, recency_days int, frequency int, monetary double, "
+        "r_score int, f_score int, m_score int, rfm_score string, total_spent double, "
+        "order_count int, avg_order_value double, first_purchase_at timestamp, "
+        "last_purchase_at timestamp, opens_7d int, opens_30d int, opens_90d int, clicks_7d int, "
+        "clicks_30d int, clicks_90d int, last_engagement_at timestamp, last_activity_at timestamp, "
+        "lifecycle_stage string, category_affinities map<string,double>, "
+        "recent_product_views array<string>, trending_interests array<string>, cart_open boolean, "
+        "cart_value double, cart_product_ids array<string>, cart_abandoned_at timestamp, "
+        "recommendations array<struct<product_id:string,confidence:double>>, "
+        # feedback in force at as_of (lakecdp.features.recommend.recommendation_feedback)
+        "recommendation_feedback array<struct<product_id:string,category:string,reason:string,"
+        "given_at:timestamp,suppressed_until:timestamp>>, "
+        "run_id string"
     ),
     ("customer_id",), "lakecdp.features.job",
     readers=("lakecdp.segments.job", "lakecdp.segments.streaming", "lakecdp.personalization.preview"),
@@ -313,22 +311,13 @@ CUSTOMER_FEATURES = Table(
 
 CAMPAIGN_EXPOSURES = Table(
     "gold.campaign_exposures",
-    T.StructType([
-        T.StructField("exposure_key", T.StringType(), False),
-        T.StructField("campaign_id", T.StringType(), False),
-        T.StructField("customer_id", T.StringType(), False),
-        T.StructField("change_id", T.StringType(), False),
-        T.StructField("segment_id", T.StringType(), True),
-        T.StructField("destination", T.StringType(), True),
-        T.StructField("variant", T.StringType(), False),
-        T.StructField("is_holdout", T.BooleanType(), False),
-        T.StructField("sent", T.BooleanType(), False),
-        T.StructField("template", T.StringType(), True),
-        T.StructField("template_sha256", T.StringType(), True),
-        T.StructField("git_revision", T.StringType(), True),
-        T.StructField("exposed_at", T.TimestampType(), False),
-        T.StructField("run_id", T.StringType(), False),
-    ]),
+    (
+        "exposure_key string NOT NULL, campaign_id string NOT NULL, customer_id string NOT NULL, "
+        "change_id string NOT NULL, segment_id string, destination string, "
+        "variant string NOT NULL, is_holdout boolean NOT NULL, sent boolean NOT NULL, "
+        "template string, template_sha256 string, git_revision string, "
+        "exposed_at timestamp NOT NULL, run_id string NOT NULL"
+    ),
     ("exposure_key",), "lakecdp.campaign.exposures",
     readers=("lakecdp.campaign.report", "lakecdp.campaign.cli"),
     # plants a campaign's exposures in a scratch warehouse (issue 15 item 5)
@@ -336,41 +325,19 @@ CAMPAIGN_EXPOSURES = Table(
 )
 CAMPAIGN_RESULTS = Table(
     "gold.campaign_results",
-    T.StructType([
-        T.StructField("campaign_id", T.StringType(), False),
-        T.StructField("as_of", T.TimestampType(), False),
-        T.StructField("variant", T.StringType(), False),
-        T.StructField("is_control", T.BooleanType(), False),
-        T.StructField("expected_share", T.DoubleType(), True),
-        T.StructField("exposed", T.LongType(), False),
-        T.StructField("converted", T.LongType(), False),
-        T.StructField("conversion_rate", T.DoubleType(), True),
-        T.StructField("revenue", T.DoubleType(), True),
-        T.StructField("revenue_per_exposed", T.DoubleType(), True),
-        T.StructField("open_rate", T.DoubleType(), True),
-        T.StructField("click_rate", T.DoubleType(), True),
-        T.StructField("complaint_rate", T.DoubleType(), True),
-        T.StructField("unsubscribe_rate", T.DoubleType(), True),
-        T.StructField("open_carts", T.LongType(), True),
-        T.StructField("carts_recovered", T.LongType(), True),
-        T.StructField("cart_recovery_rate", T.DoubleType(), True),
-        T.StructField("lift", T.DoubleType(), True),
-        T.StructField("relative_lift", T.DoubleType(), True),
-        T.StructField("ci_low", T.DoubleType(), True),
-        T.StructField("ci_high", T.DoubleType(), True),
-        T.StructField("confidence", T.DoubleType(), False),
-        T.StructField("p_value", T.DoubleType(), True),
-        T.StructField("significant", T.BooleanType(), True),
-        T.StructField("lift_test", T.StringType(), False),
-        T.StructField("srm_p_value", T.DoubleType(), True),
-        T.StructField("srm_mismatch", T.BooleanType(), False),
-        T.StructField("min_sample_per_arm", T.LongType(), True),
-        T.StructField("underpowered", T.BooleanType(), False),
-        T.StructField("conversion_event", T.StringType(), False),
-        T.StructField("attribution_window_hours", T.DoubleType(), False),
-        T.StructField("notes", T.StringType(), True),
-        T.StructField("run_id", T.StringType(), False),
-    ]),
+    (
+        "campaign_id string NOT NULL, as_of timestamp NOT NULL, variant string NOT NULL, "
+        "is_control boolean NOT NULL, expected_share double, exposed bigint NOT NULL, "
+        "converted bigint NOT NULL, conversion_rate double, revenue double, "
+        "revenue_per_exposed double, open_rate double, click_rate double, complaint_rate double, "
+        "unsubscribe_rate double, open_carts bigint, carts_recovered bigint, "
+        "cart_recovery_rate double, lift double, relative_lift double, ci_low double, "
+        "ci_high double, confidence double NOT NULL, p_value double, significant boolean, "
+        "lift_test string NOT NULL, srm_p_value double, srm_mismatch boolean NOT NULL, "
+        "min_sample_per_arm bigint, underpowered boolean NOT NULL, "
+        "conversion_event string NOT NULL, attribution_window_hours double NOT NULL, notes string, "
+        "run_id string NOT NULL"
+    ),
     ("campaign_id", "as_of", "variant"), "lakecdp.campaign.report",
 )
 
@@ -416,34 +383,17 @@ APPROVALS = Table(
 # -- activation --------------------------------------------------------------------------
 DELIVERIES = Table(
     "activation.deliveries",
-    T.StructType(
-        [
-            T.StructField("idempotency_key", T.StringType(), False),
-            T.StructField("change_id", T.StringType(), False),
-            T.StructField("destination", T.StringType(), False),
-            T.StructField("segment_id", T.StringType(), True),
-            T.StructField("customer_id", T.StringType(), True),
-            T.StructField("run_id", T.StringType(), False),
-            T.StructField("status", T.StringType(), False),
-            T.StructField("attempts", T.IntegerType(), True),
-            T.StructField("response_code", T.IntegerType(), True),
-            T.StructField("delivered_at", T.TimestampType(), True),
-        ]
+    (
+        "idempotency_key string NOT NULL, change_id string NOT NULL, destination string NOT NULL, "
+        "segment_id string, customer_id string, run_id string NOT NULL, status string NOT NULL, "
+        "attempts int, response_code int, delivered_at timestamp"
     ),
     ("idempotency_key",), "lakecdp.activation.ledger",
 )
-FAILURES_SCHEMA = T.StructType(
-    [
-        T.StructField("idempotency_key", T.StringType(), False),
-        T.StructField("change_id", T.StringType(), False),
-        T.StructField("destination", T.StringType(), False),
-        T.StructField("payload", T.StringType(), True),
-        T.StructField("reason", T.StringType(), True),
-        T.StructField("response_code", T.IntegerType(), True),
-        T.StructField("attempts", T.IntegerType(), True),
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("at", T.TimestampType(), True),
-    ]
+FAILURES_SCHEMA = (
+    "idempotency_key string NOT NULL, change_id string NOT NULL, destination string NOT NULL, "
+    "payload string, reason string, response_code int, attempts int, run_id string NOT NULL, "
+    "at timestamp"
 )
 REJECTED = Table("activation.rejected", FAILURES_SCHEMA, (), "lakecdp.activation.ledger")
 DEAD_LETTER = Table(
@@ -452,15 +402,9 @@ DEAD_LETTER = Table(
 )
 SUPPRESSIONS = Table(
     "activation.suppressions",
-    T.StructType(
-        [
-            T.StructField("customer_id", T.StringType(), True),
-            T.StructField("reason", T.StringType(), False),
-            T.StructField("identifier_type", T.StringType(), True),
-            T.StructField("identifier_value", T.StringType(), True),
-            T.StructField("since", T.TimestampType(), True),
-            T.StructField("run_id", T.StringType(), False),
-        ]
+    (
+        "customer_id string, reason string NOT NULL, identifier_type string, "
+        "identifier_value string, since timestamp, run_id string NOT NULL"
     ),
     (), "lakecdp.activation.job",
     readers=("lakecdp.api.segments", "lakecdp.api.demo"),
@@ -575,6 +519,6 @@ def markdown_index() -> str:
 
 
 __all__ = [
-    "TABLES", "Table", "ddl_struct", "markdown_index", "parse_type", "read_by", "table",
+    "TABLES", "Table", "ddl_columns", "ddl_struct", "markdown_index", "parse_type", "read_by", "table",
     *[name for name, value in dict(globals()).items() if isinstance(value, Table)],
 ]

@@ -31,9 +31,9 @@ DELIVERIES = catalog.DELIVERIES.name
 REJECTED = catalog.REJECTED.name
 DEAD_LETTER = catalog.DEAD_LETTER.name
 
-DELIVERIES_SCHEMA = catalog.DELIVERIES.schema
+DELIVERIES_SCHEMA = catalog.DELIVERIES.struct()
 
-FAILURES_SCHEMA = catalog.FAILURES_SCHEMA
+FAILURES_SCHEMA = catalog.REJECTED.struct()
 
 
 def idempotency_key(destination: str, change_id: str) -> str:

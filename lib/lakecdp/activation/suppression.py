@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 SUPPRESSIONS = catalog.SUPPRESSIONS.name
 
-SUPPRESSIONS_SCHEMA = catalog.SUPPRESSIONS.schema
+SUPPRESSIONS_SCHEMA = catalog.SUPPRESSIONS.struct()
 
 # silver.events event type -> suppression reason
 EVENT_REASONS = {

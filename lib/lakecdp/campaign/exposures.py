@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXPOSURES_SCHEMA = catalog.CAMPAIGN_EXPOSURES.schema
+EXPOSURES_SCHEMA = catalog.CAMPAIGN_EXPOSURES.struct()
 
 Row = dict[str, Any]
 

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 EVENTS = catalog.EVENTS.name
 IDENTIFIERS = catalog.IDENTIFIERS.name
 
-RESULTS_SCHEMA = catalog.CAMPAIGN_RESULTS.schema
+RESULTS_SCHEMA = catalog.CAMPAIGN_RESULTS.struct()
 
 
 def campaign_config(conf_dir, campaign_id: str) -> Campaign:

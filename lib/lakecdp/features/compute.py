@@ -20,7 +20,7 @@ from lakecdp.features.recommend import feedback_per_customer, recommendation_fee
 from lakecdp.features.rfm import rfm
 
 # gold.customer_features, declared in lakecdp.catalog (built without a session, so importable anywhere)
-FEATURES_SCHEMA = catalog.CUSTOMER_FEATURES.schema
+FEATURES_SCHEMA = catalog.CUSTOMER_FEATURES.struct()
 
 # what a customer with no activity of a kind gets (null where "no value" is the honest answer:
 # recency, scores and averages of someone who never bought)

@@ -21,7 +21,7 @@ from lakecdp import catalog
 
 MEMBERSHIP_SCHEMA = catalog.MEMBERSHIP.schema
 CHANGES_SCHEMA = catalog.CHANGES.schema
-MEMBERSHIP_KEYS = ("segment_id", "customer_id", "member_key", "entered_run_id")
+MEMBERSHIP_KEYS = catalog.MEMBERSHIP.keys
 CHANGE_COLUMNS = tuple(part.split()[0] for part in CHANGES_SCHEMA.split(", "))
 MEMBERSHIP_COLUMNS = tuple(part.split()[0] for part in MEMBERSHIP_SCHEMA.split(", "))
 

@@ -115,7 +115,7 @@ def validation_inputs(ctx: JobContext) -> SegmentInputs:
     events = _read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA)
     return SegmentInputs(
         profile=_read_or_empty(ctx, catalog.CUSTOMER_PROFILE.name, catalog.CUSTOMER_PROFILE.schema),
-        features=_read_or_empty(ctx, catalog.CUSTOMER_FEATURES.name, catalog.CUSTOMER_FEATURES.schema),
+        features=_read_or_empty(ctx, catalog.CUSTOMER_FEATURES.name, catalog.CUSTOMER_FEATURES.struct()),
         events=resolve_events(events, identifiers),
         as_of=ctx.as_of,
     )
