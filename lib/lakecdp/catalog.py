@@ -100,7 +100,8 @@ class Table:
         name: logical name, ``<layer>.<table>`` (a family: ``<layer>.<source>``).
         schema: DDL text (``"a string, b bigint NOT NULL"``); None where it is the source's
             own (bronze). Producers that build a StructType take :meth:`struct`.
-        keys: the columns a MERGE matches on (empty: append-only or overwritten).
+        keys: the primary key ((PK) in docs/tables.md, what a MERGE matches on); empty where
+            the table has none (append-only or overwritten).
         writer: the one module that writes the table.
         readers: modules that read it (the writer's own reads not repeated).
         other_writers: modules that also write it today, each a known exception to "one
