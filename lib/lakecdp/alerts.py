@@ -42,12 +42,13 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from lakecdp import catalog
 from lakecdp.config import ConfigError, Project, StrictModel, load_model
 from lakecdp.tables import Tables
 
 logger = logging.getLogger(__name__)
 
-LEDGER = "ops.alerts"
+LEDGER = catalog.ALERTS.name
 
 
 # -- configuration --------------------------------------------------------------------
@@ -171,7 +172,7 @@ def find_alerts(project: Project, rules: Rules) -> list[Alert]:
     read = _Reader(project)
     alerts: list[Alert] = []
     if rules.run_failed or rules.slow_step:
-        runs = read.rows("ops.runs", ["run_id", "job", "step", "status", "started_at", "duration_s", "message"])
+        runs = read.rows(catalog.RUNS.name, ["run_id", "job", "step", "status", "started_at", "duration_s", "message"])
         if rules.run_failed:
             for r in runs:
                 if r["status"] == "failed":
@@ -193,7 +194,7 @@ def find_alerts(project: Project, rules: Rules) -> list[Alert]:
                         f"threshold {rules.slow_step.factor:g}x the median of {count} earlier runs",
                         f"ops.runs where step = '{r['step']}' order by started_at"))
     if rules.segment_held:
-        for r in read.rows("segments.approvals", ["run_id", "segment_id", "status", "previous_size", "new_size",
+        for r in read.rows(catalog.APPROVALS.name, ["run_id", "segment_id", "status", "previous_size", "new_size",
                                                   "change_share", "threshold"]):
             if r["status"] == "held":
                 alerts.append(Alert(
@@ -204,7 +205,7 @@ def find_alerts(project: Project, rules: Rules) -> list[Alert]:
                     f"lakecdp segments approve --segment {r['segment_id']} --run {r['run_id']}"))
     if rules.quarantine_rate:
         rule = rules.quarantine_rate
-        for r in read.rows("ops.ingest_audit", ["run_id", "source", "source_file", "rows_read", "rows_quarantined",
+        for r in read.rows(catalog.INGEST_AUDIT.name, ["run_id", "source", "source_file", "rows_read", "rows_quarantined",
                                                 "stream_batch"]):
             read_rows, quarantined = r["rows_read"] or 0, r["rows_quarantined"] or 0
             if read_rows >= rule.min_rows and quarantined / read_rows > rule.threshold:
@@ -216,7 +217,7 @@ def find_alerts(project: Project, rules: Rules) -> list[Alert]:
                     f"quarantine.{r['source']} where run_id = '{r['run_id']}' (reasons, detail); ops.data_quality"))
     if rules.identity_merge_spike:
         rule = rules.identity_merge_spike
-        changes = read.rows("identity.id_changes", ["run_id", "change_type", "changed_at"])
+        changes = read.rows(catalog.ID_CHANGES.name, ["run_id", "change_type", "changed_at"])
         per_run: dict[str, tuple[Any, int]] = {}
         for c in changes:
             at, merges = per_run.get(c["run_id"], (c["changed_at"], 0))
@@ -234,7 +235,7 @@ def find_alerts(project: Project, rules: Rules) -> list[Alert]:
                     "lakecdp identity-charts"))
     if rules.dead_letters:
         groups: dict[tuple[str, str], int] = {}
-        for r in read.rows("activation.dead_letter", ["destination", "run_id"]):
+        for r in read.rows(catalog.DEAD_LETTER.name, ["destination", "run_id"]):
             groups[(r["destination"], r["run_id"])] = groups.get((r["destination"], r["run_id"]), 0) + 1
         for (destination, run_id), count in sorted(groups.items()):
             alerts.append(Alert(

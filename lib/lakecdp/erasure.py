@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lakecdp import catalog
 from lakecdp.config import StrictModel, load_model
 from lakecdp.context import JobContext
 from lakecdp.tables import LAYERS
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ERASURES_TABLE = "ops.erasures"
-ERASURES_SCHEMA = "salted_hash string, identifier_type string, requested_at timestamp, run_id string"
+ERASURES_TABLE = catalog.ERASURES.name
+ERASURES_SCHEMA = catalog.ERASURES.schema
 # identifier columns of silver.customer_records gathered for the person
 _RECORD_IDENTIFIERS = ("email", "phone", "crm_id", "customer_number", "source_record_id")
 #: identifier type of the salted hash of a record's name + birth date + postcode (:func:`person_key`)
@@ -158,25 +159,25 @@ def resolve_person(ctx: JobContext, *, email: str | None, customer_id: str | Non
     from pyspark.sql import functions as F
 
     spark, tables = ctx.spark, ctx.tables
-    records = tables.read(spark, "silver.customer_records")
+    records = tables.read(spark, catalog.CUSTOMER_RECORDS.name)
     customer_ids: set[str] = set()
     if customer_id:
         customer_ids.add(customer_id)
     if email:
         wanted = email.strip().lower()
-        if tables.exists(spark, "identity.identifiers"):
-            rows = (tables.read(spark, "identity.identifiers")
+        if tables.exists(spark, catalog.IDENTIFIERS.name):
+            rows = (tables.read(spark, catalog.IDENTIFIERS.name)
                     .where((F.col("identifier_type") == "email") & (F.col("identifier_value") == wanted))
                     .select("customer_id").collect())
             customer_ids.update(r[0] for r in rows)
-        if tables.exists(spark, "identity.id_map"):
+        if tables.exists(spark, catalog.ID_MAP.name):
             rows = (records.where(F.col("email") == wanted).select("record_id")
-                    .join(tables.read(spark, "identity.id_map"), "record_id")
+                    .join(tables.read(spark, catalog.ID_MAP.name), "record_id")
                     .select("customer_id").distinct().collect())
             customer_ids.update(r[0] for r in rows)
     record_ids: set[str] = set()
-    if customer_ids and tables.exists(spark, "identity.id_map"):
-        rows = (tables.read(spark, "identity.id_map")
+    if customer_ids and tables.exists(spark, catalog.ID_MAP.name):
+        rows = (tables.read(spark, catalog.ID_MAP.name)
                 .where(F.col("customer_id").isin(sorted(customer_ids))).select("record_id").collect())
         record_ids.update(r[0] for r in rows)
     person_records = records.where(
@@ -409,7 +410,7 @@ def _person_records(ctx: JobContext, record_ids: set[str]) -> list[dict[str, obj
 
     if not record_ids:
         return []
-    records = ctx.tables.read(ctx.spark, "silver.customer_records").where(F.col("record_id").isin(sorted(record_ids)))
+    records = ctx.tables.read(ctx.spark, catalog.CUSTOMER_RECORDS.name).where(F.col("record_id").isin(sorted(record_ids)))
     key = person_key(F.col("first_name"), F.col("last_name"), F.col("date_of_birth"), F.col("postcode"))
     rows = records.select(
         F.when(key.isNotNull(), salted_hash_column(ctx, PERSON_KEY, key)).alias("key_hash"),

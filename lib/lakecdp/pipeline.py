@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from lakecdp import catalog
 from lakecdp.config import Project, load_project
 from lakecdp.context import JobContext, new_run_id
 
@@ -45,19 +46,15 @@ DEMO_STEPS: tuple[Step, ...] = (("generate", "lakecdp.sample.job:run_demo_genera
 
 # tables each step reads: their Delta versions are recorded in ops.runs for lineage
 STEP_INPUTS: dict[str, tuple[str, ...]] = {
-    "identity": ("silver.customer_records",),
-    "features": ("silver.events", "silver.orders", "silver.order_items", "identity.identifiers"),
-    "segments": ("gold.customer_profile", "gold.customer_features", "silver.events", "identity.id_changes"),
-    "activation": ("segments.changes", "gold.customer_profile", "identity.id_map"),
-    "preview": ("gold.customer_profile", "gold.customer_features", "segments.membership"),
+    "identity": (catalog.CUSTOMER_RECORDS.name,),
+    "features": (catalog.EVENTS.name, catalog.ORDERS.name, catalog.ORDER_ITEMS.name, catalog.IDENTIFIERS.name),
+    "segments": (catalog.CUSTOMER_PROFILE.name, catalog.CUSTOMER_FEATURES.name, catalog.EVENTS.name, catalog.ID_CHANGES.name),
+    "activation": (catalog.CHANGES.name, catalog.CUSTOMER_PROFILE.name, catalog.ID_MAP.name),
+    "preview": (catalog.CUSTOMER_PROFILE.name, catalog.CUSTOMER_FEATURES.name, catalog.MEMBERSHIP.name),
 }
 
-RUNS_TABLE = "ops.runs"
-RUNS_SCHEMA = (
-    "run_id string, job string, step string, position int, status string, as_of timestamp, "
-    "started_at timestamp, finished_at timestamp, duration_s double, "
-    "input_versions map<string,bigint>, counts map<string,bigint>, message string"
-)
+RUNS_TABLE = catalog.RUNS.name
+RUNS_SCHEMA = catalog.RUNS.schema
 
 
 class StepFailedError(RuntimeError):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, StringType
 
+from lakecdp import catalog
 from lakecdp.activation import ledger, suppression
 from lakecdp.activation.config import (
     DEMO_RECEIVER_ENV,
@@ -49,11 +50,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CHANGES = "segments.changes"
-PROFILE = "gold.customer_profile"
+CHANGES = catalog.CHANGES.name
+PROFILE = catalog.CUSTOMER_PROFILE.name
 CHANGE_COLUMNS = ("change_id", "idempotency_key", "segment_id", "customer_id", "member_key",
                   "change_type", "changed_at")
-APPROVALS = "segments.approvals"
+APPROVALS = catalog.APPROVALS.name
 IDENTIFIER_TYPES = ("email", "phone", "device_id", "crm_id", "customer_number")
 
 Row = dict[str, Any]
@@ -118,8 +119,8 @@ def without_held_back(changes: DataFrame, approvals: DataFrame | None) -> DataFr
     return changes.join(held, ["run_id", "segment_id"], "left_anti")
 
 
-SUPPRESSION_INPUTS = ("silver.events", "silver.customer_records", "identity.id_map", "identity.identifiers",
-                      PROFILE, "ops.erasures")
+SUPPRESSION_INPUTS = (catalog.EVENTS.name, catalog.CUSTOMER_RECORDS.name, catalog.ID_MAP.name, catalog.IDENTIFIERS.name,
+                      PROFILE, catalog.ERASURES.name)
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
@@ -155,12 +156,12 @@ def refresh_suppressions(ctx: JobContext) -> DataFrame:
         version = versions[name]
         return None if version is None else ctx.tables.read(spark, name, version=version)
 
-    events = pinned("silver.events")
-    records = pinned("silver.customer_records")
-    id_map = pinned("identity.id_map")
-    identifiers_table = pinned("identity.identifiers")
+    events = pinned(catalog.EVENTS.name)
+    records = pinned(catalog.CUSTOMER_RECORDS.name)
+    id_map = pinned(catalog.ID_MAP.name)
+    identifiers_table = pinned(catalog.IDENTIFIERS.name)
     profile = pinned(PROFILE)
-    erasures = pinned("ops.erasures")
+    erasures = pinned(catalog.ERASURES.name)
 
     identifiers = suppression.customer_identifiers(
         identifiers=identifiers_table, records=records, id_map=id_map, profile=profile
@@ -329,7 +330,7 @@ def _sms_inputs(ctx: JobContext, destination: SmsDestination, customer_ids: list
     from lakecdp.personalization.engine import TemplateEngine
     from lakecdp.personalization.preview import load_contexts, templates_dir
 
-    records, id_map = _read_optional(ctx, "silver.customer_records"), _read_optional(ctx, "identity.id_map")
+    records, id_map = _read_optional(ctx, catalog.CUSTOMER_RECORDS.name), _read_optional(ctx, catalog.ID_MAP.name)
     consent: dict[str, bool] = {}
     if records is not None and id_map is not None:
         wanted = id_map.where(F.col("customer_id").isin(customer_ids))

@@ -18,51 +18,22 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    IntegerType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
+from pyspark.sql.types import StructType
+
+from lakecdp import catalog
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from lakecdp.context import JobContext
 
-DELIVERIES = "activation.deliveries"
-REJECTED = "activation.rejected"
-DEAD_LETTER = "activation.dead_letter"
+DELIVERIES = catalog.DELIVERIES.name
+REJECTED = catalog.REJECTED.name
+DEAD_LETTER = catalog.DEAD_LETTER.name
 
-DELIVERIES_SCHEMA = StructType(
-    [
-        StructField("idempotency_key", StringType(), False),
-        StructField("change_id", StringType(), False),
-        StructField("destination", StringType(), False),
-        StructField("segment_id", StringType(), True),
-        StructField("customer_id", StringType(), True),
-        StructField("run_id", StringType(), False),
-        StructField("status", StringType(), False),
-        StructField("attempts", IntegerType(), True),
-        StructField("response_code", IntegerType(), True),
-        StructField("delivered_at", TimestampType(), True),
-    ]
-)
+DELIVERIES_SCHEMA = catalog.DELIVERIES.struct()
 
-FAILURES_SCHEMA = StructType(
-    [
-        StructField("idempotency_key", StringType(), False),
-        StructField("change_id", StringType(), False),
-        StructField("destination", StringType(), False),
-        StructField("payload", StringType(), True),
-        StructField("reason", StringType(), True),
-        StructField("response_code", IntegerType(), True),
-        StructField("attempts", IntegerType(), True),
-        StructField("run_id", StringType(), False),
-        StructField("at", TimestampType(), True),
-    ]
-)
+FAILURES_SCHEMA = catalog.REJECTED.struct()
 
 
 def idempotency_key(destination: str, change_id: str) -> str:

@@ -19,23 +19,15 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType, TimestampType
+
+from lakecdp import catalog
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-SUPPRESSIONS = "activation.suppressions"
+SUPPRESSIONS = catalog.SUPPRESSIONS.name
 
-SUPPRESSIONS_SCHEMA = StructType(
-    [
-        StructField("customer_id", StringType(), True),
-        StructField("reason", StringType(), False),
-        StructField("identifier_type", StringType(), True),
-        StructField("identifier_value", StringType(), True),
-        StructField("since", TimestampType(), True),
-        StructField("run_id", StringType(), False),
-    ]
-)
+SUPPRESSIONS_SCHEMA = catalog.SUPPRESSIONS.struct()
 
 # silver.events event type -> suppression reason
 EVENT_REASONS = {

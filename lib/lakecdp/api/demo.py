@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from lakecdp import catalog
 from lakecdp.api.config import ApiKey, load_api_config, new_key
 
 if TYPE_CHECKING:
@@ -122,15 +123,15 @@ def show_intake(project: Project, spark: SparkSession) -> DemoIntake:
 
     # whom the segment API would hide: suppressed by id, or by one of their emails / phones
     suppressed = set(SegmentReader(project).suppressed().to_pylist())
-    members = {r["customer_id"] for r in _rows(project, "segments.membership", ["segment_id", "customer_id",
+    members = {r["customer_id"] for r in _rows(project, catalog.MEMBERSHIP.name, ["segment_id", "customer_id",
                                                                                    "is_current"])
                if r["segment_id"] == SEGMENT and r["is_current"]}
-    profiles = sorted((r["customer_id"], r["email"]) for r in _rows(project, "gold.customer_profile",
+    profiles = sorted((r["customer_id"], r["email"]) for r in _rows(project, catalog.CUSTOMER_PROFILE.name,
                                                                     ["customer_id", "email"]) if r["email"])
     # an event finds its customer through identity.identifiers: an email that several people share is
     # not linked (the over-sharing guard), so a posted event under it would reach nobody
     linked = {(r["customer_id"], r["identifier_value"])
-              for r in _rows(project, "identity.identifiers", ["identifier_type", "identifier_value", "customer_id"])
+              for r in _rows(project, catalog.IDENTIFIERS.name, ["identifier_type", "identifier_value", "customer_id"])
               if r["identifier_type"] == "email"}
     candidates = [(c, e) for c, e in profiles if c not in suppressed and (c, e) in linked]
     newcomer = next(((c, e) for c, e in candidates if c not in members), None)

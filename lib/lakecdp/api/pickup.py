@@ -25,6 +25,7 @@ import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from lakecdp import catalog
 from lakecdp.api.intake_log import complete_length, read_lines, segments
 
 if TYPE_CHECKING:
@@ -32,11 +33,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LEDGER = "ops.api_intake"
-LEDGER_SCHEMA = (
-    "segment int, start_offset bigint, end_offset bigint, status string, events bigint, "
-    "run_id string, at timestamp"
-)
+LEDGER = catalog.API_INTAKE.name
+LEDGER_SCHEMA = catalog.API_INTAKE.schema
 TOPIC_PREFIX = "lakecdp-api."
 # kafka_timestamp: the request's receive time, so FUTURE_TIMESTAMP is judged as the HTTP validator
 # judged it (as the Kafka stream judges by the broker's time), not against the run's as-of

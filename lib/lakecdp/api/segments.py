@@ -33,17 +33,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lakecdp import catalog
 from lakecdp.config import Project
 from lakecdp.tables import Tables
 
 logger = logging.getLogger(__name__)
 
-MEMBERSHIP = "segments.membership"
-CHANGES = "segments.changes"
-RUNS = "segments.runs"
-APPROVALS = "segments.approvals"
-PROFILE = "gold.customer_profile"
-SUPPRESSIONS = "activation.suppressions"
+MEMBERSHIP = catalog.MEMBERSHIP.name
+CHANGES = catalog.CHANGES.name
+RUNS = catalog.SEGMENT_RUNS.name
+APPROVALS = catalog.APPROVALS.name
+PROFILE = catalog.CUSTOMER_PROFILE.name
+SUPPRESSIONS = catalog.SUPPRESSIONS.name
 #: profile fields a member row carries (what an email platform needs to address someone)
 MEMBER_FIELDS = ("email", "first_name", "last_name")
 

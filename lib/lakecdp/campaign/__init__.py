@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
-EXPOSURES = "gold.campaign_exposures"
-RESULTS = "gold.campaign_results"
+from lakecdp import catalog
+
+EXPOSURES = catalog.CAMPAIGN_EXPOSURES.name
+RESULTS = catalog.CAMPAIGN_RESULTS.name
 
 __all__ = ["EXPOSURES", "RESULTS"]

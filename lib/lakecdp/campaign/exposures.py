@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyspark.sql.types import BooleanType, StringType, StructField, StructType, TimestampType
 
+from lakecdp import catalog
 from lakecdp.campaign import EXPOSURES
 from lakecdp.config import ConfigError
 from lakecdp.personalization.config import Campaign, PersonalizationConfig, load_personalization
@@ -36,22 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXPOSURES_SCHEMA = StructType([
-    StructField("exposure_key", StringType(), False),
-    StructField("campaign_id", StringType(), False),
-    StructField("customer_id", StringType(), False),
-    StructField("change_id", StringType(), False),
-    StructField("segment_id", StringType(), True),
-    StructField("destination", StringType(), True),
-    StructField("variant", StringType(), False),
-    StructField("is_holdout", BooleanType(), False),
-    StructField("sent", BooleanType(), False),
-    StructField("template", StringType(), True),
-    StructField("template_sha256", StringType(), True),
-    StructField("git_revision", StringType(), True),
-    StructField("exposed_at", TimestampType(), False),
-    StructField("run_id", StringType(), False),
-])
+EXPOSURES_SCHEMA = catalog.CAMPAIGN_EXPOSURES.struct()
 
 Row = dict[str, Any]
 

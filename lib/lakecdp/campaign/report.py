@@ -18,16 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    BooleanType,
-    DoubleType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
 
+from lakecdp import catalog
 from lakecdp.campaign import EXPOSURES, RESULTS
 from lakecdp.campaign.attribution import attribute_outcomes, customer_events, first_exposures, variant_totals
 from lakecdp.campaign.stats import ArmCounts, CampaignAnalysis, analyse
@@ -41,44 +33,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EVENTS = "silver.events"
-IDENTIFIERS = "identity.identifiers"
+EVENTS = catalog.EVENTS.name
+IDENTIFIERS = catalog.IDENTIFIERS.name
 
-RESULTS_SCHEMA = StructType([
-    StructField("campaign_id", StringType(), False),
-    StructField("as_of", TimestampType(), False),
-    StructField("variant", StringType(), False),
-    StructField("is_control", BooleanType(), False),
-    StructField("expected_share", DoubleType(), True),
-    StructField("exposed", LongType(), False),
-    StructField("converted", LongType(), False),
-    StructField("conversion_rate", DoubleType(), True),
-    StructField("revenue", DoubleType(), True),
-    StructField("revenue_per_exposed", DoubleType(), True),
-    StructField("open_rate", DoubleType(), True),
-    StructField("click_rate", DoubleType(), True),
-    StructField("complaint_rate", DoubleType(), True),
-    StructField("unsubscribe_rate", DoubleType(), True),
-    StructField("open_carts", LongType(), True),
-    StructField("carts_recovered", LongType(), True),
-    StructField("cart_recovery_rate", DoubleType(), True),
-    StructField("lift", DoubleType(), True),
-    StructField("relative_lift", DoubleType(), True),
-    StructField("ci_low", DoubleType(), True),
-    StructField("ci_high", DoubleType(), True),
-    StructField("confidence", DoubleType(), False),
-    StructField("p_value", DoubleType(), True),
-    StructField("significant", BooleanType(), True),
-    StructField("lift_test", StringType(), False),
-    StructField("srm_p_value", DoubleType(), True),
-    StructField("srm_mismatch", BooleanType(), False),
-    StructField("min_sample_per_arm", LongType(), True),
-    StructField("underpowered", BooleanType(), False),
-    StructField("conversion_event", StringType(), False),
-    StructField("attribution_window_hours", DoubleType(), False),
-    StructField("notes", StringType(), True),
-    StructField("run_id", StringType(), False),
-])
+RESULTS_SCHEMA = catalog.CAMPAIGN_RESULTS.struct()
 
 
 def campaign_config(conf_dir, campaign_id: str) -> Campaign:

@@ -7,11 +7,8 @@ from typing import NamedTuple
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    ArrayType, BooleanType, DoubleType, IntegerType, MapType, StringType, StructField, StructType,
-    TimestampType,
-)
 
+from lakecdp import catalog
 from lakecdp.features._columns import as_of_lit, require_columns, up_to
 from lakecdp.features.cart import cart_state
 from lakecdp.features.config import FeaturesConfig
@@ -22,35 +19,8 @@ from lakecdp.features.lifecycle import lifecycle_stage
 from lakecdp.features.recommend import feedback_per_customer, recommendation_feedback, recommendations
 from lakecdp.features.rfm import rfm
 
-_TS, _INT, _DBL, _STR = TimestampType(), IntegerType(), DoubleType(), StringType()
-# docs/tables.md, gold.customer_features (built without a session, so importable anywhere)
-FEATURES_SCHEMA = StructType(
-    [
-        StructField(name, data_type)
-        for name, data_type in (
-            ("customer_id", _STR), ("as_of", _TS), ("recency_days", _INT), ("frequency", _INT),
-            ("monetary", _DBL), ("r_score", _INT), ("f_score", _INT), ("m_score", _INT),
-            ("rfm_score", _STR), ("total_spent", _DBL), ("order_count", _INT),
-            ("avg_order_value", _DBL), ("first_purchase_at", _TS), ("last_purchase_at", _TS),
-            ("opens_7d", _INT), ("opens_30d", _INT), ("opens_90d", _INT),
-            ("clicks_7d", _INT), ("clicks_30d", _INT), ("clicks_90d", _INT),
-            ("last_engagement_at", _TS), ("last_activity_at", _TS), ("lifecycle_stage", _STR),
-            ("category_affinities", MapType(_STR, _DBL)),
-            ("recent_product_views", ArrayType(_STR)), ("trending_interests", ArrayType(_STR)),
-            ("cart_open", BooleanType()), ("cart_value", _DBL), ("cart_product_ids", ArrayType(_STR)),
-            ("cart_abandoned_at", _TS),
-            ("recommendations", ArrayType(StructType(
-                [StructField("product_id", _STR), StructField("confidence", _DBL)]
-            ))),
-            # feedback in force at as_of (lakecdp.features.recommend.recommendation_feedback)
-            ("recommendation_feedback", ArrayType(StructType(
-                [StructField("product_id", _STR), StructField("category", _STR), StructField("reason", _STR),
-                 StructField("given_at", _TS), StructField("suppressed_until", _TS)]
-            ))),
-            ("run_id", _STR),
-        )
-    ]
-)
+# gold.customer_features, declared in lakecdp.catalog (built without a session, so importable anywhere)
+FEATURES_SCHEMA = catalog.CUSTOMER_FEATURES.struct()
 
 # what a customer with no activity of a kind gets (null where "no value" is the honest answer:
 # recency, scores and averages of someone who never bought)

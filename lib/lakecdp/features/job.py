@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
+from lakecdp import catalog
 from lakecdp.features._columns import as_of_utc
 from lakecdp.features.compute import (
     Activity,
@@ -29,11 +30,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-OUTPUT = "gold.customer_features"
-REQUIRED_INPUTS = ("silver.events", "silver.orders", "silver.order_items", "identity.identifiers")
+OUTPUT = catalog.CUSTOMER_FEATURES.name
+REQUIRED_INPUTS = (catalog.EVENTS.name, catalog.ORDERS.name, catalog.ORDER_ITEMS.name, catalog.IDENTIFIERS.name)
 OPTIONAL_INPUTS = {
-    "silver.products": "product_id string, name string, category string, price double",
-    "gold.customer_profile": "customer_id string",
+    catalog.PRODUCTS.name: catalog.PRODUCTS.schema,
+    catalog.CUSTOMER_PROFILE.name: "customer_id string",
 }
 # Delta writes this session setting into the commit's userMetadata
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
@@ -90,10 +91,10 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
         return {"customers": 0, "events_unmatched": 0, "orders_unmatched": 0, "skipped": 1}
 
     logger.info("features: computing as of %s (inputs %s)", as_of.isoformat(), versions)
-    identifiers = frames["identity.identifiers"].cache()
+    identifiers = frames[catalog.IDENTIFIERS.name].cache()
     activity = prepare_activity(
-        events=frames["silver.events"], orders=frames["silver.orders"],
-        order_items=frames["silver.order_items"], products=frames["silver.products"],
+        events=frames[catalog.EVENTS.name], orders=frames[catalog.ORDERS.name],
+        order_items=frames[catalog.ORDER_ITEMS.name], products=frames[catalog.PRODUCTS.name],
         identifiers=identifiers, as_of=as_of, config=config,
     )
     # every feature reads the same resolved events, orders and lines: cached, the identity
@@ -102,7 +103,7 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
     try:
         features = features_from_activity(
             activity,
-            customers=customer_universe(identifiers, frames["gold.customer_profile"]),
+            customers=customer_universe(identifiers, frames[catalog.CUSTOMER_PROFILE.name]),
             as_of=as_of, config=config, run_id=ctx.run_id,
         )
         logger.info("features: plan built, writing %s", OUTPUT)

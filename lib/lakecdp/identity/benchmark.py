@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lakecdp import catalog
 from lakecdp.identity.accuracy import AccuracyReport
 
 if TYPE_CHECKING:
@@ -277,9 +278,9 @@ def run_benchmark(
     lakecdp_seconds = time.perf_counter() - started
 
     labels = load_set_labels(spark, set_dir).cache()
-    records = ctx.tables.read(spark, "silver.customer_records").cache()
+    records = ctx.tables.read(spark, catalog.CUSTOMER_RECORDS.name).cache()
     n_records = records.count()
-    report = evaluate(ctx.tables.read(spark, "identity.id_map"), labels)
+    report = evaluate(ctx.tables.read(spark, catalog.ID_MAP.name), labels)
 
     config = load_identity_config(project.conf_dir)
     prepared = prepare_for_matching(records, config)

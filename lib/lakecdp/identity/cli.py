@@ -7,6 +7,8 @@ import logging
 import tempfile
 from pathlib import Path
 
+from lakecdp import catalog
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,7 +41,7 @@ def _charts(args: argparse.Namespace) -> int:
     project, spark, tables = _session(args, "lakecdp-identity-charts")
     config = load_identity_config(project.conf_dir)
     matcher = ProbabilisticMatcher(config, spark=spark, model_dir=project.path(config.models_dir))
-    records = tables.read(spark, "silver.customer_records")
+    records = tables.read(spark, catalog.CUSTOMER_RECORDS.name)
     pair = tuple(args.pair) if args.pair else None
     for path in save_diagnostic_charts(matcher, records, project.path(args.out), pair=pair):
         print(path)  # noqa: T201
@@ -51,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "identity-accuracy", help="pairwise and cluster precision/recall of the identity graph against labels"
     )
     accuracy.add_argument("--labels", required=True, help="the generator's labels folder (entities_*.csv)")
-    accuracy.add_argument("--table", default="identity.id_map",
+    accuracy.add_argument("--table", default=catalog.ID_MAP.name,
                           help="record_id + customer_id (or cluster_key) table (default identity.id_map)")
     accuracy.add_argument("--examples", type=int, default=5, help="worst merges / misses to list")
     accuracy.set_defaults(handler=_accuracy)

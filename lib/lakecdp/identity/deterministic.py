@@ -23,14 +23,12 @@ from collections.abc import Mapping
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from lakecdp import catalog
 from lakecdp.identity.config import DeterministicSettings, IdentityConfig
 
 logger = logging.getLogger(__name__)
 
-EDGE_SCHEMA = (
-    "record_id_l string, record_id_r string, edge_type string, rule string, "
-    "match_probability double, match_weight double, run_id string"
-)
+EDGE_SCHEMA = catalog.EDGES.schema
 OVER_SHARED_SCHEMA = "identifier_type string, value string, record_count bigint, people_count bigint"
 
 REQUIRED_COLUMNS = (

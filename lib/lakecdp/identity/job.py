@@ -35,6 +35,7 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
+from lakecdp import catalog
 from lakecdp.identity.state import (
     RECORDS_TABLE,
     last_state,
@@ -52,11 +53,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ID_MAP_TABLE = "identity.id_map"
-ID_CHANGES_TABLE = "identity.id_changes"
-EDGES_TABLE = "identity.edges"
-IDENTIFIERS_TABLE = "identity.identifiers"
-PROFILE_TABLE = "gold.customer_profile"
+ID_MAP_TABLE = catalog.ID_MAP.name
+ID_CHANGES_TABLE = catalog.ID_CHANGES.name
+EDGES_TABLE = catalog.EDGES.name
+IDENTIFIERS_TABLE = catalog.IDENTIFIERS.name
+PROFILE_TABLE = catalog.CUSTOMER_PROFILE.name
 
 Mode = Literal["auto", "full", "incremental"]
 

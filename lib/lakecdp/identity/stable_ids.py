@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from lakecdp import catalog
 from lakecdp.config import StrictModel
 
 if TYPE_CHECKING:
@@ -37,15 +38,8 @@ ID_MAP_COLUMNS = (
     "record_id", "customer_id", "source", "cluster_size", "link_confidence", "flags",
     "run_id", "updated_at", "id_created_at",
 )
-ID_MAP_SCHEMA = (
-    "record_id string, customer_id string, source string, cluster_size int, "
-    "link_confidence double, flags array<string>, run_id string, updated_at timestamp, "
-    "id_created_at timestamp"
-)
-ID_CHANGES_SCHEMA = (
-    "run_id string, change_type string, old_customer_id string, new_customer_id string, "
-    "record_count int, changed_at timestamp"
-)
+ID_MAP_SCHEMA = catalog.ID_MAP.schema
+ID_CHANGES_SCHEMA = catalog.ID_CHANGES.schema
 
 
 class StableIdSettings(StrictModel):

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from lakecdp import catalog
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
@@ -25,12 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STATE_TABLE = "identity.state"
-RECORDS_TABLE = "silver.customer_records"
-STATE_SCHEMA = (
-    "run_id string, silver_version bigint, mode string, records_changed bigint, "
-    "processed_at timestamp"
-)
+STATE_TABLE = catalog.IDENTITY_STATE.name
+RECORDS_TABLE = catalog.CUSTOMER_RECORDS.name
+STATE_SCHEMA = catalog.IDENTITY_STATE.schema
 # what decides identity and the golden record; run stamps are not a change
 CONTENT_COLUMNS = (
     "record_id", "source", "first_name", "last_name", "email", "phone", "date_of_birth",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
+from lakecdp import catalog
 from lakecdp.config import StrictModel
 
 if TYPE_CHECKING:
@@ -40,14 +41,7 @@ ATTRIBUTES: tuple[str, ...] = (
 RECORD_COLUMNS = (
     "record_id", "source", *ATTRIBUTES, "device_ids", "updated_at",
 )
-PROFILE_SCHEMA = (
-    "customer_id string, first_name string, last_name string, email string, phone string, "
-    "date_of_birth date, address_line1 string, postcode string, city string, country string, "
-    "email_consent boolean, emails array<string>, phones array<string>, "
-    "device_ids array<string>, record_ids array<string>, sources array<string>, "
-    "provenance map<string, struct<record_id:string, source:string>>, "
-    "first_seen_at timestamp, updated_at timestamp, run_id string"
-)
+PROFILE_SCHEMA = catalog.CUSTOMER_PROFILE.schema
 PROFILE_COLUMNS = (
     "customer_id", *ATTRIBUTES, "emails", "phones", "device_ids", "record_ids", "sources",
     "provenance", "first_seen_at", "updated_at", "run_id",

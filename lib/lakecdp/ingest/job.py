@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
+from lakecdp import catalog
 from lakecdp.erasure import PERSON_KEY, erased_hashes, person_key, salted_hash_column
 from lakecdp.ingest import standardise
 from lakecdp.ingest.schemas import (
@@ -66,9 +67,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LEDGER = "ops.ingest_files"
-AUDIT = "ops.ingest_audit"
-DATA_QUALITY = "ops.data_quality"
+LEDGER = catalog.INGEST_FILES.name
+AUDIT = catalog.INGEST_AUDIT.name
+DATA_QUALITY = catalog.DATA_QUALITY.name
 
 #: called with the logical table name after each write; tests raise from it to simulate a crash
 WriteHook = Callable[[str], None]
@@ -539,27 +540,27 @@ def write_silver(ctx: JobContext, loaded: DataFrame, source: SourceConfig, hook:
         _write_records(ctx, standardise.to_customer_records(loaded, source, **stamps), hook)
     elif source.target == "events":
         events = standardise.to_events(loaded, source, **stamps)
-        _insert_new(ctx, events, "silver.events", _keys_condition(SILVER_KEYS["events"]))
-        hook("silver.events")
+        _insert_new(ctx, events, catalog.EVENTS.name, _keys_condition(SILVER_KEYS["events"]))
+        hook(catalog.EVENTS.name)
     elif source.target == "orders":
         orders = standardise.to_orders(loaded, source, **stamps)
-        _upsert(ctx, orders, "silver.orders", _keys_condition(SILVER_KEYS["orders"]))
-        hook("silver.orders")
+        _upsert(ctx, orders, catalog.ORDERS.name, _keys_condition(SILVER_KEYS["orders"]))
+        hook(catalog.ORDERS.name)
         items = standardise.to_order_items(loaded, source)
-        if ctx.tables.exists(ctx.spark, "silver.products"):
-            catalog = ctx.tables.read(ctx.spark, "silver.products").select(
+        if ctx.tables.exists(ctx.spark, catalog.PRODUCTS.name):
+            product_catalog = ctx.tables.read(ctx.spark, catalog.PRODUCTS.name).select(
                 "product_id", F.col("category").alias("_catalog_category")
             )
-            items = items.join(catalog, "product_id", "left").select(
+            items = items.join(product_catalog, "product_id", "left").select(
                 *[F.coalesce("category", "_catalog_category").alias(c) if c == "category" else F.col(c)
                   for c in items.columns]
             )
-        _upsert(ctx, items, "silver.order_items", _keys_condition(SILVER_KEYS["order_items"]))
-        hook("silver.order_items")
+        _upsert(ctx, items, catalog.ORDER_ITEMS.name, _keys_condition(SILVER_KEYS["order_items"]))
+        hook(catalog.ORDER_ITEMS.name)
     elif source.target == "products":
         products = standardise.to_products(loaded, source)
-        _upsert(ctx, products, "silver.products", _keys_condition(SILVER_KEYS["products"]))
-        hook("silver.products")
+        _upsert(ctx, products, catalog.PRODUCTS.name, _keys_condition(SILVER_KEYS["products"]))
+        hook(catalog.PRODUCTS.name)
     write_extra_records(ctx, loaded, source, ingested_at=ctx.as_of, hook=hook)
 
 
@@ -579,7 +580,7 @@ def write_extra_records(
 
 
 def _write_records(ctx: JobContext, records: DataFrame, hook: WriteHook) -> None:
-    name = "silver.customer_records"
+    name = catalog.CUSTOMER_RECORDS.name
     latest = _latest(records, SILVER_KEYS["customer_records"], "updated_at")
     # a later version of a record replaces it; an older or equal one (re-delivery) changes nothing.
     # evolve: a table written before the additive columns (middle_name, ...) gains them
@@ -602,7 +603,7 @@ def _ledger_hashes(ctx: JobContext, source: SourceConfig) -> set[str]:
 
 def _existing_keys(ctx: JobContext, source: SourceConfig) -> DataFrame | None:
     """Primary keys loaded from files the ledger has completed (not from a crashed run's leftovers)."""
-    name = f"bronze.{source.name}"
+    name = catalog.BRONZE.named(source.name)
     if not source.drop_existing_keys or not ctx.tables.exists(ctx.spark, name):
         return None
     if not ctx.tables.exists(ctx.spark, LEDGER):
@@ -654,20 +655,20 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
         if classified is not None:
             rescued_keys = _rescued_keys(classified) if source.drift == "evolve" else []
             _insert_new(
-                ctx, bronze_rows(classified, source, ctx, rescued_keys), f"bronze.{source.name}",
+                ctx, bronze_rows(classified, source, ctx, rescued_keys), catalog.BRONZE.named(source.name),
                 "t._source_file = s._source_file AND t._line = s._line AND t._row_hash = s._row_hash",
                 evolve=source.drift == "evolve",
             )
-            hook(f"bronze.{source.name}")
+            hook(catalog.BRONZE.named(source.name))
         if any(c["rows_quarantined"] for c in per_file.values()):
             quarantined = refused_file_rows(ctx, refused)
             if classified is not None:
                 quarantined = quarantine_rows(classified, ctx).unionByName(quarantined)
             _insert_new(
-                ctx, quarantined, f"quarantine.{source.name}",
+                ctx, quarantined, catalog.QUARANTINE.named(source.name),
                 "t.source_file <=> s.source_file AND t.line <=> s.line AND t.raw <=> s.raw",
             )
-            hook(f"quarantine.{source.name}")
+            hook(catalog.QUARANTINE.named(source.name))
         if classified is not None:
             loaded = classified.where(F.col("_status") == "loaded")
             write_silver(ctx, loaded, source, hook)

@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import Field, field_validator
 
+from lakecdp import catalog
 from lakecdp.config import ConfigError, StrictModel, load_model
 
 if TYPE_CHECKING:
@@ -411,10 +412,10 @@ def start_kafka_stream(
     from lakecdp.ingest.job import AUDIT
     from lakecdp.ingest.schemas import INGEST_AUDIT_SCHEMA, SILVER_SCHEMAS
 
-    ctx.tables.create_if_missing(ctx.spark, "silver.events", SILVER_SCHEMAS["events"])
+    ctx.tables.create_if_missing(ctx.spark, catalog.EVENTS.name, SILVER_SCHEMAS["events"])
     ctx.tables.create_if_missing(ctx.spark, AUDIT, INGEST_AUDIT_SCHEMA)
     for extra in source_config.also:
-        ctx.tables.create_if_missing(ctx.spark, f"silver.{extra.target}", SILVER_SCHEMAS[extra.target])
+        ctx.tables.create_if_missing(ctx.spark, catalog.SILVER[extra.target].name, SILVER_SCHEMAS[extra.target])
     reader = (
         ctx.spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", bootstrap_servers)
@@ -545,13 +546,13 @@ def write_micro_batch(
         if rejected:
             insert_new_rows(
                 ctx, quarantine_rows(kept.where(~is_valid()), run_id=ctx.run_id, quarantined_at=ingested_at),
-                f"quarantine.{name}", keys=list(PROVENANCE),
+                catalog.QUARANTINE.named(name), keys=list(PROVENANCE),
             )
         valid = kept.where(is_valid())
         if accepted:
             insert_new_rows(
                 ctx, bronze_rows(valid, source, run_id=ctx.run_id, ingested_at=ingested_at),
-                f"bronze.{name}", keys=list(BRONZE_KEYS), evolve_schema=True,
+                catalog.BRONZE.named(name), keys=list(BRONZE_KEYS), evolve_schema=True,
             )
             if source.target == "orders":
                 # orders posted over HTTP (lakecdp.api): the batch ingest's own silver write
@@ -560,7 +561,7 @@ def write_micro_batch(
                 events = to_events(valid, source, run_id=ctx.run_id, ingested_at=ingested_at)
                 # the stream already dropped repeats within its window; this covers one batch that
                 # holds an id twice across the window edge (MERGE would insert both)
-                loaded = insert_new_rows(ctx, events.dropDuplicates(["event_id"]), "silver.events",
+                loaded = insert_new_rows(ctx, events.dropDuplicates(["event_id"]), catalog.EVENTS.name,
                                          keys=["event_id"])
         counts = {"rows_read": read, "rows_loaded": loaded, "rows_quarantined": rejected,
                   "duplicates_removed": accepted - loaded, "rows_erased": int(row["erased"])}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import TemplateSyntaxError
 from pyspark.sql import functions as F
 
+from lakecdp import catalog
 from lakecdp.personalization.config import PersonalizationConfig
 from lakecdp.personalization.customers import customer_rows, template_context
 from lakecdp.personalization.engine import TemplateEngine
@@ -43,10 +44,10 @@ def load_contexts(
     def optional(name: str):
         return tables.read(spark, name) if tables.exists(spark, name) else None
 
-    if not tables.exists(spark, "gold.customer_profile"):
+    if not tables.exists(spark, catalog.CUSTOMER_PROFILE.name):
         return []
-    profile = tables.read(spark, "gold.customer_profile")
-    membership = optional("segments.membership")
+    profile = tables.read(spark, catalog.CUSTOMER_PROFILE.name)
+    membership = optional(catalog.MEMBERSHIP.name)
     if customer_ids:
         profile = profile.where(F.col("customer_id").isin(customer_ids))
     if segment is not None:
@@ -57,8 +58,8 @@ def load_contexts(
     profile = profile.orderBy("customer_id")
     if limit is not None:
         profile = profile.limit(limit)
-    rows = customer_rows(profile, features=optional("gold.customer_features"), membership=membership,
-                         products=optional("silver.products"))
+    rows = customer_rows(profile, features=optional(catalog.CUSTOMER_FEATURES.name), membership=membership,
+                         products=optional(catalog.PRODUCTS.name))
     return [
         template_context(r.asDict(recursive=True), config, campaign_id=campaign_id)
         for r in rows.orderBy("customer_id").collect()

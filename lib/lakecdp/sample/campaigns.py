@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from lakecdp import catalog
 from lakecdp.campaign.exposures import EXPOSURES_SCHEMA, exposure_key
 from lakecdp.personalization.config import Campaign
 from lakecdp.personalization.variants import HOLDOUT, assign_variant
@@ -48,7 +49,7 @@ EVENTS_SCHEMA = (
     "device_id string, customer_number string, product_id string, category string, value double, "
     "order_id string, campaign_id string, channel string, run_id string, ingested_at timestamp"
 )
-IDENTIFIERS_SCHEMA = "identifier_type string, identifier_value string, customer_id string, run_id string"
+IDENTIFIERS_SCHEMA = catalog.IDENTIFIERS.schema
 
 # per sent exposure: chance of each email engagement event (tagged with the campaign id)
 ENGAGEMENT_RATES = {"email_open": 0.40, "email_click": 0.10, "email_unsubscribe": 0.01, "email_complaint": 0.002}
@@ -150,9 +151,9 @@ def write_planted(spark: SparkSession, tables: Tables, planted: PlantedCampaign)
 
     columns = [c.split()[0] for c in EVENTS_SCHEMA.split(", ")]
     tables.append(spark.createDataFrame([tuple(e.get(c) for c in columns) for e in planted.events], EVENTS_SCHEMA),
-                  "silver.events")
+                  catalog.EVENTS.name)
     id_columns = [c.split()[0] for c in IDENTIFIERS_SCHEMA.split(", ")]
     tables.append(spark.createDataFrame([tuple(i[c] for c in id_columns) for i in planted.identifiers],
-                                        IDENTIFIERS_SCHEMA), "identity.identifiers")
+                                        IDENTIFIERS_SCHEMA), catalog.IDENTIFIERS.name)
     tables.append(spark.createDataFrame([tuple(x[f.name] for f in EXPOSURES_SCHEMA.fields)
                                          for x in planted.exposures], EXPOSURES_SCHEMA), EXPOSURES)

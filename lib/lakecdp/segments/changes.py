@@ -17,15 +17,11 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-MEMBERSHIP_SCHEMA = (
-    "segment_id string, customer_id string, member_key string, entered_at timestamp, "
-    "exited_at timestamp, entered_run_id string, exited_run_id string, reason string, is_current boolean"
-)
-CHANGES_SCHEMA = (
-    "change_id string, run_id string, segment_id string, customer_id string, member_key string, "
-    "change_type string, previous_customer_id string, changed_at timestamp, reason string"
-)
-MEMBERSHIP_KEYS = ("segment_id", "customer_id", "member_key", "entered_run_id")
+from lakecdp import catalog
+
+MEMBERSHIP_SCHEMA = catalog.MEMBERSHIP.schema
+CHANGES_SCHEMA = catalog.CHANGES.schema
+MEMBERSHIP_KEYS = catalog.MEMBERSHIP.keys
 CHANGE_COLUMNS = tuple(part.split()[0] for part in CHANGES_SCHEMA.split(", "))
 MEMBERSHIP_COLUMNS = tuple(part.split()[0] for part in MEMBERSHIP_SCHEMA.split(", "))
 

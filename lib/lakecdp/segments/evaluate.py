@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from lakecdp import catalog
 from lakecdp.segments.definitions import SegmentDefinition, SegmentLimits, exclusion_order
 from lakecdp.segments.guard import SqlRefused
 from lakecdp.segments.plan_guard import guarded_condition, guarded_query
@@ -72,9 +73,9 @@ def resolve_events(events: DataFrame, identifiers: DataFrame) -> DataFrame:
 
     Events no identifier resolves keep ``customer_id`` null (anonymous visitors).
     """
-    require_columns(events, ["event_id", "event_type", "occurred_at"], what="silver.events")
+    require_columns(events, ["event_id", "event_type", "occurred_at"], what=catalog.EVENTS.name)
     require_columns(
-        identifiers, ["identifier_type", "identifier_value", "customer_id"], what="identity.identifiers"
+        identifiers, ["identifier_type", "identifier_value", "customer_id"], what=catalog.IDENTIFIERS.name
     )
     result = events
     resolved: list[Column] = []
@@ -115,8 +116,8 @@ def customers_view(profile: DataFrame, features: DataFrame, as_of: datetime) -> 
     (``last_purchase_date > CURRENT_DATE - INTERVAL '30 days' AND total_spent > 500``) run
     as written.
     """
-    require_columns(profile, ["customer_id"], what="gold.customer_profile")
-    require_columns(features, ["customer_id"], what="gold.customer_features")
+    require_columns(profile, ["customer_id"], what=catalog.CUSTOMER_PROFILE.name)
+    require_columns(features, ["customer_id"], what=catalog.CUSTOMER_FEATURES.name)
     profile_part = profile.drop("run_id", "as_of")
     feature_cols = [c for c in features.columns if c not in ("run_id", "as_of") and c not in profile_part.columns]
     joined = profile_part.join(

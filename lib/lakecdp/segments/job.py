@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from lakecdp import catalog
 from lakecdp.segments.changes import (
     CHANGES_SCHEMA,
     MEMBERSHIP_KEYS,
@@ -54,26 +55,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MEMBERSHIP = "segments.membership"
-CHANGES = "segments.changes"
-RUNS = "segments.runs"
-APPROVALS = "segments.approvals"
+MEMBERSHIP = catalog.MEMBERSHIP.name
+CHANGES = catalog.CHANGES.name
+RUNS = catalog.SEGMENT_RUNS.name
+APPROVALS = catalog.APPROVALS.name
 
-RUNS_SCHEMA = (
-    "run_id string, mode string, as_of timestamp, segments array<string>, changes bigint, "
-    "membership_version bigint, applied_at timestamp"
-)
-APPROVALS_SCHEMA = (
-    "run_id string, segment_id string, previous_size bigint, new_size bigint, change_share double, "
-    "threshold double, status string, decided_by string, decided_at timestamp"
-)
-EVENTS_SCHEMA = (
-    "event_id string, source string, event_type string, occurred_at timestamp, email string, "
-    "device_id string, customer_number string, session_id string, product_id string, category string, "
-    "value double, order_id string, campaign_id string, channel string, bounce_type string, url string, "
-    "run_id string, ingested_at timestamp"
-)
-IDENTIFIERS_SCHEMA = "identifier_type string, identifier_value string, customer_id string, run_id string"
+RUNS_SCHEMA = catalog.SEGMENT_RUNS.schema
+APPROVALS_SCHEMA = catalog.APPROVALS.schema
+EVENTS_SCHEMA = catalog.EVENTS.schema
+IDENTIFIERS_SCHEMA = catalog.IDENTIFIERS.schema
 MERGES_SCHEMA = "old_customer_id string, new_customer_id string"
 
 # Called with a stage name between writes; tests use it to kill a run half way.
@@ -108,11 +98,11 @@ def _require(ctx: JobContext, name: str) -> DataFrame:
 
 def load_inputs(ctx: JobContext) -> SegmentInputs:
     """Profile, features and resolved events, as of the run's ``as_of``."""
-    identifiers = _read_or_empty(ctx, "identity.identifiers", IDENTIFIERS_SCHEMA)
-    events = _read_or_empty(ctx, "silver.events", EVENTS_SCHEMA)
+    identifiers = _read_or_empty(ctx, catalog.IDENTIFIERS.name, IDENTIFIERS_SCHEMA)
+    events = _read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA)
     return SegmentInputs(
-        profile=_require(ctx, "gold.customer_profile"),
-        features=_require(ctx, "gold.customer_features"),
+        profile=_require(ctx, catalog.CUSTOMER_PROFILE.name),
+        features=_require(ctx, catalog.CUSTOMER_FEATURES.name),
         events=resolve_events(events, identifiers),
         as_of=ctx.as_of,
     )
@@ -121,14 +111,11 @@ def load_inputs(ctx: JobContext) -> SegmentInputs:
 def validation_inputs(ctx: JobContext) -> SegmentInputs:
     """The inputs ``segments validate`` checks SQL against: the tables when they exist, else
     empty frames with their documented schemas (validation works on a fresh checkout)."""
-    from lakecdp.features.compute import FEATURES_SCHEMA
-    from lakecdp.identity.survivorship import PROFILE_SCHEMA
-
-    identifiers = _read_or_empty(ctx, "identity.identifiers", IDENTIFIERS_SCHEMA)
-    events = _read_or_empty(ctx, "silver.events", EVENTS_SCHEMA)
+    identifiers = _read_or_empty(ctx, catalog.IDENTIFIERS.name, IDENTIFIERS_SCHEMA)
+    events = _read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA)
     return SegmentInputs(
-        profile=_read_or_empty(ctx, "gold.customer_profile", PROFILE_SCHEMA),
-        features=_read_or_empty(ctx, "gold.customer_features", FEATURES_SCHEMA),
+        profile=_read_or_empty(ctx, catalog.CUSTOMER_PROFILE.name, catalog.CUSTOMER_PROFILE.schema),
+        features=_read_or_empty(ctx, catalog.CUSTOMER_FEATURES.name, catalog.CUSTOMER_FEATURES.struct()),
         events=resolve_events(events, identifiers),
         as_of=ctx.as_of,
     )
@@ -136,10 +123,10 @@ def validation_inputs(ctx: JobContext) -> SegmentInputs:
 
 def load_merges(ctx: JobContext) -> DataFrame:
     """identity.id_changes merge rows resolved to the surviving id (chains followed)."""
-    if not ctx.tables.exists(ctx.spark, "identity.id_changes"):
+    if not ctx.tables.exists(ctx.spark, catalog.ID_CHANGES.name):
         return ctx.spark.createDataFrame([], MERGES_SCHEMA)
     rows = (
-        ctx.tables.read(ctx.spark, "identity.id_changes")
+        ctx.tables.read(ctx.spark, catalog.ID_CHANGES.name)
         .filter((F.col("change_type") == "merge") & (F.col("old_customer_id") != F.col("new_customer_id")))
         .select("old_customer_id", "new_customer_id")
         .distinct()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from lakecdp import catalog
 from lakecdp.context import JobContext
 from lakecdp.segments.definitions import SegmentDefinition, load_segments
 from lakecdp.segments.evaluate import SegmentInputs, resolve_events
@@ -57,7 +58,7 @@ def process_batch(
 ) -> dict[str, int]:
     """Re-evaluate the event segments for the customers of one micro-batch of events."""
     spark = ctx.spark
-    identifiers = _read_or_empty(ctx, "identity.identifiers", IDENTIFIERS_SCHEMA)
+    identifiers = _read_or_empty(ctx, catalog.IDENTIFIERS.name, IDENTIFIERS_SCHEMA)
     affected = (
         resolve_events(batch, identifiers)
         .filter(F.col("customer_id").isNotNull())
@@ -72,10 +73,10 @@ def process_batch(
     batch_ctx = JobContext(
         project=ctx.project, spark=spark, as_of=moment, run_id=f"{run_prefix}-b{batch_id:08d}"
     )
-    all_events = resolve_events(_read_or_empty(ctx, "silver.events", EVENTS_SCHEMA), identifiers)
+    all_events = resolve_events(_read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA), identifiers)
     inputs = SegmentInputs(
-        profile=_require(ctx, "gold.customer_profile"),
-        features=_require(ctx, "gold.customer_features"),
+        profile=_require(ctx, catalog.CUSTOMER_PROFILE.name),
+        features=_require(ctx, catalog.CUSTOMER_FEATURES.name),
         events=all_events.join(affected, "customer_id", "left_semi"),
         as_of=moment,
     )
@@ -120,9 +121,9 @@ def start_stream(
     tables = ctx.tables
     reader = ctx.spark.readStream.format("delta")
     source = (
-        reader.table(tables.identifier("silver.events").replace("`", ""))
+        reader.table(tables.identifier(catalog.EVENTS.name).replace("`", ""))
         if tables.uses_catalog
-        else reader.load(tables.location("silver.events"))
+        else reader.load(tables.location(catalog.EVENTS.name))
     )
     location = checkpoint or str(Path(ctx.project.checkpoints) / "segments_stream")
 
