@@ -259,7 +259,7 @@ IDENTIFIERS = Table(
     "identifier_type string, identifier_value string, customer_id string, run_id string",
     ("identifier_type", "identifier_value"), "lakecdp.identity.job",
     readers=("lakecdp.features.job", "lakecdp.segments.job", "lakecdp.segments.streaming",
-             "lakecdp.activation.job", "lakecdp.campaign.report", "lakecdp.erasure"),
+             "lakecdp.activation.job", "lakecdp.campaign.report", "lakecdp.erasure", "lakecdp.api.demo"),
     # plants a campaign's identifiers in a scratch warehouse (issue 15 item 5)
     other_writers=("lakecdp.sample.campaigns",),
 )
@@ -408,7 +408,7 @@ SUPPRESSIONS = Table(
         "identifier_value string, since timestamp, run_id string NOT NULL"
     ),
     (), "lakecdp.activation.job",
-    readers=("lakecdp.api.segments", "lakecdp.api.demo"),
+    readers=("lakecdp.api.segments",),
 )
 
 # -- ops ---------------------------------------------------------------------------------
