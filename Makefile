@@ -35,6 +35,7 @@ test: venv jars
 
 lint: venv
 	$(VENV)/bin/ruff check lib tests bench
+	$(VENV)/bin/mypy
 
 test-all: venv jars kafka-broker
 	$(PY) -m pytest $(PYTEST_ARGS)

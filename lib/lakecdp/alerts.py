@@ -216,7 +216,7 @@ def find_alerts(project: Project, rules: Rules) -> list[Alert]:
                     f"threshold {rule.threshold:.1%}; run {r['run_id']}",
                     f"quarantine.{r['source']} where run_id = '{r['run_id']}' (reasons, detail); ops.data_quality"))
     if rules.identity_merge_spike:
-        rule = rules.identity_merge_spike
+        spike = rules.identity_merge_spike
         changes = read.rows(catalog.ID_CHANGES.name, ["run_id", "change_type", "changed_at"])
         per_run: dict[str, tuple[Any, int]] = {}
         for c in changes:
@@ -225,7 +225,7 @@ def find_alerts(project: Project, rules: Rules) -> list[Alert]:
         history = [(at, float(m)) for at, m in per_run.values()]
         for run_id, (at, merges) in per_run.items():
             count, median = _median_before(history, at)
-            if count >= rule.min_history and merges >= rule.min_merges and merges > rule.factor * max(median or 0, 1):
+            if count >= spike.min_history and merges >= spike.min_merges and merges > spike.factor * max(median or 0, 1):
                 alerts.append(Alert(
                     "identity_merge_spike", f"identity_merge_spike:{run_id}",
                     f"identity run {run_id} merged {merges} customers ({merges / max(median or 0, 1):.1f}x the median "

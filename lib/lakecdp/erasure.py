@@ -34,7 +34,8 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lakecdp import catalog
 from lakecdp.config import StrictModel, load_model
@@ -242,14 +243,14 @@ def _delete_rows_mentioning(ctx: JobContext, name: str, pattern: str) -> int:
     )
     if keys.isEmpty():
         return 0
-    before = delta.history(1).select("version").first()[0]
+    before = delta.history(1).select("version").collect()[0][0]
     (
         delta.alias("t")
         .merge(keys.alias("s"), f"{_row_hash_sql(columns, 't')} = s.`{_ERASE_KEY}`")
         .whenMatchedDelete()
         .execute()
     )
-    last = delta.history(1).select("version", "operationMetrics").first()
+    last = delta.history(1).select("version", "operationMetrics").collect()[0]
     if last["version"] == before:
         return 0
     return int((last["operationMetrics"] or {}).get("numTargetRowsDeleted", "0"))
@@ -265,8 +266,9 @@ def _forget_log_history(ctx: JobContext, name: str) -> int:
     removed. Path-based and catalog tables alike (the table's location from ``DESCRIBE DETAIL``).
     """
     spark, tables = ctx.spark, ctx.tables
-    location = tables.delta(spark, name).detail().select("location").first()[0]
+    location = tables.delta(spark, name).detail().select("location").collect()[0][0]
     jvm = spark._jvm  # noqa: SLF001 - Delta's Python API has no checkpoint call
+    assert jvm is not None, "a classic (JVM) Spark session is needed to checkpoint a Delta log"
     delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, location)  # noqa: SLF001
     snapshot = delta_log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty())
     delta_log.checkpoint(snapshot, jvm.scala.Option.empty())
@@ -316,7 +318,7 @@ def erase_person(ctx: JobContext, *, email: str | None = None, customer_id: str 
     salt = _salt(ctx, settings)
     # computed before the records go: the name + birth date + postcode of each record
     records = _person_records(ctx, identifiers.get("record_id", set()))
-    key_hashes = {r["key_hash"] for r in records if r["key_hash"]}
+    key_hashes = {str(r["key_hash"]) for r in records if r["key_hash"]}
     logger.info("erasing %d identifier values of %d customer(s)", len(values), len(customer_ids))
 
     deleted: dict[str, int] = {}
@@ -333,7 +335,7 @@ def erase_person(ctx: JobContext, *, email: str | None = None, customer_id: str 
             if not matches:
                 continue
             # with deletion vectors the old files stay in the current version: rewrite them
-            properties = tables.delta(spark, name).detail().select("properties").first()[0] or {}
+            properties = tables.delta(spark, name).detail().select("properties").collect()[0][0] or {}
             if properties.get("delta.enableDeletionVectors", "false").lower() == "true":
                 spark.sql(f"REORG TABLE {tables.identifier(name)} APPLY (PURGE)")
             deleted[name] = matches
@@ -341,7 +343,7 @@ def erase_person(ctx: JobContext, *, email: str | None = None, customer_id: str 
 
         retention = settings.vacuum_retention_hours
         check = "spark.databricks.delta.retentionDurationCheck.enabled"
-        previous = spark.conf.get(check, "true")
+        previous = spark.conf.get(check, "true") or "true"
         spark.conf.set(check, "false" if retention < 168 else previous)
         try:
             # every table, not only those with rows deleted now: files an earlier overwrite
@@ -446,13 +448,13 @@ class PersonMatcher:
     phone number in any usual spelling, the SHA-256 of their email or phone (hashed audiences),
     or a record's last name together with its birth date."""
 
-    def __init__(self, identifiers: dict[str, set[str]], records: list[dict[str, object]] = ()) -> None:
+    def __init__(self, identifiers: dict[str, set[str]], records: Sequence[Mapping[str, Any]] = ()) -> None:
         from lakecdp.activation.hashing import sha256_hex
 
         tokens = {v for values in identifiers.values() for v in values if v}
-        hashed = {sha256_hex(v.strip().lower()) for v in identifiers.get("email", ())}
-        for phone in identifiers.get("phone", ()):
-            hashed |= {sha256_hex(phone), sha256_hex(phone.lstrip("+"))}
+        spellings = [v.strip().lower() for v in identifiers.get("email", ())]
+        spellings += [form for phone in identifiers.get("phone", ()) for form in (phone, phone.lstrip("+"))]
+        hashed = {h for h in map(sha256_hex, spellings) if h}
         alternatives = [re.escape(v) for v in sorted(tokens | hashed, key=len, reverse=True)]
         alternatives += [p for p in (_phone_pattern(v) for v in sorted(identifiers.get("phone", ()))) if p]
         self._pattern = re.compile(
@@ -574,7 +576,7 @@ def _non_delta_files(root: Path, *, skip: set[Path]) -> list[Path]:
 
 
 def erase_from_files(
-    ctx: JobContext, identifiers: dict[str, set[str]], records: list[dict[str, object]] = ()
+    ctx: JobContext, identifiers: dict[str, set[str]], records: Sequence[Mapping[str, Any]] = ()
 ) -> FilesReport:
     """Remove the person from the files the project writes or reads outside Delta tables.
 
@@ -643,7 +645,7 @@ def erase_from_files(
                 continue
             report.rewritten.append(shown)
             if in_landing:
-                landed[path.relative_to(landing).as_posix()] = (old_hash, _sha256_file(path), path.stat().st_size)
+                landed[path.relative_to(landing).as_posix()] = (old_hash or "", _sha256_file(path), path.stat().st_size)
     _follow_in_ledger(ctx, landed)
     return report
 

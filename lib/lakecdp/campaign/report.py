@@ -175,7 +175,7 @@ def write_chart(analysis: CampaignAnalysis, path: Path, *, title: str) -> Path:
 
     arms = [a for a in analysis.arms if a.counts.exposed > 0]
     names = [a.counts.variant for a in arms]
-    rates = [a.conversion_rate for a in arms]
+    rates = [a.conversion_rate or 0.0 for a in arms]
     bounds = [proportion_confint(a.counts.converted, a.counts.exposed, alpha=analysis.alpha, method="wilson")
               for a in arms]
     errors = [[r - lo for r, (lo, _) in zip(rates, bounds)], [hi - r for r, (_, hi) in zip(rates, bounds)]]
@@ -185,10 +185,12 @@ def write_chart(analysis: CampaignAnalysis, path: Path, *, title: str) -> Path:
              capsize=6)
     left.set_ylabel("conversion rate (%)")
     left.set_title(f"conversion per arm ({1 - analysis.alpha:.0%} Wilson interval)")
-    lifted = [a for a in arms if a.lift is not None and a.ci_low is not None]
+    lifted = [(a.counts.variant, a.lift, a.ci_low, a.ci_high) for a in arms
+              if a.lift is not None and a.ci_low is not None and a.ci_high is not None]
     if lifted:
-        right.errorbar([a.lift * 100 for a in lifted], [a.counts.variant for a in lifted],
-                       xerr=[[(a.lift - a.ci_low) * 100 for a in lifted], [(a.ci_high - a.lift) * 100 for a in lifted]],
+        right.errorbar([lift * 100 for _, lift, _, _ in lifted], [variant for variant, _, _, _ in lifted],
+                       xerr=[[(lift - low) * 100 for _, lift, low, _ in lifted],
+                             [(high - lift) * 100 for _, lift, _, high in lifted]],
                        fmt="o", capsize=6)
     right.axvline(0, color="#888888", linewidth=1)
     right.set_xlabel(f"lift vs {analysis.control} (percentage points)")

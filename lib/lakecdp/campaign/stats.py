@@ -17,6 +17,7 @@ The control is the holdout when the campaign has one, else its first listed vari
 
 from __future__ import annotations
 
+from typing import Any
 import math
 from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
@@ -167,7 +168,7 @@ def analyse(
     arms: list[ArmResult] = []
     for name in order:
         c = by_name.get(name, ArmCounts(name, 0, 0))
-        result = dict(
+        result: dict[str, Any] = dict(
             counts=c, is_control=name == control_name, expected_share=shares.get(name, 0.0),
             conversion_rate=_rate(c.converted, c.exposed), revenue_per_exposed=_rate(c.revenue, c.exposed),
             open_rate=_rate(c.opened, c.exposed), click_rate=_rate(c.clicked, c.exposed),
@@ -183,7 +184,7 @@ def analyse(
 
     srm = sample_ratio_check({c.variant: c.exposed for c in counts}, shares)
     srm_mismatch = srm is not None and srm[1] < srm_threshold
-    if srm_mismatch:
+    if srm is not None and srm_mismatch:
         notes.append(f"sample ratio mismatch: p = {srm[1]:.2g} < {srm_threshold} - the split is broken "
                      "(assignment, suppression or delivery differs by arm); do not trust the lift")
     base_rate = control.converted / control.exposed if control is not None else None

@@ -29,7 +29,7 @@ def parse_condition(condition: str) -> exp.Expression:
         raise ValueError(f"not a valid Spark SQL condition: {exc}") from exc
     if len(parsed) != 1 or parsed[0] is None:
         raise ValueError("must be exactly one SQL expression")
-    tree = parsed[0]
+    tree: exp.Expression = parsed[0]  # type: ignore[assignment]  # sqlglot types parse() as Expr
     for node in tree.walk():
         if isinstance(node, _FORBIDDEN_NODES):
             raise ValueError(f"may not contain a query or statement ({node.key})")

@@ -54,14 +54,14 @@ def resolve_customer_id(df: DataFrame, identifiers: DataFrame) -> DataFrame:
     resolved = df
     found: list[tuple[str, Column]] = []
     for position, (column, kind) in enumerate(usable):
-        key, found_id = f"_key_{position}", f"_customer_{position}"
+        key, found_name = f"_key_{position}", f"_customer_{position}"
         lookup = (
             identifiers.where(F.col("identifier_type") == F.lit(kind))
-            .select(F.col("identifier_value").alias(key), F.col("customer_id").alias(found_id))
+            .select(F.col("identifier_value").alias(key), F.col("customer_id").alias(found_name))
             .dropDuplicates([key])
         )
         resolved = resolved.withColumn(key, _normalised(column)).join(lookup, key, "left")
-        found.append((kind, F.col(found_id)))
+        found.append((kind, F.col(found_name)))
     (first_kind, first_id), *rest = found
     matched_by = F.when(first_id.isNotNull(), F.lit(first_kind))
     for kind, found_id in rest:

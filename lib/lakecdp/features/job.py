@@ -118,7 +118,8 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
     finally:
         for frame in (*activity, identifiers):
             frame.unpersist()
-    metrics = tables.delta(spark, OUTPUT).history(1).select("operationMetrics").first()[0] or {}
+    last = tables.delta(spark, OUTPUT).history(1).select("operationMetrics").first()
+    metrics = (last[0] if last is not None else None) or {}
     per_input = {row["input"]: int(row["count"]) for row in unmatched}
     counts = {
         "customers": int(metrics.get("numOutputRows", 0)),

@@ -84,8 +84,8 @@ class StrictTrackingUndefined(StrictUndefined):
         _record_missing(self)
         return super()._fail_with_undefined_error(*args, **kwargs)
 
-    __str__ = __iter__ = __len__ = __eq__ = __ne__ = __bool__ = __hash__ = _fail_with_undefined_error  # type: ignore[assignment]
-    __add__ = __radd__ = __contains__ = __getitem__ = _fail_with_undefined_error  # type: ignore[assignment]
+    __str__ = __iter__ = __len__ = __eq__ = __ne__ = __bool__ = __hash__ = _fail_with_undefined_error
+    __add__ = __radd__ = __contains__ = __getitem__ = _fail_with_undefined_error
 
 
 def _is_empty(value: Any) -> bool:

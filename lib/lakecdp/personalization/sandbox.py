@@ -279,7 +279,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         for name, func in list(self.filters.items()):
             if name not in (_LOOP_FILTER, _CONCAT_FILTER) and not getattr(func, "_lakecdp_budgeted", False):
                 wrapped = _budgeted_filter(name, func)
-                wrapped._lakecdp_budgeted = True  # type: ignore[attr-defined]
+                wrapped._lakecdp_budgeted = True
                 self.filters[name] = wrapped
 
     def add_filter(self, name: str, func: Any) -> None:

@@ -152,7 +152,7 @@ def write_planted(spark: SparkSession, tables: Tables, planted: PlantedCampaign)
     columns = [c.split()[0] for c in EVENTS_SCHEMA.split(", ")]
     tables.append(spark.createDataFrame([tuple(e.get(c) for c in columns) for e in planted.events], EVENTS_SCHEMA),
                   catalog.EVENTS.name)
-    id_columns = [c.split()[0] for c in IDENTIFIERS_SCHEMA.split(", ")]
+    id_columns = catalog.IDENTIFIERS.columns
     tables.append(spark.createDataFrame([tuple(i[c] for c in id_columns) for i in planted.identifiers],
                                         IDENTIFIERS_SCHEMA), catalog.IDENTIFIERS.name)
     tables.append(spark.createDataFrame([tuple(x[f.name] for f in EXPOSURES_SCHEMA.fields)

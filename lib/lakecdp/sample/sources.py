@@ -273,7 +273,7 @@ def dirty_phone(draw: Draw, person: Person, spec: Spec, styles: tuple[str, ...])
     if u < dirt.junk_identifier + dirt.missing_field:
         return None
     use_landline = person.mobile is None or draw.chance("landline", 0.25)
-    number = person.landline if use_landline else person.mobile
+    number = person.landline if use_landline or person.mobile is None else person.mobile
     return phone_formats(number, person.country)[draw.pick("phone_style", styles)]
 
 
