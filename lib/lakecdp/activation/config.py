@@ -36,7 +36,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_origin
 from urllib.parse import parse_qsl, urlsplit
 
 from jinja2 import TemplateSyntaxError
@@ -379,8 +379,8 @@ from lakecdp.activation.sms import SmsDestination  # noqa: E402
 def type_name(destination_type: type[DestinationBase]) -> str:
     """The ``type:`` value of a destination model (its ``Literal``)."""
     annotation = destination_type.model_fields["type"].annotation
-    values = getattr(annotation, "__args__", ())
-    if getattr(annotation, "__origin__", None) is not Literal or len(values) != 1:
+    values: tuple[object, ...] = getattr(annotation, "__args__", ())
+    if get_origin(annotation) is not Literal or len(values) != 1:
         raise TypeError(f"{destination_type.__name__}.type must be one Literal string, got {annotation!r}")
     return str(values[0])
 
@@ -410,7 +410,8 @@ def register_destination_type(destination_type: type[DestinationBase]) -> type[D
 
 @lru_cache(maxsize=8)
 def _union_of(types: tuple[type[DestinationBase], ...]) -> TypeAdapter[DestinationBase]:
-    return TypeAdapter(Annotated[Union[types], Field(discriminator="type")])  # type: ignore[valid-type]
+    union: Any = Annotated[Union[types], Field(discriminator="type")]  # built from the map at run time
+    return TypeAdapter(union)
 
 
 def max_delivery_runs(destination: DestinationBase) -> int:

@@ -347,7 +347,8 @@ class Delivery:
         callback = on_result or self.on_result(rows, max_runs=max_runs)
         WebhookClient(self.name, settings, run_id=self.ctx.run_id).deliver(list(items), on_result=callback)
 
-    def record(self, rows: Sequence[Row], *, status: str, attempts: int = 1, response_code: int | None = None) -> None:
+    def record(self, rows: Sequence[Mapping[str, Any]], *, status: str, attempts: int = 1,
+               response_code: int | None = None) -> None:
         """Ledger rows with ``status`` (``delivered`` or ``suppressed``) for ``rows``, counted."""
         at = datetime.now(timezone.utc)
         self.writer.deliveries(ledger.delivery_row(r, destination=self.name, run_id=self.ctx.run_id, status=status,

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, InstanceOf, ValidationError, ValidatorFunctionWrapHandler, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails
 
 from lakecdp.config import ConfigError, StrictModel, load_models
 from lakecdp.segments.guard import GuardedSql
@@ -148,11 +148,10 @@ def _choices(keys: list[str]) -> str:
 
 def _error(error: dict[str, Any], loc: tuple[str | int, ...]) -> InitErrorDetails:
     """One pydantic error moved to ``loc``, kept as it was (type, message, input)."""
-    context = error.get("ctx")
-    try:
-        return InitErrorDetails(type=error["type"], loc=loc, input=error["input"], **({"ctx": context} if context else {}))
-    except KeyError:  # pragma: no cover - a type only pydantic_core builds is kept as text
-        return InitErrorDetails(type=PydanticCustomError(error["type"], error["msg"]), loc=loc, input=error["input"])
+    moved = InitErrorDetails(type=error["type"], loc=loc, input=error["input"])
+    if error.get("ctx"):
+        moved["ctx"] = error["ctx"]
+    return moved
 
 
 class SegmentDefinition(StrictModel):
