@@ -54,6 +54,7 @@ from lakecdp.config import ConfigError, StrictModel, load_models
 
 if TYPE_CHECKING:
     from lakecdp.activation.job import Delivery
+    from lakecdp.config import Project
 
 # the gold.customer_profile columns a destination may put in its payload
 PROFILE_FIELDS = frozenset(
@@ -270,6 +271,17 @@ class DestinationBase(_DestinationModel):
         """How many activation runs may try one change (``retry.max_runs``; 1 for a file)."""
         return 1
 
+    def webhook_settings(self) -> WebhookSettings | None:
+        """The HTTP endpoint it sends through, if any (``validate-destinations --resolve``)."""
+        return None
+
+    def check(self, project: Project, name: str) -> None:
+        """Checks that need the project (files it names exist); ``validate-destinations`` runs them.
+
+        Raises:
+            ConfigError: naming the destination's file and field.
+        """
+
     def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:
         """Deliver this run's pending, unsuppressed rows (one per change, with the profile
         fields and ``idempotency_key``), recording each outcome through ``delivery``."""
@@ -325,6 +337,9 @@ class WebhookDestination(_WithFields, WebhookSettings):
     def max_runs(self) -> int:
         return self.retry.max_runs
 
+    def webhook_settings(self) -> WebhookSettings:
+        return self
+
     def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:
         delivery.send(self, delivery.payload_items(rows, self.fields), rows, max_runs=self.max_runs())
 
@@ -347,6 +362,9 @@ class HashedAudienceDestination(DestinationBase):
 
     def max_runs(self) -> int:
         return self.webhook.retry.max_runs if self.webhook is not None else 1
+
+    def webhook_settings(self) -> WebhookSettings | None:
+        return self.webhook
 
     def item(self, row: dict[str, Any]) -> dict[str, Any]:
         """What an ad platform takes: the change and SHA-256 of the normalised email and phone."""

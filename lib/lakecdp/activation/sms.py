@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from lakecdp.activation.job import Delivery
+    from lakecdp.config import Project
     from lakecdp.context import JobContext
 
 logger = logging.getLogger(__name__)
@@ -164,6 +165,20 @@ class SmsDestination(DestinationBase):
 
     def max_runs(self) -> int:
         return self.gateway.retry.max_runs
+
+    def webhook_settings(self) -> WebhookSettings:
+        return self.gateway
+
+    def check(self, project: Project, name: str) -> None:
+        """The text template must exist in the personalisation templates."""
+        from lakecdp.config import ConfigError
+        from lakecdp.personalization.config import load_personalization
+        from lakecdp.personalization.preview import templates_dir
+
+        folder = templates_dir(project, load_personalization(project.conf_dir))
+        if not (folder / self.template).is_file():
+            raise ConfigError(f"{project.conf_dir / 'destinations' / (name + '.yaml')}: template: "
+                              f"{self.template!r} is not a file in {folder}")
 
     def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:
         """Consent and phone checks (suppressed), quiet hours (deferred: nothing written),
