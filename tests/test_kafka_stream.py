@@ -363,8 +363,22 @@ def test_streaming_config_loads_and_errors_name_file_and_field(tmp_path):
     message = str(error.value)
     assert message.startswith(str(tmp_path / "streaming.yaml"))
     assert "kafka.bootstrap_servers: Value error, expected host:port" in message
-    assert "streams[0].source: Input should be 'web_events' or 'email_events'" in message
     assert "trigger: Value error, trigger must be 'available_now' or an interval" in message
+
+    # which sources stream is config, not code: one loading a target a stream writes, with a
+    # JSON message form (conf/sources is read for it)
+    import shutil
+
+    shutil.copytree(Path(__file__).resolve().parents[1] / "conf" / "sources", tmp_path / "sources")
+    for source, reason in (
+        ("crm", "source 'crm' cannot be streamed from Kafka: it loads customer_records; a stream writes events only"),
+        ("nowhere", "no source named 'nowhere' in conf/sources"),
+    ):
+        (tmp_path / "streaming.yaml").write_text(f"version: 1\nstreams: [{{source: web_events, topic: w}}, "
+                                                 f"{{source: {source}, topic: x}}]\n")
+        with pytest.raises(ConfigError) as error:
+            stream.load_streaming_config(tmp_path)
+        assert str(error.value) == f"{tmp_path / 'streaming.yaml'}: streams[1].source: {reason}"
 
 
 def test_stream_events_job_runs_both_configured_streams_available_now(spark, tmp_path, kafka_broker,

@@ -30,6 +30,7 @@ from lakecdp.segments.evaluate import (
 )
 from lakecdp.segments.guard import SqlRefused
 from lakecdp.segments.plan_guard import guarded_condition
+from lakecdp.segments.kinds import ConditionKind, QueryKind
 
 REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
 SECRET_PROPERTY = "lakecdp.test.secret"
@@ -83,8 +84,9 @@ def secret(spark):
 
 def unchecked(segment_id: str, *, condition: str | None = None, query: str | None = None, **extra) -> SegmentDefinition:
     """A definition that skipped the sqlglot check: only the plan check stands in the way."""
+    spec = ConditionKind.model_construct(condition) if condition is not None else QueryKind.model_construct(query)
     return SegmentDefinition.model_construct(
-        version=1, id=segment_id, description="", condition=condition, query=query, event=None,
+        version=1, id=segment_id, description="", spec=spec,
         expire_after_days=None, exclude=[], group=None, priority=0, schedule=None,
         hold_if_change_exceeds=None, emit_updates=False, limits=extra.pop("limits", SegmentLimits()), **extra,
     )

@@ -26,23 +26,10 @@ def _activate(args: argparse.Namespace) -> int:
     return 1 if counts.get("dead_letter") else 0
 
 
-def _check_sms_template(project, name: str, destination) -> None:
-    """An SMS destination's text template must exist in the personalisation templates."""
-    from lakecdp.config import ConfigError
-    from lakecdp.personalization.config import load_personalization
-    from lakecdp.personalization.preview import templates_dir
-
-    folder = templates_dir(project, load_personalization(project.conf_dir))
-    if not (folder / destination.template).is_file():
-        raise ConfigError(f"{project.conf_dir / 'destinations' / (name + '.yaml')}: template: "
-                          f"{destination.template!r} is not a file in {folder}")
-
-
 def _validate(args: argparse.Namespace) -> int:
     """Load every destination (schema, secrets by env name only, paths, payload template
     syntax); with ``--resolve`` also expand its environment variables as delivery would."""
-    from lakecdp.activation.config import WebhookDestination, load_destinations
-    from lakecdp.activation.sms import SmsDestination
+    from lakecdp.activation.config import load_destinations
     from lakecdp.activation.webhook import WebhookClient
     from lakecdp.config import ConfigError, load_project
 
@@ -50,11 +37,8 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         destinations = load_destinations(project.conf_dir)
         for name, destination in destinations.items():
-            settings = destination if isinstance(destination, WebhookDestination) else getattr(destination, "webhook",
-                                                                                                None)
-            if isinstance(destination, SmsDestination):
-                settings = destination.gateway
-                _check_sms_template(project, name, destination)
+            destination.check(project, name)
+            settings = destination.webhook_settings()
             if args.resolve and settings is not None and not getattr(destination, "demo_receiver", False):
                 WebhookClient(name, settings, run_id="validate")
             print(f"ok: {name} ({destination.type})")

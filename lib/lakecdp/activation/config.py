@@ -1,6 +1,7 @@
 """Destination config: one ``conf/destinations/<name>.yaml`` per destination.
 
-Three kinds, told apart by ``type``:
+Destination types, told apart by ``type`` (:data:`DESTINATION_TYPES`; a new type is one module
+and one line there, docs/extending.md#adding-a-destination-type):
 
 - ``file``: CSV / JSON lines / Parquet exports of segment changes, one file per segment and
   segment run, under the warehouse (``exports/<destination>/<segment_id>/<run>.<ext>``).
@@ -32,14 +33,28 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_origin
 from urllib.parse import parse_qsl, urlsplit
 
 from jinja2 import TemplateSyntaxError
-from pydantic import ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    RootModel,
+    TypeAdapter,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from lakecdp.config import ConfigError, StrictModel, load_models
+
+if TYPE_CHECKING:
+    from lakecdp.activation.job import Delivery
+    from lakecdp.config import Project
 
 # the gold.customer_profile columns a destination may put in its payload
 PROFILE_FIELDS = frozenset(
@@ -227,8 +242,15 @@ class WebhookSettings(_DestinationModel):
         return self
 
 
-class _Common(_DestinationModel):
+class DestinationBase(_DestinationModel):
+    """What every destination type has; a type adds its settings and how it delivers.
+
+    A subclass declares ``type: Literal["<name>"]`` and implements :meth:`deliver`.
+    """
+
     version: Literal[1]
+    # the type's name (a Literal in each subclass): picks the model when a file is loaded
+    type: str
     # segment ids to deliver; empty = every segment
     segments: list[str] = Field(default_factory=list)
     # change types to deliver
@@ -245,8 +267,28 @@ class _Common(_DestinationModel):
                 raise ValueError(f"invalid segment id {segment!r}")
         return value
 
+    def max_runs(self) -> int:
+        """How many activation runs may try one change (``retry.max_runs``; 1 for a file)."""
+        return 1
 
-class _WithFields(_Common):
+    def webhook_settings(self) -> WebhookSettings | None:
+        """The HTTP endpoint it sends through, if any (``validate-destinations --resolve``)."""
+        return None
+
+    def check(self, project: Project, name: str) -> None:
+        """Checks that need the project (files it names exist); ``validate-destinations`` runs them.
+
+        Raises:
+            ConfigError: naming the destination's file and field.
+        """
+
+    def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:
+        """Deliver this run's pending, unsuppressed rows (one per change, with the profile
+        fields and ``idempotency_key``), recording each outcome through ``delivery``."""
+        raise NotImplementedError(f"destination type {self.type!r} does not say how it delivers")
+
+
+class _WithFields(DestinationBase):
     # profile columns added to each item (besides the change's own columns)
     fields: list[str] = Field(default_factory=lambda: ["email", "first_name"])
 
@@ -282,6 +324,9 @@ class FileDestination(_WithFields):
     def _under_exports(cls, value: str | None) -> str | None:
         return _export_subfolder(value)
 
+    def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:
+        delivery.write_files(rows, delivery.payload_items(rows, self.fields), path=self.path, file_format=self.format)
+
 
 class WebhookDestination(_WithFields, WebhookSettings):
     type: Literal["webhook"]
@@ -289,8 +334,17 @@ class WebhookDestination(_WithFields, WebhookSettings):
     # (lakecdp.activation.receiver) for the run and points DEMO_RECEIVER_ENV at it
     demo_receiver: bool = False
 
+    def max_runs(self) -> int:
+        return self.retry.max_runs
 
-class HashedAudienceDestination(_Common):
+    def webhook_settings(self) -> WebhookSettings:
+        return self
+
+    def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:
+        delivery.send(self, delivery.payload_items(rows, self.fields), rows, max_runs=self.max_runs())
+
+
+class HashedAudienceDestination(DestinationBase):
     type: Literal["hashed_audience"]
     # region used to read phone numbers that are not already E.164
     default_region: str = "GB"
@@ -306,31 +360,95 @@ class HashedAudienceDestination(_Common):
     def _under_exports(cls, value: str | None) -> str | None:
         return _export_subfolder(value)
 
+    def max_runs(self) -> int:
+        return self.webhook.retry.max_runs if self.webhook is not None else 1
 
-# a destination kind is one module plus its entry here (the module imports the bases above)
+    def webhook_settings(self) -> WebhookSettings | None:
+        return self.webhook
+
+    def item(self, row: dict[str, Any]) -> dict[str, Any]:
+        """What an ad platform takes: the change and SHA-256 of the normalised email and phone."""
+        from lakecdp.activation.hashing import hash_email, hash_phone
+
+        return {
+            "idempotency_key": row["idempotency_key"],
+            "change_id": row["change_id"],
+            "segment_id": row["segment_id"],
+            "member_key": row.get("member_key"),
+            "change_type": row["change_type"],
+            "changed_at": row.get("changed_at"),
+            "email_sha256": hash_email(row.get("email")),
+            "phone_sha256": hash_phone(row.get("phone"), default_region=self.default_region,
+                                       phone_format=self.phone_format),
+        }
+
+    def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:
+        items = [self.item(r) for r in rows]
+        if self.webhook is not None:
+            delivery.send(self.webhook, items, rows, max_runs=self.max_runs())
+        else:
+            delivery.write_files(rows, items, path=self.path, file_format="csv")
+
+
+# a destination type is one module (importing the bases above) plus its line here
 from lakecdp.activation.sms import SmsDestination  # noqa: E402
 
-AnyDestination = Annotated[
-    Union[FileDestination, WebhookDestination, HashedAudienceDestination, SmsDestination],
-    Field(discriminator="type"),
-]
+
+def type_name(destination_type: type[DestinationBase]) -> str:
+    """The ``type:`` value of a destination model (its ``Literal``)."""
+    annotation = destination_type.model_fields["type"].annotation
+    values: tuple[object, ...] = getattr(annotation, "__args__", ())
+    if get_origin(annotation) is not Literal or len(values) != 1:
+        raise TypeError(f"{destination_type.__name__}.type must be one Literal string, got {annotation!r}")
+    return str(values[0])
 
 
-def max_delivery_runs(destination: AnyDestination) -> int:
+#: ``type:`` -> destination model
+DESTINATION_TYPES: dict[str, type[DestinationBase]] = {
+    type_name(kind): kind for kind in (FileDestination, WebhookDestination, HashedAudienceDestination, SmsDestination)
+}
+
+# any destination (annotations); which type it is, DESTINATION_TYPES decides when a file is loaded
+AnyDestination = DestinationBase
+
+
+def register_destination_type(destination_type: type[DestinationBase]) -> type[DestinationBase]:
+    """Add a destination type from outside this package (a plugin); usable as a class decorator.
+
+    Raises:
+        ValueError: another model already has the ``type`` name.
+    """
+    name = type_name(destination_type)
+    known = DESTINATION_TYPES.get(name)
+    if known is not None and known is not destination_type:
+        raise ValueError(f"destination type {name!r} is taken by {known.__module__}.{known.__name__}")
+    DESTINATION_TYPES[name] = destination_type
+    return destination_type
+
+
+@lru_cache(maxsize=8)
+def _union_of(types: tuple[type[DestinationBase], ...]) -> TypeAdapter[DestinationBase]:
+    union: Any = Annotated[Union[types], Field(discriminator="type")]  # built from the map at run time
+    return TypeAdapter(union)
+
+
+def max_delivery_runs(destination: DestinationBase) -> int:
     """How many runs may try one change of ``destination`` (``retry.max_runs``; 1 for files)."""
-    if isinstance(destination, WebhookDestination):
-        return destination.retry.max_runs
-    if isinstance(destination, HashedAudienceDestination) and destination.webhook is not None:
-        return destination.webhook.retry.max_runs
-    if isinstance(destination, SmsDestination):
-        return destination.gateway.retry.max_runs
-    return 1
+    return destination.max_runs()
 
 
-class DestinationFile(RootModel[AnyDestination]):
-    """One destination YAML file (``type`` picks the kind)."""
+class DestinationFile(RootModel[DestinationBase]):
+    """One destination YAML file: ``type`` picks the model among :data:`DESTINATION_TYPES`
+    (a discriminated union; an error is located under the type: ``webhook.url: ...``)."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _by_type(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> DestinationFile:
+        if isinstance(data, DestinationBase):
+            return handler(data)
+        return handler(_union_of(tuple(DESTINATION_TYPES.values())).validate_python(data))
 
 
 def expand_env(value: str, *, what: str) -> str:

@@ -16,8 +16,9 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,16 +32,14 @@ from lakecdp.activation.config import (
     DEMO_RECEIVER_ENV,
     PROFILE_FIELDS,
     AnyDestination,
-    FileDestination,
-    HashedAudienceDestination,
     WebhookDestination,
+    WebhookSettings,
     load_destinations,
     max_delivery_runs,
 )
 from lakecdp.config import ConfigError
 from lakecdp.activation.files import safe_path_part, write_export
-from lakecdp.activation.hashing import hash_email, hash_phone
-from lakecdp.activation.sms import SmsDestination, message_text, plan_messages, sms_consent
+from lakecdp.activation.sms import SmsDestination
 from lakecdp.activation.webhook import Finalised, WebhookClient, to_json
 
 if TYPE_CHECKING:
@@ -287,20 +286,6 @@ def _payload_item(row: Row, fields: Sequence[str]) -> Row:
     return {c: row.get(c) for c in (*CHANGE_COLUMNS, *fields)}
 
 
-def _hashed_item(row: Row, destination: HashedAudienceDestination) -> Row:
-    return {
-        "idempotency_key": row["idempotency_key"],
-        "change_id": row["change_id"],
-        "segment_id": row["segment_id"],
-        "member_key": row.get("member_key"),
-        "change_type": row["change_type"],
-        "changed_at": row.get("changed_at"),
-        "email_sha256": hash_email(row.get("email")),
-        "phone_sha256": hash_phone(row.get("phone"), default_region=destination.default_region,
-                                   phone_format=destination.phone_format),
-    }
-
-
 def _deliver_files(
     ctx: JobContext, writer: ledger.LedgerWriter, name: str, folder: Path, file_format: str,
     rows: Sequence[Row], items: Sequence[Row], columns: Sequence[str], counter: _Counter,
@@ -323,54 +308,57 @@ def _deliver_files(
         logger.info("%s: wrote %d changes to %s", name, len(indexes), target)
 
 
-def _sms_inputs(ctx: JobContext, destination: SmsDestination, customer_ids: list[str]
-                ) -> tuple[dict[str, bool], dict[str, str]]:
-    """SMS consent and rendered text per customer (the personalisation template and context)."""
-    from lakecdp.personalization.config import load_personalization
-    from lakecdp.personalization.engine import TemplateEngine
-    from lakecdp.personalization.preview import load_contexts, templates_dir
+@dataclass
+class Delivery:
+    """What a destination type delivers with (:meth:`DestinationBase.deliver`): one destination
+    in one activation run. Every outcome goes through here to the delivery ledger and the
+    run's counts, so a change is delivered once and never lost."""
 
-    records, id_map = _read_optional(ctx, catalog.CUSTOMER_RECORDS.name), _read_optional(ctx, catalog.ID_MAP.name)
-    consent: dict[str, bool] = {}
-    if records is not None and id_map is not None:
-        wanted = id_map.where(F.col("customer_id").isin(customer_ids))
-        consent = {r["customer_id"]: r["sms_consent"] for r in sms_consent(records, wanted).collect()}
-    allowed = [c for c in customer_ids if consent.get(c) is True]
-    if not allowed:
-        return consent, {}
-    config = load_personalization(ctx.project.conf_dir)
-    engine = TemplateEngine(templates_dir(ctx.project, config), budget=config.render_budget.budget(),
-                            feedback_url=config.feedback_url)
-    contexts = load_contexts(ctx.spark, ctx.tables, config, customer_ids=allowed, campaign_id=destination.campaign)
-    texts = {str(c["customer_id"]): message_text(engine.render(destination.template, c).text) for c in contexts}
-    return consent, texts
+    ctx: JobContext
+    name: str
+    writer: ledger.LedgerWriter
+    counter: _Counter
+    #: the send time (SMS quiet hours are judged at it)
+    now: datetime
 
+    def payload_items(self, rows: Sequence[Row], fields: Sequence[str]) -> list[Row]:
+        """The change's own columns (:data:`CHANGE_COLUMNS`) and the profile ``fields``, in that order."""
+        return [_payload_item(r, fields) for r in rows]
 
-def _deliver_sms(
-    ctx: JobContext, name: str, destination: SmsDestination, rows: Sequence[Row],
-    writer: ledger.LedgerWriter, counter: _Counter, now: datetime,
-) -> None:
-    consent, texts = _sms_inputs(ctx, destination, sorted({r["customer_id"] for r in rows}))
-    plan = plan_messages(destination, rows, consent=consent, texts=texts, now=now)
-    at = datetime.now(timezone.utc)
-    for kind, skipped in (("no_sms_consent", plan.no_consent), ("no_phone", plan.no_phone)):
-        # final, like every suppression: a later consent does not resend an old change
-        writer.deliveries(ledger.delivery_row(r, destination=name, run_id=ctx.run_id, status="suppressed",
-                                              attempts=0, response_code=None, at=at) for r in skipped)
-        counter.add(name, "suppressed", len(skipped))
-        counter.add(name, kind, len(skipped))
-    # quiet hours: nothing is written, the change stays pending for the next run
-    counter.add(name, "deferred", len(plan.deferred))
-    if plan.deferred:
-        logger.info("%s: %d messages deferred (quiet hours in the customer's time zone)", name, len(plan.deferred))
-    on_result = _ledger_callback(ctx, writer, name, {r["idempotency_key"]: r for r in rows}, counter,
-                                 max_delivery_runs(destination))
-    if plan.too_long:
-        on_result(Finalised(rejected=[({"idempotency_key": r["idempotency_key"], "change_id": r["change_id"],
-                                        "customer_id": r["customer_id"]}, reason, None, 0)
-                                      for r, reason in plan.too_long]))
-    if plan.send:
-        WebhookClient(name, destination.gateway, run_id=ctx.run_id).deliver(plan.send, on_result=on_result)
+    def export_folder(self, path: str | None) -> Path:
+        """``<warehouse>/exports/<path or the destination name>``, refused when it leaves exports."""
+        return _export_folder(self.ctx, self.name, path)
+
+    def write_files(self, rows: Sequence[Row], items: Sequence[Row], *, path: str | None, file_format: str) -> None:
+        """One export file per segment and segment run (``items[i]`` is ``rows[i]``'s payload),
+        then the ledger; the columns are the first item's keys."""
+        _deliver_files(self.ctx, self.writer, self.name, self.export_folder(path), file_format, rows, items,
+                       list(items[0]), self.counter)
+
+    def on_result(self, rows: Sequence[Row], *, max_runs: int) -> Callable[[Finalised], None]:
+        """The callback that writes a webhook client's outcomes (delivered, rejected, dead letter)."""
+        return _ledger_callback(self.ctx, self.writer, self.name, {r["idempotency_key"]: r for r in rows},
+                                self.counter, max_runs)
+
+    def send(self, settings: WebhookSettings, items: Sequence[Row], rows: Sequence[Row], *, max_runs: int = 1,
+             on_result: Callable[[Finalised], None] | None = None) -> None:
+        """POST ``items`` in batches through :class:`WebhookClient` (retries, address policy),
+        writing the ledger after each batch."""
+        callback = on_result or self.on_result(rows, max_runs=max_runs)
+        WebhookClient(self.name, settings, run_id=self.ctx.run_id).deliver(list(items), on_result=callback)
+
+    def record(self, rows: Sequence[Mapping[str, Any]], *, status: str, attempts: int = 1,
+               response_code: int | None = None) -> None:
+        """Ledger rows with ``status`` (``delivered`` or ``suppressed``) for ``rows``, counted."""
+        at = datetime.now(timezone.utc)
+        self.writer.deliveries(ledger.delivery_row(r, destination=self.name, run_id=self.ctx.run_id, status=status,
+                                                   attempts=attempts, response_code=response_code, at=at)
+                               for r in rows)
+        self.count(status, len(rows))
+
+    def count(self, what: str, number: int) -> None:
+        """Add to the run's counts (``what`` and ``<destination>.what``)."""
+        self.counter.add(self.name, what, number)
 
 
 def deliver(
@@ -380,31 +368,8 @@ def deliver(
     """Deliver one destination's pending, unsuppressed rows and write the ledger as it goes."""
     if not rows:
         return
-    rows_by_key = {r["idempotency_key"]: r for r in rows}
-    if isinstance(destination, FileDestination):
-        columns = [*CHANGE_COLUMNS, *destination.fields]
-        items = [_payload_item(r, destination.fields) for r in rows]
-        _deliver_files(ctx, writer, name, _export_folder(ctx, name, destination.path),
-                       destination.format, rows, items, columns, counter)
-    elif isinstance(destination, WebhookDestination):
-        client = WebhookClient(name, destination, run_id=ctx.run_id)
-        client.deliver([_payload_item(r, destination.fields) for r in rows],
-                       on_result=_ledger_callback(ctx, writer, name, rows_by_key, counter,
-                                                  max_delivery_runs(destination)))
-    elif isinstance(destination, HashedAudienceDestination):
-        items = [_hashed_item(r, destination) for r in rows]
-        if destination.webhook is not None:
-            client = WebhookClient(name, destination.webhook, run_id=ctx.run_id)
-            client.deliver(items, on_result=_ledger_callback(ctx, writer, name, rows_by_key, counter,
-                                                             max_delivery_runs(destination)))
-        else:
-            columns = list(items[0])
-            _deliver_files(ctx, writer, name, _export_folder(ctx, name, destination.path), "csv",
-                           rows, items, columns, counter)
-    elif isinstance(destination, SmsDestination):
-        _deliver_sms(ctx, name, destination, rows, writer, counter, now or datetime.now(timezone.utc))
-    else:  # pragma: no cover - the config union is closed
-        raise TypeError(f"unknown destination type {type(destination).__name__}")
+    # the destination's type knows how (lakecdp.activation.config.DESTINATION_TYPES)
+    destination.deliver(Delivery(ctx, name, writer, counter, now or datetime.now(timezone.utc)), rows)
 
 
 @contextmanager

@@ -40,11 +40,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from lakecdp.activation.config import WebhookSettings, _Common, _DestinationModel
+from lakecdp.activation.config import DestinationBase, WebhookSettings, _DestinationModel
 from lakecdp.activation.hashing import normalise_phone
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+
+    from lakecdp.activation.job import Delivery
+    from lakecdp.config import Project
+    from lakecdp.context import JobContext
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ def _parse_clock(value: str) -> time:
     return time(int(hours), int(minutes))
 
 
-class SmsDestination(_Common):
+class SmsDestination(DestinationBase):
     """``type: sms`` (see the module doc)."""
 
     type: Literal["sms"]
@@ -158,6 +162,76 @@ class SmsDestination(_Common):
     def in_quiet_hours(self, country: str | None, now: datetime) -> bool:
         local = now.astimezone(self.zone_for(country))
         return self.quiet_hours.contains(local.time().replace(second=0, microsecond=0))
+
+    def max_runs(self) -> int:
+        return self.gateway.retry.max_runs
+
+    def webhook_settings(self) -> WebhookSettings:
+        return self.gateway
+
+    def check(self, project: Project, name: str) -> None:
+        """The text template must exist in the personalisation templates."""
+        from lakecdp.config import ConfigError
+        from lakecdp.personalization.config import load_personalization
+        from lakecdp.personalization.preview import templates_dir
+
+        folder = templates_dir(project, load_personalization(project.conf_dir))
+        if not (folder / self.template).is_file():
+            raise ConfigError(f"{project.conf_dir / 'destinations' / (name + '.yaml')}: template: "
+                              f"{self.template!r} is not a file in {folder}")
+
+    def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:
+        """Consent and phone checks (suppressed), quiet hours (deferred: nothing written),
+        length (rejected), then the gateway."""
+        from lakecdp.activation.webhook import Finalised
+
+        consent, texts = sms_inputs(delivery.ctx, self, sorted({r["customer_id"] for r in rows}))
+        plan = plan_messages(self, rows, consent=consent, texts=texts, now=delivery.now)
+        for kind, skipped in (("no_sms_consent", plan.no_consent), ("no_phone", plan.no_phone)):
+            # final, like every suppression: a later consent does not resend an old change
+            delivery.record(skipped, status="suppressed", attempts=0)
+            delivery.count(kind, len(skipped))
+        # quiet hours: nothing is written, the change stays pending for the next run
+        delivery.count("deferred", len(plan.deferred))
+        if plan.deferred:
+            logger.info("%s: %d messages deferred (quiet hours in the customer's time zone)",
+                        delivery.name, len(plan.deferred))
+        on_result = delivery.on_result(rows, max_runs=self.max_runs())
+        if plan.too_long:
+            on_result(Finalised(rejected=[({"idempotency_key": r["idempotency_key"], "change_id": r["change_id"],
+                                            "customer_id": r["customer_id"]}, reason, None, 0)
+                                          for r, reason in plan.too_long]))
+        if plan.send:
+            delivery.send(self.gateway, plan.send, rows, on_result=on_result)
+
+
+def sms_inputs(ctx: JobContext, destination: SmsDestination, customer_ids: list[str]
+               ) -> tuple[dict[str, bool], dict[str, str]]:
+    """SMS consent and rendered text per customer (the personalisation template and context)."""
+    from pyspark.sql import functions as F
+
+    from lakecdp import catalog
+    from lakecdp.personalization.config import load_personalization
+    from lakecdp.personalization.engine import TemplateEngine
+    from lakecdp.personalization.preview import load_contexts, templates_dir
+
+    def optional(name: str) -> DataFrame | None:
+        return ctx.tables.read(ctx.spark, name) if ctx.tables.exists(ctx.spark, name) else None
+
+    records, id_map = optional(catalog.CUSTOMER_RECORDS.name), optional(catalog.ID_MAP.name)
+    consent: dict[str, bool] = {}
+    if records is not None and id_map is not None:
+        wanted = id_map.where(F.col("customer_id").isin(customer_ids))
+        consent = {r["customer_id"]: r["sms_consent"] for r in sms_consent(records, wanted).collect()}
+    allowed = [c for c in customer_ids if consent.get(c) is True]
+    if not allowed:
+        return consent, {}
+    config = load_personalization(ctx.project.conf_dir)
+    engine = TemplateEngine(templates_dir(ctx.project, config), budget=config.render_budget.budget(),
+                            feedback_url=config.feedback_url)
+    contexts = load_contexts(ctx.spark, ctx.tables, config, customer_ids=allowed, campaign_id=destination.campaign)
+    texts = {str(c["customer_id"]): message_text(engine.render(destination.template, c).text) for c in contexts}
+    return consent, texts
 
 
 # -- message length ----------------------------------------------------------------------
@@ -270,4 +344,4 @@ def plan_messages(
 
 
 __all__ = ["DEFAULT_TIME_ZONES", "QuietHours", "SmsDestination", "SmsLength", "SmsPlan", "message_text",
-           "plan_messages", "sms_consent", "sms_length"]
+           "plan_messages", "sms_consent", "sms_inputs", "sms_length"]

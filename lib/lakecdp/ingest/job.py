@@ -215,10 +215,10 @@ def inspect_file(landing: Path, path: Path, source: SourceConfig) -> LandedFile:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             return seen.refuse(UNREADABLE_FILE, f"{relative}: is not a regular file, not a data file")
         try:
-            content_hash, lines, first_filled = _scan(handle, count_lines=source.format != "parquet")
+            content_hash, lines, first_filled = _scan(handle, count_lines=source.file_format.text)
         except OSError as exc:
             return seen.refuse(UNREADABLE_FILE, f"{relative}: read failed: {exc.strerror}")
-    text = source.format != "parquet"
+    text = source.file_format.text
     return LandedFile(path, relative, info.st_size, content_hash,
                       lines=lines if text else None, first_line_filled=first_filled)
 
@@ -318,20 +318,10 @@ def validated_rows(
     frames = []
     checked_files = []
     for order, file in enumerate(files):
-        repeated = None
         try:
-            if source.format == "parquet":
-                lines = read_parquet_rows(ctx, file, source)
-                header = None
-            else:
-                header = _csv_header(file, source) if source.has_header else None
-                if header is not None:
-                    repeated = _repeated_columns(header)
-                    if repeated is None:
-                        _check_columns(file, source, header)
-                    else:
-                        header = [f"_repeated_{i}" if name in header[:i] else name for i, name in enumerate(header)]
-                lines = read_lines(ctx, file, skip_header=header is not None)
+            # the format reads the file (lakecdp.ingest.formats)
+            read = source.file_format.read(ctx, file, source)
+            lines, header, repeated = read.rows, read.header, read.header_problem
         except _reader_errors() as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             logger.warning("%s: %s cannot be read, quarantined: %s", source.name, file.relative, first)

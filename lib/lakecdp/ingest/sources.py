@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 from sqlglot import exp
 
 from lakecdp.config import StrictModel, load_models
+from lakecdp.ingest.formats import SOURCE_FORMATS, SourceFormat
 
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -162,7 +163,8 @@ class SourceConfig(StrictModel):
 
     version: Literal[1]
     name: str
-    format: Literal["csv", "jsonl", "parquet"]
+    #: a name in lakecdp.ingest.formats.SOURCE_FORMATS: csv, jsonl, parquet (or a plugin's)
+    format: str
     #: reader options (CSV: ``sep``, ``quote``, ``escape``, ``header``)
     options: dict[str, str] = Field(default_factory=dict)
     #: glob relative to the landing folder, e.g. ``crm/crm_customers_*.csv``
@@ -203,6 +205,13 @@ class SourceConfig(StrictModel):
             raise ValueError(f"source name {value!r} must be lower-case [a-z][a-z0-9_]*")
         return value
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in SOURCE_FORMATS:
+            raise ValueError(f"unknown format {value!r}; known: {', '.join(SOURCE_FORMATS)}")
+        return value
+
     @field_validator("path")
     @classmethod
     def _relative(cls, value: str) -> str:
@@ -221,8 +230,8 @@ class SourceConfig(StrictModel):
                 raise ValueError(f"field {field_path!r} is not a declared column (or path into one)")
         if self.event_time is not None and self.event_time not in known:
             raise ValueError(f"event_time {self.event_time!r} is not a declared column")
-        if self.format == "csv" and any(not c.is_scalar for c in self.columns):
-            raise ValueError("columns: CSV sources can only declare scalar types")
+        if not self.file_format.nested_columns and any(not c.is_scalar for c in self.columns):
+            raise ValueError(f"columns: {self.format.upper()} sources can only declare scalar types")
         self._check_mapping(self.mapping, self.target, known, "mapping")
         if self.target == "orders":
             if self.items is None:
@@ -258,8 +267,13 @@ class SourceConfig(StrictModel):
         return [c.name for c in self.columns]
 
     @property
+    def file_format(self) -> SourceFormat:
+        """How this source's files are read and parsed (its ``format``)."""
+        return SOURCE_FORMATS[self.format]
+
+    @property
     def has_header(self) -> bool:
-        return self.format == "csv" and self.options.get("header", "true").lower() == "true"
+        return self.file_format.has_header(self)
 
     def is_required(self, field_path: str) -> bool:
         return field_path in self.required

@@ -81,8 +81,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: the sources whose messages may arrive on Kafka (JSON events)
-STREAM_SOURCES = ("web_events", "email_events")
+#: the silver targets a Kafka stream writes: a source of one of these, whose format has a JSON
+#: message form (lakecdp.ingest.formats), is streamed by naming it in conf/streaming.yaml
+STREAM_TARGETS = ("events",)
 
 AVAILABLE_NOW = "available_now"
 # "1 second", "500 milliseconds", "2 minutes"
@@ -123,7 +124,8 @@ class KafkaSettings(StrictModel):
 
 
 class TopicStream(StrictModel):
-    source: Literal["web_events", "email_events"]
+    # a source of conf/sources that can be streamed (stream_refusal); checked when loaded
+    source: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -154,8 +156,18 @@ class StreamingConfig(StrictModel):
 
 
 def load_streaming_config(conf_dir: str | Path) -> StreamingConfig:
-    """Load ``<conf_dir>/streaming.yaml`` (errors name the file and field)."""
-    return load_model(Path(conf_dir) / "streaming.yaml", StreamingConfig)
+    """Load ``<conf_dir>/streaming.yaml`` (errors name the file and field); each stream's
+    source must be one of ``<conf_dir>/sources`` that can be streamed (:func:`stream_refusal`)."""
+    from lakecdp.ingest.sources import load_sources
+
+    path = Path(conf_dir) / "streaming.yaml"
+    config = load_model(path, StreamingConfig)
+    sources = load_sources(Path(conf_dir) / "sources") if config.streams else {}
+    for index, spec in enumerate(config.streams):
+        refusal = stream_refusal(sources.get(spec.source), spec.source)
+        if refusal is not None:
+            raise ConfigError(f"{path}: streams[{index}].source: {refusal}")
+    return config
 
 
 def parse_trigger(trigger: str) -> dict[str, object]:
@@ -269,13 +281,28 @@ def as_json_messages(source: SourceConfig) -> SourceConfig:
     """The source as it arrives on Kafka: one JSON object per message, whatever its file format.
 
     Email events land as CSV files, but on Kafka they are JSON objects with the same fields;
-    the columns, required fields and checks stay the source's own.
+    the columns, required fields and checks stay the source's own. The format decides
+    (:meth:`lakecdp.ingest.formats.SourceFormat.as_message`).
     """
-    if source.format == "jsonl":
-        return source
-    if any(not column.is_scalar for column in source.columns) or source.format != "csv":
-        raise StreamDefinitionError(f"source {source.name!r} ({source.format}) cannot arrive as Kafka JSON")
-    return source.model_copy(update={"format": "jsonl", "options": {}})
+    try:
+        return source.file_format.as_message(source)
+    except ValueError as exc:
+        raise StreamDefinitionError(f"source {source.name!r} ({source.format}) cannot arrive as Kafka JSON: {exc}") from None
+
+
+def stream_refusal(source: SourceConfig | None, name: str) -> str | None:
+    """Why source ``name`` cannot be streamed from Kafka, or None when it can: it must exist,
+    load a target a stream writes (:data:`STREAM_TARGETS`) and have a JSON message form."""
+    if source is None:
+        return f"no source named {name!r} in conf/sources"
+    if source.target not in STREAM_TARGETS:
+        return (f"source {name!r} cannot be streamed from Kafka: it loads {source.target}; "
+                f"a stream writes {', '.join(STREAM_TARGETS)} only")
+    try:
+        as_json_messages(source)
+    except StreamDefinitionError as exc:
+        return f"source {name!r} cannot be streamed from Kafka: {exc}"
+    return None
 
 
 # -- the query ----------------------------------------------------------------------------
@@ -284,13 +311,12 @@ def _resolve_source(ctx: JobContext, source: str | SourceConfig) -> SourceConfig
 
     if not isinstance(source, str):
         return source
-    if source not in STREAM_SOURCES:
-        raise StreamDefinitionError(
-            f"source {source!r} cannot be streamed from Kafka; expected one of {list(STREAM_SOURCES)}"
-        )
     sources = load_sources(ctx.project.conf_dir / "sources")
     if source not in sources:
         raise ConfigError(f"{ctx.project.conf_dir / 'sources'}: no source named {source!r}")
+    refusal = stream_refusal(sources[source], source)
+    if refusal is not None:
+        raise StreamDefinitionError(refusal)
     return sources[source]
 
 

@@ -287,12 +287,8 @@ def parse_and_validate(
     if "raw" not in raw.columns:
         raise MissingColumnsError(f"parse_and_validate needs a 'raw' column, got {raw.columns}")
     raw_col = F.col("raw")
-    if source.format == "csv":
-        as_read, structural, structural_detail, rescued = _as_read_csv(
-            raw_col, source, header or source.column_names
-        )
-    else:
-        as_read, structural, structural_detail, rescued = _as_read_json(raw_col, source)
+    # the format reads raw into the columns as read (lakecdp.ingest.formats)
+    as_read, structural, structural_detail, rescued = source.file_format.parse(raw_col, source, header)
     bad_encoding = raw_col.contains(REPLACEMENT_CHARACTER)
     structural = [*structural, *_structural_columns([_Finding(bad_encoding, BAD_ENCODING, "line", True)])]
 

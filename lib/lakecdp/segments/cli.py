@@ -40,7 +40,7 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
     refused = {}
-    if not args.syntax_only and any(d.kind != "event" for d in segments.values()):
+    if not args.syntax_only and any(d.spec.reads_views for d in segments.values()):
         from lakecdp.segments.evaluate import check_segments
         from lakecdp.segments.job import validation_inputs
 

@@ -1,6 +1,8 @@
 """Segment definitions: ``conf/segments/<segment_id>.yaml``, one segment per file.
 
-Three kinds, exactly one per file:
+A definition holds its common settings (schedule, exclusions, group, limits ...) and exactly
+one *kind key*; the kind's model (:mod:`lakecdp.segments.kinds`) validates the value under it.
+The built-in kinds:
 
 - ``condition``: a Spark SQL boolean over the ``customers`` view (profile joined with
   features, plus the run's ``as_of`` as a column), e.g.
@@ -11,6 +13,8 @@ Three kinds, exactly one per file:
 - ``event``: an event-triggered rule compiled to DataFrame code (types, minimum count,
   window, value/product filters, absence conditions, one membership per product when
   ``per_product``).
+
+A new kind is one module and one line in ``SEGMENT_KINDS`` (docs/extending.md).
 
 Every definition is checked when loaded: unknown keys, bad durations, SQL the sqlglot guard
 refuses (with line/column), exclusions naming unknown segments, exclusion cycles. Before
@@ -29,44 +33,25 @@ import os
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import Field, InstanceOf, ValidationError, ValidatorFunctionWrapHandler, field_validator, model_validator
+from pydantic_core import InitErrorDetails
 
 from lakecdp.config import ConfigError, StrictModel, load_models
-from lakecdp.segments.guard import GuardedSql, SqlRefused, check_condition, check_query
+from lakecdp.segments.guard import GuardedSql
+from lakecdp.segments.kinds import (  # noqa: F401 - re-exported: definitions are where people look
+    SEGMENT_KINDS,
+    Absence,
+    Duration,
+    EventRule,
+    EventType,
+    SegmentKind,
+    format_duration,
+    parse_duration,
+)
 
 SEGMENT_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*(m|h|d)\s*$")
-_DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
-
-EventType = Literal[
-    "page_view", "product_view", "add_to_cart", "remove_from_cart", "checkout", "purchase",
-    "login", "email_send", "email_open", "email_click", "email_bounce", "email_unsubscribe",
-    "email_complaint",
-]
-
-
-def parse_duration(value: object) -> timedelta:
-    """``"30m"``, ``"48h"``, ``"7d"`` (or a timedelta) -> timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    match = _DURATION_RE.match(str(value))
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"duration must look like '30m', '48h' or '7d' (> 0), got {value!r}")
-    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
-
-
-def format_duration(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
 _CRON_FIELD_RE = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
 
 
@@ -142,30 +127,6 @@ def is_due(schedule: Schedule, *, last_run_at: datetime | None, now: datetime) -
     return False
 
 
-class Absence(StrictModel):
-    """"...and made no <event_types>": within a window or since the last triggering event."""
-
-    event_types: list[EventType] = Field(min_length=1)
-    # default: the rule's own window
-    within: Duration | None = None
-    # only events after the customer's last triggering event count (cart abandonment)
-    since_last_trigger: bool = False
-
-
-class EventRule(StrictModel):
-    """At least ``min_count`` events of ``event_types`` within ``within`` before as_of."""
-
-    event_types: list[EventType] = Field(min_length=1)
-    min_count: int = Field(default=1, ge=1)
-    within: Duration
-    min_value: float | None = None
-    product_ids: list[str] | None = None
-    categories: list[str] | None = None
-    # parameterised segment: one membership per customer and product (member_key = product_id)
-    per_product: bool = False
-    absent: list[Absence] = Field(default_factory=list)
-
-
 # Per-segment budgets: defaults, and the most a definition may ask for (segment authors are
 # not trusted with unbounded work; an engineer changes these here, in reviewed code).
 DEFAULT_MAX_SECONDS = 300
@@ -181,15 +142,30 @@ class SegmentLimits(StrictModel):
     max_rows: int = Field(default=DEFAULT_MAX_ROWS, ge=1, le=CEILING_MAX_ROWS)
 
 
+def _choices(keys: list[str]) -> str:
+    return keys[0] if len(keys) == 1 else f"{', '.join(keys[:-1])} or {keys[-1]}"
+
+
+def _error(error: dict[str, Any], loc: tuple[str | int, ...]) -> InitErrorDetails:
+    """One pydantic error moved to ``loc``, kept as it was (type, message, input)."""
+    moved = InitErrorDetails(type=error["type"], loc=loc, input=error["input"])
+    if error.get("ctx"):
+        moved["ctx"] = error["ctx"]
+    return moved
+
+
 class SegmentDefinition(StrictModel):
-    """One ``conf/segments/<id>.yaml``."""
+    """One ``conf/segments/<id>.yaml``: common settings plus one kind (``spec``).
+
+    ``spec`` is never written in YAML: the one kind key the file holds (``condition:``,
+    ``event:`` ...) is validated by that kind's model and becomes ``spec``.
+    """
 
     version: Literal[1]
     id: str
     description: str = ""
-    condition: str | None = None
-    query: str | None = None
-    event: EventRule | None = None
+    # the kind: the model of the value under the file's one kind key (SEGMENT_KINDS)
+    spec: InstanceOf[SegmentKind]
     # leave after this many days without any activity (events or features.last_activity_at)
     expire_after_days: int | None = Field(default=None, ge=1)
     # not in these segments (evaluated after them)
@@ -205,6 +181,33 @@ class SegmentDefinition(StrictModel):
     # time and row budget of this segment's evaluation (defaults above)
     limits: SegmentLimits = Field(default_factory=SegmentLimits)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_kind(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> SegmentDefinition:
+        """Exactly one kind key; its value validated by its kind, errors located under the key."""
+        if not isinstance(data, dict) or isinstance(data.get("spec"), SegmentKind):
+            return handler(data)
+        given = [key for key in SEGMENT_KINDS if key in data]
+        common = {key: value for key, value in data.items() if key not in SEGMENT_KINDS and key != "spec"}
+        # "spec" is what a kind key becomes, never a YAML key
+        errors = [InitErrorDetails(type="extra_forbidden", loc=("spec",), input=data["spec"])] if "spec" in data else []
+        if len(given) != 1:
+            message = f"give exactly one of {_choices(list(SEGMENT_KINDS))} (got {given or 'none'})"
+            errors.append(InitErrorDetails(type="value_error", loc=(), input=data, ctx={"error": ValueError(message)}))
+        else:
+            key = given[0]
+            try:
+                common["spec"] = SEGMENT_KINDS[key].model_validate(data[key])  # type: ignore[attr-defined]
+            except ValidationError as exc:
+                errors.extend(_error(dict(e), (key, *e["loc"])) for e in exc.errors())
+        try:
+            definition = handler(common)
+        except ValidationError as exc:
+            errors.extend(_error(dict(e), e["loc"]) for e in exc.errors() if e["loc"] != ("spec",))
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return definition
+
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
@@ -212,72 +215,38 @@ class SegmentDefinition(StrictModel):
             raise ValueError(f"segment id must match {SEGMENT_ID_RE.pattern}, got {value!r}")
         return value
 
-    @field_validator("condition")
-    @classmethod
-    def _condition(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                check_condition(value)
-            except SqlRefused as exc:
-                raise ValueError(f"SQL refused at {exc}") from None
-        return value
-
-    @field_validator("query")
-    @classmethod
-    def _query(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                check_query(value)
-            except SqlRefused as exc:
-                raise ValueError(f"SQL refused at {exc}") from None
-        return value
-
     @model_validator(mode="after")
-    def _one_kind(self) -> SegmentDefinition:
-        given = [k for k in ("condition", "query", "event") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of condition, query or event (got {given or 'none'})")
+    def _not_self(self) -> SegmentDefinition:
         if self.id in self.exclude:
             raise ValueError(f"segment {self.id!r} cannot exclude itself")
         return self
 
     @property
     def kind(self) -> str:
-        return "event" if self.event is not None else "query" if self.query is not None else "condition"
+        """The kind key: ``condition``, ``query``, ``event`` or a plugin's."""
+        return self.spec.key
 
     @property
     def guarded(self) -> GuardedSql | None:
-        if self.condition is not None:
-            return check_condition(self.condition)
-        if self.query is not None:
-            return check_query(self.query)
-        return None
+        return self.spec.guarded()
 
     @property
     def rule(self) -> str:
         """Human-readable rule, stored in every reason JSON."""
-        if self.condition is not None:
-            return self.condition
-        if self.query is not None:
-            return self.query
-        rule = self.event
-        assert rule is not None
-        text = f"{'|'.join(rule.event_types)} >= {rule.min_count} within {format_duration(rule.within)}"
-        if rule.min_value is not None:
-            text += f" with value >= {rule.min_value:g}"
-        if rule.product_ids:
-            text += f" on products {','.join(rule.product_ids)}"
-        if rule.categories:
-            text += f" in categories {','.join(rule.categories)}"
-        if rule.per_product:
-            text += " per product"
-        for absence in rule.absent:
-            when = (
-                "since last trigger" if absence.since_last_trigger
-                else f"within {format_duration(absence.within or rule.within)}"
-            )
-            text += f"; no {'|'.join(absence.event_types)} {when}"
-        return text
+        return self.spec.rule()
+
+    # the built-in kinds' values by their YAML key (None for any other kind)
+    @property
+    def condition(self) -> str | None:
+        return self.spec.rule() if self.kind == "condition" else None
+
+    @property
+    def query(self) -> str | None:
+        return self.spec.rule() if self.kind == "query" else None
+
+    @property
+    def event(self) -> EventRule | None:
+        return self.spec if isinstance(self.spec, EventRule) else None
 
 
 def exclusion_order(segments: dict[str, SegmentDefinition]) -> list[list[str]]:

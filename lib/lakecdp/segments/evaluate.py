@@ -257,10 +257,10 @@ def check_segments(
     register_views(spark, inputs)
     refused: dict[str, SqlRefused] = {}
     for segment_id, definition in segments.items():
-        if definition.kind == "event":
+        if not definition.spec.reads_views:
             continue
         try:
-            sql_segment_matches(spark, definition, inputs.as_of)
+            definition.spec.spark_matches(spark, definition, events=inputs.events, as_of=inputs.as_of)
         except SqlRefused as exc:
             refused[segment_id] = exc
     return refused
@@ -345,16 +345,14 @@ def raw_matches(
     once within its budget (``limits``). A segment that matches every customer is logged
     as a warning (usually a rule that went wrong).
     """
-    needs_views = any(d.kind != "event" for d in segments.values())
+    needs_views = any(d.spec.reads_views for d in segments.values())
     if needs_views:
         register_views(spark, inputs)
     events = events_until(inputs.events, inputs.as_of)
     planned: dict[str, DataFrame] = {}
     for segment_id, definition in segments.items():
-        if definition.kind == "event":
-            planned[segment_id] = event_segment_matches(events, definition, inputs.as_of)
-        else:
-            planned[segment_id] = sql_segment_matches(spark, definition, inputs.as_of)
+        # the kind computes its matches (lakecdp.segments.kinds)
+        planned[segment_id] = definition.spec.spark_matches(spark, definition, events=events, as_of=inputs.as_of)
     customers_total = spark.table("customers").count() if needs_views and planned else None
     parts: list[DataFrame] = []
     for segment_id, part in planned.items():
