@@ -164,6 +164,9 @@ def run_pipeline(
     from lakecdp.alerts import after_run
 
     chosen = tuple(_registry.pipeline_steps() if steps is None else steps)
+    for item in chosen:
+        if not isinstance(item, Step):
+            raise TypeError(f"steps must be lakecdp.steps.Step objects (e.g. steps.step('features')), got {item!r}")
     unfinished = _unfinished_run(Tables(project), spark, job) if resume else None
     try:
         if unfinished is not None:
