@@ -95,16 +95,16 @@ def _unfinished_run(ctx_tables, spark: SparkSession, job: str) -> tuple[str, dat
 
 def run_steps(
     ctx: JobContext,
-    chosen: Sequence[Step],
+    steps: Sequence[Step],
     *,
     job: str = "pipeline",
     done: frozenset[str] | set[str] = frozenset(),
 ) -> PipelineResult:
-    """Run ``chosen`` in order, recording each in ``ops.runs``; skip those in ``done``."""
+    """Run ``steps`` in order, recording each in ``ops.runs``; skip those in ``done``."""
     result = PipelineResult(run_id=ctx.run_id, as_of=ctx.as_of, resumed=bool(done))
-    for position, step in enumerate(chosen, start=1):
+    for position, step in enumerate(steps, start=1):
         name = step.name
-        prefix = f"[{position}/{len(chosen)}] {name}"
+        prefix = f"[{position}/{len(steps)}] {name}"
         if name in done:
             logger.info("%s: already done in run %s, skipped", prefix, ctx.run_id)
             result.skipped.append(name)
