@@ -2,12 +2,22 @@
 # Submit a lakecdp job to any Spark master with the right --py-files / --packages / --conf.
 set -euo pipefail
 
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# job names: jobs/run_<name>.py, one per scheduled step of lakecdp.steps plus pipeline and demo
+job_names() {
+  local names=() path
+  for path in "$ROOT"/jobs/run_*.py; do names+=("$(basename "$path" .py)"); done
+  local joined="${names[*]#run_}"
+  echo "${joined// /, }"
+}
+
 usage() {
-  cat <<'TXT'
+  cat <<TXT
 Usage: spark-submit.sh [options] JOB [job args...]
 
-  JOB                 a file under jobs/ (e.g. jobs/run_pipeline.py) or a job name (pipeline,
-                      ingest, identity, features, segments, activation)
+  JOB                 a file under jobs/ (e.g. jobs/run_pipeline.py) or a job name:
+                      $(job_names)
 Options:
   --master URL        local[N] | spark://host:7077 | yarn | k8s://https://host:port  (default: local[2])
   --deploy-mode MODE  client | cluster (default: client)
@@ -27,7 +37,6 @@ Examples:
 TXT
 }
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DELTA_PACKAGE="io.delta:delta-spark_4.2_2.13:4.4.0"
 KAFKA_PACKAGE="org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"
 

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     from lakecdp.api.demo import DESTINATION, _Client, _start  # noqa: F401 (DESTINATION: the key's scope)
     from lakecdp.api.pickup import pickup
     from lakecdp.context import JobContext
-    from lakecdp.pipeline import DEMO_STEPS, run_pipeline
+    from lakecdp.pipeline import run_pipeline
+    from lakecdp.steps import demo_steps
     from lakecdp.segments.definitions import load_segments
     from lakecdp.segments.streaming import start_stream
     from lakecdp.spark import get_session
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="lakecdp-bench-apiseg-"))
     project = _project(root, args.people)
     spark = get_session(project, app_name="lakecdp-bench-api-segments")
-    run_pipeline(project, spark, steps=[s for s in DEMO_STEPS if s[0] in {"generate", "ingest", "identity", "features"}],
+    run_pipeline(project, spark, steps=[s for s in demo_steps() if s.name in {"generate", "ingest", "identity", "features"}],
                  job="bench-setup")
     ctx = JobContext.create(project, spark)
     keys = {name: new_key() for name in ("website", "shop", "email_platform")}

@@ -34,7 +34,8 @@ from lakecdp.context import JobContext
 from lakecdp.ingest.stream import start_kafka_stream
 from lakecdp.jvm import fetch_kafka_broker
 from lakecdp.kafka_broker import KafkaBroker, produce_messages
-from lakecdp.pipeline import DEMO_STEPS, run_pipeline
+from lakecdp.pipeline import run_pipeline
+from lakecdp.steps import demo_steps
 from lakecdp.segments.definitions import load_segments
 from lakecdp.segments.streaming import start_stream
 from lakecdp.spark import get_session
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     project = _project(root, args.people)
     spark = get_session(project, app_name="lakecdp-bench-segment-stream")
     wanted_steps = {"generate", "ingest", "identity", "features"}
-    run_pipeline(project, spark, steps=[s for s in DEMO_STEPS if s[0] in wanted_steps], job="bench-setup")
+    run_pipeline(project, spark, steps=[s for s in demo_steps() if s.name in wanted_steps], job="bench-setup")
     ctx = JobContext.create(project, spark)
     segments = load_segments(project.conf_dir / "segments")
 

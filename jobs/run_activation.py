@@ -1,8 +1,9 @@
-"""spark-submit entry point: run the activation job. Usage: spark-submit.sh jobs/run_activation.py [--conf DIR] [--env NAME]"""
+"""spark-submit entry point: run the activation step (lakecdp.steps) as its own recorded run.
+Usage: spark-submit.sh jobs/run_activation.py [--conf DIR] [--env NAME]"""
 
 from __future__ import annotations
 
-from lakecdp.entrypoints import activation_main
+from lakecdp.entrypoints import main
 
 if __name__ == "__main__":
-    raise SystemExit(activation_main())
+    raise SystemExit(main("activation"))

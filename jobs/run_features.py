@@ -1,8 +1,9 @@
-"""spark-submit entry point: run the features job. Usage: spark-submit.sh jobs/run_features.py [--conf DIR] [--env NAME]"""
+"""spark-submit entry point: run the features step (lakecdp.steps) as its own recorded run.
+Usage: spark-submit.sh jobs/run_features.py [--conf DIR] [--env NAME]"""
 
 from __future__ import annotations
 
-from lakecdp.entrypoints import features_main
+from lakecdp.entrypoints import main
 
 if __name__ == "__main__":
-    raise SystemExit(features_main())
+    raise SystemExit(main("features"))

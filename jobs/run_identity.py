@@ -1,8 +1,9 @@
-"""spark-submit entry point: run the identity job. Usage: spark-submit.sh jobs/run_identity.py [--conf DIR] [--env NAME]"""
+"""spark-submit entry point: run the identity step (lakecdp.steps) as its own recorded run.
+Usage: spark-submit.sh jobs/run_identity.py [--conf DIR] [--env NAME]"""
 
 from __future__ import annotations
 
-from lakecdp.entrypoints import identity_main
+from lakecdp.entrypoints import main
 
 if __name__ == "__main__":
-    raise SystemExit(identity_main())
+    raise SystemExit(main("identity"))

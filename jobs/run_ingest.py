@@ -1,8 +1,9 @@
-"""spark-submit entry point: run the ingest job. Usage: spark-submit.sh jobs/run_ingest.py [--conf DIR] [--env NAME]"""
+"""spark-submit entry point: run the ingest step (lakecdp.steps) as its own recorded run.
+Usage: spark-submit.sh jobs/run_ingest.py [--conf DIR] [--env NAME]"""
 
 from __future__ import annotations
 
-from lakecdp.entrypoints import ingest_main
+from lakecdp.entrypoints import main
 
 if __name__ == "__main__":
-    raise SystemExit(ingest_main())
+    raise SystemExit(main("ingest"))

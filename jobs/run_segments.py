@@ -1,8 +1,9 @@
-"""spark-submit entry point: run the segments job. Usage: spark-submit.sh jobs/run_segments.py [--conf DIR] [--env NAME]"""
+"""spark-submit entry point: run the segments step (lakecdp.steps) as its own recorded run.
+Usage: spark-submit.sh jobs/run_segments.py [--conf DIR] [--env NAME]"""
 
 from __future__ import annotations
 
-from lakecdp.entrypoints import segments_main
+from lakecdp.entrypoints import main
 
 if __name__ == "__main__":
-    raise SystemExit(segments_main())
+    raise SystemExit(main("segments"))

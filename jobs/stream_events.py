@@ -14,6 +14,8 @@ import argparse
 import logging
 import sys
 
+from lakecdp.context import setup_logging, start_job
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stream_events", description=__doc__.splitlines()[0])
@@ -22,17 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trigger", default=None, help="override conf/streaming.yaml's trigger")
     parser.add_argument("--timeout", type=float, default=None, help="stop a continuous run after N s")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-
-    from lakecdp.config import load_project
-    from lakecdp.context import JobContext
+    setup_logging()
     from lakecdp.ingest.stream import run_streams
-    from lakecdp.spark import get_session
 
-    project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name="lakecdp-stream-events")
-    counts = run_streams(JobContext.create(project, spark), trigger=args.trigger, timeout=args.timeout)
+    ctx = start_job(args.conf, args.env, app_name="lakecdp-stream-events")
+    counts = run_streams(ctx, trigger=args.trigger, timeout=args.timeout)
     logging.getLogger("stream_events").info("done: %s", counts)
     return 0
 

@@ -187,6 +187,7 @@ def test_the_pipeline_run_sends_its_own_alerts_once_per_cause(tmp_path, receiver
     import yaml
 
     from lakecdp.pipeline import StepFailedError, run_pipeline
+    from lakecdp.steps import Step
 
     posts, mails, port = receivers
     conf = tmp_path / "conf"
@@ -195,7 +196,7 @@ def test_the_pipeline_run_sends_its_own_alerts_once_per_cause(tmp_path, receiver
     alerts["channels"]["ops_email"]["port"] = port
     (conf / "alerts.yaml").write_text(yaml.safe_dump(alerts))
     project = make_project(tmp_path).model_copy(update={"conf_dir": conf})
-    steps = [("quick", "test_alerts:quick_step"), ("boom", "test_alerts:failing_step")]
+    steps = [Step("quick", "test_alerts:quick_step"), Step("boom", "test_alerts:failing_step")]
 
     with pytest.raises(StepFailedError):
         run_pipeline(project, spark, steps=steps, job="alerting")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lakecdp.pipeline import PIPELINE_STEPS
+from lakecdp.steps import pipeline_steps, scheduled_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_bundle_has_the_two_scheduled_jobs():
 
 def test_every_task_calls_an_existing_console_script_of_a_pipeline_step():
     scripts = _console_scripts()
-    step_names = {name for name, _ in PIPELINE_STEPS}
+    step_names = {s.name for s in scheduled_steps()}
     for job_name, job in _jobs().items():
         keys = [task["task_key"] for task in job["tasks"]]
         assert len(keys) == len(set(keys)), f"{job_name}: duplicate task keys"
@@ -74,12 +74,12 @@ def test_every_task_calls_an_existing_console_script_of_a_pipeline_step():
             assert callable(getattr(importlib.import_module(module_name), function_name))
             # task key, console script and pipeline step name agree
             assert entry_point == f"lakecdp-{task['task_key']}"
-            assert task["task_key"] in step_names, f"{task['task_key']} is not a pipeline step"
+            assert task["task_key"] in step_names, f"{task['task_key']} is not a scheduled step of lakecdp.steps"
             assert wheel["parameters"] == ["--conf", "${var.conf_dir}", "--env", "${var.env}"]
 
 
 def test_task_dependencies_follow_the_pipeline_order():
-    order = [name for name, _ in PIPELINE_STEPS]
+    order = [s.name for s in pipeline_steps()]
     for job_name, job in _jobs().items():
         keys = {task["task_key"] for task in job["tasks"]}
         for task in job["tasks"]:
@@ -89,6 +89,13 @@ def test_task_dependencies_follow_the_pipeline_order():
                 assert order.index(upstream) < order.index(task["task_key"])
     nightly = [task["task_key"] for task in _jobs()["lakecdp_nightly"]["tasks"]]
     assert nightly == ["ingest", "identity", "features", "segments", "activation"]
+    # the nightly job is every scheduled step, in the registry's order
+    assert nightly == [s.name for s in scheduled_steps()]
+
+
+def test_every_scheduled_step_has_a_bundle_task_and_nothing_else_does():
+    keys = {task["task_key"] for job in _jobs().values() for task in job["tasks"]}
+    assert keys == {s.name for s in scheduled_steps()}
 
 
 def test_console_scripts_are_installed_and_answer_help():

@@ -7,7 +7,8 @@
   writes a table whose catalogue writer is the calling module (a static scan of the source: the
   table argument is followed through constants, imports, ``catalog.X.name``, loops over literal
   tuples and the callers of helper functions); a known second writer must be listed;
-- ``pipeline.STEP_INPUTS`` (the lineage in ``ops.runs``) agrees with the catalogue's readers;
+- each registered step's declared inputs (the lineage in ``ops.runs``) are tables its modules read
+  (the catalogue's readers), and its declared outputs tables its modules write;
 - the catalogue's DDL parser builds the StructTypes Spark builds (written out by hand here).
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import types as T
 
-from lakecdp import catalog, pipeline
+from lakecdp import catalog, steps
 from lakecdp.tables import LAYERS, Tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -455,26 +456,61 @@ def _tables_named(scanner: _Scanner, module: _Module) -> set[str]:
 
 
 # -- lineage -------------------------------------------------------------------------------
-#: tables a step reads that STEP_INPUTS does not record (so ops.runs lineage leaves them out);
-#: written out by hand: recording them changes ops.runs.input_versions, a behaviour change left
-#: for a session that may make it
-LINEAGE_NOT_RECORDED = {
+#: tables a step's modules read that its declared inputs (lakecdp.steps) leave out, so ops.runs
+#: lineage does not record them; written out by hand: recording them changes
+#: ops.runs.input_versions, a behaviour change left for a session that may make it
+LINEAGE_NOT_RECORDED: dict[str, set[str]] = {
+    "generate": set(),
+    "ingest": set(),
+    "identity": set(),
     "features": {"silver.products", "gold.customer_profile"},
     "segments": {"identity.identifiers"},
     "activation": {"silver.customer_records", "silver.events", "identity.identifiers", "segments.approvals",
                    "ops.erasures"},
     "preview": {"silver.products"},
-    "identity": set(),
 }
-STEP_PACKAGE = {"identity": "lakecdp.identity.job", "features": "lakecdp.features.job",
-                "segments": "lakecdp.segments.job", "activation": "lakecdp.activation.job",
-                "preview": "lakecdp.personalization.preview"}
 
 
-@pytest.mark.parametrize("step", sorted(pipeline.STEP_INPUTS))
-def test_step_inputs_agree_with_the_catalogue_readers(step):
-    module = STEP_PACKAGE[step]
-    read = set(catalog.read_by(module))
-    recorded = set(pipeline.STEP_INPUTS[step])
-    assert recorded <= read, f"STEP_INPUTS[{step!r}] names tables {module} does not read: {recorded - read}"
-    assert read - recorded == LINEAGE_NOT_RECORDED[step]
+def step_modules(modules: dict[str, _Module], step: steps.Step) -> set[str]:
+    """The modules a step runs: its function's module and every module of its stage's package it
+    imports, in turn (imports inside functions included). Shared modules outside the package
+    (lakecdp.erasure, another stage's helper) read for their own commands too, so they are left out."""
+    package = step.module.rpartition(".")[0]
+    found: set[str] = set()
+    todo = [step.module]
+    while todo:
+        name = todo.pop()
+        if name in found or name not in modules:
+            continue
+        found.add(name)
+        for source, attribute in modules[name].imports.values():
+            for candidate in (f"{source}.{attribute}", source):
+                if candidate in modules and candidate.startswith(package + "."):
+                    todo.append(candidate)
+    return found
+
+
+@pytest.mark.parametrize("step", [s.name for s in steps.registry()])
+def test_declared_step_inputs_are_tables_its_modules_read(step):
+    # the step's modules come from its imports; what each reads from the catalogue's readers, and
+    # those from the source (test_every_listed_reader_names_the_table): so the inputs recorded as
+    # lineage in ops.runs are tables the step really reads
+    registered = steps.step(step)
+    modules = step_modules(_load_modules(), registered)
+    assert registered.module in modules
+    read = {t.name for t in catalog.TABLES if set(t.readers) & modules}
+    declared = set(registered.input_names)
+    assert declared <= read, f"step {step!r} declares inputs its modules do not read: {declared - read}"
+    assert read - declared == LINEAGE_NOT_RECORDED[step]
+
+
+def test_declared_step_outputs_are_written_by_the_steps_modules():
+    modules = _load_modules()
+    for registered in steps.registry():
+        runs = step_modules(modules, registered)
+        # and the modules they call into (activation records exposures through lakecdp.campaign.exposures)
+        runs |= {f"{source}.{attribute}" if f"{source}.{attribute}" in modules else source
+                 for name in runs for source, attribute in modules[name].imports.values()}
+        for table in registered.outputs:
+            writers = {table.writer, *table.other_writers}
+            assert writers & runs, f"step {registered.name!r} declares output {table.name}, written by {writers}"

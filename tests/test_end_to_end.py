@@ -20,7 +20,8 @@ import yaml
 from deltalake import DeltaTable
 
 from lakecdp.context import JobContext
-from lakecdp.pipeline import DEMO_STEPS, PIPELINE_STEPS, run_pipeline
+from lakecdp.pipeline import run_pipeline
+from lakecdp.steps import demo_steps, scheduled_steps
 from conftest import REPO_ROOT, make_project
 
 # the demo world through every step, the entry points and the notebooks: minutes, full suite only
@@ -53,14 +54,14 @@ def demo(spark, tmp_path_factory):
     environment = project.environment.model_dump(mode="json")
     environment["name"] = "e2e"
     (conf / "environments" / "e2e.yaml").write_text(yaml.safe_dump(environment))
-    result = run_pipeline(project, spark, steps=DEMO_STEPS, job="demo")
+    result = run_pipeline(project, spark, steps=demo_steps(), job="demo")
     assert not result.resumed
     return project
 
 
 def test_every_demo_step_succeeded_and_was_recorded(demo):
     runs = _rows(demo.warehouse, "ops/runs")
-    assert [r["step"] for r in sorted(runs, key=lambda r: r["position"])] == [s for s, _ in DEMO_STEPS]
+    assert [r["step"] for r in sorted(runs, key=lambda r: r["position"])] == [s.name for s in demo_steps()]
     assert {r["status"] for r in runs} == {"succeeded"}
     identity = next(r for r in runs if r["step"] == "identity")
     # lineage: the identity step recorded which version of its input it read
@@ -126,10 +127,8 @@ def test_rerun_through_the_scheduled_entry_points_changes_nothing(demo):
                "silver/customer_records"]
     before = {t: len(_rows(demo.warehouse, t)) for t in watched}
     argv = ["--conf", str(demo.conf_dir), "--env", "e2e"]
-    for step, _ in PIPELINE_STEPS:
-        main = getattr(entrypoints, f"{step}_main", None)
-        if main is not None:
-            assert main(argv) == 0, step
+    for step in scheduled_steps():
+        assert getattr(entrypoints, f"{step.name}_main")(argv) == 0, step.name
     after = {t: len(_rows(demo.warehouse, t)) for t in watched}
     assert after == before
     runs = _rows(demo.warehouse, "ops/runs")

@@ -1,33 +1,38 @@
 """``lakecdp <command>`` / ``python -m lakecdp <command>``.
 
 Each part of the package adds its commands in a ``register(subparsers)`` function of its own
-``cli`` module, listed in ``_COMMAND_MODULES``; a command's handler receives the parsed args
-and returns an exit code.
+``cli`` module: the pipeline's (``run``, ``demo``, ``step``), then each registered step's stage
+module (``Step.cli`` in :mod:`lakecdp.steps`, in pipeline order), then the parts that are no
+pipeline step (``_OTHER_COMMAND_MODULES``). A command's handler receives the parsed args and
+returns an exit code.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
-# modules with a ``register(subparsers)`` function, in the order they appear in --help
-_COMMAND_MODULES = (
-    "lakecdp.pipeline",
-    "lakecdp.sample.cli",
-    "lakecdp.ingest.cli",
+from lakecdp import steps
+from lakecdp.context import setup_logging
+
+# modules with a ``register(subparsers)`` function that belong to no pipeline step
+_OTHER_COMMAND_MODULES = (
     "lakecdp.erasure",
-    "lakecdp.segments.cli",
-    "lakecdp.activation.cli",
-    "lakecdp.personalization.cli",
     "lakecdp.campaign.cli",
     "lakecdp.identity.cli",
-    "lakecdp.identity.job",
-    "lakecdp.features.cli",
     "lakecdp.api.cli",
     "lakecdp.alerts",
 )
+
+
+def command_modules() -> list[str]:
+    """Modules with a ``register(subparsers)`` function, in the order they appear in --help."""
+    modules = ["lakecdp.pipeline"]
+    for module in (s.cli for s in steps.registry()):
+        if module is not None and module not in modules:
+            modules.append(module)
+    return modules + [m for m in _OTHER_COMMAND_MODULES if m not in modules]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", default=None, help="environment name (default: $LAKECDP_ENV or local)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for module_name in _COMMAND_MODULES:
+    for module_name in command_modules():
         importlib.import_module(module_name).register(subparsers)
     return parser
 
@@ -44,11 +49,5 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    # py4j logs every JVM call at INFO
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    setup_logging(verbose=args.verbose, datefmt="%H:%M:%S")
     return int(args.handler(args) or 0)

@@ -1,7 +1,10 @@
-"""Console-script entry points, one per scheduled job (see ``bundle/`` and ``jobs/``).
+"""Console-script entry points: ``lakecdp-pipeline``, ``lakecdp-demo`` and one ``lakecdp-<step>``
+per scheduled step of the registry (:mod:`lakecdp.steps`; see resources/ and jobs/).
 
-Each parses ``--conf`` / ``--env``, loads the project, builds the session and runs one
-step of the pipeline as its own recorded run, returning a process exit code.
+Each parses ``--conf`` / ``--env``, loads the project, builds the session and runs the pipeline,
+the demo or one step as its own recorded run, returning a process exit code. A step's function
+is ``<step>_main`` (``lakecdp.entrypoints:ingest_main``), made from the registry on first use:
+setup.cfg names it, tests/test_steps.py checks setup.cfg against the registry.
 """
 
 from __future__ import annotations
@@ -9,12 +12,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from lakecdp import steps
 from lakecdp.config import load_project
-from lakecdp.pipeline import DEMO_STEPS, StepFailedError, run_pipeline, run_single_step
+from lakecdp.context import open_session, setup_logging
+from lakecdp.pipeline import StepFailedError, run_pipeline, run_single_step
 
 logger = logging.getLogger(__name__)
+
+EntryPoint = Callable[[Sequence[str] | None], int]
 
 
 def _parse(job: str, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -26,19 +33,17 @@ def _parse(job: str, argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
 
 
-def _main(job: str, argv: Sequence[str] | None = None) -> int:
+def main(job: str, argv: Sequence[str] | None = None) -> int:
+    """Run ``job``: ``pipeline``, ``demo`` or a registered step's name."""
     args = _parse(job, argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-    from lakecdp.spark import get_session
-
+    setup_logging()
     project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name=f"lakecdp-{job}")
+    spark = open_session(project, app_name=f"lakecdp-{job}")
     try:
         if job == "pipeline":
             run_pipeline(project, spark, resume=not args.new_run)
         elif job == "demo":
-            run_pipeline(project, spark, steps=DEMO_STEPS, job="demo", resume=not args.new_run)
+            run_pipeline(project, spark, steps=steps.demo_steps(), job="demo", resume=not args.new_run)
         else:
             run_single_step(project, spark, job)
     except StepFailedError as exc:
@@ -48,29 +53,32 @@ def _main(job: str, argv: Sequence[str] | None = None) -> int:
 
 
 def pipeline_main(argv: Sequence[str] | None = None) -> int:
-    return _main("pipeline", argv)
+    return main("pipeline", argv)
 
 
 def demo_main(argv: Sequence[str] | None = None) -> int:
     """Generate the sample data and run the whole pipeline (what ``make demo`` runs)."""
-    return _main("demo", argv)
+    return main("demo", argv)
 
 
-def ingest_main(argv: Sequence[str] | None = None) -> int:
-    return _main("ingest", argv)
+def step_main(name: str) -> EntryPoint:
+    """The console-script function of a scheduled step: ``step_main("ingest")(argv)``."""
+    if name not in {s.name for s in steps.scheduled_steps()}:
+        raise ValueError(f"{name!r} is not a scheduled step; scheduled: {[s.name for s in steps.scheduled_steps()]}")
+
+    def run(argv: Sequence[str] | None = None) -> int:
+        return main(name, argv)
+
+    run.__name__ = run.__qualname__ = f"{name}_main"
+    run.__doc__ = f"``lakecdp-{name}``: run the {name} step as its own recorded run."
+    return run
 
 
-def identity_main(argv: Sequence[str] | None = None) -> int:
-    return _main("identity", argv)
-
-
-def features_main(argv: Sequence[str] | None = None) -> int:
-    return _main("features", argv)
-
-
-def segments_main(argv: Sequence[str] | None = None) -> int:
-    return _main("segments", argv)
-
-
-def activation_main(argv: Sequence[str] | None = None) -> int:
-    return _main("activation", argv)
+def __getattr__(attribute: str) -> EntryPoint:
+    # ``<step>_main`` for every scheduled step: what setup.cfg's console scripts import
+    if attribute.endswith("_main"):
+        try:
+            return step_main(attribute[: -len("_main")])
+        except ValueError:
+            pass
+    raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")

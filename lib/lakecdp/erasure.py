@@ -715,12 +715,9 @@ def salted_hash_column(ctx: JobContext, identifier_type: str, column):
 
 
 def _cli(args: argparse.Namespace) -> int:
-    from lakecdp.config import load_project
-    from lakecdp.spark import get_session
+    from lakecdp.context import start_job
 
-    project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name="lakecdp-erase")
-    result = erase_person(JobContext.create(project, spark), email=args.email, customer_id=args.customer_id)
+    result = erase_person(start_job(args.conf, args.env, app_name="lakecdp-erase"), email=args.email, customer_id=args.customer_id)
     for name, rows in sorted(result.rows_deleted.items()):
         logger.info("%-40s %6d rows erased", name, rows)
     logger.info("erased customer(s) %s; salted hashes kept in %s", ", ".join(result.customer_ids), ERASURES_TABLE)

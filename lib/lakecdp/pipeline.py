@@ -1,10 +1,15 @@
-"""The pipeline runner: ingest -> identity -> features -> segments -> activation -> preview.
+"""The pipeline runner: the registered steps in order (lakecdp.steps), each recorded in ops.runs.
 
-A step is ``"module:function"`` taking a :class:`~lakecdp.context.JobContext` and returning
-counts (``dict[str, int]``). Every step of a run is recorded in ``ops.runs`` (run id, step,
-status, input table versions, counts, timings). A failed step stops the run with its error;
-running again resumes the unfinished run (same run id and as-of time) after its last
-completed step. Steps are idempotent, so a step that was killed half way simply runs again.
+A step (:class:`lakecdp.steps.Step`) runs a function taking a :class:`~lakecdp.context.JobContext`
+and returning counts (``dict[str, int]``). Every step of a run is recorded in ``ops.runs`` (run id,
+step, status, the Delta versions of the step's declared inputs, counts, timings). A failed step
+stops the run with its error; running again resumes the unfinished run (same run id and as-of
+time) after its last completed step. Steps are idempotent, so a step that was killed half way
+simply runs again.
+
+``lakecdp run``, ``lakecdp demo``, ``lakecdp step NAME``, the console scripts and the stage
+commands that run a step (``lakecdp ingest``, ``lakecdp features`` ...) all come here, so every
+run of a step is in ``ops.runs``.
 
 Example:
     >>> result = run_pipeline(project, spark)            # resumes or starts a run
@@ -14,44 +19,24 @@ Example:
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from lakecdp import catalog
+from lakecdp import steps as _registry
 from lakecdp.config import Project, load_project
-from lakecdp.context import JobContext, new_run_id
+from lakecdp.context import JobContext, new_run_id, open_session
+from lakecdp.steps import Step, StepFunction
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
-
-Step = tuple[str, str]
-
-# (step name, "module:function"); each part appends its step when it is ready
-PIPELINE_STEPS: tuple[Step, ...] = (
-    ("ingest", "lakecdp.ingest.job:run"),
-    ("identity", "lakecdp.identity.job:run"),
-    ("features", "lakecdp.features.job:run"),
-    ("segments", "lakecdp.segments.job:run"),
-    ("activation", "lakecdp.activation.job:run"),
-    ("preview", "lakecdp.personalization.job:run"),
-)
-DEMO_STEPS: tuple[Step, ...] = (("generate", "lakecdp.sample.job:run_demo_generate"), *PIPELINE_STEPS)
-
-# tables each step reads: their Delta versions are recorded in ops.runs for lineage
-STEP_INPUTS: dict[str, tuple[str, ...]] = {
-    "identity": (catalog.CUSTOMER_RECORDS.name,),
-    "features": (catalog.EVENTS.name, catalog.ORDERS.name, catalog.ORDER_ITEMS.name, catalog.IDENTIFIERS.name),
-    "segments": (catalog.CUSTOMER_PROFILE.name, catalog.CUSTOMER_FEATURES.name, catalog.EVENTS.name, catalog.ID_CHANGES.name),
-    "activation": (catalog.CHANGES.name, catalog.CUSTOMER_PROFILE.name, catalog.ID_MAP.name),
-    "preview": (catalog.CUSTOMER_PROFILE.name, catalog.CUSTOMER_FEATURES.name, catalog.MEMBERSHIP.name),
-}
 
 RUNS_TABLE = catalog.RUNS.name
 RUNS_SCHEMA = catalog.RUNS.schema
@@ -70,11 +55,6 @@ class PipelineResult:
     skipped: list[str] = field(default_factory=list)
 
 
-def resolve(target: str) -> Callable[[JobContext], dict[str, int]]:
-    module_name, _, function_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), function_name)
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -86,9 +66,10 @@ def _record(ctx: JobContext, job: str, row: dict) -> None:
     ctx.tables.merge(spark, df, RUNS_TABLE, keys=["run_id", "job", "step"])
 
 
-def _input_versions(ctx: JobContext, step: str) -> dict[str, int]:
+def _input_versions(ctx: JobContext, step: Step) -> dict[str, int]:
+    """Lineage: the Delta version of each declared input that exists, before the step runs."""
     versions = {}
-    for name in STEP_INPUTS.get(step, ()):
+    for name in step.input_names:
         version = ctx.tables.version(ctx.spark, name)
         if version is not None:
             versions[name] = version
@@ -121,7 +102,8 @@ def run_steps(
 ) -> PipelineResult:
     """Run ``steps`` in order, recording each in ``ops.runs``; skip those in ``done``."""
     result = PipelineResult(run_id=ctx.run_id, as_of=ctx.as_of, resumed=bool(done))
-    for position, (name, target) in enumerate(steps, start=1):
+    for position, step in enumerate(steps, start=1):
+        name = step.name
         prefix = f"[{position}/{len(steps)}] {name}"
         if name in done:
             logger.info("%s: already done in run %s, skipped", prefix, ctx.run_id)
@@ -132,13 +114,13 @@ def run_steps(
             "run_id": ctx.run_id, "job": job, "step": name, "position": position,
             "status": "running", "as_of": ctx.as_of, "started_at": started,
             "finished_at": None, "duration_s": None,
-            "input_versions": _input_versions(ctx, name), "counts": {}, "message": None,
+            "input_versions": _input_versions(ctx, step), "counts": {}, "message": None,
         }
         _record(ctx, job, row)
         logger.info("%s ...", prefix)
         clock = time.monotonic()
         try:
-            counts = resolve(target)(ctx) or {}
+            counts = step.function()(ctx) or {}
         except Exception as exc:
             row.update(status="failed", finished_at=_now(), duration_s=time.monotonic() - clock,
                        message=f"{type(exc).__name__}: {exc}"[:4000])
@@ -169,7 +151,7 @@ def run_pipeline(
     """Run the pipeline, resuming the last unfinished run of ``job`` unless ``resume=False``.
 
     Args:
-        steps: defaults to :data:`PIPELINE_STEPS`.
+        steps: defaults to the registry's pipeline (:func:`lakecdp.steps.pipeline_steps`).
         job: name under which runs are recorded (``pipeline``, ``demo``, ...).
         resume: continue an unfinished run (same run id and as-of) after its completed steps.
         as_of: the time to compute as of for a new run (default: the project's).
@@ -181,7 +163,10 @@ def run_pipeline(
 
     from lakecdp.alerts import after_run
 
-    chosen = tuple(PIPELINE_STEPS if steps is None else steps)
+    chosen = tuple(_registry.pipeline_steps() if steps is None else steps)
+    for item in chosen:
+        if not isinstance(item, Step):
+            raise TypeError(f"steps must be lakecdp.steps.Step objects (e.g. steps.step('features')), got {item!r}")
     unfinished = _unfinished_run(Tables(project), spark, job) if resume else None
     try:
         if unfinished is not None:
@@ -193,7 +178,7 @@ def run_pipeline(
         moment = as_of or project.as_of()
         ctx = JobContext.create(project, spark, as_of=moment, run_id=new_run_id(moment))
         logger.info("run %s as of %s: %s", ctx.run_id, moment.isoformat(),
-                    " -> ".join(name for name, _ in chosen))
+                    " -> ".join(s.name for s in chosen))
         return run_steps(ctx, chosen, job=job)
     finally:
         # the run checks its own outcome: failed step, slow step, held segment, quarantine, merges,
@@ -202,20 +187,48 @@ def run_pipeline(
 
 
 def run_single_step(project: Project, spark: SparkSession, name: str) -> PipelineResult:
-    """Run one named step of the pipeline as its own recorded run (scheduled jobs)."""
-    steps = {step_name: target for step_name, target in (*DEMO_STEPS, *PIPELINE_STEPS)}
-    if name not in steps:
-        raise ValueError(f"unknown step {name!r}; known: {sorted(steps)}")
-    return run_pipeline(project, spark, steps=[(name, steps[name])], job=name)
+    """Run one registered step as its own recorded run (``job`` = the step's name), resuming
+    its last unfinished run: ``lakecdp step NAME`` and the scheduled jobs."""
+    return run_pipeline(project, spark, steps=[_registry.step(name)], job=name)
 
 
-def _cli_run(args: argparse.Namespace, steps: Sequence[Step], job: str) -> int:
-    from lakecdp.spark import get_session
+def run_step_command(
+    project: Project,
+    name: str,
+    *,
+    call: StepFunction | None = None,
+    as_of: datetime | None = None,
+) -> dict[str, int] | None:
+    """A stage command that runs a step with its own options (``lakecdp ingest --source crm``).
 
-    project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name=f"lakecdp-{job}")
+    Starts the session and runs the step as a new recorded run of job ``name`` in ``ops.runs``,
+    with the step's declared inputs as lineage, exactly as ``lakecdp step NAME`` records it.
+
+    Args:
+        call: the step function with the command's options bound (default: the step's own).
+        as_of: the time to compute as of (default: the project's).
+
+    Returns:
+        The step's counts, or None when it failed (the error is logged).
+    """
+    step = _registry.step(name)
+    if call is not None:
+        step = dataclasses.replace(step, run=call)
+    spark = open_session(project, app_name=f"lakecdp-{name}")
     try:
-        result = run_pipeline(project, spark, steps=steps, job=job, resume=not args.new_run)
+        result = run_pipeline(project, spark, steps=[step], job=name, resume=False, as_of=as_of)
+    except StepFailedError as exc:
+        logger.error("%s", exc)
+        return None
+    return result.steps[name]
+
+
+def _cli_run(args: argparse.Namespace, job: str) -> int:
+    project = load_project(args.conf, env=args.env)
+    spark = open_session(project, app_name=f"lakecdp-{job}")
+    chosen = _registry.demo_steps() if job == "demo" else _registry.pipeline_steps()
+    try:
+        result = run_pipeline(project, spark, steps=chosen, job=job, resume=not args.new_run)
     except StepFailedError as exc:
         logger.error("%s", exc)
         return 1
@@ -234,10 +247,8 @@ def _cli_run(args: argparse.Namespace, steps: Sequence[Step], job: str) -> int:
 
 
 def _cli_step(args: argparse.Namespace) -> int:
-    from lakecdp.spark import get_session
-
     project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name=f"lakecdp-{args.step}")
+    spark = open_session(project, app_name=f"lakecdp-{args.step}")
     try:
         run_single_step(project, spark, args.step)
     except StepFailedError as exc:
@@ -247,14 +258,15 @@ def _cli_step(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    for name, help_text, steps in (
-        ("demo", "generate the sample data and run the whole pipeline", DEMO_STEPS),
-        ("run", "run the pipeline on the landing folder (resumes an unfinished run)", PIPELINE_STEPS),
+    for name, help_text in (
+        ("demo", "generate the sample data and run the whole pipeline"),
+        ("run", "run the pipeline on the landing folder (resumes an unfinished run)"),
     ):
         parser = subparsers.add_parser(name, help=help_text)
         parser.add_argument("--new-run", action="store_true",
                             help="start a new run even if the last one did not finish")
-        parser.set_defaults(handler=lambda args, s=steps, j=name: _cli_run(args, s, j))
+        parser.set_defaults(handler=lambda args, j=name: _cli_run(args, j))
+    names = [s.name for s in _registry.registry()]
     step = subparsers.add_parser("step", help="run one pipeline step as its own recorded run")
-    step.add_argument("step", help="step name, e.g. ingest, identity, features, segments, activation")
+    step.add_argument("step", choices=names, metavar="step", help=f"one of: {', '.join(names)}")
     step.set_defaults(handler=_cli_step)

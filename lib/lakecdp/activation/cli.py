@@ -10,17 +10,16 @@ from pathlib import Path
 
 
 def _activate(args: argparse.Namespace) -> int:
-    from lakecdp.activation.job import run
-    from lakecdp.config import load_project
-    from lakecdp.context import JobContext
-    from lakecdp.spark import get_session
-
+    """The pipeline step ``activation``, recorded in ``ops.runs``."""
     from lakecdp.activation.config import load_destinations
+    from lakecdp.config import load_project
+    from lakecdp.pipeline import run_step_command
 
     project = load_project(args.conf, env=args.env)
     load_destinations(project.conf_dir)  # a bad destination fails here, before Spark starts
-    spark = get_session(project, app_name="lakecdp-activate")
-    counts = run(JobContext.create(project, spark))
+    counts = run_step_command(project, "activation")
+    if counts is None:
+        return 1
     for key in sorted(counts):
         print(f"{key}: {counts[key]}")
     return 1 if counts.get("dead_letter") else 0

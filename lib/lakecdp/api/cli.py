@@ -24,11 +24,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _pickup(args: argparse.Namespace) -> int:
     from lakecdp.api.pickup import run
     from lakecdp.config import load_project
-    from lakecdp.context import JobContext
-    from lakecdp.spark import get_session
+    from lakecdp.context import JobContext, open_session
 
     project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name="lakecdp-api-pickup")
+    spark = open_session(project, app_name="lakecdp-api-pickup")
     while True:
         ctx = JobContext.create(project, spark)
         logger.info("api pickup %s: %s", ctx.run_id, run(ctx))

@@ -118,6 +118,7 @@ def show_intake(project: Project, spark: SparkSession) -> DemoIntake:
     from lakecdp.api.pickup import pickup
     from lakecdp.context import JobContext
     from lakecdp.pipeline import run_pipeline
+    from lakecdp.steps import step
 
     from lakecdp.api.segments import SegmentReader
 
@@ -179,8 +180,7 @@ def show_intake(project: Project, spark: SparkSession) -> DemoIntake:
 
         counts = pickup(JobContext.create(project, spark), state.log.log_dir)
         logger.info("api-pickup: %s", counts)
-        run_pipeline(project, spark, steps=[("features", "lakecdp.features.job:run"),
-                                            ("segments", "lakecdp.segments.job:run")], job="demo-api", resume=False)
+        run_pipeline(project, spark, steps=[step("features"), step("segments")], job="demo-api", resume=False)
         status, after = client.call("GET", f"/v1/segments/{SEGMENT}/changes?cursor={cursor}",
                                     keys["email_platform"][0])
         shown = DemoIntake(newcomer=newcomer[0], buyer=buyer[0], event_ids=[e["event_id"] for e in events],

@@ -25,12 +25,10 @@ def _project(args: argparse.Namespace):
 def _report(args: argparse.Namespace) -> int:
     from lakecdp.campaign.report import run_report, write_chart
     from lakecdp.config import ConfigError
-    from lakecdp.context import JobContext
-    from lakecdp.spark import get_session
+    from lakecdp.context import start_job
 
     project = _project(args)
-    spark = get_session(project, app_name="lakecdp-campaign-report")
-    ctx = JobContext.create(project, spark, as_of=args.as_of)
+    ctx = start_job(project, app_name="lakecdp-campaign-report", as_of=args.as_of)
     try:
         analysis, text = run_report(ctx, args.campaign)
     except (ConfigError, LookupError) as exc:
@@ -50,7 +48,7 @@ def _plant(args: argparse.Namespace) -> int:
     from lakecdp.config import ConfigError
     from lakecdp.sample.campaigns import plant_campaign, write_planted
     from lakecdp.sample.config import load_sample_config
-    from lakecdp.spark import get_session
+    from lakecdp.context import open_session
     from lakecdp.tables import Tables
 
     project = _project(args)
@@ -59,7 +57,7 @@ def _plant(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"campaign plant-sample: {exc}", file=sys.stderr)
         return 2
-    spark = get_session(project, app_name="lakecdp-campaign-plant")
+    spark = open_session(project, app_name="lakecdp-campaign-plant")
     tables = Tables(project)
     taken = [n for n in (EXPOSURES, EVENTS, IDENTIFIERS) if tables.exists(spark, n)]
     if taken:

@@ -21,17 +21,12 @@ def parse_as_of(text: str) -> datetime:
 
 
 def _features(args: argparse.Namespace) -> int:
+    """The pipeline step ``features`` as of ``--as-of``, recorded in ``ops.runs``."""
     from lakecdp.config import load_project
-    from lakecdp.context import JobContext
-    from lakecdp.features.job import run
-    from lakecdp.spark import get_session
+    from lakecdp.pipeline import run_step_command
 
-    project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name="lakecdp-features")
-    ctx = JobContext.create(project, spark, as_of=args.as_of)
-    counts = run(ctx)
-    logger.info("features run %s as of %s: %s", ctx.run_id, ctx.as_of.isoformat(), counts)
-    return 0
+    counts = run_step_command(load_project(args.conf, env=args.env), "features", as_of=args.as_of)
+    return 1 if counts is None else 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

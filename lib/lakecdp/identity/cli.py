@@ -13,13 +13,10 @@ logger = logging.getLogger(__name__)
 
 
 def _session(args: argparse.Namespace, app: str):
-    from lakecdp.config import load_project
-    from lakecdp.spark import get_session
-    from lakecdp.tables import Tables
+    from lakecdp.context import start_job
 
-    project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name=app)
-    return project, spark, Tables(project)
+    ctx = start_job(args.conf, args.env, app_name=app)
+    return ctx.project, ctx.spark, ctx.tables
 
 
 def _accuracy(args: argparse.Namespace) -> int:

@@ -429,15 +429,13 @@ def run(ctx: JobContext) -> dict[str, int]:
 
 
 def _command(args) -> int:
+    """The pipeline step ``identity`` with ``--mode`` / ``--retrain``, recorded in ``ops.runs``."""
     from lakecdp.config import load_project
-    from lakecdp.context import JobContext
-    from lakecdp.spark import get_session
+    from lakecdp.pipeline import run_step_command
 
-    project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name="lakecdp-identity")
-    counts = run_identity(JobContext.create(project, spark), mode=args.mode, retrain=args.retrain)
-    logger.info("identity: %s", counts)
-    return 0
+    counts = run_step_command(load_project(args.conf, env=args.env), "identity",
+                              call=lambda ctx: run_identity(ctx, mode=args.mode, retrain=args.retrain))
+    return 1 if counts is None else 0
 
 
 def register(subparsers) -> None:

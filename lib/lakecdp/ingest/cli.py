@@ -1,4 +1,7 @@
-"""``lakecdp ingest [--source NAME ...]``: load new landing files into bronze / quarantine / silver."""
+"""``lakecdp ingest [--source NAME ...]``: load new landing files into bronze / quarantine / silver.
+
+The pipeline step ``ingest`` with the command's options, recorded in ``ops.runs`` like
+``lakecdp step ingest``."""
 
 from __future__ import annotations
 
@@ -10,16 +13,13 @@ logger = logging.getLogger(__name__)
 
 def _ingest(args: argparse.Namespace) -> int:
     from lakecdp.config import load_project
-    from lakecdp.context import JobContext
     from lakecdp.ingest.job import ingest
-    from lakecdp.spark import get_session
+    from lakecdp.pipeline import run_step_command
 
-    project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name="lakecdp-ingest")
-    ctx = JobContext.create(project, spark)
-    counts = ingest(ctx, only=args.source or None)
-    logger.info("ingest run %s: %s", ctx.run_id, counts)
-    return 0
+    only = args.source or None
+    counts = run_step_command(load_project(args.conf, env=args.env), "ingest",
+                              call=lambda ctx: ingest(ctx, only=only))
+    return 1 if counts is None else 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,13 +7,10 @@ import sys
 
 
 def _project_and_session(args: argparse.Namespace, name: str):
-    from lakecdp.config import load_project
-    from lakecdp.spark import get_session
-    from lakecdp.tables import Tables
+    from lakecdp.context import start_job
 
-    project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name=f"lakecdp-{name}")
-    return project, spark, Tables(project)
+    ctx = start_job(args.conf, args.env, app_name=f"lakecdp-{name}")
+    return ctx.project, ctx.spark, ctx.tables
 
 
 def _preview(args: argparse.Namespace) -> int:

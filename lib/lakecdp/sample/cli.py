@@ -28,14 +28,14 @@ def _positive(value: str) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from lakecdp.config import load_project
     from lakecdp.sample.config import load_sample_config
+    from lakecdp.context import open_session
     from lakecdp.sample.generator import generate
-    from lakecdp.spark import get_session
 
     project = load_project(args.conf, env=args.env)
     config = load_sample_config(project.conf_dir)
     landing = project.path(args.landing) if args.landing else project.landing
     labels = project.path(args.labels) if args.labels else project.warehouse / "labels"
-    spark = get_session(project, app_name="lakecdp-generate")
+    spark = open_session(project, app_name="lakecdp-generate")
     counts = generate(spark, landing=landing, labels=labels, people=args.people, seed=args.seed,
                       increment=args.increment, as_of=args.as_of or project.as_of(), config=config)
     # the counts are the command's output, for people and scripts alike

@@ -16,13 +16,9 @@ from lakecdp.config import ConfigError
 
 
 def _context(args: argparse.Namespace, command: str):
-    from lakecdp.config import load_project
-    from lakecdp.context import JobContext
-    from lakecdp.spark import get_session
+    from lakecdp.context import start_job
 
-    project = load_project(args.conf, env=args.env)
-    spark = get_session(project, app_name=f"lakecdp-segments-{command}")
-    return JobContext.create(project, spark)
+    return start_job(args.conf, args.env, app_name=f"lakecdp-segments-{command}")
 
 
 def _segments(args: argparse.Namespace, ctx=None):
