@@ -251,13 +251,11 @@ def _cluster_in_memory(
     return rows
 
 
-def _frame_from_rows(
-    spark, rows: list[tuple[str, str, int, float, list[str]]], *,
-    sources: dict[str, str] | None = None,
-) -> DataFrame:
-    """A DataFrame of :data:`CLUSTER_SCHEMA` rows, handed to the JVM as Arrow (a list of
-    Python rows would be unpickled by Python workers each time Spark reads it); with
-    ``sources`` (record_id -> source) a ``source`` column as well."""
+def cluster_table(
+    rows: list[tuple[str, str, int, float, list[str]]], *, sources: dict[str, str] | None = None,
+):
+    """:data:`CLUSTER_SCHEMA` rows as an Arrow table; with ``sources`` (record_id ->
+    source) a ``source`` column as well."""
     import pyarrow as pa
 
     columns = list(zip(*rows)) if rows else [[] for _ in range(5)]
@@ -268,11 +266,15 @@ def _frame_from_rows(
         "link_confidence": pa.array(columns[3], pa.float64()),
         "flags": pa.array(columns[4], pa.list_(pa.string())),
     }
-    schema = CLUSTER_SCHEMA
     if sources is not None:
         data["source"] = pa.array([sources[r] for r in columns[0]], pa.string())
-        schema += ", source string"
-    return spark.createDataFrame(pa.table(data), schema)
+    return pa.table(data)
+
+
+def _frame_from_rows(spark, rows: list[tuple[str, str, int, float, list[str]]]) -> DataFrame:
+    """A DataFrame of :data:`CLUSTER_SCHEMA` rows, handed to the JVM as Arrow (a list of
+    Python rows would be unpickled by Python workers each time Spark reads it)."""
+    return spark.createDataFrame(cluster_table(rows), CLUSTER_SCHEMA)
 
 
 def kept_edges(edges: DataFrame, threshold: float) -> DataFrame:

@@ -355,20 +355,32 @@ def run_identity(
         ).join(scope.withColumnRenamed("record_id", "record_id_r"), "record_id_r", "left_semi")
     with _stage("cluster+ids", timings, spark):
         if local:
-            clusters = _cluster_local(
-                spark, on_machine.con, records_arrow, edges_arrow,
+            from lakecdp.identity.local import assign_customer_ids_local
+            from lakecdp.identity.stable_ids import ID_CHANGES_SCHEMA, ID_MAP_SCHEMA
+
+            clusters_arrow = _cluster_local(
+                on_machine.con, records_arrow, edges_arrow,
                 None if scope is None else scope.toArrow().column("record_id"), config,
             )
+            id_map_arrow, id_changes_arrow = assign_customer_ids_local(
+                clusters_arrow,
+                None if previous_id_map is None else previous_id_map.toArrow(),
+                run_id=ctx.run_id, as_of=ctx.as_of, id_prefix=config.stable_ids.id_prefix,
+            )
+            # rows held in this process, not a plan over identity.id_map: safe to merge into it
+            id_map = spark.createDataFrame(id_map_arrow, ID_MAP_SCHEMA)
+            id_changes = spark.createDataFrame(id_changes_arrow, ID_CHANGES_SCHEMA)
+            change_count = id_changes_arrow.num_rows
         else:
             clusters = cluster_edges(nodes.select("record_id"), inside, config).join(nodes, "record_id")
-        id_map, id_changes = assign_customer_ids(
-            clusters, previous_id_map, run_id=ctx.run_id, as_of=ctx.as_of,
-            id_prefix=config.stable_ids.id_prefix,
-        )
-        # identity.id_map is merged into below while these rows derive from it: materialise first
-        id_map = id_map.localCheckpoint()
-        id_changes = id_changes.localCheckpoint()
-        change_count = id_changes.count()
+            id_map, id_changes = assign_customer_ids(
+                clusters, previous_id_map, run_id=ctx.run_id, as_of=ctx.as_of,
+                id_prefix=config.stable_ids.id_prefix,
+            )
+            # identity.id_map is merged into below while these rows derive from it: materialise first
+            id_map = id_map.localCheckpoint()
+            id_changes = id_changes.localCheckpoint()
+            change_count = id_changes.count()
 
     # what the partial writes below are the whole truth for (None: everything)
     customer_scope = value_scope = None
@@ -402,9 +414,9 @@ def run_identity(
         holding = values
         if value_scope is not None:
             holding = values.join(value_scope, ["identifier_type", "value"], "left_semi")
-        identifiers = customer_identifiers(
-            holding, tables.read(spark, ID_MAP_TABLE), run_id=ctx.run_id
-        )
+        # a full run's id map is the whole table: no read of what was just written
+        owners = id_map if scope is None else tables.read(spark, ID_MAP_TABLE)
+        identifiers = customer_identifiers(holding, owners, run_id=ctx.run_id)
         tables.merge(
             spark, identifiers, IDENTIFIERS_TABLE, keys=["identifier_type", "identifier_value"],
             update_condition=_changed_unless(["customer_id"]),
@@ -430,31 +442,28 @@ def run_identity(
             mode="incremental" if incremental else "full",
             records_changed=records_changed, processed_at=ctx.as_of,
         )
-        counts = _counts(
-            records, incremental=incremental, feed_unreadable=feed_unreadable,
-            records_changed=records_changed, edge_count=edge_count, scored_count=scored_count,
-            customers=tables.read(spark, ID_MAP_TABLE), change_count=change_count,
-            rescoped=rescoped if scope is not None else -1,
-        )
+        if local:
+            record_count = records_arrow.num_rows
+        else:
+            record_count = records.count()
+        if local and scope is None:  # a full run's id map is the whole table
+            customer_count = len(set(id_map_arrow.column("customer_id").to_pylist()))
+        else:
+            customer_count = tables.read(spark, ID_MAP_TABLE).select("customer_id").distinct().count()
+        counts = {
+            "records": record_count,
+            "records_changed": records_changed,
+            "incremental": int(incremental),
+            "feed_unreadable": int(feed_unreadable),
+            "edges": edge_count,
+            "probabilistic_edges_scored": scored_count,
+            "customers": customer_count,
+            "id_changes": change_count,
+            # records re-clustered (every record in a full run)
+            "records_rescoped": rescoped if scope is not None else -1,
+        }
     records.unpersist()
     logger.info("identity %s run: %s", "incremental" if incremental else "full", counts)
-    return counts
-
-
-def _counts(records, *, incremental, feed_unreadable, records_changed, edge_count,
-            scored_count, customers, change_count, rescoped) -> dict[str, int]:
-    counts = {
-        "records": records.count(),
-        "records_changed": records_changed,
-        "incremental": int(incremental),
-        "feed_unreadable": int(feed_unreadable),
-        "edges": edge_count,
-        "probabilistic_edges_scored": scored_count,
-        "customers": customers.select("customer_id").distinct().count(),
-        "id_changes": change_count,
-        # records re-clustered (every record in a full run)
-        "records_rescoped": rescoped,
-    }
     return counts
 
 
@@ -487,13 +496,13 @@ def _score_local(matcher, prepared, previous, changed_ids, *, retrain: bool):
     return pa.concat_tables([kept, scored]), scored.num_rows
 
 
-def _cluster_local(spark, con, records, edges, scope, config) -> DataFrame:
+def _cluster_local(con, records, edges, scope, config):
     """:func:`lakecdp.identity.clustering.cluster_edges` of the records (those in ``scope``
     when given) over the edges between them, on this machine: ``record_id, cluster_key,
-    cluster_size, link_confidence, flags, source`` as one Spark DataFrame."""
+    cluster_size, link_confidence, flags, source`` as an Arrow table."""
     import pyarrow.compute as pc
 
-    from lakecdp.identity.clustering import _cluster_in_memory, _frame_from_rows
+    from lakecdp.identity.clustering import _cluster_in_memory, cluster_table
     from lakecdp.identity.local import kept_edge_rows
 
     nodes = records.select(["record_id", "source"])
@@ -502,7 +511,7 @@ def _cluster_local(spark, con, records, edges, scope, config) -> DataFrame:
     kept = kept_edge_rows(con, edges, nodes, config.model.match_threshold)
     source = dict(zip(nodes.column("record_id").to_pylist(), nodes.column("source").to_pylist()))
     rows = _cluster_in_memory(list(source), kept, config)
-    return _frame_from_rows(spark, rows, sources=source)
+    return cluster_table(rows, sources=source)
 
 
 def run(ctx: JobContext) -> dict[str, int]:

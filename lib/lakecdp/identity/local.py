@@ -480,3 +480,166 @@ def kept_edge_rows(con: duckdb.DuckDBPyConnection, edges: pa.Table, nodes: pa.Ta
         group by record_id_l, record_id_r
         order by record_id_l, record_id_r
     """, params=[threshold]).fetchall()
+
+
+def assign_customer_ids_local(
+    clusters: pa.Table,
+    previous: pa.Table | None,
+    *,
+    run_id: str,
+    as_of,
+    id_prefix: str,
+) -> tuple[pa.Table, pa.Table]:
+    """:func:`lakecdp.identity.stable_ids.assign_customer_ids` in DuckDB: the same rules,
+    as SQL over Arrow tables (``clusters`` with a ``source`` column; ``previous``: the last
+    ``identity.id_map`` or None). Returns ``(id_map, id_changes)`` as Arrow tables in the
+    catalog's column order, timestamps in UTC."""
+    import duckdb
+
+    from lakecdp.identity.stable_ids import ID_MAP_COLUMNS
+
+    con = duckdb.connect()
+    as_of_utc = _naive_utc(as_of)
+    con.register("clusters", clusters.select(
+        ["record_id", "cluster_key", "cluster_size", "link_confidence", "flags", "source"]))
+    if previous is None:
+        con.execute("""
+            create temp table previous (record_id varchar, customer_id varchar,
+                cluster_size integer, link_confidence double, flags varchar[], run_id varchar,
+                updated_at timestamp, id_created_at timestamp)
+        """)
+    else:
+        con.register("previous", _without_time_zones(previous.select(
+            ["record_id", "customer_id", "cluster_size", "link_confidence", "flags", "run_id",
+             "updated_at", "id_created_at"])))
+    as_of_text = as_of_utc.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    best_id = "votes desc, id_created_at asc nulls last, prev_customer_id asc"
+    best_cluster = "votes desc, members desc, cluster_key asc"
+    steps = [
+        """
+        create temp table members as
+        select c.record_id, c.cluster_key, c.cluster_size::integer as cluster_size,
+               c.link_confidence::double as link_confidence, c.flags, c.source,
+               p.customer_id as prev_customer_id, p.id_created_at as prev_id_created_at,
+               p.cluster_size as prev_cluster_size, p.link_confidence as prev_link_confidence,
+               p.flags as prev_flags, p.run_id as prev_run_id, p.updated_at as prev_updated_at
+        from clusters c left join previous p using (record_id)
+        """,
+        """
+        create temp table cluster_facts as
+        select f.*, m.prev_customer_id as min_record_prev_id
+        from (select cluster_key, count(*) as members, min(record_id) as min_record_id,
+                     count(prev_customer_id) as previously_known
+              from members group by cluster_key) f
+        join members m on m.record_id = f.min_record_id
+        """,
+        """
+        create temp table votes as
+        select v.*, f.members from (
+            select cluster_key, prev_customer_id, count(*) as votes,
+                   min(prev_id_created_at) as id_created_at
+            from members where prev_customer_id is not null
+            group by cluster_key, prev_customer_id
+        ) v join cluster_facts f using (cluster_key)
+        """,
+        f"""
+        -- pass 1: each previous id goes home to the cluster holding most of its records,
+        -- a cluster keeps the best id homed with it
+        create temp table first_choice as
+        select cluster_key, prev_customer_id, id_created_at from (
+            select *, row_number() over (partition by cluster_key order by {best_id}) as rank
+            from (select *, row_number() over (partition by prev_customer_id
+                                               order by {best_cluster}) = 1 as home
+                  from votes)
+            where home
+        ) where rank = 1
+        """,
+        f"""
+        -- pass 2: a cluster left without an id takes the best free id it voted for
+        create temp table fallback as
+        select cluster_key, prev_customer_id, id_created_at from (
+            select *, row_number() over (partition by prev_customer_id order by {best_cluster}) as rank2
+            from (
+                select *, row_number() over (partition by cluster_key order by {best_id}) as rank1
+                from votes
+                where cluster_key not in (select cluster_key from first_choice)
+                  and prev_customer_id not in (select prev_customer_id from first_choice)
+            ) where rank1 = 1
+        ) where rank2 = 1
+        """,
+        """
+        create temp table cluster_ids as
+        select f.cluster_key,
+               coalesce(k.prev_customer_id,
+                        $prefix || substr(sha256(f.min_record_id || '|' || $as_of_text || '|'
+                                                 || coalesce(f.min_record_prev_id, '')), 1, 16))
+                   as customer_id,
+               coalesce(k.id_created_at, $as_of) as id_created_at,
+               k.prev_customer_id is null as minted,
+               f.previously_known, f.members
+        from cluster_facts f
+        left join (select * from first_choice union all select * from fallback) k using (cluster_key)
+        """,
+        """
+        create temp table assigned as
+        select m.*, i.customer_id, i.id_created_at
+        from members m join cluster_ids i using (cluster_key)
+        """,
+    ]
+    for step in steps[:-2]:
+        con.execute(step)
+    con.execute(steps[-2], {"prefix": id_prefix, "as_of_text": as_of_text, "as_of": as_of_utc})
+    con.execute(steps[-1])
+    unchanged = (
+        "(prev_customer_id = customer_id and prev_cluster_size = cluster_size "
+        "and prev_link_confidence is not distinct from link_confidence "
+        "and prev_flags is not distinct from flags)"
+    )
+    id_map = con.sql(f"""
+        select record_id, customer_id, source, cluster_size, link_confidence, flags,
+               case when {unchanged} then prev_run_id else $run_id end as run_id,
+               case when {unchanged} then prev_updated_at else $as_of end as updated_at,
+               id_created_at
+        from assigned order by record_id
+    """, params={"run_id": run_id, "as_of": as_of_utc}).select(*ID_MAP_COLUMNS).to_arrow_table()
+    changes = con.sql("""
+        select $run_id as run_id,
+               case when prev_customer_id in (select customer_id from cluster_ids)
+                    then 'split' else 'merge' end as change_type,
+               prev_customer_id as old_customer_id, customer_id as new_customer_id,
+               count(*)::integer as record_count, $as_of as changed_at
+        from assigned
+        where prev_customer_id is not null and prev_customer_id <> customer_id
+        group by prev_customer_id, customer_id
+        union all
+        select $run_id, 'new', null, customer_id, members::integer, $as_of
+        from cluster_ids where minted and previously_known = 0
+        order by change_type, new_customer_id, old_customer_id
+    """, params={"run_id": run_id, "as_of": as_of_utc}).to_arrow_table()
+    con.close()
+    return _in_utc(id_map), _in_utc(changes)
+
+
+def _naive_utc(moment):
+    from datetime import timezone
+
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _without_time_zones(table: pa.Table) -> pa.Table:
+    """Timestamps as naive UTC (how DuckDB compares them without a time zone setting)."""
+    import pyarrow as pa
+
+    fields = [pa.field(f.name, pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f
+              for f in table.schema]
+    return table.cast(pa.schema(fields))
+
+
+def _in_utc(table: pa.Table) -> pa.Table:
+    import pyarrow as pa
+
+    fields = [pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type)
+              else f for f in table.schema]
+    return table.cast(pa.schema(fields))
