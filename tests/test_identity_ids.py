@@ -6,8 +6,10 @@ import hashlib
 from datetime import datetime, timezone
 
 import pytest
+from pyspark.sql import functions as F
 
 from lakecdp.identity.stable_ids import (
+    ID_CHANGES_SCHEMA,
     ID_MAP_SCHEMA,
     MissingColumnsError,
     assign_customer_ids,
@@ -46,10 +48,28 @@ def clusters_df(spark, rows):
     )
 
 
-def run(spark, clusters, previous, *, run_id="run-1"):
-    id_map, changes = assign_customer_ids(
-        clusters, previous, run_id=run_id, as_of=AS_OF, id_prefix="cus_"
-    )
+@pytest.fixture(params=["spark", "duckdb"])
+def engine(request) -> str:
+    """Every case runs on both implementations: Spark (the spark backend) and DuckDB
+    (lakecdp.identity.local, the duckdb backend)."""
+    return request.param
+
+
+def run(spark, clusters, previous, *, run_id="run-1", engine="spark"):
+    if engine == "duckdb":
+        from lakecdp.identity.local import assign_customer_ids_local
+
+        with_source = clusters.withColumn("source", F.substring_index("record_id", ":", 1))
+        id_map_rows, change_rows_arrow = assign_customer_ids_local(
+            with_source.toArrow(), None if previous is None else previous.toArrow(),
+            run_id=run_id, as_of=AS_OF, id_prefix="cus_",
+        )
+        id_map = spark.createDataFrame(id_map_rows, ID_MAP_SCHEMA)
+        changes = spark.createDataFrame(change_rows_arrow, ID_CHANGES_SCHEMA)
+    else:
+        id_map, changes = assign_customer_ids(
+            clusters, previous, run_id=run_id, as_of=AS_OF, id_prefix="cus_"
+        )
     ids = {r["record_id"]: r["customer_id"] for r in id_map.collect()}
     # (old, new) pairs are unique per run, so a set loses nothing
     change_rows = {
@@ -59,12 +79,12 @@ def run(spark, clusters, previous, *, run_id="run-1"):
     return ids, change_rows, id_map
 
 
-def test_no_change_keeps_ids_run_stamps_and_records_nothing(spark):
+def test_no_change_keeps_ids_run_stamps_and_records_nothing(spark, engine):
     previous = previous_map(spark, [
         ("crm:1", "cus_A", 2, OLD), ("shop:1", "cus_A", 2, OLD), ("crm:2", "cus_B", 1, NEWER),
     ])
     clusters = clusters_df(spark, [("crm:1", "crm:1"), ("shop:1", "crm:1"), ("crm:2", "crm:2")])
-    ids, changes, id_map = run(spark, clusters, previous)
+    ids, changes, id_map = run(spark, clusters, previous, engine=engine)
     assert ids == {"crm:1": "cus_A", "shop:1": "cus_A", "crm:2": "cus_B"}
     assert changes == set()
     # unchanged rows keep the run that last changed them, so a MERGE of them is a no-op
@@ -77,9 +97,9 @@ def test_no_change_keeps_ids_run_stamps_and_records_nothing(spark):
     }
 
 
-def test_first_run_and_new_person_get_minted_ids(spark):
+def test_first_run_and_new_person_get_minted_ids(spark, engine):
     clusters = clusters_df(spark, [("crm:1", "crm:1"), ("shop:9", "crm:1"), ("web:d1", "web:d1")])
-    ids, changes, _ = run(spark, clusters, None)
+    ids, changes, _ = run(spark, clusters, None, engine=engine)
     assert ids == {"crm:1": minted("crm:1"), "shop:9": minted("crm:1"),
                    "web:d1": minted("web:d1")}
     assert changes == {("new", None, minted("crm:1"), 2), ("new", None, minted("web:d1"), 1)}
@@ -87,13 +107,13 @@ def test_first_run_and_new_person_get_minted_ids(spark):
     # later: a known person plus one new record that joins them, and a brand-new person
     previous = previous_map(spark, [("crm:1", "cus_A", 1, OLD)])
     clusters = clusters_df(spark, [("crm:1", "crm:1"), ("shop:2", "crm:1"), ("crm:7", "crm:7")])
-    ids, changes, _ = run(spark, clusters, previous)
+    ids, changes, _ = run(spark, clusters, previous, engine=engine)
     assert ids == {"crm:1": "cus_A", "shop:2": "cus_A", "crm:7": minted("crm:7")}
     # a new record joining a known person is no id change
     assert changes == {("new", None, minted("crm:7"), 1)}
 
 
-def test_merge_keeps_the_id_most_records_held(spark):
+def test_merge_keeps_the_id_most_records_held(spark, engine):
     previous = previous_map(spark, [
         ("crm:1", "cus_B", 3, NEWER), ("crm:2", "cus_B", 3, NEWER), ("shop:3", "cus_B", 3, NEWER),
         # the older id, but held by one record only
@@ -102,29 +122,29 @@ def test_merge_keeps_the_id_most_records_held(spark):
     clusters = clusters_df(spark, [
         ("crm:1", "crm:1"), ("crm:2", "crm:1"), ("shop:3", "crm:1"), ("web:d1", "crm:1"),
     ])
-    ids, changes, _ = run(spark, clusters, previous)
+    ids, changes, _ = run(spark, clusters, previous, engine=engine)
     assert ids == {"crm:1": "cus_B", "crm:2": "cus_B", "shop:3": "cus_B", "web:d1": "cus_B"}
     assert changes == {("merge", "cus_A", "cus_B", 1)}
 
 
-def test_merge_tie_keeps_the_oldest_id(spark):
+def test_merge_tie_keeps_the_oldest_id(spark, engine):
     previous = previous_map(spark, [
         ("crm:1", "cus_A", 1, NEWER),   # alphabetically first, but younger
         ("shop:1", "cus_Z", 1, OLD),
     ])
     clusters = clusters_df(spark, [("crm:1", "crm:1"), ("shop:1", "crm:1")])
-    ids, changes, _ = run(spark, clusters, previous)
+    ids, changes, _ = run(spark, clusters, previous, engine=engine)
     assert ids == {"crm:1": "cus_Z", "shop:1": "cus_Z"}
     assert changes == {("merge", "cus_A", "cus_Z", 1)}
 
 
-def test_split_keeps_the_id_on_the_largest_part(spark):
+def test_split_keeps_the_id_on_the_largest_part(spark, engine):
     previous = previous_map(spark, [
         ("crm:1", "cus_A", 3, OLD), ("crm:2", "cus_A", 3, OLD), ("shop:3", "cus_A", 3, OLD),
     ])
     # crm:1 (the smallest record id) leaves: the two-record part keeps cus_A
     clusters = clusters_df(spark, [("crm:1", "crm:1"), ("crm:2", "crm:2"), ("shop:3", "crm:2")])
-    ids, changes, id_map = run(spark, clusters, previous)
+    ids, changes, id_map = run(spark, clusters, previous, engine=engine)
     assert ids == {"crm:1": minted("crm:1", "cus_A"), "crm:2": "cus_A", "shop:3": "cus_A"}
     assert changes == {("split", "cus_A", minted("crm:1", "cus_A"), 1)}
     created = {r["record_id"]: r["id_created_at"] for r in id_map.collect()}
@@ -132,7 +152,7 @@ def test_split_keeps_the_id_on_the_largest_part(spark):
                        "shop:3": OLD.replace(tzinfo=None)}
 
 
-def test_merge_and_split_in_one_run(spark):
+def test_merge_and_split_in_one_run(spark, engine):
     previous = previous_map(spark, [
         ("crm:1", "cus_A", 3, OLD), ("crm:2", "cus_A", 3, OLD), ("crm:3", "cus_A", 3, OLD),
         ("shop:1", "cus_B", 1, NEWER),
@@ -142,14 +162,14 @@ def test_merge_and_split_in_one_run(spark):
     clusters = clusters_df(spark, [
         ("crm:1", "crm:1"), ("crm:2", "crm:1"), ("shop:1", "crm:1"), ("crm:3", "crm:3"),
     ])
-    ids, changes, _ = run(spark, clusters, previous)
+    ids, changes, _ = run(spark, clusters, previous, engine=engine)
     assert ids == {"crm:1": "cus_A", "crm:2": "cus_A", "shop:1": "cus_A",
                    "crm:3": minted("crm:3", "cus_A")}
     assert changes == {("merge", "cus_B", "cus_A", 1),
                        ("split", "cus_A", minted("crm:3", "cus_A"), 1)}
 
 
-def test_split_part_that_loses_its_first_choice_takes_its_next_free_id(spark):
+def test_split_part_that_loses_its_first_choice_takes_its_next_free_id(spark, engine):
     previous = previous_map(spark, [
         ("crm:1", "cus_A", 5, OLD), ("crm:2", "cus_A", 5, OLD), ("crm:3", "cus_A", 5, OLD),
         ("crm:4", "cus_A", 5, OLD), ("crm:5", "cus_A", 5, OLD),
@@ -161,21 +181,21 @@ def test_split_part_that_loses_its_first_choice_takes_its_next_free_id(spark):
         ("crm:1", "crm:1"), ("crm:2", "crm:1"), ("crm:3", "crm:1"),
         ("crm:4", "crm:4"), ("crm:5", "crm:4"), ("shop:1", "crm:4"),
     ])
-    ids, changes, _ = run(spark, clusters, previous)
+    ids, changes, _ = run(spark, clusters, previous, engine=engine)
     assert ids == {"crm:1": "cus_A", "crm:2": "cus_A", "crm:3": "cus_A",
                    "crm:4": "cus_B", "crm:5": "cus_B", "shop:1": "cus_B"}
     assert changes == {("split", "cus_A", "cus_B", 2)}
 
 
-def test_rerun_reproduces_ids_and_next_run_is_stable(spark):
+def test_rerun_reproduces_ids_and_next_run_is_stable(spark, engine):
     clusters = clusters_df(spark, [("crm:1", "crm:1"), ("shop:1", "crm:1"), ("crm:2", "crm:2")])
-    first_ids, first_changes, first_map = run(spark, clusters, None, run_id="run-a")
-    again_ids, again_changes, _ = run(spark, clusters, None, run_id="run-b")
+    first_ids, first_changes, first_map = run(spark, clusters, None, run_id="run-a", engine=engine)
+    again_ids, again_changes, _ = run(spark, clusters, None, run_id="run-b", engine=engine)
     assert again_ids == first_ids == {"crm:1": minted("crm:1"), "shop:1": minted("crm:1"),
                                       "crm:2": minted("crm:2")}
     assert again_changes == first_changes
     # the next run on the same clusters keeps every id and reports no change
-    next_ids, next_changes, _ = run(spark, clusters, first_map, run_id="run-c")
+    next_ids, next_changes, _ = run(spark, clusters, first_map, run_id="run-c", engine=engine)
     assert next_ids == first_ids
     assert next_changes == set()
 

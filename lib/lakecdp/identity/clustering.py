@@ -251,20 +251,30 @@ def _cluster_in_memory(
     return rows
 
 
-def _frame_from_rows(spark, rows: list[tuple[str, str, int, float, list[str]]]) -> DataFrame:
-    """A DataFrame of :data:`CLUSTER_SCHEMA` rows, handed to the JVM as Arrow (a list of
-    Python rows would be unpickled by Python workers each time Spark reads it)."""
+def cluster_table(
+    rows: list[tuple[str, str, int, float, list[str]]], *, sources: dict[str, str] | None = None,
+):
+    """:data:`CLUSTER_SCHEMA` rows as an Arrow table; with ``sources`` (record_id ->
+    source) a ``source`` column as well."""
     import pyarrow as pa
 
     columns = list(zip(*rows)) if rows else [[] for _ in range(5)]
-    table = pa.table({
+    data = {
         "record_id": pa.array(columns[0], pa.string()),
         "cluster_key": pa.array(columns[1], pa.string()),
         "cluster_size": pa.array(columns[2], pa.int32()),
         "link_confidence": pa.array(columns[3], pa.float64()),
         "flags": pa.array(columns[4], pa.list_(pa.string())),
-    })
-    return spark.createDataFrame(table, CLUSTER_SCHEMA)
+    }
+    if sources is not None:
+        data["source"] = pa.array([sources[r] for r in columns[0]], pa.string())
+    return pa.table(data)
+
+
+def _frame_from_rows(spark, rows: list[tuple[str, str, int, float, list[str]]]) -> DataFrame:
+    """A DataFrame of :data:`CLUSTER_SCHEMA` rows, handed to the JVM as Arrow (a list of
+    Python rows would be unpickled by Python workers each time Spark reads it)."""
+    return spark.createDataFrame(cluster_table(rows), CLUSTER_SCHEMA)
 
 
 def kept_edges(edges: DataFrame, threshold: float) -> DataFrame:

@@ -240,6 +240,9 @@ def run_identity(
         return {"records_changed": 0, "incremental": 1}
 
     records = tables.read(spark, RECORDS_TABLE, version=silver_version).cache()
+    # duckdb backend: the records leave Spark once, as Arrow; preparing them, scoring,
+    # deterministic edges and clustering run in DuckDB / Python (lakecdp.identity.local)
+    local = config.backend == "duckdb"
     changed = None
     if mode != "full" and continuable:
         feed = read_change_feed(
@@ -269,45 +272,71 @@ def run_identity(
                          mode="incremental", records_changed=0, processed_at=ctx.as_of)
             return {"records_changed": 0, "incremental": 1}
 
-    with _stage("score", timings, spark):
-        matcher = ProbabilisticMatcher(
-            config, spark=spark, model_dir=ctx.project.path(config.models_dir)
-        )
-        matcher.run_id = ctx.run_id
-        previous_edges = tables.read(spark, EDGES_TABLE) if tables.exists(spark, EDGES_TABLE) else None
-        if incremental:
-            new_records = records.join(changed, "record_id", "left_semi")
-            existing = records.join(changed, "record_id", "left_anti")
-            touched_l = changed.select(F.col("record_id").alias("record_id_l"))
-            touched_r = changed.select(F.col("record_id").alias("record_id_r"))
-            kept = (
-                previous_edges.where(F.col("edge_type") == "probabilistic")
-                .join(touched_l, "record_id_l", "left_anti")
-                .join(touched_r, "record_id_r", "left_anti")
+    matcher = ProbabilisticMatcher(
+        config, spark=spark, model_dir=ctx.project.path(config.models_dir)
+    )
+    matcher.run_id = ctx.run_id
+    previous_edges = tables.read(spark, EDGES_TABLE) if tables.exists(spark, EDGES_TABLE) else None
+    unique = unique_sources(ctx.project.conf_dir)
+    if local:
+        with _stage("prepare", timings, spark):
+            from lakecdp.identity.local import LocalRecords, final_edges
+
+            records_arrow = records.toArrow()
+            on_machine = LocalRecords(records_arrow, config)
+            prepared = on_machine.prepared()
+            # an Arrow copy: identity.edges is overwritten below
+            previous_arrow = None if previous_edges is None else previous_edges.toArrow()
+            changed_ids = changed.toArrow().column("record_id") if incremental else None
+        with _stage("score", timings, spark):
+            probabilistic_arrow, scored_count = _score_local(
+                matcher, prepared, previous_arrow, changed_ids, retrain=retrain
             )
-            if new_records.isEmpty():  # only deletions: nothing to score
-                scored = spark.createDataFrame([], EDGE_SCHEMA)
+        with _stage("edges", timings, spark):
+            edges_arrow = final_edges(
+                on_machine.con,
+                deterministic=on_machine.deterministic_edges(run_id=ctx.run_id),
+                probabilistic=probabilistic_arrow,
+                sources=records_arrow.select(["record_id", "source"]),
+                unique=unique,
+                previous=previous_arrow,
+            )
+            edges = spark.createDataFrame(edges_arrow, EDGE_SCHEMA)
+            values = spark.createDataFrame(on_machine.identifier_values(), VALUES_SCHEMA)
+            edge_count = edges_arrow.num_rows
+    else:
+        with _stage("score", timings, spark):
+            if incremental:
+                new_records = records.join(changed, "record_id", "left_semi")
+                existing = records.join(changed, "record_id", "left_anti")
+                touched_l = changed.select(F.col("record_id").alias("record_id_l"))
+                touched_r = changed.select(F.col("record_id").alias("record_id_r"))
+                kept = (
+                    previous_edges.where(F.col("edge_type") == "probabilistic")
+                    .join(touched_l, "record_id_l", "left_anti")
+                    .join(touched_r, "record_id_r", "left_anti")
+                )
+                if new_records.isEmpty():  # only deletions: nothing to score
+                    scored = spark.createDataFrame([], EDGE_SCHEMA)
+                else:
+                    scored = matcher.predict_incremental(new_records, existing).localCheckpoint()
+                probabilistic = kept.unionByName(scored)
             else:
-                scored = matcher.predict_incremental(new_records, existing).localCheckpoint()
-            probabilistic = kept.unionByName(scored)
-        else:
-            scored = matcher.predict(records, retrain=retrain).localCheckpoint()
-            probabilistic = scored
-        scored_count = scored.count()
+                scored = matcher.predict(records, retrain=retrain).localCheckpoint()
+                probabilistic = scored
+            scored_count = scored.count()
+        with _stage("edges", timings, spark):
+            values = identifier_values(records, config).localCheckpoint()
+            deterministic, _ = deterministic_edges(records, config, run_id=ctx.run_id, values=values)
+            edge_columns = [c.split(" ")[0] for c in EDGE_SCHEMA.split(", ")]
+            linked = without_links_inside(
+                deterministic.unionByName(probabilistic).select(*edge_columns), records, unique,
+            )
+            # checkpointed: identity.edges is overwritten below while these rows derive from it
+            edges = _keep_previous_run_ids(linked, previous_edges).localCheckpoint()
+            edge_count = edges.count()
     if timings is not None:  # part of "score"
         timings["train"] = matcher.train_seconds
-
-    with _stage("edges", timings, spark):
-        values = identifier_values(records, config).localCheckpoint()
-        deterministic, _ = deterministic_edges(records, config, run_id=ctx.run_id, values=values)
-        edge_columns = [c.split(" ")[0] for c in EDGE_SCHEMA.split(", ")]
-        # checkpointed: identity.edges is overwritten below while these rows derive from it
-        linked = without_links_inside(
-            deterministic.unionByName(probabilistic).select(*edge_columns), records,
-            unique_sources(ctx.project.conf_dir),
-        )
-        edges = _keep_previous_run_ids(linked, previous_edges).localCheckpoint()
-        edge_count = edges.count()
 
     previous_id_map = tables.read(spark, ID_MAP_TABLE) if tables.exists(spark, ID_MAP_TABLE) else None
     nodes = records.select("record_id", "source")
@@ -325,15 +354,33 @@ def run_identity(
             scope.withColumnRenamed("record_id", "record_id_l"), "record_id_l", "left_semi"
         ).join(scope.withColumnRenamed("record_id", "record_id_r"), "record_id_r", "left_semi")
     with _stage("cluster+ids", timings, spark):
-        clusters = cluster_edges(nodes.select("record_id"), inside, config).join(nodes, "record_id")
-        id_map, id_changes = assign_customer_ids(
-            clusters, previous_id_map, run_id=ctx.run_id, as_of=ctx.as_of,
-            id_prefix=config.stable_ids.id_prefix,
-        )
-        # identity.id_map is merged into below while these rows derive from it: materialise first
-        id_map = id_map.localCheckpoint()
-        id_changes = id_changes.localCheckpoint()
-        change_count = id_changes.count()
+        if local:
+            from lakecdp.identity.local import assign_customer_ids_local
+            from lakecdp.identity.stable_ids import ID_CHANGES_SCHEMA, ID_MAP_SCHEMA
+
+            clusters_arrow = _cluster_local(
+                on_machine.con, records_arrow, edges_arrow,
+                None if scope is None else scope.toArrow().column("record_id"), config,
+            )
+            id_map_arrow, id_changes_arrow = assign_customer_ids_local(
+                clusters_arrow,
+                None if previous_id_map is None else previous_id_map.toArrow(),
+                run_id=ctx.run_id, as_of=ctx.as_of, id_prefix=config.stable_ids.id_prefix,
+            )
+            # rows held in this process, not a plan over identity.id_map: safe to merge into it
+            id_map = spark.createDataFrame(id_map_arrow, ID_MAP_SCHEMA)
+            id_changes = spark.createDataFrame(id_changes_arrow, ID_CHANGES_SCHEMA)
+            change_count = id_changes_arrow.num_rows
+        else:
+            clusters = cluster_edges(nodes.select("record_id"), inside, config).join(nodes, "record_id")
+            id_map, id_changes = assign_customer_ids(
+                clusters, previous_id_map, run_id=ctx.run_id, as_of=ctx.as_of,
+                id_prefix=config.stable_ids.id_prefix,
+            )
+            # identity.id_map is merged into below while these rows derive from it: materialise first
+            id_map = id_map.localCheckpoint()
+            id_changes = id_changes.localCheckpoint()
+            change_count = id_changes.count()
 
     # what the partial writes below are the whole truth for (None: everything)
     customer_scope = value_scope = None
@@ -367,9 +414,9 @@ def run_identity(
         holding = values
         if value_scope is not None:
             holding = values.join(value_scope, ["identifier_type", "value"], "left_semi")
-        identifiers = customer_identifiers(
-            holding, tables.read(spark, ID_MAP_TABLE), run_id=ctx.run_id
-        )
+        # a full run's id map is the whole table: no read of what was just written
+        owners = id_map if scope is None else tables.read(spark, ID_MAP_TABLE)
+        identifiers = customer_identifiers(holding, owners, run_id=ctx.run_id)
         tables.merge(
             spark, identifiers, IDENTIFIERS_TABLE, keys=["identifier_type", "identifier_value"],
             update_condition=_changed_unless(["customer_id"]),
@@ -395,32 +442,76 @@ def run_identity(
             mode="incremental" if incremental else "full",
             records_changed=records_changed, processed_at=ctx.as_of,
         )
-        counts = _counts(
-            records, incremental=incremental, feed_unreadable=feed_unreadable,
-            records_changed=records_changed, edge_count=edge_count, scored_count=scored_count,
-            customers=tables.read(spark, ID_MAP_TABLE), change_count=change_count,
-            rescoped=rescoped if scope is not None else -1,
-        )
+        if local:
+            record_count = records_arrow.num_rows
+        else:
+            record_count = records.count()
+        if local and scope is None:  # a full run's id map is the whole table
+            customer_count = len(set(id_map_arrow.column("customer_id").to_pylist()))
+        else:
+            customer_count = tables.read(spark, ID_MAP_TABLE).select("customer_id").distinct().count()
+        counts = {
+            "records": record_count,
+            "records_changed": records_changed,
+            "incremental": int(incremental),
+            "feed_unreadable": int(feed_unreadable),
+            "edges": edge_count,
+            "probabilistic_edges_scored": scored_count,
+            "customers": customer_count,
+            "id_changes": change_count,
+            # records re-clustered (every record in a full run)
+            "records_rescoped": rescoped if scope is not None else -1,
+        }
     records.unpersist()
     logger.info("identity %s run: %s", "incremental" if incremental else "full", counts)
     return counts
 
 
-def _counts(records, *, incremental, feed_unreadable, records_changed, edge_count,
-            scored_count, customers, change_count, rescoped) -> dict[str, int]:
-    counts = {
-        "records": records.count(),
-        "records_changed": records_changed,
-        "incremental": int(incremental),
-        "feed_unreadable": int(feed_unreadable),
-        "edges": edge_count,
-        "probabilistic_edges_scored": scored_count,
-        "customers": customers.select("customer_id").distinct().count(),
-        "id_changes": change_count,
-        # records re-clustered (every record in a full run)
-        "records_rescoped": rescoped,
-    }
-    return counts
+VALUES_SCHEMA = "record_id string, person_key string, identifier_type string, value string"
+
+
+def _score_local(matcher, prepared, previous, changed_ids, *, retrain: bool):
+    """Probabilistic edges over the prepared Arrow records (duckdb backend):
+    ``(edges, pairs scored)``. Incremental (``changed_ids`` given): the previous run's
+    probabilistic edges not touching a changed record, plus the changed records scored."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if changed_ids is None:
+        scored = matcher.predict_local(prepared, retrain=retrain)
+        return scored, scored.num_rows
+    kept = previous.filter(
+        pc.and_(
+            pc.equal(previous.column("edge_type"), "probabilistic"),
+            pc.invert(pc.or_(pc.is_in(previous.column("record_id_l"), value_set=changed_ids),
+                             pc.is_in(previous.column("record_id_r"), value_set=changed_ids))),
+        )
+    )
+    new_ids = pc.filter(prepared.column("record_id"),
+                        pc.is_in(prepared.column("record_id"), value_set=changed_ids))
+    if len(new_ids) == 0:  # only deletions: nothing to score
+        scored = kept.schema.empty_table()
+    else:
+        scored = matcher.predict_incremental_local(prepared, new_ids).cast(kept.schema)
+    return pa.concat_tables([kept, scored]), scored.num_rows
+
+
+def _cluster_local(con, records, edges, scope, config):
+    """:func:`lakecdp.identity.clustering.cluster_edges` of the records (those in ``scope``
+    when given) over the edges between them, on this machine: ``record_id, cluster_key,
+    cluster_size, link_confidence, flags, source`` as an Arrow table."""
+    import pyarrow.compute as pc
+
+    from lakecdp.identity.clustering import _cluster_in_memory, cluster_table
+    from lakecdp.identity.local import kept_edge_rows
+
+    nodes = records.select(["record_id", "source"])
+    if scope is not None:
+        nodes = nodes.filter(pc.is_in(nodes.column("record_id"), value_set=scope))
+    kept = kept_edge_rows(con, edges, nodes, config.model.match_threshold)
+    source = dict(zip(nodes.column("record_id").to_pylist(), nodes.column("source").to_pylist()))
+    rows = _cluster_in_memory(list(source), kept, config)
+    return cluster_table(rows, sources=source)
 
 
 def run(ctx: JobContext) -> dict[str, int]:

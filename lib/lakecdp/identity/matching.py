@@ -514,8 +514,12 @@ def populated_rules(config: IdentityConfig, prepared: DataFrame) -> list[list[st
     birth dates) can pair nothing; skipping it saves a join per rule. One aggregate job.
     """
     needed = sorted({c for rule in config.model.blocking_rules for c in _rule_columns(rule)})
-    counts = prepared.select(*[F.count(c).alias(c) for c in needed]).first()
-    empty = {c for c in needed if counts[c] == 0}
+    if _is_arrow(prepared):
+        empty = {c for c in needed
+                 if prepared.num_rows == prepared.column(c).null_count}
+    else:
+        counts = prepared.select(*[F.count(c).alias(c) for c in needed]).first()
+        empty = {c for c in needed if counts[c] == 0}
     if empty:
         logger.info("blocking rules over columns no record fills are skipped: %s", sorted(empty))
     return [rule for rule in config.model.blocking_rules if not set(_rule_columns(rule)) & empty]
@@ -630,9 +634,13 @@ class _DuckDBBackend(_Backend):
 
         return DuckDBAPI()
 
-    def register(self, prepared: DataFrame, label: str):
-        # Spark -> Arrow -> DuckDB, no pandas copy; columns in a fixed order
-        table = prepared.select(*PREPARED_COLUMNS).toArrow()
+    def register(self, prepared, label: str):
+        # Spark -> Arrow -> DuckDB, no pandas copy; columns in a fixed order (an Arrow
+        # table, prepared by lakecdp.identity.local, is registered as it is)
+        if _is_arrow(prepared):
+            table = prepared.select(list(PREPARED_COLUMNS))
+        else:
+            table = prepared.select(*PREPARED_COLUMNS).toArrow()
         return self.db_api.register(table, table_name=self._table_name(label))
 
     def register_split(self, prepared: DataFrame, new_ids: DataFrame):
@@ -792,7 +800,7 @@ class ProbabilisticMatcher:
             prior_rules, recall=training.prior_recall
         )
         linker.training.estimate_u_using_random_sampling(
-            max_pairs=u_sample_size(training, prepared.count()), seed=training.seed
+            max_pairs=u_sample_size(training, _row_count(prepared)), seed=training.seed
         )
         sessions = 0
         unseen = _UnseenLevels()
@@ -930,6 +938,72 @@ class ProbabilisticMatcher:
         )
         return self._edges(backend, between, rules).unionByName(self._edges(backend, within, rules))
 
+    # -- the duckdb backend over Arrow (lakecdp.identity.local), no Spark ----------------
+    def predict_local(self, prepared, *, retrain: bool = False):
+        """:meth:`predict` over records already prepared as an Arrow table (duckdb
+        backend): the edges as an Arrow table."""
+        if self.config.backend != "duckdb":
+            raise ValueError("predict_local runs on the duckdb backend only")
+        chosen = self.model(prepared, retrain=retrain, prepared=prepared)
+        rules = populated_rules(self.config, prepared)
+        linker, _, _ = self.linker(prepared, model=chosen, rules=rules)
+        predictions = linker.inference.predict(
+            threshold_match_probability=self.config.model.match_threshold,
+            warning_mode="never",
+        )
+        return self._edges_local(predictions, rules)
+
+    def predict_incremental_local(self, prepared, new_ids):
+        """:meth:`predict_incremental` over the prepared Arrow table of all records and
+        the ``record_id`` values (an Arrow array) of the new ones."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.config.backend != "duckdb":
+            raise ValueError("predict_incremental_local runs on the duckdb backend only")
+        chosen = self.model(prepared)
+        backend = _backend(self.config, self.spark)
+        rules = populated_rules(self.config, prepared)
+        is_new = pc.is_in(prepared.column("record_id"), value_set=new_ids)
+        registered, new_sdf, existing_sdf = (
+            backend.db_api.register(part, table_name=backend._table_name(label))
+            for part, label in ((prepared, "records"), (prepared.filter(is_new), "new"),
+                                (prepared.filter(pc.invert(is_new)), "existing"))
+        )
+        linker = self._linker_over(registered, backend, chosen, rules)
+        for column in _tf_columns(self.config):
+            linker.table_management.compute_tf_table(column)
+        threshold = self.config.model.match_threshold
+        between = linker.inference.predict_between(
+            new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
+        )
+        within = linker.inference.predict_within(
+            new_sdf, threshold_match_probability=threshold, warning_mode="never"
+        )
+        return pa.concat_tables([self._edges_local(between, rules),
+                                 self._edges_local(within, rules)])
+
+    def _edges_local(self, predictions, rules: list[list[str]]):
+        """:meth:`_edges` in DuckDB: ``identity.edges`` rows as an Arrow table."""
+        import pyarrow as pa
+
+        # labels come from validated config (column names and '+'), never from data
+        labels = " ".join(f"when '{i}' then '{rule_label(r)}'" for i, r in enumerate(rules))
+        label = f"case cast(match_key as varchar) {labels} end" if labels else "null"
+        relation = predictions.as_duckdbpyrelation()
+        table = relation.query("predictions", f"""
+            select least(record_id_l, record_id_r)::varchar as record_id_l,
+                   greatest(record_id_l, record_id_r)::varchar as record_id_r,
+                   'probabilistic' as edge_type,
+                   coalesce({label}, cast(match_key as varchar)) as rule,
+                   match_probability::double as match_probability,
+                   match_weight::double as match_weight
+            from predictions
+        """).to_arrow_table()
+        return table.append_column(
+            "run_id", pa.array([self.run_id] * table.num_rows, pa.string())
+        )
+
     def _edges(self, backend: _Backend, predictions, rules: list[list[str]]) -> DataFrame:
         columns = ["record_id_l", "record_id_r", "match_key", "match_probability", "match_weight"]
         pairs = backend.to_spark(predictions, columns, _PREDICTION_SCHEMA)
@@ -1039,6 +1113,8 @@ def populated_share(prepared: DataFrame, rule: list[str]) -> float:
     others = [c for c in rule if c not in ("first_name", "last_name")]
     if not others:
         return 1.0
+    if _is_arrow(prepared):
+        return _populated_share_arrow(prepared, others)
     present = F.lit(1)
     for column in others:
         present = present * F.col(column).isNotNull().cast("int")
@@ -1054,6 +1130,35 @@ def populated_share(prepared: DataFrame, rule: list[str]) -> float:
     if groups is None or not groups["pairs"]:
         return 1.0
     return float(groups["present"]) / float(groups["pairs"])
+
+
+def _is_arrow(prepared) -> bool:
+    import pyarrow as pa
+
+    return isinstance(prepared, pa.Table)
+
+
+def _row_count(prepared) -> int:
+    return prepared.num_rows if _is_arrow(prepared) else prepared.count()
+
+
+def _populated_share_arrow(prepared, others: list[str]) -> float:
+    """:func:`populated_share` over an Arrow table, in DuckDB (the same aggregate)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("prepared", prepared.select(["full_name", *others]))
+    present = " * ".join(f"cast({c} is not null as integer)" for c in others)
+    pairs, both = con.sql(f"""
+        select sum(n * (n - 1) / 2), sum(k * (k - 1) / 2) from (
+            select count(*) as n, sum({present}) as k from prepared
+            where full_name is not null group by full_name
+        ) where n > 1
+    """).fetchall()[0]
+    con.close()
+    if not pairs:
+        return 1.0
+    return float(both) / float(pairs)
 
 
 def _tf_columns(config: IdentityConfig) -> list[str]:
