@@ -37,8 +37,10 @@ lint: venv
 	$(VENV)/bin/ruff check lib tests bench
 	$(VENV)/bin/mypy
 
+# The full suite on the same two workers, one test file per worker at a time (--dist loadfile): a
+# file's module-scoped world (the demo pipeline, the erasure world) is built once, on one worker.
 test-all: venv jars kafka-broker
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: venv jars kafka-broker
 	$(PY) -m bench.run_all $(BENCH_ARGS)
