@@ -20,6 +20,7 @@ import yaml
 from deltalake import DeltaTable
 
 from lakecdp.context import JobContext
+from lakecdp.demo import run_demo
 from lakecdp.pipeline import DEMO_STEPS, PIPELINE_STEPS, run_pipeline
 from conftest import REPO_ROOT, make_project
 
@@ -53,7 +54,7 @@ def demo(spark, tmp_path_factory):
     environment = project.environment.model_dump(mode="json")
     environment["name"] = "e2e"
     (conf / "environments" / "e2e.yaml").write_text(yaml.safe_dump(environment))
-    result = run_pipeline(project, spark, steps=DEMO_STEPS, job="demo")
+    result = run_demo(project, spark)
     assert not result.resumed
     return project
 

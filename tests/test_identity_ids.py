@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
+from lakecdp.columns import MissingColumnsError
 from lakecdp.identity.stable_ids import (
     ID_MAP_SCHEMA,
-    MissingColumnsError,
     assign_customer_ids,
 )
 

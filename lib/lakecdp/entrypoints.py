@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from lakecdp.config import load_project
-from lakecdp.pipeline import DEMO_STEPS, StepFailedError, run_pipeline, run_single_step
+from lakecdp.pipeline import StepFailedError, run_pipeline, run_single_step
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ def _main(job: str, argv: Sequence[str] | None = None) -> int:
         if job == "pipeline":
             run_pipeline(project, spark, resume=not args.new_run)
         elif job == "demo":
-            run_pipeline(project, spark, steps=DEMO_STEPS, job="demo", resume=not args.new_run)
+            from lakecdp.demo import run_demo
+
+            run_demo(project, spark, resume=not args.new_run)
         else:
             run_single_step(project, spark, job)
     except StepFailedError as exc:

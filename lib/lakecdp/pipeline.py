@@ -215,7 +215,12 @@ def _cli_run(args: argparse.Namespace, steps: Sequence[Step], job: str) -> int:
     project = load_project(args.conf, env=args.env)
     spark = get_session(project, app_name=f"lakecdp-{job}")
     try:
-        result = run_pipeline(project, spark, steps=steps, job=job, resume=not args.new_run)
+        if job == "demo":  # the demo also runs the local receiver its destinations deliver to
+            from lakecdp.demo import run_demo
+
+            result = run_demo(project, spark, resume=not args.new_run)
+        else:
+            result = run_pipeline(project, spark, steps=steps, job=job, resume=not args.new_run)
     except StepFailedError as exc:
         logger.error("%s", exc)
         return 1
