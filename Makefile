@@ -19,7 +19,7 @@ jars: venv
 	$(PY) -m lakecdp.jvm spark
 
 kafka-broker: venv
-	$(PY) -m lakecdp.jvm kafka
+	$(PY) -m tests.support.kafka_broker
 
 demo: venv jars
 	$(PY) -m lakecdp demo

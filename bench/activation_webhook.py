@@ -11,7 +11,7 @@ import time
 
 from bench.results import append_results, machine, stamp
 from lakecdp.activation.config import WebhookSettings
-from lakecdp.activation.testing import FaultServer
+from tests.support.fault_server import FaultServer
 from lakecdp.activation.webhook import WebhookClient
 
 

@@ -32,8 +32,7 @@ from bench.results import append_results, machine, stamp
 from lakecdp.config import load_project
 from lakecdp.context import JobContext
 from lakecdp.ingest.stream import start_kafka_stream
-from lakecdp.jvm import fetch_kafka_broker
-from lakecdp.kafka_broker import KafkaBroker, produce_messages
+from tests.support.kafka_broker import KafkaBroker, fetch_kafka_broker, produce_messages
 from lakecdp.pipeline import run_pipeline
 from lakecdp.steps import demo_steps
 from lakecdp.segments.definitions import load_segments

@@ -15,8 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lakecdp.jvm import fetch_kafka_broker
-from lakecdp.kafka_broker import KafkaBroker
+from tests.support.kafka_broker import KafkaBroker, fetch_kafka_broker
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable as RsDeltaTable
 
 from lakecdp.activation import job
-from lakecdp.activation.testing import FaultServer
+from tests.support.fault_server import FaultServer
 from lakecdp.activation.webhook import WebhookClient
 from lakecdp.context import JobContext
 from lakecdp.tables import Tables

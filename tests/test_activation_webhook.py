@@ -12,7 +12,7 @@ import pytest
 from lakecdp.activation.config import DestinationFile, WebhookSettings, load_destinations
 from lakecdp.activation.files import escape_csv_cell, write_export
 from lakecdp.activation.hashing import hash_email, hash_phone, normalise_email, normalise_phone
-from lakecdp.activation.testing import FaultServer
+from tests.support.fault_server import FaultServer
 from lakecdp.activation.webhook import WebhookClient, parse_retry_after
 from lakecdp.config import ConfigError
 

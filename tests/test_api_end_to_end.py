@@ -31,8 +31,7 @@ def test_events_posted_over_http_reach_the_segment_changes_api(tmp_path, spark):
     from lakecdp.alerts import find_alerts, load_alerts_config
     from lakecdp.api.demo import show_intake
     from lakecdp.config import load_project
-    from lakecdp.pipeline import run_pipeline
-    from lakecdp.steps import demo_steps
+    from lakecdp.demo import run_demo
 
     conf = write_conf(tmp_path)
     shutil.copytree(REPO_ROOT / "templates", tmp_path / "templates")
@@ -40,7 +39,7 @@ def test_events_posted_over_http_reach_the_segment_changes_api(tmp_path, spark):
     sample["demo_people"] = PEOPLE
     (conf / "sample.yaml").write_text(yaml.safe_dump(sample))
     project = load_project(conf, env="apitest")
-    run_pipeline(project, spark, steps=demo_steps(), job="demo")
+    run_demo(project, spark)
     # a clean demo-sized run has nothing to alert about (the run checked itself: nothing sent)
     assert [a.cause for a in find_alerts(project, load_alerts_config(conf).rules)] == []
     assert not (tmp_path / "warehouse" / "ops" / "alerts").exists()

@@ -22,6 +22,7 @@ from deltalake import DeltaTable
 from lakecdp.context import JobContext
 from lakecdp.pipeline import run_pipeline
 from lakecdp.steps import demo_steps, scheduled_steps
+from lakecdp.demo import run_demo
 from conftest import REPO_ROOT, make_project
 
 # the demo world through every step, the entry points and the notebooks: minutes, full suite only
@@ -54,7 +55,7 @@ def demo(spark, tmp_path_factory):
     environment = project.environment.model_dump(mode="json")
     environment["name"] = "e2e"
     (conf / "environments" / "e2e.yaml").write_text(yaml.safe_dump(environment))
-    result = run_pipeline(project, spark, steps=demo_steps(), job="demo")
+    result = run_demo(project, spark)
     assert not result.resumed
     return project
 

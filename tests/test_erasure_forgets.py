@@ -23,7 +23,7 @@ from deltalake import DeltaTable
 
 from lakecdp.context import JobContext
 from lakecdp.pipeline import run_pipeline
-from lakecdp.steps import demo_steps
+from lakecdp.demo import run_demo
 from conftest import REPO_ROOT, make_project
 
 # a demo world, an erasure and two pipeline runs: minutes, full suite only
@@ -91,7 +91,7 @@ def world(spark, tmp_path_factory):
     sample["demo_people"] = PEOPLE
     (conf / "sample.yaml").write_text(yaml.safe_dump(sample))
     project = make_project(root).model_copy(update={"conf_dir": conf})
-    run_pipeline(project, spark, steps=demo_steps(), job="demo")
+    run_demo(project, spark)
     return project
 
 

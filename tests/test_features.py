@@ -8,9 +8,9 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from lakecdp.config import ConfigError, load_model
+from lakecdp.columns import MissingColumnsError
 from lakecdp.features import (
     LifecycleRuleError,
-    MissingColumnsError,
     attach_customer_id,
     cart_state,
     category_affinities,
@@ -88,7 +88,7 @@ def test_attach_customer_id_precedence_and_unmatched(spark):
         attach_customer_id(orders, identifiers).select("order_id", "customer_id"),
         spark.createDataFrame([("o1", "c1"), ("o2", "c4")], "order_id string, customer_id string"),
     )
-    with pytest.raises(MissingColumnsError, match=r"identifiers is missing column\(s\) \['customer_id'\]"):
+    with pytest.raises(MissingColumnsError, match=r"identifiers is missing columns \['customer_id'\]"):
         attach_customer_id(raw, identifiers.drop("customer_id"))
     with pytest.raises(ValueError, match="need at least one of the columns"):
         attach_customer_id(raw.select("event_id"), identifiers)

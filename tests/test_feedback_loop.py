@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from lakecdp.activation import job as activation
-from lakecdp.activation.testing import FaultServer
+from tests.support.fault_server import FaultServer
 from lakecdp.api.validation import validate_event
 from lakecdp.context import JobContext
 from lakecdp.features import job as features

@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 import pytest
 from pyspark.sql import functions as F
 
+from lakecdp.columns import MissingColumnsError
 from lakecdp.identity.stable_ids import (
     ID_CHANGES_SCHEMA,
     ID_MAP_SCHEMA,
-    MissingColumnsError,
     assign_customer_ids,
 )
 

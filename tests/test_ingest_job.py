@@ -12,7 +12,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from lakecdp.context import JobContext
 from lakecdp.ingest.job import ingest
-from lakecdp.ingest.validate import MissingColumnsError
+from lakecdp.columns import MissingColumnsError
 
 AS_OF = datetime(2026, 11, 1)
 CRM_HEADER = ("CustomerID,FirstName,LastName,Email,Phone,DOB,Street,PostCode,Town,Country,"

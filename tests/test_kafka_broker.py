@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from lakecdp.kafka_broker import KafkaBroker, KafkaBrokerError, produce_messages, server_properties
+from tests.support.kafka_broker import KafkaBroker, KafkaBrokerError, produce_messages, server_properties
 
 
 @pytest.mark.kafka
@@ -63,7 +63,7 @@ def test_server_properties_is_single_node_kraft(tmp_path):
 
 def test_cluster_ids_never_look_like_an_option():
     # one in 64 random ids starts with "-", which kafka-storage's argparse reads as a flag
-    from lakecdp.kafka_broker import _cluster_id
+    from tests.support.kafka_broker import _cluster_id
 
     ids = [_cluster_id() for _ in range(2000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -19,7 +19,7 @@ from lakecdp.config import ConfigError
 from lakecdp.context import JobContext
 from lakecdp.ingest import stream
 from lakecdp.ingest.stream import StreamDefinitionError, parse_trigger, start_kafka_stream
-from lakecdp.kafka_broker import produce_messages
+from tests.support.kafka_broker import produce_messages
 
 pytestmark = pytest.mark.kafka
 

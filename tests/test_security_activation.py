@@ -19,7 +19,7 @@ import pytest
 
 from lakecdp.activation.config import DestinationFile, FileDestination, WebhookSettings, load_destinations
 from lakecdp.activation.job import _deliver_files, _export_folder
-from lakecdp.activation.testing import FaultServer
+from tests.support.fault_server import FaultServer
 from lakecdp.activation.webhook import WebhookClient
 from lakecdp.config import ConfigError
 

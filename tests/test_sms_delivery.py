@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable as RsDeltaTable
 
 from lakecdp.activation import job
-from lakecdp.activation.testing import FaultServer
+from tests.support.fault_server import FaultServer
 from lakecdp.context import JobContext
 from lakecdp.tables import Tables
 

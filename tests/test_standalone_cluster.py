@@ -12,7 +12,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from lakecdp.standalone import StandaloneCluster
+from tests.support.standalone import StandaloneCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_PEOPLE = 400

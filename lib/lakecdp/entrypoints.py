@@ -43,7 +43,9 @@ def main(job: str, argv: Sequence[str] | None = None) -> int:
         if job == "pipeline":
             run_pipeline(project, spark, resume=not args.new_run)
         elif job == "demo":
-            run_pipeline(project, spark, steps=steps.demo_steps(), job="demo", resume=not args.new_run)
+            from lakecdp.demo import run_demo
+
+            run_demo(project, spark, resume=not args.new_run)
         else:
             run_single_step(project, spark, job)
     except StepFailedError as exc:

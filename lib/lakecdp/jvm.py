@@ -5,7 +5,8 @@ for local runs the jars are resolved once by ``mvn`` from the poms under ``jvm/`
 ``.jvm/`` at the repository root (ignored by git) and handed to Spark as ``spark.jars``.
 
     python -m lakecdp.jvm spark    # Delta + Kafka connector jars for local Spark
-    python -m lakecdp.jvm kafka    # a Kafka broker's classpath, kept apart from Spark
+
+(The test suite's Kafka broker resolves its own classpath the same way: tests/support/kafka_broker.py.)
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JVM_DIR = Path(os.environ.get("LAKECDP_JVM_DIR", REPO_ROOT / ".jvm"))
 SPARK_JARS_DIR = JVM_DIR / "spark-jars"
-KAFKA_BROKER_DIR = JVM_DIR / "kafka-broker"
 _DONE = ".resolved"
 
 # "delta-spark_4.2_2.13-4.4.0.jar" -> "delta-spark_4.2_2.13"
@@ -45,7 +45,8 @@ def _pyspark_jars_dir() -> Path:
     return Path(pyspark.__file__).parent / "jars"
 
 
-def _copy_dependencies(pom: Path, output: Path) -> None:
+def copy_dependencies(pom: Path, output: Path) -> None:
+    """Resolve ``pom``'s runtime dependencies with Maven into ``output`` (replaced whole)."""
     if shutil.which("mvn") is None:
         raise JarsMissingError("Maven (mvn) is not on PATH; it is needed to fetch the JVM jars")
     tmp = output.with_name(output.name + ".tmp")
@@ -73,22 +74,13 @@ def fetch_spark_jars(*, force: bool = False) -> Path:
     """
     if (SPARK_JARS_DIR / _DONE).exists() and not force:
         return SPARK_JARS_DIR
-    _copy_dependencies(REPO_ROOT / "jvm" / "spark" / "pom.xml", SPARK_JARS_DIR)
+    copy_dependencies(REPO_ROOT / "jvm" / "spark" / "pom.xml", SPARK_JARS_DIR)
     shipped = {_artifact(p.name) for p in _pyspark_jars_dir().glob("*.jar")}
     for jar in SPARK_JARS_DIR.glob("*.jar"):
         if _artifact(jar.name) in shipped:
             jar.unlink()
     (SPARK_JARS_DIR / _DONE).write_text("ok\n")
     return SPARK_JARS_DIR
-
-
-def fetch_kafka_broker(*, force: bool = False) -> Path:
-    """Resolve a Kafka broker's classpath into its own folder."""
-    if (KAFKA_BROKER_DIR / _DONE).exists() and not force:
-        return KAFKA_BROKER_DIR
-    _copy_dependencies(REPO_ROOT / "jvm" / "kafka-broker" / "pom.xml", KAFKA_BROKER_DIR)
-    (KAFKA_BROKER_DIR / _DONE).write_text("ok\n")
-    return KAFKA_BROKER_DIR
 
 
 def spark_jars() -> list[str]:
@@ -107,14 +99,12 @@ def spark_jars() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = argv if argv is not None else sys.argv[1:]
-    targets = args or ["spark", "kafka"]
+    targets = args or ["spark"]
     for target in targets:
         if target == "spark":
             print(fetch_spark_jars())
-        elif target == "kafka":
-            print(fetch_kafka_broker())
         else:
-            print(f"unknown target {target!r}: expected spark or kafka", file=sys.stderr)
+            print(f"unknown target {target!r}: expected spark", file=sys.stderr)
             return 2
     return 0
 

@@ -226,9 +226,14 @@ def run_step_command(
 def _cli_run(args: argparse.Namespace, job: str) -> int:
     project = load_project(args.conf, env=args.env)
     spark = open_session(project, app_name=f"lakecdp-{job}")
-    chosen = _registry.demo_steps() if job == "demo" else _registry.pipeline_steps()
     try:
-        result = run_pipeline(project, spark, steps=chosen, job=job, resume=not args.new_run)
+        if job == "demo":  # the demo also runs the local receiver its destinations deliver to
+            from lakecdp.demo import run_demo
+
+            result = run_demo(project, spark, resume=not args.new_run)
+        else:
+            result = run_pipeline(project, spark, steps=_registry.pipeline_steps(), job=job,
+                                  resume=not args.new_run)
     except StepFailedError as exc:
         logger.error("%s", exc)
         return 1

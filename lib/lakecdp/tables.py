@@ -154,11 +154,19 @@ class Tables:
         *,
         partition_by: Sequence[str] = (),
         overwrite_schema: bool = False,
+        user_metadata: str | None = None,
     ) -> None:
-        """Replace the table's contents in one Delta commit (history stays for time travel)."""
+        """Replace the table's contents in one Delta commit (history stays for time travel).
+
+        Args:
+            user_metadata: stored as this commit's ``userMetadata`` (read back from the table's
+                history); a write option, so no session setting leaks into other writes.
+        """
         writer = self._writer(df, "overwrite", partition_by, False)
         if overwrite_schema:
             writer = writer.option("overwriteSchema", "true")
+        if user_metadata is not None:
+            writer = writer.option("userMetadata", user_metadata)
         self._save(writer, name)
 
     def create_if_missing(self, spark: SparkSession, name: str, schema) -> None:

@@ -330,8 +330,8 @@ class FileDestination(_WithFields):
 
 class WebhookDestination(_WithFields, WebhookSettings):
     type: Literal["webhook"]
-    # demo only: when the url's environment variable is unset, the job starts a local receiver
-    # (lakecdp.activation.receiver) for the run and points DEMO_RECEIVER_ENV at it
+    # demo only: `lakecdp demo` runs a local receiver (lakecdp.demo) and sets the url's variable
+    # (DEMO_RECEIVER_ENV); other runs leave the destination out while it is unset, changes wait
     demo_receiver: bool = False
 
     def max_runs(self) -> int:

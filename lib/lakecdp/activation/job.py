@@ -16,8 +16,7 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,11 +28,10 @@ from pyspark.sql.types import DateType, StringType
 from lakecdp import catalog
 from lakecdp.activation import ledger, suppression
 from lakecdp.activation.config import (
-    DEMO_RECEIVER_ENV,
     PROFILE_FIELDS,
     AnyDestination,
-    WebhookDestination,
     WebhookSettings,
+    env_references,
     load_destinations,
     max_delivery_runs,
 )
@@ -120,7 +118,6 @@ def without_held_back(changes: DataFrame, approvals: DataFrame | None) -> DataFr
 
 SUPPRESSION_INPUTS = (catalog.EVENTS.name, catalog.CUSTOMER_RECORDS.name, catalog.ID_MAP.name, catalog.IDENTIFIERS.name,
                       PROFILE, catalog.ERASURES.name)
-_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
 def _suppression_fingerprint(ctx: JobContext) -> tuple[str, dict[str, int | None]]:
@@ -191,15 +188,12 @@ def refresh_suppressions(ctx: JobContext) -> DataFrame:
         customer_triggers = spark.createDataFrame([], "customer_id string, reason string, since timestamp")
 
     result = suppression.build_suppressions(id_triggers, customer_triggers, identifiers, run_id=ctx.run_id)
-    spark.conf.set(_USER_METADATA, fingerprint)
-    try:
-        ctx.tables.overwrite(
-            result.select(*[f.name for f in suppression.SUPPRESSIONS_SCHEMA.fields]),
-            suppression.SUPPRESSIONS,
-            overwrite_schema=False,
-        )
-    finally:
-        spark.conf.unset(_USER_METADATA)
+    ctx.tables.overwrite(
+        result.select(*[f.name for f in suppression.SUPPRESSIONS_SCHEMA.fields]),
+        suppression.SUPPRESSIONS,
+        overwrite_schema=False,
+        user_metadata=fingerprint,
+    )
     return ctx.tables.read(spark, suppression.SUPPRESSIONS)
 
 
@@ -372,25 +366,20 @@ def deliver(
     destination.deliver(Delivery(ctx, name, writer, counter, now or datetime.now(timezone.utc)), rows)
 
 
-@contextmanager
-def _demo_receivers(ctx: JobContext, destinations: Mapping[str, AnyDestination]) -> Iterator[None]:
-    """Start the local receiver for demo destinations whose url variable is unset."""
-    from lakecdp.activation.receiver import LocalReceiver
-
-    wanted = [n for n, d in destinations.items()
-              if isinstance(d, (WebhookDestination, SmsDestination)) and d.demo_receiver]
-    if not wanted or os.environ.get(DEMO_RECEIVER_ENV):
-        yield
-        return
-    with ExitStack() as stack:
-        receiver = stack.enter_context(
-            LocalReceiver(ctx.project.warehouse / "demo_receiver" / f"{ctx.run_id}.jsonl")
-        )
-        os.environ[DEMO_RECEIVER_ENV] = receiver.url
-        try:
-            yield
-        finally:
-            os.environ.pop(DEMO_RECEIVER_ENV, None)
+def waiting_demo_destinations(destinations: Mapping[str, AnyDestination]) -> list[str]:
+    """Demo destinations (``demo_receiver: true``) whose url names an environment variable that is
+    not set: ``lakecdp demo`` runs the local receiver and sets it (:mod:`lakecdp.demo`); any other
+    run leaves them out and their changes wait for the next demo (or for the url to be set).
+    """
+    waiting = []
+    for name, destination in destinations.items():
+        if not getattr(destination, "demo_receiver", False):
+            continue
+        settings = destination.gateway if isinstance(destination, SmsDestination) else destination
+        url = getattr(settings, "url", "")
+        if any(variable not in os.environ for variable in env_references(url)):
+            waiting.append(name)
+    return waiting
 
 
 def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
@@ -404,6 +393,11 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
         total and per destination (``<destination>.delivered`` ...).
     """
     destinations = {n: d for n, d in load_destinations(ctx.project.conf_dir).items() if d.enabled}
+    waiting = waiting_demo_destinations(destinations)
+    for name in waiting:
+        logger.warning("%s: a demo destination whose url variable is not set: left out of this run, its "
+                       "changes wait (`lakecdp demo` runs the local receiver and sets it)", name)
+        del destinations[name]
     ledger.ensure_tables(ctx)
     logger.info("activation: refreshing %s", suppression.SUPPRESSIONS)
     suppressions = refresh_suppressions(ctx)
@@ -411,7 +405,7 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
     if not destinations or not ctx.tables.exists(ctx.spark, CHANGES):
         logger.info("activation: %s", "no destinations configured" if not destinations
                     else f"{CHANGES} does not exist yet")
-        return {"delivered": 0}
+        return {"delivered": 0, **({"demo_destinations_waiting": len(waiting)} if waiting else {})}
 
     changes = ctx.tables.read(ctx.spark, CHANGES)
     items = (
@@ -448,15 +442,16 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
     for row in suppressed:
         counter.add(row["destination"], "suppressed", 1)
 
-    with _demo_receivers(ctx, destinations):
-        for name, destination in destinations.items():
-            sendable = [r for r in by_destination.get(name, []) if not r["suppression_reason"]]
-            logger.info("%s: %d changes to deliver", name, len(sendable))
-            deliver(ctx, name, destination, sendable, writer, counter, now=now)
+    for name, destination in destinations.items():
+        sendable = [r for r in by_destination.get(name, []) if not r["suppression_reason"]]
+        logger.info("%s: %d changes to deliver", name, len(sendable))
+        deliver(ctx, name, destination, sendable, writer, counter, now=now)
 
     counts = dict(counter.counts)
     if counts.get("dead_letter"):
         logger.warning("activation: %d changes went to activation.dead_letter: %s", counts["dead_letter"],
                        {k: v for k, v in counts.items() if k.endswith(".dead_letter")})
     counts.setdefault("delivered", 0)
+    if waiting:
+        counts["demo_destinations_waiting"] = len(waiting)
     return counts

@@ -124,8 +124,8 @@ class SmsDestination(DestinationBase):
     time_zones: dict[str, str] = Field(default_factory=dict)
     # region that reads national phone numbers (07700 900123) without a country code
     default_region: str = "GB"
-    # demo only: when the gateway url's environment variable is unset, the job starts a local
-    # receiver for the run (as a webhook destination's demo_receiver)
+    # demo only: `lakecdp demo` runs a local receiver and sets the gateway url's variable; other
+    # runs leave the destination out while it is unset (as a webhook destination's demo_receiver)
     demo_receiver: bool = False
     # an SMS means a person joined a segment; exits and updates are not texted by default
     change_types: list[Literal["entered", "exited", "updated", "rekeyed"]] = Field(

@@ -7,7 +7,7 @@ Every transform takes DataFrames and returns a DataFrame, reads only rows at or 
 
 from __future__ import annotations
 
-from lakecdp.features._columns import MissingColumnsError
+from lakecdp.columns import MissingColumnsError
 from lakecdp.features.cart import cart_state
 from lakecdp.features.compute import FEATURES_SCHEMA, compute_features
 from lakecdp.features.config import FeaturesConfig, load_features_config

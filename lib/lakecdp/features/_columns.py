@@ -1,28 +1,11 @@
-"""Input checks and point-in-time helpers shared by the feature transforms."""
+"""Point-in-time helpers shared by the feature transforms (input checks: :mod:`lakecdp.columns`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-
-
-class MissingColumnsError(ValueError):
-    """An input DataFrame lacks columns a transform needs; the message names input and columns."""
-
-
-def require_columns(df: DataFrame, columns: Iterable[str], *, what: str) -> None:
-    """Raise :class:`MissingColumnsError` naming ``what`` when ``df`` lacks any of ``columns``."""
-    if not isinstance(df, DataFrame):
-        raise TypeError(f"{what} must be a DataFrame, got {type(df).__name__}")
-    present = set(df.columns)
-    missing = [c for c in columns if c not in present]
-    if missing:
-        raise MissingColumnsError(
-            f"{what} is missing column(s) {missing}; it has {sorted(present)}"
-        )
 
 
 def as_of_utc(as_of: datetime) -> datetime:

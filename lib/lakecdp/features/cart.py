@@ -8,7 +8,8 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecdp.features._columns import as_of_lit, require_columns, up_to
+from lakecdp.columns import require_columns
+from lakecdp.features._columns import as_of_lit, up_to
 
 CART_EVENTS = ("add_to_cart", "remove_from_cart")
 # a completed purchase empties the cart; ``checkout`` only starts one and does not

@@ -9,7 +9,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakecdp import catalog
-from lakecdp.features._columns import as_of_lit, require_columns, up_to
+from lakecdp.columns import require_columns
+from lakecdp.features._columns import as_of_lit, up_to
 from lakecdp.features.cart import cart_state
 from lakecdp.features.config import FeaturesConfig
 from lakecdp.features.customers import purchased_items, resolve_customer_id

@@ -8,7 +8,8 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from lakecdp.features._columns import require_columns, up_to
+from lakecdp.columns import require_columns
+from lakecdp.features._columns import up_to
 
 # (column on the event/order, identifier_type in identity.identifiers), strongest first:
 # a customer number is issued by the shop to one customer; an email can be shared by a

@@ -7,7 +7,8 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecdp.features._columns import require_columns, up_to, within_days
+from lakecdp.columns import require_columns
+from lakecdp.features._columns import up_to, within_days
 
 ENGAGEMENT_WINDOWS = (7, 30, 90)
 ENGAGEMENT_EVENTS = ("email_open", "email_click")

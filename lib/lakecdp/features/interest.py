@@ -7,7 +7,8 @@ from datetime import datetime
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from lakecdp.features._columns import age_days, require_columns, up_to, within_days
+from lakecdp.columns import require_columns
+from lakecdp.features._columns import age_days, up_to, within_days
 
 
 def category_affinities(

@@ -36,8 +36,6 @@ OPTIONAL_INPUTS = {
     catalog.PRODUCTS.name: catalog.PRODUCTS.schema,
     catalog.CUSTOMER_PROFILE.name: "customer_id string",
 }
-# Delta writes this session setting into the commit's userMetadata
-_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
 class MissingInputError(RuntimeError):
@@ -133,13 +131,4 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
 
 def _overwrite_with_fingerprint(ctx: JobContext, features, fingerprint: str) -> None:
     """Replace the table in one commit whose userMetadata is ``fingerprint``."""
-    spark = ctx.spark
-    previous = spark.conf.get(_USER_METADATA, None)
-    spark.conf.set(_USER_METADATA, fingerprint)
-    try:
-        ctx.tables.overwrite(features, OUTPUT, overwrite_schema=True)
-    finally:
-        if previous is None:
-            spark.conf.unset(_USER_METADATA)
-        else:
-            spark.conf.set(_USER_METADATA, previous)
+    ctx.tables.overwrite(features, OUTPUT, overwrite_schema=True, user_metadata=fingerprint)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecdp.features._columns import require_columns
+from lakecdp.columns import require_columns
 from lakecdp.features.config import LifecycleConfig, condition_columns
 
 

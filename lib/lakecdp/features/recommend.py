@@ -13,7 +13,8 @@ from datetime import datetime
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from lakecdp.features._columns import require_columns, up_to, within_days
+from lakecdp.columns import require_columns
+from lakecdp.features._columns import up_to, within_days
 from lakecdp.features.config import RecommendationConfig
 
 RECOMMENDATION_TYPE = "array<struct<product_id:string,confidence:double>>"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecdp.identity.deterministic import MissingColumnsError
+from lakecdp.columns import MissingColumnsError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

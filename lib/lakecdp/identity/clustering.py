@@ -26,7 +26,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakecdp.identity.config import IdentityConfig
-from lakecdp.identity.deterministic import require_columns
+from lakecdp.columns import require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -308,9 +308,9 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
     Example:
         >>> clusters = cluster_edges(records.select("record_id"), edges, config)
     """
-    require_columns(record_ids, ["record_id"], "record ids")
+    require_columns(record_ids, ["record_id"], what="record ids")
     require_columns(
-        edges, ["record_id_l", "record_id_r", "edge_type", "match_probability"], "edges"
+        edges, ["record_id_l", "record_id_r", "edge_type", "match_probability"], what="edges"
     )
     spark = record_ids.sparkSession
     guards = config.clustering

@@ -24,6 +24,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from lakecdp import catalog
+from lakecdp.columns import require_columns
 from lakecdp.identity.config import DeterministicSettings, IdentityConfig
 
 logger = logging.getLogger(__name__)
@@ -35,16 +36,6 @@ REQUIRED_COLUMNS = (
     "record_id", "first_name", "date_of_birth", "email", "phone", "device_ids", "crm_id",
     "customer_number",
 )
-
-
-class MissingColumnsError(ValueError):
-    """An input DataFrame lacks columns the identity code needs."""
-
-
-def require_columns(df: DataFrame, columns: tuple[str, ...] | list[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise MissingColumnsError(f"{what} is missing columns {missing}; has {df.columns}")
 
 
 # accents folded so "Seán" and "Sean" compare equal (one character each side)
@@ -210,7 +201,7 @@ def deterministic_edges(
     Example:
         >>> edges, over_shared = deterministic_edges(records, config, run_id="r1")
     """
-    require_columns(records, REQUIRED_COLUMNS, "customer records")
+    require_columns(records, REQUIRED_COLUMNS, what="customer records")
     spark = records.sparkSession
     if not config.deterministic.enabled or not config.deterministic.identifiers:
         return spark.createDataFrame([], EDGE_SCHEMA), spark.createDataFrame([], OVER_SHARED_SCHEMA)

@@ -187,14 +187,10 @@ class LocalRecords:
                  connection: duckdb.DuckDBPyConnection | None = None) -> None:
         import duckdb
 
-        from lakecdp.identity.deterministic import MissingColumnsError
+        from lakecdp.columns import require_columns
         from lakecdp.identity.matching import MATCH_INPUT_COLUMNS
 
-        missing = [c for c in (*MATCH_INPUT_COLUMNS, *REQUIRED_COLUMNS) if c not in records.column_names]
-        if missing:
-            raise MissingColumnsError(
-                f"customer records is missing columns {sorted(set(missing))}; has {records.column_names}"
-            )
+        require_columns(records, (*MATCH_INPUT_COLUMNS, *REQUIRED_COLUMNS), what="customer records")
         self.config = config
         self.con = connection or duckdb.connect()
         self.columns = set(records.column_names)

@@ -37,13 +37,13 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from lakecdp.identity.config import ComparisonSpec, IdentityConfig
+from lakecdp.columns import require_columns
 from lakecdp.identity.deterministic import (
     EDGE_SCHEMA,
     canonical_first_name,
     cleaned_identifier,
     first_name_variants,
     normalised_name,
-    require_columns,
 )
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ def prepare_for_matching(records: DataFrame, config: IdentityConfig) -> DataFram
     and its name (for "same street, other number" and blocking on number + postcode);
     soundex codes of both names serve the phonetic level and blocking.
     """
-    require_columns(records, MATCH_INPUT_COLUMNS, "customer records")
+    require_columns(records, MATCH_INPUT_COLUMNS, what="customer records")
     first = normalised_name(F.col("first_name"))
     last = normalised_name(F.col("last_name"))
     street = normalised_street(F.col("address_line1"))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from lakecdp import catalog
+from lakecdp.columns import require_columns
 from lakecdp.config import StrictModel
 
 if TYPE_CHECKING:
@@ -47,16 +48,6 @@ class StableIdSettings(StrictModel):
 
     # minted ids are ``<id_prefix><16 hex chars>``
     id_prefix: str = Field(default="cus_", pattern=r"^[A-Za-z0-9_-]{0,16}$")
-
-
-class MissingColumnsError(ValueError):
-    """An input DataFrame lacks columns the transformation needs."""
-
-
-def require_columns(df: DataFrame, columns: tuple[str, ...] | list[str], *, what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise MissingColumnsError(f"{what} is missing columns {missing}; it has {df.columns}")
 
 
 def _previous(previous_id_map: DataFrame) -> DataFrame:

@@ -161,7 +161,7 @@ def golden_records(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from lakecdp.identity.stable_ids import require_columns
+    from lakecdp.columns import require_columns
 
     require_columns(records, RECORD_COLUMNS, what="customer records")
     require_columns(id_map, ("record_id", "customer_id"), what="id_map")

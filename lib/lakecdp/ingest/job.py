@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
+from lakecdp.columns import MissingColumnsError
 from lakecdp import catalog
 from lakecdp.erasure import PERSON_KEY, erased_hashes, person_key, salted_hash_column
 from lakecdp.ingest import standardise
@@ -56,7 +57,6 @@ from lakecdp.ingest.validate import (
     NO_ROWS,
     SYMLINK,
     UNREADABLE_FILE,
-    MissingColumnsError,
     parse_and_validate,
 )
 

@@ -18,6 +18,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakecdp.columns import MissingColumnsError
 from lakecdp.ingest.sources import NULL_LIKE_KEY_PATTERN, NUMERIC_TYPES, SourceConfig
 
 if TYPE_CHECKING:
@@ -151,10 +152,6 @@ def _timestamp_bound(source: SourceConfig, as_of: date | datetime | None, receiv
     if received_at is not None:
         now = F.greatest(now.cast("timestamp"), F.col(received_at).cast("timestamp"))
     return now.cast("timestamp") + F.expr(f"INTERVAL {int(source.future_tolerance_minutes)} MINUTES")
-
-
-class MissingColumnsError(ValueError):
-    """A file lacks a required column (schema drift that cannot be absorbed)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,10 @@ at known rates:
 
 An A/A campaign is the same call with ``subgroup_rates={}``: no arm differs from the holdout.
 
+Shipped on purpose, like the rest of :mod:`lakecdp.sample`: sample data is a user feature
+(``lakecdp campaign plant-sample`` into an empty scratch warehouse, the campaign report
+notebook); the tests use it as their generator of known truth, nothing here is test-only.
+
 Example:
     >>> planted = plant_campaign(42, 6000, campaign_id="welcome", campaign=config.campaigns["welcome"],
     ...                          base_rate=0.10, subgroup_rates={"B": 0.30}, exposed_at=T)

@@ -32,6 +32,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakecdp import catalog
+from lakecdp.columns import MissingColumnsError, require_columns
 from lakecdp.segments.definitions import SegmentDefinition, SegmentLimits, exclusion_order
 from lakecdp.segments.guard import SqlRefused
 from lakecdp.segments.plan_guard import guarded_condition, guarded_query
@@ -43,16 +44,6 @@ logger = logging.getLogger(__name__)
 
 CANDIDATE_COLUMNS = ("segment_id", "customer_id", "member_key", "reason", "status", "status_detail")
 MEMBER = "member"
-
-
-class MissingColumnsError(ValueError):
-    """An input DataFrame lacks columns the evaluation needs."""
-
-
-def require_columns(df: DataFrame, columns: Iterable[str], *, what: str) -> None:
-    missing = sorted(set(columns) - set(df.columns))
-    if missing:
-        raise MissingColumnsError(f"{what} is missing columns {missing}; has {sorted(df.columns)}")
 
 
 @dataclass(frozen=True)

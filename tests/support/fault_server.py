@@ -1,4 +1,5 @@
-"""Test and benchmark helper: a real HTTP server on 127.0.0.1 (random port) that injects faults and records what it got.
+"""Test and benchmark support (not shipped in the wheel): a real HTTP server on 127.0.0.1
+(random port) that injects faults and records what it got.
 
 Faults are scripted per request, in order (``script``): ``ok``, ``503``, ``429:<seconds>``,
 ``slow:<seconds>`` (answers 200 after the client has given up), ``reset`` (closes the

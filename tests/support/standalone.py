@@ -3,7 +3,7 @@ JVM, started from pyspark's own jars with ``spark-class`` (no separate Spark dow
 
 Used by the cluster test to run the pipeline through ``spark-submit.sh`` exactly as on a
 multi-node cluster (driver, master and executors in different processes), and handy for
-trying spark-submit locally.
+trying spark-submit locally. Test support: not shipped in the wheel.
 
 Example:
     >>> with StandaloneCluster(workers=2) as cluster:

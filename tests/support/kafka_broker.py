@@ -1,7 +1,8 @@
-"""A real single-node Kafka broker (KRaft, broker + controller in one JVM) for tests and demos.
+"""A real single-node Kafka broker (KRaft, broker + controller in one JVM) for the tests and
+benchmarks (not shipped: the wheel holds ``lakecdp`` only).
 
-The broker runs from the Maven Central jars that :func:`lakecdp.jvm.fetch_kafka_broker`
-resolves into ``.jvm/kafka-broker``, in its own ``java`` process: those jars are never put on
+The broker runs from the Maven Central jars that :func:`fetch_kafka_broker` (``make
+kafka-broker``, ``python -m tests.support.kafka_broker``) resolves into ``.jvm/kafka-broker``, in its own ``java`` process: those jars are never put on
 Spark's classpath (Kafka's and Spark's Scala/Jackson versions differ). No Docker is needed.
 
 Topics are created with Kafka's own ``Admin`` client from a tiny Java program compiled on
@@ -26,17 +27,32 @@ import socket
 import subprocess
 import tempfile
 import time
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lakecdp.jvm import KAFKA_BROKER_DIR, JarsMissingError
+from lakecdp.jvm import JVM_DIR, JarsMissingError, copy_dependencies
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KAFKA_BROKER_DIR = JVM_DIR / "kafka-broker"
+_DONE = ".resolved"
+
+
+def fetch_kafka_broker(*, force: bool = False) -> Path:
+    """Resolve a Kafka broker's classpath (``jvm/kafka-broker/pom.xml``) into its own folder,
+    kept apart from Spark's jars; returns the folder."""
+    if (KAFKA_BROKER_DIR / _DONE).exists() and not force:
+        return KAFKA_BROKER_DIR
+    copy_dependencies(REPO_ROOT / "jvm" / "kafka-broker" / "pom.xml", KAFKA_BROKER_DIR)
+    (KAFKA_BROKER_DIR / _DONE).write_text("ok\n")
+    return KAFKA_BROKER_DIR
 
 # Kafka's own Admin client, run as `java -cp <broker jars>:<work dir> LakecdpKafkaAdmin ...`.
 _ADMIN_CLASS = "LakecdpKafkaAdmin"
@@ -246,7 +262,7 @@ class KafkaBroker:
         if not any(self.jars_dir.glob("kafka_2.13-*.jar")):
             raise JarsMissingError(
                 f"Kafka broker jars not found in {self.jars_dir}; run `make kafka-broker` "
-                "(or `python -m lakecdp.jvm kafka`) first"
+                "(or `python -m tests.support.kafka_broker`) first"
             )
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.broker_port, self.controller_port = free_port(), free_port()
@@ -442,3 +458,8 @@ def produce_messages(
         .option("kafka.acks", "all")
         .save()
     )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(fetch_kafka_broker(force="--force" in sys.argv[1:]))
