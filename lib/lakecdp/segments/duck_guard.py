@@ -134,7 +134,7 @@ def _refuse(text: str, reason: str, node: dict[str, Any] | None = None) -> SqlRe
 
 def serialize(con: duckdb.DuckDBPyConnection, text: str) -> dict[str, Any]:
     """DuckDB's own parse tree of ``text`` (``json_serialize_sql``); nothing is bound or run."""
-    raw = con.execute("SELECT json_serialize_sql(?)", [text]).fetchone()
+    raw = con.execute("SELECT json_serialize_sql(?)", [text]).fetchall()[0]
     tree = json.loads(raw[0]) if raw else {"error": True, "error_message": "no result"}
     if tree.get("error"):
         message = str(tree.get("error_message", "cannot parse"))

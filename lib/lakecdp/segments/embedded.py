@@ -413,7 +413,7 @@ def raw_matches(
             check_duckdb_select(locked, _segment_sql(definition, as_of), views=SEGMENT_VIEWS)
         except SqlRefused as exc:
             raise exc.for_segment(definition.id) from None
-    customers_total = locked.execute("SELECT count(*) FROM customers").fetchone()[0]
+    customers_total = locked.execute("SELECT count(*) FROM customers").fetchall()[0][0]
     for segment_id, definition in segments.items():
         rows, deciding = segment_matches(locked, definition, as_of)
         trusted.register("_rows", rows)
@@ -431,7 +431,7 @@ def raw_matches(
         if customers_total and rows.num_rows >= customers_total:
             matched = trusted.execute(
                 "SELECT count(DISTINCT customer_id) FROM matches WHERE segment_id = ?", [segment_id]
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             if matched >= customers_total:
                 logger.warning(
                     "segment %s matches every customer (%d of %d, 100%%): check its rule",
@@ -706,7 +706,7 @@ def recover_pending(con: duckdb.DuckDBPyConnection, store: DeltaStore) -> list[s
             f"CREATE OR REPLACE TABLE stored_changes AS SELECT {_utc_timestamps(con, '_all_changes')} "
             "FROM _all_changes WHERE run_id = ?", [run_id],
         )
-        count = con.execute("SELECT count(*) FROM stored_changes").fetchone()[0]
+        count = con.execute("SELECT count(*) FROM stored_changes").fetchall()[0][0]
         moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
         apply_run(con, store, run_id, mode="recovered", segment_ids=list(segment_ids), as_of=moment,
                   change_count=int(count), changes="stored_changes")
