@@ -152,7 +152,13 @@ def json_value_sql(expression: str, data_type: Any) -> str:
     if kind in _INTEGER_IDS or kind == "decimal":
         return f"CAST({expression} AS VARCHAR)"
     if kind in ("double", "float"):
-        return f"lakecdp_java_double(CAST({expression} AS DOUBLE))"
+        # in [1e-3, 1e7) Java's Double.toString and DuckDB's cast agree (shortest digits, ".0" kept);
+        # outside it Java writes 1.0E7 / 1.0E-4: a Python function, only for those rows
+        value = f"CAST({expression} AS DOUBLE)"
+        return (
+            f"CASE WHEN abs({value}) >= 0.001 AND abs({value}) < 10000000.0 THEN CAST({value} AS VARCHAR) "
+            f"ELSE lakecdp_java_double({value}) END"
+        )
     if kind == "date":
         return f"'\"' || strftime({expression}, '%Y-%m-%d') || '\"'"
     if kind in ("timestamp", "timestamp with time zone", "timestamp_ms", "timestamp_s", "timestamp_ns"):

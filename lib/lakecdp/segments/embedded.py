@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import deltalake  # noqa: F401 - loaded with the engine, not inside the first run
 import pyarrow as pa
+import pyarrow.dataset  # noqa: F401
 
 from lakecdp import catalog
 from lakecdp.segments.changes import resolve_merges
@@ -132,6 +135,13 @@ class DeltaStore:
 
         table = DeltaTable(self.path(name), version=version)
         return table.to_pyarrow_table(columns=columns)
+
+    def scan(self, name: str, *, run_id: str, columns: list[str] | None = None) -> pa.Table:
+        """The rows of one ``run_id`` (a filtered scan: row groups of other runs are skipped)."""
+        import pyarrow.dataset as ds
+
+        dataset = self.table(name).to_pyarrow_dataset()
+        return dataset.to_table(columns=columns, filter=ds.field("run_id") == run_id)
 
     def read_or_empty(self, name: str, schema: str) -> pa.Table:
         if self.exists(name):
@@ -357,8 +367,17 @@ def _check_condition_shape(tree: dict[str, Any], text: str) -> None:
         raise SqlRefused("the condition must be one boolean expression (DuckDB engine)", line=None, column=None)
 
 
-def segment_matches(
+def check_segment(
     con: duckdb.DuckDBPyConnection, definition: SegmentDefinition, as_of: datetime
+) -> tuple[str, dict[str, Any]]:
+    """The DuckDB text of a segment and its parse tree, after both guard passes."""
+    text = _segment_sql(definition, as_of)
+    return text, check_duckdb_select(con, text, views=SEGMENT_VIEWS)
+
+
+def segment_matches(
+    con: duckdb.DuckDBPyConnection, definition: SegmentDefinition, as_of: datetime,
+    *, checked: tuple[str, dict[str, Any]] | None = None,
 ) -> tuple[pa.Table, list[str]]:
     """Run one SQL segment on the locked connection; returns its rows and the reason columns.
 
@@ -367,8 +386,7 @@ def segment_matches(
         SegmentBudgetExceeded: time or row budget.
     """
     try:
-        text = _segment_sql(definition, as_of)
-        tree = check_duckdb_select(con, text, views=SEGMENT_VIEWS)
+        text, tree = checked if checked is not None else check_segment(con, definition, as_of)
         if definition.condition is not None:
             _check_condition_shape(tree, text)
         guarded = definition.guarded
@@ -408,14 +426,15 @@ def raw_matches(
         "CREATE OR REPLACE TABLE matches (segment_id VARCHAR, customer_id VARCHAR, member_key VARCHAR, reason VARCHAR)"
     )
     # every segment is checked before any runs: one refusal stops the run before work is done
-    for definition in segments.values():
+    checked = {}
+    for segment_id, definition in segments.items():
         try:
-            check_duckdb_select(locked, _segment_sql(definition, as_of), views=SEGMENT_VIEWS)
+            checked[segment_id] = check_segment(locked, definition, as_of)
         except SqlRefused as exc:
             raise exc.for_segment(definition.id) from None
     customers_total = locked.execute("SELECT count(*) FROM customers").fetchall()[0][0]
     for segment_id, definition in segments.items():
-        rows, deciding = segment_matches(locked, definition, as_of)
+        rows, deciding = segment_matches(locked, definition, as_of, checked=checked[segment_id])
         trusted.register("_rows", rows)
         types = dict(zip(trusted.sql("SELECT * FROM _rows").columns, trusted.sql("SELECT * FROM _rows").dtypes))
         values = json_object_sql(None, [(c, types[c]) for c in deciding])
@@ -657,24 +676,32 @@ RUNS, APPROVALS = catalog.SEGMENT_RUNS.name, catalog.APPROVALS.name
 
 
 def _current_membership(con: duckdb.DuckDBPyConnection, store: DeltaStore, segment_ids: list[str] | None) -> None:
-    membership = store.read(MEMBERSHIP)
+    """Table ``current``: open stays (of ``segment_ids`` when given); closed stays are skipped in the scan."""
+    import pyarrow.dataset as ds
+
+    wanted = ds.field("is_current") == True  # noqa: E712 - a dataset expression, not a Python test
+    membership = store.table(MEMBERSHIP).to_pyarrow_dataset().to_table(filter=wanted)
     con.register("_membership", membership)
-    where = "is_current"
-    con.execute(f"CREATE OR REPLACE TABLE current AS SELECT {_utc_timestamps(con, '_membership')} FROM _membership WHERE {where}")
+    where = "" if segment_ids is None else "WHERE list_contains(?::VARCHAR[], segment_id)"
+    con.execute(
+        f"CREATE OR REPLACE TABLE current AS SELECT {_utc_timestamps(con, '_membership')} FROM _membership {where}",
+        [] if segment_ids is None else [segment_ids],
+    )
     con.unregister("_membership")
-    if segment_ids is not None:
-        con.register("_evaluated", pa.table({"segment_id": pa.array(segment_ids, pa.string())}))
-        con.execute("DELETE FROM current WHERE segment_id NOT IN (SELECT segment_id FROM _evaluated)")
-        con.unregister("_evaluated")
 
 
 def apply_run(
     con: duckdb.DuckDBPyConnection, store: DeltaStore, run_id: str, *, mode: str, segment_ids: list[str],
-    as_of: datetime, change_count: int, changes: str = "run_changes",
+    as_of: datetime, change_count: int, changes: str = "run_changes", read_current: bool = True,
 ) -> None:
-    """Apply one run's changes (table ``changes`` of ``con``) to membership, then record the run."""
+    """Apply one run's changes (table ``changes`` of ``con``) to membership, then record the run.
+
+    ``read_current=False``: table ``current`` already holds every open stay the changes can touch
+    (the run's own diff read it).
+    """
     if change_count:
-        _current_membership(con, store, None)
+        if read_current:
+            _current_membership(con, store, None)
         upserts = membership_upserts(con, changes)
         store.merge(upserts, MEMBERSHIP, catalog.MEMBERSHIP.schema, keys=list(catalog.MEMBERSHIP.keys), run_id=run_id)
     version = store.version(MEMBERSHIP)
@@ -692,7 +719,8 @@ def apply_run(
 
 def recover_pending(con: duckdb.DuckDBPyConnection, store: DeltaStore) -> list[str]:
     """Apply changes of runs written but never recorded as applied (killed runs), oldest first."""
-    changes = store.read(CHANGES)
+    # three narrow columns find pending runs; a pending run's rows are read in full only then
+    changes = store.read(CHANGES, columns=["run_id", "segment_id", "changed_at"])
     applied = store.read(RUNS, columns=["run_id"]) if store.exists(RUNS) else pa.table({"run_id": pa.array([], pa.string())})
     con.register("_all_changes", changes)
     con.register("_applied", applied)
@@ -702,10 +730,13 @@ def recover_pending(con: duckdb.DuckDBPyConnection, store: DeltaStore) -> list[s
     ).fetchall()
     for run_id, as_of, segment_ids in pending:
         logger.warning("run %s wrote changes but did not finish; applying them now", run_id)
+        stored = store.scan(CHANGES, run_id=run_id)
+        con.register("_stored_changes", stored)
         con.execute(
-            f"CREATE OR REPLACE TABLE stored_changes AS SELECT {_utc_timestamps(con, '_all_changes')} "
-            "FROM _all_changes WHERE run_id = ?", [run_id],
+            f"CREATE OR REPLACE TABLE stored_changes AS SELECT {_utc_timestamps(con, '_stored_changes')} "
+            "FROM _stored_changes"
         )
+        con.unregister("_stored_changes")
         count = con.execute("SELECT count(*) FROM stored_changes").fetchall()[0][0]
         moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
         apply_run(con, store, run_id, mode="recovered", segment_ids=list(segment_ids), as_of=moment,
@@ -757,6 +788,14 @@ def evaluate_and_write_embedded(
     not_here = unsupported(segments)
     if not_here:
         raise EmbeddedUnsupported(f"event-triggered segments run on Spark only for now: {not_here}")
+    started = time.perf_counter()
+    last = [started]
+
+    def phase(label: str) -> None:
+        now = time.perf_counter()
+        logger.info("segments run %s: %s in %.2f s", ctx.run_id, label, now - last[0])
+        last[0] = now
+
     store = DeltaStore(ctx)
     for name, schema in ((MEMBERSHIP, catalog.MEMBERSHIP.schema), (CHANGES, catalog.CHANGES.schema)):
         store.create_if_missing(name, schema)
@@ -764,20 +803,24 @@ def evaluate_and_write_embedded(
     segment_ids = sorted(segments)
     con = trusted_connection()
     recovered = recover_pending(con, store)
+    phase("pending-run check")
 
     load_views(con, store, as_of)
     views = {name: con.sql(f"SELECT * FROM {name}").to_arrow_table() for name in sorted(SEGMENT_VIEWS)}
     locked = locked_connection(views, settings or EmbeddedSettings())
     del views
+    phase("inputs read")
     try:
         raw_matches(con, locked, segments, as_of)
     finally:
         locked.close()
+    phase("segment SQL checked and run")
     apply_policies(con, segments, as_of)
     _current_membership(con, store, segment_ids)
     _load_merges(con, store)
     compute_changes(con, run_id=run_id, as_of=as_of,
                     update_segments=[sid for sid, d in segments.items() if d.emit_updates])
+    phase("policies and diff")
 
     by_type = dict(con.execute("SELECT change_type, count(*) FROM run_changes GROUP BY 1").fetchall())
     changed_segments = {r[0] for r in con.execute("SELECT DISTINCT segment_id FROM run_changes").fetchall()}
@@ -820,7 +863,7 @@ def evaluate_and_write_embedded(
 
     change_count = sum(by_type.values())
     if change_count:
-        stored = store.read(CHANGES, columns=["change_id", "run_id"])
+        stored = store.scan(CHANGES, run_id=run_id, columns=["change_id", "run_id"])
         con.register("_stored", stored)
         fresh = con.sql(
             "SELECT * FROM run_changes WHERE change_id NOT IN "
@@ -832,9 +875,12 @@ def evaluate_and_write_embedded(
             store.append_once(fresh, CHANGES, catalog.CHANGES.schema, app_id=CHANGES_APP_ID + run_id, run_id=run_id)
         else:
             logger.info("run %s: every change is already stored; nothing appended", run_id)
+    phase("approvals and changes written")
     if fault_hook is not None:
         fault_hook("after_changes")
-    apply_run(con, store, run_id, mode=mode, segment_ids=segment_ids, as_of=as_of, change_count=change_count)
+    apply_run(con, store, run_id, mode=mode, segment_ids=segment_ids, as_of=as_of, change_count=change_count,
+              read_current=False)
+    phase("membership and run record")
     con.close()
 
     for change_type in ("entered", "exited", "updated", "rekeyed"):
