@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import deltalake  # noqa: F401 - loaded with the engine, not inside the first run
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute below
 import pyarrow.dataset  # noqa: F401
 
 from lakecdp import catalog
@@ -171,7 +172,7 @@ class DeltaStore:
 
     def merge(
         self, data: pa.Table, name: str, schema: str, *, keys: list[str], run_id: str,
-        update: bool = True, update_predicate: str | None = None,
+        update: bool = True, update_predicate: str | None = None, insert: bool = True,
     ) -> None:
         """Upsert on ``keys`` (insert only when ``update`` is False); creates the table if missing."""
         data = data.select(arrow_schema(schema).names).cast(arrow_schema(schema))
@@ -186,7 +187,18 @@ class DeltaStore:
         )
         if update:
             merger = merger.when_matched_update_all(predicate=update_predicate)
-        merger.when_not_matched_insert_all().execute()
+        if insert:
+            merger = merger.when_not_matched_insert_all()
+        merger.execute()
+
+    def append(self, data: pa.Table, name: str, schema: str, *, run_id: str) -> None:
+        """Append rows (no-op when empty)."""
+        from deltalake import write_deltalake
+
+        if data.num_rows == 0:
+            return
+        data = data.select(arrow_schema(schema).names).cast(arrow_schema(schema))
+        write_deltalake(self.table(name), data, mode="append", commit_properties=self._metadata("append", run_id))
 
     def append_once(self, data: pa.Table, name: str, schema: str, *, app_id: str, run_id: str) -> int:
         """Append ``data`` as the next Delta app transaction of ``app_id`` (one per run id).
@@ -693,17 +705,30 @@ def _current_membership(con: duckdb.DuckDBPyConnection, store: DeltaStore, segme
 def apply_run(
     con: duckdb.DuckDBPyConnection, store: DeltaStore, run_id: str, *, mode: str, segment_ids: list[str],
     as_of: datetime, change_count: int, changes: str = "run_changes", read_current: bool = True,
+    append_opened: bool = False,
 ) -> None:
     """Apply one run's changes (table ``changes`` of ``con``) to membership, then record the run.
 
     ``read_current=False``: table ``current`` already holds every open stay the changes can touch
-    (the run's own diff read it).
+    (the run's own diff read it). ``append_opened``: the run id had no stored change before this
+    attempt, so no membership row carries it yet and the stays it opens are appended.
     """
     if change_count:
+        keys = list(catalog.MEMBERSHIP.keys)
         if read_current:
             _current_membership(con, store, None)
-        upserts = membership_upserts(con, changes)
-        store.merge(upserts, MEMBERSHIP, catalog.MEMBERSHIP.schema, keys=list(catalog.MEMBERSHIP.keys), run_id=run_id)
+        if not append_opened:
+            upserts = membership_upserts(con, changes)
+            store.merge(upserts, MEMBERSHIP, catalog.MEMBERSHIP.schema, keys=keys, run_id=run_id)
+        else:
+            # stays this run opens are keyed on its run id, and no change of this run id was stored
+            # before it: nobody wrote them yet, so they are appended; closed and updated stays are
+            # MERGEd (update only)
+            upserts = membership_upserts(con, changes)
+            opened = upserts.filter(pa.compute.equal(upserts["entered_run_id"], run_id))
+            touched = upserts.filter(pa.compute.not_equal(upserts["entered_run_id"], run_id))
+            store.merge(touched, MEMBERSHIP, catalog.MEMBERSHIP.schema, keys=keys, run_id=run_id, insert=False)
+            store.append(opened, MEMBERSHIP, catalog.MEMBERSHIP.schema, run_id=run_id)
     version = store.version(MEMBERSHIP)
     record = pa.table(
         {
@@ -717,8 +742,14 @@ def apply_run(
     store.merge(record, RUNS, catalog.SEGMENT_RUNS.schema, keys=["run_id"], run_id=run_id, update_predicate="s.changes > 0")
 
 
-def recover_pending(con: duckdb.DuckDBPyConnection, store: DeltaStore) -> list[str]:
-    """Apply changes of runs written but never recorded as applied (killed runs), oldest first."""
+def recover_pending(
+    con: duckdb.DuckDBPyConnection, store: DeltaStore, *, current_run: str | None = None
+) -> tuple[list[str], bool]:
+    """Apply changes of runs written but never recorded as applied (killed runs), oldest first.
+
+    Returns:
+        The recovered run ids, and whether ``current_run`` has any rows in segments.changes.
+    """
     # three narrow columns find pending runs; a pending run's rows are read in full only then
     changes = store.read(CHANGES, columns=["run_id", "segment_id", "changed_at"])
     applied = store.read(RUNS, columns=["run_id"]) if store.exists(RUNS) else pa.table({"run_id": pa.array([], pa.string())})
@@ -741,9 +772,12 @@ def recover_pending(con: duckdb.DuckDBPyConnection, store: DeltaStore) -> list[s
         moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
         apply_run(con, store, run_id, mode="recovered", segment_ids=list(segment_ids), as_of=moment,
                   change_count=int(count), changes="stored_changes")
+    seen = bool(current_run) and con.execute(
+        "SELECT count(*) FROM _all_changes WHERE run_id = ?", [current_run]
+    ).fetchall()[0][0] > 0
     con.unregister("_all_changes")
     con.unregister("_applied")
-    return [row[0] for row in pending]
+    return [row[0] for row in pending], seen
 
 
 def _load_merges(con: duckdb.DuckDBPyConnection, store: DeltaStore) -> None:
@@ -802,7 +836,7 @@ def evaluate_and_write_embedded(
     run_id, as_of = ctx.run_id, ctx.as_of
     segment_ids = sorted(segments)
     con = trusted_connection()
-    recovered = recover_pending(con, store)
+    recovered, run_seen = recover_pending(con, store, current_run=run_id)
     phase("pending-run check")
 
     load_views(con, store, as_of)
@@ -863,7 +897,11 @@ def evaluate_and_write_embedded(
 
     change_count = sum(by_type.values())
     if change_count:
-        stored = store.scan(CHANGES, run_id=run_id, columns=["change_id", "run_id"])
+        # change ids of this run already stored (a re-run, or the Spark engine wrote some): left out
+        stored = (
+            store.scan(CHANGES, run_id=run_id, columns=["change_id", "run_id"]) if run_seen
+            else pa.table({"change_id": pa.array([], pa.string()), "run_id": pa.array([], pa.string())})
+        )
         con.register("_stored", stored)
         fresh = con.sql(
             "SELECT * FROM run_changes WHERE change_id NOT IN "
@@ -879,7 +917,7 @@ def evaluate_and_write_embedded(
     if fault_hook is not None:
         fault_hook("after_changes")
     apply_run(con, store, run_id, mode=mode, segment_ids=segment_ids, as_of=as_of, change_count=change_count,
-              read_current=False)
+              read_current=False, append_opened=not run_seen)
     phase("membership and run record")
     con.close()
 
