@@ -4,16 +4,19 @@ The same job as :mod:`lakecdp.segments.job` on Spark, with the same tables and r
 
 1. recover runs whose changes were written but never recorded (as the Spark path does);
 2. read inputs with delta-rs (profile, features, events resolved through identifiers,
-   current membership, identity merges) into a *trusted* DuckDB connection;
+   current membership, identity merges) into a *trusted* DuckDB connection (large state tables:
+   the live Parquet files the Delta log lists, read by DuckDB, when the protocol needs nothing
+   beyond reader version 1);
 3. copy the four segment views into a *locked* connection (no external access, configuration
    locked, memory and thread limits) and run each condition/query there -- translated from
    Spark SQL by :mod:`lakecdp.segments.dialect`, checked by :mod:`lakecdp.segments.duck_guard`,
    under a timer that interrupts it after ``limits.max_seconds``;
 4. policies (expiry, exclusive groups, exclusions), rekeys and the diff as SQL in one pass;
-5. write approvals (held segments), then the changes as an idempotent append (a Delta app
-   transaction per run id: ``txnAppId = lakecdp.segments.changes/<run_id>``; a re-run finds it and
-   appends nothing, and change ids of the run already stored are skipped), then membership (MERGE
-   on its four keys) and the run record with membership's version.
+5. write approvals (held segments), then the changes as an append under a Delta app transaction
+   (``txnAppId = lakecdp.segments.changes/<run_id>``, version 1, 2, ... per attempt) that leaves
+   out change ids of the run already stored, then membership (stays this run opens appended,
+   closed and updated stays MERGEd on the four keys; recovery MERGEs everything) and the run
+   record with membership's version.
 
 Event-triggered segments run on Spark for now: :class:`EmbeddedUnsupported` names them and the
 job falls back to the Spark path for that run.
@@ -143,6 +146,36 @@ class DeltaStore:
 
         dataset = self.table(name).to_pyarrow_dataset()
         return dataset.to_table(columns=columns, filter=ds.field("run_id") == run_id)
+
+    def load(
+        self, con: duckdb.DuckDBPyConnection, target: str, name: str, *, columns: list[str] | None = None,
+        where: str = "", params: list[Any] | None = None,
+    ) -> None:
+        """Table ``target`` of ``con`` from Delta table ``name`` (columns, a filter), timestamps in UTC.
+
+        When the table needs nothing beyond reader version 1 (no deletion vectors, no column
+        mapping) and is not partitioned, its live files, as the Delta log lists them, are read by
+        DuckDB's own Parquet reader (parallel, filters and columns pushed down); else through Arrow.
+        """
+        table = self.table(name)
+        select = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
+        files = [uri.removeprefix("file://") for uri in table.file_uris()]
+        plain = table.protocol().min_reader_version == 1 and not table.metadata().partition_columns
+        if plain and files:
+            # paths from the Delta log, quoted as SQL string literals (a view cannot take parameters)
+            listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+            source = f"read_parquet([{listed}], union_by_name = true)"
+        else:
+            con.register("_delta_arrow", table.to_pyarrow_table(columns=columns))
+            source = "_delta_arrow"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _delta_source AS SELECT {select} FROM {source}")
+        con.execute(
+            f"CREATE OR REPLACE TABLE {target} AS SELECT {_utc_timestamps(con, '_delta_source')} FROM _delta_source {where}",
+            list(params or []),
+        )
+        con.execute("DROP VIEW _delta_source")
+        if source == "_delta_arrow":
+            con.unregister("_delta_arrow")
 
     def read_or_empty(self, name: str, schema: str) -> pa.Table:
         if self.exists(name):
@@ -689,17 +722,11 @@ RUNS, APPROVALS = catalog.SEGMENT_RUNS.name, catalog.APPROVALS.name
 
 def _current_membership(con: duckdb.DuckDBPyConnection, store: DeltaStore, segment_ids: list[str] | None) -> None:
     """Table ``current``: open stays (of ``segment_ids`` when given); closed stays are skipped in the scan."""
-    import pyarrow.dataset as ds
-
-    wanted = ds.field("is_current") == True  # noqa: E712 - a dataset expression, not a Python test
-    membership = store.table(MEMBERSHIP).to_pyarrow_dataset().to_table(filter=wanted)
-    con.register("_membership", membership)
-    where = "" if segment_ids is None else "WHERE list_contains(?::VARCHAR[], segment_id)"
-    con.execute(
-        f"CREATE OR REPLACE TABLE current AS SELECT {_utc_timestamps(con, '_membership')} FROM _membership {where}",
-        [] if segment_ids is None else [segment_ids],
-    )
-    con.unregister("_membership")
+    if segment_ids is None:
+        store.load(con, "current", MEMBERSHIP, where="WHERE is_current")
+    else:
+        store.load(con, "current", MEMBERSHIP, where="WHERE is_current AND list_contains(?::VARCHAR[], segment_id)",
+                   params=[segment_ids])
 
 
 def apply_run(
@@ -751,9 +778,8 @@ def recover_pending(
         The recovered run ids, and whether ``current_run`` has any rows in segments.changes.
     """
     # three narrow columns find pending runs; a pending run's rows are read in full only then
-    changes = store.read(CHANGES, columns=["run_id", "segment_id", "changed_at"])
+    store.load(con, "_all_changes", CHANGES, columns=["run_id", "segment_id", "changed_at"])
     applied = store.read(RUNS, columns=["run_id"]) if store.exists(RUNS) else pa.table({"run_id": pa.array([], pa.string())})
-    con.register("_all_changes", changes)
     con.register("_applied", applied)
     pending = con.execute(
         "SELECT run_id, min(changed_at) AS as_of, list_sort(list_distinct(list(segment_id))) FROM _all_changes "
@@ -775,7 +801,7 @@ def recover_pending(
     seen = bool(current_run) and con.execute(
         "SELECT count(*) FROM _all_changes WHERE run_id = ?", [current_run]
     ).fetchall()[0][0] > 0
-    con.unregister("_all_changes")
+    con.execute("DROP TABLE _all_changes")
     con.unregister("_applied")
     return [row[0] for row in pending], seen
 
