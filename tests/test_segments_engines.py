@@ -241,3 +241,29 @@ def test_embedded_rerun_and_killed_run_write_nothing_twice(spark, project):
     assert _run("embedded", spark, project, "run-1", RUN1)["entered"] == 0
     assert DeltaTable(changes_path).version() == version
     assert [r[0] for r in _rows(project, RUNS)] == ["run-1"]
+
+
+def test_a_run_killed_on_spark_is_recovered_by_the_embedded_engine(spark, project):
+    """Spark writes run-1's changes and dies; the embedded engine applies them and adds nothing.
+
+    (Regression: delta-rs' filtered dataset read returned no rows of Spark-written files, so the
+    recovery found no stored changes and the re-run appended all 12 again.)
+    """
+    _write_inputs(spark, JobContext(project=project, spark=spark, as_of=RUN1, run_id="w"), changed=False)
+
+    class Killed(RuntimeError):
+        pass
+
+    def kill(stage: str) -> None:
+        if stage == "after_changes":
+            raise Killed(stage)
+
+    with pytest.raises(Killed):
+        _run("spark", spark, project, "run-1", RUN1, fault_hook=kill)
+    assert len(_rows(project, CHANGES)) == 12 and _rows(project, MEMBERSHIP) == []
+
+    counts = _run("embedded", spark, project, "run-1", RUN1)
+    assert counts["recovered_runs"] == 1 and counts["entered"] == 0
+    assert len(_rows(project, CHANGES)) == 12
+    assert sorted((r[0], r[1]) for r in _rows(project, MEMBERSHIP)) == RUN1_MEMBERS
+    assert [(r[0], r[1]) for r in _rows(project, RUNS)] == [("run-1", "recovered")]

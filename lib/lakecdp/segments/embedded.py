@@ -140,13 +140,6 @@ class DeltaStore:
         table = DeltaTable(self.path(name), version=version)
         return table.to_pyarrow_table(columns=columns)
 
-    def scan(self, name: str, *, run_id: str, columns: list[str] | None = None) -> pa.Table:
-        """The rows of one ``run_id`` (a filtered scan: row groups of other runs are skipped)."""
-        import pyarrow.dataset as ds
-
-        dataset = self.table(name).to_pyarrow_dataset()
-        return dataset.to_table(columns=columns, filter=ds.field("run_id") == run_id)
-
     def load(
         self, con: duckdb.DuckDBPyConnection, target: str, name: str, *, columns: list[str] | None = None,
         where: str = "", params: list[Any] | None = None,
@@ -155,7 +148,10 @@ class DeltaStore:
 
         When the table needs nothing beyond reader version 1 (no deletion vectors, no column
         mapping) and is not partitioned, its live files, as the Delta log lists them, are read by
-        DuckDB's own Parquet reader (parallel, filters and columns pushed down); else through Arrow.
+        DuckDB's own Parquet reader (parallel, filters and columns pushed down); else through Arrow,
+        filtered in DuckDB. (delta-rs 1.6.6's pyarrow dataset with a filter returned no rows of
+        files Spark wrote -- ``is_current == True`` on a Spark-written membership -- so filters are
+        never pushed into it.)
         """
         table = self.table(name)
         select = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
@@ -787,13 +783,7 @@ def recover_pending(
     ).fetchall()
     for run_id, as_of, segment_ids in pending:
         logger.warning("run %s wrote changes but did not finish; applying them now", run_id)
-        stored = store.scan(CHANGES, run_id=run_id)
-        con.register("_stored_changes", stored)
-        con.execute(
-            f"CREATE OR REPLACE TABLE stored_changes AS SELECT {_utc_timestamps(con, '_stored_changes')} "
-            "FROM _stored_changes"
-        )
-        con.unregister("_stored_changes")
+        store.load(con, "stored_changes", CHANGES, where="WHERE run_id = ?", params=[run_id])
         count = con.execute("SELECT count(*) FROM stored_changes").fetchall()[0][0]
         moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
         apply_run(con, store, run_id, mode="recovered", segment_ids=list(segment_ids), as_of=moment,
@@ -924,17 +914,16 @@ def evaluate_and_write_embedded(
     change_count = sum(by_type.values())
     if change_count:
         # change ids of this run already stored (a re-run, or the Spark engine wrote some): left out
-        stored = (
-            store.scan(CHANGES, run_id=run_id, columns=["change_id", "run_id"]) if run_seen
-            else pa.table({"change_id": pa.array([], pa.string()), "run_id": pa.array([], pa.string())})
-        )
-        con.register("_stored", stored)
+        if run_seen:
+            store.load(con, "_stored", CHANGES, columns=["change_id", "run_id"], where="WHERE run_id = ?",
+                       params=[run_id])
+        else:
+            con.execute("CREATE OR REPLACE TABLE _stored (change_id VARCHAR, run_id VARCHAR)")
         fresh = con.sql(
-            "SELECT * FROM run_changes WHERE change_id NOT IN "
-            "(SELECT change_id FROM _stored WHERE run_id = ?) ORDER BY segment_id, customer_id, member_key",
-            params=[run_id],
+            "SELECT * FROM run_changes WHERE change_id NOT IN (SELECT change_id FROM _stored) "
+            "ORDER BY segment_id, customer_id, member_key"
         ).to_arrow_table()
-        con.unregister("_stored")
+        con.execute("DROP TABLE _stored")
         if fresh.num_rows:
             store.append_once(fresh, CHANGES, catalog.CHANGES.schema, app_id=CHANGES_APP_ID + run_id, run_id=run_id)
         else:
