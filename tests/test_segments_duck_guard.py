@@ -232,3 +232,40 @@ def test_java_double(value, expected):
 
 def test_jackson_string():
     assert jackson_string('a "b" \\ é\n\t\x01') == '"a \\"b\\" \\\\ é\\n\\t\\u0001"'
+
+
+def test_the_segments_step_runs_on_the_embedded_engine_without_spark(tmp_path, caplog):
+    """engine: embedded + SQL-only segments: the pipeline step needs no SparkSession at all."""
+    import yaml
+    from deltalake import DeltaTable, write_deltalake
+
+    from conftest import make_project
+    from lakecdp.context import JobContext
+    from lakecdp.segments.embedded import unsupported
+    from lakecdp.segments.job import run
+
+    conf = tmp_path / "conf"
+    (conf / "segments").mkdir(parents=True)
+    (conf / "segments" / "big.yaml").write_text(yaml.safe_dump(
+        {"version": 1, "id": "big", "condition": "total_spent > 500", "schedule": {"every_minutes": 5}}
+    ))
+    project = make_project(tmp_path)
+    project = project.model_copy(update={
+        "conf_dir": conf, "environment": project.environment.model_copy(update={"engine": "embedded"}),
+    })
+    warehouse = project.warehouse
+    write_deltalake(str(warehouse / "gold" / "customer_profile"), pa.table({"customer_id": ["c1", "c2"]}))
+    write_deltalake(str(warehouse / "gold" / "customer_features"),
+                    pa.table({"customer_id": ["c1", "c2"], "total_spent": [900.0, 10.0]}))
+    counts = run(JobContext(project=project, spark=None, as_of=AS_OF, run_id="r1"))  # type: ignore[arg-type]
+    assert counts["entered"] == 1
+    rows = DeltaTable(str(warehouse / "segments" / "changes")).to_pyarrow_table().to_pylist()
+    assert [(r["segment_id"], r["customer_id"], r["reason"]) for r in rows] == [
+        ("big", "c1", '{"rule":"total_spent > 500","values":{"total_spent":900.0}}')
+    ]
+    # an event segment sends the run to Spark (named in the warning)
+    event = SegmentDefinition.model_validate({
+        "version": 1, "id": "carts", "schedule": {"every_minutes": 5},
+        "event": {"event_types": ["add_to_cart"], "within": "7d"},
+    })
+    assert unsupported({"carts": event, "big": _definition(condition="x > 1")}) == ["carts"]
