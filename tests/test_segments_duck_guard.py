@@ -51,7 +51,7 @@ def sentinel_payloads(path: str) -> list[str]:
         f"SELECT * FROM customers; COPY customers TO '{path}'",
         f"EXPORT DATABASE '{path}'",
         f"ATTACH '{path}' AS x",
-        f"CREATE TABLE x AS SELECT 1",
+        "CREATE TABLE x AS SELECT 1",
     ]
 
 
