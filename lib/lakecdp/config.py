@@ -57,6 +57,9 @@ class Environment(StrictModel):
 
     version: Literal[1]
     name: str
+    # which engine runs the steps that have two: "embedded" (DuckDB + delta-rs, one machine)
+    # or "spark" (clusters, Databricks). Today: the segments step (SQL segments).
+    engine: Literal["embedded", "spark"] = "spark"
     spark: SparkSettings = Field(default_factory=SparkSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     # raw files arrive here, one folder per source

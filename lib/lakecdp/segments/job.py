@@ -381,5 +381,15 @@ def membership_as_of_run(spark: SparkSession, tables, run_id: str) -> DataFrame:
 def run(ctx: JobContext, *, fault_hook: FaultHook | None = None) -> dict[str, int]:
     """Pipeline step ``segments``: every definition in ``conf/segments``, batch mode."""
     segments = load_segments(ctx.project.conf_dir / "segments")
+    if ctx.project.environment.engine == "embedded":
+        from lakecdp.segments.embedded import evaluate_and_write_embedded, unsupported
+
+        not_embedded = unsupported(segments)
+        if not not_embedded and not ctx.tables.uses_catalog:
+            return evaluate_and_write_embedded(ctx, segments, mode="batch", fault_hook=fault_hook)
+        logger.warning(
+            "engine: embedded evaluates SQL segments only; %s are event-triggered, so this run uses Spark",
+            not_embedded or "(catalog tables)",
+        )
     inputs = load_inputs(ctx)
     return evaluate_and_write(ctx, segments, inputs, mode="batch", fault_hook=fault_hook)

@@ -1,0 +1,943 @@
+"""The embedded segment engine: DuckDB over Arrow, Delta read and written with delta-rs, no JVM.
+
+The same job as :mod:`lakecdp.segments.job` on Spark, with the same tables and rows:
+
+1. recover runs whose changes were written but never recorded (as the Spark path does);
+2. read inputs with delta-rs (profile, features, events resolved through identifiers,
+   current membership, identity merges) into a *trusted* DuckDB connection (large state tables:
+   the live Parquet files the Delta log lists, read by DuckDB, when the protocol needs nothing
+   beyond reader version 1);
+3. copy the four segment views into a *locked* connection (no external access, configuration
+   locked, memory and thread limits) and run each condition/query there -- translated from
+   Spark SQL by :mod:`lakecdp.segments.dialect`, checked by :mod:`lakecdp.segments.duck_guard`,
+   under a timer that interrupts it after ``limits.max_seconds``;
+4. policies (expiry, exclusive groups, exclusions), rekeys and the diff as SQL in one pass;
+5. write approvals (held segments), then the changes as an append under a Delta app transaction
+   (``txnAppId = lakecdp.segments.changes/<run_id>``, version 1, 2, ... per attempt) that leaves
+   out change ids of the run already stored, then membership (stays this run opens appended,
+   closed and updated stays MERGEd on the four keys; recovery MERGEs everything) and the run
+   record with membership's version.
+
+Event-triggered segments run on Spark for now: :class:`EmbeddedUnsupported` names them and the
+job falls back to the Spark path for that run.
+
+Example:
+    >>> from lakecdp.segments.embedded import evaluate_and_write_embedded
+    >>> evaluate_and_write_embedded(ctx, load_segments("conf/segments"))
+    {'segments': 8, 'entered': 340, ...}
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import deltalake  # noqa: F401 - loaded with the engine, not inside the first run
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute below
+import pyarrow.dataset  # noqa: F401
+
+from lakecdp import catalog
+from lakecdp.segments.changes import resolve_merges
+from lakecdp.segments.definitions import SegmentDefinition, exclusion_order
+from lakecdp.segments.dialect import (
+    condition_to_duckdb,
+    jackson_string,
+    java_double,
+    json_object_sql,
+    query_to_duckdb,
+    timestamp_literal,
+)
+from lakecdp.segments.duck_guard import check_duckdb_select
+from lakecdp.segments.evaluate import VIEW_ALIASES, MissingColumnsError, SegmentBudgetExceeded
+from lakecdp.segments.guard import SqlRefused
+from lakecdp.segments.plan_guard import SEGMENT_VIEWS
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from lakecdp.context import JobContext
+
+logger = logging.getLogger(__name__)
+
+FaultHook = Callable[[str], None]
+
+#: app id prefix of the Delta app transaction that marks a run's changes as written
+CHANGES_APP_ID = "lakecdp.segments.changes/"
+#: table properties of every segments table the embedded engine creates: change data feed on (as
+#: Spark's session default), no deletion vectors (delta-rs 1.6 cannot read them)
+TABLE_CONFIGURATION = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
+
+
+class EmbeddedUnsupported(RuntimeError):
+    """The definitions need something the embedded engine does not run yet (event segments)."""
+
+
+@dataclass(frozen=True)
+class EmbeddedSettings:
+    """Bounds of the DuckDB connection that runs segment SQL."""
+
+    memory_limit: str = "2GB"
+    threads: int = 2
+
+
+# -- Delta through delta-rs -----------------------------------------------------------
+
+_ARROW_TYPES = {
+    "string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"), "boolean": pa.bool_(),
+    "bigint": pa.int64(), "int": pa.int32(), "double": pa.float64(), "date": pa.date32(),
+    "array<string>": pa.list_(pa.string()),
+}
+
+
+def arrow_schema(schema: str) -> pa.Schema:
+    """A catalog schema string of simple types (``a string, b timestamp``) as an Arrow schema."""
+    fields = []
+    for part in schema.split(", "):
+        name, data_type = part.split(" ", 1)
+        fields.append(pa.field(name, _ARROW_TYPES[data_type.strip()]))
+    return pa.schema(fields)
+
+
+def unsupported(segments: dict[str, SegmentDefinition]) -> list[str]:
+    """Segments the embedded engine cannot evaluate (event-triggered ones)."""
+    return sorted(sid for sid, d in segments.items() if d.kind == "event")
+
+
+class DeltaStore:
+    """Path-based Delta tables of a project, read and written with delta-rs."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        if ctx.tables.uses_catalog:
+            raise EmbeddedUnsupported(
+                "the embedded engine reads path-based tables only; this environment uses a catalog "
+                "(set engine: spark)"
+            )
+        self.tables = ctx.tables
+
+    def path(self, name: str) -> str:
+        return self.tables.location(name)
+
+    def exists(self, name: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.path(name))
+
+    def table(self, name: str):
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.path(name))
+
+    def read(self, name: str, *, columns: list[str] | None = None, version: int | None = None) -> pa.Table:
+        from deltalake import DeltaTable
+
+        table = DeltaTable(self.path(name), version=version)
+        return table.to_pyarrow_table(columns=columns)
+
+    def load(
+        self, con: duckdb.DuckDBPyConnection, target: str, name: str, *, columns: list[str] | None = None,
+        where: str = "", params: list[Any] | None = None,
+    ) -> None:
+        """Table ``target`` of ``con`` from Delta table ``name`` (columns, a filter), timestamps in UTC.
+
+        When the table needs nothing beyond reader version 1 (no deletion vectors, no column
+        mapping) and is not partitioned, its live files, as the Delta log lists them, are read by
+        DuckDB's own Parquet reader (parallel, filters and columns pushed down); else through Arrow,
+        filtered in DuckDB. (delta-rs 1.6.6's pyarrow dataset with a filter returned no rows of
+        files Spark wrote -- ``is_current == True`` on a Spark-written membership -- so filters are
+        never pushed into it.)
+        """
+        table = self.table(name)
+        select = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
+        files = [uri.removeprefix("file://") for uri in table.file_uris()]
+        plain = table.protocol().min_reader_version == 1 and not table.metadata().partition_columns
+        if plain and files:
+            # paths from the Delta log, quoted as SQL string literals (a view cannot take parameters)
+            listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+            source = f"read_parquet([{listed}], union_by_name = true)"
+        else:
+            con.register("_delta_arrow", table.to_pyarrow_table(columns=columns))
+            source = "_delta_arrow"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _delta_source AS SELECT {select} FROM {source}")
+        con.execute(
+            f"CREATE OR REPLACE TABLE {target} AS SELECT {_utc_timestamps(con, '_delta_source')} FROM _delta_source {where}",
+            list(params or []),
+        )
+        con.execute("DROP VIEW _delta_source")
+        if source == "_delta_arrow":
+            con.unregister("_delta_arrow")
+
+    def read_or_empty(self, name: str, schema: str) -> pa.Table:
+        if self.exists(name):
+            return self.read(name)
+        return arrow_schema(schema).empty_table()
+
+    def require(self, name: str) -> pa.Table:
+        if not self.exists(name):
+            raise RuntimeError(f"{name} does not exist at {self.path(name)}; run the step that writes it first")
+        return self.read(name)
+
+    def create_if_missing(self, name: str, schema: str) -> None:
+        from deltalake import DeltaTable
+
+        if not self.exists(name):
+            Path(self.path(name)).mkdir(parents=True, exist_ok=True)
+            DeltaTable.create(self.path(name), arrow_schema(schema), mode="ignore", configuration=TABLE_CONFIGURATION)
+
+    def version(self, name: str) -> int:
+        return int(self.table(name).version())
+
+    @staticmethod
+    def _metadata(operation: str, run_id: str) -> Any:
+        from deltalake import CommitProperties
+
+        return CommitProperties(custom_metadata={"userMetadata": f"lakecdp-segments {operation} {run_id}"})
+
+    def merge(
+        self, data: pa.Table, name: str, schema: str, *, keys: list[str], run_id: str,
+        update: bool = True, update_predicate: str | None = None, insert: bool = True,
+    ) -> None:
+        """Upsert on ``keys`` (insert only when ``update`` is False); creates the table if missing."""
+        data = data.select(arrow_schema(schema).names).cast(arrow_schema(schema))
+        if not self.exists(name):
+            self.create_if_missing(name, schema)
+        if data.num_rows == 0:
+            return
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        merger = self.table(name).merge(
+            data, predicate, source_alias="s", target_alias="t",
+            commit_properties=self._metadata("merge", run_id),
+        )
+        if update:
+            merger = merger.when_matched_update_all(predicate=update_predicate)
+        if insert:
+            merger = merger.when_not_matched_insert_all()
+        merger.execute()
+
+    def append(self, data: pa.Table, name: str, schema: str, *, run_id: str) -> None:
+        """Append rows (no-op when empty)."""
+        from deltalake import write_deltalake
+
+        if data.num_rows == 0:
+            return
+        data = data.select(arrow_schema(schema).names).cast(arrow_schema(schema))
+        write_deltalake(self.table(name), data, mode="append", commit_properties=self._metadata("append", run_id))
+
+    def append_once(self, data: pa.Table, name: str, schema: str, *, app_id: str, run_id: str) -> int:
+        """Append ``data`` as the next Delta app transaction of ``app_id`` (one per run id).
+
+        The caller leaves out rows already stored (change ids of the run); the app transaction
+        makes two writers of the same run conflict instead of both appending, and lets a reader
+        see from the log alone that the run's changes were written.
+
+        Returns:
+            The app transaction version written.
+        """
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        table = self.table(name)
+        version = (table.transaction_version(app_id) or 0) + 1
+        data = data.select(arrow_schema(schema).names).cast(arrow_schema(schema))
+        write_deltalake(
+            table, data, mode="append",
+            commit_properties=CommitProperties(
+                custom_metadata={"userMetadata": f"lakecdp-segments changes {run_id}"},
+                app_transactions=[Transaction(app_id=app_id, version=version)],
+            ),
+        )
+        return version
+
+
+# -- DuckDB connections ---------------------------------------------------------------
+
+
+def trusted_connection() -> duckdb.DuckDBPyConnection:
+    """A connection for lakecdp's own SQL (policies, diff, reasons); UTC like Spark's session."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.create_function("lakecdp_java_double", java_double, ["DOUBLE"], "VARCHAR", null_handling="special")
+    return con
+
+
+def locked_connection(views: dict[str, pa.Table], settings: EmbeddedSettings) -> duckdb.DuckDBPyConnection:
+    """A connection holding only the segment views, then locked before any segment SQL runs."""
+    import duckdb
+
+    con = duckdb.connect(config={"threads": settings.threads, "memory_limit": settings.memory_limit})
+    con.execute("SET TimeZone = 'UTC'")
+    for name, data in views.items():
+        con.register("_incoming", data)
+        con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _incoming')
+        con.unregister("_incoming")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def run_within_budget(con: duckdb.DuckDBPyConnection, sql: str, *, segment_id: str, limits) -> pa.Table:
+    """Run ``sql`` on ``con``; a timer interrupts it after ``limits.max_seconds``; row budget after."""
+    timed_out = threading.Event()
+
+    def interrupt() -> None:
+        timed_out.set()
+        con.interrupt()
+
+    timer = threading.Timer(limits.max_seconds, interrupt)
+    timer.start()
+    try:
+        result = con.sql(sql).to_arrow_table()
+    except Exception as exc:
+        if timed_out.is_set():
+            raise SegmentBudgetExceeded(
+                f"segment {segment_id}: ran longer than its time budget of {limits.max_seconds:g} s "
+                "(limits.max_seconds); DuckDB interrupted it"
+            ) from exc
+        raise
+    finally:
+        timer.cancel()
+    if result.num_rows > limits.max_rows:
+        raise SegmentBudgetExceeded(
+            f"segment {segment_id}: produced {result.num_rows} rows, more than its row budget of "
+            f"{limits.max_rows} (limits.max_rows)"
+        )
+    return result
+
+
+# -- inputs -----------------------------------------------------------------------------
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [row[0] for row in con.execute(f'DESCRIBE "{table}"').fetchall()]
+
+
+def _utc_timestamps(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """SELECT list of ``table`` with TIMESTAMPTZ columns as UTC TIMESTAMP (Spark's UTC session)."""
+    parts = []
+    for name, data_type, *_ in con.execute(f'DESCRIBE "{table}"').fetchall():
+        quoted = '"' + name.replace('"', '""') + '"'
+        if data_type == "TIMESTAMP WITH TIME ZONE":
+            parts.append(f"CAST({quoted} AS TIMESTAMP) AS {quoted}")
+        else:
+            parts.append(quoted)
+    return ", ".join(parts)
+
+
+def load_views(con: duckdb.DuckDBPyConnection, store: DeltaStore, as_of: datetime) -> None:
+    """customers, profile, features, events (resolved, up to as_of) as tables of ``con``."""
+    for name, source in (
+        ("_profile_raw", store.require(catalog.CUSTOMER_PROFILE.name)),
+        ("_features_raw", store.require(catalog.CUSTOMER_FEATURES.name)),
+        ("_events_raw", store.read_or_empty(catalog.EVENTS.name, "event_id string, event_type string, occurred_at timestamp")),
+        ("_identifiers", store.read_or_empty(
+            catalog.IDENTIFIERS.name, "identifier_type string, identifier_value string, customer_id string, run_id string",
+        )),
+    ):
+        con.register(f"{name}_arrow", source)
+        con.execute(f'CREATE TABLE "{name}" AS SELECT {_utc_timestamps(con, name + "_arrow")} FROM "{name}_arrow"')
+        con.unregister(f"{name}_arrow")
+    for name in ("_profile_raw", "_features_raw"):
+        if "customer_id" not in _columns(con, name):
+            raise MissingColumnsError(f"{name.strip('_').replace('_raw', '')} is missing column customer_id")
+    con.execute('CREATE TABLE profile AS SELECT * FROM "_profile_raw"')
+    con.execute('CREATE TABLE features AS SELECT * FROM "_features_raw"')
+
+    profile_cols = [c for c in _columns(con, "profile") if c not in ("run_id", "as_of")]
+    feature_cols = [c for c in _columns(con, "features") if c not in ("run_id", "as_of") and c not in profile_cols]
+    select = [f'p."{c}"' for c in profile_cols] + [f'f."{c}"' for c in feature_cols]
+    known = set(profile_cols) | set(feature_cols)
+    for alias, (source, data_type) in VIEW_ALIASES.items():
+        if source in known and alias not in known:
+            select.append(f'CAST("{source}" AS {data_type.upper()}) AS "{alias}"')
+    select.append(f"{timestamp_literal(as_of)} AS as_of")
+    con.execute(
+        f"CREATE TABLE customers AS SELECT {', '.join(select)} FROM profile p "
+        "LEFT JOIN features f USING (customer_id)"
+    )
+
+    events_cols = _columns(con, "_events_raw")
+    resolved = ['e."customer_id"'] if "customer_id" in events_cols else []
+    joins = []
+    for identifier_type in ("customer_number", "email", "device_id"):
+        if identifier_type in events_cols:
+            alias = f"_i_{identifier_type}"
+            joins.append(
+                f'LEFT JOIN (SELECT identifier_value, any_value(customer_id) AS customer_id FROM "_identifiers" '
+                f"WHERE identifier_type = '{identifier_type}' GROUP BY identifier_value) {alias} "
+                f'ON e."{identifier_type}" = {alias}.identifier_value'
+            )
+            resolved.append(f"{alias}.customer_id")
+    customer = f"coalesce({', '.join(resolved)})" if resolved else "CAST(NULL AS VARCHAR)"
+    others = ", ".join(f'e."{c}"' for c in events_cols if c != "customer_id")
+    con.execute(
+        f"CREATE TABLE events AS SELECT {others}, {customer} AS customer_id FROM \"_events_raw\" e "
+        + " ".join(joins)
+        + f" WHERE {customer} IS NOT NULL AND e.occurred_at <= {timestamp_literal(as_of)}"
+    )
+
+
+# -- evaluation ---------------------------------------------------------------------------
+
+
+def _segment_sql(definition: SegmentDefinition, as_of: datetime) -> str:
+    if definition.condition is not None:
+        return f"SELECT * FROM customers WHERE {condition_to_duckdb(definition.condition, as_of=as_of)}"
+    return query_to_duckdb(definition.query or "", as_of=as_of)
+
+
+def _check_condition_shape(tree: dict[str, Any], text: str) -> None:
+    """A condition's statement is exactly ``SELECT * FROM customers WHERE <expr>``: nothing escaped."""
+    node = tree["statements"][0]["node"]
+    source = node.get("from_table") or {}
+    star = node.get("select_list") or []
+    if (
+        node.get("type") != "SELECT_NODE" or node.get("modifiers") or (node.get("cte_map") or {}).get("map")
+        or node.get("group_expressions") or node.get("having") is not None or node.get("qualify") is not None
+        or source.get("type") != "BASE_TABLE" or source.get("table_name") != "customers"
+        or len(star) != 1 or star[0].get("class") != "STAR" or node.get("where_clause") is None
+    ):
+        raise SqlRefused("the condition must be one boolean expression (DuckDB engine)", line=None, column=None)
+
+
+def check_segment(
+    con: duckdb.DuckDBPyConnection, definition: SegmentDefinition, as_of: datetime
+) -> tuple[str, dict[str, Any]]:
+    """The DuckDB text of a segment and its parse tree, after both guard passes."""
+    text = _segment_sql(definition, as_of)
+    return text, check_duckdb_select(con, text, views=SEGMENT_VIEWS)
+
+
+def segment_matches(
+    con: duckdb.DuckDBPyConnection, definition: SegmentDefinition, as_of: datetime,
+    *, checked: tuple[str, dict[str, Any]] | None = None,
+) -> tuple[pa.Table, list[str]]:
+    """Run one SQL segment on the locked connection; returns its rows and the reason columns.
+
+    Raises:
+        SqlRefused: naming the segment (translation or either guard pass).
+        SegmentBudgetExceeded: time or row budget.
+    """
+    try:
+        text, tree = checked if checked is not None else check_segment(con, definition, as_of)
+        if definition.condition is not None:
+            _check_condition_shape(tree, text)
+        guarded = definition.guarded
+    except SqlRefused as exc:
+        raise exc.for_segment(definition.id) from None
+    assert guarded is not None
+    result_columns = [d[0] for d in con.execute(f"SELECT * FROM ({text}) AS segment_result LIMIT 0").description]
+    if definition.condition is not None:
+        deciding = [c for c in guarded.columns if c in result_columns and c != "customer_id"]
+        wanted = ["customer_id", *deciding]
+        outer = ", ".join(f'"{c}"' for c in wanted)
+        statement = f"SELECT {outer}, '' AS member_key FROM ({text}) AS segment_result"
+    else:
+        if "customer_id" not in result_columns:
+            raise MissingColumnsError(
+                f"segment {definition.id}: query must return a customer_id column, returns {result_columns}"
+            )
+        deciding = [c for c in result_columns if c not in ("customer_id", "member_key")]
+        key = (
+            "coalesce(CAST(member_key AS VARCHAR), '')" if "member_key" in result_columns else "''"
+        )
+        extra = "".join(f', "{c}"' for c in deciding)
+        statement = (
+            f"SELECT CAST(customer_id AS VARCHAR) AS customer_id{extra}, {key} AS member_key "
+            f"FROM ({text}) AS segment_result WHERE customer_id IS NOT NULL"
+        )
+    rows = run_within_budget(con, statement, segment_id=definition.id, limits=definition.limits)
+    return rows, deciding
+
+
+def raw_matches(
+    trusted: duckdb.DuckDBPyConnection, locked: duckdb.DuckDBPyConnection,
+    segments: dict[str, SegmentDefinition], as_of: datetime,
+) -> None:
+    """Table ``matches`` (segment_id, customer_id, member_key, reason) in ``trusted``."""
+    trusted.execute(
+        "CREATE OR REPLACE TABLE matches (segment_id VARCHAR, customer_id VARCHAR, member_key VARCHAR, reason VARCHAR)"
+    )
+    # every segment is checked before any runs: one refusal stops the run before work is done
+    checked = {}
+    for segment_id, definition in segments.items():
+        try:
+            checked[segment_id] = check_segment(locked, definition, as_of)
+        except SqlRefused as exc:
+            raise exc.for_segment(definition.id) from None
+    customers_total = locked.execute("SELECT count(*) FROM customers").fetchall()[0][0]
+    for segment_id, definition in segments.items():
+        rows, deciding = segment_matches(locked, definition, as_of, checked=checked[segment_id])
+        trusted.register("_rows", rows)
+        types = dict(zip(trusted.sql("SELECT * FROM _rows").columns, trusted.sql("SELECT * FROM _rows").dtypes))
+        values = json_object_sql(None, [(c, types[c]) for c in deciding])
+        rule = jackson_string(definition.rule)
+        # one row per (customer, key); which duplicate's values the reason shows is not defined (as on Spark)
+        trusted.execute(
+            "INSERT INTO matches SELECT ?, customer_id, member_key, "
+            f"'{{\"rule\":' || ? || ',\"values\":' || {values} || '}}' "
+            "FROM _rows QUALIFY row_number() OVER (PARTITION BY customer_id, member_key) = 1",
+            [segment_id, rule],
+        )
+        trusted.unregister("_rows")
+        if customers_total and rows.num_rows >= customers_total:
+            matched = trusted.execute(
+                "SELECT count(DISTINCT customer_id) FROM matches WHERE segment_id = ?", [segment_id]
+            ).fetchall()[0][0]
+            if matched >= customers_total:
+                logger.warning(
+                    "segment %s matches every customer (%d of %d, 100%%): check its rule",
+                    segment_id, matched, customers_total,
+                )
+
+
+def apply_policies(
+    con: duckdb.DuckDBPyConnection, segments: dict[str, SegmentDefinition], as_of: datetime
+) -> None:
+    """Table ``candidates`` (CANDIDATE_COLUMNS) from ``matches``: expiry, groups, exclusions."""
+    con.execute(
+        "CREATE OR REPLACE TABLE candidates AS SELECT segment_id, customer_id, member_key, reason, "
+        "'member' AS status, CAST(NULL AS VARCHAR) AS status_detail FROM matches"
+    )
+    now = timestamp_literal(as_of)
+    expiring = {sid: d.expire_after_days for sid, d in segments.items() if d.expire_after_days}
+    if expiring:
+        days = "CASE " + " ".join(f"WHEN segment_id = '{sid}' THEN {int(n)}" for sid, n in sorted(expiring.items())) + " END"
+        feature_activity = (
+            "SELECT customer_id, last_activity_at AS _at FROM features"
+            if "last_activity_at" in _columns(con, "features") else
+            "SELECT customer_id, CAST(NULL AS TIMESTAMP) AS _at FROM features WHERE false"
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TABLE activity AS
+            SELECT coalesce(e.customer_id, f.customer_id) AS customer_id, greatest(e._at, f._at) AS last_activity_at
+            FROM (SELECT customer_id, max(occurred_at) AS _at FROM events GROUP BY customer_id) e
+            FULL JOIN ({feature_activity}) f ON e.customer_id = f.customer_id
+            """
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TABLE candidates AS
+            WITH marked AS (
+                SELECT c.*, a.last_activity_at, {days} AS _days FROM candidates c
+                LEFT JOIN activity a ON c.customer_id = a.customer_id
+            )
+            SELECT segment_id, customer_id, member_key, reason,
+                   CASE WHEN _expired THEN 'expired' ELSE status END AS status,
+                   CASE WHEN _expired THEN 'no activity for ' || CAST(_days AS VARCHAR) || ' days; last at '
+                        || coalesce(CAST(last_activity_at AS VARCHAR), 'never') ELSE status_detail END AS status_detail
+            FROM (SELECT *, _days IS NOT NULL AND (last_activity_at IS NULL
+                         OR last_activity_at < {now} - to_days(_days)) AS _expired FROM marked)
+            """
+        )
+
+    grouped = {sid: (d.group, d.priority) for sid, d in segments.items() if d.group}
+    if grouped:
+        con.register("_groups", pa.table({
+            "segment_id": [sid for sid in sorted(grouped)],
+            "_group": [grouped[sid][0] for sid in sorted(grouped)],
+            "_priority": [grouped[sid][1] for sid in sorted(grouped)],
+        }))
+        con.execute(
+            """
+            CREATE OR REPLACE TABLE candidates AS
+            WITH ranked AS (
+                SELECT c.*, g._group, g._priority,
+                       CASE WHEN g._group IS NOT NULL AND c.status = 'member' THEN
+                           first(CASE WHEN c.status = 'member' THEN c.segment_id END IGNORE NULLS) OVER (
+                               PARTITION BY g._group, c.customer_id ORDER BY g._priority DESC, c.segment_id
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+                       END AS _winner
+                FROM candidates c LEFT JOIN _groups g USING (segment_id)
+            )
+            SELECT segment_id, customer_id, member_key, reason,
+                   CASE WHEN _winner IS NOT NULL AND _winner <> segment_id THEN 'outranked' ELSE status END AS status,
+                   CASE WHEN _winner IS NOT NULL AND _winner <> segment_id
+                        THEN 'group ' || _group || ': higher-priority segment ' || _winner ELSE status_detail END
+                        AS status_detail
+            FROM ranked
+            """
+        )
+        con.unregister("_groups")
+
+    for level in exclusion_order(segments):
+        pairs = [(sid, other) for sid in level for other in segments[sid].exclude]
+        if not pairs:
+            continue
+        con.register("_rules", pa.table({"_segment": [p[0] for p in pairs], "_excluded_by": [p[1] for p in pairs]}))
+        con.execute(
+            """
+            CREATE OR REPLACE TABLE candidates AS
+            WITH blockers AS (
+                SELECT DISTINCT customer_id AS _b_customer, segment_id AS _b_segment FROM candidates
+                WHERE status = 'member' AND segment_id IN (SELECT _excluded_by FROM _rules)
+            ), blocked AS (
+                SELECT r._segment, b._b_customer, array_to_string(list_sort(list_distinct(list(b._b_segment))), ',') AS _by
+                FROM blockers b JOIN _rules r ON b._b_segment = r._excluded_by
+                GROUP BY r._segment, b._b_customer
+            )
+            SELECT c.segment_id, c.customer_id, c.member_key, c.reason,
+                   CASE WHEN x._by IS NOT NULL AND c.status = 'member' THEN 'excluded' ELSE c.status END AS status,
+                   CASE WHEN x._by IS NOT NULL AND c.status = 'member' THEN 'excluded by ' || x._by
+                        ELSE c.status_detail END AS status_detail
+            FROM candidates c LEFT JOIN blocked x ON c.segment_id = x._segment AND c.customer_id = x._b_customer
+            """
+        )
+        con.unregister("_rules")
+
+
+_CHANGE_ID = (
+    "sha256(concat_ws(chr(31), run_id, segment_id, customer_id, member_key, change_type, "
+    "coalesce(previous_customer_id, '')))"
+)
+
+
+def compute_changes(
+    con: duckdb.DuckDBPyConnection, *, run_id: str, as_of: datetime, update_segments: list[str]
+) -> None:
+    """Table ``run_changes`` (CHANGE_COLUMNS) from ``current``, ``merges`` and ``candidates``."""
+    now = timestamp_literal(as_of)
+    con.register("_updates", pa.table({"segment_id": pa.array(sorted(update_segments), pa.string())}))
+    con.execute(
+        f"""
+        CREATE OR REPLACE TABLE run_changes AS
+        WITH rekeyed AS (
+            SELECT c.segment_id, m.new_customer_id AS customer_id, c.member_key, 'rekeyed' AS change_type,
+                   m.old_customer_id AS previous_customer_id, any_value(c.reason) AS reason
+            FROM current c JOIN merges m ON c.customer_id = m.old_customer_id
+            GROUP BY c.segment_id, m.new_customer_id, c.member_key, m.old_customer_id
+        ), effective AS (
+            SELECT c.segment_id, coalesce(m.new_customer_id, c.customer_id) AS customer_id, c.member_key,
+                   any_value(c.reason) AS reason
+            FROM current c LEFT JOIN merges m ON c.customer_id = m.old_customer_id
+            GROUP BY ALL
+        ), members AS (
+            SELECT segment_id, customer_id, member_key, reason AS new_reason FROM candidates WHERE status = 'member'
+        ), why_not AS (
+            SELECT segment_id, customer_id, member_key, any_value(status) AS _status,
+                   any_value(status_detail) AS _detail
+            FROM candidates WHERE status <> 'member' GROUP BY ALL
+        ), marked AS (
+            SELECT coalesce(o.segment_id, n.segment_id) AS segment_id,
+                   coalesce(o.customer_id, n.customer_id) AS customer_id,
+                   coalesce(o.member_key, n.member_key) AS member_key,
+                   o.reason AS old_reason, n.new_reason, o.segment_id IS NOT NULL AS _in_old
+            FROM effective o FULL JOIN members n
+              ON o.segment_id = n.segment_id AND o.customer_id = n.customer_id AND o.member_key = n.member_key
+        ), typed AS (
+            SELECT m.*, w._status, w._detail,
+                   CASE WHEN _in_old AND new_reason IS NULL THEN 'exited'
+                        WHEN NOT _in_old AND new_reason IS NOT NULL THEN 'entered'
+                        WHEN _in_old AND m.segment_id IN (SELECT segment_id FROM _updates)
+                             AND old_reason IS DISTINCT FROM new_reason THEN 'updated'
+                   END AS change_type
+            FROM marked m LEFT JOIN why_not w
+              ON m.segment_id = w.segment_id AND m.customer_id = w.customer_id AND m.member_key = w.member_key
+        ), diff AS (
+            SELECT segment_id, customer_id, member_key, change_type, CAST(NULL AS VARCHAR) AS previous_customer_id,
+                   CASE WHEN change_type = 'exited' THEN
+                       '{{' || concat_ws(',',
+                           CASE WHEN json_extract_string(old_reason, '$.rule') IS NOT NULL
+                                THEN '"rule":' || CAST(to_json(json_extract_string(old_reason, '$.rule')) AS VARCHAR) END,
+                           '"exit":' || CAST(to_json(coalesce(_status, 'no_longer_matches')) AS VARCHAR),
+                           CASE WHEN _detail IS NOT NULL THEN '"detail":' || CAST(to_json(_detail) AS VARCHAR) END
+                       ) || '}}'
+                   ELSE new_reason END AS reason
+            FROM typed WHERE change_type IS NOT NULL
+        ), all_changes AS (
+            SELECT * FROM rekeyed UNION ALL SELECT * FROM diff
+        )
+        SELECT {_CHANGE_ID} AS change_id, run_id, segment_id, customer_id, member_key, change_type,
+               previous_customer_id, changed_at, reason
+        FROM (SELECT *, ? AS run_id, {now} AS changed_at FROM all_changes)
+        """,
+        [run_id],
+    )
+    con.unregister("_updates")
+
+
+def membership_upserts(con: duckdb.DuckDBPyConnection, changes: str = "run_changes") -> pa.Table:
+    """Membership rows one run's changes produce (see :func:`lakecdp.segments.changes.membership_upserts`)."""
+    return con.sql(
+        f"""
+        WITH closing AS (
+            SELECT segment_id,
+                   CASE WHEN change_type = 'rekeyed' THEN previous_customer_id ELSE customer_id END AS customer_id,
+                   member_key, any_value(run_id) AS _run, any_value(changed_at) AS _at
+            FROM {changes} WHERE change_type IN ('exited', 'rekeyed') GROUP BY ALL
+        ), closed AS (
+            SELECT c.segment_id, c.customer_id, c.member_key, c.entered_at, x._at AS exited_at, c.entered_run_id,
+                   x._run AS exited_run_id, c.reason, false AS is_current
+            FROM current c JOIN closing x USING (segment_id, customer_id, member_key)
+        ), updated AS (
+            SELECT c.segment_id, c.customer_id, c.member_key, c.entered_at, c.exited_at, c.entered_run_id,
+                   c.exited_run_id, u.reason, c.is_current
+            FROM current c JOIN (SELECT segment_id, customer_id, member_key, reason FROM {changes}
+                                 WHERE change_type = 'updated') u USING (segment_id, customer_id, member_key)
+        ), entered AS (
+            SELECT segment_id, customer_id, member_key, changed_at AS entered_at, CAST(NULL AS TIMESTAMP) AS exited_at,
+                   run_id AS entered_run_id, CAST(NULL AS VARCHAR) AS exited_run_id, reason, true AS is_current
+            FROM {changes} WHERE change_type = 'entered'
+        ), exits AS (
+            SELECT segment_id, customer_id, member_key, changed_at AS _exited_at, run_id AS _exited_run
+            FROM {changes} WHERE change_type = 'exited'
+        ), moved AS (
+            SELECT r.segment_id, r.customer_id, r.member_key, min(f.entered_at) AS entered_at,
+                   first(r.run_id) AS entered_run_id, min(r.reason) AS reason
+            FROM {changes} r
+            JOIN current f ON r.segment_id = f.segment_id AND r.previous_customer_id = f.customer_id
+                          AND r.member_key = f.member_key
+            WHERE r.change_type = 'rekeyed'
+              AND NOT EXISTS (SELECT 1 FROM current k WHERE k.segment_id = r.segment_id
+                              AND k.customer_id = r.customer_id AND k.member_key = r.member_key)
+            GROUP BY r.segment_id, r.customer_id, r.member_key
+        )
+        SELECT * FROM closed UNION ALL SELECT * FROM updated UNION ALL SELECT * FROM entered
+        UNION ALL
+        SELECT m.segment_id, m.customer_id, m.member_key, m.entered_at, e._exited_at AS exited_at, m.entered_run_id,
+               e._exited_run AS exited_run_id, m.reason, e._exited_run IS NULL AS is_current
+        FROM moved m LEFT JOIN exits e USING (segment_id, customer_id, member_key)
+        """
+    ).to_arrow_table()
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+MEMBERSHIP, CHANGES = catalog.MEMBERSHIP.name, catalog.CHANGES.name
+RUNS, APPROVALS = catalog.SEGMENT_RUNS.name, catalog.APPROVALS.name
+
+
+def _current_membership(con: duckdb.DuckDBPyConnection, store: DeltaStore, segment_ids: list[str] | None) -> None:
+    """Table ``current``: open stays (of ``segment_ids`` when given); closed stays are skipped in the scan."""
+    if segment_ids is None:
+        store.load(con, "current", MEMBERSHIP, where="WHERE is_current")
+    else:
+        store.load(con, "current", MEMBERSHIP, where="WHERE is_current AND list_contains(?::VARCHAR[], segment_id)",
+                   params=[segment_ids])
+
+
+def apply_run(
+    con: duckdb.DuckDBPyConnection, store: DeltaStore, run_id: str, *, mode: str, segment_ids: list[str],
+    as_of: datetime, change_count: int, changes: str = "run_changes", read_current: bool = True,
+    append_opened: bool = False,
+) -> None:
+    """Apply one run's changes (table ``changes`` of ``con``) to membership, then record the run.
+
+    ``read_current=False``: table ``current`` already holds every open stay the changes can touch
+    (the run's own diff read it). ``append_opened``: the run id had no stored change before this
+    attempt, so no membership row carries it yet and the stays it opens are appended.
+    """
+    if change_count:
+        keys = list(catalog.MEMBERSHIP.keys)
+        if read_current:
+            _current_membership(con, store, None)
+        if not append_opened:
+            upserts = membership_upserts(con, changes)
+            store.merge(upserts, MEMBERSHIP, catalog.MEMBERSHIP.schema, keys=keys, run_id=run_id)
+        else:
+            # stays this run opens are keyed on its run id, and no change of this run id was stored
+            # before it: nobody wrote them yet, so they are appended; closed and updated stays are
+            # MERGEd (update only)
+            upserts = membership_upserts(con, changes)
+            opened = upserts.filter(pa.compute.equal(upserts["entered_run_id"], run_id))
+            touched = upserts.filter(pa.compute.not_equal(upserts["entered_run_id"], run_id))
+            store.merge(touched, MEMBERSHIP, catalog.MEMBERSHIP.schema, keys=keys, run_id=run_id, insert=False)
+            store.append(opened, MEMBERSHIP, catalog.MEMBERSHIP.schema, run_id=run_id)
+    version = store.version(MEMBERSHIP)
+    record = pa.table(
+        {
+            "run_id": [run_id], "mode": [mode], "as_of": pa.array([as_of], pa.timestamp("us", tz="UTC")),
+            "segments": pa.array([segment_ids], pa.list_(pa.string())), "changes": pa.array([change_count], pa.int64()),
+            "membership_version": pa.array([version], pa.int64()),
+            "applied_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    # a same-id re-run that changed nothing keeps the first record (and its version)
+    store.merge(record, RUNS, catalog.SEGMENT_RUNS.schema, keys=["run_id"], run_id=run_id, update_predicate="s.changes > 0")
+
+
+def recover_pending(
+    con: duckdb.DuckDBPyConnection, store: DeltaStore, *, current_run: str | None = None
+) -> tuple[list[str], bool]:
+    """Apply changes of runs written but never recorded as applied (killed runs), oldest first.
+
+    Returns:
+        The recovered run ids, and whether ``current_run`` has any rows in segments.changes.
+    """
+    # three narrow columns find pending runs; a pending run's rows are read in full only then
+    store.load(con, "_all_changes", CHANGES, columns=["run_id", "segment_id", "changed_at"])
+    applied = store.read(RUNS, columns=["run_id"]) if store.exists(RUNS) else pa.table({"run_id": pa.array([], pa.string())})
+    con.register("_applied", applied)
+    pending = con.execute(
+        "SELECT run_id, min(changed_at) AS as_of, list_sort(list_distinct(list(segment_id))) FROM _all_changes "
+        "WHERE run_id NOT IN (SELECT run_id FROM _applied) GROUP BY run_id ORDER BY run_id"
+    ).fetchall()
+    for run_id, as_of, segment_ids in pending:
+        logger.warning("run %s wrote changes but did not finish; applying them now", run_id)
+        store.load(con, "stored_changes", CHANGES, where="WHERE run_id = ?", params=[run_id])
+        count = con.execute("SELECT count(*) FROM stored_changes").fetchall()[0][0]
+        moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
+        apply_run(con, store, run_id, mode="recovered", segment_ids=list(segment_ids), as_of=moment,
+                  change_count=int(count), changes="stored_changes")
+    seen = bool(current_run) and con.execute(
+        "SELECT count(*) FROM _all_changes WHERE run_id = ?", [current_run]
+    ).fetchall()[0][0] > 0
+    con.execute("DROP TABLE _all_changes")
+    con.unregister("_applied")
+    return [row[0] for row in pending], seen
+
+
+def _load_merges(con: duckdb.DuckDBPyConnection, store: DeltaStore) -> None:
+    pairs: list[tuple[str, str]] = []
+    if store.exists(catalog.ID_CHANGES.name):
+        rows = store.read(catalog.ID_CHANGES.name, columns=["change_type", "old_customer_id", "new_customer_id"])
+        con.register("_id_changes", rows)
+        pairs = con.execute(
+            "SELECT DISTINCT old_customer_id, new_customer_id FROM _id_changes "
+            "WHERE change_type = 'merge' AND old_customer_id <> new_customer_id"
+        ).fetchall()
+        con.unregister("_id_changes")
+    final = resolve_merges(pairs)
+    con.register("_merges", pa.table({
+        "old_customer_id": pa.array(sorted(final), pa.string()),
+        "new_customer_id": pa.array([final[k] for k in sorted(final)], pa.string()),
+    }))
+    con.execute("CREATE OR REPLACE TABLE merges AS SELECT * FROM _merges")
+    con.unregister("_merges")
+
+
+def evaluate_and_write_embedded(
+    ctx: JobContext,
+    segments: dict[str, SegmentDefinition],
+    *,
+    mode: str = "batch",
+    fault_hook: FaultHook | None = None,
+    settings: EmbeddedSettings | None = None,
+) -> dict[str, int]:
+    """Evaluate every SQL segment on DuckDB and write approvals, changes, membership and the run.
+
+    Args:
+        segments: every definition (condition / query kinds only).
+        fault_hook: called with ``"after_approvals"`` / ``"after_changes"`` between writes.
+
+    Returns:
+        Counts: segments, members, entered, exited, updated, rekeyed, held, recovered_runs.
+
+    Raises:
+        EmbeddedUnsupported: an event-triggered segment is among ``segments``.
+    """
+    not_here = unsupported(segments)
+    if not_here:
+        raise EmbeddedUnsupported(f"event-triggered segments run on Spark only for now: {not_here}")
+    started = time.perf_counter()
+    last = [started]
+
+    def phase(label: str) -> None:
+        now = time.perf_counter()
+        logger.info("segments run %s: %s in %.2f s", ctx.run_id, label, now - last[0])
+        last[0] = now
+
+    store = DeltaStore(ctx)
+    for name, schema in ((MEMBERSHIP, catalog.MEMBERSHIP.schema), (CHANGES, catalog.CHANGES.schema)):
+        store.create_if_missing(name, schema)
+    run_id, as_of = ctx.run_id, ctx.as_of
+    segment_ids = sorted(segments)
+    con = trusted_connection()
+    recovered, run_seen = recover_pending(con, store, current_run=run_id)
+    phase("pending-run check")
+
+    load_views(con, store, as_of)
+    views = {name: con.sql(f"SELECT * FROM {name}").to_arrow_table() for name in sorted(SEGMENT_VIEWS)}
+    locked = locked_connection(views, settings or EmbeddedSettings())
+    del views
+    phase("inputs read")
+    try:
+        raw_matches(con, locked, segments, as_of)
+    finally:
+        locked.close()
+    phase("segment SQL checked and run")
+    apply_policies(con, segments, as_of)
+    _current_membership(con, store, segment_ids)
+    _load_merges(con, store)
+    compute_changes(con, run_id=run_id, as_of=as_of,
+                    update_segments=[sid for sid, d in segments.items() if d.emit_updates])
+    phase("policies and diff")
+
+    by_type = dict(con.execute("SELECT change_type, count(*) FROM run_changes GROUP BY 1").fetchall())
+    changed_segments = {r[0] for r in con.execute("SELECT DISTINCT segment_id FROM run_changes").fetchall()}
+    sizes = {
+        sid: (int(before), int(after))
+        for sid, before, after in con.execute(
+            "SELECT segment_id, sum(b), sum(a) FROM ("
+            "SELECT segment_id, 1 AS b, 0 AS a FROM current UNION ALL "
+            "SELECT segment_id, 0, 1 FROM candidates WHERE status = 'member') GROUP BY 1"
+        ).fetchall()
+    }
+    counts: dict[str, int] = {"segments": len(segment_ids), "recovered_runs": len(recovered)}
+    counts["members"] = sum(after for _, after in sizes.values())
+    held = []
+    for sid, definition in segments.items():
+        before, after = sizes.get(sid, (0, 0))
+        threshold = definition.hold_if_change_exceeds
+        if threshold is None or before == 0 or sid not in changed_segments:
+            continue
+        share = abs(after - before) / before
+        if share > threshold:
+            held.append((sid, before, after, share, threshold))
+            logger.warning(
+                "segment %s moved %d -> %d (%.0f%% > %.0f%%): changes held until approved",
+                sid, before, after, share * 100, threshold * 100,
+            )
+    if held:
+        approvals = pa.table({
+            "run_id": [run_id] * len(held), "segment_id": [h[0] for h in held],
+            "previous_size": pa.array([h[1] for h in held], pa.int64()),
+            "new_size": pa.array([h[2] for h in held], pa.int64()),
+            "change_share": [float(h[3]) for h in held], "threshold": [float(h[4]) for h in held],
+            "status": ["held"] * len(held), "decided_by": pa.array([None] * len(held), pa.string()),
+            "decided_at": pa.array([None] * len(held), pa.timestamp("us", tz="UTC")),
+        })
+        store.merge(approvals, APPROVALS, catalog.APPROVALS.schema, keys=["run_id", "segment_id"],
+                    run_id=run_id, update=False)
+    if fault_hook is not None:
+        fault_hook("after_approvals")
+
+    change_count = sum(by_type.values())
+    if change_count:
+        # change ids of this run already stored (a re-run, or the Spark engine wrote some): left out
+        if run_seen:
+            store.load(con, "_stored", CHANGES, columns=["change_id", "run_id"], where="WHERE run_id = ?",
+                       params=[run_id])
+        else:
+            con.execute("CREATE OR REPLACE TABLE _stored (change_id VARCHAR, run_id VARCHAR)")
+        fresh = con.sql(
+            "SELECT * FROM run_changes WHERE change_id NOT IN (SELECT change_id FROM _stored) "
+            "ORDER BY segment_id, customer_id, member_key"
+        ).to_arrow_table()
+        con.execute("DROP TABLE _stored")
+        if fresh.num_rows:
+            store.append_once(fresh, CHANGES, catalog.CHANGES.schema, app_id=CHANGES_APP_ID + run_id, run_id=run_id)
+        else:
+            logger.info("run %s: every change is already stored; nothing appended", run_id)
+    phase("approvals and changes written")
+    if fault_hook is not None:
+        fault_hook("after_changes")
+    apply_run(con, store, run_id, mode=mode, segment_ids=segment_ids, as_of=as_of, change_count=change_count,
+              read_current=False, append_opened=not run_seen)
+    phase("membership and run record")
+    con.close()
+
+    for change_type in ("entered", "exited", "updated", "rekeyed"):
+        counts[change_type] = int(by_type.get(change_type, 0))
+    counts["held"] = len(held)
+    logger.info("segments run %s (embedded engine): %s", run_id, counts)
+    return counts
