@@ -65,6 +65,9 @@ def test_a_replayed_request_is_stored_once(service, tmp_path):
     [
         (b'{"source": "web_events", "event": {"event_id": ', 400, "body", "MALFORMED_LINE"),
         (b'{"source": "web_events", "event": "\xff"}', 400, "body", "BAD_ENCODING"),
+        # a lone surrogate escape: not a character, cannot be stored as UTF-8 (was a 500)
+        (b'{"source": "web_events", "event": {"event_id": "w-1", "event_type": "view", '
+         b'"ts": "2026-10-31T12:00:00Z", "page_url": "\\ud800"}}', 400, "body", "BAD_ENCODING"),
         ({"event": {}}, 422, "source", "MISSING_REQUIRED"),
         ({"source": "crm", "event": {}}, 422, "source", "UNKNOWN_SOURCE"),
         ({"source": "web_events", "event": [1]}, 422, "event", "MALFORMED_LINE"),
@@ -94,6 +97,30 @@ def test_bad_bodies_get_a_4xx_naming_the_field(service, tmp_path, body, status, 
     assert got == status, answer
     assert (answer["error"]["fields"][0]["field"], answer["error"]["fields"][0]["code"]) == (field, code)
     assert logged_events(tmp_path) == []
+
+
+def test_a_batch_with_bad_events_is_refused_with_every_problem_by_row(service, tmp_path):
+    def text(event: dict) -> bytes:
+        return json.dumps(event).encode()
+
+    events = [text(web_event(1)), text(web_event(2))[:-1] + b', "price": NaN}', text(web_event(3, ts="yesterday")),
+              text(web_event(4, event_id="N/A", price=1e400)).replace(b"Infinity", b"1e400")]
+    body = b'{"source": "web_events", "events": [' + b", ".join(events) + b"]}"
+    status, _, answer = service.request("POST", "/v1/batch", body, key=WEB)
+    assert status == 422, answer
+    assert answer["error"]["fields"] == [
+        {"field": "events[1].price", "code": "NON_FINITE_NUMBER", "message": "'\"NaN\"' is not a finite number"},
+        {"field": "events[2].ts", "code": "INVALID_TIMESTAMP", "message": "'yesterday' is not an ISO-8601 timestamp"},
+        {"field": "events[3].price", "code": "NON_FINITE_NUMBER", "message": "'\"Infinity\"' is not a finite number"},
+        {"field": "events[3].event_id", "code": "INVALID_KEY",
+         "message": "'N/A' is a placeholder or holds invisible characters"},
+    ]
+    assert logged_events(tmp_path) == []
+    # the good event alone is accepted; an integer beyond 64 bits is stored as it came
+    status, _, answer = service.request("POST", "/v1/events", b'{"source": "web_events", "event": '
+                                        + text(web_event(1))[:-1] + b', "order_no": 123456789012345678901}}', key=WEB)
+    assert (status, answer) == (202, {"accepted": 1, "duplicates": 0})
+    assert [e["event"]["order_no"] for e in logged_events(tmp_path)] == [123456789012345678901]
 
 
 def test_an_invalid_optional_email_is_accepted_with_a_warning(service, tmp_path):

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 logger = logging.getLogger(__name__)
 
 _SEGMENT_RE = re.compile(r"^intake-(\d{8})\.log$")
@@ -146,7 +148,7 @@ class IntakeLog:
     def _scan(self) -> None:
         for _, path in segments(self.log_dir):
             for _, line in read_lines(path, 0):
-                record = json.loads(line)
+                record = load_line(line)
                 if "request" in record:
                     self.answers[(record["key"], record["request"])] = record["response"]
                 else:
@@ -180,22 +182,25 @@ class IntakeLog:
         key_id: str,
         idempotency_key: str | None,
         response: dict[str, Any],
+        strict_json: bool = False,
     ) -> None:
         """Make ``records`` (and the request's answer) durable; returns after the fsync.
 
         The records' ids must have been :meth:`reserve`-d; they are released either way.
+        ``strict_json``: the records hold nothing orjson would write differently from the
+        standard library (no NaN / Infinity, no integer beyond 64 bits), so the fast encoder is used.
         """
         loop = asyncio.get_running_loop()
-        lines = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in records]
+        encode = orjson.dumps if strict_json else _encode
+        lines = [encode(r) for r in records]
         request_future: asyncio.Future[dict[str, Any]] | None = None
         if idempotency_key is not None:
-            lines.append(json.dumps({"request": idempotency_key, "key": key_id, "response": response},
-                                    separators=(",", ":"), ensure_ascii=False))
+            lines.append(_encode({"request": idempotency_key, "key": key_id, "response": response}))
             request_future = loop.create_future()
             self._in_flight[(key_id, idempotency_key)] = request_future
         tokens = [f"{r['source']}\u001f{r['id']}" for r in records]
         done: asyncio.Future[None] = loop.create_future()
-        self._queue.put(_Pending(("\n".join(lines) + "\n").encode("utf-8"), done, loop))
+        self._queue.put(_Pending(b"\n".join(lines) + b"\n", done, loop))
         try:
             await done
         except BaseException as exc:
@@ -268,6 +273,27 @@ class IntakeLog:
 
 
 _datasync = getattr(os, "fdatasync", os.fsync)
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    """One log line (without its newline) as the standard library writes it: NaN / Infinity as
+    tokens, integers of any size (what the pickup's ``json.loads`` reads back as they came)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+#: orjson reads an integer beyond 64 bits as a float: lines with a 19-digit run go to the standard library
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def load_line(line: bytes) -> Any:
+    """A log line's record: orjson, or the standard library for a line orjson refuses (a NaN /
+    Infinity token) or would change (a long integer)."""
+    if _LONG_NUMBER.search(line) is None:
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(line)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
