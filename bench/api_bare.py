@@ -1,4 +1,5 @@
-"""The load bench's in-run baseline: a bare Starlette endpoint on the same uvicorn (h11) that reads
+"""The load bench's in-run baseline: a bare Starlette endpoint on the same uvicorn (``http`` and ``loop``
+"auto", as ``lakecdp serve``: httptools and uvloop when installed) that reads
 the body and answers 202, nothing else (no auth, parse, validation or fsync). Its latency under
 the same client is what this box gives any HTTP service at that moment.
 

@@ -74,6 +74,15 @@ def offer(port: int, key: str, args: argparse.Namespace) -> tuple[list[float], l
     return latencies, accepted, errors, time.perf_counter() - start
 
 
+def _server_kind() -> str:
+    """What uvicorn's "auto" picks here: httptools / h11 and uvloop / asyncio."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{http} + {loop}"
+
+
 def _pct(latencies: list[float], q: float) -> float:
     return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
@@ -189,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             f"## Intake load: {args.rate:,} events/s offered for {args.seconds} s\n\n"
             f"Measured {stamp()} on {machine()} (a box shared with other engineers' test runs; 1-minute load "
             f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after the service run); "
-            "one `lakecdp serve` process (uvicorn, h11) on 127.0.0.1, "
+            f"one `lakecdp serve` process (uvicorn, {_server_kind()}) on 127.0.0.1, "
             f"{args.threads} client threads in the bench process (one keep-alive connection each) posting "
             f"`/v1/batch` of {args.batch} web events, fsync'd group commits. Command: `python -m bench.api_load "
             f"--rate {args.rate} --seconds {args.seconds} --batch {args.batch}{' --pickup' if args.pickup else ''}`.\n\n"

@@ -65,6 +65,9 @@ def test_a_replayed_request_is_stored_once(service, tmp_path):
     [
         (b'{"source": "web_events", "event": {"event_id": ', 400, "body", "MALFORMED_LINE"),
         (b'{"source": "web_events", "event": "\xff"}', 400, "body", "BAD_ENCODING"),
+        # a lone surrogate escape: not a character, cannot be stored as UTF-8 (was a 500)
+        (b'{"source": "web_events", "event": {"event_id": "w-1", "event_type": "view", '
+         b'"ts": "2026-10-31T12:00:00Z", "page_url": "\\ud800"}}', 400, "body", "BAD_ENCODING"),
         ({"event": {}}, 422, "source", "MISSING_REQUIRED"),
         ({"source": "crm", "event": {}}, 422, "source", "UNKNOWN_SOURCE"),
         ({"source": "web_events", "event": [1]}, 422, "event", "MALFORMED_LINE"),
@@ -94,6 +97,30 @@ def test_bad_bodies_get_a_4xx_naming_the_field(service, tmp_path, body, status, 
     assert got == status, answer
     assert (answer["error"]["fields"][0]["field"], answer["error"]["fields"][0]["code"]) == (field, code)
     assert logged_events(tmp_path) == []
+
+
+def test_a_batch_with_bad_events_is_refused_with_every_problem_by_row(service, tmp_path):
+    def text(event: dict) -> bytes:
+        return json.dumps(event).encode()
+
+    events = [text(web_event(1)), text(web_event(2))[:-1] + b', "price": NaN}', text(web_event(3, ts="yesterday")),
+              text(web_event(4, event_id="N/A", price=1e400)).replace(b"Infinity", b"1e400")]
+    body = b'{"source": "web_events", "events": [' + b", ".join(events) + b"]}"
+    status, _, answer = service.request("POST", "/v1/batch", body, key=WEB)
+    assert status == 422, answer
+    assert answer["error"]["fields"] == [
+        {"field": "events[1].price", "code": "NON_FINITE_NUMBER", "message": "'\"NaN\"' is not a finite number"},
+        {"field": "events[2].ts", "code": "INVALID_TIMESTAMP", "message": "'yesterday' is not an ISO-8601 timestamp"},
+        {"field": "events[3].price", "code": "NON_FINITE_NUMBER", "message": "'\"Infinity\"' is not a finite number"},
+        {"field": "events[3].event_id", "code": "INVALID_KEY",
+         "message": "'N/A' is a placeholder or holds invisible characters"},
+    ]
+    assert logged_events(tmp_path) == []
+    # the good event alone is accepted; an integer beyond 64 bits is stored as it came
+    status, _, answer = service.request("POST", "/v1/events", b'{"source": "web_events", "event": '
+                                        + text(web_event(1))[:-1] + b', "order_no": 123456789012345678901}}', key=WEB)
+    assert (status, answer) == (202, {"accepted": 1, "duplicates": 0})
+    assert [e["event"]["order_no"] for e in logged_events(tmp_path)] == [123456789012345678901]
 
 
 def test_an_invalid_optional_email_is_accepted_with_a_warning(service, tmp_path):
@@ -287,3 +314,70 @@ def test_the_pickup_judges_future_by_the_receive_time_as_the_service_did(tmp_pat
         service.stop()
     counts = pickup(JobContext.create(load_project(conf, env="apitest"), spark), tmp_path / "intake")
     assert (counts["rows_read"], counts["rows_loaded"], counts["rows_quarantined"]) == (1, 1, 0)
+
+
+# -- the log itself (no service): concurrent group commits, rotation, a failed sync ---------------
+
+def _append_all(log, batches: list[list[str]]) -> list[BaseException | None]:
+    import asyncio
+
+    async def one(ids: list[str]) -> BaseException | None:
+        records = [{"source": "web_events", "id": i, "event": {"event_id": i}, "key": "k", "idem": None, "at": "t"}
+                   for i in ids]
+        log.reserve("web_events", ids)
+        try:
+            await log.append(records, key_id="k", idempotency_key=None, response={}, strict_json=True)
+        except Exception as exc:  # noqa: BLE001 - returned to the test
+            return exc
+        return None
+
+    async def every() -> list[BaseException | None]:
+        return await asyncio.gather(*(one(ids) for ids in batches))
+
+    return asyncio.run(every())
+
+
+def test_concurrent_appends_across_segments_are_whole_lines_each_once(tmp_path):
+    from lakecdp.api.intake_log import IntakeLog, segments
+
+    log = IntakeLog(tmp_path / "intake", segment_bytes=4096)
+    batches = [[f"w-{b}-{n}" for n in range(b % 7 + 1)] for b in range(300)]
+    assert _append_all(log, batches) == [None] * 300
+    log.close()
+    files = segments(tmp_path / "intake")
+    assert len(files) >= 2  # ~100 KB of lines in 4 KB segments (a group is never split): rotated
+    lines = [line for _, path in files for line in path.read_bytes().split(b"\n")[:-1]]
+    assert sorted(json.loads(line)["id"] for line in lines) == sorted(i for ids in batches for i in ids)
+    # a request's lines stay together and in order, in one segment
+    for _, path in files:
+        ids = [json.loads(line)["id"] for line in path.read_bytes().splitlines()]
+        for batch in {i.rsplit("-", 1)[0] for i in ids}:
+            mine = [i for i in ids if i.rsplit("-", 1)[0] == batch]
+            assert mine == [f"{batch}-{n}" for n in range(len(mine))]
+    reopened = IntakeLog(tmp_path / "intake", segment_bytes=4096)
+    assert len(reopened.event_ids) == sum(len(ids) for ids in batches)
+    reopened.close()
+
+
+def test_a_failed_sync_answers_503_and_stops_the_log(tmp_path, monkeypatch):
+    import errno
+
+    from lakecdp.api import intake_log
+    from lakecdp.api.intake_log import IntakeLog, IntakeLogError
+
+    log = IntakeLog(tmp_path / "intake")
+    assert _append_all(log, [["w-1"]]) == [None]
+
+    def failing(fd: int) -> None:  # a disk error cannot be caused on demand: the one injected fault
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(intake_log, "_datasync", failing)
+    [error] = _append_all(log, [["w-2"]])
+    assert isinstance(error, IntakeLogError) and "Input/output error" in str(error)
+    assert log.writable() is False
+    monkeypatch.undo()
+    # fail-stop: nothing more is taken (the kernel may have dropped what the failed sync held)
+    [error] = _append_all(log, [["w-3"]])
+    assert isinstance(error, IntakeLogError) and "stopped after a failed sync" in str(error)
+    assert "w-2" not in {i.split("\u001f")[1] for i in log.event_ids}
+    log.close()

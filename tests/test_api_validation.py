@@ -6,9 +6,12 @@ Every case also carries the reasons written by hand: (refused codes, warning cod
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from lakecdp.api.validation import java_regex, validate_event
+import pytest
+
+from lakecdp.api.app import ApiError, parse_json_body
+from lakecdp.api.validation import _parse_timestamp_text, java_regex, parse_timestamp, validate_event, validate_events
 from lakecdp.ingest.sources import FieldCheck, load_sources
 from lakecdp.ingest.stream import as_json_messages
 from conftest import REPO_ROOT
@@ -140,10 +143,12 @@ def test_row_validator_gives_the_spark_validators_reasons(spark):
             "line", F.array_sort("_reasons").alias("reasons"), F.array_sort("_warnings").alias("warnings")
         ).collect()
         oracle = {r["line"]: (list(r["reasons"]), list(r["warnings"])) for r in checked}
-        for i in cases:
-            # the intake decodes a body with json.loads (NaN, Infinity and 1e400 become floats)
-            event = json.loads(texts[i])
+        # the intake's decoder (orjson; the standard parser for NaN, Infinity and 1e400, which become floats)
+        events = [parse_json_body(texts[i].encode()).value for i in cases]
+        batch = validate_events(events, sources[name], as_of=AS_OF)
+        for i, event, in_batch in zip(cases, events, batch):
             problems = validate_event(event, sources[name], as_of=AS_OF)
+            assert in_batch == problems, f"case {i}: in a batch {in_batch}, alone {problems}"
             ours = (sorted({p.code for p in problems if p.refuses}), sorted({p.code for p in problems if not p.refuses}))
             expected = (sorted(CASES[i][2][0]), sorted(CASES[i][2][1]))
             assert oracle[i] == expected, f"case {i} {texts[i]}: Spark {oracle[i]}, by hand {expected}"
@@ -162,3 +167,79 @@ def test_java_patterns_keep_their_java_meaning():
     assert java_regex(r"^a$").search("a\rb") is None
     # a ] first in a class is a member, and a $ inside a class is literal
     assert java_regex(r"^[]$]+$").search("]$") is not None
+
+
+UTC = timezone.utc
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-10-31T12:00:00Z", datetime(2026, 10, 31, 12, tzinfo=UTC)),
+    ("2026-10-31T12:00:00.1Z", datetime(2026, 10, 31, 12, 0, 0, 100000, tzinfo=UTC)),
+    ("2026-10-31T12:00:00.123456-05:30", datetime(2026, 10, 31, 12, 0, 0, 123456,
+                                                  tzinfo=timezone(-timedelta(hours=5, minutes=30)))),
+    ("2026-10-31T12:00:00+18:00", datetime(2026, 10, 31, 12, tzinfo=timezone(timedelta(hours=18)))),
+    ("2026-10-31T12:00:00+00:00", datetime(2026, 10, 31, 12, tzinfo=UTC)),
+    # beyond the fast path's shape: the text parser (7 fraction digits cut to 6, no zone: UTC, a space)
+    ("2026-10-31T12:00:00.1234567Z", datetime(2026, 10, 31, 12, 0, 0, 123456, tzinfo=UTC)),
+    ("2026-10-31 12:00:00", datetime(2026, 10, 31, 12, tzinfo=UTC)),
+    (" 2026-10-31T12:00:00Z ", datetime(2026, 10, 31, 12, tzinfo=UTC)),
+    # refused either way
+    ("2026-10-31T12:00:00+19:00", None),
+    ("2026-02-30T00:00:00Z", None),
+    ("2026-10-31T24:00:00Z", None),
+    ("2026-10-31T12:00:60Z", None),
+    ("\u0662\u0660\u0662\u0666-10-31T12:00:00Z", datetime(2026, 10, 31, 12, tzinfo=UTC)),  # Arabic-Indic digits
+])
+def test_timestamps_parse_alike_on_the_fast_path_and_the_text_parser(text, expected):
+    assert parse_timestamp(text) == expected
+    assert _parse_timestamp_text(text) == expected
+
+
+def test_a_batch_gives_each_event_its_own_findings():
+    web = _sources()["web_events"]
+    batch = [
+        GOOD_WEB,
+        {**GOOD_WEB, "event_id": "w-2", "ts": "yesterday", "price": "cheap"},
+        "not an object",
+        {**GOOD_WEB, "event_id": "w-4", "user": "ada"},
+        {**GOOD_WEB, "event_id": "N/A", "user": {"email": "ada at example"}},
+        {**GOOD_WEB, "event_id": "w-6"},
+    ]
+    found = [[(p.code, p.field, p.refuses) for p in problems] for problems in validate_events(batch, web, as_of=AS_OF)]
+    assert found == [
+        [],
+        [("INVALID_TIMESTAMP", "ts", True), ("INVALID_TYPE", "price", True)],
+        [("MALFORMED_LINE", "event", True)],
+        [("MALFORMED_LINE", "user", True)],
+        [("INVALID_KEY", "event_id", True), ("INVALID_EMAIL", "user.email", False)],
+        [],
+    ]
+
+
+@pytest.mark.parametrize(("raw", "strict", "expected"), [
+    (b'{"price": 1.5, "n": 3}', True, {"price": 1.5, "n": 3}),
+    # orjson refuses these tokens; the standard parser reads them, the validator names the field
+    (b'{"price": NaN}', False, {"price": float("nan")}),
+    (b'{"price": 1e400}', False, {"price": float("inf")}),
+    (b'{"price": -Infinity}', False, {"price": float("-inf")}),
+    # orjson would read these as floats (beyond 64 bits): the standard parser keeps the integers
+    (b'{"n": 123456789012345678901}', False, {"n": 123456789012345678901}),
+    (b'{"n": -9223372036854775809}', False, {"n": -9223372036854775809}),
+])
+def test_bodies_decode_as_the_standard_parser_reads_them(raw, strict, expected):
+    body = parse_json_body(raw)
+    assert body.strict is strict
+    assert json.dumps(body.value) == json.dumps(expected)
+    assert all(type(body.value[k]) is type(v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize(("raw", "code", "message"), [
+    (b'{"a": 1', "MALFORMED_JSON", "body is not JSON: Expecting ',' delimiter at line 1 column 8"),
+    (b'{"a": "\xff"}', "BAD_ENCODING", "body is not UTF-8 (byte 7)"),
+    (b'{"a": "\\ud800"}', "BAD_ENCODING", "body holds a lone surrogate escape"),
+])
+def test_bodies_that_are_not_json_text_are_refused_whole(raw, code, message):
+    with pytest.raises(ApiError) as refused:
+        parse_json_body(raw)
+    assert (refused.value.status, refused.value.code) == (400, code)
+    assert refused.value.message.startswith(message)

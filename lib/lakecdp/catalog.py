@@ -136,6 +136,13 @@ class Table:
         return ddl_struct(self.schema)
 
     @property
+    def ddl(self) -> str:
+        """The schema's DDL text; a ValueError for a family whose schema is the source's own."""
+        if self.schema is None:
+            raise ValueError(f"{self.name} has no fixed schema (it is the source's own)")
+        return self.schema
+
+    @property
     def columns(self) -> tuple[str, ...]:
         if self.schema is None:
             raise ValueError(f"{self.name} has no fixed schema (it is the source's own)")

@@ -15,11 +15,13 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,7 +29,7 @@ from starlette.routing import Route
 
 from lakecdp.api.config import ApiConfig, ApiKey, KeyRing
 from lakecdp.api.intake_log import IntakeLog, IntakeLogError
-from lakecdp.api.validation import event_id, validate_event
+from lakecdp.api.validation import event_id, validate_events
 from lakecdp.config import Project
 from lakecdp.ingest.sources import SourceConfig
 
@@ -129,17 +131,55 @@ async def read_json_body(request: Request) -> Any:
     if content_type not in ("application/json", ""):
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", f"send application/json, got {content_type!r}",
                        fields=[{"field": "Content-Type", "code": "UNSUPPORTED_MEDIA_TYPE", "message": content_type}])
+    return parse_json_body(raw)
+
+
+#: an integer of 19 digits or more may lie outside 64 bits, which orjson reads as a float (lossy)
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+@dataclass(frozen=True)
+class JsonBody:
+    """A parsed request body; ``strict``: orjson read it, so orjson writes it back exactly (no NaN,
+    Infinity or integers beyond 64 bits in it)."""
+
+    value: Any
+    strict: bool
+
+
+def parse_json_body(raw: bytes) -> JsonBody:
+    """``raw`` as JSON: orjson for the usual body, the standard library for what orjson refuses or
+    would change, so the answers stay those of the standard parser.
+
+    orjson refuses the ``NaN`` / ``Infinity`` tokens and numbers beyond a double (``1e400``); the
+    standard parser reads them, so such an event is refused by the validator with the field named
+    (NON_FINITE_NUMBER) instead of a 400 for the whole body. orjson reads an integer beyond 64
+    bits as a float: a body with a 19-digit run goes to the standard parser too. A ``\ud800``
+    escape (a lone surrogate: not a character, cannot be stored as UTF-8) is a 400 BAD_ENCODING.
+    """
+    if _LONG_NUMBER.search(raw) is None:
+        try:
+            return JsonBody(orjson.loads(raw), strict=True)
+        except orjson.JSONDecodeError:
+            pass  # the standard parser decides, and words the error
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(400, "BAD_ENCODING", f"body is not UTF-8 (byte {exc.start})",
                        fields=[{"field": "body", "code": "BAD_ENCODING", "message": str(exc)}]) from exc
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ApiError(400, "MALFORMED_JSON", f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                        fields=[{"field": "body", "code": "MALFORMED_LINE",
                                 "message": f"{exc.msg} at line {exc.lineno} column {exc.colno}"}]) from exc
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(400, "BAD_ENCODING", "body holds a lone surrogate escape (\\ud800-\\udfff without its pair), "
+                       "not a character", fields=[{"field": "body", "code": "BAD_ENCODING",
+                                                  "message": f"lone surrogate {exc.object[exc.start]!r}"}]) from exc
+    return JsonBody(value, strict=False)
 
 
 def _field_error(field: str, code: str, message: str) -> ApiError:
@@ -182,7 +222,8 @@ async def _intake(request: Request, *, batch: bool) -> Response:
                 earlier = None  # the first attempt failed: this one tries again
         if earlier is not None:
             return JSONResponse({**earlier, "replayed": True}, status_code=202)
-    body = await read_json_body(request)
+    parsed = await read_json_body(request)
+    body = parsed.value
     if not isinstance(body, dict):
         raise _field_error("body", "MALFORMED_LINE", f"must be a JSON object, got {type(body).__name__}")
     source = _source_of(body, key, state)
@@ -207,21 +248,21 @@ async def _intake(request: Request, *, batch: bool) -> Response:
 
     refused: list[dict[str, str]] = []
     warnings: list[dict[str, str]] = []
-    ids: list[str] = []
     # "future" is judged against when the request arrived (as Kafka judges by the broker's time)
     received = datetime.now(timezone.utc)
-    for prefix, event in named:
-        for problem in validate_event(event, source, as_of=received):
+    events = [event for _, event in named]
+    for (prefix, _), problems in zip(named, validate_events(events, source, as_of=received)):
+        for problem in problems:
             entry = {"field": f"{prefix}.{problem.field}" if problem.field != "event" else prefix,
                      "code": problem.code, "message": problem.message}
             (refused if problem.refuses else warnings).append(entry)
-        if isinstance(event, dict):
-            ids.append(event_id(event, source) or "")
     if refused:
         raise ApiError(422, "INVALID_EVENT",
                        f"{len(refused)} problem(s); first: {refused[0]['field']}: {refused[0]['message']}",
                        fields=refused)
 
+    # every event is an object here (anything else was refused above)
+    ids = [event_id(event, source) or "" for event in events]
     fresh = state.log.reserve(source.name, ids)
     received_at = received.isoformat()
     records = [
@@ -235,7 +276,8 @@ async def _intake(request: Request, *, batch: bool) -> Response:
     if not records and idempotency_key is None:
         return JSONResponse(answer, status_code=202)
     try:
-        await state.log.append(records, key_id=key.id, idempotency_key=idempotency_key, response=answer)
+        await state.log.append(records, key_id=key.id, idempotency_key=idempotency_key, response=answer,
+                               strict_json=parsed.strict)
     except IntakeLogError as exc:
         raise ApiError(503, "NOT_STORED", f"the events were not stored ({exc}); retry later",
                        headers={"Retry-After": "1"}) from exc

@@ -5,10 +5,16 @@ an event record ``{"source", "id", "event", "key", "idem", "at"}`` or a request 
 ``{"request": <idempotency key>, "key": <api key id>, "response": {...}}`` written in the same
 ``write`` as the events it answered for, so a replayed request gets its first answer back.
 
-Writes go through one writer thread that commits in groups: it takes every record waiting,
-writes them with one ``write`` and makes them durable with one ``fdatasync`` (``fsync`` where there is none), then resolves each
-request's future. Many concurrent requests share one fsync (group commit), which is what lets a
-single process accept thousands of events per second on an ordinary disk.
+Writes go through a few writer threads that commit in groups: a writer takes every record
+waiting, appends them with one ``write`` (one writer at a time, under a lock, so lines never
+interleave), then, outside the lock, makes them durable with one ``fdatasync`` (``fsync`` where
+there is none) and resolves each request's future. Many concurrent requests share one sync
+(group commit), which is what lets a single process accept thousands of events per second on an
+ordinary disk; and while one group's sync is slow (a busy disk: tens of ms), the next group is
+written and synced by another writer instead of queueing behind it. A sync that returns covers
+everything written before it began, so each answer still follows a sync of its own lines.
+A failed sync stops the log (fail-stop, as databases do: what the kernel dropped cannot be
+known): every later append is refused (503) and ``/readyz`` says not ready until a restart.
 
 A process killed with ``kill -9`` never leaves a half-written line that was acknowledged: the
 answer follows the fsync. A torn tail (a write cut short, not yet answered) is cut off when the
@@ -36,6 +42,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +124,16 @@ class IntakeLog:
         self._number, self._handle = self._open_last()
         self._size = self._handle.tell()
         self._scan()
-        self._thread = threading.Thread(target=self._writer, name="intake-log-writer", daemon=True)
-        self._thread.start()
+        #: one appender at a time (never held while waiting for work or for the disk)
+        self._lock = threading.Lock()
+        #: syncs in flight per segment handle: a rotated-out segment is closed after its last one
+        self._syncing: dict[Any, int] = {}
+        self._retired: set[Any] = set()
+        self._failed: BaseException | None = None
+        self._threads = [threading.Thread(target=self._writer, name=f"intake-log-writer-{n}", daemon=True)
+                         for n in range(WRITERS)]
+        for thread in self._threads:
+            thread.start()
 
     # -- opening -------------------------------------------------------------------------
     def _open_last(self):
@@ -146,7 +162,7 @@ class IntakeLog:
     def _scan(self) -> None:
         for _, path in segments(self.log_dir):
             for _, line in read_lines(path, 0):
-                record = json.loads(line)
+                record = load_line(line)
                 if "request" in record:
                     self.answers[(record["key"], record["request"])] = record["response"]
                 else:
@@ -180,22 +196,25 @@ class IntakeLog:
         key_id: str,
         idempotency_key: str | None,
         response: dict[str, Any],
+        strict_json: bool = False,
     ) -> None:
         """Make ``records`` (and the request's answer) durable; returns after the fsync.
 
         The records' ids must have been :meth:`reserve`-d; they are released either way.
+        ``strict_json``: the records hold nothing orjson would write differently from the
+        standard library (no NaN / Infinity, no integer beyond 64 bits), so the fast encoder is used.
         """
         loop = asyncio.get_running_loop()
-        lines = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in records]
+        encode = orjson.dumps if strict_json else _encode
+        lines = [encode(r) for r in records]
         request_future: asyncio.Future[dict[str, Any]] | None = None
         if idempotency_key is not None:
-            lines.append(json.dumps({"request": idempotency_key, "key": key_id, "response": response},
-                                    separators=(",", ":"), ensure_ascii=False))
+            lines.append(_encode({"request": idempotency_key, "key": key_id, "response": response}))
             request_future = loop.create_future()
             self._in_flight[(key_id, idempotency_key)] = request_future
         tokens = [f"{r['source']}\u001f{r['id']}" for r in records]
         done: asyncio.Future[None] = loop.create_future()
-        self._queue.put(_Pending(("\n".join(lines) + "\n").encode("utf-8"), done, loop))
+        self._queue.put(_Pending(b"\n".join(lines) + b"\n", done, loop))
         try:
             await done
         except BaseException as exc:
@@ -217,6 +236,7 @@ class IntakeLog:
         while True:
             first = self._queue.get()
             if first is None:
+                self._queue.put(None)  # the other writers stop too
                 return
             group = [first]
             while True:
@@ -230,44 +250,103 @@ class IntakeLog:
                 group.append(item)
             error: BaseException | None = None
             try:
-                self._write_group(group)
+                handle = self._write_group(group)
             except OSError as exc:
                 logger.exception("intake log write failed")
                 error = IntakeLogError(f"intake log {self.log_dir}: {exc}")
+            except IntakeLogError as exc:
+                error = exc
+            else:
+                error = self._sync(handle)
             for pending in group:
                 pending.loop.call_soon_threadsafe(_settle, pending.future, error)
 
-    def _write_group(self, group: list[_Pending]) -> None:
-        if self._size >= self.segment_bytes:
-            self._handle.close()
-            self._number += 1
-            self._handle = open(segment_path(self.log_dir, self._number), "ab")
-            self._sync_dir()
-            self._size = 0
+    def _write_group(self, group: list[_Pending]):
+        """Append the group (under the lock); the handle to sync. Nothing of a failed write stays."""
         data = b"".join(p.data for p in group)
-        start = self._size
+        with self._lock:
+            if self._failed is not None:
+                raise IntakeLogError(f"intake log {self.log_dir} stopped after a failed sync: {self._failed}")
+            if self._size >= self.segment_bytes:
+                self._rotate()
+            start = self._size
+            try:
+                self._handle.write(data)
+                self._handle.flush()
+            except OSError:
+                # nothing of this group is acknowledged: cut it off so the log stays whole
+                self._handle.truncate(start)
+                raise
+            self._size += len(data)
+            self._syncing[self._handle] = self._syncing.get(self._handle, 0) + 1
+            return self._handle
+
+    def _sync(self, handle) -> BaseException | None:
+        """fdatasync ``handle``: data and the file's new length (what a reader needs), not its times."""
+        error: BaseException | None = None
         try:
-            self._handle.write(data)
-            self._handle.flush()
-            # data and the file's new length (what a reader needs), not its times: cheaper than fsync
-            _datasync(self._handle.fileno())
-        except OSError:
-            # nothing of this group is acknowledged: cut it off so the log stays whole
-            self._handle.truncate(start)
-            raise
-        self._size += len(data)
+            _datasync(handle.fileno())
+        except OSError as exc:
+            logger.exception("intake log sync failed: the log stops taking events")
+            error = IntakeLogError(f"intake log {self.log_dir}: {exc}")
+        with self._lock:
+            if error is not None and self._failed is None:
+                self._failed = error
+            self._syncing[handle] -= 1
+            if not self._syncing[handle]:
+                del self._syncing[handle]
+                if handle in self._retired:
+                    self._retired.discard(handle)
+                    handle.close()
+        return error
+
+    def _rotate(self) -> None:
+        old = self._handle
+        self._number += 1
+        self._handle = open(segment_path(self.log_dir, self._number), "ab")
+        self._sync_dir()
+        self._size = 0
+        if old in self._syncing:
+            self._retired.add(old)  # closed by its last sync
+        else:
+            old.close()
 
     def writable(self) -> bool:
-        """The writer thread runs and the folder accepts files (for /readyz)."""
-        return self._thread.is_alive() and os.access(self.log_dir, os.W_OK)
+        """The writers run, no sync has failed and the folder accepts files (for /readyz)."""
+        return (self._failed is None and all(t.is_alive() for t in self._threads)
+                and os.access(self.log_dir, os.W_OK))
 
     def close(self) -> None:
         self._queue.put(None)
-        self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
         self._handle.close()
 
 
 _datasync = getattr(os, "fdatasync", os.fsync)
+#: writer threads: while one waits for a slow sync, another writes and syncs the next group
+WRITERS = 3
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    """One log line (without its newline) as the standard library writes it: NaN / Infinity as
+    tokens, integers of any size (what the pickup's ``json.loads`` reads back as they came)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+#: orjson reads an integer beyond 64 bits as a float: lines with a 19-digit run go to the standard library
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def load_line(line: bytes) -> Any:
+    """A log line's record: orjson, or the standard library for a line orjson refuses (a NaN /
+    Infinity token) or would change (a long integer)."""
+    if _LONG_NUMBER.search(line) is None:
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(line)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -33,14 +33,8 @@ from typing import Any
 
 import regex
 
-from lakecdp.ingest.sources import NULL_LIKE_KEY_PATTERN, NUMERIC_TYPES, SourceConfig
+from lakecdp.ingest.sources import NUMERIC_TYPES, SourceConfig
 from lakecdp.ingest.validate import (
-    _EARLIEST_TIMESTAMP,
-    _EPOCH_SLACK_SECONDS,
-    _INVISIBLE,
-    EMAIL_LOCAL_PART_MAX_OCTETS,
-    EMAIL_MAX_OCTETS,
-    EMAIL_PATTERN,
     FIELD_TOO_LONG,
     FUTURE_TIMESTAMP,
     IMPOSSIBLE_DATE,
@@ -53,8 +47,10 @@ from lakecdp.ingest.validate import (
     MISSING_REQUIRED,
     NON_FINITE_NUMBER,
     PLACEHOLDER_TIMESTAMP,
-    _QUOTED_NON_FINITE,
+    row_rules,
 )
+
+_RULES = row_rules()
 
 #: Java's \s: ASCII whitespace only (the ``regex`` package's \s is Unicode's)
 _JAVA_SPACE = r"\t\n\x0B\f\r\x20"
@@ -100,14 +96,18 @@ def java_regex(pattern: str) -> regex.Pattern[str]:
     return regex.compile("".join(out), regex.VERSION0)
 
 
-_EMAIL_RE = java_regex(EMAIL_PATTERN)
-_NULL_LIKE_KEY_RE = java_regex(NULL_LIKE_KEY_PATTERN)
-_INVISIBLE_RE = java_regex(_INVISIBLE)
+_EMAIL_RE = java_regex(_RULES.email_pattern)
+_NULL_LIKE_KEY_RE = java_regex(_RULES.null_like_key_pattern)
+_INVISIBLE_RE = java_regex(_RULES.invisible_pattern)
 # what Spark's string -> timestamp cast accepts (ISO-8601 family, optional zone)
 _TIMESTAMP_RE = re.compile(
     r"^(?P<y>[+-]?\d{4,6})(-(?P<m>\d{1,2})(-(?P<d>\d{1,2})"
     r"([ T](?P<H>\d{1,2})(:(?P<M>\d{1,2})(:(?P<S>\d{1,2})(\.(?P<f>\d{0,9}))?)?)?"
     r"\s*(?P<z>Z|UTC|GMT|[+-]\d{1,2}(:?\d{2})?(:?\d{2})?|[A-Za-z]+/[A-Za-z_]+)?)?)?)?T?$"
+)
+#: RFC 3339 with a zone of at most 18 hours (what Spark accepts): parsed by datetime.fromisoformat
+_ISO_ZONED_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-](?:0[0-9]|1[0-8]):[0-5][0-9])"
 )
 _DATE_RE = re.compile(r"^(?P<y>[+-]?\d{4,6})(-(?P<m>\d{1,2})(-(?P<d>\d{1,2})([ T].*)?)?)?$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[dDfF]?$")
@@ -151,8 +151,28 @@ def _blank(text: str | None) -> bool:
     return text is None or text.strip(" ") == ""
 
 
+def _blank_value(value: Any) -> bool:
+    """``_blank(_as_text(value))`` without building the text of a string."""
+    if value is None:
+        return True
+    if type(value) is str:
+        return value.strip(" ") == ""
+    return _blank(_as_text(value))
+
+
 def parse_timestamp(text: str) -> datetime | None:
     """Spark's ``try_cast(trim(x) as timestamp)`` for ISO-8601-like text; None when it fails."""
+    if _ISO_ZONED_RE.fullmatch(text):
+        # the shape clients send (RFC 3339, ASCII digits, a zone Spark accepts): the C parser,
+        # which gives what _parse_timestamp_text does (tests/test_api_validation.py compares them)
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    return _parse_timestamp_text(text)
+
+
+def _parse_timestamp_text(text: str) -> datetime | None:
     match = _TIMESTAMP_RE.match(text.strip(" "))
     if not match:
         return None
@@ -214,8 +234,8 @@ def _double(text: str) -> float | None:
 
 def _non_finite_text(text: str) -> bool:
     """A double field's text that Spark reads as NaN or infinity; also the JSON parser's re-written
-    ``NaN`` / ``Infinity`` tokens (the quoted words of :data:`lakecdp.ingest.validate._QUOTED_NON_FINITE`)."""
-    if text.strip(" ") in _QUOTED_NON_FINITE:
+    ``NaN`` / ``Infinity`` tokens (:attr:`lakecdp.ingest.validate.RowRules.quoted_non_finite`)."""
+    if text.strip(" ") in _RULES.quoted_non_finite:
         return True
     number = _double(text)
     return number is not None and not math.isfinite(number)
@@ -241,8 +261,8 @@ def valid_email(email: str) -> bool:
     plus RFC 5321's byte limits (254 octets in all, 64 in the local part, UTF-8)."""
     return (
         _EMAIL_RE.search(email) is not None
-        and len(email.encode("utf-8")) <= EMAIL_MAX_OCTETS
-        and len(email.split("@", 1)[0].encode("utf-8")) <= EMAIL_LOCAL_PART_MAX_OCTETS
+        and len(email.encode("utf-8")) <= _RULES.email_max_octets
+        and len(email.split("@", 1)[0].encode("utf-8")) <= _RULES.email_local_part_max_octets
     )
 
 
@@ -251,7 +271,10 @@ def null_like_key(text: str | None) -> bool:
     if _blank(text):
         return False
     trimmed = text.strip(" ")  # type: ignore[union-attr]
-    return _NULL_LIKE_KEY_RE.search(trimmed.lower()) is not None or _INVISIBLE_RE.search(trimmed) is not None
+    if _NULL_LIKE_KEY_RE.search(trimmed.lower()) is not None:
+        return True
+    # printable ASCII holds no control (Cc) or format (Cf) character: no need for the regex
+    return not (trimmed.isascii() and trimmed.isprintable()) and _INVISIBLE_RE.search(trimmed) is not None
 
 
 def _latest(source: SourceConfig, as_of: date | datetime | None) -> datetime:
@@ -266,27 +289,25 @@ def _latest(source: SourceConfig, as_of: date | datetime | None) -> datetime:
     return now + timedelta(minutes=int(source.future_tolerance_minutes))
 
 
-_EARLIEST_UTC = _EARLIEST_TIMESTAMP.replace(tzinfo=timezone.utc)
-
-
-def _placeholder(moment: datetime) -> bool:
-    """The Unix epoch (+- a day) or before 1900-01-02 (UTC, the Spark session's zone)."""
-    return moment < _EARLIEST_UTC or abs(moment.timestamp()) <= _EPOCH_SLACK_SECONDS
-
-
-def _read(event: dict[str, Any], path: str) -> Any:
-    """The value at a dotted path; a missing or non-object step reads as null (as in Spark)."""
+def _read(event: dict[str, Any], parts: tuple[str, ...]) -> Any:
+    """The value at a dotted path (split); a missing or non-object step reads as null (as in Spark)."""
+    if len(parts) == 1:
+        return event.get(parts[0])
     value: Any = event
-    for part in path.split("."):
+    for part in parts:
         if not isinstance(value, dict):
             return None
         value = value.get(part)
     return value
 
 
+def _split(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
+
+
 @dataclass(frozen=True)
 class _Plan:
-    """A source's rules laid out once for per-event checking (the config itself is not copied)."""
+    """A source's rules laid out once for checking (the config itself is not copied)."""
 
     #: (name, type, check, required) of scalar columns with a parse check
     typed: tuple[tuple[str, str, Any, bool], ...]
@@ -294,10 +315,11 @@ class _Plan:
     nested: tuple[tuple[str, str], ...]
     #: names of the nested columns that hold doubles (NaN / Infinity checked inside)
     nested_doubles: tuple[str, ...]
-    required: tuple[str, ...]
-    #: (path, required) of the primary key's fields
-    key: tuple[tuple[str, bool], ...]
-    checks: tuple[tuple[str, Any, bool], ...]
+    #: (path, its parts)
+    required: tuple[tuple[str, tuple[str, ...]], ...]
+    #: (path, its parts, required) of the primary key's fields
+    key: tuple[tuple[str, tuple[str, ...], bool], ...]
+    checks: tuple[tuple[str, tuple[str, ...], Any, bool], ...]
     junk: frozenset[str]
 
 
@@ -318,9 +340,9 @@ def _plan(source: SourceConfig) -> _Plan:
         typed=typed,
         nested=tuple((c.name, c.type) for c in source.columns if not c.is_scalar),
         nested_doubles=tuple(c.name for c in source.columns if not c.is_scalar and _holds_double(c.type)),
-        required=tuple(source.required),
-        key=tuple((path, source.is_required(path)) for path in source.primary_key),
-        checks=tuple((path, check, source.is_required(path)) for path, check in source.checks.items()),
+        required=tuple((path, _split(path)) for path in source.required),
+        key=tuple((path, _split(path), source.is_required(path)) for path in source.primary_key),
+        checks=tuple((path, _split(path), check, source.is_required(path)) for path, check in source.checks.items()),
         junk=frozenset(v.strip(" ").lower() for v in source.junk_values),
     )
     _PLANS[id(source)] = (source, plan)
@@ -343,85 +365,123 @@ def validate_event(event: Any, source: SourceConfig, *, as_of: date | datetime |
     Returns:
         Every finding, refusing ones (``refuses=True``) and warnings. An empty list: accepted.
     """
-    if not isinstance(event, dict):
-        return [Problem(MALFORMED_LINE, "event", f"must be a JSON object, got {type(event).__name__}")]
+    return validate_events([event], source, as_of=as_of)[0]
+
+
+def validate_events(
+    events: list[Any], source: SourceConfig, *, as_of: date | datetime | None = None
+) -> list[list[Problem]]:
+    """:func:`validate_event` on a batch, column by column: the findings of each event, in order.
+
+    One pass per rule over the batch (the rule's constants, the as-of bound and the column's
+    path are looked up once, not once per event); the findings of one event and their order are
+    those :func:`validate_event` gives it alone (an event with a malformed nested field gets
+    only that finding, as a malformed line in a file).
+
+    Example:
+        >>> [[p.code for p in found] for found in validate_events([good, {"event_id": ""}], source)]
+        [[], ['MISSING_REQUIRED', 'MISSING_REQUIRED', 'MISSING_REQUIRED']]
+    """
     plan = _plan(source)
-    problems: list[Problem] = []
+    found: list[list[Problem]] = [[] for _ in events]
+    objects: list[tuple[int, dict[str, Any]]] = []
+    for i, event in enumerate(events):
+        if isinstance(event, dict):
+            objects.append((i, event))
+        else:
+            found[i].append(Problem(MALFORMED_LINE, "event", f"must be a JSON object, got {type(event).__name__}"))
     for name, type_name in plan.nested:
-        value = event.get(name)
-        if value is not None and not _nested_shape_ok(value, type_name):
-            problems.append(Problem(
-                MALFORMED_LINE, name, f"must be {type_name.split('<')[0]} ({type_name}), got {type(value).__name__}"
-            ))
-    if problems:
-        # like a malformed line in a file: the field checks mean nothing then
-        return problems
+        for i, event in objects:
+            value = event.get(name)
+            if value is not None and not _nested_shape_ok(value, type_name):
+                found[i].append(Problem(
+                    MALFORMED_LINE, name, f"must be {type_name.split('<')[0]} ({type_name}), got {type(value).__name__}"
+                ))
+    # like a malformed line in a file: the field checks mean nothing for those
+    rows = [(i, event) for i, event in objects if not found[i]]
     for name in plan.nested_doubles:
         # NaN / Infinity inside nested values (an order line's price) cannot be nulled alone
-        if _nested_non_finite(event.get(name)):
-            problems.append(Problem(NON_FINITE_NUMBER, name, "holds NaN or an infinite number"))
+        for i, event in rows:
+            if _nested_non_finite(event.get(name)):
+                found[i].append(Problem(NON_FINITE_NUMBER, name, "holds NaN or an infinite number"))
     latest = _latest(source, as_of)
     for name, type_name, check, required in plan.typed:
+        if type_name == "timestamp":
+            _check_timestamps(rows, found, name, source, latest, required or bool(check and check.on_invalid == "quarantine"))
+            continue
+        for i, event in rows:
+            text = _as_text(event.get(name))
+            if _blank(text):
+                continue
+            if type_name in NUMERIC_TYPES or type_name == "boolean":
+                refuses = required or ((check.on_invalid != "warn") if check and check.on_invalid else True)
+                if type_name == "double" and _non_finite_text(text):  # type: ignore[arg-type]
+                    found[i].append(Problem(NON_FINITE_NUMBER, name, f"{text!r} is not a finite number", refuses))
+                elif not _parses(text, type_name):  # type: ignore[arg-type]
+                    found[i].append(Problem(INVALID_TYPE, name, f"{text!r} is not a {type_name}", refuses))
+            elif not _parses(text, type_name):  # type: ignore[arg-type]
+                refuses = required or bool(check and check.on_invalid == "quarantine")
+                found[i].append(Problem(INVALID_DATE, name, f"{text!r} is not an ISO-8601 {type_name}", refuses))
+
+    for path, parts in plan.required:
+        for i, event in rows:
+            if _blank_value(_read(event, parts)):
+                found[i].append(Problem(MISSING_REQUIRED, path, "is required and was missing or empty"))
+    for path, parts, key_required in plan.key:
+        for i, event in rows:
+            key = _as_text(_read(event, parts))
+            if not key_required and _blank(key):
+                found[i].append(Problem(MISSING_REQUIRED, path, "is part of the primary key and was missing or empty"))
+            if null_like_key(key):
+                found[i].append(Problem(INVALID_KEY, path, f"{key!r} is a placeholder or holds invisible characters"))
+    today = (as_of.date() if isinstance(as_of, datetime) else as_of) or datetime.now(timezone.utc).date()
+    for path, parts, check, required in plan.checks:
+        refuses = required if check.on_invalid is None else check.on_invalid == "quarantine"
+        for i, event in rows:
+            text = _as_text(_read(event, parts))
+            if text is None:
+                continue
+            if check.email and not _blank(text):
+                email = text.strip(" ").lower()
+                if email not in plan.junk and not valid_email(email):
+                    found[i].append(Problem(INVALID_EMAIL, path, f"{text!r} is not an email address", refuses))
+            if check.max_length is not None and len(text) > check.max_length:
+                found[i].append(Problem(
+                    FIELD_TOO_LONG, path, f"is {len(text)} characters, at most {check.max_length} allowed",
+                    check.on_invalid != "warn",
+                ))
+            if (check.min_date is not None or check.not_future) and not _blank(text):
+                day = _parse_date(text)
+                if day is not None and (
+                    (check.min_date is not None and day < check.min_date) or (check.not_future and day > today)
+                ):
+                    found[i].append(Problem(IMPOSSIBLE_DATE, path, f"{text!r} is not a possible date", refuses))
+    return found
+
+
+def _check_timestamps(rows: list[tuple[int, dict[str, Any]]], found: list[list[Problem]], name: str,
+                      source: SourceConfig, latest: datetime, refuses: bool) -> None:
+    """INVALID_TIMESTAMP, FUTURE_TIMESTAMP and PLACEHOLDER_TIMESTAMP of one timestamp column."""
+    # the event time orders versions: a wrong one is refused even when optional
+    ordering = refuses or name == source.event_time
+    for i, event in rows:
         text = _as_text(event.get(name))
         if _blank(text):
             continue
-        if type_name in NUMERIC_TYPES or type_name == "boolean":
-            refuses = required or ((check.on_invalid != "warn") if check and check.on_invalid else True)
-            if type_name == "double" and _non_finite_text(text):  # type: ignore[arg-type]
-                problems.append(Problem(NON_FINITE_NUMBER, name, f"{text!r} is not a finite number", refuses))
-            elif not _parses(text, type_name):  # type: ignore[arg-type]
-                problems.append(Problem(INVALID_TYPE, name, f"{text!r} is not a {type_name}", refuses))
+        moment = parse_timestamp(text)  # type: ignore[arg-type]
+        if moment is None:
+            found[i].append(Problem(INVALID_TIMESTAMP, name, f"{text!r} is not an ISO-8601 timestamp", refuses))
             continue
-        refuses = required or bool(check and check.on_invalid == "quarantine")
-        # a timestamp is parsed once (the parse is the check); a date by _parses
-        moment = parse_timestamp(text) if type_name == "timestamp" else None  # type: ignore[arg-type]
-        if (moment is None) if type_name == "timestamp" else not _parses(text, type_name):  # type: ignore[arg-type]
-            code = INVALID_DATE if type_name == "date" else INVALID_TIMESTAMP
-            problems.append(Problem(code, name, f"{text!r} is not an ISO-8601 {type_name}", refuses))
-            continue
-        if type_name == "timestamp":
-            # the event time orders versions: a wrong one is refused even when optional
-            ordering = refuses or name == source.event_time
-            if moment is not None and moment > latest:
-                problems.append(Problem(
-                    FUTURE_TIMESTAMP, name, f"{text!r} is later than {latest.isoformat()} (now + "
-                    f"{source.future_tolerance_minutes} minutes' tolerance)", ordering,
-                ))
-            if moment is not None and _placeholder(moment):
-                problems.append(Problem(
-                    PLACEHOLDER_TIMESTAMP, name, f"{text!r} is a default (the Unix epoch or before 1900), "
-                    "not a time", ordering,
-                ))
-
-    for path in plan.required:
-        if _blank(_as_text(_read(event, path))):
-            problems.append(Problem(MISSING_REQUIRED, path, "is required and was missing or empty"))
-    for path, key_required in plan.key:
-        key = _as_text(_read(event, path))
-        if not key_required and _blank(key):
-            problems.append(Problem(MISSING_REQUIRED, path, "is part of the primary key and was missing or empty"))
-        if null_like_key(key):
-            problems.append(Problem(INVALID_KEY, path, f"{key!r} is a placeholder or holds invisible characters"))
-    for path, check, required in plan.checks:
-        text = _as_text(_read(event, path))
-        refuses = required if check.on_invalid is None else check.on_invalid == "quarantine"
-        if check.email and not _blank(text):
-            email = text.strip(" ").lower()  # type: ignore[union-attr]
-            if email not in plan.junk and not valid_email(email):
-                problems.append(Problem(INVALID_EMAIL, path, f"{text!r} is not an email address", refuses))
-        if check.max_length is not None and text is not None and len(text) > check.max_length:
-            problems.append(Problem(
-                FIELD_TOO_LONG, path, f"is {len(text)} characters, at most {check.max_length} allowed",
-                check.on_invalid != "warn",
+        if moment > latest:
+            found[i].append(Problem(
+                FUTURE_TIMESTAMP, name, f"{text!r} is later than {latest.isoformat()} (now + "
+                f"{source.future_tolerance_minutes} minutes' tolerance)", ordering,
             ))
-        if (check.min_date is not None or check.not_future) and not _blank(text):
-            day = _parse_date(text)  # type: ignore[arg-type]
-            today = (as_of.date() if isinstance(as_of, datetime) else as_of) or datetime.now(timezone.utc).date()
-            if day is not None and (
-                (check.min_date is not None and day < check.min_date) or (check.not_future and day > today)
-            ):
-                problems.append(Problem(IMPOSSIBLE_DATE, path, f"{text!r} is not a possible date", refuses))
-    return problems
+        if _RULES.placeholder_timestamp(moment):
+            found[i].append(Problem(
+                PLACEHOLDER_TIMESTAMP, name, f"{text!r} is a default (the Unix epoch or before 1900), not a time",
+                ordering,
+            ))
 
 
 def _nested_shape_ok(value: Any, type_name: str) -> bool:

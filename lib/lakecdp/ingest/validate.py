@@ -11,7 +11,7 @@ meaningless, so a line with one of those carries only the structural reasons.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from pyspark.sql import Column
@@ -79,12 +79,53 @@ _INVISIBLE = r"[\p{Cc}\p{Cf}]"
 #: a timestamp within a day of the Unix epoch is the epoch in some time zone: a default
 _EPOCH_SLACK_SECONDS = 86_400
 _EARLIEST_TIMESTAMP = datetime(1900, 1, 2)
+_EARLIEST_UTC = _EARLIEST_TIMESTAMP.replace(tzinfo=timezone.utc)
 #: how Spark's JSON parser writes a NaN / infinite number token into a text field
 _QUOTED_NON_FINITE = ('"NaN"', '"Infinity"', '"-Infinity"')
 
 _CORRUPT = "_corrupt_record"
 _AS_READ = "_as_read"
 _RESCUED = "_rescued"
+
+
+@dataclass(frozen=True)
+class RowRules:
+    """The row rules' patterns and limits as plain values, for a validator that runs outside Spark
+    (the HTTP intake's :mod:`lakecdp.api.validation`, which checks an event before it answers):
+    one definition, read through :func:`row_rules`."""
+
+    #: Java regular expressions (Spark's ``rlike``): :data:`EMAIL_PATTERN`, placeholder keys, invisible characters
+    email_pattern: str
+    null_like_key_pattern: str
+    invisible_pattern: str
+    email_max_octets: int
+    email_local_part_max_octets: int
+    #: how Spark's JSON parser writes a NaN / infinite number token into a text field
+    quoted_non_finite: tuple[str, ...]
+
+    def placeholder_timestamp(self, moment: datetime) -> bool:
+        """PLACEHOLDER_TIMESTAMP on one value (naive: UTC, the session's zone): within a day of the
+        Unix epoch, or before 1900-01-02.
+
+        Example:
+            >>> row_rules().placeholder_timestamp(datetime(1970, 1, 1, 5, tzinfo=timezone.utc))
+            True
+        """
+        aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return aware < _EARLIEST_UTC or abs(aware.timestamp()) <= _EPOCH_SLACK_SECONDS
+
+
+def row_rules() -> RowRules:
+    """The rules :func:`parse_and_validate` compiles for Spark, as values for other evaluators.
+
+    Returns:
+        The patterns, byte limits and the placeholder-timestamp check of this module.
+    """
+    return RowRules(
+        email_pattern=EMAIL_PATTERN, null_like_key_pattern=NULL_LIKE_KEY_PATTERN, invisible_pattern=_INVISIBLE,
+        email_max_octets=EMAIL_MAX_OCTETS, email_local_part_max_octets=EMAIL_LOCAL_PART_MAX_OCTETS,
+        quoted_non_finite=_QUOTED_NON_FINITE,
+    )
 
 
 def valid_email(email: Column) -> Column:

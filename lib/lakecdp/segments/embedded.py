@@ -263,7 +263,7 @@ def trusted_connection() -> duckdb.DuckDBPyConnection:
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.create_function("lakecdp_java_double", java_double, ["DOUBLE"], "VARCHAR", null_handling="special")
+    con.create_function("lakecdp_java_double", java_double, ["DOUBLE"], "VARCHAR", null_handling="special")  # type: ignore[call-overload]  # type names as text work
     return con
 
 
@@ -742,7 +742,7 @@ def apply_run(
             _current_membership(con, store, None)
         if not append_opened:
             upserts = membership_upserts(con, changes)
-            store.merge(upserts, MEMBERSHIP, catalog.MEMBERSHIP.schema, keys=keys, run_id=run_id)
+            store.merge(upserts, MEMBERSHIP, catalog.MEMBERSHIP.ddl, keys=keys, run_id=run_id)
         else:
             # stays this run opens are keyed on its run id, and no change of this run id was stored
             # before it: nobody wrote them yet, so they are appended; closed and updated stays are
@@ -750,8 +750,8 @@ def apply_run(
             upserts = membership_upserts(con, changes)
             opened = upserts.filter(pa.compute.equal(upserts["entered_run_id"], run_id))
             touched = upserts.filter(pa.compute.not_equal(upserts["entered_run_id"], run_id))
-            store.merge(touched, MEMBERSHIP, catalog.MEMBERSHIP.schema, keys=keys, run_id=run_id, insert=False)
-            store.append(opened, MEMBERSHIP, catalog.MEMBERSHIP.schema, run_id=run_id)
+            store.merge(touched, MEMBERSHIP, catalog.MEMBERSHIP.ddl, keys=keys, run_id=run_id, insert=False)
+            store.append(opened, MEMBERSHIP, catalog.MEMBERSHIP.ddl, run_id=run_id)
     version = store.version(MEMBERSHIP)
     record = pa.table(
         {
@@ -762,7 +762,7 @@ def apply_run(
         }
     )
     # a same-id re-run that changed nothing keeps the first record (and its version)
-    store.merge(record, RUNS, catalog.SEGMENT_RUNS.schema, keys=["run_id"], run_id=run_id, update_predicate="s.changes > 0")
+    store.merge(record, RUNS, catalog.SEGMENT_RUNS.ddl, keys=["run_id"], run_id=run_id, update_predicate="s.changes > 0")
 
 
 def recover_pending(
@@ -847,7 +847,7 @@ def evaluate_and_write_embedded(
         last[0] = now
 
     store = DeltaStore(ctx)
-    for name, schema in ((MEMBERSHIP, catalog.MEMBERSHIP.schema), (CHANGES, catalog.CHANGES.schema)):
+    for name, schema in ((MEMBERSHIP, catalog.MEMBERSHIP.ddl), (CHANGES, catalog.CHANGES.ddl)):
         store.create_if_missing(name, schema)
     run_id, as_of = ctx.run_id, ctx.as_of
     segment_ids = sorted(segments)
@@ -906,7 +906,7 @@ def evaluate_and_write_embedded(
             "status": ["held"] * len(held), "decided_by": pa.array([None] * len(held), pa.string()),
             "decided_at": pa.array([None] * len(held), pa.timestamp("us", tz="UTC")),
         })
-        store.merge(approvals, APPROVALS, catalog.APPROVALS.schema, keys=["run_id", "segment_id"],
+        store.merge(approvals, APPROVALS, catalog.APPROVALS.ddl, keys=["run_id", "segment_id"],
                     run_id=run_id, update=False)
     if fault_hook is not None:
         fault_hook("after_approvals")
@@ -925,7 +925,7 @@ def evaluate_and_write_embedded(
         ).to_arrow_table()
         con.execute("DROP TABLE _stored")
         if fresh.num_rows:
-            store.append_once(fresh, CHANGES, catalog.CHANGES.schema, app_id=CHANGES_APP_ID + run_id, run_id=run_id)
+            store.append_once(fresh, CHANGES, catalog.CHANGES.ddl, app_id=CHANGES_APP_ID + run_id, run_id=run_id)
         else:
             logger.info("run %s: every change is already stored; nothing appended", run_id)
     phase("approvals and changes written")
