@@ -22,6 +22,9 @@ from lakecdp.segments.definitions import SegmentDefinition
 from lakecdp.segments.embedded import CHANGES_APP_ID, evaluate_and_write_embedded
 from lakecdp.segments.job import CHANGES, MEMBERSHIP, RUNS, evaluate_and_write, load_inputs
 
+# each test runs both engines over the same warehouse: minutes, full suite only
+pytestmark = pytest.mark.slow
+
 
 def ts(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
