@@ -34,7 +34,8 @@ test: venv jars
 	$(PY) -m pytest -n $(TEST_WORKERS) -m "$(FAST)" $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check lib tests bench
+	$(VENV)/bin/ruff check lib tests bench jobs
+	$(VENV)/bin/ruff format --check lib tests bench jobs
 	$(VENV)/bin/mypy
 
 # The full suite on the same two workers, one test file per worker at a time (--dist loadfile): a

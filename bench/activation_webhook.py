@@ -17,17 +17,24 @@ from lakecdp.activation.webhook import WebhookClient
 
 def _items(count: int) -> list[dict]:
     return [
-        {"idempotency_key": f"k{n:08d}", "change_id": f"ch{n:08d}", "segment_id": "vip",
-         "customer_id": f"c{n:08d}", "change_type": "entered", "email": f"person{n}@example.com",
-         "first_name": "Ada"}
+        {
+            "idempotency_key": f"k{n:08d}",
+            "change_id": f"ch{n:08d}",
+            "segment_id": "vip",
+            "customer_id": f"c{n:08d}",
+            "change_type": "entered",
+            "email": f"person{n}@example.com",
+            "first_name": "Ada",
+        }
         for n in range(count)
     ]
 
 
 def deliver_rate(items: list[dict], batch_size: int) -> tuple[float, int]:
     with FaultServer() as server:
-        settings = WebhookSettings(url=server.url, batch_size=batch_size, timeout_seconds=10,
-                                   allow_private_network=True)
+        settings = WebhookSettings(
+            url=server.url, batch_size=batch_size, timeout_seconds=10, allow_private_network=True
+        )
         client = WebhookClient("bench", settings, run_id="bench")
         started = time.perf_counter()
         result = client.deliver(items)
@@ -46,13 +53,15 @@ def main() -> None:
     machine_text, when = machine(), stamp()
     batched, batched_requests = deliver_rate(_items(args.items), args.batch)
     single, single_requests = deliver_rate(_items(args.unbatched_items), 1)
-    table = "\n".join([
-        "| delivery | changes | requests | changes/s |",
-        "|---|---|---|---|",
-        f"| batched (batch_size={args.batch}) | {args.items:,} | {batched_requests:,} | {batched:,.0f} |",
-        f"| baseline: unbatched (batch_size=1) | {args.unbatched_items:,} | {single_requests:,} | {single:,.0f} |",
-        f"| speed-up | | | {batched / single:.1f}x |",
-    ])
+    table = "\n".join(
+        [
+            "| delivery | changes | requests | changes/s |",
+            "|---|---|---|---|",
+            f"| batched (batch_size={args.batch}) | {args.items:,} | {batched_requests:,} | {batched:,.0f} |",
+            f"| baseline: unbatched (batch_size=1) | {args.unbatched_items:,} | {single_requests:,} | {single:,.0f} |",
+            f"| speed-up | | | {batched / single:.1f}x |",
+        ]
+    )
     print(table)  # noqa: T201
     if not args.no_record:
         append_results(

@@ -27,8 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from bench.results import append_results, machine, stamp  # noqa: E402
 
 
-def client(port: int, key: str, *, worker: int, batches: int, batch: int, interval: float, start: float,
-           latencies: list[float], accepted: list[str], errors: list[str]) -> None:
+def client(
+    port: int,
+    key: str,
+    *,
+    worker: int,
+    batches: int,
+    batch: int,
+    interval: float,
+    start: float,
+    latencies: list[float],
+    accepted: list[str],
+    errors: list[str],
+) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     for n in range(batches):
@@ -37,10 +48,22 @@ def client(port: int, key: str, *, worker: int, batches: int, batch: int, interv
         if wait > 0:
             time.sleep(wait)
         ids = [f"w-load-{worker}-{n}-{i}" for i in range(batch)]
-        body = json.dumps({"source": "web_events", "events": [
-            {"event_id": event_id, "event_type": "page_view", "ts": "2026-10-31T12:00:00Z",
-             "anonymous_id": f"d-{worker}-{i}", "session_id": f"s-{worker}", "page_url": "https://shop.example/p/1"}
-            for i, event_id in enumerate(ids)]})
+        body = json.dumps(
+            {
+                "source": "web_events",
+                "events": [
+                    {
+                        "event_id": event_id,
+                        "event_type": "page_view",
+                        "ts": "2026-10-31T12:00:00Z",
+                        "anonymous_id": f"d-{worker}-{i}",
+                        "session_id": f"s-{worker}",
+                        "page_url": "https://shop.example/p/1",
+                    }
+                    for i, event_id in enumerate(ids)
+                ],
+            }
+        )
         clock = time.perf_counter()
         connection.request("POST", "/v1/batch", body=body, headers=headers)
         response = connection.getresponse()
@@ -62,10 +85,23 @@ def offer(port: int, key: str, args: argparse.Namespace) -> tuple[list[float], l
     accepted: list[str] = []
     errors: list[str] = []
     start = time.perf_counter() + 0.5
-    threads = [threading.Thread(target=client, args=(port, key), kwargs=dict(
-        worker=w, batches=requests_per_thread, batch=args.batch, interval=interval,
-        start=start + w * interval / args.threads, latencies=latencies, accepted=accepted, errors=errors))
-        for w in range(args.threads)]
+    threads = [
+        threading.Thread(
+            target=client,
+            args=(port, key),
+            kwargs=dict(
+                worker=w,
+                batches=requests_per_thread,
+                batch=args.batch,
+                interval=interval,
+                start=start + w * interval / args.threads,
+                latencies=latencies,
+                accepted=accepted,
+                errors=errors,
+            ),
+        )
+        for w in range(args.threads)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -96,8 +132,10 @@ def baseline(args: argparse.Namespace) -> tuple[list[float], list[str], list[str
     from api_server import free_port
 
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                          os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
     process = subprocess.Popen([sys.executable, "-m", "bench.api_bare", "--port", str(port)], env=env)
     try:
         deadline = time.monotonic() + 30
@@ -150,18 +188,24 @@ def main(argv: list[str] | None = None) -> int:
     bare = None
     if not args.no_baseline:
         b_lat, b_acc, b_err, b_elapsed = baseline(args)
-        bare = (f"| bare Starlette 202 (baseline) | {len(b_lat) * args.batch / b_elapsed:,.0f} | {len(b_lat):,} | "
-                f"{_pct(b_lat, 0.5):.1f} ms | {_pct(b_lat, 0.99):.1f} ms | {b_lat[-1]*1000:.0f} ms | {len(b_err)} |")
-        print(f"baseline: requests {len(b_lat):,}: p50 {_pct(b_lat, 0.5):.1f} ms, p99 {_pct(b_lat, 0.99):.1f} ms, "
-              f"max {b_lat[-1]*1000:.0f} ms; errors {len(b_err)}")
+        bare = (
+            f"| bare Starlette 202 (baseline) | {len(b_lat) * args.batch / b_elapsed:,.0f} | {len(b_lat):,} | "
+            f"{_pct(b_lat, 0.5):.1f} ms | {_pct(b_lat, 0.99):.1f} ms | {b_lat[-1] * 1000:.0f} ms | {len(b_err)} |"
+        )
+        print(
+            f"baseline: requests {len(b_lat):,}: p50 {_pct(b_lat, 0.5):.1f} ms, p99 {_pct(b_lat, 0.99):.1f} ms, "
+            f"max {b_lat[-1] * 1000:.0f} ms; errors {len(b_err)}"
+        )
 
     with tempfile.TemporaryDirectory(prefix="lakecdp-api-load-") as folder:
         root = Path(folder)
         conf = write_conf(root, max_body_bytes=4 << 20, max_batch_events=1000)
         # the website key allows 200 requests/s (burst 400): above the offered --rate / --batch
         probe = disk_probe(root, writes=1000, size=20_000)
-        disk = (f"| write + fdatasync of 20 KB, alone ({len(probe):,} in a row, the log's disk) | | {len(probe):,} | "
-                f"{_pct(probe, 0.5):.1f} ms | {_pct(probe, 0.99):.1f} ms | {probe[-1]*1000:.0f} ms | |")
+        disk = (
+            f"| write + fdatasync of 20 KB, alone ({len(probe):,} in a row, the log's disk) | | {len(probe):,} | "
+            f"{_pct(probe, 0.5):.1f} ms | {_pct(probe, 0.99):.1f} ms | {probe[-1] * 1000:.0f} ms | |"
+        )
         print(f"disk: write+fdatasync p50 {_pct(probe, 0.5):.1f} ms, p99 {_pct(probe, 0.99):.1f} ms")
         service = Service(conf).start()
         latencies, accepted, errors, elapsed = offer(service.port, KEYS["website"], args)
@@ -169,9 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         load_after = os.getloadavg()
         pct = lambda q: _pct(latencies, q)  # noqa: E731
         rate = len(accepted) / elapsed
-        print(f"{len(accepted):,} events accepted in {elapsed:.1f} s = {rate:,.0f} events/s; "
-              f"requests {len(latencies):,}: p50 {pct(0.5):.1f} ms, p99 {pct(0.99):.1f} ms, max {latencies[-1]*1000:.0f} ms; "
-              f"errors {len(errors)} {errors[:3]}")
+        print(
+            f"{len(accepted):,} events accepted in {elapsed:.1f} s = {rate:,.0f} events/s; "
+            f"requests {len(latencies):,}: p50 {pct(0.5):.1f} ms, p99 {pct(0.99):.1f} ms, max {latencies[-1] * 1000:.0f} ms; "
+            f"errors {len(errors)} {errors[:3]}"
+        )
         silver = ""
         if args.pickup:
             from deltalake import DeltaTable
@@ -186,11 +232,17 @@ def main(argv: list[str] | None = None) -> int:
             clock = time.perf_counter()
             counts = pickup(JobContext.create(project, spark), root / "intake")
             took = time.perf_counter() - clock
-            ids = DeltaTable(str(root / "warehouse" / "silver" / "events")).to_pyarrow_table(
-                columns=["event_id"]).column("event_id").to_pylist()
+            ids = (
+                DeltaTable(str(root / "warehouse" / "silver" / "events"))
+                .to_pyarrow_table(columns=["event_id"])
+                .column("event_id")
+                .to_pylist()
+            )
             same = sorted(ids) == sorted(accepted)
-            silver = (f"pickup {took:.0f} s ({counts}); silver.events rows {len(ids):,}, distinct "
-                      f"{len(set(ids)):,}, id set equal to the accepted ids: {same}")
+            silver = (
+                f"pickup {took:.0f} s ({counts}); silver.events rows {len(ids):,}, distinct "
+                f"{len(set(ids)):,}, id set equal to the accepted ids: {same}"
+            )
             print(silver)
             spark.stop()
     if not args.no_record:
@@ -206,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             "endpoint that reads the body and answers 202): what the box gives any HTTP service at that moment; "
             "the disk row is the log's own floor (every 2xx waits for one such sync, shared by a group).\n\n"
             "| service | events/s | requests | p50 | p99 | max | errors |\n|---|---|---|---|---|---|---|\n"
-            + (f"{bare}\n" if bare else "") + f"{disk}\n" +
-            f"| lakecdp serve ({len(accepted):,} events accepted) | {rate:,.0f} | {len(latencies):,} | {pct(0.5):.1f} ms | {pct(0.99):.1f} ms | "
-            f"{latencies[-1]*1000:.0f} ms | {len(errors)} |\n" + (f"\n{silver}\n" if silver else "")
+            + (f"{bare}\n" if bare else "")
+            + f"{disk}\n"
+            + f"| lakecdp serve ({len(accepted):,} events accepted) | {rate:,.0f} | {len(latencies):,} | {pct(0.5):.1f} ms | {pct(0.99):.1f} ms | "
+            f"{latencies[-1] * 1000:.0f} ms | {len(errors)} |\n" + (f"\n{silver}\n" if silver else "")
         )
     return 0
 

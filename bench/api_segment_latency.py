@@ -57,25 +57,42 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="lakecdp-bench-apiseg-"))
     project = _project(root, args.people)
     spark = get_session(project, app_name="lakecdp-bench-api-segments")
-    run_pipeline(project, spark, steps=[s for s in demo_steps() if s.name in {"generate", "ingest", "identity", "features"}],
-                 job="bench-setup")
+    run_pipeline(
+        project,
+        spark,
+        steps=[s for s in demo_steps() if s.name in {"generate", "ingest", "identity", "features"}],
+        job="bench-setup",
+    )
     ctx = JobContext.create(project, spark)
     keys = {name: new_key() for name in ("website", "shop", "email_platform")}
     server, thread, state, url = _start(project, keys)
     client = _Client(url)
-    query = start_stream(ctx, segments=load_segments(project.conf_dir / "segments"),
-                         processing_time=args.trigger, run_prefix="bench-api-stream")
+    query = start_stream(
+        ctx,
+        segments=load_segments(project.conf_dir / "segments"),
+        processing_time=args.trigger,
+        run_prefix="bench-api-stream",
+    )
 
     def cart(event_id: str, email: str) -> dict:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return {"event_id": event_id, "event_type": "add_to_cart", "ts": now, "anonymous_id": f"d-{event_id}",
-                "session_id": f"s-{event_id}", "user": {"email": email}, "page_url": "https://shop.example/p/P00001",
-                "product_id": "P00001", "price": 19.99}
+        return {
+            "event_id": event_id,
+            "event_type": "add_to_cart",
+            "ts": now,
+            "anonymous_id": f"d-{event_id}",
+            "session_id": f"s-{event_id}",
+            "user": {"email": email},
+            "page_url": "https://shop.example/p/P00001",
+            "product_id": "P00001",
+            "price": 19.99,
+        }
 
     def post(event_id: str, email: str) -> float:
         sent = time.time()
-        status, answer = client.call("POST", "/v1/events", keys["website"][0],
-                                     {"source": "web_events", "event": cart(event_id, email)})
+        status, answer = client.call(
+            "POST", "/v1/events", keys["website"][0], {"source": "web_events", "event": cart(event_id, email)}
+        )
         if status != 202:
             raise RuntimeError(f"POST refused: {status} {answer}")
         return sent
@@ -140,21 +157,32 @@ def main(argv: list[str] | None = None) -> int:
 
     if len(seen) != len(wanted):
         raise RuntimeError(f"{len(wanted) - len(seen)} customers never reached the changes API")
-    entered = {r["customer_id"]: r["ms"] / 1000.0 for r in
-               ctx.tables.read_changes(spark, "segments.changes", starting_version=0)
-               .where(f"_change_type = 'insert' AND segment_id = '{SEGMENT}' AND change_type = 'entered'")
-               .selectExpr("customer_id", "unix_millis(_commit_timestamp) AS ms").collect() if r["customer_id"] in wanted}
-    visible = {r["event_id"]: r["ms"] / 1000.0 for r in
-               ctx.tables.read_changes(spark, "silver.events", starting_version=0)
-               .where("_change_type = 'insert' AND event_id LIKE 'cart-%'")
-               .selectExpr("event_id", "unix_millis(_commit_timestamp) AS ms").collect()}
+    entered = {
+        r["customer_id"]: r["ms"] / 1000.0
+        for r in ctx.tables.read_changes(spark, "segments.changes", starting_version=0)
+        .where(f"_change_type = 'insert' AND segment_id = '{SEGMENT}' AND change_type = 'entered'")
+        .selectExpr("customer_id", "unix_millis(_commit_timestamp) AS ms")
+        .collect()
+        if r["customer_id"] in wanted
+    }
+    visible = {
+        r["event_id"]: r["ms"] / 1000.0
+        for r in ctx.tables.read_changes(spark, "silver.events", starting_version=0)
+        .where("_change_type = 'insert' AND event_id LIKE 'cart-%'")
+        .selectExpr("event_id", "unix_millis(_commit_timestamp) AS ms")
+        .collect()
+    }
     to_silver = [visible[by_customer[c]] - sent[c] for c in wanted]
     to_change = [entered[c] - sent[c] for c in wanted]
     to_api = [seen[c] - sent[c] for c in wanted]
-    rows = [(name, *_percentiles(values)) for name, values in (
-        ("event row in silver.events (api-pickup)", to_silver),
-        ("`entered cart_abandoners` row committed in segments.changes", to_change),
-        ("that row first returned by `GET /v1/segments/cart_abandoners/changes`", to_api))]
+    rows = [
+        (name, *_percentiles(values))
+        for name, values in (
+            ("event row in silver.events (api-pickup)", to_silver),
+            ("`entered cart_abandoners` row committed in segments.changes", to_change),
+            ("that row first returned by `GET /v1/segments/cart_abandoners/changes`", to_api),
+        )
+    ]
     table = "\n".join(f"| {name} | {p50:.1f} s | {p95:.1f} s |" for name, p50, p95 in rows)
     report = f"""## HTTP add_to_cart -> cart_abandoners change row in the changes API
 

@@ -36,27 +36,64 @@ def build(root: Path, members: int) -> int:
     now = datetime(2026, 11, 1, tzinfo=timezone.utc)
     ids = pa.array([f"C{n:08d}" for n in range(members)])
     warehouse = root / "warehouse"
-    write_deltalake(str(warehouse / "segments" / "membership"), pa.table({
-        "segment_id": pa.array(["vip"] * members), "customer_id": ids, "member_key": pa.array([""] * members),
-        "entered_at": pa.array([now] * members, ts), "exited_at": pa.nulls(members, ts),
-        "entered_run_id": pa.array(["R1"] * members), "exited_run_id": pa.nulls(members, pa.string()),
-        "reason": pa.array(["{}"] * members), "is_current": pa.array([True] * members)}))
-    write_deltalake(str(warehouse / "segments" / "runs"), pa.table({
-        "run_id": ["R1"], "mode": ["batch"], "as_of": pa.array([now], ts), "segments": [["vip"]],
-        "changes": pa.array([members], pa.int64()), "membership_version": pa.array([0], pa.int64()),
-        "applied_at": pa.array([now], ts)}))
+    write_deltalake(
+        str(warehouse / "segments" / "membership"),
+        pa.table(
+            {
+                "segment_id": pa.array(["vip"] * members),
+                "customer_id": ids,
+                "member_key": pa.array([""] * members),
+                "entered_at": pa.array([now] * members, ts),
+                "exited_at": pa.nulls(members, ts),
+                "entered_run_id": pa.array(["R1"] * members),
+                "exited_run_id": pa.nulls(members, pa.string()),
+                "reason": pa.array(["{}"] * members),
+                "is_current": pa.array([True] * members),
+            }
+        ),
+    )
+    write_deltalake(
+        str(warehouse / "segments" / "runs"),
+        pa.table(
+            {
+                "run_id": ["R1"],
+                "mode": ["batch"],
+                "as_of": pa.array([now], ts),
+                "segments": [["vip"]],
+                "changes": pa.array([members], pa.int64()),
+                "membership_version": pa.array([0], pa.int64()),
+                "applied_at": pa.array([now], ts),
+            }
+        ),
+    )
     emails = pa.array([f"person{n}@example.com" for n in range(members)])
-    write_deltalake(str(warehouse / "gold" / "customer_profile"), pa.table({
-        "customer_id": ids, "email": emails, "first_name": pa.array(["Ada"] * members),
-        "last_name": pa.array(["Lovelace"] * members),
-        "emails": pa.array([[e] for e in emails.to_pylist()], pa.list_(pa.string())),
-        "phones": pa.array([[] for _ in range(members)], pa.list_(pa.string()))}))
+    write_deltalake(
+        str(warehouse / "gold" / "customer_profile"),
+        pa.table(
+            {
+                "customer_id": ids,
+                "email": emails,
+                "first_name": pa.array(["Ada"] * members),
+                "last_name": pa.array(["Lovelace"] * members),
+                "emails": pa.array([[e] for e in emails.to_pylist()], pa.list_(pa.string())),
+                "phones": pa.array([[] for _ in range(members)], pa.list_(pa.string())),
+            }
+        ),
+    )
     suppressed = ids.to_pylist()[::100]
-    write_deltalake(str(warehouse / "activation" / "suppressions"), pa.table({
-        "customer_id": suppressed, "reason": ["unsubscribed"] * len(suppressed),
-        "identifier_type": pa.nulls(len(suppressed), pa.string()),
-        "identifier_value": pa.nulls(len(suppressed), pa.string()),
-        "since": pa.array([now] * len(suppressed), ts), "run_id": ["A1"] * len(suppressed)}))
+    write_deltalake(
+        str(warehouse / "activation" / "suppressions"),
+        pa.table(
+            {
+                "customer_id": suppressed,
+                "reason": ["unsubscribed"] * len(suppressed),
+                "identifier_type": pa.nulls(len(suppressed), pa.string()),
+                "identifier_value": pa.nulls(len(suppressed), pa.string()),
+                "since": pa.array([now] * len(suppressed), ts),
+                "run_id": ["A1"] * len(suppressed),
+            }
+        ),
+    )
     return members - len(suppressed)
 
 

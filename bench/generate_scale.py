@@ -39,14 +39,32 @@ def main() -> None:
     # warm the Python workers so the figure measures generation, not interpreter start-up
     spark.range(4).mapInArrow(lambda batches: batches, "id long").count()
     started = time.monotonic()
-    counts = generate(spark, landing=out / "landing", labels=out / "labels", people=args.people,
-                      seed=args.seed, increment=0, as_of=project.as_of(), config=load_sample_config(CONF))
+    counts = generate(
+        spark,
+        landing=out / "landing",
+        labels=out / "labels",
+        people=args.people,
+        seed=args.seed,
+        increment=0,
+        as_of=project.as_of(),
+        config=load_sample_config(CONF),
+    )
     elapsed = time.monotonic() - started
     rows = sum(v for k, v in counts.items() if k not in ("people", "entities", "planted"))
     size = sum(p.stat().st_size for p in (out / "landing").rglob("*") if p.is_file())
-    print(json.dumps({"people": args.people, "seconds": round(elapsed, 1), "source_rows": rows,
-                      "rows_per_second": round(rows / elapsed), "landing_mb": round(size / 1e6, 1),
-                      "counts": counts}, sort_keys=True))
+    print(
+        json.dumps(
+            {
+                "people": args.people,
+                "seconds": round(elapsed, 1),
+                "source_rows": rows,
+                "rows_per_second": round(rows / elapsed),
+                "landing_mb": round(size / 1e6, 1),
+                "counts": counts,
+            },
+            sort_keys=True,
+        )
+    )
     if not args.no_record:
         append_results(
             f"## Sample generator at {args.people:,} people\n\nMeasured {when} on {machine_text}; Spark local[2]. "

@@ -36,32 +36,41 @@ def main() -> None:
 
     first = args.sets[0].resolve()
     spark = get_session(
-        prepare_project(first, conf_dir=conf, sources_dir=default_sources_dir(conf, first),
-                        work=args.work / "session"),
+        prepare_project(first, conf_dir=conf, sources_dir=default_sources_dir(conf, first), work=args.work / "session"),
         app_name="bench-identity-benchmark",
     )
     rows, speed_rows = [], []
     for set_dir in args.sets:
         result = run_benchmark(set_dir, conf_dir=conf, work=args.work / set_dir.name, spark=spark)
         print(result.format(), flush=True)  # noqa: T201
-        for name, report, seconds in (("lakecdp", result.lakecdp, result.lakecdp_seconds),
-                                      ("bare Splink", result.splink, result.splink_seconds)):
+        for name, report, seconds in (
+            ("lakecdp", result.lakecdp, result.lakecdp_seconds),
+            ("bare Splink", result.splink, result.splink_seconds),
+        ):
             blocking = f"{result.blocking_recall:.4f}" if name == "lakecdp" else "-"
-            rows.append(f"| {result.set_name} | {result.records:,} | {name} | {report.pairwise_precision:.4f} | "
-                        f"{report.pairwise_recall:.4f} | {report.pairwise_f1:.4f} | {blocking} | {seconds:.1f} |")
+            rows.append(
+                f"| {result.set_name} | {result.records:,} | {name} | {report.pairwise_precision:.4f} | "
+                f"{report.pairwise_recall:.4f} | {report.pairwise_f1:.4f} | {blocking} | {seconds:.1f} |"
+            )
         stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result.stage_seconds.items())
-        speed_rows.append(f"| {result.set_name} | {result.records:,} | {result.lakecdp_seconds:.1f} | "
-                          f"{result.splink_seconds:.1f} | {result.speed_ratio:.1f}× | {stages} |")
-    table = "\n".join([
-        "| set | records | method | pair P | pair R | pair F1 | blocking recall | seconds |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows,
-    ])
-    speed = "\n".join([
-        "| set | records | lakecdp identity s | bare Splink s | ratio (target ≤ 3×) | lakecdp stages (s) |",
-        "|---|---|---|---|---|---|",
-        *speed_rows,
-    ])
+        speed_rows.append(
+            f"| {result.set_name} | {result.records:,} | {result.lakecdp_seconds:.1f} | "
+            f"{result.splink_seconds:.1f} | {result.speed_ratio:.1f}× | {stages} |"
+        )
+    table = "\n".join(
+        [
+            "| set | records | method | pair P | pair R | pair F1 | blocking recall | seconds |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+    speed = "\n".join(
+        [
+            "| set | records | lakecdp identity s | bare Splink s | ratio (target ≤ 3×) | lakecdp stages (s) |",
+            "|---|---|---|---|---|---|",
+            *speed_rows,
+        ]
+    )
     table = f"{table}\n\nSpeed, same run (load average at the end {os.getloadavg()[0]:.1f}):\n\n{speed}"
     print(table)  # noqa: T201
     if not args.no_record:

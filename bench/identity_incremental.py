@@ -42,13 +42,21 @@ def _project(root: Path, as_of: datetime, backend: str, people: int = 1000):
     identity = (conf / "identity.yaml").read_text()
     (conf / "identity.yaml").write_text(identity.replace("backend: duckdb", f"backend: {backend}"))
     environment = Environment(
-        version=1, name="bench",
-        spark=SparkSettings(mode="local", master="local[2]",
-                            conf={"spark.sql.shuffle.partitions": "4" if people <= 100_000 else "8",
-                                  # the generator and the DuckDB backend work in the driver
-                                  "spark.driver.memory": "6g"}),
+        version=1,
+        name="bench",
+        spark=SparkSettings(
+            mode="local",
+            master="local[2]",
+            conf={
+                "spark.sql.shuffle.partitions": "4" if people <= 100_000 else "8",
+                # the generator and the DuckDB backend work in the driver
+                "spark.driver.memory": "6g",
+            },
+        ),
         storage=StorageSettings(warehouse=str(root / "warehouse")),
-        landing=str(root / "landing"), checkpoints=str(root / "checkpoints"), as_of=as_of,
+        landing=str(root / "landing"),
+        checkpoints=str(root / "checkpoints"),
+        as_of=as_of,
     )
     return Project(root=root, conf_dir=conf, environment=environment)
 
@@ -57,9 +65,11 @@ def _edges(ctx) -> dict[tuple[str, str, str], float]:
     """identity.edges read with delta-rs: (left, right, type) -> probability."""
     from deltalake import DeltaTable
 
-    table = DeltaTable(ctx.tables.location("identity.edges")).to_pyarrow_table(
-        columns=["record_id_l", "record_id_r", "edge_type", "match_probability"]
-    ).to_pylist()
+    table = (
+        DeltaTable(ctx.tables.location("identity.edges"))
+        .to_pyarrow_table(columns=["record_id_l", "record_id_r", "edge_type", "match_probability"])
+        .to_pylist()
+    )
     return {(r["record_id_l"], r["record_id_r"], r["edge_type"]): r["match_probability"] for r in table}
 
 
@@ -78,8 +88,9 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--backend", choices=["duckdb", "spark"], default="duckdb")
-    parser.add_argument("--keep", type=Path, default=None,
-                        help="work in this (new) folder and keep it, to inspect the tables")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="work in this (new) folder and keep it, to inspect the tables"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # the identity step logs the seconds of each of its stages
@@ -97,15 +108,23 @@ def main() -> None:
             args.keep.mkdir(parents=True)  # never reuse an old world
             root = args.keep
         else:
-            root = Path(stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="lakecdp-bench-identity-")))
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lakecdp-bench-identity-")))
         project = _project(root, start, args.backend, args.people)
         spark = get_session(project, app_name="bench-identity-incremental")
         sample = load_sample_config(project.conf_dir)
         labels = root / "labels"
 
-        generate(spark, landing=project.landing, labels=labels, people=args.people,
-                 seed=args.seed, increment=0, as_of=start, config=sample, only=CUSTOMER_SOURCES)
+        generate(
+            spark,
+            landing=project.landing,
+            labels=labels,
+            people=args.people,
+            seed=args.seed,
+            increment=0,
+            as_of=start,
+            config=sample,
+            only=CUSTOMER_SOURCES,
+        )
         ctx = JobContext.create(project, spark, as_of=start, run_id="bench-0")
         ingest(ctx, only=CUSTOMER_SOURCES)
         t0 = time.perf_counter()
@@ -113,8 +132,17 @@ def main() -> None:
         first_s = time.perf_counter() - t0
 
         later = start + timedelta(days=sample.increments.days)
-        generate(spark, landing=project.landing, labels=labels, people=args.people,
-                 seed=args.seed, increment=1, as_of=later, config=sample, only=CUSTOMER_SOURCES)
+        generate(
+            spark,
+            landing=project.landing,
+            labels=labels,
+            people=args.people,
+            seed=args.seed,
+            increment=1,
+            as_of=later,
+            config=sample,
+            only=CUSTOMER_SOURCES,
+        )
         ctx = JobContext.create(project, spark, as_of=later, run_id="bench-1")
         ingest(ctx, only=CUSTOMER_SOURCES)
         t0 = time.perf_counter()

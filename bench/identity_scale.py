@@ -38,8 +38,9 @@ def bench_project(root: Path, shuffle_partitions: int) -> Project:
     environment = Environment(
         version=1,
         name="bench",
-        spark=SparkSettings(conf={"spark.sql.shuffle.partitions": str(shuffle_partitions),
-                                  "spark.driver.memory": "6g"}),
+        spark=SparkSettings(
+            conf={"spark.sql.shuffle.partitions": str(shuffle_partitions), "spark.driver.memory": "6g"}
+        ),
         storage=StorageSettings(warehouse=str(root / "warehouse")),
         landing=str(root / "landing"),
         checkpoints=str(root / "checkpoints"),
@@ -63,16 +64,26 @@ def ensure_records(project: Project, spark, people: int) -> str:
     from lakecdp.sample.generator import generate
 
     started = time.monotonic()
-    generate(spark, landing=project.landing, labels=project.root / "labels", people=people, seed=42,
-             increment=0, as_of=project.as_of(), config=load_sample_config(project.conf_dir),
-             only=CUSTOMER_SOURCES)
+    generate(
+        spark,
+        landing=project.landing,
+        labels=project.root / "labels",
+        people=people,
+        seed=42,
+        increment=0,
+        as_of=project.as_of(),
+        config=load_sample_config(project.conf_dir),
+        only=CUSTOMER_SOURCES,
+    )
     generate_s = time.monotonic() - started
     started = time.monotonic()
     counts = ingest(JobContext.create(project, spark), only=CUSTOMER_SOURCES)
     ingest_s = time.monotonic() - started
-    note = (f"generate {generate_s:.0f} s; ingest of {counts['rows_read']:,} source rows "
-            f"({counts['rows_loaded']:,} loaded, {counts['rows_quarantined']:,} quarantined) {ingest_s:.0f} s = "
-            f"{counts['rows_read'] / ingest_s:,.0f} rows/s")
+    note = (
+        f"generate {generate_s:.0f} s; ingest of {counts['rows_read']:,} source rows "
+        f"({counts['rows_loaded']:,} loaded, {counts['rows_quarantined']:,} quarantined) {ingest_s:.0f} s = "
+        f"{counts['rows_read'] / ingest_s:,.0f} rows/s"
+    )
     logger.info("%s", note)
     return note
 
@@ -88,7 +99,9 @@ def bare_splink(config, model_path: Path, records) -> float:
     linker = Linker(db_api.register(table), str(model_path))
     predictions = linker.inference.predict(threshold_match_probability=config.model.match_threshold)
     cluster_pairwise_predictions_at_threshold(
-        db_api.register(table.select(["record_id"])), predictions, db_api=db_api,
+        db_api.register(table.select(["record_id"])),
+        predictions,
+        db_api=db_api,
         node_id_column_name="record_id",
     ).as_duckdbpyrelation().aggregate("count(*)").fetchall()
     return time.monotonic() - started
@@ -142,14 +155,18 @@ def main() -> None:
         edges.unpersist()
         print(rows[-1], flush=True)  # noqa: T201 - a long run shows each backend as it finishes
     baseline = bare_splink(base, model_path, records)
-    rows.append(f"| {args.people:,} | {n_records:,} | bare Splink DuckDB (predict + cluster) | - | "
-                f"{baseline:.1f} (total) | - | - | - | - | - | - |")
-    table = "\n".join([
-        "| people | records | backend | train s | predict + det. edges s | cluster s | edges "
-        "| cluster P | cluster R | pair P | pair R |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        *rows,
-    ])
+    rows.append(
+        f"| {args.people:,} | {n_records:,} | bare Splink DuckDB (predict + cluster) | - | "
+        f"{baseline:.1f} (total) | - | - | - | - | - | - |"
+    )
+    table = "\n".join(
+        [
+            "| people | records | backend | train s | predict + det. edges s | cluster s | edges "
+            "| cluster P | cluster R | pair P | pair R |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
     print(table)  # noqa: T201
     if not args.no_record:
         append_results(

@@ -39,9 +39,16 @@ logger = logging.getLogger("bench.kafka_latency")
 
 
 def _message(n: int, run: str) -> str:
-    return json.dumps({"event_id": f"{run}-{n:05d}", "event_type": "page_view",
-                       "ts": "2026-10-01T12:00:00Z", "anonymous_id": f"d-{n % 7}",
-                       "session_id": f"s-{n % 3}", "page_url": "/p"})
+    return json.dumps(
+        {
+            "event_id": f"{run}-{n:05d}",
+            "event_type": "page_view",
+            "ts": "2026-10-01T12:00:00Z",
+            "anonymous_id": f"d-{n % 7}",
+            "session_id": f"s-{n % 3}",
+            "page_url": "/p",
+        }
+    )
 
 
 def _produce_schedule(spark, bootstrap: str, topic: str, run: str, total: int, per_send: int) -> None:
@@ -68,17 +75,22 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
 def _created_at(spark, bootstrap: str, topic: str) -> dict[str, float]:
     """event id -> the Kafka record's CreateTime (epoch seconds)."""
     rows = (
-        spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap)
-        .option("subscribe", topic).option("startingOffsets", "earliest").load()
-        .selectExpr("get_json_object(CAST(value AS STRING), '$.event_id') AS event_id",
-                    "unix_millis(timestamp) AS created_ms")
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .load()
+        .selectExpr(
+            "get_json_object(CAST(value AS STRING), '$.event_id') AS event_id", "unix_millis(timestamp) AS created_ms"
+        )
         .collect()
     )
     return {r["event_id"]: r["created_ms"] / 1000.0 for r in rows}
 
 
-def run_baseline(spark, bootstrap: str, topic: str, checkpoint: Path, total: int, per_send: int,
-                 trigger: str) -> list[float]:
+def run_baseline(
+    spark, bootstrap: str, topic: str, checkpoint: Path, total: int, per_send: int, trigger: str
+) -> list[float]:
     """Kafka source -> foreachBatch(collect) with no Delta: latency floor of the same trigger."""
     seen: dict[int, float] = {}  # kafka offset -> latency
     lock = threading.Lock()
@@ -92,11 +104,16 @@ def run_baseline(spark, bootstrap: str, topic: str, checkpoint: Path, total: int
                     seen[row["kafka_offset"]] = done - row["created_ms"] / 1000.0
 
     query = (
-        spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
-        .option("subscribe", topic).option("startingOffsets", "earliest").load()
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .load()
         .transform(kafka_messages)
-        .writeStream.foreachBatch(record).option("checkpointLocation", str(checkpoint))
-        .trigger(processingTime=trigger).start()
+        .writeStream.foreachBatch(record)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(processingTime=trigger)
+        .start()
     )
     try:
         _warm_up(query, spark, bootstrap, topic)
@@ -110,11 +127,9 @@ def run_baseline(spark, bootstrap: str, topic: str, checkpoint: Path, total: int
     return list(seen.values())
 
 
-def run_lakecdp(ctx: JobContext, bootstrap: str, topic: str, total: int, per_send: int,
-                trigger: str) -> list[float]:
+def run_lakecdp(ctx: JobContext, bootstrap: str, topic: str, total: int, per_send: int, trigger: str) -> list[float]:
     spark = ctx.spark
-    query = start_kafka_stream(ctx, bootstrap_servers=bootstrap, topic=topic,
-                               source="web_events", trigger=trigger)
+    query = start_kafka_stream(ctx, bootstrap_servers=bootstrap, topic=topic, source="web_events", trigger=trigger)
     try:
         _warm_up(query, spark, bootstrap, topic)
         _produce_schedule(spark, bootstrap, topic, "l", total, per_send)
@@ -146,21 +161,30 @@ def main(argv: list[str] | None = None) -> int:
     machine_text = machine()
     root = Path(tempfile.mkdtemp(prefix="lakecdp-bench-kafka-"))
     project = load_project(Path(__file__).resolve().parents[1] / "conf", env="local")
-    environment = project.environment.model_copy(update={
-        "storage": project.environment.storage.model_copy(update={"warehouse": str(root / "warehouse")}),
-        "checkpoints": str(root / "checkpoints"),
-    })
+    environment = project.environment.model_copy(
+        update={
+            "storage": project.environment.storage.model_copy(update={"warehouse": str(root / "warehouse")}),
+            "checkpoints": str(root / "checkpoints"),
+        }
+    )
     project = project.model_copy(update={"environment": environment})
     spark = get_session(project, app_name="lakecdp-bench-kafka")
     ctx = JobContext.create(project, spark)
 
     with KafkaBroker(jars_dir=fetch_kafka_broker(), work_dir=root / "kafka") as broker:
         broker.create_topics({"bench-baseline": 1, "bench-lakecdp": 1})
-        baseline = run_baseline(spark, broker.bootstrap_servers, "bench-baseline",
-                                root / "checkpoints" / "baseline", args.messages, args.per_send,
-                                args.trigger)
-        lakecdp = run_lakecdp(ctx, broker.bootstrap_servers, "bench-lakecdp", args.messages,
-                              args.per_send, args.trigger)
+        baseline = run_baseline(
+            spark,
+            broker.bootstrap_servers,
+            "bench-baseline",
+            root / "checkpoints" / "baseline",
+            args.messages,
+            args.per_send,
+            args.trigger,
+        )
+        lakecdp = run_lakecdp(
+            ctx, broker.bootstrap_servers, "bench-lakecdp", args.messages, args.per_send, args.trigger
+        )
 
     b50, b95 = _percentiles(baseline)
     l50, l95 = _percentiles(lakecdp)

@@ -24,15 +24,24 @@ def main() -> None:
     args = parser.parse_args()
     machine_text, when = machine(), stamp()
     lines = ["| template | renders | renders/s |", "|---|---|---|"]
-    config = PersonalizationConfig(campaigns={"welcome": Campaign(variants={"A": 1, "B": 1}, holdout_percent=10)},
-                                   segment_names={"vip": "VIP"})
+    config = PersonalizationConfig(
+        campaigns={"welcome": Campaign(variants={"A": 1, "B": 1}, holdout_percent=10)}, segment_names={"vip": "VIP"}
+    )
     contexts = [
-        template_context({
-            "customer_id": f"c{n}", "first_name": None if n % 5 == 0 else f"Name{n}", "city": "London",
-            "segment_keys": {"vip": []} if n % 3 == 0 else {},
-            "named_recommendations": [{"rank": 0, "product_id": "P1", "name": "Kettle", "confidence": 0.9},
-                                      {"rank": 1, "product_id": "P2", "name": "Mug", "confidence": 0.82}],
-        }, config, campaign_id="welcome")
+        template_context(
+            {
+                "customer_id": f"c{n}",
+                "first_name": None if n % 5 == 0 else f"Name{n}",
+                "city": "London",
+                "segment_keys": {"vip": []} if n % 3 == 0 else {},
+                "named_recommendations": [
+                    {"rank": 0, "product_id": "P1", "name": "Kettle", "confidence": 0.9},
+                    {"rank": 1, "product_id": "P2", "name": "Mug", "confidence": 0.82},
+                ],
+            },
+            config,
+            campaign_id="welcome",
+        )
         for n in range(500)
     ]
     engine = TemplateEngine(TEMPLATES)

@@ -13,8 +13,10 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 def machine() -> str:
     """CPUs, RAM, load average now, Python: what the numbers were measured on."""
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return (f"{os.cpu_count()} CPUs (nproc), {memory_gb:.0f} GB RAM, load average "
-            f"{os.getloadavg()[0]:.1f} at start, Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} CPUs (nproc), {memory_gb:.0f} GB RAM, load average "
+        f"{os.getloadavg()[0]:.1f} at start, Python {platform.python_version()}"
+    )
 
 
 def stamp() -> str:

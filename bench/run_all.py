@@ -26,11 +26,15 @@ def _commands(scale: int, root: str) -> list[tuple[str, list[str]]]:
     people = scale * 3 // 5
     return [
         ("generate", ["bench.generate_scale", "--people", str(people), "--out", f"{root}/generate"]),
-        ("identity (both backends + bare Splink)", ["bench.identity_scale", "--people", str(people),
-                                                    "--root", f"{root}/identity"]),
+        (
+            "identity (both backends + bare Splink)",
+            ["bench.identity_scale", "--people", str(people), "--root", f"{root}/identity"],
+        ),
         ("identity incremental vs full", ["bench.identity_incremental", "--people", str(people)]),
-        ("segments (30 segments vs DuckDB)", ["bench.segments_bench", "--customers", str(scale),
-                                              "--out", f"{root}/segments"]),
+        (
+            "segments (30 segments vs DuckDB)",
+            ["bench.segments_bench", "--customers", str(scale), "--out", f"{root}/segments"],
+        ),
         ("activation delivery", ["bench.activation_webhook", "--items", str(min(scale, 20_000))]),
         ("template rendering", ["bench.render_templates"]),
         ("kafka streaming latency", ["bench.kafka_latency"]),

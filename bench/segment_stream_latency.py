@@ -52,20 +52,31 @@ def _project(root: Path, people: int):
     sample["demo_people"] = people
     (conf / "sample.yaml").write_text(yaml.safe_dump(sample))
     project = load_project(conf, env="local")
-    environment = project.environment.model_copy(update={
-        "storage": project.environment.storage.model_copy(update={"warehouse": str(root / "warehouse")}),
-        "landing": str(root / "landing"),
-        "checkpoints": str(root / "checkpoints"),
-    })
+    environment = project.environment.model_copy(
+        update={
+            "storage": project.environment.storage.model_copy(update={"warehouse": str(root / "warehouse")}),
+            "landing": str(root / "landing"),
+            "checkpoints": str(root / "checkpoints"),
+        }
+    )
     return project.model_copy(update={"environment": environment})
 
 
 def _cart_event(event_id: str, email: str) -> str:
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return json.dumps({"event_id": event_id, "event_type": "add_to_cart", "ts": now,
-                       "anonymous_id": f"d-{event_id}", "session_id": f"s-{event_id}",
-                       "user": {"email": email}, "page_url": "https://shop.example/p/P00001",
-                       "product_id": "P00001", "price": 19.99})
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "event_type": "add_to_cart",
+            "ts": now,
+            "anonymous_id": f"d-{event_id}",
+            "session_id": f"s-{event_id}",
+            "user": {"email": email},
+            "page_url": "https://shop.example/p/P00001",
+            "product_id": "P00001",
+            "price": 19.99,
+        }
+    )
 
 
 def _pick_customers(ctx: JobContext, count: int) -> dict[str, str]:
@@ -73,10 +84,21 @@ def _pick_customers(ctx: JobContext, count: int) -> dict[str, str]:
     spark, tables = ctx.spark, ctx.tables
     members = set()
     if tables.exists(spark, "segments.membership"):
-        members = {r[0] for r in tables.read(spark, "segments.membership")
-                   .where(f"is_current AND segment_id = '{SEGMENT}'").select("customer_id").collect()}
-    rows = (tables.read(spark, "identity.identifiers").where("identifier_type = 'email'")
-            .groupBy("customer_id").agg({"identifier_value": "min"}).orderBy("customer_id").collect())
+        members = {
+            r[0]
+            for r in tables.read(spark, "segments.membership")
+            .where(f"is_current AND segment_id = '{SEGMENT}'")
+            .select("customer_id")
+            .collect()
+        }
+    rows = (
+        tables.read(spark, "identity.identifiers")
+        .where("identifier_type = 'email'")
+        .groupBy("customer_id")
+        .agg({"identifier_value": "min"})
+        .orderBy("customer_id")
+        .collect()
+    )
     chosen = {r[1]: r[0] for r in rows if r[0] not in members}
     return dict(list(chosen.items())[:count])
 
@@ -106,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         topic = "bench-segments"
         broker.create_topics({topic: 1})
         bootstrap = broker.bootstrap_servers
-        ingest_query = start_kafka_stream(ctx, bootstrap_servers=bootstrap, topic=topic,
-                                          source="web_events", trigger=args.trigger)
-        segment_query = start_stream(ctx, segments=segments, processing_time=args.trigger,
-                                     run_prefix="bench-stream")
+        ingest_query = start_kafka_stream(
+            ctx, bootstrap_servers=bootstrap, topic=topic, source="web_events", trigger=args.trigger
+        )
+        segment_query = start_stream(ctx, segments=segments, processing_time=args.trigger, run_prefix="bench-stream")
         try:
             # catch up: the segment stream's first batch is the whole silver.events backlog
             segment_query.processAllAvailable()
@@ -126,9 +148,15 @@ def main(argv: list[str] | None = None) -> int:
             emails = list(customers)
             for start in range(0, len(emails), args.per_send):
                 tick = time.monotonic()
-                produce_messages(spark, bootstrap, topic, [
-                    _cart_event(f"cart-{i:04d}", emails[i]) for i in range(start, min(start + args.per_send, len(emails)))
-                ])
+                produce_messages(
+                    spark,
+                    bootstrap,
+                    topic,
+                    [
+                        _cart_event(f"cart-{i:04d}", emails[i])
+                        for i in range(start, min(start + args.per_send, len(emails)))
+                    ],
+                )
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
             deadline = time.monotonic() + args.timeout
             wanted = set(customers.values())
@@ -136,9 +164,12 @@ def main(argv: list[str] | None = None) -> int:
             while time.monotonic() < deadline:
                 ingest_query.processAllAvailable()
                 segment_query.processAllAvailable()
-                rows = (ctx.tables.read_changes(spark, "segments.changes", starting_version=0)
-                        .where(f"_change_type = 'insert' AND segment_id = '{SEGMENT}' AND change_type = 'entered'")
-                        .selectExpr("customer_id", "unix_millis(_commit_timestamp) AS ms").collect())
+                rows = (
+                    ctx.tables.read_changes(spark, "segments.changes", starting_version=0)
+                    .where(f"_change_type = 'insert' AND segment_id = '{SEGMENT}' AND change_type = 'entered'")
+                    .selectExpr("customer_id", "unix_millis(_commit_timestamp) AS ms")
+                    .collect()
+                )
                 entered = {r["customer_id"]: r["ms"] / 1000.0 for r in rows if r["customer_id"] in wanted}
                 if len(entered) == len(wanted):
                     break
@@ -156,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         r["event_id"]: r["ms"] / 1000.0
         for r in ctx.tables.read_changes(spark, "silver.events", starting_version=0)
         .where("_change_type = 'insert' AND event_id LIKE 'cart-%'")
-        .selectExpr("event_id", "unix_millis(_commit_timestamp) AS ms").collect()
+        .selectExpr("event_id", "unix_millis(_commit_timestamp) AS ms")
+        .collect()
     }
     to_silver = [visible[e] - created[e] for e in by_customer.values()]
     s50, s95 = _percentiles(to_silver)

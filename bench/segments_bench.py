@@ -34,9 +34,7 @@ STAGES = ("new", "active", "loyal", "at_risk", "churned")
 def conditions() -> dict[str, str]:
     """30 condition segments; written in the SQL subset both Spark and DuckDB accept."""
     segments: dict[str, str] = {}
-    for i, (spent, days) in enumerate(
-        [(s, d) for s in (100, 250, 500, 1000, 2000) for d in (7, 30, 90, 180)], start=1
-    ):
+    for i, (spent, days) in enumerate([(s, d) for s in (100, 250, 500, 1000, 2000) for d in (7, 30, 90, 180)], start=1):
         segments[f"spent_{spent}_in_{days}d"] = (
             f"total_spent > {spent} AND last_purchase_at > as_of - INTERVAL {days} DAYS"
         )
@@ -84,7 +82,8 @@ def run_spark(customers: int, out: Path) -> dict[str, float]:
         root=out,
         conf_dir=Path(__file__).resolve().parents[1] / "conf",
         environment=Environment(
-            version=1, name="bench",
+            version=1,
+            name="bench",
             spark=SparkSettings(conf={"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "3g"}),
             storage=StorageSettings(warehouse=str(out / "warehouse")),
             checkpoints=str(out / "checkpoints"),
@@ -122,8 +121,13 @@ def run_spark(customers: int, out: Path) -> dict[str, float]:
     previous_version = ctx0.tables.version(spark, "gold.customer_features")
     ctx0.tables.overwrite(spark.sql(features_sql(customers, 1, one_percent=True)), "gold.customer_features")
     shutil.copytree(out / "warehouse", out / "warehouse_full")
-    full_project = project.model_copy(update={"environment": project.environment.model_copy(
-        update={"storage": StorageSettings(warehouse=str(out / "warehouse_full"))})})
+    full_project = project.model_copy(
+        update={
+            "environment": project.environment.model_copy(
+                update={"storage": StorageSettings(warehouse=str(out / "warehouse_full"))}
+            )
+        }
+    )
     for step, target in (("full1pct", full_project), ("incremental1pct", project)):
         ctx = JobContext.create(target, spark, as_of=AS_OF, run_id=f"bench-{step}")
         features = ctx.tables.read(spark, "gold.customer_features")
@@ -135,8 +139,10 @@ def run_spark(customers: int, out: Path) -> dict[str, float]:
             features = features.join(scope, "customer_id", "left_semi")
             timings["changed_customers"] = float(scope.count())
         inputs = SegmentInputs(
-            profile=ctx.tables.read(spark, "gold.customer_profile"), features=features,
-            events=spark.createDataFrame([], EVENTS_SCHEMA + ", customer_id string"), as_of=AS_OF,
+            profile=ctx.tables.read(spark, "gold.customer_profile"),
+            features=features,
+            events=spark.createDataFrame([], EVENTS_SCHEMA + ", customer_id string"),
+            as_of=AS_OF,
         )
         counts = evaluate_and_write(ctx, segments, inputs, scope=scope)
         timings[f"spark_{step}_s"] = time.perf_counter() - started
@@ -176,8 +182,12 @@ def run_embedded(customers: int, out: Path) -> dict[str, float]:
         root=out / "embedded",
         conf_dir=Path(__file__).resolve().parents[1] / "conf",
         environment=Environment(
-            version=1, name="bench", engine="embedded", storage=StorageSettings(warehouse=str(warehouse)),
-            checkpoints=str(out / "embedded" / "checkpoints"), as_of=AS_OF,
+            version=1,
+            name="bench",
+            engine="embedded",
+            storage=StorageSettings(warehouse=str(warehouse)),
+            checkpoints=str(out / "embedded" / "checkpoints"),
+            as_of=AS_OF,
         ),
     )
     segments = {
@@ -205,7 +215,9 @@ def run_embedded(customers: int, out: Path) -> dict[str, float]:
     return timings
 
 
-def run_duckdb(customers: int, out: Path, *, location: Path | None = None, offsets=(2, 1), prefix="duckdb") -> dict[str, float]:
+def run_duckdb(
+    customers: int, out: Path, *, location: Path | None = None, offsets=(2, 1), prefix="duckdb"
+) -> dict[str, float]:
     import duckdb
     from deltalake import DeltaTable
 
@@ -250,7 +262,10 @@ def main() -> int:
     parser.add_argument("--out", default="/tmp/lakecdp-segments-bench")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     parser.add_argument(
-        "--engines", nargs="+", choices=("spark", "embedded"), default=["spark", "embedded"],
+        "--engines",
+        nargs="+",
+        choices=("spark", "embedded"),
+        default=["spark", "embedded"],
         help="which lakecdp engines to measure (bare DuckDB always runs beside each)",
     )
     args = parser.parse_args()
@@ -279,22 +294,33 @@ def main() -> int:
 def embedded_section(customers: int, out: Path) -> tuple[str, str, str]:
     results = {
         **run_embedded(customers, out),
-        **run_duckdb(customers, out, location=out / "embedded" / "warehouse" / "gold" / "customer_features",
-                     offsets=(1, 0), prefix="bare"),
+        **run_duckdb(
+            customers,
+            out,
+            location=out / "embedded" / "warehouse" / "gold" / "customer_features",
+            offsets=(1, 0),
+            prefix="bare",
+        ),
     }
     # bare DuckDB is the independent oracle: the same number of changes
     for step in ("run1", "run2"):
         if results[f"embedded_{step}_changes"] != results[f"bare_{step}_changes"]:
-            raise SystemExit(f"{step}: embedded engine wrote {results[f'embedded_{step}_changes']:.0f} changes, "
-                             f"bare DuckDB found {results[f'bare_{step}_changes']:.0f}")
-    table = "\n".join([
-        "| customers | segments | run | lakecdp (embedded) s | changes | bare DuckDB s | ratio embedded / bare |",
-        "|---|---|---|---|---|---|---|",
-        *(f"| {customers:,} | 30 | {label} | {results[f'embedded_{step}_s']:.1f} | "
-          f"{int(results[f'embedded_{step}_changes']):,} | {results[f'bare_{step}_s']:.1f} | "
-          f"{results[f'embedded_{step}_s'] / results[f'bare_{step}_s']:.1f}x |"
-          for step, label in (("run1", "first (every member enters)"), ("run2", "second (~10% move)"))),
-    ])
+            raise SystemExit(
+                f"{step}: embedded engine wrote {results[f'embedded_{step}_changes']:.0f} changes, "
+                f"bare DuckDB found {results[f'bare_{step}_changes']:.0f}"
+            )
+    table = "\n".join(
+        [
+            "| customers | segments | run | lakecdp (embedded) s | changes | bare DuckDB s | ratio embedded / bare |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| {customers:,} | 30 | {label} | {results[f'embedded_{step}_s']:.1f} | "
+                f"{int(results[f'embedded_{step}_changes']):,} | {results[f'bare_{step}_s']:.1f} | "
+                f"{results[f'embedded_{step}_s'] / results[f'bare_{step}_s']:.1f}x |"
+                for step, label in (("run1", "first (every member enters)"), ("run2", "second (~10% move)"))
+            ),
+        ]
+    )
     text = (
         "no JVM. lakecdp (embedded) = `evaluate_and_write_embedded` (30 conditions translated to DuckDB and "
         "plan-checked, run on a locked DuckDB connection, policies, diff, reasons, held-segment check; "
@@ -311,28 +337,38 @@ def spark_section(customers: int, out: Path) -> tuple[str, str, str]:
     # DuckDB is the independent oracle: both engines must find the same number of changes
     for step in ("run1", "run2"):
         if results[f"spark_{step}_changes"] != results[f"duckdb_{step}_changes"]:
-            raise SystemExit(f"{step}: Spark wrote {results[f'spark_{step}_changes']:.0f} changes, "
-                             f"DuckDB found {results[f'duckdb_{step}_changes']:.0f}")
+            raise SystemExit(
+                f"{step}: Spark wrote {results[f'spark_{step}_changes']:.0f} changes, "
+                f"DuckDB found {results[f'duckdb_{step}_changes']:.0f}"
+            )
     if results["spark_full1pct_changes"] != results["spark_incremental1pct_changes"]:
-        raise SystemExit(f"1% step: full run wrote {results['spark_full1pct_changes']:.0f} changes, "
-                         f"incremental {results['spark_incremental1pct_changes']:.0f}")
-    table = "\n".join([
-        "| customers | segments | run | lakecdp (Spark) s | changes | DuckDB baseline s | ratio Spark / DuckDB |",
-        "|---|---|---|---|---|---|---|",
-        *(f"| {customers:,} | 30 | {label} | {results[f'spark_{step}_s']:.1f} | "
-          f"{int(results[f'spark_{step}_changes']):,} | {results[f'duckdb_{step}_s']:.1f} | "
-          f"{results[f'spark_{step}_s'] / results[f'duckdb_{step}_s']:.1f}x |"
-          for step, label in (("run1", "first (every member enters)"), ("run2", "second (~10% move)"))),
-    ])
-    table += "\n\n" + "\n".join([
-        "| customers | 1% step | lakecdp (Spark) s | changes |",
-        "|---|---|---|---|",
-        f"| {customers:,} | full run (all customers evaluated) | {results['spark_full1pct_s']:.1f} | "
-        f"{int(results['spark_full1pct_changes']):,} |",
-        f"| {customers:,} | incremental ({int(results['changed_customers']):,} changed customers evaluated) | "
-        f"{results['spark_incremental1pct_s']:.1f} | {int(results['spark_incremental1pct_changes']):,} |",
-        f"| | ratio incremental / full | {results['spark_incremental1pct_s'] / results['spark_full1pct_s']:.2f} | |",
-    ])
+        raise SystemExit(
+            f"1% step: full run wrote {results['spark_full1pct_changes']:.0f} changes, "
+            f"incremental {results['spark_incremental1pct_changes']:.0f}"
+        )
+    table = "\n".join(
+        [
+            "| customers | segments | run | lakecdp (Spark) s | changes | DuckDB baseline s | ratio Spark / DuckDB |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| {customers:,} | 30 | {label} | {results[f'spark_{step}_s']:.1f} | "
+                f"{int(results[f'spark_{step}_changes']):,} | {results[f'duckdb_{step}_s']:.1f} | "
+                f"{results[f'spark_{step}_s'] / results[f'duckdb_{step}_s']:.1f}x |"
+                for step, label in (("run1", "first (every member enters)"), ("run2", "second (~10% move)"))
+            ),
+        ]
+    )
+    table += "\n\n" + "\n".join(
+        [
+            "| customers | 1% step | lakecdp (Spark) s | changes |",
+            "|---|---|---|---|",
+            f"| {customers:,} | full run (all customers evaluated) | {results['spark_full1pct_s']:.1f} | "
+            f"{int(results['spark_full1pct_changes']):,} |",
+            f"| {customers:,} | incremental ({int(results['changed_customers']):,} changed customers evaluated) | "
+            f"{results['spark_incremental1pct_s']:.1f} | {int(results['spark_incremental1pct_changes']):,} |",
+            f"| | ratio incremental / full | {results['spark_incremental1pct_s'] / results['spark_full1pct_s']:.2f} | |",
+        ]
+    )
     text = (
         "Spark local[2] (driver 3g). lakecdp = the segments job's `evaluate_and_write` (evaluate, diff against "
         "membership, MERGE segments.changes and segments.membership in Delta); DuckDB = the same 30 conditions "

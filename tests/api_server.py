@@ -34,31 +34,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_conf(root: Path, *, as_of: str = "2026-11-01T00:00:00Z", max_body_bytes: int = 16384,
-               max_batch_events: int = 50) -> Path:
+def write_conf(
+    root: Path, *, as_of: str = "2026-11-01T00:00:00Z", max_body_bytes: int = 16384, max_batch_events: int = 50
+) -> Path:
     """A copy of the repo's conf with a test environment (warehouse under ``root``) and test keys."""
     conf = root / "conf"
     shutil.copytree(REPO_ROOT / "conf", conf)
-    (conf / "environments" / "apitest.yaml").write_text(yaml.safe_dump({
-        "version": 1, "name": "apitest",
-        "spark": {"mode": "local", "master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2"}},
-        "storage": {"warehouse": str(root / "warehouse")},
-        "landing": str(root / "landing"), "checkpoints": str(root / "checkpoints"), "as_of": as_of,
-    }))
+    (conf / "environments" / "apitest.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "name": "apitest",
+                "spark": {"mode": "local", "master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2"}},
+                "storage": {"warehouse": str(root / "warehouse")},
+                "landing": str(root / "landing"),
+                "checkpoints": str(root / "checkpoints"),
+                "as_of": as_of,
+            }
+        )
+    )
     digest = lambda k: hashlib.sha256(k.encode()).hexdigest()  # noqa: E731
-    (conf / "api.yaml").write_text(yaml.safe_dump({
-        "version": 1, "log_dir": str(root / "intake"), "max_body_bytes": max_body_bytes,
-        "max_batch_events": max_batch_events, "max_page_size": 1000,
-        "keys": [
-            {"id": "website", "sha256": digest(KEYS["website"]), "sources": ["web_events"]},
-            {"id": "email_platform", "sha256": digest(KEYS["email_platform"]), "sources": ["email_events"],
-             "destinations": ["demo_webhook"]},
-            {"id": "slow", "sha256": digest(KEYS["slow"]), "sources": ["web_events"],
-             "rate_per_second": 0.5, "burst": 2},
-            {"id": "reader", "sha256": digest(KEYS["reader"]), "destinations": ["demo_export"]},
-            {"id": "shop", "sha256": digest(KEYS["shop"]), "sources": ["shop_orders"]},
-        ],
-    }))
+    (conf / "api.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "log_dir": str(root / "intake"),
+                "max_body_bytes": max_body_bytes,
+                "max_batch_events": max_batch_events,
+                "max_page_size": 1000,
+                "keys": [
+                    {"id": "website", "sha256": digest(KEYS["website"]), "sources": ["web_events"]},
+                    {
+                        "id": "email_platform",
+                        "sha256": digest(KEYS["email_platform"]),
+                        "sources": ["email_events"],
+                        "destinations": ["demo_webhook"],
+                    },
+                    {
+                        "id": "slow",
+                        "sha256": digest(KEYS["slow"]),
+                        "sources": ["web_events"],
+                        "rate_per_second": 0.5,
+                        "burst": 2,
+                    },
+                    {"id": "reader", "sha256": digest(KEYS["reader"]), "destinations": ["demo_export"]},
+                    {"id": "shop", "sha256": digest(KEYS["shop"]), "sources": ["shop_orders"]},
+                ],
+            }
+        )
+    )
     return conf
 
 
@@ -77,9 +101,21 @@ class Service:
     def start(self) -> Service:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "lib")}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lakecdp", "--conf", str(self.conf), "--env", "apitest", "serve",
-             "--port", str(self.port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "lakecdp",
+                "--conf",
+                str(self.conf),
+                "--env",
+                "apitest",
+                "serve",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -106,8 +142,15 @@ class Service:
                 self.process.kill()
                 self.process.wait(10)
 
-    def request(self, method: str, path: str, body: object | bytes | None = None, *, key: str | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], object]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object | bytes | None = None,
+        *,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], object]:
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:

@@ -17,13 +17,10 @@ from lakecdp.context import JobContext
 from lakecdp.tables import Tables
 
 
-
 T0 = datetime(2026, 10, 1, tzinfo=timezone.utc)
 T1 = datetime(2026, 10, 20, tzinfo=timezone.utc)
 
-RECORDS = (
-    "record_id string, source string, email string, phone string, email_consent boolean, updated_at timestamp"
-)
+RECORDS = "record_id string, source string, email string, phone string, email_consent boolean, updated_at timestamp"
 PROFILE = (
     "customer_id string, first_name string, last_name string, email string, phone string, "
     "date_of_birth date, postcode string, city string, country string, email_consent boolean, "
@@ -38,47 +35,156 @@ EVENTS = "event_id string, event_type string, occurred_at timestamp, email strin
 
 def _write_inputs(spark, tables: Tables) -> None:
     # c1 = Ann: her old CRM record has ann.old@ (which unsubscribed); her profile only shows ann@
-    tables.append(spark.createDataFrame([
-        ("crm:1", "crm", "ann.old@example.com", None, True, T0),
-        ("shop:1", "shop_customers", "ann@example.com", "+447700900001", True, T1),
-        ("crm:2", "crm", "bob@example.com", None, False, T0),
-        ("crm:3", "crm", "cara@example.com", "+447700900003", True, T0),
-        ("crm:4", "crm", "dan@example.com", None, True, T0),
-        ("crm:5", "crm", "eve@example.com", None, True, T0),
-        ("crm:6", "crm", "fay@example.com", None, True, T0),
-    ], RECORDS), "silver.customer_records")
-    tables.append(spark.createDataFrame([
-        ("crm:1", "c1"), ("shop:1", "c1"), ("crm:2", "c2"), ("crm:3", "c3"), ("crm:4", "c4"), ("crm:5", "c5"),
-        ("crm:6", "c6"),
-    ], "record_id string, customer_id string"), "identity.id_map")
-    tables.append(spark.createDataFrame([
-        ("c1", "Ann", "Lee", "ann@example.com", "+447700900001", None, None, None, "GB", True,
-         ["ann@example.com"], ["+447700900001"], T1),
-        ("c2", "Bob", "Ray", "bob@example.com", None, None, None, None, "GB", False, ["bob@example.com"], [], T0),
-        ("c3", "=cmd|' /C calc'!A0", "Kay", "cara@example.com", "+447700900003", date(1990, 1, 2), None, None,
-         "GB", True, ["cara@example.com"], ["+447700900003"], T0),
-        ("c4", "Dan", "Fox", "dan@example.com", None, None, None, None, "GB", True, ["dan@example.com"], [], T0),
-        ("c5", "Eve", "Ng", "eve@example.com", None, None, None, None, "GB", None, ["eve@example.com"], [], T0),
-        ("c6", "Fay", "Orr", "fay@example.com", None, None, None, None, "GB", True, ["fay@example.com"], [], T0),
-    ], PROFILE), "gold.customer_profile")
-    tables.append(spark.createDataFrame([
-        ("e1", "email_unsubscribe", T0, " ANN.OLD@example.com ", None),
-        ("e2", "email_bounce", T0, "dan@example.com", "soft"),  # soft bounce: not suppressed
-        ("e3", "email_bounce", T0, "ghost@example.com", "hard"),  # nobody we know
-        ("e4", "email_open", T0, "cara@example.com", None),
-    ], EVENTS), "silver.events")
-    tables.append(spark.createDataFrame([
-        (f"ch{n}", "seg-r1", "vip", f"c{n}", "", "entered", None, T1, "{}") for n in range(1, 7)
-    ] + [("ch9", "seg-r1", "lapsed", "c4", "", "entered", None, T1, "{}")], CHANGES), "segments.changes")
+    tables.append(
+        spark.createDataFrame(
+            [
+                ("crm:1", "crm", "ann.old@example.com", None, True, T0),
+                ("shop:1", "shop_customers", "ann@example.com", "+447700900001", True, T1),
+                ("crm:2", "crm", "bob@example.com", None, False, T0),
+                ("crm:3", "crm", "cara@example.com", "+447700900003", True, T0),
+                ("crm:4", "crm", "dan@example.com", None, True, T0),
+                ("crm:5", "crm", "eve@example.com", None, True, T0),
+                ("crm:6", "crm", "fay@example.com", None, True, T0),
+            ],
+            RECORDS,
+        ),
+        "silver.customer_records",
+    )
+    tables.append(
+        spark.createDataFrame(
+            [
+                ("crm:1", "c1"),
+                ("shop:1", "c1"),
+                ("crm:2", "c2"),
+                ("crm:3", "c3"),
+                ("crm:4", "c4"),
+                ("crm:5", "c5"),
+                ("crm:6", "c6"),
+            ],
+            "record_id string, customer_id string",
+        ),
+        "identity.id_map",
+    )
+    tables.append(
+        spark.createDataFrame(
+            [
+                (
+                    "c1",
+                    "Ann",
+                    "Lee",
+                    "ann@example.com",
+                    "+447700900001",
+                    None,
+                    None,
+                    None,
+                    "GB",
+                    True,
+                    ["ann@example.com"],
+                    ["+447700900001"],
+                    T1,
+                ),
+                (
+                    "c2",
+                    "Bob",
+                    "Ray",
+                    "bob@example.com",
+                    None,
+                    None,
+                    None,
+                    None,
+                    "GB",
+                    False,
+                    ["bob@example.com"],
+                    [],
+                    T0,
+                ),
+                (
+                    "c3",
+                    "=cmd|' /C calc'!A0",
+                    "Kay",
+                    "cara@example.com",
+                    "+447700900003",
+                    date(1990, 1, 2),
+                    None,
+                    None,
+                    "GB",
+                    True,
+                    ["cara@example.com"],
+                    ["+447700900003"],
+                    T0,
+                ),
+                (
+                    "c4",
+                    "Dan",
+                    "Fox",
+                    "dan@example.com",
+                    None,
+                    None,
+                    None,
+                    None,
+                    "GB",
+                    True,
+                    ["dan@example.com"],
+                    [],
+                    T0,
+                ),
+                ("c5", "Eve", "Ng", "eve@example.com", None, None, None, None, "GB", None, ["eve@example.com"], [], T0),
+                (
+                    "c6",
+                    "Fay",
+                    "Orr",
+                    "fay@example.com",
+                    None,
+                    None,
+                    None,
+                    None,
+                    "GB",
+                    True,
+                    ["fay@example.com"],
+                    [],
+                    T0,
+                ),
+            ],
+            PROFILE,
+        ),
+        "gold.customer_profile",
+    )
+    tables.append(
+        spark.createDataFrame(
+            [
+                ("e1", "email_unsubscribe", T0, " ANN.OLD@example.com ", None),
+                ("e2", "email_bounce", T0, "dan@example.com", "soft"),  # soft bounce: not suppressed
+                ("e3", "email_bounce", T0, "ghost@example.com", "hard"),  # nobody we know
+                ("e4", "email_open", T0, "cara@example.com", None),
+            ],
+            EVENTS,
+        ),
+        "silver.events",
+    )
+    tables.append(
+        spark.createDataFrame(
+            [(f"ch{n}", "seg-r1", "vip", f"c{n}", "", "entered", None, T1, "{}") for n in range(1, 7)]
+            + [("ch9", "seg-r1", "lapsed", "c4", "", "entered", None, T1, "{}")],
+            CHANGES,
+        ),
+        "segments.changes",
+    )
     # Fay asked to be erased: only the salted hash of her email is kept,
     # sha256("test-salt\0email\0fay@example.com") per lakecdp.erasure.salted_hash
-    tables.append(spark.createDataFrame([
-        ("7e0678968487a242a7d1d3ad18c43128260539f437746f55d3a27c20079ee38b", "email", T0, "erase-1"),
-    ], "salted_hash string, identifier_type string, requested_at timestamp, run_id string"), "ops.erasures")
+    tables.append(
+        spark.createDataFrame(
+            [
+                ("7e0678968487a242a7d1d3ad18c43128260539f437746f55d3a27c20079ee38b", "email", T0, "erase-1"),
+            ],
+            "salted_hash string, identifier_type string, requested_at timestamp, run_id string",
+        ),
+        "ops.erasures",
+    )
     # the segments step holds 'lapsed' of run seg-r1 for approval
-    tables.append(spark.createDataFrame(
-        [("seg-r1", "lapsed", "held")], "run_id string, segment_id string, status string"
-    ), "segments.approvals")
+    tables.append(
+        spark.createDataFrame([("seg-r1", "lapsed", "held")], "run_id string, segment_id string, status string"),
+        "segments.approvals",
+    )
 
 
 def _write_conf(root, url_env: str) -> None:
@@ -86,13 +192,17 @@ def _write_conf(root, url_env: str) -> None:
     folder.mkdir(parents=True)
     (root / "privacy.yaml").write_text("version: 1\n", encoding="utf-8")
     (folder / "export.yaml").write_text(
-        "version: 1\ntype: file\nformat: csv\nfields: [email, first_name]\n", encoding="utf-8")
+        "version: 1\ntype: file\nformat: csv\nfields: [email, first_name]\n", encoding="utf-8"
+    )
     (folder / "hook.yaml").write_text(
         "version: 1\ntype: webhook\nurl: ${" + url_env + "}\nbatch_size: 1\nsegments: [vip]\n"
         "fields: [email, first_name]\ntimeout_seconds: 2\nallow_private_network: true\n"
-        "retry: {max_attempts: 3, base_delay_seconds: 0.01, max_runs: 1}\n", encoding="utf-8")
+        "retry: {max_attempts: 3, base_delay_seconds: 0.01, max_runs: 1}\n",
+        encoding="utf-8",
+    )
     (folder / "ads.yaml").write_text(
-        "version: 1\ntype: hashed_audience\nsegments: [vip]\nchange_types: [entered]\n", encoding="utf-8")
+        "version: 1\ntype: hashed_audience\nsegments: [vip]\nchange_types: [entered]\n", encoding="utf-8"
+    )
 
 
 @pytest.mark.slow
@@ -134,15 +244,18 @@ def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatc
 
     # the webhook got c3, c4, c5 once each; never Ann (unsubscribed via her other email),
     # Bob (no consent) nor Fay (erased); c5 was rejected per row and not retried
-    assert [[(i["change_id"], i["customer_id"], i["email"], i["first_name"]) for i in r["items"]]
-            for r in received_after_resume] == [
+    assert [
+        [(i["change_id"], i["customer_id"], i["email"], i["first_name"]) for i in r["items"]]
+        for r in received_after_resume
+    ] == [
         [("ch3", "c3", "cara@example.com", "=cmd|' /C calc'!A0")],
         [("ch4", "c4", "dan@example.com", "Dan")],
         [("ch5", "c5", "eve@example.com", "Eve")],
     ]
     # sha256("hook\x1fch3"), sent as header and in the item
     assert received_after_resume[0]["idempotency_key"] == (
-        "3d04a8010b2e8cbcb3960429a9b6f2e817f167ac67dc7d95ad6deffeeab692c1")
+        "3d04a8010b2e8cbcb3960429a9b6f2e817f167ac67dc7d95ad6deffeeab692c1"
+    )
     assert received_after_resume[0]["items"][0]["idempotency_key"] == received_after_resume[0]["idempotency_key"]
     assert sorted(server.processed.values()) == [1, 1]
 
@@ -161,8 +274,11 @@ def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatc
     with (project.warehouse / "exports" / "ads" / "vip" / "seg-r1.csv").open(encoding="utf-8") as handle:
         hashed = [(r["change_id"], r["email_sha256"], r["phone_sha256"]) for r in csv.DictReader(handle)]
     assert hashed == [
-        ("ch3", "24be2d6c78146d33cf14c9a06a4721a73d63014fecb5c16f030a0372c825c71f",
-         "98bea9e540c0f1fc61147d172d3d56500eae759b86bc43eab66c251144c4b8ea"),
+        (
+            "ch3",
+            "24be2d6c78146d33cf14c9a06a4721a73d63014fecb5c16f030a0372c825c71f",
+            "98bea9e540c0f1fc61147d172d3d56500eae759b86bc43eab66c251144c4b8ea",
+        ),
         ("ch4", "c8cf6521c193fc743c7fadcd8be04e983724764efa65b3c3913b6d22f086a11f", ""),
         ("ch5", "d0574c4966d2c326193622feebc64991c5b59807ae68fa8255b26c79f4bf917a", ""),
     ]
@@ -176,32 +292,48 @@ def test_suppression_crash_resume_and_rerun(spark, project, tmp_path, monkeypatc
         return sorted((tuple(r[c] for c in columns) for r in table), key=repr)
 
     assert rows("activation.deliveries", "destination", "change_id", "status", "run_id") == [
-        ("ads", "ch1", "suppressed", "act-1"), ("ads", "ch2", "suppressed", "act-1"),
-        ("ads", "ch3", "delivered", "act-1"), ("ads", "ch4", "delivered", "act-1"),
-        ("ads", "ch5", "delivered", "act-1"), ("ads", "ch6", "suppressed", "act-1"),
-        ("export", "ch1", "suppressed", "act-1"), ("export", "ch2", "suppressed", "act-1"),
-        ("export", "ch3", "delivered", "act-1"), ("export", "ch4", "delivered", "act-1"),
-        ("export", "ch5", "delivered", "act-1"), ("export", "ch6", "suppressed", "act-1"),
-        ("hook", "ch1", "suppressed", "act-1"), ("hook", "ch2", "suppressed", "act-1"),
-        ("hook", "ch3", "delivered", "act-1"), ("hook", "ch4", "delivered", "act-2"),
+        ("ads", "ch1", "suppressed", "act-1"),
+        ("ads", "ch2", "suppressed", "act-1"),
+        ("ads", "ch3", "delivered", "act-1"),
+        ("ads", "ch4", "delivered", "act-1"),
+        ("ads", "ch5", "delivered", "act-1"),
+        ("ads", "ch6", "suppressed", "act-1"),
+        ("export", "ch1", "suppressed", "act-1"),
+        ("export", "ch2", "suppressed", "act-1"),
+        ("export", "ch3", "delivered", "act-1"),
+        ("export", "ch4", "delivered", "act-1"),
+        ("export", "ch5", "delivered", "act-1"),
+        ("export", "ch6", "suppressed", "act-1"),
+        ("hook", "ch1", "suppressed", "act-1"),
+        ("hook", "ch2", "suppressed", "act-1"),
+        ("hook", "ch3", "delivered", "act-1"),
+        ("hook", "ch4", "delivered", "act-2"),
         ("hook", "ch6", "suppressed", "act-1"),
     ]
     assert not Path(tables.location("activation.rejected")).exists()
     assert rows("activation.dead_letter", "destination", "change_id", "reason", "response_code") == [
-        ("hook", "ch5", "rejected by the destination in 1 of 1 allowed runs (retry.max_runs), not sent again; "
-                        "last: invalid email", 200)
+        (
+            "hook",
+            "ch5",
+            "rejected by the destination in 1 of 1 allowed runs (retry.max_runs), not sent again; last: invalid email",
+            200,
+        )
     ]
     # built once by run 1; runs 2 and 3 found the same input versions and left it alone
     assert RsDeltaTable(tables.location("activation.suppressions")).version() == 0
-    assert rows("activation.suppressions", "customer_id", "reason", "identifier_type", "identifier_value",
-                "since") == sorted([
-        ("c1", "unsubscribed", "email", "ann.old@example.com", T0),
-        ("c1", "unsubscribed", "email", "ann@example.com", T0),
-        ("c1", "unsubscribed", "phone", "+447700900001", T0),
-        ("c2", "no_consent", "email", "bob@example.com", T0),
-        ("c6", "erased", "email", "fay@example.com", T0),
-        (None, "hard_bounce", "email", "ghost@example.com", T0),
-    ], key=repr)
+    assert rows(
+        "activation.suppressions", "customer_id", "reason", "identifier_type", "identifier_value", "since"
+    ) == sorted(
+        [
+            ("c1", "unsubscribed", "email", "ann.old@example.com", T0),
+            ("c1", "unsubscribed", "email", "ann@example.com", T0),
+            ("c1", "unsubscribed", "phone", "+447700900001", T0),
+            ("c2", "no_consent", "email", "bob@example.com", T0),
+            ("c6", "erased", "email", "fay@example.com", T0),
+            (None, "hard_bounce", "email", "ghost@example.com", T0),
+        ],
+        key=repr,
+    )
 
 
 @pytest.mark.slow
@@ -214,16 +346,41 @@ def test_rejected_changes_are_retried_by_later_runs_up_to_max_runs(spark, projec
     (conf / "destinations" / "hook.yaml").write_text(
         "version: 1\ntype: webhook\nurl: ${RETRY_HOOK_URL}\nallow_private_network: true\nbatch_size: 10\n"
         "fields: [email]\ntimeout_seconds: 2\nretry: {max_attempts: 2, base_delay_seconds: 0.01, max_runs: 2}\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     project = project.model_copy(update={"conf_dir": conf})
     tables = Tables(project)
-    tables.append(spark.createDataFrame(
-        [(f"ch{n}", "seg-r1", "vip", f"c{n}", "", "entered", None, T1, "{}") for n in (1, 2, 3)], CHANGES,
-    ), "segments.changes")
-    tables.append(spark.createDataFrame([
-        (f"c{n}", f"N{n}", "X", f"p{n}@example.com", None, None, None, None, "GB", True, [f"p{n}@example.com"],
-         [], T0) for n in (1, 2, 3)
-    ], PROFILE), "gold.customer_profile")
+    tables.append(
+        spark.createDataFrame(
+            [(f"ch{n}", "seg-r1", "vip", f"c{n}", "", "entered", None, T1, "{}") for n in (1, 2, 3)],
+            CHANGES,
+        ),
+        "segments.changes",
+    )
+    tables.append(
+        spark.createDataFrame(
+            [
+                (
+                    f"c{n}",
+                    f"N{n}",
+                    "X",
+                    f"p{n}@example.com",
+                    None,
+                    None,
+                    None,
+                    None,
+                    "GB",
+                    True,
+                    [f"p{n}@example.com"],
+                    [],
+                    T0,
+                )
+                for n in (1, 2, 3)
+            ],
+            PROFILE,
+        ),
+        "gold.customer_profile",
+    )
 
     with FaultServer(reject_rows={"c2", "c3"}) as server:
         monkeypatch.setenv("RETRY_HOOK_URL", server.url)
@@ -247,12 +404,17 @@ def test_rejected_changes_are_retried_by_later_runs_up_to_max_runs(spark, projec
         return sorted((tuple(r[c] for c in columns) for r in table), key=repr)
 
     assert rows("activation.deliveries", "change_id", "status", "run_id") == [
-        ("ch1", "delivered", "act-1"), ("ch2", "delivered", "act-2"),
+        ("ch1", "delivered", "act-1"),
+        ("ch2", "delivered", "act-2"),
     ]
     assert rows("activation.rejected", "change_id", "reason", "run_id") == [
-        ("ch2", "invalid email", "act-1"), ("ch3", "invalid email", "act-1"),
+        ("ch2", "invalid email", "act-1"),
+        ("ch3", "invalid email", "act-1"),
     ]
     assert rows("activation.dead_letter", "change_id", "reason", "run_id") == [
-        ("ch3", "rejected by the destination in 2 of 2 allowed runs (retry.max_runs), not sent again; "
-                "last: invalid email", "act-2"),
+        (
+            "ch3",
+            "rejected by the destination in 2 of 2 allowed runs (retry.max_runs), not sent again; last: invalid email",
+            "act-2",
+        ),
     ]

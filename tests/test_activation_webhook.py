@@ -19,8 +19,13 @@ from lakecdp.config import ConfigError
 
 def _items(*customer_ids: str) -> list[dict]:
     return [
-        {"idempotency_key": f"k-{c}", "change_id": f"ch-{c}", "segment_id": "vip", "customer_id": c,
-         "change_type": "entered"}
+        {
+            "idempotency_key": f"k-{c}",
+            "change_id": f"ch-{c}",
+            "segment_id": "vip",
+            "customer_id": c,
+            "change_type": "entered",
+        }
         for c in customer_ids
     ]
 
@@ -48,7 +53,12 @@ def test_transient_faults_are_retried_and_each_change_is_accepted_once():
         elapsed = time.monotonic() - started
 
     assert [(i["customer_id"], attempts) for i, attempts, _ in result.delivered] == [
-        ("c1", 3), ("c2", 3), ("c3", 2), ("c4", 2), ("c5", 2), ("c6", 2)
+        ("c1", 3),
+        ("c2", 3),
+        ("c3", 2),
+        ("c4", 2),
+        ("c5", 2),
+        ("c6", 2),
     ]
     assert result.rejected == [] and result.dead == []
     assert [r["action"] for r in server.received] == script
@@ -68,8 +78,9 @@ def test_row_rejects_bisection_and_dead_letter():
     with FaultServer(reject_rows={"c3"}, poison_rows={"c6"}) as server:
         client = WebhookClient("crm", _settings(server.url, batch_size=4), run_id="r1")
         seen = []
-        result = client.deliver(_items("c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"),
-                                on_result=lambda r: seen.append(r))
+        result = client.deliver(
+            _items("c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"), on_result=lambda r: seen.append(r)
+        )
 
     assert sorted(i["customer_id"] for i, _, _ in result.delivered) == ["c1", "c2", "c4", "c5", "c7", "c8"]
     assert [(i["customer_id"], reason, code) for i, reason, code, _ in result.rejected] == [
@@ -78,7 +89,12 @@ def test_row_rejects_bisection_and_dead_letter():
     ]
     # batch 2 [c5 c6 c7 c8] -> 400 -> [c5 c6] 400 -> [c5] ok, [c6] 400 -> [c7 c8] ok
     assert [[i["customer_id"] for i in r["items"]] for r in server.received] == [
-        ["c1", "c2", "c3", "c4"], ["c5", "c6", "c7", "c8"], ["c5", "c6"], ["c5"], ["c6"], ["c7", "c8"]
+        ["c1", "c2", "c3", "c4"],
+        ["c5", "c6", "c7", "c8"],
+        ["c5", "c6"],
+        ["c5"],
+        ["c6"],
+        ["c7", "c8"],
     ]
     # rejects are not retried; accepted rows went through once
     assert dict(server.processed) == {"k-c1": 1, "k-c2": 1, "k-c4": 1, "k-c5": 1, "k-c7": 1, "k-c8": 1}
@@ -92,7 +108,8 @@ def test_gives_up_after_max_attempts_into_dead_letter():
         result = client.deliver(_items("c1", "c2"))
     assert len(server.received) == 4  # max_attempts
     assert [(i["customer_id"], code, attempts) for i, _, code, attempts in result.dead] == [
-        ("c1", 503, 4), ("c2", 503, 4)
+        ("c1", 503, 4),
+        ("c2", 503, 4),
     ]
     assert result.dead[0][1] == 'gave up after 4 attempts; last: HTTP 503: {"error": "unavailable"}'
     assert server.processed == {}
@@ -102,9 +119,13 @@ def test_credentials_come_from_environment_and_rate_limit_spaces_requests(monkey
     monkeypatch.setenv("CRM_TOKEN", "s3cret")
     with FaultServer() as server:
         monkeypatch.setenv("HOOK_URL", server.url)
-        settings = _settings("${HOOK_URL}", batch_size=1, rate_limit_per_second=5,
-                             auth={"type": "bearer", "token_env": "CRM_TOKEN"},
-                             payload_template='{"items": {{ items | tojson }}, "source": "{{ destination }}"}')
+        settings = _settings(
+            "${HOOK_URL}",
+            batch_size=1,
+            rate_limit_per_second=5,
+            auth={"type": "bearer", "token_env": "CRM_TOKEN"},
+            payload_template='{"items": {{ items | tojson }}, "source": "{{ destination }}"}',
+        )
         client = WebhookClient("crm", settings, run_id="r1")
         started = time.monotonic()
         client.deliver(_items("c1", "c2", "c3"))
@@ -149,8 +170,12 @@ def test_file_exports_in_three_formats(tmp_path):
     import pyarrow.parquet as pq
 
     rows = [
-        {"change_id": "ch1", "customer_id": "c1", "first_name": "=HYPERLINK(\"http://x\")",
-         "changed_at": datetime(2026, 11, 1, tzinfo=timezone.utc)},
+        {
+            "change_id": "ch1",
+            "customer_id": "c1",
+            "first_name": '=HYPERLINK("http://x")',
+            "changed_at": datetime(2026, 11, 1, tzinfo=timezone.utc),
+        },
         {"change_id": "ch2", "customer_id": "c2", "first_name": "Zoë", "changed_at": None},
     ]
     columns = ["change_id", "customer_id", "first_name", "changed_at"]
@@ -158,19 +183,23 @@ def test_file_exports_in_three_formats(tmp_path):
     with (tmp_path / "x.csv").open(encoding="utf-8", newline="") as handle:
         assert list(csv.reader(handle)) == [
             ["change_id", "customer_id", "first_name", "changed_at"],
-            ["ch1", "c1", "'=HYPERLINK(\"http://x\")", "2026-11-01T00:00:00+00:00"],
+            ["ch1", "c1", '\'=HYPERLINK("http://x")', "2026-11-01T00:00:00+00:00"],
             ["ch2", "c2", "Zoë", ""],
         ]
     write_export(rows, columns=columns, path=tmp_path / "x.jsonl", file_format="jsonl")
     assert [json.loads(line) for line in (tmp_path / "x.jsonl").read_text("utf-8").splitlines()] == [
-        {"change_id": "ch1", "customer_id": "c1", "first_name": "=HYPERLINK(\"http://x\")",
-         "changed_at": "2026-11-01T00:00:00+00:00"},
+        {
+            "change_id": "ch1",
+            "customer_id": "c1",
+            "first_name": '=HYPERLINK("http://x")',
+            "changed_at": "2026-11-01T00:00:00+00:00",
+        },
         {"change_id": "ch2", "customer_id": "c2", "first_name": "Zoë", "changed_at": None},
     ]
     write_export(rows, columns=columns, path=tmp_path / "x.parquet", file_format="parquet")
     table = pq.read_table(tmp_path / "x.parquet").to_pylist()
     assert [(r["change_id"], r["first_name"], r["changed_at"]) for r in table] == [
-        ("ch1", "=HYPERLINK(\"http://x\")", datetime(2026, 11, 1, tzinfo=timezone.utc)),
+        ("ch1", '=HYPERLINK("http://x")', datetime(2026, 11, 1, tzinfo=timezone.utc)),
         ("ch2", "Zoë", None),
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv", "x.jsonl", "x.parquet"]
@@ -217,13 +246,16 @@ def test_demo_receiver_writes_what_it_receives(tmp_path):
 
     output = tmp_path / "received" / "run.jsonl"
     with LocalReceiver(output) as receiver:
-        settings = _settings(receiver.url, batch_size=2,
-                             payload_template='{"run": {{ run_id | tojson }}, "items": {{ items | tojson }}}')
+        settings = _settings(
+            receiver.url, batch_size=2, payload_template='{"run": {{ run_id | tojson }}, "items": {{ items | tojson }}}'
+        )
         result = WebhookClient("demo", settings, run_id="r9").deliver(_items("c1", "c2", "c3"))
     assert len(result.delivered) == 3
     lines = [json.loads(line) for line in output.read_text("utf-8").splitlines()]
-    assert [(line["idempotency_key"], line["body"]["run"], [i["customer_id"] for i in line["body"]["items"]])
-            for line in lines] == [
+    assert [
+        (line["idempotency_key"], line["body"]["run"], [i["customer_id"] for i in line["body"]["items"]])
+        for line in lines
+    ] == [
         # a batch's header key: sha256("demo\x1ek-c1\x1fk-c2") (destination, sorted item keys)
         ("50bd59d72cc47959388936584b6782c1ef6915a2c9e14b98552c1d4359fff9ba", "r9", ["c1", "c2"]),
         ("k-c3", "r9", ["c3"]),  # one item: its own key

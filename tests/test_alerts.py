@@ -24,56 +24,165 @@ def write(project, name: str, rows: list[dict], schema: pa.Schema) -> None:
     write_deltalake(Tables(project).location(name), pa.Table.from_pylist(rows, schema), mode="append")
 
 
-RUNS = pa.schema([("run_id", pa.string()), ("job", pa.string()), ("step", pa.string()), ("status", pa.string()),
-                  ("started_at", TS), ("duration_s", pa.float64()), ("message", pa.string())])
-APPROVALS = pa.schema([("run_id", pa.string()), ("segment_id", pa.string()), ("previous_size", pa.int64()),
-                       ("new_size", pa.int64()), ("change_share", pa.float64()), ("threshold", pa.float64()),
-                       ("status", pa.string())])
-AUDIT = pa.schema([("run_id", pa.string()), ("source", pa.string()), ("source_file", pa.string()),
-                   ("rows_read", pa.int64()), ("rows_quarantined", pa.int64()), ("stream_batch", pa.string())])
+RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("job", pa.string()),
+        ("step", pa.string()),
+        ("status", pa.string()),
+        ("started_at", TS),
+        ("duration_s", pa.float64()),
+        ("message", pa.string()),
+    ]
+)
+APPROVALS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("segment_id", pa.string()),
+        ("previous_size", pa.int64()),
+        ("new_size", pa.int64()),
+        ("change_share", pa.float64()),
+        ("threshold", pa.float64()),
+        ("status", pa.string()),
+    ]
+)
+AUDIT = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("source", pa.string()),
+        ("source_file", pa.string()),
+        ("rows_read", pa.int64()),
+        ("rows_quarantined", pa.int64()),
+        ("stream_batch", pa.string()),
+    ]
+)
 ID_CHANGES = pa.schema([("run_id", pa.string()), ("change_type", pa.string()), ("changed_at", TS)])
 DEAD = pa.schema([("destination", pa.string()), ("run_id", pa.string()), ("reason", pa.string())])
 
 
 def run(run_id: str, step: str, day: int, seconds: float, status: str = "succeeded") -> dict:
-    return {"run_id": run_id, "job": "pipeline", "step": step, "status": status,
-            "started_at": T0 + timedelta(days=day), "duration_s": seconds,
-            "message": "ValueError: boom" if status == "failed" else None}
+    return {
+        "run_id": run_id,
+        "job": "pipeline",
+        "step": step,
+        "status": status,
+        "started_at": T0 + timedelta(days=day),
+        "duration_s": seconds,
+        "message": "ValueError: boom" if status == "failed" else None,
+    }
 
 
 def clean_world(project) -> None:
     """What a healthy history looks like: nothing here may alert."""
-    write(project, "ops.runs", [run(f"R{d}", s, d, 10.0 + d) for d in range(1, 4) for s in ("ingest", "features")]
-          + [run("R4", "features", 4, 25.0)], RUNS)  # 25 s < 3 x median 12 s
-    write(project, "segments.approvals", [
-        {"run_id": "R3", "segment_id": "churn_risk", "previous_size": 100, "new_size": 200, "change_share": 1.0,
-         "threshold": 0.5, "status": "approved"}], APPROVALS)
-    write(project, "ops.ingest_audit", [
-        {"run_id": "R1", "source": "crm", "source_file": "crm/crm_customers_2.csv", "rows_read": 1000,
-         "rows_quarantined": 50, "stream_batch": None},  # exactly 5%: not above
-        {"run_id": "R1", "source": "web_events", "source_file": "kafka://lakecdp.web_events", "rows_read": 50,
-         "rows_quarantined": 10, "stream_batch": "q:7"}], AUDIT)  # under min_rows
-    write(project, "identity.id_changes", [
-        {"run_id": f"I{d}", "change_type": "merge", "changed_at": T0 + timedelta(days=d)}
-        for d, merges in ((1, 2), (2, 3), (3, 2)) for _ in range(merges)], ID_CHANGES)
+    write(
+        project,
+        "ops.runs",
+        [run(f"R{d}", s, d, 10.0 + d) for d in range(1, 4) for s in ("ingest", "features")]
+        + [run("R4", "features", 4, 25.0)],
+        RUNS,
+    )  # 25 s < 3 x median 12 s
+    write(
+        project,
+        "segments.approvals",
+        [
+            {
+                "run_id": "R3",
+                "segment_id": "churn_risk",
+                "previous_size": 100,
+                "new_size": 200,
+                "change_share": 1.0,
+                "threshold": 0.5,
+                "status": "approved",
+            }
+        ],
+        APPROVALS,
+    )
+    write(
+        project,
+        "ops.ingest_audit",
+        [
+            {
+                "run_id": "R1",
+                "source": "crm",
+                "source_file": "crm/crm_customers_2.csv",
+                "rows_read": 1000,
+                "rows_quarantined": 50,
+                "stream_batch": None,
+            },  # exactly 5%: not above
+            {
+                "run_id": "R1",
+                "source": "web_events",
+                "source_file": "kafka://lakecdp.web_events",
+                "rows_read": 50,
+                "rows_quarantined": 10,
+                "stream_batch": "q:7",
+            },
+        ],
+        AUDIT,
+    )  # under min_rows
+    write(
+        project,
+        "identity.id_changes",
+        [
+            {"run_id": f"I{d}", "change_type": "merge", "changed_at": T0 + timedelta(days=d)}
+            for d, merges in ((1, 2), (2, 3), (3, 2))
+            for _ in range(merges)
+        ],
+        ID_CHANGES,
+    )
 
 
 def troubled_world(project) -> None:
     clean_world(project)
     write(project, "ops.runs", [run("R4", "ingest", 4, 50.0), run("R4", "identity", 4, 3.0, "failed")], RUNS)
-    write(project, "segments.approvals", [
-        {"run_id": "R4", "segment_id": "vip", "previous_size": 100, "new_size": 400, "change_share": 3.0,
-         "threshold": 0.5, "status": "held"}], APPROVALS)
-    write(project, "ops.ingest_audit", [
-        {"run_id": "R1", "source": "crm", "source_file": "crm/crm_customers_1.csv", "rows_read": 1000,
-         "rows_quarantined": 60, "stream_batch": None}], AUDIT)
-    write(project, "identity.id_changes", [
-        {"run_id": "I4", "change_type": "merge", "changed_at": T0 + timedelta(days=4)} for _ in range(12)]
-          + [{"run_id": "I4", "change_type": "new", "changed_at": T0 + timedelta(days=4)}], ID_CHANGES)
-    write(project, "activation.dead_letter", [
-        {"destination": "demo_webhook", "run_id": "A1", "reason": "500"},
-        {"destination": "demo_webhook", "run_id": "A1", "reason": "500"},
-        {"destination": "demo_ads", "run_id": "A2", "reason": "timeout"}], DEAD)
+    write(
+        project,
+        "segments.approvals",
+        [
+            {
+                "run_id": "R4",
+                "segment_id": "vip",
+                "previous_size": 100,
+                "new_size": 400,
+                "change_share": 3.0,
+                "threshold": 0.5,
+                "status": "held",
+            }
+        ],
+        APPROVALS,
+    )
+    write(
+        project,
+        "ops.ingest_audit",
+        [
+            {
+                "run_id": "R1",
+                "source": "crm",
+                "source_file": "crm/crm_customers_1.csv",
+                "rows_read": 1000,
+                "rows_quarantined": 60,
+                "stream_batch": None,
+            }
+        ],
+        AUDIT,
+    )
+    write(
+        project,
+        "identity.id_changes",
+        [{"run_id": "I4", "change_type": "merge", "changed_at": T0 + timedelta(days=4)} for _ in range(12)]
+        + [{"run_id": "I4", "change_type": "new", "changed_at": T0 + timedelta(days=4)}],
+        ID_CHANGES,
+    )
+    write(
+        project,
+        "activation.dead_letter",
+        [
+            {"destination": "demo_webhook", "run_id": "A1", "reason": "500"},
+            {"destination": "demo_webhook", "run_id": "A1", "reason": "500"},
+            {"destination": "demo_ads", "run_id": "A2", "reason": "timeout"},
+        ],
+        DEAD,
+    )
 
 
 @pytest.fixture
@@ -129,14 +238,17 @@ def test_every_kind_fires_once_per_cause(tmp_path, receivers):
     config = config_for(port)
     sent = check_and_send(project, config)
     expected = {
-        ("run_failed:R4:identity", "slack"), ("run_failed:R4:identity", "ops_email"),
+        ("run_failed:R4:identity", "slack"),
+        ("run_failed:R4:identity", "ops_email"),
         ("slow_step:R4:ingest", "slack"),
         ("segment_held:R4:vip", "slack"),
         ("quarantine_rate:crm:crm/crm_customers_1.csv:R1", "slack"),
         ("quarantine_rate:crm:crm/crm_customers_1.csv:R1", "ops_email"),
         ("identity_merge_spike:I4", "slack"),
-        ("dead_letters:demo_webhook:A1", "slack"), ("dead_letters:demo_webhook:A1", "ops_email"),
-        ("dead_letters:demo_ads:A2", "slack"), ("dead_letters:demo_ads:A2", "ops_email"),
+        ("dead_letters:demo_webhook:A1", "slack"),
+        ("dead_letters:demo_webhook:A1", "ops_email"),
+        ("dead_letters:demo_ads:A2", "slack"),
+        ("dead_letters:demo_ads:A2", "ops_email"),
     }
     assert {(a.cause, c) for a, c in sent} == expected
     assert sorted(p["lakecdp"]["cause"] for p in posts) == sorted(c for c, ch in expected if ch == "slack")
@@ -166,8 +278,11 @@ def test_a_failed_channel_is_retried_next_check_and_only_it(tmp_path, receivers,
     project = make_project(tmp_path)
     write(project, "ops.runs", [run("R9", "segments", 1, 1.0, "failed")], RUNS)
     config = config_for(port)
-    broken = config.model_copy(update={"channels": {
-        **config.channels, "ops_email": config.channels["ops_email"].model_copy(update={"port": 1})}})
+    broken = config.model_copy(
+        update={
+            "channels": {**config.channels, "ops_email": config.channels["ops_email"].model_copy(update={"port": 1})}
+        }
+    )
     assert [(a.cause, c) for a, c in check_and_send(project, broken)] == [("run_failed:R9:segments", "slack")]
     assert [(a.cause, c) for a, c in check_and_send(project, config)] == [("run_failed:R9:segments", "ops_email")]
     assert (len(posts), len(mails)) == (1, 1)

@@ -14,9 +14,16 @@ WEB = KEYS["website"]
 
 
 def web_event(n: int, **changes) -> dict:
-    event = {"event_id": f"w-api-{n}", "event_type": "add_to_cart", "ts": "2026-10-31T12:00:00Z",
-             "anonymous_id": f"d-{n}", "session_id": "s-1", "product_id": "P00042", "price": 19.99,
-             "user": {"email": f"ada{n}@example.com", "customer_no": None}}
+    event = {
+        "event_id": f"w-api-{n}",
+        "event_type": "add_to_cart",
+        "ts": "2026-10-31T12:00:00Z",
+        "anonymous_id": f"d-{n}",
+        "session_id": "s-1",
+        "product_id": "P00042",
+        "price": 19.99,
+        "user": {"email": f"ada{n}@example.com", "customer_no": None},
+    }
     event.update(changes)
     return event
 
@@ -66,8 +73,13 @@ def test_a_replayed_request_is_stored_once(service, tmp_path):
         (b'{"source": "web_events", "event": {"event_id": ', 400, "body", "MALFORMED_LINE"),
         (b'{"source": "web_events", "event": "\xff"}', 400, "body", "BAD_ENCODING"),
         # a lone surrogate escape: not a character, cannot be stored as UTF-8 (was a 500)
-        (b'{"source": "web_events", "event": {"event_id": "w-1", "event_type": "view", '
-         b'"ts": "2026-10-31T12:00:00Z", "page_url": "\\ud800"}}', 400, "body", "BAD_ENCODING"),
+        (
+            b'{"source": "web_events", "event": {"event_id": "w-1", "event_type": "view", '
+            b'"ts": "2026-10-31T12:00:00Z", "page_url": "\\ud800"}}',
+            400,
+            "body",
+            "BAD_ENCODING",
+        ),
         ({"event": {}}, 422, "source", "MISSING_REQUIRED"),
         ({"source": "crm", "event": {}}, 422, "source", "UNKNOWN_SOURCE"),
         ({"source": "web_events", "event": [1]}, 422, "event", "MALFORMED_LINE"),
@@ -75,18 +87,34 @@ def test_a_replayed_request_is_stored_once(service, tmp_path):
         ({"source": "web_events", "event": web_event(1, ts="31/10/2026 12:00")}, 422, "event.ts", "INVALID_TIMESTAMP"),
         ({"source": "web_events", "event": web_event(1, price="cheap")}, 422, "event.price", "INVALID_TYPE"),
         ({"source": "web_events", "event": web_event(1, user="ada")}, 422, "event.user", "MALFORMED_LINE"),
-        ({"source": "web_events", "event": web_event(1, ts="2099-01-01T00:00:00Z")}, 422, "event.ts",
-         "FUTURE_TIMESTAMP"),
-        ({"source": "web_events", "event": web_event(1, ts="1970-01-01T00:00:00Z")}, 422, "event.ts",
-         "PLACEHOLDER_TIMESTAMP"),
+        (
+            {"source": "web_events", "event": web_event(1, ts="2099-01-01T00:00:00Z")},
+            422,
+            "event.ts",
+            "FUTURE_TIMESTAMP",
+        ),
+        (
+            {"source": "web_events", "event": web_event(1, ts="1970-01-01T00:00:00Z")},
+            422,
+            "event.ts",
+            "PLACEHOLDER_TIMESTAMP",
+        ),
         ({"source": "web_events", "event": web_event(1, event_id="N/A")}, 422, "event.event_id", "INVALID_KEY"),
         # json.dumps writes a NaN token
-        ({"source": "web_events", "event": web_event(1, price=float("nan"))}, 422, "event.price",
-         "NON_FINITE_NUMBER"),
-        (b'{"source": "web_events", "event": {"event_id": "w-1", "event_type": "view", '
-         b'"ts": "2026-10-31T12:00:00Z", "price": 1e400}}', 422, "event.price", "NON_FINITE_NUMBER"),
-        ({"source": "web_events", "events": [web_event(1), web_event(2, event_id="")]}, 422,
-         "events[1].event_id", "MISSING_REQUIRED"),
+        ({"source": "web_events", "event": web_event(1, price=float("nan"))}, 422, "event.price", "NON_FINITE_NUMBER"),
+        (
+            b'{"source": "web_events", "event": {"event_id": "w-1", "event_type": "view", '
+            b'"ts": "2026-10-31T12:00:00Z", "price": 1e400}}',
+            422,
+            "event.price",
+            "NON_FINITE_NUMBER",
+        ),
+        (
+            {"source": "web_events", "events": [web_event(1), web_event(2, event_id="")]},
+            422,
+            "events[1].event_id",
+            "MISSING_REQUIRED",
+        ),
         ({"source": "web_events", "events": [web_event(n) for n in range(51)]}, 413, "events", "TOO_MANY_EVENTS"),
         ({"source": "web_events", "event": web_event(1, page_url="x" * 20000)}, 413, "body", "BODY_TOO_LARGE"),
     ],
@@ -103,8 +131,12 @@ def test_a_batch_with_bad_events_is_refused_with_every_problem_by_row(service, t
     def text(event: dict) -> bytes:
         return json.dumps(event).encode()
 
-    events = [text(web_event(1)), text(web_event(2))[:-1] + b', "price": NaN}', text(web_event(3, ts="yesterday")),
-              text(web_event(4, event_id="N/A", price=1e400)).replace(b"Infinity", b"1e400")]
+    events = [
+        text(web_event(1)),
+        text(web_event(2))[:-1] + b', "price": NaN}',
+        text(web_event(3, ts="yesterday")),
+        text(web_event(4, event_id="N/A", price=1e400)).replace(b"Infinity", b"1e400"),
+    ]
     body = b'{"source": "web_events", "events": [' + b", ".join(events) + b"]}"
     status, _, answer = service.request("POST", "/v1/batch", body, key=WEB)
     assert status == 422, answer
@@ -112,13 +144,20 @@ def test_a_batch_with_bad_events_is_refused_with_every_problem_by_row(service, t
         {"field": "events[1].price", "code": "NON_FINITE_NUMBER", "message": "'\"NaN\"' is not a finite number"},
         {"field": "events[2].ts", "code": "INVALID_TIMESTAMP", "message": "'yesterday' is not an ISO-8601 timestamp"},
         {"field": "events[3].price", "code": "NON_FINITE_NUMBER", "message": "'\"Infinity\"' is not a finite number"},
-        {"field": "events[3].event_id", "code": "INVALID_KEY",
-         "message": "'N/A' is a placeholder or holds invisible characters"},
+        {
+            "field": "events[3].event_id",
+            "code": "INVALID_KEY",
+            "message": "'N/A' is a placeholder or holds invisible characters",
+        },
     ]
     assert logged_events(tmp_path) == []
     # the good event alone is accepted; an integer beyond 64 bits is stored as it came
-    status, _, answer = service.request("POST", "/v1/events", b'{"source": "web_events", "event": '
-                                        + text(web_event(1))[:-1] + b', "order_no": 123456789012345678901}}', key=WEB)
+    status, _, answer = service.request(
+        "POST",
+        "/v1/events",
+        b'{"source": "web_events", "event": ' + text(web_event(1))[:-1] + b', "order_no": 123456789012345678901}}',
+        key=WEB,
+    )
     assert (status, answer) == (202, {"accepted": 1, "duplicates": 0})
     assert [e["event"]["order_no"] for e in logged_events(tmp_path)] == [123456789012345678901]
 
@@ -128,12 +167,14 @@ def test_an_invalid_optional_email_is_accepted_with_a_warning(service, tmp_path)
     event = web_event(1, user={"email": "ada at example", "customer_no": None})
     status, _, answer = service.request("POST", "/v1/events", {"source": "web_events", "event": event}, key=WEB)
     assert status == 202
-    assert answer["warnings"] == [{"field": "event.user.email", "code": "INVALID_EMAIL",
-                                   "message": "'ada at example' is not an email address"}]
+    assert answer["warnings"] == [
+        {"field": "event.user.email", "code": "INVALID_EMAIL", "message": "'ada at example' is not an email address"}
+    ]
     # email events: email is required, so the same value refuses the event
     email = {"event_id": "e-1", "event_type": "open", "email": "ada at example", "occurred_at": "2026-10-31T10:00:00Z"}
-    status, _, answer = service.request("POST", "/v1/events", {"source": "email_events", "event": email},
-                                        key=KEYS["email_platform"])
+    status, _, answer = service.request(
+        "POST", "/v1/events", {"source": "email_events", "event": email}, key=KEYS["email_platform"]
+    )
     assert (status, answer["error"]["fields"][0]["field"]) == (422, "event.email")
 
 
@@ -177,15 +218,20 @@ def test_kill_9_after_the_answer_loses_no_event(tmp_path, spark):
     service = Service(conf).start()
     try:
         for n in range(1, 6):
-            status, _, _ = service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(n)}, key=WEB)
+            status, _, _ = service.request(
+                "POST", "/v1/events", {"source": "web_events", "event": web_event(n)}, key=WEB
+            )
             assert status == 202
-        status, _, _ = service.request("POST", "/v1/batch", {"source": "web_events",
-                                                             "events": [web_event(n) for n in range(6, 11)]}, key=WEB)
+        status, _, _ = service.request(
+            "POST", "/v1/batch", {"source": "web_events", "events": [web_event(n) for n in range(6, 11)]}, key=WEB
+        )
         assert status == 202
         service.kill9()
         # a restarted service remembers what it stored: a client's retry is not stored twice
         service = Service(conf).start()
-        status, _, answer = service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(3)}, key=WEB)
+        status, _, answer = service.request(
+            "POST", "/v1/events", {"source": "web_events", "event": web_event(3)}, key=WEB
+        )
         assert answer == {"accepted": 0, "duplicates": 1}
         # one event the validator of the pickup (Spark) must load too, and one new
         status, _, _ = service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(11)}, key=WEB)
@@ -195,8 +241,13 @@ def test_kill_9_after_the_answer_loses_no_event(tmp_path, spark):
 
     project = load_project(conf, env="apitest")
     counts = pickup(JobContext.create(project, spark), tmp_path / "intake")
-    assert counts == {"rows_read": 11, "rows_loaded": 11, "rows_quarantined": 0, "duplicates_removed": 0,
-                      "rows_erased": 0}
+    assert counts == {
+        "rows_read": 11,
+        "rows_loaded": 11,
+        "rows_quarantined": 0,
+        "duplicates_removed": 0,
+        "rows_erased": 0,
+    }
     # a second pickup finds nothing new
     again = pickup(JobContext.create(project, spark), tmp_path / "intake")
     assert again["rows_read"] == 0
@@ -243,15 +294,22 @@ def test_a_pickup_killed_before_its_ledger_commit_is_replayed_with_the_same_boun
         service.stop()
     counts = pickup_module.pickup(JobContext.create(project, spark), tmp_path / "intake")
     # the replay finds its 4 events already in silver (duplicates), then event 5 is new
-    assert counts == {"rows_read": 5, "rows_loaded": 1, "rows_quarantined": 0, "duplicates_removed": 4,
-                      "rows_erased": 0}
+    assert counts == {
+        "rows_read": 5,
+        "rows_loaded": 1,
+        "rows_quarantined": 0,
+        "duplicates_removed": 4,
+        "rows_erased": 0,
+    }
     events = DeltaTable(str(tmp_path / "warehouse" / "silver" / "events")).to_pyarrow_table().to_pylist()
     assert sorted(e["event_id"] for e in events) == [f"w-api-{n}" for n in range(1, 6)]
     # the invalid optional email was nulled with a warning, as batch ingest does
     assert {e["event_id"]: e["email"] for e in events}["w-api-4"] is None
     audit = DeltaTable(str(tmp_path / "warehouse" / "ops" / "ingest_audit")).to_pyarrow_table().to_pylist()
     assert sorted((a["stream_batch"], a["rows_read"], a["rows_loaded"]) for a in audit) == [
-        ("api_intake_00000001:0", 4, 4), (f"api_intake_00000001:{_first_chunk_end(tmp_path)}", 1, 1)]
+        ("api_intake_00000001:0", 4, 4),
+        (f"api_intake_00000001:{_first_chunk_end(tmp_path)}", 1, 1),
+    ]
 
 
 def _first_chunk_end(root: Path) -> int:
@@ -268,19 +326,31 @@ def test_an_order_posted_over_http_updates_silver_orders_as_a_landed_order_file_
     from lakecdp.context import JobContext
 
     conf = write_conf(tmp_path)
-    order = {"order_id": "O-api-1", "customer_no": " C-77 ", "email": "Ada.Lovelace@Example.com",
-             "ordered_at": "2026-10-31T18:00:00Z", "status": "completed", "currency": "eur", "total": 59.97,
-             "items": [{"sku": "P00042", "qty": 2, "unit_price": 19.99}, {"sku": "P00007", "qty": 1, "unit_price": 19.99}]}
+    order = {
+        "order_id": "O-api-1",
+        "customer_no": " C-77 ",
+        "email": "Ada.Lovelace@Example.com",
+        "ordered_at": "2026-10-31T18:00:00Z",
+        "status": "completed",
+        "currency": "eur",
+        "total": 59.97,
+        "items": [{"sku": "P00042", "qty": 2, "unit_price": 19.99}, {"sku": "P00007", "qty": 1, "unit_price": 19.99}],
+    }
     service = Service(conf).start()
     try:
         # the website's key may not post orders; the shop's may
         assert service.request("POST", "/v1/events", {"source": "shop_orders", "event": order}, key=WEB)[0] == 403
-        status, _, answer = service.request("POST", "/v1/events", {"source": "shop_orders", "event": order},
-                                            key=KEYS["shop"])
+        status, _, answer = service.request(
+            "POST", "/v1/events", {"source": "shop_orders", "event": order}, key=KEYS["shop"]
+        )
         assert (status, answer) == (202, {"accepted": 1, "duplicates": 0})
         # an order without its total is refused with the field named, as a landed file quarantines it
-        status, _, refused = service.request("POST", "/v1/events", {"source": "shop_orders", "event": {
-            **order, "order_id": "O-api-2", "total": None}}, key=KEYS["shop"])
+        status, _, refused = service.request(
+            "POST",
+            "/v1/events",
+            {"source": "shop_orders", "event": {**order, "order_id": "O-api-2", "total": None}},
+            key=KEYS["shop"],
+        )
         assert (status, [f["field"] for f in refused["error"]["fields"]]) == (422, ["event.total"])
     finally:
         service.stop()
@@ -289,11 +359,14 @@ def test_an_order_posted_over_http_updates_silver_orders_as_a_landed_order_file_
     assert (counts["rows_read"], counts["rows_loaded"], counts["rows_quarantined"]) == (1, 1, 0)
     orders = DeltaTable(str(tmp_path / "warehouse" / "silver" / "orders")).to_pyarrow_table().to_pylist()
     # the batch ingest's mapping: email normalised, customer number trimmed, currency upper-cased
-    assert [(o["order_id"], o["source"], o["customer_number"], o["email"], o["status"], o["currency"], o["total"])
-            for o in orders] == [("O-api-1", "shop_orders", "C-77", "ada.lovelace@example.com", "completed", "EUR", 59.97)]
+    assert [
+        (o["order_id"], o["source"], o["customer_number"], o["email"], o["status"], o["currency"], o["total"])
+        for o in orders
+    ] == [("O-api-1", "shop_orders", "C-77", "ada.lovelace@example.com", "completed", "EUR", 59.97)]
     items = DeltaTable(str(tmp_path / "warehouse" / "silver" / "order_items")).to_pyarrow_table().to_pylist()
-    assert sorted((i["order_id"], i["line_number"], i["product_id"], i["quantity"], i["unit_price"]) for i in items) == [
-        ("O-api-1", 1, "P00042", 2, 19.99), ("O-api-1", 2, "P00007", 1, 19.99)]
+    assert sorted(
+        (i["order_id"], i["line_number"], i["product_id"], i["quantity"], i["unit_price"]) for i in items
+    ) == [("O-api-1", 1, "P00042", 2, 19.99), ("O-api-1", 2, "P00007", 1, 19.99)]
 
 
 @pytest.mark.slow
@@ -308,8 +381,12 @@ def test_the_pickup_judges_future_by_the_receive_time_as_the_service_did(tmp_pat
     recent = (datetime.now(timezone.utc) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     service = Service(conf).start()
     try:
-        assert service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(1, ts=recent)},
-                               key=WEB)[0] == 202
+        assert (
+            service.request("POST", "/v1/events", {"source": "web_events", "event": web_event(1, ts=recent)}, key=WEB)[
+                0
+            ]
+            == 202
+        )
     finally:
         service.stop()
     counts = pickup(JobContext.create(load_project(conf, env="apitest"), spark), tmp_path / "intake")
@@ -318,12 +395,15 @@ def test_the_pickup_judges_future_by_the_receive_time_as_the_service_did(tmp_pat
 
 # -- the log itself (no service): concurrent group commits, rotation, a failed sync ---------------
 
+
 def _append_all(log, batches: list[list[str]]) -> list[BaseException | None]:
     import asyncio
 
     async def one(ids: list[str]) -> BaseException | None:
-        records = [{"source": "web_events", "id": i, "event": {"event_id": i}, "key": "k", "idem": None, "at": "t"}
-                   for i in ids]
+        records = [
+            {"source": "web_events", "id": i, "event": {"event_id": i}, "key": "k", "idem": None, "at": "t"}
+            for i in ids
+        ]
         log.reserve("web_events", ids)
         try:
             await log.append(records, key_id="k", idempotency_key=None, response={}, strict_json=True)

@@ -19,9 +19,20 @@ from conftest import REPO_ROOT
 #: the receive time both validators judge "future" against
 AS_OF = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 OK = ([], [])
-GOOD_WEB = {"event_id": "w-1", "event_type": "purchase", "ts": "2026-10-01T12:34:56.123+01:00",
-            "anonymous_id": "d-1", "user": {"email": "ada@example.com", "customer_no": "S1"}, "revenue": 59.97}
-GOOD_EMAIL = {"event_id": "e-1", "event_type": "open", "email": "ada@example.com", "occurred_at": "2026-10-01T10:00:00Z"}
+GOOD_WEB = {
+    "event_id": "w-1",
+    "event_type": "purchase",
+    "ts": "2026-10-01T12:34:56.123+01:00",
+    "anonymous_id": "d-1",
+    "user": {"email": "ada@example.com", "customer_no": "S1"},
+    "revenue": 59.97,
+}
+GOOD_EMAIL = {
+    "event_id": "e-1",
+    "event_type": "open",
+    "email": "ada@example.com",
+    "occurred_at": "2026-10-01T10:00:00Z",
+}
 # a JSON text (str) is sent as it is: NaN / Infinity / 1e400 tokens json.dumps cannot write
 CASES = [
     ("web_events", GOOD_WEB, OK),
@@ -50,8 +61,11 @@ CASES = [
     ("web_events", {**GOOD_WEB, "user": {"email": "ada@" + "b" * 64 + ".com"}}, ([], ["INVALID_EMAIL"])),
     # 254 bytes in all (64 + 1 + 61 + 1 + 61 + 1 + 61 + 4), then 255
     ("web_events", {**GOOD_WEB, "user": {"email": "a" * 64 + "@" + ("b" * 61 + ".") * 3 + "com"}}, OK),
-    ("web_events", {**GOOD_WEB, "user": {"email": "a" * 64 + "@" + "b" * 62 + "." + ("b" * 61 + ".") * 2 + "com"}},
-     ([], ["INVALID_EMAIL"])),
+    (
+        "web_events",
+        {**GOOD_WEB, "user": {"email": "a" * 64 + "@" + "b" * 62 + "." + ("b" * 61 + ".") * 2 + "com"}},
+        ([], ["INVALID_EMAIL"]),
+    ),
     # null-like and invisible primary keys
     ("web_events", {**GOOD_WEB, "event_id": "N/A"}, (["INVALID_KEY"], [])),
     ("web_events", {**GOOD_WEB, "event_id": " null "}, (["INVALID_KEY"], [])),
@@ -87,13 +101,19 @@ CASES = [
     ("web_warn", {**GOOD_WEB, "ts": "2026-11-30T13:01:00Z"}, (["FUTURE_TIMESTAMP"], [])),
     ("email_events", GOOD_EMAIL, OK),
     ("email_events", {**GOOD_EMAIL, "email": "ada at example.com"}, (["INVALID_EMAIL"], [])),
-    ("email_events", {**GOOD_EMAIL, "email": "", "occurred_at": "not a time"},
-     (["INVALID_TIMESTAMP", "MISSING_REQUIRED"], [])),
+    (
+        "email_events",
+        {**GOOD_EMAIL, "email": "", "occurred_at": "not a time"},
+        (["INVALID_TIMESTAMP", "MISSING_REQUIRED"], []),
+    ),
     # a required email: refused
     ("email_events", {**GOOD_EMAIL, "email": "ada\u200b@example.com"}, (["INVALID_EMAIL"], [])),
     ("email_events", {**GOOD_EMAIL, "email": "a" * 65 + "@example.com"}, (["INVALID_EMAIL"], [])),
-    ("email_events", {**GOOD_EMAIL, "event_id": "N/A", "occurred_at": "2099-12-31T00:00:00Z"},
-     (["FUTURE_TIMESTAMP", "INVALID_KEY"], [])),
+    (
+        "email_events",
+        {**GOOD_EMAIL, "event_id": "N/A", "occurred_at": "2099-12-31T00:00:00Z"},
+        (["FUTURE_TIMESTAMP", "INVALID_KEY"], []),
+    ),
     # nested doubles: an order line's NaN price refuses the order
     ("shop_orders", "ORDER", OK),
     ("shop_orders", "ORDER_NAN", (["NON_FINITE_NUMBER"], [])),
@@ -101,12 +121,18 @@ CASES = [
 
 
 def _sources() -> dict:
-    sources = {n: as_json_messages(s) for n, s in load_sources(REPO_ROOT / "conf").items()
-               if n in ("web_events", "email_events", "shop_orders")}
+    sources = {
+        n: as_json_messages(s)
+        for n, s in load_sources(REPO_ROOT / "conf").items()
+        if n in ("web_events", "email_events", "shop_orders")
+    }
     web = sources["web_events"]
-    sources["web_warn"] = web.model_copy(update={
-        "checks": {**web.checks, "price": FieldCheck(on_invalid="warn")}, "future_tolerance_minutes": 60,
-    })
+    sources["web_warn"] = web.model_copy(
+        update={
+            "checks": {**web.checks, "price": FieldCheck(on_invalid="warn")},
+            "future_tolerance_minutes": 60,
+        }
+    )
     return sources
 
 
@@ -139,9 +165,11 @@ def test_row_validator_gives_the_spark_validators_reasons(spark):
     for name in sources:
         cases = [i for i, (n, _, _) in enumerate(CASES) if n == name]
         raw = spark.createDataFrame([(texts[i], i) for i in cases], "raw string, line bigint")
-        checked = parse_and_validate(raw, sources[name], as_of=AS_OF).select(
-            "line", F.array_sort("_reasons").alias("reasons"), F.array_sort("_warnings").alias("warnings")
-        ).collect()
+        checked = (
+            parse_and_validate(raw, sources[name], as_of=AS_OF)
+            .select("line", F.array_sort("_reasons").alias("reasons"), F.array_sort("_warnings").alias("warnings"))
+            .collect()
+        )
         oracle = {r["line"]: (list(r["reasons"]), list(r["warnings"])) for r in checked}
         # the intake's decoder (orjson; the standard parser for NaN, Infinity and 1e400, which become floats)
         events = [parse_json_body(texts[i].encode()).value for i in cases]
@@ -149,7 +177,10 @@ def test_row_validator_gives_the_spark_validators_reasons(spark):
         for i, event, in_batch in zip(cases, events, batch):
             problems = validate_event(event, sources[name], as_of=AS_OF)
             assert in_batch == problems, f"case {i}: in a batch {in_batch}, alone {problems}"
-            ours = (sorted({p.code for p in problems if p.refuses}), sorted({p.code for p in problems if not p.refuses}))
+            ours = (
+                sorted({p.code for p in problems if p.refuses}),
+                sorted({p.code for p in problems if not p.refuses}),
+            )
             expected = (sorted(CASES[i][2][0]), sorted(CASES[i][2][1]))
             assert oracle[i] == expected, f"case {i} {texts[i]}: Spark {oracle[i]}, by hand {expected}"
             assert ours == expected, f"case {i} {texts[i]}: ours {ours}, by hand {expected}"
@@ -172,24 +203,29 @@ def test_java_patterns_keep_their_java_meaning():
 UTC = timezone.utc
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2026-10-31T12:00:00Z", datetime(2026, 10, 31, 12, tzinfo=UTC)),
-    ("2026-10-31T12:00:00.1Z", datetime(2026, 10, 31, 12, 0, 0, 100000, tzinfo=UTC)),
-    ("2026-10-31T12:00:00.123456-05:30", datetime(2026, 10, 31, 12, 0, 0, 123456,
-                                                  tzinfo=timezone(-timedelta(hours=5, minutes=30)))),
-    ("2026-10-31T12:00:00+18:00", datetime(2026, 10, 31, 12, tzinfo=timezone(timedelta(hours=18)))),
-    ("2026-10-31T12:00:00+00:00", datetime(2026, 10, 31, 12, tzinfo=UTC)),
-    # beyond the fast path's shape: the text parser (7 fraction digits cut to 6, no zone: UTC, a space)
-    ("2026-10-31T12:00:00.1234567Z", datetime(2026, 10, 31, 12, 0, 0, 123456, tzinfo=UTC)),
-    ("2026-10-31 12:00:00", datetime(2026, 10, 31, 12, tzinfo=UTC)),
-    (" 2026-10-31T12:00:00Z ", datetime(2026, 10, 31, 12, tzinfo=UTC)),
-    # refused either way
-    ("2026-10-31T12:00:00+19:00", None),
-    ("2026-02-30T00:00:00Z", None),
-    ("2026-10-31T24:00:00Z", None),
-    ("2026-10-31T12:00:60Z", None),
-    ("\u0662\u0660\u0662\u0666-10-31T12:00:00Z", datetime(2026, 10, 31, 12, tzinfo=UTC)),  # Arabic-Indic digits
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-10-31T12:00:00Z", datetime(2026, 10, 31, 12, tzinfo=UTC)),
+        ("2026-10-31T12:00:00.1Z", datetime(2026, 10, 31, 12, 0, 0, 100000, tzinfo=UTC)),
+        (
+            "2026-10-31T12:00:00.123456-05:30",
+            datetime(2026, 10, 31, 12, 0, 0, 123456, tzinfo=timezone(-timedelta(hours=5, minutes=30))),
+        ),
+        ("2026-10-31T12:00:00+18:00", datetime(2026, 10, 31, 12, tzinfo=timezone(timedelta(hours=18)))),
+        ("2026-10-31T12:00:00+00:00", datetime(2026, 10, 31, 12, tzinfo=UTC)),
+        # beyond the fast path's shape: the text parser (7 fraction digits cut to 6, no zone: UTC, a space)
+        ("2026-10-31T12:00:00.1234567Z", datetime(2026, 10, 31, 12, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-10-31 12:00:00", datetime(2026, 10, 31, 12, tzinfo=UTC)),
+        (" 2026-10-31T12:00:00Z ", datetime(2026, 10, 31, 12, tzinfo=UTC)),
+        # refused either way
+        ("2026-10-31T12:00:00+19:00", None),
+        ("2026-02-30T00:00:00Z", None),
+        ("2026-10-31T24:00:00Z", None),
+        ("2026-10-31T12:00:60Z", None),
+        ("\u0662\u0660\u0662\u0666-10-31T12:00:00Z", datetime(2026, 10, 31, 12, tzinfo=UTC)),  # Arabic-Indic digits
+    ],
+)
 def test_timestamps_parse_alike_on_the_fast_path_and_the_text_parser(text, expected):
     assert parse_timestamp(text) == expected
     assert _parse_timestamp_text(text) == expected
@@ -216,16 +252,19 @@ def test_a_batch_gives_each_event_its_own_findings():
     ]
 
 
-@pytest.mark.parametrize(("raw", "strict", "expected"), [
-    (b'{"price": 1.5, "n": 3}', True, {"price": 1.5, "n": 3}),
-    # orjson refuses these tokens; the standard parser reads them, the validator names the field
-    (b'{"price": NaN}', False, {"price": float("nan")}),
-    (b'{"price": 1e400}', False, {"price": float("inf")}),
-    (b'{"price": -Infinity}', False, {"price": float("-inf")}),
-    # orjson would read these as floats (beyond 64 bits): the standard parser keeps the integers
-    (b'{"n": 123456789012345678901}', False, {"n": 123456789012345678901}),
-    (b'{"n": -9223372036854775809}', False, {"n": -9223372036854775809}),
-])
+@pytest.mark.parametrize(
+    ("raw", "strict", "expected"),
+    [
+        (b'{"price": 1.5, "n": 3}', True, {"price": 1.5, "n": 3}),
+        # orjson refuses these tokens; the standard parser reads them, the validator names the field
+        (b'{"price": NaN}', False, {"price": float("nan")}),
+        (b'{"price": 1e400}', False, {"price": float("inf")}),
+        (b'{"price": -Infinity}', False, {"price": float("-inf")}),
+        # orjson would read these as floats (beyond 64 bits): the standard parser keeps the integers
+        (b'{"n": 123456789012345678901}', False, {"n": 123456789012345678901}),
+        (b'{"n": -9223372036854775809}', False, {"n": -9223372036854775809}),
+    ],
+)
 def test_bodies_decode_as_the_standard_parser_reads_them(raw, strict, expected):
     body = parse_json_body(raw)
     assert body.strict is strict
@@ -233,11 +272,14 @@ def test_bodies_decode_as_the_standard_parser_reads_them(raw, strict, expected):
     assert all(type(body.value[k]) is type(v) for k, v in expected.items())
 
 
-@pytest.mark.parametrize(("raw", "code", "message"), [
-    (b'{"a": 1', "MALFORMED_JSON", "body is not JSON: Expecting ',' delimiter at line 1 column 8"),
-    (b'{"a": "\xff"}', "BAD_ENCODING", "body is not UTF-8 (byte 7)"),
-    (b'{"a": "\\ud800"}', "BAD_ENCODING", "body holds a lone surrogate escape"),
-])
+@pytest.mark.parametrize(
+    ("raw", "code", "message"),
+    [
+        (b'{"a": 1', "MALFORMED_JSON", "body is not JSON: Expecting ',' delimiter at line 1 column 8"),
+        (b'{"a": "\xff"}', "BAD_ENCODING", "body is not UTF-8 (byte 7)"),
+        (b'{"a": "\\ud800"}', "BAD_ENCODING", "body holds a lone surrogate escape"),
+    ],
+)
 def test_bodies_that_are_not_json_text_are_refused_whole(raw, code, message):
     with pytest.raises(ApiError) as refused:
         parse_json_body(raw)

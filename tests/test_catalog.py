@@ -82,16 +82,30 @@ def test_ddl_parser_builds_what_spark_builds():
     # expected written by hand: Spark's DDL parser makes every field, element and value nullable
     assert catalog.ddl_struct(
         "a string, b array<string>, c map<string, struct<x:string, y:double>>, d bigint"
-    ) == T.StructType([
-        T.StructField("a", T.StringType(), True),
-        T.StructField("b", T.ArrayType(T.StringType(), True), True),
-        T.StructField("c", T.MapType(T.StringType(), T.StructType([
-            T.StructField("x", T.StringType(), True), T.StructField("y", T.DoubleType(), True),
-        ]), True), True),
-        T.StructField("d", T.LongType(), True),
-    ])
-    assert catalog.ddl_struct("k string NOT NULL, n int") == T.StructType([
-        T.StructField("k", T.StringType(), False), T.StructField("n", T.IntegerType(), True)])
+    ) == T.StructType(
+        [
+            T.StructField("a", T.StringType(), True),
+            T.StructField("b", T.ArrayType(T.StringType(), True), True),
+            T.StructField(
+                "c",
+                T.MapType(
+                    T.StringType(),
+                    T.StructType(
+                        [
+                            T.StructField("x", T.StringType(), True),
+                            T.StructField("y", T.DoubleType(), True),
+                        ]
+                    ),
+                    True,
+                ),
+                True,
+            ),
+            T.StructField("d", T.LongType(), True),
+        ]
+    )
+    assert catalog.ddl_struct("k string NOT NULL, n int") == T.StructType(
+        [T.StructField("k", T.StringType(), False), T.StructField("n", T.IntegerType(), True)]
+    )
     assert catalog.ddl_columns("k string NOT NULL, m map<string, struct<x:int, y:int>>, n int") == ("k", "m", "n")
     with pytest.raises(ValueError, match="unsupported type 'varchar'"):
         catalog.ddl_struct("a varchar")
@@ -108,7 +122,12 @@ def test_column_order_of_a_few_tables_as_documented():
     assert catalog.CUSTOMER_PROFILE.columns[:3] == ("customer_id", "first_name", "last_name")
     assert catalog.CUSTOMER_PROFILE.columns[-4:] == ("provenance", "first_seen_at", "updated_at", "run_id")
     assert catalog.CUSTOMER_RECORDS.columns[-5:] == (
-        "middle_name", "date_of_birth_text", "address_line2", "region", "sms_consent")
+        "middle_name",
+        "date_of_birth_text",
+        "address_line2",
+        "region",
+        "sms_consent",
+    )
     assert catalog.IDENTIFIERS.columns == ("identifier_type", "identifier_value", "customer_id", "run_id")
     assert catalog.SUPPRESSIONS.struct()["reason"].nullable is False
 
@@ -197,8 +216,7 @@ class _Scanner:
                 return None if tables is None else frozenset(t.name for t in tables)
             table = self._catalog_table(module, expr.value)
             return None if table is None else frozenset({table.name})
-        if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
-                and expr.func.attr == "named"):
+        if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr == "named":
             table = self._catalog_table(module, expr.func.value)
             return None if table is None else frozenset({table.name})
         if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name):
@@ -215,16 +233,22 @@ class _Scanner:
 
     @staticmethod
     def _catalog_map(module: _Module, expr: ast.expr) -> list[catalog.Table] | None:
-        if (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
-                and module.imports.get(expr.value.id) == ("lakecdp", "catalog")):
+        if (
+            isinstance(expr, ast.Attribute)
+            and isinstance(expr.value, ast.Name)
+            and module.imports.get(expr.value.id) == ("lakecdp", "catalog")
+        ):
             value = getattr(catalog, expr.attr, None)
             if isinstance(value, dict) and all(isinstance(t, catalog.Table) for t in value.values()):
                 return list(value.values())
         return None
 
     def _catalog_table(self, module: _Module, expr: ast.expr) -> catalog.Table | None:
-        if (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
-                and module.imports.get(expr.value.id) == ("lakecdp", "catalog")):
+        if (
+            isinstance(expr, ast.Attribute)
+            and isinstance(expr.value, ast.Name)
+            and module.imports.get(expr.value.id) == ("lakecdp", "catalog")
+        ):
             value = getattr(catalog, expr.attr, None)
             return value if isinstance(value, catalog.Table) else None
         if isinstance(expr, ast.Name) and module.imports.get(expr.id, ("", ""))[0] == "lakecdp.catalog":
@@ -253,8 +277,12 @@ class _Scanner:
             if name.id in params or name.id in kwonly:
                 return self._from_callers(module, function, name.id, params, depth)
             for node in ast.walk(function):  # a local: name = "<layer>.<table>" / f"bronze.{...}"
-                if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                        and isinstance(node.targets[0], ast.Name) and node.targets[0].id == name.id):
+                if (
+                    isinstance(node, ast.Assign)
+                    and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id == name.id
+                ):
                     return self.resolve(module, node.value, depth + 1)
             function = self._enclosing(module, function, (ast.FunctionDef, ast.AsyncFunctionDef))
         if name.id in module.assigns:
@@ -276,14 +304,18 @@ class _Scanner:
                     return i
         return None
 
-    def _from_callers(self, module: _Module, function: ast.FunctionDef, param: str, params: list[str],
-                      depth: int) -> _Names | None:
+    def _from_callers(
+        self, module: _Module, function: ast.FunctionDef, param: str, params: list[str], depth: int
+    ) -> _Names | None:
         """Every caller's argument for ``param``, in this module and modules importing the function."""
         index = params.index(param) if param in params else None
         if params and params[0] == "self" and index is not None:
             index -= 1
-        callers = [module] + [m for m in self.modules.values()
-                              if m is not module and m.imports.get(function.name, ("",))[0] == module.name]
+        callers = [module] + [
+            m
+            for m in self.modules.values()
+            if m is not module and m.imports.get(function.name, ("",))[0] == module.name
+        ]
         found: set[str] = set()
         calls = 0
         for caller in callers:
@@ -338,8 +370,13 @@ class _Scanner:
         return isinstance(expr, ast.Call) and getattr(expr.func, "id", None) == "Tables"
 
     def _is_delta_handle(self, expr: ast.expr) -> bool:
-        return (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
-                and expr.func.attr == "delta" and self._is_tables(expr.func.value) and len(expr.args) > 1)
+        return (
+            isinstance(expr, ast.Call)
+            and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "delta"
+            and self._is_tables(expr.func.value)
+            and len(expr.args) > 1
+        )
 
     def _written_table(self, module: _Module, call: ast.Call) -> ast.expr | None:
         func = call.func
@@ -356,15 +393,23 @@ class _Scanner:
             if isinstance(inner, ast.Name):  # delta = tables.delta(spark, name); delta.alias("t").merge(...)
                 function = self._enclosing(module, call, (ast.FunctionDef, ast.AsyncFunctionDef))
                 for node in ast.walk(function) if function is not None else ():
-                    if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                            and isinstance(node.targets[0], ast.Name) and node.targets[0].id == inner.id
-                            and self._is_delta_handle(node.value)):
+                    if (
+                        isinstance(node, ast.Assign)
+                        and len(node.targets) == 1
+                        and isinstance(node.targets[0], ast.Name)
+                        and node.targets[0].id == inner.id
+                        and self._is_delta_handle(node.value)
+                    ):
                         return node.value.args[1]
             return None
         if getattr(func, "id", None) == "write_deltalake" and call.args:
             target = call.args[0]
-            if (isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute)
-                    and target.func.attr == "location" and self._is_tables(target.func.value)):
+            if (
+                isinstance(target, ast.Call)
+                and isinstance(target.func, ast.Attribute)
+                and target.func.attr == "location"
+                and self._is_tables(target.func.value)
+            ):
                 return target.args[0]
         return None
 
@@ -419,7 +464,9 @@ def test_scan_follows_helpers_and_flags_a_foreign_writer(tmp_path):
             module.functions[node.name] = node
     writes = _Scanner({module.name: module}).writes()
     assert sorted((line, sorted(names)) for _, line, names in writes) == [
-        (3, ["gold.customer_profile"]), (6, ["segments.changes"])]
+        (3, ["gold.customer_profile"]),
+        (6, ["segments.changes"]),
+    ]
 
 
 def test_every_listed_reader_names_the_table():
@@ -465,8 +512,13 @@ LINEAGE_NOT_RECORDED: dict[str, set[str]] = {
     "identity": set(),
     "features": {"silver.products", "gold.customer_profile"},
     "segments": {"identity.identifiers"},
-    "activation": {"silver.customer_records", "silver.events", "identity.identifiers", "segments.approvals",
-                   "ops.erasures"},
+    "activation": {
+        "silver.customer_records",
+        "silver.events",
+        "identity.identifiers",
+        "segments.approvals",
+        "ops.erasures",
+    },
     "preview": {"silver.products"},
 }
 
@@ -509,8 +561,11 @@ def test_declared_step_outputs_are_written_by_the_steps_modules():
     for registered in steps.registry():
         runs = step_modules(modules, registered)
         # and the modules they call into (activation records exposures through lakecdp.campaign.exposures)
-        runs |= {f"{source}.{attribute}" if f"{source}.{attribute}" in modules else source
-                 for name in runs for source, attribute in modules[name].imports.values()}
+        runs |= {
+            f"{source}.{attribute}" if f"{source}.{attribute}" in modules else source
+            for name in runs
+            for source, attribute in modules[name].imports.values()
+        }
         for table in registered.outputs:
             writers = {table.writer, *table.other_writers}
             assert writers & runs, f"step {registered.name!r} declares output {table.name}, written by {writers}"

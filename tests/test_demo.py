@@ -27,8 +27,9 @@ CHANGES = (
 
 
 def _post(url: str, body: dict) -> int:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status
 
@@ -44,7 +45,8 @@ def test_demo_receiver_serves_while_the_block_runs_and_sets_the_url_variable(tmp
     files = list((tmp_path / "warehouse" / "demo_receiver").glob("*.jsonl"))
     assert len(files) == 1
     assert [json.loads(line)["body"] for line in files[0].read_text().splitlines()] == [
-        {"items": [{"customer_id": "c1"}]}]
+        {"items": [{"customer_id": "c1"}]}
+    ]
     # stopped with the block
     with pytest.raises(OSError):
         _post(url, {"items": []})
@@ -75,18 +77,26 @@ def _deliveries(project) -> list[tuple[str, str, str]]:
 
 @pytest.mark.slow
 def test_activation_leaves_a_demo_destination_out_until_the_demo_runs_its_receiver(
-        spark, project, tmp_path, monkeypatch):
+    spark, project, tmp_path, monkeypatch
+):
     conf = tmp_path / "conf"
     (conf / "destinations").mkdir(parents=True)
     (conf / "privacy.yaml").write_text("version: 1\n")
     (conf / "destinations" / "hook.yaml").write_text(
         "version: 1\ntype: webhook\nurl: ${" + DEMO_RECEIVER_ENV + "}\ndemo_receiver: true\n"
-        "allow_private_network: true\nsegments: [vip]\nfields: []\ntimeout_seconds: 5\n")
+        "allow_private_network: true\nsegments: [vip]\nfields: []\ntimeout_seconds: 5\n"
+    )
     project = project.model_copy(update={"conf_dir": conf})
-    Tables(project).append(spark.createDataFrame([
-        ("ch1", "seg-r1", "vip", "c1", "", "entered", None, T1, "{}"),
-        ("ch2", "seg-r1", "vip", "c2", "", "entered", None, T1, "{}"),
-    ], CHANGES), "segments.changes")
+    Tables(project).append(
+        spark.createDataFrame(
+            [
+                ("ch1", "seg-r1", "vip", "c1", "", "entered", None, T1, "{}"),
+                ("ch2", "seg-r1", "vip", "c2", "", "entered", None, T1, "{}"),
+            ],
+            CHANGES,
+        ),
+        "segments.changes",
+    )
     monkeypatch.delenv(DEMO_RECEIVER_ENV, raising=False)
 
     # a run without the demo's receiver: nothing started, nothing sent, nothing recorded as done
@@ -102,6 +112,7 @@ def test_activation_leaves_a_demo_destination_out_until_the_demo_runs_its_receiv
     assert counts["delivered"] == 2 and "demo_destinations_waiting" not in counts
     assert _deliveries(project) == [("hook", "ch1", "delivered"), ("hook", "ch2", "delivered")]
     [log] = (project.warehouse / "demo_receiver").glob("*.jsonl")
-    received = [item["customer_id"] for line in log.read_text().splitlines()
-                for item in json.loads(line)["body"]["items"]]
+    received = [
+        item["customer_id"] for line in log.read_text().splitlines() for item in json.loads(line)["body"]["items"]
+    ]
     assert sorted(received) == ["c1", "c2"]

@@ -124,8 +124,13 @@ def test_identity_accuracy_against_the_labels(demo):
 def test_rerun_through_the_scheduled_entry_points_changes_nothing(demo):
     from lakecdp import entrypoints
 
-    watched = ["segments/changes", "activation/deliveries", "identity/id_changes", "silver/events",
-               "silver/customer_records"]
+    watched = [
+        "segments/changes",
+        "activation/deliveries",
+        "identity/id_changes",
+        "silver/events",
+        "silver/customer_records",
+    ]
     before = {t: len(_rows(demo.warehouse, t)) for t in watched}
     argv = ["--conf", str(demo.conf_dir), "--env", "e2e"]
     for step in scheduled_steps():
@@ -142,13 +147,22 @@ def test_an_increment_keeps_customer_ids_and_runs_identity_incrementally(spark, 
 
     config = load_sample_config(demo.conf_dir)
     before = {r["record_id"]: r["customer_id"] for r in _rows(demo.warehouse, "identity/id_map")}
-    generate(spark, landing=demo.landing, labels=demo.warehouse / "labels", people=PEOPLE,
-             seed=config.demo_seed, increment=1, as_of=demo.as_of(), config=config)
+    generate(
+        spark,
+        landing=demo.landing,
+        labels=demo.warehouse / "labels",
+        people=PEOPLE,
+        seed=config.demo_seed,
+        increment=1,
+        as_of=demo.as_of(),
+        config=config,
+    )
     result = run_pipeline(demo, spark, job="pipeline")
     assert result.steps["identity"].get("incremental") == 1
     after = {r["record_id"]: r["customer_id"] for r in _rows(demo.warehouse, "identity/id_map")}
-    merged_away = {r["old_customer_id"] for r in _rows(demo.warehouse, "identity/id_changes")
-                   if r["change_type"] == "merge"}
+    merged_away = {
+        r["old_customer_id"] for r in _rows(demo.warehouse, "identity/id_changes") if r["change_type"] == "merge"
+    }
     # every existing person keeps their customer_id, unless identity recorded a merge of it
     assert set(before.values()) - set(after.values()) <= merged_away
     # and every record of before still maps to a customer (nothing dropped)
@@ -169,8 +183,13 @@ def test_erasure_removes_the_person_from_every_current_file(spark, demo, tmp_pat
     customer_id = next(c for c, n in per_customer.most_common() if n >= 2)
     person = [r for r in records if id_map.get(r["record_id"]) == customer_id]
     email = next(r["email"] for r in person if r["email"])
-    values = {customer_id, *(r["record_id"] for r in person), *(r["email"] for r in person if r["email"]),
-              *(r["phone"] for r in person if r["phone"]), *(r["source_record_id"] for r in person)}
+    values = {
+        customer_id,
+        *(r["record_id"] for r in person),
+        *(r["email"] for r in person if r["email"]),
+        *(r["phone"] for r in person if r["phone"]),
+        *(r["source_record_id"] for r in person),
+    }
 
     result = erase_person(JobContext.create(project, spark), email=email)
     assert customer_id in result.customer_ids
@@ -204,14 +223,20 @@ def test_notebooks_run_top_to_bottom(demo, name):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        NotebookClient(notebook, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(REPO_ROOT / "notebooks")}}).execute()
+        NotebookClient(
+            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT / "notebooks")}}
+        ).execute()
     finally:
         for key, value in old.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert errors == []

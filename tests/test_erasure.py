@@ -18,8 +18,7 @@ from lakecdp.ingest.job import ingest
 from conftest import REPO_ROOT
 
 AS_OF = datetime(2026, 11, 1)
-CRM_HEADER = ("CustomerID,FirstName,LastName,Email,Phone,DOB,Street,PostCode,Town,Country,"
-              "EmailOptIn,LastModified")
+CRM_HEADER = "CustomerID,FirstName,LastName,Email,Phone,DOB,Street,PostCode,Town,Country,EmailOptIn,LastModified"
 ANN = "C1,Ann,Smith,ann@x.com,07700 900123,02/03/1985,1 High St,SW1A 1AA,London,UK,Y,2026-01-01 10:00:00"
 BOB = "C2,Bob,Jones,bob@x.com,,,,,,UK,N,2026-01-01 10:00:00"
 # what identifies Ann, as silver holds it and as the CRM wrote it
@@ -75,13 +74,15 @@ def test_erasure_commits_name_columns_never_the_person(spark, project, tmp_path)
         erasures = [i for i in infos if str(i.get("userMetadata", "")).startswith("lakecdp-erasure")]
         # one MERGE that deleted Ann's row, by the hash of its content, then the vacuum
         assert {i["operation"] for i in erasures} <= {"MERGE", "VACUUM START", "VACUUM END"}, table
-        assert [i["operationMetrics"]["numTargetRowsDeleted"] for i in erasures
-                if i["operation"] == "MERGE"] == ["1"], table
+        assert [i["operationMetrics"]["numTargetRowsDeleted"] for i in erasures if i["operation"] == "MERGE"] == [
+            "1"
+        ], table
         for info in infos:
             text = json.dumps(info).lower()
             # whole tokens: "c1" inside a transaction id's hex is not Ann
-            named = [v for v in ANN_VALUES
-                     if re.search(r"(?<![a-z0-9])" + re.escape(v.lower()) + r"(?![a-z0-9])", text)]
+            named = [
+                v for v in ANN_VALUES if re.search(r"(?<![a-z0-9])" + re.escape(v.lower()) + r"(?![a-z0-9])", text)
+            ]
             assert not named, (table, info["operation"], named)
 
 
@@ -95,18 +96,25 @@ def test_a_person_back_with_only_name_birth_date_and_address_is_refused(spark, p
 
     # a new CRM record: no email, phone or known id; her name, birth date and postcode written
     # differently. Her namesake born another day, and someone else at her address, are welcome.
-    _write(project, "crm/crm_customers_1.csv", [
-        CRM_HEADER,
-        "C77, ann ,SMITH,,,02/03/1985,1 High Street,sw1a1aa,London,UK,N,2026-02-01 10:00:00",
-        "C78,Ann,Smith,,,03/03/1985,1 High St,SW1A 1AA,London,UK,N,2026-02-01 10:00:00",
-        "C79,Tom,Smith,,,02/03/1985,1 High St,SW1A 1AA,London,UK,N,2026-02-01 10:00:00",
-    ])
+    _write(
+        project,
+        "crm/crm_customers_1.csv",
+        [
+            CRM_HEADER,
+            "C77, ann ,SMITH,,,02/03/1985,1 High Street,sw1a1aa,London,UK,N,2026-02-01 10:00:00",
+            "C78,Ann,Smith,,,03/03/1985,1 High St,SW1A 1AA,London,UK,N,2026-02-01 10:00:00",
+            "C79,Tom,Smith,,,02/03/1985,1 High St,SW1A 1AA,London,UK,N,2026-02-01 10:00:00",
+        ],
+    )
     counts = ingest(_ctx(spark, project, "run-2"), only=["crm"])
     assert (counts["rows_read"], counts["rows_loaded"], counts["rows_erased"]) == (3, 2, 1)
 
     tables = JobContext.create(project, spark, as_of=AS_OF).tables
-    assert sorted(r[0] for r in tables.read(spark, "silver.customer_records").select("source_record_id").collect()) \
-        == ["C2", "C78", "C79"]
+    assert sorted(r[0] for r in tables.read(spark, "silver.customer_records").select("source_record_id").collect()) == [
+        "C2",
+        "C78",
+        "C79",
+    ]
     # refused rows are kept nowhere: not in bronze, not in quarantine
     assert "C77" not in str([r.asDict() for r in tables.read(spark, "bronze.crm").collect()])
     assert not tables.exists(spark, "quarantine.crm")
@@ -115,7 +123,13 @@ def test_a_person_back_with_only_name_birth_date_and_address_is_refused(spark, p
     # only salted hashes were kept: one per identifier value plus one name + birth date + postcode
     erasures = tables.read(spark, "ops.erasures").collect()
     assert sorted(r["identifier_type"] for r in erasures) == [
-        "crm_id", "email", "person_key", "phone", "record_id", "source_record_id"]
+        "crm_id",
+        "email",
+        "person_key",
+        "phone",
+        "record_id",
+        "source_record_id",
+    ]
     assert "ann" not in str([r.asDict() for r in erasures]).lower()
 
 
@@ -128,14 +142,31 @@ def test_a_line_names_the_person_in_any_spelling_of_their_identifiers():
     from lakecdp.erasure import PersonMatcher
 
     mentions = PersonMatcher(ANN_IDS, [{"last_name": "Smith", "date_of_birth": datetime(1985, 3, 2).date()}])
-    for line in ["C1,Ann", "x, ANN@X.COM ,y", "+44 7700 900123", "07700-900123", "tel:00447700900123",
-                 "(0)7700 900 123", "447700900123",
-                 # SHA-256 of the email and of the phone, as hashed audiences hold them
-                 hashlib.sha256(b"ann@x.com").hexdigest(), hashlib.sha256(b"+447700900123").hexdigest(),
-                 "J. Smith born 02/03/1985", "smith,1985-03-02"]:
+    for line in [
+        "C1,Ann",
+        "x, ANN@X.COM ,y",
+        "+44 7700 900123",
+        "07700-900123",
+        "tel:00447700900123",
+        "(0)7700 900 123",
+        "447700900123",
+        # SHA-256 of the email and of the phone, as hashed audiences hold them
+        hashlib.sha256(b"ann@x.com").hexdigest(),
+        hashlib.sha256(b"+447700900123").hexdigest(),
+        "J. Smith born 02/03/1985",
+        "smith,1985-03-02",
+    ]:
         assert mentions(line), line
-    for line in ["C10,Zed", "C1A", "xann@x.com", "ann@x.community", "07700 900124", "177009001234",
-                 "Smith born 03/03/1985", "Jones 1985-03-02"]:
+    for line in [
+        "C10,Zed",
+        "C1A",
+        "xann@x.com",
+        "ann@x.community",
+        "07700 900124",
+        "177009001234",
+        "Smith born 03/03/1985",
+        "Jones 1985-03-02",
+    ]:
         assert not mentions(line), line
 
 
@@ -156,4 +187,5 @@ def test_files_are_rewritten_without_the_persons_lines_and_batch_items(tmp_path)
     log.write_text(json.dumps(request) + "\n" + json.dumps(alone) + "\n")
     assert _rewrite_lines(log, mentions, keep_header=False, as_json=True)
     assert [json.loads(line) for line in log.read_text().splitlines()] == [
-        {"path": "/", "body": {"run_id": "r", "items": [{"email": "bob@x.com"}]}}]
+        {"path": "/", "body": {"run_id": "r", "items": [{"email": "bob@x.com"}]}}
+    ]

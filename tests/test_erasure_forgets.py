@@ -38,6 +38,7 @@ def _rows(warehouse: Path, table: str) -> list[dict]:
 
 # -- the byte scan -----------------------------------------------------------------------------
 
+
 def _texts(path: Path) -> list[str]:
     """What a file holds, as text: its raw bytes, and for Parquet its decoded rows (pages are
     compressed, a raw scan would miss them)."""
@@ -64,8 +65,16 @@ def scan(root: Path, spellings: set[str], combos: list[tuple[str, str, list[str]
             hit = next((t.pattern for t in tokens if t.search(lowered)), None)
             if hit is None:
                 for line in lowered.splitlines():
-                    hit = next((f"{first} {last} {born}" for first, last, dates in combos
-                                if first in line and last in line for born in dates if born in line), None)
+                    hit = next(
+                        (
+                            f"{first} {last} {born}"
+                            for first, last, dates in combos
+                            if first in line and last in line
+                            for born in dates
+                            if born in line
+                        ),
+                        None,
+                    )
                     if hit:
                         break
             if hit:
@@ -79,6 +88,7 @@ def _date_spellings(born) -> list[str]:
 
 
 # -- the world -----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
@@ -101,14 +111,21 @@ def _the_person(project) -> dict:
     warehouse = project.warehouse
     records = _rows(warehouse, "silver/customer_records")
     id_map = {r["record_id"]: r["customer_id"] for r in _rows(warehouse, "identity/id_map")}
-    outside = "".join(p.read_text(errors="replace").lower() for folder in ("exports", "demo_receiver")
-                      for p in (warehouse / folder).rglob("*") if p.is_file())
+    outside = "".join(
+        p.read_text(errors="replace").lower()
+        for folder in ("exports", "demo_receiver")
+        for p in (warehouse / folder).rglob("*")
+        if p.is_file()
+    )
     per_customer = Counter(id_map[r["record_id"]] for r in records if r["record_id"] in id_map)
 
     def score(customer_id):
         person = [r for r in records if id_map.get(r["record_id"]) == customer_id]
-        crm = [r for r in person if r["source"] == "crm" and r["date_of_birth"] and r["postcode"]
-               and r["first_name"] and r["last_name"]]
+        crm = [
+            r
+            for r in person
+            if r["source"] == "crm" and r["date_of_birth"] and r["postcode"] and r["first_name"] and r["last_name"]
+        ]
         emails = {r["email"] for r in person if r["email"]}
         if not crm or not emails or not any(r["phone"] for r in person):
             return -1
@@ -118,8 +135,7 @@ def _the_person(project) -> dict:
     customer_id = max((c for c, n in per_customer.items() if n >= 2), key=lambda c: (score(c), c))
     assert score(customer_id) >= 1, "no multi-record person reached an export: world too small"
     person = [r for r in records if id_map.get(r["record_id"]) == customer_id]
-    return {"customer_id": customer_id, "records": person,
-            "email": next(r["email"] for r in person if r["email"])}
+    return {"customer_id": customer_id, "records": person, "email": next(r["email"] for r in person if r["email"])}
 
 
 def _spellings(project, person: dict) -> tuple[set[str], list[tuple[str, str, list[str]]]]:
@@ -135,8 +151,11 @@ def _spellings(project, person: dict) -> tuple[set[str], list[tuple[str, str, li
         if record["email"]:
             values.add(hashlib.sha256(record["email"].encode()).hexdigest())
         if record["phone"]:
-            values |= {record["phone"].lstrip("+"), hashlib.sha256(record["phone"].encode()).hexdigest(),
-                       hashlib.sha256(record["phone"].lstrip("+").encode()).hexdigest()}
+            values |= {
+                record["phone"].lstrip("+"),
+                hashlib.sha256(record["phone"].encode()).hexdigest(),
+                hashlib.sha256(record["phone"].lstrip("+").encode()).hexdigest(),
+            }
     # the phone and email as the CRM and the shop wrote them
     crm_ids = {r["source_record_id"] for r in records if r["source"] == "crm"}
     shop_ids = {r["source_record_id"] for r in records if r["source"] == "shop_customers"}
@@ -150,8 +169,11 @@ def _spellings(project, person: dict) -> tuple[set[str], list[tuple[str, str, li
             row = json.loads(line)
             if row.get("customer_no") in shop_ids:
                 values |= {str(row[k]).strip() for k in ("email", "phone") if row.get(k)}
-    combos = [(r["first_name"].lower(), r["last_name"].lower(), _date_spellings(r["date_of_birth"]))
-              for r in records if r["first_name"] and r["last_name"] and r["date_of_birth"]]
+    combos = [
+        (r["first_name"].lower(), r["last_name"].lower(), _date_spellings(r["date_of_birth"]))
+        for r in records
+        if r["first_name"] and r["last_name"] and r["date_of_birth"]
+    ]
     # short values (a 1-character name) would match anywhere; every identifier here is longer
     return {v for v in values if len(v) >= 4}, combos
 
@@ -170,13 +192,23 @@ def erased(spark, world):
     ctx = JobContext.create(world, spark)
     config = load_personalization(world.conf_dir)
     contexts = load_contexts(spark, ctx.tables, config, customer_ids=[person["customer_id"]])
-    render_previews(TemplateEngine(templates_dir(world, config)), config.demo_template, contexts,
-                    output_dir=world.warehouse / "previews")
+    render_previews(
+        TemplateEngine(templates_dir(world, config)),
+        config.demo_template,
+        contexts,
+        output_dir=world.warehouse / "previews",
+    )
     before = scan(world.root, spellings, combos)
     result = erase_person(JobContext.create(world, spark, run_id="erase-1"), email=person["email"].upper())
     after = scan(world.root, spellings, combos)
-    return {"person": person, "spellings": spellings, "combos": combos, "before": before,
-            "after": after, "result": result}
+    return {
+        "person": person,
+        "spellings": spellings,
+        "combos": combos,
+        "before": before,
+        "after": after,
+        "result": result,
+    }
 
 
 def test_the_person_was_in_delta_logs_exports_previews_and_landing(erased):
@@ -202,8 +234,9 @@ def test_the_erasure_report_lists_what_it_did_and_names_nobody(erased, world):
     assert any(p.startswith("exports/") for p in files["rewritten"])
     assert any(p.startswith("landing/crm/") for p in files["rewritten"])
     # the demo receiver's log only when their segments went to the webhook
-    assert any(p.startswith("demo_receiver/") for p in files["rewritten"]) \
-        == ("demo_receiver/" in " ".join(erased["before"]))
+    assert any(p.startswith("demo_receiver/") for p in files["rewritten"]) == (
+        "demo_receiver/" in " ".join(erased["before"])
+    )
     # the preview is named by the customer id: deleted, and counted without its name
     assert files["deleted_unnamed"] >= 1
     assert files["retained"] == []
@@ -223,8 +256,16 @@ def test_pipeline_runs_after_the_erasure_full_then_incremental(spark, world, era
 
     # a later delivery of the same world: identity continues incrementally
     config = load_sample_config(world.conf_dir)
-    generate(spark, landing=world.landing, labels=world.warehouse / "labels", people=PEOPLE,
-             seed=config.demo_seed, increment=1, as_of=world.as_of(), config=config)
+    generate(
+        spark,
+        landing=world.landing,
+        labels=world.warehouse / "labels",
+        people=PEOPLE,
+        seed=config.demo_seed,
+        increment=1,
+        as_of=world.as_of(),
+        config=config,
+    )
     result = run_pipeline(world, spark, job="pipeline")
     assert result.steps["identity"]["incremental"] == 1
     # the person did not come back into any table (the new delivery's landing files are the

@@ -35,14 +35,14 @@ def t(text: str) -> datetime:
     return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
 
 
-EVENT_DDL = "customer_id string, event_type string, occurred_at timestamp, product_id string, category string, value double"
+EVENT_DDL = (
+    "customer_id string, event_type string, occurred_at timestamp, product_id string, category string, value double"
+)
 
 
 def events(spark, rows):
     """(customer_id, event_type, occurred_at, product_id, category, value) rows."""
-    return spark.createDataFrame(
-        [(c, e, t(ts), p, cat, v) for c, e, ts, p, cat, v in rows], EVENT_DDL
-    )
+    return spark.createDataFrame([(c, e, t(ts), p, cat, v) for c, e, ts, p, cat, v in rows], EVENT_DDL)
 
 
 def test_attach_customer_id_precedence_and_unmatched(spark):
@@ -59,12 +59,12 @@ def test_attach_customer_id_precedence_and_unmatched(spark):
     raw = spark.createDataFrame(
         [
             # event_id, customer_number, email, device_id  -> expected customer
-            ("e1", "S1", "ann@x.com", "d-1"),        # c1: customer number wins
-            ("e2", None, " Ann@X.com ", "d-1"),      # c2: email (normalised) beats device
-            ("e3", None, None, "d-1"),               # c3: device only
-            ("e4", "S404", "bob@x.com", None),       # c4: unknown number falls through to email
-            ("e5", None, "nobody@x.com", "d-404"),   # no match
-            ("e6", None, None, None),                # no identifier at all
+            ("e1", "S1", "ann@x.com", "d-1"),  # c1: customer number wins
+            ("e2", None, " Ann@X.com ", "d-1"),  # c2: email (normalised) beats device
+            ("e3", None, None, "d-1"),  # c3: device only
+            ("e4", "S404", "bob@x.com", None),  # c4: unknown number falls through to email
+            ("e5", None, "nobody@x.com", "d-404"),  # no match
+            ("e6", None, None, None),  # no identifier at all
         ],
         "event_id string, customer_number string, email string, device_id string",
     )
@@ -112,9 +112,9 @@ def test_rfm_fixed_bins_completed_orders_only_and_point_in_time(spark):
                 ("c1", "o3", "2026-10-30 00:00", "cancelled", 999.0),
                 ("c1", "o4", "2026-10-31 00:00", "refunded", 500.0),
                 ("c1", "o5", "2026-11-02 00:00", "completed", 1000.0),  # after as_of
-                ("c2", "o6", "2025-06-01 00:00", "completed", 40.0),    # outside the 365-day window
+                ("c2", "o6", "2025-06-01 00:00", "completed", 40.0),  # outside the 365-day window
                 ("c2", "o7", "2026-06-01 00:00", "completed", 20.0),
-                ("c3", "o8", "2026-10-01 00:00", "cancelled", 80.0),    # never completed: no row
+                ("c3", "o8", "2026-10-01 00:00", "cancelled", 80.0),  # never completed: no row
                 ("c4", "o9", "2024-01-01 00:00", "completed", 400.0),
                 ("c4", "o10", "2024-01-01 00:00", "completed", 400.0),
                 ("c4", "o11", "2024-01-01 00:00", "completed", 400.0),
@@ -151,16 +151,16 @@ def test_engagement_windows_and_activity(spark):
     ev = events(
         spark,
         [
-            ("c1", "email_open", "2026-10-31 08:00", None, None, None),   # 0.67 days: 7/30/90
-            ("c1", "email_open", "2026-10-20 00:00", None, None, None),   # 12 days: 30/90
-            ("c1", "email_open", "2026-09-15 00:00", None, None, None),   # 47 days: 90
-            ("c1", "email_open", "2026-07-01 00:00", None, None, None),   # 123 days: none
+            ("c1", "email_open", "2026-10-31 08:00", None, None, None),  # 0.67 days: 7/30/90
+            ("c1", "email_open", "2026-10-20 00:00", None, None, None),  # 12 days: 30/90
+            ("c1", "email_open", "2026-09-15 00:00", None, None, None),  # 47 days: 90
+            ("c1", "email_open", "2026-07-01 00:00", None, None, None),  # 123 days: none
             ("c1", "email_click", "2026-10-29 00:00", None, None, None),  # 3 days: 7/30/90
             ("c1", "email_click", "2026-08-10 00:00", None, None, None),  # 83 days: 90
-            ("c1", "email_send", "2026-10-31 23:00", None, None, None),   # done to them: not activity
+            ("c1", "email_send", "2026-10-31 23:00", None, None, None),  # done to them: not activity
             ("c1", "page_view", "2026-10-25 00:00", None, None, None),
-            ("c1", "email_open", "2026-11-05 00:00", None, None, None),   # after as_of
-            ("c2", "email_open", "2026-10-25 00:00", None, None, None),   # exactly 7 days: 30/90 only
+            ("c1", "email_open", "2026-11-05 00:00", None, None, None),  # after as_of
+            ("c2", "email_open", "2026-10-25 00:00", None, None, None),  # exactly 7 days: 30/90 only
             ("c2", "email_send", "2026-10-30 00:00", None, None, None),
             ("c2", "page_view", "2026-10-01 00:00", None, None, None),
             ("c3", "email_bounce", "2026-10-30 00:00", None, None, None),
@@ -185,13 +185,13 @@ def test_lifecycle_rules_from_conf_first_match_wins(spark, tmp_path):
     features = spark.createDataFrame(
         [
             # customer, as_of, order_count, first_purchase_at, frequency, recency_days -> stage
-            ("a", AS_OF, 1, t("2026-10-20"), 1, 12),     # new: first purchase 12 days ago
-            ("b", AS_OF, 8, t("2025-01-01"), 6, 10),     # loyal
-            ("c", AS_OF, 3, t("2025-01-01"), 2, 60),     # active
-            ("d", AS_OF, 2, t("2025-01-01"), 1, 120),    # at_risk
-            ("e", AS_OF, 2, t("2024-01-01"), 0, 400),    # churned
-            ("f", AS_OF, 0, None, 0, None),              # never bought: default
-            ("g", AS_OF, 9, t("2025-01-01"), 6, 100),    # frequent but 100 days quiet: at_risk
+            ("a", AS_OF, 1, t("2026-10-20"), 1, 12),  # new: first purchase 12 days ago
+            ("b", AS_OF, 8, t("2025-01-01"), 6, 10),  # loyal
+            ("c", AS_OF, 3, t("2025-01-01"), 2, 60),  # active
+            ("d", AS_OF, 2, t("2025-01-01"), 1, 120),  # at_risk
+            ("e", AS_OF, 2, t("2024-01-01"), 0, 400),  # churned
+            ("f", AS_OF, 0, None, 0, None),  # never bought: default
+            ("g", AS_OF, 9, t("2025-01-01"), 6, 100),  # frequent but 100 days quiet: at_risk
         ],
         "customer_id string, as_of timestamp, order_count int, first_purchase_at timestamp, "
         "frequency int, recency_days int",
@@ -199,18 +199,25 @@ def test_lifecycle_rules_from_conf_first_match_wins(spark, tmp_path):
     assertDataFrameEqual(
         lifecycle_stage(features, config=config.lifecycle).select("customer_id", "lifecycle_stage"),
         spark.createDataFrame(
-            [("a", "new"), ("b", "loyal"), ("c", "active"), ("d", "at_risk"), ("e", "churned"),
-             ("f", "prospect"), ("g", "at_risk")],
+            [
+                ("a", "new"),
+                ("b", "loyal"),
+                ("c", "active"),
+                ("d", "at_risk"),
+                ("e", "churned"),
+                ("f", "prospect"),
+                ("g", "at_risk"),
+            ],
             "customer_id string, lifecycle_stage string",
         ),
     )
-    with pytest.raises(LifecycleRuleError, match=r"lifecycle.rules\[1\] \(loyal\).*unknown column\(s\) \['frequency'\]"):
+    with pytest.raises(
+        LifecycleRuleError, match=r"lifecycle.rules\[1\] \(loyal\).*unknown column\(s\) \['frequency'\]"
+    ):
         lifecycle_stage(features.drop("frequency"), config=config.lifecycle)
 
     bad = tmp_path / "features.yaml"
-    bad.write_text(
-        "version: 1\nlifecycle:\n  rules:\n    - stage: x\n      condition: '(select 1) > 0'\n"
-    )
+    bad.write_text("version: 1\nlifecycle:\n  rules:\n    - stage: x\n      condition: '(select 1) > 0'\n")
     with pytest.raises(ConfigError, match=r"features.yaml: lifecycle.rules\[0\].condition: .*query"):
         load_model(bad, FeaturesConfig)
     bad.write_text("version: 1\nlifecycle:\n  rules: [{stage: x, condition: 'a > 1'}]\ncart: {abandon_after: 5}\n")
@@ -224,14 +231,14 @@ def test_category_affinities_decay_and_normalise(spark):
         [
             ("c1", "product_view", "2026-11-01 00:00", "P1", "shoes", None),  # age 0: 1.0
             ("c1", "product_view", "2026-10-25 00:00", "P2", "shoes", None),  # one half-life: 0.5
-            ("c1", "product_view", "2026-10-18 00:00", "P3", "bags", None),   # two half-lives: 0.25
-            ("c1", "product_view", "2026-11-03 00:00", "P3", "bags", None),   # after as_of
+            ("c1", "product_view", "2026-10-18 00:00", "P3", "bags", None),  # two half-lives: 0.25
+            ("c1", "product_view", "2026-11-03 00:00", "P3", "bags", None),  # after as_of
             ("c1", "page_view", "2026-10-31 00:00", None, None, None),
         ],
     )
     items = spark.createDataFrame(
         [
-            ("c1", t("2026-10-25"), "hats", 2),   # 3.0 per unit * 2 * 0.5 = 3.0
+            ("c1", t("2026-10-25"), "hats", 2),  # 3.0 per unit * 2 * 0.5 = 3.0
             ("c2", t("2026-11-01"), "bags", 1),
         ],
         "customer_id string, ordered_at timestamp, category string, quantity int",
@@ -260,14 +267,14 @@ def test_product_interest_recent_views_and_trending(spark):
             ("c1", "product_view", "2026-10-29 00:00", "P1", "shoes", None),  # older view of P1
             ("c1", "product_view", "2026-10-28 00:00", "P3", "bags", None),
             ("c1", "product_view", "2026-10-27 00:00", "P4", "bags", None),
-            ("c1", "product_view", "2026-10-26 00:00", "P7", "hats", None),   # 1 recent view: too few
-            ("c1", "product_view", "2026-10-20 00:00", "P5", "bags", None),   # bags baseline 3 views
+            ("c1", "product_view", "2026-10-26 00:00", "P7", "hats", None),  # 1 recent view: too few
+            ("c1", "product_view", "2026-10-20 00:00", "P5", "bags", None),  # bags baseline 3 views
             ("c1", "product_view", "2026-10-10 00:00", "P5", "bags", None),
             ("c1", "product_view", "2026-10-02 00:00", "P5", "bags", None),
-            ("c1", "product_view", "2026-09-01 00:00", "P5", "bags", None),   # before the baseline
-            ("c1", "product_view", "2026-11-02 00:00", "P9", "toys", None),   # after as_of
+            ("c1", "product_view", "2026-09-01 00:00", "P5", "bags", None),  # before the baseline
+            ("c1", "product_view", "2026-11-02 00:00", "P9", "toys", None),  # after as_of
             ("c2", "product_view", "2026-10-01 00:00", "P1", "shoes", None),
-            ("c3", "page_view", "2026-10-31 00:00", None, None, None),       # no product views: no row
+            ("c3", "page_view", "2026-10-31 00:00", None, None, None),  # no product views: no row
         ],
     )
     # lift 3: shoes 3/7 > 0, toys 2/7 > 0, bags 2/7 = 0.286 < 3 * 3/30 = 0.3
@@ -286,18 +293,18 @@ def test_cart_state_open_closed_and_abandoned(spark):
         [
             ("c1", "add_to_cart", "2026-10-31 22:00", "P1", None, 10.0),
             ("c1", "add_to_cart", "2026-10-31 22:10", "P2", None, 5.0),
-            ("c1", "add_to_cart", "2026-10-31 22:20", "P1", None, 12.0),   # 2 x P1 at the latest price
-            ("c1", "checkout", "2026-10-31 22:25", None, None, None),       # starts checkout only
+            ("c1", "add_to_cart", "2026-10-31 22:20", "P1", None, 12.0),  # 2 x P1 at the latest price
+            ("c1", "checkout", "2026-10-31 22:25", None, None, None),  # starts checkout only
             ("c1", "remove_from_cart", "2026-10-31 22:30", "P2", None, 5.0),
             ("c2", "add_to_cart", "2026-10-31 09:00", "P3", None, 20.0),
-            ("c2", "purchase", "2026-10-31 09:30", None, None, 20.0),       # empties the cart
-            ("c2", "add_to_cart", "2026-10-31 23:30", "P4", None, 7.5),     # 30 min ago: not abandoned
+            ("c2", "purchase", "2026-10-31 09:30", None, None, 20.0),  # empties the cart
+            ("c2", "add_to_cart", "2026-10-31 23:30", "P4", None, 7.5),  # 30 min ago: not abandoned
             ("c3", "add_to_cart", "2026-10-30 10:00", "P5", None, 9.0),
-            ("c3", "purchase", "2026-10-30 11:00", None, None, 9.0),        # nothing after: no row
+            ("c3", "purchase", "2026-10-30 11:00", None, None, 9.0),  # nothing after: no row
             ("c4", "add_to_cart", "2026-10-30 10:00", "P6", None, 4.0),
             ("c4", "remove_from_cart", "2026-10-30 10:05", "P6", None, 4.0),
             ("c5", "add_to_cart", "2026-10-31 20:00", "P7", None, 3.0),
-            ("c5", "purchase", "2026-11-01 05:00", None, None, 3.0),        # after as_of: cart still open
+            ("c5", "purchase", "2026-11-01 05:00", None, None, 3.0),  # after as_of: cart still open
         ],
     )
     assertDataFrameEqual(
@@ -316,8 +323,7 @@ def test_cart_state_open_closed_and_abandoned(spark):
 
 
 def test_recommendations_confidence_support_and_exclusions(spark):
-    views = [("u1", "A"), ("u1", "B"), ("u1", "C"), ("u2", "A"), ("u2", "B"), ("u3", "A"),
-             ("u3", "C"), ("u4", "B")]
+    views = [("u1", "A"), ("u1", "B"), ("u1", "C"), ("u2", "A"), ("u2", "B"), ("u3", "A"), ("u3", "C"), ("u4", "B")]
     ev = events(
         spark,
         [(c, "product_view", "2026-10-20 00:00", p, None, None) for c, p in views]
@@ -340,8 +346,8 @@ def test_recommendations_confidence_support_and_exclusions(spark):
         recommendations(ev, items, as_of=AS_OF, config=config),
         spark.createDataFrame(
             [
-                ("u1", [("A", 1.0), ("B", two_thirds)]),          # D, E bought: excluded
-                ("u2", [("A", two_thirds), ("B", two_thirds)]),   # A, B, C tie: by product id
+                ("u1", [("A", 1.0), ("B", two_thirds)]),  # D, E bought: excluded
+                ("u2", [("A", two_thirds), ("B", two_thirds)]),  # A, B, C tie: by product id
                 ("u3", [("A", 1.0), ("B", two_thirds)]),
                 ("u4", [("A", two_thirds)]),
                 ("u5", [("E", two_thirds)]),

@@ -64,16 +64,14 @@ def _write_inputs(spark, tables: Tables) -> None:
                 ("o1", "S1", "ann@x.com", t("2026-10-20 00:00"), "completed", 30.0),
                 ("o2", "S9", "zed@x.com", t("2026-10-21 00:00"), "completed", 10.0),  # nobody we know
             ],
-            "order_id string, customer_number string, email string, ordered_at timestamp, "
-            "status string, total double",
+            "order_id string, customer_number string, email string, ordered_at timestamp, status string, total double",
         ),
         "silver.orders",
     )
     tables.append(
         spark.createDataFrame(
             [("o1", 1, "P1", None, 1, 30.0), ("o2", 1, "P2", None, 1, 10.0)],
-            "order_id string, line_number int, product_id string, category string, "
-            "quantity int, unit_price double",
+            "order_id string, line_number int, product_id string, category string, quantity int, unit_price double",
         ),
         "silver.order_items",
     )
@@ -82,7 +80,9 @@ def _write_inputs(spark, tables: Tables) -> None:
 @pytest.mark.slow
 def test_features_job_point_in_time_idempotent_with_history(spark, project):
     tables = Tables(project)
-    with pytest.raises(MissingInputError, match=r"\['silver.events', 'silver.orders', 'silver.order_items', 'identity.identifiers'\]"):
+    with pytest.raises(
+        MissingInputError, match=r"\['silver.events', 'silver.orders', 'silver.order_items', 'identity.identifiers'\]"
+    ):
         run(JobContext.create(project, spark, as_of=AS_OF, run_id="r-missing"))
     _write_inputs(spark, tables)
 
@@ -94,15 +94,43 @@ def test_features_job_point_in_time_idempotent_with_history(spark, project):
     nothing_else = ({}, [], [], False, 0.0, [], None, [], [])
     first = spark.createDataFrame(
         [
-            ("c1", AS_OF,
-             # 12 days since the one completed order; 30.0 is below the first monetary bin
-             12, 1, 30.0, 5, 1, 1, "511", 30.0, 1, 30.0, t("2026-10-20 00:00"), t("2026-10-20 00:00"),
-             1, 1, 1, 0, 0, 0, t("2026-10-31 08:00"), t("2026-10-31 20:00"),
-             "new",
-             {"shoes": 1.0}, ["P1"], [],
-             # the cart's last event is 4 hours old: abandoned
-             True, 5.0, ["P2"], t("2026-10-31 20:00"),
-             [], [], "r1"),
+            (
+                "c1",
+                AS_OF,
+                # 12 days since the one completed order; 30.0 is below the first monetary bin
+                12,
+                1,
+                30.0,
+                5,
+                1,
+                1,
+                "511",
+                30.0,
+                1,
+                30.0,
+                t("2026-10-20 00:00"),
+                t("2026-10-20 00:00"),
+                1,
+                1,
+                1,
+                0,
+                0,
+                0,
+                t("2026-10-31 08:00"),
+                t("2026-10-31 20:00"),
+                "new",
+                {"shoes": 1.0},
+                ["P1"],
+                [],
+                # the cart's last event is 4 hours old: abandoned
+                True,
+                5.0,
+                ["P2"],
+                t("2026-10-31 20:00"),
+                [],
+                [],
+                "r1",
+            ),
             ("c2", AS_OF, *no_orders, *no_engagement, "prospect", *nothing_else, "r1"),
             ("c3", AS_OF, *no_orders, *no_engagement, "prospect", *nothing_else, "r1"),
         ],
@@ -120,9 +148,19 @@ def test_features_job_point_in_time_idempotent_with_history(spark, project):
     run(JobContext.create(project, spark, as_of=t("2026-10-25 00:00"), run_id="r3"))
     assert tables.version(spark, "gold.customer_features") == 1
     assertDataFrameEqual(
-        tables.read(spark, "gold.customer_features").where("customer_id = 'c1'").select(
-            "as_of", "recency_days", "opens_90d", "last_activity_at", "lifecycle_stage",
-            "category_affinities", "recent_product_views", "cart_open", "cart_product_ids", "run_id",
+        tables.read(spark, "gold.customer_features")
+        .where("customer_id = 'c1'")
+        .select(
+            "as_of",
+            "recency_days",
+            "opens_90d",
+            "last_activity_at",
+            "lifecycle_stage",
+            "category_affinities",
+            "recent_product_views",
+            "cart_open",
+            "cart_product_ids",
+            "run_id",
         ),
         spark.createDataFrame(
             [(t("2026-10-25 00:00"), 5, 0, None, "new", {"shoes": 1.0}, [], False, [], "r3")],

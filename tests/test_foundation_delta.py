@@ -28,8 +28,7 @@ def test_write_merge_cdf_and_time_travel(spark, project):
     # current state, read back through Spark
     assertDataFrameEqual(
         tables.read(spark, name),
-        [("p1", "Ada", date(2026, 1, 1)), ("p2", "Grace H.", date(2026, 2, 1)),
-         ("p3", "Alan", date(2026, 2, 1))],
+        [("p1", "Ada", date(2026, 1, 1)), ("p2", "Grace H.", date(2026, 2, 1)), ("p3", "Alan", date(2026, 2, 1))],
     )
     # time travel to the first commit
     assertDataFrameEqual(
@@ -37,14 +36,10 @@ def test_write_merge_cdf_and_time_travel(spark, project):
         [("p1", "Ada", date(2026, 1, 1)), ("p2", "Grace", date(2026, 1, 2))],
     )
     # change data feed of the MERGE: one update (pre/post image) and one insert
-    feed = (
-        tables.read_changes(spark, name, starting_version=1)
-        .select("person_id", "first_name", "_change_type")
-    )
+    feed = tables.read_changes(spark, name, starting_version=1).select("person_id", "first_name", "_change_type")
     assertDataFrameEqual(
         feed,
-        [("p2", "Grace", "update_preimage"), ("p2", "Grace H.", "update_postimage"),
-         ("p3", "Alan", "insert")],
+        [("p2", "Grace", "update_preimage"), ("p2", "Grace H.", "update_postimage"), ("p3", "Alan", "insert")],
     )
     assert tables.version(spark, name) == 1
 
@@ -52,9 +47,7 @@ def test_write_merge_cdf_and_time_travel(spark, project):
     rs = RsDeltaTable(tables.location(name))
     assert rs.version() == 1
     rows = sorted(rs.to_pyarrow_table().to_pylist(), key=lambda r: r["person_id"])
-    assert [(r["person_id"], r["first_name"]) for r in rows] == [
-        ("p1", "Ada"), ("p2", "Grace H."), ("p3", "Alan")
-    ]
+    assert [(r["person_id"], r["first_name"]) for r in rows] == [("p1", "Ada"), ("p2", "Grace H."), ("p3", "Alan")]
     rs_v0 = RsDeltaTable(tables.location(name), version=0)
     assert sorted(r["first_name"] for r in rs_v0.to_pyarrow_table().to_pylist()) == ["Ada", "Grace"]
 
@@ -63,8 +56,9 @@ def test_scoped_merge_refreshes_only_the_keys_in_scope(spark, project):
     tables = Tables(project)
     name = "silver.people_scoped"
     schema = "person_id string, first_name string"
-    tables.append(spark.createDataFrame(
-        [("p1", "Ada"), ("p2", "Grace"), ("p3", "Alan"), ("p4", "Edsger")], schema), name)
+    tables.append(
+        spark.createDataFrame([("p1", "Ada"), ("p2", "Grace"), ("p3", "Alan"), ("p4", "Edsger")], schema), name
+    )
     # the truth for p2, p3 and p5: p2 renamed, p3 gone, p5 new; p1 and p4 are outside the scope
     rows = spark.createDataFrame([("p2", "Grace H."), ("p5", "Barbara")], schema)
     scope = spark.createDataFrame([("p2",), ("p3",), ("p5",)], "person_id string")
@@ -80,15 +74,12 @@ def test_scoped_merge_refreshes_only_the_keys_in_scope(spark, project):
     # no helper column leaked into the table
     assert [f.name for f in table.schema().fields] == ["person_id", "first_name"]
     with pytest.raises(ValueError, match="exclude each other"):
-        tables.merge(spark, rows, name, keys=["person_id"], scope=scope,
-                     delete_not_matched_by_source=True)
+        tables.merge(spark, rows, name, keys=["person_id"], scope=scope, delete_not_matched_by_source=True)
 
 
 def test_resolver_names_paths_and_catalog_tables(project):
     tables = Tables(project)
-    assert tables.location("gold.customer_profile") == str(
-        project.warehouse / "gold" / "customer_profile"
-    )
+    assert tables.location("gold.customer_profile") == str(project.warehouse / "gold" / "customer_profile")
     with pytest.raises(TableNameError, match="unknown layer 'platinum'"):
         tables.identifier("platinum.x")
     with pytest.raises(TableNameError, match="must be '<layer>.<table>'"):

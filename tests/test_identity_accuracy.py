@@ -17,22 +17,31 @@ AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 CLUSTERS = [
     # record, cluster          true person
-    ("crm:r1", "c1"),        # P1
-    ("shop:r2", "c1"),       # P1
-    ("crm:r3", "c1"),        # P2  <- merged into P1's cluster: a false merge
-    ("crm:r4", "c2"),        # P3
-    ("shop:r5", "c3"),       # P3  <- split from r4: a miss
-    ("crm:r6", "c4"),        # P4
-    ("shop:r7", "c4"),       # P4
-    ("crm:r8", "c5"),        # not labelled: not scored
+    ("crm:r1", "c1"),  # P1
+    ("shop:r2", "c1"),  # P1
+    ("crm:r3", "c1"),  # P2  <- merged into P1's cluster: a false merge
+    ("crm:r4", "c2"),  # P3
+    ("shop:r5", "c3"),  # P3  <- split from r4: a miss
+    ("crm:r6", "c4"),  # P4
+    ("shop:r7", "c4"),  # P4
+    ("crm:r8", "c5"),  # not labelled: not scored
 ]
-LABELS = "source,source_record_id,person_id,household_id\n" + "\n".join(
-    [
-        "crm,r1,P1,H1", "shop,r2,P1,H1", "crm,r3,P2,H1", "crm,r4,P3,H2",
-        "shop,r5,P3,H2", "crm,r6,P4,H3", "shop,r7,P4,H3",
-        "web_events,d-1,P4,H3",  # a label without a record: not scored
-    ]
-) + "\n"
+LABELS = (
+    "source,source_record_id,person_id,household_id\n"
+    + "\n".join(
+        [
+            "crm,r1,P1,H1",
+            "shop,r2,P1,H1",
+            "crm,r3,P2,H1",
+            "crm,r4,P3,H2",
+            "shop,r5,P3,H2",
+            "crm,r6,P4,H3",
+            "shop,r7,P4,H3",
+            "web_events,d-1,P4,H3",  # a label without a record: not scored
+        ]
+    )
+    + "\n"
+)
 
 
 def test_evaluate_counts_pairs_clusters_merges_and_misses(spark, tmp_path):
@@ -65,9 +74,7 @@ def test_identity_accuracy_command_reads_the_id_map(spark, project, tmp_path, ca
     # the command loads the project from conf/environments/<env>.yaml: write the test one
     conf = tmp_path / "conf"
     (conf / "environments").mkdir(parents=True)
-    (conf / "environments" / "t.yaml").write_text(
-        project.environment.model_dump_json()
-    )
+    (conf / "environments" / "t.yaml").write_text(project.environment.model_dump_json())
     assert main(["--conf", str(conf), "--env", "t", "identity-accuracy", "--labels", str(labels)]) == 0
     out = capsys.readouterr().out
     assert "cluster    precision 0.7500  recall 0.7500" in out
@@ -108,15 +115,31 @@ def test_a_world_with_sources_lacking_birth_date_or_address_resolves(spark, proj
 
     labels = project.root / "labels"
     sources = ("crm", "shop_customers", "third_party")
-    generate(spark, landing=project.landing, labels=labels, people=1200, seed=5, as_of=AS_OF,
-             config=hard_world_config(), only=sources)
+    generate(
+        spark,
+        landing=project.landing,
+        labels=labels,
+        people=1200,
+        seed=5,
+        as_of=AS_OF,
+        config=hard_world_config(),
+        only=sources,
+    )
     ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="hard-0")
     ingest(ctx, only=sources)
     records = ctx.tables.read(spark, "silver.customer_records").cache()
     # the shapes reached silver: no shop birth date, no third-party address
-    by_source = {r["source"]: r for r in records.groupBy("source").agg(
-        F.count("*").alias("n"), F.count("date_of_birth").alias("dob"),
-        F.count("address_line1").alias("street"), F.count("postcode").alias("postcode")).collect()}
+    by_source = {
+        r["source"]: r
+        for r in records.groupBy("source")
+        .agg(
+            F.count("*").alias("n"),
+            F.count("date_of_birth").alias("dob"),
+            F.count("address_line1").alias("street"),
+            F.count("postcode").alias("postcode"),
+        )
+        .collect()
+    }
     assert by_source["shop_customers"]["dob"] == 0 and by_source["shop_customers"]["n"] > 500
     assert by_source["third_party"]["street"] == by_source["third_party"]["postcode"] == 0
 

@@ -28,8 +28,13 @@ SILVER_SCHEMA = (
 )
 FIELDS = [f.split(" ")[0] for f in SILVER_SCHEMA.split(", ")]
 AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
-IDENTITY_TABLES = ("identity.id_map", "identity.edges", "identity.identifiers",
-                   "gold.customer_profile", "identity.state")
+IDENTITY_TABLES = (
+    "identity.id_map",
+    "identity.edges",
+    "identity.identifiers",
+    "gold.customer_profile",
+    "identity.state",
+)
 
 # (m, u) per non-null level, in the order of the configured comparisons' levels
 HAND_MODEL = {
@@ -37,20 +42,46 @@ HAND_MODEL = {
     # sound alike, initial, nickname with a typo, first same / similar with last missing, last
     # same / similar with first missing, same last other first, same first other last, similar
     # first other last, else
-    "name": [(0.83, 0.0005), (0.02, 0.0001), (0.005, 0.0001), (0.05, 0.0005), (0.03, 0.001),
-             (0.02, 0.001), (0.01, 0.002), (0.005, 0.002), (0.002, 0.0005), (0.01, 0.0001), (0.002, 0.001),
-             (0.001, 0.001), (0.002, 0.002), (0.001, 0.002), (0.002, 0.003), (0.001, 0.003),
-             (0.001, 0.003), (0.02, 0.9793)],
+    "name": [
+        (0.83, 0.0005),
+        (0.02, 0.0001),
+        (0.005, 0.0001),
+        (0.05, 0.0005),
+        (0.03, 0.001),
+        (0.02, 0.001),
+        (0.01, 0.002),
+        (0.005, 0.002),
+        (0.002, 0.0005),
+        (0.01, 0.0001),
+        (0.002, 0.001),
+        (0.001, 0.001),
+        (0.002, 0.002),
+        (0.001, 0.002),
+        (0.002, 0.003),
+        (0.001, 0.003),
+        (0.001, 0.003),
+        (0.02, 0.9793),
+    ],
     # exact, one typo, day/month swapped, same month, two typos, else
-    "date_of_birth": [(0.85, 0.002), (0.05, 0.01), (0.03, 0.001), (0.03, 0.01), (0.02, 0.01),
-                      (0.02, 0.967)],
+    "date_of_birth": [(0.85, 0.002), (0.05, 0.01), (0.03, 0.001), (0.03, 0.01), (0.02, 0.01), (0.02, 0.967)],
     # address and contact points are one comparison (correlated evidence counted once):
     # address + contact, contact, address, address with a typo, street + number with postcode
     # or city close, street + number only, same street other number, similar street with
     # postcode or city close, postcode one typo in the same town, postcode, city, else
-    "address_contact": [(0.5, 0.0002), (0.2, 0.002), (0.15, 0.003), (0.03, 0.0005),
-                        (0.01, 0.0005), (0.01, 0.001), (0.005, 0.002), (0.004, 0.001),
-                        (0.003, 0.002), (0.04, 0.002), (0.005, 0.02), (0.1, 0.9693)],
+    "address_contact": [
+        (0.5, 0.0002),
+        (0.2, 0.002),
+        (0.15, 0.003),
+        (0.03, 0.0005),
+        (0.01, 0.0005),
+        (0.01, 0.001),
+        (0.005, 0.002),
+        (0.004, 0.001),
+        (0.003, 0.002),
+        (0.04, 0.002),
+        (0.005, 0.02),
+        (0.1, 0.9693),
+    ],
 }
 
 
@@ -67,16 +98,40 @@ def write_hand_model(project) -> None:
     (folder / "model_v1.json").write_text(json.dumps(settings))
 
 
-def person(record_id, first, last, dob, *, email=None, phone=None, street=None, postcode=None,
-           devices=None, updated="2026-06-01"):
+def person(
+    record_id,
+    first,
+    last,
+    dob,
+    *,
+    email=None,
+    phone=None,
+    street=None,
+    postcode=None,
+    devices=None,
+    updated="2026-06-01",
+):
     source, _, key = record_id.partition(":")
     row = dict(
-        record_id=record_id, source=source, source_record_id=key, first_name=first,
-        last_name=last, email=email, phone=phone, date_of_birth=dob, address_line1=street,
-        postcode=postcode, city="Leeds" if postcode else None, country="GB" if postcode else None,
-        device_ids=devices or [], crm_id=key if source == "crm" else None,
-        customer_number=key if source == "shop_customers" else None, email_consent=True,
-        updated_at=datetime.fromisoformat(updated), warnings=[], run_id="ingest-1",
+        record_id=record_id,
+        source=source,
+        source_record_id=key,
+        first_name=first,
+        last_name=last,
+        email=email,
+        phone=phone,
+        date_of_birth=dob,
+        address_line1=street,
+        postcode=postcode,
+        city="Leeds" if postcode else None,
+        country="GB" if postcode else None,
+        device_ids=devices or [],
+        crm_id=key if source == "crm" else None,
+        customer_number=key if source == "shop_customers" else None,
+        email_consent=True,
+        updated_at=datetime.fromisoformat(updated),
+        warnings=[],
+        run_id="ingest-1",
         ingested_at=datetime(2026, 10, 1),
     )
     return tuple(row[f] for f in FIELDS)
@@ -84,33 +139,67 @@ def person(record_id, first, last, dob, *, email=None, phone=None, street=None, 
 
 FIRST_LOAD = [
     # Ann: crm + shop share an email -> deterministic (and probabilistic) link
-    person("crm:C1", "Ann", "Lee", date(1980, 1, 1), email="ann@x.com", street="1 Oak Rd",
-           postcode="AB1 1AA"),
-    person("shop_customers:S1", "Ann", "Lee", date(1980, 1, 1), email="ann@x.com",
-           street="1 Oak Rd", postcode="AB1 1AA"),
-    person("crm:C2", "Bob", "Stone", date(1975, 5, 5), email="bob@x.com",
-           phone="+447700900002", street="2 Elm St", postcode="CD2 2BB"),
-    person("shop_customers:S3", "Cara", "Diaz", date(1990, 9, 9), email="cara@x.com",
-           street="3 Ash Ln", postcode="EF3 3CC"),
+    person("crm:C1", "Ann", "Lee", date(1980, 1, 1), email="ann@x.com", street="1 Oak Rd", postcode="AB1 1AA"),
+    person(
+        "shop_customers:S1", "Ann", "Lee", date(1980, 1, 1), email="ann@x.com", street="1 Oak Rd", postcode="AB1 1AA"
+    ),
+    person(
+        "crm:C2",
+        "Bob",
+        "Stone",
+        date(1975, 5, 5),
+        email="bob@x.com",
+        phone="+447700900002",
+        street="2 Elm St",
+        postcode="CD2 2BB",
+    ),
+    person(
+        "shop_customers:S3", "Cara", "Diaz", date(1990, 9, 9), email="cara@x.com", street="3 Ash Ln", postcode="EF3 3CC"
+    ),
     # Dan: no shared identifier, same name + birth date + address -> probabilistic link only
-    person("crm:C4", "Dan", "Eze", date(1965, 6, 6), email="dan@x.com", street="4 Yew Cl",
-           postcode="GH4 4DD"),
-    person("third_party:T4", "Dan", "Eze", date(1965, 6, 6), street="4 Yew Cl",
-           postcode="GH4 4DD"),
+    person("crm:C4", "Dan", "Eze", date(1965, 6, 6), email="dan@x.com", street="4 Yew Cl", postcode="GH4 4DD"),
+    person("third_party:T4", "Dan", "Eze", date(1965, 6, 6), street="4 Yew Cl", postcode="GH4 4DD"),
     # Eve again under her married name, with a new address and phone: not linked
-    person("crm:C7", "Eve", "Fox", date(1985, 2, 2), email="eve@x.com", street="7 Fir Dr",
-           postcode="JK7 7EE"),
-    person("shop_customers:S7", "Eve", "Fox", date(1985, 2, 2), email="eve@x.com",
-           street="7 Fir Dr", postcode="JK7 7EE"),
-    person("shop_customers:S8", "Eve", "Hill", date(1985, 2, 2), phone="+447700900008",
-           street="80 Pine Ave", postcode="LM8 8FF"),
+    person("crm:C7", "Eve", "Fox", date(1985, 2, 2), email="eve@x.com", street="7 Fir Dr", postcode="JK7 7EE"),
+    person(
+        "shop_customers:S7", "Eve", "Fox", date(1985, 2, 2), email="eve@x.com", street="7 Fir Dr", postcode="JK7 7EE"
+    ),
+    person(
+        "shop_customers:S8",
+        "Eve",
+        "Hill",
+        date(1985, 2, 2),
+        phone="+447700900008",
+        street="80 Pine Ave",
+        postcode="LM8 8FF",
+    ),
 ]
 # a new shop record of Bob (same email): joins Bob
-NEW_BOB = [person("shop_customers:S2", "Bob", "Stone", date(1975, 5, 5), email="bob@x.com",
-                  street="2 Elm St", postcode="CD2 2BB", updated="2026-10-01")]
+NEW_BOB = [
+    person(
+        "shop_customers:S2",
+        "Bob",
+        "Stone",
+        date(1975, 5, 5),
+        email="bob@x.com",
+        street="2 Elm St",
+        postcode="CD2 2BB",
+        updated="2026-10-01",
+    )
+]
 # carries Eve's email (C7, S7) and S8's phone: bridges the two Eve customers
-BRIDGE = [person("web_events:d9", "Eve", "Hill", date(1985, 2, 2), email="eve@x.com",
-                 phone="+447700900008", devices=["d9"], updated="2026-10-15")]
+BRIDGE = [
+    person(
+        "web_events:d9",
+        "Eve",
+        "Hill",
+        date(1985, 2, 2),
+        email="eve@x.com",
+        phone="+447700900008",
+        devices=["d9"],
+        updated="2026-10-15",
+    )
+]
 
 
 def minted(min_record_id: str) -> str:
@@ -121,13 +210,14 @@ def minted(min_record_id: str) -> str:
 def snapshot(ctx):
     """record_id -> customer_id, and the id_changes rows as sorted tuples."""
     tables, spark = ctx.tables, ctx.spark
-    ids = {r["record_id"]: r["customer_id"]
-           for r in tables.read(spark, "identity.id_map").select("record_id", "customer_id").collect()}
+    ids = {
+        r["record_id"]: r["customer_id"]
+        for r in tables.read(spark, "identity.id_map").select("record_id", "customer_id").collect()
+    }
     changes = []
     if tables.exists(spark, "identity.id_changes"):
         changes = sorted(
-            (r["run_id"], r["change_type"], r["old_customer_id"] or "", r["new_customer_id"],
-             r["record_count"])
+            (r["run_id"], r["change_type"], r["old_customer_id"] or "", r["new_customer_id"], r["record_count"])
             for r in tables.read(spark, "identity.id_changes").collect()
         )
     return ids, changes
@@ -166,19 +256,29 @@ def test_full_then_incremental_runs_keep_ids_record_merges_and_match_a_full_run(
     assert (counts["incremental"], counts["records"], counts["customers"]) == (0, 9, 6)
     ids, changes = snapshot(ctx)
     assert groups(ids) == {
-        frozenset({"crm:C1", "shop_customers:S1"}), frozenset({"crm:C2"}),
-        frozenset({"shop_customers:S3"}), frozenset({"crm:C4", "third_party:T4"}),
-        frozenset({"crm:C7", "shop_customers:S7"}), frozenset({"shop_customers:S8"}),
+        frozenset({"crm:C1", "shop_customers:S1"}),
+        frozenset({"crm:C2"}),
+        frozenset({"shop_customers:S3"}),
+        frozenset({"crm:C4", "third_party:T4"}),
+        frozenset({"crm:C7", "shop_customers:S7"}),
+        frozenset({"shop_customers:S8"}),
     }
     ann, bob, cara, dan = minted("crm:C1"), minted("crm:C2"), minted("shop_customers:S3"), minted("crm:C4")
     eve, eve2 = minted("crm:C7"), minted("shop_customers:S8")
     assert ids["shop_customers:S1"] == ann and ids["third_party:T4"] == dan
-    assert changes == sorted([
-        ("run-1", "new", "", ann, 2), ("run-1", "new", "", bob, 1), ("run-1", "new", "", cara, 1),
-        ("run-1", "new", "", dan, 2), ("run-1", "new", "", eve, 2), ("run-1", "new", "", eve2, 1),
-    ])
-    edges = {(r["record_id_l"], r["record_id_r"], r["edge_type"])
-             for r in ctx.tables.read(spark, "identity.edges").collect()}
+    assert changes == sorted(
+        [
+            ("run-1", "new", "", ann, 2),
+            ("run-1", "new", "", bob, 1),
+            ("run-1", "new", "", cara, 1),
+            ("run-1", "new", "", dan, 2),
+            ("run-1", "new", "", eve, 2),
+            ("run-1", "new", "", eve2, 1),
+        ]
+    )
+    edges = {
+        (r["record_id_l"], r["record_id_r"], r["edge_type"]) for r in ctx.tables.read(spark, "identity.edges").collect()
+    }
     assert ("crm:C4", "third_party:T4", "probabilistic") in edges
     assert ("crm:C1", "shop_customers:S1", "deterministic") in edges
     assert not {e for e in edges if "shop_customers:S8" in e[:2]}
@@ -201,11 +301,12 @@ def test_full_then_incremental_runs_keep_ids_record_merges_and_match_a_full_run(
     assert ids_3 == {**ids_2, "shop_customers:S8": eve, "web_events:d9": eve}
     assert changes_3 == sorted([*changes, ("run-3", "merge", eve2, eve, 1)])
     profile = ctx.tables.read(spark, "gold.customer_profile").where(f"customer_id = '{eve}'").first()
-    assert profile["record_ids"] == ["crm:C7", "shop_customers:S7", "shop_customers:S8",
-                                     "web_events:d9"]
+    assert profile["record_ids"] == ["crm:C7", "shop_customers:S7", "shop_customers:S8", "web_events:d9"]
     assert (profile["phones"], profile["device_ids"]) == (["+447700900008"], ["d9"])
-    identifiers = {(r["identifier_type"], r["identifier_value"]): r["customer_id"]
-                   for r in ctx.tables.read(spark, "identity.identifiers").collect()}
+    identifiers = {
+        (r["identifier_type"], r["identifier_value"]): r["customer_id"]
+        for r in ctx.tables.read(spark, "identity.identifiers").collect()
+    }
     assert identifiers[("phone", "+447700900008")] == eve
     assert identifiers[("device_id", "d9")] == eve
     assert identifiers[("customer_number", "S2")] == bob
@@ -225,13 +326,14 @@ def test_full_then_incremental_runs_keep_ids_record_merges_and_match_a_full_run(
     del expected_ids["web_events:d9"]
     assert ids_3b == expected_ids
     assert changes_3b == sorted([*changes_3, ("run-3b", "split", eve, eve3, 1)])
-    identifiers = {(r["identifier_type"], r["identifier_value"]): r["customer_id"]
-                   for r in ctx.tables.read(spark, "identity.identifiers").collect()}
+    identifiers = {
+        (r["identifier_type"], r["identifier_value"]): r["customer_id"]
+        for r in ctx.tables.read(spark, "identity.identifiers").collect()
+    }
     assert identifiers[("phone", "+447700900008")] == eve3
     assert ("device_id", "d9") not in identifiers
     assert identifiers[("email", "eve@x.com")] == eve
-    profiles = {r["customer_id"]: r["record_ids"]
-                for r in ctx.tables.read(spark, "gold.customer_profile").collect()}
+    profiles = {r["customer_id"]: r["record_ids"] for r in ctx.tables.read(spark, "gold.customer_profile").collect()}
     assert profiles[eve] == ["crm:C7", "shop_customers:S7"]
     assert profiles[eve3] == ["shop_customers:S8"]
     assert profiles[bob] == ["crm:C2", "shop_customers:S2"] and len(profiles) == 6
@@ -280,18 +382,22 @@ def test_a_pair_scores_the_same_whichever_record_is_new(spark, project):
 
     write_hand_model(project)
     config = load_identity_config(project.conf_dir)
-    matcher = ProbabilisticMatcher(config, spark=spark,
-                                   model_dir=project.path(config.models_dir))
-    a = spark.createDataFrame([person("crm:C1", "Declan", "Russell", date(1986, 3, 8),
-                                      email="d@x.de", street="1 Oak Rd", postcode="AB1 1AA")],
-                              SILVER_SCHEMA)
-    b = spark.createDataFrame([person("crm:C2", "Russell", "Dec", date(1986, 3, 8),
-                                      email="d@x.de", street="9 Elm St", postcode="CD2 2BB")],
-                              SILVER_SCHEMA)
+    matcher = ProbabilisticMatcher(config, spark=spark, model_dir=project.path(config.models_dir))
+    a = spark.createDataFrame(
+        [
+            person(
+                "crm:C1", "Declan", "Russell", date(1986, 3, 8), email="d@x.de", street="1 Oak Rd", postcode="AB1 1AA"
+            )
+        ],
+        SILVER_SCHEMA,
+    )
+    b = spark.createDataFrame(
+        [person("crm:C2", "Russell", "Dec", date(1986, 3, 8), email="d@x.de", street="9 Elm St", postcode="CD2 2BB")],
+        SILVER_SCHEMA,
+    )
 
     def scores(edges):
-        return [(r["record_id_l"], r["record_id_r"], round(r["match_probability"], 12))
-                for r in edges.collect()]
+        return [(r["record_id_l"], r["record_id_r"], round(r["match_probability"], 12)) for r in edges.collect()]
 
     full = scores(matcher.predict(a.unionByName(b)))
     assert scores(matcher.predict_incremental(a, b)) == full
@@ -314,9 +420,9 @@ def test_link_only_drops_edges_inside_a_source_declared_unique(spark):
     )
     edges = spark.createDataFrame(
         [
-            ("crm:1", "crm:2", 0.99),     # inside the unique CRM: dropped
-            ("crm:1", "shop:1", 0.99),    # across sources: kept
-            ("shop:1", "shop:2", 0.99),   # inside a source not declared unique: kept
+            ("crm:1", "crm:2", 0.99),  # inside the unique CRM: dropped
+            ("crm:1", "shop:1", 0.99),  # across sources: kept
+            ("shop:1", "shop:2", 0.99),  # inside a source not declared unique: kept
         ],
         "record_id_l string, record_id_r string, match_probability double",
     )

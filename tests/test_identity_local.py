@@ -27,28 +27,90 @@ RECORD_SCHEMA = (
 FIELDS = [f.split(" ")[0] for f in RECORD_SCHEMA.split(", ")]
 
 
-def rec(record_id, first, last, *, email=None, phone=None, dob=None, street=None, postcode=None,
-        city="Leeds", devices=None, crm=None, shop=None, dob_text=None):
-    return (record_id, record_id.split(":")[0], first, last, email, phone, dob, street, postcode,
-            city, "gb", devices, crm, shop, dob_text)
+def rec(
+    record_id,
+    first,
+    last,
+    *,
+    email=None,
+    phone=None,
+    dob=None,
+    street=None,
+    postcode=None,
+    city="Leeds",
+    devices=None,
+    crm=None,
+    shop=None,
+    dob_text=None,
+):
+    return (
+        record_id,
+        record_id.split(":")[0],
+        first,
+        last,
+        email,
+        phone,
+        dob,
+        street,
+        postcode,
+        city,
+        "gb",
+        devices,
+        crm,
+        shop,
+        dob_text,
+    )
 
 
 # awkward inputs: accents, punctuation, tabs, street types, house numbers with letters,
 # junk contact points, a raw birth date that did not parse, empty strings
 TRICKY = [
-    rec("crm:1", "  Seán ", "O'Brien-Smith", email=" Sean@Example.COM ",
-        phone="+44 (0)7700-900.123", dob=date(1980, 1, 2), street="12a  High Street.",
-        postcode="ls6 2ab", crm="C-1"),
-    rec("shop:1", "Bill", "Hartley", email="test@test.com", phone="0000000",
-        dob=None, dob_text="1971-13-04", street="Flat 3, 22 Oak Avenue", postcode=" LS8-1CD",
-        devices=["d1", " ", None], shop="S1"),
-    rec("tp:1", "Jo\tAnne", "", email="", phone="+447777777777", street="Straße 5",
-        postcode="", city=" LEEDS "),
+    rec(
+        "crm:1",
+        "  Seán ",
+        "O'Brien-Smith",
+        email=" Sean@Example.COM ",
+        phone="+44 (0)7700-900.123",
+        dob=date(1980, 1, 2),
+        street="12a  High Street.",
+        postcode="ls6 2ab",
+        crm="C-1",
+    ),
+    rec(
+        "shop:1",
+        "Bill",
+        "Hartley",
+        email="test@test.com",
+        phone="0000000",
+        dob=None,
+        dob_text="1971-13-04",
+        street="Flat 3, 22 Oak Avenue",
+        postcode=" LS8-1CD",
+        devices=["d1", " ", None],
+        shop="S1",
+    ),
+    rec("tp:1", "Jo\tAnne", "", email="", phone="+447777777777", street="Straße 5", postcode="", city=" LEEDS "),
     rec("web:1", None, None, email="noreply@shop.de", devices=["d1", "d2"]),
-    rec("crm:2", "Kate", "Lee", email="kate@x.com", dob=date(1990, 5, 6), street="1 Court Rd",
-        postcode="AB1 1AA", crm="C-2"),
-    rec("shop:2", "Kate", "Lee", email="KATE@x.com ", dob=date(1990, 5, 6),
-        street="1 Court Road", postcode="AB11AA", shop="S2"),
+    rec(
+        "crm:2",
+        "Kate",
+        "Lee",
+        email="kate@x.com",
+        dob=date(1990, 5, 6),
+        street="1 Court Rd",
+        postcode="AB1 1AA",
+        crm="C-2",
+    ),
+    rec(
+        "shop:2",
+        "Kate",
+        "Lee",
+        email="KATE@x.com ",
+        dob=date(1990, 5, 6),
+        street="1 Court Road",
+        postcode="AB11AA",
+        shop="S2",
+    ),
     # the Berg household shares a phone: two people (different birth date and first name)
     rec("crm:3", "Tom", "Berg", phone="+447700900201", dob=date(1990, 4, 2)),
     rec("shop:3", "Tina", "Berg", phone="+447700900201", dob=date(1993, 9, 17)),
@@ -89,15 +151,12 @@ def test_soundex_is_sparks_variant():
 def test_records_are_prepared_for_matching_by_hand(config):
     prepared = by_id(LocalRecords(arrow(TRICKY), config).prepared())
     sean = prepared["crm:1"]
-    assert (sean["first_name"], sean["last_name"], sean["full_name"]) == (
-        "sean", "obrien-smith", "sean obrien-smith")
+    assert (sean["first_name"], sean["last_name"], sean["full_name"]) == ("sean", "obrien-smith", "sean obrien-smith")
     assert (sean["first_name_soundex"], sean["last_name_soundex"]) == ("S500", "O165")
     # an example.com address is junk; the phone loses spaces, brackets, dots and dashes
     assert (sean["email"], sean["phone"]) == (None, "+4407700900123")
-    assert (sean["address_line1"], sean["street_number"], sean["street_name"]) == (
-        "12a high st", "12a", "high st")
-    assert (sean["postcode"], sean["city"], sean["country"], sean["dob"]) == (
-        "LS62AB", "leeds", "GB", "19800102")
+    assert (sean["address_line1"], sean["street_number"], sean["street_name"]) == ("12a high st", "12a", "high st")
+    assert (sean["postcode"], sean["city"], sean["country"], sean["dob"]) == ("LS62AB", "leeds", "GB", "19800102")
     bill = prepared["shop:1"]
     assert bill["first_name_canonical"] == "william"
     assert bill["first_name_variants"] == ["bill", "william"]
@@ -107,27 +166,39 @@ def test_records_are_prepared_for_matching_by_hand(config):
     # junk email and phone are no evidence
     assert (bill["email"], bill["phone"]) == (None, None)
     assert (bill["address_line1"], bill["street_number"], bill["street_name"]) == (
-        "apt 3 22 oak ave", "3", "apt oak ave")
+        "apt 3 22 oak ave",
+        "3",
+        "apt oak ave",
+    )
     assert bill["postcode"] == "LS81CD"
     jo = prepared["tp:1"]
     # tabs are whitespace; empty strings are missing values
-    assert (jo["first_name"], jo["last_name"], jo["full_name"], jo["email"]) == (
-        "jo anne", None, None, None)
+    assert (jo["first_name"], jo["last_name"], jo["full_name"], jo["email"]) == ("jo anne", None, None, None)
     assert jo["phone"] is None  # seven or more repeats of one digit: junk
-    assert (jo["address_line1"], jo["street_number"], jo["street_name"], jo["postcode"]) == (
-        "str 5", "5", "str", None)
+    assert (jo["address_line1"], jo["street_number"], jo["street_name"], jo["postcode"]) == ("str 5", "5", "str", None)
     assert jo["city"] == "leeds" and jo["first_name_known"] is False
     kate = prepared["crm:2"]
     assert kate["first_name_variants"] == ["catherine", "kate", "katherine"]
-    assert kate["first_name_family"] == ["cat", "catherine", "cathy", "kat", "kate", "katherine",
-                                         "kathy", "katie", "kitty"]
+    assert kate["first_name_family"] == [
+        "cat",
+        "catherine",
+        "cathy",
+        "kat",
+        "kate",
+        "katherine",
+        "kathy",
+        "katie",
+        "kitty",
+    ]
     assert prepared["crm:2"]["address_line1"] == prepared["shop:2"]["address_line1"] == "1 ct rd"
 
 
 def test_deterministic_edges_by_hand(config):
     local = LocalRecords(arrow(TRICKY), config)
-    edges = {(r["record_id_l"], r["record_id_r"], r["rule"], r["run_id"])
-             for r in local.deterministic_edges(run_id="r1").to_pylist()}
+    edges = {
+        (r["record_id_l"], r["record_id_r"], r["rule"], r["run_id"])
+        for r in local.deterministic_edges(run_id="r1").to_pylist()
+    }
     assert edges == {
         # kate@x.com after lower-casing and trimming (not sean@example.com: junk)
         ("crm:2", "shop:2", "email", "r1"),
@@ -141,26 +212,42 @@ def test_deterministic_edges_by_hand(config):
 
 def test_final_edges_drop_links_inside_a_unique_source_and_keep_run_ids(config):
     local = LocalRecords(arrow(TRICKY), config)
-    probabilistic = pa.table({
-        "record_id_l": ["crm:3", "crm:3", "crm:1"], "record_id_r": ["crm:4", "shop:4", "shop:1"],
-        "edge_type": ["probabilistic"] * 3, "rule": ["dob+last_name"] * 3,
-        "match_probability": [0.99, 0.97, 0.96], "match_weight": [9.0, 7.0, 6.0],
-        "run_id": ["r2"] * 3,
-    })
-    previous = pa.table({
-        "record_id_l": ["crm:3", "crm:1"], "record_id_r": ["shop:4", "shop:1"],
-        "edge_type": ["probabilistic"] * 2, "rule": ["dob+last_name"] * 2,
-        "match_probability": [0.97, 0.5], "match_weight": [7.0, 1.0], "run_id": ["r1"] * 2,
-    })
+    probabilistic = pa.table(
+        {
+            "record_id_l": ["crm:3", "crm:3", "crm:1"],
+            "record_id_r": ["crm:4", "shop:4", "shop:1"],
+            "edge_type": ["probabilistic"] * 3,
+            "rule": ["dob+last_name"] * 3,
+            "match_probability": [0.99, 0.97, 0.96],
+            "match_weight": [9.0, 7.0, 6.0],
+            "run_id": ["r2"] * 3,
+        }
+    )
+    previous = pa.table(
+        {
+            "record_id_l": ["crm:3", "crm:1"],
+            "record_id_r": ["shop:4", "shop:1"],
+            "edge_type": ["probabilistic"] * 2,
+            "rule": ["dob+last_name"] * 2,
+            "match_probability": [0.97, 0.5],
+            "match_weight": [7.0, 1.0],
+            "run_id": ["r1"] * 2,
+        }
+    )
     sources = arrow(TRICKY).select(["record_id", "source"])
-    rows = final_edges(local.con, deterministic=local.deterministic_edges(run_id="r2"),
-                       probabilistic=probabilistic, sources=sources, unique=["crm"],
-                       previous=previous).to_pylist()
+    rows = final_edges(
+        local.con,
+        deterministic=local.deterministic_edges(run_id="r2"),
+        probabilistic=probabilistic,
+        sources=sources,
+        unique=["crm"],
+        previous=previous,
+    ).to_pylist()
     assert sorted((r["record_id_l"], r["record_id_r"], r["run_id"]) for r in rows) == [
         # crm:3 - crm:4 is inside the unique CRM: dropped
-        ("crm:1", "shop:1", "r2"),   # found again with another probability: this run's
+        ("crm:1", "shop:1", "r2"),  # found again with another probability: this run's
         ("crm:2", "shop:2", "r2"),
-        ("crm:3", "shop:4", "r1"),   # found again unchanged: keeps the run that found it
+        ("crm:3", "shop:4", "r1"),  # found again unchanged: keeps the run that found it
         ("crm:4", "shop:4", "r2"),
         ("shop:1", "web:1", "r2"),
     ]
@@ -169,8 +256,8 @@ def test_final_edges_drop_links_inside_a_unique_source_and_keep_run_ids(config):
 # -- both paths on Spark ----------------------------------------------------------------------
 def rows_of(table: pa.Table) -> list:
     return sorted(
-        (tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in row.items())
-         for row in table.to_pylist()), key=repr,
+        (tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in row.items()) for row in table.to_pylist()),
+        key=repr,
     )
 
 
@@ -184,7 +271,8 @@ def test_spark_and_duckdb_prepare_and_link_the_same_rows(spark, config):
     records = spark.createDataFrame(TRICKY + extra, RECORD_SCHEMA)
     local = LocalRecords(records.toArrow(), config)
     assert rows_of(local.prepared()) == rows_of(
-        prepare_for_matching(records, config).select(*PREPARED_COLUMNS).toArrow())
+        prepare_for_matching(records, config).select(*PREPARED_COLUMNS).toArrow()
+    )
     assert rows_of(local.identifier_values()) == rows_of(identifier_values(records, config).toArrow())
     spark_edges, _ = deterministic_edges(records, config, run_id="r1")
     assert rows_of(local.deterministic_edges(run_id="r1")) == rows_of(spark_edges.toArrow())
@@ -222,19 +310,32 @@ def test_both_backends_write_the_same_identity_tables(spark, tmp_path):
         assert (counts["records"], counts["customers"]) == (9, 6)
         ids, _ = snapshot(ctx)
         assert groups(ids) == {
-            frozenset({"crm:C1", "shop_customers:S1"}), frozenset({"crm:C2"}),
-            frozenset({"shop_customers:S3"}), frozenset({"crm:C4", "third_party:T4"}),
-            frozenset({"crm:C7", "shop_customers:S7"}), frozenset({"shop_customers:S8"}),
+            frozenset({"crm:C1", "shop_customers:S1"}),
+            frozenset({"crm:C2"}),
+            frozenset({"shop_customers:S3"}),
+            frozenset({"crm:C4", "third_party:T4"}),
+            frozenset({"crm:C7", "shop_customers:S7"}),
+            frozenset({"shop_customers:S8"}),
         }
         tables[backend] = {
-            name: set(DeltaTable(ctx.tables.location(name)).to_pandas()
-                      .to_json(orient="records", lines=True, date_format="iso").splitlines())
-            for name in ("identity.edges", "identity.id_map", "identity.identifiers",
-                         "identity.id_changes", "gold.customer_profile")
+            name: set(
+                DeltaTable(ctx.tables.location(name))
+                .to_pandas()
+                .to_json(orient="records", lines=True, date_format="iso")
+                .splitlines()
+            )
+            for name in (
+                "identity.edges",
+                "identity.id_map",
+                "identity.identifiers",
+                "identity.id_changes",
+                "gold.customer_profile",
+            )
         }
     assert tables["duckdb"] == tables["spark"]
     edges = DeltaTable(str(tmp_path / "duckdb" / "warehouse" / "identity" / "edges")).to_pandas()
     assert set(zip(edges["record_id_l"], edges["record_id_r"])) == {
-        ("crm:C1", "shop_customers:S1"), ("crm:C4", "third_party:T4"),
+        ("crm:C1", "shop_customers:S1"),
+        ("crm:C4", "third_party:T4"),
         ("crm:C7", "shop_customers:S7"),
     }

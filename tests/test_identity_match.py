@@ -32,22 +32,73 @@ RECORD_SCHEMA = (
 
 def rec(record_id, first, last, email, phone, dob, street, postcode, *, devices=(), crm=None, shop=None):
     return (
-        record_id, record_id.split(":")[0], first, last, email, phone, dob, street, postcode,
-        "Leeds", "GB", list(devices), crm, shop,
+        record_id,
+        record_id.split(":")[0],
+        first,
+        last,
+        email,
+        phone,
+        dob,
+        street,
+        postcode,
+        "Leeds",
+        "GB",
+        list(devices),
+        crm,
+        shop,
     )
 
 
 # -- a small synthetic background for training (not asserted on) --------------------------
 _FIRST = [
-    ("William", "Bill"), ("Robert", "Bob"), ("Elizabeth", "Liz"), ("Margaret", "Peggy"),
-    ("James", "Jim"), ("Katherine", "Kate"), ("Thomas", "Tom"), ("Susan", "Sue"),
-    ("Michael", "Mike"), ("Rebecca", "Becky"), ("Daniel", "Dan"), ("Olivia", None),
-    ("Hannah", None), ("Lukas", None), ("Aoife", None), ("Peter", "Pete"), ("Sarah", None),
-    ("George", None), ("Emily", "Emmy"), ("Oscar", None), ("Grace", None), ("Isla", None),
-    ("Noah", None), ("Ruby", None), ("Chloe", None), ("Mia", None), ("Freya", None),
+    ("William", "Bill"),
+    ("Robert", "Bob"),
+    ("Elizabeth", "Liz"),
+    ("Margaret", "Peggy"),
+    ("James", "Jim"),
+    ("Katherine", "Kate"),
+    ("Thomas", "Tom"),
+    ("Susan", "Sue"),
+    ("Michael", "Mike"),
+    ("Rebecca", "Becky"),
+    ("Daniel", "Dan"),
+    ("Olivia", None),
+    ("Hannah", None),
+    ("Lukas", None),
+    ("Aoife", None),
+    ("Peter", "Pete"),
+    ("Sarah", None),
+    ("George", None),
+    ("Emily", "Emmy"),
+    ("Oscar", None),
+    ("Grace", None),
+    ("Isla", None),
+    ("Noah", None),
+    ("Ruby", None),
+    ("Chloe", None),
+    ("Mia", None),
+    ("Freya", None),
 ]
-_LAST = ["Smith", "Jones", "Taylor", "Brown", "Walker", "Murphy", "Kelly", "Schmidt", "Patel",
-         "Khan", "Wright", "Hughes", "Green", "Turner", "Baker", "Cooper", "Fischer", "Byrne"]
+_LAST = [
+    "Smith",
+    "Jones",
+    "Taylor",
+    "Brown",
+    "Walker",
+    "Murphy",
+    "Kelly",
+    "Schmidt",
+    "Patel",
+    "Khan",
+    "Wright",
+    "Hughes",
+    "Green",
+    "Turner",
+    "Baker",
+    "Cooper",
+    "Fischer",
+    "Byrne",
+]
 _STREETS = ["High Street", "Church Road", "Station Road", "Park Lane", "Mill Lane", "Kings Avenue"]
 
 
@@ -72,7 +123,7 @@ def background(households: int, seed: int = 7) -> list[tuple]:
                     f = nick
                 elif r < 0.2:
                     i = rng.randrange(1, len(f) - 1)
-                    f = f[:i] + f[i + 1] + f[i] + f[i + 2:]
+                    f = f[:i] + f[i + 1] + f[i] + f[i + 2 :]
                 if rng.random() < 0.1:
                     e = f"{first[0].lower()}{last.lower()}{counter}@other.com"
                 if source == "tp":
@@ -87,11 +138,29 @@ HOUSEHOLD = [
     rec("crm:B1", "Tom", "Berg", "bergs@home.net", "+447700900201", date(1990, 4, 2), "7 Elm Road", "LS6 2AB"),
     rec("shop:B2", "Tina", "Berg", "bergs@home.net", "+447700900201", date(1993, 9, 17), "7 Elm Road", "LS6 2AB"),
     # William Hartley across three sources: nickname in shop, typo and no contact in third party
-    rec("crm:H1", "William", "Hartley", "w.hartley@post.com", "+447700900301", date(1971, 3, 4), "22 Oak Avenue", "LS8 1CD"),
+    rec(
+        "crm:H1",
+        "William",
+        "Hartley",
+        "w.hartley@post.com",
+        "+447700900301",
+        date(1971, 3, 4),
+        "22 Oak Avenue",
+        "LS8 1CD",
+    ),
     rec("shop:H2", "Bill", "Hartley", "w.hartley@post.com", None, date(1971, 3, 4), "22 Oak Ave", "LS8 1CD"),
     rec("tp:H3", "Wiliam", "Hartley", None, None, date(1971, 3, 4), "22 Oak Avenue", "LS81CD"),
     # his daughter at the same address, same phone: a different customer
-    rec("shop:H4", "Emily", "Hartley", "emily.h@post.com", "+447700900301", date(2001, 6, 30), "22 Oak Avenue", "LS8 1CD"),
+    rec(
+        "shop:H4",
+        "Emily",
+        "Hartley",
+        "emily.h@post.com",
+        "+447700900301",
+        date(2001, 6, 30),
+        "22 Oak Avenue",
+        "LS8 1CD",
+    ),
 ]
 
 
@@ -126,8 +195,28 @@ def test_deterministic_edges_ignore_junk_and_over_shared_values(spark, config):
     records = spark.createDataFrame(
         [
             # same person twice: email (case/space variant) and phone shared -> one edge
-            rec("crm:1", "Anna", "Berg", "anna@x.com", "+447700900001", date(1990, 1, 2), "1 High St", "LS1 1AA", devices=["d-1"]),
-            rec("shop:1", "Anna", "Berg", " ANNA@x.com", "+447700900001", date(1990, 1, 2), "1 High St", "LS1 1AA", devices=["d-1"]),
+            rec(
+                "crm:1",
+                "Anna",
+                "Berg",
+                "anna@x.com",
+                "+447700900001",
+                date(1990, 1, 2),
+                "1 High St",
+                "LS1 1AA",
+                devices=["d-1"],
+            ),
+            rec(
+                "shop:1",
+                "Anna",
+                "Berg",
+                " ANNA@x.com",
+                "+447700900001",
+                date(1990, 1, 2),
+                "1 High St",
+                "LS1 1AA",
+                devices=["d-1"],
+            ),
             # a household phone used by two people -> reported, not linked
             rec("crm:2", "Tom", "Lund", None, "+447700900002", date(1992, 5, 6), "2 High St", "LS1 1AA"),
             rec("shop:2", "Tina", "Lund", None, "+447700900002", date(1995, 7, 8), "2 High St", "LS1 1AA"),
@@ -201,10 +290,7 @@ def test_model_json_round_trip_and_versions(spark, config, records, trained, tmp
     frame = db_api.register(prepare_for_matching(small, config).toArrow())
     splink_pairs = Linker(frame, str(path)).inference.predict().as_pandas_dataframe()
     ours = {(r["record_id_l"], r["record_id_r"]): r["match_probability"] for r in first.collect()}
-    theirs = {
-        (row.record_id_l, row.record_id_r): row.match_probability
-        for row in splink_pairs.itertuples()
-    }
+    theirs = {(row.record_id_l, row.record_id_r): row.match_probability for row in splink_pairs.itertuples()}
     assert ours[("crm:H1", "shop:H2")] == pytest.approx(theirs[("crm:H1", "shop:H2")])
 
     # a model trained for other comparisons is refused, not silently applied
@@ -224,7 +310,10 @@ def test_incremental_scores_only_pairs_with_new_records(spark, config, records, 
     # new-vs-existing (William - Bill, Bill - Wiliam: same surname, birth date and address,
     # first names neither nickname nor typo of each other) and new-vs-new (William - Wiliam) ...
     assert {p for p in found if not p[0].startswith("bg")} == {
-        ("crm:H1", "shop:H2"), ("crm:H1", "tp:H3"), ("shop:H2", "tp:H3")}
+        ("crm:H1", "shop:H2"),
+        ("crm:H1", "tp:H3"),
+        ("shop:H2", "tp:H3"),
+    }
     # ... and never existing-vs-existing: the background's own duplicates are not rescored
     assert all(left in new_ids or right in new_ids for left, right in found)
 
@@ -264,9 +353,7 @@ def test_weak_link_is_split_or_flagged(spark, config):
         ],
     )
     flag_only = config.model_copy(
-        update={"clustering": config.clustering.model_copy(
-            update={"weak_link_policy": "flag", "max_cluster_size": 4}
-        )}
+        update={"clustering": config.clustering.model_copy(update={"weak_link_policy": "flag", "max_cluster_size": 4})}
     )
     assertDataFrameEqual(
         cluster_edges(ids, edges, flag_only).where("record_id in ('A', 'D', 'I')"),
@@ -295,9 +382,7 @@ def test_duckdb_and_spark_backends_give_the_same_clusters(spark, config, trained
         )
     assert results["spark"] == results["duckdb"]
     hartley = [r for r in results["spark"] if r[0] in ("crm:H1", "shop:H2", "tp:H3")]
-    assert hartley == [
-        ("crm:H1", "crm:H1", 3, ()), ("shop:H2", "crm:H1", 3, ()), ("tp:H3", "crm:H1", 3, ())
-    ]
+    assert hartley == [("crm:H1", "crm:H1", 3, ()), ("shop:H2", "crm:H1", 3, ()), ("tp:H3", "crm:H1", 3, ())]
 
 
 def test_config_errors_name_the_field():
@@ -349,10 +434,13 @@ def test_a_missing_surname_does_not_make_other_first_names_neutral(spark, config
     from lakecdp.identity.matching import prepare_for_matching
 
     matcher, _ = trained
-    pair = spark.createDataFrame([
-        rec("crm:P1", "Jan", "Pinon", None, None, date(1956, 5, 20), "232 Goat Hollow Rd", "LS7 3GH"),
-        rec("shop:P2", "Hillary", None, None, None, date(1956, 5, 20), "232 Goat Hollow Rd", "LS7 3GH"),
-    ], RECORD_SCHEMA)
+    pair = spark.createDataFrame(
+        [
+            rec("crm:P1", "Jan", "Pinon", None, None, date(1956, 5, 20), "232 Goat Hollow Rd", "LS7 3GH"),
+            rec("shop:P2", "Hillary", None, None, None, date(1956, 5, 20), "232 Goat Hollow Rd", "LS7 3GH"),
+        ],
+        RECORD_SCHEMA,
+    )
     both = records.unionByName(pair)
     assert matcher.predict(both).where("record_id_l like '%:P_' and record_id_r like '%:P_'").count() == 0
     linker, _, _ = matcher.linker(prepare_for_matching(both, config))
@@ -381,8 +469,9 @@ def test_an_unparseable_birth_date_keeps_its_text_for_the_typo_level(spark):
         (3, "r2,kyle,rundle,107,greenhood place,willows,brighton,5074,nsw,19460213"),
         (4, "r3,kyle,rundle,107,greenhood place,,brighton,5074,nsw,20991231"),
     ]
-    raw = spark.createDataFrame([(t, "records/records.csv", n) for n, t in lines],
-                                "raw string, source_file string, line bigint")
+    raw = spark.createDataFrame(
+        [(t, "records/records.csv", n) for n, t in lines], "raw string, source_file string, line bigint"
+    )
     checked = parse_and_validate(raw, source, header=header.split(","), as_of=date(2026, 11, 1))
     records = to_customer_records(checked, source, run_id="r", ingested_at=None)
     rows = {r["source_record_id"]: r for r in records.collect()}
@@ -406,20 +495,30 @@ def _prepared(spark, config, rows):
 # blocking rule needed an exact birth date or an exact first + last name
 UNBLOCKED_BEFORE = [
     # typo in the first name AND in the birth date
-    (rec("crm:U1", "Nathan", "Okafor", None, None, date(1980, 3, 14), "5 Mill Lane", "LS2 7QT"),
-     rec("shop:U1", "Nathas", "Okafor", None, None, date(1980, 3, 15), "5 Mill Lane", "LS2 7QT")),
+    (
+        rec("crm:U1", "Nathan", "Okafor", None, None, date(1980, 3, 14), "5 Mill Lane", "LS2 7QT"),
+        rec("shop:U1", "Nathas", "Okafor", None, None, date(1980, 3, 15), "5 Mill Lane", "LS2 7QT"),
+    ),
     # no birth date on one side, surname mistyped
-    (rec("crm:U2", "Wil", "Brennan", None, None, date(1975, 1, 2), "9 Kings Avenue", "YO1 4AB"),
-     rec("tp:U2", "Wil", "Brenan", None, None, None, "9 Kings Ave", "YO1 4AB")),
+    (
+        rec("crm:U2", "Wil", "Brennan", None, None, date(1975, 1, 2), "9 Kings Avenue", "YO1 4AB"),
+        rec("tp:U2", "Wil", "Brenan", None, None, None, "9 Kings Ave", "YO1 4AB"),
+    ),
     # a source without birth date and a source without address: the name is all they share
-    (rec("shop:U3", "Orla", "Fitzgerald", None, None, None, "14 Park Lane", "LS6 1RT"),
-     rec("tp:U3", "Orla", "Fitzgerald", None, None, date(1990, 6, 1), None, None)),
+    (
+        rec("shop:U3", "Orla", "Fitzgerald", None, None, None, "14 Park Lane", "LS6 1RT"),
+        rec("tp:U3", "Orla", "Fitzgerald", None, None, date(1990, 6, 1), None, None),
+    ),
     # first name typo, postcode typo, no birth date on one side
-    (rec("crm:U4", "Amber", "Coulson", None, None, date(1995, 3, 20), "26 Whitfield Road", "3986"),
-     rec("shop:U4", "Amberr", "Colson", None, None, None, "26 Whitfield Rd", "3968")),
+    (
+        rec("crm:U4", "Amber", "Coulson", None, None, date(1995, 3, 20), "26 Whitfield Road", "3986"),
+        rec("shop:U4", "Amberr", "Colson", None, None, None, "26 Whitfield Rd", "3968"),
+    ),
     # swapped and one name mistyped, other birth date typo
-    (rec("crm:U5", "Brydee", "Macphail", None, None, date(1984, 12, 11), "57 Tuthill Pl", "2234"),
-     rec("shop:U5", "Macphail", "Brycdee", None, None, date(1984, 12, 1), "Tuthill Place", "2234")),
+    (
+        rec("crm:U5", "Brydee", "Macphail", None, None, date(1984, 12, 11), "57 Tuthill Pl", "2234"),
+        rec("shop:U5", "Macphail", "Brycdee", None, None, date(1984, 12, 1), "Tuthill Place", "2234"),
+    ),
 ]
 
 
@@ -459,28 +558,64 @@ def test_typos_land_on_their_graded_levels(spark, config, records, trained):
     matcher, _ = trained
     cases = [
         # (left, right, comparison, expected level)
-        (("Wil", "Hartley", "22 Oak Avenue", "LS8 1CD"), ("Wli", "Hartley", "22 Oak Avenue", "LS8 1CD"),
-         "name", "first name one typo / similar, same last name"),
-        (("Nathan", "Okafor", "5 Mill Lane", "LS2 7QT"), ("Nathas", "Okafor", "5 Mill Lane", "LS2 7QT"),
-         "name", "first name one typo / similar, same last name"),
-        (("Amber", "Coulson", "26 Whitfield Road", "3986"), ("Amberr", "Whillas", "3 Whitfield Road", "3987"),
-         "name", "similar first name, other last name"),
-        (("Tom", "Rokobaro", "12 Herschell Circuit", "2272"), ("Tom", "Rokobaro", "12 Herschell Circuit", "2227"),
-         "address_contact", "same address but one typo"),
-        (("Darcy", "Webb", "511 Bywaters Pilace", "5014"), ("Darcy", "Webb", "15 Bywaters Pl", "5041"),
-         "address_contact", "similar street, postcode or city close"),
+        (
+            ("Wil", "Hartley", "22 Oak Avenue", "LS8 1CD"),
+            ("Wli", "Hartley", "22 Oak Avenue", "LS8 1CD"),
+            "name",
+            "first name one typo / similar, same last name",
+        ),
+        (
+            ("Nathan", "Okafor", "5 Mill Lane", "LS2 7QT"),
+            ("Nathas", "Okafor", "5 Mill Lane", "LS2 7QT"),
+            "name",
+            "first name one typo / similar, same last name",
+        ),
+        (
+            ("Amber", "Coulson", "26 Whitfield Road", "3986"),
+            ("Amberr", "Whillas", "3 Whitfield Road", "3987"),
+            "name",
+            "similar first name, other last name",
+        ),
+        (
+            ("Tom", "Rokobaro", "12 Herschell Circuit", "2272"),
+            ("Tom", "Rokobaro", "12 Herschell Circuit", "2227"),
+            "address_contact",
+            "same address but one typo",
+        ),
+        (
+            ("Darcy", "Webb", "511 Bywaters Pilace", "5014"),
+            ("Darcy", "Webb", "15 Bywaters Pl", "5041"),
+            "address_contact",
+            "similar street, postcode or city close",
+        ),
         # a nickname mistyped: "dannny" is one typo from "danny", a nickname of "daniel";
         # "eimly" a transposed "emily", whose nickname is "em"
-        (("Dannny", "Dunne", "4 Kings Road", "LS1 1AA"), ("Daniel", "Dunne", "4 Kings Road", "LS1 1AA"),
-         "name", "nickname one typo, same last name"),
-        (("Em", "Dunne", "4 Kings Road", "LS1 1AA"), ("Eimly", "Dunne", "4 Kings Road", "LS1 1AA"),
-         "name", "nickname one typo, same last name"),
+        (
+            ("Dannny", "Dunne", "4 Kings Road", "LS1 1AA"),
+            ("Daniel", "Dunne", "4 Kings Road", "LS1 1AA"),
+            "name",
+            "nickname one typo, same last name",
+        ),
+        (
+            ("Em", "Dunne", "4 Kings Road", "LS1 1AA"),
+            ("Eimly", "Dunne", "4 Kings Road", "LS1 1AA"),
+            "name",
+            "nickname one typo, same last name",
+        ),
         # ... but two names the nickname list knows, one typo apart, stay "other first name":
         # a household's Jo (Joanne) and Joe (Joseph), Ronald and Donald, not one name mistyped
-        (("Jo", "Dunne", "4 Kings Road", "LS1 1AA"), ("Joe", "Dunne", "4 Kings Road", "LS1 1AA"),
-         "name", "same last name, other first name"),
-        (("Ronald", "Cook", "141 Pearse St", "LS1 1AA"), ("Donald", "Cook", "141 Pearse St", "LS1 1AA"),
-         "name", "same last name, other first name"),
+        (
+            ("Jo", "Dunne", "4 Kings Road", "LS1 1AA"),
+            ("Joe", "Dunne", "4 Kings Road", "LS1 1AA"),
+            "name",
+            "same last name, other first name",
+        ),
+        (
+            ("Ronald", "Cook", "141 Pearse St", "LS1 1AA"),
+            ("Donald", "Cook", "141 Pearse St", "LS1 1AA"),
+            "name",
+            "same last name, other first name",
+        ),
     ]
     rows = []
     for n, (left, right, _, _) in enumerate(cases):
@@ -508,16 +643,20 @@ def test_levels_never_seen_in_training_are_said_once_in_plain_words(caplog):
             for _ in range(2):  # two EM sessions
                 for level in ("same email or phone", "same address and contact"):
                     splink_logger.warning(
-                        "Level %s on comparison address_contact not observed in dataset, unable to train m value",
-                        level)
+                        "Level %s on comparison address_contact not observed in dataset, unable to train m value", level
+                    )
             unseen.report()
     finally:
         splink_logger.removeFilter(unseen)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     infos = [r.getMessage() for r in caplog.records if "training saw no matching pairs" in r.getMessage()]
-    assert infos == [("training saw no matching pairs at some comparison levels (expected when the data "
-                      "lacks those fields or those kinds of typo; they get the floor m value and carry "
-                      "little weight): address_contact: same address and contact, same email or phone")]
+    assert infos == [
+        (
+            "training saw no matching pairs at some comparison levels (expected when the data "
+            "lacks those fields or those kinds of typo; they get the floor m value and carry "
+            "little weight): address_contact: same address and contact, same email or phone"
+        )
+    ]
 
 
 def test_a_model_mismatch_names_a_flag_the_identity_command_has(config, trained, tmp_path):

@@ -37,36 +37,76 @@ def t(day: str) -> datetime:
 def test_most_recent_with_address_group_arrays_and_provenance(spark):
     rules = SurvivorshipRules(attributes={})  # every attribute: most_recent
     rows = [
-        dict(record_id="crm:1", source="crm", first_name="Ann", last_name="Lee",
-             email="ann@old.com", phone="+447700900001", address_line1="1 High St",
-             postcode="AB1 2CD", city="Leeds", country="GB", email_consent=True,
-             updated_at=t("2026-01-01")),
+        dict(
+            record_id="crm:1",
+            source="crm",
+            first_name="Ann",
+            last_name="Lee",
+            email="ann@old.com",
+            phone="+447700900001",
+            address_line1="1 High St",
+            postcode="AB1 2CD",
+            city="Leeds",
+            country="GB",
+            email_consent=True,
+            updated_at=t("2026-01-01"),
+        ),
         # newer, but without a street: its lone postcode must not join crm:1's street
-        dict(record_id="shop_customers:1", source="shop_customers", first_name="Annie",
-             email="ann@new.com", postcode="ZZ9 9ZZ", email_consent=False,
-             device_ids=["d2", "d1"], updated_at=t("2026-06-01")),
-        dict(record_id="web_events:d3", source="web_events", email="ann@new.com",
-             device_ids=["d3", "d1"], updated_at=t("2026-07-01")),
+        dict(
+            record_id="shop_customers:1",
+            source="shop_customers",
+            first_name="Annie",
+            email="ann@new.com",
+            postcode="ZZ9 9ZZ",
+            email_consent=False,
+            device_ids=["d2", "d1"],
+            updated_at=t("2026-06-01"),
+        ),
+        dict(
+            record_id="web_events:d3",
+            source="web_events",
+            email="ann@new.com",
+            device_ids=["d3", "d1"],
+            updated_at=t("2026-07-01"),
+        ),
         dict(record_id="crm:2", source="crm", last_name="Solo", updated_at=None),
     ]
-    pairs = {"crm:1": "cus_1", "shop_customers:1": "cus_1", "web_events:d3": "cus_1",
-             "crm:2": "cus_2"}
+    pairs = {"crm:1": "cus_1", "shop_customers:1": "cus_1", "web_events:d3": "cus_1", "crm:2": "cus_2"}
     got = profiles(spark, rows, pairs, rules)
     crm1 = {"record_id": "crm:1", "source": "crm"}
     shop1 = {"record_id": "shop_customers:1", "source": "shop_customers"}
     web3 = {"record_id": "web_events:d3", "source": "web_events"}
     assert got["cus_1"] == {
-        "customer_id": "cus_1", "first_name": "Annie", "last_name": "Lee", "email": "ann@new.com",
-        "phone": "+447700900001", "date_of_birth": None, "address_line1": "1 High St",
-        "postcode": "AB1 2CD", "city": "Leeds", "country": "GB", "email_consent": False,
-        "emails": ["ann@new.com", "ann@old.com"], "phones": ["+447700900001"],
+        "customer_id": "cus_1",
+        "first_name": "Annie",
+        "last_name": "Lee",
+        "email": "ann@new.com",
+        "phone": "+447700900001",
+        "date_of_birth": None,
+        "address_line1": "1 High St",
+        "postcode": "AB1 2CD",
+        "city": "Leeds",
+        "country": "GB",
+        "email_consent": False,
+        "emails": ["ann@new.com", "ann@old.com"],
+        "phones": ["+447700900001"],
         "device_ids": ["d1", "d2", "d3"],
         "record_ids": ["crm:1", "shop_customers:1", "web_events:d3"],
         "sources": ["crm", "shop_customers", "web_events"],
-        "provenance": {"first_name": shop1, "last_name": crm1, "email": web3, "phone": crm1,
-                       "address_line1": crm1, "postcode": crm1, "city": crm1, "country": crm1,
-                       "email_consent": shop1},
-        "first_seen_at": t("2026-01-01"), "updated_at": t("2026-07-01"), "run_id": "run-1",
+        "provenance": {
+            "first_name": shop1,
+            "last_name": crm1,
+            "email": web3,
+            "phone": crm1,
+            "address_line1": crm1,
+            "postcode": crm1,
+            "city": crm1,
+            "country": crm1,
+            "email_consent": shop1,
+        },
+        "first_seen_at": t("2026-01-01"),
+        "updated_at": t("2026-07-01"),
+        "run_id": "run-1",
     }
     assert got["cus_2"]["last_name"] == "Solo"
     assert got["cus_2"]["provenance"] == {"last_name": {"record_id": "crm:2", "source": "crm"}}
@@ -74,34 +114,32 @@ def test_most_recent_with_address_group_arrays_and_provenance(spark):
 
 
 def test_source_priority_prefers_listed_sources_then_recency(spark):
-    rules = SurvivorshipRules(
-        source_priority=["crm", "shop_customers"], attributes={"first_name": "source_priority"}
-    )
+    rules = SurvivorshipRules(source_priority=["crm", "shop_customers"], attributes={"first_name": "source_priority"})
     rows = [
         # cus_1: crm wins although the others are newer
         dict(record_id="crm:1", source="crm", first_name="Ann", updated_at=t("2025-01-01")),
-        dict(record_id="shop_customers:1", source="shop_customers", first_name="Annie",
-             updated_at=t("2026-01-01")),
-        dict(record_id="third_party:1", source="third_party", first_name="Anne",
-             updated_at=t("2026-09-01")),
+        dict(record_id="shop_customers:1", source="shop_customers", first_name="Annie", updated_at=t("2026-01-01")),
+        dict(record_id="third_party:1", source="third_party", first_name="Anne", updated_at=t("2026-09-01")),
         # cus_2: a listed source beats an unlisted newer one
-        dict(record_id="shop_customers:2", source="shop_customers", first_name="Bob",
-             updated_at=t("2025-01-01")),
-        dict(record_id="third_party:2", source="third_party", first_name="Robert",
-             updated_at=t("2026-09-01")),
+        dict(record_id="shop_customers:2", source="shop_customers", first_name="Bob", updated_at=t("2025-01-01")),
+        dict(record_id="third_party:2", source="third_party", first_name="Robert", updated_at=t("2026-09-01")),
         # cus_3: crm has no first name, so the next source decides; within it the newest
         dict(record_id="crm:3", source="crm", first_name=None, updated_at=t("2026-09-01")),
-        dict(record_id="shop_customers:3", source="shop_customers", first_name="Cat",
-             updated_at=t("2025-01-01")),
-        dict(record_id="shop_customers:4", source="shop_customers", first_name="Cathy",
-             updated_at=t("2025-05-01")),
+        dict(record_id="shop_customers:3", source="shop_customers", first_name="Cat", updated_at=t("2025-01-01")),
+        dict(record_id="shop_customers:4", source="shop_customers", first_name="Cathy", updated_at=t("2025-05-01")),
     ]
-    pairs = {"crm:1": "cus_1", "shop_customers:1": "cus_1", "third_party:1": "cus_1",
-             "shop_customers:2": "cus_2", "third_party:2": "cus_2",
-             "crm:3": "cus_3", "shop_customers:3": "cus_3", "shop_customers:4": "cus_3"}
+    pairs = {
+        "crm:1": "cus_1",
+        "shop_customers:1": "cus_1",
+        "third_party:1": "cus_1",
+        "shop_customers:2": "cus_2",
+        "third_party:2": "cus_2",
+        "crm:3": "cus_3",
+        "shop_customers:3": "cus_3",
+        "shop_customers:4": "cus_3",
+    }
     got = profiles(spark, rows, pairs, rules)
-    assert {c: (p["first_name"], p["provenance"]["first_name"]["record_id"])
-            for c, p in got.items()} == {
+    assert {c: (p["first_name"], p["provenance"]["first_name"]["record_id"]) for c, p in got.items()} == {
         "cus_1": ("Ann", "crm:1"),
         "cus_2": ("Bob", "shop_customers:2"),
         "cus_3": ("Cathy", "shop_customers:4"),
@@ -111,27 +149,39 @@ def test_source_priority_prefers_listed_sources_then_recency(spark):
 def test_most_frequent_outvotes_a_newer_typo_and_ties_go_to_the_newest(spark):
     rules = SurvivorshipRules(attributes={"date_of_birth": "most_frequent"})
     rows = [
-        dict(record_id="crm:1", source="crm", date_of_birth=date(1985, 3, 2),
-             updated_at=t("2025-01-01")),
-        dict(record_id="shop_customers:1", source="shop_customers",
-             date_of_birth=date(1985, 3, 2), updated_at=t("2025-02-01")),
-        dict(record_id="third_party:1", source="third_party", date_of_birth=date(1985, 2, 3),
-             updated_at=t("2026-09-01")),
+        dict(record_id="crm:1", source="crm", date_of_birth=date(1985, 3, 2), updated_at=t("2025-01-01")),
+        dict(
+            record_id="shop_customers:1",
+            source="shop_customers",
+            date_of_birth=date(1985, 3, 2),
+            updated_at=t("2025-02-01"),
+        ),
+        dict(
+            record_id="third_party:1", source="third_party", date_of_birth=date(1985, 2, 3), updated_at=t("2026-09-01")
+        ),
         # nulls are no votes
         dict(record_id="web_events:d1", source="web_events", updated_at=t("2026-10-01")),
         dict(record_id="web_events:d2", source="web_events", updated_at=t("2026-10-01")),
         # cus_2: one vote each: the newest record's value
-        dict(record_id="crm:2", source="crm", date_of_birth=date(1970, 1, 1),
-             updated_at=t("2026-01-01")),
-        dict(record_id="shop_customers:2", source="shop_customers",
-             date_of_birth=date(1971, 1, 1), updated_at=t("2026-02-01")),
+        dict(record_id="crm:2", source="crm", date_of_birth=date(1970, 1, 1), updated_at=t("2026-01-01")),
+        dict(
+            record_id="shop_customers:2",
+            source="shop_customers",
+            date_of_birth=date(1971, 1, 1),
+            updated_at=t("2026-02-01"),
+        ),
     ]
-    pairs = {"crm:1": "cus_1", "shop_customers:1": "cus_1", "third_party:1": "cus_1",
-             "web_events:d1": "cus_1", "web_events:d2": "cus_1",
-             "crm:2": "cus_2", "shop_customers:2": "cus_2"}
+    pairs = {
+        "crm:1": "cus_1",
+        "shop_customers:1": "cus_1",
+        "third_party:1": "cus_1",
+        "web_events:d1": "cus_1",
+        "web_events:d2": "cus_1",
+        "crm:2": "cus_2",
+        "shop_customers:2": "cus_2",
+    }
     got = profiles(spark, rows, pairs, rules)
-    assert {c: (p["date_of_birth"], p["provenance"]["date_of_birth"]["record_id"])
-            for c, p in got.items()} == {
+    assert {c: (p["date_of_birth"], p["provenance"]["date_of_birth"]["record_id"]) for c, p in got.items()} == {
         # both holders of the winning value agree; the newer of them is named
         "cus_1": (date(1985, 3, 2), "shop_customers:1"),
         "cus_2": (date(1971, 1, 1), "shop_customers:2"),
@@ -143,20 +193,24 @@ def test_longest_then_newest_then_smallest_record_id(spark):
     same = t("2026-03-01")
     rows = [
         dict(record_id="crm:1", source="crm", first_name="William", updated_at=t("2024-01-01")),
-        dict(record_id="shop_customers:1", source="shop_customers", first_name="Bill",
-             updated_at=t("2026-01-01")),
+        dict(record_id="shop_customers:1", source="shop_customers", first_name="Bill", updated_at=t("2026-01-01")),
         # cus_2: equal length -> newest
         dict(record_id="crm:2", source="crm", first_name="Jon", updated_at=t("2025-01-01")),
-        dict(record_id="shop_customers:2", source="shop_customers", first_name="Joe",
-             updated_at=t("2026-01-01")),
+        dict(record_id="shop_customers:2", source="shop_customers", first_name="Joe", updated_at=t("2026-01-01")),
         # cus_3: equal length and time -> smallest record id, for both rules
-        dict(record_id="shop_customers:3", source="shop_customers", first_name="Kim",
-             last_name="Park", updated_at=same),
-        dict(record_id="crm:3", source="crm", first_name="Kit", last_name="Parks",
-             updated_at=same),
+        dict(
+            record_id="shop_customers:3", source="shop_customers", first_name="Kim", last_name="Park", updated_at=same
+        ),
+        dict(record_id="crm:3", source="crm", first_name="Kit", last_name="Parks", updated_at=same),
     ]
-    pairs = {"crm:1": "cus_1", "shop_customers:1": "cus_1", "crm:2": "cus_2",
-             "shop_customers:2": "cus_2", "crm:3": "cus_3", "shop_customers:3": "cus_3"}
+    pairs = {
+        "crm:1": "cus_1",
+        "shop_customers:1": "cus_1",
+        "crm:2": "cus_2",
+        "shop_customers:2": "cus_2",
+        "crm:3": "cus_3",
+        "shop_customers:3": "cus_3",
+    }
     got = profiles(spark, rows, pairs, rules)
     assert {c: (p["first_name"], p["last_name"]) for c, p in got.items()} == {
         "cus_1": ("William", None),
@@ -167,8 +221,8 @@ def test_longest_then_newest_then_smallest_record_id(spark):
 
 def test_rules_config_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"identity.yaml: attributes.first_name: .*most_recent"):
-        validate({"attributes": {"first_name": "newest"}}, SurvivorshipRules,
-                 source="conf/identity.yaml")
+        validate({"attributes": {"first_name": "newest"}}, SurvivorshipRules, source="conf/identity.yaml")
     with pytest.raises(ConfigError, match=r"\['postcode'\] listed in more than one group"):
-        validate({"groups": [["address_line1", "postcode"], ["postcode"]]}, SurvivorshipRules,
-                 source="conf/identity.yaml")
+        validate(
+            {"groups": [["address_line1", "postcode"], ["postcode"]]}, SurvivorshipRules, source="conf/identity.yaml"
+        )

@@ -15,8 +15,7 @@ from lakecdp.ingest.job import ingest
 from lakecdp.columns import MissingColumnsError
 
 AS_OF = datetime(2026, 11, 1)
-CRM_HEADER = ("CustomerID,FirstName,LastName,Email,Phone,DOB,Street,PostCode,Town,Country,"
-              "EmailOptIn,LastModified")
+CRM_HEADER = "CustomerID,FirstName,LastName,Email,Phone,DOB,Street,PostCode,Town,Country,EmailOptIn,LastModified"
 
 
 def _write(project, relative: str, lines: list[str] | bytes) -> Path:
@@ -35,69 +34,114 @@ def _ctx(spark, project, run_id: str) -> JobContext:
 
 @pytest.mark.slow
 def test_crm_quarantine_invariant_rerun_redelivery_and_changed_record(spark, project):
-    crm0 = (CRM_HEADER + "\n").encode() + b"\n".join([
-        b"C1,Ann,Smith,ANN@x.com,07700 900123,02/03/1985,1 High St,SW1A 1AA,London,UK,Y,2026-01-01 10:00:00",  # 2
-        b'C2,"Bob,Jones,bob@x.com,,,,,,UK,N,2026-01-01 10:00:00',                                       # 3 quote
-        b"C3,Cat,Lee,cat@x.com,,,,,,UK,N",                                                               # 4 11 fields
-        b",Dan,Moe,dan@x.com,,,,,,UK,N,2026-01-01 10:00:00",                                             # 5 no id
-        b"C5,Eve,Ng,eve@x.com,,,,,,UK,N,yesterday",                                                      # 6 bad ts
-        b"C6,Fay,Oh,fay at x.com,,31/02/1980,,,,Ireland,N,2026-01-01 10:00:00",                          # 7 warnings
-        b"C7,Gus,P\xff\xfeq,gus@x.com,,,,,,UK,N,2026-01-01 10:00:00",                                    # 8 bad UTF-8
-        b"C8," + b"H" * 201 + b",Ray,h@x.com,,,,,,UK,N,2026-01-01 10:00:00",                            # 9 too long
-        b"C1,Ann,Smith,ann@x.com,,02/03/1985,,,,UK,Y,2025-12-01 10:00:00",                              # 10 older C1
-    ]) + b"\n"
+    crm0 = (
+        (CRM_HEADER + "\n").encode()
+        + b"\n".join(
+            [
+                b"C1,Ann,Smith,ANN@x.com,07700 900123,02/03/1985,1 High St,SW1A 1AA,London,UK,Y,2026-01-01 10:00:00",  # 2
+                b'C2,"Bob,Jones,bob@x.com,,,,,,UK,N,2026-01-01 10:00:00',  # 3 quote
+                b"C3,Cat,Lee,cat@x.com,,,,,,UK,N",  # 4 11 fields
+                b",Dan,Moe,dan@x.com,,,,,,UK,N,2026-01-01 10:00:00",  # 5 no id
+                b"C5,Eve,Ng,eve@x.com,,,,,,UK,N,yesterday",  # 6 bad ts
+                b"C6,Fay,Oh,fay at x.com,,31/02/1980,,,,Ireland,N,2026-01-01 10:00:00",  # 7 warnings
+                b"C7,Gus,P\xff\xfeq,gus@x.com,,,,,,UK,N,2026-01-01 10:00:00",  # 8 bad UTF-8
+                b"C8," + b"H" * 201 + b",Ray,h@x.com,,,,,,UK,N,2026-01-01 10:00:00",  # 9 too long
+                b"C1,Ann,Smith,ann@x.com,,02/03/1985,,,,UK,Y,2025-12-01 10:00:00",  # 10 older C1
+            ]
+        )
+        + b"\n"
+    )
     _write(project, "crm/crm_customers_0.csv", crm0)
     counts = ingest(_ctx(spark, project, "run-1"), only=["crm"])
-    assert counts == {"files_loaded": 1, "files_quarantined": 0, "files_skipped": 0, "rows_read": 9, "rows_loaded": 2,
-                      "rows_quarantined": 6, "duplicates_removed": 1, "rows_erased": 0}
+    assert counts == {
+        "files_loaded": 1,
+        "files_quarantined": 0,
+        "files_skipped": 0,
+        "rows_read": 9,
+        "rows_loaded": 2,
+        "rows_quarantined": 6,
+        "duplicates_removed": 1,
+        "rows_erased": 0,
+    }
 
     tables = JobContext.create(project, spark, as_of=AS_OF).tables
     assertDataFrameEqual(
         tables.read(spark, "quarantine.crm").select("source_file", "line", "reasons", "run_id"),
-        [("crm/crm_customers_0.csv", 3, ["MALFORMED_LINE"], "run-1"),
-         ("crm/crm_customers_0.csv", 4, ["WRONG_FIELD_COUNT"], "run-1"),
-         ("crm/crm_customers_0.csv", 5, ["MISSING_REQUIRED"], "run-1"),
-         ("crm/crm_customers_0.csv", 6, ["INVALID_TIMESTAMP"], "run-1"),
-         ("crm/crm_customers_0.csv", 8, ["BAD_ENCODING"], "run-1"),
-         ("crm/crm_customers_0.csv", 9, ["FIELD_TOO_LONG"], "run-1")],
+        [
+            ("crm/crm_customers_0.csv", 3, ["MALFORMED_LINE"], "run-1"),
+            ("crm/crm_customers_0.csv", 4, ["WRONG_FIELD_COUNT"], "run-1"),
+            ("crm/crm_customers_0.csv", 5, ["MISSING_REQUIRED"], "run-1"),
+            ("crm/crm_customers_0.csv", 6, ["INVALID_TIMESTAMP"], "run-1"),
+            ("crm/crm_customers_0.csv", 8, ["BAD_ENCODING"], "run-1"),
+            ("crm/crm_customers_0.csv", 9, ["FIELD_TOO_LONG"], "run-1"),
+        ],
     )
     raw_line_3 = tables.read(spark, "quarantine.crm").where("line = 3").select("raw").first()[0]
     assert raw_line_3 == 'C2,"Bob,Jones,bob@x.com,,,,,,UK,N,2026-01-01 10:00:00'
     assertDataFrameEqual(
         tables.read(spark, "silver.customer_records").select(
-            "record_id", "email", "phone", "date_of_birth", "country", "updated_at", "warnings"),
-        [("crm:C1", "ann@x.com", "+447700900123", date(1985, 3, 2), "GB", datetime(2026, 1, 1, 10), []),
-         ("crm:C6", None, None, None, "IE", datetime(2026, 1, 1, 10), ["INVALID_DATE", "INVALID_EMAIL"])],
+            "record_id", "email", "phone", "date_of_birth", "country", "updated_at", "warnings"
+        ),
+        [
+            ("crm:C1", "ann@x.com", "+447700900123", date(1985, 3, 2), "GB", datetime(2026, 1, 1, 10), []),
+            ("crm:C6", None, None, None, "IE", datetime(2026, 1, 1, 10), ["INVALID_DATE", "INVALID_EMAIL"]),
+        ],
     )
     assertDataFrameEqual(
         tables.read(spark, "ops.ingest_audit").select(
-            "run_id", "source", "source_file", "rows_read", "rows_loaded", "rows_quarantined", "duplicates_removed"),
+            "run_id", "source", "source_file", "rows_read", "rows_loaded", "rows_quarantined", "duplicates_removed"
+        ),
         [("run-1", "crm", "crm/crm_customers_0.csv", 9, 2, 6, 1)],
     )
     assertDataFrameEqual(
         tables.read(spark, "ops.data_quality").select("source", "reason", "rows"),
-        [("crm", "MALFORMED_LINE", 1), ("crm", "WRONG_FIELD_COUNT", 1), ("crm", "MISSING_REQUIRED", 1),
-         ("crm", "INVALID_TIMESTAMP", 1), ("crm", "BAD_ENCODING", 1), ("crm", "FIELD_TOO_LONG", 1),
-         ("crm", "INVALID_EMAIL", 1), ("crm", "INVALID_DATE", 1), ("crm", "DUPLICATE", 1)],
+        [
+            ("crm", "MALFORMED_LINE", 1),
+            ("crm", "WRONG_FIELD_COUNT", 1),
+            ("crm", "MISSING_REQUIRED", 1),
+            ("crm", "INVALID_TIMESTAMP", 1),
+            ("crm", "BAD_ENCODING", 1),
+            ("crm", "FIELD_TOO_LONG", 1),
+            ("crm", "INVALID_EMAIL", 1),
+            ("crm", "INVALID_DATE", 1),
+            ("crm", "DUPLICATE", 1),
+        ],
     )
-    assert tables.read(spark, "bronze.crm").where("_line = 2").select("CustomerID", "Email", "DOB").first() \
-        == ("C1", "ANN@x.com", "02/03/1985")
+    assert tables.read(spark, "bronze.crm").where("_line = 2").select("CustomerID", "Email", "DOB").first() == (
+        "C1",
+        "ANN@x.com",
+        "02/03/1985",
+    )
 
     # the same run again, and the same bytes delivered again under another name: nothing changes
-    versions = {name: tables.version(spark, name) for name in
-                ("bronze.crm", "quarantine.crm", "silver.customer_records", "ops.ingest_files")}
+    versions = {
+        name: tables.version(spark, name)
+        for name in ("bronze.crm", "quarantine.crm", "silver.customer_records", "ops.ingest_files")
+    }
     shutil.copy(project.landing / "crm/crm_customers_0.csv", project.landing / "crm/crm_customers_0_resent.csv")
     again = ingest(_ctx(spark, project, "run-2"), only=["crm"])
-    assert again == {"files_loaded": 0, "files_quarantined": 0, "files_skipped": 2, "rows_read": 0, "rows_loaded": 0,
-                     "rows_quarantined": 0, "duplicates_removed": 0, "rows_erased": 0}
+    assert again == {
+        "files_loaded": 0,
+        "files_quarantined": 0,
+        "files_skipped": 2,
+        "rows_read": 0,
+        "rows_loaded": 0,
+        "rows_quarantined": 0,
+        "duplicates_removed": 0,
+        "rows_erased": 0,
+    }
     assert {name: tables.version(spark, name) for name in versions} == versions
 
     # a later increment changes C1's email (later LastModified) and re-sends C6 unchanged
-    _write(project, "crm/crm_customers_1.csv", [
-        CRM_HEADER,
-        "C1,Ann,Smith,ann.smith@y.com,07700 900123,02/03/1985,1 High St,SW1A 1AA,London,UK,N,2026-02-01 09:00:00",
-        "C6,Fay,Oh,fay at x.com,,31/02/1980,,,,Ireland,N,2026-01-01 10:00:00",
-    ])
+    _write(
+        project,
+        "crm/crm_customers_1.csv",
+        [
+            CRM_HEADER,
+            "C1,Ann,Smith,ann.smith@y.com,07700 900123,02/03/1985,1 High St,SW1A 1AA,London,UK,N,2026-02-01 09:00:00",
+            "C6,Fay,Oh,fay at x.com,,31/02/1980,,,,Ireland,N,2026-01-01 10:00:00",
+        ],
+    )
     later = ingest(_ctx(spark, project, "run-3"), only=["crm"])
     assert later["rows_read"] == 2 and later["rows_loaded"] == 2
     assertDataFrameEqual(
@@ -134,8 +178,16 @@ def test_kill_and_restart_then_late_duplicate(spark, project):
         ingest(_ctx(spark, project, "run-killed"), only=["web_events"], hook=crash_after_events)
     counts = ingest(_ctx(spark, project, "run-2"), only=["web_events"])
     # 6 non-blank lines: w1, w2, w5 load; the second w1 is a duplicate; w3 and line 5 are rejected
-    assert counts == {"files_loaded": 1, "files_quarantined": 0, "files_skipped": 0, "rows_read": 6, "rows_loaded": 3,
-                      "rows_quarantined": 2, "duplicates_removed": 1, "rows_erased": 0}
+    assert counts == {
+        "files_loaded": 1,
+        "files_quarantined": 0,
+        "files_skipped": 0,
+        "rows_read": 6,
+        "rows_loaded": 3,
+        "rows_quarantined": 2,
+        "duplicates_removed": 1,
+        "rows_erased": 0,
+    }
     tables = JobContext.create(project, spark, as_of=AS_OF).tables
     assertDataFrameEqual(
         tables.read(spark, "silver.events").select("event_id", "event_type", "email", "device_id"),
@@ -147,7 +199,8 @@ def test_kill_and_restart_then_late_duplicate(spark, project):
     )
     assertDataFrameEqual(
         tables.read(spark, "silver.customer_records").select(
-            "record_id", "source", "source_record_id", "device_ids", "email", "customer_number"),
+            "record_id", "source", "source_record_id", "device_ids", "email", "customer_number"
+        ),
         [("web:d-1", "web", "d-1", ["d-1"], "ann@x.com", "S1")],
     )
     # the restart replaced the killed run's audit, bronze kept one row per line
@@ -158,21 +211,33 @@ def test_kill_and_restart_then_late_duplicate(spark, project):
     assert tables.read(spark, "bronze.web_events").count() == 4
 
     # a later file repeats w2 (late duplicate) and brings a new event
-    _write(project, "web_events/web_events_1.jsonl", [
-        '{"event_id":"w2","event_type":"login","ts":"2026-10-01T10:01:00Z","anonymous_id":"d-1"}',
-        '{"event_id":"w6","event_type":"purchase","ts":"2026-10-02T10:00:00Z","anonymous_id":"d-1","order_id":"O1"}',
-    ])
+    _write(
+        project,
+        "web_events/web_events_1.jsonl",
+        [
+            '{"event_id":"w2","event_type":"login","ts":"2026-10-01T10:01:00Z","anonymous_id":"d-1"}',
+            '{"event_id":"w6","event_type":"purchase","ts":"2026-10-02T10:00:00Z","anonymous_id":"d-1","order_id":"O1"}',
+        ],
+    )
     later = ingest(_ctx(spark, project, "run-3"), only=["web_events"])
     assert (later["rows_read"], later["rows_loaded"], later["duplicates_removed"]) == (2, 1, 1)
-    assert sorted(r[0] for r in tables.read(spark, "silver.events").select("event_id").collect()) == \
-        ["w1", "w2", "w5", "w6"]
+    assert sorted(r[0] for r in tables.read(spark, "silver.events").select("event_id").collect()) == [
+        "w1",
+        "w2",
+        "w5",
+        "w6",
+    ]
 
 
 def test_schema_drift_rescue_evolve_and_missing_required_column(spark, project, tmp_path):
-    _write(project, "crm/crm_customers_0.csv", [
-        CRM_HEADER + ",Loyalty",
-        "C1,Ann,Smith,ann@x.com,,,,,,UK,Y,2026-01-01 10:00:00,gold",
-    ])
+    _write(
+        project,
+        "crm/crm_customers_0.csv",
+        [
+            CRM_HEADER + ",Loyalty",
+            "C1,Ann,Smith,ann@x.com,,,,,,UK,Y,2026-01-01 10:00:00,gold",
+        ],
+    )
     ingest(_ctx(spark, project, "run-1"), only=["crm"])
     tables = JobContext.create(project, spark, as_of=AS_OF).tables
     assert tables.read(spark, "bronze.crm").select("CustomerID", "_rescued").first() == ("C1", '{"Loyalty":"gold"}')
@@ -183,10 +248,14 @@ def test_schema_drift_rescue_evolve_and_missing_required_column(spark, project, 
     crm_yaml = conf / "sources" / "crm.yaml"
     crm_yaml.write_text(crm_yaml.read_text() + "drift: evolve\n")
     evolving = project.model_copy(update={"conf_dir": conf})
-    _write(evolving, "crm/crm_customers_1.csv", [
-        CRM_HEADER + ",Loyalty",
-        "C2,Bea,Smith,bea@x.com,,,,,,UK,Y,2026-01-02 10:00:00,silver",
-    ])
+    _write(
+        evolving,
+        "crm/crm_customers_1.csv",
+        [
+            CRM_HEADER + ",Loyalty",
+            "C2,Bea,Smith,bea@x.com,,,,,,UK,Y,2026-01-02 10:00:00,silver",
+        ],
+    )
     ingest(JobContext.create(evolving, spark, as_of=AS_OF, run_id="run-2"), only=["crm"])
     assertDataFrameEqual(
         tables.read(spark, "bronze.crm").select("CustomerID", "Loyalty", "_rescued"),
@@ -194,10 +263,14 @@ def test_schema_drift_rescue_evolve_and_missing_required_column(spark, project, 
     )
 
     # a file without a required column fails the run, naming file and column
-    _write(project, "crm/crm_customers_2.csv", [
-        "CustomerID,FirstName,LastName,Email",
-        "C3,Cy,Smith,cy@x.com",
-    ])
+    _write(
+        project,
+        "crm/crm_customers_2.csv",
+        [
+            "CustomerID,FirstName,LastName,Email",
+            "C3,Cy,Smith,cy@x.com",
+        ],
+    )
     with pytest.raises(MissingColumnsError, match=r"crm/crm_customers_2\.csv: required column\(s\) LastModified"):
         ingest(_ctx(spark, project, "run-3"), only=["crm"])
 
@@ -206,30 +279,48 @@ def test_schema_drift_rescue_evolve_and_missing_required_column(spark, project, 
 def test_an_erased_person_is_not_imported_again(spark, project):
     from lakecdp.erasure import erase_person
 
-    _write(project, "crm/crm_customers_0.csv", [
-        CRM_HEADER,
-        "C1,Ann,Smith,ann@x.com,07700 900123,02/03/1985,1 High St,SW1A 1AA,London,UK,Y,2026-01-01 10:00:00",
-        "C2,Bob,Jones,bob@x.com,,,,,,UK,N,2026-01-01 10:00:00",
-    ])
+    _write(
+        project,
+        "crm/crm_customers_0.csv",
+        [
+            CRM_HEADER,
+            "C1,Ann,Smith,ann@x.com,07700 900123,02/03/1985,1 High St,SW1A 1AA,London,UK,Y,2026-01-01 10:00:00",
+            "C2,Bob,Jones,bob@x.com,,,,,,UK,N,2026-01-01 10:00:00",
+        ],
+    )
     ingest(_ctx(spark, project, "run-1"), only=["crm"])
     erase_person(_ctx(spark, project, "erase-1"), email="ann@x.com")
 
     # the next export still carries her: same email in another spelling, and a new CRM record
     # holding only her phone number written differently
-    _write(project, "crm/crm_customers_1.csv", [
-        CRM_HEADER,
-        "C1,Ann,Smith, Ann@X.com ,,02/03/1985,,,,UK,Y,2026-02-01 10:00:00",
-        "C9,Annie,Smith,,+44 7700 900123,,,,,UK,N,2026-02-01 10:00:00",
-        "C10,Zed,Hill,zed@x.com,,,,,,UK,N,2026-02-01 10:00:00",
-    ])
+    _write(
+        project,
+        "crm/crm_customers_1.csv",
+        [
+            CRM_HEADER,
+            "C1,Ann,Smith, Ann@X.com ,,02/03/1985,,,,UK,Y,2026-02-01 10:00:00",
+            "C9,Annie,Smith,,+44 7700 900123,,,,,UK,N,2026-02-01 10:00:00",
+            "C10,Zed,Hill,zed@x.com,,,,,,UK,N,2026-02-01 10:00:00",
+        ],
+    )
     counts = ingest(_ctx(spark, project, "run-2"), only=["crm"])
     # file 0 (already loaded) is skipped by the ledger; had it not been, her rows would be refused too
-    assert counts == {"files_loaded": 1, "files_quarantined": 0, "files_skipped": 1, "rows_read": 3, "rows_loaded": 1,
-                      "rows_quarantined": 0, "duplicates_removed": 0, "rows_erased": 2}
+    assert counts == {
+        "files_loaded": 1,
+        "files_quarantined": 0,
+        "files_skipped": 1,
+        "rows_read": 3,
+        "rows_loaded": 1,
+        "rows_quarantined": 0,
+        "duplicates_removed": 0,
+        "rows_erased": 2,
+    }
 
     tables = JobContext.create(project, spark, as_of=AS_OF).tables
-    assert sorted(r[0] for r in tables.read(spark, "silver.customer_records").select("source_record_id").collect()) \
-        == ["C10", "C2"]
+    assert sorted(r[0] for r in tables.read(spark, "silver.customer_records").select("source_record_id").collect()) == [
+        "C10",
+        "C2",
+    ]
     bronze = [r.asDict() for r in tables.read(spark, "bronze.crm").collect()]
     assert all("Ann" not in str(row) and "7700" not in str(row) for row in bronze)
     assert not tables.exists(spark, "quarantine.crm")

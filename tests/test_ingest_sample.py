@@ -24,8 +24,15 @@ CUSTOMER_SOURCES = ("crm", "shop_customers", "third_party")
 @pytest.mark.slow
 def test_generated_world_planted_rows_end_where_labels_say(spark, project):
     labels = project.root / "labels"
-    generate(spark, landing=project.landing, labels=labels, people=300, seed=7, as_of=AS_OF,
-             config=load_sample_config(project.conf_dir))
+    generate(
+        spark,
+        landing=project.landing,
+        labels=labels,
+        people=300,
+        seed=7,
+        as_of=AS_OF,
+        config=load_sample_config(project.conf_dir),
+    )
     ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="sample-0")
     totals = ingest(ctx)
     tables = ctx.tables

@@ -22,16 +22,22 @@ from lakecdp.ingest.standardise import (
     to_orders,
 )
 from lakecdp.ingest.validate import parse_and_validate
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SOURCES = load_sources(REPO_ROOT / "conf")
-CRM_HEADER = ("CustomerID,FirstName,LastName,Email,Phone,DOB,Street,PostCode,Town,Country,"
-              "EmailOptIn,LastModified")
+CRM_HEADER = "CustomerID,FirstName,LastName,Email,Phone,DOB,Street,PostCode,Town,Country,EmailOptIn,LastModified"
 
 
 def test_all_seven_sources_load():
     assert sorted(SOURCES) == [
-        "crm", "email_events", "products", "shop_customers", "shop_orders", "third_party", "web_events",
+        "crm",
+        "email_events",
+        "products",
+        "shop_customers",
+        "shop_orders",
+        "third_party",
+        "web_events",
     ]
     assert SOURCES["crm"].target == "customer_records"
     assert SOURCES["shop_orders"].items.column == "items"
@@ -47,8 +53,9 @@ def test_source_config_errors_name_file_and_field(tmp_path):
     (folder / "products.yaml").write_text(text + "colour: red\n")
     with pytest.raises(ConfigError, match=r"products\.yaml: colour: Extra inputs are not permitted"):
         load_sources(tmp_path)
-    (folder / "products.yaml").write_text(text.replace("mapping:\n  product_id: product_id",
-                                                       "mapping:\n  product_id: (SELECT 1)"))
+    (folder / "products.yaml").write_text(
+        text.replace("mapping:\n  product_id: product_id", "mapping:\n  product_id: (SELECT 1)")
+    )
     with pytest.raises(ConfigError, match="only expressions are allowed"):
         load_sources(tmp_path)
 
@@ -62,21 +69,25 @@ def _lines(spark, lines, file):
 
 def test_crm_csv_reason_codes_and_warnings(spark):
     ok = "C1,Ann,Smith,ann@x.com,07700 900123,02/03/1985,1 High St,SW1A 1AA,London,UK,Y,2026-01-01 10:00:00"
-    raw = _lines(spark, [
-        (2, ok),
-        (3, 'C2,"Bro,ken,Smith,a@b.com,,,,,,,N,2026-01-01 10:00:00'),               # quote never closes
-        (4, "C3,Bob,Smith,a@b.com,,,,,,UK,N,2026-01-01 10:00:00,extra"),            # 13 fields
-        (5, "C4,Bob,Smith,a@b.com,,,,,,UK,N"),                                      # 11 fields
-        (6, ",Bob,Smith,a@b.com,,,,,,UK,N,2026-01-01 10:00:00"),                    # no CustomerID
-        (7, "C6,Bob,Smith,a@b.com,,,,,,UK,N,01/01/2026 10:00"),                     # bad LastModified
-        (8, "C7,Bob,Smith,bob at x.com,,,,,,UK,N,2026-01-01 10:00:00"),             # optional email
-        (9, "C8,Bob,Smith,a@b.com,,31/02/1980,,,,UK,N,2026-01-01 10:00:00"),        # no 31 Feb
-        (10, "C9,Bob,Smith,a@b.com,,01/01/1900,,,,UK,N,2026-01-01 10:00:00"),       # placeholder
-        (11, "C10,Bob,Smith,a@b.com,,05/05/2031,,,,UK,N,2026-01-01 10:00:00"),      # future
-        (12, "C11," + "A" * 201 + ",Smith,a@b.com,,,,,,UK,N,2026-01-01 10:00:00"),  # too long
-        (13, "C12,B\ufffdb,Smith,a@b.com,,,,,,UK,N,2026-01-01 10:00:00"),          # bad bytes
-        (14, 'C13,"Smith, Jr",Bob,n/a,,,,,,UK,N,2026-01-01 10:00:00'),             # junk email: fine
-    ], "crm/crm_customers_0.csv")
+    raw = _lines(
+        spark,
+        [
+            (2, ok),
+            (3, 'C2,"Bro,ken,Smith,a@b.com,,,,,,,N,2026-01-01 10:00:00'),  # quote never closes
+            (4, "C3,Bob,Smith,a@b.com,,,,,,UK,N,2026-01-01 10:00:00,extra"),  # 13 fields
+            (5, "C4,Bob,Smith,a@b.com,,,,,,UK,N"),  # 11 fields
+            (6, ",Bob,Smith,a@b.com,,,,,,UK,N,2026-01-01 10:00:00"),  # no CustomerID
+            (7, "C6,Bob,Smith,a@b.com,,,,,,UK,N,01/01/2026 10:00"),  # bad LastModified
+            (8, "C7,Bob,Smith,bob at x.com,,,,,,UK,N,2026-01-01 10:00:00"),  # optional email
+            (9, "C8,Bob,Smith,a@b.com,,31/02/1980,,,,UK,N,2026-01-01 10:00:00"),  # no 31 Feb
+            (10, "C9,Bob,Smith,a@b.com,,01/01/1900,,,,UK,N,2026-01-01 10:00:00"),  # placeholder
+            (11, "C10,Bob,Smith,a@b.com,,05/05/2031,,,,UK,N,2026-01-01 10:00:00"),  # future
+            (12, "C11," + "A" * 201 + ",Smith,a@b.com,,,,,,UK,N,2026-01-01 10:00:00"),  # too long
+            (13, "C12,B\ufffdb,Smith,a@b.com,,,,,,UK,N,2026-01-01 10:00:00"),  # bad bytes
+            (14, 'C13,"Smith, Jr",Bob,n/a,,,,,,UK,N,2026-01-01 10:00:00'),  # junk email: fine
+        ],
+        "crm/crm_customers_0.csv",
+    )
     out = parse_and_validate(raw, SOURCES["crm"], header=CRM_HEADER.split(","), as_of=date(2026, 11, 1))
     assertDataFrameEqual(
         out.select("line", "CustomerID", "FirstName", "Email", "DOB", "_reasons", "_warnings"),
@@ -99,25 +110,34 @@ def test_crm_csv_reason_codes_and_warnings(spark):
 
 
 def test_json_reason_codes_nested_warning_and_rescued_column(spark):
-    raw = _lines(spark, [
-        (1, '{"event_id":"w1","event_type":"login","ts":"2026-10-01T12:34:56.123+01:00",'
-            '"anonymous_id":"d-1","user":{"email":"Ann@X.com ","customer_no":"S1"},"coupon":"X"}'),
-        (2, '{"event_id":"w2","event_type":"page_view","ts":"2026-10-01T12:00:00Z","price":"abc"}'),
-        (3, '{"event_id":"w3","event_type":"page_view","ts":'),
-        (4, '{"event_id":"w4","event_type":"page_view","ts":"yesterday"}'),
-        (5, '{"event_id":"w5","ts":"2026-10-01T12:00:00Z"}'),
-        (6, '{"event_id":"w6","event_type":"login","ts":"2026-10-01T12:00:00Z",'
-            '"user":{"email":"a@@b.com","customer_no":"S6"},"price":19.5}'),
-        (7, '["not", "an", "object"]'),
-        # a blank line (or an empty Kafka message) is malformed, not a parser crash
-        (8, '   '),
-    ], "web_events/web_events_0.jsonl")
+    raw = _lines(
+        spark,
+        [
+            (
+                1,
+                '{"event_id":"w1","event_type":"login","ts":"2026-10-01T12:34:56.123+01:00",'
+                '"anonymous_id":"d-1","user":{"email":"Ann@X.com ","customer_no":"S1"},"coupon":"X"}',
+            ),
+            (2, '{"event_id":"w2","event_type":"page_view","ts":"2026-10-01T12:00:00Z","price":"abc"}'),
+            (3, '{"event_id":"w3","event_type":"page_view","ts":'),
+            (4, '{"event_id":"w4","event_type":"page_view","ts":"yesterday"}'),
+            (5, '{"event_id":"w5","ts":"2026-10-01T12:00:00Z"}'),
+            (
+                6,
+                '{"event_id":"w6","event_type":"login","ts":"2026-10-01T12:00:00Z",'
+                '"user":{"email":"a@@b.com","customer_no":"S6"},"price":19.5}',
+            ),
+            (7, '["not", "an", "object"]'),
+            # a blank line (or an empty Kafka message) is malformed, not a parser crash
+            (8, "   "),
+        ],
+        "web_events/web_events_0.jsonl",
+    )
     out = parse_and_validate(raw, SOURCES["web_events"])
     assertDataFrameEqual(
         out.select("line", "event_id", "ts", "user", "price", "_rescued", "_reasons", "_warnings"),
         [
-            (1, "w1", datetime(2026, 10, 1, 11, 34, 56, 123000), ("Ann@X.com ", "S1"), None,
-             '{"coupon":"X"}', [], []),
+            (1, "w1", datetime(2026, 10, 1, 11, 34, 56, 123000), ("Ann@X.com ", "S1"), None, '{"coupon":"X"}', [], []),
             (2, "w2", datetime(2026, 10, 1, 12), None, None, None, ["INVALID_TYPE"], []),
             (3, None, None, None, None, None, ["MALFORMED_LINE"], []),
             (4, "w4", None, None, None, None, ["INVALID_TIMESTAMP"], []),
@@ -132,7 +152,16 @@ def test_json_reason_codes_nested_warning_and_rescued_column(spark):
 def test_standardisation_tables(spark):
     rows = [
         # email in                  email out       phone in            country          phone out         name in                 name out     country out
-        ("  Ann.Smith@Example.COM ", "ann.smith@example.com", "07700 900123", "United Kingdom", "+447700900123", "Ann\u200b", "Ann", "GB"),
+        (
+            "  Ann.Smith@Example.COM ",
+            "ann.smith@example.com",
+            "07700 900123",
+            "United Kingdom",
+            "+447700900123",
+            "Ann\u200b",
+            "Ann",
+            "GB",
+        ),
         ("bob@@x.com", None, "+44 7700 900123", "UK", "+447700900123", "  Bob   Lee ", "Bob Lee", "GB"),
         ("bob smith@x.com", None, "(020) 7946 0018", "gb", "+442079460018", "Zo\u00eb", "Zo\u00eb", "GB"),
         ("n/a", None, "087 123 4567", "Ireland", "+353871234567", "Zoe\u0308", "Zo\u00eb", "IE"),
@@ -141,15 +170,20 @@ def test_standardisation_tables(spark):
         (None, None, "n/a", "Atlantis", None, "\u200d", None, None),
     ]
     df = spark.createDataFrame(
-        rows, "email string, email_out string, phone string, country string, phone_out string, "
-              "name string, name_out string, country_out string",
+        rows,
+        "email string, email_out string, phone string, country string, phone_out string, "
+        "name string, name_out string, country_out string",
     )
     iso = country_code(F.col("country"))
     actual = df.select(
-        "email", normalise_email(F.col("email")).alias("e"),
-        "phone", normalise_phone(F.col("phone"), iso).alias("p"),
-        "name", clean_name(F.col("name")).alias("n"),
-        "country", iso.alias("c"),
+        "email",
+        normalise_email(F.col("email")).alias("e"),
+        "phone",
+        normalise_phone(F.col("phone"), iso).alias("p"),
+        "name",
+        clean_name(F.col("name")).alias("n"),
+        "country",
+        iso.alias("c"),
     )
     assertDataFrameEqual(
         actual,
@@ -158,52 +192,151 @@ def test_standardisation_tables(spark):
 
 
 def test_mappers_to_unified_schemas(spark):
-    crm_raw = _lines(spark, [
-        (2, "C1, Ann\u200b ,SMITH,ANN@X.COM,07700 900123,02/03/1985,1  High St,sw1a  1aa,London,"
-            "United Kingdom,Y,2026-01-01 10:00:00"),
-    ], "crm/crm_customers_0.csv")
+    crm_raw = _lines(
+        spark,
+        [
+            (
+                2,
+                "C1, Ann\u200b ,SMITH,ANN@X.COM,07700 900123,02/03/1985,1  High St,sw1a  1aa,London,"
+                "United Kingdom,Y,2026-01-01 10:00:00",
+            ),
+        ],
+        "crm/crm_customers_0.csv",
+    )
     crm = parse_and_validate(crm_raw, SOURCES["crm"], as_of=date(2026, 11, 1))
     at = datetime(2026, 11, 1)
     assertDataFrameEqual(
         crm.transform(to_customer_records, SOURCES["crm"], run_id="r1", ingested_at=at),
-        [("crm:C1", "crm", "C1", "Ann", "SMITH", "ann@x.com", "+447700900123", date(1985, 3, 2),
-          "1 High St", "SW1A 1AA", "London", "GB", [], "C1", None, True,
-          datetime(2026, 1, 1, 10), [], "r1", at, None, None, None, None,
-          None)],  # sms_consent: the CRM carries none
+        [
+            (
+                "crm:C1",
+                "crm",
+                "C1",
+                "Ann",
+                "SMITH",
+                "ann@x.com",
+                "+447700900123",
+                date(1985, 3, 2),
+                "1 High St",
+                "SW1A 1AA",
+                "London",
+                "GB",
+                [],
+                "C1",
+                None,
+                True,
+                datetime(2026, 1, 1, 10),
+                [],
+                "r1",
+                at,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+        ],  # sms_consent: the CRM carries none
     )
-    web_raw = _lines(spark, [
-        (1, '{"event_id":"w1","event_type":"login","ts":"2026-10-01T12:00:00Z","anonymous_id":"d-1",'
-            '"session_id":"s-1","user":{"email":"Ann@X.com","customer_no":"S1"}}'),
-        (2, '{"event_id":"w2","event_type":"product_view","ts":"2026-10-01T12:01:00Z",'
-            '"anonymous_id":"d-1","product_id":"P1","price":19.99,"page_url":"/p/1"}'),
-    ], "web_events/web_events_0.jsonl")
+    web_raw = _lines(
+        spark,
+        [
+            (
+                1,
+                '{"event_id":"w1","event_type":"login","ts":"2026-10-01T12:00:00Z","anonymous_id":"d-1",'
+                '"session_id":"s-1","user":{"email":"Ann@X.com","customer_no":"S1"}}',
+            ),
+            (
+                2,
+                '{"event_id":"w2","event_type":"product_view","ts":"2026-10-01T12:01:00Z",'
+                '"anonymous_id":"d-1","product_id":"P1","price":19.99,"page_url":"/p/1"}',
+            ),
+        ],
+        "web_events/web_events_0.jsonl",
+    )
     web = parse_and_validate(web_raw, SOURCES["web_events"])
     assertDataFrameEqual(
         web.transform(to_events, SOURCES["web_events"], run_id="r1", ingested_at=at),
         [
-            ("w1", "web_events", "login", datetime(2026, 10, 1, 12), "ann@x.com", "d-1", "S1", "s-1",
-             None, None, None, None, None, "web", None, None, "r1", at),
-            ("w2", "web_events", "product_view", datetime(2026, 10, 1, 12, 1), None, "d-1", None, None,
-             "P1", None, 19.99, None, None, "web", None, "/p/1", "r1", at),
+            (
+                "w1",
+                "web_events",
+                "login",
+                datetime(2026, 10, 1, 12),
+                "ann@x.com",
+                "d-1",
+                "S1",
+                "s-1",
+                None,
+                None,
+                None,
+                None,
+                None,
+                "web",
+                None,
+                None,
+                "r1",
+                at,
+            ),
+            (
+                "w2",
+                "web_events",
+                "product_view",
+                datetime(2026, 10, 1, 12, 1),
+                None,
+                "d-1",
+                None,
+                None,
+                "P1",
+                None,
+                19.99,
+                None,
+                None,
+                "web",
+                None,
+                "/p/1",
+                "r1",
+                at,
+            ),
         ],
     )
-    logins = to_customer_records(web, SOURCES["web_events"], extra=SOURCES["web_events"].also[0],
-                                 run_id="r1", ingested_at=at)
+    logins = to_customer_records(
+        web, SOURCES["web_events"], extra=SOURCES["web_events"].also[0], run_id="r1", ingested_at=at
+    )
     assertDataFrameEqual(
-        logins.select("record_id", "source", "source_record_id", "email", "device_ids", "customer_number",
-                      "updated_at"),
+        logins.select(
+            "record_id", "source", "source_record_id", "email", "device_ids", "customer_number", "updated_at"
+        ),
         [("web:d-1", "web", "d-1", "ann@x.com", ["d-1"], "S1", datetime(2026, 10, 1, 12))],
     )
-    orders_raw = _lines(spark, [
-        (1, '{"order_id":"O1","customer_no":"S1","email":"a@x.com","ordered_at":"2026-10-01T12:34:56Z",'
-            '"status":"completed","currency":"gbp","total":59.97,'
-            '"items":[{"sku":"P1","qty":2,"unit_price":19.99},{"sku":"P2","qty":1,"unit_price":19.99}]}'),
-    ], "shop_orders/orders_0.jsonl")
+    orders_raw = _lines(
+        spark,
+        [
+            (
+                1,
+                '{"order_id":"O1","customer_no":"S1","email":"a@x.com","ordered_at":"2026-10-01T12:34:56Z",'
+                '"status":"completed","currency":"gbp","total":59.97,'
+                '"items":[{"sku":"P1","qty":2,"unit_price":19.99},{"sku":"P2","qty":1,"unit_price":19.99}]}',
+            ),
+        ],
+        "shop_orders/orders_0.jsonl",
+    )
     orders = parse_and_validate(orders_raw, SOURCES["shop_orders"])
     assertDataFrameEqual(
         orders.transform(to_orders, SOURCES["shop_orders"], run_id="r1", ingested_at=at),
-        [("O1", "shop_orders", "S1", "a@x.com", datetime(2026, 10, 1, 12, 34, 56), "completed", "GBP",
-          59.97, "r1", at)],
+        [
+            (
+                "O1",
+                "shop_orders",
+                "S1",
+                "a@x.com",
+                datetime(2026, 10, 1, 12, 34, 56),
+                "completed",
+                "GBP",
+                59.97,
+                "r1",
+                at,
+            )
+        ],
     )
     assertDataFrameEqual(
         orders.transform(to_order_items, SOURCES["shop_orders"]),
@@ -213,11 +346,18 @@ def test_mappers_to_unified_schemas(spark):
 
 def test_source_config_model_is_strict():
     with pytest.raises(ValueError, match="not a customer_records column"):
-        SourceConfig.model_validate({
-            "version": 1, "name": "x", "format": "csv", "path": "x/*.csv",
-            "columns": [{"name": "id"}], "primary_key": ["id"], "target": "customer_records",
-            "mapping": {"customer_id": "id"},
-        })
+        SourceConfig.model_validate(
+            {
+                "version": 1,
+                "name": "x",
+                "format": "csv",
+                "path": "x/*.csv",
+                "columns": [{"name": "id"}],
+                "primary_key": ["id"],
+                "target": "customer_records",
+                "mapping": {"customer_id": "id"},
+            }
+        )
 
 
 def test_on_kafka_future_is_judged_by_the_receive_time(spark):
@@ -225,16 +365,18 @@ def test_on_kafka_future_is_judged_by_the_receive_time(spark):
     from datetime import timezone
 
     received = datetime(2026, 11, 20, 10, 5, tzinfo=timezone.utc)
-    raw = spark.createDataFrame([
-        ('{"event_id":"w1","event_type":"page_view","ts":"2026-11-20T10:00:00Z"}', 1, received),
-        ('{"event_id":"w2","event_type":"page_view","ts":"2026-11-22T10:00:00Z"}', 2, received),
-    ], "raw string, line bigint, received timestamp")
+    raw = spark.createDataFrame(
+        [
+            ('{"event_id":"w1","event_type":"page_view","ts":"2026-11-20T10:00:00Z"}', 1, received),
+            ('{"event_id":"w2","event_type":"page_view","ts":"2026-11-22T10:00:00Z"}', 2, received),
+        ],
+        "raw string, line bigint, received timestamp",
+    )
     as_of = datetime(2026, 11, 1, tzinfo=timezone.utc)
     by_receipt = parse_and_validate(raw, SOURCES["web_events"], as_of=as_of, received_at="received")
     assertDataFrameEqual(by_receipt.select("line", "_reasons"), [(1, []), (2, ["FUTURE_TIMESTAMP"])])
     by_as_of = parse_and_validate(raw, SOURCES["web_events"], as_of=as_of)
-    assertDataFrameEqual(by_as_of.select("line", "_reasons"),
-                         [(1, ["FUTURE_TIMESTAMP"]), (2, ["FUTURE_TIMESTAMP"])])
+    assertDataFrameEqual(by_as_of.select("line", "_reasons"), [(1, ["FUTURE_TIMESTAMP"]), (2, ["FUTURE_TIMESTAMP"])])
 
 
 def test_email_rfc_lengths_and_invisible_characters(spark):
@@ -243,11 +385,15 @@ def test_email_rfc_lengths_and_invisible_characters(spark):
         ("a" * 65 + "@x.com", None),
         ("ann@" + "b" * 63 + ".com", "ann@" + "b" * 63 + ".com"),
         ("ann@" + "b" * 64 + ".com", None),
-        ("a" * 64 + "@" + ".".join(["b" * 62] * 3) + ".com", None),   # 257 octets
-        ("Ann\u200b@x.com", None), ("ann@x.com\u200d", None), ("\ufeffann@x.com", None),
-        ("an\u00adn@x.com", None), ("ann@\u202ex.com", None), ("ann\u00a0@x.com", None),
-        ("\u00e9" * 32 + "@x.com", "\u00e9" * 32 + "@x.com"),         # 64 octets
-        ("\u00e9" * 33 + "@x.com", None),                            # 66 octets
+        ("a" * 64 + "@" + ".".join(["b" * 62] * 3) + ".com", None),  # 257 octets
+        ("Ann\u200b@x.com", None),
+        ("ann@x.com\u200d", None),
+        ("\ufeffann@x.com", None),
+        ("an\u00adn@x.com", None),
+        ("ann@\u202ex.com", None),
+        ("ann\u00a0@x.com", None),
+        ("\u00e9" * 32 + "@x.com", "\u00e9" * 32 + "@x.com"),  # 64 octets
+        ("\u00e9" * 33 + "@x.com", None),  # 66 octets
     ]
     df = spark.createDataFrame(cases, "email string, expected string")
     assertDataFrameEqual(df.select("email", normalise_email(F.col("email")).alias("expected")), cases)

@@ -20,8 +20,7 @@ def test_produce_to_partitions_and_read_back_offsets(spark, kafka_broker, kafka_
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .load()
-        .selectExpr("topic", "partition", "offset", "CAST(key AS STRING) AS key",
-                    "CAST(value AS STRING) AS value")
+        .selectExpr("topic", "partition", "offset", "CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value")
     )
     assertDataFrameEqual(
         read,

@@ -44,8 +44,16 @@ def delta_rows(tables, name: str, columns: list[str]) -> list[tuple]:
     return sorted((tuple(row[c] for c in columns) for row in table.to_pylist()), key=repr)
 
 
-AUDIT_COLUMNS = ["source", "source_file", "stream_batch", "rows_read", "rows_loaded", "rows_quarantined",
-                 "duplicates_removed", "rows_erased"]
+AUDIT_COLUMNS = [
+    "source",
+    "source_file",
+    "stream_batch",
+    "rows_read",
+    "rows_loaded",
+    "rows_quarantined",
+    "duplicates_removed",
+    "rows_erased",
+]
 
 
 def audit(ctx) -> list[tuple]:
@@ -60,8 +68,13 @@ def audit_totals(rows: list[tuple]) -> tuple[int, ...]:
 
 def silver_events(ctx):
     return ctx.tables.read(ctx.spark, "silver.events").select(
-        "event_id", "event_type", F.date_format("occurred_at", "yyyy-MM-dd HH:mm:ss.SSS").alias("at"),
-        "email", "device_id", "customer_number", "channel",
+        "event_id",
+        "event_type",
+        F.date_format("occurred_at", "yyyy-MM-dd HH:mm:ss.SSS").alias("at"),
+        "email",
+        "device_id",
+        "customer_number",
+        "channel",
     )
 
 
@@ -71,20 +84,26 @@ def quarantine(ctx, source):
     )
 
 
-def test_web_events_good_bad_duplicate_restart_and_redelivery(spark, project, kafka_broker,
-                                                              kafka_topic_factory):
+def test_web_events_good_bad_duplicate_restart_and_redelivery(spark, project, kafka_broker, kafka_topic_factory):
     topic = kafka_topic_factory("web", partitions=2)
     ctx = JobContext.create(project, spark)
     p0 = [
         web("w-1", "page_view", "2026-10-01T12:34:56.123+01:00", anonymous_id="d-1", session_id="s-1"),  # offset 0
-        "{not json",                                                                                       # offset 1
-        web("w-2", "login", "2026-10-01T12:40:00Z", anonymous_id="d-1",
-            user={"email": " Ada@Example.COM ", "customer_no": "S0001"}),                                # offset 2
-        web("w-1", "page_view", "2026-10-01T12:34:56.123+01:00", anonymous_id="d-1", session_id="s-1"),  # offset 3: duplicate
+        "{not json",  # offset 1
+        web(
+            "w-2",
+            "login",
+            "2026-10-01T12:40:00Z",
+            anonymous_id="d-1",
+            user={"email": " Ada@Example.COM ", "customer_no": "S0001"},
+        ),  # offset 2
+        web(
+            "w-1", "page_view", "2026-10-01T12:34:56.123+01:00", anonymous_id="d-1", session_id="s-1"
+        ),  # offset 3: duplicate
     ]
     p1 = [
-        web("w-3", "product_view", None, product_id="P1"),                                                # offset 0: no ts
-        web("w-4", "add_to_cart", "2026-10-01T13:00:00Z", product_id="P1", price="abc"),                  # offset 1: bad price
+        web("w-3", "product_view", None, product_id="P1"),  # offset 0: no ts
+        web("w-4", "add_to_cart", "2026-10-01T13:00:00Z", product_id="P1", price="abc"),  # offset 1: bad price
         web("w-5", "add_to_cart", "2026-10-01T13:05:00Z", product_id="P2", price=9.5, anonymous_id="n/a"),  # offset 2
     ]
     produce_messages(spark, kafka_broker, topic, p0, partition=0)
@@ -107,30 +126,60 @@ def test_web_events_good_bad_duplicate_restart_and_redelivery(spark, project, ka
     bronze = ctx.tables.read(spark, "bronze.web_events").select(
         "event_id", "_kafka_topic", "_kafka_partition", "_kafka_offset", "ts"
     )
-    assertDataFrameEqual(bronze, [
-        ("w-1", topic, 0, 0, "2026-10-01T12:34:56.123+01:00"),
-        ("w-2", topic, 0, 2, "2026-10-01T12:40:00Z"),
-        ("w-5", topic, 1, 2, "2026-10-01T13:05:00Z"),
-    ])
+    assertDataFrameEqual(
+        bronze,
+        [
+            ("w-1", topic, 0, 0, "2026-10-01T12:34:56.123+01:00"),
+            ("w-2", topic, 0, 2, "2026-10-01T12:40:00Z"),
+            ("w-5", topic, 1, 2, "2026-10-01T13:05:00Z"),
+        ],
+    )
     # one audit row for the batch: 7 messages, w-1's repeat (p0 offset 3) dropped by the query's
     # de-duplication before the batch, so read 6 = loaded 3 (w-1, w-2, w-5) + quarantined 3
     kafka_file = f"kafka://{topic}"
     expected_audit = [("web_events", kafka_file, f"{first.name}:0", 6, 3, 3, 0, 0)]
     assert audit(ctx) == expected_audit
     # the login w-2 of device d-1 is also a customer record, keyed as the batch ingest keys it
-    record_columns = ["record_id", "source", "source_record_id", "email", "customer_number", "device_ids",
-                      "updated_at", "first_name", "phone", "crm_id"]
-    expected_records = [("web:d-1", "web", "d-1", "ada@example.com", "S0001", ["d-1"],
-                         datetime(2026, 10, 1, 12, 40, tzinfo=timezone.utc), None, None, None)]
+    record_columns = [
+        "record_id",
+        "source",
+        "source_record_id",
+        "email",
+        "customer_number",
+        "device_ids",
+        "updated_at",
+        "first_name",
+        "phone",
+        "crm_id",
+    ]
+    expected_records = [
+        (
+            "web:d-1",
+            "web",
+            "d-1",
+            "ada@example.com",
+            "S0001",
+            ["d-1"],
+            datetime(2026, 10, 1, 12, 40, tzinfo=timezone.utc),
+            None,
+            None,
+            None,
+        )
+    ]
     assert delta_rows(ctx.tables, "silver.customer_records", record_columns) == expected_records
 
     # restart from the same checkpoint: only the new messages are read, the re-delivered w-2
     # (same event id, new offset) is dropped by the query's de-duplication state
     more = [
-        web("w-6", "checkout", "2026-10-01T14:00:00Z", anonymous_id="d-2"),                              # p0 offset 4
-        web("w-2", "login", "2026-10-01T12:40:00Z", anonymous_id="d-1",
-            user={"email": " Ada@Example.COM ", "customer_no": "S0001"}),                                # p0 offset 5
-        "",                                                                                                # p0 offset 6
+        web("w-6", "checkout", "2026-10-01T14:00:00Z", anonymous_id="d-2"),  # p0 offset 4
+        web(
+            "w-2",
+            "login",
+            "2026-10-01T12:40:00Z",
+            anonymous_id="d-1",
+            user={"email": " Ada@Example.COM ", "customer_no": "S0001"},
+        ),  # p0 offset 5
+        "",  # p0 offset 6
     ]
     produce_messages(spark, kafka_broker, topic, more, partition=0)
     assert run_available_now(ctx, kafka_broker, topic, "web_events").name == first.name
@@ -152,8 +201,9 @@ def test_web_events_good_bad_duplicate_restart_and_redelivery(spark, project, ka
     assert {n: ctx.tables.version(spark, n) for n in versions} == versions
     # the re-read login w-2 (same updated_at) leaves its record as it was, stamps included (the
     # upsert may commit a version that changes no row)
-    assert delta_rows(ctx.tables, "silver.customer_records", [*record_columns, "run_id", "ingested_at"]) \
-        == stamped_records
+    assert (
+        delta_rows(ctx.tables, "silver.customer_records", [*record_columns, "run_id", "ingested_at"]) == stamped_records
+    )
     # the audit has a row per batch that held messages: batch 1 held none (Spark ran it to move
     # the watermark) and wrote none; the restart's batch 2 read w-6 and the blank message (the
     # re-delivered w-2 was dropped by the query's state); the second consumer read all 10
@@ -167,16 +217,25 @@ def test_web_events_good_bad_duplicate_restart_and_redelivery(spark, project, ka
 
 
 def email(event_id: str, event_type: str, address: str, occurred_at: str, **extra) -> str:
-    return json.dumps({"event_id": event_id, "event_type": event_type, "email": address,
-                       "occurred_at": occurred_at, "campaign_id": "c-9", **extra})
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "email": address,
+            "occurred_at": occurred_at,
+            "campaign_id": "c-9",
+            **extra,
+        }
+    )
 
 
-def test_email_events_batch_replayed_after_a_crash_is_written_once(spark, project, kafka_broker,
-                                                                   kafka_topic_factory, monkeypatch):
+def test_email_events_batch_replayed_after_a_crash_is_written_once(
+    spark, project, kafka_broker, kafka_topic_factory, monkeypatch
+):
     topic = kafka_topic_factory("email")
     ctx = JobContext.create(project, spark)
     messages = [
-        email("e-1", "open", "Bob@Example.com", "2026-10-02T08:00:00Z"),                  # offset 0
+        email("e-1", "open", "Bob@Example.com", "2026-10-02T08:00:00Z"),  # offset 0
         email("e-2", "bounce", "bob@@example.com", "2026-10-02T08:01:00Z", bounce_type="HARD"),  # 1
         email("e-3", "bounce", "carol@example.com", "2026-10-02T08:02:00Z", bounce_type="HARD"),  # 2
         email("e-4", "click", "carol@example.com", "not a time", url="https://x.test/a"),  # 3
@@ -190,6 +249,7 @@ def test_email_events_batch_replayed_after_a_crash_is_written_once(spark, projec
             if name == table:
                 raise RuntimeError(f"simulated crash before the {table} commit")
             return real_insert(ctx_, df, name, **kwargs)
+
         return insert
 
     def crash_after(table: str):
@@ -198,12 +258,14 @@ def test_email_events_batch_replayed_after_a_crash_is_written_once(spark, projec
             if name == table:
                 raise RuntimeError(f"simulated crash after the {table} commit")
             return inserted
+
         return insert
 
     def run_until_crash(crashing_insert, message: str) -> str:
         monkeypatch.setattr(stream, "insert_new_rows", crashing_insert)
-        query = start_kafka_stream(ctx, bootstrap_servers=kafka_broker, topic=topic,
-                                   source="email_events", trigger="available_now")
+        query = start_kafka_stream(
+            ctx, bootstrap_servers=kafka_broker, topic=topic, source="email_events", trigger="available_now"
+        )
         with pytest.raises(Exception, match=message):
             query.awaitTermination()
         monkeypatch.setattr(stream, "insert_new_rows", real_insert)
@@ -217,8 +279,10 @@ def test_email_events_batch_replayed_after_a_crash_is_written_once(spark, projec
 
     # restart: the batch is replayed with the same offsets and written whole, but the process
     # dies after the audit commit, before the checkpoint records the batch as done
-    assert run_until_crash(crash_after("ops.ingest_audit"), "simulated crash after the ops.ingest_audit commit") \
+    assert (
+        run_until_crash(crash_after("ops.ingest_audit"), "simulated crash after the ops.ingest_audit commit")
         == query_name
+    )
     # read 4 = loaded 2 (e-1, e-3) + quarantined 2 (e-2 bad email, e-4 bad time)
     expected_audit = [("email_events", f"kafka://{topic}", f"{query_name}:0", 4, 2, 2, 0, 0)]
     assert audit(ctx) == expected_audit
@@ -232,14 +296,20 @@ def test_email_events_batch_replayed_after_a_crash_is_written_once(spark, projec
     events = ctx.tables.read(spark, "silver.events").select(
         "event_id", "event_type", "email", "bounce_type", "campaign_id", "channel", "source"
     )
-    assertDataFrameEqual(events, [
-        ("e-1", "email_open", "bob@example.com", None, "c-9", "email", "email_events"),
-        ("e-3", "email_bounce", "carol@example.com", "hard", "c-9", "email", "email_events"),
-    ])
-    assertDataFrameEqual(quarantine(ctx, "email_events").select("kafka_offset", "reasons"), [
-        (1, ["INVALID_EMAIL"]),
-        (3, ["INVALID_TIMESTAMP"]),
-    ])
+    assertDataFrameEqual(
+        events,
+        [
+            ("e-1", "email_open", "bob@example.com", None, "c-9", "email", "email_events"),
+            ("e-3", "email_bounce", "carol@example.com", "hard", "c-9", "email", "email_events"),
+        ],
+    )
+    assertDataFrameEqual(
+        quarantine(ctx, "email_events").select("kafka_offset", "reasons"),
+        [
+            (1, ["INVALID_EMAIL"]),
+            (3, ["INVALID_TIMESTAMP"]),
+        ],
+    )
     assertDataFrameEqual(
         ctx.tables.read(spark, "bronze.email_events").select("event_id", "_kafka_offset"),
         [("e-1", 0), ("e-3", 2)],
@@ -273,20 +343,32 @@ def test_a_micro_batch_whose_counts_do_not_add_up_fails_before_its_audit_row(spa
 
 
 def test_processing_time_trigger_runs_until_stopped_and_refuses_a_person_erased_meanwhile(
-        spark, project, kafka_broker, kafka_topic_factory):
+    spark, project, kafka_broker, kafka_topic_factory
+):
     from lakecdp.erasure import erase_person
 
     topic = kafka_topic_factory("web-continuous")
     ctx = JobContext.create(project, spark)
-    query = start_kafka_stream(ctx, bootstrap_servers=kafka_broker, topic=topic,
-                               source="web_events", trigger="1 second")
+    query = start_kafka_stream(
+        ctx, bootstrap_servers=kafka_broker, topic=topic, source="web_events", trigger="1 second"
+    )
     try:
-        produce_messages(spark, kafka_broker, topic, [
-            web("w-10", "purchase", "2026-10-03T09:00:00Z", order_id="O1", price=20),
-            # Eve logs in on device d-9: the customer record erasure finds her by
-            web("w-11", "login", "2026-10-03T09:01:00Z", anonymous_id="d-9",
-                user={"email": "eve@example.com", "customer_no": "S0009"}),
-        ])
+        produce_messages(
+            spark,
+            kafka_broker,
+            topic,
+            [
+                web("w-10", "purchase", "2026-10-03T09:00:00Z", order_id="O1", price=20),
+                # Eve logs in on device d-9: the customer record erasure finds her by
+                web(
+                    "w-11",
+                    "login",
+                    "2026-10-03T09:01:00Z",
+                    anonymous_id="d-9",
+                    user={"email": "eve@example.com", "customer_no": "S0009"},
+                ),
+            ],
+        )
         query.processAllAvailable()
         assert query.isActive
         assertDataFrameEqual(
@@ -299,18 +381,26 @@ def test_processing_time_trigger_runs_until_stopped_and_refuses_a_person_erased_
         # Eve is erased while the query runs; her browser and her shop account keep sending
         erase_person(JobContext.create(project, spark, run_id="erase-1"), email="eve@example.com")
         audit_before = audit(ctx)
-        produce_messages(spark, kafka_broker, topic, [
-            web("w-12", "page_view", "2026-10-03T10:00:00Z", user={"email": " EVE@Example.com "}),  # her email
-            web("w-13", "page_view", "2026-10-03T10:01:00Z", anonymous_id="d-9"),                   # her device
-            web("w-14", "login", "2026-10-03T10:02:00Z", anonymous_id="d-9",
-                user={"email": "eve@example.com"}),                                                  # her login
-            web("w-15", "add_to_cart", "2026-10-03T10:03:00Z", price="abc",
-                user={"customer_no": "S0009"}),                           # her shop id; invalid, yet not quarantined
-            web("w-16", "login", "2026-10-03T10:04:00Z", anonymous_id="d-7",
-                user={"email": "finn@example.com"}),                                                 # Finn
-            web("w-17", "page_view", "2026-10-03T10:05:00Z", anonymous_id="d-7"),                   # Finn's device
-            "{not json",
-        ])
+        produce_messages(
+            spark,
+            kafka_broker,
+            topic,
+            [
+                web("w-12", "page_view", "2026-10-03T10:00:00Z", user={"email": " EVE@Example.com "}),  # her email
+                web("w-13", "page_view", "2026-10-03T10:01:00Z", anonymous_id="d-9"),  # her device
+                web(
+                    "w-14", "login", "2026-10-03T10:02:00Z", anonymous_id="d-9", user={"email": "eve@example.com"}
+                ),  # her login
+                web(
+                    "w-15", "add_to_cart", "2026-10-03T10:03:00Z", price="abc", user={"customer_no": "S0009"}
+                ),  # her shop id; invalid, yet not quarantined
+                web(
+                    "w-16", "login", "2026-10-03T10:04:00Z", anonymous_id="d-7", user={"email": "finn@example.com"}
+                ),  # Finn
+                web("w-17", "page_view", "2026-10-03T10:05:00Z", anonymous_id="d-7"),  # Finn's device
+                "{not json",
+            ],
+        )
         query.processAllAvailable()
         assert query.isActive
     finally:
@@ -318,10 +408,14 @@ def test_processing_time_trigger_runs_until_stopped_and_refuses_a_person_erased_
 
     # Finn's events and login load, Eve's four messages are nowhere (her w-11 went with the erasure)
     assert delta_rows(ctx.tables, "silver.events", ["event_id", "email", "device_id"]) == [
-        ("w-10", None, None), ("w-16", "finn@example.com", "d-7"), ("w-17", None, "d-7"),
+        ("w-10", None, None),
+        ("w-16", "finn@example.com", "d-7"),
+        ("w-17", None, "d-7"),
     ]
     assert delta_rows(ctx.tables, "bronze.web_events", ["event_id", "anonymous_id"]) == [
-        ("w-10", None), ("w-16", "d-7"), ("w-17", "d-7"),
+        ("w-10", None),
+        ("w-16", "d-7"),
+        ("w-17", "d-7"),
     ]
     assert delta_rows(ctx.tables, "quarantine.web_events", ["raw", "reasons"]) == [("{not json", ["MALFORMED_LINE"])]
     assert delta_rows(ctx.tables, "silver.customer_records", ["record_id", "email", "device_ids"]) == [
@@ -349,14 +443,14 @@ def test_bad_stream_definitions_name_the_problem(spark, project):
 def test_streaming_config_loads_and_errors_name_file_and_field(tmp_path):
     config = stream.load_streaming_config(Path(__file__).resolve().parents[1] / "conf")
     assert [(s.source, s.topic) for s in config.streams] == [
-        ("web_events", "lakecdp.web_events"), ("email_events", "lakecdp.email_events")
+        ("web_events", "lakecdp.web_events"),
+        ("email_events", "lakecdp.email_events"),
     ]
     assert config.kafka.starting_offsets == "earliest"
     assert parse_trigger(config.trigger) == {"processingTime": "10 seconds"}
 
     (tmp_path / "streaming.yaml").write_text(
-        "version: 1\nkafka: {bootstrap_servers: 'localhost'}\n"
-        "streams: [{source: crm, topic: x}]\ntrigger: often\n"
+        "version: 1\nkafka: {bootstrap_servers: 'localhost'}\nstreams: [{source: crm, topic: x}]\ntrigger: often\n"
     )
     with pytest.raises(ConfigError) as error:
         stream.load_streaming_config(tmp_path)
@@ -374,15 +468,17 @@ def test_streaming_config_loads_and_errors_name_file_and_field(tmp_path):
         ("crm", "source 'crm' cannot be streamed from Kafka: it loads customer_records; a stream writes events only"),
         ("nowhere", "no source named 'nowhere' in conf/sources"),
     ):
-        (tmp_path / "streaming.yaml").write_text(f"version: 1\nstreams: [{{source: web_events, topic: w}}, "
-                                                 f"{{source: {source}, topic: x}}]\n")
+        (tmp_path / "streaming.yaml").write_text(
+            f"version: 1\nstreams: [{{source: web_events, topic: w}}, {{source: {source}, topic: x}}]\n"
+        )
         with pytest.raises(ConfigError) as error:
             stream.load_streaming_config(tmp_path)
         assert str(error.value) == f"{tmp_path / 'streaming.yaml'}: streams[1].source: {reason}"
 
 
-def test_stream_events_job_runs_both_configured_streams_available_now(spark, tmp_path, kafka_broker,
-                                                                     kafka_topic_factory):
+def test_stream_events_job_runs_both_configured_streams_available_now(
+    spark, tmp_path, kafka_broker, kafka_topic_factory
+):
     import importlib.util
     import shutil
 
@@ -401,8 +497,9 @@ def test_stream_events_job_runs_both_configured_streams_available_now(spark, tmp
         f"  - {{source: email_events, topic: {email_topic}}}\n"
     )
     produce_messages(spark, kafka_broker, web_topic, [web("w-20", "login", "2026-10-04T10:00:00Z")])
-    produce_messages(spark, kafka_broker, email_topic,
-                     [email("e-20", "click", "dan@example.com", "2026-10-04T10:01:00Z")])
+    produce_messages(
+        spark, kafka_broker, email_topic, [email("e-20", "click", "dan@example.com", "2026-10-04T10:01:00Z")]
+    )
 
     spec = importlib.util.spec_from_file_location("stream_events_job", repo / "jobs" / "stream_events.py")
     job = importlib.util.module_from_spec(spec)
@@ -412,9 +509,13 @@ def test_stream_events_job_runs_both_configured_streams_available_now(spark, tmp
     # both queries wrote the one silver.events table (concurrent MERGEs retried on conflict)
     tables = Tables(load_project(conf, env="local"))
     events = tables.read(spark, "silver.events")
-    assertDataFrameEqual(events.select("event_id", "event_type", "channel"), [
-        ("w-20", "login", "web"), ("e-20", "email_click", "email"),
-    ])
+    assertDataFrameEqual(
+        events.select("event_id", "event_type", "channel"),
+        [
+            ("w-20", "login", "web"),
+            ("e-20", "email_click", "email"),
+        ],
+    )
     # and the one audit table, a row each (their first batch); a login without an anonymous id
     # is no customer record
     assert delta_rows(tables, "ops.ingest_audit", AUDIT_COLUMNS[:2] + AUDIT_COLUMNS[3:]) == [
@@ -436,17 +537,20 @@ def test_a_source_loaded_from_files_then_streamed_keeps_both(spark, project, kaf
     ingest(ctx, only=["web_events"])
 
     topic = kafka_topic_factory("web-after-files")
-    produce_messages(spark, kafka_broker, topic, [web("w-2", "product_view", "2026-10-02T09:00:00Z",
-                                                      product_id="P1", price=5)])
+    produce_messages(
+        spark, kafka_broker, topic, [web("w-2", "product_view", "2026-10-02T09:00:00Z", product_id="P1", price=5)]
+    )
     query = run_available_now(ctx, kafka_broker, topic, "web_events")
 
     assertDataFrameEqual(
-        ctx.tables.read(spark, "bronze.web_events").select("event_id", "_source_file", "_line", "_kafka_topic",
-                                                          "_kafka_offset"),
+        ctx.tables.read(spark, "bronze.web_events").select(
+            "event_id", "_source_file", "_line", "_kafka_topic", "_kafka_offset"
+        ),
         [("w-1", "web_events/web_events_0.jsonl", 1, None, None), ("w-2", None, None, topic, 0)],
     )
-    assertDataFrameEqual(ctx.tables.read(spark, "silver.events").select("event_id", "value"),
-                         [("w-1", None), ("w-2", 5.0)])
+    assertDataFrameEqual(
+        ctx.tables.read(spark, "silver.events").select("event_id", "value"), [("w-1", None), ("w-2", 5.0)]
+    )
     # the file's audit row and the micro-batch's share the table
     assert audit(ctx) == [
         ("web_events", f"kafka://{topic}", f"{query.name}:0", 1, 1, 0, 0, 0),

@@ -36,9 +36,22 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     for folder in ("lib", "tests", "bench"):
         shutil.copytree(REPO_ROOT / folder, source / folder, ignore=ignore)
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir",
-         "-q", "-w", str(root / "dist"), str(source)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-cache-dir",
+            "-q",
+            "-w",
+            str(root / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     wheels = list((root / "dist").glob("lakecdp-*.whl"))
@@ -69,7 +82,8 @@ def test_no_test_support_module_is_in_the_wheel(wheel):
 def test_every_library_module_is_in_the_wheel(wheel):
     checkout = {
         "lakecdp/" + p.relative_to(REPO_ROOT / "lib" / "lakecdp").as_posix()
-        for p in (REPO_ROOT / "lib" / "lakecdp").rglob("*.py") if "__pycache__" not in p.parts
+        for p in (REPO_ROOT / "lib" / "lakecdp").rglob("*.py")
+        if "__pycache__" not in p.parts
     }
     assert _modules(wheel) == checkout
     # the package says it is typed, and the demo's receiver (a user feature) ships

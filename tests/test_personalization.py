@@ -24,9 +24,18 @@ CONFIG = PersonalizationConfig(
 
 def _row(**overrides):
     row = {
-        "customer_id": "c1", "first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com",
-        "city": "London", "country": "GB", "lifecycle_stage": "active", "total_spent": 120.0,
-        "cart_value": None, "cart_product_ids": None, "segment_keys": {}, "named_recommendations": [],
+        "customer_id": "c1",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": "ada@example.com",
+        "city": "London",
+        "country": "GB",
+        "lifecycle_stage": "active",
+        "total_spent": 120.0,
+        "cart_value": None,
+        "cart_product_ids": None,
+        "segment_keys": {},
+        "named_recommendations": [],
     }
     row.update(overrides)
     return row
@@ -102,9 +111,7 @@ def test_variants_are_deterministic_with_holdout():
     # points from sha256("welcome:<id>")[:8] / 16**8 * 100, worked out with sha256sum:
     # c1 -> 980ec8dc = 59.40 -> (59.40-10)/90 = 0.55 -> B; c2 -> 10842974 = 6.45 -> holdout;
     # c4 -> 2ce60433 = 17.54 -> 0.08 -> A; c5 -> fb5439af = 98.18 -> B
-    assert [assign_variant(c, "welcome", campaign) for c in ("c1", "c2", "c4", "c5")] == [
-        "B", "holdout", "A", "B"
-    ]
+    assert [assign_variant(c, "welcome", campaign) for c in ("c1", "c2", "c4", "c5")] == ["B", "holdout", "A", "B"]
     # another campaign shuffles people independently; the same pair never changes
     assert assign_variant("c1", "welcome", campaign) == "B"
     counts = {"A": 0, "B": 0, "holdout": 0}
@@ -123,8 +130,9 @@ def test_validation_reports_line_numbers(tmp_path):
         encoding="utf-8",
     )
     (tmp_path / "blocks" / "bad.txt").write_text("ok\n{{ 1 + }}\n", encoding="utf-8")
-    (tmp_path / "good.txt").write_text("Hi {{ first_name | fallback('friend') }}\nBye {{ last_name }}\n",
-                                       encoding="utf-8")
+    (tmp_path / "good.txt").write_text(
+        "Hi {{ first_name | fallback('friend') }}\nBye {{ last_name }}\n", encoding="utf-8"
+    )
     contexts = [{"customer_id": "c1", "first_name": "Ada"}, {"customer_id": "c2"}]
 
     report = validate_templates(TemplateEngine(tmp_path), contexts)
@@ -149,8 +157,15 @@ def test_validation_reports_line_numbers(tmp_path):
 def test_repository_templates_validate_and_point_into_blocks():
     contexts = [
         template_context(_row(segment_keys={"vip": []}), CONFIG, campaign_id="welcome"),
-        template_context(_row(customer_id="c2", first_name=None, named_recommendations=[
-            {"rank": 0, "product_id": "P1", "name": None, "confidence": 0.9}]), CONFIG, campaign_id="welcome"),
+        template_context(
+            _row(
+                customer_id="c2",
+                first_name=None,
+                named_recommendations=[{"rank": 0, "product_id": "P1", "name": None, "confidence": 0.9}],
+            ),
+            CONFIG,
+            campaign_id="welcome",
+        ),
     ]
     report = validate_templates(TemplateEngine(REPO_TEMPLATES), contexts)
     assert report.ok

@@ -22,23 +22,54 @@ AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
 AS_OF_1 = AS_OF + timedelta(days=7)
 PEOPLE = 300
 # higher rates than conf/sample.yaml so that 300 people carry every kind of dirt
-CONFIG = SampleConfig.model_validate({
-    "version": 1,
-    "products": 60,
-    "dirt": {"typo": 0.04, "nickname": 0.10, "swapped_name": 0.02, "missing_field": 0.10,
-             "changed_email": 0.08, "changed_address": 0.05, "email_variant": 0.15,
-             "junk_identifier": 0.05},
-    "defects": {"malformed_line": 0.02, "wrong_field_count": 0.02, "missing_required": 0.02,
-                "invalid_timestamp": 0.02, "invalid_type": 0.02, "invalid_email": 0.02,
-                "invalid_date": 0.02, "impossible_date": 0.02, "field_too_long": 0.02,
-                "bad_encoding": 0.02, "duplicate_event": 0.02, "late_event": 0.3},
-    "increments": {"days": 7, "new_people": 0.05, "crm_changes": 0.2},
-})
+CONFIG = SampleConfig.model_validate(
+    {
+        "version": 1,
+        "products": 60,
+        "dirt": {
+            "typo": 0.04,
+            "nickname": 0.10,
+            "swapped_name": 0.02,
+            "missing_field": 0.10,
+            "changed_email": 0.08,
+            "changed_address": 0.05,
+            "email_variant": 0.15,
+            "junk_identifier": 0.05,
+        },
+        "defects": {
+            "malformed_line": 0.02,
+            "wrong_field_count": 0.02,
+            "missing_required": 0.02,
+            "invalid_timestamp": 0.02,
+            "invalid_type": 0.02,
+            "invalid_email": 0.02,
+            "invalid_date": 0.02,
+            "impossible_date": 0.02,
+            "field_too_long": 0.02,
+            "bad_encoding": 0.02,
+            "duplicate_event": 0.02,
+            "late_event": 0.3,
+        },
+        "increments": {"days": 7, "new_people": 0.05, "crm_changes": 0.2},
+    }
+)
 CRM_FILE, SHOP_FILE = "crm/crm_customers_{n}.csv", "shop_customers/customers_{n}.jsonl"
 ORDERS_FILE, WEB_FILE = "shop_orders/orders_{n}.jsonl", "web_events/web_events_{n}.jsonl"
 EMAIL_FILE, THIRD_FILE = "email_events/email_events_{n}.csv", "third_party/enrichment_{n}.parquet"
-CRM_HEADER = ["CustomerID", "FirstName", "LastName", "Email", "Phone", "DOB", "Street", "PostCode", "Town",
-              "Country", "EmailOptIn", "LastModified"]
+CRM_HEADER = [
+    "CustomerID",
+    "FirstName",
+    "LastName",
+    "Email",
+    "Phone",
+    "DOB",
+    "Street",
+    "PostCode",
+    "Town",
+    "Country",
+    "EmailOptIn",
+    "LastModified",
+]
 EMAIL_HEADER = ["event_id", "event_type", "email", "campaign_id", "occurred_at", "bounce_type", "url"]
 VALID_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 JUNK_EMAILS = {"test@test.com", "noemail@example.com", "none@none.com"}
@@ -50,10 +81,26 @@ def world(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("sample")
     runs = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        runs[name] = generate(spark, landing=root / name / "landing", labels=root / name / "labels",
-                              people=PEOPLE, seed=seed, increment=0, as_of=AS_OF, config=CONFIG)
-    runs["a1"] = generate(spark, landing=root / "a" / "landing", labels=root / "a" / "labels",
-                          people=PEOPLE, seed=7, increment=1, as_of=AS_OF_1, config=CONFIG)
+        runs[name] = generate(
+            spark,
+            landing=root / name / "landing",
+            labels=root / name / "labels",
+            people=PEOPLE,
+            seed=seed,
+            increment=0,
+            as_of=AS_OF,
+            config=CONFIG,
+        )
+    runs["a1"] = generate(
+        spark,
+        landing=root / "a" / "landing",
+        labels=root / "a" / "labels",
+        people=PEOPLE,
+        seed=7,
+        increment=1,
+        as_of=AS_OF_1,
+        config=CONFIG,
+    )
     return root, runs
 
 
@@ -97,10 +144,19 @@ def test_same_seed_writes_identical_bytes_and_another_seed_differs(world):
     root, runs = world
     a0 = {k: v for k, v in _files(root / "a" / "landing").items() if k.endswith(("_0.csv", "_0.jsonl", "_0.parquet"))}
     b0 = _files(root / "b" / "landing")
-    assert sorted(a0) == sorted(b0) == [
-        CRM_FILE.format(n=0), EMAIL_FILE.format(n=0), "products/products_0.csv", SHOP_FILE.format(n=0),
-        ORDERS_FILE.format(n=0), THIRD_FILE.format(n=0), WEB_FILE.format(n=0),
-    ]
+    assert (
+        sorted(a0)
+        == sorted(b0)
+        == [
+            CRM_FILE.format(n=0),
+            EMAIL_FILE.format(n=0),
+            "products/products_0.csv",
+            SHOP_FILE.format(n=0),
+            ORDERS_FILE.format(n=0),
+            THIRD_FILE.format(n=0),
+            WEB_FILE.format(n=0),
+        ]
+    )
     assert a0 == b0
     for label in ("entities_0.csv", "planted_0.csv", "people_0.csv"):
         assert (root / "a" / "labels" / label).read_bytes() == (root / "b" / "labels" / label).read_bytes()
@@ -117,8 +173,9 @@ def test_labels_are_outside_landing_and_generate_checks_arguments(spark, tmp_pat
     with pytest.raises(ValueError, match="people must be at least 1, got 0"):
         generate(spark, landing=landing, labels=tmp_path / "l", people=0, seed=1, as_of=AS_OF, config=CONFIG)
     with pytest.raises(ValueError, match="as_of must carry a time zone"):
-        generate(spark, landing=landing, labels=tmp_path / "l", people=5, seed=1,
-                 as_of=datetime(2026, 11, 1), config=CONFIG)
+        generate(
+            spark, landing=landing, labels=tmp_path / "l", people=5, seed=1, as_of=datetime(2026, 11, 1), config=CONFIG
+        )
     assert not landing.exists()
 
 
@@ -177,8 +234,11 @@ def _check_defect(defect: str, source: str, raw: bytes | dict, header: list[str]
             return row["ext_id"] is None
         if defect == "FIELD_TOO_LONG":
             return len(row["full_name"]) > 200
-        parsed = None if _fails(lambda v: datetime.strptime(v, "%Y%m%d"), row["dob"]) else \
-            datetime.strptime(row["dob"], "%Y%m%d").date()
+        parsed = (
+            None
+            if _fails(lambda v: datetime.strptime(v, "%Y%m%d"), row["dob"])
+            else datetime.strptime(row["dob"], "%Y%m%d").date()
+        )
         return parsed is None if defect == "INVALID_DATE" else (parsed.year <= 1900 or parsed > AS_OF.date())
     if defect == "BAD_ENCODING":
         return _fails(lambda b: b.decode("utf-8"), raw)
@@ -187,8 +247,11 @@ def _check_defect(defect: str, source: str, raw: bytes | dict, header: list[str]
         if defect == "MALFORMED_LINE":
             return _fails(json.loads, text)
         obj = json.loads(text)
-        required = {"shop_customers": ("customer_no", "updated_at"), "shop_orders": ("order_id", "ordered_at", "total"),
-                    "web_events": ("event_id", "event_type", "ts")}[source]
+        required = {
+            "shop_customers": ("customer_no", "updated_at"),
+            "shop_orders": ("order_id", "ordered_at", "total"),
+            "web_events": ("event_id", "event_type", "ts"),
+        }[source]
         stamp = {"shop_customers": "updated_at", "shop_orders": "ordered_at", "web_events": "ts"}[source]
         if defect == "MISSING_REQUIRED":
             return any(obj.get(field) is None for field in required)
@@ -244,8 +307,13 @@ def test_every_planted_row_really_carries_its_defect_and_clean_rows_parse(world)
     landing = root / "a" / "landing"
     planted = _planted(root)
     headers = {"crm": CRM_HEADER, "email_events": EMAIL_HEADER}
-    files = {"crm": CRM_FILE, "shop_customers": SHOP_FILE, "shop_orders": ORDERS_FILE, "web_events": WEB_FILE,
-             "email_events": EMAIL_FILE}
+    files = {
+        "crm": CRM_FILE,
+        "shop_customers": SHOP_FILE,
+        "shop_orders": ORDERS_FILE,
+        "web_events": WEB_FILE,
+        "email_events": EMAIL_FILE,
+    }
     seen: dict[str, set[str]] = defaultdict(set)
     for source, pattern in files.items():
         name = pattern.format(n=0)
@@ -273,7 +341,7 @@ def test_every_planted_row_really_carries_its_defect_and_clean_rows_parse(world)
             seen[source].add(label["defect"])
             if label["defect"] == "DUPLICATE":
                 assert label["expected"] == "duplicate"
-                assert label["record_key"] in ids_so_far and raw in lines[:number - 1], (name, number)
+                assert label["record_key"] in ids_so_far and raw in lines[: number - 1], (name, number)
                 continue
             assert _check_defect(label["defect"], source, raw, header), (name, number, label, raw[:200])
             try:
@@ -289,12 +357,25 @@ def test_every_planted_row_really_carries_its_defect_and_clean_rows_parse(world)
             seen["third_party"].add(label["defect"])
             assert _check_defect(label["defect"], "third_party", row, None), (number, label, row)
     assert {code for codes in seen.values() for code in codes} == {
-        "MALFORMED_LINE", "WRONG_FIELD_COUNT", "MISSING_REQUIRED", "INVALID_TIMESTAMP", "INVALID_TYPE",
-        "INVALID_EMAIL", "INVALID_DATE", "IMPOSSIBLE_DATE", "FIELD_TOO_LONG", "BAD_ENCODING", "DUPLICATE",
+        "MALFORMED_LINE",
+        "WRONG_FIELD_COUNT",
+        "MISSING_REQUIRED",
+        "INVALID_TIMESTAMP",
+        "INVALID_TYPE",
+        "INVALID_EMAIL",
+        "INVALID_DATE",
+        "IMPOSSIBLE_DATE",
+        "FIELD_TOO_LONG",
+        "BAD_ENCODING",
+        "DUPLICATE",
     }
-    expected_outcome = {("crm", "INVALID_EMAIL"): "warning", ("email_events", "INVALID_EMAIL"): "quarantine",
-                        ("crm", "INVALID_DATE"): "warning", ("crm", "BAD_ENCODING"): "quarantine",
-                        ("shop_orders", "INVALID_TYPE"): "quarantine"}
+    expected_outcome = {
+        ("crm", "INVALID_EMAIL"): "warning",
+        ("email_events", "INVALID_EMAIL"): "quarantine",
+        ("crm", "INVALID_DATE"): "warning",
+        ("crm", "BAD_ENCODING"): "quarantine",
+        ("shop_orders", "INVALID_TYPE"): "quarantine",
+    }
     for label in planted.values():
         if (label["source"], label["defect"]) in expected_outcome:
             assert label["expected"] == expected_outcome[(label["source"], label["defect"])], label
@@ -324,12 +405,14 @@ def test_measured_dirt_rates_match_configured_rates(world):
 
     # configured: junk 0.05, case/whitespace variant 0.15, missing 0.10 (one draw: exclusive)
     assert share(lambda e: e in JUNK_EMAILS, emails) == pytest.approx(0.05, abs=0.04)
-    assert share(lambda e: e is not None and e not in JUNK_EMAILS and e != e.strip().lower(), emails) == \
-        pytest.approx(0.15, abs=0.06)
+    assert share(lambda e: e is not None and e not in JUNK_EMAILS and e != e.strip().lower(), emails) == pytest.approx(
+        0.15, abs=0.06
+    )
     assert share(lambda e: e is None, emails) == pytest.approx(0.10, abs=0.05)
     assert share(lambda p: p is None, phones) == pytest.approx(0.10, abs=0.05)
-    assert share(lambda p: p in {"0000000000", "n/a", "00000 000000", "1234567890"}, phones) == \
-        pytest.approx(0.05, abs=0.04)
+    assert share(lambda p: p in {"0000000000", "n/a", "00000 000000", "1234567890"}, phones) == pytest.approx(
+        0.05, abs=0.04
+    )
     # planted defects: crm can carry 9 kinds at 0.02 each, shop customers 6 kinds
     crm_defects = sum(1 for key in planted if key[0] == CRM_FILE.format(n=0))
     assert crm_defects / (len(crm_lines) - 1) == pytest.approx(0.18, abs=0.07)
@@ -340,20 +423,21 @@ def test_measured_dirt_rates_match_configured_rates(world):
 def test_households_share_surname_and_address(world):
     root, _ = world
     landing = root / "a" / "landing"
-    household_of = {r["source_record_id"]: r["household_id"] for r in _labels(root, "entities_0.csv")
-                    if r["source"] == "crm"}
-    person_of = {r["source_record_id"]: r["person_id"] for r in _labels(root, "entities_0.csv")
-                 if r["source"] == "crm"}
+    household_of = {
+        r["source_record_id"]: r["household_id"] for r in _labels(root, "entities_0.csv") if r["source"] == "crm"
+    }
+    person_of = {r["source_record_id"]: r["person_id"] for r in _labels(root, "entities_0.csv") if r["source"] == "crm"}
     planted = _planted(root)
     records = []
     for number, raw in enumerate(_lines(landing / CRM_FILE.format(n=0))[1:], start=2):
         if (CRM_FILE.format(n=0), number) not in planted:
             row = dict(zip(CRM_HEADER, _csv_row(raw)))
-            records.append((household_of[row["CustomerID"]], person_of[row["CustomerID"]],
-                            (row["LastName"], row["PostCode"])))
+            records.append(
+                (household_of[row["CustomerID"]], person_of[row["CustomerID"]], (row["LastName"], row["PostCode"]))
+            )
     same, same_agree, other, other_agree = 0, 0, 0, 0
     for i, (hh_a, person_a, key_a) in enumerate(records):
-        for hh_b, person_b, key_b in records[i + 1:]:
+        for hh_b, person_b, key_b in records[i + 1 :]:
             if person_a == person_b:
                 continue
             if hh_a == hh_b:
@@ -373,10 +457,17 @@ def test_planted_behaviours_are_in_the_events(world):
     landing = root / "a" / "landing"
     behaviours = {r["person_id"]: r["behaviour"] for r in _labels(root, "people_0.csv") if r["behaviour"]}
     kinds = Counter(b.split(":")[0] for b in behaviours.values())
-    assert set(kinds) == {"high_spender_recent", "cart_abandoner", "repeat_browser", "churn_risk",
-                          "unsubscribed", "hard_bounced"}
-    device_person = {r["source_record_id"]: r["person_id"] for r in _labels(root, "entities_0.csv")
-                     if r["source"] == "web_events"}
+    assert set(kinds) == {
+        "high_spender_recent",
+        "cart_abandoner",
+        "repeat_browser",
+        "churn_risk",
+        "unsubscribed",
+        "hard_bounced",
+    }
+    device_person = {
+        r["source_record_id"]: r["person_id"] for r in _labels(root, "entities_0.csv") if r["source"] == "web_events"
+    }
     planted = _planted(root)
     views: dict[str, Counter] = defaultdict(Counter)
     carts: dict[str, datetime] = {}
@@ -409,9 +500,11 @@ def test_planted_behaviours_are_in_the_events(world):
             assert last_seen[person] < AS_OF - timedelta(days=90), person
     # nobody else added to a cart in the last six hours
     assert {p for p in carts} <= {p for p, b in behaviours.items() if b == "cart_abandoner"}
-    mails = [dict(zip(EMAIL_HEADER, _csv_row(raw))) for number, raw in
-             enumerate(_lines(landing / EMAIL_FILE.format(n=0))[1:], start=2)
-             if (EMAIL_FILE.format(n=0), number) not in planted]
+    mails = [
+        dict(zip(EMAIL_HEADER, _csv_row(raw)))
+        for number, raw in enumerate(_lines(landing / EMAIL_FILE.format(n=0))[1:], start=2)
+        if (EMAIL_FILE.format(n=0), number) not in planted
+    ]
     assert {m["event_type"] for m in mails} == {"send", "open", "click", "bounce", "unsubscribe"}
     # background mail never unsubscribes or hard-bounces: every such line (clean or planted) is planted behaviour
     raw_lines = _lines(landing / EMAIL_FILE.format(n=0))
@@ -427,8 +520,9 @@ def test_increment_one_keeps_people_and_changes_crm_records(world):
     people_1 = _labels(root, "people_1.csv")
     # 5% of 300 new people; the first 300 keep their ids and households
     assert len(people_1) == 315
-    assert [(r["person_id"], r["household_id"]) for r in people_1[:300]] == \
-        [(r["person_id"], r["household_id"]) for r in people_0]
+    assert [(r["person_id"], r["household_id"]) for r in people_1[:300]] == [
+        (r["person_id"], r["household_id"]) for r in people_0
+    ]
     assert [r["person_id"] for r in people_1[300:]] == [f"person_{i:07d}" for i in range(300, 315)]
     assert not (landing / "products" / "products_1.csv").exists()
 
@@ -442,8 +536,11 @@ def test_increment_one_keeps_people_and_changes_crm_records(world):
         return rows
 
     before, after = crm(0), crm(1)
-    delivered_before = {m.group(1).decode() for m in
-                        map(re.compile(rb'^"?(C\d{7}),').match, _lines(landing / CRM_FILE.format(n=0))) if m}
+    delivered_before = {
+        m.group(1).decode()
+        for m in map(re.compile(rb'^"?(C\d{7}),').match, _lines(landing / CRM_FILE.format(n=0)))
+        if m
+    }
     changed = set(after) & set(before)
     new_ids = set(after) - delivered_before
     # 20% of the existing CRM records are re-delivered with a change
@@ -454,8 +551,9 @@ def test_increment_one_keeps_people_and_changes_crm_records(world):
         assert new["LastModified"] >= (AS_OF_1 - timedelta(days=7)).strftime("%Y-%m-%d %H:%M:%S")
         assert (new["Email"], new["Street"], new["PostCode"]) != (old["Email"], old["Street"], old["PostCode"])
         assert (new["FirstName"], new["LastName"]) == (old["FirstName"], old["LastName"])
-    entity_person = {r["source_record_id"]: r["person_id"] for r in _labels(root, "entities_1.csv")
-                     if r["source"] == "crm"}
+    entity_person = {
+        r["source_record_id"]: r["person_id"] for r in _labels(root, "entities_1.csv") if r["source"] == "crm"
+    }
     # an existing record looks new only when increment 0 delivered it without its CustomerID
     keyless = sum(1 for r in _planted(root, 0).values() if r["source"] == "crm" and not r["record_key"])
     old_people = {c for c in new_ids if entity_person[c] < "person_0000300"}
@@ -463,8 +561,11 @@ def test_increment_one_keeps_people_and_changes_crm_records(world):
     assert len(new_ids - old_people) >= 5
     assert all(entity_person[c] < "person_0000300" for c in changed)
     # web events of increment 1 fall in its 7 days, except late arrivals from the 7 days before
-    stamps = [_iso(json.loads(raw)["ts"]) for raw in _lines(landing / WEB_FILE.format(n=1))
-              if not _fails(lambda r: _iso(json.loads(r)["ts"]), raw)]
+    stamps = [
+        _iso(json.loads(raw)["ts"])
+        for raw in _lines(landing / WEB_FILE.format(n=1))
+        if not _fails(lambda r: _iso(json.loads(r)["ts"]), raw)
+    ]
     window = AS_OF_1 - timedelta(days=7)
     late = [t for t in stamps if t < window]
     assert all(AS_OF_1 - timedelta(days=14) <= t <= AS_OF_1 for t in stamps)
@@ -490,8 +591,23 @@ def test_cli_parses_generate_options():
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["generate", "--people", "120", "--seed", "9", "--increment", "2",
-                              "--landing", "x/landing", "--labels", "x/labels", "--as-of", "2026-11-08T00:00:00"])
+    args = parser.parse_args(
+        [
+            "generate",
+            "--people",
+            "120",
+            "--seed",
+            "9",
+            "--increment",
+            "2",
+            "--landing",
+            "x/landing",
+            "--labels",
+            "x/labels",
+            "--as-of",
+            "2026-11-08T00:00:00",
+        ]
+    )
     assert (args.people, args.seed, args.increment, args.landing, args.labels) == (120, 9, 2, "x/landing", "x/labels")
     assert args.as_of == datetime(2026, 11, 8, tzinfo=timezone.utc)
     with pytest.raises(SystemExit):
@@ -524,14 +640,28 @@ def test_demo_step_writes_once_then_skips(spark, project, tmp_path):
 
 
 # -- hard shapes for identity (no Spark: the row functions directly) ---------------------------
-HARD = SampleConfig.model_validate({
-    "version": 1,
-    "dirt": {"first_name_typo": 0.10, "postcode_typo": 0.10, "missing_surname": 0.05},
-    "missing_fields": {"birth_date": ["shop_customers"], "address": ["third_party"], "contact": ["crm"]},
-    "defects": {name: 0.0 for name in ("malformed_line", "wrong_field_count", "missing_required",
-                                       "invalid_timestamp", "invalid_type", "invalid_email", "invalid_date",
-                                       "impossible_date", "field_too_long", "bad_encoding")},
-})
+HARD = SampleConfig.model_validate(
+    {
+        "version": 1,
+        "dirt": {"first_name_typo": 0.10, "postcode_typo": 0.10, "missing_surname": 0.05},
+        "missing_fields": {"birth_date": ["shop_customers"], "address": ["third_party"], "contact": ["crm"]},
+        "defects": {
+            name: 0.0
+            for name in (
+                "malformed_line",
+                "wrong_field_count",
+                "missing_required",
+                "invalid_timestamp",
+                "invalid_type",
+                "invalid_email",
+                "invalid_date",
+                "impossible_date",
+                "field_too_long",
+                "bad_encoding",
+            )
+        },
+    }
+)
 
 
 def _hard_rows(config: SampleConfig, people: int = 2000):
@@ -553,8 +683,9 @@ def _one_edit(a: str, b: str) -> bool:
     if len(a) != len(b) or a == b:
         return False
     diff = [i for i in range(len(a)) if a[i] != b[i]]
-    return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
-                              and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    return len(diff) == 1 or (
+        len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+    )
 
 
 def test_hard_shapes_empty_whole_fields_per_source_and_plant_typos_and_missing_surnames():
@@ -570,10 +701,13 @@ def test_hard_shapes_empty_whole_fields_per_source_and_plant_typos_and_missing_s
     assert sum(r["DOB"] != "" for _, r in crm) / len(crm) > 0.9
     assert sum(r["address"]["zip"] is not None for _, r in shop) == len(shop)
     # postcodes: ~10% one digit or one transposition away from the true one, the rest exact
-    codes = [(p.home.postcode, r["PostCode"]) for p, r in crm if r["PostCode"] in (p.home.postcode,)
-             or _one_edit(p.home.postcode, r["PostCode"])]
+    codes = [
+        (p.home.postcode, r["PostCode"])
+        for p, r in crm
+        if r["PostCode"] in (p.home.postcode,) or _one_edit(p.home.postcode, r["PostCode"])
+    ]
     typos = sum(true != shown for true, shown in codes)
-    assert len(codes) >= 0.94 * len(crm)   # the others moved house (changed_address 5%)
+    assert len(codes) >= 0.94 * len(crm)  # the others moved house (changed_address 5%)
     assert 0.07 < typos / len(crm) < 0.13, typos / len(crm)
     # surnames: ~5% of records have none, in every source
     missing = [r["LastName"] == "" for _, r in crm] + [r["name"]["last"] is None for _, r in shop]

@@ -27,13 +27,26 @@ TOKEN = "tok_live_5f1c9e0b7a"  # a bearer token that must never leave for anyone
 
 
 def _items(*customer_ids: str) -> list[dict]:
-    return [{"idempotency_key": f"k-{c}", "change_id": f"ch-{c}", "segment_id": "vip", "customer_id": c,
-             "change_type": "entered"} for c in customer_ids]
+    return [
+        {
+            "idempotency_key": f"k-{c}",
+            "change_id": f"ch-{c}",
+            "segment_id": "vip",
+            "customer_id": c,
+            "change_type": "entered",
+        }
+        for c in customer_ids
+    ]
 
 
 def _settings(url: str, **overrides) -> WebhookSettings:
-    base = {"url": url, "allow_private_network": True, "batch_size": 10, "timeout_seconds": 1.0,
-            "retry": {"max_attempts": 3, "base_delay_seconds": 0.01, "max_delay_seconds": 0.02}}
+    base = {
+        "url": url,
+        "allow_private_network": True,
+        "batch_size": 10,
+        "timeout_seconds": 1.0,
+        "retry": {"max_attempts": 3, "base_delay_seconds": 0.01, "max_delay_seconds": 0.02},
+    }
     base.update(overrides)
     return WebhookSettings.model_validate(base)
 
@@ -76,8 +89,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _any(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        self.server.requests.append({"method": self.command, "path": self.path,
-                                     "authorization": self.headers.get("Authorization"), "body": body})
+        self.server.requests.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "authorization": self.headers.get("Authorization"),
+                "body": body,
+            }
+        )
         self.server.respond(self)
 
     do_GET = do_POST = do_PUT = do_HEAD = _any
@@ -130,8 +149,9 @@ def _trickle_status_line(handler):
 @pytest.mark.parametrize("respond", [_trickle_body, _trickle_status_line], ids=["body", "status-line"])
 def test_a_trickling_server_cannot_hold_the_client_past_its_deadline(respond):
     with _Server(respond) as server:
-        client = WebhookClient("crm", _settings(server.url, timeout_seconds=1.0, retry={"max_attempts": 1}),
-                               run_id="r1")
+        client = WebhookClient(
+            "crm", _settings(server.url, timeout_seconds=1.0, retry={"max_attempts": 1}), run_id="r1"
+        )
         started = time.monotonic()
         result = client.deliver(_items("c1"))
         elapsed = time.monotonic() - started
@@ -157,8 +177,7 @@ def _huge(handler):
 
 def test_a_huge_answer_is_not_read_whole():
     with _Server(_huge) as server:
-        client = WebhookClient("crm", _settings(server.url, timeout_seconds=20, max_response_bytes=65536),
-                               run_id="r1")
+        client = WebhookClient("crm", _settings(server.url, timeout_seconds=20, max_response_bytes=65536), run_id="r1")
         tracemalloc.start()
         started = time.monotonic()
         result = client.deliver(_items("c1", "c2"))
@@ -169,8 +188,9 @@ def test_a_huge_answer_is_not_read_whole():
         sent = server.bytes_sent
     assert result.delivered == []
     assert [i["customer_id"] for i, *_ in result.dead] == ["c1", "c2"]
-    assert result.dead[0][1] == ("HTTP 200 answer larger than max_response_bytes (65,536); stopped reading, "
-                                 "per-row results unknown")
+    assert result.dead[0][1] == (
+        "HTTP 200 answer larger than max_response_bytes (65,536); stopped reading, per-row results unknown"
+    )
     assert len(server.requests) == 1
     assert elapsed < 5, elapsed
     assert peak < 8 * 1024 * 1024, peak  # far from 400 MB
@@ -188,8 +208,9 @@ def test_loopback_is_refused_at_connect_time_unless_allowed(monkeypatch):
             result = client.deliver(_items("c1"))
             assert result.delivered == []
             reason = result.dead[0][1]
-            assert reason.startswith(f"address policy: {'localhost' if 'localhost' in url else '127.0.0.1'} "
-                                     "resolves to ")
+            assert reason.startswith(
+                f"address policy: {'localhost' if 'localhost' in url else '127.0.0.1'} resolves to "
+            )
             assert "is a loopback address (allowed only with allow_private_network: true); nothing was sent" in reason
         assert server.received == []
         # the same server with the destination's explicit permission
@@ -197,24 +218,36 @@ def test_loopback_is_refused_at_connect_time_unless_allowed(monkeypatch):
         assert len(allowed.deliver(_items("c1")).delivered) == 1
 
 
-@pytest.mark.parametrize(("address", "why"), [
-    ("169.254.169.254", "169.254.169.254 is a cloud metadata address (never allowed)"),
-    ("169.254.10.1", "169.254.10.1 is link-local (never allowed: cloud metadata lives there)"),
-    ("::ffff:169.254.169.254", "169.254.169.254 is a cloud metadata address (never allowed)"),
-    ("0.0.0.0", "0.0.0.0 is not a unicast host address (never allowed)"),
-    ("10.1.2.3", None),  # private: allowed here, because allow_private_network is true
-])
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("169.254.169.254", "169.254.169.254 is a cloud metadata address (never allowed)"),
+        ("169.254.10.1", "169.254.10.1 is link-local (never allowed: cloud metadata lives there)"),
+        ("::ffff:169.254.169.254", "169.254.169.254 is a cloud metadata address (never allowed)"),
+        ("0.0.0.0", "0.0.0.0 is not a unicast host address (never allowed)"),
+        ("10.1.2.3", None),  # private: allowed here, because allow_private_network is true
+    ],
+)
 def test_a_name_resolving_to_metadata_is_refused_before_connecting(monkeypatch, address, why):
     # the one mock: DNS answering with the metadata address (no DNS server here)
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    monkeypatch.setattr(socket, "getaddrinfo",
-                        lambda host, port, *a, **k: [(family, socket.SOCK_STREAM, 6, "", (address, port))])
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda host, port, *a, **k: [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+    )
     connects = []
     real_connect = socket.create_connection
-    monkeypatch.setattr(socket, "create_connection",
-                        lambda target, *a, **k: connects.append(target) or real_connect(("127.0.0.1", 9), 0.01))
-    client = WebhookClient("crm", _settings("http://hooks.example.com/x", allow_private_network=True,
-                                            timeout_seconds=0.5, retry={"max_attempts": 1}), run_id="r1")
+    monkeypatch.setattr(
+        socket,
+        "create_connection",
+        lambda target, *a, **k: connects.append(target) or real_connect(("127.0.0.1", 9), 0.01),
+    )
+    client = WebhookClient(
+        "crm",
+        _settings(
+            "http://hooks.example.com/x", allow_private_network=True, timeout_seconds=0.5, retry={"max_attempts": 1}
+        ),
+        run_id="r1",
+    )
     result = client.deliver(_items("c1"))
     assert result.delivered == []
     if why is None:
@@ -233,8 +266,12 @@ def test_a_destination_echoing_the_token_does_not_put_it_in_the_ledger(monkeypat
         _answer(handler, 400, json.dumps({"error": "bad", "you_sent": dict(handler.headers)}).encode())
 
     with _Server(echo) as server:
-        settings = _settings(server.url, batch_size=1, auth={"type": "bearer", "token_env": "HOOK_TOKEN"},
-                             headers={"X-Api-Key": "${HOOK_KEY}"})
+        settings = _settings(
+            server.url,
+            batch_size=1,
+            auth={"type": "bearer", "token_env": "HOOK_TOKEN"},
+            headers={"X-Api-Key": "${HOOK_KEY}"},
+        )
         result = WebhookClient("crm", settings, run_id="r1").deliver(_items("c1"))
     assert server.requests[0]["authorization"] == f"Bearer {TOKEN}"
     reason = result.rejected[0][1]
@@ -250,37 +287,82 @@ def test_a_payload_template_over_its_budget_sends_nothing():
         result = client.deliver(_items("c1"))
         assert time.monotonic() - started < 5
     assert server.received == []
-    assert result.dead[0][1] == ("payload_template failed: RenderBudgetExceeded: render budget: more than "
-                                 "1,000,000 loop iterations (max_loop_iterations)")
+    assert result.dead[0][1] == (
+        "payload_template failed: RenderBudgetExceeded: render budget: more than "
+        "1,000,000 loop iterations (max_loop_iterations)"
+    )
 
 
 # -- destination config ---------------------------------------------------------------------
 CONFIG_CASES = [
     # (YAML body, field, message part, secret that must not be echoed)
-    ('url: https://hooks.example.com/x\nheaders: {Authorization: "Bearer sk_live_abcdef123"}\n', "webhook.headers",
-     "header 'Authorization' holds an inline secret; secrets are named by environment variable only",
-     "sk_live_abcdef123"),
-    ("url: https://hooks.example.com/x\nheaders: {X-Api-Key: abcdef123456}\n", "webhook.headers",
-     "header 'X-Api-Key' holds an inline secret", "abcdef123456"),
-    ('url: https://hooks.example.com/x\nheaders: {X-Note: "Bearer sk_live_abcdef123"}\n', "webhook.headers",
-     "header 'X-Note' holds an inline secret", "sk_live_abcdef123"),
-    ("url: https://admin:hunter2pass@hooks.example.com/x\n", "webhook.url",
-     "url holds credentials (user:password@host)", "hunter2pass"),
-    ("url: https://hooks.example.com/x?access_token=tok_abcdef123\n", "webhook.url",
-     "url query parameter 'access_token' looks like a credential written inline", "tok_abcdef123"),
-    ('url: https://hooks.example.com/x\nheaders: {X-Trace: "a\\r\\nX-Injected: 1"}\n', "webhook.headers",
-     "header 'X-Trace': value contains control characters (CR/LF)", None),
-    ('url: https://hooks.example.com/x\nheaders: {"X-A\\r\\nX-B": "1"}\n', "webhook.headers",
-     "is not a valid HTTP header name", None),
-    ('url: https://hooks.example.com/x\nauth: {type: header, header: "X-Key\\r\\nX-Evil", token_env: K}\n',
-     "webhook.auth.header", "is not a valid HTTP header name", None),
-    ('url: https://hooks.example.com/x\npayload_template: |\n  {"items": {{ items | tojson }},\n'
-     '   "n": {{ items | length }\n', "webhook.payload_template", "template syntax error at line 2: unexpected '}'",
-     None),
-    ("url: http://169.254.169.254/latest/meta-data/\nallow_private_network: true\n", "webhook",
-     "url: 169.254.169.254 is a cloud metadata address (never allowed)", None),
-    ("url: http://10.0.0.5/hook\n", "webhook",
-     "url: 10.0.0.5 is a private address (allowed only with allow_private_network: true)", None),
+    (
+        'url: https://hooks.example.com/x\nheaders: {Authorization: "Bearer sk_live_abcdef123"}\n',
+        "webhook.headers",
+        "header 'Authorization' holds an inline secret; secrets are named by environment variable only",
+        "sk_live_abcdef123",
+    ),
+    (
+        "url: https://hooks.example.com/x\nheaders: {X-Api-Key: abcdef123456}\n",
+        "webhook.headers",
+        "header 'X-Api-Key' holds an inline secret",
+        "abcdef123456",
+    ),
+    (
+        'url: https://hooks.example.com/x\nheaders: {X-Note: "Bearer sk_live_abcdef123"}\n',
+        "webhook.headers",
+        "header 'X-Note' holds an inline secret",
+        "sk_live_abcdef123",
+    ),
+    (
+        "url: https://admin:hunter2pass@hooks.example.com/x\n",
+        "webhook.url",
+        "url holds credentials (user:password@host)",
+        "hunter2pass",
+    ),
+    (
+        "url: https://hooks.example.com/x?access_token=tok_abcdef123\n",
+        "webhook.url",
+        "url query parameter 'access_token' looks like a credential written inline",
+        "tok_abcdef123",
+    ),
+    (
+        'url: https://hooks.example.com/x\nheaders: {X-Trace: "a\\r\\nX-Injected: 1"}\n',
+        "webhook.headers",
+        "header 'X-Trace': value contains control characters (CR/LF)",
+        None,
+    ),
+    (
+        'url: https://hooks.example.com/x\nheaders: {"X-A\\r\\nX-B": "1"}\n',
+        "webhook.headers",
+        "is not a valid HTTP header name",
+        None,
+    ),
+    (
+        'url: https://hooks.example.com/x\nauth: {type: header, header: "X-Key\\r\\nX-Evil", token_env: K}\n',
+        "webhook.auth.header",
+        "is not a valid HTTP header name",
+        None,
+    ),
+    (
+        'url: https://hooks.example.com/x\npayload_template: |\n  {"items": {{ items | tojson }},\n'
+        '   "n": {{ items | length }\n',
+        "webhook.payload_template",
+        "template syntax error at line 2: unexpected '}'",
+        None,
+    ),
+    (
+        "url: http://169.254.169.254/latest/meta-data/\nallow_private_network: true\n",
+        "webhook",
+        "url: 169.254.169.254 is a cloud metadata address (never allowed)",
+        None,
+    ),
+    (
+        "url: http://10.0.0.5/hook\n",
+        "webhook",
+        "url: 10.0.0.5 is a private address (allowed only with allow_private_network: true)",
+        None,
+    ),
     ("url: file:///etc/passwd\n", "webhook.url", "url must start with http:// or https://", None),
 ]
 
@@ -300,12 +382,15 @@ def test_destination_config_refusals_name_file_and_field(tmp_path, body, field, 
         assert secret not in str(error.value.__cause__)  # nor in the chained traceback of a crash
 
 
-@pytest.mark.parametrize(("path", "message"), [
-    ("../../etc", "path '../../etc' leaves <warehouse>/exports (no '..'); give a folder under it"),
-    ("crm/../../../x", "path 'crm/../../../x' leaves <warehouse>/exports"),
-    ("/tmp/evil", "path '/tmp/evil' is absolute; give a folder under <warehouse>/exports"),
-    ("~/evil", "path '~/evil' is absolute"),
-])
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("../../etc", "path '../../etc' leaves <warehouse>/exports (no '..'); give a folder under it"),
+        ("crm/../../../x", "path 'crm/../../../x' leaves <warehouse>/exports"),
+        ("/tmp/evil", "path '/tmp/evil' is absolute; give a folder under <warehouse>/exports"),
+        ("~/evil", "path '~/evil' is absolute"),
+    ],
+)
 @pytest.mark.parametrize("kind", ["file", "hashed_audience"])
 def test_an_export_path_leaving_the_exports_root_is_refused(tmp_path, path, message, kind):
     folder = tmp_path / "destinations"
@@ -324,22 +409,29 @@ def test_a_symlink_out_of_the_exports_root_is_refused_and_nothing_is_written(tmp
     (warehouse / "exports" / "crm").symlink_to(outside, target_is_directory=True)
     ctx = SimpleNamespace(project=SimpleNamespace(warehouse=warehouse), run_id="r1")
     destination = FileDestination.model_validate({"version": 1, "type": "file", "path": "crm"})
-    with pytest.raises(ConfigError, match="destination out: path: .* resolves outside .*exports "
-                                          "\\(a symlink\\?\\); exports are written under <warehouse>/exports only"):
+    with pytest.raises(
+        ConfigError,
+        match="destination out: path: .* resolves outside .*exports "
+        "\\(a symlink\\?\\); exports are written under <warehouse>/exports only",
+    ):
         folder = _export_folder(ctx, "out", destination.path)
-        _deliver_files(ctx, None, "out", folder, "csv", [{"segment_id": "vip", "segment_run_id": "s1"}],
-                       [{}], ["change_id"], None)
+        _deliver_files(
+            ctx, None, "out", folder, "csv", [{"segment_id": "vip", "segment_run_id": "s1"}], [{}], ["change_id"], None
+        )
     assert list(outside.iterdir()) == []
     # a destination file named '...yaml' is destination '..': its default folder stays inside
     assert _export_folder(ctx, "..", None) == warehouse / "exports" / "_"
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("file:///etc/passwd", "destination crm: url: resolves to scheme 'file'; only http and https are allowed"),
-    ("ftp://files.example.com/x", "destination crm: url: resolves to scheme 'ftp'"),
-    ("http://user:pw1234@hooks.example.com/x", "destination crm: url: resolves to a URL with user:password@"),
-    ("http://hooks.example.com/x\r\nX-Evil: 1", "destination crm: url: resolves to a URL with spaces or control"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("file:///etc/passwd", "destination crm: url: resolves to scheme 'file'; only http and https are allowed"),
+        ("ftp://files.example.com/x", "destination crm: url: resolves to scheme 'ftp'"),
+        ("http://user:pw1234@hooks.example.com/x", "destination crm: url: resolves to a URL with user:password@"),
+        ("http://hooks.example.com/x\r\nX-Evil: 1", "destination crm: url: resolves to a URL with spaces or control"),
+    ],
+)
 def test_an_env_url_is_checked_when_resolved(monkeypatch, value, message):
     monkeypatch.setenv("HOOK_URL", value)
     with pytest.raises(ConfigError) as error:
@@ -351,21 +443,27 @@ def test_an_env_url_is_checked_when_resolved(monkeypatch, value, message):
 def test_crlf_in_a_header_from_the_environment_is_a_config_error_not_a_crash(monkeypatch):
     monkeypatch.setenv("HOOK_KEY", "abc\r\nX-Injected: 1")
     with FaultServer() as server:
-        with pytest.raises(ConfigError, match="destination crm: header X-Api-Key: value contains control characters "
-                                              r"\(CR/LF\) after resolving its environment variables"):
+        with pytest.raises(
+            ConfigError,
+            match="destination crm: header X-Api-Key: value contains control characters "
+            r"\(CR/LF\) after resolving its environment variables",
+        ):
             WebhookClient("crm", _settings(server.url, headers={"X-Api-Key": "${HOOK_KEY}"}), run_id="r1")
         monkeypatch.setenv("HOOK_TOKEN", "t\nX-Injected: 1")
         with pytest.raises(ConfigError, match="destination crm: header Authorization: value contains control"):
-            WebhookClient("crm", _settings(server.url, auth={"type": "bearer", "token_env": "HOOK_TOKEN"}),
-                          run_id="r1")
+            WebhookClient("crm", _settings(server.url, auth={"type": "bearer", "token_env": "HOOK_TOKEN"}), run_id="r1")
     assert server.received == []
 
 
 def test_env_references_are_accepted_for_every_secret():
-    model = DestinationFile.model_validate({
-        "version": 1, "type": "webhook", "url": "https://hooks.example.com/x?api_key=${CRM_KEY}&page=2",
-        "headers": {"Authorization": "Bearer ${CRM_TOKEN}", "X-Api-Key": "${CRM_KEY}", "X-Trace": "lakecdp"},
-    })
+    model = DestinationFile.model_validate(
+        {
+            "version": 1,
+            "type": "webhook",
+            "url": "https://hooks.example.com/x?api_key=${CRM_KEY}&page=2",
+            "headers": {"Authorization": "Bearer ${CRM_TOKEN}", "X-Api-Key": "${CRM_KEY}", "X-Trace": "lakecdp"},
+        }
+    )
     assert model.root.headers["Authorization"] == "Bearer ${CRM_TOKEN}"
 
 
@@ -378,7 +476,9 @@ def test_validate_destinations_finds_a_payload_template_error_before_any_run(tmp
     (conf / "environments" / "local.yaml").write_text("version: 1\nname: local\n", encoding="utf-8")
     (conf / "destinations" / "crm.yaml").write_text(
         'version: 1\ntype: webhook\nurl: https://hooks.example.com/x\npayload_template: |\n  {"a": 1,\n'
-        '   "items": {{ items | tojson }\n', encoding="utf-8")
+        '   "items": {{ items | tojson }\n',
+        encoding="utf-8",
+    )
     assert main(["--conf", str(conf), "--env", "local", "validate-destinations"]) == 1
     assert capsys.readouterr().out == (
         f"ERROR {conf / 'destinations' / 'crm.yaml'}: webhook.payload_template: Value error, template syntax "

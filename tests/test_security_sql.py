@@ -44,7 +44,9 @@ def ts(text: str) -> datetime:
 AS_OF = ts("2025-03-15 12:00")
 PROFILE = "customer_id string, email string, run_id string"
 FEATURES = "customer_id string, total_spent double, last_purchase_at timestamp, run_id string"
-EVENTS = "event_id string, event_type string, occurred_at timestamp, customer_id string, product_id string, value double"
+EVENTS = (
+    "event_id string, event_type string, occurred_at timestamp, customer_id string, product_id string, value double"
+)
 
 PROFILE_ROWS = [(c, f"{c}@x.io", "r0") for c in ("c1", "c2", "c3", "c4", "c5")]
 FEATURE_ROWS = [
@@ -86,16 +88,24 @@ def unchecked(segment_id: str, *, condition: str | None = None, query: str | Non
     """A definition that skipped the sqlglot check: only the plan check stands in the way."""
     spec = ConditionKind.model_construct(condition) if condition is not None else QueryKind.model_construct(query)
     return SegmentDefinition.model_construct(
-        version=1, id=segment_id, description="", spec=spec,
-        expire_after_days=None, exclude=[], group=None, priority=0, schedule=None,
-        hold_if_change_exceeds=None, emit_updates=False, limits=extra.pop("limits", SegmentLimits()), **extra,
+        version=1,
+        id=segment_id,
+        description="",
+        spec=spec,
+        expire_after_days=None,
+        exclude=[],
+        group=None,
+        priority=0,
+        schedule=None,
+        hold_if_change_exceeds=None,
+        emit_updates=False,
+        limits=extra.pop("limits", SegmentLimits()),
+        **extra,
     )
 
 
 def members(candidates) -> list[tuple[str, str]]:
-    return sorted(
-        (r["segment_id"], r["customer_id"]) for r in candidates.filter("status = 'member'").collect()
-    )
+    return sorted((r["segment_id"], r["customer_id"]) for r in candidates.filter("status = 'member'").collect())
 
 
 def jobs_run_by(spark, action) -> list[int]:
@@ -112,23 +122,39 @@ def jobs_run_by(spark, action) -> list[int]:
 
 # (kind, payload with {sentinel}/{warehouse}, reason fragment)
 PAYLOADS = [
-    ("query",
-     "SELECT TRANSFORM(customer_id) USING 'sh -c \"touch {sentinel}\"' AS (customer_id string) FROM customers",
-     "script transformation is not allowed"),
-    ("condition",
-     "customer_id IN (SELECT TRANSFORM(customer_id) USING 'sh -c \"touch {sentinel}\"' "
-     "AS (customer_id string) FROM customers)",
-     "script transformation is not allowed"),
+    (
+        "query",
+        "SELECT TRANSFORM(customer_id) USING 'sh -c \"touch {sentinel}\"' AS (customer_id string) FROM customers",
+        "script transformation is not allowed",
+    ),
+    (
+        "condition",
+        "customer_id IN (SELECT TRANSFORM(customer_id) USING 'sh -c \"touch {sentinel}\"' "
+        "AS (customer_id string) FROM customers)",
+        "script transformation is not allowed",
+    ),
     ("condition", "java_method('java.lang.System', 'getenv', 'HOME') IS NOT NULL", "'java_method' calls a Java method"),
-    ("condition", "reflect('java.lang.System', 'getProperty', 'lakecdp.test.secret') IS NOT NULL",
-     "'reflect' calls a Java method"),
-    ("query", "SELECT java_method('java.lang.System', 'getProperty', 'lakecdp.test.secret') AS customer_id",
-     "'java_method' calls a Java method"),
+    (
+        "condition",
+        "reflect('java.lang.System', 'getProperty', 'lakecdp.test.secret') IS NOT NULL",
+        "'reflect' calls a Java method",
+    ),
+    (
+        "query",
+        "SELECT java_method('java.lang.System', 'getProperty', 'lakecdp.test.secret') AS customer_id",
+        "'java_method' calls a Java method",
+    ),
     ("query", "SELECT value AS customer_id FROM text.`/etc/hostname`", "table 'text./etc/hostname' is not allowed"),
-    ("query", "SELECT email AS customer_id FROM delta.`{warehouse}/silver/customer_records`",
-     "file paths, other catalogs and databases are refused"),
-    ("condition", "customer_id IN (SELECT email FROM parquet.`{warehouse}/gold/customer_profile`)",
-     "file paths, other catalogs and databases are refused"),
+    (
+        "query",
+        "SELECT email AS customer_id FROM delta.`{warehouse}/silver/customer_records`",
+        "file paths, other catalogs and databases are refused",
+    ),
+    (
+        "condition",
+        "customer_id IN (SELECT email FROM parquet.`{warehouse}/gold/customer_profile`)",
+        "file paths, other catalogs and databases are refused",
+    ),
     ("query", "SELECT * FROM read_files('/etc/passwd')", "table-valued function is not allowed"),
     ("query", "SELECT id AS customer_id FROM range(10)", "table-valued function is not allowed"),
     ("query", "DROP TABLE customers", "DropTable is not allowed"),
@@ -145,8 +171,11 @@ PAYLOADS = [
     ("query", "SELECT a.customer_id FROM customers a, events b", "cross join"),
     ("query", "SELECT a.customer_id FROM customers a CROSS JOIN events b CROSS JOIN profile c", "cross join"),
     ("condition", "size(sequence(1, 1000000000)) > 0", "sequence() must have constant bounds"),
-    ("query", "SELECT customer_id FROM customers LATERAL VIEW explode(sequence(1, 100000000)) t AS n",
-     "sequence() must have constant bounds"),
+    (
+        "query",
+        "SELECT customer_id FROM customers LATERAL VIEW explode(sequence(1, 100000000)) t AS n",
+        "sequence() must have constant bounds",
+    ),
     ("condition", "repeat('x', 2000000000) <> ''", "must be a constant of at most 10000"),
     ("condition", "customer_id IN (SELECT customer_id FROM secrets)", "table 'secrets' is not allowed"),
     ("query", "SELECT customer_id FROM spark_catalog.default.customers", "file paths, other catalogs"),
@@ -155,10 +184,16 @@ PAYLOADS = [
     ("condition", "rand() < 2", "'rand' is not on the allow-list"),
     ("query", "SELECT customer_id FROM customers WHERE total_spent > :limit", "NamedParameter is not allowed"),
     ("query", "SELECT /*+ REPARTITION(100000) */ customer_id FROM customers", "UnresolvedHint is not allowed"),
-    ("query", "SELECT email AS customer_id FROM IDENTIFIER('delta.`{warehouse}/gold/customer_profile`')",
-     "is not allowed"),
-    ("condition", "try_reflect('java.lang.System', 'getProperty', 'lakecdp.test.secret') IS NOT NULL",
-     "'try_reflect' calls a Java method"),
+    (
+        "query",
+        "SELECT email AS customer_id FROM IDENTIFIER('delta.`{warehouse}/gold/customer_profile`')",
+        "is not allowed",
+    ),
+    (
+        "condition",
+        "try_reflect('java.lang.System', 'getProperty', 'lakecdp.test.secret') IS NOT NULL",
+        "'try_reflect' calls a Java method",
+    ),
 ]
 
 
@@ -212,8 +247,12 @@ def test_segments_step_and_dry_run_never_run_refused_sql(spark, project, inputs,
 def test_refusal_gives_line_and_column_of_the_author_text(spark, inputs):
     register_views(spark, inputs)
     with pytest.raises(SqlRefused) as caught:
-        guarded_condition(spark, "total_spent > 1\n  AND customer_id IN (SELECT TRANSFORM(customer_id) "
-                          "USING 'cat' AS (customer_id string) FROM customers)", as_of=AS_OF)
+        guarded_condition(
+            spark,
+            "total_spent > 1\n  AND customer_id IN (SELECT TRANSFORM(customer_id) "
+            "USING 'cat' AS (customer_id string) FROM customers)",
+            as_of=AS_OF,
+        )
     assert (caught.value.line, caught.value.column) == (2, 23)
     with pytest.raises(SqlRefused) as caught:
         guarded_condition(spark, "last_purchase_at > CURRENT_DATE AND\n   java_method('a', 'b') = 1", as_of=AS_OF)
@@ -232,9 +271,15 @@ def test_dollar_comment_trick_is_only_a_comment(spark, inputs, secret, tmp_path)
         "SELECT customer_id FROM customers WHERE total_spent > 550 -- ${system:line.separator} UNION ALL "
         f"SELECT TRANSFORM(customer_id) USING 'sh -c \"touch {sentinel}\"' AS (customer_id string) FROM customers"
     )
-    segments = {"by_condition": unchecked("by_condition", condition=condition), "by_query": unchecked("by_query", query=query)}
+    segments = {
+        "by_condition": unchecked("by_condition", condition=condition),
+        "by_query": unchecked("by_query", query=query),
+    }
     assert members(evaluate_segments(spark, segments, inputs)) == [
-        ("by_condition", "c1"), ("by_condition", "c2"), ("by_query", "c1"), ("by_query", "c2"),
+        ("by_condition", "c1"),
+        ("by_condition", "c2"),
+        ("by_query", "c1"),
+        ("by_query", "c2"),
     ]
     assert not sentinel.exists()
 
@@ -257,10 +302,7 @@ def test_secret_in_a_literal_stays_a_literal_everywhere(spark, project, inputs, 
     from lakecdp.segments.job import evaluate_and_write
 
     ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="run-secret")
-    query = (
-        f"SELECT customer_id, '${{system:{SECRET_PROPERTY}}}' AS note FROM customers "
-        "WHERE customer_id = 'c1'"
-    )
+    query = f"SELECT customer_id, '${{system:{SECRET_PROPERTY}}}' AS note FROM customers WHERE customer_id = 'c1'"
     condition = f"customer_id = 'c2' AND '${{system:{SECRET_PROPERTY}}}' <> ''"
     segments = {
         "noted": SegmentDefinition.model_validate(
@@ -293,17 +335,28 @@ def test_seed_example_runs_verbatim_with_the_clock_bound_to_as_of(spark, inputs)
         ),
         # as_of 2025-03-15 12:00: one day back is 2025-03-14 12:00 -> c3 (03-15 01:00) only
         "last_day": SegmentDefinition.model_validate(
-            {"version": 1, "id": "last_day", "schedule": {"every_minutes": 60},
-             "condition": "last_purchase_at > CURRENT_TIMESTAMP - INTERVAL 1 DAY AND last_purchase_at <= now()"}
+            {
+                "version": 1,
+                "id": "last_day",
+                "schedule": {"every_minutes": 60},
+                "condition": "last_purchase_at > CURRENT_TIMESTAMP - INTERVAL 1 DAY AND last_purchase_at <= now()",
+            }
         ),
         # the date of as_of, whatever today is
         "today": SegmentDefinition.model_validate(
-            {"version": 1, "id": "today", "schedule": {"every_minutes": 60},
-             "query": "SELECT customer_id FROM events WHERE to_date(occurred_at) = current_date() - 1"}
+            {
+                "version": 1,
+                "id": "today",
+                "schedule": {"every_minutes": 60},
+                "query": "SELECT customer_id FROM events WHERE to_date(occurred_at) = current_date() - 1",
+            }
         ),
     }
     assert members(evaluate_segments(spark, segments, inputs)) == [
-        ("last_day", "c3"), ("seed", "c1"), ("seed", "c4"), ("today", "c1"),
+        ("last_day", "c3"),
+        ("seed", "c1"),
+        ("seed", "c4"),
+        ("today", "c1"),
     ]
 
 
@@ -334,14 +387,22 @@ def test_row_budget_and_everyone_warning(spark, inputs, caplog):
     assert [c for _, c in found] == ["c1", "c2", "c3", "c4", "c5"]
     assert "segment everyone matches every customer (5 of 5, 100%): check its rule" in caplog.text
     capped = SegmentDefinition.model_validate({**everyone, "limits": {"max_rows": 4}})
-    with pytest.raises(SegmentBudgetExceeded, match=r"segment everyone: produced 5 rows, more than its row budget of 4"):
+    with pytest.raises(
+        SegmentBudgetExceeded, match=r"segment everyone: produced 5 rows, more than its row budget of 4"
+    ):
         evaluate_segments(spark, {"everyone": capped}, inputs)
 
 
 def test_limits_have_ceilings():
     with pytest.raises(ValueError, match="max_seconds"):
         SegmentDefinition.model_validate(
-            {"version": 1, "id": "x", "condition": "1=1", "schedule": {"every_minutes": 1}, "limits": {"max_seconds": 86400}}
+            {
+                "version": 1,
+                "id": "x",
+                "condition": "1=1",
+                "schedule": {"every_minutes": 1},
+                "limits": {"max_seconds": 86400},
+            }
         )
 
 
@@ -351,23 +412,39 @@ ACCEPTED = [
     ("condition", "year(last_purchase_at) = 2025 AND extract(MONTH FROM last_purchase_at) IN (2, 3)"),
     ("condition", "CASE WHEN total_spent > 500 THEN 'high' ELSE 'low' END = 'high' AND total_spent::int > 0"),
     ("condition", "total_spent > (SELECT avg(total_spent) FROM customers) AND last_purchase_at IS NOT NULL"),
-    ("condition", "EXISTS (SELECT 1 FROM events e WHERE e.customer_id = customers.customer_id "
-                  "AND e.event_type = 'purchase')"),
+    (
+        "condition",
+        "EXISTS (SELECT 1 FROM events e WHERE e.customer_id = customers.customer_id AND e.event_type = 'purchase')",
+    ),
     ("condition", "customer_id NOT IN (SELECT customer_id FROM events WHERE event_type = 'product_view')"),
     ("condition", "datediff(CURRENT_DATE, last_purchase_date) < 60 AND coalesce(total_spent, 0) <=> 600"),
     ("condition", "size(sequence(1, 10)) = 10 AND lpad(customer_id, 6, '0') <> '' AND customer_id RLIKE '^c'"),
-    ("query", "WITH buyers AS (SELECT customer_id, count(*) AS n FROM events WHERE event_type = 'purchase' "
-              "GROUP BY customer_id HAVING count(*) >= 1)\nSELECT b.customer_id, n FROM buyers b "
-              "JOIN customers c ON b.customer_id = c.customer_id WHERE c.total_spent > 100"),
-    ("query", "SELECT customer_id FROM (SELECT customer_id, row_number() OVER (PARTITION BY customer_id "
-              "ORDER BY occurred_at DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS r FROM events) "
-              "WHERE r = 1"),
-    ("query", "SELECT c.customer_id FROM customers c CROSS JOIN (SELECT avg(total_spent) AS a FROM customers) s "
-              "WHERE c.total_spent > s.a"),
-    ("query", "SELECT DISTINCT customer_id, product_id AS member_key FROM events "
-              "WHERE event_type = 'product_view' AND occurred_at > now() - INTERVAL 7 DAYS ORDER BY 1 LIMIT 100"),
-    ("query", "SELECT customer_id FROM customers UNION SELECT customer_id FROM profile "
-              "EXCEPT SELECT customer_id FROM events"),
+    (
+        "query",
+        "WITH buyers AS (SELECT customer_id, count(*) AS n FROM events WHERE event_type = 'purchase' "
+        "GROUP BY customer_id HAVING count(*) >= 1)\nSELECT b.customer_id, n FROM buyers b "
+        "JOIN customers c ON b.customer_id = c.customer_id WHERE c.total_spent > 100",
+    ),
+    (
+        "query",
+        "SELECT customer_id FROM (SELECT customer_id, row_number() OVER (PARTITION BY customer_id "
+        "ORDER BY occurred_at DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS r FROM events) "
+        "WHERE r = 1",
+    ),
+    (
+        "query",
+        "SELECT c.customer_id FROM customers c CROSS JOIN (SELECT avg(total_spent) AS a FROM customers) s "
+        "WHERE c.total_spent > s.a",
+    ),
+    (
+        "query",
+        "SELECT DISTINCT customer_id, product_id AS member_key FROM events "
+        "WHERE event_type = 'product_view' AND occurred_at > now() - INTERVAL 7 DAYS ORDER BY 1 LIMIT 100",
+    ),
+    (
+        "query",
+        "SELECT customer_id FROM customers UNION SELECT customer_id FROM profile EXCEPT SELECT customer_id FROM events",
+    ),
     ("query", "SELECT customer_id FROM customers WHERE customer_id IN (SELECT * FROM VALUES ('c1'), ('c2') AS t(id))"),
     ("query", "SELECT e.customer_id, count(*) FILTER (WHERE e.value > 10) AS big FROM events e GROUP BY ALL"),
 ]
@@ -396,10 +473,13 @@ def test_validate_cli_refuses_with_position(spark, project, tmp_path, capsys):
     (conf / "environments").mkdir(parents=True)
     (conf / "segments").mkdir()
     env = {
-        "version": 1, "name": "test",
+        "version": 1,
+        "name": "test",
         "spark": {"mode": "local", "master": "local[2]", "conf": dict(project.environment.spark.conf)},
         "storage": {"warehouse": str(project.warehouse)},
-        "landing": str(project.landing), "checkpoints": str(project.checkpoints), "as_of": "2025-03-15T12:00:00Z",
+        "landing": str(project.landing),
+        "checkpoints": str(project.checkpoints),
+        "as_of": "2025-03-15T12:00:00Z",
     }
     (conf / "environments" / "test.yaml").write_text(yaml.safe_dump(env), encoding="utf-8")
     # passes sqlglot (transform is a higher-order function to it), refused by the plan check

@@ -24,12 +24,18 @@ LOOPS = "more than 100,000 loop iterations (max_loop_iterations)"
 CASES = [
     # (template, exception, message part)
     ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", RenderBudgetExceeded, LOOPS),
-    ("{% for i in range(1000) %}{% for j in range(1000) %}{{ i }}{% endfor %}{% endfor %}",
-     RenderBudgetExceeded, LOOPS),
+    (
+        "{% for i in range(1000) %}{% for j in range(1000) %}{{ i }}{% endfor %}{% endfor %}",
+        RenderBudgetExceeded,
+        LOOPS,
+    ),
     ("{{ 9**(9**9) }}", RenderBudgetExceeded, "9 ** 387420489 has about 1228093894 bits (limit 4096)"),
     ("{{ 2**5000 }}", RenderBudgetExceeded, "2 ** 5000 has about 5000 bits (limit 4096)"),
-    ("{{ 'x'*10**9 }}", RenderBudgetExceeded,
-     "a repeated str would be 1,000,000,000 long (max_output_chars 1,000,000)"),
+    (
+        "{{ 'x'*10**9 }}",
+        RenderBudgetExceeded,
+        "a repeated str would be 1,000,000,000 long (max_output_chars 1,000,000)",
+    ),
     ("{{ 10**9*'x' }}", RenderBudgetExceeded, "a repeated str would be 1,000,000,000 long"),
     ("{{ ['x']*10**8 }}", RenderBudgetExceeded, "a repeated list would be 100,000,000 long"),
     ("{{ range(10**9)|list }}", OverflowError, "Range too big"),
@@ -40,20 +46,32 @@ CASES = [
     ("{{ '%1000000000s' % 'x' }}", RenderBudgetExceeded, "a %-format width 1000000000"),
     ("{{ '{:>1000000000}'.format('x') }}", RenderBudgetExceeded, "a format width 1000000000"),
     ("{{ lipsum(1000000) }}", RenderBudgetExceeded, "lipsum of 1000000 paragraphs (at most 100)"),
-    ("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
-     RenderBudgetExceeded, "a joined string (~) is 1,048,576 long (max_output_chars 1,000,000)"),
+    (
+        "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+        RenderBudgetExceeded,
+        "a joined string (~) is 1,048,576 long (max_output_chars 1,000,000)",
+    ),
     ("{{ ('x'*1000000).replace('', 'yy') }}", RenderBudgetExceeded, "a replace would be 3,000,002 long"),
     ("{{ (['x'*900000]*1000)|join(',') }}", RenderBudgetExceeded, "a join would be"),
-    ("{% for i in range(100000) %}{{ 'x'*100 }}{% endfor %}", RenderBudgetExceeded,
-     "output longer than 1,000,000 characters (max_output_chars)"),
+    (
+        "{% for i in range(100000) %}{{ 'x'*100 }}{% endfor %}",
+        RenderBudgetExceeded,
+        "output longer than 1,000,000 characters (max_output_chars)",
+    ),
     # the sandbox itself (kept from before): no dunders, no mutation of what the template is given
     ("{{ first_name.__class__.__mro__ }}", SecurityError, "access to attribute '__class__' of 'str' object is unsafe"),
     ("{% set _ = segments.append('vip') %}", SecurityError, "access to attribute 'append' of 'list' object is unsafe"),
     ("{{ segments.pop() }}", SecurityError, "access to attribute 'pop' of 'list' object is unsafe"),
-    ("{{ segment_keys.update({'vip': []}) }}", SecurityError,
-     "access to attribute 'update' of 'dict' object is unsafe"),
-    ("{{ segment_keys.setdefault('vip', []) }}", SecurityError,
-     "access to attribute 'setdefault' of 'dict' object is unsafe"),
+    (
+        "{{ segment_keys.update({'vip': []}) }}",
+        SecurityError,
+        "access to attribute 'update' of 'dict' object is unsafe",
+    ),
+    (
+        "{{ segment_keys.setdefault('vip', []) }}",
+        SecurityError,
+        "access to attribute 'setdefault' of 'dict' object is unsafe",
+    ),
 ]
 
 
@@ -104,16 +122,28 @@ def test_validation_reports_a_budget_breach_with_its_line(tmp_path):
 
 
 def test_every_shipped_template_renders_within_budget_with_no_refusal():
-    config = PersonalizationConfig(segment_names={"interested_in_product": "Interested in Product X", "vip": "VIP"},
-                                   segment_priority=["interested_in_product", "vip"])
+    config = PersonalizationConfig(
+        segment_names={"interested_in_product": "Interested in Product X", "vip": "VIP"},
+        segment_priority=["interested_in_product", "vip"],
+    )
     row = {
-        "customer_id": "c1", "first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com",
-        "city": "London", "country": "GB", "lifecycle_stage": "active", "total_spent": 120.0, "cart_value": None,
-        "cart_product_ids": None, "segment_keys": {"interested_in_product": ["P1"], "vip": []},
+        "customer_id": "c1",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": "ada@example.com",
+        "city": "London",
+        "country": "GB",
+        "lifecycle_stage": "active",
+        "total_spent": 120.0,
+        "cart_value": None,
+        "cart_product_ids": None,
+        "segment_keys": {"interested_in_product": ["P1"], "vip": []},
         "named_recommendations": [{"rank": 0, "product_id": "P7", "name": "Kettle", "confidence": 0.9}],
     }
-    contexts = [template_context(row, config), template_context({**row, "customer_id": "c2", "segment_keys": {},
-                                                                 "named_recommendations": []}, config)]
+    contexts = [
+        template_context(row, config),
+        template_context({**row, "customer_id": "c2", "segment_keys": {}, "named_recommendations": []}, config),
+    ]
     engine = TemplateEngine(REPO_TEMPLATES)
     report = validate_templates(engine, contexts)
     assert report.templates == ["welcome.html", "welcome.sms.txt", "welcome.txt"]
@@ -132,8 +162,9 @@ def test_shipped_payload_templates_render(monkeypatch):
     hook = load_destinations(Path(__file__).resolve().parents[1] / "conf")["demo_webhook"]
     monkeypatch.setenv("LAKECDP_DEMO_RECEIVER_URL", "http://127.0.0.1:9/")  # resolved, never connected to
     client = WebhookClient("demo_webhook", hook, run_id="r1")
-    items = [{"idempotency_key": f"k{n}", "change_id": f"ch{n}", "customer_id": f"c{n}"}
-             for n in range(hook.batch_size)]
+    items = [
+        {"idempotency_key": f"k{n}", "change_id": f"ch{n}", "customer_id": f"c{n}"} for n in range(hook.batch_size)
+    ]
     body = client.render(items)
     assert body.startswith(b'{"source": "lakecdp", "destination": "demo_webhook", "run_id": "r1",')
     assert body.count(b'"idempotency_key"') == hook.batch_size

@@ -61,8 +61,11 @@ FEATURE_ROWS = [
     ("c5", ts("2026-11-01"), 300.0, 3, ts("2026-07-01"), ts("2026-07-01"), "churned", "r0"),
 ]
 IDENTIFIER_ROWS = [
-    ("customer_number", "S1", "c1", "r0"), ("email", "c2@x.io", "c2", "r0"),
-    ("device_id", "d3", "c3", "r0"), ("customer_number", "S4", "c4", "r0"), ("email", "c5@x.io", "c5", "r0"),
+    ("customer_number", "S1", "c1", "r0"),
+    ("email", "c2@x.io", "c2", "r0"),
+    ("device_id", "d3", "c3", "r0"),
+    ("customer_number", "S4", "c4", "r0"),
+    ("email", "c5@x.io", "c5", "r0"),
 ]
 
 
@@ -137,10 +140,13 @@ def _test_conf(tmp_path: Path, project, as_of: str) -> Path:
     (conf / "environments").mkdir(parents=True)
     (conf / "segments").symlink_to(REPO_ROOT / "conf" / "segments")
     env = {
-        "version": 1, "name": "test",
+        "version": 1,
+        "name": "test",
         "spark": {"mode": "local", "master": "local[2]", "conf": dict(project.environment.spark.conf)},
         "storage": {"warehouse": str(project.warehouse)},
-        "landing": str(project.landing), "checkpoints": str(project.checkpoints), "as_of": as_of,
+        "landing": str(project.landing),
+        "checkpoints": str(project.checkpoints),
+        "as_of": as_of,
     }
     (conf / "environments" / "test.yaml").write_text(yaml.safe_dump(env), encoding="utf-8")
     return conf
@@ -155,7 +161,11 @@ def test_batch_job_exactly_once_rekey_hold_time_travel_and_cli(spark, project, t
     # -- run 1: every membership enters ------------------------------------------------
     counts = run(ctx1)
     assert {k: counts[k] for k in ("entered", "exited", "updated", "rekeyed", "held")} == {
-        "entered": 15, "exited": 0, "updated": 0, "rekeyed": 0, "held": 0,
+        "entered": 15,
+        "exited": 0,
+        "updated": 0,
+        "rekeyed": 0,
+        "held": 0,
     }
     changes = tables.read(spark, CHANGES)
     assertDataFrameEqual(
@@ -164,9 +174,10 @@ def test_batch_job_exactly_once_rekey_hold_time_travel_and_cli(spark, project, t
     )
     browsers = changes.filter("segment_id = 'recent_browsers'").first()
     # change_id = sha256 of run, segment, customer, key, type, previous customer (unit separated)
-    assert browsers["change_id"] == hashlib.sha256(
-        "\u001f".join(["run-1", "recent_browsers", "c1", "", "entered", ""]).encode()
-    ).hexdigest()
+    assert (
+        browsers["change_id"]
+        == hashlib.sha256("\u001f".join(["run-1", "recent_browsers", "c1", "", "entered", ""]).encode()).hexdigest()
+    )
     assert json.loads(browsers["reason"]) == {
         "rule": "product_view >= 3 within 2d; no purchase within 2d",
         "values": {"event_count": 3, "last_event_at": "2026-10-31T12:00:00.000Z"},
@@ -258,9 +269,9 @@ def test_batch_job_exactly_once_rekey_hold_time_travel_and_cli(spark, project, t
 
     # membership as of run 1, by Delta time travel
     assertDataFrameEqual(
-        membership_as_of_run(spark, tables, "run-1").filter("is_current").select(
-            "segment_id", "customer_id", "member_key"
-        ),
+        membership_as_of_run(spark, tables, "run-1")
+        .filter("is_current")
+        .select("segment_id", "customer_id", "member_key"),
         RUN1_MEMBERS,
     )
 
@@ -326,10 +337,16 @@ def test_policies_priority_exclusion_and_expiry(spark):
     }
     matches = spark.createDataFrame(
         [
-            ("tier_gold", "a", "", "{}"), ("tier_silver", "a", "", "{}"), ("tier_silver", "b", "", "{}"),
-            ("promo", "a", "", "{}"), ("promo", "b", "", "{}"),
-            ("newsletter", "a", "", "{}"), ("newsletter", "b", "", "{}"),
-            ("winback", "a", "", "{}"), ("winback", "b", "", "{}"), ("winback", "c", "", "{}"),
+            ("tier_gold", "a", "", "{}"),
+            ("tier_silver", "a", "", "{}"),
+            ("tier_silver", "b", "", "{}"),
+            ("promo", "a", "", "{}"),
+            ("promo", "b", "", "{}"),
+            ("newsletter", "a", "", "{}"),
+            ("newsletter", "b", "", "{}"),
+            ("winback", "a", "", "{}"),
+            ("winback", "b", "", "{}"),
+            ("winback", "c", "", "{}"),
         ],
         "segment_id string, customer_id string, member_key string, reason string",
     )
@@ -385,8 +402,8 @@ def test_streaming_matches_batch_on_the_same_events(spark, project):
             ("stream-b00000001", "vip", "c4", "", "entered"),
         ],
     )
-    streamed = tables.read(spark, MEMBERSHIP).filter("is_current").select(
-        "segment_id", "customer_id", "member_key", "reason"
+    streamed = (
+        tables.read(spark, MEMBERSHIP).filter("is_current").select("segment_id", "customer_id", "member_key", "reason")
     )
     identifiers = spark.createDataFrame(IDENTIFIER_ROWS, IDENTIFIERS)
     inputs = SegmentInputs(

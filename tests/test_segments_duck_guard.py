@@ -27,18 +27,24 @@ CUSTOMERS = 2_000  # more than SMALL_SIDE_ROWS, so a cross join of customers is 
 @pytest.fixture(scope="module")
 def con():
     ids = [f"c{i}" for i in range(CUSTOMERS)]
-    customers = pa.table({
-        "customer_id": ids,
-        "total_spent": [float(i) for i in range(CUSTOMERS)],
-        "order_count": pa.array([i % 5 for i in range(CUSTOMERS)], pa.int32()),
-        "lifecycle_stage": [("new", "active", "loyal")[i % 3] for i in range(CUSTOMERS)],
-        "last_purchase_at": pa.array([datetime(2026, 10, 1)] * CUSTOMERS, pa.timestamp("us")),
-        "as_of": pa.array([datetime(2026, 11, 1)] * CUSTOMERS, pa.timestamp("us")),
-    })
+    customers = pa.table(
+        {
+            "customer_id": ids,
+            "total_spent": [float(i) for i in range(CUSTOMERS)],
+            "order_count": pa.array([i % 5 for i in range(CUSTOMERS)], pa.int32()),
+            "lifecycle_stage": [("new", "active", "loyal")[i % 3] for i in range(CUSTOMERS)],
+            "last_purchase_at": pa.array([datetime(2026, 10, 1)] * CUSTOMERS, pa.timestamp("us")),
+            "as_of": pa.array([datetime(2026, 11, 1)] * CUSTOMERS, pa.timestamp("us")),
+        }
+    )
     events = pa.table({"customer_id": ids[:10], "event_type": ["purchase"] * 10, "value": [1.0] * 10})
     connection = locked_connection(
-        {"customers": customers, "profile": customers.select(["customer_id"]),
-         "features": customers.select(["customer_id", "total_spent"]), "events": events},
+        {
+            "customers": customers,
+            "profile": customers.select(["customer_id"]),
+            "features": customers.select(["customer_id", "total_spent"]),
+            "events": events,
+        },
         EmbeddedSettings(memory_limit="256MB", threads=1),
     )
     yield connection
@@ -137,7 +143,9 @@ def test_the_connection_is_a_second_wall(con, tmp_path):
         with pytest.raises(Exception):
             con.execute(statement).fetchall()
     assert not sentinel.exists()
-    assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0].startswith("2")  # 256MB -> "244.1 MiB"
+    assert (
+        con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0].startswith("2")
+    )  # 256MB -> "244.1 MiB"
 
 
 ALLOWED = [
@@ -171,9 +179,22 @@ def test_shipped_sql_segments_pass_the_duckdb_guard(con):
 
 def _definition(**kw) -> SegmentDefinition:
     # model_construct: skip the sqlglot check at load, so the DuckDB guard is what refuses
-    base = {"version": 1, "id": "s", "schedule": None, "limits": SegmentLimits(), "condition": None,
-            "query": None, "event": None, "exclude": [], "group": None, "priority": 0,
-            "expire_after_days": None, "hold_if_change_exceeds": None, "emit_updates": False, "description": ""}
+    base = {
+        "version": 1,
+        "id": "s",
+        "schedule": None,
+        "limits": SegmentLimits(),
+        "condition": None,
+        "query": None,
+        "event": None,
+        "exclude": [],
+        "group": None,
+        "priority": 0,
+        "expire_after_days": None,
+        "hold_if_change_exceeds": None,
+        "emit_updates": False,
+        "description": "",
+    }
     return SegmentDefinition.model_construct(**{**base, **kw})
 
 
@@ -221,9 +242,20 @@ def test_clock_is_the_runs_as_of():
     "value,expected",
     [
         # Java's Double.toString, as Spark's to_json writes doubles
-        (500.0, "500.0"), (0.1, "0.1"), (123.456, "123.456"), (1e7, "1.0E7"), (12345678.5, "1.23456785E7"),
-        (0.001, "0.001"), (0.0001, "1.0E-4"), (-2.5, "-2.5"), (0.0, "0.0"), (9999999.0, "9999999.0"),
-        (1.5e-10, "1.5E-10"), (float("nan"), '"NaN"'), (float("inf"), '"Infinity"'), (None, None),
+        (500.0, "500.0"),
+        (0.1, "0.1"),
+        (123.456, "123.456"),
+        (1e7, "1.0E7"),
+        (12345678.5, "1.23456785E7"),
+        (0.001, "0.001"),
+        (0.0001, "1.0E-4"),
+        (-2.5, "-2.5"),
+        (0.0, "0.0"),
+        (9999999.0, "9999999.0"),
+        (1.5e-10, "1.5E-10"),
+        (float("nan"), '"NaN"'),
+        (float("inf"), '"Infinity"'),
+        (None, None),
     ],
 )
 def test_java_double(value, expected):
@@ -246,17 +278,22 @@ def test_the_segments_step_runs_on_the_embedded_engine_without_spark(tmp_path, c
 
     conf = tmp_path / "conf"
     (conf / "segments").mkdir(parents=True)
-    (conf / "segments" / "big.yaml").write_text(yaml.safe_dump(
-        {"version": 1, "id": "big", "condition": "total_spent > 500", "schedule": {"every_minutes": 5}}
-    ))
+    (conf / "segments" / "big.yaml").write_text(
+        yaml.safe_dump({"version": 1, "id": "big", "condition": "total_spent > 500", "schedule": {"every_minutes": 5}})
+    )
     project = make_project(tmp_path)
-    project = project.model_copy(update={
-        "conf_dir": conf, "environment": project.environment.model_copy(update={"engine": "embedded"}),
-    })
+    project = project.model_copy(
+        update={
+            "conf_dir": conf,
+            "environment": project.environment.model_copy(update={"engine": "embedded"}),
+        }
+    )
     warehouse = project.warehouse
     write_deltalake(str(warehouse / "gold" / "customer_profile"), pa.table({"customer_id": ["c1", "c2"]}))
-    write_deltalake(str(warehouse / "gold" / "customer_features"),
-                    pa.table({"customer_id": ["c1", "c2"], "total_spent": [900.0, 10.0]}))
+    write_deltalake(
+        str(warehouse / "gold" / "customer_features"),
+        pa.table({"customer_id": ["c1", "c2"], "total_spent": [900.0, 10.0]}),
+    )
     counts = run(JobContext(project=project, spark=None, as_of=AS_OF, run_id="r1"))  # type: ignore[arg-type]
     assert counts["entered"] == 1
     rows = DeltaTable(str(warehouse / "segments" / "changes")).to_pyarrow_table().to_pylist()
@@ -264,8 +301,12 @@ def test_the_segments_step_runs_on_the_embedded_engine_without_spark(tmp_path, c
         ("big", "c1", '{"rule":"total_spent > 500","values":{"total_spent":900.0}}')
     ]
     # an event segment sends the run to Spark (named in the warning)
-    event = SegmentDefinition.model_validate({
-        "version": 1, "id": "carts", "schedule": {"every_minutes": 5},
-        "event": {"event_types": ["add_to_cart"], "within": "7d"},
-    })
+    event = SegmentDefinition.model_validate(
+        {
+            "version": 1,
+            "id": "carts",
+            "schedule": {"every_minutes": 5},
+            "event": {"event_types": ["add_to_cart"], "within": "7d"},
+        }
+    )
     assert unsupported({"carts": event, "big": _definition(condition="x > 1")}) == ["carts"]

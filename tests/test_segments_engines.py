@@ -78,16 +78,25 @@ SEGMENTS = {
     d.id: d
     for d in [
         # as_of 2026-11-01: c4, c6 (c6 bought 2026-10-29)
-        segment(id="big_recent", condition="total_spent > 500 AND last_purchase_at > CURRENT_DATE - INTERVAL 30 DAYS",
-                emit_updates=True),
+        segment(
+            id="big_recent",
+            condition="total_spent > 500 AND last_purchase_at > CURRENT_DATE - INTERVAL 30 DAYS",
+            emit_updates=True,
+        ),
         # order_count >= 2: c1, c4, c5, c6; expiry 90 days: c5's last activity 2026-07-01 -> expired
         segment(id="repeat_buyers", condition="order_count >= 2", expire_after_days=90, exclude=["big_recent"]),
         segment(id="stage_active", condition="lifecycle_stage = 'active'", group="stage", priority=10),
         segment(id="stage_any", condition="lifecycle_stage IS NOT NULL", group="stage", priority=5),
-        segment(id="openers", query="SELECT customer_id, opens_30d AS opens, first_name FROM customers WHERE opens_30d >= 3"),
-        segment(id="event_buyers", query=(
-            "SELECT customer_id, count(*) AS purchases, max(value) AS top FROM events "
-            "WHERE event_type = 'purchase' GROUP BY customer_id")),
+        segment(
+            id="openers", query="SELECT customer_id, opens_30d AS opens, first_name FROM customers WHERE opens_30d >= 3"
+        ),
+        segment(
+            id="event_buyers",
+            query=(
+                "SELECT customer_id, count(*) AS purchases, max(value) AS top FROM events "
+                "WHERE event_type = 'purchase' GROUP BY customer_id"
+            ),
+        ),
     ]
 }
 
@@ -126,14 +135,22 @@ RUN1 = ts("2026-11-01")
 RUN2 = ts("2026-11-02")
 
 # run 1 members, by hand from the rows above
-RUN1_MEMBERS = sorted([
-    ("big_recent", "c4"), ("big_recent", "c6"),
-    ("repeat_buyers", "c1"),  # c4, c6 excluded by big_recent; c5 expired (last activity 07-15, 109 days)
-    ("stage_active", "c1"), ("stage_active", "c4"),
-    ("stage_any", "c2"), ("stage_any", "c3"), ("stage_any", "c5"), ("stage_any", "c6"),
-    ("openers", "c2"), ("openers", "c3"),
-    ("event_buyers", "c2"),
-])
+RUN1_MEMBERS = sorted(
+    [
+        ("big_recent", "c4"),
+        ("big_recent", "c6"),
+        ("repeat_buyers", "c1"),  # c4, c6 excluded by big_recent; c5 expired (last activity 07-15, 109 days)
+        ("stage_active", "c1"),
+        ("stage_active", "c4"),
+        ("stage_any", "c2"),
+        ("stage_any", "c3"),
+        ("stage_any", "c5"),
+        ("stage_any", "c6"),
+        ("openers", "c2"),
+        ("openers", "c3"),
+        ("event_buyers", "c2"),
+    ]
+)
 
 
 def _warehouses(tmp_path, spark):
@@ -170,9 +187,11 @@ def test_both_engines_write_identical_rows_and_continue_each_other(spark, tmp_pa
     assert _rows(embedded_wh, CHANGES) == _rows(spark_wh, CHANGES)
     assert _rows(embedded_wh, MEMBERSHIP) == _rows(spark_wh, MEMBERSHIP)
     assert _rows(embedded_wh, RUNS, drop=("applied_at",)) == _rows(spark_wh, RUNS, drop=("applied_at",))
-    assert {k: embedded_counts[k] for k in ("entered", "exited", "members")} == {
-        k: spark_counts[k] for k in ("entered", "exited", "members")
-    } == {"entered": 12, "exited": 0, "members": 12}
+    assert (
+        {k: embedded_counts[k] for k in ("entered", "exited", "members")}
+        == {k: spark_counts[k] for k in ("entered", "exited", "members")}
+        == {"entered": 12, "exited": 0, "members": 12}
+    )
 
     # reasons by hand: Spark's to_json formats (columns sorted by name, 1.23456785E7, millis + Z)
     reasons = {(r[2], r[3]): r[8] for r in _rows(embedded_wh, CHANGES)}
@@ -194,20 +213,23 @@ def test_both_engines_write_identical_rows_and_continue_each_other(spark, tmp_pa
 
     # run 2 with changed features and an identity merge, each warehouse continued by the other engine
     for project in (spark_wh, embedded_wh):
-        _write_inputs(spark, JobContext(project=project, spark=spark, as_of=RUN2, run_id="w"),
-                      changed=True, merges=True)
+        _write_inputs(
+            spark, JobContext(project=project, spark=spark, as_of=RUN2, run_id="w"), changed=True, merges=True
+        )
     _run("embedded", spark, spark_wh, "run-2", RUN2)
     _run("spark", spark, embedded_wh, "run-2", RUN2)
     assert _rows(embedded_wh, CHANGES) == _rows(spark_wh, CHANGES)
     assert _rows(embedded_wh, MEMBERSHIP) == _rows(spark_wh, MEMBERSHIP)
     run2 = {(r[2], r[3], r[5]): r for r in _rows(embedded_wh, CHANGES) if r[1] == "run-2"}
-    assert sorted(run2) == sorted([
-        ("big_recent", "c3", "entered"),  # 700 spent, bought 2026-11-01
-        ("big_recent", "c4", "updated"),  # emit_updates: total_spent 900 -> 1500
-        ("openers", "c2", "exited"),
-        ("repeat_buyers", "c9", "rekeyed"),  # c1 -> c9
-        ("stage_active", "c9", "rekeyed"),
-    ])
+    assert sorted(run2) == sorted(
+        [
+            ("big_recent", "c3", "entered"),  # 700 spent, bought 2026-11-01
+            ("big_recent", "c4", "updated"),  # emit_updates: total_spent 900 -> 1500
+            ("openers", "c2", "exited"),
+            ("repeat_buyers", "c9", "rekeyed"),  # c1 -> c9
+            ("stage_active", "c9", "rekeyed"),
+        ]
+    )
     assert json.loads(run2[("openers", "c2", "exited")][8]) == {
         "rule": "SELECT customer_id, opens_30d AS opens, first_name FROM customers WHERE opens_30d >= 3",
         "exit": "no_longer_matches",

@@ -15,21 +15,26 @@ REPO_CONF = Path(__file__).resolve().parents[1] / "conf" / "segments"
 
 # condition text -> columns the guard reports (they go into the reason JSON)
 GOOD_CONDITIONS = [
-    ("total_spent > 500 AND last_purchase_at > as_of - INTERVAL 30 DAYS",
-     ("as_of", "last_purchase_at", "total_spent")),
-    ("lifecycle_stage = 'active' and array_contains(recent_product_views, 'P1')",
-     ("lifecycle_stage", "recent_product_views")),
-    ("customer_id IN (SELECT customer_id FROM events WHERE event_type = 'purchase')",
-     ("customer_id", "event_type")),
-    ("cast(total_spent as decimal(10,2)) > 5 AND datediff(as_of, last_purchase_at) > 60",
-     ("as_of", "last_purchase_at", "total_spent")),
-    ("exists(recent_product_views, p -> p = 'P1') OR coalesce(cart_open, false)",
-     ("cart_open", "recent_product_views")),
+    ("total_spent > 500 AND last_purchase_at > as_of - INTERVAL 30 DAYS", ("as_of", "last_purchase_at", "total_spent")),
+    (
+        "lifecycle_stage = 'active' and array_contains(recent_product_views, 'P1')",
+        ("lifecycle_stage", "recent_product_views"),
+    ),
+    ("customer_id IN (SELECT customer_id FROM events WHERE event_type = 'purchase')", ("customer_id", "event_type")),
+    (
+        "cast(total_spent as decimal(10,2)) > 5 AND datediff(as_of, last_purchase_at) > 60",
+        ("as_of", "last_purchase_at", "total_spent"),
+    ),
+    (
+        "exists(recent_product_views, p -> p = 'P1') OR coalesce(cart_open, false)",
+        ("cart_open", "recent_product_views"),
+    ),
     # the seed's own example: the clock is accepted (the plan check binds it to as_of)
-    ("last_purchase_date > CURRENT_DATE - INTERVAL '30 days' AND total_spent > 500",
-     ("last_purchase_date", "total_spent")),
-    ("last_purchase_at > current_date() OR last_purchase_at > now() - INTERVAL 1 DAY",
-     ("last_purchase_at",)),
+    (
+        "last_purchase_date > CURRENT_DATE - INTERVAL '30 days' AND total_spent > 500",
+        ("last_purchase_date", "total_spent"),
+    ),
+    ("last_purchase_at > current_date() OR last_purchase_at > now() - INTERVAL 1 DAY", ("last_purchase_at",)),
 ]
 
 # condition text -> (line, column, reason fragment)
@@ -118,7 +123,11 @@ def test_shipped_segments_cover_the_mission():
     assert segments["churn_risk"].expire_after_days == 90
     assert segments["churn_risk"].exclude == ["vip"]
     assert [segments[f"lifecycle_{s}"].priority for s in ("loyal", "new", "active", "at_risk", "churned")] == [
-        50, 40, 30, 20, 10
+        50,
+        40,
+        30,
+        20,
+        10,
     ]
 
 
@@ -131,22 +140,38 @@ VALID = "version: 1\nid: {id}\ncondition: total_spent > 1\nschedule: {{every_min
 
 # file body -> message fragments (file name is checked too)
 BAD_FILES = [
-    ("version: 1\nid: bad\ncondition: |\n  total_spent > 1 AND\n  reflect('a', 'b') = 1\nschedule: {every_minutes: 5}\n",
-     "condition: Value error, SQL refused at line 2, column 1: function 'reflect' calls a Java method"),
-    ("version: 1\nid: bad\ncondition: total_spent > 1\nschedule: {every_minutes: 5}\ncolour: red\n",
-     "colour: Extra inputs are not permitted"),
-    ("version: 1\nid: bad\nevent: {event_types: [product_view], within: 2 weeks}\nschedule: {every_minutes: 5}\n",
-     "event.within: Value error, duration must look like '30m', '48h' or '7d'"),
-    ("version: 1\nid: bad\nevent: {event_types: [teleport], within: 1d}\nschedule: {every_minutes: 5}\n",
-     "event.event_types[0]: Input should be"),
-    ("version: 1\nid: bad\ncondition: total_spent > 1\nschedule: {cron: '61 * *'}\n",
-     "schedule.cron: Value error, cron must have 5 fields"),
-    ("version: 1\nid: bad\ncondition: total_spent > 1\nquery: SELECT customer_id FROM profile\nschedule: {every_minutes: 5}\n",
-     "give exactly one of condition, query or event (got ['condition', 'query'])"),
-    ("version: 1\nid: other_name\ncondition: total_spent > 1\nschedule: {every_minutes: 5}\n",
-     "id: 'other_name' must equal the file name 'bad'"),
-    ("version: 1\nid: bad\ncondition: total_spent > 1\nexclude: [nowhere]\nschedule: {every_minutes: 5}\n",
-     "exclude[0]: unknown segment 'nowhere'"),
+    (
+        "version: 1\nid: bad\ncondition: |\n  total_spent > 1 AND\n  reflect('a', 'b') = 1\nschedule: {every_minutes: 5}\n",
+        "condition: Value error, SQL refused at line 2, column 1: function 'reflect' calls a Java method",
+    ),
+    (
+        "version: 1\nid: bad\ncondition: total_spent > 1\nschedule: {every_minutes: 5}\ncolour: red\n",
+        "colour: Extra inputs are not permitted",
+    ),
+    (
+        "version: 1\nid: bad\nevent: {event_types: [product_view], within: 2 weeks}\nschedule: {every_minutes: 5}\n",
+        "event.within: Value error, duration must look like '30m', '48h' or '7d'",
+    ),
+    (
+        "version: 1\nid: bad\nevent: {event_types: [teleport], within: 1d}\nschedule: {every_minutes: 5}\n",
+        "event.event_types[0]: Input should be",
+    ),
+    (
+        "version: 1\nid: bad\ncondition: total_spent > 1\nschedule: {cron: '61 * *'}\n",
+        "schedule.cron: Value error, cron must have 5 fields",
+    ),
+    (
+        "version: 1\nid: bad\ncondition: total_spent > 1\nquery: SELECT customer_id FROM profile\nschedule: {every_minutes: 5}\n",
+        "give exactly one of condition, query or event (got ['condition', 'query'])",
+    ),
+    (
+        "version: 1\nid: other_name\ncondition: total_spent > 1\nschedule: {every_minutes: 5}\n",
+        "id: 'other_name' must equal the file name 'bad'",
+    ),
+    (
+        "version: 1\nid: bad\ncondition: total_spent > 1\nexclude: [nowhere]\nschedule: {every_minutes: 5}\n",
+        "exclude[0]: unknown segment 'nowhere'",
+    ),
 ]
 
 

@@ -42,15 +42,28 @@ def _standalone_conf(tmp_path: Path) -> Path:
 @pytest.mark.cluster
 def test_demo_pipeline_on_a_standalone_cluster_through_spark_submit(tmp_path):
     conf = _standalone_conf(tmp_path)
-    with StandaloneCluster(workers=2, cores_per_worker=1, memory_per_worker="1g",
-                           work_dir=tmp_path / "cluster") as cluster:
+    with StandaloneCluster(
+        workers=2, cores_per_worker=1, memory_per_worker="1g", work_dir=tmp_path / "cluster"
+    ) as cluster:
         completed = subprocess.run(
-            [str(ROOT / "spark-submit.sh"), "--master", cluster.master_url, "--local-jars",
-             "--env", "standalone", "--conf-dir", str(conf),
-             "--spark-conf", "spark.executor.memory=768m",
-             "--spark-conf", "spark.driver.memory=1g",
-             "demo"],
-            capture_output=True, text=True, timeout=1800,
+            [
+                str(ROOT / "spark-submit.sh"),
+                "--master",
+                cluster.master_url,
+                "--local-jars",
+                "--env",
+                "standalone",
+                "--conf-dir",
+                str(conf),
+                "--spark-conf",
+                "spark.executor.memory=768m",
+                "--spark-conf",
+                "spark.driver.memory=1g",
+                "demo",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
         )
         assert completed.returncode == 0, completed.stderr[-5000:]
         state = cluster.state()
@@ -63,7 +76,13 @@ def test_demo_pipeline_on_a_standalone_cluster_through_spark_submit(tmp_path):
     warehouse = tmp_path / "warehouse"
     runs = DeltaTable(str(warehouse / "ops" / "runs")).to_pyarrow_table().to_pylist()
     assert {r["step"] for r in runs if r["status"] == "succeeded"} >= {
-        "generate", "ingest", "identity", "features", "segments", "activation"}
+        "generate",
+        "ingest",
+        "identity",
+        "features",
+        "segments",
+        "activation",
+    }
     assert not [r for r in runs if r["status"] != "succeeded"]
 
     # the identity graph the cluster computed: every record has one customer, one profile per

@@ -28,8 +28,11 @@ LIB = ROOT / "lib" / "lakecdp"
 #: jobs/ files that run no single step: the whole pipeline, the demo, the Kafka stream
 JOBS_NOT_STEPS = {"run_pipeline.py", "run_demo.py", "stream_events.py"}
 #: console scripts that run no single step
-SCRIPTS_NOT_STEPS = {"lakecdp": "lakecdp.cli:main", "lakecdp-pipeline": "lakecdp.entrypoints:pipeline_main",
-                     "lakecdp-demo": "lakecdp.entrypoints:demo_main"}
+SCRIPTS_NOT_STEPS = {
+    "lakecdp": "lakecdp.cli:main",
+    "lakecdp-pipeline": "lakecdp.entrypoints:pipeline_main",
+    "lakecdp-demo": "lakecdp.entrypoints:demo_main",
+}
 
 
 def _console_scripts() -> dict[str, str]:
@@ -51,9 +54,22 @@ def _bundle_jobs() -> dict[str, dict]:
 # -- the registry itself -------------------------------------------------------------------
 def test_the_registry_as_the_project_knows_it():
     assert [s.name for s in steps.registry()] == [
-        "generate", "ingest", "identity", "features", "segments", "activation", "preview"]
+        "generate",
+        "ingest",
+        "identity",
+        "features",
+        "segments",
+        "activation",
+        "preview",
+    ]
     assert [s.name for s in steps.pipeline_steps()] == [
-        "ingest", "identity", "features", "segments", "activation", "preview"]
+        "ingest",
+        "identity",
+        "features",
+        "segments",
+        "activation",
+        "preview",
+    ]
     assert [s.name for s in steps.demo_steps()] == [s.name for s in steps.registry()]
     assert [s.name for s in steps.scheduled_steps()] == ["ingest", "identity", "features", "segments", "activation"]
 
@@ -78,7 +94,13 @@ def test_the_registry_drives_the_pipeline_order(monkeypatch):
     reordered = tuple(reversed(steps.STEPS))
     monkeypatch.setattr(steps, "STEPS", reordered)
     assert [s.name for s in steps.pipeline_steps()] == [
-        "preview", "activation", "segments", "features", "identity", "ingest"]
+        "preview",
+        "activation",
+        "segments",
+        "features",
+        "identity",
+        "ingest",
+    ]
     assert [s.name for s in steps.demo_steps()][-1] == "generate"
     parser = cli.build_parser()
     args = parser.parse_args(["step", "preview"])
@@ -137,11 +159,20 @@ def test_entry_points_exist_for_scheduled_steps_only():
 def _called_job(path: Path) -> str | None:
     """The argument of ``main("<job>")`` in a jobs/ file, if it calls lakecdp.entrypoints.main."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    imports = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-               and n.module == "lakecdp.entrypoints" for a in n.names}
+    imports = {
+        a.asname or a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module == "lakecdp.entrypoints"
+        for a in n.names
+    }
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "main" and "main" in imports
-                and node.args and isinstance(node.args[0], ast.Constant)):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "main"
+            and "main" in imports
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             return node.args[0].value
     return None
 
@@ -152,7 +183,7 @@ def test_jobs_has_a_file_per_scheduled_step_and_nothing_extra():
     for path in (ROOT / "jobs").glob("*.py"):
         assert len(path.read_text(encoding="utf-8").splitlines()) <= 40, f"{path.name} is over 40 lines"
         if path.name.startswith("run_"):
-            assert _called_job(path) == path.stem[len("run_"):], path.name
+            assert _called_job(path) == path.stem[len("run_") :], path.name
 
 
 def test_the_bundle_has_a_task_per_scheduled_step_in_registry_order():
@@ -168,8 +199,9 @@ def test_the_bundle_has_a_task_per_scheduled_step_in_registry_order():
 
 
 def test_spark_submit_help_lists_the_jobs():
-    completed = subprocess.run(["bash", str(ROOT / "spark-submit.sh"), "--help"], capture_output=True, text=True,
-                               check=True)
+    completed = subprocess.run(
+        ["bash", str(ROOT / "spark-submit.sh"), "--help"], capture_output=True, text=True, check=True
+    )
     listed = completed.stdout.split("a job name:", 1)[1].split("Options:", 1)[0]
     names = {name.strip() for name in listed.replace("\n", " ").split(",")}
     assert names == {"pipeline", "demo"} | {s.name for s in steps.scheduled_steps()}
@@ -196,11 +228,20 @@ def test_a_plugin_step_joins_the_pipeline_the_cli_and_the_demo_with_one_line(mon
     sys.path.insert(0, str(Path(__file__).parent))
     from plugin_price_bands import PRICE_BANDS
 
-    monkeypatch.setattr(steps, "STEPS", (
-        *steps.STEPS,
-        Step("price_bands", "plugin_price_bands:run", inputs=(catalog.PRODUCTS,), outputs=(PRICE_BANDS,),
-             scheduled=False),
-    ))
+    monkeypatch.setattr(
+        steps,
+        "STEPS",
+        (
+            *steps.STEPS,
+            Step(
+                "price_bands",
+                "plugin_price_bands:run",
+                inputs=(catalog.PRODUCTS,),
+                outputs=(PRICE_BANDS,),
+                scheduled=False,
+            ),
+        ),
+    )
     assert [s.name for s in steps.pipeline_steps()][-2:] == ["preview", "price_bands"]
     assert [s.name for s in steps.demo_steps()][-1] == "price_bands"
     assert cli.build_parser().parse_args(["step", "price_bands"]).step == "price_bands"

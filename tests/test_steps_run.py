@@ -52,7 +52,9 @@ def test_a_run_follows_the_registry_order(spark, project, monkeypatch):
     assert list(result.steps) == ["second", "first"]
     runs = _runs(spark, project)
     assert [(r["job"], r["step"], r["position"], r["status"]) for r in runs] == [
-        ("pipeline", "second", 1, "succeeded"), ("pipeline", "first", 2, "succeeded")]
+        ("pipeline", "second", 1, "succeeded"),
+        ("pipeline", "first", 2, "succeeded"),
+    ]
 
 
 def test_lakecdp_ingest_records_its_run_in_ops_runs(spark, project, tmp_path):
@@ -60,10 +62,7 @@ def test_lakecdp_ingest_records_its_run_in_ops_runs(spark, project, tmp_path):
     landing = project.landing / "products"
     landing.mkdir(parents=True)
     (landing / "products_1.csv").write_text(
-        "product_id,name,category,price\n"
-        "p1,Kettle,kitchen,25.0\n"
-        "p2,Toaster,kitchen,40.0\n"
-        "p3,Lamp,home,15.5\n"
+        "product_id,name,category,price\np1,Kettle,kitchen,25.0\np2,Toaster,kitchen,40.0\np3,Lamp,home,15.5\n"
     )
     assert cli.main(["--conf", str(conf), "--env", "t", "ingest", "--source", "products"]) == 0
     runs = _runs(spark, project)
@@ -87,11 +86,20 @@ def test_a_plugin_step_runs_through_the_pipeline_with_its_lineage(spark, project
     from plugin_price_bands import PRICE_BANDS
 
     # the one registry line
-    monkeypatch.setattr(steps, "STEPS", (
-        *steps.STEPS,
-        Step("price_bands", "plugin_price_bands:run", inputs=(catalog.PRODUCTS,), outputs=(PRICE_BANDS,),
-             scheduled=False),
-    ))
+    monkeypatch.setattr(
+        steps,
+        "STEPS",
+        (
+            *steps.STEPS,
+            Step(
+                "price_bands",
+                "plugin_price_bands:run",
+                inputs=(catalog.PRODUCTS,),
+                outputs=(PRICE_BANDS,),
+                scheduled=False,
+            ),
+        ),
+    )
     tables = Tables(project)
     products = spark.createDataFrame(
         [("p1", "Kettle", "kitchen", 25.0), ("p2", "Toaster", "kitchen", 40.0), ("p3", "Lamp", "home", 15.5)],
@@ -99,16 +107,18 @@ def test_a_plugin_step_runs_through_the_pipeline_with_its_lineage(spark, project
     )
     tables.overwrite(products, catalog.PRODUCTS.name)
     # a second commit: lineage must record the version the step read (1), not the first
-    tables.append(spark.createDataFrame([("p4", "Mug", "kitchen", 8.0)], catalog.PRODUCTS.schema),
-                  catalog.PRODUCTS.name)
+    tables.append(
+        spark.createDataFrame([("p4", "Mug", "kitchen", 8.0)], catalog.PRODUCTS.schema), catalog.PRODUCTS.name
+    )
     conf = _conf(tmp_path, project)
 
     assert cli.main(["--conf", str(conf), "--env", "t", "step", "price_bands"]) == 0
     (run,) = _runs(spark, project)
-    assert (run["job"], run["step"], run["position"], run["status"]) == (
-        "price_bands", "price_bands", 1, "succeeded")
+    assert (run["job"], run["step"], run["position"], run["status"]) == ("price_bands", "price_bands", 1, "succeeded")
     assert run["input_versions"] == {"silver.products": 1}
     assert run["counts"] == {"categories": 2}
-    bands = {r["category"]: (r["products"], r["min_price"], r["max_price"], r["run_id"])
-             for r in tables.read(spark, PRICE_BANDS.name).collect()}
+    bands = {
+        r["category"]: (r["products"], r["min_price"], r["max_price"], r["run_id"])
+        for r in tables.read(spark, PRICE_BANDS.name).collect()
+    }
     assert bands == {"kitchen": (3, 8.0, 40.0, run["run_id"]), "home": (1, 15.5, 15.5, run["run_id"])}

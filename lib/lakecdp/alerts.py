@@ -121,10 +121,11 @@ class AlertsConfig(StrictModel):
     @model_validator(mode="after")
     def _known_channels(self) -> AlertsConfig:
         for kind, rule in self.rules:
-            for channel in (rule.channels if rule else []):
+            for channel in rule.channels if rule else []:
                 if channel not in self.channels:
-                    raise ValueError(f"rules.{kind}.channels: unknown channel {channel!r}; "
-                                     f"known: {sorted(self.channels)}")
+                    raise ValueError(
+                        f"rules.{kind}.channels: unknown channel {channel!r}; known: {sorted(self.channels)}"
+                    )
         return self
 
 
@@ -176,45 +177,69 @@ def find_alerts(project: Project, rules: Rules) -> list[Alert]:
         if rules.run_failed:
             for r in runs:
                 if r["status"] == "failed":
-                    alerts.append(Alert(
-                        "run_failed", f"run_failed:{r['run_id']}:{r['step']}",
-                        f"{r['job']} run {r['run_id']}: step {r['step']} failed",
-                        (r["message"] or "")[:500],
-                        f"lakecdp run (resumes run {r['run_id']} at {r['step']}); ops.runs where run_id = '{r['run_id']}'"))
+                    alerts.append(
+                        Alert(
+                            "run_failed",
+                            f"run_failed:{r['run_id']}:{r['step']}",
+                            f"{r['job']} run {r['run_id']}: step {r['step']} failed",
+                            (r["message"] or "")[:500],
+                            f"lakecdp run (resumes run {r['run_id']} at {r['step']}); ops.runs where run_id = '{r['run_id']}'",
+                        )
+                    )
         if rules.slow_step:
             done = [r for r in runs if r["status"] == "succeeded" and r["duration_s"] is not None]
             for r in done:
                 history = [(o["started_at"], o["duration_s"]) for o in done if o["step"] == r["step"]]
                 count, median = _median_before(history, r["started_at"])
-                if count >= rules.slow_step.min_history and median and r["duration_s"] > rules.slow_step.factor * median:
-                    alerts.append(Alert(
-                        "slow_step", f"slow_step:{r['run_id']}:{r['step']}",
-                        f"step {r['step']} of run {r['run_id']} took {r['duration_s']:.1f} s "
-                        f"({r['duration_s'] / median:.1f}x its median {median:.1f} s)",
-                        f"threshold {rules.slow_step.factor:g}x the median of {count} earlier runs",
-                        f"ops.runs where step = '{r['step']}' order by started_at"))
+                if (
+                    count >= rules.slow_step.min_history
+                    and median
+                    and r["duration_s"] > rules.slow_step.factor * median
+                ):
+                    alerts.append(
+                        Alert(
+                            "slow_step",
+                            f"slow_step:{r['run_id']}:{r['step']}",
+                            f"step {r['step']} of run {r['run_id']} took {r['duration_s']:.1f} s "
+                            f"({r['duration_s'] / median:.1f}x its median {median:.1f} s)",
+                            f"threshold {rules.slow_step.factor:g}x the median of {count} earlier runs",
+                            f"ops.runs where step = '{r['step']}' order by started_at",
+                        )
+                    )
     if rules.segment_held:
-        for r in read.rows(catalog.APPROVALS.name, ["run_id", "segment_id", "status", "previous_size", "new_size",
-                                                  "change_share", "threshold"]):
+        for r in read.rows(
+            catalog.APPROVALS.name,
+            ["run_id", "segment_id", "status", "previous_size", "new_size", "change_share", "threshold"],
+        ):
             if r["status"] == "held":
-                alerts.append(Alert(
-                    "segment_held", f"segment_held:{r['run_id']}:{r['segment_id']}",
-                    f"segment {r['segment_id']} held for approval in run {r['run_id']}",
-                    f"size {r.get('previous_size')} -> {r.get('new_size')} (change {r.get('change_share')}, "
-                    f"threshold {r.get('threshold')})",
-                    f"lakecdp segments approve --segment {r['segment_id']} --run {r['run_id']}"))
+                alerts.append(
+                    Alert(
+                        "segment_held",
+                        f"segment_held:{r['run_id']}:{r['segment_id']}",
+                        f"segment {r['segment_id']} held for approval in run {r['run_id']}",
+                        f"size {r.get('previous_size')} -> {r.get('new_size')} (change {r.get('change_share')}, "
+                        f"threshold {r.get('threshold')})",
+                        f"lakecdp segments approve --segment {r['segment_id']} --run {r['run_id']}",
+                    )
+                )
     if rules.quarantine_rate:
         rule = rules.quarantine_rate
-        for r in read.rows(catalog.INGEST_AUDIT.name, ["run_id", "source", "source_file", "rows_read", "rows_quarantined",
-                                                "stream_batch"]):
+        for r in read.rows(
+            catalog.INGEST_AUDIT.name,
+            ["run_id", "source", "source_file", "rows_read", "rows_quarantined", "stream_batch"],
+        ):
             read_rows, quarantined = r["rows_read"] or 0, r["rows_quarantined"] or 0
             if read_rows >= rule.min_rows and quarantined / read_rows > rule.threshold:
                 where = r.get("stream_batch") or r["run_id"]
-                alerts.append(Alert(
-                    "quarantine_rate", f"quarantine_rate:{r['source']}:{r['source_file']}:{where}",
-                    f"{r['source']}: {quarantined / read_rows:.1%} of {read_rows} rows quarantined ({r['source_file']})",
-                    f"threshold {rule.threshold:.1%}; run {r['run_id']}",
-                    f"quarantine.{r['source']} where run_id = '{r['run_id']}' (reasons, detail); ops.data_quality"))
+                alerts.append(
+                    Alert(
+                        "quarantine_rate",
+                        f"quarantine_rate:{r['source']}:{r['source_file']}:{where}",
+                        f"{r['source']}: {quarantined / read_rows:.1%} of {read_rows} rows quarantined ({r['source_file']})",
+                        f"threshold {rule.threshold:.1%}; run {r['run_id']}",
+                        f"quarantine.{r['source']} where run_id = '{r['run_id']}' (reasons, detail); ops.data_quality",
+                    )
+                )
     if rules.identity_merge_spike:
         spike = rules.identity_merge_spike
         changes = read.rows(catalog.ID_CHANGES.name, ["run_id", "change_type", "changed_at"])
@@ -225,24 +250,36 @@ def find_alerts(project: Project, rules: Rules) -> list[Alert]:
         history = [(at, float(m)) for at, m in per_run.values()]
         for run_id, (at, merges) in per_run.items():
             count, median = _median_before(history, at)
-            if count >= spike.min_history and merges >= spike.min_merges and merges > spike.factor * max(median or 0, 1):
-                alerts.append(Alert(
-                    "identity_merge_spike", f"identity_merge_spike:{run_id}",
-                    f"identity run {run_id} merged {merges} customers ({merges / max(median or 0, 1):.1f}x the median "
-                    f"{median:g} of {count} earlier runs)",
-                    "a bad link merges two people and everything downstream follows",
-                    f"identity.id_changes where run_id = '{run_id}' and change_type = 'merge'; "
-                    "lakecdp identity-charts"))
+            if (
+                count >= spike.min_history
+                and merges >= spike.min_merges
+                and merges > spike.factor * max(median or 0, 1)
+            ):
+                alerts.append(
+                    Alert(
+                        "identity_merge_spike",
+                        f"identity_merge_spike:{run_id}",
+                        f"identity run {run_id} merged {merges} customers ({merges / max(median or 0, 1):.1f}x the median "
+                        f"{median:g} of {count} earlier runs)",
+                        "a bad link merges two people and everything downstream follows",
+                        f"identity.id_changes where run_id = '{run_id}' and change_type = 'merge'; "
+                        "lakecdp identity-charts",
+                    )
+                )
     if rules.dead_letters:
         groups: dict[tuple[str, str], int] = {}
         for r in read.rows(catalog.DEAD_LETTER.name, ["destination", "run_id"]):
             groups[(r["destination"], r["run_id"])] = groups.get((r["destination"], r["run_id"]), 0) + 1
         for (destination, run_id), count in sorted(groups.items()):
-            alerts.append(Alert(
-                "dead_letters", f"dead_letters:{destination}:{run_id}",
-                f"{count} deliveries to {destination} dead-lettered in run {run_id}",
-                "they were retried and gave up; they are not delivered until re-driven",
-                f"activation.dead_letter where destination = '{destination}' and run_id = '{run_id}'"))
+            alerts.append(
+                Alert(
+                    "dead_letters",
+                    f"dead_letters:{destination}:{run_id}",
+                    f"{count} deliveries to {destination} dead-lettered in run {run_id}",
+                    "they were retried and gave up; they are not delivered until re-driven",
+                    f"activation.dead_letter where destination = '{destination}' and run_id = '{run_id}'",
+                )
+            )
     return alerts
 
 
@@ -281,11 +318,15 @@ def _record(project: Project, entries: list[tuple[Alert, str]]) -> None:
     from deltalake import write_deltalake
 
     now = datetime.now(timezone.utc)
-    table = pa.table({
-        "cause": [a.cause for a, _ in entries], "kind": [a.kind for a, _ in entries],
-        "channel": [c for _, c in entries], "title": [a.title for a, _ in entries],
-        "sent_at": pa.array([now] * len(entries), pa.timestamp("us", tz="UTC")),
-    })
+    table = pa.table(
+        {
+            "cause": [a.cause for a, _ in entries],
+            "kind": [a.kind for a, _ in entries],
+            "channel": [c for _, c in entries],
+            "title": [a.title for a, _ in entries],
+            "sent_at": pa.array([now] * len(entries), pa.timestamp("us", tz="UTC")),
+        }
+    )
     write_deltalake(Tables(project).location(LEDGER), table, mode="append")
 
 

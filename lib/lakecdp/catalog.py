@@ -55,18 +55,22 @@ def parse_type(text: str) -> T.DataType:
     lowered = text.lower()
     if lowered in _SCALARS:
         return {
-            "string": T.StringType(), "int": T.IntegerType(), "bigint": T.LongType(),
-            "double": T.DoubleType(), "boolean": T.BooleanType(), "date": T.DateType(),
+            "string": T.StringType(),
+            "int": T.IntegerType(),
+            "bigint": T.LongType(),
+            "double": T.DoubleType(),
+            "boolean": T.BooleanType(),
+            "date": T.DateType(),
             "timestamp": T.TimestampType(),
         }[lowered]
     if lowered.startswith("array<") and text.endswith(">"):
-        return T.ArrayType(parse_type(text[len("array<"):-1]))
+        return T.ArrayType(parse_type(text[len("array<") : -1]))
     if lowered.startswith("map<") and text.endswith(">"):
-        key, value = _split_top(text[len("map<"):-1], ",")
+        key, value = _split_top(text[len("map<") : -1], ",")
         return T.MapType(parse_type(key), parse_type(value))
     if lowered.startswith("struct<") and text.endswith(">"):
         fields = []
-        for part in _split_top(text[len("struct<"):-1], ","):
+        for part in _split_top(text[len("struct<") : -1], ","):
             name, _, type_text = part.partition(":")
             fields.append(T.StructField(name.strip(), parse_type(type_text), True))
         return T.StructType(fields)
@@ -151,7 +155,10 @@ class Table:
 
 # -- bronze / quarantine (ingest) --------------------------------------------------------
 BRONZE = Table(
-    "bronze.<source>", None, (), "lakecdp.ingest.job",
+    "bronze.<source>",
+    None,
+    (),
+    "lakecdp.ingest.job",
     # the Kafka path writes the same tables (ingest's two front ends share them)
     other_writers=("lakecdp.ingest.stream",),
 )
@@ -161,8 +168,12 @@ QUARANTINE_SCHEMA = (
     "quarantined_at timestamp"
 )
 QUARANTINE = Table(
-    "quarantine.<source>", QUARANTINE_SCHEMA, (), "lakecdp.ingest.job",
-    readers=("lakecdp.alerts",), other_writers=("lakecdp.ingest.stream",),
+    "quarantine.<source>",
+    QUARANTINE_SCHEMA,
+    (),
+    "lakecdp.ingest.job",
+    readers=("lakecdp.alerts",),
+    other_writers=("lakecdp.ingest.stream",),
 )
 
 # -- silver (ingest) ---------------------------------------------------------------------
@@ -179,9 +190,16 @@ CUSTOMER_RECORDS = Table(
         # additive: SMS marketing consent, its own consent (lakecdp.activation.sms)
         "sms_consent boolean"
     ),
-    ("record_id",), "lakecdp.ingest.job",
-    readers=("lakecdp.identity.job", "lakecdp.identity.state", "lakecdp.identity.cli",
-             "lakecdp.identity.benchmark", "lakecdp.activation.job", "lakecdp.erasure"),
+    ("record_id",),
+    "lakecdp.ingest.job",
+    readers=(
+        "lakecdp.identity.job",
+        "lakecdp.identity.state",
+        "lakecdp.identity.cli",
+        "lakecdp.identity.benchmark",
+        "lakecdp.activation.job",
+        "lakecdp.erasure",
+    ),
     # the Kafka path upserts web login records
     other_writers=("lakecdp.ingest.stream",),
 )
@@ -193,9 +211,15 @@ EVENTS = Table(
         "category string, value double, order_id string, campaign_id string, channel string, "
         "bounce_type string, url string, run_id string, ingested_at timestamp"
     ),
-    ("event_id",), "lakecdp.ingest.job",
-    readers=("lakecdp.features.job", "lakecdp.segments.job", "lakecdp.segments.streaming",
-             "lakecdp.activation.job", "lakecdp.campaign.report"),
+    ("event_id",),
+    "lakecdp.ingest.job",
+    readers=(
+        "lakecdp.features.job",
+        "lakecdp.segments.job",
+        "lakecdp.segments.streaming",
+        "lakecdp.activation.job",
+        "lakecdp.campaign.report",
+    ),
     # ingest.stream: the Kafka path; sample.campaigns: plants a campaign's events in a scratch
     # warehouse (test data shipped in the package, issue 15 item 5)
     other_writers=("lakecdp.ingest.stream", "lakecdp.sample.campaigns"),
@@ -207,29 +231,34 @@ ORDERS = Table(
         "ordered_at timestamp, status string, currency string, total double, run_id string, "
         "ingested_at timestamp"
     ),
-    ("order_id",), "lakecdp.ingest.job", readers=("lakecdp.features.job",),
+    ("order_id",),
+    "lakecdp.ingest.job",
+    readers=("lakecdp.features.job",),
     other_writers=("lakecdp.ingest.stream",),
 )
 ORDER_ITEMS = Table(
     "silver.order_items",
-    (
-        "order_id string, line_number int, product_id string, category string, quantity int, "
-        "unit_price double"
-    ),
-    ("order_id", "line_number"), "lakecdp.ingest.job", readers=("lakecdp.features.job",),
+    ("order_id string, line_number int, product_id string, category string, quantity int, unit_price double"),
+    ("order_id", "line_number"),
+    "lakecdp.ingest.job",
+    readers=("lakecdp.features.job",),
     other_writers=("lakecdp.ingest.stream",),
 )
 PRODUCTS = Table(
     "silver.products",
     ("product_id string, name string, category string, price double"),
-    ("product_id",), "lakecdp.ingest.job",
+    ("product_id",),
+    "lakecdp.ingest.job",
     readers=("lakecdp.features.job", "lakecdp.personalization.preview"),
     other_writers=("lakecdp.ingest.stream",),
 )
 #: silver table (without layer) -> Table, in the order ingest has always listed them
 SILVER: dict[str, Table] = {
-    "customer_records": CUSTOMER_RECORDS, "events": EVENTS, "orders": ORDERS,
-    "order_items": ORDER_ITEMS, "products": PRODUCTS,
+    "customer_records": CUSTOMER_RECORDS,
+    "events": EVENTS,
+    "orders": ORDERS,
+    "order_items": ORDER_ITEMS,
+    "products": PRODUCTS,
 }
 
 # -- identity ----------------------------------------------------------------------------
@@ -240,9 +269,9 @@ ID_MAP = Table(
         "link_confidence double, flags array<string>, run_id string, updated_at timestamp, "
         "id_created_at timestamp"
     ),
-    ("record_id",), "lakecdp.identity.job",
-    readers=("lakecdp.activation.job", "lakecdp.erasure", "lakecdp.identity.cli",
-             "lakecdp.identity.benchmark"),
+    ("record_id",),
+    "lakecdp.identity.job",
+    readers=("lakecdp.activation.job", "lakecdp.erasure", "lakecdp.identity.cli", "lakecdp.identity.benchmark"),
 )
 ID_CHANGES = Table(
     "identity.id_changes",
@@ -250,7 +279,8 @@ ID_CHANGES = Table(
         "run_id string, change_type string, old_customer_id string, new_customer_id string, "
         "record_count int, changed_at timestamp"
     ),
-    ("run_id", "change_type", "old_customer_id", "new_customer_id"), "lakecdp.identity.job",
+    ("run_id", "change_type", "old_customer_id", "new_customer_id"),
+    "lakecdp.identity.job",
     readers=("lakecdp.segments.job", "lakecdp.alerts"),
 )
 EDGES = Table(
@@ -259,24 +289,31 @@ EDGES = Table(
         "record_id_l string, record_id_r string, edge_type string, rule string, "
         "match_probability double, match_weight double, run_id string"
     ),
-    (), "lakecdp.identity.job",
+    (),
+    "lakecdp.identity.job",
 )
 IDENTIFIERS = Table(
     "identity.identifiers",
     "identifier_type string, identifier_value string, customer_id string, run_id string",
-    ("identifier_type", "identifier_value"), "lakecdp.identity.job",
-    readers=("lakecdp.features.job", "lakecdp.segments.job", "lakecdp.segments.streaming",
-             "lakecdp.activation.job", "lakecdp.campaign.report", "lakecdp.erasure", "lakecdp.api.demo"),
+    ("identifier_type", "identifier_value"),
+    "lakecdp.identity.job",
+    readers=(
+        "lakecdp.features.job",
+        "lakecdp.segments.job",
+        "lakecdp.segments.streaming",
+        "lakecdp.activation.job",
+        "lakecdp.campaign.report",
+        "lakecdp.erasure",
+        "lakecdp.api.demo",
+    ),
     # plants a campaign's identifiers in a scratch warehouse (issue 15 item 5)
     other_writers=("lakecdp.sample.campaigns",),
 )
 IDENTITY_STATE = Table(
     "identity.state",
-    (
-        "run_id string, silver_version bigint, mode string, records_changed bigint, "
-        "processed_at timestamp"
-    ),
-    (), "lakecdp.identity.state",
+    ("run_id string, silver_version bigint, mode string, records_changed bigint, processed_at timestamp"),
+    (),
+    "lakecdp.identity.state",
 )
 
 # -- gold --------------------------------------------------------------------------------
@@ -290,10 +327,17 @@ CUSTOMER_PROFILE = Table(
         "provenance map<string, struct<record_id:string, source:string>>, "
         "first_seen_at timestamp, updated_at timestamp, run_id string"
     ),
-    ("customer_id",), "lakecdp.identity.job",
-    readers=("lakecdp.features.job", "lakecdp.segments.job", "lakecdp.segments.streaming",
-             "lakecdp.activation.job", "lakecdp.personalization.preview", "lakecdp.api.segments",
-             "lakecdp.api.demo"),
+    ("customer_id",),
+    "lakecdp.identity.job",
+    readers=(
+        "lakecdp.features.job",
+        "lakecdp.segments.job",
+        "lakecdp.segments.streaming",
+        "lakecdp.activation.job",
+        "lakecdp.personalization.preview",
+        "lakecdp.api.segments",
+        "lakecdp.api.demo",
+    ),
 )
 
 CUSTOMER_FEATURES = Table(
@@ -313,7 +357,8 @@ CUSTOMER_FEATURES = Table(
         "given_at:timestamp,suppressed_until:timestamp>>, "
         "run_id string"
     ),
-    ("customer_id",), "lakecdp.features.job",
+    ("customer_id",),
+    "lakecdp.features.job",
     readers=("lakecdp.segments.job", "lakecdp.segments.streaming", "lakecdp.personalization.preview"),
 )
 
@@ -326,7 +371,8 @@ CAMPAIGN_EXPOSURES = Table(
         "template string, template_sha256 string, git_revision string, "
         "exposed_at timestamp NOT NULL, run_id string NOT NULL"
     ),
-    ("exposure_key",), "lakecdp.campaign.exposures",
+    ("exposure_key",),
+    "lakecdp.campaign.exposures",
     readers=("lakecdp.campaign.report", "lakecdp.campaign.cli"),
     # plants a campaign's exposures in a scratch warehouse (issue 15 item 5)
     other_writers=("lakecdp.sample.campaigns",),
@@ -346,7 +392,8 @@ CAMPAIGN_RESULTS = Table(
         "conversion_event string NOT NULL, attribution_window_hours double NOT NULL, notes string, "
         "run_id string NOT NULL"
     ),
-    ("campaign_id", "as_of", "variant"), "lakecdp.campaign.report",
+    ("campaign_id", "as_of", "variant"),
+    "lakecdp.campaign.report",
 )
 
 # -- segments ----------------------------------------------------------------------------
@@ -356,9 +403,9 @@ MEMBERSHIP = Table(
         "segment_id string, customer_id string, member_key string, entered_at timestamp, "
         "exited_at timestamp, entered_run_id string, exited_run_id string, reason string, is_current boolean"
     ),
-    ("segment_id", "customer_id", "member_key", "entered_run_id"), "lakecdp.segments.job",
-    readers=("lakecdp.segments.inspect", "lakecdp.personalization.preview", "lakecdp.api.segments",
-             "lakecdp.api.demo"),
+    ("segment_id", "customer_id", "member_key", "entered_run_id"),
+    "lakecdp.segments.job",
+    readers=("lakecdp.segments.inspect", "lakecdp.personalization.preview", "lakecdp.api.segments", "lakecdp.api.demo"),
 )
 CHANGES = Table(
     "segments.changes",
@@ -366,7 +413,8 @@ CHANGES = Table(
         "change_id string, run_id string, segment_id string, customer_id string, member_key string, "
         "change_type string, previous_customer_id string, changed_at timestamp, reason string"
     ),
-    ("change_id",), "lakecdp.segments.job",
+    ("change_id",),
+    "lakecdp.segments.job",
     readers=("lakecdp.activation.job", "lakecdp.api.segments"),
 )
 SEGMENT_RUNS = Table(
@@ -375,7 +423,9 @@ SEGMENT_RUNS = Table(
         "run_id string, mode string, as_of timestamp, segments array<string>, changes bigint, "
         "membership_version bigint, applied_at timestamp"
     ),
-    ("run_id",), "lakecdp.segments.job", readers=("lakecdp.api.segments",),
+    ("run_id",),
+    "lakecdp.segments.job",
+    readers=("lakecdp.api.segments",),
 )
 APPROVALS = Table(
     "segments.approvals",
@@ -383,9 +433,9 @@ APPROVALS = Table(
         "run_id string, segment_id string, previous_size bigint, new_size bigint, change_share double, "
         "threshold double, status string, decided_by string, decided_at timestamp"
     ),
-    ("run_id", "segment_id"), "lakecdp.segments.job",
-    readers=("lakecdp.segments.cli", "lakecdp.activation.job", "lakecdp.api.segments",
-             "lakecdp.alerts"),
+    ("run_id", "segment_id"),
+    "lakecdp.segments.job",
+    readers=("lakecdp.segments.cli", "lakecdp.activation.job", "lakecdp.api.segments", "lakecdp.alerts"),
 )
 
 # -- activation --------------------------------------------------------------------------
@@ -396,7 +446,8 @@ DELIVERIES = Table(
         "segment_id string, customer_id string, run_id string NOT NULL, status string NOT NULL, "
         "attempts int, response_code int, delivered_at timestamp"
     ),
-    ("idempotency_key",), "lakecdp.activation.ledger",
+    ("idempotency_key",),
+    "lakecdp.activation.ledger",
 )
 FAILURES_SCHEMA = (
     "idempotency_key string NOT NULL, change_id string NOT NULL, destination string NOT NULL, "
@@ -405,7 +456,10 @@ FAILURES_SCHEMA = (
 )
 REJECTED = Table("activation.rejected", FAILURES_SCHEMA, (), "lakecdp.activation.ledger")
 DEAD_LETTER = Table(
-    "activation.dead_letter", FAILURES_SCHEMA, (), "lakecdp.activation.ledger",
+    "activation.dead_letter",
+    FAILURES_SCHEMA,
+    (),
+    "lakecdp.activation.ledger",
     readers=("lakecdp.alerts",),
 )
 SUPPRESSIONS = Table(
@@ -414,7 +468,8 @@ SUPPRESSIONS = Table(
         "customer_id string, reason string NOT NULL, identifier_type string, "
         "identifier_value string, since timestamp, run_id string NOT NULL"
     ),
-    (), "lakecdp.activation.job",
+    (),
+    "lakecdp.activation.job",
     readers=("lakecdp.api.segments",),
 )
 
@@ -426,7 +481,9 @@ RUNS = Table(
         "started_at timestamp, finished_at timestamp, duration_s double, "
         "input_versions map<string,bigint>, counts map<string,bigint>, message string"
     ),
-    ("run_id", "job", "step"), "lakecdp.pipeline", readers=("lakecdp.alerts",),
+    ("run_id", "job", "step"),
+    "lakecdp.pipeline",
+    readers=("lakecdp.alerts",),
 )
 INGEST_AUDIT = Table(
     "ops.ingest_audit",
@@ -436,15 +493,16 @@ INGEST_AUDIT = Table(
         # Kafka micro-batches only: "<query name>:<batch id>" (null for a landing file)
         "stream_batch string"
     ),
-    ("source", "source_file", "stream_batch"), "lakecdp.ingest.job",
-    readers=("lakecdp.alerts",), other_writers=("lakecdp.ingest.stream",),
+    ("source", "source_file", "stream_batch"),
+    "lakecdp.ingest.job",
+    readers=("lakecdp.alerts",),
+    other_writers=("lakecdp.ingest.stream",),
 )
 DATA_QUALITY = Table(
     "ops.data_quality",
-    (
-        "run_id string, source string, source_file string, reason string, rows bigint, at timestamp"
-    ),
-    ("source", "source_file", "reason"), "lakecdp.ingest.job",
+    ("run_id string, source string, source_file string, reason string, rows bigint, at timestamp"),
+    ("source", "source_file", "reason"),
+    "lakecdp.ingest.job",
 )
 INGEST_FILES = Table(
     "ops.ingest_files",
@@ -453,7 +511,9 @@ INGEST_FILES = Table(
         # loaded | quarantined (refused as a whole: SYMLINK, UNREADABLE_FILE), reason (or NO_ROWS)
         "status string, reason string"
     ),
-    ("source", "content_hash"), "lakecdp.ingest.job", readers=("lakecdp.erasure",),
+    ("source", "content_hash"),
+    "lakecdp.ingest.job",
+    readers=("lakecdp.erasure",),
     # erasure points the ledger at the content hashes of the landing files it rewrote
     other_writers=("lakecdp.erasure",),
 )
@@ -461,31 +521,57 @@ ERASURES = Table(
     "ops.erasures",
     "salted_hash string, identifier_type string, requested_at timestamp, run_id string",
     # ingest (batch and Kafka) reads it through lakecdp.erasure.erased_hashes
-    ("salted_hash",), "lakecdp.erasure", readers=("lakecdp.activation.job",),
+    ("salted_hash",),
+    "lakecdp.erasure",
+    readers=("lakecdp.activation.job",),
 )
 API_INTAKE = Table(
     "ops.api_intake",
-    (
-        "segment int, start_offset bigint, end_offset bigint, status string, events bigint, "
-        "run_id string, at timestamp"
-    ),
-    (), "lakecdp.api.pickup",
+    ("segment int, start_offset bigint, end_offset bigint, status string, events bigint, run_id string, at timestamp"),
+    (),
+    "lakecdp.api.pickup",
 )
 ALERTS = Table(
     "ops.alerts",
     # written with deltalake (no Spark): the arrow table in lakecdp.alerts._record
     "cause string, kind string, channel string, title string, sent_at timestamp",
-    ("cause", "channel"), "lakecdp.alerts",
+    ("cause", "channel"),
+    "lakecdp.alerts",
 )
 
 #: every table, in docs/tables.md order
 TABLES: tuple[Table, ...] = (
-    BRONZE, QUARANTINE, CUSTOMER_RECORDS, EVENTS, ORDERS, ORDER_ITEMS, PRODUCTS,
-    ID_MAP, IDENTIFIERS, ID_CHANGES, EDGES, IDENTITY_STATE,
-    CUSTOMER_PROFILE, CUSTOMER_FEATURES, CAMPAIGN_EXPOSURES, CAMPAIGN_RESULTS,
-    MEMBERSHIP, CHANGES, APPROVALS, SEGMENT_RUNS,
-    DELIVERIES, REJECTED, DEAD_LETTER, SUPPRESSIONS,
-    RUNS, INGEST_AUDIT, DATA_QUALITY, INGEST_FILES, ERASURES, API_INTAKE, ALERTS,
+    BRONZE,
+    QUARANTINE,
+    CUSTOMER_RECORDS,
+    EVENTS,
+    ORDERS,
+    ORDER_ITEMS,
+    PRODUCTS,
+    ID_MAP,
+    IDENTIFIERS,
+    ID_CHANGES,
+    EDGES,
+    IDENTITY_STATE,
+    CUSTOMER_PROFILE,
+    CUSTOMER_FEATURES,
+    CAMPAIGN_EXPOSURES,
+    CAMPAIGN_RESULTS,
+    MEMBERSHIP,
+    CHANGES,
+    APPROVALS,
+    SEGMENT_RUNS,
+    DELIVERIES,
+    REJECTED,
+    DEAD_LETTER,
+    SUPPRESSIONS,
+    RUNS,
+    INGEST_AUDIT,
+    DATA_QUALITY,
+    INGEST_FILES,
+    ERASURES,
+    API_INTAKE,
+    ALERTS,
 )
 _BY_NAME = {t.name: t for t in TABLES}
 
@@ -504,10 +590,7 @@ def table(name: str) -> Table:
 
 def read_by(package: str) -> tuple[str, ...]:
     """Names of the tables a module or package (``lakecdp.features``) reads, in catalogue order."""
-    return tuple(
-        t.name for t in TABLES
-        if any(r == package or r.startswith(package + ".") for r in t.readers)
-    )
+    return tuple(t.name for t in TABLES if any(r == package or r.startswith(package + ".") for r in t.readers))
 
 
 def markdown_index() -> str:
@@ -527,6 +610,13 @@ def markdown_index() -> str:
 
 
 __all__ = [
-    "TABLES", "Table", "ddl_columns", "ddl_struct", "markdown_index", "parse_type", "read_by", "table",
+    "TABLES",
+    "Table",
+    "ddl_columns",
+    "ddl_struct",
+    "markdown_index",
+    "parse_type",
+    "read_by",
+    "table",
     *[name for name, value in dict(globals()).items() if isinstance(value, Table)],
 ]

@@ -94,9 +94,12 @@ class FilesReport:
     retained: dict[str, str] = field(default_factory=dict)  # path -> reason
 
     def as_dict(self) -> dict[str, object]:
-        return {"rewritten": sorted(self.rewritten), "deleted": sorted(self.deleted),
-                "deleted_unnamed": self.deleted_unnamed,
-                "retained": [{"path": k, "reason": v} for k, v in sorted(self.retained.items())]}
+        return {
+            "rewritten": sorted(self.rewritten),
+            "deleted": sorted(self.deleted),
+            "deleted_unnamed": self.deleted_unnamed,
+            "retained": [{"path": k, "reason": v} for k, v in sorted(self.retained.items())],
+        }
 
 
 @dataclass(frozen=True)
@@ -149,13 +152,14 @@ def _warehouse_tables(ctx: JobContext) -> list[str]:
         folder = ctx.project.warehouse / layer
         if folder.is_dir():
             names.extend(
-                f"{layer}.{child.name}" for child in sorted(folder.iterdir())
-                if (child / "_delta_log").is_dir()
+                f"{layer}.{child.name}" for child in sorted(folder.iterdir()) if (child / "_delta_log").is_dir()
             )
     return names
 
 
-def resolve_person(ctx: JobContext, *, email: str | None, customer_id: str | None) -> tuple[list[str], dict[str, set[str]]]:
+def resolve_person(
+    ctx: JobContext, *, email: str | None, customer_id: str | None
+) -> tuple[list[str], dict[str, set[str]]]:
     """Customer ids and every identifier value linked to the person."""
     from pyspark.sql import functions as F
 
@@ -167,25 +171,40 @@ def resolve_person(ctx: JobContext, *, email: str | None, customer_id: str | Non
     if email:
         wanted = email.strip().lower()
         if tables.exists(spark, catalog.IDENTIFIERS.name):
-            rows = (tables.read(spark, catalog.IDENTIFIERS.name)
-                    .where((F.col("identifier_type") == "email") & (F.col("identifier_value") == wanted))
-                    .select("customer_id").collect())
+            rows = (
+                tables.read(spark, catalog.IDENTIFIERS.name)
+                .where((F.col("identifier_type") == "email") & (F.col("identifier_value") == wanted))
+                .select("customer_id")
+                .collect()
+            )
             customer_ids.update(r[0] for r in rows)
         if tables.exists(spark, catalog.ID_MAP.name):
-            rows = (records.where(F.col("email") == wanted).select("record_id")
-                    .join(tables.read(spark, catalog.ID_MAP.name), "record_id")
-                    .select("customer_id").distinct().collect())
+            rows = (
+                records.where(F.col("email") == wanted)
+                .select("record_id")
+                .join(tables.read(spark, catalog.ID_MAP.name), "record_id")
+                .select("customer_id")
+                .distinct()
+                .collect()
+            )
             customer_ids.update(r[0] for r in rows)
     record_ids: set[str] = set()
     if customer_ids and tables.exists(spark, catalog.ID_MAP.name):
-        rows = (tables.read(spark, catalog.ID_MAP.name)
-                .where(F.col("customer_id").isin(sorted(customer_ids))).select("record_id").collect())
+        rows = (
+            tables.read(spark, catalog.ID_MAP.name)
+            .where(F.col("customer_id").isin(sorted(customer_ids)))
+            .select("record_id")
+            .collect()
+        )
         record_ids.update(r[0] for r in rows)
     person_records = records.where(
         F.col("record_id").isin(sorted(record_ids)) | (F.col("email") == (email or "").strip().lower())
     )
-    identifiers: dict[str, set[str]] = {"customer_id": set(customer_ids), "record_id": set(record_ids),
-                                        "device_id": set()}
+    identifiers: dict[str, set[str]] = {
+        "customer_id": set(customer_ids),
+        "record_id": set(record_ids),
+        "device_id": set(),
+    }
     for row in person_records.select(*_RECORD_IDENTIFIERS, "record_id", "device_ids").collect():
         identifiers["record_id"].add(row["record_id"])
         for column in _RECORD_IDENTIFIERS:
@@ -195,7 +214,9 @@ def resolve_person(ctx: JobContext, *, email: str | None, customer_id: str | Non
     if email:
         identifiers.setdefault("email", set()).add(email.strip().lower())
     if not identifiers["record_id"] and not customer_ids:
-        raise PersonNotFoundError(f"no record carries {'email ' + email if email else 'customer_id ' + str(customer_id)}")
+        raise PersonNotFoundError(
+            f"no record carries {'email ' + email if email else 'customer_id ' + str(customer_id)}"
+        )
     return sorted(customer_ids), {k: v for k, v in identifiers.items() if v}
 
 
@@ -236,7 +257,8 @@ def _delete_rows_mentioning(ctx: JobContext, name: str, pattern: str) -> int:
     columns = df.columns
     serialised = F.to_json(F.struct(*[F.col(f"`{c}`") for c in columns]))
     keys = (
-        df.alias("t").where(serialised.rlike(pattern))
+        df.alias("t")
+        .where(serialised.rlike(pattern))
         .select(F.expr(_row_hash_sql(columns, "t")).alias(_ERASE_KEY))
         .distinct()
         .localCheckpoint()  # the table is rewritten below while these keys derive from it
@@ -290,7 +312,7 @@ def _forget_log_history(ctx: JobContext, name: str) -> int:
 
 def _local_path(location: str) -> str:
     if location.startswith("file:"):
-        return location[len("file:"):].replace("///", "/", 1) if location.startswith("file:///") else location[5:]
+        return location[len("file:") :].replace("///", "/", 1) if location.startswith("file:///") else location[5:]
     if "://" in location:
         raise ErasureError(f"cannot clean the Delta log of {location}: only local tables are supported")
     return location
@@ -382,6 +404,7 @@ def erase_person(ctx: JobContext, *, email: str | None = None, customer_id: str 
 
 # -- re-identification key ----------------------------------------------------------------
 
+
 def person_key(first_name: Column, last_name: Column, date_of_birth: Column, postcode: Column) -> Column:
     """Name, birth date and postcode as one normalised string; null when a part is missing.
 
@@ -412,11 +435,15 @@ def _person_records(ctx: JobContext, record_ids: set[str]) -> list[dict[str, obj
 
     if not record_ids:
         return []
-    records = ctx.tables.read(ctx.spark, catalog.CUSTOMER_RECORDS.name).where(F.col("record_id").isin(sorted(record_ids)))
+    records = ctx.tables.read(ctx.spark, catalog.CUSTOMER_RECORDS.name).where(
+        F.col("record_id").isin(sorted(record_ids))
+    )
     key = person_key(F.col("first_name"), F.col("last_name"), F.col("date_of_birth"), F.col("postcode"))
     rows = records.select(
         F.when(key.isNotNull(), salted_hash_column(ctx, PERSON_KEY, key)).alias("key_hash"),
-        "first_name", "last_name", "date_of_birth",
+        "first_name",
+        "last_name",
+        "date_of_birth",
     ).collect()
     return [row.asDict() for row in rows]
 
@@ -439,8 +466,10 @@ def _phone_pattern(e164: str) -> str | None:
         return None
     digits = _SEPARATORS.join(str(parsed.national_number))
     country = _SEPARATORS.join(str(parsed.country_code))
-    return (rf"(?<![0-9])(?:(?:\+|00)?{_SEPARATORS}{country}{_SEPARATORS}(?:\(?0\)?{_SEPARATORS})?|0{_SEPARATORS})"
-            rf"{digits}(?![0-9])")
+    return (
+        rf"(?<![0-9])(?:(?:\+|00)?{_SEPARATORS}{country}{_SEPARATORS}(?:\(?0\)?{_SEPARATORS})?|0{_SEPARATORS})"
+        rf"{digits}(?![0-9])"
+    )
 
 
 class PersonMatcher:
@@ -457,10 +486,14 @@ class PersonMatcher:
         hashed = {h for h in map(sha256_hex, spellings) if h}
         alternatives = [re.escape(v) for v in sorted(tokens | hashed, key=len, reverse=True)]
         alternatives += [p for p in (_phone_pattern(v) for v in sorted(identifiers.get("phone", ()))) if p]
-        self._pattern = re.compile(
-            r"(?<![A-Za-z0-9_.@+\-])(?:" + "|".join(alternatives) + r")(?![A-Za-z0-9_@\-])(?!\.[A-Za-z0-9])",
-            re.IGNORECASE,
-        ) if alternatives else None
+        self._pattern = (
+            re.compile(
+                r"(?<![A-Za-z0-9_.@+\-])(?:" + "|".join(alternatives) + r")(?![A-Za-z0-9_@\-])(?!\.[A-Za-z0-9])",
+                re.IGNORECASE,
+            )
+            if alternatives
+            else None
+        )
         self._described: list[tuple[str, list[str]]] = []
         for record in records:
             last, born = record.get("last_name"), record.get("date_of_birth")
@@ -522,7 +555,7 @@ def _rewrite_lines(path: Path, mentions: PersonMatcher, *, keep_header: bool, as
                 continue
             pruned, still = _prune_json(parsed, mentions)
             if not still:
-                ending = line[len(line.rstrip("\r\n")):]
+                ending = line[len(line.rstrip("\r\n")) :]
                 kept.append(json.dumps(pruned, ensure_ascii=False) + ending)
     new = "".join(kept).encode("utf-8", "surrogateescape")
     if new == data:
@@ -612,8 +645,10 @@ def erase_from_files(
             in_landing = _inside(path, landing)
             if _inside(path, checkpoints):
                 if mentions(path.read_bytes().decode("latin-1")):
-                    report.retained[shown] = ("streaming checkpoint: a query's offsets and state are "
-                                              "never edited; delete the checkpoint folder to drop it")
+                    report.retained[shown] = (
+                        "streaming checkpoint: a query's offsets and state are "
+                        "never edited; delete the checkpoint folder to drop it"
+                    )
                 continue
             old_hash = _sha256_file(path) if in_landing else None
             suffix = path.suffix.lower()
@@ -621,15 +656,18 @@ def erase_from_files(
                 if suffix == ".parquet":
                     changed = _rewrite_parquet(path, mentions)
                 elif suffix in _LINE_SUFFIXES or suffix in _JSON_SUFFIXES:
-                    changed = _rewrite_lines(path, mentions, keep_header=suffix in {".csv", ".tsv"},
-                                             as_json=suffix in _JSON_SUFFIXES)
+                    changed = _rewrite_lines(
+                        path, mentions, keep_header=suffix in {".csv", ".tsv"}, as_json=suffix in _JSON_SUFFIXES
+                    )
                 elif mentions(path.read_bytes().decode("utf-8", "replace")):
                     if suffix in _DOCUMENT_SUFFIXES:
                         path.unlink()
                         report.deleted.append(shown)
                     else:
-                        report.retained[shown] = (f"format {suffix or '(none)'} is not one the erasure can "
-                                                  "rewrite; remove the person from it by hand")
+                        report.retained[shown] = (
+                            f"format {suffix or '(none)'} is not one the erasure can "
+                            "rewrite; remove the person from it by hand"
+                        )
                     continue
                 else:
                     changed = False
@@ -672,7 +710,8 @@ def _follow_in_ledger(ctx: JobContext, landed: dict[str, tuple[str, str, int]]) 
         "path string, old_hash string, new_hash string, new_size bigint",
     )
     (
-        ctx.tables.delta(ctx.spark, LEDGER).alias("t")
+        ctx.tables.delta(ctx.spark, LEDGER)
+        .alias("t")
         .merge(changes.alias("s"), "t.path = s.path AND t.content_hash = s.old_hash")
         .whenMatchedUpdate(set={"content_hash": F.col("s.new_hash"), "size": F.col("s.new_size")})
         .execute()
@@ -717,7 +756,9 @@ def salted_hash_column(ctx: JobContext, identifier_type: str, column):
 def _cli(args: argparse.Namespace) -> int:
     from lakecdp.context import start_job
 
-    result = erase_person(start_job(args.conf, args.env, app_name="lakecdp-erase"), email=args.email, customer_id=args.customer_id)
+    result = erase_person(
+        start_job(args.conf, args.env, app_name="lakecdp-erase"), email=args.email, customer_id=args.customer_id
+    )
     for name, rows in sorted(result.rows_deleted.items()):
         logger.info("%-40s %6d rows erased", name, rows)
     logger.info("erased customer(s) %s; salted hashes kept in %s", ", ".join(result.customer_ids), ERASURES_TABLE)

@@ -52,7 +52,11 @@ def copy_dependencies(pom: Path, output: Path) -> None:
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [
-        "mvn", "-q", "-B", "-f", str(pom),
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
         "dependency:copy-dependencies",
         f"-DoutputDirectory={tmp}",
         "-DincludeScope=runtime",
@@ -87,8 +91,7 @@ def spark_jars() -> list[str]:
     """Jars to pass as ``spark.jars`` in local mode: Delta, Kafka connector, Splink's UDFs."""
     if not (SPARK_JARS_DIR / _DONE).exists():
         raise JarsMissingError(
-            f"JVM jars not found in {SPARK_JARS_DIR}; run `make jars` "
-            "(or `python -m lakecdp.jvm spark`) first"
+            f"JVM jars not found in {SPARK_JARS_DIR}; run `make jars` (or `python -m lakecdp.jvm spark`) first"
         )
     from splink.backends.spark import similarity_jar_location
 

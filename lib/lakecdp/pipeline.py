@@ -111,10 +111,18 @@ def run_steps(
             continue
         started = _now()
         row = {
-            "run_id": ctx.run_id, "job": job, "step": name, "position": position,
-            "status": "running", "as_of": ctx.as_of, "started_at": started,
-            "finished_at": None, "duration_s": None,
-            "input_versions": _input_versions(ctx, step), "counts": {}, "message": None,
+            "run_id": ctx.run_id,
+            "job": job,
+            "step": name,
+            "position": position,
+            "status": "running",
+            "as_of": ctx.as_of,
+            "started_at": started,
+            "finished_at": None,
+            "duration_s": None,
+            "input_versions": _input_versions(ctx, step),
+            "counts": {},
+            "message": None,
         }
         _record(ctx, job, row)
         logger.info("%s ...", prefix)
@@ -122,8 +130,12 @@ def run_steps(
         try:
             counts = step.function()(ctx) or {}
         except Exception as exc:
-            row.update(status="failed", finished_at=_now(), duration_s=time.monotonic() - clock,
-                       message=f"{type(exc).__name__}: {exc}"[:4000])
+            row.update(
+                status="failed",
+                finished_at=_now(),
+                duration_s=time.monotonic() - clock,
+                message=f"{type(exc).__name__}: {exc}"[:4000],
+            )
             _record(ctx, job, row)
             logger.error("%s failed after %.1fs: %s", prefix, row["duration_s"], exc)
             raise StepFailedError(
@@ -131,8 +143,7 @@ def run_steps(
                 "Fix the cause and run again: the run resumes at this step."
             ) from exc
         counts = {str(k): int(v) for k, v in counts.items()}
-        row.update(status="succeeded", finished_at=_now(), duration_s=time.monotonic() - clock,
-                   counts=counts)
+        row.update(status="succeeded", finished_at=_now(), duration_s=time.monotonic() - clock, counts=counts)
         _record(ctx, job, row)
         logger.info("%s done in %.1fs %s", prefix, row["duration_s"], counts)
         result.steps[name] = counts
@@ -171,14 +182,17 @@ def run_pipeline(
     try:
         if unfinished is not None:
             run_id, run_as_of, done = unfinished
-            logger.info("resuming run %s (as of %s); done: %s", run_id, run_as_of.isoformat(),
-                        ", ".join(sorted(done)) or "nothing")
+            logger.info(
+                "resuming run %s (as of %s); done: %s",
+                run_id,
+                run_as_of.isoformat(),
+                ", ".join(sorted(done)) or "nothing",
+            )
             ctx = JobContext.create(project, spark, as_of=run_as_of, run_id=run_id)
             return run_steps(ctx, chosen, job=job, done=done)
         moment = as_of or project.as_of()
         ctx = JobContext.create(project, spark, as_of=moment, run_id=new_run_id(moment))
-        logger.info("run %s as of %s: %s", ctx.run_id, moment.isoformat(),
-                    " -> ".join(s.name for s in chosen))
+        logger.info("run %s as of %s: %s", ctx.run_id, moment.isoformat(), " -> ".join(s.name for s in chosen))
         return run_steps(ctx, chosen, job=job)
     finally:
         # the run checks its own outcome: failed step, slow step, held segment, quarantine, merges,
@@ -232,13 +246,13 @@ def _cli_run(args: argparse.Namespace, job: str) -> int:
 
             result = run_demo(project, spark, resume=not args.new_run)
         else:
-            result = run_pipeline(project, spark, steps=_registry.pipeline_steps(), job=job,
-                                  resume=not args.new_run)
+            result = run_pipeline(project, spark, steps=_registry.pipeline_steps(), job=job, resume=not args.new_run)
     except StepFailedError as exc:
         logger.error("%s", exc)
         return 1
-    logger.info("run %s finished%s", result.run_id,
-                f" (resumed; skipped {', '.join(result.skipped)})" if result.skipped else "")
+    logger.info(
+        "run %s finished%s", result.run_id, f" (resumed; skipped {', '.join(result.skipped)})" if result.skipped else ""
+    )
     if job == "demo":
         # the real-time part: the HTTP service, an add-to-cart and a purchase, the changes API
         from lakecdp.api.demo import show_intake
@@ -268,8 +282,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("run", "run the pipeline on the landing folder (resumes an unfinished run)"),
     ):
         parser = subparsers.add_parser(name, help=help_text)
-        parser.add_argument("--new-run", action="store_true",
-                            help="start a new run even if the last one did not finish")
+        parser.add_argument(
+            "--new-run", action="store_true", help="start a new run even if the last one did not finish"
+        )
         parser.set_defaults(handler=lambda args, j=name: _cli_run(args, j))
     names = [s.name for s in _registry.registry()]
     step = subparsers.add_parser("step", help="run one pipeline step as its own recorded run")

@@ -21,9 +21,7 @@ if TYPE_CHECKING:
     from delta.tables import DeltaTable
     from pyspark.sql import DataFrame, SparkSession
 
-LAYERS = frozenset(
-    {"bronze", "quarantine", "silver", "identity", "gold", "segments", "activation", "ops"}
-)
+LAYERS = frozenset({"bronze", "quarantine", "silver", "identity", "gold", "segments", "activation", "ops"})
 _NAME_RE = re.compile(r"^(?P<layer>[a-z_]+)\.(?P<table>[a-z][a-z0-9_]*)$")
 
 
@@ -101,15 +99,9 @@ class Tables:
             return reader.table(self.identifier(name).replace("`", ""))
         return reader.load(self.location(name))
 
-    def read_changes(
-        self, spark: SparkSession, name: str, *, starting_version: int
-    ) -> DataFrame:
+    def read_changes(self, spark: SparkSession, name: str, *, starting_version: int) -> DataFrame:
         """Change Data Feed rows since ``starting_version`` (inclusive)."""
-        reader = (
-            spark.read.format("delta")
-            .option("readChangeFeed", "true")
-            .option("startingVersion", starting_version)
-        )
+        reader = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", starting_version)
         if self.uses_catalog:
             return reader.table(self.identifier(name).replace("`", ""))
         return reader.load(self.location(name))

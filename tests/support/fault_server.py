@@ -99,12 +99,14 @@ class _Handler(BaseHTTPRequestHandler):
         with server.lock:
             action = server.script.pop(0) if server.script else "ok"
             server.request_times.append(time.monotonic())
-            server.received.append({
-                "action": action,
-                "idempotency_key": self.headers.get("Idempotency-Key"),
-                "authorization": self.headers.get("Authorization"),
-                "items": items,
-            })
+            server.received.append(
+                {
+                    "action": action,
+                    "idempotency_key": self.headers.get("Idempotency-Key"),
+                    "authorization": self.headers.get("Authorization"),
+                    "items": items,
+                }
+            )
         if action == "503":
             return self._answer(503, {"error": "unavailable"})
         if action.startswith("429:"):
@@ -120,7 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(400, {"error": "invalid request"})
         errors = [
             {"index": index, "reason": "invalid email"}
-            for index, item in enumerate(items) if item["customer_id"] in server.reject_rows
+            for index, item in enumerate(items)
+            if item["customer_id"] in server.reject_rows
         ]
         with server.lock:
             rejected = {e["index"] for e in errors}

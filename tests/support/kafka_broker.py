@@ -54,6 +54,7 @@ def fetch_kafka_broker(*, force: bool = False) -> Path:
     (KAFKA_BROKER_DIR / _DONE).write_text("ok\n")
     return KAFKA_BROKER_DIR
 
+
 # Kafka's own Admin client, run as `java -cp <broker jars>:<work dir> LakecdpKafkaAdmin ...`.
 _ADMIN_CLASS = "LakecdpKafkaAdmin"
 _ADMIN_SOURCE = r"""
@@ -213,9 +214,7 @@ class KafkaBroker:
     ) -> None:
         self.jars_dir = Path(jars_dir) if jars_dir is not None else KAFKA_BROKER_DIR
         self._own_work_dir = work_dir is None
-        self.work_dir = Path(work_dir) if work_dir is not None else Path(
-            tempfile.mkdtemp(prefix="lakecdp-kafka-")
-        )
+        self.work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="lakecdp-kafka-"))
         self.heap = heap
         self.start_timeout = start_timeout
         self.broker_port = 0
@@ -277,13 +276,31 @@ class KafkaBroker:
             ),
             encoding="utf-8",
         )
-        jvm = [self._java(), f"-Xmx{self.heap}", "-Xms64m", "-XX:+UseSerialGC",
-               "-Djava.awt.headless=true", "-cp", self.classpath]
+        jvm = [
+            self._java(),
+            f"-Xmx{self.heap}",
+            "-Xms64m",
+            "-XX:+UseSerialGC",
+            "-Djava.awt.headless=true",
+            "-cp",
+            self.classpath,
+        ]
         # a fresh cluster id each time: the temp log dir is new, so nothing to recover
         fmt = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "--cluster-id", _cluster_id(),
-             "--config", str(config), "--standalone", "--ignore-formatted"],
-            capture_output=True, text=True, check=False,
+            [
+                *jvm,
+                "kafka.tools.StorageTool",
+                "format",
+                "--cluster-id",
+                _cluster_id(),
+                "--config",
+                str(config),
+                "--standalone",
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if fmt.returncode != 0:
             raise KafkaBrokerError(
@@ -293,7 +310,9 @@ class KafkaBroker:
         log = self.log_file.open("ab")
         self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [*jvm, "kafka.Kafka", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             cwd=self.work_dir,
             # its own process group: a Ctrl-C aimed at pytest does not race our clean stop
             start_new_session=True,
@@ -302,8 +321,7 @@ class KafkaBroker:
         )
         log.close()
         atexit.register(self.stop)
-        logger.info("kafka broker starting (pid %d) on 127.0.0.1:%d", self._process.pid,
-                    self.broker_port)
+        logger.info("kafka broker starting (pid %d) on 127.0.0.1:%d", self._process.pid, self.broker_port)
         started = time.monotonic()
         try:
             self._wait_for_port(started)
@@ -312,8 +330,7 @@ class KafkaBroker:
         except BaseException:
             self.stop()
             raise
-        logger.info("kafka broker ready at %s in %.1fs", self.bootstrap_servers,
-                    time.monotonic() - started)
+        logger.info("kafka broker ready at %s in %.1fs", self.bootstrap_servers, time.monotonic() - started)
         return self
 
     def _wait_for_port(self, started: float) -> None:
@@ -374,7 +391,9 @@ class KafkaBroker:
             raise KafkaBrokerError("javac is not on PATH; a JDK 17 is needed to create topics")
         result = subprocess.run(
             [javac, "-cp", self.classpath, "-d", str(classes), str(source)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise KafkaBrokerError(f"compiling the topic tool failed:\n{result.stderr}")
@@ -383,10 +402,22 @@ class KafkaBroker:
     def _admin(self, *args: str) -> None:
         classes = self._compile_admin()
         result = subprocess.run(
-            [self._java(), "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-             "-cp", f"{classes}{os.pathsep}{self.classpath}", _ADMIN_CLASS,
-             args[0], self.bootstrap_servers, *args[1:]],
-            capture_output=True, text=True, check=False, timeout=120,
+            [
+                self._java(),
+                "-Xmx128m",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+                "-cp",
+                f"{classes}{os.pathsep}{self.classpath}",
+                _ADMIN_CLASS,
+                args[0],
+                self.bootstrap_servers,
+                *args[1:],
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
         )
         if result.returncode != 0:
             raise KafkaBrokerError(

@@ -64,12 +64,20 @@ class StandaloneCluster:
         return f"spark://127.0.0.1:{self.port}"
 
     def _start(self, name: str, args: list[str], extra_env: dict[str, str]) -> None:
-        env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
-               "SPARK_NO_DAEMONIZE": "1", **extra_env}
+        env = {
+            **os.environ,
+            "SPARK_HOME": str(spark_home()),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_NO_DAEMONIZE": "1",
+            **extra_env,
+        }
         log = open(self.work_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
             [str(spark_home() / "bin" / "spark-class"), *args],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         self._processes.append(process)
 
@@ -81,8 +89,15 @@ class StandaloneCluster:
     def start(self, *, timeout_s: float = 120) -> StandaloneCluster:
         self._start(
             "master",
-            ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-             "--port", str(self.port), "--webui-port", str(self.web_port)],
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--webui-port",
+                str(self.web_port),
+            ],
             {},
         )
         for index in range(self.workers):
@@ -90,10 +105,20 @@ class StandaloneCluster:
             worker_dir.mkdir(parents=True, exist_ok=True)
             self._start(
                 f"worker-{index}",
-                ["org.apache.spark.deploy.worker.Worker", self.master_url,
-                 "--host", "127.0.0.1", "--cores", str(self.cores_per_worker),
-                 "--memory", self.memory_per_worker, "--webui-port", str(_free_port()),
-                 "--work-dir", str(worker_dir)],
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    self.master_url,
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    str(self.cores_per_worker),
+                    "--memory",
+                    self.memory_per_worker,
+                    "--webui-port",
+                    str(_free_port()),
+                    "--work-dir",
+                    str(worker_dir),
+                ],
                 {},
             )
         deadline = time.monotonic() + timeout_s
@@ -102,8 +127,7 @@ class StandaloneCluster:
                 if process.poll() is not None:
                     self.stop()
                     raise RuntimeError(
-                        f"a standalone cluster process exited with {process.returncode}; "
-                        f"see logs in {self.work_dir}"
+                        f"a standalone cluster process exited with {process.returncode}; see logs in {self.work_dir}"
                     )
             try:
                 alive = [w for w in self.state().get("workers", []) if w.get("state") == "ALIVE"]

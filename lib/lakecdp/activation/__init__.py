@@ -16,7 +16,18 @@ from lakecdp.activation.ledger import idempotency_key
 from lakecdp.activation.webhook import WebhookClient, parse_retry_after
 
 __all__ = [
-    "DestinationFile", "FileDestination", "HashedAudienceDestination", "WebhookDestination",
-    "WebhookClient", "escape_csv_cell", "hash_email", "hash_phone", "idempotency_key",
-    "load_destinations", "normalise_email", "normalise_phone", "parse_retry_after", "write_export",
+    "DestinationFile",
+    "FileDestination",
+    "HashedAudienceDestination",
+    "WebhookDestination",
+    "WebhookClient",
+    "escape_csv_cell",
+    "hash_email",
+    "hash_phone",
+    "idempotency_key",
+    "load_destinations",
+    "normalise_email",
+    "normalise_phone",
+    "parse_retry_after",
+    "write_export",
 ]

@@ -64,12 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "activate", help="deliver new segment changes to every destination (exit 1 if any dead-lettered)"
     )
     activate.set_defaults(handler=_activate)
-    validate = subparsers.add_parser("validate-destinations",
-                                     help="check conf/destinations/*.yaml (no Spark); exit 1 on the first error")
-    validate.add_argument("--resolve", action="store_true",
-                          help="also resolve ${VAR} urls, headers and credentials from the environment")
+    validate = subparsers.add_parser(
+        "validate-destinations", help="check conf/destinations/*.yaml (no Spark); exit 1 on the first error"
+    )
+    validate.add_argument(
+        "--resolve", action="store_true", help="also resolve ${VAR} urls, headers and credentials from the environment"
+    )
     validate.set_defaults(handler=_validate)
     receiver = subparsers.add_parser("webhook-receiver", help="run the local demo webhook receiver")
-    receiver.add_argument("--output", default="warehouse/demo_receiver/manual.jsonl",
-                          help="file that gets one JSON line per request")
+    receiver.add_argument(
+        "--output", default="warehouse/demo_receiver/manual.jsonl", help="file that gets one JSON line per request"
+    )
     receiver.set_defaults(handler=_receiver)

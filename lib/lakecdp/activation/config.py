@@ -65,14 +65,14 @@ DEMO_RECEIVER_ENV = "LAKECDP_DEMO_RECEIVER_URL"
 _SEGMENT_ID = re.compile(r"^[A-Za-z0-9_\-:.]+$")
 # RFC 9110 field-name: a token
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_SECRET_NAME = re.compile(r"authoriz|auth|key|token|secret|passw|pwd|signature|\bsig\b|cookie|session|credential",
-                          re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"authoriz|auth|key|token|secret|passw|pwd|signature|\bsig\b|cookie|session|credential", re.IGNORECASE
+)
 # a secret-bearing value written as an env reference, optionally after a scheme word ("Bearer ${T}")
 _ENV_ONLY_VALUE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]* )?\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 _INLINE_CREDENTIAL = re.compile(r"^\s*(bearer|basic|token|digest)\s+(?!\$\{)", re.IGNORECASE)
 # addresses no destination may target: cloud metadata endpoints (AWS/GCP/Azure, AWS IPv6, Alibaba)
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in
-                               ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
 
 
 def _has_control(value: str) -> bool:
@@ -107,12 +107,16 @@ def _check_url_secrets(value: str) -> None:
     """Refuse credentials written into a URL (userinfo, token-like query parameters)."""
     parts = urlsplit(value)
     if "@" in parts.netloc:
-        raise ValueError("url holds credentials (user:password@host); name them by env variable "
-                         "in auth: {type: basic, username_env: ..., password_env: ...}")
+        raise ValueError(
+            "url holds credentials (user:password@host); name them by env variable "
+            "in auth: {type: basic, username_env: ..., password_env: ...}"
+        )
     for name, param in parse_qsl(parts.query, keep_blank_values=True):
         if _SECRET_NAME.search(name) and not _ENV_ONLY_VALUE.match(param):
-            raise ValueError(f"url query parameter {name!r} looks like a credential written inline; "
-                             f"write it as {name}=${{ENV_VARIABLE}} or use auth:")
+            raise ValueError(
+                f"url query parameter {name!r} looks like a credential written inline; "
+                f"write it as {name}=${{ENV_VARIABLE}} or use auth:"
+            )
 
 
 class _DestinationModel(StrictModel):
@@ -204,7 +208,7 @@ class WebhookSettings(_DestinationModel):
             ):
                 raise ValueError(
                     f"header {name!r} holds an inline secret; secrets are named by environment "
-                    f"variable only: write {name}: \"${{ENV_VARIABLE}}\" (or use auth:)"
+                    f'variable only: write {name}: "${{ENV_VARIABLE}}" (or use auth:)'
                 )
         return value
 
@@ -304,8 +308,12 @@ class _WithFields(DestinationBase):
 def _export_subfolder(value: str | None) -> str | None:
     if value is None:
         return value
-    if (PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or value.startswith("~")
-            or PureWindowsPath(value).drive):
+    if (
+        PurePosixPath(value).is_absolute()
+        or PureWindowsPath(value).is_absolute()
+        or value.startswith("~")
+        or PureWindowsPath(value).drive
+    ):
         raise ValueError(f"path {value!r} is absolute; give a folder under <warehouse>/exports")
     parts = PurePosixPath(value.replace("\\", "/")).parts
     if ".." in parts or not parts or _has_control(value):
@@ -378,8 +386,9 @@ class HashedAudienceDestination(DestinationBase):
             "change_type": row["change_type"],
             "changed_at": row.get("changed_at"),
             "email_sha256": hash_email(row.get("email")),
-            "phone_sha256": hash_phone(row.get("phone"), default_region=self.default_region,
-                                       phone_format=self.phone_format),
+            "phone_sha256": hash_phone(
+                row.get("phone"), default_region=self.default_region, phone_format=self.phone_format
+            ),
         }
 
     def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:

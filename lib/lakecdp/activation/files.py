@@ -90,8 +90,10 @@ def write_export(
                 fields.append(pa.field(column, pa.string()))
         schema = pa.schema(fields)
         data = {
-            c: [row.get(c) if schema.field(c).type != pa.string() or row.get(c) is None
-                else str(row.get(c)) for row in rows]
+            c: [
+                row.get(c) if schema.field(c).type != pa.string() or row.get(c) is None else str(row.get(c))
+                for row in rows
+            ]
             for c in columns
         }
         pq.write_table(pa.table(data, schema=schema), temporary)

@@ -49,8 +49,15 @@ logger = logging.getLogger(__name__)
 
 CHANGES = catalog.CHANGES.name
 PROFILE = catalog.CUSTOMER_PROFILE.name
-CHANGE_COLUMNS = ("change_id", "idempotency_key", "segment_id", "customer_id", "member_key",
-                  "change_type", "changed_at")
+CHANGE_COLUMNS = (
+    "change_id",
+    "idempotency_key",
+    "segment_id",
+    "customer_id",
+    "member_key",
+    "change_type",
+    "changed_at",
+)
 APPROVALS = catalog.APPROVALS.name
 IDENTIFIER_TYPES = ("email", "phone", "device_id", "crm_id", "customer_number")
 
@@ -62,8 +69,7 @@ def with_profile(changes: DataFrame, profile: DataFrame | None) -> DataFrame:
     """Adds the profile columns a payload may use, plus ``emails``/``phones`` for suppression."""
     wanted = sorted(PROFILE_FIELDS)
     if profile is None:
-        extra = [F.lit(None).cast(DateType() if c == "date_of_birth" else StringType()).alias(c)
-                 for c in wanted]
+        extra = [F.lit(None).cast(DateType() if c == "date_of_birth" else StringType()).alias(c) for c in wanted]
         empty = F.lit(None).cast("array<string>")
         return changes.select("*", *extra, empty.alias("emails"), empty.alias("phones"))
     columns = profile.select("customer_id", *wanted, "emails", "phones")
@@ -81,9 +87,9 @@ def pending_for_destinations(
         handled: ``idempotency_key`` never to send again (delivered, suppressed).
         failures: ``idempotency_key, failed_runs`` (see :func:`ledger.failed_runs`).
     """
-    matches = (
-        (F.size("d_segments") == 0) | F.array_contains("d_segments", F.col("segment_id"))
-    ) & F.array_contains("d_change_types", F.col("change_type"))
+    matches = ((F.size("d_segments") == 0) | F.array_contains("d_segments", F.col("segment_id"))) & F.array_contains(
+        "d_change_types", F.col("change_type")
+    )
     return (
         items.crossJoin(destinations)
         .where(matches)
@@ -116,8 +122,14 @@ def without_held_back(changes: DataFrame, approvals: DataFrame | None) -> DataFr
     return changes.join(held, ["run_id", "segment_id"], "left_anti")
 
 
-SUPPRESSION_INPUTS = (catalog.EVENTS.name, catalog.CUSTOMER_RECORDS.name, catalog.ID_MAP.name, catalog.IDENTIFIERS.name,
-                      PROFILE, catalog.ERASURES.name)
+SUPPRESSION_INPUTS = (
+    catalog.EVENTS.name,
+    catalog.CUSTOMER_RECORDS.name,
+    catalog.ID_MAP.name,
+    catalog.IDENTIFIERS.name,
+    PROFILE,
+    catalog.ERASURES.name,
+)
 
 
 def _suppression_fingerprint(ctx: JobContext) -> tuple[str, dict[str, int | None]]:
@@ -167,19 +179,17 @@ def refresh_suppressions(ctx: JobContext) -> DataFrame:
     empty_id_triggers = spark.createDataFrame(
         [], "identifier_type string, identifier_value string, reason string, since timestamp"
     )
-    id_triggers = (
-        suppression.event_triggers(events, as_of=ctx.as_of) if events is not None else empty_id_triggers
-    )
+    id_triggers = suppression.event_triggers(events, as_of=ctx.as_of) if events is not None else empty_id_triggers
     if erasures is not None:
         from lakecdp.erasure import salted_hash_column
 
-        salted = F.coalesce(*[
-            F.when(F.col("identifier_type") == kind, salted_hash_column(ctx, kind, F.col("identifier_value")))
-            for kind in IDENTIFIER_TYPES
-        ])
-        id_triggers = id_triggers.unionByName(
-            suppression.erasure_triggers(erasures, identifiers, salted_hash=salted)
+        salted = F.coalesce(
+            *[
+                F.when(F.col("identifier_type") == kind, salted_hash_column(ctx, kind, F.col("identifier_value")))
+                for kind in IDENTIFIER_TYPES
+            ]
         )
+        id_triggers = id_triggers.unionByName(suppression.erasure_triggers(erasures, identifiers, salted_hash=salted))
     if profile is not None:
         customer_triggers = suppression.consent_triggers(profile)
     elif records is not None and id_map is not None:
@@ -199,8 +209,9 @@ def refresh_suppressions(ctx: JobContext) -> DataFrame:
 
 def _utc_row(row: Row) -> Row:
     """Spark hands timestamps to Python as naive local time; make them aware UTC."""
-    return {k: v.astimezone(timezone.utc) if isinstance(v, datetime) and v.tzinfo is None else v
-            for k, v in row.items()}
+    return {
+        k: v.astimezone(timezone.utc) if isinstance(v, datetime) and v.tzinfo is None else v for k, v in row.items()
+    }
 
 
 # -- delivering ------------------------------------------------------------------------
@@ -223,8 +234,10 @@ def _inside_exports(ctx: JobContext, name: str, target: Path) -> Path:
     """``target`` if it stays under the exports root once symlinks are resolved."""
     root = exports_root(ctx).resolve()
     if not target.resolve().is_relative_to(root):
-        raise ConfigError(f"destination {name}: path: {target} resolves outside {root} (a symlink?); "
-                          "exports are written under <warehouse>/exports only")
+        raise ConfigError(
+            f"destination {name}: path: {target} resolves outside {root} (a symlink?); "
+            "exports are written under <warehouse>/exports only"
+        )
     return target
 
 
@@ -235,14 +248,25 @@ def _export_folder(ctx: JobContext, name: str, path: str | None) -> Path:
 
 
 def _ledger_callback(
-    ctx: JobContext, writer: ledger.LedgerWriter, name: str, rows_by_key: Mapping[str, Row],
-    counter: _Counter, max_runs: int,
+    ctx: JobContext,
+    writer: ledger.LedgerWriter,
+    name: str,
+    rows_by_key: Mapping[str, Row],
+    counter: _Counter,
+    max_runs: int,
 ):
     def on_result(result: Finalised) -> None:
         now = datetime.now(timezone.utc)
         writer.deliveries(
-            ledger.delivery_row(rows_by_key[item["idempotency_key"]], destination=name, run_id=ctx.run_id,
-                                status="delivered", attempts=attempts, response_code=code, at=now)
+            ledger.delivery_row(
+                rows_by_key[item["idempotency_key"]],
+                destination=name,
+                run_id=ctx.run_id,
+                status="delivered",
+                attempts=attempts,
+                response_code=code,
+                at=now,
+            )
             for item, attempts, code in result.delivered
         )
         # a change failing in its last allowed run (retry.max_runs) is dead-lettered for good
@@ -250,23 +274,32 @@ def _ledger_callback(
         for item, reason, code, attempts in result.rejected:
             runs = rows_by_key[item["idempotency_key"]].get("failed_runs", 0) + 1
             if runs >= max_runs:
-                reason = (f"rejected by the destination in {runs} of {max_runs} allowed runs "
-                          f"(retry.max_runs), not sent again; last: {reason}")
+                reason = (
+                    f"rejected by the destination in {runs} of {max_runs} allowed runs "
+                    f"(retry.max_runs), not sent again; last: {reason}"
+                )
                 dead.append((item, reason, code, attempts))
             else:
                 rejected.append((item, reason, code, attempts))
         for item, reason, code, attempts in result.dead:
             runs = rows_by_key[item["idempotency_key"]].get("failed_runs", 0) + 1
             if runs >= max_runs:
-                reason = (f"failed in {runs} of {max_runs} allowed runs (retry.max_runs), "
-                          f"not sent again; last: {reason}")
+                reason = f"failed in {runs} of {max_runs} allowed runs (retry.max_runs), not sent again; last: {reason}"
             dead.append((item, reason, code, attempts))
         failures = {"rejected": rejected, "dead_letter": dead}
         for kind, entries in failures.items():
             rows = [
-                {"idempotency_key": item["idempotency_key"], "change_id": item["change_id"],
-                 "destination": name, "payload": to_json(dict(item)), "reason": reason,
-                 "response_code": code, "attempts": attempts, "run_id": ctx.run_id, "at": now}
+                {
+                    "idempotency_key": item["idempotency_key"],
+                    "change_id": item["change_id"],
+                    "destination": name,
+                    "payload": to_json(dict(item)),
+                    "reason": reason,
+                    "response_code": code,
+                    "attempts": attempts,
+                    "run_id": ctx.run_id,
+                    "at": now,
+                }
                 for item, reason, code, attempts in entries
             ]
             (writer.rejected if kind == "rejected" else writer.dead_letter)(rows)
@@ -281,8 +314,15 @@ def _payload_item(row: Row, fields: Sequence[str]) -> Row:
 
 
 def _deliver_files(
-    ctx: JobContext, writer: ledger.LedgerWriter, name: str, folder: Path, file_format: str,
-    rows: Sequence[Row], items: Sequence[Row], columns: Sequence[str], counter: _Counter,
+    ctx: JobContext,
+    writer: ledger.LedgerWriter,
+    name: str,
+    folder: Path,
+    file_format: str,
+    rows: Sequence[Row],
+    items: Sequence[Row],
+    columns: Sequence[str],
+    counter: _Counter,
 ) -> None:
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for index, row in enumerate(rows):
@@ -294,8 +334,9 @@ def _deliver_files(
         write_export([items[i] for i in indexes], columns=columns, path=target, file_format=file_format)
         now = datetime.now(timezone.utc)
         writer.deliveries(
-            ledger.delivery_row(rows[i], destination=name, run_id=ctx.run_id, status="delivered",
-                                attempts=1, response_code=None, at=now)
+            ledger.delivery_row(
+                rows[i], destination=name, run_id=ctx.run_id, status="delivered", attempts=1, response_code=None, at=now
+            )
             for i in indexes
         )
         counter.add(name, "delivered", len(indexes))
@@ -326,28 +367,55 @@ class Delivery:
     def write_files(self, rows: Sequence[Row], items: Sequence[Row], *, path: str | None, file_format: str) -> None:
         """One export file per segment and segment run (``items[i]`` is ``rows[i]``'s payload),
         then the ledger; the columns are the first item's keys."""
-        _deliver_files(self.ctx, self.writer, self.name, self.export_folder(path), file_format, rows, items,
-                       list(items[0]), self.counter)
+        _deliver_files(
+            self.ctx,
+            self.writer,
+            self.name,
+            self.export_folder(path),
+            file_format,
+            rows,
+            items,
+            list(items[0]),
+            self.counter,
+        )
 
     def on_result(self, rows: Sequence[Row], *, max_runs: int) -> Callable[[Finalised], None]:
         """The callback that writes a webhook client's outcomes (delivered, rejected, dead letter)."""
-        return _ledger_callback(self.ctx, self.writer, self.name, {r["idempotency_key"]: r for r in rows},
-                                self.counter, max_runs)
+        return _ledger_callback(
+            self.ctx, self.writer, self.name, {r["idempotency_key"]: r for r in rows}, self.counter, max_runs
+        )
 
-    def send(self, settings: WebhookSettings, items: Sequence[Row], rows: Sequence[Row], *, max_runs: int = 1,
-             on_result: Callable[[Finalised], None] | None = None) -> None:
+    def send(
+        self,
+        settings: WebhookSettings,
+        items: Sequence[Row],
+        rows: Sequence[Row],
+        *,
+        max_runs: int = 1,
+        on_result: Callable[[Finalised], None] | None = None,
+    ) -> None:
         """POST ``items`` in batches through :class:`WebhookClient` (retries, address policy),
         writing the ledger after each batch."""
         callback = on_result or self.on_result(rows, max_runs=max_runs)
         WebhookClient(self.name, settings, run_id=self.ctx.run_id).deliver(list(items), on_result=callback)
 
-    def record(self, rows: Sequence[Mapping[str, Any]], *, status: str, attempts: int = 1,
-               response_code: int | None = None) -> None:
+    def record(
+        self, rows: Sequence[Mapping[str, Any]], *, status: str, attempts: int = 1, response_code: int | None = None
+    ) -> None:
         """Ledger rows with ``status`` (``delivered`` or ``suppressed``) for ``rows``, counted."""
         at = datetime.now(timezone.utc)
-        self.writer.deliveries(ledger.delivery_row(r, destination=self.name, run_id=self.ctx.run_id, status=status,
-                                                   attempts=attempts, response_code=response_code, at=at)
-                               for r in rows)
+        self.writer.deliveries(
+            ledger.delivery_row(
+                r,
+                destination=self.name,
+                run_id=self.ctx.run_id,
+                status=status,
+                attempts=attempts,
+                response_code=response_code,
+                at=at,
+            )
+            for r in rows
+        )
         self.count(status, len(rows))
 
     def count(self, what: str, number: int) -> None:
@@ -356,8 +424,14 @@ class Delivery:
 
 
 def deliver(
-    ctx: JobContext, name: str, destination: AnyDestination, rows: Sequence[Row],
-    writer: ledger.LedgerWriter, counter: _Counter, *, now: datetime | None = None,
+    ctx: JobContext,
+    name: str,
+    destination: AnyDestination,
+    rows: Sequence[Row],
+    writer: ledger.LedgerWriter,
+    counter: _Counter,
+    *,
+    now: datetime | None = None,
 ) -> None:
     """Deliver one destination's pending, unsuppressed rows and write the ledger as it goes."""
     if not rows:
@@ -395,23 +469,35 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
     destinations = {n: d for n, d in load_destinations(ctx.project.conf_dir).items() if d.enabled}
     waiting = waiting_demo_destinations(destinations)
     for name in waiting:
-        logger.warning("%s: a demo destination whose url variable is not set: left out of this run, its "
-                       "changes wait (`lakecdp demo` runs the local receiver and sets it)", name)
+        logger.warning(
+            "%s: a demo destination whose url variable is not set: left out of this run, its "
+            "changes wait (`lakecdp demo` runs the local receiver and sets it)",
+            name,
+        )
         del destinations[name]
     ledger.ensure_tables(ctx)
     logger.info("activation: refreshing %s", suppression.SUPPRESSIONS)
     suppressions = refresh_suppressions(ctx)
     counter = _Counter()
     if not destinations or not ctx.tables.exists(ctx.spark, CHANGES):
-        logger.info("activation: %s", "no destinations configured" if not destinations
-                    else f"{CHANGES} does not exist yet")
+        logger.info(
+            "activation: %s", "no destinations configured" if not destinations else f"{CHANGES} does not exist yet"
+        )
         return {"delivered": 0, **({"demo_destinations_waiting": len(waiting)} if waiting else {})}
 
     changes = ctx.tables.read(ctx.spark, CHANGES)
     items = (
         without_held_back(changes, _read_optional(ctx, APPROVALS))
-        .select("change_id", "run_id", "segment_id", "customer_id", "member_key", "change_type",
-                "previous_customer_id", "changed_at")
+        .select(
+            "change_id",
+            "run_id",
+            "segment_id",
+            "customer_id",
+            "member_key",
+            "change_type",
+            "previous_customer_id",
+            "changed_at",
+        )
         .withColumnRenamed("run_id", "segment_run_id")
         .transform(with_profile, _read_optional(ctx, PROFILE))
         .transform(suppression.mark_suppressed, suppressions)
@@ -422,8 +508,9 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
     )
     pending = pending_for_destinations(items, destination_rows, ledger.handled_keys(ctx), ledger.failed_runs(ctx))
     logger.info("activation: reading pending changes for %s", sorted(destinations))
-    rows = [_utc_row(r.asDict(recursive=True)) for r in
-            pending.orderBy("destination", "changed_at", "change_id").collect()]
+    rows = [
+        _utc_row(r.asDict(recursive=True)) for r in pending.orderBy("destination", "changed_at", "change_id").collect()
+    ]
     from lakecdp.campaign.exposures import hold_out_and_expose  # campaign exposures; holdout not sent
 
     rows = hold_out_and_expose(ctx, rows)
@@ -434,9 +521,17 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
     writer = ledger.LedgerWriter(ctx)
     at = datetime.now(timezone.utc)
     suppressed = [
-        ledger.delivery_row(r, destination=r["destination"], run_id=ctx.run_id, status="suppressed",
-                            attempts=0, response_code=None, at=at)
-        for r in rows if r["suppression_reason"]
+        ledger.delivery_row(
+            r,
+            destination=r["destination"],
+            run_id=ctx.run_id,
+            status="suppressed",
+            attempts=0,
+            response_code=None,
+            at=at,
+        )
+        for r in rows
+        if r["suppression_reason"]
     ]
     writer.deliveries(suppressed)
     for row in suppressed:
@@ -449,8 +544,11 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
 
     counts = dict(counter.counts)
     if counts.get("dead_letter"):
-        logger.warning("activation: %d changes went to activation.dead_letter: %s", counts["dead_letter"],
-                       {k: v for k, v in counts.items() if k.endswith(".dead_letter")})
+        logger.warning(
+            "activation: %d changes went to activation.dead_letter: %s",
+            counts["dead_letter"],
+            {k: v for k, v in counts.items() if k.endswith(".dead_letter")},
+        )
     counts.setdefault("delivered", 0)
     if waiting:
         counts["demo_destinations_waiting"] = len(waiting)

@@ -62,8 +62,11 @@ def failed_runs(ctx: JobContext) -> DataFrame:
     """``idempotency_key, destination, failed_runs``: in how many runs each key was rejected
     or dead-lettered."""
     spark = ctx.spark
-    failures = [ctx.tables.read(spark, name).select("idempotency_key", "destination", "run_id")
-                for name in (REJECTED, DEAD_LETTER) if ctx.tables.exists(spark, name)]
+    failures = [
+        ctx.tables.read(spark, name).select("idempotency_key", "destination", "run_id")
+        for name in (REJECTED, DEAD_LETTER)
+        if ctx.tables.exists(spark, name)
+    ]
     if not failures:
         return spark.createDataFrame([], "idempotency_key string, destination string, failed_runs int")
     union = failures[0] if len(failures) == 1 else failures[0].unionByName(failures[1])

@@ -61,19 +61,51 @@ GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
 
 #: country (ISO 3166 alpha-2) -> IANA time zone; a country over several zones takes its most populous
 DEFAULT_TIME_ZONES: dict[str, str] = {
-    "GB": "Europe/London", "IE": "Europe/Dublin", "DE": "Europe/Berlin", "FR": "Europe/Paris",
-    "ES": "Europe/Madrid", "IT": "Europe/Rome", "NL": "Europe/Amsterdam", "BE": "Europe/Brussels",
-    "PT": "Europe/Lisbon", "AT": "Europe/Vienna", "CH": "Europe/Zurich", "SE": "Europe/Stockholm",
-    "NO": "Europe/Oslo", "DK": "Europe/Copenhagen", "FI": "Europe/Helsinki", "PL": "Europe/Warsaw",
-    "US": "America/New_York", "CA": "America/Toronto", "AU": "Australia/Sydney",
-    "NZ": "Pacific/Auckland", "IN": "Asia/Kolkata", "JP": "Asia/Tokyo",
+    "GB": "Europe/London",
+    "IE": "Europe/Dublin",
+    "DE": "Europe/Berlin",
+    "FR": "Europe/Paris",
+    "ES": "Europe/Madrid",
+    "IT": "Europe/Rome",
+    "NL": "Europe/Amsterdam",
+    "BE": "Europe/Brussels",
+    "PT": "Europe/Lisbon",
+    "AT": "Europe/Vienna",
+    "CH": "Europe/Zurich",
+    "SE": "Europe/Stockholm",
+    "NO": "Europe/Oslo",
+    "DK": "Europe/Copenhagen",
+    "FI": "Europe/Helsinki",
+    "PL": "Europe/Warsaw",
+    "US": "America/New_York",
+    "CA": "America/Toronto",
+    "AU": "Australia/Sydney",
+    "NZ": "Pacific/Auckland",
+    "IN": "Asia/Kolkata",
+    "JP": "Asia/Tokyo",
 }
 #: country names the sources write (free text in the CRM) -> ISO code
 COUNTRY_NAMES: dict[str, str] = {
-    "united kingdom": "GB", "uk": "GB", "great britain": "GB", "england": "GB", "scotland": "GB",
-    "wales": "GB", "northern ireland": "GB", "ireland": "IE", "deutschland": "DE", "germany": "DE",
-    "france": "FR", "spain": "ES", "españa": "ES", "italy": "IT", "italia": "IT",
-    "netherlands": "NL", "belgium": "BE", "portugal": "PT", "united states": "US", "usa": "US",
+    "united kingdom": "GB",
+    "uk": "GB",
+    "great britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northern ireland": "GB",
+    "ireland": "IE",
+    "deutschland": "DE",
+    "germany": "DE",
+    "france": "FR",
+    "spain": "ES",
+    "españa": "ES",
+    "italy": "IT",
+    "italia": "IT",
+    "netherlands": "NL",
+    "belgium": "BE",
+    "portugal": "PT",
+    "united states": "US",
+    "usa": "US",
 }
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -128,9 +160,7 @@ class SmsDestination(DestinationBase):
     # runs leave the destination out while it is unset (as a webhook destination's demo_receiver)
     demo_receiver: bool = False
     # an SMS means a person joined a segment; exits and updates are not texted by default
-    change_types: list[Literal["entered", "exited", "updated", "rekeyed"]] = Field(
-        default_factory=lambda: ["entered"]
-    )
+    change_types: list[Literal["entered", "exited", "updated", "rekeyed"]] = Field(default_factory=lambda: ["entered"])
 
     @field_validator("template")
     @classmethod
@@ -141,8 +171,10 @@ class SmsDestination(DestinationBase):
 
     @model_validator(mode="after")
     def _zones_exist(self) -> SmsDestination:
-        for where, zone in [("default_time_zone", self.default_time_zone),
-                            *((f"time_zones.{k}", v) for k, v in self.time_zones.items())]:
+        for where, zone in [
+            ("default_time_zone", self.default_time_zone),
+            *((f"time_zones.{k}", v) for k, v in self.time_zones.items()),
+        ]:
             try:
                 ZoneInfo(zone)
             except (ZoneInfoNotFoundError, ValueError):
@@ -177,8 +209,10 @@ class SmsDestination(DestinationBase):
 
         folder = templates_dir(project, load_personalization(project.conf_dir))
         if not (folder / self.template).is_file():
-            raise ConfigError(f"{project.conf_dir / 'destinations' / (name + '.yaml')}: template: "
-                              f"{self.template!r} is not a file in {folder}")
+            raise ConfigError(
+                f"{project.conf_dir / 'destinations' / (name + '.yaml')}: template: "
+                f"{self.template!r} is not a file in {folder}"
+            )
 
     def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:
         """Consent and phone checks (suppressed), quiet hours (deferred: nothing written),
@@ -194,19 +228,35 @@ class SmsDestination(DestinationBase):
         # quiet hours: nothing is written, the change stays pending for the next run
         delivery.count("deferred", len(plan.deferred))
         if plan.deferred:
-            logger.info("%s: %d messages deferred (quiet hours in the customer's time zone)",
-                        delivery.name, len(plan.deferred))
+            logger.info(
+                "%s: %d messages deferred (quiet hours in the customer's time zone)", delivery.name, len(plan.deferred)
+            )
         on_result = delivery.on_result(rows, max_runs=self.max_runs())
         if plan.too_long:
-            on_result(Finalised(rejected=[({"idempotency_key": r["idempotency_key"], "change_id": r["change_id"],
-                                            "customer_id": r["customer_id"]}, reason, None, 0)
-                                          for r, reason in plan.too_long]))
+            on_result(
+                Finalised(
+                    rejected=[
+                        (
+                            {
+                                "idempotency_key": r["idempotency_key"],
+                                "change_id": r["change_id"],
+                                "customer_id": r["customer_id"],
+                            },
+                            reason,
+                            None,
+                            0,
+                        )
+                        for r, reason in plan.too_long
+                    ]
+                )
+            )
         if plan.send:
             delivery.send(self.gateway, plan.send, rows, on_result=on_result)
 
 
-def sms_inputs(ctx: JobContext, destination: SmsDestination, customer_ids: list[str]
-               ) -> tuple[dict[str, bool], dict[str, str]]:
+def sms_inputs(
+    ctx: JobContext, destination: SmsDestination, customer_ids: list[str]
+) -> tuple[dict[str, bool], dict[str, str]]:
     """SMS consent and rendered text per customer (the personalisation template and context)."""
     from pyspark.sql import functions as F
 
@@ -227,8 +277,9 @@ def sms_inputs(ctx: JobContext, destination: SmsDestination, customer_ids: list[
     if not allowed:
         return consent, {}
     config = load_personalization(ctx.project.conf_dir)
-    engine = TemplateEngine(templates_dir(ctx.project, config), budget=config.render_budget.budget(),
-                            feedback_url=config.feedback_url)
+    engine = TemplateEngine(
+        templates_dir(ctx.project, config), budget=config.render_budget.budget(), feedback_url=config.feedback_url
+    )
     contexts = load_contexts(ctx.spark, ctx.tables, config, customer_ids=allowed, campaign_id=destination.campaign)
     texts = {str(c["customer_id"]): message_text(engine.render(destination.template, c).text) for c in contexts}
     return consent, texts
@@ -332,16 +383,38 @@ def plan_messages(
         text = texts[customer_id]
         length = sms_length(text)
         if length.segments > destination.max_segments:
-            plan.too_long.append((row, f"message needs {length.segments} {length.encoding} segments "
-                                       f"({length.units} units), max_segments is {destination.max_segments}"))
+            plan.too_long.append(
+                (
+                    row,
+                    f"message needs {length.segments} {length.encoding} segments "
+                    f"({length.units} units), max_segments is {destination.max_segments}",
+                )
+            )
             continue
-        plan.send.append({
-            "idempotency_key": row["idempotency_key"], "change_id": row["change_id"],
-            "segment_id": row["segment_id"], "customer_id": customer_id, "to": phone, "text": text,
-            "encoding": length.encoding, "sms_segments": length.segments,
-        })
+        plan.send.append(
+            {
+                "idempotency_key": row["idempotency_key"],
+                "change_id": row["change_id"],
+                "segment_id": row["segment_id"],
+                "customer_id": customer_id,
+                "to": phone,
+                "text": text,
+                "encoding": length.encoding,
+                "sms_segments": length.segments,
+            }
+        )
     return plan
 
 
-__all__ = ["DEFAULT_TIME_ZONES", "QuietHours", "SmsDestination", "SmsLength", "SmsPlan", "message_text",
-           "plan_messages", "sms_consent", "sms_inputs", "sms_length"]
+__all__ = [
+    "DEFAULT_TIME_ZONES",
+    "QuietHours",
+    "SmsDestination",
+    "SmsLength",
+    "SmsPlan",
+    "message_text",
+    "plan_messages",
+    "sms_consent",
+    "sms_inputs",
+    "sms_length",
+]

@@ -49,9 +49,7 @@ def event_triggers(events: DataFrame, *, as_of: datetime) -> DataFrame:
     Returns:
         ``identifier_type, identifier_value, reason, since`` (earliest event).
     """
-    reason = F.coalesce(
-        *[F.when(F.col("event_type") == e, F.lit(r)) for e, r in EVENT_REASONS.items()]
-    )
+    reason = F.coalesce(*[F.when(F.col("event_type") == e, F.lit(r)) for e, r in EVENT_REASONS.items()])
     return (
         events.where(F.col("event_type").isin(list(EVENT_REASONS)))
         .where((F.col("event_type") != "email_bounce") | (F.lower(F.col("bounce_type")) == "hard"))
@@ -85,10 +83,12 @@ def customer_identifiers(
         parts.append(identifiers.select("customer_id", "identifier_type", "identifier_value"))
     if records is not None and id_map is not None:
         linked = records.join(id_map.select("record_id", "customer_id"), "record_id")
-        parts.append(linked.select(
-            "customer_id",
-            F.expr("stack(2, 'email', email, 'phone', phone) AS (identifier_type, identifier_value)"),
-        ))
+        parts.append(
+            linked.select(
+                "customer_id",
+                F.expr("stack(2, 'email', email, 'phone', phone) AS (identifier_type, identifier_value)"),
+            )
+        )
     if profile is not None:
         empty = F.array().cast("array<string>")
         # one pass over the profile; normalised after the explode (small generated code)
@@ -97,10 +97,12 @@ def customer_identifiers(
                 F.struct(F.lit("email").alias("t"), F.col("email").alias("v")),
                 F.struct(F.lit("phone").alias("t"), F.col("phone").alias("v")),
             ),
-            F.transform(F.coalesce(F.col("emails"), empty),
-                        lambda e: F.struct(F.lit("email").alias("t"), e.alias("v"))),
-            F.transform(F.coalesce(F.col("phones"), empty),
-                        lambda p: F.struct(F.lit("phone").alias("t"), p.alias("v"))),
+            F.transform(
+                F.coalesce(F.col("emails"), empty), lambda e: F.struct(F.lit("email").alias("t"), e.alias("v"))
+            ),
+            F.transform(
+                F.coalesce(F.col("phones"), empty), lambda p: F.struct(F.lit("phone").alias("t"), p.alias("v"))
+            ),
         )
         parts.append(
             profile.select("customer_id", F.explode(every).alias("id")).select(
@@ -114,13 +116,13 @@ def customer_identifiers(
         union = union.unionByName(part)
     union = union.withColumn(
         "identifier_value",
-        F.when(F.col("identifier_type") == "email", normalised_email(F.col("identifier_value")))
-        .otherwise(F.col("identifier_value")),
+        F.when(F.col("identifier_type") == "email", normalised_email(F.col("identifier_value"))).otherwise(
+            F.col("identifier_value")
+        ),
     )
     # duplicates are harmless: build_suppressions aggregates per identifier
     return union.where(
-        F.col("customer_id").isNotNull() & F.col("identifier_value").isNotNull()
-        & (F.col("identifier_value") != "")
+        F.col("customer_id").isNotNull() & F.col("identifier_value").isNotNull() & (F.col("identifier_value") != "")
     )
 
 
@@ -152,11 +154,11 @@ def erasure_triggers(erasures: DataFrame, identifiers: DataFrame, *, salted_hash
     Returns:
         ``identifier_type, identifier_value, reason, since``.
     """
-    hashed = identifiers.select("identifier_type", "identifier_value",
-                                salted_hash.alias("salted_hash")).distinct()
+    hashed = identifiers.select("identifier_type", "identifier_value", salted_hash.alias("salted_hash")).distinct()
     return (
-        hashed.join(erasures.select("salted_hash", "identifier_type", "requested_at"),
-                    ["salted_hash", "identifier_type"])
+        hashed.join(
+            erasures.select("salted_hash", "identifier_type", "requested_at"), ["salted_hash", "identifier_type"]
+        )
         .groupBy("identifier_type", "identifier_value")
         .agg(F.min("requested_at").alias("since"))
         .select("identifier_type", "identifier_value", F.lit("erased").alias("reason"), "since")
@@ -181,15 +183,15 @@ def build_suppressions(
         ``activation.suppressions`` rows; a trigger whose identifier belongs to no known
         customer is kept with a null ``customer_id`` (it still guards payloads).
     """
-    resolved = identifier_triggers.join(
-        identifiers, ["identifier_type", "identifier_value"], "left"
-    )
+    resolved = identifier_triggers.join(identifiers, ["identifier_type", "identifier_value"], "left")
     unresolved = resolved.where(F.col("customer_id").isNull()).select(
         "customer_id", "reason", "identifier_type", "identifier_value", "since"
     )
-    per_customer = resolved.where(F.col("customer_id").isNotNull()).select(
-        "customer_id", "reason", "since"
-    ).unionByName(customer_triggers.select("customer_id", "reason", "since"))
+    per_customer = (
+        resolved.where(F.col("customer_id").isNotNull())
+        .select("customer_id", "reason", "since")
+        .unionByName(customer_triggers.select("customer_id", "reason", "since"))
+    )
     expanded = per_customer.join(identifiers, "customer_id", "left").select(
         "customer_id", "reason", "identifier_type", "identifier_value", "since"
     )
@@ -218,16 +220,19 @@ def mark_suppressed(items: DataFrame, suppressions: DataFrame) -> DataFrame:
             F.struct(F.lit("email").alias("kind"), F.col("email").alias("value")),
             F.struct(F.lit("phone").alias("kind"), F.col("phone").alias("value")),
         ),
-        F.transform(F.coalesce(F.col("emails"), empty),
-                    lambda e: F.struct(F.lit("email").alias("kind"), e.alias("value"))),
-        F.transform(F.coalesce(F.col("phones"), empty),
-                    lambda p: F.struct(F.lit("phone").alias("kind"), p.alias("value"))),
+        F.transform(
+            F.coalesce(F.col("emails"), empty), lambda e: F.struct(F.lit("email").alias("kind"), e.alias("value"))
+        ),
+        F.transform(
+            F.coalesce(F.col("phones"), empty), lambda p: F.struct(F.lit("phone").alias("kind"), p.alias("value"))
+        ),
     )
     keys = (
         items.select("change_id", F.explode(candidates).alias("key"))
         .select("change_id", F.col("key.kind").alias("kind"), F.col("key.value").alias("value"))
-        .withColumn("value", F.when(F.col("kind") == "email", normalised_email(F.col("value")))
-                    .otherwise(F.col("value")))
+        .withColumn(
+            "value", F.when(F.col("kind") == "email", normalised_email(F.col("value"))).otherwise(F.col("value"))
+        )
         .where(F.col("value").isNotNull())
     )
     suppressed_keys = (

@@ -214,8 +214,9 @@ class WebhookClient:
         url = expand_env(raw, what=what)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
-            raise ConfigError(f"{what}: resolves to scheme {parts.scheme or '(none)'!r}; only http and https "
-                              "are allowed")
+            raise ConfigError(
+                f"{what}: resolves to scheme {parts.scheme or '(none)'!r}; only http and https are allowed"
+            )
         if not parts.hostname:
             raise ConfigError(f"{what}: resolves to a URL without a host")
         if any(ord(c) < 33 or ord(c) == 127 for c in url):
@@ -231,8 +232,10 @@ class WebhookClient:
                 self._env(variable)  # set, and remembered as a secret
             resolved = expand_env(value, what=f"destination {self.name}: header {header}")
             if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in resolved):
-                raise ConfigError(f"destination {self.name}: header {header}: value contains control "
-                                  "characters (CR/LF) after resolving its environment variables")
+                raise ConfigError(
+                    f"destination {self.name}: header {header}: value contains control "
+                    "characters (CR/LF) after resolving its environment variables"
+                )
             headers[header] = resolved
         return headers
 
@@ -328,11 +331,12 @@ class WebhookClient:
                 return self._read_answer(answer, deadline)
             except (OSError, http.client.HTTPException) as exc:
                 if time.monotonic() >= deadline:
-                    return _Response(None, "", error=f"no complete answer within the {timeout:g} s deadline "
-                                                     "(timeout_seconds)")
+                    return _Response(
+                        None, "", error=f"no complete answer within the {timeout:g} s deadline (timeout_seconds)"
+                    )
                 last_error = f"{type(exc).__name__}: {exc}"
                 if connection.sock is not None:  # connected: the request may have arrived; do not
-                    break                         # try another address in this attempt
+                    break  # try another address in this attempt
             finally:
                 watchdog.cancel()
                 connection.close()
@@ -344,8 +348,12 @@ class WebhookClient:
         retry_after = parse_retry_after(answer.getheader("Retry-After"))
         if 300 <= code < 400:
             location = (answer.getheader("Location") or "")[:200]
-            return _Response(code, "", error=f"HTTP {code} redirect to {location!r} not followed "
-                                             "(redirects are never followed)", final=True)
+            return _Response(
+                code,
+                "",
+                error=f"HTTP {code} redirect to {location!r} not followed (redirects are never followed)",
+                final=True,
+            )
         chunks: list[bytes] = []
         size = 0
         while size <= cap:
@@ -362,8 +370,13 @@ class WebhookClient:
             raise http.client.IncompleteRead(b"".join(chunks), answer.length)
         text = b"".join(chunks)[:cap].decode("utf-8", "replace")
         if size > cap and 200 <= code < 300:
-            return _Response(code, text[:200], error=f"HTTP {code} answer larger than max_response_bytes ({cap:,}); "
-                                                      "stopped reading, per-row results unknown", final=True)
+            return _Response(
+                code,
+                text[:200],
+                error=f"HTTP {code} answer larger than max_response_bytes ({cap:,}); "
+                "stopped reading, per-row results unknown",
+                final=True,
+            )
         return _Response(code, text, retry_after)
 
     def _backoff(self, attempt: int) -> float:
@@ -395,8 +408,12 @@ class WebhookClient:
                 wait = self._backoff(attempt)
             logger.warning(
                 "%s: %d items, attempt %d/%d failed (%s); retrying in %.2fs",
-                self.name, len(items), attempt, policy.max_attempts,
-                response.code or self.redact(str(response.error)), wait,
+                self.name,
+                len(items),
+                attempt,
+                policy.max_attempts,
+                response.code or self.redact(str(response.error)),
+                wait,
             )
             self._sleep(wait)
         return response, policy.max_attempts
@@ -416,9 +433,7 @@ class WebhookClient:
                 errors[error["index"]] = str(error.get("reason", "rejected by destination"))
         return errors
 
-    def _deliver_one_request(
-        self, items: Sequence[Item], on_result: Callable[[Finalised], None]
-    ) -> Finalised:
+    def _deliver_one_request(self, items: Sequence[Item], on_result: Callable[[Finalised], None]) -> Finalised:
         response, attempts = self._send_with_retries(items)
         result = Finalised()
         code = response.code
@@ -445,9 +460,7 @@ class WebhookClient:
             reason = self.redact(f"HTTP {code}: {response.body[:500]}".strip())
             result.rejected.append((items[0], reason, code, attempts))
         else:
-            reason = (
-                f"HTTP {code}: {response.body[:200]}".strip() if code is not None else str(response.error)
-            )
+            reason = f"HTTP {code}: {response.body[:200]}".strip() if code is not None else str(response.error)
             reason = self.redact(f"gave up after {attempts} attempts; last: {reason}")
             result.dead += [(item, reason, code, attempts) for item in items]
         on_result(result)
@@ -468,5 +481,5 @@ class WebhookClient:
         total = Finalised()
         size = self.settings.batch_size
         for start in range(0, len(items), size):
-            total.extend(self._deliver_one_request(list(items[start:start + size]), on_result))
+            total.extend(self._deliver_one_request(list(items[start : start + size]), on_result))
         return total

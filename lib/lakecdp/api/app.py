@@ -42,8 +42,15 @@ _MAX_IDEMPOTENCY_KEY = 200
 class ApiError(Exception):
     """An answer other than success: status, a stable code, a message and the fields at fault."""
 
-    def __init__(self, status: int, code: str, message: str, *, fields: list[dict[str, str]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        fields: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.fields = fields or []
@@ -80,8 +87,15 @@ class TokenBucket:
 class ApiState:
     """What the routes share: config, keys, sources, the intake log, the segment reader."""
 
-    def __init__(self, project: Project, config: ApiConfig, sources: dict[str, SourceConfig],
-                 log: IntakeLog, segments: Any | None = None, destinations: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        project: Project,
+        config: ApiConfig,
+        sources: dict[str, SourceConfig],
+        log: IntakeLog,
+        segments: Any | None = None,
+        destinations: dict[str, Any] | None = None,
+    ) -> None:
         self.project, self.config, self.sources, self.log = project, config, sources, log
         self.destinations = destinations or {}
         self.keys = KeyRing(config.keys)
@@ -99,16 +113,23 @@ def authenticate(request: Request) -> ApiKey:
     header = request.headers.get("authorization", "")
     presented = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
     if not presented:
-        raise ApiError(401, "UNAUTHENTICATED", "no API key: send 'Authorization: Bearer <key>'",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "UNAUTHENTICATED",
+            "no API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     key = state.keys.find(presented)
     if key is None:
         raise ApiError(401, "UNAUTHENTICATED", "the API key is not known", headers={"WWW-Authenticate": "Bearer"})
     wait = state.buckets[key.id].take(time.monotonic())
     if wait > 0:
-        raise ApiError(429, "RATE_LIMITED",
-                       f"key {key.id!r} is limited to {key.rate_per_second:g} requests/s (burst {key.burst})",
-                       headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        raise ApiError(
+            429,
+            "RATE_LIMITED",
+            f"key {key.id!r} is limited to {key.rate_per_second:g} requests/s (burst {key.burst})",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
     return key
 
 
@@ -117,20 +138,32 @@ async def read_json_body(request: Request) -> Any:
     limit = _state(request).config.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "BODY_TOO_LARGE", f"body is {declared} bytes, at most {limit} allowed",
-                       fields=[{"field": "body", "code": "BODY_TOO_LARGE", "message": f"over {limit} bytes"}])
+        raise ApiError(
+            413,
+            "BODY_TOO_LARGE",
+            f"body is {declared} bytes, at most {limit} allowed",
+            fields=[{"field": "body", "code": "BODY_TOO_LARGE", "message": f"over {limit} bytes"}],
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "BODY_TOO_LARGE", f"body is over {limit} bytes",
-                           fields=[{"field": "body", "code": "BODY_TOO_LARGE", "message": f"over {limit} bytes"}])
+            raise ApiError(
+                413,
+                "BODY_TOO_LARGE",
+                f"body is over {limit} bytes",
+                fields=[{"field": "body", "code": "BODY_TOO_LARGE", "message": f"over {limit} bytes"}],
+            )
         chunks.append(chunk)
     raw = b"".join(chunks)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ("application/json", ""):
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", f"send application/json, got {content_type!r}",
-                       fields=[{"field": "Content-Type", "code": "UNSUPPORTED_MEDIA_TYPE", "message": content_type}])
+        raise ApiError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"send application/json, got {content_type!r}",
+            fields=[{"field": "Content-Type", "code": "UNSUPPORTED_MEDIA_TYPE", "message": content_type}],
+        )
     return parse_json_body(raw)
 
 
@@ -165,26 +198,43 @@ def parse_json_body(raw: bytes) -> JsonBody:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ApiError(400, "BAD_ENCODING", f"body is not UTF-8 (byte {exc.start})",
-                       fields=[{"field": "body", "code": "BAD_ENCODING", "message": str(exc)}]) from exc
+        raise ApiError(
+            400,
+            "BAD_ENCODING",
+            f"body is not UTF-8 (byte {exc.start})",
+            fields=[{"field": "body", "code": "BAD_ENCODING", "message": str(exc)}],
+        ) from exc
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ApiError(400, "MALFORMED_JSON", f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                       fields=[{"field": "body", "code": "MALFORMED_LINE",
-                                "message": f"{exc.msg} at line {exc.lineno} column {exc.colno}"}]) from exc
+        raise ApiError(
+            400,
+            "MALFORMED_JSON",
+            f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            fields=[
+                {
+                    "field": "body",
+                    "code": "MALFORMED_LINE",
+                    "message": f"{exc.msg} at line {exc.lineno} column {exc.colno}",
+                }
+            ],
+        ) from exc
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ApiError(400, "BAD_ENCODING", "body holds a lone surrogate escape (\\ud800-\\udfff without its pair), "
-                       "not a character", fields=[{"field": "body", "code": "BAD_ENCODING",
-                                                  "message": f"lone surrogate {exc.object[exc.start]!r}"}]) from exc
+        raise ApiError(
+            400,
+            "BAD_ENCODING",
+            "body holds a lone surrogate escape (\\ud800-\\udfff without its pair), not a character",
+            fields=[{"field": "body", "code": "BAD_ENCODING", "message": f"lone surrogate {exc.object[exc.start]!r}"}],
+        ) from exc
     return JsonBody(value, strict=False)
 
 
 def _field_error(field: str, code: str, message: str) -> ApiError:
-    return ApiError(422, "INVALID_REQUEST", f"{field}: {message}",
-                    fields=[{"field": field, "code": code, "message": message}])
+    return ApiError(
+        422, "INVALID_REQUEST", f"{field}: {message}", fields=[{"field": field, "code": code, "message": message}]
+    )
 
 
 def _source_of(body: dict[str, Any], key: ApiKey, state: ApiState) -> SourceConfig:
@@ -194,8 +244,12 @@ def _source_of(body: dict[str, Any], key: ApiKey, state: ApiState) -> SourceConf
     if name not in state.sources:
         raise _field_error("source", "UNKNOWN_SOURCE", f"{name!r} is not one of {sorted(state.sources)}")
     if name not in key.sources:
-        raise ApiError(403, "FORBIDDEN", f"key {key.id!r} may not post {name} events",
-                       fields=[{"field": "source", "code": "FORBIDDEN", "message": f"allowed: {key.sources}"}])
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            f"key {key.id!r} may not post {name} events",
+            fields=[{"field": "source", "code": "FORBIDDEN", "message": f"allowed: {key.sources}"}],
+        )
     return state.sources[name]
 
 
@@ -204,8 +258,9 @@ def _idempotency_key(request: Request) -> str | None:
     if value is None:
         return None
     if not value.strip() or len(value) > _MAX_IDEMPOTENCY_KEY or not value.isprintable():
-        raise _field_error(IDEMPOTENCY_HEADER, "INVALID_HEADER",
-                           f"must be 1-{_MAX_IDEMPOTENCY_KEY} printable characters")
+        raise _field_error(
+            IDEMPOTENCY_HEADER, "INVALID_HEADER", f"must be 1-{_MAX_IDEMPOTENCY_KEY} printable characters"
+        )
     return value
 
 
@@ -232,10 +287,18 @@ async def _intake(request: Request, *, batch: bool) -> Response:
         if not isinstance(events, list) or not events:
             raise _field_error("events", "MISSING_REQUIRED", "must be a non-empty array of events")
         if len(events) > state.config.max_batch_events:
-            raise ApiError(413, "TOO_MANY_EVENTS",
-                           f"events: {len(events)} events, at most {state.config.max_batch_events} per batch",
-                           fields=[{"field": "events", "code": "TOO_MANY_EVENTS",
-                                    "message": f"at most {state.config.max_batch_events}"}])
+            raise ApiError(
+                413,
+                "TOO_MANY_EVENTS",
+                f"events: {len(events)} events, at most {state.config.max_batch_events} per batch",
+                fields=[
+                    {
+                        "field": "events",
+                        "code": "TOO_MANY_EVENTS",
+                        "message": f"at most {state.config.max_batch_events}",
+                    }
+                ],
+            )
         named = [(f"events[{i}]", e) for i, e in enumerate(events)]
     else:
         if "event" not in body:
@@ -243,8 +306,11 @@ async def _intake(request: Request, *, batch: bool) -> Response:
         named = [("event", body["event"])]
     unknown = sorted(set(body) - {"source", "events" if batch else "event"})
     if unknown:
-        raise _field_error(unknown[0], "UNKNOWN_FIELD", f"is not a field of this request (fields: source, "
-                           f"{'events' if batch else 'event'})")
+        raise _field_error(
+            unknown[0],
+            "UNKNOWN_FIELD",
+            f"is not a field of this request (fields: source, {'events' if batch else 'event'})",
+        )
 
     refused: list[dict[str, str]] = []
     warnings: list[dict[str, str]] = []
@@ -253,22 +319,28 @@ async def _intake(request: Request, *, batch: bool) -> Response:
     events = [event for _, event in named]
     for (prefix, _), problems in zip(named, validate_events(events, source, as_of=received)):
         for problem in problems:
-            entry = {"field": f"{prefix}.{problem.field}" if problem.field != "event" else prefix,
-                     "code": problem.code, "message": problem.message}
+            entry = {
+                "field": f"{prefix}.{problem.field}" if problem.field != "event" else prefix,
+                "code": problem.code,
+                "message": problem.message,
+            }
             (refused if problem.refuses else warnings).append(entry)
     if refused:
-        raise ApiError(422, "INVALID_EVENT",
-                       f"{len(refused)} problem(s); first: {refused[0]['field']}: {refused[0]['message']}",
-                       fields=refused)
+        raise ApiError(
+            422,
+            "INVALID_EVENT",
+            f"{len(refused)} problem(s); first: {refused[0]['field']}: {refused[0]['message']}",
+            fields=refused,
+        )
 
     # every event is an object here (anything else was refused above)
     ids = [event_id(event, source) or "" for event in events]
     fresh = state.log.reserve(source.name, ids)
     received_at = received.isoformat()
     records = [
-        {"source": source.name, "id": ids[i], "event": event, "key": key.id, "idem": idempotency_key,
-         "at": received_at}
-        for i, (_, event) in enumerate(named) if fresh[i]
+        {"source": source.name, "id": ids[i], "event": event, "key": key.id, "idem": idempotency_key, "at": received_at}
+        for i, (_, event) in enumerate(named)
+        if fresh[i]
     ]
     answer: dict[str, Any] = {"accepted": len(records), "duplicates": len(named) - len(records)}
     if warnings:
@@ -276,11 +348,13 @@ async def _intake(request: Request, *, batch: bool) -> Response:
     if not records and idempotency_key is None:
         return JSONResponse(answer, status_code=202)
     try:
-        await state.log.append(records, key_id=key.id, idempotency_key=idempotency_key, response=answer,
-                               strict_json=parsed.strict)
+        await state.log.append(
+            records, key_id=key.id, idempotency_key=idempotency_key, response=answer, strict_json=parsed.strict
+        )
     except IntakeLogError as exc:
-        raise ApiError(503, "NOT_STORED", f"the events were not stored ({exc}); retry later",
-                       headers={"Retry-After": "1"}) from exc
+        raise ApiError(
+            503, "NOT_STORED", f"the events were not stored ({exc}); retry later", headers={"Retry-After": "1"}
+        ) from exc
     return JSONResponse(answer, status_code=202)
 
 
@@ -304,8 +378,9 @@ async def readyz(request: Request) -> Response:
     ready = checks["intake_log"]
     if state.segments is not None:
         checks["segment_tables"] = state.segments.ready()
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 async def openapi(request: Request) -> Response:

@@ -40,9 +40,11 @@ def _key(args: argparse.Namespace) -> int:
     from lakecdp.api.config import new_key
 
     key, digest = new_key()
-    sys.stdout.write(f"key:    {key}\nsha256: {digest}\n"
-                     "Give the key to the client; put only the sha256 in conf/api.yaml (or in the env var "
-                     "its sha256_env names).\n")
+    sys.stdout.write(
+        f"key:    {key}\nsha256: {digest}\n"
+        "Give the key to the client; put only the sha256 in conf/api.yaml (or in the env var "
+        "its sha256_env names).\n"
+    )
     return 0
 
 

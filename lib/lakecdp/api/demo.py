@@ -95,14 +95,19 @@ def _start(project: Project, keys: dict[str, str]):
     from lakecdp.api.server import build_state
 
     config = load_api_config(project.conf_dir)
-    config = config.model_copy(update={"keys": [
-        ApiKey(id="demo_website", sha256=keys["website"][1], sources=["web_events"]),
-        ApiKey(id="demo_shop", sha256=keys["shop"][1], sources=["shop_orders"]),
-        ApiKey(id="demo_email_platform", sha256=keys["email_platform"][1], destinations=[DESTINATION]),
-    ]})
+    config = config.model_copy(
+        update={
+            "keys": [
+                ApiKey(id="demo_website", sha256=keys["website"][1], sources=["web_events"]),
+                ApiKey(id="demo_shop", sha256=keys["shop"][1], sources=["shop_orders"]),
+                ApiKey(id="demo_email_platform", sha256=keys["email_platform"][1], destinations=[DESTINATION]),
+            ]
+        }
+    )
     state = build_state(project, config)
-    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=_free_port(),
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(state), host="127.0.0.1", port=_free_port(), log_level="warning", access_log=False)
+    )
     thread = threading.Thread(target=server.run, name="lakecdp-demo-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -124,22 +129,31 @@ def show_intake(project: Project, spark: SparkSession) -> DemoIntake:
 
     # whom the segment API would hide: suppressed by id, or by one of their emails / phones
     suppressed = set(SegmentReader(project).suppressed().to_pylist())
-    members = {r["customer_id"] for r in _rows(project, catalog.MEMBERSHIP.name, ["segment_id", "customer_id",
-                                                                                   "is_current"])
-               if r["segment_id"] == SEGMENT and r["is_current"]}
-    profiles = sorted((r["customer_id"], r["email"]) for r in _rows(project, catalog.CUSTOMER_PROFILE.name,
-                                                                    ["customer_id", "email"]) if r["email"])
+    members = {
+        r["customer_id"]
+        for r in _rows(project, catalog.MEMBERSHIP.name, ["segment_id", "customer_id", "is_current"])
+        if r["segment_id"] == SEGMENT and r["is_current"]
+    }
+    profiles = sorted(
+        (r["customer_id"], r["email"])
+        for r in _rows(project, catalog.CUSTOMER_PROFILE.name, ["customer_id", "email"])
+        if r["email"]
+    )
     # an event finds its customer through identity.identifiers: an email that several people share is
     # not linked (the over-sharing guard), so a posted event under it would reach nobody
-    linked = {(r["customer_id"], r["identifier_value"])
-              for r in _rows(project, catalog.IDENTIFIERS.name, ["identifier_type", "identifier_value", "customer_id"])
-              if r["identifier_type"] == "email"}
+    linked = {
+        (r["customer_id"], r["identifier_value"])
+        for r in _rows(project, catalog.IDENTIFIERS.name, ["identifier_type", "identifier_value", "customer_id"])
+        if r["identifier_type"] == "email"
+    }
     candidates = [(c, e) for c, e in profiles if c not in suppressed and (c, e) in linked]
     newcomer = next(((c, e) for c, e in candidates if c not in members), None)
     buyer = next(((c, e) for c, e in candidates if c in members), None)
     if newcomer is None or buyer is None:
-        raise RuntimeError(f"the demo world has no unsuppressed customer {'outside' if newcomer is None else 'in'} "
-                           f"{SEGMENT}: nothing to show over HTTP")
+        raise RuntimeError(
+            f"the demo world has no unsuppressed customer {'outside' if newcomer is None else 'in'} "
+            f"{SEGMENT}: nothing to show over HTTP"
+        )
 
     keys = {name: new_key() for name in ("website", "shop", "email_platform")}
     server, thread, state, url = _start(project, keys)
@@ -161,19 +175,47 @@ def show_intake(project: Project, spark: SparkSession) -> DemoIntake:
         tag = uuid.uuid4().hex[:8]
         order_id = f"O-demo-http-{tag}"
         events = [
-            {"event_id": f"w-demo-http-cart-{tag}", "event_type": "add_to_cart", "ts": moment,
-             "anonymous_id": "d-demo-http-1", "user": {"email": newcomer[1]}, "product_id": "P00001", "price": 10.0},
-            {"event_id": f"w-demo-http-buy-{tag}", "event_type": "purchase", "ts": moment,
-             "anonymous_id": "d-demo-http-2", "user": {"email": buyer[1]}, "order_id": order_id, "revenue": 42.5},
+            {
+                "event_id": f"w-demo-http-cart-{tag}",
+                "event_type": "add_to_cart",
+                "ts": moment,
+                "anonymous_id": "d-demo-http-1",
+                "user": {"email": newcomer[1]},
+                "product_id": "P00001",
+                "price": 10.0,
+            },
+            {
+                "event_id": f"w-demo-http-buy-{tag}",
+                "event_type": "purchase",
+                "ts": moment,
+                "anonymous_id": "d-demo-http-2",
+                "user": {"email": buyer[1]},
+                "order_id": order_id,
+                "revenue": 42.5,
+            },
         ]
-        status, answer = client.call("POST", "/v1/batch", keys["website"][0], {"source": "web_events",
-                                                                               "events": events})
-        logger.info("POST /v1/batch (web_events: add_to_cart for %s, purchase for %s): %s %s",
-                    newcomer[0], buyer[0], status, answer)
-        order = {"order_id": order_id, "email": buyer[1], "ordered_at": moment, "status": "completed",
-                 "currency": "EUR", "total": 42.5, "items": [{"sku": "P00001", "qty": 1, "unit_price": 42.5}]}
-        status_order, answer_order = client.call("POST", "/v1/events", keys["shop"][0],
-                                                 {"source": "shop_orders", "event": order})
+        status, answer = client.call(
+            "POST", "/v1/batch", keys["website"][0], {"source": "web_events", "events": events}
+        )
+        logger.info(
+            "POST /v1/batch (web_events: add_to_cart for %s, purchase for %s): %s %s",
+            newcomer[0],
+            buyer[0],
+            status,
+            answer,
+        )
+        order = {
+            "order_id": order_id,
+            "email": buyer[1],
+            "ordered_at": moment,
+            "status": "completed",
+            "currency": "EUR",
+            "total": 42.5,
+            "items": [{"sku": "P00001", "qty": 1, "unit_price": 42.5}],
+        }
+        status_order, answer_order = client.call(
+            "POST", "/v1/events", keys["shop"][0], {"source": "shop_orders", "event": order}
+        )
         logger.info("POST /v1/events (shop_orders %s for %s): %s %s", order_id, buyer[0], status_order, answer_order)
         if status != 202 or status_order != 202:
             raise RuntimeError(f"the demo's events were refused: {answer} {answer_order}")
@@ -181,13 +223,18 @@ def show_intake(project: Project, spark: SparkSession) -> DemoIntake:
         counts = pickup(JobContext.create(project, spark), state.log.log_dir)
         logger.info("api-pickup: %s", counts)
         run_pipeline(project, spark, steps=[step("features"), step("segments")], job="demo-api", resume=False)
-        status, after = client.call("GET", f"/v1/segments/{SEGMENT}/changes?cursor={cursor}",
-                                    keys["email_platform"][0])
-        shown = DemoIntake(newcomer=newcomer[0], buyer=buyer[0], event_ids=[e["event_id"] for e in events],
-                           order_id=order_id, seconds=time.monotonic() - started,
-                           changes=sorted((c["change_type"], c["customer_id"]) for c in after.get("changes", [])))
-        logger.info("GET /v1/segments/%s/changes?cursor=...: %s (%.0f s after posting)", SEGMENT, shown.changes,
-                    shown.seconds)
+        status, after = client.call("GET", f"/v1/segments/{SEGMENT}/changes?cursor={cursor}", keys["email_platform"][0])
+        shown = DemoIntake(
+            newcomer=newcomer[0],
+            buyer=buyer[0],
+            event_ids=[e["event_id"] for e in events],
+            order_id=order_id,
+            seconds=time.monotonic() - started,
+            changes=sorted((c["change_type"], c["customer_id"]) for c in after.get("changes", [])),
+        )
+        logger.info(
+            "GET /v1/segments/%s/changes?cursor=...: %s (%.0f s after posting)", SEGMENT, shown.changes, shown.seconds
+        )
         return shown
     finally:
         server.should_exit = True

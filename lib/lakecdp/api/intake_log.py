@@ -130,8 +130,9 @@ class IntakeLog:
         self._syncing: dict[Any, int] = {}
         self._retired: set[Any] = set()
         self._failed: BaseException | None = None
-        self._threads = [threading.Thread(target=self._writer, name=f"intake-log-writer-{n}", daemon=True)
-                         for n in range(WRITERS)]
+        self._threads = [
+            threading.Thread(target=self._writer, name=f"intake-log-writer-{n}", daemon=True) for n in range(WRITERS)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -143,8 +144,7 @@ class IntakeLog:
         if path.exists():
             keep = complete_length(path)
             if keep != path.stat().st_size:
-                logger.warning("%s: cutting %d bytes of an unacknowledged torn write", path,
-                               path.stat().st_size - keep)
+                logger.warning("%s: cutting %d bytes of an unacknowledged torn write", path, path.stat().st_size - keep)
                 with open(path, "r+b") as handle:
                     handle.truncate(keep)
                     os.fsync(handle.fileno())
@@ -167,8 +167,9 @@ class IntakeLog:
                     self.answers[(record["key"], record["request"])] = record["response"]
                 else:
                     self.event_ids.add(f"{record['source']}\u001f{record['id']}")
-        logger.info("intake log %s: %d events, %d idempotency keys", self.log_dir,
-                    len(self.event_ids), len(self.answers))
+        logger.info(
+            "intake log %s: %d events, %d idempotency keys", self.log_dir, len(self.event_ids), len(self.answers)
+        )
 
     # -- de-duplication (called on the event loop: check and reserve are one step) ----------
     def answer_for(self, key_id: str, idempotency_key: str) -> dict[str, Any] | None:
@@ -313,8 +314,7 @@ class IntakeLog:
 
     def writable(self) -> bool:
         """The writers run, no sync has failed and the folder accepts files (for /readyz)."""
-        return (self._failed is None and all(t.is_alive() for t in self._threads)
-                and os.access(self.log_dir, os.W_OK))
+        return self._failed is None and all(t.is_alive() for t in self._threads) and os.access(self.log_dir, os.W_OK)
 
     def close(self) -> None:
         self._queue.put(None)

@@ -57,7 +57,10 @@ def _ledger(ctx: JobContext) -> dict[int, tuple[int, tuple[int, int] | None]]:
     for r in sorted(rows, key=lambda r: (r["segment"], r["end_offset"])):
         end, pending = state.get(r["segment"], (0, None))
         if r["status"] == "done":
-            state[r["segment"]] = (max(end, r["end_offset"]), None if pending and pending[1] <= r["end_offset"] else pending)
+            state[r["segment"]] = (
+                max(end, r["end_offset"]),
+                None if pending and pending[1] <= r["end_offset"] else pending,
+            )
         elif (r["segment"], r["start_offset"], r["end_offset"]) not in done:
             state[r["segment"]] = (end, (r["start_offset"], r["end_offset"]))
     return state
@@ -87,11 +90,15 @@ def _as_dataframe(ctx: JobContext, rows: list[tuple[str, str, int, int, datetime
     import pyarrow as pa
 
     raw, topic, partition, offset, received = zip(*rows)
-    table = pa.table({
-        "raw": pa.array(raw, pa.string()), "kafka_topic": pa.array(topic, pa.string()),
-        "kafka_partition": pa.array(partition, pa.int32()), "kafka_offset": pa.array(offset, pa.int64()),
-        "kafka_timestamp": pa.array(received, pa.timestamp("us", tz="UTC")),
-    })
+    table = pa.table(
+        {
+            "raw": pa.array(raw, pa.string()),
+            "kafka_topic": pa.array(topic, pa.string()),
+            "kafka_partition": pa.array(partition, pa.int32()),
+            "kafka_offset": pa.array(offset, pa.int64()),
+            "kafka_timestamp": pa.array(received, pa.timestamp("us", tz="UTC")),
+        }
+    )
     return ctx.spark.createDataFrame(table, _RAW_SCHEMA)
 
 
@@ -125,8 +132,9 @@ def pickup(ctx: JobContext, log_dir) -> dict[str, int]:
                     .transform(_validate, source=source, as_of=ctx.as_of)
                     .transform(with_dedup_key, event_id=source.primary_key[0])
                 )
-                counts = write_micro_batch(ctx, batch, start, source=source, topic=topic_of(source_name),
-                                           query_name=f"api_intake_{number:08d}")
+                counts = write_micro_batch(
+                    ctx, batch, start, source=source, topic=topic_of(source_name), query_name=f"api_intake_{number:08d}"
+                )
                 for name in totals:
                     totals[name] += counts[name]
                 events += len(raw_rows)

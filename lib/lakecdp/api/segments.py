@@ -123,9 +123,11 @@ class SegmentReader:
             return []
 
         def build() -> list[dict[str, Any]]:
-            rows = self._delta(RUNS).to_pyarrow_table(
-                columns=["run_id", "segments", "membership_version", "applied_at", "changes"]
-            ).to_pylist()
+            rows = (
+                self._delta(RUNS)
+                .to_pyarrow_table(columns=["run_id", "segments", "membership_version", "applied_at", "changes"])
+                .to_pylist()
+            )
             return sorted(rows, key=lambda r: (r["applied_at"], r["run_id"]))
 
         return self._cached(RUNS, (version,), build)
@@ -153,8 +155,11 @@ class SegmentReader:
             ids = [rows.column("customer_id").drop_null()]
             profile = self._delta(PROFILE)
             for kind, column in (("email", "emails"), ("phone", "phones")):
-                values = rows.filter(pc.and_(pc.equal(rows.column("identifier_type"), kind),
-                                             pc.is_valid(rows.column("identifier_value")))).column("identifier_value")
+                values = rows.filter(
+                    pc.and_(
+                        pc.equal(rows.column("identifier_type"), kind), pc.is_valid(rows.column("identifier_value"))
+                    )
+                ).column("identifier_value")
                 if len(values) == 0 or profile is None:
                     continue
                 people = profile.to_pyarrow_table(columns=["customer_id", column])
@@ -198,8 +203,9 @@ class SegmentReader:
             )
             rows = rows.filter(pc.fill_null(rows.column("is_current"), False)).drop_columns(["is_current"])
             rows = self._not_suppressed(rows, "customer_id")
-            rows = rows.set_column(rows.schema.get_field_index("member_key"), "member_key",
-                                   pc.fill_null(rows.column("member_key"), ""))
+            rows = rows.set_column(
+                rows.schema.get_field_index("member_key"), "member_key", pc.fill_null(rows.column("member_key"), "")
+            )
             profile = self._profile()
             if profile is not None:
                 rows = rows.join(profile, "customer_id", join_type="left outer")
@@ -215,8 +221,9 @@ class SegmentReader:
 
         return self._cached(f"members:{segment_id}", key, build)
 
-    def members(self, segment_id: str, *, run_id: str | None = None, page_token: str | None = None,
-                limit: int = 1000) -> dict[str, Any]:
+    def members(
+        self, segment_id: str, *, run_id: str | None = None, page_token: str | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
         """One page of a segment's members as of a run (default: the latest run).
 
         Returns:
@@ -228,34 +235,56 @@ class SegmentReader:
         if page_token is not None:
             token = decode_token(page_token, "page_token")
             after_value = token.get("after")
-            if (token.get("segment") != segment_id or not isinstance(token.get("run"), str)
-                    or not isinstance(after_value, list) or len(after_value) != 2
-                    or not all(isinstance(part, str) for part in after_value)):
+            if (
+                token.get("segment") != segment_id
+                or not isinstance(token.get("run"), str)
+                or not isinstance(after_value, list)
+                or len(after_value) != 2
+                or not all(isinstance(part, str) for part in after_value)
+            ):
                 raise NotFound("page_token", "page_token belongs to another listing")
             run_id, after = token["run"], tuple(token["after"])  # type: ignore[assignment]
         run = self._run(run_id)
         keys, members = self._members(segment_id, int(run["membership_version"]))
         start = bisect.bisect_right(keys, after) if after is not None else 0
-        page = members[start:start + limit]
+        page = members[start : start + limit]
         more = start + limit < len(keys)
-        next_token = encode_token({"segment": segment_id, "run": run["run_id"], "after": list(keys[start + limit - 1])}) \
-            if more else None
-        return {"segment_id": segment_id, "run_id": run["run_id"], "total": len(keys),
-                "members": page, "next_page_token": next_token}
+        next_token = (
+            encode_token({"segment": segment_id, "run": run["run_id"], "after": list(keys[start + limit - 1])})
+            if more
+            else None
+        )
+        return {
+            "segment_id": segment_id,
+            "run_id": run["run_id"],
+            "total": len(keys),
+            "members": page,
+            "next_page_token": next_token,
+        }
 
     # -- changes --------------------------------------------------------------------------
     def _changes(self, segment_id: str) -> tuple[list[tuple[int, str]], list[dict[str, Any]], list[str]]:
         runs = self.runs()
-        key = (segment_id, self._version(CHANGES), self._version(RUNS), self._version(APPROVALS),
-               self._version(SUPPRESSIONS), self._version(PROFILE))
+        key = (
+            segment_id,
+            self._version(CHANGES),
+            self._version(RUNS),
+            self._version(APPROVALS),
+            self._version(SUPPRESSIONS),
+            self._version(PROFILE),
+        )
 
         def build():
             place = {run["run_id"]: i for i, run in enumerate(runs)}
             held_table = self._delta(APPROVALS)
             if held_table is not None:
-                held = held_table.to_pyarrow_table(
-                    columns=["run_id"], filters=[("segment_id", "=", segment_id), ("status", "=", "held")]
-                ).column("run_id").to_pylist()
+                held = (
+                    held_table.to_pyarrow_table(
+                        columns=["run_id"], filters=[("segment_id", "=", segment_id), ("status", "=", "held")]
+                    )
+                    .column("run_id")
+                    .to_pylist()
+                )
                 first_held = min((place[r] for r in held if r in place), default=len(runs))
             else:
                 first_held = len(runs)
@@ -264,15 +293,24 @@ class SegmentReader:
             if table is None:
                 return [], [], served_runs
             rows = table.to_pyarrow_table(
-                columns=["change_id", "run_id", "customer_id", "member_key", "change_type",
-                         "previous_customer_id", "changed_at"],
+                columns=[
+                    "change_id",
+                    "run_id",
+                    "customer_id",
+                    "member_key",
+                    "change_type",
+                    "previous_customer_id",
+                    "changed_at",
+                ],
                 filters=[("segment_id", "=", segment_id)],
             ).to_pylist()
             suppressed = set(self.suppressed().to_pylist())
             kept = [
-                r for r in rows
+                r
+                for r in rows
                 if place.get(r["run_id"], first_held) < first_held
-                and r["customer_id"] not in suppressed and r["previous_customer_id"] not in suppressed
+                and r["customer_id"] not in suppressed
+                and r["previous_customer_id"] not in suppressed
             ]
             kept.sort(key=lambda r: (place[r["run_id"]], r["change_id"]))
             return [(place[r["run_id"]], r["change_id"]) for r in kept], kept, served_runs
@@ -292,25 +330,40 @@ class SegmentReader:
         start = 0
         if cursor is not None:
             token = decode_token(cursor, "cursor")
-            if (token.get("segment") != segment_id or not isinstance(token.get("run"), str)
-                    or not isinstance(token.get("change"), str)):
+            if (
+                token.get("segment") != segment_id
+                or not isinstance(token.get("run"), str)
+                or not isinstance(token.get("change"), str)
+            ):
                 raise NotFound("cursor", "cursor belongs to another segment")
             if token["run"] not in place:
                 raise NotFound("cursor", f"cursor names run {token['run']!r}, which is not recorded")
             start = bisect.bisect_right(order, (place[token["run"]], token["change"]))
-        page = rows[start:start + limit]
+        page = rows[start : start + limit]
         changes = [
-            {"change_id": r["change_id"], "run_id": r["run_id"], "change_type": r["change_type"],
-             "customer_id": r["customer_id"], "member_key": r["member_key"] or "",
-             "previous_customer_id": r["previous_customer_id"], "changed_at": _iso(r["changed_at"])}
+            {
+                "change_id": r["change_id"],
+                "run_id": r["run_id"],
+                "change_type": r["change_type"],
+                "customer_id": r["customer_id"],
+                "member_key": r["member_key"] or "",
+                "previous_customer_id": r["previous_customer_id"],
+                "changed_at": _iso(r["changed_at"]),
+            }
             for r in page
         ]
         if page:
-            next_cursor = encode_token({"segment": segment_id, "run": page[-1]["run_id"], "change": page[-1]["change_id"]})
+            next_cursor = encode_token(
+                {"segment": segment_id, "run": page[-1]["run_id"], "change": page[-1]["change_id"]}
+            )
         else:
             next_cursor = cursor
-        return {"segment_id": segment_id, "changes": changes, "cursor": next_cursor,
-                "has_more": start + limit < len(rows)}
+        return {
+            "segment_id": segment_id,
+            "changes": changes,
+            "cursor": next_cursor,
+            "has_more": start + limit < len(rows),
+        }
 
     def list_segments(self, allowed: set[str] | None) -> list[dict[str, Any]]:
         runs = self.runs()

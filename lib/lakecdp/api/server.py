@@ -27,8 +27,9 @@ def build_state(project: Project, config: ApiConfig) -> ApiState:
     from lakecdp.api.segments import SegmentReader
 
     log = IntakeLog(project.path(config.log_dir), segment_bytes=config.segment_bytes)
-    return ApiState(project, config, intake_sources(project), log, SegmentReader(project),
-                    load_destinations(project.conf_dir))
+    return ApiState(
+        project, config, intake_sources(project), log, SegmentReader(project), load_destinations(project.conf_dir)
+    )
 
 
 def serve(project: Project, config: ApiConfig, *, host: str | None = None, port: int | None = None) -> None:
@@ -45,7 +46,14 @@ def serve(project: Project, config: ApiConfig, *, host: str | None = None, port:
     try:
         # "auto": httptools and uvloop (setup.cfg installs both; uvicorn falls back to h11 and
         # asyncio where they are missing): less CPU per request, which is the intake's tail on a busy box
-        uvicorn.run(app, host=host or config.host, port=config.port if port is None else port,
-                    log_level="warning", access_log=False, http="auto", loop="auto")
+        uvicorn.run(
+            app,
+            host=host or config.host,
+            port=config.port if port is None else port,
+            log_level="warning",
+            access_log=False,
+            http="auto",
+            loop="auto",
+        )
     finally:
         state.log.close()

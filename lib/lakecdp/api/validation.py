@@ -179,8 +179,13 @@ def _parse_timestamp_text(text: str) -> datetime | None:
     parts = match.groupdict()
     try:
         moment = datetime(
-            int(parts["y"]), int(parts["m"] or 1), int(parts["d"] or 1), int(parts["H"] or 0),
-            int(parts["M"] or 0), int(parts["S"] or 0), int(((parts["f"] or "") + "000000")[:6]),
+            int(parts["y"]),
+            int(parts["m"] or 1),
+            int(parts["d"] or 1),
+            int(parts["H"] or 0),
+            int(parts["M"] or 0),
+            int(parts["S"] or 0),
+            int(((parts["f"] or "") + "000000")[:6]),
         )
     except ValueError:
         return None
@@ -333,8 +338,8 @@ def _plan(source: SourceConfig) -> _Plan:
     typed = tuple(
         (c.name, c.type, source.checks.get(c.name), source.is_required(c.name))
         for c in source.columns
-        if c.is_scalar and (c.type in NUMERIC_TYPES or c.type == "boolean"
-                            or (c.type in ("date", "timestamp") and c.format is None))
+        if c.is_scalar
+        and (c.type in NUMERIC_TYPES or c.type == "boolean" or (c.type in ("date", "timestamp") and c.format is None))
     )
     plan = _Plan(
         typed=typed,
@@ -394,9 +399,13 @@ def validate_events(
         for i, event in objects:
             value = event.get(name)
             if value is not None and not _nested_shape_ok(value, type_name):
-                found[i].append(Problem(
-                    MALFORMED_LINE, name, f"must be {type_name.split('<')[0]} ({type_name}), got {type(value).__name__}"
-                ))
+                found[i].append(
+                    Problem(
+                        MALFORMED_LINE,
+                        name,
+                        f"must be {type_name.split('<')[0]} ({type_name}), got {type(value).__name__}",
+                    )
+                )
     # like a malformed line in a file: the field checks mean nothing for those
     rows = [(i, event) for i, event in objects if not found[i]]
     for name in plan.nested_doubles:
@@ -407,7 +416,9 @@ def validate_events(
     latest = _latest(source, as_of)
     for name, type_name, check, required in plan.typed:
         if type_name == "timestamp":
-            _check_timestamps(rows, found, name, source, latest, required or bool(check and check.on_invalid == "quarantine"))
+            _check_timestamps(
+                rows, found, name, source, latest, required or bool(check and check.on_invalid == "quarantine")
+            )
             continue
         for i, event in rows:
             text = _as_text(event.get(name))
@@ -446,10 +457,14 @@ def validate_events(
                 if email not in plan.junk and not valid_email(email):
                     found[i].append(Problem(INVALID_EMAIL, path, f"{text!r} is not an email address", refuses))
             if check.max_length is not None and len(text) > check.max_length:
-                found[i].append(Problem(
-                    FIELD_TOO_LONG, path, f"is {len(text)} characters, at most {check.max_length} allowed",
-                    check.on_invalid != "warn",
-                ))
+                found[i].append(
+                    Problem(
+                        FIELD_TOO_LONG,
+                        path,
+                        f"is {len(text)} characters, at most {check.max_length} allowed",
+                        check.on_invalid != "warn",
+                    )
+                )
             if (check.min_date is not None or check.not_future) and not _blank(text):
                 day = _parse_date(text)
                 if day is not None and (
@@ -459,8 +474,14 @@ def validate_events(
     return found
 
 
-def _check_timestamps(rows: list[tuple[int, dict[str, Any]]], found: list[list[Problem]], name: str,
-                      source: SourceConfig, latest: datetime, refuses: bool) -> None:
+def _check_timestamps(
+    rows: list[tuple[int, dict[str, Any]]],
+    found: list[list[Problem]],
+    name: str,
+    source: SourceConfig,
+    latest: datetime,
+    refuses: bool,
+) -> None:
     """INVALID_TIMESTAMP, FUTURE_TIMESTAMP and PLACEHOLDER_TIMESTAMP of one timestamp column."""
     # the event time orders versions: a wrong one is refused even when optional
     ordering = refuses or name == source.event_time
@@ -473,15 +494,24 @@ def _check_timestamps(rows: list[tuple[int, dict[str, Any]]], found: list[list[P
             found[i].append(Problem(INVALID_TIMESTAMP, name, f"{text!r} is not an ISO-8601 timestamp", refuses))
             continue
         if moment > latest:
-            found[i].append(Problem(
-                FUTURE_TIMESTAMP, name, f"{text!r} is later than {latest.isoformat()} (now + "
-                f"{source.future_tolerance_minutes} minutes' tolerance)", ordering,
-            ))
+            found[i].append(
+                Problem(
+                    FUTURE_TIMESTAMP,
+                    name,
+                    f"{text!r} is later than {latest.isoformat()} (now + "
+                    f"{source.future_tolerance_minutes} minutes' tolerance)",
+                    ordering,
+                )
+            )
         if _RULES.placeholder_timestamp(moment):
-            found[i].append(Problem(
-                PLACEHOLDER_TIMESTAMP, name, f"{text!r} is a default (the Unix epoch or before 1900), not a time",
-                ordering,
-            ))
+            found[i].append(
+                Problem(
+                    PLACEHOLDER_TIMESTAMP,
+                    name,
+                    f"{text!r} is a default (the Unix epoch or before 1900), not a time",
+                    ordering,
+                )
+            )
 
 
 def _nested_shape_ok(value: Any, type_name: str) -> bool:

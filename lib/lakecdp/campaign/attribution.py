@@ -26,8 +26,7 @@ from pyspark.sql import functions as F
 
 from lakecdp.features.customers import attach_customer_id
 
-_OUTCOME_COUNTS = ("converted", "opened", "clicked", "complained", "unsubscribed", "had_open_cart",
-                   "cart_recovered")
+_OUTCOME_COUNTS = ("converted", "opened", "clicked", "complained", "unsubscribed", "had_open_cart", "cart_recovered")
 
 
 def first_exposures(exposures: DataFrame, *, campaign_id: str, as_of: datetime) -> DataFrame:
@@ -35,9 +34,9 @@ def first_exposures(exposures: DataFrame, *, campaign_id: str, as_of: datetime) 
     exposure to the campaign at or before ``as_of``."""
     mine = exposures.where((F.col("campaign_id") == F.lit(campaign_id)) & (F.col("exposed_at") <= F.lit(as_of)))
     first = mine.groupBy("campaign_id", "customer_id").agg(
-        F.min(F.struct("exposed_at", "variant", "is_holdout")).alias("_first"))
-    return first.select("campaign_id", "customer_id", "_first.variant", "_first.is_holdout",
-                        "_first.exposed_at")
+        F.min(F.struct("exposed_at", "variant", "is_holdout")).alias("_first")
+    )
+    return first.select("campaign_id", "customer_id", "_first.variant", "_first.is_holdout", "_first.exposed_at")
 
 
 def customer_events(events: DataFrame, identifiers: DataFrame, *, as_of: datetime) -> DataFrame:
@@ -47,7 +46,11 @@ def customer_events(events: DataFrame, identifiers: DataFrame, *, as_of: datetim
 
 
 def attribute_outcomes(
-    exposed: DataFrame, events: DataFrame, *, window_seconds: int, conversion_event: str,
+    exposed: DataFrame,
+    events: DataFrame,
+    *,
+    window_seconds: int,
+    conversion_event: str,
 ) -> DataFrame:
     """One row per exposed customer with their outcomes (see the module docstring).
 
@@ -71,13 +74,15 @@ def attribute_outcomes(
         return F.max(F.when(condition, 1).otherwise(0))
 
     joined = exposed.join(
-        events.select("customer_id", "event_type", "occurred_at", "value",
-                      F.col("campaign_id").alias("e_campaign_id")),
-        "customer_id", "left")
+        events.select("customer_id", "event_type", "occurred_at", "value", F.col("campaign_id").alias("e_campaign_id")),
+        "customer_id",
+        "left",
+    )
     per_customer = joined.groupBy(*exposed.columns).agg(
         flag(in_window & (kind == F.lit(conversion_event))).alias("converted"),
         F.coalesce(F.sum(F.when(in_window & (kind == "purchase"), F.col("value"))), F.lit(0.0))
-        .cast("double").alias("revenue"),
+        .cast("double")
+        .alias("revenue"),
         flag(in_window & this_campaign & (kind == "email_open")).alias("opened"),
         flag(in_window & this_campaign & (kind == "email_click")).alias("clicked"),
         flag(in_window & this_campaign & (kind == "email_complaint")).alias("complained"),
@@ -87,7 +92,8 @@ def attribute_outcomes(
         flag(in_window & (kind == "purchase")).alias("_purchased"),
     )
     open_cart = F.col("_last_cart").isNotNull() & (
-        F.col("_last_purchase").isNull() | (F.col("_last_purchase") < F.col("_last_cart")))
+        F.col("_last_purchase").isNull() | (F.col("_last_purchase") < F.col("_last_cart"))
+    )
     return (
         per_customer.withColumn("had_open_cart", F.when(open_cart, 1).otherwise(0))
         .withColumn("cart_recovered", F.when(open_cart & (F.col("_purchased") == 1), 1).otherwise(0))

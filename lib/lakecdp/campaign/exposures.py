@@ -46,19 +46,26 @@ def exposure_key(campaign_id: str, customer_id: str, change_id: str) -> str:
     return hashlib.sha256(f"{campaign_id}\x1f{customer_id}\x1f{change_id}".encode("utf-8")).hexdigest()
 
 
-def claimed_by(campaigns: Mapping[str, Campaign], *, destination: str, segment_id: str | None,
-               change_type: str | None) -> str | None:
+def claimed_by(
+    campaigns: Mapping[str, Campaign], *, destination: str, segment_id: str | None, change_type: str | None
+) -> str | None:
     """The campaign that sends this (destination, segment, change type), if any.
 
     Raises:
         ConfigError: two campaigns claim it (a change can be measured in one campaign only).
     """
-    found = [name for name, c in campaigns.items()
-             if destination in c.destinations and (not c.segments or segment_id in c.segments)
-             and change_type in c.change_types]
+    found = [
+        name
+        for name, c in campaigns.items()
+        if destination in c.destinations
+        and (not c.segments or segment_id in c.segments)
+        and change_type in c.change_types
+    ]
     if len(found) > 1:
-        raise ConfigError(f"personalization.yaml: campaigns: {found} all claim destination {destination!r} "
-                          f"segment {segment_id!r}; a change can belong to one campaign only")
+        raise ConfigError(
+            f"personalization.yaml: campaigns: {found} all claim destination {destination!r} "
+            f"segment {segment_id!r}; a change can belong to one campaign only"
+        )
     return found[0] if found else None
 
 
@@ -76,8 +83,9 @@ def template_sha256(templates_dir: Path, template: str | None) -> str | None:
 def git_revision(root: Path) -> str | None:
     """``git rev-parse HEAD`` of the project folder, or None when it is not a git checkout."""
     try:
-        result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=False)
+        result = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     revision = result.stdout.strip()
@@ -85,7 +93,11 @@ def git_revision(root: Path) -> str | None:
 
 
 def plan_exposures(
-    rows: Sequence[Row], campaigns: Mapping[str, Campaign], *, exposed_at: datetime, run_id: str,
+    rows: Sequence[Row],
+    campaigns: Mapping[str, Campaign],
+    *,
+    exposed_at: datetime,
+    run_id: str,
     versions: Mapping[str, tuple[str | None, str | None]],
 ) -> tuple[list[Row], list[Row], list[Row]]:
     """Split activation's pending rows (no Spark).
@@ -107,8 +119,12 @@ def plan_exposures(
     for row in rows:
         name = None
         if not row.get("suppression_reason") and row.get("customer_id"):
-            name = claimed_by(campaigns, destination=row["destination"], segment_id=row.get("segment_id"),
-                              change_type=row.get("change_type"))
+            name = claimed_by(
+                campaigns,
+                destination=row["destination"],
+                segment_id=row.get("segment_id"),
+                change_type=row.get("change_type"),
+            )
         if name is None:
             to_deliver.append(row)
             continue
@@ -117,13 +133,25 @@ def plan_exposures(
         (held_out if is_holdout else to_deliver).append(row)
         key = exposure_key(name, row["customer_id"], row["change_id"])
         template_hash, revision = versions.get(name, (None, None))
-        exposures.setdefault(key, {
-            "exposure_key": key, "campaign_id": name, "customer_id": row["customer_id"],
-            "change_id": row["change_id"], "segment_id": row.get("segment_id"),
-            "destination": row["destination"], "variant": variant, "is_holdout": is_holdout,
-            "sent": not is_holdout, "template": campaigns[name].template, "template_sha256": template_hash,
-            "git_revision": revision, "exposed_at": exposed_at, "run_id": run_id,
-        })
+        exposures.setdefault(
+            key,
+            {
+                "exposure_key": key,
+                "campaign_id": name,
+                "customer_id": row["customer_id"],
+                "change_id": row["change_id"],
+                "segment_id": row.get("segment_id"),
+                "destination": row["destination"],
+                "variant": variant,
+                "is_holdout": is_holdout,
+                "sent": not is_holdout,
+                "template": campaigns[name].template,
+                "template_sha256": template_hash,
+                "git_revision": revision,
+                "exposed_at": exposed_at,
+                "run_id": run_id,
+            },
+        )
     return to_deliver, held_out, list(exposures.values())
 
 
@@ -137,7 +165,8 @@ def record_exposures(ctx: JobContext, exposures: Sequence[Row]) -> int:
     if not exposures:
         return 0
     frame = ctx.spark.createDataFrame(
-        [tuple(r[f.name] for f in EXPOSURES_SCHEMA.fields) for r in exposures], EXPOSURES_SCHEMA)
+        [tuple(r[f.name] for f in EXPOSURES_SCHEMA.fields) for r in exposures], EXPOSURES_SCHEMA
+    )
     # 'false': a key already there keeps its first variant, time and template version
     ctx.tables.merge(ctx.spark, frame, EXPOSURES, keys=["exposure_key"], update_condition="false")
     return len(exposures)
@@ -164,12 +193,15 @@ def hold_out_and_expose(ctx: JobContext, rows: Sequence[Row]) -> list[Row]:
     revision = git_revision(ctx.project.root)
     versions = {name: (template_sha256(folder, c.template), revision) for name, c in campaigns.items()}
     to_deliver, held_out, exposures = plan_exposures(
-        rows, campaigns, exposed_at=ctx.as_of.astimezone(timezone.utc), run_id=ctx.run_id, versions=versions)
+        rows, campaigns, exposed_at=ctx.as_of.astimezone(timezone.utc), run_id=ctx.run_id, versions=versions
+    )
     record_exposures(ctx, exposures)
     now = datetime.now(timezone.utc)
     ledger.LedgerWriter(ctx).deliveries(
-        ledger.delivery_row(r, destination=r["destination"], run_id=ctx.run_id, status="holdout",
-                            attempts=0, response_code=None, at=now)
-        for r in held_out)
+        ledger.delivery_row(
+            r, destination=r["destination"], run_id=ctx.run_id, status="holdout", attempts=0, response_code=None, at=now
+        )
+        for r in held_out
+    )
     logger.info("campaigns: %d exposures recorded, %d holdout changes not sent", len(exposures), len(held_out))
     return to_deliver

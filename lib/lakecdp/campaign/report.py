@@ -42,8 +42,9 @@ RESULTS_SCHEMA = catalog.CAMPAIGN_RESULTS.struct()
 def campaign_config(conf_dir, campaign_id: str) -> Campaign:
     campaigns = load_personalization(conf_dir).campaigns
     if campaign_id not in campaigns:
-        raise ConfigError(f"personalization.yaml: campaigns: no campaign {campaign_id!r}; "
-                          f"configured: {sorted(campaigns)}")
+        raise ConfigError(
+            f"personalization.yaml: campaigns: no campaign {campaign_id!r}; configured: {sorted(campaigns)}"
+        )
     return campaigns[campaign_id]
 
 
@@ -56,8 +57,14 @@ def known_at(events: DataFrame, as_of: datetime) -> DataFrame:
 
 
 def arm_counts(
-    exposures: DataFrame, events: DataFrame, identifiers: DataFrame, *, campaign_id: str, campaign: Campaign,
-    as_of: datetime, customers: DataFrame | None = None,
+    exposures: DataFrame,
+    events: DataFrame,
+    identifiers: DataFrame,
+    *,
+    campaign_id: str,
+    campaign: Campaign,
+    as_of: datetime,
+    customers: DataFrame | None = None,
 ) -> list[ArmCounts]:
     """Per arm totals of exposed customers and their attributed outcomes (one Spark action).
 
@@ -68,48 +75,86 @@ def arm_counts(
     if customers is not None:
         exposed = exposed.join(customers.select("customer_id").distinct(), "customer_id", "left_semi")
     outcomes = attribute_outcomes(
-        exposed, customer_events(known_at(events, as_of), identifiers, as_of=as_of),
+        exposed,
+        customer_events(known_at(events, as_of), identifiers, as_of=as_of),
         window_seconds=int(round(campaign.measurement.attribution_window_hours * 3600)),
         conversion_event=campaign.measurement.conversion_event,
     )
     return [
-        ArmCounts(variant=r["variant"], exposed=int(r["exposed"]), converted=int(r["converted"]),
-                  revenue=float(r["revenue"] or 0.0), opened=int(r["opened"]), clicked=int(r["clicked"]),
-                  complained=int(r["complained"]), unsubscribed=int(r["unsubscribed"]),
-                  had_open_cart=int(r["had_open_cart"]), cart_recovered=int(r["cart_recovered"]))
+        ArmCounts(
+            variant=r["variant"],
+            exposed=int(r["exposed"]),
+            converted=int(r["converted"]),
+            revenue=float(r["revenue"] or 0.0),
+            opened=int(r["opened"]),
+            clicked=int(r["clicked"]),
+            complained=int(r["complained"]),
+            unsubscribed=int(r["unsubscribed"]),
+            had_open_cart=int(r["had_open_cart"]),
+            cart_recovered=int(r["cart_recovered"]),
+        )
         for r in variant_totals(outcomes).collect()
     ]
 
 
 def analyse_campaign(counts: list[ArmCounts], campaign: Campaign) -> CampaignAnalysis:
     m = campaign.measurement
-    return analyse(counts, variants=campaign.variants, holdout_percent=campaign.holdout_percent, alpha=m.alpha,
-                   minimum_detectable_lift=m.minimum_detectable_lift, srm_threshold=m.srm_threshold)
+    return analyse(
+        counts,
+        variants=campaign.variants,
+        holdout_percent=campaign.holdout_percent,
+        alpha=m.alpha,
+        minimum_detectable_lift=m.minimum_detectable_lift,
+        srm_threshold=m.srm_threshold,
+    )
 
 
-def result_rows(analysis: CampaignAnalysis, *, campaign_id: str, campaign: Campaign, as_of: datetime,
-                run_id: str) -> list[dict]:
+def result_rows(
+    analysis: CampaignAnalysis, *, campaign_id: str, campaign: Campaign, as_of: datetime, run_id: str
+) -> list[dict]:
     """One ``gold.campaign_results`` row per arm."""
     m = campaign.measurement
     notes = "\n".join(analysis.notes) or None
     rows = []
     for arm in analysis.arms:
         c = arm.counts
-        rows.append({
-            "campaign_id": campaign_id, "as_of": as_of, "variant": c.variant, "is_control": arm.is_control,
-            "expected_share": arm.expected_share, "exposed": c.exposed, "converted": c.converted,
-            "conversion_rate": arm.conversion_rate, "revenue": c.revenue,
-            "revenue_per_exposed": arm.revenue_per_exposed, "open_rate": arm.open_rate,
-            "click_rate": arm.click_rate, "complaint_rate": arm.complaint_rate,
-            "unsubscribe_rate": arm.unsubscribe_rate, "open_carts": c.had_open_cart,
-            "carts_recovered": c.cart_recovered, "cart_recovery_rate": arm.cart_recovery_rate,
-            "lift": arm.lift, "relative_lift": arm.relative_lift, "ci_low": arm.ci_low, "ci_high": arm.ci_high,
-            "confidence": 1 - analysis.alpha, "p_value": arm.p_value, "significant": arm.significant,
-            "lift_test": analysis.lift_test, "srm_p_value": analysis.srm_p_value,
-            "srm_mismatch": analysis.srm_mismatch, "min_sample_per_arm": analysis.min_sample_per_arm,
-            "underpowered": analysis.underpowered, "conversion_event": m.conversion_event,
-            "attribution_window_hours": m.attribution_window_hours, "notes": notes, "run_id": run_id,
-        })
+        rows.append(
+            {
+                "campaign_id": campaign_id,
+                "as_of": as_of,
+                "variant": c.variant,
+                "is_control": arm.is_control,
+                "expected_share": arm.expected_share,
+                "exposed": c.exposed,
+                "converted": c.converted,
+                "conversion_rate": arm.conversion_rate,
+                "revenue": c.revenue,
+                "revenue_per_exposed": arm.revenue_per_exposed,
+                "open_rate": arm.open_rate,
+                "click_rate": arm.click_rate,
+                "complaint_rate": arm.complaint_rate,
+                "unsubscribe_rate": arm.unsubscribe_rate,
+                "open_carts": c.had_open_cart,
+                "carts_recovered": c.cart_recovered,
+                "cart_recovery_rate": arm.cart_recovery_rate,
+                "lift": arm.lift,
+                "relative_lift": arm.relative_lift,
+                "ci_low": arm.ci_low,
+                "ci_high": arm.ci_high,
+                "confidence": 1 - analysis.alpha,
+                "p_value": arm.p_value,
+                "significant": arm.significant,
+                "lift_test": analysis.lift_test,
+                "srm_p_value": analysis.srm_p_value,
+                "srm_mismatch": analysis.srm_mismatch,
+                "min_sample_per_arm": analysis.min_sample_per_arm,
+                "underpowered": analysis.underpowered,
+                "conversion_event": m.conversion_event,
+                "attribution_window_hours": m.attribution_window_hours,
+                "notes": notes,
+                "run_id": run_id,
+            }
+        )
     return rows
 
 
@@ -145,16 +190,19 @@ def format_report(analysis: CampaignAnalysis, *, campaign_id: str, campaign: Cam
         lines.append(
             f"{c.variant:<10}{c.exposed:>8}{c.converted:>7}{_pct(arm.conversion_rate):>8}{rev:>9}"
             f"{_pct(arm.open_rate):>7}{_pct(arm.click_rate):>7}{_pct(arm.complaint_rate):>7}"
-            f"{_pct(arm.unsubscribe_rate):>7}{_pct(arm.cart_recovery_rate):>9}  {lift}")
+            f"{_pct(arm.unsubscribe_rate):>7}{_pct(arm.cart_recovery_rate):>9}  {lift}"
+        )
     lines.append(f"lift test: {analysis.lift_test}; * = p < {analysis.alpha}")
     if analysis.srm_p_value is None:
         lines.append("sample ratio: not checked (fewer than two arms with exposures)")
     else:
         verdict = "MISMATCH" if analysis.srm_mismatch else "ok"
-        lines.append(f"sample ratio: chi2 = {analysis.srm_chi2:.2f}, p = {analysis.srm_p_value:.3g} ({verdict}; "
-                     f"{analysis.srm_test}, split "
-                     + ", ".join(f"{a.counts.variant} {a.expected_share:.0%}" for a in analysis.arms
-                                 if a.expected_share > 0) + ")")
+        lines.append(
+            f"sample ratio: chi2 = {analysis.srm_chi2:.2f}, p = {analysis.srm_p_value:.3g} ({verdict}; "
+            f"{analysis.srm_test}, split "
+            + ", ".join(f"{a.counts.variant} {a.expected_share:.0%}" for a in analysis.arms if a.expected_share > 0)
+            + ")"
+        )
     lines.extend(f"note: {n}" for n in analysis.notes if not n.startswith("sample ratio mismatch"))
     return "\n".join(lines)
 
@@ -176,22 +224,33 @@ def write_chart(analysis: CampaignAnalysis, path: Path, *, title: str) -> Path:
     arms = [a for a in analysis.arms if a.counts.exposed > 0]
     names = [a.counts.variant for a in arms]
     rates = [a.conversion_rate or 0.0 for a in arms]
-    bounds = [proportion_confint(a.counts.converted, a.counts.exposed, alpha=analysis.alpha, method="wilson")
-              for a in arms]
+    bounds = [
+        proportion_confint(a.counts.converted, a.counts.exposed, alpha=analysis.alpha, method="wilson") for a in arms
+    ]
     errors = [[r - lo for r, (lo, _) in zip(rates, bounds)], [hi - r for r, (_, hi) in zip(rates, bounds)]]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     colours = ["#888888" if a.is_control else "#1f77b4" for a in arms]
-    left.bar(names, [r * 100 for r in rates], yerr=[[e * 100 for e in side] for side in errors], color=colours,
-             capsize=6)
+    left.bar(
+        names, [r * 100 for r in rates], yerr=[[e * 100 for e in side] for side in errors], color=colours, capsize=6
+    )
     left.set_ylabel("conversion rate (%)")
     left.set_title(f"conversion per arm ({1 - analysis.alpha:.0%} Wilson interval)")
-    lifted = [(a.counts.variant, a.lift, a.ci_low, a.ci_high) for a in arms
-              if a.lift is not None and a.ci_low is not None and a.ci_high is not None]
+    lifted = [
+        (a.counts.variant, a.lift, a.ci_low, a.ci_high)
+        for a in arms
+        if a.lift is not None and a.ci_low is not None and a.ci_high is not None
+    ]
     if lifted:
-        right.errorbar([lift * 100 for _, lift, _, _ in lifted], [variant for variant, _, _, _ in lifted],
-                       xerr=[[(lift - low) * 100 for _, lift, low, _ in lifted],
-                             [(high - lift) * 100 for _, lift, _, high in lifted]],
-                       fmt="o", capsize=6)
+        right.errorbar(
+            [lift * 100 for _, lift, _, _ in lifted],
+            [variant for variant, _, _, _ in lifted],
+            xerr=[
+                [(lift - low) * 100 for _, lift, low, _ in lifted],
+                [(high - lift) * 100 for _, lift, _, high in lifted],
+            ],
+            fmt="o",
+            capsize=6,
+        )
     right.axvline(0, color="#888888", linewidth=1)
     right.set_xlabel(f"lift vs {analysis.control} (percentage points)")
     right.set_title(f"lift, {1 - analysis.alpha:.0%} CI")
@@ -214,20 +273,33 @@ def run_report(ctx: JobContext, campaign_id: str) -> tuple[CampaignAnalysis, str
     campaign = campaign_config(ctx.project.conf_dir, campaign_id)
     missing = [n for n in (EXPOSURES, EVENTS, IDENTIFIERS) if not ctx.tables.exists(ctx.spark, n)]
     if missing:
-        raise LookupError(f"campaign report {campaign_id}: tables {missing} do not exist yet "
-                          "(exposures are written by activation for campaigns with destinations)")
+        raise LookupError(
+            f"campaign report {campaign_id}: tables {missing} do not exist yet "
+            "(exposures are written by activation for campaigns with destinations)"
+        )
     as_of = ctx.as_of.astimezone(timezone.utc)
-    counts = arm_counts(ctx.tables.read(ctx.spark, EXPOSURES), ctx.tables.read(ctx.spark, EVENTS),
-                        ctx.tables.read(ctx.spark, IDENTIFIERS), campaign_id=campaign_id, campaign=campaign,
-                        as_of=as_of)
+    counts = arm_counts(
+        ctx.tables.read(ctx.spark, EXPOSURES),
+        ctx.tables.read(ctx.spark, EVENTS),
+        ctx.tables.read(ctx.spark, IDENTIFIERS),
+        campaign_id=campaign_id,
+        campaign=campaign,
+        as_of=as_of,
+    )
     analysis = analyse_campaign(counts, campaign)
     rows = result_rows(analysis, campaign_id=campaign_id, campaign=campaign, as_of=as_of, run_id=ctx.run_id)
-    frame = ctx.spark.createDataFrame([tuple(r[f.name] for f in RESULTS_SCHEMA.fields) for r in rows],
-                                      RESULTS_SCHEMA)
+    frame = ctx.spark.createDataFrame([tuple(r[f.name] for f in RESULTS_SCHEMA.fields) for r in rows], RESULTS_SCHEMA)
     ctx.tables.merge(ctx.spark, frame, RESULTS, keys=["campaign_id", "as_of", "variant"])
     logger.info("campaign %s: %d arms written to %s", campaign_id, len(rows), RESULTS)
     return analysis, format_report(analysis, campaign_id=campaign_id, campaign=campaign, as_of=as_of)
 
 
-__all__ = ["RESULTS_SCHEMA", "analyse_campaign", "arm_counts", "format_report", "result_rows", "run_report",
-           "write_chart"]
+__all__ = [
+    "RESULTS_SCHEMA",
+    "analyse_campaign",
+    "arm_counts",
+    "format_report",
+    "result_rows",
+    "run_report",
+    "write_chart",
+]

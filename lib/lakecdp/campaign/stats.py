@@ -24,7 +24,9 @@ from collections.abc import Mapping, Sequence
 
 from lakecdp.personalization.variants import HOLDOUT
 
-LIFT_TEST = "two-sided two-proportion z-test, unpooled (Wald) variance (statsmodels test_proportions_2indep, method='wald')"
+LIFT_TEST = (
+    "two-sided two-proportion z-test, unpooled (Wald) variance (statsmodels test_proportions_2indep, method='wald')"
+)
 SRM_TEST = "Pearson chi-square goodness of fit vs configured split (scipy.stats.chisquare)"
 POWER = 0.8
 
@@ -119,8 +121,13 @@ def min_sample_per_arm(base_rate: float, lift: float, *, alpha: float, power: fl
     from statsmodels.stats.proportion import proportion_effectsize
 
     effect = proportion_effectsize(target, base_rate)
-    return int(math.ceil(NormalIndPower().solve_power(effect_size=effect, alpha=alpha, power=power,
-                                                       ratio=1.0, alternative="two-sided")))
+    return int(
+        math.ceil(
+            NormalIndPower().solve_power(
+                effect_size=effect, alpha=alpha, power=power, ratio=1.0, alternative="two-sided"
+            )
+        )
+    )
 
 
 def lift_vs_control(arm: ArmCounts, control: ArmCounts, *, alpha: float):
@@ -135,16 +142,29 @@ def lift_vs_control(arm: ArmCounts, control: ArmCounts, *, alpha: float):
 
     # statsmodels also works out ratio and odds ratio, which divide by zero at a 0 % control
     with np.errstate(divide="ignore", invalid="ignore"):
-        test = test_proportions_2indep(arm.converted, arm.exposed, control.converted, control.exposed,
-                                       method="wald", compare="diff", alternative="two-sided")
-        low, high = confint_proportions_2indep(arm.converted, arm.exposed, control.converted, control.exposed,
-                                               method="wald", compare="diff", alpha=alpha)
+        test = test_proportions_2indep(
+            arm.converted,
+            arm.exposed,
+            control.converted,
+            control.exposed,
+            method="wald",
+            compare="diff",
+            alternative="two-sided",
+        )
+        low, high = confint_proportions_2indep(
+            arm.converted, arm.exposed, control.converted, control.exposed, method="wald", compare="diff", alpha=alpha
+        )
     return lift, float(low), float(high), float(test.pvalue)
 
 
 def analyse(
-    counts: Sequence[ArmCounts], *, variants: Mapping[str, int], holdout_percent: float, alpha: float = 0.05,
-    minimum_detectable_lift: float = 0.02, srm_threshold: float = 0.001,
+    counts: Sequence[ArmCounts],
+    *,
+    variants: Mapping[str, int],
+    holdout_percent: float,
+    alpha: float = 0.05,
+    minimum_detectable_lift: float = 0.02,
+    srm_threshold: float = 0.001,
 ) -> CampaignAnalysis:
     """Results per arm with lift against the control.
 
@@ -169,34 +189,55 @@ def analyse(
     for name in order:
         c = by_name.get(name, ArmCounts(name, 0, 0))
         result: dict[str, Any] = dict(
-            counts=c, is_control=name == control_name, expected_share=shares.get(name, 0.0),
-            conversion_rate=_rate(c.converted, c.exposed), revenue_per_exposed=_rate(c.revenue, c.exposed),
-            open_rate=_rate(c.opened, c.exposed), click_rate=_rate(c.clicked, c.exposed),
-            complaint_rate=_rate(c.complained, c.exposed), unsubscribe_rate=_rate(c.unsubscribed, c.exposed),
+            counts=c,
+            is_control=name == control_name,
+            expected_share=shares.get(name, 0.0),
+            conversion_rate=_rate(c.converted, c.exposed),
+            revenue_per_exposed=_rate(c.revenue, c.exposed),
+            open_rate=_rate(c.opened, c.exposed),
+            click_rate=_rate(c.clicked, c.exposed),
+            complaint_rate=_rate(c.complained, c.exposed),
+            unsubscribe_rate=_rate(c.unsubscribed, c.exposed),
             cart_recovery_rate=_rate(c.cart_recovered, c.had_open_cart),
         )
         if control is not None and name != control_name and c.exposed > 0:
             lift, low, high, p_value = lift_vs_control(c, control, alpha=alpha)
             base = control.converted / control.exposed
-            result.update(lift=lift, relative_lift=None if base == 0 else lift / base, ci_low=low,
-                          ci_high=high, p_value=p_value, significant=p_value < alpha)
+            result.update(
+                lift=lift,
+                relative_lift=None if base == 0 else lift / base,
+                ci_low=low,
+                ci_high=high,
+                p_value=p_value,
+                significant=p_value < alpha,
+            )
         arms.append(ArmResult(**result))
 
     srm = sample_ratio_check({c.variant: c.exposed for c in counts}, shares)
     srm_mismatch = srm is not None and srm[1] < srm_threshold
     if srm is not None and srm_mismatch:
-        notes.append(f"sample ratio mismatch: p = {srm[1]:.2g} < {srm_threshold} - the split is broken "
-                     "(assignment, suppression or delivery differs by arm); do not trust the lift")
+        notes.append(
+            f"sample ratio mismatch: p = {srm[1]:.2g} < {srm_threshold} - the split is broken "
+            "(assignment, suppression or delivery differs by arm); do not trust the lift"
+        )
     base_rate = control.converted / control.exposed if control is not None else None
-    needed = (min_sample_per_arm(base_rate, minimum_detectable_lift, alpha=alpha)
-              if base_rate is not None else None)
+    needed = min_sample_per_arm(base_rate, minimum_detectable_lift, alpha=alpha) if base_rate is not None else None
     smallest = min((a.counts.exposed for a in arms if a.expected_share > 0), default=0)
     underpowered = needed is not None and smallest < needed
     if needed is not None:
-        notes.append(f"minimum sample size: {needed} exposed per arm to detect +{minimum_detectable_lift * 100:.1f} pp "
-                     f"over the control's {base_rate:.1%} (alpha {alpha}, power {POWER:.0%}); smallest arm "
-                     f"has {smallest}" + (" - underpowered, a missing lift proves little" if underpowered else ""))
-    return CampaignAnalysis(control=control_name, arms=arms, alpha=alpha,
-                            srm_chi2=None if srm is None else srm[0], srm_p_value=None if srm is None else srm[1],
-                            srm_mismatch=srm_mismatch, min_sample_per_arm=needed, underpowered=underpowered,
-                            notes=notes)
+        notes.append(
+            f"minimum sample size: {needed} exposed per arm to detect +{minimum_detectable_lift * 100:.1f} pp "
+            f"over the control's {base_rate:.1%} (alpha {alpha}, power {POWER:.0%}); smallest arm "
+            f"has {smallest}" + (" - underpowered, a missing lift proves little" if underpowered else "")
+        )
+    return CampaignAnalysis(
+        control=control_name,
+        arms=arms,
+        alpha=alpha,
+        srm_chi2=None if srm is None else srm[0],
+        srm_p_value=None if srm is None else srm[1],
+        srm_mismatch=srm_mismatch,
+        min_sample_per_arm=needed,
+        underpowered=underpowered,
+        notes=notes,
+    )

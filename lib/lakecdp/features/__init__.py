@@ -19,9 +19,22 @@ from lakecdp.features.recommend import association_rules, recommendation_feedbac
 from lakecdp.features.rfm import rfm
 
 __all__ = [
-    "FEATURES_SCHEMA", "FeaturesConfig", "LifecycleRuleError", "MissingColumnsError",
-    "association_rules", "attach_customer_id", "cart_state", "category_affinities",
-    "compute_features", "engagement", "lifecycle_stage", "load_features_config",
-    "product_interest", "purchased_items", "recommendation_feedback", "recommendations", "rfm",
+    "FEATURES_SCHEMA",
+    "FeaturesConfig",
+    "LifecycleRuleError",
+    "MissingColumnsError",
+    "association_rules",
+    "attach_customer_id",
+    "cart_state",
+    "category_affinities",
+    "compute_features",
+    "engagement",
+    "lifecycle_stage",
+    "load_features_config",
+    "product_interest",
+    "purchased_items",
+    "recommendation_feedback",
+    "recommendations",
+    "rfm",
     "unmatched_rows",
 ]

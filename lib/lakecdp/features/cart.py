@@ -45,9 +45,7 @@ def cart_state(
     """
     if abandon_after_minutes <= 0:
         raise ValueError(f"abandon_after_minutes must be positive, got {abandon_after_minutes}")
-    require_columns(
-        events, ("customer_id", "event_type", "occurred_at", "product_id", "value"), what="events"
-    )
+    require_columns(events, ("customer_id", "event_type", "occurred_at", "product_id", "value"), what="events")
     past = up_to(events, "occurred_at", as_of)
     last_purchase = (
         past.where(F.col("event_type").isin(list(closing_events)))

@@ -30,11 +30,12 @@ def _features(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "features", help="compute gold.customer_features as of a point in time"
-    )
+    parser = subparsers.add_parser("features", help="compute gold.customer_features as of a point in time")
     parser.add_argument(
-        "--as-of", type=parse_as_of, default=None, metavar="TIME",
+        "--as-of",
+        type=parse_as_of,
+        default=None,
+        metavar="TIME",
         help="compute as of this time (default: the environment's as_of, else now)",
     )
     parser.set_defaults(handler=_features)

@@ -26,20 +26,33 @@ FEATURES_SCHEMA = catalog.CUSTOMER_FEATURES.struct()
 # what a customer with no activity of a kind gets (null where "no value" is the honest answer:
 # recency, scores and averages of someone who never bought)
 _DEFAULTS: dict[str, object] = {
-    "frequency": 0, "monetary": 0.0, "total_spent": 0.0, "order_count": 0,
-    "opens_7d": 0, "opens_30d": 0, "opens_90d": 0, "clicks_7d": 0, "clicks_30d": 0, "clicks_90d": 0,
-    "cart_open": False, "cart_value": 0.0,
+    "frequency": 0,
+    "monetary": 0.0,
+    "total_spent": 0.0,
+    "order_count": 0,
+    "opens_7d": 0,
+    "opens_30d": 0,
+    "opens_90d": 0,
+    "clicks_7d": 0,
+    "clicks_30d": 0,
+    "clicks_90d": 0,
+    "cart_open": False,
+    "cart_value": 0.0,
 }
-_EMPTY = ("category_affinities", "recent_product_views", "trending_interests",
-          "cart_product_ids", "recommendations", "recommendation_feedback")
+_EMPTY = (
+    "category_affinities",
+    "recent_product_views",
+    "trending_interests",
+    "cart_product_ids",
+    "recommendations",
+    "recommendation_feedback",
+)
 
 
 def with_product_category(df: DataFrame, products: DataFrame) -> DataFrame:
     """Fill a missing ``category`` from the product catalog (events often carry only the id)."""
     require_columns(products, ("product_id", "category"), what="products")
-    catalog = products.select("product_id", F.col("category").alias("_catalog_category")).dropDuplicates(
-        ["product_id"]
-    )
+    catalog = products.select("product_id", F.col("category").alias("_catalog_category")).dropDuplicates(["product_id"])
     filled = df if "category" in df.columns else df.withColumn("category", F.lit(None).cast("string"))
     return (
         filled.join(catalog, "product_id", "left")
@@ -95,7 +108,8 @@ def prepare_activity(
     items = purchased_items(
         resolved_orders.where(F.col("customer_id").isNotNull()),
         with_product_category(order_items, products),
-        as_of=as_of, completed_statuses=list(config.rfm.completed_statuses),
+        as_of=as_of,
+        completed_statuses=list(config.rfm.completed_statuses),
     )
     return Activity(resolved_events, resolved_orders, items)
 
@@ -127,14 +141,17 @@ def features_from_activity(
         rfm(customer_orders, as_of=as_of, config=config.rfm),
         engagement(customer_events, as_of=as_of),
         category_affinities(
-            customer_events, items, as_of=as_of,
+            customer_events,
+            items,
+            as_of=as_of,
             half_life_days=config.affinity.half_life_days,
             view_weight=config.affinity.view_weight,
             purchase_weight=config.affinity.purchase_weight,
             lookback_days=config.affinity.lookback_days,
         ),
         product_interest(
-            customer_events, as_of=as_of,
+            customer_events,
+            as_of=as_of,
             recent_views_limit=interest.recent_views_limit,
             trend_recent_days=interest.trend_recent_days,
             trend_baseline_days=interest.trend_baseline_days,
@@ -143,14 +160,18 @@ def features_from_activity(
             trending_limit=interest.trending_limit,
         ),
         cart_state(
-            customer_events.select("customer_id", "event_type", "occurred_at", "product_id", "value")
-            .unionByName(_purchase_events(customer_orders, statuses)),
-            as_of=as_of, abandon_after_minutes=config.cart.abandon_after_minutes,
+            customer_events.select("customer_id", "event_type", "occurred_at", "product_id", "value").unionByName(
+                _purchase_events(customer_orders, statuses)
+            ),
+            as_of=as_of,
+            abandon_after_minutes=config.cart.abandon_after_minutes,
         ),
         recommendations(customer_events, items, as_of=as_of, config=config.recommendations),
-        feedback_per_customer(recommendation_feedback(
-            customer_events, as_of=as_of, suppression_days=config.recommendations.feedback_suppression_days
-        )),
+        feedback_per_customer(
+            recommendation_feedback(
+                customer_events, as_of=as_of, suppression_days=config.recommendations.feedback_suppression_days
+            )
+        ),
     ]
     features = customers
     for part in parts:
@@ -214,10 +235,18 @@ def compute_features(
         ...                  identifiers=ids, as_of=as_of, config=config)
     """
     activity = prepare_activity(
-        events=events, orders=orders, order_items=order_items, products=products,
-        identifiers=identifiers, as_of=as_of, config=config,
+        events=events,
+        orders=orders,
+        order_items=order_items,
+        products=products,
+        identifiers=identifiers,
+        as_of=as_of,
+        config=config,
     )
     return features_from_activity(
-        activity, customers=customer_universe(identifiers, profiles),
-        as_of=as_of, config=config, run_id=run_id,
+        activity,
+        customers=customer_universe(identifiers, profiles),
+        as_of=as_of,
+        config=config,
+        run_id=run_id,
     )

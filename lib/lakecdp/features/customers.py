@@ -83,16 +83,12 @@ def attach_customer_id(df: DataFrame, identifiers: DataFrame) -> DataFrame:
     Example:
         >>> orders.transform(attach_customer_id, identifiers)
     """
-    return resolve_customer_id(df, identifiers).where(F.col("customer_id").isNotNull()).drop(
-        "matched_by"
-    )
+    return resolve_customer_id(df, identifiers).where(F.col("customer_id").isNotNull()).drop("matched_by")
 
 
 def unmatched_rows(df: DataFrame, identifiers: DataFrame) -> DataFrame:
     """The rows of ``df`` :func:`attach_customer_id` leaves out (no identifier matched)."""
-    return resolve_customer_id(df, identifiers).where(F.col("customer_id").isNull()).drop(
-        "customer_id", "matched_by"
-    )
+    return resolve_customer_id(df, identifiers).where(F.col("customer_id").isNull()).drop("customer_id", "matched_by")
 
 
 def purchased_items(
@@ -113,13 +109,16 @@ def purchased_items(
     """
     require_columns(orders, ("order_id", "customer_id", "ordered_at", "status"), what="orders")
     require_columns(
-        order_items, ("order_id", "product_id", "category", "quantity", "unit_price"),
+        order_items,
+        ("order_id", "product_id", "category", "quantity", "unit_price"),
         what="order_items",
     )
-    completed = up_to(orders, "ordered_at", as_of).where(
-        F.col("status").isin(list(completed_statuses))
+    completed = up_to(orders, "ordered_at", as_of).where(F.col("status").isin(list(completed_statuses)))
+    return (
+        completed.select("order_id", "customer_id", "ordered_at")
+        .join(
+            order_items.select("order_id", "product_id", "category", "quantity", "unit_price"),
+            "order_id",
+        )
+        .select("customer_id", "order_id", "ordered_at", "product_id", "category", "quantity", "unit_price")
     )
-    return completed.select("order_id", "customer_id", "ordered_at").join(
-        order_items.select("order_id", "product_id", "category", "quantity", "unit_price"),
-        "order_id",
-    ).select("customer_id", "order_id", "ordered_at", "product_id", "category", "quantity", "unit_price")

@@ -44,9 +44,7 @@ def category_affinities(
     if half_life_days <= 0:
         raise ValueError(f"half_life_days must be positive, got {half_life_days}")
     require_columns(events, ("customer_id", "event_type", "occurred_at", "category"), what="events")
-    require_columns(
-        order_items, ("customer_id", "ordered_at", "category", "quantity"), what="order_items"
-    )
+    require_columns(order_items, ("customer_id", "ordered_at", "category", "quantity"), what="order_items")
 
     def decay(column: str):
         return F.pow(F.lit(0.5), age_days(column, as_of) / F.lit(float(half_life_days)))
@@ -64,8 +62,9 @@ def category_affinities(
         bought.select(
             "customer_id",
             "category",
-            (F.lit(float(purchase_weight)) * F.coalesce(F.col("quantity"), F.lit(1)) * decay("ordered_at"))
-            .alias("weight"),
+            (F.lit(float(purchase_weight)) * F.coalesce(F.col("quantity"), F.lit(1)) * decay("ordered_at")).alias(
+                "weight"
+            ),
         )
     )
     per_category = weights.groupBy("customer_id", "category").agg(F.sum("weight").alias("weight"))
@@ -73,9 +72,7 @@ def category_affinities(
     shares = per_category.withColumn("total", F.sum("weight").over(total)).where(F.col("total") > 0)
     return shares.groupBy("customer_id").agg(
         F.map_from_entries(
-            F.array_sort(
-                F.collect_list(F.struct("category", (F.col("weight") / F.col("total")).alias("share")))
-            )
+            F.array_sort(F.collect_list(F.struct("category", (F.col("weight") / F.col("total")).alias("share"))))
         ).alias("category_affinities")
     )
 
@@ -109,7 +106,8 @@ def product_interest(
         for customers with any product view; either array may be empty.
     """
     require_columns(
-        events, ("customer_id", "event_type", "occurred_at", "product_id", "category"),
+        events,
+        ("customer_id", "event_type", "occurred_at", "product_id", "category"),
         what="events",
     )
     views = up_to(events, "occurred_at", as_of).where(F.col("event_type") == F.lit("product_view"))
@@ -141,8 +139,7 @@ def product_interest(
     recent_rate = F.col("recent_views") / F.lit(float(trend_recent_days))
     baseline_rate = F.col("baseline_views") / F.lit(float(trend_baseline_days))
     rising = per_category.where(
-        (F.col("recent_views") >= trend_min_recent_views)
-        & (recent_rate > baseline_rate * F.lit(float(trend_min_lift)))
+        (F.col("recent_views") >= trend_min_recent_views) & (recent_rate > baseline_rate * F.lit(float(trend_min_lift)))
     )
     by_views = Window.partitionBy("customer_id").orderBy(F.col("recent_views").desc(), "category")
     trending = (
@@ -154,7 +151,8 @@ def product_interest(
     )
     empty = F.array().cast("array<string>")
     return (
-        views.select("customer_id").distinct()
+        views.select("customer_id")
+        .distinct()
         .join(recent, "customer_id", "left")
         .join(trending, "customer_id", "left")
         .select(

@@ -73,14 +73,10 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
     config = config or load_features_config(config_path(ctx))
     missing = [name for name in REQUIRED_INPUTS if not tables.exists(spark, name)]
     if missing:
-        raise MissingInputError(
-            f"features: input table(s) {missing} do not exist yet; run ingest and identity first"
-        )
+        raise MissingInputError(f"features: input table(s) {missing} do not exist yet; run ingest and identity first")
     frames = {name: tables.read(spark, name) for name in REQUIRED_INPUTS}
     for name, ddl in OPTIONAL_INPUTS.items():
-        frames[name] = (
-            tables.read(spark, name) if tables.exists(spark, name) else spark.createDataFrame([], ddl)
-        )
+        frames[name] = tables.read(spark, name) if tables.exists(spark, name) else spark.createDataFrame([], ddl)
     versions = {name: tables.version(spark, name) for name in (*REQUIRED_INPUTS, *OPTIONAL_INPUTS)}
     as_of = as_of_utc(ctx.as_of)
     fingerprint = inputs_fingerprint(as_of.isoformat(), versions, config)
@@ -91,9 +87,13 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
     logger.info("features: computing as of %s (inputs %s)", as_of.isoformat(), versions)
     identifiers = frames[catalog.IDENTIFIERS.name].cache()
     activity = prepare_activity(
-        events=frames[catalog.EVENTS.name], orders=frames[catalog.ORDERS.name],
-        order_items=frames[catalog.ORDER_ITEMS.name], products=frames[catalog.PRODUCTS.name],
-        identifiers=identifiers, as_of=as_of, config=config,
+        events=frames[catalog.EVENTS.name],
+        orders=frames[catalog.ORDERS.name],
+        order_items=frames[catalog.ORDER_ITEMS.name],
+        products=frames[catalog.PRODUCTS.name],
+        identifiers=identifiers,
+        as_of=as_of,
+        config=config,
     )
     # every feature reads the same resolved events, orders and lines: cached, the identity
     # lookups and Delta scans run once instead of once per feature
@@ -102,7 +102,9 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
         features = features_from_activity(
             activity,
             customers=customer_universe(identifiers, frames[catalog.CUSTOMER_PROFILE.name]),
-            as_of=as_of, config=config, run_id=ctx.run_id,
+            as_of=as_of,
+            config=config,
+            run_id=ctx.run_id,
         )
         logger.info("features: plan built, writing %s", OUTPUT)
         _overwrite_with_fingerprint(ctx, features, fingerprint)
@@ -111,7 +113,9 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
             activity.events.select(F.lit("events").alias("input"), "customer_id")
             .unionByName(activity.orders.select(F.lit("orders").alias("input"), "customer_id"))
             .where(F.col("customer_id").isNull())
-            .groupBy("input").count().collect()
+            .groupBy("input")
+            .count()
+            .collect()
         )
     finally:
         for frame in (*activity, identifiers):

@@ -20,8 +20,9 @@ from lakecdp.features.config import RecommendationConfig
 RECOMMENDATION_TYPE = "array<struct<product_id:string,confidence:double>>"
 #: silver.events types a customer's recommendation feedback arrives as (reason after the prefix)
 FEEDBACK_EVENT_TYPES = ("feedback_not_interested", "feedback_wrong_recommendation")
-FEEDBACK_TYPE = ("array<struct<product_id:string,category:string,reason:string,"
-                 "given_at:timestamp,suppressed_until:timestamp>>")
+FEEDBACK_TYPE = (
+    "array<struct<product_id:string,category:string,reason:string,given_at:timestamp,suppressed_until:timestamp>>"
+)
 
 
 def recommendation_feedback(events: DataFrame, *, as_of: datetime, suppression_days: int) -> DataFrame:
@@ -50,31 +51,47 @@ def recommendation_feedback(events: DataFrame, *, as_of: datetime, suppression_d
         )
         .where(F.col("product_id").isNotNull() | F.col("category").isNotNull())
     )
-    latest = Window.partitionBy("customer_id", "product_id", "category").orderBy(
-        F.col("given_at").desc(), "reason"
-    )
+    latest = Window.partitionBy("customer_id", "product_id", "category").orderBy(F.col("given_at").desc(), "reason")
     return (
-        given.withColumn("_rank", F.row_number().over(latest)).where(F.col("_rank") == 1).drop("_rank")
+        given.withColumn("_rank", F.row_number().over(latest))
+        .where(F.col("_rank") == 1)
+        .drop("_rank")
         .withColumn("suppressed_until", F.col("given_at") + F.make_dt_interval(F.lit(suppression_days)))
     )
 
 
 def feedback_per_customer(feedback: DataFrame) -> DataFrame:
     """``customer_id, recommendation_feedback`` (FEEDBACK_TYPE), newest first."""
-    return feedback.groupBy("customer_id").agg(
-        F.sort_array(
-            F.collect_list(F.struct(
-                F.col("given_at").alias("_given"), "product_id", "category", "reason", "given_at",
-                "suppressed_until",
-            )),
-            asc=False,
-        ).alias("_sorted")
-    ).select(
-        "customer_id",
-        F.transform("_sorted", lambda r: F.struct(
-            r["product_id"].alias("product_id"), r["category"].alias("category"), r["reason"].alias("reason"),
-            r["given_at"].alias("given_at"), r["suppressed_until"].alias("suppressed_until"),
-        )).alias("recommendation_feedback"),
+    return (
+        feedback.groupBy("customer_id")
+        .agg(
+            F.sort_array(
+                F.collect_list(
+                    F.struct(
+                        F.col("given_at").alias("_given"),
+                        "product_id",
+                        "category",
+                        "reason",
+                        "given_at",
+                        "suppressed_until",
+                    )
+                ),
+                asc=False,
+            ).alias("_sorted")
+        )
+        .select(
+            "customer_id",
+            F.transform(
+                "_sorted",
+                lambda r: F.struct(
+                    r["product_id"].alias("product_id"),
+                    r["category"].alias("category"),
+                    r["reason"].alias("reason"),
+                    r["given_at"].alias("given_at"),
+                    r["suppressed_until"].alias("suppressed_until"),
+                ),
+            ).alias("recommendation_feedback"),
+        )
     )
 
 
@@ -98,10 +115,10 @@ def association_rules(baskets: DataFrame, *, min_support: int) -> DataFrame:
         .agg(F.count(F.lit(1)).alias("support"))
         .where(F.col("support") >= min_support)
     )
-    return pairs.join(
-        support.withColumnRenamed("product_id", "antecedent"), "antecedent"
-    ).select(
-        "antecedent", "consequent", "support",
+    return pairs.join(support.withColumnRenamed("product_id", "antecedent"), "antecedent").select(
+        "antecedent",
+        "consequent",
+        "support",
         (F.col("support") / F.col("antecedent_count")).alias("confidence"),
     )
 
@@ -137,15 +154,11 @@ def recommendations(
         up_to(events, "occurred_at", as_of)
         .where((F.col("event_type") == F.lit("product_view")) & F.col("product_id").isNotNull())
         .where(within_days("occurred_at", as_of, days))
-        .select("customer_id", "product_id").distinct()
+        .select("customer_id", "product_id")
+        .distinct()
     )
-    ever_bought = (
-        up_to(order_items, "ordered_at", as_of).where(F.col("product_id").isNotNull())
-    )
-    bought = (
-        ever_bought.where(within_days("ordered_at", as_of, days))
-        .select("customer_id", "product_id").distinct()
-    )
+    ever_bought = up_to(order_items, "ordered_at", as_of).where(F.col("product_id").isNotNull())
+    bought = ever_bought.where(within_days("ordered_at", as_of, days)).select("customer_id", "product_id").distinct()
     rules = (
         association_rules(viewed, min_support=config.min_support)
         .unionByName(association_rules(bought, min_support=config.min_support))
@@ -160,8 +173,9 @@ def recommendations(
         .join(owned, ["customer_id", "consequent"], "left_anti")
         .groupBy("customer_id", "consequent")
         .agg(F.max("confidence").alias("confidence"))
-        .transform(_without_feedback, events, order_items, as_of=as_of,
-                   suppression_days=config.feedback_suppression_days)
+        .transform(
+            _without_feedback, events, order_items, as_of=as_of, suppression_days=config.feedback_suppression_days
+        )
     )
     best_first = Window.partitionBy("customer_id").orderBy(F.col("confidence").desc(), "consequent")
     return (
@@ -191,10 +205,7 @@ def _without_feedback(
     )
     categories = feedback.where(F.col("product_id").isNull()).select("customer_id", "category")
     # a candidate's category: the catalog's, as the features job filled it into events and lines
-    known = [
-        frame.select("product_id", "category")
-        for frame in (events, order_items) if "category" in frame.columns
-    ]
+    known = [frame.select("product_id", "category") for frame in (events, order_items) if "category" in frame.columns]
     kept = candidates.join(products, ["customer_id", "consequent"], "left_anti")
     if not known:
         return kept
@@ -203,7 +214,8 @@ def _without_feedback(
         catalog = catalog.unionByName(frame)
     catalog = (
         catalog.where(F.col("product_id").isNotNull() & F.col("category").isNotNull())
-        .groupBy(F.col("product_id").alias("consequent")).agg(F.min("category").alias("category"))
+        .groupBy(F.col("product_id").alias("consequent"))
+        .agg(F.min("category").alias("category"))
     )
     return (
         kept.join(catalog, "consequent", "left")

@@ -13,8 +13,18 @@ from lakecdp.features._columns import age_days, up_to, within_days
 from lakecdp.features.config import RfmConfig
 
 RFM_COLUMNS = (
-    "customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
-    "rfm_score", "total_spent", "order_count", "avg_order_value", "first_purchase_at",
+    "customer_id",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_score",
+    "total_spent",
+    "order_count",
+    "avg_order_value",
+    "first_purchase_at",
     "last_purchase_at",
 )
 
@@ -56,9 +66,7 @@ def rfm(orders: DataFrame, *, as_of: datetime, config: RfmConfig) -> DataFrame:
         >>> rfm(orders, as_of=datetime(2026, 11, 1, tzinfo=timezone.utc), config=RfmConfig())
     """
     require_columns(orders, ("customer_id", "ordered_at", "status", "total"), what="orders")
-    completed = up_to(orders, "ordered_at", as_of).where(
-        F.col("status").isin(list(config.completed_statuses))
-    )
+    completed = up_to(orders, "ordered_at", as_of).where(F.col("status").isin(list(config.completed_statuses)))
     in_window = within_days("ordered_at", as_of, config.window_days)
     summary = completed.groupBy("customer_id").agg(
         F.count(F.lit(1)).cast("int").alias("order_count"),

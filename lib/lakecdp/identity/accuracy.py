@@ -101,14 +101,10 @@ def load_labels(spark: SparkSession, labels_dir: str | Path) -> DataFrame:
     # labels name a source by its landing folder; ingest names the records a web login makes
     # "web" (conf/sources/web_events.yaml, also.record_source)
     record_source = F.when(F.col("source") == "web_events", F.lit("web")).otherwise(F.col("source"))
-    return frame.select(
-        F.concat_ws(":", record_source, "source_record_id").alias("record_id"), "person_id"
-    ).distinct()
+    return frame.select(F.concat_ws(":", record_source, "source_record_id").alias("record_id"), "person_id").distinct()
 
 
-def evaluate(
-    id_map_or_clusters: DataFrame, labels: DataFrame, *, examples: int = 5
-) -> AccuracyReport:
+def evaluate(id_map_or_clusters: DataFrame, labels: DataFrame, *, examples: int = 5) -> AccuracyReport:
     """Score a clustering against true persons.
 
     Args:
@@ -128,9 +124,7 @@ def evaluate(
         raise MissingColumnsError("clusters need a record_id column")
     key = next((c for c in ("customer_id", "cluster_key") if c in id_map_or_clusters.columns), None)
     if key is None:
-        raise MissingColumnsError(
-            f"clusters need customer_id or cluster_key; have {id_map_or_clusters.columns}"
-        )
+        raise MissingColumnsError(f"clusters need customer_id or cluster_key; have {id_map_or_clusters.columns}")
     for column in ("record_id", "person_id"):
         if column not in labels.columns:
             raise MissingColumnsError(f"labels need {column}; have {labels.columns}")
@@ -154,12 +148,18 @@ def evaluate(
         rows = frame.assign(item=frame["record_id"] + sep + frame[value])
         return {k: sorted(v) for k, v in rows.groupby(group)["item"]}
 
-    worst_clusters = by_cluster[by_cluster["persons"] > 1].reset_index().sort_values(
-        ["persons", "n", "cluster"], ascending=[False, False, True]
-    ).head(examples)
-    worst_persons = by_person[by_person["clusters"] > 1].reset_index().sort_values(
-        ["clusters", "n", "person_id"], ascending=[False, False, True]
-    ).head(examples)
+    worst_clusters = (
+        by_cluster[by_cluster["persons"] > 1]
+        .reset_index()
+        .sort_values(["persons", "n", "cluster"], ascending=[False, False, True])
+        .head(examples)
+    )
+    worst_persons = (
+        by_person[by_person["clusters"] > 1]
+        .reset_index()
+        .sort_values(["clusters", "n", "person_id"], ascending=[False, False, True])
+        .head(examples)
+    )
     cluster_items = listing(scored[scored["cluster"].isin(worst_clusters["cluster"])], "cluster", "person_id", "=")
     person_items = listing(scored[scored["person_id"].isin(worst_persons["person_id"])], "person_id", "cluster", "@")
     merges = [(r.cluster, r.persons, cluster_items[r.cluster]) for r in worst_clusters.itertuples()]
@@ -192,6 +192,9 @@ def evaluate(
     )
     logger.info(
         "identity accuracy: cluster P %.4f R %.4f, pairwise P %.4f R %.4f",
-        cluster_precision, cluster_recall, pairwise_precision, pairwise_recall,
+        cluster_precision,
+        cluster_recall,
+        pairwise_precision,
+        pairwise_recall,
     )
     return report

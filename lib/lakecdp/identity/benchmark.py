@@ -71,20 +71,27 @@ class BenchmarkResult:
 
     def format(self) -> str:
         def row(name: str, report: AccuracyReport, seconds: float) -> str:
-            return (f"| {name} | {report.pairwise_precision:.4f} | {report.pairwise_recall:.4f} | "
-                    f"{report.pairwise_f1:.4f} | {report.clusters:,} | {seconds:.1f} |")
+            return (
+                f"| {name} | {report.pairwise_precision:.4f} | {report.pairwise_recall:.4f} | "
+                f"{report.pairwise_f1:.4f} | {report.clusters:,} | {seconds:.1f} |"
+            )
 
-        return "\n".join([
-            f"set {self.set_name}: {self.records:,} records; lakecdp blocking recall "
-            f"{self.blocking_recall:.4f} ({self.candidate_true_pairs:,} of {self.true_pairs:,} true pairs "
-            f"are candidates); ingest {self.ingest_seconds:.1f} s (not in the identity time)",
-            "",
-            "| method | pair P | pair R | pair F1 | clusters | seconds |",
-            "|---|---|---|---|---|---|",
-            row("lakecdp (ingest → identity, shipped conf/identity.yaml; identity run time)",
-                self.lakecdp, self.lakecdp_seconds),
-            row("bare Splink 5 DuckDB (train + predict + cluster)", self.splink, self.splink_seconds),
-        ])
+        return "\n".join(
+            [
+                f"set {self.set_name}: {self.records:,} records; lakecdp blocking recall "
+                f"{self.blocking_recall:.4f} ({self.candidate_true_pairs:,} of {self.true_pairs:,} true pairs "
+                f"are candidates); ingest {self.ingest_seconds:.1f} s (not in the identity time)",
+                "",
+                "| method | pair P | pair R | pair F1 | clusters | seconds |",
+                "|---|---|---|---|---|---|",
+                row(
+                    "lakecdp (ingest → identity, shipped conf/identity.yaml; identity run time)",
+                    self.lakecdp,
+                    self.lakecdp_seconds,
+                ),
+                row("bare Splink 5 DuckDB (train + predict + cluster)", self.splink, self.splink_seconds),
+            ]
+        )
 
 
 # -- the set ------------------------------------------------------------------------------
@@ -216,7 +223,9 @@ def bare_splink_clusters(records: DataFrame, threshold: float = 0.95):
             cl.JaroWinklerAtThresholds("postcode", [0.9]),
         ],
         blocking_rules_to_generate_predictions=[
-            block_on("dob"), block_on("first_name", "surname"), block_on("postcode"),
+            block_on("dob"),
+            block_on("first_name", "surname"),
+            block_on("postcode"),
         ],
         retain_intermediate_calculation_columns=False,
     )

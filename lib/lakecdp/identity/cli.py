@@ -50,8 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "identity-accuracy", help="pairwise and cluster precision/recall of the identity graph against labels"
     )
     accuracy.add_argument("--labels", required=True, help="the generator's labels folder (entities_*.csv)")
-    accuracy.add_argument("--table", default=catalog.ID_MAP.name,
-                          help="record_id + customer_id (or cluster_key) table (default identity.id_map)")
+    accuracy.add_argument(
+        "--table",
+        default=catalog.ID_MAP.name,
+        help="record_id + customer_id (or cluster_key) table (default identity.id_map)",
+    )
     accuracy.add_argument("--examples", type=int, default=5, help="worst merges / misses to list")
     accuracy.set_defaults(handler=_accuracy)
 
@@ -70,7 +73,9 @@ def _benchmark(args: argparse.Namespace) -> int:
     project = load_project(args.conf, env=args.env)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lakecdp-benchmark-"))
     result = run_benchmark(
-        Path(args.set), conf_dir=project.conf_dir, work=work,
+        Path(args.set),
+        conf_dir=project.conf_dir,
+        work=work,
         sources_dir=Path(args.sources) if args.sources else None,
     )
     print(result.format())  # noqa: T201 - the figures are the command's output
@@ -83,7 +88,10 @@ def register_benchmark(subparsers: argparse._SubParsersAction) -> None:
         help="ingest + identity on a labelled set (CSV per source + labels.csv), scored next to bare Splink",
     )
     bench.add_argument("--set", required=True, help="folder: one CSV per source + labels.csv")
-    bench.add_argument("--sources", default=None,
-                       help="folder of the set's source YAMLs (default: conf/benchmarks/<set name without digits>)")
+    bench.add_argument(
+        "--sources",
+        default=None,
+        help="folder of the set's source YAMLs (default: conf/benchmarks/<set name without digits>)",
+    )
     bench.add_argument("--work", default=None, help="scratch folder, replaced (default: a new temp folder)")
     bench.set_defaults(handler=_benchmark)

@@ -30,10 +30,7 @@ from lakecdp.columns import require_columns
 
 logger = logging.getLogger(__name__)
 
-CLUSTER_SCHEMA = (
-    "record_id string, cluster_key string, cluster_size int, link_confidence double, "
-    "flags array<string>"
-)
+CLUSTER_SCHEMA = "record_id string, cluster_key string, cluster_size int, link_confidence double, flags array<string>"
 
 
 def connected_components(
@@ -138,9 +135,7 @@ def _split_at_weak_bridges(
     Only a bridge between two groups (a strong part of two or more records on each side) is a
     weak link that can merge two customers; a single record hanging on its one probable match
     is the ordinary two-record match, not a bridge between people."""
-    by_cluster: dict[str, dict[str, dict[str, int]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(int))
-    )
+    by_cluster: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     for cluster, left, right in links:
         graph = by_cluster[cluster]
         graph[left][right] += 1
@@ -149,7 +144,8 @@ def _split_at_weak_bridges(
     new_keys: dict[str, str] = {}
     for cluster, graph in by_cluster.items():
         bridges = {
-            bridge for bridge in _bridges({k: dict(v) for k, v in graph.items()})
+            bridge
+            for bridge in _bridges({k: dict(v) for k, v in graph.items()})
             if _side_sizes(graph, bridge, part_sizes) >= 2
         }
         if not bridges:
@@ -212,16 +208,10 @@ def _cluster_in_memory(
             parts.union(left, right)
     cluster = {n: full.find(n) for n in node_ids}
     part = {n: parts.find(n) for n in node_ids}
-    links = [
-        (cluster[left], part[left], part[right])
-        for left, right, _ in kept if part[left] != part[right]
-    ]
+    links = [(cluster[left], part[left], part[right]) for left, right, _ in kept if part[left] != part[right]]
     weak_clusters, new_keys = _split_at_weak_bridges(links, Counter(part.values()))
     split = guards.weak_link_policy == "split"
-    key = {
-        n: (new_keys[part[n]] if split and cluster[n] in weak_clusters else cluster[n])
-        for n in node_ids
-    }
+    key = {n: (new_keys[part[n]] if split and cluster[n] in weak_clusters else cluster[n]) for n in node_ids}
     sizes: dict[str, int] = defaultdict(int)
     for n in node_ids:
         sizes[key[n]] += 1
@@ -252,7 +242,9 @@ def _cluster_in_memory(
 
 
 def cluster_table(
-    rows: list[tuple[str, str, int, float, list[str]]], *, sources: dict[str, str] | None = None,
+    rows: list[tuple[str, str, int, float, list[str]]],
+    *,
+    sources: dict[str, str] | None = None,
 ):
     """:data:`CLUSTER_SCHEMA` rows as an Arrow table; with ``sources`` (record_id ->
     source) a ``source`` column as well."""
@@ -309,9 +301,7 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
         >>> clusters = cluster_edges(records.select("record_id"), edges, config)
     """
     require_columns(record_ids, ["record_id"], what="record ids")
-    require_columns(
-        edges, ["record_id_l", "record_id_r", "edge_type", "match_probability"], what="edges"
-    )
+    require_columns(edges, ["record_id_l", "record_id_r", "edge_type", "match_probability"], what="edges")
     spark = record_ids.sparkSession
     guards = config.clustering
     threshold = config.model.match_threshold
@@ -330,40 +320,49 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
     kept = kept_edges(edges, threshold).cache()
     strong = kept.where(F.col("p") >= guards.weak_link_probability)
 
-    full = connected_components(nodes, kept, config.backend, break_lineage=config.spark_break_lineage).withColumnRenamed("component", "cluster")
-    parts = connected_components(nodes, strong, config.backend, break_lineage=config.spark_break_lineage).withColumnRenamed("component", "part")
+    full = connected_components(
+        nodes, kept, config.backend, break_lineage=config.spark_break_lineage
+    ).withColumnRenamed("component", "cluster")
+    parts = connected_components(
+        nodes, strong, config.backend, break_lineage=config.spark_break_lineage
+    ).withColumnRenamed("component", "part")
     membership = full.join(parts, "record_id").cache()
 
     # weak edges between different strong parts: the only places a cluster can be cut
-    left = membership.select(
-        F.col("record_id").alias("record_id_l"), "cluster", F.col("part").alias("part_l")
-    )
+    left = membership.select(F.col("record_id").alias("record_id_l"), "cluster", F.col("part").alias("part_l"))
     right = membership.select(F.col("record_id").alias("record_id_r"), F.col("part").alias("part_r"))
     cross = (
-        kept.join(left, "record_id_l").join(right, "record_id_r")
+        kept.join(left, "record_id_l")
+        .join(right, "record_id_r")
         .where(F.col("part_l") != F.col("part_r"))
         .select("cluster", "part_l", "part_r")
     )
     links = [(r["cluster"], r["part_l"], r["part_r"]) for r in cross.collect()]
     linked_parts = sorted({p for _, left_part, right_part in links for p in (left_part, right_part)})
-    part_sizes = {
-        r["part"]: r["count"]
-        for r in membership.where(F.col("part").isin(linked_parts)).groupBy("part").count().collect()
-    } if linked_parts else {}
+    part_sizes = (
+        {
+            r["part"]: r["count"]
+            for r in membership.where(F.col("part").isin(linked_parts)).groupBy("part").count().collect()
+        }
+        if linked_parts
+        else {}
+    )
     weak_clusters, new_keys = _split_at_weak_bridges(links, part_sizes)
     if weak_clusters:
         logger.info("%d cluster(s) hang on a weak link (policy %s)", len(weak_clusters), guards.weak_link_policy)
 
     weak_flag = "split_weak_link" if guards.weak_link_policy == "split" else "weak_link"
     weak_frame = spark.createDataFrame([(c,) for c in sorted(weak_clusters)] or [], "cluster string")
-    assigned = membership.join(
-        weak_frame.withColumn("weak", F.lit(True)), "cluster", "left"
-    ).withColumn("weak", F.coalesce("weak", F.lit(False)))
+    assigned = membership.join(weak_frame.withColumn("weak", F.lit(True)), "cluster", "left").withColumn(
+        "weak", F.coalesce("weak", F.lit(False))
+    )
     if guards.weak_link_policy == "split" and new_keys:
         key_frame = spark.createDataFrame(sorted(new_keys.items()), "part string, split_key string")
-        assigned = assigned.join(key_frame, "part", "left").withColumn(
-            "key", F.when(F.col("weak"), F.col("split_key")).otherwise(F.col("cluster"))
-        ).drop("split_key")
+        assigned = (
+            assigned.join(key_frame, "part", "left")
+            .withColumn("key", F.when(F.col("weak"), F.col("split_key")).otherwise(F.col("cluster")))
+            .drop("split_key")
+        )
     else:
         assigned = assigned.withColumn("key", F.col("cluster"))
 
@@ -371,30 +370,36 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
     assigned = assigned.withColumn("size", F.count("*").over(size_window))
     oversized = F.col("size") > guards.max_cluster_size
     if guards.weak_link_policy == "split":
-        assigned = assigned.withColumn("oversized", oversized).withColumn(
-            "key", F.when(F.col("oversized"), F.col("part")).otherwise(F.col("key"))
-        ).withColumn("size", F.count("*").over(size_window))
-        size_flags = F.when(
-            F.col("size") > guards.max_cluster_size, F.array(F.lit("oversized_split"), F.lit("oversized"))
-        ).when(F.col("oversized"), F.array(F.lit("oversized_split"))).otherwise(F.array())
+        assigned = (
+            assigned.withColumn("oversized", oversized)
+            .withColumn("key", F.when(F.col("oversized"), F.col("part")).otherwise(F.col("key")))
+            .withColumn("size", F.count("*").over(size_window))
+        )
+        size_flags = (
+            F.when(F.col("size") > guards.max_cluster_size, F.array(F.lit("oversized_split"), F.lit("oversized")))
+            .when(F.col("oversized"), F.array(F.lit("oversized_split")))
+            .otherwise(F.array())
+        )
     else:
         size_flags = F.when(oversized, F.array(F.lit("oversized"))).otherwise(F.array())
     weak_flags = F.when(F.col("weak"), F.array(F.lit(weak_flag))).otherwise(F.array())
     assigned = assigned.select(
-        "record_id", F.col("key").alias("cluster_key"), F.col("size").cast("int").alias("cluster_size"),
+        "record_id",
+        F.col("key").alias("cluster_key"),
+        F.col("size").cast("int").alias("cluster_size"),
         F.array_sort(F.array_distinct(F.concat(weak_flags, size_flags))).alias("flags"),
     )
 
     # confidence: the best edge joining the record to a member of its final cluster
     keys_l = assigned.select(F.col("record_id").alias("record_id_l"), F.col("cluster_key").alias("key_l"))
     keys_r = assigned.select(F.col("record_id").alias("record_id_r"), F.col("cluster_key").alias("key_r"))
-    inside = (
-        kept.join(keys_l, "record_id_l").join(keys_r, "record_id_r")
-        .where(F.col("key_l") == F.col("key_r"))
+    inside = kept.join(keys_l, "record_id_l").join(keys_r, "record_id_r").where(F.col("key_l") == F.col("key_r"))
+    ends = (
+        inside.select(F.col("record_id_l").alias("record_id"), "p")
+        .unionByName(inside.select(F.col("record_id_r").alias("record_id"), "p"))
+        .groupBy("record_id")
+        .agg(F.max("p").alias("best"))
     )
-    ends = inside.select(F.col("record_id_l").alias("record_id"), "p").unionByName(
-        inside.select(F.col("record_id_r").alias("record_id"), "p")
-    ).groupBy("record_id").agg(F.max("p").alias("best"))
     return assigned.join(ends, "record_id", "left").select(
         "record_id",
         "cluster_key",
@@ -445,20 +450,25 @@ def affected_records(
     scope = seeds.localCheckpoint()
     for _ in range(max_rounds):
         customers = owners.join(scope, "record_id", "left_semi").select("customer_id").distinct()
-        scope = scope.unionByName(
-            owners.join(customers, "customer_id", "left_semi").select("record_id")
-        ).distinct()
+        scope = scope.unionByName(owners.join(customers, "customer_id", "left_semi").select("record_id")).distinct()
         inside = scope.withColumn("_in", F.lit(True))
-        ends = (
-            pairs.join(inside.withColumnRenamed("record_id", "record_id_l")
-                       .withColumnRenamed("_in", "_in_l"), "record_id_l", "left")
-            .join(inside.withColumnRenamed("record_id", "record_id_r")
-                  .withColumnRenamed("_in", "_in_r"), "record_id_r", "left")
+        ends = pairs.join(
+            inside.withColumnRenamed("record_id", "record_id_l").withColumnRenamed("_in", "_in_l"),
+            "record_id_l",
+            "left",
+        ).join(
+            inside.withColumnRenamed("record_id", "record_id_r").withColumnRenamed("_in", "_in_r"),
+            "record_id_r",
+            "left",
         )
-        reached = ends.where(F.col("_in_l").isNull() != F.col("_in_r").isNull()).select(
-            F.when(F.col("_in_l").isNull(), F.col("record_id_l"))
-            .otherwise(F.col("record_id_r")).alias("record_id")
-        ).distinct().localCheckpoint()
+        reached = (
+            ends.where(F.col("_in_l").isNull() != F.col("_in_r").isNull())
+            .select(
+                F.when(F.col("_in_l").isNull(), F.col("record_id_l")).otherwise(F.col("record_id_r")).alias("record_id")
+            )
+            .distinct()
+            .localCheckpoint()
+        )
         if reached.isEmpty():
             pairs.unpersist()
             return scope.localCheckpoint()

@@ -33,9 +33,24 @@ IdentifierType = Literal["email", "phone", "device_id", "crm_id", "customer_numb
 # columns of the prepared matching table a blocking rule may name
 MATCH_COLUMNS = frozenset(
     {
-        "first_name", "first_name_canonical", "first_name_soundex", "middle_name", "last_name",
-        "last_name_soundex", "dob", "email", "phone", "address_line1", "street_number",
-        "street_name", "address_line2", "postcode", "city", "region", "country", "source",
+        "first_name",
+        "first_name_canonical",
+        "first_name_soundex",
+        "middle_name",
+        "last_name",
+        "last_name_soundex",
+        "dob",
+        "email",
+        "phone",
+        "address_line1",
+        "street_number",
+        "street_name",
+        "address_line2",
+        "postcode",
+        "city",
+        "region",
+        "country",
+        "source",
     }
 )
 
@@ -131,9 +146,7 @@ BlockingRule = list[str]
 
 class TrainingSettings(StrictModel):
     # deterministic rules (column lists) for the prior probability two records match
-    prior_rules: list[BlockingRule] = Field(
-        default_factory=lambda: [["first_name", "last_name", "dob"]]
-    )
+    prior_rules: list[BlockingRule] = Field(default_factory=lambda: [["first_name", "last_name", "dob"]])
     # share of true matches the prior rules find: a first guess, used for u and EM
     prior_recall: float = Field(default=0.6, gt=0, le=1)
     # after EM, estimate the prior again with the recall the trained model implies (the m of

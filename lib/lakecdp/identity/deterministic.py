@@ -33,7 +33,13 @@ EDGE_SCHEMA = catalog.EDGES.schema
 OVER_SHARED_SCHEMA = "identifier_type string, value string, record_count bigint, people_count bigint"
 
 REQUIRED_COLUMNS = (
-    "record_id", "first_name", "date_of_birth", "email", "phone", "device_ids", "crm_id",
+    "record_id",
+    "first_name",
+    "date_of_birth",
+    "email",
+    "phone",
+    "device_ids",
+    "crm_id",
     "customer_number",
 )
 
@@ -41,6 +47,7 @@ REQUIRED_COLUMNS = (
 # accents folded so "Seán" and "Sean" compare equal (one character each side)
 _ACCENTED = "áàâäãåāéèêëēíìîïīóòôöõøōúùûüūñçćčšśžźżýÿ"
 _PLAIN = "aaaaaaaeeeeeiiiiiooooooouuuuuncccsszzzyy"
+
 
 # -- Column -> Column -------------------------------------------------------------------
 def normalised_name(name: Column) -> Column:
@@ -138,7 +145,8 @@ def identifier_values(records: DataFrame, config: IdentityConfig) -> DataFrame:
     person_key = F.when(
         F.col("date_of_birth").isNotNull() | first.isNotNull(),
         F.concat_ws(
-            "|", F.coalesce(F.date_format("date_of_birth", "yyyy-MM-dd"), F.lit("")),
+            "|",
+            F.coalesce(F.date_format("date_of_birth", "yyyy-MM-dd"), F.lit("")),
             F.coalesce(first, F.lit("")),
         ),
     )
@@ -156,7 +164,9 @@ def identifier_values(records: DataFrame, config: IdentityConfig) -> DataFrame:
         value = normalised_identifier(rule.type, F.col("raw"))
         parts.append(
             raw.select(
-                "record_id", "person_key", F.lit(rule.type).alias("identifier_type"),
+                "record_id",
+                "person_key",
+                F.lit(rule.type).alias("identifier_type"),
                 value.alias("value"),
             )
             .where(F.col("value").isNotNull())
@@ -213,20 +223,25 @@ def deterministic_edges(
     # would otherwise make every email it shares with another source look over-shared
     born = F.substring_index("person_key", "|", 1) != ""
     first = F.substring_index("person_key", "|", -1)
-    per_value = values.groupBy("identifier_type", "value").agg(
-        F.countDistinct("record_id").alias("record_count"),
-        (F.size(F.collect_set(F.when(born, F.col("person_key"))))
-         + F.size(F.array_except(F.collect_set(F.when(~born, first)), F.collect_set(F.when(born, first)))))
-        .alias("people_count"),
-        F.min("record_id").alias("hub_record_id"),
-    ).withColumn("max_people", _max_people(config.deterministic))
+    per_value = (
+        values.groupBy("identifier_type", "value")
+        .agg(
+            F.countDistinct("record_id").alias("record_count"),
+            (
+                F.size(F.collect_set(F.when(born, F.col("person_key"))))
+                + F.size(F.array_except(F.collect_set(F.when(~born, first)), F.collect_set(F.when(born, first))))
+            ).alias("people_count"),
+            F.min("record_id").alias("hub_record_id"),
+        )
+        .withColumn("max_people", _max_people(config.deterministic))
+    )
 
     over_shared = per_value.where(F.col("people_count") > F.col("max_people")).select(
         "identifier_type", "value", "record_count", "people_count"
     )
-    linkable = per_value.where(
-        (F.col("people_count") <= F.col("max_people")) & (F.col("record_count") > 1)
-    ).select("identifier_type", "value", "hub_record_id")
+    linkable = per_value.where((F.col("people_count") <= F.col("max_people")) & (F.col("record_count") > 1)).select(
+        "identifier_type", "value", "hub_record_id"
+    )
     pairs = (
         values.join(linkable, ["identifier_type", "value"])
         .where(F.col("record_id") != F.col("hub_record_id"))
@@ -236,15 +251,17 @@ def deterministic_edges(
             "identifier_type",
         )
     )
-    edges = pairs.groupBy("record_id_l", "record_id_r").agg(
-        F.array_join(F.sort_array(F.collect_set("identifier_type")), ",").alias("rule")
-    ).select(
-        "record_id_l",
-        "record_id_r",
-        F.lit("deterministic").alias("edge_type"),
-        "rule",
-        F.lit(1.0).alias("match_probability"),
-        F.lit(None).cast("double").alias("match_weight"),
-        F.lit(run_id).cast("string").alias("run_id"),
+    edges = (
+        pairs.groupBy("record_id_l", "record_id_r")
+        .agg(F.array_join(F.sort_array(F.collect_set("identifier_type")), ",").alias("rule"))
+        .select(
+            "record_id_l",
+            "record_id_r",
+            F.lit("deterministic").alias("edge_type"),
+            "rule",
+            F.lit(1.0).alias("match_probability"),
+            F.lit(None).cast("double").alias("match_weight"),
+            F.lit(run_id).cast("string").alias("run_id"),
+        )
     )
     return edges, over_shared

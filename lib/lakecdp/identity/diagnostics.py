@@ -67,10 +67,7 @@ def save_diagnostic_charts(
         written.append(path)
     if pair is not None:
         left, right = pair
-        rows = {
-            r["record_id"]: r.asDict()
-            for r in prepared.where(F.col("record_id").isin(left, right)).collect()
-        }
+        rows = {r["record_id"]: r.asDict() for r in prepared.where(F.col("record_id").isin(left, right)).collect()}
         missing = [rid for rid in pair if rid not in rows]
         if missing:
             raise KeyError(f"records not found: {missing}")

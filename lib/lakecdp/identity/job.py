@@ -118,8 +118,7 @@ def customer_identifiers(values: DataFrame, id_map: DataFrame, *, run_id: str) -
     return (
         values.join(id_map.select("record_id", "customer_id"), "record_id")
         .groupBy("identifier_type", "value")
-        .agg(F.countDistinct("customer_id").alias("customers"),
-             F.min("customer_id").alias("customer_id"))
+        .agg(F.countDistinct("customer_id").alias("customers"), F.min("customer_id").alias("customer_id"))
         .where(F.col("customers") == 1)
         .select(
             "identifier_type",
@@ -130,16 +129,15 @@ def customer_identifiers(values: DataFrame, id_map: DataFrame, *, run_id: str) -
     )
 
 
-def _identifier_scope(
-    values: DataFrame, scope: DataFrame, before: DataFrame, config: IdentityConfig
-) -> DataFrame:
+def _identifier_scope(values: DataFrame, scope: DataFrame, before: DataFrame, config: IdentityConfig) -> DataFrame:
     """``identifier_type, value`` whose ``identity.identifiers`` row may change: every value
     the re-identified records (``scope``) hold now and every value changed records held
     ``before`` (a value a deleted record shared is no longer over-shared)."""
     from lakecdp.identity.deterministic import identifier_values
 
     return (
-        values.join(scope, "record_id", "left_semi").select("identifier_type", "value")
+        values.join(scope, "record_id", "left_semi")
+        .select("identifier_type", "value")
         .unionByName(identifier_values(before, config).select("identifier_type", "value"))
         .distinct()
     )
@@ -163,7 +161,8 @@ def without_links_inside(edges: DataFrame, records: DataFrame, unique: list[str]
     right = sources.select(F.col("record_id").alias("record_id_r"), F.col("source").alias("_source_r"))
     inside = (F.col("_source_l") == F.col("_source_r")) & F.col("_source_l").isin(unique)
     return (
-        edges.join(left, "record_id_l", "left").join(right, "record_id_r", "left")
+        edges.join(left, "record_id_l", "left")
+        .join(right, "record_id_r", "left")
         .where(~F.coalesce(inside, F.lit(False)))
         .select(*edges.columns)
     )
@@ -176,12 +175,14 @@ def _keep_previous_run_ids(edges: DataFrame, previous: DataFrame | None) -> Data
     if previous is None:
         return edges
     keys = ["record_id_l", "record_id_r", "edge_type", "rule"]
-    before = previous.select(*keys, F.col("match_probability").alias("_p"),
-                             F.col("run_id").alias("_run"))
+    before = previous.select(*keys, F.col("match_probability").alias("_p"), F.col("run_id").alias("_run"))
     return edges.join(before, keys, "left").select(
-        *keys, "match_probability", "match_weight",
+        *keys,
+        "match_probability",
+        "match_weight",
         F.when(F.col("_p").eqNullSafe(F.col("match_probability")), F.col("_run"))
-        .otherwise(F.col("run_id")).alias("run_id"),
+        .otherwise(F.col("run_id"))
+        .alias("run_id"),
     )
 
 
@@ -228,11 +229,7 @@ def run_identity(
         raise IdentityInputError(f"{RECORDS_TABLE} does not exist yet: run the ingest step first")
 
     state = last_state(spark, tables)
-    continuable = (
-        state is not None
-        and tables.exists(spark, ID_MAP_TABLE)
-        and tables.exists(spark, EDGES_TABLE)
-    )
+    continuable = state is not None and tables.exists(spark, ID_MAP_TABLE) and tables.exists(spark, EDGES_TABLE)
     if mode == "incremental" and not continuable:
         raise IdentityInputError("no previous identity run to continue: run with mode='full'")
     if mode != "full" and continuable and state.silver_version == silver_version:
@@ -245,14 +242,10 @@ def run_identity(
     local = config.backend == "duckdb"
     changed = None
     if mode != "full" and continuable:
-        feed = read_change_feed(
-            spark, tables, after_version=state.silver_version, up_to_version=silver_version
-        )
+        feed = read_change_feed(spark, tables, after_version=state.silver_version, up_to_version=silver_version)
         changed = None if feed is None else changed_records(feed)
         if changed is None and mode == "incremental":
-            raise IdentityInputError(
-                f"change data feed of {RECORDS_TABLE} unreadable after v{state.silver_version}"
-            )
+            raise IdentityInputError(f"change data feed of {RECORDS_TABLE} unreadable after v{state.silver_version}")
     incremental = changed is not None
     # the feed could not be read (e.g. an erasure removed its files): a full run instead
     feed_unreadable = mode != "full" and continuable and not incremental
@@ -266,15 +259,19 @@ def run_identity(
             # what changed records held before: their old identifier values may be freed
             before = earlier_images(feed, changed).localCheckpoint()
         if records_changed == 0:
-            logger.info("%s v%d..v%d: no record content changed", RECORDS_TABLE,
-                        state.silver_version, silver_version)
-            record_state(spark, tables, run_id=ctx.run_id, silver_version=silver_version,
-                         mode="incremental", records_changed=0, processed_at=ctx.as_of)
+            logger.info("%s v%d..v%d: no record content changed", RECORDS_TABLE, state.silver_version, silver_version)
+            record_state(
+                spark,
+                tables,
+                run_id=ctx.run_id,
+                silver_version=silver_version,
+                mode="incremental",
+                records_changed=0,
+                processed_at=ctx.as_of,
+            )
             return {"records_changed": 0, "incremental": 1}
 
-    matcher = ProbabilisticMatcher(
-        config, spark=spark, model_dir=ctx.project.path(config.models_dir)
-    )
+    matcher = ProbabilisticMatcher(config, spark=spark, model_dir=ctx.project.path(config.models_dir))
     matcher.run_id = ctx.run_id
     previous_edges = tables.read(spark, EDGES_TABLE) if tables.exists(spark, EDGES_TABLE) else None
     unique = unique_sources(ctx.project.conf_dir)
@@ -330,7 +327,9 @@ def run_identity(
             deterministic, _ = deterministic_edges(records, config, run_id=ctx.run_id, values=values)
             edge_columns = [c.split(" ")[0] for c in EDGE_SCHEMA.split(", ")]
             linked = without_links_inside(
-                deterministic.unionByName(probabilistic).select(*edge_columns), records, unique,
+                deterministic.unionByName(probabilistic).select(*edge_columns),
+                records,
+                unique,
             )
             # checkpointed: identity.edges is overwritten below while these rows derive from it
             edges = _keep_previous_run_ids(linked, previous_edges).localCheckpoint()
@@ -343,29 +342,32 @@ def run_identity(
     scope = None  # None: every record is re-clustered, re-identified and re-survived
     if incremental:
         with _stage("affected", timings, spark):
-            scope = affected_records(
-                changed, edges, previous_edges, previous_id_map, config.model.match_threshold
-            )
+            scope = affected_records(changed, edges, previous_edges, previous_id_map, config.model.match_threshold)
             nodes = nodes.join(scope, "record_id", "left_semi")
             rescoped = scope.count()
     inside = edges
     if scope is not None:
-        inside = edges.join(
-            scope.withColumnRenamed("record_id", "record_id_l"), "record_id_l", "left_semi"
-        ).join(scope.withColumnRenamed("record_id", "record_id_r"), "record_id_r", "left_semi")
+        inside = edges.join(scope.withColumnRenamed("record_id", "record_id_l"), "record_id_l", "left_semi").join(
+            scope.withColumnRenamed("record_id", "record_id_r"), "record_id_r", "left_semi"
+        )
     with _stage("cluster+ids", timings, spark):
         if local:
             from lakecdp.identity.local import assign_customer_ids_local
             from lakecdp.identity.stable_ids import ID_CHANGES_SCHEMA, ID_MAP_SCHEMA
 
             clusters_arrow = _cluster_local(
-                on_machine.con, records_arrow, edges_arrow,
-                None if scope is None else scope.toArrow().column("record_id"), config,
+                on_machine.con,
+                records_arrow,
+                edges_arrow,
+                None if scope is None else scope.toArrow().column("record_id"),
+                config,
             )
             id_map_arrow, id_changes_arrow = assign_customer_ids_local(
                 clusters_arrow,
                 None if previous_id_map is None else previous_id_map.toArrow(),
-                run_id=ctx.run_id, as_of=ctx.as_of, id_prefix=config.stable_ids.id_prefix,
+                run_id=ctx.run_id,
+                as_of=ctx.as_of,
+                id_prefix=config.stable_ids.id_prefix,
             )
             # rows held in this process, not a plan over identity.id_map: safe to merge into it
             id_map = spark.createDataFrame(id_map_arrow, ID_MAP_SCHEMA)
@@ -374,7 +376,10 @@ def run_identity(
         else:
             clusters = cluster_edges(nodes.select("record_id"), inside, config).join(nodes, "record_id")
             id_map, id_changes = assign_customer_ids(
-                clusters, previous_id_map, run_id=ctx.run_id, as_of=ctx.as_of,
+                clusters,
+                previous_id_map,
+                run_id=ctx.run_id,
+                as_of=ctx.as_of,
                 id_prefix=config.stable_ids.id_prefix,
             )
             # identity.id_map is merged into below while these rows derive from it: materialise first
@@ -387,9 +392,7 @@ def run_identity(
     if scope is not None:
         with _stage("scopes", timings, spark):
             old_ids = previous_id_map.join(scope, "record_id", "left_semi").select("customer_id")
-            customer_scope = (
-                old_ids.unionByName(id_map.select("customer_id")).distinct().localCheckpoint()
-            )
+            customer_scope = old_ids.unionByName(id_map.select("customer_id")).distinct().localCheckpoint()
             value_scope = _identifier_scope(values, scope, before, config).localCheckpoint()
 
     # every input is computed: write, each table once. id_changes goes first, keyed so that
@@ -399,15 +402,21 @@ def run_identity(
         tables.overwrite(edges, EDGES_TABLE)
         if change_count:
             tables.merge(
-                spark, id_changes, ID_CHANGES_TABLE,
+                spark,
+                id_changes,
+                ID_CHANGES_TABLE,
                 keys=["run_id", "change_type", "old_customer_id", "new_customer_id"],
             )
         tables.merge(
-            spark, id_map, ID_MAP_TABLE, keys=["record_id"],
+            spark,
+            id_map,
+            ID_MAP_TABLE,
+            keys=["record_id"],
             update_condition=_changed_unless(
                 ["customer_id", "source", "cluster_size", "link_confidence", "flags", "id_created_at"]
             ),
-            delete_not_matched_by_source=scope is None, scope=scope,
+            delete_not_matched_by_source=scope is None,
+            scope=scope,
         )
 
     with _stage("identifiers", timings, spark):
@@ -418,29 +427,39 @@ def run_identity(
         owners = id_map if scope is None else tables.read(spark, ID_MAP_TABLE)
         identifiers = customer_identifiers(holding, owners, run_id=ctx.run_id)
         tables.merge(
-            spark, identifiers, IDENTIFIERS_TABLE, keys=["identifier_type", "identifier_value"],
+            spark,
+            identifiers,
+            IDENTIFIERS_TABLE,
+            keys=["identifier_type", "identifier_value"],
             update_condition=_changed_unless(["customer_id"]),
             delete_not_matched_by_source=value_scope is None,
-            scope=None if value_scope is None else value_scope.withColumnRenamed(
-                "value", "identifier_value"),
+            scope=None if value_scope is None else value_scope.withColumnRenamed("value", "identifier_value"),
         )
     with _stage("profiles", timings, spark):
         members = records if scope is None else records.join(scope, "record_id", "left_semi")
         profiles = golden_records(members, id_map, config.survivorship, run_id=ctx.run_id)
         tables.merge(
-            spark, profiles, PROFILE_TABLE, keys=["customer_id"],
+            spark,
+            profiles,
+            PROFILE_TABLE,
+            keys=["customer_id"],
             update_condition=_changed_unless(
                 [c for c in PROFILE_COLUMNS if c not in ("customer_id", "run_id")],
                 json_columns=("provenance",),
             ),
-            delete_not_matched_by_source=customer_scope is None, scope=customer_scope,
+            delete_not_matched_by_source=customer_scope is None,
+            scope=customer_scope,
         )
 
     with _stage("state+counts", timings, spark):
         record_state(
-            spark, tables, run_id=ctx.run_id, silver_version=silver_version,
+            spark,
+            tables,
+            run_id=ctx.run_id,
+            silver_version=silver_version,
             mode="incremental" if incremental else "full",
-            records_changed=records_changed, processed_at=ctx.as_of,
+            records_changed=records_changed,
+            processed_at=ctx.as_of,
         )
         if local:
             record_count = records_arrow.num_rows
@@ -483,12 +502,15 @@ def _score_local(matcher, prepared, previous, changed_ids, *, retrain: bool):
     kept = previous.filter(
         pc.and_(
             pc.equal(previous.column("edge_type"), "probabilistic"),
-            pc.invert(pc.or_(pc.is_in(previous.column("record_id_l"), value_set=changed_ids),
-                             pc.is_in(previous.column("record_id_r"), value_set=changed_ids))),
+            pc.invert(
+                pc.or_(
+                    pc.is_in(previous.column("record_id_l"), value_set=changed_ids),
+                    pc.is_in(previous.column("record_id_r"), value_set=changed_ids),
+                )
+            ),
         )
     )
-    new_ids = pc.filter(prepared.column("record_id"),
-                        pc.is_in(prepared.column("record_id"), value_set=changed_ids))
+    new_ids = pc.filter(prepared.column("record_id"), pc.is_in(prepared.column("record_id"), value_set=changed_ids))
     if len(new_ids) == 0:  # only deletions: nothing to score
         scored = kept.schema.empty_table()
     else:
@@ -524,23 +546,27 @@ def _command(args) -> int:
     from lakecdp.config import load_project
     from lakecdp.pipeline import run_step_command
 
-    counts = run_step_command(load_project(args.conf, env=args.env), "identity",
-                              call=lambda ctx: run_identity(ctx, mode=args.mode, retrain=args.retrain))
+    counts = run_step_command(
+        load_project(args.conf, env=args.env),
+        "identity",
+        call=lambda ctx: run_identity(ctx, mode=args.mode, retrain=args.retrain),
+    )
     return 1 if counts is None else 0
 
 
 def register(subparsers) -> None:
     """``lakecdp identity [--mode auto|full|incremental] [--retrain]``."""
-    parser = subparsers.add_parser(
-        "identity", help="resolve identities: stable customer ids and golden records"
-    )
+    parser = subparsers.add_parser("identity", help="resolve identities: stable customer ids and golden records")
     parser.add_argument(
-        "--mode", choices=["auto", "full", "incremental"], default="auto",
+        "--mode",
+        choices=["auto", "full", "incremental"],
+        default="auto",
         help="auto: incremental when a previous run can be continued (default)",
     )
     parser.add_argument(
-        "--retrain", action="store_true",
+        "--retrain",
+        action="store_true",
         help="train a new model version on the current records first (after changing the "
-             "model section of conf/identity.yaml); runs in full mode",
+        "model section of conf/identity.yaml); runs in full mode",
     )
     parser.set_defaults(handler=_command)

@@ -43,8 +43,7 @@ logger = logging.getLogger(__name__)
 _WS = r"[ \t\n\x0B\f\r]"
 _WS_CHARS = r" \t\n\x0B\f\r"
 _HOUSE_NUMBER = "[0-9]+[a-z]?"  # Java's \d is ASCII unless asked otherwise
-EDGE_COLUMNS = ("record_id_l", "record_id_r", "edge_type", "rule", "match_probability",
-                "match_weight", "run_id")
+EDGE_COLUMNS = ("record_id_l", "record_id_r", "edge_type", "rule", "match_probability", "match_weight", "run_id")
 
 
 # -- SQL expressions over one column (identifiers come from code, never from data) -------
@@ -70,22 +69,19 @@ def normalised_street_sql(column: str) -> str:
 
     cleaned = f"regexp_replace(lower({column}), '[^\\p{{L}}\\p{{N}}{_WS_CHARS}]', ' ', 'g')"
     tokens = f"list_filter(regexp_split_to_array({cleaned}, '{_WS}+'), lambda t: t <> '')"
-    cases = " ".join(f"when {_quote(word)} then {_quote(short)}"
-                     for word, short in _STREET_ABBREVIATIONS.items())
+    cases = " ".join(f"when {_quote(word)} then {_quote(short)}" for word, short in _STREET_ABBREVIATIONS.items())
     mapped = f"list_transform({tokens}, lambda t: case t {cases} else t end)"
     return f"nullif(array_to_string({mapped}, ' '), '')"
 
 
 def street_number_sql(street: str) -> str:
     """The first token of a normalised street that is a house number, or null."""
-    return (f"list_filter(string_split({street}, ' '), "
-            f"lambda t: regexp_full_match(t, '{_HOUSE_NUMBER}'))[1]")
+    return f"list_filter(string_split({street}, ' '), lambda t: regexp_full_match(t, '{_HOUSE_NUMBER}'))[1]"
 
 
 def street_name_sql(street: str) -> str:
     """A normalised street without its house-number tokens, or null."""
-    kept = (f"list_filter(string_split({street}, ' '), "
-            f"lambda t: not regexp_full_match(t, '{_HOUSE_NUMBER}'))")
+    kept = f"list_filter(string_split({street}, ' '), lambda t: not regexp_full_match(t, '{_HOUSE_NUMBER}'))"
     return f"nullif(array_to_string({kept}, ' '), '')"
 
 
@@ -153,23 +149,23 @@ def first_name_lookup(names: list[str], nicknames: dict[str, list[str]]) -> pa.T
         for member in members:
             families.setdefault(member, {member}).update(members)
     known = {n.lower() for name, variants in nicknames.items() for n in [name, *variants]}
-    return pa.table({
-        "name": pa.array(names, pa.string()),
-        "canonical": pa.array([canonical.get(n, n) for n in names], pa.string()),
-        "variants": pa.array([sorted({n, *options.get(n, ())}) for n in names],
-                             pa.list_(pa.string())),
-        "family": pa.array([sorted(families.get(n, {n})) for n in names], pa.list_(pa.string())),
-        "known": pa.array([n in known for n in names], pa.bool_()),
-        "soundex": pa.array([spark_soundex(n) for n in names], pa.string()),
-    })
+    return pa.table(
+        {
+            "name": pa.array(names, pa.string()),
+            "canonical": pa.array([canonical.get(n, n) for n in names], pa.string()),
+            "variants": pa.array([sorted({n, *options.get(n, ())}) for n in names], pa.list_(pa.string())),
+            "family": pa.array([sorted(families.get(n, {n})) for n in names], pa.list_(pa.string())),
+            "known": pa.array([n in known for n in names], pa.bool_()),
+            "soundex": pa.array([spark_soundex(n) for n in names], pa.string()),
+        }
+    )
 
 
 def junk_values(values: list[str], junk: list[str], patterns: list[str]) -> list[str]:
     """The values that are junk: a listed value (case-insensitive) or a pattern found."""
     listed = {v.lower() for v in junk}
     compiled = [re.compile(p, re.ASCII) for p in patterns]
-    return [v for v in values
-            if v.lower() in listed or any(p.search(v) for p in compiled)]
+    return [v for v in values if v.lower() in listed or any(p.search(v) for p in compiled)]
 
 
 # -- the records --------------------------------------------------------------------------
@@ -183,8 +179,9 @@ class LocalRecords:
         connection: a DuckDB connection to work in (default: a new in-memory one).
     """
 
-    def __init__(self, records: pa.Table, config: IdentityConfig, *,
-                 connection: duckdb.DuckDBPyConnection | None = None) -> None:
+    def __init__(
+        self, records: pa.Table, config: IdentityConfig, *, connection: duckdb.DuckDBPyConnection | None = None
+    ) -> None:
         import duckdb
 
         from lakecdp.columns import require_columns
@@ -197,8 +194,9 @@ class LocalRecords:
         import pyarrow as pa
 
         # the row order of the input is kept: Splink's u sampling depends on it
-        self.con.register("silver_records", records.append_column(
-            "_row", pa.array(range(records.num_rows), pa.int64())))
+        self.con.register(
+            "silver_records", records.append_column("_row", pa.array(range(records.num_rows), pa.int64()))
+        )
         self._prepared: pa.Table | None = None
         self._values: pa.Table | None = None
         self._normalise()
@@ -214,47 +212,72 @@ class LocalRecords:
         con.execute(f"""
             create or replace temp table normalised as
             select record_id,
-                   {normalised_name_sql('first_name')} as first_name,
-                   {normalised_name_sql('last_name')} as last_name,
-                   {normalised_name_sql(self._optional('middle_name'))} as middle_name,
+                   {normalised_name_sql("first_name")} as first_name,
+                   {normalised_name_sql("last_name")} as last_name,
+                   {normalised_name_sql(self._optional("middle_name"))} as middle_name,
                    {email} as email, {phone} as phone
             from silver_records s
         """)
-        firsts = [r[0] for r in con.execute(
-            "select distinct first_name from normalised where first_name is not null").fetchall()]
-        lasts = [r[0] for r in con.execute(
-            "select distinct last_name from normalised where last_name is not null").fetchall()]
+        firsts = [
+            r[0]
+            for r in con.execute("select distinct first_name from normalised where first_name is not null").fetchall()
+        ]
+        lasts = [
+            r[0]
+            for r in con.execute("select distinct last_name from normalised where last_name is not null").fetchall()
+        ]
         con.register("first_names", first_name_lookup(firsts, self.config.model.nicknames))
         import pyarrow as pa
 
-        con.register("last_names", pa.table({
-            "name": pa.array(lasts, pa.string()),
-            "soundex": pa.array([spark_soundex(n) for n in lasts], pa.string()),
-        }))
+        con.register(
+            "last_names",
+            pa.table(
+                {
+                    "name": pa.array(lasts, pa.string()),
+                    "soundex": pa.array([spark_soundex(n) for n in lasts], pa.string()),
+                }
+            ),
+        )
         self._identifier_values(rules)
         junk_rows: list[tuple[str, str]] = []
         for identifier_type, rule in rules.items():
             if not (rule.junk_values or rule.junk_patterns):
                 continue
-            distinct = [r[0] for r in con.execute(
-                "select distinct value from raw_identifier_values where identifier_type = ?",
-                [identifier_type]).fetchall()]
+            distinct = [
+                r[0]
+                for r in con.execute(
+                    "select distinct value from raw_identifier_values where identifier_type = ?", [identifier_type]
+                ).fetchall()
+            ]
             for column in ("email", "phone"):
                 if column == identifier_type:
-                    distinct = sorted(set(distinct) | {r[0] for r in con.execute(
-                        f"select distinct {column} from normalised where {column} is not null"
-                    ).fetchall()})
-            junk_rows += [(identifier_type, v) for v in junk_values(
-                distinct, rule.junk_values, rule.junk_patterns)]
-        con.register("junk", pa.table({
-            "identifier_type": pa.array([t for t, _ in junk_rows], pa.string()),
-            "value": pa.array([v for _, v in junk_rows], pa.string()),
-        }))
+                    distinct = sorted(
+                        set(distinct)
+                        | {
+                            r[0]
+                            for r in con.execute(
+                                f"select distinct {column} from normalised where {column} is not null"
+                            ).fetchall()
+                        }
+                    )
+            junk_rows += [(identifier_type, v) for v in junk_values(distinct, rule.junk_values, rule.junk_patterns)]
+        con.register(
+            "junk",
+            pa.table(
+                {
+                    "identifier_type": pa.array([t for t, _ in junk_rows], pa.string()),
+                    "value": pa.array([v for _, v in junk_rows], pa.string()),
+                }
+            ),
+        )
 
     def _identifier_values(self, rules) -> None:
         sources = {
-            "email": "email", "phone": "phone", "device_id": "unnest(device_ids)",
-            "crm_id": "crm_id", "customer_number": "customer_number",
+            "email": "email",
+            "phone": "phone",
+            "device_id": "unnest(device_ids)",
+            "crm_id": "crm_id",
+            "customer_number": "customer_number",
         }
         parts = []
         for identifier_type in rules:
@@ -264,9 +287,14 @@ class LocalRecords:
                 f"{normalised_identifier_sql(identifier_type, 'raw')} as value "
                 f"from (select record_id, {raw} as raw from silver_records)"
             )
-        union = " union all ".join(parts) if parts else (
-            "select null::varchar as record_id, null::varchar as identifier_type, "
-            "null::varchar as value where false")
+        union = (
+            " union all ".join(parts)
+            if parts
+            else (
+                "select null::varchar as record_id, null::varchar as identifier_type, "
+                "null::varchar as value where false"
+            )
+        )
         self.con.execute(f"""
             create or replace temp table raw_identifier_values as
             select * from ({union}) where value is not null
@@ -297,16 +325,16 @@ class LocalRecords:
                    l.soundex as last_name_soundex,
                    case when n.first_name is not null and n.last_name is not null
                         then n.first_name || ' ' || n.last_name end as full_name,
-                   {birth_date_text_sql('s.date_of_birth', self._optional('date_of_birth_text'))} as dob,
+                   {birth_date_text_sql("s.date_of_birth", self._optional("date_of_birth_text"))} as dob,
                    case when je.value is null then n.email end as email,
                    case when jp.value is null then n.phone end as phone,
                    p.address_line1,
-                   {street_number_sql('p.address_line1')} as street_number,
-                   {street_name_sql('p.address_line1')} as street_name,
-                   {normalised_street_sql(self._optional('address_line2'))} as address_line2,
-                   {normalised_postcode_sql('s.postcode')} as postcode,
+                   {street_number_sql("p.address_line1")} as street_number,
+                   {street_name_sql("p.address_line1")} as street_name,
+                   {normalised_street_sql(self._optional("address_line2"))} as address_line2,
+                   {normalised_postcode_sql("s.postcode")} as postcode,
                    lower(trim(s.city)) as city,
-                   lower(trim({self._optional('region')})) as region,
+                   lower(trim({self._optional("region")})) as region,
                    upper(trim(s.country)) as country
             from silver_records s
             join normalised n using (record_id)
@@ -354,7 +382,8 @@ class LocalRecords:
         limits = " ".join(
             f"when {_quote(r.type)} then {int(r.max_people_per_identifier)}" for r in settings.identifiers
         )
-        return self.con.sql(f"""
+        return self.con.sql(
+            f"""
             with v as (
                 select *, split_part(person_key, '|', 1) <> '' as born,
                        split_part(person_key, '|', 2) as first
@@ -394,7 +423,9 @@ class LocalRecords:
                    cast(? as varchar) as run_id
             from pairs group by record_id_l, record_id_r
             order by record_id_l, record_id_r
-        """, params=[run_id]).to_arrow_table()
+        """,
+            params=[run_id],
+        ).to_arrow_table()
 
 
 _EMPTY_EDGES_SQL = (
@@ -457,14 +488,15 @@ def final_edges(
     """).to_arrow_table()
 
 
-def kept_edge_rows(con: duckdb.DuckDBPyConnection, edges: pa.Table, nodes: pa.Table,
-                   threshold: float) -> list[tuple[str, str, float]]:
+def kept_edge_rows(
+    con: duckdb.DuckDBPyConnection, edges: pa.Table, nodes: pa.Table, threshold: float
+) -> list[tuple[str, str, float]]:
     """:func:`lakecdp.identity.clustering.kept_edges` between ``nodes`` (``record_id``)
     as Python rows: the edges clustering follows."""
-    con.register("cluster_edges_in", edges.select(["record_id_l", "record_id_r", "edge_type",
-                                                   "match_probability"]))
+    con.register("cluster_edges_in", edges.select(["record_id_l", "record_id_r", "edge_type", "match_probability"]))
     con.register("cluster_nodes", nodes.select(["record_id"]))
-    return con.sql("""
+    return con.sql(
+        """
         select record_id_l, record_id_r, max(p) as p from (
             select record_id_l, record_id_r,
                    case when edge_type = 'deterministic' then 1.0 else match_probability end as p
@@ -475,7 +507,9 @@ def kept_edge_rows(con: duckdb.DuckDBPyConnection, edges: pa.Table, nodes: pa.Ta
         where p >= ? and record_id_l <> record_id_r
         group by record_id_l, record_id_r
         order by record_id_l, record_id_r
-    """, params=[threshold]).fetchall()
+    """,
+        params=[threshold],
+    ).fetchall()
 
 
 def assign_customer_ids_local(
@@ -496,8 +530,9 @@ def assign_customer_ids_local(
 
     con = duckdb.connect()
     as_of_utc = _naive_utc(as_of)
-    con.register("clusters", clusters.select(
-        ["record_id", "cluster_key", "cluster_size", "link_confidence", "flags", "source"]))
+    con.register(
+        "clusters", clusters.select(["record_id", "cluster_key", "cluster_size", "link_confidence", "flags", "source"])
+    )
     if previous is None:
         con.execute("""
             create temp table previous (record_id varchar, customer_id varchar,
@@ -505,9 +540,23 @@ def assign_customer_ids_local(
                 updated_at timestamp, id_created_at timestamp)
         """)
     else:
-        con.register("previous", _without_time_zones(previous.select(
-            ["record_id", "customer_id", "cluster_size", "link_confidence", "flags", "run_id",
-             "updated_at", "id_created_at"])))
+        con.register(
+            "previous",
+            _without_time_zones(
+                previous.select(
+                    [
+                        "record_id",
+                        "customer_id",
+                        "cluster_size",
+                        "link_confidence",
+                        "flags",
+                        "run_id",
+                        "updated_at",
+                        "id_created_at",
+                    ]
+                )
+            ),
+        )
     as_of_text = as_of_utc.strftime("%Y-%m-%dT%H:%M:%S.%f")
     best_id = "votes desc, id_created_at asc nulls last, prev_customer_id asc"
     best_cluster = "votes desc, members desc, cluster_key asc"
@@ -591,14 +640,22 @@ def assign_customer_ids_local(
         "and prev_link_confidence is not distinct from link_confidence "
         "and prev_flags is not distinct from flags)"
     )
-    id_map = con.sql(f"""
+    id_map = (
+        con.sql(
+            f"""
         select record_id, customer_id, source, cluster_size, link_confidence, flags,
                case when {unchanged} then prev_run_id else $run_id end as run_id,
                case when {unchanged} then prev_updated_at else $as_of end as updated_at,
                id_created_at
         from assigned order by record_id
-    """, params={"run_id": run_id, "as_of": as_of_utc}).select(*ID_MAP_COLUMNS).to_arrow_table()
-    changes = con.sql("""
+    """,
+            params={"run_id": run_id, "as_of": as_of_utc},
+        )
+        .select(*ID_MAP_COLUMNS)
+        .to_arrow_table()
+    )
+    changes = con.sql(
+        """
         select $run_id as run_id,
                case when prev_customer_id in (select customer_id from cluster_ids)
                     then 'split' else 'merge' end as change_type,
@@ -611,7 +668,9 @@ def assign_customer_ids_local(
         select $run_id, 'new', null, customer_id, members::integer, $as_of
         from cluster_ids where minted and previously_known = 0
         order by change_type, new_customer_id, old_customer_id
-    """, params={"run_id": run_id, "as_of": as_of_utc}).to_arrow_table()
+    """,
+        params={"run_id": run_id, "as_of": as_of_utc},
+    ).to_arrow_table()
     con.close()
     return _in_utc(id_map), _in_utc(changes)
 
@@ -628,14 +687,14 @@ def _without_time_zones(table: pa.Table) -> pa.Table:
     """Timestamps as naive UTC (how DuckDB compares them without a time zone setting)."""
     import pyarrow as pa
 
-    fields = [pa.field(f.name, pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f
-              for f in table.schema]
+    fields = [pa.field(f.name, pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f for f in table.schema]
     return table.cast(pa.schema(fields))
 
 
 def _in_utc(table: pa.Table) -> pa.Table:
     import pyarrow as pa
 
-    fields = [pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type)
-              else f for f in table.schema]
+    fields = [
+        pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f for f in table.schema
+    ]
     return table.cast(pa.schema(fields))

@@ -52,27 +52,68 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MATCH_INPUT_COLUMNS = (
-    "record_id", "source", "first_name", "last_name", "date_of_birth", "email", "phone",
-    "address_line1", "postcode", "city", "country",
+    "record_id",
+    "source",
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "email",
+    "phone",
+    "address_line1",
+    "postcode",
+    "city",
+    "country",
 )
 #: used when present (silver.customer_records has them; older tables and tests may not)
 OPTIONAL_INPUT_COLUMNS = ("middle_name", "date_of_birth_text", "address_line2", "region")
 PREPARED_COLUMNS = (
-    "record_id", "source", "first_name", "first_name_canonical", "first_name_variants",
-    "first_name_family", "first_name_known", "first_name_soundex", "middle_name", "last_name",
-    "last_name_soundex", "full_name", "dob",
-    "email", "phone", "address_line1", "street_number", "street_name", "address_line2",
-    "postcode", "city", "region", "country",
+    "record_id",
+    "source",
+    "first_name",
+    "first_name_canonical",
+    "first_name_variants",
+    "first_name_family",
+    "first_name_known",
+    "first_name_soundex",
+    "middle_name",
+    "last_name",
+    "last_name_soundex",
+    "full_name",
+    "dob",
+    "email",
+    "phone",
+    "address_line1",
+    "street_number",
+    "street_name",
+    "address_line2",
+    "postcode",
+    "city",
+    "region",
+    "country",
 )
 DATE_FORMATS = {"duckdb": "%Y%m%d", "spark": "yyyyMMdd"}
 _MODEL_RE = re.compile(r"^model_v(?P<version>\d+)\.json$")
 
 # common street-type words, so "12 High Street" and "12 high st." compare equal
 _STREET_ABBREVIATIONS = {
-    "street": "st", "road": "rd", "avenue": "ave", "lane": "ln", "drive": "dr",
-    "close": "cl", "court": "ct", "place": "pl", "crescent": "cres", "gardens": "gdns",
-    "terrace": "ter", "square": "sq", "grove": "gr", "park": "pk", "strasse": "str",
-    "straße": "str", "apartment": "apt", "flat": "apt",
+    "street": "st",
+    "road": "rd",
+    "avenue": "ave",
+    "lane": "ln",
+    "drive": "dr",
+    "close": "cl",
+    "court": "ct",
+    "place": "pl",
+    "crescent": "cres",
+    "gardens": "gdns",
+    "terrace": "ter",
+    "square": "sq",
+    "grove": "gr",
+    "park": "pk",
+    "strasse": "str",
+    "straße": "str",
+    "apartment": "apt",
+    "flat": "apt",
 }
 
 
@@ -149,8 +190,7 @@ def first_name_family(first_name: Column, nicknames: dict[str, list[str]]) -> Co
 def known_first_name(first_name: Column, nicknames: dict[str, list[str]]) -> Column:
     """True when the nickname list knows the name (as a name or a nickname): two different
     known names ("ronald" / "donald", "gabriel" / "gabriele") are two names, not a typo."""
-    known = sorted({name.lower() for canonical, variants in nicknames.items()
-                    for name in [canonical, *variants]})
+    known = sorted({name.lower() for canonical, variants in nicknames.items() for name in [canonical, *variants]})
     if not known:
         return F.lit(False)
     return F.coalesce(first_name.isin(known), F.lit(False))
@@ -218,9 +258,7 @@ def _similar_reversed(first: str, last: str):
     def close(a: str, b: str) -> str:
         return f"damerau_levenshtein({a}, {b}) <= 1"
 
-    return cll.CustomLevel(
-        f"{close(first + '_l', last + '_r')} and {close(last + '_l', first + '_r')}"
-    )
+    return cll.CustomLevel(f"{close(first + '_l', last + '_r')} and {close(last + '_l', first + '_r')}")
 
 
 def _nickname_typo(backend: str):
@@ -236,8 +274,7 @@ def _nickname_typo(backend: str):
         return f"len(list_filter({family}, lambda x: {test})) > 0"
 
     return cll.CustomLevel(
-        f"({one_way('first_name_l', 'first_name_family_r')}) "
-        f"or ({one_way('first_name_r', 'first_name_family_l')})",
+        f"({one_way('first_name_l', 'first_name_family_r')}) or ({one_way('first_name_r', 'first_name_family_l')})",
         base_dialect_str=backend,
     )
 
@@ -273,8 +310,7 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
         comparison_levels=[
             # nothing to compare: no first name on one side and no last name on one side
             cll.CustomLevel(
-                "(first_name_l is null or first_name_r is null) "
-                "and (last_name_l is null or last_name_r is null)"
+                "(first_name_l is null or first_name_r is null) and (last_name_l is null or last_name_r is null)"
             ).configure(is_null_level=True, label_for_charts="no name to compare"),
             exact,
             # symmetrical: Splink's default checks only l.first = r.last, so a pair scored
@@ -296,9 +332,9 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
             cll.And(not_two_names, _similar("first_name", t), _similar("last_name", t)).configure(
                 label_for_charts="similar first and last name"
             ),
-            cll.And(not_two_names, cll.ExactMatchLevel("first_name_soundex"),
-                    cll.ExactMatchLevel("last_name_soundex"))
-            .configure(label_for_charts="first and last name sound alike"),
+            cll.And(
+                not_two_names, cll.ExactMatchLevel("first_name_soundex"), cll.ExactMatchLevel("last_name_soundex")
+            ).configure(label_for_charts="first and last name sound alike"),
             cll.And(first_initial, last_same).configure(label_for_charts="initial, same last name"),
             # a nickname with a typo on top: without it "Dannny Dunne" / "Daniel Dunne" at one
             # address reads as two members of one household
@@ -309,8 +345,9 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
             cll.And(cll.NullLevel("last_name"), first_same).configure(
                 label_for_charts="same first name, last name missing"
             ),
-            cll.And(cll.NullLevel("last_name"), _similar("first_name", t))
-            .configure(label_for_charts="similar first name, last name missing"),
+            cll.And(cll.NullLevel("last_name"), _similar("first_name", t)).configure(
+                label_for_charts="similar first name, last name missing"
+            ),
             cll.And(cll.NullLevel("first_name"), last_same).configure(
                 label_for_charts="same last name, first name missing"
             ),
@@ -384,8 +421,9 @@ def _address_comparison(spec: ComparisonSpec):
                 is_null_level=True, label_for_charts="address missing"
             ),
             both,
-            cll.And(cll.ExactMatchLevel("postcode"), cll.JaroWinklerLevel("address_line1", t))
-            .configure(label_for_charts="same postcode, similar street"),
+            cll.And(cll.ExactMatchLevel("postcode"), cll.JaroWinklerLevel("address_line1", t)).configure(
+                label_for_charts="same postcode, similar street"
+            ),
             same_street.configure(label_for_charts="same street, other postcode"),
             same_postcode.configure(label_for_charts="same postcode, other street"),
             cll.ElseLevel(),
@@ -439,8 +477,10 @@ def _address_contact_comparison(spec: ComparisonSpec):
         comparison_description="address and contact points, as one piece of evidence",
         comparison_levels=[
             cll.And(
-                cll.NullLevel("address_line1"), cll.NullLevel("postcode"),
-                cll.NullLevel("email"), cll.NullLevel("phone"),
+                cll.NullLevel("address_line1"),
+                cll.NullLevel("postcode"),
+                cll.NullLevel("email"),
+                cll.NullLevel("phone"),
             ).configure(is_null_level=True, label_for_charts="nothing to compare"),
             cll.And(same_place, same_contact).configure(label_for_charts="same address and contact"),
             same_contact.configure(label_for_charts="same email or phone"),
@@ -466,9 +506,7 @@ def _address_contact_comparison(spec: ComparisonSpec):
                 cll.Or(same_postcode, postcode_typo, cll.ExactMatchLevel("city")),
             ).configure(label_for_charts="similar street, postcode or city close"),
             # another street but a postcode one typo away in a town of the same name
-            cll.And(postcode_typo, _similar("city", t)).configure(
-                label_for_charts="postcode one typo, same town"
-            ),
+            cll.And(postcode_typo, _similar("city", t)).configure(label_for_charts="postcode one typo, same town"),
             same_postcode.configure(label_for_charts="same postcode only"),
             cll.ExactMatchLevel("city").configure(label_for_charts="same city only"),
             cll.ElseLevel(),
@@ -515,8 +553,7 @@ def populated_rules(config: IdentityConfig, prepared: DataFrame) -> list[list[st
     """
     needed = sorted({c for rule in config.model.blocking_rules for c in _rule_columns(rule)})
     if _is_arrow(prepared):
-        empty = {c for c in needed
-                 if prepared.num_rows == prepared.column(c).null_count}
+        empty = {c for c in needed if prepared.num_rows == prepared.column(c).null_count}
     else:
         counts = prepared.select(*[F.count(c).alias(c) for c in needed]).first()
         empty = {c for c in needed if counts[c] == 0}
@@ -562,9 +599,7 @@ def model_fingerprint(config: IdentityConfig) -> str:
 def _apply_parameters(settings: dict[str, Any], model: dict[str, Any], source: Path) -> dict[str, Any]:
     """Copy the trained prior, m and u of ``model`` (any backend) onto ``settings``."""
     trained = {c["output_column_name"]: c for c in model.get("comparisons", [])}
-    settings["probability_two_random_records_match"] = model[
-        "probability_two_random_records_match"
-    ]
+    settings["probability_two_random_records_match"] = model["probability_two_random_records_match"]
     for comparison in settings["comparisons"]:
         name = comparison["output_column_name"]
         if name not in trained:
@@ -622,8 +657,7 @@ class _Backend:
         ``record_id`` is / is not in ``new_ids``."""
         new = prepared.join(new_ids, "record_id", "left_semi")
         existing = prepared.join(new_ids, "record_id", "left_anti")
-        return (self.register(prepared, "records"), self.register(new, "new"),
-                self.register(existing, "existing"))
+        return (self.register(prepared, "records"), self.register(new, "new"), self.register(existing, "existing"))
 
 
 class _DuckDBBackend(_Backend):
@@ -648,12 +682,16 @@ class _DuckDBBackend(_Backend):
         import pyarrow.compute as pc
 
         table = prepared.select(*PREPARED_COLUMNS).toArrow()
-        is_new = pc.is_in(table.column("record_id"),
-                          value_set=new_ids.select("record_id").toArrow().column("record_id"))
+        is_new = pc.is_in(
+            table.column("record_id"), value_set=new_ids.select("record_id").toArrow().column("record_id")
+        )
         return tuple(
             self.db_api.register(part, table_name=self._table_name(label))
-            for part, label in ((table, "records"), (table.filter(is_new), "new"),
-                                (table.filter(pc.invert(is_new)), "existing"))
+            for part, label in (
+                (table, "records"),
+                (table.filter(is_new), "new"),
+                (table.filter(pc.invert(is_new)), "existing"),
+            )
         )
 
     def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
@@ -674,15 +712,11 @@ class _SparkBackend(_Backend):
         return SparkAPI(spark_session=self.spark, break_lineage_method=self.break_lineage)
 
     def register(self, prepared: DataFrame, label: str):
-        return self.db_api.register(
-            prepared.select(*PREPARED_COLUMNS), table_name=self._table_name(label)
-        )
+        return self.db_api.register(prepared.select(*PREPARED_COLUMNS), table_name=self._table_name(label))
 
     def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
         frame = splink_df.as_spark_dataframe()
-        return frame.select(
-            *[F.col(c).cast(t).alias(c) for c, t in _schema_pairs(schema, columns)]
-        )
+        return frame.select(*[F.col(c).cast(t).alias(c) for c, t in _schema_pairs(schema, columns)])
 
 
 def _arrow_schema(schema: str, columns: list[str]):
@@ -705,8 +739,7 @@ def _backend(config: IdentityConfig, spark: SparkSession) -> _Backend:
 
 
 _PREDICTION_SCHEMA = (
-    "record_id_l string, record_id_r string, match_key string, "
-    "match_probability double, match_weight double"
+    "record_id_l string, record_id_r string, match_key string, match_probability double, match_weight double"
 )
 
 
@@ -764,8 +797,9 @@ class ProbabilisticMatcher:
         self._model = SavedModel(version=chosen, path=path, metadata=metadata)
         return self._model
 
-    def model(self, records: DataFrame | None = None, *, retrain: bool = False,
-              prepared: DataFrame | None = None) -> SavedModel:
+    def model(
+        self, records: DataFrame | None = None, *, retrain: bool = False, prepared: DataFrame | None = None
+    ) -> SavedModel:
         """The model to apply: the newest saved one, or a new one trained on ``records``
         (``prepared``: ``prepare_for_matching(records)`` when the caller has it already)."""
         if retrain or not self.versions():
@@ -796,9 +830,7 @@ class ProbabilisticMatcher:
         linker = Linker(registered, settings_creator(self.config, backend.name), log_level=logging.WARNING)
 
         prior_rules = [block_on(*r) for r in training.prior_rules]
-        linker.training.estimate_probability_two_random_records_match(
-            prior_rules, recall=training.prior_recall
-        )
+        linker.training.estimate_probability_two_random_records_match(prior_rules, recall=training.prior_recall)
         linker.training.estimate_u_using_random_sampling(
             max_pairs=u_sample_size(training, _row_count(prepared)), seed=training.seed
         )
@@ -822,12 +854,14 @@ class ProbabilisticMatcher:
                 if training.prior_recall_populated_share:
                     share = populated_share(prepared, training.prior_rules[0])
                     recall = max(recall * share, 0.01)
-                logger.info("prior re-estimated with the trained recall %.3f of %s (%.3f of "
-                            "same-name pairs have its columns on both sides)", recall,
-                            [rule_label(r) for r in training.prior_rules], share)
-                linker.training.estimate_probability_two_random_records_match(
-                    prior_rules, recall=recall
+                logger.info(
+                    "prior re-estimated with the trained recall %.3f of %s (%.3f of "
+                    "same-name pairs have its columns on both sides)",
+                    recall,
+                    [rule_label(r) for r in training.prior_rules],
+                    share,
                 )
+                linker.training.estimate_probability_two_random_records_match(prior_rules, recall=recall)
         path = self._save(linker, backend, training, sessions)
         self.train_seconds = time.perf_counter() - started
         return path
@@ -850,9 +884,7 @@ class ProbabilisticMatcher:
         version = (self.versions() or [0])[-1] + 1
         self.model_dir.mkdir(parents=True, exist_ok=True)
         path = self.model_path(version)
-        model_json = _floor_m_probabilities(
-            linker.misc.save_model_to_json(), training.min_m_probability
-        )
+        model_json = _floor_m_probabilities(linker.misc.save_model_to_json(), training.min_m_probability)
         path.write_text(json.dumps(model_json, indent=2))
         metadata = {
             "version": version,
@@ -873,16 +905,14 @@ class ProbabilisticMatcher:
         settings = settings_creator(self.config, backend, rules=rules).create_settings_dict(backend)
         return _apply_parameters(settings, json.loads(model.path.read_text()), model.path)
 
-    def linker(self, prepared: DataFrame, *, model: SavedModel | None = None,
-               rules: list[list[str]] | None = None):
+    def linker(self, prepared: DataFrame, *, model: SavedModel | None = None, rules: list[list[str]] | None = None):
         """A Splink linker over ``prepared`` records with the trained parameters applied."""
         chosen = model or self.model()
         backend = _backend(self.config, self.spark)
         registered = backend.register(prepared, "records")
         return self._linker_over(registered, backend, chosen, rules), backend, registered
 
-    def _linker_over(self, registered, backend: _Backend, model: SavedModel,
-                     rules: list[list[str]] | None = None):
+    def _linker_over(self, registered, backend: _Backend, model: SavedModel, rules: list[list[str]] | None = None):
         from splink import Linker
 
         settings = self._settings_for(backend.name, model, rules)
@@ -909,9 +939,7 @@ class ProbabilisticMatcher:
             prepared.unpersist()
         return edges
 
-    def predict_incremental(
-        self, new_records: DataFrame, existing_records: DataFrame
-    ) -> DataFrame:
+    def predict_incremental(self, new_records: DataFrame, existing_records: DataFrame) -> DataFrame:
         """Pairs new-vs-existing and new-vs-new only (never existing-vs-existing).
 
         Uses the saved model and term frequencies over existing + new records, through
@@ -923,9 +951,7 @@ class ProbabilisticMatcher:
         prepared = prepare_for_matching(records, self.config)
         # the rules a full run over the same records would use (same populated columns)
         rules = populated_rules(self.config, prepared)
-        registered, new_sdf, existing_sdf = backend.register_split(
-            prepared, new_records.select("record_id")
-        )
+        registered, new_sdf, existing_sdf = backend.register_split(prepared, new_records.select("record_id"))
         linker = self._linker_over(registered, backend, chosen, rules)
         for column in _tf_columns(self.config):
             linker.table_management.compute_tf_table(column)
@@ -933,9 +959,7 @@ class ProbabilisticMatcher:
         between = linker.inference.predict_between(
             new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
         )
-        within = linker.inference.predict_within(
-            new_sdf, threshold_match_probability=threshold, warning_mode="never"
-        )
+        within = linker.inference.predict_within(new_sdf, threshold_match_probability=threshold, warning_mode="never")
         return self._edges(backend, between, rules).unionByName(self._edges(backend, within, rules))
 
     # -- the duckdb backend over Arrow (lakecdp.identity.local), no Spark ----------------
@@ -967,8 +991,11 @@ class ProbabilisticMatcher:
         is_new = pc.is_in(prepared.column("record_id"), value_set=new_ids)
         registered, new_sdf, existing_sdf = (
             backend.db_api.register(part, table_name=backend._table_name(label))
-            for part, label in ((prepared, "records"), (prepared.filter(is_new), "new"),
-                                (prepared.filter(pc.invert(is_new)), "existing"))
+            for part, label in (
+                (prepared, "records"),
+                (prepared.filter(is_new), "new"),
+                (prepared.filter(pc.invert(is_new)), "existing"),
+            )
         )
         linker = self._linker_over(registered, backend, chosen, rules)
         for column in _tf_columns(self.config):
@@ -977,11 +1004,8 @@ class ProbabilisticMatcher:
         between = linker.inference.predict_between(
             new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
         )
-        within = linker.inference.predict_within(
-            new_sdf, threshold_match_probability=threshold, warning_mode="never"
-        )
-        return pa.concat_tables([self._edges_local(between, rules),
-                                 self._edges_local(within, rules)])
+        within = linker.inference.predict_within(new_sdf, threshold_match_probability=threshold, warning_mode="never")
+        return pa.concat_tables([self._edges_local(between, rules), self._edges_local(within, rules)])
 
     def _edges_local(self, predictions, rules: list[list[str]]):
         """:meth:`_edges` in DuckDB: ``identity.edges`` rows as an Arrow table."""
@@ -991,7 +1015,9 @@ class ProbabilisticMatcher:
         labels = " ".join(f"when '{i}' then '{rule_label(r)}'" for i, r in enumerate(rules))
         label = f"case cast(match_key as varchar) {labels} end" if labels else "null"
         relation = predictions.as_duckdbpyrelation()
-        table = relation.query("predictions", f"""
+        table = relation.query(
+            "predictions",
+            f"""
             select least(record_id_l, record_id_r)::varchar as record_id_l,
                    greatest(record_id_l, record_id_r)::varchar as record_id_r,
                    'probabilistic' as edge_type,
@@ -999,10 +1025,9 @@ class ProbabilisticMatcher:
                    match_probability::double as match_probability,
                    match_weight::double as match_weight
             from predictions
-        """).to_arrow_table()
-        return table.append_column(
-            "run_id", pa.array([self.run_id] * table.num_rows, pa.string())
-        )
+        """,
+        ).to_arrow_table()
+        return table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.string()))
 
     def _edges(self, backend: _Backend, predictions, rules: list[list[str]]) -> DataFrame:
         columns = ["record_id_l", "record_id_r", "match_key", "match_probability", "match_weight"]
@@ -1050,7 +1075,8 @@ class _UnseenLevels(logging.Filter):
         logger.info(
             "training saw no matching pairs at some comparison levels (expected when the data "
             "lacks those fields or those kinds of typo; they get the floor m value and carry "
-            "little weight): %s", listed,
+            "little weight): %s",
+            listed,
         )
 
 
@@ -1086,7 +1112,8 @@ def prior_rule_recall(model: dict[str, Any], prior_rules: list[list[str]]) -> fl
     columns = set(prior_rules[0])
     levels = {
         (c["output_column_name"], lv.get("label_for_charts")): lv.get("m_probability")
-        for c in model["comparisons"] for lv in c["comparison_levels"]
+        for c in model["comparisons"]
+        for lv in c["comparison_levels"]
     }
     recall = 1.0
     for parts, level in _EXACT_LEVELS.items():
@@ -1123,8 +1150,10 @@ def populated_share(prepared: DataFrame, rule: list[str]) -> float:
         .groupBy("full_name")
         .agg(F.count(F.lit(1)).alias("n"), F.sum(present).alias("k"))
         .where(F.col("n") > 1)
-        .agg(F.sum(F.col("n") * (F.col("n") - 1) / 2).alias("pairs"),
-             F.sum(F.col("k") * (F.col("k") - 1) / 2).alias("present"))
+        .agg(
+            F.sum(F.col("n") * (F.col("n") - 1) / 2).alias("pairs"),
+            F.sum(F.col("k") * (F.col("k") - 1) / 2).alias("present"),
+        )
         .first()
     )
     if groups is None or not groups["pairs"]:

@@ -36,8 +36,15 @@ if TYPE_CHECKING:
 
 CLUSTER_COLUMNS = ("record_id", "cluster_key", "cluster_size", "link_confidence", "flags")
 ID_MAP_COLUMNS = (
-    "record_id", "customer_id", "source", "cluster_size", "link_confidence", "flags",
-    "run_id", "updated_at", "id_created_at",
+    "record_id",
+    "customer_id",
+    "source",
+    "cluster_size",
+    "link_confidence",
+    "flags",
+    "run_id",
+    "updated_at",
+    "id_created_at",
 )
 ID_MAP_SCHEMA = catalog.ID_MAP.schema
 ID_CHANGES_SCHEMA = catalog.ID_CHANGES.schema
@@ -55,8 +62,16 @@ def _previous(previous_id_map: DataFrame) -> DataFrame:
 
     require_columns(
         previous_id_map,
-        ("record_id", "customer_id", "cluster_size", "link_confidence", "flags", "run_id",
-         "updated_at", "id_created_at"),
+        (
+            "record_id",
+            "customer_id",
+            "cluster_size",
+            "link_confidence",
+            "flags",
+            "run_id",
+            "updated_at",
+            "id_created_at",
+        ),
         what="previous id_map",
     )
     return previous_id_map.select(
@@ -85,8 +100,7 @@ def _match_previous_ids(votes: DataFrame) -> DataFrame:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    best_id = [F.col("votes").desc(), F.col("id_created_at").asc_nulls_last(),
-               F.col("prev_customer_id").asc()]
+    best_id = [F.col("votes").desc(), F.col("id_created_at").asc_nulls_last(), F.col("prev_customer_id").asc()]
     best_cluster = [F.col("votes").desc(), F.col("members").desc(), F.col("cluster_key").asc()]
     by_cluster = Window.partitionBy("cluster_key").orderBy(*best_id)
     by_id = Window.partitionBy("prev_customer_id").orderBy(*best_cluster)
@@ -147,11 +161,10 @@ def assign_customer_ids(
         previous_id_map = spark.createDataFrame([], ID_MAP_SCHEMA)
     previous = _previous(previous_id_map)
 
-    source = F.col("source") if "source" in clusters.columns else F.substring_index(
-        "record_id", ":", 1
-    )
+    source = F.col("source") if "source" in clusters.columns else F.substring_index("record_id", ":", 1)
     members = clusters.select(
-        "record_id", "cluster_key",
+        "record_id",
+        "cluster_key",
         F.col("cluster_size").cast("int").alias("cluster_size"),
         F.col("link_confidence").cast("double").alias("link_confidence"),
         F.col("flags").cast("array<string>").alias("flags"),
@@ -179,18 +192,19 @@ def assign_customer_ids(
         F.substring(
             F.sha2(
                 F.concat_ws(
-                    "|", F.col("min_record_id"),
+                    "|",
+                    F.col("min_record_id"),
                     F.date_format(as_of_lit, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"),
                     F.coalesce(F.col("min_record_prev_id"), F.lit("")),
                 ),
                 256,
             ),
-            1, 16,
+            1,
+            16,
         ),
     )
     cluster_ids = (
-        cluster_facts.join(kept, "cluster_key", "left")
-        .select(
+        cluster_facts.join(kept, "cluster_key", "left").select(
             "cluster_key",
             F.coalesce(F.col("customer_id"), minted_id).alias("customer_id"),
             F.coalesce(F.col("id_created_at"), as_of_lit).alias("id_created_at"),
@@ -207,7 +221,12 @@ def assign_customer_ids(
         & F.col("prev_flags").eqNullSafe(F.col("flags"))
     )
     id_map = assigned.select(
-        "record_id", "customer_id", "source", "cluster_size", "link_confidence", "flags",
+        "record_id",
+        "customer_id",
+        "source",
+        "cluster_size",
+        "link_confidence",
+        "flags",
         F.when(unchanged, F.col("prev_run_id")).otherwise(F.lit(run_id)).alias("run_id"),
         F.when(unchanged, F.col("prev_updated_at")).otherwise(as_of_lit).alias("updated_at"),
         "id_created_at",
@@ -215,26 +234,20 @@ def assign_customer_ids(
 
     surviving_ids = cluster_ids.select(F.col("customer_id").alias("prev_customer_id"))
     moves = (
-        assigned.where(
-            F.col("prev_customer_id").isNotNull()
-            & (F.col("prev_customer_id") != F.col("customer_id"))
-        )
+        assigned.where(F.col("prev_customer_id").isNotNull() & (F.col("prev_customer_id") != F.col("customer_id")))
         .groupBy("prev_customer_id", "customer_id")
         .agg(F.count(F.lit(1)).cast("int").alias("record_count"))
         .join(surviving_ids.withColumn("_still_used", F.lit(True)), "prev_customer_id", "left")
         .select(
             F.lit(run_id).alias("run_id"),
-            F.when(F.col("_still_used"), F.lit("split")).otherwise(F.lit("merge"))
-            .alias("change_type"),
+            F.when(F.col("_still_used"), F.lit("split")).otherwise(F.lit("merge")).alias("change_type"),
             F.col("prev_customer_id").alias("old_customer_id"),
             F.col("customer_id").alias("new_customer_id"),
             "record_count",
             as_of_lit.alias("changed_at"),
         )
     )
-    new_people = cluster_ids.where(
-        F.col("minted") & (F.col("previously_known") == 0)
-    ).select(
+    new_people = cluster_ids.where(F.col("minted") & (F.col("previously_known") == 0)).select(
         F.lit(run_id).alias("run_id"),
         F.lit("new").alias("change_type"),
         F.lit(None).cast("string").alias("old_customer_id"),

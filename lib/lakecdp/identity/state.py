@@ -32,9 +32,22 @@ RECORDS_TABLE = catalog.CUSTOMER_RECORDS.name
 STATE_SCHEMA = catalog.IDENTITY_STATE.schema
 # what decides identity and the golden record; run stamps are not a change
 CONTENT_COLUMNS = (
-    "record_id", "source", "first_name", "last_name", "email", "phone", "date_of_birth",
-    "address_line1", "postcode", "city", "country", "device_ids", "crm_id", "customer_number",
-    "email_consent", "updated_at",
+    "record_id",
+    "source",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "date_of_birth",
+    "address_line1",
+    "postcode",
+    "city",
+    "country",
+    "device_ids",
+    "crm_id",
+    "customer_number",
+    "email_consent",
+    "updated_at",
 )
 
 
@@ -59,8 +72,7 @@ def last_state(spark: SparkSession, tables: Tables) -> IdentityState | None:
     )
     if row is None:
         return None
-    return IdentityState(run_id=row["run_id"], silver_version=int(row["silver_version"]),
-                         mode=row["mode"])
+    return IdentityState(run_id=row["run_id"], silver_version=int(row["silver_version"]), mode=row["mode"])
 
 
 def record_state(
@@ -96,18 +108,12 @@ def changed_records(feed: DataFrame) -> DataFrame:
     """
     from pyspark.sql import functions as F
 
-    rows = feed.select(
-        "record_id", "_change_type", "_commit_version", content_hash().alias("_hash")
-    )
+    rows = feed.select("record_id", "_change_type", "_commit_version", content_hash().alias("_hash"))
     per_commit = rows.groupBy("record_id", "_commit_version").agg(
         F.max(F.col("_change_type").isin("insert", "delete").cast("int")).alias("_structural"),
         F.countDistinct("_hash").alias("_versions"),
     )
-    return (
-        per_commit.where((F.col("_structural") == 1) | (F.col("_versions") > 1))
-        .select("record_id")
-        .distinct()
-    )
+    return per_commit.where((F.col("_structural") == 1) | (F.col("_versions") > 1)).select("record_id").distinct()
 
 
 def read_change_feed(
@@ -124,8 +130,12 @@ def read_change_feed(
     # data files are gone although Delta only finds out half way through reading them
     earliest = tables.delta(spark, RECORDS_TABLE).history().agg(F.min("version")).first()[0]
     if earliest is not None and earliest > after_version + 1:
-        logger.warning("history of %s starts at v%d, after v%d (erased or cleaned up): full run",
-                       RECORDS_TABLE, earliest, after_version)
+        logger.warning(
+            "history of %s starts at v%d, after v%d (erased or cleaned up): full run",
+            RECORDS_TABLE,
+            earliest,
+            after_version,
+        )
         return None
     try:
         feed = tables.read_changes(spark, RECORDS_TABLE, starting_version=after_version + 1)
@@ -133,8 +143,12 @@ def read_change_feed(
         # resolve the plan now so a missing feed is found here, not half way through a run
         feed.schema  # noqa: B018
     except PySparkException as exc:
-        logger.warning("change data feed of %s unreadable after v%d (%s): full run",
-                       RECORDS_TABLE, after_version, str(exc).splitlines()[0])
+        logger.warning(
+            "change data feed of %s unreadable after v%d (%s): full run",
+            RECORDS_TABLE,
+            after_version,
+            str(exc).splitlines()[0],
+        )
         return None
     return feed
 

@@ -31,20 +31,49 @@ if TYPE_CHECKING:
 
 RuleName = Literal["most_recent", "source_priority", "most_frequent", "longest"]
 Attribute = Literal[
-    "first_name", "last_name", "email", "phone", "date_of_birth", "address_line1", "postcode",
-    "city", "country", "email_consent",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "date_of_birth",
+    "address_line1",
+    "postcode",
+    "city",
+    "country",
+    "email_consent",
 ]
 ATTRIBUTES: tuple[str, ...] = (
-    "first_name", "last_name", "email", "phone", "date_of_birth", "address_line1", "postcode",
-    "city", "country", "email_consent",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "date_of_birth",
+    "address_line1",
+    "postcode",
+    "city",
+    "country",
+    "email_consent",
 )
 RECORD_COLUMNS = (
-    "record_id", "source", *ATTRIBUTES, "device_ids", "updated_at",
+    "record_id",
+    "source",
+    *ATTRIBUTES,
+    "device_ids",
+    "updated_at",
 )
 PROFILE_SCHEMA = catalog.CUSTOMER_PROFILE.schema
 PROFILE_COLUMNS = (
-    "customer_id", *ATTRIBUTES, "emails", "phones", "device_ids", "record_ids", "sources",
-    "provenance", "first_seen_at", "updated_at", "run_id",
+    "customer_id",
+    *ATTRIBUTES,
+    "emails",
+    "phones",
+    "device_ids",
+    "record_ids",
+    "sources",
+    "provenance",
+    "first_seen_at",
+    "updated_at",
+    "run_id",
 )
 # larger than any -unix_micros(): records without updated_at count as the oldest
 _NEVER = 2**62
@@ -70,15 +99,11 @@ class SurvivorshipRules(StrictModel):
     # rule for attributes not listed under ``attributes``
     default_rule: RuleName = "most_recent"
     # for ``source_priority``: first listed wins; unlisted sources come after all listed
-    source_priority: list[str] = Field(
-        default_factory=lambda: ["crm", "shop_customers", "third_party", "web_events"]
-    )
+    source_priority: list[str] = Field(default_factory=lambda: ["crm", "shop_customers", "third_party", "web_events"])
     attributes: dict[Attribute, RuleName] = Field(default_factory=_default_attribute_rules)
     # attributes taken together from one record (no street from one address and postcode
     # from another); the group is decided by its first attribute's rule and value
-    groups: list[list[Attribute]] = Field(
-        default_factory=lambda: [["address_line1", "postcode", "city", "country"]]
-    )
+    groups: list[list[Attribute]] = Field(default_factory=lambda: [["address_line1", "postcode", "city", "country"]])
 
     @model_validator(mode="after")
     def _groups_are_disjoint(self) -> SurvivorshipRules:
@@ -165,9 +190,7 @@ def golden_records(
 
     require_columns(records, RECORD_COLUMNS, what="customer records")
     require_columns(id_map, ("record_id", "customer_id"), what="id_map")
-    members = records.select(*RECORD_COLUMNS).join(
-        id_map.select("record_id", "customer_id"), "record_id"
-    )
+    members = records.select(*RECORD_COLUMNS).join(id_map.select("record_id", "customer_id"), "record_id")
     units = rules.units()
     for unit in units:
         key = unit[0]
@@ -183,9 +206,7 @@ def golden_records(
     winners = []
     for index, unit in enumerate(units):
         chosen = F.struct(*[F.col(c) for c in unit], "record_id", "source")
-        winners.append(
-            F.min_by(chosen, _sort_key(rules.rule_for(unit[0]), unit[0], rules)).alias(f"_u{index}")
-        )
+        winners.append(F.min_by(chosen, _sort_key(rules.rule_for(unit[0]), unit[0], rules)).alias(f"_u{index}"))
 
     def known(column: str) -> Column:
         return F.array_sort(F.collect_set(column))
@@ -194,9 +215,11 @@ def golden_records(
         *winners,
         known("email").alias("emails"),
         known("phone").alias("phones"),
-        F.array_sort(F.array_distinct(F.flatten(F.collect_list(
-            F.coalesce(F.col("device_ids"), F.array().cast("array<string>"))
-        )))).alias("device_ids"),
+        F.array_sort(
+            F.array_distinct(
+                F.flatten(F.collect_list(F.coalesce(F.col("device_ids"), F.array().cast("array<string>"))))
+            )
+        ).alias("device_ids"),
         known("record_id").alias("record_ids"),
         known("source").alias("sources"),
         F.min("updated_at").alias("first_seen_at"),
@@ -218,8 +241,13 @@ def golden_records(
     return profiles.select(
         "customer_id",
         *[F.col(f"_u{unit_of[a]}")[a].alias(a) for a in ATTRIBUTES],
-        "emails", "phones", "device_ids", "record_ids", "sources",
+        "emails",
+        "phones",
+        "device_ids",
+        "record_ids",
+        "sources",
         provenance.alias("provenance"),
-        "first_seen_at", "updated_at",
+        "first_seen_at",
+        "updated_at",
         F.lit(run_id).alias("run_id"),
     )

@@ -138,9 +138,7 @@ class ParquetFormat(SourceFormat):
 
 
 #: ``format:`` -> the format
-SOURCE_FORMATS: dict[str, SourceFormat] = {
-    f.name: f for f in (CsvFormat(), JsonLinesFormat(), ParquetFormat())
-}
+SOURCE_FORMATS: dict[str, SourceFormat] = {f.name: f for f in (CsvFormat(), JsonLinesFormat(), ParquetFormat())}
 
 
 def register_source_format(source_format: SourceFormat) -> SourceFormat:

@@ -77,8 +77,12 @@ WriteHook = Callable[[str], None]
 
 ERASED = "ERASED"
 _COUNTS = ("rows_read", "rows_loaded", "rows_quarantined", "duplicates_removed", "rows_erased")
-_STATUS_COUNT = {"loaded": "rows_loaded", "quarantined": "rows_quarantined",
-                 "duplicate": "duplicates_removed", "erased": "rows_erased"}
+_STATUS_COUNT = {
+    "loaded": "rows_loaded",
+    "quarantined": "rows_quarantined",
+    "duplicate": "duplicates_removed",
+    "erased": "rows_erased",
+}
 
 
 #: a physical line ends at CRLF, LF or a lone CR (old Mac), as Python's universal newlines
@@ -195,7 +199,8 @@ def inspect_file(landing: Path, path: Path, source: SourceConfig) -> LandedFile:
             target = f"? ({exc.strerror})"
         where = "it" if link == path else f"its folder {link.relative_to(landing).as_posix()}"
         return LandedFile(path, relative, 0, _pseudo_hash("symlink", relative, target)).refuse(
-            SYMLINK, f"{relative}: {where} is a symbolic link (to {target}); links in landing are not followed",
+            SYMLINK,
+            f"{relative}: {where} is a symbolic link (to {target}); links in landing are not followed",
         )
     try:
         info = os.lstat(path)
@@ -203,7 +208,9 @@ def inspect_file(landing: Path, path: Path, source: SourceConfig) -> LandedFile:
         return LandedFile(path, relative, 0, _pseudo_hash("gone", relative, exc.errno)).refuse(
             UNREADABLE_FILE, f"{relative}: cannot be read: {exc.strerror} (listed, then gone?)"
         )
-    seen = LandedFile(path, relative, info.st_size, _pseudo_hash("unreadable", relative, info.st_size, info.st_mtime_ns))
+    seen = LandedFile(
+        path, relative, info.st_size, _pseudo_hash("unreadable", relative, info.st_size, info.st_mtime_ns)
+    )
     if not stat.S_ISREG(info.st_mode):
         kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a pipe, socket or device)"
         return seen.refuse(UNREADABLE_FILE, f"{relative}: is {kind}, not a data file")
@@ -219,8 +226,9 @@ def inspect_file(landing: Path, path: Path, source: SourceConfig) -> LandedFile:
         except OSError as exc:
             return seen.refuse(UNREADABLE_FILE, f"{relative}: read failed: {exc.strerror}")
     text = source.file_format.text
-    return LandedFile(path, relative, info.st_size, content_hash,
-                      lines=lines if text else None, first_line_filled=first_filled)
+    return LandedFile(
+        path, relative, info.st_size, content_hash, lines=lines if text else None, first_line_filled=first_filled
+    )
 
 
 def discover(landing: Path, source: SourceConfig) -> list[LandedFile]:
@@ -232,6 +240,7 @@ def discover(landing: Path, source: SourceConfig) -> list[LandedFile]:
 
 
 # -- reading ---------------------------------------------------------------------------
+
 
 def _csv_header(file: LandedFile, source: SourceConfig) -> list[str]:
     import csv
@@ -252,7 +261,8 @@ def _repeated_columns(header: list[str]) -> str | None:
         positions.setdefault(name.casefold(), []).append(position)
     repeated = [
         f"{' / '.join(repr(header[i - 1]) for i in at)} (columns {', '.join(map(str, at))})"
-        for at in positions.values() if len(at) > 1
+        for at in positions.values()
+        if len(at) > 1
     ]
     if not repeated:
         return None
@@ -263,8 +273,7 @@ def _check_columns(file: LandedFile, source: SourceConfig, present: Iterable[str
     missing = [name for name in source.required if name.split(".")[0] not in set(present)]
     if missing:
         raise MissingColumnsError(
-            f"{file.relative}: required column(s) {', '.join(missing)} missing "
-            f"(file has: {', '.join(present)})"
+            f"{file.relative}: required column(s) {', '.join(missing)} missing (file has: {', '.join(present)})"
         )
 
 
@@ -330,11 +339,13 @@ def validated_rows(
         checked = parse_and_validate(lines, source, header=header, as_of=ctx.as_of)
         if repeated is not None:
             logger.warning("%s: %s: %s", source.name, file.relative, repeated)
-            checked = checked.withColumns({
-                "_reasons": F.array(F.lit(DUPLICATE_HEADER)),
-                "_warnings": F.array().cast("array<string>"),
-                "_detail": F.lit(f"{DUPLICATE_HEADER}: {repeated}"),
-            })
+            checked = checked.withColumns(
+                {
+                    "_reasons": F.array(F.lit(DUPLICATE_HEADER)),
+                    "_warnings": F.array().cast("array<string>"),
+                    "_detail": F.lit(f"{DUPLICATE_HEADER}: {repeated}"),
+                }
+            )
         frames.append(checked.withColumn("_file_order", F.lit(order)))
         checked_files.append(file)
     if not frames:
@@ -346,6 +357,7 @@ def validated_rows(
 
 
 # -- classification --------------------------------------------------------------------
+
 
 def classify(
     rows: DataFrame, source: SourceConfig, existing_keys: DataFrame | None, erased: Column | None = None
@@ -410,8 +422,10 @@ def erased_condition(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> 
     if (phone := mapped("phone")) is not None:
         country = mapped("country")
         values["phone"] = standardise.normalise_phone(
-            phone, standardise.country_code(country) if country is not None else F.lit(None).cast("string"),
-            default_region=source.default_region, junk_values=junk,
+            phone,
+            standardise.country_code(country) if country is not None else F.lit(None).cast("string"),
+            default_region=source.default_region,
+            junk_values=junk,
         )
     for name in ("crm_id", "customer_number", "device_id"):
         if (column := mapped(name)) is not None:
@@ -419,22 +433,26 @@ def erased_condition(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> 
     if source.target == "customer_records" and (record := mapped("source_record_id")) is not None:
         values["source_record_id"] = F.trim(record)
     checks = [
-        salted_hash_column(ctx, kind, column).isin(wanted[kind])
-        for kind, column in values.items() if kind in wanted
+        salted_hash_column(ctx, kind, column).isin(wanted[kind]) for kind, column in values.items() if kind in wanted
     ]
-    if source.target == "customer_records" and PERSON_KEY in wanted and all(
-        name in mapping for name in ("first_name", "last_name", "date_of_birth", "postcode")
+    if (
+        source.target == "customer_records"
+        and PERSON_KEY in wanted
+        and all(name in mapping for name in ("first_name", "last_name", "date_of_birth", "postcode"))
     ):
         # name + birth date + postcode: the person without any email, phone or id
-        key = person_key(mapped("first_name"), mapped("last_name"), F.expr(mapping["date_of_birth"]),
-                         mapped("postcode"))
+        key = person_key(
+            mapped("first_name"), mapped("last_name"), F.expr(mapping["date_of_birth"]), mapped("postcode")
+        )
         checks.append(salted_hash_column(ctx, PERSON_KEY, key).isin(wanted[PERSON_KEY]))
     if "device_ids" in mapping and "device_id" in wanted:
         hashes = wanted["device_id"]
-        checks.append(F.exists(
-            F.coalesce(F.expr(mapping["device_ids"]), F.array().cast("array<string>")),
-            lambda d: salted_hash_column(ctx, "device_id", F.trim(d)).isin(hashes),
-        ))
+        checks.append(
+            F.exists(
+                F.coalesce(F.expr(mapping["device_ids"]), F.array().cast("array<string>")),
+                lambda d: salted_hash_column(ctx, "device_id", F.trim(d)).isin(hashes),
+            )
+        )
     if not checks:
         return None
     condition = F.lit(False)
@@ -444,6 +462,7 @@ def erased_condition(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> 
 
 
 # -- writing ---------------------------------------------------------------------------
+
 
 def _insert_new(ctx: JobContext, df: DataFrame, name: str, condition: str, *, evolve: bool = False) -> None:
     """Insert rows of ``df`` that do not match ``condition`` (over ``t`` and ``s``); idempotent."""
@@ -456,14 +475,24 @@ def _insert_new(ctx: JobContext, df: DataFrame, name: str, condition: str, *, ev
     builder.execute()
 
 
-def _upsert(ctx: JobContext, df: DataFrame, name: str, condition: str, update_condition: str | None = None,
-            *, evolve: bool = False) -> None:
+def _upsert(
+    ctx: JobContext,
+    df: DataFrame,
+    name: str,
+    condition: str,
+    update_condition: str | None = None,
+    *,
+    evolve: bool = False,
+) -> None:
     if not ctx.tables.exists(ctx.spark, name):
         ctx.tables.append(df, name)
         return
     builder = (
-        ctx.tables.delta(ctx.spark, name).alias("t").merge(df.alias("s"), condition)
-        .whenMatchedUpdateAll(condition=update_condition).whenNotMatchedInsertAll()
+        ctx.tables.delta(ctx.spark, name)
+        .alias("t")
+        .merge(df.alias("s"), condition)
+        .whenMatchedUpdateAll(condition=update_condition)
+        .whenNotMatchedInsertAll()
     )
     if evolve:
         builder = builder.withSchemaEvolution()
@@ -495,7 +524,9 @@ def bronze_rows(classified: DataFrame, source: SourceConfig, ctx: JobContext, re
 def quarantine_rows(classified: DataFrame, ctx: JobContext) -> DataFrame:
     bad = classified.where(F.col("_status") == "quarantined")
     return bad.select(
-        "raw", "source_file", "line",
+        "raw",
+        "source_file",
+        "line",
         F.lit(None).cast("string").alias("kafka_topic"),
         F.lit(None).cast("int").alias("kafka_partition"),
         F.lit(None).cast("bigint").alias("kafka_offset"),
@@ -542,8 +573,10 @@ def write_silver(ctx: JobContext, loaded: DataFrame, source: SourceConfig, hook:
                 "product_id", F.col("category").alias("_catalog_category")
             )
             items = items.join(product_catalog, "product_id", "left").select(
-                *[F.coalesce("category", "_catalog_category").alias(c) if c == "category" else F.col(c)
-                  for c in items.columns]
+                *[
+                    F.coalesce("category", "_catalog_category").alias(c) if c == "category" else F.col(c)
+                    for c in items.columns
+                ]
             )
         _upsert(ctx, items, catalog.ORDER_ITEMS.name, _keys_condition(SILVER_KEYS["order_items"]))
         hook(catalog.ORDER_ITEMS.name)
@@ -555,7 +588,11 @@ def write_silver(ctx: JobContext, loaded: DataFrame, source: SourceConfig, hook:
 
 
 def write_extra_records(
-    ctx: JobContext, loaded: DataFrame, source: SourceConfig, *, ingested_at: datetime,
+    ctx: JobContext,
+    loaded: DataFrame,
+    source: SourceConfig,
+    *,
+    ingested_at: datetime,
     hook: WriteHook | None = None,
 ) -> None:
     """Upsert the rows of ``source`` that also feed customer_records (its ``also`` entries:
@@ -575,7 +612,10 @@ def _write_records(ctx: JobContext, records: DataFrame, hook: WriteHook) -> None
     # a later version of a record replaces it; an older or equal one (re-delivery) changes nothing.
     # evolve: a table written before the additive columns (middle_name, ...) gains them
     _upsert(
-        ctx, latest, name, _keys_condition(SILVER_KEYS["customer_records"]),
+        ctx,
+        latest,
+        name,
+        _keys_condition(SILVER_KEYS["customer_records"]),
         update_condition="s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)",
         evolve=True,
     )
@@ -583,6 +623,7 @@ def _write_records(ctx: JobContext, records: DataFrame, hook: WriteHook) -> None
 
 
 # -- the job ---------------------------------------------------------------------------
+
 
 def _ledger_hashes(ctx: JobContext, source: SourceConfig) -> set[str]:
     if not ctx.tables.exists(ctx.spark, LEDGER):
@@ -618,8 +659,9 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
     skipped = 0
     for file in discover(ctx.project.landing, source):
         if file.content_hash in seen or (file.size == 0 and not file.refused):
-            logger.info("%s: %s already loaded or refused (same content), or empty: skipped",
-                        source.name, file.relative)
+            logger.info(
+                "%s: %s already loaded or refused (same content), or empty: skipped", source.name, file.relative
+            )
             skipped += 1
             continue
         seen.add(file.content_hash)
@@ -645,7 +687,9 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
         if classified is not None:
             rescued_keys = _rescued_keys(classified) if source.drift == "evolve" else []
             _insert_new(
-                ctx, bronze_rows(classified, source, ctx, rescued_keys), catalog.BRONZE.named(source.name),
+                ctx,
+                bronze_rows(classified, source, ctx, rescued_keys),
+                catalog.BRONZE.named(source.name),
                 "t._source_file = s._source_file AND t._line = s._line AND t._row_hash = s._row_hash",
                 evolve=source.drift == "evolve",
             )
@@ -655,7 +699,9 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
             if classified is not None:
                 quarantined = quarantine_rows(classified, ctx).unionByName(quarantined)
             _insert_new(
-                ctx, quarantined, catalog.QUARANTINE.named(source.name),
+                ctx,
+                quarantined,
+                catalog.QUARANTINE.named(source.name),
                 "t.source_file <=> s.source_file AND t.line <=> s.line AND t.raw <=> s.raw",
             )
             hook(catalog.QUARANTINE.named(source.name))
@@ -720,7 +766,8 @@ def _reason_counts(
     files (1 row), and ``NO_ROWS`` (0 rows) for a non-empty file that held none."""
     found = [(f.relative, f.reason, 1) for f in files if f.refused]
     found += [
-        (f.relative, NO_ROWS, 0) for f in files
+        (f.relative, NO_ROWS, 0)
+        for f in files
         if not f.refused and f.size > 0 and per_file[f.relative]["rows_read"] == 0
     ]
     if classified is None:
@@ -733,7 +780,9 @@ def _reason_counts(
     )
     rows = (
         classified.select("source_file", F.explode(codes).alias("reason"))
-        .groupBy("source_file", "reason").count().collect()
+        .groupBy("source_file", "reason")
+        .count()
+        .collect()
     )
     return sorted([*found, *((row["source_file"], row["reason"], int(row["count"])) for row in rows)])
 
@@ -742,7 +791,8 @@ def _rescued_keys(classified: DataFrame) -> list[str]:
     rows = (
         classified.where(F.col("_rescued").isNotNull())
         .select(F.explode(F.map_keys(F.from_json("_rescued", "map<string,string>"))).alias("k"))
-        .distinct().collect()
+        .distinct()
+        .collect()
     )
     return sorted(row[0] for row in rows)
 
@@ -765,12 +815,26 @@ def check_audit_counts(where: str, counts: Mapping[str, int]) -> None:
 
 
 def audit_row(
-    run_id: str, source: str, source_file: str, counts: Mapping[str, int], at: datetime,
+    run_id: str,
+    source: str,
+    source_file: str,
+    counts: Mapping[str, int],
+    at: datetime,
     stream_batch: str | None = None,
 ) -> tuple[object, ...]:
     """One ``ops.ingest_audit`` row in INGEST_AUDIT_SCHEMA's order (``stream_batch``: Kafka only)."""
-    return (run_id, source, source_file, counts["rows_read"], counts["rows_loaded"], counts["rows_quarantined"],
-            counts["duplicates_removed"], at, counts["rows_erased"], stream_batch)
+    return (
+        run_id,
+        source,
+        source_file,
+        counts["rows_read"],
+        counts["rows_loaded"],
+        counts["rows_quarantined"],
+        counts["duplicates_removed"],
+        at,
+        counts["rows_erased"],
+        stream_batch,
+    )
 
 
 def _write_audit(
@@ -789,8 +853,13 @@ def _write_audit(
     )
     # keyed by file: a re-run after a crash replaces the half-done run's row, never adds one
     # rows_erased and stream_batch came later: older warehouses get the columns on their next run
-    _upsert(ctx, audit, AUDIT, "t.source <=> s.source AND t.source_file <=> s.source_file AND s.source_file IS NOT NULL",
-            evolve=True)
+    _upsert(
+        ctx,
+        audit,
+        AUDIT,
+        "t.source <=> s.source AND t.source_file <=> s.source_file AND s.source_file IS NOT NULL",
+        evolve=True,
+    )
     hook(AUDIT)
     quality = spark.createDataFrame(
         [(ctx.run_id, source.name, file, reason, rows, ctx.as_of) for file, reason, rows in reasons],
@@ -809,13 +878,17 @@ def _write_audit(
     hook(DATA_QUALITY)
     if reasons:
         logger.info(
-            "data quality %s:\n%s", source.name,
+            "data quality %s:\n%s",
+            source.name,
             "\n".join(f"  {file:<45} {reason:<18} {rows:>7}" for file, reason, rows in reasons),
         )
 
 
 def _write_ledger(
-    ctx: JobContext, source: SourceConfig, files: list[LandedFile], per_file: Mapping[str, Mapping[str, int]],
+    ctx: JobContext,
+    source: SourceConfig,
+    files: list[LandedFile],
+    per_file: Mapping[str, Mapping[str, int]],
     hook: WriteHook,
 ) -> None:
     def status(file: LandedFile) -> tuple[str, str | None]:

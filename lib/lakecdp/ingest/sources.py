@@ -34,8 +34,20 @@ NUMERIC_TYPES = frozenset({"int", "bigint", "double"})
 
 #: identifier values that mean "no value" (compared trimmed and lower-cased)
 DEFAULT_JUNK_VALUES: tuple[str, ...] = (
-    "", "null", "none", "n/a", "na", "-", "unknown", "test@test.com", "test@example.com",
-    "noemail@noemail.com", "0000000000", "00000000000", "+440000000000", "1234567890",
+    "",
+    "null",
+    "none",
+    "n/a",
+    "na",
+    "-",
+    "unknown",
+    "test@test.com",
+    "test@example.com",
+    "noemail@noemail.com",
+    "0000000000",
+    "00000000000",
+    "+440000000000",
+    "1234567890",
 )
 
 #: primary-key values that stand for "no value" (matched on the trimmed, lower-cased text, as a
@@ -52,20 +64,60 @@ TargetKind = Literal["customer_records", "events", "orders", "products"]
 
 #: the unified columns a mapping may fill, per target (docs/tables.md)
 TARGET_COLUMNS: dict[str, frozenset[str]] = {
-    "customer_records": frozenset({
-        "source_record_id", "first_name", "last_name", "email", "phone", "date_of_birth",
-        "address_line1", "postcode", "city", "country", "device_ids", "crm_id",
-        "customer_number", "email_consent", "updated_at",
-        "middle_name", "date_of_birth_text", "address_line2", "region", "sms_consent",
-    }),
-    "events": frozenset({
-        "event_id", "event_type", "occurred_at", "email", "device_id", "customer_number",
-        "session_id", "product_id", "category", "value", "order_id", "campaign_id", "channel",
-        "bounce_type", "url",
-    }),
-    "orders": frozenset({
-        "order_id", "customer_number", "email", "ordered_at", "status", "currency", "total",
-    }),
+    "customer_records": frozenset(
+        {
+            "source_record_id",
+            "first_name",
+            "last_name",
+            "email",
+            "phone",
+            "date_of_birth",
+            "address_line1",
+            "postcode",
+            "city",
+            "country",
+            "device_ids",
+            "crm_id",
+            "customer_number",
+            "email_consent",
+            "updated_at",
+            "middle_name",
+            "date_of_birth_text",
+            "address_line2",
+            "region",
+            "sms_consent",
+        }
+    ),
+    "events": frozenset(
+        {
+            "event_id",
+            "event_type",
+            "occurred_at",
+            "email",
+            "device_id",
+            "customer_number",
+            "session_id",
+            "product_id",
+            "category",
+            "value",
+            "order_id",
+            "campaign_id",
+            "channel",
+            "bounce_type",
+            "url",
+        }
+    ),
+    "orders": frozenset(
+        {
+            "order_id",
+            "customer_number",
+            "email",
+            "ordered_at",
+            "status",
+            "currency",
+            "total",
+        }
+    ),
     "order_items": frozenset({"product_id", "category", "quantity", "unit_price"}),
     "products": frozenset({"product_id", "name", "category", "price"}),
 }
@@ -88,9 +140,7 @@ def _check_expression(sql: str, known: set[str], what: str) -> str:
     for column in tree.find_all(exp.Column):
         head = column.parts[0].name if column.parts else column.name
         if head not in known:
-            raise ValueError(
-                f"{what}: expression {sql!r} reads unknown column {head!r}; known: {sorted(known)}"
-            )
+            raise ValueError(f"{what}: expression {sql!r} reads unknown column {head!r}; known: {sorted(known)}")
     return sql
 
 

@@ -31,22 +31,78 @@ _INVISIBLE = r"[\p{Cc}\p{Cf}]"
 
 #: free-text country names and aliases -> ISO 3166-1 alpha-2 (lower-case keys, dots removed)
 COUNTRY_ALIASES: dict[str, str] = {
-    "united kingdom": "GB", "uk": "GB", "gb": "GB", "gbr": "GB", "great britain": "GB",
-    "britain": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "northern ireland": "GB",
+    "united kingdom": "GB",
+    "uk": "GB",
+    "gb": "GB",
+    "gbr": "GB",
+    "great britain": "GB",
+    "britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northern ireland": "GB",
     "united kingdom of great britain and northern ireland": "GB",
-    "ireland": "IE", "ie": "IE", "irl": "IE", "eire": "IE", "éire": "IE", "republic of ireland": "IE",
-    "germany": "DE", "deutschland": "DE", "de": "DE", "deu": "DE",
-    "france": "FR", "fr": "FR", "fra": "FR",
-    "spain": "ES", "españa": "ES", "espana": "ES", "es": "ES", "esp": "ES",
-    "italy": "IT", "italia": "IT", "it": "IT", "ita": "IT",
-    "netherlands": "NL", "the netherlands": "NL", "holland": "NL", "nederland": "NL", "nl": "NL",
-    "belgium": "BE", "belgique": "BE", "belgië": "BE", "be": "BE",
-    "portugal": "PT", "pt": "PT", "austria": "AT", "österreich": "AT", "at": "AT",
-    "switzerland": "CH", "schweiz": "CH", "suisse": "CH", "ch": "CH",
-    "sweden": "SE", "sverige": "SE", "se": "SE", "norway": "NO", "norge": "NO", "no": "NO",
-    "denmark": "DK", "danmark": "DK", "dk": "DK", "poland": "PL", "polska": "PL", "pl": "PL",
-    "united states": "US", "united states of america": "US", "usa": "US", "us": "US",
-    "america": "US", "canada": "CA", "ca": "CA", "australia": "AU", "au": "AU",
+    "ireland": "IE",
+    "ie": "IE",
+    "irl": "IE",
+    "eire": "IE",
+    "éire": "IE",
+    "republic of ireland": "IE",
+    "germany": "DE",
+    "deutschland": "DE",
+    "de": "DE",
+    "deu": "DE",
+    "france": "FR",
+    "fr": "FR",
+    "fra": "FR",
+    "spain": "ES",
+    "españa": "ES",
+    "espana": "ES",
+    "es": "ES",
+    "esp": "ES",
+    "italy": "IT",
+    "italia": "IT",
+    "it": "IT",
+    "ita": "IT",
+    "netherlands": "NL",
+    "the netherlands": "NL",
+    "holland": "NL",
+    "nederland": "NL",
+    "nl": "NL",
+    "belgium": "BE",
+    "belgique": "BE",
+    "belgië": "BE",
+    "be": "BE",
+    "portugal": "PT",
+    "pt": "PT",
+    "austria": "AT",
+    "österreich": "AT",
+    "at": "AT",
+    "switzerland": "CH",
+    "schweiz": "CH",
+    "suisse": "CH",
+    "ch": "CH",
+    "sweden": "SE",
+    "sverige": "SE",
+    "se": "SE",
+    "norway": "NO",
+    "norge": "NO",
+    "no": "NO",
+    "denmark": "DK",
+    "danmark": "DK",
+    "dk": "DK",
+    "poland": "PL",
+    "polska": "PL",
+    "pl": "PL",
+    "united states": "US",
+    "united states of america": "US",
+    "usa": "US",
+    "us": "US",
+    "america": "US",
+    "canada": "CA",
+    "ca": "CA",
+    "australia": "AU",
+    "au": "AU",
 }
 
 
@@ -98,9 +154,7 @@ def normalise_phone(
 
 @F.pandas_udf(T.StringType())
 def _nfc(values: pd.Series) -> pd.Series:
-    return pd.Series(
-        [unicodedata.normalize("NFC", v) if isinstance(v, str) else None for v in values], dtype=object
-    )
+    return pd.Series([unicodedata.normalize("NFC", v) if isinstance(v, str) else None for v in values], dtype=object)
 
 
 def clean_name(column: Column) -> Column:
@@ -139,11 +193,11 @@ def clean_text(column: Column) -> Column:
 
 # -- mappers to the unified silver schemas ---------------------------------------------
 
+
 def _mapped(df: DataFrame, mapping: dict[str, str], target: str) -> list[Column]:
     """One column per silver column of ``target``: the mapping's expression or null, cast."""
     return [
-        (F.expr(mapping[field.name]) if field.name in mapping else F.lit(None))
-        .cast(field.dataType).alias(field.name)
+        (F.expr(mapping[field.name]) if field.name in mapping else F.lit(None)).cast(field.dataType).alias(field.name)
         for field in SILVER_SCHEMAS[target].fields
         if field.name in mapping or field.name not in _STAMPS
     ]
@@ -155,7 +209,9 @@ _STAMPS = frozenset({"record_id", "source", "warnings", "run_id", "ingested_at"}
 def _stamps(run_id: str | None, ingested_at: datetime | None) -> tuple[Column, Column]:
     return (
         F.lit(run_id).cast("string").alias("run_id"),
-        (F.lit(ingested_at) if ingested_at is not None else F.current_timestamp()).cast("timestamp").alias("ingested_at"),
+        (F.lit(ingested_at) if ingested_at is not None else F.current_timestamp())
+        .cast("timestamp")
+        .alias("ingested_at"),
     )
 
 
@@ -211,7 +267,8 @@ def to_customer_records(
         df = df.where(F.expr(extra.filter) & F.coalesce(usable, F.lit(False)))
     junk = source.junk_values
     unified = df.select(
-        *_mapped(df, mapping, "customer_records"), _warnings_column(df).alias("warnings"),
+        *_mapped(df, mapping, "customer_records"),
+        _warnings_column(df).alias("warnings"),
         *([F.col("_as_read")] if "_as_read" in df.columns else []),
     )
     country = country_code(F.col("country"))
@@ -241,16 +298,14 @@ def to_customer_records(
         "run_id": run_col,
         "ingested_at": ingested_col,
         "middle_name": clean_name(F.col("middle_name")),
-        "date_of_birth_text": F.coalesce(
-            F.col("date_of_birth_text"), _unparsed_birth_date(df, mapping, source)
-        ),
+        "date_of_birth_text": F.coalesce(F.col("date_of_birth_text"), _unparsed_birth_date(df, mapping, source)),
         "address_line2": clean_text(F.col("address_line2")),
         "region": clean_text(F.col("region")),
         "sms_consent": F.col("sms_consent"),
     }
-    return unified.select(*[
-        columns[f.name].cast(f.dataType).alias(f.name) for f in SILVER_SCHEMAS["customer_records"].fields
-    ])
+    return unified.select(
+        *[columns[f.name].cast(f.dataType).alias(f.name) for f in SILVER_SCHEMAS["customer_records"].fields]
+    )
 
 
 def to_events(
@@ -268,10 +323,9 @@ def to_events(
         "run_id": run_col,
         "ingested_at": ingested_col,
     }
-    return unified.select(*[
-        overrides.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name)
-        for f in SILVER_SCHEMAS["events"].fields
-    ])
+    return unified.select(
+        *[overrides.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name) for f in SILVER_SCHEMAS["events"].fields]
+    )
 
 
 def to_orders(
@@ -289,10 +343,9 @@ def to_orders(
         "run_id": run_col,
         "ingested_at": ingested_col,
     }
-    return unified.select(*[
-        overrides.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name)
-        for f in SILVER_SCHEMAS["orders"].fields
-    ])
+    return unified.select(
+        *[overrides.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name) for f in SILVER_SCHEMAS["orders"].fields]
+    )
 
 
 def to_order_items(df: DataFrame, source: SourceConfig) -> DataFrame:
@@ -301,7 +354,8 @@ def to_order_items(df: DataFrame, source: SourceConfig) -> DataFrame:
         raise ValueError(f"source {source.name!r} has no items; it does not feed order_items")
     order_id = F.expr(source.mapping["order_id"])
     exploded = df.select(
-        "*", order_id.alias("_order_id"),
+        "*",
+        order_id.alias("_order_id"),
         F.posexplode_outer(F.col(source.items.column)).alias("_position", "item"),
     ).where(F.col("item").isNotNull())
     columns = {
@@ -310,20 +364,21 @@ def to_order_items(df: DataFrame, source: SourceConfig) -> DataFrame:
     }
     for name, sql in source.items.mapping.items():
         columns[name] = F.expr(sql)
-    return exploded.select(*[
-        columns.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name)
-        for f in SILVER_SCHEMAS["order_items"].fields
-    ])
+    return exploded.select(
+        *[columns.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name) for f in SILVER_SCHEMAS["order_items"].fields]
+    )
 
 
 def to_products(df: DataFrame, source: SourceConfig) -> DataFrame:
     """Map validated catalog rows to ``silver.products``."""
     unified = df.select(*_mapped(df, source.mapping, "products"))
     overrides = {"name": clean_text(F.col("name")), "category": clean_text(F.col("category"))}
-    return unified.select(*[
-        overrides.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name)
-        for f in SILVER_SCHEMAS["products"].fields
-    ])
+    return unified.select(
+        *[
+            overrides.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name)
+            for f in SILVER_SCHEMAS["products"].fields
+        ]
+    )
 
 
 MAPPERS = {

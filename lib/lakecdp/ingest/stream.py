@@ -87,9 +87,7 @@ STREAM_TARGETS = ("events",)
 
 AVAILABLE_NOW = "available_now"
 # "1 second", "500 milliseconds", "2 minutes"
-_INTERVAL_RE = re.compile(
-    r"^\d+\s+(millisecond|milliseconds|second|seconds|minute|minutes|hour|hours)$"
-)
+_INTERVAL_RE = re.compile(r"^\d+\s+(millisecond|milliseconds|second|seconds|minute|minutes|hour|hours)$")
 # Kafka provenance as parse_and_validate expects it, plus the broker's timestamp
 PROVENANCE = ("kafka_topic", "kafka_partition", "kafka_offset")
 KAFKA_TIMESTAMP = "kafka_timestamp"
@@ -177,9 +175,7 @@ def parse_trigger(trigger: str) -> dict[str, object]:
         return {"availableNow": True}
     if _INTERVAL_RE.match(text):
         return {"processingTime": text}
-    raise StreamDefinitionError(
-        f"trigger must be 'available_now' or an interval like '1 second', got {trigger!r}"
-    )
+    raise StreamDefinitionError(f"trigger must be 'available_now' or an interval like '1 second', got {trigger!r}")
 
 
 # -- pure transforms --------------------------------------------------------------------
@@ -212,12 +208,13 @@ def with_dedup_key(df: DataFrame, *, event_id: str = "event_id") -> DataFrame:
     from pyspark.sql import functions as F
 
     position = F.concat_ws(
-        ":", F.lit("kafka"), F.col("kafka_topic"), F.col("kafka_partition").cast("string"),
+        ":",
+        F.lit("kafka"),
+        F.col("kafka_topic"),
+        F.col("kafka_partition").cast("string"),
         F.col("kafka_offset").cast("string"),
     )
-    return df.withColumn(
-        _DEDUP_KEY, F.when(is_valid(), F.concat(F.lit("event:"), F.col(event_id))).otherwise(position)
-    )
+    return df.withColumn(_DEDUP_KEY, F.when(is_valid(), F.concat(F.lit("event:"), F.col(event_id))).otherwise(position))
 
 
 def deduplicated(df: DataFrame, *, window: str) -> DataFrame:
@@ -257,9 +254,7 @@ def quarantine_rows(rejected: DataFrame, *, run_id: str, quarantined_at: datetim
     )
 
 
-def bronze_rows(
-    accepted: DataFrame, source: SourceConfig, *, run_id: str, ingested_at: datetime
-) -> DataFrame:
+def bronze_rows(accepted: DataFrame, source: SourceConfig, *, run_id: str, ingested_at: datetime) -> DataFrame:
     """Accepted messages -> ``bronze.<source>`` rows: the fields as read + Kafka provenance."""
     from pyspark.sql import functions as F
 
@@ -287,7 +282,9 @@ def as_json_messages(source: SourceConfig) -> SourceConfig:
     try:
         return source.file_format.as_message(source)
     except ValueError as exc:
-        raise StreamDefinitionError(f"source {source.name!r} ({source.format}) cannot arrive as Kafka JSON: {exc}") from None
+        raise StreamDefinitionError(
+            f"source {source.name!r} ({source.format}) cannot arrive as Kafka JSON: {exc}"
+        ) from None
 
 
 def stream_refusal(source: SourceConfig | None, name: str) -> str | None:
@@ -296,8 +293,10 @@ def stream_refusal(source: SourceConfig | None, name: str) -> str | None:
     if source is None:
         return f"no source named {name!r} in conf/sources"
     if source.target not in STREAM_TARGETS:
-        return (f"source {name!r} cannot be streamed from Kafka: it loads {source.target}; "
-                f"a stream writes {', '.join(STREAM_TARGETS)} only")
+        return (
+            f"source {name!r} cannot be streamed from Kafka: it loads {source.target}; "
+            f"a stream writes {', '.join(STREAM_TARGETS)} only"
+        )
     try:
         as_json_messages(source)
     except StreamDefinitionError as exc:
@@ -342,18 +341,14 @@ def _with_retries(action: Callable[[], _T], *, what: str) -> _T:
             return action()
         except (*conflicts, AnalysisException) as exc:
             # AnalysisException: two queries creating the same new table at once
-            if attempt == _RETRIES or (
-                isinstance(exc, AnalysisException) and "already exists" not in str(exc).lower()
-            ):
+            if attempt == _RETRIES or (isinstance(exc, AnalysisException) and "already exists" not in str(exc).lower()):
                 raise
             logger.info("%s: concurrent commit (%s), retry %d", what, type(exc).__name__, attempt)
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def insert_new_rows(
-    ctx: JobContext, df: DataFrame, name: str, *, keys: list[str], evolve_schema: bool = False
-) -> int:
+def insert_new_rows(ctx: JobContext, df: DataFrame, name: str, *, keys: list[str], evolve_schema: bool = False) -> int:
     """Insert the rows of ``df`` whose ``keys`` are not in ``name`` yet (never update).
 
     Creates the table from ``df`` on first use. Idempotent: running it again with the same
@@ -425,14 +420,10 @@ def start_kafka_stream(
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
         raise StreamDefinitionError(f"invalid Kafka topic name {topic!r}")
     if starting_offsets not in ("earliest", "latest"):
-        raise StreamDefinitionError(
-            f"starting_offsets must be 'earliest' or 'latest', got {starting_offsets!r}"
-        )
+        raise StreamDefinitionError(f"starting_offsets must be 'earliest' or 'latest', got {starting_offsets!r}")
     source_config = as_json_messages(_resolve_source(ctx, source))
     source_name = source_config.name
-    location = Path(checkpoint) if checkpoint is not None else checkpoint_location(
-        ctx, source=source_name, topic=topic
-    )
+    location = Path(checkpoint) if checkpoint is not None else checkpoint_location(ctx, source=source_name, topic=topic)
     # tables shared by every stream (and the batch ingest): create them before any query
     # runs, so two first micro-batches never race to create them
     from lakecdp.ingest.job import AUDIT
@@ -470,8 +461,7 @@ def start_kafka_stream(
         .option("checkpointLocation", str(location))
         .trigger(**trigger_kwargs)
     )
-    logger.info("starting %s: %s -> %s (trigger %s, checkpoint %s)", query_name, topic,
-                source_name, trigger, location)
+    logger.info("starting %s: %s -> %s (trigger %s, checkpoint %s)", query_name, topic, source_name, trigger, location)
     return writer.start()
 
 
@@ -571,14 +561,19 @@ def write_micro_batch(
         kept = batch.where(not_erased).drop(_ERASED)
         if rejected:
             insert_new_rows(
-                ctx, quarantine_rows(kept.where(~is_valid()), run_id=ctx.run_id, quarantined_at=ingested_at),
-                catalog.QUARANTINE.named(name), keys=list(PROVENANCE),
+                ctx,
+                quarantine_rows(kept.where(~is_valid()), run_id=ctx.run_id, quarantined_at=ingested_at),
+                catalog.QUARANTINE.named(name),
+                keys=list(PROVENANCE),
             )
         valid = kept.where(is_valid())
         if accepted:
             insert_new_rows(
-                ctx, bronze_rows(valid, source, run_id=ctx.run_id, ingested_at=ingested_at),
-                catalog.BRONZE.named(name), keys=list(BRONZE_KEYS), evolve_schema=True,
+                ctx,
+                bronze_rows(valid, source, run_id=ctx.run_id, ingested_at=ingested_at),
+                catalog.BRONZE.named(name),
+                keys=list(BRONZE_KEYS),
+                evolve_schema=True,
             )
             if source.target == "orders":
                 # orders posted over HTTP (lakecdp.api): the batch ingest's own silver write
@@ -587,10 +582,16 @@ def write_micro_batch(
                 events = to_events(valid, source, run_id=ctx.run_id, ingested_at=ingested_at)
                 # the stream already dropped repeats within its window; this covers one batch that
                 # holds an id twice across the window edge (MERGE would insert both)
-                loaded = insert_new_rows(ctx, events.dropDuplicates(["event_id"]), catalog.EVENTS.name,
-                                         keys=["event_id"])
-        counts = {"rows_read": read, "rows_loaded": loaded, "rows_quarantined": rejected,
-                  "duplicates_removed": accepted - loaded, "rows_erased": int(row["erased"])}
+                loaded = insert_new_rows(
+                    ctx, events.dropDuplicates(["event_id"]), catalog.EVENTS.name, keys=["event_id"]
+                )
+        counts = {
+            "rows_read": read,
+            "rows_loaded": loaded,
+            "rows_quarantined": rejected,
+            "duplicates_removed": accepted - loaded,
+            "rows_erased": int(row["erased"]),
+        }
         stream_batch = f"{query_name}:{batch_id}"
         check_audit_counts(f"{name} {audit_source_file(topic)} batch {stream_batch}", counts)
         if read:

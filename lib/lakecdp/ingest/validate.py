@@ -54,10 +54,25 @@ DUPLICATE_HEADER = "DUPLICATE_HEADER"
 NO_ROWS = "NO_ROWS"
 
 REASON_CODES = (
-    MALFORMED_LINE, WRONG_FIELD_COUNT, MISSING_REQUIRED, INVALID_TIMESTAMP, INVALID_TYPE,
-    INVALID_EMAIL, INVALID_DATE, IMPOSSIBLE_DATE, FIELD_TOO_LONG, BAD_ENCODING, DUPLICATE,
-    FUTURE_TIMESTAMP, PLACEHOLDER_TIMESTAMP, INVALID_KEY, NON_FINITE_NUMBER,
-    SYMLINK, UNREADABLE_FILE, DUPLICATE_HEADER, NO_ROWS,
+    MALFORMED_LINE,
+    WRONG_FIELD_COUNT,
+    MISSING_REQUIRED,
+    INVALID_TIMESTAMP,
+    INVALID_TYPE,
+    INVALID_EMAIL,
+    INVALID_DATE,
+    IMPOSSIBLE_DATE,
+    FIELD_TOO_LONG,
+    BAD_ENCODING,
+    DUPLICATE,
+    FUTURE_TIMESTAMP,
+    PLACEHOLDER_TIMESTAMP,
+    INVALID_KEY,
+    NON_FINITE_NUMBER,
+    SYMLINK,
+    UNREADABLE_FILE,
+    DUPLICATE_HEADER,
+    NO_ROWS,
 )
 
 #: what Spark's text reader puts where the bytes were not valid UTF-8
@@ -68,9 +83,7 @@ _NOT_IN_EMAIL = r"@\s\p{Z}\p{C}"
 #: one '@', no spaces or invisible characters, a dot in the domain, domain labels of 1-63
 #: characters; deliberately simple (RFC 5322 allows more, but none of that is a real
 #: marketing address). Java regex (Spark's ``rlike``); lengths in bytes: :func:`valid_email`
-EMAIL_PATTERN = (
-    rf"^[^{_NOT_IN_EMAIL}]+@[^{_NOT_IN_EMAIL}.]{{1,63}}(\.[^{_NOT_IN_EMAIL}.]{{1,63}})+$"
-)
+EMAIL_PATTERN = rf"^[^{_NOT_IN_EMAIL}]+@[^{_NOT_IN_EMAIL}.]{{1,63}}(\.[^{_NOT_IN_EMAIL}.]{{1,63}})+$"
 #: RFC 5321 4.5.3.1: a local part of at most 64 octets, a path of at most 256 (254 for the address)
 EMAIL_MAX_OCTETS = 254
 EMAIL_LOCAL_PART_MAX_OCTETS = 64
@@ -122,8 +135,11 @@ def row_rules() -> RowRules:
         The patterns, byte limits and the placeholder-timestamp check of this module.
     """
     return RowRules(
-        email_pattern=EMAIL_PATTERN, null_like_key_pattern=NULL_LIKE_KEY_PATTERN, invisible_pattern=_INVISIBLE,
-        email_max_octets=EMAIL_MAX_OCTETS, email_local_part_max_octets=EMAIL_LOCAL_PART_MAX_OCTETS,
+        email_pattern=EMAIL_PATTERN,
+        null_like_key_pattern=NULL_LIKE_KEY_PATTERN,
+        invisible_pattern=_INVISIBLE,
+        email_max_octets=EMAIL_MAX_OCTETS,
+        email_local_part_max_octets=EMAIL_LOCAL_PART_MAX_OCTETS,
         quoted_non_finite=_QUOTED_NON_FINITE,
     )
 
@@ -175,9 +191,7 @@ def _non_finite(value: Column, data_type: T.DataType) -> Column:
         return F.coalesce(F.exists(value, lambda element: _non_finite(element, element_type)), F.lit(False))
     if isinstance(data_type, T.MapType):
         value_type = data_type.valueType
-        return F.coalesce(
-            F.exists(F.map_values(value), lambda element: _non_finite(element, value_type)), F.lit(False)
-        )
+        return F.coalesce(F.exists(F.map_values(value), lambda element: _non_finite(element, value_type)), F.lit(False))
     return F.lit(False)
 
 
@@ -211,24 +225,25 @@ def _scalar_string_schema(source: SourceConfig) -> str:
     return ", ".join([*parts, f"`{_CORRUPT}` string"])
 
 
-def _as_read_csv(
-    raw: Column, source: SourceConfig, header: list[str]
-) -> tuple[Column, list[Column], Column, Column]:
+def _as_read_csv(raw: Column, source: SourceConfig, header: list[str]) -> tuple[Column, list[Column], Column, Column]:
     sep = source.options.get("sep", source.options.get("delimiter", ","))
     quote = source.options.get("quote", '"')
     escape = source.options.get("escape", quote)
     schema = ", ".join(f"`_f{i}` string" for i in range(len(header)))
     parsed = F.from_csv(raw, schema, {"sep": sep, "quote": quote, "escape": escape, "mode": "PERMISSIVE"})
     position = {name: i for i, name in enumerate(header)}
-    as_read = F.struct(*[
-        (parsed[f"_f{position[c.name]}"] if c.name in position else F.lit(None).cast("string")).alias(c.name)
-        for c in source.columns
-    ])
+    as_read = F.struct(
+        *[
+            (parsed[f"_f{position[c.name]}"] if c.name in position else F.lit(None).cast("string")).alias(c.name)
+            for c in source.columns
+        ]
+    )
     extra = [name for name in header if name not in set(source.column_names)]
     extra_values = F.struct(*[parsed[f"_f{position[name]}"].alias(name) for name in extra]) if extra else None
     rescued = (
         F.when(F.to_json(extra_values) != "{}", F.to_json(extra_values))
-        if extra_values is not None else F.lit(None).cast("string")
+        if extra_values is not None
+        else F.lit(None).cast("string")
     )
     # an odd number of quote characters: a quoted field never closes
     quotes = F.size(F.split(raw, f"\\Q{quote}\\E", -1)) - 1
@@ -249,7 +264,9 @@ def _as_read_csv(
 
 
 def _structural_columns(findings: list[_Finding]) -> list[Column]:
-    return [F.struct(f.condition.alias("c"), F.lit(f.code).alias("code"), F.lit(f.field).alias("field")) for f in findings]
+    return [
+        F.struct(f.condition.alias("c"), F.lit(f.code).alias("code"), F.lit(f.field).alias("field")) for f in findings
+    ]
 
 
 def _as_read_json(raw: Column, source: SourceConfig) -> tuple[Column, list[Column], Column, Column]:
@@ -257,9 +274,7 @@ def _as_read_json(raw: Column, source: SourceConfig) -> tuple[Column, list[Colum
     # message is simply malformed, so it is never handed to the parser
     parsed = F.when(
         F.trim(raw) != "",
-        F.from_json(
-            raw, _scalar_string_schema(source), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
-        ),
+        F.from_json(raw, _scalar_string_schema(source), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}),
     )
     malformed = parsed.isNull() | parsed[_CORRUPT].isNotNull() | ~F.ltrim(raw).startswith("{")
     as_read = F.struct(*[parsed[c.name].alias(c.name) for c in source.columns])
@@ -330,9 +345,12 @@ def parse_and_validate(
     bad_encoding = raw_col.contains(REPLACEMENT_CHARACTER)
     structural = [*structural, *_structural_columns([_Finding(bad_encoding, BAD_ENCODING, "line", True)])]
 
-    staged = raw.withColumn(_AS_READ, as_read).withColumn(_RESCUED, rescued).withColumn(
-        "_structural", F.filter(F.array(*structural), lambda s: s["c"])
-    ).withColumn("_structural_detail", structural_detail)
+    staged = (
+        raw.withColumn(_AS_READ, as_read)
+        .withColumn(_RESCUED, rescued)
+        .withColumn("_structural", F.filter(F.array(*structural), lambda s: s["c"]))
+        .withColumn("_structural_detail", structural_detail)
+    )
 
     today = F.lit(as_of.date() if isinstance(as_of, datetime) else as_of) if as_of else F.current_date()
     latest = _timestamp_bound(source, as_of, received_at)
@@ -411,10 +429,11 @@ def parse_and_validate(
     def hits(wanted: bool) -> Column:
         entries = [
             F.when(f.condition, F.struct(F.lit(f.code).alias("code"), F.lit(f.field).alias("field")))
-            for f in findings if f.quarantine == wanted
+            for f in findings
+            if f.quarantine == wanted
         ]
-        return F.array_compact(F.array(*entries)) if entries else F.array().cast(
-            "array<struct<code:string,field:string>>"
+        return (
+            F.array_compact(F.array(*entries)) if entries else F.array().cast("array<struct<code:string,field:string>>")
         )
 
     staged = staged.withColumn("_q_hits", hits(True)).withColumn("_w_hits", hits(False))
@@ -447,7 +466,10 @@ def parse_and_validate(
                 inner = f.field.split(".", 1)[1]
                 if "." not in inner:
                     column = column.withField(
-                        inner, F.when(F.coalesce(f.condition, F.lit(False)), F.lit(None)).otherwise(F.col(f"{_AS_READ}.{f.field}"))
+                        inner,
+                        F.when(F.coalesce(f.condition, F.lit(False)), F.lit(None)).otherwise(
+                            F.col(f"{_AS_READ}.{f.field}")
+                        ),
                     )
         nulled[spec.name] = column
 
@@ -464,6 +486,4 @@ def parse_and_validate(
 
 def as_read_schema(source: SourceConfig) -> T.StructType:
     """Schema of ``_as_read`` (what bronze stores): scalars as text, nested as declared."""
-    return T.StructType.fromDDL(", ".join(
-        f"`{c.name}` {'string' if c.is_scalar else c.type}" for c in source.columns
-    ))
+    return T.StructType.fromDDL(", ".join(f"`{c.name}` {'string' if c.is_scalar else c.type}" for c in source.columns))

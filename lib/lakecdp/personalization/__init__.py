@@ -8,6 +8,11 @@ from lakecdp.personalization.engine import Rendered, TemplateEngine
 from lakecdp.personalization.variants import HOLDOUT, assign_variant
 
 __all__ = [
-    "HOLDOUT", "Campaign", "PersonalizationConfig", "Rendered", "TemplateEngine",
-    "assign_variant", "load_personalization",
+    "HOLDOUT",
+    "Campaign",
+    "PersonalizationConfig",
+    "Rendered",
+    "TemplateEngine",
+    "assign_variant",
+    "load_personalization",
 ]

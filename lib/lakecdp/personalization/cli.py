@@ -23,14 +23,24 @@ def _preview(args: argparse.Namespace) -> int:
         return 2
     project, spark, tables = _project_and_session(args, "preview")
     config = load_personalization(project.conf_dir)
-    engine = TemplateEngine(templates_dir(project, config), strict=args.strict,
-                            budget=config.render_budget.budget(),
-                            feedback_url=config.feedback_url)
+    engine = TemplateEngine(
+        templates_dir(project, config),
+        strict=args.strict,
+        budget=config.render_budget.budget(),
+        feedback_url=config.feedback_url,
+    )
     if args.template not in engine.template_names():
         print(f"preview: no template {args.template!r}; have {engine.template_names()}", file=sys.stderr)
         return 2
-    contexts = load_contexts(spark, tables, config, customer_ids=args.customer, segment=args.segment,
-                             limit=args.limit, campaign_id=args.campaign)
+    contexts = load_contexts(
+        spark,
+        tables,
+        config,
+        customer_ids=args.customer,
+        segment=args.segment,
+        limit=args.limit,
+        campaign_id=args.campaign,
+    )
     if not contexts:
         print("preview: no matching customer profile", file=sys.stderr)
         return 1
@@ -54,10 +64,12 @@ def _validate(args: argparse.Namespace) -> int:
 
     project, spark, tables = _project_and_session(args, "validate-templates")
     config = load_personalization(project.conf_dir)
-    engine = TemplateEngine(templates_dir(project, config), budget=config.render_budget.budget(),
-                            feedback_url=config.feedback_url)
-    contexts = load_contexts(spark, tables, config, limit=args.sample or config.validation_sample,
-                             campaign_id=args.campaign)
+    engine = TemplateEngine(
+        templates_dir(project, config), budget=config.render_budget.budget(), feedback_url=config.feedback_url
+    )
+    contexts = load_contexts(
+        spark, tables, config, limit=args.sample or config.validation_sample, campaign_id=args.campaign
+    )
     report = validate_templates(engine, contexts)
     print(f"validated {len(report.templates)} templates against {report.samples} profiles")
     for issue in report.issues:
@@ -77,8 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--strict", action="store_true", help="fail on a missing field")
     preview.set_defaults(handler=_preview)
 
-    validate = subparsers.add_parser("validate-templates",
-                                     help="check templates' syntax and render them against real profiles")
+    validate = subparsers.add_parser(
+        "validate-templates", help="check templates' syntax and render them against real profiles"
+    )
     validate.add_argument("--sample", type=int, default=None, help="profiles to render against")
     validate.add_argument("--campaign", default=None, help="campaign id for variant-dependent blocks")
     validate.add_argument("--strict", action="store_true", help="missing fields and fallbacks also fail")

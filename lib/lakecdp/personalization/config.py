@@ -62,16 +62,20 @@ class RenderBudgetConfig(StrictModel):
     max_loop_iterations: int = Field(default=100_000, ge=1)
 
     def budget(self) -> RenderBudget:
-        return RenderBudget(max_seconds=self.max_seconds, max_output_chars=self.max_output_chars,
-                            max_loop_iterations=self.max_loop_iterations)
+        return RenderBudget(
+            max_seconds=self.max_seconds,
+            max_output_chars=self.max_output_chars,
+            max_loop_iterations=self.max_loop_iterations,
+        )
 
 
 class PersonalizationConfig(StrictModel):
     @field_validator("feedback_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and (not value.startswith(("https://", "http://")) or any(
-                c.isspace() or ord(c) < 32 for c in value)):
+        if value is not None and (
+            not value.startswith(("https://", "http://")) or any(c.isspace() or ord(c) < 32 for c in value)
+        ):
             raise ValueError(f"feedback_url must be an http(s) URL without spaces, got {value!r}")
         return value
 

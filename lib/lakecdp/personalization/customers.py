@@ -50,15 +50,17 @@ def customer_rows(
         rows = rows.join(features.select("customer_id", *FEATURE_COLUMNS), "customer_id", "left")
     else:
         rows = rows.select(
-            "*", *[F.lit(None).alias(c) for c in FEATURE_COLUMNS[:-1]],
+            "*",
+            *[F.lit(None).alias(c) for c in FEATURE_COLUMNS[:-1]],
             F.lit(None).cast("array<struct<product_id:string,confidence:double>>").alias("recommendations"),
         )
     if membership is not None:
         current = (
             membership.where(F.col("is_current"))
             .groupBy("customer_id", "segment_id")
-            .agg(F.array_sort(F.collect_set(F.when(F.col("member_key") != "", F.col("member_key"))))
-                 .alias("member_keys"))
+            .agg(
+                F.array_sort(F.collect_set(F.when(F.col("member_key") != "", F.col("member_key")))).alias("member_keys")
+            )
             .groupBy("customer_id")
             .agg(F.map_from_entries(F.collect_list(F.struct("segment_id", "member_keys"))).alias("segment_keys"))
         )
@@ -72,16 +74,25 @@ def customer_rows(
             .select("customer_id", "rank", "rec.product_id", "rec.confidence")
             .join(names, "product_id", "left")
             .groupBy("customer_id")
-            .agg(F.array_sort(F.collect_list(F.struct("rank", "product_id", "name", "confidence")))
-                 .alias("named_recommendations"))
+            .agg(
+                F.array_sort(F.collect_list(F.struct("rank", "product_id", "name", "confidence"))).alias(
+                    "named_recommendations"
+                )
+            )
         )
         rows = rows.join(recommended, "customer_id", "left")
     else:
         rows = rows.withColumn(
             "named_recommendations",
-            F.transform("recommendations", lambda r: F.struct(
-                F.lit(0).alias("rank"), r["product_id"].alias("product_id"),
-                F.lit(None).cast("string").alias("name"), r["confidence"].alias("confidence"))),
+            F.transform(
+                "recommendations",
+                lambda r: F.struct(
+                    F.lit(0).alias("rank"),
+                    r["product_id"].alias("product_id"),
+                    F.lit(None).cast("string").alias("name"),
+                    r["confidence"].alias("confidence"),
+                ),
+            ),
         )
     return rows.drop("recommendations")
 
@@ -115,13 +126,19 @@ def template_context(
     if priority:
         context["customer_segment"] = config.segment_names.get(priority[0], priority[0])
     recommendations = sorted(
-        (r for r in (row.get("named_recommendations") or [])
-         if r["confidence"] is not None and r["confidence"] >= config.recommendation_min_confidence),
+        (
+            r
+            for r in (row.get("named_recommendations") or [])
+            if r["confidence"] is not None and r["confidence"] >= config.recommendation_min_confidence
+        ),
         key=lambda r: (r["rank"], -r["confidence"]),
     )[: config.max_recommendations]
     context["recommended_products"] = ProductList(
-        {k: v for k, v in (("product_id", r["product_id"]), ("name", r["name"]),
-                           ("confidence", r["confidence"])) if v is not None}
+        {
+            k: v
+            for k, v in (("product_id", r["product_id"]), ("name", r["name"]), ("confidence", r["confidence"]))
+            if v is not None
+        }
         for r in recommendations
     )
     if campaign_id is not None and campaign_id in config.campaigns:

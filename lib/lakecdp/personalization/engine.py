@@ -123,8 +123,14 @@ class TemplateEngine:
         budget: limits of each render (default :class:`RenderBudget`).
     """
 
-    def __init__(self, templates_dir: Path, *, strict: bool = False, budget: RenderBudget | None = None,
-                 feedback_url: str | None = None) -> None:
+    def __init__(
+        self,
+        templates_dir: Path,
+        *,
+        strict: bool = False,
+        budget: RenderBudget | None = None,
+        feedback_url: str | None = None,
+    ) -> None:
         self.templates_dir = Path(templates_dir)
         self.environment = BudgetedSandbox(
             budget=budget,

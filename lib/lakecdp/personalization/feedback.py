@@ -26,8 +26,9 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 Reason = Literal["not_interested", "wrong_recommendation"]
 
 
-def feedback_token(*, reason: str = "not_interested", product_id: str | None = None,
-                   category: str | None = None) -> str:
+def feedback_token(
+    *, reason: str = "not_interested", product_id: str | None = None, category: str | None = None
+) -> str:
     """``<reason>.<p|c>.<id>``; exactly one of ``product_id`` and ``category``.
 
     Example:
@@ -54,8 +55,9 @@ def feedback_url(base_url: str, token: str) -> str:
 def make_feedback_link(base_url: str):
     """The ``feedback_link`` template function for ``base_url``."""
 
-    def feedback_link(product_id: str | None = None, *, category: str | None = None,
-                      reason: str = "not_interested") -> str:
+    def feedback_link(
+        product_id: str | None = None, *, category: str | None = None, reason: str = "not_interested"
+    ) -> str:
         return feedback_url(base_url, feedback_token(reason=reason, product_id=product_id, category=category))
 
     return feedback_link

@@ -24,11 +24,13 @@ def run(ctx: JobContext) -> dict[str, int]:
         ``{"rendered": n, "missing_fields": m, "fallbacks_used": f}``.
     """
     config = load_personalization(ctx.project.conf_dir)
-    engine = TemplateEngine(templates_dir(ctx.project, config), budget=config.render_budget.budget(),
-                            feedback_url=config.feedback_url)
+    engine = TemplateEngine(
+        templates_dir(ctx.project, config), budget=config.render_budget.budget(), feedback_url=config.feedback_url
+    )
     customers = [config.demo_customer] if config.demo_customer else None
-    contexts = load_contexts(ctx.spark, ctx.tables, config, customer_ids=customers, limit=1,
-                             campaign_id=config.demo_campaign)
+    contexts = load_contexts(
+        ctx.spark, ctx.tables, config, customer_ids=customers, limit=1, campaign_id=config.demo_campaign
+    )
     if not contexts:
         logger.info("preview: no customer profile to render")
         return {"rendered": 0}
@@ -38,10 +40,15 @@ def run(ctx: JobContext) -> dict[str, int]:
         names.append(twin)
     counts = {"rendered": 0, "missing_fields": 0, "fallbacks_used": 0}
     for name in names:
-        for result in render_previews(engine, name, contexts,
-                                      output_dir=ctx.project.warehouse / config.preview_dir):
-            logger.info("preview: %s for %s -> %s (missing %s, fallbacks %s)", name, result.customer_id,
-                        result.path, sorted(result.missing), sorted(result.fallbacks))
+        for result in render_previews(engine, name, contexts, output_dir=ctx.project.warehouse / config.preview_dir):
+            logger.info(
+                "preview: %s for %s -> %s (missing %s, fallbacks %s)",
+                name,
+                result.customer_id,
+                result.path,
+                sorted(result.missing),
+                sorted(result.fallbacks),
+            )
             counts["rendered"] += 1
             counts["missing_fields"] += len(result.missing)
             counts["fallbacks_used"] += len(result.fallbacks)

@@ -58,8 +58,12 @@ def load_contexts(
     profile = profile.orderBy("customer_id")
     if limit is not None:
         profile = profile.limit(limit)
-    rows = customer_rows(profile, features=optional(catalog.CUSTOMER_FEATURES.name), membership=membership,
-                         products=optional(catalog.PRODUCTS.name))
+    rows = customer_rows(
+        profile,
+        features=optional(catalog.CUSTOMER_FEATURES.name),
+        membership=membership,
+        products=optional(catalog.PRODUCTS.name),
+    )
     return [
         template_context(r.asDict(recursive=True), config, campaign_id=campaign_id)
         for r in rows.orderBy("customer_id").collect()
@@ -89,8 +93,9 @@ def render_previews(
         customer_id = re.sub(r"[^A-Za-z0-9_\-.]", "_", str(context["customer_id"]))
         path = folder / f"{customer_id}{suffix}"
         path.write_text(rendered.text, encoding="utf-8")
-        results.append(PreviewFile(str(context["customer_id"]), path, context.get("variant"),
-                                   rendered.missing, rendered.fallbacks))
+        results.append(
+            PreviewFile(str(context["customer_id"]), path, context.get("variant"), rendered.missing, rendered.fallbacks)
+        )
     return results
 
 
@@ -152,7 +157,8 @@ def validate_templates(engine: TemplateEngine, contexts: list[dict[str, Any]]) -
     """
     all_files = sorted(
         p.relative_to(engine.templates_dir).as_posix()
-        for p in engine.templates_dir.rglob("*") if p.is_file() and p.suffix in (".html", ".txt")
+        for p in engine.templates_dir.rglob("*")
+        if p.is_file() and p.suffix in (".html", ".txt")
     )
     report = ValidationReport(templates=engine.template_names(), samples=len(contexts))
     broken: set[str] = set()

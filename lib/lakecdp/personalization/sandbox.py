@@ -67,15 +67,12 @@ class _Meter:
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
-            raise RenderBudgetExceeded(
-                f"render budget: took longer than {self.budget.max_seconds:g} s (max_seconds)"
-            )
+            raise RenderBudgetExceeded(f"render budget: took longer than {self.budget.max_seconds:g} s (max_seconds)")
 
     def size(self, value: Any, what: str) -> Any:
         if isinstance(value, (str, bytes, list, tuple)) and len(value) > self.budget.max_output_chars:
             raise RenderBudgetExceeded(
-                f"render budget: {what} is {len(value):,} long (max_output_chars "
-                f"{self.budget.max_output_chars:,})"
+                f"render budget: {what} is {len(value):,} long (max_output_chars {self.budget.max_output_chars:,})"
             )
         return value
 
@@ -208,9 +205,7 @@ def _budget_loop(iterable: Any) -> Iterator[Any]:
     for item in iterable:
         meter.iterations += 1
         if meter.iterations > limit:
-            raise RenderBudgetExceeded(
-                f"render budget: more than {limit:,} loop iterations (max_loop_iterations)"
-            )
+            raise RenderBudgetExceeded(f"render budget: more than {limit:,} loop iterations (max_loop_iterations)")
         meter.tick()
         yield item
 
@@ -247,8 +242,13 @@ class _BudgetCodeGenerator(CodeGenerator):
 
 
 _BINOPS = {
-    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-    "//": operator.floordiv, "%": operator.mod, "**": operator.pow,
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "%": operator.mod,
+    "**": operator.pow,
 }
 
 
@@ -295,8 +295,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
             bits = right * math.log2(abs(left)) if abs(left) > 1 else 1
             if bits > meter.budget.max_int_bits:
                 raise RenderBudgetExceeded(
-                    f"render budget: {left} ** {right} has about {int(bits)} bits "
-                    f"(limit {meter.budget.max_int_bits})"
+                    f"render budget: {left} ** {right} has about {int(bits)} bits (limit {meter.budget.max_int_bits})"
                 )
         elif operator_symbol == "*":
             for sequence, times in ((left, right), (right, left)):
@@ -332,8 +331,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         return super().getitem(obj, argument)
 
     # -- rendering under a budget ---------------------------------------------------------
-    def render_template(self, template: Any, context: dict[str, Any], *,
-                        budget: RenderBudget | None = None) -> str:
+    def render_template(self, template: Any, context: dict[str, Any], *, budget: RenderBudget | None = None) -> str:
         """Render a compiled ``template`` with ``context`` within ``budget`` (default: this
         environment's), counting output as it is produced."""
         meter = _Meter(budget or self.budget)
@@ -353,6 +351,5 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         finally:
             _METER.reset(token)
 
-    def render_string(self, source: str, context: dict[str, Any], *,
-                      budget: RenderBudget | None = None) -> str:
+    def render_string(self, source: str, context: dict[str, Any], *, budget: RenderBudget | None = None) -> str:
         return self.render_template(self.from_string(source), context, budget=budget)

@@ -73,9 +73,17 @@ class PlantedCampaign:
 
 
 def plant_campaign(
-    seed: int, people: int, *, campaign_id: str, campaign: Campaign, base_rate: float,
-    subgroup_rates: Mapping[str, float], exposed_at: datetime, subgroup_country: str = "DE",
-    window_hours: float | None = None, config: SampleConfig | None = None,
+    seed: int,
+    people: int,
+    *,
+    campaign_id: str,
+    campaign: Campaign,
+    base_rate: float,
+    subgroup_rates: Mapping[str, float],
+    exposed_at: datetime,
+    subgroup_country: str = "DE",
+    window_hours: float | None = None,
+    config: SampleConfig | None = None,
 ) -> PlantedCampaign:
     """Exposures, events and identifiers of one planted campaign (see the module docstring).
 
@@ -88,11 +96,13 @@ def plant_campaign(
     """
     unknown = sorted(set(subgroup_rates) - set(campaign.variants) - {HOLDOUT})
     if unknown:
-        raise ValueError(f"subgroup_rates names arms {unknown} the campaign does not have "
-                         f"({sorted(campaign.variants)})")
+        raise ValueError(
+            f"subgroup_rates names arms {unknown} the campaign does not have ({sorted(campaign.variants)})"
+        )
     config = config or SampleConfig(version=1)
-    window = timedelta(hours=window_hours if window_hours is not None
-                       else campaign.measurement.attribution_window_hours)
+    window = timedelta(
+        hours=window_hours if window_hours is not None else campaign.measurement.attribution_window_hours
+    )
     exposures: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     identifiers: list[dict[str, Any]] = []
@@ -109,43 +119,88 @@ def plant_campaign(
             subgroup.add(customer_id)
         # two linked identifiers per person: their emails (a household email shared with an earlier
         # person stays that person's: identity.identifiers has one owner per value), else a customer number
-        linked = [("email", e) for e in dict.fromkeys((person.email, person.other_email))
-                  if owners.setdefault(e, customer_id) == customer_id]
+        linked = [
+            ("email", e)
+            for e in dict.fromkeys((person.email, person.other_email))
+            if owners.setdefault(e, customer_id) == customer_id
+        ]
         linked.append(("customer_number", f"SN-{index:06d}"))
-        identifiers.extend({"identifier_type": kind, "identifier_value": value, "customer_id": customer_id,
-                            "run_id": RUN_ID} for kind, value in linked)
+        identifiers.extend(
+            {"identifier_type": kind, "identifier_value": value, "customer_id": customer_id, "run_id": RUN_ID}
+            for kind, value in linked
+        )
         change_id = f"{campaign_id}-change-{index}"
-        exposures.append({
-            "exposure_key": exposure_key(campaign_id, customer_id, change_id), "campaign_id": campaign_id,
-            "customer_id": customer_id, "change_id": change_id, "segment_id": "sample", "destination": "sample",
-            "variant": arm, "is_holdout": arm == HOLDOUT, "sent": arm != HOLDOUT, "template": campaign.template,
-            "template_sha256": None, "git_revision": None, "exposed_at": exposed_at, "run_id": RUN_ID,
-        })
+        exposures.append(
+            {
+                "exposure_key": exposure_key(campaign_id, customer_id, change_id),
+                "campaign_id": campaign_id,
+                "customer_id": customer_id,
+                "change_id": change_id,
+                "segment_id": "sample",
+                "destination": "sample",
+                "variant": arm,
+                "is_holdout": arm == HOLDOUT,
+                "sent": arm != HOLDOUT,
+                "template": campaign.template,
+                "template_sha256": None,
+                "git_revision": None,
+                "exposed_at": exposed_at,
+                "run_id": RUN_ID,
+            }
+        )
         draw = Draw(seed, "campaign", campaign_id, index)
         rate = subgroup_rates.get(arm, base_rate) if in_subgroup else base_rate
         window_seconds = int(window.total_seconds())
 
         def event(kind: str, at: datetime, purpose: str, *, other: bool = False, **extra: Any) -> dict[str, Any]:
             identifier_type, value = linked[1] if other else linked[0]
-            return {"event_id": f"{campaign_id}-{index}-{purpose}", "source": "sample", "event_type": kind,
-                    "occurred_at": at, identifier_type: value,
-                    "channel": "email" if kind.startswith("email_") else "web", "run_id": RUN_ID,
-                    "ingested_at": at, **extra}
+            return {
+                "event_id": f"{campaign_id}-{index}-{purpose}",
+                "source": "sample",
+                "event_type": kind,
+                "occurred_at": at,
+                identifier_type: value,
+                "channel": "email" if kind.startswith("email_") else "web",
+                "run_id": RUN_ID,
+                "ingested_at": at,
+                **extra,
+            }
 
         if draw.chance("converted", rate):
             at = exposed_at + timedelta(seconds=draw.integer("converted_at", 1, window_seconds - 1))
-            events.append(event("purchase", at, "purchase", value=float(draw.integer("value", 20, 120)),
-                                order_id=f"{campaign_id}-order-{index}", other=draw.chance("other_email", 0.5)))
+            events.append(
+                event(
+                    "purchase",
+                    at,
+                    "purchase",
+                    value=float(draw.integer("value", 20, 120)),
+                    order_id=f"{campaign_id}-order-{index}",
+                    other=draw.chance("other_email", 0.5),
+                )
+            )
         if index % 5 == 0:
             # one second after the window: outside, whatever the arm
-            events.append(event("purchase", exposed_at + window + timedelta(seconds=1), "late", value=50.0,
-                                order_id=f"{campaign_id}-late-{index}"))
+            events.append(
+                event(
+                    "purchase",
+                    exposed_at + window + timedelta(seconds=1),
+                    "late",
+                    value=50.0,
+                    order_id=f"{campaign_id}-late-{index}",
+                )
+            )
         if arm != HOLDOUT:
             for kind, chance in ENGAGEMENT_RATES.items():
                 if draw.chance(kind, chance):
                     events.append(event(kind, exposed_at + timedelta(hours=1), kind, campaign_id=campaign_id))
-    return PlantedCampaign(campaign_id=campaign_id, exposures=exposures, events=events, identifiers=identifiers,
-                           subgroup=frozenset(subgroup), arms=arms)
+    return PlantedCampaign(
+        campaign_id=campaign_id,
+        exposures=exposures,
+        events=events,
+        identifiers=identifiers,
+        subgroup=frozenset(subgroup),
+        arms=arms,
+    )
 
 
 def write_planted(spark: SparkSession, tables: Tables, planted: PlantedCampaign) -> None:
@@ -154,10 +209,18 @@ def write_planted(spark: SparkSession, tables: Tables, planted: PlantedCampaign)
     from lakecdp.campaign import EXPOSURES
 
     columns = [c.split()[0] for c in EVENTS_SCHEMA.split(", ")]
-    tables.append(spark.createDataFrame([tuple(e.get(c) for c in columns) for e in planted.events], EVENTS_SCHEMA),
-                  catalog.EVENTS.name)
+    tables.append(
+        spark.createDataFrame([tuple(e.get(c) for c in columns) for e in planted.events], EVENTS_SCHEMA),
+        catalog.EVENTS.name,
+    )
     id_columns = catalog.IDENTIFIERS.columns
-    tables.append(spark.createDataFrame([tuple(i[c] for c in id_columns) for i in planted.identifiers],
-                                        IDENTIFIERS_SCHEMA), catalog.IDENTIFIERS.name)
-    tables.append(spark.createDataFrame([tuple(x[f.name] for f in EXPOSURES_SCHEMA.fields)
-                                         for x in planted.exposures], EXPOSURES_SCHEMA), EXPOSURES)
+    tables.append(
+        spark.createDataFrame([tuple(i[c] for c in id_columns) for i in planted.identifiers], IDENTIFIERS_SCHEMA),
+        catalog.IDENTIFIERS.name,
+    )
+    tables.append(
+        spark.createDataFrame(
+            [tuple(x[f.name] for f in EXPOSURES_SCHEMA.fields) for x in planted.exposures], EXPOSURES_SCHEMA
+        ),
+        EXPOSURES,
+    )

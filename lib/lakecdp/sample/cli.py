@@ -36,8 +36,16 @@ def _generate(args: argparse.Namespace) -> int:
     landing = project.path(args.landing) if args.landing else project.landing
     labels = project.path(args.labels) if args.labels else project.warehouse / "labels"
     spark = open_session(project, app_name="lakecdp-generate")
-    counts = generate(spark, landing=landing, labels=labels, people=args.people, seed=args.seed,
-                      increment=args.increment, as_of=args.as_of or project.as_of(), config=config)
+    counts = generate(
+        spark,
+        landing=landing,
+        labels=labels,
+        people=args.people,
+        seed=args.seed,
+        increment=args.increment,
+        as_of=args.as_of or project.as_of(),
+        config=config,
+    )
     # the counts are the command's output, for people and scripts alike
     print(json.dumps(counts, sort_keys=True))  # noqa: T201
     return 0
@@ -52,6 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--increment", type=int, default=0, help="0 = initial load; n >= 1 later deliveries")
     parser.add_argument("--landing", default=None, help="landing folder (default: the environment's)")
     parser.add_argument("--labels", default=None, help="labels folder (default: <warehouse>/labels)")
-    parser.add_argument("--as-of", dest="as_of", type=_as_of, default=None,
-                        help="the delivery's now, ISO-8601 (default: the environment's as_of)")
+    parser.add_argument(
+        "--as-of",
+        dest="as_of",
+        type=_as_of,
+        default=None,
+        help="the delivery's now, ISO-8601 (default: the environment's as_of)",
+    )
     parser.set_defaults(handler=_generate)

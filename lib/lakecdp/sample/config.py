@@ -18,7 +18,6 @@ from lakecdp.config import StrictModel, load_model
 Rate = float
 
 
-
 class Coverage(StrictModel):
     """Share of people who appear in each customer source."""
 
@@ -94,8 +93,16 @@ class Defects(StrictModel):
 
 
 _ROW_DEFECTS = (
-    "malformed_line", "wrong_field_count", "missing_required", "invalid_timestamp", "invalid_type",
-    "invalid_email", "invalid_date", "impossible_date", "field_too_long", "bad_encoding",
+    "malformed_line",
+    "wrong_field_count",
+    "missing_required",
+    "invalid_timestamp",
+    "invalid_type",
+    "invalid_email",
+    "invalid_date",
+    "impossible_date",
+    "field_too_long",
+    "bad_encoding",
 )
 
 

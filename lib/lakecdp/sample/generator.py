@@ -110,8 +110,9 @@ def _replace(temporary: Path, final: Path) -> None:
     os.replace(temporary, final)
 
 
-def _write_lines(rows: Iterator[Any], path: Path, header: tuple[str, ...] | None, source: str,
-                 relative: str, labels: _Labels) -> int:
+def _write_lines(
+    rows: Iterator[Any], path: Path, header: tuple[str, ...] | None, source: str, relative: str, labels: _Labels
+) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     count = 0
@@ -175,8 +176,15 @@ def _write_products(spec: Spec, landing: Path, written: list[str]) -> int:
     return len(lines) - 1
 
 
-def _write_source(source: str, rows: Iterator[Any], landing: Path, people_file: Path, increment: int,
-                  truth: _Labels, written: list[str]) -> int:
+def _write_source(
+    source: str,
+    rows: Iterator[Any],
+    landing: Path,
+    people_file: Path,
+    increment: int,
+    truth: _Labels,
+    written: list[str],
+) -> int:
     if source == "people":
         return _write_lines(rows, people_file, sources.PEOPLE_HEADER, source, people_file.name, _Labels())
     relative = FILES[source].format(n=increment)
@@ -189,8 +197,9 @@ def _write_source(source: str, rows: Iterator[Any], landing: Path, people_file: 
     return count
 
 
-def _check_arguments(landing: Path, labels: Path, people: int, seed: int, increment: int,
-                     as_of: datetime, config: SampleConfig) -> None:
+def _check_arguments(
+    landing: Path, labels: Path, people: int, seed: int, increment: int, as_of: datetime, config: SampleConfig
+) -> None:
     if not isinstance(config, SampleConfig):
         raise TypeError(f"config must be a SampleConfig, got {type(config).__name__}")
     if people < 1:
@@ -208,8 +217,9 @@ def _check_arguments(landing: Path, labels: Path, people: int, seed: int, increm
         raise ValueError(f"labels folder {labels} must not be inside the landing folder {landing}")
 
 
-def request_fingerprint(*, people: int, seed: int, increment: int, as_of: datetime,
-                        config: SampleConfig) -> dict[str, Any]:
+def request_fingerprint(
+    *, people: int, seed: int, increment: int, as_of: datetime, config: SampleConfig
+) -> dict[str, Any]:
     """What determines the output bytes: the same fingerprint means the same files."""
     return {
         "generator_version": GENERATOR_VERSION,
@@ -233,8 +243,9 @@ def manifest_path(labels: Path, increment: int) -> Path:
     return Path(labels) / f"manifest_{increment}.json"
 
 
-def is_generated(*, landing: str | os.PathLike[str], labels: str | os.PathLike[str],
-                 fingerprint: dict[str, Any]) -> dict[str, int] | None:
+def is_generated(
+    *, landing: str | os.PathLike[str], labels: str | os.PathLike[str], fingerprint: dict[str, Any]
+) -> dict[str, int] | None:
     """The counts of an earlier identical run whose files are all still there, unchanged; else None."""
     manifest_file = manifest_path(Path(labels), fingerprint["increment"])
     if not manifest_file.is_file():
@@ -292,10 +303,10 @@ def generate(
     unknown = sorted(set(only or ()) - set(_ROW_FUNCTIONS))
     if unknown:
         raise ValueError(f"only: unknown source(s) {unknown}; known: {sorted(_ROW_FUNCTIONS)}")
-    spec = Spec(seed=seed, config=config, initial=people, increment=increment,
-                as_of_ms=int(as_of.timestamp() * 1000))
-    logger.info("generating increment %d of %d people (seed %d) as of %s", increment,
-                spec.population, seed, as_of.isoformat())
+    spec = Spec(seed=seed, config=config, initial=people, increment=increment, as_of_ms=int(as_of.timestamp() * 1000))
+    logger.info(
+        "generating increment %d of %d people (seed %d) as of %s", increment, spec.population, seed, as_of.isoformat()
+    )
     truth = _Labels()
     counts: dict[str, int] = {}
     written: list[str] = []
@@ -312,14 +323,20 @@ def generate(
     finally:
         rows_frame.unpersist()
     for source in _ROW_FUNCTIONS:
-        if source not in counts and (only is None or source in only or source == "people"):  # no rows at all: still a valid, empty file
+        if source not in counts and (
+            only is None or source in only or source == "people"
+        ):  # no rows at all: still a valid, empty file
             counts[source] = _write_source(source, iter(()), landing_dir, people_file, increment, truth, written)
     entities_file = labels_dir / f"entities_{increment}.csv"
-    counts["entities"] = _write_csv(entities_file, ("source", "source_record_id", "person_id", "household_id"),
-                                    sorted(truth.entities))
+    counts["entities"] = _write_csv(
+        entities_file, ("source", "source_record_id", "person_id", "household_id"), sorted(truth.entities)
+    )
     planted_file = labels_dir / f"planted_{increment}.csv"
-    counts["planted"] = _write_csv(planted_file, ("source", "file", "line", "record_key", "defect", "expected"),
-                                   sorted(truth.planted, key=lambda p: (p[1], p[2])))
+    counts["planted"] = _write_csv(
+        planted_file,
+        ("source", "file", "line", "record_key", "defect", "expected"),
+        sorted(truth.planted, key=lambda p: (p[1], p[2])),
+    )
     files = {name: _sha256(landing_dir / name) for name in sorted(written)}
     for label_file in (people_file, entities_file, planted_file):
         files[f"labels/{label_file.name}"] = _sha256(label_file)
@@ -331,7 +348,8 @@ def generate(
         "files": files,
         "counts": counts,
     }
-    manifest_path(labels_dir, increment).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
-                                                   encoding="utf-8")
+    manifest_path(labels_dir, increment).write_text(
+        json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     logger.info("increment %d done: %s", increment, counts)
     return counts

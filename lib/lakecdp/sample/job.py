@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-
 def run_demo_generate(ctx: JobContext) -> dict[str, int]:
     """Write increment 0 of the demo world to ``ctx.project.landing`` and labels to ``<warehouse>/labels``.
 
@@ -24,11 +23,20 @@ def run_demo_generate(ctx: JobContext) -> dict[str, int]:
     config = load_sample_config(ctx.project.conf_dir)
     landing = ctx.project.landing
     labels = ctx.project.warehouse / "labels"
-    fingerprint = request_fingerprint(people=config.demo_people, seed=config.demo_seed, increment=0, as_of=ctx.as_of,
-                                      config=config)
+    fingerprint = request_fingerprint(
+        people=config.demo_people, seed=config.demo_seed, increment=0, as_of=ctx.as_of, config=config
+    )
     existing = is_generated(landing=landing, labels=labels, fingerprint=fingerprint)
     if existing is not None:
         logger.info("sample data already in %s (same request, files unchanged): skipped", landing)
         return existing
-    return generate(ctx.spark, landing=landing, labels=labels, people=config.demo_people, seed=config.demo_seed,
-                    increment=0, as_of=ctx.as_of, config=config)
+    return generate(
+        ctx.spark,
+        landing=landing,
+        labels=labels,
+        people=config.demo_people,
+        seed=config.demo_seed,
+        increment=0,
+        as_of=ctx.as_of,
+        config=config,
+    )

@@ -40,32 +40,79 @@ FILES = {
     "third_party": "third_party/enrichment_{n}.parquet",
     "products": "products/products_{n}.csv",
 }
-CRM_HEADER = ("CustomerID", "FirstName", "LastName", "Email", "Phone", "DOB", "Street", "PostCode",
-              "Town", "Country", "EmailOptIn", "LastModified")
+CRM_HEADER = (
+    "CustomerID",
+    "FirstName",
+    "LastName",
+    "Email",
+    "Phone",
+    "DOB",
+    "Street",
+    "PostCode",
+    "Town",
+    "Country",
+    "EmailOptIn",
+    "LastModified",
+)
 EMAIL_HEADER = ("event_id", "event_type", "email", "campaign_id", "occurred_at", "bounce_type", "url")
 PRODUCTS_HEADER = ("product_id", "name", "category", "price")
-THIRD_PARTY_COLUMNS = ("ext_id", "full_name", "dob", "address", "postcode", "city", "income_band",
-                       "interests")
+THIRD_PARTY_COLUMNS = ("ext_id", "full_name", "dob", "address", "postcode", "city", "income_band", "interests")
 PEOPLE_HEADER = ("person_id", "household_id", "behaviour")
 
 # reason code -> expected outcome, for the defects each source can carry (docs/sample-data.md)
 Q, W = "quarantine", "warning"
 SOURCE_DEFECTS: dict[str, dict[str, str]] = {
-    "crm": {"MALFORMED_LINE": Q, "WRONG_FIELD_COUNT": Q, "MISSING_REQUIRED": Q, "INVALID_TIMESTAMP": Q,
-            "INVALID_EMAIL": W, "INVALID_DATE": W, "IMPOSSIBLE_DATE": W, "FIELD_TOO_LONG": Q,
-            "BAD_ENCODING": Q},
-    "shop_customers": {"MALFORMED_LINE": Q, "MISSING_REQUIRED": Q, "INVALID_TIMESTAMP": Q,
-                       "INVALID_EMAIL": W, "INVALID_DATE": W, "IMPOSSIBLE_DATE": W, "FIELD_TOO_LONG": Q},
+    "crm": {
+        "MALFORMED_LINE": Q,
+        "WRONG_FIELD_COUNT": Q,
+        "MISSING_REQUIRED": Q,
+        "INVALID_TIMESTAMP": Q,
+        "INVALID_EMAIL": W,
+        "INVALID_DATE": W,
+        "IMPOSSIBLE_DATE": W,
+        "FIELD_TOO_LONG": Q,
+        "BAD_ENCODING": Q,
+    },
+    "shop_customers": {
+        "MALFORMED_LINE": Q,
+        "MISSING_REQUIRED": Q,
+        "INVALID_TIMESTAMP": Q,
+        "INVALID_EMAIL": W,
+        "INVALID_DATE": W,
+        "IMPOSSIBLE_DATE": W,
+        "FIELD_TOO_LONG": Q,
+    },
     "shop_orders": {"MALFORMED_LINE": Q, "MISSING_REQUIRED": Q, "INVALID_TIMESTAMP": Q, "INVALID_TYPE": Q},
-    "web_events": {"MALFORMED_LINE": Q, "MISSING_REQUIRED": Q, "INVALID_TIMESTAMP": Q, "INVALID_TYPE": Q,
-                   "DUPLICATE": "duplicate"},
-    "email_events": {"MALFORMED_LINE": Q, "WRONG_FIELD_COUNT": Q, "MISSING_REQUIRED": Q,
-                     "INVALID_TIMESTAMP": Q, "INVALID_EMAIL": Q, "BAD_ENCODING": Q, "DUPLICATE": "duplicate"},
+    "web_events": {
+        "MALFORMED_LINE": Q,
+        "MISSING_REQUIRED": Q,
+        "INVALID_TIMESTAMP": Q,
+        "INVALID_TYPE": Q,
+        "DUPLICATE": "duplicate",
+    },
+    "email_events": {
+        "MALFORMED_LINE": Q,
+        "WRONG_FIELD_COUNT": Q,
+        "MISSING_REQUIRED": Q,
+        "INVALID_TIMESTAMP": Q,
+        "INVALID_EMAIL": Q,
+        "BAD_ENCODING": Q,
+        "DUPLICATE": "duplicate",
+    },
     "third_party": {"MISSING_REQUIRED": Q, "FIELD_TOO_LONG": Q, "INVALID_DATE": W, "IMPOSSIBLE_DATE": W},
 }
-_DEFECT_ORDER = ("MALFORMED_LINE", "WRONG_FIELD_COUNT", "MISSING_REQUIRED", "INVALID_TIMESTAMP",
-                 "INVALID_TYPE", "INVALID_EMAIL", "INVALID_DATE", "IMPOSSIBLE_DATE", "FIELD_TOO_LONG",
-                 "BAD_ENCODING")
+_DEFECT_ORDER = (
+    "MALFORMED_LINE",
+    "WRONG_FIELD_COUNT",
+    "MISSING_REQUIRED",
+    "INVALID_TIMESTAMP",
+    "INVALID_TYPE",
+    "INVALID_EMAIL",
+    "INVALID_DATE",
+    "IMPOSSIBLE_DATE",
+    "FIELD_TOO_LONG",
+    "BAD_ENCODING",
+)
 BAD_TIMESTAMPS_ISO = ("2026-13-45T25:61:00Z", "not-a-timestamp", "2026-02-30T10:00:00Z", "32/10/2026 10:00")
 BAD_TIMESTAMPS_CRM = ("2026-13-45 25:61:00", "31/02/2026 10:00", "not a date", "2026-02-30 10:00:00")
 BAD_NUMBERS = ("12,50", "abc", "£12.99", "N/A")
@@ -183,9 +230,9 @@ def typo(draw: Draw, text: str) -> str:
     i = draw.integer("typo_at", 1, len(text) - 2)
     op = draw.integer("typo_op", 0, 2)
     if op == 0:
-        return text[:i] + text[i + 1:]
+        return text[:i] + text[i + 1 :]
     if op == 1 and text[i] != text[i + 1]:
-        return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+        return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
     return text[:i] + text[i] + text[i:]
 
 
@@ -224,7 +271,7 @@ def postcode_typo(draw: Draw, postcode: str) -> str:
         return postcode
     i = draw.pick("digit", digits)
     other = (int(postcode[i]) + draw.integer("by", 1, 9)) % 10
-    return postcode[:i] + str(other) + postcode[i + 1:]
+    return postcode[:i] + str(other) + postcode[i + 1 :]
 
 
 def record_postcode(draw: Draw, postcode: str, spec: Spec) -> str:
@@ -236,10 +283,16 @@ def record_postcode(draw: Draw, postcode: str, spec: Spec) -> str:
 
 def email_variant(draw: Draw, email: str) -> str:
     local, _, domain = email.partition("@")
-    return draw.pick("variant", (
-        email.upper(), f"{local.capitalize()}@{domain.capitalize()}", f" {email}", f"{email}  ",
-        f" {local.title()}@{domain}",
-    ))
+    return draw.pick(
+        "variant",
+        (
+            email.upper(),
+            f"{local.capitalize()}@{domain.capitalize()}",
+            f" {email}",
+            f"{email}  ",
+            f" {local.title()}@{domain}",
+        ),
+    )
 
 
 def dirty_email(draw: Draw, email: str, spec: Spec) -> str | None:
@@ -260,9 +313,14 @@ def dirty_email(draw: Draw, email: str, spec: Spec) -> str | None:
 def invalid_email(draw: Draw, email: str) -> str:
     local, _, domain = email.strip().partition("@")
     middle = max(1, len(local) // 2)
-    return draw.pick("invalid_email", (
-        f"{local}{domain}", f"{local[:middle]} {local[middle:]}@{domain}", f"{local}@@{domain}",
-    ))
+    return draw.pick(
+        "invalid_email",
+        (
+            f"{local}{domain}",
+            f"{local[:middle]} {local[middle:]}@{domain}",
+            f"{local}@@{domain}",
+        ),
+    )
 
 
 def dirty_phone(draw: Draw, person: Person, spec: Spec, styles: tuple[str, ...]) -> str | None:
@@ -292,8 +350,15 @@ def bad_encoding(text: str) -> str:
     return text[:1] + _BAD_BYTE_MARK + text[1:]
 
 
-def _row(sort_key: str, line: str, defect: str | None, source: str, record_key: str | None,
-         person: Person | None, source_record_id: str | None = None) -> dict[str, Any]:
+def _row(
+    sort_key: str,
+    line: str,
+    defect: str | None,
+    source: str,
+    record_key: str | None,
+    person: Person | None,
+    source_record_id: str | None = None,
+) -> dict[str, Any]:
     return {
         "sort_key": sort_key,
         "line": encode(line),
@@ -306,12 +371,16 @@ def _row(sort_key: str, line: str, defect: str | None, source: str, record_key: 
     }
 
 
-def missing_fields(fields: dict[str, Any], source: str, spec: Spec, *, dob: str,
-                   address: tuple[str, ...], contact: tuple[str, ...]) -> None:
+def missing_fields(
+    fields: dict[str, Any], source: str, spec: Spec, *, dob: str, address: tuple[str, ...], contact: tuple[str, ...]
+) -> None:
     """Empty the kinds of field ``source`` never delivers (``missing_fields`` in the config)."""
     shape = spec.config.missing_fields
-    emptied = ((dob,) if source in shape.birth_date else ()) + (
-        address if source in shape.address else ()) + (contact if source in shape.contact else ())
+    emptied = (
+        ((dob,) if source in shape.birth_date else ())
+        + (address if source in shape.address else ())
+        + (contact if source in shape.contact else ())
+    )
     for name in emptied:
         fields[name] = None
 
@@ -339,9 +408,11 @@ def crm_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
         if not new and not change.chance("changed", spec.config.increments.crm_changes):
             continue
         first, last = dirty_name(record, person, spec)
-        email = person.other_email if (
-            record.chance("email_changed", dirt.changed_email) or (copy == 1 and record.chance("dup_email", 0.5))
-        ) else person.email
+        email = (
+            person.other_email
+            if (record.chance("email_changed", dirt.changed_email) or (copy == 1 and record.chance("dup_email", 0.5)))
+            else person.email
+        )
         home = person.moved if record.chance("moved", dirt.changed_address) else person.home
         if new:
             if spec.increment == 0:
@@ -353,11 +424,18 @@ def crm_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
             # an email change is only visible where the record shows an email at all
             shows_email = dirty_email(record, email, spec) not in (None, *names.JUNK_EMAILS)
             if shows_email and change.chance("email_or_address", 0.5):
-                email = email_address(change.child("email"), person.first_name, person.last_name, person.country,
-                                      name_crowding(spec.initial))
+                email = email_address(
+                    change.child("email"),
+                    person.first_name,
+                    person.last_name,
+                    person.country,
+                    name_crowding(spec.initial),
+                )
             else:
                 home = address(change.child("address"), person.country)
-            modified = spec.window_start_ms + int(change.u("modified") * (spec.as_of_ms - HOUR_MS - spec.window_start_ms))
+            modified = spec.window_start_ms + int(
+                change.u("modified") * (spec.as_of_ms - HOUR_MS - spec.window_start_ms)
+            )
         fields: dict[str, str | None] = {
             "CustomerID": customer_id,
             "FirstName": first,
@@ -372,8 +450,9 @@ def crm_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
             "EmailOptIn": "Y" if record.chance("opt_in", 0.6) else "N",
             "LastModified": crm_time(modified),
         }
-        missing_fields(fields, "crm", spec, dob="DOB", address=("Street", "PostCode", "Town"),
-                       contact=("Email", "Phone"))
+        missing_fields(
+            fields, "crm", spec, dob="DOB", address=("Street", "PostCode", "Town"), contact=("Email", "Phone")
+        )
         defects = Draw(spec.seed, "crm_defect", customer_id, spec.increment)
         defect = pick_defect(defects, "crm", spec)
         record_key: str | None = customer_id
@@ -412,9 +491,11 @@ def shop_customer_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
         number = shop_number(person, copy, spec.seed)
         record = Draw(spec.seed, "shop", number)
         first, last = dirty_name(record, person, spec)
-        email = person.other_email if (
-            record.chance("email_changed", dirt.changed_email) or (copy == 1 and record.chance("dup_email", 0.5))
-        ) else person.email
+        email = (
+            person.other_email
+            if (record.chance("email_changed", dirt.changed_email) or (copy == 1 and record.chance("dup_email", 0.5)))
+            else person.email
+        )
         home = person.moved if record.chance("moved", dirt.changed_address) else person.home
         if spec.increment == 0:
             created = spec.as_of_ms - record.integer("created_days", 30, 900) * DAY_MS
@@ -430,7 +511,8 @@ def shop_customer_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
             "birth_date": None if record.chance("dob_missing", dirt.missing_field) else render_date(person.dob, "iso"),
             "address": {
                 "line1": None if record.chance("street_missing", dirt.missing_field) else home.street,
-                "zip": record_postcode(record, home.postcode, spec), "city": home.town,
+                "zip": record_postcode(record, home.postcode, spec),
+                "city": home.town,
                 "country_code": person.country,
             },
             "marketing_consent": record.chance("consent", 0.6),
@@ -481,8 +563,9 @@ def third_party_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
     interests = sorted({record.pick(f"interest{i}", names.INTERESTS) for i in range(record.integer("interests", 1, 4))})
     fields: dict[str, str | None] = {
         "ext_id": ext_id,
-        "full_name": first if last is None else (
-            f"{last.upper()}, {first}" if record.chance("surname_first", 0.5) else f"{first} {last}"),
+        "full_name": first
+        if last is None
+        else (f"{last.upper()}, {first}" if record.chance("surname_first", 0.5) else f"{first} {last}"),
         "dob": None if record.chance("dob_missing", dirt.missing_field) else render_date(person.dob, "compact"),
         "address": None if record.chance("street_missing", dirt.missing_field) else home.street,
         "postcode": record_postcode(record, home.postcode, spec),
@@ -548,7 +631,9 @@ def orders_of(spec: Spec, person: Person) -> list[Order]:
             item = order.child("item", line)
             if big:
                 # outerwear, shoes and bags: the dearest categories
-                index = item.pick("category", (0, 1, 6)) + 10 * item.integer("product", 0, spec.config.products // 10 - 1)
+                index = item.pick("category", (0, 1, 6)) + 10 * item.integer(
+                    "product", 0, spec.config.products // 10 - 1
+                )
                 index = 1 + (index - 1) % spec.config.products
             else:
                 index = item.integer("product", 0, spec.config.products - 1)
@@ -601,15 +686,32 @@ def device_id(person: Person, device: int, seed: int) -> str:
 
 def repeat_product(spec: Spec, person: Person) -> str:
     """The product a planted repeat browser keeps looking at in this increment."""
-    index = Draw(spec.seed, "repeat_browser", person.index, spec.increment).integer("product", 0, spec.config.products - 1)
+    index = Draw(spec.seed, "repeat_browser", person.index, spec.increment).integer(
+        "product", 0, spec.config.products - 1
+    )
     return make_product(spec.seed, index).product_id
 
 
-def _web_event(event_id: str, event_type: str, ms: int, person: Person, device: str, session: str,
-               user: dict[str, str] | None, product: Any = None, order_id: str | None = None,
-               page: str | None = None, revenue: float | None = None) -> tuple[int, dict[str, Any]]:
-    obj: dict[str, Any] = {"event_id": event_id, "event_type": event_type, "ts": local_time(ms, person.zone),
-                           "anonymous_id": device, "session_id": session}
+def _web_event(
+    event_id: str,
+    event_type: str,
+    ms: int,
+    person: Person,
+    device: str,
+    session: str,
+    user: dict[str, str] | None,
+    product: Any = None,
+    order_id: str | None = None,
+    page: str | None = None,
+    revenue: float | None = None,
+) -> tuple[int, dict[str, Any]]:
+    obj: dict[str, Any] = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "ts": local_time(ms, person.zone),
+        "anonymous_id": device,
+        "session_id": session,
+    }
     if user is not None:
         obj["user"] = user
     if product is not None:
@@ -664,32 +766,85 @@ def web_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
                 kind = "login"
             else:
                 u = event.u("kind")
-                kind = ("page_view" if u < 0.35 else "product_view" if u < 0.8 else
-                        "add_to_cart" if u < 0.92 else "remove_from_cart")
+                kind = (
+                    "page_view"
+                    if u < 0.35
+                    else "product_view"
+                    if u < 0.8
+                    else "add_to_cart"
+                    if u < 0.92
+                    else "remove_from_cart"
+                )
             if kind in ("product_view", "add_to_cart", "remove_from_cart"):
                 product = make_product(seed, event.integer("product", 0, spec.config.products - 1))
-            page = f"{SHOP_URL}/c/{event.pick('category', names.PRODUCT_CATEGORIES)}" if kind == "page_view" and pos else None
+            page = (
+                f"{SHOP_URL}/c/{event.pick('category', names.PRODUCT_CATEGORIES)}"
+                if kind == "page_view" and pos
+                else None
+            )
             with_user = known or (logs_in and pos >= 1)
             at += event.integer("gap", 5, 180) * 1000
-            events.append(_web_event("w-" + event.hex("id"), kind, at, person, devices[device], session_id,
-                                     user if with_user else None, product, page=page))
+            events.append(
+                _web_event(
+                    "w-" + event.hex("id"),
+                    kind,
+                    at,
+                    person,
+                    devices[device],
+                    session_id,
+                    user if with_user else None,
+                    product,
+                    page=page,
+                )
+            )
     if person.web_login:
         for order in orders_of(spec, person):
             checkout = Draw(seed, "web_order", order.order_id)
             session_id = "s-" + checkout.hex("session")
-            events.append(_web_event("w-" + checkout.hex("checkout"), "checkout", order.ordered_ms - 120_000,
-                                     person, devices[0], session_id, user, page=f"{SHOP_URL}/checkout"))
-            events.append(_web_event("w-" + checkout.hex("purchase"), "purchase", order.ordered_ms, person,
-                                     devices[0], session_id, user, order_id=order.order_id,
-                                     page=f"{SHOP_URL}/checkout/done", revenue=order.total))
+            events.append(
+                _web_event(
+                    "w-" + checkout.hex("checkout"),
+                    "checkout",
+                    order.ordered_ms - 120_000,
+                    person,
+                    devices[0],
+                    session_id,
+                    user,
+                    page=f"{SHOP_URL}/checkout",
+                )
+            )
+            events.append(
+                _web_event(
+                    "w-" + checkout.hex("purchase"),
+                    "purchase",
+                    order.ordered_ms,
+                    person,
+                    devices[0],
+                    session_id,
+                    user,
+                    order_id=order.order_id,
+                    page=f"{SHOP_URL}/checkout/done",
+                    revenue=order.total,
+                )
+            )
     planted = Draw(seed, "web_behaviour", person.index, spec.increment)
     if person.behaviour == "cart_abandoner":
         at = spec.as_of_ms - planted.integer("hours", 1, 5) * HOUR_MS - planted.integer("minutes", 0, 59) * 60_000
         product = make_product(seed, planted.integer("product", 0, spec.config.products - 1))
         session_id = "s-" + planted.hex("cart_session")
         for i, kind in enumerate(("page_view", "product_view", "add_to_cart")):
-            events.append(_web_event("w-" + planted.hex(f"cart{i}"), kind, at + i * 40_000, person, devices[0],
-                                     session_id, user, None if kind == "page_view" else product))
+            events.append(
+                _web_event(
+                    "w-" + planted.hex(f"cart{i}"),
+                    kind,
+                    at + i * 40_000,
+                    person,
+                    devices[0],
+                    session_id,
+                    user,
+                    None if kind == "page_view" else product,
+                )
+            )
     elif person.behaviour == "repeat_browser":
         product_id = repeat_product(spec, person)
         product = make_product(seed, int(product_id[1:]) - 1)
@@ -697,8 +852,18 @@ def web_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
             at = spec.as_of_ms - planted.integer(f"hours{visit}", low, high) * HOUR_MS
             session_id = "s-" + planted.hex(f"repeat_session{visit}")
             for i, kind in enumerate(("page_view", "product_view", "product_view")):
-                events.append(_web_event("w-" + planted.hex(f"repeat{visit}_{i}"), kind, at + i * 60_000, person,
-                                         devices[0], session_id, user, None if kind == "page_view" else product))
+                events.append(
+                    _web_event(
+                        "w-" + planted.hex(f"repeat{visit}_{i}"),
+                        kind,
+                        at + i * 60_000,
+                        person,
+                        devices[0],
+                        session_id,
+                        user,
+                        None if kind == "page_view" else product,
+                    )
+                )
     rows = []
     for ms, obj in events:
         event_id = obj["event_id"]
@@ -817,9 +982,18 @@ def people_rows(spec: Spec, person: Person) -> list[dict[str, Any]]:
     if behaviour == "repeat_browser":
         behaviour = f"repeat_browser:{repeat_product(spec, person)}"
     line = csv_line([person.person_id, person.household_id, behaviour])
-    return [{"sort_key": person.person_id, "line": line.encode("utf-8"), "defect": None, "expected": None,
-             "record_key": None, "source_record_id": None, "person_id": person.person_id,
-             "household_id": person.household_id}]
+    return [
+        {
+            "sort_key": person.person_id,
+            "line": line.encode("utf-8"),
+            "defect": None,
+            "expected": None,
+            "record_key": None,
+            "source_record_id": None,
+            "person_id": person.person_id,
+            "household_id": person.household_id,
+        }
+    ]
 
 
 def product_lines(spec: Spec) -> list[str]:

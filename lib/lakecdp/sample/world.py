@@ -21,7 +21,11 @@ _DOB_FIRST = date(1938, 1, 1)
 _DOB_SPAN_DAYS = 25_000
 CALLING_CODES = {"GB": "44", "IE": "353", "DE": "49"}
 BEHAVIOURS = (
-    "high_spender_recent", "cart_abandoner", "repeat_browser", "churn_risk", "unsubscribed",
+    "high_spender_recent",
+    "cart_abandoner",
+    "repeat_browser",
+    "churn_risk",
+    "unsubscribed",
     "hard_bounced",
 )
 
@@ -100,8 +104,9 @@ def address(draw: Draw, country: str) -> Address:
     if country == "GB":
         postcode = f"{prefix} {draw.digits('d0', 1)}{draw.pick('l0', letters)}{draw.pick('l1', letters)}"
     elif country == "IE":
-        postcode = (f"{prefix} {draw.pick('l0', letters)}{draw.digits('d0', 1)}"
-                    f"{draw.pick('l1', letters)}{draw.digits('d1', 1)}")
+        postcode = (
+            f"{prefix} {draw.pick('l0', letters)}{draw.digits('d0', 1)}{draw.pick('l1', letters)}{draw.digits('d1', 1)}"
+        )
     else:
         postcode = f"{prefix}{draw.digits('d0', 3)}"
     line1 = f"{street} {number}" if country == "DE" else f"{number} {street}"
@@ -127,8 +132,12 @@ def phone_formats(nsn: str, country: str) -> dict[str, str]:
     """The ways people write one number: national, international and E.164."""
     code = CALLING_CODES[country]
     if country == "GB" and nsn.startswith("20"):
-        return {"national": f"(020) {nsn[2:6]} {nsn[6:]}", "international": f"+44 20 {nsn[2:6]} {nsn[6:]}",
-                "e164": f"+44{nsn}", "compact": f"0{nsn}"}
+        return {
+            "national": f"(020) {nsn[2:6]} {nsn[6:]}",
+            "international": f"+44 20 {nsn[2:6]} {nsn[6:]}",
+            "e164": f"+44{nsn}",
+            "compact": f"0{nsn}",
+        }
     head = 2 if country == "IE" else (4 if country == "GB" else 3)
     return {
         "national": f"0{nsn[:head]} {nsn[head:]}",
@@ -138,8 +147,23 @@ def phone_formats(nsn: str, country: str) -> dict[str, str]:
     }
 
 
-_FOLD = str.maketrans({"ß": "ss", "ä": "ae", "ö": "oe", "ü": "ue", "á": "a", "é": "e", "í": "i",
-                       "ó": "o", "ú": "u", "à": "a", "è": "e", "ç": "c", "ñ": "n"})
+_FOLD = str.maketrans(
+    {
+        "ß": "ss",
+        "ä": "ae",
+        "ö": "oe",
+        "ü": "ue",
+        "á": "a",
+        "é": "e",
+        "í": "i",
+        "ó": "o",
+        "ú": "u",
+        "à": "a",
+        "è": "e",
+        "ç": "c",
+        "ñ": "n",
+    }
+)
 
 
 def ascii_fold(text: str) -> str:
@@ -162,9 +186,17 @@ def email_address(draw: Draw, first: str, last: str, country: str, crowding: flo
     """
     f, l = ascii_fold(first), ascii_fold(last)
     number = draw.digits("n", 2)
-    local = draw.pick("style", (
-        f"{f}.{l}", f"{f}{l}", f"{f[:1]}.{l}", f"{f}_{l}", f"{f}.{l}{number}", f"{f[:1]}{l}{number}",
-    ))
+    local = draw.pick(
+        "style",
+        (
+            f"{f}.{l}",
+            f"{f}{l}",
+            f"{f[:1]}.{l}",
+            f"{f}_{l}",
+            f"{f}.{l}{number}",
+            f"{f[:1]}{l}{number}",
+        ),
+    )
     if crowding > 0 and draw.u("taken") < 1 - math.exp(-crowding):
         local += draw.digits("tail", 6)
     return f"{local}@{draw.pick('domain', names.EMAIL_DOMAINS[country])}"
@@ -198,15 +230,22 @@ def make_person(seed: int, index: int, config: SampleConfig, *, initial: int) ->
     crowding = name_crowding(initial)
     own_email = email_address(me.child("email"), first_name, last_name, country, crowding)
     shares_email = index != household and me.chance("shared_email", config.dirt.shared_household_email)
-    email = (email_address(Draw(seed, "person", household).child("email"), head_first, last_name, country, crowding)
-             if shares_email else own_email)
+    email = (
+        email_address(Draw(seed, "person", household).child("email"), head_first, last_name, country, crowding)
+        if shares_email
+        else own_email
+    )
     cov = config.coverage
     in_crm = me.chance("in_crm", cov.crm)
     in_shop = me.chance("in_shop", cov.shop)
     web_login = me.chance("web_login", cov.web_login)
     eligible = {
-        "high_spender_recent": in_shop, "cart_abandoner": web_login, "repeat_browser": web_login,
-        "churn_risk": True, "unsubscribed": in_crm or in_shop, "hard_bounced": in_crm or in_shop,
+        "high_spender_recent": in_shop,
+        "cart_abandoner": web_login,
+        "repeat_browser": web_login,
+        "churn_risk": True,
+        "unsubscribed": in_crm or in_shop,
+        "hard_bounced": in_crm or in_shop,
     }
     return Person(
         index=index,

@@ -19,6 +19,11 @@ from lakecdp.segments.guard import SqlRefused, check_condition, check_query
 from lakecdp.segments.plan_guard import guarded_condition, guarded_query
 
 __all__ = [
-    "SegmentDefinition", "SqlRefused", "check_condition", "check_query", "guarded_condition", "guarded_query",
+    "SegmentDefinition",
+    "SqlRefused",
+    "check_condition",
+    "check_query",
+    "guarded_condition",
+    "guarded_query",
     "load_segments",
 ]

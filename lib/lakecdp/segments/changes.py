@@ -27,13 +27,22 @@ MEMBERSHIP_COLUMNS = tuple(part.split()[0] for part in MEMBERSHIP_SCHEMA.split("
 
 
 def change_id(
-    run_id: Column, segment_id: Column, customer_id: Column, member_key: Column,
-    change_type: Column, previous_customer_id: Column,
+    run_id: Column,
+    segment_id: Column,
+    customer_id: Column,
+    member_key: Column,
+    change_type: Column,
+    previous_customer_id: Column,
 ) -> Column:
     """sha256 of run, segment, customer, key, type and previous customer (rekeys only)."""
     return F.sha2(
         F.concat_ws(
-            "\u001f", run_id, segment_id, customer_id, member_key, change_type,
+            "\u001f",
+            run_id,
+            segment_id,
+            customer_id,
+            member_key,
+            change_type,
             F.coalesce(previous_customer_id, F.lit("")),
         ),
         256,
@@ -42,14 +51,16 @@ def change_id(
 
 def _change_rows(df: DataFrame, *, run_id: str, as_of: datetime) -> DataFrame:
     """Finish change rows: run id, changed_at and change_id, in contract column order."""
-    with_run = df.withColumn("run_id", F.lit(run_id)).withColumn(
-        "changed_at", F.lit(as_of).cast("timestamp")
-    )
+    with_run = df.withColumn("run_id", F.lit(run_id)).withColumn("changed_at", F.lit(as_of).cast("timestamp"))
     with_id = with_run.withColumn(
         "change_id",
         change_id(
-            F.col("run_id"), F.col("segment_id"), F.col("customer_id"), F.col("member_key"),
-            F.col("change_type"), F.col("previous_customer_id"),
+            F.col("run_id"),
+            F.col("segment_id"),
+            F.col("customer_id"),
+            F.col("member_key"),
+            F.col("change_type"),
+            F.col("previous_customer_id"),
         ),
     )
     return with_id.select(*CHANGE_COLUMNS)
@@ -114,10 +125,17 @@ def diff_changes(
     members = candidates.filter(F.col("status") == "member").select(
         "segment_id", "customer_id", "member_key", F.col("reason").alias("new_reason")
     )
-    why_not = candidates.filter(F.col("status") != "member").select(
-        "segment_id", "customer_id", "member_key",
-        F.col("status").alias("_status"), F.col("status_detail").alias("_detail"),
-    ).dropDuplicates(["segment_id", "customer_id", "member_key"])
+    why_not = (
+        candidates.filter(F.col("status") != "member")
+        .select(
+            "segment_id",
+            "customer_id",
+            "member_key",
+            F.col("status").alias("_status"),
+            F.col("status_detail").alias("_detail"),
+        )
+        .dropDuplicates(["segment_id", "customer_id", "member_key"])
+    )
     keys = ["segment_id", "customer_id", "member_key"]
     marked = (
         current.select(*keys, F.col("reason").alias("old_reason"), F.lit(True).alias("_in_old"))
@@ -137,7 +155,8 @@ def diff_changes(
         F.when(F.col("_in_old") & F.col("new_reason").isNull(), F.lit("exited"))
         .when(~F.col("_in_old") & F.col("new_reason").isNotNull(), F.lit("entered"))
         .when(
-            F.col("_in_old") & F.col("segment_id").isin(update_list)
+            F.col("_in_old")
+            & F.col("segment_id").isin(update_list)
             & ~F.col("old_reason").eqNullSafe(F.col("new_reason")),
             F.lit("updated"),
         )
@@ -192,36 +211,55 @@ def membership_upserts(membership: DataFrame, changes: DataFrame) -> DataFrame:
     current = membership.filter(F.col("is_current"))
     keys = ["segment_id", "customer_id", "member_key"]
 
-    closing = changes.filter(F.col("change_type").isin("exited", "rekeyed")).select(
-        "segment_id",
-        F.when(F.col("change_type") == "rekeyed", F.col("previous_customer_id"))
-        .otherwise(F.col("customer_id")).alias("customer_id"),
-        "member_key",
-        F.col("run_id").alias("_run"),
-        F.col("changed_at").alias("_at"),
-    ).dropDuplicates(keys)
+    closing = (
+        changes.filter(F.col("change_type").isin("exited", "rekeyed"))
+        .select(
+            "segment_id",
+            F.when(F.col("change_type") == "rekeyed", F.col("previous_customer_id"))
+            .otherwise(F.col("customer_id"))
+            .alias("customer_id"),
+            "member_key",
+            F.col("run_id").alias("_run"),
+            F.col("changed_at").alias("_at"),
+        )
+        .dropDuplicates(keys)
+    )
     closed = current.join(closing, keys).select(
-        *keys, "entered_at", F.col("_at").alias("exited_at"), "entered_run_id",
-        F.col("_run").alias("exited_run_id"), "reason", F.lit(False).alias("is_current"),
+        *keys,
+        "entered_at",
+        F.col("_at").alias("exited_at"),
+        "entered_run_id",
+        F.col("_run").alias("exited_run_id"),
+        "reason",
+        F.lit(False).alias("is_current"),
     )
 
-    updating = changes.filter(F.col("change_type") == "updated").select(
-        *keys, F.col("reason").alias("_reason")
-    )
+    updating = changes.filter(F.col("change_type") == "updated").select(*keys, F.col("reason").alias("_reason"))
     updated = current.join(updating, keys).select(
-        *keys, "entered_at", "exited_at", "entered_run_id", "exited_run_id",
-        F.col("_reason").alias("reason"), "is_current",
+        *keys,
+        "entered_at",
+        "exited_at",
+        "entered_run_id",
+        "exited_run_id",
+        F.col("_reason").alias("reason"),
+        "is_current",
     )
 
     entered = changes.filter(F.col("change_type") == "entered").select(
-        *keys, F.col("changed_at").alias("entered_at"), F.lit(None).cast("timestamp").alias("exited_at"),
-        F.col("run_id").alias("entered_run_id"), F.lit(None).cast("string").alias("exited_run_id"),
-        "reason", F.lit(True).alias("is_current"),
+        *keys,
+        F.col("changed_at").alias("entered_at"),
+        F.lit(None).cast("timestamp").alias("exited_at"),
+        F.col("run_id").alias("entered_run_id"),
+        F.lit(None).cast("string").alias("exited_run_id"),
+        "reason",
+        F.lit(True).alias("is_current"),
     )
 
     # the surviving customer keeps the stay's original entered_at; skip when already a member
     moved_from = current.select(
-        "segment_id", F.col("customer_id").alias("previous_customer_id"), "member_key",
+        "segment_id",
+        F.col("customer_id").alias("previous_customer_id"),
+        "member_key",
         F.col("entered_at").alias("_entered_at"),
     )
     # a stay moved and exited in the same run (the survivor no longer qualifies) lands closed
@@ -240,8 +278,12 @@ def membership_upserts(membership: DataFrame, changes: DataFrame) -> DataFrame:
         )
         .join(exits, keys, "left")
         .select(
-            *keys, "entered_at", F.col("_exited_at").alias("exited_at"), "entered_run_id",
-            F.col("_exited_run").alias("exited_run_id"), "reason",
+            *keys,
+            "entered_at",
+            F.col("_exited_at").alias("exited_at"),
+            "entered_run_id",
+            F.col("_exited_run").alias("exited_run_id"),
+            "reason",
             F.col("_exited_run").isNull().alias("is_current"),
         )
     )

@@ -1,10 +1,10 @@
 """``lakecdp segments ...``: validate, dry-run, explain, approve, stream.
 
-    lakecdp segments validate
-    lakecdp segments dry-run [--segment S ...]
-    lakecdp segments explain --customer ID --segment S
-    lakecdp segments approve --segment S [--run RUN_ID]
-    lakecdp segments stream [--once]
+lakecdp segments validate
+lakecdp segments dry-run [--segment S ...]
+lakecdp segments explain --customer ID --segment S
+lakecdp segments approve --segment S [--run RUN_ID]
+lakecdp segments stream [--once]
 """
 
 from __future__ import annotations

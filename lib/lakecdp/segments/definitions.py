@@ -280,9 +280,7 @@ def validate_segments(segments: dict[str, SegmentDefinition], *, source: str) ->
     for name, definition in segments.items():
         for index, other in enumerate(definition.exclude):
             if other not in by_id:
-                raise ConfigError(
-                    f"{source}/{name}.yaml: exclude[{index}]: unknown segment {other!r}"
-                )
+                raise ConfigError(f"{source}/{name}.yaml: exclude[{index}]: unknown segment {other!r}")
     try:
         exclusion_order(by_id)
     except ConfigError as exc:

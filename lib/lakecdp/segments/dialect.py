@@ -48,11 +48,22 @@ def _bind_clock(tree: exp.Expression, as_of: datetime) -> exp.Expression:
     def replace(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.CurrentDate):
             return date_literal.copy()
-        if isinstance(node, (exp.CurrentTimestamp, exp.CurrentDatetime, exp.Localtimestamp)
-                      if hasattr(exp, "Localtimestamp") else (exp.CurrentTimestamp, exp.CurrentDatetime)):
+        if isinstance(
+            node,
+            (exp.CurrentTimestamp, exp.CurrentDatetime, exp.Localtimestamp)
+            if hasattr(exp, "Localtimestamp")
+            else (exp.CurrentTimestamp, exp.CurrentDatetime),
+        ):
             return stamp_literal.copy()
-        if isinstance(node, exp.Column) and not node.table and node.name.lower() in (
-            "current_date", "current_timestamp", "localtimestamp",
+        if (
+            isinstance(node, exp.Column)
+            and not node.table
+            and node.name.lower()
+            in (
+                "current_date",
+                "current_timestamp",
+                "localtimestamp",
+            )
         ):
             return (date_literal if node.name.lower() == "current_date" else stamp_literal).copy()
         if isinstance(node, exp.Anonymous) and node.name.lower() in ("now", "curdate", "localtimestamp"):
@@ -126,7 +137,7 @@ def java_double(value: float | None) -> str | None:
     if 1e-3 <= abs(value) < 1e7:
         if exponent >= 0:
             whole = digits[: exponent + 1].ljust(exponent + 1, "0")
-            fraction = digits[exponent + 1:] or "0"
+            fraction = digits[exponent + 1 :] or "0"
         else:
             whole = "0"
             fraction = "0" * (-exponent - 1) + digits
@@ -135,8 +146,9 @@ def java_double(value: float | None) -> str | None:
     return f"{sign}{mantissa}E{exponent}"
 
 
-_INTEGER_IDS = frozenset({"tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint",
-                          "uinteger", "ubigint", "uhugeint"})
+_INTEGER_IDS = frozenset(
+    {"tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint", "uinteger", "ubigint", "uhugeint"}
+)
 
 
 def json_value_sql(expression: str, data_type: Any) -> str:
@@ -192,7 +204,8 @@ def json_object_sql(expression: str | None, fields: list[tuple[str, Any]]) -> st
     parts = []
     for name, data_type in fields:
         access = (
-            _quote_identifier(name) if expression is None
+            _quote_identifier(name)
+            if expression is None
             else f"struct_extract({expression}, '{name.replace(chr(39), chr(39) * 2)}')"
         )
         key = jackson_string(name).replace("'", "''")

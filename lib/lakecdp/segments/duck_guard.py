@@ -94,8 +94,21 @@ _REFUSED_NODES = {
 }
 _EXPRESSION_CLASSES = frozenset(
     {
-        "COLUMN_REF", "CONSTANT", "COMPARISON", "CONJUNCTION", "OPERATOR", "FUNCTION", "CASE",
-        "CAST", "BETWEEN", "SUBQUERY", "STAR", "WINDOW", "LAMBDA", "LAMBDA_REF", "TYPE",
+        "COLUMN_REF",
+        "CONSTANT",
+        "COMPARISON",
+        "CONJUNCTION",
+        "OPERATOR",
+        "FUNCTION",
+        "CASE",
+        "CAST",
+        "BETWEEN",
+        "SUBQUERY",
+        "STAR",
+        "WINDOW",
+        "LAMBDA",
+        "LAMBDA_REF",
+        "TYPE",
     }
 )
 _REFUSED_CLASSES = {
@@ -116,8 +129,15 @@ _PLAN_OPERATORS = frozenset(
     """.split()
 )
 _INEQUALITY_JOINS = frozenset(
-    {"NESTED_LOOP_JOIN", "CROSS_PRODUCT", "BLOCKWISE_NL_JOIN", "PIECEWISE_MERGE_JOIN", "IE_JOIN",
-     "POSITIONAL_JOIN", "ASOF_JOIN"}
+    {
+        "NESTED_LOOP_JOIN",
+        "CROSS_PRODUCT",
+        "BLOCKWISE_NL_JOIN",
+        "PIECEWISE_MERGE_JOIN",
+        "IE_JOIN",
+        "POSITIONAL_JOIN",
+        "ASOF_JOIN",
+    }
 )
 _NO_LOCATION = 2**64 - 1
 
@@ -169,8 +189,10 @@ def _constant_int(node: Any) -> int | None:
 
 def _function_arguments(node: dict[str, Any]) -> list[Any]:
     arguments = node.get("arguments") or node.get("children") or []
-    return [a.get("expression", a) if isinstance(a, dict) and "expression" in a and "class" not in a else a
-            for a in arguments]
+    return [
+        a.get("expression", a) if isinstance(a, dict) and "expression" in a and "class" not in a else a
+        for a in arguments
+    ]
 
 
 def check_parse_tree(tree: dict[str, Any], text: str, *, views: frozenset[str] = SEGMENT_VIEWS) -> None:
@@ -223,8 +245,9 @@ def check_parse_tree(tree: dict[str, Any], text: str, *, views: frozenset[str] =
                 raise _refuse(text, f"table '{name}' is not allowed: other schemas and catalogs are refused", node)
             if name.lower() not in views and name.lower() not in cte_names:
                 raise _refuse(
-                    text, f"table '{name}' is not allowed (files and other tables are refused); "
-                    f"allowed: {sorted(views)}", node,
+                    text,
+                    f"table '{name}' is not allowed (files and other tables are refused); allowed: {sorted(views)}",
+                    node,
                 )
 
 
@@ -234,7 +257,8 @@ def _check_function(node: dict[str, Any], text: str) -> None:
         raise _refuse(text, f"qualified function '{name}' is not allowed", node)
     if name not in ALLOWED_DUCKDB_FUNCTIONS:
         reason = (
-            "differs between Spark and DuckDB" if name in ("hash", "xxhash64", "crc32")
+            "differs between Spark and DuckDB"
+            if name in ("hash", "xxhash64", "crc32")
             else "is not on the allow-list (file, session, random and clock functions are refused)"
         )
         raise _refuse(text, f"function '{name}' {reason}", node)
@@ -264,9 +288,7 @@ def _estimated_rows(node: dict[str, Any]) -> int | None:
         return None
 
 
-def check_physical_plan(
-    con: duckdb.DuckDBPyConnection, text: str, *, tables: frozenset[str] = SEGMENT_VIEWS
-) -> None:
+def check_physical_plan(con: duckdb.DuckDBPyConnection, text: str, *, tables: frozenset[str] = SEGMENT_VIEWS) -> None:
     """Pass 2 over ``EXPLAIN (FORMAT JSON)`` of ``text``: operators, scans and joins."""
     rows = con.execute("EXPLAIN (FORMAT JSON) " + text).fetchall()
     plan = json.loads(rows[0][1])
@@ -279,7 +301,7 @@ def check_physical_plan(
             table = str(info.get("Table", "")).lower() if isinstance(info, dict) else ""
             # DuckDB names the scanned table with its database and schema: memory.main.customers
             for prefix in ("memory.main.", "main."):
-                table = table[len(prefix):] if table.startswith(prefix) else table
+                table = table[len(prefix) :] if table.startswith(prefix) else table
             if table not in tables:
                 raise _refuse(text, f"plan scans '{table}', which is not a segment view")
         if name == "INOUT_FUNCTION":

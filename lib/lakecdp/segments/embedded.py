@@ -90,8 +90,13 @@ class EmbeddedSettings:
 # -- Delta through delta-rs -----------------------------------------------------------
 
 _ARROW_TYPES = {
-    "string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"), "boolean": pa.bool_(),
-    "bigint": pa.int64(), "int": pa.int32(), "double": pa.float64(), "date": pa.date32(),
+    "string": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "boolean": pa.bool_(),
+    "bigint": pa.int64(),
+    "int": pa.int32(),
+    "double": pa.float64(),
+    "date": pa.date32(),
     "array<string>": pa.list_(pa.string()),
 }
 
@@ -116,8 +121,7 @@ class DeltaStore:
     def __init__(self, ctx: JobContext) -> None:
         if ctx.tables.uses_catalog:
             raise EmbeddedUnsupported(
-                "the embedded engine reads path-based tables only; this environment uses a catalog "
-                "(set engine: spark)"
+                "the embedded engine reads path-based tables only; this environment uses a catalog (set engine: spark)"
             )
         self.tables = ctx.tables
 
@@ -141,8 +145,14 @@ class DeltaStore:
         return table.to_pyarrow_table(columns=columns)
 
     def load(
-        self, con: duckdb.DuckDBPyConnection, target: str, name: str, *, columns: list[str] | None = None,
-        where: str = "", params: list[Any] | None = None,
+        self,
+        con: duckdb.DuckDBPyConnection,
+        target: str,
+        name: str,
+        *,
+        columns: list[str] | None = None,
+        where: str = "",
+        params: list[Any] | None = None,
     ) -> None:
         """Table ``target`` of ``con`` from Delta table ``name`` (columns, a filter), timestamps in UTC.
 
@@ -200,8 +210,16 @@ class DeltaStore:
         return CommitProperties(custom_metadata={"userMetadata": f"lakecdp-segments {operation} {run_id}"})
 
     def merge(
-        self, data: pa.Table, name: str, schema: str, *, keys: list[str], run_id: str,
-        update: bool = True, update_predicate: str | None = None, insert: bool = True,
+        self,
+        data: pa.Table,
+        name: str,
+        schema: str,
+        *,
+        keys: list[str],
+        run_id: str,
+        update: bool = True,
+        update_predicate: str | None = None,
+        insert: bool = True,
     ) -> None:
         """Upsert on ``keys`` (insert only when ``update`` is False); creates the table if missing."""
         data = data.select(arrow_schema(schema).names).cast(arrow_schema(schema))
@@ -211,7 +229,10 @@ class DeltaStore:
             return
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
         merger = self.table(name).merge(
-            data, predicate, source_alias="s", target_alias="t",
+            data,
+            predicate,
+            source_alias="s",
+            target_alias="t",
             commit_properties=self._metadata("merge", run_id),
         )
         if update:
@@ -245,7 +266,9 @@ class DeltaStore:
         version = (table.transaction_version(app_id) or 0) + 1
         data = data.select(arrow_schema(schema).names).cast(arrow_schema(schema))
         write_deltalake(
-            table, data, mode="append",
+            table,
+            data,
+            mode="append",
             commit_properties=CommitProperties(
                 custom_metadata={"userMetadata": f"lakecdp-segments changes {run_id}"},
                 app_transactions=[Transaction(app_id=app_id, version=version)],
@@ -337,10 +360,17 @@ def load_views(con: duckdb.DuckDBPyConnection, store: DeltaStore, as_of: datetim
     for name, source in (
         ("_profile_raw", store.require(catalog.CUSTOMER_PROFILE.name)),
         ("_features_raw", store.require(catalog.CUSTOMER_FEATURES.name)),
-        ("_events_raw", store.read_or_empty(catalog.EVENTS.name, "event_id string, event_type string, occurred_at timestamp")),
-        ("_identifiers", store.read_or_empty(
-            catalog.IDENTIFIERS.name, "identifier_type string, identifier_value string, customer_id string, run_id string",
-        )),
+        (
+            "_events_raw",
+            store.read_or_empty(catalog.EVENTS.name, "event_id string, event_type string, occurred_at timestamp"),
+        ),
+        (
+            "_identifiers",
+            store.read_or_empty(
+                catalog.IDENTIFIERS.name,
+                "identifier_type string, identifier_value string, customer_id string, run_id string",
+            ),
+        ),
     ):
         con.register(f"{name}_arrow", source)
         con.execute(f'CREATE TABLE "{name}" AS SELECT {_utc_timestamps(con, name + "_arrow")} FROM "{name}_arrow"')
@@ -360,8 +390,7 @@ def load_views(con: duckdb.DuckDBPyConnection, store: DeltaStore, as_of: datetim
             select.append(f'CAST("{source}" AS {data_type.upper()}) AS "{alias}"')
     select.append(f"{timestamp_literal(as_of)} AS as_of")
     con.execute(
-        f"CREATE TABLE customers AS SELECT {', '.join(select)} FROM profile p "
-        "LEFT JOIN features f USING (customer_id)"
+        f"CREATE TABLE customers AS SELECT {', '.join(select)} FROM profile p LEFT JOIN features f USING (customer_id)"
     )
 
     events_cols = _columns(con, "_events_raw")
@@ -379,7 +408,7 @@ def load_views(con: duckdb.DuckDBPyConnection, store: DeltaStore, as_of: datetim
     customer = f"coalesce({', '.join(resolved)})" if resolved else "CAST(NULL AS VARCHAR)"
     others = ", ".join(f'e."{c}"' for c in events_cols if c != "customer_id")
     con.execute(
-        f"CREATE TABLE events AS SELECT {others}, {customer} AS customer_id FROM \"_events_raw\" e "
+        f'CREATE TABLE events AS SELECT {others}, {customer} AS customer_id FROM "_events_raw" e '
         + " ".join(joins)
         + f" WHERE {customer} IS NOT NULL AND e.occurred_at <= {timestamp_literal(as_of)}"
     )
@@ -400,10 +429,17 @@ def _check_condition_shape(tree: dict[str, Any], text: str) -> None:
     source = node.get("from_table") or {}
     star = node.get("select_list") or []
     if (
-        node.get("type") != "SELECT_NODE" or node.get("modifiers") or (node.get("cte_map") or {}).get("map")
-        or node.get("group_expressions") or node.get("having") is not None or node.get("qualify") is not None
-        or source.get("type") != "BASE_TABLE" or source.get("table_name") != "customers"
-        or len(star) != 1 or star[0].get("class") != "STAR" or node.get("where_clause") is None
+        node.get("type") != "SELECT_NODE"
+        or node.get("modifiers")
+        or (node.get("cte_map") or {}).get("map")
+        or node.get("group_expressions")
+        or node.get("having") is not None
+        or node.get("qualify") is not None
+        or source.get("type") != "BASE_TABLE"
+        or source.get("table_name") != "customers"
+        or len(star) != 1
+        or star[0].get("class") != "STAR"
+        or node.get("where_clause") is None
     ):
         raise SqlRefused("the condition must be one boolean expression (DuckDB engine)", line=None, column=None)
 
@@ -417,8 +453,11 @@ def check_segment(
 
 
 def segment_matches(
-    con: duckdb.DuckDBPyConnection, definition: SegmentDefinition, as_of: datetime,
-    *, checked: tuple[str, dict[str, Any]] | None = None,
+    con: duckdb.DuckDBPyConnection,
+    definition: SegmentDefinition,
+    as_of: datetime,
+    *,
+    checked: tuple[str, dict[str, Any]] | None = None,
 ) -> tuple[pa.Table, list[str]]:
     """Run one SQL segment on the locked connection; returns its rows and the reason columns.
 
@@ -446,9 +485,7 @@ def segment_matches(
                 f"segment {definition.id}: query must return a customer_id column, returns {result_columns}"
             )
         deciding = [c for c in result_columns if c not in ("customer_id", "member_key")]
-        key = (
-            "coalesce(CAST(member_key AS VARCHAR), '')" if "member_key" in result_columns else "''"
-        )
+        key = "coalesce(CAST(member_key AS VARCHAR), '')" if "member_key" in result_columns else "''"
         extra = "".join(f', "{c}"' for c in deciding)
         statement = (
             f"SELECT CAST(customer_id AS VARCHAR) AS customer_id{extra}, {key} AS member_key "
@@ -459,8 +496,10 @@ def segment_matches(
 
 
 def raw_matches(
-    trusted: duckdb.DuckDBPyConnection, locked: duckdb.DuckDBPyConnection,
-    segments: dict[str, SegmentDefinition], as_of: datetime,
+    trusted: duckdb.DuckDBPyConnection,
+    locked: duckdb.DuckDBPyConnection,
+    segments: dict[str, SegmentDefinition],
+    as_of: datetime,
 ) -> None:
     """Table ``matches`` (segment_id, customer_id, member_key, reason) in ``trusted``."""
     trusted.execute(
@@ -495,13 +534,13 @@ def raw_matches(
             if matched >= customers_total:
                 logger.warning(
                     "segment %s matches every customer (%d of %d, 100%%): check its rule",
-                    segment_id, matched, customers_total,
+                    segment_id,
+                    matched,
+                    customers_total,
                 )
 
 
-def apply_policies(
-    con: duckdb.DuckDBPyConnection, segments: dict[str, SegmentDefinition], as_of: datetime
-) -> None:
+def apply_policies(con: duckdb.DuckDBPyConnection, segments: dict[str, SegmentDefinition], as_of: datetime) -> None:
     """Table ``candidates`` (CANDIDATE_COLUMNS) from ``matches``: expiry, groups, exclusions."""
     con.execute(
         "CREATE OR REPLACE TABLE candidates AS SELECT segment_id, customer_id, member_key, reason, "
@@ -510,11 +549,15 @@ def apply_policies(
     now = timestamp_literal(as_of)
     expiring = {sid: d.expire_after_days for sid, d in segments.items() if d.expire_after_days}
     if expiring:
-        days = "CASE " + " ".join(f"WHEN segment_id = '{sid}' THEN {int(n)}" for sid, n in sorted(expiring.items())) + " END"
+        days = (
+            "CASE "
+            + " ".join(f"WHEN segment_id = '{sid}' THEN {int(n)}" for sid, n in sorted(expiring.items()))
+            + " END"
+        )
         feature_activity = (
             "SELECT customer_id, last_activity_at AS _at FROM features"
-            if "last_activity_at" in _columns(con, "features") else
-            "SELECT customer_id, CAST(NULL AS TIMESTAMP) AS _at FROM features WHERE false"
+            if "last_activity_at" in _columns(con, "features")
+            else "SELECT customer_id, CAST(NULL AS TIMESTAMP) AS _at FROM features WHERE false"
         )
         con.execute(
             f"""
@@ -542,11 +585,16 @@ def apply_policies(
 
     grouped = {sid: (d.group, d.priority) for sid, d in segments.items() if d.group}
     if grouped:
-        con.register("_groups", pa.table({
-            "segment_id": [sid for sid in sorted(grouped)],
-            "_group": [grouped[sid][0] for sid in sorted(grouped)],
-            "_priority": [grouped[sid][1] for sid in sorted(grouped)],
-        }))
+        con.register(
+            "_groups",
+            pa.table(
+                {
+                    "segment_id": [sid for sid in sorted(grouped)],
+                    "_group": [grouped[sid][0] for sid in sorted(grouped)],
+                    "_priority": [grouped[sid][1] for sid in sorted(grouped)],
+                }
+            ),
+        )
         con.execute(
             """
             CREATE OR REPLACE TABLE candidates AS
@@ -721,13 +769,26 @@ def _current_membership(con: duckdb.DuckDBPyConnection, store: DeltaStore, segme
     if segment_ids is None:
         store.load(con, "current", MEMBERSHIP, where="WHERE is_current")
     else:
-        store.load(con, "current", MEMBERSHIP, where="WHERE is_current AND list_contains(?::VARCHAR[], segment_id)",
-                   params=[segment_ids])
+        store.load(
+            con,
+            "current",
+            MEMBERSHIP,
+            where="WHERE is_current AND list_contains(?::VARCHAR[], segment_id)",
+            params=[segment_ids],
+        )
 
 
 def apply_run(
-    con: duckdb.DuckDBPyConnection, store: DeltaStore, run_id: str, *, mode: str, segment_ids: list[str],
-    as_of: datetime, change_count: int, changes: str = "run_changes", read_current: bool = True,
+    con: duckdb.DuckDBPyConnection,
+    store: DeltaStore,
+    run_id: str,
+    *,
+    mode: str,
+    segment_ids: list[str],
+    as_of: datetime,
+    change_count: int,
+    changes: str = "run_changes",
+    read_current: bool = True,
     append_opened: bool = False,
 ) -> None:
     """Apply one run's changes (table ``changes`` of ``con``) to membership, then record the run.
@@ -755,14 +816,19 @@ def apply_run(
     version = store.version(MEMBERSHIP)
     record = pa.table(
         {
-            "run_id": [run_id], "mode": [mode], "as_of": pa.array([as_of], pa.timestamp("us", tz="UTC")),
-            "segments": pa.array([segment_ids], pa.list_(pa.string())), "changes": pa.array([change_count], pa.int64()),
+            "run_id": [run_id],
+            "mode": [mode],
+            "as_of": pa.array([as_of], pa.timestamp("us", tz="UTC")),
+            "segments": pa.array([segment_ids], pa.list_(pa.string())),
+            "changes": pa.array([change_count], pa.int64()),
             "membership_version": pa.array([version], pa.int64()),
             "applied_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC")),
         }
     )
     # a same-id re-run that changed nothing keeps the first record (and its version)
-    store.merge(record, RUNS, catalog.SEGMENT_RUNS.ddl, keys=["run_id"], run_id=run_id, update_predicate="s.changes > 0")
+    store.merge(
+        record, RUNS, catalog.SEGMENT_RUNS.ddl, keys=["run_id"], run_id=run_id, update_predicate="s.changes > 0"
+    )
 
 
 def recover_pending(
@@ -775,7 +841,9 @@ def recover_pending(
     """
     # three narrow columns find pending runs; a pending run's rows are read in full only then
     store.load(con, "_all_changes", CHANGES, columns=["run_id", "segment_id", "changed_at"])
-    applied = store.read(RUNS, columns=["run_id"]) if store.exists(RUNS) else pa.table({"run_id": pa.array([], pa.string())})
+    applied = (
+        store.read(RUNS, columns=["run_id"]) if store.exists(RUNS) else pa.table({"run_id": pa.array([], pa.string())})
+    )
     con.register("_applied", applied)
     pending = con.execute(
         "SELECT run_id, min(changed_at) AS as_of, list_sort(list_distinct(list(segment_id))) FROM _all_changes "
@@ -786,11 +854,20 @@ def recover_pending(
         store.load(con, "stored_changes", CHANGES, where="WHERE run_id = ?", params=[run_id])
         count = con.execute("SELECT count(*) FROM stored_changes").fetchall()[0][0]
         moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
-        apply_run(con, store, run_id, mode="recovered", segment_ids=list(segment_ids), as_of=moment,
-                  change_count=int(count), changes="stored_changes")
-    seen = bool(current_run) and con.execute(
-        "SELECT count(*) FROM _all_changes WHERE run_id = ?", [current_run]
-    ).fetchall()[0][0] > 0
+        apply_run(
+            con,
+            store,
+            run_id,
+            mode="recovered",
+            segment_ids=list(segment_ids),
+            as_of=moment,
+            change_count=int(count),
+            changes="stored_changes",
+        )
+    seen = (
+        bool(current_run)
+        and con.execute("SELECT count(*) FROM _all_changes WHERE run_id = ?", [current_run]).fetchall()[0][0] > 0
+    )
     con.execute("DROP TABLE _all_changes")
     con.unregister("_applied")
     return [row[0] for row in pending], seen
@@ -807,10 +884,15 @@ def _load_merges(con: duckdb.DuckDBPyConnection, store: DeltaStore) -> None:
         ).fetchall()
         con.unregister("_id_changes")
     final = resolve_merges(pairs)
-    con.register("_merges", pa.table({
-        "old_customer_id": pa.array(sorted(final), pa.string()),
-        "new_customer_id": pa.array([final[k] for k in sorted(final)], pa.string()),
-    }))
+    con.register(
+        "_merges",
+        pa.table(
+            {
+                "old_customer_id": pa.array(sorted(final), pa.string()),
+                "new_customer_id": pa.array([final[k] for k in sorted(final)], pa.string()),
+            }
+        ),
+    )
     con.execute("CREATE OR REPLACE TABLE merges AS SELECT * FROM _merges")
     con.unregister("_merges")
 
@@ -868,8 +950,9 @@ def evaluate_and_write_embedded(
     apply_policies(con, segments, as_of)
     _current_membership(con, store, segment_ids)
     _load_merges(con, store)
-    compute_changes(con, run_id=run_id, as_of=as_of,
-                    update_segments=[sid for sid, d in segments.items() if d.emit_updates])
+    compute_changes(
+        con, run_id=run_id, as_of=as_of, update_segments=[sid for sid, d in segments.items() if d.emit_updates]
+    )
     phase("policies and diff")
 
     by_type = dict(con.execute("SELECT change_type, count(*) FROM run_changes GROUP BY 1").fetchall())
@@ -895,19 +978,29 @@ def evaluate_and_write_embedded(
             held.append((sid, before, after, share, threshold))
             logger.warning(
                 "segment %s moved %d -> %d (%.0f%% > %.0f%%): changes held until approved",
-                sid, before, after, share * 100, threshold * 100,
+                sid,
+                before,
+                after,
+                share * 100,
+                threshold * 100,
             )
     if held:
-        approvals = pa.table({
-            "run_id": [run_id] * len(held), "segment_id": [h[0] for h in held],
-            "previous_size": pa.array([h[1] for h in held], pa.int64()),
-            "new_size": pa.array([h[2] for h in held], pa.int64()),
-            "change_share": [float(h[3]) for h in held], "threshold": [float(h[4]) for h in held],
-            "status": ["held"] * len(held), "decided_by": pa.array([None] * len(held), pa.string()),
-            "decided_at": pa.array([None] * len(held), pa.timestamp("us", tz="UTC")),
-        })
-        store.merge(approvals, APPROVALS, catalog.APPROVALS.ddl, keys=["run_id", "segment_id"],
-                    run_id=run_id, update=False)
+        approvals = pa.table(
+            {
+                "run_id": [run_id] * len(held),
+                "segment_id": [h[0] for h in held],
+                "previous_size": pa.array([h[1] for h in held], pa.int64()),
+                "new_size": pa.array([h[2] for h in held], pa.int64()),
+                "change_share": [float(h[3]) for h in held],
+                "threshold": [float(h[4]) for h in held],
+                "status": ["held"] * len(held),
+                "decided_by": pa.array([None] * len(held), pa.string()),
+                "decided_at": pa.array([None] * len(held), pa.timestamp("us", tz="UTC")),
+            }
+        )
+        store.merge(
+            approvals, APPROVALS, catalog.APPROVALS.ddl, keys=["run_id", "segment_id"], run_id=run_id, update=False
+        )
     if fault_hook is not None:
         fault_hook("after_approvals")
 
@@ -915,8 +1008,9 @@ def evaluate_and_write_embedded(
     if change_count:
         # change ids of this run already stored (a re-run, or the Spark engine wrote some): left out
         if run_seen:
-            store.load(con, "_stored", CHANGES, columns=["change_id", "run_id"], where="WHERE run_id = ?",
-                       params=[run_id])
+            store.load(
+                con, "_stored", CHANGES, columns=["change_id", "run_id"], where="WHERE run_id = ?", params=[run_id]
+            )
         else:
             con.execute("CREATE OR REPLACE TABLE _stored (change_id VARCHAR, run_id VARCHAR)")
         fresh = con.sql(
@@ -931,8 +1025,17 @@ def evaluate_and_write_embedded(
     phase("approvals and changes written")
     if fault_hook is not None:
         fault_hook("after_changes")
-    apply_run(con, store, run_id, mode=mode, segment_ids=segment_ids, as_of=as_of, change_count=change_count,
-              read_current=False, append_opened=not run_seen)
+    apply_run(
+        con,
+        store,
+        run_id,
+        mode=mode,
+        segment_ids=segment_ids,
+        as_of=as_of,
+        change_count=change_count,
+        read_current=False,
+        append_opened=not run_seen,
+    )
     phase("membership and run record")
     con.close()
 

@@ -65,13 +65,13 @@ def resolve_events(events: DataFrame, identifiers: DataFrame) -> DataFrame:
     Events no identifier resolves keep ``customer_id`` null (anonymous visitors).
     """
     require_columns(events, ["event_id", "event_type", "occurred_at"], what=catalog.EVENTS.name)
-    require_columns(
-        identifiers, ["identifier_type", "identifier_value", "customer_id"], what=catalog.IDENTIFIERS.name
-    )
+    require_columns(identifiers, ["identifier_type", "identifier_value", "customer_id"], what=catalog.IDENTIFIERS.name)
     result = events
     resolved: list[Column] = []
     for identifier_type, column in (
-        ("customer_number", "customer_number"), ("email", "email"), ("device_id", "device_id"),
+        ("customer_number", "customer_number"),
+        ("email", "email"),
+        ("device_id", "device_id"),
     ):
         if column not in events.columns:
             continue
@@ -80,9 +80,9 @@ def resolve_events(events: DataFrame, identifiers: DataFrame) -> DataFrame:
             F.col("identifier_value").alias(f"_val_{identifier_type}"),
             F.col("customer_id").alias(alias),
         )
-        result = result.join(
-            lookup, result[column] == lookup[f"_val_{identifier_type}"], "left"
-        ).drop(f"_val_{identifier_type}")
+        result = result.join(lookup, result[column] == lookup[f"_val_{identifier_type}"], "left").drop(
+            f"_val_{identifier_type}"
+        )
         resolved.append(F.col(alias))
     if "customer_id" in events.columns:
         resolved.insert(0, F.col("customer_id"))
@@ -111,9 +111,7 @@ def customers_view(profile: DataFrame, features: DataFrame, as_of: datetime) -> 
     require_columns(features, ["customer_id"], what=catalog.CUSTOMER_FEATURES.name)
     profile_part = profile.drop("run_id", "as_of")
     feature_cols = [c for c in features.columns if c not in ("run_id", "as_of") and c not in profile_part.columns]
-    joined = profile_part.join(
-        features.select("customer_id", *feature_cols), "customer_id", "left"
-    )
+    joined = profile_part.join(features.select("customer_id", *feature_cols), "customer_id", "left")
     for alias, (source, data_type) in VIEW_ALIASES.items():
         if source in joined.columns and alias not in joined.columns:
             joined = joined.withColumn(alias, F.col(source).cast(data_type))
@@ -122,9 +120,7 @@ def customers_view(profile: DataFrame, features: DataFrame, as_of: datetime) -> 
 
 def events_until(events: DataFrame, as_of: datetime) -> DataFrame:
     """Resolved events up to ``as_of`` (later ones belong to a later run)."""
-    return events.filter(
-        F.col("customer_id").isNotNull() & (F.col("occurred_at") <= F.lit(as_of).cast("timestamp"))
-    )
+    return events.filter(F.col("customer_id").isNotNull() & (F.col("occurred_at") <= F.lit(as_of).cast("timestamp")))
 
 
 def register_views(spark: SparkSession, inputs: SegmentInputs) -> None:
@@ -175,11 +171,15 @@ def sql_segment_matches(spark: SparkSession, definition: SegmentDefinition, as_o
     key = F.coalesce(F.col("member_key").cast("string"), F.lit("")) if "member_key" in result.columns else F.lit("")
     extra = [c for c in result.columns if c not in ("customer_id", "member_key")]
     values = F.struct(*[F.col(c) for c in extra]) if extra else F.struct()
-    return result.filter(F.col("customer_id").isNotNull()).select(
-        F.col("customer_id").cast("string").alias("customer_id"),
-        key.alias("member_key"),
-        _reason(definition.rule, values).alias("reason"),
-    ).dropDuplicates(["customer_id", "member_key"])
+    return (
+        result.filter(F.col("customer_id").isNotNull())
+        .select(
+            F.col("customer_id").cast("string").alias("customer_id"),
+            key.alias("member_key"),
+            _reason(definition.rule, values).alias("reason"),
+        )
+        .dropDuplicates(["customer_id", "member_key"])
+    )
 
 
 class SegmentBudgetExceeded(RuntimeError):
@@ -315,21 +315,17 @@ def event_segment_matches(events: DataFrame, definition: SegmentDefinition, as_o
 
 def last_activity(inputs: SegmentInputs) -> DataFrame:
     """customer_id -> last_activity_at: latest resolved event or features.last_activity_at."""
-    from_events = events_until(inputs.events, inputs.as_of).groupBy("customer_id").agg(
-        F.max("occurred_at").alias("_event_at")
+    from_events = (
+        events_until(inputs.events, inputs.as_of).groupBy("customer_id").agg(F.max("occurred_at").alias("_event_at"))
     )
     if "last_activity_at" in inputs.features.columns:
         from_features = inputs.features.select("customer_id", F.col("last_activity_at").alias("_feature_at"))
         joined = from_events.join(from_features, "customer_id", "full")
-        return joined.select(
-            "customer_id", F.greatest("_event_at", "_feature_at").alias("last_activity_at")
-        )
+        return joined.select("customer_id", F.greatest("_event_at", "_feature_at").alias("last_activity_at"))
     return from_events.withColumnRenamed("_event_at", "last_activity_at")
 
 
-def raw_matches(
-    spark: SparkSession, segments: dict[str, SegmentDefinition], inputs: SegmentInputs
-) -> DataFrame:
+def raw_matches(spark: SparkSession, segments: dict[str, SegmentDefinition], inputs: SegmentInputs) -> DataFrame:
     """Union of every segment's raw matches as (segment_id, customer_id, member_key, reason).
 
     Every SQL segment is plan-checked before any segment runs; then each segment is computed
@@ -347,15 +343,15 @@ def raw_matches(
     customers_total = spark.table("customers").count() if needs_views and planned else None
     parts: list[DataFrame] = []
     for segment_id, part in planned.items():
-        part, rows = materialise_within_budget(
-            spark, part, segment_id=segment_id, limits=segments[segment_id].limits
-        )
+        part, rows = materialise_within_budget(spark, part, segment_id=segment_id, limits=segments[segment_id].limits)
         if customers_total and rows >= customers_total:
             matched = part.select("customer_id").distinct().count()
             if matched >= customers_total:
                 logger.warning(
                     "segment %s matches every customer (%d of %d, 100%%): check its rule",
-                    segment_id, matched, customers_total,
+                    segment_id,
+                    matched,
+                    customers_total,
                 )
         parts.append(part.select(F.lit(segment_id).alias("segment_id"), "customer_id", "member_key", "reason"))
     if not parts:
@@ -395,16 +391,18 @@ def apply_policies(
     if other_members is not None:
         rows = rows.unionByName(
             other_members.select(
-                "segment_id", "customer_id", "member_key", F.lit(None).cast("string").alias("reason"),
-                F.lit(MEMBER).alias("status"), F.lit(None).cast("string").alias("status_detail"),
+                "segment_id",
+                "customer_id",
+                "member_key",
+                F.lit(None).cast("string").alias("reason"),
+                F.lit(MEMBER).alias("status"),
+                F.lit(None).cast("string").alias("status_detail"),
                 F.lit(True).alias("_external"),
             )
         )
 
     evaluated_ids = set(segments if evaluated is None else evaluated)
-    expiring = {
-        sid: d.expire_after_days for sid, d in segments.items() if d.expire_after_days and sid in evaluated_ids
-    }
+    expiring = {sid: d.expire_after_days for sid, d in segments.items() if d.expire_after_days and sid in evaluated_ids}
     if expiring:
         if activity is None:
             raise ValueError("segments with expire_after_days need the activity DataFrame")
@@ -413,7 +411,8 @@ def apply_policies(
             days = F.when(F.col("segment_id") == sid, F.lit(n)).otherwise(days)
         rows = rows.join(activity, "customer_id", "left").withColumn("_days", days)
         expired = (
-            F.col("_days").isNotNull() & ~F.col("_external")
+            F.col("_days").isNotNull()
+            & ~F.col("_external")
             & (
                 F.col("last_activity_at").isNull()
                 | (F.col("last_activity_at") < F.lit(as_of).cast("timestamp") - F.make_interval(days=F.col("_days")))
@@ -424,8 +423,12 @@ def apply_policies(
             "status_detail",
             F.when(
                 expired,
-                F.concat(F.lit("no activity for "), F.col("_days").cast("string"), F.lit(" days; last at "),
-                         F.coalesce(F.col("last_activity_at").cast("string"), F.lit("never"))),
+                F.concat(
+                    F.lit("no activity for "),
+                    F.col("_days").cast("string"),
+                    F.lit(" days; last at "),
+                    F.coalesce(F.col("last_activity_at").cast("string"), F.lit("never")),
+                ),
             ).otherwise(F.col("status_detail")),
         ).drop("_days", "last_activity_at")
 
@@ -437,9 +440,7 @@ def apply_policies(
             group_col = F.when(F.col("segment_id") == sid, F.lit(group)).otherwise(group_col)
             priority_col = F.when(F.col("segment_id") == sid, F.lit(priority)).otherwise(priority_col)
         rows = rows.withColumn("_group", group_col).withColumn("_priority", priority_col)
-        window = Window.partitionBy("_group", "customer_id").orderBy(
-            F.col("_priority").desc(), F.col("segment_id")
-        )
+        window = Window.partitionBy("_group", "customer_id").orderBy(F.col("_priority").desc(), F.col("segment_id"))
         ranked = rows.withColumn(
             "_winner",
             F.when(
@@ -511,6 +512,10 @@ def evaluate_segments(
     activity = last_activity(inputs) if needs_activity else None
     policy_segments = dict(all_segments or segments)
     return apply_policies(
-        matches, policy_segments, activity=activity, as_of=inputs.as_of, other_members=other_members,
+        matches,
+        policy_segments,
+        activity=activity,
+        as_of=inputs.as_of,
+        other_members=other_members,
         evaluated=list(segments),
     )

@@ -80,16 +80,23 @@ _STRUCTURAL = frozenset(
 
 # Refused with a specific reason (more helpful than "not allowed").
 _REFUSED_REASONS: dict[str, str] = {
-    **{
-        name: "calls a Java method (JVM access is not allowed)"
-        for name in ("reflect", "java_method", "try_reflect")
-    },
+    **{name: "calls a Java method (JVM access is not allowed)" for name in ("reflect", "java_method", "try_reflect")},
     **{
         name: "reads files or external data (not allowed in a segment)"
         for name in (
-            "read_files", "input_file_name", "input_file_block_start",
-            "input_file_block_length", "from_csv", "from_json", "from_xml", "read_json",
-            "read_parquet", "read_csv", "url_decode", "parse_url", "session_user",
+            "read_files",
+            "input_file_name",
+            "input_file_block_start",
+            "input_file_block_length",
+            "from_csv",
+            "from_json",
+            "from_xml",
+            "read_json",
+            "read_parquet",
+            "read_csv",
+            "url_decode",
+            "parse_url",
+            "session_user",
         )
     },
     **{
@@ -102,9 +109,29 @@ _REFUSED_REASONS: dict[str, str] = {
 _FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
     getattr(exp, name)
     for name in (
-        "Insert", "Delete", "Update", "Merge", "Create", "Drop", "Alter", "Command", "Set",
-        "Use", "Cache", "Uncache", "Refresh", "Describe", "Pragma", "LoadData", "Transaction",
-        "Commit", "Rollback", "Copy", "TruncateTable", "Grant", "Analyze",
+        "Insert",
+        "Delete",
+        "Update",
+        "Merge",
+        "Create",
+        "Drop",
+        "Alter",
+        "Command",
+        "Set",
+        "Use",
+        "Cache",
+        "Uncache",
+        "Refresh",
+        "Describe",
+        "Pragma",
+        "LoadData",
+        "Transaction",
+        "Commit",
+        "Rollback",
+        "Copy",
+        "TruncateTable",
+        "Grant",
+        "Analyze",
     )
     if hasattr(exp, name)
 )
@@ -222,9 +249,7 @@ class _Checker:
         if isinstance(tree, exp.Command):
             raise self.refuse(f"command '{tree.this}' is not a read-only query", self.prefix_len)
         if not isinstance(tree, exp.Query):
-            raise self.refuse(
-                f"only a read-only SELECT is allowed, got {type(tree).__name__.upper()}", self.prefix_len
-            )
+            raise self.refuse(f"only a read-only SELECT is allowed, got {type(tree).__name__.upper()}", self.prefix_len)
         for node in tree.walk():
             if isinstance(node, _FORBIDDEN_NODES):
                 raise self.refuse(
@@ -236,9 +261,7 @@ class _Checker:
         for table in tree.find_all(exp.Table):
             offset = self.node_offset(table)
             if not isinstance(table.this, exp.Identifier):
-                raise self.refuse(
-                    f"table function '{table.this.sql(dialect='spark')}' is not allowed", offset
-                )
+                raise self.refuse(f"table function '{table.this.sql(dialect='spark')}' is not allowed", offset)
             if table.args.get("db") or table.args.get("catalog"):
                 raise self.refuse(
                     f"qualified table '{table.sql(dialect='spark')}' is not allowed "
@@ -247,9 +270,7 @@ class _Checker:
                 )
             name = table.name.lower()
             if name not in ALLOWED_TABLES and name not in cte_names:
-                raise self.refuse(
-                    f"table '{table.name}' is not allowed; allowed: {sorted(ALLOWED_TABLES)}", offset
-                )
+                raise self.refuse(f"table '{table.name}' is not allowed; allowed: {sorted(ALLOWED_TABLES)}", offset)
             tables.append(name)
         columns = sorted({column.name.lower() for column in tree.find_all(exp.Column) if column.name})
         return GuardedSql(sql=self.full, columns=tuple(columns), tables=tuple(sorted(set(tables))))
@@ -291,6 +312,8 @@ def conjuncts(condition: str) -> list[str]:
     """The top-level AND parts of a checked condition (used by ``explain``)."""
     tree = sqlglot.parse_one(_CONDITION_PREFIX + condition, read="spark")
     where = tree.args["where"].this
-    return [part.sql(dialect="spark") for part in where.flatten()] if isinstance(where, exp.And) else [
-        where.sql(dialect="spark")
-    ]
+    return (
+        [part.sql(dialect="spark") for part in where.flatten()]
+        if isinstance(where, exp.And)
+        else [where.sql(dialect="spark")]
+    )

@@ -72,12 +72,8 @@ def dry_run(
     candidates = evaluate_segments(ctx.spark, segments, inputs).localCheckpoint()
     current = _current(ctx).filter(F.col("segment_id").isin(ids))
     sizes = size_changes(current, candidates, ids)
-    reports = {
-        sid: SegmentReport(sid, size=sizes[sid].new_size, previous_size=sizes[sid].previous_size) for sid in ids
-    }
-    changes = compute_changes(
-        current, load_merges(ctx), candidates, run_id="dry-run", as_of=inputs.as_of
-    )
+    reports = {sid: SegmentReport(sid, size=sizes[sid].new_size, previous_size=sizes[sid].previous_size) for sid in ids}
+    changes = compute_changes(current, load_merges(ctx), candidates, run_id="dry-run", as_of=inputs.as_of)
     for row in changes.groupBy("segment_id", "change_type").count().collect():
         report = reports[row["segment_id"]]
         if row["change_type"] in ("entered", "exited", "rekeyed"):
@@ -205,8 +201,12 @@ def explain(
         if last is not None and last.tzinfo is None:
             # Spark hands back session-time-zone (UTC) timestamps as naive datetimes
             last = last.replace(tzinfo=timezone.utc)
-        checks.append({"check": f"{'|'.join(rule.event_types)} events since {start.isoformat()} >= {rule.min_count}",
-                       "result": count >= rule.min_count})
+        checks.append(
+            {
+                "check": f"{'|'.join(rule.event_types)} events since {start.isoformat()} >= {rule.min_count}",
+                "result": count >= rule.min_count,
+            }
+        )
         values.update({"trigger_events": count, "last_trigger_at": _jsonable(last)})
         for absence in rule.absent:
             window_start = one.as_of - (absence.within or rule.within)
@@ -229,8 +229,11 @@ def explain(
         .collect()
     ]
     # recommendation feedback in force (lakecdp.features.recommend): why a product is not offered
-    held = one.features.select("recommendation_feedback").first() if (
-        "recommendation_feedback" in one.features.columns) else None
+    held = (
+        one.features.select("recommendation_feedback").first()
+        if ("recommendation_feedback" in one.features.columns)
+        else None
+    )
     return {
         "customer_id": customer_id,
         "segment_id": segment_id,
@@ -244,7 +247,8 @@ def explain(
         "values": values,
         "membership": membership,
         "recommendation_feedback": [{k: _jsonable(v) for k, v in f.asDict().items()} for f in (held[0] or [])]
-        if held is not None else [],
+        if held is not None
+        else [],
     }
 
 

@@ -186,8 +186,13 @@ def recover_pending(ctx: JobContext) -> list[str]:
         logger.warning("run %s wrote changes but did not finish; applying them now", row["run_id"])
         stored = tables.read(spark, CHANGES).filter(F.col("run_id") == row["run_id"]).localCheckpoint()
         apply_run(
-            ctx, row["run_id"], stored, mode="recovered", segment_ids=list(row["segments"]),
-            as_of=row["as_of"], change_count=stored.count(),
+            ctx,
+            row["run_id"],
+            stored,
+            mode="recovered",
+            segment_ids=list(row["segments"]),
+            as_of=row["as_of"],
+            change_count=stored.count(),
         )
     return [row["run_id"] for row in pending]
 
@@ -249,17 +254,17 @@ def approve(
     spark: SparkSession, tables, *, segment_id: str, run_id: str | None = None, approved_by: str = "cli"
 ) -> list[str]:
     """Release held changes of ``segment_id`` (one run, or every held run). Returns run ids."""
-    approvals = tables.read(spark, APPROVALS).filter(
-        (F.col("segment_id") == segment_id) & (F.col("status") == "held")
-    )
+    approvals = tables.read(spark, APPROVALS).filter((F.col("segment_id") == segment_id) & (F.col("status") == "held"))
     if run_id is not None:
         approvals = approvals.filter(F.col("run_id") == run_id)
     runs = sorted(r["run_id"] for r in approvals.select("run_id").collect())
     if not runs:
         return []
-    decided = approvals.withColumn("status", F.lit("approved")).withColumn(
-        "decided_by", F.lit(approved_by)
-    ).withColumn("decided_at", F.lit(datetime.now(timezone.utc)).cast("timestamp"))
+    decided = (
+        approvals.withColumn("status", F.lit("approved"))
+        .withColumn("decided_by", F.lit(approved_by))
+        .withColumn("decided_at", F.lit(datetime.now(timezone.utc)).cast("timestamp"))
+    )
     tables.merge(spark, decided, APPROVALS, keys=["run_id", "segment_id"])
     return runs
 
@@ -304,9 +309,7 @@ def evaluate_and_write(
         other_members = membership.filter(F.col("is_current") & F.col("segment_id").isin(other_ids))
         if scope is not None:
             other_members = other_members.join(scope.select("customer_id").distinct(), "customer_id", "left_semi")
-    candidates = evaluate_segments(
-        spark, segments, inputs, other_members=other_members, all_segments=all_segments
-    )
+    candidates = evaluate_segments(spark, segments, inputs, other_members=other_members, all_segments=all_segments)
     if scope is not None:
         candidates = candidates.join(scope.select("customer_id").distinct(), "customer_id", "left_semi")
     # materialised once: sizes, approvals and the diff all read the same evaluation
@@ -336,18 +339,34 @@ def evaluate_and_write(
     held = [(size, threshold) for size, threshold in held if size.segment_id in changed_segments]
     if held:
         rows = [
-            (ctx.run_id, size.segment_id, size.previous_size, size.new_size, float(size.share), threshold,
-             "held", None, None)
+            (
+                ctx.run_id,
+                size.segment_id,
+                size.previous_size,
+                size.new_size,
+                float(size.share),
+                threshold,
+                "held",
+                None,
+                None,
+            )
             for size, threshold in held
         ]
         for size, threshold in held:
             logger.warning(
                 "segment %s moved %d -> %d (%.0f%% > %.0f%%): changes held until approved",
-                size.segment_id, size.previous_size, size.new_size, size.share * 100, threshold * 100,
+                size.segment_id,
+                size.previous_size,
+                size.new_size,
+                size.share * 100,
+                threshold * 100,
             )
         tables.merge(
-            spark, spark.createDataFrame(rows, APPROVALS_SCHEMA), APPROVALS,
-            keys=["run_id", "segment_id"], update_condition="false",
+            spark,
+            spark.createDataFrame(rows, APPROVALS_SCHEMA),
+            APPROVALS,
+            keys=["run_id", "segment_id"],
+            update_condition="false",
         )
     if fault_hook is not None:
         fault_hook("after_approvals")
@@ -357,7 +376,12 @@ def evaluate_and_write(
     if fault_hook is not None:
         fault_hook("after_changes")
     apply_run(
-        ctx, ctx.run_id, changes, mode=mode, segment_ids=segment_ids, as_of=inputs.as_of,
+        ctx,
+        ctx.run_id,
+        changes,
+        mode=mode,
+        segment_ids=segment_ids,
+        as_of=inputs.as_of,
         change_count=sum(by_type.values()),
     )
 
@@ -370,9 +394,7 @@ def evaluate_and_write(
 
 def membership_as_of_run(spark: SparkSession, tables, run_id: str) -> DataFrame:
     """segments.membership exactly as it stood after ``run_id`` (Delta time travel)."""
-    row = (
-        tables.read(spark, RUNS).filter(F.col("run_id") == run_id).select("membership_version").first()
-    )
+    row = tables.read(spark, RUNS).filter(F.col("run_id") == run_id).select("membership_version").first()
     if row is None:
         raise KeyError(f"run {run_id!r} is not recorded in {RUNS}")
     return tables.read(spark, MEMBERSHIP, version=int(row[0]))

@@ -132,7 +132,7 @@ class _Text:
         shift = 0
         for new_start, new_stop, old_start, old_stop in self.replaced:
             if offset >= new_stop:
-                shift = (old_stop - new_stop)
+                shift = old_stop - new_stop
             elif offset >= new_start:
                 return old_start
         return offset + shift
@@ -166,9 +166,7 @@ def _stop(node: Any) -> int | None:
 
 
 def _is_plan(obj: Any, jvm: Any) -> bool:
-    return jvm.java.lang.Class.forName(
-        "org.apache.spark.sql.catalyst.plans.logical.LogicalPlan"
-    ).isInstance(obj)
+    return jvm.java.lang.Class.forName("org.apache.spark.sql.catalyst.plans.logical.LogicalPlan").isInstance(obj)
 
 
 def _expressions(plan: Any) -> list[Any]:
@@ -194,7 +192,8 @@ def _substitution_is_off(spark: SparkSession) -> None:
         raise SqlRefused(
             "Spark variable substitution is on in this session (spark.sql.variable.substitute): "
             "${...} would be expanded before the check; lakecdp.spark.get_session turns it off",
-            line=None, column=None,
+            line=None,
+            column=None,
         )
 
 
@@ -392,8 +391,10 @@ def _sequence_size(node: Any) -> float | None:
         if value is None:
             return 0
         if hasattr(value, "months") and callable(value.months):
-            step = abs(value.months()) * 30 * 86_400_000_000 + abs(value.days()) * 86_400_000_000 + abs(
-                value.microseconds()
+            step = (
+                abs(value.months()) * 30 * 86_400_000_000
+                + abs(value.days()) * 86_400_000_000
+                + abs(value.microseconds())
             )
         else:
             step = abs(number(value))

@@ -70,9 +70,7 @@ def process_batch(
         logger.info("stream batch %d: no resolvable customers", batch_id)
         return {}
     moment = as_of or datetime.now(timezone.utc)
-    batch_ctx = JobContext(
-        project=ctx.project, spark=spark, as_of=moment, run_id=f"{run_prefix}-b{batch_id:08d}"
-    )
+    batch_ctx = JobContext(project=ctx.project, spark=spark, as_of=moment, run_id=f"{run_prefix}-b{batch_id:08d}")
     all_events = resolve_events(_read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA), identifiers)
     inputs = SegmentInputs(
         profile=_require(ctx, catalog.CUSTOMER_PROFILE.name),

@@ -35,6 +35,16 @@ def register_segment_kind(kind: type[SegmentKind]) -> type[SegmentKind]:
 
 
 __all__ = [
-    "SEGMENT_KINDS", "Absence", "ConditionKind", "Duration", "EventRule", "EventType", "QueryKind", "SegmentKind",
-    "format_duration", "parse_duration", "reason_json", "register_segment_kind",
+    "SEGMENT_KINDS",
+    "Absence",
+    "ConditionKind",
+    "Duration",
+    "EventRule",
+    "EventType",
+    "QueryKind",
+    "SegmentKind",
+    "format_duration",
+    "parse_duration",
+    "reason_json",
+    "register_segment_kind",
 ]

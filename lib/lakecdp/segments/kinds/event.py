@@ -22,8 +22,18 @@ _DURATION_RE = re.compile(r"^\s*(\d+)\s*(m|h|d)\s*$")
 _DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 EventType = Literal[
-    "page_view", "product_view", "add_to_cart", "remove_from_cart", "checkout", "purchase",
-    "login", "email_send", "email_open", "email_click", "email_bounce", "email_unsubscribe",
+    "page_view",
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "checkout",
+    "purchase",
+    "login",
+    "email_send",
+    "email_open",
+    "email_click",
+    "email_bounce",
+    "email_unsubscribe",
     "email_complaint",
 ]
 
@@ -50,7 +60,7 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class Absence(StrictModel):
-    """"...and made no <event_types>": within a window or since the last triggering event."""
+    """ "...and made no <event_types>": within a window or since the last triggering event."""
 
     event_types: list[EventType] = Field(min_length=1)
     # default: the rule's own window
@@ -86,7 +96,8 @@ class EventRule(StrictModel, SegmentKind):
             text += " per product"
         for absence in self.absent:
             when = (
-                "since last trigger" if absence.since_last_trigger
+                "since last trigger"
+                if absence.since_last_trigger
                 else f"within {format_duration(absence.within or self.within)}"
             )
             text += f"; no {'|'.join(absence.event_types)} {when}"
