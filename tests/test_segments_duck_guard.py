@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from lakecdp.segments.definitions import SegmentDefinition, SegmentLimits
+from lakecdp.segments.kinds import ConditionKind, QueryKind
 from lakecdp.segments.dialect import condition_to_duckdb, jackson_string, java_double
 from lakecdp.segments.duck_guard import check_duckdb_select
 from lakecdp.segments.embedded import EmbeddedSettings, locked_connection, segment_matches
@@ -184,9 +185,6 @@ def _definition(**kw) -> SegmentDefinition:
         "id": "s",
         "schedule": None,
         "limits": SegmentLimits(),
-        "condition": None,
-        "query": None,
-        "event": None,
         "exclude": [],
         "group": None,
         "priority": 0,
@@ -195,6 +193,10 @@ def _definition(**kw) -> SegmentDefinition:
         "emit_updates": False,
         "description": "",
     }
+    condition, query = kw.pop("condition", None), kw.pop("query", None)
+    base["spec"] = (
+        ConditionKind.model_construct(condition) if condition is not None else QueryKind.model_construct(query)
+    )
     return SegmentDefinition.model_construct(**{**base, **kw})
 
 
