@@ -461,3 +461,17 @@ def test_a_failed_sync_answers_503_and_stops_the_log(tmp_path, monkeypatch):
     assert isinstance(error, IntakeLogError) and "stopped after a failed sync" in str(error)
     assert "w-2" not in {i.split("\u001f")[1] for i in log.event_ids}
     log.close()
+
+
+def test_a_backlog_is_picked_up_in_bounded_chunks_cut_at_line_ends(tmp_path):
+    """A long backlog must not reach Spark as one micro-batch (300,000 events in one local
+    relation ran a 1 GB driver out of heap): the pickup cuts it at line ends."""
+    from lakecdp.api.pickup import chunk_bounds
+
+    path = tmp_path / "intake-00000001.log"
+    # lines of 10 bytes at 0, 10, 20, 30, 40; one of 40 bytes at 50; a torn tail at 90
+    path.write_bytes(b"aaaaaaaaa\n" * 5 + b"b" * 39 + b"\n" + b"torn")
+    assert chunk_bounds(path, 0, 90, max_bytes=25) == [(0, 20), (20, 40), (40, 50), (50, 90)]
+    assert chunk_bounds(path, 10, 50, max_bytes=25) == [(10, 30), (30, 50)]
+    assert chunk_bounds(path, 0, 90, max_bytes=1 << 20) == [(0, 90)]
+    assert chunk_bounds(path, 90, 90, max_bytes=25) == []

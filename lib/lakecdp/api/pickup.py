@@ -38,6 +38,9 @@ LEDGER_SCHEMA = catalog.API_INTAKE.schema
 TOPIC_PREFIX = "lakecdp-api."
 # kafka_timestamp: the request's receive time, so FUTURE_TIMESTAMP is judged as the HTTP validator
 # judged it (as the Kafka stream judges by the broker's time), not against the run's as-of
+# one micro-batch at most this many bytes of log lines: a backlog of hundreds of thousands of events
+# handed to Spark as one local relation ran the driver out of heap (300,000 events, 1 GB driver)
+MAX_CHUNK_BYTES = 16 << 20
 _RAW_SCHEMA = "raw string, kafka_topic string, kafka_partition int, kafka_offset bigint, kafka_timestamp timestamp"
 
 
@@ -71,6 +74,21 @@ def _record(ctx: JobContext, segment: int, start: int, end: int, status: str, ev
     ctx.tables.append(ctx.spark.createDataFrame(row, LEDGER_SCHEMA), LEDGER)
 
 
+def chunk_bounds(path, start: int, end: int, max_bytes: int = MAX_CHUNK_BYTES) -> list[tuple[int, int]]:
+    """``[start, end)`` of a segment cut at line ends into pieces of at most ``max_bytes``
+    (a single longer line is a piece of its own)."""
+    bounds, piece = [], start
+    for offset, line in read_lines(path, start):
+        if offset >= end:
+            break
+        if offset > piece and offset + len(line) + 1 - piece > max_bytes:
+            bounds.append((piece, offset))
+            piece = offset
+    if end > piece:
+        bounds.append((piece, end))
+    return bounds
+
+
 def _chunk_rows(path, segment: int, start: int, end: int) -> dict[str, list[tuple[str, str, int, int, datetime]]]:
     by_source: dict[str, list[tuple[str, str, int, int, datetime]]] = {}
     for offset, line in read_lines(path, start):
@@ -102,8 +120,9 @@ def _as_dataframe(ctx: JobContext, rows: list[tuple[str, str, int, int, datetime
     return ctx.spark.createDataFrame(table, _RAW_SCHEMA)
 
 
-def pickup(ctx: JobContext, log_dir) -> dict[str, int]:
-    """Load every complete line of the intake log not loaded yet; returns the audit counts summed."""
+def pickup(ctx: JobContext, log_dir, *, max_chunk_bytes: int = MAX_CHUNK_BYTES) -> dict[str, int]:
+    """Load every complete line of the intake log not loaded yet, in micro-batches of at most
+    ``max_chunk_bytes`` of log; returns the audit counts summed."""
     from lakecdp.api.server import intake_sources
     from lakecdp.ingest.stream import _validate, with_dedup_key, write_micro_batch
 
@@ -119,7 +138,7 @@ def pickup(ctx: JobContext, log_dir) -> dict[str, int]:
             done_end = pending[1]
         end = complete_length(path)
         if end > done_end:
-            chunks.append((done_end, end))
+            chunks.extend(chunk_bounds(path, done_end, end, max_chunk_bytes))
         for start, stop in chunks:
             if (start, stop) != pending:
                 _record(ctx, number, start, stop, "started", 0)
