@@ -27,6 +27,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from lakecdp.segments.guard import SqlRefused
+from lakecdp.segments.spark_semantics import spark_semantics
 
 
 def _utc(as_of: datetime) -> datetime:
@@ -86,7 +87,7 @@ def _translate(text: str, *, expression: bool, as_of: datetime) -> str:
             if len(statements) != 1:
                 raise SqlRefused(f"exactly one query is allowed, got {len(statements)}", line=None, column=None)
             node = statements[0]
-        bound = _bind_clock(node, as_of)
+        bound = spark_semantics(_bind_clock(node, as_of))
         return bound.sql(dialect="duckdb")
     except (ParseError, TokenError) as exc:
         raise SqlRefused(f"cannot translate to DuckDB: {str(exc).splitlines()[0]}", line=None, column=None) from None

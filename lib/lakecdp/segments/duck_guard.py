@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     import duckdb
 
 # DuckDB functions (as DuckDB names them after the sqlglot translation) a segment may call:
+# (``error``, ``isodow``, ``typeof``, ``json_valid``, ``json_type`` only come from the rewrites of
+# lakecdp.segments.spark_semantics: the Spark allow-list, checked on the author's text first, has none)
 # pure, deterministic, no IO. Operators arrive as functions named by their symbol.
 ALLOWED_DUCKDB_FUNCTIONS = frozenset(
     """
@@ -73,6 +75,7 @@ ALLOWED_DUCKDB_FUNCTIONS = frozenset(
     cardinality struct_pack row struct_extract
     json_extract json_extract_string json_array_length to_json
     grouping grouping_id
+    error isodow typeof json_valid json_type
     """.split()
 )
 
