@@ -279,6 +279,12 @@ class DestinationBase(_DestinationModel):
         """The HTTP endpoint it sends through, if any (``validate-destinations --resolve``)."""
         return None
 
+    def demo_url(self) -> str | None:
+        """The url of a demo destination (``demo_receiver: true``): ``lakecdp demo`` runs the local
+        receiver and sets the variable it names; other runs leave the destination out while it is
+        unset. None for any other destination."""
+        return None
+
     def check(self, project: Project, name: str) -> None:
         """Checks that need the project (files it names exist); ``validate-destinations`` runs them.
 
@@ -347,6 +353,9 @@ class WebhookDestination(_WithFields, WebhookSettings):
 
     def webhook_settings(self) -> WebhookSettings:
         return self
+
+    def demo_url(self) -> str | None:
+        return self.url if self.demo_receiver else None
 
     def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:
         delivery.send(self, delivery.payload_items(rows, self.fields), rows, max_runs=self.max_runs())

@@ -201,6 +201,9 @@ class SmsDestination(DestinationBase):
     def webhook_settings(self) -> WebhookSettings:
         return self.gateway
 
+    def demo_url(self) -> str | None:
+        return self.gateway.url if self.demo_receiver else None
+
     def check(self, project: Project, name: str) -> None:
         """The text template must exist in the personalisation templates."""
         from lakecdp.config import ConfigError
