@@ -105,7 +105,8 @@ def _as_dataframe(ctx: JobContext, rows: list[tuple[str, str, int, int, datetime
 def pickup(ctx: JobContext, log_dir) -> dict[str, int]:
     """Load every complete line of the intake log not loaded yet; returns the audit counts summed."""
     from lakecdp.api.server import intake_sources
-    from lakecdp.ingest.stream import _validate, with_dedup_key, write_micro_batch
+    from lakecdp.ingest.messages import validate_messages, with_dedup_key
+    from lakecdp.ingest.stream import write_micro_batch
 
     sources = intake_sources(ctx.project)
     state = _ledger(ctx)
@@ -129,7 +130,7 @@ def pickup(ctx: JobContext, log_dir) -> dict[str, int]:
                 source = sources[source_name]
                 batch = (
                     _as_dataframe(ctx, raw_rows)
-                    .transform(_validate, source=source, as_of=ctx.as_of)
+                    .transform(validate_messages, source=source, as_of=ctx.as_of)
                     .transform(with_dedup_key, event_id=source.primary_key[0])
                 )
                 counts = write_micro_batch(
