@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from lakecdp.activation.job import Delivery
     from lakecdp.config import Project
 
+ChangeType = Literal["entered", "exited", "updated", "rekeyed"]
+#: the segment change types, each delivered by default (an SMS destination: ``entered`` only)
+CHANGE_TYPES: tuple[ChangeType, ...] = ("entered", "exited", "updated", "rekeyed")
 # the gold.customer_profile columns a destination may put in its payload
 PROFILE_FIELDS = frozenset(
     {"email", "first_name", "last_name", "phone", "postcode", "city", "country", "date_of_birth"}
@@ -258,9 +261,7 @@ class DestinationBase(_DestinationModel):
     # segment ids to deliver; empty = every segment
     segments: list[str] = Field(default_factory=list)
     # change types to deliver
-    change_types: list[Literal["entered", "exited", "updated", "rekeyed"]] = Field(
-        default_factory=lambda: ["entered", "exited", "updated", "rekeyed"]
-    )
+    change_types: list[ChangeType] = Field(default_factory=lambda: list(CHANGE_TYPES))
     enabled: bool = True
 
     @field_validator("segments")

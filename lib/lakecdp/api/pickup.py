@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LEDGER = catalog.API_INTAKE.name
-LEDGER_SCHEMA = catalog.API_INTAKE.schema
+LEDGER_SCHEMA = catalog.API_INTAKE.ddl
 TOPIC_PREFIX = "lakecdp-api."
 # kafka_timestamp: the request's receive time, so FUTURE_TIMESTAMP is judged as the HTTP validator
 # judged it (as the Kafka stream judges by the broker's time), not against the run's as-of
