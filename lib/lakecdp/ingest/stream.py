@@ -124,26 +124,7 @@ logger = logging.getLogger(__name__)
 _ERASED = "_erased"
 
 
-# -- the query ----------------------------------------------------------------------------
-def _resolve_source(ctx: JobContext, source: str | SourceConfig) -> SourceConfig:
-    from lakecdp.ingest.sources import load_sources
-
-    if not isinstance(source, str):
-        return source
-    sources = load_sources(ctx.project.conf_dir / "sources")
-    if source not in sources:
-        raise ConfigError(f"{ctx.project.conf_dir / 'sources'}: no source named {source!r}")
-    refusal = stream_refusal(sources[source], source)
-    if refusal is not None:
-        raise StreamDefinitionError(refusal)
-    return sources[source]
-
-
-def checkpoint_location(ctx: JobContext, *, source: str, topic: str) -> Path:
-    """One checkpoint folder per (source, topic) query under the project's checkpoints."""
-    return ctx.project.checkpoints / "kafka" / f"{source}__{topic}"
-
-
+# -- writes: insert-if-new MERGEs, retried when a concurrent commit wins ------------------
 _RETRIES = 5
 _T = TypeVar("_T")
 
@@ -203,6 +184,26 @@ def insert_new_rows(ctx: JobContext, df: DataFrame, name: str, *, keys: list[str
         return int(metrics["num_inserted_rows"])
 
     return _with_retries(write, what=name)
+
+
+# -- the query ----------------------------------------------------------------------------
+def _resolve_source(ctx: JobContext, source: str | SourceConfig) -> SourceConfig:
+    from lakecdp.ingest.sources import load_sources
+
+    if not isinstance(source, str):
+        return source
+    sources = load_sources(ctx.project.conf_dir / "sources")
+    if source not in sources:
+        raise ConfigError(f"{ctx.project.conf_dir / 'sources'}: no source named {source!r}")
+    refusal = stream_refusal(sources[source], source)
+    if refusal is not None:
+        raise StreamDefinitionError(refusal)
+    return sources[source]
+
+
+def checkpoint_location(ctx: JobContext, *, source: str, topic: str) -> Path:
+    """One checkpoint folder per (source, topic) query under the project's checkpoints."""
+    return ctx.project.checkpoints / "kafka" / f"{source}__{topic}"
 
 
 def start_kafka_stream(
@@ -294,6 +295,7 @@ def _batch_writer(
     return write_batch
 
 
+# -- the sink: one micro-batch ------------------------------------------------------------
 def audit_source_file(topic: str) -> str:
     """What a stream's ``ops.ingest_audit`` rows carry as ``source_file``: ``kafka://<topic>``."""
     return f"kafka://{topic}"
@@ -418,6 +420,7 @@ def _write_orders(ctx: JobContext, valid: DataFrame, source: SourceConfig) -> in
     return unique.count()
 
 
+# -- runs of conf/streaming.yaml ----------------------------------------------------------
 def start_configured_streams(
     ctx: JobContext, config: StreamingConfig, *, trigger: str | None = None
 ) -> list[StreamingQuery]:
