@@ -189,3 +189,27 @@ def test_files_are_rewritten_without_the_persons_lines_and_batch_items(tmp_path)
     assert [json.loads(line) for line in log.read_text().splitlines()] == [
         {"path": "/", "body": {"run_id": "r", "items": [{"email": "bob@x.com"}]}}
     ]
+
+
+def test_session_settings_hold_for_the_block_only_even_when_it_fails(spark):
+    from lakecdp.erasure import COMMIT_METADATA, RETENTION_CHECK, session_settings
+
+    before = spark.conf.get(RETENTION_CHECK, None)
+    spark.conf.set(COMMIT_METADATA, "someone else's")
+    spark.conf.unset(RETENTION_CHECK)
+    try:
+        with pytest.raises(RuntimeError, match="vacuum failed"):
+            with session_settings(spark, {COMMIT_METADATA: "lakecdp-erasure r1", RETENTION_CHECK: "false"}):
+                assert spark.conf.get(COMMIT_METADATA) == "lakecdp-erasure r1"
+                assert spark.conf.get(RETENTION_CHECK) == "false"
+                raise RuntimeError("vacuum failed")
+        assert spark.conf.get(COMMIT_METADATA) == "someone else's"
+        assert spark.conf.get(RETENTION_CHECK, None) is None
+        # None leaves a setting as it is
+        with session_settings(spark, {COMMIT_METADATA: None}):
+            assert spark.conf.get(COMMIT_METADATA) == "someone else's"
+        assert spark.conf.get(COMMIT_METADATA) == "someone else's"
+    finally:
+        spark.conf.unset(COMMIT_METADATA)
+        if before is not None:
+            spark.conf.set(RETENTION_CHECK, before)

@@ -32,9 +32,10 @@ import logging
 import os
 import re
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lakecdp import catalog
@@ -43,7 +44,7 @@ from lakecdp.context import JobContext
 from lakecdp.tables import LAYERS
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 logger = logging.getLogger(__name__)
 
@@ -318,6 +319,33 @@ def _local_path(location: str) -> str:
     return location
 
 
+COMMIT_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+
+
+@contextmanager
+def session_settings(spark: SparkSession, settings: Mapping[str, str | None]) -> Iterator[None]:
+    """Spark settings for the block only; afterwards each is what it was (unset if it was unset).
+
+    Delta takes two things the erasure needs only from the session, not per call: the commit
+    message of a DELETE / REORG (``userMetadata``; a write takes it as an option,
+    :meth:`lakecdp.tables.Tables.overwrite`) and leave to VACUUM below 7 days. A value None
+    leaves the setting as it is.
+    """
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    try:
+        for key, value in settings.items():
+            if value is not None:
+                spark.conf.set(key, value)
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
 def erase_person(ctx: JobContext, *, email: str | None = None, customer_id: str | None = None) -> ErasureResult:
     """Remove the person from every table and file, purge, vacuum, and record salted hashes.
 
@@ -345,12 +373,9 @@ def erase_person(ctx: JobContext, *, email: str | None = None, customer_id: str 
 
     deleted: dict[str, int] = {}
     pattern = _values_pattern(values)
-    metadata_key = "spark.databricks.delta.commitInfo.userMetadata"
-    previous_metadata = spark.conf.get(metadata_key, None)
     # every commit of the erasure says what it was (never who): readers of the change feed
     # and of the history can tell
-    spark.conf.set(metadata_key, f"{ERASURE_COMMIT_MARK} {ctx.run_id}")
-    try:
+    with session_settings(spark, {COMMIT_METADATA: f"{ERASURE_COMMIT_MARK} {ctx.run_id}"}):
         names = [n for n in _warehouse_tables(ctx) if n != ERASURES_TABLE]
         for name in names:
             matches = _delete_rows_mentioning(ctx, name, pattern)
@@ -364,24 +389,15 @@ def erase_person(ctx: JobContext, *, email: str | None = None, customer_id: str 
             logger.info("%s: %d rows erased", name, matches)
 
         retention = settings.vacuum_retention_hours
-        check = "spark.databricks.delta.retentionDurationCheck.enabled"
-        previous = spark.conf.get(check, "true") or "true"
-        spark.conf.set(check, "false" if retention < 168 else previous)
-        try:
+        # Delta refuses a VACUUM below 7 days unless the check is off
+        with session_settings(spark, {RETENTION_CHECK: "false" if retention < 168 else None}):
             # every table, not only those with rows deleted now: files an earlier overwrite
             # left behind (identity.edges, segments) can still hold the person
             for name in names:
                 tables.delta(spark, name).vacuum(retention)
-        finally:
-            spark.conf.set(check, previous)
         if retention == 0 and not tables.uses_catalog:
             for name in names:
                 _forget_log_history(ctx, name)
-    finally:
-        if previous_metadata is None:
-            spark.conf.unset(metadata_key)
-        else:
-            spark.conf.set(metadata_key, previous_metadata)
 
     files = erase_from_files(ctx, identifiers, records)
 

@@ -38,7 +38,7 @@ def _validate(args: argparse.Namespace) -> int:
         for name, destination in destinations.items():
             destination.check(project, name)
             settings = destination.webhook_settings()
-            if args.resolve and settings is not None and not getattr(destination, "demo_receiver", False):
+            if args.resolve and settings is not None and destination.demo_url() is None:
                 WebhookClient(name, settings, run_id="validate")
             print(f"ok: {name} ({destination.type})")
     except ConfigError as exc:

@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from lakecdp.activation.job import Delivery
     from lakecdp.config import Project
 
+ChangeType = Literal["entered", "exited", "updated", "rekeyed"]
+#: the segment change types, each delivered by default (an SMS destination: ``entered`` only)
+CHANGE_TYPES: tuple[ChangeType, ...] = ("entered", "exited", "updated", "rekeyed")
 # the gold.customer_profile columns a destination may put in its payload
 PROFILE_FIELDS = frozenset(
     {"email", "first_name", "last_name", "phone", "postcode", "city", "country", "date_of_birth"}
@@ -258,9 +261,7 @@ class DestinationBase(_DestinationModel):
     # segment ids to deliver; empty = every segment
     segments: list[str] = Field(default_factory=list)
     # change types to deliver
-    change_types: list[Literal["entered", "exited", "updated", "rekeyed"]] = Field(
-        default_factory=lambda: ["entered", "exited", "updated", "rekeyed"]
-    )
+    change_types: list[ChangeType] = Field(default_factory=lambda: list(CHANGE_TYPES))
     enabled: bool = True
 
     @field_validator("segments")
@@ -277,6 +278,12 @@ class DestinationBase(_DestinationModel):
 
     def webhook_settings(self) -> WebhookSettings | None:
         """The HTTP endpoint it sends through, if any (``validate-destinations --resolve``)."""
+        return None
+
+    def demo_url(self) -> str | None:
+        """The url of a demo destination (``demo_receiver: true``): ``lakecdp demo`` runs the local
+        receiver and sets the variable it names; other runs leave the destination out while it is
+        unset. None for any other destination."""
         return None
 
     def check(self, project: Project, name: str) -> None:
@@ -347,6 +354,9 @@ class WebhookDestination(_WithFields, WebhookSettings):
 
     def webhook_settings(self) -> WebhookSettings:
         return self
+
+    def demo_url(self) -> str | None:
+        return self.url if self.demo_receiver else None
 
     def deliver(self, delivery: Delivery, rows: Sequence[dict[str, Any]]) -> None:
         delivery.send(self, delivery.payload_items(rows, self.fields), rows, max_runs=self.max_runs())

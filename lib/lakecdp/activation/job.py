@@ -37,7 +37,6 @@ from lakecdp.activation.config import (
 )
 from lakecdp.config import ConfigError
 from lakecdp.activation.files import safe_path_part, write_export
-from lakecdp.activation.sms import SmsDestination
 from lakecdp.activation.webhook import Finalised, WebhookClient, to_json
 
 if TYPE_CHECKING:
@@ -447,11 +446,8 @@ def waiting_demo_destinations(destinations: Mapping[str, AnyDestination]) -> lis
     """
     waiting = []
     for name, destination in destinations.items():
-        if not getattr(destination, "demo_receiver", False):
-            continue
-        settings = destination.gateway if isinstance(destination, SmsDestination) else destination
-        url = getattr(settings, "url", "")
-        if any(variable not in os.environ for variable in env_references(url)):
+        url = destination.demo_url()
+        if url is not None and any(variable not in os.environ for variable in env_references(url)):
             waiting.append(name)
     return waiting
 

@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from lakecdp.activation.config import DestinationBase, WebhookSettings, _DestinationModel
+from lakecdp.activation.config import ChangeType, DestinationBase, WebhookSettings, _DestinationModel
 from lakecdp.activation.hashing import normalise_phone
 
 if TYPE_CHECKING:
@@ -137,6 +137,10 @@ def _parse_clock(value: str) -> time:
     return time(int(hours), int(minutes))
 
 
+def _entered_only() -> list[ChangeType]:
+    return ["entered"]
+
+
 class SmsDestination(DestinationBase):
     """``type: sms`` (see the module doc)."""
 
@@ -160,7 +164,7 @@ class SmsDestination(DestinationBase):
     # runs leave the destination out while it is unset (as a webhook destination's demo_receiver)
     demo_receiver: bool = False
     # an SMS means a person joined a segment; exits and updates are not texted by default
-    change_types: list[Literal["entered", "exited", "updated", "rekeyed"]] = Field(default_factory=lambda: ["entered"])
+    change_types: list[ChangeType] = Field(default_factory=_entered_only)
 
     @field_validator("template")
     @classmethod
@@ -200,6 +204,9 @@ class SmsDestination(DestinationBase):
 
     def webhook_settings(self) -> WebhookSettings:
         return self.gateway
+
+    def demo_url(self) -> str | None:
+        return self.gateway.url if self.demo_receiver else None
 
     def check(self, project: Project, name: str) -> None:
         """The text template must exist in the personalisation templates."""

@@ -87,7 +87,7 @@ def _rows(project: Project, table: str, columns: list[str]) -> list[dict[str, An
     return DeltaTable(str(Tables(project).location(table))).to_pyarrow_table(columns=columns).to_pylist()
 
 
-def _start(project: Project, keys: dict[str, str]):
+def _start(project: Project, keys: dict[str, tuple[str, str]]):
     """The service in a thread of this process, on a free port of 127.0.0.1."""
     import uvicorn
 
@@ -227,7 +227,7 @@ def show_intake(project: Project, spark: SparkSession) -> DemoIntake:
         shown = DemoIntake(
             newcomer=newcomer[0],
             buyer=buyer[0],
-            event_ids=[e["event_id"] for e in events],
+            event_ids=[str(e["event_id"]) for e in events],
             order_id=order_id,
             seconds=time.monotonic() - started,
             changes=sorted((c["change_type"], c["customer_id"]) for c in after.get("changes", [])),

@@ -56,7 +56,7 @@ def _error() -> dict[str, Any]:
 def openapi_document(sources: dict[str, SourceConfig]) -> dict[str, Any]:
     names = sorted(sources)
     one_of = [{"$ref": f"#/components/schemas/{n}"} for n in names]
-    auth = [{"bearer": []}]
+    auth: list[dict[str, list[str]]] = [{"bearer": []}]
     errors = {
         "400": _error(),
         "401": _error(),

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LEDGER = catalog.API_INTAKE.name
-LEDGER_SCHEMA = catalog.API_INTAKE.schema
+LEDGER_SCHEMA = catalog.API_INTAKE.ddl
 TOPIC_PREFIX = "lakecdp-api."
 # kafka_timestamp: the request's receive time, so FUTURE_TIMESTAMP is judged as the HTTP validator
 # judged it (as the Kafka stream judges by the broker's time), not against the run's as-of
@@ -124,7 +124,8 @@ def pickup(ctx: JobContext, log_dir, *, max_chunk_bytes: int = MAX_CHUNK_BYTES) 
     """Load every complete line of the intake log not loaded yet, in micro-batches of at most
     ``max_chunk_bytes`` of log; returns the audit counts summed."""
     from lakecdp.api.server import intake_sources
-    from lakecdp.ingest.stream import _validate, with_dedup_key, write_micro_batch
+    from lakecdp.ingest.messages import validate_messages, with_dedup_key
+    from lakecdp.ingest.stream import write_micro_batch
 
     sources = intake_sources(ctx.project)
     state = _ledger(ctx)
@@ -148,7 +149,7 @@ def pickup(ctx: JobContext, log_dir, *, max_chunk_bytes: int = MAX_CHUNK_BYTES) 
                 source = sources[source_name]
                 batch = (
                     _as_dataframe(ctx, raw_rows)
-                    .transform(_validate, source=source, as_of=ctx.as_of)
+                    .transform(validate_messages, source=source, as_of=ctx.as_of)
                     .transform(with_dedup_key, event_id=source.primary_key[0])
                 )
                 counts = write_micro_batch(

@@ -243,7 +243,7 @@ class SegmentReader:
                 or not all(isinstance(part, str) for part in after_value)
             ):
                 raise NotFound("page_token", "page_token belongs to another listing")
-            run_id, after = token["run"], tuple(token["after"])  # type: ignore[assignment]
+            run_id, after = token["run"], tuple(token["after"])
         run = self._run(run_id)
         keys, members = self._members(segment_id, int(run["membership_version"]))
         start = bisect.bisect_right(keys, after) if after is not None else 0
@@ -352,6 +352,7 @@ class SegmentReader:
             }
             for r in page
         ]
+        next_cursor: str | None
         if page:
             next_cursor = encode_token(
                 {"segment": segment_id, "run": page[-1]["run_id"], "change": page[-1]["change_id"]}

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from lakecdp.api.app import ApiError, _state, authenticate
 from lakecdp.api.config import ApiKey
-from lakecdp.api.segments import NotFound
+from lakecdp.api.segments import NotFound, SegmentReader
 
 
 def allowed_segments(request: Request, key: ApiKey) -> set[str] | None:
@@ -74,10 +74,17 @@ def _not_found(error: NotFound) -> ApiError:
     )
 
 
+def _reader(request: Request) -> SegmentReader:
+    reader = _state(request).segments
+    if reader is None:
+        raise RuntimeError("the API runs without a segment reader (lakecdp.api.server.build_state makes one)")
+    return reader
+
+
 async def list_segments(request: Request) -> Response:
     key = authenticate(request)
     allowed = allowed_segments(request, key)
-    segments = await run_in_threadpool(_state(request).segments.list_segments, allowed)
+    segments = await run_in_threadpool(_reader(request).list_segments, allowed)
     return JSONResponse({"segments": segments})
 
 
@@ -85,7 +92,7 @@ async def segment_members(request: Request) -> Response:
     key = authenticate(request)
     segment_id = _segment(request, key)
     limit = _limit(request)
-    reader = _state(request).segments
+    reader = _reader(request)
     try:
         page = await run_in_threadpool(
             reader.members,
@@ -103,7 +110,7 @@ async def segment_changes(request: Request) -> Response:
     key = authenticate(request)
     segment_id = _segment(request, key)
     limit = _limit(request)
-    reader = _state(request).segments
+    reader = _reader(request)
     try:
         page = await run_in_threadpool(
             reader.changes, segment_id, cursor=request.query_params.get("cursor"), limit=limit

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 def intake_sources(project: Project):
     """The intake's sources as the Kafka stream sees them (JSON objects with the sources' fields)."""
     from lakecdp.ingest.sources import load_sources
-    from lakecdp.ingest.stream import as_json_messages
+    from lakecdp.ingest.stream_config import as_json_messages
 
     sources = load_sources(project.conf_dir)
     return {name: as_json_messages(sources[name]) for name in INTAKE_SOURCES if name in sources}

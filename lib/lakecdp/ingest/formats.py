@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
     from lakecdp.context import JobContext
-    from lakecdp.ingest.job import LandedFile
+    from lakecdp.ingest.landing import LandedFile
     from lakecdp.ingest.sources import SourceConfig
 
 #: what :meth:`SourceFormat.parse` returns: the columns as read (a struct: text for scalars),
@@ -57,7 +57,7 @@ class SourceFormat:
 
     def read(self, ctx: JobContext, file: LandedFile, source: SourceConfig) -> FileRows:
         """The file's rows; by default its non-blank physical lines, one row each."""
-        from lakecdp.ingest.job import read_lines
+        from lakecdp.ingest.reading import read_lines
 
         return FileRows(read_lines(ctx, file, skip_header=False))
 
@@ -98,14 +98,14 @@ class CsvFormat(SourceFormat):
         return source.options.get("header", "true").lower() == "true"
 
     def read(self, ctx: JobContext, file: LandedFile, source: SourceConfig) -> FileRows:
-        from lakecdp.ingest.job import _check_columns, _csv_header, _repeated_columns, read_lines
+        from lakecdp.ingest.reading import check_columns, csv_header, read_lines, repeated_columns
 
-        header = _csv_header(file, source) if self.has_header(source) else None
+        header = csv_header(file, source) if self.has_header(source) else None
         problem = None
         if header is not None:
-            problem = _repeated_columns(header)
+            problem = repeated_columns(header)
             if problem is None:
-                _check_columns(file, source, header)
+                check_columns(file, source, header)
             else:
                 header = [f"_repeated_{i}" if name in header[:i] else name for i, name in enumerate(header)]
         return FileRows(read_lines(ctx, file, skip_header=header is not None), header, problem)
@@ -127,7 +127,7 @@ class ParquetFormat(SourceFormat):
     text: ClassVar[bool] = False
 
     def read(self, ctx: JobContext, file: LandedFile, source: SourceConfig) -> FileRows:
-        from lakecdp.ingest.job import read_parquet_rows
+        from lakecdp.ingest.reading import read_parquet_rows
 
         return FileRows(read_parquet_rows(ctx, file, source))
 

@@ -22,6 +22,7 @@ import sqlglot
 from pydantic import Field, field_validator, model_validator
 from sqlglot import exp
 
+from lakecdp import catalog
 from lakecdp.config import StrictModel, load_models
 from lakecdp.ingest.formats import SOURCE_FORMATS, SourceFormat
 
@@ -62,64 +63,21 @@ DEFAULT_FUTURE_TOLERANCE_MINUTES = 24 * 60
 
 TargetKind = Literal["customer_records", "events", "orders", "products"]
 
-#: the unified columns a mapping may fill, per target (docs/tables.md)
+#: columns of each silver table that ingest fills itself, never a mapping: ids, the source,
+#: run stamps, validation warnings; an order item's order id and line number come from its order
+_SET_BY_INGEST: dict[str, frozenset[str]] = {
+    "customer_records": frozenset({"record_id", "source", "warnings", "run_id", "ingested_at"}),
+    "events": frozenset({"source", "run_id", "ingested_at"}),
+    "orders": frozenset({"source", "run_id", "ingested_at"}),
+    "order_items": frozenset({"order_id", "line_number"}),
+    "products": frozenset(),
+}
+
+#: the unified columns a mapping may fill, per target: the silver table's columns (lakecdp.catalog)
+#: less those ingest sets itself
 TARGET_COLUMNS: dict[str, frozenset[str]] = {
-    "customer_records": frozenset(
-        {
-            "source_record_id",
-            "first_name",
-            "last_name",
-            "email",
-            "phone",
-            "date_of_birth",
-            "address_line1",
-            "postcode",
-            "city",
-            "country",
-            "device_ids",
-            "crm_id",
-            "customer_number",
-            "email_consent",
-            "updated_at",
-            "middle_name",
-            "date_of_birth_text",
-            "address_line2",
-            "region",
-            "sms_consent",
-        }
-    ),
-    "events": frozenset(
-        {
-            "event_id",
-            "event_type",
-            "occurred_at",
-            "email",
-            "device_id",
-            "customer_number",
-            "session_id",
-            "product_id",
-            "category",
-            "value",
-            "order_id",
-            "campaign_id",
-            "channel",
-            "bounce_type",
-            "url",
-        }
-    ),
-    "orders": frozenset(
-        {
-            "order_id",
-            "customer_number",
-            "email",
-            "ordered_at",
-            "status",
-            "currency",
-            "total",
-        }
-    ),
-    "order_items": frozenset({"product_id", "category", "quantity", "unit_price"}),
-    "products": frozenset({"product_id", "name", "category", "price"}),
+    target: frozenset(catalog.SILVER[target].columns) - set_by_ingest
+    for target, set_by_ingest in _SET_BY_INGEST.items()
 }
 
 

@@ -119,7 +119,7 @@ def normalise_email(column: Column, junk_values: Sequence[str] = DEFAULT_JUNK_VA
     return F.when(valid_email(email), null_if_junk(email, junk_values))
 
 
-@F.pandas_udf(T.StringType())
+@F.pandas_udf(T.StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
 def _e164(numbers: pd.Series, regions: pd.Series) -> pd.Series:
     import phonenumbers
 
@@ -152,7 +152,7 @@ def normalise_phone(
     return _e164(null_if_junk(column, junk_values), region)
 
 
-@F.pandas_udf(T.StringType())
+@F.pandas_udf(T.StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
 def _nfc(values: pd.Series) -> pd.Series:
     return pd.Series([unicodedata.normalize("NFC", v) if isinstance(v, str) else None for v in values], dtype=object)
 

@@ -34,7 +34,7 @@ duplicates (the sum still holds).
 
 A message of a person erased earlier (:mod:`lakecdp.erasure`: the salted hash of its email,
 device / anonymous id or customer number is in ``ops.erasures``) is refused as the batch ingest
-refuses a row, by the same :func:`~lakecdp.ingest.job.erased_condition`: it is written to no
+refuses a row, by the same :func:`~lakecdp.ingest.classify.erased_condition`: it is written to no
 table (not bronze, quarantine, silver.events nor, for a login, customer_records), even when
 the validator rejected it, and counted in the batch's ``rows_erased``. Each micro-batch reads
 ``ops.erasures`` again (it is small), so an erasure made while a query runs holds from its next
@@ -48,6 +48,12 @@ identity resolution sees logins that arrived by Kafka.
 The watermark is on processing time (the micro-batch's timestamp), not on the event time nor
 the producer-set Kafka time: late events must load (docs/sample-data.md), and rows behind a
 watermark are dropped without trace.
+
+This module is the query: its wiring, the micro-batch sink (insert-if-new MERGEs, retried
+when a concurrent writer wins the commit) and the runs of ``conf/streaming.yaml``. Its parts:
+:mod:`~lakecdp.ingest.stream_config` (the config, which sources can stream),
+:mod:`~lakecdp.ingest.messages` (the pure transforms) and :mod:`~lakecdp.ingest.rows` (the
+bronze and quarantine rows, the batch ingest's own).
 
 Example:
     >>> ctx = JobContext.create(project, spark)
@@ -65,265 +71,60 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
-
-from pydantic import Field, field_validator
+from typing import TYPE_CHECKING, TypeVar
 
 from lakecdp import catalog
-from lakecdp.config import ConfigError, StrictModel, load_model
+from lakecdp.config import ConfigError
+from lakecdp.ingest.messages import (
+    DEDUP_KEY,
+    deduplicated,
+    is_valid,
+    kafka_messages,
+    validate_messages,
+    with_dedup_key,
+)
+from lakecdp.ingest.stream_config import (
+    AVAILABLE_NOW,
+    StreamDefinitionError,
+    StreamingConfig,
+    as_json_messages,
+    load_streaming_config,
+    parse_trigger,
+    stream_refusal,
+)
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
     from pyspark.sql.streaming import StreamingQuery
 
     from lakecdp.context import JobContext
     from lakecdp.ingest.sources import SourceConfig
 
+# the stream's parts, imported from here by callers that predate the split
+__all__ = [
+    "AVAILABLE_NOW",
+    "StreamDefinitionError",
+    "as_json_messages",
+    "checkpoint_location",
+    "insert_new_rows",
+    "kafka_messages",
+    "load_streaming_config",
+    "parse_trigger",
+    "run_available_now",
+    "run_streams",
+    "start_configured_streams",
+    "start_kafka_stream",
+    "stream_refusal",
+    "with_dedup_key",
+    "write_micro_batch",
+]
+
 logger = logging.getLogger(__name__)
 
-#: the silver targets a Kafka stream writes: a source of one of these, whose format has a JSON
-#: message form (lakecdp.ingest.formats), is streamed by naming it in conf/streaming.yaml
-STREAM_TARGETS = ("events",)
-
-AVAILABLE_NOW = "available_now"
-# "1 second", "500 milliseconds", "2 minutes"
-_INTERVAL_RE = re.compile(r"^\d+\s+(millisecond|milliseconds|second|seconds|minute|minutes|hour|hours)$")
-# Kafka provenance as parse_and_validate expects it, plus the broker's timestamp
-PROVENANCE = ("kafka_topic", "kafka_partition", "kafka_offset")
-KAFKA_TIMESTAMP = "kafka_timestamp"
-BRONZE_KEYS = ("_kafka_topic", "_kafka_partition", "_kafka_offset")
-_DEDUP_KEY = "_dedup_key"
-_SEEN_AT = "_seen_at"
 _ERASED = "_erased"
 
 
-class StreamDefinitionError(ValueError):
-    """A stream is asked for with an unknown source, a bad topic or a bad trigger."""
-
-
-# -- configuration: conf/streaming.yaml ------------------------------------------------
-class KafkaSettings(StrictModel):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    # where a query without a checkpoint starts; a checkpoint always wins
-    starting_offsets: Literal["earliest", "latest"] = "earliest"
-    # cap a micro-batch (None: everything available); keeps the first batch of a backlog small
-    max_offsets_per_trigger: int | None = Field(default=None, gt=0)
-    # extra consumer settings passed as ``kafka.<key>`` (security, timeouts)
-    consumer: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("bootstrap_servers")
-    @classmethod
-    def _host_ports(cls, value: str) -> str:
-        for server in value.split(","):
-            host, _, port = server.strip().rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
-        return value
-
-
-class TopicStream(StrictModel):
-    # a source of conf/sources that can be streamed (stream_refusal); checked when loaded
-    source: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
-
-
-class StreamingConfig(StrictModel):
-    """``conf/streaming.yaml``: where the events come from and how often to process them."""
-
-    version: Literal[1]
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    streams: list[TopicStream]
-    # continuous runs: "1 second", "30 seconds"; or "available_now" (process the backlog, stop)
-    trigger: str = "10 seconds"
-    # how long de-duplication remembers an event id (processing time); later re-deliveries
-    # are still stopped by the MERGE on event_id, this only bounds the state store
-    dedup_window: str = "1 hour"
-
-    @field_validator("trigger")
-    @classmethod
-    def _trigger(cls, value: str) -> str:
-        parse_trigger(value)
-        return value
-
-    @field_validator("dedup_window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        if not _INTERVAL_RE.match(value.strip()):
-            raise ValueError(f"expected an interval like '1 hour', got {value!r}")
-        return value.strip()
-
-
-def load_streaming_config(conf_dir: str | Path) -> StreamingConfig:
-    """Load ``<conf_dir>/streaming.yaml`` (errors name the file and field); each stream's
-    source must be one of ``<conf_dir>/sources`` that can be streamed (:func:`stream_refusal`)."""
-    from lakecdp.ingest.sources import load_sources
-
-    path = Path(conf_dir) / "streaming.yaml"
-    config = load_model(path, StreamingConfig)
-    sources = load_sources(Path(conf_dir) / "sources") if config.streams else {}
-    for index, spec in enumerate(config.streams):
-        refusal = stream_refusal(sources.get(spec.source), spec.source)
-        if refusal is not None:
-            raise ConfigError(f"{path}: streams[{index}].source: {refusal}")
-    return config
-
-
-def parse_trigger(trigger: str) -> dict[str, object]:
-    """``"available_now"`` or an interval (``"1 second"``) -> ``DataStreamWriter.trigger`` kwargs."""
-    text = trigger.strip()
-    if text in (AVAILABLE_NOW, "availableNow"):
-        return {"availableNow": True}
-    if _INTERVAL_RE.match(text):
-        return {"processingTime": text}
-    raise StreamDefinitionError(f"trigger must be 'available_now' or an interval like '1 second', got {trigger!r}")
-
-
-# -- pure transforms --------------------------------------------------------------------
-def kafka_messages(kafka_df: DataFrame) -> DataFrame:
-    """Kafka source rows -> ``raw`` (the message as text) + provenance + broker timestamp."""
-    from pyspark.sql import functions as F
-
-    return kafka_df.select(
-        F.col("value").cast("string").alias("raw"),
-        F.col("topic").alias("kafka_topic"),
-        F.col("partition").alias("kafka_partition"),
-        F.col("offset").alias("kafka_offset"),
-        F.col("timestamp").alias(KAFKA_TIMESTAMP),
-    )
-
-
-def is_valid() -> Column:
-    """Rows the validator accepted: no reason codes."""
-    from pyspark.sql import functions as F
-
-    return F.coalesce(F.size("_reasons"), F.lit(0)) == 0
-
-
-def with_dedup_key(df: DataFrame, *, event_id: str = "event_id") -> DataFrame:
-    """A key that is the event id for valid rows and the Kafka position for rejected ones.
-
-    Rejected rows are never collapsed into each other (many have no event id at all), so every
-    bad message reaches quarantine with its own partition and offset.
-    """
-    from pyspark.sql import functions as F
-
-    position = F.concat_ws(
-        ":",
-        F.lit("kafka"),
-        F.col("kafka_topic"),
-        F.col("kafka_partition").cast("string"),
-        F.col("kafka_offset").cast("string"),
-    )
-    return df.withColumn(_DEDUP_KEY, F.when(is_valid(), F.concat(F.lit("event:"), F.col(event_id))).otherwise(position))
-
-
-def deduplicated(df: DataFrame, *, window: str) -> DataFrame:
-    """Drop repeated event ids seen within the last ``window`` of processing (streaming state).
-
-    The watermark runs on the micro-batch's own timestamp, not on the Kafka record time:
-    rows older than a watermark are dropped silently, and Kafka time is set by producers
-    (a lagging partition, a backlog read in several batches, a replay keeping the original
-    timestamps would all look "late"). The batch time never is, so nothing is lost; a
-    replayed batch keeps its original batch time (it is in the checkpoint's offset log).
-    """
-    from pyspark.sql import functions as F
-
-    return (
-        df.withColumn(_SEEN_AT, F.current_timestamp())
-        .withWatermark(_SEEN_AT, window)
-        .dropDuplicatesWithinWatermark([_DEDUP_KEY])
-        .drop(_SEEN_AT)
-    )
-
-
-def quarantine_rows(rejected: DataFrame, *, run_id: str, quarantined_at: datetime) -> DataFrame:
-    """Rejected messages -> ``quarantine.<source>`` rows: the raw message, its Kafka position, reasons."""
-    from pyspark.sql import functions as F
-
-    return rejected.select(
-        F.col("raw"),
-        F.lit(None).cast("string").alias("source_file"),
-        F.lit(None).cast("bigint").alias("line"),
-        F.col("kafka_topic").cast("string"),
-        F.col("kafka_partition").cast("int"),
-        F.col("kafka_offset").cast("bigint"),
-        F.col("_reasons").alias("reasons"),
-        F.col("_detail").cast("string").alias("detail"),
-        F.lit(run_id).cast("string").alias("run_id"),
-        F.lit(quarantined_at).cast("timestamp").alias("quarantined_at"),
-    )
-
-
-def bronze_rows(accepted: DataFrame, source: SourceConfig, *, run_id: str, ingested_at: datetime) -> DataFrame:
-    """Accepted messages -> ``bronze.<source>`` rows: the fields as read + Kafka provenance."""
-    from pyspark.sql import functions as F
-
-    return accepted.select(
-        *[F.col(f"_as_read.`{name}`").alias(name) for name in source.column_names],
-        F.col("_rescued"),
-        F.lit(None).cast("string").alias("_source_file"),
-        F.lit(None).cast("bigint").alias("_line"),
-        F.col("kafka_topic").cast("string").alias("_kafka_topic"),
-        F.col("kafka_partition").cast("int").alias("_kafka_partition"),
-        F.col("kafka_offset").cast("bigint").alias("_kafka_offset"),
-        F.lit(ingested_at).cast("timestamp").alias("_ingested_at"),
-        F.lit(run_id).cast("string").alias("_run_id"),
-        F.sha2(F.col("raw"), 256).alias("_row_hash"),
-    )
-
-
-def as_json_messages(source: SourceConfig) -> SourceConfig:
-    """The source as it arrives on Kafka: one JSON object per message, whatever its file format.
-
-    Email events land as CSV files, but on Kafka they are JSON objects with the same fields;
-    the columns, required fields and checks stay the source's own. The format decides
-    (:meth:`lakecdp.ingest.formats.SourceFormat.as_message`).
-    """
-    try:
-        return source.file_format.as_message(source)
-    except ValueError as exc:
-        raise StreamDefinitionError(
-            f"source {source.name!r} ({source.format}) cannot arrive as Kafka JSON: {exc}"
-        ) from None
-
-
-def stream_refusal(source: SourceConfig | None, name: str) -> str | None:
-    """Why source ``name`` cannot be streamed from Kafka, or None when it can: it must exist,
-    load a target a stream writes (:data:`STREAM_TARGETS`) and have a JSON message form."""
-    if source is None:
-        return f"no source named {name!r} in conf/sources"
-    if source.target not in STREAM_TARGETS:
-        return (
-            f"source {name!r} cannot be streamed from Kafka: it loads {source.target}; "
-            f"a stream writes {', '.join(STREAM_TARGETS)} only"
-        )
-    try:
-        as_json_messages(source)
-    except StreamDefinitionError as exc:
-        return f"source {name!r} cannot be streamed from Kafka: {exc}"
-    return None
-
-
-# -- the query ----------------------------------------------------------------------------
-def _resolve_source(ctx: JobContext, source: str | SourceConfig) -> SourceConfig:
-    from lakecdp.ingest.sources import load_sources
-
-    if not isinstance(source, str):
-        return source
-    sources = load_sources(ctx.project.conf_dir / "sources")
-    if source not in sources:
-        raise ConfigError(f"{ctx.project.conf_dir / 'sources'}: no source named {source!r}")
-    refusal = stream_refusal(sources[source], source)
-    if refusal is not None:
-        raise StreamDefinitionError(refusal)
-    return sources[source]
-
-
-def checkpoint_location(ctx: JobContext, *, source: str, topic: str) -> Path:
-    """One checkpoint folder per (source, topic) query under the project's checkpoints."""
-    return ctx.project.checkpoints / "kafka" / f"{source}__{topic}"
-
-
+# -- writes: insert-if-new MERGEs, retried when a concurrent commit wins ------------------
 _RETRIES = 5
 _T = TypeVar("_T")
 
@@ -379,10 +180,30 @@ def insert_new_rows(ctx: JobContext, df: DataFrame, name: str, *, keys: list[str
         builder = tables.delta(spark, name).alias("t").merge(df.alias("s"), condition)
         if evolve_schema:
             builder = builder.withSchemaEvolution()
-        metrics = builder.whenNotMatchedInsertAll().execute().first()
+        [metrics] = builder.whenNotMatchedInsertAll().execute().collect()
         return int(metrics["num_inserted_rows"])
 
     return _with_retries(write, what=name)
+
+
+# -- the query ----------------------------------------------------------------------------
+def _resolve_source(ctx: JobContext, source: str | SourceConfig) -> SourceConfig:
+    from lakecdp.ingest.sources import load_sources
+
+    if not isinstance(source, str):
+        return source
+    sources = load_sources(ctx.project.conf_dir / "sources")
+    if source not in sources:
+        raise ConfigError(f"{ctx.project.conf_dir / 'sources'}: no source named {source!r}")
+    refusal = stream_refusal(sources[source], source)
+    if refusal is not None:
+        raise StreamDefinitionError(refusal)
+    return sources[source]
+
+
+def checkpoint_location(ctx: JobContext, *, source: str, topic: str) -> Path:
+    """One checkpoint folder per (source, topic) query under the project's checkpoints."""
+    return ctx.project.checkpoints / "kafka" / f"{source}__{topic}"
 
 
 def start_kafka_stream(
@@ -449,7 +270,7 @@ def start_kafka_stream(
     stream = (
         reader.load()
         .transform(kafka_messages)
-        .transform(_validate, source=source_config, as_of=ctx.as_of)
+        .transform(validate_messages, source=source_config, as_of=ctx.as_of)
         .transform(with_dedup_key)
         .transform(deduplicated, window=dedup_window)
     )
@@ -465,36 +286,6 @@ def start_kafka_stream(
     return writer.start()
 
 
-_RECEIVED = "_received"
-
-
-def _validate(df: DataFrame, *, source: SourceConfig, as_of: datetime) -> DataFrame:
-    """The shared validator, shielded from blank messages.
-
-    Spark 4.2's ``from_json`` on an empty / whitespace-only string yields a null struct whose
-    fields, when projected into a new struct, throw a NullPointerException inside generated
-    code -- one empty Kafka message would kill the query on every restart (a poison pill).
-    Blank messages are therefore validated as a placeholder that is not JSON (so they get
-    ``MALFORMED_LINE`` like any unparsable message) and keep their received text as ``raw``.
-    """
-    from pyspark.sql import functions as F
-
-    from lakecdp.ingest.validate import parse_and_validate
-
-    blank = F.trim(F.col("raw")) == ""
-    shielded = df.withColumn(_RECEIVED, F.col("raw")).withColumn(
-        "raw", F.when(blank, F.lit("<blank message>")).otherwise(F.col("raw"))
-    )
-    return (
-        # "future" is judged by when the broker received each message, not by the query's start
-        parse_and_validate(
-            shielded, source, as_of=as_of, received_at=KAFKA_TIMESTAMP if KAFKA_TIMESTAMP in df.columns else None
-        )
-        .withColumn("raw", F.col(_RECEIVED))
-        .drop(_RECEIVED)
-    )
-
-
 def _batch_writer(
     ctx: JobContext, source: SourceConfig, *, topic: str, query_name: str
 ) -> Callable[[DataFrame, int], None]:
@@ -504,6 +295,7 @@ def _batch_writer(
     return write_batch
 
 
+# -- the sink: one micro-batch ------------------------------------------------------------
 def audit_source_file(topic: str) -> str:
     """What a stream's ``ops.ingest_audit`` rows carry as ``source_file``: ``kafka://<topic>``."""
     return f"kafka://{topic}"
@@ -535,26 +327,29 @@ def write_micro_batch(
     """
     from pyspark.sql import functions as F
 
-    from lakecdp.ingest.job import AUDIT, audit_row, check_audit_counts, erased_condition, write_extra_records
+    from lakecdp.ingest.audit import audit_row, check_audit_counts
+    from lakecdp.ingest.classify import erased_condition
+    from lakecdp.ingest.job import AUDIT, write_extra_records
+    from lakecdp.ingest.rows import KAFKA_POSITION, bronze_rows, quarantine_rows
     from lakecdp.ingest.schemas import INGEST_AUDIT_SCHEMA
     from lakecdp.ingest.standardise import to_events
 
     name = source.name
     # one timestamp for the whole batch, the same in every table it writes
     ingested_at = datetime.now(timezone.utc)
-    batch = batch.drop(_DEDUP_KEY)
+    batch = batch.drop(DEDUP_KEY)
     # ops.erasures as it is now, every batch: an erasure made while the query runs holds from
     # the next batch; the flag is computed once (persisted), not per table written
     erased = erased_condition(ctx, batch, source)
     batch = batch.withColumn(_ERASED, erased if erased is not None else F.lit(False)).persist()
     try:
         not_erased = ~F.col(_ERASED)
-        row = batch.agg(
+        [row] = batch.agg(
             F.coalesce(F.sum((not_erased & is_valid()).cast("bigint")), F.lit(0)).alias("accepted"),
             F.coalesce(F.sum((not_erased & ~is_valid()).cast("bigint")), F.lit(0)).alias("rejected"),
             F.coalesce(F.sum(F.col(_ERASED).cast("bigint")), F.lit(0)).alias("erased"),
             F.count(F.lit(1)).alias("total"),
-        ).first()
+        ).collect()
         read, accepted, rejected = int(row["total"]), int(row["accepted"]), int(row["rejected"])
         loaded = 0
         # an erased person's messages go nowhere, not even quarantine
@@ -564,7 +359,7 @@ def write_micro_batch(
                 ctx,
                 quarantine_rows(kept.where(~is_valid()), run_id=ctx.run_id, quarantined_at=ingested_at),
                 catalog.QUARANTINE.named(name),
-                keys=list(PROVENANCE),
+                keys=list(KAFKA_POSITION),
             )
         valid = kept.where(is_valid())
         if accepted:
@@ -572,7 +367,7 @@ def write_micro_batch(
                 ctx,
                 bronze_rows(valid, source, run_id=ctx.run_id, ingested_at=ingested_at),
                 catalog.BRONZE.named(name),
-                keys=list(BRONZE_KEYS),
+                keys=[f"_{name}" for name in KAFKA_POSITION],
                 evolve_schema=True,
             )
             if source.target == "orders":
@@ -625,6 +420,7 @@ def _write_orders(ctx: JobContext, valid: DataFrame, source: SourceConfig) -> in
     return unique.count()
 
 
+# -- runs of conf/streaming.yaml ----------------------------------------------------------
 def start_configured_streams(
     ctx: JobContext, config: StreamingConfig, *, trigger: str | None = None
 ) -> list[StreamingQuery]:

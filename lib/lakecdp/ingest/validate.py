@@ -355,6 +355,8 @@ def parse_and_validate(
     today = F.lit(as_of.date() if isinstance(as_of, datetime) else as_of) if as_of else F.current_date()
     latest = _timestamp_bound(source, as_of, received_at)
     as_read_types = staged.schema[_AS_READ].dataType
+    if not isinstance(as_read_types, T.StructType):  # the formats' parse builds a struct; said for the type checker
+        raise TypeError(f"{source.name}: {_AS_READ} is {as_read_types.simpleString()}, not a struct")
     findings: list[_Finding] = []
     typed: dict[str, Column] = {}
     for spec in source.columns:
@@ -486,4 +488,9 @@ def parse_and_validate(
 
 def as_read_schema(source: SourceConfig) -> T.StructType:
     """Schema of ``_as_read`` (what bronze stores): scalars as text, nested as declared."""
-    return T.StructType.fromDDL(", ".join(f"`{c.name}` {'string' if c.is_scalar else c.type}" for c in source.columns))
+    schema = T.StructType.fromDDL(
+        ", ".join(f"`{c.name}` {'string' if c.is_scalar else c.type}" for c in source.columns)
+    )
+    if not isinstance(schema, T.StructType):  # a list of fields always parses to one; said for the type checker
+        raise TypeError(f"{source.name}: the columns' DDL parsed to {schema.simpleString()}, not a struct")
+    return schema

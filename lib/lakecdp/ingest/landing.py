@@ -1,0 +1,167 @@
+"""Landing files: what the batch ingest finds in the landing folder, hashed and line-counted.
+
+Each path matching a source's glob becomes a :class:`LandedFile`: its content hash (the ledger
+key) and, for text formats, its non-blank physical lines counted from the bytes (the audit
+checks them against the rows read); or it is refused as a whole with a reason (a symbolic link,
+a folder, a pipe, an unreadable file), never followed or blocked on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from lakecdp.ingest.validate import SYMLINK, UNREADABLE_FILE
+
+if TYPE_CHECKING:
+    from lakecdp.ingest.sources import SourceConfig
+
+#: a physical line ends at CRLF, LF or a lone CR (old Mac), as Python's universal newlines
+LINE_BREAK = r"\r\n|\r|\n"
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
+BOM = "\ufeff"
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    """One file in the landing folder.
+
+    ``reason`` set: the file is refused as a whole (``SYMLINK``, ``UNREADABLE_FILE``) and
+    ``content_hash`` keys its ledger entry (its bytes were not read: a hash of what was seen).
+    """
+
+    path: Path
+    relative: str
+    size: int
+    content_hash: str
+    #: non-blank physical lines counted from the bytes (text formats; a leading BOM ignored)
+    lines: int | None = None
+    #: line 1 is non-blank (a CSV header that ``read_lines`` skips)
+    first_line_filled: bool = False
+    reason: str | None = None
+    detail: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.reason is not None
+
+    def refuse(self, reason: str, detail: str) -> LandedFile:
+        return LandedFile(self.path, self.relative, self.size, self.content_hash, reason=reason, detail=detail)
+
+
+def natural_key(text: str) -> list[object]:
+    """``x_2`` before ``x_10``: increments are numbered, not zero-padded."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _pseudo_hash(*parts: object) -> str:
+    """Ledger key of a file whose bytes were not read (a link, a folder, an unreadable file)."""
+    return "refused:" + hashlib.sha256("\0".join(map(str, parts)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _scan(handle: BinaryIO, *, count_lines: bool) -> tuple[str, int, bool]:
+    """sha256 of the bytes and, for text, the non-blank lines (only spaces = blank, as Spark's
+    ``trim``), counted independently of the Spark reader; and whether line 1 is non-blank."""
+    digest = hashlib.sha256()
+    lines, first_filled, number = 0, False, 0
+    carry = b""
+
+    def count(line: bytes) -> None:
+        nonlocal lines, first_filled, number
+        number += 1
+        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        if line.strip(b" "):
+            lines += 1
+            first_filled = first_filled or number == 1
+
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+        if not count_lines:
+            continue
+        text = carry + block
+        held = b""
+        if text.endswith(b"\r"):  # maybe the first half of a CRLF split over two blocks
+            text, held = text[:-1], b"\r"
+        parts = _LINE_BREAK_BYTES.split(text)
+        for line in parts[:-1]:
+            count(line)
+        carry = parts[-1] + held
+    if count_lines and carry:
+        parts = _LINE_BREAK_BYTES.split(carry)
+        for line in parts[:-1]:
+            count(line)
+        if parts[-1]:
+            count(parts[-1])
+    return digest.hexdigest(), lines, first_filled
+
+
+def _link_on_the_way(landing: Path, path: Path) -> Path | None:
+    """The first symbolic link among ``path`` and its folders below ``landing`` (the landing
+    folder itself is configuration and may be a link)."""
+    current = landing
+    for part in path.relative_to(landing).parts:
+        current = current / part
+        if current.is_symlink():
+            return current
+    return None
+
+
+def inspect_file(landing: Path, path: Path, source: SourceConfig) -> LandedFile:
+    """One landing path as a :class:`LandedFile`: hashed and line-counted, or refused with a reason.
+
+    Never follows a symbolic link (``O_NOFOLLOW`` also covers a link swapped in after the
+    listing) and never blocks on a pipe (``O_NONBLOCK``, then ``fstat`` must say regular file).
+    """
+    relative = path.relative_to(landing).as_posix()
+    link = _link_on_the_way(landing, path)
+    if link is not None:
+        try:
+            target = os.readlink(link)
+        except OSError as exc:
+            target = f"? ({exc.strerror})"
+        where = "it" if link == path else f"its folder {link.relative_to(landing).as_posix()}"
+        return LandedFile(path, relative, 0, _pseudo_hash("symlink", relative, target)).refuse(
+            SYMLINK,
+            f"{relative}: {where} is a symbolic link (to {target}); links in landing are not followed",
+        )
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return LandedFile(path, relative, 0, _pseudo_hash("gone", relative, exc.errno)).refuse(
+            UNREADABLE_FILE, f"{relative}: cannot be read: {exc.strerror} (listed, then gone?)"
+        )
+    seen = LandedFile(
+        path, relative, info.st_size, _pseudo_hash("unreadable", relative, info.st_size, info.st_mtime_ns)
+    )
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a pipe, socket or device)"
+        return seen.refuse(UNREADABLE_FILE, f"{relative}: is {kind}, not a data file")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        return seen.refuse(UNREADABLE_FILE, f"{relative}: cannot be opened: {exc.strerror}")
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return seen.refuse(UNREADABLE_FILE, f"{relative}: is not a regular file, not a data file")
+        try:
+            content_hash, lines, first_filled = _scan(handle, count_lines=source.file_format.text)
+        except OSError as exc:
+            return seen.refuse(UNREADABLE_FILE, f"{relative}: read failed: {exc.strerror}")
+    text = source.file_format.text
+    return LandedFile(
+        path, relative, info.st_size, content_hash, lines=lines if text else None, first_line_filled=first_filled
+    )
+
+
+def discover(landing: Path, source: SourceConfig) -> list[LandedFile]:
+    """Paths matching the source's glob, in natural order (increment 2 before 10), each hashed
+    or refused (:func:`inspect_file`): one bad path never stops the others."""
+    found = list(landing.glob(source.path))
+    found.sort(key=lambda p: natural_key(p.relative_to(landing).as_posix()))
+    return [inspect_file(landing, p, source) for p in found]
