@@ -698,3 +698,27 @@ def _in_utc(table: pa.Table) -> pa.Table:
         pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f for f in table.schema
     ]
     return table.cast(pa.schema(fields))
+
+
+def customer_identifiers_local(values: pa.Table, id_map: pa.Table, *, run_id: str) -> pa.Table:
+    """:func:`lakecdp.identity.job.customer_identifiers` in DuckDB: ``identity.identifiers``
+    rows (a value held by more than one customer is left out)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("held_values", values.select(["record_id", "identifier_type", "value"]))
+        con.register("owners", id_map.select(["record_id", "customer_id"]))
+        return con.sql(
+            """
+            select identifier_type, value as identifier_value, min(customer_id) as customer_id,
+                   $run_id as run_id
+            from held_values join owners using (record_id)
+            group by identifier_type, value
+            having count(distinct customer_id) = 1
+            order by identifier_type, identifier_value
+            """,
+            params={"run_id": run_id},
+        ).to_arrow_table()
+    finally:
+        con.close()

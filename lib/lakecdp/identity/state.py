@@ -23,6 +23,7 @@ from lakecdp import catalog
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from lakecdp.delta_store import DeltaStore
     from lakecdp.tables import Tables
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,49 @@ def record_state(
 ) -> None:
     row = (run_id, silver_version, mode, records_changed, processed_at)
     tables.append(spark.createDataFrame([row], STATE_SCHEMA), STATE_TABLE)
+
+
+def last_state_local(store: DeltaStore) -> IdentityState | None:
+    """:func:`last_state` read with delta-rs (the duckdb backend)."""
+    if not store.exists(STATE_TABLE):
+        return None
+    rows = store.read(STATE_TABLE, columns=["run_id", "silver_version", "mode", "processed_at"]).to_pylist()
+    if not rows:
+        return None
+    # silver_version desc, then processed_at desc (nulls last, as Spark's desc puts them)
+    latest = max(
+        rows,
+        key=lambda r: (
+            r["silver_version"],
+            r["processed_at"] is not None,
+            r["processed_at"].timestamp() if r["processed_at"] is not None else 0.0,
+        ),
+    )
+    return IdentityState(run_id=latest["run_id"], silver_version=int(latest["silver_version"]), mode=latest["mode"])
+
+
+def record_state_local(
+    store: DeltaStore,
+    *,
+    run_id: str,
+    silver_version: int,
+    mode: str,
+    records_changed: int,
+    processed_at: datetime,
+) -> None:
+    """:func:`record_state` written with delta-rs."""
+    import pyarrow as pa
+
+    row = pa.table(
+        {
+            "run_id": [run_id],
+            "silver_version": pa.array([silver_version], pa.int64()),
+            "mode": [mode],
+            "records_changed": pa.array([records_changed], pa.int64()),
+            "processed_at": pa.array([processed_at], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    store.append(row, STATE_TABLE, STATE_SCHEMA, run_id=run_id)
 
 
 def content_hash(columns: tuple[str, ...] = CONTENT_COLUMNS):
