@@ -416,6 +416,7 @@ class DeltaStore:
         if changed.num_rows == 0 and gone.num_rows == 0:
             logger.info("%s: nothing differs, no commit", name)
             return 0
+        marked = pa.schema([*data.schema, pa.field(_DELETE, pa.bool_())])
         tombstones = pa.table(
             {
                 **{
@@ -425,12 +426,13 @@ class DeltaStore:
                     for c in columns
                 },
                 _DELETE: pa.array([True] * gone.num_rows, pa.bool_()),
-            }
+            },
+            schema=marked,
         )
-        changed = changed.cast(pa.schema([*data.schema, pa.field(_DELETE, pa.bool_())]))
+        changed = changed.cast(marked)
         source = pa.concat_tables([changed, tombstones])
         # keys null-safe, as the DuckDB comparison above (id_changes keys hold nulls)
-        predicate = " AND ".join(f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in keys)
+        predicate = " AND ".join(f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys)
         values = {c: f"s.{c}" for c in columns}
         (
             self.table(name)
