@@ -114,6 +114,23 @@ def utc_timestamps(con: duckdb.DuckDBPyConnection, table: str) -> str:
     return ", ".join(parts)
 
 
+def _without_views(data_type: pa.DataType) -> pa.DataType:
+    """``data_type`` with every string view as a plain string (nested types too)."""
+    if data_type == pa.string_view():
+        return pa.string()
+    if data_type == pa.binary_view():
+        return pa.binary()
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_list_view(data_type):
+        return pa.list_(_without_views(data_type.value_type))
+    if pa.types.is_map(data_type):
+        return pa.map_(_without_views(data_type.key_type), _without_views(data_type.item_type))
+    if pa.types.is_struct(data_type):
+        return pa.struct(
+            [data_type.field(i).with_type(_without_views(data_type.field(i).type)) for i in range(data_type.num_fields)]
+        )
+    return data_type
+
+
 def _quoted(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
@@ -256,7 +273,9 @@ class DeltaStore:
         """Change Data Feed rows in ``[starting_version, ending_version]`` (``_change_type``,
         ``_commit_version``, ``_commit_timestamp`` and the table's columns)."""
         reader = self.table(name).load_cdf(starting_version=starting_version, ending_version=ending_version)
-        return pa.RecordBatchReader.from_stream(reader).read_all()
+        feed = pa.RecordBatchReader.from_stream(reader).read_all()
+        # delta-rs hands out string views; Arrow compute and DuckDB joins want plain strings
+        return feed.cast(pa.schema([f.with_type(_without_views(f.type)) for f in feed.schema]))
 
     def _metadata(self, operation: str, run_id: str) -> Any:
         from deltalake import CommitProperties
