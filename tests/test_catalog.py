@@ -2,7 +2,8 @@
 
 - docs/tables.md names every catalogue table, and its "Who writes and reads each table" index is
   the catalogue's own (``catalog.markdown_index()``);
-- every write call in lib/ (``Tables.append / overwrite / merge / create_if_missing``, a MERGE,
+- every write call in lib/ (``Tables.append / overwrite / merge / create_if_missing``, the same and
+  ``upsert`` / ``append_once`` on a ``DeltaStore`` (delta-rs) named ``store``, a MERGE,
   DELETE or UPDATE on ``Tables.delta(...)``, ``write_deltalake`` at ``Tables.location(...)``)
   writes a table whose catalogue writer is the calling module (a static scan of the source: the
   table argument is followed through constants, imports, ``catalog.X.name``, loops over literal
@@ -32,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "lib" / "lakecdp"
 
 WRITE_METHODS = {"append": 1, "overwrite": 1, "create_if_missing": 1, "merge": 2}  # -> position of the name
+# lakecdp.delta_store.DeltaStore (delta-rs), called as ``store.<method>(...)``
+STORE_WRITE_METHODS = {"append": 1, "append_once": 1, "overwrite": 1, "upsert": 1, "merge": 1, "create_if_missing": 0}
 DELTA_WRITES = {"merge", "delete", "update"}
 
 # Second writers the catalogue admits today (issue 15 items 4 and 5 are to remove them), written out
@@ -48,6 +51,11 @@ KNOWN_OTHER_WRITERS = {
     "gold.campaign_exposures": {"lakecdp.sample.campaigns"},
     "ops.ingest_audit": {"lakecdp.ingest.stream"},
     "ops.ingest_files": {"lakecdp.erasure"},
+    # the embedded engine's delta-rs writes (segments.job's two engines share the tables)
+    "segments.membership": {"lakecdp.segments.embedded"},
+    "segments.changes": {"lakecdp.segments.embedded"},
+    "segments.runs": {"lakecdp.segments.embedded"},
+    "segments.approvals": {"lakecdp.segments.embedded"},
 }
 
 
@@ -181,6 +189,16 @@ def _load_modules() -> dict[str, _Module]:
         for node in tree.body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 module.assigns[node.targets[0].id] = node.value
+            elif (  # A, B = catalog.X.name, catalog.Y.name
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Tuple)
+                and isinstance(node.value, ast.Tuple)
+                and len(node.targets[0].elts) == len(node.value.elts)
+            ):
+                for target, value in zip(node.targets[0].elts, node.value.elts):
+                    if isinstance(target, ast.Name):
+                        module.assigns[target.id] = value
         modules[name] = module
     return modules
 
@@ -369,6 +387,12 @@ class _Scanner:
         # Tables(project).location(...)
         return isinstance(expr, ast.Call) and getattr(expr.func, "id", None) == "Tables"
 
+    @staticmethod
+    def _is_store(expr: ast.expr) -> bool:
+        if isinstance(expr, ast.Name):
+            return expr.id == "store"
+        return isinstance(expr, ast.Attribute) and expr.attr == "store"
+
     def _is_delta_handle(self, expr: ast.expr) -> bool:
         return (
             isinstance(expr, ast.Call)
@@ -383,6 +407,10 @@ class _Scanner:
         if isinstance(func, ast.Attribute) and func.attr in WRITE_METHODS and self._is_tables(func.value):
             keyword = next((k.value for k in call.keywords if k.arg == "name"), None)
             position = WRITE_METHODS[func.attr]
+            return keyword if keyword is not None else (call.args[position] if len(call.args) > position else None)
+        if isinstance(func, ast.Attribute) and func.attr in STORE_WRITE_METHODS and self._is_store(func.value):
+            keyword = next((k.value for k in call.keywords if k.arg == "name"), None)
+            position = STORE_WRITE_METHODS[func.attr]
             return keyword if keyword is not None else (call.args[position] if len(call.args) > position else None)
         if isinstance(func, ast.Attribute) and func.attr in DELTA_WRITES:
             inner = func.value

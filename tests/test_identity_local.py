@@ -289,26 +289,58 @@ def project_with_backend(tmp_path: Path, backend: str):
     return project.model_copy(update={"conf_dir": conf})
 
 
+IDENTITY_OUTPUTS = (
+    "identity.edges",
+    "identity.id_map",
+    "identity.identifiers",
+    "identity.id_changes",
+    "gold.customer_profile",
+    "identity.state",
+)
+
+
 @pytest.mark.slow
 def test_both_backends_write_the_same_identity_tables(spark, tmp_path):
-    """The identity job on the same records with the same hand-written model: the duckdb
-    backend (on this machine) and the spark backend (all in Spark) write identical edges,
-    id map, identifiers and golden records, and the clusters are the hand-expected ones."""
+    """The identity job on the same records with the same hand-written model, a first full
+    run and a second one over new records: the duckdb backend (every table read and written
+    with delta-rs: it runs without a SparkSession), the spark backend (all in Spark), and the
+    duckdb backend continuing a warehouse the spark backend wrote, write identical edges, id
+    map, id changes, identifiers, golden records and state; the clusters are the
+    hand-expected ones and Spark reads every table delta-rs wrote."""
     from deltalake import DeltaTable
 
     from lakecdp.context import JobContext
     from lakecdp.identity.job import run_identity
-    from test_identity_job import AS_OF, FIRST_LOAD, SILVER_SCHEMA, groups, snapshot, write_hand_model
+    from conftest import make_project
+    from test_identity_job import (
+        AS_OF,
+        BRIDGE,
+        FIRST_LOAD,
+        NEW_BOB,
+        SILVER_SCHEMA,
+        groups,
+        minted,
+        snapshot,
+        write_hand_model,
+    )
 
-    tables = {}
-    for backend in ("duckdb", "spark"):
-        project = project_with_backend(tmp_path / backend, backend)
+    def drop_temp_views():
+        # the spark backend's Splink registers its records as temp views named per run
+        # ("lakecdp_records_1"): a second run in one session must not meet the first's
+        for table in spark.catalog.listTables():
+            if table.isTemporary:
+                spark.catalog.dropTempView(table.name)
+
+    def first_run(project, backend):
         write_hand_model(project)
-        ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="run-1")
-        ctx.tables.append(spark.createDataFrame(FIRST_LOAD, SILVER_SCHEMA), "silver.customer_records")
+        spark_ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="run-1")
+        spark_ctx.tables.append(spark.createDataFrame(FIRST_LOAD, SILVER_SCHEMA), "silver.customer_records")
+        # the duckdb backend gets no SparkSession at all: any Spark call would fail
+        ctx = JobContext.create(project, None if backend == "duckdb" else spark, as_of=AS_OF, run_id="run-1")
         counts = run_identity(ctx, mode="full")
+        drop_temp_views()
         assert (counts["records"], counts["customers"]) == (9, 6)
-        ids, _ = snapshot(ctx)
+        ids, _ = snapshot(spark_ctx)
         assert groups(ids) == {
             frozenset({"crm:C1", "shop_customers:S1"}),
             frozenset({"crm:C2"}),
@@ -317,25 +349,56 @@ def test_both_backends_write_the_same_identity_tables(spark, tmp_path):
             frozenset({"crm:C7", "shop_customers:S7"}),
             frozenset({"shop_customers:S8"}),
         }
-        tables[backend] = {
-            name: set(
-                DeltaTable(ctx.tables.location(name))
-                .to_pandas()
-                .to_json(orient="records", lines=True, date_format="iso")
-                .splitlines()
-            )
-            for name in (
-                "identity.edges",
-                "identity.id_map",
-                "identity.identifiers",
-                "identity.id_changes",
-                "gold.customer_profile",
-            )
-        }
+
+    def second_run(project, backend):
+        spark_ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="run-2")
+        spark_ctx.tables.append(spark.createDataFrame(NEW_BOB + BRIDGE, SILVER_SCHEMA), "silver.customer_records")
+        ctx = JobContext.create(project, None if backend == "duckdb" else spark, as_of=AS_OF, run_id="run-2")
+        counts = run_identity(ctx, mode="full")
+        drop_temp_views()
+        assert (counts["incremental"], counts["records"], counts["customers"], counts["id_changes"]) == (0, 11, 5, 1)
+        ids, changes = snapshot(spark_ctx)
+        eve, eve2, bob = minted("crm:C7"), minted("shop_customers:S8"), minted("crm:C2")
+        assert ids["shop_customers:S2"] == bob
+        assert ids["shop_customers:S8"] == ids["web_events:d9"] == eve
+        assert ("run-2", "merge", eve2, eve, 1) in changes and len(changes) == 7
+        found = {}
+        for name in IDENTITY_OUTPUTS:
+            frame = DeltaTable(spark_ctx.tables.location(name)).to_pandas()
+            found[name] = set(frame.to_json(orient="records", lines=True, date_format="iso").splitlines())
+            # whichever engine wrote it, Spark reads the same rows
+            assert spark_ctx.tables.read(spark, name).count() == len(frame), (backend, name)
+        return found
+
+    tables = {}
+    for backend in ("duckdb", "spark"):
+        project = project_with_backend(tmp_path / backend, backend)
+        first_run(project, backend)
+        if backend == "spark":  # the duckdb backend continues a copy of what Spark wrote
+            shutil.copytree(tmp_path / "spark", tmp_path / "spark-then-duckdb")
+            continued = make_project(tmp_path / "spark-then-duckdb")
+            continued = continued.model_copy(update={"conf_dir": tmp_path / "spark-then-duckdb" / "conf"})
+            identity = continued.conf_dir / "identity.yaml"
+            identity.write_text(identity.read_text().replace("backend: spark", "backend: duckdb"))
+            tables["spark-then-duckdb"] = second_run(continued, "duckdb")
+        tables[backend] = second_run(project, backend)
     assert tables["duckdb"] == tables["spark"]
+    assert tables["spark-then-duckdb"] == tables["spark"]
+    assert len(tables["duckdb"]["identity.state"]) == 2
     edges = DeltaTable(str(tmp_path / "duckdb" / "warehouse" / "identity" / "edges")).to_pandas()
-    assert set(zip(edges["record_id_l"], edges["record_id_r"])) == {
+    pairs = set(zip(edges["record_id_l"], edges["record_id_r"], edges["edge_type"]))
+    # shared email (Ann, Bob, Eve: the smallest record id holds the value) and S8's phone
+    assert {(left, right) for left, right, kind in pairs if kind == "deterministic"} == {
         ("crm:C1", "shop_customers:S1"),
-        ("crm:C4", "third_party:T4"),
+        ("crm:C2", "shop_customers:S2"),
         ("crm:C7", "shop_customers:S7"),
+        ("crm:C7", "web_events:d9"),
+        ("shop_customers:S8", "web_events:d9"),
+    }
+    assert ("crm:C4", "third_party:T4", "probabilistic") in pairs
+    # each delta-rs commit names the run that made it
+    history = DeltaTable(str(tmp_path / "duckdb" / "warehouse" / "identity" / "id_map")).history()
+    assert {h.get("userMetadata") for h in history} - {None} == {
+        "lakecdp-identity append run-1",
+        "lakecdp-identity merge run-2",
     }

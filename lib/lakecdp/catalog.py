@@ -406,6 +406,8 @@ MEMBERSHIP = Table(
     ("segment_id", "customer_id", "member_key", "entered_run_id"),
     "lakecdp.segments.job",
     readers=("lakecdp.segments.inspect", "lakecdp.personalization.preview", "lakecdp.api.segments", "lakecdp.api.demo"),
+    # the embedded engine (DuckDB + delta-rs) writes the same tables as the Spark one
+    other_writers=("lakecdp.segments.embedded",),
 )
 CHANGES = Table(
     "segments.changes",
@@ -416,6 +418,8 @@ CHANGES = Table(
     ("change_id",),
     "lakecdp.segments.job",
     readers=("lakecdp.activation.job", "lakecdp.api.segments"),
+    # the embedded engine (DuckDB + delta-rs) writes the same tables as the Spark one
+    other_writers=("lakecdp.segments.embedded",),
 )
 SEGMENT_RUNS = Table(
     "segments.runs",
@@ -426,6 +430,8 @@ SEGMENT_RUNS = Table(
     ("run_id",),
     "lakecdp.segments.job",
     readers=("lakecdp.api.segments",),
+    # the embedded engine (DuckDB + delta-rs) writes the same tables as the Spark one
+    other_writers=("lakecdp.segments.embedded",),
 )
 APPROVALS = Table(
     "segments.approvals",
@@ -436,6 +442,8 @@ APPROVALS = Table(
     ("run_id", "segment_id"),
     "lakecdp.segments.job",
     readers=("lakecdp.segments.cli", "lakecdp.activation.job", "lakecdp.api.segments", "lakecdp.alerts"),
+    # the embedded engine (DuckDB + delta-rs) writes the same tables as the Spark one
+    other_writers=("lakecdp.segments.embedded",),
 )
 
 # -- activation --------------------------------------------------------------------------

@@ -224,6 +224,9 @@ def run_identity(
         raise IdentityInputError("--retrain rescores every pair: use mode 'full' or 'auto'")
     if retrain:
         mode = "full"
+    if config.backend == "duckdb" and not tables.uses_catalog:
+        # the duckdb backend on path tables: read and written with delta-rs, no Spark job
+        return _run_on_machine(ctx, config, mode=mode, retrain=retrain, timings=timings, started=started)
     silver_version = tables.version(spark, RECORDS_TABLE)
     if silver_version is None:
         raise IdentityInputError(f"{RECORDS_TABLE} does not exist yet: run the ingest step first")
@@ -487,6 +490,223 @@ def run_identity(
 
 
 VALUES_SCHEMA = "record_id string, person_key string, identifier_type string, value string"
+ID_MAP_COMPARED = ["customer_id", "source", "cluster_size", "link_confidence", "flags", "id_created_at"]
+
+
+def _run_on_machine(
+    ctx: JobContext,
+    config: IdentityConfig,
+    *,
+    mode: Mode,
+    retrain: bool,
+    timings: dict[str, float] | None,
+    started: float,
+) -> dict[str, int]:
+    """:func:`run_identity` on the duckdb backend with every table read and written by
+    delta-rs (:class:`lakecdp.delta_store.DeltaStore`): the records (and their change data
+    feed), the previous edges and id map, the state; edges, id map, id changes, identifiers,
+    golden records and state written as one commit each (none where nothing differs). The
+    same steps and rules as the Spark I/O path below, full and incremental; no Spark job runs.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from lakecdp.delta_store import DeltaStore
+    from lakecdp.identity.local import (
+        LocalRecords,
+        affected_records_local,
+        assign_customer_ids_local,
+        customer_identifiers_local,
+        final_edges,
+    )
+    from lakecdp.identity.matching import ProbabilisticMatcher
+    from lakecdp.identity.state import (
+        changed_records_local,
+        earlier_images_local,
+        last_state_local,
+        read_change_feed_local,
+        record_state_local,
+    )
+    from lakecdp.identity.survivorship import PROFILE_COLUMNS, golden_records_local
+
+    store = DeltaStore(ctx, label="lakecdp-identity")
+    run_id = ctx.run_id
+    silver_version = store.version_or_none(RECORDS_TABLE)
+    if silver_version is None:
+        raise IdentityInputError(f"{RECORDS_TABLE} does not exist yet: run the ingest step first")
+    state = last_state_local(store)
+    continuable = state is not None and store.exists(ID_MAP_TABLE) and store.exists(EDGES_TABLE)
+    if mode == "incremental" and not continuable:
+        raise IdentityInputError("no previous identity run to continue: run with mode='full'")
+    if mode != "full" and continuable and state.silver_version == silver_version:
+        logger.info("%s unchanged since v%d: nothing to do", RECORDS_TABLE, silver_version)
+        return {"records_changed": 0, "incremental": 1}
+    feed = None
+    if mode != "full" and continuable:
+        feed = read_change_feed_local(store, after_version=state.silver_version, up_to_version=silver_version)
+        if feed is None and mode == "incremental":
+            raise IdentityInputError(f"change data feed of {RECORDS_TABLE} unreadable after v{state.silver_version}")
+    incremental = feed is not None
+    # the feed could not be read (e.g. an erasure removed its files): a full run instead
+    feed_unreadable = mode != "full" and continuable and not incremental
+    changed: list[str] = []
+    records_changed = -1
+    if incremental:
+        changed = changed_records_local(feed)
+        records_changed = len(changed)
+        if records_changed == 0:
+            logger.info("%s v%d..v%d: no record content changed", RECORDS_TABLE, state.silver_version, silver_version)
+            record_state_local(
+                store,
+                run_id=run_id,
+                silver_version=silver_version,
+                mode="incremental",
+                records_changed=0,
+                processed_at=ctx.as_of,
+            )
+            return {"records_changed": 0, "incremental": 1}
+    records = store.read_in_spark_order(RECORDS_TABLE, version=silver_version)
+    previous_edges = store.read(EDGES_TABLE) if store.exists(EDGES_TABLE) else None
+    previous_id_map = store.read(ID_MAP_TABLE) if store.exists(ID_MAP_TABLE) else None
+    if timings is not None:
+        timings["inputs"] = time.perf_counter() - started
+
+    matcher = ProbabilisticMatcher(config, spark=ctx.spark, model_dir=ctx.project.path(config.models_dir))
+    matcher.run_id = run_id
+    with _stage("prepare", timings):
+        on_machine = LocalRecords(records, config)
+        prepared = on_machine.prepared()
+    with _stage("score", timings):
+        changed_ids = pa.array(changed, pa.string()) if incremental else None
+        probabilistic, scored_count = _score_local(matcher, prepared, previous_edges, changed_ids, retrain=retrain)
+    with _stage("edges", timings):
+        edges = final_edges(
+            on_machine.con,
+            deterministic=on_machine.deterministic_edges(run_id=run_id),
+            probabilistic=probabilistic,
+            sources=records.select(["record_id", "source"]),
+            unique=unique_sources(ctx.project.conf_dir),
+            previous=previous_edges,
+        )
+    if timings is not None:  # part of "score"
+        timings["train"] = matcher.train_seconds
+    scope = None  # None: every record is re-clustered, re-identified and re-survived
+    if incremental:
+        with _stage("affected", timings):
+            scope = pa.array(
+                affected_records_local(changed, edges, previous_edges, previous_id_map, config.model.match_threshold),
+                pa.string(),
+            )
+    with _stage("cluster+ids", timings):
+        clusters = _cluster_local(on_machine.con, records, edges, scope, config)
+        id_map, id_changes = assign_customer_ids_local(
+            clusters,
+            previous_id_map,
+            run_id=run_id,
+            as_of=ctx.as_of,
+            id_prefix=config.stable_ids.id_prefix,
+        )
+    values = on_machine.identifier_values()
+    # what the partial writes below are the whole truth for (None: everything)
+    customer_scope = value_scope = None
+    if scope is not None:
+        with _stage("scopes", timings):
+            in_scope = pc.is_in(previous_id_map.column("record_id"), value_set=scope)
+            old_ids = previous_id_map.filter(in_scope).column("customer_id")
+            ids = pa.chunked_array([*old_ids.chunks, *id_map.column("customer_id").chunks], pa.string())
+            customer_scope = pa.table({"customer_id": pc.unique(ids)})
+            held = values.filter(pc.is_in(values.column("record_id"), value_set=scope))
+            before = earlier_images_local(feed, changed)
+            parts = [held.select(["identifier_type", "value"])]
+            if before.num_rows:
+                freed = LocalRecords(before, config).identifier_values()
+                parts.append(freed.select(["identifier_type", "value"]))
+            distinct = pa.concat_tables(parts).group_by(["identifier_type", "value"]).aggregate([])
+            value_scope = distinct.select(["identifier_type", "value"])
+
+    # every input is computed: write, each table once, in the Spark path's order (id_changes
+    # before id_map: see run_identity)
+    with _stage("write edges+id_map", timings):
+        store.overwrite(edges, EDGES_TABLE, catalog.EDGES.ddl, run_id=run_id)
+        if id_changes.num_rows:
+            store.upsert(
+                id_changes, ID_CHANGES_TABLE, catalog.ID_CHANGES.ddl, keys=catalog.ID_CHANGES.keys, run_id=run_id
+            )
+        store.upsert(
+            id_map,
+            ID_MAP_TABLE,
+            catalog.ID_MAP.ddl,
+            keys=["record_id"],
+            compare=ID_MAP_COMPARED,
+            delete_missing=scope is None,
+            scope=None if scope is None else pa.table({"record_id": scope}),
+            run_id=run_id,
+        )
+    with _stage("identifiers", timings):
+        holding = values
+        if value_scope is not None:
+            wanted = {
+                (t, v)
+                for t, v in zip(
+                    value_scope.column("identifier_type").to_pylist(), value_scope.column("value").to_pylist()
+                )
+            }
+            keep = [
+                (t, v) in wanted
+                for t, v in zip(values.column("identifier_type").to_pylist(), values.column("value").to_pylist())
+            ]
+            holding = values.filter(pa.array(keep, pa.bool_()))
+        # a full run's id map is the whole table: no read of what was just written
+        owners = id_map if scope is None else store.read(ID_MAP_TABLE, columns=["record_id", "customer_id"])
+        identifiers = customer_identifiers_local(holding, owners, run_id=run_id)
+        store.upsert(
+            identifiers,
+            IDENTIFIERS_TABLE,
+            catalog.IDENTIFIERS.ddl,
+            keys=["identifier_type", "identifier_value"],
+            compare=["customer_id"],
+            delete_missing=value_scope is None,
+            scope=None if value_scope is None else value_scope.rename_columns(["identifier_type", "identifier_value"]),
+            run_id=run_id,
+        )
+    with _stage("profiles", timings):
+        members = records if scope is None else records.filter(pc.is_in(records.column("record_id"), value_set=scope))
+        profiles = golden_records_local(members, id_map, config.survivorship, run_id=run_id)
+        store.upsert(
+            profiles,
+            PROFILE_TABLE,
+            catalog.CUSTOMER_PROFILE.ddl,
+            keys=["customer_id"],
+            compare=[c for c in PROFILE_COLUMNS if c not in ("customer_id", "run_id")],
+            delete_missing=customer_scope is None,
+            scope=customer_scope,
+            run_id=run_id,
+        )
+    with _stage("state+counts", timings):
+        record_state_local(
+            store,
+            run_id=run_id,
+            silver_version=silver_version,
+            mode="incremental" if incremental else "full",
+            records_changed=records_changed,
+            processed_at=ctx.as_of,
+        )
+        customers = id_map if scope is None else store.read(ID_MAP_TABLE, columns=["customer_id"])
+        counts = {
+            "records": records.num_rows,
+            "records_changed": records_changed,
+            "incremental": int(incremental),
+            "feed_unreadable": int(feed_unreadable),
+            "edges": edges.num_rows,
+            "probabilistic_edges_scored": scored_count,
+            "customers": len(pc.unique(customers.column("customer_id"))),
+            "id_changes": id_changes.num_rows,
+            # records re-clustered (every record in a full run)
+            "records_rescoped": -1 if scope is None else len(scope),
+        }
+    on_machine.con.close()
+    logger.info("identity %s run (delta-rs): %s", "incremental" if incremental else "full", counts)
+    return counts
 
 
 def _score_local(matcher, prepared, previous, changed_ids, *, retrain: bool):

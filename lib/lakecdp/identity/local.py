@@ -698,3 +698,77 @@ def _in_utc(table: pa.Table) -> pa.Table:
         pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f for f in table.schema
     ]
     return table.cast(pa.schema(fields))
+
+
+def customer_identifiers_local(values: pa.Table, id_map: pa.Table, *, run_id: str) -> pa.Table:
+    """:func:`lakecdp.identity.job.customer_identifiers` in DuckDB: ``identity.identifiers``
+    rows (a value held by more than one customer is left out)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("held_values", values.select(["record_id", "identifier_type", "value"]))
+        con.register("owners", id_map.select(["record_id", "customer_id"]))
+        return con.sql(
+            """
+            select identifier_type, value as identifier_value, min(customer_id) as customer_id,
+                   $run_id as run_id
+            from held_values join owners using (record_id)
+            group by identifier_type, value
+            having count(distinct customer_id) = 1
+            order by identifier_type, identifier_value
+            """,
+            params={"run_id": run_id},
+        ).to_arrow_table()
+    finally:
+        con.close()
+
+
+def _kept_pairs(edges: pa.Table, threshold: float) -> dict[tuple[str, str], float]:
+    """:func:`lakecdp.identity.clustering.kept_edges` as ``{(record_id_l, record_id_r): p}``."""
+    kept: dict[tuple[str, str], float] = {}
+    for left, right, kind, probability in zip(
+        edges.column("record_id_l").to_pylist(),
+        edges.column("record_id_r").to_pylist(),
+        edges.column("edge_type").to_pylist(),
+        edges.column("match_probability").to_pylist(),
+        strict=True,
+    ):
+        p = 1.0 if kind == "deterministic" else probability
+        if p is None or p < threshold or left == right:
+            continue
+        kept[(left, right)] = max(p, kept.get((left, right), p))
+    return kept
+
+
+def affected_records_local(
+    changed: list[str],
+    edges: pa.Table,
+    previous_edges: pa.Table,
+    previous_id_map: pa.Table,
+    threshold: float,
+    *,
+    max_rounds: int = 50,
+) -> list[str]:
+    """:func:`lakecdp.identity.clustering.affected_records` in Python: sorted ``record_id``
+    of every record whose cluster, id or flags can differ from the last run (seeds: changed
+    records and the ends of edges that appeared, vanished or changed; closed over whole
+    previous customers and the new edges)."""
+    new = _kept_pairs(edges, threshold)
+    old = _kept_pairs(previous_edges, threshold)
+    moved = {pair for pair in new.keys() | old.keys() if new.get(pair) != old.get(pair)}
+    scope = set(changed) | {record for pair in moved for record in pair}
+    owner = dict(
+        zip(previous_id_map.column("record_id").to_pylist(), previous_id_map.column("customer_id").to_pylist())
+    )
+    records_of: dict[str, list[str]] = {}
+    for record, customer in owner.items():
+        records_of.setdefault(customer, []).append(record)
+    for _ in range(max_rounds):
+        customers = {owner[r] for r in scope if r in owner}
+        scope |= {r for c in customers for r in records_of[c]}
+        reached = {(right if left in scope else left) for left, right in new if (left in scope) != (right in scope)}
+        if not reached:
+            return sorted(scope)
+        scope |= reached
+    raise RuntimeError(f"affected records still growing after {max_rounds} rounds")

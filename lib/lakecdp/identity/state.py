@@ -23,6 +23,7 @@ from lakecdp import catalog
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from lakecdp.delta_store import DeltaStore
     from lakecdp.tables import Tables
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,49 @@ def record_state(
 ) -> None:
     row = (run_id, silver_version, mode, records_changed, processed_at)
     tables.append(spark.createDataFrame([row], STATE_SCHEMA), STATE_TABLE)
+
+
+def last_state_local(store: DeltaStore) -> IdentityState | None:
+    """:func:`last_state` read with delta-rs (the duckdb backend)."""
+    if not store.exists(STATE_TABLE):
+        return None
+    rows = store.read(STATE_TABLE, columns=["run_id", "silver_version", "mode", "processed_at"]).to_pylist()
+    if not rows:
+        return None
+    # silver_version desc, then processed_at desc (nulls last, as Spark's desc puts them)
+    latest = max(
+        rows,
+        key=lambda r: (
+            r["silver_version"],
+            r["processed_at"] is not None,
+            r["processed_at"].timestamp() if r["processed_at"] is not None else 0.0,
+        ),
+    )
+    return IdentityState(run_id=latest["run_id"], silver_version=int(latest["silver_version"]), mode=latest["mode"])
+
+
+def record_state_local(
+    store: DeltaStore,
+    *,
+    run_id: str,
+    silver_version: int,
+    mode: str,
+    records_changed: int,
+    processed_at: datetime,
+) -> None:
+    """:func:`record_state` written with delta-rs."""
+    import pyarrow as pa
+
+    row = pa.table(
+        {
+            "run_id": [run_id],
+            "silver_version": pa.array([silver_version], pa.int64()),
+            "mode": [mode],
+            "records_changed": pa.array([records_changed], pa.int64()),
+            "processed_at": pa.array([processed_at], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    store.append(row, STATE_TABLE, STATE_SCHEMA, run_id=run_id)
 
 
 def content_hash(columns: tuple[str, ...] = CONTENT_COLUMNS):
@@ -161,4 +205,64 @@ def earlier_images(feed: DataFrame, changed: DataFrame) -> DataFrame:
         feed.where(F.col("_change_type").isin("delete", "update_preimage"))
         .drop("_change_type", "_commit_version", "_commit_timestamp")
         .join(changed, "record_id", "left_semi")
+    )
+
+
+def read_change_feed_local(store: DeltaStore, *, after_version: int, up_to_version: int):
+    """:func:`read_change_feed` with delta-rs: the feed rows in ``(after_version,
+    up_to_version]`` as an Arrow table, or None when they cannot be read (run in full)."""
+    earliest = store.earliest_version(RECORDS_TABLE)
+    if earliest is not None and earliest > after_version + 1:
+        logger.warning(
+            "history of %s starts at v%d, after v%d (erased or cleaned up): full run",
+            RECORDS_TABLE,
+            earliest,
+            after_version,
+        )
+        return None
+    try:
+        # read now, whole: a missing feed file is found here, not half way through a run
+        return store.change_feed(RECORDS_TABLE, starting_version=after_version + 1, ending_version=up_to_version)
+    except Exception as exc:  # delta-rs raises DeltaError, OSError or a plain exception by cause
+        logger.warning(
+            "change data feed of %s unreadable after v%d (%s): full run",
+            RECORDS_TABLE,
+            after_version,
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
+        return None
+
+
+def changed_records_local(feed) -> list[str]:
+    """:func:`changed_records` over an Arrow feed: sorted ``record_id`` values."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("feed", feed.select(["_change_type", "_commit_version", *CONTENT_COLUMNS]))
+        content = "struct_pack(" + ", ".join(f'"{c}" := "{c}"' for c in CONTENT_COLUMNS) + ")"
+        rows = con.execute(f"""
+            select distinct record_id from (
+                select record_id, _commit_version,
+                       bool_or(_change_type in ('insert', 'delete')) as structural,
+                       count(distinct {content}) as versions
+                from feed group by record_id, _commit_version
+            ) where structural or versions > 1
+            order by record_id
+        """).fetchall()
+    finally:
+        con.close()
+    return [r[0] for r in rows]
+
+
+def earlier_images_local(feed, changed: list[str]):
+    """:func:`earlier_images` over an Arrow feed: the content changed records had before."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    before = pc.is_in(feed.column("_change_type"), value_set=pa.array(["delete", "update_preimage"]))
+    mine = pc.is_in(feed.column("record_id"), value_set=pa.array(changed, pa.string()))
+    kept = feed.filter(pc.and_(before, mine))
+    return kept.drop_columns(
+        [c for c in ("_change_type", "_commit_version", "_commit_timestamp") if c in kept.column_names]
     )

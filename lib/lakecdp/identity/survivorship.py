@@ -251,3 +251,100 @@ def golden_records(
         "updated_at",
         F.lit(run_id).alias("run_id"),
     )
+
+
+def _sort_key_sql(rule: str, key: str, rules: SurvivorshipRules) -> str:
+    """:func:`_sort_key` in DuckDB SQL over ``members`` (a struct: smallest wins)."""
+    recency = f"coalesce(-epoch_us(updated_at), {_NEVER})"
+    if rule == "most_recent":
+        fields = [recency]
+    elif rule == "source_priority":
+        # names come from validated config; quoted as SQL strings
+        listed = ", ".join("'" + s.replace("'", "''") + "'" for s in rules.source_priority)
+        position = f"list_position([{listed}]::VARCHAR[], source)" if listed else "NULL"
+        fields = [f"coalesce({position}, {len(rules.source_priority) + 1})", recency]
+    elif rule == "most_frequent":
+        fields = [f'-"_freq_{key}"', recency]
+    elif rule == "longest":
+        fields = [f'-length(CAST("{key}" AS VARCHAR))', recency]
+    else:  # pragma: no cover - the config model admits only the four rules
+        raise ValueError(f"unknown survivorship rule {rule!r}")
+    fields.append("record_id")
+    return "struct_pack(" + ", ".join(f"k{i} := {f}" for i, f in enumerate(fields)) + ")"
+
+
+def golden_records_local(records, id_map, rules: SurvivorshipRules, *, run_id: str):
+    """:func:`golden_records` in DuckDB over Arrow tables (the duckdb backend): the same
+    rows, as an Arrow table in ``gold.customer_profile``'s columns and types.
+
+    Args:
+        records: ``silver.customer_records`` rows (Arrow).
+        id_map: ``record_id, customer_id`` (Arrow).
+        rules: which rule decides each attribute.
+        run_id: stamped on every row.
+    """
+    import duckdb
+
+    from lakecdp.columns import require_columns
+    from lakecdp.delta_store import conform
+
+    require_columns(records, RECORD_COLUMNS, what="customer records")
+    require_columns(id_map, ("record_id", "customer_id"), what="id_map")
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("survivor_records", records.select(list(RECORD_COLUMNS)))
+        con.register("survivor_ids", id_map.select(["record_id", "customer_id"]))
+        units = rules.units()
+        frequencies = [
+            f'CASE WHEN "{unit[0]}" IS NOT NULL THEN count(*) OVER (PARTITION BY customer_id, "{unit[0]}") END '
+            f'AS "_freq_{unit[0]}"'
+            for unit in units
+            if rules.rule_for(unit[0]) == "most_frequent"
+        ]
+        con.execute(
+            "CREATE TEMP TABLE members AS SELECT r.*, i.customer_id"
+            + "".join(f", {f}" for f in frequencies)
+            + " FROM survivor_records r JOIN survivor_ids i USING (record_id)"
+        )
+        winners = []
+        for index, unit in enumerate(units):
+            chosen = "struct_pack(" + ", ".join(f'"{c}" := "{c}"' for c in (*unit, "record_id", "source")) + ")"
+            key = _sort_key_sql(rules.rule_for(unit[0]), unit[0], rules)
+            winners.append(f'arg_min({chosen}, {key}) FILTER (WHERE "{unit[0]}" IS NOT NULL) AS _u{index}')
+
+        def known(column: str) -> str:
+            return f"list_sort(list_distinct(list({column})))"
+
+        unit_of = {attribute: index for index, unit in enumerate(units) for attribute in unit}
+        entries = ", ".join(
+            f"struct_pack(key := '{a}', value := CASE WHEN _u{unit_of[a]}.\"{a}\" IS NOT NULL THEN "
+            f"struct_pack(record_id := _u{unit_of[a]}.record_id, source := _u{unit_of[a]}.source) END)"
+            for a in ATTRIBUTES
+        )
+        # Spark's array_distinct keeps one null; array_sort puts it last
+        flat = "flatten(list(coalesce(device_ids, []::VARCHAR[])))"
+        devices = (
+            f"list_sort(list_distinct({flat})) || "
+            f"CASE WHEN list_count({flat}) < len({flat}) THEN [NULL::VARCHAR] ELSE []::VARCHAR[] END"
+        )
+        profiles = con.sql(
+            f"""
+            WITH won AS (
+                SELECT customer_id, {", ".join(winners)},
+                       {known("email")} AS emails, {known("phone")} AS phones, {devices} AS device_ids,
+                       {known("record_id")} AS record_ids, {known("source")} AS sources,
+                       min(updated_at) AS first_seen_at, max(updated_at) AS updated_at
+                FROM members GROUP BY customer_id
+            )
+            SELECT customer_id, {", ".join(f'_u{unit_of[a]}."{a}" AS "{a}"' for a in ATTRIBUTES)},
+                   emails, phones, device_ids, record_ids, sources,
+                   map_from_entries(list_filter([{entries}], lambda e: e.value IS NOT NULL)) AS provenance,
+                   first_seen_at, updated_at, $run_id AS run_id
+            FROM won ORDER BY customer_id
+            """,
+            params={"run_id": run_id},
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return conform(profiles, PROFILE_SCHEMA)

@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import deltalake  # noqa: F401 - loaded with the engine, not inside the first run
@@ -44,6 +43,8 @@ import pyarrow.compute  # noqa: F401 - pa.compute below
 import pyarrow.dataset  # noqa: F401
 
 from lakecdp import catalog
+from lakecdp.delta_store import DeltaStore
+from lakecdp.delta_store import utc_timestamps as _utc_timestamps
 from lakecdp.segments.changes import resolve_merges
 from lakecdp.segments.definitions import SegmentDefinition, exclusion_order
 from lakecdp.segments.dialect import (
@@ -70,9 +71,6 @@ FaultHook = Callable[[str], None]
 
 #: app id prefix of the Delta app transaction that marks a run's changes as written
 CHANGES_APP_ID = "lakecdp.segments.changes/"
-#: table properties of every segments table the embedded engine creates: change data feed on (as
-#: Spark's session default), no deletion vectors (delta-rs 1.6 cannot read them)
-TABLE_CONFIGURATION = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
 
 
 class EmbeddedUnsupported(RuntimeError):
@@ -87,194 +85,9 @@ class EmbeddedSettings:
     threads: int = 2
 
 
-# -- Delta through delta-rs -----------------------------------------------------------
-
-_ARROW_TYPES = {
-    "string": pa.string(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "boolean": pa.bool_(),
-    "bigint": pa.int64(),
-    "int": pa.int32(),
-    "double": pa.float64(),
-    "date": pa.date32(),
-    "array<string>": pa.list_(pa.string()),
-}
-
-
-def arrow_schema(schema: str) -> pa.Schema:
-    """A catalog schema string of simple types (``a string, b timestamp``) as an Arrow schema."""
-    fields = []
-    for part in schema.split(", "):
-        name, data_type = part.split(" ", 1)
-        fields.append(pa.field(name, _ARROW_TYPES[data_type.strip()]))
-    return pa.schema(fields)
-
-
 def unsupported(segments: dict[str, SegmentDefinition]) -> list[str]:
     """Segments the embedded engine cannot evaluate (event-triggered ones)."""
     return sorted(sid for sid, d in segments.items() if d.kind == "event")
-
-
-class DeltaStore:
-    """Path-based Delta tables of a project, read and written with delta-rs."""
-
-    def __init__(self, ctx: JobContext) -> None:
-        if ctx.tables.uses_catalog:
-            raise EmbeddedUnsupported(
-                "the embedded engine reads path-based tables only; this environment uses a catalog (set engine: spark)"
-            )
-        self.tables = ctx.tables
-
-    def path(self, name: str) -> str:
-        return self.tables.location(name)
-
-    def exists(self, name: str) -> bool:
-        from deltalake import DeltaTable
-
-        return DeltaTable.is_deltatable(self.path(name))
-
-    def table(self, name: str):
-        from deltalake import DeltaTable
-
-        return DeltaTable(self.path(name))
-
-    def read(self, name: str, *, columns: list[str] | None = None, version: int | None = None) -> pa.Table:
-        from deltalake import DeltaTable
-
-        table = DeltaTable(self.path(name), version=version)
-        return table.to_pyarrow_table(columns=columns)
-
-    def load(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        target: str,
-        name: str,
-        *,
-        columns: list[str] | None = None,
-        where: str = "",
-        params: list[Any] | None = None,
-    ) -> None:
-        """Table ``target`` of ``con`` from Delta table ``name`` (columns, a filter), timestamps in UTC.
-
-        When the table needs nothing beyond reader version 1 (no deletion vectors, no column
-        mapping) and is not partitioned, its live files, as the Delta log lists them, are read by
-        DuckDB's own Parquet reader (parallel, filters and columns pushed down); else through Arrow,
-        filtered in DuckDB. (delta-rs 1.6.6's pyarrow dataset with a filter returned no rows of
-        files Spark wrote -- ``is_current == True`` on a Spark-written membership -- so filters are
-        never pushed into it.)
-        """
-        table = self.table(name)
-        select = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
-        files = [uri.removeprefix("file://") for uri in table.file_uris()]
-        plain = table.protocol().min_reader_version == 1 and not table.metadata().partition_columns
-        if plain and files:
-            # paths from the Delta log, quoted as SQL string literals (a view cannot take parameters)
-            listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
-            source = f"read_parquet([{listed}], union_by_name = true)"
-        else:
-            con.register("_delta_arrow", table.to_pyarrow_table(columns=columns))
-            source = "_delta_arrow"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _delta_source AS SELECT {select} FROM {source}")
-        con.execute(
-            f"CREATE OR REPLACE TABLE {target} AS SELECT {_utc_timestamps(con, '_delta_source')} FROM _delta_source {where}",
-            list(params or []),
-        )
-        con.execute("DROP VIEW _delta_source")
-        if source == "_delta_arrow":
-            con.unregister("_delta_arrow")
-
-    def read_or_empty(self, name: str, schema: str) -> pa.Table:
-        if self.exists(name):
-            return self.read(name)
-        return arrow_schema(schema).empty_table()
-
-    def require(self, name: str) -> pa.Table:
-        if not self.exists(name):
-            raise RuntimeError(f"{name} does not exist at {self.path(name)}; run the step that writes it first")
-        return self.read(name)
-
-    def create_if_missing(self, name: str, schema: str) -> None:
-        from deltalake import DeltaTable
-
-        if not self.exists(name):
-            Path(self.path(name)).mkdir(parents=True, exist_ok=True)
-            DeltaTable.create(self.path(name), arrow_schema(schema), mode="ignore", configuration=TABLE_CONFIGURATION)
-
-    def version(self, name: str) -> int:
-        return int(self.table(name).version())
-
-    @staticmethod
-    def _metadata(operation: str, run_id: str) -> Any:
-        from deltalake import CommitProperties
-
-        return CommitProperties(custom_metadata={"userMetadata": f"lakecdp-segments {operation} {run_id}"})
-
-    def merge(
-        self,
-        data: pa.Table,
-        name: str,
-        schema: str,
-        *,
-        keys: list[str],
-        run_id: str,
-        update: bool = True,
-        update_predicate: str | None = None,
-        insert: bool = True,
-    ) -> None:
-        """Upsert on ``keys`` (insert only when ``update`` is False); creates the table if missing."""
-        data = data.select(arrow_schema(schema).names).cast(arrow_schema(schema))
-        if not self.exists(name):
-            self.create_if_missing(name, schema)
-        if data.num_rows == 0:
-            return
-        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        merger = self.table(name).merge(
-            data,
-            predicate,
-            source_alias="s",
-            target_alias="t",
-            commit_properties=self._metadata("merge", run_id),
-        )
-        if update:
-            merger = merger.when_matched_update_all(predicate=update_predicate)
-        if insert:
-            merger = merger.when_not_matched_insert_all()
-        merger.execute()
-
-    def append(self, data: pa.Table, name: str, schema: str, *, run_id: str) -> None:
-        """Append rows (no-op when empty)."""
-        from deltalake import write_deltalake
-
-        if data.num_rows == 0:
-            return
-        data = data.select(arrow_schema(schema).names).cast(arrow_schema(schema))
-        write_deltalake(self.table(name), data, mode="append", commit_properties=self._metadata("append", run_id))
-
-    def append_once(self, data: pa.Table, name: str, schema: str, *, app_id: str, run_id: str) -> int:
-        """Append ``data`` as the next Delta app transaction of ``app_id`` (one per run id).
-
-        The caller leaves out rows already stored (change ids of the run); the app transaction
-        makes two writers of the same run conflict instead of both appending, and lets a reader
-        see from the log alone that the run's changes were written.
-
-        Returns:
-            The app transaction version written.
-        """
-        from deltalake import CommitProperties, Transaction, write_deltalake
-
-        table = self.table(name)
-        version = (table.transaction_version(app_id) or 0) + 1
-        data = data.select(arrow_schema(schema).names).cast(arrow_schema(schema))
-        write_deltalake(
-            table,
-            data,
-            mode="append",
-            commit_properties=CommitProperties(
-                custom_metadata={"userMetadata": f"lakecdp-segments changes {run_id}"},
-                app_transactions=[Transaction(app_id=app_id, version=version)],
-            ),
-        )
-        return version
 
 
 # -- DuckDB connections ---------------------------------------------------------------
@@ -341,18 +154,6 @@ def run_within_budget(con: duckdb.DuckDBPyConnection, sql: str, *, segment_id: s
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [row[0] for row in con.execute(f'DESCRIBE "{table}"').fetchall()]
-
-
-def _utc_timestamps(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    """SELECT list of ``table`` with TIMESTAMPTZ columns as UTC TIMESTAMP (Spark's UTC session)."""
-    parts = []
-    for name, data_type, *_ in con.execute(f'DESCRIBE "{table}"').fetchall():
-        quoted = '"' + name.replace('"', '""') + '"'
-        if data_type == "TIMESTAMP WITH TIME ZONE":
-            parts.append(f"CAST({quoted} AS TIMESTAMP) AS {quoted}")
-        else:
-            parts.append(quoted)
-    return ", ".join(parts)
 
 
 def load_views(con: duckdb.DuckDBPyConnection, store: DeltaStore, as_of: datetime) -> None:

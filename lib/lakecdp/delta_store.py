@@ -1,0 +1,470 @@
+"""Path-based Delta tables read and written with delta-rs (``deltalake``), no JVM.
+
+The embedded engine's side of the I/O seam: :class:`lakecdp.tables.Tables` reads and writes
+through Spark, :class:`DeltaStore` through delta-rs and Arrow, on the same tables (logical
+names resolved by the same ``Tables``). Tables either engine writes stay readable by the other:
+
+- tables created here get :data:`TABLE_CONFIGURATION` -- change data feed on (Spark's session
+  default, so Spark-created tables have it too) and no deletion vectors (delta-rs 1.6 cannot
+  read tables with them);
+- timestamps are written as ``timestamp`` (UTC), never ``timestamp_ntz``; schemas and
+  nullability come from :mod:`lakecdp.catalog` (:func:`arrow_schema`);
+- every commit carries ``userMetadata`` = ``<label> <operation> <run_id>`` (a per-write commit
+  property, not a session setting);
+- appends can be idempotent through Delta app transactions (``txnAppId`` / ``txnVersion``),
+  which Spark honours too.
+
+Used by the embedded segment engine (:mod:`lakecdp.segments.embedded`) and the identity step on
+the duckdb backend (:mod:`lakecdp.identity.job`). tests/test_catalog.py scans ``store.<write>``
+calls like ``tables.<write>`` ones: a module that writes a table here must be its catalogue writer.
+
+Example:
+    >>> store = DeltaStore(ctx, label="lakecdp-identity")
+    >>> store.upsert(id_map, "identity.id_map", catalog.ID_MAP.ddl, keys=["record_id"], run_id=ctx.run_id)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from lakecdp.catalog import _split_top
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import duckdb
+
+    from lakecdp.context import JobContext
+
+logger = logging.getLogger(__name__)
+
+#: table properties of every table created with delta-rs: change data feed on (as Spark's session
+#: default), no deletion vectors (delta-rs 1.6 cannot read them)
+TABLE_CONFIGURATION = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
+#: the source column of a MERGE that marks a key to delete (never a catalogue column)
+_DELETE = "_lakecdp_delete"
+
+_ARROW_TYPES = {
+    "string": pa.string(),
+    # Delta "timestamp" (UTC instants); a zone-less Arrow timestamp would be timestamp_ntz
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "boolean": pa.bool_(),
+    "bigint": pa.int64(),
+    "int": pa.int32(),
+    "double": pa.float64(),
+    "date": pa.date32(),
+}
+
+
+class CatalogTablesUnsupported(RuntimeError):
+    """delta-rs reads and writes path-based tables only; the environment uses a catalog."""
+
+
+def arrow_type(text: str) -> pa.DataType:
+    """A catalogue type (``map<string, struct<a:string>>``) as an Arrow type."""
+    text = text.strip()
+    lowered = text.lower()
+    if lowered in _ARROW_TYPES:
+        return _ARROW_TYPES[lowered]
+    if lowered.startswith("array<") and text.endswith(">"):
+        return pa.list_(arrow_type(text[len("array<") : -1]))
+    if lowered.startswith("map<") and text.endswith(">"):
+        key, value = _split_top(text[len("map<") : -1], ",")
+        return pa.map_(arrow_type(key), arrow_type(value))
+    if lowered.startswith("struct<") and text.endswith(">"):
+        fields = []
+        for part in _split_top(text[len("struct<") : -1], ","):
+            name, _, type_text = part.partition(":")
+            fields.append(pa.field(name.strip(), arrow_type(type_text)))
+        return pa.struct(fields)
+    raise ValueError(f"unsupported type {text!r} (known: {sorted(_ARROW_TYPES)}, array<>, map<>, struct<>)")
+
+
+def arrow_schema(schema: str) -> pa.Schema:
+    """A catalogue schema (``a string NOT NULL, b map<string, bigint>``) as an Arrow schema."""
+    fields = []
+    for part in _split_top(schema, ","):
+        name, _, type_text = part.partition(" ")
+        nullable = not type_text.upper().endswith(" NOT NULL")
+        if not nullable:
+            type_text = type_text[: -len(" NOT NULL")]
+        fields.append(pa.field(name, arrow_type(type_text), nullable))
+    return pa.schema(fields)
+
+
+def conform(data: pa.Table, schema: str) -> pa.Table:
+    """``data``'s columns in the catalogue's order and types (extra columns dropped)."""
+    target = arrow_schema(schema)
+    return data.select(target.names).cast(target)
+
+
+def utc_timestamps(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """SELECT list of ``table`` with TIMESTAMPTZ columns as UTC TIMESTAMP (Spark's UTC session)."""
+    parts = []
+    for name, data_type, *_ in con.execute(f'DESCRIBE "{table}"').fetchall():
+        quoted = '"' + name.replace('"', '""') + '"'
+        if data_type == "TIMESTAMP WITH TIME ZONE":
+            parts.append(f"CAST({quoted} AS TIMESTAMP) AS {quoted}")
+        else:
+            parts.append(quoted)
+    return ", ".join(parts)
+
+
+def _without_views(data_type: pa.DataType) -> pa.DataType:
+    """``data_type`` with every string view as a plain string (nested types too)."""
+    if data_type == pa.string_view():
+        return pa.string()
+    if data_type == pa.binary_view():
+        return pa.binary()
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_list_view(data_type):
+        return pa.list_(_without_views(data_type.value_type))
+    if pa.types.is_map(data_type):
+        return pa.map_(_without_views(data_type.key_type), _without_views(data_type.item_type))
+    if pa.types.is_struct(data_type):
+        return pa.struct(
+            [data_type.field(i).with_type(_without_views(data_type.field(i).type)) for i in range(data_type.num_fields)]
+        )
+    return data_type
+
+
+def _quoted(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+class DeltaStore:
+    """Path-based Delta tables of a project, read and written with delta-rs.
+
+    Args:
+        ctx: the job context (its ``tables`` resolve logical names to paths).
+        label: first word of every commit's ``userMetadata`` (``<label> <operation> <run_id>``).
+    """
+
+    def __init__(self, ctx: JobContext, *, label: str = "lakecdp-segments") -> None:
+        if ctx.tables.uses_catalog:
+            raise CatalogTablesUnsupported(
+                "delta-rs reads path-based tables only; this environment uses a catalog (set engine: spark)"
+            )
+        self.tables = ctx.tables
+        self.label = label
+
+    def path(self, name: str) -> str:
+        return self.tables.location(name)
+
+    def exists(self, name: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.path(name))
+
+    def table(self, name: str, *, version: int | None = None):
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.path(name), version=version)
+
+    def read(self, name: str, *, columns: list[str] | None = None, version: int | None = None) -> pa.Table:
+        from deltalake import DeltaTable
+
+        table = DeltaTable(self.path(name), version=version)
+        return table.to_pyarrow_table(columns=columns)
+
+    def read_in_spark_order(self, name: str, *, version: int | None = None) -> pa.Table:
+        """Every row of the table in the order Spark's reader returns them: the data files by
+        size, largest first (how Spark packs files into read partitions), rows in file order;
+        files of equal size by path. Where the order matters (Splink's u sampling) both engines
+        then see the same input."""
+        import pyarrow.dataset as ds
+
+        table = self.table(name, version=version)
+        dataset = table.to_pyarrow_dataset()
+        actions = pa.table(table.get_add_actions(flatten=True))
+        sizes = dict(
+            zip(
+                (p.removeprefix("file://") for p in actions.column("path").to_pylist()),
+                actions.column("size_bytes").to_pylist(),
+                strict=True,
+            )
+        )
+
+        def size_of(fragment) -> int:
+            path = fragment.path
+            return next((size for known, size in sizes.items() if path.endswith(known)), 0)
+
+        fragments = sorted(dataset.get_fragments(), key=lambda f: (-size_of(f), f.path))
+        ordered = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+        return ordered.to_table()
+
+    def load(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        target: str,
+        name: str,
+        *,
+        columns: list[str] | None = None,
+        where: str = "",
+        params: list[Any] | None = None,
+    ) -> None:
+        """Table ``target`` of ``con`` from Delta table ``name`` (columns, a filter), timestamps in UTC.
+
+        When the table needs nothing beyond reader version 1 (no deletion vectors, no column
+        mapping) and is not partitioned, its live files, as the Delta log lists them, are read by
+        DuckDB's own Parquet reader (parallel, filters and columns pushed down); else through Arrow,
+        filtered in DuckDB. (delta-rs 1.6.6's pyarrow dataset with a filter returned no rows of
+        files Spark wrote -- ``is_current == True`` on a Spark-written membership -- so filters are
+        never pushed into it.)
+        """
+        table = self.table(name)
+        select = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
+        files = [uri.removeprefix("file://") for uri in table.file_uris()]
+        plain = table.protocol().min_reader_version == 1 and not table.metadata().partition_columns
+        if plain and files:
+            # paths from the Delta log, quoted as SQL string literals (a view cannot take parameters)
+            listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+            source = f"read_parquet([{listed}], union_by_name = true)"
+        else:
+            con.register("_delta_arrow", table.to_pyarrow_table(columns=columns))
+            source = "_delta_arrow"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _delta_source AS SELECT {select} FROM {source}")
+        con.execute(
+            f"CREATE OR REPLACE TABLE {target} AS SELECT {utc_timestamps(con, '_delta_source')} FROM _delta_source {where}",
+            list(params or []),
+        )
+        con.execute("DROP VIEW _delta_source")
+        if source == "_delta_arrow":
+            con.unregister("_delta_arrow")
+
+    def read_or_empty(self, name: str, schema: str) -> pa.Table:
+        if self.exists(name):
+            return self.read(name)
+        return arrow_schema(schema).empty_table()
+
+    def require(self, name: str) -> pa.Table:
+        if not self.exists(name):
+            raise RuntimeError(f"{name} does not exist at {self.path(name)}; run the step that writes it first")
+        return self.read(name)
+
+    def create_if_missing(self, name: str, schema: str) -> None:
+        from deltalake import DeltaTable
+
+        if not self.exists(name):
+            Path(self.path(name)).mkdir(parents=True, exist_ok=True)
+            DeltaTable.create(self.path(name), arrow_schema(schema), mode="ignore", configuration=TABLE_CONFIGURATION)
+
+    def version(self, name: str) -> int:
+        return int(self.table(name).version())
+
+    def version_or_none(self, name: str) -> int | None:
+        """Current version, or None when the table does not exist yet."""
+        return self.version(name) if self.exists(name) else None
+
+    def earliest_version(self, name: str) -> int | None:
+        """The oldest version whose commit is still in the log (None: no history left)."""
+        versions = [int(h["version"]) for h in self.table(name).history() if "version" in h]
+        return min(versions) if versions else None
+
+    def last_user_metadata(self, name: str) -> str | None:
+        """``userMetadata`` of the table's latest commit."""
+        history = self.table(name).history(1)
+        return history[0].get("userMetadata") if history else None
+
+    def change_feed(self, name: str, *, starting_version: int, ending_version: int) -> pa.Table:
+        """Change Data Feed rows in ``[starting_version, ending_version]`` (``_change_type``,
+        ``_commit_version``, ``_commit_timestamp`` and the table's columns)."""
+        reader = self.table(name).load_cdf(starting_version=starting_version, ending_version=ending_version)
+        feed = pa.RecordBatchReader.from_stream(reader).read_all()
+        # delta-rs hands out string views; Arrow compute and DuckDB joins want plain strings
+        return feed.cast(pa.schema([f.with_type(_without_views(f.type)) for f in feed.schema]))
+
+    def _metadata(self, operation: str, run_id: str) -> Any:
+        from deltalake import CommitProperties
+
+        return CommitProperties(custom_metadata={"userMetadata": f"{self.label} {operation} {run_id}"})
+
+    def merge(
+        self,
+        data: pa.Table,
+        name: str,
+        schema: str,
+        *,
+        keys: list[str],
+        run_id: str,
+        update: bool = True,
+        update_predicate: str | None = None,
+        insert: bool = True,
+    ) -> None:
+        """Upsert on ``keys`` (insert only when ``update`` is False); creates the table if missing."""
+        data = conform(data, schema)
+        if not self.exists(name):
+            self.create_if_missing(name, schema)
+        if data.num_rows == 0:
+            return
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        merger = self.table(name).merge(
+            data,
+            predicate,
+            source_alias="s",
+            target_alias="t",
+            commit_properties=self._metadata("merge", run_id),
+        )
+        if update:
+            merger = merger.when_matched_update_all(predicate=update_predicate)
+        if insert:
+            merger = merger.when_not_matched_insert_all()
+        merger.execute()
+
+    def append(self, data: pa.Table, name: str, schema: str, *, run_id: str) -> None:
+        """Append rows (no-op when empty); creates the table if missing."""
+        from deltalake import write_deltalake
+
+        if data.num_rows == 0:
+            return
+        data = conform(data, schema)
+        self.create_if_missing(name, schema)
+        write_deltalake(self.table(name), data, mode="append", commit_properties=self._metadata("append", run_id))
+
+    def append_once(self, data: pa.Table, name: str, schema: str, *, app_id: str, run_id: str) -> int:
+        """Append ``data`` as the next Delta app transaction of ``app_id`` (one per run id).
+
+        The caller leaves out rows already stored (change ids of the run); the app transaction
+        makes two writers of the same run conflict instead of both appending, and lets a reader
+        see from the log alone that the run's changes were written.
+
+        Returns:
+            The app transaction version written.
+        """
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        table = self.table(name)
+        version = (table.transaction_version(app_id) or 0) + 1
+        data = conform(data, schema)
+        write_deltalake(
+            table,
+            data,
+            mode="append",
+            commit_properties=CommitProperties(
+                custom_metadata={"userMetadata": f"{self.label} changes {run_id}"},
+                app_transactions=[Transaction(app_id=app_id, version=version)],
+            ),
+        )
+        return version
+
+    def overwrite(self, data: pa.Table, name: str, schema: str, *, run_id: str) -> None:
+        """Replace the table's rows in one commit (history kept); creates the table if missing."""
+        from deltalake import write_deltalake
+
+        data = conform(data, schema)
+        self.create_if_missing(name, schema)
+        write_deltalake(self.table(name), data, mode="overwrite", commit_properties=self._metadata("overwrite", run_id))
+
+    def upsert(
+        self,
+        data: pa.Table,
+        name: str,
+        schema: str,
+        *,
+        keys: Sequence[str],
+        run_id: str,
+        compare: Sequence[str] | None = None,
+        delete_missing: bool = False,
+        scope: pa.Table | None = None,
+    ) -> int:
+        """Make the table hold ``data`` for its keys, writing only what differs (one MERGE, or
+        no commit at all when nothing does).
+
+        The rows to write are found in DuckDB first (keys compared null-safe): a row of ``data``
+        whose key is new, or one of whose ``compare`` columns differs from the stored row
+        (``compare=None``: every column), replaces or joins the stored row; a stored row whose
+        key ``data`` lacks is deleted when ``delete_missing`` (``data`` is the whole truth) or
+        when its key is in ``scope`` (a partial refresh: ``data`` is the whole truth for those
+        keys; ``data``'s keys must be within ``scope``). Rows found unchanged keep their stored
+        values (run stamps included), as :meth:`lakecdp.tables.Tables.merge` with an update
+        condition does.
+
+        Args:
+            keys: the columns that identify a row.
+            compare: the columns whose change makes a matched row be written.
+            delete_missing: delete stored rows whose key is absent from ``data``.
+            scope: the keys (columns ``keys``) this write is the whole truth for.
+
+        Returns:
+            How many rows were inserted, updated or deleted.
+        """
+        import duckdb
+
+        if not keys:
+            raise ValueError("upsert needs at least one key column")
+        if scope is not None and delete_missing:
+            raise ValueError("scope and delete_missing exclude each other")
+        data = conform(data, schema)
+        if not self.exists(name):  # created even when empty, as Tables.merge does
+            self.create_if_missing(name, schema)
+            self.append(data, name, schema, run_id=run_id)
+            return data.num_rows
+        columns = data.column_names
+        compared = [c for c in (compare if compare is not None else columns) if c not in keys]
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.register("_source_arrow", data)
+            con.execute(f"CREATE TABLE _source AS SELECT {utc_timestamps(con, '_source_arrow')} FROM _source_arrow")
+            self.load(con, "_target", name, columns=list(dict.fromkeys([*keys, *compared])))
+            on = " AND ".join(f"t.{_quoted(k)} IS NOT DISTINCT FROM s.{_quoted(k)}" for k in keys)
+            differs = " OR ".join(
+                f"t.{_quoted(c)}::VARCHAR IS DISTINCT FROM s.{_quoted(c)}::VARCHAR"
+                if str(data.schema.field(c).type).startswith("map")
+                else f"t.{_quoted(c)} IS DISTINCT FROM s.{_quoted(c)}"
+                for c in compared
+            )
+            written = f"NOT EXISTS (SELECT 1 FROM _target t WHERE {on}{f' AND NOT ({differs})' if differs else ''})"
+            changed = con.sql(f"SELECT *, false AS {_DELETE} FROM _source s WHERE {written}").to_arrow_table()
+            key_list = ", ".join(_quoted(k) for k in keys)
+            gone_sql = f"SELECT {key_list} FROM _target t WHERE NOT EXISTS (SELECT 1 FROM _source s WHERE {on})"
+            if scope is not None:
+                con.register("_scope", scope.select(list(keys)))
+                in_scope = " AND ".join(f"t.{_quoted(k)} IS NOT DISTINCT FROM c.{_quoted(k)}" for k in keys)
+                gone_sql += f" AND EXISTS (SELECT 1 FROM _scope c WHERE {in_scope})"
+            gone = (
+                con.sql(gone_sql).to_arrow_table()
+                if delete_missing or scope is not None
+                else pa.table({k: pa.array([], data.schema.field(k).type) for k in keys})
+            )
+        finally:
+            con.close()
+        if changed.num_rows == 0 and gone.num_rows == 0:
+            logger.info("%s: nothing differs, no commit", name)
+            return 0
+        marked = pa.schema([*data.schema, pa.field(_DELETE, pa.bool_())])
+        tombstones = pa.table(
+            {
+                **{
+                    c: (gone.column(c) if c in keys else pa.nulls(gone.num_rows, data.schema.field(c).type)).cast(
+                        data.schema.field(c).type
+                    )
+                    for c in columns
+                },
+                _DELETE: pa.array([True] * gone.num_rows, pa.bool_()),
+            },
+            schema=marked,
+        )
+        changed = changed.cast(marked)
+        source = pa.concat_tables([changed, tombstones])
+        # keys null-safe, as the DuckDB comparison above (id_changes keys hold nulls)
+        predicate = " AND ".join(f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys)
+        values = {c: f"s.{c}" for c in columns}
+        (
+            self.table(name)
+            .merge(
+                source,
+                predicate,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=self._metadata("merge", run_id),
+            )
+            .when_matched_delete(predicate=f"s.{_DELETE}")
+            .when_matched_update(updates=values, predicate=f"NOT s.{_DELETE}")
+            .when_not_matched_insert(updates=values, predicate=f"NOT s.{_DELETE}")
+            .execute()
+        )
+        return source.num_rows

@@ -1,0 +1,150 @@
+"""lakecdp.delta_store.DeltaStore on real Delta tables written with delta-rs, no Spark.
+
+The identity step on the duckdb backend and the embedded segment engine write through it; what
+Spark reads back from its tables is checked in tests/test_identity_local.py (engine-backed).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from lakecdp import catalog
+from lakecdp.context import JobContext
+from lakecdp.delta_store import DeltaStore, arrow_schema
+
+IDS = "identity.id_map"
+CHANGES = "identity.id_changes"
+SCHEMA = "record_id string NOT NULL, customer_id string, cluster_size int, run_id string"
+
+
+@pytest.fixture
+def store(project) -> DeltaStore:
+    return DeltaStore(JobContext.create(project, None, run_id="test"), label="lakecdp-test")
+
+
+def rows(store: DeltaStore, name: str) -> list[tuple]:
+    return sorted(tuple(r.values()) for r in store.read(name).to_pylist())
+
+
+def id_rows(*rows: tuple) -> pa.Table:
+    return pa.table(
+        {
+            "record_id": [r[0] for r in rows],
+            "customer_id": [r[1] for r in rows],
+            "cluster_size": pa.array([r[2] for r in rows], pa.int32()),
+            "run_id": [r[3] for r in rows],
+        }
+    )
+
+
+def history(store: DeltaStore, name: str) -> list[tuple[str, str | None]]:
+    """(operation, userMetadata) per commit, oldest first."""
+    commits = sorted(DeltaTable(store.path(name)).history(), key=lambda h: h["version"])
+    return [(h["operation"], h.get("userMetadata")) for h in commits]
+
+
+def test_catalogue_schemas_become_arrow_schemas():
+    assert arrow_schema(catalog.CUSTOMER_PROFILE.ddl).field("provenance").type == pa.map_(
+        pa.string(), pa.struct([("record_id", pa.string()), ("source", pa.string())])
+    )
+    assert arrow_schema(catalog.CUSTOMER_PROFILE.ddl).field("updated_at").type == pa.timestamp("us", tz="UTC")
+    assert arrow_schema(catalog.ID_MAP.ddl).field("flags").type == pa.list_(pa.string())
+    assert arrow_schema(catalog.ID_MAP.ddl).field("cluster_size").type == pa.int32()
+    exposures = arrow_schema(catalog.CAMPAIGN_EXPOSURES.ddl)
+    assert exposures.field("campaign_id").nullable is False and exposures.field("segment_id").nullable is True
+    with pytest.raises(ValueError, match="unsupported type 'varchar'"):
+        arrow_schema("a varchar")
+
+
+def test_upsert_writes_only_what_differs_and_deletes_what_is_gone(store):
+    first = id_rows(("r1", "c1", 1, "run-1"), ("r2", "c2", 2, "run-1"), ("r3", "c2", 2, "run-1"))
+    assert (
+        store.upsert(first, IDS, SCHEMA, keys=["record_id"], compare=["customer_id", "cluster_size"], run_id="run-1")
+        == 3
+    )
+    # the table is created with change data feed on and without deletion vectors (delta-rs reads it)
+    assert DeltaTable(store.path(IDS)).metadata().configuration == {
+        "delta.enableChangeDataFeed": "true",
+        "delta.enableDeletionVectors": "false",
+    }
+    second = id_rows(
+        ("r1", "c1", 1, "run-2"),  # same compared content: the stored row (and its run id) stays
+        ("r2", "c9", 1, "run-2"),  # moved: replaced
+        ("r4", "c4", 1, "run-2"),  # new: inserted
+    )  # r3 is gone: deleted
+    written = store.upsert(
+        second,
+        IDS,
+        SCHEMA,
+        keys=["record_id"],
+        compare=["customer_id", "cluster_size"],
+        delete_missing=True,
+        run_id="run-2",
+    )
+    assert written == 3
+    assert rows(store, IDS) == [("r1", "c1", 1, "run-1"), ("r2", "c9", 1, "run-2"), ("r4", "c4", 1, "run-2")]
+    # the same truth again: no commit at all
+    version = store.version(IDS)
+    assert (
+        store.upsert(
+            second, IDS, SCHEMA, keys=["record_id"], compare=["customer_id"], delete_missing=True, run_id="run-3"
+        )
+        == 0
+    )
+    assert store.version(IDS) == version
+    assert [m for _, m in history(store, IDS)] == [None, "lakecdp-test append run-1", "lakecdp-test merge run-2"]
+
+
+def test_upsert_with_a_scope_deletes_only_inside_it(store):
+    store.upsert(
+        id_rows(("r1", "c1", 1, "a"), ("r2", "c2", 1, "a"), ("r3", "c3", 1, "a")),
+        IDS,
+        SCHEMA,
+        keys=["record_id"],
+        run_id="a",
+    )
+    scope = pa.table({"record_id": ["r1", "r2"]})
+    # r2 is in scope and absent: deleted; r3 is outside the scope: left alone
+    store.upsert(id_rows(("r1", "c7", 1, "b")), IDS, SCHEMA, keys=["record_id"], scope=scope, run_id="b")
+    assert rows(store, IDS) == [("r1", "c7", 1, "b"), ("r3", "c3", 1, "a")]
+    with pytest.raises(ValueError, match="exclude each other"):
+        store.upsert(id_rows(), IDS, SCHEMA, keys=["record_id"], scope=scope, delete_missing=True, run_id="c")
+
+
+def test_upsert_matches_null_keys(store):
+    # identity.id_changes: a "new" change has no old customer id; written again, it is the same row
+    at = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    change = pa.table(
+        {
+            "run_id": ["run-1"],
+            "change_type": ["new"],
+            "old_customer_id": pa.array([None], pa.string()),
+            "new_customer_id": ["c1"],
+            "record_count": pa.array([2], pa.int32()),
+            "changed_at": pa.array([at], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    keys = catalog.ID_CHANGES.keys
+    store.upsert(change, CHANGES, catalog.ID_CHANGES.ddl, keys=keys, run_id="run-1")
+    assert store.upsert(change, CHANGES, catalog.ID_CHANGES.ddl, keys=keys, run_id="run-1") == 0
+    recounted = change.set_column(4, "record_count", pa.array([3], pa.int32()))
+    assert store.upsert(recounted, CHANGES, catalog.ID_CHANGES.ddl, keys=keys, run_id="run-1") == 1
+    assert rows(store, CHANGES) == [("run-1", "new", None, "c1", 3, at)]
+
+
+def test_rows_are_read_in_sparks_order(store, tmp_path):
+    # Spark reads the largest file first; Splink's u sampling depends on the order of the records
+    path = store.path(IDS)
+    store.create_if_missing(IDS, SCHEMA)
+    small = id_rows(("s1", "c", 1, "x"))
+    large = id_rows(*[(f"l{i:03}", "c", 1, "x") for i in range(200)])
+    write_deltalake(path, small.cast(arrow_schema(SCHEMA)), mode="append")
+    write_deltalake(path, large.cast(arrow_schema(SCHEMA)), mode="append")
+    order = store.read_in_spark_order(IDS).column("record_id").to_pylist()
+    assert order == [f"l{i:03}" for i in range(200)] + ["s1"]
+    # as of the first append: the small file alone
+    assert store.read_in_spark_order(IDS, version=1).column("record_id").to_pylist() == ["s1"]
