@@ -18,8 +18,10 @@ The same job as :mod:`lakecdp.segments.job` on Spark, with the same tables and r
    closed and updated stays MERGEd on the four keys; recovery MERGEs everything) and the run
    record with membership's version.
 
-Event-triggered segments run on Spark for now: :class:`EmbeddedUnsupported` names them and the
-job falls back to the Spark path for that run.
+Every built-in kind runs here: ``condition`` and ``query`` as above, ``event`` rules as the one
+SQL query their kind writes (:meth:`lakecdp.segments.kinds.SegmentKind.matches_sql`), translated
+and checked the same way. A kind without a SQL form (a plugin with ``spark_matches`` only) makes
+:class:`EmbeddedUnsupported` name it, and the job falls back to the Spark path for that run.
 
 Example:
     >>> from lakecdp.segments.embedded import evaluate_and_write_embedded
@@ -76,7 +78,8 @@ TABLE_CONFIGURATION = {"delta.enableChangeDataFeed": "true", "delta.enableDeleti
 
 
 class EmbeddedUnsupported(RuntimeError):
-    """The definitions need something the embedded engine does not run yet (event segments)."""
+    """The definitions need something the embedded engine does not run (a kind without a SQL
+    form, catalog tables)."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,16 @@ def arrow_schema(schema: str) -> pa.Schema:
 
 
 def unsupported(segments: dict[str, SegmentDefinition]) -> list[str]:
-    """Segments the embedded engine cannot evaluate (event-triggered ones)."""
-    return sorted(sid for sid, d in segments.items() if d.kind == "event")
+    """Segments the embedded engine cannot evaluate: kinds that are neither marketer SQL
+    (``condition``, ``query``) nor have a SQL form (:meth:`SegmentKind.matches_sql`)."""
+    from lakecdp.segments.kinds import SegmentKind
+
+    def runs_here(definition: SegmentDefinition) -> bool:
+        if definition.condition is not None or definition.query is not None:
+            return True
+        return type(definition.spec).matches_sql is not SegmentKind.matches_sql
+
+    return sorted(sid for sid, d in segments.items() if not runs_here(d))
 
 
 class DeltaStore:
@@ -360,10 +371,8 @@ def load_views(con: duckdb.DuckDBPyConnection, store: DeltaStore, as_of: datetim
     for name, source in (
         ("_profile_raw", store.require(catalog.CUSTOMER_PROFILE.name)),
         ("_features_raw", store.require(catalog.CUSTOMER_FEATURES.name)),
-        (
-            "_events_raw",
-            store.read_or_empty(catalog.EVENTS.name, "event_id string, event_type string, occurred_at timestamp"),
-        ),
+        # no events table yet: empty, with its columns (event rules name value, product_id, category)
+        ("_events_raw", store.read_or_empty(catalog.EVENTS.name, catalog.EVENTS.ddl)),
         (
             "_identifiers",
             store.read_or_empty(
@@ -420,7 +429,13 @@ def load_views(con: duckdb.DuckDBPyConnection, store: DeltaStore, as_of: datetim
 def _segment_sql(definition: SegmentDefinition, as_of: datetime) -> str:
     if definition.condition is not None:
         return f"SELECT * FROM customers WHERE {condition_to_duckdb(definition.condition, as_of=as_of)}"
-    return query_to_duckdb(definition.query or "", as_of=as_of)
+    if definition.query is not None:
+        return query_to_duckdb(definition.query, as_of=as_of)
+    # a kind with a SQL form (event rules): its Spark SQL through the same dialect layer and guard
+    text = definition.spec.matches_sql(as_of=as_of)
+    if text is None:
+        raise EmbeddedUnsupported(f"segment {definition.id}: kind {definition.kind!r} has no SQL form")
+    return query_to_duckdb(text, as_of=as_of)
 
 
 def _check_condition_shape(tree: dict[str, Any], text: str) -> None:
@@ -459,7 +474,10 @@ def segment_matches(
     *,
     checked: tuple[str, dict[str, Any]] | None = None,
 ) -> tuple[pa.Table, list[str]]:
-    """Run one SQL segment on the locked connection; returns its rows and the reason columns.
+    """Run one segment's SQL on the locked connection; returns its rows and the reason columns.
+
+    A condition's reason shows the columns its text names; a query's (and a kind's SQL form,
+    event rules) every column but ``customer_id`` and ``member_key``, in order.
 
     Raises:
         SqlRefused: naming the segment (translation or either guard pass).
@@ -469,12 +487,12 @@ def segment_matches(
         text, tree = checked if checked is not None else check_segment(con, definition, as_of)
         if definition.condition is not None:
             _check_condition_shape(tree, text)
-        guarded = definition.guarded
     except SqlRefused as exc:
         raise exc.for_segment(definition.id) from None
-    assert guarded is not None
     result_columns = [d[0] for d in con.execute(f"SELECT * FROM ({text}) AS segment_result LIMIT 0").description]
     if definition.condition is not None:
+        guarded = definition.guarded
+        assert guarded is not None
         deciding = [c for c in guarded.columns if c in result_columns and c != "customer_id"]
         wanted = ["customer_id", *deciding]
         outer = ", ".join(f'"{c}"' for c in wanted)
@@ -905,21 +923,21 @@ def evaluate_and_write_embedded(
     fault_hook: FaultHook | None = None,
     settings: EmbeddedSettings | None = None,
 ) -> dict[str, int]:
-    """Evaluate every SQL segment on DuckDB and write approvals, changes, membership and the run.
+    """Evaluate every segment on DuckDB and write approvals, changes, membership and the run.
 
     Args:
-        segments: every definition (condition / query kinds only).
+        segments: every definition (condition, query and event kinds; see :func:`unsupported`).
         fault_hook: called with ``"after_approvals"`` / ``"after_changes"`` between writes.
 
     Returns:
         Counts: segments, members, entered, exited, updated, rekeyed, held, recovered_runs.
 
     Raises:
-        EmbeddedUnsupported: an event-triggered segment is among ``segments``.
+        EmbeddedUnsupported: a segment of a kind without a SQL form is among ``segments``.
     """
     not_here = unsupported(segments)
     if not_here:
-        raise EmbeddedUnsupported(f"event-triggered segments run on Spark only for now: {not_here}")
+        raise EmbeddedUnsupported(f"these segments' kinds have no SQL form, so they run on Spark only: {not_here}")
     started = time.perf_counter()
     last = [started]
 
