@@ -274,9 +274,9 @@ def test_shipped_segments_run_on_the_embedded_engine_without_spark(tmp_path):
 AS_OF = ts("2026-11-01")
 
 
-def rule(segment_id: str, **event) -> SegmentDefinition:
+def rule(segment_id: str, *, emit_updates: bool = False, **event) -> SegmentDefinition:
     return SegmentDefinition.model_validate(
-        {"version": 1, "id": segment_id, "schedule": {"every_minutes": 5}, "event": event}
+        {"version": 1, "id": segment_id, "schedule": {"every_minutes": 5}, "emit_updates": emit_updates, "event": event}
     )
 
 
@@ -304,7 +304,7 @@ EDGE_SEGMENTS = {
             within="7d",
             absent=[{"event_types": ["checkout", "purchase"], "since_last_trigger": True}],
         ),
-        rule("big_buyer", event_types=["purchase"], within="365d", min_value=500),
+        rule("big_buyer", event_types=["purchase"], within="365d", min_value=500, emit_updates=True),
         rule(
             "product_interest",
             event_types=["product_view"],
@@ -423,15 +423,35 @@ def test_event_rules_at_their_edges(tmp_path):
         "product_view >= 1 within 1d on products P'1\\x,P2 per product; no purchase since last trigger"
     )
 
-    # a day later (as_of 11-02) nothing new happened: windows move on
-    later = evaluate_and_write_embedded(context(project, AS_OF + timedelta(days=1), "run-2"), EDGE_SEGMENTS)
-    run2 = sorted(
-        (c[0], c[1], c[2], c[3])
-        for c in rows(project, CHANGES, ["segment_id", "customer_id", "member_key", "change_type", "run_id"])
-        if c[4] == "run-2"
+    # a day later (as_of 11-02) windows move on and v1 buys again; the run is killed after its
+    # changes and re-run: the recovery closes stays with their reasons, as the run would have
+    write(
+        project,
+        "silver.events",
+        [ev("v1b", "purchase", "2026-11-01 10:00", number="V1", value=900.0)],
+        EVENTS,
+        mode="append",
     )
-    assert (later["entered"], later["exited"]) == (1, 6)
-    assert run2 == sorted(
+
+    class Killed(RuntimeError):
+        pass
+
+    def kill(stage: str) -> None:
+        if stage == "after_changes":
+            raise Killed(stage)
+
+    with pytest.raises(Killed):
+        evaluate_and_write_embedded(
+            context(project, AS_OF + timedelta(days=1), "run-2"), EDGE_SEGMENTS, fault_hook=kill
+        )
+    later = evaluate_and_write_embedded(context(project, AS_OF + timedelta(days=1), "run-2"), EDGE_SEGMENTS)
+    assert (later["recovered_runs"], later["entered"]) == (1, 0)
+    run2 = {
+        (c[0], c[1], c[2], c[3]): c[5]
+        for c in rows(project, CHANGES, ["segment_id", "customer_id", "member_key", "change_type", "run_id", "reason"])
+        if c[4] == "run-2"
+    }
+    assert sorted(run2) == sorted(
         [
             ("seen_24h", "w4", "", "entered"),  # 11-01 00:00:00.001 is seen now
             ("seen_24h", "w2", "", "exited"),
@@ -441,9 +461,28 @@ def test_event_rules_at_their_edges(tmp_path):
             ("browsed_no_buy", "b4", "", "exited"),
             ("browsed_no_buy_7d", "b4", "", "exited"),
             ("product_interest", "p1", "P2", "exited"),  # the view is older than 24 h
+            ("big_buyer", "v1", "", "updated"),  # emit_updates: 2 purchases now
             # abandoned (7 d), big_buyer (365 d) and shoe_browser (48 h: p2a at 10-31 12:00) stay
         ]
     )
+    assert run2[("big_buyer", "v1", "", "updated")] == (
+        '{"rule":"purchase >= 1 within 365d with value >= 500",'
+        '"values":{"event_count":2,"last_event_at":"2026-11-01T10:00:00.000Z","max_value":900.0}}'
+    )
+    assert run2[("product_interest", "p1", "P2", "exited")] == (
+        '{"rule":"product_view >= 1 within 1d on products P\'1\\\\x,P2 per product; no purchase since last trigger",'
+        '"exit":"no_longer_matches"}'
+    )
+    # every stay keeps the reason it had: closed ones their entry's, the updated one the new
+    stays = {
+        (r[0], r[1], r[2], r[3]): r[4]
+        for r in rows(project, MEMBERSHIP, ["segment_id", "customer_id", "member_key", "is_current", "reason"])
+    }
+    entered = {(c[0], c[1], c[2]): c[3] for c in changes}
+    for key in [("seen_24h", "w2", ""), ("browsed_no_buy", "b4", ""), ("product_interest", "p1", "P2")]:
+        assert stays[(*key, False)] == entered[key]
+    assert stays[("big_buyer", "v1", "", True)] == run2[("big_buyer", "v1", "", "updated")]
+    assert stays[("abandoned", "a3", "", True)] == entered[("abandoned", "a3", "")]
 
 
 @pytest.mark.parametrize("as_of", [AS_OF, datetime(2026, 11, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))])
