@@ -343,11 +343,15 @@ def test_event_segments_give_identical_rows_on_both_engines(spark, tmp_path):
             return evaluate_and_write(ctx, segments, load_inputs(ctx), mode="batch")
         return evaluate_and_write_embedded(ctx, segments, mode="batch")
 
-    def same_tables() -> None:
+    def same_tables(*, continued: bool = False) -> None:
         spark_wh, embedded_wh = warehouses["spark"], warehouses["embedded"]
         assert _rows(embedded_wh, CHANGES) == _rows(spark_wh, CHANGES)
         assert _rows(embedded_wh, MEMBERSHIP) == _rows(spark_wh, MEMBERSHIP)
-        assert _rows(embedded_wh, RUNS, drop=("applied_at",)) == _rows(spark_wh, RUNS, drop=("applied_at",))
+        # membership_version counts commits: once the other engine continued a warehouse, the two
+        # histories differ (the embedded engine appends opened stays and MERGEs the rest: two
+        # commits where Spark's one MERGE makes one), though their rows are the same
+        drop = ("applied_at", "membership_version") if continued else ("applied_at",)
+        assert _rows(embedded_wh, RUNS, drop=drop) == _rows(spark_wh, RUNS, drop=drop)
 
     on("spark", warehouses["spark"], "run-1", RUN1)
     on("embedded", warehouses["embedded"], "run-1", RUN1)
@@ -397,8 +401,11 @@ def test_event_segments_give_identical_rows_on_both_engines(spark, tmp_path):
     spark_counts = on("embedded", warehouses["spark"], "run-2", run2)
     embedded_counts = on("spark", warehouses["embedded"], "run-2", run2)
     assert spark_counts == embedded_counts
-    assert spark_counts["rekeyed"] == 3 and spark_counts["exited"] > 0
-    same_tables()
+    # c3 -> c2 moves c3's six open stays: the shipped scenario's three (cart_abandoners,
+    # interested_in_product P4, lifecycle_at_risk) and three edge rules c3's events also meet
+    # (abandoned: its add_to_cart; browsed_no_buy and browsed_no_buy_7d: 3 views, no purchase)
+    assert spark_counts["rekeyed"] == 6 and spark_counts["exited"] > 0
+    same_tables(continued=True)
     assert _rows(warehouses["embedded"], APPROVALS, drop=("decided_at",)) == _rows(
         warehouses["spark"], APPROVALS, drop=("decided_at",)
     )
