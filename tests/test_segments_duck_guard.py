@@ -302,7 +302,10 @@ def test_the_segments_step_runs_on_the_embedded_engine_without_spark(tmp_path, c
     assert [(r["segment_id"], r["customer_id"], r["reason"]) for r in rows] == [
         ("big", "c1", '{"rule":"total_spent > 500","values":{"total_spent":900.0}}')
     ]
-    # an event segment sends the run to Spark (named in the warning)
+    # event rules run here too (their SQL form); a kind without one (a plugin with only
+    # spark_matches) sends the run to Spark
+    from kind_plugins.customer_list import CustomerList
+
     event = SegmentDefinition.model_validate(
         {
             "version": 1,
@@ -311,4 +314,6 @@ def test_the_segments_step_runs_on_the_embedded_engine_without_spark(tmp_path, c
             "event": {"event_types": ["add_to_cart"], "within": "7d"},
         }
     )
-    assert unsupported({"carts": event, "big": _definition(condition="x > 1")}) == ["carts"]
+    listed = _definition(id="beta", spec=CustomerList(customer_ids=["c1"]))
+    assert unsupported({"carts": event, "big": _definition(condition="x > 1")}) == []
+    assert unsupported({"carts": event, "beta": listed, "big": _definition(condition="x > 1")}) == ["beta"]

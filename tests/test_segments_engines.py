@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
@@ -292,3 +293,119 @@ def test_a_run_killed_on_spark_is_recovered_by_the_embedded_engine(spark, projec
     assert len(_rows(project, CHANGES)) == 12
     assert sorted((r[0], r[1]) for r in _rows(project, MEMBERSHIP)) == RUN1_MEMBERS
     assert [(r[0], r[1]) for r in _rows(project, RUNS)] == [("run-1", "recovered")]
+
+
+def test_event_segments_give_identical_rows_on_both_engines(spark, tmp_path):
+    """The shipped conf/segments (4 event rules) and the hand-made edge rules of
+    tests/test_segments_event_embedded.py (whose expected members are written by hand there) on
+    both engines: identical changes, membership, runs and approvals, reasons byte for byte; a full
+    run on the other engine emits nothing; run 2 (time passes, c3 merged into c2) continued by the
+    other engine is identical again."""
+    from test_segments_event_embedded import (
+        EDGE_CUSTOMERS,
+        EDGE_EVENTS,
+        EDGE_MEMBERS,
+        EDGE_SEGMENTS,
+        EVENT_ROWS,
+        EVENTS as EVENT_SCHEMA,
+        FEATURE_ROWS,
+        FEATURES as FEATURE_SCHEMA,
+        ID_CHANGES as ID_CHANGE_SCHEMA,
+        IDENTIFIER_ROWS,
+        PROFILE_ROWS,
+        RUN1_MEMBERS as SHIPPED_MEMBERS,
+        embedded_project,
+        ev,
+        write,
+    )
+
+    from lakecdp.segments.definitions import load_segments
+    from lakecdp.segments.job import APPROVALS
+
+    segments = {**load_segments(Path(__file__).resolve().parents[1] / "conf" / "segments"), **EDGE_SEGMENTS}
+    assert sum(d.kind == "event" for d in segments.values()) == 4 + len(EDGE_SEGMENTS)
+    edge_profile = [(c, c.upper(), None, "r0") for c in EDGE_CUSTOMERS]
+    edge_ids = [("customer_number", c.upper(), c, "r0") for c in EDGE_CUSTOMERS]
+
+    def edge_features(as_of):
+        return [(c, as_of, 0.0, 0, None, None, "new", "r0") for c in EDGE_CUSTOMERS]
+
+    warehouses = {engine: embedded_project(tmp_path / engine) for engine in ("spark", "embedded")}
+    for project in warehouses.values():
+        write(project, "gold.customer_profile", PROFILE_ROWS + edge_profile, PROFILE)
+        write(project, "gold.customer_features", FEATURE_ROWS + edge_features(RUN1), FEATURE_SCHEMA)
+        write(project, "silver.events", EVENT_ROWS + EDGE_EVENTS, EVENT_SCHEMA)
+        write(project, "identity.identifiers", IDENTIFIER_ROWS + edge_ids, IDENTIFIERS)
+
+    def on(engine: str, project, run_id: str, as_of: datetime) -> dict[str, int]:
+        ctx = JobContext(project=project, spark=spark, as_of=as_of, run_id=run_id)
+        if engine == "spark":
+            return evaluate_and_write(ctx, segments, load_inputs(ctx), mode="batch")
+        return evaluate_and_write_embedded(ctx, segments, mode="batch")
+
+    def same_tables(*, continued: bool = False) -> None:
+        spark_wh, embedded_wh = warehouses["spark"], warehouses["embedded"]
+        assert _rows(embedded_wh, CHANGES) == _rows(spark_wh, CHANGES)
+        assert _rows(embedded_wh, MEMBERSHIP) == _rows(spark_wh, MEMBERSHIP)
+        # membership_version counts commits: once the other engine continued a warehouse, the two
+        # histories differ (the embedded engine appends opened stays and MERGEs the rest: two
+        # commits where Spark's one MERGE makes one), though their rows are the same
+        drop = ("applied_at", "membership_version") if continued else ("applied_at",)
+        assert _rows(embedded_wh, RUNS, drop=drop) == _rows(spark_wh, RUNS, drop=drop)
+
+    on("spark", warehouses["spark"], "run-1", RUN1)
+    on("embedded", warehouses["embedded"], "run-1", RUN1)
+    same_tables()
+    members = {(r[0], r[1], r[2]) for r in _rows(warehouses["embedded"], MEMBERSHIP)}
+    # the hand-written memberships: edge rules over edge customers, shipped event rules over c1..c5
+    # (the two worlds share a warehouse here, so each rule also sees the other's customers)
+    shipped_events = {sid for sid, d in segments.items() if d.kind == "event"} - set(EDGE_SEGMENTS)
+    assert sorted(m for m in members if m[0] in EDGE_SEGMENTS and m[1] in EDGE_CUSTOMERS) == EDGE_MEMBERS
+    assert sorted(m for m in members if m[0] in shipped_events and m[1] not in EDGE_CUSTOMERS) == sorted(
+        m for m in SHIPPED_MEMBERS if m[0] in shipped_events
+    )
+
+    # switching engines is a full run that emits nothing
+    for engine, project in (("embedded", warehouses["spark"]), ("spark", warehouses["embedded"])):
+        counts = on(engine, project, "run-switch", RUN1)
+        assert (counts["entered"], counts["exited"], counts["updated"], counts["rekeyed"]) == (0, 0, 0, 0)
+
+    # run 2 (as_of 11-03): the shipped scenario's second run; each warehouse continued by the other engine
+    run2 = ts("2026-11-03")
+    features2 = [
+        ("c1", run2, 700.0, 3, ts("2026-11-02 09:00"), ts("2026-11-02 09:00"), "active", "r1"),
+        *[(r[0], run2, *r[2:7], "r1") for r in FEATURE_ROWS if r[0] in ("c2", "c4", "c5")],
+    ]
+    for project in warehouses.values():
+        write(project, "gold.customer_profile", [r for r in PROFILE_ROWS if r[0] != "c3"] + edge_profile, PROFILE)
+        write(project, "gold.customer_features", features2 + edge_features(run2), FEATURE_SCHEMA)
+        write(
+            project,
+            "silver.events",
+            [ev("e17", "add_to_cart", "2026-11-02 10:00", email="c2@x.io", product="P5")],
+            EVENT_SCHEMA,
+            mode="append",
+        )
+        write(
+            project,
+            "identity.identifiers",
+            [("device_id", "d3", "c2", "r1") if r[1] == "d3" else r for r in IDENTIFIER_ROWS] + edge_ids,
+            IDENTIFIERS,
+        )
+        write(
+            project,
+            "identity.id_changes",
+            [("id-2", "merge", "c3", "c2", 2, ts("2026-11-02 23:00"))],
+            ID_CHANGE_SCHEMA,
+        )
+    spark_counts = on("embedded", warehouses["spark"], "run-2", run2)
+    embedded_counts = on("spark", warehouses["embedded"], "run-2", run2)
+    assert spark_counts == embedded_counts
+    # c3 -> c2 moves c3's six open stays: the shipped scenario's three (cart_abandoners,
+    # interested_in_product P4, lifecycle_at_risk) and three edge rules c3's events also meet
+    # (abandoned: its add_to_cart; browsed_no_buy and browsed_no_buy_7d: 3 views, no purchase)
+    assert spark_counts["rekeyed"] == 6 and spark_counts["exited"] > 0
+    same_tables(continued=True)
+    assert _rows(warehouses["embedded"], APPROVALS, drop=("decided_at",)) == _rows(
+        warehouses["spark"], APPROVALS, drop=("decided_at",)
+    )

@@ -10,9 +10,9 @@ The built-in kinds:
   (``CURRENT_DATE`` / ``CURRENT_TIMESTAMP`` / ``now()`` are the run's ``as_of``);
 - ``query``: a SELECT over ``customers``/``profile``/``features``/``events`` returning
   ``customer_id`` (and optionally ``member_key``);
-- ``event``: an event-triggered rule compiled to DataFrame code (types, minimum count,
-  window, value/product filters, absence conditions, one membership per product when
-  ``per_product``).
+- ``event``: an event-triggered rule compiled to DataFrame code on Spark and to one SQL
+  query on the embedded engine (types, minimum count, window, value/product filters, absence
+  conditions, one membership per product when ``per_product``).
 
 A new kind is one module and one line in ``SEGMENT_KINDS`` (docs/extending.md).
 

@@ -11,15 +11,19 @@ The same job as :mod:`lakecdp.segments.job` on Spark, with the same tables and r
    locked, memory and thread limits) and run each condition/query there -- translated from
    Spark SQL by :mod:`lakecdp.segments.dialect`, checked by :mod:`lakecdp.segments.duck_guard`,
    under a timer that interrupts it after ``limits.max_seconds``;
-4. policies (expiry, exclusive groups, exclusions), rekeys and the diff as SQL in one pass;
+4. policies (expiry, exclusive groups, exclusions), rekeys and the diff as SQL in one pass, on
+   keys: open stays are read without their reason JSON, and only the reasons a change needs
+   (exits, rekeys, ``emit_updates`` segments) are read after the diff;
 5. write approvals (held segments), then the changes as an append under a Delta app transaction
    (``txnAppId = lakecdp.segments.changes/<run_id>``, version 1, 2, ... per attempt) that leaves
    out change ids of the run already stored, then membership (stays this run opens appended,
    closed and updated stays MERGEd on the four keys; recovery MERGEs everything) and the run
    record with membership's version.
 
-Event-triggered segments run on Spark for now: :class:`EmbeddedUnsupported` names them and the
-job falls back to the Spark path for that run.
+Every built-in kind runs here: ``condition`` and ``query`` as above, ``event`` rules as the one
+SQL query their kind writes (:meth:`lakecdp.segments.kinds.SegmentKind.matches_sql`), translated
+and checked the same way. A kind without a SQL form (a plugin with ``spark_matches`` only) makes
+:class:`EmbeddedUnsupported` name it, and the job falls back to the Spark path for that run.
 
 Example:
     >>> from lakecdp.segments.embedded import evaluate_and_write_embedded
@@ -74,7 +78,8 @@ CHANGES_APP_ID = "lakecdp.segments.changes/"
 
 
 class EmbeddedUnsupported(RuntimeError):
-    """The definitions need something the embedded engine does not run yet (event segments)."""
+    """The definitions need something the embedded engine does not run (a kind without a SQL
+    form, catalog tables)."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,16 @@ class EmbeddedSettings:
 
 
 def unsupported(segments: dict[str, SegmentDefinition]) -> list[str]:
-    """Segments the embedded engine cannot evaluate (event-triggered ones)."""
-    return sorted(sid for sid, d in segments.items() if d.kind == "event")
+    """Segments the embedded engine cannot evaluate: kinds that are neither marketer SQL
+    (``condition``, ``query``) nor have a SQL form (:meth:`SegmentKind.matches_sql`)."""
+    from lakecdp.segments.kinds import SegmentKind
+
+    def runs_here(definition: SegmentDefinition) -> bool:
+        if definition.condition is not None or definition.query is not None:
+            return True
+        return type(definition.spec).matches_sql is not SegmentKind.matches_sql
+
+    return sorted(sid for sid, d in segments.items() if not runs_here(d))
 
 
 # -- DuckDB connections ---------------------------------------------------------------
@@ -161,10 +174,8 @@ def load_views(con: duckdb.DuckDBPyConnection, store: DeltaStore, as_of: datetim
     for name, source in (
         ("_profile_raw", store.require(catalog.CUSTOMER_PROFILE.name)),
         ("_features_raw", store.require(catalog.CUSTOMER_FEATURES.name)),
-        (
-            "_events_raw",
-            store.read_or_empty(catalog.EVENTS.name, "event_id string, event_type string, occurred_at timestamp"),
-        ),
+        # no events table yet: empty, with its columns (event rules name value, product_id, category)
+        ("_events_raw", store.read_or_empty(catalog.EVENTS.name, catalog.EVENTS.ddl)),
         (
             "_identifiers",
             store.read_or_empty(
@@ -221,7 +232,13 @@ def load_views(con: duckdb.DuckDBPyConnection, store: DeltaStore, as_of: datetim
 def _segment_sql(definition: SegmentDefinition, as_of: datetime) -> str:
     if definition.condition is not None:
         return f"SELECT * FROM customers WHERE {condition_to_duckdb(definition.condition, as_of=as_of)}"
-    return query_to_duckdb(definition.query or "", as_of=as_of)
+    if definition.query is not None:
+        return query_to_duckdb(definition.query, as_of=as_of)
+    # a kind with a SQL form (event rules): its Spark SQL through the same dialect layer and guard
+    text = definition.spec.matches_sql(as_of=as_of)
+    if text is None:
+        raise EmbeddedUnsupported(f"segment {definition.id}: kind {definition.kind!r} has no SQL form")
+    return query_to_duckdb(text, as_of=as_of)
 
 
 def _check_condition_shape(tree: dict[str, Any], text: str) -> None:
@@ -260,7 +277,10 @@ def segment_matches(
     *,
     checked: tuple[str, dict[str, Any]] | None = None,
 ) -> tuple[pa.Table, list[str]]:
-    """Run one SQL segment on the locked connection; returns its rows and the reason columns.
+    """Run one segment's SQL on the locked connection; returns its rows and the reason columns.
+
+    A condition's reason shows the columns its text names; a query's (and a kind's SQL form,
+    event rules) every column but ``customer_id`` and ``member_key``, in order.
 
     Raises:
         SqlRefused: naming the segment (translation or either guard pass).
@@ -270,12 +290,12 @@ def segment_matches(
         text, tree = checked if checked is not None else check_segment(con, definition, as_of)
         if definition.condition is not None:
             _check_condition_shape(tree, text)
-        guarded = definition.guarded
     except SqlRefused as exc:
         raise exc.for_segment(definition.id) from None
-    assert guarded is not None
     result_columns = [d[0] for d in con.execute(f"SELECT * FROM ({text}) AS segment_result LIMIT 0").description]
     if definition.condition is not None:
+        guarded = definition.guarded
+        assert guarded is not None
         deciding = [c for c in guarded.columns if c in result_columns and c != "customer_id"]
         wanted = ["customer_id", *deciding]
         outer = ", ".join(f'"{c}"' for c in wanted)
@@ -451,46 +471,89 @@ _CHANGE_ID = (
 
 
 def compute_changes(
-    con: duckdb.DuckDBPyConnection, *, run_id: str, as_of: datetime, update_segments: list[str]
+    con: duckdb.DuckDBPyConnection,
+    store: DeltaStore,
+    *,
+    run_id: str,
+    as_of: datetime,
+    update_segments: list[str],
 ) -> None:
-    """Table ``run_changes`` (CHANGE_COLUMNS) from ``current``, ``merges`` and ``candidates``."""
+    """Table ``run_changes`` (CHANGE_COLUMNS) from ``current``, ``merges`` and ``candidates``.
+
+    ``current`` holds the open stays without their reasons (:func:`_current_membership`). The
+    diff runs on keys first; then only the stays whose old reason a change needs -- exits (the
+    rule they name), rekeys (the reason they carry), stays of ``emit_updates`` segments (to
+    compare) -- have their reason read from segments.membership (table ``current_reasons``,
+    also what :func:`membership_upserts` closes stays with). The rows are the same as a diff
+    over every reason.
+    """
     now = timestamp_literal(as_of)
     con.register("_updates", pa.table({"segment_id": pa.array(sorted(update_segments), pa.string())}))
+    # keys that can change: entered, exited, or present on both sides of an emit_updates segment
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE _diff AS
+        WITH effective AS (
+            SELECT DISTINCT c.segment_id, coalesce(m.new_customer_id, c.customer_id) AS customer_id, c.member_key
+            FROM current c LEFT JOIN merges m ON c.customer_id = m.old_customer_id
+        ), members AS (
+            SELECT segment_id, customer_id, member_key, reason AS new_reason FROM candidates WHERE status = 'member'
+        )
+        SELECT coalesce(o.segment_id, n.segment_id) AS segment_id,
+               coalesce(o.customer_id, n.customer_id) AS customer_id,
+               coalesce(o.member_key, n.member_key) AS member_key,
+               n.new_reason, o.segment_id IS NOT NULL AS _in_old
+        FROM effective o FULL JOIN members n
+          ON o.segment_id = n.segment_id AND o.customer_id = n.customer_id AND o.member_key = n.member_key
+        WHERE o.segment_id IS NULL OR n.segment_id IS NULL
+           OR coalesce(o.segment_id, n.segment_id) IN (SELECT segment_id FROM _updates)
+        """
+    )
+    # the open stays whose reason is needed: rekeyed ones, and those behind an old key of _diff
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE _wanted AS
+        SELECT c.segment_id, c.customer_id, c.member_key FROM current c
+        JOIN merges m ON c.customer_id = m.old_customer_id
+        UNION
+        SELECT c.segment_id, c.customer_id, c.member_key FROM current c
+        LEFT JOIN merges m ON c.customer_id = m.old_customer_id
+        JOIN _diff d ON d._in_old AND d.segment_id = c.segment_id
+                    AND d.customer_id = coalesce(m.new_customer_id, c.customer_id) AND d.member_key = c.member_key
+        """
+    )
+    _current_reasons(con, store)
     con.execute(
         f"""
         CREATE OR REPLACE TABLE run_changes AS
         WITH rekeyed AS (
             SELECT c.segment_id, m.new_customer_id AS customer_id, c.member_key, 'rekeyed' AS change_type,
-                   m.old_customer_id AS previous_customer_id, any_value(c.reason) AS reason
+                   m.old_customer_id AS previous_customer_id, any_value(r.reason) AS reason
             FROM current c JOIN merges m ON c.customer_id = m.old_customer_id
+            LEFT JOIN current_reasons r
+              ON r.segment_id = c.segment_id AND r.customer_id = c.customer_id AND r.member_key = c.member_key
             GROUP BY c.segment_id, m.new_customer_id, c.member_key, m.old_customer_id
-        ), effective AS (
-            SELECT c.segment_id, coalesce(m.new_customer_id, c.customer_id) AS customer_id, c.member_key,
-                   any_value(c.reason) AS reason
-            FROM current c LEFT JOIN merges m ON c.customer_id = m.old_customer_id
+        ), old_reasons AS (
+            SELECT r.segment_id, coalesce(m.new_customer_id, r.customer_id) AS customer_id, r.member_key,
+                   any_value(r.reason) AS old_reason
+            FROM current_reasons r LEFT JOIN merges m ON r.customer_id = m.old_customer_id
             GROUP BY ALL
-        ), members AS (
-            SELECT segment_id, customer_id, member_key, reason AS new_reason FROM candidates WHERE status = 'member'
         ), why_not AS (
             SELECT segment_id, customer_id, member_key, any_value(status) AS _status,
                    any_value(status_detail) AS _detail
             FROM candidates WHERE status <> 'member' GROUP BY ALL
-        ), marked AS (
-            SELECT coalesce(o.segment_id, n.segment_id) AS segment_id,
-                   coalesce(o.customer_id, n.customer_id) AS customer_id,
-                   coalesce(o.member_key, n.member_key) AS member_key,
-                   o.reason AS old_reason, n.new_reason, o.segment_id IS NOT NULL AS _in_old
-            FROM effective o FULL JOIN members n
-              ON o.segment_id = n.segment_id AND o.customer_id = n.customer_id AND o.member_key = n.member_key
         ), typed AS (
-            SELECT m.*, w._status, w._detail,
-                   CASE WHEN _in_old AND new_reason IS NULL THEN 'exited'
-                        WHEN NOT _in_old AND new_reason IS NOT NULL THEN 'entered'
-                        WHEN _in_old AND m.segment_id IN (SELECT segment_id FROM _updates)
-                             AND old_reason IS DISTINCT FROM new_reason THEN 'updated'
+            SELECT d.segment_id, d.customer_id, d.member_key, d.new_reason, o.old_reason, w._status, w._detail,
+                   CASE WHEN d._in_old AND d.new_reason IS NULL THEN 'exited'
+                        WHEN NOT d._in_old AND d.new_reason IS NOT NULL THEN 'entered'
+                        WHEN d._in_old AND d.segment_id IN (SELECT segment_id FROM _updates)
+                             AND o.old_reason IS DISTINCT FROM d.new_reason THEN 'updated'
                    END AS change_type
-            FROM marked m LEFT JOIN why_not w
-              ON m.segment_id = w.segment_id AND m.customer_id = w.customer_id AND m.member_key = w.member_key
+            FROM _diff d
+            LEFT JOIN old_reasons o
+              ON d.segment_id = o.segment_id AND d.customer_id = o.customer_id AND d.member_key = o.member_key
+            LEFT JOIN why_not w
+              ON d.segment_id = w.segment_id AND d.customer_id = w.customer_id AND d.member_key = w.member_key
         ), diff AS (
             SELECT segment_id, customer_id, member_key, change_type, CAST(NULL AS VARCHAR) AS previous_customer_id,
                    CASE WHEN change_type = 'exited' THEN
@@ -512,10 +575,15 @@ def compute_changes(
         [run_id],
     )
     con.unregister("_updates")
+    con.execute("DROP TABLE _diff")
 
 
 def membership_upserts(con: duckdb.DuckDBPyConnection, changes: str = "run_changes") -> pa.Table:
-    """Membership rows one run's changes produce (see :func:`lakecdp.segments.changes.membership_upserts`)."""
+    """Membership rows one run's changes produce (see :func:`lakecdp.segments.changes.membership_upserts`).
+
+    Reads tables ``current`` (open stays, no reasons) and ``current_reasons`` (the reasons of
+    at least the stays the changes close).
+    """
     return con.sql(
         f"""
         WITH closing AS (
@@ -525,11 +593,12 @@ def membership_upserts(con: duckdb.DuckDBPyConnection, changes: str = "run_chang
             FROM {changes} WHERE change_type IN ('exited', 'rekeyed') GROUP BY ALL
         ), closed AS (
             SELECT c.segment_id, c.customer_id, c.member_key, c.entered_at, x._at AS exited_at, c.entered_run_id,
-                   x._run AS exited_run_id, c.reason, false AS is_current
+                   x._run AS exited_run_id, r.reason, false AS is_current
             FROM current c JOIN closing x USING (segment_id, customer_id, member_key)
+            LEFT JOIN current_reasons r USING (segment_id, customer_id, member_key)
         ), updated AS (
-            SELECT c.segment_id, c.customer_id, c.member_key, c.entered_at, c.exited_at, c.entered_run_id,
-                   c.exited_run_id, u.reason, c.is_current
+            SELECT c.segment_id, c.customer_id, c.member_key, c.entered_at, CAST(NULL AS TIMESTAMP) AS exited_at,
+                   c.entered_run_id, CAST(NULL AS VARCHAR) AS exited_run_id, u.reason, true AS is_current
             FROM current c JOIN (SELECT segment_id, customer_id, member_key, reason FROM {changes}
                                  WHERE change_type = 'updated') u USING (segment_id, customer_id, member_key)
         ), entered AS (
@@ -565,18 +634,47 @@ MEMBERSHIP, CHANGES = catalog.MEMBERSHIP.name, catalog.CHANGES.name
 RUNS, APPROVALS = catalog.SEGMENT_RUNS.name, catalog.APPROVALS.name
 
 
+#: columns of an open stay the diff and the membership upserts read (reasons apart, see _current_reasons)
+_STAY_COLUMNS = ["segment_id", "customer_id", "member_key", "entered_at", "entered_run_id"]
+
+
 def _current_membership(con: duckdb.DuckDBPyConnection, store: DeltaStore, segment_ids: list[str] | None) -> None:
-    """Table ``current``: open stays (of ``segment_ids`` when given); closed stays are skipped in the scan."""
+    """Table ``current``: open stays (of ``segment_ids`` when given) without their reasons; closed
+    stays are skipped in the scan."""
+    columns = [*_STAY_COLUMNS, "is_current"]
     if segment_ids is None:
-        store.load(con, "current", MEMBERSHIP, where="WHERE is_current")
+        store.load(con, "current", MEMBERSHIP, columns=columns, where="WHERE is_current")
     else:
         store.load(
             con,
             "current",
             MEMBERSHIP,
+            columns=columns,
             where="WHERE is_current AND list_contains(?::VARCHAR[], segment_id)",
             params=[segment_ids],
         )
+
+
+def _current_reasons(con: duckdb.DuckDBPyConnection, store: DeltaStore) -> None:
+    """Table ``current_reasons``: the reasons of the open stays listed in table ``_wanted``
+    (segment_id, customer_id, member_key), read from segments.membership; nothing is read when
+    none is wanted (a run that only enters)."""
+    wanted = con.execute("SELECT count(*) FROM _wanted").fetchall()[0][0]
+    if not wanted:
+        con.execute(
+            "CREATE OR REPLACE TABLE current_reasons "
+            "(segment_id VARCHAR, customer_id VARCHAR, member_key VARCHAR, reason VARCHAR)"
+        )
+    else:
+        # DeltaStore.load appends ``where`` to its FROM: a semi join keeps the read to the wanted rows
+        store.load(
+            con,
+            "current_reasons",
+            MEMBERSHIP,
+            columns=["segment_id", "customer_id", "member_key", "reason", "is_current"],
+            where="SEMI JOIN _wanted USING (segment_id, customer_id, member_key) WHERE is_current",
+        )
+    con.execute("DROP TABLE _wanted")
 
 
 def apply_run(
@@ -594,14 +692,25 @@ def apply_run(
 ) -> None:
     """Apply one run's changes (table ``changes`` of ``con``) to membership, then record the run.
 
-    ``read_current=False``: table ``current`` already holds every open stay the changes can touch
-    (the run's own diff read it). ``append_opened``: the run id had no stored change before this
+    ``read_current=False``: tables ``current`` and ``current_reasons`` already hold every open stay
+    the changes can touch and the reasons of those they close (the run's own diff read them). ``append_opened``: the run id had no stored change before this
     attempt, so no membership row carries it yet and the stays it opens are appended.
     """
     if change_count:
         keys = list(catalog.MEMBERSHIP.keys)
         if read_current:
             _current_membership(con, store, None)
+            # the stays these changes close: their reasons go into the closed rows
+            con.execute(
+                f"""
+                CREATE OR REPLACE TABLE _wanted AS
+                SELECT DISTINCT segment_id,
+                       CASE WHEN change_type = 'rekeyed' THEN previous_customer_id ELSE customer_id END AS customer_id,
+                       member_key
+                FROM {changes} WHERE change_type IN ('exited', 'rekeyed')
+                """
+            )
+            _current_reasons(con, store)
         if not append_opened:
             upserts = membership_upserts(con, changes)
             store.merge(upserts, MEMBERSHIP, catalog.MEMBERSHIP.ddl, keys=keys, run_id=run_id)
@@ -706,21 +815,21 @@ def evaluate_and_write_embedded(
     fault_hook: FaultHook | None = None,
     settings: EmbeddedSettings | None = None,
 ) -> dict[str, int]:
-    """Evaluate every SQL segment on DuckDB and write approvals, changes, membership and the run.
+    """Evaluate every segment on DuckDB and write approvals, changes, membership and the run.
 
     Args:
-        segments: every definition (condition / query kinds only).
+        segments: every definition (condition, query and event kinds; see :func:`unsupported`).
         fault_hook: called with ``"after_approvals"`` / ``"after_changes"`` between writes.
 
     Returns:
         Counts: segments, members, entered, exited, updated, rekeyed, held, recovered_runs.
 
     Raises:
-        EmbeddedUnsupported: an event-triggered segment is among ``segments``.
+        EmbeddedUnsupported: a segment of a kind without a SQL form is among ``segments``.
     """
     not_here = unsupported(segments)
     if not_here:
-        raise EmbeddedUnsupported(f"event-triggered segments run on Spark only for now: {not_here}")
+        raise EmbeddedUnsupported(f"these segments' kinds have no SQL form, so they run on Spark only: {not_here}")
     started = time.perf_counter()
     last = [started]
 
@@ -752,7 +861,11 @@ def evaluate_and_write_embedded(
     _current_membership(con, store, segment_ids)
     _load_merges(con, store)
     compute_changes(
-        con, run_id=run_id, as_of=as_of, update_segments=[sid for sid, d in segments.items() if d.emit_updates]
+        con,
+        store,
+        run_id=run_id,
+        as_of=as_of,
+        update_segments=[sid for sid, d in segments.items() if d.emit_updates],
     )
     phase("policies and diff")
 

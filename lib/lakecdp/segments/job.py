@@ -410,8 +410,8 @@ def run(ctx: JobContext, *, fault_hook: FaultHook | None = None) -> dict[str, in
         if not not_embedded and not ctx.tables.uses_catalog:
             return evaluate_and_write_embedded(ctx, segments, mode="batch", fault_hook=fault_hook)
         logger.warning(
-            "engine: embedded evaluates SQL segments only; %s are event-triggered, so this run uses Spark",
-            not_embedded or "(catalog tables)",
+            "engine: embedded cannot run %s, so this run uses Spark",
+            f"segments of kinds without a SQL form ({not_embedded})" if not_embedded else "catalog tables",
         )
     inputs = load_inputs(ctx)
     return evaluate_and_write(ctx, segments, inputs, mode="batch", fault_hook=fault_hook)

@@ -3,7 +3,8 @@
 A segment definition holds its common settings (schedule, exclusions, limits ...) and exactly
 one *kind key*; the value under that key is validated by the kind's pydantic model, a
 :class:`SegmentKind`. The kind says what its rule reads as text and how the Spark engine
-computes its raw matches.
+computes its raw matches; a kind with a SQL form (:meth:`SegmentKind.matches_sql`) also runs
+on the embedded engine.
 """
 
 from __future__ import annotations
@@ -49,6 +50,20 @@ class SegmentKind:
             events: resolved events (``customer_id`` added) up to ``as_of``.
         """
         raise NotImplementedError
+
+    def matches_sql(self, *, as_of: datetime) -> str | None:
+        """The raw matches as one Spark SQL query over the segment views, for the embedded engine.
+
+        The embedded engine translates it to DuckDB with :mod:`lakecdp.segments.dialect` and checks
+        it with :mod:`lakecdp.segments.duck_guard` before it runs, as it does a ``query``. Columns:
+        ``customer_id``, ``member_key``, then the reason's values in the order
+        :meth:`spark_matches` puts them in its reason struct. Values of the rule are literals
+        written by sqlglot, never pasted text.
+
+        Returns:
+            The query, or None when the kind has no SQL form: a run holding it uses Spark.
+        """
+        return None
 
 
 def reason_json(rule: str, values: Column) -> Column:
