@@ -24,7 +24,8 @@ from deltalake import DeltaTable, write_deltalake
 from conftest import make_project
 from lakecdp.context import JobContext
 from lakecdp.segments.definitions import SegmentDefinition
-from lakecdp.segments.embedded import arrow_schema, evaluate_and_write_embedded, unsupported
+from lakecdp.delta_store import arrow_schema
+from lakecdp.segments.embedded import evaluate_and_write_embedded, unsupported
 from lakecdp.segments.job import APPROVALS, CHANGES, MEMBERSHIP, run
 from lakecdp.segments.kinds import EventRule
 
