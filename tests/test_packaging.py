@@ -20,6 +20,10 @@ import pytest
 
 from conftest import REPO_ROOT
 
+# building the wheel for real takes a pip run over a copy of the checkout: full suite only (the
+# wheel changes with setup.cfg and the package layout, not with the code a commit usually touches)
+pytestmark = pytest.mark.slow
+
 # the modules that moved out of the package into tests/support (issue 15)
 MOVED_OUT = ("lakecdp/kafka_broker.py", "lakecdp/standalone.py", "lakecdp/activation/testing.py")
 TEST_ONLY_IMPORTS = {"tests", "pytest", "conftest", "kafka_fixtures", "api_server", "bench"}
