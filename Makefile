@@ -39,9 +39,12 @@ lint: venv
 	$(VENV)/bin/mypy
 
 # The full suite on the same two workers, one test file per worker at a time (--dist loadfile): a
-# file's module-scoped world (the demo pipeline, the erasure world) is built once, on one worker.
+# file's module-scoped fixtures are built once, on one worker; the demo world is built once per run
+# and copied into each file that starts from it (tests/support/worlds.py). The heaviest files go
+# first, in the order tests/conftest.py gives them (--no-loadscope-reorder keeps that order;
+# xdist's own orders files by their number of tests, which left the one-test cluster file last).
 test-all: venv jars kafka-broker
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: venv jars kafka-broker
 	$(PY) -m bench.run_all $(BENCH_ARGS)

@@ -296,6 +296,8 @@ def failing_step(ctx) -> dict[str, int]:
     raise ValueError("the source folder is gone")
 
 
+# three pipeline runs (~50 s on an idle box): full suite only
+@pytest.mark.slow
 def test_the_pipeline_run_sends_its_own_alerts_once_per_cause(tmp_path, receivers, spark):
     import shutil
 

@@ -12,34 +12,33 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from deltalake import DeltaTable
 
 from api_server import REPO_ROOT, write_conf
+from tests.support.worlds import DEMO_PEOPLE, copy_demo_world, set_demo_people
 
 # a demo world through every step, then the service: minutes, full suite only
 pytestmark = pytest.mark.e2e
 
-PEOPLE = 300
+PEOPLE = DEMO_PEOPLE
 
 
 def _rows(root: Path, table: str, columns: list[str] | None = None) -> list[dict]:
     return DeltaTable(str(root / "warehouse" / table)).to_pyarrow_table(columns=columns).to_pylist()
 
 
-def test_events_posted_over_http_reach_the_segment_changes_api(tmp_path, spark):
+def test_events_posted_over_http_reach_the_segment_changes_api(tmp_path, tmp_path_factory, spark):
     from lakecdp.alerts import find_alerts, load_alerts_config
     from lakecdp.api.demo import show_intake
     from lakecdp.config import load_project
-    from lakecdp.demo import run_demo
 
     conf = write_conf(tmp_path)
     shutil.copytree(REPO_ROOT / "templates", tmp_path / "templates")
-    sample = yaml.safe_load((conf / "sample.yaml").read_text())
-    sample["demo_people"] = PEOPLE
-    (conf / "sample.yaml").write_text(yaml.safe_dump(sample))
+    set_demo_people(conf, PEOPLE)
     project = load_project(conf, env="apitest")
-    run_demo(project, spark)
+    # the demo run on this conf, as of the same time (the API settings play no part in it):
+    # built once per test run, copied here
+    copy_demo_world(spark, tmp_path_factory, tmp_path, people=PEOPLE, as_of="2026-11-01T00:00:00Z")
     # a clean demo-sized run has nothing to alert about (the run checked itself: nothing sent)
     assert [a.cause for a in find_alerts(project, load_alerts_config(conf).rules)] == []
     assert not (tmp_path / "warehouse" / "ops" / "alerts").exists()

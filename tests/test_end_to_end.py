@@ -22,13 +22,13 @@ from deltalake import DeltaTable
 from lakecdp.context import JobContext
 from lakecdp.pipeline import run_pipeline
 from lakecdp.steps import demo_steps, scheduled_steps
-from lakecdp.demo import run_demo
 from conftest import REPO_ROOT, make_project
+from tests.support.worlds import DEMO_PEOPLE, copy_demo_world, write_demo_conf
 
 # the demo world through every step, the entry points and the notebooks: minutes, full suite only
 pytestmark = pytest.mark.e2e
 
-PEOPLE = 300
+PEOPLE = DEMO_PEOPLE
 
 
 def _rows(warehouse: Path, table: str) -> list[dict]:
@@ -41,22 +41,16 @@ def _version(warehouse: Path, table: str) -> int:
 
 @pytest.fixture(scope="module")
 def demo(spark, tmp_path_factory):
-    """Run the demo pipeline once on a 300-person world; yield the project."""
+    """The demo pipeline's 300-person world (built once per test run, copied here); yield the
+    project."""
     root = tmp_path_factory.mktemp("e2e")
-    conf = root / "conf"
-    shutil.copytree(REPO_ROOT / "conf", conf)
-    # paths in conf resolve against the folder holding conf/: templates sit beside it
-    shutil.copytree(REPO_ROOT / "templates", root / "templates")
-    sample = yaml.safe_load((conf / "sample.yaml").read_text())
-    sample["demo_people"] = PEOPLE
-    (conf / "sample.yaml").write_text(yaml.safe_dump(sample))
+    copy_demo_world(spark, tmp_path_factory, root, people=PEOPLE)
+    conf = write_demo_conf(root, people=PEOPLE)
     project = make_project(root).model_copy(update={"conf_dir": conf})
     # the same environment as a file, for the console entry points (--conf/--env)
     environment = project.environment.model_dump(mode="json")
     environment["name"] = "e2e"
     (conf / "environments" / "e2e.yaml").write_text(yaml.safe_dump(environment))
-    result = run_demo(project, spark)
-    assert not result.resumed
     return project
 
 

@@ -12,24 +12,23 @@ import csv
 import hashlib
 import json
 import re
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from deltalake import DeltaTable
 
 from lakecdp.context import JobContext
 from lakecdp.pipeline import run_pipeline
-from lakecdp.demo import run_demo
-from conftest import REPO_ROOT, make_project
+from conftest import make_project
+from tests.support.worlds import DEMO_PEOPLE, copy_demo_world, write_demo_conf
 
 # a demo world, an erasure and two pipeline runs: minutes, full suite only
 pytestmark = pytest.mark.e2e
 
-PEOPLE = 150
+# the demo world the end-to-end and API files start from too (one build per test run)
+PEOPLE = DEMO_PEOPLE
 
 
 def _rows(warehouse: Path, table: str) -> list[dict]:
@@ -92,17 +91,12 @@ def _date_spellings(born) -> list[str]:
 
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
-    """A demo run on a small world, plus a preview rendered for the person to be erased."""
+    """The demo world (built once per test run, copied here); the erasure fixture renders a
+    preview for the person to be erased."""
     root = tmp_path_factory.mktemp("erasure")
-    conf = root / "conf"
-    shutil.copytree(REPO_ROOT / "conf", conf)
-    shutil.copytree(REPO_ROOT / "templates", root / "templates")
-    sample = yaml.safe_load((conf / "sample.yaml").read_text())
-    sample["demo_people"] = PEOPLE
-    (conf / "sample.yaml").write_text(yaml.safe_dump(sample))
-    project = make_project(root).model_copy(update={"conf_dir": conf})
-    run_demo(project, spark)
-    return project
+    copy_demo_world(spark, tmp_path_factory, root, people=PEOPLE)
+    conf = write_demo_conf(root, people=PEOPLE)
+    return make_project(root).model_copy(update={"conf_dir": conf})
 
 
 def _the_person(project) -> dict:

@@ -122,6 +122,8 @@ CHANGES = (
 )
 
 
+# two real activation runs (~45 s under load): full suite only
+@pytest.mark.slow
 def test_a_plugin_destination_type_is_delivered_by_the_real_activation_exactly_once(
     spark, project, tmp_path, monkeypatch
 ):
