@@ -30,6 +30,9 @@ HEAVIEST_FILES_FIRST = (
     "test_identity_job.py",
     "test_feedback_loop.py",
     "test_segments_engines.py",
+    "test_identity_local.py",
+    "test_segments_conformance.py",
+    "test_segments_event_embedded.py",
     "test_kafka_stream.py",
     "test_erasure.py",
 )
