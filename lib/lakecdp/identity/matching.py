@@ -916,7 +916,9 @@ class ProbabilisticMatcher:
         from splink import Linker
 
         settings = self._settings_for(backend.name, model, rules)
-        return Linker(registered, settings, log_level=logging.WARNING)
+        linker = Linker(registered, settings, log_level=logging.WARNING)
+        register_term_frequencies(linker, registered, self.config)
+        return linker
 
     def predict(self, records: DataFrame, *, retrain: bool = False) -> DataFrame:
         """Scored pairs at or above ``match_threshold`` as ``identity.edges`` rows.
@@ -953,8 +955,6 @@ class ProbabilisticMatcher:
         rules = populated_rules(self.config, prepared)
         registered, new_sdf, existing_sdf = backend.register_split(prepared, new_records.select("record_id"))
         linker = self._linker_over(registered, backend, chosen, rules)
-        for column in _tf_columns(self.config):
-            linker.table_management.compute_tf_table(column)
         threshold = self.config.model.match_threshold
         between = linker.inference.predict_between(
             new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
@@ -998,8 +998,6 @@ class ProbabilisticMatcher:
             )
         )
         linker = self._linker_over(registered, backend, chosen, rules)
-        for column in _tf_columns(self.config):
-            linker.table_management.compute_tf_table(column)
         threshold = self.config.model.match_threshold
         between = linker.inference.predict_between(
             new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
@@ -1191,13 +1189,61 @@ def _populated_share_arrow(prepared, others: list[str]) -> float:
 
 
 def _tf_columns(config: IdentityConfig) -> list[str]:
-    columns = []
-    for spec in config.model.comparisons:
-        if spec.term_frequency and spec.kind == "name":
-            columns.append("full_name")
-        if spec.term_frequency and spec.kind == "address":
-            columns.append("postcode")
-    return columns
+    """Columns whose exact level is weighted by term frequency (Splink computes the
+    frequencies itself; ``full_name`` has its own, :func:`name_frequency_sql`)."""
+    return [spec_column for spec in config.model.comparisons for spec_column in _tf_column(spec)]
+
+
+def _tf_column(spec: ComparisonSpec) -> list[str]:
+    if not spec.term_frequency:
+        return []
+    return {"name": ["full_name"], "address": ["postcode"]}.get(spec.kind, [])
+
+
+def name_frequency_sql(table: str) -> str:
+    """Per full name, how often a record of ANOTHER person bears it: the share of records
+    with its first name times the share with its last name (``tf_full_name``).
+
+    Splink's own term frequency of a value is its share of the records; on a full name that
+    is mostly one person's own duplicates: a name held by one person with two records looks
+    as common as a name two people share, and a rare exact name never outweighs the prior.
+    First and last names are each shared by many people, so their shares measure how common
+    a name is among people; their product is the chance a stranger bears the whole name if
+    first and last names are chosen independently, which is what textbook Splink assumes
+    with one term-frequency comparison per name. ``table``: a registered table name (from
+    Splink, never from data). Plain SQL for DuckDB and Spark.
+
+    Example: 1,935 records, "gill" on 4 and "öztürk" on 2: 4/1935 x 2/1935 = 2.1e-6
+    (a name seen on 2 records by Splink's own measure: 1.0e-3).
+    """
+    return f"""
+        with firsts as (
+            select first_name, cast(count(*) as double) / (select count(first_name) from {table}) as tf_first
+            from {table} where first_name is not null group by first_name
+        ), lasts as (
+            select last_name, cast(count(*) as double) / (select count(last_name) from {table}) as tf_last
+            from {table} where last_name is not null group by last_name
+        )
+        select r.full_name, max(f.tf_first * l.tf_last) as tf_full_name
+        from {table} r
+        join firsts f on f.first_name = r.first_name
+        join lasts l on l.last_name = r.last_name
+        where r.full_name is not null
+        group by r.full_name
+    """
+
+
+def register_term_frequencies(linker, registered, config: IdentityConfig) -> None:
+    """Term frequencies over all the records ``registered`` (a Splink table), computed
+    before any prediction: incremental runs score new records against existing ones, and
+    the frequencies must be those of all of them, as in a full run. The full name gets
+    :func:`name_frequency_sql`, other columns Splink's own."""
+    for column in _tf_columns(config):
+        if column == "full_name":
+            frequencies = linker.misc.query_sql(name_frequency_sql(registered.physical_name))
+            linker.table_management.register_term_frequency_lookup(frequencies, "full_name")
+        else:
+            linker.table_management.compute_tf_table(column)
 
 
 def _floor_m_probabilities(model: dict[str, Any], floor: float) -> dict[str, Any]:

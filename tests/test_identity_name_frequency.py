@@ -1,0 +1,206 @@
+"""Term-frequency weighting of an exact full name (lakecdp.identity.matching).
+
+A rare full name matching exactly is strong evidence, a common one is not. The frequency
+of a full name is the share of records with its first name times the share with its last
+name (:func:`~lakecdp.identity.matching.name_frequency_sql`), not the share of records
+with the whole name, which on a set of duplicates is mostly one person's own records.
+
+No engine start: the records are prepared in DuckDB (lakecdp.identity.local) and scored by
+Splink on DuckDB with a hand-written model, so every expected probability below is
+worked out by hand from the numbers in it.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from lakecdp.identity.config import load_identity_config
+from lakecdp.identity.local import LocalRecords
+from lakecdp.identity.matching import ProbabilisticMatcher, model_fingerprint, name_frequency_sql, settings_creator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIELDS = [
+    "record_id",
+    "source",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "date_of_birth",
+    "address_line1",
+    "postcode",
+    "city",
+    "country",
+    "device_ids",
+    "crm_id",
+    "customer_number",
+]
+PRIOR = 0.0025
+
+
+def rec(record_id, first, last, *, email=None, phone=None, dob=None, street=None, postcode=None, city=None):
+    return (
+        record_id,
+        record_id.split(":")[0],
+        first,
+        last,
+        email,
+        phone,
+        dob,
+        street,
+        postcode,
+        city,
+        "gb",
+        None,
+        None,
+        None,
+    )
+
+
+def arrow(rows) -> pa.Table:
+    columns = list(zip(*rows))
+    types = {"date_of_birth": pa.date32(), "device_ids": pa.list_(pa.string())}
+    return pa.table({f: pa.array(list(c), types.get(f, pa.string())) for f, c in zip(FIELDS, columns)})
+
+
+def letters(i: int) -> str:
+    """A letters-only name unique to ``i`` (names keep letters only when normalised)."""
+    return "q" + "".join(string.ascii_lowercase[int(d)] for d in f"{i:04d}")
+
+
+# 200 records: 40 first names "john", 40 last names "smith", every other name on 1 or 2 records
+SPECIAL = [
+    # one person known to a shop (no birth date) and a partner (no address, no contact): only
+    # the name is shared, and it is rare: 2 of 200 first names, 2 of 200 last names
+    rec("shop:ottilie", "Ottilie", "Quarmby", email="oq@mail.net", street="4 Mill Lane", postcode="LS1 1AA"),
+    rec("tp:ottilie", "Ottilie", "Quarmby", dob=date(1970, 3, 9)),
+    # the same shape under the commonest name of the set: 40 Johns, 40 Smiths
+    rec("shop:john", "John", "Smith", email="js@mail.net", street="9 Kirk Gate", postcode="LS2 2BB"),
+    rec("tp:john", "John", "Smith", dob=date(1981, 6, 1)),
+    # a household: one surname, one address and phone, other first names and birth dates
+    rec("crm:anna", "Anna", "Berg", phone="+447700900777", dob=date(1960, 1, 1), street="7 Elm Rd", postcode="LS3 3CC"),
+    rec(
+        "crm:mark", "Mark", "Berg", phone="+447700900777", dob=date(1962, 12, 31), street="7 Elm Rd", postcode="LS3 3CC"
+    ),
+]
+BACKGROUND = (
+    [rec(f"crm:j{i}", "John", letters(i)) for i in range(38)]
+    + [rec(f"crm:s{i}", letters(100 + i), "Smith") for i in range(38)]
+    + [rec(f"crm:x{i}", letters(200 + i), letters(400 + i)) for i in range(118)]
+)
+RECORDS = SPECIAL + BACKGROUND
+
+
+@pytest.fixture(scope="module")
+def config():
+    config = load_identity_config(REPO_ROOT / "conf")
+    name = next(c for c in config.model.comparisons if c.kind == "name")
+    assert name.term_frequency, "conf/identity.yaml ships the name comparison with term frequencies"
+    return config
+
+
+def hand_model(config, model_dir: Path) -> None:
+    """A saved model with hand-chosen parameters: every level weighs nothing (m = u) but
+    the few these tests read."""
+    settings = settings_creator(config, "duckdb").create_settings_dict("duckdb")
+    chosen = {
+        # with term frequencies the level's own u cancels out: the weight is m / frequency
+        ("name", "first and last name exact"): (0.9, 0.01),
+        ("name", "same last name, other first name"): (0.02, 0.004),
+        ("date_of_birth", "All other comparisons"): (0.05, 0.95),
+        ("address_contact", "same address and contact"): (0.6, 0.0005),
+    }
+    for comparison in settings["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            if level.get("is_null_level"):
+                continue
+            key = (comparison["output_column_name"], level.get("label_for_charts"))
+            level["m_probability"], level["u_probability"] = chosen.pop(key, (0.1, 0.1))
+    assert not chosen, f"levels not found: {chosen}"
+    settings["probability_two_random_records_match"] = PRIOR
+    model_dir.mkdir(parents=True)
+    (model_dir / "model_v1.json").write_text(json.dumps(settings))
+    (model_dir / "model_v1.meta.json").write_text(json.dumps({"fingerprint": model_fingerprint(config)}))
+
+
+@pytest.fixture(scope="module")
+def scored(config, tmp_path_factory):
+    """(matcher, prepared records, probability of every scored pair at any probability)."""
+    model_dir = tmp_path_factory.mktemp("models") / "identity"
+    hand_model(config, model_dir)
+    low = config.model_copy(update={"model": config.model.model_copy(update={"match_threshold": 0.001})})
+    matcher = ProbabilisticMatcher(low, spark=None, model_dir=model_dir)
+    prepared = LocalRecords(arrow(RECORDS), low).prepared()
+    edges = matcher.predict_local(prepared)
+    probability = {
+        (r["record_id_l"], r["record_id_r"]): r["match_probability"]
+        for r in edges.select(["record_id_l", "record_id_r", "match_probability"]).to_pylist()
+    }
+    return matcher, prepared, probability
+
+
+def test_name_frequency_is_first_name_share_times_last_name_share():
+    con = duckdb.connect()
+    con.register(
+        "records",
+        pa.table(
+            {
+                "first_name": ["ann", "ann", "ann", "bo", "bo", None, "cy", None],
+                "last_name": ["lee", "lee", "kay", "lee", None, "kay", "kay", None],
+                "full_name": ["ann lee", "ann lee", "ann kay", "bo lee", None, None, "cy kay", None],
+            }
+        ),
+    )
+    frequencies = dict(con.sql(name_frequency_sql("records")).fetchall())
+    # 6 first names (ann 3, bo 2, cy 1), 6 last names (lee 3, kay 3); names without both are left out
+    assert frequencies == pytest.approx(
+        {"ann lee": 3 / 6 * 3 / 6, "ann kay": 3 / 6 * 3 / 6, "bo lee": 2 / 6 * 3 / 6, "cy kay": 1 / 6 * 3 / 6}
+    )
+
+
+def test_a_rare_exact_name_with_nothing_else_links(config, scored):
+    _, _, probability = scored
+    # frequency 2/200 x 2/200 = 1e-4: Bayes factor 0.9 / 1e-4 = 9,000; prior odds
+    # 0.0025 / 0.9975; posterior odds 22.556 -> p 0.9576 (>= the 0.95 threshold). By Splink's
+    # own frequency of the whole name (2 records of 200: 0.01) it would be 0.18
+    p = probability[("shop:ottilie", "tp:ottilie")]
+    assert p == pytest.approx(0.9576, abs=5e-4)
+    assert p >= config.model.match_threshold
+
+
+def test_a_common_exact_name_with_nothing_else_does_not_link(config, scored):
+    _, _, probability = scored
+    # frequency 40/200 x 40/200 = 0.04: factor 22.5, posterior odds 0.0564 -> p 0.0534
+    p = probability[("shop:john", "tp:john")]
+    assert p == pytest.approx(0.0534, abs=5e-4)
+    assert p < config.model.match_threshold
+
+
+def test_a_household_stays_apart(config, scored):
+    _, _, probability = scored
+    # same last name other first name (0.02 / 0.004 = 5) x other birth date (0.05 / 0.95) x
+    # same address and phone (0.6 / 0.0005 = 1,200) = 315.8; posterior odds 0.7915 -> p 0.4418
+    p = probability[("crm:anna", "crm:mark")]
+    assert p == pytest.approx(0.4418, abs=5e-4)
+    assert p < config.model.match_threshold
+
+
+def test_an_incremental_run_weighs_a_name_by_all_records_not_the_new_ones(scored):
+    matcher, prepared, probability = scored
+    # the partner record arrives last; alone among the new records its name would have
+    # frequency 1 x 1 and no weight at all
+    new_ids = pa.array(["tp:ottilie", "tp:john"])
+    edges = matcher.predict_incremental_local(prepared, new_ids)
+    incremental = {
+        (r["record_id_l"], r["record_id_r"]): r["match_probability"]
+        for r in edges.select(["record_id_l", "record_id_r", "match_probability"]).to_pylist()
+    }
+    for pair in [("shop:ottilie", "tp:ottilie"), ("shop:john", "tp:john")]:
+        assert incremental[pair] == pytest.approx(probability[pair], abs=1e-9)
