@@ -84,6 +84,9 @@ SPECIAL = [
     # the same shape under the commonest name of the set: 40 Johns, 40 Smiths
     rec("shop:john", "John", "Smith", email="js@mail.net", street="9 Kirk Gate", postcode="LS2 2BB"),
     rec("tp:john", "John", "Smith", dob=date(1981, 6, 1)),
+    # one person, a nickname in one source: the nickname level weighs by the name's rarity too
+    rec("shop:bill", "Bill", "Tolputt", email="bt@mail.net", street="2 Bank St", postcode="LS4 4DD"),
+    rec("tp:william", "William", "Tolputt", dob=date(1955, 2, 2)),
     # a household: one surname, one address and phone, other first names and birth dates
     rec("crm:anna", "Anna", "Berg", phone="+447700900777", dob=date(1960, 1, 1), street="7 Elm Rd", postcode="LS3 3CC"),
     rec(
@@ -93,7 +96,7 @@ SPECIAL = [
 BACKGROUND = (
     [rec(f"crm:j{i}", "John", letters(i)) for i in range(38)]
     + [rec(f"crm:s{i}", letters(100 + i), "Smith") for i in range(38)]
-    + [rec(f"crm:x{i}", letters(200 + i), letters(400 + i)) for i in range(118)]
+    + [rec(f"crm:x{i}", letters(200 + i), letters(400 + i)) for i in range(116)]
 )
 RECORDS = SPECIAL + BACKGROUND
 
@@ -113,6 +116,7 @@ def hand_model(config, model_dir: Path) -> None:
     chosen = {
         # with term frequencies the level's own u cancels out: the weight is m / frequency
         ("name", "first and last name exact"): (0.9, 0.01),
+        ("name", "nickname, same last name"): (0.05, 0.0005),
         ("name", "same last name, other first name"): (0.02, 0.004),
         ("date_of_birth", "All other comparisons"): (0.05, 0.95),
         ("address_contact", "same address and contact"): (0.6, 0.0005),
@@ -183,6 +187,17 @@ def test_a_common_exact_name_with_nothing_else_does_not_link(config, scored):
     assert p < config.model.match_threshold
 
 
+def test_a_nickname_of_a_rare_name_weighs_by_its_rarity(config, scored):
+    _, _, probability = scored
+    # "bill" and "william" (1 of 200 each) with "tolputt" (2 of 200): frequency of either full
+    # name 1/200 x 2/200 = 5e-5. The nickname level's own factor 0.05 / 0.0005 = 100 is moved
+    # by the exact level's average u over the frequency, 0.01 / 5e-5 = 200: factor 20,000,
+    # posterior odds 50.13 -> p 0.9804 (without the frequency: 100 -> p 0.2004)
+    p = probability[("shop:bill", "tp:william")]
+    assert p == pytest.approx(0.9804, abs=5e-4)
+    assert p >= config.model.match_threshold
+
+
 def test_a_household_stays_apart(config, scored):
     _, _, probability = scored
     # same last name other first name (0.02 / 0.004 = 5) x other birth date (0.05 / 0.95) x
@@ -196,11 +211,11 @@ def test_an_incremental_run_weighs_a_name_by_all_records_not_the_new_ones(scored
     matcher, prepared, probability = scored
     # the partner record arrives last; alone among the new records its name would have
     # frequency 1 x 1 and no weight at all
-    new_ids = pa.array(["tp:ottilie", "tp:john"])
+    new_ids = pa.array(["tp:ottilie", "tp:john", "tp:william"])
     edges = matcher.predict_incremental_local(prepared, new_ids)
     incremental = {
         (r["record_id_l"], r["record_id_r"]): r["match_probability"]
         for r in edges.select(["record_id_l", "record_id_r", "match_probability"]).to_pylist()
     }
-    for pair in [("shop:ottilie", "tp:ottilie"), ("shop:john", "tp:john")]:
+    for pair in [("shop:ottilie", "tp:ottilie"), ("shop:john", "tp:john"), ("shop:bill", "tp:william")]:
         assert incremental[pair] == pytest.approx(probability[pair], abs=1e-9)

@@ -297,6 +297,18 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
     # exact on both; Splink's term-frequency adjustment needs a plain exact level
     exact = cll.ExactMatchLevel("full_name", term_frequency_adjustments=spec.term_frequency)
     exact = exact.configure(label_for_charts="first and last name exact")
+
+    def rarer(level):
+        """With term frequencies, a name swapped, nicknamed or with one typo in one part
+        weighs by how rare it is too: by the more common of the two records' full names (the
+        larger frequency ``f``; Splink adds ``log2(u_exact / f)`` to the level's weight, u_exact
+        being the exact level's average). A part mistyped is rare by accident, so the other
+        record's spelling decides. The weaker levels (both parts similar, sound alike,
+        initials) stay as trained: too far from one name to borrow its frequency."""
+        if not spec.term_frequency:
+            return level
+        return level.configure(tf_adjustment_column="full_name", tf_adjustment_weight=1.0)
+
     # two different names the nickname list knows are two people's names, not one mistyped:
     # a household's "ronald" and "donald" at one address must not read as a typo
     not_two_names = cll.Not(cll.CustomLevel("first_name_known_l and first_name_known_r"))
@@ -316,18 +328,24 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
             # symmetrical: Splink's default checks only l.first = r.last, so a pair scored
             # as (a, b) and as (b, a) differed, and incremental runs (new records on the left)
             # disagreed with full runs (smaller record id on the left)
-            cll.ColumnsReversedLevel("first_name", "last_name", symmetrical=True).configure(
-                label_for_charts="first and last name swapped"
+            rarer(
+                cll.ColumnsReversedLevel("first_name", "last_name", symmetrical=True).configure(
+                    label_for_charts="first and last name swapped"
+                )
             ),
             _similar_reversed("first_name", "last_name").configure(
                 label_for_charts="first and last name swapped, one typo / similar"
             ),
-            cll.And(first_same, last_same).configure(label_for_charts="nickname, same last name"),
-            cll.And(not_two_names, _similar("first_name", t), last_same).configure(
-                label_for_charts="first name one typo / similar, same last name"
+            rarer(cll.And(first_same, last_same).configure(label_for_charts="nickname, same last name")),
+            rarer(
+                cll.And(not_two_names, _similar("first_name", t), last_same).configure(
+                    label_for_charts="first name one typo / similar, same last name"
+                )
             ),
-            cll.And(first_same, _similar("last_name", t)).configure(
-                label_for_charts="same first name, last name one typo / similar"
+            rarer(
+                cll.And(first_same, _similar("last_name", t)).configure(
+                    label_for_charts="same first name, last name one typo / similar"
+                )
             ),
             cll.And(not_two_names, _similar("first_name", t), _similar("last_name", t)).configure(
                 label_for_charts="similar first and last name"
