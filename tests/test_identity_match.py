@@ -281,14 +281,18 @@ def test_model_json_round_trip_and_versions(spark, config, records, trained, tmp
     assert reloaded.load().version == 1
     assertDataFrameEqual(reloaded.predict(small), first)
 
-    # the file is Splink's own model JSON: plain Splink scores the Hartley pair the same
+    # the file is Splink's own model JSON: plain Splink, given the full-name frequencies
+    # (a lookup table, Splink's own API), scores the Hartley pair the same
     from splink import DuckDBAPI, Linker
 
-    from lakecdp.identity.matching import prepare_for_matching
+    from lakecdp.identity.matching import name_frequency_sql, prepare_for_matching
 
     db_api = DuckDBAPI()
     frame = db_api.register(prepare_for_matching(small, config).toArrow())
-    splink_pairs = Linker(frame, str(path)).inference.predict().as_pandas_dataframe()
+    plain = Linker(frame, str(path))
+    frequencies = plain.misc.query_sql(name_frequency_sql(frame.physical_name))
+    plain.table_management.register_term_frequency_lookup(frequencies, "full_name")
+    splink_pairs = plain.inference.predict().as_pandas_dataframe()
     ours = {(r["record_id_l"], r["record_id_r"]): r["match_probability"] for r in first.collect()}
     theirs = {(row.record_id_l, row.record_id_r): row.match_probability for row in splink_pairs.itertuples()}
     assert ours[("crm:H1", "shop:H2")] == pytest.approx(theirs[("crm:H1", "shop:H2")])
