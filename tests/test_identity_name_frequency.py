@@ -2,7 +2,7 @@
 
 A rare full name matching exactly is strong evidence, a common one is not. The frequency
 of a full name is the share of records with its first name times the share with its last
-name (:func:`~lakecdp.identity.matching.name_frequency_sql`), not the share of records
+name (:func:`~lakecdp.identity.matching.name_frequencies`), not the share of records
 with the whole name, which on a set of duplicates is mostly one person's own records.
 
 No engine start: the records are prepared in DuckDB (lakecdp.identity.local) and scored by
@@ -23,7 +23,13 @@ import pytest
 
 from lakecdp.identity.config import load_identity_config
 from lakecdp.identity.local import LocalRecords
-from lakecdp.identity.matching import ProbabilisticMatcher, model_fingerprint, name_frequency_sql, settings_creator
+from lakecdp.identity.matching import (
+    ProbabilisticMatcher,
+    model_fingerprint,
+    name_frequencies,
+    name_shares_sql,
+    settings_creator,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIELDS = [
@@ -158,14 +164,27 @@ def test_name_frequency_is_first_name_share_times_last_name_share():
             {
                 "first_name": ["ann", "ann", "ann", "bo", "bo", None, "cy", None],
                 "last_name": ["lee", "lee", "kay", "lee", None, "kay", "kay", None],
-                "full_name": ["ann lee", "ann lee", "ann kay", "bo lee", None, None, "cy kay", None],
             }
         ),
     )
-    frequencies = dict(con.sql(name_frequency_sql("records")).fetchall())
-    # 6 first names (ann 3, bo 2, cy 1), 6 last names (lee 3, kay 3); names without both are left out
-    assert frequencies == pytest.approx(
-        {"ann lee": 3 / 6 * 3 / 6, "ann kay": 3 / 6 * 3 / 6, "bo lee": 2 / 6 * 3 / 6, "cy kay": 1 / 6 * 3 / 6}
+    rows = con.sql(name_shares_sql("records")).fetchall()
+    # 6 first names (ann 3, bo 2, cy 1), 6 last names (lee 3, kay 3)
+    assert sorted(rows) == sorted(
+        [
+            ("first", "ann", 0.5),
+            ("first", "bo", 2 / 6),
+            ("first", "cy", 1 / 6),
+            ("last", "lee", 0.5),
+            ("last", "kay", 0.5),
+        ]
+    )
+    shares = {"first": {"ann": 0.5, "bo": 2 / 6}, "last": {"lee": 0.5}, "first_floor": 1 / 6, "last_floor": 1 / 6}
+    frequencies = name_frequencies(
+        [("ann lee", "ann", "lee"), ("bo lee", "bo", "lee"), ("zed kay", "zed", "kay")], shares
+    )
+    # a name the shares never saw counts as seen once (the floor)
+    assert dict(zip(frequencies["full_name"], frequencies["tf_full_name"])) == pytest.approx(
+        {"ann lee": 0.25, "bo lee": 2 / 6 * 0.5, "zed kay": 1 / 36}
     )
 
 
@@ -219,3 +238,20 @@ def test_an_incremental_run_weighs_a_name_by_all_records_not_the_new_ones(scored
     }
     for pair in [("shop:ottilie", "tp:ottilie"), ("shop:john", "tp:john"), ("shop:bill", "tp:william")]:
         assert incremental[pair] == pytest.approx(probability[pair], abs=1e-9)
+
+
+def test_the_name_shares_saved_with_the_model_decide_not_the_records_of_the_day(config, tmp_path):
+    """A pair scores the same whenever it is scored (an incremental run keeps old scores):
+    the shares are model parameters, measured at training (``model_v<N>.names.json``)."""
+    model_dir = tmp_path / "identity"
+    hand_model(config, model_dir)
+    shares = {"first": {"ottilie": 0.01}, "last": {"quarmby": 0.01}, "first_floor": 0.005, "last_floor": 0.005}
+    (model_dir / "model_v1.names.json").write_text(json.dumps(shares))
+    low = config.model_copy(update={"model": config.model.model_copy(update={"match_threshold": 0.001})})
+    matcher = ProbabilisticMatcher(low, spark=None, model_dir=model_dir)
+    # 50 more Ottilies arrive: by today's records "ottilie" would be 52 of 250 (p 0.05)
+    more = [rec(f"crm:o{i}", "Ottilie", letters(600 + i)) for i in range(50)]
+    edges = matcher.predict_local(LocalRecords(arrow(RECORDS + more), low).prepared())
+    p = {(r["record_id_l"], r["record_id_r"]): r["match_probability"] for r in edges.to_pylist()}
+    # saved: 0.01 x 0.01 = 1e-4, as in test_a_rare_exact_name_with_nothing_else_links: p 0.9576
+    assert p[("shop:ottilie", "tp:ottilie")] == pytest.approx(0.9576, abs=5e-4)

@@ -130,7 +130,7 @@ class ComparisonSpec(StrictModel):
     fuzzy_threshold: float = Field(default=0.88, gt=0, le=1)
     # weight exact matches by how rare the value is: for ``name`` the exact full name, by the
     # share of records with its first name times the share with its last name
-    # (matching.name_frequency_sql); for ``address`` the postcode (Splink's own frequencies)
+    # (matching.name_frequencies, measured at training); for ``address`` the postcode (Splink's own frequencies)
     term_frequency: bool = False
     dob_close_days: int = Field(default=31, ge=1)
 
