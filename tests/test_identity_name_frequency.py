@@ -138,6 +138,15 @@ def hand_model(config, model_dir: Path) -> None:
     model_dir.mkdir(parents=True)
     (model_dir / "model_v1.json").write_text(json.dumps(settings))
     (model_dir / "model_v1.meta.json").write_text(json.dumps({"fingerprint": model_fingerprint(config)}))
+    # the shares training measures on RECORDS (200 records), counted by hand; any other name
+    # is on one record (the floor, 1/200)
+    shares = {
+        "first": {"ottilie": 2 / 200, "john": 40 / 200, "bill": 1 / 200, "william": 1 / 200},
+        "last": {"quarmby": 2 / 200, "smith": 40 / 200, "tolputt": 2 / 200, "berg": 2 / 200},
+        "first_floor": 1 / 200,
+        "last_floor": 1 / 200,
+    }
+    (model_dir / "model_v1.names.json").write_text(json.dumps(shares))
 
 
 @pytest.fixture(scope="module")
@@ -244,14 +253,26 @@ def test_the_name_shares_saved_with_the_model_decide_not_the_records_of_the_day(
     """A pair scores the same whenever it is scored (an incremental run keeps old scores):
     the shares are model parameters, measured at training (``model_v<N>.names.json``)."""
     model_dir = tmp_path / "identity"
-    hand_model(config, model_dir)
-    shares = {"first": {"ottilie": 0.01}, "last": {"quarmby": 0.01}, "first_floor": 0.005, "last_floor": 0.005}
-    (model_dir / "model_v1.names.json").write_text(json.dumps(shares))
+    hand_model(config, model_dir)  # saved shares: "ottilie" 2/200, "quarmby" 2/200
     low = config.model_copy(update={"model": config.model.model_copy(update={"match_threshold": 0.001})})
     matcher = ProbabilisticMatcher(low, spark=None, model_dir=model_dir)
     # 50 more Ottilies arrive: by today's records "ottilie" would be 52 of 250 (p 0.05)
     more = [rec(f"crm:o{i}", "Ottilie", letters(600 + i)) for i in range(50)]
     edges = matcher.predict_local(LocalRecords(arrow(RECORDS + more), low).prepared())
     p = {(r["record_id_l"], r["record_id_r"]): r["match_probability"] for r in edges.to_pylist()}
-    # saved: 0.01 x 0.01 = 1e-4, as in test_a_rare_exact_name_with_nothing_else_links: p 0.9576
+    # saved: 2/200 x 2/200 = 1e-4, as in test_a_rare_exact_name_with_nothing_else_links: p 0.9576
     assert p[("shop:ottilie", "tp:ottilie")] == pytest.approx(0.9576, abs=5e-4)
+
+
+def test_a_model_without_saved_shares_weighs_names_as_trained(config, tmp_path):
+    model_dir = tmp_path / "identity"
+    hand_model(config, model_dir)
+    (model_dir / "model_v1.names.json").unlink()
+    low = config.model_copy(update={"model": config.model.model_copy(update={"match_threshold": 0.001})})
+    edges = ProbabilisticMatcher(low, spark=None, model_dir=model_dir).predict_local(
+        LocalRecords(arrow(RECORDS), low).prepared()
+    )
+    p = {(r["record_id_l"], r["record_id_r"]): r["match_probability"] for r in edges.to_pylist()}
+    # the exact level's own 0.9 / 0.01 = 90 for any name: odds 0.2256 -> p 0.1841
+    assert p[("shop:ottilie", "tp:ottilie")] == pytest.approx(0.1841, abs=5e-4)
+    assert p[("shop:john", "tp:john")] == pytest.approx(0.1841, abs=5e-4)

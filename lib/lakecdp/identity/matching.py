@@ -1292,23 +1292,26 @@ def name_frequencies(full_names, shares: dict[str, Any]) -> dict[str, list]:
 def register_term_frequencies(linker, registered, config: IdentityConfig, shares: dict[str, Any] | None = None) -> None:
     """Term frequencies over all the records ``registered`` (a Splink table), before any
     prediction. The full name gets :func:`name_frequencies` from ``shares`` (those saved
-    with the model; without, the shares of these records), other columns Splink's own."""
+    with the model); a model without them (written by hand) weighs names as trained, by an
+    empty lookup: no frequency, no adjustment. Other columns get Splink's own."""
+    import pyarrow as pa
+
     for column in _tf_columns(config):
-        if column == "full_name":
-            if shares is None:
-                shares = name_shares(linker, registered)
+        if column != "full_name":
+            linker.table_management.compute_tf_table(column)
+            continue
+        if shares is None:
+            logger.info("the model has no saved name shares: names weigh as trained, whatever their rarity")
+            table = pa.table({"full_name": pa.array([], pa.string()), "tf_full_name": pa.array([], pa.float64())})
+        else:
             names = linker.misc.query_sql(
                 f"select distinct full_name, first_name, last_name from {registered.physical_name} "
                 "where full_name is not null",
                 output_type="pandas",
             )
-            import pyarrow as pa
-
             table = pa.table(name_frequencies(names.itertuples(index=False), shares))
-            lookup = linker.table_management.register_table(table, "lakecdp_name_frequencies", overwrite=True)
-            linker.table_management.register_term_frequency_lookup(lookup, "full_name")
-        else:
-            linker.table_management.compute_tf_table(column)
+        lookup = linker.table_management.register_table(table, "lakecdp_name_frequencies", overwrite=True)
+        linker.table_management.register_term_frequency_lookup(lookup, "full_name")
 
 
 def _floor_m_probabilities(model: dict[str, Any], floor: float) -> dict[str, Any]:
