@@ -98,13 +98,12 @@ def test_a_world_with_sources_lacking_birth_date_or_address_resolves(spark, proj
     with first-name and postcode typos and missing surnames.
 
     Issue #11's bar is cluster P >= 0.995 / R >= 0.98 and pairwise R >= 0.95 at P >= 0.99.
-    Measured 2026-11-30 (DuckDB dev harness on this world's silver records, s5/idacc2):
-    cluster P 0.9966 R 0.8988, pairwise P 0.9821 R 0.8665 (before: 0.9950 / 0.8765, 0.9727 /
-    0.8248). The precision bar holds; recall cannot reach 0.98 without linking on a name
-    alone: linking every true candidate pair that shares anything beyond the name (birth
-    date, address, contact) gives cluster R 0.913 at most, because a person known only to
-    the shop (no birth date) and the third party (no address, no contact) shares nothing
-    else across them. The asserts guard today's level with a small margin."""
+    Measured 2026-11-30 (this test, s7/idacc3): cluster P 0.9965 R 0.9443, pairwise P 0.9832
+    R 0.9240 (s5/idacc2 before term frequencies on the full name: cluster P 0.9966 R 0.8988,
+    pairwise P 0.9821 R 0.8665). A shop record and a third-party record sharing only a rare
+    full name now link; sharing a common one they do not, and cannot: of such pairs with a
+    name frequency above 2^-16, 67 are one person and 4 are two (bench/RESULTS.md, s7/idacc3).
+    The asserts guard today's level with a small margin."""
     from lakecdp.context import JobContext
     from lakecdp.identity.clustering import cluster_edges
     from lakecdp.identity.config import load_identity_config
@@ -150,5 +149,5 @@ def test_a_world_with_sources_lacking_birth_date_or_address_resolves(spark, proj
     clusters = cluster_edges(records.select("record_id"), edges, config)
     report = evaluate(clusters, load_labels(spark, labels), examples=10)
     print(report.format())  # shown when the test fails
-    assert report.cluster_precision >= 0.995 and report.cluster_recall >= 0.89
-    assert report.pairwise_precision >= 0.975 and report.pairwise_recall >= 0.86
+    assert report.cluster_precision >= 0.995 and report.cluster_recall >= 0.935
+    assert report.pairwise_precision >= 0.975 and report.pairwise_recall >= 0.91

@@ -128,14 +128,16 @@ class ComparisonSpec(StrictModel):
     kind: ComparisonKind
     # Jaro-Winkler similarity at or above which two strings are "similar"
     fuzzy_threshold: float = Field(default=0.88, gt=0, le=1)
-    # weight exact matches by how rare the value is (term frequencies of the column)
+    # weight exact matches by how rare the value is: for ``name`` the exact full name, by the
+    # share of records with its first name times the share with its last name
+    # (matching.name_frequencies, measured at training); for ``address`` the postcode (Splink's own frequencies)
     term_frequency: bool = False
     dob_close_days: int = Field(default=31, ge=1)
 
 
 def _default_comparisons() -> list[ComparisonSpec]:
     return [
-        ComparisonSpec(kind="name"),
+        ComparisonSpec(kind="name", term_frequency=True),
         ComparisonSpec(kind="date_of_birth"),
         ComparisonSpec(kind="address_contact"),
     ]

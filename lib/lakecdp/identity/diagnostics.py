@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+
 import logging
 import re
 from pathlib import Path
@@ -53,10 +55,11 @@ def save_diagnostic_charts(
     settings = matcher._settings_for(matcher.config.backend, model)
     settings["retain_intermediate_calculation_columns"] = True
     settings["retain_matching_columns"] = True
-    from lakecdp.identity.matching import _backend, _tf_columns
+    from lakecdp.identity.matching import _backend, names_path, register_term_frequencies
 
     backend = _backend(matcher.config, matcher.spark)
-    linker = Linker(backend.register(prepared, "charts"), settings)
+    registered = backend.register(prepared, "charts")
+    linker = Linker(registered, settings)
     written = []
     for name, chart in (
         ("match_weights", linker.visualisations.match_weights_chart()),
@@ -71,8 +74,9 @@ def save_diagnostic_charts(
         missing = [rid for rid in pair if rid not in rows]
         if missing:
             raise KeyError(f"records not found: {missing}")
-        for column in _tf_columns(matcher.config):
-            linker.table_management.compute_tf_table(column)
+        saved = names_path(model.path)
+        shares = json.loads(saved.read_text()) if saved.is_file() else None
+        register_term_frequencies(linker, registered, matcher.config, shares)
         scored = linker.inference.score_pair(rows[left], rows[right]).as_record_list()
         path = out_dir / f"waterfall_{_safe(left)}__{_safe(right)}.html"
         linker.visualisations.waterfall_chart(scored).save(str(path), inline=True)

@@ -297,6 +297,18 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
     # exact on both; Splink's term-frequency adjustment needs a plain exact level
     exact = cll.ExactMatchLevel("full_name", term_frequency_adjustments=spec.term_frequency)
     exact = exact.configure(label_for_charts="first and last name exact")
+
+    def rarer(level):
+        """With term frequencies, a name swapped, nicknamed or with one typo in one part
+        weighs by how rare it is too: by the more common of the two records' full names (the
+        larger frequency ``f``; Splink adds ``log2(u_exact / f)`` to the level's weight, u_exact
+        being the exact level's average). A part mistyped is rare by accident, so the other
+        record's spelling decides. The weaker levels (both parts similar, sound alike,
+        initials) stay as trained: too far from one name to borrow its frequency."""
+        if not spec.term_frequency:
+            return level
+        return level.configure(tf_adjustment_column="full_name", tf_adjustment_weight=1.0)
+
     # two different names the nickname list knows are two people's names, not one mistyped:
     # a household's "ronald" and "donald" at one address must not read as a typo
     not_two_names = cll.Not(cll.CustomLevel("first_name_known_l and first_name_known_r"))
@@ -316,18 +328,24 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
             # symmetrical: Splink's default checks only l.first = r.last, so a pair scored
             # as (a, b) and as (b, a) differed, and incremental runs (new records on the left)
             # disagreed with full runs (smaller record id on the left)
-            cll.ColumnsReversedLevel("first_name", "last_name", symmetrical=True).configure(
-                label_for_charts="first and last name swapped"
+            rarer(
+                cll.ColumnsReversedLevel("first_name", "last_name", symmetrical=True).configure(
+                    label_for_charts="first and last name swapped"
+                )
             ),
             _similar_reversed("first_name", "last_name").configure(
                 label_for_charts="first and last name swapped, one typo / similar"
             ),
-            cll.And(first_same, last_same).configure(label_for_charts="nickname, same last name"),
-            cll.And(not_two_names, _similar("first_name", t), last_same).configure(
-                label_for_charts="first name one typo / similar, same last name"
+            rarer(cll.And(first_same, last_same).configure(label_for_charts="nickname, same last name")),
+            rarer(
+                cll.And(not_two_names, _similar("first_name", t), last_same).configure(
+                    label_for_charts="first name one typo / similar, same last name"
+                )
             ),
-            cll.And(first_same, _similar("last_name", t)).configure(
-                label_for_charts="same first name, last name one typo / similar"
+            rarer(
+                cll.And(first_same, _similar("last_name", t)).configure(
+                    label_for_charts="same first name, last name one typo / similar"
+                )
             ),
             cll.And(not_two_names, _similar("first_name", t), _similar("last_name", t)).configure(
                 label_for_charts="similar first and last name"
@@ -620,6 +638,11 @@ def _apply_parameters(settings: dict[str, Any], model: dict[str, Any], source: P
     return settings
 
 
+def names_path(model_path: Path) -> Path:
+    """``model_v<N>.names.json`` beside ``model_v<N>.json``: the name shares of training."""
+    return model_path.with_name(model_path.name.replace(".json", ".names.json"))
+
+
 @dataclass(frozen=True)
 class SavedModel:
     version: int
@@ -828,6 +851,7 @@ class ProbabilisticMatcher:
             prepared = prepare_for_matching(records, self.config)
         registered = backend.register(prepared, "train")
         linker = Linker(registered, settings_creator(self.config, backend.name), log_level=logging.WARNING)
+        shares = name_shares(linker, registered) if "full_name" in _tf_columns(self.config) else None
 
         prior_rules = [block_on(*r) for r in training.prior_rules]
         linker.training.estimate_probability_two_random_records_match(prior_rules, recall=training.prior_recall)
@@ -862,7 +886,7 @@ class ProbabilisticMatcher:
                     share,
                 )
                 linker.training.estimate_probability_two_random_records_match(prior_rules, recall=recall)
-        path = self._save(linker, backend, training, sessions)
+        path = self._save(linker, backend, training, sessions, shares)
         self.train_seconds = time.perf_counter() - started
         return path
 
@@ -880,7 +904,7 @@ class ProbabilisticMatcher:
                 logger.warning("EM on %s skipped: %s", rule_label(rule), exc)
         return sessions
 
-    def _save(self, linker, backend: _Backend, training, sessions: int) -> Path:
+    def _save(self, linker, backend: _Backend, training, sessions: int, shares: dict[str, Any] | None) -> Path:
         version = (self.versions() or [0])[-1] + 1
         self.model_dir.mkdir(parents=True, exist_ok=True)
         path = self.model_path(version)
@@ -896,6 +920,9 @@ class ProbabilisticMatcher:
             "splink_version": _splink_version(),
         }
         path.with_name(f"model_v{version}.meta.json").write_text(json.dumps(metadata, indent=2))
+        if shares is not None:
+            # the name frequencies are part of the model: every prediction with it uses these
+            names_path(path).write_text(json.dumps(shares, ensure_ascii=False))
         logger.info("trained identity model v%d (%s) -> %s", version, backend.name, path)
         self._model = SavedModel(version=version, path=path, metadata=metadata)
         return path
@@ -916,7 +943,11 @@ class ProbabilisticMatcher:
         from splink import Linker
 
         settings = self._settings_for(backend.name, model, rules)
-        return Linker(registered, settings, log_level=logging.WARNING)
+        linker = Linker(registered, settings, log_level=logging.WARNING)
+        saved = names_path(model.path)
+        shares = json.loads(saved.read_text()) if saved.is_file() else None
+        register_term_frequencies(linker, registered, self.config, shares)
+        return linker
 
     def predict(self, records: DataFrame, *, retrain: bool = False) -> DataFrame:
         """Scored pairs at or above ``match_threshold`` as ``identity.edges`` rows.
@@ -953,8 +984,6 @@ class ProbabilisticMatcher:
         rules = populated_rules(self.config, prepared)
         registered, new_sdf, existing_sdf = backend.register_split(prepared, new_records.select("record_id"))
         linker = self._linker_over(registered, backend, chosen, rules)
-        for column in _tf_columns(self.config):
-            linker.table_management.compute_tf_table(column)
         threshold = self.config.model.match_threshold
         between = linker.inference.predict_between(
             new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
@@ -998,8 +1027,6 @@ class ProbabilisticMatcher:
             )
         )
         linker = self._linker_over(registered, backend, chosen, rules)
-        for column in _tf_columns(self.config):
-            linker.table_management.compute_tf_table(column)
         threshold = self.config.model.match_threshold
         between = linker.inference.predict_between(
             new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
@@ -1191,13 +1218,100 @@ def _populated_share_arrow(prepared, others: list[str]) -> float:
 
 
 def _tf_columns(config: IdentityConfig) -> list[str]:
-    columns = []
-    for spec in config.model.comparisons:
-        if spec.term_frequency and spec.kind == "name":
-            columns.append("full_name")
-        if spec.term_frequency and spec.kind == "address":
-            columns.append("postcode")
-    return columns
+    """Columns whose exact level is weighted by term frequency (Splink computes the
+    frequencies itself; ``full_name`` has its own, :func:`name_frequencies`)."""
+    return [spec_column for spec in config.model.comparisons for spec_column in _tf_column(spec)]
+
+
+def _tf_column(spec: ComparisonSpec) -> list[str]:
+    if not spec.term_frequency:
+        return []
+    return {"name": ["full_name"], "address": ["postcode"]}.get(spec.kind, [])
+
+
+def name_shares_sql(table: str) -> str:
+    """Per first name and per last name, its share of the records that have one
+    (``part``, ``name``, ``share``). ``table``: a registered table name (from Splink, never
+    from data). Plain SQL for DuckDB and Spark."""
+    return f"""
+        select 'first' as part, first_name as name,
+               cast(count(*) as double) / (select count(first_name) from {table}) as share
+        from {table} where first_name is not null group by first_name
+        union all
+        select 'last' as part, last_name as name,
+               cast(count(*) as double) / (select count(last_name) from {table}) as share
+        from {table} where last_name is not null group by last_name
+    """
+
+
+def name_shares(linker, registered) -> dict[str, Any]:
+    """The first- and last-name shares of the records ``registered`` (a Splink table), and
+    for a name never seen the share of a name seen once (``first_floor``, ``last_floor``).
+
+    Saved with a trained model (``model_v<N>.names.json``) and used by every prediction with
+    it: a pair's score then depends on the pair and the model only, so an incremental run
+    (which keeps the scores of pairs it does not rescore) equals a full run."""
+    rows = linker.misc.query_sql(name_shares_sql(registered.physical_name), output_type="pandas")
+    shares: dict[str, Any] = {"first": {}, "last": {}}
+    for part, name, share in rows[["part", "name", "share"]].itertuples(index=False):
+        shares[part][name] = float(share)
+    for part in ("first", "last"):
+        seen = shares[part]
+        shares[f"{part}_floor"] = min(seen.values()) if seen else 1.0
+    return shares
+
+
+def name_frequencies(full_names, shares: dict[str, Any]) -> dict[str, list]:
+    """Per full name, how often a record of ANOTHER person bears it (``tf_full_name``): the
+    share of records with its first name times the share with its last name.
+
+    Splink's own term frequency of a value is its share of the records; on a full name that
+    is mostly one person's own duplicates: a name held by one person with two records looks
+    as common as a name two people share, and a rare exact name never outweighs the prior.
+    First and last names are each shared by many people, so their shares measure how common
+    a name is among people; their product is the chance a stranger bears the whole name if
+    first and last names are chosen independently, which is what textbook Splink assumes
+    with one term-frequency comparison per name. A name the shares never saw counts as seen
+    once.
+
+    Args:
+        full_names: ``(full_name, first_name, last_name)`` rows.
+        shares: from :func:`name_shares`.
+
+    Example: 1,935 records, "gill" on 4 and "öztürk" on 2: 4/1935 x 2/1935 = 2.1e-6
+    (a name seen on 2 records by Splink's own measure: 1.0e-3).
+    """
+    first, last = shares["first"], shares["last"]
+    frequency: dict[str, float] = {}
+    for full_name, first_name, last_name in full_names:
+        value = first.get(first_name, shares["first_floor"]) * last.get(last_name, shares["last_floor"])
+        frequency[full_name] = max(frequency.get(full_name, 0.0), value)
+    return {"full_name": list(frequency), "tf_full_name": list(frequency.values())}
+
+
+def register_term_frequencies(linker, registered, config: IdentityConfig, shares: dict[str, Any] | None = None) -> None:
+    """Term frequencies over all the records ``registered`` (a Splink table), before any
+    prediction. The full name gets :func:`name_frequencies` from ``shares`` (those saved
+    with the model); a model without them (written by hand) weighs names as trained, by an
+    empty lookup: no frequency, no adjustment. Other columns get Splink's own."""
+    import pyarrow as pa
+
+    for column in _tf_columns(config):
+        if column != "full_name":
+            linker.table_management.compute_tf_table(column)
+            continue
+        if shares is None:
+            logger.info("the model has no saved name shares: names weigh as trained, whatever their rarity")
+            table = pa.table({"full_name": pa.array([], pa.string()), "tf_full_name": pa.array([], pa.float64())})
+        else:
+            names = linker.misc.query_sql(
+                f"select distinct full_name, first_name, last_name from {registered.physical_name} "
+                "where full_name is not null",
+                output_type="pandas",
+            )
+            table = pa.table(name_frequencies(names.itertuples(index=False), shares))
+        lookup = linker.table_management.register_table(table, "lakecdp_name_frequencies", overwrite=True)
+        linker.table_management.register_term_frequency_lookup(lookup, "full_name")
 
 
 def _floor_m_probabilities(model: dict[str, Any], floor: float) -> dict[str, Any]:

@@ -1,0 +1,278 @@
+"""Term-frequency weighting of an exact full name (lakecdp.identity.matching).
+
+A rare full name matching exactly is strong evidence, a common one is not. The frequency
+of a full name is the share of records with its first name times the share with its last
+name (:func:`~lakecdp.identity.matching.name_frequencies`), not the share of records
+with the whole name, which on a set of duplicates is mostly one person's own records.
+
+No engine start: the records are prepared in DuckDB (lakecdp.identity.local) and scored by
+Splink on DuckDB with a hand-written model, so every expected probability below is
+worked out by hand from the numbers in it.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from lakecdp.identity.config import load_identity_config
+from lakecdp.identity.local import LocalRecords
+from lakecdp.identity.matching import (
+    ProbabilisticMatcher,
+    model_fingerprint,
+    name_frequencies,
+    name_shares_sql,
+    settings_creator,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIELDS = [
+    "record_id",
+    "source",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "date_of_birth",
+    "address_line1",
+    "postcode",
+    "city",
+    "country",
+    "device_ids",
+    "crm_id",
+    "customer_number",
+]
+PRIOR = 0.0025
+
+
+def rec(record_id, first, last, *, email=None, phone=None, dob=None, street=None, postcode=None, city=None):
+    return (
+        record_id,
+        record_id.split(":")[0],
+        first,
+        last,
+        email,
+        phone,
+        dob,
+        street,
+        postcode,
+        city,
+        "gb",
+        None,
+        None,
+        None,
+    )
+
+
+def arrow(rows) -> pa.Table:
+    columns = list(zip(*rows))
+    types = {"date_of_birth": pa.date32(), "device_ids": pa.list_(pa.string())}
+    return pa.table({f: pa.array(list(c), types.get(f, pa.string())) for f, c in zip(FIELDS, columns)})
+
+
+def letters(i: int) -> str:
+    """A letters-only name unique to ``i`` (names keep letters only when normalised)."""
+    return "q" + "".join(string.ascii_lowercase[int(d)] for d in f"{i:04d}")
+
+
+# 200 records: 40 first names "john", 40 last names "smith", every other name on 1 or 2 records
+SPECIAL = [
+    # one person known to a shop (no birth date) and a partner (no address, no contact): only
+    # the name is shared, and it is rare: 2 of 200 first names, 2 of 200 last names
+    rec("shop:ottilie", "Ottilie", "Quarmby", email="oq@mail.net", street="4 Mill Lane", postcode="LS1 1AA"),
+    rec("tp:ottilie", "Ottilie", "Quarmby", dob=date(1970, 3, 9)),
+    # the same shape under the commonest name of the set: 40 Johns, 40 Smiths
+    rec("shop:john", "John", "Smith", email="js@mail.net", street="9 Kirk Gate", postcode="LS2 2BB"),
+    rec("tp:john", "John", "Smith", dob=date(1981, 6, 1)),
+    # one person, a nickname in one source: the nickname level weighs by the name's rarity too
+    rec("shop:bill", "Bill", "Tolputt", email="bt@mail.net", street="2 Bank St", postcode="LS4 4DD"),
+    rec("tp:william", "William", "Tolputt", dob=date(1955, 2, 2)),
+    # a household: one surname, one address and phone, other first names and birth dates
+    rec("crm:anna", "Anna", "Berg", phone="+447700900777", dob=date(1960, 1, 1), street="7 Elm Rd", postcode="LS3 3CC"),
+    rec(
+        "crm:mark", "Mark", "Berg", phone="+447700900777", dob=date(1962, 12, 31), street="7 Elm Rd", postcode="LS3 3CC"
+    ),
+]
+BACKGROUND = (
+    [rec(f"crm:j{i}", "John", letters(i)) for i in range(38)]
+    + [rec(f"crm:s{i}", letters(100 + i), "Smith") for i in range(38)]
+    + [rec(f"crm:x{i}", letters(200 + i), letters(400 + i)) for i in range(116)]
+)
+RECORDS = SPECIAL + BACKGROUND
+
+
+@pytest.fixture(scope="module")
+def config():
+    config = load_identity_config(REPO_ROOT / "conf")
+    name = next(c for c in config.model.comparisons if c.kind == "name")
+    assert name.term_frequency, "conf/identity.yaml ships the name comparison with term frequencies"
+    return config
+
+
+def hand_model(config, model_dir: Path) -> None:
+    """A saved model with hand-chosen parameters: every level weighs nothing (m = u) but
+    the few these tests read."""
+    settings = settings_creator(config, "duckdb").create_settings_dict("duckdb")
+    chosen = {
+        # with term frequencies the level's own u cancels out: the weight is m / frequency
+        ("name", "first and last name exact"): (0.9, 0.01),
+        ("name", "nickname, same last name"): (0.05, 0.0005),
+        ("name", "same last name, other first name"): (0.02, 0.004),
+        ("date_of_birth", "All other comparisons"): (0.05, 0.95),
+        ("address_contact", "same address and contact"): (0.6, 0.0005),
+    }
+    for comparison in settings["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            if level.get("is_null_level"):
+                continue
+            key = (comparison["output_column_name"], level.get("label_for_charts"))
+            level["m_probability"], level["u_probability"] = chosen.pop(key, (0.1, 0.1))
+    assert not chosen, f"levels not found: {chosen}"
+    settings["probability_two_random_records_match"] = PRIOR
+    model_dir.mkdir(parents=True)
+    (model_dir / "model_v1.json").write_text(json.dumps(settings))
+    (model_dir / "model_v1.meta.json").write_text(json.dumps({"fingerprint": model_fingerprint(config)}))
+    # the shares training measures on RECORDS (200 records), counted by hand; any other name
+    # is on one record (the floor, 1/200)
+    shares = {
+        "first": {"ottilie": 2 / 200, "john": 40 / 200, "bill": 1 / 200, "william": 1 / 200},
+        "last": {"quarmby": 2 / 200, "smith": 40 / 200, "tolputt": 2 / 200, "berg": 2 / 200},
+        "first_floor": 1 / 200,
+        "last_floor": 1 / 200,
+    }
+    (model_dir / "model_v1.names.json").write_text(json.dumps(shares))
+
+
+@pytest.fixture(scope="module")
+def scored(config, tmp_path_factory):
+    """(matcher, prepared records, probability of every scored pair at any probability)."""
+    model_dir = tmp_path_factory.mktemp("models") / "identity"
+    hand_model(config, model_dir)
+    low = config.model_copy(update={"model": config.model.model_copy(update={"match_threshold": 0.001})})
+    matcher = ProbabilisticMatcher(low, spark=None, model_dir=model_dir)
+    prepared = LocalRecords(arrow(RECORDS), low).prepared()
+    edges = matcher.predict_local(prepared)
+    probability = {
+        (r["record_id_l"], r["record_id_r"]): r["match_probability"]
+        for r in edges.select(["record_id_l", "record_id_r", "match_probability"]).to_pylist()
+    }
+    return matcher, prepared, probability
+
+
+def test_name_frequency_is_first_name_share_times_last_name_share():
+    con = duckdb.connect()
+    con.register(
+        "records",
+        pa.table(
+            {
+                "first_name": ["ann", "ann", "ann", "bo", "bo", None, "cy", None],
+                "last_name": ["lee", "lee", "kay", "lee", None, "kay", "kay", None],
+            }
+        ),
+    )
+    rows = con.sql(name_shares_sql("records")).fetchall()
+    # 6 first names (ann 3, bo 2, cy 1), 6 last names (lee 3, kay 3)
+    assert sorted(rows) == sorted(
+        [
+            ("first", "ann", 0.5),
+            ("first", "bo", 2 / 6),
+            ("first", "cy", 1 / 6),
+            ("last", "lee", 0.5),
+            ("last", "kay", 0.5),
+        ]
+    )
+    shares = {"first": {"ann": 0.5, "bo": 2 / 6}, "last": {"lee": 0.5}, "first_floor": 1 / 6, "last_floor": 1 / 6}
+    frequencies = name_frequencies(
+        [("ann lee", "ann", "lee"), ("bo lee", "bo", "lee"), ("zed kay", "zed", "kay")], shares
+    )
+    # a name the shares never saw counts as seen once (the floor)
+    assert dict(zip(frequencies["full_name"], frequencies["tf_full_name"])) == pytest.approx(
+        {"ann lee": 0.25, "bo lee": 2 / 6 * 0.5, "zed kay": 1 / 36}
+    )
+
+
+def test_a_rare_exact_name_with_nothing_else_links(config, scored):
+    _, _, probability = scored
+    # frequency 2/200 x 2/200 = 1e-4: Bayes factor 0.9 / 1e-4 = 9,000; prior odds
+    # 0.0025 / 0.9975; posterior odds 22.556 -> p 0.9576 (>= the 0.95 threshold). By Splink's
+    # own frequency of the whole name (2 records of 200: 0.01) it would be 0.18
+    p = probability[("shop:ottilie", "tp:ottilie")]
+    assert p == pytest.approx(0.9576, abs=5e-4)
+    assert p >= config.model.match_threshold
+
+
+def test_a_common_exact_name_with_nothing_else_does_not_link(config, scored):
+    _, _, probability = scored
+    # frequency 40/200 x 40/200 = 0.04: factor 22.5, posterior odds 0.0564 -> p 0.0534
+    p = probability[("shop:john", "tp:john")]
+    assert p == pytest.approx(0.0534, abs=5e-4)
+    assert p < config.model.match_threshold
+
+
+def test_a_nickname_of_a_rare_name_weighs_by_its_rarity(config, scored):
+    _, _, probability = scored
+    # "bill" and "william" (1 of 200 each) with "tolputt" (2 of 200): frequency of either full
+    # name 1/200 x 2/200 = 5e-5. The nickname level's own factor 0.05 / 0.0005 = 100 is moved
+    # by the exact level's average u over the frequency, 0.01 / 5e-5 = 200: factor 20,000,
+    # posterior odds 50.13 -> p 0.9804 (without the frequency: 100 -> p 0.2004)
+    p = probability[("shop:bill", "tp:william")]
+    assert p == pytest.approx(0.9804, abs=5e-4)
+    assert p >= config.model.match_threshold
+
+
+def test_a_household_stays_apart(config, scored):
+    _, _, probability = scored
+    # same last name other first name (0.02 / 0.004 = 5) x other birth date (0.05 / 0.95) x
+    # same address and phone (0.6 / 0.0005 = 1,200) = 315.8; posterior odds 0.7915 -> p 0.4418
+    p = probability[("crm:anna", "crm:mark")]
+    assert p == pytest.approx(0.4418, abs=5e-4)
+    assert p < config.model.match_threshold
+
+
+def test_an_incremental_run_weighs_a_name_by_all_records_not_the_new_ones(scored):
+    matcher, prepared, probability = scored
+    # the partner record arrives last; alone among the new records its name would have
+    # frequency 1 x 1 and no weight at all
+    new_ids = pa.array(["tp:ottilie", "tp:john", "tp:william"])
+    edges = matcher.predict_incremental_local(prepared, new_ids)
+    incremental = {
+        (r["record_id_l"], r["record_id_r"]): r["match_probability"]
+        for r in edges.select(["record_id_l", "record_id_r", "match_probability"]).to_pylist()
+    }
+    for pair in [("shop:ottilie", "tp:ottilie"), ("shop:john", "tp:john"), ("shop:bill", "tp:william")]:
+        assert incremental[pair] == pytest.approx(probability[pair], abs=1e-9)
+
+
+def test_the_name_shares_saved_with_the_model_decide_not_the_records_of_the_day(config, tmp_path):
+    """A pair scores the same whenever it is scored (an incremental run keeps old scores):
+    the shares are model parameters, measured at training (``model_v<N>.names.json``)."""
+    model_dir = tmp_path / "identity"
+    hand_model(config, model_dir)  # saved shares: "ottilie" 2/200, "quarmby" 2/200
+    low = config.model_copy(update={"model": config.model.model_copy(update={"match_threshold": 0.001})})
+    matcher = ProbabilisticMatcher(low, spark=None, model_dir=model_dir)
+    # 50 more Ottilies arrive: by today's records "ottilie" would be 52 of 250 (p 0.05)
+    more = [rec(f"crm:o{i}", "Ottilie", letters(600 + i)) for i in range(50)]
+    edges = matcher.predict_local(LocalRecords(arrow(RECORDS + more), low).prepared())
+    p = {(r["record_id_l"], r["record_id_r"]): r["match_probability"] for r in edges.to_pylist()}
+    # saved: 2/200 x 2/200 = 1e-4, as in test_a_rare_exact_name_with_nothing_else_links: p 0.9576
+    assert p[("shop:ottilie", "tp:ottilie")] == pytest.approx(0.9576, abs=5e-4)
+
+
+def test_a_model_without_saved_shares_weighs_names_as_trained(config, tmp_path):
+    model_dir = tmp_path / "identity"
+    hand_model(config, model_dir)
+    (model_dir / "model_v1.names.json").unlink()
+    low = config.model_copy(update={"model": config.model.model_copy(update={"match_threshold": 0.001})})
+    edges = ProbabilisticMatcher(low, spark=None, model_dir=model_dir).predict_local(
+        LocalRecords(arrow(RECORDS), low).prepared()
+    )
+    p = {(r["record_id_l"], r["record_id_r"]): r["match_probability"] for r in edges.to_pylist()}
+    # the exact level's own 0.9 / 0.01 = 90 for any name: odds 0.2256 -> p 0.1841
+    assert p[("shop:ottilie", "tp:ottilie")] == pytest.approx(0.1841, abs=5e-4)
+    assert p[("shop:john", "tp:john")] == pytest.approx(0.1841, abs=5e-4)
