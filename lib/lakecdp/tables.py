@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from lakecdp.config import Project
 
 if TYPE_CHECKING:
     from delta.tables import DeltaTable
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, DataFrameWriter, SparkSession
+    from pyspark.sql.types import DataType, StructType
 
 LAYERS = frozenset({"bronze", "quarantine", "silver", "identity", "gold", "segments", "activation", "ops"})
 _NAME_RE = re.compile(r"^(?P<layer>[a-z_]+)\.(?P<table>[a-z][a-z0-9_]*)$")
@@ -114,7 +115,7 @@ class Tables:
         return None if row is None else int(row[0])
 
     # -- writing ----------------------------------------------------------------------
-    def _writer(self, df: DataFrame, mode: str, partition_by: Sequence[str], merge_schema: bool):
+    def _writer(self, df: DataFrame, mode: str, partition_by: Sequence[str], merge_schema: bool) -> DataFrameWriter:
         writer = df.write.format("delta").mode(mode)
         if partition_by:
             writer = writer.partitionBy(*partition_by)
@@ -122,7 +123,7 @@ class Tables:
             writer = writer.option("mergeSchema", "true")
         return writer
 
-    def _save(self, writer, name: str) -> None:
+    def _save(self, writer: DataFrameWriter, name: str) -> None:
         if self.uses_catalog:
             writer.saveAsTable(self.identifier(name).replace("`", ""))
         else:
@@ -161,10 +162,13 @@ class Tables:
             writer = writer.option("userMetadata", user_metadata)
         self._save(writer, name)
 
-    def create_if_missing(self, spark: SparkSession, name: str, schema) -> None:
-        """Create an empty table with ``schema`` so readers never meet a missing table."""
+    def create_if_missing(self, spark: SparkSession, name: str, schema: str | DataType) -> None:
+        """Create an empty table with ``schema`` so readers never meet a missing table.
+
+        ``schema`` is DDL text or a StructType (typed DataType: pyspark types ``StructType.fromDDL``
+        so)."""
         if not self.exists(spark, name):
-            self.append(spark.createDataFrame([], schema), name)
+            self.append(spark.createDataFrame([], cast("StructType | str", schema)), name)
 
     def merge(
         self,
@@ -218,7 +222,7 @@ class Tables:
         source = df.withColumn(tombstone, F.lit(False)).unionByName(
             gone.withColumn(tombstone, F.lit(True)), allowMissingColumns=True
         )
-        values = {f"`{c}`": f"s.`{c}`" for c in df.columns}
+        values: dict[str, str | Column] = {f"`{c}`": f"s.`{c}`" for c in df.columns}
         live = f"NOT s.`{tombstone}`"
         (
             self.delta(spark, name)

@@ -19,8 +19,8 @@ from pyspark.sql import functions as F
 
 from lakecdp import catalog
 
-MEMBERSHIP_SCHEMA = catalog.MEMBERSHIP.schema
-CHANGES_SCHEMA = catalog.CHANGES.schema
+MEMBERSHIP_SCHEMA = catalog.MEMBERSHIP.ddl
+CHANGES_SCHEMA = catalog.CHANGES.ddl
 MEMBERSHIP_KEYS = catalog.MEMBERSHIP.keys
 CHANGE_COLUMNS = tuple(part.split()[0] for part in CHANGES_SCHEMA.split(", "))
 MEMBERSHIP_COLUMNS = tuple(part.split()[0] for part in MEMBERSHIP_SCHEMA.split(", "))

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from lakecdp.config import ConfigError
 
+if TYPE_CHECKING:
+    from lakecdp.context import JobContext
+    from lakecdp.segments.definitions import SegmentDefinition
 
-def _context(args: argparse.Namespace, command: str):
+
+def _context(args: argparse.Namespace, command: str) -> JobContext:
     from lakecdp.context import start_job
 
     return start_job(args.conf, args.env, app_name=f"lakecdp-segments-{command}")
 
 
-def _segments(args: argparse.Namespace, ctx=None):
+def _segments(args: argparse.Namespace, ctx: JobContext | None = None) -> dict[str, SegmentDefinition]:
     from lakecdp.config import load_project
     from lakecdp.segments.definitions import load_segments
 
@@ -50,7 +55,7 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if refused else 0
 
 
-def _selected(segments, wanted: list[str] | None):
+def _selected(segments: dict[str, SegmentDefinition], wanted: list[str] | None) -> dict[str, SegmentDefinition]:
     if not wanted:
         return segments
     unknown = sorted(set(wanted) - set(segments))
@@ -108,7 +113,7 @@ def _stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("segments", help="segment definitions, dry-run, explain, approvals")
     commands = parser.add_subparsers(dest="segments_command", required=True, metavar="segments_command")
 

@@ -186,7 +186,8 @@ class SegmentDefinition(StrictModel):
     def _one_kind(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> SegmentDefinition:
         """Exactly one kind key; its value validated by its kind, errors located under the key."""
         if not isinstance(data, dict) or isinstance(data.get("spec"), SegmentKind):
-            return handler(data)
+            validated: SegmentDefinition = handler(data)
+            return validated
         given = [key for key in SEGMENT_KINDS if key in data]
         common = {key: value for key, value in data.items() if key not in SEGMENT_KINDS and key != "spec"}
         # "spec" is what a kind key becomes, never a YAML key
@@ -201,7 +202,7 @@ class SegmentDefinition(StrictModel):
             except ValidationError as exc:
                 errors.extend(_error(dict(e), (key, *e["loc"])) for e in exc.errors())
         try:
-            definition = handler(common)
+            definition: SegmentDefinition = handler(common)
         except ValidationError as exc:
             errors.extend(_error(dict(e), e["loc"]) for e in exc.errors() if e["loc"] != ("spec",))
         if errors:

@@ -47,10 +47,11 @@ import pyarrow.compute  # noqa: F401 - pa.compute below
 import pyarrow.dataset  # noqa: F401
 
 from lakecdp import catalog
+from lakecdp.columns import MissingColumnsError
 from lakecdp.delta_store import DeltaStore
 from lakecdp.delta_store import utc_timestamps as _utc_timestamps
 from lakecdp.segments.changes import resolve_merges
-from lakecdp.segments.definitions import SegmentDefinition, exclusion_order
+from lakecdp.segments.definitions import SegmentDefinition, SegmentLimits, exclusion_order
 from lakecdp.segments.dialect import (
     condition_to_duckdb,
     jackson_string,
@@ -60,7 +61,7 @@ from lakecdp.segments.dialect import (
     timestamp_literal,
 )
 from lakecdp.segments.duck_guard import check_duckdb_select
-from lakecdp.segments.evaluate import VIEW_ALIASES, MissingColumnsError, SegmentBudgetExceeded
+from lakecdp.segments.evaluate import VIEW_ALIASES, SegmentBudgetExceeded
 from lakecdp.segments.guard import SqlRefused
 from lakecdp.segments.plan_guard import SEGMENT_VIEWS
 
@@ -133,7 +134,7 @@ def locked_connection(views: dict[str, pa.Table], settings: EmbeddedSettings) ->
     return con
 
 
-def run_within_budget(con: duckdb.DuckDBPyConnection, sql: str, *, segment_id: str, limits) -> pa.Table:
+def run_within_budget(con: duckdb.DuckDBPyConnection, sql: str, *, segment_id: str, limits: SegmentLimits) -> pa.Table:
     """Run ``sql`` on ``con``; a timer interrupts it after ``limits.max_seconds``; row budget after."""
     timed_out = threading.Event()
 

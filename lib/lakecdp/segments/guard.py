@@ -227,7 +227,7 @@ class _Checker:
                 token.start,
             )
 
-    def parse(self) -> exp.Expression:
+    def parse(self) -> exp.Expr:
         try:
             statements = [s for s in sqlglot.parse(self.full, read="spark") if s is not None]
         except ParseError as exc:
@@ -245,7 +245,7 @@ class _Checker:
             raise self.refuse(f"exactly one statement allowed, found {len(statements)}", self.prefix_len)
         return statements[0]
 
-    def check_tree(self, tree: exp.Expression) -> GuardedSql:
+    def check_tree(self, tree: exp.Expr) -> GuardedSql:
         if isinstance(tree, exp.Command):
             raise self.refuse(f"command '{tree.this}' is not a read-only query", self.prefix_len)
         if not isinstance(tree, exp.Query):

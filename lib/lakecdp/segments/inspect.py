@@ -30,7 +30,8 @@ from lakecdp.segments.evaluate import (
 )
 from lakecdp.segments.guard import SqlRefused, conjuncts
 from lakecdp.segments.plan_guard import guarded_columns
-from lakecdp.segments.job import MEMBERSHIP, MEMBERSHIP_SCHEMA, load_merges, size_changes
+from lakecdp.segments.changes import MEMBERSHIP_SCHEMA
+from lakecdp.segments.job import MEMBERSHIP, load_merges, size_changes
 
 if TYPE_CHECKING:
     from lakecdp.context import JobContext

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
     from lakecdp.context import JobContext
+    from lakecdp.tables import Tables
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,10 @@ CHANGES = catalog.CHANGES.name
 RUNS = catalog.SEGMENT_RUNS.name
 APPROVALS = catalog.APPROVALS.name
 
-RUNS_SCHEMA = catalog.SEGMENT_RUNS.schema
-APPROVALS_SCHEMA = catalog.APPROVALS.schema
-EVENTS_SCHEMA = catalog.EVENTS.schema
-IDENTIFIERS_SCHEMA = catalog.IDENTIFIERS.schema
+RUNS_SCHEMA = catalog.SEGMENT_RUNS.ddl
+APPROVALS_SCHEMA = catalog.APPROVALS.ddl
+EVENTS_SCHEMA = catalog.EVENTS.ddl
+IDENTIFIERS_SCHEMA = catalog.IDENTIFIERS.ddl
 MERGES_SCHEMA = "old_customer_id string, new_customer_id string"
 
 # Called with a stage name between writes; tests use it to kill a run half way.
@@ -114,7 +115,7 @@ def validation_inputs(ctx: JobContext) -> SegmentInputs:
     identifiers = _read_or_empty(ctx, catalog.IDENTIFIERS.name, IDENTIFIERS_SCHEMA)
     events = _read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA)
     return SegmentInputs(
-        profile=_read_or_empty(ctx, catalog.CUSTOMER_PROFILE.name, catalog.CUSTOMER_PROFILE.schema),
+        profile=_read_or_empty(ctx, catalog.CUSTOMER_PROFILE.name, catalog.CUSTOMER_PROFILE.ddl),
         features=_read_or_empty(ctx, catalog.CUSTOMER_FEATURES.name, catalog.CUSTOMER_FEATURES.struct()),
         events=resolve_events(events, identifiers),
         as_of=ctx.as_of,
@@ -251,7 +252,7 @@ def releasable_changes(changes: DataFrame, approvals: DataFrame) -> DataFrame:
 
 
 def approve(
-    spark: SparkSession, tables, *, segment_id: str, run_id: str | None = None, approved_by: str = "cli"
+    spark: SparkSession, tables: Tables, *, segment_id: str, run_id: str | None = None, approved_by: str = "cli"
 ) -> list[str]:
     """Release held changes of ``segment_id`` (one run, or every held run). Returns run ids."""
     approvals = tables.read(spark, APPROVALS).filter((F.col("segment_id") == segment_id) & (F.col("status") == "held"))
@@ -392,7 +393,7 @@ def evaluate_and_write(
     return counts
 
 
-def membership_as_of_run(spark: SparkSession, tables, run_id: str) -> DataFrame:
+def membership_as_of_run(spark: SparkSession, tables: Tables, run_id: str) -> DataFrame:
     """segments.membership exactly as it stood after ``run_id`` (Delta time travel)."""
     row = tables.read(spark, RUNS).filter(F.col("run_id") == run_id).select("membership_version").first()
     if row is None:

@@ -147,7 +147,7 @@ class _Text:
 
 
 def _simple_name(obj: Any) -> str:
-    name = obj.getClass().getName()
+    name = str(obj.getClass().getName())
     return name.rsplit(".", 1)[-1]
 
 
@@ -166,7 +166,7 @@ def _stop(node: Any) -> int | None:
 
 
 def _is_plan(obj: Any, jvm: Any) -> bool:
-    return jvm.java.lang.Class.forName("org.apache.spark.sql.catalyst.plans.logical.LogicalPlan").isInstance(obj)
+    return bool(jvm.java.lang.Class.forName("org.apache.spark.sql.catalyst.plans.logical.LogicalPlan").isInstance(obj))
 
 
 def _expressions(plan: Any) -> list[Any]:
@@ -188,7 +188,7 @@ def _subquery_plans(expression: Any) -> list[Any]:
 
 
 def _substitution_is_off(spark: SparkSession) -> None:
-    if spark.conf.get("spark.sql.variable.substitute", "true").lower() != "false":
+    if (spark.conf.get("spark.sql.variable.substitute", "true") or "true").lower() != "false":
         raise SqlRefused(
             "Spark variable substitution is on in this session (spark.sql.variable.substitute): "
             "${...} would be expanded before the check; lakecdp.spark.get_session turns it off",
@@ -383,7 +383,7 @@ def _sequence_size(node: Any) -> float | None:
     data_type = str(start.dataType().typeName())
     scale = 86_400_000_000 if data_type == "date" else 1
     span = abs(number(high) - number(low)) * scale
-    step = 86_400_000_000 if data_type in ("date", "timestamp", "timestamp_ntz") else 1
+    step: float = 86_400_000_000 if data_type in ("date", "timestamp", "timestamp_ntz") else 1
     if len(children) > 2:
         if not children[2].foldable():
             return None
@@ -591,7 +591,8 @@ def guarded_query(
     text = _checked(spark, query, expression=False, as_of=as_of, views=views)
     plan = _parse(spark, text, expression=False)
     try:
-        jdf = spark._jvm.org.apache.spark.sql.classic.Dataset.ofRows(spark._jsparkSession, plan)
+        jvm: Any = spark._jvm
+        jdf = jvm.org.apache.spark.sql.classic.Dataset.ofRows(spark._jsparkSession, plan)
     except Py4JJavaError as exc:
         java = exc.java_exception
         if _simple_name(java) != "AnalysisException" and "AnalysisException" not in _simple_name(java):
