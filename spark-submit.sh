@@ -23,7 +23,8 @@ Options:
   --deploy-mode MODE  client | cluster (default: client)
   --env NAME          lakecdp environment, passed to the job as --env (default: cluster, or local for local[*])
   --conf-dir DIR      lakecdp config folder, passed to the job as --conf (default: ./conf)
-  --local-jars        use the Maven-resolved jars in .jvm/spark-jars (make jars) instead of --packages
+  --local-jars        use the Maven-resolved jars (make jars) in \$LAKECDP_JVM_DIR/spark-jars, else
+                      .jvm/spark-jars, instead of --packages
   --python-env ARCH   a packed virtualenv (venv-pack / conda-pack .tar.gz) shipped with --archives and
                       used as the executors' Python (YARN / Kubernetes); default: this machine's .venv
   --spark-conf K=V    extra Spark setting (repeatable)
@@ -96,8 +97,12 @@ args=(--master "$master" --deploy-mode "$deploy_mode" --name "lakecdp-$(basename
       --conf spark.sql.session.timeZone=UTC
       --conf spark.sql.ansi.enabled=true)
 if [[ $local_jars -eq 1 ]]; then
-  [[ -f "$ROOT/.jvm/spark-jars/.resolved" ]] || "$python" -m lakecdp.jvm spark >/dev/null
-  jars="$(ls "$ROOT"/.jvm/spark-jars/*.jar | tr '\n' ',')$splink_jar"
+  # the folder lakecdp.jvm resolves into and local sessions read ($LAKECDP_JVM_DIR, else .jvm/ here),
+  # asked of this checkout's lakecdp (the one zipped above), so both always use the same jars
+  lakecdp_jvm() { PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$python" "$@"; }
+  jars_dir="$(lakecdp_jvm -c 'from lakecdp.jvm import SPARK_JARS_DIR; print(SPARK_JARS_DIR)')"
+  [[ -f "$jars_dir/.resolved" ]] || lakecdp_jvm -m lakecdp.jvm spark >/dev/null
+  jars="$(ls "$jars_dir"/*.jar | tr '\n' ',')$splink_jar"
   args+=(--jars "$jars")
 else
   args+=(--packages "$DELTA_PACKAGE,$KAFKA_PACKAGE" --jars "$splink_jar")
