@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _SCALARS = ("string", "int", "bigint", "double", "boolean", "date", "timestamp")
 
 
-def _split_top(text: str, sep: str) -> list[str]:
+def split_top_level(text: str, sep: str) -> list[str]:
     """Split on ``sep`` outside ``<...>``."""
     parts, depth, start = [], 0, 0
     for i, char in enumerate(text):
@@ -66,11 +66,11 @@ def parse_type(text: str) -> T.DataType:
     if lowered.startswith("array<") and text.endswith(">"):
         return T.ArrayType(parse_type(text[len("array<") : -1]))
     if lowered.startswith("map<") and text.endswith(">"):
-        key, value = _split_top(text[len("map<") : -1], ",")
+        key, value = split_top_level(text[len("map<") : -1], ",")
         return T.MapType(parse_type(key), parse_type(value))
     if lowered.startswith("struct<") and text.endswith(">"):
         fields = []
-        for part in _split_top(text[len("struct<") : -1], ","):
+        for part in split_top_level(text[len("struct<") : -1], ","):
             name, _, type_text = part.partition(":")
             fields.append(T.StructField(name.strip(), parse_type(type_text), True))
         return T.StructType(fields)
@@ -82,7 +82,7 @@ def ddl_struct(ddl: str) -> T.StructType:
     from pyspark.sql import types as T
 
     fields = []
-    for part in _split_top(ddl, ","):
+    for part in split_top_level(ddl, ","):
         name, _, type_text = part.partition(" ")
         nullable = not type_text.upper().endswith(" NOT NULL")
         if not nullable:
@@ -93,7 +93,7 @@ def ddl_struct(ddl: str) -> T.StructType:
 
 def ddl_columns(ddl: str) -> tuple[str, ...]:
     """Column names of a DDL text, in order (no pyspark needed)."""
-    return tuple(part.partition(" ")[0] for part in _split_top(ddl, ","))
+    return tuple(part.partition(" ")[0] for part in split_top_level(ddl, ","))
 
 
 @dataclass(frozen=True)

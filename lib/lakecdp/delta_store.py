@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from lakecdp.catalog import _split_top
+from lakecdp.catalog import split_top_level
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -73,11 +73,11 @@ def arrow_type(text: str) -> pa.DataType:
     if lowered.startswith("array<") and text.endswith(">"):
         return pa.list_(arrow_type(text[len("array<") : -1]))
     if lowered.startswith("map<") and text.endswith(">"):
-        key, value = _split_top(text[len("map<") : -1], ",")
+        key, value = split_top_level(text[len("map<") : -1], ",")
         return pa.map_(arrow_type(key), arrow_type(value))
     if lowered.startswith("struct<") and text.endswith(">"):
         fields = []
-        for part in _split_top(text[len("struct<") : -1], ","):
+        for part in split_top_level(text[len("struct<") : -1], ","):
             name, _, type_text = part.partition(":")
             fields.append(pa.field(name.strip(), arrow_type(type_text)))
         return pa.struct(fields)
@@ -87,7 +87,7 @@ def arrow_type(text: str) -> pa.DataType:
 def arrow_schema(schema: str) -> pa.Schema:
     """A catalogue schema (``a string NOT NULL, b map<string, bigint>``) as an Arrow schema."""
     fields = []
-    for part in _split_top(schema, ","):
+    for part in split_top_level(schema, ","):
         name, _, type_text = part.partition(" ")
         nullable = not type_text.upper().endswith(" NOT NULL")
         if not nullable:
