@@ -51,11 +51,6 @@ KNOWN_OTHER_WRITERS = {
     "gold.campaign_exposures": {"lakecdp.sample.campaigns"},
     "ops.ingest_audit": {"lakecdp.ingest.stream"},
     "ops.ingest_files": {"lakecdp.erasure"},
-    # the embedded engine's delta-rs writes (segments.job's two engines share the tables)
-    "segments.membership": {"lakecdp.segments.embedded"},
-    "segments.changes": {"lakecdp.segments.embedded"},
-    "segments.runs": {"lakecdp.segments.embedded"},
-    "segments.approvals": {"lakecdp.segments.embedded"},
 }
 
 

@@ -20,7 +20,8 @@ from deltalake import DeltaTable
 from conftest import make_project
 from lakecdp.context import JobContext
 from lakecdp.segments.definitions import SegmentDefinition
-from lakecdp.segments.embedded import CHANGES_APP_ID, evaluate_and_write_embedded
+from lakecdp.segments.embedded import evaluate_and_write_embedded
+from lakecdp.segments.writes import CHANGES_APP_ID
 from lakecdp.segments.job import CHANGES, MEMBERSHIP, RUNS, evaluate_and_write, load_inputs
 
 # each test runs both engines over the same warehouse: minutes, full suite only

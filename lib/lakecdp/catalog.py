@@ -107,7 +107,8 @@ class Table:
         keys: the primary key ((PK) in docs/tables.md, what a MERGE matches on); empty where
             the table has none (append-only or overwritten).
         writer: the one module that writes the table.
-        readers: modules that read it (the writer's own reads not repeated).
+        readers: modules that read it (the writer's own reads, and those of the step that
+            reads back what it wrote, not repeated).
         other_writers: modules that also write it today, each a known exception to "one
             writer" with the reason in a comment beside the table.
     """
@@ -397,6 +398,8 @@ CAMPAIGN_RESULTS = Table(
 )
 
 # -- segments ----------------------------------------------------------------------------
+# one writer for both engines: lakecdp.segments.writes holds the Spark job's writes and the
+# embedded engine's (delta-rs) side by side
 MEMBERSHIP = Table(
     "segments.membership",
     (
@@ -404,10 +407,8 @@ MEMBERSHIP = Table(
         "exited_at timestamp, entered_run_id string, exited_run_id string, reason string, is_current boolean"
     ),
     ("segment_id", "customer_id", "member_key", "entered_run_id"),
-    "lakecdp.segments.job",
+    "lakecdp.segments.writes",
     readers=("lakecdp.segments.inspect", "lakecdp.personalization.preview", "lakecdp.api.segments", "lakecdp.api.demo"),
-    # the embedded engine (DuckDB + delta-rs) writes the same tables as the Spark one
-    other_writers=("lakecdp.segments.embedded",),
 )
 CHANGES = Table(
     "segments.changes",
@@ -416,10 +417,8 @@ CHANGES = Table(
         "change_type string, previous_customer_id string, changed_at timestamp, reason string"
     ),
     ("change_id",),
-    "lakecdp.segments.job",
+    "lakecdp.segments.writes",
     readers=("lakecdp.activation.job", "lakecdp.api.segments"),
-    # the embedded engine (DuckDB + delta-rs) writes the same tables as the Spark one
-    other_writers=("lakecdp.segments.embedded",),
 )
 SEGMENT_RUNS = Table(
     "segments.runs",
@@ -428,10 +427,8 @@ SEGMENT_RUNS = Table(
         "membership_version bigint, applied_at timestamp"
     ),
     ("run_id",),
-    "lakecdp.segments.job",
+    "lakecdp.segments.writes",
     readers=("lakecdp.api.segments",),
-    # the embedded engine (DuckDB + delta-rs) writes the same tables as the Spark one
-    other_writers=("lakecdp.segments.embedded",),
 )
 APPROVALS = Table(
     "segments.approvals",
@@ -440,10 +437,8 @@ APPROVALS = Table(
         "threshold double, status string, decided_by string, decided_at timestamp"
     ),
     ("run_id", "segment_id"),
-    "lakecdp.segments.job",
+    "lakecdp.segments.writes",
     readers=("lakecdp.segments.cli", "lakecdp.activation.job", "lakecdp.api.segments", "lakecdp.alerts"),
-    # the embedded engine (DuckDB + delta-rs) writes the same tables as the Spark one
-    other_writers=("lakecdp.segments.embedded",),
 )
 
 # -- activation --------------------------------------------------------------------------

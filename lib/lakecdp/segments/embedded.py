@@ -64,6 +64,7 @@ from lakecdp.segments.duck_guard import check_duckdb_select
 from lakecdp.segments.evaluate import VIEW_ALIASES, SegmentBudgetExceeded
 from lakecdp.segments.guard import SqlRefused
 from lakecdp.segments.plan_guard import SEGMENT_VIEWS
+from lakecdp.segments.writes import EmbeddedWrites
 
 if TYPE_CHECKING:
     import duckdb
@@ -75,7 +76,6 @@ logger = logging.getLogger(__name__)
 FaultHook = Callable[[str], None]
 
 #: app id prefix of the Delta app transaction that marks a run's changes as written
-CHANGES_APP_ID = "lakecdp.segments.changes/"
 
 
 class EmbeddedUnsupported(RuntimeError):
@@ -697,8 +697,8 @@ def apply_run(
     the changes can touch and the reasons of those they close (the run's own diff read them). ``append_opened``: the run id had no stored change before this
     attempt, so no membership row carries it yet and the stays it opens are appended.
     """
+    writes = EmbeddedWrites(store)
     if change_count:
-        keys = list(catalog.MEMBERSHIP.keys)
         if read_current:
             _current_membership(con, store, None)
             # the stays these changes close: their reasons go into the closed rows
@@ -713,8 +713,7 @@ def apply_run(
             )
             _current_reasons(con, store)
         if not append_opened:
-            upserts = membership_upserts(con, changes)
-            store.merge(upserts, MEMBERSHIP, catalog.MEMBERSHIP.ddl, keys=keys, run_id=run_id)
+            writes.membership(membership_upserts(con, changes), run_id=run_id)
         else:
             # stays this run opens are keyed on its run id, and no change of this run id was stored
             # before it: nobody wrote them yet, so they are appended; closed and updated stays are
@@ -722,8 +721,8 @@ def apply_run(
             upserts = membership_upserts(con, changes)
             opened = upserts.filter(pa.compute.equal(upserts["entered_run_id"], run_id))
             touched = upserts.filter(pa.compute.not_equal(upserts["entered_run_id"], run_id))
-            store.merge(touched, MEMBERSHIP, catalog.MEMBERSHIP.ddl, keys=keys, run_id=run_id, insert=False)
-            store.append(opened, MEMBERSHIP, catalog.MEMBERSHIP.ddl, run_id=run_id)
+            writes.membership(touched, run_id=run_id, insert=False)
+            writes.opened_stays(opened, run_id=run_id)
     version = store.version(MEMBERSHIP)
     record = pa.table(
         {
@@ -736,10 +735,7 @@ def apply_run(
             "applied_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC")),
         }
     )
-    # a same-id re-run that changed nothing keeps the first record (and its version)
-    store.merge(
-        record, RUNS, catalog.SEGMENT_RUNS.ddl, keys=["run_id"], run_id=run_id, update_predicate="s.changes > 0"
-    )
+    writes.run_record(record, run_id=run_id)
 
 
 def recover_pending(
@@ -840,8 +836,8 @@ def evaluate_and_write_embedded(
         last[0] = now
 
     store = DeltaStore(ctx)
-    for name, schema in ((MEMBERSHIP, catalog.MEMBERSHIP.ddl), (CHANGES, catalog.CHANGES.ddl)):
-        store.create_if_missing(name, schema)
+    writes = EmbeddedWrites(store)
+    writes.create_tables()
     run_id, as_of = ctx.run_id, ctx.as_of
     segment_ids = sorted(segments)
     con = trusted_connection()
@@ -913,9 +909,7 @@ def evaluate_and_write_embedded(
                 "decided_at": pa.array([None] * len(held), pa.timestamp("us", tz="UTC")),
             }
         )
-        store.merge(
-            approvals, APPROVALS, catalog.APPROVALS.ddl, keys=["run_id", "segment_id"], run_id=run_id, update=False
-        )
+        writes.held(approvals, run_id=run_id)
     if fault_hook is not None:
         fault_hook("after_approvals")
 
@@ -934,7 +928,7 @@ def evaluate_and_write_embedded(
         ).to_arrow_table()
         con.execute("DROP TABLE _stored")
         if fresh.num_rows:
-            store.append_once(fresh, CHANGES, catalog.CHANGES.ddl, app_id=CHANGES_APP_ID + run_id, run_id=run_id)
+            writes.changes(fresh, run_id=run_id)
         else:
             logger.info("run %s: every change is already stored; nothing appended", run_id)
     phase("approvals and changes written")

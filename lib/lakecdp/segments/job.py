@@ -37,15 +37,13 @@ from pyspark.sql import functions as F
 
 from lakecdp import catalog
 from lakecdp.segments.changes import (
-    CHANGES_SCHEMA,
-    MEMBERSHIP_KEYS,
-    MEMBERSHIP_SCHEMA,
     compute_changes,
     membership_upserts,
     resolve_merges,
 )
 from lakecdp.segments.definitions import SegmentDefinition, load_segments
 from lakecdp.segments.evaluate import SegmentInputs, evaluate_segments, resolve_events
+from lakecdp.segments.writes import SparkWrites
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -78,8 +76,7 @@ class SegmentInputError(RuntimeError):
 def ensure_tables(ctx: JobContext) -> None:
     """Membership and changes exist from the first run on, so readers never meet a missing
     table; runs and approvals are created by their first write (readers treat absent as empty)."""
-    for name, schema in ((MEMBERSHIP, MEMBERSHIP_SCHEMA), (CHANGES, CHANGES_SCHEMA)):
-        ctx.tables.create_if_missing(ctx.spark, name, schema)
+    SparkWrites(ctx.spark, ctx.tables).create_tables()
 
 
 def _read_or_empty(ctx: JobContext, name: str, schema: str | StructType) -> DataFrame:
@@ -158,13 +155,12 @@ def apply_run(
     spark, tables = ctx.spark, ctx.tables
     if change_count:
         upserts = membership_upserts(tables.read(spark, MEMBERSHIP), changes).localCheckpoint()
-        tables.merge(spark, upserts, MEMBERSHIP, keys=list(MEMBERSHIP_KEYS))
+        SparkWrites(spark, tables).membership(upserts)
     version = tables.version(spark, MEMBERSHIP)
     record = spark.createDataFrame(
         [(run_id, mode, as_of, segment_ids, change_count, version, datetime.now(timezone.utc))], RUNS_SCHEMA
     )
-    # a same-id re-run that changed nothing keeps the first record (and its version)
-    tables.merge(spark, record, RUNS, keys=["run_id"], update_condition="s.changes > 0")
+    SparkWrites(spark, tables).run_record(record)
 
 
 def recover_pending(ctx: JobContext) -> list[str]:
@@ -266,7 +262,7 @@ def approve(
         .withColumn("decided_by", F.lit(approved_by))
         .withColumn("decided_at", F.lit(datetime.now(timezone.utc)).cast("timestamp"))
     )
-    tables.merge(spark, decided, APPROVALS, keys=["run_id", "segment_id"])
+    SparkWrites(spark, tables).decided(decided)
     return runs
 
 
@@ -362,18 +358,12 @@ def evaluate_and_write(
                 size.share * 100,
                 threshold * 100,
             )
-        tables.merge(
-            spark,
-            spark.createDataFrame(rows, APPROVALS_SCHEMA),
-            APPROVALS,
-            keys=["run_id", "segment_id"],
-            update_condition="false",
-        )
+        SparkWrites(spark, tables).held(spark.createDataFrame(rows, APPROVALS_SCHEMA))
     if fault_hook is not None:
         fault_hook("after_approvals")
 
     if by_type:
-        tables.merge(spark, changes, CHANGES, keys=["change_id"], update_condition="false")
+        SparkWrites(spark, tables).changes(changes)
     if fault_hook is not None:
         fault_hook("after_changes")
     apply_run(

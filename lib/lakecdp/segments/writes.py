@@ -1,0 +1,110 @@
+"""The one module that writes the segments tables, on either engine.
+
+``segments.membership``, ``segments.changes``, ``segments.runs`` and ``segments.approvals`` are
+written here and nowhere else (their writer in :mod:`lakecdp.catalog`): :class:`SparkWrites`
+through :class:`~lakecdp.tables.Tables` for the Spark job, the stream and ``segments approve``;
+:class:`EmbeddedWrites` through :class:`~lakecdp.delta_store.DeltaStore` (delta-rs) for the
+embedded engine. The two write the same rows with the same keys and the same "never overwrite"
+rules, so either engine continues what the other wrote (tests/test_segments_engines.py); the one
+difference is how a run's changes are made exactly-once (a MERGE that inserts only on Spark, an
+append under a Delta app transaction on delta-rs; docs/DESIGN.md "Engines").
+
+Example:
+    >>> writes = SparkWrites(ctx.spark, ctx.tables)
+    >>> writes.create_tables()
+    >>> writes.changes(changes)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lakecdp import catalog
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+    from lakecdp.delta_store import DeltaStore
+    from lakecdp.tables import Tables
+
+MEMBERSHIP, CHANGES = catalog.MEMBERSHIP.name, catalog.CHANGES.name
+RUNS, APPROVALS = catalog.SEGMENT_RUNS.name, catalog.APPROVALS.name
+#: a run's changes are appended under the Delta app transaction ``<this><run_id>`` (embedded engine)
+CHANGES_APP_ID = "lakecdp.segments.changes/"
+_APPROVAL_KEYS = ["run_id", "segment_id"]
+#: a same-id re-run that changed nothing keeps the first run record (and its membership version)
+_RUN_RECORD_UPDATE = "s.changes > 0"
+
+
+@dataclass(frozen=True)
+class SparkWrites:
+    """The segments tables' writes through Spark."""
+
+    spark: SparkSession
+    tables: Tables
+
+    def create_tables(self) -> None:
+        """Membership and changes exist from the first run on, so readers never meet a missing
+        table; runs and approvals are created by their first write (readers treat absent as empty)."""
+        for name, schema in ((MEMBERSHIP, catalog.MEMBERSHIP.ddl), (CHANGES, catalog.CHANGES.ddl)):
+            self.tables.create_if_missing(self.spark, name, schema)
+
+    def membership(self, upserts: DataFrame) -> None:
+        """Stays closed, updated or opened (``membership_upserts``), matched on the membership keys."""
+        self.tables.merge(self.spark, upserts, MEMBERSHIP, keys=list(catalog.MEMBERSHIP.keys))
+
+    def run_record(self, record: DataFrame) -> None:
+        self.tables.merge(self.spark, record, RUNS, keys=["run_id"], update_condition=_RUN_RECORD_UPDATE)
+
+    def held(self, approvals: DataFrame) -> None:
+        """Segments whose changes wait for approval; a decision already stored is never reset."""
+        self.tables.merge(self.spark, approvals, APPROVALS, keys=_APPROVAL_KEYS, update_condition="false")
+
+    def decided(self, approvals: DataFrame) -> None:
+        """Held approvals with their decision (``segments approve``)."""
+        self.tables.merge(self.spark, approvals, APPROVALS, keys=_APPROVAL_KEYS)
+
+    def changes(self, changes: DataFrame) -> None:
+        """A run's changes; a change id already stored is left as it is (append-only, exactly once)."""
+        self.tables.merge(self.spark, changes, CHANGES, keys=["change_id"], update_condition="false")
+
+
+@dataclass(frozen=True)
+class EmbeddedWrites:
+    """The same writes through delta-rs; every commit is labelled with the run id."""
+
+    store: DeltaStore
+
+    def create_tables(self) -> None:
+        """As :meth:`SparkWrites.create_tables`."""
+        for name, schema in ((MEMBERSHIP, catalog.MEMBERSHIP.ddl), (CHANGES, catalog.CHANGES.ddl)):
+            self.store.create_if_missing(name, schema)
+
+    def membership(self, upserts: pa.Table, *, run_id: str, insert: bool = True) -> None:
+        """As :meth:`SparkWrites.membership`; ``insert=False`` updates stored stays only."""
+        keys = list(catalog.MEMBERSHIP.keys)
+        self.store.merge(upserts, MEMBERSHIP, catalog.MEMBERSHIP.ddl, keys=keys, run_id=run_id, insert=insert)
+
+    def opened_stays(self, opened: pa.Table, *, run_id: str) -> None:
+        """Stays a run opens that no stored row can carry yet (keyed on the run id): appended."""
+        self.store.append(opened, MEMBERSHIP, catalog.MEMBERSHIP.ddl, run_id=run_id)
+
+    def run_record(self, record: pa.Table, *, run_id: str) -> None:
+        self.store.merge(
+            record,
+            RUNS,
+            catalog.SEGMENT_RUNS.ddl,
+            keys=["run_id"],
+            run_id=run_id,
+            update_predicate=_RUN_RECORD_UPDATE,
+        )
+
+    def held(self, approvals: pa.Table, *, run_id: str) -> None:
+        """As :meth:`SparkWrites.held`."""
+        self.store.merge(approvals, APPROVALS, catalog.APPROVALS.ddl, keys=_APPROVAL_KEYS, run_id=run_id, update=False)
+
+    def changes(self, fresh: pa.Table, *, run_id: str) -> None:
+        """A run's changes not stored yet, appended once under the run's app transaction."""
+        self.store.append_once(fresh, CHANGES, catalog.CHANGES.ddl, app_id=CHANGES_APP_ID + run_id, run_id=run_id)
