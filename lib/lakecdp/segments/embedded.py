@@ -61,7 +61,7 @@ from lakecdp.segments.dialect import (
     timestamp_literal,
 )
 from lakecdp.segments.duck_guard import check_duckdb_select
-from lakecdp.segments.evaluate import VIEW_ALIASES, SegmentBudgetExceeded
+from lakecdp.segments.evaluate import VIEW_ALIASES, SegmentBudgetExceeded, warn_if_every_customer
 from lakecdp.segments.guard import SqlRefused
 from lakecdp.segments.plan_guard import SEGMENT_VIEWS
 from lakecdp.segments.writes import EmbeddedWrites
@@ -353,13 +353,7 @@ def raw_matches(
             matched = trusted.execute(
                 "SELECT count(DISTINCT customer_id) FROM matches WHERE segment_id = ?", [segment_id]
             ).fetchall()[0][0]
-            if matched >= customers_total:
-                logger.warning(
-                    "segment %s matches every customer (%d of %d, 100%%): check its rule",
-                    segment_id,
-                    matched,
-                    customers_total,
-                )
+            warn_if_every_customer(logger, segment_id, matched, customers_total)
 
 
 def apply_policies(con: duckdb.DuckDBPyConnection, segments: dict[str, SegmentDefinition], as_of: datetime) -> None:

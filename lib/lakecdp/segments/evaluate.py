@@ -189,6 +189,15 @@ class SegmentBudgetExceeded(RuntimeError):
 _JOB_PROPERTIES = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
 
 
+def warn_if_every_customer(log: logging.Logger, segment_id: str, matched: int, customers_total: int) -> None:
+    """A WARNING on ``log`` (the engine's) when a segment matches every customer: a rule that is
+    always true is most likely a mistake."""
+    if matched >= customers_total:
+        log.warning(
+            "segment %s matches every customer (%d of %d, 100%%): check its rule", segment_id, matched, customers_total
+        )
+
+
 def materialise_within_budget(
     spark: SparkSession, matches: DataFrame, *, segment_id: str, limits: SegmentLimits
 ) -> tuple[DataFrame, int]:
@@ -345,14 +354,7 @@ def raw_matches(spark: SparkSession, segments: dict[str, SegmentDefinition], inp
     for segment_id, part in planned.items():
         part, rows = materialise_within_budget(spark, part, segment_id=segment_id, limits=segments[segment_id].limits)
         if customers_total and rows >= customers_total:
-            matched = part.select("customer_id").distinct().count()
-            if matched >= customers_total:
-                logger.warning(
-                    "segment %s matches every customer (%d of %d, 100%%): check its rule",
-                    segment_id,
-                    matched,
-                    customers_total,
-                )
+            warn_if_every_customer(logger, segment_id, part.select("customer_id").distinct().count(), customers_total)
         parts.append(part.select(F.lit(segment_id).alias("segment_id"), "customer_id", "member_key", "reason"))
     if not parts:
         return spark.createDataFrame([], "segment_id string, customer_id string, member_key string, reason string")

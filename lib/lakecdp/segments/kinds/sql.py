@@ -19,61 +19,46 @@ if TYPE_CHECKING:
     from lakecdp.segments.definitions import SegmentDefinition
 
 
-def _refused_as_value_error(check: Callable[[str], object], value: str) -> str:
-    try:
-        check(value)
-    except SqlRefused as exc:
-        raise ValueError(f"SQL refused at {exc}") from None
-    return value
+class _GuardedSqlKind(RootModel[str], SegmentKind):
+    """A segment kind whose rule is Spark SQL text, checked by ``check`` (the sqlglot guard) when
+    loaded and by the plan check before it runs; the two kinds differ only in their check."""
+
+    model_config = ConfigDict(frozen=True)
+    reads_views: ClassVar[bool] = True
+    check: ClassVar[Callable[[str], GuardedSql]]
+
+    @field_validator("root")
+    @classmethod
+    def _guard(cls, value: str) -> str:
+        try:
+            cls.check(value)
+        except SqlRefused as exc:
+            raise ValueError(f"SQL refused at {exc}") from None
+        return value
+
+    def rule(self) -> str:
+        return self.root
+
+    def guarded(self) -> GuardedSql:
+        return type(self).check(self.root)
+
+    def spark_matches(
+        self, spark: SparkSession, definition: SegmentDefinition, *, events: DataFrame, as_of: datetime
+    ) -> DataFrame:
+        from lakecdp.segments.evaluate import sql_segment_matches
+
+        return sql_segment_matches(spark, definition, as_of)
 
 
-class ConditionKind(RootModel[str], SegmentKind):
+class ConditionKind(_GuardedSqlKind):
     """``condition: last_purchase_date > CURRENT_DATE - INTERVAL '30 days' AND total_spent > 500``"""
 
-    model_config = ConfigDict(frozen=True)
     key: ClassVar[str] = "condition"
-    reads_views: ClassVar[bool] = True
-
-    @field_validator("root")
-    @classmethod
-    def _guard(cls, value: str) -> str:
-        return _refused_as_value_error(check_condition, value)
-
-    def rule(self) -> str:
-        return self.root
-
-    def guarded(self) -> GuardedSql:
-        return check_condition(self.root)
-
-    def spark_matches(
-        self, spark: SparkSession, definition: SegmentDefinition, *, events: DataFrame, as_of: datetime
-    ) -> DataFrame:
-        from lakecdp.segments.evaluate import sql_segment_matches
-
-        return sql_segment_matches(spark, definition, as_of)
+    check: ClassVar[Callable[[str], GuardedSql]] = staticmethod(check_condition)
 
 
-class QueryKind(RootModel[str], SegmentKind):
+class QueryKind(_GuardedSqlKind):
     """``query: SELECT customer_id FROM customers JOIN ...`` (optionally a ``member_key``)."""
 
-    model_config = ConfigDict(frozen=True)
     key: ClassVar[str] = "query"
-    reads_views: ClassVar[bool] = True
-
-    @field_validator("root")
-    @classmethod
-    def _guard(cls, value: str) -> str:
-        return _refused_as_value_error(check_query, value)
-
-    def rule(self) -> str:
-        return self.root
-
-    def guarded(self) -> GuardedSql:
-        return check_query(self.root)
-
-    def spark_matches(
-        self, spark: SparkSession, definition: SegmentDefinition, *, events: DataFrame, as_of: datetime
-    ) -> DataFrame:
-        from lakecdp.segments.evaluate import sql_segment_matches
-
-        return sql_segment_matches(spark, definition, as_of)
+    check: ClassVar[Callable[[str], GuardedSql]] = staticmethod(check_query)
