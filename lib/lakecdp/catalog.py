@@ -21,15 +21,17 @@ Example:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from pyspark.sql import types as T
 
 
-# -- schema text -> StructType, without a SparkSession (pyspark imported only when asked) ----
-_SCALARS = ("string", "int", "bigint", "double", "boolean", "date", "timestamp")
+# -- schema text -> an engine's types (Spark's here, Arrow's in lakecdp.delta_store) ---------
+_Built = TypeVar("_Built")
 
 
 def split_top_level(text: str, sep: str) -> list[str]:
@@ -47,48 +49,84 @@ def split_top_level(text: str, sep: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
-def parse_type(text: str) -> T.DataType:
-    """``"map<string, struct<a:string>>"`` -> a DataType (Spark's defaults: everything nullable)."""
-    from pyspark.sql import types as T
+@dataclass(frozen=True)
+class TypeBuilder(Generic[_Built]):
+    """One engine's types built from a catalogue type text: the grammar (scalars, ``array<>``,
+    ``map<>``, ``struct<name:type, ...>``) is read here once; the engine gives the constructors.
 
-    text = text.strip()
-    lowered = text.lower()
-    if lowered in _SCALARS:
-        return {
-            "string": T.StringType(),
-            "int": T.IntegerType(),
-            "bigint": T.LongType(),
-            "double": T.DoubleType(),
-            "boolean": T.BooleanType(),
-            "date": T.DateType(),
-            "timestamp": T.TimestampType(),
-        }[lowered]
-    if lowered.startswith("array<") and text.endswith(">"):
-        return T.ArrayType(parse_type(text[len("array<") : -1]))
-    if lowered.startswith("map<") and text.endswith(">"):
-        key, value = split_top_level(text[len("map<") : -1], ",")
-        return T.MapType(parse_type(key), parse_type(value))
-    if lowered.startswith("struct<") and text.endswith(">"):
-        fields = []
-        for part in split_top_level(text[len("struct<") : -1], ","):
-            name, _, type_text = part.partition(":")
-            fields.append(T.StructField(name.strip(), parse_type(type_text), True))
-        return T.StructType(fields)
-    raise ValueError(f"unsupported type {text!r} (known: {list(_SCALARS)}, array<>, map<>, struct<>)")
+    Attributes:
+        scalars: scalar type name (lower case) -> the engine's type.
+        array: element type -> array type.
+        map: key type, value type -> map type.
+        struct: [(field name, field type)] -> struct type (every field nullable).
+    """
+
+    scalars: Mapping[str, _Built]
+    array: Callable[[_Built], _Built]
+    map: Callable[[_Built, _Built], _Built]
+    struct: Callable[[list[tuple[str, _Built]]], _Built]
+
+    def build(self, text: str) -> _Built:
+        """``"map<string, struct<a:string>>"`` -> the engine's type; a ValueError names an unknown type."""
+        text = text.strip()
+        lowered = text.lower()
+        if lowered in self.scalars:
+            return self.scalars[lowered]
+        if lowered.startswith("array<") and text.endswith(">"):
+            return self.array(self.build(text[len("array<") : -1]))
+        if lowered.startswith("map<") and text.endswith(">"):
+            key, value = split_top_level(text[len("map<") : -1], ",")
+            return self.map(self.build(key), self.build(value))
+        if lowered.startswith("struct<") and text.endswith(">"):
+            fields = []
+            for part in split_top_level(text[len("struct<") : -1], ","):
+                name, _, type_text = part.partition(":")
+                fields.append((name.strip(), self.build(type_text)))
+            return self.struct(fields)
+        raise ValueError(f"unsupported type {text!r} (known: {sorted(self.scalars)}, array<>, map<>, struct<>)")
 
 
-def ddl_struct(ddl: str) -> T.StructType:
-    """``"a string NOT NULL, b array<string>"`` -> StructType, as Spark's DDL parser builds it."""
-    from pyspark.sql import types as T
-
+def ddl_fields(ddl: str) -> list[tuple[str, str, bool]]:
+    """``"a string NOT NULL, b array<string>"`` -> [(name, type text, nullable)], in order."""
     fields = []
     for part in split_top_level(ddl, ","):
         name, _, type_text = part.partition(" ")
         nullable = not type_text.upper().endswith(" NOT NULL")
         if not nullable:
             type_text = type_text[: -len(" NOT NULL")]
-        fields.append(T.StructField(name, parse_type(type_text), nullable))
-    return T.StructType(fields)
+        fields.append((name, type_text, nullable))
+    return fields
+
+
+@functools.cache
+def _spark_types() -> TypeBuilder[T.DataType]:
+    from pyspark.sql import types as T
+
+    def struct(fields: list[tuple[str, T.DataType]]) -> T.DataType:
+        return T.StructType([T.StructField(name, data_type, True) for name, data_type in fields])
+
+    scalars: dict[str, T.DataType] = {
+        "string": T.StringType(),
+        "int": T.IntegerType(),
+        "bigint": T.LongType(),
+        "double": T.DoubleType(),
+        "boolean": T.BooleanType(),
+        "date": T.DateType(),
+        "timestamp": T.TimestampType(),
+    }
+    return TypeBuilder(scalars=scalars, array=T.ArrayType, map=T.MapType, struct=struct)
+
+
+def parse_type(text: str) -> T.DataType:
+    """``"map<string, struct<a:string>>"`` -> a DataType (Spark's defaults: everything nullable)."""
+    return _spark_types().build(text)
+
+
+def ddl_struct(ddl: str) -> T.StructType:
+    """``"a string NOT NULL, b array<string>"`` -> StructType, as Spark's DDL parser builds it."""
+    from pyspark.sql import types as T
+
+    return T.StructType([T.StructField(name, parse_type(text), nullable) for name, text, nullable in ddl_fields(ddl)])
 
 
 def ddl_columns(ddl: str) -> tuple[str, ...]:
@@ -615,7 +653,9 @@ def markdown_index() -> str:
 __all__ = [
     "TABLES",
     "Table",
+    "TypeBuilder",
     "ddl_columns",
+    "ddl_fields",
     "ddl_struct",
     "markdown_index",
     "parse_type",

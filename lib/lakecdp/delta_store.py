@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from lakecdp.catalog import split_top_level
+from lakecdp.catalog import TypeBuilder, ddl_fields
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,36 +64,21 @@ class CatalogTablesUnsupported(RuntimeError):
     """delta-rs reads and writes path-based tables only; the environment uses a catalog."""
 
 
+def _arrow_struct(fields: list[tuple[str, pa.DataType]]) -> pa.DataType:
+    return pa.struct([pa.field(name, data_type) for name, data_type in fields])
+
+
+_ARROW = TypeBuilder(scalars=_ARROW_TYPES, array=pa.list_, map=pa.map_, struct=_arrow_struct)
+
+
 def arrow_type(text: str) -> pa.DataType:
     """A catalogue type (``map<string, struct<a:string>>``) as an Arrow type."""
-    text = text.strip()
-    lowered = text.lower()
-    if lowered in _ARROW_TYPES:
-        return _ARROW_TYPES[lowered]
-    if lowered.startswith("array<") and text.endswith(">"):
-        return pa.list_(arrow_type(text[len("array<") : -1]))
-    if lowered.startswith("map<") and text.endswith(">"):
-        key, value = split_top_level(text[len("map<") : -1], ",")
-        return pa.map_(arrow_type(key), arrow_type(value))
-    if lowered.startswith("struct<") and text.endswith(">"):
-        fields = []
-        for part in split_top_level(text[len("struct<") : -1], ","):
-            name, _, type_text = part.partition(":")
-            fields.append(pa.field(name.strip(), arrow_type(type_text)))
-        return pa.struct(fields)
-    raise ValueError(f"unsupported type {text!r} (known: {sorted(_ARROW_TYPES)}, array<>, map<>, struct<>)")
+    return _ARROW.build(text)
 
 
 def arrow_schema(schema: str) -> pa.Schema:
     """A catalogue schema (``a string NOT NULL, b map<string, bigint>``) as an Arrow schema."""
-    fields = []
-    for part in split_top_level(schema, ","):
-        name, _, type_text = part.partition(" ")
-        nullable = not type_text.upper().endswith(" NOT NULL")
-        if not nullable:
-            type_text = type_text[: -len(" NOT NULL")]
-        fields.append(pa.field(name, arrow_type(type_text), nullable))
-    return pa.schema(fields)
+    return pa.schema([pa.field(name, arrow_type(text), nullable) for name, text, nullable in ddl_fields(schema)])
 
 
 def conform(data: pa.Table, schema: str) -> pa.Table:
