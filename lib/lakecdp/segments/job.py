@@ -79,14 +79,16 @@ def ensure_tables(ctx: JobContext) -> None:
     SparkWrites(ctx.spark, ctx.tables).create_tables()
 
 
-def _read_or_empty(ctx: JobContext, name: str, schema: str | StructType) -> DataFrame:
+def read_or_empty(ctx: JobContext, name: str, schema: str | StructType) -> DataFrame:
+    """The table, or an empty frame of ``schema`` when it does not exist yet."""
     if ctx.tables.exists(ctx.spark, name):
         return ctx.tables.read(ctx.spark, name)
     logger.info("%s does not exist yet; treated as empty", name)
     return ctx.spark.createDataFrame([], schema)
 
 
-def _require(ctx: JobContext, name: str) -> DataFrame:
+def require_input(ctx: JobContext, name: str) -> DataFrame:
+    """The table; a :class:`SegmentInputError` naming the step to run when it does not exist."""
     if not ctx.tables.exists(ctx.spark, name):
         raise SegmentInputError(
             f"{name} does not exist at {ctx.tables.identifier(name)}; run the step that writes it first"
@@ -96,11 +98,11 @@ def _require(ctx: JobContext, name: str) -> DataFrame:
 
 def load_inputs(ctx: JobContext) -> SegmentInputs:
     """Profile, features and resolved events, as of the run's ``as_of``."""
-    identifiers = _read_or_empty(ctx, catalog.IDENTIFIERS.name, IDENTIFIERS_SCHEMA)
-    events = _read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA)
+    identifiers = read_or_empty(ctx, catalog.IDENTIFIERS.name, IDENTIFIERS_SCHEMA)
+    events = read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA)
     return SegmentInputs(
-        profile=_require(ctx, catalog.CUSTOMER_PROFILE.name),
-        features=_require(ctx, catalog.CUSTOMER_FEATURES.name),
+        profile=require_input(ctx, catalog.CUSTOMER_PROFILE.name),
+        features=require_input(ctx, catalog.CUSTOMER_FEATURES.name),
         events=resolve_events(events, identifiers),
         as_of=ctx.as_of,
     )
@@ -109,11 +111,11 @@ def load_inputs(ctx: JobContext) -> SegmentInputs:
 def validation_inputs(ctx: JobContext) -> SegmentInputs:
     """The inputs ``segments validate`` checks SQL against: the tables when they exist, else
     empty frames with their documented schemas (validation works on a fresh checkout)."""
-    identifiers = _read_or_empty(ctx, catalog.IDENTIFIERS.name, IDENTIFIERS_SCHEMA)
-    events = _read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA)
+    identifiers = read_or_empty(ctx, catalog.IDENTIFIERS.name, IDENTIFIERS_SCHEMA)
+    events = read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA)
     return SegmentInputs(
-        profile=_read_or_empty(ctx, catalog.CUSTOMER_PROFILE.name, catalog.CUSTOMER_PROFILE.ddl),
-        features=_read_or_empty(ctx, catalog.CUSTOMER_FEATURES.name, catalog.CUSTOMER_FEATURES.struct()),
+        profile=read_or_empty(ctx, catalog.CUSTOMER_PROFILE.name, catalog.CUSTOMER_PROFILE.ddl),
+        features=read_or_empty(ctx, catalog.CUSTOMER_FEATURES.name, catalog.CUSTOMER_FEATURES.struct()),
         events=resolve_events(events, identifiers),
         as_of=ctx.as_of,
     )

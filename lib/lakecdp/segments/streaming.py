@@ -32,9 +32,9 @@ from lakecdp.segments.evaluate import SegmentInputs, resolve_events
 from lakecdp.segments.job import (
     EVENTS_SCHEMA,
     IDENTIFIERS_SCHEMA,
-    _read_or_empty,
-    _require,
     evaluate_and_write,
+    read_or_empty,
+    require_input,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def process_batch(
 ) -> dict[str, int]:
     """Re-evaluate the event segments for the customers of one micro-batch of events."""
     spark = ctx.spark
-    identifiers = _read_or_empty(ctx, catalog.IDENTIFIERS.name, IDENTIFIERS_SCHEMA)
+    identifiers = read_or_empty(ctx, catalog.IDENTIFIERS.name, IDENTIFIERS_SCHEMA)
     affected = (
         resolve_events(batch, identifiers)
         .filter(F.col("customer_id").isNotNull())
@@ -71,10 +71,10 @@ def process_batch(
         return {}
     moment = as_of or datetime.now(timezone.utc)
     batch_ctx = JobContext(project=ctx.project, spark=spark, as_of=moment, run_id=f"{run_prefix}-b{batch_id:08d}")
-    all_events = resolve_events(_read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA), identifiers)
+    all_events = resolve_events(read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA), identifiers)
     inputs = SegmentInputs(
-        profile=_require(ctx, catalog.CUSTOMER_PROFILE.name),
-        features=_require(ctx, catalog.CUSTOMER_FEATURES.name),
+        profile=require_input(ctx, catalog.CUSTOMER_PROFILE.name),
+        features=require_input(ctx, catalog.CUSTOMER_FEATURES.name),
         events=all_events.join(affected, "customer_id", "left_semi"),
         as_of=moment,
     )
