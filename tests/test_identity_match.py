@@ -393,6 +393,23 @@ def test_duckdb_and_spark_backends_give_the_same_clusters(spark, config, trained
     assert hartley == [("crm:H1", "crm:H1", 3, ()), ("shop:H2", "crm:H1", 3, ()), ("tp:H3", "crm:H1", 3, ())]
 
 
+def test_two_spark_backend_runs_share_one_session(spark, config, trained):
+    # each run registers its records as Spark temp views, which live as long as the session:
+    # the second run used to fail with "Table 'lakecdp_records_1' already exists"
+    from lakecdp.identity.matching import prepare_for_matching
+
+    matcher, path = trained
+    prepared = prepare_for_matching(spark.createDataFrame(HOUSEHOLD, RECORD_SCHEMA), config)
+    chosen = config.with_backend("spark")
+    counts = []
+    for _ in range(2):
+        run = ProbabilisticMatcher(chosen, spark=spark, model_dir=path.parent)
+        _, backend, registered = run.linker(prepared)
+        assert backend.name == "spark"
+        counts.append(registered.as_spark_dataframe().count())
+    assert counts == [len(HOUSEHOLD), len(HOUSEHOLD)]
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"identity.yaml: model: .*unknown columns \['surname'\]"):
         validate(

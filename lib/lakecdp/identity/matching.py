@@ -28,6 +28,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -660,6 +661,9 @@ class _Backend:
         self.spark = spark
         self.break_lineage = break_lineage
         self.db_api = self._make_api()
+        # Spark temp views are per session, not per backend: a second identity run in the
+        # same SparkSession must not reuse the first run's table names
+        self._token = uuid.uuid4().hex[:12]
         self._counter = 0
 
     def _make_api(self):  # pragma: no cover - abstract
@@ -667,7 +671,7 @@ class _Backend:
 
     def _table_name(self, label: str) -> str:
         self._counter += 1
-        return f"lakecdp_{label}_{self._counter}"
+        return f"lakecdp_{label}_{self._token}_{self._counter}"
 
     def register(self, prepared: DataFrame, label: str):
         raise NotImplementedError
