@@ -143,7 +143,7 @@ def main() -> None:
         n_edges = edges.count()
         predict_s = time.monotonic() - started
         started = time.monotonic()
-        clusters = cluster_edges(records.select("record_id"), edges, config).cache()
+        clusters = cluster_edges(records.select("record_id", "source"), edges, config).cache()
         clusters.count()
         cluster_s = time.monotonic() - started
         report = evaluate(clusters, labels)

@@ -954,7 +954,8 @@ class ProbabilisticMatcher:
         return linker
 
     def predict(self, records: DataFrame, *, retrain: bool = False) -> DataFrame:
-        """Scored pairs at or above ``match_threshold`` as ``identity.edges`` rows.
+        """Scored pairs at or above ``match_threshold`` (or the lower
+        ``clustering.exclusive_link_probability``) as ``identity.edges`` rows.
 
         Trains a first model when none is saved (or when ``retrain``).
         """
@@ -966,7 +967,7 @@ class ProbabilisticMatcher:
         rules = populated_rules(self.config, prepared)
         linker, backend, _ = self.linker(prepared, model=chosen, rules=rules)
         predictions = linker.inference.predict(
-            threshold_match_probability=self.config.model.match_threshold,
+            threshold_match_probability=self.config.edge_floor,
             warning_mode="never",
         )
         edges = self._edges(backend, predictions, rules)
@@ -988,7 +989,7 @@ class ProbabilisticMatcher:
         rules = populated_rules(self.config, prepared)
         registered, new_sdf, existing_sdf = backend.register_split(prepared, new_records.select("record_id"))
         linker = self._linker_over(registered, backend, chosen, rules)
-        threshold = self.config.model.match_threshold
+        threshold = self.config.edge_floor
         between = linker.inference.predict_between(
             new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
         )
@@ -1005,7 +1006,7 @@ class ProbabilisticMatcher:
         rules = populated_rules(self.config, prepared)
         linker, _, _ = self.linker(prepared, model=chosen, rules=rules)
         predictions = linker.inference.predict(
-            threshold_match_probability=self.config.model.match_threshold,
+            threshold_match_probability=self.config.edge_floor,
             warning_mode="never",
         )
         return self._edges_local(predictions, rules)
@@ -1031,7 +1032,7 @@ class ProbabilisticMatcher:
             )
         )
         linker = self._linker_over(registered, backend, chosen, rules)
-        threshold = self.config.model.match_threshold
+        threshold = self.config.edge_floor
         between = linker.inference.predict_between(
             new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
         )
