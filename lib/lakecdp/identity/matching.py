@@ -416,8 +416,23 @@ def _dob_comparison(spec: ComparisonSpec, backend: str):
                 label_for_charts="same year and month"
             ),
             cll.DamerauLevenshteinLevel("dob", 2).configure(label_for_charts="two typos"),
+            # a raw text that is no calendar date ("19880132") and is not within the typos
+            # above says nothing about the true date: neutral, not "different"
+            cll.CustomLevel(f"not ({_calendar_date('dob_l')}) or not ({_calendar_date('dob_r')})").configure(
+                is_null_level=True, label_for_charts="not a calendar date on one side"
+            ),
             cll.ElseLevel(),
         ],
+    )
+
+
+def _calendar_date(column: str) -> str:
+    """SQL (both dialects): ``column`` (yyyyMMdd text) has a month 01-12 and a day that month
+    can have (February up to 29)."""
+    month, day = f"substr({column}, 5, 2)", f"substr({column}, 7, 2)"
+    return (
+        f"{month} between '01' and '12' and {day} between '01' and "
+        f"(case when {month} = '02' then '29' when {month} in ('04', '06', '09', '11') then '30' else '31' end)"
     )
 
 
