@@ -793,3 +793,36 @@ def test_an_email_shared_with_a_source_without_birth_dates_still_links(spark, co
     edges, over_shared = deterministic_edges(records, config, run_id="r")
     assert [(e["record_id_l"], e["record_id_r"], e["rule"]) for e in edges.collect()] == [("crm:1", "shop:1", "email")]
     assertDataFrameEqual(over_shared, [("email", "lowes@home.net", 3, 2)])
+
+
+def test_a_sharp_s_is_written_ss_in_names_on_both_paths(spark):
+    import duckdb
+
+    from lakecdp.identity.deterministic import normalised_name
+    from lakecdp.identity.local import normalised_name_sql
+
+    names = ["Weiß", "WEISS", "Strauß-Müller"]
+    expected = ["weiss", "weiss", "strauss-muller"]
+    assert [duckdb.execute(f"select {normalised_name_sql('?')}", [n]).fetchone()[0] for n in names] == expected
+    frame = spark.createDataFrame([(n,) for n in names], "name string")
+    assert [r[0] for r in frame.select(normalised_name(frame["name"])).collect()] == expected
+
+
+def test_a_birth_date_text_that_is_no_calendar_date_is_neutral(spark):
+    import duckdb
+
+    from lakecdp.identity.matching import _calendar_date
+
+    texts = [
+        ("19560426", True),
+        ("19800229", True),  # February 29th: kept (leap years are not checked)
+        ("19880132", False),  # the 32nd
+        ("19750230", False),  # February 30th
+        ("19810431", False),  # April 31st
+        ("19820500", False),  # day 0
+        ("19901313", False),  # month 13
+    ]
+    sql = f"select {_calendar_date('dob')} from (select ? as dob)"
+    assert [(t, duckdb.execute(sql, [t]).fetchone()[0]) for t, _ in texts] == texts
+    frame = spark.createDataFrame([(t,) for t, _ in texts], "dob string")
+    assert [(r[0], r[1]) for r in frame.selectExpr("dob", _calendar_date("dob")).collect()] == texts
