@@ -378,16 +378,29 @@ def test_exclusive_merges_join_only_clusters_that_are_each_others_only_candidate
     from lakecdp.identity.clustering import exclusive_merges
 
     sources = {
-        "a": {"crm", "shop"}, "b": {"third_party"},           # one candidate each: join
-        "c": {"shop"}, "d": {"third_party"}, "e": {"third_party"},  # c has two candidates
-        "f": {"shop"}, "g": {"shop", "third_party"},          # a common source: apart
-        "h": {"shop"}, "i": {"third_party"},                  # the edge is a cut weak link
-        "j": {"shop"}, "k": {"third_party"},                  # too big together
+        # a-b: one candidate each: joined
+        "a": {"crm", "shop"},
+        "b": {"third_party"},
+        # c has two candidates (d, e): apart
+        "c": {"shop"},
+        "d": {"third_party"},
+        "e": {"third_party"},
+        # f-g: a source in both: apart
+        "f": {"shop"},
+        "g": {"shop", "third_party"},
+        # h-i: the edge is at or above the threshold (a weak link the guard cut): apart
+        "h": {"shop"},
+        "i": {"third_party"},
+        # j-k: too big together: apart
+        "j": {"shop"},
+        "k": {"third_party"},
     }
     sizes = {key: len(value) for key, value in sources.items()} | {"j": 3, "k": 2}
     links = [
-        ("a", "b", 0.90), ("b", "a", 0.85),
-        ("c", "d", 0.90), ("c", "e", 0.82),
+        ("a", "b", 0.90),
+        ("b", "a", 0.85),
+        ("c", "d", 0.90),
+        ("c", "e", 0.82),
         ("f", "g", 0.90),
         ("h", "i", 0.97),
         ("j", "k", 0.90),
@@ -404,10 +417,17 @@ def test_a_probable_link_joins_two_clusters_only_when_it_is_exclusive(spark, con
     chosen = config.with_backend(backend)
     ids = spark.createDataFrame(
         [
-            ("S1", "shop"), ("T1", "tp"),
-            ("S2", "shop"), ("T2a", "tp"), ("T2b", "tp"),
-            ("S3", "shop"), ("S4", "shop"), ("T3", "tp"),
-            ("C5", "crm"), ("S5", "shop"), ("S6", "shop"),
+            ("S1", "shop"),
+            ("T1", "tp"),
+            ("S2", "shop"),
+            ("T2a", "tp"),
+            ("T2b", "tp"),
+            ("S3", "shop"),
+            ("S4", "shop"),
+            ("T3", "tp"),
+            ("C5", "crm"),
+            ("S5", "shop"),
+            ("S6", "shop"),
         ],
         "record_id string, source string",
     )
