@@ -97,7 +97,7 @@ def bare_splink(config, model_path: Path, records) -> float:
     started = time.monotonic()
     db_api = DuckDBAPI()
     linker = Linker(db_api.register(table), str(model_path))
-    predictions = linker.inference.predict(threshold_match_probability=config.model.match_threshold)
+    predictions = linker.inference.predict(threshold_match_probability=config.edge_floor)
     cluster_pairwise_predictions_at_threshold(
         db_api.register(table.select(["record_id"])),
         predictions,
@@ -143,7 +143,7 @@ def main() -> None:
         n_edges = edges.count()
         predict_s = time.monotonic() - started
         started = time.monotonic()
-        clusters = cluster_edges(records.select("record_id"), edges, config).cache()
+        clusters = cluster_edges(records.select("record_id", "source"), edges, config).cache()
         clusters.count()
         cluster_s = time.monotonic() - started
         report = evaluate(clusters, labels)

@@ -97,13 +97,13 @@ def test_a_world_with_sources_lacking_birth_date_or_address_resolves(spark, proj
     """1,200 people over CRM, shop (no birth dates) and third party (no address, no contact),
     with first-name and postcode typos and missing surnames.
 
-    Issue #11's bar is cluster P >= 0.995 / R >= 0.98 and pairwise R >= 0.95 at P >= 0.99.
-    Measured 2026-11-30 (this test, s7/idacc3): cluster P 0.9965 R 0.9443, pairwise P 0.9832
-    R 0.9240 (s5/idacc2 before term frequencies on the full name: cluster P 0.9966 R 0.8988,
-    pairwise P 0.9821 R 0.8665). A shop record and a third-party record sharing only a rare
-    full name now link; sharing a common one they do not, and cannot: of such pairs with a
-    name frequency above 2^-16, 67 are one person and 4 are two (bench/RESULTS.md, s7/idacc3).
-    The asserts guard today's level with a small margin."""
+    Issue #11's bar is cluster P >= 0.995 / R >= 0.98 and, for this multi-source case,
+    R >= 0.95 at P >= 0.99. Measured 2026-12-01 (s8/idhard, dev harness): cluster P 0.9964
+    R 0.9712, pairwise P 0.9839 R 0.9611 (s7/idacc3: cluster P 0.9965 R 0.9443, pairwise P
+    0.9832 R 0.9240). Most of the gain: a shop record and a third-party record sharing only a
+    name (p 0.8-0.95) join when each cluster is the other's only candidate and no source has
+    records in both (bench/RESULTS.md, s8/idhard). The asserts guard today's level with a
+    small margin."""
     from lakecdp.context import JobContext
     from lakecdp.identity.clustering import cluster_edges
     from lakecdp.identity.config import load_identity_config
@@ -146,8 +146,8 @@ def test_a_world_with_sources_lacking_birth_date_or_address_resolves(spark, proj
     matcher = ProbabilisticMatcher(config, spark=spark, model_dir=project.root / "models")
     deterministic, _ = deterministic_edges(records, config)
     edges = deterministic.unionByName(matcher.predict(records)).cache()
-    clusters = cluster_edges(records.select("record_id"), edges, config)
+    clusters = cluster_edges(records.select("record_id", "source"), edges, config)
     report = evaluate(clusters, load_labels(spark, labels), examples=10)
     print(report.format())  # shown when the test fails
-    assert report.cluster_precision >= 0.995 and report.cluster_recall >= 0.935
-    assert report.pairwise_precision >= 0.975 and report.pairwise_recall >= 0.91
+    assert report.cluster_precision >= 0.995 and report.cluster_recall >= 0.96
+    assert report.pairwise_precision >= 0.98 and report.pairwise_recall >= 0.95

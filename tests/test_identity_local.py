@@ -402,3 +402,47 @@ def test_both_backends_write_the_same_identity_tables(spark, tmp_path):
         "lakecdp-identity append run-1",
         "lakecdp-identity merge run-2",
     }
+
+
+def test_an_incremental_run_reclusters_what_an_exclusive_link_depends_on(config):
+    # S1-T1 share only a name: one candidate each, joined. A second partner record of the
+    # name (T2) arrives: S1 now has two candidates and all three stay apart in a full run;
+    # the incremental scope must reach S1 and T1 over the edge below the match threshold
+    import pyarrow as pa
+
+    from lakecdp.identity.clustering import _cluster_in_memory
+    from lakecdp.identity.local import affected_records_local
+
+    sources = {"shop:S1": "shop", "tp:T1": "tp", "tp:T2": "tp"}
+
+    def edges(rows):
+        left, right, p = zip(*rows)
+        return pa.table(
+            {
+                "record_id_l": list(left),
+                "record_id_r": list(right),
+                "edge_type": ["probabilistic"] * len(rows),
+                "match_probability": list(p),
+            }
+        )
+
+    def clusters(nodes, table):
+        kept = [
+            (left, right, p)
+            for left, right, p in zip(
+                *(table.column(c).to_pylist() for c in ("record_id_l", "record_id_r", "match_probability"))
+            )
+            if left in nodes and right in nodes and p >= config.edge_floor
+        ]
+        return {row[0]: (row[1], row[4]) for row in _cluster_in_memory(sorted(nodes), kept, config, sources)}
+
+    before = edges([("shop:S1", "tp:T1", 0.90)])
+    after = edges([("shop:S1", "tp:T1", 0.90), ("shop:S1", "tp:T2", 0.85)])
+    first = clusters({"shop:S1", "tp:T1"}, before)
+    assert first == {"shop:S1": ("shop:S1", ["exclusive_link"]), "tp:T1": ("shop:S1", ["exclusive_link"])}
+    full = clusters(set(sources), after)
+    assert full == {"shop:S1": ("shop:S1", []), "tp:T1": ("tp:T1", []), "tp:T2": ("tp:T2", [])}
+    id_map = pa.table({"record_id": ["shop:S1", "tp:T1"], "customer_id": ["cus_1", "cus_1"]})
+    scope = affected_records_local(["tp:T2"], after, before, id_map, config.edge_floor)
+    assert scope == ["shop:S1", "tp:T1", "tp:T2"]
+    assert clusters(set(scope), after) == full

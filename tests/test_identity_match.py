@@ -256,7 +256,7 @@ def test_household_members_stay_apart_and_one_person_joins(spark, config, record
     matcher, _ = trained
     det, _ = deterministic_edges(records, config)
     prob = matcher.predict(records)
-    rows = cluster_edges(records.select("record_id"), det.unionByName(prob), config).collect()
+    rows = cluster_edges(records.select("record_id", "source"), det.unionByName(prob), config).collect()
     assert clusters_of(rows, {r[0] for r in HOUSEHOLD}) == [
         ["crm:B1"],
         ["crm:H1", "shop:H2", "tp:H3"],
@@ -374,6 +374,101 @@ def test_weak_link_is_split_or_flagged(spark, config):
 
 
 @pytest.mark.slow
+def test_exclusive_merges_join_only_clusters_that_are_each_others_only_candidate():
+    from lakecdp.identity.clustering import exclusive_merges
+
+    sources = {
+        # a-b: one candidate each: joined
+        "a": {"crm", "shop"},
+        "b": {"third_party"},
+        # c has two candidates (d, e): apart
+        "c": {"shop"},
+        "d": {"third_party"},
+        "e": {"third_party"},
+        # f-g: a source in both: apart
+        "f": {"shop"},
+        "g": {"shop", "third_party"},
+        # h-i: the edge is at or above the threshold (a weak link the guard cut): apart
+        "h": {"shop"},
+        "i": {"third_party"},
+        # j-k: too big together: apart
+        "j": {"shop"},
+        "k": {"third_party"},
+    }
+    sizes = {key: len(value) for key, value in sources.items()} | {"j": 3, "k": 2}
+    links = [
+        ("a", "b", 0.90),
+        ("b", "a", 0.85),
+        ("c", "d", 0.90),
+        ("c", "e", 0.82),
+        ("f", "g", 0.90),
+        ("h", "i", 0.97),
+        ("j", "k", 0.90),
+    ]
+    assert exclusive_merges(links, sources, sizes, threshold=0.95, max_size=4) == {"a": "a", "b": "a"}
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "spark"])
+def test_a_probable_link_joins_two_clusters_only_when_it_is_exclusive(spark, config, backend):
+    # shop records without birth date and partner records without address share a name only:
+    # S1-T1 alone (joined); S2 has two partner records of its name (apart); S3 and S4 are
+    # two shop records of one name (T3 is no one's only candidate); C5+S5 already hold a
+    # shop record, so a second shop record S6 stays apart
+    chosen = config.with_backend(backend)
+    ids = spark.createDataFrame(
+        [
+            ("S1", "shop"),
+            ("T1", "tp"),
+            ("S2", "shop"),
+            ("T2a", "tp"),
+            ("T2b", "tp"),
+            ("S3", "shop"),
+            ("S4", "shop"),
+            ("T3", "tp"),
+            ("C5", "crm"),
+            ("S5", "shop"),
+            ("S6", "shop"),
+        ],
+        "record_id string, source string",
+    )
+    edges = spark.createDataFrame(
+        [
+            ("S1", "T1", "probabilistic", "name", 0.91, 3.3, "r"),
+            ("S2", "T2a", "probabilistic", "name", 0.91, 3.3, "r"),
+            ("S2", "T2b", "probabilistic", "name", 0.90, 3.2, "r"),
+            ("S3", "T3", "probabilistic", "name", 0.88, 2.9, "r"),
+            ("S4", "T3", "probabilistic", "name", 0.88, 2.9, "r"),
+            ("C5", "S5", "deterministic", "email", None, None, "r"),
+            ("C5", "S6", "probabilistic", "name", 0.93, 3.7, "r"),
+            ("T1", "T3", "probabilistic", "name", 0.5, 0.0, "r"),  # below the exclusive floor
+        ],
+        EDGE_SCHEMA,
+    )
+    assertDataFrameEqual(
+        cluster_edges(ids, edges, chosen),
+        [
+            ("C5", "C5", 2, 1.0, []),
+            ("S1", "S1", 2, 0.91, ["exclusive_link"]),
+            ("S2", "S2", 1, 1.0, []),
+            ("S3", "S3", 1, 1.0, []),
+            ("S4", "S4", 1, 1.0, []),
+            ("S5", "C5", 2, 1.0, []),
+            ("S6", "S6", 1, 1.0, []),
+            ("T1", "S1", 2, 0.91, ["exclusive_link"]),
+            ("T2a", "T2a", 1, 1.0, []),
+            ("T2b", "T2b", 1, 1.0, []),
+            ("T3", "T3", 1, 1.0, []),
+        ],
+    )
+    # off: the same edges join nothing below the match threshold; without sources likewise
+    off = chosen.model_copy(
+        update={"clustering": chosen.clustering.model_copy(update={"exclusive_link_probability": None})}
+    )
+    for frame, settings in ((ids, off), (ids.select("record_id"), chosen)):
+        joined = cluster_edges(frame, edges, settings).where("cluster_size > 1").select("record_id").collect()
+        assert sorted(r["record_id"] for r in joined) == ["C5", "S5"]
+
+
 def test_duckdb_and_spark_backends_give_the_same_clusters(spark, config, trained):
     matcher, path = trained
     # a small set: the Spark backend is slow on two cores
@@ -384,13 +479,30 @@ def test_duckdb_and_spark_backends_give_the_same_clusters(spark, config, trained
         chosen = config.with_backend(backend)
         applied = ProbabilisticMatcher(chosen, spark=spark, model_dir=path.parent)
         edges = det.unionByName(applied.predict(small))
-        rows = cluster_edges(small.select("record_id"), edges, chosen).collect()
+        rows = cluster_edges(small.select("record_id", "source"), edges, chosen).collect()
         results[backend] = sorted(
             (r["record_id"], r["cluster_key"], r["cluster_size"], tuple(r["flags"])) for r in rows
         )
     assert results["spark"] == results["duckdb"]
     hartley = [r for r in results["spark"] if r[0] in ("crm:H1", "shop:H2", "tp:H3")]
     assert hartley == [("crm:H1", "crm:H1", 3, ()), ("shop:H2", "crm:H1", 3, ()), ("tp:H3", "crm:H1", 3, ())]
+
+
+def test_two_spark_backend_runs_share_one_session(spark, config, trained):
+    # each run registers its records as Spark temp views, which live as long as the session:
+    # the second run used to fail with "Table 'lakecdp_records_1' already exists"
+    from lakecdp.identity.matching import prepare_for_matching
+
+    matcher, path = trained
+    prepared = prepare_for_matching(spark.createDataFrame(HOUSEHOLD, RECORD_SCHEMA), config)
+    chosen = config.with_backend("spark")
+    counts = []
+    for _ in range(2):
+        run = ProbabilisticMatcher(chosen, spark=spark, model_dir=path.parent)
+        _, backend, registered = run.linker(prepared)
+        assert backend.name == "spark"
+        counts.append(registered.as_spark_dataframe().count())
+    assert counts == [len(HOUSEHOLD), len(HOUSEHOLD)]
 
 
 def test_config_errors_name_the_field():
@@ -701,3 +813,36 @@ def test_an_email_shared_with_a_source_without_birth_dates_still_links(spark, co
     edges, over_shared = deterministic_edges(records, config, run_id="r")
     assert [(e["record_id_l"], e["record_id_r"], e["rule"]) for e in edges.collect()] == [("crm:1", "shop:1", "email")]
     assertDataFrameEqual(over_shared, [("email", "lowes@home.net", 3, 2)])
+
+
+def test_a_sharp_s_is_written_ss_in_names_on_both_paths(spark):
+    import duckdb
+
+    from lakecdp.identity.deterministic import normalised_name
+    from lakecdp.identity.local import normalised_name_sql
+
+    names = ["Weiß", "WEISS", "Strauß-Müller"]
+    expected = ["weiss", "weiss", "strauss-muller"]
+    assert [duckdb.execute(f"select {normalised_name_sql('?')}", [n]).fetchone()[0] for n in names] == expected
+    frame = spark.createDataFrame([(n,) for n in names], "name string")
+    assert [r[0] for r in frame.select(normalised_name(frame["name"])).collect()] == expected
+
+
+def test_a_birth_date_text_that_is_no_calendar_date_is_neutral(spark):
+    import duckdb
+
+    from lakecdp.identity.matching import _calendar_date
+
+    texts = [
+        ("19560426", True),
+        ("19800229", True),  # February 29th: kept (leap years are not checked)
+        ("19880132", False),  # the 32nd
+        ("19750230", False),  # February 30th
+        ("19810431", False),  # April 31st
+        ("19820500", False),  # day 0
+        ("19901313", False),  # month 13
+    ]
+    sql = f"select {_calendar_date('dob')} from (select ? as dob)"
+    assert [(t, duckdb.execute(sql, [t]).fetchone()[0]) for t, _ in texts] == texts
+    frame = spark.createDataFrame([(t,) for t, _ in texts], "dob string")
+    assert [(r[0], r[1]) for r in frame.selectExpr("dob", _calendar_date("dob")).collect()] == texts

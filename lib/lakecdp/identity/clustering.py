@@ -13,8 +13,16 @@ Guards, because one bad link merges two customers and everything downstream:
 - **size**: a cluster above ``clustering.max_cluster_size`` is flagged ``oversized``;
   with ``split`` it is broken into its strong parts (flag ``oversized_split``).
 
+Then **exclusive probable links** (``clustering.exclusive_link_probability``): an edge
+below the match threshold but at least that probable joins two of those clusters when
+each has no edge (at or above that probability) to any cluster but the other, and no
+source has records in both (flag ``exclusive_link``). A shop record without birth date
+and a partner record without address that share only a name are one person when nobody
+else of that name is around; a namesake, a household member or a second record of a
+source already in the cluster makes it ambiguous, and it stays apart.
+
 Example:
-    >>> clusters = cluster_edges(records.select("record_id"), edges, config)
+    >>> clusters = cluster_edges(records.select("record_id", "source"), edges, config)
 """
 
 from __future__ import annotations
@@ -172,6 +180,50 @@ def _split_at_weak_bridges(
     return weak_clusters, new_keys
 
 
+def exclusive_merges(
+    links: list[tuple[str, str, float]],
+    sources: dict[str, set[str]],
+    sizes: dict[str, int],
+    *,
+    threshold: float,
+    max_size: int,
+) -> dict[str, str]:
+    """Pairs of clusters an exclusive probable link joins: cluster -> new key (the smaller
+    of the two keys) for each cluster that merges.
+
+    Args:
+        links: ``(cluster_l, cluster_r, p)`` for every edge at or above the exclusive-link
+            probability between two different clusters (edges at or above ``threshold``
+            too: a weak link cut by the guard makes its clusters each other's candidate,
+            never joins them).
+        sources: cluster -> sources of its records; sizes: cluster -> records.
+
+    Two clusters join when the best edge between them is below ``threshold``, each has
+    no other neighbour, their sources are disjoint and together they fit ``max_size``.
+    Each joined pair is isolated (neither has another neighbour), so the result does not
+    depend on the order of ``links``.
+    """
+    best: dict[tuple[str, str], float] = {}
+    neighbours: dict[str, set[str]] = defaultdict(set)
+    for left, right, p in links:
+        if left == right:
+            continue
+        key = (min(left, right), max(left, right))
+        best[key] = max(best.get(key, 0.0), p)
+        neighbours[left].add(right)
+        neighbours[right].add(left)
+    merged: dict[str, str] = {}
+    for (left, right), p in best.items():
+        if p >= threshold or len(neighbours[left]) != 1 or len(neighbours[right]) != 1:
+            continue
+        if sources.get(left, set()) & sources.get(right, set()):
+            continue
+        if sizes.get(left, 1) + sizes.get(right, 1) > max_size:
+            continue
+        merged[left] = merged[right] = left  # left is the smaller key
+    return merged
+
+
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: dict[str, str] = {}
@@ -194,10 +246,19 @@ class _UnionFind:
 
 
 def _cluster_in_memory(
-    node_ids: list[str], kept: list[tuple[str, str, float]], config: IdentityConfig
+    node_ids: list[str],
+    kept: list[tuple[str, str, float]],
+    config: IdentityConfig,
+    sources: dict[str, str] | None = None,
 ) -> list[tuple[str, str, int, float, list[str]]]:
-    """The same algorithm as the Spark path, on the driver (DuckDB backend: one machine)."""
+    """The same algorithm as the Spark path, on the driver (DuckDB backend: one machine).
+
+    ``kept``: edges at or above :attr:`IdentityConfig.edge_floor`; ``sources``: record ->
+    source (without it no exclusive probable link is made)."""
     guards = config.clustering
+    threshold = config.model.match_threshold
+    probable = kept
+    kept = [edge for edge in kept if edge[2] >= threshold]
     full, parts = _UnionFind(), _UnionFind()
     for node in node_ids:
         full.find(node)
@@ -222,15 +283,32 @@ def _cluster_in_memory(
         sizes = defaultdict(int)
         for n in node_ids:
             sizes[key[n]] += 1
+    exclusive: dict[str, str] = {}
+    before = key
+    if sources is not None and guards.exclusive_link_probability is not None:
+        cluster_sources: dict[str, set[str]] = defaultdict(set)
+        for n in node_ids:
+            cluster_sources[key[n]].add(sources[n])
+        links = [(key[left], key[right], p) for left, right, p in probable if key[left] != key[right]]
+        exclusive = exclusive_merges(
+            links, cluster_sources, sizes, threshold=threshold, max_size=guards.max_cluster_size
+        )
+        if exclusive:
+            key = {n: exclusive.get(key[n], key[n]) for n in node_ids}
+            sizes = defaultdict(int)
+            for n in node_ids:
+                sizes[key[n]] += 1
     best: dict[str, float] = {}
-    for left, right, p in kept:
-        if key[left] == key[right]:
+    for left, right, p in probable:
+        if key[left] == key[right] and (p >= threshold or before[left] != before[right]):
             best[left] = max(best.get(left, 0.0), p)
             best[right] = max(best.get(right, 0.0), p)
     weak_flag = "split_weak_link" if split else "weak_link"
     rows = []
     for n in sorted(node_ids):
         flags = set()
+        if before[n] in exclusive:
+            flags.add("exclusive_link")
         if cluster[n] in weak_clusters:
             flags.add(weak_flag)
         if n in oversized:
@@ -285,8 +363,8 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
     """Cluster records over edges at or above the match threshold, with guards.
 
     Args:
-        record_ids: every record to cluster (column ``record_id``); records without
-            edges become clusters of one.
+        record_ids: every record to cluster (column ``record_id``, and ``source`` for
+            exclusive probable links); records without edges become clusters of one.
         edges: ``identity.edges`` rows (deterministic and probabilistic).
         config: ``model.match_threshold``, ``clustering`` guards and ``backend``.
 
@@ -298,7 +376,7 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
         ``oversized_split``; empty when clean).
 
     Example:
-        >>> clusters = cluster_edges(records.select("record_id"), edges, config)
+        >>> clusters = cluster_edges(records.select("record_id", "source"), edges, config)
     """
     require_columns(record_ids, ["record_id"], what="record ids")
     require_columns(edges, ["record_id_l", "record_id_r", "edge_type", "match_probability"], what="edges")
@@ -306,15 +384,18 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
     guards = config.clustering
     threshold = config.model.match_threshold
     nodes = record_ids.select("record_id").distinct()
+    with_sources = "source" in record_ids.columns
     if config.backend == "duckdb":
         # one machine: two Arrow transfers, the graph work in memory, one DataFrame back
-        node_ids = nodes.toArrow().column("record_id").to_pylist()
-        kept_table = kept_edges(edges, threshold).toArrow().to_pylist()
+        node_table = record_ids.select("record_id", *(["source"] if with_sources else [])).distinct().toArrow()
+        node_ids = node_table.column("record_id").to_pylist()
+        sources = dict(zip(node_ids, node_table.column("source").to_pylist())) if with_sources else None
+        kept_table = kept_edges(edges, config.edge_floor).toArrow().to_pylist()
         kept_rows = [(r["record_id_l"], r["record_id_r"], r["p"]) for r in kept_table]
         known = set(node_ids)
         # an edge to a record not being clustered is ignored, as in the Spark path
         kept_rows = [r for r in kept_rows if r[0] in known and r[1] in known]
-        rows = _cluster_in_memory(node_ids, kept_rows, config)
+        rows = _cluster_in_memory(node_ids, kept_rows, config, sources)
         return _frame_from_rows(spark, rows)
 
     kept = kept_edges(edges, threshold).cache()
@@ -390,10 +471,24 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
         F.array_sort(F.array_distinct(F.concat(weak_flags, size_flags))).alias("flags"),
     )
 
+    assigned = assigned.withColumn("before_key", F.col("cluster_key"))
+    if with_sources and guards.exclusive_link_probability is not None:
+        assigned = _join_exclusive(assigned, record_ids.select("record_id", "source"), edges, config)
+
     # confidence: the best edge joining the record to a member of its final cluster
-    keys_l = assigned.select(F.col("record_id").alias("record_id_l"), F.col("cluster_key").alias("key_l"))
-    keys_r = assigned.select(F.col("record_id").alias("record_id_r"), F.col("cluster_key").alias("key_r"))
-    inside = kept.join(keys_l, "record_id_l").join(keys_r, "record_id_r").where(F.col("key_l") == F.col("key_r"))
+    keys_l = assigned.select(
+        F.col("record_id").alias("record_id_l"), F.col("cluster_key").alias("key_l"), F.col("before_key").alias("b_l")
+    )
+    keys_r = assigned.select(
+        F.col("record_id").alias("record_id_r"), F.col("cluster_key").alias("key_r"), F.col("before_key").alias("b_r")
+    )
+    # edges at or above the threshold, and the exclusive links between the clusters they join
+    inside = (
+        kept_edges(edges, config.edge_floor)
+        .join(keys_l, "record_id_l")
+        .join(keys_r, "record_id_r")
+        .where((F.col("key_l") == F.col("key_r")) & ((F.col("p") >= threshold) | (F.col("b_l") != F.col("b_r"))))
+    )
     ends = (
         inside.select(F.col("record_id_l").alias("record_id"), "p")
         .unionByName(inside.select(F.col("record_id_r").alias("record_id"), "p"))
@@ -406,6 +501,57 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
         "cluster_size",
         F.coalesce(F.col("best"), F.lit(1.0)).cast("double").alias("link_confidence"),
         "flags",
+    )
+
+
+def _join_exclusive(assigned: DataFrame, sources: DataFrame, edges: DataFrame, config: IdentityConfig) -> DataFrame:
+    """:func:`exclusive_merges` on the Spark path: the candidate links and the sources of
+    the clusters they touch go to the driver (few), the new keys come back as a join."""
+    guards = config.clustering
+    keys_l = assigned.select(F.col("record_id").alias("record_id_l"), F.col("cluster_key").alias("key_l"))
+    keys_r = assigned.select(F.col("record_id").alias("record_id_r"), F.col("cluster_key").alias("key_r"))
+    links = [
+        (r["key_l"], r["key_r"], r["p"])
+        for r in kept_edges(edges, config.edge_floor)
+        .join(keys_l, "record_id_l")
+        .join(keys_r, "record_id_r")
+        .where(F.col("key_l") != F.col("key_r"))
+        .select("key_l", "key_r", "p")
+        .collect()
+    ]
+    if not links:
+        return assigned
+    touched = sorted({k for left, right, _ in links for k in (left, right)})
+    per_cluster = (
+        assigned.where(F.col("cluster_key").isin(touched))
+        .join(sources, "record_id")
+        .groupBy("cluster_key")
+        .agg(F.collect_set("source").alias("sources"), F.count("*").alias("size"))
+        .collect()
+    )
+    merged = exclusive_merges(
+        links,
+        {r["cluster_key"]: set(r["sources"]) for r in per_cluster},
+        {r["cluster_key"]: r["size"] for r in per_cluster},
+        threshold=config.model.match_threshold,
+        max_size=guards.max_cluster_size,
+    )
+    if not merged:
+        return assigned
+    spark = assigned.sparkSession
+    new_keys = spark.createDataFrame(sorted(merged.items()), "cluster_key string, merged_key string")
+    joined = assigned.join(new_keys, "cluster_key", "left")
+    is_merged = F.col("merged_key").isNotNull()
+    return (
+        joined.withColumn("cluster_key", F.coalesce("merged_key", "cluster_key"))
+        .withColumn("cluster_size", F.count("*").over(Window.partitionBy("cluster_key")).cast("int"))
+        .withColumn(
+            "flags",
+            F.when(is_merged, F.array_sort(F.array_union("flags", F.array(F.lit("exclusive_link"))))).otherwise(
+                F.col("flags")
+            ),
+        )
+        .drop("merged_key")
     )
 
 

@@ -247,6 +247,11 @@ class ClusterGuards(StrictModel):
     # through a weak edge (a bridge between strongly linked parts) is flagged or split
     weak_link_probability: float = Field(default=0.99, gt=0, le=1)
     weak_link_policy: WeakLinkPolicy = "split"
+    # a probable link (probability at least this, below the match threshold) joins two
+    # clusters when each is the other's only candidate and they hold no record of a common
+    # source: a shop record without birth date and a partner record without address that
+    # share only a name, with no one else of that name around. None: off
+    exclusive_link_probability: float | None = Field(default=0.8, gt=0, le=1)
 
 
 class IdentityConfig(StrictModel):
@@ -267,6 +272,14 @@ class IdentityConfig(StrictModel):
     # stable customer ids and golden records (lakecdp.identity.stable_ids / .survivorship)
     stable_ids: StableIdSettings = Field(default_factory=StableIdSettings)
     survivorship: SurvivorshipRules = Field(default_factory=SurvivorshipRules)
+
+    @property
+    def edge_floor(self) -> float:
+        """The lowest probability a probabilistic edge is kept (and followed) at: the match
+        threshold, or the exclusive-link probability when that is lower."""
+        exclusive = self.clustering.exclusive_link_probability
+        threshold = self.model.match_threshold
+        return threshold if exclusive is None else min(threshold, exclusive)
 
     def with_backend(self, backend: Literal["duckdb", "spark"]) -> IdentityConfig:
         return self.model_copy(update={"backend": backend})

@@ -51,8 +51,10 @@ _PLAIN = "aaaaaaaeeeeeiiiiiooooooouuuuuncccsszzzyy"
 
 # -- Column -> Column -------------------------------------------------------------------
 def normalised_name(name: Column) -> Column:
-    """Lower-case letters, spaces and hyphens only, single spaces; empty -> null."""
-    folded = F.translate(F.lower(name), _ACCENTED, _PLAIN)
+    """Lower-case letters, spaces and hyphens only, single spaces; empty -> null.
+
+    ``ß`` is written ``ss`` (``Weiß`` / ``Weiss``: one name, two spellings)."""
+    folded = F.translate(F.replace(F.lower(name), F.lit("ß"), F.lit("ss")), _ACCENTED, _PLAIN)
     cleaned = F.trim(F.regexp_replace(folded, r"[^\p{L}\s-]", ""))
     cleaned = F.regexp_replace(cleaned, r"\s+", " ")
     return F.when(cleaned == "", F.lit(None).cast("string")).otherwise(cleaned)

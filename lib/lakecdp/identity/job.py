@@ -345,7 +345,7 @@ def run_identity(
     scope = None  # None: every record is re-clustered, re-identified and re-survived
     if incremental:
         with _stage("affected", timings, spark):
-            scope = affected_records(changed, edges, previous_edges, previous_id_map, config.model.match_threshold)
+            scope = affected_records(changed, edges, previous_edges, previous_id_map, config.edge_floor)
             nodes = nodes.join(scope, "record_id", "left_semi")
             rescoped = scope.count()
     inside = edges
@@ -377,7 +377,7 @@ def run_identity(
             id_changes = spark.createDataFrame(id_changes_arrow, ID_CHANGES_SCHEMA)
             change_count = id_changes_arrow.num_rows
         else:
-            clusters = cluster_edges(nodes.select("record_id"), inside, config).join(nodes, "record_id")
+            clusters = cluster_edges(nodes, inside, config).join(nodes, "record_id")
             id_map, id_changes = assign_customer_ids(
                 clusters,
                 previous_id_map,
@@ -594,7 +594,7 @@ def _run_on_machine(
     if incremental:
         with _stage("affected", timings):
             scope = pa.array(
-                affected_records_local(changed, edges, previous_edges, previous_id_map, config.model.match_threshold),
+                affected_records_local(changed, edges, previous_edges, previous_id_map, config.edge_floor),
                 pa.string(),
             )
     with _stage("cluster+ids", timings):
@@ -750,9 +750,9 @@ def _cluster_local(con, records, edges, scope, config):
     nodes = records.select(["record_id", "source"])
     if scope is not None:
         nodes = nodes.filter(pc.is_in(nodes.column("record_id"), value_set=scope))
-    kept = kept_edge_rows(con, edges, nodes, config.model.match_threshold)
+    kept = kept_edge_rows(con, edges, nodes, config.edge_floor)
     source = dict(zip(nodes.column("record_id").to_pylist(), nodes.column("source").to_pylist()))
-    rows = _cluster_in_memory(list(source), kept, config)
+    rows = _cluster_in_memory(list(source), kept, config, source)
     return cluster_table(rows, sources=source)
 
 

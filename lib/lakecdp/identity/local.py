@@ -53,7 +53,7 @@ def _quote(text: str) -> str:
 
 def normalised_name_sql(column: str) -> str:
     """:func:`lakecdp.identity.deterministic.normalised_name` in DuckDB SQL."""
-    folded = f"translate(lower({column}), {_quote(_ACCENTED)}, {_quote(_PLAIN)})"
+    folded = f"translate(replace(lower({column}), 'ß', 'ss'), {_quote(_ACCENTED)}, {_quote(_PLAIN)})"
     cleaned = f"trim(regexp_replace({folded}, '[^\\p{{L}}{_WS_CHARS}-]', '', 'g'))"
     cleaned = f"regexp_replace({cleaned}, '{_WS}+', ' ', 'g')"
     return f"nullif({cleaned}, '')"

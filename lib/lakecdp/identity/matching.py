@@ -28,6 +28,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -415,8 +416,23 @@ def _dob_comparison(spec: ComparisonSpec, backend: str):
                 label_for_charts="same year and month"
             ),
             cll.DamerauLevenshteinLevel("dob", 2).configure(label_for_charts="two typos"),
+            # a raw text that is no calendar date ("19880132") and is not within the typos
+            # above says nothing about the true date: neutral, not "different"
+            cll.CustomLevel(f"not ({_calendar_date('dob_l')}) or not ({_calendar_date('dob_r')})").configure(
+                is_null_level=True, label_for_charts="not a calendar date on one side"
+            ),
             cll.ElseLevel(),
         ],
+    )
+
+
+def _calendar_date(column: str) -> str:
+    """SQL (both dialects): ``column`` (yyyyMMdd text) has a month 01-12 and a day that month
+    can have (February up to 29)."""
+    month, day = f"substr({column}, 5, 2)", f"substr({column}, 7, 2)"
+    return (
+        f"{month} between '01' and '12' and {day} between '01' and "
+        f"(case when {month} = '02' then '29' when {month} in ('04', '06', '09', '11') then '30' else '31' end)"
     )
 
 
@@ -660,6 +676,9 @@ class _Backend:
         self.spark = spark
         self.break_lineage = break_lineage
         self.db_api = self._make_api()
+        # Spark temp views are per session, not per backend: a second identity run in the
+        # same SparkSession must not reuse the first run's table names
+        self._token = uuid.uuid4().hex[:12]
         self._counter = 0
 
     def _make_api(self):  # pragma: no cover - abstract
@@ -667,7 +686,7 @@ class _Backend:
 
     def _table_name(self, label: str) -> str:
         self._counter += 1
-        return f"lakecdp_{label}_{self._counter}"
+        return f"lakecdp_{label}_{self._token}_{self._counter}"
 
     def register(self, prepared: DataFrame, label: str):
         raise NotImplementedError
@@ -950,7 +969,8 @@ class ProbabilisticMatcher:
         return linker
 
     def predict(self, records: DataFrame, *, retrain: bool = False) -> DataFrame:
-        """Scored pairs at or above ``match_threshold`` as ``identity.edges`` rows.
+        """Scored pairs at or above ``match_threshold`` (or the lower
+        ``clustering.exclusive_link_probability``) as ``identity.edges`` rows.
 
         Trains a first model when none is saved (or when ``retrain``).
         """
@@ -962,7 +982,7 @@ class ProbabilisticMatcher:
         rules = populated_rules(self.config, prepared)
         linker, backend, _ = self.linker(prepared, model=chosen, rules=rules)
         predictions = linker.inference.predict(
-            threshold_match_probability=self.config.model.match_threshold,
+            threshold_match_probability=self.config.edge_floor,
             warning_mode="never",
         )
         edges = self._edges(backend, predictions, rules)
@@ -984,7 +1004,7 @@ class ProbabilisticMatcher:
         rules = populated_rules(self.config, prepared)
         registered, new_sdf, existing_sdf = backend.register_split(prepared, new_records.select("record_id"))
         linker = self._linker_over(registered, backend, chosen, rules)
-        threshold = self.config.model.match_threshold
+        threshold = self.config.edge_floor
         between = linker.inference.predict_between(
             new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
         )
@@ -1001,7 +1021,7 @@ class ProbabilisticMatcher:
         rules = populated_rules(self.config, prepared)
         linker, _, _ = self.linker(prepared, model=chosen, rules=rules)
         predictions = linker.inference.predict(
-            threshold_match_probability=self.config.model.match_threshold,
+            threshold_match_probability=self.config.edge_floor,
             warning_mode="never",
         )
         return self._edges_local(predictions, rules)
@@ -1027,7 +1047,7 @@ class ProbabilisticMatcher:
             )
         )
         linker = self._linker_over(registered, backend, chosen, rules)
-        threshold = self.config.model.match_threshold
+        threshold = self.config.edge_floor
         between = linker.inference.predict_between(
             new_sdf, existing_sdf, threshold_match_probability=threshold, warning_mode="never"
         )
