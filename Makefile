@@ -40,7 +40,8 @@ lint: venv
 
 # The full suite on the same two workers, one test file per worker at a time (--dist loadfile): a
 # file's module-scoped fixtures are built once, on one worker; the demo world is built once per run
-# and copied into each file that starts from it (tests/support/worlds.py). The heaviest files go
+# (by the standalone cluster's spark-submit run, which goes first) and copied into each file that
+# starts from it (tests/support/worlds.py). The heaviest files go
 # first, in the order tests/conftest.py gives them (--no-loadscope-reorder keeps that order;
 # xdist's own orders files by their number of tests, which left the one-test cluster file last).
 test-all: venv jars kafka-broker

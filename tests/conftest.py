@@ -14,23 +14,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 pytest_plugins = ["kafka_fixtures"]
 
 
-#: The test files that take longest in the full suite, longest first (seconds measured under CI's
-#: load on the 2-core box). With ``--dist loadfile`` a file runs on one worker and a worker takes
-#: the next file when it is nearly done, so the run ends when the last file does: these go first
-#: (longest-first scheduling) and the many short files fill in behind them on whichever worker is
-#: free. Needs ``--no-loadscope-reorder`` (the Makefile passes it), else xdist orders the files by
-#: their number of tests, which put the one-test cluster and API files last.
+#: The order of the full suite's files (seconds measured under CI's load on the 2-core box). With
+#: ``--dist loadfile`` a file runs on one worker and a worker takes the next file when it is nearly
+#: done, so the run ends when the last file does: the longest go first and the many short files
+#: fill in behind them on whichever worker is free. Needs ``--no-loadscope-reorder`` (the Makefile
+#: passes it), else xdist orders the files by their number of tests.
+#:
+#: The standalone cluster's demo is the run's demo world (tests/support/worlds.py): it goes first
+#: and holds the world's lock until it publishes it, and the three files that copy the world come
+#: after enough other long files that the other worker reaches them about when it is published
+#: (a worker that comes early waits for it; the world is not built twice).
 HEAVIEST_FILES_FIRST = (
-    "test_end_to_end.py",  # ~750: builds the shared demo world, an increment, erasure, notebooks
-    "test_standalone_cluster.py",  # ~545: a 400-person demo through spark-submit on a cluster
-    "test_erasure_forgets.py",  # ~450: erasure on a copy of the demo world, then two pipeline runs
-    "test_api_end_to_end.py",  # ~120: events over HTTP into a copy of the demo world
-    "test_ingest_sample.py",
+    "test_standalone_cluster.py",  # ~500-700: the 400-person demo through spark-submit on a cluster
+    "test_segments_engines.py",
     "test_segments.py",
+    "test_identity_local.py",
     "test_identity_job.py",
     "test_feedback_loop.py",
-    "test_segments_engines.py",
-    "test_identity_local.py",
+    # the demo world's files, longest first
+    "test_erasure_forgets.py",  # ~450: erasure on a copy of the demo world, then an increment
+    "test_end_to_end.py",  # ~250: the demo world's checks, the entry points' re-run, notebooks
+    "test_api_end_to_end.py",  # ~60: events over HTTP into a copy of the demo world
+    "test_ingest_sample.py",
     "test_segments_conformance.py",
     "test_segments_event_embedded.py",
     "test_kafka_stream.py",

@@ -1,5 +1,7 @@
 """The whole pipeline on a small generated world: the demo run, an idempotent re-run through
-the scheduled jobs' console entry points, an increment, right to erasure, and the notebooks.
+the scheduled jobs' console entry points, and the notebooks. An increment and right to erasure on
+the same world are in test_erasure_forgets.py, which erases a person and then runs an increment
+(one erasure and one increment serve both files' checks).
 
 Expected values come from the generator's labels and from reading the landing files and the
 Delta tables independently (plain Python, delta-rs), never from the code under test.
@@ -8,10 +10,8 @@ Delta tables independently (plain Python, delta-rs), never from the code under t
 from __future__ import annotations
 
 import csv
-import json
 import os
-import shutil
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -19,8 +19,6 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from lakecdp.context import JobContext
-from lakecdp.pipeline import run_pipeline
 from lakecdp.steps import demo_steps, scheduled_steps
 from conftest import REPO_ROOT, make_project
 from tests.support.worlds import DEMO_PEOPLE, copy_demo_world, write_demo_conf
@@ -133,78 +131,6 @@ def test_rerun_through_the_scheduled_entry_points_changes_nothing(demo):
     assert after == before
     runs = _rows(demo.warehouse, "ops/runs")
     assert {r["job"] for r in runs} >= {"demo", "ingest", "identity", "features", "segments", "activation"}
-
-
-def test_an_increment_keeps_customer_ids_and_runs_identity_incrementally(spark, demo):
-    from lakecdp.sample.config import load_sample_config
-    from lakecdp.sample.generator import generate
-
-    config = load_sample_config(demo.conf_dir)
-    before = {r["record_id"]: r["customer_id"] for r in _rows(demo.warehouse, "identity/id_map")}
-    generate(
-        spark,
-        landing=demo.landing,
-        labels=demo.warehouse / "labels",
-        people=PEOPLE,
-        seed=config.demo_seed,
-        increment=1,
-        as_of=demo.as_of(),
-        config=config,
-    )
-    result = run_pipeline(demo, spark, job="pipeline")
-    assert result.steps["identity"].get("incremental") == 1
-    after = {r["record_id"]: r["customer_id"] for r in _rows(demo.warehouse, "identity/id_map")}
-    merged_away = {
-        r["old_customer_id"] for r in _rows(demo.warehouse, "identity/id_changes") if r["change_type"] == "merge"
-    }
-    # every existing person keeps their customer_id, unless identity recorded a merge of it
-    assert set(before.values()) - set(after.values()) <= merged_away
-    # and every record of before still maps to a customer (nothing dropped)
-    assert set(before) <= set(after)
-    assert len(after) > len(before)
-
-
-def test_erasure_removes_the_person_from_every_current_file(spark, demo, tmp_path):
-    from lakecdp.erasure import erase_person
-
-    root = tmp_path / "erase"
-    shutil.copytree(demo.warehouse, root / "warehouse")
-    project = make_project(root).model_copy(update={"conf_dir": demo.conf_dir})
-    records = _rows(project.warehouse, "silver/customer_records")
-    id_map = {r["record_id"]: r["customer_id"] for r in _rows(project.warehouse, "identity/id_map")}
-    # a person with several records and an email: the hard case
-    per_customer = Counter(id_map[r["record_id"]] for r in records if r["email"])
-    customer_id = next(c for c, n in per_customer.most_common() if n >= 2)
-    person = [r for r in records if id_map.get(r["record_id"]) == customer_id]
-    email = next(r["email"] for r in person if r["email"])
-    values = {
-        customer_id,
-        *(r["record_id"] for r in person),
-        *(r["email"] for r in person if r["email"]),
-        *(r["phone"] for r in person if r["phone"]),
-        *(r["source_record_id"] for r in person),
-    }
-
-    result = erase_person(JobContext.create(project, spark), email=email)
-    assert customer_id in result.customer_ids
-
-    # every Parquet file left on disk in the warehouse (current versions and history after
-    # VACUUM) is read back; none may hold any of the person's identifiers
-    def mentions(value) -> bool:
-        text = json.dumps(value, default=str).lower()
-        return any(f'"{v.lower()}"' in text for v in values)
-
-    offenders = []
-    for file in (project.warehouse).rglob("*.parquet"):
-        if "landing" in file.parts or "labels" in file.parts:
-            continue
-        for row in pq.read_table(file).to_pylist():
-            if mentions(row):
-                offenders.append(str(file))
-                break
-    assert offenders == []
-    erasures = _rows(project.warehouse, "ops/erasures")
-    assert erasures and all(email not in json.dumps(r, default=str) for r in erasures)
 
 
 @pytest.mark.parametrize("name", ["identity_diagnostics", "segment_explorer", "campaign_report"])

@@ -1,6 +1,11 @@
 """Right to erasure forgets everywhere: the real pipeline on a small generated world, one person
 erased, then a byte scan of every file of the project (Delta data, logs, checkpoints, CDF,
-exports, previews, the demo receiver's log, landing, labels, models).
+exports, previews, the demo receiver's log, landing, labels, models); then the pipeline runs on,
+in full and with an increment (which keeps everyone's customer id).
+
+The demo world is the end-to-end file's (test_end_to_end.py): its erasure and increment checks
+run here, on this erasure and this increment, rather than erasing and incrementing the same world
+a second time.
 
 The person's identifiers are gathered independently of the code under test: from the landing
 files as delivered (csv / json modules) and the Delta tables read with delta-rs.
@@ -55,13 +60,18 @@ def _texts(path: Path) -> list[str]:
 def scan(root: Path, spellings: set[str], combos: list[tuple[str, str, list[str]]]) -> list[str]:
     """``file: what`` for every file under ``root`` holding one of ``spellings`` as a whole token
     (any case) or, in one line, a (first name, last name, birth date in any format) combination."""
-    tokens = [re.compile(r"(?<![a-z0-9])" + re.escape(s.lower()) + r"(?![a-z0-9])") for s in spellings]
+    needles = sorted({s.lower() for s in spellings}, key=len, reverse=True)
+    # one pass per text for all spellings; the alternation tries each spelling at a position
+    # before moving on, so it finds a whole-token match exactly when one of them has one
+    token = re.compile(r"(?<![a-z0-9])(?:" + "|".join(map(re.escape, needles)) + r")(?![a-z0-9])")
     found = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         # the file's name too: previews are named by customer id
         for text in [path.relative_to(root).as_posix().replace(".", " "), *_texts(path)]:
             lowered = text.lower()
-            hit = next((t.pattern for t in tokens if t.search(lowered)), None)
+            # a whole token is a substring first: the plain substring test rules most texts out
+            match = token.search(lowered) if any(n in lowered for n in needles) else None
+            hit = match.group(0) if match else None
             if hit is None:
                 for line in lowered.splitlines():
                     hit = next(
@@ -202,7 +212,43 @@ def erased(spark, world):
         "before": before,
         "after": after,
         "result": result,
+        "rows_mentioning": _parquet_rows_mentioning(world.warehouse, person),
+        "erasures": _rows(world.warehouse, "ops/erasures"),
     }
+
+
+def _parquet_rows_mentioning(warehouse: Path, person: dict) -> list[str]:
+    """The Parquet files under the warehouse (current versions and history left after VACUUM;
+    not landing or labels) with a row holding one of the person's identifiers as a whole value."""
+    records = person["records"]
+    values = {
+        person["customer_id"],
+        *(r["record_id"] for r in records),
+        *(r["email"] for r in records if r["email"]),
+        *(r["phone"] for r in records if r["phone"]),
+        *(r["source_record_id"] for r in records),
+    }
+
+    def mentions(value) -> bool:
+        text = json.dumps(value, default=str).lower()
+        return any(f'"{v.lower()}"' in text for v in values)
+
+    offenders = []
+    for file in warehouse.rglob("*.parquet"):
+        if "landing" in file.parts or "labels" in file.parts:
+            continue
+        if any(mentions(row) for row in pq.read_table(file).to_pylist()):
+            offenders.append(str(file))
+    return offenders
+
+
+def test_erasure_removes_the_person_from_every_current_file(erased):
+    # (the end-to-end file's erasure check, on this erasure of the same demo world)
+    assert erased["person"]["customer_id"] in erased["result"].customer_ids
+    # every Parquet file left on disk in the warehouse is read back: no row names them
+    assert erased["rows_mentioning"] == []
+    email = erased["person"]["email"]
+    assert erased["erasures"] and all(email not in json.dumps(r, default=str) for r in erased["erasures"])
 
 
 def test_the_person_was_in_delta_logs_exports_previews_and_landing(erased):
@@ -260,8 +306,18 @@ def test_pipeline_runs_after_the_erasure_full_then_incremental(spark, world, era
         as_of=world.as_of(),
         config=config,
     )
+    before = {r["record_id"]: r["customer_id"] for r in _rows(world.warehouse, "identity/id_map")}
     result = run_pipeline(world, spark, job="pipeline")
     assert result.steps["identity"]["incremental"] == 1
+    # an increment keeps customer ids: every existing person keeps theirs, unless identity
+    # recorded a merge of it, and every record of before still maps to a customer
+    after = {r["record_id"]: r["customer_id"] for r in _rows(world.warehouse, "identity/id_map")}
+    merged_away = {
+        r["old_customer_id"] for r in _rows(world.warehouse, "identity/id_changes") if r["change_type"] == "merge"
+    }
+    assert set(before.values()) - set(after.values()) <= merged_away
+    assert set(before) <= set(after)
+    assert len(after) > len(before)
     # the person did not come back into any table (the new delivery's landing files are the
     # source's and may name them; ingest refused those rows)
     assert scan(world.warehouse, erased["spellings"], erased["combos"]) == []

@@ -13,6 +13,12 @@ temporary folders (``pytest-of-<user>/pytest-<n>/``), under an exclusive file lo
 of everything the build reads (conf, templates, the number of people), as pytest-xdist documents
 for session fixtures. A failed build leaves no world behind (it is built under a temporary name
 and renamed when done), so the next test builds it again and fails the same way.
+
+The standalone cluster test runs the same demo (same conf, size, seed and as-of) through
+spark-submit: it holds the lock while it runs and publishes its project's folders as the world
+once its own checks pass (:func:`publishing_demo_world`), so a full run builds the world once, on
+the cluster; ``make test-all`` starts that test first (tests/conftest.py). Run without it, the first
+file that asks builds the world in-process with :func:`lakecdp.demo.run_demo`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import fcntl
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,8 +37,9 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: the demo world's size: enough people for the identity accuracy targets and for a
-#: multi-record person who reached the exports (the erasure scan); the API and e2e files agree
-DEMO_PEOPLE = 300
+#: multi-record person who reached the exports (the erasure scan); the API, e2e, erasure and
+#: standalone cluster files agree (the cluster's run is the world)
+DEMO_PEOPLE = 400
 
 #: what a project keeps beside its data and the tests bring themselves (their own conf)
 _NOT_DATA = {"conf", "templates"}
@@ -96,6 +103,55 @@ def _build(spark, root: Path, *, people: int, as_of: str) -> None:
     assert not result.resumed
 
 
+@contextmanager
+def publishing_demo_world(
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    people: int = DEMO_PEOPLE,
+    as_of: str = "2026-11-01T00:00:00Z",
+) -> Iterator[Callable[[Path], None]]:
+    """For a test that runs the demo itself (the standalone cluster's spark-submit): hold the
+    world's lock for the block and yield ``publish(root)``, which makes the project at ``root``
+    (its data folders) the run's demo world, so :func:`copy_demo_world` copies it instead of
+    building the same world a second time.
+
+    ``publish`` is called by the test after its own checks passed; when the block fails or never
+    publishes, no world is left behind and the next :func:`copy_demo_world` builds it. When the
+    world exists already (another file built it first), ``publish`` does nothing. The demo is the
+    same either way: the same conf, size, seed and ``as_of`` (``_inputs_key``), whichever Spark
+    runs it.
+    """
+    shared = _shared_folder(tmp_path_factory)
+    key = _inputs_key(people, as_of)
+    world = shared / key
+
+    def publish(root: Path) -> None:
+        if world.exists():
+            return
+        building = shared / f"{key}.building"
+        shutil.rmtree(building, ignore_errors=True)
+        _copy_data(root, building)
+        building.rename(world)
+
+    if world.exists():
+        yield publish
+        return
+    with _exclusive(shared / f"{key}.lock"):
+        yield publish
+
+
+def _copy_data(source: Path, dest: Path) -> None:
+    """The project's data folders and files under ``source`` (not its conf or templates) into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        if entry.name in _NOT_DATA:
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, dest / entry.name)
+        else:
+            shutil.copy2(entry, dest / entry.name)
+
+
 def copy_demo_world(
     spark,
     tmp_path_factory: pytest.TempPathFactory,
@@ -120,11 +176,4 @@ def copy_demo_world(
             building.mkdir()
             _build(spark, building, people=people, as_of=as_of)
             building.rename(world)
-    dest.mkdir(parents=True, exist_ok=True)
-    for entry in world.iterdir():
-        if entry.name in _NOT_DATA:
-            continue
-        if entry.is_dir():
-            shutil.copytree(entry, dest / entry.name)
-        else:
-            shutil.copy2(entry, dest / entry.name)
+    _copy_data(world, dest)
