@@ -27,6 +27,7 @@ from pyspark.sql.types import DateType, StringType
 
 from lakecdp import catalog
 from lakecdp.activation import ledger, suppression
+from lakecdp.activation.embedded import ERASABLE_TYPES
 from lakecdp.activation.config import (
     PROFILE_FIELDS,
     AnyDestination,
@@ -58,7 +59,7 @@ CHANGE_COLUMNS = (
     "changed_at",
 )
 APPROVALS = catalog.APPROVALS.name
-IDENTIFIER_TYPES = ("email", "phone", "device_id", "crm_id", "customer_number")
+IDENTIFIER_TYPES = ERASABLE_TYPES
 
 Row = dict[str, Any]
 
@@ -105,8 +106,16 @@ def pending_for_destinations(
 
 
 # -- reading ---------------------------------------------------------------------------
+_exists = ledger.table_exists
+
+
+def _version(ctx: JobContext, name: str) -> int | None:
+    store = ledger.delta_store(ctx)
+    return store.version_or_none(name) if store is not None else ctx.tables.version(ctx.spark, name)
+
+
 def _read_optional(ctx: JobContext, name: str) -> DataFrame | None:
-    return ctx.tables.read(ctx.spark, name) if ctx.tables.exists(ctx.spark, name) else None
+    return ctx.tables.read(ctx.spark, name) if _exists(ctx, name) else None
 
 
 def without_held_back(changes: DataFrame, approvals: DataFrame | None) -> DataFrame:
@@ -132,14 +141,17 @@ SUPPRESSION_INPUTS = (
 
 
 def _suppression_fingerprint(ctx: JobContext) -> tuple[str, dict[str, int | None]]:
-    versions = {name: ctx.tables.version(ctx.spark, name) for name in SUPPRESSION_INPUTS}
+    versions = {name: _version(ctx, name) for name in SUPPRESSION_INPUTS}
     fingerprint = json.dumps({"as_of": ctx.as_of.isoformat(), "inputs": versions}, sort_keys=True)
     return fingerprint, versions
 
 
 def _last_fingerprint(ctx: JobContext) -> str | None:
-    if not ctx.tables.exists(ctx.spark, suppression.SUPPRESSIONS):
+    if not _exists(ctx, suppression.SUPPRESSIONS):
         return None
+    store = ledger.delta_store(ctx)
+    if store is not None:
+        return store.last_user_metadata(suppression.SUPPRESSIONS)
     row = ctx.tables.delta(ctx.spark, suppression.SUPPRESSIONS).history(1).select("userMetadata").first()
     return None if row is None else row[0]
 
@@ -158,6 +170,15 @@ def refresh_suppressions(ctx: JobContext) -> DataFrame:
         return ctx.tables.read(spark, suppression.SUPPRESSIONS)
 
     logger.info("activation: rebuilding %s from %s", suppression.SUPPRESSIONS, versions)
+    store = ledger.delta_store(ctx)
+    if store is not None:
+        from lakecdp.activation import embedded
+
+        rows = embedded.build_suppressions(ctx, store, versions, as_of=ctx.as_of)
+        store.overwrite(
+            rows, suppression.SUPPRESSIONS, catalog.SUPPRESSIONS.ddl, run_id=ctx.run_id, user_metadata=fingerprint
+        )
+        return ctx.tables.read(spark, suppression.SUPPRESSIONS)
 
     def pinned(name: str) -> DataFrame | None:
         version = versions[name]
@@ -475,7 +496,7 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
     logger.info("activation: refreshing %s", suppression.SUPPRESSIONS)
     suppressions = refresh_suppressions(ctx)
     counter = _Counter()
-    if not destinations or not ctx.tables.exists(ctx.spark, CHANGES):
+    if not destinations or not _exists(ctx, CHANGES):
         logger.info(
             "activation: %s", "no destinations configured" if not destinations else f"{CHANGES} does not exist yet"
         )

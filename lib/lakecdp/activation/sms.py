@@ -268,12 +268,13 @@ def sms_inputs(
     from pyspark.sql import functions as F
 
     from lakecdp import catalog
+    from lakecdp.activation.ledger import table_exists
     from lakecdp.personalization.config import load_personalization
     from lakecdp.personalization.engine import TemplateEngine
     from lakecdp.personalization.preview import load_contexts, templates_dir
 
     def optional(name: str) -> DataFrame | None:
-        return ctx.tables.read(ctx.spark, name) if ctx.tables.exists(ctx.spark, name) else None
+        return ctx.tables.read(ctx.spark, name) if table_exists(ctx, name) else None
 
     records, id_map = optional(catalog.CUSTOMER_RECORDS.name), optional(catalog.ID_MAP.name)
     consent: dict[str, bool] = {}
