@@ -268,7 +268,7 @@ def sms_inputs(
     from pyspark.sql import functions as F
 
     from lakecdp import catalog
-    from lakecdp.activation.ledger import table_exists
+    from lakecdp.activation.ledger import delta_store, table_exists
     from lakecdp.personalization.config import load_personalization
     from lakecdp.personalization.engine import TemplateEngine
     from lakecdp.personalization.preview import load_contexts, templates_dir
@@ -276,11 +276,17 @@ def sms_inputs(
     def optional(name: str) -> DataFrame | None:
         return ctx.tables.read(ctx.spark, name) if table_exists(ctx, name) else None
 
-    records, id_map = optional(catalog.CUSTOMER_RECORDS.name), optional(catalog.ID_MAP.name)
     consent: dict[str, bool] = {}
-    if records is not None and id_map is not None:
-        wanted = id_map.where(F.col("customer_id").isin(customer_ids))
-        consent = {r["customer_id"]: r["sms_consent"] for r in sms_consent(records, wanted).collect()}
+    store = delta_store(ctx)
+    if store is not None:
+        from lakecdp.activation.embedded import sms_consent_embedded
+
+        consent = sms_consent_embedded(store, customer_ids)
+    else:
+        records, id_map = optional(catalog.CUSTOMER_RECORDS.name), optional(catalog.ID_MAP.name)
+        if records is not None and id_map is not None:
+            wanted = id_map.where(F.col("customer_id").isin(customer_ids))
+            consent = {r["customer_id"]: r["sms_consent"] for r in sms_consent(records, wanted).collect()}
     allowed = [c for c in customer_ids if consent.get(c) is True]
     if not allowed:
         return consent, {}
