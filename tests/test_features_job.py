@@ -9,7 +9,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from lakecdp.context import JobContext
 from lakecdp.features.compute import FEATURES_SCHEMA
-from lakecdp.features.job import MissingInputError, run
+from lakecdp.features.job import MissingInputError, _Log, run
 from lakecdp.tables import Tables
 
 AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -172,3 +172,28 @@ def test_features_job_point_in_time_idempotent_with_history(spark, project):
     )
     # the 1 November state stays readable through Delta time travel
     assertDataFrameEqual(tables.read(spark, "gold.customer_features", version=0), first)
+
+
+def test_the_delta_log_reads_the_same_through_delta_rs_and_spark(spark, project):
+    """engine: embedded asks delta-rs what the Spark engine asks Spark: whether a table exists,
+    its version, and its last commit's userMetadata (the fingerprint) and output row count."""
+    embedded = project.model_copy(update={"environment": project.environment.model_copy(update={"engine": "embedded"})})
+    logs = {
+        "spark": _Log(JobContext.create(project, spark, run_id="r1")),
+        "embedded": _Log(JobContext.create(embedded, spark, run_id="r1")),
+    }
+    assert logs["embedded"].store is not None and logs["spark"].store is None
+    name = "gold.customer_features"
+    for log in logs.values():
+        assert (log.exists(name), log.version(name), log.last_commit(name)) == (False, None, {})
+
+    tables = Tables(project)
+    rows = spark.createDataFrame([("c1",), ("c2",)], "customer_id string")
+    tables.overwrite(rows, name, user_metadata="features:first")
+    tables.overwrite(
+        rows.union(spark.createDataFrame([("c3",)], "customer_id string")), name, user_metadata="features:second"
+    )
+    for engine, log in logs.items():
+        commit = log.last_commit(name)
+        assert (log.exists(name), log.version(name), commit["userMetadata"]) == (True, 1, "features:second"), engine
+        assert int(commit["operationMetrics"]["numOutputRows"]) == 3, engine

@@ -58,7 +58,7 @@ class Environment(StrictModel):
     version: Literal[1]
     name: str
     # which engine runs the steps that have two: "embedded" (DuckDB + delta-rs, one machine)
-    # or "spark" (clusters, Databricks). Today: the segments step (SQL segments).
+    # or "spark" (clusters, Databricks). Today: the segments step (SQL segments) and activation.
     engine: Literal["embedded", "spark"] = "spark"
     spark: SparkSettings = Field(default_factory=SparkSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)

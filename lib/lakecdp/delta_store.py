@@ -262,10 +262,11 @@ class DeltaStore:
         # delta-rs hands out string views; Arrow compute and DuckDB joins want plain strings
         return feed.cast(pa.schema([f.with_type(_without_views(f.type)) for f in feed.schema]))
 
-    def _metadata(self, operation: str, run_id: str) -> Any:
+    def _metadata(self, operation: str, run_id: str, user_metadata: str | None = None) -> Any:
         from deltalake import CommitProperties
 
-        return CommitProperties(custom_metadata={"userMetadata": f"{self.label} {operation} {run_id}"})
+        text = user_metadata if user_metadata is not None else f"{self.label} {operation} {run_id}"
+        return CommitProperties(custom_metadata={"userMetadata": text})
 
     def merge(
         self,
@@ -335,13 +336,25 @@ class DeltaStore:
         )
         return version
 
-    def overwrite(self, data: pa.Table, name: str, schema: str, *, run_id: str) -> None:
-        """Replace the table's rows in one commit (history kept); creates the table if missing."""
+    def overwrite(
+        self, data: pa.Table, name: str, schema: str, *, run_id: str, user_metadata: str | None = None
+    ) -> None:
+        """Replace the table's rows in one commit (history kept); creates the table if missing.
+
+        Args:
+            user_metadata: the commit's ``userMetadata`` instead of ``<label> overwrite <run_id>``
+                (a fingerprint of the inputs a later run compares, say).
+        """
         from deltalake import write_deltalake
 
         data = conform(data, schema)
         self.create_if_missing(name, schema)
-        write_deltalake(self.table(name), data, mode="overwrite", commit_properties=self._metadata("overwrite", run_id))
+        write_deltalake(
+            self.table(name),
+            data,
+            mode="overwrite",
+            commit_properties=self._metadata("overwrite", run_id, user_metadata),
+        )
 
     def upsert(
         self,

@@ -27,6 +27,7 @@ from pyspark.sql.types import DateType, StringType
 
 from lakecdp import catalog
 from lakecdp.activation import ledger, suppression
+from lakecdp.activation.embedded import ERASABLE_TYPES
 from lakecdp.activation.config import (
     PROFILE_FIELDS,
     AnyDestination,
@@ -40,7 +41,10 @@ from lakecdp.activation.files import safe_path_part, write_export
 from lakecdp.activation.webhook import Finalised, WebhookClient, to_json
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame
+
+    from lakecdp.delta_store import DeltaStore
 
     from lakecdp.context import JobContext
 
@@ -58,7 +62,7 @@ CHANGE_COLUMNS = (
     "changed_at",
 )
 APPROVALS = catalog.APPROVALS.name
-IDENTIFIER_TYPES = ("email", "phone", "device_id", "crm_id", "customer_number")
+IDENTIFIER_TYPES = ERASABLE_TYPES
 
 Row = dict[str, Any]
 
@@ -105,8 +109,16 @@ def pending_for_destinations(
 
 
 # -- reading ---------------------------------------------------------------------------
+_exists = ledger.table_exists
+
+
+def _version(ctx: JobContext, name: str) -> int | None:
+    store = ledger.delta_store(ctx)
+    return store.version_or_none(name) if store is not None else ctx.tables.version(ctx.spark, name)
+
+
 def _read_optional(ctx: JobContext, name: str) -> DataFrame | None:
-    return ctx.tables.read(ctx.spark, name) if ctx.tables.exists(ctx.spark, name) else None
+    return ctx.tables.read(ctx.spark, name) if _exists(ctx, name) else None
 
 
 def without_held_back(changes: DataFrame, approvals: DataFrame | None) -> DataFrame:
@@ -132,16 +144,36 @@ SUPPRESSION_INPUTS = (
 
 
 def _suppression_fingerprint(ctx: JobContext) -> tuple[str, dict[str, int | None]]:
-    versions = {name: ctx.tables.version(ctx.spark, name) for name in SUPPRESSION_INPUTS}
+    versions = {name: _version(ctx, name) for name in SUPPRESSION_INPUTS}
     fingerprint = json.dumps({"as_of": ctx.as_of.isoformat(), "inputs": versions}, sort_keys=True)
     return fingerprint, versions
 
 
 def _last_fingerprint(ctx: JobContext) -> str | None:
-    if not ctx.tables.exists(ctx.spark, suppression.SUPPRESSIONS):
+    if not _exists(ctx, suppression.SUPPRESSIONS):
         return None
+    store = ledger.delta_store(ctx)
+    if store is not None:
+        return store.last_user_metadata(suppression.SUPPRESSIONS)
     row = ctx.tables.delta(ctx.spark, suppression.SUPPRESSIONS).history(1).select("userMetadata").first()
     return None if row is None else row[0]
+
+
+def refresh_suppressions_embedded(ctx: JobContext, store: DeltaStore) -> pa.Table:
+    """:func:`refresh_suppressions` on the embedded engine: built in DuckDB, written and read
+    with delta-rs (:mod:`lakecdp.activation.embedded`); the same rows, fingerprint and reuse."""
+    from lakecdp.activation import embedded
+
+    fingerprint, versions = _suppression_fingerprint(ctx)
+    if _last_fingerprint(ctx) == fingerprint:
+        logger.info("activation: suppressions are up to date with their inputs")
+        return store.read(suppression.SUPPRESSIONS)
+    logger.info("activation: rebuilding %s from %s", suppression.SUPPRESSIONS, versions)
+    rows = embedded.build_suppressions(ctx, store, versions, as_of=ctx.as_of)
+    store.overwrite(
+        rows, suppression.SUPPRESSIONS, catalog.SUPPRESSIONS.ddl, run_id=ctx.run_id, user_metadata=fingerprint
+    )
+    return store.read(suppression.SUPPRESSIONS)
 
 
 def refresh_suppressions(ctx: JobContext) -> DataFrame:
@@ -152,6 +184,10 @@ def refresh_suppressions(ctx: JobContext) -> DataFrame:
     the table instead of rebuilding it (a re-run writes nothing).
     """
     spark = ctx.spark
+    store = ledger.delta_store(ctx)
+    if store is not None:
+        refresh_suppressions_embedded(ctx, store)
+        return ctx.tables.read(spark, suppression.SUPPRESSIONS)
     fingerprint, versions = _suppression_fingerprint(ctx)
     if _last_fingerprint(ctx) == fingerprint:
         logger.info("activation: suppressions are up to date with their inputs")
@@ -473,14 +509,45 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
         del destinations[name]
     ledger.ensure_tables(ctx)
     logger.info("activation: refreshing %s", suppression.SUPPRESSIONS)
-    suppressions = refresh_suppressions(ctx)
+    store = ledger.delta_store(ctx)
+    suppressions = refresh_suppressions(ctx) if store is None else refresh_suppressions_embedded(ctx, store)
     counter = _Counter()
-    if not destinations or not ctx.tables.exists(ctx.spark, CHANGES):
+    if not destinations or not _exists(ctx, CHANGES):
         logger.info(
             "activation: %s", "no destinations configured" if not destinations else f"{CHANGES} does not exist yet"
         )
         return {"delivered": 0, **({"demo_destinations_waiting": len(waiting)} if waiting else {})}
 
+    logger.info("activation: reading pending changes for %s", sorted(destinations))
+    if store is not None:
+        from lakecdp.activation.embedded import pending_rows
+
+        rows = pending_rows(
+            store,
+            destinations=[
+                (n, list(d.segments), list(d.change_types), max_delivery_runs(d)) for n, d in destinations.items()
+            ],
+            suppressions=suppressions,
+            profile_fields=sorted(PROFILE_FIELDS),
+        )
+    else:
+        rows = _pending_rows_spark(ctx, destinations, suppressions)
+    _deliver_pending(ctx, destinations, rows, counter, now=now)
+
+    counts = dict(counter.counts)
+    if counts.get("dead_letter"):
+        logger.warning(
+            "activation: %d changes went to activation.dead_letter: %s",
+            counts["dead_letter"],
+            {k: v for k, v in counts.items() if k.endswith(".dead_letter")},
+        )
+    counts.setdefault("delivered", 0)
+    if waiting:
+        counts["demo_destinations_waiting"] = len(waiting)
+    return counts
+
+
+def _pending_rows_spark(ctx: JobContext, destinations: Mapping[str, AnyDestination], suppressions) -> list[Row]:
     changes = ctx.tables.read(ctx.spark, CHANGES)
     items = (
         without_held_back(changes, _read_optional(ctx, APPROVALS))
@@ -503,10 +570,19 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
         "destination string, d_segments array<string>, d_change_types array<string>, max_runs int",
     )
     pending = pending_for_destinations(items, destination_rows, ledger.handled_keys(ctx), ledger.failed_runs(ctx))
-    logger.info("activation: reading pending changes for %s", sorted(destinations))
-    rows = [
+    return [
         _utc_row(r.asDict(recursive=True)) for r in pending.orderBy("destination", "changed_at", "change_id").collect()
     ]
+
+
+def _deliver_pending(
+    ctx: JobContext,
+    destinations: Mapping[str, AnyDestination],
+    rows: list[Row],
+    counter: _Counter,
+    *,
+    now: datetime | None,
+) -> None:
     from lakecdp.campaign.exposures import hold_out_and_expose  # campaign exposures; holdout not sent
 
     rows = hold_out_and_expose(ctx, rows)
@@ -537,15 +613,3 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
         sendable = [r for r in by_destination.get(name, []) if not r["suppression_reason"]]
         logger.info("%s: %d changes to deliver", name, len(sendable))
         deliver(ctx, name, destination, sendable, writer, counter, now=now)
-
-    counts = dict(counter.counts)
-    if counts.get("dead_letter"):
-        logger.warning(
-            "activation: %d changes went to activation.dead_letter: %s",
-            counts["dead_letter"],
-            {k: v for k, v in counts.items() if k.endswith(".dead_letter")},
-        )
-    counts.setdefault("delivered", 0)
-    if waiting:
-        counts["demo_destinations_waiting"] = len(waiting)
-    return counts

@@ -226,7 +226,17 @@ class SmsDestination(DestinationBase):
         length (rejected), then the gateway."""
         from lakecdp.activation.webhook import Finalised
 
-        consent, texts = sms_inputs(delivery.ctx, self, sorted({r["customer_id"] for r in rows}))
+        consent = sms_consents(delivery.ctx, sorted({r["customer_id"] for r in rows}))
+        # texts only for the messages that can go out now (consent, a phone, outside quiet hours):
+        # rendering loads every template context, the step's only Spark work on the embedded engine
+        due = {
+            r["customer_id"]
+            for r in rows
+            if consent.get(r["customer_id"]) is True
+            and normalise_phone(r.get("phone"), default_region=self.default_region) is not None
+            and not self.in_quiet_hours(r.get("country"), delivery.now)
+        }
+        texts = sms_texts(delivery.ctx, self, sorted(due))
         plan = plan_messages(self, rows, consent=consent, texts=texts, now=delivery.now)
         for kind, skipped in (("no_sms_consent", plan.no_consent), ("no_phone", plan.no_phone)):
             # final, like every suppression: a later consent does not resend an old change
@@ -265,31 +275,47 @@ def sms_inputs(
     ctx: JobContext, destination: SmsDestination, customer_ids: list[str]
 ) -> tuple[dict[str, bool], dict[str, str]]:
     """SMS consent and rendered text per customer (the personalisation template and context)."""
+    consent = sms_consents(ctx, customer_ids)
+    return consent, sms_texts(ctx, destination, [c for c in customer_ids if consent.get(c) is True])
+
+
+def sms_consents(ctx: JobContext, customer_ids: list[str]) -> dict[str, bool]:
+    """customer_id -> SMS consent (:func:`sms_consent`; DuckDB over delta-rs on the embedded engine)."""
     from pyspark.sql import functions as F
 
     from lakecdp import catalog
+    from lakecdp.activation.ledger import delta_store, table_exists
+
+    store = delta_store(ctx)
+    if store is not None:
+        from lakecdp.activation.embedded import sms_consent_embedded
+
+        return sms_consent_embedded(store, customer_ids)
+
+    def optional(name: str) -> DataFrame | None:
+        return ctx.tables.read(ctx.spark, name) if table_exists(ctx, name) else None
+
+    records, id_map = optional(catalog.CUSTOMER_RECORDS.name), optional(catalog.ID_MAP.name)
+    if records is None or id_map is None:
+        return {}
+    wanted = id_map.where(F.col("customer_id").isin(customer_ids))
+    return {r["customer_id"]: r["sms_consent"] for r in sms_consent(records, wanted).collect()}
+
+
+def sms_texts(ctx: JobContext, destination: SmsDestination, customer_ids: list[str]) -> dict[str, str]:
+    """customer_id -> the message rendered from the destination's template and the customer's context."""
     from lakecdp.personalization.config import load_personalization
     from lakecdp.personalization.engine import TemplateEngine
     from lakecdp.personalization.preview import load_contexts, templates_dir
 
-    def optional(name: str) -> DataFrame | None:
-        return ctx.tables.read(ctx.spark, name) if ctx.tables.exists(ctx.spark, name) else None
-
-    records, id_map = optional(catalog.CUSTOMER_RECORDS.name), optional(catalog.ID_MAP.name)
-    consent: dict[str, bool] = {}
-    if records is not None and id_map is not None:
-        wanted = id_map.where(F.col("customer_id").isin(customer_ids))
-        consent = {r["customer_id"]: r["sms_consent"] for r in sms_consent(records, wanted).collect()}
-    allowed = [c for c in customer_ids if consent.get(c) is True]
-    if not allowed:
-        return consent, {}
+    if not customer_ids:
+        return {}
     config = load_personalization(ctx.project.conf_dir)
     engine = TemplateEngine(
         templates_dir(ctx.project, config), budget=config.render_budget.budget(), feedback_url=config.feedback_url
     )
-    contexts = load_contexts(ctx.spark, ctx.tables, config, customer_ids=allowed, campaign_id=destination.campaign)
-    texts = {str(c["customer_id"]): message_text(engine.render(destination.template, c).text) for c in contexts}
-    return consent, texts
+    contexts = load_contexts(ctx.spark, ctx.tables, config, customer_ids=customer_ids, campaign_id=destination.campaign)
+    return {str(c["customer_id"]): message_text(engine.render(destination.template, c).text) for c in contexts}
 
 
 # -- message length ----------------------------------------------------------------------
@@ -422,6 +448,8 @@ __all__ = [
     "message_text",
     "plan_messages",
     "sms_consent",
+    "sms_consents",
     "sms_inputs",
+    "sms_texts",
     "sms_length",
 ]

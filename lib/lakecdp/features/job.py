@@ -55,11 +55,40 @@ def inputs_fingerprint(as_of_iso: str, versions: dict[str, int | None], config: 
     return "features:" + hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _last_fingerprint(ctx: JobContext) -> str | None:
-    if not ctx.tables.exists(ctx.spark, OUTPUT):
-        return None
-    row = ctx.tables.delta(ctx.spark, OUTPUT).history(1).select("userMetadata").first()
-    return None if row is None else row[0]
+class _Log:
+    """Existence, versions and the last commit of tables: from the Delta log with delta-rs on the
+    embedded engine (milliseconds), else through Spark (a job and a log replay each, a second or
+    more under load; the step asks a dozen times)."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.store = None
+        if ctx.project.environment.engine == "embedded" and not ctx.tables.uses_catalog:
+            from lakecdp.delta_store import DeltaStore
+
+            self.store = DeltaStore(ctx, label="lakecdp-features")
+
+    def exists(self, name: str) -> bool:
+        return self.store.exists(name) if self.store is not None else self.ctx.tables.exists(self.ctx.spark, name)
+
+    def version(self, name: str) -> int | None:
+        if self.store is not None:
+            return self.store.version_or_none(name)
+        return self.ctx.tables.version(self.ctx.spark, name)
+
+    def last_commit(self, name: str) -> dict:
+        """``userMetadata`` and ``operationMetrics`` of the table's latest commit ({} if none)."""
+        if not self.exists(name):
+            return {}
+        if self.store is not None:
+            history = self.store.table(name).history(1)
+            return history[0] if history else {}
+        row = self.ctx.tables.delta(self.ctx.spark, name).history(1).select("userMetadata", "operationMetrics").first()
+        return {} if row is None else {"userMetadata": row[0], "operationMetrics": row[1]}
+
+
+def _last_fingerprint(ctx: JobContext, log: _Log | None = None) -> str | None:
+    return (log or _Log(ctx)).last_commit(OUTPUT).get("userMetadata")
 
 
 def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, int]:
@@ -70,17 +99,18 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
         (rows no identifier resolved), ``skipped`` (1 when the inputs were unchanged).
     """
     spark, tables = ctx.spark, ctx.tables
+    log = _Log(ctx)
     config = config or load_features_config(config_path(ctx))
-    missing = [name for name in REQUIRED_INPUTS if not tables.exists(spark, name)]
+    missing = [name for name in REQUIRED_INPUTS if not log.exists(name)]
     if missing:
         raise MissingInputError(f"features: input table(s) {missing} do not exist yet; run ingest and identity first")
     frames = {name: tables.read(spark, name) for name in REQUIRED_INPUTS}
     for name, ddl in OPTIONAL_INPUTS.items():
-        frames[name] = tables.read(spark, name) if tables.exists(spark, name) else spark.createDataFrame([], ddl)
-    versions = {name: tables.version(spark, name) for name in (*REQUIRED_INPUTS, *OPTIONAL_INPUTS)}
+        frames[name] = tables.read(spark, name) if log.exists(name) else spark.createDataFrame([], ddl)
+    versions = {name: log.version(name) for name in (*REQUIRED_INPUTS, *OPTIONAL_INPUTS)}
     as_of = as_of_utc(ctx.as_of)
     fingerprint = inputs_fingerprint(as_of.isoformat(), versions, config)
-    if _last_fingerprint(ctx) == fingerprint:
+    if _last_fingerprint(ctx, log) == fingerprint:
         logger.info("features: inputs, as_of and config unchanged since the last run; nothing to write")
         return {"customers": 0, "events_unmatched": 0, "orders_unmatched": 0, "skipped": 1}
 
@@ -120,8 +150,7 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
     finally:
         for frame in (*activity, identifiers):
             frame.unpersist()
-    last = tables.delta(spark, OUTPUT).history(1).select("operationMetrics").first()
-    metrics = (last[0] if last is not None else None) or {}
+    metrics = log.last_commit(OUTPUT).get("operationMetrics") or {}
     per_input = {row["input"]: int(row["count"]) for row in unmatched}
     counts = {
         "customers": int(metrics.get("numOutputRows", 0)),
