@@ -115,7 +115,7 @@ def load_privacy_config(conf_dir: str | os.PathLike[str]) -> PrivacyConfig:
     return load_model(Path(conf_dir) / "privacy.yaml", PrivacyConfig)
 
 
-def _salt(ctx: JobContext, settings: ErasureSettings) -> bytes:
+def erasure_salt(ctx: JobContext, settings: ErasureSettings) -> bytes:
     value = os.environ.get(settings.salt_env)
     if value:
         return value.encode()
@@ -365,7 +365,7 @@ def erase_person(ctx: JobContext, *, email: str | None = None, customer_id: str 
     spark, tables = ctx.spark, ctx.tables
     customer_ids, identifiers = resolve_person(ctx, email=email, customer_id=customer_id)
     values = set().union(*identifiers.values())
-    salt = _salt(ctx, settings)
+    salt = erasure_salt(ctx, settings)
     # computed before the records go: the name + birth date + postcode of each record
     records = _person_records(ctx, identifiers.get("record_id", set()))
     key_hashes = {str(r["key_hash"]) for r in records if r["key_hash"]}
@@ -763,7 +763,7 @@ def salted_hash_column(ctx: JobContext, identifier_type: str, column):
     """Column expression: the salted hash of ``column`` as :func:`salted_hash` computes it."""
     from pyspark.sql import functions as F
 
-    salt = _salt(ctx, load_privacy_config(ctx.project.conf_dir).erasure)
+    salt = erasure_salt(ctx, load_privacy_config(ctx.project.conf_dir).erasure)
     prefix = salt + b"\x00" + identifier_type.encode() + b"\x00"
     # sha2 over bytes: the salt may be any text, so concatenate as binary
     return F.sha2(F.concat(F.lit(bytearray(prefix)), F.encode(F.lower(F.trim(column)), "UTF-8")), 256)

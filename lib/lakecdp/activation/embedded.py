@@ -171,9 +171,9 @@ def build_suppressions(
             present.add(_VIEWS[name])
         params: dict[str, object] = {"as_of": as_of, "run_id": ctx.run_id}
         if "erasures" in present:
-            from lakecdp.erasure import _salt, load_privacy_config
+            from lakecdp.erasure import erasure_salt, load_privacy_config
 
-            params["salt"] = _salt(ctx, load_privacy_config(ctx.project.conf_dir).erasure)
+            params["salt"] = erasure_salt(ctx, load_privacy_config(ctx.project.conf_dir).erasure)
         sql = suppressions_sql(present)
         # DuckDB refuses parameters the query does not use (no events: no $as_of)
         used = {key: value for key, value in params.items() if f"${key}" in sql}
