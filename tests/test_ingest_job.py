@@ -328,3 +328,45 @@ def test_an_erased_person_is_not_imported_again(spark, project):
     assert (audit["rows_read"], audit["rows_loaded"], audit["rows_erased"]) == (3, 1, 2)
     quality = tables.read(spark, "ops.data_quality").where("source_file = 'crm/crm_customers_1.csv'")
     assert [(r["reason"], r["rows"]) for r in quality.collect()] == [("ERASED", 2)]
+
+
+@pytest.mark.slow
+def test_audit_and_ledger_once_per_run_and_kept_for_sources_done_before_a_failure(spark, project):
+    _write(project, "products/products_0.csv", ["product_id,name,category,price", "P1,Boot,shoes,53.99"])
+    _write(project, "web_events/web_events_0.jsonl", WEB_0)
+
+    def crash_after_web_bronze(table: str) -> None:
+        if table == "bronze.web_events":
+            raise _Crash(f"killed after writing {table}")
+
+    # products goes first (order lines take their category from it); web_events then fails
+    with pytest.raises(_Crash):
+        ingest(_ctx(spark, project, "run-1"), only=["web_events", "products"], hook=crash_after_web_bronze)
+    tables = JobContext.create(project, spark, as_of=AS_OF).tables
+    assertDataFrameEqual(
+        tables.read(spark, "ops.ingest_files").select("source", "path", "run_id", "status"),
+        [("products", "products/products_0.csv", "run-1", "loaded")],
+    )
+    assertDataFrameEqual(
+        tables.read(spark, "ops.ingest_audit").select("source", "source_file", "rows_read", "rows_loaded"),
+        [("products", "products/products_0.csv", 1, 1)],
+    )
+
+    _write(project, "products/products_1.csv", ["product_id,name,category,price", "P2,Coat,outerwear,99.00"])
+    counts = ingest(_ctx(spark, project, "run-2"), only=["web_events", "products"])
+    assert (counts["files_loaded"], counts["files_skipped"], counts["rows_read"]) == (2, 1, 7)
+    assertDataFrameEqual(
+        tables.read(spark, "ops.ingest_audit").select("source_file", "run_id", "rows_read", "rows_quarantined"),
+        [
+            ("products/products_0.csv", "run-1", 1, 0),
+            ("products/products_1.csv", "run-2", 1, 0),
+            ("web_events/web_events_0.jsonl", "run-2", 6, 2),
+        ],
+    )
+    assertDataFrameEqual(
+        tables.read(spark, "ops.data_quality").select("source", "reason", "rows"),
+        [("web_events", "DUPLICATE", 1), ("web_events", "INVALID_TYPE", 1), ("web_events", "MALFORMED_LINE", 1)],
+    )
+    # one commit per ops table and run, whatever the number of sources: run 1 (products), run 2 (both)
+    assert tables.version(spark, "ops.ingest_audit") == 1
+    assert tables.version(spark, "ops.ingest_files") == 1

@@ -37,21 +37,40 @@ class AuditError(RuntimeError):
     non-blank lines: something was lost."""
 
 
-def per_file_counts(classified: DataFrame | None, files: list[LandedFile]) -> dict[str, dict[str, int]]:
-    """Audit counts per file; a refused file counts as one row read and quarantined (its row in
-    quarantine), so audit and quarantine agree."""
+def file_counts(
+    classified: DataFrame | None, files: list[LandedFile]
+) -> tuple[dict[str, dict[str, int]], list[tuple[str, str, int]]]:
+    """The audit counts per file and (file, reason, rows): quarantine reasons, warnings of loaded
+    rows, duplicates, erased rows and :func:`file_reasons`; from one Spark action over
+    ``classified`` (a group per file, status and reason codes, counted).
+
+    A refused file counts as one row read and quarantined (its row in quarantine), so audit and
+    quarantine agree.
+    """
     result = {f.relative: dict.fromkeys(COUNTS, 0) for f in files}
     for file in files:
         if file.refused:
             result[file.relative].update(rows_read=1, rows_quarantined=1)
     if classified is None:
-        return result
-    rows = classified.groupBy("source_file", "_status").count().collect()
-    for row in rows:
+        return result, file_reasons(files, result)
+    codes = (
+        F.when(F.col("_status") == "quarantined", F.col("_reasons"))
+        .when(F.col("_status") == "duplicate", F.array(F.lit(DUPLICATE)))
+        .when(F.col("_status") == "erased", F.array(F.lit(ERASED)))
+        .otherwise(F.col("_warnings"))
+    )
+    groups = classified.groupBy("source_file", "_status", codes.alias("_codes")).count().collect()
+    found: dict[tuple[str, str], int] = {}
+    for row in groups:
         entry = result[row["source_file"]]
         entry[STATUS_COUNT[row["_status"]]] += row["count"]
         entry["rows_read"] += row["count"]
-    return result
+        # as explode would: every code of the group's array, once per row (none for null / empty)
+        for code in row["_codes"] or []:
+            key = (row["source_file"], code)
+            found[key] = found.get(key, 0) + int(row["count"])
+    reasons = file_reasons(files, result)
+    return result, sorted([*reasons, *((file, code, rows) for (file, code), rows in found.items())])
 
 
 def expected_rows(source: SourceConfig, file: LandedFile) -> int | None:
@@ -75,32 +94,17 @@ def check_lines_read(source: SourceConfig, files: list[LandedFile], per_file: Ma
             )
 
 
-def reason_counts(
-    classified: DataFrame | None, files: list[LandedFile], per_file: Mapping[str, Mapping[str, int]]
-) -> list[tuple[str, str, int]]:
-    """(file, reason, rows): quarantine reasons, warnings of loaded rows, duplicates, refused
-    files (1 row), and ``NO_ROWS`` (0 rows) for a non-empty file that held none."""
+def file_reasons(files: list[LandedFile], per_file: Mapping[str, Mapping[str, int]]) -> list[tuple[str, str, int]]:
+    """(file, reason, rows) known without reading rows: refused files (1 row) and ``NO_ROWS``
+    (0 rows) for a non-empty file that held none; :func:`file_counts` adds the rows' reasons
+    (quarantine reasons, warnings of loaded rows, duplicates, erased)."""
     found = [(f.relative, f.reason, 1) for f in files if f.reason is not None]
     found += [
         (f.relative, NO_ROWS, 0)
         for f in files
         if not f.refused and f.size > 0 and per_file[f.relative]["rows_read"] == 0
     ]
-    if classified is None:
-        return sorted(found)
-    codes = (
-        F.when(F.col("_status") == "quarantined", F.col("_reasons"))
-        .when(F.col("_status") == "duplicate", F.array(F.lit(DUPLICATE)))
-        .when(F.col("_status") == "erased", F.array(F.lit(ERASED)))
-        .otherwise(F.col("_warnings"))
-    )
-    rows = (
-        classified.select("source_file", F.explode(codes).alias("reason"))
-        .groupBy("source_file", "reason")
-        .count()
-        .collect()
-    )
-    return sorted([*found, *((row["source_file"], row["reason"], int(row["count"])) for row in rows)])
+    return sorted(found)
 
 
 def check_audit_counts(where: str, counts: Mapping[str, int]) -> None:

@@ -9,11 +9,15 @@ in this order, each write idempotent (MERGE on its keys):
 2. ``quarantine.<source>``: rows that failed, raw, with reasons; a file refused as a whole
    (a symbolic link, an unreadable file) as one row with ``line`` null;
 3. silver tables (MERGE on their primary keys; events insert-only);
-4. ``ops.ingest_audit`` (per file: read = loaded + quarantined + duplicates + erased, checked)
-   and ``ops.data_quality`` (rows per reason);
+4. ``ops.ingest_audit`` (per file: read = loaded + quarantined + duplicates + erased, checked
+   before step 1) and ``ops.data_quality`` (rows per reason);
 5. the ledger entry, last: a run killed before it re-does the file and ends in the same state.
    A refused file is in the ledger too (``status`` quarantined, ``reason``): reported once, and
    a corrected delivery (other bytes) loads.
+
+Steps 1-3 run source by source; steps 4 and 5 once for all the sources of the run (one commit
+per table, not one per source), also when a later source fails: the sources done are audited
+and ledgered, then the error is raised.
 
 Every line ending counts (LF, CRLF, CR-only, mixed), and the rows read are checked against the
 non-blank lines counted from the file's bytes before anything is written
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -48,8 +53,7 @@ from lakecdp.ingest.audit import (
     audit_row,
     check_audit_counts,
     check_lines_read,
-    per_file_counts,
-    reason_counts,
+    file_counts,
 )
 from lakecdp.ingest.classify import classify, erased_condition
 from lakecdp.ingest.landing import LandedFile, discover, inspect_file, natural_key
@@ -216,11 +220,20 @@ def _write_records(ctx: JobContext, records: DataFrame, hook: WriteHook) -> None
 # -- the job ---------------------------------------------------------------------------
 
 
-def _ledger_hashes(ctx: JobContext, source: SourceConfig) -> set[str]:
-    if not ctx.tables.exists(ctx.spark, LEDGER):
-        return set()
-    rows = ctx.tables.read(ctx.spark, LEDGER).where(F.col("source") == source.name).select("content_hash").collect()
-    return {row[0] for row in rows}
+def _ledger_hashes(ctx: JobContext, sources: Iterable[str]) -> dict[str, set[str]]:
+    """Content hashes of the files the ledger holds, per source: one read for the whole run."""
+    found: dict[str, set[str]] = {name: set() for name in sources}
+    if not found or not ctx.tables.exists(ctx.spark, LEDGER):
+        return found
+    rows = (
+        ctx.tables.read(ctx.spark, LEDGER)
+        .where(F.col("source").isin(list(found)))
+        .select("source", "content_hash")
+        .collect()
+    )
+    for row in rows:
+        found[row[0]].add(row[1])
+    return found
 
 
 def _existing_keys(ctx: JobContext, source: SourceConfig) -> DataFrame | None:
@@ -238,6 +251,42 @@ def _existing_keys(ctx: JobContext, source: SourceConfig) -> DataFrame | None:
     return ctx.tables.read(ctx.spark, name).join(done, "_source_file", "left_semi").select(*source.primary_key)
 
 
+def _materialised(df: DataFrame) -> tuple[DataFrame, list[int]]:
+    """``df`` computed once and kept (memory, else disk), as a DataFrame whose plan is just the
+    kept rows; and the ids of the kept blocks, for :func:`_release`.
+
+    Every write of a source reads the classified rows (counts, bronze, quarantine, silver, a
+    MERGE's source twice). ``persist`` would keep the rows but each of those queries would still
+    be planned over the validation plan (hundreds of expressions) and matched against the cache;
+    a local checkpoint leaves them a plan of one node.
+    """
+    context = df.sparkSession.sparkContext._jsc  # the JVM context: its kept RDDs by id
+    before = set(context.getPersistentRDDs().keySet())
+    kept = df.localCheckpoint(eager=True)
+    return kept, sorted(set(context.getPersistentRDDs().keySet()) - before)
+
+
+def _release(ctx: JobContext, blocks: list[int]) -> None:
+    """Drop the rows :func:`_materialised` kept (else they stay until the JVM collects them)."""
+    if not blocks:
+        return
+    kept = ctx.spark.sparkContext._jsc.getPersistentRDDs()
+    for rdd_id in blocks:
+        if kept.containsKey(rdd_id):
+            kept.get(rdd_id).unpersist(False)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A source whose new files are in bronze, quarantine and silver: what its audit, data
+    quality and ledger rows are made of (written by :func:`_write_ops`)."""
+
+    source: SourceConfig
+    files: list[LandedFile]
+    per_file: dict[str, dict[str, int]]
+    reasons: list[tuple[str, str, int]]
+
+
 def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | None = None) -> dict[str, int]:
     """Ingest the new files of one source; returns its counts.
 
@@ -245,7 +294,17 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
     read, one quarantined) and put in the ledger; the source's other files load all the same.
     """
     hook = hook or (lambda _name: None)
-    seen = _ledger_hashes(ctx, source)
+    loaded, counts = _load_source(ctx, source, _ledger_hashes(ctx, [source.name])[source.name], hook)
+    _write_ops(ctx, [loaded] if loaded is not None else [], hook)
+    return counts
+
+
+def _load_source(
+    ctx: JobContext, source: SourceConfig, seen: set[str], hook: WriteHook
+) -> tuple[_Loaded | None, dict[str, int]]:
+    """Bronze, quarantine and silver for the new files of ``source`` (content hash not in
+    ``seen``); its ops rows are returned, for :func:`_write_ops` to write after them."""
+    seen = set(seen)
     new: list[LandedFile] = []
     skipped = 0
     for file in discover(ctx.project.landing, source):
@@ -259,7 +318,7 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
         new.append(file)
     counts = {"files_loaded": 0, "files_quarantined": 0, "files_skipped": skipped, **dict.fromkeys(COUNTS, 0)}
     if not new:
-        return counts
+        return None, counts
 
     rows, readable = validated_rows(ctx, source, [f for f in new if not f.refused])
     files = sorted([*readable, *[f for f in new if f.refused]], key=lambda f: natural_key(f.relative))
@@ -267,13 +326,17 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
     for file in refused:
         logger.warning("%s: %s quarantined: %s", source.name, file.relative, file.detail)
     classified = None
+    blocks: list[int] = []
     if rows is not None:
-        classified = classify(rows, source, _existing_keys(ctx, source), erased_condition(ctx, rows, source)).persist()
+        classified, blocks = _materialised(
+            classify(rows, source, _existing_keys(ctx, source), erased_condition(ctx, rows, source))
+        )
     try:
-        per_file = per_file_counts(classified, files)
+        per_file, reasons = file_counts(classified, files)
         # before any write: a line the reader lost (or made up) fails the run, nothing is marked done
         check_lines_read(source, files, per_file)
-        reasons = reason_counts(classified, files, per_file)
+        for relative, c in per_file.items():
+            check_audit_counts(f"{source.name} {relative}", c)
 
         if classified is not None:
             passed = classified.where(F.col("_status").isin("loaded", "duplicate"))
@@ -308,31 +371,33 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
         if classified is not None:
             loaded = classified.where(F.col("_status") == "loaded")
             write_silver(ctx, loaded, source, hook)
-        _write_audit(ctx, source, per_file, reasons, hook)
-        _write_ledger(ctx, source, files, per_file, hook)
     finally:
-        if classified is not None:
-            classified.unpersist()
+        _release(ctx, blocks)
     counts["files_loaded"] = len(files) - len(refused)
     counts["files_quarantined"] = len(refused)
     for value in per_file.values():
         for key in COUNTS:
             counts[key] += value[key]
-    return counts
+    return _Loaded(source, files, per_file, reasons), counts
 
 
-def _write_audit(
-    ctx: JobContext,
-    source: SourceConfig,
-    per_file: dict[str, dict[str, int]],
-    reasons: list[tuple[str, str, int]],
-    hook: WriteHook,
-) -> None:
-    for file, c in per_file.items():
-        check_audit_counts(f"{source.name} {file}", c)
+def _write_ops(ctx: JobContext, done: list[_Loaded], hook: WriteHook) -> None:
+    """The audit, data quality and ledger rows of ``done`` (sources already in bronze,
+    quarantine and silver): one write per table for all of them, the ledger last."""
+    if not done:
+        return
+    _write_audit(ctx, done, hook)
+    _write_ledger(ctx, done, hook)
+
+
+def _write_audit(ctx: JobContext, done: list[_Loaded], hook: WriteHook) -> None:
     spark = ctx.spark
     audit = spark.createDataFrame(
-        [audit_row(ctx.run_id, source.name, file, c, ctx.as_of) for file, c in per_file.items()],
+        [
+            audit_row(ctx.run_id, item.source.name, file, c, ctx.as_of)
+            for item in done
+            for file, c in item.per_file.items()
+        ],
         INGEST_AUDIT_SCHEMA,
     )
     # keyed by file: a re-run after a crash replaces the half-done run's row, never adds one
@@ -345,37 +410,33 @@ def _write_audit(
         evolve=True,
     )
     hook(AUDIT)
+    reasons = [(item.source.name, file, reason, rows) for item in done for file, reason, rows in item.reasons]
     quality = spark.createDataFrame(
-        [(ctx.run_id, source.name, file, reason, rows, ctx.as_of) for file, reason, rows in reasons],
+        [(ctx.run_id, source, file, reason, rows, ctx.as_of) for source, file, reason, rows in reasons],
         DATA_QUALITY_SCHEMA,
     )
-    files = list(per_file)
     if ctx.tables.exists(spark, DATA_QUALITY):
-        # replace this file's summary (a crashed run may have written one)
-        ctx.tables.delta(spark, DATA_QUALITY).delete(
-            (F.col("source") == source.name) & F.col("source_file").isin(files)
-        )
+        # replace these files' summaries (a crashed run may have written some)
+        replaced = F.lit(False)
+        for item in done:
+            replaced = replaced | ((F.col("source") == item.source.name) & F.col("source_file").isin(list(item.per_file)))
+        ctx.tables.delta(spark, DATA_QUALITY).delete(replaced)
     if reasons:
         ctx.tables.append(quality, DATA_QUALITY)
     else:
         ctx.tables.create_if_missing(spark, DATA_QUALITY, DATA_QUALITY_SCHEMA)
     hook(DATA_QUALITY)
-    if reasons:
-        logger.info(
-            "data quality %s:\n%s",
-            source.name,
-            "\n".join(f"  {file:<45} {reason:<18} {rows:>7}" for file, reason, rows in reasons),
-        )
+    for item in done:
+        if item.reasons:
+            logger.info(
+                "data quality %s:\n%s",
+                item.source.name,
+                "\n".join(f"  {file:<45} {reason:<18} {rows:>7}" for file, reason, rows in item.reasons),
+            )
 
 
-def _write_ledger(
-    ctx: JobContext,
-    source: SourceConfig,
-    files: list[LandedFile],
-    per_file: Mapping[str, Mapping[str, int]],
-    hook: WriteHook,
-) -> None:
-    def status(file: LandedFile) -> tuple[str, str | None]:
+def _write_ledger(ctx: JobContext, done: list[_Loaded], hook: WriteHook) -> None:
+    def status(file: LandedFile, per_file: Mapping[str, Mapping[str, int]]) -> tuple[str, str | None]:
         if file.refused:
             return QUARANTINED, file.reason
         if file.size > 0 and per_file[file.relative]["rows_read"] == 0:
@@ -383,7 +444,11 @@ def _write_ledger(
         return LOADED, None
 
     ledger = ctx.spark.createDataFrame(
-        [(source.name, f.relative, f.size, f.content_hash, ctx.run_id, ctx.as_of, *status(f)) for f in files],
+        [
+            (item.source.name, f.relative, f.size, f.content_hash, ctx.run_id, ctx.as_of, *status(f, item.per_file))
+            for item in done
+            for f in item.files
+        ],
         INGEST_FILES_SCHEMA,
     )
     # status and reason came later: older ledgers get the columns on their next run
@@ -418,12 +483,22 @@ def ingest(
         raise ValueError(f"unknown source(s) {unknown}; configured: {sorted(sources)}")
     # the catalog first: order lines take their category from silver.products
     wanted.sort(key=lambda name: (sources[name].target != "products", name))
+    write_hook = hook or (lambda _name: None)
+    seen = _ledger_hashes(ctx, wanted)
     totals: dict[str, int] = {}
-    for name in wanted:
-        counts = ingest_source(ctx, sources[name], hook=hook)
-        logger.info("ingest %s: %s", name, counts)
-        for key, value in counts.items():
-            totals[key] = totals.get(key, 0) + value
+    done: list[_Loaded] = []
+    try:
+        for name in wanted:
+            loaded, counts = _load_source(ctx, sources[name], seen[name], write_hook)
+            if loaded is not None:
+                done.append(loaded)
+            logger.info("ingest %s: %s", name, counts)
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0) + value
+    finally:
+        # the sources done so far are complete even when a later one fails: audited and ledgered
+        # (a killed run writes none of it and the next run re-does their files, to the same state)
+        _write_ops(ctx, done, write_hook)
     return totals
 
 
