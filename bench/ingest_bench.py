@@ -44,7 +44,9 @@ def _project(work: Path, name: str, landing: Path) -> Path:
         env_file = root / "conf" / "environments" / "local.yaml"
         (root / "eventlog").mkdir()
         text = env_file.read_text(encoding="utf-8").replace(
-            "  conf:\n", f'  conf:\n    spark.eventLog.enabled: "true"\n    spark.eventLog.dir: "{root / "eventlog"}"\n', 1
+            "  conf:\n",
+            f'  conf:\n    spark.eventLog.enabled: "true"\n    spark.eventLog.dir: "{root / "eventlog"}"\n',
+            1,
         )
         env_file.write_text(text, encoding="utf-8")
     return root
@@ -61,7 +63,11 @@ def _old_lib(work: Path, rev: str) -> Path:
 
 def _child(lib: Path, *args: str) -> dict:
     # the old tree is an archive outside the checkout: point it at this checkout's JVM jars
-    env = {**os.environ, "PYTHONPATH": f"{lib}:{ROOT}", "LAKECDP_JVM_DIR": os.environ.get("LAKECDP_JVM_DIR", str(ROOT / ".jvm"))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{lib}:{ROOT}",
+        "LAKECDP_JVM_DIR": os.environ.get("LAKECDP_JVM_DIR", str(ROOT / ".jvm")),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "bench.ingest_bench", *args], env=env, capture_output=True, text=True, check=False
     )
@@ -185,8 +191,10 @@ def compare(old: Path, new: Path) -> list[str]:
     problems = []
     old_tables, new_tables = _tables(old), _tables(new)
     if old_tables != new_tables:
-        problems.append(f"tables differ: only old {sorted(set(old_tables) - set(new_tables))}, "
-                        f"only new {sorted(set(new_tables) - set(old_tables))}")
+        problems.append(
+            f"tables differ: only old {sorted(set(old_tables) - set(new_tables))}, "
+            f"only new {sorted(set(new_tables) - set(old_tables))}"
+        )
     for name in sorted(set(old_tables) & set(new_tables)):
         a = DeltaTable(str(old / name)).to_pyarrow_table()
         b = DeltaTable(str(new / name)).to_pyarrow_table()
@@ -198,7 +206,9 @@ def compare(old: Path, new: Path) -> list[str]:
         if rows_a != rows_b:
             only_a = sorted(set(rows_a) - set(rows_b))[:3]
             only_b = sorted(set(rows_b) - set(rows_a))[:3]
-            problems.append(f"{name}: {len(rows_a)} vs {len(rows_b)} rows; only old e.g. {only_a}; only new e.g. {only_b}")
+            problems.append(
+                f"{name}: {len(rows_a)} vs {len(rows_b)} rows; only old e.g. {only_a}; only new e.g. {only_b}"
+            )
     assert pa  # pyarrow is what delta-rs returns
     return problems
 
@@ -215,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         kind, root, *rest = args.child
-        result = child_generate(Path(root), int(rest[0]), int(rest[1])) if kind == "generate" else child_ingest(
-            Path(root), int(rest[0])
+        result = (
+            child_generate(Path(root), int(rest[0]), int(rest[1]))
+            if kind == "generate"
+            else child_ingest(Path(root), int(rest[0]))
         )
         print(json.dumps(result, default=str))
         return 0
@@ -247,12 +259,26 @@ def main(argv: list[str] | None = None) -> int:
             failed = failed or bool(problems)
             old_s, new_s = results["old"]["seconds"][0], results["new"]["seconds"][0]
             old_cpu, new_cpu = results["old"]["cpu_seconds"][0], results["new"]["cpu_seconds"][0]
-            rows.append((round_, old_s, new_s, old_s / new_s, old_cpu, new_cpu, old_cpu / new_cpu,
-                         sum(results["old"]["jobs"].values()), sum(results["new"]["jobs"].values()),
-                         "identical" if not problems else "DIFFERENT"))
-            print(f"round {round_}: old {old_s:.1f} s, new {new_s:.1f} s, {old_s / new_s:.2f}x; CPU old "
-                  f"{old_cpu:.1f} s, new {new_cpu:.1f} s, {old_cpu / new_cpu:.2f}x; "
-                  f"{'identical' if not problems else 'DIFFERENT'}", flush=True)
+            rows.append(
+                (
+                    round_,
+                    old_s,
+                    new_s,
+                    old_s / new_s,
+                    old_cpu,
+                    new_cpu,
+                    old_cpu / new_cpu,
+                    sum(results["old"]["jobs"].values()),
+                    sum(results["new"]["jobs"].values()),
+                    "identical" if not problems else "DIFFERENT",
+                )
+            )
+            print(
+                f"round {round_}: old {old_s:.1f} s, new {new_s:.1f} s, {old_s / new_s:.2f}x; CPU old "
+                f"{old_cpu:.1f} s, new {new_cpu:.1f} s, {old_cpu / new_cpu:.2f}x; "
+                f"{'identical' if not problems else 'DIFFERENT'}",
+                flush=True,
+            )
     if args.record and rows:
         table = "\n".join(
             f"| {r[0] + 1} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.2f}× | {r[4]:.1f} | {r[5]:.1f} | {r[6]:.2f}× "
@@ -266,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--rounds {args.rounds} --record`. Seconds are `ingest()` alone (session started and warm), "
             f"each side in its own process on a fresh warehouse from the same landing files, run id and "
             f"as-of fixed; CPU s = the JVM's and the driver's CPU seconds during `ingest()` (Python UDF "
-            f"workers included once they exit), less dependent on the box's load; \"tables\" compares every bronze, quarantine, silver and ops table row for row "
+            f'workers included once they exit), less dependent on the box\'s load; "tables" compares every bronze, quarantine, silver and ops table row for row '
             f"(delta-rs).\n\n"
             f"| round | old s | new s | old / new | old CPU s | new CPU s | old / new CPU | old Spark jobs "
             f"| new Spark jobs | tables |\n|---|---|---|---|---|---|---|---|---|---|\n{table}\n"

@@ -419,7 +419,9 @@ def _write_audit(ctx: JobContext, done: list[_Loaded], hook: WriteHook) -> None:
         # replace these files' summaries (a crashed run may have written some)
         replaced = F.lit(False)
         for item in done:
-            replaced = replaced | ((F.col("source") == item.source.name) & F.col("source_file").isin(list(item.per_file)))
+            replaced = replaced | (
+                (F.col("source") == item.source.name) & F.col("source_file").isin(list(item.per_file))
+            )
         ctx.tables.delta(spark, DATA_QUALITY).delete(replaced)
     if reasons:
         ctx.tables.append(quality, DATA_QUALITY)
