@@ -408,7 +408,7 @@ def test_exclusive_merges_join_only_clusters_that_are_each_others_only_candidate
     assert exclusive_merges(links, sources, sizes, threshold=0.95, max_size=4) == {"a": "a", "b": "a"}
 
 
-@pytest.mark.parametrize("backend", ["duckdb", "spark"])
+@pytest.mark.parametrize("backend", ["duckdb", pytest.param("spark", marks=pytest.mark.slow)])
 def test_a_probable_link_joins_two_clusters_only_when_it_is_exclusive(spark, config, backend):
     # shop records without birth date and partner records without address share a name only:
     # S1-T1 alone (joined); S2 has two partner records of its name (apart); S3 and S4 are
