@@ -469,6 +469,7 @@ def test_a_probable_link_joins_two_clusters_only_when_it_is_exclusive(spark, con
         assert sorted(r["record_id"] for r in joined) == ["C5", "S5"]
 
 
+@pytest.mark.slow  # a Spark parity run (20-70 s): the full suite runs it, make test does not
 def test_duckdb_and_spark_backends_give_the_same_clusters(spark, config, trained):
     matcher, path = trained
     # a small set: the Spark backend is slow on two cores
