@@ -120,6 +120,14 @@ def _quoted(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
+def embedded_store(ctx: JobContext, *, label: str) -> DeltaStore | None:
+    """The delta-rs store a step writes through when the run's engine is ``embedded`` and its
+    tables are path-based; None when the step goes through Spark (engine ``spark`` or a catalog)."""
+    if ctx.project.environment.engine != "embedded" or ctx.tables.uses_catalog:
+        return None
+    return DeltaStore(ctx, label=label)
+
+
 class DeltaStore:
     """Path-based Delta tables of a project, read and written with delta-rs.
 

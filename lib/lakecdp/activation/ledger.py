@@ -45,11 +45,9 @@ def delta_store(ctx: JobContext) -> DeltaStore | None:
     """The delta-rs store the ledger is written through on the embedded engine (path-based
     tables), else None (Spark). A ledger commit through Spark costs a job, a plan and a Delta
     commit (about a second, several under load); activation writes one after every batch."""
-    if ctx.project.environment.engine != "embedded" or ctx.tables.uses_catalog:
-        return None
-    from lakecdp.delta_store import DeltaStore
+    from lakecdp.delta_store import embedded_store
 
-    return DeltaStore(ctx, label="lakecdp-activation")
+    return embedded_store(ctx, label="lakecdp-activation")
 
 
 def table_exists(ctx: JobContext, name: str) -> bool:

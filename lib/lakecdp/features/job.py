@@ -62,11 +62,9 @@ class _Log:
 
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
-        self.store = None
-        if ctx.project.environment.engine == "embedded" and not ctx.tables.uses_catalog:
-            from lakecdp.delta_store import DeltaStore
+        from lakecdp.delta_store import embedded_store
 
-            self.store = DeltaStore(ctx, label="lakecdp-features")
+        self.store = embedded_store(ctx, label="lakecdp-features")
 
     def exists(self, name: str) -> bool:
         return self.store.exists(name) if self.store is not None else self.ctx.tables.exists(self.ctx.spark, name)
