@@ -7,12 +7,12 @@ with what the embedded engine does with it:
 
 * ``same``    — the same values row for row (or both engines stop on the same input);
 * ``refused`` — the embedded engine refuses the segment before it runs, naming the function
-  (not translated, or known to differ: lakecdp.segments.spark_semantics.DIVERGENT);
+  (not translated, or known to differ: lakecdp.sqldialect.spark_semantics.DIVERGENT);
 * ``stops``   — on an edge value the embedded engine stops the run where Spark gives a value
   (an error, never a silently different member list);
 * ``differs`` — a documented difference on edge values only (docs/segments.md lists each).
 
-The fast tests check the rewrites of lakecdp.segments.spark_semantics against values written by
+The fast tests check the rewrites of lakecdp.sqldialect.spark_semantics against values written by
 hand from Spark's documented behaviour; the slow test runs every declared expression on both.
 """
 
@@ -25,7 +25,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from lakecdp.segments.dialect import query_to_duckdb
+from lakecdp.sqldialect.translate import query_to_duckdb
 from lakecdp.segments.duck_guard import check_duckdb_select
 from lakecdp.segments.embedded import EmbeddedSettings, locked_connection
 from lakecdp.segments.guard import SqlRefused, check_query

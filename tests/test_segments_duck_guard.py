@@ -15,11 +15,11 @@ import pytest
 
 from lakecdp.segments.definitions import SegmentDefinition, SegmentLimits
 from lakecdp.segments.kinds import ConditionKind, QueryKind
-from lakecdp.segments.dialect import condition_to_duckdb, jackson_string, java_double
+from lakecdp.sqldialect.translate import condition_to_duckdb, jackson_string, java_double
 from lakecdp.segments.duck_guard import check_duckdb_select
 from lakecdp.segments.embedded import EmbeddedSettings, locked_connection, segment_matches
 from lakecdp.segments.evaluate import SegmentBudgetExceeded
-from lakecdp.segments.guard import SqlRefused
+from lakecdp.sqldialect import SqlRefused
 
 AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
 CUSTOMERS = 2_000  # more than SMALL_SIDE_ROWS, so a cross join of customers is refused

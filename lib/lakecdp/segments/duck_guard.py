@@ -36,7 +36,7 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from lakecdp.segments.guard import SqlRefused
+from lakecdp.sqldialect import SqlRefused
 from lakecdp.segments.plan_guard import MAX_GENERATED, SEGMENT_VIEWS, SMALL_SIDE_ROWS
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 # DuckDB functions (as DuckDB names them after the sqlglot translation) a segment may call:
 # (``error``, ``isodow``, ``typeof``, ``json_valid``, ``json_type`` only come from the rewrites of
-# lakecdp.segments.spark_semantics: the Spark allow-list, checked on the author's text first, has none)
+# lakecdp.sqldialect.spark_semantics: the Spark allow-list, checked on the author's text first, has none)
 # pure, deterministic, no IO. Operators arrive as functions named by their symbol.
 ALLOWED_DUCKDB_FUNCTIONS = frozenset(
     """

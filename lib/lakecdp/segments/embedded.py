@@ -9,7 +9,7 @@ The same job as :mod:`lakecdp.segments.job` on Spark, with the same tables and r
    beyond reader version 1);
 3. copy the four segment views into a *locked* connection (no external access, configuration
    locked, memory and thread limits) and run each condition/query there -- translated from
-   Spark SQL by :mod:`lakecdp.segments.dialect`, checked by :mod:`lakecdp.segments.duck_guard`,
+   Spark SQL by :mod:`lakecdp.sqldialect.translate`, checked by :mod:`lakecdp.segments.duck_guard`,
    under a timer that interrupts it after ``limits.max_seconds``;
 4. policies (expiry, exclusive groups, exclusions), rekeys and the diff as SQL in one pass, on
    keys: open stays are read without their reason JSON, and only the reasons a change needs
@@ -52,7 +52,7 @@ from lakecdp.delta_store import DeltaStore
 from lakecdp.delta_store import utc_timestamps as _utc_timestamps
 from lakecdp.segments.changes import resolve_merges
 from lakecdp.segments.definitions import SegmentDefinition, SegmentLimits, exclusion_order
-from lakecdp.segments.dialect import (
+from lakecdp.sqldialect.translate import (
     condition_to_duckdb,
     jackson_string,
     java_double,
@@ -62,7 +62,7 @@ from lakecdp.segments.dialect import (
 )
 from lakecdp.segments.duck_guard import check_duckdb_select
 from lakecdp.segments.evaluate import VIEW_ALIASES, SegmentBudgetExceeded, warn_if_every_customer
-from lakecdp.segments.guard import SqlRefused
+from lakecdp.sqldialect import SqlRefused
 from lakecdp.segments.plan_guard import SEGMENT_VIEWS
 from lakecdp.segments.writes import EmbeddedWrites
 

@@ -28,6 +28,8 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
+from lakecdp.sqldialect import SqlRefused as SqlRefused  # segments name it as their own error
+
 # The views a segment may read (registered by the evaluator).
 ALLOWED_TABLES = frozenset({"customers", "profile", "features", "events"})
 
@@ -137,27 +139,6 @@ _FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
 )
 
 _CONDITION_PREFIX = "SELECT customer_id FROM customers WHERE\n"
-
-
-class SqlRefused(ValueError):
-    """Segment SQL that may not run; ``line``/``column`` are 1-based within the given text.
-
-    ``line``/``column`` are None when the refused part has no position (a plan node Spark
-    made up); ``segment`` is set once the refusal is tied to a segment definition.
-    """
-
-    def __init__(self, reason: str, *, line: int | None, column: int | None, segment: str | None = None) -> None:
-        self.reason = reason
-        self.line = line
-        self.column = column
-        self.segment = segment
-        where = f"line {line}, column {column}: " if line is not None and column is not None else ""
-        prefix = f"segment {segment}: " if segment else ""
-        super().__init__(f"{prefix}{where}{reason}")
-
-    def for_segment(self, segment: str) -> SqlRefused:
-        """The same refusal, naming the segment it came from."""
-        return SqlRefused(self.reason, line=self.line, column=self.column, segment=segment)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class SegmentKind:
     def matches_sql(self, *, as_of: datetime) -> str | None:
         """The raw matches as one Spark SQL query over the segment views, for the embedded engine.
 
-        The embedded engine translates it to DuckDB with :mod:`lakecdp.segments.dialect` and checks
+        The embedded engine translates it to DuckDB with :mod:`lakecdp.sqldialect.translate` and checks
         it with :mod:`lakecdp.segments.duck_guard` before it runs, as it does a ``query``. Columns:
         ``customer_id``, ``member_key``, then the reason's values in the order
         :meth:`spark_matches` puts them in its reason struct. Values of the rule are literals

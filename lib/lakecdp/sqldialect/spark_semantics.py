@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from lakecdp.segments.guard import SqlRefused
+from lakecdp.sqldialect import SqlRefused
 
 # Spark functions (as sqlglot parses them) whose DuckDB counterpart gives other values on some inputs
 # and that are not rewritten yet: refused on the embedded engine, with what differs.

@@ -26,8 +26,8 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from lakecdp.segments.guard import SqlRefused
-from lakecdp.segments.spark_semantics import spark_semantics
+from lakecdp.sqldialect import SqlRefused
+from lakecdp.sqldialect.spark_semantics import spark_semantics
 
 
 def _utc(as_of: datetime) -> datetime:
