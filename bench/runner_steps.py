@@ -11,14 +11,16 @@ scheduled run costs beside its work (session, run ledger, lineage, input checks)
     PYTHONPATH=lib:. .venv/bin/python -m bench.runner_steps --base . \\
         --tree old=/tmp/lakecdp-old/lib --tree new=lib
 
-Prints one line per command and tree (seconds, exit code, whether a Spark session started) and
-the load average before and after.
+Prints one line per command and tree (wall seconds; CPU seconds of the command's process and the
+processes it waited for, the JVM included when it was reaped; exit code; whether a Spark session
+started) and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -44,9 +46,15 @@ def prepare(base: Path, root: Path) -> None:
             shutil.copytree(base / folder, root / folder, symlinks=True)
 
 
-def run(lib: Path, root: Path, args: list[str]) -> tuple[float, int, bool]:
-    """(seconds, exit code, whether a Spark session started) of ``lakecdp ARGS`` in ``root``."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(lib: Path, root: Path, args: list[str]) -> tuple[float, float, int, bool]:
+    """(wall s, CPU s, exit code, whether a Spark session started) of ``lakecdp ARGS`` in ``root``."""
     env = dict(os.environ, PYTHONPATH=str(lib.resolve()))
+    cpu = _children_cpu()
     started = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, "-m", "lakecdp", "--conf", str(root / "conf"), *args],
@@ -59,7 +67,7 @@ def run(lib: Path, root: Path, args: list[str]) -> tuple[float, int, bool]:
     seconds = time.perf_counter() - started
     if completed.returncode != 0:
         sys.stderr.write(completed.stderr[-3000:])
-    return seconds, completed.returncode, SESSION_STARTED in completed.stderr
+    return seconds, _children_cpu() - cpu, completed.returncode, SESSION_STARTED in completed.stderr
 
 
 def main() -> None:
@@ -72,17 +80,20 @@ def main() -> None:
     trees = dict(item.split("=", 1) for item in args.tree)
     for label in trees:
         prepare(args.base, args.scratch / label)
-    print(f"load average before: {os.getloadavg()}")
-    totals = dict.fromkeys(trees, 0.0)
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    totals = {label: [0.0, 0.0] for label in trees}
     for command in args.commands.split(","):
         for label, lib in trees.items():
-            seconds, code, session = run(Path(lib), args.scratch / label, COMMANDS[command])
-            totals[label] += seconds
+            seconds, cpu, code, session = run(Path(lib), args.scratch / label, COMMANDS[command])
+            totals[label][0] += seconds
+            totals[label][1] += cpu
             print(
-                f"{command:<11} {label:<6} {seconds:7.1f} s  exit {code}  spark session: {'yes' if session else 'no'}"
+                f"{command:<11} {label:<6} {seconds:7.1f} s wall {cpu:7.1f} s CPU  exit {code}  "
+                f"spark session: {'yes' if session else 'no'}",
+                flush=True,
             )
-    for label, seconds in totals.items():
-        print(f"total       {label:<6} {seconds:7.1f} s")
+    for label, (seconds, cpu) in totals.items():
+        print(f"total       {label:<6} {seconds:7.1f} s wall {cpu:7.1f} s CPU")
     print(f"load average after: {os.getloadavg()}")
 
 
