@@ -2,7 +2,9 @@
 
 A step (:class:`lakecdp.steps.Step`) runs a function taking a :class:`~lakecdp.context.JobContext`
 and returning counts (``dict[str, int]``). Every step of a run is recorded in ``ops.runs`` (run id,
-step, status, the Delta versions of the step's declared inputs, counts, timings). A failed step
+step, status, the Delta versions of the step's declared inputs, counts, timings), through the
+run's table store (:func:`runs_store`: delta-rs on the embedded engine with path-based tables, so
+recording needs no SparkSession; Spark otherwise; the same rows either way). A failed step
 stops the run with its error; running again resumes the unfinished run (same run id and as-of
 time) after its last completed step. Steps are idempotent, so a step that was killed half way
 simply runs again.
