@@ -1,9 +1,11 @@
 """What every job receives: the project, its session, the table resolver, run id and as-of time.
 
 :func:`start_job` is the one bootstrap of a command or scheduled job: project -> session ->
-context. Example:
+context. The SparkSession is started on first use of ``ctx.spark`` (:class:`SparkHandle`), so a
+step that runs on the embedded engine (DuckDB + delta-rs) starts no JVM at all. Example:
 
     >>> ctx = start_job("conf", env=None, app_name="lakecdp-features")
+    >>> ctx.spark        # the session starts here, not in start_job
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -23,30 +25,84 @@ if TYPE_CHECKING:
 
     from pyspark.sql import SparkSession
 
+logger = logging.getLogger(__name__)
+
 
 def new_run_id(as_of: datetime) -> str:
     """A sortable, unique run id: ``20261101T000000-1a2b3c4d``."""
     return f"{as_of.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
-@dataclass(frozen=True)
+class SparkHandle:
+    """A project's SparkSession, started by the first :meth:`get` (or given, already started).
+
+    The contexts of one command share one handle, so the session starts at most once however
+    many contexts (a resumed run, a stage's own) ask for it.
+
+    Args:
+        project: the project whose environment configures the session.
+        app_name: shown in the Spark UI (``lakecdp-<command>``).
+        session: a session already started (a test's, a notebook's): :meth:`get` returns it.
+    """
+
+    def __init__(self, project: Project, *, app_name: str, session: SparkSession | None = None) -> None:
+        self.project = project
+        self.app_name = app_name
+        self._session = session
+
+    @property
+    def started(self) -> bool:
+        """Whether the session exists (given, or started by :meth:`get`)."""
+        return self._session is not None
+
+    def get(self) -> SparkSession:
+        """The session, started now when this is the first call."""
+        if self._session is None:
+            logger.info("starting the Spark session (%s)", self.app_name)
+            self._session = open_session(self.project, app_name=self.app_name)
+        return self._session
+
+
+@dataclass(frozen=True, init=False)
 class JobContext:
-    """Passed to every step function ``run(ctx) -> dict[str, int]`` (counts for ops.runs)."""
+    """Passed to every step function ``run(ctx) -> dict[str, int]`` (counts for ops.runs).
+
+    ``spark`` is a SparkSession, a :class:`SparkHandle` (shared with other contexts) or None (a
+    handle of the project's own, app name ``spark.app_name`` of the environment); the session
+    starts on first use of :attr:`spark`.
+    """
 
     project: Project
-    spark: SparkSession
+    session: SparkHandle
     as_of: datetime
     run_id: str
-    tables: Tables = field(init=False)
+    tables: Tables
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tables", Tables(self.project))
+    def __init__(
+        self,
+        project: Project,
+        spark: SparkSession | SparkHandle | None,
+        as_of: datetime,
+        run_id: str,
+    ) -> None:
+        if not isinstance(spark, SparkHandle):
+            spark = SparkHandle(project, app_name=project.environment.spark.app_name, session=spark)
+        object.__setattr__(self, "project", project)
+        object.__setattr__(self, "session", spark)
+        object.__setattr__(self, "as_of", as_of)
+        object.__setattr__(self, "run_id", run_id)
+        object.__setattr__(self, "tables", Tables(project))
+
+    @property
+    def spark(self) -> SparkSession:
+        """The run's SparkSession, started on first use (steps on the embedded engine never ask)."""
+        return self.session.get()
 
     @classmethod
     def create(
         cls,
         project: Project,
-        spark: SparkSession,
+        spark: SparkSession | SparkHandle | None = None,
         *,
         as_of: datetime | None = None,
         run_id: str | None = None,
@@ -69,7 +125,8 @@ def start_job(
     app_name: str,
     as_of: datetime | None = None,
 ) -> JobContext:
-    """Project -> session -> context: how every command and job starts.
+    """Project -> context (its session started on first use of ``ctx.spark``): how every
+    command and job starts.
 
     Args:
         conf: the config folder (``--conf``), or a project already loaded (and perhaps adjusted).
@@ -78,7 +135,7 @@ def start_job(
         as_of: the time to compute as of (default: the project's).
     """
     project = conf if isinstance(conf, Project) else load_project(conf, env=env)
-    return JobContext.create(project, open_session(project, app_name=app_name), as_of=as_of)
+    return JobContext.create(project, SparkHandle(project, app_name=app_name), as_of=as_of)
 
 
 def setup_logging(

@@ -34,11 +34,12 @@ import pyarrow as pa
 from lakecdp.catalog import TypeBuilder, ddl_fields
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     import duckdb
 
     from lakecdp.context import JobContext
+    from lakecdp.tables import TableStore
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,20 @@ def embedded_store(ctx: JobContext, *, label: str) -> DeltaStore | None:
     return DeltaStore(ctx, label=label)
 
 
+def table_store(ctx: JobContext, *, label: str) -> TableStore:
+    """The run's :class:`~lakecdp.tables.TableStore`: delta-rs where :func:`embedded_store` says
+    so, else Spark on ``ctx``'s session (started only when the store is first used).
+
+    Example:
+        >>> store = table_store(ctx, label="lakecdp-pipeline")
+        >>> store.version_or_none("silver.events")
+    """
+    from lakecdp.tables import SparkStore
+
+    store = embedded_store(ctx, label=label)
+    return store if store is not None else SparkStore(ctx.tables, lambda: ctx.spark)
+
+
 class DeltaStore:
     """Path-based Delta tables of a project, read and written with delta-rs.
 
@@ -162,6 +177,27 @@ class DeltaStore:
 
         table = DeltaTable(self.path(name), version=version)
         return table.to_pyarrow_table(columns=columns)
+
+    def read_rows(
+        self, name: str, *, columns: Sequence[str], where: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """``columns`` of the rows whose ``where`` columns equal the values given (filtered in
+        Arrow after the read: see :meth:`load` on filters pushed into delta-rs)."""
+        import pyarrow.compute as pc
+
+        conditions = dict(where or {})
+        data = self.read(name, columns=list(dict.fromkeys([*columns, *conditions])))
+        for column, value in conditions.items():
+            data = data.filter(pc.equal(data.column(column), pa.scalar(value, data.schema.field(column).type)))
+        return data.select(list(columns)).to_pylist()
+
+    def upsert_rows(
+        self, rows: Sequence[Mapping[str, Any]], name: str, schema: str, *, keys: Sequence[str], run_id: str
+    ) -> None:
+        """Insert ``rows`` or replace the stored rows with their ``keys`` (one MERGE; the table is
+        created with ``schema`` when missing)."""
+        data = pa.Table.from_pylist([dict(row) for row in rows], schema=arrow_schema(schema))
+        self.merge(data, name, schema, keys=list(keys), run_id=run_id)
 
     def read_in_spark_order(self, name: str, *, version: int | None = None) -> pa.Table:
         """Every row of the table in the order Spark's reader returns them: the data files by

@@ -1,7 +1,7 @@
 """Console-script entry points: ``lakecdp-pipeline``, ``lakecdp-demo`` and one ``lakecdp-<step>``
 per scheduled step of the registry (:mod:`lakecdp.steps`; see resources/ and jobs/).
 
-Each parses ``--conf`` / ``--env``, loads the project, builds the session and runs the pipeline,
+Each parses ``--conf`` / ``--env``, loads the project and runs the pipeline,
 the demo or one step as its own recorded run, returning a process exit code. A step's function
 is ``<step>_main`` (``lakecdp.entrypoints:ingest_main``), made from the registry on first use:
 setup.cfg names it, tests/test_steps.py checks setup.cfg against the registry.
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from lakecdp import steps
 from lakecdp.config import load_project
-from lakecdp.context import open_session, setup_logging
+from lakecdp.context import SparkHandle, setup_logging
 from lakecdp.pipeline import StepFailedError, run_pipeline, run_single_step
 
 logger = logging.getLogger(__name__)
@@ -38,16 +38,17 @@ def main(job: str, argv: Sequence[str] | None = None) -> int:
     args = _parse(job, argv)
     setup_logging()
     project = load_project(args.conf, env=args.env)
-    spark = open_session(project, app_name=f"lakecdp-{job}")
+    # started when a step first asks for it: a step on the embedded engine starts no JVM
+    session = SparkHandle(project, app_name=f"lakecdp-{job}")
     try:
         if job == "pipeline":
-            run_pipeline(project, spark, resume=not args.new_run)
+            run_pipeline(project, session, resume=not args.new_run)
         elif job == "demo":
             from lakecdp.demo import run_demo
 
-            run_demo(project, spark, resume=not args.new_run)
+            run_demo(project, session.get(), resume=not args.new_run)
         else:
-            run_single_step(project, spark, job)
+            run_single_step(project, session, job)
     except StepFailedError as exc:
         logger.error("%s", exc)
         return 1

@@ -2,7 +2,9 @@
 
 A step (:class:`lakecdp.steps.Step`) runs a function taking a :class:`~lakecdp.context.JobContext`
 and returning counts (``dict[str, int]``). Every step of a run is recorded in ``ops.runs`` (run id,
-step, status, the Delta versions of the step's declared inputs, counts, timings). A failed step
+step, status, the Delta versions of the step's declared inputs, counts, timings), through the
+run's table store (:func:`runs_store`: delta-rs on the embedded engine with path-based tables, so
+recording needs no SparkSession; Spark otherwise; the same rows either way). A failed step
 stops the run with its error; running again resumes the unfinished run (same run id and as-of
 time) after its last completed step. Steps are idempotent, so a step that was killed half way
 simply runs again.
@@ -25,21 +27,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lakecdp import catalog
 from lakecdp import steps as _registry
 from lakecdp.config import Project, load_project
-from lakecdp.context import JobContext, new_run_id, open_session
+from lakecdp.context import JobContext, SparkHandle, new_run_id, open_session
 from lakecdp.steps import Step, StepFunction
+from lakecdp.tables import utc
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from lakecdp.tables import TableStore
+
 logger = logging.getLogger(__name__)
 
 RUNS_TABLE = catalog.RUNS.name
-RUNS_SCHEMA = catalog.RUNS.schema
+RUNS_SCHEMA = catalog.RUNS.ddl
 
 
 class StepFailedError(RuntimeError):
@@ -59,38 +64,47 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _record(ctx: JobContext, job: str, row: dict) -> None:
+#: first word of the userMetadata of ops.runs commits written with delta-rs
+_LABEL = "lakecdp-pipeline"
+
+
+def runs_store(ctx: JobContext) -> TableStore:
+    """Where the runner records ``ops.runs`` and reads input versions: delta-rs on the embedded
+    engine with path-based tables (no JVM), else Spark (:func:`lakecdp.delta_store.table_store`).
+    Both write the same rows, and each continues a table the other wrote."""
+    from lakecdp.delta_store import table_store
+
+    return table_store(ctx, label=_LABEL)
+
+
+def _record(store: TableStore, row: dict[str, Any]) -> None:
     """Upsert one step's row of ``ops.runs`` (keyed by run id, job and step)."""
-    spark = ctx.spark
-    df = spark.createDataFrame([row], RUNS_SCHEMA)
-    ctx.tables.merge(spark, df, RUNS_TABLE, keys=["run_id", "job", "step"])
+    store.upsert_rows([row], RUNS_TABLE, RUNS_SCHEMA, keys=catalog.RUNS.keys, run_id=row["run_id"])
 
 
-def _input_versions(ctx: JobContext, step: Step) -> dict[str, int]:
+def _input_versions(store: TableStore, step: Step) -> dict[str, int]:
     """Lineage: the Delta version of each declared input that exists, before the step runs."""
     versions = {}
     for name in step.input_names:
-        version = ctx.tables.version(ctx.spark, name)
+        version = store.version_or_none(name)
         if version is not None:
             versions[name] = version
     return versions
 
 
-def _unfinished_run(ctx_tables, spark: SparkSession, job: str) -> tuple[str, datetime, set[str]] | None:
+def _unfinished_run(store: TableStore, job: str) -> tuple[str, datetime, set[str]] | None:
     """The latest run of ``job`` that has a step not succeeded: (run id, as_of, done steps)."""
-    if not ctx_tables.exists(spark, RUNS_TABLE):
+    if not store.exists(RUNS_TABLE):
         return None
-    from pyspark.sql import functions as F
-
-    runs = ctx_tables.read(spark, RUNS_TABLE).where(F.col("job") == job)
-    latest = runs.orderBy(F.col("started_at").desc()).select("run_id", "as_of").first()
-    if latest is None:
+    rows = store.read_rows(RUNS_TABLE, columns=["run_id", "as_of", "started_at", "step", "status"], where={"job": job})
+    if not rows:
         return None
-    rows = runs.where(F.col("run_id") == latest["run_id"]).select("step", "status").collect()
-    if all(r["status"] == "succeeded" for r in rows):
+    latest = max(rows, key=lambda r: (utc(r["started_at"]), r["run_id"]))
+    steps = [r for r in rows if r["run_id"] == latest["run_id"]]
+    if all(r["status"] == "succeeded" for r in steps):
         return None
-    done = {r["step"] for r in rows if r["status"] == "succeeded"}
-    return latest["run_id"], latest["as_of"].replace(tzinfo=timezone.utc), done
+    done = {r["step"] for r in steps if r["status"] == "succeeded"}
+    return latest["run_id"], utc(latest["as_of"]), done
 
 
 def run_steps(
@@ -102,6 +116,7 @@ def run_steps(
 ) -> PipelineResult:
     """Run ``steps`` in order, recording each in ``ops.runs``; skip those in ``done``."""
     result = PipelineResult(run_id=ctx.run_id, as_of=ctx.as_of, resumed=bool(done))
+    store = runs_store(ctx)
     for position, step in enumerate(steps, start=1):
         name = step.name
         prefix = f"[{position}/{len(steps)}] {name}"
@@ -120,11 +135,11 @@ def run_steps(
             "started_at": started,
             "finished_at": None,
             "duration_s": None,
-            "input_versions": _input_versions(ctx, step),
+            "input_versions": _input_versions(store, step),
             "counts": {},
             "message": None,
         }
-        _record(ctx, job, row)
+        _record(store, row)
         logger.info("%s ...", prefix)
         clock = time.monotonic()
         try:
@@ -136,7 +151,7 @@ def run_steps(
                 duration_s=time.monotonic() - clock,
                 message=f"{type(exc).__name__}: {exc}"[:4000],
             )
-            _record(ctx, job, row)
+            _record(store, row)
             logger.error("%s failed after %.1fs: %s", prefix, row["duration_s"], exc)
             raise StepFailedError(
                 f"step '{name}' of run {ctx.run_id} failed: {type(exc).__name__}: {exc}. "
@@ -144,7 +159,7 @@ def run_steps(
             ) from exc
         counts = {str(k): int(v) for k, v in counts.items()}
         row.update(status="succeeded", finished_at=_now(), duration_s=time.monotonic() - clock, counts=counts)
-        _record(ctx, job, row)
+        _record(store, row)
         logger.info("%s done in %.1fs %s", prefix, row["duration_s"], counts)
         result.steps[name] = counts
     return result
@@ -152,7 +167,7 @@ def run_steps(
 
 def run_pipeline(
     project: Project,
-    spark: SparkSession,
+    spark: SparkSession | SparkHandle | None,
     *,
     steps: Sequence[Step] | None = None,
     job: str = "pipeline",
@@ -162,6 +177,8 @@ def run_pipeline(
     """Run the pipeline, resuming the last unfinished run of ``job`` unless ``resume=False``.
 
     Args:
+        spark: the session, a handle that starts it when a step first asks (None: a handle of
+            its own, ``lakecdp-<job>``); ``ops.runs`` is recorded without it on the embedded engine.
         steps: defaults to the registry's pipeline (:func:`lakecdp.steps.pipeline_steps`).
         job: name under which runs are recorded (``pipeline``, ``demo``, ...).
         resume: continue an unfinished run (same run id and as-of) after its completed steps.
@@ -170,15 +187,18 @@ def run_pipeline(
     Returns:
         The run id, whether it resumed, counts per step and the steps skipped.
     """
-    from lakecdp.tables import Tables
-
     from lakecdp.alerts import after_run
 
     chosen = tuple(_registry.pipeline_steps() if steps is None else steps)
     for item in chosen:
         if not isinstance(item, Step):
             raise TypeError(f"steps must be lakecdp.steps.Step objects (e.g. steps.step('features')), got {item!r}")
-    unfinished = _unfinished_run(Tables(project), spark, job) if resume else None
+    session = (
+        spark if isinstance(spark, SparkHandle) else SparkHandle(project, app_name=f"lakecdp-{job}", session=spark)
+    )
+    moment = as_of or project.as_of()
+    ctx = JobContext.create(project, session, as_of=moment, run_id=new_run_id(moment))
+    unfinished = _unfinished_run(runs_store(ctx), job) if resume else None
     try:
         if unfinished is not None:
             run_id, run_as_of, done = unfinished
@@ -188,10 +208,8 @@ def run_pipeline(
                 run_as_of.isoformat(),
                 ", ".join(sorted(done)) or "nothing",
             )
-            ctx = JobContext.create(project, spark, as_of=run_as_of, run_id=run_id)
+            ctx = JobContext.create(project, session, as_of=run_as_of, run_id=run_id)
             return run_steps(ctx, chosen, job=job, done=done)
-        moment = as_of or project.as_of()
-        ctx = JobContext.create(project, spark, as_of=moment, run_id=new_run_id(moment))
         logger.info("run %s as of %s: %s", ctx.run_id, moment.isoformat(), " -> ".join(s.name for s in chosen))
         return run_steps(ctx, chosen, job=job)
     finally:
@@ -200,7 +218,7 @@ def run_pipeline(
         after_run(project)
 
 
-def run_single_step(project: Project, spark: SparkSession, name: str) -> PipelineResult:
+def run_single_step(project: Project, spark: SparkSession | SparkHandle | None, name: str) -> PipelineResult:
     """Run one registered step as its own recorded run (``job`` = the step's name), resuming
     its last unfinished run: ``lakecdp step NAME`` and the scheduled jobs."""
     return run_pipeline(project, spark, steps=[_registry.step(name)], job=name)
@@ -215,8 +233,9 @@ def run_step_command(
 ) -> dict[str, int] | None:
     """A stage command that runs a step with its own options (``lakecdp ingest --source crm``).
 
-    Starts the session and runs the step as a new recorded run of job ``name`` in ``ops.runs``,
-    with the step's declared inputs as lineage, exactly as ``lakecdp step NAME`` records it.
+    Runs the step as a new recorded run of job ``name`` in ``ops.runs``, with the step's
+    declared inputs as lineage, exactly as ``lakecdp step NAME`` records it; the Spark session
+    starts only if the step (or the runner, on engine ``spark``) asks for it.
 
     Args:
         call: the step function with the command's options bound (default: the step's own).
@@ -228,9 +247,9 @@ def run_step_command(
     step = _registry.step(name)
     if call is not None:
         step = dataclasses.replace(step, run=call)
-    spark = open_session(project, app_name=f"lakecdp-{name}")
+    session = SparkHandle(project, app_name=f"lakecdp-{name}")
     try:
-        result = run_pipeline(project, spark, steps=[step], job=name, resume=False, as_of=as_of)
+        result = run_pipeline(project, session, steps=[step], job=name, resume=False, as_of=as_of)
     except StepFailedError as exc:
         logger.error("%s", exc)
         return None
@@ -267,9 +286,8 @@ def _cli_run(args: argparse.Namespace, job: str) -> int:
 
 def _cli_step(args: argparse.Namespace) -> int:
     project = load_project(args.conf, env=args.env)
-    spark = open_session(project, app_name=f"lakecdp-{args.step}")
-    try:
-        run_single_step(project, spark, args.step)
+    try:  # the session starts when a step asks for it (never, on the embedded engine's steps)
+        run_single_step(project, SparkHandle(project, app_name=f"lakecdp-{args.step}"), args.step)
     except StepFailedError as exc:
         logger.error("%s", exc)
         return 1

@@ -12,8 +12,9 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from lakecdp.config import Project
 
@@ -28,6 +29,42 @@ _NAME_RE = re.compile(r"^(?P<layer>[a-z_]+)\.(?P<table>[a-z][a-z0-9_]*)$")
 
 class TableNameError(ValueError):
     """A logical table name is not ``<layer>.<table>`` with a known layer."""
+
+
+class TableStore(Protocol):
+    """What the pipeline runner needs of a table store, whichever engine is behind it: Spark
+    (:class:`SparkStore`, over :class:`Tables`) or delta-rs (:class:`lakecdp.delta_store.DeltaStore`).
+
+    Rows are dicts of plain Python values; timestamps are UTC-aware ``datetime`` both ways.
+    :func:`lakecdp.delta_store.table_store` picks the store of a run.
+    """
+
+    def exists(self, name: str) -> bool:
+        """Whether table ``name`` exists."""
+        ...
+
+    def version_or_none(self, name: str) -> int | None:
+        """The table's current Delta version, or None when it does not exist yet."""
+        ...
+
+    def read_rows(
+        self, name: str, *, columns: Sequence[str], where: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """``columns`` of the rows whose ``where`` columns equal the values given."""
+        ...
+
+    def upsert_rows(
+        self, rows: Sequence[Mapping[str, Any]], name: str, schema: str, *, keys: Sequence[str], run_id: str
+    ) -> None:
+        """Insert ``rows``, or replace the stored rows with their ``keys``; creates the table
+        (``schema``: catalogue DDL) when missing."""
+        ...
+
+
+def utc(moment: datetime) -> datetime:
+    """``moment`` as a UTC-aware datetime; a naive one is the local time Spark's ``collect``
+    returns (the Python process's zone)."""
+    return moment.astimezone(timezone.utc)
 
 
 class Tables:
@@ -236,3 +273,43 @@ class Tables:
             .whenNotMatchedInsert(condition=live, values=values)
             .execute()
         )
+
+
+class SparkStore:
+    """:class:`TableStore` through Spark: ``tables``' reads and MERGE on the run's session,
+    which is asked for on first use only (``session``: e.g. ``lambda: ctx.spark``)."""
+
+    def __init__(self, tables: Tables, session: Callable[[], SparkSession]) -> None:
+        self.tables = tables
+        self._session = session
+
+    def exists(self, name: str) -> bool:
+        return self.tables.exists(self._session(), name)
+
+    def version_or_none(self, name: str) -> int | None:
+        return self.tables.version(self._session(), name)
+
+    def read_rows(
+        self, name: str, *, columns: Sequence[str], where: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        from pyspark.sql import functions as F
+
+        frame = self.tables.read(self._session(), name)
+        for column, value in (where or {}).items():
+            frame = frame.where(F.col(column) == F.lit(value))
+        return [
+            {k: utc(v) if isinstance(v, datetime) else v for k, v in row.asDict(recursive=True).items()}
+            for row in frame.select(*columns).collect()
+        ]
+
+    def upsert_rows(
+        self, rows: Sequence[Mapping[str, Any]], name: str, schema: str, *, keys: Sequence[str], run_id: str
+    ) -> None:
+        """See :meth:`TableStore.upsert_rows` (``run_id`` goes unrecorded: Spark's MERGE takes
+        no per-write commit metadata)."""
+        from lakecdp.catalog import ddl_struct
+
+        spark = self._session()
+        struct = ddl_struct(schema)
+        frame = spark.createDataFrame([tuple(row.get(f.name) for f in struct.fields) for row in rows], struct)
+        self.tables.merge(spark, frame, name, keys=keys)

@@ -51,10 +51,11 @@ def delta_store(ctx: JobContext) -> DeltaStore | None:
 
 
 def table_exists(ctx: JobContext, name: str) -> bool:
-    """Whether table ``name`` exists (through delta-rs on the embedded engine: a Spark check
-    costs a fraction of a second each, and activation makes a dozen)."""
-    store = delta_store(ctx)
-    return store.exists(name) if store is not None else ctx.tables.exists(ctx.spark, name)
+    """Whether table ``name`` exists, asked of the run's table store (delta-rs on the embedded
+    engine: a Spark check costs a fraction of a second each, and activation makes a dozen)."""
+    from lakecdp.delta_store import table_store
+
+    return table_store(ctx, label="lakecdp-activation").exists(name)
 
 
 def idempotency_key(destination: str, change_id: str) -> str:

@@ -1,0 +1,130 @@
+"""``lakecdp step segments`` and ``lakecdp step activation`` on the embedded engine start no JVM.
+
+Each command runs in a process that cannot start one (JAVA_HOME and the jar folder point
+nowhere, no ``java`` on PATH): the steps, their record in ``ops.runs`` and its lineage all go
+through DuckDB and delta-rs. Inputs are written with delta-rs; expected rows are written by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+from deltalake import DeltaTable, write_deltalake
+
+from lakecdp import catalog
+from lakecdp.delta_store import arrow_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def _conf(tmp_path: Path) -> Path:
+    """Environment ``t`` (engine embedded, the warehouse under tmp_path), one SQL segment and
+    one file destination."""
+    conf = tmp_path / "conf"
+    for folder in ("environments", "segments", "destinations"):
+        (conf / folder).mkdir(parents=True)
+    environment = {
+        "version": 1,
+        "name": "t",
+        "engine": "embedded",
+        "spark": {"mode": "local", "master": "local[1]"},
+        "storage": {"warehouse": str(tmp_path / "warehouse")},
+        "landing": str(tmp_path / "landing"),
+        "checkpoints": str(tmp_path / "checkpoints"),
+        "as_of": "2026-11-01T00:00:00Z",
+    }
+    (conf / "environments" / "t.yaml").write_text(yaml.safe_dump(environment))
+    (conf / "segments" / "big.yaml").write_text(
+        yaml.safe_dump({"version": 1, "id": "big", "condition": "total_spent > 500", "schedule": {"every_minutes": 5}})
+    )
+    (conf / "destinations" / "files.yaml").write_text(
+        yaml.safe_dump({"version": 1, "type": "file", "format": "csv", "fields": ["email"]})
+    )
+    return conf
+
+
+def _write_inputs(warehouse: Path) -> None:
+    profile = [
+        {"customer_id": "c1", "email": "ada@example.com", "email_consent": True, "sms_consent": False},
+        {"customer_id": "c2", "email": "bob@example.com", "email_consent": True, "sms_consent": False},
+    ]
+    schema = arrow_schema(catalog.CUSTOMER_PROFILE.ddl)
+    write_deltalake(str(warehouse / "gold" / "customer_profile"), pa.Table.from_pylist(profile, schema=schema))
+    write_deltalake(
+        str(warehouse / "gold" / "customer_features"),
+        pa.table({"customer_id": ["c1", "c2"], "total_spent": [900.0, 10.0]}),
+    )
+
+
+def _lakecdp(conf: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``lakecdp --conf conf --env t ARGS`` in a process where no JVM can start: the session
+    factory finds no jars (``LAKECDP_JVM_DIR``) and Spark's launcher no ``$JAVA_HOME/bin/java``."""
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("PYSPARK", "SPARK", "JAVA", "LAKECDP"))
+    }
+    env.update(
+        JAVA_HOME=str(cwd / "no-java"),
+        LAKECDP_JVM_DIR=str(cwd / "no-jars"),
+        PATH=os.path.dirname(sys.executable) + ":/usr/bin:/bin",
+        PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), env.get("PYTHONPATH", "")]),
+    )
+    completed = subprocess.run(
+        [sys.executable, "-m", "lakecdp", "--conf", str(conf), "--env", "t", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return completed
+
+
+def _runs(warehouse: Path) -> list[dict]:
+    rows = DeltaTable(str(warehouse / "ops" / "runs")).to_pyarrow_table().to_pylist()
+    return sorted(rows, key=lambda r: r["started_at"])
+
+
+def test_segments_and_activation_steps_run_without_a_jvm(tmp_path):
+    conf = _conf(tmp_path)
+    warehouse = tmp_path / "warehouse"
+    _write_inputs(warehouse)
+
+    segments = _lakecdp(conf, "step", "segments", cwd=tmp_path)
+    assert "starting the Spark session" not in segments.stderr
+    changes = DeltaTable(str(warehouse / "segments" / "changes")).to_pyarrow_table().to_pylist()
+    assert [(r["segment_id"], r["customer_id"], r["change_type"], r["reason"]) for r in changes] == [
+        ("big", "c1", "entered", '{"rule":"total_spent > 500","values":{"total_spent":900.0}}')
+    ]
+    changes_version = DeltaTable(str(warehouse / "segments" / "changes")).version()
+
+    _lakecdp(conf, "step", "activation", cwd=tmp_path)
+    deliveries = DeltaTable(str(warehouse / "activation" / "deliveries")).to_pyarrow_table().to_pylist()
+    assert [(r["destination"], r["segment_id"], r["customer_id"], r["status"]) for r in deliveries] == [
+        ("files", "big", "c1", "delivered")
+    ]
+    (change_id,) = [r["change_id"] for r in changes]
+    key = hashlib.sha256(f"files\x1f{change_id}".encode()).hexdigest()
+    exported = sorted((warehouse / "exports" / "files").rglob("*.csv"))
+    assert [p.read_text(encoding="utf-8").splitlines() for p in exported] == [
+        [
+            "change_id,idempotency_key,segment_id,customer_id,member_key,change_type,changed_at,email",
+            f"{change_id},{key},big,c1,,entered,2026-11-01T00:00:00+00:00,ada@example.com",
+        ]
+    ]
+
+    runs = _runs(warehouse)
+    assert [(r["job"], r["step"], r["status"], dict(r["input_versions"])) for r in runs] == [
+        ("segments", "segments", "succeeded", {"gold.customer_profile": 0, "gold.customer_features": 0}),
+        ("activation", "activation", "succeeded", {"segments.changes": changes_version, "gold.customer_profile": 0}),
+    ]
+    assert dict(runs[0]["counts"])["entered"] == 1
+    assert dict(runs[1]["counts"])["delivered"] == 1
