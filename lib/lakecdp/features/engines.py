@@ -2,9 +2,13 @@
 
 On Spark the inputs are DataFrames, bound for one query to temporary views with names of their
 own (a session may hold other views called ``events``); on DuckDB they are tables of the
-connection and the Spark SQL text is translated by :mod:`lakecdp.sqldialect.translate`, plus one
-rewrite of the features' own: ``round(x, d)`` of a double is Spark's (HALF_UP on the double's
-shortest decimal form, ``2.675`` -> ``2.68``) where DuckDB's rounds ``2.675 * 100`` (``2.67``).
+connection and the Spark SQL text is translated by sqlglot with Spark's meaning
+(:func:`lakecdp.sqldialect.spark_semantics.spark_semantics`, as
+:mod:`lakecdp.sqldialect.translate` does for segments), plus two rewrites of the features' own:
+``round(x, d)`` of a double is Spark's (HALF_UP on the double's shortest decimal form, ``1.005``
+-> ``1.01``) where DuckDB's rounds ``1.005 * 100`` (``1.0``); and the as-of literals are plain UTC
+``TIMESTAMP`` s like the loaded inputs (a ``TIMESTAMPTZ`` literal makes DuckDB convert every row
+it is compared with).
 
 Example:
     >>> frame = spark_query(spark, lambda n: rfm_sql(orders=n["orders"], as_of=as_of, config=c), orders=df)
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 _SPARK_ROUND = "lakecdp_spark_round"
+_UTC_SUFFIX = "+00:00"
 #: Spark's round of a double: java.math.BigDecimal of Double.toString, setScale HALF_UP (DuckDB's
 #: shortest form of a double is Java's; a DECIMAL rounds half away from zero, which is HALF_UP)
 _SPARK_ROUND_MACRO = (
@@ -55,12 +60,22 @@ def to_duckdb(sql: Sql) -> str:
     """The DuckDB text of a feature definition (Spark's meaning, see the module docstring)."""
     tree = sqlglot.parse_one(sql.text(), read="spark")
 
-    def spark_round(node: exp.Expression) -> exp.Expression:
+    def features_own(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Round) and node.args.get("decimals") is not None:
             return exp.Anonymous(this=_SPARK_ROUND, expressions=[node.this, node.args["decimals"]])
+        if (
+            isinstance(node, exp.Cast)
+            and isinstance(node.this, exp.Literal)
+            and node.this.is_string
+            and node.this.name.endswith(_UTC_SUFFIX)
+        ):
+            # the as-of literals (definitions.timestamp_sql): the inputs' times are UTC TIMESTAMPs on
+            # DuckDB; a TIMESTAMPTZ literal would convert every row of a comparison through the zone
+            naive = exp.Literal.string(node.this.name.removesuffix(_UTC_SUFFIX))
+            return exp.Cast(this=naive, to=exp.DataType.build("TIMESTAMP", dialect="duckdb"))
         return node
 
-    return spark_semantics(tree.transform(spark_round)).sql(dialect="duckdb")
+    return spark_semantics(tree.transform(features_own)).sql(dialect="duckdb")
 
 
 def prepare_connection(con: duckdb.DuckDBPyConnection) -> None:
