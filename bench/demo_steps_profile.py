@@ -2,7 +2,8 @@
 
 Run on a warehouse the demo has filled (``lakecdp demo`` once), from the project folder:
 ``PYTHONPATH=lib:. .venv/bin/python -m bench.demo_steps_profile --step activation --base warehouse
---engines embedded,spark``. Each engine works on its own copy of ``--base`` (never the original)
+--engines embedded,spark`` (``--step features --bare`` adds the features SQL on bare DuckDB over
+the same Parquet files, the tool's own time without lakecdp's reads and writes). Each engine works on its own copy of ``--base`` (never the original)
 under ``--scratch``: activation's ledger, exports and suppressions are removed from the copy first
 so every change is pending again, and the features step is forced to recompute. Engines run one
 after the other in one Spark session (the first pays the JVM's warm-up), so their ratio is
@@ -69,8 +70,21 @@ OUTPUTS = {
 }
 
 
+def _digits(value):
+    """``value`` with every double to 12 significant digits: category affinities are sums whose
+    order differs between the engines (and between Spark runs), so their last bits do."""
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, dict):
+        return {k: _digits(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_digits(v) for v in value]
+    return value
+
+
 def same_outputs(step: str, warehouses: list[Path]) -> list[str]:
-    """Differences between the warehouses' outputs of ``step`` (empty: identical rows and files)."""
+    """Differences between the warehouses' outputs of ``step`` (empty: identical rows and files,
+    doubles to 12 significant digits)."""
     from deltalake import DeltaTable
 
     differences = []
@@ -79,7 +93,7 @@ def same_outputs(step: str, warehouses: list[Path]) -> list[str]:
         for warehouse in warehouses:
             data = DeltaTable(str(warehouse / table)).to_pyarrow_table()
             kept = [c for c in data.column_names if c not in ignored]
-            rows.append(sorted(repr(r) for r in data.select(kept).to_pylist()))
+            rows.append(sorted(repr(_digits(r)) for r in data.select(kept).to_pylist()))
         if rows[0] != rows[1]:
             differences.append(f"{table}: {len(rows[0])} vs {len(rows[1])} rows, not the same")
     if step == "activation":
@@ -104,6 +118,100 @@ def same_outputs(step: str, warehouses: list[Path]) -> list[str]:
     return differences
 
 
+def bare_features(base: Path, scratch: Path, project) -> tuple[float, int]:
+    """The features SQL on bare DuckDB: the same translated definitions over the inputs' live
+    Parquet files (file lists from the Delta logs, taken before the clock starts), the result
+    written to one Parquet file -- no lakecdp reads, no conforming to the catalogue, no Delta commit.
+
+    Returns:
+        (seconds, rows written)
+    """
+    import duckdb
+    from deltalake import DeltaTable
+
+    from lakecdp.features._time import as_of_utc
+    from lakecdp.features.config import load_features_config
+    from lakecdp.features.definitions import (
+        activity_events_sql,
+        activity_items_sql,
+        activity_orders_sql,
+        features_sql,
+    )
+    from lakecdp.features.embedded import INPUTS
+    from lakecdp.features.engines import prepare_connection, to_duckdb
+
+    as_of = as_of_utc(project.as_of())
+    config = load_features_config(Path(project.conf_dir) / "features.yaml")
+    sources = {}
+    for target, (name, wanted) in INPUTS.items():
+        path = base / name.replace(".", "/")
+        table = DeltaTable(str(path))
+        present = {f.name for f in table.schema().fields}
+        files = ", ".join("'" + uri.removeprefix("file://") + "'" for uri in table.file_uris())
+        sources[target] = ([c for c in wanted if c in present], files)
+    steps = [
+        (
+            "activity_events",
+            to_duckdb(
+                activity_events_sql(
+                    events="events",
+                    columns=sources["events"][0],
+                    identifiers="identifiers",
+                    products="products",
+                    as_of=as_of,
+                )
+            ),
+        ),
+        (
+            "activity_orders",
+            to_duckdb(
+                activity_orders_sql(
+                    orders="orders", columns=sources["orders"][0], identifiers="identifiers", as_of=as_of
+                )
+            ),
+        ),
+        (
+            "activity_items",
+            to_duckdb(
+                activity_items_sql(
+                    orders="activity_orders",
+                    order_items="order_items",
+                    products="products",
+                    as_of=as_of,
+                    completed_statuses=config.rfm.completed_statuses,
+                )
+            ),
+        ),
+    ]
+    final = to_duckdb(
+        features_sql(
+            events="activity_events",
+            orders="activity_orders",
+            items="activity_items",
+            identifiers="identifiers",
+            profiles="profiles",
+            as_of=as_of,
+            config=config,
+            run_id="bare",
+        )
+    )
+    out = scratch / "bare-features.parquet"
+    scratch.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    con = duckdb.connect()
+    prepare_connection(con)
+    for target, (columns, files) in sources.items():
+        select = ", ".join(f'"{c}"' for c in columns)
+        con.execute(f'CREATE TABLE "{target}" AS SELECT {select} FROM read_parquet([{files}], union_by_name = true)')
+    for name, sql in steps:
+        con.execute(f"CREATE TABLE {name} AS {sql}")
+    con.execute(f"COPY ({final}) TO '{out}' (FORMAT parquet)")
+    elapsed = time.perf_counter() - started
+    rows = con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone()[0]
+    con.close()
+    return elapsed, int(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--step", choices=("features", "activation"), required=True)
@@ -111,6 +219,9 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/lakecdp-demo-steps"))
     parser.add_argument("--engines", default="embedded,spark", help="comma-separated, run in this order")
     parser.add_argument("--conf", default="conf")
+    parser.add_argument(
+        "--bare", action="store_true", help="features: also the same SQL on bare DuckDB over the base's Parquet files"
+    )
     args = parser.parse_args()
     setup_logging()
     project = load_project(args.conf)
@@ -122,7 +233,7 @@ def main() -> None:
     for method in ("append", "overwrite", "merge", "read", "exists", "version", "create_if_missing"):
         timers.wrap(tables.Tables, method, f"Tables.{method}")
     timers.wrap(webhook.WebhookClient, "_request", "http request")
-    for method in ("read", "append", "overwrite", "upsert", "merge", "exists", "version_or_none"):
+    for method in ("read", "load", "append", "overwrite", "upsert", "merge", "exists", "version_or_none"):
         timers.wrap(delta_store.DeltaStore, method, f"DeltaStore.{method}")
 
     tracker = spark.sparkContext.statusTracker()
@@ -164,6 +275,11 @@ def main() -> None:
         print(f"\n{args.step}: {second} / {first} = {b / a:.2f}x")
         differences = same_outputs(args.step, [one, other])
         print("outputs identical" if not differences else "OUTPUTS DIFFER: " + "; ".join(differences))
+    if args.bare and args.step == "features":
+        seconds, rows = bare_features(args.base, args.scratch, project)
+        print(f"\nfeatures on bare DuckDB (same SQL, Parquet in, Parquet out): {seconds:.1f} s, {rows} rows")
+        for engine, elapsed, _ in results:
+            print(f"  {engine} / bare = {elapsed / seconds:.1f}x")
 
 
 if __name__ == "__main__":

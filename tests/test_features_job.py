@@ -197,3 +197,71 @@ def test_the_delta_log_reads_the_same_through_delta_rs_and_spark(spark, project)
         commit = log.last_commit(name)
         assert (log.exists(name), log.version(name), commit["userMetadata"]) == (True, 1, "features:second"), engine
         assert int(commit["operationMetrics"]["numOutputRows"]) == 3, engine
+
+
+def _embedded(project):
+    return project.model_copy(update={"environment": project.environment.model_copy(update={"engine": "embedded"})})
+
+
+def _write_inputs_with_delta_rs(project) -> None:
+    """The hand-made inputs of tests/test_features_engines.py as Delta tables written by delta-rs."""
+    import pyarrow as pa
+
+    from lakecdp import catalog
+    from lakecdp.delta_store import DeltaStore, arrow_schema
+    from test_features_engines import INPUTS
+
+    store = DeltaStore(JobContext.create(project, None, run_id="r0"), label="test")  # type: ignore[arg-type]
+    for key, name in (
+        ("events", catalog.EVENTS.name),
+        ("orders", catalog.ORDERS.name),
+        ("order_items", catalog.ORDER_ITEMS.name),
+        ("products", catalog.PRODUCTS.name),
+        ("identifiers", catalog.IDENTIFIERS.name),
+        ("profiles", catalog.CUSTOMER_PROFILE.name),
+    ):
+        ddl, rows = INPUTS[key]
+        given = arrow_schema(ddl).names
+        full = arrow_schema(catalog.table(name).ddl)
+        records = [dict(zip(given, row, strict=True)) for row in rows]
+        if key == "order_items":  # a line number per order, as ingest gives
+            for number, record in enumerate(records, start=1):
+                record["line_number"] = number
+        store.append(pa.Table.from_pylist(records, schema=full), name, catalog.table(name).ddl, run_id="r0")
+
+
+def test_features_job_on_the_embedded_engine_needs_no_spark(project):
+    """engine: embedded computes on DuckDB and writes with delta-rs (no Spark session at all): the
+    hand-written rows, the fingerprint skip, a new as-of as a new version, time travel."""
+    from lakecdp.delta_store import DeltaStore
+    from test_features_engines import EXPECTED, EXPECTED_UNMATCHED, _rows, assert_rows
+
+    project = _embedded(project)
+    with pytest.raises(MissingInputError, match=r"\['silver.events', 'silver.orders'"):
+        run(JobContext.create(project, None, as_of=AS_OF, run_id="r-missing"))  # type: ignore[arg-type]
+    _write_inputs_with_delta_rs(project)
+    store = DeltaStore(JobContext.create(project, None, run_id="r0"), label="test")  # type: ignore[arg-type]
+
+    counts = run(JobContext.create(project, None, as_of=AS_OF, run_id="r1"))  # type: ignore[arg-type]
+    assert counts == {
+        "customers": 4,
+        "events_unmatched": EXPECTED_UNMATCHED["events"],
+        "orders_unmatched": EXPECTED_UNMATCHED["orders"],
+        "skipped": 0,
+    }
+    assert_rows(_rows(store.read("gold.customer_features")), EXPECTED)
+    # delta-rs creates the table (an empty version) and overwrites it in the next one
+    first = store.version("gold.customer_features")
+    assert store.last_user_metadata("gold.customer_features").startswith("features:")
+
+    again = run(JobContext.create(project, None, as_of=AS_OF, run_id="r2"))  # type: ignore[arg-type]
+    assert again["skipped"] == 1
+    assert store.version("gold.customer_features") == first
+
+    run(JobContext.create(project, None, as_of=t("2026-10-25 00:00"), run_id="r3"))  # type: ignore[arg-type]
+    assert store.version("gold.customer_features") == first + 1
+    earlier = {r["customer_id"]: r for r in _rows(store.read("gold.customer_features"))}
+    # as of 25 October c1's cart, open and the views of the last week have not happened yet
+    assert (earlier["c1"]["recency_days"], earlier["c1"]["opens_7d"], earlier["c1"]["cart_open"]) == (5, 0, False)
+    assert earlier["c1"]["run_id"] == "r3"
+    assert_rows(_rows(store.read("gold.customer_features", version=first)), EXPECTED)

@@ -1,8 +1,10 @@
 """Customer features as of a point in time: RFM, engagement, lifecycle, affinities, cart, recommendations.
 
-Every transform takes DataFrames and returns a DataFrame, reads only rows at or before
-``as_of`` and does no IO; :mod:`lakecdp.features.job` reads the tables and writes
-``gold.customer_features``.
+Every feature is defined once, as Spark SQL (:mod:`lakecdp.features.definitions`), reads only
+rows at or before ``as_of`` and does no IO. The transforms here bind DataFrames to those
+definitions on Spark; :mod:`lakecdp.features.embedded` runs the same definitions on DuckDB;
+:mod:`lakecdp.features.job` reads the tables and writes ``gold.customer_features`` on the run's
+engine.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from lakecdp.features.customers import attach_customer_id, purchased_items, unma
 from lakecdp.features.engagement import engagement
 from lakecdp.features.interest import category_affinities, product_interest
 from lakecdp.features.lifecycle import LifecycleRuleError, lifecycle_stage
-from lakecdp.features.recommend import association_rules, recommendation_feedback, recommendations
+from lakecdp.features.recommend import recommendation_feedback, recommendations
 from lakecdp.features.rfm import rfm
 
 __all__ = [
@@ -23,7 +25,6 @@ __all__ = [
     "FeaturesConfig",
     "LifecycleRuleError",
     "MissingColumnsError",
-    "association_rules",
     "attach_customer_id",
     "cart_state",
     "category_affinities",

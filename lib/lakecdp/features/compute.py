@@ -1,4 +1,9 @@
-"""All customer features as of one point in time: the gold.customer_features rows."""
+"""All customer features as of one point in time on Spark: the gold.customer_features rows.
+
+The rows are defined once, in :mod:`lakecdp.features.definitions`; this module binds Spark
+DataFrames to that SQL (the embedded engine runs the same SQL on DuckDB:
+:mod:`lakecdp.features.embedded`).
+"""
 
 from __future__ import annotations
 
@@ -10,65 +15,29 @@ from pyspark.sql import functions as F
 
 from lakecdp import catalog
 from lakecdp.columns import require_columns
-from lakecdp.features._columns import as_of_lit, up_to
-from lakecdp.features.cart import cart_state
 from lakecdp.features.config import FeaturesConfig
-from lakecdp.features.customers import purchased_items, resolve_customer_id
-from lakecdp.features.engagement import engagement
-from lakecdp.features.interest import category_affinities, product_interest
-from lakecdp.features.lifecycle import lifecycle_stage
-from lakecdp.features.recommend import feedback_per_customer, recommendation_feedback, recommendations
-from lakecdp.features.rfm import rfm
+from lakecdp.features.definitions import (
+    activity_events_sql,
+    activity_items_sql,
+    activity_orders_sql,
+    features_sql,
+    with_category_sql,
+)
+from lakecdp.features.engines import spark_query
 
 # gold.customer_features, declared in lakecdp.catalog (built without a session, so importable anywhere)
 FEATURES_SCHEMA = catalog.CUSTOMER_FEATURES.struct()
-
-# what a customer with no activity of a kind gets (null where "no value" is the honest answer:
-# recency, scores and averages of someone who never bought)
-_DEFAULTS: dict[str, object] = {
-    "frequency": 0,
-    "monetary": 0.0,
-    "total_spent": 0.0,
-    "order_count": 0,
-    "opens_7d": 0,
-    "opens_30d": 0,
-    "opens_90d": 0,
-    "clicks_7d": 0,
-    "clicks_30d": 0,
-    "clicks_90d": 0,
-    "cart_open": False,
-    "cart_value": 0.0,
-}
-_EMPTY = (
-    "category_affinities",
-    "recent_product_views",
-    "trending_interests",
-    "cart_product_ids",
-    "recommendations",
-    "recommendation_feedback",
-)
 
 
 def with_product_category(df: DataFrame, products: DataFrame) -> DataFrame:
     """Fill a missing ``category`` from the product catalog (events often carry only the id)."""
     require_columns(products, ("product_id", "category"), what="products")
-    catalog = products.select("product_id", F.col("category").alias("_catalog_category")).dropDuplicates(["product_id"])
-    filled = df if "category" in df.columns else df.withColumn("category", F.lit(None).cast("string"))
-    return (
-        filled.join(catalog, "product_id", "left")
-        .withColumn("category", F.coalesce("category", "_catalog_category"))
-        .drop("_catalog_category")
-    )
-
-
-def _purchase_events(orders: DataFrame, statuses: list[str]) -> DataFrame:
-    """Completed orders as ``purchase`` events: an order placed in the shop empties the web cart."""
-    return orders.where(F.col("status").isin(statuses)).select(
-        "customer_id",
-        F.lit("purchase").alias("event_type"),
-        F.col("ordered_at").alias("occurred_at"),
-        F.lit(None).cast("string").alias("product_id"),
-        F.lit(None).cast("double").alias("value"),
+    columns = list(df.columns)
+    return spark_query(
+        df.sparkSession,
+        lambda n: with_category_sql(rows=n["rows"], columns=columns, products=n["products"]),
+        rows=df,
+        products=products,
     )
 
 
@@ -101,103 +70,76 @@ def prepare_activity(
     """
     require_columns(events, ("event_type", "occurred_at"), what="events")
     require_columns(orders, ("order_id", "ordered_at", "status", "total"), what="orders")
-    resolved_events = with_product_category(
-        resolve_customer_id(up_to(events, "occurred_at", as_of), identifiers), products
+    require_columns(order_items, ("order_id", "product_id", "category", "quantity", "unit_price"), what="order_items")
+    require_columns(products, ("product_id", "category"), what="products")
+    require_columns(identifiers, ("identifier_type", "identifier_value", "customer_id"), what="identifiers")
+    spark = events.sparkSession
+    event_columns, order_columns = list(events.columns), list(orders.columns)
+    resolved_events = spark_query(
+        spark,
+        lambda n: activity_events_sql(
+            events=n["events"], columns=event_columns, identifiers=n["ids"], products=n["products"], as_of=as_of
+        ),
+        events=events,
+        ids=identifiers,
+        products=products,
     )
-    resolved_orders = resolve_customer_id(up_to(orders, "ordered_at", as_of), identifiers)
-    items = purchased_items(
-        resolved_orders.where(F.col("customer_id").isNotNull()),
-        with_product_category(order_items, products),
-        as_of=as_of,
-        completed_statuses=list(config.rfm.completed_statuses),
+    resolved_orders = spark_query(
+        spark,
+        lambda n: activity_orders_sql(orders=n["orders"], columns=order_columns, identifiers=n["ids"], as_of=as_of),
+        orders=orders,
+        ids=identifiers,
+    )
+    items = spark_query(
+        spark,
+        lambda n: activity_items_sql(
+            orders=n["orders"],
+            order_items=n["lines"],
+            products=n["products"],
+            as_of=as_of,
+            completed_statuses=config.rfm.completed_statuses,
+        ),
+        orders=resolved_orders,
+        lines=order_items,
+        products=products,
     )
     return Activity(resolved_events, resolved_orders, items)
-
-
-def customer_universe(identifiers: DataFrame, profiles: DataFrame | None = None) -> DataFrame:
-    """Every known ``customer_id``: from the identity graph and, when given, the profiles."""
-    customers = identifiers.select("customer_id")
-    if profiles is not None:
-        require_columns(profiles, ("customer_id",), what="profiles")
-        customers = customers.unionByName(profiles.select("customer_id"))
-    return customers.where(F.col("customer_id").isNotNull()).distinct()
 
 
 def features_from_activity(
     activity: Activity,
     *,
-    customers: DataFrame,
+    identifiers: DataFrame,
+    profiles: DataFrame | None,
     as_of: datetime,
     config: FeaturesConfig,
     run_id: str | None = None,
 ) -> DataFrame:
-    """gold.customer_features rows for ``customers`` from prepared :class:`Activity`."""
-    statuses = list(config.rfm.completed_statuses)
-    customer_events = activity.events.where(F.col("customer_id").isNotNull())
-    customer_orders = activity.orders.where(F.col("customer_id").isNotNull())
-    items = activity.items
-    interest = config.interest
-    parts = [
-        rfm(customer_orders, as_of=as_of, config=config.rfm),
-        engagement(customer_events, as_of=as_of),
-        category_affinities(
-            customer_events,
-            items,
+    """gold.customer_features rows for every ``customer_id`` of ``identifiers`` and ``profiles``
+    from prepared :class:`Activity`."""
+    spark = activity.events.sparkSession
+    if profiles is None:
+        profiles = spark.createDataFrame([], "customer_id string")
+    require_columns(profiles, ("customer_id",), what="profiles")
+    frames = spark_query(
+        spark,
+        lambda n: features_sql(
+            events=n["events"],
+            orders=n["orders"],
+            items=n["items"],
+            identifiers=n["identifiers"],
+            profiles=n["profiles"],
             as_of=as_of,
-            half_life_days=config.affinity.half_life_days,
-            view_weight=config.affinity.view_weight,
-            purchase_weight=config.affinity.purchase_weight,
-            lookback_days=config.affinity.lookback_days,
+            config=config,
+            run_id=run_id,
         ),
-        product_interest(
-            customer_events,
-            as_of=as_of,
-            recent_views_limit=interest.recent_views_limit,
-            trend_recent_days=interest.trend_recent_days,
-            trend_baseline_days=interest.trend_baseline_days,
-            trend_min_lift=interest.trend_min_lift,
-            trend_min_recent_views=interest.trend_min_recent_views,
-            trending_limit=interest.trending_limit,
-        ),
-        cart_state(
-            customer_events.select("customer_id", "event_type", "occurred_at", "product_id", "value").unionByName(
-                _purchase_events(customer_orders, statuses)
-            ),
-            as_of=as_of,
-            abandon_after_minutes=config.cart.abandon_after_minutes,
-        ),
-        recommendations(customer_events, items, as_of=as_of, config=config.recommendations),
-        feedback_per_customer(
-            recommendation_feedback(
-                customer_events, as_of=as_of, suppression_days=config.recommendations.feedback_suppression_days
-            )
-        ),
-    ]
-    features = customers
-    for part in parts:
-        features = features.join(part, "customer_id", "left")
-
-    # one select, not a withColumn per column: each DataFrame step re-analyses the whole
-    # (large) plan on the driver, which dominated the job's run time
-    def column(name: str, data_type):
-        if name == "as_of":
-            value = as_of_lit(as_of)
-        elif name == "run_id":
-            value = F.lit(run_id)
-        elif name in _DEFAULTS:
-            value = F.coalesce(F.col(name), F.lit(_DEFAULTS[name]).cast(data_type))
-        elif name in _EMPTY:
-            empty = F.create_map() if name == "category_affinities" else F.array()
-            value = F.coalesce(F.col(name), empty.cast(data_type))
-        else:
-            value = F.col(name)
-        return value.cast(data_type).alias(name)
-
-    filled = features.select(
-        *[column(f.name, f.dataType) for f in FEATURES_SCHEMA.fields if f.name != "lifecycle_stage"]
+        events=activity.events,
+        orders=activity.orders,
+        items=activity.items,
+        identifiers=identifiers.select("customer_id"),
+        profiles=profiles.select("customer_id"),
     )
-    staged = filled.transform(lifecycle_stage, config=config.lifecycle)
-    return staged.select(*[f.name for f in FEATURES_SCHEMA.fields])
+    return frames.select(*[F.col(f.name).cast(f.dataType) for f in FEATURES_SCHEMA.fields])
 
 
 def compute_features(
@@ -244,9 +186,5 @@ def compute_features(
         config=config,
     )
     return features_from_activity(
-        activity,
-        customers=customer_universe(identifiers, profiles),
-        as_of=as_of,
-        config=config,
-        run_id=run_id,
+        activity, identifiers=identifiers, profiles=profiles, as_of=as_of, config=config, run_id=run_id
     )

@@ -1,33 +1,22 @@
-"""Who an event or order belongs to: resolved through ``identity.identifiers``."""
+"""Who an event or order belongs to: resolved through ``identity.identifiers`` (definitions:
+:func:`lakecdp.features.definitions.resolve_customer_sql`,
+:func:`~lakecdp.features.definitions.purchased_items_sql`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakecdp.columns import require_columns
-from lakecdp.features._columns import up_to
+from lakecdp.features.definitions import IDENTIFIER_PRECEDENCE, purchased_items_sql, resolve_customer_sql
+from lakecdp.features.engines import spark_query
 
-# (column on the event/order, identifier_type in identity.identifiers), strongest first:
-# a customer number is issued by the shop to one customer; an email can be shared by a
-# household; a device id is a browser that several people may use
-IDENTIFIER_PRECEDENCE: tuple[tuple[str, str], ...] = (
-    ("customer_number", "customer_number"),
-    ("email", "email"),
-    ("device_id", "device_id"),
-)
+__all__ = ["IDENTIFIER_PRECEDENCE", "attach_customer_id", "purchased_items", "resolve_customer_id", "unmatched_rows"]
 
 _IDENTIFIER_COLUMNS = ("identifier_type", "identifier_value", "customer_id")
-
-
-def _normalised(column: str) -> Column:
-    value = F.trim(F.col(column))
-    # emails are stored lower-case by ingest; lower-casing again costs nothing and
-    # keeps a hand-made input from silently missing its customer
-    return F.lower(value) if column == "email" else value
 
 
 def resolve_customer_id(df: DataFrame, identifiers: DataFrame) -> DataFrame:
@@ -44,33 +33,12 @@ def resolve_customer_id(df: DataFrame, identifiers: DataFrame) -> DataFrame:
         ``df`` with ``customer_id string`` and ``matched_by string`` (the identifier type used).
     """
     require_columns(identifiers, _IDENTIFIER_COLUMNS, what="identifiers")
-    usable = [(col, kind) for col, kind in IDENTIFIER_PRECEDENCE if col in df.columns]
-    if not usable:
-        raise ValueError(
-            "events/orders need at least one of the columns "
-            f"{[c for c, _ in IDENTIFIER_PRECEDENCE]} to find their customer; got {df.columns}"
-        )
-    if "customer_id" in df.columns:
-        df = df.drop("customer_id")
-    resolved = df
-    found: list[tuple[str, Column]] = []
-    for position, (column, kind) in enumerate(usable):
-        key, found_name = f"_key_{position}", f"_customer_{position}"
-        lookup = (
-            identifiers.where(F.col("identifier_type") == F.lit(kind))
-            .select(F.col("identifier_value").alias(key), F.col("customer_id").alias(found_name))
-            .dropDuplicates([key])
-        )
-        resolved = resolved.withColumn(key, _normalised(column)).join(lookup, key, "left")
-        found.append((kind, F.col(found_name)))
-    (first_kind, first_id), *rest = found
-    matched_by = F.when(first_id.isNotNull(), F.lit(first_kind))
-    for kind, found_id in rest:
-        matched_by = matched_by.when(found_id.isNotNull(), F.lit(kind))
-    return resolved.select(
-        *df.columns,
-        F.coalesce(*[found_id for _, found_id in found]).alias("customer_id"),
-        matched_by.alias("matched_by"),
+    columns = list(df.columns)
+    return spark_query(
+        df.sparkSession,
+        lambda n: resolve_customer_sql(rows=n["rows"], columns=columns, identifiers=n["identifiers"]),
+        rows=df,
+        identifiers=identifiers,
     )
 
 
@@ -113,12 +81,11 @@ def purchased_items(
         ("order_id", "product_id", "category", "quantity", "unit_price"),
         what="order_items",
     )
-    completed = up_to(orders, "ordered_at", as_of).where(F.col("status").isin(list(completed_statuses)))
-    return (
-        completed.select("order_id", "customer_id", "ordered_at")
-        .join(
-            order_items.select("order_id", "product_id", "category", "quantity", "unit_price"),
-            "order_id",
-        )
-        .select("customer_id", "order_id", "ordered_at", "product_id", "category", "quantity", "unit_price")
+    return spark_query(
+        orders.sparkSession,
+        lambda n: purchased_items_sql(
+            orders=n["orders"], order_items=n["items"], as_of=as_of, completed_statuses=completed_statuses
+        ),
+        orders=orders,
+        items=order_items,
     )

@@ -1,20 +1,22 @@
-"""Email engagement counts and the last time a customer did anything."""
+"""Email engagement counts and the last time a customer did anything (definition:
+:func:`lakecdp.features.definitions.engagement_sql`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from lakecdp.columns import require_columns
-from lakecdp.features._columns import up_to, within_days
+from lakecdp.features.definitions import (
+    ENGAGEMENT_EVENTS,
+    ENGAGEMENT_WINDOWS,
+    NOT_CUSTOMER_ACTIVITY,
+    engagement_sql,
+)
+from lakecdp.features.engines import spark_query
 
-ENGAGEMENT_WINDOWS = (7, 30, 90)
-ENGAGEMENT_EVENTS = ("email_open", "email_click")
-# events the customer did not do themselves: a send or a bounce says nothing about whether
-# they are still around, so they do not move last_activity_at
-NOT_CUSTOMER_ACTIVITY = ("email_send", "email_bounce")
+__all__ = ["ENGAGEMENT_COLUMNS", "ENGAGEMENT_EVENTS", "NOT_CUSTOMER_ACTIVITY", "engagement"]
 
 ENGAGEMENT_COLUMNS = (
     "customer_id",
@@ -39,20 +41,4 @@ def engagement(events: DataFrame, *, as_of: datetime) -> DataFrame:
         One row per customer with at least one event up to as_of: :data:`ENGAGEMENT_COLUMNS`.
     """
     require_columns(events, ("customer_id", "event_type", "occurred_at"), what="events")
-    past = up_to(events, "occurred_at", as_of)
-    counts = []
-    for kind, event_type in (("opens", "email_open"), ("clicks", "email_click")):
-        for days in ENGAGEMENT_WINDOWS:
-            hit = (F.col("event_type") == F.lit(event_type)) & within_days("occurred_at", as_of, days)
-            counts.append(F.count(F.when(hit, F.lit(1))).cast("int").alias(f"{kind}_{days}d"))
-    engaged = F.col("event_type").isin(list(ENGAGEMENT_EVENTS))
-    active = ~F.col("event_type").isin(list(NOT_CUSTOMER_ACTIVITY))
-    return (
-        past.groupBy("customer_id")
-        .agg(
-            *counts,
-            F.max(F.when(engaged, F.col("occurred_at"))).alias("last_engagement_at"),
-            F.max(F.when(active, F.col("occurred_at"))).alias("last_activity_at"),
-        )
-        .select(*ENGAGEMENT_COLUMNS)
-    )
+    return spark_query(events.sparkSession, lambda n: engagement_sql(events=n["events"], as_of=as_of), events=events)

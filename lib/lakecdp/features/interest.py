@@ -1,14 +1,17 @@
-"""What a customer is interested in: decayed category affinities, recent views, trends."""
+"""What a customer is interested in: decayed category affinities, recent views, trends
+(definitions: :func:`lakecdp.features.definitions.category_affinities_sql`,
+:func:`~lakecdp.features.definitions.product_interest_sql`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from pyspark.sql import DataFrame, Window
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame
 
 from lakecdp.columns import require_columns
-from lakecdp.features._columns import age_days, up_to, within_days
+from lakecdp.features.config import InterestConfig
+from lakecdp.features.definitions import category_affinities_sql, product_interest_sql
+from lakecdp.features.engines import spark_query
 
 
 def category_affinities(
@@ -45,35 +48,19 @@ def category_affinities(
         raise ValueError(f"half_life_days must be positive, got {half_life_days}")
     require_columns(events, ("customer_id", "event_type", "occurred_at", "category"), what="events")
     require_columns(order_items, ("customer_id", "ordered_at", "category", "quantity"), what="order_items")
-
-    def decay(column: str):
-        return F.pow(F.lit(0.5), age_days(column, as_of) / F.lit(float(half_life_days)))
-
-    views = up_to(events, "occurred_at", as_of).where(
-        (F.col("event_type") == F.lit("product_view")) & F.col("category").isNotNull()
-    )
-    bought = up_to(order_items, "ordered_at", as_of).where(F.col("category").isNotNull())
-    if lookback_days is not None:
-        views = views.where(within_days("occurred_at", as_of, lookback_days))
-        bought = bought.where(within_days("ordered_at", as_of, lookback_days))
-    weights = views.select(
-        "customer_id", "category", (F.lit(float(view_weight)) * decay("occurred_at")).alias("weight")
-    ).unionByName(
-        bought.select(
-            "customer_id",
-            "category",
-            (F.lit(float(purchase_weight)) * F.coalesce(F.col("quantity"), F.lit(1)) * decay("ordered_at")).alias(
-                "weight"
-            ),
-        )
-    )
-    per_category = weights.groupBy("customer_id", "category").agg(F.sum("weight").alias("weight"))
-    total = Window.partitionBy("customer_id")
-    shares = per_category.withColumn("total", F.sum("weight").over(total)).where(F.col("total") > 0)
-    return shares.groupBy("customer_id").agg(
-        F.map_from_entries(
-            F.array_sort(F.collect_list(F.struct("category", (F.col("weight") / F.col("total")).alias("share"))))
-        ).alias("category_affinities")
+    return spark_query(
+        events.sparkSession,
+        lambda n: category_affinities_sql(
+            events=n["events"],
+            items=n["items"],
+            as_of=as_of,
+            half_life_days=half_life_days,
+            view_weight=view_weight,
+            purchase_weight=purchase_weight,
+            lookback_days=lookback_days,
+        ),
+        events=events,
+        items=order_items,
     )
 
 
@@ -110,54 +97,16 @@ def product_interest(
         ("customer_id", "event_type", "occurred_at", "product_id", "category"),
         what="events",
     )
-    views = up_to(events, "occurred_at", as_of).where(F.col("event_type") == F.lit("product_view"))
-
-    last_view = (
-        views.where(F.col("product_id").isNotNull())
-        .groupBy("customer_id", "product_id")
-        .agg(F.max("occurred_at").alias("viewed_at"))
+    config = InterestConfig(
+        recent_views_limit=recent_views_limit,
+        trend_recent_days=trend_recent_days,
+        trend_baseline_days=trend_baseline_days,
+        trend_min_lift=trend_min_lift,
+        trend_min_recent_views=trend_min_recent_views,
+        trending_limit=trending_limit,
     )
-    by_recency = Window.partitionBy("customer_id").orderBy(F.col("viewed_at").desc(), "product_id")
-    recent = (
-        last_view.withColumn("rank", F.row_number().over(by_recency))
-        .where(F.col("rank") <= recent_views_limit)
-        .groupBy("customer_id")
-        .agg(F.array_sort(F.collect_list(F.struct("rank", "product_id"))).alias("ranked"))
-        .select("customer_id", F.transform("ranked", lambda r: r["product_id"]).alias("recent_product_views"))
-    )
-
-    in_recent = within_days("occurred_at", as_of, trend_recent_days)
-    in_baseline = ~in_recent & within_days("occurred_at", as_of, trend_recent_days + trend_baseline_days)
-    per_category = (
-        views.where(F.col("category").isNotNull())
-        .groupBy("customer_id", "category")
-        .agg(
-            F.count(F.when(in_recent, F.lit(1))).alias("recent_views"),
-            F.count(F.when(in_baseline, F.lit(1))).alias("baseline_views"),
-        )
-    )
-    recent_rate = F.col("recent_views") / F.lit(float(trend_recent_days))
-    baseline_rate = F.col("baseline_views") / F.lit(float(trend_baseline_days))
-    rising = per_category.where(
-        (F.col("recent_views") >= trend_min_recent_views) & (recent_rate > baseline_rate * F.lit(float(trend_min_lift)))
-    )
-    by_views = Window.partitionBy("customer_id").orderBy(F.col("recent_views").desc(), "category")
-    trending = (
-        rising.withColumn("rank", F.row_number().over(by_views))
-        .where(F.col("rank") <= trending_limit)
-        .groupBy("customer_id")
-        .agg(F.array_sort(F.collect_list(F.struct("rank", "category"))).alias("ranked"))
-        .select("customer_id", F.transform("ranked", lambda r: r["category"]).alias("trending_interests"))
-    )
-    empty = F.array().cast("array<string>")
-    return (
-        views.select("customer_id")
-        .distinct()
-        .join(recent, "customer_id", "left")
-        .join(trending, "customer_id", "left")
-        .select(
-            "customer_id",
-            F.coalesce("recent_product_views", empty).alias("recent_product_views"),
-            F.coalesce("trending_interests", empty).alias("trending_interests"),
-        )
+    return spark_query(
+        events.sparkSession,
+        lambda n: product_interest_sql(events=n["events"], as_of=as_of, config=config),
+        events=events,
     )

@@ -1,7 +1,8 @@
 """Pipeline step ``features``: gold.customer_features as of ``ctx.as_of``.
 
 Reads the silver tables and the identity graph, computes every feature as of the run's
-as-of time and replaces gold.customer_features in one Delta commit (earlier as-of states
+as-of time (the definitions of :mod:`lakecdp.features.definitions`, on DuckDB with delta-rs on
+``engine: embedded``, else on Spark) and replaces gold.customer_features in one Delta commit (earlier as-of states
 stay readable through Delta time travel). The commit carries a fingerprint of the inputs'
 Delta versions, as_of and config; a re-run with the same fingerprint writes nothing.
 """
@@ -13,20 +14,13 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from pyspark.sql import functions as F
-
 from lakecdp import catalog
-from lakecdp.features._columns import as_of_utc
-from lakecdp.features.compute import (
-    Activity,
-    customer_universe,
-    features_from_activity,
-    prepare_activity,
-)
+from lakecdp.features._time import as_of_utc
 from lakecdp.features.config import FeaturesConfig, load_features_config
 
 if TYPE_CHECKING:
     from lakecdp.context import JobContext
+    from lakecdp.delta_store import DeltaStore
 
 logger = logging.getLogger(__name__)
 
@@ -92,19 +86,18 @@ def _last_fingerprint(ctx: JobContext, log: _Log | None = None) -> str | None:
 def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, int]:
     """Compute and write gold.customer_features as of ``ctx.as_of``.
 
+    On ``engine: embedded`` (path-based tables) the definitions run on DuckDB and the table is
+    written with delta-rs; else on Spark. Both engines compute the same rows.
+
     Returns:
         counts for ops.runs: ``customers`` written, ``events_unmatched`` / ``orders_unmatched``
         (rows no identifier resolved), ``skipped`` (1 when the inputs were unchanged).
     """
-    spark, tables = ctx.spark, ctx.tables
     log = _Log(ctx)
     config = config or load_features_config(config_path(ctx))
     missing = [name for name in REQUIRED_INPUTS if not log.exists(name)]
     if missing:
         raise MissingInputError(f"features: input table(s) {missing} do not exist yet; run ingest and identity first")
-    frames = {name: tables.read(spark, name) for name in REQUIRED_INPUTS}
-    for name, ddl in OPTIONAL_INPUTS.items():
-        frames[name] = tables.read(spark, name) if log.exists(name) else spark.createDataFrame([], ddl)
     versions = {name: log.version(name) for name in (*REQUIRED_INPUTS, *OPTIONAL_INPUTS)}
     as_of = as_of_utc(ctx.as_of)
     fingerprint = inputs_fingerprint(as_of.isoformat(), versions, config)
@@ -113,6 +106,44 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
         return {"customers": 0, "events_unmatched": 0, "orders_unmatched": 0, "skipped": 1}
 
     logger.info("features: computing as of %s (inputs %s)", as_of.isoformat(), versions)
+    if log.store is not None:
+        counts = _run_embedded(ctx, log.store, config=config, fingerprint=fingerprint)
+    else:
+        counts = _run_spark(ctx, log, config=config, fingerprint=fingerprint)
+    logger.info("features as of %s written: %s", as_of.isoformat(), counts)
+    return counts
+
+
+def _run_embedded(ctx: JobContext, store: DeltaStore, *, config: FeaturesConfig, fingerprint: str) -> dict[str, int]:
+    """The definitions on DuckDB over the inputs' live files; one delta-rs commit."""
+    from lakecdp.features.embedded import compute_features_duckdb, connection, load_inputs
+
+    con = connection()
+    try:
+        load_inputs(con, store)
+        features, unmatched = compute_features_duckdb(con, as_of=as_of_utc(ctx.as_of), config=config, run_id=ctx.run_id)
+    finally:
+        con.close()
+    logger.info("features: computed on the embedded engine, writing %s", OUTPUT)
+    store.overwrite(features, OUTPUT, catalog.CUSTOMER_FEATURES.ddl, run_id=ctx.run_id, user_metadata=fingerprint)
+    return {
+        "customers": features.num_rows,
+        "events_unmatched": unmatched.events,
+        "orders_unmatched": unmatched.orders,
+        "skipped": 0,
+    }
+
+
+def _run_spark(ctx: JobContext, log: _Log, *, config: FeaturesConfig, fingerprint: str) -> dict[str, int]:
+    from pyspark.sql import functions as F
+
+    from lakecdp.features.compute import Activity, features_from_activity, prepare_activity
+
+    spark, tables = ctx.spark, ctx.tables
+    frames = {name: tables.read(spark, name) for name in REQUIRED_INPUTS}
+    for name, ddl in OPTIONAL_INPUTS.items():
+        frames[name] = tables.read(spark, name) if log.exists(name) else spark.createDataFrame([], ddl)
+    as_of = as_of_utc(ctx.as_of)
     identifiers = frames[catalog.IDENTIFIERS.name].cache()
     activity = prepare_activity(
         events=frames[catalog.EVENTS.name],
@@ -129,13 +160,14 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
     try:
         features = features_from_activity(
             activity,
-            customers=customer_universe(identifiers, frames[catalog.CUSTOMER_PROFILE.name]),
+            identifiers=identifiers,
+            profiles=frames[catalog.CUSTOMER_PROFILE.name],
             as_of=as_of,
             config=config,
             run_id=ctx.run_id,
         )
         logger.info("features: plan built, writing %s", OUTPUT)
-        _overwrite_with_fingerprint(ctx, features, fingerprint)
+        ctx.tables.overwrite(features, OUTPUT, overwrite_schema=True, user_metadata=fingerprint)
         logger.info("features: written, counting unmatched events and orders")
         unmatched = (
             activity.events.select(F.lit("events").alias("input"), "customer_id")
@@ -150,16 +182,9 @@ def run(ctx: JobContext, *, config: FeaturesConfig | None = None) -> dict[str, i
             frame.unpersist()
     metrics = log.last_commit(OUTPUT).get("operationMetrics") or {}
     per_input = {row["input"]: int(row["count"]) for row in unmatched}
-    counts = {
+    return {
         "customers": int(metrics.get("numOutputRows", 0)),
         "events_unmatched": per_input.get("events", 0),
         "orders_unmatched": per_input.get("orders", 0),
         "skipped": 0,
     }
-    logger.info("features as of %s written: %s", as_of.isoformat(), counts)
-    return counts
-
-
-def _overwrite_with_fingerprint(ctx: JobContext, features, fingerprint: str) -> None:
-    """Replace the table in one commit whose userMetadata is ``fingerprint``."""
-    ctx.tables.overwrite(features, OUTPUT, overwrite_schema=True, user_metadata=fingerprint)

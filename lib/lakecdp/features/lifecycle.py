@@ -1,16 +1,15 @@
-"""Lifecycle stage from ordered, configurable SQL rules over the feature columns."""
+"""Lifecycle stage from ordered, configurable SQL rules over the feature columns (definition:
+:func:`lakecdp.features.definitions.lifecycle_stage_sql`)."""
 
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-from lakecdp.columns import require_columns
-from lakecdp.features.config import LifecycleConfig, condition_columns
+from lakecdp.features.config import LifecycleConfig
+from lakecdp.features.definitions import LifecycleRuleError, Sql, lifecycle_stage_sql
+from lakecdp.features.engines import spark_query
 
-
-class LifecycleRuleError(ValueError):
-    """A lifecycle rule refers to a column the features do not have."""
+__all__ = ["LifecycleRuleError", "lifecycle_stage"]
 
 
 def lifecycle_stage(features: DataFrame, *, config: LifecycleConfig) -> DataFrame:
@@ -26,20 +25,15 @@ def lifecycle_stage(features: DataFrame, *, config: LifecycleConfig) -> DataFram
     Returns:
         ``features`` with ``lifecycle_stage string``.
 
+    Raises:
+        LifecycleRuleError: a condition names a column ``features`` lacks.
+
     Example:
         >>> features.transform(lifecycle_stage, config=config.lifecycle)
     """
-    require_columns(features, (), what="features")
-    available = set(features.columns)
-    for position, rule in enumerate(config.rules):
-        unknown = sorted(condition_columns(rule.condition) - available)
-        if unknown:
-            raise LifecycleRuleError(
-                f"lifecycle.rules[{position}] ({rule.stage}): condition {rule.condition!r} "
-                f"refers to unknown column(s) {unknown}"
-            )
-    first, *rest = config.rules
-    stage = F.when(F.coalesce(F.expr(first.condition), F.lit(False)), F.lit(first.stage))
-    for rule in rest:
-        stage = stage.when(F.coalesce(F.expr(rule.condition), F.lit(False)), F.lit(rule.stage))
-    return features.withColumn("lifecycle_stage", stage.otherwise(F.lit(config.default_stage)))
+    stage = lifecycle_stage_sql(config, available=features.columns)
+    return spark_query(
+        features.sparkSession,
+        lambda n: Sql((), f"SELECT *, {stage} AS lifecycle_stage FROM {n['features']}"),
+        features=features,
+    )
