@@ -69,7 +69,10 @@ FIRST = [
     # an invalid optional email: accepted, the field nulled, a warning
     ("web_events", web("2", user={"email": "not-an-email", "customer_no": "C-7"})),
     # a login: an event and a web customer record
-    ("web_events", web("3", event_type="login", anonymous_id="d-login", user={"email": "Cy@Example.com", "customer_no": " 42 "})),
+    (
+        "web_events",
+        web("3", event_type="login", anonymous_id="d-login", user={"email": "Cy@Example.com", "customer_no": " 42 "}),
+    ),
     # a login with a placeholder device id: an event only
     ("web_events", web("4", event_type="login", anonymous_id="n/a")),
     # an unknown field is rescued into bronze
@@ -95,8 +98,16 @@ FIRST = [
 #: after the first pickup: a re-delivery of a loaded event, a newer login of the same device, a new event
 SECOND = [
     ("email_events", email("1")),
-    ("web_events", web("9", event_type="login", anonymous_id="d-login", ts="2026-10-31T13:00:00Z",
-                       user={"email": "cy@example.com", "customer_no": "43"})),
+    (
+        "web_events",
+        web(
+            "9",
+            event_type="login",
+            anonymous_id="d-login",
+            ts="2026-10-31T13:00:00Z",
+            user={"email": "cy@example.com", "customer_no": "43"},
+        ),
+    ),
     ("web_events", web("10", event_type="page_view", price=None)),
 ]
 
@@ -106,7 +117,14 @@ def write_log(root: Path, events: list[tuple[str, object]]) -> Path:
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "intake-00000001.log", "a", encoding="utf-8") as handle:
         for n, (source, event) in enumerate(events):
-            record = {"source": source, "id": f"{source}-{n}", "event": event, "key": "test", "idem": None, "at": RECEIVED}
+            record = {
+                "source": source,
+                "id": f"{source}-{n}",
+                "event": event,
+                "key": "test",
+                "idem": None,
+                "at": RECEIVED,
+            }
             handle.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
     return log_dir
 
@@ -138,15 +156,33 @@ def test_hand_written_rows_of_the_embedded_pickup(tmp_path):
     write_log(tmp_path, FIRST)
     counts = pickup_embedded(tmp_path)
     # 14 lines: 4 refused web + 1 refused email, the repeated w-1 a duplicate
-    assert counts == {"rows_read": 14, "rows_loaded": 8, "rows_quarantined": 5, "duplicates_removed": 1, "rows_erased": 0}
+    assert counts == {
+        "rows_read": 14,
+        "rows_loaded": 8,
+        "rows_quarantined": 5,
+        "duplicates_removed": 1,
+        "rows_erased": 0,
+    }
     events = {e["event_id"]: e for e in rows(tmp_path, "silver/events")}
     assert sorted(events) == ["e-1", "e-2", "e-3", "w-1", "w-2", "w-3", "w-4", "w-5"]
     assert events["w-1"] == {
-        "event_id": "w-1", "source": "web_events", "event_type": "add_to_cart",
-        "occurred_at": datetime(2026, 10, 31, 12, tzinfo=timezone.utc), "email": "ada.1@example.com",
-        "device_id": "d-1", "customer_number": None, "session_id": "s-1", "product_id": "P00042",
-        "category": None, "value": 19.99, "order_id": None, "campaign_id": None, "channel": "web",
-        "bounce_type": None, "url": None, "run_id": RUN_ID,
+        "event_id": "w-1",
+        "source": "web_events",
+        "event_type": "add_to_cart",
+        "occurred_at": datetime(2026, 10, 31, 12, tzinfo=timezone.utc),
+        "email": "ada.1@example.com",
+        "device_id": "d-1",
+        "customer_number": None,
+        "session_id": "s-1",
+        "product_id": "P00042",
+        "category": None,
+        "value": 19.99,
+        "order_id": None,
+        "campaign_id": None,
+        "channel": "web",
+        "bounce_type": None,
+        "url": None,
+        "run_id": RUN_ID,
     }
     assert events["w-2"]["email"] is None and events["w-2"]["customer_number"] == "C-7"
     assert events["w-3"]["customer_number"] == "42"
@@ -154,15 +190,37 @@ def test_hand_written_rows_of_the_embedded_pickup(tmp_path):
     assert events["w-5"]["value"] == 5.0
     assert (events["e-2"]["event_type"], events["e-2"]["product_id"]) == ("feedback_not_interested", "P00042")
     assert (events["e-1"]["event_type"], events["e-3"]["event_type"], events["e-3"]["bounce_type"]) == (
-        "email_click", "email_bounce", "hard",
+        "email_click",
+        "email_bounce",
+        "hard",
     )
     [record] = rows(tmp_path, "silver/customer_records")
-    assert {k: record[k] for k in ("record_id", "source", "source_record_id", "email", "customer_number", "device_ids", "updated_at", "warnings")} == {
-        "record_id": "web:d-login", "source": "web", "source_record_id": "d-login", "email": "cy@example.com",
-        "customer_number": "42", "device_ids": ["d-login"], "updated_at": datetime(2026, 10, 31, 12, tzinfo=timezone.utc),
+    assert {
+        k: record[k]
+        for k in (
+            "record_id",
+            "source",
+            "source_record_id",
+            "email",
+            "customer_number",
+            "device_ids",
+            "updated_at",
+            "warnings",
+        )
+    } == {
+        "record_id": "web:d-login",
+        "source": "web",
+        "source_record_id": "d-login",
+        "email": "cy@example.com",
+        "customer_number": "42",
+        "device_ids": ["d-login"],
+        "updated_at": datetime(2026, 10, 31, 12, tzinfo=timezone.utc),
         "warnings": [],
     }
-    quarantine = {json.loads(q["raw"]).get("event_id") if q["raw"].startswith("{") else q["raw"]: q for q in rows(tmp_path, "quarantine/web_events")}
+    quarantine = {
+        json.loads(q["raw"]).get("event_id") if q["raw"].startswith("{") else q["raw"]: q
+        for q in rows(tmp_path, "quarantine/web_events")
+    }
     assert {k: (q["reasons"], q["detail"]) for k, q in quarantine.items()} == {
         "w-6": (["MISSING_REQUIRED"], "MISSING_REQUIRED(ts)"),
         "w-7": (["INVALID_TYPE"], "INVALID_TYPE(price)"),
@@ -215,7 +273,9 @@ def test_both_engines_pick_up_the_same_log_into_the_same_rows(tmp_path, spark):
     on_spark, embedded = tmp_path / "spark", tmp_path / "embedded"
     for root in (on_spark, embedded):
         write_log(root, FIRST)
-    spark_ctx = JobContext(project=make_project(on_spark), spark=spark, as_of=make_project(on_spark).as_of(), run_id=RUN_ID)
+    spark_ctx = JobContext(
+        project=make_project(on_spark), spark=spark, as_of=make_project(on_spark).as_of(), run_id=RUN_ID
+    )
     first_spark = pickup(spark_ctx, on_spark / "intake", engine="spark")
     assert pickup_embedded(embedded) == first_spark
     for root in (on_spark, embedded):

@@ -41,8 +41,14 @@ def write(project, name: str, rows: list[dict], schema: str, *, mode: str = "app
 
 
 def event(event_id: str, event_type: str, at: str, *, email=None, device=None, product=None) -> dict:
-    return {"event_id": event_id, "event_type": event_type, "occurred_at": ts(at), "email": email,
-            "device_id": device, "product_id": product}
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "occurred_at": ts(at),
+        "email": email,
+        "device_id": device,
+        "product_id": product,
+    }
 
 
 def changes(project) -> list[tuple]:
@@ -60,7 +66,12 @@ def world(tmp_path):
     project = make_project(tmp_path)
     project = project.model_copy(update={"environment": project.environment.model_copy(update={"engine": "embedded"})})
     write(project, "gold.customer_profile", [{"customer_id": c, "run_id": "r0"} for c in ("c1", "c2", "c3")], PROFILE)
-    write(project, "gold.customer_features", [{"customer_id": c, "as_of": AS_OF, "run_id": "r0"} for c in ("c1", "c2", "c3")], FEATURES)
+    write(
+        project,
+        "gold.customer_features",
+        [{"customer_id": c, "as_of": AS_OF, "run_id": "r0"} for c in ("c1", "c2", "c3")],
+        FEATURES,
+    )
     write(
         project,
         "identity.identifiers",
@@ -85,14 +96,19 @@ def batch(project, segments, **kw):
 
 def test_new_events_move_only_their_customers(world):
     project, segments = world
-    write(project, "silver.events", [
-        event("e1", "product_view", "2026-10-31 10:00", email="c1@x.io", product="P1"),
-        event("e2", "product_view", "2026-10-31 11:00", email="c1@x.io", product="P2"),
-        event("e3", "product_view", "2026-10-31 12:00", email="c1@x.io", product="P3"),
-        event("e4", "product_view", "2026-10-31 18:00", device="d3", product="P4"),
-        event("e5", "add_to_cart", "2026-10-31 20:00", device="d3", product="P4"),
-        event("e6", "product_view", "2026-10-31 20:00", device="d-nobody", product="P4"),
-    ], EVENTS)
+    write(
+        project,
+        "silver.events",
+        [
+            event("e1", "product_view", "2026-10-31 10:00", email="c1@x.io", product="P1"),
+            event("e2", "product_view", "2026-10-31 11:00", email="c1@x.io", product="P2"),
+            event("e3", "product_view", "2026-10-31 12:00", email="c1@x.io", product="P3"),
+            event("e4", "product_view", "2026-10-31 18:00", device="d3", product="P4"),
+            event("e5", "add_to_cart", "2026-10-31 20:00", device="d3", product="P4"),
+            event("e6", "product_view", "2026-10-31 20:00", device="d-nobody", product="P4"),
+        ],
+        EVENTS,
+    )
     first = batch(project, segments)
     assert (first["customers"], first["entered"], first["exited"]) == (2, 2, 0)
     assert changes(project) == [

@@ -83,7 +83,16 @@ _COLUMN_CODES = frozenset(
 )
 #: silver.customer_records columns the embedded standardisation writes from an ``also`` mapping
 _RECORD_COLUMNS = frozenset(
-    {"source_record_id", "email", "customer_number", "crm_id", "device_ids", "updated_at", "email_consent", "sms_consent"}
+    {
+        "source_record_id",
+        "email",
+        "customer_number",
+        "crm_id",
+        "device_ids",
+        "updated_at",
+        "email_consent",
+        "sms_consent",
+    }
 )
 _SCALAR_ARROW = {
     "string": pa.string(),
@@ -368,7 +377,7 @@ def map_rows(
             select.append(f'{_mapped_sql(mapping[name], type_text, as_of)} AS "{name}"')
     condition = f" WHERE {condition_to_duckdb(where, as_of=as_of)}" if where else ""
     try:
-        return con.sql(f"SELECT {', '.join(select)} FROM _typed_rows{condition} ORDER BY \"_row\"").to_arrow_table()
+        return con.sql(f'SELECT {", ".join(select)} FROM _typed_rows{condition} ORDER BY "_row"').to_arrow_table()
     finally:
         con.unregister("_typed_rows")
 
@@ -452,7 +461,9 @@ def _add_columns(store: DeltaStore, name: str, ddl: str, added: list[str]) -> No
     store.table(name).alter.add_columns(fields)
 
 
-def _stored(con: duckdb.DuckDBPyConnection, store: DeltaStore, name: str, columns: list[str], where: str, params: list) -> set:
+def _stored(
+    con: duckdb.DuckDBPyConnection, store: DeltaStore, name: str, columns: list[str], where: str, params: list
+) -> set:
     if not store.exists(name):
         return set()
     store.load(con, "_stored_keys", name, columns=columns, where=where, params=params)
@@ -495,7 +506,7 @@ def write_chunk(
         reads = [as_read(r.event, source) if r.valid else None for r in checked]
         valid_positions = [i for i, r in enumerate(checked) if r.valid]
         typed = _typed_table(
-            [typed_row(checked[i], reads[i], source) for i in valid_positions], valid_positions, source
+            [typed_row(checked[i], reads[i] or {}, source) for i in valid_positions], valid_positions, source
         )
         mapped = map_rows(con, typed, source.mapping, catalog.EVENTS.ddl, as_of=ctx.as_of)
         # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
@@ -505,7 +516,10 @@ def write_chunk(
             [_loose_typed(checked[i].event, source) for i in rejected_positions], rejected_positions, source
         )
         erased = _erased(ctx, store, source, mapped) | _erased(
-            ctx, store, source, map_rows(con, rejected_typed, _identifier_mapping(source), catalog.EVENTS.ddl, as_of=ctx.as_of)
+            ctx,
+            store,
+            source,
+            map_rows(con, rejected_typed, _identifier_mapping(source), catalog.EVENTS.ddl, as_of=ctx.as_of),
         )
 
         kept = [i for i in range(len(checked)) if i not in erased]
@@ -556,7 +570,9 @@ def write_chunk(
                 ddl,
                 run_id=run_id,
             )
-            loaded = _write_events(con, store, mapped, set(accepted), source, junk, run_id=run_id, ingested_at=ingested_at)
+            loaded = _write_events(
+                con, store, mapped, set(accepted), source, junk, run_id=run_id, ingested_at=ingested_at
+            )
         counts = {
             "rows_read": len(checked),
             "rows_loaded": loaded,
@@ -588,8 +604,15 @@ def write_chunk(
                 )
         if source.also and accepted:
             _write_records(
-                con, store, typed.filter(pa.compute.is_in(typed["_row"], pa.array(accepted, pa.int64()))),
-                checked, source, junk, run_id=run_id, ingested_at=ingested_at, as_of=ctx.as_of,
+                con,
+                store,
+                typed.filter(pa.compute.is_in(typed["_row"], pa.array(accepted, pa.int64()))),
+                checked,
+                source,
+                junk,
+                run_id=run_id,
+                ingested_at=ingested_at,
+                as_of=ctx.as_of,
             )
         logger.info("%s: chunk %s written embedded %s", name, stream_batch, counts)
         return counts
@@ -666,7 +689,12 @@ def _write_events(
     for row in rows:
         first.setdefault(row["event_id"], row)
     ids = list(first)
-    stored = {r[0] for r in _stored(con, store, catalog.EVENTS.name, ["event_id"], "WHERE list_contains(?::VARCHAR[], event_id)", [ids])}
+    stored = {
+        r[0]
+        for r in _stored(
+            con, store, catalog.EVENTS.name, ["event_id"], "WHERE list_contains(?::VARCHAR[], event_id)", [ids]
+        )
+    }
     fresh = [first[i] for i in ids if i not in stored]
     schema = _arrow_schema(catalog.EVENTS.ddl)
     out: dict[str, list[Any]] = {f.name: [] for f in schema}

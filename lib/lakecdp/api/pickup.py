@@ -64,7 +64,9 @@ def _ledger(ctx: JobContext, store: DeltaStore | None = None) -> dict[int, tuple
         ctx.tables.create_if_missing(ctx.spark, LEDGER, T.StructType.fromDDL(LEDGER_SCHEMA))
         rows = [
             r.asDict()
-            for r in ctx.tables.read(ctx.spark, LEDGER).select("segment", "start_offset", "end_offset", "status").collect()
+            for r in ctx.tables.read(ctx.spark, LEDGER)
+            .select("segment", "start_offset", "end_offset", "status")
+            .collect()
         ]
     state: dict[int, tuple[int, tuple[int, int] | None]] = {}
     done = {(r["segment"], r["start_offset"], r["end_offset"]) for r in rows if r["status"] == "done"}
@@ -90,7 +92,9 @@ def _record(
         from lakecdp.delta_store import arrow_schema
 
         schema = arrow_schema(LEDGER_SCHEMA)
-        store.append(pa.Table.from_pylist([dict(zip(schema.names, row[0]))], schema), LEDGER, LEDGER_SCHEMA, run_id=ctx.run_id)
+        store.append(
+            pa.Table.from_pylist([dict(zip(schema.names, row[0]))], schema), LEDGER, LEDGER_SCHEMA, run_id=ctx.run_id
+        )
         return
     ctx.tables.append(ctx.spark.createDataFrame(row, LEDGER_SCHEMA), LEDGER)
 

@@ -54,6 +54,8 @@ from lakecdp.segments.plan_guard import SEGMENT_VIEWS
 from lakecdp.segments.writes import EmbeddedWrites
 
 if TYPE_CHECKING:
+    import duckdb
+
     from lakecdp.context import JobContext
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,8 @@ def last_version(store: DeltaStore, prefix: str) -> int | None:
         return None
     pattern = re.compile(rf"^{re.escape(prefix)}-v(\d{{10}})$")
     versions = [
-        int(m.group(1)) for run in store.read(RUNS, columns=["run_id"]).column("run_id").to_pylist()
+        int(m.group(1))
+        for run in store.read(RUNS, columns=["run_id"]).column("run_id").to_pylist()
         if run and (m := pattern.match(run))
     ]
     return max(versions) if versions else None
@@ -88,7 +91,9 @@ def _new_event_ids(store: DeltaStore, after: int | None, upto: int) -> list[str]
     try:
         feed = store.change_feed(EVENTS, starting_version=start, ending_version=upto)
     except Exception as exc:  # noqa: BLE001 - delta-rs raises several kinds for a feed it cannot read
-        logger.warning("silver.events change feed %d..%d unreadable (%s): every customer with events in scope", start, upto, exc)
+        logger.warning(
+            "silver.events change feed %d..%d unreadable (%s): every customer with events in scope", start, upto, exc
+        )
         return None
     inserted = feed.filter(pa.compute.is_in(feed["_change_type"], pa.array(["insert", "update_postimage"])))
     return sorted(set(inserted.column("event_id").to_pylist()))
@@ -213,7 +218,7 @@ def process_new_events(
 
 
 def _add_other_members(
-    con, store: DeltaStore, segments: dict[str, SegmentDefinition], event_ids: list[str]
+    con: duckdb.DuckDBPyConnection, store: DeltaStore, segments: dict[str, SegmentDefinition], event_ids: list[str]
 ) -> None:
     """Current members (in scope) of the segments not evaluated now join ``matches``: they take
     part in groups and exclusions (:func:`lakecdp.segments.evaluate.apply_policies`' ``other_members``)."""
