@@ -112,6 +112,15 @@ SECOND = [
 ]
 
 
+#: picked up by the other engine than the one that wrote the warehouse so far
+THIRD = [
+    ("web_events", web("1")),
+    ("web_events", web("11", event_type="login", anonymous_id="d-login", ts="2026-10-31T14:00:00Z")),
+    ("web_events", web("12", price="NaN")),
+    ("email_events", email("5", event_type="open")),
+]
+
+
 def write_log(root: Path, events: list[tuple[str, object]]) -> Path:
     log_dir = root / "intake"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +142,7 @@ def embedded_context(root: Path):
     from lakecdp.context import JobContext
 
     project = make_project(root)
-    object.__setattr__(project.environment, "engine", "embedded")
+    project = project.model_copy(update={"environment": project.environment.model_copy(update={"engine": "embedded"})})
     return JobContext(project=project, spark=None, as_of=project.as_of(), run_id=RUN_ID)  # type: ignore[arg-type]
 
 
@@ -285,3 +294,49 @@ def test_both_engines_pick_up_the_same_log_into_the_same_rows(tmp_path, spark):
         left, right = rows(on_spark, table), rows(embedded, table)
         assert left, table
         assert right == left, table
+    # each engine continues the warehouse the other wrote: still the same rows
+    for root in (on_spark, embedded):
+        write_log(root, THIRD)
+    assert pickup_embedded(on_spark) == pickup(
+        JobContext(project=make_project(embedded), spark=spark, as_of=spark_ctx.as_of, run_id=RUN_ID),
+        embedded / "intake",
+        engine="spark",
+    )
+    for table in TABLES:
+        assert rows(embedded, table) == rows(on_spark, table), table
+
+
+def test_the_embedded_pickup_adds_the_log_position_to_a_bronze_table_the_batch_ingest_made(tmp_path):
+    """bronze.web_events written by the batch ingest has no ``_kafka_*`` columns (Spark's pickup adds
+    them with schema evolution); the embedded pickup adds them too and keeps the old rows."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from lakecdp.delta_store import TABLE_CONFIGURATION, arrow_schema
+
+    batch_shape = (
+        "event_id string, event_type string, ts string, anonymous_id string, session_id string, "
+        "user struct<email:string,customer_no:string>, page_url string, product_id string, price string, "
+        "revenue string, order_id string, _rescued string, _source_file string, _line bigint, "
+        "_ingested_at timestamp, _run_id string, _row_hash string"
+    )
+    landed = {"event_id": "w-landed", "_source_file": "web_events/web_events_0.jsonl", "_line": 1, "_run_id": "r0"}
+    write_deltalake(
+        str(tmp_path / "warehouse" / "bronze" / "web_events"),
+        pa.Table.from_pylist([landed], schema=arrow_schema(batch_shape)),
+        configuration=TABLE_CONFIGURATION,
+    )
+    write_log(tmp_path, FIRST[:2])
+    assert pickup_embedded(tmp_path)["rows_loaded"] == 2
+    bronze = {b["event_id"]: b for b in rows(tmp_path, "bronze/web_events")}
+    assert sorted(bronze) == ["w-1", "w-2", "w-landed"]
+    assert (bronze["w-landed"]["_kafka_offset"], bronze["w-landed"]["_line"]) == (None, 1)
+    assert (bronze["w-2"]["_kafka_topic"], bronze["w-2"]["_kafka_partition"], bronze["w-2"]["_line"]) == (
+        "lakecdp-api.web_events",
+        1,
+        None,
+    )
+    # a second pickup of the same lines (the ledger lost) finds them by their position: nothing twice
+    (tmp_path / "warehouse" / "ops" / "api_intake").rename(tmp_path / "ledger-lost")
+    assert pickup_embedded(tmp_path)["rows_loaded"] == 0
+    assert len(rows(tmp_path, "bronze/web_events")) == 3
