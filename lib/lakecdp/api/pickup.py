@@ -199,8 +199,8 @@ def pickup(
                         stream_batch=f"{query_name}:{start}",
                     )
                 else:
-                    spark_ctx = _spark_context(ctx)
-                    counts = _spark_chunk(spark_ctx, raw_rows, source, start=start, query_name=query_name)
+                    ctx = _with_spark(ctx)
+                    counts = _spark_chunk(ctx, raw_rows, source, start=start, query_name=query_name)
                 for name in totals:
                     totals[name] += counts[name]
                 events += len(raw_rows)
@@ -222,21 +222,15 @@ def _store_for(ctx: JobContext, engine: str | None) -> DeltaStore | None:
     return DeltaStore(ctx, label="lakecdp-api-pickup") if engine == "embedded" else None
 
 
-_SPARK_CONTEXTS: dict[str, JobContext] = {}
-
-
-def _spark_context(ctx: JobContext) -> JobContext:
-    """``ctx`` itself when it has a Spark session; else the same run with one (opened once)."""
+def _with_spark(ctx: JobContext) -> JobContext:
+    """``ctx`` itself when it has a Spark session; else the same run with the project's session."""
     if ctx.spark is not None:
         return ctx
-    if ctx.run_id not in _SPARK_CONTEXTS:
-        from lakecdp.context import JobContext, open_session
+    from lakecdp.context import JobContext, open_session
 
-        logger.info("a source the embedded pickup cannot write: opening a Spark session")
-        spark = open_session(ctx.project, app_name="lakecdp-api-pickup")
-        _SPARK_CONTEXTS.clear()
-        _SPARK_CONTEXTS[ctx.run_id] = JobContext(project=ctx.project, spark=spark, as_of=ctx.as_of, run_id=ctx.run_id)
-    return _SPARK_CONTEXTS[ctx.run_id]
+    logger.info("a source the embedded pickup cannot write: opening a Spark session")
+    spark = open_session(ctx.project, app_name="lakecdp-api-pickup")
+    return JobContext(project=ctx.project, spark=spark, as_of=ctx.as_of, run_id=ctx.run_id)
 
 
 def _spark_chunk(ctx: JobContext, raw_rows, source, *, start: int, query_name: str) -> dict[str, int]:
