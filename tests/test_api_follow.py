@@ -51,11 +51,19 @@ def test_http_events_reach_the_changes_api_through_the_follow_loop(tmp_path):
     now = datetime.now(timezone.utc)
     customers = ("c1", "c2", "c3")
     _write(tmp_path, "gold.customer_profile", [{"customer_id": c, "run_id": "r0"} for c in customers], PROFILE)
-    _write(tmp_path, "gold.customer_features", [{"customer_id": c, "as_of": now, "run_id": "r0"} for c in customers], FEATURES)
+    _write(
+        tmp_path,
+        "gold.customer_features",
+        [{"customer_id": c, "as_of": now, "run_id": "r0"} for c in customers],
+        FEATURES,
+    )
     _write(
         tmp_path,
         "identity.identifiers",
-        [{"identifier_type": "email", "identifier_value": f"{c}@x.io", "customer_id": c, "run_id": "r0"} for c in customers],
+        [
+            {"identifier_type": "email", "identifier_value": f"{c}@x.io", "customer_id": c, "run_id": "r0"}
+            for c in customers
+        ],
         IDENTIFIERS,
     )
     project = load_project(conf, env="apitest")
