@@ -277,10 +277,10 @@ def test_a_pickup_killed_before_its_ledger_commit_is_replayed_with_the_same_boun
     project = load_project(conf, env="apitest")
     real_record = pickup_module._record
 
-    def die_before_done(ctx, segment, start, end, status, count):
+    def die_before_done(ctx, segment, start, end, status, count, store=None):
         if status == "done":
             raise KeyboardInterrupt("killed between the silver commit and the ledger's done row")
-        real_record(ctx, segment, start, end, status, count)
+        real_record(ctx, segment, start, end, status, count, store)
 
     monkeypatch.setattr(pickup_module, "_record", die_before_done)
     with pytest.raises(KeyboardInterrupt):

@@ -198,8 +198,9 @@ BRONZE = Table(
     None,
     (),
     "lakecdp.ingest.job",
-    # the Kafka path writes the same tables (ingest's two front ends share them)
-    other_writers=("lakecdp.ingest.stream",),
+    # the Kafka path writes the same tables (ingest's two front ends share them); the HTTP
+    # intake's pickup on the embedded engine writes them with delta-rs
+    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
 )
 QUARANTINE_SCHEMA = (
     "raw string, source_file string, line bigint, kafka_topic string, kafka_partition int, "
@@ -212,7 +213,7 @@ QUARANTINE = Table(
     (),
     "lakecdp.ingest.job",
     readers=("lakecdp.alerts",),
-    other_writers=("lakecdp.ingest.stream",),
+    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
 )
 
 # -- silver (ingest) ---------------------------------------------------------------------
@@ -239,8 +240,8 @@ CUSTOMER_RECORDS = Table(
         "lakecdp.activation.job",
         "lakecdp.erasure",
     ),
-    # the Kafka path upserts web login records
-    other_writers=("lakecdp.ingest.stream",),
+    # the Kafka path upserts web login records (and the intake pickup on the embedded engine)
+    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
 )
 EVENTS = Table(
     "silver.events",
@@ -256,12 +257,14 @@ EVENTS = Table(
         "lakecdp.features.job",
         "lakecdp.segments.job",
         "lakecdp.segments.streaming",
+        "lakecdp.segments.event_batch",
         "lakecdp.activation.job",
         "lakecdp.campaign.report",
     ),
-    # ingest.stream: the Kafka path; sample.campaigns: plants a campaign's events in a scratch
-    # warehouse (test data shipped in the package, issue 15 item 5)
-    other_writers=("lakecdp.ingest.stream", "lakecdp.sample.campaigns"),
+    # ingest.stream: the Kafka path; api.embedded_pickup: the HTTP intake's pickup on the embedded
+    # engine; sample.campaigns: plants a campaign's events in a scratch warehouse (test data
+    # shipped in the package, issue 15 item 5)
+    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup", "lakecdp.sample.campaigns"),
 )
 ORDERS = Table(
     "silver.orders",
@@ -537,7 +540,7 @@ INGEST_AUDIT = Table(
     ("source", "source_file", "stream_batch"),
     "lakecdp.ingest.job",
     readers=("lakecdp.alerts",),
-    other_writers=("lakecdp.ingest.stream",),
+    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
 )
 DATA_QUALITY = Table(
     "ops.data_quality",

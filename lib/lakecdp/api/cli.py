@@ -27,6 +27,22 @@ def _pickup(args: argparse.Namespace) -> int:
     from lakecdp.context import JobContext, open_session
 
     project = load_project(args.conf, env=args.env)
+    if args.follow:
+        from lakecdp.api.follow import follow
+
+        try:
+            logger.info("api pickup --follow: %s", follow(project, interval=args.interval))
+        except KeyboardInterrupt:
+            logger.info("api pickup --follow: stopped")
+        return 0
+    if project.environment.engine == "embedded" and not project.environment.storage.catalog:
+        # the embedded pickup needs no JVM (a source it cannot write opens a session itself)
+        while True:
+            ctx = JobContext.create(project, None)  # type: ignore[arg-type]
+            logger.info("api pickup %s: %s", ctx.run_id, run(ctx))
+            if args.every is None:
+                return 0
+            time.sleep(args.every)
     spark = open_session(project, app_name="lakecdp-api-pickup")
     while True:
         ctx = JobContext.create(project, spark)
@@ -65,6 +81,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_serve)
     parser = subparsers.add_parser("api-pickup", help="load the API's intake log into silver (exactly once)")
     parser.add_argument("--every", type=float, default=None, metavar="SECONDS", help="repeat until stopped")
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="embedded engine: pick up new lines as they arrive and re-evaluate the event segments of "
+        "their customers (HTTP event -> segment change in seconds, no JVM); runs until stopped",
+    )
+    parser.add_argument(
+        "--interval", type=float, default=0.2, metavar="SECONDS", help="--follow: how often to look at the log"
+    )
     parser.set_defaults(handler=_pickup)
     parser = subparsers.add_parser("api-key", help="print a new API key and the sha256 to configure")
     parser.set_defaults(handler=_key)

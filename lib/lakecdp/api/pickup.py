@@ -26,10 +26,14 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from lakecdp import catalog
+from lakecdp.api.embedded_pickup import unsupported_reason, write_chunk
 from lakecdp.api.intake_log import complete_length, read_lines, segments
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lakecdp.context import JobContext
+    from lakecdp.delta_store import DeltaStore
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +53,21 @@ def topic_of(source: str) -> str:
     return f"{TOPIC_PREFIX}{source}"
 
 
-def _ledger(ctx: JobContext) -> dict[int, tuple[int, tuple[int, int] | None]]:
+def _ledger(ctx: JobContext, store: DeltaStore | None = None) -> dict[int, tuple[int, tuple[int, int] | None]]:
     """segment -> (end of the last done chunk, an unfinished started chunk or None)."""
-    from pyspark.sql import types as T
+    if store is not None:
+        store.create_if_missing(LEDGER, LEDGER_SCHEMA)
+        rows = store.read(LEDGER, columns=["segment", "start_offset", "end_offset", "status"]).to_pylist()
+    else:
+        from pyspark.sql import types as T
 
-    ctx.tables.create_if_missing(ctx.spark, LEDGER, T.StructType.fromDDL(LEDGER_SCHEMA))
-    rows = ctx.tables.read(ctx.spark, LEDGER).select("segment", "start_offset", "end_offset", "status").collect()
+        ctx.tables.create_if_missing(ctx.spark, LEDGER, T.StructType.fromDDL(LEDGER_SCHEMA))
+        rows = [
+            r.asDict()
+            for r in ctx.tables.read(ctx.spark, LEDGER)
+            .select("segment", "start_offset", "end_offset", "status")
+            .collect()
+        ]
     state: dict[int, tuple[int, tuple[int, int] | None]] = {}
     done = {(r["segment"], r["start_offset"], r["end_offset"]) for r in rows if r["status"] == "done"}
     for r in sorted(rows, key=lambda r: (r["segment"], r["end_offset"])):
@@ -69,8 +82,20 @@ def _ledger(ctx: JobContext) -> dict[int, tuple[int, tuple[int, int] | None]]:
     return state
 
 
-def _record(ctx: JobContext, segment: int, start: int, end: int, status: str, events: int) -> None:
+def _record(
+    ctx: JobContext, segment: int, start: int, end: int, status: str, events: int, store: DeltaStore | None = None
+) -> None:
     row = [(segment, start, end, status, events, ctx.run_id, datetime.now(timezone.utc))]
+    if store is not None:
+        import pyarrow as pa
+
+        from lakecdp.delta_store import arrow_schema
+
+        schema = arrow_schema(LEDGER_SCHEMA)
+        store.append(
+            pa.Table.from_pylist([dict(zip(schema.names, row[0]))], schema), LEDGER, LEDGER_SCHEMA, run_id=ctx.run_id
+        )
+        return
     ctx.tables.append(ctx.spark.createDataFrame(row, LEDGER_SCHEMA), LEDGER)
 
 
@@ -120,15 +145,31 @@ def _as_dataframe(ctx: JobContext, rows: list[tuple[str, str, int, int, datetime
     return ctx.spark.createDataFrame(table, _RAW_SCHEMA)
 
 
-def pickup(ctx: JobContext, log_dir, *, max_chunk_bytes: int = MAX_CHUNK_BYTES) -> dict[str, int]:
+def pickup(
+    ctx: JobContext,
+    log_dir,
+    *,
+    max_chunk_bytes: int = MAX_CHUNK_BYTES,
+    engine: str | None = None,
+    fault_hook: Callable[[str], None] | None = None,
+) -> dict[str, int]:
     """Load every complete line of the intake log not loaded yet, in micro-batches of at most
-    ``max_chunk_bytes`` of log; returns the audit counts summed."""
+    ``max_chunk_bytes`` of log; returns the audit counts summed.
+
+    Args:
+        engine: ``embedded`` (validation and standardisation in Python and DuckDB, writes with
+            delta-rs: :mod:`lakecdp.api.embedded_pickup`) or ``spark`` (the Kafka stream's
+            micro-batch writer); default: the environment's ``engine`` (path-based tables only
+            for embedded). A source the embedded pickup cannot write (orders) goes through
+            Spark either way, opening a session when ``ctx`` has none.
+        fault_hook: called with ``"after_<source>"`` after each source of a chunk is written
+            (tests kill the pickup there).
+    """
     from lakecdp.api.server import intake_sources
-    from lakecdp.ingest.messages import validate_messages, with_dedup_key
-    from lakecdp.ingest.stream import write_micro_batch
 
     sources = intake_sources(ctx.project)
-    state = _ledger(ctx)
+    store = _store_for(ctx, engine)
+    state = _ledger(ctx, store)
     totals = {"rows_read": 0, "rows_loaded": 0, "rows_quarantined": 0, "duplicates_removed": 0, "rows_erased": 0}
     for number, path in segments(log_dir):
         done_end, pending = state.get(number, (0, None))
@@ -142,25 +183,67 @@ def pickup(ctx: JobContext, log_dir, *, max_chunk_bytes: int = MAX_CHUNK_BYTES) 
             chunks.extend(chunk_bounds(path, done_end, end, max_chunk_bytes))
         for start, stop in chunks:
             if (start, stop) != pending:
-                _record(ctx, number, start, stop, "started", 0)
+                _record(ctx, number, start, stop, "started", 0, store)
             rows = _chunk_rows(path, number, start, stop)
             events = 0
             for source_name, raw_rows in sorted(rows.items()):
                 source = sources[source_name]
-                batch = (
-                    _as_dataframe(ctx, raw_rows)
-                    .transform(validate_messages, source=source, as_of=ctx.as_of)
-                    .transform(with_dedup_key, event_id=source.primary_key[0])
-                )
-                counts = write_micro_batch(
-                    ctx, batch, start, source=source, topic=topic_of(source_name), query_name=f"api_intake_{number:08d}"
-                )
+                query_name = f"api_intake_{number:08d}"
+                if store is not None and unsupported_reason(source) is None:
+                    counts = write_chunk(
+                        ctx,
+                        store,
+                        raw_rows,
+                        source=source,
+                        topic=topic_of(source_name),
+                        stream_batch=f"{query_name}:{start}",
+                    )
+                else:
+                    ctx = _with_spark(ctx)
+                    counts = _spark_chunk(ctx, raw_rows, source, start=start, query_name=query_name)
                 for name in totals:
                     totals[name] += counts[name]
                 events += len(raw_rows)
-            _record(ctx, number, start, stop, "done", events)
+                if fault_hook is not None:
+                    fault_hook(f"after_{source_name}")
+            _record(ctx, number, start, stop, "done", events, store)
             logger.info("%s [%d, %d): %d events picked up", path.name, start, stop, events)
     return totals
+
+
+def _store_for(ctx: JobContext, engine: str | None) -> DeltaStore | None:
+    """The delta-rs store of an embedded pickup; None for the Spark pickup."""
+    from lakecdp.delta_store import DeltaStore, embedded_store
+
+    if engine is None:
+        return embedded_store(ctx, label="lakecdp-api-pickup")
+    if engine not in ("embedded", "spark"):
+        raise ValueError(f"engine must be 'embedded' or 'spark', got {engine!r}")
+    return DeltaStore(ctx, label="lakecdp-api-pickup") if engine == "embedded" else None
+
+
+def _with_spark(ctx: JobContext) -> JobContext:
+    """``ctx`` itself when it has a Spark session; else the same run with the project's session."""
+    if ctx.spark is not None:
+        return ctx
+    from lakecdp.context import JobContext, open_session
+
+    logger.info("a source the embedded pickup cannot write: opening a Spark session")
+    spark = open_session(ctx.project, app_name="lakecdp-api-pickup")
+    return JobContext(project=ctx.project, spark=spark, as_of=ctx.as_of, run_id=ctx.run_id)
+
+
+def _spark_chunk(ctx: JobContext, raw_rows, source, *, start: int, query_name: str) -> dict[str, int]:
+    """One source's lines of a chunk through the Kafka stream's micro-batch writer."""
+    from lakecdp.ingest.messages import validate_messages, with_dedup_key
+    from lakecdp.ingest.stream import write_micro_batch
+
+    batch = (
+        _as_dataframe(ctx, raw_rows)
+        .transform(validate_messages, source=source, as_of=ctx.as_of)
+        .transform(with_dedup_key, event_id=source.primary_key[0])
+    )
+    return write_micro_batch(ctx, batch, start, source=source, topic=topic_of(source.name), query_name=query_name)
 
 
 def run(ctx: JobContext) -> dict[str, int]:

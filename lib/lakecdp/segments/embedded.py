@@ -472,8 +472,13 @@ def compute_changes(
     run_id: str,
     as_of: datetime,
     update_segments: list[str],
+    scope: str | None = None,
 ) -> None:
     """Table ``run_changes`` (CHANGE_COLUMNS) from ``current``, ``merges`` and ``candidates``.
+
+    ``scope``: a table of ``con`` with a ``customer_id`` column; only these customers can enter,
+    exit or be updated (an event micro-batch re-evaluates the customers of its events only);
+    rekeys are not scoped (as :func:`lakecdp.segments.changes.compute_changes`).
 
     ``current`` holds the open stays without their reasons (:func:`_current_membership`). The
     diff runs on keys first; then only the stays whose old reason a change needs -- exits (the
@@ -484,13 +489,16 @@ def compute_changes(
     """
     now = timestamp_literal(as_of)
     con.register("_updates", pa.table({"segment_id": pa.array(sorted(update_segments), pa.string())}))
+    in_scope = f"WHERE customer_id IN (SELECT customer_id FROM {scope})" if scope is not None else ""
     # keys that can change: entered, exited, or present on both sides of an emit_updates segment
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TABLE _diff AS
         WITH effective AS (
-            SELECT DISTINCT c.segment_id, coalesce(m.new_customer_id, c.customer_id) AS customer_id, c.member_key
-            FROM current c LEFT JOIN merges m ON c.customer_id = m.old_customer_id
+            SELECT * FROM (
+                SELECT DISTINCT c.segment_id, coalesce(m.new_customer_id, c.customer_id) AS customer_id, c.member_key
+                FROM current c LEFT JOIN merges m ON c.customer_id = m.old_customer_id
+            ) {in_scope}
         ), members AS (
             SELECT segment_id, customer_id, member_key, reason AS new_reason FROM candidates WHERE status = 'member'
         )
