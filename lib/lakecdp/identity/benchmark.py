@@ -266,7 +266,8 @@ def run_benchmark(
     from lakecdp.identity.accuracy import evaluate
     from lakecdp.identity.config import load_identity_config
     from lakecdp.identity.job import run_identity
-    from lakecdp.identity.matching import blocking_rules_sql, prepare_for_matching
+    from lakecdp.identity.blocking import blocking_rules_sql
+    from lakecdp.identity.prepare import prepare_for_matching
     from lakecdp.ingest.job import ingest
 
     set_dir, work = set_dir.resolve(), work.resolve()

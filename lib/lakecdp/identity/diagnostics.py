@@ -19,7 +19,8 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecdp.identity.matching import ProbabilisticMatcher, prepare_for_matching
+from lakecdp.identity.matching import ProbabilisticMatcher
+from lakecdp.identity.prepare import prepare_for_matching
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ def save_diagnostic_charts(
     settings = matcher._settings_for(matcher.config.backend, model)
     settings["retain_intermediate_calculation_columns"] = True
     settings["retain_matching_columns"] = True
-    from lakecdp.identity.matching import _backend, names_path, register_term_frequencies
+    from lakecdp.identity.backends import _backend
+    from lakecdp.identity.frequencies import register_term_frequencies
+    from lakecdp.identity.model_store import names_path
 
     backend = _backend(matcher.config, matcher.spark)
     registered = backend.register(prepared, "charts")

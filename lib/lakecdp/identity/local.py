@@ -1,7 +1,7 @@
 """The identity steps in DuckDB over Arrow, for the ``duckdb`` backend (one machine).
 
-The same definitions as the Spark transformations in :mod:`lakecdp.identity.matching`
-(:func:`~lakecdp.identity.matching.prepare_for_matching`),
+The same definitions as the Spark transformations in :mod:`lakecdp.identity.prepare`
+(:func:`~lakecdp.identity.prepare.prepare_for_matching`),
 :mod:`lakecdp.identity.deterministic` (:func:`~lakecdp.identity.deterministic.identifier_values`,
 :func:`~lakecdp.identity.deterministic.deterministic_edges`) and
 :mod:`lakecdp.identity.job` (link-only, run ids of edges found again), written as DuckDB SQL
@@ -60,12 +60,12 @@ def normalised_name_sql(column: str) -> str:
 
 
 def normalised_street_sql(column: str) -> str:
-    """:func:`lakecdp.identity.matching.normalised_street` in DuckDB SQL.
+    """:func:`lakecdp.identity.prepare.normalised_street` in DuckDB SQL.
 
     Punctuation is replaced by spaces first, so every character left is a letter, a digit
     or whitespace: a ``\\bstreet\\b`` boundary is a token edge, and mapping whole tokens
     equals Spark's regex replacements (no abbreviation is itself a street word)."""
-    from lakecdp.identity.matching import _STREET_ABBREVIATIONS
+    from lakecdp.identity.prepare import _STREET_ABBREVIATIONS
 
     cleaned = f"regexp_replace(lower({column}), '[^\\p{{L}}\\p{{N}}{_WS_CHARS}]', ' ', 'g')"
     tokens = f"list_filter(regexp_split_to_array({cleaned}, '{_WS}+'), lambda t: t <> '')"
@@ -185,7 +185,7 @@ class LocalRecords:
         import duckdb
 
         from lakecdp.columns import require_columns
-        from lakecdp.identity.matching import MATCH_INPUT_COLUMNS
+        from lakecdp.identity.prepare import MATCH_INPUT_COLUMNS
 
         require_columns(records, (*MATCH_INPUT_COLUMNS, *REQUIRED_COLUMNS), what="customer records")
         self.config = config
@@ -302,8 +302,8 @@ class LocalRecords:
 
     # -- prepared for matching --------------------------------------------------------
     def prepared(self) -> pa.Table:
-        """:func:`lakecdp.identity.matching.prepare_for_matching` of the records."""
-        from lakecdp.identity.matching import PREPARED_COLUMNS
+        """:func:`lakecdp.identity.prepare.prepare_for_matching` of the records."""
+        from lakecdp.identity.prepare import PREPARED_COLUMNS
 
         if self._prepared is not None:
             return self._prepared
