@@ -757,10 +757,10 @@ def test_levels_never_seen_in_training_are_said_once_in_plain_words(caplog):
     level and EM session on data without email or phone) become one plain info line."""
     import logging
 
-    from lakecdp.identity.training import _UnseenLevels
+    from lakecdp.identity.training import UnseenLevels
 
     splink_logger = logging.getLogger("splink.internals.expectation_maximisation")
-    unseen = _UnseenLevels()
+    unseen = UnseenLevels()
     splink_logger.addFilter(unseen)
     try:
         with caplog.at_level(logging.INFO):

@@ -11,13 +11,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakecdp.identity.config import IdentityConfig
-from lakecdp.identity.prepare import PREPARED_COLUMNS, _is_arrow
+from lakecdp.identity.prepare import PREPARED_COLUMNS, is_arrow
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-class _Backend:
+class Backend:
     """Registers prepared records with one Splink database API and returns results to Spark."""
 
     name: str
@@ -34,7 +34,7 @@ class _Backend:
     def _make_api(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _table_name(self, label: str) -> str:
+    def table_name(self, label: str) -> str:
         self._counter += 1
         return f"lakecdp_{label}_{self._token}_{self._counter}"
 
@@ -52,7 +52,7 @@ class _Backend:
         return (self.register(prepared, "records"), self.register(new, "new"), self.register(existing, "existing"))
 
 
-class _DuckDBBackend(_Backend):
+class _DuckDBBackend(Backend):
     name = "duckdb"
 
     def _make_api(self):
@@ -63,11 +63,11 @@ class _DuckDBBackend(_Backend):
     def register(self, prepared, label: str):
         # Spark -> Arrow -> DuckDB, no pandas copy; columns in a fixed order (an Arrow
         # table, prepared by lakecdp.identity.local, is registered as it is)
-        if _is_arrow(prepared):
+        if is_arrow(prepared):
             table = prepared.select(list(PREPARED_COLUMNS))
         else:
             table = prepared.select(*PREPARED_COLUMNS).toArrow()
-        return self.db_api.register(table, table_name=self._table_name(label))
+        return self.db_api.register(table, table_name=self.table_name(label))
 
     def register_split(self, prepared: DataFrame, new_ids: DataFrame):
         # one Spark job for the records; the split is an Arrow filter on this machine
@@ -78,7 +78,7 @@ class _DuckDBBackend(_Backend):
             table.column("record_id"), value_set=new_ids.select("record_id").toArrow().column("record_id")
         )
         return tuple(
-            self.db_api.register(part, table_name=self._table_name(label))
+            self.db_api.register(part, table_name=self.table_name(label))
             for part, label in (
                 (table, "records"),
                 (table.filter(is_new), "new"),
@@ -94,7 +94,7 @@ class _DuckDBBackend(_Backend):
         return self.spark.createDataFrame(table.cast(_arrow_schema(schema, columns)), schema)
 
 
-class _SparkBackend(_Backend):
+class _SparkBackend(Backend):
     name = "spark"
 
     def _make_api(self):
@@ -104,7 +104,7 @@ class _SparkBackend(_Backend):
         return SparkAPI(spark_session=self.spark, break_lineage_method=self.break_lineage)
 
     def register(self, prepared: DataFrame, label: str):
-        return self.db_api.register(prepared.select(*PREPARED_COLUMNS), table_name=self._table_name(label))
+        return self.db_api.register(prepared.select(*PREPARED_COLUMNS), table_name=self.table_name(label))
 
     def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
         frame = splink_df.as_spark_dataframe()
@@ -124,7 +124,7 @@ def _schema_pairs(schema: str, columns: list[str]) -> list[tuple[str, str]]:
     return [(c, types[c]) for c in columns]
 
 
-def _backend(config: IdentityConfig, spark: SparkSession) -> _Backend:
+def backend_for(config: IdentityConfig, spark: SparkSession) -> Backend:
     if config.backend == "duckdb":
         return _DuckDBBackend(spark)
     return _SparkBackend(spark, config.spark_break_lineage)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import functions as F
 
 from lakecdp.identity.config import IdentityConfig
-from lakecdp.identity.prepare import _is_arrow
+from lakecdp.identity.prepare import is_arrow
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -39,7 +39,7 @@ def populated_rules(config: IdentityConfig, prepared: DataFrame) -> list[list[st
     birth dates) can pair nothing; skipping it saves a join per rule. One aggregate job.
     """
     needed = sorted({c for rule in config.model.blocking_rules for c in _rule_columns(rule)})
-    if _is_arrow(prepared):
+    if is_arrow(prepared):
         empty = {c for c in needed if prepared.num_rows == prepared.column(c).null_count}
     else:
         counts = prepared.select(*[F.count(c).alias(c) for c in needed]).first()

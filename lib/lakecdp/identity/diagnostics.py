@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import json
-
 import logging
 import re
 from pathlib import Path
@@ -53,14 +52,14 @@ def save_diagnostic_charts(
     model = matcher.load()
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare_for_matching(records, matcher.config)
-    settings = matcher._settings_for(matcher.config.backend, model)
+    settings = matcher.settings_for(matcher.config.backend, model)
     settings["retain_intermediate_calculation_columns"] = True
     settings["retain_matching_columns"] = True
-    from lakecdp.identity.backends import _backend
+    from lakecdp.identity.backends import backend_for
     from lakecdp.identity.frequencies import register_term_frequencies
     from lakecdp.identity.model_store import names_path
 
-    backend = _backend(matcher.config, matcher.spark)
+    backend = backend_for(matcher.config, matcher.spark)
     registered = backend.register(prepared, "charts")
     linker = Linker(registered, settings)
     written = []

@@ -12,7 +12,7 @@ from lakecdp.identity.config import ComparisonSpec, IdentityConfig
 logger = logging.getLogger(__name__)
 
 
-def _tf_columns(config: IdentityConfig) -> list[str]:
+def tf_columns(config: IdentityConfig) -> list[str]:
     """Columns whose exact level is weighted by term frequency (Splink computes the
     frequencies itself; ``full_name`` has its own, :func:`name_frequencies`)."""
     return [spec_column for spec in config.model.comparisons for spec_column in _tf_column(spec)]
@@ -91,7 +91,7 @@ def register_term_frequencies(linker, registered, config: IdentityConfig, shares
     empty lookup: no frequency, no adjustment. Other columns get Splink's own."""
     import pyarrow as pa
 
-    for column in _tf_columns(config):
+    for column in tf_columns(config):
         if column != "full_name":
             linker.table_management.compute_tf_table(column)
             continue

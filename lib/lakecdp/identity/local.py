@@ -65,11 +65,11 @@ def normalised_street_sql(column: str) -> str:
     Punctuation is replaced by spaces first, so every character left is a letter, a digit
     or whitespace: a ``\\bstreet\\b`` boundary is a token edge, and mapping whole tokens
     equals Spark's regex replacements (no abbreviation is itself a street word)."""
-    from lakecdp.identity.prepare import _STREET_ABBREVIATIONS
+    from lakecdp.identity.prepare import STREET_ABBREVIATIONS
 
     cleaned = f"regexp_replace(lower({column}), '[^\\p{{L}}\\p{{N}}{_WS_CHARS}]', ' ', 'g')"
     tokens = f"list_filter(regexp_split_to_array({cleaned}, '{_WS}+'), lambda t: t <> '')"
-    cases = " ".join(f"when {_quote(word)} then {_quote(short)}" for word, short in _STREET_ABBREVIATIONS.items())
+    cases = " ".join(f"when {_quote(word)} then {_quote(short)}" for word, short in STREET_ABBREVIATIONS.items())
     mapped = f"list_transform({tokens}, lambda t: case t {cases} else t end)"
     return f"nullif(array_to_string({mapped}, ' '), '')"
 

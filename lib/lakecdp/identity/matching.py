@@ -25,25 +25,25 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecdp.identity.backends import _Backend, _backend
+from lakecdp.identity.backends import Backend, backend_for
 from lakecdp.identity.blocking import populated_rules, rule_label
 from lakecdp.identity.comparisons import settings_creator
 from lakecdp.identity.config import IdentityConfig
 from lakecdp.identity.deterministic import EDGE_SCHEMA
-from lakecdp.identity.frequencies import _tf_columns, name_shares, register_term_frequencies
+from lakecdp.identity.frequencies import name_shares, register_term_frequencies, tf_columns
 from lakecdp.identity.model_store import (
-    _MODEL_RE,
+    MODEL_FILE_RE,
     ModelMismatchError,
     SavedModel,
-    _apply_parameters,
-    _splink_version,
+    apply_parameters,
     model_fingerprint,
     names_path,
+    splink_version,
 )
-from lakecdp.identity.prepare import _row_count, prepare_for_matching
+from lakecdp.identity.prepare import prepare_for_matching, row_count
 from lakecdp.identity.training import (
-    _floor_m_probabilities,
-    _UnseenLevels,
+    UnseenLevels,
+    floor_m_probabilities,
     populated_share,
     prior_rule_recall,
     u_sample_size,
@@ -87,7 +87,7 @@ class ProbabilisticMatcher:
     def versions(self) -> list[int]:
         if not self.model_dir.is_dir():
             return []
-        found = (_MODEL_RE.match(p.name) for p in self.model_dir.iterdir())
+        found = (MODEL_FILE_RE.match(p.name) for p in self.model_dir.iterdir())
         return sorted(int(m.group("version")) for m in found if m)
 
     def model_path(self, version: int) -> Path:
@@ -140,20 +140,20 @@ class ProbabilisticMatcher:
 
         started = time.perf_counter()
         training = self.config.model.training
-        backend = _backend(self.config, self.spark)
+        backend = backend_for(self.config, self.spark)
         if prepared is None:
             prepared = prepare_for_matching(records, self.config)
         registered = backend.register(prepared, "train")
         linker = Linker(registered, settings_creator(self.config, backend.name), log_level=logging.WARNING)
-        shares = name_shares(linker, registered) if "full_name" in _tf_columns(self.config) else None
+        shares = name_shares(linker, registered) if "full_name" in tf_columns(self.config) else None
 
         prior_rules = [block_on(*r) for r in training.prior_rules]
         linker.training.estimate_probability_two_random_records_match(prior_rules, recall=training.prior_recall)
         linker.training.estimate_u_using_random_sampling(
-            max_pairs=u_sample_size(training, _row_count(prepared)), seed=training.seed
+            max_pairs=u_sample_size(training, row_count(prepared)), seed=training.seed
         )
         sessions = 0
-        unseen = _UnseenLevels()
+        unseen = UnseenLevels()
         em_logger = logging.getLogger("splink.internals.expectation_maximisation")
         em_logger.addFilter(unseen)
         try:
@@ -198,11 +198,11 @@ class ProbabilisticMatcher:
                 logger.warning("EM on %s skipped: %s", rule_label(rule), exc)
         return sessions
 
-    def _save(self, linker, backend: _Backend, training, sessions: int, shares: dict[str, Any] | None) -> Path:
+    def _save(self, linker, backend: Backend, training, sessions: int, shares: dict[str, Any] | None) -> Path:
         version = (self.versions() or [0])[-1] + 1
         self.model_dir.mkdir(parents=True, exist_ok=True)
         path = self.model_path(version)
-        model_json = _floor_m_probabilities(linker.misc.save_model_to_json(), training.min_m_probability)
+        model_json = floor_m_probabilities(linker.misc.save_model_to_json(), training.min_m_probability)
         path.write_text(json.dumps(model_json, indent=2))
         metadata = {
             "version": version,
@@ -211,7 +211,7 @@ class ProbabilisticMatcher:
             "trained_at": datetime.now(timezone.utc).isoformat(),
             "run_id": self.run_id,
             "em_sessions": sessions,
-            "splink_version": _splink_version(),
+            "splink_version": splink_version(),
         }
         path.with_name(f"model_v{version}.meta.json").write_text(json.dumps(metadata, indent=2))
         if shares is not None:
@@ -222,21 +222,21 @@ class ProbabilisticMatcher:
         return path
 
     # -- applying ---------------------------------------------------------------------
-    def _settings_for(self, backend: str, model: SavedModel, rules: list[list[str]] | None = None) -> dict[str, Any]:
+    def settings_for(self, backend: str, model: SavedModel, rules: list[list[str]] | None = None) -> dict[str, Any]:
         settings = settings_creator(self.config, backend, rules=rules).create_settings_dict(backend)
-        return _apply_parameters(settings, json.loads(model.path.read_text()), model.path)
+        return apply_parameters(settings, json.loads(model.path.read_text()), model.path)
 
     def linker(self, prepared: DataFrame, *, model: SavedModel | None = None, rules: list[list[str]] | None = None):
         """A Splink linker over ``prepared`` records with the trained parameters applied."""
         chosen = model or self.model()
-        backend = _backend(self.config, self.spark)
+        backend = backend_for(self.config, self.spark)
         registered = backend.register(prepared, "records")
         return self._linker_over(registered, backend, chosen, rules), backend, registered
 
-    def _linker_over(self, registered, backend: _Backend, model: SavedModel, rules: list[list[str]] | None = None):
+    def _linker_over(self, registered, backend: Backend, model: SavedModel, rules: list[list[str]] | None = None):
         from splink import Linker
 
-        settings = self._settings_for(backend.name, model, rules)
+        settings = self.settings_for(backend.name, model, rules)
         linker = Linker(registered, settings, log_level=logging.WARNING)
         saved = names_path(model.path)
         shares = json.loads(saved.read_text()) if saved.is_file() else None
@@ -273,7 +273,7 @@ class ProbabilisticMatcher:
         """
         records = existing_records.unionByName(new_records)
         chosen = self.model(records)
-        backend = _backend(self.config, self.spark)
+        backend = backend_for(self.config, self.spark)
         prepared = prepare_for_matching(records, self.config)
         # the rules a full run over the same records would use (same populated columns)
         rules = populated_rules(self.config, prepared)
@@ -310,11 +310,11 @@ class ProbabilisticMatcher:
         if self.config.backend != "duckdb":
             raise ValueError("predict_incremental_local runs on the duckdb backend only")
         chosen = self.model(prepared)
-        backend = _backend(self.config, self.spark)
+        backend = backend_for(self.config, self.spark)
         rules = populated_rules(self.config, prepared)
         is_new = pc.is_in(prepared.column("record_id"), value_set=new_ids)
         registered, new_sdf, existing_sdf = (
-            backend.db_api.register(part, table_name=backend._table_name(label))
+            backend.db_api.register(part, table_name=backend.table_name(label))
             for part, label in (
                 (prepared, "records"),
                 (prepared.filter(is_new), "new"),
@@ -351,7 +351,7 @@ class ProbabilisticMatcher:
         ).to_arrow_table()
         return table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.string()))
 
-    def _edges(self, backend: _Backend, predictions, rules: list[list[str]]) -> DataFrame:
+    def _edges(self, backend: Backend, predictions, rules: list[list[str]]) -> DataFrame:
         columns = ["record_id_l", "record_id_r", "match_key", "match_probability", "match_weight"]
         pairs = backend.to_spark(predictions, columns, _PREDICTION_SCHEMA)
         labels = [rule_label(r) for r in rules]

@@ -14,7 +14,7 @@ from typing import Any
 
 from lakecdp.identity.config import IdentityConfig
 
-_MODEL_RE = re.compile(r"^model_v(?P<version>\d+)\.json$")
+MODEL_FILE_RE = re.compile(r"^model_v(?P<version>\d+)\.json$")
 
 
 class ModelMismatchError(ValueError):
@@ -27,7 +27,7 @@ def model_fingerprint(config: IdentityConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _apply_parameters(settings: dict[str, Any], model: dict[str, Any], source: Path) -> dict[str, Any]:
+def apply_parameters(settings: dict[str, Any], model: dict[str, Any], source: Path) -> dict[str, Any]:
     """Copy the trained prior, m and u of ``model`` (any backend) onto ``settings``."""
     trained = {c["output_column_name"]: c for c in model.get("comparisons", [])}
     settings["probability_two_random_records_match"] = model["probability_two_random_records_match"]
@@ -63,7 +63,7 @@ class SavedModel:
     metadata: dict[str, Any]
 
 
-def _splink_version() -> str:
+def splink_version() -> str:
     import splink
 
     return splink.__version__

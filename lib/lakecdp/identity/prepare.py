@@ -62,7 +62,7 @@ PREPARED_COLUMNS = (
 
 
 # common street-type words, so "12 High Street" and "12 high st." compare equal
-_STREET_ABBREVIATIONS = {
+STREET_ABBREVIATIONS = {
     "street": "st",
     "road": "rd",
     "avenue": "ave",
@@ -87,7 +87,7 @@ _STREET_ABBREVIATIONS = {
 def normalised_street(street: Column) -> Column:
     """Lower-case street with punctuation dropped and street types abbreviated."""
     cleaned = F.regexp_replace(F.lower(street), r"[^\p{L}\p{N}\s]", " ")
-    for word, abbreviation in _STREET_ABBREVIATIONS.items():
+    for word, abbreviation in STREET_ABBREVIATIONS.items():
         cleaned = F.regexp_replace(cleaned, rf"\b{word}\b", abbreviation)
     cleaned = F.trim(F.regexp_replace(cleaned, r"\s+", " "))
     return F.when(cleaned == "", F.lit(None).cast("string")).otherwise(cleaned)
@@ -202,11 +202,11 @@ def prepare_for_matching(records: DataFrame, config: IdentityConfig) -> DataFram
     )
 
 
-def _is_arrow(prepared) -> bool:
+def is_arrow(prepared) -> bool:
     import pyarrow as pa
 
     return isinstance(prepared, pa.Table)
 
 
-def _row_count(prepared) -> int:
-    return prepared.num_rows if _is_arrow(prepared) else prepared.count()
+def row_count(prepared) -> int:
+    return prepared.num_rows if is_arrow(prepared) else prepared.count()

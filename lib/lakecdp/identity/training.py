@@ -11,12 +11,12 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecdp.identity.prepare import _is_arrow
+from lakecdp.identity.prepare import is_arrow
 
 logger = logging.getLogger(__name__)
 
 
-class _UnseenLevels(logging.Filter):
+class UnseenLevels(logging.Filter):
     """Collects Splink's "level ... not observed in dataset, unable to train m value"
     warnings (one per level and EM session) and says it once, in plain words.
 
@@ -110,7 +110,7 @@ def populated_share(prepared: DataFrame, rule: list[str]) -> float:
     others = [c for c in rule if c not in ("first_name", "last_name")]
     if not others:
         return 1.0
-    if _is_arrow(prepared):
+    if is_arrow(prepared):
         return _populated_share_arrow(prepared, others)
     present = F.lit(1)
     for column in others:
@@ -150,7 +150,7 @@ def _populated_share_arrow(prepared, others: list[str]) -> float:
     return float(both) / float(pairs)
 
 
-def _floor_m_probabilities(model: dict[str, Any], floor: float) -> dict[str, Any]:
+def floor_m_probabilities(model: dict[str, Any], floor: float) -> dict[str, Any]:
     """No evidence level may be impossible for a true match.
 
     EM leaves m at 0 (or unset) for a level it never saw among matches, which would make
