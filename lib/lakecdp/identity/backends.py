@@ -14,7 +14,12 @@ from lakecdp.identity.config import IdentityConfig
 from lakecdp.identity.prepare import PREPARED_COLUMNS, is_arrow
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import SparkSession
+    from splink.internals.database_api import DatabaseAPISubClass
+    from splink.internals.splink_dataframe import SplinkDataFrame
+
+    from lakecdp.identity.prepare import Prepared
 
 
 class Backend:
@@ -31,20 +36,20 @@ class Backend:
         self._token = uuid.uuid4().hex[:12]
         self._counter = 0
 
-    def _make_api(self):  # pragma: no cover - abstract
+    def _make_api(self) -> DatabaseAPISubClass:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def table_name(self, label: str) -> str:
         self._counter += 1
         return f"lakecdp_{label}_{self._token}_{self._counter}"
 
-    def register(self, prepared: DataFrame, label: str):
+    def register(self, prepared: Prepared, label: str) -> SplinkDataFrame:
         raise NotImplementedError
 
-    def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
+    def to_spark(self, splink_df: SplinkDataFrame, columns: list[str], schema: str) -> DataFrame:
         raise NotImplementedError
 
-    def register_split(self, prepared: DataFrame, new_ids: DataFrame):
+    def register_split(self, prepared: DataFrame, new_ids: DataFrame) -> tuple[SplinkDataFrame, ...]:
         """``(all, new, existing)`` registered tables: ``prepared`` and its rows whose
         ``record_id`` is / is not in ``new_ids``."""
         new = prepared.join(new_ids, "record_id", "left_semi")
@@ -55,12 +60,12 @@ class Backend:
 class _DuckDBBackend(Backend):
     name = "duckdb"
 
-    def _make_api(self):
+    def _make_api(self) -> DatabaseAPISubClass:
         from splink import DuckDBAPI
 
         return DuckDBAPI()
 
-    def register(self, prepared, label: str):
+    def register(self, prepared: Prepared, label: str) -> SplinkDataFrame:
         # Spark -> Arrow -> DuckDB, no pandas copy; columns in a fixed order (an Arrow
         # table, prepared by lakecdp.identity.local, is registered as it is)
         if is_arrow(prepared):
@@ -69,7 +74,7 @@ class _DuckDBBackend(Backend):
             table = prepared.select(*PREPARED_COLUMNS).toArrow()
         return self.db_api.register(table, table_name=self.table_name(label))
 
-    def register_split(self, prepared: DataFrame, new_ids: DataFrame):
+    def register_split(self, prepared: DataFrame, new_ids: DataFrame) -> tuple[SplinkDataFrame, ...]:
         # one Spark job for the records; the split is an Arrow filter on this machine
         import pyarrow.compute as pc
 
@@ -86,7 +91,7 @@ class _DuckDBBackend(Backend):
             )
         )
 
-    def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
+    def to_spark(self, splink_df: SplinkDataFrame, columns: list[str], schema: str) -> DataFrame:
         # DuckDB -> Arrow -> Spark: no pandas copy in between
         table = splink_df.as_duckdbpyrelation().select(*columns).to_arrow_table()
         if table.num_rows == 0:
@@ -97,21 +102,22 @@ class _DuckDBBackend(Backend):
 class _SparkBackend(Backend):
     name = "spark"
 
-    def _make_api(self):
+    def _make_api(self) -> DatabaseAPISubClass:
         from splink import SparkAPI
 
         # the session already carries Splink's similarity UDF jar and a checkpoint dir
-        return SparkAPI(spark_session=self.spark, break_lineage_method=self.break_lineage)
+        # Splink's SparkAPI.__init__ carries no annotations
+        return SparkAPI(spark_session=self.spark, break_lineage_method=self.break_lineage)  # type: ignore[no-untyped-call]
 
-    def register(self, prepared: DataFrame, label: str):
+    def register(self, prepared: Prepared, label: str) -> SplinkDataFrame:
         return self.db_api.register(prepared.select(*PREPARED_COLUMNS), table_name=self.table_name(label))
 
-    def to_spark(self, splink_df, columns: list[str], schema: str) -> DataFrame:
-        frame = splink_df.as_spark_dataframe()
+    def to_spark(self, splink_df: SplinkDataFrame, columns: list[str], schema: str) -> DataFrame:
+        frame: DataFrame = splink_df.as_spark_dataframe()
         return frame.select(*[F.col(c).cast(t).alias(c) for c, t in _schema_pairs(schema, columns)])
 
 
-def _arrow_schema(schema: str, columns: list[str]):
+def _arrow_schema(schema: str, columns: list[str]) -> pa.Schema:
     """The Arrow schema of ``columns`` of a Spark DDL schema of strings and doubles."""
     import pyarrow as pa
 

@@ -11,7 +11,7 @@ from lakecdp.identity.config import IdentityConfig
 from lakecdp.identity.prepare import is_arrow
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from lakecdp.identity.prepare import Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def rule_label(columns: list[str]) -> str:
     return "+".join(columns)
 
 
-def populated_rules(config: IdentityConfig, prepared: DataFrame) -> list[list[str]]:
+def populated_rules(config: IdentityConfig, prepared: Prepared) -> list[list[str]]:
     """The configured blocking rules whose columns all hold a value somewhere in ``prepared``.
 
     A rule over a column no record fills (a benchmark without email, a source set without
@@ -43,6 +43,7 @@ def populated_rules(config: IdentityConfig, prepared: DataFrame) -> list[list[st
         empty = {c for c in needed if prepared.num_rows == prepared.column(c).null_count}
     else:
         counts = prepared.select(*[F.count(c).alias(c) for c in needed]).first()
+        assert counts is not None  # an aggregate without grouping has one row
         empty = {c for c in needed if counts[c] == 0}
     if empty:
         logger.info("blocking rules over columns no record fills are skipped: %s", sorted(empty))

@@ -16,13 +16,21 @@ phone and sometimes email, so
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lakecdp.identity.blocking import blocking_rule_sql
 from lakecdp.identity.config import ComparisonSpec, IdentityConfig
+
+if TYPE_CHECKING:
+    from splink import SettingsCreator
+    from splink.internals.blocking_rule_creator import BlockingRuleCreator
+    from splink.internals.comparison_creator import ComparisonCreator
+    from splink.internals.comparison_level_creator import ComparisonLevelCreator
 
 DATE_FORMATS = {"duckdb": "%Y%m%d", "spark": "yyyyMMdd"}
 
 
-def _similar(column: str, threshold: float):
+def _similar(column: str, threshold: float) -> ComparisonLevelCreator:
     """One typo or transposition (Damerau-Levenshtein <= 1) or Jaro-Winkler >= threshold:
     "wil"/"wli" and "nathas"/"nathan" are the same name mistyped."""
     import splink.comparison_level_library as cll
@@ -30,7 +38,7 @@ def _similar(column: str, threshold: float):
     return cll.Or(cll.JaroWinklerLevel(column, threshold), cll.DamerauLevenshteinLevel(column, 1))
 
 
-def _similar_reversed(first: str, last: str):
+def _similar_reversed(first: str, last: str) -> ComparisonLevelCreator:
     """First and last name swapped, each at most one typo away (symmetrical)."""
     import splink.comparison_level_library as cll
 
@@ -42,7 +50,7 @@ def _similar_reversed(first: str, last: str):
     return cll.CustomLevel(f"{close(first + '_l', last + '_r')} and {close(last + '_l', first + '_r')}")
 
 
-def _nickname_typo(backend: str):
+def _nickname_typo(backend: str) -> ComparisonLevelCreator:
     """Either first name one typo (or transposition) away from a name of the other's
     nickname family, both names at least four letters ("dannny" / "daniel" via "danny",
     "eimly" / "em" via "emily"). Symmetrical; short names ("jo" / "joe") never qualify."""
@@ -60,7 +68,7 @@ def _nickname_typo(backend: str):
     )
 
 
-def _name_comparison(spec: ComparisonSpec, backend: str):
+def _name_comparison(spec: ComparisonSpec, backend: str) -> ComparisonCreator:
     """First + last name as ONE comparison, graded from exact to phonetic.
 
     A name missing on one side is not "nothing to compare" while the other name is there:
@@ -76,10 +84,10 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
     last_same = cll.ExactMatchLevel("last_name")
     # full_name is "first last" when both are there (null otherwise), so exact on it is
     # exact on both; Splink's term-frequency adjustment needs a plain exact level
-    exact = cll.ExactMatchLevel("full_name", term_frequency_adjustments=spec.term_frequency)
+    exact: ComparisonLevelCreator = cll.ExactMatchLevel("full_name", term_frequency_adjustments=spec.term_frequency)
     exact = exact.configure(label_for_charts="first and last name exact")
 
-    def rarer(level):
+    def rarer(level: ComparisonLevelCreator) -> ComparisonLevelCreator:
         """With term frequencies, a name swapped, nicknamed or with one typo in one part
         weighs by how rare it is too: by the more common of the two records' full names (the
         larger frequency ``f``; Splink adds ``log2(u_exact / f)`` to the level's weight, u_exact
@@ -172,7 +180,7 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
     )
 
 
-def _dob_comparison(spec: ComparisonSpec, backend: str):
+def _dob_comparison(spec: ComparisonSpec, backend: str) -> ComparisonCreator:
     """Birth date as ``yyyyMMdd`` text: exact, one typo, day/month swapped, same month,
     two typos, else. Text levels only, so an unparseable raw date still compares."""
     import splink.comparison_level_library as cll
@@ -216,14 +224,14 @@ def _calendar_date(column: str) -> str:
     )
 
 
-def _address_comparison(spec: ComparisonSpec):
+def _address_comparison(spec: ComparisonSpec) -> ComparisonCreator:
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
     t = spec.fuzzy_threshold
     same_street = cll.ExactMatchLevel("address_line1")
     same_postcode = cll.ExactMatchLevel("postcode", term_frequency_adjustments=False)
-    both = cll.And(cll.ExactMatchLevel("address_line1"), cll.ExactMatchLevel("postcode"))
+    both: ComparisonLevelCreator = cll.And(cll.ExactMatchLevel("address_line1"), cll.ExactMatchLevel("postcode"))
     both = both.configure(label_for_charts="same street and postcode")
     if spec.term_frequency:
         both = both.configure(tf_adjustment_column="postcode", tf_adjustment_weight=1.0)
@@ -245,7 +253,7 @@ def _address_comparison(spec: ComparisonSpec):
     )
 
 
-def _contact_comparison(spec: ComparisonSpec):
+def _contact_comparison(spec: ComparisonSpec) -> ComparisonCreator:
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
@@ -267,7 +275,7 @@ def _contact_comparison(spec: ComparisonSpec):
     )
 
 
-def _address_contact_comparison(spec: ComparisonSpec):
+def _address_contact_comparison(spec: ComparisonSpec) -> ComparisonCreator:
     """Where a person lives and how to reach them, as ONE piece of evidence: a household
     shares all of it, so it may count once, never three times.
 
@@ -328,7 +336,7 @@ def _address_contact_comparison(spec: ComparisonSpec):
     )
 
 
-def splink_comparison(spec: ComparisonSpec, backend: str):
+def splink_comparison(spec: ComparisonSpec, backend: str) -> ComparisonCreator:
     """The Splink comparison for one configured piece of evidence."""
     if spec.kind == "name":
         return _name_comparison(spec, backend)
@@ -343,7 +351,7 @@ def splink_comparison(spec: ComparisonSpec, backend: str):
     raise ValueError(f"unknown comparison kind {spec.kind!r}")
 
 
-def settings_creator(config: IdentityConfig, backend: str, *, rules: list[list[str]] | None = None):
+def settings_creator(config: IdentityConfig, backend: str, *, rules: list[list[str]] | None = None) -> SettingsCreator:
     """Splink ``SettingsCreator`` for ``backend`` built from the validated config.
 
     ``rules``: the prediction blocking rules to use (default: all configured ones).
@@ -351,7 +359,7 @@ def settings_creator(config: IdentityConfig, backend: str, *, rules: list[list[s
     from splink import SettingsCreator, block_on
 
     model = config.model
-    rules = [
+    prediction_rules: list[str | BlockingRuleCreator] = [
         blocking_rule_sql(r) if r == ["swapped_names"] else block_on(*r)
         for r in (model.blocking_rules if rules is None else rules)
     ]
@@ -359,7 +367,8 @@ def settings_creator(config: IdentityConfig, backend: str, *, rules: list[list[s
         link_type="dedupe_only",
         unique_id_column_name="record_id",
         comparisons=[splink_comparison(spec, backend) for spec in model.comparisons],
-        blocking_rules_to_generate_predictions=rules,
+        # Splink turns an SQL string into a rule too (to_blocking_rule_creator); its annotation omits str
+        blocking_rules_to_generate_predictions=prediction_rules,  # type: ignore[arg-type]
         additional_columns_to_retain=["source"],
         retain_intermediate_calculation_columns=False,
         retain_matching_columns=True,

@@ -68,7 +68,8 @@ def save_diagnostic_charts(
         ("m_u_parameters", linker.visualisations.m_u_parameters_chart()),
     ):
         path = out_dir / f"{name}.html"
-        chart.save(str(path), inline=True)
+        # altair's Chart.save carries no annotations
+        chart.save(str(path), inline=True)  # type: ignore[no-untyped-call]
         written.append(path)
     if pair is not None:
         left, right = pair
@@ -81,7 +82,7 @@ def save_diagnostic_charts(
         register_term_frequencies(linker, registered, matcher.config, shares)
         scored = linker.inference.score_pair(rows[left], rows[right]).as_record_list()
         path = out_dir / f"waterfall_{_safe(left)}__{_safe(right)}.html"
-        linker.visualisations.waterfall_chart(scored).save(str(path), inline=True)
+        linker.visualisations.waterfall_chart(scored).save(str(path), inline=True)  # type: ignore[no-untyped-call]
         written.append(path)
     logger.info("identity charts written: %s", ", ".join(str(p) for p in written))
     return written

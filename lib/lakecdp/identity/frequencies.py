@@ -5,9 +5,14 @@ name's own frequency from the first- and last-name shares saved with a model.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from lakecdp.identity.config import ComparisonSpec, IdentityConfig
+
+if TYPE_CHECKING:
+    from splink import Linker
+    from splink.internals.splink_dataframe import SplinkDataFrame
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +44,15 @@ def name_shares_sql(table: str) -> str:
     """
 
 
-def name_shares(linker, registered) -> dict[str, Any]:
+def name_shares(linker: Linker, registered: SplinkDataFrame) -> dict[str, Any]:
     """The first- and last-name shares of the records ``registered`` (a Splink table), and
     for a name never seen the share of a name seen once (``first_floor``, ``last_floor``).
 
     Saved with a trained model (``model_v<N>.names.json``) and used by every prediction with
     it: a pair's score then depends on the pair and the model only, so an incremental run
     (which keeps the scores of pairs it does not rescore) equals a full run."""
-    rows = linker.misc.query_sql(name_shares_sql(registered.physical_name), output_type="pandas")
+    # Splink's query_sql carries no annotations
+    rows = linker.misc.query_sql(name_shares_sql(registered.physical_name), output_type="pandas")  # type: ignore[no-untyped-call]
     shares: dict[str, Any] = {"first": {}, "last": {}}
     for part, name, share in rows[["part", "name", "share"]].itertuples(index=False):
         shares[part][name] = float(share)
@@ -56,7 +62,7 @@ def name_shares(linker, registered) -> dict[str, Any]:
     return shares
 
 
-def name_frequencies(full_names, shares: dict[str, Any]) -> dict[str, list]:
+def name_frequencies(full_names: Iterable[tuple[str, str, str]], shares: dict[str, Any]) -> dict[str, list[Any]]:
     """Per full name, how often a record of ANOTHER person bears it (``tf_full_name``): the
     share of records with its first name times the share with its last name.
 
@@ -84,7 +90,9 @@ def name_frequencies(full_names, shares: dict[str, Any]) -> dict[str, list]:
     return {"full_name": list(frequency), "tf_full_name": list(frequency.values())}
 
 
-def register_term_frequencies(linker, registered, config: IdentityConfig, shares: dict[str, Any] | None = None) -> None:
+def register_term_frequencies(
+    linker: Linker, registered: SplinkDataFrame, config: IdentityConfig, shares: dict[str, Any] | None = None
+) -> None:
     """Term frequencies over all the records ``registered`` (a Splink table), before any
     prediction. The full name gets :func:`name_frequencies` from ``shares`` (those saved
     with the model); a model without them (written by hand) weighs names as trained, by an
@@ -99,7 +107,7 @@ def register_term_frequencies(linker, registered, config: IdentityConfig, shares
             logger.info("the model has no saved name shares: names weigh as trained, whatever their rarity")
             table = pa.table({"full_name": pa.array([], pa.string()), "tf_full_name": pa.array([], pa.float64())})
         else:
-            names = linker.misc.query_sql(
+            names = linker.misc.query_sql(  # type: ignore[no-untyped-call]
                 f"select distinct full_name, first_name, last_name from {registered.physical_name} "
                 "where full_name is not null",
                 output_type="pandas",

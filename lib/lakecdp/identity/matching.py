@@ -50,7 +50,14 @@ from lakecdp.identity.training import (
 )
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import SparkSession
+    from splink import Linker
+    from splink.internals.blocking_rule_creator import BlockingRuleCreator
+    from splink.internals.splink_dataframe import SplinkDataFrame
+
+    from lakecdp.identity.config import TrainingSettings
+    from lakecdp.identity.prepare import Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +122,7 @@ class ProbabilisticMatcher:
         return self._model
 
     def model(
-        self, records: DataFrame | None = None, *, retrain: bool = False, prepared: DataFrame | None = None
+        self, records: DataFrame | None = None, *, retrain: bool = False, prepared: Prepared | None = None
     ) -> SavedModel:
         """The model to apply: the newest saved one, or a new one trained on ``records``
         (``prepared``: ``prepare_for_matching(records)`` when the caller has it already)."""
@@ -126,7 +133,7 @@ class ProbabilisticMatcher:
         return self._model if self._model is not None else self.load()
 
     # -- training ---------------------------------------------------------------------
-    def train(self, records: DataFrame, *, prepared: DataFrame | None = None) -> Path:
+    def train(self, records: DataFrame, *, prepared: Prepared | None = None) -> Path:
         """Train on ``records`` and save the next version.
 
         Prior from deterministic rules, u by random sampling, m by EM over each configured
@@ -147,7 +154,7 @@ class ProbabilisticMatcher:
         linker = Linker(registered, settings_creator(self.config, backend.name), log_level=logging.WARNING)
         shares = name_shares(linker, registered) if "full_name" in tf_columns(self.config) else None
 
-        prior_rules = [block_on(*r) for r in training.prior_rules]
+        prior_rules: list[str | BlockingRuleCreator] = [block_on(*r) for r in training.prior_rules]
         linker.training.estimate_probability_two_random_records_match(prior_rules, recall=training.prior_recall)
         linker.training.estimate_u_using_random_sampling(
             max_pairs=u_sample_size(training, row_count(prepared)), seed=training.seed
@@ -184,7 +191,7 @@ class ProbabilisticMatcher:
         self.train_seconds = time.perf_counter() - started
         return path
 
-    def _expectation_maximisation(self, linker, training) -> int:
+    def _expectation_maximisation(self, linker: Linker, training: TrainingSettings) -> int:
         from splink import block_on
 
         sessions = 0
@@ -198,7 +205,14 @@ class ProbabilisticMatcher:
                 logger.warning("EM on %s skipped: %s", rule_label(rule), exc)
         return sessions
 
-    def _save(self, linker, backend: Backend, training, sessions: int, shares: dict[str, Any] | None) -> Path:
+    def _save(
+        self,
+        linker: Linker,
+        backend: Backend,
+        training: TrainingSettings,
+        sessions: int,
+        shares: dict[str, Any] | None,
+    ) -> Path:
         version = (self.versions() or [0])[-1] + 1
         self.model_dir.mkdir(parents=True, exist_ok=True)
         path = self.model_path(version)
@@ -226,14 +240,22 @@ class ProbabilisticMatcher:
         settings = settings_creator(self.config, backend, rules=rules).create_settings_dict(backend)
         return apply_parameters(settings, json.loads(model.path.read_text()), model.path)
 
-    def linker(self, prepared: DataFrame, *, model: SavedModel | None = None, rules: list[list[str]] | None = None):
+    def linker(
+        self, prepared: Prepared, *, model: SavedModel | None = None, rules: list[list[str]] | None = None
+    ) -> tuple[Linker, Backend, SplinkDataFrame]:
         """A Splink linker over ``prepared`` records with the trained parameters applied."""
         chosen = model or self.model()
         backend = backend_for(self.config, self.spark)
         registered = backend.register(prepared, "records")
         return self._linker_over(registered, backend, chosen, rules), backend, registered
 
-    def _linker_over(self, registered, backend: Backend, model: SavedModel, rules: list[list[str]] | None = None):
+    def _linker_over(
+        self,
+        registered: SplinkDataFrame,
+        backend: Backend,
+        model: SavedModel,
+        rules: list[list[str]] | None = None,
+    ) -> Linker:
         from splink import Linker
 
         settings = self.settings_for(backend.name, model, rules)
@@ -287,7 +309,7 @@ class ProbabilisticMatcher:
         return self._edges(backend, between, rules).unionByName(self._edges(backend, within, rules))
 
     # -- the duckdb backend over Arrow (lakecdp.identity.local), no Spark ----------------
-    def predict_local(self, prepared, *, retrain: bool = False):
+    def predict_local(self, prepared: pa.Table, *, retrain: bool = False) -> pa.Table:
         """:meth:`predict` over records already prepared as an Arrow table (duckdb
         backend): the edges as an Arrow table."""
         if self.config.backend != "duckdb":
@@ -301,7 +323,7 @@ class ProbabilisticMatcher:
         )
         return self._edges_local(predictions, rules)
 
-    def predict_incremental_local(self, prepared, new_ids):
+    def predict_incremental_local(self, prepared: pa.Table, new_ids: pa.Array) -> pa.Table:
         """:meth:`predict_incremental` over the prepared Arrow table of all records and
         the ``record_id`` values (an Arrow array) of the new ones."""
         import pyarrow as pa
@@ -329,7 +351,7 @@ class ProbabilisticMatcher:
         within = linker.inference.predict_within(new_sdf, threshold_match_probability=threshold, warning_mode="never")
         return pa.concat_tables([self._edges_local(between, rules), self._edges_local(within, rules)])
 
-    def _edges_local(self, predictions, rules: list[list[str]]):
+    def _edges_local(self, predictions: SplinkDataFrame, rules: list[list[str]]) -> pa.Table:
         """:meth:`_edges` in DuckDB: ``identity.edges`` rows as an Arrow table."""
         import pyarrow as pa
 
@@ -337,7 +359,7 @@ class ProbabilisticMatcher:
         labels = " ".join(f"when '{i}' then '{rule_label(r)}'" for i, r in enumerate(rules))
         label = f"case cast(match_key as varchar) {labels} end" if labels else "null"
         relation = predictions.as_duckdbpyrelation()
-        table = relation.query(
+        selected = relation.query(
             "predictions",
             f"""
             select least(record_id_l, record_id_r)::varchar as record_id_l,
@@ -348,10 +370,12 @@ class ProbabilisticMatcher:
                    match_weight::double as match_weight
             from predictions
         """,
-        ).to_arrow_table()
+        )
+        assert selected is not None  # a select always gives a relation
+        table = selected.to_arrow_table()
         return table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.string()))
 
-    def _edges(self, backend: Backend, predictions, rules: list[list[str]]) -> DataFrame:
+    def _edges(self, backend: Backend, predictions: SplinkDataFrame, rules: list[list[str]]) -> DataFrame:
         columns = ["record_id_l", "record_id_r", "match_key", "match_probability", "match_weight"]
         pairs = backend.to_spark(predictions, columns, _PREDICTION_SCHEMA)
         labels = [rule_label(r) for r in rules]

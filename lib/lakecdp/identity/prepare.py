@@ -7,6 +7,8 @@ Prepared records are a Spark DataFrame, or an Arrow table of the same columns wh
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeAlias, TypeGuard
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -18,6 +20,12 @@ from lakecdp.identity.deterministic import (
     first_name_variants,
     normalised_name,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: prepared records: a Spark DataFrame, or an Arrow table of the same columns (lakecdp.identity.local)
+Prepared: TypeAlias = "DataFrame | pa.Table"
 
 MATCH_INPUT_COLUMNS = (
     "record_id",
@@ -202,11 +210,11 @@ def prepare_for_matching(records: DataFrame, config: IdentityConfig) -> DataFram
     )
 
 
-def is_arrow(prepared) -> bool:
+def is_arrow(prepared: Prepared) -> TypeGuard[pa.Table]:
     import pyarrow as pa
 
     return isinstance(prepared, pa.Table)
 
 
-def row_count(prepared) -> int:
-    return prepared.num_rows if is_arrow(prepared) else prepared.count()
+def row_count(prepared: Prepared) -> int:
+    return int(prepared.num_rows) if is_arrow(prepared) else prepared.count()

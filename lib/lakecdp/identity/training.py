@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakecdp.identity.prepare import is_arrow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from lakecdp.identity.config import TrainingSettings
+    from lakecdp.identity.prepare import Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +55,7 @@ class UnseenLevels(logging.Filter):
         )
 
 
-def u_sample_size(training, records: int) -> int:
+def u_sample_size(training: TrainingSettings, records: int) -> int:
     """Record pairs to sample for u: ``u_pairs_per_record`` per record, between
     ``min_pairs_for_u`` and ``max_pairs_for_u``.
 
@@ -98,7 +103,7 @@ def prior_rule_recall(model: dict[str, Any], prior_rules: list[list[str]]) -> fl
     return min(1.0, max(recall, 0.05))
 
 
-def populated_share(prepared: DataFrame, rule: list[str]) -> float:
+def populated_share(prepared: Prepared, rule: list[str]) -> float:
     """Share of same-full-name record pairs (mostly true matches) in which every column of
     ``rule`` other than the names holds a value on both sides; 1.0 when no two records
     share a full name. One aggregate over full-name groups, no self-join.
@@ -131,7 +136,7 @@ def populated_share(prepared: DataFrame, rule: list[str]) -> float:
     return float(groups["present"]) / float(groups["pairs"])
 
 
-def _populated_share_arrow(prepared, others: list[str]) -> float:
+def _populated_share_arrow(prepared: pa.Table, others: list[str]) -> float:
     """:func:`populated_share` over an Arrow table, in DuckDB (the same aggregate)."""
     import duckdb
 
