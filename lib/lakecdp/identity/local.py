@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-    from lakecdp.identity.config import IdentityConfig
+    from datetime import datetime
+
+    from lakecdp.identity.config import IdentifierRule, IdentifierType, IdentityConfig
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +273,7 @@ class LocalRecords:
             ),
         )
 
-    def _identifier_values(self, rules) -> None:
+    def _identifier_values(self, rules: dict[IdentifierType, IdentifierRule]) -> None:
         sources = {
             "email": "email",
             "phone": "phone",
@@ -517,7 +519,7 @@ def assign_customer_ids_local(
     previous: pa.Table | None,
     *,
     run_id: str,
-    as_of,
+    as_of: datetime,
     id_prefix: str,
 ) -> tuple[pa.Table, pa.Table]:
     """:func:`lakecdp.identity.stable_ids.assign_customer_ids` in DuckDB: the same rules,
@@ -675,7 +677,7 @@ def assign_customer_ids_local(
     return _in_utc(id_map), _in_utc(changes)
 
 
-def _naive_utc(moment):
+def _naive_utc(moment: datetime) -> datetime:
     from datetime import timezone
 
     if moment.tzinfo is None:
