@@ -26,7 +26,8 @@ from lakecdp.identity.accuracy import evaluate, load_labels
 from lakecdp.identity.clustering import cluster_edges
 from lakecdp.identity.config import load_identity_config
 from lakecdp.identity.deterministic import deterministic_edges
-from lakecdp.identity.matching import ProbabilisticMatcher, prepare_for_matching
+from lakecdp.identity.matching import ProbabilisticMatcher
+from lakecdp.identity.prepare import prepare_for_matching
 from lakecdp.spark import get_session
 from lakecdp.tables import Tables
 

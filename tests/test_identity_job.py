@@ -17,7 +17,7 @@ import pytest
 from lakecdp.context import JobContext
 from lakecdp.identity.config import load_identity_config
 from lakecdp.identity.job import IdentityInputError, run_identity
-from lakecdp.identity.matching import settings_creator
+from lakecdp.identity.comparisons import settings_creator
 
 SILVER_SCHEMA = (
     "record_id string, source string, source_record_id string, first_name string, "

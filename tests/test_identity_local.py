@@ -264,7 +264,7 @@ def rows_of(table: pa.Table) -> list:
 @pytest.mark.slow  # a Spark parity run (20-70 s): the full suite runs it, make test does not
 def test_spark_and_duckdb_prepare_and_link_the_same_rows(spark, config):
     from lakecdp.identity.deterministic import deterministic_edges, identifier_values
-    from lakecdp.identity.matching import PREPARED_COLUMNS, prepare_for_matching
+    from lakecdp.identity.prepare import PREPARED_COLUMNS, prepare_for_matching
 
     from test_identity_match import HOUSEHOLD, background
 

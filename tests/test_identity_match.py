@@ -19,7 +19,8 @@ from lakecdp.config import ConfigError, validate
 from lakecdp.identity.clustering import cluster_edges
 from lakecdp.identity.config import IdentityConfig, load_identity_config
 from lakecdp.identity.deterministic import EDGE_SCHEMA, deterministic_edges
-from lakecdp.identity.matching import ModelMismatchError, ProbabilisticMatcher
+from lakecdp.identity.matching import ProbabilisticMatcher
+from lakecdp.identity.model_store import ModelMismatchError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,7 +288,9 @@ def test_model_json_round_trip_and_versions(spark, config, records, trained, tmp
     import pyarrow as pa
     from splink import DuckDBAPI, Linker
 
-    from lakecdp.identity.matching import name_frequencies, names_path, prepare_for_matching
+    from lakecdp.identity.frequencies import name_frequencies
+    from lakecdp.identity.model_store import names_path
+    from lakecdp.identity.prepare import prepare_for_matching
 
     db_api = DuckDBAPI()
     prepared = prepare_for_matching(small, config).toArrow()
@@ -492,7 +495,7 @@ def test_duckdb_and_spark_backends_give_the_same_clusters(spark, config, trained
 def test_two_spark_backend_runs_share_one_session(spark, config, trained):
     # each run registers its records as Spark temp views, which live as long as the session:
     # the second run used to fail with "Table 'lakecdp_records_1' already exists"
-    from lakecdp.identity.matching import prepare_for_matching
+    from lakecdp.identity.prepare import prepare_for_matching
 
     matcher, path = trained
     prepared = prepare_for_matching(spark.createDataFrame(HOUSEHOLD, RECORD_SCHEMA), config)
@@ -519,7 +522,7 @@ def test_config_errors_name_the_field():
 
 def test_the_u_sample_scales_with_the_records_between_floor_and_cap():
     from lakecdp.identity.config import TrainingSettings
-    from lakecdp.identity.matching import u_sample_size
+    from lakecdp.identity.training import u_sample_size
 
     training = TrainingSettings(u_pairs_per_record=100, min_pairs_for_u=500_000, max_pairs_for_u=2_000_000)
     assert u_sample_size(training, 1_000) == 500_000  # the floor
@@ -533,7 +536,7 @@ def test_the_u_sample_scales_with_the_records_between_floor_and_cap():
 def test_the_prior_rule_share_counts_same_name_pairs_with_a_birth_date_on_both_sides(spark, config):
     """A source without birth dates: of the three same-name pairs of Orla Fitzgerald only
     the CRM-CRM one can satisfy the prior rule [first_name, last_name, dob]."""
-    from lakecdp.identity.matching import populated_share
+    from lakecdp.identity.training import populated_share
 
     rows = [
         rec("crm:P1", "Orla", "Fitzgerald", None, None, date(1990, 6, 1), "14 Park Lane", "LS6 1RT"),
@@ -552,7 +555,7 @@ def test_a_missing_surname_does_not_make_other_first_names_neutral(spark, config
     surname missing the name comparison used to be "nothing to compare" (weight 0), so
     birth date + address alone linked them at p 0.985. Both first names are there and
     differ, so the name must land on its "else" level, which counts against."""
-    from lakecdp.identity.matching import prepare_for_matching
+    from lakecdp.identity.prepare import prepare_for_matching
 
     matcher, _ = trained
     pair = spark.createDataFrame(
@@ -578,7 +581,7 @@ def test_an_unparseable_birth_date_keeps_its_text_for_the_typo_level(spark):
     19461202) does not parse, so ``date_of_birth`` is null; its text survives in
     ``date_of_birth_text`` and the matcher compares it as ``19461302``. A date that parsed
     keeps no text; a parsed date that fails a check (future) is not evidence either."""
-    from lakecdp.identity.matching import prepare_for_matching
+    from lakecdp.identity.prepare import prepare_for_matching
     from lakecdp.ingest.sources import load_sources
     from lakecdp.ingest.standardise import to_customer_records
     from lakecdp.ingest.validate import parse_and_validate
@@ -607,7 +610,7 @@ def test_an_unparseable_birth_date_keeps_its_text_for_the_typo_level(spark):
 
 # -- issue #11 causes: each has its test ------------------------------------------------------
 def _prepared(spark, config, rows):
-    from lakecdp.identity.matching import prepare_for_matching
+    from lakecdp.identity.prepare import prepare_for_matching
 
     return prepare_for_matching(spark.createDataFrame(rows, RECORD_SCHEMA), config)
 
@@ -646,7 +649,7 @@ UNBLOCKED_BEFORE = [
 def test_every_kind_of_damaged_pair_is_a_candidate(spark, config):
     """Cause "never compared": each pair above shares at least one configured blocking rule."""
     from lakecdp.identity.benchmark import blocking_recall
-    from lakecdp.identity.matching import blocking_rules_sql
+    from lakecdp.identity.blocking import blocking_rules_sql
 
     rows = [r for pair in UNBLOCKED_BEFORE for r in pair]
     labels = spark.createDataFrame([(r[0], r[0].split(":")[1]) for r in rows], "record_id string, person_id string")
@@ -659,7 +662,7 @@ def test_every_kind_of_damaged_pair_is_a_candidate(spark, config):
 
 def _level(config, comparison: str, label: str) -> int:
     """The gamma Splink gives ``label`` in ``comparison`` (levels count down to 0 = else)."""
-    from lakecdp.identity.matching import settings_creator
+    from lakecdp.identity.comparisons import settings_creator
 
     settings = settings_creator(config, "duckdb").create_settings_dict("duckdb")
     levels = next(c for c in settings["comparisons"] if c["output_column_name"] == comparison)["comparison_levels"]
@@ -674,7 +677,7 @@ def test_typos_land_on_their_graded_levels(spark, config, records, trained):
     not "different"; a one-digit postcode typo with the same street is "same address but one
     typo", not a different address; a first name one typo away with another surname
     (married) and a similar street with a near postcode have levels of their own."""
-    from lakecdp.identity.matching import prepare_for_matching
+    from lakecdp.identity.prepare import prepare_for_matching
 
     matcher, _ = trained
     cases = [
@@ -754,10 +757,10 @@ def test_levels_never_seen_in_training_are_said_once_in_plain_words(caplog):
     level and EM session on data without email or phone) become one plain info line."""
     import logging
 
-    from lakecdp.identity.matching import _UnseenLevels
+    from lakecdp.identity.training import UnseenLevels
 
     splink_logger = logging.getLogger("splink.internals.expectation_maximisation")
-    unseen = _UnseenLevels()
+    unseen = UnseenLevels()
     splink_logger.addFilter(unseen)
     try:
         with caplog.at_level(logging.INFO):
@@ -832,7 +835,7 @@ def test_a_sharp_s_is_written_ss_in_names_on_both_paths(spark):
 def test_a_birth_date_text_that_is_no_calendar_date_is_neutral(spark):
     import duckdb
 
-    from lakecdp.identity.matching import _calendar_date
+    from lakecdp.identity.comparisons import _calendar_date
 
     texts = [
         ("19560426", True),

@@ -1,8 +1,8 @@
-"""Term-frequency weighting of an exact full name (lakecdp.identity.matching).
+"""Term-frequency weighting of an exact full name (lakecdp.identity.frequencies).
 
 A rare full name matching exactly is strong evidence, a common one is not. The frequency
 of a full name is the share of records with its first name times the share with its last
-name (:func:`~lakecdp.identity.matching.name_frequencies`), not the share of records
+name (:func:`~lakecdp.identity.frequencies.name_frequencies`), not the share of records
 with the whole name, which on a set of duplicates is mostly one person's own records.
 
 No engine start: the records are prepared in DuckDB (lakecdp.identity.local) and scored by
@@ -23,13 +23,10 @@ import pytest
 
 from lakecdp.identity.config import load_identity_config
 from lakecdp.identity.local import LocalRecords
-from lakecdp.identity.matching import (
-    ProbabilisticMatcher,
-    model_fingerprint,
-    name_frequencies,
-    name_shares_sql,
-    settings_creator,
-)
+from lakecdp.identity.comparisons import settings_creator
+from lakecdp.identity.frequencies import name_frequencies, name_shares_sql
+from lakecdp.identity.matching import ProbabilisticMatcher
+from lakecdp.identity.model_store import model_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIELDS = [

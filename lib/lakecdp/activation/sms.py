@@ -227,15 +227,9 @@ class SmsDestination(DestinationBase):
         from lakecdp.activation.webhook import Finalised
 
         consent = sms_consents(delivery.ctx, sorted({r["customer_id"] for r in rows}))
-        # texts only for the messages that can go out now (consent, a phone, outside quiet hours):
-        # rendering loads every template context, the step's only Spark work on the embedded engine
-        due = {
-            r["customer_id"]
-            for r in rows
-            if consent.get(r["customer_id"]) is True
-            and normalise_phone(r.get("phone"), default_region=self.default_region) is not None
-            and not self.in_quiet_hours(r.get("country"), delivery.now)
-        }
+        # texts only for the messages the gate lets through now: rendering loads every template
+        # context, the step's only Spark work on the embedded engine
+        due = {r["customer_id"] for r in rows if gate(self, r, consent=consent, now=delivery.now)[0] is None}
         texts = sms_texts(delivery.ctx, self, sorted(due))
         plan = plan_messages(self, rows, consent=consent, texts=texts, now=delivery.now)
         for kind, skipped in (("no_sms_consent", plan.no_consent), ("no_phone", plan.no_phone)):
@@ -373,6 +367,34 @@ def sms_consent(records: DataFrame, id_map: DataFrame) -> DataFrame:
 
 
 # -- planning -----------------------------------------------------------------------------
+#: why a change is not texted now: suppressed (no consent, no phone) or deferred (quiet hours)
+Held = Literal["no_consent", "no_phone", "deferred"]
+
+
+def gate(
+    destination: SmsDestination, row: Mapping[str, Any], *, consent: Mapping[str, bool], now: datetime
+) -> tuple[Held | None, str | None]:
+    """The send gate of one change, before its text: SMS consent, then a phone that parses as
+    E.164, then the hour in the customer's time zone. No IO.
+
+    Returns:
+        ``(why not, None)`` when the change is not texted now, else ``(None, the E.164 phone)``.
+
+    Example:
+        >>> gate(destination, {"customer_id": "c1", "phone": "07700 900123", "country": "GB"},
+        ...      consent={"c1": True}, now=datetime(2026, 11, 1, 12, tzinfo=timezone.utc))
+        (None, '+447700900123')
+    """
+    if consent.get(row["customer_id"]) is not True:
+        return "no_consent", None
+    phone = normalise_phone(row.get("phone"), default_region=destination.default_region)
+    if phone is None:
+        return "no_phone", None
+    if destination.in_quiet_hours(row.get("country"), now):
+        return "deferred", None
+    return None, phone
+
+
 @dataclass
 class SmsPlan:
     """What one run does with a destination's pending, unsuppressed changes."""
@@ -401,18 +423,14 @@ def plan_messages(
         now: the send time (aware).
     """
     plan = SmsPlan([], [], [], [], [])
+    held_rows = {"no_consent": plan.no_consent, "no_phone": plan.no_phone, "deferred": plan.deferred}
     for row in rows:
         customer_id = row["customer_id"]
-        if consent.get(customer_id) is not True:
-            plan.no_consent.append(row)
+        held, phone = gate(destination, row, consent=consent, now=now)
+        if held is not None:
+            held_rows[held].append(row)
             continue
-        phone = normalise_phone(row.get("phone"), default_region=destination.default_region)
-        if phone is None:
-            plan.no_phone.append(row)
-            continue
-        if destination.in_quiet_hours(row.get("country"), now):
-            plan.deferred.append(row)
-            continue
+        assert phone is not None  # the gate gives a phone exactly when nothing holds the change
         text = texts[customer_id]
         length = sms_length(text)
         if length.segments > destination.max_segments:
@@ -445,6 +463,7 @@ __all__ = [
     "SmsDestination",
     "SmsLength",
     "SmsPlan",
+    "gate",
     "message_text",
     "plan_messages",
     "sms_consent",

@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from lakecdp.columns import MissingColumnsError
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
@@ -131,20 +132,20 @@ def evaluate(id_map_or_clusters: DataFrame, labels: DataFrame, *, examples: int 
 
     # one Spark job: (record, cluster, person) triples are small even for millions of
     # records, and the counting below is cheaper in pandas than in several Spark stages
-    scored = (
+    scored: pd.DataFrame = (
         id_map_or_clusters.select("record_id", F.col(key).cast("string").alias("cluster"))
         .join(labels.select("record_id", F.col("person_id").cast("string")), "record_id")
         .toPandas()
     )
 
-    def pairs(sizes) -> int:
+    def pairs(sizes: pd.Series) -> int:
         return int((sizes * (sizes - 1) // 2).sum())
 
     by_cluster = scored.groupby("cluster").agg(n=("record_id", "size"), persons=("person_id", "nunique"))
     by_person = scored.groupby("person_id").agg(n=("record_id", "size"), clusters=("cluster", "nunique"))
     by_both = scored.groupby(["cluster", "person_id"]).size()
 
-    def listing(frame, group: str, value: str, sep: str) -> dict[str, list[str]]:
+    def listing(frame: pd.DataFrame, group: str, value: str, sep: str) -> dict[str, list[str]]:
         rows = frame.assign(item=frame["record_id"] + sep + frame[value])
         return {k: sorted(v) for k, v in rows.groupby(group)["item"]}
 

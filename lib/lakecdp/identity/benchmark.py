@@ -35,6 +35,7 @@ from lakecdp import catalog
 from lakecdp.identity.accuracy import AccuracyReport
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
     from lakecdp.config import Project
@@ -185,16 +186,18 @@ def blocking_recall(prepared: DataFrame, labels: DataFrame, rules_sql: list[str]
         where a.record_id in (select record_id from records) and b.record_id in (select record_id from records)
     """)
     condition = " or ".join(f"coalesce(({sql}), false)" for sql in rules_sql) or "false"
-    total, covered = con.execute(f"""
+    counted = con.execute(f"""
         select count(*), count(*) filter (where {condition})
         from true_pairs p join records l on l.record_id = p.id_l join records r on r.record_id = p.id_r
     """).fetchone()
     con.close()
+    assert counted is not None  # an aggregate gives one row
+    total, covered = counted
     return int(total), int(covered)
 
 
 # -- bare Splink --------------------------------------------------------------------------
-def bare_splink_clusters(records: DataFrame, threshold: float = 0.95):
+def bare_splink_clusters(records: DataFrame, threshold: float = 0.95) -> tuple[pd.DataFrame, float]:
     """Textbook Splink 5 on DuckDB over silver records; ``(pandas record_id/cluster_key, seconds)``.
 
     Input: first and last name, birth date (ISO text), street address, postcode, as silver
@@ -266,7 +269,8 @@ def run_benchmark(
     from lakecdp.identity.accuracy import evaluate
     from lakecdp.identity.config import load_identity_config
     from lakecdp.identity.job import run_identity
-    from lakecdp.identity.matching import blocking_rules_sql, prepare_for_matching
+    from lakecdp.identity.blocking import blocking_rules_sql
+    from lakecdp.identity.prepare import prepare_for_matching
     from lakecdp.ingest.job import ingest
 
     set_dir, work = set_dir.resolve(), work.resolve()

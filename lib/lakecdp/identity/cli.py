@@ -6,13 +6,20 @@ import argparse
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lakecdp import catalog
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from lakecdp.config import Project
+    from lakecdp.tables import Tables
 
 logger = logging.getLogger(__name__)
 
 
-def _session(args: argparse.Namespace, app: str):
+def _session(args: argparse.Namespace, app: str) -> tuple[Project, SparkSession, Tables]:
     from lakecdp.context import start_job
 
     ctx = start_job(args.conf, args.env, app_name=app)
@@ -45,7 +52,7 @@ def _charts(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     accuracy = subparsers.add_parser(
         "identity-accuracy", help="pairwise and cluster precision/recall of the identity graph against labels"
     )
@@ -82,7 +89,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_benchmark(subparsers: argparse._SubParsersAction) -> None:
+def register_benchmark(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = subparsers.add_parser(
         "identity-benchmark",
         help="ingest + identity on a labelled set (CSV per source + labels.csv), scored next to bare Splink",

@@ -29,12 +29,18 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakecdp.identity.config import IdentityConfig
 from lakecdp.columns import require_columns
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +79,12 @@ def connected_components(
     result = cluster_pairwise_predictions_at_threshold(
         node_frame,
         edge_frame,
-        db_api=SparkAPI(spark_session=spark, break_lineage_method=break_lineage),
+        # Splink's SparkAPI.__init__ carries no annotations
+        db_api=SparkAPI(spark_session=spark, break_lineage_method=break_lineage),  # type: ignore[no-untyped-call]
         node_id_column_name="record_id",
     )
-    return result.as_spark_dataframe().select(
-        F.col("record_id").cast("string"), F.col("cluster_id").cast("string").alias("component")
-    )
+    clusters: DataFrame = result.as_spark_dataframe()
+    return clusters.select(F.col("record_id").cast("string"), F.col("cluster_id").cast("string").alias("component"))
 
 
 def _bridges(adjacency: dict[str, dict[str, int]]) -> set[frozenset[str]]:
@@ -93,7 +99,7 @@ def _bridges(adjacency: dict[str, dict[str, int]]) -> set[frozenset[str]]:
         order[root] = low[root] = counter
         counter += 1
         # iterative DFS: (node, parent, iterator over neighbours)
-        stack = [(root, None, iter(sorted(adjacency[root])))]
+        stack: list[tuple[str, str | None, Iterator[str]]] = [(root, None, iter(sorted(adjacency[root])))]
         while stack:
             node, parent, neighbours = stack[-1]
             advanced = False
@@ -289,9 +295,9 @@ def _cluster_in_memory(
         cluster_sources: dict[str, set[str]] = defaultdict(set)
         for n in node_ids:
             cluster_sources[key[n]].add(sources[n])
-        links = [(key[left], key[right], p) for left, right, p in probable if key[left] != key[right]]
+        probable_links = [(key[left], key[right], p) for left, right, p in probable if key[left] != key[right]]
         exclusive = exclusive_merges(
-            links, cluster_sources, sizes, threshold=threshold, max_size=guards.max_cluster_size
+            probable_links, cluster_sources, sizes, threshold=threshold, max_size=guards.max_cluster_size
         )
         if exclusive:
             key = {n: exclusive.get(key[n], key[n]) for n in node_ids}
@@ -323,12 +329,12 @@ def cluster_table(
     rows: list[tuple[str, str, int, float, list[str]]],
     *,
     sources: dict[str, str] | None = None,
-):
+) -> pa.Table:
     """:data:`CLUSTER_SCHEMA` rows as an Arrow table; with ``sources`` (record_id ->
     source) a ``source`` column as well."""
     import pyarrow as pa
 
-    columns = list(zip(*rows)) if rows else [[] for _ in range(5)]
+    columns: list[Sequence[Any]] = list(zip(*rows)) if rows else [[] for _ in range(5)]
     data = {
         "record_id": pa.array(columns[0], pa.string()),
         "cluster_key": pa.array(columns[1], pa.string()),
@@ -341,7 +347,7 @@ def cluster_table(
     return pa.table(data)
 
 
-def _frame_from_rows(spark, rows: list[tuple[str, str, int, float, list[str]]]) -> DataFrame:
+def _frame_from_rows(spark: SparkSession, rows: list[tuple[str, str, int, float, list[str]]]) -> DataFrame:
     """A DataFrame of :data:`CLUSTER_SCHEMA` rows, handed to the JVM as Arrow (a list of
     Python rows would be unpickled by Python workers each time Spark reads it)."""
     return spark.createDataFrame(cluster_table(rows), CLUSTER_SCHEMA)

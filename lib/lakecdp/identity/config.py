@@ -1,7 +1,7 @@
 """``conf/identity.yaml``: deterministic identifiers, the Splink model, cluster guards.
 
 The model is described here in business terms (which evidence, which levels, which
-blocking rules); :mod:`lakecdp.identity.matching` turns it into Splink settings for the
+blocking rules); :mod:`lakecdp.identity.comparisons` turns it into Splink settings for the
 chosen backend. Every section has working defaults, so a minimal file is::
 
     version: 1
@@ -130,7 +130,7 @@ class ComparisonSpec(StrictModel):
     fuzzy_threshold: float = Field(default=0.88, gt=0, le=1)
     # weight exact matches by how rare the value is: for ``name`` the exact full name, by the
     # share of records with its first name times the share with its last name
-    # (matching.name_frequencies, measured at training); for ``address`` the postcode (Splink's own frequencies)
+    # (frequencies.name_frequencies, measured at training); for ``address`` the postcode (Splink's own frequencies)
     term_frequency: bool = False
     dob_close_days: int = Field(default=31, ge=1)
 

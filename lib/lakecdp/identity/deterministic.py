@@ -29,7 +29,7 @@ from lakecdp.identity.config import DeterministicSettings, IdentityConfig
 
 logger = logging.getLogger(__name__)
 
-EDGE_SCHEMA = catalog.EDGES.schema
+EDGE_SCHEMA = catalog.EDGES.ddl
 OVER_SHARED_SCHEMA = "identifier_type string, value string, record_count bigint, people_count bigint"
 
 REQUIRED_COLUMNS = (

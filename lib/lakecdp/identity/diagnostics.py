@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import json
-
 import logging
 import re
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecdp.identity.matching import ProbabilisticMatcher, prepare_for_matching
+from lakecdp.identity.matching import ProbabilisticMatcher
+from lakecdp.identity.prepare import prepare_for_matching
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +52,14 @@ def save_diagnostic_charts(
     model = matcher.load()
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare_for_matching(records, matcher.config)
-    settings = matcher._settings_for(matcher.config.backend, model)
+    settings = matcher.settings_for(matcher.config.backend, model)
     settings["retain_intermediate_calculation_columns"] = True
     settings["retain_matching_columns"] = True
-    from lakecdp.identity.matching import _backend, names_path, register_term_frequencies
+    from lakecdp.identity.backends import backend_for
+    from lakecdp.identity.frequencies import register_term_frequencies
+    from lakecdp.identity.model_store import names_path
 
-    backend = _backend(matcher.config, matcher.spark)
+    backend = backend_for(matcher.config, matcher.spark)
     registered = backend.register(prepared, "charts")
     linker = Linker(registered, settings)
     written = []
@@ -66,7 +68,8 @@ def save_diagnostic_charts(
         ("m_u_parameters", linker.visualisations.m_u_parameters_chart()),
     ):
         path = out_dir / f"{name}.html"
-        chart.save(str(path), inline=True)
+        # altair's Chart.save carries no annotations
+        chart.save(str(path), inline=True)  # type: ignore[no-untyped-call]
         written.append(path)
     if pair is not None:
         left, right = pair
@@ -79,7 +82,7 @@ def save_diagnostic_charts(
         register_term_frequencies(linker, registered, matcher.config, shares)
         scored = linker.inference.score_pair(rows[left], rows[right]).as_record_list()
         path = out_dir / f"waterfall_{_safe(left)}__{_safe(right)}.html"
-        linker.visualisations.waterfall_chart(scored).save(str(path), inline=True)
+        linker.visualisations.waterfall_chart(scored).save(str(path), inline=True)  # type: ignore[no-untyped-call]
         written.append(path)
     logger.info("identity charts written: %s", ", ".join(str(p) for p in written))
     return written

@@ -30,9 +30,13 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from lakecdp import catalog
@@ -46,10 +50,14 @@ from lakecdp.identity.state import (
 )
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    import duckdb
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
 
     from lakecdp.context import JobContext
     from lakecdp.identity.config import IdentityConfig
+    from lakecdp.identity.local import LocalRecords
+    from lakecdp.identity.matching import ProbabilisticMatcher
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +74,7 @@ class IdentityInputError(RuntimeError):
     """The identity step cannot run on what it was given."""
 
 
-def _spark_jobs_started(spark) -> int | None:
+def _spark_jobs_started(spark: SparkSession) -> int | None:
     """How many Spark jobs this session has started (None where the tracker is unavailable)."""
     try:
         ids = spark.sparkContext.statusTracker().getJobIdsForGroup()
@@ -76,7 +84,7 @@ def _spark_jobs_started(spark) -> int | None:
 
 
 @contextmanager
-def _stage(name: str, timings: dict[str, float] | None = None, spark=None):
+def _stage(name: str, timings: dict[str, float] | None = None, spark: SparkSession | None = None) -> Iterator[None]:
     """Log how long a stage of the run took and how many Spark jobs it started (Spark is
     lazy: the actions inside decide); ``timings[name]`` gets the seconds."""
     started = time.perf_counter()
@@ -143,7 +151,7 @@ def _identifier_scope(values: DataFrame, scope: DataFrame, before: DataFrame, co
     )
 
 
-def unique_sources(conf_dir) -> list[str]:
+def unique_sources(conf_dir: str | os.PathLike[str]) -> list[str]:
     """Sources declared ``unique_records: true`` (each record a different person)."""
     from lakecdp.ingest.sources import load_sources
 
@@ -186,6 +194,59 @@ def _keep_previous_run_ids(edges: DataFrame, previous: DataFrame | None) -> Data
     )
 
 
+@dataclass
+class _Inputs:
+    """What a run reads: the records at one version of silver and, on an incremental run, the
+    records changed since the last run and what they held before."""
+
+    silver_version: int
+    records: DataFrame
+    changed: DataFrame | None = None
+    before: DataFrame | None = None
+    records_changed: int = -1
+    # the feed could not be read (e.g. an erasure removed its files): a full run instead
+    feed_unreadable: bool = False
+
+    @property
+    def incremental(self) -> bool:
+        return self.changed is not None
+
+
+@dataclass
+class _OnMachine:
+    """The duckdb backend on catalog tables: the records in DuckDB and as Arrow, and the edges."""
+
+    records: LocalRecords
+    records_arrow: pa.Table
+    edges_arrow: pa.Table
+
+
+@dataclass
+class _Links:
+    """The run's edges (all of identity.edges after it) and the identifier values of the records."""
+
+    edges: DataFrame
+    values: DataFrame
+    edge_count: int
+    scored_count: int
+    previous_edges: DataFrame | None
+    local: _OnMachine | None = None
+
+
+@dataclass
+class _Ids:
+    """The stable ids of the clusters: the id map, its changes, and the records re-clustered."""
+
+    id_map: DataFrame
+    id_changes: DataFrame
+    change_count: int
+    previous_id_map: DataFrame | None
+    # None: every record is re-clustered, re-identified and re-survived
+    scope: DataFrame | None = None
+    rescoped: int = -1
+    id_map_arrow: pa.Table | None = None
+
+
 def run_identity(
     ctx: JobContext,
     *,
@@ -208,25 +269,43 @@ def run_identity(
         Counts: ``records``, ``records_changed``, ``incremental`` (1/0), ``edges``,
         ``probabilistic_edges_scored``, ``customers``, ``id_changes``, ``identifiers``.
     """
-    from pyspark.sql import functions as F
-
-    from lakecdp.identity.clustering import affected_records, cluster_edges
     from lakecdp.identity.config import load_identity_config
-    from lakecdp.identity.deterministic import EDGE_SCHEMA, deterministic_edges, identifier_values
     from lakecdp.identity.matching import ProbabilisticMatcher
-    from lakecdp.identity.stable_ids import assign_customer_ids
-    from lakecdp.identity.survivorship import PROFILE_COLUMNS, golden_records
 
-    spark, tables = ctx.spark, ctx.tables
     started = time.perf_counter()
     config = load_identity_config(ctx.project.conf_dir)
     if retrain and mode == "incremental":
         raise IdentityInputError("--retrain rescores every pair: use mode 'full' or 'auto'")
     if retrain:
         mode = "full"
-    if config.backend == "duckdb" and not tables.uses_catalog:
+    if config.backend == "duckdb" and not ctx.tables.uses_catalog:
         # the duckdb backend on path tables: read and written with delta-rs, no Spark job
         return _run_on_machine(ctx, config, mode=mode, retrain=retrain, timings=timings, started=started)
+    inputs = _read_inputs(ctx, mode=mode, timings=timings, started=started)
+    if inputs is None:
+        return {"records_changed": 0, "incremental": 1}
+    matcher = ProbabilisticMatcher(config, spark=ctx.spark, model_dir=ctx.project.path(config.models_dir))
+    matcher.run_id = ctx.run_id
+    if config.backend == "duckdb":
+        # the records leave Spark once, as Arrow; preparing them, scoring, deterministic
+        # edges and clustering run in DuckDB / Python (lakecdp.identity.local)
+        links = _link_on_machine(ctx, config, inputs, matcher, retrain=retrain, timings=timings)
+    else:
+        links = _link_in_spark(ctx, config, inputs, matcher, retrain=retrain, timings=timings)
+    if timings is not None:  # part of "score"
+        timings["train"] = matcher.train_seconds
+    ids = _identify(ctx, config, inputs, links, timings)
+    _write_identity(ctx, config, inputs, links, ids, timings)
+    counts = _record_run(ctx, inputs, links, ids, timings)
+    inputs.records.unpersist()
+    logger.info("identity %s run: %s", "incremental" if inputs.incremental else "full", counts)
+    return counts
+
+
+def _read_inputs(ctx: JobContext, *, mode: Mode, timings: dict[str, float] | None, started: float) -> _Inputs | None:
+    """The records to resolve (cached) and, when the last run is continued, the records
+    changed since; None when nothing changed (the state records the run)."""
+    spark, tables = ctx.spark, ctx.tables
     silver_version = tables.version(spark, RECORDS_TABLE)
     if silver_version is None:
         raise IdentityInputError(f"{RECORDS_TABLE} does not exist yet: run the ingest step first")
@@ -235,117 +314,167 @@ def run_identity(
     continuable = state is not None and tables.exists(spark, ID_MAP_TABLE) and tables.exists(spark, EDGES_TABLE)
     if mode == "incremental" and not continuable:
         raise IdentityInputError("no previous identity run to continue: run with mode='full'")
-    if mode != "full" and continuable and state.silver_version == silver_version:
+    # the run this one continues (None: a full run)
+    continued = state if continuable and mode != "full" else None
+    if continued is not None and continued.silver_version == silver_version:
         logger.info("%s unchanged since v%d: nothing to do", RECORDS_TABLE, silver_version)
-        return {"records_changed": 0, "incremental": 1}
+        return None
 
     records = tables.read(spark, RECORDS_TABLE, version=silver_version).cache()
-    # duckdb backend: the records leave Spark once, as Arrow; preparing them, scoring,
-    # deterministic edges and clustering run in DuckDB / Python (lakecdp.identity.local)
-    local = config.backend == "duckdb"
-    changed = None
-    if mode != "full" and continuable:
-        feed = read_change_feed(spark, tables, after_version=state.silver_version, up_to_version=silver_version)
-        changed = None if feed is None else changed_records(feed)
-        if changed is None and mode == "incremental":
-            raise IdentityInputError(f"change data feed of {RECORDS_TABLE} unreadable after v{state.silver_version}")
-    incremental = changed is not None
-    # the feed could not be read (e.g. an erasure removed its files): a full run instead
-    feed_unreadable = mode != "full" and continuable and not incremental
-    records_changed = -1
+    feed = changed = None
+    if continued is not None:
+        feed = read_change_feed(spark, tables, after_version=continued.silver_version, up_to_version=silver_version)
+        if feed is not None:
+            changed = changed_records(feed)
+        elif mode == "incremental":
+            raise IdentityInputError(
+                f"change data feed of {RECORDS_TABLE} unreadable after v{continued.silver_version}"
+            )
+    inputs = _Inputs(silver_version, records, feed_unreadable=continued is not None and changed is None)
     if timings is not None:  # versions, state, change feed plan
         timings["inputs"] = time.perf_counter() - started
-    if incremental:
-        with _stage("changes", timings, spark):
-            changed = changed.localCheckpoint()
-            records_changed = changed.count()
-            # what changed records held before: their old identifier values may be freed
-            before = earlier_images(feed, changed).localCheckpoint()
-        if records_changed == 0:
-            logger.info("%s v%d..v%d: no record content changed", RECORDS_TABLE, state.silver_version, silver_version)
-            record_state(
-                spark,
-                tables,
-                run_id=ctx.run_id,
-                silver_version=silver_version,
-                mode="incremental",
-                records_changed=0,
-                processed_at=ctx.as_of,
-            )
-            return {"records_changed": 0, "incremental": 1}
+    if continued is None or feed is None or changed is None:
+        return inputs
+    with _stage("changes", timings, spark):
+        inputs.changed = changed.localCheckpoint()
+        inputs.records_changed = inputs.changed.count()
+        # what changed records held before: their old identifier values may be freed
+        inputs.before = earlier_images(feed, inputs.changed).localCheckpoint()
+    if inputs.records_changed == 0:
+        logger.info("%s v%d..v%d: no record content changed", RECORDS_TABLE, continued.silver_version, silver_version)
+        record_state(
+            spark,
+            tables,
+            run_id=ctx.run_id,
+            silver_version=silver_version,
+            mode="incremental",
+            records_changed=0,
+            processed_at=ctx.as_of,
+        )
+        return None
+    return inputs
 
-    matcher = ProbabilisticMatcher(config, spark=spark, model_dir=ctx.project.path(config.models_dir))
-    matcher.run_id = ctx.run_id
+
+def _link_on_machine(
+    ctx: JobContext,
+    config: IdentityConfig,
+    inputs: _Inputs,
+    matcher: ProbabilisticMatcher,
+    *,
+    retrain: bool,
+    timings: dict[str, float] | None,
+) -> _Links:
+    """Probabilistic and deterministic edges in DuckDB over the records as Arrow (the duckdb
+    backend on catalog tables)."""
+    from lakecdp.identity.deterministic import EDGE_SCHEMA
+    from lakecdp.identity.local import LocalRecords, final_edges
+
+    spark, tables = ctx.spark, ctx.tables
     previous_edges = tables.read(spark, EDGES_TABLE) if tables.exists(spark, EDGES_TABLE) else None
     unique = unique_sources(ctx.project.conf_dir)
-    if local:
-        with _stage("prepare", timings, spark):
-            from lakecdp.identity.local import LocalRecords, final_edges
+    with _stage("prepare", timings, spark):
+        records_arrow = inputs.records.toArrow()
+        on_machine = LocalRecords(records_arrow, config)
+        prepared = on_machine.prepared()
+        # an Arrow copy: identity.edges is overwritten below
+        previous_arrow = None if previous_edges is None else previous_edges.toArrow()
+        changed_ids = None if inputs.changed is None else inputs.changed.toArrow().column("record_id")
+    with _stage("score", timings, spark):
+        probabilistic_arrow, scored_count = _score_local(
+            matcher, prepared, previous_arrow, changed_ids, retrain=retrain
+        )
+    with _stage("edges", timings, spark):
+        edges_arrow = final_edges(
+            on_machine.con,
+            deterministic=on_machine.deterministic_edges(run_id=ctx.run_id),
+            probabilistic=probabilistic_arrow,
+            sources=records_arrow.select(["record_id", "source"]),
+            unique=unique,
+            previous=previous_arrow,
+        )
+        edges = spark.createDataFrame(edges_arrow, EDGE_SCHEMA)
+        values = spark.createDataFrame(on_machine.identifier_values(), VALUES_SCHEMA)
+    return _Links(
+        edges,
+        values,
+        edge_count=edges_arrow.num_rows,
+        scored_count=scored_count,
+        previous_edges=previous_edges,
+        local=_OnMachine(on_machine, records_arrow, edges_arrow),
+    )
 
-            records_arrow = records.toArrow()
-            on_machine = LocalRecords(records_arrow, config)
-            prepared = on_machine.prepared()
-            # an Arrow copy: identity.edges is overwritten below
-            previous_arrow = None if previous_edges is None else previous_edges.toArrow()
-            changed_ids = changed.toArrow().column("record_id") if incremental else None
-        with _stage("score", timings, spark):
-            probabilistic_arrow, scored_count = _score_local(
-                matcher, prepared, previous_arrow, changed_ids, retrain=retrain
+
+def _link_in_spark(
+    ctx: JobContext,
+    config: IdentityConfig,
+    inputs: _Inputs,
+    matcher: ProbabilisticMatcher,
+    *,
+    retrain: bool,
+    timings: dict[str, float] | None,
+) -> _Links:
+    """Probabilistic and deterministic edges in Spark (the spark backend): an incremental run
+    keeps the previous probabilistic edges between unchanged records and scores the changed."""
+    from pyspark.sql import functions as F
+
+    from lakecdp.identity.deterministic import EDGE_SCHEMA, deterministic_edges, identifier_values
+
+    spark, tables, records, changed = ctx.spark, ctx.tables, inputs.records, inputs.changed
+    previous_edges = tables.read(spark, EDGES_TABLE) if tables.exists(spark, EDGES_TABLE) else None
+    unique = unique_sources(ctx.project.conf_dir)
+    with _stage("score", timings, spark):
+        if changed is not None:
+            assert previous_edges is not None  # an incremental run continues one that wrote identity.edges
+            new_records = records.join(changed, "record_id", "left_semi")
+            existing = records.join(changed, "record_id", "left_anti")
+            touched_l = changed.select(F.col("record_id").alias("record_id_l"))
+            touched_r = changed.select(F.col("record_id").alias("record_id_r"))
+            kept = (
+                previous_edges.where(F.col("edge_type") == "probabilistic")
+                .join(touched_l, "record_id_l", "left_anti")
+                .join(touched_r, "record_id_r", "left_anti")
             )
-        with _stage("edges", timings, spark):
-            edges_arrow = final_edges(
-                on_machine.con,
-                deterministic=on_machine.deterministic_edges(run_id=ctx.run_id),
-                probabilistic=probabilistic_arrow,
-                sources=records_arrow.select(["record_id", "source"]),
-                unique=unique,
-                previous=previous_arrow,
-            )
-            edges = spark.createDataFrame(edges_arrow, EDGE_SCHEMA)
-            values = spark.createDataFrame(on_machine.identifier_values(), VALUES_SCHEMA)
-            edge_count = edges_arrow.num_rows
-    else:
-        with _stage("score", timings, spark):
-            if incremental:
-                new_records = records.join(changed, "record_id", "left_semi")
-                existing = records.join(changed, "record_id", "left_anti")
-                touched_l = changed.select(F.col("record_id").alias("record_id_l"))
-                touched_r = changed.select(F.col("record_id").alias("record_id_r"))
-                kept = (
-                    previous_edges.where(F.col("edge_type") == "probabilistic")
-                    .join(touched_l, "record_id_l", "left_anti")
-                    .join(touched_r, "record_id_r", "left_anti")
-                )
-                if new_records.isEmpty():  # only deletions: nothing to score
-                    scored = spark.createDataFrame([], EDGE_SCHEMA)
-                else:
-                    scored = matcher.predict_incremental(new_records, existing).localCheckpoint()
-                probabilistic = kept.unionByName(scored)
+            if new_records.isEmpty():  # only deletions: nothing to score
+                scored = spark.createDataFrame([], EDGE_SCHEMA)
             else:
-                scored = matcher.predict(records, retrain=retrain).localCheckpoint()
-                probabilistic = scored
-            scored_count = scored.count()
-        with _stage("edges", timings, spark):
-            values = identifier_values(records, config).localCheckpoint()
-            deterministic, _ = deterministic_edges(records, config, run_id=ctx.run_id, values=values)
-            edge_columns = [c.split(" ")[0] for c in EDGE_SCHEMA.split(", ")]
-            linked = without_links_inside(
-                deterministic.unionByName(probabilistic).select(*edge_columns),
-                records,
-                unique,
-            )
-            # checkpointed: identity.edges is overwritten below while these rows derive from it
-            edges = _keep_previous_run_ids(linked, previous_edges).localCheckpoint()
-            edge_count = edges.count()
-    if timings is not None:  # part of "score"
-        timings["train"] = matcher.train_seconds
+                scored = matcher.predict_incremental(new_records, existing).localCheckpoint()
+            probabilistic = kept.unionByName(scored)
+        else:
+            scored = matcher.predict(records, retrain=retrain).localCheckpoint()
+            probabilistic = scored
+        scored_count = scored.count()
+    with _stage("edges", timings, spark):
+        values = identifier_values(records, config).localCheckpoint()
+        deterministic, _ = deterministic_edges(records, config, run_id=ctx.run_id, values=values)
+        edge_columns = [c.split(" ")[0] for c in EDGE_SCHEMA.split(", ")]
+        linked = without_links_inside(
+            deterministic.unionByName(probabilistic).select(*edge_columns),
+            records,
+            unique,
+        )
+        # checkpointed: identity.edges is overwritten below while these rows derive from it
+        edges = _keep_previous_run_ids(linked, previous_edges).localCheckpoint()
+        edge_count = edges.count()
+    return _Links(edges, values, edge_count=edge_count, scored_count=scored_count, previous_edges=previous_edges)
 
+
+def _identify(
+    ctx: JobContext, config: IdentityConfig, inputs: _Inputs, links: _Links, timings: dict[str, float] | None
+) -> _Ids:
+    """Clusters over the edges and their stable ids: of every record (full run) or of the
+    records the changes affect (incremental run)."""
+    from lakecdp.identity.clustering import affected_records, cluster_edges
+    from lakecdp.identity.stable_ids import assign_customer_ids
+
+    spark, tables, edges = ctx.spark, ctx.tables, links.edges
     previous_id_map = tables.read(spark, ID_MAP_TABLE) if tables.exists(spark, ID_MAP_TABLE) else None
-    nodes = records.select("record_id", "source")
+    nodes = inputs.records.select("record_id", "source")
     scope = None  # None: every record is re-clustered, re-identified and re-survived
-    if incremental:
+    rescoped = -1
+    if inputs.changed is not None:
         with _stage("affected", timings, spark):
-            scope = affected_records(changed, edges, previous_edges, previous_id_map, config.edge_floor)
+            assert links.previous_edges is not None and previous_id_map is not None  # an incremental run continues one
+            scope = affected_records(inputs.changed, edges, links.previous_edges, previous_id_map, config.edge_floor)
             nodes = nodes.join(scope, "record_id", "left_semi")
             rescoped = scope.count()
     inside = edges
@@ -353,15 +482,16 @@ def run_identity(
         inside = edges.join(scope.withColumnRenamed("record_id", "record_id_l"), "record_id_l", "left_semi").join(
             scope.withColumnRenamed("record_id", "record_id_r"), "record_id_r", "left_semi"
         )
+    id_map_arrow = None
     with _stage("cluster+ids", timings, spark):
-        if local:
+        if links.local is not None:
             from lakecdp.identity.local import assign_customer_ids_local
             from lakecdp.identity.stable_ids import ID_CHANGES_SCHEMA, ID_MAP_SCHEMA
 
             clusters_arrow = _cluster_local(
-                on_machine.con,
-                records_arrow,
-                edges_arrow,
+                links.local.records.con,
+                links.local.records_arrow,
+                links.local.edges_arrow,
                 None if scope is None else scope.toArrow().column("record_id"),
                 config,
             )
@@ -389,24 +519,41 @@ def run_identity(
             id_map = id_map.localCheckpoint()
             id_changes = id_changes.localCheckpoint()
             change_count = id_changes.count()
+    return _Ids(id_map, id_changes, change_count, previous_id_map, scope, rescoped, id_map_arrow)
 
+
+def _write_identity(
+    ctx: JobContext,
+    config: IdentityConfig,
+    inputs: _Inputs,
+    links: _Links,
+    ids: _Ids,
+    timings: dict[str, float] | None,
+) -> None:
+    """Write edges, id changes, id map, identifiers and golden records: in full, or (incremental)
+    as partial refreshes of what the affected records are the whole truth for."""
+    from lakecdp.identity.survivorship import PROFILE_COLUMNS, golden_records
+
+    spark, tables, records, values = ctx.spark, ctx.tables, inputs.records, links.values
+    scope, id_map = ids.scope, ids.id_map
     # what the partial writes below are the whole truth for (None: everything)
     customer_scope = value_scope = None
     if scope is not None:
         with _stage("scopes", timings, spark):
-            old_ids = previous_id_map.join(scope, "record_id", "left_semi").select("customer_id")
+            assert ids.previous_id_map is not None and inputs.before is not None  # a scope: an incremental run
+            old_ids = ids.previous_id_map.join(scope, "record_id", "left_semi").select("customer_id")
             customer_scope = old_ids.unionByName(id_map.select("customer_id")).distinct().localCheckpoint()
-            value_scope = _identifier_scope(values, scope, before, config).localCheckpoint()
+            value_scope = _identifier_scope(values, scope, inputs.before, config).localCheckpoint()
 
     # every input is computed: write, each table once. id_changes goes first, keyed so that
     # a run killed after it and resumed (same run id, same inputs) writes the same rows once;
     # written after id_map, a kill in between would lose the changes (the re-run sees none)
     with _stage("write edges+id_map", timings, spark):
-        tables.overwrite(edges, EDGES_TABLE)
-        if change_count:
+        tables.overwrite(links.edges, EDGES_TABLE)
+        if ids.change_count:
             tables.merge(
                 spark,
-                id_changes,
+                ids.id_changes,
                 ID_CHANGES_TABLE,
                 keys=["run_id", "change_type", "old_customer_id", "new_customer_id"],
             )
@@ -454,39 +601,42 @@ def run_identity(
             scope=customer_scope,
         )
 
+
+def _record_run(
+    ctx: JobContext, inputs: _Inputs, links: _Links, ids: _Ids, timings: dict[str, float] | None
+) -> dict[str, int]:
+    """Record the run in identity.state; its counts."""
+    spark, tables = ctx.spark, ctx.tables
     with _stage("state+counts", timings, spark):
         record_state(
             spark,
             tables,
             run_id=ctx.run_id,
-            silver_version=silver_version,
-            mode="incremental" if incremental else "full",
-            records_changed=records_changed,
+            silver_version=inputs.silver_version,
+            mode="incremental" if inputs.incremental else "full",
+            records_changed=inputs.records_changed,
             processed_at=ctx.as_of,
         )
-        if local:
-            record_count = records_arrow.num_rows
+        if links.local is not None:
+            record_count = links.local.records_arrow.num_rows
         else:
-            record_count = records.count()
-        if local and scope is None:  # a full run's id map is the whole table
-            customer_count = len(set(id_map_arrow.column("customer_id").to_pylist()))
+            record_count = inputs.records.count()
+        if ids.id_map_arrow is not None and ids.scope is None:  # a full run's id map is the whole table
+            customer_count = len(set(ids.id_map_arrow.column("customer_id").to_pylist()))
         else:
             customer_count = tables.read(spark, ID_MAP_TABLE).select("customer_id").distinct().count()
-        counts = {
+        return {
             "records": record_count,
-            "records_changed": records_changed,
-            "incremental": int(incremental),
-            "feed_unreadable": int(feed_unreadable),
-            "edges": edge_count,
-            "probabilistic_edges_scored": scored_count,
+            "records_changed": inputs.records_changed,
+            "incremental": int(inputs.incremental),
+            "feed_unreadable": int(inputs.feed_unreadable),
+            "edges": links.edge_count,
+            "probabilistic_edges_scored": links.scored_count,
             "customers": customer_count,
-            "id_changes": change_count,
+            "id_changes": ids.change_count,
             # records re-clustered (every record in a full run)
-            "records_rescoped": rescoped if scope is not None else -1,
+            "records_rescoped": ids.rescoped if ids.scope is not None else -1,
         }
-    records.unpersist()
-    logger.info("identity %s run: %s", "incremental" if incremental else "full", counts)
-    return counts
 
 
 VALUES_SCHEMA = "record_id string, person_key string, identifier_type string, value string"
@@ -538,24 +688,30 @@ def _run_on_machine(
     continuable = state is not None and store.exists(ID_MAP_TABLE) and store.exists(EDGES_TABLE)
     if mode == "incremental" and not continuable:
         raise IdentityInputError("no previous identity run to continue: run with mode='full'")
-    if mode != "full" and continuable and state.silver_version == silver_version:
+    # the run this one continues (None: a full run)
+    continued = state if continuable and mode != "full" else None
+    if continued is not None and continued.silver_version == silver_version:
         logger.info("%s unchanged since v%d: nothing to do", RECORDS_TABLE, silver_version)
         return {"records_changed": 0, "incremental": 1}
     feed = None
-    if mode != "full" and continuable:
-        feed = read_change_feed_local(store, after_version=state.silver_version, up_to_version=silver_version)
+    if continued is not None:
+        feed = read_change_feed_local(store, after_version=continued.silver_version, up_to_version=silver_version)
         if feed is None and mode == "incremental":
-            raise IdentityInputError(f"change data feed of {RECORDS_TABLE} unreadable after v{state.silver_version}")
+            raise IdentityInputError(
+                f"change data feed of {RECORDS_TABLE} unreadable after v{continued.silver_version}"
+            )
     incremental = feed is not None
     # the feed could not be read (e.g. an erasure removed its files): a full run instead
-    feed_unreadable = mode != "full" and continuable and not incremental
+    feed_unreadable = continued is not None and not incremental
     changed: list[str] = []
     records_changed = -1
-    if incremental:
+    if continued is not None and feed is not None:
         changed = changed_records_local(feed)
         records_changed = len(changed)
         if records_changed == 0:
-            logger.info("%s v%d..v%d: no record content changed", RECORDS_TABLE, state.silver_version, silver_version)
+            logger.info(
+                "%s v%d..v%d: no record content changed", RECORDS_TABLE, continued.silver_version, silver_version
+            )
             record_state_local(
                 store,
                 run_id=run_id,
@@ -611,6 +767,7 @@ def _run_on_machine(
     customer_scope = value_scope = None
     if scope is not None:
         with _stage("scopes", timings):
+            assert previous_id_map is not None  # a scope: an incremental run, which continues one
             in_scope = pc.is_in(previous_id_map.column("record_id"), value_set=scope)
             old_ids = previous_id_map.filter(in_scope).column("customer_id")
             ids = pa.chunked_array([*old_ids.chunks, *id_map.column("customer_id").chunks], pa.string())
@@ -709,7 +866,14 @@ def _run_on_machine(
     return counts
 
 
-def _score_local(matcher, prepared, previous, changed_ids, *, retrain: bool):
+def _score_local(
+    matcher: ProbabilisticMatcher,
+    prepared: pa.Table,
+    previous: pa.Table | None,
+    changed_ids: pa.Array | None,
+    *,
+    retrain: bool,
+) -> tuple[pa.Table, int]:
     """Probabilistic edges over the prepared Arrow records (duckdb backend):
     ``(edges, pairs scored)``. Incremental (``changed_ids`` given): the previous run's
     probabilistic edges not touching a changed record, plus the changed records scored."""
@@ -719,6 +883,7 @@ def _score_local(matcher, prepared, previous, changed_ids, *, retrain: bool):
     if changed_ids is None:
         scored = matcher.predict_local(prepared, retrain=retrain)
         return scored, scored.num_rows
+    assert previous is not None  # an incremental run continues one that wrote identity.edges
     kept = previous.filter(
         pc.and_(
             pc.equal(previous.column("edge_type"), "probabilistic"),
@@ -738,7 +903,9 @@ def _score_local(matcher, prepared, previous, changed_ids, *, retrain: bool):
     return pa.concat_tables([kept, scored]), scored.num_rows
 
 
-def _cluster_local(con, records, edges, scope, config):
+def _cluster_local(
+    con: duckdb.DuckDBPyConnection, records: pa.Table, edges: pa.Table, scope: pa.Array | None, config: IdentityConfig
+) -> pa.Table:
     """:func:`lakecdp.identity.clustering.cluster_edges` of the records (those in ``scope``
     when given) over the edges between them, on this machine: ``record_id, cluster_key,
     cluster_size, link_confidence, flags, source`` as an Arrow table."""
@@ -761,7 +928,7 @@ def run(ctx: JobContext) -> dict[str, int]:
     return run_identity(ctx, mode="auto")
 
 
-def _command(args) -> int:
+def _command(args: argparse.Namespace) -> int:
     """The pipeline step ``identity`` with ``--mode`` / ``--retrain``, recorded in ``ops.runs``."""
     from lakecdp.config import load_project
     from lakecdp.pipeline import run_step_command
@@ -774,7 +941,7 @@ def _command(args) -> int:
     return 1 if counts is None else 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``lakecdp identity [--mode auto|full|incremental] [--retrain]``."""
     parser = subparsers.add_parser("identity", help="resolve identities: stable customer ids and golden records")
     parser.add_argument(

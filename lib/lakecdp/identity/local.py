@@ -1,7 +1,7 @@
 """The identity steps in DuckDB over Arrow, for the ``duckdb`` backend (one machine).
 
-The same definitions as the Spark transformations in :mod:`lakecdp.identity.matching`
-(:func:`~lakecdp.identity.matching.prepare_for_matching`),
+The same definitions as the Spark transformations in :mod:`lakecdp.identity.prepare`
+(:func:`~lakecdp.identity.prepare.prepare_for_matching`),
 :mod:`lakecdp.identity.deterministic` (:func:`~lakecdp.identity.deterministic.identifier_values`,
 :func:`~lakecdp.identity.deterministic.deterministic_edges`) and
 :mod:`lakecdp.identity.job` (link-only, run ids of edges found again), written as DuckDB SQL
@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-    from lakecdp.identity.config import IdentityConfig
+    from datetime import datetime
+
+    from lakecdp.identity.config import IdentifierRule, IdentifierType, IdentityConfig
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +62,16 @@ def normalised_name_sql(column: str) -> str:
 
 
 def normalised_street_sql(column: str) -> str:
-    """:func:`lakecdp.identity.matching.normalised_street` in DuckDB SQL.
+    """:func:`lakecdp.identity.prepare.normalised_street` in DuckDB SQL.
 
     Punctuation is replaced by spaces first, so every character left is a letter, a digit
     or whitespace: a ``\\bstreet\\b`` boundary is a token edge, and mapping whole tokens
     equals Spark's regex replacements (no abbreviation is itself a street word)."""
-    from lakecdp.identity.matching import _STREET_ABBREVIATIONS
+    from lakecdp.identity.prepare import STREET_ABBREVIATIONS
 
     cleaned = f"regexp_replace(lower({column}), '[^\\p{{L}}\\p{{N}}{_WS_CHARS}]', ' ', 'g')"
     tokens = f"list_filter(regexp_split_to_array({cleaned}, '{_WS}+'), lambda t: t <> '')"
-    cases = " ".join(f"when {_quote(word)} then {_quote(short)}" for word, short in _STREET_ABBREVIATIONS.items())
+    cases = " ".join(f"when {_quote(word)} then {_quote(short)}" for word, short in STREET_ABBREVIATIONS.items())
     mapped = f"list_transform({tokens}, lambda t: case t {cases} else t end)"
     return f"nullif(array_to_string({mapped}, ' '), '')"
 
@@ -185,7 +187,7 @@ class LocalRecords:
         import duckdb
 
         from lakecdp.columns import require_columns
-        from lakecdp.identity.matching import MATCH_INPUT_COLUMNS
+        from lakecdp.identity.prepare import MATCH_INPUT_COLUMNS
 
         require_columns(records, (*MATCH_INPUT_COLUMNS, *REQUIRED_COLUMNS), what="customer records")
         self.config = config
@@ -271,7 +273,7 @@ class LocalRecords:
             ),
         )
 
-    def _identifier_values(self, rules) -> None:
+    def _identifier_values(self, rules: dict[IdentifierType, IdentifierRule]) -> None:
         sources = {
             "email": "email",
             "phone": "phone",
@@ -302,8 +304,8 @@ class LocalRecords:
 
     # -- prepared for matching --------------------------------------------------------
     def prepared(self) -> pa.Table:
-        """:func:`lakecdp.identity.matching.prepare_for_matching` of the records."""
-        from lakecdp.identity.matching import PREPARED_COLUMNS
+        """:func:`lakecdp.identity.prepare.prepare_for_matching` of the records."""
+        from lakecdp.identity.prepare import PREPARED_COLUMNS
 
         if self._prepared is not None:
             return self._prepared
@@ -517,7 +519,7 @@ def assign_customer_ids_local(
     previous: pa.Table | None,
     *,
     run_id: str,
-    as_of,
+    as_of: datetime,
     id_prefix: str,
 ) -> tuple[pa.Table, pa.Table]:
     """:func:`lakecdp.identity.stable_ids.assign_customer_ids` in DuckDB: the same rules,
@@ -675,7 +677,7 @@ def assign_customer_ids_local(
     return _in_utc(id_map), _in_utc(changes)
 
 
-def _naive_utc(moment):
+def _naive_utc(moment: datetime) -> datetime:
     from datetime import timezone
 
     if moment.tzinfo is None:

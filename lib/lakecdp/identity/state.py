@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from lakecdp import catalog
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    import pyarrow as pa
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from lakecdp.delta_store import DeltaStore
     from lakecdp.tables import Tables
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 STATE_TABLE = catalog.IDENTITY_STATE.name
 RECORDS_TABLE = catalog.CUSTOMER_RECORDS.name
-STATE_SCHEMA = catalog.IDENTITY_STATE.schema
+STATE_SCHEMA = catalog.IDENTITY_STATE.ddl
 # what decides identity and the golden record; run stamps are not a change
 CONTENT_COLUMNS = (
     "record_id",
@@ -133,7 +134,7 @@ def record_state_local(
     store.append(row, STATE_TABLE, STATE_SCHEMA, run_id=run_id)
 
 
-def content_hash(columns: tuple[str, ...] = CONTENT_COLUMNS):
+def content_hash(columns: tuple[str, ...] = CONTENT_COLUMNS) -> Column:
     """Column: a hash of the record's identity-relevant content."""
     from pyspark.sql import functions as F
 
@@ -172,7 +173,9 @@ def read_change_feed(
 
     # an erasure vacuums every file and removes the log before its last version: the feed's
     # data files are gone although Delta only finds out half way through reading them
-    earliest = tables.delta(spark, RECORDS_TABLE).history().agg(F.min("version")).first()[0]
+    oldest = tables.delta(spark, RECORDS_TABLE).history().agg(F.min("version")).first()
+    assert oldest is not None  # an aggregate gives one row
+    earliest = oldest[0]
     if earliest is not None and earliest > after_version + 1:
         logger.warning(
             "history of %s starts at v%d, after v%d (erased or cleaned up): full run",
@@ -208,7 +211,7 @@ def earlier_images(feed: DataFrame, changed: DataFrame) -> DataFrame:
     )
 
 
-def read_change_feed_local(store: DeltaStore, *, after_version: int, up_to_version: int):
+def read_change_feed_local(store: DeltaStore, *, after_version: int, up_to_version: int) -> pa.Table | None:
     """:func:`read_change_feed` with delta-rs: the feed rows in ``(after_version,
     up_to_version]`` as an Arrow table, or None when they cannot be read (run in full)."""
     earliest = store.earliest_version(RECORDS_TABLE)
@@ -233,7 +236,7 @@ def read_change_feed_local(store: DeltaStore, *, after_version: int, up_to_versi
         return None
 
 
-def changed_records_local(feed) -> list[str]:
+def changed_records_local(feed: pa.Table) -> list[str]:
     """:func:`changed_records` over an Arrow feed: sorted ``record_id`` values."""
     import duckdb
 
@@ -255,7 +258,7 @@ def changed_records_local(feed) -> list[str]:
     return [r[0] for r in rows]
 
 
-def earlier_images_local(feed, changed: list[str]):
+def earlier_images_local(feed: pa.Table, changed: list[str]) -> pa.Table:
     """:func:`earlier_images` over an Arrow feed: the content changed records had before."""
     import pyarrow as pa
     import pyarrow.compute as pc

@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from pydantic import Field, model_validator
 
@@ -27,6 +27,7 @@ from lakecdp import catalog
 from lakecdp.config import StrictModel
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import Column, DataFrame
 
 RuleName = Literal["most_recent", "source_priority", "most_frequent", "longest"]
@@ -61,7 +62,7 @@ RECORD_COLUMNS = (
     "device_ids",
     "updated_at",
 )
-PROFILE_SCHEMA = catalog.CUSTOMER_PROFILE.schema
+PROFILE_SCHEMA = catalog.CUSTOMER_PROFILE.ddl
 PROFILE_COLUMNS = (
     "customer_id",
     *ATTRIBUTES,
@@ -79,7 +80,7 @@ PROFILE_COLUMNS = (
 _NEVER = 2**62
 
 
-def _default_attribute_rules() -> dict[str, RuleName]:
+def _default_attribute_rules() -> dict[Attribute, RuleName]:
     return {
         # the CRM is keyed by people who talk to the customer; shops often hold nicknames
         "first_name": "source_priority",
@@ -93,6 +94,10 @@ def _default_attribute_rules() -> dict[str, RuleName]:
     }
 
 
+def _default_groups() -> list[list[Attribute]]:
+    return [["address_line1", "postcode", "city", "country"]]
+
+
 class SurvivorshipRules(StrictModel):
     """``survivorship`` section of ``conf/identity.yaml``."""
 
@@ -103,7 +108,7 @@ class SurvivorshipRules(StrictModel):
     attributes: dict[Attribute, RuleName] = Field(default_factory=_default_attribute_rules)
     # attributes taken together from one record (no street from one address and postcode
     # from another); the group is decided by its first attribute's rule and value
-    groups: list[list[Attribute]] = Field(default_factory=lambda: [["address_line1", "postcode", "city", "country"]])
+    groups: list[list[Attribute]] = Field(default_factory=_default_groups)
 
     @model_validator(mode="after")
     def _groups_are_disjoint(self) -> SurvivorshipRules:
@@ -118,11 +123,12 @@ class SurvivorshipRules(StrictModel):
         return self
 
     def rule_for(self, attribute: str) -> RuleName:
-        return self.attributes.get(attribute, self.default_rule)  # type: ignore[arg-type]
+        # an attribute the config model does not name (a key it rejects) takes the default rule
+        return self.attributes.get(cast("Attribute", attribute), self.default_rule)
 
     def units(self) -> list[tuple[str, ...]]:
         """Attribute groups in profile order; an ungrouped attribute is a group of one."""
-        grouped = {a: tuple(g) for g in self.groups for a in g}
+        grouped: dict[str, tuple[str, ...]] = {a: tuple(g) for g in self.groups for a in g}
         units: list[tuple[str, ...]] = []
         for attribute in ATTRIBUTES:
             unit = grouped.get(attribute, (attribute,))
@@ -273,7 +279,7 @@ def _sort_key_sql(rule: str, key: str, rules: SurvivorshipRules) -> str:
     return "struct_pack(" + ", ".join(f"k{i} := {f}" for i, f in enumerate(fields)) + ")"
 
 
-def golden_records_local(records, id_map, rules: SurvivorshipRules, *, run_id: str):
+def golden_records_local(records: pa.Table, id_map: pa.Table, rules: SurvivorshipRules, *, run_id: str) -> pa.Table:
     """:func:`golden_records` in DuckDB over Arrow tables (the duckdb backend): the same
     rows, as an Arrow table in ``gold.customer_profile``'s columns and types.
 
