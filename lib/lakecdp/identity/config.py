@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from lakecdp.config import StrictModel, load_model
+from lakecdp.identity.blocking import SPECIAL_RULES, special_rule
 from lakecdp.identity.stable_ids import StableIdSettings
 from lakecdp.identity.survivorship import SurvivorshipRules
 
@@ -179,7 +180,8 @@ class TrainingSettings(StrictModel):
 class ModelSettings(StrictModel):
     comparisons: list[ComparisonSpec] = Field(default_factory=_default_comparisons)
     # candidate pairs for prediction: the union of these rules (columns equal on both sides);
-    # the special rule ["swapped_names"] pairs first/last names swapped across records
+    # or one named rule alone (lakecdp.identity.blocking.SPECIAL_RULES): ["swapped_names"]
+    # pairs first/last names swapped across records
     blocking_rules: list[BlockingRule] = Field(
         default_factory=lambda: [
             ["email"],
@@ -189,6 +191,8 @@ class ModelSettings(StrictModel):
             ["dob", "postcode"],
             ["dob", "first_name_canonical"],
             ["swapped_names"],
+            ["first_name_as_last_name"],
+            ["last_name_as_first_name"],
             ["first_name_soundex", "last_name_soundex"],
             ["dob", "first_name_soundex"],
             ["dob", "last_name_soundex"],
@@ -226,13 +230,14 @@ class ModelSettings(StrictModel):
         for rule in rules:
             if not rule:
                 raise ValueError("a blocking rule needs at least one column")
-            if rule == ["swapped_names"]:
+            if special_rule(rule):
                 continue
             unknown = sorted(set(rule) - MATCH_COLUMNS)
             if unknown:
                 raise ValueError(
                     f"blocking rule {rule} names unknown columns {unknown}; "
-                    f"known: {sorted(MATCH_COLUMNS)} or ['swapped_names']"
+                    f"known: {sorted(MATCH_COLUMNS)}, or one named rule alone: "
+                    f"{[[name] for name in SPECIAL_RULES]}"
                 )
         return self
 

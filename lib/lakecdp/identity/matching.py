@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from lakecdp.identity.blocking import rule_columns, special_rule, special_rule_sql
 from lakecdp.identity.config import ComparisonSpec, IdentityConfig
 from lakecdp.columns import require_columns
 from lakecdp.identity.deterministic import (
@@ -565,8 +566,8 @@ def splink_comparison(spec: ComparisonSpec, backend: str):
 
 def blocking_rule_sql(columns: list[str]) -> str:
     """A blocking rule as SQL over ``l``/``r``; columns come from validated config only."""
-    if columns == ["swapped_names"]:
-        return "l.first_name = r.last_name and l.last_name = r.first_name"
+    if special_rule(columns):
+        return special_rule_sql(columns)
     return " and ".join(f"l.{c} = r.{c}" for c in columns)
 
 
@@ -597,7 +598,7 @@ def populated_rules(config: IdentityConfig, prepared: DataFrame) -> list[list[st
 
 
 def _rule_columns(rule: list[str]) -> list[str]:
-    return ["first_name", "last_name"] if rule == ["swapped_names"] else list(rule)
+    return rule_columns(rule)
 
 
 def settings_creator(config: IdentityConfig, backend: str, *, rules: list[list[str]] | None = None):
@@ -609,7 +610,7 @@ def settings_creator(config: IdentityConfig, backend: str, *, rules: list[list[s
 
     model = config.model
     rules = [
-        blocking_rule_sql(r) if r == ["swapped_names"] else block_on(*r)
+        blocking_rule_sql(r) if special_rule(r) else block_on(*r)
         for r in (model.blocking_rules if rules is None else rules)
     ]
     return SettingsCreator(
