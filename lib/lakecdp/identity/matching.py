@@ -335,8 +335,10 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
                     label_for_charts="first and last name swapped"
                 )
             ),
-            _similar_reversed("first_name", "last_name").configure(
-                label_for_charts="first and last name swapped, one typo / similar"
+            rarer(
+                _similar_reversed("first_name", "last_name").configure(
+                    label_for_charts="first and last name swapped, one typo / similar"
+                )
             ),
             rarer(cll.And(first_same, last_same).configure(label_for_charts="nickname, same last name")),
             rarer(
@@ -1284,7 +1286,8 @@ def name_shares(linker, registered) -> dict[str, Any]:
 
 def name_frequencies(full_names, shares: dict[str, Any]) -> dict[str, list]:
     """Per full name, how often a record of ANOTHER person bears it (``tf_full_name``): the
-    share of records with its first name times the share with its last name.
+    share of records with its first name times the share with its last name, read in either
+    order, the larger (a record "scholz catherine" is as common as "catherine scholz").
 
     Splink's own term frequency of a value is its share of the records; on a full name that
     is mostly one person's own duplicates: a name held by one person with two records looks
@@ -1302,12 +1305,23 @@ def name_frequencies(full_names, shares: dict[str, Any]) -> dict[str, list]:
     Example: 1,935 records, "gill" on 4 and "öztürk" on 2: 4/1935 x 2/1935 = 2.1e-6
     (a name seen on 2 records by Splink's own measure: 1.0e-3).
     """
-    first, last = shares["first"], shares["last"]
     frequency: dict[str, float] = {}
     for full_name, first_name, last_name in full_names:
-        value = first.get(first_name, shares["first_floor"]) * last.get(last_name, shares["last_floor"])
+        value = _either_order(first_name, last_name, shares)
         frequency[full_name] = max(frequency.get(full_name, 0.0), value)
     return {"full_name": list(frequency), "tf_full_name": list(frequency.values())}
+
+
+def _either_order(first_name: str, last_name: str, shares: dict[str, Any]) -> float:
+    """How often a stranger bears the name in either order: a record with the name swapped
+    ("scholz catherine") is as common as "catherine scholz", not as rare as a first name
+    "scholz" makes it, and the swapped levels weigh by the larger of the two records'
+    frequencies."""
+    first, last = shares["first"], shares["last"]
+    first_floor, last_floor = shares["first_floor"], shares["last_floor"]
+    as_written = first.get(first_name, first_floor) * last.get(last_name, last_floor)
+    swapped = first.get(last_name, first_floor) * last.get(first_name, last_floor)
+    return max(as_written, swapped)
 
 
 def register_term_frequencies(linker, registered, config: IdentityConfig, shares: dict[str, Any] | None = None) -> None:
