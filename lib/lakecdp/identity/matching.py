@@ -265,20 +265,21 @@ def _similar_reversed(first: str, last: str):
 
 def _nickname_typo(backend: str):
     """Either first name one typo (or transposition) away from a name of the other's
-    nickname family, both names at least four letters ("dannny" / "daniel" via "danny",
-    "eimly" / "em" via "emily"). Symmetrical; short names ("jo" / "joe") never qualify."""
+    nickname family ("dannny" / "daniel" via "danny", "eimly" / "em" via "emily", "tmi" /
+    "timothy" via "tim", "moo" / "mohammed" via "mo"). The mistyped name has at least three
+    letters and is no name the nickname list knows: "tom" is not "tim" mistyped. Symmetrical."""
     import splink.comparison_level_library as cll
 
-    def one_way(name: str, family: str) -> str:
-        test = f"length({name}) >= 4 and length(x) >= 4 and damerau_levenshtein({name}, x) <= 1"
+    def one_way(side: str, other: str) -> str:
+        name, family, known = f"first_name_{side}", f"first_name_family_{other}", f"first_name_known_{side}"
+        test = f"length(x) >= 2 and damerau_levenshtein({name}, x) <= 1"
         if backend == "spark":
-            return f"exists({family}, x -> {test})"
-        return f"len(list_filter({family}, lambda x: {test})) > 0"
+            found = f"exists({family}, x -> {test})"
+        else:
+            found = f"len(list_filter({family}, lambda x: {test})) > 0"
+        return f"not {known} and length({name}) >= 3 and {found}"
 
-    return cll.CustomLevel(
-        f"({one_way('first_name_l', 'first_name_family_r')}) or ({one_way('first_name_r', 'first_name_family_l')})",
-        base_dialect_str=backend,
-    )
+    return cll.CustomLevel(f"({one_way('l', 'r')}) or ({one_way('r', 'l')})", base_dialect_str=backend)
 
 
 def _name_comparison(spec: ComparisonSpec, backend: str):
