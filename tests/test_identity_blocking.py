@@ -75,6 +75,24 @@ def test_a_name_swapped_with_a_typo_is_a_candidate_whichever_record_is_on_the_le
     assert candidate_pairs(config, rows, others) == set()
 
 
+@pytest.mark.parametrize(
+    "rows",
+    [
+        # a shop record without birth date, a partner record without address: one surname and
+        # a first name mistyped or shortened past its sound and the nickname list
+        [("shop:1", "Arhur", "Kohler", "CF10 7TE"), ("tp:1", "Arthur", "Kohler", None)],
+        [("shop:2", "Philip", "Beck", "N7 8BB"), ("tp:2", "Phil", "Beck", None)],
+        [("shop:3", "Fran", "OSullivan", "CB1 5SS"), ("tp:3", "Frances", "OSullivan", None)],
+    ],
+    ids=["typo", "short-form", "nickname-unlisted"],
+)
+def test_a_surname_with_a_first_name_starting_alike_is_a_candidate(rows):
+    config = load_identity_config(REPO_ROOT / "conf")
+    assert candidate_pairs(config, rows) == {(rows[0][0], rows[1][0])}
+    others = [rule for rule in config.model.blocking_rules if rule != ["last_name_first_initial"]]
+    assert candidate_pairs(config, rows, others) == set()
+
+
 def test_the_one_part_swapped_rules_are_one_sided_and_mirror_each_other():
     assert blocking_rule_sql(["first_name_as_last_name"]) == "l.first_name = r.last_name"
     assert blocking_rule_sql(["last_name_as_first_name"]) == "l.last_name = r.first_name"

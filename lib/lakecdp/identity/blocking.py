@@ -28,6 +28,13 @@ SPECIAL_RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # record is on
     "first_name_as_last_name": ("l.first_name = r.last_name", ("first_name", "last_name")),
     "last_name_as_first_name": ("l.last_name = r.first_name", ("first_name", "last_name")),
+    # same surname, first names starting alike: a first name mistyped or shortened beyond
+    # its sound ("arhur" / "arthur", "phil" / "philip", "fran" / "frances") with nothing
+    # else shared
+    "last_name_first_initial": (
+        "l.last_name = r.last_name and substr(l.first_name, 1, 1) = substr(r.first_name, 1, 1)",
+        ("first_name", "last_name"),
+    ),
 }
 
 

@@ -193,6 +193,7 @@ class ModelSettings(StrictModel):
             ["swapped_names"],
             ["first_name_as_last_name"],
             ["last_name_as_first_name"],
+            ["last_name_first_initial"],
             ["first_name_soundex", "last_name_soundex"],
             ["dob", "first_name_soundex"],
             ["dob", "last_name_soundex"],
