@@ -101,3 +101,21 @@ OTHER_FIRST_NAME = "same last name, other first name"
 )
 def test_a_nickname_with_a_typo_lands_on_its_level(config, matcher, left, right, level):
     assert name_level(config, matcher, left, right) == level
+
+
+SWAPPED_NICKNAME = "first and last name swapped, nickname"
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "level"),
+    [
+        # the partner file writes the surname first and the given name as its nickname
+        (("Oconnor", "Ted"), ("Theodore", "Oconnor"), SWAPPED_NICKNAME),
+        (("Theodore", "Oconnor"), ("Oconnor", "Ted"), SWAPPED_NICKNAME),
+        (("Russell", "Dec"), ("Declan", "Russell"), SWAPPED_NICKNAME),
+        # a swap of one part with another given name is no swap: the names count against
+        (("Oconnor", "Tom"), ("Theodore", "Oconnor"), "All other comparisons"),
+    ],
+)
+def test_a_name_swapped_with_a_nickname_lands_on_its_level(config, matcher, left, right, level):
+    assert name_level(config, matcher, left, right) == level

@@ -111,7 +111,8 @@ class ComparisonSpec(StrictModel):
 
     Kinds (each is ONE comparison, so correlated evidence is counted once):
 
-    - ``name``: first + last name: exact, swapped (also with one typo), nickname, one typo or
+    - ``name``: first + last name: exact, swapped (also with one typo, or with the given name
+      as a nickname of the other's), nickname, one typo or
       similar first / last / both, sound alike, initial, one name missing with the other
       agreeing, same last other first, same first other last, similar first other last, else.
     - ``date_of_birth``: ``yyyyMMdd`` text: exact, one typo, day/month swapped, same year and

@@ -282,6 +282,22 @@ def _nickname_typo(backend: str):
     return cll.CustomLevel(f"({one_way('l', 'r')}) or ({one_way('r', 'l')})", base_dialect_str=backend)
 
 
+def _swapped_nickname(backend: str):
+    """One record has the names swapped and the given name as a nickname of the other's
+    ("oconnor ted" / "theodore oconnor"): its first name is the other's last name and its
+    last name is in the other's nickname family. Symmetrical."""
+    import splink.comparison_level_library as cll
+
+    contains = "array_contains" if backend == "spark" else "list_contains"
+
+    def one_way(swapped: str, other: str) -> str:
+        return (
+            f"first_name_{swapped} = last_name_{other} and {contains}(first_name_family_{other}, last_name_{swapped})"
+        )
+
+    return cll.CustomLevel(f"({one_way('l', 'r')}) or ({one_way('r', 'l')})", base_dialect_str=backend)
+
+
 def _name_comparison(spec: ComparisonSpec, backend: str):
     """First + last name as ONE comparison, graded from exact to phonetic.
 
@@ -341,6 +357,7 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
                     label_for_charts="first and last name swapped, one typo / similar"
                 )
             ),
+            rarer(_swapped_nickname(backend).configure(label_for_charts="first and last name swapped, nickname")),
             rarer(cll.And(first_same, last_same).configure(label_for_charts="nickname, same last name")),
             rarer(
                 cll.And(not_two_names, _similar("first_name", t), last_same).configure(
