@@ -322,8 +322,9 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
         weighs by how rare it is too: by the more common of the two records' full names (the
         larger frequency ``f``; Splink adds ``log2(u_exact / f)`` to the level's weight, u_exact
         being the exact level's average). A part mistyped is rare by accident, so the other
-        record's spelling decides. The weaker levels (both parts similar, sound alike,
-        initials) stay as trained: too far from one name to borrow its frequency."""
+        record's spelling decides, also with both parts one typo / similar ("doanld patl" /
+        "donald patel"). The weaker levels (sound alike, initials) stay as trained: too far
+        from one name to borrow its frequency."""
         if not spec.term_frequency:
             return level
         return level.configure(tf_adjustment_column="full_name", tf_adjustment_weight=1.0)
@@ -369,8 +370,10 @@ def _name_comparison(spec: ComparisonSpec, backend: str):
                     label_for_charts="same first name, last name one typo / similar"
                 )
             ),
-            cll.And(not_two_names, _similar("first_name", t), _similar("last_name", t)).configure(
-                label_for_charts="similar first and last name"
+            rarer(
+                cll.And(not_two_names, _similar("first_name", t), _similar("last_name", t)).configure(
+                    label_for_charts="similar first and last name"
+                )
             ),
             cll.And(
                 not_two_names, cll.ExactMatchLevel("first_name_soundex"), cll.ExactMatchLevel("last_name_soundex")
