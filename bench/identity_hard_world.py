@@ -1,12 +1,13 @@
 """Identity accuracy on the generated worlds, DuckDB only after one Spark dump (dev harness).
 
-Run: ``.venv/bin/python -m bench.identity_hard_world --data /tmp/idworlds [--febrl WORK]``.
+Run: ``.venv/bin/python -m bench.identity_hard_world --data /tmp/idworlds [--seed 5] [--febrl WORK]``.
 
 Step 1 (once, with Spark): generate the "hard" world (``tests/test_identity_accuracy.py::
 hard_world_config``: shop without birth dates, third party without address or contact, 5 %
 first-name and postcode typos, 3 % missing surnames) and the "default" world (shipped
-``conf/sample.yaml``), 1,200 people each, seed 5, CRM + shop + third party; ingest; dump
-``silver.customer_records`` and the labels to ``<data>/<world>_{records,labels}.parquet``.
+``conf/sample.yaml``), 1,200 people each, seed 5 (``--seed``: another draw of the same
+shapes, data the defaults were not tuned on), CRM + shop + third party; ingest; dump
+``silver.customer_records`` and the labels to ``<data>/<world>_seed<N>_{records,labels}.parquet``.
 Skipped when the files are there.
 
 Step 2 (DuckDB, seconds): for each world, what a full identity run on the duckdb backend does
@@ -38,11 +39,15 @@ SOURCES = ("crm", "shop_customers", "third_party")
 WORLDS = ("hard", "default")
 
 
-def dump_worlds(data: Path) -> None:
+def world_file(data: Path, world: str, seed: int, kind: str) -> Path:
+    return data / f"{world}_seed{seed}_{kind}.parquet"
+
+
+def dump_worlds(data: Path, seed: int) -> None:
     """Generate, ingest and dump the worlds whose Parquet files are missing (one Spark session)."""
     import pyarrow.parquet as pq
 
-    missing = [w for w in WORLDS if not (data / f"{w}_records.parquet").is_file()]
+    missing = [w for w in WORLDS if not world_file(data, w, seed, "records").is_file()]
     if not missing:
         return
     sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -70,7 +75,7 @@ def dump_worlds(data: Path) -> None:
                     landing=project.landing,
                     labels=labels,
                     people=1200,
-                    seed=5,
+                    seed=seed,
                     as_of=AS_OF,
                     config=config,
                     only=SOURCES,
@@ -78,8 +83,8 @@ def dump_worlds(data: Path) -> None:
                 ctx = JobContext.create(project, spark, as_of=AS_OF, run_id=f"{world}-0")
                 ingest(ctx, only=SOURCES)
                 records = ctx.tables.read(spark, "silver.customer_records")
-                pq.write_table(records.toArrow(), data / f"{world}_records.parquet")
-                pq.write_table(load_labels(spark, labels).toArrow(), data / f"{world}_labels.parquet")
+                pq.write_table(records.toArrow(), world_file(data, world, seed, "records"))
+                pq.write_table(load_labels(spark, labels).toArrow(), world_file(data, world, seed, "labels"))
         finally:
             spark.stop()
 
@@ -156,15 +161,16 @@ def scores(clusters: dict[str, str], labels) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="where the world dumps are (made when missing)")
+    parser.add_argument("--seed", type=int, default=5, help="the generator's seed (5: the test's world)")
     parser.add_argument("--febrl", type=Path, help="a bench.identity_benchmark --work folder to score too")
     parser.add_argument("--labels-root", type=Path, default=Path("/work/shared/benchmarks/identity"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import pyarrow.parquet as pq
 
-    dump_worlds(args.data)
+    dump_worlds(args.data, args.seed)
     sets = {
-        w: (pq.read_table(args.data / f"{w}_records.parquet"), pq.read_table(args.data / f"{w}_labels.parquet"))
+        w: tuple(pq.read_table(world_file(args.data, w, args.seed, kind)) for kind in ("records", "labels"))
         for w in WORLDS
     }
     if args.febrl:
