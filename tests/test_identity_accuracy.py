@@ -98,12 +98,16 @@ def test_a_world_with_sources_lacking_birth_date_or_address_resolves(spark, proj
     with first-name and postcode typos and missing surnames.
 
     Issue #11's bar is cluster P >= 0.995 / R >= 0.98 and, for this multi-source case,
-    R >= 0.95 at P >= 0.99. Measured 2026-12-01 (s8/idhard, dev harness): cluster P 0.9964
-    R 0.9712, pairwise P 0.9839 R 0.9611 (s7/idacc3: cluster P 0.9965 R 0.9443, pairwise P
-    0.9832 R 0.9240). Most of the gain: a shop record and a third-party record sharing only a
-    name (p 0.8-0.95) join when each cluster is the other's only candidate and no source has
-    records in both (bench/RESULTS.md, s8/idhard). The asserts guard today's level with a
-    small margin."""
+    R >= 0.95 at P >= 0.99. Measured 2026-12-01 (s9/idswap, this test and the dev harness
+    bench/identity_hard_world.py agree): cluster P 0.9963 R 0.9833, pairwise P 0.9842 R 0.9787
+    (s8/idhard: cluster P 0.9964 R 0.9712, pairwise P 0.9839 R 0.9611; s7/idacc3: cluster R
+    0.9443). s8: a shop record and a third-party record sharing only a name (p 0.8-0.95) join
+    when each cluster is the other's only candidate and no source has records in both. s9:
+    names swapped with a typo or a nickname and first names starting alike are candidates
+    (blocking on one swapped part, on surname + first initial) and weigh by the name's rarity;
+    a short nickname with a typo ("tmi" / "timothy") is "nickname one typo" (bench/RESULTS.md).
+    The asserts hold issue #11's bar for the cluster figures, today's level with a small margin
+    for the pairwise ones."""
     from lakecdp.context import JobContext
     from lakecdp.identity.clustering import cluster_edges
     from lakecdp.identity.config import load_identity_config
@@ -149,5 +153,5 @@ def test_a_world_with_sources_lacking_birth_date_or_address_resolves(spark, proj
     clusters = cluster_edges(records.select("record_id", "source"), edges, config)
     report = evaluate(clusters, load_labels(spark, labels), examples=10)
     print(report.format())  # shown when the test fails
-    assert report.cluster_precision >= 0.995 and report.cluster_recall >= 0.96
-    assert report.pairwise_precision >= 0.98 and report.pairwise_recall >= 0.95
+    assert report.cluster_precision >= 0.995 and report.cluster_recall >= 0.98
+    assert report.pairwise_precision >= 0.98 and report.pairwise_recall >= 0.97

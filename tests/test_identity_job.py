@@ -38,14 +38,15 @@ IDENTITY_TABLES = (
 
 # (m, u) per non-null level, in the order of the configured comparisons' levels
 HAND_MODEL = {
-    # exact, swapped, swapped with a typo, nickname, first typo, last typo, both similar,
-    # sound alike, initial, nickname with a typo, first same / similar with last missing, last
-    # same / similar with first missing, same last other first, same first other last, similar
-    # first other last, else
+    # exact, swapped, swapped with a typo, swapped with a nickname, nickname, first typo, last
+    # typo, both similar, sound alike, initial, nickname with a typo, first same / similar with
+    # last missing, last same / similar with first missing, same last other first, same first
+    # other last, similar first other last, else
     "name": [
         (0.83, 0.0005),
         (0.02, 0.0001),
         (0.005, 0.0001),
+        (0.004, 0.0001),
         (0.05, 0.0005),
         (0.03, 0.001),
         (0.02, 0.001),
@@ -377,7 +378,8 @@ def test_a_pair_scores_the_same_whichever_record_is_new(spark, project):
     """Incremental runs score new records on the left, full runs the smaller id: every
     comparison must be symmetric. "Russell Dec" vs "Declan Russell" (from a 300k-person
     benchmark) was "swapped" one way only: Splink's ColumnsReversedLevel checks only
-    l.first = r.last unless told to be symmetrical."""
+    l.first = r.last unless told to be symmetrical. "Russell Dan" vs "Declan Russell" is a
+    swap of one part only ("dan" is no nickname of "declan")."""
     from lakecdp.identity.matching import ProbabilisticMatcher
 
     write_hand_model(project)
@@ -395,6 +397,10 @@ def test_a_pair_scores_the_same_whichever_record_is_new(spark, project):
         [person("crm:C2", "Russell", "Dec", date(1986, 3, 8), email="d@x.de", street="9 Elm St", postcode="CD2 2BB")],
         SILVER_SCHEMA,
     )
+    c = spark.createDataFrame(
+        [person("crm:C3", "Russell", "Dan", date(1986, 3, 8), email="d@x.de", street="9 Elm St", postcode="CD2 2BB")],
+        SILVER_SCHEMA,
+    )
 
     def scores(edges):
         return [(r["record_id_l"], r["record_id_r"], round(r["match_probability"], 12)) for r in edges.collect()]
@@ -402,7 +408,16 @@ def test_a_pair_scores_the_same_whichever_record_is_new(spark, project):
     full = scores(matcher.predict(a.unionByName(b)))
     assert scores(matcher.predict_incremental(a, b)) == full
     assert scores(matcher.predict_incremental(b, a)) == full
-    # a one-sided "swap" (russell = russell, dec != declan) is no swap: the name counts against.
+    # swapped with the given name as a nickname ("dec" of "declan"). Odds by hand: prior
+    # 0.001/0.999 x swapped nickname 0.004/0.0001 x same birth date 0.85/0.002 x same email
+    # 0.2/0.002 = 1,701.7 -> p = 0.99941, the same either way
+    assert [(left, right) for left, right, _ in full] == [("crm:C1", "crm:C2")]
+    assert full[0][2] == pytest.approx(0.99941, abs=1e-5)
+
+    full = scores(matcher.predict(a.unionByName(c)))
+    assert scores(matcher.predict_incremental(a, c)) == full
+    assert scores(matcher.predict_incremental(c, a)) == full
+    # a one-sided "swap" (russell = russell, dan != declan) is no swap: the name counts against.
     # Odds by hand: prior 0.001/0.999 x name else 0.02/0.9793 x same birth date 0.85/0.002 x
     # same email 0.2/0.002 = 0.869 -> p = 0.46, below the 0.95 threshold: no edge either way
     # (read as a swap, 0.02/0.0001 instead, it would be p = 0.9999 on one side only)

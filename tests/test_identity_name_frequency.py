@@ -95,11 +95,23 @@ SPECIAL = [
     rec(
         "crm:mark", "Mark", "Berg", phone="+447700900777", dob=date(1962, 12, 31), street="7 Elm Rd", postcode="LS3 3CC"
     ),
+    # one person, the partner has the name swapped and the shop mistyped the first name: no
+    # part equal in the same place, so only a rule on one swapped part makes them a pair
+    rec("shop:cathernie", "Cathernie", "Scholz", email="cs@mail.net", street="3 North St", postcode="CB1 0JL"),
+    rec("tp:scholz", "Scholz", "Catherine", dob=date(1964, 11, 19)),
+    # the same shape under the commonest name of the set: two people, nothing but a name
+    rec("shop:jhon", "Jhon", "Smith", email="jhs@mail.net", street="8 Kirk Gate", postcode="LS2 2BC"),
+    rec("tp:smith", "Smith", "John", dob=date(1977, 4, 4)),
+    # one person, both name parts mistyped on one side (one letter each)
+    rec("shop:ysolde", "Ysolde", "Penhaligon", email="yp@mail.net", street="6 Quay St", postcode="TR1 2HE"),
+    rec("tp:ysolda", "Ysolda", "Penhaligan", dob=date(1948, 8, 30)),
+    # the same under the commonest name: a stranger to tp:john (John Smith)
+    rec("shop:jonh", "Jonh", "Smiht", email="jns@mail.net", street="1 Kirk Gate", postcode="LS2 2BD"),
 ]
 BACKGROUND = (
     [rec(f"crm:j{i}", "John", letters(i)) for i in range(38)]
-    + [rec(f"crm:s{i}", letters(100 + i), "Smith") for i in range(38)]
-    + [rec(f"crm:x{i}", letters(200 + i), letters(400 + i)) for i in range(116)]
+    + [rec(f"crm:s{i}", letters(100 + i), "Smith") for i in range(37)]
+    + [rec(f"crm:x{i}", letters(200 + i), letters(400 + i)) for i in range(110)]
 )
 RECORDS = SPECIAL + BACKGROUND
 
@@ -120,6 +132,8 @@ def hand_model(config, model_dir: Path) -> None:
         # with term frequencies the level's own u cancels out: the weight is m / frequency
         ("name", "first and last name exact"): (0.9, 0.01),
         ("name", "nickname, same last name"): (0.05, 0.0005),
+        ("name", "first and last name swapped, one typo / similar"): (0.02, 0.0002),
+        ("name", "similar first and last name"): (0.01, 0.0001),
         ("name", "same last name, other first name"): (0.02, 0.004),
         ("date_of_birth", "All other comparisons"): (0.05, 0.95),
         ("address_contact", "same address and contact"): (0.6, 0.0005),
@@ -138,8 +152,31 @@ def hand_model(config, model_dir: Path) -> None:
     # the shares training measures on RECORDS (200 records), counted by hand; any other name
     # is on one record (the floor, 1/200)
     shares = {
-        "first": {"ottilie": 2 / 200, "john": 40 / 200, "bill": 1 / 200, "william": 1 / 200},
-        "last": {"quarmby": 2 / 200, "smith": 40 / 200, "tolputt": 2 / 200, "berg": 2 / 200},
+        "first": {
+            "ottilie": 2 / 200,
+            "john": 40 / 200,
+            "bill": 1 / 200,
+            "william": 1 / 200,
+            "cathernie": 1 / 200,
+            "scholz": 1 / 200,
+            "jhon": 1 / 200,
+            "smith": 1 / 200,
+            "ysolde": 1 / 200,
+            "ysolda": 1 / 200,
+            "jonh": 1 / 200,
+        },
+        "last": {
+            "quarmby": 2 / 200,
+            "smith": 40 / 200,
+            "tolputt": 2 / 200,
+            "berg": 2 / 200,
+            "scholz": 1 / 200,
+            "catherine": 1 / 200,
+            "john": 1 / 200,
+            "penhaligon": 1 / 200,
+            "penhaligan": 1 / 200,
+            "smiht": 1 / 200,
+        },
         "first_floor": 1 / 200,
         "last_floor": 1 / 200,
     }
@@ -221,6 +258,48 @@ def test_a_nickname_of_a_rare_name_weighs_by_its_rarity(config, scored):
     p = probability[("shop:bill", "tp:william")]
     assert p == pytest.approx(0.9804, abs=5e-4)
     assert p >= config.model.match_threshold
+
+
+def test_a_rare_name_swapped_with_a_typo_links_on_the_name_alone(config, scored):
+    _, _, probability = scored
+    # a candidate only through the rule on one swapped part (first_name_as_last_name /
+    # last_name_as_first_name: "scholz" = "scholz"). Either record's name in either order is
+    # 1/200 x 1/200 = 2.5e-5: the swapped-with-a-typo level's own factor 0.02 / 0.0002 = 100
+    # is moved by 0.01 / 2.5e-5 = 400: factor 40,000, posterior odds 100.25 -> p 0.9901
+    # (without the name's rarity: factor 100 -> p 0.2004)
+    p = probability[("shop:cathernie", "tp:scholz")]
+    assert p == pytest.approx(0.9901, abs=5e-4)
+    assert p >= config.model.match_threshold
+
+
+def test_a_common_name_swapped_with_a_typo_does_not_link(config, scored):
+    _, _, probability = scored
+    # "smith john" read in either order is as common as "john smith": 40/200 x 40/200 = 0.04
+    # (larger than "jhon smith": 1/200 x 40/200 = 0.001). Factor 100 x 0.01 / 0.04 = 25,
+    # posterior odds 0.0627 -> p 0.0590. Had "smith john" counted as a first name "smith" (one
+    # record) and a last name "john" (one record), 1/200 x 1/200, the larger frequency would
+    # be the mistyped 0.001: factor 1,000 -> p 0.7148
+    p = probability[("shop:jhon", "tp:smith")]
+    assert p == pytest.approx(0.0590, abs=5e-4)
+
+
+def test_a_rare_name_with_a_typo_in_both_parts_links_on_the_name_alone(config, scored):
+    _, _, probability = scored
+    # "ysolde penhaligon" / "ysolda penhaligan" (a candidate by the sound of both parts):
+    # either spelling 1/200 x 1/200 = 2.5e-5; the level "similar first and last name" 0.01 /
+    # 0.0001 = 100 is moved by 0.01 / 2.5e-5 = 400: factor 40,000 -> p 0.9901 (without the
+    # name's rarity: factor 100 -> p 0.2004)
+    p = probability[("shop:ysolde", "tp:ysolda")]
+    assert p == pytest.approx(0.9901, abs=5e-4)
+    assert p >= config.model.match_threshold
+
+
+def test_a_common_name_with_a_typo_in_both_parts_does_not_link(config, scored):
+    _, _, probability = scored
+    # "jonh smiht" / "john smith": the larger frequency is the correct spelling's 0.04:
+    # factor 100 x 0.01 / 0.04 = 25 -> p 0.0590
+    p = probability[("shop:jonh", "tp:john")]
+    assert p == pytest.approx(0.0590, abs=5e-4)
 
 
 def test_a_household_stays_apart(config, scored):

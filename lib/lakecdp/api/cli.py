@@ -38,7 +38,7 @@ def _pickup(args: argparse.Namespace) -> int:
     if project.environment.engine == "embedded" and not project.environment.storage.catalog:
         # the embedded pickup needs no JVM (a source it cannot write opens a session itself)
         while True:
-            ctx = JobContext.create(project, None)  # type: ignore[arg-type]
+            ctx = JobContext.create(project, None)
             logger.info("api pickup %s: %s", ctx.run_id, run(ctx))
             if args.every is None:
                 return 0

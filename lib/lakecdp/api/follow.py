@@ -85,7 +85,7 @@ def follow(
             time.sleep(interval)
             continue
         seen = sizes
-        ctx = JobContext.create(project, None)  # type: ignore[arg-type]  # no Spark session on this engine
+        ctx = JobContext.create(project, None)  # no Spark session on this engine
         counts = pickup(ctx, directory, engine="embedded")
         totals["passes"] += 1
         totals["rows_loaded"] += counts["rows_loaded"]

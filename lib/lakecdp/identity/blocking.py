@@ -8,18 +8,21 @@ from typing import TYPE_CHECKING
 from pyspark.sql import functions as F
 
 from lakecdp.identity.config import IdentityConfig
+from lakecdp.identity.named_rules import SPECIAL_RULES, rule_columns, special_rule, special_rule_sql
 from lakecdp.identity.prepare import is_arrow
 
 if TYPE_CHECKING:
     from lakecdp.identity.prepare import Prepared
+
+__all__ = ["SPECIAL_RULES", "blocking_rule_sql", "blocking_rules_sql", "populated_rules", "rule_label", "special_rule"]
 
 logger = logging.getLogger(__name__)
 
 
 def blocking_rule_sql(columns: list[str]) -> str:
     """A blocking rule as SQL over ``l``/``r``; columns come from validated config only."""
-    if columns == ["swapped_names"]:
-        return "l.first_name = r.last_name and l.last_name = r.first_name"
+    if special_rule(columns):
+        return special_rule_sql(columns)
     return " and ".join(f"l.{c} = r.{c}" for c in columns)
 
 
@@ -51,4 +54,4 @@ def populated_rules(config: IdentityConfig, prepared: Prepared) -> list[list[str
 
 
 def _rule_columns(rule: list[str]) -> list[str]:
-    return ["first_name", "last_name"] if rule == ["swapped_names"] else list(rule)
+    return rule_columns(rule)

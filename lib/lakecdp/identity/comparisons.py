@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lakecdp.identity.blocking import blocking_rule_sql
+from lakecdp.identity.blocking import blocking_rule_sql, special_rule
 from lakecdp.identity.config import ComparisonSpec, IdentityConfig
 
 if TYPE_CHECKING:
@@ -52,20 +52,37 @@ def _similar_reversed(first: str, last: str) -> ComparisonLevelCreator:
 
 def _nickname_typo(backend: str) -> ComparisonLevelCreator:
     """Either first name one typo (or transposition) away from a name of the other's
-    nickname family, both names at least four letters ("dannny" / "daniel" via "danny",
-    "eimly" / "em" via "emily"). Symmetrical; short names ("jo" / "joe") never qualify."""
+    nickname family ("dannny" / "daniel" via "danny", "eimly" / "em" via "emily", "tmi" /
+    "timothy" via "tim", "moo" / "mohammed" via "mo"). The mistyped name has at least three
+    letters and is no name the nickname list knows: "tom" is not "tim" mistyped. Symmetrical."""
     import splink.comparison_level_library as cll
 
-    def one_way(name: str, family: str) -> str:
-        test = f"length({name}) >= 4 and length(x) >= 4 and damerau_levenshtein({name}, x) <= 1"
+    def one_way(side: str, other: str) -> str:
+        name, family, known = f"first_name_{side}", f"first_name_family_{other}", f"first_name_known_{side}"
+        test = f"length(x) >= 2 and damerau_levenshtein({name}, x) <= 1"
         if backend == "spark":
-            return f"exists({family}, x -> {test})"
-        return f"len(list_filter({family}, lambda x: {test})) > 0"
+            found = f"exists({family}, x -> {test})"
+        else:
+            found = f"len(list_filter({family}, lambda x: {test})) > 0"
+        return f"not {known} and length({name}) >= 3 and {found}"
 
-    return cll.CustomLevel(
-        f"({one_way('first_name_l', 'first_name_family_r')}) or ({one_way('first_name_r', 'first_name_family_l')})",
-        base_dialect_str=backend,
-    )
+    return cll.CustomLevel(f"({one_way('l', 'r')}) or ({one_way('r', 'l')})", base_dialect_str=backend)
+
+
+def _swapped_nickname(backend: str) -> ComparisonLevelCreator:
+    """One record has the names swapped and the given name as a nickname of the other's
+    ("oconnor ted" / "theodore oconnor"): its first name is the other's last name and its
+    last name is in the other's nickname family. Symmetrical."""
+    import splink.comparison_level_library as cll
+
+    contains = "array_contains" if backend == "spark" else "list_contains"
+
+    def one_way(swapped: str, other: str) -> str:
+        return (
+            f"first_name_{swapped} = last_name_{other} and {contains}(first_name_family_{other}, last_name_{swapped})"
+        )
+
+    return cll.CustomLevel(f"({one_way('l', 'r')}) or ({one_way('r', 'l')})", base_dialect_str=backend)
 
 
 def _name_comparison(spec: ComparisonSpec, backend: str) -> ComparisonCreator:
@@ -92,8 +109,9 @@ def _name_comparison(spec: ComparisonSpec, backend: str) -> ComparisonCreator:
         weighs by how rare it is too: by the more common of the two records' full names (the
         larger frequency ``f``; Splink adds ``log2(u_exact / f)`` to the level's weight, u_exact
         being the exact level's average). A part mistyped is rare by accident, so the other
-        record's spelling decides. The weaker levels (both parts similar, sound alike,
-        initials) stay as trained: too far from one name to borrow its frequency."""
+        record's spelling decides, also with both parts one typo / similar ("doanld patl" /
+        "donald patel"). The weaker levels (sound alike, initials) stay as trained: too far
+        from one name to borrow its frequency."""
         if not spec.term_frequency:
             return level
         return level.configure(tf_adjustment_column="full_name", tf_adjustment_weight=1.0)
@@ -122,9 +140,12 @@ def _name_comparison(spec: ComparisonSpec, backend: str) -> ComparisonCreator:
                     label_for_charts="first and last name swapped"
                 )
             ),
-            _similar_reversed("first_name", "last_name").configure(
-                label_for_charts="first and last name swapped, one typo / similar"
+            rarer(
+                _similar_reversed("first_name", "last_name").configure(
+                    label_for_charts="first and last name swapped, one typo / similar"
+                )
             ),
+            rarer(_swapped_nickname(backend).configure(label_for_charts="first and last name swapped, nickname")),
             rarer(cll.And(first_same, last_same).configure(label_for_charts="nickname, same last name")),
             rarer(
                 cll.And(not_two_names, _similar("first_name", t), last_same).configure(
@@ -136,8 +157,10 @@ def _name_comparison(spec: ComparisonSpec, backend: str) -> ComparisonCreator:
                     label_for_charts="same first name, last name one typo / similar"
                 )
             ),
-            cll.And(not_two_names, _similar("first_name", t), _similar("last_name", t)).configure(
-                label_for_charts="similar first and last name"
+            rarer(
+                cll.And(not_two_names, _similar("first_name", t), _similar("last_name", t)).configure(
+                    label_for_charts="similar first and last name"
+                )
             ),
             cll.And(
                 not_two_names, cll.ExactMatchLevel("first_name_soundex"), cll.ExactMatchLevel("last_name_soundex")
@@ -360,7 +383,7 @@ def settings_creator(config: IdentityConfig, backend: str, *, rules: list[list[s
 
     model = config.model
     prediction_rules: list[str | BlockingRuleCreator] = [
-        blocking_rule_sql(r) if r == ["swapped_names"] else block_on(*r)
+        blocking_rule_sql(r) if special_rule(r) else block_on(*r)
         for r in (model.blocking_rules if rules is None else rules)
     ]
     return SettingsCreator(

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from lakecdp.config import StrictModel, load_model
+from lakecdp.identity.named_rules import SPECIAL_RULES, special_rule
 from lakecdp.identity.stable_ids import StableIdSettings
 from lakecdp.identity.survivorship import SurvivorshipRules
 
@@ -110,7 +111,8 @@ class ComparisonSpec(StrictModel):
 
     Kinds (each is ONE comparison, so correlated evidence is counted once):
 
-    - ``name``: first + last name: exact, swapped (also with one typo), nickname, one typo or
+    - ``name``: first + last name: exact, swapped (also with one typo, or with the given name
+      as a nickname of the other's), nickname, one typo or
       similar first / last / both, sound alike, initial, one name missing with the other
       agreeing, same last other first, same first other last, similar first other last, else.
     - ``date_of_birth``: ``yyyyMMdd`` text: exact, one typo, day/month swapped, same year and
@@ -179,7 +181,8 @@ class TrainingSettings(StrictModel):
 class ModelSettings(StrictModel):
     comparisons: list[ComparisonSpec] = Field(default_factory=_default_comparisons)
     # candidate pairs for prediction: the union of these rules (columns equal on both sides);
-    # the special rule ["swapped_names"] pairs first/last names swapped across records
+    # or one named rule alone (lakecdp.identity.named_rules.SPECIAL_RULES): ["swapped_names"]
+    # pairs first/last names swapped across records
     blocking_rules: list[BlockingRule] = Field(
         default_factory=lambda: [
             ["email"],
@@ -189,6 +192,9 @@ class ModelSettings(StrictModel):
             ["dob", "postcode"],
             ["dob", "first_name_canonical"],
             ["swapped_names"],
+            ["first_name_as_last_name"],
+            ["last_name_as_first_name"],
+            ["last_name_first_initial"],
             ["first_name_soundex", "last_name_soundex"],
             ["dob", "first_name_soundex"],
             ["dob", "last_name_soundex"],
@@ -226,13 +232,14 @@ class ModelSettings(StrictModel):
         for rule in rules:
             if not rule:
                 raise ValueError("a blocking rule needs at least one column")
-            if rule == ["swapped_names"]:
+            if special_rule(rule):
                 continue
             unknown = sorted(set(rule) - MATCH_COLUMNS)
             if unknown:
                 raise ValueError(
                     f"blocking rule {rule} names unknown columns {unknown}; "
-                    f"known: {sorted(MATCH_COLUMNS)} or ['swapped_names']"
+                    f"known: {sorted(MATCH_COLUMNS)}, or one named rule alone: "
+                    f"{[[name] for name in SPECIAL_RULES]}"
                 )
         return self
 

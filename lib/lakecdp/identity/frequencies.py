@@ -64,7 +64,8 @@ def name_shares(linker: Linker, registered: SplinkDataFrame) -> dict[str, Any]:
 
 def name_frequencies(full_names: Iterable[tuple[str, str, str]], shares: dict[str, Any]) -> dict[str, list[Any]]:
     """Per full name, how often a record of ANOTHER person bears it (``tf_full_name``): the
-    share of records with its first name times the share with its last name.
+    share of records with its first name times the share with its last name, read in either
+    order, the larger (a record "scholz catherine" is as common as "catherine scholz").
 
     Splink's own term frequency of a value is its share of the records; on a full name that
     is mostly one person's own duplicates: a name held by one person with two records looks
@@ -82,12 +83,23 @@ def name_frequencies(full_names: Iterable[tuple[str, str, str]], shares: dict[st
     Example: 1,935 records, "gill" on 4 and "öztürk" on 2: 4/1935 x 2/1935 = 2.1e-6
     (a name seen on 2 records by Splink's own measure: 1.0e-3).
     """
-    first, last = shares["first"], shares["last"]
     frequency: dict[str, float] = {}
     for full_name, first_name, last_name in full_names:
-        value = first.get(first_name, shares["first_floor"]) * last.get(last_name, shares["last_floor"])
+        value = _either_order(first_name, last_name, shares)
         frequency[full_name] = max(frequency.get(full_name, 0.0), value)
     return {"full_name": list(frequency), "tf_full_name": list(frequency.values())}
+
+
+def _either_order(first_name: str, last_name: str, shares: dict[str, Any]) -> float:
+    """How often a stranger bears the name in either order: a record with the name swapped
+    ("scholz catherine") is as common as "catherine scholz", not as rare as a first name
+    "scholz" makes it, and the swapped levels weigh by the larger of the two records'
+    frequencies."""
+    first, last = shares["first"], shares["last"]
+    first_floor, last_floor = shares["first_floor"], shares["last_floor"]
+    as_written = first.get(first_name, first_floor) * last.get(last_name, last_floor)
+    swapped = first.get(last_name, first_floor) * last.get(first_name, last_floor)
+    return float(max(as_written, swapped))
 
 
 def register_term_frequencies(
