@@ -16,7 +16,7 @@ import pytest
 from lakecdp.config import ConfigError
 from lakecdp.identity.config import ModelSettings, load_identity_config
 from lakecdp.identity.local import LocalRecords
-from lakecdp.identity.matching import blocking_rule_sql, populated_rules
+from lakecdp.identity.blocking import blocking_rule_sql, populated_rules
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,9 @@ import pytest
 
 from lakecdp.identity.config import load_identity_config
 from lakecdp.identity.local import LocalRecords
-from lakecdp.identity.matching import ProbabilisticMatcher, model_fingerprint, settings_creator
+from lakecdp.identity.comparisons import settings_creator
+from lakecdp.identity.matching import ProbabilisticMatcher
+from lakecdp.identity.model_store import model_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
