@@ -1,4 +1,5 @@
-"""``lakecdp step segments`` and ``lakecdp step activation`` on the embedded engine start no JVM.
+"""``lakecdp step segments``, ``lakecdp step activation`` and ``lakecdp identity`` (duckdb backend) on
+the embedded engine start no JVM.
 
 Each command runs in a process that cannot start one (JAVA_HOME and the jar folder point
 nowhere, no ``java`` on PATH): the steps, their record in ``ops.runs`` and its lineage all go
@@ -128,3 +129,61 @@ def test_segments_and_activation_steps_run_without_a_jvm(tmp_path):
     ]
     assert dict(runs[0]["counts"])["entered"] == 1
     assert dict(runs[1]["counts"])["delivered"] == 1
+
+
+FIRST = "ada bruno chidi dana emil farah goran hana ivo jana kofi lena mateo nina omar".split()
+LAST = ["lovelace", "silva", "okafor", "novak", "berg", "haddad", "petrov", "sato", "kovac", "horak"]
+
+
+def _write_records(warehouse: Path) -> dict[str, str]:
+    """30 people, each with a CRM and a shop record sharing an email (and nothing shared across
+    people): record id -> the person it belongs to."""
+    rows, person_of = [], {}
+    for n in range(30):
+        first, last = FIRST[n % len(FIRST)], LAST[n % len(LAST)]
+        email = f"{first}.{last}.{n}@example.com"
+        for source in ("crm", "shop"):
+            record_id = f"{source}:{n}"
+            person_of[record_id] = f"p{n}"
+            rows.append(
+                {
+                    "record_id": record_id,
+                    "source": source,
+                    "source_record_id": str(n),
+                    "first_name": first,
+                    "last_name": last,
+                    "email": email,
+                    "date_of_birth": datetime(1950 + n, 1 + n % 12, 1 + n % 28).date(),
+                    "postcode": f"{10000 + n * 7}",
+                    "country": "DE",
+                    "device_ids": [],
+                    "warnings": [],
+                    "updated_at": AS_OF,
+                    "ingested_at": AS_OF,
+                }
+            )
+    schema = arrow_schema(catalog.CUSTOMER_RECORDS.ddl)
+    write_deltalake(str(warehouse / "silver" / "customer_records"), pa.Table.from_pylist(rows, schema=schema))
+    return person_of
+
+
+def test_identity_on_the_embedded_engine_runs_without_a_jvm(tmp_path):
+    conf = _conf(tmp_path)
+    (conf / "identity.yaml").write_text((ROOT / "conf" / "identity.yaml").read_text())
+    (conf / "sources").mkdir()
+    for source in (ROOT / "conf" / "sources").glob("*.yaml"):
+        (conf / "sources" / source.name).write_text(source.read_text())
+    warehouse = tmp_path / "warehouse"
+    person_of = _write_records(warehouse)
+
+    run = _lakecdp(conf, "identity", "--retrain", cwd=tmp_path)
+    assert "starting the Spark session" not in run.stderr
+    id_map = DeltaTable(str(warehouse / "identity" / "id_map")).to_pyarrow_table().to_pylist()
+    customer_of = {r["record_id"]: r["customer_id"] for r in id_map}
+    assert set(customer_of) == set(person_of)
+    # the two records of a person share one id; no two people share one
+    by_person: dict[str, set[str]] = {}
+    for record_id, person in person_of.items():
+        by_person.setdefault(person, set()).add(customer_of[record_id])
+    assert all(len(ids) == 1 for ids in by_person.values())
+    assert len({next(iter(ids)) for ids in by_person.values()}) == 30

@@ -27,7 +27,8 @@ class Backend:
 
     name: str
 
-    def __init__(self, spark: SparkSession, break_lineage: str | None = None) -> None:
+    def __init__(self, spark: SparkSession | None, break_lineage: str | None = None) -> None:
+        # None on the machine path (records and results stay Arrow): no JVM is started
         self.spark = spark
         self.break_lineage = break_lineage
         self.db_api = self._make_api()
@@ -35,6 +36,12 @@ class Backend:
         # same SparkSession must not reuse the first run's table names
         self._token = uuid.uuid4().hex[:12]
         self._counter = 0
+
+    def session(self) -> SparkSession:
+        """The Spark session results go back to; an error on a backend made without one."""
+        if self.spark is None:
+            raise RuntimeError(f"the {self.name} identity backend was made without a Spark session")
+        return self.spark
 
     def _make_api(self) -> DatabaseAPISubClass:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -95,8 +102,8 @@ class _DuckDBBackend(Backend):
         # DuckDB -> Arrow -> Spark: no pandas copy in between
         table = splink_df.as_duckdbpyrelation().select(*columns).to_arrow_table()
         if table.num_rows == 0:
-            return self.spark.createDataFrame([], schema)
-        return self.spark.createDataFrame(table.cast(_arrow_schema(schema, columns)), schema)
+            return self.session().createDataFrame([], schema)
+        return self.session().createDataFrame(table.cast(_arrow_schema(schema, columns)), schema)
 
 
 class _SparkBackend(Backend):
@@ -107,7 +114,7 @@ class _SparkBackend(Backend):
 
         # the session already carries Splink's similarity UDF jar and a checkpoint dir
         # Splink's SparkAPI.__init__ carries no annotations
-        return SparkAPI(spark_session=self.spark, break_lineage_method=self.break_lineage)  # type: ignore[no-untyped-call]
+        return SparkAPI(spark_session=self.session(), break_lineage_method=self.break_lineage)  # type: ignore[no-untyped-call]
 
     def register(self, prepared: Prepared, label: str) -> SplinkDataFrame:
         return self.db_api.register(prepared.select(*PREPARED_COLUMNS), table_name=self.table_name(label))
@@ -130,7 +137,7 @@ def _schema_pairs(schema: str, columns: list[str]) -> list[tuple[str, str]]:
     return [(c, types[c]) for c in columns]
 
 
-def backend_for(config: IdentityConfig, spark: SparkSession) -> Backend:
+def backend_for(config: IdentityConfig, spark: SparkSession | None) -> Backend:
     if config.backend == "duckdb":
         return _DuckDBBackend(spark)
     return _SparkBackend(spark, config.spark_break_lineage)

@@ -727,7 +727,7 @@ def _run_on_machine(
     if timings is not None:
         timings["inputs"] = time.perf_counter() - started
 
-    matcher = ProbabilisticMatcher(config, spark=ctx.spark, model_dir=ctx.project.path(config.models_dir))
+    matcher = ProbabilisticMatcher(config, spark=None, model_dir=ctx.project.path(config.models_dir))
     matcher.run_id = run_id
     with _stage("prepare", timings):
         on_machine = LocalRecords(records, config)

@@ -80,7 +80,7 @@ class ProbabilisticMatcher:
         >>> edges = matcher.predict(records)  # trains model_v1 first if none exists
     """
 
-    def __init__(self, config: IdentityConfig, *, spark: SparkSession, model_dir: Path | str) -> None:
+    def __init__(self, config: IdentityConfig, *, spark: SparkSession | None, model_dir: Path | str) -> None:
         self.config = config
         self.spark = spark
         self.model_dir = Path(model_dir)
