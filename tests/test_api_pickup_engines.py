@@ -340,3 +340,21 @@ def test_the_embedded_pickup_adds_the_log_position_to_a_bronze_table_the_batch_i
     (tmp_path / "warehouse" / "ops" / "api_intake").rename(tmp_path / "ledger-lost")
     assert pickup_embedded(tmp_path)["rows_loaded"] == 0
     assert len(rows(tmp_path, "bronze/web_events")) == 3
+
+
+def test_mappings_run_on_a_locked_connection_holding_only_the_rows():
+    """A source mapping is config text: on the embedded engine it runs where no file, network or
+    extension can be reached and no setting changed (what the mapping itself sees, read back)."""
+    import pyarrow as pa
+
+    from lakecdp import catalog
+    from lakecdp.api.embedded_pickup import map_rows
+
+    typed = pa.table({"_row": pa.array([0], pa.int64()), "event_id": ["e1"]})
+    mapping = {
+        "event_id": "event_id",
+        "email": "current_setting('enable_external_access')",
+        "device_id": "current_setting('lock_configuration')",
+    }
+    (row,) = map_rows(typed, mapping, catalog.EVENTS.ddl, as_of=datetime(2026, 11, 1, tzinfo=timezone.utc)).to_pylist()
+    assert (row["event_id"], row["email"], row["device_id"]) == ("e1", "false", "true")

@@ -357,8 +357,20 @@ def _mapped_sql(expression: str, spark_type: str, as_of: datetime) -> str:
     return condition_to_duckdb(f"CAST(({expression}) AS {spark_type})", as_of=as_of)
 
 
+def _locked_connection(rows: pa.Table) -> duckdb.DuckDBPyConnection:
+    """A connection holding only ``rows`` as ``_typed_rows``, locked before any mapping runs: no
+    file, network or extension access and no setting changes (mappings are config text), as the
+    segment engine's connection (:func:`lakecdp.segments.embedded.locked_connection`)."""
+    con = _connection()
+    con.execute("CREATE TABLE _typed_rows AS SELECT * FROM rows")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
 def map_rows(
-    con: duckdb.DuckDBPyConnection,
     typed: pa.Table,
     mapping: dict[str, str],
     target_ddl: str,
@@ -370,16 +382,16 @@ def map_rows(
     columns the mapping does not name are null. ``_row`` (the input position) is kept."""
     from lakecdp.catalog import ddl_fields
 
-    con.register("_typed_rows", typed)
     select = ['"_row"']
     for name, type_text, _ in ddl_fields(target_ddl):
         if name in mapping:
             select.append(f'{_mapped_sql(mapping[name], type_text, as_of)} AS "{name}"')
     condition = f" WHERE {condition_to_duckdb(where, as_of=as_of)}" if where else ""
+    con = _locked_connection(typed)
     try:
         return con.sql(f'SELECT {", ".join(select)} FROM _typed_rows{condition} ORDER BY "_row"').to_arrow_table()
     finally:
-        con.unregister("_typed_rows")
+        con.close()
 
 
 # -- the chunk -----------------------------------------------------------------------------------
@@ -517,7 +529,7 @@ def write_chunk(
         typed = _typed_table(
             [typed_row(checked[i], reads[i] or {}, source) for i in valid_positions], valid_positions, source
         )
-        mapped = map_rows(con, typed, source.mapping, catalog.EVENTS.ddl, as_of=ctx.as_of)
+        mapped = map_rows(typed, source.mapping, catalog.EVENTS.ddl, as_of=ctx.as_of)
         # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
         # rejected rows are mapped from their fields as read, typed where they parse
         rejected_positions = [i for i, r in enumerate(checked) if not r.valid and isinstance(r.event, dict)]
@@ -528,7 +540,7 @@ def write_chunk(
             ctx,
             store,
             source,
-            map_rows(con, rejected_typed, _identifier_mapping(source), catalog.EVENTS.ddl, as_of=ctx.as_of),
+            map_rows(rejected_typed, _identifier_mapping(source), catalog.EVENTS.ddl, as_of=ctx.as_of),
         )
 
         kept = [i for i in range(len(checked)) if i not in erased]
@@ -613,7 +625,6 @@ def write_chunk(
                 )
         if source.also and accepted:
             _write_records(
-                con,
                 store,
                 typed.filter(pa.compute.is_in(typed["_row"], pa.array(accepted, pa.int64()))),
                 checked,
@@ -733,7 +744,6 @@ def _write_events(
 
 
 def _write_records(
-    con: duckdb.DuckDBPyConnection,
     store: DeltaStore,
     typed: pa.Table,
     checked: list[CheckedRow],
@@ -750,7 +760,7 @@ def _write_records(
     schema = _arrow_schema(catalog.CUSTOMER_RECORDS.ddl)
     for extra in source.also:
         label = extra.record_source or source.name
-        mapped = map_rows(con, typed, extra.mapping, catalog.CUSTOMER_RECORDS.ddl, as_of=as_of, where=extra.filter)
+        mapped = map_rows(typed, extra.mapping, catalog.CUSTOMER_RECORDS.ddl, as_of=as_of, where=extra.filter)
         latest: dict[str, dict[str, Any]] = {}
         for row in mapped.to_pylist():
             record_id = row.get("source_record_id")
