@@ -303,6 +303,8 @@ def test_embedded_engine_gives_the_hand_written_rows():
     assert unmatched == EXPECTED_UNMATCHED
 
 
+# slow tier: a Spark run of ~30-120 s on 2 loaded cores; the full suite (CI) runs it
+@pytest.mark.slow
 def test_spark_engine_gives_the_same_hand_written_rows(spark):
     from lakecdp.features.compute import prepare_activity, features_from_activity
 

@@ -374,6 +374,8 @@ def test_missing_silver_and_impossible_incremental_are_clear_errors(spark, proje
         run_identity(ctx, mode="incremental")
 
 
+# slow tier: a Spark run of ~30-120 s on 2 loaded cores; the full suite (CI) runs it
+@pytest.mark.slow
 def test_a_pair_scores_the_same_whichever_record_is_new(spark, project):
     """Incremental runs score new records on the left, full runs the smaller id: every
     comparison must be symmetric. "Russell Dec" vs "Declan Russell" (from a 300k-person

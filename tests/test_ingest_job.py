@@ -229,6 +229,8 @@ def test_kill_and_restart_then_late_duplicate(spark, project):
     ]
 
 
+# slow tier: a Spark run of ~30-120 s on 2 loaded cores; the full suite (CI) runs it
+@pytest.mark.slow
 def test_schema_drift_rescue_evolve_and_missing_required_column(spark, project, tmp_path):
     _write(
         project,

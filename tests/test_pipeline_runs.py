@@ -86,6 +86,8 @@ class Flaky:
         return {"sent": 2}
 
 
+# slow tier: a Spark run of ~30-120 s on 2 loaded cores; the full suite (CI) runs it
+@pytest.mark.slow
 @pytest.mark.parametrize("first,second", [("embedded", "spark"), ("spark", "embedded")])
 def test_ops_runs_holds_the_same_rows_whichever_engine_writes_and_continues_it(spark, project, tmp_path, first, second):
     conf = tmp_path / "conf"

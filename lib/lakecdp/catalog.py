@@ -575,6 +575,15 @@ API_INTAKE = Table(
     (),
     "lakecdp.api.pickup",
 )
+KAFKA_INTAKE = Table(
+    "ops.kafka_intake",
+    (
+        "topic string, partition int, start_offset bigint, end_offset bigint, status string, events bigint, "
+        "run_id string, at timestamp"
+    ),
+    (),
+    "lakecdp.api.kafka_follow",
+)
 ALERTS = Table(
     "ops.alerts",
     # written with deltalake (no Spark): the arrow table in lakecdp.alerts._record
@@ -615,6 +624,7 @@ TABLES: tuple[Table, ...] = (
     INGEST_FILES,
     ERASURES,
     API_INTAKE,
+    KAFKA_INTAKE,
     ALERTS,
 )
 _BY_NAME = {t.name: t for t in TABLES}

@@ -1,4 +1,4 @@
-"""``lakecdp serve | api-pickup | api-key | api-openapi``."""
+"""``lakecdp serve | api-pickup | kafka-follow | api-key | api-openapi``."""
 
 from __future__ import annotations
 
@@ -52,6 +52,19 @@ def _pickup(args: argparse.Namespace) -> int:
         time.sleep(args.every)
 
 
+def _kafka_follow(args: argparse.Namespace) -> int:
+    from lakecdp.api.follow import follow
+    from lakecdp.config import load_project
+
+    project = load_project(args.conf, env=args.env)
+    try:
+        totals = follow(project, interval=args.interval, kafka=True, intake_log=args.intake_log, once=args.once)
+        logger.info("kafka-follow: %s", totals)
+    except KeyboardInterrupt:
+        logger.info("kafka-follow: stopped")
+    return 0
+
+
 def _key(args: argparse.Namespace) -> int:
     from lakecdp.api.config import new_key
 
@@ -91,6 +104,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--interval", type=float, default=0.2, metavar="SECONDS", help="--follow: how often to look at the log"
     )
     parser.set_defaults(handler=_pickup)
+    parser = subparsers.add_parser(
+        "kafka-follow",
+        help="embedded engine: read the Kafka topics of conf/streaming.yaml into silver exactly once and re-evaluate "
+        "the event segments of their customers (Kafka event -> segment change in seconds, no JVM)",
+    )
+    parser.add_argument(
+        "--interval", type=float, default=0.2, metavar="SECONDS", help="longest wait for a message per pass"
+    )
+    parser.add_argument("--once", action="store_true", help="process what the topics hold, then stop")
+    parser.add_argument("--intake-log", action="store_true", help="also follow the HTTP intake log in the same loop")
+    parser.set_defaults(handler=_kafka_follow)
     parser = subparsers.add_parser("api-key", help="print a new API key and the sha256 to configure")
     parser.set_defaults(handler=_key)
     parser = subparsers.add_parser("api-openapi", help="print the OpenAPI document (docs/openapi.json)")
