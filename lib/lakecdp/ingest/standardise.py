@@ -19,6 +19,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakecdp.ingest.cleaners import COUNTRY_ALIASES
 from lakecdp.ingest.schemas import SILVER_SCHEMAS
 from lakecdp.ingest.sources import DEFAULT_JUNK_VALUES, ExtraTarget, SourceConfig
 from lakecdp.ingest.validate import null_like_key, valid_email
@@ -28,82 +29,6 @@ if TYPE_CHECKING:
 
 #: control (Cc), format (Cf: zero-width space/joiners, BOM, bidi marks) characters
 _INVISIBLE = r"[\p{Cc}\p{Cf}]"
-
-#: free-text country names and aliases -> ISO 3166-1 alpha-2 (lower-case keys, dots removed)
-COUNTRY_ALIASES: dict[str, str] = {
-    "united kingdom": "GB",
-    "uk": "GB",
-    "gb": "GB",
-    "gbr": "GB",
-    "great britain": "GB",
-    "britain": "GB",
-    "england": "GB",
-    "scotland": "GB",
-    "wales": "GB",
-    "northern ireland": "GB",
-    "united kingdom of great britain and northern ireland": "GB",
-    "ireland": "IE",
-    "ie": "IE",
-    "irl": "IE",
-    "eire": "IE",
-    "éire": "IE",
-    "republic of ireland": "IE",
-    "germany": "DE",
-    "deutschland": "DE",
-    "de": "DE",
-    "deu": "DE",
-    "france": "FR",
-    "fr": "FR",
-    "fra": "FR",
-    "spain": "ES",
-    "españa": "ES",
-    "espana": "ES",
-    "es": "ES",
-    "esp": "ES",
-    "italy": "IT",
-    "italia": "IT",
-    "it": "IT",
-    "ita": "IT",
-    "netherlands": "NL",
-    "the netherlands": "NL",
-    "holland": "NL",
-    "nederland": "NL",
-    "nl": "NL",
-    "belgium": "BE",
-    "belgique": "BE",
-    "belgië": "BE",
-    "be": "BE",
-    "portugal": "PT",
-    "pt": "PT",
-    "austria": "AT",
-    "österreich": "AT",
-    "at": "AT",
-    "switzerland": "CH",
-    "schweiz": "CH",
-    "suisse": "CH",
-    "ch": "CH",
-    "sweden": "SE",
-    "sverige": "SE",
-    "se": "SE",
-    "norway": "NO",
-    "norge": "NO",
-    "no": "NO",
-    "denmark": "DK",
-    "danmark": "DK",
-    "dk": "DK",
-    "poland": "PL",
-    "polska": "PL",
-    "pl": "PL",
-    "united states": "US",
-    "united states of america": "US",
-    "usa": "US",
-    "us": "US",
-    "america": "US",
-    "canada": "CA",
-    "ca": "CA",
-    "australia": "AU",
-    "au": "AU",
-}
 
 
 def null_if_junk(column: Column, junk_values: Sequence[str] = DEFAULT_JUNK_VALUES) -> Column:
