@@ -50,8 +50,9 @@ _INVISIBLE = java_regex(cleaners.INVISIBLE_PATTERN)
 
 
 class EmbeddedSilverUnsupported(ValueError):
-    """The source needs something the embedded mappers do not do (a Java date pattern beyond
-    ``yyyy``/``MM``/``dd``): it is mapped on Spark."""
+    """The source needs something the embedded mappers do not do (a Spark function DuckDB lacks,
+    such as ``substring_index``; a Java date pattern beyond ``yyyy``/``MM``/``dd``): it is mapped
+    on Spark."""
 
 
 # -- mapping on DuckDB ----------------------------------------------------------------------------
@@ -95,16 +96,38 @@ def map_rows(
 ) -> pa.Table:
     """``SELECT <mapping of each target column, cast> FROM typed [WHERE filter]`` on a locked
     DuckDB connection; only the columns the mapping names (and ``_row``, the input position)."""
+    import duckdb
+
+    types = {name: type_text for name, type_text, _ in catalog.ddl_fields(target_ddl)}
+    mapping = {name: mapping[name] for name in types if name in mapping}
     select = ['"_row"']
-    for name, type_text, _ in catalog.ddl_fields(target_ddl):
-        if name in mapping:
-            select.append(f'{_mapped_sql(mapping[name], type_text, as_of)} AS "{name}"')
+    for name, sql in mapping.items():
+        select.append(f'{_mapped_sql(sql, types[name], as_of)} AS "{name}"')
     condition = f" WHERE {condition_to_duckdb(where, as_of=as_of)}" if where else ""
     con = _locked_connection(typed)
     try:
-        return con.sql(f'SELECT {", ".join(select)} FROM _typed_rows{condition} ORDER BY "_row"').to_arrow_table()
+        try:
+            query = con.sql(f'SELECT {", ".join(select)} FROM _typed_rows{condition} ORDER BY "_row"')
+        except duckdb.Error as error:
+            raise EmbeddedSilverUnsupported(_refusal(con, mapping, select, condition, error)) from None
+        return query.to_arrow_table()
     finally:
         con.close()
+
+
+def _refusal(
+    con: duckdb.DuckDBPyConnection, mapping: dict[str, str], select: list[str], condition: str, error: Exception
+) -> str:
+    """Which mapping (or the filter) DuckDB cannot bind, and why (a Spark function it lacks)."""
+    import duckdb
+
+    for name, expression in zip([n for n in mapping], select[1:]):
+        try:
+            con.sql(f"SELECT {expression} FROM _typed_rows LIMIT 0")
+        except duckdb.Error as found:
+            reason = str(found).splitlines()[0]
+            return f"mapping of {name} ({mapping[name]!r}) does not run on DuckDB: {reason}"
+    return f"the filter{condition} does not run on DuckDB: {str(error).splitlines()[0]}"
 
 
 # -- helpers ------------------------------------------------------------------------------------
