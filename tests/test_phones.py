@@ -9,11 +9,12 @@ letters, junk) in many regions; :func:`lakecdp.ingest.phones.e164_fast` must ans
 from __future__ import annotations
 
 import phonenumbers
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lakecdp.ingest.phones import DEFER, e164, e164_fast, e164_many, e164_one
+from lakecdp.ingest.phones import DEFER, e164, e164_array, e164_fast, e164_many, e164_one
 
 #: the regions the sample generator writes, their neighbours, and ones with unusual metadata
 #: (Italian leading zeros, NANP, carrier codes and trunk rewrites, shared calling codes)
@@ -178,3 +179,12 @@ def test_e164_many_keeps_order_and_works_each_pair_once() -> None:
         "+353851234567",
         None,
     ]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.one_of(typed_numbers(), st.none(), st.just("07700 900123")), regions), max_size=30))
+def test_e164_array_is_phonenumbers_row_by_row(pairs: list[tuple[str | None, str | None]]) -> None:
+    # the Arrow path: shapes told apart by RE2, answers shared by every way of writing a number
+    numbers = pa.array([n for n, _ in pairs], pa.string())
+    regions_ = pa.array([r for _, r in pairs], pa.string())
+    assert e164_array(numbers, regions_).to_pylist() == [e164(n, r) for n, r in pairs]

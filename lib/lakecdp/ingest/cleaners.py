@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakecdp.ingest.javaregex import java_regex
-from lakecdp.ingest.phones import e164_many
+from lakecdp.ingest.phones import e164_array
 from lakecdp.ingest.validate import EMAIL_LOCAL_PART_MAX_OCTETS, EMAIL_MAX_OCTETS, EMAIL_PATTERN
 
 #: free-text country names and aliases -> ISO 3166-1 alpha-2 (lower-case keys, dots removed)
@@ -287,11 +287,10 @@ def country_code(values: pa.Array) -> pa.Array:
 def normalise_phone(values: pa.Array, countries: pa.Array, *, default_region: str, junk: frozenset[str]) -> pa.Array:
     """:func:`lakecdp.ingest.standardise.normalise_phone`: E.164 read in the record's country
     (``countries``: ISO alpha-2, from :func:`country_code`) else ``default_region``; null when
-    junk or impossible (:func:`lakecdp.ingest.phones.e164_many`: fast path, one parse per
-    distinct pair)."""
-    numbers = null_if_junk(values, junk)
+    junk or impossible (:func:`lakecdp.ingest.phones.e164_array`: fast path, one answer per
+    distinct number)."""
     regions = pc.fill_null(_strings(countries), default_region)
-    return pa.array(e164_many(numbers.to_pylist(), regions.to_pylist()), pa.string())
+    return e164_array(null_if_junk(values, junk), regions)
 
 
 def without_junk_elements(lists: pa.Array, junk: frozenset[str]) -> pa.Array:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Final
 
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
 from phonenumbers import NumberParseException, PhoneNumberFormat
 
 #: the fast path cannot tell; ask phonenumbers
@@ -35,6 +37,9 @@ DEFER: Final = object()
 # ASCII digits with the separators people type (space, hyphen, parentheses), an optional leading
 # plus: nothing phonenumbers could read as letters, an extension, a second number or a tel: URI
 _SIMPLE = re.compile(r"[ (]*(\+?)[0-9][0-9 ()\-]*")
+# the same shape in RE2 (pyarrow.compute), and its leading plus
+_SIMPLE_RE2 = r"^[ (]*\+?[0-9][0-9 ()\-]*$"
+_PLUS_RE2 = r"^[ (]*\+"
 _NOT_DIGIT = re.compile(r"[^0-9]")
 # phonenumbers: at most 250 characters of input; national numbers of 2..17 digits
 _MAX_INPUT = 250
@@ -173,10 +178,16 @@ def e164_fast(number: str, region: str | None) -> str | None | object:
     shape = _SIMPLE.fullmatch(number)
     if shape is None:
         return DEFER
-    digits = _NOT_DIGIT.sub("", number)
+    return e164_digits(_NOT_DIGIT.sub("", number), bool(shape.group(1)), region)
+
+
+def e164_digits(digits: str, plus: bool, region: str | None) -> str | None | object:
+    """:func:`e164_fast` of a number of the simple shape, from its digits and whether it starts
+    with ``+``: all the fast path reads of it (so answers can be shared by every way of writing
+    one number)."""
     if len(digits) < 3:
         return DEFER
-    if shape.group(1):
+    if plus:
         return _international(digits)
     if region is None or region not in phonenumbers.SUPPORTED_REGIONS:
         return DEFER
@@ -191,6 +202,48 @@ def e164_one(number: object, region: object) -> str | None:
     if fast is DEFER:
         return e164(number, region)
     return fast  # type: ignore[return-value]
+
+
+def e164_array(numbers: pa.Array, regions: pa.Array) -> pa.Array:
+    """:func:`e164_many` on Arrow arrays: numbers of the simple shape are reduced to (digits, plus,
+    region) by ``pyarrow.compute`` and answered once per distinct reduction (``07700 900123`` and
+    ``07700900123`` share one); the others, and those the fast path defers, once per distinct
+    (number, region) through :func:`e164_many`."""
+    if isinstance(numbers, pa.ChunkedArray):
+        numbers = numbers.combine_chunks()
+    if isinstance(regions, pa.ChunkedArray):
+        regions = regions.combine_chunks()
+    numbers = numbers.cast(pa.string())
+    regions = regions.cast(pa.string())
+    simple = pc.fill_null(
+        pc.and_(
+            pc.match_substring_regex(numbers, _SIMPLE_RE2),
+            pc.less_equal(pc.utf8_length(numbers), _MAX_INPUT),
+        ),
+        False,
+    )
+    plus = pc.match_substring_regex(numbers, _PLUS_RE2)
+    digits = pc.replace_substring_regex(numbers, "[^0-9]", "")
+    # a key per (region, plus, digits); a null region stays apart from every region ("\x00")
+    keys = pc.binary_join_element_wise(pc.fill_null(regions, "\x00"), pc.if_else(plus, "+", ""), digits, pa.scalar("|"))
+    keys = pc.if_else(simple, keys, pa.scalar(None, pa.string()))
+    encoded = pc.dictionary_encode(keys)
+    answers: list[object] = []
+    for key in encoded.dictionary.to_pylist():
+        region, sign, number = key.rsplit("|", 2)
+        answers.append(e164_digits(number, sign == "+", None if region == "\x00" else region))
+    deferred = [a is DEFER for a in answers]
+    fast = pa.array([None if a is DEFER else a for a in answers], pa.string())
+    out = pc.take(fast, encoded.indices)
+    # rows to parse: not of the simple shape (and not null), or deferred
+    parse = pc.or_(
+        pc.and_(pc.invert(simple), numbers.is_valid()),
+        pc.fill_null(pc.take(pa.array(deferred, pa.bool_()), encoded.indices), False),
+    )
+    if not pc.any(parse).as_py():
+        return out
+    slow = e164_many(pc.filter(numbers, parse).to_pylist(), pc.filter(regions, parse).to_pylist())
+    return pc.replace_with_mask(out, parse, pa.array(slow, pa.string()))
 
 
 def e164_many(numbers: Iterable[object], regions: Iterable[object]) -> list[str | None]:
