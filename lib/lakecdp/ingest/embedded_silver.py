@@ -314,26 +314,10 @@ def _records(
     return _finish(columns, rows, "customer_records")
 
 
-def _events(mapped: pa.Table, source: SourceConfig, *, run_id: str | None, ingested_at: datetime) -> pa.Table:
-    schema = arrow_schema(catalog.EVENTS.ddl)
-    junk = cleaners.junk_set(source.junk_values)
-    size = mapped.num_rows
-    columns = {f.name: _column(mapped, f.name, f.type) for f in schema}
-    columns.update(
-        {
-            "source": _constant(source.name, pa.string(), size),
-            "email": cleaners.normalise_email(columns["email"], junk),
-            "device_id": cleaners.trimmed_id(columns["device_id"], junk),
-            "customer_number": cleaners.trimmed_id(columns["customer_number"], junk),
-            "run_id": _constant(run_id, pa.string(), size),
-            "ingested_at": _constant(_utc(ingested_at), pa.timestamp("us", tz="UTC"), size),
-        }
-    )
-    return _finish(columns, mapped.column("_row").combine_chunks(), "events")
-
-
-def _orders(mapped: pa.Table, source: SourceConfig, *, run_id: str | None, ingested_at: datetime) -> pa.Table:
-    schema = arrow_schema(catalog.ORDERS.ddl)
+def _facts(mapped: pa.Table, source: SourceConfig, *, run_id: str | None, ingested_at: datetime) -> pa.Table:
+    """silver.events or silver.orders (``source.target``): the mapped columns, identifiers
+    standardised (:func:`~lakecdp.ingest.standardise.to_events` / ``to_orders``), source and stamps."""
+    schema = arrow_schema(catalog.SILVER[source.target].ddl)
     junk = cleaners.junk_set(source.junk_values)
     size = mapped.num_rows
     columns = {f.name: _column(mapped, f.name, f.type) for f in schema}
@@ -342,12 +326,15 @@ def _orders(mapped: pa.Table, source: SourceConfig, *, run_id: str | None, inges
             "source": _constant(source.name, pa.string(), size),
             "email": cleaners.normalise_email(columns["email"], junk),
             "customer_number": cleaners.trimmed_id(columns["customer_number"], junk),
-            "currency": cleaners.upper_trimmed(columns["currency"]),
             "run_id": _constant(run_id, pa.string(), size),
             "ingested_at": _constant(_utc(ingested_at), pa.timestamp("us", tz="UTC"), size),
         }
     )
-    return _finish(columns, mapped.column("_row").combine_chunks(), "orders")
+    if source.target == "events":
+        columns["device_id"] = cleaners.trimmed_id(columns["device_id"], junk)
+    else:
+        columns["currency"] = cleaners.upper_trimmed(columns["currency"])
+    return _finish(columns, mapped.column("_row").combine_chunks(), source.target)
 
 
 def _products(mapped: pa.Table) -> pa.Table:
@@ -406,10 +393,8 @@ def to_silver(
             ids = _column(mapped, "source_record_id", pa.string()).to_pylist()
             mapped = mapped.filter(pa.array([_usable_key(v) for v in ids], pa.bool_()))
         return _records(typed, mapped, source, mapping, label, run_id=run_id, ingested_at=ingested_at)
-    if target == "events":
-        return _events(mapped, source, run_id=run_id, ingested_at=ingested_at)
-    if target == "orders":
-        return _orders(mapped, source, run_id=run_id, ingested_at=ingested_at)
+    if target in ("events", "orders"):
+        return _facts(mapped, source, run_id=run_id, ingested_at=ingested_at)
     if target == "products":
         return _products(mapped)
     raise ValueError(f"source {source.name!r}: no embedded mapper for target {target!r}")
