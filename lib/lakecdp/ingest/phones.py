@@ -77,6 +77,8 @@ class _Country:
     general: re.Pattern[str] | None
     lengths: frozenset[int]
     local_lengths: frozenset[int]
+    #: the lengths is_possible_number accepts (lengths and local-only lengths)
+    possible: frozenset[int]
 
 
 def _compile(pattern: str | None) -> re.Pattern[str] | None:
@@ -97,6 +99,8 @@ def _country(region: str) -> _Country | None:
         general=_compile(general.national_number_pattern if general is not None else None),
         lengths=frozenset(general.possible_length if general is not None else ()),
         local_lengths=frozenset(general.possible_length_local_only if general is not None else ()),
+        possible=frozenset(general.possible_length if general is not None else ())
+        | frozenset(general.possible_length_local_only if general is not None else ()),
     )
 
 
@@ -117,10 +121,9 @@ def _answer(country: _Country, national: str) -> str | None | object:
     """E.164 of a national number that phonenumbers keeps as it is; DEFER outside the safe lengths."""
     if not _MIN_NSN <= len(national) <= _MAX_NSN:
         return DEFER
-    size = len(national)
-    possible = size in country.lengths or size in country.local_lengths
     # phonenumbers keeps leading zeros (Italian style) in E.164 but not in national_number
-    if not possible or len(set(national.lstrip("0") or "0")) <= 1:
+    significant = national.lstrip("0") or "0"
+    if len(national) not in country.possible or significant.count(significant[0]) == len(significant):
         return None
     return f"+{country.code}{national}"
 
