@@ -348,7 +348,7 @@ def test_mappings_run_on_a_locked_connection_holding_only_the_rows():
     import pyarrow as pa
 
     from lakecdp import catalog
-    from lakecdp.api.embedded_pickup import map_rows
+    from lakecdp.ingest.embedded_silver import map_rows
 
     typed = pa.table({"_row": pa.array([0], pa.int64()), "event_id": ["e1"]})
     mapping = {
@@ -358,3 +358,98 @@ def test_mappings_run_on_a_locked_connection_holding_only_the_rows():
     }
     (row,) = map_rows(typed, mapping, catalog.EVENTS.ddl, as_of=datetime(2026, 11, 1, tzinfo=timezone.utc)).to_pylist()
     assert (row["event_id"], row["email"], row["device_id"]) == ("e1", "false", "true")
+
+
+def order(n: str, **changes) -> dict:
+    event = {
+        "order_id": f"O-{n}",
+        "customer_no": f"C-{n}",
+        "email": f" Ann.{n}@Example.COM ",
+        "ordered_at": "2026-10-31T10:00:00Z",
+        "status": "paid",
+        "currency": " gbp",
+        "total": 12.5,
+        "items": [{"sku": "P00042", "qty": 2, "unit_price": 5.0}, None, {"sku": "P00007", "qty": 1, "unit_price": 2.5}],
+    }
+    event.update(changes)
+    return event
+
+
+ORDERS = [
+    ("shop_orders", order("1")),
+    ("shop_orders", order("2", customer_no="n/a", email="not-an-email", currency=None, items=[])),
+    ("shop_orders", order("3", total=None)),  # refused: total is required
+    ("shop_orders", order("1")),  # the same order twice in the log
+    ("web_events", web("1")),
+]
+ORDER_TABLES = (
+    "bronze/shop_orders",
+    "quarantine/shop_orders",
+    "silver/orders",
+    "silver/order_items",
+    "ops/ingest_audit",
+)
+
+
+def test_orders_are_picked_up_embedded_as_written_by_hand(tmp_path):
+    from lakecdp.api.embedded_pickup import unsupported_reason
+    from lakecdp.ingest.sources import load_sources
+
+    # orders (nested items, emails, currencies) no longer need Spark
+    assert unsupported_reason(load_sources(Path(__file__).resolve().parents[1] / "conf")["shop_orders"]) is None
+    write_log(tmp_path, ORDERS)
+    counts = pickup_embedded(tmp_path)
+    assert counts == {
+        "rows_read": 5,
+        "rows_loaded": 3,
+        "rows_quarantined": 1,
+        "duplicates_removed": 1,
+        "rows_erased": 0,
+    }
+    orders = {o["order_id"]: o for o in rows(tmp_path, "silver/orders")}
+    assert sorted(orders) == ["O-1", "O-2"]
+    assert (orders["O-1"]["email"], orders["O-1"]["customer_number"], orders["O-1"]["currency"]) == (
+        "ann.1@example.com",
+        "C-1",
+        "GBP",
+    )
+    assert (orders["O-2"]["email"], orders["O-2"]["customer_number"], orders["O-2"]["currency"]) == (None, None, None)
+    assert orders["O-1"]["ordered_at"] == datetime(2026, 10, 31, 10, tzinfo=timezone.utc)
+    items = [(i["order_id"], i["line_number"], i["product_id"], i["quantity"], i["unit_price"]) for i in rows(
+        tmp_path, "silver/order_items")]  # fmt: skip
+    # the null line is dropped but keeps its number
+    assert sorted(items) == [("O-1", 1, "P00042", 2, 5.0), ("O-1", 3, "P00007", 1, 2.5)]
+    [refused] = rows(tmp_path, "quarantine/shop_orders")
+    assert refused["reasons"] == ["MISSING_REQUIRED"]
+    # a second pickup of nothing new changes nothing
+    assert pickup_embedded(tmp_path)["rows_read"] == 0
+    assert len(rows(tmp_path, "silver/order_items")) == 2
+
+
+@pytest.mark.slow
+def test_both_engines_pick_up_the_same_orders_into_the_same_rows(tmp_path, spark):
+    from lakecdp.api.pickup import pickup
+    from lakecdp.context import JobContext
+
+    on_spark, embedded = tmp_path / "spark", tmp_path / "embedded"
+    for root in (on_spark, embedded):
+        write_log(root, ORDERS)
+    spark_ctx = JobContext(
+        project=make_project(on_spark), spark=spark, as_of=make_project(on_spark).as_of(), run_id=RUN_ID
+    )
+    assert pickup_embedded(embedded) == pickup(spark_ctx, on_spark / "intake", engine="spark")
+    for table in ORDER_TABLES:
+        left, right = rows(on_spark, table), rows(embedded, table)
+        assert left, table
+        assert right == left, table
+    # a line whose quantity is text: the embedded pickup hands that chunk to Spark, same rows
+    late = [("shop_orders", order("4", items=[{"sku": "P1", "qty": "2", "unit_price": 1.0}]))]
+    for root in (on_spark, embedded):
+        write_log(root, late)
+    assert pickup(
+        JobContext(project=make_project(embedded), spark=spark, as_of=spark_ctx.as_of, run_id=RUN_ID),
+        embedded / "intake",
+        engine="embedded",
+    ) == pickup(spark_ctx, on_spark / "intake", engine="spark")
+    for table in ORDER_TABLES:
+        assert rows(embedded, table) == rows(on_spark, table), table

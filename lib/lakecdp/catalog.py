@@ -276,7 +276,8 @@ ORDERS = Table(
     ("order_id",),
     "lakecdp.ingest.job",
     readers=("lakecdp.features.job",),
-    other_writers=("lakecdp.ingest.stream",),
+    # ingest.stream: orders posted over HTTP (Spark pickup); api.embedded_pickup: the same, embedded
+    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
 )
 ORDER_ITEMS = Table(
     "silver.order_items",
@@ -284,7 +285,7 @@ ORDER_ITEMS = Table(
     ("order_id", "line_number"),
     "lakecdp.ingest.job",
     readers=("lakecdp.features.job",),
-    other_writers=("lakecdp.ingest.stream",),
+    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
 )
 PRODUCTS = Table(
     "silver.products",

@@ -10,20 +10,21 @@ the rules, two evaluators, as for the HTTP intake itself:
   the validator the intake already answers with (its agreement with the Spark validator is
   tested in tests/test_api_validation.py). The reasons, warnings, warn-level nulling and the
   ``detail`` text are laid out as :func:`lakecdp.ingest.validate.parse_and_validate` lays them out.
-- **mapping**: the source's ``mapping`` (and its ``also`` filter and mapping) stay Spark SQL text;
-  :func:`lakecdp.sqldialect.translate.condition_to_duckdb` writes each as DuckDB SQL with Spark's
-  meaning (``CAST((<expression>) AS <silver type>)`` as Spark's ``F.expr(...).cast(...)``), run on
-  DuckDB over the typed rows.
-- **standardisation**: the cleaners silver events and web login records need (email:
-  :func:`lakecdp.api.validation.valid_email` -- the ingest's pattern and byte limits -- then junk;
-  device / customer numbers trimmed, junk nulled; device id arrays without junk) in Python. A
-  source whose mapping needs a cleaner not written here (names, phones, countries, postcodes,
-  orders) raises :class:`EmbeddedPickupUnsupported` and the pickup loads that source through Spark.
+- **mapping and standardisation**: :func:`lakecdp.ingest.embedded_silver.to_silver` (the source's
+  Spark SQL ``mapping`` and ``also`` entries translated to DuckDB, run on a locked connection; every
+  cleaner of :mod:`lakecdp.ingest.standardise` -- names, emails, phones, countries, postcodes, free
+  text, identifiers -- on Arrow) and :func:`~lakecdp.ingest.embedded_silver.to_order_items`. What
+  is still not done embedded (:func:`unsupported_reason`: a Java timestamp pattern, a date column,
+  a map column, a customer_records or products target -- no intake source has one; a nested value
+  whose JSON kind is not its declared type, per chunk) raises :class:`EmbeddedPickupUnsupported`
+  and the pickup loads that source (or chunk) through Spark.
 
 Writes (delta-rs, :class:`lakecdp.delta_store.DeltaStore`): insert-if-new, as the Spark pickup's
 MERGEs are -- quarantine and bronze on the log position (topic, partition = log segment,
 offset), silver.events on ``event_id``, ``ops.ingest_audit`` on (source, source_file,
-stream_batch); ``silver.customer_records`` upserted on ``record_id`` when the row is newer. A chunk
+stream_batch); ``silver.customer_records`` upserted on ``record_id`` when the row is newer;
+``silver.orders`` and ``silver.order_items`` upserted on their keys (an item's missing category
+from ``silver.products``), as the batch ingest writes a landed orders file. A chunk
 replayed after a crash between commits (the ledger's ``started`` chunk) finds what it wrote and
 adds only what is missing, on either engine: the Spark pickup's MERGEs and these appends key the
 same rows.
@@ -47,11 +48,11 @@ from lakecdp.api.validation import (
     _as_text,
     _double,
     _parses,
-    null_like_key,
     parse_timestamp,
-    valid_email,
     validate_events,
 )
+from lakecdp.ingest import cleaners
+from lakecdp.ingest.embedded_silver import EmbeddedSilverUnsupported, map_rows, to_order_items, to_silver
 from lakecdp.ingest.validate import (
     BAD_ENCODING,
     FUTURE_TIMESTAMP,
@@ -63,7 +64,7 @@ from lakecdp.ingest.validate import (
     PLACEHOLDER_TIMESTAMP,
     REPLACEMENT_CHARACTER,
 )
-from lakecdp.sqldialect.translate import condition_to_duckdb, jackson_string
+from lakecdp.sqldialect.translate import jackson_string
 
 if TYPE_CHECKING:
     import duckdb
@@ -81,19 +82,6 @@ RawRow = tuple[str, str, int, int, datetime]
 _COLUMN_CODES = frozenset(
     {INVALID_TYPE, NON_FINITE_NUMBER, INVALID_DATE, INVALID_TIMESTAMP, FUTURE_TIMESTAMP, PLACEHOLDER_TIMESTAMP}
 )
-#: silver.customer_records columns the embedded standardisation writes from an ``also`` mapping
-_RECORD_COLUMNS = frozenset(
-    {
-        "source_record_id",
-        "email",
-        "customer_number",
-        "crm_id",
-        "device_ids",
-        "updated_at",
-        "email_consent",
-        "sms_consent",
-    }
-)
 _SCALAR_ARROW = {
     "string": pa.string(),
     "timestamp": pa.timestamp("us"),
@@ -106,45 +94,76 @@ _TRUE = frozenset({"t", "true", "y", "yes", "1"})
 
 
 class EmbeddedPickupUnsupported(RuntimeError):
-    """The source needs something the embedded pickup does not do (a cleaner not written here,
-    a typed nested field, a Java date pattern, orders): it is picked up through Spark."""
+    """The source (or a chunk) needs something the embedded pickup does not do (a Java timestamp
+    pattern, a date or map column, a nested value of another JSON kind than declared): it is
+    picked up through Spark."""
+
+
+#: the targets the embedded pickup writes (the intake's sources: web and email events, shop orders)
+_TARGETS = ("events", "orders")
+_NESTED_SCALARS = frozenset({"string", "int", "bigint", "double", "boolean"})
 
 
 def unsupported_reason(source: SourceConfig) -> str | None:
     """Why ``source`` cannot be picked up embedded, or None when it can."""
-    if source.target != "events":
-        return f"target {source.target} (only events are written embedded)"
+    if source.target not in _TARGETS:
+        return f"target {source.target} (the embedded pickup writes {', '.join(_TARGETS)})"
     for column in source.columns:
         if column.is_scalar and column.type not in _SCALAR_ARROW:
             return f"column {column.name} of type {column.type}"
         if column.is_scalar and column.type == "timestamp" and column.format:
             return f"column {column.name} has a Java timestamp pattern"
-        if not column.is_scalar and not _string_struct(column.type):
+        if not column.is_scalar and not _plain_nested(column.type):
             return f"nested column {column.name} of type {column.type}"
     for extra in source.also:
         if extra.target != "customer_records":
             return f"also target {extra.target}"
-        beyond = sorted(set(extra.mapping) - _RECORD_COLUMNS)
-        if beyond:
-            return f"also mapping needs cleaners not on the embedded engine: {beyond}"
     return None
 
 
-def _string_struct(type_text: str) -> bool:
+def _plain_nested(type_text: str) -> bool:
+    """Arrays and structs of strings, integers, doubles and booleans (no maps, dates, timestamps)."""
     from lakecdp.catalog import split_top_level
 
     text = type_text.strip()
-    if not text.lower().startswith("struct<") or not text.endswith(">"):
-        return False
-    fields = split_top_level(text[len("struct<") : -1], ",")
-    return all(f.partition(":")[2].strip().lower() == "string" for f in fields)
+    lowered = text.lower()
+    if lowered in _NESTED_SCALARS:
+        return True
+    if lowered.startswith("array<") and text.endswith(">"):
+        return _plain_nested(text[len("array<") : -1])
+    if lowered.startswith("struct<") and text.endswith(">"):
+        return all(_plain_nested(f.partition(":")[2]) for f in split_top_level(text[len("struct<") : -1], ","))
+    return False
 
 
-def _struct_fields(type_text: str) -> list[str]:
+def _nested(value: Any, type_text: str, where: str) -> Any:
+    """A nested JSON value typed as Spark's JSON reader types it, for the kinds where that is plain
+    (text into a string field as Spark writes it, integers into int, numbers into double); any
+    other kind (text in an int field) is left to the Spark pickup."""
     from lakecdp.catalog import split_top_level
 
+    if value is None:
+        return None
     text = type_text.strip()
-    return [f.partition(":")[0].strip() for f in split_top_level(text[len("struct<") : -1], ",")]
+    kind = text.lower()
+    if kind == "string":
+        return _as_text(value)
+    if kind in ("int", "bigint") and isinstance(value, int) and not isinstance(value, bool):
+        if -(2 ** (31 if kind == "int" else 63)) <= value < 2 ** (31 if kind == "int" else 63):
+            return value
+    elif kind == "double" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif kind == "boolean" and isinstance(value, bool):
+        return value
+    elif kind.startswith("array<") and isinstance(value, list):
+        return [_nested(v, text[len("array<") : -1], f"{where}[]") for v in value]
+    elif kind.startswith("struct<") and isinstance(value, dict):
+        fields = [f.partition(":") for f in split_top_level(text[len("struct<") : -1], ",")]
+        return {
+            name.strip(): _nested(value.get(name.strip()), inner, f"{where}.{name.strip()}")
+            for name, _, inner in fields
+        }
+    raise EmbeddedPickupUnsupported(f"{where}: a JSON {type(value).__name__} where {text} is declared")
 
 
 # -- validation: the rows as parse_and_validate gives them -----------------------------------------
@@ -269,16 +288,14 @@ def _typed(text: str | None, type_name: str) -> Any:
 
 
 def as_read(event: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
-    """``_as_read``: scalars as their text, string structs as dicts of texts."""
+    """``_as_read``: scalars as their text, nested values typed (string structs: dicts of texts)."""
     out: dict[str, Any] = {}
     for column in source.columns:
         value = event.get(column.name)
         if column.is_scalar:
             out[column.name] = _as_text(value)
-        elif value is None:
-            out[column.name] = None
         else:
-            out[column.name] = {f: _as_text(value.get(f)) for f in _struct_fields(column.type)}
+            out[column.name] = _nested(value, column.type, column.name)
     return out
 
 
@@ -290,16 +307,18 @@ def typed_row(row: CheckedRow, read: dict[str, Any], source: SourceConfig) -> di
             out[column.name] = None if column.name in row.nulled else _typed(read[column.name], column.type)
         else:
             value = read[column.name]
-            if value is not None:
+            if isinstance(value, dict):
                 value = {k: (None if f"{column.name}.{k}" in row.nulled else v) for k, v in value.items()}
             out[column.name] = None if column.name in row.nulled else value
     return out
 
 
 def _column_type(column) -> pa.DataType:
+    from lakecdp.delta_store import arrow_type
+
     if column.is_scalar:
         return _SCALAR_ARROW[column.type]
-    return pa.struct([pa.field(f, pa.string()) for f in _struct_fields(column.type)])
+    return arrow_type(column.type)
 
 
 def _rescued(event: dict[str, Any], source: SourceConfig) -> str | None:
@@ -313,37 +332,6 @@ def _rescued(event: dict[str, Any], source: SourceConfig) -> str | None:
     return "{" + ",".join(parts) + "}" if parts else None
 
 
-# -- standardisation (the cleaners of lakecdp.ingest.standardise silver events need) -------------
-
-
-def _junk(source: SourceConfig) -> frozenset[str]:
-    return frozenset(v.lower() for v in source.junk_values)
-
-
-def null_if_junk(value: str | None, junk: frozenset[str]) -> str | None:
-    """:func:`lakecdp.ingest.standardise.null_if_junk`: null when the trimmed, lower-cased text is junk."""
-    if value is None or value.strip(" ").lower() in junk:
-        return None
-    return value
-
-
-def normalise_email(value: str | None, junk: frozenset[str]) -> str | None:
-    """:func:`lakecdp.ingest.standardise.normalise_email`: trimmed, lower-cased, valid, not junk."""
-    if value is None:
-        return None
-    email = value.strip(" ").lower()
-    if not valid_email(email):
-        return None
-    return null_if_junk(email, junk)
-
-
-def trimmed_id(value: str | None, junk: frozenset[str]) -> str | None:
-    return null_if_junk(value.strip(" ") if value is not None else None, junk)
-
-
-# -- mapping on DuckDB ----------------------------------------------------------------------------
-
-
 def _connection() -> duckdb.DuckDBPyConnection:
     import duckdb
 
@@ -352,64 +340,50 @@ def _connection() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _mapped_sql(expression: str, spark_type: str, as_of: datetime) -> str:
-    """A mapping's Spark SQL, cast to its silver type as Spark's ``F.expr(...).cast(...)``, as DuckDB SQL."""
-    return condition_to_duckdb(f"CAST(({expression}) AS {spark_type})", as_of=as_of)
-
-
-def _locked_connection(rows: pa.Table) -> duckdb.DuckDBPyConnection:
-    """A connection holding only ``rows`` as ``_typed_rows``, locked before any mapping runs: no
-    file, network or extension access and no setting changes (mappings are config text), as the
-    segment engine's connection (:func:`lakecdp.segments.embedded.locked_connection`)."""
-    con = _connection()
-    con.execute("CREATE TABLE _typed_rows AS SELECT * FROM rows")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
-    con.execute("SET lock_configuration = true")
-    return con
-
-
-def map_rows(
-    typed: pa.Table,
-    mapping: dict[str, str],
-    target_ddl: str,
-    *,
-    as_of: datetime,
-    where: str | None = None,
-) -> pa.Table:
-    """``SELECT <mapping of each target column, cast> FROM typed [WHERE filter]`` on DuckDB; the
-    columns the mapping does not name are null. ``_row`` (the input position) is kept."""
-    from lakecdp.catalog import ddl_fields
-
-    select = ['"_row"']
-    for name, type_text, _ in ddl_fields(target_ddl):
-        if name in mapping:
-            select.append(f'{_mapped_sql(mapping[name], type_text, as_of)} AS "{name}"')
-    condition = f" WHERE {condition_to_duckdb(where, as_of=as_of)}" if where else ""
-    con = _locked_connection(typed)
-    try:
-        return con.sql(f'SELECT {", ".join(select)} FROM _typed_rows{condition} ORDER BY "_row"').to_arrow_table()
-    finally:
-        con.close()
-
-
 # -- the chunk -----------------------------------------------------------------------------------
 
 
-def _typed_table(rows: list[dict[str, Any]], positions: list[int], source: SourceConfig) -> pa.Table:
+def _typed_table(
+    rows: list[dict[str, Any]], positions: list[int], source: SourceConfig, warnings: list[list[str]] | None = None
+) -> pa.Table:
     columns = {"_row": pa.array(positions, pa.int64())}
     for column in source.columns:
         columns[column.name] = pa.array([r[column.name] for r in rows], _column_type(column))
+    if warnings is not None:
+        columns["_warnings"] = pa.array(warnings, pa.list_(pa.string()))
     return pa.table(columns)
 
 
-def _erased(ctx: JobContext, store: DeltaStore, source: SourceConfig, mapped: pa.Table) -> set[int]:
+#: the identifiers the erasure check reads, as silver stores them
+_IDENTIFIERS = ("email", "customer_number", "device_id")
+
+
+def _standard_identifiers(mapped: pa.Table, source: SourceConfig) -> pa.Table:
+    """``_row`` and the identifiers of mapped (not yet standardised) rows, standardised as silver."""
+    junk = cleaners.junk_set(source.junk_values)
+
+    def text(name: str) -> pa.Array:
+        if name not in mapped.column_names:
+            return pa.nulls(mapped.num_rows, pa.string())
+        return mapped.column(name).combine_chunks().cast(pa.string())
+
+    return pa.table(
+        {
+            "_row": mapped.column("_row"),
+            "email": cleaners.normalise_email(text("email"), junk),
+            "customer_number": cleaners.trimmed_id(text("customer_number"), junk),
+            "device_id": cleaners.trimmed_id(text("device_id"), junk),
+        }
+    )
+
+
+def _erased(ctx: JobContext, store: DeltaStore, standard: pa.Table) -> set[int]:
     """Rows (``_row``) holding an identifier whose salted hash is in ``ops.erasures``: as
-    :func:`lakecdp.ingest.classify.erased_condition` on the standardised identifiers."""
+    :func:`lakecdp.ingest.classify.erased_condition` on the standardised identifiers (``standard``:
+    silver rows, or :func:`_standard_identifiers`)."""
     from lakecdp.erasure import ERASURES_TABLE, erasure_salt, load_privacy_config, salted_hash
 
-    if mapped.num_rows == 0 or not store.exists(ERASURES_TABLE):
+    if standard.num_rows == 0 or not store.exists(ERASURES_TABLE):
         return set()
     erasures = store.read(ERASURES_TABLE, columns=["salted_hash", "identifier_type"]).to_pylist()
     wanted: dict[str, set[str]] = {}
@@ -418,15 +392,11 @@ def _erased(ctx: JobContext, store: DeltaStore, source: SourceConfig, mapped: pa
     if not wanted:
         return set()
     salt = erasure_salt(ctx, load_privacy_config(ctx.project.conf_dir).erasure)
-    junk = _junk(source)
     hit: set[int] = set()
-    for row in mapped.to_pylist():
-        values = {
-            "email": normalise_email(row.get("email"), junk),
-            "customer_number": trimmed_id(row.get("customer_number"), junk),
-            "device_id": trimmed_id(row.get("device_id"), junk),
-        }
-        for kind, value in values.items():
+    present = [k for k in _IDENTIFIERS if k in standard.column_names]
+    for row in standard.select(["_row", *present]).to_pylist():
+        for kind in present:
+            value = row[kind]
             if value is not None and kind in wanted and salted_hash(salt, kind, value) in wanted[kind]:
                 hit.add(row["_row"])
     return hit
@@ -520,28 +490,31 @@ def write_chunk(
     name = source.name
     ingested_at = datetime.now(timezone.utc)
     run_id = ctx.run_id
-    junk = _junk(source)
+    target = catalog.SILVER[source.target]
     checked = check_rows(rows, source, as_of=ctx.as_of)
+    # typed before anything is written: a nested value the embedded pickup does not type raises here
+    reads = [as_read(r.event, source) if r.valid else None for r in checked]
+    valid_positions = [i for i, r in enumerate(checked) if r.valid]
+    typed = _typed_table(
+        [typed_row(checked[i], reads[i] or {}, source) for i in valid_positions],
+        valid_positions,
+        source,
+        [checked[i].warnings for i in valid_positions],
+    )
+    # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
+    # rejected rows are mapped from their fields as read, typed where they parse
+    rejected_positions = [i for i, r in enumerate(checked) if not r.valid and isinstance(r.event, dict)]
+    rejected_typed = _typed_table(
+        [_loose_typed(checked[i].event, source) for i in rejected_positions], rejected_positions, source
+    )
+    try:
+        silver = to_silver(typed, source, run_id=run_id, ingested_at=ingested_at, as_of=ctx.as_of)
+        rejected_mapped = map_rows(rejected_typed, _identifier_mapping(source), target.ddl, as_of=ctx.as_of)
+    except EmbeddedSilverUnsupported as why:
+        raise EmbeddedPickupUnsupported(f"{name}: {why}") from None
     con = _connection()
     try:
-        reads = [as_read(r.event, source) if r.valid else None for r in checked]
-        valid_positions = [i for i, r in enumerate(checked) if r.valid]
-        typed = _typed_table(
-            [typed_row(checked[i], reads[i] or {}, source) for i in valid_positions], valid_positions, source
-        )
-        mapped = map_rows(typed, source.mapping, catalog.EVENTS.ddl, as_of=ctx.as_of)
-        # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
-        # rejected rows are mapped from their fields as read, typed where they parse
-        rejected_positions = [i for i, r in enumerate(checked) if not r.valid and isinstance(r.event, dict)]
-        rejected_typed = _typed_table(
-            [_loose_typed(checked[i].event, source) for i in rejected_positions], rejected_positions, source
-        )
-        erased = _erased(ctx, store, source, mapped) | _erased(
-            ctx,
-            store,
-            source,
-            map_rows(rejected_typed, _identifier_mapping(source), catalog.EVENTS.ddl, as_of=ctx.as_of),
-        )
+        erased = _erased(ctx, store, silver) | _erased(ctx, store, _standard_identifiers(rejected_mapped, source))
 
         kept = [i for i in range(len(checked)) if i not in erased]
         rejected = [i for i in kept if not checked[i].valid]
@@ -591,9 +564,10 @@ def write_chunk(
                 ddl,
                 run_id=run_id,
             )
-            loaded = _write_events(
-                con, store, mapped, set(accepted), source, junk, run_id=run_id, ingested_at=ingested_at
-            )
+            if source.target == "orders":
+                loaded = _write_orders(store, silver, typed, accepted, source, run_id=run_id, as_of=ctx.as_of)
+            else:
+                loaded = _write_events(con, store, silver, accepted, run_id=run_id)
         counts = {
             "rows_read": len(checked),
             "rows_loaded": loaded,
@@ -627,9 +601,7 @@ def write_chunk(
             _write_records(
                 store,
                 typed.filter(pa.compute.is_in(typed["_row"], pa.array(accepted, pa.int64()))),
-                checked,
                 source,
-                junk,
                 run_id=run_id,
                 ingested_at=ingested_at,
                 as_of=ctx.as_of,
@@ -691,119 +663,97 @@ def _bronze_table(
     return pa.table({f.name: pa.array(values[f.name], f.type) for f in schema}, schema=schema)
 
 
+def _accepted(silver: pa.Table, accepted: list[int], key: str) -> pa.Table:
+    """The accepted rows of ``silver``, one per ``key`` (the first in the log)."""
+    rows = silver.filter(pa.compute.is_in(silver["_row"], pa.array(accepted, pa.int64())))
+    keys = rows.column(key).to_pylist()
+    first: dict[Any, int] = {}
+    for index, value in enumerate(keys):
+        first.setdefault(value, index)
+    return rows.take(pa.array(sorted(first.values()), pa.int64()))
+
+
 def _write_events(
-    con: duckdb.DuckDBPyConnection,
-    store: DeltaStore,
-    mapped: pa.Table,
-    accepted: set[int],
-    source: SourceConfig,
-    junk: frozenset[str],
-    *,
-    run_id: str,
-    ingested_at: datetime,
+    con: duckdb.DuckDBPyConnection, store: DeltaStore, silver: pa.Table, accepted: list[int], *, run_id: str
 ) -> int:
-    """silver.events: :func:`lakecdp.ingest.standardise.to_events`'s rows, inserted when their
-    event id is new (one per id: the first in the log)."""
-    rows = [r for r in mapped.to_pylist() if r["_row"] in accepted]
-    first: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        first.setdefault(row["event_id"], row)
-    ids = list(first)
+    """silver.events: :func:`lakecdp.ingest.standardise.to_events`'s rows (:func:`to_silver`),
+    inserted when their event id is new (one per id: the first in the log)."""
+    unique = _accepted(silver, accepted, "event_id")
+    ids = unique.column("event_id").to_pylist()
     stored = {
         r[0]
         for r in _stored(
             con, store, catalog.EVENTS.name, ["event_id"], "WHERE list_contains(?::VARCHAR[], event_id)", [ids]
         )
     }
-    fresh = [first[i] for i in ids if i not in stored]
-    schema = _arrow_schema(catalog.EVENTS.ddl)
-    out: dict[str, list[Any]] = {f.name: [] for f in schema}
-    for row in fresh:
-        standard = {
-            **row,
-            "source": source.name,
-            "email": normalise_email(row.get("email"), junk),
-            "device_id": trimmed_id(row.get("device_id"), junk),
-            "customer_number": trimmed_id(row.get("customer_number"), junk),
-            "run_id": run_id,
-            "ingested_at": ingested_at,
-        }
-        for field in schema:
-            value = standard.get(field.name)
-            if isinstance(value, datetime) and value.tzinfo is None:
-                value = value.replace(tzinfo=timezone.utc)
-            out[field.name].append(value)
-    if fresh:
-        store.append(
-            pa.table({f.name: pa.array(out[f.name], f.type) for f in schema}, schema=schema),
-            catalog.EVENTS.name,
-            catalog.EVENTS.ddl,
-            run_id=run_id,
-        )
-    return len(fresh)
+    fresh = unique.filter(pa.array([i not in stored for i in ids], pa.bool_()))
+    store.append(fresh.drop_columns(["_row"]), catalog.EVENTS.name, catalog.EVENTS.ddl, run_id=run_id)
+    return fresh.num_rows
+
+
+def _write_orders(
+    store: DeltaStore,
+    silver: pa.Table,
+    typed: pa.Table,
+    accepted: list[int],
+    source: SourceConfig,
+    *,
+    run_id: str,
+    as_of: datetime,
+) -> int:
+    """silver.orders and silver.order_items, upserted as a landed orders file is
+    (:func:`lakecdp.ingest.job.write_silver`): one row per order id (the first in the log), the
+    items' missing category from silver.products. Returns the orders written."""
+    orders = _accepted(silver, accepted, "order_id")
+    rows = orders.column("_row")
+    items = to_order_items(typed.filter(pa.compute.is_in(typed["_row"], rows)), source, as_of=as_of)
+    if store.exists(catalog.PRODUCTS.name) and items.num_rows:
+        products = store.read(catalog.PRODUCTS.name, columns=["product_id", "category"])
+        categories = dict(zip(products.column("product_id").to_pylist(), products.column("category").to_pylist()))
+        known = pa.array([categories.get(p) for p in items.column("product_id").to_pylist()], pa.string())
+        category = pa.compute.coalesce(items.column("category"), known)
+        items = items.set_column(items.column_names.index("category"), "category", category)
+    store.merge(
+        orders.drop_columns(["_row"]), catalog.ORDERS.name, catalog.ORDERS.ddl, keys=["order_id"], run_id=run_id
+    )
+    store.merge(
+        items.drop_columns(["_row"]),
+        catalog.ORDER_ITEMS.name,
+        catalog.ORDER_ITEMS.ddl,
+        keys=["order_id", "line_number"],
+        run_id=run_id,
+    )
+    return orders.num_rows
 
 
 def _write_records(
     store: DeltaStore,
     typed: pa.Table,
-    checked: list[CheckedRow],
     source: SourceConfig,
-    junk: frozenset[str],
     *,
     run_id: str,
     ingested_at: datetime,
     as_of: datetime,
 ) -> None:
-    """silver.customer_records from the ``also`` entries (web logins): filtered, mapped and
-    standardised as :func:`lakecdp.ingest.standardise.to_customer_records`, the latest row per
-    record id upserted when newer (:func:`lakecdp.ingest.job.write_extra_records`)."""
-    schema = _arrow_schema(catalog.CUSTOMER_RECORDS.ddl)
+    """silver.customer_records from the ``also`` entries (web logins): :func:`to_silver` (filter,
+    usable record id, mapping and cleaners as :func:`lakecdp.ingest.standardise.to_customer_records`),
+    the latest row per record id upserted when newer (:func:`lakecdp.ingest.job.write_extra_records`)."""
     for extra in source.also:
-        label = extra.record_source or source.name
-        mapped = map_rows(typed, extra.mapping, catalog.CUSTOMER_RECORDS.ddl, as_of=as_of, where=extra.filter)
-        latest: dict[str, dict[str, Any]] = {}
-        for row in mapped.to_pylist():
-            record_id = row.get("source_record_id")
-            # a blank or placeholder id would make one record of many people: an event only
-            if record_id is None or record_id.strip(" ") == "" or null_like_key(record_id):
-                continue
-            key = f"{label}:{record_id}"
+        records = to_silver(typed, source, extra=extra, run_id=run_id, ingested_at=ingested_at, as_of=as_of)
+        latest: dict[str, int] = {}
+        stamps = records.column("updated_at").to_pylist()
+        for index, key in enumerate(records.column("record_id").to_pylist()):
             held = latest.get(key)
-            stamp = row.get("updated_at")
-            if held is None or (stamp is not None and (held.get("updated_at") is None or stamp > held["updated_at"])):
-                latest[key] = {**row, "record_id": key}
-        out: dict[str, list[Any]] = {f.name: [] for f in schema}
-        for key in sorted(latest):
-            row = latest[key]
-            standard = {
-                "record_id": key,
-                "source": label,
-                "source_record_id": row["source_record_id"],
-                "email": normalise_email(row.get("email"), junk),
-                "device_ids": [d for d in (row.get("device_ids") or []) if null_if_junk(d, junk) is not None],
-                "crm_id": trimmed_id(row.get("crm_id"), junk),
-                "customer_number": trimmed_id(row.get("customer_number"), junk),
-                "email_consent": row.get("email_consent"),
-                "sms_consent": row.get("sms_consent"),
-                "updated_at": _as_utc(row.get("updated_at")),
-                "warnings": checked[row["_row"]].warnings,
-                "run_id": run_id,
-                "ingested_at": ingested_at,
-            }
-            for field in schema:
-                out[field.name].append(standard.get(field.name))
+            stamp = stamps[index]
+            if held is None or (stamp is not None and (stamps[held] is None or stamp > stamps[held])):
+                latest[key] = index
         if latest:
+            picked = records.take(pa.array([latest[k] for k in sorted(latest)], pa.int64()))
             store.merge(
-                pa.table({f.name: pa.array(out[f.name], f.type) for f in schema}, schema=schema),
+                picked.drop_columns(["_row"]),
                 catalog.CUSTOMER_RECORDS.name,
                 catalog.CUSTOMER_RECORDS.ddl,
                 keys=["record_id"],
                 run_id=run_id,
                 update_predicate="s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)",
             )
-
-
-def _as_utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from lakecdp import catalog
-from lakecdp.api.embedded_pickup import unsupported_reason, write_chunk
+from lakecdp.api.embedded_pickup import EmbeddedPickupUnsupported, unsupported_reason, write_chunk
 from lakecdp.api.intake_log import complete_length, read_lines, segments
 
 if TYPE_CHECKING:
@@ -189,16 +189,22 @@ def pickup(
             for source_name, raw_rows in sorted(rows.items()):
                 source = sources[source_name]
                 query_name = f"api_intake_{number:08d}"
+                counts = None
                 if store is not None and unsupported_reason(source) is None:
-                    counts = write_chunk(
-                        ctx,
-                        store,
-                        raw_rows,
-                        source=source,
-                        topic=topic_of(source_name),
-                        stream_batch=f"{query_name}:{start}",
-                    )
-                else:
+                    try:
+                        counts = write_chunk(
+                            ctx,
+                            store,
+                            raw_rows,
+                            source=source,
+                            topic=topic_of(source_name),
+                            stream_batch=f"{query_name}:{start}",
+                        )
+                    except EmbeddedPickupUnsupported as why:
+                        # raised before anything is written (a nested value of another kind than
+                        # declared): this chunk of the source goes through Spark
+                        logger.info("%s [%d, %d) %s: through Spark: %s", path.name, start, stop, source_name, why)
+                if counts is None:
                     ctx = _with_spark(ctx)
                     counts = _spark_chunk(ctx, raw_rows, source, start=start, query_name=query_name)
                 for name in totals:
