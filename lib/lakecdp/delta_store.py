@@ -323,8 +323,11 @@ class DeltaStore:
         update: bool = True,
         update_predicate: str | None = None,
         insert: bool = True,
+        user_metadata: str | None = None,
     ) -> None:
-        """Upsert on ``keys`` (insert only when ``update`` is False); creates the table if missing."""
+        """Upsert on ``keys`` (insert only when ``update`` is False); creates the table if missing.
+
+        ``user_metadata``: the commit's ``userMetadata`` instead of ``<label> merge <run_id>``."""
         data = conform(data, schema)
         if not self.exists(name):
             self.create_if_missing(name, schema)
@@ -336,7 +339,7 @@ class DeltaStore:
             predicate,
             source_alias="s",
             target_alias="t",
-            commit_properties=self._metadata("merge", run_id),
+            commit_properties=self._metadata("merge", run_id, user_metadata),
         )
         if update:
             merger = merger.when_matched_update_all(predicate=update_predicate)
