@@ -142,8 +142,8 @@ def changed_customers(
     parts = []
     for name, version in moved.items():
         now, then = f"_{target}_now", f"_{target}_then"
-        _load_version(con, store, name, now, None)
-        _load_version(con, store, name, then, version)
+        store.load(con, now, name)
+        store.load(con, then, name, version=version)
         columns = [
             row[0]
             for row in con.execute(f'DESCRIBE "{now}"').fetchall()
@@ -167,15 +167,3 @@ def changed_customers(
         con.execute(f'DROP TABLE "{target}_{i}"')
     count: int = con.execute(f'SELECT count(*) FROM "{target}"').fetchall()[0][0]
     return count
-
-
-def _load_version(
-    con: duckdb.DuckDBPyConnection, store: DeltaStore, name: str, target: str, version: int | None
-) -> None:
-    import pyarrow as pa
-
-    table = store.table(name, version=version)
-    data: pa.Table = table.to_pyarrow_table()
-    con.register("_version_arrow", data)
-    con.execute(f'CREATE OR REPLACE TABLE "{target}" AS SELECT * FROM _version_arrow')
-    con.unregister("_version_arrow")
