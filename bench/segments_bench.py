@@ -6,7 +6,9 @@
 Spark side: the real segments job path (``evaluate_and_write``: evaluation, diff,
 changes MERGE, membership MERGE) run twice: run 1 fills every segment, run 2 on changed
 features (about 10% of customers move) writes only the changes. Embedded side: the same job
-(three runs: the third moves run 2's customers back, so they exit) on the embedded engine (``evaluate_and_write_embedded``: DuckDB over Arrow, plan guard, diff,
+(five runs: the third moves run 2's customers back, so they exit; the fourth raises the spend of
+1% of customers; the fifth runs on unchanged inputs, a no-op) on the embedded engine
+(``evaluate_and_write_embedded``: DuckDB over Arrow, plan guard, diff,
 changes appended and membership merged in Delta with delta-rs, run recorded) on its own
 warehouse, features written with delta-rs. DuckDB side: the same 30 conditions as one UNION ALL
 query over the same features (read from the Delta table with delta-rs), diffed against the
@@ -376,10 +378,13 @@ def embedded_section(customers: int, out: Path) -> tuple[str, str, str]:
         "segments.changes appended under a Delta app transaction, segments.membership MERGEd and "
         "segments.runs recorded with delta-rs, history kept); bare DuckDB = the same 30 conditions as one "
         "UNION ALL over the same features (read with delta-rs), diffed in SQL, changes written to Parquet "
-        "(no Delta, no reasons, no history). Both found the same number of changes. Run 2 moves ~10% of "
-        "customers into spend segments (entries), run 3 moves them back (exits, whose reasons name the old "
-        "rule); 'of which policies and diff' is the engine's own phase timing (open stays read, policies, "
-        "rekeys, diff, the reasons changes need)."
+        "(no Delta, no reasons, no history; every run evaluates all customers). Both found the same number "
+        "of changes. Run 2 moves ~10% of customers into spend segments (entries), run 3 moves them back "
+        "(exits, whose reasons name the old rule), then 1% of customers spend more, then a run on the same "
+        "inputs; 'customers evaluated' is what the engine evaluated (after a features change only the "
+        "customers whose row differs, lakecdp.segments.run_state; a no-op run evaluates none); 'of which "
+        "policies and diff' is the engine's own phase timing (open stays read, policies, rekeys, diff, the "
+        "reasons changes need)."
     )
     return "Segments, embedded engine", text, table
 
