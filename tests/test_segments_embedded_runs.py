@@ -16,12 +16,12 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from conftest import make_project
 from lakecdp import catalog
 from lakecdp.context import JobContext
 from lakecdp.delta_store import arrow_schema
 from lakecdp.segments.definitions import SegmentDefinition
 from lakecdp.segments.embedded import evaluate_and_write_embedded
+from test_segments_event_embedded import embedded_project, write
 
 AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
 PROFILE = "customer_id string, first_name string, run_id string"
@@ -35,17 +35,6 @@ SEGMENTS = {
     }.items()
 }
 CHANGE_COLUMNS = ["segment_id", "customer_id", "change_type", "reason"]
-
-
-def embedded_project(root):
-    project = make_project(root)
-    return project.model_copy(update={"environment": project.environment.model_copy(update={"engine": "embedded"})})
-
-
-def write(project, name: str, rows: list[tuple], schema: str, *, mode: str = "overwrite") -> None:
-    arrow = arrow_schema(schema)
-    table = pa.Table.from_pylist([dict(zip(arrow.names, row)) for row in rows], schema=arrow)
-    write_deltalake(str(project.warehouse / name.replace(".", "/")), table, mode=mode)
 
 
 def table(project, name: str) -> DeltaTable:
