@@ -234,8 +234,10 @@ class DeltaStore:
         columns: list[str] | None = None,
         where: str = "",
         params: list[Any] | None = None,
+        version: int | None = None,
     ) -> None:
-        """Table ``target`` of ``con`` from Delta table ``name`` (columns, a filter), timestamps in UTC.
+        """Table ``target`` of ``con`` from Delta table ``name`` (columns, a filter, ``version``:
+        time travel), timestamps in UTC.
 
         When the table needs nothing beyond reader version 1 (no deletion vectors, no column
         mapping) and is not partitioned, its live files, as the Delta log lists them, are read by
@@ -244,7 +246,7 @@ class DeltaStore:
         files Spark wrote -- ``is_current == True`` on a Spark-written membership -- so filters are
         never pushed into it.)
         """
-        table = self.table(name)
+        table = self.table(name, version=version)
         select = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
         files = [uri.removeprefix("file://") for uri in table.file_uris()]
         plain = table.protocol().min_reader_version == 1 and not table.metadata().partition_columns
@@ -323,8 +325,11 @@ class DeltaStore:
         update: bool = True,
         update_predicate: str | None = None,
         insert: bool = True,
+        user_metadata: str | None = None,
     ) -> None:
-        """Upsert on ``keys`` (insert only when ``update`` is False); creates the table if missing."""
+        """Upsert on ``keys`` (insert only when ``update`` is False); creates the table if missing.
+
+        ``user_metadata``: the commit's ``userMetadata`` instead of ``<label> merge <run_id>``."""
         data = conform(data, schema)
         if not self.exists(name):
             self.create_if_missing(name, schema)
@@ -336,7 +341,7 @@ class DeltaStore:
             predicate,
             source_alias="s",
             target_alias="t",
-            commit_properties=self._metadata("merge", run_id),
+            commit_properties=self._metadata("merge", run_id, user_metadata),
         )
         if update:
             merger = merger.when_matched_update_all(predicate=update_predicate)

@@ -37,7 +37,6 @@ from lakecdp import catalog
 from lakecdp.delta_store import DeltaStore
 from lakecdp.segments.definitions import SegmentDefinition
 from lakecdp.segments.embedded import (
-    CHANGES,
     EmbeddedSettings,
     _current_membership,
     _load_merges,
@@ -49,6 +48,7 @@ from lakecdp.segments.embedded import (
     raw_matches,
     recover_pending,
     trusted_connection,
+    write_new_changes,
 )
 from lakecdp.segments.plan_guard import SEGMENT_VIEWS
 from lakecdp.segments.writes import EmbeddedWrites
@@ -132,8 +132,7 @@ def process_new_events(
     new_ids = _new_event_ids(store, after, upto)
     run_id = run_id_for(run_prefix, upto)
     moment = as_of or datetime.now(timezone.utc)
-    writes = EmbeddedWrites(store)
-    writes.create_tables()
+    EmbeddedWrites(store).create_tables()
     con = trusted_connection()
     try:
         recovered, run_seen = recover_pending(con, store, current_run=run_id)
@@ -186,18 +185,7 @@ def process_new_events(
         change_count = sum(by_type.values())
         # a micro-batch without changes still records its run: that moves the loop past its versions
         if change_count:
-            if run_seen:
-                store.load(
-                    con, "_stored", CHANGES, columns=["change_id", "run_id"], where="WHERE run_id = ?", params=[run_id]
-                )
-            else:
-                con.execute("CREATE OR REPLACE TABLE _stored (change_id VARCHAR, run_id VARCHAR)")
-            fresh = con.sql(
-                "SELECT * FROM run_changes WHERE change_id NOT IN (SELECT change_id FROM _stored) "
-                "ORDER BY segment_id, customer_id, member_key"
-            ).to_arrow_table()
-            if fresh.num_rows:
-                writes.changes(fresh, run_id=run_id)
+            write_new_changes(con, store, run_id=run_id, run_seen=run_seen)
         apply_run(
             con,
             store,

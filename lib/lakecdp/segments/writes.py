@@ -91,7 +91,8 @@ class EmbeddedWrites:
         """Stays a run opens that no stored row can carry yet (keyed on the run id): appended."""
         self.store.append(opened, MEMBERSHIP, catalog.MEMBERSHIP.ddl, run_id=run_id)
 
-    def run_record(self, record: pa.Table, *, run_id: str) -> None:
+    def run_record(self, record: pa.Table, *, run_id: str, user_metadata: str | None = None) -> None:
+        """``user_metadata``: the commit's ``userMetadata`` (what the run read, for the no-op check)."""
         self.store.merge(
             record,
             RUNS,
@@ -99,6 +100,7 @@ class EmbeddedWrites:
             keys=["run_id"],
             run_id=run_id,
             update_predicate=_RUN_RECORD_UPDATE,
+            user_metadata=user_metadata,
         )
 
     def held(self, approvals: pa.Table, *, run_id: str) -> None:

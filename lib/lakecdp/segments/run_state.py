@@ -1,0 +1,172 @@
+"""What a batch run of the embedded engine read, kept with its run record: no-op and incremental runs.
+
+A batch run's rows are decided by ``as_of``, the definitions, and the Delta versions of its
+input tables (profile, features, events, identifiers, identity changes) -- given the membership
+and changes it continues. The run record's commit in ``segments.runs`` carries all of it as its
+``userMetadata`` (:meth:`RunInputs.stamp`), with the versions of membership and changes the run
+left. The next run compares:
+
+- everything equal and nobody wrote membership or changes since: evaluating again would change
+  nothing -- the run is recorded without evaluating (:meth:`RunInputs.unchanged_since`);
+- only profile and/or features moved (as_of, definitions, events and identity as before; nobody
+  wrote membership or changes since) and every segment is a row-wise condition: only customers
+  whose profile or features row differs between the two versions can enter or exit
+  (:meth:`RunInputs.changed_tables_since`, :func:`changed_customers`), and the run evaluates and
+  diffs only them.
+
+A run on the Spark engine, the event micro-batch or a killed run leaves another last commit (or
+moves membership/changes), so the next run is a full one.
+
+Example:
+    >>> inputs = RunInputs.read(store, segments, as_of)
+    >>> previous = last_run_inputs(store)
+    >>> inputs.unchanged_since(previous, store)
+    False
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lakecdp import catalog
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    import duckdb
+
+    from lakecdp.delta_store import DeltaStore
+    from lakecdp.segments.definitions import SegmentDefinition
+
+#: the tables a batch run reads: with as_of and the definitions their versions decide its rows
+INPUT_TABLES = tuple(
+    t.name
+    for t in (
+        catalog.CUSTOMER_PROFILE,
+        catalog.CUSTOMER_FEATURES,
+        catalog.EVENTS,
+        catalog.IDENTIFIERS,
+        catalog.ID_CHANGES,
+    )
+)
+#: inputs whose change can be followed customer by customer (one row per customer, row-wise conditions)
+ROW_WISE_TABLES = frozenset({catalog.CUSTOMER_PROFILE.name, catalog.CUSTOMER_FEATURES.name})
+#: columns of profile and features the segment views leave out (load_views): never compared
+_NOT_IN_VIEWS = ("run_id", "as_of")
+#: raised when the same inputs would give other rows (reason format, policy rules)
+_STAMP_VERSION = 1
+_PREFIX = "lakecdp-segments inputs "
+MEMBERSHIP, CHANGES = catalog.MEMBERSHIP.name, catalog.CHANGES.name
+
+
+def definitions_fingerprint(segments: dict[str, SegmentDefinition], as_of: datetime) -> str:
+    """as_of and every definition (kind included), as one hash."""
+    payload = {
+        "version": _STAMP_VERSION,
+        "as_of": as_of.isoformat(),
+        "segments": {sid: {"kind": d.kind, **d.model_dump(mode="json")} for sid, d in sorted(segments.items())},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The definitions' fingerprint and each input table's version (None: the table is absent)."""
+
+    definitions: str
+    versions: dict[str, int | None]
+
+    @classmethod
+    def read(cls, store: DeltaStore, segments: dict[str, SegmentDefinition], as_of: datetime) -> RunInputs:
+        return cls(
+            definitions_fingerprint(segments, as_of),
+            {name: store.version_or_none(name) for name in INPUT_TABLES},
+        )
+
+    def stamp(self, store: DeltaStore) -> str:
+        """The run record commit's ``userMetadata``: these inputs, and the versions of membership
+        and changes the run left (a later write by anyone moves one of them)."""
+        state = {"membership": store.version(MEMBERSHIP), "changes": store.version(CHANGES)}
+        return _PREFIX + json.dumps(
+            {"definitions": self.definitions, "inputs": self.versions, "state": state}, sort_keys=True
+        )
+
+    def _continues(self, previous: dict[str, Any] | None, store: DeltaStore) -> bool:
+        """The previous run had these definitions and as_of, and nobody wrote membership or changes since."""
+        if previous is None or previous.get("definitions") != self.definitions:
+            return False
+        state = previous.get("state") or {}
+        return bool(state == {"membership": store.version(MEMBERSHIP), "changes": store.version(CHANGES)})
+
+    def unchanged_since(self, previous: dict[str, Any] | None, store: DeltaStore) -> bool:
+        """Evaluating again would change nothing (see the module docstring)."""
+        return self._continues(previous, store) and previous is not None and previous.get("inputs") == self.versions
+
+    def changed_tables_since(self, previous: dict[str, Any] | None, store: DeltaStore) -> dict[str, int] | None:
+        """The row-wise inputs that moved since ``previous`` ({table: previous version}), when only
+        they did; None when the run must be a full one."""
+        if not self._continues(previous, store) or previous is None:
+            return None
+        before = previous.get("inputs") or {}
+        moved = {name for name in INPUT_TABLES if before.get(name) != self.versions.get(name)}
+        if not moved or not moved <= ROW_WISE_TABLES:
+            return None
+        if any(before.get(name) is None for name in moved):
+            return None
+        return {name: int(before[name]) for name in sorted(moved)}
+
+
+def last_run_inputs(store: DeltaStore) -> dict[str, Any] | None:
+    """The stamp of the latest segments.runs commit, if an embedded batch run wrote it."""
+    if not store.exists(catalog.SEGMENT_RUNS.name):
+        return None
+    text = store.last_user_metadata(catalog.SEGMENT_RUNS.name)
+    if not text or not text.startswith(_PREFIX):
+        return None
+    stamp: dict[str, Any] = json.loads(text[len(_PREFIX) :])
+    return stamp
+
+
+def changed_customers(
+    con: duckdb.DuckDBPyConnection, store: DeltaStore, moved: dict[str, int], *, target: str = "scope"
+) -> int:
+    """Table ``target`` (customer_id): customers whose row in a moved table differs between its
+    previous version and now (added, removed or any column the segment views see changed).
+
+    Returns:
+        How many customers.
+    """
+    parts = []
+    for name, version in moved.items():
+        now, then = f"_{target}_now", f"_{target}_then"
+        store.load(con, now, name)
+        store.load(con, then, name, version=version)
+        columns = [
+            row[0]
+            for row in con.execute(f'DESCRIBE "{now}"').fetchall()
+            if row[0] not in _NOT_IN_VIEWS and row[0] in {r[0] for r in con.execute(f'DESCRIBE "{then}"').fetchall()}
+        ]
+        if columns != [r[0] for r in con.execute(f'DESCRIBE "{now}"').fetchall() if r[0] not in _NOT_IN_VIEWS]:
+            # a column appeared or went: every customer's view row may differ
+            parts.append(f'SELECT customer_id FROM "{now}" UNION SELECT customer_id FROM "{then}"')
+        else:
+            # rows whose count differs between the versions (EXCEPT ALL both ways, as one
+            # aggregate: 1.4 s instead of 4-5 s at 1M rows)
+            listed = ", ".join(f'"{c}"' for c in columns)
+            parts.append(
+                f"SELECT DISTINCT customer_id FROM (SELECT {listed}, sum(_side) AS _count FROM ("
+                f'SELECT {listed}, 1 AS _side FROM "{now}" UNION ALL SELECT {listed}, -1 FROM "{then}"'
+                ") GROUP BY ALL HAVING _count <> 0)"
+            )
+        con.execute(f'CREATE OR REPLACE TABLE "{target}_{len(parts)}" AS {parts[-1]}')
+        con.execute(f'DROP TABLE "{now}"')
+        con.execute(f'DROP TABLE "{then}"')
+    union = " UNION ".join(f'SELECT customer_id FROM "{target}_{i}"' for i in range(1, len(parts) + 1))
+    con.execute(f'CREATE OR REPLACE TABLE "{target}" AS {union}')
+    for i in range(1, len(parts) + 1):
+        con.execute(f'DROP TABLE "{target}_{i}"')
+    count: int = con.execute(f'SELECT count(*) FROM "{target}"').fetchall()[0][0]
+    return count
