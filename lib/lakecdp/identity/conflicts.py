@@ -85,6 +85,8 @@ def split_birth_date_conflicts(
         record -> new key (the smallest record id of its piece), for every record of a
         cluster that splits; records of other clusters are not listed.
     """
+    from lakecdp.identity.clustering import _UnionFind  # clustering imports this module
+
     inside: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
     vouched = _UnionFind()  # records with birth dates joined by strong edges between them
     for left, right, p in edges:
@@ -119,31 +121,13 @@ def split_birth_date_conflicts(
     return new_keys
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, node: str) -> str:
-        parent = self.parent
-        parent.setdefault(node, node)
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
-
-    def union(self, a: str, b: str) -> str:
-        """Join the sets of ``a`` and ``b``; the root is the smaller id."""
-        ra, rb = self.find(a), self.find(b)
-        root = min(ra, rb)
-        self.parent[max(ra, rb)] = root
-        return root
-
-
 def _pieces(
     edges: list[tuple[str, str, float]], conflicts: set[tuple[str, str]], birth_dates: Mapping[str, str]
 ) -> dict[str, str]:
     """Greedy union over ``edges`` strongest first (ties by record ids), never joining two
     pieces that hold a conflicting pair: record -> smallest record id of its piece."""
+    from lakecdp.identity.clustering import _UnionFind
+
     pieces = _UnionFind()
     dated: dict[str, list[str]] = {}
     for left, right, _ in sorted(edges, key=lambda e: (-e[2], e[0], e[1])):
@@ -155,7 +139,8 @@ def _pieces(
         if any((min(x, y), max(x, y)) in conflicts for x in dated_a for y in dated_b):
             dated[a], dated[b] = dated_a, dated_b
             continue
-        dated[pieces.union(a, b)] = dated_a + dated_b
+        pieces.union(a, b)
+        dated[pieces.find(a)] = dated_a + dated_b
     return {node: pieces.find(node) for node in list(pieces.parent)}
 
 
