@@ -69,9 +69,13 @@ def test_strong_edges_between_dated_records_vouch_for_dates_that_disagree():
     edges = [("d1", "o", 0.999), ("d2", "o", 0.999)]
     dates = {"o": "19650410", "d1": "19010410", "d2": "19690419"}
     assert split_birth_date_conflicts(clusters, edges, dates, strong=0.99) == {}
-    # the original without its date: nothing compared d1's date with d2's
+    # the original without its date: nothing compared d1's date with d2's; it goes with the
+    # one it matches better, and with neither when it matches both equally (the namesakes of
+    # one household with a record that could be either's)
     undated = {"d1": "19010410", "d2": "19690419"}
-    assert split_birth_date_conflicts(clusters, edges, undated, strong=0.99) == {"d1": "d1", "o": "d1", "d2": "d2"}
+    closer = [("d1", "o", 0.999), ("d2", "o", 0.998)]
+    assert split_birth_date_conflicts(clusters, closer, undated, strong=0.99) == {"d1": "d1", "o": "d1", "d2": "d2"}
+    assert split_birth_date_conflicts(clusters, edges, undated, strong=0.99) == {"d1": "d1", "o": "o", "d2": "d2"}
     # a weak edge vouches for nothing either
     weak = [("d1", "o", 0.999), ("d2", "o", 0.97)]
     assert split_birth_date_conflicts(clusters, weak, dates, strong=0.99) == {"d1": "d1", "o": "d1", "d2": "d2"}

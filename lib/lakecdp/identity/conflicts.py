@@ -16,7 +16,9 @@ without a birth date, or through a weak edge: there no comparison saw the two da
 disagreeing records that nothing vouches for are a *conflict*; a cluster holding one is
 rebuilt by adding its edges strongest first (ties by record id), skipping an edge that
 would put two conflicting records in one piece (flag ``birth_date_conflict``). A record
-without a birth date conflicts with no one: it joins the piece it links to most strongly.
+without a birth date conflicts with no one: it joins the piece it links to most strongly,
+or none when it links two conflicting pieces equally strongly (it matches both namesakes
+alike: nothing says which one it is).
 
 Only clusters holding a conflict change, and a cluster's pieces depend on its own records
 and edges alone, so incremental runs still equal full runs.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from itertools import combinations, groupby
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -125,22 +128,41 @@ def _pieces(
     edges: list[tuple[str, str, float]], conflicts: set[tuple[str, str]], birth_dates: Mapping[str, str]
 ) -> dict[str, str]:
     """Greedy union over ``edges`` strongest first (ties by record ids), never joining two
-    pieces that hold a conflicting pair: record -> smallest record id of its piece."""
+    pieces that hold a conflicting pair: record -> smallest record id of its piece.
+
+    A piece that edges of one same probability would join to two pieces in conflict with each
+    other (a record without birth date matching two namesakes equally well) joins neither."""
     from lakecdp.identity.clustering import _UnionFind
 
     pieces = _UnionFind()
     dated: dict[str, list[str]] = {}
-    for left, right, _ in sorted(edges, key=lambda e: (-e[2], e[0], e[1])):
-        a, b = pieces.find(left), pieces.find(right)
-        if a == b:
-            continue
-        dated_a = dated.pop(a, [a] if a in birth_dates else [])
-        dated_b = dated.pop(b, [b] if b in birth_dates else [])
-        if any((min(x, y), max(x, y)) in conflicts for x in dated_a for y in dated_b):
-            dated[a], dated[b] = dated_a, dated_b
-            continue
-        pieces.union(a, b)
-        dated[pieces.find(a)] = dated_a + dated_b
+
+    def dated_of(piece: str) -> list[str]:
+        return dated.get(piece, [piece] if piece in birth_dates else [])
+
+    def clash(a: str, b: str) -> bool:
+        return any((min(x, y), max(x, y)) in conflicts for x in dated_of(a) for y in dated_of(b))
+
+    ordered = sorted(edges, key=lambda e: (-e[2], e[0], e[1]))
+    for _, group in groupby(ordered, key=lambda e: e[2]):
+        tied = [(left, right, pieces.find(left), pieces.find(right)) for left, right, _ in group]
+        reach: dict[str, set[str]] = defaultdict(set)
+        for _, _, a, b in tied:
+            if a != b:
+                reach[a].add(b)
+                reach[b].add(a)
+        torn = {
+            piece for piece, others in reach.items() if any(clash(x, y) for x, y in combinations(sorted(others), 2))
+        }
+        for left, right, start_l, start_r in tied:
+            a, b = pieces.find(left), pieces.find(right)
+            if a == b or start_l in torn or start_r in torn or clash(a, b):
+                continue
+            joined = dated_of(a) + dated_of(b)
+            dated.pop(a, None)
+            dated.pop(b, None)
+            pieces.union(a, b)
+            dated[pieces.find(a)] = joined
     return {node: pieces.find(node) for node in list(pieces.parent)}
 
 
