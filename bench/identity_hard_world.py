@@ -107,6 +107,7 @@ def clusters_of(records, model_dir: Path) -> dict[str, str]:
     """record_id -> cluster key, as a full identity run on the duckdb backend makes them."""
     from lakecdp.identity.clustering import _cluster_in_memory
     from lakecdp.identity.config import load_identity_config
+    from lakecdp.identity.conflicts import birth_dates_of
     from lakecdp.identity.local import LocalRecords, final_edges, kept_edge_rows
     from lakecdp.identity.matching import ProbabilisticMatcher
 
@@ -125,7 +126,8 @@ def clusters_of(records, model_dir: Path) -> dict[str, str]:
     )
     kept = kept_edge_rows(local.con, edges, nodes, config.edge_floor)
     ids = nodes["record_id"].to_pylist()
-    rows = _cluster_in_memory(ids, kept, config, dict(zip(ids, nodes["source"].to_pylist())))
+    sources = dict(zip(ids, nodes["source"].to_pylist()))
+    rows = _cluster_in_memory(ids, kept, config, sources, birth_dates_of(records))
     return {row[0]: row[1] for row in rows}
 
 

@@ -13,6 +13,13 @@ Guards, because one bad link merges two customers and everything downstream:
 - **size**: a cluster above ``clustering.max_cluster_size`` is flagged ``oversized``;
   with ``split`` it is broken into its strong parts (flag ``oversized_split``).
 
+- **birth dates** (:mod:`lakecdp.identity.conflicts`, when the records come with
+  ``date_of_birth``): two records whose birth dates disagree beyond a typo stay in one
+  cluster only when a strong edge links them directly; a cluster that holds them only
+  through others (a shop record without birth date matching two namesakes of one
+  household) is rebuilt strongest edge first without joining them (flag
+  ``birth_date_conflict``).
+
 Then **exclusive probable links** (``clustering.exclusive_link_probability``): an edge
 below the match threshold but at least that probable joins two of those clusters when
 each has no edge (at or above that probability) to any cluster but the other, and no
@@ -36,6 +43,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakecdp.identity.config import IdentityConfig
+from lakecdp.identity.conflicts import birth_dates_of, split_birth_date_conflicts
 from lakecdp.columns import require_columns
 
 if TYPE_CHECKING:
@@ -251,16 +259,33 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+def _birth_date_guard(
+    key: dict[str, str],
+    kept: list[tuple[str, str, float]],
+    birth_dates: dict[str, str] | None,
+    strong: float,
+) -> set[str]:
+    """:func:`lakecdp.identity.conflicts.split_birth_date_conflicts` applied to ``key`` in
+    place: the records of the clusters it split."""
+    if not birth_dates:
+        return set()
+    new_keys = split_birth_date_conflicts(key, kept, birth_dates, strong=strong)
+    key.update(new_keys)
+    return set(new_keys)
+
+
 def _cluster_in_memory(
     node_ids: list[str],
     kept: list[tuple[str, str, float]],
     config: IdentityConfig,
     sources: dict[str, str] | None = None,
+    birth_dates: dict[str, str] | None = None,
 ) -> list[tuple[str, str, int, float, list[str]]]:
     """The same algorithm as the Spark path, on the driver (DuckDB backend: one machine).
 
     ``kept``: edges at or above :attr:`IdentityConfig.edge_floor`; ``sources``: record ->
-    source (without it no exclusive probable link is made)."""
+    source (without it no exclusive probable link is made); ``birth_dates``: record ->
+    ``yyyyMMdd`` (:mod:`lakecdp.identity.conflicts`; without it no birth-date guard)."""
     guards = config.clustering
     threshold = config.model.match_threshold
     probable = kept
@@ -286,6 +311,11 @@ def _cluster_in_memory(
     if split and oversized:
         for n in oversized:
             key[n] = part[n]
+        sizes = defaultdict(int)
+        for n in node_ids:
+            sizes[key[n]] += 1
+    conflicted = _birth_date_guard(key, kept, birth_dates, guards.weak_link_probability)
+    if conflicted:
         sizes = defaultdict(int)
         for n in node_ids:
             sizes[key[n]] += 1
@@ -315,6 +345,8 @@ def _cluster_in_memory(
         flags = set()
         if before[n] in exclusive:
             flags.add("exclusive_link")
+        if n in conflicted:
+            flags.add("birth_date_conflict")
         if cluster[n] in weak_clusters:
             flags.add(weak_flag)
         if n in oversized:
@@ -369,8 +401,9 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
     """Cluster records over edges at or above the match threshold, with guards.
 
     Args:
-        record_ids: every record to cluster (column ``record_id``, and ``source`` for
-            exclusive probable links); records without edges become clusters of one.
+        record_ids: every record to cluster (column ``record_id``, ``source`` for
+            exclusive probable links, ``date_of_birth`` for the birth-date guard of
+            :mod:`lakecdp.identity.conflicts`); records without edges become clusters of one.
         edges: ``identity.edges`` rows (deterministic and probabilistic).
         config: ``model.match_threshold``, ``clustering`` guards and ``backend``.
 
@@ -379,7 +412,7 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
         ``cluster_size``, ``link_confidence`` (the highest probability among the
         record's edges inside its cluster; 1.0 for a deterministic link or a cluster of
         one) and ``flags`` (``weak_link``, ``split_weak_link``, ``oversized``,
-        ``oversized_split``; empty when clean).
+        ``oversized_split``, ``birth_date_conflict``, ``exclusive_link``; empty when clean).
 
     Example:
         >>> clusters = cluster_edges(records.select("record_id", "source"), edges, config)
@@ -391,17 +424,19 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
     threshold = config.model.match_threshold
     nodes = record_ids.select("record_id").distinct()
     with_sources = "source" in record_ids.columns
+    with_dates = "date_of_birth" in record_ids.columns
     if config.backend == "duckdb":
         # one machine: two Arrow transfers, the graph work in memory, one DataFrame back
         node_table = record_ids.select("record_id", *(["source"] if with_sources else [])).distinct().toArrow()
         node_ids = node_table.column("record_id").to_pylist()
         sources = dict(zip(node_ids, node_table.column("source").to_pylist())) if with_sources else None
+        birth_dates = birth_dates_of(record_ids.select("record_id", "date_of_birth").toArrow()) if with_dates else None
         kept_table = kept_edges(edges, config.edge_floor).toArrow().to_pylist()
         kept_rows = [(r["record_id_l"], r["record_id_r"], r["p"]) for r in kept_table]
         known = set(node_ids)
         # an edge to a record not being clustered is ignored, as in the Spark path
         kept_rows = [r for r in kept_rows if r[0] in known and r[1] in known]
-        rows = _cluster_in_memory(node_ids, kept_rows, config, sources)
+        rows = _cluster_in_memory(node_ids, kept_rows, config, sources, birth_dates)
         return _frame_from_rows(spark, rows)
 
     kept = kept_edges(edges, threshold).cache()
@@ -477,6 +512,8 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
         F.array_sort(F.array_distinct(F.concat(weak_flags, size_flags))).alias("flags"),
     )
 
+    if with_dates:
+        assigned = _birth_date_guard_spark(assigned, record_ids, kept, guards.weak_link_probability)
     assigned = assigned.withColumn("before_key", F.col("cluster_key"))
     if with_sources and guards.exclusive_link_probability is not None:
         assigned = _join_exclusive(assigned, record_ids.select("record_id", "source"), edges, config)
@@ -507,6 +544,42 @@ def cluster_edges(record_ids: DataFrame, edges: DataFrame, config: IdentityConfi
         "cluster_size",
         F.coalesce(F.col("best"), F.lit(1.0)).cast("double").alias("link_confidence"),
         "flags",
+    )
+
+
+def _birth_date_guard_spark(assigned: DataFrame, record_ids: DataFrame, kept: DataFrame, strong: float) -> DataFrame:
+    """:func:`lakecdp.identity.conflicts.split_birth_date_conflicts` on the Spark path: the
+    clusters holding two birth dates and their edges go to the driver (few), the new keys
+    come back as a join."""
+    dated = record_ids.where(F.col("date_of_birth").isNotNull()).select(
+        "record_id", F.date_format("date_of_birth", "yyyyMMdd").alias("dob")
+    )
+    with_dob = assigned.select("record_id", "cluster_key").join(dated, "record_id", "left")
+    candidates = with_dob.groupBy("cluster_key").agg(F.countDistinct("dob").alias("dates")).where("dates > 1")
+    members = with_dob.join(candidates.select("cluster_key"), "cluster_key", "left_semi").collect()
+    if not members:
+        return assigned
+    clusters = {r["record_id"]: r["cluster_key"] for r in members}
+    ids = assigned.sparkSession.createDataFrame([(i,) for i in sorted(clusters)], "record_id string")
+    edges = [
+        (r["record_id_l"], r["record_id_r"], r["p"])
+        for r in kept.join(ids.withColumnRenamed("record_id", "record_id_l"), "record_id_l", "left_semi")
+        .join(ids.withColumnRenamed("record_id", "record_id_r"), "record_id_r", "left_semi")
+        .collect()
+    ]
+    birth_dates = {r["record_id"]: r["dob"] for r in members if r["dob"] is not None}
+    new_keys = split_birth_date_conflicts(clusters, edges, birth_dates, strong=strong)
+    if not new_keys:
+        return assigned
+    key_frame = assigned.sparkSession.createDataFrame(sorted(new_keys.items()), "record_id string, conflict_key string")
+    is_split = F.col("conflict_key").isNotNull()
+    flagged = F.array_sort(F.array_union("flags", F.array(F.lit("birth_date_conflict"))))
+    return (
+        assigned.join(key_frame, "record_id", "left")
+        .withColumn("flags", F.when(is_split, flagged).otherwise(F.col("flags")))
+        .withColumn("cluster_key", F.coalesce("conflict_key", "cluster_key"))
+        .withColumn("cluster_size", F.count("*").over(Window.partitionBy("cluster_key")).cast("int"))
+        .drop("conflict_key")
     )
 
 

@@ -251,7 +251,9 @@ class ClusterGuards(StrictModel):
     # clusters larger than this are flagged 'oversized' (and split at weak links with 'split')
     max_cluster_size: int = Field(default=50, ge=2)
     # a probabilistic edge below this probability is weak; a cluster held together only
-    # through a weak edge (a bridge between strongly linked parts) is flagged or split
+    # through a weak edge (a bridge between strongly linked parts) is flagged or split. Strong
+    # edges between records with birth dates also vouch for dates that disagree
+    # (lakecdp.identity.conflicts: without that, such records are never chained into one cluster)
     weak_link_probability: float = Field(default=0.99, gt=0, le=1)
     weak_link_policy: WeakLinkPolicy = "split"
     # a probable link (probability at least this, below the match threshold) joins two

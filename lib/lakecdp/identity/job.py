@@ -507,7 +507,8 @@ def _identify(
             id_changes = spark.createDataFrame(id_changes_arrow, ID_CHANGES_SCHEMA)
             change_count = id_changes_arrow.num_rows
         else:
-            clusters = cluster_edges(nodes, inside, config).join(nodes, "record_id")
+            dated = nodes.join(inputs.records.select("record_id", "date_of_birth"), "record_id")
+            clusters = cluster_edges(dated, inside, config).join(nodes, "record_id")
             id_map, id_changes = assign_customer_ids(
                 clusters,
                 previous_id_map,
@@ -912,6 +913,7 @@ def _cluster_local(
     import pyarrow.compute as pc
 
     from lakecdp.identity.clustering import _cluster_in_memory, cluster_table
+    from lakecdp.identity.conflicts import birth_dates_of
     from lakecdp.identity.local import kept_edge_rows
 
     nodes = records.select(["record_id", "source"])
@@ -919,7 +921,7 @@ def _cluster_local(
         nodes = nodes.filter(pc.is_in(nodes.column("record_id"), value_set=scope))
     kept = kept_edge_rows(con, edges, nodes, config.edge_floor)
     source = dict(zip(nodes.column("record_id").to_pylist(), nodes.column("source").to_pylist()))
-    rows = _cluster_in_memory(list(source), kept, config, source)
+    rows = _cluster_in_memory(list(source), kept, config, source, birth_dates_of(records))
     return cluster_table(rows, sources=source)
 
 
