@@ -802,17 +802,7 @@ def _run_on_machine(
     with _stage("identifiers", timings):
         holding = values
         if value_scope is not None:
-            wanted = {
-                (t, v)
-                for t, v in zip(
-                    value_scope.column("identifier_type").to_pylist(), value_scope.column("value").to_pylist()
-                )
-            }
-            keep = [
-                (t, v) in wanted
-                for t, v in zip(values.column("identifier_type").to_pylist(), values.column("value").to_pylist())
-            ]
-            holding = values.filter(pa.array(keep, pa.bool_()))
+            holding = values.join(value_scope, keys=["identifier_type", "value"], join_type="left semi")
         # a full run's id map is the whole table: no read of what was just written
         owners = id_map if scope is None else store.read(ID_MAP_TABLE, columns=["record_id", "customer_id"])
         identifiers = customer_identifiers_local(holding, owners, run_id=run_id)
@@ -911,16 +901,13 @@ def _cluster_local(
     cluster_size, link_confidence, flags, source`` as an Arrow table."""
     import pyarrow.compute as pc
 
-    from lakecdp.identity.clustering import _cluster_in_memory, cluster_table
-    from lakecdp.identity.local import kept_edge_rows
+    from lakecdp.identity.clustering import cluster_arrow
+    from lakecdp.identity.local import kept_edges_local
 
     nodes = records.select(["record_id", "source"])
     if scope is not None:
         nodes = nodes.filter(pc.is_in(nodes.column("record_id"), value_set=scope))
-    kept = kept_edge_rows(con, edges, nodes, config.edge_floor)
-    source = dict(zip(nodes.column("record_id").to_pylist(), nodes.column("source").to_pylist()))
-    rows = _cluster_in_memory(list(source), kept, config, source)
-    return cluster_table(rows, sources=source)
+    return cluster_arrow(nodes, kept_edges_local(con, edges, nodes, config.edge_floor), config)
 
 
 def run(ctx: JobContext) -> dict[str, int]:
