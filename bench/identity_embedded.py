@@ -26,6 +26,7 @@ import logging
 import shutil
 import time
 from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.results import append_results, machine, stamp
@@ -114,15 +115,23 @@ def _fresh_run_root(world: Path, name: str) -> Path:
 
 
 def train_once(world: Path) -> None:
-    """A first full run (which trains the model) on a scratch copy; the model is kept."""
+    """Train the model on the ``w0`` records (not timed) and keep it under ``world/models``."""
     if (world / "models").exists():
         return
-    from lakecdp.context import JobContext
-    from lakecdp.identity.job import run_identity
+    from deltalake import DeltaTable
 
-    root = _fresh_run_root(world, "train")
-    run_identity(JobContext.create(_project(root, world / "conf", START), None, as_of=START, run_id="train"))
-    shutil.copytree(root / "models", world / "models")
+    from lakecdp.identity.config import load_identity_config
+    from lakecdp.identity.local import LocalRecords
+    from lakecdp.identity.matching import ProbabilisticMatcher
+
+    config = load_identity_config(world / "conf")
+    records = DeltaTable(str(world / "w0" / "warehouse" / RECORDS)).to_pyarrow_table()
+    prepared = LocalRecords(records, config).prepared()
+    scratch = world / "models-training"
+    shutil.rmtree(scratch, ignore_errors=True)
+    matcher = ProbabilisticMatcher(config, spark=None, model_dir=scratch / Path(config.models_dir).name)
+    matcher.model(prepared, prepared=prepared)
+    scratch.rename(world / "models")
 
 
 def bare_splink(world: Path) -> tuple[float, float, int]:
@@ -190,12 +199,15 @@ def compare(dump: Path, reference: Path) -> list[str]:
     return differing
 
 
-def timed_runs(world: Path, dump: Path | None) -> dict[str, tuple[float, dict[str, float], dict[str, int]]]:
-    """Full on w0, incremental to w1, full on w1: (seconds, stage seconds, counts) each."""
+def timed_runs(
+    world: Path, dump: Path | None, *, name: str = "timed", before_increment: Callable[[], None] | None = None
+) -> dict[str, tuple[float, dict[str, float], dict[str, int]]]:
+    """Full on w0, incremental to w1, full on w1: (seconds, stage seconds, counts) each
+    (``before_increment`` is called before silver moves on to w1)."""
     from lakecdp.context import JobContext
     from lakecdp.identity.job import run_identity
 
-    root = _fresh_run_root(world, "timed")
+    root = _fresh_run_root(world, name)
     later = START + timedelta(days=7)
     results = {}
     for label, as_of, mode in (
@@ -204,6 +216,8 @@ def timed_runs(world: Path, dump: Path | None) -> dict[str, tuple[float, dict[st
         ("full_w1", later, "full"),
     ):
         if label == "incremental":  # silver moves on to w1 (its log continues w0's)
+            if before_increment is not None:
+                before_increment()
             shutil.rmtree(root / "warehouse" / RECORDS)
             shutil.copytree(world / "w1" / "warehouse" / RECORDS, root / "warehouse" / RECORDS)
         ctx = JobContext.create(_project(root, world / "conf", as_of), None, as_of=as_of, run_id=f"bench-{label}")

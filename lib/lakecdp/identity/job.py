@@ -735,10 +735,12 @@ def _run_on_machine(
     with _stage("score", timings):
         changed_ids = pa.array(changed, pa.string()) if incremental else None
         probabilistic, scored_count = _score_local(matcher, prepared, previous_edges, changed_ids, retrain=retrain)
+    with _stage("deterministic", timings):
+        deterministic = on_machine.deterministic_edges(run_id=run_id)
     with _stage("edges", timings):
         edges = final_edges(
             on_machine.con,
-            deterministic=on_machine.deterministic_edges(run_id=run_id),
+            deterministic=deterministic,
             probabilistic=probabilistic,
             sources=records.select(["record_id", "source"]),
             unique=unique_sources(ctx.project.conf_dir),
