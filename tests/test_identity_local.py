@@ -447,3 +447,84 @@ def test_an_incremental_run_reclusters_what_an_exclusive_link_depends_on(config)
     scope = affected_records_local(["tp:T2"], after, before, id_map, config.edge_floor)
     assert scope == ["shop:S1", "tp:T1", "tp:T2"]
     assert clusters(set(scope), after) == full
+
+
+def _clusters_arrow(
+    nodes: dict[str, str], kept: list[tuple[str, str, float]], config, born: dict[str, date] | None = None
+) -> pa.Table:
+    from lakecdp.identity.clustering import cluster_arrow
+
+    schema = pa.schema([("record_id_l", pa.string()), ("record_id_r", pa.string()), ("p", pa.float64())])
+    edges = pa.Table.from_pylist([dict(zip(schema.names, e)) for e in kept], schema=schema)
+    dates = None
+    if born is not None:
+        dates = pa.table(
+            {
+                "record_id": pa.array(list(born), pa.string()),
+                "date_of_birth": pa.array(list(born.values()), pa.date32()),
+            }
+        )
+    return cluster_arrow(pa.table({"record_id": list(nodes), "source": list(nodes.values())}), edges, config, dates)
+
+
+def test_clusters_over_arrow_by_hand(config):
+    # threshold 0.95, weak links below 0.99 split, exclusive links from 0.8 (conf/identity.yaml)
+    nodes = {
+        "b:2": "b", "a:1": "a", "a:3": "a", "b:4": "b",  # a strong pair + a weak bridge to another
+        "c:5": "c", "c:6": "c",  # the strong pair on the other side of the bridge
+        "a:7": "a", "b:8": "b",  # one probable link, nothing else: an exclusive link
+        "a:9": "a",  # alone
+    }  # fmt: skip
+    kept = [
+        ("a:1", "b:2", 1.0),
+        ("a:1", "a:3", 0.999),
+        ("b:2", "c:5", 0.96),
+        ("c:5", "c:6", 1.0),
+        ("a:3", "b:4", 0.97),
+        ("a:7", "b:8", 0.85),
+    ]
+    rows = {r["record_id"]: r for r in _clusters_arrow(nodes, kept, config).to_pylist()}
+    assert list(rows) == sorted(nodes)
+    got = {r: (v["cluster_key"], v["cluster_size"], v["link_confidence"], v["flags"]) for r, v in rows.items()}
+    assert got == {
+        # b:4 hangs on a:3 by one probable link: no bridge between two groups
+        "a:1": ("a:1", 4, 1.0, ["split_weak_link"]),
+        "b:2": ("a:1", 4, 1.0, ["split_weak_link"]),
+        "a:3": ("a:1", 4, 0.999, ["split_weak_link"]),
+        "b:4": ("a:1", 4, 0.97, ["split_weak_link"]),
+        "c:5": ("c:5", 2, 1.0, ["split_weak_link"]),
+        "c:6": ("c:5", 2, 1.0, ["split_weak_link"]),
+        "a:7": ("a:7", 2, 0.85, ["exclusive_link"]),
+        "b:8": ("a:7", 2, 0.85, ["exclusive_link"]),
+        "a:9": ("a:9", 1, 1.0, []),
+    }
+    assert rows["a:1"]["source"] == "a" and rows["c:6"]["source"] == "c"
+
+
+@pytest.mark.parametrize("policy", ["flag", "split"])
+@pytest.mark.parametrize("max_size", [2, 3, 50])
+def test_clusters_over_arrow_equal_the_in_memory_guards(config, policy, max_size):
+    # oracle: _cluster_in_memory, the guards as the Spark backend runs them, on random graphs
+    import random
+
+    from lakecdp.identity.clustering import _cluster_in_memory, cluster_table
+
+    guards = config.clustering.model_copy(update={"weak_link_policy": policy, "max_cluster_size": max_size})
+    varied = config.model_copy(update={"clustering": guards})
+    for seed in range(150):
+        rng = random.Random(seed)
+        ids = [f"{rng.choice('abc')}:{i:03d}" for i in range(rng.randint(1, 40))]
+        sources = {i: i.split(":")[0] for i in ids}
+        pairs: dict[tuple[str, str], float] = {}
+        for _ in range(rng.randint(0, 3 * len(ids))) if len(ids) > 1 else ():
+            left, right = sorted(rng.sample(ids, 2))
+            pairs[(left, right)] = rng.choice([0.8, 0.85, 0.95, 0.97, 0.99, 1.0, rng.uniform(0.8, 1.0)])
+        kept = sorted((left, right, p) for (left, right), p in pairs.items())
+        expected = cluster_table(_cluster_in_memory(ids, kept, varied, sources), sources=sources)
+        assert _clusters_arrow(sources, kept, varied).equals(expected), seed
+        # with the birth-date guard: a few dates far apart, one a typo of another, some records undated
+        dates = [date(1960, 1, 2), date(1960, 1, 3), date(1985, 7, 9), date(2001, 12, 30)]
+        born = {i: rng.choice(dates) for i in ids if rng.random() < 0.6}
+        text = {i: d.strftime("%Y%m%d") for i, d in born.items()}
+        expected = cluster_table(_cluster_in_memory(ids, kept, varied, sources, text), sources=sources)
+        assert _clusters_arrow(sources, kept, varied, born).equals(expected), seed

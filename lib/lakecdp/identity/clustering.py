@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, Window
@@ -355,6 +356,229 @@ def _cluster_in_memory(
             flags.add("oversized")
         rows.append((n, key[n], sizes[key[n]], float(best.get(n, 1.0)), sorted(flags)))
     return rows
+
+
+def _components(size: int, left: Any, right: Any) -> Any:
+    """Connected components of nodes ``0..size-1`` joined by the edges ``left[i]-right[i]``
+    (numpy index arrays): per node, the smallest node index of its component.
+
+    Min-label propagation with pointer jumping: a label is always a node of the same
+    component no greater than the node, so once every edge joins equal labels each
+    component holds one label, its smallest node (whose label can never drop)."""
+    import numpy as np
+
+    label = np.arange(size, dtype=np.int64)
+    while True:
+        low = np.minimum(label[left], label[right])
+        hooked = label.copy()
+        np.minimum.at(hooked, left, low)
+        np.minimum.at(hooked, right, low)
+        while True:  # pointer jumping: follow labels to their own labels
+            jumped = hooked[hooked]
+            if np.array_equal(jumped, hooked):
+                break
+            hooked = jumped
+        if np.array_equal(hooked, label):
+            return label
+        label = hooked
+
+
+def _birth_date_guard_arrow(
+    key: Any, names: pa.Array, kept: tuple[Any, Any, Any], birth_dates: pa.Table, strong: float
+) -> Any:
+    """:func:`_birth_date_guard` on the arrays of :func:`cluster_arrow`: only the clusters
+    holding two different birth dates go through Python. Returns (new key, conflicted mask)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    size = len(names)
+    conflicted = np.zeros(size, dtype=bool)
+    position = pc.index_in(birth_dates.column("record_id"), value_set=names)
+    dated = pc.and_(pc.is_valid(position), pc.is_valid(birth_dates.column("date_of_birth")))
+    where = np.asarray(position.filter(dated).to_numpy(), dtype=np.int64)
+    days = np.asarray(birth_dates.column("date_of_birth").filter(dated).cast(pa.int32()).to_numpy(), dtype=np.int64)
+    if not len(where):
+        return key, conflicted
+    born = np.full(size, np.iinfo(np.int64).min, dtype=np.int64)
+    born[where] = days
+    distinct = np.unique(np.stack([key[where], days], axis=1), axis=0)
+    suspect = np.bincount(distinct[:, 0], minlength=size) >= 2
+    members = suspect[key]
+    if not members.any():
+        return key, conflicted
+    left, right, p = kept
+    inside = members[left] & members[right]
+    index = np.nonzero(members)[0].tolist()
+    text = names.take(pa.array(index)).to_pylist()
+    name_of = dict(zip(index, text, strict=True))
+    epoch = date(1970, 1, 1).toordinal()
+    new_keys = split_birth_date_conflicts(
+        {name_of[i]: name_of[int(key[i])] for i in index},
+        zip(
+            [name_of[i] for i in left[inside].tolist()],
+            [name_of[i] for i in right[inside].tolist()],
+            p[inside].tolist(),
+            strict=True,
+        ),
+        {
+            name_of[i]: date.fromordinal(epoch + int(born[i])).strftime("%Y%m%d")
+            for i in index
+            if born[i] != np.iinfo(np.int64).min
+        },
+        strong=strong,
+    )
+    if not new_keys:
+        return key, conflicted
+    index_of = {name: i for i, name in name_of.items()}
+    key = key.copy()
+    for record, new in new_keys.items():
+        key[index_of[record]] = index_of[new]
+        conflicted[index_of[record]] = True
+    return key, conflicted
+
+
+def cluster_arrow(
+    nodes: pa.Table, kept: pa.Table, config: IdentityConfig, birth_dates: pa.Table | None = None
+) -> pa.Table:
+    """:func:`_cluster_in_memory` + :func:`cluster_table` (with sources) over Arrow, the
+    work done with numpy arrays: the same rows, sorted by ``record_id``.
+
+    Args:
+        nodes: ``record_id, source`` of the records to cluster (distinct ids).
+        kept: ``record_id_l, record_id_r, p``: edges at or above :attr:`IdentityConfig.edge_floor`
+            between two of ``nodes``, at most one per pair, never a loop
+            (:func:`lakecdp.identity.local.kept_edges_local`).
+        birth_dates: ``record_id, date_of_birth`` (a date) for the birth-date guard
+            (:mod:`lakecdp.identity.conflicts`); None: no guard.
+
+    Record ids are replaced by their rank in sorted order, so the smallest index of a
+    component is its smallest record id, the key :class:`_UnionFind` gives it. The guards
+    (weak bridges, exclusive probable links) run in Python over the few clusters and edges
+    they concern, with the same functions as :func:`_cluster_in_memory`.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    guards = config.clustering
+    threshold = config.model.match_threshold
+    split = guards.weak_link_policy == "split"
+    nodes = nodes.sort_by([("record_id", "ascending")])
+    names = nodes.column("record_id").combine_chunks()
+    sources = nodes.column("source").combine_chunks()
+    size = len(names)
+    ends = [pc.index_in(kept.column(c), value_set=names) for c in ("record_id_l", "record_id_r")]
+    if any(end.null_count for end in ends):
+        raise ValueError("a kept edge ends in a record that is not among the nodes")
+    left, right = (np.asarray(end.to_numpy(), dtype=np.int64) for end in ends)
+    p = np.asarray(kept.column("p").to_numpy(), dtype=np.float64)
+    strong_enough = p >= threshold
+    cluster = _components(size, left[strong_enough], right[strong_enough])
+    strong = strong_enough & (p >= guards.weak_link_probability)
+    part = _components(size, left[strong], right[strong])
+
+    def name(index: int) -> str:
+        return str(names[index].as_py())
+
+    # weak bridges: kept edges between two strong parts, per cluster (few: Python)
+    between = strong_enough & (part[left] != part[right])
+    cluster_l, part_l, part_r = (
+        cluster[left[between]].tolist(),
+        part[left[between]].tolist(),
+        part[right[between]].tolist(),
+    )
+    links = [(name(c), name(a), name(b)) for c, a, b in zip(cluster_l, part_l, part_r, strict=True)]
+    part_counts = np.bincount(part, minlength=size)
+    weak_clusters, new_keys = _split_at_weak_bridges(links, {name(i): int(part_counts[i]) for i in {*part_l, *part_r}})
+    index_of = {name(i): i for i in {*cluster_l, *part_l, *part_r}}
+    weak = np.zeros(size, dtype=bool)
+    weak[[index_of[c] for c in weak_clusters]] = True
+    in_weak = weak[cluster]
+    key = cluster.copy()
+    if split and new_keys:
+        new_key_of_part = np.arange(size, dtype=np.int64)
+        for old, new in new_keys.items():
+            new_key_of_part[index_of[old]] = index_of[new]
+        key = np.where(in_weak, new_key_of_part[part], cluster)
+    sizes = np.bincount(key, minlength=size)
+    oversized = sizes[key] > guards.max_cluster_size
+    if split and oversized.any():
+        key = np.where(oversized, part, key)
+        sizes = np.bincount(key, minlength=size)
+    conflicted = np.zeros(size, dtype=bool)
+    if birth_dates is not None:
+        kept_strong = (left[strong_enough], right[strong_enough], p[strong_enough])
+        key, conflicted = _birth_date_guard_arrow(key, names, kept_strong, birth_dates, guards.weak_link_probability)
+        sizes = np.bincount(key, minlength=size)
+    before = key
+    merged_from = np.zeros(size, dtype=bool)
+    if guards.exclusive_link_probability is not None:
+        apart = key[left] != key[right]
+        key_l, key_r = key[left[apart]], key[right[apart]]
+        touched = np.unique(np.concatenate([key_l, key_r]))
+        member = np.isin(key, touched)
+        cluster_sources: dict[str, set[str]] = defaultdict(set)
+        for k, source in zip(key[member].tolist(), sources.filter(pa.array(member)).to_pylist(), strict=True):
+            cluster_sources[name(k)].add(source)
+        exclusive = exclusive_merges(
+            [(name(a), name(b), q) for a, b, q in zip(key_l.tolist(), key_r.tolist(), p[apart].tolist(), strict=True)],
+            cluster_sources,
+            {name(k): int(sizes[k]) for k in touched.tolist()},
+            threshold=threshold,
+            max_size=guards.max_cluster_size,
+        )
+        if exclusive:
+            index_of.update({name(k): int(k) for k in touched.tolist()})
+            merged_key = np.arange(size, dtype=np.int64)
+            for old, new in exclusive.items():
+                merged_key[index_of[old]] = index_of[new]
+                merged_from[index_of[old]] = True
+            key = merged_key[key]
+            sizes = np.bincount(key, minlength=size)
+    within = (key[left] == key[right]) & (strong_enough | (before[left] != before[right]))
+    best = np.zeros(size, dtype=np.float64)
+    linked = np.zeros(size, dtype=bool)
+    for end in (left[within], right[within]):
+        np.maximum.at(best, end, p[within])
+        linked[end] = True
+    confidence = np.where(linked, best, 1.0)
+    final_oversized = sizes[key] > guards.max_cluster_size
+    # one column per flag, in sorted flag order: a row's flags are its true columns
+    flag_names = [
+        "birth_date_conflict",
+        "exclusive_link",
+        "oversized",
+        "oversized_split",
+        "split_weak_link",
+        "weak_link",
+    ]
+    flag_matrix = np.stack(
+        [
+            conflicted,
+            merged_from[before],
+            (oversized & (not split)) | final_oversized,
+            oversized & split,
+            in_weak & split,
+            in_weak & (not split),
+        ],
+        axis=1,
+    )
+    _, columns = np.nonzero(flag_matrix)
+    offsets = np.concatenate([[0], np.cumsum(flag_matrix.sum(axis=1))]).astype(np.int32)
+    flags = pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), pa.array([flag_names[c] for c in columns.tolist()], pa.string())
+    )
+    return pa.table(
+        {
+            "record_id": names,
+            "cluster_key": names.take(pa.array(key)),
+            "cluster_size": pa.array(sizes[key].astype(np.int32), pa.int32()),
+            "link_confidence": pa.array(confidence, pa.float64()),
+            "flags": flags,
+            "source": sources,
+        }
+    )
 
 
 def cluster_table(

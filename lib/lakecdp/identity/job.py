@@ -736,10 +736,12 @@ def _run_on_machine(
     with _stage("score", timings):
         changed_ids = pa.array(changed, pa.string()) if incremental else None
         probabilistic, scored_count = _score_local(matcher, prepared, previous_edges, changed_ids, retrain=retrain)
+    with _stage("deterministic", timings):
+        deterministic = on_machine.deterministic_edges(run_id=run_id)
     with _stage("edges", timings):
         edges = final_edges(
             on_machine.con,
-            deterministic=on_machine.deterministic_edges(run_id=run_id),
+            deterministic=deterministic,
             probabilistic=probabilistic,
             sources=records.select(["record_id", "source"]),
             unique=unique_sources(ctx.project.conf_dir),
@@ -803,17 +805,7 @@ def _run_on_machine(
     with _stage("identifiers", timings):
         holding = values
         if value_scope is not None:
-            wanted = {
-                (t, v)
-                for t, v in zip(
-                    value_scope.column("identifier_type").to_pylist(), value_scope.column("value").to_pylist()
-                )
-            }
-            keep = [
-                (t, v) in wanted
-                for t, v in zip(values.column("identifier_type").to_pylist(), values.column("value").to_pylist())
-            ]
-            holding = values.filter(pa.array(keep, pa.bool_()))
+            holding = values.join(value_scope, keys=["identifier_type", "value"], join_type="left semi")
         # a full run's id map is the whole table: no read of what was just written
         owners = id_map if scope is None else store.read(ID_MAP_TABLE, columns=["record_id", "customer_id"])
         identifiers = customer_identifiers_local(holding, owners, run_id=run_id)
@@ -912,17 +904,14 @@ def _cluster_local(
     cluster_size, link_confidence, flags, source`` as an Arrow table."""
     import pyarrow.compute as pc
 
-    from lakecdp.identity.clustering import _cluster_in_memory, cluster_table
-    from lakecdp.identity.conflicts import birth_dates_of
-    from lakecdp.identity.local import kept_edge_rows
+    from lakecdp.identity.clustering import cluster_arrow
+    from lakecdp.identity.local import kept_edges_local
 
     nodes = records.select(["record_id", "source"])
     if scope is not None:
         nodes = nodes.filter(pc.is_in(nodes.column("record_id"), value_set=scope))
-    kept = kept_edge_rows(con, edges, nodes, config.edge_floor)
-    source = dict(zip(nodes.column("record_id").to_pylist(), nodes.column("source").to_pylist()))
-    rows = _cluster_in_memory(list(source), kept, config, source, birth_dates_of(records))
-    return cluster_table(rows, sources=source)
+    kept = kept_edges_local(con, edges, nodes, config.edge_floor)
+    return cluster_arrow(nodes, kept, config, records.select(["record_id", "date_of_birth"]))
 
 
 def run(ctx: JobContext) -> dict[str, int]:

@@ -490,11 +490,9 @@ def final_edges(
     """).to_arrow_table()
 
 
-def kept_edge_rows(
-    con: duckdb.DuckDBPyConnection, edges: pa.Table, nodes: pa.Table, threshold: float
-) -> list[tuple[str, str, float]]:
-    """:func:`lakecdp.identity.clustering.kept_edges` between ``nodes`` (``record_id``)
-    as Python rows: the edges clustering follows."""
+def kept_edges_local(con: duckdb.DuckDBPyConnection, edges: pa.Table, nodes: pa.Table, threshold: float) -> pa.Table:
+    """:func:`lakecdp.identity.clustering.kept_edges` between ``nodes`` (``record_id``):
+    the edges clustering follows, ``record_id_l, record_id_r, p`` (one row per pair)."""
     con.register("cluster_edges_in", edges.select(["record_id_l", "record_id_r", "edge_type", "match_probability"]))
     con.register("cluster_nodes", nodes.select(["record_id"]))
     return con.sql(
@@ -511,7 +509,15 @@ def kept_edge_rows(
         order by record_id_l, record_id_r
     """,
         params=[threshold],
-    ).fetchall()
+    ).to_arrow_table()
+
+
+def kept_edge_rows(
+    con: duckdb.DuckDBPyConnection, edges: pa.Table, nodes: pa.Table, threshold: float
+) -> list[tuple[str, str, float]]:
+    """:func:`kept_edges_local` as Python rows."""
+    kept = kept_edges_local(con, edges, nodes, threshold)
+    return list(zip(*(kept.column(c).to_pylist() for c in ("record_id_l", "record_id_r", "p")), strict=True))
 
 
 def assign_customer_ids_local(
@@ -726,21 +732,18 @@ def customer_identifiers_local(values: pa.Table, id_map: pa.Table, *, run_id: st
         con.close()
 
 
-def _kept_pairs(edges: pa.Table, threshold: float) -> dict[tuple[str, str], float]:
-    """:func:`lakecdp.identity.clustering.kept_edges` as ``{(record_id_l, record_id_r): p}``."""
-    kept: dict[tuple[str, str], float] = {}
-    for left, right, kind, probability in zip(
-        edges.column("record_id_l").to_pylist(),
-        edges.column("record_id_r").to_pylist(),
-        edges.column("edge_type").to_pylist(),
-        edges.column("match_probability").to_pylist(),
-        strict=True,
-    ):
-        p = 1.0 if kind == "deterministic" else probability
-        if p is None or p < threshold or left == right:
-            continue
-        kept[(left, right)] = max(p, kept.get((left, right), p))
-    return kept
+def _kept_pairs_sql(table: str, threshold: float) -> str:
+    """:func:`lakecdp.identity.clustering.kept_edges` of the edges ``table``: ``record_id_l,
+    record_id_r, p`` (one row per pair)."""
+    return f"""
+        select record_id_l, record_id_r, max(p) as p from (
+            select record_id_l, record_id_r,
+                   case when edge_type = 'deterministic' then 1.0 else match_probability end as p
+            from {table}
+        )
+        where p >= cast({float(threshold)!r} as double) and record_id_l <> record_id_r
+        group by record_id_l, record_id_r
+    """
 
 
 def affected_records_local(
@@ -752,25 +755,55 @@ def affected_records_local(
     *,
     max_rounds: int = 50,
 ) -> list[str]:
-    """:func:`lakecdp.identity.clustering.affected_records` in Python: sorted ``record_id``
+    """:func:`lakecdp.identity.clustering.affected_records` in DuckDB: sorted ``record_id``
     of every record whose cluster, id or flags can differ from the last run (seeds: changed
     records and the ends of edges that appeared, vanished or changed; closed over whole
     previous customers and the new edges)."""
-    new = _kept_pairs(edges, threshold)
-    old = _kept_pairs(previous_edges, threshold)
-    moved = {pair for pair in new.keys() | old.keys() if new.get(pair) != old.get(pair)}
-    scope = set(changed) | {record for pair in moved for record in pair}
-    owner = dict(
-        zip(previous_id_map.column("record_id").to_pylist(), previous_id_map.column("customer_id").to_pylist())
-    )
-    records_of: dict[str, list[str]] = {}
-    for record, customer in owner.items():
-        records_of.setdefault(customer, []).append(record)
-    for _ in range(max_rounds):
-        customers = {owner[r] for r in scope if r in owner}
-        scope |= {r for c in customers for r in records_of[c]}
-        reached = {(right if left in scope else left) for left, right in new if (left in scope) != (right in scope)}
-        if not reached:
-            return sorted(scope)
-        scope |= reached
-    raise RuntimeError(f"affected records still growing after {max_rounds} rounds")
+    import duckdb
+    import pyarrow as pa
+
+    columns = ["record_id_l", "record_id_r", "edge_type", "match_probability"]
+    con = duckdb.connect()
+    try:
+        con.register("edges_now", edges.select(columns))
+        con.register("edges_before", previous_edges.select(columns))
+        con.register("owners", previous_id_map.select(["record_id", "customer_id"]))
+        con.register("changed_records", pa.table({"record_id": pa.array(changed, pa.string())}))
+        con.execute(f"create temp table new_pairs as {_kept_pairs_sql('edges_now', threshold)}")
+        con.execute(f"""
+            create temp table scope as
+            with old_pairs as ({_kept_pairs_sql("edges_before", threshold)}),
+            moved as (
+                select coalesce(n.record_id_l, o.record_id_l) as record_id_l,
+                       coalesce(n.record_id_r, o.record_id_r) as record_id_r
+                from new_pairs n full outer join old_pairs o
+                  on n.record_id_l = o.record_id_l and n.record_id_r = o.record_id_r
+                where n.p is distinct from o.p
+            )
+            select record_id from changed_records
+            union select record_id_l from moved
+            union select record_id_r from moved
+        """)
+        for _ in range(max_rounds):
+            # whole previous customers, then the records one new edge away
+            con.execute("""
+                insert into scope
+                select distinct o.record_id from owners o
+                where o.customer_id in (select w.customer_id from owners w join scope s using (record_id))
+                  and o.record_id not in (select record_id from scope)
+            """)
+            reached = con.execute("""
+                insert into scope
+                select distinct reached from (
+                    select case when l.record_id is null then e.record_id_l else e.record_id_r end as reached
+                    from new_pairs e
+                    left join scope l on l.record_id = e.record_id_l
+                    left join scope r on r.record_id = e.record_id_r
+                    where (l.record_id is null) <> (r.record_id is null)
+                )
+            """).fetchone()
+            if reached is None or reached[0] == 0:
+                return [r[0] for r in con.execute("select record_id from scope order by record_id").fetchall()]
+        raise RuntimeError(f"affected records still growing after {max_rounds} rounds")
+    finally:
+        con.close()

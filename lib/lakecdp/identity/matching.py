@@ -316,12 +316,17 @@ class ProbabilisticMatcher:
             raise ValueError("predict_local runs on the duckdb backend only")
         chosen = self.model(prepared, retrain=retrain, prepared=prepared)
         rules = populated_rules(self.config, prepared)
+        started = time.perf_counter()
         linker, _, _ = self.linker(prepared, model=chosen, rules=rules)
+        logger.info("linker with term frequencies: %.1f s", time.perf_counter() - started)
+        started = time.perf_counter()
         predictions = linker.inference.predict(
             threshold_match_probability=self.config.edge_floor,
             warning_mode="never",
         )
-        return self._edges_local(predictions, rules)
+        edges = self._edges_local(predictions, rules)
+        logger.info("predict: %.1f s, %d pairs", time.perf_counter() - started, edges.num_rows)
+        return edges
 
     def predict_incremental_local(self, prepared: pa.Table, new_ids: pa.Array) -> pa.Table:
         """:meth:`predict_incremental` over the prepared Arrow table of all records and
