@@ -19,6 +19,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakecdp.ingest.cleaners import COUNTRY_ALIASES, INVISIBLE_PATTERN, SPACE_RUN_PATTERN
 from lakecdp.ingest.schemas import SILVER_SCHEMAS
 from lakecdp.ingest.sources import DEFAULT_JUNK_VALUES, ExtraTarget, SourceConfig
 from lakecdp.ingest.validate import null_like_key, valid_email
@@ -27,83 +28,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 #: control (Cc), format (Cf: zero-width space/joiners, BOM, bidi marks) characters
-_INVISIBLE = r"[\p{Cc}\p{Cf}]"
-
-#: free-text country names and aliases -> ISO 3166-1 alpha-2 (lower-case keys, dots removed)
-COUNTRY_ALIASES: dict[str, str] = {
-    "united kingdom": "GB",
-    "uk": "GB",
-    "gb": "GB",
-    "gbr": "GB",
-    "great britain": "GB",
-    "britain": "GB",
-    "england": "GB",
-    "scotland": "GB",
-    "wales": "GB",
-    "northern ireland": "GB",
-    "united kingdom of great britain and northern ireland": "GB",
-    "ireland": "IE",
-    "ie": "IE",
-    "irl": "IE",
-    "eire": "IE",
-    "éire": "IE",
-    "republic of ireland": "IE",
-    "germany": "DE",
-    "deutschland": "DE",
-    "de": "DE",
-    "deu": "DE",
-    "france": "FR",
-    "fr": "FR",
-    "fra": "FR",
-    "spain": "ES",
-    "españa": "ES",
-    "espana": "ES",
-    "es": "ES",
-    "esp": "ES",
-    "italy": "IT",
-    "italia": "IT",
-    "it": "IT",
-    "ita": "IT",
-    "netherlands": "NL",
-    "the netherlands": "NL",
-    "holland": "NL",
-    "nederland": "NL",
-    "nl": "NL",
-    "belgium": "BE",
-    "belgique": "BE",
-    "belgië": "BE",
-    "be": "BE",
-    "portugal": "PT",
-    "pt": "PT",
-    "austria": "AT",
-    "österreich": "AT",
-    "at": "AT",
-    "switzerland": "CH",
-    "schweiz": "CH",
-    "suisse": "CH",
-    "ch": "CH",
-    "sweden": "SE",
-    "sverige": "SE",
-    "se": "SE",
-    "norway": "NO",
-    "norge": "NO",
-    "no": "NO",
-    "denmark": "DK",
-    "danmark": "DK",
-    "dk": "DK",
-    "poland": "PL",
-    "polska": "PL",
-    "pl": "PL",
-    "united states": "US",
-    "united states of america": "US",
-    "usa": "US",
-    "us": "US",
-    "america": "US",
-    "canada": "CA",
-    "ca": "CA",
-    "australia": "AU",
-    "au": "AU",
-}
+_INVISIBLE = INVISIBLE_PATTERN
 
 
 def null_if_junk(column: Column, junk_values: Sequence[str] = DEFAULT_JUNK_VALUES) -> Column:
@@ -121,31 +46,12 @@ def normalise_email(column: Column, junk_values: Sequence[str] = DEFAULT_JUNK_VA
 
 @F.pandas_udf(T.StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
 def _e164(numbers: pd.Series, regions: pd.Series) -> pd.Series:
-    import phonenumbers
+    # one implementation on both engines (lakecdp.ingest.phones): a fast path for the common
+    # shapes, phonenumbers (~67 µs a call) for the rest, once per distinct (number, region) of
+    # the batch -- a number repeats across a person's records and sources
+    from lakecdp.ingest.phones import e164_many
 
-    def one(number: object, region: object) -> str | None:
-        if number is None or not isinstance(number, str) or not number.strip():
-            return None
-        try:
-            parsed = phonenumbers.parse(number, region if isinstance(region, str) else None)
-        except phonenumbers.NumberParseException:
-            return None
-        national = str(parsed.national_number)
-        # a possible length, and not a placeholder such as 0000000000 / 1111111111
-        if not phonenumbers.is_possible_number(parsed) or len(set(national)) <= 1:
-            return None
-        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-    # parsed once per distinct (number, region) of the batch: a number repeats across a person's
-    # records and sources, and phonenumbers costs ~67 µs a call
-    seen: dict[tuple[object, object], str | None] = {}
-    out = []
-    for number, region in zip(numbers, regions):
-        key = (number, region)
-        if key not in seen:
-            seen[key] = one(number, region)
-        out.append(seen[key])
-    return pd.Series(out, dtype=object)
+    return pd.Series(e164_many(numbers, regions), dtype=object)
 
 
 def normalise_phone(
@@ -169,7 +75,7 @@ def _nfc(values: pd.Series) -> pd.Series:
 def clean_name(column: Column) -> Column:
     """Unicode NFC, control and zero-width characters removed, inner whitespace single, trimmed;
     empty -> null."""
-    cleaned = F.trim(F.regexp_replace(F.regexp_replace(_nfc(column), _INVISIBLE, ""), r"[\s\p{Z}]+", " "))
+    cleaned = F.trim(F.regexp_replace(F.regexp_replace(_nfc(column), _INVISIBLE, ""), SPACE_RUN_PATTERN, " "))
     return F.when(cleaned != "", cleaned)
 
 
@@ -190,13 +96,13 @@ def country_code(column: Column) -> Column:
 
 def normalise_postcode(column: Column) -> Column:
     """Upper-case, single inner spaces, trimmed; empty -> null."""
-    cleaned = F.trim(F.regexp_replace(F.upper(column), r"[\s\p{Z}]+", " "))
+    cleaned = F.trim(F.regexp_replace(F.upper(column), SPACE_RUN_PATTERN, " "))
     return F.when(cleaned != "", cleaned)
 
 
 def clean_text(column: Column) -> Column:
     """Invisible characters removed, whitespace collapsed, trimmed; empty -> null."""
-    cleaned = F.trim(F.regexp_replace(F.regexp_replace(column, _INVISIBLE, ""), r"[\s\p{Z}]+", " "))
+    cleaned = F.trim(F.regexp_replace(F.regexp_replace(column, _INVISIBLE, ""), SPACE_RUN_PATTERN, " "))
     return F.when(cleaned != "", cleaned)
 
 

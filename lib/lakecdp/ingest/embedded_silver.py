@@ -1,0 +1,449 @@
+"""Validated rows -> silver rows on the embedded engine (DuckDB + Arrow): the Spark mappers, no JVM.
+
+:func:`to_silver` and :func:`to_order_items` compute what :mod:`lakecdp.ingest.standardise`'s
+mappers compute on Spark, for the batch ingest and the HTTP intake's pickup on the embedded engine:
+
+- **mapping**: a source's ``mapping`` (and an ``also`` entry's filter and mapping) stay Spark SQL
+  text; :func:`lakecdp.sqldialect.translate.condition_to_duckdb` writes each as DuckDB SQL with
+  Spark's meaning (``CAST((<expression>) AS <silver type>)`` as Spark's ``F.expr(...).cast(...)``),
+  run on a DuckDB connection that holds only the typed rows and is locked before any mapping
+  runs (no file, network or extension access, no setting changes): mappings are config text.
+- **standardisation**: the cleaners of :mod:`lakecdp.ingest.cleaners` on the mapped Arrow columns
+  (names, emails, phones, countries, postcodes, free text, identifiers, device id arrays).
+
+The input is the typed rows: ``_row`` (int64, the row's position, kept in the output), one column
+per source column in the source's types (Arrow), optionally ``_warnings`` (list<string>, the
+validator's warning codes) and ``_as_read`` (a struct of the raw texts, for the unparsed birth date).
+
+Example:
+    >>> records = to_silver(typed, sources["crm"], run_id=ctx.run_id, ingested_at=now, as_of=ctx.as_of)
+    >>> records.column_names[:4]
+    ['_row', 'record_id', 'source', 'source_record_id']
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakecdp import catalog
+from lakecdp.delta_store import arrow_schema
+from lakecdp.ingest import cleaners
+from lakecdp.ingest.javaregex import java_regex
+from lakecdp.ingest.sources import NULL_LIKE_KEY_PATTERN
+from lakecdp.sqldialect.translate import condition_to_duckdb
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from lakecdp.ingest.sources import ExtraTarget, SourceConfig
+
+#: columns a mapper sets itself (not from the mapping)
+_STAMPS = frozenset({"record_id", "source", "warnings", "run_id", "ingested_at"})
+_NULL_LIKE_KEY = java_regex(NULL_LIKE_KEY_PATTERN)
+_INVISIBLE = java_regex(cleaners.INVISIBLE_PATTERN)
+
+
+class EmbeddedSilverUnsupported(ValueError):
+    """The source needs something the embedded mappers do not do (a Spark function DuckDB lacks,
+    such as ``substring_index``; a Java date pattern beyond ``yyyy``/``MM``/``dd``): it is mapped
+    on Spark."""
+
+
+# -- mapping on DuckDB ----------------------------------------------------------------------------
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _mapped_sql(expression: str, spark_type: str, as_of: datetime) -> str:
+    """A mapping's Spark SQL, cast to its silver type as Spark's ``F.expr(...).cast(...)``, as DuckDB SQL."""
+    return condition_to_duckdb(f"CAST(({expression}) AS {spark_type})", as_of=as_of)
+
+
+def _locked_connection(rows: pa.Table) -> duckdb.DuckDBPyConnection:
+    """A connection holding only ``rows`` as ``_typed_rows``, locked before any mapping runs: no
+    file, network or extension access and no setting changes (mappings are config text), as the
+    segment engine's connection (:func:`lakecdp.segments.embedded.locked_connection`)."""
+    con = _connection()
+    con.register("_arrow_rows", rows)
+    con.execute("CREATE TABLE _typed_rows AS SELECT * FROM _arrow_rows")
+    con.unregister("_arrow_rows")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def map_rows(
+    typed: pa.Table,
+    mapping: dict[str, str],
+    target_ddl: str,
+    *,
+    as_of: datetime,
+    where: str | None = None,
+) -> pa.Table:
+    """``SELECT <mapping of each target column, cast> FROM typed [WHERE filter]`` on a locked
+    DuckDB connection; only the columns the mapping names (and ``_row``, the input position)."""
+    import duckdb
+
+    types = {name: type_text for name, type_text, _ in catalog.ddl_fields(target_ddl)}
+    mapping = {name: mapping[name] for name in types if name in mapping}
+    select = ['"_row"']
+    for name, sql in mapping.items():
+        select.append(f'{_mapped_sql(sql, types[name], as_of)} AS "{name}"')
+    condition = f" WHERE {condition_to_duckdb(where, as_of=as_of)}" if where else ""
+    con = _locked_connection(typed)
+    try:
+        try:
+            query = con.sql(f'SELECT {", ".join(select)} FROM _typed_rows{condition} ORDER BY "_row"')
+        except duckdb.Error as error:
+            raise EmbeddedSilverUnsupported(_refusal(con, mapping, select, condition, error)) from None
+        return query.to_arrow_table()
+    finally:
+        con.close()
+
+
+def _refusal(
+    con: duckdb.DuckDBPyConnection, mapping: dict[str, str], select: list[str], condition: str, error: Exception
+) -> str:
+    """Which mapping (or the filter) DuckDB cannot bind, and why (a Spark function it lacks)."""
+    import duckdb
+
+    for name, expression in zip([n for n in mapping], select[1:]):
+        try:
+            con.sql(f"SELECT {expression} FROM _typed_rows LIMIT 0")
+        except duckdb.Error as found:
+            reason = str(found).splitlines()[0]
+            return f"mapping of {name} ({mapping[name]!r}) does not run on DuckDB: {reason}"
+    return f"the filter{condition} does not run on DuckDB: {str(error).splitlines()[0]}"
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _column(table: pa.Table, name: str, arrow_type: pa.DataType) -> pa.Array:
+    """``name`` of ``table`` as ``arrow_type`` (all null when the mapping did not name it)."""
+    if name not in table.column_names:
+        return pa.nulls(table.num_rows, arrow_type)
+    return table.column(name).combine_chunks().cast(arrow_type)
+
+
+def _constant(value: object, arrow_type: pa.DataType, size: int) -> pa.Array:
+    return pa.array([value] * size, arrow_type)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _warnings(typed: pa.Table, rows: pa.Array) -> pa.Array:
+    """``coalesce(_warnings, array())`` of the mapped rows (``rows``: their ``_row``)."""
+    kind = pa.list_(pa.string())
+    if "_warnings" not in typed.column_names:
+        return pa.array([[]] * len(rows), kind)
+    picked = pc.take(typed.column("_warnings"), _positions(typed, rows)).combine_chunks().cast(kind)
+    return pc.fill_null(picked, pa.scalar([], kind))
+
+
+def _positions(typed: pa.Table, rows: pa.Array) -> pa.Array:
+    """Indexes into ``typed`` of the ``_row`` values ``rows``."""
+    return pc.index_in(rows, value_set=typed.column("_row").combine_chunks())
+
+
+def _usable_key(value: str | None) -> bool:
+    """A record id that names one person: not blank, not a placeholder (``n/a``), no invisible
+    character (:func:`lakecdp.ingest.validate.null_like_key`, negated)."""
+    if value is None:
+        return False
+    text = value.strip(" ")
+    return text != "" and _NULL_LIKE_KEY.search(text.lower()) is None and _INVISIBLE.search(text) is None
+
+
+# -- the unparsed birth date ----------------------------------------------------------------------
+
+# Spark's string -> date cast (after trimming whitespace and controls): a year of 4-6 digits, then
+# optionally -month, -day and a time part
+_CAST_DATE = re.compile(r"([+-]?\d{4,6})(?:-(\d{1,2})(?:-(\d{1,2})(?:[ T].*)?)?)?", re.S)
+_PATTERN_TOKEN = re.compile(r"([A-Za-z])\1*|'[^']*'|[^A-Za-z']+")
+_PATTERN_DIGITS = {"yyyy": r"(?P<y>\d{4})", "MM": r"(?P<m>\d{2})", "M": r"(?P<m>\d{1,2})", "dd": r"(?P<d>\d{2})"}
+_PATTERN_DIGITS["d"] = r"(?P<d>\d{1,2})"
+_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _real_date(year: int, month: int, day: int) -> bool:
+    if not 1 <= month <= 12 or day < 1:
+        return False
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return day <= (_DAYS[month - 1] if month != 2 or leap else 28)
+
+
+def _cast_parses(text: str) -> bool:
+    found = _CAST_DATE.fullmatch(text.strip("".join(map(chr, range(33)))))
+    if found is None:
+        return False
+    year, month, day = found.group(1), found.group(2), found.group(3)
+    return _real_date(int(year), int(month or 1), int(day or 1))
+
+
+def java_date_reader(pattern: str) -> Callable[[str], bool]:
+    """Whether a text parses with Spark's ``try_to_date(text, pattern)``, for patterns of
+    ``yyyy``, ``MM``/``M``, ``dd``/``d`` and literals (``dd/MM/yyyy``, ``yyyyMMdd``)."""
+    parts = []
+    for found in _PATTERN_TOKEN.finditer(pattern):
+        token = found.group(0)
+        if token[0].isalpha():
+            if token not in _PATTERN_DIGITS:
+                raise EmbeddedSilverUnsupported(
+                    f"date pattern {pattern!r}: {token!r} is not read on the embedded engine"
+                )
+            parts.append(_PATTERN_DIGITS[token])
+        elif token.startswith("'"):
+            parts.append(re.escape(token[1:-1] or "'"))
+        else:
+            parts.append(re.escape(token))
+    reader = re.compile("".join(parts))
+    if set(reader.groupindex) != {"y", "m", "d"}:
+        raise EmbeddedSilverUnsupported(f"date pattern {pattern!r} does not give year, month and day")
+
+    def parses(text: str) -> bool:
+        found = reader.fullmatch(text)
+        return found is not None and _real_date(int(found["y"]), int(found["m"]), int(found["d"]))
+
+    return parses
+
+
+def unparsed_birth_date_reader(source: SourceConfig, mapping: dict[str, str]) -> Callable[[str], bool] | None:
+    """The parser of the column ``date_of_birth`` maps directly (when a declared date), or None."""
+    column = mapping.get("date_of_birth", "").strip().strip("`")
+    if column not in source.column_names or source.column(column).type != "date":
+        return None
+    fmt = source.column(column).format
+    return java_date_reader(fmt) if fmt else _cast_parses
+
+
+def _unparsed_birth_date(typed: pa.Table, mapped: pa.Table, source: SourceConfig, mapping: dict[str, str]) -> pa.Array:
+    """:func:`lakecdp.ingest.standardise._unparsed_birth_date`: the birth date as written when it
+    does not parse with its column's format (``19461302``); a date that parsed but failed a check
+    is not kept. Only rows whose mapped date is null can hold one."""
+    size = mapped.num_rows
+    column = mapping.get("date_of_birth", "").strip().strip("`")
+    parses = unparsed_birth_date_reader(source, mapping)
+    if parses is None or "_as_read" not in typed.column_names or size == 0:
+        return pa.nulls(size, pa.string())
+    read = pc.struct_field(typed.column("_as_read").combine_chunks(), column).cast(pa.string())
+    texts = pc.utf8_trim(pc.take(read, _positions(typed, mapped.column("_row").combine_chunks())), characters=" ")
+    candidates = pc.and_(mapped.column("date_of_birth").combine_chunks().is_null(), pc.not_equal(texts, ""))
+    candidates = pc.fill_null(candidates, False)
+    out: list[str | None] = [None] * size
+    for index, text in zip(pc.indices_nonzero(candidates).to_pylist(), pc.filter(texts, candidates).to_pylist()):
+        if not parses(text):
+            out[index] = text
+    return pa.array(out, pa.string())
+
+
+# -- the mappers ----------------------------------------------------------------------------------
+
+
+def _finish(columns: dict[str, pa.Array], rows: pa.Array, target: str) -> pa.Table:
+    schema = arrow_schema(catalog.SILVER[target].ddl)
+    arrays = [rows.cast(pa.int64())] + [columns[f.name].cast(f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=pa.schema([pa.field("_row", pa.int64()), *schema]))
+
+
+def _records(
+    typed: pa.Table,
+    mapped: pa.Table,
+    source: SourceConfig,
+    mapping: dict[str, str],
+    label: str,
+    *,
+    run_id: str | None,
+    ingested_at: datetime,
+) -> pa.Table:
+    schema = arrow_schema(catalog.CUSTOMER_RECORDS.ddl)
+    types = {f.name: f.type for f in schema}
+    size = mapped.num_rows
+    junk = cleaners.junk_set(source.junk_values)
+
+    def text(name: str) -> pa.Array:
+        return _column(mapped, name, pa.string())
+
+    source_record_id = text("source_record_id")
+    country = cleaners.country_code(text("country"))
+    rows = mapped.column("_row").combine_chunks()
+    unparsed = _unparsed_birth_date(typed, mapped, source, mapping)
+    columns = {
+        "record_id": pc.binary_join_element_wise(pa.scalar(label + ":"), source_record_id, ""),
+        "source": _constant(label, pa.string(), size),
+        "source_record_id": source_record_id,
+        "first_name": cleaners.clean_name(text("first_name")),
+        "last_name": cleaners.clean_name(text("last_name")),
+        "email": cleaners.normalise_email(text("email"), junk),
+        "phone": cleaners.normalise_phone(text("phone"), country, default_region=source.default_region, junk=junk),
+        "date_of_birth": _column(mapped, "date_of_birth", types["date_of_birth"]),
+        "address_line1": cleaners.clean_text(text("address_line1")),
+        "postcode": cleaners.normalise_postcode(text("postcode")),
+        "city": cleaners.clean_text(text("city")),
+        "country": country,
+        "device_ids": cleaners.without_junk_elements(_column(mapped, "device_ids", types["device_ids"]), junk),
+        "crm_id": cleaners.trimmed_id(text("crm_id"), junk),
+        "customer_number": cleaners.trimmed_id(text("customer_number"), junk),
+        "email_consent": _column(mapped, "email_consent", pa.bool_()),
+        "updated_at": _column(mapped, "updated_at", types["updated_at"]),
+        "warnings": _warnings(typed, rows),
+        "run_id": _constant(run_id, pa.string(), size),
+        "ingested_at": _constant(_utc(ingested_at), types["ingested_at"], size),
+        "middle_name": cleaners.clean_name(text("middle_name")),
+        "date_of_birth_text": pc.coalesce(text("date_of_birth_text"), unparsed),
+        "address_line2": cleaners.clean_text(text("address_line2")),
+        "region": cleaners.clean_text(text("region")),
+        "sms_consent": _column(mapped, "sms_consent", pa.bool_()),
+    }
+    return _finish(columns, rows, "customer_records")
+
+
+def _events(mapped: pa.Table, source: SourceConfig, *, run_id: str | None, ingested_at: datetime) -> pa.Table:
+    schema = arrow_schema(catalog.EVENTS.ddl)
+    junk = cleaners.junk_set(source.junk_values)
+    size = mapped.num_rows
+    columns = {f.name: _column(mapped, f.name, f.type) for f in schema}
+    columns.update(
+        {
+            "source": _constant(source.name, pa.string(), size),
+            "email": cleaners.normalise_email(columns["email"], junk),
+            "device_id": cleaners.trimmed_id(columns["device_id"], junk),
+            "customer_number": cleaners.trimmed_id(columns["customer_number"], junk),
+            "run_id": _constant(run_id, pa.string(), size),
+            "ingested_at": _constant(_utc(ingested_at), pa.timestamp("us", tz="UTC"), size),
+        }
+    )
+    return _finish(columns, mapped.column("_row").combine_chunks(), "events")
+
+
+def _orders(mapped: pa.Table, source: SourceConfig, *, run_id: str | None, ingested_at: datetime) -> pa.Table:
+    schema = arrow_schema(catalog.ORDERS.ddl)
+    junk = cleaners.junk_set(source.junk_values)
+    size = mapped.num_rows
+    columns = {f.name: _column(mapped, f.name, f.type) for f in schema}
+    columns.update(
+        {
+            "source": _constant(source.name, pa.string(), size),
+            "email": cleaners.normalise_email(columns["email"], junk),
+            "customer_number": cleaners.trimmed_id(columns["customer_number"], junk),
+            "currency": cleaners.upper_trimmed(columns["currency"]),
+            "run_id": _constant(run_id, pa.string(), size),
+            "ingested_at": _constant(_utc(ingested_at), pa.timestamp("us", tz="UTC"), size),
+        }
+    )
+    return _finish(columns, mapped.column("_row").combine_chunks(), "orders")
+
+
+def _products(mapped: pa.Table) -> pa.Table:
+    schema = arrow_schema(catalog.PRODUCTS.ddl)
+    columns = {f.name: _column(mapped, f.name, f.type) for f in schema}
+    columns["name"] = cleaners.clean_text(columns["name"])
+    columns["category"] = cleaners.clean_text(columns["category"])
+    return _finish(columns, mapped.column("_row").combine_chunks(), "products")
+
+
+def to_silver(
+    typed: pa.Table,
+    source: SourceConfig,
+    *,
+    extra: ExtraTarget | None = None,
+    run_id: str | None,
+    ingested_at: datetime,
+    as_of: datetime,
+) -> pa.Table:
+    """Map and standardise typed rows to ``source.target`` (or ``extra.target``), as Spark's mappers.
+
+    Args:
+        typed: ``_row`` (int64) and the source's columns, typed; optionally ``_warnings``
+            (list<string>) and ``_as_read`` (struct of the texts as read).
+        source: the source; its ``mapping`` gives the columns.
+        extra: an ``also`` entry (web ``login`` events -> customer records): rows are filtered by
+            its predicate and by a usable record id (not blank, not a placeholder), ``source`` is
+            its ``record_source``.
+        run_id, ingested_at: the stamps of the run.
+        as_of: the run's clock (``current_date()`` in a mapping).
+
+    Returns:
+        ``_row`` then the target's columns in catalogue order and Arrow types, one row per input
+        row (per row passing the filter for an ``extra``), in ``_row`` order.
+
+    Raises:
+        lakecdp.sqldialect.SqlRefused: a mapping that cannot run on DuckDB with Spark's meaning.
+        EmbeddedSilverUnsupported: a date pattern the embedded engine does not read.
+    """
+    target = extra.target if extra is not None else source.target
+    mapping = extra.mapping if extra is not None else source.mapping
+    columns = {
+        name: mapping[name]
+        for name, _, _ in catalog.ddl_fields(catalog.SILVER[target].ddl)
+        if name in mapping and name not in ("record_id", "source")
+    }
+    mapped = map_rows(
+        typed, columns, catalog.SILVER[target].ddl, as_of=as_of, where=extra.filter if extra is not None else None
+    )
+    if target == "customer_records":
+        label = source.name
+        if extra is not None:
+            # a blank or placeholder id (a login whose anonymous_id is "n/a") would make one record
+            # of many people: such a row is an event only, like one without the id
+            label = extra.record_source or source.name
+            ids = _column(mapped, "source_record_id", pa.string()).to_pylist()
+            mapped = mapped.filter(pa.array([_usable_key(v) for v in ids], pa.bool_()))
+        return _records(typed, mapped, source, mapping, label, run_id=run_id, ingested_at=ingested_at)
+    if target == "events":
+        return _events(mapped, source, run_id=run_id, ingested_at=ingested_at)
+    if target == "orders":
+        return _orders(mapped, source, run_id=run_id, ingested_at=ingested_at)
+    if target == "products":
+        return _products(mapped)
+    raise ValueError(f"source {source.name!r}: no embedded mapper for target {target!r}")
+
+
+def to_order_items(typed: pa.Table, source: SourceConfig, *, as_of: datetime) -> pa.Table:
+    """One row per non-null element of the source's items array (Spark's ``posexplode_outer``,
+    null elements and empty arrays dropped); ``line_number`` counts from 1.
+
+    Returns:
+        ``_row`` (the order's row) then silver.order_items' columns, in (``_row``, line) order.
+    """
+    if source.items is None:
+        raise ValueError(f"source {source.name!r} has no items; it does not feed order_items")
+    ddl = catalog.ORDER_ITEMS.ddl
+    types = {name: type_text for name, type_text, _ in catalog.ddl_fields(ddl)}
+    items = '"' + source.items.column.replace('"', '""') + '"'
+    select = [
+        '"_row"',
+        f'{_mapped_sql(source.mapping["order_id"], types["order_id"], as_of)} AS "order_id"',
+        'CAST("_position" AS INTEGER) AS "line_number"',
+    ]
+    for name, sql in source.items.mapping.items():
+        select.append(f'{_mapped_sql(sql, types[name], as_of)} AS "{name}"')
+    query = (
+        f"SELECT {', '.join(select)} FROM ("
+        f"SELECT *, unnest({items}) AS item, generate_subscripts({items}, 1) AS _position FROM _typed_rows"
+        ') WHERE item IS NOT NULL ORDER BY "_row", "_position"'
+    )
+    con = _locked_connection(typed)
+    try:
+        exploded = con.sql(query).to_arrow_table()
+    finally:
+        con.close()
+    schema = arrow_schema(ddl)
+    columns = {f.name: _column(exploded, f.name, f.type) for f in schema}
+    return _finish(columns, exploded.column("_row").combine_chunks(), "order_items")
