@@ -361,7 +361,9 @@ def _engines(args: argparse.Namespace, work: Path, world: Path, started_on: str,
         failed = failed or bool(problems)
         read = results[a]["totals"][0]["rows_read"]
         s_a, s_b = results[a]["seconds"][0], results[b]["seconds"][0]
-        rows.append((round_, read, s_a, s_b, read / s_a, read / s_b, s_a / s_b, "identical" if not problems else "DIFFERENT"))
+        rows.append(
+            (round_, read, s_a, s_b, read / s_a, read / s_b, s_a / s_b, "identical" if not problems else "DIFFERENT")
+        )
         print(
             f"round {round_}: {read} rows read; {a} {s_a:.1f} s ({read / s_a:,.0f} rows/s), {b} {s_b:.1f} s "
             f"({read / s_b:,.0f} rows/s), {a} / {b} {s_a / s_b:.2f}x; {'identical' if not problems else 'DIFFERENT'}",
