@@ -46,6 +46,7 @@ from lakecdp.ingest.python_rules import (
     Problem,
     as_text,
     text_to_double,
+    parse_date,
     parses,
     parse_timestamp,
     valid_email,
@@ -100,6 +101,7 @@ _SCALAR_ARROW = {
     "int": pa.int32(),
     "bigint": pa.int64(),
     "boolean": pa.bool_(),
+    "date": pa.date32(),
 }
 _TRUE = frozenset({"t", "true", "y", "yes", "1"})
 
@@ -288,13 +290,16 @@ def _typed(text: str | None, type_name: str) -> Any:
         return text_to_double(stripped)
     if type_name in ("int", "bigint"):
         return int(stripped)
+    if type_name == "date":
+        return parse_date(stripped)
     if type_name == "boolean":
         return stripped.lower() in _TRUE
     raise EmbeddedPickupUnsupported(f"type {type_name}")
 
 
 def as_read(event: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
-    """``_as_read``: scalars as their text, string structs as dicts of texts."""
+    """``_as_read``: scalars as their text, string structs as dicts of texts, other nested values as
+    parsed (the validator has checked their shape)."""
     out: dict[str, Any] = {}
     for column in source.columns:
         value = event.get(column.name)
@@ -302,8 +307,10 @@ def as_read(event: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
             out[column.name] = as_text(value)
         elif value is None:
             out[column.name] = None
-        else:
+        elif _string_struct(column.type):
             out[column.name] = {f: as_text(value.get(f)) for f in _struct_fields(column.type)}
+        else:
+            out[column.name] = value
     return out
 
 
@@ -315,7 +322,7 @@ def typed_row(row: CheckedRow, read: dict[str, Any], source: SourceConfig) -> di
             out[column.name] = None if column.name in row.nulled else _typed(read[column.name], column.type)
         else:
             value = read[column.name]
-            if value is not None:
+            if isinstance(value, dict):
                 value = {k: (None if f"{column.name}.{k}" in row.nulled else v) for k, v in value.items()}
             out[column.name] = None if column.name in row.nulled else value
     return out
@@ -324,7 +331,11 @@ def typed_row(row: CheckedRow, read: dict[str, Any], source: SourceConfig) -> di
 def _column_type(column) -> pa.DataType:
     if column.is_scalar:
         return _SCALAR_ARROW[column.type]
-    return pa.struct([pa.field(f, pa.string()) for f in _struct_fields(column.type)])
+    if _string_struct(column.type):
+        return pa.struct([pa.field(f, pa.string()) for f in _struct_fields(column.type)])
+    from lakecdp.delta_store import arrow_type
+
+    return arrow_type(column.type)
 
 
 def _rescued(event: dict[str, Any], source: SourceConfig) -> str | None:
@@ -683,7 +694,11 @@ def _loose_typed(event: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
     read = as_read(event, source)
     out: dict[str, Any] = {}
     for column in source.columns:
-        out[column.name] = _typed(read[column.name], column.type) if column.is_scalar else read[column.name]
+        if column.is_scalar:
+            out[column.name] = _typed(read[column.name], column.type)
+        else:
+            # a rejected row's nested value may have any shape; only string structs are kept
+            out[column.name] = read[column.name] if _string_struct(column.type) else None
     return out
 
 

@@ -91,7 +91,15 @@ def embedded_reason(source: SourceConfig) -> str | None:
         return f"format {source.format}"
     if source.drift == "evolve":
         return "drift: evolve"
-    return embedded.unsupported_reason(source)
+    for column in source.columns:
+        if column.format:
+            return f"column {column.name} has a Java date/time pattern ({column.format})"
+        if column.is_scalar and column.type not in embedded._SCALAR_ARROW:
+            return f"column {column.name} of type {column.type}"
+    for extra in source.also:
+        if extra.target != "customer_records":
+            return f"also target {extra.target}"
+    return None
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -199,6 +207,36 @@ def _rescued(row: CheckedRow, source: SourceConfig) -> str | None:
     if source.format == "csv":
         return row.event.get("_rescued_json") if isinstance(row.event, dict) else None
     return embedded._rescued(row.event, source) if isinstance(row.event, dict) else None
+
+
+def erased_rows(ctx: JobContext, store: DeltaStore, source: SourceConfig, typed: pa.Table) -> set[int]:
+    """Rows (``_row``) holding an identifier whose salted hash is in ``ops.erasures``, as
+    :func:`lakecdp.ingest.classify.erased_condition`: email, phone, CRM id, customer number,
+    device id(s) standardised as silver stores them (:func:`lakecdp.ingest.embedded_silver.to_silver`)
+    and, for customer records, the trimmed source record id. (The name + birth date + postcode key
+    is not checked here yet: an erasure by that key alone is honoured on Spark only.)"""
+    from lakecdp.erasure import ERASURES_TABLE, erasure_salt, load_privacy_config, salted_hash
+    from lakecdp.ingest.embedded_silver import to_silver
+
+    if typed.num_rows == 0 or not store.exists(ERASURES_TABLE):
+        return set()
+    wanted: dict[str, set[str]] = {}
+    for row in store.read(ERASURES_TABLE, columns=["salted_hash", "identifier_type"]).to_pylist():
+        wanted.setdefault(row["identifier_type"], set()).add(row["salted_hash"])
+    if not wanted:
+        return set()
+    salt = erasure_salt(ctx, load_privacy_config(ctx.project.conf_dir).erasure)
+    silver = to_silver(typed, source, run_id=None, ingested_at=ctx.as_of, as_of=ctx.as_of)
+    kinds = [k for k in ("email", "phone", "crm_id", "customer_number", "device_id") if k in source.mapping]
+    hit: set[int] = set()
+    for row in silver.to_pylist():
+        values: list[tuple[str, Any]] = [(kind, row.get(kind)) for kind in kinds]
+        if source.target == "customer_records" and row.get("source_record_id") is not None:
+            values.append(("source_record_id", row["source_record_id"].strip(" ")))
+        values += [("device_id", d.strip(" ")) for d in row.get("device_ids") or [] if d is not None]
+        if any(v is not None and k in wanted and salted_hash(salt, k, v) in wanted[k] for k, v in values):
+            hit.add(row["_row"])
+    return hit
 
 
 # -- classification -------------------------------------------------------------------------------
@@ -335,22 +373,17 @@ def _load_source(
                 [DUPLICATE_HEADER], [], f"{DUPLICATE_HEADER}: {problem}", frozenset(),
             )  # fmt: skip
 
-    target_ddl = catalog.table(f"silver.{source.target}").ddl
     reads = {i: embedded.as_read(r.event, source) for i, r in enumerate(checked) if r.valid}
     valid = sorted(reads)
     typed_rows = {i: embedded.typed_row(checked[i], reads[i], source) for i in valid}
     typed = embedded._typed_table([typed_rows[i] for i in valid], valid, source)
-    mapped = embedded.map_rows(typed, source.mapping, target_ddl, as_of=ctx.as_of)
+    # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
+    # rejected rows are mapped from their fields as read, typed where they parse
     rejected = [i for i, r in enumerate(checked) if not r.valid and isinstance(r.event, dict)]
     rejected_typed = embedded._typed_table(
         [embedded._loose_typed(checked[i].event, source) for i in rejected], rejected, source
     )
-    erased = embedded._erased(ctx, store, source, mapped) | embedded._erased(
-        ctx,
-        store,
-        source,
-        embedded.map_rows(rejected_typed, embedded._identifier_mapping(source), target_ddl, as_of=ctx.as_of),
-    )
+    erased = erased_rows(ctx, store, source, typed) | erased_rows(ctx, store, source, rejected_typed)
     status = classify_rows(checked, typed_rows, source, _existing_keys(store, source, ledger), erased)
     per_file, reasons = _counts(checked, status, files)
     # before any write: a line the reader lost (or made up) fails the run, nothing is marked done
@@ -377,8 +410,11 @@ def _load_source(
         hook(catalog.QUARANTINE.named(source.name))
     loaded = [i for i, s in enumerate(status) if s == LOADED]
     if loaded:
-        write_silver_rows(store, source, checked, mapped, typed, loaded, run_id=ctx.run_id, at=ctx.as_of)
-        hook(catalog.table(f"silver.{source.target}").name)
+        kept = typed.filter(pc.is_in(typed["_row"], pa.array(loaded, pa.int64())))
+        kept = kept.append_column(
+            "_warnings", pa.array([checked[i].warnings for i in kept["_row"].to_pylist()], pa.list_(pa.string()))
+        )
+        write_silver_rows(ctx, store, source, kept, hook)
     counts["files_loaded"] = len(files) - len(refused)
     counts["files_quarantined"] = len(refused)
     for value in per_file.values():

@@ -156,7 +156,7 @@ def _parse_timestamp_text(text: str) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc)
 
 
-def _parse_date(text: str) -> date | None:
+def parse_date(text: str) -> date | None:
     match = _DATE_RE.match(text.strip(" "))
     if not match:
         return None
@@ -177,7 +177,7 @@ def parses(text: str, type_name: str) -> bool:
     if type_name == "timestamp":
         return parse_timestamp(stripped) is not None
     if type_name == "date":
-        return _parse_date(stripped) is not None
+        return parse_date(stripped) is not None
     return True
 
 
@@ -421,7 +421,7 @@ def validate_events(
                     )
                 )
             if (check.min_date is not None or check.not_future) and not _blank(text):
-                day = _parse_date(text)
+                day = parse_date(text)
                 if day is not None and (
                     (check.min_date is not None and day < check.min_date) or (check.not_future and day > today)
                 ):

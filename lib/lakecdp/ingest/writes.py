@@ -36,7 +36,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
@@ -657,35 +656,80 @@ def write_quarantine_rows(
 
 
 def write_silver_rows(
-    store: DeltaStore,
-    source: SourceConfig,
-    checked: list[CheckedRow],
-    mapped: pa.Table,
-    typed: pa.Table,
-    loaded: list[int],
-    *,
-    run_id: str,
-    at: datetime,
+    ctx: JobContext, store: DeltaStore, source: SourceConfig, typed: pa.Table, hook: WriteHook
 ) -> None:
-    junk = embedded._junk(source)
-    con = embedded._connection()
-    try:
-        if source.target != "events":
-            raise embedded.EmbeddedPickupUnsupported(f"{source.name}: target {source.target}")
-        append_new_events(con, store, mapped, set(loaded), source, junk, run_id=run_id, ingested_at=_utc(at))
-    finally:
-        con.close()
-    if source.also:
-        upsert_login_records(
-            store,
-            typed.filter(pc.is_in(typed["_row"], pa.array(loaded, pa.int64()))),
-            checked,
-            source,
-            junk,
-            run_id=run_id,
-            ingested_at=_utc(at),
-            as_of=at,
-        )
+    """The loaded rows (``typed``: ``_row``, the source's typed columns, ``_warnings``) into the
+    source's silver table(s), mapped by :mod:`lakecdp.ingest.embedded_silver`; keys and update
+    rules as :func:`write_silver` (events inserted when new, records upserted when newer, orders,
+    their items and products upserted; also-targets: web login records)."""
+    from lakecdp.ingest.embedded_silver import to_order_items, to_silver
+
+    run_id, at = ctx.run_id, _utc(ctx.as_of)
+    silver = to_silver(typed, source, run_id=run_id, ingested_at=at, as_of=ctx.as_of).drop_columns(["_row"])
+    if source.target == "customer_records":
+        _upsert_records(store, silver, run_id=run_id)
+        hook(catalog.CUSTOMER_RECORDS.name)
+    elif source.target == "events":
+        _insert_new_events(store, silver, run_id=run_id)
+        hook(catalog.EVENTS.name)
+    elif source.target == "orders":
+        store.merge(silver, catalog.ORDERS.name, catalog.ORDERS.ddl, keys=list(SILVER_KEYS["orders"]), run_id=run_id)
+        hook(catalog.ORDERS.name)
+        items = to_order_items(typed, source, as_of=ctx.as_of).drop_columns(["_row"])
+        if store.exists(catalog.PRODUCTS.name):
+            # a line without a category takes the catalogue's (silver.products is ingested first)
+            products = store.read(catalog.PRODUCTS.name, columns=["product_id", "category"]).to_pylist()
+            category = {p["product_id"]: p["category"] for p in products}
+            filled = [
+                c if c is not None else category.get(p)
+                for c, p in zip(items["category"].to_pylist(), items["product_id"].to_pylist())
+            ]
+            items = items.set_column(
+                items.schema.get_field_index("category"), "category", pa.array(filled, pa.string())
+            )
+        keys = list(SILVER_KEYS["order_items"])
+        store.merge(items, catalog.ORDER_ITEMS.name, catalog.ORDER_ITEMS.ddl, keys=keys, run_id=run_id)
+        hook(catalog.ORDER_ITEMS.name)
+    elif source.target == "products":
+        keys = list(SILVER_KEYS["products"])
+        store.merge(silver, catalog.PRODUCTS.name, catalog.PRODUCTS.ddl, keys=keys, run_id=run_id)
+        hook(catalog.PRODUCTS.name)
+    for extra in source.also:
+        records = to_silver(typed, source, extra=extra, run_id=run_id, ingested_at=at, as_of=ctx.as_of)
+        _upsert_records(store, records.drop_columns(["_row"]), run_id=run_id)
+        hook(catalog.CUSTOMER_RECORDS.name)
+
+
+def _insert_new_events(store: DeltaStore, events: pa.Table, *, run_id: str) -> None:
+    """silver.events rows whose event id is new (the first of the run per id)."""
+    first: dict[str, int] = {}
+    for position, event_id in enumerate(events["event_id"].to_pylist()):
+        first.setdefault(event_id, position)
+    events = events.take(pa.array(sorted(first.values()), pa.int64()))
+    store.merge(events, catalog.EVENTS.name, catalog.EVENTS.ddl, keys=["event_id"], run_id=run_id, update=False)
+
+
+def _upsert_records(store: DeltaStore, records: pa.Table, *, run_id: str) -> None:
+    """silver.customer_records: the latest row per record id (by ``updated_at``, nulls last)
+    replaces the stored one when newer, as :func:`_write_records` on Spark."""
+    if records.num_rows == 0:
+        store.create_if_missing(catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl)
+        return
+    latest: dict[str, int] = {}
+    stamps = records["updated_at"].to_pylist()
+    for position, record_id in enumerate(records["record_id"].to_pylist()):
+        held = latest.get(record_id)
+        if held is None or (stamps[position] is not None and (stamps[held] is None or stamps[position] > stamps[held])):
+            latest[record_id] = position
+    records = records.take(pa.array(sorted(latest.values()), pa.int64()))
+    store.merge(
+        records,
+        catalog.CUSTOMER_RECORDS.name,
+        catalog.CUSTOMER_RECORDS.ddl,
+        keys=["record_id"],
+        run_id=run_id,
+        update_predicate="s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)",
+    )
 
 
 def _write_ops_delta(ctx: JobContext, store: DeltaStore, done: list[LoadedFiles], hook: WriteHook) -> None:
