@@ -19,6 +19,7 @@ import pytest
 from deltalake import DeltaTable
 
 from conftest import make_project
+from test_api_pickup_engines import web as _web  # the same web events the pickup test posts
 
 RUN_ID = "ingest-engines-run"
 SOURCES = ["email_events", "web_events", "products", "shop_orders", "shop_customers"]
@@ -72,21 +73,6 @@ EMAIL_DAY_2 = (
     + b"e-1,click,Bo.1@Example.com,c-1,2026-10-30T08:00:00Z,,https://shop.example/x\n"
     + b"e-9,open,bo.9@example.com,c-3,2026-10-31T10:00:00Z,,\n"
 )
-
-
-def _web(n: str, **changes) -> dict:
-    event = {
-        "event_id": f"w-{n}",
-        "event_type": "add_to_cart",
-        "ts": "2026-10-31T12:00:00Z",
-        "anonymous_id": f"d-{n}",
-        "session_id": "s-1",
-        "product_id": "P00042",
-        "price": 19.99,
-        "user": {"email": f" Ada.{n}@Example.com ", "customer_no": None},
-    }
-    event.update(changes)
-    return event
 
 
 def _jsonl(*lines: object) -> bytes:

@@ -63,7 +63,8 @@ from lakecdp.ingest.validate import (
     PLACEHOLDER_TIMESTAMP,
     REPLACEMENT_CHARACTER,
 )
-from lakecdp.sqldialect.translate import condition_to_duckdb, jackson_string
+from lakecdp.ingest.embedded_silver import map_rows
+from lakecdp.sqldialect.translate import jackson_string
 
 if TYPE_CHECKING:
     import duckdb
@@ -386,48 +387,6 @@ def _connection() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     return con
-
-
-def _mapped_sql(expression: str, spark_type: str, as_of: datetime) -> str:
-    """A mapping's Spark SQL, cast to its silver type as Spark's ``F.expr(...).cast(...)``, as DuckDB SQL."""
-    return condition_to_duckdb(f"CAST(({expression}) AS {spark_type})", as_of=as_of)
-
-
-def _locked_connection(rows: pa.Table) -> duckdb.DuckDBPyConnection:
-    """A connection holding only ``rows`` as ``_typed_rows``, locked before any mapping runs: no
-    file, network or extension access and no setting changes (mappings are config text), as the
-    segment engine's connection (:func:`lakecdp.segments.embedded.locked_connection`)."""
-    con = _connection()
-    con.execute("CREATE TABLE _typed_rows AS SELECT * FROM rows")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
-    con.execute("SET lock_configuration = true")
-    return con
-
-
-def map_rows(
-    typed: pa.Table,
-    mapping: dict[str, str],
-    target_ddl: str,
-    *,
-    as_of: datetime,
-    where: str | None = None,
-) -> pa.Table:
-    """``SELECT <mapping of each target column, cast> FROM typed [WHERE filter]`` on DuckDB; the
-    columns the mapping does not name are null. ``_row`` (the input position) is kept."""
-    from lakecdp.catalog import ddl_fields
-
-    select = ['"_row"']
-    for name, type_text, _ in ddl_fields(target_ddl):
-        if name in mapping:
-            select.append(f'{_mapped_sql(mapping[name], type_text, as_of)} AS "{name}"')
-    condition = f" WHERE {condition_to_duckdb(where, as_of=as_of)}" if where else ""
-    con = _locked_connection(typed)
-    try:
-        return con.sql(f'SELECT {", ".join(select)} FROM _typed_rows{condition} ORDER BY "_row"').to_arrow_table()
-    finally:
-        con.close()
 
 
 # -- the chunk -----------------------------------------------------------------------------------

@@ -48,10 +48,11 @@ from lakecdp.ingest.audit import (
     STATUS_COUNT,
     check_audit_counts,
     check_lines_read,
+    source_counts,
     file_reasons,
 )
 from lakecdp.ingest.embedded import CheckedRow, ParsedLine, RawRow, check_parsed, parse_json_line
-from lakecdp.ingest.landing import BOM, LINE_BREAK, LandedFile, discover, natural_key
+from lakecdp.ingest.landing import BOM, LINE_BREAK, LandedFile, natural_key, new_files
 from lakecdp.ingest.reading import csv_header, repeated_columns
 from lakecdp.ingest.sources import SourceConfig, load_sources
 from lakecdp.ingest.validate import (
@@ -343,21 +344,11 @@ def _counts(
 def _load_source(
     ctx: JobContext, store: DeltaStore, source: SourceConfig, ledger: list[dict[str, Any]], hook: WriteHook
 ) -> tuple[LoadedFiles | None, dict[str, int]]:
-    seen = {r["content_hash"] for r in ledger if r["source"] == source.name}
-    new: list[LandedFile] = []
-    skipped = 0
-    for file in discover(ctx.project.landing, source):
-        if file.content_hash in seen or (file.size == 0 and not file.refused):
-            logger.info(
-                "%s: %s already loaded or refused (same content), or empty: skipped", source.name, file.relative
-            )
-            skipped += 1
-            continue
-        seen.add(file.content_hash)
-        new.append(file)
-    counts = {"files_loaded": 0, "files_quarantined": 0, "files_skipped": skipped, **dict.fromkeys(COUNTS, 0)}
+    new, skipped = new_files(
+        ctx.project.landing, source, {r["content_hash"] for r in ledger if r["source"] == source.name}
+    )
     if not new:
-        return None, counts
+        return None, source_counts([], {}, skipped=skipped)
 
     read = read_files(ctx, source, [f for f in new if not f.refused])
     files = sorted([*read.files, *[f for f in new if f.refused]], key=lambda f: natural_key(f.relative))
@@ -415,12 +406,7 @@ def _load_source(
             "_warnings", pa.array([checked[i].warnings for i in kept["_row"].to_pylist()], pa.list_(pa.string()))
         )
         write_silver_rows(ctx, store, source, kept, hook)
-    counts["files_loaded"] = len(files) - len(refused)
-    counts["files_quarantined"] = len(refused)
-    for value in per_file.values():
-        for key in COUNTS:
-            counts[key] += value[key]
-    return LoadedFiles(source, files, per_file, reasons), counts
+    return LoadedFiles(source, files, per_file, reasons), source_counts(files, per_file, skipped=skipped)
 
 
 def ingest_embedded(

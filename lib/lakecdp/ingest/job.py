@@ -45,14 +45,14 @@ from pyspark.sql import functions as F
 from lakecdp import catalog
 from lakecdp.delta_store import embedded_store
 from lakecdp.ingest.audit import (
-    COUNTS,
     AuditError,
     check_audit_counts,
     check_lines_read,
+    source_counts,
     file_counts,
 )
 from lakecdp.ingest.classify import classify, erased_condition
-from lakecdp.ingest.landing import LandedFile, discover, inspect_file, natural_key
+from lakecdp.ingest.landing import LandedFile, inspect_file, natural_key, new_files
 from lakecdp.ingest.reading import validated_rows
 from lakecdp.ingest.rows import bronze_rows, quarantine_rows, refused_file_rows, rescued_keys
 from lakecdp.ingest.sources import SourceConfig, load_sources
@@ -174,21 +174,9 @@ def _load_source(
 ) -> tuple[LoadedFiles | None, dict[str, int]]:
     """Bronze, quarantine and silver for the new files of ``source`` (content hash not in
     ``seen``); its ops rows are returned, for :func:`_write_ops` to write after them."""
-    seen = set(seen)
-    new: list[LandedFile] = []
-    skipped = 0
-    for file in discover(ctx.project.landing, source):
-        if file.content_hash in seen or (file.size == 0 and not file.refused):
-            logger.info(
-                "%s: %s already loaded or refused (same content), or empty: skipped", source.name, file.relative
-            )
-            skipped += 1
-            continue
-        seen.add(file.content_hash)
-        new.append(file)
-    counts = {"files_loaded": 0, "files_quarantined": 0, "files_skipped": skipped, **dict.fromkeys(COUNTS, 0)}
+    new, skipped = new_files(ctx.project.landing, source, seen)
     if not new:
-        return None, counts
+        return None, source_counts([], {}, skipped=skipped)
 
     rows, readable = validated_rows(ctx, source, [f for f in new if not f.refused])
     files = sorted([*readable, *[f for f in new if f.refused]], key=lambda f: natural_key(f.relative))
@@ -237,12 +225,7 @@ def _load_source(
             write_silver(ctx, loaded, source, hook)
     finally:
         _release(ctx, blocks)
-    counts["files_loaded"] = len(files) - len(refused)
-    counts["files_quarantined"] = len(refused)
-    for value in per_file.values():
-        for key in COUNTS:
-            counts[key] += value[key]
-    return LoadedFiles(source, files, per_file, reasons), counts
+    return LoadedFiles(source, files, per_file, reasons), source_counts(files, per_file, skipped=skipped)
 
 
 def ingest(
