@@ -1,6 +1,8 @@
-"""The intake pickup on the embedded engine: the same rows as the Spark pickup, no JVM.
+"""Rows on the embedded engine (no JVM): checked, typed and mapped as on Spark; and the intake pickup.
 
-:mod:`lakecdp.api.pickup` hands each chunk of the intake log to
+Shared by the batch ingest on the embedded engine (:mod:`lakecdp.ingest.embedded_batch`: lines
+parsed by their format, then :func:`check_parsed`, :func:`typed_row`, :func:`as_read`) and the
+HTTP intake's pickup: :mod:`lakecdp.api.pickup` hands each chunk of the intake log to
 :func:`write_chunk` when the run's engine is ``embedded`` (path-based tables). One definition of
 the rules, two evaluators, as for the HTTP intake itself:
 
@@ -20,7 +22,7 @@ the rules, two evaluators, as for the HTTP intake itself:
   source whose mapping needs a cleaner not written here (names, phones, countries, postcodes,
   orders) raises :class:`EmbeddedPickupUnsupported` and the pickup loads that source through Spark.
 
-Writes (delta-rs, :class:`lakecdp.delta_store.DeltaStore`): insert-if-new, as the Spark pickup's
+Writes (delta-rs, through :mod:`lakecdp.ingest.writes`): insert-if-new, as the Spark pickup's
 MERGEs are -- quarantine and bronze on the log position (topic, partition = log segment,
 offset), silver.events on ``event_id``, ``ops.ingest_audit`` on (source, source_file,
 stream_batch); ``silver.customer_records`` upserted on ``record_id`` when the row is newer. A chunk
