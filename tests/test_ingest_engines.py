@@ -159,6 +159,7 @@ CUSTOMERS_DAY_1 = _jsonl(
     _customer("2", birth_date="2090-01-01"),
     _customer("3", phone="n/a", address=None, updated_at="1970-01-01T00:00:00Z"),
     _customer("4", name={"first": "x" * 201, "last": "Long"}),
+    _customer("6", birth_date="1975-02-30"),
 )
 CUSTOMERS_DAY_2 = _jsonl(
     _customer("1", updated_at="2026-09-01T00:00:00Z", email="older@example.com"),
@@ -206,8 +207,8 @@ def rows(root: Path, table: str) -> list[dict]:
 def test_embedded_batch_ingest_hand_written_rows(tmp_path):
     land(tmp_path, 1)
     counts = ingest(tmp_path, "embedded")
-    # email: 10 non-blank lines after the header; web: 8; products 4; orders 5; customers 5
-    assert counts["rows_read"] == 10 + 8 + 4 + 5 + 5
+    # email: 10 non-blank lines after the header; web: 8; products 4; orders 5; customers 6
+    assert counts["rows_read"] == 10 + 8 + 4 + 5 + 6
     quarantine = {(r["line"], tuple(r["reasons"]), r["detail"]) for r in rows(tmp_path, "quarantine/email_events")}
     assert quarantine == {
         (3, ("MALFORMED_LINE",), "MALFORMED_LINE"),
@@ -237,7 +238,10 @@ def test_embedded_batch_ingest_hand_written_rows(tmp_path):
     assert (ada["phone"], ada["postcode"], ada["sms_consent"]) == ("+442079460018", "SW1A 1AA", True)
     # C-2's birth date in the future: an optional field, nulled with a warning; C-3 (epoch
     # updated_at) and C-4 (a first name too long) are quarantined
-    assert sorted(records) == ["shop_customers:C-1", "shop_customers:C-2", "web:d-login"]
+    assert sorted(records) == ["shop_customers:C-1", "shop_customers:C-2", "shop_customers:C-6", "web:d-login"]
+    # a birth date that is no date: nulled with a warning, kept as written
+    c6 = records["shop_customers:C-6"]
+    assert (c6["date_of_birth"], c6["date_of_birth_text"], c6["warnings"]) == (None, "1975-02-30", ["INVALID_DATE"])
     assert (records["shop_customers:C-2"]["date_of_birth"], records["shop_customers:C-2"]["warnings"]) == (
         None,
         ["IMPOSSIBLE_DATE"],

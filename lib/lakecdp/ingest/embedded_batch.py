@@ -402,8 +402,18 @@ def _load_source(
     loaded = [i for i, s in enumerate(status) if s == LOADED]
     if loaded:
         kept = typed.filter(pc.is_in(typed["_row"], pa.array(loaded, pa.int64())))
+        positions = kept["_row"].to_pylist()
         kept = kept.append_column(
-            "_warnings", pa.array([checked[i].warnings for i in kept["_row"].to_pylist()], pa.list_(pa.string()))
+            "_warnings", pa.array([checked[i].warnings for i in positions], pa.list_(pa.string()))
+        )
+        # the texts as read: a birth date that does not parse is kept as written (date_of_birth_text)
+        scalars = [c.name for c in source.columns if c.is_scalar]
+        kept = kept.append_column(
+            "_as_read",
+            pa.array(
+                [{name: reads[i][name] for name in scalars} for i in positions],
+                pa.struct([pa.field(name, pa.string()) for name in scalars]),
+            ),
         )
         write_silver_rows(ctx, store, source, kept, hook)
     return LoadedFiles(source, files, per_file, reasons), source_counts(files, per_file, skipped=skipped)
