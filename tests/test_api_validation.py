@@ -11,7 +11,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from lakecdp.api.app import ApiError, parse_json_body
-from lakecdp.api.validation import _parse_timestamp_text, java_regex, parse_timestamp, validate_event, validate_events
+from lakecdp.ingest.python_rules import (
+    _parse_timestamp_text,
+    java_regex,
+    parse_timestamp,
+    validate_event,
+    validate_events,
+)
 from lakecdp.ingest.sources import FieldCheck, load_sources
 from lakecdp.ingest.stream import as_json_messages
 from conftest import REPO_ROOT

@@ -197,10 +197,9 @@ BRONZE = Table(
     "bronze.<source>",
     None,
     (),
-    "lakecdp.ingest.job",
-    # the Kafka path writes the same tables (ingest's two front ends share them); the HTTP
-    # intake's pickup on the embedded engine writes them with delta-rs
-    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
+    # every way in (batch files, Kafka, the HTTP intake's pickup) on both engines writes through
+    # lakecdp.ingest.writes
+    "lakecdp.ingest.writes",
 )
 QUARANTINE_SCHEMA = (
     "raw string, source_file string, line bigint, kafka_topic string, kafka_partition int, "
@@ -211,9 +210,8 @@ QUARANTINE = Table(
     "quarantine.<source>",
     QUARANTINE_SCHEMA,
     (),
-    "lakecdp.ingest.job",
+    "lakecdp.ingest.writes",
     readers=("lakecdp.alerts",),
-    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
 )
 
 # -- silver (ingest) ---------------------------------------------------------------------
@@ -231,7 +229,7 @@ CUSTOMER_RECORDS = Table(
         "sms_consent boolean"
     ),
     ("record_id",),
-    "lakecdp.ingest.job",
+    "lakecdp.ingest.writes",
     readers=(
         "lakecdp.identity.job",
         "lakecdp.identity.state",
@@ -240,8 +238,6 @@ CUSTOMER_RECORDS = Table(
         "lakecdp.activation.job",
         "lakecdp.erasure",
     ),
-    # the Kafka path upserts web login records (and the intake pickup on the embedded engine)
-    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
 )
 EVENTS = Table(
     "silver.events",
@@ -252,7 +248,7 @@ EVENTS = Table(
         "bounce_type string, url string, run_id string, ingested_at timestamp"
     ),
     ("event_id",),
-    "lakecdp.ingest.job",
+    "lakecdp.ingest.writes",
     readers=(
         "lakecdp.features.job",
         "lakecdp.segments.job",
@@ -261,10 +257,9 @@ EVENTS = Table(
         "lakecdp.activation.job",
         "lakecdp.campaign.report",
     ),
-    # ingest.stream: the Kafka path; api.embedded_pickup: the HTTP intake's pickup on the embedded
-    # engine; sample.campaigns: plants a campaign's events in a scratch warehouse (test data
-    # shipped in the package, issue 15 item 5)
-    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup", "lakecdp.sample.campaigns"),
+    # sample.campaigns: plants a campaign's events in a scratch warehouse (test data shipped in
+    # the package, issue 15 item 5)
+    other_writers=("lakecdp.sample.campaigns",),
 )
 ORDERS = Table(
     "silver.orders",
@@ -274,26 +269,22 @@ ORDERS = Table(
         "ingested_at timestamp"
     ),
     ("order_id",),
-    "lakecdp.ingest.job",
+    "lakecdp.ingest.writes",
     readers=("lakecdp.features.job",),
-    # ingest.stream: orders posted over HTTP (Spark pickup); api.embedded_pickup: the same, embedded
-    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
 )
 ORDER_ITEMS = Table(
     "silver.order_items",
     ("order_id string, line_number int, product_id string, category string, quantity int, unit_price double"),
     ("order_id", "line_number"),
-    "lakecdp.ingest.job",
+    "lakecdp.ingest.writes",
     readers=("lakecdp.features.job",),
-    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
 )
 PRODUCTS = Table(
     "silver.products",
     ("product_id string, name string, category string, price double"),
     ("product_id",),
-    "lakecdp.ingest.job",
+    "lakecdp.ingest.writes",
     readers=("lakecdp.features.job", "lakecdp.personalization.preview"),
-    other_writers=("lakecdp.ingest.stream",),
 )
 #: silver table (without layer) -> Table, in the order ingest has always listed them
 SILVER: dict[str, Table] = {
@@ -539,15 +530,14 @@ INGEST_AUDIT = Table(
         "stream_batch string"
     ),
     ("source", "source_file", "stream_batch"),
-    "lakecdp.ingest.job",
+    "lakecdp.ingest.writes",
     readers=("lakecdp.alerts",),
-    other_writers=("lakecdp.ingest.stream", "lakecdp.api.embedded_pickup"),
 )
 DATA_QUALITY = Table(
     "ops.data_quality",
     ("run_id string, source string, source_file string, reason string, rows bigint, at timestamp"),
     ("source", "source_file", "reason"),
-    "lakecdp.ingest.job",
+    "lakecdp.ingest.writes",
 )
 INGEST_FILES = Table(
     "ops.ingest_files",
@@ -557,7 +547,7 @@ INGEST_FILES = Table(
         "status string, reason string"
     ),
     ("source", "content_hash"),
-    "lakecdp.ingest.job",
+    "lakecdp.ingest.writes",
     readers=("lakecdp.erasure",),
     # erasure points the ledger at the content hashes of the landing files it rewrote
     other_writers=("lakecdp.erasure",),

@@ -349,6 +349,11 @@ class DeltaStore:
             merger = merger.when_not_matched_insert_all()
         merger.execute()
 
+    def delete(self, name: str, predicate: str, *, run_id: str) -> None:
+        """Delete the rows matching ``predicate`` (delta-rs SQL over the table's columns; values
+        quoted by the caller) in one commit; the table must exist."""
+        self.table(name).delete(predicate, commit_properties=self._metadata("delete", run_id))
+
     def append(self, data: pa.Table, name: str, schema: str, *, run_id: str) -> None:
         """Append rows (no-op when empty); creates the table if missing."""
         from deltalake import write_deltalake

@@ -717,7 +717,7 @@ def _follow_in_ledger(ctx: JobContext, landed: dict[str, tuple[str, str, int]]) 
     knows files by content: without this the rewritten file would be loaded again)."""
     from pyspark.sql import functions as F
 
-    from lakecdp.ingest.job import LEDGER
+    from lakecdp.ingest.writes import LEDGER
 
     if not landed or not ctx.tables.exists(ctx.spark, LEDGER):
         return

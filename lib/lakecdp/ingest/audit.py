@@ -73,6 +73,24 @@ def file_counts(
     return result, sorted([*reasons, *((file, code, rows) for (file, code), rows in found.items())])
 
 
+def source_counts(
+    files: list[LandedFile], per_file: Mapping[str, Mapping[str, int]], *, skipped: int
+) -> dict[str, int]:
+    """A source's counts for the run: files loaded / quarantined (refused) / skipped and the rows
+    summed over its files (what :func:`lakecdp.ingest.job.ingest` returns, per source)."""
+    refused = sum(1 for f in files if f.refused)
+    counts = {
+        "files_loaded": len(files) - refused,
+        "files_quarantined": refused,
+        "files_skipped": skipped,
+        **dict.fromkeys(COUNTS, 0),
+    }
+    for value in per_file.values():
+        for key in COUNTS:
+            counts[key] += value[key]
+    return counts
+
+
 def expected_rows(source: SourceConfig, file: LandedFile) -> int | None:
     """Rows a text file must yield: its non-blank lines, counted from the bytes, less the header."""
     if file.refused or file.lines is None:

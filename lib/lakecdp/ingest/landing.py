@@ -9,6 +9,7 @@ a folder, a pipe, an unreadable file), never followed or blocked on.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -20,6 +21,8 @@ from lakecdp.ingest.validate import SYMLINK, UNREADABLE_FILE
 
 if TYPE_CHECKING:
     from lakecdp.ingest.sources import SourceConfig
+
+logger = logging.getLogger(__name__)
 
 #: a physical line ends at CRLF, LF or a lone CR (old Mac), as Python's universal newlines
 LINE_BREAK = r"\r\n|\r|\n"
@@ -165,3 +168,21 @@ def discover(landing: Path, source: SourceConfig) -> list[LandedFile]:
     found = list(landing.glob(source.path))
     found.sort(key=lambda p: natural_key(p.relative_to(landing).as_posix()))
     return [inspect_file(landing, p, source) for p in found]
+
+
+def new_files(landing: Path, source: SourceConfig, seen: set[str]) -> tuple[list[LandedFile], int]:
+    """The files of ``source`` whose content hash is not in ``seen`` (the ledger's), each once, and
+    how many were skipped (already loaded or refused with the same content, or empty)."""
+    seen = set(seen)
+    new: list[LandedFile] = []
+    skipped = 0
+    for file in discover(landing, source):
+        if file.content_hash in seen or (file.size == 0 and not file.refused):
+            logger.info(
+                "%s: %s already loaded or refused (same content), or empty: skipped", source.name, file.relative
+            )
+            skipped += 1
+            continue
+        seen.add(file.content_hash)
+        new.append(file)
+    return new, skipped

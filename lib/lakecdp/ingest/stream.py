@@ -67,11 +67,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from lakecdp import catalog
 from lakecdp.config import ConfigError
@@ -82,6 +81,14 @@ from lakecdp.ingest.messages import (
     kafka_messages,
     validate_messages,
     with_dedup_key,
+)
+from lakecdp.ingest.writes import (
+    AUDIT,
+    create_stream_tables,
+    insert_new_rows,
+    with_retries,
+    write_extra_records,
+    write_silver,
 )
 from lakecdp.ingest.stream_config import (
     AVAILABLE_NOW,
@@ -122,68 +129,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _ERASED = "_erased"
-
-
-# -- writes: insert-if-new MERGEs, retried when a concurrent commit wins ------------------
-_RETRIES = 5
-_T = TypeVar("_T")
-
-
-def _with_retries(action: Callable[[], _T], *, what: str) -> _T:
-    """Run an idempotent write again when a concurrent writer won the Delta commit race."""
-    from delta import exceptions as delta_errors
-    from pyspark.errors import AnalysisException
-
-    # delta's Python exception classes are siblings, not subclasses of one base
-    conflicts = tuple(getattr(delta_errors, n) for n in delta_errors.__all__)
-
-    for attempt in range(1, _RETRIES + 1):
-        try:
-            return action()
-        except (*conflicts, AnalysisException) as exc:
-            # AnalysisException: two queries creating the same new table at once
-            if attempt == _RETRIES or (isinstance(exc, AnalysisException) and "already exists" not in str(exc).lower()):
-                raise
-            logger.info("%s: concurrent commit (%s), retry %d", what, type(exc).__name__, attempt)
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-def insert_new_rows(ctx: JobContext, df: DataFrame, name: str, *, keys: list[str], evolve_schema: bool = False) -> int:
-    """Insert the rows of ``df`` whose ``keys`` are not in ``name`` yet (never update).
-
-    Creates the table from ``df`` on first use. Idempotent: running it again with the same
-    rows changes nothing, which is what makes a replayed micro-batch harmless.
-
-    Args:
-        evolve_schema: add ``df``'s columns the table lacks (bronze created by the batch
-            ingest has no ``_kafka_*`` columns).
-
-    Returns:
-        How many rows were inserted (the MERGE's own metric).
-    """
-    tables, spark = ctx.tables, ctx.spark
-
-    def write() -> int:
-        if not tables.exists(spark, name):
-            tables.append(df, name)
-            return df.count()
-        if evolve_schema:
-            # the MERGE condition names the keys, so the table must have them before the MERGE
-            # (schema evolution in MERGE only adds columns for its insert and update actions)
-            present = set(tables.read(spark, name).columns)
-            missing = [f for f in df.schema.fields if f.name not in present]
-            if missing:
-                added = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-                spark.sql(f"ALTER TABLE {tables.identifier(name)} ADD COLUMNS ({added})")
-        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-        builder = tables.delta(spark, name).alias("t").merge(df.alias("s"), condition)
-        if evolve_schema:
-            builder = builder.withSchemaEvolution()
-        [metrics] = builder.whenNotMatchedInsertAll().execute().collect()
-        return int(metrics["num_inserted_rows"])
-
-    return _with_retries(write, what=name)
 
 
 # -- the query ----------------------------------------------------------------------------
@@ -247,13 +192,7 @@ def start_kafka_stream(
     location = Path(checkpoint) if checkpoint is not None else checkpoint_location(ctx, source=source_name, topic=topic)
     # tables shared by every stream (and the batch ingest): create them before any query
     # runs, so two first micro-batches never race to create them
-    from lakecdp.ingest.job import AUDIT
-    from lakecdp.ingest.schemas import INGEST_AUDIT_SCHEMA, SILVER_SCHEMAS
-
-    ctx.tables.create_if_missing(ctx.spark, catalog.EVENTS.name, SILVER_SCHEMAS["events"])
-    ctx.tables.create_if_missing(ctx.spark, AUDIT, INGEST_AUDIT_SCHEMA)
-    for extra in source_config.also:
-        ctx.tables.create_if_missing(ctx.spark, catalog.SILVER[extra.target].name, SILVER_SCHEMAS[extra.target])
+    create_stream_tables(ctx, source_config)
     reader = (
         ctx.spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", bootstrap_servers)
@@ -329,7 +268,6 @@ def write_micro_batch(
 
     from lakecdp.ingest.audit import audit_row, check_audit_counts
     from lakecdp.ingest.classify import erased_condition
-    from lakecdp.ingest.job import AUDIT, write_extra_records
     from lakecdp.ingest.rows import KAFKA_POSITION, bronze_rows, quarantine_rows
     from lakecdp.ingest.schemas import INGEST_AUDIT_SCHEMA
     from lakecdp.ingest.standardise import to_events
@@ -400,7 +338,7 @@ def write_micro_batch(
             insert_new_rows(ctx, audit, AUDIT, keys=["source", "source_file", "stream_batch"], evolve_schema=True)
         # a MERGE of no rows still runs its Spark jobs: skip the batches that hold no such rows
         if any(not valid.where(F.expr(extra.filter)).isEmpty() for extra in source.also):
-            _with_retries(
+            with_retries(
                 lambda: write_extra_records(ctx, valid, source, ingested_at=ingested_at),
                 what=f"{name} also",
             )
@@ -413,10 +351,8 @@ def write_micro_batch(
 def _write_orders(ctx: JobContext, valid: DataFrame, source: SourceConfig) -> int:
     """Upsert orders and their items exactly as a landed shop_orders file does; returns the orders
     written (one per order id: a batch holding an order twice keeps one, the rest are duplicates)."""
-    from lakecdp.ingest.job import write_silver
-
     unique = valid.dropDuplicates(source.primary_key)
-    _with_retries(lambda: write_silver(ctx, unique, source, lambda _table: None), what=f"{source.name} orders")
+    with_retries(lambda: write_silver(ctx, unique, source, lambda _table: None), what=f"{source.name} orders")
     return unique.count()
 
 

@@ -1,0 +1,701 @@
+"""Rows on the embedded engine (no JVM): checked, typed and mapped as on Spark; and the intake pickup.
+
+Shared by the batch ingest on the embedded engine (:mod:`lakecdp.ingest.embedded_batch`: lines
+parsed by their format, then :func:`check_parsed`, :func:`typed_row`, :func:`as_read`) and the
+HTTP intake's pickup: :mod:`lakecdp.api.pickup` hands each chunk of the intake log to
+:func:`write_chunk` when the run's engine is ``embedded`` (path-based tables). One definition of
+the rules, two evaluators, as for the HTTP intake itself:
+
+- **validation**: the source YAML's rules (types, ``required``, primary key, timestamps and their
+  bounds, email checks, lengths, junk values; reason codes and patterns of
+  :mod:`lakecdp.ingest.validate`) interpreted by :func:`lakecdp.ingest.python_rules.validate_events`,
+  the validator the intake already answers with (its agreement with the Spark validator is
+  tested in tests/test_api_validation.py). The reasons, warnings, warn-level nulling and the
+  ``detail`` text are laid out as :func:`lakecdp.ingest.validate.parse_and_validate` lays them out.
+- **mapping**: the source's ``mapping`` (and its ``also`` filter and mapping) stay Spark SQL text;
+  :func:`lakecdp.sqldialect.translate.condition_to_duckdb` writes each as DuckDB SQL with Spark's
+  meaning (``CAST((<expression>) AS <silver type>)`` as Spark's ``F.expr(...).cast(...)``), run on
+  DuckDB over the typed rows.
+- **standardisation**: the cleaners silver events and web login records need (email:
+  :func:`lakecdp.ingest.python_rules.valid_email` -- the ingest's pattern and byte limits -- then junk;
+  device / customer numbers trimmed, junk nulled; device id arrays without junk) in Python. A
+  source whose mapping needs a cleaner not written here (names, phones, countries, postcodes,
+  orders) raises :class:`EmbeddedPickupUnsupported` and the pickup loads that source through Spark.
+
+Writes (delta-rs, through :mod:`lakecdp.ingest.writes`): insert-if-new, as the Spark pickup's
+MERGEs are -- quarantine and bronze on the log position (topic, partition = log segment,
+offset), silver.events on ``event_id``, ``ops.ingest_audit`` on (source, source_file,
+stream_batch); ``silver.customer_records`` upserted on ``record_id`` when the row is newer. A chunk
+replayed after a crash between commits (the ledger's ``started`` chunk) finds what it wrote and
+adds only what is missing, on either engine: the Spark pickup's MERGEs and these appends key the
+same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute below
+
+from lakecdp import catalog
+from lakecdp.ingest.python_rules import (
+    Problem,
+    as_text,
+    text_to_double,
+    parse_date,
+    parses,
+    parse_timestamp,
+    valid_email,
+    validate_events,
+)
+from lakecdp.ingest.validate import (
+    BAD_ENCODING,
+    FUTURE_TIMESTAMP,
+    INVALID_DATE,
+    INVALID_TIMESTAMP,
+    INVALID_TYPE,
+    MALFORMED_LINE,
+    NON_FINITE_NUMBER,
+    PLACEHOLDER_TIMESTAMP,
+    REPLACEMENT_CHARACTER,
+)
+from lakecdp.ingest.embedded_silver import map_rows
+from lakecdp.sqldialect.translate import jackson_string
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from lakecdp.context import JobContext
+    from lakecdp.delta_store import DeltaStore
+    from lakecdp.ingest.sources import SourceConfig
+
+logger = logging.getLogger(__name__)
+
+#: a row of the log handed to the writer: raw JSON text, topic, partition (log segment), offset, received
+RawRow = tuple[str, str, int, int, datetime]
+
+#: findings of one column, ordered per column as parse_and_validate lists them
+_COLUMN_CODES = frozenset(
+    {INVALID_TYPE, NON_FINITE_NUMBER, INVALID_DATE, INVALID_TIMESTAMP, FUTURE_TIMESTAMP, PLACEHOLDER_TIMESTAMP}
+)
+#: silver.customer_records columns the embedded standardisation writes from an ``also`` mapping
+_RECORD_COLUMNS = frozenset(
+    {
+        "source_record_id",
+        "email",
+        "customer_number",
+        "crm_id",
+        "device_ids",
+        "updated_at",
+        "email_consent",
+        "sms_consent",
+    }
+)
+_SCALAR_ARROW = {
+    "string": pa.string(),
+    "timestamp": pa.timestamp("us"),
+    "double": pa.float64(),
+    "int": pa.int32(),
+    "bigint": pa.int64(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+}
+_TRUE = frozenset({"t", "true", "y", "yes", "1"})
+
+
+class EmbeddedPickupUnsupported(RuntimeError):
+    """The source needs something the embedded pickup does not do (a cleaner not written here,
+    a typed nested field, a Java date pattern, orders): it is picked up through Spark."""
+
+
+def unsupported_reason(source: SourceConfig) -> str | None:
+    """Why ``source`` cannot be picked up embedded, or None when it can."""
+    if source.target != "events":
+        return f"target {source.target} (only events are written embedded)"
+    for column in source.columns:
+        if column.is_scalar and column.type not in _SCALAR_ARROW:
+            return f"column {column.name} of type {column.type}"
+        if column.is_scalar and column.type == "timestamp" and column.format:
+            return f"column {column.name} has a Java timestamp pattern"
+        if not column.is_scalar and not _string_struct(column.type):
+            return f"nested column {column.name} of type {column.type}"
+    for extra in source.also:
+        if extra.target != "customer_records":
+            return f"also target {extra.target}"
+        beyond = sorted(set(extra.mapping) - _RECORD_COLUMNS)
+        if beyond:
+            return f"also mapping needs cleaners not on the embedded engine: {beyond}"
+    return None
+
+
+def _string_struct(type_text: str) -> bool:
+    from lakecdp.catalog import split_top_level
+
+    text = type_text.strip()
+    if not text.lower().startswith("struct<") or not text.endswith(">"):
+        return False
+    fields = split_top_level(text[len("struct<") : -1], ",")
+    return all(f.partition(":")[2].strip().lower() == "string" for f in fields)
+
+
+def _struct_fields(type_text: str) -> list[str]:
+    from lakecdp.catalog import split_top_level
+
+    text = type_text.strip()
+    return [f.partition(":")[0].strip() for f in split_top_level(text[len("struct<") : -1], ",")]
+
+
+# -- validation: the rows as parse_and_validate gives them -----------------------------------------
+
+
+@dataclass
+class CheckedRow:
+    """One log line validated: what parse_and_validate's columns hold for it."""
+
+    raw: str
+    topic: str
+    partition: int
+    offset: int
+    received: datetime
+    event: Any
+    reasons: list[str]
+    warnings: list[str]
+    detail: str | None
+    #: field -> nulled (warn-level findings): "col" or "col.inner"
+    nulled: frozenset[str]
+
+    @property
+    def valid(self) -> bool:
+        return not self.reasons
+
+
+def _spark_order(problems: list[Problem], source: SourceConfig) -> list[Problem]:
+    """Findings in parse_and_validate's order: per column first (in column order), then required,
+    key and checks (the Python validator lists nested doubles before scalar columns)."""
+    index = {name: i for i, name in enumerate(source.column_names)}
+    column_level = [p for p in problems if p.code in _COLUMN_CODES and p.field in index]
+    rest = [p for p in problems if not (p.code in _COLUMN_CODES and p.field in index)]
+    return sorted(column_level, key=lambda p: index[p.field]) + rest
+
+
+def _distinct(codes: list[str]) -> list[str]:
+    return list(dict.fromkeys(codes))
+
+
+@dataclass(frozen=True)
+class ParsedLine:
+    """One line as its format reads it: the fields (None: no object), the format's structural
+    reason codes (MALFORMED_LINE, WRONG_FIELD_COUNT) and their detail (CSV: the field count)."""
+
+    event: Any
+    structural: tuple[str, ...] = ()
+    detail: str | None = None
+
+
+def parse_json_line(raw: str) -> ParsedLine:
+    """A JSON line as :func:`lakecdp.ingest.validate._as_read_json` reads it: an object, or
+    MALFORMED_LINE (not JSON, not an object, or not starting with ``{`` after leading spaces)."""
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict) or not raw.lstrip(" ").startswith("{"):
+        return ParsedLine(event if isinstance(event, dict) else None, (MALFORMED_LINE,))
+    return ParsedLine(event)
+
+
+def check_rows(rows: list[RawRow], source: SourceConfig, *, as_of: datetime) -> list[CheckedRow]:
+    """Validate log lines (JSON objects) with the source's rules; "future" is judged against the
+    later of ``as_of`` and each line's receive time (as the Spark pickup does with ``kafka_timestamp``)."""
+    return check_parsed(rows, [parse_json_line(row[0]) for row in rows], source, as_of=as_of)
+
+
+def check_parsed(
+    rows: list[RawRow], parsed: list[ParsedLine], source: SourceConfig, *, as_of: datetime
+) -> list[CheckedRow]:
+    """Validate parsed lines as :func:`lakecdp.ingest.validate.parse_and_validate` does: the
+    format's structural reasons and BAD_ENCODING (a U+FFFD in the line) first and alone, else
+    the field rules (:func:`~lakecdp.ingest.python_rules.validate_events`) in Spark's order."""
+    found: list[list[Problem] | None] = [None] * len(rows)
+    structural: list[list[str]] = []
+    by_bound: dict[datetime, list[int]] = {}
+    for i, (raw, _topic, _partition, _offset, received) in enumerate(rows):
+        codes = list(parsed[i].structural)
+        if REPLACEMENT_CHARACTER in raw:
+            codes.append(BAD_ENCODING)
+        structural.append(codes)
+        if not codes:
+            by_bound.setdefault(max(as_of, received), []).append(i)
+    for bound, indexes in by_bound.items():
+        for i, problems in zip(indexes, validate_events([parsed[i].event for i in indexes], source, as_of=bound)):
+            found[i] = problems
+    checked = []
+    for i, (raw, topic, partition, offset, received) in enumerate(rows):
+        event = parsed[i].event
+        problems = found[i] or []
+        codes = structural[i] or [p.code for p in problems if p.code in (MALFORMED_LINE, BAD_ENCODING)]
+        if codes:
+            # a malformed line (or nested field of the wrong shape) carries only its structural reasons
+            codes = _distinct(codes)
+            text = "; ".join(codes) + (f": {parsed[i].detail}" if parsed[i].detail else "")
+            checked.append(CheckedRow(raw, topic, partition, offset, received, event, codes, [], text, frozenset()))
+            continue
+        ordered = _spark_order(problems, source)
+        refusing = [p for p in ordered if p.refuses]
+        warning = [p for p in ordered if not p.refuses]
+        detail = "; ".join(f"{p.code}({p.field})" for p in [*refusing, *warning]) or None
+        checked.append(
+            CheckedRow(
+                raw,
+                topic,
+                partition,
+                offset,
+                received,
+                event,
+                _distinct([p.code for p in refusing]),
+                [] if refusing else _distinct([p.code for p in warning]),
+                detail,
+                frozenset(p.field for p in warning),
+            )
+        )
+    return checked
+
+
+# -- typed columns ------------------------------------------------------------------------------
+
+
+def _utc_naive(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def _typed(text: str | None, type_name: str) -> Any:
+    """Spark's ``try_cast(trim(x) as <type>)`` of a field's text (null when it does not parse)."""
+    if text is None:
+        return None
+    if type_name == "string":
+        return text
+    if not parses(text, type_name):
+        return None
+    stripped = text.strip(" ")
+    if type_name == "timestamp":
+        return _utc_naive(parse_timestamp(stripped))
+    if type_name == "double":
+        return text_to_double(stripped)
+    if type_name in ("int", "bigint"):
+        return int(stripped)
+    if type_name == "date":
+        return parse_date(stripped)
+    if type_name == "boolean":
+        return stripped.lower() in _TRUE
+    raise EmbeddedPickupUnsupported(f"type {type_name}")
+
+
+def as_read(event: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
+    """``_as_read``: scalars as their text, string structs as dicts of texts, other nested values as
+    parsed (the validator has checked their shape)."""
+    out: dict[str, Any] = {}
+    for column in source.columns:
+        value = event.get(column.name)
+        if column.is_scalar:
+            out[column.name] = as_text(value)
+        elif value is None:
+            out[column.name] = None
+        elif _string_struct(column.type):
+            out[column.name] = {f: as_text(value.get(f)) for f in _struct_fields(column.type)}
+        else:
+            out[column.name] = value
+    return out
+
+
+def typed_row(row: CheckedRow, read: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
+    """The typed source columns of a valid row, warn-level fields nulled."""
+    out: dict[str, Any] = {}
+    for column in source.columns:
+        if column.is_scalar:
+            out[column.name] = None if column.name in row.nulled else _typed(read[column.name], column.type)
+        else:
+            value = read[column.name]
+            if isinstance(value, dict):
+                value = {k: (None if f"{column.name}.{k}" in row.nulled else v) for k, v in value.items()}
+            out[column.name] = None if column.name in row.nulled else value
+    return out
+
+
+def _column_type(column) -> pa.DataType:
+    if column.is_scalar:
+        return _SCALAR_ARROW[column.type]
+    if _string_struct(column.type):
+        return pa.struct([pa.field(f, pa.string()) for f in _struct_fields(column.type)])
+    from lakecdp.delta_store import arrow_type
+
+    return arrow_type(column.type)
+
+
+def _rescued(event: dict[str, Any], source: SourceConfig) -> str | None:
+    """``_rescued``: the unknown fields as Spark's to_json of a map<string,string> writes them."""
+    known = set(source.column_names)
+    parts = [
+        f"{jackson_string(k)}:{'null' if v is None else jackson_string(as_text(v) or '')}"
+        for k, v in event.items()
+        if k not in known
+    ]
+    return "{" + ",".join(parts) + "}" if parts else None
+
+
+# -- standardisation (the cleaners of lakecdp.ingest.standardise silver events need) -------------
+
+
+def _junk(source: SourceConfig) -> frozenset[str]:
+    return frozenset(v.lower() for v in source.junk_values)
+
+
+def null_if_junk(value: str | None, junk: frozenset[str]) -> str | None:
+    """:func:`lakecdp.ingest.standardise.null_if_junk`: null when the trimmed, lower-cased text is junk."""
+    if value is None or value.strip(" ").lower() in junk:
+        return None
+    return value
+
+
+def normalise_email(value: str | None, junk: frozenset[str]) -> str | None:
+    """:func:`lakecdp.ingest.standardise.normalise_email`: trimmed, lower-cased, valid, not junk."""
+    if value is None:
+        return None
+    email = value.strip(" ").lower()
+    if not valid_email(email):
+        return None
+    return null_if_junk(email, junk)
+
+
+def trimmed_id(value: str | None, junk: frozenset[str]) -> str | None:
+    return null_if_junk(value.strip(" ") if value is not None else None, junk)
+
+
+# -- mapping on DuckDB ----------------------------------------------------------------------------
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+# -- the chunk -----------------------------------------------------------------------------------
+
+
+def _typed_table(rows: list[dict[str, Any]], positions: list[int], source: SourceConfig) -> pa.Table:
+    columns = {"_row": pa.array(positions, pa.int64())}
+    for column in source.columns:
+        columns[column.name] = pa.array([r[column.name] for r in rows], _column_type(column))
+    return pa.table(columns)
+
+
+def _erased(ctx: JobContext, store: DeltaStore, source: SourceConfig, mapped: pa.Table) -> set[int]:
+    """Rows (``_row``) holding an identifier whose salted hash is in ``ops.erasures``: as
+    :func:`lakecdp.ingest.classify.erased_condition` on the standardised identifiers."""
+    from lakecdp.erasure import ERASURES_TABLE, erasure_salt, load_privacy_config, salted_hash
+
+    if mapped.num_rows == 0 or not store.exists(ERASURES_TABLE):
+        return set()
+    erasures = store.read(ERASURES_TABLE, columns=["salted_hash", "identifier_type"]).to_pylist()
+    wanted: dict[str, set[str]] = {}
+    for row in erasures:
+        wanted.setdefault(row["identifier_type"], set()).add(row["salted_hash"])
+    if not wanted:
+        return set()
+    salt = erasure_salt(ctx, load_privacy_config(ctx.project.conf_dir).erasure)
+    junk = _junk(source)
+    hit: set[int] = set()
+    for row in mapped.to_pylist():
+        values = {
+            "email": normalise_email(row.get("email"), junk),
+            "customer_number": trimmed_id(row.get("customer_number"), junk),
+            "device_id": trimmed_id(row.get("device_id"), junk),
+        }
+        for kind, value in values.items():
+            if value is not None and kind in wanted and salted_hash(salt, kind, value) in wanted[kind]:
+                hit.add(row["_row"])
+    return hit
+
+
+def _bronze_ddl(store: DeltaStore, name: str, source: SourceConfig) -> tuple[str, list[str]]:
+    """The bronze table's DDL (its own columns, in its order, then the ones this write adds) and
+    the columns to add to an existing table (the Kafka position a batch-ingested table lacks)."""
+    ours: dict[str, str] = {}
+    for column in source.columns:
+        ours[column.name] = "string" if column.is_scalar else column.type.replace(" ", "")
+    ours.update(
+        {
+            "_rescued": "string",
+            "_source_file": "string",
+            "_line": "bigint",
+            "_kafka_topic": "string",
+            "_kafka_partition": "int",
+            "_kafka_offset": "bigint",
+            "_ingested_at": "timestamp",
+            "_run_id": "string",
+            "_row_hash": "string",
+        }
+    )
+    if not store.exists(name):
+        return ", ".join(f"{k} {v}" for k, v in ours.items()), []
+    existing = [f.name for f in store.table(name).schema().fields]
+    added = [k for k in ours if k not in existing]
+    return ", ".join(f"{k} {ours.get(k, 'string')}" for k in [*existing, *added]), added
+
+
+def _add_columns(store: DeltaStore, name: str, ddl: str, added: list[str]) -> None:
+    """Add the Kafka position columns to a bronze table the batch ingest created (Spark's
+    ``withSchemaEvolution`` in the Spark pickup)."""
+    if not added:
+        return
+    from deltalake.schema import Field
+
+    from lakecdp.catalog import ddl_fields
+    from lakecdp.delta_store import arrow_type
+
+    types = {n: t for n, t, _ in ddl_fields(ddl)}
+    fields = [Field.from_arrow(pa.field(n, arrow_type(types[n]))) for n in added]
+    store.table(name).alter.add_columns(fields)
+
+
+def _stored(
+    con: duckdb.DuckDBPyConnection, store: DeltaStore, name: str, columns: list[str], where: str, params: list
+) -> set:
+    import duckdb
+
+    if not store.exists(name):
+        return set()
+    try:
+        store.load(con, "_stored_keys", name, columns=columns, where=where, params=params)
+    except duckdb.BinderException:
+        # the columns were added to the table after its files were written (the Kafka position of
+        # a bronze table the batch ingest created): no stored row has them
+        if set(columns) <= {f.name for f in store.table(name).schema().fields}:
+            return set()
+        raise
+    rows = {tuple(r) for r in con.execute("SELECT * FROM _stored_keys").fetchall()}
+    con.execute("DROP TABLE _stored_keys")
+    return rows
+
+
+def write_chunk(
+    ctx: JobContext,
+    store: DeltaStore,
+    rows: list[RawRow],
+    *,
+    source: SourceConfig,
+    topic: str,
+    stream_batch: str,
+) -> dict[str, int]:
+    """Validate, standardise and write one source's lines of a log chunk; safe to run twice.
+
+    Args:
+        rows: the chunk's lines of ``source``, in log order.
+        topic: the provenance topic (``lakecdp-api.<source>``; the audit row's ``kafka://<topic>``).
+        stream_batch: the audit row's key (``api_intake_<segment>:<chunk start>``, as the Spark pickup).
+
+    Returns:
+        The audit counts, as :func:`lakecdp.ingest.stream.write_micro_batch` returns them.
+    """
+    from lakecdp.ingest.audit import audit_row, check_audit_counts
+    from lakecdp.ingest.writes import (
+        append_audit,
+        append_bronze,
+        append_new_events,
+        append_quarantine,
+        upsert_login_records,
+    )
+
+    reason = unsupported_reason(source)
+    if reason is not None:
+        raise EmbeddedPickupUnsupported(f"{source.name}: {reason}")
+    name = source.name
+    ingested_at = datetime.now(timezone.utc)
+    run_id = ctx.run_id
+    junk = _junk(source)
+    checked = check_rows(rows, source, as_of=ctx.as_of)
+    con = _connection()
+    try:
+        reads = [as_read(r.event, source) if r.valid else None for r in checked]
+        valid_positions = [i for i, r in enumerate(checked) if r.valid]
+        typed = _typed_table(
+            [typed_row(checked[i], reads[i] or {}, source) for i in valid_positions], valid_positions, source
+        )
+        mapped = map_rows(typed, source.mapping, catalog.EVENTS.ddl, as_of=ctx.as_of)
+        # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
+        # rejected rows are mapped from their fields as read, typed where they parse
+        rejected_positions = [i for i, r in enumerate(checked) if not r.valid and isinstance(r.event, dict)]
+        rejected_typed = _typed_table(
+            [_loose_typed(checked[i].event, source) for i in rejected_positions], rejected_positions, source
+        )
+        erased = _erased(ctx, store, source, mapped) | _erased(
+            ctx,
+            store,
+            source,
+            map_rows(rejected_typed, _identifier_mapping(source), catalog.EVENTS.ddl, as_of=ctx.as_of),
+        )
+
+        kept = [i for i in range(len(checked)) if i not in erased]
+        rejected = [i for i in kept if not checked[i].valid]
+        accepted = [i for i in kept if checked[i].valid]
+        loaded = 0
+        if rejected:
+            stored = _stored(
+                con,
+                store,
+                catalog.QUARANTINE.named(name),
+                ["kafka_topic", "kafka_partition", "kafka_offset"],
+                "WHERE kafka_topic = ? AND kafka_partition = ?",
+                [topic, checked[0].partition],
+            )
+            fresh = [i for i in rejected if (topic, checked[i].partition, checked[i].offset) not in stored]
+            quarantine = pa.table(
+                {
+                    "raw": [checked[i].raw for i in fresh],
+                    "source_file": pa.nulls(len(fresh), pa.string()),
+                    "line": pa.nulls(len(fresh), pa.int64()),
+                    "kafka_topic": [checked[i].topic for i in fresh],
+                    "kafka_partition": pa.array([checked[i].partition for i in fresh], pa.int32()),
+                    "kafka_offset": pa.array([checked[i].offset for i in fresh], pa.int64()),
+                    "reasons": pa.array([checked[i].reasons for i in fresh], pa.list_(pa.string())),
+                    "detail": [checked[i].detail for i in fresh],
+                    "run_id": [run_id] * len(fresh),
+                    "quarantined_at": pa.array([ingested_at] * len(fresh), pa.timestamp("us", tz="UTC")),
+                }
+            )
+            append_quarantine(store, quarantine, source, run_id=run_id)
+        if accepted:
+            bronze_name = catalog.BRONZE.named(name)
+            ddl, added = _bronze_ddl(store, bronze_name, source)
+            _add_columns(store, bronze_name, ddl, added)
+            stored = _stored(
+                con,
+                store,
+                bronze_name,
+                ["_kafka_topic", "_kafka_partition", "_kafka_offset"],
+                "WHERE _kafka_topic = ? AND _kafka_partition = ?",
+                [topic, checked[0].partition],
+            )
+            fresh = [i for i in accepted if (topic, checked[i].partition, checked[i].offset) not in stored]
+            append_bronze(
+                store,
+                _bronze_table(checked, reads, fresh, source, ddl, run_id=run_id, ingested_at=ingested_at),
+                source,
+                ddl,
+                run_id=run_id,
+            )
+            loaded = append_new_events(
+                con, store, mapped, set(accepted), source, junk, run_id=run_id, ingested_at=ingested_at
+            )
+        counts = {
+            "rows_read": len(checked),
+            "rows_loaded": loaded,
+            "rows_quarantined": len(rejected),
+            "duplicates_removed": len(accepted) - loaded,
+            "rows_erased": len(erased),
+        }
+        source_file = f"kafka://{topic}"
+        check_audit_counts(f"{name} {source_file} batch {stream_batch}", counts)
+        if checked:
+            audit_key = (name, source_file, stream_batch)
+            stored_audit = _stored(
+                con,
+                store,
+                catalog.INGEST_AUDIT.name,
+                ["source", "source_file", "stream_batch"],
+                "WHERE stream_batch = ?",
+                [stream_batch],
+            )
+            if audit_key not in stored_audit:
+                values = audit_row(run_id, name, source_file, counts, ingested_at, stream_batch)
+                names = [n for n, _, _ in catalog.ddl_fields(catalog.INGEST_AUDIT.ddl)]
+                audit = pa.table({n: [v] for n, v in zip(names, values)})
+                append_audit(store, audit.cast(_arrow_schema(catalog.INGEST_AUDIT.ddl)), run_id=run_id)
+        if source.also and accepted:
+            upsert_login_records(
+                store,
+                typed.filter(pa.compute.is_in(typed["_row"], pa.array(accepted, pa.int64()))),
+                checked,
+                source,
+                junk,
+                run_id=run_id,
+                ingested_at=ingested_at,
+                as_of=ctx.as_of,
+            )
+        logger.info("%s: chunk %s written embedded %s", name, stream_batch, counts)
+        return counts
+    finally:
+        con.close()
+
+
+def _arrow_schema(ddl: str) -> pa.Schema:
+    from lakecdp.delta_store import arrow_schema
+
+    return arrow_schema(ddl)
+
+
+def _identifier_mapping(source: SourceConfig) -> dict[str, str]:
+    return {k: v for k, v in source.mapping.items() if k in ("email", "customer_number", "device_id")}
+
+
+def _loose_typed(event: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
+    """A rejected row's fields typed where they parse (null where not), for the erasure check."""
+    read = as_read(event, source)
+    out: dict[str, Any] = {}
+    for column in source.columns:
+        if column.is_scalar:
+            out[column.name] = _typed(read[column.name], column.type)
+        else:
+            # a rejected row's nested value may have any shape; only string structs are kept
+            out[column.name] = read[column.name] if _string_struct(column.type) else None
+    return out
+
+
+def _bronze_table(
+    checked: list[CheckedRow],
+    reads: list[dict[str, Any] | None],
+    fresh: list[int],
+    source: SourceConfig,
+    ddl: str,
+    *,
+    run_id: str,
+    ingested_at: datetime,
+) -> pa.Table:
+    schema = _arrow_schema(ddl)
+    values: dict[str, list[Any]] = {f.name: [] for f in schema}
+    for i in fresh:
+        row = checked[i]
+        read = reads[i] or {}
+        own = {
+            **read,
+            "_rescued": _rescued(row.event, source),
+            "_source_file": None,
+            "_line": None,
+            "_kafka_topic": row.topic,
+            "_kafka_partition": row.partition,
+            "_kafka_offset": row.offset,
+            "_ingested_at": ingested_at,
+            "_run_id": run_id,
+            "_row_hash": hashlib.sha256(row.raw.encode("utf-8")).hexdigest(),
+        }
+        for field in schema:
+            values[field.name].append(own.get(field.name))
+    return pa.table({f.name: pa.array(values[f.name], f.type) for f in schema}, schema=schema)
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -1,0 +1,452 @@
+"""Batch ingest on the embedded engine: landing files -> bronze, quarantine, silver, ops; no JVM.
+
+:func:`lakecdp.ingest.job.ingest` hands the run here when the run's engine is ``embedded``
+(path-based tables). The job's rules are the Spark path's, evaluated in Python and DuckDB and
+written with delta-rs (:class:`lakecdp.delta_store.DeltaStore`):
+
+- **files**: :func:`lakecdp.ingest.landing.discover` (the same ledger / content-hash rules and
+  refused files: symbolic link, unreadable, not a regular file);
+- **lines**: a file's bytes decoded as UTF-8 (invalid bytes become U+FFFD, BAD_ENCODING), split at
+  LF, CRLF or a lone CR with the same physical line numbers as :func:`lakecdp.ingest.reading.read_lines`
+  (a leading BOM dropped, lines of spaces skipped, a CSV header skipped and checked as there);
+- **rows**: JSON lines as :func:`~lakecdp.ingest.embedded.parse_json_line`, CSV lines as Spark's
+  ``from_csv`` with the structural checks of :func:`lakecdp.ingest.validate._as_read_csv`
+  (MALFORMED_LINE for an odd number of quotes -- a quoted field across lines --, WRONG_FIELD_COUNT);
+  then the field rules through :func:`~lakecdp.ingest.embedded.check_parsed` (one rule definition,
+  :mod:`lakecdp.ingest.python_rules`, whose agreement with the Spark validator is tested);
+- **classification** as :func:`lakecdp.ingest.classify.classify`: erased first, then quarantined,
+  then duplicates (within the run: the first by file and line for events, the latest by event
+  time for records; against keys already loaded by completed files), else loaded;
+- **writes**, each idempotent (insert-if-new on the Spark MERGEs' keys), in the Spark job's order
+  (bronze, quarantine, silver per source; audit, data quality and the ledger last, once per run),
+  with the audit checks (:func:`~lakecdp.ingest.audit.check_lines_read`,
+  :func:`~lakecdp.ingest.audit.check_audit_counts`) before anything is written.
+
+Sources the embedded engine does not map yet (:func:`embedded_reason`: Parquet, targets other
+than events, ``drift: evolve``, Java timestamp patterns) are ingested by the Spark job in the
+same run.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakecdp import catalog
+from lakecdp.columns import MissingColumnsError
+from lakecdp.ingest import embedded
+from lakecdp.ingest.audit import (
+    COUNTS,
+    ERASED,
+    STATUS_COUNT,
+    check_audit_counts,
+    check_lines_read,
+    source_counts,
+    file_reasons,
+)
+from lakecdp.ingest.embedded import CheckedRow, ParsedLine, RawRow, check_parsed, parse_json_line
+from lakecdp.ingest.landing import BOM, LINE_BREAK, LandedFile, natural_key, new_files
+from lakecdp.ingest.reading import csv_header, repeated_columns
+from lakecdp.ingest.sources import SourceConfig, load_sources
+from lakecdp.ingest.validate import (
+    DUPLICATE,
+    DUPLICATE_HEADER,
+    MALFORMED_LINE,
+    UNREADABLE_FILE,
+    WRONG_FIELD_COUNT,
+)
+from lakecdp.ingest.writes import (
+    LoadedFiles,
+    WriteHook,
+    write_bronze_rows,
+    write_ops,
+    write_quarantine_rows,
+    write_silver_rows,
+)
+from lakecdp.sqldialect.translate import jackson_string
+
+if TYPE_CHECKING:
+    from lakecdp.context import JobContext
+    from lakecdp.delta_store import DeltaStore
+
+logger = logging.getLogger(__name__)
+
+LEDGER = catalog.INGEST_FILES.name
+AUDIT = catalog.INGEST_AUDIT.name
+DATA_QUALITY = catalog.DATA_QUALITY.name
+LOADED = "loaded"
+QUARANTINED = "quarantined"
+_LINE_BREAK = re.compile(LINE_BREAK)
+
+
+def embedded_reason(source: SourceConfig) -> str | None:
+    """Why ``source`` is ingested through Spark on an embedded run, or None when it is not."""
+    if source.format not in ("csv", "jsonl"):
+        return f"format {source.format}"
+    if source.drift == "evolve":
+        return "drift: evolve"
+    for column in source.columns:
+        if column.format:
+            return f"column {column.name} has a Java date/time pattern ({column.format})"
+        if column.is_scalar and column.type not in embedded._SCALAR_ARROW:
+            return f"column {column.name} of type {column.type}"
+    for extra in source.also:
+        if extra.target != "customer_records":
+            return f"also target {extra.target}"
+    return None
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def file_lines(file: LandedFile, *, skip_header: bool) -> list[tuple[int, str]]:
+    """``(line, raw)`` of the file's non-blank physical lines, as :func:`lakecdp.ingest.reading.read_lines`."""
+    text = file.path.read_bytes().decode("utf-8", errors="replace")
+    out = []
+    for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
+        if number == 1:
+            raw = raw.removeprefix(BOM)
+            if skip_header:
+                continue
+        if raw.strip(" ") != "":
+            out.append((number, raw))
+    return out
+
+
+def parse_csv_line(raw: str, source: SourceConfig, header: list[str]) -> ParsedLine:
+    """A CSV line as :func:`lakecdp.ingest.validate._as_read_csv` reads it: the configured columns
+    by header position (empty -> null), unknown ones rescued, MALFORMED_LINE / WRONG_FIELD_COUNT."""
+    sep = source.options.get("sep", source.options.get("delimiter", ","))
+    quote = source.options.get("quote", '"')
+    escape = source.options.get("escape", quote)
+    unbalanced = raw.count(quote) % 2 == 1
+    q = re.escape(quote)
+    unquoted = re.sub(f"{q}([^{q}]|{q}{q})*{q}", "", raw)
+    fields = len(unquoted.split(sep))
+    structural: list[str] = []
+    detail = None
+    if unbalanced:
+        structural.append(MALFORMED_LINE)
+    elif fields != len(header):
+        structural.append(WRONG_FIELD_COUNT)
+        detail = f"expected {len(header)} fields, got {fields}"
+    reader = csv.reader(
+        [raw],
+        delimiter=sep,
+        quotechar=quote,
+        doublequote=escape == quote,
+        escapechar=None if escape == quote else escape,
+        strict=False,
+    )
+    try:
+        values: list[str | None] = list(next(reader, []))
+    except csv.Error:
+        values = []
+    values = [v if v != "" else None for v in values][: len(header)]
+    values += [None] * (len(header) - len(values))
+    by_name = dict(zip(header, values))
+    event = {name: by_name.get(name) for name in source.column_names}
+    known = set(source.column_names)
+    extra = [(name, value) for name in header if name not in known and (value := by_name[name]) is not None]
+    if extra:
+        event["_rescued_json"] = "{" + ",".join(f"{jackson_string(k)}:{jackson_string(v)}" for k, v in extra) + "}"
+    return ParsedLine(event, tuple(structural), detail)
+
+
+@dataclass
+class _Read:
+    """The rows of a source's readable files, in file order then line."""
+
+    rows: list[RawRow]
+    parsed: list[ParsedLine]
+    files: list[LandedFile]
+    #: file -> what is wrong with its header (every row DUPLICATE_HEADER)
+    header_problems: dict[str, str]
+
+
+def read_files(ctx: JobContext, source: SourceConfig, files: list[LandedFile]) -> _Read:
+    """Every line of ``files`` parsed; a file that cannot be read is refused (UNREADABLE_FILE)."""
+    read = _Read([], [], [], {})
+    csv_format = source.format == "csv"
+    for order, file in enumerate(files):
+        header = None
+        try:
+            if csv_format and source.has_header:
+                header = csv_header(file, source)
+                problem = repeated_columns(header)
+                if problem is None:
+                    missing = [n for n in source.required if n.split(".")[0] not in set(header)]
+                    if missing:
+                        raise MissingColumnsError(
+                            f"{file.relative}: required column(s) {', '.join(missing)} missing "
+                            f"(file has: {', '.join(header)})"
+                        )
+                else:
+                    read.header_problems[file.relative] = problem
+                    header = [f"_repeated_{i}" if n in header[:i] else n for i, n in enumerate(header)]
+            lines = file_lines(file, skip_header=header is not None)
+        except OSError as exc:
+            logger.warning("%s: %s cannot be read, quarantined: %s", source.name, file.relative, exc)
+            read.files.append(file.refuse(UNREADABLE_FILE, f"{file.relative}: cannot be read: {exc.strerror}"))
+            continue
+        columns = header or source.column_names
+        for line, raw in lines:
+            read.rows.append((raw, file.relative, order, line, ctx.as_of))
+            read.parsed.append(parse_csv_line(raw, source, columns) if csv_format else parse_json_line(raw))
+        read.files.append(file)
+    return read
+
+
+def _rescued(row: CheckedRow, source: SourceConfig) -> str | None:
+    if source.format == "csv":
+        return row.event.get("_rescued_json") if isinstance(row.event, dict) else None
+    return embedded._rescued(row.event, source) if isinstance(row.event, dict) else None
+
+
+def erased_rows(ctx: JobContext, store: DeltaStore, source: SourceConfig, typed: pa.Table) -> set[int]:
+    """Rows (``_row``) holding an identifier whose salted hash is in ``ops.erasures``, as
+    :func:`lakecdp.ingest.classify.erased_condition`: email, phone, CRM id, customer number,
+    device id(s) standardised as silver stores them (:func:`lakecdp.ingest.embedded_silver.to_silver`)
+    and, for customer records, the trimmed source record id. (The name + birth date + postcode key
+    is not checked here yet: an erasure by that key alone is honoured on Spark only.)"""
+    from lakecdp.erasure import ERASURES_TABLE, erasure_salt, load_privacy_config, salted_hash
+    from lakecdp.ingest.embedded_silver import to_silver
+
+    if typed.num_rows == 0 or not store.exists(ERASURES_TABLE):
+        return set()
+    wanted: dict[str, set[str]] = {}
+    for row in store.read(ERASURES_TABLE, columns=["salted_hash", "identifier_type"]).to_pylist():
+        wanted.setdefault(row["identifier_type"], set()).add(row["salted_hash"])
+    if not wanted:
+        return set()
+    salt = erasure_salt(ctx, load_privacy_config(ctx.project.conf_dir).erasure)
+    silver = to_silver(typed, source, run_id=None, ingested_at=ctx.as_of, as_of=ctx.as_of)
+    kinds = [k for k in ("email", "phone", "crm_id", "customer_number", "device_id") if k in source.mapping]
+    hit: set[int] = set()
+    for row in silver.to_pylist():
+        values: list[tuple[str, Any]] = [(kind, row.get(kind)) for kind in kinds]
+        if source.target == "customer_records" and row.get("source_record_id") is not None:
+            values.append(("source_record_id", row["source_record_id"].strip(" ")))
+        values += [("device_id", d.strip(" ")) for d in row.get("device_ids") or [] if d is not None]
+        if any(v is not None and k in wanted and salted_hash(salt, k, v) in wanted[k] for k, v in values):
+            hit.add(row["_row"])
+    return hit
+
+
+# -- classification -------------------------------------------------------------------------------
+
+
+def classify_rows(
+    checked: list[CheckedRow],
+    typed: dict[int, dict[str, Any]],
+    source: SourceConfig,
+    existing_keys: set[tuple[Any, ...]],
+    erased: set[int],
+) -> list[str]:
+    """``erased`` | ``quarantined`` | ``duplicate`` | ``loaded`` per row, as
+    :func:`lakecdp.ingest.classify.classify` (keys as read; an erased row still takes its rank)."""
+
+    def key(i: int) -> tuple[Any, ...]:
+        event = checked[i].event if isinstance(checked[i].event, dict) else {}
+        read = embedded.as_read(event, source)
+        return tuple(read.get(k) for k in source.primary_key)
+
+    valid = [i for i, row in enumerate(checked) if row.valid]
+    if source.drop_existing_keys or source.event_time is None:
+        ordered = sorted(valid, key=lambda i: (checked[i].partition, checked[i].offset))
+    else:
+        event_time = source.event_time
+
+        def latest_first(i: int) -> tuple[Any, ...]:
+            stamp = typed[i].get(event_time)
+            # desc nulls last, then file and line descending
+            return (stamp is None, -(stamp.timestamp()) if stamp else 0, -checked[i].partition, -checked[i].offset)
+
+        ordered = sorted(valid, key=latest_first)
+    first: set[int] = set()
+    seen: set[tuple[Any, ...]] = set()
+    for i in ordered:
+        k = key(i)
+        if k not in seen:
+            seen.add(k)
+            first.add(i)
+    status = []
+    for i, row in enumerate(checked):
+        if i in erased:
+            status.append("erased")
+        elif not row.valid:
+            status.append("quarantined")
+        elif i not in first or key(i) in existing_keys:
+            status.append("duplicate")
+        else:
+            status.append(LOADED)
+    return status
+
+
+# -- the job --------------------------------------------------------------------------------------
+
+
+def _ledger(store: DeltaStore) -> list[dict[str, Any]]:
+    if not store.exists(LEDGER):
+        return []
+    columns = [f.name for f in store.table(LEDGER).schema().fields]
+    wanted = [c for c in ("source", "path", "content_hash", "status") if c in columns]
+    return store.read(LEDGER, columns=wanted).to_pylist()
+
+
+def _existing_keys(store: DeltaStore, source: SourceConfig, ledger: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """Primary keys (as read) loaded from files the ledger has completed."""
+    name = catalog.BRONZE.named(source.name)
+    if not source.drop_existing_keys or not store.exists(name):
+        return set()
+    done = {r["path"] for r in ledger if r["source"] == source.name and (r.get("status") or LOADED) == LOADED}
+    if not done:
+        return set()
+    bronze = store.read(name, columns=["_source_file", *source.primary_key])
+    bronze = bronze.filter(pc.is_in(bronze["_source_file"], pa.array(sorted(done), pa.string())))
+    return {tuple(r[k] for k in source.primary_key) for r in bronze.to_pylist()}
+
+
+def _counts(
+    checked: list[CheckedRow], status: list[str], files: list[LandedFile]
+) -> tuple[dict[str, dict[str, int]], list[tuple[str, str, int]]]:
+    """:func:`lakecdp.ingest.audit.file_counts` over the rows in Python."""
+    result = {f.relative: dict.fromkeys(COUNTS, 0) for f in files}
+    for file in files:
+        if file.refused:
+            result[file.relative].update(rows_read=1, rows_quarantined=1)
+    found: dict[tuple[str, str], int] = {}
+    for row, state in zip(checked, status):
+        entry = result[row.topic]
+        entry[STATUS_COUNT[state]] += 1
+        entry["rows_read"] += 1
+        if state == "quarantined":
+            codes = row.reasons
+        elif state == "duplicate":
+            codes = [DUPLICATE]
+        elif state == "erased":
+            codes = [ERASED]
+        else:
+            codes = row.warnings
+        for code in codes:
+            found[(row.topic, code)] = found.get((row.topic, code), 0) + 1
+    reasons = file_reasons(files, result)
+    return result, sorted([*reasons, *((file, code, rows) for (file, code), rows in found.items())])
+
+
+def _load_source(
+    ctx: JobContext, store: DeltaStore, source: SourceConfig, ledger: list[dict[str, Any]], hook: WriteHook
+) -> tuple[LoadedFiles | None, dict[str, int]]:
+    new, skipped = new_files(
+        ctx.project.landing, source, {r["content_hash"] for r in ledger if r["source"] == source.name}
+    )
+    if not new:
+        return None, source_counts([], {}, skipped=skipped)
+
+    read = read_files(ctx, source, [f for f in new if not f.refused])
+    files = sorted([*read.files, *[f for f in new if f.refused]], key=lambda f: natural_key(f.relative))
+    refused = [f for f in files if f.refused]
+    for file in refused:
+        logger.warning("%s: %s quarantined: %s", source.name, file.relative, file.detail)
+    checked = check_parsed(read.rows, read.parsed, source, as_of=ctx.as_of)
+    for i, row in enumerate(checked):
+        problem = read.header_problems.get(row.topic)
+        if problem is not None:
+            checked[i] = CheckedRow(
+                row.raw, row.topic, row.partition, row.offset, row.received, row.event,
+                [DUPLICATE_HEADER], [], f"{DUPLICATE_HEADER}: {problem}", frozenset(),
+            )  # fmt: skip
+
+    reads = {i: embedded.as_read(r.event, source) for i, r in enumerate(checked) if r.valid}
+    valid = sorted(reads)
+    typed_rows = {i: embedded.typed_row(checked[i], reads[i], source) for i in valid}
+    typed = embedded._typed_table([typed_rows[i] for i in valid], valid, source)
+    # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
+    # rejected rows are mapped from their fields as read, typed where they parse
+    rejected = [i for i, r in enumerate(checked) if not r.valid and isinstance(r.event, dict)]
+    rejected_typed = embedded._typed_table(
+        [embedded._loose_typed(checked[i].event, source) for i in rejected], rejected, source
+    )
+    erased = erased_rows(ctx, store, source, typed) | erased_rows(ctx, store, source, rejected_typed)
+    status = classify_rows(checked, typed_rows, source, _existing_keys(store, source, ledger), erased)
+    per_file, reasons = _counts(checked, status, files)
+    # before any write: a line the reader lost (or made up) fails the run, nothing is marked done
+    check_lines_read(source, files, per_file)
+    for relative, c in per_file.items():
+        check_audit_counts(f"{source.name} {relative}", c)
+
+    passed = [i for i, s in enumerate(status) if s in (LOADED, "duplicate")]
+    if passed:
+        write_bronze_rows(
+            store,
+            source,
+            checked,
+            reads,
+            {i: _rescued(checked[i], source) for i in passed},
+            passed,
+            run_id=ctx.run_id,
+            at=ctx.as_of,
+        )
+        hook(catalog.BRONZE.named(source.name))
+    quarantined = [i for i, s in enumerate(status) if s == "quarantined"]
+    if quarantined or refused:
+        write_quarantine_rows(store, source, checked, quarantined, refused, run_id=ctx.run_id, at=ctx.as_of)
+        hook(catalog.QUARANTINE.named(source.name))
+    loaded = [i for i, s in enumerate(status) if s == LOADED]
+    if loaded:
+        kept = typed.filter(pc.is_in(typed["_row"], pa.array(loaded, pa.int64())))
+        positions = kept["_row"].to_pylist()
+        kept = kept.append_column(
+            "_warnings", pa.array([checked[i].warnings for i in positions], pa.list_(pa.string()))
+        )
+        # the texts as read: a birth date that does not parse is kept as written (date_of_birth_text)
+        scalars = [c.name for c in source.columns if c.is_scalar]
+        kept = kept.append_column(
+            "_as_read",
+            pa.array(
+                [{name: reads[i][name] for name in scalars} for i in positions],
+                pa.struct([pa.field(name, pa.string()) for name in scalars]),
+            ),
+        )
+        write_silver_rows(ctx, store, source, kept, hook)
+    return LoadedFiles(source, files, per_file, reasons), source_counts(files, per_file, skipped=skipped)
+
+
+def ingest_embedded(
+    ctx: JobContext,
+    store: DeltaStore,
+    sources: dict[str, SourceConfig],
+    wanted: Iterable[str],
+    *,
+    hook: WriteHook | None = None,
+) -> dict[str, int]:
+    """Ingest ``wanted`` (sources :func:`embedded_reason` accepts) on the embedded engine.
+
+    Returns:
+        Totals over the sources, as :func:`lakecdp.ingest.job.ingest`.
+    """
+    write_hook = hook or (lambda _name: None)
+    ledger = _ledger(store)
+    totals: dict[str, int] = {}
+    done: list[LoadedFiles] = []
+    try:
+        for name in wanted:
+            loaded, counts = _load_source(ctx, store, sources[name], ledger, write_hook)
+            if loaded is not None:
+                done.append(loaded)
+            logger.info("ingest %s (embedded): %s", name, counts)
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0) + value
+    finally:
+        write_ops(ctx, done, write_hook, store=store)
+    return totals
+
+
+__all__ = ["embedded_reason", "ingest_embedded", "load_sources"]

@@ -1,0 +1,785 @@
+"""The writes of the ingest tables, for every way in and both engines: the one module that writes
+bronze, quarantine, the silver tables, ``ops.ingest_audit``, ``ops.data_quality`` and the ledger
+``ops.ingest_files`` (issue #15; tests/test_catalog.py holds every write to its table's writer).
+
+Callers (the batch job on either engine, :mod:`lakecdp.ingest.embedded_batch`, the Kafka stream,
+the HTTP intake's pickup on either engine) decide which rows; this module decides how they are
+stored, with the same keys on both engines:
+
+============================  ================================  ==========================================
+table                         key                               write
+============================  ================================  ==========================================
+``bronze.<source>``           file, line, row hash / Kafka pos  insert if new
+``quarantine.<source>``       file, line, raw / Kafka position  insert if new
+``silver.events``             event_id                          insert if new
+``silver.customer_records``   record_id                         upsert when the row is newer
+``silver.orders`` / items     order_id / (order_id, line)       upsert
+``silver.products``           product_id                        upsert
+``ops.ingest_audit``          source, source_file (, batch)     upsert (file) / insert if new (batch)
+``ops.data_quality``          source, source_file               the files' rows replaced
+``ops.ingest_files``          source, content_hash              insert if new, last
+============================  ================================  ==========================================
+
+On Spark through Delta MERGEs (:class:`lakecdp.tables.Tables`), on the embedded engine through
+delta-rs (:class:`lakecdp.delta_store.DeltaStore`: tables it creates have no deletion vectors, so
+either engine continues the other's tables).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pyarrow as pa
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from lakecdp import catalog
+from lakecdp.delta_store import arrow_schema
+from lakecdp.ingest import embedded, standardise
+from lakecdp.ingest.python_rules import null_like_key
+from lakecdp.ingest.audit import audit_row
+from lakecdp.ingest.schemas import DATA_QUALITY_SCHEMA, INGEST_AUDIT_SCHEMA, INGEST_FILES_SCHEMA, SILVER_KEYS
+from lakecdp.ingest.validate import NO_ROWS
+
+if TYPE_CHECKING:
+    import duckdb
+    from pyspark.sql import DataFrame
+
+    from lakecdp.context import JobContext
+    from lakecdp.delta_store import DeltaStore
+    from lakecdp.ingest.embedded import CheckedRow
+    from lakecdp.ingest.landing import LandedFile
+    from lakecdp.ingest.sources import SourceConfig
+
+logger = logging.getLogger(__name__)
+
+LEDGER = catalog.INGEST_FILES.name
+AUDIT = catalog.INGEST_AUDIT.name
+DATA_QUALITY = catalog.DATA_QUALITY.name
+LOADED = "loaded"
+QUARANTINED = "quarantined"
+
+#: called with the logical table name after each write; tests raise from it to simulate a crash
+WriteHook = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LoadedFiles:
+    """A source whose new files are in bronze, quarantine and silver: what its audit, data
+    quality and ledger rows are made of (written by :func:`write_ops`)."""
+
+    source: SourceConfig
+    files: list[LandedFile]
+    per_file: dict[str, dict[str, int]]
+    reasons: list[tuple[str, str, int]]
+
+
+def write_ops(ctx: JobContext, done: list[LoadedFiles], hook: WriteHook, *, store: DeltaStore | None = None) -> None:
+    """The audit, data quality and ledger rows of ``done`` (sources already in bronze,
+    quarantine and silver): one write per table for all of them, the ledger last; through
+    ``store`` (delta-rs) when given, else Spark."""
+    if not done:
+        return
+    if store is None:
+        _write_ops_spark(ctx, done, hook)
+    else:
+        _write_ops_delta(ctx, store, done, hook)
+
+
+def _ledger_status(file: LandedFile, per_file: Mapping[str, Mapping[str, int]]) -> tuple[str, str | None]:
+    if file.refused:
+        return QUARANTINED, file.reason
+    if file.size > 0 and per_file[file.relative]["rows_read"] == 0:
+        return LOADED, NO_ROWS
+    return LOADED, None
+
+
+# -- Spark: Delta MERGEs ----------------------------------------------------------------------
+
+
+def _insert_new(ctx: JobContext, df: DataFrame, name: str, condition: str, *, evolve: bool = False) -> None:
+    """Insert rows of ``df`` that do not match ``condition`` (over ``t`` and ``s``); idempotent."""
+    if not ctx.tables.exists(ctx.spark, name):
+        ctx.tables.append(df, name)
+        return
+    builder = ctx.tables.delta(ctx.spark, name).alias("t").merge(df.alias("s"), condition).whenNotMatchedInsertAll()
+    if evolve:
+        builder = builder.withSchemaEvolution()
+    builder.execute()
+
+
+def _upsert(
+    ctx: JobContext,
+    df: DataFrame,
+    name: str,
+    condition: str,
+    update_condition: str | None = None,
+    *,
+    evolve: bool = False,
+) -> None:
+    if not ctx.tables.exists(ctx.spark, name):
+        ctx.tables.append(df, name)
+        return
+    builder = (
+        ctx.tables.delta(ctx.spark, name)
+        .alias("t")
+        .merge(df.alias("s"), condition)
+        .whenMatchedUpdateAll(condition=update_condition)
+        .whenNotMatchedInsertAll()
+    )
+    if evolve:
+        builder = builder.withSchemaEvolution()
+    builder.execute()
+
+
+def write_bronze(ctx: JobContext, rows: DataFrame, source: SourceConfig, *, evolve: bool = False) -> None:
+    """Insert a landed file's rows that passed into ``bronze.<source>`` when new (file, line, row hash)."""
+    _insert_new(
+        ctx,
+        rows,
+        catalog.BRONZE.named(source.name),
+        "t._source_file = s._source_file AND t._line = s._line AND t._row_hash = s._row_hash",
+        evolve=evolve,
+    )
+
+
+def write_quarantine(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> None:
+    """Insert quarantine rows of landed files when new (file, line, raw; null-safe)."""
+    _insert_new(
+        ctx,
+        rows,
+        catalog.QUARANTINE.named(source.name),
+        "t.source_file <=> s.source_file AND t.line <=> s.line AND t.raw <=> s.raw",
+    )
+
+
+def create_stream_tables(ctx: JobContext, source: SourceConfig) -> None:
+    """The tables every stream (and the batch ingest) shares, created before any query runs so
+    that two first micro-batches never race to create them."""
+    from lakecdp.ingest.schemas import SILVER_SCHEMAS
+
+    ctx.tables.create_if_missing(ctx.spark, catalog.EVENTS.name, SILVER_SCHEMAS["events"])
+    ctx.tables.create_if_missing(ctx.spark, AUDIT, INGEST_AUDIT_SCHEMA)
+    for extra in source.also:
+        ctx.tables.create_if_missing(ctx.spark, catalog.SILVER[extra.target].name, SILVER_SCHEMAS[extra.target])
+
+
+def _keys_condition(keys: Iterable[str]) -> str:
+    return " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+
+
+def _latest(df: DataFrame, keys: list[str], order: str | None) -> DataFrame:
+    """One row per key (the latest by ``order``); a MERGE source must not match a row twice."""
+    if order is None:
+        return df.dropDuplicates(keys)
+    window = Window.partitionBy(*keys).orderBy(F.col(order).desc_nulls_last())
+    return df.withColumn("_n", F.row_number().over(window)).where("_n = 1").drop("_n")
+
+
+def write_silver(ctx: JobContext, loaded: DataFrame, source: SourceConfig, hook: WriteHook) -> None:
+    """MERGE the loaded rows into the source's silver table(s)."""
+    run_id, ingested_at = ctx.run_id, ctx.as_of
+    if source.target == "customer_records":
+        _write_records(
+            ctx, standardise.to_customer_records(loaded, source, run_id=run_id, ingested_at=ingested_at), hook
+        )
+    elif source.target == "events":
+        events = standardise.to_events(loaded, source, run_id=run_id, ingested_at=ingested_at)
+        _insert_new(ctx, events, catalog.EVENTS.name, _keys_condition(SILVER_KEYS["events"]))
+        hook(catalog.EVENTS.name)
+    elif source.target == "orders":
+        orders = standardise.to_orders(loaded, source, run_id=run_id, ingested_at=ingested_at)
+        _upsert(ctx, orders, catalog.ORDERS.name, _keys_condition(SILVER_KEYS["orders"]))
+        hook(catalog.ORDERS.name)
+        items = standardise.to_order_items(loaded, source)
+        if ctx.tables.exists(ctx.spark, catalog.PRODUCTS.name):
+            product_catalog = ctx.tables.read(ctx.spark, catalog.PRODUCTS.name).select(
+                "product_id", F.col("category").alias("_catalog_category")
+            )
+            items = items.join(product_catalog, "product_id", "left").select(
+                *[
+                    F.coalesce("category", "_catalog_category").alias(c) if c == "category" else F.col(c)
+                    for c in items.columns
+                ]
+            )
+        _upsert(ctx, items, catalog.ORDER_ITEMS.name, _keys_condition(SILVER_KEYS["order_items"]))
+        hook(catalog.ORDER_ITEMS.name)
+    elif source.target == "products":
+        products = standardise.to_products(loaded, source)
+        _upsert(ctx, products, catalog.PRODUCTS.name, _keys_condition(SILVER_KEYS["products"]))
+        hook(catalog.PRODUCTS.name)
+    write_extra_records(ctx, loaded, source, ingested_at=ctx.as_of, hook=hook)
+
+
+def write_extra_records(
+    ctx: JobContext,
+    loaded: DataFrame,
+    source: SourceConfig,
+    *,
+    ingested_at: datetime,
+    hook: WriteHook | None = None,
+) -> None:
+    """Upsert the rows of ``source`` that also feed customer_records (its ``also`` entries:
+    web ``login`` events). Idempotent; the Kafka stream writes them through here too."""
+    for extra in source.also:
+        if extra.target != "customer_records":
+            raise ValueError(f"{source.name}: also[] supports customer_records only, got {extra.target}")
+        records = standardise.to_customer_records(
+            loaded, source, extra=extra, run_id=ctx.run_id, ingested_at=ingested_at
+        )
+        _write_records(ctx, records, hook or (lambda _name: None))
+
+
+def _write_records(ctx: JobContext, records: DataFrame, hook: WriteHook) -> None:
+    name = catalog.CUSTOMER_RECORDS.name
+    latest = _latest(records, SILVER_KEYS["customer_records"], "updated_at")
+    # a later version of a record replaces it; an older or equal one (re-delivery) changes nothing.
+    # evolve: a table written before the additive columns (middle_name, ...) gains them
+    _upsert(
+        ctx,
+        latest,
+        name,
+        _keys_condition(SILVER_KEYS["customer_records"]),
+        update_condition="s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)",
+        evolve=True,
+    )
+    hook(name)
+
+
+def _write_ops_spark(ctx: JobContext, done: list[LoadedFiles], hook: WriteHook) -> None:
+    _write_audit(ctx, done, hook)
+    _write_ledger(ctx, done, hook)
+
+
+def _write_audit(ctx: JobContext, done: list[LoadedFiles], hook: WriteHook) -> None:
+    spark = ctx.spark
+    audit = spark.createDataFrame(
+        [
+            audit_row(ctx.run_id, item.source.name, file, c, ctx.as_of)
+            for item in done
+            for file, c in item.per_file.items()
+        ],
+        INGEST_AUDIT_SCHEMA,
+    )
+    # keyed by file: a re-run after a crash replaces the half-done run's row, never adds one
+    # rows_erased and stream_batch came later: older warehouses get the columns on their next run
+    _upsert(
+        ctx,
+        audit,
+        AUDIT,
+        "t.source <=> s.source AND t.source_file <=> s.source_file AND s.source_file IS NOT NULL",
+        evolve=True,
+    )
+    hook(AUDIT)
+    reasons = [(item.source.name, file, reason, rows) for item in done for file, reason, rows in item.reasons]
+    quality = spark.createDataFrame(
+        [(ctx.run_id, source, file, reason, rows, ctx.as_of) for source, file, reason, rows in reasons],
+        DATA_QUALITY_SCHEMA,
+    )
+    if ctx.tables.exists(spark, DATA_QUALITY):
+        # replace these files' summaries (a crashed run may have written some)
+        replaced = F.lit(False)
+        for item in done:
+            replaced = replaced | (
+                (F.col("source") == item.source.name) & F.col("source_file").isin(list(item.per_file))
+            )
+        ctx.tables.delta(spark, DATA_QUALITY).delete(replaced)
+    if reasons:
+        ctx.tables.append(quality, DATA_QUALITY)
+    else:
+        ctx.tables.create_if_missing(spark, DATA_QUALITY, DATA_QUALITY_SCHEMA)
+    hook(DATA_QUALITY)
+    for item in done:
+        if item.reasons:
+            logger.info(
+                "data quality %s:\n%s",
+                item.source.name,
+                "\n".join(f"  {file:<45} {reason:<18} {rows:>7}" for file, reason, rows in item.reasons),
+            )
+
+
+def _write_ledger(ctx: JobContext, done: list[LoadedFiles], hook: WriteHook) -> None:
+    ledger = ctx.spark.createDataFrame(
+        [
+            (
+                item.source.name,
+                f.relative,
+                f.size,
+                f.content_hash,
+                ctx.run_id,
+                ctx.as_of,
+                *_ledger_status(f, item.per_file),
+            )
+            for item in done
+            for f in item.files
+        ],
+        INGEST_FILES_SCHEMA,
+    )
+    # status and reason came later: older ledgers get the columns on their next run
+    _insert_new(ctx, ledger, LEDGER, "t.source = s.source AND t.content_hash = s.content_hash", evolve=True)
+    hook(LEDGER)
+
+
+# -- Spark: the Kafka stream's writes, retried when a concurrent commit wins -----------------
+_RETRIES = 5
+_T = TypeVar("_T")
+
+
+def with_retries(action: Callable[[], _T], *, what: str) -> _T:
+    """Run an idempotent write again when a concurrent writer won the Delta commit race."""
+    from delta import exceptions as delta_errors
+    from pyspark.errors import AnalysisException
+
+    # delta's Python exception classes are siblings, not subclasses of one base
+    conflicts = tuple(getattr(delta_errors, n) for n in delta_errors.__all__)
+
+    for attempt in range(1, _RETRIES + 1):
+        try:
+            return action()
+        except (*conflicts, AnalysisException) as exc:
+            # AnalysisException: two queries creating the same new table at once
+            if attempt == _RETRIES or (isinstance(exc, AnalysisException) and "already exists" not in str(exc).lower()):
+                raise
+            logger.info("%s: concurrent commit (%s), retry %d", what, type(exc).__name__, attempt)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def insert_new_rows(ctx: JobContext, df: DataFrame, name: str, *, keys: list[str], evolve_schema: bool = False) -> int:
+    """Insert the rows of ``df`` whose ``keys`` are not in ``name`` yet (never update).
+
+    Creates the table from ``df`` on first use. Idempotent: running it again with the same
+    rows changes nothing, which is what makes a replayed micro-batch harmless.
+
+    Args:
+        evolve_schema: add ``df``'s columns the table lacks (bronze created by the batch
+            ingest has no ``_kafka_*`` columns).
+
+    Returns:
+        How many rows were inserted (the MERGE's own metric).
+    """
+    tables, spark = ctx.tables, ctx.spark
+
+    def write() -> int:
+        if not tables.exists(spark, name):
+            tables.append(df, name)
+            return df.count()
+        if evolve_schema:
+            # the MERGE condition names the keys, so the table must have them before the MERGE
+            # (schema evolution in MERGE only adds columns for its insert and update actions)
+            present = set(tables.read(spark, name).columns)
+            missing = [f for f in df.schema.fields if f.name not in present]
+            if missing:
+                added = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+                spark.sql(f"ALTER TABLE {tables.identifier(name)} ADD COLUMNS ({added})")
+        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        builder = tables.delta(spark, name).alias("t").merge(df.alias("s"), condition)
+        if evolve_schema:
+            builder = builder.withSchemaEvolution()
+        [metrics] = builder.whenNotMatchedInsertAll().execute().collect()
+        return int(metrics["num_inserted_rows"])
+
+    return with_retries(write, what=name)
+
+
+# -- the embedded engine: delta-rs -------------------------------------------------------------
+
+
+def append_quarantine(store: DeltaStore, rows: pa.Table, source: SourceConfig, *, run_id: str) -> None:
+    """Append quarantine rows the caller found new (file, line, raw / Kafka position)."""
+    store.append(rows, catalog.QUARANTINE.named(source.name), catalog.QUARANTINE.ddl, run_id=run_id)
+
+
+def append_bronze(store: DeltaStore, rows: pa.Table, source: SourceConfig, ddl: str, *, run_id: str) -> None:
+    """Append bronze rows the caller found new; ``ddl``: the table's columns (its own order)."""
+    store.append(rows, catalog.BRONZE.named(source.name), ddl, run_id=run_id)
+
+
+def append_audit(store: DeltaStore, rows: pa.Table, *, run_id: str) -> None:
+    """Append ``ops.ingest_audit`` rows of stream batches the caller found new."""
+    store.append(rows, AUDIT, catalog.INGEST_AUDIT.ddl, run_id=run_id)
+
+
+def stored_keys(
+    con: duckdb.DuckDBPyConnection, store: DeltaStore, name: str, columns: list[str], where: str, params: list
+) -> set:
+    """``columns`` of the stored rows matching ``where``: what an insert-if-new leaves out."""
+    return embedded._stored(con, store, name, columns, where, params)
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def append_new_events(
+    con: duckdb.DuckDBPyConnection,
+    store: DeltaStore,
+    mapped: pa.Table,
+    accepted: set[int],
+    source: SourceConfig,
+    junk: frozenset[str],
+    *,
+    run_id: str,
+    ingested_at: datetime,
+) -> int:
+    """silver.events: :func:`lakecdp.ingest.standardise.to_events`'s rows, inserted when their
+    event id is new (one per id: the first in the log)."""
+    rows = [r for r in mapped.to_pylist() if r["_row"] in accepted]
+    first: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        first.setdefault(row["event_id"], row)
+    ids = list(first)
+    stored = {
+        r[0]
+        for r in stored_keys(
+            con, store, catalog.EVENTS.name, ["event_id"], "WHERE list_contains(?::VARCHAR[], event_id)", [ids]
+        )
+    }
+    fresh = [first[i] for i in ids if i not in stored]
+    schema = arrow_schema(catalog.EVENTS.ddl)
+    out: dict[str, list[Any]] = {f.name: [] for f in schema}
+    for row in fresh:
+        standard = {
+            **row,
+            "source": source.name,
+            "email": embedded.normalise_email(row.get("email"), junk),
+            "device_id": embedded.trimmed_id(row.get("device_id"), junk),
+            "customer_number": embedded.trimmed_id(row.get("customer_number"), junk),
+            "run_id": run_id,
+            "ingested_at": ingested_at,
+        }
+        for field in schema:
+            value = standard.get(field.name)
+            if isinstance(value, datetime) and value.tzinfo is None:
+                value = value.replace(tzinfo=timezone.utc)
+            out[field.name].append(value)
+    if fresh:
+        store.append(
+            pa.table({f.name: pa.array(out[f.name], f.type) for f in schema}, schema=schema),
+            catalog.EVENTS.name,
+            catalog.EVENTS.ddl,
+            run_id=run_id,
+        )
+    return len(fresh)
+
+
+def upsert_login_records(
+    store: DeltaStore,
+    typed: pa.Table,
+    checked: list[CheckedRow],
+    source: SourceConfig,
+    junk: frozenset[str],
+    *,
+    run_id: str,
+    ingested_at: datetime,
+    as_of: datetime,
+) -> None:
+    """silver.customer_records from the ``also`` entries (web logins): filtered, mapped and
+    standardised as :func:`lakecdp.ingest.standardise.to_customer_records`, the latest row per
+    record id upserted when newer (:func:`lakecdp.ingest.job.write_extra_records`)."""
+    schema = arrow_schema(catalog.CUSTOMER_RECORDS.ddl)
+    for extra in source.also:
+        label = extra.record_source or source.name
+        mapped = embedded.map_rows(typed, extra.mapping, catalog.CUSTOMER_RECORDS.ddl, as_of=as_of, where=extra.filter)
+        latest: dict[str, dict[str, Any]] = {}
+        for row in mapped.to_pylist():
+            record_id = row.get("source_record_id")
+            # a blank or placeholder id would make one record of many people: an event only
+            if record_id is None or record_id.strip(" ") == "" or null_like_key(record_id):
+                continue
+            key = f"{label}:{record_id}"
+            held = latest.get(key)
+            stamp = row.get("updated_at")
+            if held is None or (stamp is not None and (held.get("updated_at") is None or stamp > held["updated_at"])):
+                latest[key] = {**row, "record_id": key}
+        out: dict[str, list[Any]] = {f.name: [] for f in schema}
+        for key in sorted(latest):
+            row = latest[key]
+            standard = {
+                "record_id": key,
+                "source": label,
+                "source_record_id": row["source_record_id"],
+                "email": embedded.normalise_email(row.get("email"), junk),
+                "device_ids": [d for d in (row.get("device_ids") or []) if embedded.null_if_junk(d, junk) is not None],
+                "crm_id": embedded.trimmed_id(row.get("crm_id"), junk),
+                "customer_number": embedded.trimmed_id(row.get("customer_number"), junk),
+                "email_consent": row.get("email_consent"),
+                "sms_consent": row.get("sms_consent"),
+                "updated_at": _as_utc(row.get("updated_at")),
+                "warnings": checked[row["_row"]].warnings,
+                "run_id": run_id,
+                "ingested_at": ingested_at,
+            }
+            for field in schema:
+                out[field.name].append(standard.get(field.name))
+        if latest:
+            store.merge(
+                pa.table({f.name: pa.array(out[f.name], f.type) for f in schema}, schema=schema),
+                catalog.CUSTOMER_RECORDS.name,
+                catalog.CUSTOMER_RECORDS.ddl,
+                keys=["record_id"],
+                run_id=run_id,
+                update_predicate="s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)",
+            )
+
+
+# -- the embedded engine: landed files ---------------------------------------------------------
+
+
+def _arrow_table(values: dict[str, list[Any]], ddl: str) -> pa.Table:
+    schema = embedded._arrow_schema(ddl)
+    return pa.table({f.name: pa.array(values[f.name], f.type) for f in schema}, schema=schema)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _bronze_ddl(store: DeltaStore, name: str, source: SourceConfig) -> str:
+    ours: dict[str, str] = {c.name: "string" if c.is_scalar else c.type.replace(" ", "") for c in source.columns}
+    ours.update(
+        {
+            "_rescued": "string",
+            "_source_file": "string",
+            "_line": "bigint",
+            "_ingested_at": "timestamp",
+            "_run_id": "string",
+            "_row_hash": "string",
+        }
+    )
+    if not store.exists(name):
+        return ", ".join(f"{k} {v}" for k, v in ours.items())
+    # a table the pickup or the stream widened (the Kafka position): its columns, in its order
+    fields = store.table(name).schema().fields
+    return ", ".join(f"{f.name} {ours[f.name]}" if f.name in ours else f"{f.name} {_ddl_type(f)}" for f in fields)
+
+
+#: Delta primitive types -> Spark DDL, for the columns a bronze table has beyond the batch's own
+_DELTA_DDL = {"string": "string", "long": "bigint", "integer": "int", "double": "double", "timestamp": "timestamp"}
+
+
+def _ddl_type(field: Any) -> str:
+    kind = getattr(field.type, "type", None)
+    if kind not in _DELTA_DDL:
+        raise TypeError(f"bronze column {field.name} of type {field.type}")
+    return _DELTA_DDL[kind]
+
+
+def _stored_keys(store: DeltaStore, name: str, columns: list[str], files: list[str]) -> set[tuple[Any, ...]]:
+    """``columns`` of the stored rows of ``files`` (a crashed run's leftovers): what not to add again."""
+    import duckdb
+
+    file_column = columns[0]
+    con = embedded._connection()
+    try:
+        return embedded._stored(con, store, name, columns, f"WHERE list_contains(?::VARCHAR[], {file_column})", [files])
+    except duckdb.Error:
+        raise
+    finally:
+        con.close()
+
+
+def write_bronze_rows(
+    store: DeltaStore,
+    source: SourceConfig,
+    checked: list[CheckedRow],
+    reads: dict[int, dict[str, Any]],
+    rescued: dict[int, str | None],
+    passed: list[int],
+    *,
+    run_id: str,
+    at: datetime,
+) -> None:
+    name = catalog.BRONZE.named(source.name)
+    ddl = _bronze_ddl(store, name, source)
+    hashes = {i: hashlib.sha256(checked[i].raw.encode("utf-8")).hexdigest() for i in passed}
+    stored = _stored_keys(
+        store, name, ["_source_file", "_line", "_row_hash"], sorted({checked[i].topic for i in passed})
+    )
+    fresh = [i for i in passed if (checked[i].topic, checked[i].offset, hashes[i]) not in stored]
+    values: dict[str, list[Any]] = {n: [] for n, _, _ in catalog.ddl_fields(ddl)}
+    for i in fresh:
+        own = {
+            **reads[i],
+            "_rescued": rescued[i],
+            "_source_file": checked[i].topic,
+            "_line": checked[i].offset,
+            "_ingested_at": _utc(at),
+            "_run_id": run_id,
+            "_row_hash": hashes[i],
+        }
+        for column in values:
+            values[column].append(own.get(column))
+    store.append(_arrow_table(values, ddl), name, ddl, run_id=run_id)
+
+
+def write_quarantine_rows(
+    store: DeltaStore,
+    source: SourceConfig,
+    checked: list[CheckedRow],
+    rejected: list[int],
+    refused: list[LandedFile],
+    *,
+    run_id: str,
+    at: datetime,
+) -> None:
+    name = catalog.QUARANTINE.named(source.name)
+    rows: list[tuple[str | None, str, int | None, list[str], str | None]] = [
+        (checked[i].raw, checked[i].topic, checked[i].offset, checked[i].reasons, checked[i].detail) for i in rejected
+    ]
+    rows += [(None, f.relative, None, [f.reason or ""], f.detail) for f in refused]
+    stored = _stored_keys(store, name, ["source_file", "line", "raw"], sorted({r[1] for r in rows}))
+    fresh = [r for r in rows if (r[1], r[2], r[0]) not in stored]
+    ddl = catalog.QUARANTINE.ddl
+    values: dict[str, list[Any]] = {n: [] for n, _, _ in catalog.ddl_fields(ddl)}
+    for raw, source_file, line, reasons, detail in fresh:
+        own = {
+            "raw": raw,
+            "source_file": source_file,
+            "line": line,
+            "reasons": reasons,
+            "detail": detail,
+            "run_id": run_id,
+            "quarantined_at": _utc(at),
+        }
+        for column in values:
+            values[column].append(own.get(column))
+    store.append(_arrow_table(values, ddl), name, ddl, run_id=run_id)
+
+
+def write_silver_rows(
+    ctx: JobContext, store: DeltaStore, source: SourceConfig, typed: pa.Table, hook: WriteHook
+) -> None:
+    """The loaded rows (``typed``: ``_row``, the source's typed columns, ``_warnings``) into the
+    source's silver table(s), mapped by :mod:`lakecdp.ingest.embedded_silver`; keys and update
+    rules as :func:`write_silver` (events inserted when new, records upserted when newer, orders,
+    their items and products upserted; also-targets: web login records)."""
+    from lakecdp.ingest.embedded_silver import to_order_items, to_silver
+
+    run_id, at = ctx.run_id, _utc(ctx.as_of)
+    silver = to_silver(typed, source, run_id=run_id, ingested_at=at, as_of=ctx.as_of).drop_columns(["_row"])
+    if source.target == "customer_records":
+        _upsert_records(store, silver, run_id=run_id)
+        hook(catalog.CUSTOMER_RECORDS.name)
+    elif source.target == "events":
+        _insert_new_events(store, silver, run_id=run_id)
+        hook(catalog.EVENTS.name)
+    elif source.target == "orders":
+        store.merge(silver, catalog.ORDERS.name, catalog.ORDERS.ddl, keys=list(SILVER_KEYS["orders"]), run_id=run_id)
+        hook(catalog.ORDERS.name)
+        items = to_order_items(typed, source, as_of=ctx.as_of).drop_columns(["_row"])
+        if store.exists(catalog.PRODUCTS.name):
+            # a line without a category takes the catalogue's (silver.products is ingested first)
+            products = store.read(catalog.PRODUCTS.name, columns=["product_id", "category"]).to_pylist()
+            category = {p["product_id"]: p["category"] for p in products}
+            filled = [
+                c if c is not None else category.get(p)
+                for c, p in zip(items["category"].to_pylist(), items["product_id"].to_pylist())
+            ]
+            items = items.set_column(
+                items.schema.get_field_index("category"), "category", pa.array(filled, pa.string())
+            )
+        keys = list(SILVER_KEYS["order_items"])
+        store.merge(items, catalog.ORDER_ITEMS.name, catalog.ORDER_ITEMS.ddl, keys=keys, run_id=run_id)
+        hook(catalog.ORDER_ITEMS.name)
+    elif source.target == "products":
+        keys = list(SILVER_KEYS["products"])
+        store.merge(silver, catalog.PRODUCTS.name, catalog.PRODUCTS.ddl, keys=keys, run_id=run_id)
+        hook(catalog.PRODUCTS.name)
+    for extra in source.also:
+        records = to_silver(typed, source, extra=extra, run_id=run_id, ingested_at=at, as_of=ctx.as_of)
+        _upsert_records(store, records.drop_columns(["_row"]), run_id=run_id)
+        hook(catalog.CUSTOMER_RECORDS.name)
+
+
+def _insert_new_events(store: DeltaStore, events: pa.Table, *, run_id: str) -> None:
+    """silver.events rows whose event id is new (the first of the run per id)."""
+    first: dict[str, int] = {}
+    for position, event_id in enumerate(events["event_id"].to_pylist()):
+        first.setdefault(event_id, position)
+    events = events.take(pa.array(sorted(first.values()), pa.int64()))
+    store.merge(events, catalog.EVENTS.name, catalog.EVENTS.ddl, keys=["event_id"], run_id=run_id, update=False)
+
+
+def _upsert_records(store: DeltaStore, records: pa.Table, *, run_id: str) -> None:
+    """silver.customer_records: the latest row per record id (by ``updated_at``, nulls last)
+    replaces the stored one when newer, as :func:`_write_records` on Spark."""
+    if records.num_rows == 0:
+        store.create_if_missing(catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl)
+        return
+    latest: dict[str, int] = {}
+    stamps = records["updated_at"].to_pylist()
+    for position, record_id in enumerate(records["record_id"].to_pylist()):
+        held = latest.get(record_id)
+        if held is None or (stamps[position] is not None and (stamps[held] is None or stamps[position] > stamps[held])):
+            latest[record_id] = position
+    records = records.take(pa.array(sorted(latest.values()), pa.int64()))
+    store.merge(
+        records,
+        catalog.CUSTOMER_RECORDS.name,
+        catalog.CUSTOMER_RECORDS.ddl,
+        keys=["record_id"],
+        run_id=run_id,
+        update_predicate="s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)",
+    )
+
+
+def _write_ops_delta(ctx: JobContext, store: DeltaStore, done: list[LoadedFiles], hook: WriteHook) -> None:
+    """ops.ingest_audit (upsert per file), ops.data_quality (the files' rows replaced), then the ledger."""
+    at = _utc(ctx.as_of)
+    names = [n for n, _, _ in catalog.ddl_fields(catalog.INGEST_AUDIT.ddl)]
+    audit_rows = [
+        audit_row(ctx.run_id, item.source.name, file, c, at) for item in done for file, c in item.per_file.items()
+    ]
+    audit = _arrow_table({n: [r[k] for r in audit_rows] for k, n in enumerate(names)}, catalog.INGEST_AUDIT.ddl)
+    store.merge(audit, AUDIT, catalog.INGEST_AUDIT.ddl, keys=["source", "source_file"], run_id=ctx.run_id)
+    hook(AUDIT)
+
+    quality = [
+        (ctx.run_id, item.source.name, file, reason, rows, at) for item in done for file, reason, rows in item.reasons
+    ]
+    ddl = catalog.DATA_QUALITY.ddl
+    if store.exists(DATA_QUALITY):
+        # replace these files' summaries (a crashed run may have written some)
+        replaced = " OR ".join(
+            f"(source = '{_sql_text(item.source.name)}' AND source_file IN "
+            f"({', '.join(_quoted_text(f) for f in item.per_file)}))"
+            for item in done
+        )
+        store.delete(DATA_QUALITY, replaced, run_id=ctx.run_id)
+    columns = [n for n, _, _ in catalog.ddl_fields(ddl)]
+    store.create_if_missing(DATA_QUALITY, ddl)
+    store.append(
+        _arrow_table({n: [r[k] for r in quality] for k, n in enumerate(columns)}, ddl),
+        DATA_QUALITY,
+        ddl,
+        run_id=ctx.run_id,
+    )
+    hook(DATA_QUALITY)
+
+    ledger_rows = [
+        (item.source.name, f.relative, f.size, f.content_hash, ctx.run_id, at, *_ledger_status(f, item.per_file))
+        for item in done
+        for f in item.files
+    ]
+    ddl = catalog.INGEST_FILES.ddl
+    columns = [n for n, _, _ in catalog.ddl_fields(ddl)]
+    ledger = _arrow_table({n: [r[k] for r in ledger_rows] for k, n in enumerate(columns)}, ddl)
+    store.merge(ledger, LEDGER, ddl, keys=["source", "content_hash"], run_id=ctx.run_id, update=False)
+    hook(LEDGER)
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _quoted_text(text: str) -> str:
+    return "'" + _sql_text(text) + "'"
