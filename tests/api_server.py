@@ -164,3 +164,37 @@ class Service:
                 return response.status, response.headers, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, error.headers, json.loads(error.read() or b"null")
+
+
+def write_three_customers(root: Path) -> None:
+    """c1, c2, c3 (email ``<id>@x.io``) in profile, features and identifiers, written with delta-rs:
+    the smallest world an event segment can be evaluated on."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from lakecdp.delta_store import arrow_schema
+
+    now = datetime.now(timezone.utc)
+    customers = ("c1", "c2", "c3")
+    tables = {
+        "gold.customer_profile": (
+            "customer_id string, first_name string, email string, run_id string",
+            [{"customer_id": c, "run_id": "r0"} for c in customers],
+        ),
+        "gold.customer_features": (
+            "customer_id string, as_of timestamp, total_spent double, last_activity_at timestamp, run_id string",
+            [{"customer_id": c, "as_of": now, "run_id": "r0"} for c in customers],
+        ),
+        "identity.identifiers": (
+            "identifier_type string, identifier_value string, customer_id string, run_id string",
+            [
+                {"identifier_type": "email", "identifier_value": f"{c}@x.io", "customer_id": c, "run_id": "r0"}
+                for c in customers
+            ],
+        ),
+    }
+    for name, (schema, rows) in tables.items():
+        table = pa.Table.from_pylist(rows, schema=arrow_schema(schema))
+        write_deltalake(str(root / "warehouse" / name.replace(".", "/")), table, mode="append")

@@ -12,21 +12,9 @@ import threading
 import time
 from datetime import datetime, timezone
 
-import pyarrow as pa
 import yaml
-from deltalake import write_deltalake
 
-from api_server import KEYS, Service, write_conf
-from lakecdp.delta_store import arrow_schema
-
-PROFILE = "customer_id string, first_name string, email string, run_id string"
-FEATURES = "customer_id string, as_of timestamp, total_spent double, last_activity_at timestamp, run_id string"
-IDENTIFIERS = "identifier_type string, identifier_value string, customer_id string, run_id string"
-
-
-def _write(root, name: str, rows: list[dict], schema: str) -> None:
-    table = pa.Table.from_pylist(rows, schema=arrow_schema(schema))
-    write_deltalake(str(root / "warehouse" / name.replace(".", "/")), table, mode="append")
+from api_server import KEYS, Service, write_conf, write_three_customers
 
 
 def _event(event_id: str, event_type: str, email: str) -> dict:
@@ -48,24 +36,7 @@ def test_http_events_reach_the_changes_api_through_the_follow_loop(tmp_path):
     conf = write_conf(tmp_path)
     environment = conf / "environments" / "apitest.yaml"
     environment.write_text(yaml.safe_dump({**yaml.safe_load(environment.read_text()), "engine": "embedded"}))
-    now = datetime.now(timezone.utc)
-    customers = ("c1", "c2", "c3")
-    _write(tmp_path, "gold.customer_profile", [{"customer_id": c, "run_id": "r0"} for c in customers], PROFILE)
-    _write(
-        tmp_path,
-        "gold.customer_features",
-        [{"customer_id": c, "as_of": now, "run_id": "r0"} for c in customers],
-        FEATURES,
-    )
-    _write(
-        tmp_path,
-        "identity.identifiers",
-        [
-            {"identifier_type": "email", "identifier_value": f"{c}@x.io", "customer_id": c, "run_id": "r0"}
-            for c in customers
-        ],
-        IDENTIFIERS,
-    )
+    write_three_customers(tmp_path)
     project = load_project(conf, env="apitest")
     stop = threading.Event()
     totals: dict = {}

@@ -17,12 +17,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import yaml
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
-from api_server import write_conf
+from api_server import write_conf, write_three_customers
 from test_api_pickup_engines import FIRST, SECOND, web
 
 pytestmark = pytest.mark.kafka
@@ -191,40 +190,11 @@ def test_a_follower_killed_before_its_done_row_replays_the_chunk(tmp_path, kafka
     assert _done_offsets(crashed) == _done_offsets(clean)
 
 
-PROFILE = "customer_id string, first_name string, email string, run_id string"
-FEATURES = "customer_id string, as_of timestamp, total_spent double, last_activity_at timestamp, run_id string"
-IDENTIFIERS = "identifier_type string, identifier_value string, customer_id string, run_id string"
-
-
-def _write(root: Path, name: str, rows: list[dict], schema: str) -> None:
-    from lakecdp.delta_store import arrow_schema
-
-    table = pa.Table.from_pylist(rows, schema=arrow_schema(schema))
-    write_deltalake(str(root / "warehouse" / name.replace(".", "/")), table, mode="append")
-
-
 def test_an_add_to_cart_on_kafka_becomes_a_segment_change_while_the_loop_runs(tmp_path, kafka_broker, topics):
     from lakecdp.api.follow import follow
 
     project = _project(tmp_path, kafka_broker, topics)
-    now = datetime.now(timezone.utc)
-    customers = ("c1", "c2", "c3")
-    _write(tmp_path, "gold.customer_profile", [{"customer_id": c, "run_id": "r0"} for c in customers], PROFILE)
-    _write(
-        tmp_path,
-        "gold.customer_features",
-        [{"customer_id": c, "as_of": now, "run_id": "r0"} for c in customers],
-        FEATURES,
-    )
-    _write(
-        tmp_path,
-        "identity.identifiers",
-        [
-            {"identifier_type": "email", "identifier_value": f"{c}@x.io", "customer_id": c, "run_id": "r0"}
-            for c in customers
-        ],
-        IDENTIFIERS,
-    )
+    write_three_customers(tmp_path)
     stop = threading.Event()
     totals: dict = {}
     loop = threading.Thread(
