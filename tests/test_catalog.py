@@ -53,7 +53,6 @@ KNOWN_OTHER_WRITERS = {
     "silver.events": {"lakecdp.sample.campaigns"},
     "identity.identifiers": {"lakecdp.sample.campaigns"},
     "gold.campaign_exposures": {"lakecdp.sample.campaigns"},
-    "ops.ingest_files": {"lakecdp.erasure"},
 }
 
 

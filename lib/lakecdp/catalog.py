@@ -548,9 +548,6 @@ INGEST_FILES = Table(
     ),
     ("source", "content_hash"),
     "lakecdp.ingest.writes",
-    readers=("lakecdp.erasure",),
-    # erasure points the ledger at the content hashes of the landing files it rewrote
-    other_writers=("lakecdp.erasure",),
 )
 ERASURES = Table(
     "ops.erasures",

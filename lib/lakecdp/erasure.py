@@ -700,7 +700,9 @@ def erase_from_files(
             report.rewritten.append(shown)
             if in_landing:
                 landed[path.relative_to(landing).as_posix()] = (old_hash or "", _sha256_file(path), path.stat().st_size)
-    _follow_in_ledger(ctx, landed)
+    from lakecdp.ingest.writes import rehash_ledger_files
+
+    rehash_ledger_files(ctx, landed)
     return report
 
 
@@ -710,28 +712,6 @@ def _inside(path: Path, folder: Path) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _follow_in_ledger(ctx: JobContext, landed: dict[str, tuple[str, str, int]]) -> None:
-    """Point ``ops.ingest_files`` at the rewritten landing files' new content hashes (the ledger
-    knows files by content: without this the rewritten file would be loaded again)."""
-    from pyspark.sql import functions as F
-
-    from lakecdp.ingest.writes import LEDGER
-
-    if not landed or not ctx.tables.exists(ctx.spark, LEDGER):
-        return
-    changes = ctx.spark.createDataFrame(
-        [(path, old, new, size) for path, (old, new, size) in sorted(landed.items())],
-        "path string, old_hash string, new_hash string, new_size bigint",
-    )
-    (
-        ctx.tables.delta(ctx.spark, LEDGER)
-        .alias("t")
-        .merge(changes.alias("s"), "t.path = s.path AND t.content_hash = s.old_hash")
-        .whenMatchedUpdate(set={"content_hash": F.col("s.new_hash"), "size": F.col("s.new_size")})
-        .execute()
-    )
 
 
 def write_report(ctx: JobContext, result: ErasureResult) -> Path:

@@ -326,6 +326,29 @@ def _write_ledger(ctx: JobContext, done: list[LoadedFiles], hook: WriteHook) -> 
     hook(LEDGER)
 
 
+def rehash_ledger_files(ctx: JobContext, landed: Mapping[str, tuple[str, str, int]]) -> None:
+    """Point the ledger's rows of rewritten landing files at their new content (erasure rewrites a
+    landed file without the person's lines; the ledger knows files by content hash, so without
+    this the rewritten file would be loaded again).
+
+    Args:
+        landed: landing path -> (old content hash, new content hash, new size).
+    """
+    if not landed or not ctx.tables.exists(ctx.spark, LEDGER):
+        return
+    changes = ctx.spark.createDataFrame(
+        [(path, old, new, size) for path, (old, new, size) in sorted(landed.items())],
+        "path string, old_hash string, new_hash string, new_size bigint",
+    )
+    (
+        ctx.tables.delta(ctx.spark, LEDGER)
+        .alias("t")
+        .merge(changes.alias("s"), "t.path = s.path AND t.content_hash = s.old_hash")
+        .whenMatchedUpdate(set={"content_hash": F.col("s.new_hash"), "size": F.col("s.new_size")})
+        .execute()
+    )
+
+
 # -- Spark: the Kafka stream's writes, retried when a concurrent commit wins -----------------
 _RETRIES = 5
 _T = TypeVar("_T")
