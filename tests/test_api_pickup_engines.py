@@ -391,6 +391,41 @@ ORDER_TABLES = (
 )
 
 
+def test_orders_are_picked_up_embedded_as_written_by_hand(tmp_path):
+    from lakecdp.api.embedded_pickup import unsupported_reason
+    from lakecdp.ingest.sources import load_sources
+
+    # orders (nested items, emails, currencies) no longer need Spark
+    assert unsupported_reason(load_sources(Path(__file__).resolve().parents[1] / "conf")["shop_orders"]) is None
+    write_log(tmp_path, ORDERS)
+    counts = pickup_embedded(tmp_path)
+    assert counts == {
+        "rows_read": 5,
+        "rows_loaded": 3,
+        "rows_quarantined": 1,
+        "duplicates_removed": 1,
+        "rows_erased": 0,
+    }
+    orders = {o["order_id"]: o for o in rows(tmp_path, "silver/orders")}
+    assert sorted(orders) == ["O-1", "O-2"]
+    assert (orders["O-1"]["email"], orders["O-1"]["customer_number"], orders["O-1"]["currency"]) == (
+        "ann.1@example.com",
+        "C-1",
+        "GBP",
+    )
+    assert (orders["O-2"]["email"], orders["O-2"]["customer_number"], orders["O-2"]["currency"]) == (None, None, None)
+    assert orders["O-1"]["ordered_at"] == datetime(2026, 10, 31, 10, tzinfo=timezone.utc)
+    items = [(i["order_id"], i["line_number"], i["product_id"], i["quantity"], i["unit_price"]) for i in rows(
+        tmp_path, "silver/order_items")]  # fmt: skip
+    # the null line is dropped but keeps its number
+    assert sorted(items) == [("O-1", 1, "P00042", 2, 5.0), ("O-1", 3, "P00007", 1, 2.5)]
+    [refused] = rows(tmp_path, "quarantine/shop_orders")
+    assert refused["reasons"] == ["MISSING_REQUIRED"]
+    # a second pickup of nothing new changes nothing
+    assert pickup_embedded(tmp_path)["rows_read"] == 0
+    assert len(rows(tmp_path, "silver/order_items")) == 2
+
+
 @pytest.mark.slow
 def test_both_engines_pick_up_the_same_orders_into_the_same_rows(tmp_path, spark):
     from lakecdp.api.pickup import pickup

@@ -18,14 +18,21 @@ the rules, two evaluators, as for the HTTP intake itself:
   DuckDB over the typed rows.
 - **standardisation**: the cleaners silver events and web login records need (email:
   :func:`lakecdp.ingest.python_rules.valid_email` -- the ingest's pattern and byte limits -- then junk;
-  device / customer numbers trimmed, junk nulled; device id arrays without junk) in Python. A
-  source whose mapping needs a cleaner not written here (names, phones, countries, postcodes,
-  orders) raises :class:`EmbeddedPickupUnsupported` and the pickup loads that source through Spark.
+  device / customer numbers trimmed, junk nulled; device id arrays without junk) in Python; orders
+  (``shop_orders``: nested items typed as Spark's JSON reader types them) by
+  :func:`lakecdp.ingest.embedded_silver.to_silver` and
+  :func:`~lakecdp.ingest.embedded_silver.to_order_items`. A source whose mapping needs a cleaner
+  not written here (names, phones, countries, postcodes) raises :class:`EmbeddedPickupUnsupported`
+  and the pickup loads that source through Spark; so does, per chunk, a nested value of another
+  JSON kind than declared (an order line's ``qty`` posted as text) or a mapping DuckDB cannot run,
+  before anything is written.
 
 Writes (delta-rs, through :mod:`lakecdp.ingest.writes`): insert-if-new, as the Spark pickup's
 MERGEs are -- quarantine and bronze on the log position (topic, partition = log segment,
 offset), silver.events on ``event_id``, ``ops.ingest_audit`` on (source, source_file,
-stream_batch); ``silver.customer_records`` upserted on ``record_id`` when the row is newer. A chunk
+stream_batch); ``silver.customer_records`` upserted on ``record_id`` when the row is newer;
+``silver.orders`` and ``silver.order_items`` upserted on their keys (an item's missing category
+from ``silver.products``), as the batch ingest writes a landed orders file. A chunk
 replayed after a crash between commits (the ledger's ``started`` chunk) finds what it wrote and
 adds only what is missing, on either engine: the Spark pickup's MERGEs and these appends key the
 same rows.
@@ -65,7 +72,7 @@ from lakecdp.ingest.validate import (
     PLACEHOLDER_TIMESTAMP,
     REPLACEMENT_CHARACTER,
 )
-from lakecdp.ingest.embedded_silver import map_rows
+from lakecdp.ingest.embedded_silver import EmbeddedSilverUnsupported, map_rows, to_order_items, to_silver
 from lakecdp.sqldialect.translate import jackson_string
 
 if TYPE_CHECKING:
@@ -107,23 +114,27 @@ _SCALAR_ARROW = {
     "date": pa.date32(),
 }
 _TRUE = frozenset({"t", "true", "y", "yes", "1"})
+#: the targets the embedded pickup writes (the intake's sources: web and email events, shop orders)
+_TARGETS = ("events", "orders")
+_NESTED_SCALARS = frozenset({"string", "int", "bigint", "double", "boolean"})
 
 
 class EmbeddedPickupUnsupported(RuntimeError):
-    """The source needs something the embedded pickup does not do (a cleaner not written here,
-    a typed nested field, a Java date pattern, orders): it is picked up through Spark."""
+    """The source (or a chunk) needs something the embedded pickup does not do (a cleaner not
+    written here, a Java date pattern, a date or map column, a nested value of another JSON kind
+    than declared): it is picked up through Spark."""
 
 
 def unsupported_reason(source: SourceConfig) -> str | None:
     """Why ``source`` cannot be picked up embedded, or None when it can."""
-    if source.target != "events":
-        return f"target {source.target} (only events are written embedded)"
+    if source.target not in _TARGETS:
+        return f"target {source.target} (the embedded pickup writes {', '.join(_TARGETS)})"
     for column in source.columns:
         if column.is_scalar and column.type not in _SCALAR_ARROW:
             return f"column {column.name} of type {column.type}"
         if column.is_scalar and column.type == "timestamp" and column.format:
             return f"column {column.name} has a Java timestamp pattern"
-        if not column.is_scalar and not _string_struct(column.type):
+        if not column.is_scalar and not _plain_nested(column.type):
             return f"nested column {column.name} of type {column.type}"
     for extra in source.also:
         if extra.target != "customer_records":
@@ -132,6 +143,60 @@ def unsupported_reason(source: SourceConfig) -> str | None:
         if beyond:
             return f"also mapping needs cleaners not on the embedded engine: {beyond}"
     return None
+
+
+def _plain_nested(type_text: str) -> bool:
+    """Arrays and structs of strings, integers, doubles and booleans (no maps, dates, timestamps)."""
+    from lakecdp.catalog import split_top_level
+
+    text = type_text.strip()
+    lowered = text.lower()
+    if lowered in _NESTED_SCALARS:
+        return True
+    if lowered.startswith("array<") and text.endswith(">"):
+        return _plain_nested(text[len("array<") : -1])
+    if lowered.startswith("struct<") and text.endswith(">"):
+        return all(_plain_nested(f.partition(":")[2]) for f in split_top_level(text[len("struct<") : -1], ","))
+    return False
+
+
+def _nested(value: Any, type_text: str, where: str) -> Any:
+    """A nested JSON value typed as Spark's JSON reader types it, for the kinds where that is plain
+    (text into a string field as Spark writes it, integers into int, numbers into double); any
+    other kind (text in an int field) raises :class:`EmbeddedPickupUnsupported`: the Spark pickup's."""
+    from lakecdp.catalog import split_top_level
+
+    if value is None:
+        return None
+    text = type_text.strip()
+    kind = text.lower()
+    if kind == "string":
+        return as_text(value)
+    if kind in ("int", "bigint") and isinstance(value, int) and not isinstance(value, bool):
+        if -(2 ** (31 if kind == "int" else 63)) <= value < 2 ** (31 if kind == "int" else 63):
+            return value
+    elif kind == "double" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif kind == "boolean" and isinstance(value, bool):
+        return value
+    elif kind.startswith("array<") and isinstance(value, list):
+        return [_nested(v, text[len("array<") : -1], f"{where}[]") for v in value]
+    elif kind.startswith("struct<") and isinstance(value, dict):
+        fields = [f.partition(":") for f in split_top_level(text[len("struct<") : -1], ",")]
+        return {
+            name.strip(): _nested(value.get(name.strip()), inner, f"{where}.{name.strip()}")
+            for name, _, inner in fields
+        }
+    raise EmbeddedPickupUnsupported(f"{where}: a JSON {type(value).__name__} where {text} is declared")
+
+
+def _pickup_read(event: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
+    """:func:`as_read` with the nested values beyond string structs typed (:func:`_nested`)."""
+    read = as_read(event, source)
+    for column in source.columns:
+        if not column.is_scalar and not _string_struct(column.type):
+            read[column.name] = _nested(event.get(column.name), column.type, column.name)
+    return read
 
 
 def _string_struct(type_text: str) -> bool:
@@ -394,10 +459,14 @@ def _connection() -> duckdb.DuckDBPyConnection:
 # -- the chunk -----------------------------------------------------------------------------------
 
 
-def _typed_table(rows: list[dict[str, Any]], positions: list[int], source: SourceConfig) -> pa.Table:
+def _typed_table(
+    rows: list[dict[str, Any]], positions: list[int], source: SourceConfig, warnings: list[list[str]] | None = None
+) -> pa.Table:
     columns = {"_row": pa.array(positions, pa.int64())}
     for column in source.columns:
         columns[column.name] = pa.array([r[column.name] for r in rows], _column_type(column))
+    if warnings is not None:
+        columns["_warnings"] = pa.array(warnings, pa.list_(pa.string()))
     return pa.table(columns)
 
 
@@ -525,27 +594,38 @@ def write_chunk(
     ingested_at = datetime.now(timezone.utc)
     run_id = ctx.run_id
     junk = _junk(source)
+    target = catalog.SILVER[source.target]
     checked = check_rows(rows, source, as_of=ctx.as_of)
     con = _connection()
     try:
-        reads = [as_read(r.event, source) if r.valid else None for r in checked]
+        # typed and mapped before anything is written: a nested value of another JSON kind than
+        # declared, or a mapping DuckDB cannot run, raises here and the chunk goes through Spark
+        reads = [_pickup_read(r.event, source) if r.valid else None for r in checked]
         valid_positions = [i for i, r in enumerate(checked) if r.valid]
         typed = _typed_table(
-            [typed_row(checked[i], reads[i] or {}, source) for i in valid_positions], valid_positions, source
+            [typed_row(checked[i], reads[i] or {}, source) for i in valid_positions],
+            valid_positions,
+            source,
+            [checked[i].warnings for i in valid_positions],
         )
-        mapped = map_rows(typed, source.mapping, catalog.EVENTS.ddl, as_of=ctx.as_of)
         # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
         # rejected rows are mapped from their fields as read, typed where they parse
         rejected_positions = [i for i, r in enumerate(checked) if not r.valid and isinstance(r.event, dict)]
         rejected_typed = _typed_table(
             [_loose_typed(checked[i].event, source) for i in rejected_positions], rejected_positions, source
         )
-        erased = _erased(ctx, store, source, mapped) | _erased(
-            ctx,
-            store,
-            source,
-            map_rows(rejected_typed, _identifier_mapping(source), catalog.EVENTS.ddl, as_of=ctx.as_of),
-        )
+        orders: tuple[pa.Table, pa.Table] | None = None
+        try:
+            mapped = map_rows(typed, source.mapping, target.ddl, as_of=ctx.as_of)
+            rejected_mapped = map_rows(rejected_typed, _identifier_mapping(source), target.ddl, as_of=ctx.as_of)
+            if source.target == "orders":
+                orders = (
+                    to_silver(typed, source, run_id=run_id, ingested_at=ingested_at, as_of=ctx.as_of),
+                    to_order_items(typed, source, as_of=ctx.as_of),
+                )
+        except EmbeddedSilverUnsupported as why:
+            raise EmbeddedPickupUnsupported(f"{name}: {why}") from None
+        erased = _erased(ctx, store, source, mapped) | _erased(ctx, store, source, rejected_mapped)
 
         kept = [i for i in range(len(checked)) if i not in erased]
         rejected = [i for i in kept if not checked[i].valid]
@@ -596,9 +676,12 @@ def write_chunk(
                 ddl,
                 run_id=run_id,
             )
-            loaded = append_new_events(
-                con, store, mapped, set(accepted), source, junk, run_id=run_id, ingested_at=ingested_at
-            )
+            if orders is not None:
+                loaded = _upsert_orders(store, *orders, accepted, run_id=run_id)
+            else:
+                loaded = append_new_events(
+                    con, store, mapped, set(accepted), source, junk, run_id=run_id, ingested_at=ingested_at
+                )
         counts = {
             "rows_read": len(checked),
             "rows_loaded": loaded,
@@ -638,6 +721,23 @@ def write_chunk(
         return counts
     finally:
         con.close()
+
+
+def _upsert_orders(store: DeltaStore, orders: pa.Table, items: pa.Table, accepted: list[int], *, run_id: str) -> int:
+    """silver.orders and silver.order_items as a landed orders file's
+    (:func:`lakecdp.ingest.writes.write_silver_rows`): the first accepted row per order id in the
+    log, and its lines. Returns the orders written."""
+    from lakecdp.ingest.writes import upsert_order_items, upsert_orders
+
+    rows = orders.filter(pa.compute.is_in(orders["_row"], pa.array(accepted, pa.int64())))
+    first: dict[Any, int] = {}
+    for index, order_id in enumerate(rows["order_id"].to_pylist()):
+        first.setdefault(order_id, index)
+    picked = rows.take(pa.array(sorted(first.values()), pa.int64()))
+    lines = items.filter(pa.compute.is_in(items["_row"], picked["_row"].combine_chunks()))
+    upsert_orders(store, picked.drop_columns(["_row"]), run_id=run_id)
+    upsert_order_items(store, lines.drop_columns(["_row"]), run_id=run_id)
+    return picked.num_rows
 
 
 def _arrow_schema(ddl: str) -> pa.Schema:

@@ -696,22 +696,9 @@ def write_silver_rows(
         _insert_new_events(store, silver, run_id=run_id)
         hook(catalog.EVENTS.name)
     elif source.target == "orders":
-        store.merge(silver, catalog.ORDERS.name, catalog.ORDERS.ddl, keys=list(SILVER_KEYS["orders"]), run_id=run_id)
+        upsert_orders(store, silver, run_id=run_id)
         hook(catalog.ORDERS.name)
-        items = to_order_items(typed, source, as_of=ctx.as_of).drop_columns(["_row"])
-        if store.exists(catalog.PRODUCTS.name):
-            # a line without a category takes the catalogue's (silver.products is ingested first)
-            products = store.read(catalog.PRODUCTS.name, columns=["product_id", "category"]).to_pylist()
-            category = {p["product_id"]: p["category"] for p in products}
-            filled = [
-                c if c is not None else category.get(p)
-                for c, p in zip(items["category"].to_pylist(), items["product_id"].to_pylist())
-            ]
-            items = items.set_column(
-                items.schema.get_field_index("category"), "category", pa.array(filled, pa.string())
-            )
-        keys = list(SILVER_KEYS["order_items"])
-        store.merge(items, catalog.ORDER_ITEMS.name, catalog.ORDER_ITEMS.ddl, keys=keys, run_id=run_id)
+        upsert_order_items(store, to_order_items(typed, source, as_of=ctx.as_of).drop_columns(["_row"]), run_id=run_id)
         hook(catalog.ORDER_ITEMS.name)
     elif source.target == "products":
         keys = list(SILVER_KEYS["products"])
@@ -721,6 +708,28 @@ def write_silver_rows(
         records = to_silver(typed, source, extra=extra, run_id=run_id, ingested_at=at, as_of=ctx.as_of)
         _upsert_records(store, records.drop_columns(["_row"]), run_id=run_id)
         hook(catalog.CUSTOMER_RECORDS.name)
+
+
+def upsert_orders(store: DeltaStore, orders: pa.Table, *, run_id: str) -> None:
+    """silver.orders (its columns, :func:`lakecdp.ingest.embedded_silver.to_silver`'s rows) upserted
+    on ``order_id``; one row per order id (the caller picks it)."""
+    store.merge(orders, catalog.ORDERS.name, catalog.ORDERS.ddl, keys=list(SILVER_KEYS["orders"]), run_id=run_id)
+
+
+def upsert_order_items(store: DeltaStore, items: pa.Table, *, run_id: str) -> None:
+    """silver.order_items (:func:`lakecdp.ingest.embedded_silver.to_order_items`' rows, without
+    ``_row``) upserted on (``order_id``, ``line_number``); a line without a category takes the
+    catalogue's (silver.products is ingested first)."""
+    if store.exists(catalog.PRODUCTS.name):
+        products = store.read(catalog.PRODUCTS.name, columns=["product_id", "category"]).to_pylist()
+        category = {p["product_id"]: p["category"] for p in products}
+        filled = [
+            c if c is not None else category.get(p)
+            for c, p in zip(items["category"].to_pylist(), items["product_id"].to_pylist())
+        ]
+        items = items.set_column(items.schema.get_field_index("category"), "category", pa.array(filled, pa.string()))
+    keys = list(SILVER_KEYS["order_items"])
+    store.merge(items, catalog.ORDER_ITEMS.name, catalog.ORDER_ITEMS.ddl, keys=keys, run_id=run_id)
 
 
 def _insert_new_events(store: DeltaStore, events: pa.Table, *, run_id: str) -> None:
