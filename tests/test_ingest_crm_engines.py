@@ -116,12 +116,10 @@ def test_both_engines_ingest_crm_into_the_same_rows(tmp_path, spark, caplog):
     with caplog.at_level(logging.INFO, logger="lakecdp.ingest.job"):
         assert ingest(embedded, "embedded") == ingest(on_spark, "spark", spark)
     assert not [r for r in caplog.records if "crm: on Spark" in r.getMessage()]
-    for table in TABLES:
-        assert rows(embedded, table) == rows(on_spark, table), table
+    assert {t: rows(embedded, t) for t in TABLES} == {t: rows(on_spark, t) for t in TABLES}
     # day 2 on the other engine each: the same rows still
     for root in (on_spark, embedded):
         land(root, 2)
     assert ingest(on_spark, "embedded") == ingest(embedded, "spark", spark)
-    for table in TABLES:
-        assert rows(embedded, table) == rows(on_spark, table), table
+    assert {t: rows(embedded, t) for t in TABLES} == {t: rows(on_spark, t) for t in TABLES}
     shutil.rmtree(tmp_path)
