@@ -23,7 +23,8 @@ written with delta-rs (:class:`lakecdp.delta_store.DeltaStore`):
   :func:`~lakecdp.ingest.audit.check_audit_counts`) before anything is written.
 
 Sources the embedded engine does not map yet (:func:`embedded_reason`: Parquet, targets other
-than events, ``drift: evolve``, Java timestamp patterns) are ingested by the Spark job in the
+than events, ``drift: evolve``, a Java date/time pattern :mod:`lakecdp.ingest.javatime` does not
+translate) are ingested by the Spark job in the
 same run.
 """
 
@@ -53,6 +54,7 @@ from lakecdp.ingest.audit import (
 )
 from lakecdp.ingest.embedded import CheckedRow, ParsedLine, RawRow, check_parsed, parse_json_line
 from lakecdp.ingest.landing import BOM, LINE_BREAK, LandedFile, natural_key, new_files
+from lakecdp.ingest.python_rules import formatted_parser
 from lakecdp.ingest.reading import csv_header, repeated_columns
 from lakecdp.ingest.sources import SourceConfig, load_sources
 from lakecdp.ingest.validate import (
@@ -93,14 +95,29 @@ def embedded_reason(source: SourceConfig) -> str | None:
     if source.drift == "evolve":
         return "drift: evolve"
     for column in source.columns:
-        if column.format:
-            return f"column {column.name} has a Java date/time pattern ({column.format})"
+        if column.format and column.is_scalar and formatted_parser(source, column.name) is None:
+            return f"column {column.name} has a Java date/time pattern not read embedded ({column.format})"
         if column.is_scalar and column.type not in embedded._SCALAR_ARROW:
             return f"column {column.name} of type {column.type}"
     for extra in source.also:
         if extra.target != "customer_records":
             return f"also target {extra.target}"
     return None
+
+
+def _pattern_typed(
+    typed: dict[str, Any], read: dict[str, Any], source: SourceConfig, nulled: frozenset[str]
+) -> dict[str, Any]:
+    """``typed`` with the columns that have a Java date/time pattern read by it (Spark's
+    ``try_to_date`` / ``try_to_timestamp`` of the text as read, naive UTC), warn-level ones null."""
+    for column in source.columns:
+        if column.format and column.is_scalar:
+            parse = formatted_parser(source, column.name)
+            text = read[column.name]
+            if parse is None:
+                raise ValueError(f"{source.name}: column {column.name}'s pattern is not read embedded")
+            typed[column.name] = None if column.name in nulled or text is None else parse(text)
+    return typed
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -366,13 +383,26 @@ def _load_source(
 
     reads = {i: embedded.as_read(r.event, source) for i, r in enumerate(checked) if r.valid}
     valid = sorted(reads)
-    typed_rows = {i: embedded.typed_row(checked[i], reads[i], source) for i in valid}
+    typed_rows = {
+        i: _pattern_typed(embedded.typed_row(checked[i], reads[i], source), reads[i], source, checked[i].nulled)
+        for i in valid
+    }
     typed = embedded._typed_table([typed_rows[i] for i in valid], valid, source)
     # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
     # rejected rows are mapped from their fields as read, typed where they parse
     rejected = [i for i, r in enumerate(checked) if not r.valid and isinstance(r.event, dict)]
     rejected_typed = embedded._typed_table(
-        [embedded._loose_typed(checked[i].event, source) for i in rejected], rejected, source
+        [
+            _pattern_typed(
+                embedded._loose_typed(checked[i].event, source),
+                embedded.as_read(checked[i].event, source),
+                source,
+                frozenset(),
+            )
+            for i in rejected
+        ],
+        rejected,
+        source,
     )
     erased = erased_rows(ctx, store, source, typed) | erased_rows(ctx, store, source, rejected_typed)
     status = classify_rows(checked, typed_rows, source, _existing_keys(store, source, ledger), erased)

@@ -35,6 +35,7 @@ from lakecdp import catalog
 from lakecdp.delta_store import arrow_schema
 from lakecdp.ingest import cleaners
 from lakecdp.ingest.javaregex import java_regex
+from lakecdp.ingest.javatime import UnsupportedPattern, java_time_parser
 from lakecdp.ingest.sources import NULL_LIKE_KEY_PATTERN
 from lakecdp.sqldialect.translate import condition_to_duckdb
 
@@ -176,9 +177,6 @@ def _usable_key(value: str | None) -> bool:
 # Spark's string -> date cast (after trimming whitespace and controls): a year of 4-6 digits, then
 # optionally -month, -day and a time part
 _CAST_DATE = re.compile(r"([+-]?\d{4,6})(?:-(\d{1,2})(?:-(\d{1,2})(?:[ T].*)?)?)?", re.S)
-_PATTERN_TOKEN = re.compile(r"([A-Za-z])\1*|'[^']*'|[^A-Za-z']+")
-_PATTERN_DIGITS = {"yyyy": r"(?P<y>\d{4})", "MM": r"(?P<m>\d{2})", "M": r"(?P<m>\d{1,2})", "dd": r"(?P<d>\d{2})"}
-_PATTERN_DIGITS["d"] = r"(?P<d>\d{1,2})"
 _DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
@@ -198,30 +196,13 @@ def _cast_parses(text: str) -> bool:
 
 
 def java_date_reader(pattern: str) -> Callable[[str], bool]:
-    """Whether a text parses with Spark's ``try_to_date(text, pattern)``, for patterns of
-    ``yyyy``, ``MM``/``M``, ``dd``/``d`` and literals (``dd/MM/yyyy``, ``yyyyMMdd``)."""
-    parts = []
-    for found in _PATTERN_TOKEN.finditer(pattern):
-        token = found.group(0)
-        if token[0].isalpha():
-            if token not in _PATTERN_DIGITS:
-                raise EmbeddedSilverUnsupported(
-                    f"date pattern {pattern!r}: {token!r} is not read on the embedded engine"
-                )
-            parts.append(_PATTERN_DIGITS[token])
-        elif token.startswith("'"):
-            parts.append(re.escape(token[1:-1] or "'"))
-        else:
-            parts.append(re.escape(token))
-    reader = re.compile("".join(parts))
-    if set(reader.groupindex) != {"y", "m", "d"}:
-        raise EmbeddedSilverUnsupported(f"date pattern {pattern!r} does not give year, month and day")
-
-    def parses(text: str) -> bool:
-        found = reader.fullmatch(text)
-        return found is not None and _real_date(int(found["y"]), int(found["m"]), int(found["d"]))
-
-    return parses
+    """Whether a text parses with Spark's ``try_to_date(text, pattern)``
+    (:func:`lakecdp.ingest.javatime.java_time_parser`)."""
+    try:
+        parse = java_time_parser(pattern, "date")
+    except UnsupportedPattern as unsupported:
+        raise EmbeddedSilverUnsupported(f"{unsupported}: it is not read on the embedded engine") from None
+    return lambda text: parse(text) is not None
 
 
 def unparsed_birth_date_reader(source: SourceConfig, mapping: dict[str, str]) -> Callable[[str], bool] | None:

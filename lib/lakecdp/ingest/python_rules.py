@@ -29,9 +29,11 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from collections.abc import Callable
 from typing import Any
 
 from lakecdp.ingest.javaregex import java_regex
+from lakecdp.ingest.javatime import UnsupportedPattern, java_time_parser
 from lakecdp.ingest.sources import NUMERIC_TYPES, SourceConfig
 from lakecdp.ingest.validate import (
     FIELD_TOO_LONG,
@@ -281,20 +283,40 @@ class _Plan:
     key: tuple[tuple[str, tuple[str, ...], bool], ...]
     checks: tuple[tuple[str, tuple[str, ...], Any, bool], ...]
     junk: frozenset[str]
+    #: column -> its Java pattern's parser (:func:`formatted_parser`), for the columns with one
+    formats: dict[str, Any]
 
 
 _PLANS: dict[int, tuple[SourceConfig, _Plan]] = {}
+
+
+def formatted_parser(source: SourceConfig, name: str) -> Callable[[str], date | datetime | None] | None:
+    """The parser of column ``name``'s Java pattern (``format``) as Spark's ``try_to_date`` /
+    ``try_to_timestamp`` reads it (:mod:`lakecdp.ingest.javatime`); None when the column has no
+    pattern or one that is not translated (then left to the Spark validator)."""
+    column = source.column(name)
+    if not column.format or column.type not in ("date", "timestamp"):
+        return None
+    try:
+        return java_time_parser(column.format, column.type)
+    except UnsupportedPattern:
+        return None
 
 
 def _plan(source: SourceConfig) -> _Plan:
     cached = _PLANS.get(id(source))
     if cached is not None and cached[0] is source:
         return cached[1]
+    formats = {c.name: formatted_parser(source, c.name) for c in source.columns if c.is_scalar and c.format}
     typed = tuple(
         (c.name, c.type, source.checks.get(c.name), source.is_required(c.name))
         for c in source.columns
         if c.is_scalar
-        and (c.type in NUMERIC_TYPES or c.type == "boolean" or (c.type in ("date", "timestamp") and c.format is None))
+        and (
+            c.type in NUMERIC_TYPES
+            or c.type == "boolean"
+            or (c.type in ("date", "timestamp") and (c.format is None or formats[c.name] is not None))
+        )
     )
     plan = _Plan(
         typed=typed,
@@ -304,6 +326,7 @@ def _plan(source: SourceConfig) -> _Plan:
         key=tuple((path, _split(path), source.is_required(path)) for path in source.primary_key),
         checks=tuple((path, _split(path), check, source.is_required(path)) for path, check in source.checks.items()),
         junk=frozenset(v.strip(" ").lower() for v in source.junk_values),
+        formats={k: v for k, v in formats.items() if v is not None},
     )
     _PLANS[id(source)] = (source, plan)
     return plan
@@ -315,8 +338,10 @@ def validate_event(event: Any, source: SourceConfig, *, as_of: date | datetime |
     Args:
         event: the decoded JSON value of one event.
         source: the source's config (``conf/sources/<name>.yaml``); a CSV source is checked as
-            the Kafka stream checks it: a JSON object with the CSV's fields. Timestamps with a
-            Java pattern (``format``) are left to the Spark validator at pickup.
+            the Kafka stream checks it: a JSON object with the CSV's fields. Dates and timestamps
+            with a Java pattern (``format``) are read as Spark reads them
+            (:mod:`lakecdp.ingest.javatime`); a pattern not translated is left to the Spark
+            validator at pickup.
         as_of: the time timestamps may not exceed by more than
             ``source.future_tolerance_minutes`` (FUTURE_TIMESTAMP; a day: all of it; default:
             now) and whose day ``not_future`` dates may not exceed. The HTTP intake passes the
@@ -372,9 +397,16 @@ def validate_events(
     for name, type_name, check, required in plan.typed:
         if type_name == "timestamp":
             _check_timestamps(
-                rows, found, name, source, latest, required or bool(check and check.on_invalid == "quarantine")
+                rows,
+                found,
+                name,
+                source,
+                latest,
+                required or bool(check and check.on_invalid == "quarantine"),
+                plan.formats.get(name),
             )
             continue
+        pattern_parser = plan.formats.get(name)
         for i, event in rows:
             text = as_text(event.get(name))
             if _blank(text):
@@ -385,6 +417,11 @@ def validate_events(
                     found[i].append(Problem(NON_FINITE_NUMBER, name, f"{text!r} is not a finite number", refuses))
                 elif not parses(text, type_name):  # type: ignore[arg-type]
                     found[i].append(Problem(INVALID_TYPE, name, f"{text!r} is not a {type_name}", refuses))
+            elif pattern_parser is not None:
+                if pattern_parser(text) is None:
+                    refuses = required or bool(check and check.on_invalid == "quarantine")
+                    message = f"{text!r} is not a {type_name} of pattern {source.column(name).format}"
+                    found[i].append(Problem(INVALID_DATE, name, message, refuses))
             elif not parses(text, type_name):  # type: ignore[arg-type]
                 refuses = required or bool(check and check.on_invalid == "quarantine")
                 found[i].append(Problem(INVALID_DATE, name, f"{text!r} is not an ISO-8601 {type_name}", refuses))
@@ -421,7 +458,7 @@ def validate_events(
                     )
                 )
             if (check.min_date is not None or check.not_future) and not _blank(text):
-                day = parse_date(text)
+                day = _checked_date(text, plan.formats.get(path))
                 if day is not None and (
                     (check.min_date is not None and day < check.min_date) or (check.not_future and day > today)
                 ):
@@ -436,17 +473,26 @@ def _check_timestamps(
     source: SourceConfig,
     latest: datetime,
     refuses: bool,
+    pattern_parser: Callable[[str], date | datetime | None] | None = None,
 ) -> None:
-    """INVALID_TIMESTAMP, FUTURE_TIMESTAMP and PLACEHOLDER_TIMESTAMP of one timestamp column."""
+    """INVALID_TIMESTAMP, FUTURE_TIMESTAMP and PLACEHOLDER_TIMESTAMP of one timestamp column
+    (read with ``pattern_parser`` when the column has a Java pattern, else as an ISO-8601 cast)."""
     # the event time orders versions: a wrong one is refused even when optional
     ordering = refuses or name == source.event_time
     for i, event in rows:
         text = as_text(event.get(name))
         if _blank(text):
             continue
-        moment = parse_timestamp(text)  # type: ignore[arg-type]
+        if pattern_parser is None:
+            moment = parse_timestamp(text)  # type: ignore[arg-type]
+            shape = "an ISO-8601 timestamp"
+        else:
+            parsed = pattern_parser(text)  # type: ignore[arg-type]
+            # a pattern without a zone reads in the session's zone, UTC
+            moment = parsed.replace(tzinfo=timezone.utc) if isinstance(parsed, datetime) else None
+            shape = f"a timestamp of pattern {source.column(name).format}"
         if moment is None:
-            found[i].append(Problem(INVALID_TIMESTAMP, name, f"{text!r} is not an ISO-8601 timestamp", refuses))
+            found[i].append(Problem(INVALID_TIMESTAMP, name, f"{text!r} is not {shape}", refuses))
             continue
         if moment > latest:
             found[i].append(
@@ -467,6 +513,15 @@ def _check_timestamps(
                     ordering,
                 )
             )
+
+
+def _checked_date(text: str, pattern_parser: Callable[[str], date | datetime | None] | None) -> date | None:
+    """The date the min_date / not_future checks compare: the column's typed value (its Java
+    pattern's, else the ISO cast's of the text)."""
+    if pattern_parser is None:
+        return parse_date(text)
+    parsed = pattern_parser(text)
+    return parsed.date() if isinstance(parsed, datetime) else parsed
 
 
 def _nested_shape_ok(value: Any, type_name: str) -> bool:
