@@ -28,9 +28,8 @@ import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from lakecdp import catalog
+from lakecdp.api.chunk_ledger import ChunkLedger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LEDGER = catalog.KAFKA_INTAKE.name
+CHUNKS = ChunkLedger(catalog.KAFKA_INTAKE, key=("topic", "partition"))
 #: messages taken from the consumer in one pass at most (a backlog is cut into passes of this size)
 MAX_MESSAGES = 20_000
 #: how long a replay of a started chunk waits for its messages before it says the topic lost them
@@ -64,32 +64,16 @@ def audit_key(topic: str, partition: int, start: int) -> str:
 def ledger_state(store: DeltaStore) -> dict[tuple[str, int], tuple[int | None, tuple[int, int] | None]]:
     """(topic, partition) -> (end of the last done chunk or None, a started chunk not done or None)."""
     store.create_if_missing(LEDGER, catalog.KAFKA_INTAKE.ddl)
-    rows = store.read(LEDGER, columns=["topic", "partition", "start_offset", "end_offset", "status"]).to_pylist()
-    done = {(r["topic"], r["partition"], r["start_offset"], r["end_offset"]) for r in rows if r["status"] == "done"}
-    state: dict[tuple[str, int], tuple[int | None, tuple[int, int] | None]] = {}
-    for r in sorted(rows, key=lambda r: (r["topic"], r["partition"], r["end_offset"])):
-        key = (r["topic"], r["partition"])
-        end, pending = state.get(key, (None, None))
-        if r["status"] == "done":
-            state[key] = (max(end or 0, r["end_offset"]), None)
-        elif (*key, r["start_offset"], r["end_offset"]) not in done:
-            state[key] = (end, (r["start_offset"], r["end_offset"]))
-    return state
+    state = CHUNKS.state(store.read(LEDGER, columns=CHUNKS.columns).to_pylist())
+    return {(topic, partition): position for (topic, partition), position in state.items()}
 
 
 def _record(store: DeltaStore, ctx: JobContext, chunks: list[tuple[str, int, int, int, int]], status: str) -> None:
     """One ledger commit for ``chunks`` [(topic, partition, start, end, events)]."""
-    from lakecdp.delta_store import arrow_schema
-
     if not chunks:
         return
-    now = datetime.now(timezone.utc)
-    schema = arrow_schema(catalog.KAFKA_INTAKE.ddl)
-    rows = [
-        dict(zip(schema.names, (topic, partition, start, end, status, events, ctx.run_id, now)))
-        for topic, partition, start, end, events in chunks
-    ]
-    store.append(pa.Table.from_pylist(rows, schema), LEDGER, catalog.KAFKA_INTAKE.ddl, run_id=ctx.run_id)
+    rows = CHUNKS.rows([((t, p), start, end, n) for t, p, start, end, n in chunks], status, run_id=ctx.run_id)
+    store.append(rows, LEDGER, catalog.KAFKA_INTAKE.ddl, run_id=ctx.run_id)
 
 
 def _message(record: Any) -> Message:

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from lakecdp import catalog
+from lakecdp.api.chunk_ledger import ChunkLedger
 from lakecdp.api.embedded_pickup import EmbeddedPickupUnsupported, unsupported_reason, write_chunk
 from lakecdp.api.intake_log import complete_length, read_lines, segments
 
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 LEDGER = catalog.API_INTAKE.name
 LEDGER_SCHEMA = catalog.API_INTAKE.ddl
+CHUNKS = ChunkLedger(catalog.API_INTAKE, key=("segment",))
 TOPIC_PREFIX = "lakecdp-api."
 # kafka_timestamp: the request's receive time, so FUTURE_TIMESTAMP is judged as the HTTP validator
 # judged it (as the Kafka stream judges by the broker's time), not against the run's as-of
@@ -57,46 +59,23 @@ def _ledger(ctx: JobContext, store: DeltaStore | None = None) -> dict[int, tuple
     """segment -> (end of the last done chunk, an unfinished started chunk or None)."""
     if store is not None:
         store.create_if_missing(LEDGER, LEDGER_SCHEMA)
-        rows = store.read(LEDGER, columns=["segment", "start_offset", "end_offset", "status"]).to_pylist()
+        rows = store.read(LEDGER, columns=CHUNKS.columns).to_pylist()
     else:
         from pyspark.sql import types as T
 
         ctx.tables.create_if_missing(ctx.spark, LEDGER, T.StructType.fromDDL(LEDGER_SCHEMA))
-        rows = [
-            r.asDict()
-            for r in ctx.tables.read(ctx.spark, LEDGER)
-            .select("segment", "start_offset", "end_offset", "status")
-            .collect()
-        ]
-    state: dict[int, tuple[int, tuple[int, int] | None]] = {}
-    done = {(r["segment"], r["start_offset"], r["end_offset"]) for r in rows if r["status"] == "done"}
-    for r in sorted(rows, key=lambda r: (r["segment"], r["end_offset"])):
-        end, pending = state.get(r["segment"], (0, None))
-        if r["status"] == "done":
-            state[r["segment"]] = (
-                max(end, r["end_offset"]),
-                None if pending and pending[1] <= r["end_offset"] else pending,
-            )
-        elif (r["segment"], r["start_offset"], r["end_offset"]) not in done:
-            state[r["segment"]] = (end, (r["start_offset"], r["end_offset"]))
-    return state
+        rows = [r.asDict() for r in ctx.tables.read(ctx.spark, LEDGER).select(*CHUNKS.columns).collect()]
+    return {segment: (end or 0, pending) for (segment,), (end, pending) in CHUNKS.state(rows).items()}
 
 
 def _record(
     ctx: JobContext, segment: int, start: int, end: int, status: str, events: int, store: DeltaStore | None = None
 ) -> None:
-    row = [(segment, start, end, status, events, ctx.run_id, datetime.now(timezone.utc))]
+    rows = CHUNKS.rows([((segment,), start, end, events)], status, run_id=ctx.run_id)
     if store is not None:
-        import pyarrow as pa
-
-        from lakecdp.delta_store import arrow_schema
-
-        schema = arrow_schema(LEDGER_SCHEMA)
-        store.append(
-            pa.Table.from_pylist([dict(zip(schema.names, row[0]))], schema), LEDGER, LEDGER_SCHEMA, run_id=ctx.run_id
-        )
+        store.append(rows, LEDGER, LEDGER_SCHEMA, run_id=ctx.run_id)
         return
-    ctx.tables.append(ctx.spark.createDataFrame(row, LEDGER_SCHEMA), LEDGER)
+    ctx.tables.append(ctx.spark.createDataFrame(rows.to_pylist(), LEDGER_SCHEMA), LEDGER)
 
 
 def chunk_bounds(path, start: int, end: int, max_bytes: int = MAX_CHUNK_BYTES) -> list[tuple[int, int]]:
