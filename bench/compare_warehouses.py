@@ -3,7 +3,7 @@
 Reads each table with delta-rs (its current version), drops the columns that differ between any
 two runs of the same demo whatever the code (wall-clock times, run ids and hashes over them; see
 ``VOLATILE``), writes the API demo's random id tag as ``<tag>`` (``RANDOM_TAG``), and compares the
-rows as multisets. For a table that differs it names the columns whose values differ and prints a
+rows as multisets (doubles to 12 decimals, inside maps and lists too). For a table that differs it names the columns whose values differ and prints a
 few rows found on one side only.
 
 Usage:
@@ -50,14 +50,26 @@ def delta_tables(warehouse: Path) -> list[str]:
     return sorted(str(log.parent.relative_to(warehouse)) for log in warehouse.rglob("_delta_log") if log.is_dir())
 
 
+def _rounded(value: Any) -> Any:
+    """Doubles to 12 decimals, inside lists, maps and structs too (a map of shares summed in
+    another order differs in the last bits: gold.customer_features.category_affinities)."""
+    if isinstance(value, float):
+        return round(value, 12)
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
 def _value(value: Any) -> Any:
-    """A hashable, order-free form of one cell (lists and maps as sorted JSON)."""
+    """A hashable, order-free form of one cell (lists and maps as sorted JSON, doubles rounded)."""
     if isinstance(value, list):
         if value and isinstance(value[0], tuple):  # a map read as [(key, value), ...]
-            return json.dumps(sorted(value, key=repr), default=str, sort_keys=True)
-        return json.dumps(value, default=str, sort_keys=True)
+            return json.dumps(_rounded(sorted(value, key=repr)), default=str, sort_keys=True)
+        return json.dumps(_rounded(value), default=str, sort_keys=True)
     if isinstance(value, dict):
-        return json.dumps(value, default=str, sort_keys=True)
+        return json.dumps(_rounded(value), default=str, sort_keys=True)
     if isinstance(value, float):
         return round(value, 12)
     if isinstance(value, str):
