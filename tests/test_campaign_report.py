@@ -186,7 +186,7 @@ def test_report_finds_the_planted_lift_within_its_interval(spark, project):
 @pytest.mark.slow
 def test_report_writes_results_replayable_as_of_and_a_chart(spark, project, tmp_path):
     campaign = load_personalization(project.conf_dir).campaigns["welcome"]
-    write_planted(spark, Tables(project), _plant_welcome(campaign))
+    write_planted(JobContext.create(project, spark, run_id="plant"), _plant_welcome(campaign))
     ctx = JobContext.create(project, spark, as_of=T + timedelta(days=30), run_id="report-1")
     analysis, text = run_report(ctx, "welcome")
     arms = {a.counts.variant: a for a in analysis.arms}

@@ -7,7 +7,8 @@
   DELETE or UPDATE on ``Tables.delta(...)``, ``write_deltalake`` at ``Tables.location(...)``)
   writes a table whose catalogue writer is the calling module (a static scan of the source: the
   table argument is followed through constants, imports, ``catalog.X.name``, loops over literal
-  tuples and the callers of helper functions); a known second writer must be listed;
+  tuples and the callers of helper functions): one writer per table, no exceptions (another
+  module writes a table through its writer's functions);
 - each registered step's declared inputs (the lineage in ``ops.runs``) are tables its modules read
   (the catalogue's readers), and its declared outputs tables its modules write;
 - the catalogue's DDL parser builds the StructTypes Spark builds (written out by hand here).
@@ -47,14 +48,6 @@ STORE_WRITE_METHODS = {
 }
 DELTA_WRITES = {"merge", "delete", "update"}
 
-# Second writers the catalogue admits today (issue 15 items 4 and 5 are to remove them), written out
-# here so that a new one fails this test until it is either removed or listed on purpose.
-KNOWN_OTHER_WRITERS = {
-    "silver.events": {"lakecdp.sample.campaigns"},
-    "identity.identifiers": {"lakecdp.sample.campaigns"},
-    "gold.campaign_exposures": {"lakecdp.sample.campaigns"},
-}
-
 
 # -- the catalogue itself ------------------------------------------------------------------
 def test_every_table_once_with_a_valid_name_one_writer_and_known_modules():
@@ -66,11 +59,9 @@ def test_every_table_once_with_a_valid_name_one_writer_and_known_modules():
             Tables.split(t.name)  # raises on a bad name
         assert t.layer in LAYERS
         assert isinstance(t.writer, str) and t.writer in modules, t
-        for module in (*t.readers, *t.other_writers):
+        for module in t.readers:
             assert module in modules, (t.name, module)
-        assert t.writer not in t.other_writers
         assert set(t.keys) <= set(t.columns if t.schema is not None else t.keys), t.name
-    assert {t.name: set(t.other_writers) for t in catalog.TABLES if t.other_writers} == KNOWN_OTHER_WRITERS
 
 
 def test_lookup_by_name_and_family():
@@ -461,7 +452,7 @@ def test_every_write_in_lib_is_made_by_the_tables_writer():
                 wrong.append(f"{module}:{line} writes {name}, which is not in lakecdp.catalog")
                 continue
             written.setdefault(table.name, set()).add(module)
-            if module != table.writer and module not in table.other_writers:
+            if module != table.writer:
                 wrong.append(f"{module}:{line} writes {name}, whose writer is {table.writer}")
     assert not wrong, "\n".join(wrong)
     # and each catalogue writer really writes its table somewhere
@@ -593,5 +584,6 @@ def test_declared_step_outputs_are_written_by_the_steps_modules():
             for source, attribute in modules[name].imports.values()
         }
         for table in registered.outputs:
-            writers = {table.writer, *table.other_writers}
-            assert writers & runs, f"step {registered.name!r} declares output {table.name}, written by {writers}"
+            assert table.writer in runs, (
+                f"step {registered.name!r} declares output {table.name}, written by {table.writer}"
+            )

@@ -144,11 +144,10 @@ class Table:
             own (bronze). Producers that build a StructType take :meth:`struct`.
         keys: the primary key ((PK) in docs/tables.md, what a MERGE matches on); empty where
             the table has none (append-only or overwritten).
-        writer: the one module that writes the table.
+        writer: the one module that writes the table (tests/test_catalog.py: no write call to
+            it anywhere else; another module writes it through the writer's functions).
         readers: modules that read it (the writer's own reads, and those of the step that
             reads back what it wrote, not repeated).
-        other_writers: modules that also write it today, each a known exception to "one
-            writer" with the reason in a comment beside the table.
     """
 
     name: str
@@ -156,7 +155,6 @@ class Table:
     keys: tuple[str, ...]
     writer: str
     readers: tuple[str, ...] = ()
-    other_writers: tuple[str, ...] = ()
 
     @property
     def layer(self) -> str:
@@ -257,9 +255,6 @@ EVENTS = Table(
         "lakecdp.activation.job",
         "lakecdp.campaign.report",
     ),
-    # sample.campaigns: plants a campaign's events in a scratch warehouse (test data shipped in
-    # the package, issue 15 item 5)
-    other_writers=("lakecdp.sample.campaigns",),
 )
 ORDERS = Table(
     "silver.orders",
@@ -340,8 +335,6 @@ IDENTIFIERS = Table(
         "lakecdp.erasure",
         "lakecdp.api.demo",
     ),
-    # plants a campaign's identifiers in a scratch warehouse (issue 15 item 5)
-    other_writers=("lakecdp.sample.campaigns",),
 )
 IDENTITY_STATE = Table(
     "identity.state",
@@ -408,8 +401,6 @@ CAMPAIGN_EXPOSURES = Table(
     ("exposure_key",),
     "lakecdp.campaign.exposures",
     readers=("lakecdp.campaign.report", "lakecdp.campaign.cli"),
-    # plants a campaign's exposures in a scratch warehouse (issue 15 item 5)
-    other_writers=("lakecdp.sample.campaigns",),
 )
 CAMPAIGN_RESULTS = Table(
     "gold.campaign_results",
@@ -643,8 +634,6 @@ def markdown_index() -> str:
     ]
     for t in TABLES:
         writer = f"`{t.writer}`"
-        if t.other_writers:
-            writer += " (also " + ", ".join(f"`{w}`" for w in t.other_writers) + ")"
         keys = ", ".join(t.keys) or "-"
         readers = ", ".join(f"`{r}`" for r in t.readers) or "-"
         lines.append(f"| `{t.name}` | {writer} | {keys} | {readers} |")

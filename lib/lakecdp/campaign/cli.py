@@ -47,10 +47,9 @@ def _plant(args: argparse.Namespace) -> int:
     from lakecdp.campaign import EXPOSURES
     from lakecdp.campaign.report import EVENTS, IDENTIFIERS, campaign_config
     from lakecdp.config import ConfigError
+    from lakecdp.context import start_job
     from lakecdp.sample.campaigns import plant_campaign, write_planted
     from lakecdp.sample.config import load_sample_config
-    from lakecdp.context import open_session
-    from lakecdp.tables import Tables
 
     project = _project(args)
     try:
@@ -58,9 +57,8 @@ def _plant(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"campaign plant-sample: {exc}", file=sys.stderr)
         return 2
-    spark = open_session(project, app_name="lakecdp-campaign-plant")
-    tables = Tables(project)
-    taken = [n for n in (EXPOSURES, EVENTS, IDENTIFIERS) if tables.exists(spark, n)]
+    ctx = start_job(project, app_name="lakecdp-campaign-plant")
+    taken = [n for n in (EXPOSURES, EVENTS, IDENTIFIERS) if ctx.tables.exists(ctx.spark, n)]
     if taken:
         print(
             f"campaign plant-sample: {project.warehouse} already has {taken}; planted rows go into an "
@@ -82,7 +80,7 @@ def _plant(args: argparse.Namespace) -> int:
         exposed_at=exposed_at,
         config=sample,
     )
-    write_planted(spark, tables, planted)
+    write_planted(ctx, planted)
     print(
         f"planted campaign {args.campaign} in {project.warehouse}: {len(planted.exposures)} exposures at "
         f"{exposed_at.isoformat()}, {len(planted.events)} events; conversion {args.base_rate:.0%} everywhere"

@@ -137,6 +137,22 @@ def customer_identifiers(values: DataFrame, id_map: DataFrame, *, run_id: str) -
     )
 
 
+def link_identifiers(ctx: JobContext, identifiers: DataFrame) -> None:
+    """Identifier -> customer links made outside matching (a planted campaign's,
+    :func:`lakecdp.sample.campaigns.write_planted`) merged into identity.identifiers on
+    (type, value): a value already linked takes the new customer. A full identity run afterwards
+    rebuilds the table from the id map, dropping these.
+
+    Raises:
+        MissingColumnsError: ``identifiers`` lacks a column of the catalogue's table.
+    """
+    from lakecdp.columns import require_columns
+
+    require_columns(identifiers, catalog.IDENTIFIERS.columns, what="identifiers for identity.identifiers")
+    ordered = identifiers.select(*catalog.IDENTIFIERS.columns)
+    ctx.tables.merge(ctx.spark, ordered, IDENTIFIERS_TABLE, keys=["identifier_type", "identifier_value"])
+
+
 def _identifier_scope(values: DataFrame, scope: DataFrame, before: DataFrame, config: IdentityConfig) -> DataFrame:
     """``identifier_type, value`` whose ``identity.identifiers`` row may change: every value
     the re-identified records (``scope``) hold now and every value changed records held

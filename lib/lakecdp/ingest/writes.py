@@ -411,6 +411,20 @@ def insert_new_rows(ctx: JobContext, df: DataFrame, name: str, *, keys: list[str
     return with_retries(write, what=name)
 
 
+def insert_events(ctx: JobContext, events: DataFrame) -> None:
+    """silver.events rows that come from no source file (a planted campaign's,
+    :func:`lakecdp.sample.campaigns.write_planted`), inserted when their event id is new.
+
+    Raises:
+        MissingColumnsError: ``events`` lacks a column of the catalogue's silver.events.
+    """
+    from lakecdp.columns import require_columns
+
+    require_columns(events, catalog.EVENTS.columns, what="events for silver.events")
+    ordered = events.select(*catalog.EVENTS.columns)
+    _insert_new(ctx, ordered, catalog.EVENTS.name, _keys_condition(SILVER_KEYS["events"]))
+
+
 # -- the embedded engine: delta-rs -------------------------------------------------------------
 
 

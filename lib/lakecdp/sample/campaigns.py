@@ -25,7 +25,7 @@ notebook); the tests use it as their generator of known truth, nothing here is t
 Example:
     >>> planted = plant_campaign(42, 6000, campaign_id="welcome", campaign=config.campaigns["welcome"],
     ...                          base_rate=0.10, subgroup_rates={"B": 0.30}, exposed_at=T)
-    >>> write_planted(spark, tables, planted)
+    >>> write_planted(JobContext.create(project, spark), planted)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from lakecdp import catalog
-from lakecdp.campaign.exposures import EXPOSURES_SCHEMA, exposure_key
+from lakecdp.campaign.exposures import exposure_key
 from lakecdp.personalization.config import Campaign
 from lakecdp.personalization.variants import HOLDOUT, assign_variant
 from lakecdp.sample.config import SampleConfig
@@ -44,10 +44,9 @@ from lakecdp.sample.draws import Draw
 from lakecdp.sample.world import make_person
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from lakecdp.context import JobContext
 
-    from lakecdp.tables import Tables
-
+#: the columns a planted event has (silver.events has these and more, null in planted rows)
 EVENTS_SCHEMA = (
     "event_id string, source string, event_type string, occurred_at timestamp, email string, "
     "device_id string, customer_number string, product_id string, category string, value double, "
@@ -203,24 +202,19 @@ def plant_campaign(
     )
 
 
-def write_planted(spark: SparkSession, tables: Tables, planted: PlantedCampaign) -> None:
-    """Append the planted rows to ``gold.campaign_exposures``, ``silver.events`` and
-    ``identity.identifiers`` (a scratch warehouse: these are not the generator's sources)."""
-    from lakecdp.campaign import EXPOSURES
+def write_planted(ctx: JobContext, planted: PlantedCampaign) -> None:
+    """Write the planted rows through their tables' writers: ``silver.events``
+    (:func:`lakecdp.ingest.writes.insert_events`), ``identity.identifiers``
+    (:func:`lakecdp.identity.job.link_identifiers`) and ``gold.campaign_exposures``
+    (:func:`lakecdp.campaign.exposures.record_exposures`). Meant for a scratch warehouse: these
+    are not the generator's sources."""
+    from lakecdp.campaign.exposures import record_exposures
+    from lakecdp.identity.job import link_identifiers
+    from lakecdp.ingest.writes import insert_events
 
-    columns = [c.split()[0] for c in EVENTS_SCHEMA.split(", ")]
-    tables.append(
-        spark.createDataFrame([tuple(e.get(c) for c in columns) for e in planted.events], EVENTS_SCHEMA),
-        catalog.EVENTS.name,
-    )
-    id_columns = catalog.IDENTIFIERS.columns
-    tables.append(
-        spark.createDataFrame([tuple(i[c] for c in id_columns) for i in planted.identifiers], IDENTIFIERS_SCHEMA),
-        catalog.IDENTIFIERS.name,
-    )
-    tables.append(
-        spark.createDataFrame(
-            [tuple(x[f.name] for f in EXPOSURES_SCHEMA.fields) for x in planted.exposures], EXPOSURES_SCHEMA
-        ),
-        EXPOSURES,
-    )
+    spark = ctx.spark
+    events = [tuple(e.get(c) for c in catalog.EVENTS.columns) for e in planted.events]
+    insert_events(ctx, spark.createDataFrame(events, catalog.EVENTS.struct()))
+    identifiers = [tuple(i[c] for c in catalog.IDENTIFIERS.columns) for i in planted.identifiers]
+    link_identifiers(ctx, spark.createDataFrame(identifiers, catalog.IDENTIFIERS.struct()))
+    record_exposures(ctx, planted.exposures)
