@@ -7,6 +7,7 @@ Spark reads back from its tables is checked in tests/test_identity_local.py (eng
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -181,3 +182,15 @@ def test_a_duckdb_relation_is_appended_once_as_parquet_with_its_statistics(store
     assert stats["null_count.previous_customer_id"] == 2 and stats["min.changed_at"] is None
     # the file lies in the table's directory, as the log names it
     assert [p.rsplit("/", 1)[0] for p in table.file_uris()] == [store.path(name).rstrip("/")]
+
+
+def test_a_duckdb_relation_with_nulls_in_a_not_null_column_is_refused(store):
+    import duckdb
+
+    con = duckdb.connect()
+    store.create_if_missing(IDS, SCHEMA)
+    bad = con.sql("SELECT * FROM (VALUES (NULL, 'C1', 1, 'r1')) AS t(record_id, customer_id, cluster_size, run_id)")
+    with pytest.raises(ValueError, match=r"identity.id_map: .*NOT NULL columns \['record_id'\]"):
+        store.append(bad, IDS, SCHEMA, run_id="r1")
+    assert DeltaTable(store.path(IDS)).version() == 0 and rows(store, IDS) == []
+    assert [p.name for p in Path(store.path(IDS)).glob("*.parquet")] == []

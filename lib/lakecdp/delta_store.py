@@ -496,6 +496,7 @@ class DeltaStore:
         Returns:
             How many rows were committed (0: no file kept, no commit).
         """
+        import json
         import uuid
 
         table = self.table(name)
@@ -518,6 +519,12 @@ class DeltaStore:
             path.unlink()
             logger.info("%s: no rows to append, no commit", name)
             return 0
+        required = [column for column, _, nullable in fields if not nullable]
+        null_counts = json.loads(add[0].stats)["nullCount"]
+        broken = [column for column in required if null_counts.get(column, 1) > 0]
+        if broken:
+            path.unlink()
+            raise ValueError(f"{name}: rows to append have nulls in NOT NULL columns {broken}; nothing written")
         table.create_write_transaction(
             [add[0]],
             mode="append",
