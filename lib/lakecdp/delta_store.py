@@ -164,16 +164,17 @@ def _add_action(path: Path, file_name: str) -> tuple[Any, int] | None:
     highs: dict[str, Any] = {}
     for j in range(meta.num_columns):
         column = meta.schema.column(j)
-        stats = [meta.row_group(i).column(j).statistics for i in range(meta.num_row_groups)]
-        if all(s is not None and s.has_null_count for s in stats):
-            nulls[column.name] = sum(s.null_count for s in stats)
+        groups = [meta.row_group(i).column(j).statistics for i in range(meta.num_row_groups)]
+        if all(s is not None and s.has_null_count for s in groups):
+            nulls[column.name] = sum(s.null_count for s in groups)
         kind = (column.physical_type, column.logical_type.type)
-        if kind in _STATS_KINDS and all(s is not None and s.has_min_max for s in stats):
-            low, high = min(s.min for s in stats), max(s.max for s in stats)
+        if kind in _STATS_KINDS and all(s is not None and s.has_min_max for s in groups):
+            low, high = min(s.min for s in groups), max(s.max for s in groups)
             if isinstance(low, str) and max(len(low), len(high)) > _STATS_STRING_LENGTH:
                 continue
             lows[column.name], highs[column.name] = low, high
-    stats_json = json.dumps({"numRecords": meta.num_rows, "minValues": lows, "maxValues": highs, "nullCount": nulls})
+    summary = {"numRecords": meta.num_rows, "minValues": lows, "maxValues": highs, "nullCount": nulls}
+    stats_json = json.dumps(summary, separators=(",", ":"))
     add = AddAction(
         path=file_name,
         size=path.stat().st_size,
@@ -372,11 +373,16 @@ class DeltaStore:
         # delta-rs hands out string views; Arrow compute and DuckDB joins want plain strings
         return feed.cast(pa.schema([f.with_type(_without_views(f.type)) for f in feed.schema]))
 
-    def _metadata(self, operation: str, run_id: str, user_metadata: str | None = None) -> Any:
+    def _metadata(
+        self, operation: str, run_id: str, user_metadata: str | None = None, *, transaction: Any = None
+    ) -> Any:
+        """Commit properties: ``userMetadata``, and ``transaction`` (a Delta app transaction) when given."""
         from deltalake import CommitProperties
 
         text = user_metadata if user_metadata is not None else f"{self.label} {operation} {run_id}"
-        return CommitProperties(custom_metadata={"userMetadata": text})
+        return CommitProperties(
+            custom_metadata={"userMetadata": text}, app_transactions=None if transaction is None else [transaction]
+        )
 
     def merge(
         self,
@@ -464,17 +470,9 @@ class DeltaStore:
             table,
             conform(data, schema),
             mode="append",
-            commit_properties=self._commit_properties("changes", run_id, transaction),
+            commit_properties=self._metadata("changes", run_id, transaction=transaction),
         )
         return version
-
-    def _commit_properties(self, operation: str, run_id: str, transaction: Any = None) -> Any:
-        from deltalake import CommitProperties
-
-        return CommitProperties(
-            custom_metadata={"userMetadata": f"{self.label} {operation} {run_id}"},
-            app_transactions=None if transaction is None else [transaction],
-        )
 
     def _append_relation(
         self,
@@ -529,7 +527,7 @@ class DeltaStore:
             [add[0]],
             mode="append",
             schema=table.schema(),
-            commit_properties=self._commit_properties(operation, run_id, transaction),
+            commit_properties=self._metadata(operation, run_id, transaction=transaction),
         )
         logger.info(
             "%s: %d rows written as Parquet by DuckDB in %.2f s, committed in %.2f s",
