@@ -247,8 +247,8 @@ class _PhaseLog(logging.Handler):
         self.seconds: dict[str, float] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == "segments run %s: %s in %.2f s":
-            _, label, seconds = record.args  # type: ignore[misc]
+        if record.msg == "segments run %s: %s in %.2f s (%.2f s CPU)":
+            _, label, seconds, _cpu = record.args  # type: ignore[misc]
             self.seconds[str(label)] = float(seconds)
 
 
