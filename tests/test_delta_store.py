@@ -7,6 +7,7 @@ Spark reads back from its tables is checked in tests/test_identity_local.py (eng
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -148,3 +149,48 @@ def test_rows_are_read_in_sparks_order(store, tmp_path):
     assert order == [f"l{i:03}" for i in range(200)] + ["s1"]
     # as of the first append: the small file alone
     assert store.read_in_spark_order(IDS, version=1).column("record_id").to_pylist() == ["s1"]
+
+
+def test_a_duckdb_relation_is_appended_once_as_parquet_with_its_statistics(store):
+    """The embedded segment engine's path for millions of changes: DuckDB writes the Parquet file,
+    delta-rs commits it as one add action under the run's app transaction."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    name, schema = catalog.CHANGES.name, catalog.CHANGES.ddl
+    store.create_if_missing(name, schema)
+    changes = con.sql(
+        "SELECT * FROM (VALUES ('c2', 'r1', 'vip', 'C2', '', 'exited', NULL, TIMESTAMP '2026-11-01 10:00:00', '{}'),"
+        " ('c1', 'r1', 'vip', 'C1', '', 'entered', NULL, TIMESTAMP '2026-11-01 10:00:00', '{\"rule\":\"x\"}'))"
+        " AS t(change_id, run_id, segment_id, customer_id, member_key, change_type, previous_customer_id,"
+        " changed_at, reason)"
+    )
+    app = "lakecdp.segments.changes/r1"
+    assert store.append_once(changes, name, schema, app_id=app, run_id="r1") == 1
+    assert store.append_once(changes.filter("false"), name, schema, app_id=app, run_id="r1") is None
+    table = DeltaTable(store.path(name))
+    assert table.version() == 1 and table.transaction_version(app) == 1
+    at = datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
+    assert rows(store, name) == [
+        ("c1", "r1", "vip", "C1", "", "entered", None, at, '{"rule":"x"}'),
+        ("c2", "r1", "vip", "C2", "", "exited", None, at, "{}"),
+    ]
+    assert history(store, name)[-1] == ("WRITE", "lakecdp-test changes r1")
+    (stats,) = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    assert stats["num_records"] == 2 and stats["min.customer_id"] == "C1" and stats["max.customer_id"] == "C2"
+    assert stats["null_count.previous_customer_id"] == 2 and stats["min.changed_at"] is None
+    # the file lies in the table's directory, as the log names it
+    assert [p.rsplit("/", 1)[0] for p in table.file_uris()] == [store.path(name).rstrip("/")]
+
+
+def test_a_duckdb_relation_with_nulls_in_a_not_null_column_is_refused(store):
+    import duckdb
+
+    con = duckdb.connect()
+    store.create_if_missing(IDS, SCHEMA)
+    bad = con.sql("SELECT * FROM (VALUES (NULL, 'C1', 1, 'r1')) AS t(record_id, customer_id, cluster_size, run_id)")
+    with pytest.raises(ValueError, match=r"identity.id_map: .*NOT NULL columns \['record_id'\]"):
+        store.append(bad, IDS, SCHEMA, run_id="r1")
+    assert DeltaTable(store.path(IDS)).version() == 0 and rows(store, IDS) == []
+    assert [p.name for p in Path(store.path(IDS)).glob("*.parquet")] == []

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +120,70 @@ def _without_views(data_type: pa.DataType) -> pa.DataType:
 
 def _quoted(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
+
+
+#: DuckDB type of each catalogue type a relation is cast to before it is written as Parquet
+_DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "timestamp": "TIMESTAMPTZ",
+    "boolean": "BOOLEAN",
+    "bigint": "BIGINT",
+    "int": "INTEGER",
+    "double": "DOUBLE",
+    "date": "DATE",
+}
+#: strings longer than this get no min/max in a file's Delta statistics (Spark truncates its own
+#: at 32 characters; a value left out is always correct, a truncated maximum would not be)
+_STATS_STRING_LENGTH = 32
+#: Parquet (physical, logical) types whose min/max go into the statistics: strings, integers,
+#: booleans (timestamps are left out: Delta writes them at millisecond precision, rounded)
+_STATS_KINDS = {
+    ("BYTE_ARRAY", "STRING"),
+    ("INT32", "INT"),
+    ("INT64", "INT"),
+    ("INT32", "NONE"),
+    ("INT64", "NONE"),
+    ("BOOLEAN", "NONE"),
+}
+
+
+def _add_action(path: Path, file_name: str) -> tuple[Any, int] | None:
+    """The Delta add action of a Parquet file just written, with its statistics (row count, null
+    counts; min/max of integers, booleans and short strings) from the file's footer; None when
+    the file has no rows."""
+    import json
+
+    import pyarrow.parquet as pq
+    from deltalake.transaction import AddAction
+
+    meta = pq.read_metadata(path)
+    if meta.num_rows == 0:
+        return None
+    nulls: dict[str, int] = {}
+    lows: dict[str, Any] = {}
+    highs: dict[str, Any] = {}
+    for j in range(meta.num_columns):
+        column = meta.schema.column(j)
+        groups = [meta.row_group(i).column(j).statistics for i in range(meta.num_row_groups)]
+        if all(s is not None and s.has_null_count for s in groups):
+            nulls[column.name] = sum(s.null_count for s in groups)
+        kind = (column.physical_type, column.logical_type.type)
+        if kind in _STATS_KINDS and all(s is not None and s.has_min_max for s in groups):
+            low, high = min(s.min for s in groups), max(s.max for s in groups)
+            if isinstance(low, str) and max(len(low), len(high)) > _STATS_STRING_LENGTH:
+                continue
+            lows[column.name], highs[column.name] = low, high
+    summary = {"numRecords": meta.num_rows, "minValues": lows, "maxValues": highs, "nullCount": nulls}
+    stats_json = json.dumps(summary, separators=(",", ":"))
+    add = AddAction(
+        path=file_name,
+        size=path.stat().st_size,
+        partition_values={},
+        modification_time=int(time.time() * 1000),
+        data_change=True,
+        stats=stats_json,
+    )
+    return add, meta.num_rows
 
 
 def embedded_store(ctx: JobContext, *, label: str) -> DeltaStore | None:
@@ -308,11 +373,16 @@ class DeltaStore:
         # delta-rs hands out string views; Arrow compute and DuckDB joins want plain strings
         return feed.cast(pa.schema([f.with_type(_without_views(f.type)) for f in feed.schema]))
 
-    def _metadata(self, operation: str, run_id: str, user_metadata: str | None = None) -> Any:
+    def _metadata(
+        self, operation: str, run_id: str, user_metadata: str | None = None, *, transaction: Any = None
+    ) -> Any:
+        """Commit properties: ``userMetadata``, and ``transaction`` (a Delta app transaction) when given."""
         from deltalake import CommitProperties
 
         text = user_metadata if user_metadata is not None else f"{self.label} {operation} {run_id}"
-        return CommitProperties(custom_metadata={"userMetadata": text})
+        return CommitProperties(
+            custom_metadata={"userMetadata": text}, app_transactions=None if transaction is None else [transaction]
+        )
 
     def merge(
         self,
@@ -354,41 +424,119 @@ class DeltaStore:
         quoted by the caller) in one commit; the table must exist."""
         self.table(name).delete(predicate, commit_properties=self._metadata("delete", run_id))
 
-    def append(self, data: pa.Table, name: str, schema: str, *, run_id: str) -> None:
-        """Append rows (no-op when empty); creates the table if missing."""
+    def append(self, data: pa.Table | duckdb.DuckDBPyRelation, name: str, schema: str, *, run_id: str) -> None:
+        """Append rows (no-op when empty); creates the table if missing.
+
+        ``data`` may be a DuckDB relation: its rows are written as Parquet by DuckDB itself
+        (:meth:`_append_relation`), never converted to Arrow."""
         from deltalake import write_deltalake
 
+        if not isinstance(data, pa.Table):
+            self.create_if_missing(name, schema)
+            self._append_relation(data, name, schema, run_id=run_id, operation="append")
+            return
         if data.num_rows == 0:
             return
         data = conform(data, schema)
         self.create_if_missing(name, schema)
         write_deltalake(self.table(name), data, mode="append", commit_properties=self._metadata("append", run_id))
 
-    def append_once(self, data: pa.Table, name: str, schema: str, *, app_id: str, run_id: str) -> int:
+    def append_once(
+        self, data: pa.Table | duckdb.DuckDBPyRelation, name: str, schema: str, *, app_id: str, run_id: str
+    ) -> int | None:
         """Append ``data`` as the next Delta app transaction of ``app_id`` (one per run id).
 
         The caller leaves out rows already stored (change ids of the run); the app transaction
         makes two writers of the same run conflict instead of both appending, and lets a reader
-        see from the log alone that the run's changes were written.
+        see from the log alone that the run's changes were written. ``data`` may be a DuckDB
+        relation (written as Parquet by DuckDB, see :meth:`_append_relation`).
 
         Returns:
-            The app transaction version written.
+            The app transaction version written; None when ``data`` has no rows (nothing committed).
         """
-        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake import Transaction, write_deltalake
 
         table = self.table(name)
         version = (table.transaction_version(app_id) or 0) + 1
-        data = conform(data, schema)
+        transaction = Transaction(app_id=app_id, version=version)
+        if not isinstance(data, pa.Table):
+            written = self._append_relation(
+                data, name, schema, run_id=run_id, operation="changes", transaction=transaction
+            )
+            return version if written else None
+        if data.num_rows == 0:
+            return None
         write_deltalake(
             table,
-            data,
+            conform(data, schema),
             mode="append",
-            commit_properties=CommitProperties(
-                custom_metadata={"userMetadata": f"{self.label} changes {run_id}"},
-                app_transactions=[Transaction(app_id=app_id, version=version)],
-            ),
+            commit_properties=self._metadata("changes", run_id, transaction=transaction),
         )
         return version
+
+    def _append_relation(
+        self,
+        rows: duckdb.DuckDBPyRelation,
+        name: str,
+        schema: str,
+        *,
+        run_id: str,
+        operation: str,
+        transaction: Any = None,
+    ) -> int:
+        """Write ``rows`` (the catalogue's columns, cast to its types) as one Parquet file in the
+        table's directory with DuckDB's own writer, then commit that file as one add action
+        (with ``transaction``, a Delta app transaction, when given). No Arrow or Python copy of
+        the rows is made: at 6.3M segment changes this is seconds instead of the ~40 s of
+        delta-rs writing an Arrow table. A file written but never committed (the process died
+        in between) is not part of the table; VACUUM removes it.
+
+        Returns:
+            How many rows were committed (0: no file kept, no commit).
+        """
+        import json
+        import uuid
+
+        table = self.table(name)
+        fields = ddl_fields(schema)
+        flat = [data_type.lower() for _, data_type, _ in fields if data_type.lower() not in _DUCKDB_TYPES]
+        if flat:
+            raise ValueError(f"{name}: a DuckDB relation is appended to flat tables only; types {flat} are not")
+        casts = ", ".join(
+            f"CAST({_quoted(column)} AS {_DUCKDB_TYPES[data_type.lower()]}) AS {_quoted(column)}"
+            for column, data_type, _ in fields
+        )
+        # snappy, as Spark writes: a third faster than zstd on segment reasons, files twice the size
+        file_name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        path = Path(self.path(name)) / file_name
+        started = time.perf_counter()
+        rows.project(casts).to_parquet(str(path), compression="snappy")
+        written = time.perf_counter()
+        add = _add_action(path, file_name)
+        if add is None:
+            path.unlink()
+            logger.info("%s: no rows to append, no commit", name)
+            return 0
+        required = [column for column, _, nullable in fields if not nullable]
+        null_counts = json.loads(add[0].stats)["nullCount"]
+        broken = [column for column in required if null_counts.get(column, 1) > 0]
+        if broken:
+            path.unlink()
+            raise ValueError(f"{name}: rows to append have nulls in NOT NULL columns {broken}; nothing written")
+        table.create_write_transaction(
+            [add[0]],
+            mode="append",
+            schema=table.schema(),
+            commit_properties=self._metadata(operation, run_id, transaction=transaction),
+        )
+        logger.info(
+            "%s: %d rows written as Parquet by DuckDB in %.2f s, committed in %.2f s",
+            name,
+            add[1],
+            written - started,
+            time.perf_counter() - written,
+        )
+        return add[1]
 
     def overwrite(
         self, data: pa.Table, name: str, schema: str, *, run_id: str, user_metadata: str | None = None

@@ -189,14 +189,17 @@ def load_views(con: duckdb.DuckDBPyConnection, store: DeltaStore, as_of: datetim
             ),
         ),
     ):
-        con.register(f"{name}_arrow", source)
-        con.execute(f'CREATE TABLE "{name}" AS SELECT {_utc_timestamps(con, name + "_arrow")} FROM "{name}_arrow"')
-        con.unregister(f"{name}_arrow")
-    for name in ("_profile_raw", "_features_raw"):
-        if "customer_id" not in _columns(con, name):
+        keyed = name in ("_profile_raw", "_features_raw")
+        if keyed and "customer_id" not in source.schema.names:
             raise MissingColumnsError(f"{name.strip('_').replace('_raw', '')} is missing column customer_id")
-        if scope is not None:
-            con.execute(f'DELETE FROM "{name}" WHERE customer_id NOT IN (SELECT customer_id FROM "{scope}")')
+        # a scoped run keeps its customers as the rows are read (a DELETE of the others afterwards
+        # took longer than reading every row)
+        kept = f' WHERE customer_id IN (SELECT customer_id FROM "{scope}")' if keyed and scope is not None else ""
+        con.register(f"{name}_arrow", source)
+        con.execute(
+            f'CREATE TABLE "{name}" AS SELECT {_utc_timestamps(con, name + "_arrow")} FROM "{name}_arrow"{kept}'
+        )
+        con.unregister(f"{name}_arrow")
     con.execute('CREATE TABLE profile AS SELECT * FROM "_profile_raw"')
     con.execute('CREATE TABLE features AS SELECT * FROM "_features_raw"')
 
@@ -373,14 +376,24 @@ def raw_matches(
             warn_if_every_customer(logger, segment_id, matched, customers_total)
 
 
-def apply_policies(con: duckdb.DuckDBPyConnection, segments: dict[str, SegmentDefinition], as_of: datetime) -> None:
-    """Table ``candidates`` (CANDIDATE_COLUMNS) from ``matches``: expiry, groups, exclusions."""
-    con.execute(
-        "CREATE OR REPLACE TABLE candidates AS SELECT segment_id, customer_id, member_key, reason, "
-        "'member' AS status, CAST(NULL AS VARCHAR) AS status_detail FROM matches"
-    )
+def apply_policies(
+    con: duckdb.DuckDBPyConnection, segments: dict[str, SegmentDefinition], as_of: datetime, *, table: bool = False
+) -> None:
+    """``candidates`` (CANDIDATE_COLUMNS) from ``matches``: expiry, groups, exclusions.
+
+    Without any policy (and unless ``table``: the caller deletes rows from it) ``candidates`` is
+    a view over ``matches``."""
     now = timestamp_literal(as_of)
     expiring = {sid: d.expire_after_days for sid, d in segments.items() if d.expire_after_days}
+    grouped = {sid: (d.group, d.priority) for sid, d in segments.items() if d.group}
+    excluding = any(d.exclude for d in segments.values())
+    # without any policy every match is a member: a view, not a copy of every reason (7 s at 1M
+    # customers x 30 segments on a busy box)
+    con.execute(
+        f"CREATE OR REPLACE {'TABLE' if table or expiring or grouped or excluding else 'VIEW'} candidates AS "
+        "SELECT segment_id, customer_id, member_key, reason, 'member' AS status, "
+        "CAST(NULL AS VARCHAR) AS status_detail FROM matches"
+    )
     if expiring:
         days = (
             "CASE "
@@ -416,7 +429,6 @@ def apply_policies(con: duckdb.DuckDBPyConnection, segments: dict[str, SegmentDe
             """
         )
 
-    grouped = {sid: (d.group, d.priority) for sid, d in segments.items() if d.group}
     if grouped:
         con.register(
             "_groups",
@@ -516,21 +528,20 @@ def compute_changes(
         if merged
         else "SELECT segment_id, customer_id, member_key FROM current"
     )
-    # keys that can change: entered, exited, or present on both sides of an emit_updates segment
+    # open stays that can change: exited, or present on both sides of an emit_updates segment
+    # (entries are found in the last statement, so their reasons are copied once, into run_changes)
+    members = "SELECT segment_id, customer_id, member_key, reason AS new_reason FROM candidates WHERE status = 'member'"
+    effective_scoped = f"SELECT * FROM ({effective}) {in_scope}"
+    # no open stay (a first run): nothing can exit or be updated; the anti join below would still
+    # hash every member (5 s at 6.3M)
+    no_stays = "WHERE false" if con.execute("SELECT count(*) FROM current").fetchall()[0][0] == 0 else ""
     con.execute(
         f"""
         CREATE OR REPLACE TABLE _diff AS
-        WITH effective AS (
-            SELECT * FROM ({effective}) {in_scope}
-        ), members AS (
-            SELECT segment_id, customer_id, member_key, reason AS new_reason FROM candidates WHERE status = 'member'
-        )
-        -- a FULL JOIN carrying the reasons took 30 s at 1M customers x 30 segments; two anti joins
+        WITH effective AS ({effective_scoped}), members AS ({members} {no_stays.replace("WHERE", "AND")})
+        -- a FULL JOIN carrying the reasons took 30 s at 1M customers x 30 segments; anti joins
         -- on the keys, and an inner join for emit_updates segments only, give the same rows
-        SELECT n.segment_id, n.customer_id, n.member_key, n.new_reason, false AS _in_old
-        FROM members n ANTI JOIN effective o USING (segment_id, customer_id, member_key)
-        UNION ALL
-        SELECT o.segment_id, o.customer_id, o.member_key, CAST(NULL AS VARCHAR), true
+        SELECT o.segment_id, o.customer_id, o.member_key, CAST(NULL AS VARCHAR) AS new_reason, true AS _in_old
         FROM effective o ANTI JOIN members n USING (segment_id, customer_id, member_key)
         UNION ALL
         SELECT o.segment_id, o.customer_id, o.member_key, n.new_reason, true
@@ -574,7 +585,6 @@ def compute_changes(
         ), typed AS (
             SELECT d.segment_id, d.customer_id, d.member_key, d.new_reason, o.old_reason, w._status, w._detail,
                    CASE WHEN d._in_old AND d.new_reason IS NULL THEN 'exited'
-                        WHEN NOT d._in_old AND d.new_reason IS NOT NULL THEN 'entered'
                         WHEN d._in_old AND d.segment_id IN (SELECT segment_id FROM _updates)
                              AND o.old_reason IS DISTINCT FROM d.new_reason THEN 'updated'
                    END AS change_type
@@ -594,8 +604,12 @@ def compute_changes(
                        ) || '}}'
                    ELSE new_reason END AS reason
             FROM typed WHERE change_type IS NOT NULL
+        ), entered AS (
+            SELECT n.segment_id, n.customer_id, n.member_key, 'entered' AS change_type,
+                   CAST(NULL AS VARCHAR) AS previous_customer_id, n.new_reason AS reason
+            FROM ({members}) n ANTI JOIN ({effective_scoped}) o USING (segment_id, customer_id, member_key)
         ), all_changes AS (
-            SELECT * FROM rekeyed UNION ALL SELECT * FROM diff
+            SELECT * FROM rekeyed UNION ALL SELECT * FROM diff UNION ALL SELECT * FROM entered
         )
         SELECT {_CHANGE_ID} AS change_id, run_id, segment_id, customer_id, member_key, change_type,
                previous_customer_id, changed_at, reason
@@ -613,8 +627,12 @@ def membership_upserts(con: duckdb.DuckDBPyConnection, changes: str = "run_chang
     Reads tables ``current`` (open stays, no reasons) and ``current_reasons`` (the reasons of
     at least the stays the changes close).
     """
-    return con.sql(
-        f"""
+    return con.sql(membership_upserts_sql(changes)).to_arrow_table()
+
+
+def membership_upserts_sql(changes: str = "run_changes") -> str:
+    """The query of :func:`membership_upserts` over table ``changes``."""
+    return f"""
         WITH closing AS (
             SELECT segment_id,
                    CASE WHEN change_type = 'rekeyed' THEN previous_customer_id ELSE customer_id END AS customer_id,
@@ -654,7 +672,6 @@ def membership_upserts(con: duckdb.DuckDBPyConnection, changes: str = "run_chang
                e._exited_run AS exited_run_id, m.reason, e._exited_run IS NULL AS is_current
         FROM moved m LEFT JOIN exits e USING (segment_id, customer_id, member_key)
         """
-    ).to_arrow_table()
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -750,11 +767,13 @@ def apply_run(
             # stays this run opens are keyed on its run id, and no change of this run id was stored
             # before it: nobody wrote them yet, so they are appended; closed and updated stays are
             # MERGEd (update only)
-            upserts = membership_upserts(con, changes)
-            opened = upserts.filter(pa.compute.equal(upserts["entered_run_id"], run_id))
-            touched = upserts.filter(pa.compute.not_equal(upserts["entered_run_id"], run_id))
-            writes.membership(touched, run_id=run_id, insert=False)
-            writes.opened_stays(opened, run_id=run_id)
+            upserts = membership_upserts_sql(changes)
+            touched = con.sql(f"SELECT * FROM ({upserts}) WHERE entered_run_id <> ?", params=[run_id])
+            writes.membership(touched.to_arrow_table(), run_id=run_id, insert=False)
+            # the opened stays (every member, on a first run) go to Parquet by DuckDB, not through Arrow
+            writes.opened_stays(
+                con.sql(f"SELECT * FROM ({upserts}) WHERE entered_run_id = ?", params=[run_id]), run_id=run_id
+            )
     version = store.version(MEMBERSHIP)
     record = pa.table(
         {
@@ -778,15 +797,11 @@ def write_new_changes(con: duckdb.DuckDBPyConnection, store: DeltaStore, *, run_
         store.load(con, "_stored", CHANGES, columns=["change_id", "run_id"], where="WHERE run_id = ?", params=[run_id])
     else:
         con.execute("CREATE OR REPLACE TABLE _stored (change_id VARCHAR, run_id VARCHAR)")
-    fresh = con.sql(
-        "SELECT * FROM run_changes WHERE change_id NOT IN (SELECT change_id FROM _stored) "
-        "ORDER BY segment_id, customer_id, member_key"
-    ).to_arrow_table()
-    con.execute("DROP TABLE _stored")
-    if fresh.num_rows:
-        EmbeddedWrites(store).changes(fresh, run_id=run_id)
-    else:
+    # written as Parquet by DuckDB and committed as one add action (no Arrow copy of the rows)
+    fresh = con.sql("SELECT * FROM run_changes WHERE change_id NOT IN (SELECT change_id FROM _stored)")
+    if EmbeddedWrites(store).changes(fresh, run_id=run_id) is None:
         logger.info("run %s: every change is already stored; nothing appended", run_id)
+    con.execute("DROP TABLE _stored")
 
 
 def recover_pending(
@@ -961,12 +976,14 @@ def evaluate_and_write_embedded(
     if not_here:
         raise EmbeddedUnsupported(f"these segments' kinds have no SQL form, so they run on Spark only: {not_here}")
     started = time.perf_counter()
-    last = [started]
+    last = [started, time.process_time()]
 
     def phase(label: str) -> None:
-        now = time.perf_counter()
-        logger.info("segments run %s: %s in %.2f s", ctx.run_id, label, now - last[0])
-        last[0] = now
+        # CPU time (every thread of the process) beside wall time: on a shared box the wall
+        # seconds of a phase say little about its own cost
+        now, cpu = time.perf_counter(), time.process_time()
+        logger.info("segments run %s: %s in %.2f s (%.2f s CPU)", ctx.run_id, label, now - last[0], cpu - last[1])
+        last[0], last[1] = now, cpu
 
     store = DeltaStore(ctx)
     writes = EmbeddedWrites(store)

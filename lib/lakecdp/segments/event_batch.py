@@ -165,7 +165,7 @@ def process_new_events(
             finally:
                 locked.close()
             _add_other_members(con, store, segments, event_ids)
-            apply_policies(con, _policy_segments(segments, event_ids), moment)
+            apply_policies(con, _policy_segments(segments, event_ids), moment, table=True)
             con.execute(
                 "DELETE FROM candidates WHERE NOT list_contains(?::VARCHAR[], segment_id) "
                 "OR customer_id NOT IN (SELECT customer_id FROM scope)",

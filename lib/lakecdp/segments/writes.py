@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from lakecdp import catalog
 
 if TYPE_CHECKING:
+    import duckdb
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
@@ -87,7 +88,7 @@ class EmbeddedWrites:
         keys = list(catalog.MEMBERSHIP.keys)
         self.store.merge(upserts, MEMBERSHIP, catalog.MEMBERSHIP.ddl, keys=keys, run_id=run_id, insert=insert)
 
-    def opened_stays(self, opened: pa.Table, *, run_id: str) -> None:
+    def opened_stays(self, opened: pa.Table | duckdb.DuckDBPyRelation, *, run_id: str) -> None:
         """Stays a run opens that no stored row can carry yet (keyed on the run id): appended."""
         self.store.append(opened, MEMBERSHIP, catalog.MEMBERSHIP.ddl, run_id=run_id)
 
@@ -107,6 +108,11 @@ class EmbeddedWrites:
         """As :meth:`SparkWrites.held`."""
         self.store.merge(approvals, APPROVALS, catalog.APPROVALS.ddl, keys=_APPROVAL_KEYS, run_id=run_id, update=False)
 
-    def changes(self, fresh: pa.Table, *, run_id: str) -> None:
-        """A run's changes not stored yet, appended once under the run's app transaction."""
-        self.store.append_once(fresh, CHANGES, catalog.CHANGES.ddl, app_id=CHANGES_APP_ID + run_id, run_id=run_id)
+    def changes(self, fresh: pa.Table | duckdb.DuckDBPyRelation, *, run_id: str) -> int | None:
+        """A run's changes not stored yet, appended once under the run's app transaction.
+
+        Returns:
+            The app transaction version, None when ``fresh`` has no rows (nothing committed)."""
+        return self.store.append_once(
+            fresh, CHANGES, catalog.CHANGES.ddl, app_id=CHANGES_APP_ID + run_id, run_id=run_id
+        )
