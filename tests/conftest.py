@@ -32,6 +32,7 @@ HEAVIEST_FILES_FIRST = (
     "test_identity_job.py",
     "test_feedback_loop.py",
     # the demo world's files, longest first
+    "test_engine_parity.py",  # the embedded engine's demo beside the world, the increment on both engines
     "test_erasure_forgets.py",  # ~450: erasure on a copy of the demo world, then an increment
     "test_end_to_end.py",  # ~250: the demo world's checks, the entry points' re-run, notebooks
     "test_api_end_to_end.py",  # ~60: events over HTTP into a copy of the demo world
