@@ -21,7 +21,7 @@ pytest_plugins = ["kafka_fixtures"]
 #: passes it), else xdist orders the files by their number of tests.
 #:
 #: The standalone cluster's demo is the run's demo world (tests/support/worlds.py): it goes first
-#: and holds the world's lock until it publishes it, and the three files that copy the world come
+#: and holds the world's lock until it publishes it, and the four files that copy the world come
 #: after enough other long files that the other worker reaches them about when it is published
 #: (a worker that comes early waits for it; the world is not built twice).
 HEAVIEST_FILES_FIRST = (
