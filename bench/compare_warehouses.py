@@ -1,9 +1,10 @@
 """Compare every Delta table of two warehouses row by row (a refactoring's "no behaviour change").
 
-Reads each table with delta-rs (its current version), drops the columns that differ between any
-two runs of the same demo whatever the code (wall-clock times, run ids and hashes over them; see
-``VOLATILE``), writes the API demo's random id tag as ``<tag>`` (``RANDOM_TAG``), and compares the
-rows as multisets (doubles to 12 decimals, inside maps and lists too). For a table that differs it names the columns whose values differ and prints a
+The comparison is tests/support/warehouses.py's (the engine parity tier's): each table read with
+delta-rs (its current version), rows compared as multisets. This command drops the columns that
+differ between any two runs of the same demo whatever the code (wall-clock times, run ids and
+hashes over them; see ``VOLATILE``) and writes the API demo's random id tag as ``<tag>``
+(``RANDOM_TAG``). For a table that differs it names the columns whose values differ and prints a
 few rows found on one side only.
 
 Usage:
@@ -16,12 +17,12 @@ Exit status 0 when every table holds the same rows (and both warehouses hold the
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from tests.support.warehouses import ALL_TABLES, Options, compare_warehouses
 
 #: column -> why it differs between two runs of the same demo (dropped wherever it occurs)
 VOLATILE = {
@@ -45,83 +46,8 @@ VOLATILE = {
 RANDOM_TAG = re.compile(r"(-demo-http-(?:cart-|buy-)?)[0-9a-f]{8}$")
 
 
-def delta_tables(warehouse: Path) -> list[str]:
-    """Table folders (relative, ``layer/table``) that hold a ``_delta_log``."""
-    return sorted(str(log.parent.relative_to(warehouse)) for log in warehouse.rglob("_delta_log") if log.is_dir())
-
-
-def _rounded(value: Any) -> Any:
-    """Doubles to 12 decimals, inside lists, maps and structs too (a map of shares summed in
-    another order differs in the last bits: gold.customer_features.category_affinities)."""
-    if isinstance(value, float):
-        return round(value, 12)
-    if isinstance(value, (list, tuple)):
-        return [_rounded(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    return value
-
-
-def _value(value: Any) -> Any:
-    """A hashable, order-free form of one cell (lists and maps as sorted JSON, doubles rounded)."""
-    if isinstance(value, list):
-        if value and isinstance(value[0], tuple):  # a map read as [(key, value), ...]
-            return json.dumps(_rounded(sorted(value, key=repr)), default=str, sort_keys=True)
-        return json.dumps(_rounded(value), default=str, sort_keys=True)
-    if isinstance(value, dict):
-        return json.dumps(_rounded(value), default=str, sort_keys=True)
-    if isinstance(value, float):
-        return round(value, 12)
-    if isinstance(value, str):
-        return RANDOM_TAG.sub(r"\1<tag>", value)
-    return value
-
-
-def table_rows(path: Path, drop: set[str]) -> tuple[list[str], Counter[tuple[Any, ...]], list[str]]:
-    """``(columns compared, row multiset, columns dropped)`` of the Delta table at ``path``."""
-    from deltalake import DeltaTable
-
-    table = DeltaTable(str(path)).to_pyarrow_table()
-    dropped = sorted(c for c in table.column_names if c in drop)
-    kept = [c for c in table.column_names if c not in drop]
-    columns = [table.column(c).to_pylist() for c in kept]
-    rows = Counter(tuple(_value(v) for v in row) for row in zip(*columns)) if kept else Counter()
-    if not kept:
-        rows[()] = table.num_rows
-    return kept, rows, dropped
-
-
-def compare(left: Path, right: Path, drop: set[str], *, examples: int = 3) -> bool:
-    """Print one line per table (and the differences); True when every table holds the same rows."""
-    tables_l, tables_r = delta_tables(left), delta_tables(right)
-    same = tables_l == tables_r
-    for only, side in ((sorted(set(tables_l) - set(tables_r)), left), (sorted(set(tables_r) - set(tables_l)), right)):
-        for name in only:
-            print(f"ONLY IN {side}: {name}")
-    for name in sorted(set(tables_l) & set(tables_r)):
-        columns_l, rows_l, dropped = table_rows(left / name, drop)
-        columns_r, rows_r, _ = table_rows(right / name, drop)
-        count = sum(rows_l.values())
-        dropped_note = f" (dropped {', '.join(dropped)})" if dropped else ""
-        if columns_l == columns_r and rows_l == rows_r:
-            print(f"same     {name}: {count} rows, {len(columns_l)} columns{dropped_note}")
-            continue
-        same = False
-        print(f"DIFFERS  {name}: {count} vs {sum(rows_r.values())} rows{dropped_note}")
-        if columns_l != columns_r:
-            print(f"  columns: {columns_l} vs {columns_r}")
-            continue
-        differing = [
-            c
-            for i, c in enumerate(columns_l)
-            if Counter(r[i] for r in rows_l.elements()) != Counter(r[i] for r in rows_r.elements())
-        ]
-        print(f"  columns whose values differ: {differing}")
-        for row in list((rows_l - rows_r).elements())[:examples]:
-            print(f"  - {dict(zip(columns_l, row))}")
-        for row in list((rows_r - rows_l).elements())[:examples]:
-            print(f"  + {dict(zip(columns_r, row))}")
-    return same
+def _without_random_tag(value: Any) -> Any:
+    return RANDOM_TAG.sub(r"\1<tag>", value) if isinstance(value, str) else value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,9 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     drop = set(VOLATILE) - set(args.keep)
     print("dropped where present: " + "; ".join(f"{c} ({VOLATILE[c]})" for c in sorted(drop)))
-    same = compare(args.left, args.right, drop)
-    print("IDENTICAL" if same else "DIFFERENT")
-    return 0 if same else 1
+    diff = compare_warehouses(
+        args.left,
+        args.right,
+        Options(
+            drop={ALL_TABLES: drop},
+            # shares summed in another order differ in the last bits between two runs of one engine
+            close={"gold/customer_features": {"category_affinities"}},
+            normalise=_without_random_tag,
+            examples=3,
+        ),
+    )
+    print(diff.report())
+    print("IDENTICAL" if diff.identical else "DIFFERENT")
+    return 0 if diff.identical else 1
 
 
 if __name__ == "__main__":

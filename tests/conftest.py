@@ -21,7 +21,7 @@ pytest_plugins = ["kafka_fixtures"]
 #: passes it), else xdist orders the files by their number of tests.
 #:
 #: The standalone cluster's demo is the run's demo world (tests/support/worlds.py): it goes first
-#: and holds the world's lock until it publishes it, and the three files that copy the world come
+#: and holds the world's lock until it publishes it, and the four files that copy the world come
 #: after enough other long files that the other worker reaches them about when it is published
 #: (a worker that comes early waits for it; the world is not built twice).
 HEAVIEST_FILES_FIRST = (
@@ -32,6 +32,7 @@ HEAVIEST_FILES_FIRST = (
     "test_identity_job.py",
     "test_feedback_loop.py",
     # the demo world's files, longest first
+    "test_engine_parity.py",  # the embedded engine's demo beside the world, the increment on both engines
     "test_erasure_forgets.py",  # ~450: erasure on a copy of the demo world, then an increment
     "test_end_to_end.py",  # ~250: the demo world's checks, the entry points' re-run, notebooks
     "test_api_end_to_end.py",  # ~60: events over HTTP into a copy of the demo world

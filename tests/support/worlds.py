@@ -1,8 +1,9 @@
 """The demo world built once per test run and copied into every test that starts from one.
 
 Running ``lakecdp demo`` on a 300-person world takes minutes; the end-to-end file, the API end to
-end and the erasure byte scan all start from that same world and then change it (an increment, an
-erasure, events posted over HTTP). So the first test to ask builds it, and every test gets its own
+end, the erasure byte scan and the engine parity tier all start from that same world and then
+change it (an increment, an erasure, events posted over HTTP; the parity tier runs the embedded
+engine's demo beside it). So the first test to ask builds it, and every test gets its own
 copy of the project's data folders (warehouse, landing, checkpoints, models): a copy of ~15 MB
 takes about a second. Nothing in those folders holds an absolute path (Delta logs name their
 files relative to the table, the ingest audit relative to landing), so a copied world is the world.
