@@ -35,9 +35,15 @@ def free_port() -> int:
 
 
 def write_conf(
-    root: Path, *, as_of: str = "2026-11-01T00:00:00Z", max_body_bytes: int = 16384, max_batch_events: int = 50
+    root: Path,
+    *,
+    as_of: str = "2026-11-01T00:00:00Z",
+    max_body_bytes: int = 16384,
+    max_batch_events: int = 50,
+    engine: str = "spark",
 ) -> Path:
-    """A copy of the repo's conf with a test environment (warehouse under ``root``) and test keys."""
+    """A copy of the repo's conf with a test environment (warehouse under ``root``, steps run by
+    ``engine``) and test keys."""
     conf = root / "conf"
     shutil.copytree(REPO_ROOT / "conf", conf)
     (conf / "environments" / "apitest.yaml").write_text(
@@ -45,6 +51,7 @@ def write_conf(
             {
                 "version": 1,
                 "name": "apitest",
+                "engine": engine,
                 "spark": {"mode": "local", "master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2"}},
                 "storage": {"warehouse": str(root / "warehouse")},
                 "landing": str(root / "landing"),

@@ -32,7 +32,8 @@ def test_events_posted_over_http_reach_the_segment_changes_api(tmp_path, tmp_pat
     from lakecdp.api.demo import show_intake
     from lakecdp.config import load_project
 
-    conf = write_conf(tmp_path)
+    # the world is Spark's; the service and the steps after it run on the one-machine engine, as in `lakecdp demo`
+    conf = write_conf(tmp_path, engine="embedded")
     shutil.copytree(REPO_ROOT / "templates", tmp_path / "templates")
     set_demo_people(conf, PEOPLE)
     project = load_project(conf, env="apitest")

@@ -20,7 +20,7 @@ import yaml
 from deltalake import DeltaTable
 
 from lakecdp.steps import demo_steps, scheduled_steps
-from conftest import REPO_ROOT, make_project
+from conftest import REPO_ROOT, make_project, on_engine
 from tests.support.worlds import DEMO_PEOPLE, copy_demo_world, write_demo_conf
 
 # the demo world through every step, the entry points and the notebooks: minutes, full suite only
@@ -44,7 +44,10 @@ def demo(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     copy_demo_world(spark, tmp_path_factory, root, people=PEOPLE)
     conf = write_demo_conf(root, people=PEOPLE)
-    project = make_project(root).model_copy(update={"conf_dir": conf})
+    # the world was built by Spark (the standalone cluster's spark-submit run, or the demo in
+    # process); this file continues it on the engine one machine runs (conf/environments/local.yaml),
+    # so the entry points' re-run is also a switch of engines, which must change nothing
+    project = on_engine(make_project(root), "embedded").model_copy(update={"conf_dir": conf})
     # the same environment as a file, for the console entry points (--conf/--env)
     environment = project.environment.model_dump(mode="json")
     environment["name"] = "e2e"

@@ -26,7 +26,7 @@ from deltalake import DeltaTable
 
 from lakecdp.context import JobContext
 from lakecdp.pipeline import run_pipeline
-from conftest import make_project
+from conftest import make_project, on_engine
 from tests.support.worlds import DEMO_PEOPLE, copy_demo_world, write_demo_conf
 
 # a demo world, an erasure and two pipeline runs: minutes, full suite only
@@ -106,7 +106,8 @@ def world(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("erasure")
     copy_demo_world(spark, tmp_path_factory, root, people=PEOPLE)
     conf = write_demo_conf(root, people=PEOPLE)
-    return make_project(root).model_copy(update={"conf_dir": conf})
+    # the engine one machine runs (conf/environments/local.yaml); the world itself is Spark's
+    return on_engine(make_project(root), "embedded").model_copy(update={"conf_dir": conf})
 
 
 def _the_person(project) -> dict:
