@@ -11,7 +11,6 @@ microseconds, a date, an int, a boolean) that are rescued, so bronze keeps Spark
 
 from __future__ import annotations
 
-import logging
 import shutil
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from test_ingest_crm_engines import assert_engines_agree
 from test_ingest_engines import context, rows
 
 UTC = timezone.utc
@@ -172,17 +172,7 @@ def test_a_parquet_column_not_written_as_spark_writes_it_keeps_the_source_on_spa
 
 @pytest.mark.slow
 def test_both_engines_ingest_third_party_into_the_same_rows(tmp_path, spark, caplog):
-    on_spark, embedded = tmp_path / "spark", tmp_path / "embedded"
-    for root in (on_spark, embedded):
-        land(root, 1)
-    with caplog.at_level(logging.INFO, logger="lakecdp.ingest.job"):
-        assert ingest(embedded, "embedded") == ingest(on_spark, "spark", spark)
-    assert not [r for r in caplog.records if "third_party: on Spark" in r.getMessage()]
-    assert {t: rows(embedded, t) for t in TABLES} == {t: rows(on_spark, t) for t in TABLES}
-    # day 2 on the other engine each: T1 a duplicate of a loaded key, an empty file, the same rows still
-    for root in (on_spark, embedded):
-        land(root, 2)
-    assert ingest(on_spark, "embedded") == ingest(embedded, "spark", spark)
-    assert {t: rows(embedded, t) for t in TABLES} == {t: rows(on_spark, t) for t in TABLES}
-    assert ingest(embedded, "embedded")["files_skipped"] == 3
+    # day 2: T1 a duplicate of a loaded key, a new name form, an empty file (NO_ROWS)
+    assert_engines_agree(tmp_path, "third_party", land, ingest, TABLES, spark, caplog)
+    assert ingest(tmp_path / "embedded", "embedded")["files_skipped"] == 3
     shutil.rmtree(tmp_path)

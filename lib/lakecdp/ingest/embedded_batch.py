@@ -9,6 +9,8 @@ written with delta-rs (:class:`lakecdp.delta_store.DeltaStore`):
 - **lines**: a file's bytes decoded as UTF-8 (invalid bytes become U+FFFD, BAD_ENCODING), split at
   LF, CRLF or a lone CR with the same physical line numbers as :func:`lakecdp.ingest.reading.read_lines`
   (a leading BOM dropped, lines of spaces skipped, a CSV header skipped and checked as there);
+- **Parquet rows**: read with pyarrow, each as Spark's ``to_json`` of the row with its 1-based row
+  index as line (:func:`parquet_lines`), then parsed as a JSON line;
 - **rows**: JSON lines as :func:`~lakecdp.ingest.embedded.parse_json_line`, CSV lines as Spark's
   ``from_csv`` with the structural checks of :func:`lakecdp.ingest.validate._as_read_csv`
   (MALFORMED_LINE for an odd number of quotes -- a quoted field across lines --, WRONG_FIELD_COUNT);
@@ -22,10 +24,10 @@ written with delta-rs (:class:`lakecdp.delta_store.DeltaStore`):
   with the audit checks (:func:`~lakecdp.ingest.audit.check_lines_read`,
   :func:`~lakecdp.ingest.audit.check_audit_counts`) before anything is written.
 
-Sources the embedded engine does not map yet (:func:`embedded_reason`: Parquet, targets other
-than events, ``drift: evolve``, a Java date/time pattern :mod:`lakecdp.ingest.javatime` does not
-translate) are ingested by the Spark job in the
-same run.
+Sources the embedded engine does not map yet (:func:`embedded_reason`: ``drift: evolve``, a Java
+date/time pattern :mod:`lakecdp.ingest.javatime` does not translate, an ``also`` target other than
+customer records, a Parquet file with a column type not written as Spark writes it) are ingested
+by the Spark job in the same run.
 """
 
 from __future__ import annotations
