@@ -108,18 +108,24 @@ def test_crm_is_ingested_embedded_with_its_patterns(tmp_path):
     assert str(records["C1"]["updated_at"]) == "2026-10-02 09:00:00+00:00"
 
 
-@pytest.mark.slow
-def test_both_engines_ingest_crm_into_the_same_rows(tmp_path, spark, caplog):
+def assert_engines_agree(tmp_path: Path, source: str, land, ingest, tables: tuple[str, ...], spark, caplog) -> None:
+    """Day 1 on each engine, then day 2 on the other one each (each continues the other's
+    warehouse): the same counts and the same rows in ``tables`` every time; the embedded run never
+    hands ``source`` to Spark."""
     on_spark, embedded = tmp_path / "spark", tmp_path / "embedded"
     for root in (on_spark, embedded):
         land(root, 1)
     with caplog.at_level(logging.INFO, logger="lakecdp.ingest.job"):
         assert ingest(embedded, "embedded") == ingest(on_spark, "spark", spark)
-    assert not [r for r in caplog.records if "crm: on Spark" in r.getMessage()]
-    assert {t: rows(embedded, t) for t in TABLES} == {t: rows(on_spark, t) for t in TABLES}
-    # day 2 on the other engine each: the same rows still
+    assert not [r for r in caplog.records if f"{source}: on Spark" in r.getMessage()]
+    assert {t: rows(embedded, t) for t in tables} == {t: rows(on_spark, t) for t in tables}
     for root in (on_spark, embedded):
         land(root, 2)
     assert ingest(on_spark, "embedded") == ingest(embedded, "spark", spark)
-    assert {t: rows(embedded, t) for t in TABLES} == {t: rows(on_spark, t) for t in TABLES}
+    assert {t: rows(embedded, t) for t in tables} == {t: rows(on_spark, t) for t in tables}
+
+
+@pytest.mark.slow
+def test_both_engines_ingest_crm_into_the_same_rows(tmp_path, spark, caplog):
+    assert_engines_agree(tmp_path, "crm", land, ingest, TABLES, spark, caplog)
     shutil.rmtree(tmp_path)

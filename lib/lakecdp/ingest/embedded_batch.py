@@ -9,6 +9,8 @@ written with delta-rs (:class:`lakecdp.delta_store.DeltaStore`):
 - **lines**: a file's bytes decoded as UTF-8 (invalid bytes become U+FFFD, BAD_ENCODING), split at
   LF, CRLF or a lone CR with the same physical line numbers as :func:`lakecdp.ingest.reading.read_lines`
   (a leading BOM dropped, lines of spaces skipped, a CSV header skipped and checked as there);
+- **Parquet rows**: read with pyarrow, each as Spark's ``to_json`` of the row with its 1-based row
+  index as line (:func:`parquet_lines`), then parsed as a JSON line;
 - **rows**: JSON lines as :func:`~lakecdp.ingest.embedded.parse_json_line`, CSV lines as Spark's
   ``from_csv`` with the structural checks of :func:`lakecdp.ingest.validate._as_read_csv`
   (MALFORMED_LINE for an odd number of quotes -- a quoted field across lines --, WRONG_FIELD_COUNT);
@@ -22,10 +24,10 @@ written with delta-rs (:class:`lakecdp.delta_store.DeltaStore`):
   with the audit checks (:func:`~lakecdp.ingest.audit.check_lines_read`,
   :func:`~lakecdp.ingest.audit.check_audit_counts`) before anything is written.
 
-Sources the embedded engine does not map yet (:func:`embedded_reason`: Parquet, targets other
-than events, ``drift: evolve``, a Java date/time pattern :mod:`lakecdp.ingest.javatime` does not
-translate) are ingested by the Spark job in the
-same run.
+Sources the embedded engine does not map yet (:func:`embedded_reason`: ``drift: evolve``, a Java
+date/time pattern :mod:`lakecdp.ingest.javatime` does not translate, an ``also`` target other than
+customer records, a Parquet file with a column type not written as Spark writes it) are ingested
+by the Spark job in the same run.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -72,7 +76,7 @@ from lakecdp.ingest.writes import (
     write_quarantine_rows,
     write_silver_rows,
 )
-from lakecdp.sqldialect.translate import jackson_string
+from lakecdp.sqldialect.translate import jackson_string, java_double
 
 if TYPE_CHECKING:
     from lakecdp.context import JobContext
@@ -88,9 +92,11 @@ QUARANTINED = "quarantined"
 _LINE_BREAK = re.compile(LINE_BREAK)
 
 
-def embedded_reason(source: SourceConfig) -> str | None:
-    """Why ``source`` is ingested through Spark on an embedded run, or None when it is not."""
-    if source.format not in ("csv", "jsonl"):
+def embedded_reason(source: SourceConfig, *, landing: Path | None = None) -> str | None:
+    """Why ``source`` is ingested through Spark on an embedded run, or None when it is not.
+
+    A Parquet source's files under ``landing`` are looked at too (:func:`parquet_reason`)."""
+    if source.format not in ("csv", "jsonl", "parquet"):
         return f"format {source.format}"
     if source.drift == "evolve":
         return "drift: evolve"
@@ -102,7 +108,114 @@ def embedded_reason(source: SourceConfig) -> str | None:
     for extra in source.also:
         if extra.target != "customer_records":
             return f"also target {extra.target}"
+    if source.format == "parquet" and landing is not None:
+        return parquet_reason(landing, source)
     return None
+
+
+# -- Parquet rows as Spark's to_json writes them ---------------------------------------------------
+
+#: Arrow types whose values :func:`_json_value` writes as Spark's ``to_json`` does (checked against
+#: Spark in tests/test_ingest_parquet_engines.py); a file with any other column type (float, decimal,
+#: binary, nested, a timestamp without zone or in nanoseconds ...) is read by Spark
+_PLAIN_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_boolean, pa.types.is_date32)
+_INTEGER_TYPES = (pa.int8(), pa.int16(), pa.int32(), pa.int64())
+#: the days (since 1970-01-01) Python's dates hold: years 1-9999 (Spark writes later years with a sign)
+_EARLIEST_DAY, _LATEST_DAY = -719_162, 2_932_896
+_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000}
+
+
+def _json_type(data_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(data_type):
+        return _json_type(data_type.value_type)
+    if any(check(data_type) for check in _PLAIN_TYPES) or data_type in _INTEGER_TYPES:
+        return True
+    if pa.types.is_float64(data_type):
+        return True
+    return (
+        pa.types.is_timestamp(data_type) and data_type.tz in ("UTC", "+00:00") and data_type.unit in ("s", "ms", "us")
+    )
+
+
+def parquet_reason(landing: Path, source: SourceConfig) -> str | None:
+    """Why the Parquet files matching ``source``'s glob are read by Spark, or None: a file pyarrow
+    cannot open (Spark refuses it with its own message), a column of a type not written here as
+    Spark's ``to_json`` writes it, two columns whose names differ only in case, a date or time
+    outside years 1-9999. Only the footers are read (the dates and times: their columns)."""
+    import pyarrow.parquet as pq
+
+    for path in sorted(landing.glob(source.path)):
+        if not path.is_file() or path.is_symlink():
+            continue
+        relative = path.relative_to(landing).as_posix()
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, pa.ArrowException) as exc:
+            return f"Parquet file {relative} that pyarrow cannot open ({str(exc).splitlines()[0][:200]})"
+        folded = [name.casefold() for name in schema.names]
+        if len(set(folded)) != len(folded):
+            return f"Parquet file {relative} with columns named alike ({', '.join(schema.names)})"
+        for field in schema:
+            if not _json_type(field.type):
+                return f"Parquet file {relative} column {field.name} of type {field.type}"
+        temporal = {f.name: f.type for f in schema if pa.types.is_date32(f.type) or pa.types.is_timestamp(f.type)}
+        if temporal:
+            table = pq.read_table(path, columns=list(temporal))
+            for name, data_type in temporal.items():
+                date_type = pa.types.is_date32(data_type)
+                counts = table[name].cast(pa.int32() if date_type else pa.int64())
+                days = pc.floor(pc.divide(counts.cast(pa.float64()), 1 if date_type else _PER_DAY[data_type.unit]))
+                low, high = (v.as_py() for v in pc.min_max(days).values())
+                if low is not None and not (_EARLIEST_DAY <= low and high <= _LATEST_DAY):
+                    return f"Parquet file {relative} column {name} with a date outside years 1-9999"
+    return None
+
+
+def _json_value(value: Any) -> str:
+    """One non-null value as Spark's ``to_json`` writes it (the types :func:`_json_type` allows)."""
+    if isinstance(value, str):
+        return jackson_string(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(java_double(value))
+    if isinstance(value, datetime):
+        # the session's zone is UTC; milliseconds, truncated
+        moment = value.astimezone(timezone.utc)
+        return f'"{moment.strftime("%Y-%m-%dT%H:%M:%S")}.{moment.microsecond // 1000:03d}Z"'
+    if isinstance(value, date):
+        return f'"{value.year:04d}-{value.month:02d}-{value.day:02d}"'
+    raise TypeError(f"no to_json form for {type(value).__name__}")
+
+
+def parquet_lines(file: LandedFile, source: SourceConfig) -> list[tuple[int, str]]:
+    """``(line, raw)`` per row of a Parquet file, as :func:`lakecdp.ingest.reading.read_parquet_rows`
+    makes them on Spark: ``line`` the 1-based row index, ``raw`` Spark's ``to_json`` of the row
+    (every column of the file in file order, null fields left out, ``{}`` for a row of nulls)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(file.path)
+    check_required(file, source, table.column_names)
+    names = [jackson_string(name) + ":" for name in table.column_names]
+    columns = [table[name].to_pylist() for name in table.column_names]
+    out = []
+    for index in range(table.num_rows):
+        fields = [
+            name + _json_value(column[index]) for name, column in zip(names, columns) if column[index] is not None
+        ]
+        out.append((index + 1, "{" + ",".join(fields) + "}"))
+    return out
+
+
+def check_required(file: LandedFile, source: SourceConfig, present: list[str]) -> None:
+    """:class:`MissingColumnsError` when the file lacks a required column (the run stops, as on Spark)."""
+    missing = [n for n in source.required if n.split(".")[0] not in set(present)]
+    if missing:
+        raise MissingColumnsError(
+            f"{file.relative}: required column(s) {', '.join(missing)} missing (file has: {', '.join(present)})"
+        )
 
 
 def _pattern_typed(
@@ -199,16 +312,14 @@ def read_files(ctx: JobContext, source: SourceConfig, files: list[LandedFile]) -
                 header = csv_header(file, source)
                 problem = repeated_columns(header)
                 if problem is None:
-                    missing = [n for n in source.required if n.split(".")[0] not in set(header)]
-                    if missing:
-                        raise MissingColumnsError(
-                            f"{file.relative}: required column(s) {', '.join(missing)} missing "
-                            f"(file has: {', '.join(header)})"
-                        )
+                    check_required(file, source, header)
                 else:
                     read.header_problems[file.relative] = problem
                     header = [f"_repeated_{i}" if n in header[:i] else n for i, n in enumerate(header)]
-            lines = file_lines(file, skip_header=header is not None)
+            if source.format == "parquet":
+                lines = parquet_lines(file, source)
+            else:
+                lines = file_lines(file, skip_header=header is not None)
         except OSError as exc:
             logger.warning("%s: %s cannot be read, quarantined: %s", source.name, file.relative, exc)
             read.files.append(file.refuse(UNREADABLE_FILE, f"{file.relative}: cannot be read: {exc.strerror}"))

@@ -37,6 +37,7 @@ from lakecdp.ingest import cleaners
 from lakecdp.ingest.javaregex import java_regex
 from lakecdp.ingest.javatime import UnsupportedPattern, java_time_parser
 from lakecdp.ingest.sources import NULL_LIKE_KEY_PATTERN
+from lakecdp.sqldialect.spark_functions import register_spark_functions
 from lakecdp.sqldialect.translate import condition_to_duckdb
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ _INVISIBLE = java_regex(cleaners.INVISIBLE_PATTERN)
 
 class EmbeddedSilverUnsupported(ValueError):
     """The source needs something the embedded mappers do not do (a Spark function DuckDB lacks,
-    such as ``substring_index``; a Java date pattern beyond ``yyyy``/``MM``/``dd``): it is mapped
+    such as ``regexp_extract``; a Java date pattern beyond ``yyyy``/``MM``/``dd``): it is mapped
     on Spark."""
 
 
@@ -64,6 +65,8 @@ def _connection() -> duckdb.DuckDBPyConnection:
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    # the Spark functions the translation calls by name (initcap, substring_index)
+    register_spark_functions(con)
     return con
 
 

@@ -261,7 +261,7 @@ def ingest(
     if store is not None:
         from lakecdp.ingest.embedded_batch import embedded_reason, ingest_embedded
 
-        on_spark = {name: embedded_reason(sources[name]) for name in wanted}
+        on_spark = {name: embedded_reason(sources[name], landing=ctx.project.landing) for name in wanted}
         on_spark = {name: why for name, why in on_spark.items() if why is not None}
         for name, why in on_spark.items():
             logger.info("ingest %s: on Spark (the embedded engine does not do %s)", name, why)

@@ -35,6 +35,7 @@ from typing import Any
 from lakecdp.ingest.javaregex import java_regex
 from lakecdp.ingest.javatime import UnsupportedPattern, java_time_parser
 from lakecdp.ingest.sources import NUMERIC_TYPES, SourceConfig
+from lakecdp.sqldialect.translate import java_double
 from lakecdp.ingest.validate import (
     FIELD_TOO_LONG,
     FUTURE_TIMESTAMP,
@@ -97,9 +98,10 @@ def as_text(value: Any) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         # Spark's JSON parser re-writes a NaN / Infinity token into a text field as a quoted word
         return json.dumps(json.dumps(value))
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e7:
-        # Spark keeps the number's text; json.loads turned 1.0 into 1.0 (same) but 1e2 into 100.0
-        return repr(value)
+    if isinstance(value, float):
+        # Spark's parser re-writes a number token into a text field as Jackson writes a double
+        # (Java's Double.toString): 1e2 -> 100.0, 1e7 -> 1.0E7, 0.0001 -> 1.0E-4
+        return str(java_double(value))
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 

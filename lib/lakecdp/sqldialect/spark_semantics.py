@@ -237,6 +237,19 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         return exp.Cast(this=node, to=exp.DataType.build("BIGINT"))
     if isinstance(node, exp.IsNan):
         return exp.Coalesce(this=node, expressions=[exp.false()])
+    if isinstance(node, exp.Initcap):
+        # words start after an ASCII space only, full title case (lakecdp.sqldialect.spark_functions);
+        # sqlglot's emulation splits at other characters and cases with DuckDB's tables
+        if node.expression is not None and not (
+            isinstance(node.expression, exp.Literal) and node.expression.name == " "
+        ):
+            raise _refuse("initcap", "only Spark's one-argument form is translated")
+        return exp.Anonymous(this="lakecdp_initcap", expressions=[node.this])
+    if isinstance(node, exp.SubstringIndex):
+        # DuckDB has no substring_index (lakecdp.sqldialect.spark_functions)
+        return exp.Anonymous(
+            this="lakecdp_substring_index", expressions=[node.this, node.args["delimiter"], node.args["count"]]
+        )
     return node
 
 
