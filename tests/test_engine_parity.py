@@ -56,9 +56,9 @@ DIFFERS_BY_DESIGN: dict[str, dict[str, str]] = {
         "duration_s": "wall-clock duration of the step",
         # a Delta version counts an engine's commits: delta-rs creates a table in a commit of
         # its own (CREATE TABLE, version 0) before its first write, where Spark's first write
-        # is version 0; third_party (Parquet) goes through Spark in the embedded run, so its
-        # silver rows are a commit after the others. _lineage_differences checks what the
-        # versions point at instead: the same rows on both engines
+        # is version 0, and the engines group a step's writes into commits differently.
+        # _lineage_differences checks what the versions point at instead: the same rows on
+        # both engines
         "input_versions": "each engine's own Delta versions of the step's inputs (checked by lineage)",
     },
     "identity/state": {"silver_version": "the engine's own Delta version of silver.customer_records (lineage)"},
