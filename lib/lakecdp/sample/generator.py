@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lakecdp.sample import sources
@@ -83,13 +84,28 @@ def _rows_of_people(spec: Spec, functions: dict[str, Any]):
     return generate_rows
 
 
+def _functions(only: Collection[str] | None) -> dict[str, Any]:
+    return {name: f for name, f in _ROW_FUNCTIONS.items() if only is None or name in only or name == "people"}
+
+
 def world_rows(spark: SparkSession, spec: Spec, only: Collection[str] | None = None) -> DataFrame:
     """Every row of every source (or ``only`` those) for ``spec``, unsorted: one Spark pass over the people."""
     partitions = max(2, -(-spec.population // _PEOPLE_PER_PARTITION))
-    functions = {name: f for name, f in _ROW_FUNCTIONS.items() if only is None or name in only or name == "people"}
     return spark.range(0, spec.population, numPartitions=partitions).mapInArrow(
-        _rows_of_people(spec, functions), _SPARK_SCHEMA
+        _rows_of_people(spec, _functions(only)), _SPARK_SCHEMA
     )
+
+
+def _sorted_rows_in_process(spec: Spec, only: Collection[str] | None) -> Iterator[dict[str, Any]]:
+    """The rows :func:`world_rows` gives, in the order the Spark path writes them, generated in this
+    process (no JVM): the same row functions over the same person ids, sorted by
+    ``(source, sort_key)`` as Spark's ``orderBy`` sorts strings (by their UTF-8 bytes)."""
+    people = pa.record_batch([pa.array(range(spec.population), pa.int64())], names=["id"])
+    table = pa.Table.from_batches(list(_rows_of_people(spec, _functions(only))([people])), schema=_ARROW_SCHEMA)
+    keys = pa.table({"source": table["source"].cast(pa.binary()), "sort_key": table["sort_key"].cast(pa.binary())})
+    order = pc.sort_indices(keys, sort_keys=[("source", "ascending"), ("sort_key", "ascending")])
+    for batch in table.take(order).to_batches(max_chunksize=10_000):
+        yield from batch.to_pylist()
 
 
 class _Labels:
@@ -262,7 +278,7 @@ def is_generated(
 
 
 def generate(
-    spark: SparkSession,
+    spark: SparkSession | None,
     *,
     landing: str | os.PathLike[str],
     labels: str | os.PathLike[str],
@@ -276,7 +292,9 @@ def generate(
     """Write one increment of the sample world's raw sources under ``landing`` and its truth under ``labels``.
 
     Args:
-        spark: the session (from :func:`lakecdp.spark.get_session`).
+        spark: the session (from :func:`lakecdp.spark.get_session`) that generates the rows in
+            parallel, or None to generate them in this process (no JVM; one machine, up to a
+            few hundred thousand people): the same bytes either way.
         landing: the landing folder; one sub-folder per source (docs/sample-data.md).
         labels: where ``entities_<n>.csv``, ``planted_<n>.csv`` and ``people_<n>.csv`` go; must not
             be inside ``landing``.
@@ -313,15 +331,20 @@ def generate(
     if increment == 0:
         counts["products"] = _write_products(spec, landing_dir, written)
     people_file = labels_dir / f"people_{increment}.csv"
-    # one global sort by (source, key): a single Spark job streams every file's rows in order
-    # persisted: the sort's sampling pass would otherwise run the Python generation a second time
-    rows_frame = world_rows(spark, spec, only).persist()
-    try:
-        ordered = rows_frame.orderBy("source", "sort_key")
-        for source, rows in groupby(ordered.toLocalIterator(prefetchPartitions=True), key=itemgetter("source")):
+    if spark is None:
+        in_order: Iterator[Any] = _sorted_rows_in_process(spec, only)
+        for source, rows in groupby(in_order, key=itemgetter("source")):
             counts[source] = _write_source(source, rows, landing_dir, people_file, increment, truth, written)
-    finally:
-        rows_frame.unpersist()
+    else:
+        # one global sort by (source, key): a single Spark job streams every file's rows in order
+        # persisted: the sort's sampling pass would otherwise run the Python generation a second time
+        rows_frame = world_rows(spark, spec, only).persist()
+        try:
+            ordered = rows_frame.orderBy("source", "sort_key")
+            for source, rows in groupby(ordered.toLocalIterator(prefetchPartitions=True), key=itemgetter("source")):
+                counts[source] = _write_source(source, rows, landing_dir, people_file, increment, truth, written)
+        finally:
+            rows_frame.unpersist()
     for source in _ROW_FUNCTIONS:
         if source not in counts and (
             only is None or source in only or source == "people"

@@ -30,8 +30,9 @@ def run_demo_generate(ctx: JobContext) -> dict[str, int]:
     if existing is not None:
         logger.info("sample data already in %s (same request, files unchanged): skipped", landing)
         return existing
+    # the embedded engine generates in this process (no JVM); Spark generates in parallel
     return generate(
-        ctx.spark,
+        ctx.spark if ctx.project.environment.engine == "spark" else None,
         landing=landing,
         labels=labels,
         people=config.demo_people,
