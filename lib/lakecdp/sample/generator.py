@@ -13,8 +13,11 @@ import csv
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
+import threading
 from collections.abc import Collection, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from itertools import groupby
 from operator import itemgetter
 from datetime import datetime
@@ -96,12 +99,31 @@ def world_rows(spark: SparkSession, spec: Spec, only: Collection[str] | None = N
     )
 
 
+def _rows_of_range(spec: Spec, only: Collection[str] | None, start: int, stop: int) -> pa.Table:
+    """Every row of the people ``start`` .. ``stop - 1`` (one part of :func:`_sorted_rows_in_process`)."""
+    people = pa.record_batch([pa.array(range(start, stop), pa.int64())], names=["id"])
+    return pa.Table.from_batches(list(_rows_of_people(spec, _functions(only))([people])), schema=_ARROW_SCHEMA)
+
+
 def _sorted_rows_in_process(spec: Spec, only: Collection[str] | None) -> Iterator[dict[str, Any]]:
-    """The rows :func:`world_rows` gives, in the order the Spark path writes them, generated in this
-    process (no JVM): the same row functions over the same person ids, sorted by
-    ``(source, sort_key)`` as Spark's ``orderBy`` sorts strings (by their UTF-8 bytes)."""
-    people = pa.record_batch([pa.array(range(spec.population), pa.int64())], names=["id"])
-    table = pa.Table.from_batches(list(_rows_of_people(spec, _functions(only))([people])), schema=_ARROW_SCHEMA)
+    """The rows :func:`world_rows` gives, in the order the Spark path writes them, generated without
+    a JVM: the same row functions over the same person ids, in parts of ``_PEOPLE_PER_PARTITION``
+    people on one process per core, sorted by ``(source, sort_key)`` as Spark's ``orderBy`` sorts
+    strings (by their UTF-8 bytes)."""
+    bounds = [
+        (start, min(start + _PEOPLE_PER_PARTITION, spec.population))
+        for start in range(0, spec.population, _PEOPLE_PER_PARTITION)
+    ]
+    workers = min(len(bounds), os.cpu_count() or 1)
+    # forked children (spawn would re-run the caller's __main__: a notebook, `python -c`, stdin);
+    # only from a single-threaded process, where a fork cannot copy a lock another thread holds
+    # (`lakecdp demo` starts here; a process with a JVM gateway or a server generates serially)
+    if workers > 1 and threading.active_count() == 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_rows_of_range, *zip(*[(spec, only, a, b) for a, b in bounds])))
+    else:
+        parts = [_rows_of_range(spec, only, a, b) for a, b in bounds]
+    table = pa.concat_tables(parts)
     keys = pa.table({"source": table["source"].cast(pa.binary()), "sort_key": table["sort_key"].cast(pa.binary())})
     order = pc.sort_indices(keys, sort_keys=[("source", "ascending"), ("sort_key", "ascending")])
     for batch in table.take(order).to_batches(max_chunksize=10_000):
