@@ -136,13 +136,12 @@ def train_once(world: Path) -> None:
 
 def bare_splink(world: Path) -> tuple[float, float, int]:
     """Plain Splink on DuckDB over the prepared ``w0`` records: (prepare s, predict + cluster s, pairs)."""
-    import duckdb
     from deltalake import DeltaTable
     from splink import DuckDBAPI, Linker
     from splink.clustering import cluster_pairwise_predictions_at_threshold
 
     from lakecdp.identity.config import load_identity_config
-    from lakecdp.identity.local import LocalRecords
+    from lakecdp.identity.local import LocalRecords, duckdb_connection
 
     config = load_identity_config(world / "conf")
     model_path = sorted((world / "models" / "identity").glob("model_v*[0-9].json"))[-1]
@@ -151,7 +150,8 @@ def bare_splink(world: Path) -> tuple[float, float, int]:
     prepared = LocalRecords(records, config).prepared()
     prepare_s = time.perf_counter() - started
     started = time.perf_counter()
-    db_api = DuckDBAPI(connection=duckdb.connect())
+    # the memory limit and spill folder lakecdp's own Splink connection gets (a fair comparison)
+    db_api = DuckDBAPI(connection=duckdb_connection(config.duckdb))
     linker = Linker(db_api.register(prepared), str(model_path))
     predictions = linker.inference.predict(threshold_match_probability=config.edge_floor)
     pairs = predictions.as_duckdbpyrelation().aggregate("count(*)").fetchall()[0][0]

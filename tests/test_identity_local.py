@@ -148,6 +148,36 @@ def test_soundex_is_sparks_variant():
     assert spark_soundex("---") is None and spark_soundex(None) is None
 
 
+def test_duckdb_databases_keep_to_the_configured_memory_and_spill_folder(config, tmp_path):
+    from lakecdp.identity.backends import backend_for
+
+    settings = config.duckdb.model_copy(update={"memory_limit": "64MB", "temp_directory": "scratch/duckdb"})
+    resolved = config.model_copy(update={"duckdb": settings}).with_project_root(tmp_path)
+    assert resolved.duckdb.temp_directory == str(tmp_path / "scratch" / "duckdb")
+    splink_con = backend_for(resolved, None).db_api._con  # Splink's own connection
+    records_con = LocalRecords(arrow(TRICKY), resolved).con
+    for con in (splink_con, records_con):
+        # 64 MB = 61.0 MiB as DuckDB shows it
+        assert con.execute("select current_setting('memory_limit')").fetchone() == ("61.0 MiB",)
+        # ~190 MB of strings in a 64 MB database: blocks go to a folder of its own under the spill folder
+        con.execute("create temp table big as select md5(range::varchar) as s from range(3000000)")
+        spill = Path(con.execute("select current_setting('temp_directory')").fetchone()[0])
+        assert spill.parent == tmp_path / "scratch" / "duckdb"
+        assert spill.name.startswith("lakecdp-duckdb-") and any(spill.iterdir())
+        con.close()
+        assert not spill.exists()  # DuckDB removes what it made
+
+
+def test_a_memory_limit_that_is_no_size_is_a_config_error(config):
+    from pydantic import ValidationError
+
+    from lakecdp.identity.config import DuckDBSettings
+
+    assert DuckDBSettings(memory_limit=" 40% ").memory_limit == "40%"
+    with pytest.raises(ValidationError, match="memory_limit must be a size like '4GB'.*got 'plenty'"):
+        DuckDBSettings(memory_limit="plenty")
+
+
 def test_records_are_prepared_for_matching_by_hand(config):
     prepared = by_id(LocalRecords(arrow(TRICKY), config).prepared())
     sean = prepared["crm:1"]

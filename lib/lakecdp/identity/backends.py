@@ -27,10 +27,10 @@ class Backend:
 
     name: str
 
-    def __init__(self, spark: SparkSession | None, break_lineage: str | None = None) -> None:
+    def __init__(self, config: IdentityConfig, spark: SparkSession | None) -> None:
         # None on the machine path (records and results stay Arrow): no JVM is started
         self.spark = spark
-        self.break_lineage = break_lineage
+        self.config = config
         self.db_api = self._make_api()
         # Spark temp views are per session, not per backend: a second identity run in the
         # same SparkSession must not reuse the first run's table names
@@ -70,7 +70,10 @@ class _DuckDBBackend(Backend):
     def _make_api(self) -> DatabaseAPISubClass:
         from splink import DuckDBAPI
 
-        return DuckDBAPI()
+        from lakecdp.identity.local import duckdb_connection
+
+        # its own memory limit and spill folder (conf/identity.yaml duckdb)
+        return DuckDBAPI(connection=duckdb_connection(self.config.duckdb))
 
     def register(self, prepared: Prepared, label: str) -> SplinkDataFrame:
         # Spark -> Arrow -> DuckDB, no pandas copy; columns in a fixed order (an Arrow
@@ -114,7 +117,7 @@ class _SparkBackend(Backend):
 
         # the session already carries Splink's similarity UDF jar and a checkpoint dir
         # Splink's SparkAPI.__init__ carries no annotations
-        return SparkAPI(spark_session=self.session(), break_lineage_method=self.break_lineage)  # type: ignore[no-untyped-call]
+        return SparkAPI(spark_session=self.session(), break_lineage_method=self.config.spark_break_lineage)  # type: ignore[no-untyped-call]
 
     def register(self, prepared: Prepared, label: str) -> SplinkDataFrame:
         return self.db_api.register(prepared.select(*PREPARED_COLUMNS), table_name=self.table_name(label))
@@ -139,5 +142,5 @@ def _schema_pairs(schema: str, columns: list[str]) -> list[tuple[str, str]]:
 
 def backend_for(config: IdentityConfig, spark: SparkSession | None) -> Backend:
     if config.backend == "duckdb":
-        return _DuckDBBackend(spark)
-    return _SparkBackend(spark, config.spark_break_lineage)
+        return _DuckDBBackend(config, spark)
+    return _SparkBackend(config, spark)

@@ -263,6 +263,28 @@ class ClusterGuards(StrictModel):
     exclusive_link_probability: float | None = Field(default=0.8, gt=0, le=1)
 
 
+class DuckDBSettings(StrictModel):
+    """The DuckDB databases of the duckdb backend (Splink's and the record preparation's)."""
+
+    # the memory one DuckDB database may use before it spills to temp_directory: a size
+    # ("4GB", "512MiB") or a share of this machine's RAM ("40%"). DuckDB's own default, 80 %,
+    # let Splink's predict over ~1M records grow past 20 GB beside other jobs on one box
+    memory_limit: str = "40%"
+    # where DuckDB spills, relative to the project root; None: a folder of its own in the
+    # system temp dir (DuckDB removes its spill files, and the folder it made, on close)
+    temp_directory: str | None = None
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit_is_a_size(cls, value: str) -> str:
+        if not _MEMORY_LIMIT.fullmatch(value.strip()):
+            raise ValueError(f"memory_limit must be a size like '4GB' or a share of RAM like '40%', got {value!r}")
+        return value.strip()
+
+
+_MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(%|[KMGT]i?B|bytes)", re.IGNORECASE)
+
+
 class IdentityConfig(StrictModel):
     """``conf/identity.yaml``."""
 
@@ -275,6 +297,8 @@ class IdentityConfig(StrictModel):
     spark_break_lineage: Literal["persist", "checkpoint", "parquet"] | None = None
     # where trained models are kept, relative to the project root
     models_dir: str = "models/identity"
+    # memory limit and spill folder of the duckdb backend's DuckDB databases
+    duckdb: DuckDBSettings = Field(default_factory=DuckDBSettings)
     deterministic: DeterministicSettings = Field(default_factory=DeterministicSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     clustering: ClusterGuards = Field(default_factory=ClusterGuards)
@@ -292,6 +316,14 @@ class IdentityConfig(StrictModel):
 
     def with_backend(self, backend: Literal["duckdb", "spark"]) -> IdentityConfig:
         return self.model_copy(update={"backend": backend})
+
+    def with_project_root(self, root: Path) -> IdentityConfig:
+        """This config with ``duckdb.temp_directory`` resolved against the project root."""
+        spill = self.duckdb.temp_directory
+        if spill is None or Path(spill).is_absolute():
+            return self
+        resolved = self.duckdb.model_copy(update={"temp_directory": str((root / spill).resolve())})
+        return self.model_copy(update={"duckdb": resolved})
 
 
 def load_identity_config(conf_dir: str | os.PathLike[str]) -> IdentityConfig:

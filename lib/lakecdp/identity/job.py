@@ -289,7 +289,7 @@ def run_identity(
     from lakecdp.identity.matching import ProbabilisticMatcher
 
     started = time.perf_counter()
-    config = load_identity_config(ctx.project.conf_dir)
+    config = load_identity_config(ctx.project.conf_dir).with_project_root(ctx.project.root)
     if retrain and mode == "incremental":
         raise IdentityInputError("--retrain rescores every pair: use mode 'full' or 'auto'")
     if retrain:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from datetime import datetime
 
-    from lakecdp.identity.config import IdentifierRule, IdentifierType, IdentityConfig
+    from lakecdp.identity.config import DuckDBSettings, IdentifierRule, IdentifierType, IdentityConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,30 @@ _WS = r"[ \t\n\x0B\f\r]"
 _WS_CHARS = r" \t\n\x0B\f\r"
 _HOUSE_NUMBER = "[0-9]+[a-z]?"  # Java's \d is ASCII unless asked otherwise
 EDGE_COLUMNS = ("record_id_l", "record_id_r", "edge_type", "rule", "match_probability", "match_weight", "run_id")
+
+
+def duckdb_connection(settings: DuckDBSettings) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB database with the configured memory limit and spill folder.
+
+    Args:
+        settings: ``duckdb`` of conf/identity.yaml (``temp_directory`` already absolute,
+            :meth:`lakecdp.identity.config.IdentityConfig.with_project_root`).
+
+    Returns:
+        The connection; without a configured folder it spills to a folder of its own in
+        the system temp dir (DuckDB's default, ``.tmp`` in the working directory, is shared
+        by every database started there), made and removed by DuckDB.
+    """
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    import duckdb
+
+    base = Path(settings.temp_directory) if settings.temp_directory else Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)  # DuckDB makes the last folder only
+    spill = base / f"lakecdp-duckdb-{uuid.uuid4().hex[:12]}"
+    return duckdb.connect(config={"memory_limit": settings.memory_limit, "temp_directory": str(spill)})
 
 
 # -- SQL expressions over one column (identifiers come from code, never from data) -------
@@ -184,14 +208,13 @@ class LocalRecords:
     def __init__(
         self, records: pa.Table, config: IdentityConfig, *, connection: duckdb.DuckDBPyConnection | None = None
     ) -> None:
-        import duckdb
 
         from lakecdp.columns import require_columns
         from lakecdp.identity.prepare import MATCH_INPUT_COLUMNS
 
         require_columns(records, (*MATCH_INPUT_COLUMNS, *REQUIRED_COLUMNS), what="customer records")
         self.config = config
-        self.con = connection or duckdb.connect()
+        self.con = connection or duckdb_connection(config.duckdb)
         self.columns = set(records.column_names)
         import pyarrow as pa
 
