@@ -70,14 +70,6 @@ def make_project(root: Path, *, as_of: str = "2026-11-01T00:00:00Z") -> Project:
                 # one JVM serves the whole run: at the 1g default its heap filled up late in the full
                 # suite (GC threads at 100 %, the segments tests crawled and one failed)
                 "spark.driver.memory": "4g",
-                # test tables hold tens of rows: compiling generated code for each of the suite's
-                # thousands of small jobs costs more than it saves (measured on this 2-core box,
-                # two rounds: three Spark-heavy files in 458 / 389 s without codegen against
-                # 538 / 624 s with it); results are the same (Spark's interpreted evaluation).
-                # Codegen stays covered: the standalone cluster's spark-submit run and the
-                # spark-submit test use the shipped environments, which keep Spark's defaults.
-                "spark.sql.codegen.wholeStage": "false",
-                "spark.sql.codegen.factoryMode": "NO_CODEGEN",
             },
         ),
         storage=StorageSettings(warehouse=str(root / "warehouse")),
