@@ -35,7 +35,8 @@ def _generate(args: argparse.Namespace) -> int:
     config = load_sample_config(project.conf_dir)
     landing = project.path(args.landing) if args.landing else project.landing
     labels = project.path(args.labels) if args.labels else project.warehouse / "labels"
-    spark = open_session(project, app_name="lakecdp-generate")
+    # the environment's engine: Spark generates in parallel on its cluster, embedded in this process
+    spark = open_session(project, app_name="lakecdp-generate") if project.environment.engine == "spark" else None
     counts = generate(
         spark,
         landing=landing,
