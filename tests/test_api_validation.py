@@ -160,6 +160,8 @@ def _order_texts(source) -> dict[str, str]:
     return {"ORDER": text, "ORDER_NAN": text.replace("9.5", "NaN")}
 
 
+# 17-21 s in make test (two workers on two cores): the full suite's tier
+@pytest.mark.slow
 def test_row_validator_gives_the_spark_validators_reasons(spark):
     from pyspark.sql import functions as F
 

@@ -549,6 +549,8 @@ def test_the_prior_rule_share_counts_same_name_pairs_with_a_birth_date_on_both_s
     assert populated_share(prepared, ["first_name", "last_name"]) == 1.0
 
 
+# 17-21 s in make test (two workers on two cores): the full suite's tier
+@pytest.mark.slow
 def test_a_missing_surname_does_not_make_other_first_names_neutral(spark, config, records, trained):
     """``Jan Pinon`` and ``Hillary <no surname>``, same birth date and address: two people
     of one household as far as the evidence goes (two different first names). With the

@@ -324,6 +324,8 @@ def _definition(segment_id: str, **extra) -> SegmentDefinition:
     )
 
 
+# 17-21 s in make test (two workers on two cores): the full suite's tier
+@pytest.mark.slow
 def test_policies_priority_exclusion_and_expiry(spark):
     segments = {
         d.id: d

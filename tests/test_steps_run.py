@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from lakecdp import catalog, cli, steps
 from lakecdp.pipeline import run_pipeline
 from lakecdp.steps import Step
@@ -57,6 +59,8 @@ def test_a_run_follows_the_registry_order(spark, project, monkeypatch):
     ]
 
 
+# 17-21 s in make test (two workers on two cores): the full suite's tier
+@pytest.mark.slow
 def test_lakecdp_ingest_records_its_run_in_ops_runs(spark, project, tmp_path):
     conf = _conf(tmp_path, project, "products")
     landing = project.landing / "products"
