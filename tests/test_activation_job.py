@@ -15,6 +15,7 @@ from tests.support.fault_server import FaultServer
 from lakecdp.activation.webhook import WebhookClient
 from lakecdp.context import JobContext
 from lakecdp.tables import Tables
+from conftest import on_engine
 
 
 T0 = datetime(2026, 10, 1, tzinfo=timezone.utc)
@@ -35,7 +36,7 @@ EVENTS = "event_id string, event_type string, occurred_at timestamp, email strin
 
 def _on_engine(project, engine: str):
     """``project`` with ``engine`` (embedded: the ledger and table checks go through delta-rs)."""
-    return project.model_copy(update={"environment": project.environment.model_copy(update={"engine": engine})})
+    return on_engine(project, engine)
 
 
 def _write_inputs(spark, tables: Tables) -> None:

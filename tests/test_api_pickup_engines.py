@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from conftest import make_project
+from conftest import make_project, on_engine
 
 RECEIVED = "2026-11-01T09:00:00+00:00"
 RUN_ID = "pickup-test-run"
@@ -142,7 +142,7 @@ def embedded_context(root: Path):
     from lakecdp.context import JobContext
 
     project = make_project(root)
-    project = project.model_copy(update={"environment": project.environment.model_copy(update={"engine": "embedded"})})
+    project = on_engine(project, "embedded")
     return JobContext(project=project, spark=None, as_of=project.as_of(), run_id=RUN_ID)  # type: ignore[arg-type]
 
 

@@ -11,6 +11,7 @@ from lakecdp.context import JobContext
 from lakecdp.features.compute import FEATURES_SCHEMA
 from lakecdp.features.job import MissingInputError, _Log, run
 from lakecdp.tables import Tables
+from conftest import on_engine
 
 AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -177,7 +178,7 @@ def test_features_job_point_in_time_idempotent_with_history(spark, project):
 def test_the_delta_log_reads_the_same_through_delta_rs_and_spark(spark, project):
     """engine: embedded asks delta-rs what the Spark engine asks Spark: whether a table exists,
     its version, and its last commit's userMetadata (the fingerprint) and output row count."""
-    embedded = project.model_copy(update={"environment": project.environment.model_copy(update={"engine": "embedded"})})
+    embedded = on_engine(project, "embedded")
     logs = {
         "spark": _Log(JobContext.create(project, spark, run_id="r1")),
         "embedded": _Log(JobContext.create(embedded, spark, run_id="r1")),
@@ -200,7 +201,7 @@ def test_the_delta_log_reads_the_same_through_delta_rs_and_spark(spark, project)
 
 
 def _embedded(project):
-    return project.model_copy(update={"environment": project.environment.model_copy(update={"engine": "embedded"})})
+    return on_engine(project, "embedded")
 
 
 def _write_inputs_with_delta_rs(project) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from conftest import make_project
+from conftest import make_project, on_engine
 from test_api_pickup_engines import web as _web  # the same web events the pickup test posts
 
 RUN_ID = "ingest-engines-run"
@@ -185,7 +185,7 @@ def context(root: Path, engine: str, spark=None):
     from lakecdp.context import JobContext
 
     project = make_project(root)
-    project = project.model_copy(update={"environment": project.environment.model_copy(update={"engine": engine})})
+    project = on_engine(project, engine)
     return JobContext(project=project, spark=spark, as_of=project.as_of(), run_id=RUN_ID)  # type: ignore[arg-type]
 
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from conftest import REPO_ROOT, make_project
+from conftest import REPO_ROOT, make_project, on_engine
 from lakecdp.context import JobContext
 from lakecdp.delta_store import arrow_schema
 from lakecdp.segments.definitions import load_segments
@@ -64,7 +64,7 @@ def current(project) -> list[tuple]:
 @pytest.fixture
 def world(tmp_path):
     project = make_project(tmp_path)
-    project = project.model_copy(update={"environment": project.environment.model_copy(update={"engine": "embedded"})})
+    project = on_engine(project, "embedded")
     write(project, "gold.customer_profile", [{"customer_id": c, "run_id": "r0"} for c in ("c1", "c2", "c3")], PROFILE)
     write(
         project,

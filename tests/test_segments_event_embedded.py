@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from conftest import make_project
+from conftest import make_project, on_engine
 from lakecdp.context import JobContext
 from lakecdp.segments.definitions import SegmentDefinition
 from lakecdp.delta_store import arrow_schema
@@ -52,7 +52,7 @@ ID_CHANGES = (
 
 def embedded_project(root):
     project = make_project(root)
-    return project.model_copy(update={"environment": project.environment.model_copy(update={"engine": "embedded"})})
+    return on_engine(project, "embedded")
 
 
 def write(project, name: str, rows: list[tuple], schema: str, *, mode: str = "overwrite") -> None:
