@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,12 +24,6 @@ import urllib.request
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def spark_home() -> Path:
@@ -55,8 +49,8 @@ class StandaloneCluster:
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="lakecdp-standalone-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
-        self.web_port = _free_port()
+        self.port = 0  # the master's ports are chosen by the master (port 0) and read from its log
+        self.web_port = 0
         self._processes: list[subprocess.Popen] = []
 
     @property
@@ -86,6 +80,27 @@ class StandaloneCluster:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/json/", timeout=5) as response:
             return json.load(response)
 
+    def _bound_ports(self) -> tuple[int, int] | None:
+        """The master's RPC and web UI ports once its log says it bound them, else None.
+
+        Both are started on port 0 so no other process can take a port picked in advance (a
+        port picked free and bound later once served another JVM's HTML page to the status poll).
+        """
+        log = (self.work_dir / "master.log").read_text(errors="replace")
+        rpc = re.search(r"Starting Spark master at spark://[^:\s]+:(\d+)", log)
+        web = re.search(r"MasterWebUI: Bound MasterWebUI to \S+ and started at http://[^:\s]+:(\d+)", log)
+        if rpc is None or web is None:
+            return None
+        return int(rpc.group(1)), int(web.group(1))
+
+    def _check_alive(self) -> None:
+        for process in self._processes:
+            if process.poll() is not None:
+                self.stop()
+                raise RuntimeError(
+                    f"a standalone cluster process exited with {process.returncode}; see logs in {self.work_dir}"
+                )
+
     def start(self, *, timeout_s: float = 120) -> StandaloneCluster:
         self._start(
             "master",
@@ -100,6 +115,14 @@ class StandaloneCluster:
             ],
             {},
         )
+        deadline = time.monotonic() + timeout_s
+        while (ports := self._bound_ports()) is None:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"standalone master did not bind its ports in {timeout_s}s; logs in {self.work_dir}")
+            time.sleep(0.2)
+        self.port, self.web_port = ports
         for index in range(self.workers):
             worker_dir = self.work_dir / f"worker-{index}"
             worker_dir.mkdir(parents=True, exist_ok=True)
@@ -115,26 +138,20 @@ class StandaloneCluster:
                     "--memory",
                     self.memory_per_worker,
                     "--webui-port",
-                    str(_free_port()),
+                    "0",
                     "--work-dir",
                     str(worker_dir),
                 ],
                 {},
             )
-        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for process in self._processes:
-                if process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError(
-                        f"a standalone cluster process exited with {process.returncode}; see logs in {self.work_dir}"
-                    )
+            self._check_alive()
             try:
                 alive = [w for w in self.state().get("workers", []) if w.get("state") == "ALIVE"]
                 if len(alive) >= self.workers:
                     logger.info("standalone cluster up at %s with %d workers", self.master_url, len(alive))
                     return self
-            except OSError:
+            except (OSError, ValueError):  # not up yet, or not yet answering JSON
                 pass
             time.sleep(1)
         self.stop()
