@@ -502,8 +502,13 @@ def compute_changes(
     as_of: datetime,
     update_segments: list[str],
     scope: str | None = None,
-) -> None:
+) -> pa.Table:
     """Table ``run_changes`` (CHANGE_COLUMNS) from ``current``, ``merges`` and ``candidates``.
+
+    ``run_changes`` is an Arrow table registered in ``con``, and returned: the writers hand its
+    buffers to the Parquet writer as they are (:func:`write_new_changes`, :func:`apply_run`), so
+    the reasons are copied once, out of DuckDB, instead of into a DuckDB table and then out of it
+    again for each of the two files (segments.changes and the stays a first run opens).
 
     ``scope``: a table of ``con`` with a ``customer_id`` column; only these customers can enter,
     exit or be updated (an event micro-batch re-evaluates the customers of its events only);
@@ -563,9 +568,8 @@ def compute_changes(
         """
     )
     _current_reasons(con, store)
-    con.execute(
+    changes = con.sql(
         f"""
-        CREATE OR REPLACE TABLE run_changes AS
         WITH rekeyed AS (
             SELECT c.segment_id, m.new_customer_id AS customer_id, c.member_key, 'rekeyed' AS change_type,
                    m.old_customer_id AS previous_customer_id, any_value(r.reason) AS reason
@@ -615,10 +619,12 @@ def compute_changes(
                previous_customer_id, changed_at, reason
         FROM (SELECT *, ? AS run_id, {now} AS changed_at FROM all_changes)
         """,
-        [run_id],
-    )
+        params=[run_id],
+    ).to_arrow_table()
+    con.register("run_changes", changes)
     con.unregister("_updates")
     con.execute("DROP TABLE _diff")
+    return changes
 
 
 def membership_upserts(con: duckdb.DuckDBPyConnection, changes: str = "run_changes") -> pa.Table:
@@ -737,6 +743,7 @@ def apply_run(
     read_current: bool = True,
     append_opened: bool = False,
     inputs: RunInputs | None = None,
+    change_rows: pa.Table | None = None,
 ) -> None:
     """Apply one run's changes (table ``changes`` of ``con``) to membership, then record the run.
 
@@ -744,7 +751,9 @@ def apply_run(
     the changes can touch and the reasons of those they close (the run's own diff read them). ``append_opened``: the run id had no stored change before this
     attempt, so no membership row carries it yet and the stays it opens are appended.
     ``inputs``: what the run read, kept with the record (:mod:`lakecdp.segments.run_state`) for
-    the next run's no-op and incremental checks.
+    the next run's no-op and incremental checks. ``change_rows``: the Arrow rows of table
+    ``changes`` (:func:`compute_changes`); the stays its entries open are written from their
+    buffers (:func:`opened_stays`) when the run rekeys nothing.
     """
     writes = EmbeddedWrites(store)
     if change_count:
@@ -768,12 +777,17 @@ def apply_run(
             # before it: nobody wrote them yet, so they are appended; closed and updated stays are
             # MERGEd (update only)
             upserts = membership_upserts_sql(changes)
-            touched = con.sql(f"SELECT * FROM ({upserts}) WHERE entered_run_id <> ?", params=[run_id])
-            writes.membership(touched.to_arrow_table(), run_id=run_id, insert=False)
-            # the opened stays (every member, on a first run) go to Parquet by DuckDB, not through Arrow
-            writes.opened_stays(
-                con.sql(f"SELECT * FROM ({upserts}) WHERE entered_run_id = ?", params=[run_id]), run_id=run_id
-            )
+            kinds = {row[0] for row in con.execute(f"SELECT DISTINCT change_type FROM {changes}").fetchall()}
+            if kinds - {"entered"}:
+                touched = con.sql(f"SELECT * FROM ({upserts}) WHERE entered_run_id <> ?", params=[run_id])
+                writes.membership(touched.to_arrow_table(), run_id=run_id, insert=False)
+            # the opened stays (every member, on a first run): one Parquet file, from the changes'
+            # own Arrow buffers when only entries open stays (no rekeys)
+            if change_rows is not None and "rekeyed" not in kinds:
+                writes.opened_stays(opened_stays(change_rows).to_reader(), run_id=run_id)
+            else:
+                opened = con.sql(f"SELECT * FROM ({upserts}) WHERE entered_run_id = ?", params=[run_id])
+                writes.opened_stays(opened, run_id=run_id)
     version = store.version(MEMBERSHIP)
     record = pa.table(
         {
@@ -789,17 +803,47 @@ def apply_run(
     writes.run_record(record, run_id=run_id, user_metadata=None if inputs is None else inputs.stamp(store))
 
 
-def write_new_changes(con: duckdb.DuckDBPyConnection, store: DeltaStore, *, run_id: str, run_seen: bool) -> None:
-    """Append the rows of table ``run_changes`` not stored yet: change ids of this run already in
-    segments.changes (a re-run, or the Spark engine wrote some) are left out. ``run_seen``: the
-    run id has rows in segments.changes (:func:`recover_pending`); when False none is read."""
-    if run_seen:
-        store.load(con, "_stored", CHANGES, columns=["change_id", "run_id"], where="WHERE run_id = ?", params=[run_id])
-    else:
-        con.execute("CREATE OR REPLACE TABLE _stored (change_id VARCHAR, run_id VARCHAR)")
-    # written as Parquet by DuckDB and committed as one add action (no Arrow copy of the rows)
+def opened_stays(changes: pa.Table) -> pa.Table:
+    """The stays the entries among ``changes`` (CHANGE_COLUMNS, one run's) open, in membership's
+    columns: the ``entered`` part of :func:`membership_upserts_sql` (a run without rekeys opens
+    no other stay), built from the same Arrow buffers (no copy of the reasons when every change
+    is an entry, as on a first run)."""
+    import pyarrow.compute as pc
+
+    entered = pc.equal(changes["change_type"], "entered")
+    if pc.all(entered).as_py() is not True:
+        changes = changes.filter(entered)
+    rows = changes.num_rows
+    return pa.table(
+        {
+            "segment_id": changes["segment_id"],
+            "customer_id": changes["customer_id"],
+            "member_key": changes["member_key"],
+            "entered_at": changes["changed_at"],
+            "exited_at": pa.nulls(rows, changes.schema.field("changed_at").type),
+            "entered_run_id": changes["run_id"],
+            "exited_run_id": pa.nulls(rows, pa.string()),
+            "reason": changes["reason"],
+            "is_current": pa.repeat(True, rows),
+        }
+    )
+
+
+def write_new_changes(
+    con: duckdb.DuckDBPyConnection, store: DeltaStore, *, run_id: str, run_seen: bool, changes: pa.Table
+) -> None:
+    """Append the rows of ``changes`` (table ``run_changes``, :func:`compute_changes`) not stored
+    yet: change ids of this run already in segments.changes (a re-run, or the Spark engine wrote
+    some) are left out. ``run_seen``: the run id has rows in segments.changes
+    (:func:`recover_pending`); when False none is read and every row is new."""
+    writes = EmbeddedWrites(store)
+    if not run_seen:
+        # one Parquet file from the Arrow buffers as they are, committed as one add action
+        writes.changes(changes.to_reader(), run_id=run_id)
+        return
+    store.load(con, "_stored", CHANGES, columns=["change_id", "run_id"], where="WHERE run_id = ?", params=[run_id])
     fresh = con.sql("SELECT * FROM run_changes WHERE change_id NOT IN (SELECT change_id FROM _stored)")
-    if EmbeddedWrites(store).changes(fresh, run_id=run_id) is None:
+    if writes.changes(fresh, run_id=run_id) is None:
         logger.info("run %s: every change is already stored; nothing appended", run_id)
     con.execute("DROP TABLE _stored")
 
@@ -1024,7 +1068,7 @@ def evaluate_and_write_embedded(
     apply_policies(con, segments, as_of)
     _load_merges(con, store)
     _current_membership(con, store, segment_ids, scope=scope)
-    compute_changes(
+    changes = compute_changes(
         con,
         store,
         run_id=run_id,
@@ -1076,7 +1120,7 @@ def evaluate_and_write_embedded(
 
     change_count = sum(by_type.values())
     if change_count:
-        write_new_changes(con, store, run_id=run_id, run_seen=run_seen)
+        write_new_changes(con, store, run_id=run_id, run_seen=run_seen, changes=changes)
     phase("approvals and changes written")
     if fault_hook is not None:
         fault_hook("after_changes")
@@ -1091,6 +1135,7 @@ def evaluate_and_write_embedded(
         read_current=False,
         append_opened=not run_seen,
         inputs=inputs,
+        change_rows=changes,
     )
     phase("membership and run record")
     con.close()
