@@ -326,6 +326,10 @@ def segment_matches(
     return rows, deciding
 
 
+#: columns of ``matches`` (:func:`raw_matches`)
+_MATCHES_SCHEMA = pa.schema([(name, pa.string()) for name in ("segment_id", "customer_id", "member_key", "reason")])
+
+
 def raw_matches(
     trusted: duckdb.DuckDBPyConnection,
     locked: duckdb.DuckDBPyConnection,
@@ -333,14 +337,15 @@ def raw_matches(
     as_of: datetime,
     *,
     every_customer_check: bool = True,
-) -> None:
-    """Table ``matches`` (segment_id, customer_id, member_key, reason) in ``trusted``.
+    table: bool = False,
+) -> pa.Table:
+    """``matches`` (segment_id, customer_id, member_key, reason) in ``trusted``: an Arrow table
+    registered there, and returned (a first run's changes and stays share its reason buffers,
+    :func:`compute_changes`); a DuckDB table when ``table`` (the caller adds rows to it).
 
     ``every_customer_check``: warn when a segment matches every customer (off when the views
     hold only some customers: an incremental run)."""
-    trusted.execute(
-        "CREATE OR REPLACE TABLE matches (segment_id VARCHAR, customer_id VARCHAR, member_key VARCHAR, reason VARCHAR)"
-    )
+    parts = []
     # every segment is checked before any runs: one refusal stops the run before work is done
     checked = {}
     for segment_id, definition in segments.items():
@@ -362,35 +367,44 @@ def raw_matches(
         rule = jackson_string(definition.rule)
         # one row per (customer, key); which duplicate's values the reason shows is not defined (as on Spark)
         unique = definition.condition is not None and one_row_per_customer
-        trusted.execute(
-            "INSERT INTO matches SELECT ?, customer_id, member_key, "
-            f"'{{\"rule\":' || ? || ',\"values\":' || {values} || '}}' FROM _rows"
+        part = trusted.sql(
+            "SELECT CAST(? AS VARCHAR) AS segment_id, customer_id, member_key, "
+            f"'{{\"rule\":' || ? || ',\"values\":' || {values} || '}}' AS reason FROM _rows"
             + ("" if unique else " QUALIFY row_number() OVER (PARTITION BY customer_id, member_key) = 1"),
-            [segment_id, rule],
-        )
+            params=[segment_id, rule],
+        ).to_arrow_table()
         trusted.unregister("_rows")
+        parts.append(part.cast(_MATCHES_SCHEMA))
         if every_customer_check and customers_total and rows.num_rows >= customers_total:
-            matched = trusted.execute(
-                "SELECT count(DISTINCT customer_id) FROM matches WHERE segment_id = ?", [segment_id]
-            ).fetchall()[0][0]
+            matched = pa.compute.count_distinct(part["customer_id"]).as_py()
             warn_if_every_customer(logger, segment_id, matched, customers_total)
+    matches = pa.concat_tables(parts) if parts else _MATCHES_SCHEMA.empty_table()
+    if table:
+        trusted.register("_matches", matches)
+        trusted.execute("CREATE OR REPLACE TABLE matches AS SELECT * FROM _matches")
+        trusted.unregister("_matches")
+    else:
+        trusted.register("matches", matches)
+    return matches
 
 
 def apply_policies(
     con: duckdb.DuckDBPyConnection, segments: dict[str, SegmentDefinition], as_of: datetime, *, table: bool = False
-) -> None:
+) -> bool:
     """``candidates`` (CANDIDATE_COLUMNS) from ``matches``: expiry, groups, exclusions.
 
-    Without any policy (and unless ``table``: the caller deletes rows from it) ``candidates`` is
-    a view over ``matches``."""
+    Returns:
+        True when no policy applies: ``candidates`` is then a view over ``matches``, every match
+        a member (unless ``table``: the caller deletes rows from it; then False)."""
     now = timestamp_literal(as_of)
     expiring = {sid: d.expire_after_days for sid, d in segments.items() if d.expire_after_days}
     grouped = {sid: (d.group, d.priority) for sid, d in segments.items() if d.group}
     excluding = any(d.exclude for d in segments.values())
     # without any policy every match is a member: a view, not a copy of every reason (7 s at 1M
     # customers x 30 segments on a busy box)
+    plain = not (table or expiring or grouped or excluding)
     con.execute(
-        f"CREATE OR REPLACE {'TABLE' if table or expiring or grouped or excluding else 'VIEW'} candidates AS "
+        f"CREATE OR REPLACE {'VIEW' if plain else 'TABLE'} candidates AS "
         "SELECT segment_id, customer_id, member_key, reason, 'member' AS status, "
         "CAST(NULL AS VARCHAR) AS status_detail FROM matches"
     )
@@ -486,6 +500,7 @@ def apply_policies(
             """
         )
         con.unregister("_rules")
+    return plain
 
 
 _CHANGE_ID = (
@@ -502,6 +517,7 @@ def compute_changes(
     as_of: datetime,
     update_segments: list[str],
     scope: str | None = None,
+    member_rows: pa.Table | None = None,
 ) -> pa.Table:
     """Table ``run_changes`` (CHANGE_COLUMNS) from ``current``, ``merges`` and ``candidates``.
 
@@ -509,6 +525,11 @@ def compute_changes(
     buffers to the Parquet writer as they are (:func:`write_new_changes`, :func:`apply_run`), so
     the reasons are copied once, out of DuckDB, instead of into a DuckDB table and then out of it
     again for each of the two files (segments.changes and the stays a first run opens).
+
+    ``member_rows``: the Arrow rows of ``matches`` when ``candidates`` is a view over them (every
+    match a member, :func:`apply_policies`). With no open stay and no merge (a first run) every
+    member enters: the changes are then these columns and their change ids, the reasons not
+    copied at all (:func:`_entries`).
 
     ``scope``: a table of ``con`` with a ``customer_id`` column; only these customers can enter,
     exit or be updated (an event micro-batch re-evaluates the customers of its events only);
@@ -540,6 +561,11 @@ def compute_changes(
     # no open stay (a first run): nothing can exit or be updated; the anti join below would still
     # hash every member (5 s at 6.3M)
     no_stays = "WHERE false" if con.execute("SELECT count(*) FROM current").fetchall()[0][0] == 0 else ""
+    if no_stays and not merged and member_rows is not None:
+        changes = _entries(con, member_rows, run_id=run_id, as_of=as_of)
+        con.register("run_changes", changes)
+        con.unregister("_updates")
+        return changes
     con.execute(
         f"""
         CREATE OR REPLACE TABLE _diff AS
@@ -625,6 +651,36 @@ def compute_changes(
     con.unregister("_updates")
     con.execute("DROP TABLE _diff")
     return changes
+
+
+def _entries(con: duckdb.DuckDBPyConnection, members: pa.Table, *, run_id: str, as_of: datetime) -> pa.Table:
+    """Every member as an ``entered`` change (CHANGE_COLUMNS), the same rows as the query of
+    :func:`compute_changes` with no open stay: DuckDB computes the change ids over the key
+    columns (a projection of one scan keeps the rows' order), the other columns are the members'
+    own arrays or constants."""
+    con.register("_members", members)
+    ids = con.sql(
+        f"SELECT {_CHANGE_ID} AS change_id FROM (SELECT ? AS run_id, segment_id, customer_id, member_key, "
+        "'entered' AS change_type, CAST(NULL AS VARCHAR) AS previous_customer_id FROM _members)",
+        params=[run_id],
+    ).to_arrow_table()
+    con.unregister("_members")
+    rows = members.num_rows
+    # naive UTC, as the query's TIMESTAMP literal gives
+    moment = as_of.astimezone(timezone.utc).replace(tzinfo=None)
+    return pa.table(
+        {
+            "change_id": ids["change_id"],
+            "run_id": pa.repeat(pa.scalar(run_id, pa.string()), rows),
+            "segment_id": members["segment_id"],
+            "customer_id": members["customer_id"],
+            "member_key": members["member_key"],
+            "change_type": pa.repeat(pa.scalar("entered", pa.string()), rows),
+            "previous_customer_id": pa.nulls(rows, pa.string()),
+            "changed_at": pa.repeat(pa.scalar(moment, pa.timestamp("us")), rows),
+            "reason": members["reason"],
+        }
+    )
 
 
 def membership_upserts(con: duckdb.DuckDBPyConnection, changes: str = "run_changes") -> pa.Table:
@@ -1061,11 +1117,11 @@ def evaluate_and_write_embedded(
     del views
     phase("inputs read")
     try:
-        raw_matches(con, locked, segments, as_of, every_customer_check=scope is None)
+        matches = raw_matches(con, locked, segments, as_of, every_customer_check=scope is None)
     finally:
         locked.close()
     phase("segment SQL checked and run")
-    apply_policies(con, segments, as_of)
+    plain = apply_policies(con, segments, as_of)
     _load_merges(con, store)
     _current_membership(con, store, segment_ids, scope=scope)
     changes = compute_changes(
@@ -1075,7 +1131,9 @@ def evaluate_and_write_embedded(
         as_of=as_of,
         update_segments=[sid for sid, d in segments.items() if d.emit_updates],
         scope=scope,
+        member_rows=matches if plain else None,
     )
+    del matches
     phase("policies and diff")
 
     by_type = dict(con.execute("SELECT change_type, count(*) FROM run_changes GROUP BY 1").fetchall())

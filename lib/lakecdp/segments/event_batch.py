@@ -162,7 +162,7 @@ def process_new_events(
             locked = locked_connection(views, settings or EmbeddedSettings())
             del views
             try:
-                raw_matches(con, locked, evaluated, moment)
+                raw_matches(con, locked, evaluated, moment, table=True)
             finally:
                 locked.close()
             _add_other_members(con, store, segments, event_ids)
