@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -324,12 +325,14 @@ def main() -> int:
         sections.append(embedded_section(args.customers, out))
     if "spark" in args.engines:
         sections.append(spark_section(args.customers, out))
+    # the box is shared: the load at the end beside the one at the start says how steady it was
+    load_at_end = f"Load average at the end {os.getloadavg()[0]:.1f}."
     for title, text, table in sections:
         print(table)  # noqa: T201
         if not args.no_record:
             append_results(
                 f"## {title}: {args.customers:,} customers x 30 SQL segments\n\n"
-                f"Measured {when} on {machine_text}; {text} Command: `python -m bench.segments_bench --customers "
+                f"Measured {when} on {machine_text}; {text} {load_at_end} Command: `python -m bench.segments_bench --customers "
                 f"{args.customers} --engines {' '.join(args.engines)}`.\n\n{table}"
             )
     return 0

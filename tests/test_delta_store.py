@@ -152,8 +152,9 @@ def test_rows_are_read_in_sparks_order(store, tmp_path):
 
 
 def test_a_duckdb_relation_is_appended_once_as_parquet_with_its_statistics(store):
-    """The embedded segment engine's path for millions of changes: DuckDB writes the Parquet file,
-    delta-rs commits it as one add action under the run's app transaction."""
+    """The embedded segment engine's path for millions of changes: the relation's rows are written
+    as one Parquet file by pyarrow, delta-rs commits it as one add action under the run's app
+    transaction."""
     import duckdb
 
     con = duckdb.connect()
@@ -182,6 +183,38 @@ def test_a_duckdb_relation_is_appended_once_as_parquet_with_its_statistics(store
     assert stats["null_count.previous_customer_id"] == 2 and stats["min.changed_at"] is None
     # the file lies in the table's directory, as the log names it
     assert [p.rsplit("/", 1)[0] for p in table.file_uris()] == [store.path(name).rstrip("/")]
+
+
+def test_an_arrow_stream_is_appended_as_one_file_in_the_catalogues_column_order(store):
+    """An Arrow stream (the embedded engine's changes, handed over without a copy) is written as
+    one file: columns in the catalogue's order whatever the stream's, one add action."""
+    name, schema = catalog.MEMBERSHIP.name, catalog.MEMBERSHIP.ddl
+    at = datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
+    stays = pa.table(
+        {
+            "reason": ['{"rule":"x"}', "{}"],
+            "customer_id": ["C1", "C2"],
+            "segment_id": ["vip", "vip"],
+            "member_key": ["", ""],
+            "entered_at": pa.array([at, at], pa.timestamp("us", tz="UTC")),
+            "exited_at": pa.nulls(2, pa.timestamp("us", tz="UTC")),
+            "entered_run_id": ["r1", "r1"],
+            "exited_run_id": pa.nulls(2, pa.string()),
+            "is_current": [True, True],
+        }
+    )
+    store.append(stays.to_reader(), name, schema, run_id="r1")
+    table = DeltaTable(store.path(name))
+    assert table.version() == 1 and len(table.file_uris()) == 1
+    assert rows(store, name) == [
+        ("vip", "C1", "", at, None, "r1", None, '{"rule":"x"}', True),
+        ("vip", "C2", "", at, None, "r1", None, "{}", True),
+    ]
+    assert history(store, name)[-1] == ("WRITE", "lakecdp-test append r1")
+    incomplete = stays.drop_columns(["reason"]).to_reader()
+    with pytest.raises(ValueError, match=r"segments.membership: rows to append lack columns \['reason'\]"):
+        store.append(incomplete, name, schema, run_id="r2")
+    assert DeltaTable(store.path(name)).version() == 1
 
 
 def test_a_duckdb_relation_with_nulls_in_a_not_null_column_is_refused(store):

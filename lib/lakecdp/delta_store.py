@@ -39,14 +39,22 @@ if TYPE_CHECKING:
 
     import duckdb
 
+    from typing import TypeAlias
+
     from lakecdp.context import JobContext
     from lakecdp.tables import TableStore
+
+    #: rows appended as one Parquet file written by pyarrow (:meth:`DeltaStore.append`): a DuckDB
+    #: relation, streamed out in batches, or an Arrow stream (``table.to_reader()``: no copy)
+    OneFile: TypeAlias = pa.RecordBatchReader | duckdb.DuckDBPyRelation
 
 logger = logging.getLogger(__name__)
 
 #: table properties of every table created with delta-rs: change data feed on (as Spark's session
 #: default), no deletion vectors (delta-rs 1.6 cannot read them)
 TABLE_CONFIGURATION = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
+#: rows per batch a DuckDB relation is streamed out in, and so per row group of the file written
+_FILE_BATCH_ROWS = 1_000_000
 #: the source column of a MERGE that marks a key to delete (never a catalogue column)
 _DELETE = "_lakecdp_delete"
 
@@ -424,16 +432,16 @@ class DeltaStore:
         quoted by the caller) in one commit; the table must exist."""
         self.table(name).delete(predicate, commit_properties=self._metadata("delete", run_id))
 
-    def append(self, data: pa.Table | duckdb.DuckDBPyRelation, name: str, schema: str, *, run_id: str) -> None:
+    def append(self, data: pa.Table | OneFile, name: str, schema: str, *, run_id: str) -> None:
         """Append rows (no-op when empty); creates the table if missing.
 
-        ``data`` may be a DuckDB relation: its rows are written as Parquet by DuckDB itself
-        (:meth:`_append_relation`), never converted to Arrow."""
+        ``data`` may be a DuckDB relation or an Arrow stream (:data:`OneFile`): its rows are
+        written as one Parquet file by pyarrow (:meth:`_append_file`), not by delta-rs."""
         from deltalake import write_deltalake
 
         if not isinstance(data, pa.Table):
             self.create_if_missing(name, schema)
-            self._append_relation(data, name, schema, run_id=run_id, operation="append")
+            self._append_file(data, name, schema, run_id=run_id, operation="append")
             return
         if data.num_rows == 0:
             return
@@ -441,15 +449,13 @@ class DeltaStore:
         self.create_if_missing(name, schema)
         write_deltalake(self.table(name), data, mode="append", commit_properties=self._metadata("append", run_id))
 
-    def append_once(
-        self, data: pa.Table | duckdb.DuckDBPyRelation, name: str, schema: str, *, app_id: str, run_id: str
-    ) -> int | None:
+    def append_once(self, data: pa.Table | OneFile, name: str, schema: str, *, app_id: str, run_id: str) -> int | None:
         """Append ``data`` as the next Delta app transaction of ``app_id`` (one per run id).
 
         The caller leaves out rows already stored (change ids of the run); the app transaction
         makes two writers of the same run conflict instead of both appending, and lets a reader
         see from the log alone that the run's changes were written. ``data`` may be a DuckDB
-        relation (written as Parquet by DuckDB, see :meth:`_append_relation`).
+        relation or an Arrow stream (one Parquet file, see :meth:`_append_file`).
 
         Returns:
             The app transaction version written; None when ``data`` has no rows (nothing committed).
@@ -460,9 +466,7 @@ class DeltaStore:
         version = (table.transaction_version(app_id) or 0) + 1
         transaction = Transaction(app_id=app_id, version=version)
         if not isinstance(data, pa.Table):
-            written = self._append_relation(
-                data, name, schema, run_id=run_id, operation="changes", transaction=transaction
-            )
+            written = self._append_file(data, name, schema, run_id=run_id, operation="changes", transaction=transaction)
             return version if written else None
         if data.num_rows == 0:
             return None
@@ -474,9 +478,9 @@ class DeltaStore:
         )
         return version
 
-    def _append_relation(
+    def _append_file(
         self,
-        rows: duckdb.DuckDBPyRelation,
+        rows: OneFile,
         name: str,
         schema: str,
         *,
@@ -485,11 +489,13 @@ class DeltaStore:
         transaction: Any = None,
     ) -> int:
         """Write ``rows`` (the catalogue's columns, cast to its types) as one Parquet file in the
-        table's directory with DuckDB's own writer, then commit that file as one add action
-        (with ``transaction``, a Delta app transaction, when given). No Arrow or Python copy of
-        the rows is made: at 6.3M segment changes this is seconds instead of the ~40 s of
-        delta-rs writing an Arrow table. A file written but never committed (the process died
-        in between) is not part of the table; VACUUM removes it.
+        table's directory with pyarrow's writer, then commit that file as one add action (with
+        ``transaction``, a Delta app transaction, when given). A DuckDB relation is streamed out
+        in batches; an Arrow stream's buffers are written as they are (no copy of its strings).
+        At 6.3M segment changes with their reasons this is ~2 s of CPU where DuckDB's own
+        Parquet writer took ~5.3 s and delta-rs writing an Arrow table ~40 s of wall time
+        (bench/RESULTS.md). A file written but never committed (the process died in between)
+        is not part of the table; VACUUM removes it.
 
         Returns:
             How many rows were committed (0: no file kept, no commit).
@@ -497,20 +503,34 @@ class DeltaStore:
         import json
         import uuid
 
+        import pyarrow.parquet as pq
+
         table = self.table(name)
         fields = ddl_fields(schema)
         flat = [data_type.lower() for _, data_type, _ in fields if data_type.lower() not in _DUCKDB_TYPES]
         if flat:
-            raise ValueError(f"{name}: a DuckDB relation is appended to flat tables only; types {flat} are not")
-        casts = ", ".join(
-            f"CAST({_quoted(column)} AS {_DUCKDB_TYPES[data_type.lower()]}) AS {_quoted(column)}"
-            for column, data_type, _ in fields
-        )
-        # snappy, as Spark writes: a third faster than zstd on segment reasons, files twice the size
+            raise ValueError(f"{name}: rows are appended as one file to flat tables only; types {flat} are not")
+        # every column optional in the file, as Spark and DuckDB write them; NOT NULL is checked below
+        target = pa.schema([pa.field(column, arrow_type(data_type)) for column, data_type, _ in fields])
+        if isinstance(rows, pa.RecordBatchReader):
+            batches = rows
+        else:
+            casts = ", ".join(
+                f"CAST({_quoted(column)} AS {_DUCKDB_TYPES[data_type.lower()]}) AS {_quoted(column)}"
+                for column, data_type, _ in fields
+            )
+            batches = rows.project(casts).to_arrow_reader(batch_size=_FILE_BATCH_ROWS)
+        # snappy, as Spark writes
         file_name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
         path = Path(self.path(name)) / file_name
         started = time.perf_counter()
-        rows.project(casts).to_parquet(str(path), compression="snappy")
+        missing = [column for column in target.names if column not in batches.schema.names]
+        if missing:
+            raise ValueError(f"{name}: rows to append lack columns {missing}; nothing written")
+        with pq.ParquetWriter(str(path), target, compression="snappy") as writer:
+            for batch in batches:
+                if batch.num_rows:
+                    writer.write_batch(batch.select(target.names).cast(target))
         written = time.perf_counter()
         add = _add_action(path, file_name)
         if add is None:
@@ -530,7 +550,7 @@ class DeltaStore:
             commit_properties=self._metadata(operation, run_id, transaction=transaction),
         )
         logger.info(
-            "%s: %d rows written as Parquet by DuckDB in %.2f s, committed in %.2f s",
+            "%s: %d rows written as one Parquet file in %.2f s, committed in %.2f s",
             name,
             add[1],
             written - started,

@@ -326,6 +326,10 @@ def segment_matches(
     return rows, deciding
 
 
+#: columns of ``matches`` (:func:`raw_matches`)
+_MATCHES_SCHEMA = pa.schema([(name, pa.string()) for name in ("segment_id", "customer_id", "member_key", "reason")])
+
+
 def raw_matches(
     trusted: duckdb.DuckDBPyConnection,
     locked: duckdb.DuckDBPyConnection,
@@ -333,14 +337,15 @@ def raw_matches(
     as_of: datetime,
     *,
     every_customer_check: bool = True,
-) -> None:
-    """Table ``matches`` (segment_id, customer_id, member_key, reason) in ``trusted``.
+    table: bool = False,
+) -> pa.Table:
+    """``matches`` (segment_id, customer_id, member_key, reason) in ``trusted``: an Arrow table
+    registered there, and returned (a first run's changes and stays share its reason buffers,
+    :func:`compute_changes`); a DuckDB table when ``table`` (the caller adds rows to it).
 
     ``every_customer_check``: warn when a segment matches every customer (off when the views
     hold only some customers: an incremental run)."""
-    trusted.execute(
-        "CREATE OR REPLACE TABLE matches (segment_id VARCHAR, customer_id VARCHAR, member_key VARCHAR, reason VARCHAR)"
-    )
+    parts = []
     # every segment is checked before any runs: one refusal stops the run before work is done
     checked = {}
     for segment_id, definition in segments.items():
@@ -362,35 +367,44 @@ def raw_matches(
         rule = jackson_string(definition.rule)
         # one row per (customer, key); which duplicate's values the reason shows is not defined (as on Spark)
         unique = definition.condition is not None and one_row_per_customer
-        trusted.execute(
-            "INSERT INTO matches SELECT ?, customer_id, member_key, "
-            f"'{{\"rule\":' || ? || ',\"values\":' || {values} || '}}' FROM _rows"
+        part = trusted.sql(
+            "SELECT CAST(? AS VARCHAR) AS segment_id, customer_id, member_key, "
+            f"'{{\"rule\":' || ? || ',\"values\":' || {values} || '}}' AS reason FROM _rows"
             + ("" if unique else " QUALIFY row_number() OVER (PARTITION BY customer_id, member_key) = 1"),
-            [segment_id, rule],
-        )
+            params=[segment_id, rule],
+        ).to_arrow_table()
         trusted.unregister("_rows")
+        parts.append(part.cast(_MATCHES_SCHEMA))
         if every_customer_check and customers_total and rows.num_rows >= customers_total:
-            matched = trusted.execute(
-                "SELECT count(DISTINCT customer_id) FROM matches WHERE segment_id = ?", [segment_id]
-            ).fetchall()[0][0]
+            matched = pa.compute.count_distinct(part["customer_id"]).as_py()
             warn_if_every_customer(logger, segment_id, matched, customers_total)
+    matches = pa.concat_tables(parts) if parts else _MATCHES_SCHEMA.empty_table()
+    if table:
+        trusted.register("_matches", matches)
+        trusted.execute("CREATE OR REPLACE TABLE matches AS SELECT * FROM _matches")
+        trusted.unregister("_matches")
+    else:
+        trusted.register("matches", matches)
+    return matches
 
 
 def apply_policies(
     con: duckdb.DuckDBPyConnection, segments: dict[str, SegmentDefinition], as_of: datetime, *, table: bool = False
-) -> None:
+) -> bool:
     """``candidates`` (CANDIDATE_COLUMNS) from ``matches``: expiry, groups, exclusions.
 
-    Without any policy (and unless ``table``: the caller deletes rows from it) ``candidates`` is
-    a view over ``matches``."""
+    Returns:
+        True when no policy applies: ``candidates`` is then a view over ``matches``, every match
+        a member (unless ``table``: the caller deletes rows from it; then False)."""
     now = timestamp_literal(as_of)
     expiring = {sid: d.expire_after_days for sid, d in segments.items() if d.expire_after_days}
     grouped = {sid: (d.group, d.priority) for sid, d in segments.items() if d.group}
     excluding = any(d.exclude for d in segments.values())
     # without any policy every match is a member: a view, not a copy of every reason (7 s at 1M
     # customers x 30 segments on a busy box)
+    plain = not (table or expiring or grouped or excluding)
     con.execute(
-        f"CREATE OR REPLACE {'TABLE' if table or expiring or grouped or excluding else 'VIEW'} candidates AS "
+        f"CREATE OR REPLACE {'VIEW' if plain else 'TABLE'} candidates AS "
         "SELECT segment_id, customer_id, member_key, reason, 'member' AS status, "
         "CAST(NULL AS VARCHAR) AS status_detail FROM matches"
     )
@@ -486,6 +500,7 @@ def apply_policies(
             """
         )
         con.unregister("_rules")
+    return plain
 
 
 _CHANGE_ID = (
@@ -502,8 +517,19 @@ def compute_changes(
     as_of: datetime,
     update_segments: list[str],
     scope: str | None = None,
-) -> None:
+    member_rows: pa.Table | None = None,
+) -> pa.Table:
     """Table ``run_changes`` (CHANGE_COLUMNS) from ``current``, ``merges`` and ``candidates``.
+
+    ``run_changes`` is an Arrow table registered in ``con``, and returned: the writers hand its
+    buffers to the Parquet writer as they are (:func:`write_new_changes`, :func:`apply_run`), so
+    the reasons are copied once, out of DuckDB, instead of into a DuckDB table and then out of it
+    again for each of the two files (segments.changes and the stays a first run opens).
+
+    ``member_rows``: the Arrow rows of ``matches`` when ``candidates`` is a view over them (every
+    match a member, :func:`apply_policies`). With no open stay and no merge (a first run) every
+    member enters: the changes are then these columns and their change ids, the reasons not
+    copied at all (:func:`_entries`).
 
     ``scope``: a table of ``con`` with a ``customer_id`` column; only these customers can enter,
     exit or be updated (an event micro-batch re-evaluates the customers of its events only);
@@ -535,6 +561,11 @@ def compute_changes(
     # no open stay (a first run): nothing can exit or be updated; the anti join below would still
     # hash every member (5 s at 6.3M)
     no_stays = "WHERE false" if con.execute("SELECT count(*) FROM current").fetchall()[0][0] == 0 else ""
+    if no_stays and not merged and member_rows is not None:
+        changes = _entries(con, member_rows, run_id=run_id, as_of=as_of)
+        con.register("run_changes", changes)
+        con.unregister("_updates")
+        return changes
     con.execute(
         f"""
         CREATE OR REPLACE TABLE _diff AS
@@ -563,9 +594,8 @@ def compute_changes(
         """
     )
     _current_reasons(con, store)
-    con.execute(
+    changes = con.sql(
         f"""
-        CREATE OR REPLACE TABLE run_changes AS
         WITH rekeyed AS (
             SELECT c.segment_id, m.new_customer_id AS customer_id, c.member_key, 'rekeyed' AS change_type,
                    m.old_customer_id AS previous_customer_id, any_value(r.reason) AS reason
@@ -615,10 +645,42 @@ def compute_changes(
                previous_customer_id, changed_at, reason
         FROM (SELECT *, ? AS run_id, {now} AS changed_at FROM all_changes)
         """,
-        [run_id],
-    )
+        params=[run_id],
+    ).to_arrow_table()
+    con.register("run_changes", changes)
     con.unregister("_updates")
     con.execute("DROP TABLE _diff")
+    return changes
+
+
+def _entries(con: duckdb.DuckDBPyConnection, members: pa.Table, *, run_id: str, as_of: datetime) -> pa.Table:
+    """Every member as an ``entered`` change (CHANGE_COLUMNS), the same rows as the query of
+    :func:`compute_changes` with no open stay: DuckDB computes the change ids over the key
+    columns (a projection of one scan keeps the rows' order), the other columns are the members'
+    own arrays or constants."""
+    con.register("_members", members)
+    ids = con.sql(
+        f"SELECT {_CHANGE_ID} AS change_id FROM (SELECT ? AS run_id, segment_id, customer_id, member_key, "
+        "'entered' AS change_type, CAST(NULL AS VARCHAR) AS previous_customer_id FROM _members)",
+        params=[run_id],
+    ).to_arrow_table()
+    con.unregister("_members")
+    rows = members.num_rows
+    # naive UTC, as the query's TIMESTAMP literal gives
+    moment = as_of.astimezone(timezone.utc).replace(tzinfo=None)
+    return pa.table(
+        {
+            "change_id": ids["change_id"],
+            "run_id": pa.repeat(pa.scalar(run_id, pa.string()), rows),
+            "segment_id": members["segment_id"],
+            "customer_id": members["customer_id"],
+            "member_key": members["member_key"],
+            "change_type": pa.repeat(pa.scalar("entered", pa.string()), rows),
+            "previous_customer_id": pa.nulls(rows, pa.string()),
+            "changed_at": pa.repeat(pa.scalar(moment, pa.timestamp("us")), rows),
+            "reason": members["reason"],
+        }
+    )
 
 
 def membership_upserts(con: duckdb.DuckDBPyConnection, changes: str = "run_changes") -> pa.Table:
@@ -737,6 +799,7 @@ def apply_run(
     read_current: bool = True,
     append_opened: bool = False,
     inputs: RunInputs | None = None,
+    change_rows: pa.Table | None = None,
 ) -> None:
     """Apply one run's changes (table ``changes`` of ``con``) to membership, then record the run.
 
@@ -744,7 +807,9 @@ def apply_run(
     the changes can touch and the reasons of those they close (the run's own diff read them). ``append_opened``: the run id had no stored change before this
     attempt, so no membership row carries it yet and the stays it opens are appended.
     ``inputs``: what the run read, kept with the record (:mod:`lakecdp.segments.run_state`) for
-    the next run's no-op and incremental checks.
+    the next run's no-op and incremental checks. ``change_rows``: the Arrow rows of table
+    ``changes`` (:func:`compute_changes`); the stays its entries open are written from their
+    buffers (:func:`opened_stays`) when the run rekeys nothing.
     """
     writes = EmbeddedWrites(store)
     if change_count:
@@ -768,12 +833,17 @@ def apply_run(
             # before it: nobody wrote them yet, so they are appended; closed and updated stays are
             # MERGEd (update only)
             upserts = membership_upserts_sql(changes)
-            touched = con.sql(f"SELECT * FROM ({upserts}) WHERE entered_run_id <> ?", params=[run_id])
-            writes.membership(touched.to_arrow_table(), run_id=run_id, insert=False)
-            # the opened stays (every member, on a first run) go to Parquet by DuckDB, not through Arrow
-            writes.opened_stays(
-                con.sql(f"SELECT * FROM ({upserts}) WHERE entered_run_id = ?", params=[run_id]), run_id=run_id
-            )
+            kinds = {row[0] for row in con.execute(f"SELECT DISTINCT change_type FROM {changes}").fetchall()}
+            if kinds - {"entered"}:
+                touched = con.sql(f"SELECT * FROM ({upserts}) WHERE entered_run_id <> ?", params=[run_id])
+                writes.membership(touched.to_arrow_table(), run_id=run_id, insert=False)
+            # the opened stays (every member, on a first run): one Parquet file, from the changes'
+            # own Arrow buffers when only entries open stays (no rekeys)
+            if change_rows is not None and "rekeyed" not in kinds:
+                writes.opened_stays(opened_stays(change_rows).to_reader(), run_id=run_id)
+            else:
+                opened = con.sql(f"SELECT * FROM ({upserts}) WHERE entered_run_id = ?", params=[run_id])
+                writes.opened_stays(opened, run_id=run_id)
     version = store.version(MEMBERSHIP)
     record = pa.table(
         {
@@ -789,17 +859,47 @@ def apply_run(
     writes.run_record(record, run_id=run_id, user_metadata=None if inputs is None else inputs.stamp(store))
 
 
-def write_new_changes(con: duckdb.DuckDBPyConnection, store: DeltaStore, *, run_id: str, run_seen: bool) -> None:
-    """Append the rows of table ``run_changes`` not stored yet: change ids of this run already in
-    segments.changes (a re-run, or the Spark engine wrote some) are left out. ``run_seen``: the
-    run id has rows in segments.changes (:func:`recover_pending`); when False none is read."""
-    if run_seen:
-        store.load(con, "_stored", CHANGES, columns=["change_id", "run_id"], where="WHERE run_id = ?", params=[run_id])
-    else:
-        con.execute("CREATE OR REPLACE TABLE _stored (change_id VARCHAR, run_id VARCHAR)")
-    # written as Parquet by DuckDB and committed as one add action (no Arrow copy of the rows)
+def opened_stays(changes: pa.Table) -> pa.Table:
+    """The stays the entries among ``changes`` (CHANGE_COLUMNS, one run's) open, in membership's
+    columns: the ``entered`` part of :func:`membership_upserts_sql` (a run without rekeys opens
+    no other stay), built from the same Arrow buffers (no copy of the reasons when every change
+    is an entry, as on a first run)."""
+    import pyarrow.compute as pc
+
+    entered = pc.equal(changes["change_type"], "entered")
+    if pc.all(entered).as_py() is not True:
+        changes = changes.filter(entered)
+    rows = changes.num_rows
+    return pa.table(
+        {
+            "segment_id": changes["segment_id"],
+            "customer_id": changes["customer_id"],
+            "member_key": changes["member_key"],
+            "entered_at": changes["changed_at"],
+            "exited_at": pa.nulls(rows, changes.schema.field("changed_at").type),
+            "entered_run_id": changes["run_id"],
+            "exited_run_id": pa.nulls(rows, pa.string()),
+            "reason": changes["reason"],
+            "is_current": pa.repeat(True, rows),
+        }
+    )
+
+
+def write_new_changes(
+    con: duckdb.DuckDBPyConnection, store: DeltaStore, *, run_id: str, run_seen: bool, changes: pa.Table
+) -> None:
+    """Append the rows of ``changes`` (table ``run_changes``, :func:`compute_changes`) not stored
+    yet: change ids of this run already in segments.changes (a re-run, or the Spark engine wrote
+    some) are left out. ``run_seen``: the run id has rows in segments.changes
+    (:func:`recover_pending`); when False none is read and every row is new."""
+    writes = EmbeddedWrites(store)
+    if not run_seen:
+        # one Parquet file from the Arrow buffers as they are, committed as one add action
+        writes.changes(changes.to_reader(), run_id=run_id)
+        return
+    store.load(con, "_stored", CHANGES, columns=["change_id", "run_id"], where="WHERE run_id = ?", params=[run_id])
     fresh = con.sql("SELECT * FROM run_changes WHERE change_id NOT IN (SELECT change_id FROM _stored)")
-    if EmbeddedWrites(store).changes(fresh, run_id=run_id) is None:
+    if writes.changes(fresh, run_id=run_id) is None:
         logger.info("run %s: every change is already stored; nothing appended", run_id)
     con.execute("DROP TABLE _stored")
 
@@ -1017,21 +1117,23 @@ def evaluate_and_write_embedded(
     del views
     phase("inputs read")
     try:
-        raw_matches(con, locked, segments, as_of, every_customer_check=scope is None)
+        matches = raw_matches(con, locked, segments, as_of, every_customer_check=scope is None)
     finally:
         locked.close()
     phase("segment SQL checked and run")
-    apply_policies(con, segments, as_of)
+    plain = apply_policies(con, segments, as_of)
     _load_merges(con, store)
     _current_membership(con, store, segment_ids, scope=scope)
-    compute_changes(
+    changes = compute_changes(
         con,
         store,
         run_id=run_id,
         as_of=as_of,
         update_segments=[sid for sid, d in segments.items() if d.emit_updates],
         scope=scope,
+        member_rows=matches if plain else None,
     )
+    del matches
     phase("policies and diff")
 
     by_type = dict(con.execute("SELECT change_type, count(*) FROM run_changes GROUP BY 1").fetchall())
@@ -1076,7 +1178,7 @@ def evaluate_and_write_embedded(
 
     change_count = sum(by_type.values())
     if change_count:
-        write_new_changes(con, store, run_id=run_id, run_seen=run_seen)
+        write_new_changes(con, store, run_id=run_id, run_seen=run_seen, changes=changes)
     phase("approvals and changes written")
     if fault_hook is not None:
         fault_hook("after_changes")
@@ -1091,6 +1193,7 @@ def evaluate_and_write_embedded(
         read_current=False,
         append_opened=not run_seen,
         inputs=inputs,
+        change_rows=changes,
     )
     phase("membership and run record")
     con.close()

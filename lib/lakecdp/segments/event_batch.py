@@ -153,6 +153,7 @@ def process_new_events(
             "recovered_runs": len(recovered),
         }
         by_type: dict[str, int] = {}
+        changes = None
         if customers:
             # every event of the customers in scope (windows and absences see their whole history)
             con.execute("DELETE FROM events WHERE customer_id NOT IN (SELECT customer_id FROM scope)")
@@ -161,7 +162,7 @@ def process_new_events(
             locked = locked_connection(views, settings or EmbeddedSettings())
             del views
             try:
-                raw_matches(con, locked, evaluated, moment)
+                raw_matches(con, locked, evaluated, moment, table=True)
             finally:
                 locked.close()
             _add_other_members(con, store, segments, event_ids)
@@ -173,7 +174,7 @@ def process_new_events(
             )
             _current_membership(con, store, event_ids)
             _load_merges(con, store)
-            compute_changes(
+            changes = compute_changes(
                 con,
                 store,
                 run_id=run_id,
@@ -184,8 +185,8 @@ def process_new_events(
             by_type = dict(con.execute("SELECT change_type, count(*) FROM run_changes GROUP BY 1").fetchall())
         change_count = sum(by_type.values())
         # a micro-batch without changes still records its run: that moves the loop past its versions
-        if change_count:
-            write_new_changes(con, store, run_id=run_id, run_seen=run_seen)
+        if changes is not None and change_count:
+            write_new_changes(con, store, run_id=run_id, run_seen=run_seen, changes=changes)
         apply_run(
             con,
             store,
@@ -196,6 +197,7 @@ def process_new_events(
             change_count=change_count,
             read_current=False,
             append_opened=not run_seen,
+            change_rows=changes,
         )
     finally:
         con.close()

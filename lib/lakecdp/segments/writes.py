@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING
 from lakecdp import catalog
 
 if TYPE_CHECKING:
-    import duckdb
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
-    from lakecdp.delta_store import DeltaStore
+    from lakecdp.delta_store import DeltaStore, OneFile
     from lakecdp.tables import Tables
 
 MEMBERSHIP, CHANGES = catalog.MEMBERSHIP.name, catalog.CHANGES.name
@@ -88,7 +87,7 @@ class EmbeddedWrites:
         keys = list(catalog.MEMBERSHIP.keys)
         self.store.merge(upserts, MEMBERSHIP, catalog.MEMBERSHIP.ddl, keys=keys, run_id=run_id, insert=insert)
 
-    def opened_stays(self, opened: pa.Table | duckdb.DuckDBPyRelation, *, run_id: str) -> None:
+    def opened_stays(self, opened: pa.Table | OneFile, *, run_id: str) -> None:
         """Stays a run opens that no stored row can carry yet (keyed on the run id): appended."""
         self.store.append(opened, MEMBERSHIP, catalog.MEMBERSHIP.ddl, run_id=run_id)
 
@@ -108,7 +107,7 @@ class EmbeddedWrites:
         """As :meth:`SparkWrites.held`."""
         self.store.merge(approvals, APPROVALS, catalog.APPROVALS.ddl, keys=_APPROVAL_KEYS, run_id=run_id, update=False)
 
-    def changes(self, fresh: pa.Table | duckdb.DuckDBPyRelation, *, run_id: str) -> int | None:
+    def changes(self, fresh: pa.Table | OneFile, *, run_id: str) -> int | None:
         """A run's changes not stored yet, appended once under the run's app transaction.
 
         Returns:
