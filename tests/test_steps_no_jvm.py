@@ -187,3 +187,36 @@ def test_identity_on_the_embedded_engine_runs_without_a_jvm(tmp_path):
         by_person.setdefault(person, set()).add(customer_of[record_id])
     assert all(len(ids) == 1 for ids in by_person.values())
     assert len({next(iter(ids)) for ids in by_person.values()}) == 30
+
+
+def test_preview_step_and_command_run_without_a_jvm(tmp_path):
+    """The personalisation contexts come from DuckDB over delta-rs on the embedded engine."""
+    conf = _conf(tmp_path)
+    (conf / "personalization.yaml").write_text(
+        yaml.safe_dump({"version": 1, "templates_dir": str(ROOT / "templates"), "demo_campaign": None})
+    )
+    warehouse = tmp_path / "warehouse"
+    profile = [{"customer_id": "c1", "first_name": "Ada"}, {"customer_id": "c2", "first_name": "Bruno"}]
+    write_deltalake(
+        str(warehouse / "gold" / "customer_profile"),
+        pa.Table.from_pylist(profile, schema=arrow_schema(catalog.CUSTOMER_PROFILE.ddl)),
+    )
+    features = [{"customer_id": "c2", "recommendations": [{"product_id": "P1", "confidence": 0.9}]}]
+    write_deltalake(
+        str(warehouse / "gold" / "customer_features"),
+        pa.Table.from_pylist(features, schema=arrow_schema(catalog.CUSTOMER_FEATURES.ddl)),
+    )
+    write_deltalake(
+        str(warehouse / "silver" / "products"),
+        pa.Table.from_pylist([{"product_id": "P1", "name": "Kettle"}], schema=arrow_schema(catalog.PRODUCTS.ddl)),
+    )
+
+    step = _lakecdp(conf, "step", "preview", cwd=tmp_path)
+    assert "starting the Spark session" not in step.stderr
+    lines = (warehouse / "previews" / "welcome" / "c1.txt").read_text(encoding="utf-8").split("\n")
+    assert [line for line in lines if line] == ["Hello Ada,", "Thanks for being with us."]
+
+    command = _lakecdp(conf, "preview", "--template", "welcome.txt", "--customer", "c2", cwd=tmp_path)
+    assert command.stdout.splitlines() == [f"c2: {warehouse / 'previews' / 'welcome' / 'c2.txt'}"]
+    lines = (warehouse / "previews" / "welcome" / "c2.txt").read_text(encoding="utf-8").split("\n")
+    assert [line for line in lines if line] == ["Hello Bruno,", "Thanks for being with us.", "Picked for you: Kettle"]

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from lakecdp.config import Project
+    from lakecdp.context import SparkHandle
     from lakecdp.pipeline import PipelineResult
 
 logger = logging.getLogger(__name__)
@@ -54,11 +55,13 @@ def demo_receiver(warehouse: Path) -> Iterator[LocalReceiver | None]:
             os.environ.pop(DEMO_RECEIVER_ENV, None)
 
 
-def run_demo(project: Project, spark: SparkSession, *, resume: bool = True) -> PipelineResult:
+def run_demo(project: Project, spark: SparkSession | SparkHandle, *, resume: bool = True) -> PipelineResult:
     """Generate the sample data and run every pipeline step as the ``demo`` job, with the demo
     receiver up for the whole run.
 
     Args:
+        spark: the session, or a handle that starts it when a step first asks (on the embedded
+            engine none does: the demo starts no JVM).
         resume: continue an unfinished demo run (same run id and as-of) after its completed steps.
 
     Returns:

@@ -46,7 +46,7 @@ def main(job: str, argv: Sequence[str] | None = None) -> int:
         elif job == "demo":
             from lakecdp.demo import run_demo
 
-            run_demo(project, session.get(), resume=not args.new_run)
+            run_demo(project, session, resume=not args.new_run)
         else:
             run_single_step(project, session, job)
     except StepFailedError as exc:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from lakecdp import catalog
 from lakecdp import steps as _registry
 from lakecdp.config import Project, load_project
-from lakecdp.context import JobContext, SparkHandle, new_run_id, open_session
+from lakecdp.context import JobContext, SparkHandle, new_run_id
 from lakecdp.steps import Step, StepFunction
 from lakecdp.tables import utc
 
@@ -258,7 +258,8 @@ def run_step_command(
 
 def _cli_run(args: argparse.Namespace, job: str) -> int:
     project = load_project(args.conf, env=args.env)
-    spark = open_session(project, app_name=f"lakecdp-{job}")
+    # started when a step first asks for it: on the embedded engine the demo starts no JVM
+    spark = SparkHandle(project, app_name=f"lakecdp-{job}")
     try:
         if job == "demo":  # the demo also runs the local receiver its destinations deliver to
             from lakecdp.demo import run_demo
@@ -281,6 +282,7 @@ def _cli_run(args: argparse.Namespace, job: str) -> int:
         except (RuntimeError, StepFailedError) as exc:
             logger.error("demo over HTTP: %s", exc)
             return 1
+    logger.info("%s: %s", job, "a Spark session was started" if spark.started else "no Spark session was started")
     return 0
 
 

@@ -300,7 +300,7 @@ def sms_texts(ctx: JobContext, destination: SmsDestination, customer_ids: list[s
     """customer_id -> the message rendered from the destination's template and the customer's context."""
     from lakecdp.personalization.config import load_personalization
     from lakecdp.personalization.engine import TemplateEngine
-    from lakecdp.personalization.preview import load_contexts, templates_dir
+    from lakecdp.personalization.preview import contexts_for, templates_dir
 
     if not customer_ids:
         return {}
@@ -308,7 +308,7 @@ def sms_texts(ctx: JobContext, destination: SmsDestination, customer_ids: list[s
     engine = TemplateEngine(
         templates_dir(ctx.project, config), budget=config.render_budget.budget(), feedback_url=config.feedback_url
     )
-    contexts = load_contexts(ctx.spark, ctx.tables, config, customer_ids=customer_ids, campaign_id=destination.campaign)
+    contexts = contexts_for(ctx, config, customer_ids=customer_ids, campaign_id=destination.campaign)
     return {str(c["customer_id"]): message_text(engine.render(destination.template, c).text) for c in contexts}
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from lakecdp.config import Project
+    from lakecdp.context import SparkHandle
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +119,9 @@ def _start(project: Project, keys: dict[str, tuple[str, str]]):
     return server, thread, state, f"http://127.0.0.1:{server.config.port}"
 
 
-def show_intake(project: Project, spark: SparkSession) -> DemoIntake:
-    """Post an add-to-cart and a purchase to the running service and follow them to the changes API."""
+def show_intake(project: Project, spark: SparkSession | SparkHandle) -> DemoIntake:
+    """Post an add-to-cart and a purchase to the running service and follow them to the changes API
+    (``spark`` a session, or a handle that starts one only if a step asks)."""
     from lakecdp.api.pickup import pickup
     from lakecdp.context import JobContext
     from lakecdp.pipeline import run_pipeline

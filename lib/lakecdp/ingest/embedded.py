@@ -40,6 +40,7 @@ same rows.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -199,7 +200,9 @@ def _pickup_read(event: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
     return read
 
 
+@functools.lru_cache(maxsize=256)
 def _string_struct(type_text: str) -> bool:
+    """Whether ``type_text`` is a struct of strings (asked per row and column: cached)."""
     from lakecdp.catalog import split_top_level
 
     text = type_text.strip()
@@ -209,11 +212,12 @@ def _string_struct(type_text: str) -> bool:
     return all(f.partition(":")[2].strip().lower() == "string" for f in fields)
 
 
-def _struct_fields(type_text: str) -> list[str]:
+@functools.lru_cache(maxsize=256)
+def _struct_fields(type_text: str) -> tuple[str, ...]:
     from lakecdp.catalog import split_top_level
 
     text = type_text.strip()
-    return [f.partition(":")[0].strip() for f in split_top_level(text[len("struct<") : -1], ",")]
+    return tuple(f.partition(":")[0].strip() for f in split_top_level(text[len("struct<") : -1], ","))
 
 
 # -- validation: the rows as parse_and_validate gives them -----------------------------------------

@@ -35,7 +35,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -377,16 +377,25 @@ def classify_rows(
     source: SourceConfig,
     existing_keys: set[tuple[Any, ...]],
     erased: set[int],
+    reads: Mapping[int, dict[str, Any]] | None = None,
 ) -> list[str]:
     """``erased`` | ``quarantined`` | ``duplicate`` | ``loaded`` per row, as
-    :func:`lakecdp.ingest.classify.classify` (keys as read; an erased row still takes its rank)."""
+    :func:`lakecdp.ingest.classify.classify` (keys as read; an erased row still takes its rank).
 
-    def key(i: int) -> tuple[Any, ...]:
-        event = checked[i].event if isinstance(checked[i].event, dict) else {}
-        read = embedded.as_read(event, source)
+    Args:
+        reads: the valid rows as read (:func:`embedded.as_read`), when the caller has them.
+    """
+
+    def read_key(i: int) -> tuple[Any, ...]:
+        read = reads.get(i) if reads is not None else None
+        if read is None:
+            event = checked[i].event if isinstance(checked[i].event, dict) else {}
+            read = embedded.as_read(event, source)
         return tuple(read.get(k) for k in source.primary_key)
 
     valid = [i for i, row in enumerate(checked) if row.valid]
+    keys = {i: read_key(i) for i in valid}
+    key = keys.__getitem__
     if source.drop_existing_keys or source.event_time is None:
         ordered = sorted(valid, key=lambda i: (checked[i].partition, checked[i].offset))
     else:
@@ -516,7 +525,7 @@ def _load_source(
         source,
     )
     erased = erased_rows(ctx, store, source, typed) | erased_rows(ctx, store, source, rejected_typed)
-    status = classify_rows(checked, typed_rows, source, _existing_keys(store, source, ledger), erased)
+    status = classify_rows(checked, typed_rows, source, _existing_keys(store, source, ledger), erased, reads)
     per_file, reasons = _counts(checked, status, files)
     # before any write: a line the reader lost (or made up) fails the run, nothing is marked done
     check_lines_read(source, files, per_file)

@@ -6,22 +6,23 @@ import argparse
 import sys
 
 
-def _project_and_session(args: argparse.Namespace, name: str):
+def _job(args: argparse.Namespace, name: str):
+    """The command's context; its Spark session starts only if the engine is Spark."""
     from lakecdp.context import start_job
 
-    ctx = start_job(args.conf, args.env, app_name=f"lakecdp-{name}")
-    return ctx.project, ctx.spark, ctx.tables
+    return start_job(args.conf, args.env, app_name=f"lakecdp-{name}")
 
 
 def _preview(args: argparse.Namespace) -> int:
     from lakecdp.personalization.config import load_personalization
     from lakecdp.personalization.engine import TemplateEngine
-    from lakecdp.personalization.preview import load_contexts, render_previews, templates_dir
+    from lakecdp.personalization.preview import contexts_for, render_previews, templates_dir
 
     if not args.customer and not args.segment:
         print("preview: give --customer ID (repeatable) or --segment S", file=sys.stderr)
         return 2
-    project, spark, tables = _project_and_session(args, "preview")
+    ctx = _job(args, "preview")
+    project = ctx.project
     config = load_personalization(project.conf_dir)
     engine = TemplateEngine(
         templates_dir(project, config),
@@ -32,9 +33,8 @@ def _preview(args: argparse.Namespace) -> int:
     if args.template not in engine.template_names():
         print(f"preview: no template {args.template!r}; have {engine.template_names()}", file=sys.stderr)
         return 2
-    contexts = load_contexts(
-        spark,
-        tables,
+    contexts = contexts_for(
+        ctx,
         config,
         customer_ids=args.customer,
         segment=args.segment,
@@ -60,16 +60,15 @@ def _preview(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from lakecdp.personalization.config import load_personalization
     from lakecdp.personalization.engine import TemplateEngine
-    from lakecdp.personalization.preview import load_contexts, templates_dir, validate_templates
+    from lakecdp.personalization.preview import contexts_for, templates_dir, validate_templates
 
-    project, spark, tables = _project_and_session(args, "validate-templates")
+    ctx = _job(args, "validate-templates")
+    project = ctx.project
     config = load_personalization(project.conf_dir)
     engine = TemplateEngine(
         templates_dir(project, config), budget=config.render_budget.budget(), feedback_url=config.feedback_url
     )
-    contexts = load_contexts(
-        spark, tables, config, limit=args.sample or config.validation_sample, campaign_id=args.campaign
-    )
+    contexts = contexts_for(ctx, config, limit=args.sample or config.validation_sample, campaign_id=args.campaign)
     report = validate_templates(engine, contexts)
     print(f"validated {len(report.templates)} templates against {report.samples} profiles")
     for issue in report.issues:

@@ -97,6 +97,76 @@ def customer_rows(
     return rows.drop("recommendations")
 
 
+def customer_rows_sql(*, features: bool, membership: bool, products: bool) -> str:
+    """:func:`customer_rows` as DuckDB SQL over the tables ``profile`` (the chosen customers) and,
+    when present, ``features``, ``membership`` (current rows) and ``products``.
+
+    The rows hold what Spark's ``Row.asDict(recursive=True)`` holds after :func:`customer_rows`
+    (:func:`embedded_row` turns ``segment_keys`` into the dict Spark's map becomes):
+    ``member_keys`` the sorted distinct non-empty keys, ``named_recommendations`` the
+    recommendations in their stored order with their position as ``rank`` (0 for all without
+    ``products``, as Spark's ``transform``). ``segment_keys`` are in segment id order (Spark's map
+    keeps the order of a shuffle; :func:`template_context` reads the map's keys sorted).
+    """
+    profile = ", ".join(f"p.{c}" for c in PROFILE_COLUMNS)
+    if features:
+        wanted = ", ".join(f"f.{c}" for c in FEATURE_COLUMNS)
+        rows = f"SELECT {profile}, {wanted} FROM profile p LEFT JOIN features f ON p.customer_id = f.customer_id"
+    else:
+        rows = (
+            f"SELECT {profile}, NULL::VARCHAR AS lifecycle_stage, NULL::DOUBLE AS total_spent,"
+            " NULL::DOUBLE AS cart_value, NULL::VARCHAR[] AS cart_product_ids,"
+            " NULL::STRUCT(product_id VARCHAR, confidence DOUBLE)[] AS recommendations FROM profile p"
+        )
+    parts = [f"customer_rows AS ({rows})"]
+    if membership:
+        parts.append(
+            "member_keys AS (SELECT customer_id, segment_id, list_sort(list_distinct("
+            "list(CASE WHEN member_key <> '' THEN member_key END))) AS member_keys"
+            " FROM membership WHERE is_current GROUP BY customer_id, segment_id)"
+        )
+        parts.append(
+            "segment_keys AS (SELECT customer_id, list(struct_pack(segment_id := segment_id,"
+            " member_keys := member_keys) ORDER BY segment_id) AS segment_keys FROM member_keys GROUP BY customer_id)"
+        )
+        keys, keys_join = "k.segment_keys", "LEFT JOIN segment_keys k ON r.customer_id = k.customer_id"
+    else:
+        keys, keys_join = "NULL AS segment_keys", ""
+    if products:
+        # Spark's posexplode: the position in the stored list, one row per element (a null one too)
+        parts.append(
+            "ranked AS (SELECT customer_id, unnest(range(len(recommendations))) AS rank,"
+            " unnest(recommendations) AS rec FROM customer_rows)"
+        )
+        parts.append(
+            "named AS (SELECT r.customer_id, list(struct_pack(rank := r.rank, product_id := r.rec.product_id,"
+            " name := n.name, confidence := r.rec.confidence) ORDER BY r.rank, n.name NULLS FIRST)"
+            " AS named_recommendations FROM ranked r"
+            " LEFT JOIN (SELECT product_id, name FROM products) n ON r.rec.product_id = n.product_id"
+            " GROUP BY r.customer_id)"
+        )
+        named, named_join = "n.named_recommendations", "LEFT JOIN named n ON r.customer_id = n.customer_id"
+    else:
+        named = (
+            "list_transform(r.recommendations, lambda e: struct_pack(rank := 0, product_id := e.product_id,"
+            " name := NULL::VARCHAR, confidence := e.confidence)) AS named_recommendations"
+        )
+        named_join = ""
+    return (
+        f"WITH {', '.join(parts)} SELECT r.* EXCLUDE (recommendations), {keys}, {named}"
+        f" FROM customer_rows r {keys_join} {named_join} ORDER BY r.customer_id NULLS FIRST"
+    )
+
+
+def embedded_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of :func:`customer_rows_sql` (from Arrow) as Spark's ``Row.asDict(recursive=True)``
+    gives the row of :func:`customer_rows`: ``segment_keys`` a dict (a map), not a list of entries."""
+    entries = row.get("segment_keys")
+    if entries is not None:
+        row = {**row, "segment_keys": {e["segment_id"]: e["member_keys"] for e in entries}}
+    return row
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items() if v is not None}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from lakecdp.personalization.config import load_personalization
 from lakecdp.personalization.engine import TemplateEngine
-from lakecdp.personalization.preview import load_contexts, render_previews, templates_dir
+from lakecdp.personalization.preview import contexts_for, render_previews, templates_dir
 
 if TYPE_CHECKING:
     from lakecdp.context import JobContext
@@ -28,9 +28,7 @@ def run(ctx: JobContext) -> dict[str, int]:
         templates_dir(ctx.project, config), budget=config.render_budget.budget(), feedback_url=config.feedback_url
     )
     customers = [config.demo_customer] if config.demo_customer else None
-    contexts = load_contexts(
-        ctx.spark, ctx.tables, config, customer_ids=customers, limit=1, campaign_id=config.demo_campaign
-    )
+    contexts = contexts_for(ctx, config, customer_ids=customers, limit=1, campaign_id=config.demo_campaign)
     if not contexts:
         logger.info("preview: no customer profile to render")
         return {"rendered": 0}

@@ -16,11 +16,20 @@ from pyspark.sql import functions as F
 
 from lakecdp import catalog
 from lakecdp.personalization.config import PersonalizationConfig
-from lakecdp.personalization.customers import customer_rows, template_context
+from lakecdp.personalization.customers import (
+    FEATURE_COLUMNS,
+    PROFILE_COLUMNS,
+    customer_rows,
+    customer_rows_sql,
+    embedded_row,
+    template_context,
+)
 from lakecdp.personalization.engine import TemplateEngine
 
 if TYPE_CHECKING:
     from lakecdp.config import Project
+    from lakecdp.context import JobContext
+    from lakecdp.delta_store import DeltaStore
     from lakecdp.tables import Tables
 
 logger = logging.getLogger(__name__)
@@ -68,6 +77,93 @@ def load_contexts(
         template_context(r.asDict(recursive=True), config, campaign_id=campaign_id)
         for r in rows.orderBy("customer_id").collect()
     ]
+
+
+def contexts_for(
+    ctx: JobContext,
+    config: PersonalizationConfig,
+    *,
+    customer_ids: list[str] | None = None,
+    segment: str | None = None,
+    limit: int | None = None,
+    campaign_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`load_contexts` on the run's engine: DuckDB over delta-rs on ``engine: embedded``
+    (path-based tables; :func:`load_contexts_embedded`, no Spark session), else Spark."""
+    from lakecdp.delta_store import embedded_store
+
+    store = embedded_store(ctx, label="lakecdp-personalization")
+    options: dict[str, Any] = {
+        "customer_ids": customer_ids,
+        "segment": segment,
+        "limit": limit,
+        "campaign_id": campaign_id,
+    }
+    if store is not None:
+        return load_contexts_embedded(store, config, **options)
+    return load_contexts(ctx.spark, ctx.tables, config, **options)
+
+
+def load_contexts_embedded(
+    store: DeltaStore,
+    config: PersonalizationConfig,
+    *,
+    customer_ids: list[str] | None = None,
+    segment: str | None = None,
+    limit: int | None = None,
+    campaign_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`load_contexts` on DuckDB over the tables' live files (:meth:`DeltaStore.load`):
+    the same customers in the same order, and the same Python values in each context (the
+    rows of :func:`~lakecdp.personalization.customers.customer_rows_sql` are what Spark's
+    ``Row.asDict`` gives; tests/test_personalization_engines.py renders both)."""
+    import duckdb
+
+    if not store.exists(catalog.CUSTOMER_PROFILE.name):
+        return []
+    present = {
+        table.name: store.exists(table.name)
+        for table in (catalog.CUSTOMER_FEATURES, catalog.MEMBERSHIP, catalog.PRODUCTS)
+    }
+    if segment is not None and not present[catalog.MEMBERSHIP.name]:
+        return []
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        where = "WHERE list_contains(?, customer_id)" if customer_ids else ""
+        store.load(
+            con,
+            "chosen",
+            catalog.CUSTOMER_PROFILE.name,
+            columns=list(PROFILE_COLUMNS),
+            where=where,
+            params=[list(customer_ids)] if customer_ids else [],
+        )
+        if present[catalog.MEMBERSHIP.name]:
+            columns = ["customer_id", "segment_id", "member_key", "is_current"]
+            store.load(con, "membership", catalog.MEMBERSHIP.name, columns=columns, where="WHERE is_current")
+        # Spark's orderBy: ascending, nulls first; then the limit
+        in_segment = "WHERE customer_id IN (SELECT customer_id FROM membership WHERE segment_id = $segment)"
+        con.execute(
+            f"CREATE TABLE profile AS SELECT * FROM chosen {in_segment if segment is not None else ''}"
+            f" ORDER BY customer_id NULLS FIRST {'LIMIT $limit' if limit is not None else ''}",
+            {k: v for k, v in (("segment", segment), ("limit", limit)) if v is not None},
+        )
+        wanted = "WHERE customer_id IN (SELECT customer_id FROM profile)"
+        if present[catalog.CUSTOMER_FEATURES.name]:
+            columns = ["customer_id", *FEATURE_COLUMNS]
+            store.load(con, "features", catalog.CUSTOMER_FEATURES.name, columns=columns, where=wanted)
+        if present[catalog.PRODUCTS.name]:
+            store.load(con, "products", catalog.PRODUCTS.name, columns=["product_id", "name"])
+        sql = customer_rows_sql(
+            features=present[catalog.CUSTOMER_FEATURES.name],
+            membership=present[catalog.MEMBERSHIP.name],
+            products=present[catalog.PRODUCTS.name],
+        )
+        rows = con.sql(sql).to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    return [template_context(embedded_row(row), config, campaign_id=campaign_id) for row in rows]
 
 
 # -- preview --------------------------------------------------------------------------
