@@ -41,6 +41,20 @@ HEAVIEST_FILES_FIRST = (
     "test_segments_event_embedded.py",
     "test_kafka_stream.py",
     "test_erasure.py",
+    # make test's heaviest files (Spark module fixtures, each worker's first Delta writes): its
+    # tier runs --dist load, which hands tests out in this order, so the run ends on short tests
+    # on both workers instead of a 15-30 s Spark test on one
+    "test_identity_match.py",
+    "test_campaign_report.py",
+    "test_identity_ids.py",
+    "test_catalog.py",
+    "test_columns.py",
+    "test_features.py",
+    "test_security_sql.py",
+    "test_foundation_delta.py",
+    "test_steps_no_jvm.py",
+    "test_kind_plugins.py",
+    "test_phones.py",
 )
 
 

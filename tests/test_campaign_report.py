@@ -210,6 +210,8 @@ def test_report_writes_results_replayable_as_of_and_a_chart(spark, project, tmp_
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# ~41 s in make test on a loaded box (two workers): the full suite's tier
+@pytest.mark.slow
 def test_aa_campaign_finds_no_lift(spark):
     campaign = Campaign(variants={"A": 50, "B": 50}, holdout_percent=10)
     planted = plant_campaign(

@@ -175,6 +175,8 @@ def test_features_job_point_in_time_idempotent_with_history(spark, project):
     assertDataFrameEqual(tables.read(spark, "gold.customer_features", version=0), first)
 
 
+# ~26 s in make test on a loaded box (two workers): the full suite's tier
+@pytest.mark.slow
 def test_the_delta_log_reads_the_same_through_delta_rs_and_spark(spark, project):
     """engine: embedded asks delta-rs what the Spark engine asks Spark: whether a table exists,
     its version, and its last commit's userMetadata (the fingerprint) and output row count."""

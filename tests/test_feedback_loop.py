@@ -1,7 +1,12 @@
 """The feedback loop on real Delta tables: a feedback link click in the email platform's export
 (and a "feedback" event as the HTTP intake takes it) goes through ingest into silver.events, the
 features step drops that product (category) from the customer's recommendations for the
-configured period, and the next preview and the next SMS delivery payload no longer show it."""
+configured period, and the next preview and the next SMS delivery payload no longer show it.
+
+The steps run on the embedded engine (``engine: embedded``, the one a single machine runs): the
+loop is the subject here, not Spark, and tests/test_ingest_engines.py (feedback links),
+tests/test_features_engines.py (feedback events) and the parity tier show Spark writes the same
+rows; the checks read the tables back through Spark."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from lakecdp.activation import job as activation
+from conftest import on_engine
 from tests.support.fault_server import FaultServer
 from lakecdp.api.validation import validate_event
 from lakecdp.context import JobContext
@@ -179,7 +185,7 @@ def _sent_texts(server: FaultServer) -> list[tuple[str, str]]:
 
 @pytest.mark.slow
 def test_feedback_removes_the_product_from_the_next_preview_and_delivery(spark, project, tmp_path, monkeypatch):
-    project = _project(project, tmp_path)
+    project = on_engine(_project(project, tmp_path), "embedded")
     tables = Tables(project)
     _write_tables(spark, tables)
     ctx = lambda run_id: JobContext.create(project, spark, as_of=AS_OF, run_id=run_id)  # noqa: E731

@@ -1,6 +1,11 @@
 """End to end: the sample generator's world (300 people) through the ingest job; every planted
 bad row (labels/planted_0.csv) is quarantined with its reason, or loaded with its warning, or
-counted as a duplicate, and nothing else is rejected."""
+counted as a duplicate, and nothing else is rejected.
+
+Generated in process and ingested on the embedded engine (``engine: embedded``): the labels are
+the subject here, not Spark; tests/test_sample_generator.py shows the Spark generator writes the
+same bytes and the parity tier that Spark's ingest of the demo world (planted rows included)
+writes the same rows."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from datetime import datetime, timezone
 import pytest
 from pyspark.sql import functions as F
 
+from conftest import on_engine
 from lakecdp.context import JobContext
 from lakecdp.ingest.job import ingest
 from lakecdp.ingest.sources import load_sources
@@ -23,9 +29,10 @@ CUSTOMER_SOURCES = ("crm", "shop_customers", "third_party")
 
 @pytest.mark.slow
 def test_generated_world_planted_rows_end_where_labels_say(spark, project):
+    project = on_engine(project, "embedded")
     labels = project.root / "labels"
     generate(
-        spark,
+        None,
         landing=project.landing,
         labels=labels,
         people=300,

@@ -239,6 +239,8 @@ identifiers: [email]
 """
 
 
+# ~31 s in make test on a loaded box (two workers): the full suite's tier
+@pytest.mark.slow
 def test_a_plugin_source_format_is_ingested_by_the_real_ingest(spark, project, tmp_path, monkeypatch):
     conf = tmp_path / "conf"
     _write(conf / "sources" / "app_events.yaml", APP_EVENTS)

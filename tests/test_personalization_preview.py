@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 
 from lakecdp.context import JobContext
 from lakecdp.personalization import job
@@ -64,6 +65,8 @@ def _write_tables(spark, tables: Tables) -> None:
     )
 
 
+# ~42 s in make test on a loaded box (two workers): the full suite's tier
+@pytest.mark.slow
 def test_contexts_previews_and_preview_step(spark, project, tmp_path):
     tables = Tables(project)
     _write_tables(spark, tables)
@@ -145,6 +148,8 @@ def test_contexts_previews_and_preview_step(spark, project, tmp_path):
     assert (project.warehouse / "previews" / "welcome" / "c1.txt").is_file()
 
 
+# ~37 s in make test on a loaded box (two workers): the full suite's tier
+@pytest.mark.slow
 def test_validate_templates_command_passes_on_the_shipped_templates(spark, project, tmp_path, capsys):
     """``lakecdp validate-templates`` with the shipped personalization.yaml (render budget
     included) and templates: no syntax or render error, nothing refused by the budget."""

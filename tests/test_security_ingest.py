@@ -156,6 +156,8 @@ def test_rows_read_that_differ_from_the_lines_of_the_bytes_fail_the_audit():
     check_lines_read(SOURCES["crm"], [file], {file.relative: {**counts, "rows_read": 3, "rows_loaded": 3}})
 
 
+# ~32 s in make test on a loaded box (two workers): the full suite's tier
+@pytest.mark.slow
 def test_a_non_empty_file_without_rows_is_reported(spark, project):
     land(project, "crm/crm_customers_0.csv", CRM_HEADER + "\r\n\r\n   \r\n")
     counts = run(spark, project, "run-1", "crm")
@@ -171,6 +173,8 @@ def test_a_non_empty_file_without_rows_is_reported(spark, project):
 # -- 2. a repeated header column -----------------------------------------------------------------
 
 
+# ~38 s in make test on a loaded box (two workers): the full suite's tier
+@pytest.mark.slow
 def test_a_repeated_header_column_refuses_every_line_of_the_file(spark, project):
     land(
         project,

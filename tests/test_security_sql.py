@@ -223,6 +223,8 @@ SHELL_QUERY = (
 )
 
 
+# ~21 s in make test on a loaded box (two workers): the full suite's tier
+@pytest.mark.slow
 def test_segments_step_and_dry_run_never_run_refused_sql(spark, project, inputs, tmp_path):
     """A definition sqlglot lets through (it reads TRANSFORM as a function) stops at the plan check."""
     from lakecdp.segments.inspect import dry_run
@@ -297,6 +299,8 @@ def test_substitution_positive_control_and_refusal_when_on(spark, inputs, secret
         spark.conf.set("spark.sql.variable.substitute", "false")
 
 
+# ~47 s in make test on a loaded box (two workers): the full suite's tier
+@pytest.mark.slow
 def test_secret_in_a_literal_stays_a_literal_everywhere(spark, project, inputs, secret):
     """The whole job writes membership with the literal text, and no file holds the secret."""
     from lakecdp.segments.job import evaluate_and_write

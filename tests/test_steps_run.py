@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import on_engine
 from lakecdp import catalog, cli, steps
 from lakecdp.pipeline import run_pipeline
 from lakecdp.steps import Step
@@ -49,7 +50,9 @@ def test_a_run_follows_the_registry_order(spark, project, monkeypatch):
         return {"n": 2}
 
     monkeypatch.setattr(steps, "STEPS", (Step("second", second), Step("first", first)))
-    result = run_pipeline(project, spark)  # no steps given: the registry's pipeline
+    # the order is the subject, not Spark: ops.runs written by delta-rs (engine: embedded; Spark's
+    # writes of ops.runs: test_lakecdp_ingest_records_its_run_in_ops_runs, tests/test_pipeline_runs.py)
+    result = run_pipeline(on_engine(project, "embedded"), spark)  # no steps given: the registry's pipeline
     assert called == ["second", "first"]
     assert list(result.steps) == ["second", "first"]
     runs = _runs(spark, project)
@@ -86,6 +89,8 @@ def test_lakecdp_ingest_records_its_run_in_ops_runs(spark, project, tmp_path):
     assert "unknown source(s) ['nope']" in failed[0]["message"]
 
 
+# ~34 s in make test on a loaded box (two workers): the full suite's tier
+@pytest.mark.slow
 def test_a_plugin_step_runs_through_the_pipeline_with_its_lineage(spark, project, tmp_path, monkeypatch):
     from plugin_price_bands import PRICE_BANDS
 
