@@ -154,13 +154,15 @@ class _Reader:
     def rows(self, name: str, columns: list[str]) -> list[dict[str, Any]]:
         from deltalake import DeltaTable
 
+        from lakecdp.delta_store import arrow_table
+
         path = Path(self.tables.location(name))
         if not (path / "_delta_log").is_dir():
             return []
         table = DeltaTable(str(path))
         present = set(table.schema().to_arrow().names) if hasattr(table.schema(), "to_arrow") else None
         wanted = [c for c in columns if present is None or c in present]
-        return table.to_pyarrow_table(columns=wanted).to_pylist()
+        return arrow_table(table, columns=wanted).to_pylist()
 
 
 def _median_before(history: list[tuple[Any, float]], at: Any) -> tuple[int, float | None]:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     import duckdb
+    import pyarrow.dataset
+    from deltalake import DeltaTable
 
     from typing import TypeAlias
 
@@ -95,6 +97,45 @@ def conform(data: pa.Table, schema: str) -> pa.Table:
     """``data``'s columns in the catalogue's order and types (extra columns dropped)."""
     target = arrow_schema(schema)
     return data.select(target.names).cast(target)
+
+
+def native_filesystem(table: DeltaTable) -> Any:
+    """A native pyarrow filesystem rooted at a local ``table``, or None (delta-rs' own) for a
+    table elsewhere or with a data file outside its folder.
+
+    delta-rs reads through ``pyarrow.fs.PyFileSystem(DeltaStorageHandler)`` by default: a Python
+    object held by Arrow's I/O threads. When a scan's last reference to it is dropped on such a
+    thread while the interpreter exits, taking the GIL there kills the process *after* its work
+    (``terminate called without an active exception``, exit 134). A native filesystem holds no
+    Python object, so a process that read a table exits cleanly.
+    """
+    import pyarrow.fs as pa_fs
+
+    uri = table.table_uri
+    root = uri.removeprefix("file://") if uri.startswith("file://") else uri
+    if "://" in root or not root.startswith("/"):
+        return None
+    root = root.rstrip("/")
+    if any(not path.startswith(root + "/") for path in table.file_uris()):
+        return None
+    return pa_fs.SubTreeFileSystem(root, pa_fs.LocalFileSystem())
+
+
+def arrow_dataset(table: DeltaTable) -> pa.dataset.Dataset:
+    """``table`` as a pyarrow dataset read through :func:`native_filesystem` where it can be:
+    every Arrow read of a Delta table in lakecdp goes through here or :func:`arrow_table`."""
+    return table.to_pyarrow_dataset(filesystem=native_filesystem(table))
+
+
+def arrow_table(
+    table: DeltaTable, *, columns: Sequence[str] | None = None, filters: list[tuple[str, str, Any]] | None = None
+) -> pa.Table:
+    """``table.to_pyarrow_table(columns=..., filters=...)`` (the same rows) through
+    :func:`arrow_dataset`."""
+    from pyarrow.parquet import filters_to_expression
+
+    expression = filters_to_expression(filters) if filters else None
+    return arrow_dataset(table).to_table(columns=None if columns is None else list(columns), filter=expression)
 
 
 def utc_timestamps(con: duckdb.DuckDBPyConnection, table: str) -> str:
@@ -248,8 +289,7 @@ class DeltaStore:
     def read(self, name: str, *, columns: list[str] | None = None, version: int | None = None) -> pa.Table:
         from deltalake import DeltaTable
 
-        table = DeltaTable(self.path(name), version=version)
-        return table.to_pyarrow_table(columns=columns)
+        return arrow_table(DeltaTable(self.path(name), version=version), columns=columns)
 
     def read_rows(
         self, name: str, *, columns: Sequence[str], where: Mapping[str, Any] | None = None
@@ -280,7 +320,7 @@ class DeltaStore:
         import pyarrow.dataset as ds
 
         table = self.table(name, version=version)
-        dataset = table.to_pyarrow_dataset()
+        dataset = arrow_dataset(table)
         actions = pa.table(table.get_add_actions(flatten=True))
         sizes = dict(
             zip(
@@ -328,7 +368,7 @@ class DeltaStore:
             listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
             source = f"read_parquet([{listed}], union_by_name = true)"
         else:
-            con.register("_delta_arrow", table.to_pyarrow_table(columns=columns))
+            con.register("_delta_arrow", arrow_table(table, columns=columns))
             source = "_delta_arrow"
         con.execute(f"CREATE OR REPLACE TEMP VIEW _delta_source AS SELECT {select} FROM {source}")
         con.execute(

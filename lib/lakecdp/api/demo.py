@@ -83,9 +83,10 @@ def _free_port() -> int:
 def _rows(project: Project, table: str, columns: list[str]) -> list[dict[str, Any]]:
     from deltalake import DeltaTable
 
+    from lakecdp.delta_store import arrow_table
     from lakecdp.tables import Tables
 
-    return DeltaTable(str(Tables(project).location(table))).to_pyarrow_table(columns=columns).to_pylist()
+    return arrow_table(DeltaTable(str(Tables(project).location(table))), columns=columns).to_pylist()
 
 
 def _start(project: Project, keys: dict[str, tuple[str, str]]):

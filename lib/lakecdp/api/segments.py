@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from lakecdp import catalog
 from lakecdp.config import Project
+from lakecdp.delta_store import arrow_table
 from lakecdp.tables import Tables
 
 logger = logging.getLogger(__name__)
@@ -123,11 +124,9 @@ class SegmentReader:
             return []
 
         def build() -> list[dict[str, Any]]:
-            rows = (
-                self._delta(RUNS)
-                .to_pyarrow_table(columns=["run_id", "segments", "membership_version", "applied_at", "changes"])
-                .to_pylist()
-            )
+            rows = arrow_table(
+                self._delta(RUNS), columns=["run_id", "segments", "membership_version", "applied_at", "changes"]
+            ).to_pylist()
             return sorted(rows, key=lambda r: (r["applied_at"], r["run_id"]))
 
         return self._cached(RUNS, (version,), build)
@@ -151,7 +150,7 @@ class SegmentReader:
             table = self._delta(SUPPRESSIONS)
             if table is None:
                 return pa.array([], pa.string())
-            rows = table.to_pyarrow_table(columns=["customer_id", "identifier_type", "identifier_value"])
+            rows = arrow_table(table, columns=["customer_id", "identifier_type", "identifier_value"])
             ids = [rows.column("customer_id").drop_null()]
             profile = self._delta(PROFILE)
             for kind, column in (("email", "emails"), ("phone", "phones")):
@@ -162,7 +161,7 @@ class SegmentReader:
                 ).column("identifier_value")
                 if len(values) == 0 or profile is None:
                     continue
-                people = profile.to_pyarrow_table(columns=["customer_id", column])
+                people = arrow_table(profile, columns=["customer_id", column])
                 lists = people.column(column).combine_chunks()
                 flat = pc.list_flatten(lists)
                 owners = pc.list_parent_indices(lists)
@@ -179,7 +178,7 @@ class SegmentReader:
 
         def build() -> pa.Table | None:
             table = self._delta(PROFILE)
-            return None if table is None else table.to_pyarrow_table(columns=["customer_id", *MEMBER_FIELDS])
+            return None if table is None else arrow_table(table, columns=["customer_id", *MEMBER_FIELDS])
 
         return self._cached(PROFILE, (version,), build)
 
@@ -197,7 +196,8 @@ class SegmentReader:
             table = self._delta(MEMBERSHIP, membership_version)
             # is_current is filtered in Arrow: delta-rs' DNF filter compares a boolean column with
             # a Python True as text and matched no row of a Spark-written table
-            rows = table.to_pyarrow_table(
+            rows = arrow_table(
+                table,
                 columns=["customer_id", "member_key", "entered_at", "is_current"],
                 filters=[("segment_id", "=", segment_id)],
             )
@@ -279,8 +279,10 @@ class SegmentReader:
             held_table = self._delta(APPROVALS)
             if held_table is not None:
                 held = (
-                    held_table.to_pyarrow_table(
-                        columns=["run_id"], filters=[("segment_id", "=", segment_id), ("status", "=", "held")]
+                    arrow_table(
+                        held_table,
+                        columns=["run_id"],
+                        filters=[("segment_id", "=", segment_id), ("status", "=", "held")],
                     )
                     .column("run_id")
                     .to_pylist()
@@ -292,7 +294,8 @@ class SegmentReader:
             table = self._delta(CHANGES)
             if table is None:
                 return [], [], served_runs
-            rows = table.to_pyarrow_table(
+            rows = arrow_table(
+                table,
                 columns=[
                     "change_id",
                     "run_id",
