@@ -9,6 +9,8 @@ import pytest
 from lakecdp.config import Environment, Project, SparkSettings, StorageSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: the environments' ``send_time`` in tests (see :func:`make_project`)
+SEND_TIME = "2026-11-01T12:00:00Z"
 
 # the real Kafka broker's fixtures (kafka_broker, kafka_topic_factory, ...) for the tests that ask for them
 pytest_plugins = ["kafka_fixtures"]
@@ -90,6 +92,9 @@ def make_project(root: Path, *, as_of: str = "2026-11-01T00:00:00Z") -> Project:
         landing=str(root / "landing"),
         checkpoints=str(root / "checkpoints"),
         as_of=as_of,
+        # SMS quiet hours judged at midday UTC, not when the test runs: two runs of one world
+        # hours apart (the parity tier) must defer the same messages
+        send_time=SEND_TIME,
     )
     return Project(root=root, conf_dir=REPO_ROOT / "conf", environment=environment)
 

@@ -157,7 +157,12 @@ def test_consent_quiet_hours_suppression_length_and_exactly_once(spark, project,
 
     with FaultServer() as server:
         monkeypatch.setenv("TEST_SMS_URL", server.url)
-        counts = job.run(JobContext.create(project, spark, run_id="sms-1"), now=MORNING)
+        # the send time comes from the environment (as the demo and the tests pin it); the later
+        # runs pass theirs to run()
+        sending = project.model_copy(
+            update={"environment": project.environment.model_copy(update={"send_time": MORNING})}
+        )
+        counts = job.run(JobContext.create(sending, spark, run_id="sms-1"))
         server.wait_idle()
         # Ann only: Cara is asleep in New York, everybody else may not be texted
         assert [item for request in server.received for item in request["items"]] == [

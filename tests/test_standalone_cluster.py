@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SEND_TIME
 from deltalake import DeltaTable
 
 from tests.support.standalone import StandaloneCluster
@@ -47,6 +48,7 @@ def _standalone_conf(root: Path) -> Path:
         "landing": str(root / "landing"),
         "checkpoints": str(root / "checkpoints"),
         "as_of": AS_OF,
+        "send_time": SEND_TIME,  # as conftest.make_project's: this is the run's shared demo world
     }
     (conf / "environments" / "standalone.yaml").write_text(yaml.safe_dump(environment))
     return conf

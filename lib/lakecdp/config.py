@@ -68,8 +68,12 @@ class Environment(StrictModel):
     checkpoints: str = "warehouse/_checkpoints"
     # fixed "now" for reproducible runs (demo, tests, benchmarks); None means the wall clock
     as_of: datetime | None = None
+    # the time activation judges send windows at (SMS quiet hours in the customer's zone);
+    # None means the wall clock. Pinned, like as_of, where runs must give the same deliveries
+    # whenever they run (the demo, tests); retries and delivery timestamps keep the wall clock
+    send_time: datetime | None = None
 
-    @field_validator("as_of")
+    @field_validator("as_of", "send_time")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:

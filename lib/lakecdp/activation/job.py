@@ -492,7 +492,8 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
     """Deliver new segment changes to every configured destination, exactly once.
 
     Args:
-        now: the send time SMS quiet hours are judged at (default: the clock).
+        now: the send time SMS quiet hours are judged at (default: the environment's
+            ``send_time``, else the clock).
 
     Returns:
         Counts for ops.runs: ``delivered``, ``suppressed``, ``rejected``, ``dead_letter`` in
@@ -532,7 +533,7 @@ def run(ctx: JobContext, *, now: datetime | None = None) -> dict[str, int]:
         )
     else:
         rows = _pending_rows_spark(ctx, destinations, suppressions)
-    _deliver_pending(ctx, destinations, rows, counter, now=now)
+    _deliver_pending(ctx, destinations, rows, counter, now=now or ctx.project.environment.send_time)
 
     counts = dict(counter.counts)
     if counts.get("dead_letter"):
