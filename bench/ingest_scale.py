@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD/lib:$PWD .venv/bin/python -m bench.ingest_scale --work /tmp/ingestrate/scale \
         [--customer-people 600000] [--event-people 35000] [--engines embedded,spark] \
-        [--spark-fraction 0.1] [--record]
+        [--spark-fraction 0.05] [--generate-on spark|python] [--record]
 
 One sample world (``lakecdp.sample.generate``, seed 42): the customer sources (crm,
 shop_customers, third_party) of ``--customer-people`` people (600,000: ~0.86M rows) and the
