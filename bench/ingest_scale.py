@@ -5,7 +5,7 @@
         [--spark-fraction 0.05] [--generate-on spark|python] [--record]
 
 One sample world (``lakecdp.sample.generate``, seed 42): the customer sources (crm,
-shop_customers, third_party) of ``--customer-people`` people (600,000: ~0.86M rows) and the
+shop_customers, third_party) of ``--customer-people`` people (600,000: ~1M rows) and the
 event sources (web_events, email_events) of ``--event-people`` people (35,000: ~1M rows);
 generated once into ``--work`` and reused. The increment is a **re-delivery**: each source's
 file delivered again under a new name with increment 1's rows appended (the same rows plus a
