@@ -244,10 +244,16 @@ class CheckedRow:
         return not self.reasons
 
 
-def _spark_order(problems: list[Problem], source: SourceConfig) -> list[Problem]:
+def _spark_order(problems: list[Problem], source: SourceConfig, index: dict[str, int] | None = None) -> list[Problem]:
     """Findings in parse_and_validate's order: per column first (in column order), then required,
-    key and checks (the Python validator lists nested doubles before scalar columns)."""
-    index = {name: i for i, name in enumerate(source.column_names)}
+    key and checks (the Python validator lists nested doubles before scalar columns).
+
+    Args:
+        index: column name -> position (``source``'s columns), when the caller has it."""
+    if not problems:
+        return problems
+    if index is None:
+        index = {name: i for i, name in enumerate(source.column_names)}
     column_level = [p for p in problems if p.code in _COLUMN_CODES and p.field in index]
     rest = [p for p in problems if not (p.code in _COLUMN_CODES and p.field in index)]
     return sorted(column_level, key=lambda p: index[p.field]) + rest
@@ -305,6 +311,7 @@ def check_parsed(
         for i, problems in zip(indexes, validate_events([parsed[i].event for i in indexes], source, as_of=bound)):
             found[i] = problems
     checked = []
+    index = {name: i for i, name in enumerate(source.column_names)}
     for i, (raw, topic, partition, offset, received) in enumerate(rows):
         event = parsed[i].event
         problems = found[i] or []
@@ -315,7 +322,7 @@ def check_parsed(
             text = "; ".join(codes) + (f": {parsed[i].detail}" if parsed[i].detail else "")
             checked.append(CheckedRow(raw, topic, partition, offset, received, event, codes, [], text, frozenset()))
             continue
-        ordered = _spark_order(problems, source)
+        ordered = _spark_order(problems, source, index)
         refusing = [p for p in ordered if p.refuses]
         warning = [p for p in ordered if not p.refuses]
         detail = "; ".join(f"{p.code}({p.field})" for p in [*refusing, *warning]) or None
@@ -369,34 +376,75 @@ def _typed(text: str | None, type_name: str) -> Any:
     raise EmbeddedPickupUnsupported(f"type {type_name}")
 
 
+#: a column's kind as :func:`as_read` and :func:`typed_row` treat it
+_SCALAR, _STRING_STRUCT, _NESTED = 0, 1, 2
+_LAYOUTS: dict[int, tuple[SourceConfig, tuple[tuple[str, int, str, tuple[str, ...]], ...]]] = {}
+
+
+def _layout(source: SourceConfig) -> tuple[tuple[str, int, str, tuple[str, ...]], ...]:
+    """(name, kind, type, struct fields) per column, worked out once per source (asked per row)."""
+    cached = _LAYOUTS.get(id(source))
+    if cached is not None and cached[0] is source:
+        return cached[1]
+    layout: list[tuple[str, int, str, tuple[str, ...]]] = []
+    for column in source.columns:
+        if column.is_scalar:
+            layout.append((column.name, _SCALAR, column.type, ()))
+        elif _string_struct(column.type):
+            layout.append((column.name, _STRING_STRUCT, column.type, _struct_fields(column.type)))
+        else:
+            layout.append((column.name, _NESTED, column.type, ()))
+    _LAYOUTS[id(source)] = (source, tuple(layout))
+    return tuple(layout)
+
+
+_KNOWN: dict[int, tuple[SourceConfig, frozenset[str]]] = {}
+
+
+def _known(source: SourceConfig) -> frozenset[str]:
+    """``source``'s column names (asked per row: worked out once per source)."""
+    cached = _KNOWN.get(id(source))
+    if cached is not None and cached[0] is source:
+        return cached[1]
+    known = frozenset(source.column_names)
+    _KNOWN[id(source)] = (source, known)
+    return known
+
+
 def as_read(event: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
     """``_as_read``: scalars as their text, string structs as dicts of texts, other nested values as
     parsed (the validator has checked their shape)."""
     out: dict[str, Any] = {}
-    for column in source.columns:
-        value = event.get(column.name)
-        if column.is_scalar:
-            out[column.name] = as_text(value)
+    for name, kind, _type, fields in _layout(source):
+        value = event.get(name)
+        if kind == _SCALAR:
+            out[name] = value if type(value) is str else as_text(value)
         elif value is None:
-            out[column.name] = None
-        elif _string_struct(column.type):
-            out[column.name] = {f: as_text(value.get(f)) for f in _struct_fields(column.type)}
+            out[name] = None
+        elif kind == _STRING_STRUCT:
+            out[name] = {f: as_text(value.get(f)) for f in fields}
         else:
-            out[column.name] = value
+            out[name] = value
     return out
 
 
-def typed_row(row: CheckedRow, read: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
-    """The typed source columns of a valid row, warn-level fields nulled."""
+def typed_row(
+    row: CheckedRow, read: dict[str, Any], source: SourceConfig, patterned: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The typed source columns of a valid row, warn-level fields nulled.
+
+    Args:
+        patterned: columns the caller types by their Java pattern (left null here)."""
     out: dict[str, Any] = {}
-    for column in source.columns:
-        if column.is_scalar:
-            out[column.name] = None if column.name in row.nulled else _typed(read[column.name], column.type)
+    nulled = row.nulled
+    for name, kind, type_name, _fields in _layout(source):
+        if kind == _SCALAR:
+            out[name] = None if name in nulled or name in patterned else _typed(read[name], type_name)
         else:
-            value = read[column.name]
-            if isinstance(value, dict):
-                value = {k: (None if f"{column.name}.{k}" in row.nulled else v) for k, v in value.items()}
-            out[column.name] = None if column.name in row.nulled else value
+            value = read[name]
+            if nulled and isinstance(value, dict):
+                value = {k: (None if f"{name}.{k}" in nulled else v) for k, v in value.items()}
+            out[name] = None if name in nulled else value
     return out
 
 
@@ -412,7 +460,9 @@ def _column_type(column) -> pa.DataType:
 
 def _rescued(event: dict[str, Any], source: SourceConfig) -> str | None:
     """``_rescued``: the unknown fields as Spark's to_json of a map<string,string> writes them."""
-    known = set(source.column_names)
+    known = _known(source)
+    if known.issuperset(event):
+        return None
     parts = [
         f"{jackson_string(k)}:{'null' if v is None else jackson_string(as_text(v) or '')}"
         for k, v in event.items()

@@ -33,9 +33,12 @@ by the Spark job in the same run.
 from __future__ import annotations
 
 import csv
+import gc
+import hashlib
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -223,14 +226,29 @@ def _pattern_typed(
 ) -> dict[str, Any]:
     """``typed`` with the columns that have a Java date/time pattern read by it (Spark's
     ``try_to_date`` / ``try_to_timestamp`` of the text as read, naive UTC), warn-level ones null."""
+    for name, parse in _pattern_parsers(source):
+        text = read[name]
+        typed[name] = None if name in nulled or text is None else parse(text)
+    return typed
+
+
+_PARSERS: dict[int, tuple[SourceConfig, list[tuple[str, Any]]]] = {}
+
+
+def _pattern_parsers(source: SourceConfig) -> list[tuple[str, Any]]:
+    """(column, its Java pattern's parser) of ``source``'s patterned scalar columns (asked per row)."""
+    cached = _PARSERS.get(id(source))
+    if cached is not None and cached[0] is source:
+        return cached[1]
+    parsers = []
     for column in source.columns:
         if column.format and column.is_scalar:
             parse = formatted_parser(source, column.name)
-            text = read[column.name]
             if parse is None:
                 raise ValueError(f"{source.name}: column {column.name}'s pattern is not read embedded")
-            typed[column.name] = None if column.name in nulled or text is None else parse(text)
-    return typed
+            parsers.append((column.name, parse))
+    _PARSERS[id(source)] = (source, parsers)
+    return parsers
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -250,16 +268,57 @@ def file_lines(file: LandedFile, *, skip_header: bool) -> list[tuple[int, str]]:
     return out
 
 
-def parse_csv_line(raw: str, source: SourceConfig, header: list[str]) -> ParsedLine:
-    """A CSV line as :func:`lakecdp.ingest.validate._as_read_csv` reads it: the configured columns
-    by header position (empty -> null), unknown ones rescued, MALFORMED_LINE / WRONG_FIELD_COUNT."""
+@dataclass(frozen=True)
+class _CsvLayout:
+    """A source's CSV dialect and a file's header, worked out once per file (asked per line)."""
+
+    sep: str
+    quote: str
+    quoted: re.Pattern[str]
+    dialect: dict[str, Any]
+    header: list[str]
+    columns: list[str]
+    known: frozenset[str]
+    #: the header's names outside the source's columns (rescued)
+    unknown: bool
+
+
+def _csv_layout(source: SourceConfig, header: list[str]) -> _CsvLayout:
     sep = source.options.get("sep", source.options.get("delimiter", ","))
     quote = source.options.get("quote", '"')
     escape = source.options.get("escape", quote)
-    unbalanced = raw.count(quote) % 2 == 1
     q = re.escape(quote)
-    unquoted = re.sub(f"{q}([^{q}]|{q}{q})*{q}", "", raw)
-    fields = len(unquoted.split(sep))
+    known = frozenset(source.column_names)
+    return _CsvLayout(
+        sep=sep,
+        quote=quote,
+        quoted=re.compile(f"{q}([^{q}]|{q}{q})*{q}"),
+        dialect={
+            "delimiter": sep,
+            "quotechar": quote,
+            "doublequote": escape == quote,
+            "escapechar": None if escape == quote else escape,
+            "strict": False,
+        },
+        header=list(header),
+        columns=source.column_names,
+        known=known,
+        unknown=any(name not in known for name in header),
+    )
+
+
+def parse_csv_line(raw: str, source: SourceConfig, header: list[str], layout: _CsvLayout | None = None) -> ParsedLine:
+    """A CSV line as :func:`lakecdp.ingest.validate._as_read_csv` reads it: the configured columns
+    by header position (empty -> null), unknown ones rescued, MALFORMED_LINE / WRONG_FIELD_COUNT.
+
+    Args:
+        layout: ``_csv_layout(source, header)``, when the caller reads many lines of one file."""
+    if layout is None:
+        layout = _csv_layout(source, header)
+    sep, quote = layout.sep, layout.quote
+    unbalanced = raw.count(quote) % 2 == 1
+    unquoted = layout.quoted.sub("", raw) if quote in raw else raw
+    fields = unquoted.count(sep) + 1
     structural: list[str] = []
     detail = None
     if unbalanced:
@@ -267,14 +326,7 @@ def parse_csv_line(raw: str, source: SourceConfig, header: list[str]) -> ParsedL
     elif fields != len(header):
         structural.append(WRONG_FIELD_COUNT)
         detail = f"expected {len(header)} fields, got {fields}"
-    reader = csv.reader(
-        [raw],
-        delimiter=sep,
-        quotechar=quote,
-        doublequote=escape == quote,
-        escapechar=None if escape == quote else escape,
-        strict=False,
-    )
+    reader = csv.reader([raw], **layout.dialect)
     try:
         values: list[str | None] = list(next(reader, []))
     except csv.Error:
@@ -282,8 +334,10 @@ def parse_csv_line(raw: str, source: SourceConfig, header: list[str]) -> ParsedL
     values = [v if v != "" else None for v in values][: len(header)]
     values += [None] * (len(header) - len(values))
     by_name = dict(zip(header, values))
-    event = {name: by_name.get(name) for name in source.column_names}
-    known = set(source.column_names)
+    event = {name: by_name.get(name) for name in layout.columns}
+    if not layout.unknown:
+        return ParsedLine(event, tuple(structural), detail)
+    known = layout.known
     extra = [(name, value) for name in header if name not in known and (value := by_name[name]) is not None]
     if extra:
         event["_rescued_json"] = "{" + ",".join(f"{jackson_string(k)}:{jackson_string(v)}" for k, v in extra) + "}"
@@ -299,11 +353,69 @@ class _Read:
     files: list[LandedFile]
     #: file -> what is wrong with its header (every row DUPLICATE_HEADER)
     header_problems: dict[str, str]
+    #: re-delivered lines (:class:`_KnownLines`): the row, then its stored bronze row's index
+    known: list[tuple[RawRow, int]]
 
 
-def read_files(ctx: JobContext, source: SourceConfig, files: list[LandedFile]) -> _Read:
-    """Every line of ``files`` parsed; a file that cannot be read is refused (UNREADABLE_FILE)."""
-    read = _Read([], [], [], {})
+class _KnownLines:
+    """Lines of a source whose rows are already in bronze from completed files, by row hash
+    (bronze's ``_row_hash``: SHA-256 of the line as read), for a source whose rows are
+    duplicates once their key is loaded (``drop_existing_keys``: events).
+
+    Such a line, delivered again in a new file, is a duplicate: it passed the same rules before
+    (its bronze row was written by a run whose as-of is not later than this run's, so no time
+    check can refuse it now), its key is among the keys loaded, and no erasure is recorded (the
+    caller checks). Its new bronze row is the stored row with the new file, line, run and time:
+    the line is neither parsed, checked, typed nor mapped again. A CSV line counts only when
+    its file's header is the stored row's file's header (the same line under other columns
+    reads other fields)."""
+
+    def __init__(self, landing: Path, source: SourceConfig, stored: pa.Table) -> None:
+        self.landing = landing
+        self.source = source
+        self.stored = stored
+        hashes = stored["_row_hash"].to_pylist()
+        # the first stored copy of a line (a line delivered twice before has two)
+        self.index = {h: i for i, h in reversed(list(enumerate(hashes)))}
+        self.files = stored["_source_file"].to_pylist()
+        self._headers: dict[str, list[str] | None] = {}
+
+    @classmethod
+    def load(cls, ctx: JobContext, store: DeltaStore, source: SourceConfig, done: set[str]) -> _KnownLines | None:
+        name = catalog.BRONZE.named(source.name)
+        if not done or not store.exists(name):
+            return None
+        stored = store.read(name)
+        kept = pc.and_(
+            pc.is_in(stored["_source_file"], pa.array(sorted(done), pa.string())),
+            pc.less_equal(stored["_ingested_at"], pa.scalar(_utc(ctx.as_of), stored.schema.field("_ingested_at").type)),
+        )
+        stored = stored.filter(pc.fill_null(kept, False))
+        return cls(ctx.project.landing, source, stored) if stored.num_rows else None
+
+    def _header(self, relative: str) -> list[str] | None:
+        if relative not in self._headers:
+            path = self.landing / relative
+            try:
+                self._headers[relative] = csv_header(LandedFile(path, relative, 0, ""), self.source)
+            except OSError:
+                self._headers[relative] = None
+        return self._headers[relative]
+
+    def match(self, raw: str, header: list[str] | None) -> int | None:
+        """The stored row of this line, or None (a line not seen, or seen under another header)."""
+        position = self.index.get(hashlib.sha256(raw.encode("utf-8")).hexdigest())
+        if position is None or header is None:
+            return position
+        return position if self._header(self.files[position]) == header else None
+
+
+def read_files(
+    ctx: JobContext, source: SourceConfig, files: list[LandedFile], known: _KnownLines | None = None
+) -> _Read:
+    """Every line of ``files`` parsed (a line ``known`` holds is set apart unparsed); a file that
+    cannot be read is refused (UNREADABLE_FILE)."""
+    read = _Read([], [], [], {}, [])
     csv_format = source.format == "csv"
     for order, file in enumerate(files):
         header = None
@@ -325,9 +437,17 @@ def read_files(ctx: JobContext, source: SourceConfig, files: list[LandedFile]) -
             read.files.append(file.refuse(UNREADABLE_FILE, f"{file.relative}: cannot be read: {exc.strerror}"))
             continue
         columns = header or source.column_names
+        layout = _csv_layout(source, columns) if csv_format else None
+        # a file whose header is refused has every row quarantined: none is known
+        usable = known if known is not None and file.relative not in read.header_problems else None
         for line, raw in lines:
-            read.rows.append((raw, file.relative, order, line, ctx.as_of))
-            read.parsed.append(parse_csv_line(raw, source, columns) if csv_format else parse_json_line(raw))
+            row = (raw, file.relative, order, line, ctx.as_of)
+            stored = usable.match(raw, header) if usable is not None else None
+            if stored is not None:
+                read.known.append((row, stored))
+                continue
+            read.rows.append(row)
+            read.parsed.append(parse_csv_line(raw, source, columns, layout) if csv_format else parse_json_line(raw))
         read.files.append(file)
     return read
 
@@ -430,6 +550,17 @@ def classify_rows(
 # -- the job --------------------------------------------------------------------------------------
 
 
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _has_erasures(store: DeltaStore) -> bool:
+    """Whether ``ops.erasures`` holds a row (then every row is checked against it)."""
+    from lakecdp.erasure import ERASURES_TABLE
+
+    return store.exists(ERASURES_TABLE) and store.read(ERASURES_TABLE, columns=["salted_hash"]).num_rows > 0
+
+
 def _ledger(store: DeltaStore) -> list[dict[str, Any]]:
     if not store.exists(LEDGER):
         return []
@@ -438,12 +569,17 @@ def _ledger(store: DeltaStore) -> list[dict[str, Any]]:
     return store.read(LEDGER, columns=wanted).to_pylist()
 
 
+def _completed(source: SourceConfig, ledger: list[dict[str, Any]]) -> set[str]:
+    """The files of ``source`` the ledger has loaded."""
+    return {r["path"] for r in ledger if r["source"] == source.name and (r.get("status") or LOADED) == LOADED}
+
+
 def _existing_keys(store: DeltaStore, source: SourceConfig, ledger: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
     """Primary keys (as read) loaded from files the ledger has completed."""
     name = catalog.BRONZE.named(source.name)
     if not source.drop_existing_keys or not store.exists(name):
         return set()
-    done = {r["path"] for r in ledger if r["source"] == source.name and (r.get("status") or LOADED) == LOADED}
+    done = _completed(source, ledger)
     if not done:
         return set()
     bronze = store.read(name, columns=["_source_file", *source.primary_key])
@@ -487,7 +623,11 @@ def _load_source(
     if not new:
         return None, source_counts([], {}, skipped=skipped)
 
-    read = read_files(ctx, source, [f for f in new if not f.refused])
+    erasures = _has_erasures(store)
+    known = None
+    if source.drop_existing_keys and source.format in ("csv", "jsonl") and not erasures:
+        known = _KnownLines.load(ctx, store, source, _completed(source, ledger))
+    read = read_files(ctx, source, [f for f in new if not f.refused], known)
     files = sorted([*read.files, *[f for f in new if f.refused]], key=lambda f: natural_key(f.relative))
     refused = [f for f in files if f.refused]
     for file in refused:
@@ -503,37 +643,55 @@ def _load_source(
 
     reads = {i: embedded.as_read(r.event, source) for i, r in enumerate(checked) if r.valid}
     valid = sorted(reads)
-    typed_rows = {
-        i: _pattern_typed(embedded.typed_row(checked[i], reads[i], source), reads[i], source, checked[i].nulled)
-        for i in valid
-    }
-    typed = embedded._typed_table([typed_rows[i] for i in valid], valid, source)
-    # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
-    # rejected rows are mapped from their fields as read, typed where they parse
-    rejected = [i for i, r in enumerate(checked) if not r.valid and isinstance(r.event, dict)]
-    rejected_typed = embedded._typed_table(
-        [
-            _pattern_typed(
-                embedded._loose_typed(checked[i].event, source),
-                embedded.as_read(checked[i].event, source),
-                source,
-                frozenset(),
-            )
-            for i in rejected
-        ],
-        rejected,
-        source,
-    )
-    erased = erased_rows(ctx, store, source, typed) | erased_rows(ctx, store, source, rejected_typed)
-    status = classify_rows(checked, typed_rows, source, _existing_keys(store, source, ledger), erased, reads)
+
+    patterned = frozenset(name for name, _parse in _pattern_parsers(source))
+
+    def typed_row(i: int) -> dict[str, Any]:
+        row = embedded.typed_row(checked[i], reads[i], source, patterned)
+        return _pattern_typed(row, reads[i], source, checked[i].nulled)
+
+    existing = _existing_keys(store, source, ledger)
+    # typed (the costly part of a row after validation) only where something reads it: the
+    # event-time order of versions, the erasure check (every row), silver (the loaded rows); a
+    # re-delivered event (its key already loaded) is a duplicate without being typed
+    by_key_order = source.drop_existing_keys or source.event_time is None
+    typed_rows = {} if by_key_order and not erasures else {i: typed_row(i) for i in valid}
+    erased: set[int] = set()
+    if erasures:
+        typed = embedded._typed_table([typed_rows[i] for i in valid], valid, source)
+        # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
+        # rejected rows are mapped from their fields as read, typed where they parse
+        rejected = [i for i, r in enumerate(checked) if not r.valid and isinstance(r.event, dict)]
+        rejected_typed = embedded._typed_table(
+            [
+                _pattern_typed(
+                    embedded._loose_typed(checked[i].event, source),
+                    embedded.as_read(checked[i].event, source),
+                    source,
+                    frozenset(),
+                )
+                for i in rejected
+            ],
+            rejected,
+            source,
+        )
+        erased = erased_rows(ctx, store, source, typed) | erased_rows(ctx, store, source, rejected_typed)
+    status = classify_rows(checked, typed_rows, source, existing, erased, reads)
+    # the re-delivered lines: duplicates (see _KnownLines), after the rows read anew
+    copied = [i + len(checked) for i in range(len(read.known))]
+    checked += [
+        CheckedRow(raw, topic, partition, offset, received, None, [], [], None, frozenset())
+        for (raw, topic, partition, offset, received), _stored in read.known
+    ]
+    status += ["duplicate"] * len(read.known)
     per_file, reasons = _counts(checked, status, files)
     # before any write: a line the reader lost (or made up) fails the run, nothing is marked done
     check_lines_read(source, files, per_file)
     for relative, c in per_file.items():
         check_audit_counts(f"{source.name} {relative}", c)
 
-    passed = [i for i, s in enumerate(status) if s in (LOADED, "duplicate")]
-    if passed:
+    passed = [i for i, s in enumerate(status) if s in (LOADED, "duplicate") and i < len(checked) - len(copied)]
+    if passed or copied:
         write_bronze_rows(
             store,
             source,
@@ -543,6 +701,9 @@ def _load_source(
             passed,
             run_id=ctx.run_id,
             at=ctx.as_of,
+            copied=(copied, known.stored.take(pa.array([s for _row, s in read.known], pa.int64())))
+            if known is not None and copied
+            else None,
         )
         hook(catalog.BRONZE.named(source.name))
     quarantined = [i for i, s in enumerate(status) if s == "quarantined"]
@@ -551,8 +712,8 @@ def _load_source(
         hook(catalog.QUARANTINE.named(source.name))
     loaded = [i for i, s in enumerate(status) if s == LOADED]
     if loaded:
-        kept = typed.filter(pc.is_in(typed["_row"], pa.array(loaded, pa.int64())))
-        positions = kept["_row"].to_pylist()
+        kept = embedded._typed_table([typed_rows.get(i) or typed_row(i) for i in loaded], loaded, source)
+        positions = loaded
         kept = kept.append_column(
             "_warnings", pa.array([checked[i].warnings for i in positions], pa.list_(pa.string()))
         )
@@ -567,6 +728,20 @@ def _load_source(
         )
         write_silver_rows(ctx, store, source, kept, hook)
     return LoadedFiles(source, files, per_file, reasons), source_counts(files, per_file, skipped=skipped)
+
+
+@contextmanager
+def _without_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector paused while a source's rows are held: millions of small dicts and
+    lists (no cycles among them) made each full collection walk them all again (~18 % of the CPU
+    at 100k rows, more at 1M); reference counting still frees them, the collector runs after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def ingest_embedded(
@@ -587,13 +762,14 @@ def ingest_embedded(
     totals: dict[str, int] = {}
     done: list[LoadedFiles] = []
     try:
-        for name in wanted:
-            loaded, counts = _load_source(ctx, store, sources[name], ledger, write_hook)
-            if loaded is not None:
-                done.append(loaded)
-            logger.info("ingest %s (embedded): %s", name, counts)
-            for key, value in counts.items():
-                totals[key] = totals.get(key, 0) + value
+        with _without_cycle_collection():
+            for name in wanted:
+                loaded, counts = _load_source(ctx, store, sources[name], ledger, write_hook)
+                if loaded is not None:
+                    done.append(loaded)
+                logger.info("ingest %s (embedded): %s", name, counts)
+                for key, value in counts.items():
+                    totals[key] = totals.get(key, 0) + value
     finally:
         write_ops(ctx, done, write_hook, store=store)
     return totals

@@ -105,4 +105,6 @@ def java_time_parser(pattern: str, type_name: str) -> Callable[[str], date | dat
             return None
         return moment.date() if type_name == "date" else moment
 
-    return parse
+    # a column's values repeat (birth dates: ~37k days a century) and are read twice (checked,
+    # then typed): the values are immutable, a text's value is worked out once
+    return functools.lru_cache(maxsize=1 << 16)(parse)

@@ -634,28 +634,82 @@ def write_bronze_rows(
     *,
     run_id: str,
     at: datetime,
+    copied: tuple[list[int], pa.Table] | None = None,
 ) -> None:
+    """``bronze.<source>``: the rows ``passed`` (their fields as read, ``reads``), inserted when new
+    (file, line, row hash: a crashed run's rows are not added again).
+
+    Args:
+        copied: rows of re-delivered lines (positions in ``checked``) and, in the same order, their
+            stored bronze rows: written as those rows with this file, line, run and time."""
     name = catalog.BRONZE.named(source.name)
     ddl = _bronze_ddl(store, name, source)
     hashes = {i: hashlib.sha256(checked[i].raw.encode("utf-8")).hexdigest() for i in passed}
+    copied_rows, copied_from = copied if copied is not None else ([], None)
     stored = _stored_keys(
-        store, name, ["_source_file", "_line", "_row_hash"], sorted({checked[i].topic for i in passed})
+        store,
+        name,
+        ["_source_file", "_line", "_row_hash"],
+        sorted({checked[i].topic for i in [*passed, *copied_rows]}),
     )
-    fresh = [i for i in passed if (checked[i].topic, checked[i].offset, hashes[i]) not in stored]
-    values: dict[str, list[Any]] = {n: [] for n, _, _ in catalog.ddl_fields(ddl)}
-    for i in fresh:
-        own = {
-            **reads[i],
-            "_rescued": rescued[i],
-            "_source_file": checked[i].topic,
-            "_line": checked[i].offset,
-            "_ingested_at": _utc(at),
-            "_run_id": run_id,
-            "_row_hash": hashes[i],
-        }
-        for column in values:
-            values[column].append(own.get(column))
-    store.append(_arrow_table(values, ddl), name, ddl, run_id=run_id)
+    fresh = [i for i in passed if (checked[i].topic, checked[i].offset, hashes[i]) not in stored] if stored else passed
+    # column by column (a row of a re-delivered file costs a few list appends)
+    own: dict[str, Callable[[int], Any]] = {
+        "_rescued": rescued.__getitem__,
+        "_source_file": lambda i: checked[i].topic,
+        "_line": lambda i: checked[i].offset,
+        "_row_hash": hashes.__getitem__,
+    }
+    constant = {"_ingested_at": _utc(at), "_run_id": run_id}
+    values: dict[str, list[Any]] = {}
+    for column, _, _ in catalog.ddl_fields(ddl):
+        if column in constant:
+            values[column] = [constant[column]] * len(fresh)
+        elif column in own:
+            values[column] = [own[column](i) for i in fresh]
+        else:
+            values[column] = [reads[i].get(column) for i in fresh]
+    rows = _arrow_table(values, ddl)
+    if copied_from is not None:
+        rows = pa.concat_tables(
+            [rows, _copied_bronze(copied_from, copied_rows, checked, rows.schema, stored, run_id, at)]
+        )
+    store.append(rows, name, ddl, run_id=run_id)
+
+
+def _copied_bronze(
+    stored_rows: pa.Table,
+    positions: list[int],
+    checked: list[CheckedRow],
+    schema: pa.Schema,
+    stored: set[tuple[Any, ...]],
+    run_id: str,
+    at: datetime,
+) -> pa.Table:
+    """The bronze rows of re-delivered lines: their stored rows (fields as read, rescued, row
+    hash) with this file, line, run and time; those a crashed run wrote already left out."""
+    files = [checked[i].topic for i in positions]
+    lines = [checked[i].offset for i in positions]
+    own = {
+        "_source_file": pa.array(files, pa.string()),
+        "_line": pa.array(lines, pa.int64()),
+        "_ingested_at": pa.array([_utc(at)] * len(positions), schema.field("_ingested_at").type),
+        "_run_id": pa.array([run_id] * len(positions), pa.string()),
+    }
+    columns = [
+        own[f.name]
+        if f.name in own
+        else stored_rows[f.name].cast(f.type)
+        if f.name in stored_rows.column_names
+        else pa.nulls(len(positions), f.type)
+        for f in schema
+    ]
+    rows = pa.Table.from_arrays(columns, schema=schema)
+    if stored:
+        hashes = rows["_row_hash"].to_pylist()
+        keep = [(f, n, h) not in stored for f, n, h in zip(files, lines, hashes)]
+        rows = rows.filter(pa.array(keep, pa.bool_()))
+    return rows
 
 
 def write_quarantine_rows(

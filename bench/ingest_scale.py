@@ -1,0 +1,360 @@
+"""Benchmark: end-to-end batch ingest at scale, rows/s per source kind, against a bare baseline.
+
+    PYTHONPATH=$PWD/lib:$PWD .venv/bin/python -m bench.ingest_scale --work /tmp/ingestrate/scale \
+        [--customer-people 600000] [--event-people 35000] [--engines embedded,spark] \
+        [--spark-fraction 0.05] [--generate-on spark|python] [--record]
+
+One sample world (``lakecdp.sample.generate``, seed 42): the customer sources (crm,
+shop_customers, third_party) of ``--customer-people`` people (600,000: ~1M rows) and the
+event sources (web_events, email_events) of ``--event-people`` people (35,000: ~1M rows);
+generated once into ``--work`` and reused. The increment is a **re-delivery**: each source's
+file delivered again under a new name with increment 1's rows appended (the same rows plus a
+few % new or changed ones: new people, 7 more days of events, changed CRM records).
+
+Each engine ingests, in its own process, on a fresh warehouse, run ids and as-of fixed, four
+steps timed apart (``ingest()`` alone, Spark's session started and warm before the clock):
+customer sources first load, event sources first load, then the customer and event
+re-deliveries. ``--spark-fraction`` runs Spark on the first part of every file (the same
+world cut down: CSV header kept) when 1M rows take too long on a shared box.
+
+The baseline, in the same run: bare DuckDB reads the same files (``read_csv`` / ``read_json``
+/ ``read_parquet``, CSV columns as text, bad lines skipped: ``ignore_errors``) and appends them to a Delta table with delta-rs
+(``write_deltalake``): no validation, no quarantine, no dedup, no silver, no audit. The
+ratio lakecdp / bare is what counts on a shared box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
+#: increment 1 covers the 7 days before its as_of (conf/sample.yaml increments.days)
+LATER = AS_OF + timedelta(days=7)
+ROOT = Path(__file__).resolve().parents[1]
+CUSTOMERS = ("crm", "shop_customers", "third_party")
+EVENTS = ("web_events", "email_events")
+STEPS = (
+    ("customers first load", CUSTOMERS, 0),
+    ("events first load", EVENTS, 0),
+    ("customers re-delivery", CUSTOMERS, 1),
+    ("events re-delivery", EVENTS, 1),
+)
+
+
+def _child(*args: str) -> dict:
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'lib'}:{ROOT}",
+        "LAKECDP_JVM_DIR": os.environ.get("LAKECDP_JVM_DIR", str(ROOT / ".jvm")),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ingest_scale", "--child", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{args}: exit {done.returncode}\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- the world ---------------------------------------------------------------------------
+
+
+def _generate(world: Path, customer_people: int, event_people: int, *, jvm: bool) -> None:
+    """increment 0 into ``world/landing``, increment 1 into ``world/increment``, for each part
+    (customers, events) not there yet; on Spark, or in this process (``jvm`` False)."""
+    from lakecdp.config import load_project
+    from lakecdp.sample.config import load_sample_config
+    from lakecdp.sample.generator import generate
+    from lakecdp.spark import get_session
+
+    project = load_project(ROOT / "conf", env="local")
+    spark = get_session(project, app_name="ingest-scale-generate") if jvm else None
+    config = load_sample_config(ROOT / "conf")
+    for part, people, only in (("customers", customer_people, CUSTOMERS), ("events", event_people, EVENTS)):
+        if all(any((world / folder / source).glob("*")) for folder in ("landing", "increment") for source in only):
+            continue
+        for increment, as_of in ((0, AS_OF), (1, LATER)):
+            target = world / ("landing" if increment == 0 else "increment")
+            generate(
+                spark,
+                landing=target,
+                labels=world / f"labels-{part}",
+                people=people,
+                seed=42,
+                increment=increment,
+                as_of=as_of,
+                config=config,
+                only=only,
+            )
+
+
+def _redelivery(source_file: Path, increment_file: Path, target: Path) -> int:
+    """``target``: ``source_file``'s rows then ``increment_file``'s (one header). Returns its rows."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source_file.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        first, later = pq.read_table(source_file), pq.read_table(increment_file)
+        table = pa.concat_tables([first, later.select(first.column_names).cast(first.schema)])
+        pq.write_table(table, target)
+        return table.num_rows
+    head = source_file.suffix == ".csv"
+    with target.open("wb") as out:
+        out.write(source_file.read_bytes())
+        with increment_file.open("rb") as extra:
+            if head:
+                extra.readline()
+            shutil.copyfileobj(extra, out)
+    return _rows(target)
+
+
+def _rows(path: Path) -> int:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip()) - (1 if path.suffix == ".csv" else 0)
+
+
+def _cut(source: Path, target: Path, fraction: float) -> None:
+    """The first ``fraction`` of a file's rows (a CSV keeps its header)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fraction >= 1:
+        shutil.copy2(source, target)
+        return
+    if source.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(source)
+        pq.write_table(table.slice(0, int(table.num_rows * fraction)), target)
+        return
+    lines = source.read_bytes().splitlines(keepends=True)
+    head = 1 if source.suffix == ".csv" else 0
+    keep = head + int((len(lines) - head) * fraction)
+    target.write_bytes(b"".join(lines[:keep]))
+
+
+def _landing_files(landing: Path, sources: tuple[str, ...]) -> list[Path]:
+    return sorted(p for s in sources for p in (landing / s).glob("*") if p.is_file())
+
+
+def prepare(world: Path, fraction: float, out: Path) -> dict[str, list[tuple[str, str]]]:
+    """``out/first`` (increment 0) and ``out/redelivery`` (the re-delivered files), cut to
+    ``fraction``; returns per step kind the (landing path, relative) pairs."""
+    shutil.rmtree(out, ignore_errors=True)
+    files: dict[str, list[tuple[str, str]]] = {}
+    for kind, sources in (("customers", CUSTOMERS), ("events", EVENTS)):
+        for path in _landing_files(world / "landing", sources):
+            relative = path.relative_to(world / "landing")
+            _cut(path, out / "first" / relative, fraction)
+            later = world / "increment" / relative.parent / path.name.replace("_0.", "_1.")
+            cut_later = out / "later" / relative.parent / later.name
+            _cut(later, cut_later, fraction)
+            target = out / "redelivery" / relative.parent / later.name
+            _redelivery(out / "first" / relative, cut_later, target)
+            files.setdefault(f"{kind} first load", []).append(str(out / "first" / relative))
+            files.setdefault(f"{kind} re-delivery", []).append(str(target))
+        shutil.rmtree(out / "later", ignore_errors=True)
+    return files
+
+
+# -- in the child process ------------------------------------------------------------------
+
+
+def child_lakecdp(root: Path, data: Path, engine: str) -> dict:
+    """The four steps on ``engine`` in a fresh project under ``root``."""
+    from lakecdp.config import load_project
+    from lakecdp.context import JobContext, SparkHandle
+    from lakecdp.ingest import job
+
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(ROOT / "conf", root / "conf")
+    project = load_project(root / "conf", env="local")
+    project = project.model_copy(update={"environment": project.environment.model_copy(update={"engine": engine})})
+    landing = project.landing
+    landing.mkdir(parents=True)
+    handle = SparkHandle(project, app_name="ingest-scale")
+    if engine == "spark":
+        handle.get().range(1).count()  # the JVM warmed, as in a pipeline where ingest is not the first job
+    out = []
+    for step, sources, increment in STEPS:
+        staged = data / ("first" if increment == 0 else "redelivery")
+        for source in sources:
+            for path in (staged / source).glob("*"):
+                (landing / source).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, landing / source / path.name)
+        ctx = JobContext.create(project, handle, as_of=AS_OF if increment == 0 else LATER, run_id=f"scale-{step}")
+        cpu = time.process_time()
+        start = time.perf_counter()
+        totals = job.ingest(ctx, only=list(sources))
+        out.append(
+            {
+                "step": step,
+                "seconds": time.perf_counter() - start,
+                "driver_cpu_seconds": time.process_time() - cpu,
+                "totals": totals,
+            }
+        )
+        print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+    return {"steps": out, "jvm_started": handle.started}
+
+
+def child_bare(files: dict[str, list[str]], work: Path) -> dict:
+    """Bare DuckDB: each step's files read (all columns as text) and appended to one Delta table per
+    source with delta-rs; no validation, dedup, silver or audit."""
+    import duckdb
+    from deltalake import write_deltalake
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    out = []
+    for step, _sources, _increment in STEPS:
+        start = time.perf_counter()
+        rows = 0
+        con = duckdb.connect()
+        for path in files[step]:
+            if path.endswith(".csv"):
+                relation = con.sql(
+                    "SELECT * FROM read_csv(?, all_varchar = true, header = true, ignore_errors = true, strict_mode = false)",
+                    params=[path],
+                )
+            elif path.endswith(".parquet"):
+                relation = con.sql("SELECT * FROM read_parquet(?)", params=[path])
+            else:
+                relation = con.sql(
+                    "SELECT * FROM read_json(?, format = 'newline_delimited', records = true, ignore_errors = true)",
+                    params=[path],
+                )
+            table = relation.arrow()
+            table = table.read_all() if hasattr(table, "read_all") else table
+            rows += table.num_rows
+            write_deltalake(str(work / Path(path).parent.name), table, mode="append", schema_mode="merge")
+        con.close()
+        out.append({"step": step, "seconds": time.perf_counter() - start, "rows": rows})
+    return {"steps": out}
+
+
+# -- the parent ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/ingest_scale"))
+    parser.add_argument("--customer-people", type=int, default=600_000)
+    parser.add_argument("--event-people", type=int, default=35_000)
+    parser.add_argument("--engines", default="embedded,spark")
+    parser.add_argument("--spark-fraction", type=float, default=1.0, help="Spark ingests this share of each file")
+    parser.add_argument(
+        "--generate-on",
+        choices=("spark", "python"),
+        default="spark",
+        help="generate the world with Spark or in-process",
+    )
+    parser.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, *rest = args.child
+        if kind == "generate":
+            _generate(Path(rest[0]), int(rest[1]), int(rest[2]), jvm=rest[3] == "spark")
+            result: dict = {}
+        elif kind == "lakecdp":
+            result = child_lakecdp(Path(rest[0]), Path(rest[1]), rest[2])
+        else:
+            result = child_bare(json.loads(Path(rest[0]).read_text()), Path(rest[1]))
+        print(json.dumps(result, default=str))
+        return 0
+
+    from bench.results import append_results, machine, stamp
+
+    work = args.work.resolve()
+    started_on, started = machine(), stamp()
+    world = work / f"world-{args.customer_people}-{args.event_people}"
+    begin = time.perf_counter()
+    _child("generate", str(world), str(args.customer_people), str(args.event_people), args.generate_on)
+    print(f"world ready in {time.perf_counter() - begin:.0f} s", flush=True)
+    engines = args.engines.split(",")
+    fractions = sorted({1.0 if e == "embedded" else args.spark_fraction for e in engines}, reverse=True)
+    table_rows = []
+    for fraction in fractions:
+        data = work / f"data-{fraction:g}"
+        files = prepare(world, fraction, data)
+        counts = {step: sum(_rows(Path(p)) for p in paths) for step, paths in files.items()}
+        (work / "files.json").write_text(json.dumps(files))
+        bare = _child("bare", str(work / "files.json"), str(work / "bare"))
+        shutil.rmtree(work / "bare", ignore_errors=True)
+        print(f"bare ({fraction:g}): {json.dumps(bare)}", flush=True)
+        for engine in [e for e in engines if (1.0 if e == "embedded" else args.spark_fraction) == fraction]:
+            result = _child("lakecdp", str(work / f"project-{engine}"), str(data), engine)
+            shutil.rmtree(work / f"project-{engine}", ignore_errors=True)
+            for step_result, bare_step in zip(result["steps"], bare["steps"]):
+                step = step_result["step"]
+                rows = counts[step]
+                seconds = step_result["seconds"]
+                line = (
+                    engine,
+                    f"{fraction:g}",
+                    step,
+                    rows,
+                    seconds,
+                    rows / seconds,
+                    bare_step["seconds"],
+                    rows / bare_step["seconds"],
+                    seconds / bare_step["seconds"],
+                    step_result["driver_cpu_seconds"],
+                    step_result["totals"],
+                    bare_step["rows"],
+                )
+                table_rows.append(line)
+                print(
+                    f"{engine} {step}: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s; bare "
+                    f"{bare_step['seconds']:.1f} s ({rows / bare_step['seconds']:,.0f} rows/s); "
+                    f"ratio {seconds / bare_step['seconds']:.1f}x; driver CPU {step_result['driver_cpu_seconds']:.1f} s "
+                    f"({rows / step_result['driver_cpu_seconds']:,.0f} rows per CPU-s); totals {step_result['totals']}",
+                    flush=True,
+                )
+            print(f"{engine}: JVM started: {result['jvm_started']}", flush=True)
+        shutil.rmtree(data, ignore_errors=True)
+    if args.record and table_rows:
+        body = "\n".join(
+            f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:,} | {r[4]:.1f} | **{r[5]:,.0f}** | {r[6]:.1f} ({r[11]:,}) "
+            f"| {r[7]:,.0f} | {r[8]:.1f}× | "
+            f"{f'{r[9]:.1f} ({r[3] / r[9]:,.0f}/s)' if r[0] == 'embedded' else 'JVM not counted'} | {r[10]['rows_loaded']:,} / {r[10]['rows_quarantined']:,} / "
+            f"{r[10]['duplicates_removed']:,} |"
+            for r in table_rows
+        )
+        append_results(
+            f"## Batch ingest at scale, end to end: rows/s per source kind against bare DuckDB\n\n"
+            f"Measured {started} on {started_on}; load average at the end {os.getloadavg()[0]:.1f}. "
+            f"Command: `python -m bench.ingest_scale --customer-people {args.customer_people} "
+            f"--event-people {args.event_people} --engines {args.engines} --spark-fraction {args.spark_fraction:g} "
+            f"--record`. Customer sources = crm, shop_customers, third_party; events = web_events, email_events; "
+            f"re-delivery = each file delivered again under a new name with increment 1's rows appended. "
+            f"Seconds are `ingest()` alone per step, each engine in its own process on a fresh warehouse "
+            f"(Spark warm); bare = DuckDB reading the same files as text and appending them to Delta with "
+            f"delta-rs (no validation, dedup, silver or audit; lines DuckDB cannot read skipped), in the same run; "
+            f"share = the part of every file ingested; driver CPU = the ingesting process's CPU seconds (all "
+            f"its threads: DuckDB and delta-rs included; for Spark the JVM is not in it), less dependent on "
+            f"the box's load than wall time.\n\n"
+            f"| engine | share | step | rows read | s | rows/s | bare s (rows written) | bare rows/s | ratio "
+            f"| driver CPU s (rows per CPU-s) "
+            f"| loaded / quarantined / duplicates |\n|---|---|---|---|---|---|---|---|---|---|---|\n{body}\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
