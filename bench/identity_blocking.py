@@ -195,6 +195,9 @@ def main() -> None:
         "",
         f"Predict, earlier / shipped: {ratio:.1f}x wall.",
         "",
+        "Pairs per rule over all of w0 (`last_name_as_first_name` is the mirror of the rule above it:",
+        "their unordered pairs are counted once, on `first_name_as_last_name`).",
+        "",
         "| rule | pairs (earlier) | pairs (shipped) |",
         "|---|---|---|",
     ]
