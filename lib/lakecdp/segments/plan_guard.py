@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from lakecdp.segments.guard import ALLOWED_FUNCTIONS, SqlRefused
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 # The temporary views a segment reads (registered by lakecdp.segments.evaluate.register_views).
 SEGMENT_VIEWS = frozenset({"customers", "profile", "features", "events"})
@@ -542,6 +542,34 @@ def guarded_condition(
     except AnalysisException as exc:
         raise _analysis_refusal(exc, text) from None
     return _finish(df, text, views)
+
+
+def guarded_row_condition(
+    spark: SparkSession,
+    condition: str,
+    *,
+    as_of: datetime,
+    view: str = "customers",
+    views: frozenset[str] = SEGMENT_VIEWS,
+) -> Column:
+    """``condition`` as a Column over ``view``, after the plan check of :func:`guarded_condition`
+    (the same text, the same check), for a condition without a subquery (it reads its row only;
+    :attr:`GuardedSql.subquery`): several segments' conditions can then be evaluated in one pass
+    over ``view`` (:func:`lakecdp.segments.evaluate.raw_matches`).
+
+    Raises:
+        SqlRefused: with line, column (within ``condition``) and reason.
+    """
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    text = _checked(spark, condition, expression=True, as_of=as_of, views=views)
+    try:
+        df = spark.table(view).filter(F.expr(text.current))
+    except AnalysisException as exc:
+        raise _analysis_refusal(exc, text) from None
+    _finish(df, text, views)
+    return F.expr(text.current)
 
 
 def guarded_columns(
