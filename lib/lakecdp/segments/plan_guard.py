@@ -514,6 +514,21 @@ def _finish(df: DataFrame, text: _Text, views: frozenset[str]) -> DataFrame:
     return df
 
 
+def _filtered(
+    spark: SparkSession, condition: str, *, as_of: datetime, view: str, views: frozenset[str]
+) -> tuple[DataFrame, _Text]:
+    """``view`` filtered by ``condition`` after passes 1-3, and the text that runs."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    text = _checked(spark, condition, expression=True, as_of=as_of, views=views)
+    try:
+        df = spark.table(view).filter(F.expr(text.current))
+    except AnalysisException as exc:
+        raise _analysis_refusal(exc, text) from None
+    return _finish(df, text, views), text
+
+
 def guarded_condition(
     spark: SparkSession,
     condition: str,
@@ -533,15 +548,7 @@ def guarded_condition(
     Raises:
         SqlRefused: with line, column (within ``condition``) and reason.
     """
-    from pyspark.errors import AnalysisException
-    from pyspark.sql import functions as F
-
-    text = _checked(spark, condition, expression=True, as_of=as_of, views=views)
-    try:
-        df = spark.table(view).filter(F.expr(text.current))
-    except AnalysisException as exc:
-        raise _analysis_refusal(exc, text) from None
-    return _finish(df, text, views)
+    return _filtered(spark, condition, as_of=as_of, view=view, views=views)[0]
 
 
 def guarded_row_condition(
@@ -560,16 +567,9 @@ def guarded_row_condition(
     Raises:
         SqlRefused: with line, column (within ``condition``) and reason.
     """
-    from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
-    text = _checked(spark, condition, expression=True, as_of=as_of, views=views)
-    try:
-        df = spark.table(view).filter(F.expr(text.current))
-    except AnalysisException as exc:
-        raise _analysis_refusal(exc, text) from None
-    _finish(df, text, views)
-    return F.expr(text.current)
+    return F.expr(_filtered(spark, condition, as_of=as_of, view=view, views=views)[1].current)
 
 
 def guarded_columns(
