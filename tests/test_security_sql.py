@@ -384,6 +384,34 @@ def test_time_budget_cancels_the_segment_and_names_it(spark, inputs):
     assert spark.sparkContext.getLocalProperty("spark.jobGroup.id") is None
 
 
+def test_time_budget_names_a_slow_condition_evaluated_in_one_pass_with_others(spark, inputs, caplog):
+    """Row-wise conditions run together in one pass, within the smallest budget among them; when
+    it runs out each runs alone within its own, so the slow one is still named."""
+    # per customer: 10,000 x a filter over 10,000 elements (interpreted lambdas), seconds per row
+    slow = "aggregate(sequence(1, 10000), 0L, (a, x) -> a + size(filter(sequence(1, 10000), y -> y > x))) = -1"
+    segments = {
+        "fine": SegmentDefinition.model_validate(
+            {"version": 1, "id": "fine", "condition": "total_spent >= 0", "schedule": {"every_minutes": 60}}
+        ),
+        "slow": SegmentDefinition.model_validate(
+            {
+                "version": 1,
+                "id": "slow",
+                "condition": slow,
+                "schedule": {"every_minutes": 60},
+                "limits": {"max_seconds": 2},
+            }
+        ),
+    }
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="lakecdp.segments.evaluate"):
+        with pytest.raises(SegmentBudgetExceeded, match=r"segment slow: ran longer than its time budget of 2 s"):
+            evaluate_segments(spark, segments, inputs)
+    assert "the 2 row-wise conditions did not finish in one pass within 2 s" in caplog.text
+    assert time.monotonic() - started < 60
+    assert spark.sparkContext.getLocalProperty("spark.jobGroup.id") is None
+
+
 def test_row_budget_and_everyone_warning(spark, inputs, caplog):
     everyone = {"version": 1, "id": "everyone", "condition": "total_spent >= 0", "schedule": {"every_minutes": 60}}
     with caplog.at_level(logging.WARNING, logger="lakecdp.segments.evaluate"):

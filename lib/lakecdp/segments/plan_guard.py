@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from lakecdp.segments.guard import ALLOWED_FUNCTIONS, SqlRefused
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 # The temporary views a segment reads (registered by lakecdp.segments.evaluate.register_views).
 SEGMENT_VIEWS = frozenset({"customers", "profile", "features", "events"})
@@ -514,6 +514,21 @@ def _finish(df: DataFrame, text: _Text, views: frozenset[str]) -> DataFrame:
     return df
 
 
+def _filtered(
+    spark: SparkSession, condition: str, *, as_of: datetime, view: str, views: frozenset[str]
+) -> tuple[DataFrame, _Text]:
+    """``view`` filtered by ``condition`` after passes 1-3, and the text that runs."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    text = _checked(spark, condition, expression=True, as_of=as_of, views=views)
+    try:
+        df = spark.table(view).filter(F.expr(text.current))
+    except AnalysisException as exc:
+        raise _analysis_refusal(exc, text) from None
+    return _finish(df, text, views), text
+
+
 def guarded_condition(
     spark: SparkSession,
     condition: str,
@@ -533,15 +548,28 @@ def guarded_condition(
     Raises:
         SqlRefused: with line, column (within ``condition``) and reason.
     """
-    from pyspark.errors import AnalysisException
+    return _filtered(spark, condition, as_of=as_of, view=view, views=views)[0]
+
+
+def guarded_row_condition(
+    spark: SparkSession,
+    condition: str,
+    *,
+    as_of: datetime,
+    view: str = "customers",
+    views: frozenset[str] = SEGMENT_VIEWS,
+) -> Column:
+    """``condition`` as a Column over ``view``, after the plan check of :func:`guarded_condition`
+    (the same text, the same check), for a condition without a subquery (it reads its row only;
+    :attr:`GuardedSql.subquery`): several segments' conditions can then be evaluated in one pass
+    over ``view`` (:func:`lakecdp.segments.evaluate.raw_matches`).
+
+    Raises:
+        SqlRefused: with line, column (within ``condition``) and reason.
+    """
     from pyspark.sql import functions as F
 
-    text = _checked(spark, condition, expression=True, as_of=as_of, views=views)
-    try:
-        df = spark.table(view).filter(F.expr(text.current))
-    except AnalysisException as exc:
-        raise _analysis_refusal(exc, text) from None
-    return _finish(df, text, views)
+    return F.expr(_filtered(spark, condition, as_of=as_of, view=view, views=views)[1].current)
 
 
 def guarded_columns(
