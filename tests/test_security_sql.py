@@ -217,6 +217,54 @@ def test_payload_is_refused_and_nothing_runs(spark, inputs, project, secret, tmp
     assert not sentinel.exists()
 
 
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("SELECT a.customer_id FROM customers a CROSS JOIN customers b", "cross join"),
+        (
+            "SELECT customer_id FROM customers WHERE java_method('java.lang.System', 'getenv', 'HOME') <> ''",
+            "calls a Java method",
+        ),
+    ],
+    ids=["cross join", "java_method"],
+)
+def test_refusal_over_delta_tables_starts_no_job(spark, project, payload, reason):
+    """Over the Delta tables a run reads, the accepted segments' plan checks (optimising plans
+    over Delta scans: file listing, table state) start no Spark job before the refusal either."""
+    from lakecdp.segments.job import load_inputs
+
+    ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="run-delta")
+    ctx.tables.overwrite(spark.createDataFrame(PROFILE_ROWS, PROFILE), "gold.customer_profile")
+    ctx.tables.overwrite(spark.createDataFrame(FEATURE_ROWS, FEATURES), "gold.customer_features")
+    inputs = load_inputs(ctx)
+    accepted = {"version": 1, "schedule": {"every_minutes": 5}}
+    segments = {
+        "big": SegmentDefinition.model_validate({**accepted, "id": "big", "condition": "total_spent > 500"}),
+        "in_events": SegmentDefinition.model_validate(
+            {**accepted, "id": "in_events", "condition": "customer_id IN (SELECT customer_id FROM events)"}
+        ),
+        "counted": SegmentDefinition.model_validate(
+            {
+                **accepted,
+                "id": "counted",
+                "query": "SELECT customer_id FROM customers WHERE total_spent > (SELECT avg(total_spent) FROM features)",
+            }
+        ),
+        "attack": unchecked("attack", query=payload),
+    }
+    caught: list[SqlRefused] = []
+
+    def evaluate() -> None:
+        try:
+            evaluate_segments(spark, segments, inputs).collect()
+        except SqlRefused as exc:
+            caught.append(exc)
+
+    assert jobs_run_by(spark, evaluate) == []
+    assert caught and reason in caught[0].reason, caught
+    assert str(caught[0]).startswith("segment attack: ")
+
+
 SHELL_QUERY = (
     "SELECT customer_id FROM customers\nWHERE customer_id IN (SELECT TRANSFORM(customer_id) "
     "USING 'sh -c \"touch {sentinel}\"' AS (customer_id string) FROM customers)"

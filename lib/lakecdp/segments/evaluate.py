@@ -482,9 +482,10 @@ def _one_pass_matches(
 def raw_matches(spark: SparkSession, segments: dict[str, SegmentDefinition], inputs: SegmentInputs) -> DataFrame:
     """Union of every segment's raw matches as (segment_id, customer_id, member_key, reason).
 
-    Every SQL segment is plan-checked before any segment runs. Conditions that read their
-    customer's own row only are then evaluated together, in one pass over ``customers``
-    materialised once (:func:`_one_pass_matches`); every other segment (queries, event rules,
+    Every SQL segment is plan-checked over the lazy views before any Spark job starts. Conditions
+    that read their customer's own row only are then evaluated together, in one pass over
+    ``customers`` (:func:`_one_pass_matches`; ``customers`` is read once when other segments read
+    it too); every other segment (queries, event rules,
     conditions with a subquery), and the conditions again one by one when that pass runs out of
     time, is computed once within its own budget (``limits``). A segment that matches every
     customer is logged as a warning (usually a rule that went wrong).
@@ -492,11 +493,8 @@ def raw_matches(spark: SparkSession, segments: dict[str, SegmentDefinition], inp
     needs_views = any(d.spec.reads_views for d in segments.values())
     if needs_views:
         register_views(spark, inputs)
-        # the customers rows read once: the plan check analyses and optimises every segment's
-        # plan, and over the Delta scans that is Delta's file planning each time (about 1 s a
-        # segment on a busy box); the one pass and every segment then read these rows
-        spark.table("customers").localCheckpoint().createOrReplaceTempView("customers")
     events = events_until(inputs.events, inputs.as_of)
+    # every segment plan-checked over the lazy views first: a refusal raises before any Spark job
     conditions = _row_conditions(spark, segments, inputs.as_of) if needs_views else {}
     planned: dict[str, DataFrame] = {}
     for segment_id, definition in segments.items():
@@ -504,6 +502,14 @@ def raw_matches(spark: SparkSession, segments: dict[str, SegmentDefinition], inp
             continue
         # the kind computes its matches (lakecdp.segments.kinds)
         planned[segment_id] = definition.spec.spark_matches(spark, definition, events=events, as_of=inputs.as_of)
+    others_read_views = [sid for sid in planned if segments[sid].spec.reads_views]
+    if conditions and others_read_views:
+        # then the customers rows read once, for the one pass and the other segments that read
+        # the views (planned again over these rows: the same text and plan check, no Delta scan)
+        spark.table("customers").localCheckpoint().createOrReplaceTempView("customers")
+        for segment_id in others_read_views:
+            definition = segments[segment_id]
+            planned[segment_id] = definition.spec.spark_matches(spark, definition, events=events, as_of=inputs.as_of)
     parts: list[DataFrame] = []
     customers_total: int | None = None
     if conditions:
