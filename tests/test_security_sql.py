@@ -217,6 +217,54 @@ def test_payload_is_refused_and_nothing_runs(spark, inputs, project, secret, tmp
     assert not sentinel.exists()
 
 
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("SELECT a.customer_id FROM customers a CROSS JOIN customers b", "cross join"),
+        (
+            "SELECT customer_id FROM customers WHERE java_method('java.lang.System', 'getenv', 'HOME') <> ''",
+            "calls a Java method",
+        ),
+    ],
+    ids=["cross join", "java_method"],
+)
+def test_refusal_over_delta_tables_starts_no_job(spark, project, payload, reason):
+    """Over the Delta tables a run reads, the accepted segments' plan checks (optimising plans
+    over Delta scans: file listing, table state) start no Spark job before the refusal either."""
+    from lakecdp.segments.job import load_inputs
+
+    ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="run-delta")
+    ctx.tables.overwrite(spark.createDataFrame(PROFILE_ROWS, PROFILE), "gold.customer_profile")
+    ctx.tables.overwrite(spark.createDataFrame(FEATURE_ROWS, FEATURES), "gold.customer_features")
+    inputs = load_inputs(ctx)
+    accepted = {"version": 1, "schedule": {"every_minutes": 5}}
+    segments = {
+        "big": SegmentDefinition.model_validate({**accepted, "id": "big", "condition": "total_spent > 500"}),
+        "in_events": SegmentDefinition.model_validate(
+            {**accepted, "id": "in_events", "condition": "customer_id IN (SELECT customer_id FROM events)"}
+        ),
+        "counted": SegmentDefinition.model_validate(
+            {
+                **accepted,
+                "id": "counted",
+                "query": "SELECT customer_id FROM customers WHERE total_spent > (SELECT avg(total_spent) FROM features)",
+            }
+        ),
+        "attack": unchecked("attack", query=payload),
+    }
+    caught: list[SqlRefused] = []
+
+    def evaluate() -> None:
+        try:
+            evaluate_segments(spark, segments, inputs).collect()
+        except SqlRefused as exc:
+            caught.append(exc)
+
+    assert jobs_run_by(spark, evaluate) == []
+    assert caught and reason in caught[0].reason, caught
+    assert str(caught[0]).startswith("segment attack: ")
+
+
 SHELL_QUERY = (
     "SELECT customer_id FROM customers\nWHERE customer_id IN (SELECT TRANSFORM(customer_id) "
     "USING 'sh -c \"touch {sentinel}\"' AS (customer_id string) FROM customers)"
@@ -381,6 +429,34 @@ def test_time_budget_cancels_the_segment_and_names_it(spark, inputs):
     assert time.monotonic() - started < 60
     # the session is still usable, the job group was released
     assert spark.range(3).count() == 3
+    assert spark.sparkContext.getLocalProperty("spark.jobGroup.id") is None
+
+
+def test_time_budget_names_a_slow_condition_evaluated_in_one_pass_with_others(spark, inputs, caplog):
+    """Row-wise conditions run together in one pass, within the smallest budget among them; when
+    it runs out each runs alone within its own, so the slow one is still named."""
+    # per customer: 10,000 x a filter over 10,000 elements (interpreted lambdas), seconds per row
+    slow = "aggregate(sequence(1, 10000), 0L, (a, x) -> a + size(filter(sequence(1, 10000), y -> y > x))) = -1"
+    segments = {
+        "fine": SegmentDefinition.model_validate(
+            {"version": 1, "id": "fine", "condition": "total_spent >= 0", "schedule": {"every_minutes": 60}}
+        ),
+        "slow": SegmentDefinition.model_validate(
+            {
+                "version": 1,
+                "id": "slow",
+                "condition": slow,
+                "schedule": {"every_minutes": 60},
+                "limits": {"max_seconds": 2},
+            }
+        ),
+    }
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="lakecdp.segments.evaluate"):
+        with pytest.raises(SegmentBudgetExceeded, match=r"segment slow: ran longer than its time budget of 2 s"):
+            evaluate_segments(spark, segments, inputs)
+    assert "the 2 row-wise conditions did not finish in one pass within 2 s" in caplog.text
+    assert time.monotonic() - started < 60
     assert spark.sparkContext.getLocalProperty("spark.jobGroup.id") is None
 
 

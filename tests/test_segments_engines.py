@@ -409,3 +409,60 @@ def test_event_segments_give_identical_rows_on_both_engines(spark, tmp_path):
     assert _rows(warehouses["embedded"], APPROVALS, drop=("decided_at",)) == _rows(
         warehouses["spark"], APPROVALS, drop=("decided_at",)
     )
+
+
+def test_spark_batch_runs_keep_the_run_state_no_op_and_incremental_like_embedded(spark, tmp_path, caplog):
+    """The Spark job's batch run (``run_batch``) keeps the embedded engine's run state: a run on
+    unchanged inputs is recorded without evaluating, a features-only change evaluates only the
+    customers whose row differs -- with the rows the embedded engine writes (the oracle) -- and
+    each engine honours the other's record."""
+    import logging
+
+    from lakecdp.segments.job import run_batch
+
+    # conditions only, no subquery: row-wise, so a features-only change can be incremental
+    row_wise = {sid: d for sid, d in SEGMENTS.items() if d.condition is not None}
+    assert sorted(row_wise) == ["big_recent", "repeat_buyers", "stage_active", "stage_any"]
+    spark_wh, embedded_wh = _warehouses(tmp_path, spark)
+
+    def on(engine: str, project, run_id: str, as_of: datetime) -> dict[str, int]:
+        ctx = JobContext(project=project, spark=spark, as_of=as_of, run_id=run_id)
+        if engine == "spark":
+            return run_batch(ctx, row_wise)
+        return evaluate_and_write_embedded(ctx, row_wise, mode="batch")
+
+    def same_tables() -> None:
+        assert _rows(embedded_wh, CHANGES) == _rows(spark_wh, CHANGES)
+        assert _rows(embedded_wh, MEMBERSHIP) == _rows(spark_wh, MEMBERSHIP)
+        drop = ("applied_at", "membership_version")
+        assert _rows(embedded_wh, RUNS, drop=drop) == _rows(spark_wh, RUNS, drop=drop)
+
+    on("spark", spark_wh, "run-1", RUN1)
+    on("embedded", embedded_wh, "run-1", RUN1)
+    same_tables()
+
+    # features change for c2, c3 and c4 only (feature_rows(changed=True)); as_of stays
+    for project in (spark_wh, embedded_wh):
+        ctx = JobContext(project=project, spark=spark, as_of=RUN1, run_id="w")
+        ctx.tables.overwrite(
+            spark.createDataFrame(feature_rows(RUN1, changed=True), FEATURES), "gold.customer_features"
+        )
+    with caplog.at_level(logging.INFO, logger="lakecdp.segments.job"):
+        spark_counts = on("spark", spark_wh, "run-2", RUN1)
+    assert "segments run run-2: 3 changed customers in gold.customer_features" in caplog.text
+    embedded_counts = on("embedded", embedded_wh, "run-2", RUN1)
+    same_tables()
+    assert spark_counts == embedded_counts
+    assert spark_counts["entered"] + spark_counts["exited"] + spark_counts["updated"] > 0
+
+    # the same inputs again: neither engine evaluates, nothing is written but the run record
+    versions = [(p, DeltaTable(str(p.warehouse / "segments/changes")).version()) for p in (spark_wh, embedded_wh)]
+    assert on("spark", spark_wh, "run-3", RUN1)["skipped"] == 1
+    assert on("embedded", embedded_wh, "run-3", RUN1)["skipped"] == 1
+    # and each engine honours the record the other wrote
+    assert on("embedded", spark_wh, "run-4", RUN1)["skipped"] == 1
+    assert on("spark", embedded_wh, "run-4", RUN1)["skipped"] == 1
+    for project, version in versions:
+        assert DeltaTable(str(project.warehouse / "segments/changes")).version() == version
+    same_tables()
+    assert [r[0] for r in _rows(spark_wh, RUNS)] == ["run-1", "run-2", "run-3", "run-4"]

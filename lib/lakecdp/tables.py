@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 LAYERS = frozenset({"bronze", "quarantine", "silver", "identity", "gold", "segments", "activation", "ops"})
 _NAME_RE = re.compile(r"^(?P<layer>[a-z_]+)\.(?P<table>[a-z][a-z0-9_]*)$")
+#: the session setting Delta's MERGE takes a commit's ``userMetadata`` from
+_COMMIT_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
 class TableNameError(ValueError):
@@ -173,9 +175,41 @@ class Tables:
         *,
         partition_by: Sequence[str] = (),
         merge_schema: bool = False,
+        app_transaction: tuple[str, int] | None = None,
+        user_metadata: str | None = None,
     ) -> None:
-        """Append rows (creating the table on first write)."""
-        self._save(self._writer(df, "append", partition_by, merge_schema), name)
+        """Append rows (creating the table on first write).
+
+        Args:
+            app_transaction: ``(app_id, version)``: the append is a Delta app transaction
+                (``txnAppId`` / ``txnVersion``); Delta skips it when that app id already
+                committed this version or a later one (see :meth:`app_transaction_version`).
+            user_metadata: this commit's ``userMetadata`` (a write option, not a session setting).
+        """
+        writer = self._writer(df, "append", partition_by, merge_schema)
+        if app_transaction is not None:
+            writer = writer.option("txnAppId", app_transaction[0]).option("txnVersion", str(app_transaction[1]))
+        if user_metadata is not None:
+            writer = writer.option("userMetadata", user_metadata)
+        self._save(writer, name)
+
+    def app_transaction_version(self, spark: SparkSession, name: str, app_id: str) -> int | None:
+        """The latest version the Delta app transaction ``app_id`` committed to ``name`` (None:
+        never), read from the table's current snapshot (delta-rs' ``transaction_version``)."""
+        jvm: Any = spark._jvm
+        log_class = jvm.org.apache.spark.sql.delta.DeltaLog
+        if self.uses_catalog:
+            identifier = (
+                spark._jsparkSession.sessionState()
+                .sqlParser()
+                .parseTableIdentifier(self.identifier(name).replace("`", ""))
+            )
+            log = log_class.forTable(spark._jsparkSession, identifier)
+        else:
+            log = log_class.forTable(spark._jsparkSession, self.location(name))
+        none = getattr(getattr(jvm.scala, "None$"), "MODULE$")
+        found = log.update(False, none, none).transactions().get(app_id)
+        return int(found.get()) if found.isDefined() else None
 
     def overwrite(
         self,
@@ -217,6 +251,8 @@ class Tables:
         update_condition: str | None = None,
         delete_not_matched_by_source: bool = False,
         scope: DataFrame | None = None,
+        insert: bool = True,
+        user_metadata: str | None = None,
     ) -> None:
         """Upsert ``df`` into ``name`` on ``keys`` (created from ``df`` if missing).
 
@@ -229,13 +265,17 @@ class Tables:
             scope: the ``keys`` this write is the whole truth for (a partial refresh):
                 target rows whose key is in ``scope`` but not in ``df`` are deleted, rows
                 outside it are left alone. ``df``'s keys must be within ``scope``.
+            insert: False: rows of ``df`` without a match are left out (update only).
+            user_metadata: this commit's ``userMetadata``. Delta's MERGE takes it from the
+                session only, so it is set for this call and restored after it.
         """
         if not keys:
             raise ValueError("merge needs at least one key column")
         if scope is not None and delete_not_matched_by_source:
             raise ValueError("scope and delete_not_matched_by_source exclude each other")
         if not self.exists(spark, name):
-            self.append(df, name)
+            if insert:
+                self.append(df, name, user_metadata=user_metadata)
             return
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
         if scope is None:
@@ -244,12 +284,26 @@ class Tables:
                 .alias("t")
                 .merge(df.alias("s"), condition)
                 .whenMatchedUpdateAll(condition=update_condition)
-                .whenNotMatchedInsertAll()
             )
+            if insert:
+                builder = builder.whenNotMatchedInsertAll()
             if delete_not_matched_by_source:
                 builder = builder.whenNotMatchedBySourceDelete()
-            builder.execute()
+            if user_metadata is None:
+                builder.execute()
+                return
+            previous = spark.conf.get(_COMMIT_METADATA, None)
+            spark.conf.set(_COMMIT_METADATA, user_metadata)
+            try:
+                builder.execute()
+            finally:
+                if previous is None:
+                    spark.conf.unset(_COMMIT_METADATA)
+                else:
+                    spark.conf.set(_COMMIT_METADATA, previous)
             return
+        if not insert or user_metadata is not None:
+            raise ValueError("a scoped merge always inserts and takes no user_metadata")
         # keys in scope without a row in df arrive as tombstones: matched -> deleted
         from pyspark.sql import functions as F
 
@@ -288,6 +342,11 @@ class SparkStore:
 
     def version_or_none(self, name: str) -> int | None:
         return self.tables.version(self._session(), name)
+
+    def last_user_metadata(self, name: str) -> str | None:
+        """``userMetadata`` of the table's latest commit."""
+        row = self.tables.delta(self._session(), name).history(1).select("userMetadata").first()
+        return None if row is None else row[0]
 
     def read_rows(
         self, name: str, *, columns: Sequence[str], where: Mapping[str, Any] | None = None

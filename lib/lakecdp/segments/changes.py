@@ -2,8 +2,9 @@
 
 - ``rekey_changes``: memberships of customers identity merged away move to the surviving
   id (``rekeyed``, ``previous_customer_id`` = the old id), never exit + entry.
-- ``diff_changes``: current membership (after rekeying) vs this run's members ->
-  ``entered`` / ``exited`` / ``updated`` rows with a deterministic ``change_id``.
+- ``marked_keys`` then ``diff_changes``: current membership (after rekeying) vs this run's
+  members, on keys (segment, customer, member key) first; only the reasons a change needs are
+  joined after -> ``entered`` / ``exited`` / ``updated`` rows with a deterministic ``change_id``.
 - ``membership_upserts``: the membership rows one run's changes produce, keyed on
   (segment_id, customer_id, member_key, entered_run_id); applying them twice changes
   nothing, which is what makes a killed-and-re-run job end in the same state.
@@ -24,6 +25,8 @@ CHANGES_SCHEMA = catalog.CHANGES.ddl
 MEMBERSHIP_KEYS = catalog.MEMBERSHIP.keys
 CHANGE_COLUMNS = tuple(part.split()[0] for part in CHANGES_SCHEMA.split(", "))
 MEMBERSHIP_COLUMNS = tuple(part.split()[0] for part in MEMBERSHIP_SCHEMA.split(", "))
+#: what a stay and a change are keyed on within a run
+KEYS = ["segment_id", "customer_id", "member_key"]
 
 
 def change_id(
@@ -49,7 +52,7 @@ def change_id(
     )
 
 
-def _change_rows(df: DataFrame, *, run_id: str, as_of: datetime) -> DataFrame:
+def change_rows(df: DataFrame, *, run_id: str, as_of: datetime) -> DataFrame:
     """Finish change rows: run id, changed_at and change_id, in contract column order."""
     with_run = df.withColumn("run_id", F.lit(run_id)).withColumn("changed_at", F.lit(as_of).cast("timestamp"))
     with_id = with_run.withColumn(
@@ -98,50 +101,96 @@ def rekey_changes(current: DataFrame, merges: DataFrame) -> DataFrame:
     ).dropDuplicates(["segment_id", "customer_id", "member_key", "previous_customer_id"])
 
 
-def effective_current(current: DataFrame, merges: DataFrame) -> DataFrame:
-    """Current memberships as they stand after rekeying (one row per segment/customer/key)."""
-    mapped = current.join(merges, current["customer_id"] == merges["old_customer_id"], "left")
+def effective_current(current: DataFrame, merges: DataFrame | None) -> DataFrame:
+    """Current memberships as they stand after rekeying (one row per segment/customer/key).
+
+    ``merges`` None: no customer was merged away; the open stays are already one per key (a
+    stay opens only where none is open), so they are taken as they are."""
+    if merges is None:
+        return current.select(*KEYS, "reason")
+    mapped = current.join(F.broadcast(merges), current["customer_id"] == merges["old_customer_id"], "left")
     return (
         mapped.withColumn("customer_id", F.coalesce(F.col("new_customer_id"), F.col("customer_id")))
-        .select("segment_id", "customer_id", "member_key", "reason")
-        .dropDuplicates(["segment_id", "customer_id", "member_key"])
+        .select(*KEYS, "reason")
+        .dropDuplicates(KEYS)
     )
 
 
-def diff_changes(
-    current: DataFrame,
+def _maybe_broadcast(frame: DataFrame, small: bool) -> DataFrame:
+    return F.broadcast(frame) if small else frame
+
+
+def marked_keys(
+    effective: DataFrame,
     candidates: DataFrame,
     *,
     update_segments: Iterable[str] = (),
 ) -> DataFrame:
-    """entered / exited / updated rows (without run columns).
+    """The keys whose stay can change, on keys alone (no reason strings): ``_in_old`` (an open
+    stay), ``_in_new`` (a member now); rows in one side only (entries, exits) and rows in both of
+    an ``emit_updates`` segment (compared on their reasons by :func:`diff_changes`).
 
     Args:
-        current: effective current membership (segment_id, customer_id, member_key, reason),
-            already limited to the segments (and customers) this run evaluates.
+        effective: effective current membership (:func:`effective_current`), limited to the
+            segments (and customers) this run evaluates.
         candidates: evaluation rows with ``status``; members are ``status = 'member'``.
-        update_segments: segments that emit ``updated`` when the reason changes.
     """
-    members = candidates.filter(F.col("status") == "member").select(
-        "segment_id", "customer_id", "member_key", F.col("reason").alias("new_reason")
+    old = effective.select(*KEYS).withColumn("_in_old", F.lit(True))
+    new = candidates.filter(F.col("status") == "member").select(*KEYS).withColumn("_in_new", F.lit(True))
+    marked = old.join(new, KEYS, "full").select(
+        *KEYS,
+        F.coalesce(F.col("_in_old"), F.lit(False)).alias("_in_old"),
+        F.coalesce(F.col("_in_new"), F.lit(False)).alias("_in_new"),
+    )
+    update_list = sorted(set(update_segments))
+    return marked.filter((F.col("_in_old") != F.col("_in_new")) | F.col("segment_id").isin(update_list))
+
+
+def diff_changes(
+    marked: DataFrame,
+    effective: DataFrame,
+    candidates: DataFrame,
+    *,
+    small: bool = False,
+    every_member_enters: bool = False,
+) -> DataFrame:
+    """entered / exited / updated rows (without run columns) from :func:`marked_keys`.
+
+    Only the reasons a change needs are joined: the new reason of an entry or a possible update,
+    the old reason of an exit (the rule it names) or a possible update.
+
+    Args:
+        marked: :func:`marked_keys` (materialised by the caller: it is read four times).
+        effective: effective current membership with ``reason``, as given to :func:`marked_keys`.
+        candidates: evaluation rows with ``status``.
+        small: ``marked`` is small enough to broadcast to the joins that read reasons.
+        every_member_enters: there is no open stay (a first run): every member enters, ``marked``
+            is not read.
+    """
+    members = candidates.filter(F.col("status") == "member").select(*KEYS, F.col("reason").alias("new_reason"))
+    if every_member_enters:
+        return members.select(
+            *KEYS,
+            F.lit("entered").alias("change_type"),
+            F.lit(None).cast("string").alias("previous_customer_id"),
+            F.col("new_reason").alias("reason"),
+        )
+    entered = members.join(_maybe_broadcast(marked.filter(~F.col("_in_old")).select(*KEYS), small), KEYS).select(
+        *KEYS,
+        F.lit("entered").alias("change_type"),
+        F.lit(None).cast("string").alias("previous_customer_id"),
+        F.col("new_reason").alias("reason"),
+    )
+    stayed = _maybe_broadcast(marked.filter(F.col("_in_old")), small)
+    old_reasons = (
+        effective.join(stayed.select(*KEYS), KEYS)
+        .select(*KEYS, F.col("reason").alias("old_reason"))
+        .dropDuplicates(KEYS)
     )
     why_not = (
         candidates.filter(F.col("status") != "member")
-        .select(
-            "segment_id",
-            "customer_id",
-            "member_key",
-            F.col("status").alias("_status"),
-            F.col("status_detail").alias("_detail"),
-        )
-        .dropDuplicates(["segment_id", "customer_id", "member_key"])
-    )
-    keys = ["segment_id", "customer_id", "member_key"]
-    marked = (
-        current.select(*keys, F.col("reason").alias("old_reason"), F.lit(True).alias("_in_old"))
-        .join(members, keys, "full")
-        .join(why_not, keys, "left")
-        .withColumn("_in_old", F.coalesce(F.col("_in_old"), F.lit(False)))
+        .select(*KEYS, F.col("status").alias("_status"), F.col("status_detail").alias("_detail"))
+        .dropDuplicates(KEYS)
     )
     exit_reason = F.to_json(
         F.struct(
@@ -150,27 +199,30 @@ def diff_changes(
             F.col("_detail").alias("detail"),
         )
     )
-    update_list = sorted(set(update_segments))
-    change_type = (
-        F.when(F.col("_in_old") & F.col("new_reason").isNull(), F.lit("exited"))
-        .when(~F.col("_in_old") & F.col("new_reason").isNotNull(), F.lit("entered"))
-        .when(
-            F.col("_in_old")
-            & F.col("segment_id").isin(update_list)
-            & ~F.col("old_reason").eqNullSafe(F.col("new_reason")),
-            F.lit("updated"),
-        )
-    )
-    return (
-        marked.withColumn("change_type", change_type)
-        .filter(F.col("change_type").isNotNull())
+    exited = (
+        stayed.filter(~F.col("_in_new"))
+        .select(*KEYS)
+        .join(old_reasons, KEYS, "left")
+        .join(why_not, KEYS, "left")
         .select(
-            *keys,
-            "change_type",
+            *KEYS,
+            F.lit("exited").alias("change_type"),
             F.lit(None).cast("string").alias("previous_customer_id"),
-            F.when(F.col("change_type") == "exited", exit_reason).otherwise(F.col("new_reason")).alias("reason"),
+            exit_reason.alias("reason"),
         )
     )
+    updated = (
+        members.join(stayed.filter(F.col("_in_new")).select(*KEYS), KEYS)
+        .join(old_reasons, KEYS, "left")
+        .filter(~F.col("old_reason").eqNullSafe(F.col("new_reason")))
+        .select(
+            *KEYS,
+            F.lit("updated").alias("change_type"),
+            F.lit(None).cast("string").alias("previous_customer_id"),
+            F.col("new_reason").alias("reason"),
+        )
+    )
+    return entered.unionByName(exited).unionByName(updated)
 
 
 def compute_changes(
@@ -183,14 +235,14 @@ def compute_changes(
     scope: DataFrame | None = None,
     update_segments: Iterable[str] = (),
 ) -> DataFrame:
-    """All changes of one run: rekeys first, then the diff against the rekeyed membership.
+    """All changes of one run as one lazy plan (``segments dry-run``; the job runs the same steps
+    materialising the keys in between): rekeys first, then the diff against the rekeyed membership.
 
     Args:
         current: membership rows with ``is_current``, limited to the evaluated segments.
         merges: resolved ``old_customer_id -> new_customer_id``.
         candidates: evaluation rows (``evaluate_segments``).
-        scope: optional ``customer_id`` rows; only these customers can enter or exit
-            (streaming re-evaluates only customers with new events).
+        scope: optional ``customer_id`` rows; only these customers can enter or exit.
     """
     rekeyed = rekey_changes(current, merges)
     effective = effective_current(current, merges)
@@ -198,18 +250,35 @@ def compute_changes(
         scope_ids = scope.select("customer_id").distinct()
         effective = effective.join(scope_ids, "customer_id", "left_semi")
         candidates = candidates.join(scope_ids, "customer_id", "left_semi")
-    diff = diff_changes(effective, candidates, update_segments=update_segments)
-    return _change_rows(rekeyed.unionByName(diff), run_id=run_id, as_of=as_of)
+    marked = marked_keys(effective, candidates, update_segments=update_segments)
+    diff = diff_changes(marked, effective, candidates)
+    return change_rows(rekeyed.unionByName(diff), run_id=run_id, as_of=as_of)
 
 
-def membership_upserts(membership: DataFrame, changes: DataFrame) -> DataFrame:
+def opened_stays(changes: DataFrame) -> DataFrame:
+    """The stays the entries among ``changes`` open (membership rows, ``MEMBERSHIP_COLUMNS``)."""
+    return changes.filter(F.col("change_type") == "entered").select(
+        *KEYS,
+        F.col("changed_at").alias("entered_at"),
+        F.lit(None).cast("timestamp").alias("exited_at"),
+        F.col("run_id").alias("entered_run_id"),
+        F.lit(None).cast("string").alias("exited_run_id"),
+        "reason",
+        F.lit(True).alias("is_current"),
+    )
+
+
+def membership_upserts(membership: DataFrame, changes: DataFrame, *, small: bool = False) -> DataFrame:
     """Membership rows (full rows, ``MEMBERSHIP_COLUMNS``) one run's changes produce.
 
     Closing and updating rows match *current* rows only, opening rows are keyed on the
     run id, so re-applying the same changes yields rows equal to what is stored.
+
+    ``small``: ``changes`` are few enough to broadcast to the joins with the open stays (no
+    shuffle of membership).
     """
     current = membership.filter(F.col("is_current"))
-    keys = ["segment_id", "customer_id", "member_key"]
+    keys = KEYS
 
     closing = (
         changes.filter(F.col("change_type").isin("exited", "rekeyed"))
@@ -224,7 +293,7 @@ def membership_upserts(membership: DataFrame, changes: DataFrame) -> DataFrame:
         )
         .dropDuplicates(keys)
     )
-    closed = current.join(closing, keys).select(
+    closed = current.join(_maybe_broadcast(closing, small), keys).select(
         *keys,
         "entered_at",
         F.col("_at").alias("exited_at"),
@@ -235,7 +304,7 @@ def membership_upserts(membership: DataFrame, changes: DataFrame) -> DataFrame:
     )
 
     updating = changes.filter(F.col("change_type") == "updated").select(*keys, F.col("reason").alias("_reason"))
-    updated = current.join(updating, keys).select(
+    updated = current.join(_maybe_broadcast(updating, small), keys).select(
         *keys,
         "entered_at",
         "exited_at",
@@ -245,15 +314,7 @@ def membership_upserts(membership: DataFrame, changes: DataFrame) -> DataFrame:
         "is_current",
     )
 
-    entered = changes.filter(F.col("change_type") == "entered").select(
-        *keys,
-        F.col("changed_at").alias("entered_at"),
-        F.lit(None).cast("timestamp").alias("exited_at"),
-        F.col("run_id").alias("entered_run_id"),
-        F.lit(None).cast("string").alias("exited_run_id"),
-        "reason",
-        F.lit(True).alias("is_current"),
-    )
+    entered = opened_stays(changes)
 
     # the surviving customer keeps the stay's original entered_at; skip when already a member
     moved_from = current.select(

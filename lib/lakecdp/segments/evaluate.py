@@ -35,7 +35,7 @@ from lakecdp import catalog
 from lakecdp.columns import MissingColumnsError, require_columns
 from lakecdp.segments.definitions import SegmentDefinition, SegmentLimits, exclusion_order
 from lakecdp.segments.guard import SqlRefused
-from lakecdp.segments.plan_guard import guarded_condition, guarded_query
+from lakecdp.segments.plan_guard import guarded_condition, guarded_query, guarded_row_condition
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -118,6 +118,46 @@ def customers_view(profile: DataFrame, features: DataFrame, as_of: datetime) -> 
     return joined.withColumn("as_of", F.lit(as_of).cast("timestamp"))
 
 
+#: columns of profile and features the segment views leave out (:func:`customers_view`): never compared
+_NOT_IN_VIEWS = ("run_id", "as_of")
+
+
+def changed_customers(moved: dict[str, tuple[DataFrame, DataFrame]]) -> DataFrame:
+    """``customer_id`` of the customers whose row in a moved table differs between its previous
+    version and now (added, removed or any column the segment views see changed): the Spark twin
+    of :func:`lakecdp.segments.run_state.changed_customers`, with the same rows.
+
+    Args:
+        moved: table name -> (rows now, rows at the previous run's version).
+    """
+    parts: list[DataFrame] = []
+    for now, then in moved.values():
+        now_fields = [(f.name, f.dataType) for f in now.schema.fields if f.name not in _NOT_IN_VIEWS]
+        then_fields = [(f.name, f.dataType) for f in then.schema.fields if f.name not in _NOT_IN_VIEWS]
+        columns = [name for name, _ in now_fields]
+        if now_fields != then_fields or "customer_id" not in columns:
+            # a column appeared, went or changed type: every customer's view row may differ
+            parts.append(now.select("customer_id").unionByName(then.select("customer_id")))
+            continue
+        n, t = now.select(*columns).alias("n"), then.select(*columns).alias("t")
+        differs = F.col("n.customer_id").isNull() | F.col("t.customer_id").isNull()
+        for column in columns:
+            if column != "customer_id":
+                differs = differs | ~F.col(f"n.`{column}`").eqNullSafe(F.col(f"t.`{column}`"))
+        # a customer whose rows differ: on one side only, or some pair of its rows (one per
+        # version) differs in a column (duplicate rows of a customer make it count as changed)
+        joined = n.join(t, F.col("n.customer_id").eqNullSafe(F.col("t.customer_id")), "full")
+        parts.append(
+            joined.filter(differs).select(
+                F.coalesce(F.col("n.customer_id"), F.col("t.customer_id")).alias("customer_id")
+            )
+        )
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    return union.distinct()
+
+
 def events_until(events: DataFrame, as_of: datetime) -> DataFrame:
     """Resolved events up to ``as_of`` (later ones belong to a later run)."""
     return events.filter(F.col("customer_id").isNotNull() & (F.col("occurred_at") <= F.lit(as_of).cast("timestamp")))
@@ -198,6 +238,47 @@ def warn_if_every_customer(log: logging.Logger, segment_id: str, matched: int, c
         )
 
 
+class _TimedOut(RuntimeError):
+    """A job group's time ran out; its Spark jobs were cancelled."""
+
+
+def _materialise_in_group(
+    spark: SparkSession, frame: DataFrame, *, label: str, max_seconds: float
+) -> tuple[DataFrame, int]:
+    """``frame`` computed once (``localCheckpoint``) and counted, in its own Spark job group; a
+    timer cancels the group (interrupting its tasks) when ``max_seconds`` pass (:class:`_TimedOut`)."""
+    context = spark.sparkContext
+    group = f"lakecdp-{label}-{uuid.uuid4().hex[:8]}"
+    previous = {key: context.getLocalProperty(key) for key in _JOB_PROPERTIES}
+    timed_out = threading.Event()
+
+    def cancel() -> None:
+        timed_out.set()
+        context.cancelJobGroup(group)
+
+    timer = threading.Timer(max_seconds, cancel)
+    context.setJobGroup(group, label, interruptOnCancel=True)
+    timer.start()
+    try:
+        materialised = frame.localCheckpoint(eager=True)
+        rows = materialised.count()
+    except Exception as exc:
+        if timed_out.is_set():
+            raise _TimedOut(label) from exc
+        raise
+    finally:
+        timer.cancel()
+        for key, value in previous.items():
+            context.setLocalProperty(key, value)  # type: ignore[arg-type]
+    return materialised, rows
+
+
+def _over_row_budget(segment_id: str, rows: int, limits: SegmentLimits) -> SegmentBudgetExceeded:
+    return SegmentBudgetExceeded(
+        f"segment {segment_id}: produced {rows} rows, more than its row budget of {limits.max_rows} (limits.max_rows)"
+    )
+
+
 def materialise_within_budget(
     spark: SparkSession, matches: DataFrame, *, segment_id: str, limits: SegmentLimits
 ) -> tuple[DataFrame, int]:
@@ -212,37 +293,17 @@ def materialise_within_budget(
     Raises:
         SegmentBudgetExceeded: naming the segment and the budget it exceeded.
     """
-    context = spark.sparkContext
-    group = f"lakecdp-segment-{segment_id}-{uuid.uuid4().hex[:8]}"
-    previous = {key: context.getLocalProperty(key) for key in _JOB_PROPERTIES}
-    timed_out = threading.Event()
-
-    def cancel() -> None:
-        timed_out.set()
-        context.cancelJobGroup(group)
-
-    timer = threading.Timer(limits.max_seconds, cancel)
-    context.setJobGroup(group, f"segment {segment_id}", interruptOnCancel=True)
-    timer.start()
     try:
-        materialised = matches.localCheckpoint(eager=True)
-        rows = materialised.count()
-    except Exception as exc:
-        if timed_out.is_set():
-            raise SegmentBudgetExceeded(
-                f"segment {segment_id}: ran longer than its time budget of {limits.max_seconds:g} s "
-                "(limits.max_seconds); its Spark jobs were cancelled"
-            ) from exc
-        raise
-    finally:
-        timer.cancel()
-        for key, value in previous.items():
-            context.setLocalProperty(key, value)  # type: ignore[arg-type]
-    if rows > limits.max_rows:
-        raise SegmentBudgetExceeded(
-            f"segment {segment_id}: produced {rows} rows, more than its row budget of {limits.max_rows} "
-            "(limits.max_rows)"
+        materialised, rows = _materialise_in_group(
+            spark, matches, label=f"segment {segment_id}", max_seconds=limits.max_seconds
         )
+    except _TimedOut as exc:
+        raise SegmentBudgetExceeded(
+            f"segment {segment_id}: ran longer than its time budget of {limits.max_seconds:g} s "
+            "(limits.max_seconds); its Spark jobs were cancelled"
+        ) from exc
+    if rows > limits.max_rows:
+        raise _over_row_budget(segment_id, rows, limits)
     return materialised, rows
 
 
@@ -334,23 +395,143 @@ def last_activity(inputs: SegmentInputs) -> DataFrame:
     return from_events.withColumnRenamed("_event_at", "last_activity_at")
 
 
+def _condition_reason(definition: SegmentDefinition, columns: list[str]) -> Column:
+    """The reason JSON of a condition segment's match: its rule and the columns its text names
+    (as :func:`sql_segment_matches` writes it)."""
+    guarded = definition.guarded
+    assert guarded is not None
+    deciding = [c for c in guarded.columns if c in columns and c != "customer_id"]
+    return _reason(definition.rule, F.struct(*[F.col(c) for c in deciding]) if deciding else F.struct())
+
+
+def _row_conditions(spark: SparkSession, segments: dict[str, SegmentDefinition], as_of: datetime) -> dict[str, Column]:
+    """The condition segments that read their customer's own row only, as plan-checked Columns
+    (:func:`~lakecdp.segments.plan_guard.guarded_row_condition`); the others are left out."""
+    conditions: dict[str, Column] = {}
+    for segment_id, definition in segments.items():
+        if definition.condition is None:
+            continue
+        try:
+            # the plan check first: it decides, whatever the definition went through before
+            column = guarded_row_condition(spark, definition.condition, as_of=as_of)
+            # the sqlglot reading: the reason's columns, and whether it has a subquery
+            guarded = definition.guarded
+        except SqlRefused as exc:
+            raise exc.for_segment(segment_id) from None
+        if guarded is not None and not guarded.subquery:
+            conditions[segment_id] = column
+    return conditions
+
+
+def _one_pass_matches(
+    spark: SparkSession, segments: dict[str, SegmentDefinition], conditions: dict[str, Column]
+) -> tuple[DataFrame, dict[str, int], int] | None:
+    """Every condition of ``conditions`` evaluated in one pass over ``customers``, materialised once.
+
+    One row per customers row: ``customer_id`` and ``_matched``, an array of (segment_id, reason)
+    of the segments it meets. The pass runs within the smallest time budget of these segments
+    (each segment alone would take less than all of them together); then each segment's row
+    count is checked against its own row budget.
+
+    Returns:
+        The materialised rows, rows per segment and customers rows; None when the pass ran out
+        of time (the caller runs each segment alone within its own budget, which names it).
+
+    Raises:
+        SegmentBudgetExceeded: a segment produced more rows than its row budget (named).
+    """
+    customers = spark.table("customers")
+    matched = F.array(
+        *[
+            F.when(
+                condition,
+                F.struct(
+                    F.lit(sid).alias("segment_id"), _condition_reason(segments[sid], customers.columns).alias("reason")
+                ),
+            )
+            for sid, condition in conditions.items()
+        ]
+    )
+    frame = customers.select(
+        F.col("customer_id").cast("string").alias("customer_id"), F.array_compact(matched).alias("_matched")
+    )
+    max_seconds = min(segments[sid].limits.max_seconds for sid in conditions)
+    try:
+        evaluated, customers_total = _materialise_in_group(
+            spark, frame, label=f"segments {len(conditions)} conditions in one pass", max_seconds=max_seconds
+        )
+    except _TimedOut:
+        logger.warning(
+            "the %d row-wise conditions did not finish in one pass within %g s (the smallest time budget "
+            "among them); each runs alone within its own budget",
+            len(conditions),
+            max_seconds,
+        )
+        return None
+    counted = {
+        row["segment_id"]: int(row["count"])
+        for row in evaluated.select(F.explode("_matched").alias("m")).groupBy("m.segment_id").count().collect()
+    }
+    for sid in conditions:
+        rows = counted.get(sid, 0)
+        if rows > segments[sid].limits.max_rows:
+            raise _over_row_budget(sid, rows, segments[sid].limits)
+    return evaluated, counted, customers_total
+
+
 def raw_matches(spark: SparkSession, segments: dict[str, SegmentDefinition], inputs: SegmentInputs) -> DataFrame:
     """Union of every segment's raw matches as (segment_id, customer_id, member_key, reason).
 
-    Every SQL segment is plan-checked before any segment runs; then each segment is computed
-    once within its budget (``limits``). A segment that matches every customer is logged
-    as a warning (usually a rule that went wrong).
+    Every SQL segment is plan-checked over the lazy views before any Spark job starts. Conditions
+    that read their customer's own row only are then evaluated together, in one pass over
+    ``customers`` (:func:`_one_pass_matches`; ``customers`` is read once when other segments read
+    it too); every other segment (queries, event rules,
+    conditions with a subquery), and the conditions again one by one when that pass runs out of
+    time, is computed once within its own budget (``limits``). A segment that matches every
+    customer is logged as a warning (usually a rule that went wrong).
     """
     needs_views = any(d.spec.reads_views for d in segments.values())
     if needs_views:
         register_views(spark, inputs)
     events = events_until(inputs.events, inputs.as_of)
+    # every segment plan-checked over the lazy views first: a refusal raises before any Spark job
+    conditions = _row_conditions(spark, segments, inputs.as_of) if needs_views else {}
     planned: dict[str, DataFrame] = {}
     for segment_id, definition in segments.items():
+        if segment_id in conditions:
+            continue
         # the kind computes its matches (lakecdp.segments.kinds)
         planned[segment_id] = definition.spec.spark_matches(spark, definition, events=events, as_of=inputs.as_of)
-    customers_total = spark.table("customers").count() if needs_views and planned else None
+    others_read_views = [sid for sid in planned if segments[sid].spec.reads_views]
+    if conditions and others_read_views:
+        # then the customers rows read once, for the one pass and the other segments that read
+        # the views (planned again over these rows: the same text and plan check, no Delta scan)
+        spark.table("customers").localCheckpoint().createOrReplaceTempView("customers")
+        for segment_id in others_read_views:
+            definition = segments[segment_id]
+            planned[segment_id] = definition.spec.spark_matches(spark, definition, events=events, as_of=inputs.as_of)
     parts: list[DataFrame] = []
+    customers_total: int | None = None
+    if conditions:
+        one_pass = _one_pass_matches(spark, segments, conditions)
+        if one_pass is None:
+            for segment_id in conditions:
+                definition = segments[segment_id]
+                planned[segment_id] = definition.spec.spark_matches(
+                    spark, definition, events=events, as_of=inputs.as_of
+                )
+        else:
+            evaluated, counted, customers_total = one_pass
+            matches = evaluated.select("customer_id", F.explode("_matched").alias("m"))
+            for segment_id, rows in counted.items():
+                if customers_total and rows >= customers_total:
+                    matched = (
+                        matches.filter(F.col("m.segment_id") == segment_id).select("customer_id").distinct().count()
+                    )
+                    warn_if_every_customer(logger, segment_id, matched, customers_total)
+            parts.append(matches.select("m.segment_id", "customer_id", F.lit("").alias("member_key"), "m.reason"))
+    if customers_total is None and needs_views and planned:
+        customers_total = spark.table("customers").count()
     for segment_id, part in planned.items():
         part, rows = materialise_within_budget(spark, part, segment_id=segment_id, limits=segments[segment_id].limits)
         if customers_total and rows >= customers_total:

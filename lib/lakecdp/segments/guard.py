@@ -148,6 +148,8 @@ class GuardedSql:
     sql: str
     columns: tuple[str, ...]
     tables: tuple[str, ...]
+    #: a condition with a subquery (it reads rows other than its customer's own)
+    subquery: bool = False
 
 
 def _position(text: str, offset: int) -> tuple[int, int]:
@@ -286,6 +288,7 @@ def check_condition(condition: str) -> GuardedSql:
         sql=condition,
         columns=tuple(sorted({c.name.lower() for c in tree.args["where"].find_all(exp.Column)})),
         tables=tuple(sorted({t.name.lower() for t in tree.find_all(exp.Table)})),
+        subquery=any(True for _ in tree.args["where"].find_all(exp.Select)),
     )
 
 

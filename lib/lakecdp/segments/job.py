@@ -1,18 +1,28 @@
 """The segments step: evaluate every definition, write changes then membership, exactly once.
 
+A batch run (:func:`run_batch`) first compares what it would read with the last run's record
+(:mod:`lakecdp.segments.run_state`, shared with the embedded engine): unchanged inputs -- the run
+is recorded without evaluating; only profile/features moved and every segment is row-wise --
+only the customers whose row changed are evaluated (``scope``). Evaluation plan-checks every
+segment, then runs the row-wise conditions in one pass (:func:`lakecdp.segments.evaluate.raw_matches`);
+the diff runs on keys and joins only the reasons a change needs.
+
 Write order and why:
 
 1. ``segments.approvals``: segments whose size moved more than their
    ``hold_if_change_exceeds`` share are ``held`` *before* their changes become visible,
    so activation never sees a change it should have waited for.
-2. ``segments.changes``: MERGE on the deterministic ``change_id`` (insert only), so a
+2. ``segments.changes``: appended under the Delta app transaction
+   ``lakecdp.segments.changes/<run_id>`` (change ids of the run already stored left out), so a
    re-run of the same run adds nothing.
-3. ``segments.membership``: the run's changes, read back from the table, applied with a
-   MERGE keyed on (segment_id, customer_id, member_key, entered_run_id).
+3. ``segments.membership``: the stays the run opens appended (keyed on its run id), the stays it
+   closes or updates MERGEd on (segment_id, customer_id, member_key, entered_run_id); in recovery
+   or a re-run of a seen run id everything is MERGEd.
 4. ``segments.runs``: the run is recorded as applied, with membership's Delta version
-   (membership as of any run = time travel to that version). Membership is changed only
-   with the changes this run computed (or, in recovery, a killed run's stored changes),
-   never by re-applying an old run's changes over later ones.
+   (membership as of any run = time travel to that version) and, for a batch run, what it read
+   as the commit's ``userMetadata``. Membership is changed only with the changes this run
+   computed (or, in recovery, a killed run's stored changes), never by re-applying an old run's
+   changes over later ones.
 
 A run killed between 2 and 4 leaves changes not recorded in ``segments.runs``; the next
 run (same run id or not) applies them to membership first (``recover_pending``), then
@@ -27,22 +37,30 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakecdp import catalog
 from lakecdp.segments.changes import (
-    compute_changes,
+    change_rows,
+    diff_changes,
+    effective_current,
+    marked_keys,
     membership_upserts,
+    opened_stays,
+    rekey_changes,
     resolve_merges,
 )
 from lakecdp.segments.definitions import SegmentDefinition, load_segments
-from lakecdp.segments.evaluate import SegmentInputs, evaluate_segments, resolve_events
+from lakecdp.segments.evaluate import SegmentInputs, changed_customers, evaluate_segments, resolve_events
+from lakecdp.segments.guard import SqlRefused
+from lakecdp.segments.run_state import RunInputs, RunStore, last_run_inputs, nothing_pending_since
 from lakecdp.segments.writes import SparkWrites
 
 if TYPE_CHECKING:
@@ -96,13 +114,21 @@ def require_input(ctx: JobContext, name: str) -> DataFrame:
     return ctx.tables.read(ctx.spark, name)
 
 
-def load_inputs(ctx: JobContext) -> SegmentInputs:
-    """Profile, features and resolved events, as of the run's ``as_of``."""
+def load_inputs(ctx: JobContext, *, scope: DataFrame | None = None) -> SegmentInputs:
+    """Profile, features and resolved events, as of the run's ``as_of``.
+
+    ``scope``: ``customer_id`` rows; profile and features keep only these customers (an
+    incremental run evaluates the customers whose row changed)."""
     identifiers = read_or_empty(ctx, catalog.IDENTIFIERS.name, IDENTIFIERS_SCHEMA)
     events = read_or_empty(ctx, catalog.EVENTS.name, EVENTS_SCHEMA)
+    profile = require_input(ctx, catalog.CUSTOMER_PROFILE.name)
+    features = require_input(ctx, catalog.CUSTOMER_FEATURES.name)
+    if scope is not None:
+        profile = profile.join(scope, "customer_id", "left_semi")
+        features = features.join(scope, "customer_id", "left_semi")
     return SegmentInputs(
-        profile=require_input(ctx, catalog.CUSTOMER_PROFILE.name),
-        features=require_input(ctx, catalog.CUSTOMER_FEATURES.name),
+        profile=profile,
+        features=features,
         events=resolve_events(events, identifiers),
         as_of=ctx.as_of,
     )
@@ -123,8 +149,13 @@ def validation_inputs(ctx: JobContext) -> SegmentInputs:
 
 def load_merges(ctx: JobContext) -> DataFrame:
     """identity.id_changes merge rows resolved to the surviving id (chains followed)."""
+    return ctx.spark.createDataFrame(sorted(merge_pairs(ctx).items()), MERGES_SCHEMA)
+
+
+def merge_pairs(ctx: JobContext) -> dict[str, str]:
+    """identity.id_changes merges: old id -> surviving id (chains followed)."""
     if not ctx.tables.exists(ctx.spark, catalog.ID_CHANGES.name):
-        return ctx.spark.createDataFrame([], MERGES_SCHEMA)
+        return {}
     rows = (
         ctx.tables.read(ctx.spark, catalog.ID_CHANGES.name)
         .filter((F.col("change_type") == "merge") & (F.col("old_customer_id") != F.col("new_customer_id")))
@@ -132,68 +163,128 @@ def load_merges(ctx: JobContext) -> DataFrame:
         .distinct()
         .collect()
     )
-    final = resolve_merges((r["old_customer_id"], r["new_customer_id"]) for r in rows)
-    return ctx.spark.createDataFrame(sorted(final.items()), MERGES_SCHEMA)
+    return resolve_merges((r["old_customer_id"], r["new_customer_id"]) for r in rows)
+
+
+def run_store(ctx: JobContext) -> RunStore:
+    """Where the run record's stamp and the tables' versions are read: delta-rs on path-based
+    tables (the Delta log only, no Spark job), Spark's table history on catalog tables."""
+    if ctx.tables.uses_catalog:
+        from lakecdp.tables import SparkStore
+
+        return SparkStore(ctx.tables, lambda: ctx.spark)
+    from lakecdp.delta_store import DeltaStore
+
+    return DeltaStore(ctx)
 
 
 # -- applying changes ---------------------------------------------------------------
 
 
+#: at most this many change rows (or marked keys) are broadcast to joins with the open stays
+BROADCAST_ROWS = 2_000_000
+
+
 def apply_run(
     ctx: JobContext,
     run_id: str,
-    changes: DataFrame,
+    changes: DataFrame | None,
     *,
     mode: str,
     segment_ids: list[str],
     as_of: datetime,
     change_count: int,
+    append_opened: bool = False,
+    kinds: set[str] | None = None,
+    stamp: Callable[[], str] | None = None,
 ) -> None:
     """Apply one run's changes to membership, then record the run with membership's version.
 
     Applying the same changes again is a no-op (closing/updating match current rows only,
     opened rows are keyed on the run id), so a crash between the two writes is harmless.
+    ``append_opened``: the run id had no stored change before this attempt, so no membership row
+    carries it yet: the stays it opens are appended, closed and updated stays MERGEd (update
+    only); otherwise (recovery, a re-run) everything is MERGEd. ``kinds``: the change types
+    among ``changes`` (read when not given). ``stamp``: gives the run record commit's
+    ``userMetadata`` once membership is written (:meth:`RunInputs.stamp`).
     """
     spark, tables = ctx.spark, ctx.tables
-    if change_count:
-        upserts = membership_upserts(tables.read(spark, MEMBERSHIP), changes).localCheckpoint()
-        SparkWrites(spark, tables).membership(upserts)
+    writes = SparkWrites(spark, tables)
+    if change_count and changes is not None:
+        small = change_count <= BROADCAST_ROWS
+        if kinds is None:
+            kinds = {r["change_type"] for r in changes.select("change_type").distinct().collect()}
+        if not append_opened:
+            upserts = membership_upserts(tables.read(spark, MEMBERSHIP), changes, small=small).localCheckpoint()
+            writes.membership(upserts)
+        else:
+            opened = opened_stays(changes)
+            if kinds - {"entered"}:
+                # read once, before the MERGE closes the stays rekeys move from
+                upserts = membership_upserts(tables.read(spark, MEMBERSHIP), changes, small=small).localCheckpoint()
+                writes.membership(upserts.filter(F.col("entered_run_id") != run_id), insert=False)
+                if "rekeyed" in kinds:
+                    opened = upserts.filter(F.col("entered_run_id") == run_id)
+            if "entered" in kinds or ("rekeyed" in kinds and not opened.isEmpty()):
+                writes.opened_stays(opened)
     version = tables.version(spark, MEMBERSHIP)
     record = spark.createDataFrame(
         [(run_id, mode, as_of, segment_ids, change_count, version, datetime.now(timezone.utc))], RUNS_SCHEMA
     )
-    SparkWrites(spark, tables).run_record(record)
+    writes.run_record(record, user_metadata=None if stamp is None else stamp())
 
 
-def recover_pending(ctx: JobContext) -> list[str]:
-    """Apply changes of runs that were written but never recorded as applied (killed runs)."""
+def recover_pending(ctx: JobContext) -> tuple[list[str], bool]:
+    """Apply changes of runs that were written but never recorded as applied (killed runs).
+
+    Returns:
+        The recovered run ids, and whether the run of ``ctx`` has any rows in segments.changes.
+    """
     spark, tables = ctx.spark, ctx.tables
     if not tables.exists(spark, RUNS):
         # no run finished yet: every run id in changes is pending
         applied = spark.createDataFrame([], "run_id string")
     else:
         applied = tables.read(spark, RUNS).select("run_id")
-    pending = (
-        tables.read(spark, CHANGES)
-        .groupBy("run_id")
-        .agg(F.min("changed_at").alias("as_of"), F.sort_array(F.collect_set("segment_id")).alias("segments"))
-        .join(applied, "run_id", "left_anti")
-        .orderBy("run_id")
+    # the run ids alone find pending runs (one column read); a pending run's rows are read in full only then
+    stored = tables.read(spark, CHANGES).select("run_id").distinct()
+    marked = (
+        stored.join(applied.withColumn("_applied", F.lit(True)), "run_id", "left")
+        .filter(F.col("_applied").isNull() | (F.col("run_id") == ctx.run_id))
+        .select("run_id", F.col("_applied").isNotNull().alias("_applied"))
         .collect()
     )
+    seen = any(row["run_id"] == ctx.run_id for row in marked)
+    pending_ids = sorted(row["run_id"] for row in marked if not row["_applied"])
+    pending = []
+    if pending_ids:
+        pending = (
+            tables.read(spark, CHANGES)
+            .filter(F.col("run_id").isin(pending_ids))
+            .groupBy("run_id")
+            .agg(F.min("changed_at").alias("as_of"), F.sort_array(F.collect_set("segment_id")).alias("segments"))
+            .orderBy("run_id")
+            .collect()
+        )
     for row in pending:
         logger.warning("run %s wrote changes but did not finish; applying them now", row["run_id"])
-        stored = tables.read(spark, CHANGES).filter(F.col("run_id") == row["run_id"]).localCheckpoint()
+        changes = tables.read(spark, CHANGES).filter(F.col("run_id") == row["run_id"]).localCheckpoint()
         apply_run(
             ctx,
             row["run_id"],
-            stored,
+            changes,
             mode="recovered",
             segment_ids=list(row["segments"]),
             as_of=row["as_of"],
-            change_count=stored.count(),
+            change_count=changes.count(),
         )
-    return [row["run_id"] for row in pending]
+    return [row["run_id"] for row in pending], seen
+
+
+def run_seen(ctx: JobContext) -> bool:
+    """The run of ``ctx`` has rows in segments.changes (a re-run of the same id). Appended files
+    hold one run id each, so Delta's file statistics skip the others."""
+    return not ctx.tables.read(ctx.spark, CHANGES).filter(F.col("run_id") == ctx.run_id).limit(1).isEmpty()
 
 
 # -- approvals ----------------------------------------------------------------------
@@ -271,6 +362,34 @@ def approve(
 # -- the run ------------------------------------------------------------------------
 
 
+def scoped_size_changes(
+    membership: DataFrame, scope: DataFrame, candidates: DataFrame, segment_ids: list[str]
+) -> dict[str, SizeChange]:
+    """:func:`size_changes` of a run that evaluated the customers of ``scope`` only: before = every
+    open stay, after = before - the open stays of the customers in scope + their members now."""
+    current = membership.filter(F.col("is_current") & F.col("segment_id").isin(segment_ids))
+    parts = (
+        current.select("segment_id", F.lit(1).alias("_total"), F.lit(0).alias("_in_scope"), F.lit(0).alias("_now"))
+        .unionByName(
+            current.join(scope, "customer_id", "left_semi").select(
+                "segment_id", F.lit(0).alias("_total"), F.lit(1).alias("_in_scope"), F.lit(0).alias("_now")
+            )
+        )
+        .unionByName(
+            candidates.filter(F.col("status") == "member").select(
+                "segment_id", F.lit(0).alias("_total"), F.lit(0).alias("_in_scope"), F.lit(1).alias("_now")
+            )
+        )
+    )
+    counted = {
+        r["segment_id"]: (int(r["total"]), int(r["total"]) - int(r["in_scope"]) + int(r["now"]))
+        for r in parts.groupBy("segment_id")
+        .agg(F.sum("_total").alias("total"), F.sum("_in_scope").alias("in_scope"), F.sum("_now").alias("now"))
+        .collect()
+    }
+    return {sid: SizeChange(sid, *counted.get(sid, (0, 0))) for sid in segment_ids}
+
+
 def evaluate_and_write(
     ctx: JobContext,
     segments: dict[str, SegmentDefinition],
@@ -280,6 +399,9 @@ def evaluate_and_write(
     scope: DataFrame | None = None,
     all_segments: dict[str, SegmentDefinition] | None = None,
     fault_hook: FaultHook | None = None,
+    run_inputs: RunInputs | None = None,
+    previous: dict[str, Any] | None = None,
+    incremental: bool = False,
 ) -> dict[str, int]:
     """Evaluate ``segments`` and write approvals, changes, membership and the run record.
 
@@ -287,43 +409,76 @@ def evaluate_and_write(
         segments: the definitions to evaluate now.
         inputs: profile, features, resolved events, as_of.
         mode: recorded in segments.runs (``batch`` / ``stream``).
-        scope: only these ``customer_id`` rows may enter or exit (streaming).
+        scope: only these ``customer_id`` rows may enter or exit (streaming, incremental runs).
         all_segments: every definition, for groups and exclusions naming segments not
             evaluated now (their current members take part).
         fault_hook: called with ``"after_approvals"`` / ``"after_changes"`` between writes.
+        run_inputs: what the run read (:mod:`lakecdp.segments.run_state`), kept with the run
+            record for the next run's no-op and incremental checks (batch runs, :func:`run_batch`).
+        previous: the last run record's stamp; when segments.changes has not moved since, the
+            pending-run scan is skipped.
+        incremental: ``scope`` holds the customers whose inputs changed (a batch run): sizes
+            for held segments count every open stay.
 
     Returns:
-        Counts: segments, members, entered, exited, updated, rekeyed, held.
+        Counts: segments, members, entered, exited, updated, rekeyed, held, recovered_runs.
     """
     spark, tables = ctx.spark, ctx.tables
     ensure_tables(ctx)
-    recovered = recover_pending(ctx)
+    started = time.perf_counter()
+    last = [started]
+
+    def phase(label: str) -> None:
+        now = time.perf_counter()
+        logger.info("segments run %s: %s in %.2f s", ctx.run_id, label, now - last[0])
+        last[0] = now
+
+    recovered: list[str] = []
+    if run_inputs is not None and nothing_pending_since(previous, run_store(ctx)):
+        seen = run_seen(ctx)
+    else:
+        recovered, seen = recover_pending(ctx)
+    phase("pending-run check")
     segment_ids = sorted(segments)
 
     membership = tables.read(spark, MEMBERSHIP)
     current = membership.filter(F.col("is_current") & F.col("segment_id").isin(segment_ids))
     other_ids = sorted(set(all_segments or {}) - set(segment_ids))
+    scope_ids = None if scope is None else scope.select("customer_id").distinct()
     other_members = None
     if other_ids:
         other_members = membership.filter(F.col("is_current") & F.col("segment_id").isin(other_ids))
-        if scope is not None:
-            other_members = other_members.join(scope.select("customer_id").distinct(), "customer_id", "left_semi")
+        if scope_ids is not None:
+            other_members = other_members.join(scope_ids, "customer_id", "left_semi")
     candidates = evaluate_segments(spark, segments, inputs, other_members=other_members, all_segments=all_segments)
-    if scope is not None:
-        candidates = candidates.join(scope.select("customer_id").distinct(), "customer_id", "left_semi")
+    if scope_ids is not None:
+        candidates = candidates.join(scope_ids, "customer_id", "left_semi")
     # materialised once: sizes, approvals and the diff all read the same evaluation
     candidates = candidates.localCheckpoint()
+    phase("segments evaluated")
 
-    changes = compute_changes(
-        current,
-        load_merges(ctx),
-        candidates,
-        run_id=ctx.run_id,
-        as_of=inputs.as_of,
-        scope=scope,
-        update_segments=[sid for sid, d in segments.items() if d.emit_updates],
+    merges = merge_pairs(ctx)
+    merges_frame = spark.createDataFrame(sorted(merges.items()), MERGES_SCHEMA) if merges else None
+    effective = effective_current(current, merges_frame)
+    if scope_ids is not None:
+        effective = effective.join(scope_ids, "customer_id", "left_semi")
+    # on keys first (no reasons): the one shuffle of every open stay and every member
+    marked = marked_keys(
+        effective, candidates, update_segments=[sid for sid, d in segments.items() if d.emit_updates]
     ).localCheckpoint()
+    marked_rows = marked.count()
+    diff = diff_changes(
+        marked,
+        effective,
+        candidates,
+        small=marked_rows <= BROADCAST_ROWS,
+        every_member_enters=merges_frame is None and effective.isEmpty(),
+    )
+    if merges_frame is not None:
+        diff = rekey_changes(current, merges_frame).unionByName(diff)
+    changes = change_rows(diff, run_id=ctx.run_id, as_of=inputs.as_of).localCheckpoint()
     per_segment = changes.groupBy("segment_id", "change_type").count().collect()
+    phase("diff and changes")
     by_type: dict[str, int] = {}
     for row in per_segment:
         by_type[row["change_type"]] = by_type.get(row["change_type"], 0) + int(row["count"])
@@ -331,8 +486,11 @@ def evaluate_and_write(
 
     counts: dict[str, int] = {"segments": len(segment_ids), "recovered_runs": len(recovered)}
     held: list[tuple[SizeChange, float]] = []
-    if scope is None:
-        sizes = size_changes(current, candidates, segment_ids)
+    if scope is None or incremental:
+        if scope_ids is None:
+            sizes = size_changes(current, candidates, segment_ids)
+        else:
+            sizes = scoped_size_changes(membership, scope_ids, candidates, segment_ids)
         counts["members"] = sum(s.new_size for s in sizes.values())
         held = held_segments(segments, sizes)
     held = [(size, threshold) for size, threshold in held if size.segment_id in changed_segments]
@@ -364,10 +522,20 @@ def evaluate_and_write(
     if fault_hook is not None:
         fault_hook("after_approvals")
 
-    if by_type:
-        SparkWrites(spark, tables).changes(changes)
+    change_count = sum(by_type.values())
+    if change_count:
+        fresh = changes
+        if seen:
+            # a re-run of a run id: change ids already stored (by either engine) are left out
+            stored = tables.read(spark, CHANGES).filter(F.col("run_id") == ctx.run_id).select("change_id")
+            fresh = changes.join(stored, "change_id", "left_anti")
+        if seen and fresh.isEmpty():
+            logger.info("run %s: every change is already stored; nothing appended", ctx.run_id)
+        else:
+            SparkWrites(spark, tables).changes(fresh, run_id=ctx.run_id)
     if fault_hook is not None:
         fault_hook("after_changes")
+    phase("approvals and changes written")
     apply_run(
         ctx,
         ctx.run_id,
@@ -375,14 +543,92 @@ def evaluate_and_write(
         mode=mode,
         segment_ids=segment_ids,
         as_of=inputs.as_of,
-        change_count=sum(by_type.values()),
+        change_count=change_count,
+        append_opened=not seen,
+        kinds=set(by_type),
+        stamp=None if run_inputs is None else lambda: run_inputs.stamp(run_store(ctx)),
     )
 
+    phase("membership and run record")
     for change_type in ("entered", "exited", "updated", "rekeyed"):
         counts[change_type] = by_type.get(change_type, 0)
     counts["held"] = len(held)
     logger.info("segments run %s: %s", ctx.run_id, counts)
     return counts
+
+
+def row_wise(segments: dict[str, SegmentDefinition]) -> bool:
+    """Every segment is a condition without a subquery: a customer's membership depends on its own
+    customers row only (policies -- expiry, groups, exclusions -- are per customer too)."""
+    for definition in segments.values():
+        if definition.condition is None:
+            return False
+        try:
+            guarded = definition.guarded
+        except SqlRefused:
+            return False  # the full run refuses it, naming the segment
+        if guarded is None or guarded.subquery:
+            return False
+    return True
+
+
+def run_batch(
+    ctx: JobContext,
+    segments: dict[str, SegmentDefinition],
+    *,
+    fault_hook: FaultHook | None = None,
+    incremental: bool = True,
+) -> dict[str, int]:
+    """A batch run on Spark: the embedded engine's run state (:mod:`lakecdp.segments.run_state`).
+
+    The same inputs' Delta versions, ``as_of`` and definitions as the last batch run (either
+    engine), and nobody wrote membership or changes since: nothing is evaluated, the run is
+    recorded (0 changes) and ``skipped`` is 1. Only profile and/or features moved and every
+    segment is a row-wise condition: only the customers whose row differs are evaluated and
+    diffed (``incremental=False``: always every customer; the rows are the same).
+
+    Returns:
+        As :func:`evaluate_and_write`; a skipped run adds ``skipped`` = 1 and has ``members`` -1.
+    """
+    ensure_tables(ctx)
+    store = run_store(ctx)
+    run_inputs = RunInputs.read(store, segments, ctx.as_of)
+    previous = last_run_inputs(store)
+    segment_ids = sorted(segments)
+    if run_inputs.unchanged_since(previous, store):
+        logger.info(
+            "segments run %s: inputs, as_of and definitions unchanged since the last run; not evaluated", ctx.run_id
+        )
+        apply_run(
+            ctx,
+            ctx.run_id,
+            None,
+            mode="batch",
+            segment_ids=segment_ids,
+            as_of=ctx.as_of,
+            change_count=0,
+            stamp=lambda: run_inputs.stamp(store),
+        )
+        skipped = dict.fromkeys(("entered", "exited", "updated", "rekeyed", "held", "recovered_runs"), 0)
+        return {"segments": len(segment_ids), "members": -1, **skipped, "skipped": 1}
+    moved = run_inputs.changed_tables_since(previous, store) if incremental and row_wise(segments) else None
+    scope = None
+    if moved is not None:
+        scope = changed_customers(
+            {name: (require_input(ctx, name), ctx.tables.read(ctx.spark, name, version=v)) for name, v in moved.items()}
+        ).localCheckpoint()
+        logger.info("segments run %s: %d changed customers in %s", ctx.run_id, scope.count(), ", ".join(moved))
+    return evaluate_and_write(
+        ctx,
+        segments,
+        load_inputs(ctx, scope=scope),
+        mode="batch",
+        scope=scope,
+        fault_hook=fault_hook,
+        run_inputs=run_inputs,
+        previous=previous,
+        incremental=scope is not None,
+    )
 
 
 def membership_as_of_run(spark: SparkSession, tables: Tables, run_id: str) -> DataFrame:
@@ -406,5 +652,4 @@ def run(ctx: JobContext, *, fault_hook: FaultHook | None = None) -> dict[str, in
             "engine: embedded cannot run %s, so this run uses Spark",
             f"segments of kinds without a SQL form ({not_embedded})" if not_embedded else "catalog tables",
         )
-    inputs = load_inputs(ctx)
-    return evaluate_and_write(ctx, segments, inputs, mode="batch", fault_hook=fault_hook)
+    return run_batch(ctx, segments, fault_hook=fault_hook)

@@ -19,12 +19,14 @@ This module decides instead, in three passes over Spark's own trees, before anyt
    no reflection, UDFs, session variables or non-deterministic expressions, and ``sequence``
    bounds constant with at most :data:`MAX_GENERATED` elements.
 3. **Optimised plan**: no join without an equality between its sides (a cross join compares
-   every row with every row) unless one side holds at most :data:`SMALL_SIDE_ROWS` rows.
+   every row with every row) unless one side holds at most :data:`SMALL_SIDE_ROWS` rows. The
+   plan is optimised in a clone of the session without the rules that start Spark jobs while
+   planning over Delta tables (:data:`_PLANNING_WITHOUT_JOBS`).
 
 The DataFrame returned is built from the checked text with the same parser; nothing is
-executed here. Variable substitution must be off in the session (``lakecdp.spark`` sets
-``spark.sql.variable.substitute=false``): the check refuses to work in a session where
-``${...}`` would be expanded before parsing.
+executed here, and no Spark job starts (not even Delta's file listing). Variable substitution
+must be off in the session (``lakecdp.spark`` sets ``spark.sql.variable.substitute=false``):
+the check refuses to work in a session where ``${...}`` would be expanded before parsing.
 
 Example:
     >>> members = guarded_condition(spark, "total_spent > 500", as_of=as_of)
@@ -42,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from lakecdp.segments.guard import ALLOWED_FUNCTIONS, SqlRefused
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 # The temporary views a segment reads (registered by lakecdp.segments.evaluate.register_views).
 SEGMENT_VIEWS = frozenset({"customers", "profile", "features", "events"})
@@ -506,12 +508,52 @@ def _checked(
     return bound
 
 
+# Optimiser rules that start Spark jobs while a plan over Delta tables is optimised: Delta's scan
+# preparation (file listing and data skipping over the table's state), its metadata-only answers
+# (count/min/max from the state) and the runtime filters (they read the tables' sizes, which makes
+# Delta compute its state). Off in the session that optimises a plan for pass 3: none of them adds
+# or removes a join of the author's plan, and a refused segment must not start any job.
+_PLANNING_WITHOUT_JOBS = {
+    "spark.databricks.delta.stats.skipping": "false",
+    "spark.databricks.delta.optimizeMetadataQuery.enabled": "false",
+    "spark.sql.optimizer.runtime.bloomFilter.enabled": "false",
+    "spark.sql.optimizer.runtimeFilter.semiJoinReduction.enabled": "false",
+}
+
+
+def _optimised_without_jobs(df: DataFrame) -> Any:
+    """``df``'s analysed plan optimised in a clone of its session (same settings and views)
+    where :data:`_PLANNING_WITHOUT_JOBS` holds: optimising never starts a Spark job there."""
+    spark = df.sparkSession
+    clone = spark._jsparkSession.cloneSession()
+    for key, value in _PLANNING_WITHOUT_JOBS.items():
+        clone.conf().set(key, value)
+    jvm: Any = spark._jvm
+    analysed = df._jdf.queryExecution().analyzed()
+    return jvm.org.apache.spark.sql.classic.Dataset.ofRows(clone, analysed).queryExecution().optimizedPlan()
+
+
 def _finish(df: DataFrame, text: _Text, views: frozenset[str]) -> DataFrame:
     jvm = df.sparkSession._jvm
     execution = df._jdf.queryExecution()
     _check_analysed(execution.analyzed(), text, views=views, jvm=jvm)
-    _check_joins(execution.optimizedPlan(), text, jvm)
+    _check_joins(_optimised_without_jobs(df), text, jvm)
     return df
+
+
+def _filtered(
+    spark: SparkSession, condition: str, *, as_of: datetime, view: str, views: frozenset[str]
+) -> tuple[DataFrame, _Text]:
+    """``view`` filtered by ``condition`` after passes 1-3, and the text that runs."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    text = _checked(spark, condition, expression=True, as_of=as_of, views=views)
+    try:
+        df = spark.table(view).filter(F.expr(text.current))
+    except AnalysisException as exc:
+        raise _analysis_refusal(exc, text) from None
+    return _finish(df, text, views), text
 
 
 def guarded_condition(
@@ -533,15 +575,28 @@ def guarded_condition(
     Raises:
         SqlRefused: with line, column (within ``condition``) and reason.
     """
-    from pyspark.errors import AnalysisException
+    return _filtered(spark, condition, as_of=as_of, view=view, views=views)[0]
+
+
+def guarded_row_condition(
+    spark: SparkSession,
+    condition: str,
+    *,
+    as_of: datetime,
+    view: str = "customers",
+    views: frozenset[str] = SEGMENT_VIEWS,
+) -> Column:
+    """``condition`` as a Column over ``view``, after the plan check of :func:`guarded_condition`
+    (the same text, the same check), for a condition without a subquery (it reads its row only;
+    :attr:`GuardedSql.subquery`): several segments' conditions can then be evaluated in one pass
+    over ``view`` (:func:`lakecdp.segments.evaluate.raw_matches`).
+
+    Raises:
+        SqlRefused: with line, column (within ``condition``) and reason.
+    """
     from pyspark.sql import functions as F
 
-    text = _checked(spark, condition, expression=True, as_of=as_of, views=views)
-    try:
-        df = spark.table(view).filter(F.expr(text.current))
-    except AnalysisException as exc:
-        raise _analysis_refusal(exc, text) from None
-    return _finish(df, text, views)
+    return F.expr(_filtered(spark, condition, as_of=as_of, view=view, views=views)[1].current)
 
 
 def guarded_columns(

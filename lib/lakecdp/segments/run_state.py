@@ -14,8 +14,10 @@ left. The next run compares:
   (:meth:`RunInputs.changed_tables_since`, :func:`changed_customers`), and the run evaluates and
   diffs only them.
 
-A run on the Spark engine, the event micro-batch or a killed run leaves another last commit (or
-moves membership/changes), so the next run is a full one.
+Both engines' batch runs keep and read the same record (the Spark job through
+:class:`~lakecdp.delta_store.DeltaStore` on path-based tables, through Spark's table history on
+catalog tables), so either continues the other. The event micro-batch or a killed run leaves
+another last commit (or moves membership/changes), so the next run is a full one.
 
 Example:
     >>> inputs = RunInputs.read(store, segments, as_of)
@@ -29,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lakecdp import catalog
 
@@ -40,6 +42,18 @@ if TYPE_CHECKING:
 
     from lakecdp.delta_store import DeltaStore
     from lakecdp.segments.definitions import SegmentDefinition
+
+
+class RunStore(Protocol):
+    """What the run record is read and compared through: :class:`~lakecdp.delta_store.DeltaStore`
+    or :class:`~lakecdp.tables.SparkStore`."""
+
+    def exists(self, name: str) -> bool: ...
+
+    def version_or_none(self, name: str) -> int | None: ...
+
+    def last_user_metadata(self, name: str) -> str | None: ...
+
 
 #: the tables a batch run reads: with as_of and the definitions their versions decide its rows
 INPUT_TABLES = tuple(
@@ -80,32 +94,31 @@ class RunInputs:
     versions: dict[str, int | None]
 
     @classmethod
-    def read(cls, store: DeltaStore, segments: dict[str, SegmentDefinition], as_of: datetime) -> RunInputs:
+    def read(cls, store: RunStore, segments: dict[str, SegmentDefinition], as_of: datetime) -> RunInputs:
         return cls(
             definitions_fingerprint(segments, as_of),
             {name: store.version_or_none(name) for name in INPUT_TABLES},
         )
 
-    def stamp(self, store: DeltaStore) -> str:
+    def stamp(self, store: RunStore) -> str:
         """The run record commit's ``userMetadata``: these inputs, and the versions of membership
         and changes the run left (a later write by anyone moves one of them)."""
-        state = {"membership": store.version(MEMBERSHIP), "changes": store.version(CHANGES)}
         return _PREFIX + json.dumps(
-            {"definitions": self.definitions, "inputs": self.versions, "state": state}, sort_keys=True
+            {"definitions": self.definitions, "inputs": self.versions, "state": state_of(store)}, sort_keys=True
         )
 
-    def _continues(self, previous: dict[str, Any] | None, store: DeltaStore) -> bool:
+    def _continues(self, previous: dict[str, Any] | None, store: RunStore) -> bool:
         """The previous run had these definitions and as_of, and nobody wrote membership or changes since."""
         if previous is None or previous.get("definitions") != self.definitions:
             return False
         state = previous.get("state") or {}
-        return bool(state == {"membership": store.version(MEMBERSHIP), "changes": store.version(CHANGES)})
+        return bool(state == state_of(store))
 
-    def unchanged_since(self, previous: dict[str, Any] | None, store: DeltaStore) -> bool:
+    def unchanged_since(self, previous: dict[str, Any] | None, store: RunStore) -> bool:
         """Evaluating again would change nothing (see the module docstring)."""
         return self._continues(previous, store) and previous is not None and previous.get("inputs") == self.versions
 
-    def changed_tables_since(self, previous: dict[str, Any] | None, store: DeltaStore) -> dict[str, int] | None:
+    def changed_tables_since(self, previous: dict[str, Any] | None, store: RunStore) -> dict[str, int] | None:
         """The row-wise inputs that moved since ``previous`` ({table: previous version}), when only
         they did; None when the run must be a full one."""
         if not self._continues(previous, store) or previous is None:
@@ -119,8 +132,21 @@ class RunInputs:
         return {name: int(before[name]) for name in sorted(moved)}
 
 
-def last_run_inputs(store: DeltaStore) -> dict[str, Any] | None:
-    """The stamp of the latest segments.runs commit, if an embedded batch run wrote it."""
+def state_of(store: RunStore) -> dict[str, int | None]:
+    """The versions of membership and changes (a write by anyone moves one of them)."""
+    return {"membership": store.version_or_none(MEMBERSHIP), "changes": store.version_or_none(CHANGES)}
+
+
+def nothing_pending_since(previous: dict[str, Any] | None, store: RunStore) -> bool:
+    """segments.changes has not moved since the run of ``previous`` recorded itself: no run wrote
+    changes it did not record since then (the pending-run scan can be skipped)."""
+    if previous is None:
+        return False
+    return (previous.get("state") or {}).get("changes") == store.version_or_none(CHANGES)
+
+
+def last_run_inputs(store: RunStore) -> dict[str, Any] | None:
+    """The stamp of the latest segments.runs commit, if a batch run (either engine) wrote it."""
     if not store.exists(catalog.SEGMENT_RUNS.name):
         return None
     text = store.last_user_metadata(catalog.SEGMENT_RUNS.name)

@@ -5,7 +5,7 @@ finds the customers its events belong to, re-evaluates the event segments for th
 customers only (over all their events, so windows and absences see the full history)
 and writes changes and membership exactly as the batch job does. The run id of a
 micro-batch is ``<prefix>-b<batch_id>``: when Spark replays a batch after a crash the
-change ids are the same and the MERGE adds nothing.
+change ids are the same and the ones already stored are left out of the append.
 
 Time-based exits (a window passing with no new event) are left to the scheduled batch
 run; the stream makes entries fast (a cart abandoner enters within one trigger interval).

@@ -5,14 +5,14 @@ written here and nowhere else (their writer in :mod:`lakecdp.catalog`): :class:`
 through :class:`~lakecdp.tables.Tables` for the Spark job, the stream and ``segments approve``;
 :class:`EmbeddedWrites` through :class:`~lakecdp.delta_store.DeltaStore` (delta-rs) for the
 embedded engine. The two write the same rows with the same keys and the same "never overwrite"
-rules, so either engine continues what the other wrote (tests/test_segments_engines.py); the one
-difference is how a run's changes are made exactly-once (a MERGE that inserts only on Spark, an
-append under a Delta app transaction on delta-rs; docs/DESIGN.md "Engines").
+rules, so either engine continues what the other wrote (tests/test_segments_engines.py): a run's
+changes are appended under the Delta app transaction ``<CHANGES_APP_ID><run_id>`` (change ids of
+the run already stored left out), the stays it opens appended, closed and updated stays MERGEd.
 
 Example:
     >>> writes = SparkWrites(ctx.spark, ctx.tables)
     >>> writes.create_tables()
-    >>> writes.changes(changes)
+    >>> writes.changes(changes, run_id=ctx.run_id)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 MEMBERSHIP, CHANGES = catalog.MEMBERSHIP.name, catalog.CHANGES.name
 RUNS, APPROVALS = catalog.SEGMENT_RUNS.name, catalog.APPROVALS.name
-#: a run's changes are appended under the Delta app transaction ``<this><run_id>`` (embedded engine)
+#: a run's changes are appended under the Delta app transaction ``<this><run_id>`` (both engines)
 CHANGES_APP_ID = "lakecdp.segments.changes/"
 _APPROVAL_KEYS = ["run_id", "segment_id"]
 #: a same-id re-run that changed nothing keeps the first run record (and its membership version)
@@ -51,12 +51,25 @@ class SparkWrites:
         for name, schema in ((MEMBERSHIP, catalog.MEMBERSHIP.ddl), (CHANGES, catalog.CHANGES.ddl)):
             self.tables.create_if_missing(self.spark, name, schema)
 
-    def membership(self, upserts: DataFrame) -> None:
-        """Stays closed, updated or opened (``membership_upserts``), matched on the membership keys."""
-        self.tables.merge(self.spark, upserts, MEMBERSHIP, keys=list(catalog.MEMBERSHIP.keys))
+    def membership(self, upserts: DataFrame, *, insert: bool = True) -> None:
+        """Stays closed, updated or opened (``membership_upserts``), matched on the membership keys;
+        ``insert=False`` updates stored stays only."""
+        self.tables.merge(self.spark, upserts, MEMBERSHIP, keys=list(catalog.MEMBERSHIP.keys), insert=insert)
 
-    def run_record(self, record: DataFrame) -> None:
-        self.tables.merge(self.spark, record, RUNS, keys=["run_id"], update_condition=_RUN_RECORD_UPDATE)
+    def opened_stays(self, opened: DataFrame) -> None:
+        """Stays a run opens that no stored row can carry yet (keyed on the run id): appended."""
+        self.tables.append(opened, MEMBERSHIP)
+
+    def run_record(self, record: DataFrame, *, user_metadata: str | None = None) -> None:
+        """``user_metadata``: the commit's ``userMetadata`` (what the run read, for the no-op check)."""
+        self.tables.merge(
+            self.spark,
+            record,
+            RUNS,
+            keys=["run_id"],
+            update_condition=_RUN_RECORD_UPDATE,
+            user_metadata=user_metadata,
+        )
 
     def held(self, approvals: DataFrame) -> None:
         """Segments whose changes wait for approval; a decision already stored is never reset."""
@@ -66,9 +79,18 @@ class SparkWrites:
         """Held approvals with their decision (``segments approve``)."""
         self.tables.merge(self.spark, approvals, APPROVALS, keys=_APPROVAL_KEYS)
 
-    def changes(self, changes: DataFrame) -> None:
-        """A run's changes; a change id already stored is left as it is (append-only, exactly once)."""
-        self.tables.merge(self.spark, changes, CHANGES, keys=["change_id"], update_condition="false")
+    def changes(self, fresh: DataFrame, *, run_id: str) -> int:
+        """A run's changes not stored yet, appended once under the run's app transaction (as
+        :meth:`EmbeddedWrites.changes`: the next version of ``<CHANGES_APP_ID><run_id>``).
+
+        Returns:
+            The app transaction version written."""
+        app_id = CHANGES_APP_ID + run_id
+        version = (self.tables.app_transaction_version(self.spark, CHANGES, app_id) or 0) + 1
+        self.tables.append(
+            fresh, CHANGES, app_transaction=(app_id, version), user_metadata=f"lakecdp-segments changes {run_id}"
+        )
+        return version
 
 
 @dataclass(frozen=True)
