@@ -60,7 +60,6 @@ from lakecdp.ingest.python_rules import (
     parses,
     parse_timestamp,
     valid_email,
-    validate_events,
 )
 from lakecdp.ingest.validate import (
     BAD_ENCODING,
@@ -73,6 +72,7 @@ from lakecdp.ingest.validate import (
     PLACEHOLDER_TIMESTAMP,
     REPLACEMENT_CHARACTER,
 )
+from lakecdp.ingest.screen import validate_screened
 from lakecdp.ingest.embedded_silver import EmbeddedSilverUnsupported, map_rows, to_order_items, to_silver
 from lakecdp.sqldialect.translate import jackson_string
 
@@ -308,13 +308,17 @@ def check_parsed(
         if not codes:
             by_bound.setdefault(max(as_of, received), []).append(i)
     for bound, indexes in by_bound.items():
-        for i, problems in zip(indexes, validate_events([parsed[i].event for i in indexes], source, as_of=bound)):
+        # the rows the rules' DuckDB expressions pass have no finding; the rest go through the Python rules
+        for i, problems in zip(indexes, validate_screened([parsed[i].event for i in indexes], source, as_of=bound)):
             found[i] = problems
     checked = []
     index = {name: i for i, name in enumerate(source.column_names)}
     for i, (raw, topic, partition, offset, received) in enumerate(rows):
         event = parsed[i].event
         problems = found[i] or []
+        if not problems and not structural[i]:
+            checked.append(CheckedRow(raw, topic, partition, offset, received, event, [], [], None, frozenset()))
+            continue
         codes = structural[i] or [p.code for p in problems if p.code in (MALFORMED_LINE, BAD_ENCODING)]
         if codes:
             # a malformed line (or nested field of the wrong shape) carries only its structural reasons
