@@ -4,20 +4,22 @@ The oracle is :func:`lakecdp.ingest.python_rules.validate_events` (itself checke
 Spark validator in tests/test_api_validation.py): on generated values -- nulls, blanks, odd
 whitespace, Unicode digits, bad dates, overflow, NaN, JSON numbers and objects -- every event the
 screen passes must be one the Python rules find nothing in, and the screened validation must give
-every event exactly the Python rules' findings. The hand-written cases below pin what the
+every event exactly the Python rules' findings; a text DuckDB casts must get the Python typing's
+value (lakecdp.ingest.embedded._typed, the column's Java pattern). The hand-written cases below pin what the
 screen passes (so that it is not "flag everything", which would be correct but slow).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lakecdp.ingest.python_rules import validate_events
-from lakecdp.ingest.screen import passing, validate_screened
+from lakecdp.ingest.embedded import _typed, as_read
+from lakecdp.ingest.python_rules import formatted_parser, validate_events
+from lakecdp.ingest.screen import cast_rows, passing, validate_screened
 from lakecdp.ingest.sources import SourceConfig
 
 AS_OF = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
@@ -240,3 +242,44 @@ def test_a_value_the_screen_passes_breaks_no_rule(field, value):
     clean, codes = _checked(field, value)
     if clean:
         assert codes == []
+
+
+_TYPED = [c for c in SOURCE.columns if c.is_scalar and c.type != "string"]
+
+
+def _python_typed(name: str, text: str | None) -> object:
+    """The Python typing of one text (lakecdp.ingest.embedded._typed, or the column's Java pattern)."""
+    parse = formatted_parser(SOURCE, name)
+    if parse is not None:
+        return None if text is None else parse(text)
+    return _typed(text, SOURCE.column(name).type)
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.fixed_dictionaries({c.name: TEXT for c in _TYPED}), min_size=1, max_size=20))
+def test_a_duckdb_cast_is_the_python_typing(texts):
+    reads = {i: {**as_read(GOOD, SOURCE), **row} for i, row in enumerate(texts)}
+    table, left = cast_rows(reads, sorted(reads), SOURCE)
+    assert sorted([*table["_row"].to_pylist(), *left]) == sorted(reads)
+    for row in table.to_pylist():
+        for column in _TYPED:
+            expected = _python_typed(column.name, reads[row["_row"]][column.name])
+            got = row[column.name]
+            assert (got, type(got)) == (expected, type(expected)), (column.name, reads[row["_row"]][column.name])
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("n_int", " -12 ", -12),
+        ("amount", "1.0E-4", 0.0001),
+        ("flag", "Yes", True),
+        ("day", "2024-02-29", date(2024, 2, 29)),
+        ("at", "2026-05-04T11:58:17.524+02:00", datetime(2026, 5, 4, 9, 58, 17, 524000)),
+        ("dob", "14/02/1939", date(1939, 2, 14)),
+        ("modified", "2026-03-26 23:41:42", datetime(2026, 3, 26, 23, 41, 42)),
+    ],
+)
+def test_common_shapes_are_cast_by_duckdb(name, text, value):
+    table, left = cast_rows({0: {**as_read(GOOD, SOURCE), name: text}}, [0], SOURCE)
+    assert (table.column(name).to_pylist(), left) == ([value], [])

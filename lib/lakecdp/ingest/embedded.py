@@ -10,7 +10,8 @@ the rules, two evaluators, as for the HTTP intake itself:
   bounds, email checks, lengths, junk values; reason codes and patterns of
   :mod:`lakecdp.ingest.validate`) interpreted by :func:`lakecdp.ingest.python_rules.validate_events`,
   the validator the intake already answers with (its agreement with the Spark validator is
-  tested in tests/test_api_validation.py). The reasons, warnings, warn-level nulling and the
+  tested in tests/test_api_validation.py), on the rows :mod:`lakecdp.ingest.screen` (the rules as
+  one DuckDB query over the batch) flags; the others have no finding. The reasons, warnings, warn-level nulling and the
   ``detail`` text are laid out as :func:`lakecdp.ingest.validate.parse_and_validate` lays them out.
 - **mapping**: the source's ``mapping`` (and its ``also`` filter and mapping) stay Spark SQL text;
   :func:`lakecdp.sqldialect.translate.condition_to_duckdb` writes each as DuckDB SQL with Spark's

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -351,3 +351,115 @@ def validate_screened(
     for i, problems in zip(flagged, validate_events([events[i] for i in flagged], source, as_of=as_of)):
         found[i] = problems
     return found
+
+
+# -- typing: Spark's try_cast of the texts as DuckDB casts, on the shapes the screen knows ------------
+
+
+def _cast_sql(column: str, type_name: str, format_: str | None) -> str:
+    """``column``'s text typed as :func:`lakecdp.ingest.embedded._typed` (or the column's Java
+    pattern) types it, for the texts of the screen's shapes; NULL for any other text."""
+    if type_name in _INT:
+        target = "INTEGER" if type_name == "int" else "BIGINT"
+        return (
+            f"CASE WHEN regexp_full_match({column}, '{_INT[type_name]}') THEN CAST(trim({column}, ' ') AS {target}) END"
+        )
+    if type_name == "double":
+        return (
+            f"CASE WHEN strlen({column}) <= 40 AND regexp_full_match({column}, '{_DOUBLE}') "
+            f"THEN CAST(trim({column}, ' ') AS DOUBLE) END"
+        )
+    if type_name == "boolean":
+        return (
+            f"CASE WHEN regexp_full_match({column}, '{_BOOLEAN}') "
+            f"THEN lower(trim({column}, ' ')) IN ('t', 'true', 'y', 'yes', '1') END"
+        )
+    if type_name == "date":
+        return _date_sql(column, format_)
+    if type_name == "timestamp":
+        # naive UTC, as the Python rules' _utc_naive
+        return f"CAST({_timestamp_sql(column, format_)} AS TIMESTAMP)"
+    raise _Unmapped(type_name)
+
+
+_CASTS: dict[int, tuple[SourceConfig, str | None]] = {}
+
+
+def _cast_query(source: SourceConfig) -> str | None:
+    cached = _CASTS.get(id(source))
+    if cached is not None and cached[0] is source:
+        return cached[1]
+    typed = [c for c in source.columns if c.is_scalar and c.type != "string"]
+    query: str | None
+    try:
+        casts = [_cast_sql(f"c{k}", c.type, c.format) for k, c in enumerate(typed)]
+        sure = [f"({_blank(f'c{k}')} OR v{k} IS NOT NULL)" for k in range(len(typed))]
+        query = (
+            "SELECT *, " + (" AND ".join(sure) if sure else "true") + " AS sure FROM ("
+            "SELECT "
+            + ", ".join([*(f"c{k}" for k in range(len(typed))), *(f"{cast} AS v{k}" for k, cast in enumerate(casts))])
+            + (", " if casts else "")
+            + "_row FROM batch)"
+        )
+    except _Unmapped:
+        query = None
+    _CASTS[id(source)] = (source, query)
+    return query
+
+
+def cast_rows(
+    reads: Mapping[int, dict[str, Any]], rows: Sequence[int], source: SourceConfig
+) -> tuple[pa.Table, list[int]]:
+    """The typed source columns of ``rows`` (valid rows without nulled fields), typed by DuckDB
+    where the text has a shape the screen knows (the same value as the Python typing, checked in
+    tests/test_ingest_screen.py).
+
+    Args:
+        reads: row -> its fields as read (:func:`lakecdp.ingest.embedded.as_read`).
+
+    Returns:
+        The table of the rows typed here (``_row`` and every column, as
+        :func:`lakecdp.ingest.embedded._typed_table`) and the rows left to the Python typing.
+    """
+    import duckdb
+
+    from lakecdp.ingest.embedded import _column_type
+
+    query = _cast_query(source)
+    if query is None or not rows:
+        return _empty(source), list(rows)
+    typed = [c for c in source.columns if c.is_scalar and c.type != "string"]
+    batch = pa.table(
+        {
+            **{f"c{k}": pa.array([reads[i][c.name] for i in rows], pa.string()) for k, c in enumerate(typed)},
+            "_row": pa.array(rows, pa.int64()),
+        }
+    )
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("batch", batch)
+        result = con.sql(query).to_arrow_table()
+    finally:
+        con.close()
+    sure = result["sure"]
+    done = result.filter(sure)
+    kept = [i for i, ok in zip(rows, sure.to_pylist()) if ok]
+    left = [i for i, ok in zip(rows, sure.to_pylist()) if not ok]
+    position = {c.name: k for k, c in enumerate(typed)}
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {"_row": done["_row"]}
+    for column in source.columns:
+        arrow_type = _column_type(column)
+        if column.name in position:
+            columns[column.name] = done[f"v{position[column.name]}"].cast(arrow_type)
+        else:
+            columns[column.name] = pa.array([reads[i][column.name] for i in kept], arrow_type)
+    return pa.table(columns), left
+
+
+def _empty(source: SourceConfig) -> pa.Table:
+    from lakecdp.ingest.embedded import _column_type
+
+    return pa.table(
+        {"_row": pa.array([], pa.int64()), **{c.name: pa.array([], _column_type(c)) for c in source.columns}}
+    )
