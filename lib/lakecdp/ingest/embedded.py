@@ -10,7 +10,8 @@ the rules, two evaluators, as for the HTTP intake itself:
   bounds, email checks, lengths, junk values; reason codes and patterns of
   :mod:`lakecdp.ingest.validate`) interpreted by :func:`lakecdp.ingest.python_rules.validate_events`,
   the validator the intake already answers with (its agreement with the Spark validator is
-  tested in tests/test_api_validation.py). The reasons, warnings, warn-level nulling and the
+  tested in tests/test_api_validation.py), on the rows :mod:`lakecdp.ingest.screen` (the rules as
+  one DuckDB query over the batch) flags; the others have no finding. The reasons, warnings, warn-level nulling and the
   ``detail`` text are laid out as :func:`lakecdp.ingest.validate.parse_and_validate` lays them out.
 - **mapping**: the source's ``mapping`` (and its ``also`` filter and mapping) stay Spark SQL text;
   :func:`lakecdp.sqldialect.translate.condition_to_duckdb` writes each as DuckDB SQL with Spark's
@@ -60,7 +61,6 @@ from lakecdp.ingest.python_rules import (
     parses,
     parse_timestamp,
     valid_email,
-    validate_events,
 )
 from lakecdp.ingest.validate import (
     BAD_ENCODING,
@@ -73,6 +73,7 @@ from lakecdp.ingest.validate import (
     PLACEHOLDER_TIMESTAMP,
     REPLACEMENT_CHARACTER,
 )
+from lakecdp.ingest.screen import validate_screened
 from lakecdp.ingest.embedded_silver import EmbeddedSilverUnsupported, map_rows, to_order_items, to_silver
 from lakecdp.sqldialect.translate import jackson_string
 
@@ -308,13 +309,17 @@ def check_parsed(
         if not codes:
             by_bound.setdefault(max(as_of, received), []).append(i)
     for bound, indexes in by_bound.items():
-        for i, problems in zip(indexes, validate_events([parsed[i].event for i in indexes], source, as_of=bound)):
+        # the rows the rules' DuckDB expressions pass have no finding; the rest go through the Python rules
+        for i, problems in zip(indexes, validate_screened([parsed[i].event for i in indexes], source, as_of=bound)):
             found[i] = problems
     checked = []
     index = {name: i for i, name in enumerate(source.column_names)}
     for i, (raw, topic, partition, offset, received) in enumerate(rows):
         event = parsed[i].event
         problems = found[i] or []
+        if not problems and not structural[i]:
+            checked.append(CheckedRow(raw, topic, partition, offset, received, event, [], [], None, frozenset()))
+            continue
         codes = structural[i] or [p.code for p in problems if p.code in (MALFORMED_LINE, BAD_ENCODING)]
         if codes:
             # a malformed line (or nested field of the wrong shape) carries only its structural reasons

@@ -15,7 +15,11 @@ written with delta-rs (:class:`lakecdp.delta_store.DeltaStore`):
   ``from_csv`` with the structural checks of :func:`lakecdp.ingest.validate._as_read_csv`
   (MALFORMED_LINE for an odd number of quotes -- a quoted field across lines --, WRONG_FIELD_COUNT);
   then the field rules through :func:`~lakecdp.ingest.embedded.check_parsed` (one rule definition,
-  :mod:`lakecdp.ingest.python_rules`, whose agreement with the Spark validator is tested);
+  :mod:`lakecdp.ingest.python_rules`, whose agreement with the Spark validator is tested), run
+  only on the rows :mod:`lakecdp.ingest.screen`'s DuckDB query over the batch's columns flags;
+- **typing**: the valid rows' texts cast by DuckDB where they have a shape the screen knows
+  (:func:`lakecdp.ingest.screen.cast_rows`, equal to the Python typing on generated values), the
+  rest and rows with a nulled warn-level field by :func:`~lakecdp.ingest.embedded.typed_row`;
 - **classification** as :func:`lakecdp.ingest.classify.classify`: erased first, then quarantined,
   then duplicates (within the run: the first by file and line for events, the latest by event
   time for records; against keys already loaded by completed files), else loaded;
@@ -63,6 +67,7 @@ from lakecdp.ingest.embedded import CheckedRow, ParsedLine, RawRow, check_parsed
 from lakecdp.ingest.landing import BOM, LINE_BREAK, LandedFile, natural_key, new_files
 from lakecdp.ingest.python_rules import formatted_parser
 from lakecdp.ingest.reading import csv_header, repeated_columns
+from lakecdp.ingest.screen import cast_rows
 from lakecdp.ingest.sources import SourceConfig, load_sources
 from lakecdp.ingest.validate import (
     DUPLICATE,
@@ -650,15 +655,31 @@ def _load_source(
         row = embedded.typed_row(checked[i], reads[i], source, patterned)
         return _pattern_typed(row, reads[i], source, checked[i].nulled)
 
+    def typed_table(rows: list[int]) -> pa.Table:
+        """The typed columns of valid ``rows`` (ascending): cast by DuckDB where the texts have
+        the screen's shapes, the rest (and rows with nulled fields) typed in Python."""
+        table, left = cast_rows(reads, [i for i in rows if not checked[i].nulled], source)
+        left = sorted([*left, *(i for i in rows if checked[i].nulled)])
+        if not left:
+            return table
+        typed = embedded._typed_table([typed_row(i) for i in left], left, source)
+        return pa.concat_tables([table, typed]).sort_by("_row") if table.num_rows else typed
+
     existing = _existing_keys(store, source, ledger)
     # typed (the costly part of a row after validation) only where something reads it: the
     # event-time order of versions, the erasure check (every row), silver (the loaded rows); a
     # re-delivered event (its key already loaded) is a duplicate without being typed
     by_key_order = source.drop_existing_keys or source.event_time is None
-    typed_rows = {} if by_key_order and not erasures else {i: typed_row(i) for i in valid}
+    valid_typed = None if by_key_order and not erasures else typed_table(valid)
+    typed_rows: dict[int, dict[str, Any]] = {}
+    if valid_typed is not None and source.event_time is not None:
+        event_time = source.event_time
+        typed_rows = {
+            i: {event_time: v} for i, v in zip(valid_typed["_row"].to_pylist(), valid_typed[event_time].to_pylist())
+        }
     erased: set[int] = set()
     if erasures:
-        typed = embedded._typed_table([typed_rows[i] for i in valid], valid, source)
+        typed = valid_typed if valid_typed is not None else typed_table(valid)
         # erasure is judged on every row a mapping can read, the rejected ones too (as on Spark):
         # rejected rows are mapped from their fields as read, typed where they parse
         rejected = [i for i, r in enumerate(checked) if not r.valid and isinstance(r.event, dict)]
@@ -712,7 +733,10 @@ def _load_source(
         hook(catalog.QUARANTINE.named(source.name))
     loaded = [i for i, s in enumerate(status) if s == LOADED]
     if loaded:
-        kept = embedded._typed_table([typed_rows.get(i) or typed_row(i) for i in loaded], loaded, source)
+        if valid_typed is None:
+            kept = typed_table(loaded)
+        else:
+            kept = valid_typed.filter(pc.is_in(valid_typed["_row"], pa.array(loaded, pa.int64())))
         positions = loaded
         kept = kept.append_column(
             "_warnings", pa.array([checked[i].warnings for i in positions], pa.list_(pa.string()))
