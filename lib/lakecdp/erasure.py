@@ -245,10 +245,11 @@ def _row_hash_sql(columns: list[str], alias: str) -> str:
 def _delete_rows_mentioning(ctx: JobContext, name: str, pattern: str) -> int:
     """Delete the rows of ``name`` that mention the person; returns how many went.
 
-    The rows are found with ``pattern`` by a read (no commit), then deleted by a MERGE against
-    the content hashes of those rows held in a temporary DataFrame. A Delta DELETE would write
-    its condition (the person's identifiers) into the commit's ``operationParameters``; the
-    MERGE's condition names columns only.
+    The rows are found with ``pattern`` by one read (no commit) that brings the content hashes
+    of those rows to the driver (one person's rows: a few hashes, never an identifier), then
+    deleted by a MERGE against those hashes. A Delta DELETE would write its condition (the
+    person's identifiers) into the commit's ``operationParameters``; the MERGE's condition names
+    columns only. A table without the person costs one Spark job.
     """
     from pyspark.sql import functions as F
 
@@ -257,26 +258,26 @@ def _delete_rows_mentioning(ctx: JobContext, name: str, pattern: str) -> int:
     df = delta.toDF()
     columns = df.columns
     serialised = F.to_json(F.struct(*[F.col(f"`{c}`") for c in columns]))
-    keys = (
-        df.alias("t")
+    keys = sorted(
+        row[0]
+        for row in df.alias("t")
         .where(serialised.rlike(pattern))
-        .select(F.expr(_row_hash_sql(columns, "t")).alias(_ERASE_KEY))
+        .select(F.expr(_row_hash_sql(columns, "t")))
         .distinct()
-        .localCheckpoint()  # the table is rewritten below while these keys derive from it
+        .collect()
     )
-    if keys.isEmpty():
+    if not keys:
         return 0
-    before = delta.history(1).select("version").collect()[0][0]
-    (
+    source = spark.createDataFrame([(key,) for key in keys], f"`{_ERASE_KEY}` string")
+    # MERGE returns its metrics as a one-row DataFrame (no read of the table's history)
+    (metrics,) = (
         delta.alias("t")
-        .merge(keys.alias("s"), f"{_row_hash_sql(columns, 't')} = s.`{_ERASE_KEY}`")
+        .merge(source.alias("s"), f"{_row_hash_sql(columns, 't')} = s.`{_ERASE_KEY}`")
         .whenMatchedDelete()
         .execute()
+        .collect()
     )
-    last = delta.history(1).select("version", "operationMetrics").collect()[0]
-    if last["version"] == before:
-        return 0
-    return int((last["operationMetrics"] or {}).get("numTargetRowsDeleted", "0"))
+    return int(metrics["num_deleted_rows"])
 
 
 def _forget_log_history(ctx: JobContext, name: str) -> int:
