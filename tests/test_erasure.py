@@ -213,3 +213,26 @@ def test_session_settings_hold_for_the_block_only_even_when_it_fails(spark):
         spark.conf.unset(COMMIT_METADATA)
         if before is not None:
             spark.conf.set(RETENTION_CHECK, before)
+
+
+@pytest.mark.slow
+def test_a_table_is_vacuumed_unless_its_folder_holds_only_current_files(spark, project):
+    from lakecdp.erasure import RETENTION_CHECK, _nothing_to_vacuum, session_settings
+
+    ctx = _ctx(spark, project, "erase-1")
+    name = "gold.customer_profile"
+    folder = Path(ctx.tables.location(name))
+    spark.range(3).write.format("delta").save(str(folder))
+    # one write: its data files, its log, Hadoop's hidden .crc files: nothing to vacuum
+    assert _nothing_to_vacuum(ctx, name)
+    # an overwrite leaves the first write's files behind
+    spark.range(2).write.format("delta").mode("overwrite").save(str(folder))
+    assert not _nothing_to_vacuum(ctx, name)
+    # until a VACUUM removed them
+    with session_settings(spark, {RETENTION_CHECK: "false"}):
+        ctx.tables.delta(spark, name).vacuum(0)
+    assert _nothing_to_vacuum(ctx, name)
+    # a file the current version does not name (change data, a deletion vector, a stray part)
+    (folder / "_change_data").mkdir()
+    (folder / "_change_data" / "cdc-00000.snappy.parquet").write_bytes(b"x")
+    assert not _nothing_to_vacuum(ctx, name)

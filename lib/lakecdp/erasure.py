@@ -10,7 +10,7 @@ Given an email or a customer_id, the job
    carries an identifier (a DELETE's condition is written into the commit); then purges
    deletion vectors so the current version's files no longer hold the data;
 3. vacuums every table with the configured retention, so older files and change-data files go
-   too, and with retention 0 drops each table's log before a fresh checkpoint (old commits keep
+   too (a table whose folder holds only its current files is skipped: nothing to delete), and with retention 0 drops each table's log before a fresh checkpoint (old commits keep
    column min/max statistics);
 4. rewrites or deletes the files outside Delta (landing, exports, previews, the demo receiver
    log; :func:`erase_from_files`), and writes a report without identifiers
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from lakecdp import catalog
 from lakecdp.config import StrictModel, load_model
@@ -245,10 +246,11 @@ def _row_hash_sql(columns: list[str], alias: str) -> str:
 def _delete_rows_mentioning(ctx: JobContext, name: str, pattern: str) -> int:
     """Delete the rows of ``name`` that mention the person; returns how many went.
 
-    The rows are found with ``pattern`` by a read (no commit), then deleted by a MERGE against
-    the content hashes of those rows held in a temporary DataFrame. A Delta DELETE would write
-    its condition (the person's identifiers) into the commit's ``operationParameters``; the
-    MERGE's condition names columns only.
+    The rows are found with ``pattern`` by one read (no commit) that brings the content hashes
+    of those rows to the driver (one person's rows: a few hashes, never an identifier), then
+    deleted by a MERGE against those hashes. A Delta DELETE would write its condition (the
+    person's identifiers) into the commit's ``operationParameters``; the MERGE's condition names
+    columns only. A table without the person costs one Spark job.
     """
     from pyspark.sql import functions as F
 
@@ -257,26 +259,26 @@ def _delete_rows_mentioning(ctx: JobContext, name: str, pattern: str) -> int:
     df = delta.toDF()
     columns = df.columns
     serialised = F.to_json(F.struct(*[F.col(f"`{c}`") for c in columns]))
-    keys = (
-        df.alias("t")
+    keys = sorted(
+        row[0]
+        for row in df.alias("t")
         .where(serialised.rlike(pattern))
-        .select(F.expr(_row_hash_sql(columns, "t")).alias(_ERASE_KEY))
+        .select(F.expr(_row_hash_sql(columns, "t")))
         .distinct()
-        .localCheckpoint()  # the table is rewritten below while these keys derive from it
+        .collect()
     )
-    if keys.isEmpty():
+    if not keys:
         return 0
-    before = delta.history(1).select("version").collect()[0][0]
-    (
+    source = spark.createDataFrame([(key,) for key in keys], f"`{_ERASE_KEY}` string")
+    # MERGE returns its metrics as a one-row DataFrame (no read of the table's history)
+    (metrics,) = (
         delta.alias("t")
-        .merge(keys.alias("s"), f"{_row_hash_sql(columns, 't')} = s.`{_ERASE_KEY}`")
+        .merge(source.alias("s"), f"{_row_hash_sql(columns, 't')} = s.`{_ERASE_KEY}`")
         .whenMatchedDelete()
         .execute()
+        .collect()
     )
-    last = delta.history(1).select("version", "operationMetrics").collect()[0]
-    if last["version"] == before:
-        return 0
-    return int((last["operationMetrics"] or {}).get("numTargetRowsDeleted", "0"))
+    return int(metrics["num_deleted_rows"])
 
 
 def _forget_log_history(ctx: JobContext, name: str) -> int:
@@ -309,6 +311,28 @@ def _forget_log_history(ctx: JobContext, name: str) -> int:
             if not (folder / entry.name[1:-4]).exists():
                 entry.unlink()
     return removed
+
+
+def _nothing_to_vacuum(ctx: JobContext, name: str) -> bool:
+    """True when every file in a path-based table's folder (its ``_delta_log`` aside) belongs to
+    the current version: VACUUM, whatever its retention, would delete nothing. A VACUUM costs
+    some twenty Spark jobs even on a ten-row table; this check costs one (the current version's
+    file list). Catalog tables, change-data files (``_change_data``), deletion vector files and
+    any file the current version does not name leave the answer False: the table is vacuumed.
+    Hidden files (Hadoop's ``.crc`` checksums) are left out, as VACUUM leaves them out.
+    """
+    tables = ctx.tables
+    if tables.uses_catalog:
+        return False
+    folder = os.path.realpath(tables.location(name))
+    current = {os.path.realpath(unquote(_local_path(uri))) for uri in tables.delta(ctx.spark, name).toDF().inputFiles()}
+    for root, dirs, files in os.walk(folder):
+        if root == folder:
+            dirs[:] = [d for d in dirs if d != "_delta_log"]
+        for file in files:
+            if not file.startswith(".") and os.path.join(root, file) not in current:
+                return False
+    return True
 
 
 def _local_path(location: str) -> str:
@@ -394,7 +418,8 @@ def erase_person(ctx: JobContext, *, email: str | None = None, customer_id: str 
             # every table, not only those with rows deleted now: files an earlier overwrite
             # left behind (identity.edges, segments) can still hold the person
             for name in names:
-                tables.delta(spark, name).vacuum(retention)
+                if not _nothing_to_vacuum(ctx, name):
+                    tables.delta(spark, name).vacuum(retention)
         if retention == 0 and not tables.uses_catalog:
             for name in names:
                 _forget_log_history(ctx, name)
