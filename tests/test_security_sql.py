@@ -432,6 +432,7 @@ def test_time_budget_cancels_the_segment_and_names_it(spark, inputs):
     assert spark.sparkContext.getLocalProperty("spark.jobGroup.id") is None
 
 
+@pytest.mark.slow  # ~36 s: a runaway condition cancelled at its budget
 def test_time_budget_names_a_slow_condition_evaluated_in_one_pass_with_others(spark, inputs, caplog):
     """Row-wise conditions run together in one pass, within the smallest budget among them; when
     it runs out each runs alone within its own, so the slow one is still named."""
