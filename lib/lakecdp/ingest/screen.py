@@ -282,11 +282,23 @@ def _column(events: Sequence[dict[str, Any]], parts: tuple[str, ...], *, double:
     return out
 
 
+def _over_batch(batch: pa.Table, query: str, params: Sequence[Any] | None = None) -> pa.Table:
+    """``query`` (over the view ``batch``) in a fresh DuckDB connection on UTC."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("batch", batch)
+        return con.execute(query, params).to_arrow_table()
+    finally:
+        con.close()
+
+
 def passing(events: Sequence[Any], source: SourceConfig, *, as_of: date | datetime | None) -> list[bool] | None:
     """Per event: True when it surely breaks none of ``source``'s row rules (then
     :func:`~lakecdp.ingest.python_rules.validate_events` finds nothing); None when the source's
     rules are not mapped (every event is checked by the Python rules)."""
-    import duckdb
 
     screen = _screen(source)
     if screen is None:
@@ -328,13 +340,7 @@ def passing(events: Sequence[Any], source: SourceConfig, *, as_of: date | dateti
             values.append(today.isoformat())
         else:
             values.append(name[1].isoformat())
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("batch", batch)
-        flags = [row[0] for row in con.execute(screen.sql, values).fetchall()]
-    finally:
-        con.close()
+    flags = _over_batch(batch, screen.sql, values).column(0).to_pylist()
     return [bool(flag) and s for flag, s in zip(flags, shaped)]
 
 
@@ -421,7 +427,6 @@ def cast_rows(
         The table of the rows typed here (``_row`` and every column, as
         :func:`lakecdp.ingest.embedded._typed_table`) and the rows left to the Python typing.
     """
-    import duckdb
 
     from lakecdp.ingest.embedded import _column_type
 
@@ -435,13 +440,7 @@ def cast_rows(
             "_row": pa.array(rows, pa.int64()),
         }
     )
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("batch", batch)
-        result = con.sql(query).to_arrow_table()
-    finally:
-        con.close()
+    result = _over_batch(batch, query)
     sure = result["sure"]
     done = result.filter(sure)
     kept = [i for i, ok in zip(rows, sure.to_pylist()) if ok]
