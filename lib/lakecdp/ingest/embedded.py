@@ -272,6 +272,11 @@ class ParsedLine:
     event: Any
     structural: tuple[str, ...] = ()
     detail: str | None = None
+    #: ``event`` is already the fields as read (:func:`as_read`'s dict), by :mod:`lakecdp.ingest.columnar`
+    as_read: bool = False
+    #: ``event`` is what the line parser gives; if not (a JSON line read as columns: its texts),
+    #: the Python rules judge the line parser's object (:func:`parse_json_line`)
+    exact: bool = True
 
 
 def parse_json_line(raw: str) -> ParsedLine:
@@ -310,7 +315,13 @@ def check_parsed(
             by_bound.setdefault(max(as_of, received), []).append(i)
     for bound, indexes in by_bound.items():
         # the rows the rules' DuckDB expressions pass have no finding; the rest go through the Python rules
-        for i, problems in zip(indexes, validate_screened([parsed[i].event for i in indexes], source, as_of=bound)):
+        events = [parsed[i].event for i in indexes]
+
+        def exact(k: int, indexes: list[int] = indexes) -> Any:
+            line = parsed[indexes[k]]
+            return line.event if line.exact else parse_json_line(rows[indexes[k]][0]).event
+
+        for i, problems in zip(indexes, validate_screened(events, source, as_of=bound, exact=exact)):
             found[i] = problems
     checked = []
     index = {name: i for i, name in enumerate(source.column_names)}
@@ -320,6 +331,9 @@ def check_parsed(
         if not problems and not structural[i]:
             checked.append(CheckedRow(raw, topic, partition, offset, received, event, [], [], None, frozenset()))
             continue
+        if not parsed[i].exact:
+            # a row with a finding carries the line parser's object (its fields as read are the same)
+            event = parse_json_line(raw).event
         codes = structural[i] or [p.code for p in problems if p.code in (MALFORMED_LINE, BAD_ENCODING)]
         if codes:
             # a malformed line (or nested field of the wrong shape) carries only its structural reasons

@@ -11,7 +11,9 @@ written with delta-rs (:class:`lakecdp.delta_store.DeltaStore`):
   (a leading BOM dropped, lines of spaces skipped, a CSV header skipped and checked as there);
 - **Parquet rows**: read with pyarrow, each as Spark's ``to_json`` of the row with its 1-based row
   index as line (:func:`parquet_lines`), then parsed as a JSON line;
-- **rows**: JSON lines as :func:`~lakecdp.ingest.embedded.parse_json_line`, CSV lines as Spark's
+- **rows**: plain lines (a JSON object of known keys without escapes, a CSV line without quotes)
+  read as columns for the whole file (:mod:`lakecdp.ingest.columnar`: the same fields, no finding);
+  other JSON lines as :func:`~lakecdp.ingest.embedded.parse_json_line`, CSV lines as Spark's
   ``from_csv`` with the structural checks of :func:`lakecdp.ingest.validate._as_read_csv`
   (MALFORMED_LINE for an odd number of quotes -- a quoted field across lines --, WRONG_FIELD_COUNT);
   then the field rules through :func:`~lakecdp.ingest.embedded.check_parsed` (one rule definition,
@@ -54,6 +56,7 @@ import pyarrow.compute as pc
 from lakecdp import catalog
 from lakecdp.columns import MissingColumnsError
 from lakecdp.ingest import embedded
+from lakecdp.ingest.columnar import csv_fields, json_fields
 from lakecdp.ingest.audit import (
     COUNTS,
     ERASED,
@@ -416,10 +419,18 @@ class _KnownLines:
 
 
 def read_files(
-    ctx: JobContext, source: SourceConfig, files: list[LandedFile], known: _KnownLines | None = None
+    ctx: JobContext,
+    source: SourceConfig,
+    files: list[LandedFile],
+    known: _KnownLines | None = None,
+    *,
+    columnar: bool = True,
 ) -> _Read:
     """Every line of ``files`` parsed (a line ``known`` holds is set apart unparsed); a file that
-    cannot be read is refused (UNREADABLE_FILE)."""
+    cannot be read is refused (UNREADABLE_FILE).
+
+    Args:
+        columnar: False parses every line with the line parser (see :func:`parse_lines`)."""
     read = _Read([], [], [], {}, [])
     csv_format = source.format == "csv"
     for order, file in enumerate(files):
@@ -445,16 +456,39 @@ def read_files(
         layout = _csv_layout(source, columns) if csv_format else None
         # a file whose header is refused has every row quarantined: none is known
         usable = known if known is not None and file.relative not in read.header_problems else None
+        fresh = []
         for line, raw in lines:
             row = (raw, file.relative, order, line, ctx.as_of)
             stored = usable.match(raw, header) if usable is not None else None
             if stored is not None:
                 read.known.append((row, stored))
                 continue
-            read.rows.append(row)
-            read.parsed.append(parse_csv_line(raw, source, columns, layout) if csv_format else parse_json_line(raw))
+            fresh.append(row)
+        read.rows += fresh
+        read.parsed += parse_lines([row[0] for row in fresh], source, columns, layout, columnar=columnar)
         read.files.append(file)
     return read
+
+
+def parse_lines(
+    raws: list[str], source: SourceConfig, columns: list[str], layout: _CsvLayout | None, *, columnar: bool = True
+) -> list[ParsedLine]:
+    """A file's lines parsed: the plain ones read as columns (:mod:`lakecdp.ingest.columnar`),
+    the others by the line parser (:func:`parse_csv_line`, :func:`parse_json_line`).
+
+    Args:
+        columnar: False reads every line with the line parser (the oracle of the tests)."""
+    if source.format == "csv":
+        fields = csv_fields(raws, source, columns) if columnar else [None] * len(raws)
+        return [
+            ParsedLine(event, as_read=True) if event is not None else parse_csv_line(raw, source, columns, layout)
+            for raw, event in zip(raws, fields)
+        ]
+    fields = json_fields(raws, source) if columnar and source.format == "jsonl" else [None] * len(raws)
+    return [
+        ParsedLine(event, as_read=True, exact=False) if event is not None else parse_json_line(raw)
+        for raw, event in zip(raws, fields)
+    ]
 
 
 def _rescued(row: CheckedRow, source: SourceConfig) -> str | None:
@@ -646,7 +680,13 @@ def _load_source(
                 [DUPLICATE_HEADER], [], f"{DUPLICATE_HEADER}: {problem}", frozenset(),
             )  # fmt: skip
 
-    reads = {i: embedded.as_read(r.event, source) for i, r in enumerate(checked) if r.valid}
+    # a line read as columns is already as read (a row with a finding carries the line parser's
+    # object, whose fields as read are the same)
+    reads = {
+        i: r.event if read.parsed[i].as_read and r.event is read.parsed[i].event else embedded.as_read(r.event, source)
+        for i, r in enumerate(checked)
+        if r.valid
+    }
     valid = sorted(reads)
 
     patterned = frozenset(name for name, _parse in _pattern_parsers(source))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -345,16 +345,25 @@ def passing(events: Sequence[Any], source: SourceConfig, *, as_of: date | dateti
 
 
 def validate_screened(
-    events: list[Any], source: SourceConfig, *, as_of: date | datetime | None = None
+    events: list[Any],
+    source: SourceConfig,
+    *,
+    as_of: date | datetime | None = None,
+    exact: Callable[[int], Any] | None = None,
 ) -> list[list[Problem]]:
     """:func:`~lakecdp.ingest.python_rules.validate_events`, the Python rules run only on the
-    events :func:`passing` flags (the others have no finding)."""
+    events :func:`passing` flags (the others have no finding).
+
+    Args:
+        exact: index -> the event the Python rules judge, when ``events`` holds some as their
+            fields' texts (:mod:`lakecdp.ingest.columnar`: what the screen reads of them is the same)."""
+    pick = exact or events.__getitem__
     clean = passing(events, source, as_of=as_of)
     if clean is None:
-        return validate_events(events, source, as_of=as_of)
+        return validate_events([pick(i) for i in range(len(events))], source, as_of=as_of)
     flagged = [i for i, ok in enumerate(clean) if not ok]
     found: list[list[Problem]] = [[] for _ in events]
-    for i, problems in zip(flagged, validate_events([events[i] for i in flagged], source, as_of=as_of)):
+    for i, problems in zip(flagged, validate_events([pick(i) for i in flagged], source, as_of=as_of)):
         found[i] = problems
     return found
 
