@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--people", type=int, default=5000)
     parser.add_argument("--old-rev", default="main")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--increment", action="store_true", help="a second delivery (increment 1) ingested after the first"
+    )
     parser.add_argument("--only", choices=("old", "new"), help="run one side only (profiling)")
     parser.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
     parser.add_argument("--engines", help="spark,embedded: this tree on both engines instead of old vs new")
@@ -279,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (world / "warehouse" / "landing").exists():
         shutil.copytree(ROOT / "conf", world / "conf", dirs_exist_ok=True)
         _child(ROOT / "lib", "--child", "generate", str(world), str(args.people), "0")
+    increment = work / f"world-{args.people}-increment1"
+    if args.increment and not (increment / "warehouse" / "landing").exists():
+        shutil.copytree(ROOT / "conf", increment / "conf", dirs_exist_ok=True)
+        _child(ROOT / "lib", "--child", "generate", str(increment), str(args.people), "1")
     if args.engines:
         return _engines(args, work, world, started_on, started)
     libs = {"old": _old_lib(work, args.old_rev), "new": ROOT / "lib"}
@@ -289,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for side in sides:
             root = _project(work, f"{side}-{round_}", world / "warehouse" / "landing")
-            results[side] = _child(libs[side], "--child", "ingest", str(root), "1")
+            if args.increment:
+                # child_ingest moves these files into the landing folder before its second run
+                shutil.copytree(increment / "warehouse" / "landing", root / "increment1")
+            results[side] = _child(libs[side], "--child", "ingest", str(root), "2" if args.increment else "1")
             print(f"round {round_} {side}: {json.dumps(results[side])}", flush=True)
         if len(sides) == 2:
             problems = compare(work / f"old-{round_}" / "warehouse", work / f"new-{round_}" / "warehouse")
