@@ -447,6 +447,36 @@ def as_read(event: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
     return out
 
 
+class Reads(dict[int, dict[str, Any]]):
+    """The valid rows' fields as read (row -> :func:`as_read`'s dict), also as Arrow columns for
+    the consumers that take a column of many rows (the casts, bronze, silver's texts as read):
+    the columns are built once from the dicts (in C, not a Python loop per column and row)."""
+
+    def __init__(self, reads: dict[int, dict[str, Any]], source: SourceConfig) -> None:
+        super().__init__(reads)
+        self._source = source
+        self._table: pa.Table | None = None
+        self._rows: pa.Array | None = None
+
+    def columns(self, rows: list[int]) -> pa.Table:
+        """The scalar and string-struct columns (texts) of ``rows`` (keys of this mapping), in order."""
+        if self._table is None:
+            fields = [
+                pa.field(c.name, pa.string() if c.is_scalar else _column_type(c))
+                for c in self._source.columns
+                if c.is_scalar or _string_struct(c.type)
+            ]
+            values = pa.array(list(self.values()), pa.struct(fields))
+            self._table = (
+                pa.Table.from_struct_array(values)
+                if len(values)
+                else pa.table({f.name: pa.array([], f.type) for f in fields})
+            )
+            self._rows = pa.array(list(self.keys()), pa.int64())
+        at = pa.compute.index_in(pa.array(rows, pa.int64()), value_set=self._rows)
+        return self._table.take(at)
+
+
 def typed_row(
     row: CheckedRow, read: dict[str, Any], source: SourceConfig, patterned: frozenset[str] = frozenset()
 ) -> dict[str, Any]:

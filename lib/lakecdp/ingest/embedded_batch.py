@@ -682,11 +682,16 @@ def _load_source(
 
     # a line read as columns is already as read (a row with a finding carries the line parser's
     # object, whose fields as read are the same)
-    reads = {
-        i: r.event if read.parsed[i].as_read and r.event is read.parsed[i].event else embedded.as_read(r.event, source)
-        for i, r in enumerate(checked)
-        if r.valid
-    }
+    reads = embedded.Reads(
+        {
+            i: r.event
+            if read.parsed[i].as_read and r.event is read.parsed[i].event
+            else embedded.as_read(r.event, source)
+            for i, r in enumerate(checked)
+            if r.valid
+        },
+        source,
+    )
     valid = sorted(reads)
 
     patterned = frozenset(name for name, _parse in _pattern_parsers(source))
@@ -758,7 +763,8 @@ def _load_source(
             source,
             checked,
             reads,
-            {i: _rescued(checked[i], source) for i in passed},
+            # a line read as columns has no field outside the source's columns
+            {i: None if read.parsed[i].as_read else _rescued(checked[i], source) for i in passed},
             passed,
             run_id=ctx.run_id,
             at=ctx.as_of,
@@ -783,11 +789,12 @@ def _load_source(
         )
         # the texts as read: a birth date that does not parse is kept as written (date_of_birth_text)
         scalars = [c.name for c in source.columns if c.is_scalar]
+        texts = reads.columns(positions)
         kept = kept.append_column(
             "_as_read",
-            pa.array(
-                [{name: reads[i][name] for name in scalars} for i in positions],
-                pa.struct([pa.field(name, pa.string()) for name in scalars]),
+            pa.StructArray.from_arrays(
+                [texts[name].combine_chunks() for name in scalars],
+                fields=[pa.field(name, pa.string()) for name in scalars],
             ),
         )
         write_silver_rows(ctx, store, source, kept, hook)

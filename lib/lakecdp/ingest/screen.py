@@ -437,15 +437,20 @@ def cast_rows(
         :func:`lakecdp.ingest.embedded._typed_table`) and the rows left to the Python typing.
     """
 
-    from lakecdp.ingest.embedded import _column_type
+    from lakecdp.ingest.embedded import Reads, _column_type
 
     query = _cast_query(source)
     if query is None or not rows:
         return _empty(source), list(rows)
     typed = [c for c in source.columns if c.is_scalar and c.type != "string"]
+    # the texts as columns: taken from the reads' Arrow columns when they have them
+    texts = reads.columns(list(rows)) if isinstance(reads, Reads) else None
     batch = pa.table(
         {
-            **{f"c{k}": pa.array([reads[i][c.name] for i in rows], pa.string()) for k, c in enumerate(typed)},
+            **{
+                f"c{k}": texts[c.name] if texts is not None else pa.array([reads[i][c.name] for i in rows], pa.string())
+                for k, c in enumerate(typed)
+            },
             "_row": pa.array(rows, pa.int64()),
         }
     )
@@ -460,6 +465,8 @@ def cast_rows(
         arrow_type = _column_type(column)
         if column.name in position:
             columns[column.name] = done[f"v{position[column.name]}"].cast(arrow_type)
+        elif texts is not None and column.name in texts.column_names:
+            columns[column.name] = texts[column.name].filter(sure).cast(arrow_type)
         else:
             columns[column.name] = pa.array([reads[i][column.name] for i in kept], arrow_type)
     return pa.table(columns), left

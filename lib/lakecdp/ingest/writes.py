@@ -571,7 +571,7 @@ def upsert_login_records(
 # -- the embedded engine: landed files ---------------------------------------------------------
 
 
-def _arrow_table(values: dict[str, list[Any]], ddl: str) -> pa.Table:
+def _arrow_table(values: Mapping[str, list[Any] | pa.Array], ddl: str) -> pa.Table:
     schema = embedded._arrow_schema(ddl)
     return pa.table({f.name: pa.array(values[f.name], f.type) for f in schema}, schema=schema)
 
@@ -661,12 +661,16 @@ def write_bronze_rows(
         "_row_hash": hashes.__getitem__,
     }
     constant = {"_ingested_at": _utc(at), "_run_id": run_id}
-    values: dict[str, list[Any]] = {}
+    # the fields as read: taken from the reads' Arrow columns when they have them
+    texts = reads.columns(fresh) if isinstance(reads, embedded.Reads) else None
+    values: dict[str, Any] = {}
     for column, _, _ in catalog.ddl_fields(ddl):
         if column in constant:
             values[column] = [constant[column]] * len(fresh)
         elif column in own:
             values[column] = [own[column](i) for i in fresh]
+        elif texts is not None and column in texts.column_names:
+            values[column] = texts[column].combine_chunks()
         else:
             values[column] = [reads[i].get(column) for i in fresh]
     rows = _arrow_table(values, ddl)
