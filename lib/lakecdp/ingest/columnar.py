@@ -84,10 +84,14 @@ def _json_query(source: SourceConfig) -> tuple[str, list[Any], list[str]] | None
     for name, fields in structs.items():
         struct_at[name] = (len(paths) + 1, [len(paths) + 2 + k for k in range(len(fields))])
         paths += [f"$.{name}", *(f"$.{name}.{field}" for field in fields)]
-    unique = ["len(json_keys(raw)) = len(list_distinct(json_keys(raw)))"]
-    unique += [
-        f"coalesce(len(json_keys(raw, '$.{n}')) = len(list_distinct(json_keys(raw, '$.{n}'))), true)" for n in structs
-    ]
+    unique = ["len(list_distinct(k0)) = len(k0)"]
+    unique += [f"coalesce(len(list_distinct(k{j})) = len(k{j}), true)" for j in range(1, len(structs) + 1)]
+    keys = ", ".join(
+        [
+            "CASE WHEN plain THEN json_keys(raw) END AS k0",
+            *(f"CASE WHEN plain THEN json_keys(raw, '$.{n}') END AS k{j}" for j, n in enumerate(structs, start=1)),
+        ]
+    )
     values = [f'x[{k}] AS "{name}"' for k, name in enumerate(scalars, start=1)]
     for name, fields in structs.items():
         at, inner_at = struct_at[name]
@@ -96,8 +100,9 @@ def _json_query(source: SourceConfig) -> tuple[str, list[Any], list[str]] | None
         values.append(f'CASE WHEN x[{at}] IS NULL THEN NULL ELSE {struct} END AS "{name}"')
     query = (
         "WITH shaped AS (SELECT raw, regexp_full_match(raw, ?) AS plain FROM batch), "
+        f"keyed AS (SELECT raw, plain, {keys} FROM shaped), "
         f"read AS (SELECT CASE WHEN plain THEN {' AND '.join(unique)} ELSE false END AS plain, "
-        "CASE WHEN plain THEN json_extract_string(raw, ?) END AS x FROM shaped) "
+        "CASE WHEN plain THEN json_extract_string(raw, ?) END AS x FROM keyed) "
         f"SELECT plain, {', '.join(values)} FROM read"
     )
     return query, [grammar, paths], [c.name for c in source.columns]

@@ -321,7 +321,8 @@ def check_parsed(
             line = parsed[indexes[k]]
             return line.event if line.exact else parse_json_line(rows[indexes[k]][0]).event
 
-        for i, problems in zip(indexes, validate_screened(events, source, as_of=bound, exact=exact)):
+        read = [parsed[i].as_read for i in indexes]
+        for i, problems in zip(indexes, validate_screened(events, source, as_of=bound, exact=exact, read=read)):
             found[i] = problems
     checked = []
     index = {name: i for i, name in enumerate(source.column_names)}

@@ -295,15 +295,47 @@ def _over_batch(batch: pa.Table, query: str, params: Sequence[Any] | None = None
         con.close()
 
 
-def passing(events: Sequence[Any], source: SourceConfig, *, as_of: date | datetime | None) -> list[bool] | None:
+def passing(
+    events: Sequence[Any],
+    source: SourceConfig,
+    *,
+    as_of: date | datetime | None,
+    read: Sequence[bool] | None = None,
+) -> list[bool] | None:
     """Per event: True when it surely breaks none of ``source``'s row rules (then
     :func:`~lakecdp.ingest.python_rules.validate_events` finds nothing); None when the source's
-    rules are not mapped (every event is checked by the Python rules)."""
+    rules are not mapped (every event is checked by the Python rules).
+
+    Args:
+        read: per event, whether it is already its fields as read (every column: texts, string
+            structs as dicts of texts; :mod:`lakecdp.ingest.columnar`): those become the batch's
+            columns in one conversion, not a Python loop per rule and row."""
 
     screen = _screen(source)
     if screen is None:
         return None
-    from lakecdp.ingest.embedded import _string_struct
+    if read is not None and any(read):
+        order = [i for i, r in enumerate(read) if r] + [i for i, r in enumerate(read) if not r]
+        fast = sum(1 for r in read if r)
+        flags = _passing_read(
+            [events[i] for i in order[:fast]], [events[i] for i in order[fast:]], source, screen, as_of
+        )
+        out = [False] * len(events)
+        for i, flag in zip(order, flags):
+            out[i] = flag
+        return out
+    return _passing_read([], events, source, screen, as_of)
+
+
+def _passing_read(
+    reads: Sequence[dict[str, Any]],
+    events: Sequence[Any],
+    source: SourceConfig,
+    screen: _Screen,
+    as_of: date | datetime | None,
+) -> list[bool]:
+    """:func:`passing` of ``reads`` (fields as read) then ``events``, in that order."""
+    from lakecdp.ingest.embedded import _column_type, _string_struct
 
     struct_columns = {c.name for c in source.columns if not c.is_scalar and _string_struct(c.type)}
     shaped = []
@@ -322,14 +354,43 @@ def passing(events: Sequence[Any], source: SourceConfig, *, as_of: date | dateti
                     break
         shaped.append(ok)
     rows = [e if ok else {} for e, ok in zip(events, shaped)]
+    texts = pa.array(
+        reads,
+        pa.struct(
+            [
+                pa.field(c.name, pa.string() if c.is_scalar else _column_type(c))
+                for c in source.columns
+                if c.is_scalar or c.name in struct_columns
+            ]
+        ),
+    )
+
+    def read_column(parts: tuple[str, ...]) -> pa.Array:
+        # a path outside the declared columns and fields is null in a line read as columns
+        # (the columnar reader reads no line with an unknown key)
+        kind = texts.type
+        if kind.get_field_index(parts[0]) < 0:
+            return pa.nulls(len(texts), pa.string())
+        column = texts.field(parts[0])
+        if len(parts) == 1:
+            return column
+        if column.type.get_field_index(parts[1]) < 0:
+            return pa.nulls(len(texts), pa.string())
+        return column.field(parts[1])
+
     batch = pa.table(
         {
-            f"c{i}": pa.array(_column(rows, parts, double=parts in screen.doubles), pa.string())
+            f"c{i}": pa.concat_arrays(
+                [
+                    read_column(parts),
+                    pa.array(_column(rows, parts, double=parts in screen.doubles), pa.string()),
+                ]
+            )
             for i, parts in enumerate(screen.paths)
         }
     )
     if not screen.paths:
-        batch = pa.table({"c": pa.nulls(len(rows), pa.string())})
+        batch = pa.table({"c": pa.nulls(len(reads) + len(rows), pa.string())})
     latest = _latest(source, as_of)
     today = (as_of.date() if isinstance(as_of, datetime) else as_of) or datetime.now(timezone.utc).date()
     values: list[Any] = []
@@ -341,7 +402,7 @@ def passing(events: Sequence[Any], source: SourceConfig, *, as_of: date | dateti
         else:
             values.append(name[1].isoformat())
     flags = _over_batch(batch, screen.sql, values).column(0).to_pylist()
-    return [bool(flag) and s for flag, s in zip(flags, shaped)]
+    return [bool(flag) and s for flag, s in zip(flags, [True] * len(reads) + shaped)]
 
 
 def validate_screened(
@@ -350,15 +411,17 @@ def validate_screened(
     *,
     as_of: date | datetime | None = None,
     exact: Callable[[int], Any] | None = None,
+    read: Sequence[bool] | None = None,
 ) -> list[list[Problem]]:
     """:func:`~lakecdp.ingest.python_rules.validate_events`, the Python rules run only on the
     events :func:`passing` flags (the others have no finding).
 
     Args:
         exact: index -> the event the Python rules judge, when ``events`` holds some as their
-            fields' texts (:mod:`lakecdp.ingest.columnar`: what the screen reads of them is the same)."""
+            fields' texts (:mod:`lakecdp.ingest.columnar`: what the screen reads of them is the same).
+        read: per event, whether it is its fields as read (see :func:`passing`)."""
     pick = exact or events.__getitem__
-    clean = passing(events, source, as_of=as_of)
+    clean = passing(events, source, as_of=as_of, read=read)
     if clean is None:
         return validate_events([pick(i) for i in range(len(events))], source, as_of=as_of)
     flagged = [i for i, ok in enumerate(clean) if not ok]
