@@ -46,7 +46,11 @@ def clusters_df(spark, rows):
     )
 
 
-@pytest.fixture(params=["spark", "duckdb"])
+# the Spark cases are the full suite's (5-24 s each on two loaded cores, ~1 min of make test):
+# make test runs each case on DuckDB, the default backend; the full suite runs both, and
+# test_identity_local's test_both_backends_write_the_same_identity_tables compares the two
+# backends' id maps and id changes through the whole job
+@pytest.fixture(params=[pytest.param("spark", marks=pytest.mark.slow), "duckdb"])
 def engine(request) -> str:
     """Every case runs on both implementations: Spark (the spark backend) and DuckDB
     (lakecdp.identity.local, the duckdb backend)."""

@@ -192,6 +192,11 @@ def clusters_of(rows, ids):
     return sorted(sorted(group) for group in by_key.values())
 
 
+# The Spark path's deterministic edges (the spark backend's; 15-30 s on two loaded cores) are
+# the full suite's: make test checks the duckdb backend's edges on hand-written records
+# (test_identity_local's test_deterministic_edges_by_hand), the full suite both paths and
+# their parity (test_identity_local's test_spark_and_duckdb_prepare_and_link_the_same_rows)
+@pytest.mark.slow
 def test_deterministic_edges_ignore_junk_and_over_shared_values(spark, config):
     records = spark.createDataFrame(
         [
@@ -492,6 +497,9 @@ def test_duckdb_and_spark_backends_give_the_same_clusters(spark, config, trained
     assert hartley == [("crm:H1", "crm:H1", 3, ()), ("shop:H2", "crm:H1", 3, ()), ("tp:H3", "crm:H1", 3, ())]
 
 
+# the spark backend only (7-17 s): the full suite's, beside test_identity_local's
+# test_both_backends_write_the_same_identity_tables (two spark-backend runs in one session)
+@pytest.mark.slow
 def test_two_spark_backend_runs_share_one_session(spark, config, trained):
     # each run registers its records as Spark temp views, which live as long as the session:
     # the second run used to fail with "Table 'lakecdp_records_1' already exists"
@@ -799,6 +807,9 @@ def test_a_model_mismatch_names_a_flag_the_identity_command_has(config, trained,
     assert build_parser().parse_args(["identity", "--retrain"]).retrain is True
 
 
+# the Spark path's edges (7-17 s): the full suite's; make test checks the same rule on the
+# duckdb backend (tom@berg.net in test_identity_local's test_deterministic_edges_by_hand)
+@pytest.mark.slow
 def test_an_email_shared_with_a_source_without_birth_dates_still_links(spark, config):
     """Cause "a source without birth date": ``Bel Bird`` in the CRM (born 1961) and in a shop
     that never asks for a birth date share an email. Counting "people" by distinct (birth

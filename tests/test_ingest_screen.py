@@ -17,6 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.examples import examples
+
 from lakecdp.ingest.embedded import _typed, as_read
 from lakecdp.ingest.python_rules import formatted_parser, validate_events
 from lakecdp.ingest.screen import cast_rows, passing, validate_screened
@@ -230,13 +232,13 @@ VALUE = st.one_of(
 EVENT = st.dictionaries(st.sampled_from(sorted(GOOD)), VALUE, max_size=6).map(lambda changed: {**GOOD, **changed})
 
 
-@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(EVENT, min_size=1, max_size=25))
 def test_screened_findings_are_the_python_rules(events):
     assert validate_screened(events, SOURCE, as_of=AS_OF) == validate_events(events, SOURCE, as_of=AS_OF)
 
 
-@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(sorted(GOOD)), VALUE)
 def test_a_value_the_screen_passes_breaks_no_rule(field, value):
     clean, codes = _checked(field, value)
@@ -255,7 +257,7 @@ def _python_typed(name: str, text: str | None) -> object:
     return _typed(text, SOURCE.column(name).type)
 
 
-@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.fixed_dictionaries({c.name: TEXT for c in _TYPED}), min_size=1, max_size=20))
 def test_a_duckdb_cast_is_the_python_typing(texts):
     reads = {i: {**as_read(GOOD, SOURCE), **row} for i, row in enumerate(texts)}

@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.support.examples import examples
+
 from lakecdp.ingest.phones import DEFER, e164, e164_array, e164_fast, e164_many, e164_one
 
 #: the regions the sample generator writes, their neighbours, and ones with unusual metadata
@@ -89,7 +91,7 @@ def _agrees(number: str, region: str | None) -> None:
         assert fast == e164(number, region), (number, region)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(typed_numbers(), regions)
 @example("07700 900123", "GB")
 @example("+44 (0) 20 7946 0958", "GB")
@@ -103,13 +105,13 @@ def test_fast_path_is_phonenumbers_or_defers(number: str, region: str | None) ->
     _agrees(number, region)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(st.text(alphabet="0123456789 +-()x#.abc\u0660\u00a0", max_size=24), regions)
 def test_fast_path_on_garbage(number: str, region: str | None) -> None:
     _agrees(number, region)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(st.sampled_from(REGIONS), st.data())
 def test_fast_path_on_valid_numbers_of_each_region(region: str, data: st.DataObject) -> None:
     # real numbers from the metadata's examples, reformatted the ways people write them
@@ -181,7 +183,7 @@ def test_e164_many_keeps_order_and_works_each_pair_once() -> None:
     ]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.one_of(typed_numbers(), st.none(), st.just("07700 900123")), regions), max_size=30))
 def test_e164_array_is_phonenumbers_row_by_row(pairs: list[tuple[str | None, str | None]]) -> None:
     # the Arrow path: shapes told apart by RE2, answers shared by every way of writing a number

@@ -217,6 +217,19 @@ def test_payload_is_refused_and_nothing_runs(spark, inputs, project, secret, tmp
     assert not sentinel.exists()
 
 
+@pytest.fixture(scope="module")
+def gold_tables(spark, tmp_path_factory):
+    """A project whose gold.customer_profile and gold.customer_features are Delta tables,
+    written once for the tests that only read them."""
+    from conftest import make_project
+
+    project = make_project(tmp_path_factory.mktemp("gold-tables"))
+    ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="run-delta")
+    ctx.tables.overwrite(spark.createDataFrame(PROFILE_ROWS, PROFILE), "gold.customer_profile")
+    ctx.tables.overwrite(spark.createDataFrame(FEATURE_ROWS, FEATURES), "gold.customer_features")
+    return project
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
@@ -228,15 +241,12 @@ def test_payload_is_refused_and_nothing_runs(spark, inputs, project, secret, tmp
     ],
     ids=["cross join", "java_method"],
 )
-def test_refusal_over_delta_tables_starts_no_job(spark, project, payload, reason):
+def test_refusal_over_delta_tables_starts_no_job(spark, gold_tables, payload, reason):
     """Over the Delta tables a run reads, the accepted segments' plan checks (optimising plans
     over Delta scans: file listing, table state) start no Spark job before the refusal either."""
     from lakecdp.segments.job import load_inputs
 
-    ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="run-delta")
-    ctx.tables.overwrite(spark.createDataFrame(PROFILE_ROWS, PROFILE), "gold.customer_profile")
-    ctx.tables.overwrite(spark.createDataFrame(FEATURE_ROWS, FEATURES), "gold.customer_features")
-    inputs = load_inputs(ctx)
+    inputs = load_inputs(JobContext.create(gold_tables, spark, as_of=AS_OF, run_id="run-delta"))
     accepted = {"version": 1, "schedule": {"every_minutes": 5}}
     segments = {
         "big": SegmentDefinition.model_validate({**accepted, "id": "big", "condition": "total_spent > 500"}),
