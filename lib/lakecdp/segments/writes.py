@@ -59,8 +59,8 @@ class SparkWrites:
 
         The match also names the runs that opened the stays (``entered_run_id``, a key, so the
         rows matched are the same): Delta skips the files no such run wrote (each run's opened
-        stays are appended in their own files), so closing the stays of a recent run rewrites
-        that run's files, not every file of membership."""
+        stays are appended in their own files), so finding the stays of a recent run to close
+        reads that run's files, not every file of membership."""
         from pyspark.sql import functions as F
 
         keys = list(catalog.MEMBERSHIP.keys)
