@@ -3,7 +3,8 @@
 - ``rekey_changes``: memberships of customers identity merged away move to the surviving
   id (``rekeyed``, ``previous_customer_id`` = the old id), never exit + entry.
 - ``marked_keys`` then ``diff_changes``: current membership (after rekeying) vs this run's
-  members, on keys (segment, customer, member key) first; only the reasons a change needs are
+  members, on keys first (one row per customer, its (segment, member key) pairs as an array,
+  joined on customer_id); only the reasons a change needs are
   joined after -> ``entered`` / ``exited`` / ``updated`` rows with a deterministic ``change_id``.
 - ``membership_upserts``: the membership rows one run's changes produce, keyed on
   (segment_id, customer_id, member_key, entered_run_id); applying them twice changes
@@ -120,6 +121,13 @@ def _maybe_broadcast(frame: DataFrame, small: bool) -> DataFrame:
     return F.broadcast(frame) if small else frame
 
 
+def _keys_per_customer(rows: DataFrame, name: str) -> DataFrame:
+    """One row per customer: the sorted (segment_id, member_key) pairs of ``rows`` as ``name``."""
+    return rows.groupBy("customer_id").agg(
+        F.array_sort(F.collect_set(F.struct("segment_id", "member_key"))).alias(name)
+    )
+
+
 def marked_keys(
     effective: DataFrame,
     candidates: DataFrame,
@@ -130,29 +138,44 @@ def marked_keys(
     stay), ``_in_new`` (a member now); rows in one side only (entries, exits) and rows in both of
     an ``emit_updates`` segment (compared on their reasons by :func:`diff_changes`).
 
+    The two sides are compared one row per customer (its keys as a sorted array, joined on
+    ``customer_id``): customers whose keys are the same on both sides, and who are in no
+    ``emit_updates`` segment, drop out before any key row is made.
+
     Args:
         effective: effective current membership (:func:`effective_current`), limited to the
             segments (and customers) this run evaluates.
         candidates: evaluation rows with ``status``; members are ``status = 'member'``.
     """
-    old = effective.select(*KEYS).withColumn("_in_old", F.lit(True))
-    new = candidates.filter(F.col("status") == "member").select(*KEYS).withColumn("_in_new", F.lit(True))
-    marked = old.join(new, KEYS, "full").select(
-        *KEYS,
-        F.coalesce(F.col("_in_old"), F.lit(False)).alias("_in_old"),
-        F.coalesce(F.col("_in_new"), F.lit(False)).alias("_in_new"),
+    old = _keys_per_customer(effective, "_old")
+    new = _keys_per_customer(candidates.filter(F.col("status") == "member"), "_new")
+    none = F.array().cast(old.schema["_old"].dataType)
+    both = old.join(new, "customer_id", "full").select(
+        "customer_id", F.coalesce("_old", none).alias("_old"), F.coalesce("_new", none).alias("_new")
     )
     update_list = sorted(set(update_segments))
+    differs = F.col("_old") != F.col("_new")
+    if update_list:
+        differs = differs | F.exists("_new", lambda key: key["segment_id"].isin(update_list))
+    keys = both.filter(differs).select(
+        "customer_id", "_old", "_new", F.explode(F.array_union("_old", "_new")).alias("_key")
+    )
+    marked = keys.select(
+        F.col("_key.segment_id").alias("segment_id"),
+        "customer_id",
+        F.col("_key.member_key").alias("member_key"),
+        F.array_contains("_old", F.col("_key")).alias("_in_old"),
+        F.array_contains("_new", F.col("_key")).alias("_in_new"),
+    )
     return marked.filter((F.col("_in_old") != F.col("_in_new")) | F.col("segment_id").isin(update_list))
 
 
 def diff_changes(
-    marked: DataFrame,
+    marked: DataFrame | None,
     effective: DataFrame,
     candidates: DataFrame,
     *,
     small: bool = False,
-    every_member_enters: bool = False,
 ) -> DataFrame:
     """entered / exited / updated rows (without run columns) from :func:`marked_keys`.
 
@@ -160,15 +183,14 @@ def diff_changes(
     the old reason of an exit (the rule it names) or a possible update.
 
     Args:
-        marked: :func:`marked_keys` (materialised by the caller: it is read four times).
+        marked: :func:`marked_keys` (materialised by the caller: it is read four times); None
+            when there is no open stay (a first run): every member enters, no key is compared.
         effective: effective current membership with ``reason``, as given to :func:`marked_keys`.
         candidates: evaluation rows with ``status``.
         small: ``marked`` is small enough to broadcast to the joins that read reasons.
-        every_member_enters: there is no open stay (a first run): every member enters, ``marked``
-            is not read.
     """
     members = candidates.filter(F.col("status") == "member").select(*KEYS, F.col("reason").alias("new_reason"))
-    if every_member_enters:
+    if marked is None:
         return members.select(
             *KEYS,
             F.lit("entered").alias("change_type"),

@@ -60,7 +60,7 @@ from lakecdp.segments.changes import (
 from lakecdp.segments.definitions import SegmentDefinition, load_segments
 from lakecdp.segments.evaluate import SegmentInputs, changed_customers, evaluate_segments, resolve_events
 from lakecdp.segments.guard import SqlRefused
-from lakecdp.segments.run_state import RunInputs, RunStore, last_run_inputs, nothing_pending_since
+from lakecdp.segments.run_state import RunInputs, RunStore, last_run_inputs, nothing_pending_since, nothing_written
 from lakecdp.segments.writes import SparkWrites
 
 if TYPE_CHECKING:
@@ -434,7 +434,10 @@ def evaluate_and_write(
         last[0] = now
 
     recovered: list[str] = []
-    if run_inputs is not None and nothing_pending_since(previous, run_store(ctx)):
+    store = run_store(ctx)
+    if nothing_written(store):
+        seen = False  # a first run: no run recorded, no change stored (nothing to scan)
+    elif run_inputs is not None and nothing_pending_since(previous, store):
         seen = run_seen(ctx)
     else:
         recovered, seen = recover_pending(ctx)
@@ -461,19 +464,17 @@ def evaluate_and_write(
     merges_frame = spark.createDataFrame(sorted(merges.items()), MERGES_SCHEMA) if merges else None
     effective = effective_current(current, merges_frame)
     if scope_ids is not None:
-        effective = effective.join(scope_ids, "customer_id", "left_semi")
-    # on keys first (no reasons): the one shuffle of every open stay and every member
-    marked = marked_keys(
-        effective, candidates, update_segments=[sid for sid, d in segments.items() if d.emit_updates]
-    ).localCheckpoint()
-    marked_rows = marked.count()
-    diff = diff_changes(
-        marked,
-        effective,
-        candidates,
-        small=marked_rows <= BROADCAST_ROWS,
-        every_member_enters=merges_frame is None and effective.isEmpty(),
-    )
+        # the scoped open stays read once: the emptiness check, the key diff and the reasons read them
+        effective = effective.join(scope_ids, "customer_id", "left_semi").localCheckpoint()
+    if merges_frame is None and effective.isEmpty():
+        # no open stay (a first run): every member enters, no key is compared
+        diff = diff_changes(None, effective, candidates)
+    else:
+        # on keys first (no reasons): the one shuffle of every open stay and every member
+        marked = marked_keys(
+            effective, candidates, update_segments=[sid for sid, d in segments.items() if d.emit_updates]
+        ).localCheckpoint()
+        diff = diff_changes(marked, effective, candidates, small=marked.count() <= BROADCAST_ROWS)
     if merges_frame is not None:
         diff = rekey_changes(current, merges_frame).unionByName(diff)
     changes = change_rows(diff, run_id=ctx.run_id, as_of=inputs.as_of).localCheckpoint()

@@ -145,6 +145,12 @@ def nothing_pending_since(previous: dict[str, Any] | None, store: RunStore) -> b
     return (previous.get("state") or {}).get("changes") == store.version_or_none(CHANGES)
 
 
+def nothing_written(store: RunStore) -> bool:
+    """No run was ever recorded and segments.changes is as created (version 0, no rows): a first
+    run, with no pending run to recover and no stored change of its own."""
+    return not store.exists(catalog.SEGMENT_RUNS.name) and store.version_or_none(CHANGES) == 0
+
+
 def last_run_inputs(store: RunStore) -> dict[str, Any] | None:
     """The stamp of the latest segments.runs commit, if a batch run (either engine) wrote it."""
     if not store.exists(catalog.SEGMENT_RUNS.name):

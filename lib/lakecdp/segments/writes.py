@@ -36,6 +36,8 @@ CHANGES_APP_ID = "lakecdp.segments.changes/"
 _APPROVAL_KEYS = ["run_id", "segment_id"]
 #: a same-id re-run that changed nothing keeps the first run record (and its membership version)
 _RUN_RECORD_UPDATE = "s.changes > 0"
+#: a membership MERGE names at most this many opening runs (file skipping); more match on the keys alone
+_MAX_RUNS_NAMED = 1000
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,30 @@ class SparkWrites:
 
     def membership(self, upserts: DataFrame, *, insert: bool = True) -> None:
         """Stays closed, updated or opened (``membership_upserts``), matched on the membership keys;
-        ``insert=False`` updates stored stays only."""
-        self.tables.merge(self.spark, upserts, MEMBERSHIP, keys=list(catalog.MEMBERSHIP.keys), insert=insert)
+        ``insert=False`` updates stored stays only.
+
+        The match also names the runs that opened the stays (``entered_run_id``, a key, so the
+        rows matched are the same): Delta skips the files no such run wrote (each run's opened
+        stays are appended in their own files), so finding the stays of a recent run to close
+        reads that run's files, not every file of membership."""
+        from pyspark.sql import functions as F
+
+        keys = list(catalog.MEMBERSHIP.keys)
+        condition = F.lit(True)
+        for key in keys:
+            condition = condition & F.col(f"t.{key}").eqNullSafe(F.col(f"s.{key}"))
+        opened_by = [row[0] for row in upserts.select("entered_run_id").distinct().collect()]
+        if None not in opened_by and len(opened_by) <= _MAX_RUNS_NAMED:
+            condition = condition & F.col("t.entered_run_id").isin(sorted(opened_by))
+        builder = (
+            self.tables.delta(self.spark, MEMBERSHIP)
+            .alias("t")
+            .merge(upserts.alias("s"), condition)
+            .whenMatchedUpdateAll()
+        )
+        if insert:
+            builder = builder.whenNotMatchedInsertAll()
+        builder.execute()
 
     def opened_stays(self, opened: DataFrame) -> None:
         """Stays a run opens that no stored row can carry yet (keyed on the run id): appended."""
