@@ -79,7 +79,14 @@ def test_no_test_support_module_is_in_the_wheel(wheel):
     assert [m for m in MOVED_OUT if m in modules] == []
     # whatever their folder: nothing named like the test support modules
     support = {p.name for p in (REPO_ROOT / "tests" / "support").glob("*.py") if p.name != "__init__.py"}
-    assert support == {"kafka_broker.py", "standalone.py", "fault_server.py", "worlds.py", "warehouses.py"}
+    assert support == {
+        "kafka_broker.py",
+        "standalone.py",
+        "fault_server.py",
+        "worlds.py",
+        "warehouses.py",
+        "examples.py",
+    }
     assert [m for m in modules if PurePosixPath(m).name in support | {"testing.py", "conftest.py"}] == []
 
 
