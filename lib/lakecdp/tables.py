@@ -253,6 +253,7 @@ class Tables:
         scope: DataFrame | None = None,
         insert: bool = True,
         user_metadata: str | None = None,
+        match_also: Column | None = None,
     ) -> None:
         """Upsert ``df`` into ``name`` on ``keys`` (created from ``df`` if missing).
 
@@ -268,6 +269,9 @@ class Tables:
             insert: False: rows of ``df`` without a match are left out (update only).
             user_metadata: this commit's ``userMetadata``. Delta's MERGE takes it from the
                 session only, so it is set for this call and restored after it.
+            match_also: a predicate over ``t`` and ``s`` ANDed to the key match, true for every
+                row the keys match (so the rows matched are the same): it lets Delta skip the
+                target's files it rules out, e.g. ``t.run_id IN (...)``.
         """
         if not keys:
             raise ValueError("merge needs at least one key column")
@@ -277,7 +281,12 @@ class Tables:
             if insert:
                 self.append(df, name, user_metadata=user_metadata)
             return
-        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        keys_match = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        condition: str | Column = keys_match
+        if match_also is not None:
+            from pyspark.sql import functions as F
+
+            condition = F.expr(keys_match) & match_also
         if scope is None:
             builder = (
                 self.delta(spark, name)

@@ -63,22 +63,16 @@ class SparkWrites:
         reads that run's files, not every file of membership."""
         from pyspark.sql import functions as F
 
-        keys = list(catalog.MEMBERSHIP.keys)
-        condition = F.lit(True)
-        for key in keys:
-            condition = condition & F.col(f"t.{key}").eqNullSafe(F.col(f"s.{key}"))
         opened_by = [row[0] for row in upserts.select("entered_run_id").distinct().collect()]
-        if None not in opened_by and len(opened_by) <= _MAX_RUNS_NAMED:
-            condition = condition & F.col("t.entered_run_id").isin(sorted(opened_by))
-        builder = (
-            self.tables.delta(self.spark, MEMBERSHIP)
-            .alias("t")
-            .merge(upserts.alias("s"), condition)
-            .whenMatchedUpdateAll()
+        named = None not in opened_by and len(opened_by) <= _MAX_RUNS_NAMED
+        self.tables.merge(
+            self.spark,
+            upserts,
+            MEMBERSHIP,
+            keys=list(catalog.MEMBERSHIP.keys),
+            insert=insert,
+            match_also=F.col("t.entered_run_id").isin(sorted(opened_by)) if named else None,
         )
-        if insert:
-            builder = builder.whenNotMatchedInsertAll()
-        builder.execute()
 
     def opened_stays(self, opened: DataFrame) -> None:
         """Stays a run opens that no stored row can carry yet (keyed on the run id): appended."""
