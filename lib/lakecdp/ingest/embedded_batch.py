@@ -266,7 +266,9 @@ def file_lines(file: LandedFile, *, skip_header: bool) -> list[tuple[int, str]]:
     """``(line, raw)`` of the file's non-blank physical lines, as :func:`lakecdp.ingest.reading.read_lines`."""
     text = file.path.read_bytes().decode("utf-8", errors="replace")
     out = []
-    for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
+    # without a CR every break is an LF: str.split gives the regular expression's pieces, ~10x faster
+    pieces = _LINE_BREAK.split(text) if "\r" in text else text.split("\n")
+    for number, raw in enumerate(pieces, start=1):
         if number == 1:
             raw = raw.removeprefix(BOM)
             if skip_header:
@@ -553,19 +555,31 @@ def classify_rows(
         return tuple(read.get(k) for k in source.primary_key)
 
     valid = [i for i, row in enumerate(checked) if row.valid]
-    keys = {i: read_key(i) for i in valid}
+    scalars = {c.name for c in source.columns if c.is_scalar}
+    if isinstance(reads, embedded.Reads) and set(source.primary_key) <= scalars and set(valid) <= reads.keys():
+        # the keys from the texts' Arrow columns (built once, silver reads them too), not per row's dict
+        texts = reads.columns(valid)
+        keys = dict(zip(valid, zip(*(texts[k].to_pylist() for k in source.primary_key))))
+    else:
+        keys = {i: read_key(i) for i in valid}
     key = keys.__getitem__
+    rows = pa.table(
+        {
+            "i": pa.array(valid, pa.int64()),
+            "partition": pa.array([checked[i].partition for i in valid], pa.int64()),
+            "offset": pa.array([checked[i].offset for i in valid], pa.int64()),
+        }
+    )
     if source.drop_existing_keys or source.event_time is None:
-        ordered = sorted(valid, key=lambda i: (checked[i].partition, checked[i].offset))
+        order = [("partition", "ascending", "at_end"), ("offset", "ascending", "at_end")]
     else:
         event_time = source.event_time
-
-        def latest_first(i: int) -> tuple[Any, ...]:
-            stamp = typed[i].get(event_time)
-            # desc nulls last, then file and line descending
-            return (stamp is None, -(stamp.timestamp()) if stamp else 0, -checked[i].partition, -checked[i].offset)
-
-        ordered = sorted(valid, key=latest_first)
+        stamps = pa.array([typed[i].get(event_time) for i in valid], pa.timestamp("us"))
+        rows = rows.append_column("stamp", stamps)
+        # the event time descending (nulls last), then file and line descending
+        order = [("stamp", "descending", "at_end"), ("partition", "descending", "at_end")]
+        order.append(("offset", "descending", "at_end"))
+    ordered = rows.sort_by(order)["i"].to_pylist()
     first: set[int] = set()
     seen: set[tuple[Any, ...]] = set()
     for i in ordered:

@@ -67,6 +67,11 @@ def _pseudo_hash(*parts: object) -> str:
     return "refused:" + hashlib.sha256("\0".join(map(str, parts)).encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def _split_lines(text: bytes) -> list[bytes]:
+    """``text`` split at CRLF, CR or LF (without a CR, ``bytes.split``: the same pieces, ~10x faster)."""
+    return _LINE_BREAK_BYTES.split(text) if b"\r" in text else text.split(b"\n")
+
+
 def _scan(handle: BinaryIO, *, count_lines: bool) -> tuple[str, int, bool]:
     """sha256 of the bytes and, for text, the non-blank lines (only spaces = blank, as Spark's
     ``trim``), counted independently of the Spark reader; and whether line 1 is non-blank."""
@@ -74,14 +79,17 @@ def _scan(handle: BinaryIO, *, count_lines: bool) -> tuple[str, int, bool]:
     lines, first_filled, number = 0, False, 0
     carry = b""
 
-    def count(line: bytes) -> None:
+    def count(parts: list[bytes]) -> None:
         nonlocal lines, first_filled, number
-        number += 1
-        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
-            line = line[3:]
-        if line.strip(b" "):
-            lines += 1
-            first_filled = first_filled or number == 1
+        if not parts:
+            return
+        if number == 0:
+            first = parts[0].removeprefix(b"\xef\xbb\xbf")
+            first_filled = bool(first.strip(b" "))
+            lines += first_filled
+            number, parts = 1, parts[1:]
+        number += len(parts)
+        lines += sum(1 for line in parts if line.strip(b" "))
 
     for block in iter(lambda: handle.read(1 << 20), b""):
         digest.update(block)
@@ -91,16 +99,12 @@ def _scan(handle: BinaryIO, *, count_lines: bool) -> tuple[str, int, bool]:
         held = b""
         if text.endswith(b"\r"):  # maybe the first half of a CRLF split over two blocks
             text, held = text[:-1], b"\r"
-        parts = _LINE_BREAK_BYTES.split(text)
-        for line in parts[:-1]:
-            count(line)
+        parts = _split_lines(text)
+        count(parts[:-1])
         carry = parts[-1] + held
     if count_lines and carry:
-        parts = _LINE_BREAK_BYTES.split(carry)
-        for line in parts[:-1]:
-            count(line)
-        if parts[-1]:
-            count(parts[-1])
+        parts = _split_lines(carry)
+        count(parts if parts[-1] else parts[:-1])
     return digest.hexdigest(), lines, first_filled
 
 

@@ -290,7 +290,8 @@ def _over_batch(batch: pa.Table, query: str, params: Sequence[Any] | None = None
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("batch", batch)
-        return con.execute(query, params).to_arrow_table()
+        # a relation's Arrow (not a DB-API result's: that one copies the rows once more)
+        return con.sql(query, params=params).to_arrow_table()
     finally:
         con.close()
 

@@ -804,12 +804,23 @@ def upsert_order_items(store: DeltaStore, items: pa.Table, *, run_id: str) -> No
     store.merge(items, catalog.ORDER_ITEMS.name, catalog.ORDER_ITEMS.ddl, keys=keys, run_id=run_id)
 
 
+def _first_per_key(keys: pa.ChunkedArray, *, latest_by: pa.ChunkedArray | None = None) -> pa.Array:
+    """The positions (ascending) of the first row per key (a null key is one key), or with
+    ``latest_by`` of the row with the latest value per key (nulls last, the first of equals):
+    grouped by Arrow, not a Python loop per row."""
+    rows = pa.table({"key": keys, "position": pa.array(range(len(keys)), pa.int64())})
+    if latest_by is not None:
+        rows = rows.append_column("latest", latest_by).sort_by(
+            [("latest", "descending", "at_end"), ("position", "ascending", "at_end")]
+        )
+    # use_threads=False: "first" is the first in the table's order
+    first = rows.group_by("key", use_threads=False).aggregate([("position", "first")])["position_first"]
+    return first.combine_chunks().sort()
+
+
 def _insert_new_events(store: DeltaStore, events: pa.Table, *, run_id: str) -> None:
     """silver.events rows whose event id is new (the first of the run per id)."""
-    first: dict[str, int] = {}
-    for position, event_id in enumerate(events["event_id"].to_pylist()):
-        first.setdefault(event_id, position)
-    events = events.take(pa.array(sorted(first.values()), pa.int64()))
+    events = events.take(_first_per_key(events["event_id"]))
     store.merge(events, catalog.EVENTS.name, catalog.EVENTS.ddl, keys=["event_id"], run_id=run_id, update=False)
 
 
@@ -819,13 +830,7 @@ def _upsert_records(store: DeltaStore, records: pa.Table, *, run_id: str) -> Non
     if records.num_rows == 0:
         store.create_if_missing(catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl)
         return
-    latest: dict[str, int] = {}
-    stamps = records["updated_at"].to_pylist()
-    for position, record_id in enumerate(records["record_id"].to_pylist()):
-        held = latest.get(record_id)
-        if held is None or (stamps[position] is not None and (stamps[held] is None or stamps[position] > stamps[held])):
-            latest[record_id] = position
-    records = records.take(pa.array(sorted(latest.values()), pa.int64()))
+    records = records.take(_first_per_key(records["record_id"], latest_by=records["updated_at"]))
     store.merge(
         records,
         catalog.CUSTOMER_RECORDS.name,
