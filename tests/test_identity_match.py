@@ -671,11 +671,14 @@ def test_a_missing_surname_does_not_make_other_first_names_neutral(spark, config
     assert row["match_probability"] < config.model.match_threshold
 
 
-def test_an_unparseable_birth_date_keeps_its_text_for_the_typo_level(spark):
+@pytest.mark.parametrize("prepare", ["duckdb", pytest.param("spark", marks=pytest.mark.slow)])
+def test_an_unparseable_birth_date_keeps_its_text_for_the_typo_level(spark, prepare):
     """FEBRL-style ``yyyyMMdd`` birth dates: ``19461302`` (month 13, a typo of 19460213 or
     19461202) does not parse, so ``date_of_birth`` is null; its text survives in
     ``date_of_birth_text`` and the matcher compares it as ``19461302``. A date that parsed
-    keeps no text; a parsed date that fails a check (future) is not evidence either."""
+    keeps no text; a parsed date that fails a check (future) is not evidence either. The
+    records are ingested by Spark once (as Arrow); make test prepares them on the duckdb path,
+    the full suite on Spark as well."""
     from lakecdp.identity.prepare import prepare_for_matching
     from lakecdp.ingest.sources import load_sources
     from lakecdp.ingest.standardise import to_customer_records
@@ -693,13 +696,18 @@ def test_an_unparseable_birth_date_keeps_its_text_for_the_typo_level(spark):
     )
     checked = parse_and_validate(raw, source, header=header.split(","), as_of=date(2026, 11, 1))
     records = to_customer_records(checked, source, run_id="r", ingested_at=None)
-    rows = {r["source_record_id"]: r for r in records.collect()}
+    ingested = records.toArrow()
+    rows = {r["source_record_id"]: r for r in ingested.to_pylist()}
     assert (rows["r1"]["date_of_birth"], rows["r1"]["date_of_birth_text"]) == (None, "19461302")
     assert (rows["r2"]["date_of_birth"], rows["r2"]["date_of_birth_text"]) == (date(1946, 2, 13), None)
     assert (rows["r3"]["date_of_birth"], rows["r3"]["date_of_birth_text"]) == (None, None)
     assert (rows["r1"]["address_line2"], rows["r1"]["region"]) == ("willows", "nsw")
     config = load_identity_config(REPO_ROOT / "conf")
-    dob = {r["record_id"]: r["dob"] for r in prepare_for_matching(records, config).collect()}
+    if prepare == "duckdb":
+        prepared = LocalRecords(ingested, config).prepared().to_pylist()
+    else:
+        prepared = [r.asDict() for r in prepare_for_matching(records, config).collect()]
+    dob = {r["record_id"]: r["dob"] for r in prepared}
     assert dob == {"records:r1": "19461302", "records:r2": "19460213", "records:r3": None}
 
 
