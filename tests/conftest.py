@@ -132,6 +132,8 @@ def _clean_spark_state(request):
     if "spark" in request.fixturenames:
         session = request.getfixturevalue("spark")
         session.catalog.clearCache()
-        for table in session.catalog.listTables():
-            if table.isTemporary:
-                session.catalog.dropTempView(table.name)
+        # SHOW VIEWS, not catalog.listTables(): the latter looks up every table's metadata,
+        # ~1 s a call on two loaded cores against 0.1 s, and this runs after every Spark test
+        for view in session.sql("SHOW VIEWS").collect():
+            if view.isTemporary:
+                session.catalog.dropTempView(view.viewName)

@@ -42,6 +42,16 @@ def service(tmp_path):
     running.stop()
 
 
+@pytest.fixture(scope="module")
+def refusing_service(tmp_path_factory):
+    """One service for the bad bodies (a process start is ~1-4 s): each is refused and none is
+    stored, so they cannot affect one another. (the service, the root of its log)"""
+    root = tmp_path_factory.mktemp("refusing")
+    running = Service(write_conf(root)).start()
+    yield running, root
+    running.stop()
+
+
 def test_refuses_requests_without_a_key_or_with_a_wrong_one(service, tmp_path):
     body = {"source": "web_events", "event": web_event(1)}
     status, headers, answer = service.request("POST", "/v1/events", body)
@@ -119,12 +129,13 @@ def test_a_replayed_request_is_stored_once(service, tmp_path):
         ({"source": "web_events", "event": web_event(1, page_url="x" * 20000)}, 413, "body", "BODY_TOO_LARGE"),
     ],
 )
-def test_bad_bodies_get_a_4xx_naming_the_field(service, tmp_path, body, status, field, code):
+def test_bad_bodies_get_a_4xx_naming_the_field(refusing_service, body, status, field, code):
+    service, root = refusing_service
     path = "/v1/batch" if isinstance(body, dict) and "events" in body else "/v1/events"
     got, _, answer = service.request("POST", path, body, key=WEB)
     assert got == status, answer
     assert (answer["error"]["fields"][0]["field"], answer["error"]["fields"][0]["code"]) == (field, code)
-    assert logged_events(tmp_path) == []
+    assert logged_events(root) == []  # nothing stored, by this body or any before it
 
 
 def test_a_batch_with_bad_events_is_refused_with_every_problem_by_row(service, tmp_path):

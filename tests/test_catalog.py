@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 import subprocess
@@ -161,6 +162,13 @@ def _module_name(path: Path) -> str:
 
 
 def _load_modules() -> dict[str, _Module]:
+    """lib's modules by name (a fresh dict over the parsed modules, which tests only read)."""
+    return dict(_parsed_lib())
+
+
+@functools.cache
+def _parsed_lib() -> dict[str, _Module]:
+    # parsed once per test process: a dozen tests scan lib, ~1-2 s a parse on two loaded cores
     modules = {}
     for path in sorted(LIB.rglob("*.py")):
         name = _module_name(path)

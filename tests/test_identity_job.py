@@ -365,11 +365,24 @@ def test_full_then_incremental_runs_keep_ids_record_merges_and_match_a_full_run(
     assert snapshot(ctx)[1] == changes_3b
 
 
-def test_missing_silver_and_impossible_incremental_are_clear_errors(spark, project):
+# the job on the duckdb backend (conf/identity.yaml) reads silver with delta-rs, whoever wrote
+# it: make test writes it with delta-rs too (no Spark job), the full suite with Spark as well
+@pytest.mark.parametrize("writer", ["delta-rs", pytest.param("spark", marks=pytest.mark.slow)])
+def test_missing_silver_and_impossible_incremental_are_clear_errors(request, project, writer):
+    spark = request.getfixturevalue("spark") if writer == "spark" else None
     ctx = JobContext.create(project, spark, as_of=AS_OF, run_id="run-x")
     with pytest.raises(IdentityInputError, match="silver.customer_records does not exist yet"):
         run_identity(ctx)
-    ctx.tables.append(spark.createDataFrame(FIRST_LOAD[:1], SILVER_SCHEMA), "silver.customer_records")
+    if spark is None:
+        import pyarrow as pa
+
+        from lakecdp.delta_store import DeltaStore, arrow_schema
+
+        schema = arrow_schema(SILVER_SCHEMA)
+        rows = pa.Table.from_pylist([dict(zip(FIELDS, row, strict=True)) for row in FIRST_LOAD[:1]], schema=schema)
+        DeltaStore(ctx).append(rows, "silver.customer_records", SILVER_SCHEMA, run_id="run-x")
+    else:
+        ctx.tables.append(spark.createDataFrame(FIRST_LOAD[:1], SILVER_SCHEMA), "silver.customer_records")
     with pytest.raises(IdentityInputError, match="no previous identity run to continue"):
         run_identity(ctx, mode="incremental")
 

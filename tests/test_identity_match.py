@@ -2,7 +2,9 @@
 
 The Splink model is trained once per module (DuckDB) on a small synthetic background of
 households; every assertion is about hand-written records whose expected outcome sits
-next to them.
+next to them. make test runs the matcher on the duckdb path's Arrow records
+(:mod:`lakecdp.identity.local`, no Spark job); the full suite also runs each such test's
+twin on Spark frames (``*_spark_frames``, ``[spark]``).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from lakecdp.config import ConfigError, validate
-from lakecdp.identity.clustering import cluster_edges
+from lakecdp.identity.clustering import cluster_arrow, cluster_edges
 from lakecdp.identity.config import IdentityConfig, load_identity_config
 from lakecdp.identity.deterministic import EDGE_SCHEMA, deterministic_edges
+from lakecdp.identity.local import LocalRecords, kept_edges_local
 from lakecdp.identity.matching import ProbabilisticMatcher
 from lakecdp.identity.model_store import ModelMismatchError
 
@@ -170,6 +175,41 @@ def config() -> IdentityConfig:
     return load_identity_config(REPO_ROOT / "conf")
 
 
+def arrow_records(rows: list[tuple]) -> pa.Table:
+    """``rows`` (of :data:`RECORD_SCHEMA`) as an Arrow table: the duckdb path's input, no Spark."""
+    from lakecdp.delta_store import arrow_schema
+
+    schema = arrow_schema(RECORD_SCHEMA)
+    return pa.Table.from_pylist([dict(zip(schema.names, row, strict=True)) for row in rows], schema=schema)
+
+
+# make test's model: the background and the household as Arrow, prepared and matched in DuckDB
+# (lakecdp.identity.local, as the identity job runs the duckdb backend), trained once per module
+@pytest.fixture(scope="module")
+def local_records(config) -> LocalRecords:
+    return LocalRecords(arrow_records(background(45) + HOUSEHOLD), config)
+
+
+@pytest.fixture(scope="module")
+def trained_local(config, local_records, tmp_path_factory):
+    """One model trained on the Arrow records for the whole module: (matcher, model path)."""
+    matcher = ProbabilisticMatcher(config, spark=None, model_dir=tmp_path_factory.mktemp("models-local"))
+    prepared = local_records.prepared()
+    path = matcher.train(prepared, prepared=prepared)  # as predict_local trains a first model
+    return matcher, path
+
+
+def local_clusters(config, local: LocalRecords, *edges: pa.Table) -> list[dict]:
+    """:func:`cluster_arrow` of ``local``'s records over ``edges`` (deterministic and
+    probabilistic ``identity.edges`` rows), as the identity job clusters on the duckdb backend."""
+    nodes = local.prepared().select(["record_id", "source"])
+    columns = ["record_id_l", "record_id_r", "edge_type", "match_probability"]
+    joined = pa.concat_tables([e.select(columns).cast(edges[0].select(columns).schema) for e in edges])
+    return cluster_arrow(nodes, kept_edges_local(local.con, joined, nodes, config.edge_floor), config).to_pylist()
+
+
+# the same records and model on Spark frames (ProbabilisticMatcher.predict and friends): the
+# full suite's twins of the tests above (Spark jobs of 15-40 s on two loaded cores)
 @pytest.fixture(scope="module")
 def records(spark):
     return spark.createDataFrame(background(45) + HOUSEHOLD, RECORD_SCHEMA).cache()
@@ -177,7 +217,7 @@ def records(spark):
 
 @pytest.fixture(scope="module")
 def trained(spark, config, records, tmp_path_factory):
-    """One model trained with DuckDB for the whole module: (matcher, model path)."""
+    """One model trained with DuckDB on the Spark frame for the whole module: (matcher, model path)."""
     matcher = ProbabilisticMatcher(config, spark=spark, model_dir=tmp_path_factory.mktemp("models"))
     path = matcher.train(records)
     return matcher, path
@@ -258,54 +298,73 @@ def test_deterministic_edges_ignore_junk_and_over_shared_values(spark, config):
     assertDataFrameEqual(over_shared, [("phone", "+447700900002", 2, 2)])
 
 
-def test_household_members_stay_apart_and_one_person_joins(spark, config, records, trained):
-    matcher, _ = trained
-    det, _ = deterministic_edges(records, config)
-    prob = matcher.predict(records)
-    rows = cluster_edges(records.select("record_id", "source"), det.unionByName(prob), config).collect()
-    assert clusters_of(rows, {r[0] for r in HOUSEHOLD}) == [
-        ["crm:B1"],
-        ["crm:H1", "shop:H2", "tp:H3"],
-        ["shop:B2"],
-        ["shop:H4"],
-    ]
+HOUSEHOLD_CLUSTERS = [
+    ["crm:B1"],
+    ["crm:H1", "shop:H2", "tp:H3"],
+    ["shop:B2"],
+    ["shop:H4"],
+]
+
+
+def test_household_members_stay_apart_and_one_person_joins(config, local_records, trained_local):
+    matcher, _ = trained_local
+    det = local_records.deterministic_edges(run_id=None)
+    prob = matcher.predict_local(local_records.prepared())
+    rows = local_clusters(config, local_records, det, prob)
+    assert clusters_of(rows, {r[0] for r in HOUSEHOLD}) == HOUSEHOLD_CLUSTERS
     hartley = {r["record_id"]: r for r in rows if r["record_id"] in {"crm:H1", "shop:H2", "tp:H3"}}
     assert {r["cluster_size"] for r in hartley.values()} == {3}
     assert all(r["link_confidence"] >= config.model.match_threshold for r in hartley.values())
 
 
-def test_model_json_round_trip_and_versions(spark, config, records, trained, tmp_path):
-    matcher, path = trained
+@pytest.mark.slow  # the Spark-frame twin of the test above
+def test_household_members_stay_apart_and_one_person_joins_spark_frames(spark, config, records, trained):
+    matcher, _ = trained
+    det, _ = deterministic_edges(records, config)
+    prob = matcher.predict(records)
+    rows = cluster_edges(records.select("record_id", "source"), det.unionByName(prob), config).collect()
+    assert clusters_of(rows, {r[0] for r in HOUSEHOLD}) == HOUSEHOLD_CLUSTERS
+    hartley = {r["record_id"]: r for r in rows if r["record_id"] in {"crm:H1", "shop:H2", "tp:H3"}}
+    assert {r["cluster_size"] for r in hartley.values()} == {3}
+    assert all(r["link_confidence"] >= config.model.match_threshold for r in hartley.values())
+
+
+def pairs_of(edges: pa.Table) -> list[tuple]:
+    """The edges' rows as sorted tuples (Arrow tables compare in row order)."""
+    return sorted(tuple(row.values()) for row in edges.to_pylist())
+
+
+def test_model_json_round_trip_and_versions(config, local_records, trained_local):
+    matcher, path = trained_local
     assert path.name == "model_v1.json"
     meta = json.loads(path.with_name("model_v1.meta.json").read_text())
     assert (meta["version"], meta["backend"]) == (1, "duckdb")
 
     # a fresh matcher on the same folder loads v1 and predicts exactly the same pairs
-    small = records.where("record_id not like 'bg%'")
-    first = matcher.predict(small)
-    reloaded = ProbabilisticMatcher(config, spark=spark, model_dir=path.parent)
+    prepared = local_records.prepared()
+    small = prepared.filter(pc.invert(pc.starts_with(prepared.column("record_id"), "bg")))
+    assert small.num_rows == len(HOUSEHOLD)
+    first = matcher.predict_local(small)
+    reloaded = ProbabilisticMatcher(config, spark=None, model_dir=path.parent)
     assert reloaded.load().version == 1
-    assertDataFrameEqual(reloaded.predict(small), first)
+    assert pairs_of(reloaded.predict_local(small)) == pairs_of(first)
 
     # the file is Splink's own model JSON: plain Splink, given the full-name frequencies of
     # the name shares saved with it (a lookup table, Splink's own API), scores the Hartley
     # pair the same
-    import pyarrow as pa
     from splink import DuckDBAPI, Linker
 
     from lakecdp.identity.frequencies import name_frequencies
     from lakecdp.identity.model_store import names_path
-    from lakecdp.identity.prepare import prepare_for_matching
 
     db_api = DuckDBAPI()
-    prepared = prepare_for_matching(small, config).toArrow()
-    frame = db_api.register(prepared)
+    frame = db_api.register(small)
     plain = Linker(frame, str(path))
-    names = {(r["full_name"], r["first_name"], r["last_name"]) for r in prepared.to_pylist() if r["full_name"]}
+    names = {(r["full_name"], r["first_name"], r["last_name"]) for r in small.to_pylist() if r["full_name"]}
     lookup = db_api.register(pa.table(name_frequencies(sorted(names), json.loads(names_path(path).read_text()))))
     plain.table_management.register_term_frequency_lookup(lookup, "full_name")
     splink_pairs = plain.inference.predict().as_pandas_dataframe()
-    ours = {(r["record_id_l"], r["record_id_r"]): r["match_probability"] for r in first.collect()}
+    ours = {(r["record_id_l"], r["record_id_r"]): r["match_probability"] for r in first.to_pylist()}
     theirs = {(row.record_id_l, row.record_id_r): row.match_probability for row in splink_pairs.itertuples()}
     assert ours[("crm:H1", "shop:H2")] == pytest.approx(theirs[("crm:H1", "shop:H2")])
 
@@ -314,23 +373,45 @@ def test_model_json_round_trip_and_versions(spark, config, records, trained, tmp
         update={"model": config.model.model_copy(update={"comparisons": config.model.comparisons[:2]})}
     )
     with pytest.raises(ModelMismatchError, match="another model configuration"):
-        ProbabilisticMatcher(other, spark=spark, model_dir=path.parent).load()
+        ProbabilisticMatcher(other, spark=None, model_dir=path.parent).load()
 
 
-def test_incremental_scores_only_pairs_with_new_records(spark, config, records, trained):
+@pytest.mark.slow  # the Spark-frame twin of the test above (the model file's checks are frame-free)
+def test_model_json_round_trip_and_versions_spark_frames(spark, config, records, trained):
+    matcher, path = trained
+    assert path.name == "model_v1.json"
+    meta = json.loads(path.with_name("model_v1.meta.json").read_text())
+    assert (meta["version"], meta["backend"]) == (1, "duckdb")
+    small = records.where("record_id not like 'bg%'")
+    first = matcher.predict(small)
+    reloaded = ProbabilisticMatcher(config, spark=spark, model_dir=path.parent)
+    assert reloaded.load().version == 1
+    assertDataFrameEqual(reloaded.predict(small), first)
+
+
+# new-vs-existing (William - Bill, Bill - Wiliam: same surname, birth date and address, first
+# names neither nickname nor typo of each other) and new-vs-new (William - Wiliam) ...
+HARTLEY_PAIRS = {("crm:H1", "shop:H2"), ("crm:H1", "tp:H3"), ("shop:H2", "tp:H3")}
+
+
+def test_incremental_scores_only_pairs_with_new_records(config, local_records, trained_local):
+    matcher, _ = trained_local
+    new_ids = {"crm:H1", "tp:H3"}
+    scored = matcher.predict_incremental_local(local_records.prepared(), pa.array(sorted(new_ids)))
+    found = {(r["record_id_l"], r["record_id_r"]) for r in scored.to_pylist()}
+    assert {p for p in found if not p[0].startswith("bg")} == HARTLEY_PAIRS
+    # ... and never existing-vs-existing: the background's own duplicates are not rescored
+    assert all(left in new_ids or right in new_ids for left, right in found)
+
+
+@pytest.mark.slow  # the Spark-frame twin of the test above
+def test_incremental_scores_only_pairs_with_new_records_spark_frames(spark, config, records, trained):
     matcher, _ = trained
     new_ids = {"crm:H1", "tp:H3"}
     existing = records.where("record_id not in ('crm:H1', 'tp:H3')")
     new = records.where("record_id in ('crm:H1', 'tp:H3')")
     found = {(r["record_id_l"], r["record_id_r"]) for r in matcher.predict_incremental(new, existing).collect()}
-    # new-vs-existing (William - Bill, Bill - Wiliam: same surname, birth date and address,
-    # first names neither nickname nor typo of each other) and new-vs-new (William - Wiliam) ...
-    assert {p for p in found if not p[0].startswith("bg")} == {
-        ("crm:H1", "shop:H2"),
-        ("crm:H1", "tp:H3"),
-        ("shop:H2", "tp:H3"),
-    }
-    # ... and never existing-vs-existing: the background's own duplicates are not rescored
+    assert {p for p in found if not p[0].startswith("bg")} == HARTLEY_PAIRS
     assert all(left in new_ids or right in new_ids for left, right in found)
 
 
@@ -541,7 +622,8 @@ def test_the_u_sample_scales_with_the_records_between_floor_and_cap():
     assert u_sample_size(shipped, 20_000) == 800_000
 
 
-def test_the_prior_rule_share_counts_same_name_pairs_with_a_birth_date_on_both_sides(spark, config):
+@pytest.mark.parametrize("frames", ["arrow", pytest.param("spark", marks=pytest.mark.slow)])
+def test_the_prior_rule_share_counts_same_name_pairs_with_a_birth_date_on_both_sides(request, config, frames):
     """A source without birth dates: of the three same-name pairs of Orla Fitzgerald only
     the CRM-CRM one can satisfy the prior rule [first_name, last_name, dob]."""
     from lakecdp.identity.training import populated_share
@@ -552,7 +634,10 @@ def test_the_prior_rule_share_counts_same_name_pairs_with_a_birth_date_on_both_s
         rec("shop:P3", "Orla", "Fitzgerald", None, None, None, "14 Park Lane", "LS6 1RT"),
         rec("crm:P4", "Colm", "Byrne", None, None, date(1970, 1, 2), None, None),
     ]
-    prepared = _prepared(spark, config, rows)
+    if frames == "arrow":
+        prepared = LocalRecords(arrow_records(rows), config).prepared()
+    else:
+        prepared = _prepared(request.getfixturevalue("spark"), config, rows)
     assert populated_share(prepared, ["first_name", "last_name", "dob"]) == pytest.approx(1 / 3)
     assert populated_share(prepared, ["first_name", "last_name"]) == 1.0
 
@@ -586,11 +671,14 @@ def test_a_missing_surname_does_not_make_other_first_names_neutral(spark, config
     assert row["match_probability"] < config.model.match_threshold
 
 
-def test_an_unparseable_birth_date_keeps_its_text_for_the_typo_level(spark):
+@pytest.mark.parametrize("prepare", ["duckdb", pytest.param("spark", marks=pytest.mark.slow)])
+def test_an_unparseable_birth_date_keeps_its_text_for_the_typo_level(spark, prepare):
     """FEBRL-style ``yyyyMMdd`` birth dates: ``19461302`` (month 13, a typo of 19460213 or
     19461202) does not parse, so ``date_of_birth`` is null; its text survives in
     ``date_of_birth_text`` and the matcher compares it as ``19461302``. A date that parsed
-    keeps no text; a parsed date that fails a check (future) is not evidence either."""
+    keeps no text; a parsed date that fails a check (future) is not evidence either. The
+    records are ingested by Spark once (as Arrow); make test prepares them on the duckdb path,
+    the full suite on Spark as well."""
     from lakecdp.identity.prepare import prepare_for_matching
     from lakecdp.ingest.sources import load_sources
     from lakecdp.ingest.standardise import to_customer_records
@@ -608,13 +696,18 @@ def test_an_unparseable_birth_date_keeps_its_text_for_the_typo_level(spark):
     )
     checked = parse_and_validate(raw, source, header=header.split(","), as_of=date(2026, 11, 1))
     records = to_customer_records(checked, source, run_id="r", ingested_at=None)
-    rows = {r["source_record_id"]: r for r in records.collect()}
+    ingested = records.toArrow()
+    rows = {r["source_record_id"]: r for r in ingested.to_pylist()}
     assert (rows["r1"]["date_of_birth"], rows["r1"]["date_of_birth_text"]) == (None, "19461302")
     assert (rows["r2"]["date_of_birth"], rows["r2"]["date_of_birth_text"]) == (date(1946, 2, 13), None)
     assert (rows["r3"]["date_of_birth"], rows["r3"]["date_of_birth_text"]) == (None, None)
     assert (rows["r1"]["address_line2"], rows["r1"]["region"]) == ("willows", "nsw")
     config = load_identity_config(REPO_ROOT / "conf")
-    dob = {r["record_id"]: r["dob"] for r in prepare_for_matching(records, config).collect()}
+    if prepare == "duckdb":
+        prepared = LocalRecords(ingested, config).prepared().to_pylist()
+    else:
+        prepared = [r.asDict() for r in prepare_for_matching(records, config).collect()]
+    dob = {r["record_id"]: r["dob"] for r in prepared}
     assert dob == {"records:r1": "19461302", "records:r2": "19460213", "records:r3": None}
 
 
@@ -682,14 +775,12 @@ def _level(config, comparison: str, label: str) -> int:
     return len(scored) - 1 - labels.index(label)
 
 
-def test_typos_land_on_their_graded_levels(spark, config, records, trained):
+@pytest.mark.parametrize("frames", ["arrow", pytest.param("spark", marks=pytest.mark.slow)])
+def test_typos_land_on_their_graded_levels(request, config, frames):
     """Cause "compared but scored low": a one-typo or transposed first name is its own level,
     not "different"; a one-digit postcode typo with the same street is "same address but one
     typo", not a different address; a first name one typo away with another surname
     (married) and a similar street with a near postcode have levels of their own."""
-    from lakecdp.identity.prepare import prepare_for_matching
-
-    matcher, _ = trained
     cases = [
         # (left, right, comparison, expected level)
         (
@@ -755,8 +846,17 @@ def test_typos_land_on_their_graded_levels(spark, config, records, trained):
     for n, (left, right, _, _) in enumerate(cases):
         for side, (first, last, street, postcode) in (("l", left), ("r", right)):
             rows.append(rec(f"crm:T{n}{side}", first, last, None, None, date(1970, 1, 1), street, postcode))
-    prepared = {r["record_id"]: r.asDict() for r in _prepared(spark, config, rows).collect()}
-    linker, _, _ = matcher.linker(prepare_for_matching(records, config))
+    if frames == "arrow":  # the duckdb path's records (lakecdp.identity.local), no Spark
+        matcher, _ = request.getfixturevalue("trained_local")
+        prepared = {r["record_id"]: r for r in LocalRecords(arrow_records(rows), config).prepared().to_pylist()}
+        linker, _, _ = matcher.linker(request.getfixturevalue("local_records").prepared())
+    else:
+        from lakecdp.identity.prepare import prepare_for_matching
+
+        spark = request.getfixturevalue("spark")
+        matcher, _ = request.getfixturevalue("trained")
+        prepared = {r["record_id"]: r.asDict() for r in _prepared(spark, config, rows).collect()}
+        linker, _, _ = matcher.linker(prepare_for_matching(request.getfixturevalue("records"), config))
     for n, (_, _, comparison, label) in enumerate(cases):
         scored = linker.inference.score_pair(prepared[f"crm:T{n}l"], prepared[f"crm:T{n}r"]).as_record_list()[0]
         assert scored[f"gamma_{comparison}"] == _level(config, comparison, label), (n, label)
@@ -793,11 +893,11 @@ def test_levels_never_seen_in_training_are_said_once_in_plain_words(caplog):
     ]
 
 
-def test_a_model_mismatch_names_a_flag_the_identity_command_has(config, trained, tmp_path):
+def test_a_model_mismatch_names_a_flag_the_identity_command_has(config, trained_local, tmp_path):
     """Cause "rough edges": the error says to run `lakecdp identity --retrain`, and that flag exists."""
     from lakecdp.cli import build_parser
 
-    _, path = trained
+    _, path = trained_local
     models = tmp_path / "m"
     models.mkdir()
     (models / "model_v1.json").write_text(path.read_text())
