@@ -457,7 +457,20 @@ def test_spark_batch_runs_keep_the_run_state_no_op_and_incremental_like_embedded
 
     # the same inputs again: neither engine evaluates, nothing is written but the run record
     versions = [(p, DeltaTable(str(p.warehouse / "segments/changes")).version()) for p in (spark_wh, embedded_wh)]
+    runs_table, membership_table = (
+        DeltaTable(str(spark_wh.warehouse / n)) for n in ("segments/runs", "segments/membership")
+    )
+    runs_version, membership_version = runs_table.version(), membership_table.version()
+    # the Spark job's no-op runs no Spark job at all: what it read and its record are the Delta log
+    # and one small file (delta-rs), as on the embedded engine
+    spark.sparkContext.setJobGroup("segments-no-op", "the no-op run")
     assert on("spark", spark_wh, "run-3", RUN1)["skipped"] == 1
+    assert spark.sparkContext.statusTracker().getJobIdsForGroup("segments-no-op") == []
+    spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    # one commit: the run record (no write to membership)
+    runs_table.update_incremental()
+    membership_table.update_incremental()
+    assert (runs_table.version(), membership_table.version()) == (runs_version + 1, membership_version)
     assert on("embedded", embedded_wh, "run-3", RUN1)["skipped"] == 1
     # and each engine honours the record the other wrote
     assert on("embedded", spark_wh, "run-4", RUN1)["skipped"] == 1

@@ -66,7 +66,7 @@ from lakecdp.segments.evaluate import VIEW_ALIASES, SegmentBudgetExceeded, warn_
 from lakecdp.sqldialect import SqlRefused
 from lakecdp.segments.plan_guard import SEGMENT_VIEWS
 from lakecdp.segments.run_state import RunInputs, changed_customers, last_run_inputs
-from lakecdp.segments.writes import EmbeddedWrites
+from lakecdp.segments.writes import EmbeddedWrites, run_record_rows
 
 if TYPE_CHECKING:
     import duckdb
@@ -844,17 +844,13 @@ def apply_run(
             else:
                 opened = con.sql(f"SELECT * FROM ({upserts}) WHERE entered_run_id = ?", params=[run_id])
                 writes.opened_stays(opened, run_id=run_id)
-    version = store.version(MEMBERSHIP)
-    record = pa.table(
-        {
-            "run_id": [run_id],
-            "mode": [mode],
-            "as_of": pa.array([as_of], pa.timestamp("us", tz="UTC")),
-            "segments": pa.array([segment_ids], pa.list_(pa.string())),
-            "changes": pa.array([change_count], pa.int64()),
-            "membership_version": pa.array([version], pa.int64()),
-            "applied_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC")),
-        }
+    record = run_record_rows(
+        run_id,
+        mode=mode,
+        as_of=as_of,
+        segment_ids=segment_ids,
+        change_count=change_count,
+        membership_version=store.version(MEMBERSHIP),
     )
     writes.run_record(record, run_id=run_id, user_metadata=None if inputs is None else inputs.stamp(store))
 

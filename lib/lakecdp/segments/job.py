@@ -61,7 +61,7 @@ from lakecdp.segments.definitions import SegmentDefinition, load_segments
 from lakecdp.segments.evaluate import SegmentInputs, changed_customers, evaluate_segments, resolve_events
 from lakecdp.segments.guard import SqlRefused
 from lakecdp.segments.run_state import RunInputs, RunStore, last_run_inputs, nothing_pending_since, nothing_written
-from lakecdp.segments.writes import SparkWrites
+from lakecdp.segments.writes import CHANGES_APP_ID, EmbeddedWrites, SparkWrites, run_record_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -227,11 +227,53 @@ def apply_run(
                     opened = upserts.filter(F.col("entered_run_id") == run_id)
             if "entered" in kinds or ("rekeyed" in kinds and not opened.isEmpty()):
                 writes.opened_stays(opened)
-    version = tables.version(spark, MEMBERSHIP)
-    record = spark.createDataFrame(
-        [(run_id, mode, as_of, segment_ids, change_count, version, datetime.now(timezone.utc))], RUNS_SCHEMA
+    record_run(
+        ctx,
+        run_id,
+        mode=mode,
+        segment_ids=segment_ids,
+        as_of=as_of,
+        change_count=change_count,
+        user_metadata=None if stamp is None else stamp(),
     )
-    writes.run_record(record, user_metadata=None if stamp is None else stamp())
+
+
+def record_run(
+    ctx: JobContext,
+    run_id: str,
+    *,
+    mode: str,
+    segment_ids: list[str],
+    as_of: datetime,
+    change_count: int,
+    user_metadata: str | None,
+) -> None:
+    """Record the run in segments.runs with membership's current version.
+
+    Path-based tables: through delta-rs, as the embedded engine records its runs (one small MERGE
+    on the Delta log and one file, no Spark job: a Spark MERGE of the one row took 1-2 s of
+    every run, and all of a no-op run); catalog tables: through Spark's MERGE."""
+    if ctx.tables.uses_catalog:
+        spark = ctx.spark
+        version = ctx.tables.version(spark, MEMBERSHIP)
+        record = spark.createDataFrame(
+            [(run_id, mode, as_of, segment_ids, change_count, version, datetime.now(timezone.utc))], RUNS_SCHEMA
+        )
+        SparkWrites(spark, ctx.tables).run_record(record, user_metadata=user_metadata)
+        return
+    from lakecdp.delta_store import DeltaStore
+
+    store = DeltaStore(ctx)
+    rows = run_record_rows(
+        run_id,
+        mode=mode,
+        # a naive time is local, as Spark reads it (a recovered run's as_of comes from collect())
+        as_of=as_of if as_of.tzinfo else as_of.astimezone(timezone.utc),
+        segment_ids=segment_ids,
+        change_count=change_count,
+        membership_version=store.version(MEMBERSHIP),
+    )
+    EmbeddedWrites(store).run_record(rows, run_id=run_id, user_metadata=user_metadata)
 
 
 def recover_pending(ctx: JobContext) -> tuple[list[str], bool]:
@@ -282,9 +324,17 @@ def recover_pending(ctx: JobContext) -> tuple[list[str], bool]:
 
 
 def run_seen(ctx: JobContext) -> bool:
-    """The run of ``ctx`` has rows in segments.changes (a re-run of the same id). Appended files
-    hold one run id each, so Delta's file statistics skip the others."""
-    return not ctx.tables.read(ctx.spark, CHANGES).filter(F.col("run_id") == ctx.run_id).limit(1).isEmpty()
+    """The run of ``ctx`` has rows in segments.changes (a re-run of the same id).
+
+    Both engines append a run's changes as the Delta app transaction ``<CHANGES_APP_ID><run_id>``
+    and commit nothing when there is no row, so the table's snapshot answers: through delta-rs on
+    path-based tables (the Delta log only, no Spark job), through Spark's Delta log on catalog tables."""
+    app_id = CHANGES_APP_ID + ctx.run_id
+    if ctx.tables.uses_catalog:
+        return ctx.tables.app_transaction_version(ctx.spark, CHANGES, app_id) is not None
+    from lakecdp.delta_store import DeltaStore
+
+    return DeltaStore(ctx).table(CHANGES).transaction_version(app_id) is not None
 
 
 # -- approvals ----------------------------------------------------------------------
@@ -533,7 +583,8 @@ def evaluate_and_write(
         if seen and fresh.isEmpty():
             logger.info("run %s: every change is already stored; nothing appended", ctx.run_id)
         else:
-            SparkWrites(spark, tables).changes(fresh, run_id=ctx.run_id)
+            # a run id not seen has no app transaction yet: its first is version 1 (no log lookup)
+            SparkWrites(spark, tables).changes(fresh, run_id=ctx.run_id, version=None if seen else 1)
     if fault_hook is not None:
         fault_hook("after_changes")
     phase("approvals and changes written")

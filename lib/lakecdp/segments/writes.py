@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from lakecdp import catalog
@@ -38,6 +39,25 @@ _APPROVAL_KEYS = ["run_id", "segment_id"]
 _RUN_RECORD_UPDATE = "s.changes > 0"
 #: a membership MERGE names at most this many opening runs (file skipping); more match on the keys alone
 _MAX_RUNS_NAMED = 1000
+
+
+def run_record_rows(
+    run_id: str, *, mode: str, as_of: datetime, segment_ids: list[str], change_count: int, membership_version: int
+) -> pa.Table:
+    """The one ``segments.runs`` row recording a run (applied now), as Arrow (both engines' record)."""
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "run_id": [run_id],
+            "mode": [mode],
+            "as_of": pa.array([as_of], pa.timestamp("us", tz="UTC")),
+            "segments": pa.array([segment_ids], pa.list_(pa.string())),
+            "changes": pa.array([change_count], pa.int64()),
+            "membership_version": pa.array([membership_version], pa.int64()),
+            "applied_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC")),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -97,14 +117,18 @@ class SparkWrites:
         """Held approvals with their decision (``segments approve``)."""
         self.tables.merge(self.spark, approvals, APPROVALS, keys=_APPROVAL_KEYS)
 
-    def changes(self, fresh: DataFrame, *, run_id: str) -> int:
+    def changes(self, fresh: DataFrame, *, run_id: str, version: int | None = None) -> int:
         """A run's changes not stored yet, appended once under the run's app transaction (as
         :meth:`EmbeddedWrites.changes`: the next version of ``<CHANGES_APP_ID><run_id>``).
+
+        ``version``: that next version when the caller knows it (1: the run id committed none yet);
+        None: read from the table's snapshot.
 
         Returns:
             The app transaction version written."""
         app_id = CHANGES_APP_ID + run_id
-        version = (self.tables.app_transaction_version(self.spark, CHANGES, app_id) or 0) + 1
+        if version is None:
+            version = (self.tables.app_transaction_version(self.spark, CHANGES, app_id) or 0) + 1
         self.tables.append(
             fresh, CHANGES, app_transaction=(app_id, version), user_metadata=f"lakecdp-segments changes {run_id}"
         )
