@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SEND_TIME
+from conftest import SEND_TIME, TEST_JVM_OPTIONS
 from deltalake import DeltaTable
 
 from tests.support.standalone import StandaloneCluster
@@ -64,7 +64,13 @@ def test_demo_pipeline_on_a_standalone_cluster_through_spark_submit(tmp_path, tm
 
 
 def _check_the_demo_on_a_cluster(root: Path, conf: Path, *, cluster_dir: Path) -> None:
-    with StandaloneCluster(workers=2, cores_per_worker=1, memory_per_worker="1g", work_dir=cluster_dir) as cluster:
+    with StandaloneCluster(
+        workers=2,
+        cores_per_worker=1,
+        memory_per_worker="1g",
+        work_dir=cluster_dir,
+        daemon_java_options=TEST_JVM_OPTIONS,
+    ) as cluster:
         completed = subprocess.run(
             [
                 str(REPO_ROOT / "spark-submit.sh"),
@@ -79,6 +85,10 @@ def _check_the_demo_on_a_cluster(root: Path, conf: Path, *, cluster_dir: Path) -
                 "spark.executor.memory=768m",
                 "--spark-conf",
                 "spark.driver.memory=1g",
+                "--spark-conf",
+                f"spark.executor.extraJavaOptions={TEST_JVM_OPTIONS}",
+                "--spark-conf",
+                f"spark.driver.extraJavaOptions={TEST_JVM_OPTIONS}",
                 "demo",
             ],
             capture_output=True,

@@ -42,8 +42,10 @@ class StandaloneCluster:
         cores_per_worker: int = 1,
         memory_per_worker: str = "1g",
         work_dir: str | os.PathLike[str] | None = None,
+        daemon_java_options: str = "",
     ) -> None:
         self.workers = workers
+        self.daemon_java_options = daemon_java_options
         self.cores_per_worker = cores_per_worker
         self.memory_per_worker = memory_per_worker
         self._own_dir = work_dir is None
@@ -63,6 +65,8 @@ class StandaloneCluster:
             "SPARK_HOME": str(spark_home()),
             "SPARK_LOCAL_IP": "127.0.0.1",
             "SPARK_NO_DAEMONIZE": "1",
+            # the master's and workers' own JVMs (not the executors': spark.executor.extraJavaOptions)
+            "SPARK_DAEMON_JAVA_OPTS": self.daemon_java_options,
             **extra_env,
         }
         log = open(self.work_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
