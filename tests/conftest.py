@@ -12,14 +12,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: the environments' ``send_time`` in tests (see :func:`make_project`)
 SEND_TIME = "2026-11-01T12:00:00Z"
 
-#: JVM options for every JVM the tests start (each worker's session, the standalone cluster's
-#: master, workers, executors and spark-submit driver, a notebook's kernel): the client compiler
-#: only and the serial collector. Test tables hold tens of rows, so a JVM spends its time on
-#: planning and Delta log code it runs a few times each, and the server compiler's threads only
-#: compete with that work for the 2 cores of a CI box. Measured one file at a time on the shared
-#: 2-core box under load (2026-12-02), without -> with: the cluster test 692 s -> 543 s, the three
-#: notebooks 470 s -> 224 s, three of test_segments_engines.py's tests 432 s -> 202 s
-TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+#: JVM options for the JVMs a test starts besides its workers' sessions (the standalone cluster's
+#: master, workers, executors and spark-submit driver; a notebook's kernel): the client compiler
+#: only and the serial collector. Each runs a query's code a few times, so the server compiler's
+#: threads only compete with the work for the 2 cores of a CI box. Measured on the shared 2-core
+#: box (2026-12-02, under load): the cluster test 692 s -> 543 s, the three notebooks 470 s -> 224 s
+SHORT_LIVED_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 # the real Kafka broker's fixtures (kafka_broker, kafka_topic_factory, ...) for the tests that ask for them
 pytest_plugins = ["kafka_fixtures"]
@@ -95,7 +93,6 @@ def make_project(root: Path, *, as_of: str = "2026-11-01T00:00:00Z") -> Project:
                 # one JVM serves the whole run: at the 1g default its heap filled up late in the full
                 # suite (GC threads at 100 %, the segments tests crawled and one failed)
                 "spark.driver.memory": "4g",
-                "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,
             },
         ),
         storage=StorageSettings(warehouse=str(root / "warehouse")),

@@ -20,7 +20,7 @@ import yaml
 from deltalake import DeltaTable
 
 from lakecdp.steps import demo_steps, scheduled_steps
-from conftest import REPO_ROOT, make_project, on_engine
+from conftest import REPO_ROOT, SHORT_LIVED_JVM_OPTIONS, make_project, on_engine
 from tests.support.worlds import DEMO_PEOPLE, copy_demo_world, write_demo_conf
 
 # the demo world through every step, the entry points and the notebooks: minutes, full suite only
@@ -51,6 +51,8 @@ def demo(spark, tmp_path_factory):
     # the same environment as a file, for the console entry points (--conf/--env)
     environment = project.environment.model_dump(mode="json")
     environment["name"] = "e2e"
+    # each notebook's kernel starts a Spark of its own for a few queries (a short-lived JVM)
+    environment["spark"]["conf"]["spark.driver.extraJavaOptions"] = SHORT_LIVED_JVM_OPTIONS
     (conf / "environments" / "e2e.yaml").write_text(yaml.safe_dump(environment))
     return project
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SEND_TIME, TEST_JVM_OPTIONS
+from conftest import SEND_TIME, SHORT_LIVED_JVM_OPTIONS
 from deltalake import DeltaTable
 
 from tests.support.standalone import StandaloneCluster
@@ -69,7 +69,7 @@ def _check_the_demo_on_a_cluster(root: Path, conf: Path, *, cluster_dir: Path) -
         cores_per_worker=1,
         memory_per_worker="1g",
         work_dir=cluster_dir,
-        daemon_java_options=TEST_JVM_OPTIONS,
+        daemon_java_options=SHORT_LIVED_JVM_OPTIONS,
     ) as cluster:
         completed = subprocess.run(
             [
@@ -86,9 +86,9 @@ def _check_the_demo_on_a_cluster(root: Path, conf: Path, *, cluster_dir: Path) -
                 "--spark-conf",
                 "spark.driver.memory=1g",
                 "--spark-conf",
-                f"spark.executor.extraJavaOptions={TEST_JVM_OPTIONS}",
+                f"spark.executor.extraJavaOptions={SHORT_LIVED_JVM_OPTIONS}",
                 "--spark-conf",
-                f"spark.driver.extraJavaOptions={TEST_JVM_OPTIONS}",
+                f"spark.driver.extraJavaOptions={SHORT_LIVED_JVM_OPTIONS}",
                 "demo",
             ],
             capture_output=True,
