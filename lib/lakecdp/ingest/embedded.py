@@ -477,6 +477,16 @@ class Reads(dict[int, dict[str, Any]]):
         at = pa.compute.index_in(pa.array(rows, pa.int64()), value_set=self._rows)
         return self._table.take(at)
 
+    def column_values(self, name: str, rows: list[int]) -> list[Any]:
+        """Column ``name`` of ``rows`` as Python values: from the Arrow columns when it is one of
+        them (a scalar or a string struct), else from each row's dict."""
+        if not rows:
+            return []
+        texts = self.columns(rows)
+        if name in texts.column_names:
+            return texts[name].to_pylist()
+        return [self[i].get(name) for i in rows]
+
 
 def typed_row(
     row: CheckedRow, read: dict[str, Any], source: SourceConfig, patterned: frozenset[str] = frozenset()

@@ -43,7 +43,7 @@ import gc
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -538,36 +538,24 @@ def classify_rows(
     source: SourceConfig,
     existing_keys: set[tuple[Any, ...]],
     erased: set[int],
-    reads: Mapping[int, dict[str, Any]] | None = None,
+    reads: embedded.Reads,
 ) -> list[str]:
     """``erased`` | ``quarantined`` | ``duplicate`` | ``loaded`` per row, as
     :func:`lakecdp.ingest.classify.classify` (keys as read; an erased row still takes its rank).
 
     Args:
-        reads: the valid rows as read (:func:`embedded.as_read`), when the caller has them.
+        reads: the valid rows as read (:class:`embedded.Reads`); the keys are theirs.
     """
-
-    def read_key(i: int) -> tuple[Any, ...]:
-        read = reads.get(i) if reads is not None else None
-        if read is None:
-            event = checked[i].event if isinstance(checked[i].event, dict) else {}
-            read = embedded.as_read(event, source)
-        return tuple(read.get(k) for k in source.primary_key)
-
     valid = [i for i, row in enumerate(checked) if row.valid]
-    scalars = {c.name for c in source.columns if c.is_scalar}
-    if isinstance(reads, embedded.Reads) and set(source.primary_key) <= scalars and set(valid) <= reads.keys():
-        # the keys from the texts' Arrow columns (built once, silver reads them too), not per row's dict
-        texts = reads.columns(valid)
-        keys = dict(zip(valid, zip(*(texts[k].to_pylist() for k in source.primary_key))))
-    else:
-        keys = {i: read_key(i) for i in valid}
-    key = keys.__getitem__
+    keys = list(zip(*(reads.column_values(k, valid) for k in source.primary_key))) if valid else []
+    # each distinct key as a number: the first row per key is then one Arrow group-by
+    numbers: dict[tuple[Any, ...], int] = {}
     rows = pa.table(
         {
             "i": pa.array(valid, pa.int64()),
             "partition": pa.array([checked[i].partition for i in valid], pa.int64()),
             "offset": pa.array([checked[i].offset for i in valid], pa.int64()),
+            "key": pa.array([numbers.setdefault(k, len(numbers)) for k in keys], pa.int64()),
         }
     )
     if source.drop_existing_keys or source.event_time is None:
@@ -579,24 +567,16 @@ def classify_rows(
         # the event time descending (nulls last), then file and line descending
         order = [("stamp", "descending", "at_end"), ("partition", "descending", "at_end")]
         order.append(("offset", "descending", "at_end"))
-    ordered = rows.sort_by(order)["i"].to_pylist()
-    first: set[int] = set()
-    seen: set[tuple[Any, ...]] = set()
-    for i in ordered:
-        k = key(i)
-        if k not in seen:
-            seen.add(k)
-            first.add(i)
-    status = []
-    for i, row in enumerate(checked):
-        if i in erased:
-            status.append("erased")
-        elif not row.valid:
-            status.append("quarantined")
-        elif i not in first or key(i) in existing_keys:
-            status.append("duplicate")
-        else:
-            status.append(LOADED)
+    # use_threads=False: "first" is the first in the sorted order
+    ranked = rows.sort_by(order).group_by("key", use_threads=False).aggregate([("i", "first")])
+    first = set(ranked["i_first"].to_pylist())
+    if existing_keys:
+        first -= {i for i, k in zip(valid, keys) if k in existing_keys}
+    status = ["quarantined"] * len(checked)
+    for i in valid:
+        status[i] = LOADED if i in first else "duplicate"
+    for i in erased:
+        status[i] = "erased"
     return status
 
 

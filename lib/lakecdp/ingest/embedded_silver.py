@@ -108,7 +108,7 @@ def map_rows(
     for name, sql in mapping.items():
         select.append(f'{_mapped_sql(sql, types[name], as_of)} AS "{name}"')
     condition = f" WHERE {condition_to_duckdb(where, as_of=as_of)}" if where else ""
-    con = _locked_connection(typed)
+    con = _locked_connection(typed.select(_read_columns(typed, [*mapping.values(), where or ""])))
     try:
         try:
             query = con.sql(f'SELECT {", ".join(select)} FROM _typed_rows{condition} ORDER BY "_row"')
@@ -117,6 +117,16 @@ def map_rows(
         return query.to_arrow_table()
     finally:
         con.close()
+
+
+def _read_columns(typed: pa.Table, expressions: list[str]) -> list[str]:
+    """The columns of ``typed`` the ``expressions`` (Spark SQL text) may read: ``_row`` and every
+    column whose name they mention (all of them when one has a ``*``). The connection gets a copy
+    of these only (not the texts as read or the warnings the caller carries for the mappers)."""
+    text = " ".join(expressions).lower()
+    if "*" in text:
+        return typed.column_names
+    return [name for name in typed.column_names if name == "_row" or name.lower() in text]
 
 
 def _refusal(
@@ -382,6 +392,26 @@ def to_silver(
     if target == "products":
         return _products(mapped)
     raise ValueError(f"source {source.name!r}: no embedded mapper for target {target!r}")
+
+
+def record_versions(typed: pa.Table, source: SourceConfig, *, as_of: datetime) -> pa.Table:
+    """``_row``, ``record_id`` and ``updated_at`` of the customer records :func:`to_silver` makes
+    of ``typed`` (``source``'s own mapping, not an ``also`` entry's), as :func:`_records` writes
+    them, from those two columns' mappings alone: what an upsert compares with the stored record,
+    without standardising the rest."""
+    types = {f.name: f.type for f in arrow_schema(catalog.CUSTOMER_RECORDS.ddl)}
+    mapping: dict[str, str] = {
+        name: source.mapping[name] for name in ("source_record_id", "updated_at") if name in source.mapping
+    }
+    mapped = map_rows(typed, mapping, catalog.CUSTOMER_RECORDS.ddl, as_of=as_of)
+    source_record_id = _column(mapped, "source_record_id", pa.string())
+    return pa.table(
+        {
+            "_row": mapped.column("_row").combine_chunks().cast(pa.int64()),
+            "record_id": pc.binary_join_element_wise(pa.scalar(source.name + ":"), source_record_id, ""),
+            "updated_at": _column(mapped, "updated_at", types["updated_at"]),
+        }
+    )
 
 
 def to_order_items(typed: pa.Table, source: SourceConfig, *, as_of: datetime) -> pa.Table:

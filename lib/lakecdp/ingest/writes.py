@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
@@ -757,12 +758,20 @@ def write_silver_rows(
     source's silver table(s), mapped by :mod:`lakecdp.ingest.embedded_silver`; keys and update
     rules as :func:`write_silver` (events inserted when new, records upserted when newer, orders,
     their items and products upserted; also-targets: web login records)."""
-    from lakecdp.ingest.embedded_silver import to_order_items, to_silver
+    from lakecdp.ingest.embedded_silver import record_versions, to_order_items, to_silver
 
     run_id, at = ctx.run_id, _utc(ctx.as_of)
+    stored = None
+    if source.target == "customer_records":
+        stored = _stored_versions(store)
+        if stored is not None and stored.num_rows:
+            # a row whose upsert would leave the stored record as it is (a re-delivered record,
+            # an older version) is not standardised: only its record id and updated_at are mapped
+            changing = _changing_rows(record_versions(typed, source, as_of=ctx.as_of), stored)
+            typed = typed.filter(pc.is_in(typed["_row"], changing))
     silver = to_silver(typed, source, run_id=run_id, ingested_at=at, as_of=ctx.as_of).drop_columns(["_row"])
     if source.target == "customer_records":
-        _upsert_records(store, silver, run_id=run_id)
+        _upsert_records(store, silver, run_id=run_id, stored=stored)
         hook(catalog.CUSTOMER_RECORDS.name)
     elif source.target == "events":
         _insert_new_events(store, silver, run_id=run_id)
@@ -819,26 +828,75 @@ def _first_per_key(keys: pa.ChunkedArray, *, latest_by: pa.ChunkedArray | None =
 
 
 def _insert_new_events(store: DeltaStore, events: pa.Table, *, run_id: str) -> None:
-    """silver.events rows whose event id is new (the first of the run per id)."""
+    """silver.events rows whose event id is new (the first of the run per id): appended, what an
+    insert-only MERGE on ``event_id`` would insert (a null id never matches), without the MERGE's join."""
+    name, ddl = catalog.EVENTS.name, catalog.EVENTS.ddl
     events = events.take(_first_per_key(events["event_id"]))
-    store.merge(events, catalog.EVENTS.name, catalog.EVENTS.ddl, keys=["event_id"], run_id=run_id, update=False)
+    if store.exists(name):
+        stored = store.read(name, columns=["event_id"])["event_id"].combine_chunks()
+        ids = events["event_id"]
+        events = events.filter(pc.invert(pc.and_(pc.is_valid(ids), pc.is_in(ids, value_set=stored))))
+    store.create_if_missing(name, ddl)
+    store.append(events, name, ddl, run_id=run_id)
 
 
-def _upsert_records(store: DeltaStore, records: pa.Table, *, run_id: str) -> None:
+#: when a stored record is replaced by the run's version of it (delta-rs SQL, ``s`` the run's row)
+_NEWER_RECORD = "s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)"
+
+
+def _stored_versions(store: DeltaStore) -> pa.Table | None:
+    """``record_id`` and ``updated_at`` of silver.customer_records (None: no table yet)."""
+    if not store.exists(catalog.CUSTOMER_RECORDS.name):
+        return None
+    return store.read(catalog.CUSTOMER_RECORDS.name, columns=["record_id", "updated_at"])
+
+
+def _changing_rows(versions: pa.Table, stored: pa.Table) -> pa.Array:
+    """The ``_row`` of ``versions`` (``_row``, ``record_id``, ``updated_at``) whose upsert
+    (:func:`_upsert_records`) would write something: a record id not stored (a null one too: the
+    MERGE never matches it) or one :data:`_NEWER_RECORD` holds for. Leaving the others out before
+    the latest row per record id is picked picks the same row: a record's latest row is left out
+    only when every row of that record is."""
+    kind = versions.schema.field("updated_at").type
+    stored = pa.table(
+        {
+            "record_id": stored["record_id"],
+            "_stored_at": stored["updated_at"].cast(kind),
+            "_stored": pa.repeat(pa.scalar(True), stored.num_rows),
+        }
+    )
+    joined = versions.join(stored, "record_id", join_type="left outer", use_threads=False)
+    new_at, old_at = joined["updated_at"], joined["_stored_at"]
+    newer = pc.and_kleene(
+        pc.is_valid(new_at), pc.or_kleene(pc.is_null(old_at), pc.fill_null(pc.greater(new_at, old_at), False))
+    )
+    keep = pc.or_kleene(pc.or_kleene(pc.is_null(joined["_stored"]), pc.is_null(joined["record_id"])), newer)
+    return joined["_row"].filter(keep).combine_chunks()
+
+
+def _upsert_records(store: DeltaStore, records: pa.Table, *, run_id: str, stored: pa.Table | None = None) -> None:
     """silver.customer_records: the latest row per record id (by ``updated_at``, nulls last)
-    replaces the stored one when newer, as :func:`_write_records` on Spark."""
+    replaces the stored one when newer, as :func:`_write_records` on Spark.
+
+    The rows of record ids not stored yet (every row of a first load) are appended -- what the
+    MERGE would insert, without joining the stored table -- and only the others MERGEd.
+
+    Args:
+        stored: :func:`_stored_versions` read by the caller (read here when None)."""
+    name, ddl = catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl
     if records.num_rows == 0:
-        store.create_if_missing(catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl)
+        store.create_if_missing(name, ddl)
         return
     records = records.take(_first_per_key(records["record_id"], latest_by=records["updated_at"]))
-    store.merge(
-        records,
-        catalog.CUSTOMER_RECORDS.name,
-        catalog.CUSTOMER_RECORDS.ddl,
-        keys=["record_id"],
-        run_id=run_id,
-        update_predicate="s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)",
+    if stored is None:
+        stored = _stored_versions(store)
+    known = (
+        pc.fill_null(pc.is_in(records["record_id"], value_set=stored["record_id"].combine_chunks()), False)
+        if stored is not None and stored.num_rows
+        else pa.repeat(pa.scalar(False), records.num_rows)
     )
+    store.append(records.filter(pc.invert(known)), name, ddl, run_id=run_id)
+    store.merge(records.filter(known), name, ddl, keys=["record_id"], run_id=run_id, update_predicate=_NEWER_RECORD)
 
 
 def _write_ops_delta(ctx: JobContext, store: DeltaStore, done: list[LoadedFiles], hook: WriteHook) -> None:
