@@ -762,14 +762,15 @@ def write_silver_rows(
 
     run_id, at = ctx.run_id, _utc(ctx.as_of)
     stored = None
+    own = typed
     if source.target == "customer_records":
         stored = _stored_versions(store)
         if stored is not None and stored.num_rows:
             # a row whose upsert would leave the stored record as it is (a re-delivered record,
             # an older version) is not standardised: only its record id and updated_at are mapped
             changing = _changing_rows(record_versions(typed, source, as_of=ctx.as_of), stored)
-            typed = typed.filter(pc.is_in(typed["_row"], changing))
-    silver = to_silver(typed, source, run_id=run_id, ingested_at=at, as_of=ctx.as_of).drop_columns(["_row"])
+            own = typed.filter(pc.is_in(typed["_row"], changing))
+    silver = to_silver(own, source, run_id=run_id, ingested_at=at, as_of=ctx.as_of).drop_columns(["_row"])
     if source.target == "customer_records":
         _upsert_records(store, silver, run_id=run_id, stored=stored)
         hook(catalog.CUSTOMER_RECORDS.name)
