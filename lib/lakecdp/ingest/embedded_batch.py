@@ -617,7 +617,7 @@ def _existing_keys(store: DeltaStore, source: SourceConfig, ledger: list[dict[st
         return set()
     bronze = store.read(name, columns=["_source_file", *source.primary_key])
     bronze = bronze.filter(pc.is_in(bronze["_source_file"], pa.array(sorted(done), pa.string())))
-    return {tuple(r[k] for k in source.primary_key) for r in bronze.to_pylist()}
+    return set(zip(*(bronze[k].to_pylist() for k in source.primary_key)))
 
 
 def _counts(
@@ -704,7 +704,8 @@ def _load_source(
         typed = embedded._typed_table([typed_row(i) for i in left], left, source)
         return pa.concat_tables([table, typed]).sort_by("_row") if table.num_rows else typed
 
-    existing = _existing_keys(store, source, ledger)
+    # the keys loaded before matter only to rows read anew and valid (none in a file of re-delivered lines)
+    existing = _existing_keys(store, source, ledger) if valid else set()
     # typed (the costly part of a row after validation) only where something reads it: the
     # event-time order of versions, the erasure check (every row), silver (the loaded rows); a
     # re-delivered event (its key already loaded) is a duplicate without being typed
