@@ -297,8 +297,9 @@ def test_pipeline_runs_after_the_erasure_full_then_incremental(spark, world, era
 
     # a later delivery of the same world: identity continues incrementally
     config = load_sample_config(world.conf_dir)
+    # in this process: the same bytes as Spark's generation (test_sample_generator)
     generate(
-        spark,
+        None,
         landing=world.landing,
         labels=world.warehouse / "labels",
         people=PEOPLE,
