@@ -189,14 +189,16 @@ def erased(spark, world):
     from lakecdp.erasure import erase_person
     from lakecdp.personalization.config import load_personalization
     from lakecdp.personalization.engine import TemplateEngine
-    from lakecdp.personalization.preview import load_contexts, render_previews, templates_dir
+    from lakecdp.personalization.preview import contexts_for, render_previews, templates_dir
 
     person = _the_person(world)
     spellings, combos = _spellings(world, person)
-    # `lakecdp preview --customer <id>`: a file named by their customer id
+    # `lakecdp preview --customer <id>` on the world's engine (embedded: DuckDB over delta-rs, the
+    # same contexts as Spark's, tests/test_personalization_engines.py): a file named by their customer id
     ctx = JobContext.create(world, spark)
     config = load_personalization(world.conf_dir)
-    contexts = load_contexts(spark, ctx.tables, config, customer_ids=[person["customer_id"]])
+    contexts = contexts_for(ctx, config, customer_ids=[person["customer_id"]])
+    assert [c["customer_id"] for c in contexts] == [person["customer_id"]]
     render_previews(
         TemplateEngine(templates_dir(world, config)),
         config.demo_template,
