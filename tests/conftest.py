@@ -23,33 +23,38 @@ SHORT_LIVED_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 pytest_plugins = ["kafka_fixtures"]
 
 
-#: The order of the full suite's files (seconds measured under CI's load on the 2-core box). With
-#: ``--dist loadfile`` a file runs on one worker and a worker takes the next file when it is nearly
-#: done, so the run ends when the last file does: the longest go first and the many short files
-#: fill in behind them on whichever worker is free. Needs ``--no-loadscope-reorder`` (the Makefile
-#: passes it), else xdist orders the files by their number of tests.
+#: The order of the full suite's files. With ``--dist loadfile`` a file runs on one worker and a
+#: worker takes the next file when it is nearly done, so the run ends when the last file does: the
+#: longest go first and the many short files fill in behind them on whichever worker is free.
+#: Needs ``--no-loadscope-reorder`` (the Makefile passes it), else xdist orders the files by their
+#: number of tests. The figures are each file's seconds in one full run on the shared 2-core box
+#: at load 12-17 (2026-12-02, about twice a quiet box's), from the start of the file to the start
+#: of the next one on its worker.
 #:
 #: The standalone cluster's demo is the run's demo world (tests/support/worlds.py): it goes first
 #: and holds the world's lock until it publishes it, and the four files that copy the world come
-#: after enough other long files that the other worker reaches them about when it is published
-#: (a worker that comes early waits for it; the world is not built twice).
+#: after enough other long files (460 s against 1289 s on the other worker) that the other worker
+#: reaches them after it is published (a worker that comes early waits for it, idle; the world is
+#: not built twice). The cluster file has
+#: one test, so its worker is handed the third file at once (xdist tops a worker up while it has
+#: two tests or fewer to run).
 HEAVIEST_FILES_FIRST = (
-    "test_standalone_cluster.py",  # ~500-700: the 400-person demo through spark-submit on a cluster
-    "test_segments_engines.py",
-    "test_segments.py",
-    "test_identity_local.py",
-    "test_identity_job.py",
-    "test_feedback_loop.py",
-    # the demo world's files, longest first
-    "test_engine_parity.py",  # the embedded engine's demo beside the world, the increment on both engines
-    "test_erasure_forgets.py",  # ~450: erasure on a copy of the demo world, then an increment
-    "test_end_to_end.py",  # ~250: the demo world's checks, the entry points' re-run, notebooks
-    "test_api_end_to_end.py",  # ~60: events over HTTP into a copy of the demo world
-    "test_ingest_sample.py",
+    "test_standalone_cluster.py",  # 460: the 400-person demo through spark-submit on a cluster
+    "test_segments_engines.py",  # 445
+    "test_segments.py",  # 591 (after the cluster, on its worker)
+    "test_identity_local.py",  # 438: the identity backends' parity on Spark
+    "test_kafka_stream.py",  # 406: the Kafka stream on a real broker
+    # the demo world's files and the other long ones, longest first
+    "test_erasure_forgets.py",  # 493: erasure on a copy of the demo world, then an increment
+    "test_engine_parity.py",  # 339: the embedded engine's demo beside the world, the increment on both engines
+    "test_erasure.py",  # > 290
+    "test_end_to_end.py",  # 147: the demo world's checks, the entry points' re-run, notebooks
+    "test_identity_job.py",  # 120
+    "test_ingest_sample.py",  # 87
+    "test_feedback_loop.py",  # 69
+    "test_api_end_to_end.py",  # events over HTTP into a copy of the demo world
     "test_segments_conformance.py",
     "test_segments_event_embedded.py",
-    "test_kafka_stream.py",
-    "test_erasure.py",
     # make test's heaviest files (Spark module fixtures, each worker's first Delta writes): its
     # tier runs --dist load, which hands tests out in this order, so the run ends on short tests
     # on both workers instead of a 15-30 s Spark test on one

@@ -247,8 +247,10 @@ def run_increment(spark, spark_project: Project, embedded_project: Project, deli
     timings = {}
     config = load_sample_config(spark_project.conf_dir)
     started = time.monotonic()
+    # in this process: the same bytes as Spark's generation (test_sample_generator), and what is
+    # compared here is the pipeline on each engine, not who wrote the delivery
     generate(
-        spark,
+        None,
         landing=delivery / "landing",
         labels=delivery / "labels",
         people=DEMO_PEOPLE,

@@ -189,14 +189,16 @@ def erased(spark, world):
     from lakecdp.erasure import erase_person
     from lakecdp.personalization.config import load_personalization
     from lakecdp.personalization.engine import TemplateEngine
-    from lakecdp.personalization.preview import load_contexts, render_previews, templates_dir
+    from lakecdp.personalization.preview import contexts_for, render_previews, templates_dir
 
     person = _the_person(world)
     spellings, combos = _spellings(world, person)
-    # `lakecdp preview --customer <id>`: a file named by their customer id
+    # `lakecdp preview --customer <id>` on the world's engine (embedded: DuckDB over delta-rs, the
+    # same contexts as Spark's, tests/test_personalization_engines.py): a file named by their customer id
     ctx = JobContext.create(world, spark)
     config = load_personalization(world.conf_dir)
-    contexts = load_contexts(spark, ctx.tables, config, customer_ids=[person["customer_id"]])
+    contexts = contexts_for(ctx, config, customer_ids=[person["customer_id"]])
+    assert [c["customer_id"] for c in contexts] == [person["customer_id"]]
     render_previews(
         TemplateEngine(templates_dir(world, config)),
         config.demo_template,
@@ -297,8 +299,9 @@ def test_pipeline_runs_after_the_erasure_full_then_incremental(spark, world, era
 
     # a later delivery of the same world: identity continues incrementally
     config = load_sample_config(world.conf_dir)
+    # in this process: the same bytes as Spark's generation (test_sample_generator)
     generate(
-        spark,
+        None,
         landing=world.landing,
         labels=world.warehouse / "labels",
         people=PEOPLE,

@@ -77,8 +77,8 @@ JUNK_EMAILS = {"test@test.com", "noemail@example.com", "none@none.com"}
 
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
-    """Seed 7 twice (increment 0, then 1 in the first folder), and seed 8 once. The second seed-7
-    world is generated in this process (``spark=None``, the embedded engine's demo), the first by
+    """Seed 7 twice (increment 0, then 1 in the first folder and in a folder of its own), and seed
+    8 once. The second seed-7 world is generated in this process (``spark=None``, the embedded engine's demo), the first by
     Spark: the determinism test compares the two paths byte for byte. The seed-8 world, which
     only has to differ, is generated in this process too (a Spark generation is a job of Python
     workers: ~10 s on two loaded cores)."""
@@ -95,16 +95,19 @@ def world(spark, tmp_path_factory):
             as_of=AS_OF,
             config=CONFIG,
         )
-    runs["a1"] = generate(
-        spark,
-        landing=root / "a" / "landing",
-        labels=root / "a" / "labels",
-        people=PEOPLE,
-        seed=7,
-        increment=1,
-        as_of=AS_OF_1,
-        config=CONFIG,
-    )
+    # increment 1 by Spark into "a", and in this process into a folder of its own: the files
+    # that continue the demo world (erasure, parity) generate their increment in this process
+    for name, session, folder in (("a1", spark, "a"), ("b1", None, "b1")):
+        runs[name] = generate(
+            session,
+            landing=root / folder / "landing",
+            labels=root / folder / "labels",
+            people=PEOPLE,
+            seed=7,
+            increment=1,
+            as_of=AS_OF_1,
+            config=CONFIG,
+        )
     return root, runs
 
 
@@ -168,6 +171,14 @@ def test_same_seed_writes_identical_bytes_and_another_seed_differs(world):
     for name in a0:
         assert c0[name] != a0[name], name
     assert runs["a"] == runs["b"]
+    # increment 1 too: Spark's (in "a", beside increment 0) and this process's
+    a1 = _files(root / "a" / "landing").keys() - a0.keys()
+    b1 = _files(root / "b1" / "landing")
+    assert sorted(a1) == sorted(b1) and len(b1) >= 5
+    assert {name: (root / "a" / "landing" / name).read_bytes() for name in a1} == b1
+    for label in ("entities_1.csv", "planted_1.csv", "people_1.csv"):
+        assert (root / "a" / "labels" / label).read_bytes() == (root / "b1" / "labels" / label).read_bytes()
+    assert runs["a1"] == runs["b1"]
 
 
 def test_labels_are_outside_landing_and_generate_checks_arguments(spark, tmp_path):
