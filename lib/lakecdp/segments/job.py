@@ -519,8 +519,9 @@ def evaluate_and_write(
             record for the next run's no-op and incremental checks (batch runs, :func:`run_batch`).
         previous: the last run record's stamp; when segments.changes has not moved since, the
             pending-run scan is skipped.
-        incremental: ``scope`` holds the customers whose inputs changed (a batch run): sizes
-            for held segments count every open stay.
+        incremental: ``scope`` holds the customers whose inputs changed (a batch run), one row
+            per customer, and ``inputs`` were read for them only (:func:`load_inputs` with
+            ``scope``, every segment row-wise): sizes for held segments count every open stay.
         scope_size: rows of ``scope`` when known (few enough are broadcast to the open stays).
 
     Returns:
@@ -550,14 +551,18 @@ def evaluate_and_write(
     membership = tables.read(spark, MEMBERSHIP)
     current = membership.filter(F.col("is_current") & F.col("segment_id").isin(segment_ids))
     other_ids = sorted(set(all_segments or {}) - set(segment_ids))
-    scope_ids = None if scope is None else scope.select("customer_id").distinct()
+    scope_ids = None
+    if scope is not None:
+        # an incremental run's scope is one row per customer already (changed_customers)
+        scope_ids = scope.select("customer_id") if incremental else scope.select("customer_id").distinct()
     other_members = None
     if other_ids:
         other_members = membership.filter(F.col("is_current") & F.col("segment_id").isin(other_ids))
         if scope_ids is not None:
             other_members = other_members.join(scope_ids, "customer_id", "left_semi")
     candidates = evaluate_segments(spark, segments, inputs, other_members=other_members, all_segments=all_segments)
-    if scope_ids is not None:
+    if scope_ids is not None and not incremental:
+        # an incremental run read its scope's customers only (load_inputs): its candidates are theirs
         candidates = candidates.join(scope_ids, "customer_id", "left_semi")
     # materialised once: sizes, approvals and the diff all read the same evaluation
     candidates = candidates.localCheckpoint()
