@@ -421,3 +421,42 @@ def test_streaming_matches_batch_on_the_same_events(spark, project):
         streamed.select("segment_id", "customer_id", "member_key"),
         [m for m in RUN1_MEMBERS if m[0] in event_ids],
     )
+
+
+def test_one_scan_of_the_open_stays_gives_the_scoped_stays_and_every_segments_size(spark):
+    """An incremental run reads the open stays once (scoped_stays_and_sizes): the scope's stays
+    whole, every other stay counted. Sizes by hand: before = open stays of the segment, after =
+    before - the scope's open stays + the scope's members now."""
+    from lakecdp.segments.job import SizeChange, scoped_size_changes, scoped_stays_and_sizes
+
+    stay = "segment_id string, customer_id string, member_key string, reason string, is_current boolean"
+    membership = spark.createDataFrame(
+        [
+            ("a", "c1", "", "ra1", True),
+            ("a", "c2", "", "ra2", True),
+            ("a", "c3", "", "ra3", False),  # closed: neither kept nor counted
+            ("b", "c1", "k", "rb1", True),
+            ("b", "c4", "", "rb4", True),
+            ("z", "c1", "", "rz1", True),  # a segment not evaluated now
+        ],
+        stay,
+    )
+    current = membership.filter(F.col("is_current") & F.col("segment_id").isin("a", "b"))
+    scope = spark.createDataFrame([("c1",), ("c5",)], "customer_id string")
+    candidates = spark.createDataFrame(
+        [("a", "c5", "", "member"), ("b", "c5", "", "member"), ("b", "c1", "", "expired")],
+        "segment_id string, customer_id string, member_key string, status string",
+    )
+    for small in (True, False):
+        stays, sizes, in_scope = scoped_stays_and_sizes(current, scope, candidates, ["a", "b", "c"], small=small)
+        assertDataFrameEqual(
+            stays,
+            spark.createDataFrame(
+                [("a", "c1", "", "ra1"), ("b", "c1", "k", "rb1")],
+                "segment_id string, customer_id string, member_key string, reason string",
+            ),
+        )
+        assert in_scope == 2
+        assert sizes == {"a": SizeChange("a", 2, 2), "b": SizeChange("b", 2, 2), "c": SizeChange("c", 0, 0)}
+    # the two reads it replaces give the same sizes
+    assert scoped_size_changes(membership, scope, candidates, ["a", "b", "c"]) == sizes

@@ -35,7 +35,7 @@ from lakecdp import catalog
 from lakecdp.columns import MissingColumnsError, require_columns
 from lakecdp.segments.definitions import SegmentDefinition, SegmentLimits, exclusion_order
 from lakecdp.segments.guard import SqlRefused
-from lakecdp.segments.plan_guard import guarded_condition, guarded_query, guarded_row_condition
+from lakecdp.segments.plan_guard import guarded_condition, guarded_query, guarded_row_condition, planning_session
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -408,12 +408,16 @@ def _row_conditions(spark: SparkSession, segments: dict[str, SegmentDefinition],
     """The condition segments that read their customer's own row only, as plan-checked Columns
     (:func:`~lakecdp.segments.plan_guard.guarded_row_condition`); the others are left out."""
     conditions: dict[str, Column] = {}
+    planner = None
     for segment_id, definition in segments.items():
         if definition.condition is None:
             continue
+        if planner is None:
+            # one planning session for every condition of the run (a clone per check cost more than the check)
+            planner = planning_session(spark)
         try:
             # the plan check first: it decides, whatever the definition went through before
-            column = guarded_row_condition(spark, definition.condition, as_of=as_of)
+            column = guarded_row_condition(spark, definition.condition, as_of=as_of, planner=planner)
             # the sqlglot reading: the reason's columns, and whether it has a subquery
             guarded = definition.guarded
         except SqlRefused as exc:

@@ -48,6 +48,7 @@ from pyspark.sql import functions as F
 
 from lakecdp import catalog
 from lakecdp.segments.changes import (
+    KEYS,
     change_rows,
     diff_changes,
     effective_current,
@@ -425,19 +426,69 @@ def scoped_size_changes(
                 "segment_id", F.lit(0).alias("_total"), F.lit(1).alias("_in_scope"), F.lit(0).alias("_now")
             )
         )
-        .unionByName(
-            candidates.filter(F.col("status") == "member").select(
-                "segment_id", F.lit(0).alias("_total"), F.lit(0).alias("_in_scope"), F.lit(1).alias("_now")
-            )
-        )
+        .unionByName(_members_now(candidates))
     )
-    counted = {
-        r["segment_id"]: (int(r["total"]), int(r["total"]) - int(r["in_scope"]) + int(r["now"]))
+    return _counted_sizes(parts, segment_ids)[0]
+
+
+def _members_now(candidates: DataFrame) -> DataFrame:
+    return candidates.filter(F.col("status") == "member").select(
+        "segment_id", F.lit(0).alias("_total"), F.lit(0).alias("_in_scope"), F.lit(1).alias("_now")
+    )
+
+
+def _counted_sizes(parts: DataFrame, segment_ids: list[str]) -> tuple[dict[str, SizeChange], int]:
+    """Sizes from rows of ``segment_id, _total, _in_scope, _now`` (summed per segment), and the
+    open stays in scope (all segments)."""
+    summed = {
+        r["segment_id"]: (int(r["total"]), int(r["in_scope"]), int(r["now"]))
         for r in parts.groupBy("segment_id")
         .agg(F.sum("_total").alias("total"), F.sum("_in_scope").alias("in_scope"), F.sum("_now").alias("now"))
         .collect()
     }
-    return {sid: SizeChange(sid, *counted.get(sid, (0, 0))) for sid in segment_ids}
+    sizes = {}
+    for sid in segment_ids:
+        total, in_scope, now = summed.get(sid, (0, 0, 0))
+        sizes[sid] = SizeChange(sid, total, total - in_scope + now)
+    return sizes, sum(in_scope for _, in_scope, _ in summed.values())
+
+
+def scoped_stays_and_sizes(
+    current: DataFrame, scope: DataFrame, candidates: DataFrame, segment_ids: list[str], *, small: bool
+) -> tuple[DataFrame, dict[str, SizeChange], int]:
+    """The open stays of the customers in ``scope`` (``KEYS`` and ``reason``, as
+    :func:`effective_current` without merges, then limited to the scope) and
+    :func:`scoped_size_changes`, from one scan of the open stays (they were read twice: the
+    scoped stays, then every stay again to count it).
+
+    The scan keeps the scope's stays whole and folds every other stay into a count per segment
+    (the aggregate's map side: the rows out of scope never leave their task).
+
+    Args:
+        current: the open stays of the segments evaluated (no customer merged away this run).
+        scope: ``customer_id`` rows, one per customer.
+        small: ``scope`` is few enough rows to broadcast to the scan.
+
+    Returns:
+        The scope's open stays (materialised), the sizes, and how many stays the scope has."""
+    flags = scope.select("customer_id", F.lit(True).alias("_in_scope"))
+    flagged = current.join(F.broadcast(flags) if small else flags, "customer_id", "left")
+    kept = [F.when(F.col("_in_scope"), F.col(c)).alias(c) for c in ("customer_id", "member_key", "reason")]
+    # a kept stay has a customer_id; the rows without one are every other stay, counted
+    folded = flagged.groupBy("segment_id", *kept).agg(F.count(F.lit(1)).alias("_stays")).localCheckpoint()
+    in_scope = F.col("customer_id").isNotNull()
+    parts = folded.select(
+        "segment_id",
+        F.col("_stays").alias("_total"),
+        F.when(in_scope, F.col("_stays")).otherwise(F.lit(0)).alias("_in_scope"),
+        F.lit(0).alias("_now"),
+    ).unionByName(_members_now(candidates))
+    sizes, in_scope_count = _counted_sizes(parts, segment_ids)
+    # a key open twice (never written so, but read as stored) stays twice, as the plain read gives it
+    stays = folded.filter(in_scope).select(
+        *KEYS, "reason", F.explode(F.array_repeat(F.lit(True), F.col("_stays").cast("int"))).alias("_stay")
+    )
+    return stays.drop("_stay"), sizes, in_scope_count
 
 
 def evaluate_and_write(
@@ -452,6 +503,7 @@ def evaluate_and_write(
     run_inputs: RunInputs | None = None,
     previous: dict[str, Any] | None = None,
     incremental: bool = False,
+    scope_size: int | None = None,
 ) -> dict[str, int]:
     """Evaluate ``segments`` and write approvals, changes, membership and the run record.
 
@@ -467,8 +519,10 @@ def evaluate_and_write(
             record for the next run's no-op and incremental checks (batch runs, :func:`run_batch`).
         previous: the last run record's stamp; when segments.changes has not moved since, the
             pending-run scan is skipped.
-        incremental: ``scope`` holds the customers whose inputs changed (a batch run): sizes
-            for held segments count every open stay.
+        incremental: ``scope`` holds the customers whose inputs changed (a batch run), one row
+            per customer, and ``inputs`` were read for them only (:func:`load_inputs` with
+            ``scope``, every segment row-wise): sizes for held segments count every open stay.
+        scope_size: rows of ``scope`` when known (few enough are broadcast to the open stays).
 
     Returns:
         Counts: segments, members, entered, exited, updated, rekeyed, held, recovered_runs.
@@ -497,14 +551,18 @@ def evaluate_and_write(
     membership = tables.read(spark, MEMBERSHIP)
     current = membership.filter(F.col("is_current") & F.col("segment_id").isin(segment_ids))
     other_ids = sorted(set(all_segments or {}) - set(segment_ids))
-    scope_ids = None if scope is None else scope.select("customer_id").distinct()
+    scope_ids = None
+    if scope is not None:
+        # an incremental run's scope is one row per customer already (changed_customers)
+        scope_ids = scope.select("customer_id") if incremental else scope.select("customer_id").distinct()
     other_members = None
     if other_ids:
         other_members = membership.filter(F.col("is_current") & F.col("segment_id").isin(other_ids))
         if scope_ids is not None:
             other_members = other_members.join(scope_ids, "customer_id", "left_semi")
     candidates = evaluate_segments(spark, segments, inputs, other_members=other_members, all_segments=all_segments)
-    if scope_ids is not None:
+    if scope_ids is not None and not incremental:
+        # an incremental run read its scope's customers only (load_inputs): its candidates are theirs
         candidates = candidates.join(scope_ids, "customer_id", "left_semi")
     # materialised once: sizes, approvals and the diff all read the same evaluation
     candidates = candidates.localCheckpoint()
@@ -512,11 +570,19 @@ def evaluate_and_write(
 
     merges = merge_pairs(ctx)
     merges_frame = spark.createDataFrame(sorted(merges.items()), MERGES_SCHEMA) if merges else None
-    effective = effective_current(current, merges_frame)
-    if scope_ids is not None:
-        # the scoped open stays read once: the emptiness check, the key diff and the reasons read them
-        effective = effective.join(scope_ids, "customer_id", "left_semi").localCheckpoint()
-    if merges_frame is None and effective.isEmpty():
+    sizes: dict[str, SizeChange] | None = None
+    no_stays: bool | None = None
+    if merges_frame is None and scope_ids is not None and incremental:
+        # the scope's open stays and every segment's size from one scan of the open stays
+        small = scope_size is not None and scope_size <= BROADCAST_ROWS
+        effective, sizes, in_scope = scoped_stays_and_sizes(current, scope_ids, candidates, segment_ids, small=small)
+        no_stays = in_scope == 0
+    else:
+        effective = effective_current(current, merges_frame)
+        if scope_ids is not None:
+            # the scoped open stays read once: the emptiness check, the key diff and the reasons read them
+            effective = effective.join(scope_ids, "customer_id", "left_semi").localCheckpoint()
+    if merges_frame is None and (effective.isEmpty() if no_stays is None else no_stays):
         # no open stay (a first run): every member enters, no key is compared
         diff = diff_changes(None, effective, candidates)
     else:
@@ -540,7 +606,7 @@ def evaluate_and_write(
     if scope is None or incremental:
         if scope_ids is None:
             sizes = size_changes(current, candidates, segment_ids)
-        else:
+        elif sizes is None:
             sizes = scoped_size_changes(membership, scope_ids, candidates, segment_ids)
         counts["members"] = sum(s.new_size for s in sizes.values())
         held = held_segments(segments, sizes)
@@ -664,12 +730,13 @@ def run_batch(
         skipped = dict.fromkeys(("entered", "exited", "updated", "rekeyed", "held", "recovered_runs"), 0)
         return {"segments": len(segment_ids), "members": -1, **skipped, "skipped": 1}
     moved = run_inputs.changed_tables_since(previous, store) if incremental and row_wise(segments) else None
-    scope = None
+    scope, scope_size = None, None
     if moved is not None:
         scope = changed_customers(
             {name: (require_input(ctx, name), ctx.tables.read(ctx.spark, name, version=v)) for name, v in moved.items()}
         ).localCheckpoint()
-        logger.info("segments run %s: %d changed customers in %s", ctx.run_id, scope.count(), ", ".join(moved))
+        scope_size = scope.count()
+        logger.info("segments run %s: %d changed customers in %s", ctx.run_id, scope_size, ", ".join(moved))
     return evaluate_and_write(
         ctx,
         segments,
@@ -680,6 +747,7 @@ def run_batch(
         run_inputs=run_inputs,
         previous=previous,
         incremental=scope is not None,
+        scope_size=scope_size,
     )
 
 

@@ -521,28 +521,35 @@ _PLANNING_WITHOUT_JOBS = {
 }
 
 
-def _optimised_without_jobs(df: DataFrame) -> Any:
-    """``df``'s analysed plan optimised in a clone of its session (same settings and views)
-    where :data:`_PLANNING_WITHOUT_JOBS` holds: optimising never starts a Spark job there."""
-    spark = df.sparkSession
+def planning_session(spark: SparkSession) -> Any:
+    """A clone of ``spark``'s session (same settings) where :data:`_PLANNING_WITHOUT_JOBS` holds:
+    optimising a plan never starts a Spark job there. One serves every check of a run (the plan
+    checked is already analysed, so the clone's views do not matter); pass it as ``planner``."""
     clone = spark._jsparkSession.cloneSession()
     for key, value in _PLANNING_WITHOUT_JOBS.items():
         clone.conf().set(key, value)
+    return clone
+
+
+def _optimised_without_jobs(df: DataFrame, planner: Any = None) -> Any:
+    """``df``'s analysed plan optimised in ``planner`` (:func:`planning_session`; a new one when None)."""
+    spark = df.sparkSession
+    clone = planning_session(spark) if planner is None else planner
     jvm: Any = spark._jvm
     analysed = df._jdf.queryExecution().analyzed()
     return jvm.org.apache.spark.sql.classic.Dataset.ofRows(clone, analysed).queryExecution().optimizedPlan()
 
 
-def _finish(df: DataFrame, text: _Text, views: frozenset[str]) -> DataFrame:
+def _finish(df: DataFrame, text: _Text, views: frozenset[str], planner: Any = None) -> DataFrame:
     jvm = df.sparkSession._jvm
     execution = df._jdf.queryExecution()
     _check_analysed(execution.analyzed(), text, views=views, jvm=jvm)
-    _check_joins(_optimised_without_jobs(df), text, jvm)
+    _check_joins(_optimised_without_jobs(df, planner), text, jvm)
     return df
 
 
 def _filtered(
-    spark: SparkSession, condition: str, *, as_of: datetime, view: str, views: frozenset[str]
+    spark: SparkSession, condition: str, *, as_of: datetime, view: str, views: frozenset[str], planner: Any = None
 ) -> tuple[DataFrame, _Text]:
     """``view`` filtered by ``condition`` after passes 1-3, and the text that runs."""
     from pyspark.errors import AnalysisException
@@ -553,7 +560,7 @@ def _filtered(
         df = spark.table(view).filter(F.expr(text.current))
     except AnalysisException as exc:
         raise _analysis_refusal(exc, text) from None
-    return _finish(df, text, views), text
+    return _finish(df, text, views, planner), text
 
 
 def guarded_condition(
@@ -585,18 +592,21 @@ def guarded_row_condition(
     as_of: datetime,
     view: str = "customers",
     views: frozenset[str] = SEGMENT_VIEWS,
+    planner: Any = None,
 ) -> Column:
     """``condition`` as a Column over ``view``, after the plan check of :func:`guarded_condition`
     (the same text, the same check), for a condition without a subquery (it reads its row only;
     :attr:`GuardedSql.subquery`): several segments' conditions can then be evaluated in one pass
     over ``view`` (:func:`lakecdp.segments.evaluate.raw_matches`).
 
+    ``planner``: the :func:`planning_session` of the run (one for all its conditions).
+
     Raises:
         SqlRefused: with line, column (within ``condition``) and reason.
     """
     from pyspark.sql import functions as F
 
-    return F.expr(_filtered(spark, condition, as_of=as_of, view=view, views=views)[1].current)
+    return F.expr(_filtered(spark, condition, as_of=as_of, view=view, views=views, planner=planner)[1].current)
 
 
 def guarded_columns(
