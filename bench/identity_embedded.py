@@ -134,8 +134,9 @@ def train_once(world: Path) -> None:
     scratch.rename(world / "models")
 
 
-def bare_splink(world: Path) -> tuple[float, float, int]:
-    """Plain Splink on DuckDB over the prepared ``w0`` records: (prepare s, predict + cluster s, pairs)."""
+def bare_splink(world: Path) -> tuple[float, float, int, float]:
+    """Plain Splink on DuckDB over the prepared ``w0`` records: (prepare s, predict + cluster s,
+    pairs, predict + cluster process CPU s)."""
     from deltalake import DeltaTable
     from splink import DuckDBAPI, Linker
     from splink.clustering import cluster_pairwise_predictions_at_threshold
@@ -149,7 +150,7 @@ def bare_splink(world: Path) -> tuple[float, float, int]:
     started = time.perf_counter()
     prepared = LocalRecords(records, config).prepared()
     prepare_s = time.perf_counter() - started
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     # the memory limit and spill folder lakecdp's own Splink connection gets (a fair comparison)
     db_api = DuckDBAPI(connection=duckdb_connection(config.duckdb))
     linker = Linker(db_api.register(prepared), str(model_path))
@@ -162,7 +163,7 @@ def bare_splink(world: Path) -> tuple[float, float, int]:
         node_id_column_name="record_id",
         threshold_match_probability=config.model.match_threshold,
     ).as_duckdbpyrelation().aggregate("count(*)").fetchall()
-    return prepare_s, time.perf_counter() - started, pairs
+    return prepare_s, time.perf_counter() - started, pairs, time.process_time() - cpu_started
 
 
 def _dump(root: Path, dump: Path | None, label: str) -> None:
@@ -222,8 +223,10 @@ def timed_runs(
             shutil.copytree(world / "w1" / "warehouse" / RECORDS, root / "warehouse" / RECORDS)
         ctx = JobContext.create(_project(root, world / "conf", as_of), None, as_of=as_of, run_id=f"bench-{label}")
         timings: dict[str, float] = {}
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         counts = run_identity(ctx, mode=mode, timings=timings)  # type: ignore[arg-type]
+        # process CPU seconds (every thread): on a shared box they depend on the load far less than the wall
+        timings["process CPU"] = time.process_time() - cpu_started
         results[label] = (time.perf_counter() - started, timings, counts)
         logger.info("%s: %.1f s %s %s", label, results[label][0], timings, counts)
         _dump(root, dump, label)
@@ -243,11 +246,12 @@ def main() -> None:
     build_world(args.world, args.people)
     train_once(args.world)
     machine_text, when = machine(), stamp()
-    prepare_s, bare_s, pairs = bare_splink(args.world)
+    prepare_s, bare_s, pairs, bare_cpu = bare_splink(args.world)
     runs = timed_runs(args.world, args.dump)
     full_s, full_stages, full_counts = runs["full"]
     inc_s, inc_stages, inc_counts = runs["incremental"]
-    full1_s, _, full1_counts = runs["full_w1"]
+    full1_s, full1_stages, full1_counts = runs["full_w1"]
+    full_cpu, inc_cpu, full1_cpu = (runs[r][1].pop("process CPU") for r in ("full", "incremental", "full_w1"))
     stages = sorted(
         set(full_stages) | set(inc_stages), key=lambda s: list(full_stages).index(s) if s in full_stages else 99
     )
@@ -260,16 +264,18 @@ def main() -> None:
             "`conf/identity.yaml` defaults, model trained beforehand (not timed); "
             f"Command: `nice python -m bench.identity_embedded --people {args.people} --world /tmp/idscale`.",
             "",
-            "| run | records | seconds | ratio |",
-            "|---|---|---|---|",
+            "| run | records | seconds | ratio | process CPU s | CPU ratio |",
+            "|---|---|---|---|---|---|",
             f"| bare Splink DuckDB predict + cluster (same model JSON, prepared records in Arrow; {pairs:,} pairs) "
-            f"| {full_counts['records']:,} | {bare_s:.1f} | 1.00 |",
+            f"| {full_counts['records']:,} | {bare_s:.1f} | 1.00 | {bare_cpu:.1f} | 1.00 |",
             f"| lakecdp identity full (read, prepare, predict, det. edges, guards, cluster, ids, golden records, "
-            f"writes) | {full_counts['records']:,} | {full_s:.1f} | {full_s / bare_s:.2f}x bare Splink |",
+            f"writes) | {full_counts['records']:,} | {full_s:.1f} | {full_s / bare_s:.2f}x bare Splink "
+            f"| {full_cpu:.1f} | {full_cpu / bare_cpu:.2f}x |",
             f"| lakecdp identity incremental ({inc_counts['records_changed']:,} new records, "
             f"{inc_counts['records_rescoped']:,} re-clustered) | {inc_counts['records']:,} | {inc_s:.1f} "
-            f"| {inc_s / full1_s:.2f}x the full run below |",
-            f"| lakecdp identity full on the same data | {full1_counts['records']:,} | {full1_s:.1f} | 1.00 |",
+            f"| {inc_s / full1_s:.2f}x the full run below | {inc_cpu:.1f} | {inc_cpu / full1_cpu:.2f}x |",
+            f"| lakecdp identity full on the same data | {full1_counts['records']:,} | {full1_s:.1f} | 1.00 "
+            f"| {full1_cpu:.1f} | 1.00 |",
             "",
             f"Preparation (normalised names, streets, lookups; not in the bare Splink figure): {prepare_s:.1f} s.",
             "",

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from lakecdp.identity.config import load_identity_config
-from lakecdp.identity.local import LocalRecords, final_edges, spark_soundex
+from lakecdp.identity.local import LocalRecords, final_edges, junk_values, spark_soundex
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECORD_SCHEMA = (
@@ -146,6 +146,39 @@ def test_soundex_is_sparks_variant():
     assert spark_soundex("lee") == "L000"
     assert spark_soundex("o-brien smith") == "O165"
     assert spark_soundex("---") is None and spark_soundex(None) is None
+
+
+def test_junk_values_of_the_shipped_rules(config):
+    # conf/identity.yaml's lists and patterns: the ones without group references are searched
+    # as one alternation, the repeated-digit one on its own; the verdicts are per value
+    rules = {r.type: r for r in config.deterministic.identifiers}
+    phones = [
+        "+447777777123",  # seven sevens in a row
+        "+447777771234",  # six only
+        "+44000000",  # a country code, then zeros only
+        "+1555000000",  # zeros after more than a country code
+        "0000",
+        "+4412345678",
+        "+447700900123",
+        "N/A",  # listed, whatever its case
+    ]
+    emails = ["Test@Test.com", "noreply@shop.de", "bob@example.org", "bob@mail.com", "abcd@mail.com", "abc@mail.com"]
+    phone, email = rules["phone"], rules["email"]
+    assert junk_values(phones, phone.junk_values, phone.junk_patterns) == [
+        "+447777777123",
+        "+44000000",
+        "0000",
+        "+4412345678",
+        "N/A",
+    ]
+    assert junk_values(emails, email.junk_values, email.junk_patterns) == [
+        "Test@Test.com",
+        "noreply@shop.de",
+        "bob@example.org",
+        "abc@mail.com",
+    ]
+    # patterns that cannot share one regex (an inline flag not at its start) are searched apart
+    assert junk_values(["ABC", "xyz", "q"], [], ["(?i)abc", "xy", "(?P<d>z)"]) == ["ABC", "xyz"]
 
 
 def test_duckdb_databases_keep_to_the_configured_memory_and_spill_folder(config, tmp_path):

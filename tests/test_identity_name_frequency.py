@@ -230,6 +230,26 @@ def test_name_frequency_is_first_name_share_times_last_name_share():
         {"ann lee": 0.25, "bo lee": 2 / 6 * 0.5, "zed kay": 1 / 36}
     )
 
+    # in either order, the larger; a full name that splits two ways takes the larger of both
+    shares = {
+        "first": {"anna maria": 0.1, "anna": 0.4, "catherine": 0.2},
+        "last": {"lee": 0.5, "maria lee": 0.01, "scholz": 0.3},
+        "first_floor": 0.001,
+        "last_floor": 0.001,
+    }
+    frequencies = name_frequencies(
+        [
+            ("anna maria lee", "anna maria", "lee"),  # 0.1 x 0.5; swapped 0.001 x 0.001
+            ("anna maria lee", "anna", "maria lee"),  # 0.4 x 0.01
+            ("scholz catherine", "scholz", "catherine"),  # 0.001 x 0.001; swapped 0.2 x 0.3
+        ],
+        shares,
+    )
+    assert dict(zip(frequencies["full_name"], frequencies["tf_full_name"])) == {
+        "anna maria lee": 0.1 * 0.5,
+        "scholz catherine": 0.2 * 0.3,
+    }
+
 
 def test_a_rare_exact_name_with_nothing_else_links(config, scored):
     _, _, probability = scored

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from lakecdp.identity.config import ComparisonSpec, IdentityConfig
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from splink import Linker
     from splink.internals.splink_dataframe import SplinkDataFrame
 
@@ -83,23 +84,47 @@ def name_frequencies(full_names: Iterable[tuple[str, str, str]], shares: dict[st
     Example: 1,935 records, "gill" on 4 and "öztürk" on 2: 4/1935 x 2/1935 = 2.1e-6
     (a name seen on 2 records by Splink's own measure: 1.0e-3).
     """
-    frequency: dict[str, float] = {}
-    for full_name, first_name, last_name in full_names:
-        value = _either_order(first_name, last_name, shares)
-        frequency[full_name] = max(frequency.get(full_name, 0.0), value)
-    return {"full_name": list(frequency), "tf_full_name": list(frequency.values())}
+    import pyarrow as pa
+
+    rows = list(full_names)
+    names = pa.table(
+        {
+            column: pa.array([row[i] for row in rows], pa.string())
+            for i, column in enumerate(("full_name", "first_name", "last_name"))
+        }
+    )
+    table = name_frequency_table(names, shares)
+    return {
+        "full_name": table.column("full_name").to_pylist(),
+        "tf_full_name": table.column("tf_full_name").to_pylist(),
+    }
 
 
-def _either_order(first_name: str, last_name: str, shares: dict[str, Any]) -> float:
-    """How often a stranger bears the name in either order: a record with the name swapped
-    ("scholz catherine") is as common as "catherine scholz", not as rare as a first name
-    "scholz" makes it, and the swapped levels weigh by the larger of the two records'
-    frequencies."""
-    first, last = shares["first"], shares["last"]
-    first_floor, last_floor = shares["first_floor"], shares["last_floor"]
-    as_written = first.get(first_name, first_floor) * last.get(last_name, last_floor)
-    swapped = first.get(last_name, first_floor) * last.get(first_name, last_floor)
-    return float(max(as_written, swapped))
+def name_frequency_table(names: pa.Table, shares: dict[str, Any]) -> pa.Table:
+    """:func:`name_frequencies` over an Arrow table ``full_name, first_name, last_name``
+    (one row per distinct name; no null), computed column-wise: ``full_name, tf_full_name``,
+    the same doubles as the per-row products in Python (IEEE multiplication and maximum)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def share(column: pa.ChunkedArray, part: str) -> pa.ChunkedArray:
+        seen = shares[part]
+        known = pa.array(list(seen), pa.string())
+        found = pc.take(pa.array(list(seen.values()), pa.float64()), pc.index_in(column, value_set=known))
+        return pc.fill_null(found, float(shares[f"{part}_floor"]))
+
+    first, last = (names.column(c).cast(pa.string()) for c in ("first_name", "last_name"))
+    # how often a stranger bears the name in either order: a record with the name swapped
+    # ("scholz catherine") is as common as "catherine scholz", not as rare as a first name
+    # "scholz" makes it, and the swapped levels weigh by the larger of the two records' frequencies
+    as_written = pc.multiply(share(first, "first"), share(last, "last"))
+    swapped = pc.multiply(share(last, "first"), share(first, "last"))
+    each = pa.table(
+        {"full_name": names.column("full_name").cast(pa.string()), "tf": pc.max_element_wise(as_written, swapped)}
+    )
+    # one full name can split two ways ("anna maria lee": "anna maria" + "lee", "anna" + "maria lee")
+    grouped = each.group_by("full_name", use_threads=False).aggregate([("tf", "max")])
+    return pa.table({"full_name": grouped.column("full_name"), "tf_full_name": grouped.column("tf_max")})
 
 
 def register_term_frequencies(
@@ -124,6 +149,6 @@ def register_term_frequencies(
                 "where full_name is not null",
                 output_type="pandas",
             )
-            table = pa.table(name_frequencies(names.itertuples(index=False), shares))
+            table = name_frequency_table(pa.Table.from_pandas(names, preserve_index=False), shares)
         lookup = linker.table_management.register_table(table, "lakecdp_name_frequencies", overwrite=True)
         linker.table_management.register_term_frequency_lookup(lookup, "full_name")

@@ -190,8 +190,29 @@ def first_name_lookup(names: list[str], nicknames: dict[str, list[str]]) -> pa.T
 def junk_values(values: list[str], junk: list[str], patterns: list[str]) -> list[str]:
     """The values that are junk: a listed value (case-insensitive) or a pattern found."""
     listed = {v.lower() for v in junk}
-    compiled = [re.compile(p, re.ASCII) for p in patterns]
+    compiled = _any_of(patterns)
     return [v for v in values if v.lower() in listed or any(p.search(v) for p in compiled)]
+
+
+# a pattern that refers to its own groups (\1, (?P=name), (?(1)...)) keeps its numbering alone
+_GROUP_REFERENCE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
+
+
+def _any_of(patterns: list[str]) -> list[re.Pattern[str]]:
+    """The patterns as few regexes as can be: those without group references joined as one
+    alternation (found in a value exactly when one of them is; one pass per value instead of
+    one per pattern), the others apart. Patterns that cannot be joined (inline flags, two
+    groups of one name) stay apart."""
+    alone = [p for p in patterns if _GROUP_REFERENCE.search(p)]
+    joinable = [p for p in patterns if not _GROUP_REFERENCE.search(p)]
+    if len(joinable) > 1:
+        try:
+            joined = [re.compile("|".join(f"(?:{p})" for p in joinable), re.ASCII)]
+        except re.error:
+            joined = [re.compile(p, re.ASCII) for p in joinable]
+    else:
+        joined = [re.compile(p, re.ASCII) for p in joinable]
+    return joined + [re.compile(p, re.ASCII) for p in alone]
 
 
 # -- the records --------------------------------------------------------------------------
@@ -268,23 +289,17 @@ class LocalRecords:
         for identifier_type, rule in rules.items():
             if not (rule.junk_values or rule.junk_patterns):
                 continue
-            distinct = [
-                r[0]
-                for r in con.execute(
-                    "select distinct value from raw_identifier_values where identifier_type = ?", [identifier_type]
-                ).fetchall()
-            ]
-            for column in ("email", "phone"):
-                if column == identifier_type:
-                    distinct = sorted(
-                        set(distinct)
-                        | {
-                            r[0]
-                            for r in con.execute(
-                                f"select distinct {column} from normalised where {column} is not null"
-                            ).fetchall()
-                        }
-                    )
+            # the values of the identifier; the email and phone columns of ``normalised`` are
+            # the same expressions over the same columns, so they hold no other value
+            distinct = (
+                con.sql(
+                    "select distinct value from raw_identifier_values where identifier_type = ?",
+                    params=[identifier_type],
+                )
+                .to_arrow_table()
+                .column("value")
+                .to_pylist()
+            )
             junk_rows += [(identifier_type, v) for v in junk_values(distinct, rule.junk_values, rule.junk_patterns)]
         con.register(
             "junk",

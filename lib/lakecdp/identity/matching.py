@@ -259,7 +259,10 @@ class ProbabilisticMatcher:
         from splink import Linker
 
         settings = self.settings_for(backend.name, model, rules)
-        linker = Linker(registered, settings, log_level=logging.WARNING)
+        # Splink's settings validation only logs warnings and parses every level's SQL again
+        # (seconds per run); these comparisons come from validated config, the same ones the
+        # training linker checked
+        linker = Linker(registered, settings, log_level=logging.WARNING, validate_settings=False)
         saved = names_path(model.path)
         shares = json.loads(saved.read_text()) if saved.is_file() else None
         register_term_frequencies(linker, registered, self.config, shares)
