@@ -831,14 +831,13 @@ def _first_per_key(keys: pa.ChunkedArray, *, latest_by: pa.ChunkedArray | None =
 def _insert_new_events(store: DeltaStore, events: pa.Table, *, run_id: str) -> None:
     """silver.events rows whose event id is new (the first of the run per id): appended, what an
     insert-only MERGE on ``event_id`` would insert (a null id never matches), without the MERGE's join."""
-    name, ddl = catalog.EVENTS.name, catalog.EVENTS.ddl
     events = events.take(_first_per_key(events["event_id"]))
-    if store.exists(name):
-        stored = store.read(name, columns=["event_id"])["event_id"].combine_chunks()
+    if store.exists(catalog.EVENTS.name):
+        stored = store.read(catalog.EVENTS.name, columns=["event_id"])["event_id"].combine_chunks()
         ids = events["event_id"]
         events = events.filter(pc.invert(pc.and_(pc.is_valid(ids), pc.is_in(ids, value_set=stored))))
-    store.create_if_missing(name, ddl)
-    store.append(events, name, ddl, run_id=run_id)
+    store.create_if_missing(catalog.EVENTS.name, catalog.EVENTS.ddl)
+    store.append(events, catalog.EVENTS.name, catalog.EVENTS.ddl, run_id=run_id)
 
 
 #: when a stored record is replaced by the run's version of it (delta-rs SQL, ``s`` the run's row)
@@ -884,9 +883,8 @@ def _upsert_records(store: DeltaStore, records: pa.Table, *, run_id: str, stored
 
     Args:
         stored: :func:`_stored_versions` read by the caller (read here when None)."""
-    name, ddl = catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl
     if records.num_rows == 0:
-        store.create_if_missing(name, ddl)
+        store.create_if_missing(catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl)
         return
     records = records.take(_first_per_key(records["record_id"], latest_by=records["updated_at"]))
     if stored is None:
@@ -896,8 +894,17 @@ def _upsert_records(store: DeltaStore, records: pa.Table, *, run_id: str, stored
         if stored is not None and stored.num_rows
         else pa.repeat(pa.scalar(False), records.num_rows)
     )
-    store.append(records.filter(pc.invert(known)), name, ddl, run_id=run_id)
-    store.merge(records.filter(known), name, ddl, keys=["record_id"], run_id=run_id, update_predicate=_NEWER_RECORD)
+    store.append(
+        records.filter(pc.invert(known)), catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl, run_id=run_id
+    )
+    store.merge(
+        records.filter(known),
+        catalog.CUSTOMER_RECORDS.name,
+        catalog.CUSTOMER_RECORDS.ddl,
+        keys=["record_id"],
+        run_id=run_id,
+        update_predicate=_NEWER_RECORD,
+    )
 
 
 def _write_ops_delta(ctx: JobContext, store: DeltaStore, done: list[LoadedFiles], hook: WriteHook) -> None:
