@@ -320,3 +320,51 @@ def test_keys_read_only_their_destinations_segments(warehouse):
     # an intake-only key reads no segment
     assert service.request("GET", "/v1/segments", key=KEYS["website"])[0] == 403
     assert service.request("GET", "/v1/segments")[0] == 401
+
+
+def _run_row(run_id: str, hour: int) -> dict:
+    return {
+        "run_id": run_id,
+        "mode": "event",
+        "as_of": T0,
+        "segments": ["vip"],
+        "changes": 1,
+        "membership_version": 0,
+        "applied_at": datetime(2026, 10, 1, hour, tzinfo=timezone.utc),
+    }
+
+
+def test_a_run_recorded_while_changes_are_read_is_served_on_the_next_read(tmp_path):
+    """The follow loop records a run (its changes, then segments.runs) while the API answers a
+    request. The write is made, with delta-rs, right after the reader takes the first table version
+    of the request: whichever order the reader reads in, the next request serves the new change.
+    (The runs list read before the versions were taken left R2's change out, cached under the new
+    versions, so every later request missed it until the next write: test_api_follow saw [] for 60 s.)"""
+    from lakecdp.api.segments import CHANGES as CHANGES_TABLE
+    from lakecdp.api.segments import SegmentReader
+    from lakecdp.config import load_project
+
+    write(tmp_path, "segments.membership", [member("C1", "R1")], MEMBERSHIP)
+    write(tmp_path, "segments.runs", [_run_row("R1", 1)], RUNS)
+    write(tmp_path, "segments.changes", [change("c-r1-1", "R1", "C1")], CHANGES)
+    project = load_project(write_conf(tmp_path), env="apitest")
+
+    class RacedReader(SegmentReader):
+        armed = False
+
+        def _version(self, name):
+            version = super()._version(name)
+            if self.armed:  # the loop's run lands between two of the request's reads
+                self.armed = False
+                write(tmp_path, "segments.changes", [change("c-r2-1", "R2", "C2")], CHANGES)
+                write(tmp_path, "segments.runs", [_run_row("R2", 2)], RUNS)
+            return version
+
+    reader = RacedReader(project)
+    assert [c["change_id"] for c in reader.changes("vip")["changes"]] == ["c-r1-1"]
+    for name in (CHANGES_TABLE, "segments.runs"):
+        assert reader._version(name) == 0
+    reader.armed = True
+    during = [c["change_id"] for c in reader.changes("vip")["changes"]]
+    assert during in (["c-r1-1"], ["c-r1-1", "c-r2-1"])  # before or after the run, never half of it
+    assert [c["change_id"] for c in reader.changes("vip")["changes"]] == ["c-r1-1", "c-r2-1"]

@@ -119,13 +119,17 @@ class SegmentReader:
     # -- runs and suppression -------------------------------------------------------------
     def runs(self) -> list[dict[str, Any]]:
         """``segments.runs`` in the order runs were applied (oldest first)."""
-        version = self._version(RUNS)
+        return self._runs_at(self._version(RUNS))
+
+    def _runs_at(self, version: int | None) -> list[dict[str, Any]]:
+        """``segments.runs`` as of ``version`` (None: no table), oldest first."""
         if version is None:
             return []
 
         def build() -> list[dict[str, Any]]:
             rows = arrow_table(
-                self._delta(RUNS), columns=["run_id", "segments", "membership_version", "applied_at", "changes"]
+                self._delta(RUNS, version),
+                columns=["run_id", "segments", "membership_version", "applied_at", "changes"],
             ).to_pylist()
             return sorted(rows, key=lambda r: (r["applied_at"], r["run_id"]))
 
@@ -263,20 +267,21 @@ class SegmentReader:
         }
 
     # -- changes --------------------------------------------------------------------------
-    def _changes(self, segment_id: str) -> tuple[list[tuple[int, str]], list[dict[str, Any]], list[str]]:
-        runs = self.runs()
-        key = (
-            segment_id,
-            self._version(CHANGES),
-            self._version(RUNS),
-            self._version(APPROVALS),
-            self._version(SUPPRESSIONS),
-            self._version(PROFILE),
-        )
+    def _changes(self, segment_id: str) -> tuple[list[tuple[int, str]], list[dict[str, Any]], dict[str, int]]:
+        """The sort keys of the segment's served changes, those changes in serving order and each
+        recorded run's place.
+
+        Every table is read at the version in the cache key: a run recorded while a request reads
+        (the follow loop, a batch job) is either wholly in the answer or wholly in the next one. Runs
+        read before the versions were taken once cached a new run's changes as not served, under
+        the new versions' key, until the next write."""
+        versions = {name: self._version(name) for name in (CHANGES, RUNS, APPROVALS, SUPPRESSIONS, PROFILE)}
+        key = (segment_id, *versions.values())
+        runs = self._runs_at(versions[RUNS])
+        place = {run["run_id"]: i for i, run in enumerate(runs)}
 
         def build():
-            place = {run["run_id"]: i for i, run in enumerate(runs)}
-            held_table = self._delta(APPROVALS)
+            held_table = None if versions[APPROVALS] is None else self._delta(APPROVALS, versions[APPROVALS])
             if held_table is not None:
                 held = (
                     arrow_table(
@@ -290,10 +295,9 @@ class SegmentReader:
                 first_held = min((place[r] for r in held if r in place), default=len(runs))
             else:
                 first_held = len(runs)
-            served_runs = [r["run_id"] for r in runs[:first_held]]
-            table = self._delta(CHANGES)
-            if table is None:
-                return [], [], served_runs
+            if versions[CHANGES] is None:
+                return [], [], place
+            table = self._delta(CHANGES, versions[CHANGES])
             rows = arrow_table(
                 table,
                 columns=[
@@ -316,7 +320,7 @@ class SegmentReader:
                 and r["previous_customer_id"] not in suppressed
             ]
             kept.sort(key=lambda r: (place[r["run_id"]], r["change_id"]))
-            return [(place[r["run_id"]], r["change_id"]) for r in kept], kept, served_runs
+            return [(place[r["run_id"]], r["change_id"]) for r in kept], kept, place
 
         return self._cached(f"changes:{segment_id}", key, build)
 
@@ -328,8 +332,7 @@ class SegmentReader:
             rows; with no new rows it is the cursor given (nothing is skipped, nothing repeated).
         """
         self._check_segment(segment_id)
-        order, rows, _ = self._changes(segment_id)
-        place = {run["run_id"]: i for i, run in enumerate(self.runs())}
+        order, rows, place = self._changes(segment_id)
         start = 0
         if cursor is not None:
             token = decode_token(cursor, "cursor")
