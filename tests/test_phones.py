@@ -16,7 +16,16 @@ from hypothesis import strategies as st
 
 from tests.support.examples import examples
 
-from lakecdp.ingest.phones import DEFER, e164, e164_array, e164_fast, e164_many, e164_one
+from lakecdp.ingest.phones import (
+    DEFER,
+    e164,
+    e164_array,
+    e164_digits,
+    e164_digits_array,
+    e164_fast,
+    e164_many,
+    e164_one,
+)
 
 #: the regions the sample generator writes, their neighbours, and ones with unusual metadata
 #: (Italian leading zeros, NANP, carrier codes and trunk rewrites, shared calling codes)
@@ -190,3 +199,45 @@ def test_e164_array_is_phonenumbers_row_by_row(pairs: list[tuple[str | None, str
     numbers = pa.array([n for n, _ in pairs], pa.string())
     regions_ = pa.array([r for _, r in pairs], pa.string())
     assert e164_array(numbers, regions_).to_pylist() == [e164(n, r) for n, r in pairs]
+
+
+def _digits_answers(triples: list[tuple[str, bool, str | None]]) -> list[object]:
+    answers, deferred = e164_digits_array(
+        pa.array([d for d, _, _ in triples], pa.string()),
+        pa.array([p for _, p, _ in triples], pa.bool_()),
+        pa.array([r for _, _, r in triples], pa.string()),
+    )
+    return [DEFER if d else a for a, d in zip(answers.to_pylist(), deferred.to_pylist())]
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(digits, st.booleans(), regions), max_size=40))
+def test_fast_path_over_arrays_is_the_fast_path_row_by_row(triples: list[tuple[str, bool, str | None]]) -> None:
+    # the metadata patterns run by RE2 over the distinct numbers of a column: the same answers,
+    # DEFER where the row-by-row fast path defers
+    assert _digits_answers(triples) == [e164_digits(d, p, r) for d, p, r in triples]
+
+
+def test_fast_path_over_arrays_on_every_region_s_example_numbers() -> None:
+    # each region's example numbers written bare, with a trunk 0, with the calling code (with and
+    # without +, after an IDD 00) and one digit short or long, read in their own region
+    triples = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        example_number = phonenumbers.example_number(region)
+        if example_number is None:
+            continue
+        national, code = str(example_number.national_number), str(example_number.country_code)
+        for text, plus in [
+            (national, False),
+            ("0" + national, False),
+            (code + national, True),
+            (code + national, False),
+            ("00" + code + national, False),
+            (code + "0" + national, True),
+            (national[:-1], False),
+            (national + "1", False),
+        ]:
+            triples.append((text, plus, region))
+    expected = [e164_digits(d, p, r) for d, p, r in triples]
+    assert sum(e is not DEFER for e in expected) > len(triples) // 3
+    assert _digits_answers(triples) == expected

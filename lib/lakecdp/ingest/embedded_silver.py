@@ -70,9 +70,29 @@ def _connection() -> duckdb.DuckDBPyConnection:
     return con
 
 
+#: the words of the clock the translation binds to the run's as-of (``current_date()``, ``now()``...)
+_CLOCK_WORDS = ("current_date", "current_timestamp", "localtimestamp", "now", "curdate")
+#: Spark SQL text (and the as-of, for a text naming the clock) -> its DuckDB SQL: the mappings are
+#: the same every run, their translation (sqlglot) ~5 ms each
+_TRANSLATED: dict[tuple[str, datetime | None], str] = {}
+
+
+def _duckdb_sql(condition: str, as_of: datetime) -> str:
+    """:func:`condition_to_duckdb`, worked out once per text (per text and as-of when the text
+    names the clock: only then does the as-of change the translation)."""
+    lowered = condition.lower()
+    key = (condition, as_of if any(word in lowered for word in _CLOCK_WORDS) else None)
+    found = _TRANSLATED.get(key)
+    if found is None:
+        if len(_TRANSLATED) >= 4096:
+            _TRANSLATED.clear()
+        found = _TRANSLATED[key] = condition_to_duckdb(condition, as_of=as_of)
+    return found
+
+
 def _mapped_sql(expression: str, spark_type: str, as_of: datetime) -> str:
     """A mapping's Spark SQL, cast to its silver type as Spark's ``F.expr(...).cast(...)``, as DuckDB SQL."""
-    return condition_to_duckdb(f"CAST(({expression}) AS {spark_type})", as_of=as_of)
+    return _duckdb_sql(f"CAST(({expression}) AS {spark_type})", as_of)
 
 
 def _locked_connection(rows: pa.Table) -> duckdb.DuckDBPyConnection:
@@ -97,9 +117,13 @@ def map_rows(
     *,
     as_of: datetime,
     where: str | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> pa.Table:
     """``SELECT <mapping of each target column, cast> FROM typed [WHERE filter]`` on a locked
-    DuckDB connection; only the columns the mapping names (and ``_row``, the input position)."""
+    DuckDB connection; only the columns the mapping names (and ``_row``, the input position).
+
+    Args:
+        con: :func:`mapping_connection` of ``typed`` (left open); None: one made for this call."""
     import duckdb
 
     types = {name: type_text for name, type_text, _ in catalog.ddl_fields(target_ddl)}
@@ -107,8 +131,10 @@ def map_rows(
     select = ['"_row"']
     for name, sql in mapping.items():
         select.append(f'{_mapped_sql(sql, types[name], as_of)} AS "{name}"')
-    condition = f" WHERE {condition_to_duckdb(where, as_of=as_of)}" if where else ""
-    con = _locked_connection(typed.select(_read_columns(typed, [*mapping.values(), where or ""])))
+    condition = f" WHERE {_duckdb_sql(where, as_of)}" if where else ""
+    own = con is None
+    if con is None:
+        con = _locked_connection(typed.select(_read_columns(typed, [*mapping.values(), where or ""])))
     try:
         try:
             query = con.sql(f'SELECT {", ".join(select)} FROM _typed_rows{condition} ORDER BY "_row"')
@@ -116,7 +142,18 @@ def map_rows(
             raise EmbeddedSilverUnsupported(_refusal(con, mapping, select, condition, error)) from None
         return query.to_arrow_table()
     finally:
-        con.close()
+        if own:
+            con.close()
+
+
+def mapping_connection(typed: pa.Table, source: SourceConfig) -> duckdb.DuckDBPyConnection:
+    """A locked connection (:func:`map_rows`') holding the columns of ``typed`` that ``source``'s
+    mappings read, its ``also`` entries' and their filters too: one connection and one copy of
+    the rows for the :func:`to_silver` calls of a source over the same rows. The caller closes it."""
+    texts = list(source.mapping.values())
+    for extra in source.also:
+        texts += [*extra.mapping.values(), extra.filter or ""]
+    return _locked_connection(typed.select(_read_columns(typed, texts)))
 
 
 def _read_columns(typed: pa.Table, expressions: list[str]) -> list[str]:
@@ -155,7 +192,7 @@ def _column(table: pa.Table, name: str, arrow_type: pa.DataType) -> pa.Array:
 
 
 def _constant(value: object, arrow_type: pa.DataType, size: int) -> pa.Array:
-    return pa.array([value] * size, arrow_type)
+    return pa.repeat(pa.scalar(value, arrow_type), size)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -347,6 +384,7 @@ def to_silver(
     run_id: str | None,
     ingested_at: datetime,
     as_of: datetime,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> pa.Table:
     """Map and standardise typed rows to ``source.target`` (or ``extra.target``), as Spark's mappers.
 
@@ -359,6 +397,8 @@ def to_silver(
             its ``record_source``.
         run_id, ingested_at: the stamps of the run.
         as_of: the run's clock (``current_date()`` in a mapping).
+        con: :func:`mapping_connection` of ``typed`` and ``source`` (left open), for several
+            calls over the same rows; None: one made (and closed) for this call.
 
     Returns:
         ``_row`` then the target's columns in catalogue order and Arrow types, one row per input
@@ -376,7 +416,12 @@ def to_silver(
         if name in mapping and name not in ("record_id", "source")
     }
     mapped = map_rows(
-        typed, columns, catalog.SILVER[target].ddl, as_of=as_of, where=extra.filter if extra is not None else None
+        typed,
+        columns,
+        catalog.SILVER[target].ddl,
+        as_of=as_of,
+        where=extra.filter if extra is not None else None,
+        con=con,
     )
     if target == "customer_records":
         label = source.name

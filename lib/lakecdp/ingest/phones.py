@@ -197,6 +197,135 @@ def e164_digits(digits: str, plus: bool, region: str | None) -> str | None | obj
     return _national(digits, region)
 
 
+# -- the fast path over Arrow arrays ----------------------------------------------------------------
+
+
+def _re2_prefix(values: pa.Array, pattern: re.Pattern[str]) -> pa.Array:
+    """``pattern.match(v) is not None`` per value (RE2: leftmost-first like Python's ``re`` on
+    these metadata patterns; one RE2 cannot compile raises ``pa.ArrowInvalid``)."""
+    return pc.match_substring_regex(values, f"^(?:{pattern.pattern})")
+
+
+def _answers_of(country: _Country, national: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """:func:`_answer` per national number: (the E.164 text or null, whether DEFER)."""
+    length = pc.utf8_length(national)
+    deferred = pc.or_(pc.less(length, _MIN_NSN), pc.greater(length, _MAX_NSN))
+    significant = pc.utf8_ltrim(national, characters="0")
+    significant = pc.if_else(pc.equal(significant, ""), "0", significant)
+    one_digit = pc.equal(
+        pc.binary_repeat(pc.utf8_slice_codeunits(significant, 0, 1), pc.utf8_length(significant)), significant
+    )
+    possible = pc.is_in(length, value_set=pa.array(sorted(country.possible), length.type))
+    refused = pc.or_(deferred, pc.or_(pc.invert(possible), one_digit))
+    text = pc.binary_join_element_wise(pa.scalar(f"+{country.code}"), national, "")
+    return pc.if_else(refused, pa.scalar(None, pa.string()), text), deferred
+
+
+def _national_answers(digits: pa.Array, region: str) -> tuple[pa.Array, pa.Array]:
+    """:func:`_national` of each of ``digits`` (3 digits or more) read in ``region``."""
+    country = _country(region)
+    main = _main_country(int(country.code)) if country is not None else None
+    if country is None or main is None or main.code != country.code:
+        return pa.nulls(len(digits), pa.string()), pa.repeat(pa.scalar(True), len(digits))
+    deferred = pc.or_(pc.less(pc.utf8_length(digits), _MIN_NSN), pc.starts_with(digits, country.code))
+    if country.idd is not None:
+        deferred = pc.or_(deferred, _re2_prefix(digits, country.idd))
+    national = digits
+    if country.trunk is not None:
+        found = _re2_prefix(digits, country.trunk)
+        if country.has_transform or country.trunk.groups:
+            deferred = pc.or_(deferred, found)
+        else:
+            if country.general is not None:
+                valid = pc.match_substring_regex(digits, f"^(?:{country.general.pattern})$")
+                deferred = pc.or_(deferred, pc.and_(found, valid))
+            stripped = pc.replace_substring_regex(digits, f"^(?:{country.trunk.pattern})", "", max_replacements=1)
+            size = pc.utf8_length(stripped)
+            unusable = pc.or_(
+                pc.invert(pc.is_in(size, value_set=pa.array(sorted(country.lengths), size.type))),
+                pc.is_in(size, value_set=pa.array(sorted(country.local_lengths), size.type)),
+            )
+            deferred = pc.or_(deferred, pc.and_(found, unusable))
+            national = pc.if_else(found, stripped, digits)
+    answers, answer_deferred = _answers_of(main, national)
+    return pc.if_else(deferred, pa.scalar(None, pa.string()), answers), pc.or_(deferred, answer_deferred)
+
+
+def _international_answers(digits: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """:func:`_international` of each of ``digits`` (3 digits or more)."""
+    known = pa.array(sorted(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE), pa.string())
+    prefixes = [pc.utf8_slice_codeunits(digits, 0, size) for size in (1, 2, 3)]
+    # the first 1-3 digit prefix phonenumbers knows (a leading 0 never is one: int("0...") is)
+    calling = pc.if_else(
+        pc.is_in(prefixes[0], value_set=known),
+        prefixes[0],
+        pc.if_else(
+            pc.is_in(prefixes[1], value_set=known),
+            prefixes[1],
+            pc.if_else(pc.is_in(prefixes[2], value_set=known), prefixes[2], pa.scalar(None, pa.string())),
+        ),
+    )
+    calling = pc.if_else(pc.starts_with(digits, "0"), pa.scalar(None, pa.string()), calling)
+    parts = [_all_deferred(pc.indices_nonzero(pc.is_null(calling)))]
+    for code in pc.unique(pc.drop_null(calling)).to_pylist():
+        positions = pc.indices_nonzero(pc.fill_null(pc.equal(calling, code), False))
+        country = _main_country(int(code))
+        if country is None:
+            parts.append(_all_deferred(positions))
+            continue
+        national = pc.utf8_slice_codeunits(pc.take(digits, positions), len(code))
+        deferred = pc.less(pc.utf8_length(national), _MIN_NSN)
+        if country.trunk is not None:
+            deferred = pc.or_(deferred, _re2_prefix(national, country.trunk))
+        answers, answer_deferred = _answers_of(country, national)
+        answers = pc.if_else(deferred, pa.scalar(None, pa.string()), answers)
+        parts.append((positions, answers, pc.or_(deferred, answer_deferred)))
+    return _in_order(parts, len(digits))
+
+
+def _all_deferred(positions: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+    return positions, pa.nulls(len(positions), pa.string()), pa.repeat(pa.scalar(True), len(positions))
+
+
+def _in_order(parts: list[tuple[pa.Array, pa.Array, pa.Array]], size: int) -> tuple[pa.Array, pa.Array]:
+    """The answers and DEFER flags of ``parts`` (positions, answers, deferred; the positions of all
+    of them every position below ``size`` once) in position order."""
+    positions = pa.concat_arrays([p.cast(pa.int64()) for p, _, _ in parts])
+    order = pc.sort_indices(positions)
+    answers = pc.take(pa.concat_arrays([a.cast(pa.string()) for _, a, _ in parts]), order)
+    deferred = pc.take(pa.concat_arrays([d.cast(pa.bool_()) for _, _, d in parts]), order)
+    assert len(answers) == size
+    return answers, deferred
+
+
+def e164_digits_array(digits: pa.Array, plus: pa.Array, regions: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """:func:`e164_digits` of each (digits, plus, region) by ``pyarrow.compute``: (the answers,
+    null for None and DEFER; whether DEFER). A region (or the international rows) whose metadata
+    patterns RE2 does not compile is answered number by number in Python."""
+    long_enough = pc.greater_equal(pc.utf8_length(digits), 3)
+    parts = [_all_deferred(pc.indices_nonzero(pc.invert(long_enough)))]
+    groups: list[tuple[str | None, pa.Array]] = [(None, pc.indices_nonzero(pc.and_(long_enough, plus)))]
+    national = pc.and_(long_enough, pc.invert(plus))
+    for region in pc.unique(pc.filter(regions, national)).to_pylist():
+        if region is None or region not in phonenumbers.SUPPORTED_REGIONS:
+            selected = pc.is_null(regions) if region is None else pc.fill_null(pc.equal(regions, region), False)
+            parts.append(_all_deferred(pc.indices_nonzero(pc.and_(national, selected))))
+        else:
+            groups.append(
+                (region, pc.indices_nonzero(pc.and_(national, pc.fill_null(pc.equal(regions, region), False))))
+            )
+    for region, positions in groups:
+        some = pc.take(digits, positions)
+        try:
+            answers, deferred = _international_answers(some) if region is None else _national_answers(some, region)
+        except pa.ArrowInvalid:
+            found = [e164_digits(d, region is None, region) for d in some.to_pylist()]
+            answers = pa.array([None if a is DEFER else a for a in found], pa.string())
+            deferred = pa.array([a is DEFER for a in found], pa.bool_())
+        parts.append((positions, answers, deferred))
+    return _in_order(parts, len(digits))
+
+
 def e164_one(number: object, region: object) -> str | None:
     """:func:`e164` through the fast path where it answers."""
     if not isinstance(number, str) or not number.strip():
@@ -231,17 +360,19 @@ def e164_array(numbers: pa.Array, regions: pa.Array) -> pa.Array:
     keys = pc.binary_join_element_wise(pc.fill_null(regions, "\x00"), pc.if_else(plus, "+", ""), digits, pa.scalar("|"))
     keys = pc.if_else(simple, keys, pa.scalar(None, pa.string()))
     encoded = pc.dictionary_encode(keys)
-    answers: list[object] = []
-    for key in encoded.dictionary.to_pylist():
-        region, sign, number = key.rsplit("|", 2)
-        answers.append(e164_digits(number, sign == "+", None if region == "\x00" else region))
-    deferred = [a is DEFER for a in answers]
-    fast = pa.array([None if a is DEFER else a for a in answers], pa.string())
+    # the distinct keys taken apart again (from the right: a region could hold a "|")
+    parts = pc.split_pattern(encoded.dictionary, "|", max_splits=2, reverse=True)
+    region_of = pc.list_element(parts, 0)
+    fast, deferred = e164_digits_array(
+        pc.list_element(parts, 2),
+        pc.equal(pc.list_element(parts, 1), "+"),
+        pc.if_else(pc.equal(region_of, "\x00"), pa.scalar(None, pa.string()), region_of),
+    )
     out = pc.take(fast, encoded.indices)
     # rows to parse: not of the simple shape (and not null), or deferred
     parse = pc.or_(
         pc.and_(pc.invert(simple), numbers.is_valid()),
-        pc.fill_null(pc.take(pa.array(deferred, pa.bool_()), encoded.indices), False),
+        pc.fill_null(pc.take(deferred, encoded.indices), False),
     )
     if not pc.any(parse).as_py():
         return out

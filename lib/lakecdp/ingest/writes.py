@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from operator import attrgetter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -615,6 +616,9 @@ def _stored_keys(store: DeltaStore, name: str, columns: list[str], files: list[s
     """``columns`` of the stored rows of ``files`` (a crashed run's leftovers): what not to add again."""
     import duckdb
 
+    if not store.exists(name):
+        # no table, no stored row: no connection either (~15 ms of CPU each)
+        return set()
     file_column = columns[0]
     con = embedded._connection()
     try:
@@ -645,21 +649,30 @@ def write_bronze_rows(
             stored bronze rows: written as those rows with this file, line, run and time."""
     name = catalog.BRONZE.named(source.name)
     ddl = _bronze_ddl(store, name, source)
-    hashes = {i: hashlib.sha256(checked[i].raw.encode("utf-8")).hexdigest() for i in passed}
+    rows_passed = [checked[i] for i in passed]
+    # hashlib per row: DuckDB's sha256 over the Arrow column of lines took twice its CPU (85k lines)
+    sha256 = hashlib.sha256
+    hashes = [sha256(row.raw.encode("utf-8")).hexdigest() for row in rows_passed]
     copied_rows, copied_from = copied if copied is not None else ([], None)
     stored = _stored_keys(
         store,
         name,
         ["_source_file", "_line", "_row_hash"],
-        sorted({checked[i].topic for i in [*passed, *copied_rows]}),
+        sorted({row.topic for row in rows_passed} | {checked[i].topic for i in copied_rows}),
     )
-    fresh = [i for i in passed if (checked[i].topic, checked[i].offset, hashes[i]) not in stored] if stored else passed
+    fresh, rows_fresh = passed, rows_passed
+    if stored:
+        keep = [(row.topic, row.offset, h) not in stored for row, h in zip(rows_passed, hashes)]
+        fresh = [i for i, k in zip(passed, keep) if k]
+        rows_fresh = [row for row, k in zip(rows_passed, keep) if k]
+        hashes = [h for h, k in zip(hashes, keep) if k]
+    schema = embedded._arrow_schema(ddl)
     # column by column (a row of a re-delivered file costs a few list appends)
-    own: dict[str, Callable[[int], Any]] = {
-        "_rescued": rescued.__getitem__,
-        "_source_file": lambda i: checked[i].topic,
-        "_line": lambda i: checked[i].offset,
-        "_row_hash": hashes.__getitem__,
+    own: dict[str, Callable[[], Any]] = {
+        "_rescued": lambda: list(map(rescued.__getitem__, fresh)),
+        "_source_file": lambda: list(map(attrgetter("topic"), rows_fresh)),
+        "_line": lambda: list(map(attrgetter("offset"), rows_fresh)),
+        "_row_hash": lambda: hashes,
     }
     constant = {"_ingested_at": _utc(at), "_run_id": run_id}
     # the fields as read: taken from the reads' Arrow columns when they have them
@@ -667,9 +680,9 @@ def write_bronze_rows(
     values: dict[str, Any] = {}
     for column, _, _ in catalog.ddl_fields(ddl):
         if column in constant:
-            values[column] = [constant[column]] * len(fresh)
+            values[column] = pa.repeat(pa.scalar(constant[column], schema.field(column).type), len(fresh))
         elif column in own:
-            values[column] = [own[column](i) for i in fresh]
+            values[column] = own[column]()
         elif texts is not None and column in texts.column_names:
             values[column] = texts[column].combine_chunks()
         else:
@@ -758,9 +771,8 @@ def write_silver_rows(
     source's silver table(s), mapped by :mod:`lakecdp.ingest.embedded_silver`; keys and update
     rules as :func:`write_silver` (events inserted when new, records upserted when newer, orders,
     their items and products upserted; also-targets: web login records)."""
-    from lakecdp.ingest.embedded_silver import record_versions, to_order_items, to_silver
+    from lakecdp.ingest.embedded_silver import mapping_connection, record_versions
 
-    run_id, at = ctx.run_id, _utc(ctx.as_of)
     stored = None
     own = typed
     if source.target == "customer_records":
@@ -770,7 +782,34 @@ def write_silver_rows(
             # an older version) is not standardised: only its record id and updated_at are mapped
             changing = _changing_rows(record_versions(typed, source, as_of=ctx.as_of), stored)
             own = typed.filter(pc.is_in(typed["_row"], changing))
-    silver = to_silver(own, source, run_id=run_id, ingested_at=at, as_of=ctx.as_of).drop_columns(["_row"])
+    # a source with also entries maps the same rows again: one connection holds them for every mapping
+    shared = mapping_connection(typed, source) if source.also else None
+    try:
+        _write_silver_tables(ctx, store, source, typed, own, stored, hook, shared)
+    finally:
+        if shared is not None:
+            shared.close()
+
+
+def _write_silver_tables(
+    ctx: JobContext,
+    store: DeltaStore,
+    source: SourceConfig,
+    typed: pa.Table,
+    own: pa.Table,
+    stored: pa.Table | None,
+    hook: WriteHook,
+    shared: duckdb.DuckDBPyConnection | None,
+) -> None:
+    """:func:`write_silver_rows`' writes: ``own`` (``typed`` or the rows of it that change a
+    record) mapped to the target, ``typed`` to the also-targets; ``shared``: a
+    :func:`~lakecdp.ingest.embedded_silver.mapping_connection` of ``typed``."""
+    from lakecdp.ingest.embedded_silver import to_order_items, to_silver
+
+    run_id, at = ctx.run_id, _utc(ctx.as_of)
+    silver = to_silver(
+        own, source, run_id=run_id, ingested_at=at, as_of=ctx.as_of, con=shared if own is typed else None
+    ).drop_columns(["_row"])
     if source.target == "customer_records":
         _upsert_records(store, silver, run_id=run_id, stored=stored)
         hook(catalog.CUSTOMER_RECORDS.name)
@@ -787,7 +826,7 @@ def write_silver_rows(
         store.merge(silver, catalog.PRODUCTS.name, catalog.PRODUCTS.ddl, keys=keys, run_id=run_id)
         hook(catalog.PRODUCTS.name)
     for extra in source.also:
-        records = to_silver(typed, source, extra=extra, run_id=run_id, ingested_at=at, as_of=ctx.as_of)
+        records = to_silver(typed, source, extra=extra, run_id=run_id, ingested_at=at, as_of=ctx.as_of, con=shared)
         _upsert_records(store, records.drop_columns(["_row"]), run_id=run_id)
         hook(catalog.CUSTOMER_RECORDS.name)
 
@@ -828,10 +867,16 @@ def _first_per_key(keys: pa.ChunkedArray, *, latest_by: pa.ChunkedArray | None =
     return first.combine_chunks().sort()
 
 
+def _take_unless_all(rows: pa.Table, positions: pa.Array) -> pa.Table:
+    """``rows.take(positions)`` (ascending positions, each at most once), without copying every
+    column when the positions are all the rows (every key once: a first load, mostly)."""
+    return rows if len(positions) == rows.num_rows else rows.take(positions)
+
+
 def _insert_new_events(store: DeltaStore, events: pa.Table, *, run_id: str) -> None:
     """silver.events rows whose event id is new (the first of the run per id): appended, what an
     insert-only MERGE on ``event_id`` would insert (a null id never matches), without the MERGE's join."""
-    events = events.take(_first_per_key(events["event_id"]))
+    events = _take_unless_all(events, _first_per_key(events["event_id"]))
     if store.exists(catalog.EVENTS.name):
         stored = store.read(catalog.EVENTS.name, columns=["event_id"])["event_id"].combine_chunks()
         ids = events["event_id"]
@@ -886,7 +931,7 @@ def _upsert_records(store: DeltaStore, records: pa.Table, *, run_id: str, stored
     if records.num_rows == 0:
         store.create_if_missing(catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl)
         return
-    records = records.take(_first_per_key(records["record_id"], latest_by=records["updated_at"]))
+    records = _take_unless_all(records, _first_per_key(records["record_id"], latest_by=records["updated_at"]))
     if stored is None:
         stored = _stored_versions(store)
     known = (
@@ -915,7 +960,7 @@ def _write_ops_delta(ctx: JobContext, store: DeltaStore, done: list[LoadedFiles]
         audit_row(ctx.run_id, item.source.name, file, c, at) for item in done for file, c in item.per_file.items()
     ]
     audit = _arrow_table({n: [r[k] for r in audit_rows] for k, n in enumerate(names)}, catalog.INGEST_AUDIT.ddl)
-    store.merge(audit, AUDIT, catalog.INGEST_AUDIT.ddl, keys=["source", "source_file"], run_id=ctx.run_id)
+    _merge_or_append(store, audit, AUDIT, catalog.INGEST_AUDIT.ddl, keys=["source", "source_file"], run_id=ctx.run_id)
     hook(AUDIT)
 
     quality = [
@@ -948,8 +993,20 @@ def _write_ops_delta(ctx: JobContext, store: DeltaStore, done: list[LoadedFiles]
     ddl = catalog.INGEST_FILES.ddl
     columns = [n for n, _, _ in catalog.ddl_fields(ddl)]
     ledger = _arrow_table({n: [r[k] for r in ledger_rows] for k, n in enumerate(columns)}, ddl)
-    store.merge(ledger, LEDGER, ddl, keys=["source", "content_hash"], run_id=ctx.run_id, update=False)
+    _merge_or_append(store, ledger, LEDGER, ddl, keys=["source", "content_hash"], run_id=ctx.run_id, update=False)
     hook(LEDGER)
+
+
+def _merge_or_append(
+    store: DeltaStore, rows: pa.Table, name: str, ddl: str, *, keys: list[str], run_id: str, update: bool = True
+) -> None:
+    """:meth:`DeltaStore.merge` of ``rows``; into a table not created yet, the rows appended to
+    it created empty: what the MERGE would insert (every row) without its join."""
+    if store.exists(name):
+        store.merge(rows, name, ddl, keys=keys, run_id=run_id, update=update)
+        return
+    store.create_if_missing(name, ddl)
+    store.append(rows, name, ddl, run_id=run_id)
 
 
 def _sql_text(text: str) -> str:
