@@ -403,3 +403,67 @@ def test_login_extra_and_order_items_equal_the_spark_mappers(spark):
     assert _embedded(to_order_items(typed, orders, as_of=AS_OF), key) == _spark_rows(
         spark_order_items(frame, orders), key
     )
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 0, 1]])
+def test_mappings_that_are_a_column_of_the_silver_type_as_written_by_hand(order):
+    # "FirstName" (string), "Seen" (a timestamp without zone: UTC), "OptIn" and "Born" are taken as
+    # they are (no DuckDB) when the rows are in _row order; "firstname" (another spelling), the
+    # expressions and the literal run on DuckDB; rows out of _row order all run there: the same rows
+    from lakecdp import catalog
+    from lakecdp.ingest.embedded_silver import map_rows
+
+    rows = [
+        {"_row": 0, "FirstName": "Ann", "Seen": datetime(2026, 10, 1, 8, 0), "OptIn": True, "Born": date(1980, 1, 2)},
+        {"_row": 1, "FirstName": None, "Seen": None, "OptIn": None, "Born": None},
+        {"_row": 2, "FirstName": "Bo", "Seen": datetime(2026, 10, 2, 9, 30), "OptIn": False, "Born": date(1990, 5, 6)},
+    ]
+    schema = pa.schema(
+        [("_row", pa.int64()), ("FirstName", pa.string()), ("Seen", pa.timestamp("us")), ("OptIn", pa.bool_())]
+        + [("Born", pa.date32())]
+    )
+    typed = pa.Table.from_pylist([rows[i] for i in order], schema=schema)
+    mapping = {
+        "first_name": "FirstName",
+        "last_name": "firstname",
+        "city": "upper(FirstName)",
+        "updated_at": "Seen",
+        "email_consent": "OptIn",
+        "date_of_birth": "Born",
+        "region": "'north'",
+    }
+    mapped = map_rows(typed, mapping, catalog.CUSTOMER_RECORDS.ddl, as_of=AS_OF)
+    utc = timezone.utc
+    assert mapped.to_pylist() == [
+        {
+            "_row": 0,
+            "first_name": "Ann",
+            "last_name": "Ann",
+            "date_of_birth": date(1980, 1, 2),
+            "city": "ANN",
+            "email_consent": True,
+            "updated_at": datetime(2026, 10, 1, 8, 0, tzinfo=utc),
+            "region": "north",
+        },
+        {
+            "_row": 1,
+            "first_name": None,
+            "last_name": None,
+            "date_of_birth": None,
+            "city": None,
+            "email_consent": None,
+            "updated_at": None,
+            "region": "north",
+        },
+        {
+            "_row": 2,
+            "first_name": "Bo",
+            "last_name": "Bo",
+            "date_of_birth": date(1990, 5, 6),
+            "city": "BO",
+            "email_consent": False,
+            "updated_at": datetime(2026, 10, 2, 9, 30, tzinfo=utc),
+            "region": "north",
+        },
+    ]
+    assert mapped.schema.field("updated_at").type == pa.timestamp("us", tz="UTC")

@@ -110,6 +110,59 @@ def _locked_connection(rows: pa.Table) -> duckdb.DuckDBPyConnection:
     return con
 
 
+_UTC_MICROS = pa.timestamp("us", tz="UTC")
+#: silver type -> the Arrow types of typed columns whose ``CAST(column AS type)`` is the column
+#: itself, and the Arrow type of DuckDB's result (the connection's zone is UTC: a timestamp
+#: without zone is one in UTC): such a mapping is not run on DuckDB
+_SAME_TYPE: dict[str, tuple[tuple[pa.DataType, ...], pa.DataType]] = {
+    "string": ((pa.string(),), pa.string()),
+    "date": ((pa.date32(),), pa.date32()),
+    "boolean": ((pa.bool_(),), pa.bool_()),
+    "int": ((pa.int32(),), pa.int32()),
+    "bigint": ((pa.int64(),), pa.int64()),
+    "double": ((pa.float64(),), pa.float64()),
+    "timestamp": ((pa.timestamp("us"), _UTC_MICROS), _UTC_MICROS),
+}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: plain words Spark may read as something other than a column (a literal, the clock, the user)
+_NOT_COLUMNS = frozenset({"null", "true", "false", "user", "current_user", "session_user", *_CLOCK_WORDS})
+#: the columns the callers add to the typed rows (not the source's)
+_CARRIED = frozenset({"_row", "_warnings", "_as_read"})
+
+
+def _as_is(typed: pa.Table, expression: str, spark_type: str) -> str | None:
+    """The column of ``typed`` a mapping is (the expression its name alone, the column already of
+    the silver type's Arrow type), or None: a mapping DuckDB runs."""
+    name = expression.strip()
+    types = _SAME_TYPE.get(spark_type.lower())
+    if types is None or _IDENTIFIER.fullmatch(name) is None or name.lower() in _NOT_COLUMNS or name in _CARRIED:
+        return None
+    # Spark and DuckDB resolve names ignoring case: one column of that name, spelled as written
+    alike = [c for c in typed.column_names if c.lower() == name.lower()]
+    if alike != [name] or typed.schema.field(name).type not in types[0]:
+        return None
+    return name
+
+
+def _in_row_order(typed: pa.Table) -> bool:
+    """Whether ``_row`` increases strictly (then the input order is the mapped rows' order)."""
+    rows = typed.column("_row")
+    if typed.num_rows < 2:
+        return True
+    return pc.all(pc.greater(rows.slice(1), rows.slice(0, typed.num_rows - 1))).as_py()
+
+
+def _as_is_columns(
+    typed: pa.Table, mapping: dict[str, str], types: dict[str, str]
+) -> dict[str, tuple[str, pa.DataType]]:
+    """Target column -> the column of ``typed`` it is (:func:`_as_is`) and the Arrow type DuckDB
+    would give it, when ``typed`` is in row order."""
+    if not _in_row_order(typed):
+        return {}
+    found = {name: _as_is(typed, sql, types[name]) for name, sql in mapping.items()}
+    return {name: (column, _SAME_TYPE[types[name].lower()][1]) for name, column in found.items() if column is not None}
+
+
 def map_rows(
     typed: pa.Table,
     mapping: dict[str, str],
@@ -121,6 +174,8 @@ def map_rows(
 ) -> pa.Table:
     """``SELECT <mapping of each target column, cast> FROM typed [WHERE filter]`` on a locked
     DuckDB connection; only the columns the mapping names (and ``_row``, the input position).
+    Without a filter, a mapping that is a column of the silver type already is that column,
+    not copied into DuckDB (:func:`_as_is`); with none left, no connection is made.
 
     Args:
         con: :func:`mapping_connection` of ``typed`` (left open); None: one made for this call."""
@@ -128,29 +183,57 @@ def map_rows(
 
     types = {name: type_text for name, type_text, _ in catalog.ddl_fields(target_ddl)}
     mapping = {name: mapping[name] for name in types if name in mapping}
+    as_is = {} if where else _as_is_columns(typed, mapping, types)
+    computed = {name: sql for name, sql in mapping.items() if name not in as_is}
+    if as_is and not computed:
+        return _with_columns(typed.select(["_row"]), mapping, as_is, typed, None)
     select = ['"_row"']
-    for name, sql in mapping.items():
+    for name, sql in computed.items():
         select.append(f'{_mapped_sql(sql, types[name], as_of)} AS "{name}"')
     condition = f" WHERE {_duckdb_sql(where, as_of)}" if where else ""
     own = con is None
     if con is None:
-        con = _locked_connection(typed.select(_read_columns(typed, [*mapping.values(), where or ""])))
+        con = _locked_connection(typed.select(_read_columns(typed, [*computed.values(), where or ""])))
     try:
         try:
             query = con.sql(f'SELECT {", ".join(select)} FROM _typed_rows{condition} ORDER BY "_row"')
         except duckdb.Error as error:
-            raise EmbeddedSilverUnsupported(_refusal(con, mapping, select, condition, error)) from None
-        return query.to_arrow_table()
+            raise EmbeddedSilverUnsupported(_refusal(con, computed, select, condition, error)) from None
+        mapped = query.to_arrow_table()
     finally:
         if own:
             con.close()
+    return _with_columns(mapped, mapping, as_is, typed, mapped) if as_is else mapped
+
+
+def _with_columns(
+    rows: pa.Table,
+    mapping: dict[str, str],
+    as_is: dict[str, tuple[str, pa.DataType]],
+    typed: pa.Table,
+    mapped: pa.Table | None,
+) -> pa.Table:
+    """``_row`` of ``rows`` then each mapped column in mapping order: from ``typed`` (``as_is``)
+    or ``mapped`` (DuckDB's, one row per row of ``typed``, in row order)."""
+    columns = [rows.column("_row")]
+    for name in mapping:
+        if name in as_is:
+            column, arrow_type = as_is[name]
+            columns.append(typed.column(column).cast(arrow_type))
+        else:
+            columns.append(mapped.column(name))  # type: ignore[union-attr]
+    return pa.Table.from_arrays(columns, names=["_row", *mapping])
 
 
 def mapping_connection(typed: pa.Table, source: SourceConfig) -> duckdb.DuckDBPyConnection:
     """A locked connection (:func:`map_rows`') holding the columns of ``typed`` that ``source``'s
-    mappings read, its ``also`` entries' and their filters too: one connection and one copy of
-    the rows for the :func:`to_silver` calls of a source over the same rows. The caller closes it."""
-    texts = list(source.mapping.values())
+    mappings run on DuckDB read, its ``also`` entries' and their filters too: one connection and
+    one copy of the rows for the :func:`to_silver` calls of a source over the same rows. The
+    caller closes it."""
+    types = {name: type_text for name, type_text, _ in catalog.ddl_fields(catalog.SILVER[source.target].ddl)}
+    own = {name: sql for name, sql in source.mapping.items() if name in types}
+    as_is = _as_is_columns(typed, own, types)
+    texts = [sql for name, sql in own.items() if name not in as_is]
     for extra in source.also:
         texts += [*extra.mapping.values(), extra.filter or ""]
     return _locked_connection(typed.select(_read_columns(typed, texts)))

@@ -804,6 +804,31 @@ def _write_silver_tables(
     """:func:`write_silver_rows`' writes: ``own`` (``typed`` or the rows of it that change a
     record) mapped to the target, ``typed`` to the also-targets; ``shared``: a
     :func:`~lakecdp.ingest.embedded_silver.mapping_connection` of ``typed``."""
+    from lakecdp.ingest.embedded_silver import to_silver
+
+    run_id, at = ctx.run_id, _utc(ctx.as_of)
+    if own is not typed and own.num_rows == 0:
+        # every row leaves its stored record as it is (a re-delivery): nothing to map or write
+        hook(catalog.CUSTOMER_RECORDS.name)
+    else:
+        _write_target(ctx, store, source, typed, own, stored, hook, shared)
+    for extra in source.also:
+        records = to_silver(typed, source, extra=extra, run_id=run_id, ingested_at=at, as_of=ctx.as_of, con=shared)
+        _upsert_records(store, records.drop_columns(["_row"]), run_id=run_id)
+        hook(catalog.CUSTOMER_RECORDS.name)
+
+
+def _write_target(
+    ctx: JobContext,
+    store: DeltaStore,
+    source: SourceConfig,
+    typed: pa.Table,
+    own: pa.Table,
+    stored: pa.Table | None,
+    hook: WriteHook,
+    shared: duckdb.DuckDBPyConnection | None,
+) -> None:
+    """``own`` mapped to ``source.target`` and written (order items from ``typed``)."""
     from lakecdp.ingest.embedded_silver import to_order_items, to_silver
 
     run_id, at = ctx.run_id, _utc(ctx.as_of)
@@ -825,10 +850,6 @@ def _write_silver_tables(
         keys = list(SILVER_KEYS["products"])
         store.merge(silver, catalog.PRODUCTS.name, catalog.PRODUCTS.ddl, keys=keys, run_id=run_id)
         hook(catalog.PRODUCTS.name)
-    for extra in source.also:
-        records = to_silver(typed, source, extra=extra, run_id=run_id, ingested_at=at, as_of=ctx.as_of, con=shared)
-        _upsert_records(store, records.drop_columns(["_row"]), run_id=run_id)
-        hook(catalog.CUSTOMER_RECORDS.name)
 
 
 def upsert_orders(store: DeltaStore, orders: pa.Table, *, run_id: str) -> None:
@@ -867,16 +888,19 @@ def _first_per_key(keys: pa.ChunkedArray, *, latest_by: pa.ChunkedArray | None =
     return first.combine_chunks().sort()
 
 
-def _take_unless_all(rows: pa.Table, positions: pa.Array) -> pa.Table:
-    """``rows.take(positions)`` (ascending positions, each at most once), without copying every
-    column when the positions are all the rows (every key once: a first load, mostly)."""
-    return rows if len(positions) == rows.num_rows else rows.take(positions)
+def _first_rows(rows: pa.Table, key: str, *, latest_by: str | None = None) -> pa.Table:
+    """The rows :func:`_first_per_key` picks, in order; ``rows`` itself when no key repeats (a
+    first load, mostly): one distinct count, no sort, group-by or copy of every column."""
+    keys = rows[key]
+    if pc.count_distinct(keys, mode="all").as_py() == rows.num_rows:
+        return rows
+    return rows.take(_first_per_key(keys, latest_by=None if latest_by is None else rows[latest_by]))
 
 
 def _insert_new_events(store: DeltaStore, events: pa.Table, *, run_id: str) -> None:
     """silver.events rows whose event id is new (the first of the run per id): appended, what an
     insert-only MERGE on ``event_id`` would insert (a null id never matches), without the MERGE's join."""
-    events = _take_unless_all(events, _first_per_key(events["event_id"]))
+    events = _first_rows(events, "event_id")
     if store.exists(catalog.EVENTS.name):
         stored = store.read(catalog.EVENTS.name, columns=["event_id"])["event_id"].combine_chunks()
         ids = events["event_id"]
@@ -931,7 +955,7 @@ def _upsert_records(store: DeltaStore, records: pa.Table, *, run_id: str, stored
     if records.num_rows == 0:
         store.create_if_missing(catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl)
         return
-    records = _take_unless_all(records, _first_per_key(records["record_id"], latest_by=records["updated_at"]))
+    records = _first_rows(records, "record_id", latest_by="updated_at")
     if stored is None:
         stored = _stored_versions(store)
     known = (
