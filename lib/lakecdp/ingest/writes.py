@@ -771,7 +771,7 @@ def write_silver_rows(
     source's silver table(s), mapped by :mod:`lakecdp.ingest.embedded_silver`; keys and update
     rules as :func:`write_silver` (events inserted when new, records upserted when newer, orders,
     their items and products upserted; also-targets: web login records)."""
-    from lakecdp.ingest.embedded_silver import mapping_connection, record_versions
+    from lakecdp.ingest.embedded_silver import mapping_connection, record_versions, to_silver
 
     stored = None
     own = typed
@@ -785,37 +785,20 @@ def write_silver_rows(
     # a source with also entries maps the same rows again: one connection holds them for every mapping
     shared = mapping_connection(typed, source) if source.also else None
     try:
-        _write_silver_tables(ctx, store, source, typed, own, stored, hook, shared)
+        if own is not typed and own.num_rows == 0:
+            # every row leaves its stored record as it is (a re-delivery): nothing to map or write
+            hook(catalog.CUSTOMER_RECORDS.name)
+        else:
+            _write_target(ctx, store, source, typed, own, stored, hook, shared)
+        for extra in source.also:
+            records = to_silver(
+                typed, source, extra=extra, run_id=ctx.run_id, ingested_at=_utc(ctx.as_of), as_of=ctx.as_of, con=shared
+            )
+            _upsert_records(store, records.drop_columns(["_row"]), run_id=ctx.run_id)
+            hook(catalog.CUSTOMER_RECORDS.name)
     finally:
         if shared is not None:
             shared.close()
-
-
-def _write_silver_tables(
-    ctx: JobContext,
-    store: DeltaStore,
-    source: SourceConfig,
-    typed: pa.Table,
-    own: pa.Table,
-    stored: pa.Table | None,
-    hook: WriteHook,
-    shared: duckdb.DuckDBPyConnection | None,
-) -> None:
-    """:func:`write_silver_rows`' writes: ``own`` (``typed`` or the rows of it that change a
-    record) mapped to the target, ``typed`` to the also-targets; ``shared``: a
-    :func:`~lakecdp.ingest.embedded_silver.mapping_connection` of ``typed``."""
-    from lakecdp.ingest.embedded_silver import to_silver
-
-    run_id, at = ctx.run_id, _utc(ctx.as_of)
-    if own is not typed and own.num_rows == 0:
-        # every row leaves its stored record as it is (a re-delivery): nothing to map or write
-        hook(catalog.CUSTOMER_RECORDS.name)
-    else:
-        _write_target(ctx, store, source, typed, own, stored, hook, shared)
-    for extra in source.also:
-        records = to_silver(typed, source, extra=extra, run_id=run_id, ingested_at=at, as_of=ctx.as_of, con=shared)
-        _upsert_records(store, records.drop_columns(["_row"]), run_id=run_id)
-        hook(catalog.CUSTOMER_RECORDS.name)
 
 
 def _write_target(
@@ -828,7 +811,9 @@ def _write_target(
     hook: WriteHook,
     shared: duckdb.DuckDBPyConnection | None,
 ) -> None:
-    """``own`` mapped to ``source.target`` and written (order items from ``typed``)."""
+    """``own`` (``typed``, or the rows of it that change a record) mapped to ``source.target`` and
+    written (order items from ``typed``); ``shared``: a
+    :func:`~lakecdp.ingest.embedded_silver.mapping_connection` of ``typed``."""
     from lakecdp.ingest.embedded_silver import to_order_items, to_silver
 
     run_id, at = ctx.run_id, _utc(ctx.as_of)
