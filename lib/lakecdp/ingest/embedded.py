@@ -520,6 +520,7 @@ class Reads(Mapping[int, dict[str, Any]]):
         self._at = {} if columns is None else {i: k for k, i in enumerate(columns.rows)}
         self._table: pa.Table | None = None
         self._rows: pa.Array | None = None
+        self._all: list[int] = []
         #: dicts made of rows read as columns (:meth:`fetch`)
         self._made: dict[int, dict[str, Any]] = {}
 
@@ -560,8 +561,14 @@ class Reads(Mapping[int, dict[str, Any]]):
             parts = [pa.Table.from_struct_array(values) if len(values) else schema.empty_table()]
             if self._read is not None:
                 parts.append(self._read.table)
-            self._table = pa.concat_tables(parts)
-            self._rows = pa.array([*self._dicts, *self._at], pa.int64())
+            order = pa.array([*self._dicts, *self._at], pa.int64())
+            # in row order: the callers that ask for every row (ascending) take the table as it is
+            by_row = pa.compute.sort_indices(order)
+            self._table = pa.concat_tables(parts).take(by_row)
+            self._rows = order.take(by_row)
+            self._all = self._rows.to_pylist()
+        if rows == self._all:
+            return self._table
         at = pa.compute.index_in(pa.array(rows, pa.int64()), value_set=self._rows)
         return self._table.take(at)
 
