@@ -134,6 +134,7 @@ def json_line(draw: st.DrawFn) -> str:
         '"user":{"email":"a@b.de","customer_no":"S1"}}',
         '{"event_id":"","price":10.0,"user":null}',
         '{"user":{"email":"é@b.de"},"price":0.001,"n":-5}',
+        '{"event_id":"a:b,c","ok":false,"user":{}}',  # a separator inside a text: no member
         "{}",
     ],
 )
@@ -147,6 +148,9 @@ def test_plain_json_lines_are_read_as_the_line_parser_reads_them(raw: str) -> No
     [
         '{"event_id":"a","event_id":"b"}',  # the line parser keeps the last, DuckDB the first
         '{"user":{"email":"a","email":"b"}}',
+        '{"event_id":null,"event_id":null}',  # a repeated key, null both times
+        '{"user":null,"user":{"email":"a"}}',
+        '{"user":{"email":"a"},"user":{"customer_no":"b"}}',  # the same object key, other fields
         '{"price":10.50}',  # as read: 10.5
         '{"price":1e5}',  # as read: 100000.0
         '{"n":-0}',  # as read: 0

@@ -77,34 +77,35 @@ def _json_query(source: SourceConfig) -> tuple[str, list[Any], list[str]] | None
         member_patterns.append(f'"{name}":(?:null|{inner_object})')
     member = "|".join(member_patterns)
     grammar = rf"\{{(?:(?:{member})(?:,(?:{member}))*)?\}}" if member else r"\{\}"
-    # keys are told apart by DuckDB's JSON reader (json_keys keeps a repeated key; the line
-    # parser would keep its last value, json_extract_string the first: such a line is not read
-    # here); the texts are json_extract_string's, the token as written for the grammar's numbers
+    # one JSON parse (DuckDB's json_extract) gives every value as its JSON text: a string's text
+    # is that text without its quotes (the grammar admits no escape), a number's or boolean's the
+    # token (json_extract_string's text too), null NULL. A repeated key anywhere (json_extract
+    # keeps its first value, the line parser its last) makes the line's members -- one `":` each:
+    # a text holds no quote, so `":` only ends a key -- more than the distinct keys present (the
+    # paths found, nested ones included): such a line is not read here
     paths = [f"$.{name}" for name in scalars]
     struct_at: dict[str, tuple[int, list[int]]] = {}
     for name, fields in structs.items():
         struct_at[name] = (len(paths) + 1, [len(paths) + 2 + k for k in range(len(fields))])
         paths += [f"$.{name}", *(f"$.{name}.{field}" for field in fields)]
-    unique = ["len(list_distinct(k0)) = len(k0)"]
-    unique += [f"coalesce(len(list_distinct(k{j})) = len(k{j}), true)" for j in range(1, len(structs) + 1)]
-    keys = ", ".join(
-        [
-            "CASE WHEN plain THEN json_keys(raw) END AS k0",
-            *(f"CASE WHEN plain THEN json_keys(raw, '$.{n}') END AS k{j}" for j, n in enumerate(structs, start=1)),
-        ]
-    )
-    values = [f'x[{k}] AS "{name}"' for k, name in enumerate(scalars, start=1)]
+    present = " + ".join(f"(v{k} IS NOT NULL)::INTEGER" for k in range(1, len(paths) + 1)) or "0"
+    split = ", ".join(f"j[{k}] AS v{k}" for k in range(1, len(paths) + 1))
+
+    def text(k: int) -> str:
+        return f"CASE WHEN v{k} = 'null' THEN NULL WHEN starts_with(v{k}, '\"') THEN v{k}[2:-2] ELSE v{k} END"
+
+    values = [f'{text(k)} AS "{name}"' for k, name in enumerate(scalars, start=1)]
     for name, fields in structs.items():
         at, inner_at = struct_at[name]
-        parts = ", ".join(f'"{field}" := x[{k}]' for field, k in zip(fields, inner_at))
+        parts = ", ".join(f'"{field}" := {text(k)}' for field, k in zip(fields, inner_at))
         struct = f"struct_pack({parts})" if parts else "NULL"
-        values.append(f'CASE WHEN x[{at}] IS NULL THEN NULL ELSE {struct} END AS "{name}"')
+        values.append(f"CASE WHEN v{at} IS NULL OR v{at} = 'null' THEN NULL ELSE {struct} END AS \"{name}\"")
     query = (
         "WITH shaped AS (SELECT raw, regexp_full_match(raw, ?) AS plain FROM batch), "
-        f"keyed AS (SELECT raw, plain, {keys} FROM shaped), "
-        f"read AS (SELECT CASE WHEN plain THEN {' AND '.join(unique)} ELSE false END AS plain, "
-        "CASE WHEN plain THEN json_extract_string(raw, ?) END AS x FROM keyed) "
-        f"SELECT plain, {', '.join(values)} FROM read"
+        "parsed AS (SELECT raw, plain, CASE WHEN plain THEN json_extract(raw, ?)::VARCHAR[] END AS j FROM shaped), "
+        f"split AS (SELECT raw, plain{', ' if split else ''}{split} FROM parsed) "
+        f"SELECT coalesce(plain AND (strlen(raw) - strlen(replace(raw, '\":', ''))) // 2 = {present}, false) AS plain, "
+        f"{', '.join(values)} FROM split"
     )
     return query, [grammar, paths], [c.name for c in source.columns]
 
