@@ -355,7 +355,7 @@ def check_parsed(
     for i in [i for i, row in enumerate(rows) if REPLACEMENT_CHARACTER in row[0]]:
         structural.setdefault(i, []).append(BAD_ENCODING)
     # "future" is judged against the later of as_of and the receive time (one bound for a batch)
-    bounds = {max(as_of, row[4]) for row in rows}
+    bounds = {max(as_of, received) for received in {row[4] for row in rows}}
     by_bound: dict[datetime, list[int]] = {}
     if len(bounds) == 1:
         by_bound[bounds.pop()] = [i for i in range(len(rows)) if i not in structural]
@@ -381,15 +381,17 @@ def check_parsed(
             exact=lambda ks: exact([order[k] for k in ks]),
         )
         found.update((i, row_problems) for i, row_problems in zip(order, problems) if row_problems)
-    checked = []
+    # every row as clean first (one comprehension), then the rows with a finding replaced
+    checked = [
+        CheckedRow(*row, None if line is None else line.event, [], [], None, _NOTHING_NULLED)
+        for row, line in zip(rows, parsed)
+    ]
+    flagged = sorted(found.keys() | structural.keys())
+    events = dict(zip(flagged, exact(flagged)))
     index = {name: i for i, name in enumerate(source.column_names)}
-    for i, row in enumerate(rows):
-        if i not in found and i not in structural:
-            line = parsed[i]
-            checked.append(CheckedRow(*row, None if line is None else line.event, [], [], None, _NOTHING_NULLED))
-            continue
-        raw, topic, partition, offset, received = row
-        event = exact([i])[0]
+    for i in flagged:
+        raw, topic, partition, offset, received = rows[i]
+        event = events[i]
         problems = found.get(i, [])
         codes = structural.get(i) or [p.code for p in problems if p.code in (MALFORMED_LINE, BAD_ENCODING)]
         if codes:
@@ -397,25 +399,23 @@ def check_parsed(
             codes = _distinct(codes)
             detail = parsed[i].detail if parsed[i] is not None else None  # type: ignore[union-attr]
             text = "; ".join(codes) + (f": {detail}" if detail else "")
-            checked.append(CheckedRow(raw, topic, partition, offset, received, event, codes, [], text, frozenset()))
+            checked[i] = CheckedRow(raw, topic, partition, offset, received, event, codes, [], text, frozenset())
             continue
         ordered = _spark_order(problems, source, index)
         refusing = [p for p in ordered if p.refuses]
         warning = [p for p in ordered if not p.refuses]
         detail = "; ".join(f"{p.code}({p.field})" for p in [*refusing, *warning]) or None
-        checked.append(
-            CheckedRow(
-                raw,
-                topic,
-                partition,
-                offset,
-                received,
-                event,
-                _distinct([p.code for p in refusing]),
-                [] if refusing else _distinct([p.code for p in warning]),
-                detail,
-                frozenset(p.field for p in warning),
-            )
+        checked[i] = CheckedRow(
+            raw,
+            topic,
+            partition,
+            offset,
+            received,
+            event,
+            _distinct([p.code for p in refusing]),
+            [] if refusing else _distinct([p.code for p in warning]),
+            detail,
+            frozenset(p.field for p in warning),
         )
     return checked
 
