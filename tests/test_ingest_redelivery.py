@@ -48,9 +48,9 @@ def _checked_lines(monkeypatch) -> list[str]:
     seen: list[str] = []
     check = embedded_batch.check_parsed
 
-    def spy(rows, parsed, source, *, as_of):
+    def spy(rows, parsed, source, *, as_of, columns=None):
         seen.extend(row[0] for row in rows)
-        return check(rows, parsed, source, as_of=as_of)
+        return check(rows, parsed, source, as_of=as_of, columns=columns)
 
     monkeypatch.setattr(embedded_batch, "check_parsed", spy)
     return seen

@@ -1,6 +1,7 @@
 """The embedded batch ingest's row picks and line counts, without an engine: which row per key
-silver keeps (the first event per event id; the latest record version per record id), and the
-landing scan's non-blank line count with and without CR line breaks. Expected values by hand."""
+silver keeps (the first event per event id; the latest record version per record id), the
+classification of a batch's rows (read as columns or by the line parser) and the landing scan's
+non-blank line count with and without CR line breaks. Expected values by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from lakecdp.ingest.embedded import CheckedRow, ReadColumns, Reads
+from lakecdp.ingest.embedded_batch import classify_rows
 from lakecdp.ingest.landing import _scan
+from lakecdp.ingest.sources import SourceConfig
 from lakecdp.ingest.writes import _first_per_key
 
 
@@ -42,3 +46,51 @@ def test_scan_counts_non_blank_lines_at_any_line_break() -> None:
     ]:
         _hash, counted, filled = _scan(io.BytesIO(data), count_lines=True)
         assert (counted, filled) == (lines, first_filled), data
+
+
+# -- classification: versions ranked over rows read as columns and rows read by the line parser ------
+
+RECORDS = SourceConfig.model_validate(
+    {
+        "version": 1,
+        "name": "people",
+        "format": "jsonl",
+        "path": "people/*.jsonl",
+        "columns": [{"name": "id"}, {"name": "ts", "type": "timestamp"}],
+        "primary_key": ["id"],
+        "event_time": "ts",
+        "target": "customer_records",
+        "mapping": {"source_record_id": "id", "updated_at": "ts"},
+    }
+)
+
+
+def _row(line: int, *, refused: bool = False) -> CheckedRow:
+    return CheckedRow(
+        "raw", "people/f.jsonl", 0, line, _at(9), None, ["MISSING_REQUIRED"] if refused else [], [], None, frozenset()
+    )
+
+
+def _reads(source: SourceConfig, dicts: dict[int, str | None], columns: dict[int, str | None]) -> Reads:
+    """Rows ``dicts`` as the line parser's fields, rows ``columns`` as read as columns (ids only)."""
+    table = pa.table({"id": pa.array(list(columns.values()), pa.string()), "ts": pa.nulls(len(columns), pa.string())})
+    return Reads({i: {"id": v, "ts": None} for i, v in dicts.items()}, source, ReadColumns(list(columns), table, True))
+
+
+def test_the_latest_version_per_record_id_is_loaded_a_null_id_is_one_key() -> None:
+    # rows 0, 1, 3 by the line parser (ids a, a, b), 4, 5, 6 as columns (c, c, null); row 2 refused
+    reads = _reads(RECORDS, {0: "a", 1: "a", 3: "b"}, {4: "c", 5: "c", 6: None})
+    checked = [_row(n + 1, refused=n == 2) for n in range(7)]
+    # valid rows 0, 1, 3, 4, 5, 6: a's newer version is row 1; c's two have no time: the later line wins
+    stamps = pa.array([_at(1), _at(3), _at(2), None, None, _at(1)], pa.timestamp("us"))
+    status = classify_rows(checked, stamps, RECORDS, set(), {6}, reads)
+    assert status == ["duplicate", "loaded", "quarantined", "loaded", "duplicate", "loaded", "erased"]
+
+
+def test_an_event_id_loaded_before_or_earlier_in_the_run_is_a_duplicate() -> None:
+    events = RECORDS.model_copy(update={"target": "events", "drop_existing_keys": True})
+    reads = _reads(events, {0: "a", 2: "b"}, {1: "a", 3: "c", 4: "b"})
+    checked = [_row(n + 1) for n in range(5)]
+    # the first line per id is loaded unless the id was loaded by a completed file (c)
+    status = classify_rows(checked, None, events, {("c",)}, set(), reads)
+    assert status == ["loaded", "duplicate", "loaded", "duplicate", "duplicate"]

@@ -6,7 +6,8 @@ in Python (:func:`lakecdp.ingest.embedded.parse_json_line`, then
 one call and several objects per line. Most lines of a delivered file are *plain*: a JSON object
 of known keys with text, number, boolean or null values and no escapes; a CSV line without
 quotes. Their fields as read are worked out here for the whole file in one query (JSON: DuckDB's
-RE2 over the lines; CSV: pyarrow's split) and handed over as one dict per line.
+RE2 over the lines; CSV: pyarrow's split) and handed over as one Arrow table (:func:`json_columns`,
+:func:`csv_columns`; the ``*_fields`` functions give one dict per line, for the tests).
 
 Like :mod:`lakecdp.ingest.screen`, the reader is *conservative*: it reads a line only when its
 shape proves the line parser would read the same fields with no structural finding; any other
@@ -76,34 +77,35 @@ def _json_query(source: SourceConfig) -> tuple[str, list[Any], list[str]] | None
         member_patterns.append(f'"{name}":(?:null|{inner_object})')
     member = "|".join(member_patterns)
     grammar = rf"\{{(?:(?:{member})(?:,(?:{member}))*)?\}}" if member else r"\{\}"
-    # keys are told apart by DuckDB's JSON reader (json_keys keeps a repeated key; the line
-    # parser would keep its last value, json_extract_string the first: such a line is not read
-    # here); the texts are json_extract_string's, the token as written for the grammar's numbers
+    # one JSON parse (DuckDB's json_extract) gives every value as its JSON text: a string's text
+    # is that text without its quotes (the grammar admits no escape), a number's or boolean's the
+    # token (json_extract_string's text too), null NULL. A repeated key anywhere (json_extract
+    # keeps its first value, the line parser its last) makes the line's members -- one `":` each:
+    # a text holds no quote, so `":` only ends a key -- more than the distinct keys present (the
+    # paths found, nested ones included): such a line is not read here
     paths = [f"$.{name}" for name in scalars]
     struct_at: dict[str, tuple[int, list[int]]] = {}
     for name, fields in structs.items():
         struct_at[name] = (len(paths) + 1, [len(paths) + 2 + k for k in range(len(fields))])
         paths += [f"$.{name}", *(f"$.{name}.{field}" for field in fields)]
-    unique = ["len(list_distinct(k0)) = len(k0)"]
-    unique += [f"coalesce(len(list_distinct(k{j})) = len(k{j}), true)" for j in range(1, len(structs) + 1)]
-    keys = ", ".join(
-        [
-            "CASE WHEN plain THEN json_keys(raw) END AS k0",
-            *(f"CASE WHEN plain THEN json_keys(raw, '$.{n}') END AS k{j}" for j, n in enumerate(structs, start=1)),
-        ]
-    )
-    values = [f'x[{k}] AS "{name}"' for k, name in enumerate(scalars, start=1)]
+    present = " + ".join(f"(v{k} IS NOT NULL)::INTEGER" for k in range(1, len(paths) + 1)) or "0"
+    split = ", ".join(f"j[{k}] AS v{k}" for k in range(1, len(paths) + 1))
+
+    def text(k: int) -> str:
+        return f"CASE WHEN v{k} = 'null' THEN NULL WHEN starts_with(v{k}, '\"') THEN v{k}[2:-2] ELSE v{k} END"
+
+    values = [f'{text(k)} AS "{name}"' for k, name in enumerate(scalars, start=1)]
     for name, fields in structs.items():
         at, inner_at = struct_at[name]
-        parts = ", ".join(f'"{field}" := x[{k}]' for field, k in zip(fields, inner_at))
+        parts = ", ".join(f'"{field}" := {text(k)}' for field, k in zip(fields, inner_at))
         struct = f"struct_pack({parts})" if parts else "NULL"
-        values.append(f'CASE WHEN x[{at}] IS NULL THEN NULL ELSE {struct} END AS "{name}"')
+        values.append(f"CASE WHEN v{at} IS NULL OR v{at} = 'null' THEN NULL ELSE {struct} END AS \"{name}\"")
     query = (
         "WITH shaped AS (SELECT raw, regexp_full_match(raw, ?) AS plain FROM batch), "
-        f"keyed AS (SELECT raw, plain, {keys} FROM shaped), "
-        f"read AS (SELECT CASE WHEN plain THEN {' AND '.join(unique)} ELSE false END AS plain, "
-        "CASE WHEN plain THEN json_extract_string(raw, ?) END AS x FROM keyed) "
-        f"SELECT plain, {', '.join(values)} FROM read"
+        "parsed AS (SELECT raw, plain, CASE WHEN plain THEN json_extract(raw, ?)::VARCHAR[] END AS j FROM shaped), "
+        f"split AS (SELECT raw, plain{', ' if split else ''}{split} FROM parsed) "
+        f"SELECT coalesce(plain AND (strlen(raw) - strlen(replace(raw, '\":', ''))) // 2 = {present}, false) AS plain, "
+        f"{', '.join(values)} FROM split"
     )
     return query, [grammar, paths], [c.name for c in source.columns]
 
@@ -119,33 +121,69 @@ def _cached_json_query(source: SourceConfig) -> tuple[str, list[Any], list[str]]
     return cached[1]
 
 
-def json_fields(raws: Sequence[str], source: SourceConfig) -> list[dict[str, Any] | None]:
-    """Per JSON line: its fields as read (:func:`lakecdp.ingest.embedded.as_read` of
-    :func:`lakecdp.ingest.embedded.parse_json_line`'s object, which finds nothing structural), or
-    None for a line this reader does not prove it reads so (the line parser's then)."""
+def json_columns(raws: Sequence[str], source: SourceConfig) -> tuple[list[bool], pa.Table]:
+    """Which JSON lines this reader reads (its proof: the line parser reads the same fields, no
+    finding) and, for those lines in order, their fields as read (:func:`lakecdp.ingest.embedded.as_read`
+    of :func:`lakecdp.ingest.embedded.parse_json_line`'s object) as a table: the source's columns,
+    scalars as texts, string structs as structs of texts. No line is read when ``source`` has a
+    column this reader does not read."""
     plan = _cached_json_query(source)
     if plan is None or not raws:
-        return [None] * len(raws)
+        return [False] * len(raws), _no_rows(source)
     from lakecdp.ingest.screen import _over_batch
 
     query, params, names = plan
     table = _over_batch(pa.table({"raw": pa.array(raws, pa.string())}), query, params)
-    plain = table["plain"].to_pylist()
-    rows = table.select(names).to_pylist()
-    return [row if ok else None for row, ok in zip(rows, plain)]
+    plain = table["plain"]
+    return plain.to_pylist(), _as_read_table(table.select(names).filter(plain), source)
 
 
-def csv_fields(raws: Sequence[str], source: SourceConfig, header: Sequence[str]) -> list[dict[str, Any] | None]:
-    """Per CSV line: its fields (:func:`lakecdp.ingest.embedded_batch.parse_csv_line`'s event: the
-    source's columns by header position, empty -> None), or None for a line with a quote, an
-    escape or NUL character, or another field count than the header's (the line parser's then).
-    A header naming a column outside the source's (rescued fields) or one twice reads no line."""
+def json_fields(raws: Sequence[str], source: SourceConfig) -> list[dict[str, Any] | None]:
+    """:func:`json_columns` as one dict per line read (None for a line not read)."""
+    return _per_line(*json_columns(raws, source))
+
+
+def _per_line(plain: list[bool], table: pa.Table) -> list[dict[str, Any] | None]:
+    rows = iter(table.to_pylist())
+    return [next(rows) if ok else None for ok in plain]
+
+
+def read_schema(source: SourceConfig) -> pa.Schema:
+    """The fields as read of ``source`` as columns: scalars as texts, string structs as structs of
+    texts (what :class:`lakecdp.ingest.embedded.Reads` holds; no other nested column is read here)."""
+    from lakecdp.ingest.embedded import _column_type, _string_struct
+
+    return pa.schema(
+        [
+            pa.field(c.name, pa.string() if c.is_scalar else _column_type(c))
+            for c in source.columns
+            if c.is_scalar or _string_struct(c.type)
+        ]
+    )
+
+
+def _no_rows(source: SourceConfig) -> pa.Table:
+    return read_schema(source).empty_table()
+
+
+def _as_read_table(table: pa.Table, source: SourceConfig) -> pa.Table:
+    """``table`` (every column of ``source``, read as texts) with :func:`read_schema`'s types."""
+    return table.select(read_schema(source).names).cast(read_schema(source))
+
+
+def csv_columns(raws: Sequence[str], source: SourceConfig, header: Sequence[str]) -> tuple[list[bool], pa.Table]:
+    """Which CSV lines this reader reads and their fields (:func:`lakecdp.ingest.embedded_batch.parse_csv_line`'s
+    event: the source's columns by header position, empty -> null) as a table, as
+    :func:`json_columns`. A line with a quote, an escape or NUL character, or another field count
+    than the header's is not read (the line parser's then); nor is any line under a header naming
+    a column outside the source's (rescued fields) or one twice, nor of a source with a nested column."""
     sep = source.options.get("sep", source.options.get("delimiter", ","))
     quote = source.options.get("quote", '"')
     escape = source.options.get("escape", quote)
     columns = source.column_names
-    if not raws or len(set(header)) != len(header) or not set(header) <= set(columns) or len(sep) != 1:
-        return [None] * len(raws)
+    odd = len(set(header)) != len(header) or not set(header) <= set(columns) or len(sep) != 1
+    if not raws or odd or not all(c.is_scalar for c in source.columns):
+        return [False] * len(raws), _no_rows(source)
     lines = pa.array(raws, pa.string())
     special = pc.match_substring_regex(lines, "[" + re.escape(quote + escape) + r"\x00]")
     parts = pc.split_pattern(lines, sep)
@@ -159,5 +197,9 @@ def csv_fields(raws: Sequence[str], source: SourceConfig, header: Sequence[str])
             out[name] = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
         else:
             out[name] = pa.nulls(len(kept), pa.string())
-    rows = iter(pa.table(out).to_pylist())
-    return [next(rows) if ok else None for ok in plain.to_pylist()]
+    return plain.to_pylist(), _as_read_table(pa.table(out), source)
+
+
+def csv_fields(raws: Sequence[str], source: SourceConfig, header: Sequence[str]) -> list[dict[str, Any] | None]:
+    """:func:`csv_columns` as one dict per line read (None for a line not read)."""
+    return _per_line(*csv_columns(raws, source, header))

@@ -45,6 +45,7 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -224,7 +225,7 @@ def _struct_fields(type_text: str) -> tuple[str, ...]:
 # -- validation: the rows as parse_and_validate gives them -----------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class CheckedRow:
     """One log line validated: what parse_and_validate's columns hold for it."""
 
@@ -243,6 +244,9 @@ class CheckedRow:
     @property
     def valid(self) -> bool:
         return not self.reasons
+
+
+_NOTHING_NULLED: frozenset[str] = frozenset()
 
 
 def _spark_order(problems: list[Problem], source: SourceConfig, index: dict[str, int] | None = None) -> list[Problem]:
@@ -272,11 +276,24 @@ class ParsedLine:
     event: Any
     structural: tuple[str, ...] = ()
     detail: str | None = None
-    #: ``event`` is already the fields as read (:func:`as_read`'s dict), by :mod:`lakecdp.ingest.columnar`
-    as_read: bool = False
-    #: ``event`` is what the line parser gives; if not (a JSON line read as columns: its texts),
-    #: the Python rules judge the line parser's object (:func:`parse_json_line`)
-    exact: bool = True
+
+
+@dataclass(frozen=True)
+class ReadColumns:
+    """Rows read as columns (:mod:`lakecdp.ingest.columnar`): their positions, ascending, and
+    their fields as read in that order (:func:`lakecdp.ingest.columnar.read_schema`'s table).
+    Such a row has no structural finding; its fields are those :func:`as_read` gives of the line
+    parser's object."""
+
+    rows: list[int]
+    table: pa.Table
+    #: the table's rows are the line parser's objects too (CSV: all texts); if not (JSON: the
+    #: texts of its numbers and booleans), the Python rules judge :func:`parse_json_line`'s object
+    exact: bool
+
+    def row(self, k: int) -> dict[str, Any]:
+        """The fields of the ``k``-th row read (a dict, as :func:`as_read` gives)."""
+        return self.table.slice(k, 1).to_pylist()[0]
 
 
 def parse_json_line(raw: str) -> ParsedLine:
@@ -298,67 +315,107 @@ def check_rows(rows: list[RawRow], source: SourceConfig, *, as_of: datetime) -> 
 
 
 def check_parsed(
-    rows: list[RawRow], parsed: list[ParsedLine], source: SourceConfig, *, as_of: datetime
+    rows: list[RawRow],
+    parsed: list[ParsedLine | None],
+    source: SourceConfig,
+    *,
+    as_of: datetime,
+    columns: ReadColumns | None = None,
 ) -> list[CheckedRow]:
     """Validate parsed lines as :func:`lakecdp.ingest.validate.parse_and_validate` does: the
     format's structural reasons and BAD_ENCODING (a U+FFFD in the line) first and alone, else
-    the field rules (:func:`~lakecdp.ingest.python_rules.validate_events`) in Spark's order."""
-    found: list[list[Problem] | None] = [None] * len(rows)
-    structural: list[list[str]] = []
+    the field rules (:func:`~lakecdp.ingest.python_rules.validate_events`) in Spark's order.
+
+    Args:
+        parsed: per row, the line parser's reading, or None for a row read as columns.
+        columns: the rows read as columns and their fields (every None of ``parsed``).
+
+    A row read as columns that has no finding gets no event (its fields are in ``columns``); a
+    row with a finding carries the line parser's object."""
+    at = {} if columns is None else {i: k for k, i in enumerate(columns.rows)}
+    exact_events: dict[int, Any] = {}
+
+    def exact(wanted: list[int]) -> list[Any]:
+        """The objects the Python rules judge and a row with a finding carries (the rows read as
+        columns: made once, their table's rows taken together)."""
+        missing = [i for i in wanted if parsed[i] is None and i not in exact_events]
+        if missing:
+            assert columns is not None
+            if columns.exact:
+                taken = columns.table.take(pa.array([at[i] for i in missing], pa.int64())).to_pylist()
+            else:
+                taken = [parse_json_line(rows[i][0]).event for i in missing]
+            exact_events.update(zip(missing, taken))
+        return [exact_events[i] if parsed[i] is None else parsed[i].event for i in wanted]  # type: ignore[union-attr]
+
+    # the structural findings, first and alone: the format's, then BAD_ENCODING (a U+FFFD in the line)
+    structural: dict[int, list[str]] = {
+        i: list(line.structural) for i, line in enumerate(parsed) if line and line.structural
+    }
+    for i in [i for i, row in enumerate(rows) if REPLACEMENT_CHARACTER in row[0]]:
+        structural.setdefault(i, []).append(BAD_ENCODING)
+    # "future" is judged against the later of as_of and the receive time (one bound for a batch)
+    bounds = {max(as_of, received) for received in {row[4] for row in rows}}
     by_bound: dict[datetime, list[int]] = {}
-    for i, (raw, _topic, _partition, _offset, received) in enumerate(rows):
-        codes = list(parsed[i].structural)
-        if REPLACEMENT_CHARACTER in raw:
-            codes.append(BAD_ENCODING)
-        structural.append(codes)
-        if not codes:
-            by_bound.setdefault(max(as_of, received), []).append(i)
+    if len(bounds) == 1:
+        by_bound[bounds.pop()] = [i for i in range(len(rows)) if i not in structural]
+    else:
+        for i, row in enumerate(rows):
+            if i not in structural:
+                by_bound.setdefault(max(as_of, row[4]), []).append(i)
+    found: dict[int, list[Problem]] = {}
     for bound, indexes in by_bound.items():
         # the rows the rules' DuckDB expressions pass have no finding; the rest go through the Python rules
-        events = [parsed[i].event for i in indexes]
-
-        def exact(k: int, indexes: list[int] = indexes) -> Any:
-            line = parsed[indexes[k]]
-            return line.event if line.exact else parse_json_line(rows[indexes[k]][0]).event
-
-        read = [parsed[i].as_read for i in indexes]
-        for i, problems in zip(indexes, validate_screened(events, source, as_of=bound, exact=exact, read=read)):
-            found[i] = problems
-    checked = []
+        read = [i for i in indexes if parsed[i] is None]
+        other = [i for i in indexes if parsed[i] is not None]
+        table = None
+        if read:
+            assert columns is not None
+            table = columns.table if len(read) == len(columns.rows) else columns.table.take([at[i] for i in read])
+        order = read + other
+        problems = validate_screened(
+            [parsed[i].event for i in other],  # type: ignore[union-attr]
+            source,
+            as_of=bound,
+            columns=table,
+            exact=lambda ks: exact([order[k] for k in ks]),
+        )
+        found.update((i, row_problems) for i, row_problems in zip(order, problems) if row_problems)
+    # every row as clean first (one comprehension), then the rows with a finding replaced
+    checked = [
+        CheckedRow(*row, None if line is None else line.event, [], [], None, _NOTHING_NULLED)
+        for row, line in zip(rows, parsed)
+    ]
+    flagged = sorted(found.keys() | structural.keys())
+    events = dict(zip(flagged, exact(flagged)))
     index = {name: i for i, name in enumerate(source.column_names)}
-    for i, (raw, topic, partition, offset, received) in enumerate(rows):
-        event = parsed[i].event
-        problems = found[i] or []
-        if not problems and not structural[i]:
-            checked.append(CheckedRow(raw, topic, partition, offset, received, event, [], [], None, frozenset()))
-            continue
-        if not parsed[i].exact:
-            # a row with a finding carries the line parser's object (its fields as read are the same)
-            event = parse_json_line(raw).event
-        codes = structural[i] or [p.code for p in problems if p.code in (MALFORMED_LINE, BAD_ENCODING)]
+    for i in flagged:
+        raw, topic, partition, offset, received = rows[i]
+        event = events[i]
+        problems = found.get(i, [])
+        codes = structural.get(i) or [p.code for p in problems if p.code in (MALFORMED_LINE, BAD_ENCODING)]
         if codes:
             # a malformed line (or nested field of the wrong shape) carries only its structural reasons
             codes = _distinct(codes)
-            text = "; ".join(codes) + (f": {parsed[i].detail}" if parsed[i].detail else "")
-            checked.append(CheckedRow(raw, topic, partition, offset, received, event, codes, [], text, frozenset()))
+            detail = parsed[i].detail if parsed[i] is not None else None  # type: ignore[union-attr]
+            text = "; ".join(codes) + (f": {detail}" if detail else "")
+            checked[i] = CheckedRow(raw, topic, partition, offset, received, event, codes, [], text, frozenset())
             continue
         ordered = _spark_order(problems, source, index)
         refusing = [p for p in ordered if p.refuses]
         warning = [p for p in ordered if not p.refuses]
         detail = "; ".join(f"{p.code}({p.field})" for p in [*refusing, *warning]) or None
-        checked.append(
-            CheckedRow(
-                raw,
-                topic,
-                partition,
-                offset,
-                received,
-                event,
-                _distinct([p.code for p in refusing]),
-                [] if refusing else _distinct([p.code for p in warning]),
-                detail,
-                frozenset(p.field for p in warning),
-            )
+        checked[i] = CheckedRow(
+            raw,
+            topic,
+            partition,
+            offset,
+            received,
+            event,
+            _distinct([p.code for p in refusing]),
+            [] if refusing else _distinct([p.code for p in warning]),
+            detail,
+            frozenset(p.field for p in warning),
         )
     return checked
 
@@ -448,32 +505,70 @@ def as_read(event: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
     return out
 
 
-class Reads(dict[int, dict[str, Any]]):
+class Reads(Mapping[int, dict[str, Any]]):
     """The valid rows' fields as read (row -> :func:`as_read`'s dict), also as Arrow columns for
-    the consumers that take a column of many rows (the casts, bronze, silver's texts as read):
-    the columns are built once from the dicts (in C, not a Python loop per column and row)."""
+    the consumers that take a column of many rows (the casts, bronze, silver's texts as read).
+    Rows read as columns (:class:`ReadColumns`) are held as their table (a dict is made only when
+    one is asked for by row); the others as dicts, turned into columns once (in C)."""
 
-    def __init__(self, reads: dict[int, dict[str, Any]], source: SourceConfig) -> None:
-        super().__init__(reads)
+    def __init__(
+        self, reads: dict[int, dict[str, Any]], source: SourceConfig, columns: ReadColumns | None = None
+    ) -> None:
+        self._dicts = reads
         self._source = source
+        self._read = columns
+        self._at = {} if columns is None else {i: k for k, i in enumerate(columns.rows)}
         self._table: pa.Table | None = None
         self._rows: pa.Array | None = None
+        self._all: list[int] = []
+        #: dicts made of rows read as columns (:meth:`fetch`)
+        self._made: dict[int, dict[str, Any]] = {}
+
+    def __getitem__(self, row: int) -> dict[str, Any]:
+        found = self._dicts.get(row)
+        if found is None:
+            found = self._made.get(row)
+        if found is not None:
+            return found
+        if self._read is None or row not in self._at:
+            raise KeyError(row)
+        return self._read.row(self._at[row])
+
+    def fetch(self, rows: list[int]) -> None:
+        """Make the dicts of ``rows`` read as columns at once (before asking for them one by one)."""
+        wanted = [i for i in rows if i in self._at and i not in self._made]
+        if wanted and self._read is not None:
+            taken = self._read.table.take(pa.array([self._at[i] for i in wanted], pa.int64())).to_pylist()
+            self._made.update(zip(wanted, taken))
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self._dicts
+        yield from self._at
+
+    def __len__(self) -> int:
+        return len(self._dicts) + len(self._at)
+
+    def __contains__(self, row: object) -> bool:
+        return row in self._dicts or row in self._at
 
     def columns(self, rows: list[int]) -> pa.Table:
         """The scalar and string-struct columns (texts) of ``rows`` (keys of this mapping), in order."""
         if self._table is None:
-            fields = [
-                pa.field(c.name, pa.string() if c.is_scalar else _column_type(c))
-                for c in self._source.columns
-                if c.is_scalar or _string_struct(c.type)
-            ]
-            values = pa.array(list(self.values()), pa.struct(fields))
-            self._table = (
-                pa.Table.from_struct_array(values)
-                if len(values)
-                else pa.table({f.name: pa.array([], f.type) for f in fields})
-            )
-            self._rows = pa.array(list(self.keys()), pa.int64())
+            from lakecdp.ingest.columnar import read_schema
+
+            schema = read_schema(self._source)
+            values = pa.array(list(self._dicts.values()), pa.struct(list(schema)))
+            parts = [pa.Table.from_struct_array(values) if len(values) else schema.empty_table()]
+            if self._read is not None:
+                parts.append(self._read.table)
+            order = pa.array([*self._dicts, *self._at], pa.int64())
+            # in row order: the callers that ask for every row (ascending) take the table as it is
+            by_row = pa.compute.sort_indices(order)
+            self._table = pa.concat_tables(parts).take(by_row)
+            self._rows = order.take(by_row)
+            self._all = self._rows.to_pylist()
+        if rows == self._all:
+            return self._table
         at = pa.compute.index_in(pa.array(rows, pa.int64()), value_set=self._rows)
         return self._table.take(at)
 

@@ -43,6 +43,7 @@ import gc
 import hashlib
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ import pyarrow.compute as pc
 from lakecdp import catalog
 from lakecdp.columns import MissingColumnsError
 from lakecdp.ingest import embedded
-from lakecdp.ingest.columnar import csv_fields, json_fields
+from lakecdp.ingest.columnar import csv_columns, json_columns
 from lakecdp.ingest.audit import (
     COUNTS,
     ERASED,
@@ -66,7 +67,7 @@ from lakecdp.ingest.audit import (
     source_counts,
     file_reasons,
 )
-from lakecdp.ingest.embedded import CheckedRow, ParsedLine, RawRow, check_parsed, parse_json_line
+from lakecdp.ingest.embedded import CheckedRow, ParsedLine, RawRow, ReadColumns, check_parsed, parse_json_line
 from lakecdp.ingest.landing import BOM, LINE_BREAK, LandedFile, natural_key, new_files
 from lakecdp.ingest.python_rules import formatted_parser
 from lakecdp.ingest.reading import csv_header, repeated_columns
@@ -359,12 +360,24 @@ class _Read:
     """The rows of a source's readable files, in file order then line."""
 
     rows: list[RawRow]
-    parsed: list[ParsedLine]
+    #: per row: the line parser's reading, or None for a row read as columns (``columns``)
+    parsed: list[ParsedLine | None]
     files: list[LandedFile]
     #: file -> what is wrong with its header (every row DUPLICATE_HEADER)
     header_problems: dict[str, str]
     #: re-delivered lines (:class:`_KnownLines`): the row, then its stored bronze row's index
     known: list[tuple[RawRow, int]]
+    #: the rows read as columns: positions and tables, file by file (see :attr:`columns`)
+    column_rows: list[int]
+    column_tables: list[pa.Table]
+    exact: bool
+
+    @property
+    def columns(self) -> ReadColumns:
+        """The rows read as columns and their fields (one table)."""
+        tables = self.column_tables
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0] if tables else None
+        return ReadColumns(self.column_rows, table if table is not None else pa.table({}), self.exact)
 
 
 class _KnownLines:
@@ -412,12 +425,14 @@ class _KnownLines:
                 self._headers[relative] = None
         return self._headers[relative]
 
-    def match(self, raw: str, header: list[str] | None) -> int | None:
-        """The stored row of this line, or None (a line not seen, or seen under another header)."""
-        position = self.index.get(hashlib.sha256(raw.encode("utf-8")).hexdigest())
-        if position is None or header is None:
-            return position
-        return position if self._header(self.files[position]) == header else None
+    def match(self, raws: list[str], header: list[str] | None) -> list[int | None]:
+        """Per line of a file: its stored row, or None (a line not seen, or seen under another header)."""
+        index, sha256 = self.index, hashlib.sha256
+        positions = [index.get(sha256(raw.encode("utf-8")).hexdigest()) for raw in raws]
+        if header is None:
+            return positions
+        same = {f: self._header(f) == header for f in {self.files[p] for p in positions if p is not None}}
+        return [p if p is not None and same[self.files[p]] else None for p in positions]
 
 
 def read_files(
@@ -433,7 +448,7 @@ def read_files(
 
     Args:
         columnar: False parses every line with the line parser (see :func:`parse_lines`)."""
-    read = _Read([], [], [], {}, [])
+    read = _Read([], [], [], {}, [], [], [], exact=source.format == "csv")
     csv_format = source.format == "csv"
     for order, file in enumerate(files):
         header = None
@@ -458,39 +473,59 @@ def read_files(
         layout = _csv_layout(source, columns) if csv_format else None
         # a file whose header is refused has every row quarantined: none is known
         usable = known if known is not None and file.relative not in read.header_problems else None
-        fresh = []
-        for line, raw in lines:
-            row = (raw, file.relative, order, line, ctx.as_of)
-            stored = usable.match(raw, header) if usable is not None else None
-            if stored is not None:
-                read.known.append((row, stored))
-                continue
-            fresh.append(row)
+        rows = [(raw, file.relative, order, line, ctx.as_of) for line, raw in lines]
+        if usable is not None:
+            stored = usable.match([raw for _line, raw in lines], header)
+            read.known += [(row, at) for row, at in zip(rows, stored) if at is not None]
+            fresh = [row for row, at in zip(rows, stored) if at is None]
+        else:
+            fresh = rows
+        start = len(read.rows)
         read.rows += fresh
-        read.parsed += parse_lines([row[0] for row in fresh], source, columns, layout, columnar=columnar)
+        parsed, plain, table = parse_lines([row[0] for row in fresh], source, columns, layout, columnar=columnar)
+        read.parsed += parsed
+        if plain:
+            read.column_rows += [start + k for k in plain]
+            read.column_tables.append(table)
         read.files.append(file)
     return read
 
 
 def parse_lines(
     raws: list[str], source: SourceConfig, columns: list[str], layout: _CsvLayout | None, *, columnar: bool = True
-) -> list[ParsedLine]:
+) -> tuple[list[ParsedLine | None], list[int], pa.Table | None]:
     """A file's lines parsed: the plain ones read as columns (:mod:`lakecdp.ingest.columnar`),
     the others by the line parser (:func:`parse_csv_line`, :func:`parse_json_line`).
 
     Args:
-        columnar: False reads every line with the line parser (the oracle of the tests)."""
+        columnar: False reads every line with the line parser (the oracle of the tests).
+
+    Returns:
+        Per line its line parser's reading, or None for a line read as columns; the positions of
+        those lines and their fields as read (a table, in that order; None when there are none)."""
+    read: list[bool] = [False] * len(raws)
+    table = None
+    if columnar and source.format == "csv":
+        read, table = csv_columns(raws, source, columns)
+    elif columnar and source.format == "jsonl":
+        read, table = json_columns(raws, source)
+    plain = [k for k, ok in enumerate(read) if ok]
     if source.format == "csv":
-        fields = csv_fields(raws, source, columns) if columnar else [None] * len(raws)
-        return [
-            ParsedLine(event, as_read=True) if event is not None else parse_csv_line(raw, source, columns, layout)
-            for raw, event in zip(raws, fields)
-        ]
-    fields = json_fields(raws, source) if columnar and source.format == "jsonl" else [None] * len(raws)
-    return [
-        ParsedLine(event, as_read=True, exact=False) if event is not None else parse_json_line(raw)
-        for raw, event in zip(raws, fields)
-    ]
+        parsed = [None if ok else parse_csv_line(raw, source, columns, layout) for raw, ok in zip(raws, read)]
+    else:
+        parsed = [None if ok else parse_json_line(raw) for raw, ok in zip(raws, read)]
+    return parsed, plain, table if plain else None
+
+
+def _valid_columns(columns: ReadColumns, checked: list[CheckedRow]) -> ReadColumns | None:
+    """The valid rows of ``columns`` (a row read as columns may have a refusing finding)."""
+    if not columns.rows:
+        return None
+    keep = [checked[i].valid for i in columns.rows]
+    if all(keep):
+        return columns
+    rows = [i for i, ok in zip(columns.rows, keep) if ok]
+    return ReadColumns(rows, columns.table.filter(pa.array(keep, pa.bool_())), columns.exact)
 
 
 def _rescued(row: CheckedRow, source: SourceConfig) -> str | None:
@@ -534,7 +569,7 @@ def erased_rows(ctx: JobContext, store: DeltaStore, source: SourceConfig, typed:
 
 def classify_rows(
     checked: list[CheckedRow],
-    typed: dict[int, dict[str, Any]],
+    stamps: pa.Array | None,
     source: SourceConfig,
     existing_keys: set[tuple[Any, ...]],
     erased: set[int],
@@ -544,33 +579,45 @@ def classify_rows(
     :func:`lakecdp.ingest.classify.classify` (keys as read; an erased row still takes its rank).
 
     Args:
+        stamps: the valid rows' typed event times, in row order (when versions are ranked by
+            event time: a source that is not ``drop_existing_keys`` and has one).
         reads: the valid rows as read (:class:`embedded.Reads`); the keys are theirs.
     """
     valid = [i for i, row in enumerate(checked) if row.valid]
-    keys = list(zip(*(reads.column_values(k, valid) for k in source.primary_key))) if valid else []
-    # each distinct key as a number: the first row per key is then one Arrow group-by
-    numbers: dict[tuple[Any, ...], int] = {}
+    texts = reads.columns(valid) if valid else None
     rows = pa.table(
         {
             "i": pa.array(valid, pa.int64()),
             "partition": pa.array([checked[i].partition for i in valid], pa.int64()),
             "offset": pa.array([checked[i].offset for i in valid], pa.int64()),
-            "key": pa.array([numbers.setdefault(k, len(numbers)) for k in keys], pa.int64()),
         }
     )
+    keys: list[tuple[Any, ...]] | None = None
+    if texts is not None and all(k in texts.column_names and texts[k].type == pa.string() for k in source.primary_key):
+        # keys that are text columns: grouped by Arrow as they are (a null is one key, as None is)
+        names = [f"key{n}" for n in range(len(source.primary_key))]
+        for name, key in zip(names, source.primary_key):
+            rows = rows.append_column(name, texts[key])
+    else:
+        # each distinct key as a number: the first row per key is then one Arrow group-by
+        keys = list(zip(*(reads.column_values(k, valid) for k in source.primary_key))) if valid else []
+        numbers: dict[tuple[Any, ...], int] = {}
+        names = ["key"]
+        rows = rows.append_column("key", pa.array([numbers.setdefault(k, len(numbers)) for k in keys], pa.int64()))
     if source.drop_existing_keys or source.event_time is None:
         order = [("partition", "ascending", "at_end"), ("offset", "ascending", "at_end")]
     else:
-        event_time = source.event_time
-        stamps = pa.array([typed[i].get(event_time) for i in valid], pa.timestamp("us"))
-        rows = rows.append_column("stamp", stamps)
+        assert stamps is not None
+        rows = rows.append_column("stamp", stamps.cast(pa.timestamp("us")))
         # the event time descending (nulls last), then file and line descending
         order = [("stamp", "descending", "at_end"), ("partition", "descending", "at_end")]
         order.append(("offset", "descending", "at_end"))
     # use_threads=False: "first" is the first in the sorted order
-    ranked = rows.sort_by(order).group_by("key", use_threads=False).aggregate([("i", "first")])
+    ranked = rows.sort_by(order).group_by(names, use_threads=False).aggregate([("i", "first")])
     first = set(ranked["i_first"].to_pylist())
     if existing_keys:
+        if keys is None:
+            keys = list(zip(*(reads.column_values(k, valid) for k in source.primary_key)))
         first -= {i for i, k in zip(valid, keys) if k in existing_keys}
     status = ["quarantined"] * len(checked)
     for i in valid:
@@ -629,20 +676,19 @@ def _counts(
         if file.refused:
             result[file.relative].update(rows_read=1, rows_quarantined=1)
     found: dict[tuple[str, str], int] = {}
+    # rows per (file, status) counted in C; the codes only of the rows that have any
+    for (topic, state), rows in Counter(zip([row.topic for row in checked], status)).items():
+        entry = result[topic]
+        entry[STATUS_COUNT[state]] += rows
+        entry["rows_read"] += rows
+        if state in ("duplicate", "erased"):
+            code = DUPLICATE if state == "duplicate" else ERASED
+            found[(topic, code)] = found.get((topic, code), 0) + rows
     for row, state in zip(checked, status):
-        entry = result[row.topic]
-        entry[STATUS_COUNT[state]] += 1
-        entry["rows_read"] += 1
-        if state == "quarantined":
-            codes = row.reasons
-        elif state == "duplicate":
-            codes = [DUPLICATE]
-        elif state == "erased":
-            codes = [ERASED]
-        else:
-            codes = row.warnings
-        for code in codes:
-            found[(row.topic, code)] = found.get((row.topic, code), 0) + 1
+        if row.reasons or row.warnings:
+            codes = row.reasons if state == "quarantined" else row.warnings if state == LOADED else []
+            for code in codes:
+                found[(row.topic, code)] = found.get((row.topic, code), 0) + 1
     reasons = file_reasons(files, result)
     return result, sorted([*reasons, *((file, code, rows) for (file, code), rows in found.items())])
 
@@ -665,7 +711,8 @@ def _load_source(
     refused = [f for f in files if f.refused]
     for file in refused:
         logger.warning("%s: %s quarantined: %s", source.name, file.relative, file.detail)
-    checked = check_parsed(read.rows, read.parsed, source, as_of=ctx.as_of)
+    columns = read.columns
+    checked = check_parsed(read.rows, read.parsed, source, as_of=ctx.as_of, columns=columns)
     for i, row in enumerate(checked):
         problem = read.header_problems.get(row.topic)
         if problem is not None:
@@ -674,17 +721,11 @@ def _load_source(
                 [DUPLICATE_HEADER], [], f"{DUPLICATE_HEADER}: {problem}", frozenset(),
             )  # fmt: skip
 
-    # a line read as columns is already as read (a row with a finding carries the line parser's
-    # object, whose fields as read are the same)
+    # a row read as columns keeps its table row; the others' fields as read from their objects
     reads = embedded.Reads(
-        {
-            i: r.event
-            if read.parsed[i].as_read and r.event is read.parsed[i].event
-            else embedded.as_read(r.event, source)
-            for i, r in enumerate(checked)
-            if r.valid
-        },
+        {i: embedded.as_read(r.event, source) for i, r in enumerate(checked) if r.valid and read.parsed[i] is not None},
         source,
+        _valid_columns(columns, checked),
     )
     valid = sorted(reads)
 
@@ -701,6 +742,7 @@ def _load_source(
         left = sorted([*left, *(i for i in rows if checked[i].nulled)])
         if not left:
             return table
+        reads.fetch(left)
         typed = embedded._typed_table([typed_row(i) for i in left], left, source)
         return pa.concat_tables([table, typed]).sort_by("_row") if table.num_rows else typed
 
@@ -711,12 +753,11 @@ def _load_source(
     # re-delivered event (its key already loaded) is a duplicate without being typed
     by_key_order = source.drop_existing_keys or source.event_time is None
     valid_typed = None if by_key_order and not erasures else typed_table(valid)
-    typed_rows: dict[int, dict[str, Any]] = {}
+    stamps = None
     if valid_typed is not None and source.event_time is not None:
-        event_time = source.event_time
-        typed_rows = {
-            i: {event_time: v} for i, v in zip(valid_typed["_row"].to_pylist(), valid_typed[event_time].to_pylist())
-        }
+        # the event times in the valid rows' order
+        at = pc.index_in(pa.array(valid, pa.int64()), value_set=valid_typed["_row"])
+        stamps = valid_typed[source.event_time].take(at).combine_chunks()
     erased: set[int] = set()
     if erasures:
         typed = valid_typed if valid_typed is not None else typed_table(valid)
@@ -737,13 +778,10 @@ def _load_source(
             source,
         )
         erased = erased_rows(ctx, store, source, typed) | erased_rows(ctx, store, source, rejected_typed)
-    status = classify_rows(checked, typed_rows, source, existing, erased, reads)
+    status = classify_rows(checked, stamps, source, existing, erased, reads)
     # the re-delivered lines: duplicates (see _KnownLines), after the rows read anew
     copied = [i + len(checked) for i in range(len(read.known))]
-    checked += [
-        CheckedRow(raw, topic, partition, offset, received, None, [], [], None, frozenset())
-        for (raw, topic, partition, offset, received), _stored in read.known
-    ]
+    checked += [CheckedRow(*row, None, [], [], None, frozenset()) for row, _stored in read.known]
     status += ["duplicate"] * len(read.known)
     per_file, reasons = _counts(checked, status, files)
     # before any write: a line the reader lost (or made up) fails the run, nothing is marked done
@@ -759,7 +797,7 @@ def _load_source(
             checked,
             reads,
             # a line read as columns has no field outside the source's columns
-            {i: None if read.parsed[i].as_read else _rescued(checked[i], source) for i in passed},
+            {i: None if read.parsed[i] is None else _rescued(checked[i], source) for i in passed},
             passed,
             run_id=ctx.run_id,
             at=ctx.as_of,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import operator
 import os
 import re
 import stat
@@ -72,6 +73,9 @@ def _split_lines(text: bytes) -> list[bytes]:
     return _LINE_BREAK_BYTES.split(text) if b"\r" in text else text.split(b"\n")
 
 
+_STRIP_SPACES = operator.methodcaller("strip", b" ")
+
+
 def _scan(handle: BinaryIO, *, count_lines: bool) -> tuple[str, int, bool]:
     """sha256 of the bytes and, for text, the non-blank lines (only spaces = blank, as Spark's
     ``trim``), counted independently of the Spark reader; and whether line 1 is non-blank."""
@@ -89,7 +93,8 @@ def _scan(handle: BinaryIO, *, count_lines: bool) -> tuple[str, int, bool]:
             lines += first_filled
             number, parts = 1, parts[1:]
         number += len(parts)
-        lines += sum(1 for line in parts if line.strip(b" "))
+        # the non-blank parts, counted by C iteration (a generator per part cost ~0.5 s per 1M lines)
+        lines += sum(map(bool, map(_STRIP_SPACES, parts)))
 
     for block in iter(lambda: handle.read(1 << 20), b""):
         digest.update(block)
