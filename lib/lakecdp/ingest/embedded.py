@@ -373,14 +373,14 @@ def check_parsed(
             assert columns is not None
             table = columns.table if len(read) == len(columns.rows) else columns.table.take([at[i] for i in read])
         order = read + other
-        problems = validate_screened(
+        screened = validate_screened(
             [parsed[i].event for i in other],  # type: ignore[union-attr]
             source,
             as_of=bound,
             columns=table,
             exact=lambda ks: exact([order[k] for k in ks]),
         )
-        found.update((i, row_problems) for i, row_problems in zip(order, problems) if row_problems)
+        found.update((i, row_problems) for i, row_problems in zip(order, screened) if row_problems)
     # every row as clean first (one comprehension), then the rows with a finding replaced
     checked = [
         CheckedRow(*row, None if line is None else line.event, [], [], None, _NOTHING_NULLED)

@@ -633,7 +633,7 @@ def write_bronze_rows(
     store: DeltaStore,
     source: SourceConfig,
     checked: list[CheckedRow],
-    reads: dict[int, dict[str, Any]],
+    reads: Mapping[int, dict[str, Any]],
     rescued: dict[int, str | None],
     passed: list[int],
     *,
