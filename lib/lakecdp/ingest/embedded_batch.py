@@ -210,15 +210,16 @@ def parquet_lines(file: LandedFile, source: SourceConfig) -> list[tuple[int, str
 
     table = pq.read_table(file.path)
     check_required(file, source, table.column_names)
-    names = [jackson_string(name) + ":" for name in table.column_names]
-    columns = [table[name].to_pylist() for name in table.column_names]
-    out = []
-    for index in range(table.num_rows):
-        fields = [
-            name + _json_value(column[index]) for name, column in zip(names, columns) if column[index] is not None
-        ]
-        out.append((index + 1, "{" + ",".join(fields) + "}"))
-    return out
+    if not table.num_columns:
+        return [(index + 1, "{}") for index in range(table.num_rows)]
+    # column by column: each value's "name":value text (None for a null), then joined per row
+    fields = []
+    for name in table.column_names:
+        prefix = jackson_string(name) + ":"
+        fields.append([None if v is None else prefix + _json_value(v) for v in table[name].to_pylist()])
+    return [
+        (index + 1, "{" + ",".join([f for f in row if f is not None]) + "}") for index, row in enumerate(zip(*fields))
+    ]
 
 
 def check_required(file: LandedFile, source: SourceConfig, present: list[str]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import decimal
 import math
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -108,8 +109,14 @@ def query_to_duckdb(query: str, *, as_of: datetime) -> str:
 _JACKSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+#: a text Jackson writes as it is (no quote, backslash or control character)
+_JACKSON_PLAIN = re.compile(r'[^"\\\x00-\x1f]*')
+
+
 def jackson_string(value: str) -> str:
     """A JSON string as Spark's Jackson generator writes it (non-ASCII kept, controls escaped)."""
+    if _JACKSON_PLAIN.fullmatch(value):
+        return '"' + value + '"'
     out = []
     for char in value:
         if char in _JACKSON_ESCAPES:
