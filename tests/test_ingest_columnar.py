@@ -241,7 +241,10 @@ def landed_bytes(draw: st.DrawFn, line: st.SearchStrategy[str], header: str | No
 def _both_ways(tmp: Path, source: SourceConfig, data: bytes) -> None:
     path = tmp / "f.txt"
     path.write_bytes(data)
-    file = LandedFile(path, "f.txt", len(data), "h")
+    _read_both_ways(source, LandedFile(path, "f.txt", len(data), "h"))
+
+
+def _read_both_ways(source: SourceConfig, file: LandedFile) -> None:
     ctx = SimpleNamespace(as_of=AS_OF)
     columnar = read_files(ctx, source, [file], columnar=True)  # type: ignore[arg-type]
     lines = read_files(ctx, source, [file], columnar=False)  # type: ignore[arg-type]
@@ -298,3 +301,34 @@ def test_a_csv_file_reads_and_validates_alike_with_columns(
     tmp_path_factory: pytest.TempPathFactory, data: bytes
 ) -> None:
     _both_ways(tmp_path_factory.mktemp("c"), CSV_SOURCE, data)
+
+
+# -- Parquet files of texts: read as columns from the file itself ------------------------------------
+
+PARQUET_SOURCE = JSON_SOURCE.model_copy(
+    update={"format": "parquet", "path": "web/*.parquet", "columns": [c for c in JSON_SOURCE.columns if c.is_scalar]}
+)
+PARQUET_TEXT = st.one_of(st.none(), TEXT, st.sampled_from(['a"b', "a\\b", "x\ny", "\x01", "\ufffd", "", " "]))
+
+
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(st.tuples(PARQUET_TEXT, PARQUET_TEXT, PARQUET_TEXT), max_size=12),
+    names=st.sampled_from([("event_id", "ts", "price"), ("ok", "ts", "event_id"), ("event_id", "ts", "extra")]),
+)
+def test_a_parquet_file_of_texts_reads_and_validates_alike_with_columns(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple], names: tuple[str, str, str]
+) -> None:
+    """Every row of a file of text columns the source names is read as columns (a column the
+    source does not name, ``extra``, sends the file the line parser's way); either way the same
+    fields, reasons, warnings and details as the lines (Spark's to_json) parsed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path_factory.mktemp("p") / "f.parquet"
+    columns = list(zip(*rows)) if rows else [(), (), ()]
+    pq.write_table(pa.table({n: pa.array(list(c), pa.string()) for n, c in zip(names, columns)}), path)
+    file = LandedFile(path, "f.parquet", path.stat().st_size, "h")
+    read = read_files(SimpleNamespace(as_of=AS_OF), PARQUET_SOURCE, [file], columnar=True)  # type: ignore[arg-type]
+    assert read.columns.rows == ([] if "extra" in names else list(range(len(rows))))
+    _read_both_ways(PARQUET_SOURCE, file)

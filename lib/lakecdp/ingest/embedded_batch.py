@@ -10,7 +10,8 @@ written with delta-rs (:class:`lakecdp.delta_store.DeltaStore`):
   LF, CRLF or a lone CR with the same physical line numbers as :func:`lakecdp.ingest.reading.read_lines`
   (a leading BOM dropped, lines of spaces skipped, a CSV header skipped and checked as there);
 - **Parquet rows**: read with pyarrow, each as Spark's ``to_json`` of the row with its 1-based row
-  index as line (:func:`parquet_lines`), then parsed as a JSON line;
+  index as line (:func:`parquet_rows`), then parsed as a JSON line -- or, for a file whose columns
+  are all texts the source names, read as columns from the file itself (what the line would parse to);
 - **rows**: plain lines (a JSON object of known keys without escapes, a CSV line without quotes)
   read as columns for the whole file (:mod:`lakecdp.ingest.columnar`: the same fields, no finding);
   other JSON lines as :func:`~lakecdp.ingest.embedded.parse_json_line`, CSV lines as Spark's
@@ -202,24 +203,46 @@ def _json_value(value: Any) -> str:
     raise TypeError(f"no to_json form for {type(value).__name__}")
 
 
-def parquet_lines(file: LandedFile, source: SourceConfig) -> list[tuple[int, str]]:
+def parquet_rows(file: LandedFile, source: SourceConfig) -> tuple[list[tuple[int, str]], pa.Table | None]:
     """``(line, raw)`` per row of a Parquet file, as :func:`lakecdp.ingest.reading.read_parquet_rows`
     makes them on Spark: ``line`` the 1-based row index, ``raw`` Spark's ``to_json`` of the row
-    (every column of the file in file order, null fields left out, ``{}`` for a row of nulls)."""
+    (every column of the file in file order, null fields left out, ``{}`` for a row of nulls); and
+    the rows' fields as read when the file is only texts the source names (:func:`_parquet_as_read`),
+    else None."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(file.path)
     check_required(file, source, table.column_names)
     if not table.num_columns:
-        return [(index + 1, "{}") for index in range(table.num_rows)]
+        return [(index + 1, "{}") for index in range(table.num_rows)], None
     # column by column: each value's "name":value text (None for a null), then joined per row
     fields = []
     for name in table.column_names:
         prefix = jackson_string(name) + ":"
         fields.append([None if v is None else prefix + _json_value(v) for v in table[name].to_pylist()])
-    return [
+    lines = [
         (index + 1, "{" + ",".join([f for f in row if f is not None]) + "}") for index, row in enumerate(zip(*fields))
     ]
+    return lines, _parquet_as_read(table, source)
+
+
+def _parquet_as_read(table: pa.Table, source: SourceConfig) -> pa.Table | None:
+    """The rows' fields as read, when every column of the file is a text column the source names
+    as a scalar: then a row's line (Spark's to_json of it) parses to those texts (a missing column
+    or a null is null), with nothing rescued and nothing structural, so the rows are read as columns
+    (:class:`lakecdp.ingest.embedded.ReadColumns`). None for any other file (its lines are parsed)."""
+    from lakecdp.ingest.columnar import read_schema
+
+    scalars = {c.name for c in source.columns if c.is_scalar}
+    texts = (pa.types.is_string, pa.types.is_large_string)
+    if not all(f.name in scalars and any(t(f.type) for t in texts) for f in table.schema):
+        return None
+    schema = read_schema(source)
+    present = set(table.column_names)
+    return pa.table(
+        [table[f.name].cast(f.type) if f.name in present else pa.nulls(table.num_rows, f.type) for f in schema],
+        schema=schema,
+    )
 
 
 def check_required(file: LandedFile, source: SourceConfig, present: list[str]) -> None:
@@ -453,6 +476,7 @@ def read_files(
     csv_format = source.format == "csv"
     for order, file in enumerate(files):
         header = None
+        as_read: pa.Table | None = None
         try:
             if csv_format and source.has_header:
                 header = csv_header(file, source)
@@ -463,7 +487,7 @@ def read_files(
                     read.header_problems[file.relative] = problem
                     header = [f"_repeated_{i}" if n in header[:i] else n for i, n in enumerate(header)]
             if source.format == "parquet":
-                lines = parquet_lines(file, source)
+                lines, as_read = parquet_rows(file, source)
             else:
                 lines = file_lines(file, skip_header=header is not None)
         except OSError as exc:
@@ -483,7 +507,12 @@ def read_files(
             fresh = rows
         start = len(read.rows)
         read.rows += fresh
-        parsed, plain, table = parse_lines([row[0] for row in fresh], source, columns, layout, columnar=columnar)
+        if as_read is not None and columnar and len(fresh) == len(lines):
+            # a Parquet file of texts: every row read as columns (no re-delivered line is known here)
+            parsed: list[ParsedLine | None] = [None] * len(fresh)
+            plain, table = list(range(len(fresh))), as_read
+        else:
+            parsed, plain, table = parse_lines([row[0] for row in fresh], source, columns, layout, columnar=columnar)
         read.parsed += parsed
         if plain:
             read.column_rows += [start + k for k in plain]
