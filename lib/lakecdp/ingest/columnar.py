@@ -168,7 +168,8 @@ def _no_rows(source: SourceConfig) -> pa.Table:
 
 def _as_read_table(table: pa.Table, source: SourceConfig) -> pa.Table:
     """``table`` (every column of ``source``, read as texts) with :func:`read_schema`'s types."""
-    return table.select(read_schema(source).names).cast(read_schema(source))
+    schema = read_schema(source)
+    return table.select(schema.names).cast(schema)
 
 
 def csv_columns(raws: Sequence[str], source: SourceConfig, header: Sequence[str]) -> tuple[list[bool], pa.Table]:
