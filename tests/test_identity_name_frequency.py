@@ -372,3 +372,61 @@ def test_a_model_without_saved_shares_weighs_names_as_trained(config, tmp_path):
     # the exact level's own 0.9 / 0.01 = 90 for any name: odds 0.2256 -> p 0.1841
     assert p[("shop:ottilie", "tp:ottilie")] == pytest.approx(0.1841, abs=5e-4)
     assert p[("shop:john", "tp:john")] == pytest.approx(0.1841, abs=5e-4)
+
+
+def test_bare_splink_on_the_same_model_differs_by_the_name_frequencies_alone(config, scored):
+    """Why lakecdp's probabilistic edges are not bare Splink's pairs on the same records and
+    model JSON (bench/identity_embedded.py; bench/RESULTS.md "Why lakecdp's probabilistic
+    edges differ from bare Splink's pairs"): Splink computes ``tf_full_name`` as the share of
+    records bearing the whole name, lakecdp registers first x last name shares saved with the
+    model. Only pairs on a name level weighed by frequency differ, and bare Splink with
+    lakecdp's lookup registered scores every pair as lakecdp does."""
+    from splink import DuckDBAPI, Linker
+
+    matcher, prepared, lakecdp = scored
+    model = matcher.load()
+    shares = json.loads(model.path.with_name("model_v1.names.json").read_text())
+
+    def bare(with_shares: bool) -> dict[tuple[str, str], tuple[float, float, float]]:
+        """Per pair (ordered): probability, match weight, the name's frequency adjustment."""
+        settings = json.loads(model.path.read_text())
+        settings["retain_intermediate_calculation_columns"] = True
+        db_api = DuckDBAPI()
+        registered = db_api.register(prepared)
+        linker = Linker(registered, settings)
+        if with_shares:  # the lookup by Splink's own API, from the saved shares
+            full_names = prepared.select(["full_name", "first_name", "last_name"]).to_pylist()
+            lookup = name_frequencies([tuple(r.values()) for r in full_names], shares)
+            table = linker.table_management.register_table(pa.table(lookup), "name_frequencies")
+            linker.table_management.register_term_frequency_lookup(table, "full_name")
+        rows = linker.inference.predict().as_pandas_dataframe()  # every candidate pair
+        return {
+            (min(r.record_id_l, r.record_id_r), max(r.record_id_l, r.record_id_r)): (
+                r.match_probability,
+                r.match_weight,
+                r.mw_tf_adj_name,
+            )
+            for r in rows.itertuples()
+        }
+
+    with_shares, own = bare(True), bare(False)
+    assert set(with_shares) == set(own)
+    # lakecdp's edges (threshold 0.001) are bare Splink's pairs with the lookup registered
+    assert {pair for pair, (p, _, _) in with_shares.items() if p >= 0.001} == set(lakecdp)
+    assert all(with_shares[pair][0] == pytest.approx(p, abs=1e-12) for pair, p in lakecdp.items())
+    # Splink's own frequency of the whole name: "ottilie quarmby" is on 2 records of 200,
+    # 0.01 (not 2/200 x 2/200 = 1e-4): factor 0.9 / 0.01 = 90, odds 0.2256 -> p 0.1841
+    # (lakecdp 0.9576, above the 0.95 threshold: bare Splink leaves the pair out)
+    assert own[("shop:ottilie", "tp:ottilie")][0] == pytest.approx(0.1841, abs=5e-4)
+    # "bill tolputt" and "william tolputt" 1 of 200 each: the nickname level's 100 moved by
+    # 0.01 / 0.005 = 2, factor 200, odds 0.5013 -> p 0.3339 (lakecdp 0.9804)
+    assert own[("shop:bill", "tp:william")][0] == pytest.approx(0.3339, abs=5e-4)
+    # the weights without the name's frequency adjustment are the same pair for pair, and a
+    # pair scores differently exactly where the two adjustments differ
+    for pair, (_, weight, adjustment) in own.items():
+        assert weight - adjustment == pytest.approx(with_shares[pair][1] - with_shares[pair][2], abs=1e-9)
+    differing = {pair for pair in own if own[pair][0] != pytest.approx(with_shares[pair][0], abs=1e-12)}
+    adjusted = {pair for pair in own if own[pair][2] != pytest.approx(with_shares[pair][2], abs=1e-12)}
+    assert differing == adjusted
+    assert {("shop:ottilie", "tp:ottilie"), ("shop:bill", "tp:william")} <= differing
+    assert ("crm:anna", "crm:mark") not in differing  # a household: other first name, no frequency
