@@ -49,10 +49,10 @@ STEPS = (
 )
 
 
-def _child(*args: str) -> dict:
+def _child(*args: str, lib: Path = ROOT / "lib") -> dict:
     env = {
         **os.environ,
-        "PYTHONPATH": f"{ROOT / 'lib'}:{ROOT}",
+        "PYTHONPATH": f"{lib}:{ROOT}",
         "LAKECDP_JVM_DIR": os.environ.get("LAKECDP_JVM_DIR", str(ROOT / ".jvm")),
     }
     done = subprocess.run(
@@ -174,8 +174,129 @@ def prepare(world: Path, fraction: float, out: Path) -> dict[str, list[tuple[str
 # -- in the child process ------------------------------------------------------------------
 
 
+def _jvm_cpu_seconds(spark) -> float:
+    """CPU seconds used so far by the JVM (with its exited children: Python UDF workers)."""
+    pid = spark.sparkContext._gateway.proc.pid
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+#: the step being run, for :func:`_label_phases`
+_STEP = ["-"]
+
+
+def _label_phases(job, seconds: dict[str, float]) -> None:
+    """Profiling only: each phase of a source's Spark ingest (reading and validating, classifying
+    and keeping the rows, counting, bronze, quarantine, silver, ops) as its own job group
+    ``<step>|<source>|<phase>``, timed into ``seconds``."""
+    import functools
+
+    def labelled(phase: str, original, source_of):
+        @functools.wraps(original)
+        def wrapper(ctx, *args, **kw):
+            source = source_of(args)
+            group = f"{_STEP[0]}|{source}|{phase}"
+            ctx.spark.sparkContext.setJobGroup(group, group)
+            start = time.perf_counter()
+            try:
+                return original(ctx, *args, **kw)
+            finally:
+                key = f"{source}|{phase}"
+                seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
+                ctx.spark.sparkContext.setJobGroup(_STEP[0], _STEP[0])
+
+        return wrapper
+
+    def source_name(args):
+        return args[0].name
+
+    def second_source(args):
+        return args[1].name
+
+    for name in ("validated_rows", "_existing_keys", "erased_condition"):
+        if hasattr(job, name):
+            setattr(
+                job,
+                name,
+                labelled(name, getattr(job, name), source_name if name != "erased_condition" else second_source),
+            )
+    for name in ("write_bronze", "write_quarantine"):
+        setattr(job, name, labelled(name, getattr(job, name), second_source))
+    job.write_silver = labelled("write_silver", job.write_silver, second_source)
+    job.write_ops = labelled("write_ops", job.write_ops, lambda args: "all")
+    original_materialised, original_counts = job._materialised, job.file_counts
+
+    def materialised(df):
+        group = f"{_STEP[0]}|{_SOURCE[0]}|classify+checkpoint"
+        df.sparkSession.sparkContext.setJobGroup(group, group)
+        start = time.perf_counter()
+        try:
+            return original_materialised(df)
+        finally:
+            key = f"{_SOURCE[0]}|classify+checkpoint"
+            seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
+
+    def counts(classified, files):
+        if classified is not None:
+            group = f"{_STEP[0]}|{_SOURCE[0]}|file_counts"
+            classified.sparkSession.sparkContext.setJobGroup(group, group)
+        start = time.perf_counter()
+        try:
+            return original_counts(classified, files)
+        finally:
+            key = f"{_SOURCE[0]}|file_counts"
+            seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
+
+    job._materialised, job.file_counts = materialised, counts
+    original_load = job._load_source
+
+    def load_source(ctx, source, *args, **kw):
+        _SOURCE[0] = source.name
+        return original_load(ctx, source, *args, **kw)
+
+    job._load_source = load_source
+
+
+_SOURCE = ["-"]
+
+
+def _jvm_threads_cpu(spark) -> dict[str, float]:
+    """CPU seconds of the JVM's threads so far, by thread name with digits dropped (compiler, GC,
+    executor task threads...), and of its child processes (Python workers) as ``python workers``."""
+    import re
+
+    pid = spark.sparkContext._gateway.proc.pid
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = re.sub(r"[0-9#-]+", "", (task / "comm").read_text().strip()).strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    workers = 0.0
+    stats = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stats[int(proc.name)] = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    family = {pid}
+    for _ in range(3):  # the JVM's children (the PySpark daemon) and theirs (its workers)
+        family |= {child for child, fields in stats.items() if int(fields[1]) in family}
+    for child in family - {pid}:
+        workers += sum(int(v) for v in stats[child][11:15]) / tick
+    out["python workers"] = workers
+    return out
+
+
 def child_lakecdp(root: Path, data: Path, engine: str) -> dict:
-    """The four steps on ``engine`` in a fresh project under ``root``."""
+    """The four steps on ``engine`` in a fresh project under ``root``; with the environment
+    variable ``INGEST_SCALE_EVENT_LOG`` set, Spark's event log (one job group per step) under
+    ``root/eventlog``."""
     from lakecdp.config import load_project
     from lakecdp.context import JobContext, SparkHandle
     from lakecdp.ingest import job
@@ -183,7 +304,28 @@ def child_lakecdp(root: Path, data: Path, engine: str) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(ROOT / "conf", root / "conf")
     project = load_project(root / "conf", env="local")
-    project = project.model_copy(update={"environment": project.environment.model_copy(update={"engine": engine})})
+    environment = project.environment.model_copy(update={"engine": engine})
+    if os.environ.get("INGEST_SCALE_SPARK_CONF"):
+        # --spark-conf: settings tried on top of the environment's (a JVM option, ...)
+        spark_conf = {**environment.spark.conf, **json.loads(os.environ["INGEST_SCALE_SPARK_CONF"])}
+        environment = environment.model_copy(
+            update={"spark": environment.spark.model_copy(update={"conf": spark_conf})}
+        )
+    if os.environ.get("INGEST_SCALE_EVENT_LOG"):
+        (root / "eventlog").mkdir(parents=True)
+        spark_conf = {
+            **environment.spark.conf,
+            "spark.eventLog.enabled": "true",
+            "spark.eventLog.dir": str(root / "eventlog"),
+            "spark.eventLog.compress": "false",
+        }
+        environment = environment.model_copy(
+            update={"spark": environment.spark.model_copy(update={"conf": spark_conf})}
+        )
+    project = project.model_copy(update={"environment": environment})
+    phases: dict[str, float] = {}
+    if os.environ.get("INGEST_SCALE_EVENT_LOG") and engine == "spark":
+        _label_phases(job, phases)
     landing = project.landing
     landing.mkdir(parents=True)
     handle = SparkHandle(project, app_name="ingest-scale")
@@ -197,6 +339,13 @@ def child_lakecdp(root: Path, data: Path, engine: str) -> dict:
                 (landing / source).mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, landing / source / path.name)
         ctx = JobContext.create(project, handle, as_of=AS_OF if increment == 0 else LATER, run_id=f"scale-{step}")
+        spark = handle.get() if engine == "spark" else None
+        if spark is not None:
+            spark.sparkContext.setJobGroup(step, step)
+        _STEP[0] = step
+        phases.clear()
+        jvm_cpu = _jvm_cpu_seconds(spark) if spark is not None else 0.0
+        threads = _jvm_threads_cpu(spark) if spark is not None else {}
         cpu = time.process_time()
         start = time.perf_counter()
         totals = job.ingest(ctx, only=list(sources))
@@ -205,7 +354,14 @@ def child_lakecdp(root: Path, data: Path, engine: str) -> dict:
                 "step": step,
                 "seconds": time.perf_counter() - start,
                 "driver_cpu_seconds": time.process_time() - cpu,
+                "jvm_cpu_seconds": _jvm_cpu_seconds(spark) - jvm_cpu if spark is not None else None,
                 "totals": totals,
+                "phases_s": dict(phases),
+                "jvm_threads_cpu_s": {
+                    k: round(v - threads.get(k, 0.0), 1)
+                    for k, v in (_jvm_threads_cpu(spark) if spark is not None else {}).items()
+                    if v - threads.get(k, 0.0) >= 0.5
+                },
             }
         )
         print(json.dumps(out[-1]), file=sys.stderr, flush=True)
@@ -264,6 +420,14 @@ def main(argv: list[str] | None = None) -> int:
         help="generate the world with Spark or in-process",
     )
     parser.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
+    parser.add_argument(
+        "--lib", type=Path, default=ROOT / "lib", help="lakecdp's lib folder to ingest with (an old tree's)"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the project folder (project-<engine><tag>)")
+    parser.add_argument("--keep", action="store_true", help="keep the project folders (warehouses, event logs)")
+    parser.add_argument(
+        "--spark-conf", action="append", default=[], help="KEY=VALUE: a Spark setting on top of the environment's"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -280,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.results import append_results, machine, stamp
 
+    if args.spark_conf:
+        os.environ["INGEST_SCALE_SPARK_CONF"] = json.dumps(dict(kv.split("=", 1) for kv in args.spark_conf))
     work = args.work.resolve()
     started_on, started = machine(), stamp()
     world = work / f"world-{args.customer_people}-{args.event_people}"
@@ -298,8 +464,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work / "bare", ignore_errors=True)
         print(f"bare ({fraction:g}): {json.dumps(bare)}", flush=True)
         for engine in [e for e in engines if (1.0 if e == "embedded" else args.spark_fraction) == fraction]:
-            result = _child("lakecdp", str(work / f"project-{engine}"), str(data), engine)
-            shutil.rmtree(work / f"project-{engine}", ignore_errors=True)
+            project = work / f"project-{engine}{args.tag}"
+            result = _child("lakecdp", str(project), str(data), engine, lib=args.lib.resolve())
+            if not args.keep:
+                shutil.rmtree(project, ignore_errors=True)
             for step_result, bare_step in zip(result["steps"], bare["steps"]):
                 step = step_result["step"]
                 rows = counts[step]
@@ -323,9 +491,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{engine} {step}: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s; bare "
                     f"{bare_step['seconds']:.1f} s ({rows / bare_step['seconds']:,.0f} rows/s); "
                     f"ratio {seconds / bare_step['seconds']:.1f}x; driver CPU {step_result['driver_cpu_seconds']:.1f} s "
+                    f"JVM CPU {step_result.get('jvm_cpu_seconds') or 0:.1f} s "
                     f"({rows / step_result['driver_cpu_seconds']:,.0f} rows per CPU-s); totals {step_result['totals']}",
                     flush=True,
                 )
+                if step_result.get("phases_s"):
+                    phases = sorted(step_result["phases_s"].items(), key=lambda kv: -kv[1])
+                    print("    phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases), flush=True)
+                if step_result.get("jvm_threads_cpu_s"):
+                    print(f"    CPU by JVM thread: {step_result['jvm_threads_cpu_s']}", flush=True)
             print(f"{engine}: JVM started: {result['jvm_started']}", flush=True)
         shutil.rmtree(data, ignore_errors=True)
     if args.record and table_rows:

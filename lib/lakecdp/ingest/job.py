@@ -209,6 +209,7 @@ def _load_source(
                 ),
                 source,
                 evolve=source.drift == "evolve",
+                files=[f.relative for f in files],
             )
             hook(catalog.BRONZE.named(source.name))
         if any(c["rows_quarantined"] for c in per_file.values()):
@@ -218,7 +219,7 @@ def _load_source(
                 quarantined = quarantine_rows(rejected, run_id=ctx.run_id, quarantined_at=ctx.as_of).unionByName(
                     quarantined
                 )
-            write_quarantine(ctx, quarantined, source)
+            write_quarantine(ctx, quarantined, source, files=[f.relative for f in files])
             hook(catalog.QUARANTINE.named(source.name))
         if classified is not None:
             loaded = classified.where(F.col("_status") == "loaded")

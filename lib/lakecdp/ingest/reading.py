@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: a text file larger than this has its lines dealt out to several tasks (up to the session's
+#: default parallelism): the file is read and split into lines by one task (``wholetext``, so
+#: that every line keeps its physical number), but validating, typing and hashing the lines --
+#: most of the read's work -- then runs on every core instead of one
+SPLIT_ABOVE_BYTES = 4 * 1024 * 1024
+
 
 def csv_header(file: LandedFile, source: SourceConfig) -> list[str]:
     import csv
@@ -67,7 +73,7 @@ def read_lines(ctx: JobContext, file: LandedFile, *, skip_header: bool) -> DataF
 
     A line ends at LF, CRLF or a lone CR (:data:`LINE_BREAK`); a UTF-8 byte order mark before
     line 1 is not part of it. Invalid UTF-8 bytes become U+FFFD (Spark's text decoder), which
-    validation flags.
+    validation flags. A file larger than :data:`SPLIT_ABOVE_BYTES` comes in several partitions.
     """
     whole = ctx.spark.read.text(str(file.path), wholetext=True)
     lines = whole.select(F.posexplode(F.split("value", LINE_BREAK)).alias("_position", "raw")).select(
@@ -78,6 +84,9 @@ def read_lines(ctx: JobContext, file: LandedFile, *, skip_header: bool) -> DataF
     lines = lines.where(F.trim("raw") != "")
     if skip_header:
         lines = lines.where(F.col("line") > 1)
+    tasks = min(ctx.spark.sparkContext.defaultParallelism, -(-file.size // SPLIT_ABOVE_BYTES))
+    if tasks > 1:
+        lines = lines.repartition(tasks)
     return lines
 
 

@@ -46,18 +46,24 @@ from lakecdp.delta_store import arrow_schema
 from lakecdp.ingest import embedded, standardise
 from lakecdp.ingest.python_rules import null_like_key
 from lakecdp.ingest.audit import audit_row
-from lakecdp.ingest.schemas import DATA_QUALITY_SCHEMA, INGEST_AUDIT_SCHEMA, INGEST_FILES_SCHEMA, SILVER_KEYS
+from lakecdp.ingest.schemas import (
+    DATA_QUALITY_SCHEMA,
+    INGEST_AUDIT_SCHEMA,
+    INGEST_FILES_SCHEMA,
+    SILVER_KEYS,
+    SILVER_SCHEMAS,
+)
 from lakecdp.ingest.validate import NO_ROWS
 
 if TYPE_CHECKING:
     import duckdb
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
     from lakecdp.context import JobContext
     from lakecdp.delta_store import DeltaStore
     from lakecdp.ingest.embedded import CheckedRow
     from lakecdp.ingest.landing import LandedFile
-    from lakecdp.ingest.sources import SourceConfig
+    from lakecdp.ingest.sources import ExtraTarget, SourceConfig
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +111,23 @@ def _ledger_status(file: LandedFile, per_file: Mapping[str, Mapping[str, int]]) 
 # -- Spark: Delta MERGEs ----------------------------------------------------------------------
 
 
-def _insert_new(ctx: JobContext, df: DataFrame, name: str, condition: str, *, evolve: bool = False) -> None:
-    """Insert rows of ``df`` that do not match ``condition`` (over ``t`` and ``s``); idempotent."""
-    if not ctx.tables.exists(ctx.spark, name):
+def _insert_new(
+    ctx: JobContext,
+    df: DataFrame,
+    name: str,
+    condition: str,
+    *,
+    evolve: bool = False,
+    scope: Column | None = None,
+) -> None:
+    """Insert rows of ``df`` that do not match ``condition`` (over ``t`` and ``s``); idempotent.
+
+    ``scope``: a condition every stored row that could match a row of ``df`` meets (its landed
+    files). When no stored row meets it -- every run but one that re-does a crashed run's files
+    -- ``df`` is appended: what the MERGE would insert (every row), without joining the table
+    (:func:`_none_in_scope`).
+    """
+    if not ctx.tables.exists(ctx.spark, name) or _none_in_scope(ctx, df, name, scope):
         ctx.tables.append(df, name)
         return
     builder = ctx.tables.delta(ctx.spark, name).alias("t").merge(df.alias("s"), condition).whenNotMatchedInsertAll()
@@ -124,8 +144,11 @@ def _upsert(
     update_condition: str | None = None,
     *,
     evolve: bool = False,
+    scope: Column | None = None,
 ) -> None:
-    if not ctx.tables.exists(ctx.spark, name):
+    """Update the rows of ``name`` that match ``condition`` (when ``update_condition``), insert
+    the others; ``scope`` as :func:`_insert_new`'s: no stored row in it, ``df`` is appended."""
+    if not ctx.tables.exists(ctx.spark, name) or _none_in_scope(ctx, df, name, scope):
         ctx.tables.append(df, name)
         return
     builder = (
@@ -140,24 +163,50 @@ def _upsert(
     builder.execute()
 
 
-def write_bronze(ctx: JobContext, rows: DataFrame, source: SourceConfig, *, evolve: bool = False) -> None:
-    """Insert a landed file's rows that passed into ``bronze.<source>`` when new (file, line, row hash)."""
+def _none_in_scope(ctx: JobContext, df: DataFrame, name: str, scope: Column | None) -> bool:
+    """True when no row of the stored table ``name`` meets ``scope`` and ``df`` has the table's
+    columns (else the MERGE's schema evolution adds them): appending ``df`` is then what a MERGE
+    of it would do. One query, which Delta's file statistics mostly answer without reading data."""
+    if scope is None:
+        return False
+    stored = ctx.tables.read(ctx.spark, name)
+    return set(stored.columns) == set(df.columns) and stored.where(scope).isEmpty()
+
+
+def write_bronze(
+    ctx: JobContext, rows: DataFrame, source: SourceConfig, *, evolve: bool = False, files: Iterable[str] | None = None
+) -> None:
+    """Insert a landed file's rows that passed into ``bronze.<source>`` when new (file, line, row hash).
+
+    Args:
+        files: the landing paths ``rows`` come from (all of them, when given): bronze holding no
+            row of them, the rows are appended without a MERGE.
+    """
     _insert_new(
         ctx,
         rows,
         catalog.BRONZE.named(source.name),
         "t._source_file = s._source_file AND t._line = s._line AND t._row_hash = s._row_hash",
         evolve=evolve,
+        scope=F.col("_source_file").isin(sorted(files)) if files is not None else None,
     )
 
 
-def write_quarantine(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> None:
-    """Insert quarantine rows of landed files when new (file, line, raw; null-safe)."""
+def write_quarantine(
+    ctx: JobContext, rows: DataFrame, source: SourceConfig, *, files: Iterable[str] | None = None
+) -> None:
+    """Insert quarantine rows of landed files when new (file, line, raw; null-safe).
+
+    Args:
+        files: the landing paths ``rows`` come from (all of them, when given): quarantine holding
+            no row of them, the rows are appended without a MERGE.
+    """
     _insert_new(
         ctx,
         rows,
         catalog.QUARANTINE.named(source.name),
         "t.source_file <=> s.source_file AND t.line <=> s.line AND t.raw <=> s.raw",
+        scope=F.col("source_file").isin(sorted(files)) if files is not None else None,
     )
 
 
@@ -188,9 +237,8 @@ def write_silver(ctx: JobContext, loaded: DataFrame, source: SourceConfig, hook:
     """MERGE the loaded rows into the source's silver table(s)."""
     run_id, ingested_at = ctx.run_id, ctx.as_of
     if source.target == "customer_records":
-        _write_records(
-            ctx, standardise.to_customer_records(loaded, source, run_id=run_id, ingested_at=ingested_at), hook
-        )
+        _write_source_records(ctx, loaded, source, None, ingested_at=ingested_at)
+        hook(catalog.CUSTOMER_RECORDS.name)
     elif source.target == "events":
         events = standardise.to_events(loaded, source, run_id=run_id, ingested_at=ingested_at)
         _insert_new(ctx, events, catalog.EVENTS.name, _keys_condition(SILVER_KEYS["events"]))
@@ -232,26 +280,94 @@ def write_extra_records(
     for extra in source.also:
         if extra.target != "customer_records":
             raise ValueError(f"{source.name}: also[] supports customer_records only, got {extra.target}")
-        records = standardise.to_customer_records(
-            loaded, source, extra=extra, run_id=ctx.run_id, ingested_at=ingested_at
-        )
-        _write_records(ctx, records, hook or (lambda _name: None))
+        _write_source_records(ctx, loaded, source, extra, ingested_at=ingested_at)
+        (hook or (lambda _name: None))(catalog.CUSTOMER_RECORDS.name)
 
 
-def _write_records(ctx: JobContext, records: DataFrame, hook: WriteHook) -> None:
+#: when a stored record is replaced by the run's version of it (``s`` the run's row, ``t`` the stored one)
+_NEWER_RECORD_SQL = "s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)"
+
+
+def _write_source_records(
+    ctx: JobContext, loaded: DataFrame, source: SourceConfig, extra: ExtraTarget | None, *, ingested_at: datetime
+) -> None:
+    """``loaded`` (validated rows of ``source``, or of its ``extra`` target) standardised into
+    silver.customer_records: the latest row per record id replaces the stored one when newer.
+
+    Only rows whose upsert would write something are standardised: a row whose record is stored
+    with the same or a later ``updated_at`` (a re-delivered record) is left out first -- leaving
+    them out before the latest row per record id is picked picks the same row, since a record's
+    latest row is left out only when every row of that record is. The rows of records not stored
+    yet are appended (what the MERGE would insert, without its join), the others MERGEd.
+    """
     name = catalog.CUSTOMER_RECORDS.name
-    latest = _latest(records, SILVER_KEYS["customer_records"], "updated_at")
+
+    def records(rows: DataFrame) -> DataFrame:
+        standardised = standardise.to_customer_records(
+            rows, source, extra=extra, run_id=ctx.run_id, ingested_at=ingested_at
+        )
+        return _latest(standardised, SILVER_KEYS["customer_records"], "updated_at")
+
+    if not ctx.tables.exists(ctx.spark, name):
+        ctx.tables.append(records(loaded), name)
+        return
+    stored = ctx.tables.read(ctx.spark, name)
+    if set(stored.columns) != set(SILVER_SCHEMAS["customer_records"].fieldNames()):
+        # a table written before the additive columns (middle_name, ...): the MERGE's schema
+        # evolution gives it them
+        _merge_records(ctx, records(loaded))
+        return
+    mapping = extra.mapping if extra is not None else source.mapping
+    label = (extra.record_source if extra is not None else None) or source.name
+    schema = SILVER_SCHEMAS["customer_records"]
+    if extra is not None:
+        # to_customer_records keeps only these rows (web: logins); the others need no look-up
+        loaded = loaded.where(F.expr(extra.filter))
+
+    def mapped(column: str) -> Column:
+        value = F.expr(mapping[column]) if column in mapping else F.lit(None)
+        return value.cast(schema[column].dataType)
+
+    marked = loaded.withColumns(
+        {
+            "_record_id": F.concat(F.lit(label + ":"), mapped("source_record_id")).cast(schema["record_id"].dataType),
+            "_updated_at": mapped("updated_at"),
+        }
+    ).join(
+        stored.select(
+            F.col("record_id").alias("_stored_id"),
+            F.col("updated_at").alias("_stored_at"),
+            F.lit(True).alias("_stored"),
+        ),
+        F.col("_record_id").eqNullSafe(F.col("_stored_id")),
+        "left",
+    )
+    is_stored = F.col("_stored").isNotNull()
+    newer = F.col("_updated_at").isNotNull() & (
+        F.col("_stored_at").isNull() | (F.col("_updated_at") > F.col("_stored_at"))
+    )
+    helpers = ["_record_id", "_updated_at", "_stored_id", "_stored_at", "_stored"]
+    # one pass says which of the two writes has rows
+    new, changed = marked.select(
+        F.count_if(~is_stored).alias("new"), F.count_if(is_stored & newer).alias("changed")
+    ).first() or (0, 0)
+    if new:
+        ctx.tables.append(records(marked.where(~is_stored).drop(*helpers)), name)
+    if changed:
+        _merge_records(ctx, records(marked.where(is_stored & newer).drop(*helpers)))
+
+
+def _merge_records(ctx: JobContext, latest: DataFrame) -> None:
     # a later version of a record replaces it; an older or equal one (re-delivery) changes nothing.
     # evolve: a table written before the additive columns (middle_name, ...) gains them
     _upsert(
         ctx,
         latest,
-        name,
+        catalog.CUSTOMER_RECORDS.name,
         _keys_condition(SILVER_KEYS["customer_records"]),
-        update_condition="s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)",
+        update_condition=_NEWER_RECORD_SQL,
         evolve=True,
     )
-    hook(name)
 
 
 def _write_ops_spark(ctx: JobContext, done: list[LoadedFiles], hook: WriteHook) -> None:
@@ -277,6 +393,9 @@ def _write_audit(ctx: JobContext, done: list[LoadedFiles], hook: WriteHook) -> N
         AUDIT,
         "t.source <=> s.source AND t.source_file <=> s.source_file AND s.source_file IS NOT NULL",
         evolve=True,
+        scope=_any_of(
+            (F.col("source") == item.source.name) & F.col("source_file").isin(list(item.per_file)) for item in done
+        ),
     )
     hook(AUDIT)
     reasons = [(item.source.name, file, reason, rows) for item in done for file, reason, rows in item.reasons]
@@ -306,6 +425,13 @@ def _write_audit(ctx: JobContext, done: list[LoadedFiles], hook: WriteHook) -> N
             )
 
 
+def _any_of(conditions: Iterable[Column]) -> Column:
+    result = F.lit(False)
+    for condition in conditions:
+        result = result | condition
+    return result
+
+
 def _write_ledger(ctx: JobContext, done: list[LoadedFiles], hook: WriteHook) -> None:
     ledger = ctx.spark.createDataFrame(
         [
@@ -324,7 +450,17 @@ def _write_ledger(ctx: JobContext, done: list[LoadedFiles], hook: WriteHook) -> 
         INGEST_FILES_SCHEMA,
     )
     # status and reason came later: older ledgers get the columns on their next run
-    _insert_new(ctx, ledger, LEDGER, "t.source = s.source AND t.content_hash = s.content_hash", evolve=True)
+    _insert_new(
+        ctx,
+        ledger,
+        LEDGER,
+        "t.source = s.source AND t.content_hash = s.content_hash",
+        evolve=True,
+        scope=_any_of(
+            (F.col("source") == item.source.name) & F.col("content_hash").isin([f.content_hash for f in item.files])
+            for item in done
+        ),
+    )
     hook(LEDGER)
 
 
