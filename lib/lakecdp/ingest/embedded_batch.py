@@ -43,9 +43,11 @@ import csv
 import gc
 import hashlib
 import logging
+import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -819,48 +821,54 @@ def _load_source(
     for relative, c in per_file.items():
         check_audit_counts(f"{source.name} {relative}", c)
 
-    passed = [i for i, s in enumerate(status) if s in (LOADED, "duplicate") and i < len(checked) - len(copied)]
-    if passed or copied:
-        write_bronze_rows(
-            store,
-            source,
-            checked,
-            reads,
-            # a line read as columns has no field outside the source's columns
-            {i: None if read.parsed[i] is None else _rescued(checked[i], source) for i in passed},
-            passed,
-            run_id=ctx.run_id,
-            at=ctx.as_of,
-            copied=(copied, known.stored.take(pa.array([s for _row, s in read.known], pa.int64())))
-            if known is not None and copied
-            else None,
-        )
-        hook(catalog.BRONZE.named(source.name))
-    quarantined = [i for i, s in enumerate(status) if s == "quarantined"]
-    if quarantined or refused:
-        write_quarantine_rows(store, source, checked, quarantined, refused, run_id=ctx.run_id, at=ctx.as_of)
-        hook(catalog.QUARANTINE.named(source.name))
-    loaded = [i for i, s in enumerate(status) if s == LOADED]
-    if loaded:
-        if valid_typed is None:
-            kept = typed_table(loaded)
-        else:
-            kept = valid_typed.filter(pc.is_in(valid_typed["_row"], pa.array(loaded, pa.int64())))
-        positions = loaded
-        kept = kept.append_column(
-            "_warnings", pa.array([checked[i].warnings for i in positions], pa.list_(pa.string()))
-        )
-        # the texts as read: a birth date that does not parse is kept as written (date_of_birth_text)
-        scalars = [c.name for c in source.columns if c.is_scalar]
-        texts = reads.columns(positions)
-        kept = kept.append_column(
-            "_as_read",
-            pa.StructArray.from_arrays(
-                [texts[name].combine_chunks() for name in scalars],
-                fields=[pa.field(name, pa.string()) for name in scalars],
-            ),
-        )
-        write_silver_rows(ctx, store, source, kept, hook)
+    def write_bronze_and_quarantine() -> None:
+        passed = [i for i, s in enumerate(status) if s in (LOADED, "duplicate") and i < len(checked) - len(copied)]
+        if passed or copied:
+            write_bronze_rows(
+                store,
+                source,
+                checked,
+                reads,
+                # a line read as columns has no field outside the source's columns
+                {i: None if read.parsed[i] is None else _rescued(checked[i], source) for i in passed},
+                passed,
+                run_id=ctx.run_id,
+                at=ctx.as_of,
+                copied=(copied, known.stored.take(pa.array([s for _row, s in read.known], pa.int64())))
+                if known is not None and copied
+                else None,
+            )
+            hook(catalog.BRONZE.named(source.name))
+        quarantined = [i for i, s in enumerate(status) if s == "quarantined"]
+        if quarantined or refused:
+            write_quarantine_rows(store, source, checked, quarantined, refused, run_id=ctx.run_id, at=ctx.as_of)
+            hook(catalog.QUARANTINE.named(source.name))
+
+    # bronze and quarantine written beside silver (delta-rs and hashlib release the GIL)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bronze-{source.name}") as beside:
+        bronze = beside.submit(write_bronze_and_quarantine)
+        loaded = [i for i, s in enumerate(status) if s == LOADED]
+        if loaded:
+            if valid_typed is None:
+                kept = typed_table(loaded)
+            else:
+                kept = valid_typed.filter(pc.is_in(valid_typed["_row"], pa.array(loaded, pa.int64())))
+            positions = loaded
+            kept = kept.append_column(
+                "_warnings", pa.array([checked[i].warnings for i in positions], pa.list_(pa.string()))
+            )
+            # the texts as read: a birth date that does not parse is kept as written (date_of_birth_text)
+            scalars = [c.name for c in source.columns if c.is_scalar]
+            texts = reads.columns(positions)
+            kept = kept.append_column(
+                "_as_read",
+                pa.StructArray.from_arrays(
+                    [texts[name].combine_chunks() for name in scalars],
+                    fields=[pa.field(name, pa.string()) for name in scalars],
+                ),
+            )
+            write_silver_rows(ctx, store, source, kept, hook)
+    bronze.result()
     return LoadedFiles(source, files, per_file, reasons), source_counts(files, per_file, skipped=skipped)
 
 
@@ -894,19 +902,43 @@ def ingest_embedded(
     write_hook = hook or (lambda _name: None)
     ledger = _ledger(store)
     totals: dict[str, int] = {}
-    done: list[LoadedFiles] = []
+    done: dict[str, LoadedFiles] = {}
+
+    def one(name: str) -> None:
+        loaded, counts = _load_source(ctx, store, sources[name], ledger, write_hook)
+        if loaded is not None:
+            done[name] = loaded
+        logger.info("ingest %s (embedded): %s", name, counts)
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0) + value
+
+    names = list(wanted)
+    # the catalogue first (order lines take their category from silver.products), the others side by side
+    first = [n for n in names if sources[n].target == "products"]
+    rest = [n for n in names if n not in first]
     try:
         with _without_cycle_collection():
-            for name in wanted:
-                loaded, counts = _load_source(ctx, store, sources[name], ledger, write_hook)
-                if loaded is not None:
-                    done.append(loaded)
-                logger.info("ingest %s (embedded): %s", name, counts)
-                for key, value in counts.items():
-                    totals[key] = totals.get(key, 0) + value
+            for name in first:
+                one(name)
+            _side_by_side(one, rest)
     finally:
-        write_ops(ctx, done, write_hook, store=store)
+        write_ops(ctx, [done[n] for n in names if n in done], write_hook, store=store)
     return totals
+
+
+def _side_by_side(work: Callable[[str], None], names: list[str], *, workers: int | None = None) -> None:
+    """``work`` for every name on up to ``workers`` threads (default one per core: DuckDB, Arrow,
+    delta-rs and hashlib release the GIL for most of a source's work); every name is tried even
+    when one fails, the first failure (in ``names`` order) raised."""
+    workers = min(len(names), workers or os.cpu_count() or 1)
+    if workers <= 1:
+        for name in names:
+            work(name)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+        futures = [pool.submit(work, name) for name in names]
+    for future in futures:
+        future.result()
 
 
 __all__ = ["embedded_reason", "ingest_embedded", "load_sources"]
