@@ -54,6 +54,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -291,8 +292,20 @@ def _pattern_parsers(source: SourceConfig) -> list[tuple[str, Any]]:
 
 def file_lines(file: LandedFile, *, skip_header: bool) -> list[tuple[int, str]]:
     """``(line, raw)`` of the file's non-blank physical lines, as :func:`lakecdp.ingest.reading.read_lines`."""
-    text = file.path.read_bytes().decode("utf-8", errors="replace")
+    return _file_lines(file, skip_header=skip_header)[0]
+
+
+def _file_lines(file: LandedFile, *, skip_header: bool) -> tuple[list[tuple[int, str]], pa.Array | None]:
+    """:func:`file_lines` and, when the file is valid UTF-8 with LF breaks ending in one, the same
+    raws as an Arrow array cut from the file's bytes (for the columnar readers: building it from
+    the Python strings encodes every line again, holding the GIL)."""
+    data = file.path.read_bytes()
+    try:
+        text, exact = data.decode("utf-8"), True
+    except UnicodeDecodeError:
+        text, exact = data.decode("utf-8", errors="replace"), False
     out = []
+    kept = []
     # without a CR every break is an LF: str.split gives the regular expression's pieces, ~10x faster
     pieces = _LINE_BREAK.split(text) if "\r" in text else text.split("\n")
     for number, raw in enumerate(pieces, start=1):
@@ -302,7 +315,22 @@ def file_lines(file: LandedFile, *, skip_header: bool) -> list[tuple[int, str]]:
                 continue
         if raw.strip(" ") != "":
             out.append((number, raw))
-    return out
+            kept.append(number - 1)
+    if not (exact and out and "\r" not in text and data.endswith(b"\n")):
+        return out, None
+    return out, _lines_array(data, len(pieces), kept)
+
+
+def _lines_array(data: bytes, count: int, kept: list[int]) -> pa.Array:
+    """Lines ``kept`` (piece positions) of ``data`` (UTF-8, LF breaks, ending in one; ``count``
+    pieces of ``split("\n")``, the last the empty one after the final break) as Arrow strings."""
+    breaks = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+    # each piece with its break, end to end (the empty last piece left out): one zero-copy array
+    starts = np.concatenate([[0], breaks + 1]).astype(np.int64)
+    if data.startswith(BOM.encode("utf-8")):
+        starts[0] = 3
+    with_breaks = pa.LargeStringArray.from_buffers(count - 1, pa.py_buffer(starts.tobytes()), pa.py_buffer(data))
+    return pc.utf8_slice_codeunits(with_breaks.take(pa.array(kept, pa.int64())), 0, -1).cast(pa.string())
 
 
 @dataclass(frozen=True)
@@ -488,10 +516,11 @@ def read_files(
                 else:
                     read.header_problems[file.relative] = problem
                     header = [f"_repeated_{i}" if n in header[:i] else n for i, n in enumerate(header)]
+            array = None
             if source.format == "parquet":
                 lines, as_read = parquet_rows(file, source)
             else:
-                lines = file_lines(file, skip_header=header is not None)
+                lines, array = _file_lines(file, skip_header=header is not None)
         except OSError as exc:
             logger.warning("%s: %s cannot be read, quarantined: %s", source.name, file.relative, exc)
             read.files.append(file.refuse(UNREADABLE_FILE, f"{file.relative}: cannot be read: {exc.strerror}"))
@@ -505,6 +534,8 @@ def read_files(
             stored = usable.match([raw for _line, raw in lines], header)
             read.known += [(row, at) for row, at in zip(rows, stored) if at is not None]
             fresh = [row for row, at in zip(rows, stored) if at is None]
+            if array is not None:
+                array = array.filter(pa.array([at is None for at in stored], pa.bool_()))
         else:
             fresh = rows
         start = len(read.rows)
@@ -514,7 +545,9 @@ def read_files(
             parsed: list[ParsedLine | None] = [None] * len(fresh)
             plain, table = list(range(len(fresh))), as_read
         else:
-            parsed, plain, table = parse_lines([row[0] for row in fresh], source, columns, layout, columnar=columnar)
+            parsed, plain, table = parse_lines(
+                [row[0] for row in fresh], source, columns, layout, columnar=columnar, array=array
+            )
         read.parsed += parsed
         if plain:
             read.column_rows += [start + k for k in plain]
@@ -524,13 +557,20 @@ def read_files(
 
 
 def parse_lines(
-    raws: list[str], source: SourceConfig, columns: list[str], layout: _CsvLayout | None, *, columnar: bool = True
+    raws: list[str],
+    source: SourceConfig,
+    columns: list[str],
+    layout: _CsvLayout | None,
+    *,
+    columnar: bool = True,
+    array: pa.Array | None = None,
 ) -> tuple[list[ParsedLine | None], list[int], pa.Table | None]:
     """A file's lines parsed: the plain ones read as columns (:mod:`lakecdp.ingest.columnar`),
     the others by the line parser (:func:`parse_csv_line`, :func:`parse_json_line`).
 
     Args:
         columnar: False reads every line with the line parser (the oracle of the tests).
+        array: ``raws`` as Arrow strings, when the caller has them.
 
     Returns:
         Per line its line parser's reading, or None for a line read as columns; the positions of
@@ -538,9 +578,9 @@ def parse_lines(
     read: list[bool] = [False] * len(raws)
     table = None
     if columnar and source.format == "csv":
-        read, table = csv_columns(raws, source, columns)
+        read, table = csv_columns(raws, source, columns, array=array)
     elif columnar and source.format == "jsonl":
-        read, table = json_columns(raws, source)
+        read, table = json_columns(raws, source, array=array)
     plain = [k for k, ok in enumerate(read) if ok]
     if source.format == "csv":
         parsed = [None if ok else parse_csv_line(raw, source, columns, layout) for raw, ok in zip(raws, read)]
