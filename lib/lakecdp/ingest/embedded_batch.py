@@ -330,7 +330,14 @@ def _lines_array(data: bytes, count: int, kept: list[int]) -> pa.Array:
     if data.startswith(BOM.encode("utf-8")):
         starts[0] = 3
     with_breaks = pa.LargeStringArray.from_buffers(count - 1, pa.py_buffer(starts.tobytes()), pa.py_buffer(data))
-    return pc.utf8_slice_codeunits(with_breaks.take(pa.array(kept, pa.int64())), 0, -1).cast(pa.string())
+    first, last = kept[0], kept[-1]
+    # most files keep a run of lines (all but a header): a slice, no copy before the one that drops the breaks
+    chosen = (
+        with_breaks.slice(first, last - first + 1)
+        if last - first + 1 == len(kept)
+        else with_breaks.take(pa.array(kept, pa.int64()))
+    )
+    return pc.utf8_slice_codeunits(chosen, 0, -1).cast(pa.string())
 
 
 @dataclass(frozen=True)
