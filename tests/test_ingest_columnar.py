@@ -332,3 +332,44 @@ def test_a_parquet_file_of_texts_reads_and_validates_alike_with_columns(
     read = read_files(SimpleNamespace(as_of=AS_OF), PARQUET_SOURCE, [file], columnar=True)  # type: ignore[arg-type]
     assert read.columns.rows == ([] if "extra" in names else list(range(len(rows))))
     _read_both_ways(PARQUET_SOURCE, file)
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=8)),
+    header=st.booleans(),
+    bom=st.booleans(),
+    last_break=st.booleans(),
+)
+def test_a_files_lines_cut_from_its_bytes_are_its_raws(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[str], header: bool, bom: bool, last_break: bool
+) -> None:
+    """The Arrow lines the columnar readers get equal the line list's raws (blank lines, the
+    header and a BOM left out); they are cut from the bytes only for UTF-8 with LF breaks ending in one."""
+    from lakecdp.ingest.embedded_batch import _file_lines
+
+    text = "\n".join(lines) + ("\n" if last_break else "")
+    data = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
+    path = tmp_path_factory.mktemp("l") / "f.txt"
+    path.write_bytes(data)
+    out, array = _file_lines(LandedFile(path, "f.txt", len(data), "h"), skip_header=header)
+    # the line list by hand: 1-based physical lines, not blank (spaces only), the header skipped
+    pieces = text.split("\n")
+    expected = [(n, raw) for n, raw in enumerate(pieces, start=1) if raw.strip(" ") and not (header and n == 1)]
+    assert out == expected
+    if text.endswith("\n") and expected:
+        assert array is not None
+        assert array.to_pylist() == [raw for _n, raw in expected]
+    else:
+        assert array is None
+
+
+def test_a_file_with_a_carriage_return_or_bad_utf8_has_no_lines_cut_from_bytes(tmp_path: Path) -> None:
+    from lakecdp.ingest.embedded_batch import _file_lines
+
+    for name, data in (("cr", b"a\r\nb\n"), ("bad", b"a\xff\nb\n")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        out, array = _file_lines(LandedFile(path, name, len(data), "h"), skip_header=False)
+        assert array is None
+        assert out == ([(1, "a"), (2, "b")] if name == "cr" else [(1, "a\ufffd"), (2, "b")])

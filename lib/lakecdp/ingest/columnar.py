@@ -121,19 +121,21 @@ def _cached_json_query(source: SourceConfig) -> tuple[str, list[Any], list[str]]
     return cached[1]
 
 
-def json_columns(raws: Sequence[str], source: SourceConfig) -> tuple[list[bool], pa.Table]:
+def json_columns(
+    raws: Sequence[str], source: SourceConfig, *, array: pa.Array | None = None
+) -> tuple[list[bool], pa.Table]:
     """Which JSON lines this reader reads (its proof: the line parser reads the same fields, no
     finding) and, for those lines in order, their fields as read (:func:`lakecdp.ingest.embedded.as_read`
     of :func:`lakecdp.ingest.embedded.parse_json_line`'s object) as a table: the source's columns,
     scalars as texts, string structs as structs of texts. No line is read when ``source`` has a
-    column this reader does not read."""
+    column this reader does not read; ``array``: ``raws`` as Arrow strings, when the caller has them."""
     plan = _cached_json_query(source)
     if plan is None or not raws:
         return [False] * len(raws), _no_rows(source)
     from lakecdp.ingest.screen import _over_batch
 
     query, params, names = plan
-    table = _over_batch(pa.table({"raw": pa.array(raws, pa.string())}), query, params)
+    table = _over_batch(pa.table({"raw": _strings(raws, array)}), query, params)
     plain = table["plain"]
     return plain.to_pylist(), _as_read_table(table.select(names).filter(plain), source)
 
@@ -172,7 +174,15 @@ def _as_read_table(table: pa.Table, source: SourceConfig) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
-def csv_columns(raws: Sequence[str], source: SourceConfig, header: Sequence[str]) -> tuple[list[bool], pa.Table]:
+def _strings(raws: Sequence[str], array: pa.Array | None) -> pa.Array:
+    if array is not None and len(array) == len(raws):
+        return array
+    return pa.array(raws, pa.string())
+
+
+def csv_columns(
+    raws: Sequence[str], source: SourceConfig, header: Sequence[str], *, array: pa.Array | None = None
+) -> tuple[list[bool], pa.Table]:
     """Which CSV lines this reader reads and their fields (:func:`lakecdp.ingest.embedded_batch.parse_csv_line`'s
     event: the source's columns by header position, empty -> null) as a table, as
     :func:`json_columns`. A line with a quote, an escape or NUL character, or another field count
@@ -185,7 +195,7 @@ def csv_columns(raws: Sequence[str], source: SourceConfig, header: Sequence[str]
     odd = len(set(header)) != len(header) or not set(header) <= set(columns) or len(sep) != 1
     if not raws or odd or not all(c.is_scalar for c in source.columns):
         return [False] * len(raws), _no_rows(source)
-    lines = pa.array(raws, pa.string())
+    lines = _strings(raws, array)
     special = pc.match_substring_regex(lines, "[" + re.escape(quote + escape) + r"\x00]")
     parts = pc.split_pattern(lines, sep)
     plain = pc.and_(pc.invert(special), pc.equal(pc.list_value_length(parts), len(header)))

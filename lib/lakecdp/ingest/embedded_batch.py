@@ -43,15 +43,18 @@ import csv
 import gc
 import hashlib
 import logging
+import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -289,8 +292,20 @@ def _pattern_parsers(source: SourceConfig) -> list[tuple[str, Any]]:
 
 def file_lines(file: LandedFile, *, skip_header: bool) -> list[tuple[int, str]]:
     """``(line, raw)`` of the file's non-blank physical lines, as :func:`lakecdp.ingest.reading.read_lines`."""
-    text = file.path.read_bytes().decode("utf-8", errors="replace")
+    return _file_lines(file, skip_header=skip_header)[0]
+
+
+def _file_lines(file: LandedFile, *, skip_header: bool) -> tuple[list[tuple[int, str]], pa.Array | None]:
+    """:func:`file_lines` and, when the file is valid UTF-8 with LF breaks ending in one, the same
+    raws as an Arrow array cut from the file's bytes (for the columnar readers: building it from
+    the Python strings encodes every line again, holding the GIL)."""
+    data = file.path.read_bytes()
+    try:
+        text, exact = data.decode("utf-8"), True
+    except UnicodeDecodeError:
+        text, exact = data.decode("utf-8", errors="replace"), False
     out = []
+    kept = []
     # without a CR every break is an LF: str.split gives the regular expression's pieces, ~10x faster
     pieces = _LINE_BREAK.split(text) if "\r" in text else text.split("\n")
     for number, raw in enumerate(pieces, start=1):
@@ -300,7 +315,29 @@ def file_lines(file: LandedFile, *, skip_header: bool) -> list[tuple[int, str]]:
                 continue
         if raw.strip(" ") != "":
             out.append((number, raw))
-    return out
+            kept.append(number - 1)
+    if not (exact and out and "\r" not in text and data.endswith(b"\n")):
+        return out, None
+    return out, _lines_array(data, len(pieces), kept)
+
+
+def _lines_array(data: bytes, count: int, kept: list[int]) -> pa.Array:
+    """Lines ``kept`` (piece positions) of ``data`` (UTF-8, LF breaks, ending in one; ``count``
+    pieces of ``split("\n")``, the last the empty one after the final break) as Arrow strings."""
+    breaks = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+    # each piece with its break, end to end (the empty last piece left out): one zero-copy array
+    starts = np.concatenate([[0], breaks + 1]).astype(np.int64)
+    if data.startswith(BOM.encode("utf-8")):
+        starts[0] = 3
+    with_breaks = pa.LargeStringArray.from_buffers(count - 1, pa.py_buffer(starts.tobytes()), pa.py_buffer(data))
+    first, last = kept[0], kept[-1]
+    # most files keep a run of lines (all but a header): a slice, no copy before the one that drops the breaks
+    chosen = (
+        with_breaks.slice(first, last - first + 1)
+        if last - first + 1 == len(kept)
+        else with_breaks.take(pa.array(kept, pa.int64()))
+    )
+    return pc.utf8_slice_codeunits(chosen, 0, -1).cast(pa.string())
 
 
 @dataclass(frozen=True)
@@ -486,10 +523,11 @@ def read_files(
                 else:
                     read.header_problems[file.relative] = problem
                     header = [f"_repeated_{i}" if n in header[:i] else n for i, n in enumerate(header)]
+            array = None
             if source.format == "parquet":
                 lines, as_read = parquet_rows(file, source)
             else:
-                lines = file_lines(file, skip_header=header is not None)
+                lines, array = _file_lines(file, skip_header=header is not None)
         except OSError as exc:
             logger.warning("%s: %s cannot be read, quarantined: %s", source.name, file.relative, exc)
             read.files.append(file.refuse(UNREADABLE_FILE, f"{file.relative}: cannot be read: {exc.strerror}"))
@@ -503,6 +541,8 @@ def read_files(
             stored = usable.match([raw for _line, raw in lines], header)
             read.known += [(row, at) for row, at in zip(rows, stored) if at is not None]
             fresh = [row for row, at in zip(rows, stored) if at is None]
+            if array is not None:
+                array = array.filter(pa.array([at is None for at in stored], pa.bool_()))
         else:
             fresh = rows
         start = len(read.rows)
@@ -512,7 +552,9 @@ def read_files(
             parsed: list[ParsedLine | None] = [None] * len(fresh)
             plain, table = list(range(len(fresh))), as_read
         else:
-            parsed, plain, table = parse_lines([row[0] for row in fresh], source, columns, layout, columnar=columnar)
+            parsed, plain, table = parse_lines(
+                [row[0] for row in fresh], source, columns, layout, columnar=columnar, array=array
+            )
         read.parsed += parsed
         if plain:
             read.column_rows += [start + k for k in plain]
@@ -522,13 +564,20 @@ def read_files(
 
 
 def parse_lines(
-    raws: list[str], source: SourceConfig, columns: list[str], layout: _CsvLayout | None, *, columnar: bool = True
+    raws: list[str],
+    source: SourceConfig,
+    columns: list[str],
+    layout: _CsvLayout | None,
+    *,
+    columnar: bool = True,
+    array: pa.Array | None = None,
 ) -> tuple[list[ParsedLine | None], list[int], pa.Table | None]:
     """A file's lines parsed: the plain ones read as columns (:mod:`lakecdp.ingest.columnar`),
     the others by the line parser (:func:`parse_csv_line`, :func:`parse_json_line`).
 
     Args:
         columnar: False reads every line with the line parser (the oracle of the tests).
+        array: ``raws`` as Arrow strings, when the caller has them.
 
     Returns:
         Per line its line parser's reading, or None for a line read as columns; the positions of
@@ -536,9 +585,9 @@ def parse_lines(
     read: list[bool] = [False] * len(raws)
     table = None
     if columnar and source.format == "csv":
-        read, table = csv_columns(raws, source, columns)
+        read, table = csv_columns(raws, source, columns, array=array)
     elif columnar and source.format == "jsonl":
-        read, table = json_columns(raws, source)
+        read, table = json_columns(raws, source, array=array)
     plain = [k for k, ok in enumerate(read) if ok]
     if source.format == "csv":
         parsed = [None if ok else parse_csv_line(raw, source, columns, layout) for raw, ok in zip(raws, read)]
@@ -819,48 +868,54 @@ def _load_source(
     for relative, c in per_file.items():
         check_audit_counts(f"{source.name} {relative}", c)
 
-    passed = [i for i, s in enumerate(status) if s in (LOADED, "duplicate") and i < len(checked) - len(copied)]
-    if passed or copied:
-        write_bronze_rows(
-            store,
-            source,
-            checked,
-            reads,
-            # a line read as columns has no field outside the source's columns
-            {i: None if read.parsed[i] is None else _rescued(checked[i], source) for i in passed},
-            passed,
-            run_id=ctx.run_id,
-            at=ctx.as_of,
-            copied=(copied, known.stored.take(pa.array([s for _row, s in read.known], pa.int64())))
-            if known is not None and copied
-            else None,
-        )
-        hook(catalog.BRONZE.named(source.name))
-    quarantined = [i for i, s in enumerate(status) if s == "quarantined"]
-    if quarantined or refused:
-        write_quarantine_rows(store, source, checked, quarantined, refused, run_id=ctx.run_id, at=ctx.as_of)
-        hook(catalog.QUARANTINE.named(source.name))
-    loaded = [i for i, s in enumerate(status) if s == LOADED]
-    if loaded:
-        if valid_typed is None:
-            kept = typed_table(loaded)
-        else:
-            kept = valid_typed.filter(pc.is_in(valid_typed["_row"], pa.array(loaded, pa.int64())))
-        positions = loaded
-        kept = kept.append_column(
-            "_warnings", pa.array([checked[i].warnings for i in positions], pa.list_(pa.string()))
-        )
-        # the texts as read: a birth date that does not parse is kept as written (date_of_birth_text)
-        scalars = [c.name for c in source.columns if c.is_scalar]
-        texts = reads.columns(positions)
-        kept = kept.append_column(
-            "_as_read",
-            pa.StructArray.from_arrays(
-                [texts[name].combine_chunks() for name in scalars],
-                fields=[pa.field(name, pa.string()) for name in scalars],
-            ),
-        )
-        write_silver_rows(ctx, store, source, kept, hook)
+    def write_bronze_and_quarantine() -> None:
+        passed = [i for i, s in enumerate(status) if s in (LOADED, "duplicate") and i < len(checked) - len(copied)]
+        if passed or copied:
+            write_bronze_rows(
+                store,
+                source,
+                checked,
+                reads,
+                # a line read as columns has no field outside the source's columns
+                {i: None if read.parsed[i] is None else _rescued(checked[i], source) for i in passed},
+                passed,
+                run_id=ctx.run_id,
+                at=ctx.as_of,
+                copied=(copied, known.stored.take(pa.array([s for _row, s in read.known], pa.int64())))
+                if known is not None and copied
+                else None,
+            )
+            hook(catalog.BRONZE.named(source.name))
+        quarantined = [i for i, s in enumerate(status) if s == "quarantined"]
+        if quarantined or refused:
+            write_quarantine_rows(store, source, checked, quarantined, refused, run_id=ctx.run_id, at=ctx.as_of)
+            hook(catalog.QUARANTINE.named(source.name))
+
+    # bronze and quarantine written beside silver (delta-rs and hashlib release the GIL)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bronze-{source.name}") as beside:
+        bronze = beside.submit(write_bronze_and_quarantine)
+        loaded = [i for i, s in enumerate(status) if s == LOADED]
+        if loaded:
+            if valid_typed is None:
+                kept = typed_table(loaded)
+            else:
+                kept = valid_typed.filter(pc.is_in(valid_typed["_row"], pa.array(loaded, pa.int64())))
+            positions = loaded
+            kept = kept.append_column(
+                "_warnings", pa.array([checked[i].warnings for i in positions], pa.list_(pa.string()))
+            )
+            # the texts as read: a birth date that does not parse is kept as written (date_of_birth_text)
+            scalars = [c.name for c in source.columns if c.is_scalar]
+            texts = reads.columns(positions)
+            kept = kept.append_column(
+                "_as_read",
+                pa.StructArray.from_arrays(
+                    [texts[name].combine_chunks() for name in scalars],
+                    fields=[pa.field(name, pa.string()) for name in scalars],
+                ),
+            )
+            write_silver_rows(ctx, store, source, kept, hook)
+    bronze.result()
     return LoadedFiles(source, files, per_file, reasons), source_counts(files, per_file, skipped=skipped)
 
 
@@ -894,19 +949,43 @@ def ingest_embedded(
     write_hook = hook or (lambda _name: None)
     ledger = _ledger(store)
     totals: dict[str, int] = {}
-    done: list[LoadedFiles] = []
+    done: dict[str, LoadedFiles] = {}
+
+    def one(name: str) -> None:
+        loaded, counts = _load_source(ctx, store, sources[name], ledger, write_hook)
+        if loaded is not None:
+            done[name] = loaded
+        logger.info("ingest %s (embedded): %s", name, counts)
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0) + value
+
+    names = list(wanted)
+    # the catalogue first (order lines take their category from silver.products), the others side by side
+    first = [n for n in names if sources[n].target == "products"]
+    rest = [n for n in names if n not in first]
     try:
         with _without_cycle_collection():
-            for name in wanted:
-                loaded, counts = _load_source(ctx, store, sources[name], ledger, write_hook)
-                if loaded is not None:
-                    done.append(loaded)
-                logger.info("ingest %s (embedded): %s", name, counts)
-                for key, value in counts.items():
-                    totals[key] = totals.get(key, 0) + value
+            for name in first:
+                one(name)
+            _side_by_side(one, rest)
     finally:
-        write_ops(ctx, done, write_hook, store=store)
+        write_ops(ctx, [done[n] for n in names if n in done], write_hook, store=store)
     return totals
+
+
+def _side_by_side(work: Callable[[str], None], names: list[str], *, workers: int | None = None) -> None:
+    """``work`` for every name on up to ``workers`` threads (default one per core: DuckDB, Arrow,
+    delta-rs and hashlib release the GIL for most of a source's work); every name is tried even
+    when one fails, the first failure (in ``names`` order) raised."""
+    workers = min(len(names), workers or os.cpu_count() or 1)
+    if workers <= 1:
+        for name in names:
+            work(name)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+        futures = [pool.submit(work, name) for name in names]
+    for future in futures:
+        future.result()
 
 
 __all__ = ["embedded_reason", "ingest_embedded", "load_sources"]

@@ -271,7 +271,9 @@ def _column(table: pa.Table, name: str, arrow_type: pa.DataType) -> pa.Array:
     """``name`` of ``table`` as ``arrow_type`` (all null when the mapping did not name it)."""
     if name not in table.column_names:
         return pa.nulls(table.num_rows, arrow_type)
-    return table.column(name).combine_chunks().cast(arrow_type)
+    column = table.column(name)
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return array if array.type == arrow_type else array.cast(arrow_type)
 
 
 def _constant(value: object, arrow_type: pa.DataType, size: int) -> pa.Array:

@@ -516,9 +516,15 @@ def cast_rows(
     )
     result = _over_batch(batch, query)
     sure = result["sure"]
-    done = result.filter(sure)
-    kept = [i for i, ok in zip(rows, sure.to_pylist()) if ok]
-    left = [i for i, ok in zip(rows, sure.to_pylist()) if not ok]
+    every = sure.null_count == 0 and pa.compute.all(sure).as_py()
+    # most batches are typed whole: no row filtered out of the (large) text columns
+    done = result if every else result.filter(sure)
+    if every:
+        kept, left = list(rows), []
+    else:
+        flags = sure.to_pylist()
+        kept = [i for i, ok in zip(rows, flags) if ok]
+        left = [i for i, ok in zip(rows, flags) if not ok]
     position = {c.name: k for k, c in enumerate(typed)}
     columns: dict[str, pa.Array | pa.ChunkedArray] = {"_row": done["_row"]}
     for column in source.columns:
@@ -526,7 +532,8 @@ def cast_rows(
         if column.name in position:
             columns[column.name] = done[f"v{position[column.name]}"].cast(arrow_type)
         elif texts is not None and column.name in texts.column_names:
-            columns[column.name] = texts[column.name].filter(sure).cast(arrow_type)
+            text = texts[column.name] if every else texts[column.name].filter(sure)
+            columns[column.name] = text.cast(arrow_type)
         else:
             columns[column.name] = pa.array([reads[i][column.name] for i in kept], arrow_type)
     return pa.table(columns), left

@@ -27,11 +27,14 @@ either engine continues the other's tables).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
+import threading
 import time
 from operator import attrgetter
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -907,6 +910,20 @@ def write_silver_rows(
     source's silver table(s), mapped by :mod:`lakecdp.ingest.embedded_silver`; keys and update
     rules as :func:`write_silver` (events inserted when new, records upserted when newer, orders,
     their items and products upserted; also-targets: web login records)."""
+    targets = sorted({source.target, *(extra.target for extra in source.also)})
+    with ExitStack() as held:
+        for target in targets:
+            held.enter_context(_SILVER_LOCKS[target])
+        _write_silver_rows(ctx, store, source, typed, hook)
+
+
+#: one writer per silver table at a time: sources ingested side by side (read stored keys, then write)
+_SILVER_LOCKS: collections.defaultdict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+
+
+def _write_silver_rows(
+    ctx: JobContext, store: DeltaStore, source: SourceConfig, typed: pa.Table, hook: WriteHook
+) -> None:
     from lakecdp.ingest.embedded_silver import mapping_connection, record_versions, to_silver
 
     stored = None
