@@ -153,6 +153,16 @@ def _unparsed_birth_date(df: DataFrame, mapping: dict[str, str], source: SourceC
     return F.when((text != "") & parsed.isNull(), text)
 
 
+def record_label(source: SourceConfig, extra: ExtraTarget | None = None) -> str:
+    """silver.customer_records' ``source`` of ``source``'s records (or of its ``extra`` target)."""
+    return (extra.record_source if extra is not None else None) or source.name
+
+
+def record_id_column(label: str, source_record_id: Column) -> Column:
+    """silver.customer_records' ``record_id``: ``<label>:<source record id>``."""
+    return F.concat(F.lit(label + ":"), source_record_id)
+
+
 def to_customer_records(
     df: DataFrame,
     source: SourceConfig,
@@ -173,7 +183,7 @@ def to_customer_records(
         One row per input row, in silver.customer_records' column order.
     """
     mapping = extra.mapping if extra is not None else source.mapping
-    label = (extra.record_source if extra is not None else None) or source.name
+    label = record_label(source, extra)
     if extra is not None:
         # a blank or placeholder id (a login whose anonymous_id is "n/a") would make one record
         # of many people: such a row is an event only, like one without the id
@@ -189,7 +199,7 @@ def to_customer_records(
     country = country_code(F.col("country"))
     run_col, ingested_col = _stamps(run_id, ingested_at)
     columns = {
-        "record_id": F.concat(F.lit(label + ":"), F.col("source_record_id")),
+        "record_id": record_id_column(label, F.col("source_record_id")),
         "source": F.lit(label),
         "source_record_id": F.col("source_record_id"),
         "first_name": clean_name(F.col("first_name")),

@@ -287,10 +287,6 @@ def write_extra_records(
         (hook or (lambda _name: None))(catalog.CUSTOMER_RECORDS.name)
 
 
-#: when a stored record is replaced by the run's version of it (``s`` the run's row, ``t`` the stored one)
-_NEWER_RECORD_SQL = "s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)"
-
-
 def _write_source_records(
     ctx: JobContext, loaded: DataFrame, source: SourceConfig, extra: ExtraTarget | None, *, ingested_at: datetime
 ) -> None:
@@ -321,7 +317,6 @@ def _write_source_records(
         _merge_records(ctx, records(loaded))
         return
     mapping = extra.mapping if extra is not None else source.mapping
-    label = (extra.record_source if extra is not None else None) or source.name
     schema = SILVER_SCHEMAS["customer_records"]
     if extra is not None:
         # to_customer_records keeps only these rows (web: logins); the others need no look-up
@@ -333,7 +328,9 @@ def _write_source_records(
 
     marked = loaded.withColumns(
         {
-            "_record_id": F.concat(F.lit(label + ":"), mapped("source_record_id")).cast(schema["record_id"].dataType),
+            "_record_id": standardise.record_id_column(
+                standardise.record_label(source, extra), mapped("source_record_id")
+            ).cast(schema["record_id"].dataType),
             "_updated_at": mapped("updated_at"),
         }
     ).join(
@@ -368,7 +365,7 @@ def _merge_records(ctx: JobContext, latest: DataFrame) -> None:
         latest,
         catalog.CUSTOMER_RECORDS.name,
         _keys_condition(SILVER_KEYS["customer_records"]),
-        update_condition=_NEWER_RECORD_SQL,
+        update_condition=_NEWER_RECORD,
         evolve=True,
     )
 
@@ -1047,7 +1044,7 @@ def _insert_new_events(store: DeltaStore, events: pa.Table, *, run_id: str) -> N
     store.append(events, catalog.EVENTS.name, catalog.EVENTS.ddl, run_id=run_id)
 
 
-#: when a stored record is replaced by the run's version of it (delta-rs SQL, ``s`` the run's row)
+#: when a stored record is replaced by the run's version of it (Spark and delta-rs MERGE SQL, ``s`` the run's row)
 _NEWER_RECORD = "s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)"
 
 
