@@ -2,7 +2,12 @@
 
     PYTHONPATH=$PWD/lib:$PWD .venv/bin/python -m bench.ingest_scale --work /tmp/ingestrate/scale \
         [--customer-people 600000] [--event-people 35000] [--engines embedded,spark] \
-        [--spark-fraction 0.05] [--generate-on spark|python] [--record]
+        [--spark-fraction 0.05] [--generate-on spark|python] [--record] \
+        [--lib OLD_TREE/lib] [--tag -old] [--keep] [--spark-conf KEY=VALUE ...]
+
+(``--lib``: ingest with an old tree's lakecdp, for a before/after in one window;
+``INGEST_SCALE_EVENT_LOG=1``: Spark's event log per step and phase, summarised by
+``python -m bench.spark_event_log``.)
 
 One sample world (``lakecdp.sample.generate``, seed 42): the customer sources (crm,
 shop_customers, third_party) of ``--customer-people`` people (600,000: ~1M rows) and the
