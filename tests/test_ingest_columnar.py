@@ -373,3 +373,33 @@ def test_a_file_with_a_carriage_return_or_bad_utf8_has_no_lines_cut_from_bytes(t
         out, array = _file_lines(LandedFile(path, name, len(data), "h"), skip_header=False)
         assert array is None
         assert out == ([(1, "a"), (2, "b")] if name == "cr" else [(1, "a\ufffd"), (2, "b")])
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(st.binary(max_size=6).map(lambda b: b.replace(b"\r", b" ").replace(b"\n", b" "))),
+    header=st.booleans(),
+    bom=st.booleans(),
+)
+def test_a_files_lines_with_any_bytes_are_the_decoded_lines(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], header: bool, bom: bool
+) -> None:
+    """Any bytes (invalid UTF-8 too, spaces, a BOM) with LF breaks: the line list is the file
+    decoded with U+FFFD for what is not UTF-8, split at LF, blank lines (spaces only) and the
+    header left out; Arrow lines only when the bytes are valid UTF-8."""
+    from lakecdp.ingest.embedded_batch import _file_lines
+
+    data = (b"\xef\xbb\xbf" if bom else b"") + b"".join(line + b"\n" for line in lines)
+    path = tmp_path_factory.mktemp("b") / "f.txt"
+    path.write_bytes(data)
+    out, array = _file_lines(LandedFile(path, "f.txt", len(data), "h"), skip_header=header)
+    # by hand: each line decoded on its own (a break is never part of an invalid sequence)
+    texts = [line.decode("utf-8", errors="replace") for line in lines]
+    expected = [(n, raw) for n, raw in enumerate(texts, start=1) if raw.strip(" ") and not (header and n == 1)]
+    assert out == expected
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        assert array is None
+    else:
+        assert (array.to_pylist() if array is not None else []) == [raw for _n, raw in expected]

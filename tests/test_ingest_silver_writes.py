@@ -100,3 +100,49 @@ def test_new_events_appended_first_per_id_a_null_id_never_matches(store: DeltaSt
     _insert_new_events(store, _events(run), run_id="r2")
     got = sorted(((r["event_id"] or ""), r["event_type"]) for r in store.read(name).to_pylist())
     assert got == [("", "null 1"), ("", "stored null"), ("e1", "stored"), ("e2", "first e2")]
+
+
+def _ledger(rows: list[tuple[str, str, str]]) -> pa.Table:
+    """Ledger rows (source, content hash, run id), the other columns by hand."""
+    schema = arrow_schema(catalog.INGEST_FILES.ddl)
+    given = {
+        "source": [r[0] for r in rows],
+        "path": [f"{r[0]}/{r[1]}.csv" for r in rows],
+        "size": [10] * len(rows),
+        "content_hash": [r[1] for r in rows],
+        "run_id": [r[2] for r in rows],
+        "loaded_at": [_at(1)] * len(rows),
+        "status": ["loaded"] * len(rows),
+        "reason": [None] * len(rows),
+    }
+    return pa.table({f.name: pa.array(given[f.name], f.type) for f in schema}, schema=schema)
+
+
+def test_ops_rows_appended_unless_a_key_is_stored_then_merged(store: DeltaStore) -> None:
+    """An ops table (the ledger here) gets a run's rows appended when none of their keys is
+    stored (a table not made yet, new files), and MERGEd when one is (a crashed run's rows):
+    the MERGE inserts only the new key, the stored row stays as it was (insert-only)."""
+    from lakecdp.ingest.writes import _merge_or_append
+
+    name, ddl, keys = catalog.INGEST_FILES.name, catalog.INGEST_FILES.ddl, ["source", "content_hash"]
+
+    def state() -> tuple[str, list[tuple[str, str, str]]]:
+        table = store.table(name)
+        rows = store.read(name, columns=["source", "content_hash", "run_id"]).to_pylist()
+        return table.history(1)[0]["operation"], sorted((r["source"], r["content_hash"], r["run_id"]) for r in rows)
+
+    _merge_or_append(store, _ledger([("crm", "h1", "r1")]), name, ddl, keys=keys, run_id="r1", update=False)
+    assert state() == ("WRITE", [("crm", "h1", "r1")])
+    # a new file, and the same hash under another source: no stored key, appended
+    _merge_or_append(
+        store, _ledger([("crm", "h2", "r2"), ("web", "h1", "r2")]), name, ddl, keys=keys, run_id="r2", update=False
+    )
+    assert state() == ("WRITE", [("crm", "h1", "r1"), ("crm", "h2", "r2"), ("web", "h1", "r2")])
+    # crm h2 stored already (a re-run): MERGEd, only crm h3 inserted
+    _merge_or_append(
+        store, _ledger([("crm", "h2", "r3"), ("crm", "h3", "r3")]), name, ddl, keys=keys, run_id="r3", update=False
+    )
+    assert state() == (
+        "MERGE",
+        [("crm", "h1", "r1"), ("crm", "h2", "r2"), ("crm", "h3", "r3"), ("web", "h1", "r2")],
+    )

@@ -41,15 +41,19 @@ same rows.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
+import operator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from itertools import compress, repeat
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute below
 
@@ -225,9 +229,9 @@ def _struct_fields(type_text: str) -> tuple[str, ...]:
 # -- validation: the rows as parse_and_validate gives them -----------------------------------------
 
 
-@dataclass(slots=True)
-class CheckedRow:
-    """One log line validated: what parse_and_validate's columns hold for it."""
+class CheckedRow(NamedTuple):
+    """One log line validated: what parse_and_validate's columns hold for it. A tuple: the clean
+    rows of a batch are made in C (:func:`clean_rows`), a million at a time."""
 
     raw: str
     topic: str
@@ -235,8 +239,8 @@ class CheckedRow:
     offset: int
     received: datetime
     event: Any
-    reasons: list[str]
-    warnings: list[str]
+    reasons: Sequence[str]
+    warnings: Sequence[str]
     detail: str | None
     #: field -> nulled (warn-level findings): "col" or "col.inner"
     nulled: frozenset[str]
@@ -247,6 +251,15 @@ class CheckedRow:
 
 
 _NOTHING_NULLED: frozenset[str] = frozenset()
+#: what a row without a finding holds after its RawRow fields
+_CLEAN: tuple[Any, ...] = (None, (), (), None, _NOTHING_NULLED)
+
+
+def clean_rows(rows: Iterable[RawRow]) -> list[CheckedRow]:
+    """A :class:`CheckedRow` without event or finding per row, made in C (each RawRow and the
+    clean fields joined into the row's tuple): no Python call per row."""
+    made = map(tuple.__new__, repeat(CheckedRow), map(operator.add, rows, repeat(_CLEAN)))
+    return list(made)
 
 
 def _spark_order(problems: list[Problem], source: SourceConfig, index: dict[str, int] | None = None) -> list[Problem]:
@@ -332,7 +345,13 @@ def check_parsed(
 
     A row read as columns that has no finding gets no event (its fields are in ``columns``); a
     row with a finding carries the line parser's object."""
-    at = {} if columns is None else {i: k for k, i in enumerate(columns.rows)}
+    column_rows = None if columns is None else np.asarray(columns.rows, dtype=np.int64)
+
+    def at(rows_wanted: list[int]) -> list[int]:
+        """The positions in ``columns`` of rows read as columns (its rows are ascending)."""
+        assert column_rows is not None
+        return np.searchsorted(column_rows, np.asarray(rows_wanted, dtype=np.int64)).tolist()
+
     exact_events: dict[int, Any] = {}
 
     def exact(wanted: list[int]) -> list[Any]:
@@ -342,7 +361,7 @@ def check_parsed(
         if missing:
             assert columns is not None
             if columns.exact:
-                taken = columns.table.take(pa.array([at[i] for i in missing], pa.int64())).to_pylist()
+                taken = columns.table.take(pa.array(at(missing), pa.int64())).to_pylist()
             else:
                 taken = [parse_json_line(rows[i][0]).event for i in missing]
             exact_events.update(zip(missing, taken))
@@ -358,20 +377,24 @@ def check_parsed(
     bounds = {max(as_of, received) for received in {row[4] for row in rows}}
     by_bound: dict[datetime, list[int]] = {}
     if len(bounds) == 1:
-        by_bound[bounds.pop()] = [i for i in range(len(rows)) if i not in structural]
+        by_bound[bounds.pop()] = (
+            [i for i in range(len(rows)) if i not in structural] if structural else list(range(len(rows)))
+        )
     else:
         for i, row in enumerate(rows):
             if i not in structural:
                 by_bound.setdefault(max(as_of, row[4]), []).append(i)
     found: dict[int, list[Problem]] = {}
+    # the rows the line parser read (a ParsedLine is true, None false), found in C
+    lined = set(compress(range(len(parsed)), parsed))
     for bound, indexes in by_bound.items():
         # the rows the rules' DuckDB expressions pass have no finding; the rest go through the Python rules
-        read = [i for i in indexes if parsed[i] is None]
-        other = [i for i in indexes if parsed[i] is not None]
+        read = [i for i in indexes if i not in lined] if lined else indexes
+        other = [i for i in indexes if i in lined] if lined else []
         table = None
         if read:
             assert columns is not None
-            table = columns.table if len(read) == len(columns.rows) else columns.table.take([at[i] for i in read])
+            table = columns.table if len(read) == len(columns.rows) else columns.table.take(at(read))
         order = read + other
         screened = validate_screened(
             [parsed[i].event for i in other],  # type: ignore[union-attr]
@@ -381,11 +404,11 @@ def check_parsed(
             exact=lambda ks: exact([order[k] for k in ks]),
         )
         found.update((i, row_problems) for i, row_problems in zip(order, screened) if row_problems)
-    # every row as clean first (one comprehension), then the rows with a finding replaced
-    checked = [
-        CheckedRow(*row, None if line is None else line.event, [], [], None, _NOTHING_NULLED)
-        for row, line in zip(rows, parsed)
-    ]
+    # every row as clean first (made in C), the line parser's object given to the rows it read,
+    # then the rows with a finding replaced
+    checked = clean_rows(rows)
+    for i in lined:
+        checked[i] = checked[i]._replace(event=parsed[i].event)  # type: ignore[union-attr]
     flagged = sorted(found.keys() | structural.keys())
     events = dict(zip(flagged, exact(flagged)))
     index = {name: i for i, name in enumerate(source.column_names)}
@@ -517,7 +540,8 @@ class Reads(Mapping[int, dict[str, Any]]):
         self._dicts = reads
         self._source = source
         self._read = columns
-        self._at = {} if columns is None else {i: k for k, i in enumerate(columns.rows)}
+        #: the rows read as columns, ascending (their positions in ``columns`` found by bisection)
+        self._columns_rows: list[int] = [] if columns is None else columns.rows
         self._table: pa.Table | None = None
         self._rows: pa.Array | None = None
         self._all: list[int] = []
@@ -530,26 +554,34 @@ class Reads(Mapping[int, dict[str, Any]]):
             found = self._made.get(row)
         if found is not None:
             return found
-        if self._read is None or row not in self._at:
+        at = self._at(row)
+        if self._read is None or at is None:
             raise KeyError(row)
-        return self._read.row(self._at[row])
+        return self._read.row(at)
+
+    def _at(self, row: object) -> int | None:
+        """The position in ``columns`` of a row read as columns, or None."""
+        if not isinstance(row, int):
+            return None
+        at = bisect.bisect_left(self._columns_rows, row)
+        return at if at < len(self._columns_rows) and self._columns_rows[at] == row else None
 
     def fetch(self, rows: list[int]) -> None:
         """Make the dicts of ``rows`` read as columns at once (before asking for them one by one)."""
-        wanted = [i for i in rows if i in self._at and i not in self._made]
+        wanted = [(i, at) for i in rows if i not in self._made and (at := self._at(i)) is not None]
         if wanted and self._read is not None:
-            taken = self._read.table.take(pa.array([self._at[i] for i in wanted], pa.int64())).to_pylist()
-            self._made.update(zip(wanted, taken))
+            taken = self._read.table.take(pa.array([at for _i, at in wanted], pa.int64())).to_pylist()
+            self._made.update(zip([i for i, _at in wanted], taken))
 
     def __iter__(self) -> Iterator[int]:
         yield from self._dicts
-        yield from self._at
+        yield from self._columns_rows
 
     def __len__(self) -> int:
-        return len(self._dicts) + len(self._at)
+        return len(self._dicts) + len(self._columns_rows)
 
     def __contains__(self, row: object) -> bool:
-        return row in self._dicts or row in self._at
+        return row in self._dicts or self._at(row) is not None
 
     def columns(self, rows: list[int]) -> pa.Table:
         """The scalar and string-struct columns (texts) of ``rows`` (keys of this mapping), in order."""
@@ -561,11 +593,14 @@ class Reads(Mapping[int, dict[str, Any]]):
             parts = [pa.Table.from_struct_array(values) if len(values) else schema.empty_table()]
             if self._read is not None:
                 parts.append(self._read.table)
-            order = pa.array([*self._dicts, *self._at], pa.int64())
+            order = pa.array([*self._dicts, *self._columns_rows], pa.int64())
             # in row order: the callers that ask for every row (ascending) take the table as it is
-            by_row = pa.compute.sort_indices(order)
-            self._table = pa.concat_tables(parts).take(by_row)
-            self._rows = order.take(by_row)
+            if self._dicts:
+                by_row = pa.compute.sort_indices(order)
+                self._table, self._rows = pa.concat_tables(parts).take(by_row), order.take(by_row)
+            else:
+                # only rows read as columns: in row order already
+                self._table, self._rows = pa.concat_tables(parts), order
             self._all = self._rows.to_pylist()
         if rows == self._all:
             return self._table
@@ -674,7 +709,10 @@ def _connection() -> duckdb.DuckDBPyConnection:
 
 
 def _typed_table(
-    rows: list[dict[str, Any]], positions: list[int], source: SourceConfig, warnings: list[list[str]] | None = None
+    rows: list[dict[str, Any]],
+    positions: list[int],
+    source: SourceConfig,
+    warnings: Sequence[Sequence[str]] | None = None,
 ) -> pa.Table:
     columns = {"_row": pa.array(positions, pa.int64())}
     for column in source.columns:

@@ -43,6 +43,7 @@ import csv
 import gc
 import hashlib
 import logging
+import operator
 import os
 import re
 from collections import Counter
@@ -51,6 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from itertools import compress, repeat
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -299,13 +302,29 @@ def _file_lines(file: LandedFile, *, skip_header: bool) -> tuple[list[tuple[int,
     """:func:`file_lines` and, when the file is valid UTF-8 with LF breaks ending in one, the same
     raws as an Arrow array cut from the file's bytes (for the columnar readers: building it from
     the Python strings encodes every line again, holding the GIL)."""
+    numbers, raws, array = _file_rows(file, skip_header=skip_header)
+    return list(zip(numbers, raws)), array
+
+
+def _file_rows(file: LandedFile, *, skip_header: bool) -> tuple[list[int], list[str], pa.Array | None]:
+    """:func:`_file_lines` as the line numbers and the raws, two lists."""
     data = file.path.read_bytes()
     try:
         text, exact = data.decode("utf-8"), True
     except UnicodeDecodeError:
         text, exact = data.decode("utf-8", errors="replace"), False
-    out = []
-    kept = []
+    if "\r" not in text and data.endswith(b"\n"):
+        # the common file: which lines are blank worked out on the bytes, the strings picked in C
+        # (a Python loop over a million lines held the GIL the other sources' threads wait for)
+        pieces = text.split("\n")
+        pieces[0] = pieces[0].removeprefix(BOM)
+        breaks = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+        kept = _filled_lines(data, breaks, skip_header=skip_header)
+        numbers = (kept + 1).tolist()
+        raws = pieces[:-1] if len(kept) == len(pieces) - 1 else list(compress(pieces, _mask(kept, len(pieces))))
+        # an invalid byte is replaced by U+FFFD, never with a break: the same lines, the same blanks
+        return numbers, raws, _lines_array(data, breaks, kept) if numbers and exact else None
+    numbers, raws = [], []
     # without a CR every break is an LF: str.split gives the regular expression's pieces, ~10x faster
     pieces = _LINE_BREAK.split(text) if "\r" in text else text.split("\n")
     for number, raw in enumerate(pieces, start=1):
@@ -314,23 +333,43 @@ def _file_lines(file: LandedFile, *, skip_header: bool) -> tuple[list[tuple[int,
             if skip_header:
                 continue
         if raw.strip(" ") != "":
-            out.append((number, raw))
-            kept.append(number - 1)
-    if not (exact and out and "\r" not in text and data.endswith(b"\n")):
-        return out, None
-    return out, _lines_array(data, len(pieces), kept)
+            numbers.append(number)
+            raws.append(raw)
+    return numbers, raws, None
 
 
-def _lines_array(data: bytes, count: int, kept: list[int]) -> pa.Array:
-    """Lines ``kept`` (piece positions) of ``data`` (UTF-8, LF breaks, ending in one; ``count``
-    pieces of ``split("\n")``, the last the empty one after the final break) as Arrow strings."""
-    breaks = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+def _filled_lines(data: bytes, breaks: np.ndarray, *, skip_header: bool) -> np.ndarray:
+    """The positions (0-based) of the lines of ``data`` (LF breaks at ``breaks``, ending in one)
+    holding a byte other than a space (a BOM opening the file aside), line 1 left out when it is
+    a header."""
+    octets = np.frombuffer(data, np.uint8)
+    other = (octets != 32) & (octets != 10)
+    if data.startswith(BOM.encode("utf-8")):
+        other[:3] = False
+    # per line (its bytes and its break): any byte other than a space; an empty line has none
+    starts = np.concatenate([[0], breaks[:-1] + 1])
+    filled = np.logical_or.reduceat(other, starts) & (breaks > starts)
+    if skip_header and len(filled):
+        filled[0] = False
+    return np.flatnonzero(filled)
+
+
+def _mask(kept: np.ndarray, count: int) -> list[bool]:
+    """``count`` booleans, True at ``kept``."""
+    mask = np.zeros(count, dtype=bool)
+    mask[kept] = True
+    return mask.tolist()
+
+
+def _lines_array(data: bytes, breaks: np.ndarray, kept: np.ndarray) -> pa.Array:
+    """Lines ``kept`` (positions, ascending, not empty) of ``data`` (UTF-8, LF breaks at ``breaks``,
+    ending in one) as Arrow strings."""
     # each piece with its break, end to end (the empty last piece left out): one zero-copy array
     starts = np.concatenate([[0], breaks + 1]).astype(np.int64)
     if data.startswith(BOM.encode("utf-8")):
         starts[0] = 3
-    with_breaks = pa.LargeStringArray.from_buffers(count - 1, pa.py_buffer(starts.tobytes()), pa.py_buffer(data))
-    first, last = kept[0], kept[-1]
+    with_breaks = pa.LargeStringArray.from_buffers(len(breaks), pa.py_buffer(starts.tobytes()), pa.py_buffer(data))
+    first, last = int(kept[0]), int(kept[-1])
     # most files keep a run of lines (all but a header): a slice, no copy before the one that drops the breaks
     chosen = (
         with_breaks.slice(first, last - first + 1)
@@ -526,8 +565,9 @@ def read_files(
             array = None
             if source.format == "parquet":
                 lines, as_read = parquet_rows(file, source)
+                numbers, raws = [n for n, _raw in lines], [raw for _n, raw in lines]
             else:
-                lines, array = _file_lines(file, skip_header=header is not None)
+                numbers, raws, array = _file_rows(file, skip_header=header is not None)
         except OSError as exc:
             logger.warning("%s: %s cannot be read, quarantined: %s", source.name, file.relative, exc)
             read.files.append(file.refuse(UNREADABLE_FILE, f"{file.relative}: cannot be read: {exc.strerror}"))
@@ -536,9 +576,10 @@ def read_files(
         layout = _csv_layout(source, columns) if csv_format else None
         # a file whose header is refused has every row quarantined: none is known
         usable = known if known is not None and file.relative not in read.header_problems else None
-        rows = [(raw, file.relative, order, line, ctx.as_of) for line, raw in lines]
+        # RawRow tuples made in C
+        rows = list(zip(raws, repeat(file.relative), repeat(order), numbers, repeat(ctx.as_of)))
         if usable is not None:
-            stored = usable.match([raw for _line, raw in lines], header)
+            stored = usable.match(raws, header)
             read.known += [(row, at) for row, at in zip(rows, stored) if at is not None]
             fresh = [row for row, at in zip(rows, stored) if at is None]
             if array is not None:
@@ -547,13 +588,18 @@ def read_files(
             fresh = rows
         start = len(read.rows)
         read.rows += fresh
-        if as_read is not None and columnar and len(fresh) == len(lines):
+        if as_read is not None and columnar and len(fresh) == len(rows):
             # a Parquet file of texts: every row read as columns (no re-delivered line is known here)
             parsed: list[ParsedLine | None] = [None] * len(fresh)
             plain, table = list(range(len(fresh))), as_read
         else:
             parsed, plain, table = parse_lines(
-                [row[0] for row in fresh], source, columns, layout, columnar=columnar, array=array
+                raws if fresh is rows else [row[0] for row in fresh],
+                source,
+                columns,
+                layout,
+                columnar=columnar,
+                array=array,
             )
         read.parsed += parsed
         if plain:
@@ -588,11 +634,15 @@ def parse_lines(
         read, table = csv_columns(raws, source, columns, array=array)
     elif columnar and source.format == "jsonl":
         read, table = json_columns(raws, source, array=array)
-    plain = [k for k, ok in enumerate(read) if ok]
-    if source.format == "csv":
-        parsed = [None if ok else parse_csv_line(raw, source, columns, layout) for raw, ok in zip(raws, read)]
-    else:
-        parsed = [None if ok else parse_json_line(raw) for raw, ok in zip(raws, read)]
+    # the positions picked in C: most lines are read as columns
+    every = range(len(raws))
+    plain = list(every) if all(read) else list(compress(every, read))
+    parsed: list[ParsedLine | None] = [None] * len(raws)
+    if len(plain) < len(raws):
+        for k in compress(every, map(operator.not_, read)):
+            parsed[k] = (
+                parse_csv_line(raws[k], source, columns, layout) if source.format == "csv" else parse_json_line(raws[k])
+            )
     return parsed, plain, table if plain else None
 
 
@@ -646,6 +696,10 @@ def erased_rows(ctx: JobContext, store: DeltaStore, source: SourceConfig, typed:
 # -- classification -------------------------------------------------------------------------------
 
 
+_PASSED = frozenset({LOADED, "duplicate"})
+_STATUS_NAMES = np.array(["quarantined", "duplicate", LOADED, "erased"], dtype=object)
+
+
 def classify_rows(
     checked: list[CheckedRow],
     stamps: pa.Array | None,
@@ -662,13 +716,15 @@ def classify_rows(
             event time: a source that is not ``drop_existing_keys`` and has one).
         reads: the valid rows as read (:class:`embedded.Reads`); the keys are theirs.
     """
-    valid = [i for i, row in enumerate(checked) if row.valid]
+    # picked in C: the rows without a reason, their file and line
+    valid = list(compress(range(len(checked)), map(operator.not_, map(attrgetter("reasons"), checked))))
     texts = reads.columns(valid) if valid else None
+    kept = list(map(checked.__getitem__, valid))
     rows = pa.table(
         {
             "i": pa.array(valid, pa.int64()),
-            "partition": pa.array([checked[i].partition for i in valid], pa.int64()),
-            "offset": pa.array([checked[i].offset for i in valid], pa.int64()),
+            "partition": pa.array(list(map(attrgetter("partition"), kept)), pa.int64()),
+            "offset": pa.array(list(map(attrgetter("offset"), kept)), pa.int64()),
         }
     )
     keys: list[tuple[Any, ...]] | None = None
@@ -693,17 +749,17 @@ def classify_rows(
         order.append(("offset", "descending", "at_end"))
     # use_threads=False: "first" is the first in the sorted order
     ranked = rows.sort_by(order).group_by(names, use_threads=False).aggregate([("i", "first")])
-    first = set(ranked["i_first"].to_pylist())
+    # the status per row as a code, set by numpy: 0 quarantined, 1 duplicate, 2 loaded, 3 erased
+    codes = np.zeros(len(checked), dtype=np.int8)
+    codes[np.asarray(valid, dtype=np.int64)] = 1
+    codes[ranked["i_first"].to_numpy()] = 2
     if existing_keys:
         if keys is None:
             keys = list(zip(*(reads.column_values(k, valid) for k in source.primary_key)))
-        first -= {i for i, k in zip(valid, keys) if k in existing_keys}
-    status = ["quarantined"] * len(checked)
-    for i in valid:
-        status[i] = LOADED if i in first else "duplicate"
-    for i in erased:
-        status[i] = "erased"
-    return status
+        loaded_before = [i for i, k in zip(valid, keys) if k in existing_keys]
+        codes[np.asarray(loaded_before, dtype=np.int64)] = 1
+    codes[np.asarray(sorted(erased), dtype=np.int64)] = 3
+    return _STATUS_NAMES[codes].tolist()
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -756,18 +812,22 @@ def _counts(
             result[file.relative].update(rows_read=1, rows_quarantined=1)
     found: dict[tuple[str, str], int] = {}
     # rows per (file, status) counted in C; the codes only of the rows that have any
-    for (topic, state), rows in Counter(zip([row.topic for row in checked], status)).items():
+    for (topic, state), rows in Counter(zip(map(attrgetter("topic"), checked), status)).items():
         entry = result[topic]
         entry[STATUS_COUNT[state]] += rows
         entry["rows_read"] += rows
         if state in ("duplicate", "erased"):
             code = DUPLICATE if state == "duplicate" else ERASED
             found[(topic, code)] = found.get((topic, code), 0) + rows
-    for row, state in zip(checked, status):
-        if row.reasons or row.warnings:
-            codes = row.reasons if state == "quarantined" else row.warnings if state == LOADED else []
-            for code in codes:
-                found[(row.topic, code)] = found.get((row.topic, code), 0) + 1
+    # the rows with a reason or a warning, picked in C
+    every = range(len(checked))
+    flagged = set(compress(every, map(attrgetter("reasons"), checked)))
+    flagged.update(compress(every, map(attrgetter("warnings"), checked)))
+    for i in flagged:
+        row, state = checked[i], status[i]
+        codes = row.reasons if state == "quarantined" else row.warnings if state == LOADED else []
+        for code in codes:
+            found[(row.topic, code)] = found.get((row.topic, code), 0) + 1
     reasons = file_reasons(files, result)
     return result, sorted([*reasons, *((file, code, rows) for (file, code), rows in found.items())])
 
@@ -802,7 +862,11 @@ def _load_source(
 
     # a row read as columns keeps its table row; the others' fields as read from their objects
     reads = embedded.Reads(
-        {i: embedded.as_read(r.event, source) for i, r in enumerate(checked) if r.valid and read.parsed[i] is not None},
+        {
+            i: embedded.as_read(checked[i].event, source)
+            for i in compress(range(len(read.parsed)), read.parsed)  # the rows the line parser read
+            if checked[i].valid
+        },
         source,
         _valid_columns(columns, checked),
     )
@@ -860,7 +924,7 @@ def _load_source(
     status = classify_rows(checked, stamps, source, existing, erased, reads)
     # the re-delivered lines: duplicates (see _KnownLines), after the rows read anew
     copied = [i + len(checked) for i in range(len(read.known))]
-    checked += [CheckedRow(*row, None, [], [], None, frozenset()) for row, _stored in read.known]
+    checked += embedded.clean_rows(map(itemgetter(0), read.known))
     status += ["duplicate"] * len(read.known)
     per_file, reasons = _counts(checked, status, files)
     # before any write: a line the reader lost (or made up) fails the run, nothing is marked done
@@ -869,7 +933,8 @@ def _load_source(
         check_audit_counts(f"{source.name} {relative}", c)
 
     def write_bronze_and_quarantine() -> None:
-        passed = [i for i, s in enumerate(status) if s in (LOADED, "duplicate") and i < len(checked) - len(copied)]
+        # the rows read anew that passed (positions picked in C)
+        passed = list(compress(range(len(checked) - len(copied)), map(_PASSED.__contains__, status)))
         if passed or copied:
             write_bronze_rows(
                 store,
@@ -886,7 +951,7 @@ def _load_source(
                 else None,
             )
             hook(catalog.BRONZE.named(source.name))
-        quarantined = [i for i, s in enumerate(status) if s == "quarantined"]
+        quarantined = list(compress(range(len(status)), map("quarantined".__eq__, status)))
         if quarantined or refused:
             write_quarantine_rows(store, source, checked, quarantined, refused, run_id=ctx.run_id, at=ctx.as_of)
             hook(catalog.QUARANTINE.named(source.name))
@@ -894,7 +959,7 @@ def _load_source(
     # bronze and quarantine written beside silver (delta-rs and hashlib release the GIL)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bronze-{source.name}") as beside:
         bronze = beside.submit(write_bronze_and_quarantine)
-        loaded = [i for i, s in enumerate(status) if s == LOADED]
+        loaded = list(compress(range(len(status)), map(LOADED.__eq__, status)))
         if loaded:
             if valid_typed is None:
                 kept = typed_table(loaded)
@@ -902,7 +967,8 @@ def _load_source(
                 kept = valid_typed.filter(pc.is_in(valid_typed["_row"], pa.array(loaded, pa.int64())))
             positions = loaded
             kept = kept.append_column(
-                "_warnings", pa.array([checked[i].warnings for i in positions], pa.list_(pa.string()))
+                "_warnings",
+                pa.array(list(map(attrgetter("warnings"), map(checked.__getitem__, positions))), pa.list_(pa.string())),
             )
             # the texts as read: a birth date that does not parse is kept as written (date_of_birth_text)
             scalars = [c.name for c in source.columns if c.is_scalar]

@@ -170,15 +170,11 @@ def map_rows(
     *,
     as_of: datetime,
     where: str | None = None,
-    con: duckdb.DuckDBPyConnection | None = None,
 ) -> pa.Table:
     """``SELECT <mapping of each target column, cast> FROM typed [WHERE filter]`` on a locked
     DuckDB connection; only the columns the mapping names (and ``_row``, the input position).
     Without a filter, a mapping that is a column of the silver type already is that column,
-    not copied into DuckDB (:func:`_as_is`); with none left, no connection is made.
-
-    Args:
-        con: :func:`mapping_connection` of ``typed`` (left open); None: one made for this call."""
+    not copied into DuckDB (:func:`_as_is`); with none left, no connection is made."""
     import duckdb
 
     types = {name: type_text for name, type_text, _ in catalog.ddl_fields(target_ddl)}
@@ -191,9 +187,7 @@ def map_rows(
     for name, sql in computed.items():
         select.append(f'{_mapped_sql(sql, types[name], as_of)} AS "{name}"')
     condition = f" WHERE {_duckdb_sql(where, as_of)}" if where else ""
-    own = con is None
-    if con is None:
-        con = _locked_connection(typed.select(_read_columns(typed, [*computed.values(), where or ""])))
+    con = _locked_connection(typed.select(_read_columns(typed, [*computed.values(), where or ""])))
     try:
         try:
             query = con.sql(f'SELECT {", ".join(select)} FROM _typed_rows{condition} ORDER BY "_row"')
@@ -201,8 +195,7 @@ def map_rows(
             raise EmbeddedSilverUnsupported(_refusal(con, computed, select, condition, error)) from None
         mapped = query.to_arrow_table()
     finally:
-        if own:
-            con.close()
+        con.close()
     return _with_columns(mapped, mapping, as_is, typed, mapped) if as_is else mapped
 
 
@@ -223,20 +216,6 @@ def _with_columns(
         else:
             columns.append(mapped.column(name))  # type: ignore[union-attr]
     return pa.Table.from_arrays(columns, names=["_row", *mapping])
-
-
-def mapping_connection(typed: pa.Table, source: SourceConfig) -> duckdb.DuckDBPyConnection:
-    """A locked connection (:func:`map_rows`') holding the columns of ``typed`` that ``source``'s
-    mappings run on DuckDB read, its ``also`` entries' and their filters too: one connection and
-    one copy of the rows for the :func:`to_silver` calls of a source over the same rows. The
-    caller closes it."""
-    types = {name: type_text for name, type_text, _ in catalog.ddl_fields(catalog.SILVER[source.target].ddl)}
-    own = {name: sql for name, sql in source.mapping.items() if name in types}
-    as_is = _as_is_columns(typed, own, types)
-    texts = [sql for name, sql in own.items() if name not in as_is]
-    for extra in source.also:
-        texts += [*extra.mapping.values(), extra.filter or ""]
-    return _locked_connection(typed.select(_read_columns(typed, texts)))
 
 
 def _read_columns(typed: pa.Table, expressions: list[str]) -> list[str]:
@@ -469,7 +448,6 @@ def to_silver(
     run_id: str | None,
     ingested_at: datetime,
     as_of: datetime,
-    con: duckdb.DuckDBPyConnection | None = None,
 ) -> pa.Table:
     """Map and standardise typed rows to ``source.target`` (or ``extra.target``), as Spark's mappers.
 
@@ -482,8 +460,6 @@ def to_silver(
             its ``record_source``.
         run_id, ingested_at: the stamps of the run.
         as_of: the run's clock (``current_date()`` in a mapping).
-        con: :func:`mapping_connection` of ``typed`` and ``source`` (left open), for several
-            calls over the same rows; None: one made (and closed) for this call.
 
     Returns:
         ``_row`` then the target's columns in catalogue order and Arrow types, one row per input
@@ -506,7 +482,6 @@ def to_silver(
         catalog.SILVER[target].ddl,
         as_of=as_of,
         where=extra.filter if extra is not None else None,
-        con=con,
     )
     if target == "customer_records":
         label = source.name

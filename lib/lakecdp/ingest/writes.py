@@ -33,7 +33,8 @@ import logging
 import threading
 import time
 from operator import attrgetter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -877,7 +878,7 @@ def write_quarantine_rows(
     at: datetime,
 ) -> None:
     name = catalog.QUARANTINE.named(source.name)
-    rows: list[tuple[str | None, str, int | None, list[str], str | None]] = [
+    rows: list[tuple[str | None, str, int | None, Sequence[str], str | None]] = [
         (checked[i].raw, checked[i].topic, checked[i].offset, checked[i].reasons, checked[i].detail) for i in rejected
     ]
     rows += [(None, f.relative, None, [f.reason or ""], f.detail) for f in refused]
@@ -921,7 +922,7 @@ _SILVER_LOCKS: collections.defaultdict[str, threading.Lock] = collections.defaul
 def _write_silver_rows(
     ctx: JobContext, store: DeltaStore, source: SourceConfig, typed: pa.Table, hook: WriteHook
 ) -> None:
-    from lakecdp.ingest.embedded_silver import mapping_connection, record_versions, to_silver
+    from lakecdp.ingest.embedded_silver import record_versions, to_silver
 
     stored = None
     own = typed
@@ -932,23 +933,29 @@ def _write_silver_rows(
             # an older version) is not standardised: only its record id and updated_at are mapped
             changing = _changing_rows(record_versions(typed, source, as_of=ctx.as_of), stored)
             own = typed.filter(pc.is_in(typed["_row"], changing))
-    # a source with also entries maps the same rows again: one connection holds them for every mapping
-    shared = mapping_connection(typed, source) if source.also else None
-    try:
+
+    def write_also() -> None:
+        for extra in source.also:
+            records = to_silver(
+                typed, source, extra=extra, run_id=ctx.run_id, ingested_at=_utc(ctx.as_of), as_of=ctx.as_of
+            )
+            _upsert_records(store, records.drop_columns(["_row"]), run_id=ctx.run_id)
+            hook(catalog.CUSTOMER_RECORDS.name)
+
+    # the also entries (web logins -> customer records) mapped and written beside the source's own
+    # target, on a second thread, when they write another table (DuckDB and delta-rs release the GIL)
+    apart = bool(source.also) and all(extra.target != source.target for extra in source.also)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"also-{source.name}") as beside:
+        also = beside.submit(write_also) if apart else None
         if own is not typed and own.num_rows == 0:
             # every row leaves its stored record as it is (a re-delivery): nothing to map or write
             hook(catalog.CUSTOMER_RECORDS.name)
         else:
-            _write_target(ctx, store, source, typed, own, stored, hook, shared)
-        for extra in source.also:
-            records = to_silver(
-                typed, source, extra=extra, run_id=ctx.run_id, ingested_at=_utc(ctx.as_of), as_of=ctx.as_of, con=shared
-            )
-            _upsert_records(store, records.drop_columns(["_row"]), run_id=ctx.run_id)
-            hook(catalog.CUSTOMER_RECORDS.name)
-    finally:
-        if shared is not None:
-            shared.close()
+            _write_target(ctx, store, source, typed, own, stored, hook)
+        if also is not None:
+            also.result()
+    if not apart:
+        write_also()
 
 
 def _write_target(
@@ -959,17 +966,13 @@ def _write_target(
     own: pa.Table,
     stored: pa.Table | None,
     hook: WriteHook,
-    shared: duckdb.DuckDBPyConnection | None,
 ) -> None:
     """``own`` (``typed``, or the rows of it that change a record) mapped to ``source.target`` and
-    written (order items from ``typed``); ``shared``: a
-    :func:`~lakecdp.ingest.embedded_silver.mapping_connection` of ``typed``."""
+    written (order items from ``typed``)."""
     from lakecdp.ingest.embedded_silver import to_order_items, to_silver
 
     run_id, at = ctx.run_id, _utc(ctx.as_of)
-    silver = to_silver(
-        own, source, run_id=run_id, ingested_at=at, as_of=ctx.as_of, con=shared if own is typed else None
-    ).drop_columns(["_row"])
+    silver = to_silver(own, source, run_id=run_id, ingested_at=at, as_of=ctx.as_of).drop_columns(["_row"])
     if source.target == "customer_records":
         _upsert_records(store, silver, run_id=run_id, stored=stored)
         hook(catalog.CUSTOMER_RECORDS.name)
@@ -1126,7 +1129,13 @@ def _write_ops_delta(ctx: JobContext, store: DeltaStore, done: list[LoadedFiles]
         (ctx.run_id, item.source.name, file, reason, rows, at) for item in done for file, reason, rows in item.reasons
     ]
     ddl = catalog.DATA_QUALITY.ddl
-    if store.exists(DATA_QUALITY):
+    files = pa.table(
+        {
+            "source": pa.array([item.source.name for item in done for _f in item.per_file], pa.string()),
+            "source_file": pa.array([f for item in done for f in item.per_file], pa.string()),
+        }
+    )
+    if _any_stored(store, files, DATA_QUALITY, ["source", "source_file"]):
         # replace these files' summaries (a crashed run may have written some)
         replaced = " OR ".join(
             f"(source = '{_sql_text(item.source.name)}' AND source_file IN "
@@ -1159,13 +1168,26 @@ def _write_ops_delta(ctx: JobContext, store: DeltaStore, done: list[LoadedFiles]
 def _merge_or_append(
     store: DeltaStore, rows: pa.Table, name: str, ddl: str, *, keys: list[str], run_id: str, update: bool = True
 ) -> None:
-    """:meth:`DeltaStore.merge` of ``rows``; into a table not created yet, the rows appended to
-    it created empty: what the MERGE would insert (every row) without its join."""
-    if store.exists(name):
+    """:meth:`DeltaStore.merge` of ``rows``; when no stored row has a key of ``rows`` (a table not
+    created yet, an ops table before a run's new files), the rows appended: what the MERGE would
+    insert (every row) without its join."""
+    if _any_stored(store, rows, name, keys):
         store.merge(rows, name, ddl, keys=keys, run_id=run_id, update=update)
         return
     store.create_if_missing(name, ddl)
     store.append(rows, name, ddl, run_id=run_id)
+
+
+def _any_stored(store: DeltaStore, rows: pa.Table, name: str, keys: list[str]) -> bool:
+    """Whether table ``name`` holds a row whose ``keys`` equal a row's of ``rows`` (a null never
+    equals, as in a MERGE's condition). For the ops tables: a few rows per file ever landed."""
+    if not rows.num_rows or not store.exists(name):
+        return False
+    wanted = rows.select(keys)
+    stored = store.read(name, columns=keys)
+    if not stored.num_rows:
+        return False
+    return bool(wanted.join(stored.select(keys).cast(wanted.schema), keys, join_type="inner").num_rows)
 
 
 def _sql_text(text: str) -> str:
