@@ -316,12 +316,16 @@ def _as_read_json(raw: Column, source: SourceConfig) -> tuple[Column, list[Colum
 
 def _rescued_json(raw: Column, source: SourceConfig) -> Column:
     known = F.array(*[F.lit(name) for name in source.column_names])
-    everything = F.from_json(F.when(F.ltrim(raw).startswith("{"), raw), "map<string,string>")
-    # which rows rescue anything is decided with compiled expressions; map_filter (a higher-order
-    # function: Spark's interpreter, row by row) runs only for those few rows
-    unknown = F.array_except(F.map_keys(everything), known)
-    kept = F.map_filter(everything, lambda key, _value: ~F.array_contains(known, key))
-    return F.when(F.size(unknown) > 0, F.to_json(kept))
+    json_object = F.when(F.ltrim(raw).startswith("{"), raw)
+    everything = F.from_json(json_object, "map<string,string>")
+    unknown = F.map_filter(everything, lambda key, _value: ~F.array_contains(known, key))
+    # most lines name known keys only, which their top-level keys alone show (json_object_keys, a
+    # light parse): the map of every field as text and map_filter (a higher-order function, run
+    # by Spark's interpreter row by row) only for the others -- and for lines json_object_keys
+    # cannot read (malformed, or a NaN token, which from_json reads), where the map decides
+    keys = F.json_object_keys(json_object)
+    maybe = keys.isNull() | (F.size(F.array_except(keys, known)) > 0)
+    return F.when(maybe, F.when(F.size(unknown) > 0, F.to_json(unknown)))
 
 
 def _blank(value: Column) -> Column:
