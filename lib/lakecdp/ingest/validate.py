@@ -269,12 +269,44 @@ def _structural_columns(findings: list[_Finding]) -> list[Column]:
     ]
 
 
+#: a finding that holds, as :func:`_holding` lists it: ``detail`` is ``CODE(field)``
+_HIT_TYPE = "array<struct<code:string,field:string,detail:string>>"
+
+
+def _holding(findings: list[tuple[Column, Column, Column]]) -> Column:
+    """The findings (condition, code, field) whose condition holds, in their order, as
+    ``array<struct<code, field, detail>>``.
+
+    Made of ``concat`` over one-element arrays rather than ``filter`` / ``array_compact``: those
+    are higher-order functions, which Spark evaluates row by row with its interpreter -- every
+    condition under them too -- and which keep their whole projection out of whole-stage code
+    generation (bench/RESULTS.md, "Spark ingest: the executor's work per row").
+    """
+    if not findings:
+        return F.array().cast(_HIT_TYPE)
+    hits = [
+        F.struct(
+            code.alias("code"), field.alias("field"), F.concat(code, F.lit("("), field, F.lit(")")).alias("detail")
+        )
+        for _condition, code, field in findings
+    ]
+    # an empty array of exactly the hits' type (fields not null), folded to a literal by Spark
+    none = F.slice(F.array(hits[0]), 1, 0)
+    return F.concat(
+        *[F.when(condition, F.array(hit)).otherwise(none) for (condition, _c, _f), hit in zip(findings, hits)]
+    )
+
+
 def _as_read_json(raw: Column, source: SourceConfig) -> tuple[Column, list[Column], Column, Column]:
     # from_json throws (NullPointerException) on an empty or blank text: such a line or Kafka
-    # message is simply malformed, so it is never handed to the parser
-    parsed = F.when(
-        F.trim(raw) != "",
-        F.from_json(raw, _scalar_string_schema(source), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}),
+    # message is simply malformed, so the parser is handed null instead (it gives null). The
+    # condition is on the parser's input, not around the parser: Spark moves each ``parsed[field]``
+    # into the branches of a ``when(..., from_json(raw))``, where the fields share no parse -- every
+    # line was parsed once per column (bench/RESULTS.md, "Spark ingest: the executor's work per row")
+    parsed = F.from_json(
+        F.when(F.trim(raw) != "", raw),
+        _scalar_string_schema(source),
+        {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT},
     )
     malformed = parsed.isNull() | parsed[_CORRUPT].isNotNull() | ~F.ltrim(raw).startswith("{")
     as_read = F.struct(*[parsed[c.name].alias(c.name) for c in source.columns])
@@ -284,9 +316,16 @@ def _as_read_json(raw: Column, source: SourceConfig) -> tuple[Column, list[Colum
 
 def _rescued_json(raw: Column, source: SourceConfig) -> Column:
     known = F.array(*[F.lit(name) for name in source.column_names])
-    everything = F.when(F.ltrim(raw).startswith("{"), F.from_json(raw, "map<string,string>"))
+    json_object = F.when(F.ltrim(raw).startswith("{"), raw)
+    everything = F.from_json(json_object, "map<string,string>")
     unknown = F.map_filter(everything, lambda key, _value: ~F.array_contains(known, key))
-    return F.when(F.size(unknown) > 0, F.to_json(unknown))
+    # most lines name known keys only, which their top-level keys alone show (json_object_keys, a
+    # light parse): the map of every field as text and map_filter (a higher-order function, run
+    # by Spark's interpreter row by row) only for the others -- and for lines json_object_keys
+    # cannot read (malformed, or a NaN token, which from_json reads), where the map decides
+    keys = F.json_object_keys(json_object)
+    maybe = keys.isNull() | (F.size(F.array_except(keys, known)) > 0)
+    return F.when(maybe, F.when(F.size(unknown) > 0, F.to_json(unknown)))
 
 
 def _blank(value: Column) -> Column:
@@ -348,7 +387,7 @@ def parse_and_validate(
     staged = (
         raw.withColumn(_AS_READ, as_read)
         .withColumn(_RESCUED, rescued)
-        .withColumn("_structural", F.filter(F.array(*structural), lambda s: s["c"]))
+        .withColumn("_structural", _holding([(s["c"], s["code"], s["field"]) for s in structural]))
         .withColumn("_structural_detail", structural_detail)
     )
 
@@ -429,28 +468,14 @@ def parse_and_validate(
             findings.append(_Finding(F.coalesce(impossible, F.lit(False)), IMPOSSIBLE_DATE, path, quarantine))
 
     def hits(wanted: bool) -> Column:
-        entries = [
-            F.when(f.condition, F.struct(F.lit(f.code).alias("code"), F.lit(f.field).alias("field")))
-            for f in findings
-            if f.quarantine == wanted
-        ]
-        return (
-            F.array_compact(F.array(*entries)) if entries else F.array().cast("array<struct<code:string,field:string>>")
-        )
+        return _holding([(f.condition, F.lit(f.code), F.lit(f.field)) for f in findings if f.quarantine == wanted])
 
     staged = staged.withColumn("_q_hits", hits(True)).withColumn("_w_hits", hits(False))
     is_structural = F.size("_structural") > 0
-    reasons = F.when(is_structural, F.transform("_structural", lambda s: s["code"])).otherwise(
-        F.transform("_q_hits", lambda h: h["code"])
-    )
-    warnings = F.when(is_structural, F.array().cast("array<string>")).otherwise(
-        F.transform("_w_hits", lambda h: h["code"])
-    )
-    field_detail = F.array_join(
-        F.transform(F.concat("_q_hits", "_w_hits"), lambda h: F.concat(h["code"], F.lit("("), h["field"], F.lit(")"))),
-        "; ",
-    )
-    structural_codes = F.array_join(F.transform("_structural", lambda s: s["code"]), "; ")
+    reasons = F.when(is_structural, F.col("_structural.code")).otherwise(F.col("_q_hits.code"))
+    warnings = F.when(is_structural, F.array().cast("array<string>")).otherwise(F.col("_w_hits.code"))
+    field_detail = F.array_join(F.concat("_q_hits.detail", "_w_hits.detail"), "; ")
+    structural_codes = F.array_join(F.col("_structural.code"), "; ")
     detail = F.when(is_structural, F.concat_ws(": ", structural_codes, F.col("_structural_detail"))).otherwise(
         F.when(F.length(field_detail) > 0, field_detail)
     )
