@@ -3,7 +3,7 @@
     PYTHONPATH=$PWD/lib:$PWD .venv/bin/python -m bench.ingest_scale --work /tmp/ingestrate/scale \
         [--customer-people 600000] [--event-people 35000] [--engines embedded,spark] \
         [--spark-fraction 0.05] [--generate-on spark|python] [--record] \
-        [--lib OLD_TREE/lib] [--tag -old] [--keep] [--spark-conf KEY=VALUE ...]
+        [--lib OLD_TREE/lib] [--tag -old] [--keep] [--spark-conf KEY=VALUE ...] [--steps N]
 
 (``--lib``: ingest with an old tree's lakecdp, for a before/after in one window;
 ``INGEST_SCALE_EVENT_LOG=1``: Spark's event log per step and phase, summarised by
@@ -52,6 +52,11 @@ STEPS = (
     ("customers re-delivery", CUSTOMERS, 1),
     ("events re-delivery", EVENTS, 1),
 )
+
+
+def _steps() -> tuple[tuple[str, tuple[str, ...], int], ...]:
+    """The steps run: the first ``INGEST_SCALE_STEPS`` (``--steps``), else all four."""
+    return STEPS[: int(os.environ.get("INGEST_SCALE_STEPS") or len(STEPS))]
 
 
 def _child(*args: str, lib: Path = ROOT / "lib") -> dict:
@@ -337,7 +342,7 @@ def child_lakecdp(root: Path, data: Path, engine: str) -> dict:
     if engine == "spark":
         handle.get().range(1).count()  # the JVM warmed, as in a pipeline where ingest is not the first job
     out = []
-    for step, sources, increment in STEPS:
+    for step, sources, increment in _steps():
         staged = data / ("first" if increment == 0 else "redelivery")
         for source in sources:
             for path in (staged / source).glob("*"):
@@ -382,7 +387,7 @@ def child_bare(files: dict[str, list[str]], work: Path) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     out = []
-    for step, _sources, _increment in STEPS:
+    for step, _sources, _increment in _steps():
         start = time.perf_counter()
         rows = 0
         con = duckdb.connect()
@@ -433,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--spark-conf", action="append", default=[], help="KEY=VALUE: a Spark setting on top of the environment's"
     )
+    parser.add_argument(
+        "--steps", type=int, choices=range(1, len(STEPS) + 1), help="run only the first N steps (each needs the ones before)"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -449,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.results import append_results, machine, stamp
 
+    if args.steps:
+        os.environ["INGEST_SCALE_STEPS"] = str(args.steps)
     if args.spark_conf:
         os.environ["INGEST_SCALE_SPARK_CONF"] = json.dumps(dict(kv.split("=", 1) for kv in args.spark_conf))
     work = args.work.resolve()
