@@ -204,6 +204,35 @@ def rows(root: Path, table: str) -> list[dict]:
     return sorted(kept, key=lambda r: json.dumps(r, sort_keys=True, default=str))
 
 
+#: the columns the catalogue keeps per-file statistics of (delta.dataSkippingStatsColumns), by table
+STATS_COLUMNS = {
+    "bronze/shop_customers": "_source_file,_line,_ingested_at,_run_id",
+    "quarantine/web_events": "source_file,line,kafka_topic,kafka_partition,kafka_offset,run_id,quarantined_at",
+    "silver/customer_records": "record_id,source,updated_at,run_id,ingested_at",
+}
+
+
+def assert_statistics_columns(root: Path) -> None:
+    """Each table of STATS_COLUMNS was created with its statistics columns and every file added
+    has statistics of those columns only; silver.events keeps Delta's default (no property)."""
+    for table, wanted in STATS_COLUMNS.items():
+        path = root / "warehouse" / table
+        configuration = DeltaTable(str(path)).metadata().configuration
+        assert configuration.get("delta.dataSkippingStatsColumns") == wanted, table
+        # the add actions of the commits, as written (the log's JSON: no checkpoint this early)
+        added = [
+            json.loads(json.loads(line)["add"]["stats"])
+            for commit in sorted((path / "_delta_log").glob("*.json"))
+            for line in commit.read_text().splitlines()
+            if line.startswith('{"add"')
+        ]
+        assert added, table
+        for stats in added:
+            assert stats["nullCount"] and set(stats["nullCount"]) <= set(wanted.split(",")), (table, stats)
+    events = DeltaTable(str(root / "warehouse" / "silver/events")).metadata().configuration
+    assert "delta.dataSkippingStatsColumns" not in events
+
+
 def test_embedded_batch_ingest_hand_written_rows(tmp_path):
     land(tmp_path, 1)
     counts = ingest(tmp_path, "embedded")
@@ -260,6 +289,7 @@ def test_embedded_batch_ingest_hand_written_rows(tmp_path):
     email_audit = audit["email_events/email_events_1.csv"]
     assert (email_audit["rows_read"], email_audit["rows_loaded"], email_audit["rows_quarantined"]) == (10, 3, 6)
     assert email_audit["duplicates_removed"] == 1
+    assert_statistics_columns(tmp_path)
 
 
 def erase(root: Path, *identifiers: tuple[str, str]) -> None:
@@ -318,6 +348,9 @@ def test_both_engines_ingest_the_same_files_into_the_same_rows_and_continue_each
     assert ingest(embedded, "embedded") == ingest(on_spark, "spark", spark)
     for table in TABLES:
         assert rows(embedded, table) == rows(on_spark, table), table
+    # both engines create the tables with the same statistics columns
+    assert_statistics_columns(on_spark)
+    assert_statistics_columns(embedded)
     # day 2 on the other engine each: nothing doubled or lost, still the same rows
     for root in (on_spark, embedded):
         land(root, 2)

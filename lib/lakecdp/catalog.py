@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -148,6 +148,12 @@ class Table:
             it anywhere else; another module writes it through the writer's functions).
         readers: modules that read it (the writer's own reads, and those of the step that
             reads back what it wrote, not repeated).
+        stats: the columns Delta keeps per-file statistics of (min, max, null count: what lets
+            a filter skip files), set as ``delta.dataSkippingStatsColumns`` when either engine
+            creates the table (:func:`stats_configuration`); None: Delta's default, the first
+            32 columns. Set where the other columns are never filtered on and computing their
+            statistics is a large part of writing the table (ingest's wide, append-mostly
+            tables).
     """
 
     name: str
@@ -155,6 +161,7 @@ class Table:
     keys: tuple[str, ...]
     writer: str
     readers: tuple[str, ...] = ()
+    stats: tuple[str, ...] | None = None
 
     @property
     def layer(self) -> str:
@@ -198,6 +205,17 @@ BRONZE = Table(
     # every way in (batch files, Kafka, the HTTP intake's pickup) on both engines writes through
     # lakecdp.ingest.writes
     "lakecdp.ingest.writes",
+    # read in full (re-standardising, erasure) or by landed file (a re-run's look-up) or run;
+    # the source's own columns (names, emails, a row hash) are never filtered on
+    stats=(
+        "_source_file",
+        "_line",
+        "_kafka_topic",
+        "_kafka_partition",
+        "_kafka_offset",
+        "_ingested_at",
+        "_run_id",
+    ),
 )
 QUARANTINE_SCHEMA = (
     "raw string, source_file string, line bigint, kafka_topic string, kafka_partition int, "
@@ -210,6 +228,7 @@ QUARANTINE = Table(
     (),
     "lakecdp.ingest.writes",
     readers=("lakecdp.alerts",),
+    stats=("source_file", "line", "kafka_topic", "kafka_partition", "kafka_offset", "run_id", "quarantined_at"),
 )
 
 # -- silver (ingest) ---------------------------------------------------------------------
@@ -236,6 +255,9 @@ CUSTOMER_RECORDS = Table(
         "lakecdp.activation.job",
         "lakecdp.erasure",
     ),
+    # read in full or by record id; names, emails and phones are spread over every file, so
+    # their min / max never rule a file out
+    stats=("record_id", "source", "updated_at", "run_id", "ingested_at"),
 )
 EVENTS = Table(
     "silver.events",
@@ -619,6 +641,30 @@ def table(name: str) -> Table:
     if found is None:
         raise KeyError(f"{name!r} is not a table of lakecdp.catalog; known: {sorted(_BY_NAME)}")
     return found
+
+
+#: the Delta table property :attr:`Table.stats` sets (Delta Spark and delta-rs both honour it)
+STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
+
+
+def stats_configuration(name: str, columns: Iterable[str]) -> dict[str, str]:
+    """Table properties for creating ``name`` with ``columns``: its catalogue :attr:`Table.stats`
+    that are among ``columns`` as ``delta.dataSkippingStatsColumns``; ``{}`` for a table the
+    catalogue does not list or leaves at Delta's default.
+
+    Example:
+        >>> stats_configuration("silver.customer_records", ["record_id", "email", "source"])
+        {'delta.dataSkippingStatsColumns': 'record_id,source'}
+    """
+    try:
+        found = table(name)
+    except KeyError:
+        return {}
+    if found.stats is None:
+        return {}
+    present = set(columns)
+    kept = [column for column in found.stats if column in present]
+    return {STATS_COLUMNS_PROPERTY: ",".join(kept)} if kept else {}
 
 
 def read_by(package: str) -> tuple[str, ...]:

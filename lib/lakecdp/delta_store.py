@@ -6,7 +6,8 @@ names resolved by the same ``Tables``). Tables either engine writes stay readabl
 
 - tables created here get :data:`TABLE_CONFIGURATION` -- change data feed on (Spark's session
   default, so Spark-created tables have it too) and no deletion vectors (delta-rs 1.6 cannot
-  read tables with them);
+  read tables with them), and the per-file statistics columns the catalogue names
+  (:func:`lakecdp.catalog.stats_configuration`, as Spark's ``Tables`` does);
 - timestamps are written as ``timestamp`` (UTC), never ``timestamp_ntz``; schemas and
   nullability come from :mod:`lakecdp.catalog` (:func:`arrow_schema`);
 - every commit carries ``userMetadata`` = ``<label> <operation> <run_id>`` (a per-write commit
@@ -32,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from lakecdp.catalog import TypeBuilder, ddl_fields
+from lakecdp import catalog
+from lakecdp.catalog import TypeBuilder, ddl_columns, ddl_fields
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -394,7 +396,8 @@ class DeltaStore:
 
         if not self.exists(name):
             Path(self.path(name)).mkdir(parents=True, exist_ok=True)
-            DeltaTable.create(self.path(name), arrow_schema(schema), mode="ignore", configuration=TABLE_CONFIGURATION)
+            configuration = {**TABLE_CONFIGURATION, **catalog.stats_configuration(name, ddl_columns(schema))}
+            DeltaTable.create(self.path(name), arrow_schema(schema), mode="ignore", configuration=configuration)
 
     def version(self, name: str) -> int:
         return int(self.table(name).version())

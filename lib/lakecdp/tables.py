@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from lakecdp import catalog
 from lakecdp.config import Project
 
 if TYPE_CHECKING:
@@ -154,8 +155,14 @@ class Tables:
         return None if row is None else int(row[0])
 
     # -- writing ----------------------------------------------------------------------
-    def _writer(self, df: DataFrame, mode: str, partition_by: Sequence[str], merge_schema: bool) -> DataFrameWriter:
+    def _writer(
+        self, df: DataFrame, name: str, mode: str, partition_by: Sequence[str], merge_schema: bool
+    ) -> DataFrameWriter:
         writer = df.write.format("delta").mode(mode)
+        # a table created by this write gets the catalogue's statistics columns (Delta takes
+        # ``delta.*`` write options as table properties on creation and ignores them after)
+        for key, value in catalog.stats_configuration(name, df.columns).items():
+            writer = writer.option(key, value)
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         if merge_schema:
@@ -186,7 +193,7 @@ class Tables:
                 committed this version or a later one (see :meth:`app_transaction_version`).
             user_metadata: this commit's ``userMetadata`` (a write option, not a session setting).
         """
-        writer = self._writer(df, "append", partition_by, merge_schema)
+        writer = self._writer(df, name, "append", partition_by, merge_schema)
         if app_transaction is not None:
             writer = writer.option("txnAppId", app_transaction[0]).option("txnVersion", str(app_transaction[1]))
         if user_metadata is not None:
@@ -226,7 +233,7 @@ class Tables:
             user_metadata: stored as this commit's ``userMetadata`` (read back from the table's
                 history); a write option, so no session setting leaks into other writes.
         """
-        writer = self._writer(df, "overwrite", partition_by, False)
+        writer = self._writer(df, name, "overwrite", partition_by, False)
         if overwrite_schema:
             writer = writer.option("overwriteSchema", "true")
         if user_metadata is not None:
