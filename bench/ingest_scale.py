@@ -439,7 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         "--spark-conf", action="append", default=[], help="KEY=VALUE: a Spark setting on top of the environment's"
     )
     parser.add_argument(
-        "--steps", type=int, choices=range(1, len(STEPS) + 1), help="run only the first N steps (each needs the ones before)"
+        "--steps",
+        type=int,
+        choices=range(1, len(STEPS) + 1),
+        help="run only the first N steps (each needs the ones before)",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -37,15 +37,21 @@ def test_latest_row_per_key_nulls_last_first_of_equals() -> None:
 
 
 def test_scan_counts_non_blank_lines_at_any_line_break() -> None:
-    for data, lines, first_filled in [
-        (b"\xef\xbb\xbfa\nb\n\n   \nc", 3, True),
-        (b"\xef\xbb\xbf  \r\na\rb\r\n\r\n", 2, False),
-        (b"a\r\n \nb\n", 2, True),
-        (b"", 0, False),
-        (b"\n\n", 0, False),
+    # the last: whether the bytes hold no carriage return (read_lines then splits at LF alone)
+    for data, lines, first_filled, lf_only in [
+        (b"\xef\xbb\xbfa\nb\n\n   \nc", 3, True, True),
+        (b"\xef\xbb\xbf  \r\na\rb\r\n\r\n", 2, False, False),
+        (b"a\r\n \nb\n", 2, True, False),
+        (b"a\nb\rc", 3, True, False),
+        (b"", 0, False, True),
+        (b"\n\n", 0, False, True),
     ]:
-        _hash, counted, filled = _scan(io.BytesIO(data), count_lines=True)
-        assert (counted, filled) == (lines, first_filled), data
+        _hash, counted, filled, no_cr = _scan(io.BytesIO(data), count_lines=True)
+        assert (counted, filled, no_cr) == (lines, first_filled, lf_only), data
+    # a carriage return in a later 1 MiB block counts too
+    assert _scan(io.BytesIO(b"a\n" * (1 << 20) + b"b\rc\n"), count_lines=True)[1:] == ((1 << 20) + 2, True, False)
+    # not text (Parquet): no line is counted and no line break claimed
+    assert _scan(io.BytesIO(b"PAR1\n"), count_lines=False)[1:] == (0, False, False)
 
 
 # -- classification: versions ranked over rows read as columns and rows read by the line parser ------

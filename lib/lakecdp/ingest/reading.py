@@ -74,9 +74,12 @@ def read_lines(ctx: JobContext, file: LandedFile, *, skip_header: bool) -> DataF
     A line ends at LF, CRLF or a lone CR (:data:`LINE_BREAK`); a UTF-8 byte order mark before
     line 1 is not part of it. Invalid UTF-8 bytes become U+FFFD (Spark's text decoder), which
     validation flags. A file larger than :data:`SPLIT_ABOVE_BYTES` comes in several partitions.
+    A file with no carriage return (``file.lf_only``) is split at LF alone: the same lines, without
+    a regular expression.
     """
     whole = ctx.spark.read.text(str(file.path), wholetext=True)
-    lines = whole.select(F.posexplode(F.split("value", LINE_BREAK)).alias("_position", "raw")).select(
+    breaks = "\n" if file.lf_only else LINE_BREAK
+    lines = whole.select(F.posexplode(F.split("value", breaks)).alias("_position", "raw")).select(
         F.when(F.col("_position") == 0, F.regexp_replace("raw", f"^{BOM}", "")).otherwise(F.col("raw")).alias("raw"),
         F.lit(file.relative).alias("source_file"),
         (F.col("_position") + 1).cast("bigint").alias("line"),

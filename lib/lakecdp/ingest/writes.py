@@ -298,7 +298,8 @@ def _write_source_records(
     with the same or a later ``updated_at`` (a re-delivered record) is left out first -- leaving
     them out before the latest row per record id is picked picks the same row, since a record's
     latest row is left out only when every row of that record is. The rows of records not stored
-    yet are appended (what the MERGE would insert, without its join), the others MERGEd.
+    yet are appended (what the MERGE would insert, without its join), the others MERGEd; when
+    the table holds no record of the source at all, every row is appended without the look-up.
     """
     name = catalog.CUSTOMER_RECORDS.name
 
@@ -316,6 +317,11 @@ def _write_source_records(
         # a table written before the additive columns (middle_name, ...): the MERGE's schema
         # evolution gives it them
         _merge_records(ctx, records(loaded))
+        return
+    if stored.where(F.col("source") == standardise.record_label(source, extra)).isEmpty():
+        # no record of this source stored yet (its first load): every row is new and appended
+        # without being looked up (the files' statistics on ``source`` answer this, no row read)
+        ctx.tables.append(records(loaded), name)
         return
     mapping = extra.mapping if extra is not None else source.mapping
     schema = SILVER_SCHEMAS["customer_records"]
