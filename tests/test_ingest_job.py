@@ -333,6 +333,27 @@ def test_an_erased_person_is_not_imported_again(spark, project):
 
 
 @pytest.mark.slow
+def test_a_run_killed_after_its_data_quality_rows_has_them_replaced_not_doubled(spark, project):
+    _write(project, "web_events/web_events_0.jsonl", WEB_0)
+
+    def crash_after_quality(table: str) -> None:
+        if table == "ops.data_quality":
+            raise _Crash(f"killed after writing {table}")
+
+    with pytest.raises(_Crash):
+        ingest(_ctx(spark, project, "run-1"), only=["web_events"], hook=crash_after_quality)
+    tables = JobContext.create(project, spark, as_of=AS_OF).tables
+    killed = [("run-1", "DUPLICATE", 1), ("run-1", "INVALID_TYPE", 1), ("run-1", "MALFORMED_LINE", 1)]
+    assertDataFrameEqual(tables.read(spark, "ops.data_quality").select("run_id", "reason", "rows"), killed)
+    # no ledger entry: the next run loads the file again and its rows replace the killed run's
+    ingest(_ctx(spark, project, "run-2"), only=["web_events"])
+    assertDataFrameEqual(
+        tables.read(spark, "ops.data_quality").select("run_id", "reason", "rows"),
+        [("run-2", "DUPLICATE", 1), ("run-2", "INVALID_TYPE", 1), ("run-2", "MALFORMED_LINE", 1)],
+    )
+
+
+@pytest.mark.slow
 def test_audit_and_ledger_once_per_run_and_kept_for_sources_done_before_a_failure(spark, project):
     _write(project, "products/products_0.csv", ["product_id,name,category,price", "P1,Boot,shoes,53.99"])
     _write(project, "web_events/web_events_0.jsonl", WEB_0)

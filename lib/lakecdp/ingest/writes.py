@@ -411,13 +411,15 @@ def _write_audit(ctx: JobContext, done: list[LoadedFiles], hook: WriteHook) -> N
         DATA_QUALITY_SCHEMA,
     )
     if ctx.tables.exists(spark, DATA_QUALITY):
-        # replace these files' summaries (a crashed run may have written some)
+        # replace these files' summaries (a crashed run may have written some); a DELETE only
+        # when one is stored: the look-up reads the files' statistics, a DELETE scans and commits
         replaced = F.lit(False)
         for item in done:
             replaced = replaced | (
                 (F.col("source") == item.source.name) & F.col("source_file").isin(list(item.per_file))
             )
-        ctx.tables.delta(spark, DATA_QUALITY).delete(replaced)
+        if not ctx.tables.read(spark, DATA_QUALITY).where(replaced).isEmpty():
+            ctx.tables.delta(spark, DATA_QUALITY).delete(replaced)
     if reasons:
         ctx.tables.append(quality, DATA_QUALITY)
     else:
