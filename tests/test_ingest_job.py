@@ -166,16 +166,21 @@ class _Crash(RuntimeError):
     pass
 
 
-@pytest.mark.slow
-def test_kill_and_restart_then_late_duplicate(spark, project):
+def _web_events_killed_after(spark, project, killed_at: str, run_id: str) -> None:
+    """web_events/web_events_0.jsonl (WEB_0) ingested by a run killed right after it writes ``killed_at``."""
     _write(project, "web_events/web_events_0.jsonl", WEB_0)
 
-    def crash_after_events(table: str) -> None:
-        if table == "silver.events":
+    def crash(table: str) -> None:
+        if table == killed_at:
             raise _Crash(f"killed after writing {table}")
 
     with pytest.raises(_Crash):
-        ingest(_ctx(spark, project, "run-killed"), only=["web_events"], hook=crash_after_events)
+        ingest(_ctx(spark, project, run_id), only=["web_events"], hook=crash)
+
+
+@pytest.mark.slow
+def test_kill_and_restart_then_late_duplicate(spark, project):
+    _web_events_killed_after(spark, project, "silver.events", "run-killed")
     counts = ingest(_ctx(spark, project, "run-2"), only=["web_events"])
     # 6 non-blank lines: w1, w2, w5 load; the second w1 is a duplicate; w3 and line 5 are rejected
     assert counts == {
@@ -334,14 +339,7 @@ def test_an_erased_person_is_not_imported_again(spark, project):
 
 @pytest.mark.slow
 def test_a_run_killed_after_its_data_quality_rows_has_them_replaced_not_doubled(spark, project):
-    _write(project, "web_events/web_events_0.jsonl", WEB_0)
-
-    def crash_after_quality(table: str) -> None:
-        if table == "ops.data_quality":
-            raise _Crash(f"killed after writing {table}")
-
-    with pytest.raises(_Crash):
-        ingest(_ctx(spark, project, "run-1"), only=["web_events"], hook=crash_after_quality)
+    _web_events_killed_after(spark, project, "ops.data_quality", "run-1")
     tables = JobContext.create(project, spark, as_of=AS_OF).tables
     killed = [("run-1", "DUPLICATE", 1), ("run-1", "INVALID_TYPE", 1), ("run-1", "MALFORMED_LINE", 1)]
     assertDataFrameEqual(tables.read(spark, "ops.data_quality").select("run_id", "reason", "rows"), killed)
