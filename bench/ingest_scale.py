@@ -36,6 +36,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -238,37 +239,47 @@ def _label_phases(job, seconds: dict[str, float]) -> None:
     original_materialised, original_counts = job._materialised, job.file_counts
 
     def materialised(df):
-        group = f"{_STEP[0]}|{_SOURCE[0]}|classify+checkpoint"
+        group = f"{_STEP[0]}|{_SOURCE.name}|classify+checkpoint"
         df.sparkSession.sparkContext.setJobGroup(group, group)
         start = time.perf_counter()
         try:
             return original_materialised(df)
         finally:
-            key = f"{_SOURCE[0]}|classify+checkpoint"
+            key = f"{_SOURCE.name}|classify+checkpoint"
             seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
 
     def counts(classified, files):
         if classified is not None:
-            group = f"{_STEP[0]}|{_SOURCE[0]}|file_counts"
+            group = f"{_STEP[0]}|{_SOURCE.name}|file_counts"
             classified.sparkSession.sparkContext.setJobGroup(group, group)
         start = time.perf_counter()
         try:
             return original_counts(classified, files)
         finally:
-            key = f"{_SOURCE[0]}|file_counts"
+            key = f"{_SOURCE.name}|file_counts"
             seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
 
     job._materialised, job.file_counts = materialised, counts
-    original_load = job._load_source
+    original_read, original_write = job._read_source, job._write_source
 
-    def load_source(ctx, source, *args, **kw):
-        _SOURCE[0] = source.name
-        return original_load(ctx, source, *args, **kw)
+    # the next source is read on a thread of its own while one is written: the source a thread
+    # works on is the thread's (phases of two sources overlap; their seconds add up to more than the step's)
+    def read_source(ctx, source, *args, **kw):
+        _SOURCE.name = source.name
+        return original_read(ctx, source, *args, **kw)
 
-    job._load_source = load_source
+    def write_source(ctx, read, *args, **kw):
+        _SOURCE.name = read.source.name
+        return original_write(ctx, read, *args, **kw)
+
+    job._read_source, job._write_source = read_source, write_source
 
 
-_SOURCE = ["-"]
+class _Source(threading.local):
+    name = "-"
+
+
+_SOURCE = _Source()
 
 
 def _jvm_threads_cpu(spark) -> dict[str, float]:

@@ -38,7 +38,7 @@ COSTS = {
     "Parquet writing": "ParquetWriteSupport.write",
     "Delta's per-file statistics": "DeltaTaskStatisticsTracker",
     "from_csv (CsvToStructs)": "CsvToStructs",
-    "Python UDFs (pandas)": "EvalPythonEvaluatorFactory",
+    "Python UDFs (Arrow)": "EvalPythonEvaluatorFactory",
     "SHA-256": "MessageDigest",
     "shuffle write (the stage before a shuffle)": "ShuffleWriteProcessor.write",
 }

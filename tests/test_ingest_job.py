@@ -391,3 +391,52 @@ def test_audit_and_ledger_once_per_run_and_kept_for_sources_done_before_a_failur
     # one commit per ops table and run, whatever the number of sources: run 1 (products), run 2 (both)
     assert tables.version(spark, "ops.ingest_audit") == 1
     assert tables.version(spark, "ops.ingest_files") == 1
+
+
+@pytest.mark.slow
+def test_the_source_read_ahead_of_a_failed_write_is_released_and_a_failed_read_keeps_the_sources_written(
+    spark, project
+):
+    # the job reads the next source (validated, classified, kept in memory) while one is written
+    _write(
+        project,
+        "crm/crm_customers_0.csv",
+        [CRM_HEADER, "C1,Ann,Smith,ann@x.com,,02/03/1985,,,,UK,Y,2026-01-01 10:00:00"],
+    )
+    _write(project, "web_events/web_events_0.jsonl", WEB_0)
+    kept_before = _rows_kept(spark)
+
+    def crash_after_crm_bronze(table: str) -> None:
+        if table == "bronze.crm":
+            raise _Crash(f"killed after writing {table}")
+
+    # crm is written first; web_events is read meanwhile, then never written
+    with pytest.raises(_Crash):
+        ingest(_ctx(spark, project, "run-1"), only=["web_events", "crm"], hook=crash_after_crm_bronze)
+    assert _rows_kept(spark) == kept_before
+    tables = JobContext.create(project, spark, as_of=AS_OF).tables
+    # nothing ledgered, web_events never written
+    assert not tables.exists(spark, "ops.ingest_files") or tables.read(spark, "ops.ingest_files").count() == 0
+    assert not tables.exists(spark, "bronze.web_events")
+
+    # the next source cannot be read (a delivery without its required id): crm, written
+    # meanwhile, is audited and ledgered
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (project.landing / "third_party").mkdir(parents=True)
+    pq.write_table(pa.table({"full_name": ["Ann Smith"]}), project.landing / "third_party/enrichment_0.parquet")
+    with pytest.raises(MissingColumnsError, match="ext_id"):
+        ingest(_ctx(spark, project, "run-2"), only=["third_party", "crm"])
+    assertDataFrameEqual(
+        tables.read(spark, "ops.ingest_files").select("source", "path", "run_id", "status"),
+        [("crm", "crm/crm_customers_0.csv", "run-2", "loaded")],
+    )
+    assertDataFrameEqual(tables.read(spark, "silver.customer_records").select("record_id"), [("crm:C1",)])
+    assert _rows_kept(spark) == kept_before
+
+
+def _rows_kept(spark) -> set[int]:
+    """Ids of the RDDs kept in the JVM, but Delta's caches of table states (its own, released by it)."""
+    kept = spark.sparkContext._jsc.getPersistentRDDs()
+    return {k for k in kept.keySet() if not (kept.get(k).name() or "").startswith("Delta Table State")}

@@ -418,26 +418,152 @@ def test_email_rfc_lengths_and_invisible_characters(spark):
 
 
 def test_phone_numbers_parsed_once_per_distinct_value_give_each_row_its_own_answer(monkeypatch):
-    """The phone UDF's body on a pandas batch (no Spark): repeated (number, region) pairs are worked
-    out once (fast path or phonenumbers), and every row still gets the answer for its own number
-    and region."""
-    import pandas as pd
+    """The phone UDF's body on an Arrow batch (no Spark): every row gets the answer for its own
+    number and region, and phonenumbers parses a distinct (number, region) at most once -- the
+    common shapes not at all (the embedded engine's ``e164_array``, on both engines)."""
+    import pyarrow as pa
 
     from lakecdp.ingest import phones, standardise
 
-    calls: list[tuple[object, object]] = []
-    real_one = phones.e164_one
+    parsed: list[tuple[object, object]] = []
+    real = phones.e164
 
-    def counting_one(number, region):
-        calls.append((number, region))
-        return real_one(number, region)
+    def counting(number, region):
+        parsed.append((number, region))
+        return real(number, region)
 
-    monkeypatch.setattr(phones, "e164_one", counting_one)
-    numbers = pd.Series(["07700 900123", "07700 900123", "0151 496 0000", "07700 900123", "1111111111", None])
-    regions = pd.Series(["GB", "GB", "GB", "IE", "GB", "GB"])
-    out = standardise._e164.func(numbers, regions)
-    assert list(out) == ["+447700900123", "+447700900123", "+441514960000", "+3537700900123", None, None]
-    assert sorted(calls, key=str) == sorted(
-        [("07700 900123", "GB"), ("0151 496 0000", "GB"), ("07700 900123", "IE"), ("1111111111", "GB"), (None, "GB")],
-        key=str,
+    monkeypatch.setattr(phones, "e164", counting)
+    numbers = [
+        "07700 900123",
+        "07700 900123",
+        "0151 496 0000",
+        "07700 900123",
+        "1111111111",
+        None,
+        "tel:+44 7700 900124",
+    ]
+    regions = ["GB", "GB", "GB", "IE", "GB", "GB", "GB"]
+    out = standardise._e164.func(pa.array(numbers, pa.string()), pa.array(regions, pa.string()))
+    assert out.to_pylist() == [
+        "+447700900123",
+        "+447700900123",
+        "+441514960000",
+        "+3537700900123",
+        None,
+        None,
+        "+447700900124",
+    ]
+    # "tel:..." is not of the simple shape: parsed, once; the others are answered without a parse
+    # or deferred to one parse each
+    assert ("tel:+44 7700 900124", "GB") in parsed
+    assert len(parsed) == len(set(parsed))
+
+
+def test_classify_ranks_the_keys_only_when_a_key_repeats_among_the_rows_that_passed(spark):
+    # the batch job keeps a source's validated rows and ranks them by key (a shuffle and a sort of
+    # every row) only when a key repeats (lakecdp.ingest.job._classified)
+    from lakecdp.ingest.classify import classify, keys_repeat
+
+    crm = SOURCES["crm"]
+
+    def validated(lines):
+        raw = _lines(spark, lines, "crm/crm_customers_0.csv")
+        checked = parse_and_validate(raw, crm, header=CRM_HEADER.split(","), as_of=date(2026, 11, 1))
+        return checked.withColumn("_file_order", F.lit(0))
+
+    tail = ",Ann,Smith,ann@x.com,,,,,,UK,Y,"
+    unique = validated(
+        [
+            (2, "C1" + tail + "2026-01-01 10:00:00"),
+            (3, "C2" + tail + "2026-01-02 10:00:00"),
+            # C2 again, but quarantined (bad timestamp): not ranked, so no repeat
+            (4, "C2" + tail + "01/01/2026"),
+        ]
     )
+    assert keys_repeat(unique, crm) is False
+    unranked = classify(unique, crm, None, keys_repeat=False)
+    assert "Window" not in unranked._jdf.queryExecution().optimizedPlan().toString()
+    assertDataFrameEqual(unranked.select("line", "_status"), [(2, "loaded"), (3, "loaded"), (4, "quarantined")])
+
+    repeated = validated(
+        [
+            (2, "C1" + tail + "2026-01-01 10:00:00"),
+            (3, "C1" + tail + "2026-01-03 10:00:00"),  # the later version of C1 loads
+            (4, "C2" + tail + "2026-01-02 10:00:00"),
+        ]
+    )
+    assert keys_repeat(repeated, crm) is True
+    assertDataFrameEqual(
+        classify(repeated, crm, None).select("line", "_status"),
+        [(2, "duplicate"), (3, "loaded"), (4, "loaded")],
+    )
+
+
+def test_a_record_id_is_the_key_only_when_it_maps_the_one_string_key_as_it_is():
+    # then the rows classify loads hold one row per record id: silver.customer_records is written
+    # without picking the latest row per record id (a window: a sort, a shuffle, a sort)
+    from lakecdp.ingest.writes import _record_id_is_key
+
+    crm = SOURCES["crm"]
+    assert [_record_id_is_key(SOURCES[name]) for name in ("crm", "shop_customers", "third_party")] == [True] * 3
+    # two keys "C1" and "C1 " would be one record: trimmed ids are not the key as read
+    trimmed = crm.model_copy(update={"mapping": {**crm.mapping, "source_record_id": "trim(CustomerID)"}})
+    assert _record_id_is_key(trimmed) is False
+    assert _record_id_is_key(crm.model_copy(update={"mapping": {**crm.mapping, "source_record_id": "`CustomerID`"}}))
+    # a typed key: "01" and "1" are two keys as read, one number
+    numbered = crm.model_copy(
+        update={
+            "columns": [c.model_copy(update={"type": "bigint"}) if c.name == "CustomerID" else c for c in crm.columns]
+        }
+    )
+    assert _record_id_is_key(numbered) is False
+    two_keys = crm.model_copy(update={"primary_key": ["CustomerID", "Email"]})
+    assert _record_id_is_key(two_keys) is False
+
+
+def test_a_csv_separator_is_split_on_literally():
+    # one character is split on by Java's String.split without the regex engine: the character,
+    # or a backslash and it when it is special; anything else quoted
+    from lakecdp.ingest.validate import _literal_pattern
+
+    assert [_literal_pattern(sep) for sep in (",", ";", "\t", "|", ".", "]", "::", "a")] == [
+        ",",
+        ";",
+        "\t",
+        "\\|",
+        "\\.",
+        "\\]",
+        "\\Q::\\E",
+        "\\Qa\\E",
+    ]
+    line = "a|b.c::d]e;f\tg"
+    for sep in ("|", ".", "]", ";", "\t", "::"):
+        assert re.split(_literal_pattern(sep).replace("\\Q", "").replace("\\E", ""), line) == line.split(sep)
+
+
+def test_text_of_printable_ascii_is_only_trimmed_and_the_rest_cleaned_in_full(spark):
+    # clean_text / clean_name trim printable ASCII without two spaces in a row and clean the rest
+    # with the two replacements: the same answers (written by hand) as the embedded engine's cleaners
+    import pyarrow as pa
+
+    from lakecdp.ingest import cleaners
+    from lakecdp.ingest.standardise import clean_text
+
+    cases = [
+        (" Ann Lee ", "Ann Lee"),  # plain: trimmed
+        ("~Ann-Lee~", "~Ann-Lee~"),
+        ("   ", None),
+        ("", None),
+        ("Ann  Lee", "Ann Lee"),  # two spaces: collapsed
+        ("Ann\tLee", "AnnLee"),  # a tab is a control character: removed
+        ("Ann\x7fLee", "AnnLee"),
+        ("Ann\u00a0Lee ", "Ann Lee"),  # no-break space: a space
+        ("Ann\u200b Lee", "Ann Lee"),
+        (None, None),
+    ]
+    df = spark.createDataFrame([(text,) for text, _ in cases], "text string")
+    spark_out = [row[0] for row in df.select(clean_text(F.col("text"))).collect()]
+    expected = [want for _, want in cases]
+    assert spark_out == expected
+    assert [row[0] for row in df.select(clean_name(F.col("text"))).collect()] == expected
+    assert cleaners.clean_text(pa.array([text for text, _ in cases], pa.string())).to_pylist() == expected

@@ -44,7 +44,7 @@ _COMMON_CONF: dict[str, str] = {
     "spark.sql.ansi.enabled": "true",
     # Change Data Feed on every new table: segments and activation read changes from it
     "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
-    # pandas UDFs (phone parsing) and toPandas use Arrow
+    # toPandas and createDataFrame from pandas go through Arrow (the UDFs always do)
     "spark.sql.execution.arrow.pyspark.enabled": "true",
 }
 
@@ -110,7 +110,7 @@ def get_session(project: Project, *, app_name: str | None = None) -> SparkSessio
     builder = SparkSession.builder
     if settings.mode == "local":
         builder = builder.master(settings.master)
-        # Python UDF workers (pandas UDFs: phone parsing, name NFC) must run this interpreter,
+        # Python UDF workers (Arrow UDFs: phone parsing, name NFC) must run this interpreter,
         # the one with the project's packages; pyspark otherwise starts "python3" from PATH
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in session_conf(project, app_name=app_name).items():

@@ -22,7 +22,12 @@ if TYPE_CHECKING:
 
 
 def classify(
-    rows: DataFrame, source: SourceConfig, existing_keys: DataFrame | None, erased: Column | None = None
+    rows: DataFrame,
+    source: SourceConfig,
+    existing_keys: DataFrame | None,
+    erased: Column | None = None,
+    *,
+    keys_repeat: bool = True,
 ) -> DataFrame:
     """Add ``_status``: ``erased`` | ``quarantined`` | ``duplicate`` | ``loaded``.
 
@@ -30,6 +35,10 @@ def classify(
     first seen (events, ``drop_existing_keys``); when ``existing_keys`` is given, a key already
     loaded by an earlier file is a duplicate too. ``erased`` (see :func:`erased_condition`) marks
     rows of erased people, before anything else: they are kept nowhere.
+
+    ``keys_repeat=False``: the caller found no primary key on two rows that passed
+    (:func:`keys_repeat`); every such row is then the first of its key, without a window (a
+    shuffle and a sort of every row).
     """
     keys = [F.col(f"_as_read.`{k}`") for k in source.primary_key]
     if source.drop_existing_keys or source.event_time is None:
@@ -37,10 +46,8 @@ def classify(
     else:
         order = [F.col(source.event_time).desc_nulls_last(), F.col("_file_order").desc(), F.col("line").desc()]
     bad = F.size("_reasons") > 0
-    ranked = rows.withColumn(
-        "_rank",
-        F.when(~bad, F.row_number().over(Window.partitionBy(*keys, bad).orderBy(*order))),
-    )
+    first = F.row_number().over(Window.partitionBy(*keys, bad).orderBy(*order)) if keys_repeat else F.lit(1)
+    ranked = rows.withColumn("_rank", F.when(~bad, first))
     status = F.when(bad, "quarantined").when(F.col("_rank") > 1, "duplicate")
     if existing_keys is not None:
         marked = existing_keys.select(*[F.col(k).alias(f"_existing_{k}") for k in source.primary_key]).distinct()
@@ -53,6 +60,16 @@ def classify(
     else:
         status = status.otherwise("loaded")
     return ranked.withColumn("_status", status).drop("_rank", "_seen")
+
+
+def keys_repeat(rows: DataFrame, source: SourceConfig) -> bool:
+    """True when a primary key (as read) may be on two rows of ``rows`` that passed validation --
+    the rows :func:`classify` ranks. One aggregation of a 64-bit hash of the key: distinct hashes
+    are distinct keys, so False is certain; True is a repeated key or, about once in 4 x 10^7 batches
+    of a million keys, two keys with one hash -- then the keys are ranked, as they would be anyway."""
+    keys = [F.col(f"_as_read.`{k}`") for k in source.primary_key]
+    hashes = rows.where(F.size("_reasons") == 0).select(F.xxhash64(*keys).alias("_key_hash"))
+    return not hashes.groupBy("_key_hash").count().where(F.col("count") > 1).isEmpty()
 
 
 def erased_condition(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> Column | None:

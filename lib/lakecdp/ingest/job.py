@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
@@ -51,7 +53,7 @@ from lakecdp.ingest.audit import (
     source_counts,
     file_counts,
 )
-from lakecdp.ingest.classify import classify, erased_condition
+from lakecdp.ingest.classify import classify, erased_condition, keys_repeat
 from lakecdp.ingest.landing import LandedFile, inspect_file, natural_key, new_files
 from lakecdp.ingest.reading import validated_rows
 from lakecdp.ingest.rows import bronze_rows, quarantine_rows, refused_file_rows, rescued_keys
@@ -93,6 +95,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: the erased flag of a kept row (:func:`_classified`)
+_ERASED = "_erased"
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -140,11 +145,12 @@ def _materialised(df: DataFrame) -> tuple[DataFrame, list[int]]:
     MERGE's source twice). ``persist`` would keep the rows but each of those queries would still
     be planned over the validation plan (hundreds of expressions) and matched against the cache;
     a local checkpoint leaves them a plan of one node.
+
+    The kept RDD is the one that node reads (not "the RDDs kept since": two sources are read at
+    once, and Delta keeps table states of its own meanwhile).
     """
-    context = df.sparkSession.sparkContext._jsc  # the JVM context: its kept RDDs by id
-    before = set(context.getPersistentRDDs().keySet())
     kept = df.localCheckpoint(eager=True)
-    return kept, sorted(set(context.getPersistentRDDs().keySet()) - before)
+    return kept, [kept._jdf.queryExecution().logical().rdd().id()]
 
 
 def _release(ctx: JobContext, blocks: list[int]) -> None:
@@ -155,6 +161,28 @@ def _release(ctx: JobContext, blocks: list[int]) -> None:
     for rdd_id in blocks:
         if kept.containsKey(rdd_id):
             kept.get(rdd_id).unpersist(False)
+
+
+def _classified(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> tuple[DataFrame, list[int]]:
+    """The validated ``rows`` classified (:func:`classify`) and kept (:func:`_materialised`).
+
+    A source that does not look up the keys it stored (customer records, orders, products) has
+    its rows kept as validated, with the erased flag; when no primary key repeats among them --
+    an export holds each record once -- they are classified over what is kept, without ranking
+    the keys: the ranking's shuffle and sort of every row (raw line, typed columns) is left out.
+    """
+    existing = _existing_keys(ctx, source)
+    erased = erased_condition(ctx, rows, source)
+    if existing is not None:
+        return _materialised(classify(rows, source, existing, erased))
+    kept, blocks = _materialised(rows.withColumn(_ERASED, erased if erased is not None else F.lit(False)))
+    if not keys_repeat(kept, source):
+        return classify(kept, source, None, F.col(_ERASED), keys_repeat=False).drop(_ERASED), blocks
+    try:
+        ranked, more = _materialised(classify(kept, source, None, F.col(_ERASED)).drop(_ERASED))
+    finally:
+        _release(ctx, blocks)
+    return ranked, more
 
 
 def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | None = None) -> dict[str, int]:
@@ -169,33 +197,60 @@ def ingest_source(ctx: JobContext, source: SourceConfig, *, hook: WriteHook | No
     return counts
 
 
+@dataclass
+class _Read:
+    """A source's new files read, validated, classified and kept, checked against their lines
+    (:func:`_read_source`); nothing of it written yet."""
+
+    source: SourceConfig
+    files: list[LandedFile]
+    skipped: int
+    classified: DataFrame | None = None
+    blocks: list[int] = field(default_factory=list)
+    per_file: dict[str, dict[str, int]] = field(default_factory=dict)
+    reasons: list[tuple[str, str, int]] = field(default_factory=list)
+
+
 def _load_source(
     ctx: JobContext, source: SourceConfig, seen: set[str], hook: WriteHook
 ) -> tuple[LoadedFiles | None, dict[str, int]]:
     """Bronze, quarantine and silver for the new files of ``source`` (content hash not in
     ``seen``); its ops rows are returned, for :func:`_write_ops` to write after them."""
+    return _write_source(ctx, _read_source(ctx, source, seen), hook)
+
+
+def _read_source(ctx: JobContext, source: SourceConfig, seen: set[str]) -> _Read:
+    """The new files of ``source`` (content hash not in ``seen``) read and classified, their
+    rows kept, every file's counts checked -- before any write: a line the reader lost (or made
+    up) fails the run, nothing is marked done. Reads no table another source's writes change."""
     new, skipped = new_files(ctx.project.landing, source, seen)
     if not new:
-        return None, source_counts([], {}, skipped=skipped)
-
+        return _Read(source, [], skipped)
     rows, readable = validated_rows(ctx, source, [f for f in new if not f.refused])
     files = sorted([*readable, *[f for f in new if f.refused]], key=lambda f: natural_key(f.relative))
-    refused = [f for f in files if f.refused]
-    for file in refused:
-        logger.warning("%s: %s quarantined: %s", source.name, file.relative, file.detail)
-    classified = None
-    blocks: list[int] = []
+    for file in files:
+        if file.refused:
+            logger.warning("%s: %s quarantined: %s", source.name, file.relative, file.detail)
+    read = _Read(source, files, skipped)
     if rows is not None:
-        classified, blocks = _materialised(
-            classify(rows, source, _existing_keys(ctx, source), erased_condition(ctx, rows, source))
-        )
+        read.classified, read.blocks = _classified(ctx, rows, source)
     try:
-        per_file, reasons = file_counts(classified, files)
-        # before any write: a line the reader lost (or made up) fails the run, nothing is marked done
-        check_lines_read(source, files, per_file)
-        for relative, c in per_file.items():
+        read.per_file, read.reasons = file_counts(read.classified, files)
+        check_lines_read(source, files, read.per_file)
+        for relative, c in read.per_file.items():
             check_audit_counts(f"{source.name} {relative}", c)
+    except BaseException:
+        _release(ctx, read.blocks)
+        raise
+    return read
 
+
+def _write_source(ctx: JobContext, read: _Read, hook: WriteHook) -> tuple[LoadedFiles | None, dict[str, int]]:
+    """Bronze, quarantine and silver from ``read``; its rows released after."""
+    source, files, classified, per_file = read.source, read.files, read.classified, read.per_file
+    if not files:
+        return None, source_counts([], {}, skipped=read.skipped)
+    try:
         if classified is not None:
             passed = classified.where(F.col("_status").isin("loaded", "duplicate"))
             write_bronze(
@@ -213,7 +268,7 @@ def _load_source(
             )
             hook(catalog.BRONZE.named(source.name))
         if any(c["rows_quarantined"] for c in per_file.values()):
-            quarantined = refused_file_rows(ctx, refused)
+            quarantined = refused_file_rows(ctx, [f for f in files if f.refused])
             if classified is not None:
                 rejected = classified.where(F.col("_status") == "quarantined")
                 quarantined = quarantine_rows(rejected, run_id=ctx.run_id, quarantined_at=ctx.as_of).unionByName(
@@ -225,8 +280,8 @@ def _load_source(
             loaded = classified.where(F.col("_status") == "loaded")
             write_silver(ctx, loaded, source, hook)
     finally:
-        _release(ctx, blocks)
-    return LoadedFiles(source, files, per_file, reasons), source_counts(files, per_file, skipped=skipped)
+        _release(ctx, read.blocks)
+    return LoadedFiles(source, files, per_file, read.reasons), source_counts(files, per_file, skipped=read.skipped)
 
 
 def ingest(
@@ -272,18 +327,31 @@ def ingest(
             return totals
     seen = _ledger_hashes(ctx, wanted)
     done: list[LoadedFiles] = []
-    try:
-        for name in wanted:
-            loaded, counts = _load_source(ctx, sources[name], seen[name], write_hook)
-            if loaded is not None:
-                done.append(loaded)
-            logger.info("ingest %s: %s", name, counts)
-            for key, value in counts.items():
-                totals[key] = totals.get(key, 0) + value
-    finally:
-        # the sources done so far are complete even when a later one fails: audited and ledgered
-        # (a killed run writes none of it and the next run re-does their files, to the same state)
-        write_ops(ctx, done, write_hook)
+    # the sources are written one after the other, in order; the next one is read (validated,
+    # classified, kept) meanwhile, on a thread of its own: its reading's one-task stages and the
+    # gaps between a write's jobs (planning, commits) leave the cores half idle otherwise
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakecdp-ingest-read") as reader:
+        ahead: Future[_Read] | None = None
+        try:
+            for position, name in enumerate(wanted):
+                current = ahead.result() if ahead is not None else _read_source(ctx, sources[name], seen[name])
+                ahead = None
+                if position + 1 < len(wanted):
+                    following = sources[wanted[position + 1]]
+                    ahead = reader.submit(_read_source, ctx, following, seen[following.name])
+                loaded, counts = _write_source(ctx, current, write_hook)
+                if loaded is not None:
+                    done.append(loaded)
+                logger.info("ingest %s: %s", name, counts)
+                for key, value in counts.items():
+                    totals[key] = totals.get(key, 0) + value
+        finally:
+            if ahead is not None and ahead.exception() is None:
+                # a write failed with the next source read: its kept rows are dropped
+                _release(ctx, ahead.result().blocks)
+            # the sources done so far are complete even when a later one fails: audited and ledgered
+            # (a killed run writes none of it and the next run re-does their files, to the same state)
+            write_ops(ctx, done, write_hook)
     return totals
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import pandas as pd
+import pyarrow as pa
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -44,14 +44,14 @@ def normalise_email(column: Column, junk_values: Sequence[str] = DEFAULT_JUNK_VA
     return F.when(valid_email(email), null_if_junk(email, junk_values))
 
 
-@F.pandas_udf(T.StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
-def _e164(numbers: pd.Series, regions: pd.Series) -> pd.Series:
-    # one implementation on both engines (lakecdp.ingest.phones): a fast path for the common
-    # shapes, phonenumbers (~67 µs a call) for the rest, once per distinct (number, region) of
-    # the batch -- a number repeats across a person's records and sources
-    from lakecdp.ingest.phones import e164_many
+@F.arrow_udf(T.StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
+def _e164(numbers: pa.Array, regions: pa.Array) -> pa.Array:
+    # one implementation on both engines (lakecdp.ingest.phones): the common shapes reduced to
+    # digits by pyarrow.compute and answered once per distinct reduction, phonenumbers (~67 µs a
+    # call) once per distinct (number, region) of the batch for the rest
+    from lakecdp.ingest.phones import e164_array
 
-    return pd.Series(e164_many(numbers, regions), dtype=object)
+    return e164_array(numbers, regions)
 
 
 def normalise_phone(
@@ -67,15 +67,37 @@ def normalise_phone(
     return _e164(null_if_junk(column, junk_values), region)
 
 
-@F.pandas_udf(T.StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
-def _nfc(values: pd.Series) -> pd.Series:
-    return pd.Series([unicodedata.normalize("NFC", v) if isinstance(v, str) else None for v in values], dtype=object)
+@F.arrow_udf(T.StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
+def _nfc(values: pa.Array) -> pa.Array:
+    return pa.array(
+        [unicodedata.normalize("NFC", v) if v is not None else None for v in values.to_pylist()], pa.string()
+    )
+
+
+def nfc(column: Column) -> Column:
+    """Unicode NFC of a string column. ASCII text (as many characters as UTF-8 bytes) is in NFC
+    already: only the other values cross to Python, the rest pass as nulls."""
+    non_ascii = F.length(column) != F.octet_length(column)
+    return F.coalesce(_nfc(F.when(non_ascii, column)), column)
+
+
+def _cleaned(column: Column) -> Column:
+    """Control and zero-width characters removed, whitespace runs one space, trimmed. Text of
+    printable ASCII without two spaces in a row (most values) holds none of them: it is only
+    trimmed, after one regular expression over it instead of two replacements."""
+    plain = ~column.rlike(_NOT_PLAIN)
+    full = F.trim(F.regexp_replace(F.regexp_replace(column, _INVISIBLE, ""), SPACE_RUN_PATTERN, " "))
+    return F.when(plain, F.trim(column)).otherwise(full)
+
+
+#: what :func:`_cleaned` has to work on: a character outside printable ASCII, or two spaces
+_NOT_PLAIN = r"[^\x20-\x7e]|  "
 
 
 def clean_name(column: Column) -> Column:
     """Unicode NFC, control and zero-width characters removed, inner whitespace single, trimmed;
     empty -> null."""
-    cleaned = F.trim(F.regexp_replace(F.regexp_replace(_nfc(column), _INVISIBLE, ""), SPACE_RUN_PATTERN, " "))
+    cleaned = _cleaned(nfc(column))
     return F.when(cleaned != "", cleaned)
 
 
@@ -102,7 +124,7 @@ def normalise_postcode(column: Column) -> Column:
 
 def clean_text(column: Column) -> Column:
     """Invisible characters removed, whitespace collapsed, trimmed; empty -> null."""
-    cleaned = F.trim(F.regexp_replace(F.regexp_replace(column, _INVISIBLE, ""), SPACE_RUN_PATTERN, " "))
+    cleaned = _cleaned(column)
     return F.when(cleaned != "", cleaned)
 
 

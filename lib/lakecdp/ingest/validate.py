@@ -245,13 +245,15 @@ def _as_read_csv(raw: Column, source: SourceConfig, header: list[str]) -> tuple[
         if extra_values is not None
         else F.lit(None).cast("string")
     )
-    # an odd number of quote characters: a quoted field never closes
-    quotes = F.size(F.split(raw, f"\\Q{quote}\\E", -1)) - 1
+    # an odd number of quote characters: a quoted field never closes. A line without any (most
+    # lines) has none of either: no regular expression over it
+    quoted = raw.contains(quote)
+    quotes = F.when(quoted, F.size(F.split(raw, f"\\Q{quote}\\E", -1)) - 1).otherwise(0)
     unbalanced = (quotes % 2) == 1
     # fields = separators outside quoted sections + 1 (Spark's parser pads or drops silently)
     q = f"\\Q{quote}\\E"
-    unquoted = F.regexp_replace(raw, f"{q}([^{quote}]|{q}{q})*{q}", "")
-    fields = F.size(F.split(unquoted, f"\\Q{sep}\\E", -1))
+    unquoted = F.when(quoted, F.regexp_replace(raw, f"{q}([^{quote}]|{q}{q})*{q}", "")).otherwise(raw)
+    fields = F.size(F.split(unquoted, _literal_pattern(sep), -1))
     structural = [
         _Finding(unbalanced, MALFORMED_LINE, "line", True),
         _Finding(~unbalanced & (fields != len(header)), WRONG_FIELD_COUNT, "line", True),
@@ -261,6 +263,14 @@ def _as_read_csv(raw: Column, source: SourceConfig, header: list[str]) -> tuple[
         F.format_string(f"expected {len(header)} fields, got %d", fields),
     )
     return as_read, _structural_columns(structural), detail, rescued
+
+
+def _literal_pattern(text: str) -> str:
+    """A regular expression matching ``text`` literally; one character as Java's ``String.split``
+    splits without the regex engine (the character, or a backslash and it when it is special)."""
+    if len(text) == 1 and not text.isalnum():
+        return text if text not in ".$|()[]{}^?*+\\" else "\\" + text
+    return f"\\Q{text}\\E"
 
 
 def _structural_columns(findings: list[_Finding]) -> list[Column]:

@@ -238,7 +238,10 @@ def _latest(df: DataFrame, keys: list[str], order: str | None) -> DataFrame:
 
 
 def write_silver(ctx: JobContext, loaded: DataFrame, source: SourceConfig, hook: WriteHook) -> None:
-    """MERGE the loaded rows into the source's silver table(s)."""
+    """MERGE the loaded rows into the source's silver table(s).
+
+    ``loaded`` holds at most one row per primary key as read (what ``classify`` loads).
+    """
     run_id, ingested_at = ctx.run_id, ctx.as_of
     if source.target == "customer_records":
         _write_source_records(ctx, loaded, source, None, ingested_at=ingested_at)
@@ -302,11 +305,15 @@ def _write_source_records(
     the table holds no record of the source at all, every row is appended without the look-up.
     """
     name = catalog.CUSTOMER_RECORDS.name
+    one_per_record = extra is None and _record_id_is_key(source)
 
     def records(rows: DataFrame) -> DataFrame:
         standardised = standardise.to_customer_records(
             rows, source, extra=extra, run_id=ctx.run_id, ingested_at=ingested_at
         )
+        if one_per_record:
+            # one row per record id already: no window (a sort of every row, a shuffle, a sort)
+            return standardised
         return _latest(standardised, SILVER_KEYS["customer_records"], "updated_at")
 
     if not ctx.tables.exists(ctx.spark, name):
@@ -362,6 +369,21 @@ def _write_source_records(
         ctx.tables.append(records(marked.where(~is_stored).drop(*helpers)), name)
     if changed:
         _merge_records(ctx, records(marked.where(is_stored & newer).drop(*helpers)))
+
+
+def _record_id_is_key(source: SourceConfig) -> bool:
+    """True when the source's record id is its primary key as read: its one key column, of type
+    string (a typed value is then the text as read), mapped as it is to ``source_record_id``.
+
+    The rows :func:`write_silver` gets hold one row per primary key as read (``classify`` loads
+    one per key), so they then hold one per record id: ``<label>:<key>`` tells keys apart.
+    """
+    if len(source.primary_key) != 1 or "source_record_id" not in source.mapping:
+        return False
+    key = source.primary_key[0]
+    if key not in source.column_names or source.column(key).type != "string":
+        return False
+    return source.mapping["source_record_id"].strip().removeprefix("`").removesuffix("`") == key
 
 
 def _merge_records(ctx: JobContext, latest: DataFrame) -> None:
