@@ -146,8 +146,8 @@ def _materialised(df: DataFrame) -> tuple[DataFrame, list[int]]:
     be planned over the validation plan (hundreds of expressions) and matched against the cache;
     a local checkpoint leaves them a plan of one node.
 
-    The kept RDD is the one that node reads (not "the RDDs kept since": two sources are read at
-    once, and Delta keeps table states of its own meanwhile).
+    The kept RDD is the one that node reads (not "the RDDs kept since": one source is read while
+    another is written, and Delta keeps table states of its own meanwhile).
     """
     kept = df.localCheckpoint(eager=True)
     return kept, [kept._jdf.queryExecution().logical().rdd().id()]
@@ -176,12 +176,14 @@ def _classified(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> tuple
     if existing is not None:
         return _materialised(classify(rows, source, existing, erased))
     kept, blocks = _materialised(rows.withColumn(_ERASED, erased if erased is not None else F.lit(False)))
-    if not keys_repeat(kept, source):
-        return classify(kept, source, None, F.col(_ERASED), keys_repeat=False).drop(_ERASED), blocks
     try:
+        if not keys_repeat(kept, source):
+            return classify(kept, source, None, F.col(_ERASED), keys_repeat=False).drop(_ERASED), blocks
         ranked, more = _materialised(classify(kept, source, None, F.col(_ERASED)).drop(_ERASED))
-    finally:
+    except BaseException:
         _release(ctx, blocks)
+        raise
+    _release(ctx, blocks)
     return ranked, more
 
 
