@@ -233,6 +233,38 @@ def assert_statistics_columns(root: Path) -> None:
     assert "delta.dataSkippingStatsColumns" not in events
 
 
+def dictionary_columns(table: Path) -> dict[str, bool]:
+    """Per column of ``table``'s Parquet files: whether any of them holds it dictionary-encoded."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, bool] = {}
+    for file in table.rglob("*.parquet"):
+        group = pq.ParquetFile(file).metadata.row_group(0)
+        for i in range(group.num_columns):
+            column = group.column(i)
+            encoded = any("DICTIONARY" in e for e in column.encodings)
+            found[column.path_in_schema] = found.get(column.path_in_schema, False) or encoded
+    return found
+
+
+def test_spark_writes_unique_and_many_valued_columns_without_a_dictionary(tmp_path, spark):
+    """lakecdp's Spark session writes Parquet dictionaries of at most 128 KiB a column and none
+    for the columns unique by construction (lakecdp.spark, _COMMON_CONF); Parquet's defaults
+    would give ``many`` a dictionary: 20,000 values of 14 bytes, each three times, fit in 1 MiB
+    and take a third of the plain values' size; and ``record_id`` and ``_line`` one too, were
+    their values repeated as here (they never are: a dictionary of unique values is filled,
+    then dropped)."""
+    frame = spark.range(60_000).selectExpr(
+        "concat('customer-', lpad(cast(id % 20000 as string), 5, '0')) as many",
+        "concat('crm:', cast(id % 100 as string)) as record_id",
+        "cast(id % 7 as string) as few",
+        "id % 100 as _line",
+    )
+    path = tmp_path / "layout"
+    frame.coalesce(1).write.format("delta").save(str(path))
+    assert dictionary_columns(path) == {"many": False, "record_id": False, "few": True, "_line": False}
+
+
 def test_embedded_batch_ingest_hand_written_rows(tmp_path):
     land(tmp_path, 1)
     counts = ingest(tmp_path, "embedded")

@@ -46,6 +46,17 @@ _COMMON_CONF: dict[str, str] = {
     "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
     # toPandas and createDataFrame from pandas go through Arrow (the UDFs always do)
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Parquet dictionaries of at most 128 KiB a column (Parquet's default 1 MiB): a column with
+    # more distinct values than that -- names, streets, dates of birth in a million-row load --
+    # is written plain and compressed instead of every value being looked up in a map too big
+    # for the CPU's caches; none at all for the columns unique by construction (the map is
+    # filled, then dropped). A batch ingest's Parquet writing -25 % CPU, files +5-7 %
+    # (bench/RESULTS.md, "Spark ingest at ~1M rows: session 23")
+    "spark.hadoop.parquet.dictionary.page.size": str(128 * 1024),
+    **{
+        f"spark.hadoop.parquet.enable.dictionary#{column}": "false"
+        for column in ("_row_hash", "_line", "_kafka_offset", "record_id", "source_record_id", "event_id")
+    },
 }
 
 _LOCAL_CONF: dict[str, str] = {
