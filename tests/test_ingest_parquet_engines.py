@@ -176,3 +176,30 @@ def test_both_engines_ingest_third_party_into_the_same_rows(tmp_path, spark, cap
     assert_engines_agree(tmp_path, "third_party", land, ingest, TABLES, spark, caplog)
     assert ingest(tmp_path / "embedded", "embedded")["files_skipped"] == 3
     shutil.rmtree(tmp_path)
+
+
+def test_spark_rescues_the_columns_a_parquet_file_has_beyond_the_source(tmp_path, spark):
+    """A file whose columns are all configured has nothing to rescue on any row (its rows are
+    not parsed a second time for their keys); the next file's extra column is rescued per row."""
+    folder = tmp_path / "landing" / "third_party"
+    folder.mkdir(parents=True)
+    known = {name: SCHEMA.field(name).type for name in SCHEMA.names[:8]}
+    pq.write_table(
+        pa.Table.from_pylist([_row("T1", "Ann Lee"), _row("T2", "Bo Ek", dob=None)], schema=pa.schema(known)),
+        folder / "enrichment_1.parquet",
+    )
+    extra = pa.schema({**known, "visits": pa.int32()})
+    pq.write_table(
+        pa.Table.from_pylist([_row("T3", "Cy Ra", visits=3), _row("T4", "Di Ox")], schema=extra),
+        folder / "enrichment_2.parquet",
+    )
+    counts = ingest(tmp_path, "spark", spark)
+    assert (counts["rows_read"], counts["rows_loaded"]) == (4, 4)
+    rescued = {(r["_source_file"], r["_line"]): r["_rescued"] for r in rows(tmp_path, "bronze/third_party")}
+    assert rescued == {
+        ("third_party/enrichment_1.parquet", 1): None,
+        ("third_party/enrichment_1.parquet", 2): None,
+        ("third_party/enrichment_2.parquet", 1): '{"visits":"3"}',
+        ("third_party/enrichment_2.parquet", 2): None,
+    }
+    shutil.rmtree(tmp_path)

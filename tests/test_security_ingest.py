@@ -174,6 +174,51 @@ def test_a_non_empty_file_without_rows_is_reported(spark, project):
     ]
 
 
+def test_a_file_read_in_byte_ranges_gives_the_lines_a_whole_read_gives(spark, project, monkeypatch):
+    """A large file is read by several tasks, a byte range each, its lines numbered after a
+    counting pass (lakecdp.ingest.reading._ranged_lines). Ranges of ~48 bytes here: they end
+    inside lines, between the CR and the LF of a CRLF, inside a multi-byte character and an
+    invalid one -- the lines, their numbers and their U+FFFD are those of the file read whole,
+    and those written here by hand."""
+    from lakecdp.ingest.reading import read_lines
+
+    data = (
+        b"\xef\xbb\xbfheader\r\n"  # 1: a byte order mark, dropped
+        + b"".join(b"line %d \xc3\xa9t\xc3\xa9\r\n" % n for n in range(2, 30))  # 2-29: CRLF, two-byte letters
+        + b"\r\n   \n"  # 30, 31: blank, dropped
+        + b"bad \xff\xfe \xed\xa0\x80 end\r"  # 32: invalid bytes; a lone CR
+        + b"cut \xf0\x9f\x98\n"  # 33: a four-byte character cut short
+        + b"".join(b"tail %d\n" % n for n in range(34, 60))  # 34-59: LF
+        + b"last, no break"  # 60
+    )
+    path = land(project, "crm/crm_customers_0.csv", data)
+    file = LandedFile(path, "crm/crm_customers_0.csv", len(data), "x")
+    expected = [
+        (1, "header"),
+        *[(n, f"line {n} été") for n in range(2, 30)],
+        (32, "bad \ufffd\ufffd \ufffd end"),  # Java's decoder: one U+FFFD for the three bytes of a surrogate
+        (33, "cut \ufffd"),
+        *[(n, f"tail {n}") for n in range(34, 60)],
+        (60, "last, no break"),
+    ]
+
+    ctx = JobContext.create(project, spark, as_of=AS_OF)
+    whole = read_lines(ctx, file, skip_header=False)  # below SPLIT_ABOVE_BYTES: read whole
+    assert sorted((r["line"], r["raw"]) for r in whole.collect()) == expected
+    monkeypatch.setattr("lakecdp.ingest.reading.SPLIT_ABOVE_BYTES", 0)
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "48")
+    spark.conf.set("spark.sql.files.openCostInBytes", "0")
+    try:
+        ranged = read_lines(ctx, file, skip_header=False)
+        assert ranged.rdd.getNumPartitions() >= 10  # ~670 bytes in ranges of 48
+        assert sorted((r["line"], r["raw"]) for r in ranged.collect()) == expected
+        skipped = read_lines(ctx, file, skip_header=True)  # a CSV header: line 1 only
+        assert sorted((r["line"], r["raw"]) for r in skipped.collect()) == expected[1:]
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        spark.conf.unset("spark.sql.files.openCostInBytes")
+
+
 # -- 2. a repeated header column -----------------------------------------------------------------
 
 

@@ -121,7 +121,8 @@ class CsvFormat(SourceFormat):
 
 
 class ParquetFormat(SourceFormat):
-    """``parquet``: rows become JSON text (``raw``); ``line`` is the row's index in the file."""
+    """``parquet``: rows become JSON text (``raw``); ``line`` is the row's index in the file;
+    the file's columns are its header (:meth:`parse`: the keys the rows can have)."""
 
     name: ClassVar[str] = "parquet"
     text: ClassVar[bool] = False
@@ -129,12 +130,14 @@ class ParquetFormat(SourceFormat):
     def read(self, ctx: JobContext, file: LandedFile, source: SourceConfig) -> FileRows:
         from lakecdp.ingest.reading import read_parquet_rows
 
-        return FileRows(read_parquet_rows(ctx, file, source))
+        rows, columns = read_parquet_rows(ctx, file, source)
+        # the file's columns: the only keys its rows' JSON can have
+        return FileRows(rows, columns)
 
     def parse(self, raw: Column, source: SourceConfig, header: list[str] | None) -> Parsed:
         from lakecdp.ingest.validate import _as_read_json
 
-        return _as_read_json(raw, source)
+        return _as_read_json(raw, source, header)
 
 
 #: ``format:`` -> the format

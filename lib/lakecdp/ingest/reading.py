@@ -26,10 +26,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: a text file larger than this has its lines dealt out to several tasks (up to the session's
-#: default parallelism): the file is read and split into lines by one task (``wholetext``, so
-#: that every line keeps its physical number), but validating, typing and hashing the lines --
-#: most of the read's work -- then runs on every core instead of one
+#: a text file larger than this is read by several tasks at once, a byte range each (as Spark
+#: splits a text file), its lines numbered after one counting pass; a smaller one is read and
+#: split into lines by one task (``wholetext``)
 SPLIT_ABOVE_BYTES = 4 * 1024 * 1024
 
 
@@ -72,36 +71,78 @@ def read_lines(ctx: JobContext, file: LandedFile, *, skip_header: bool) -> DataF
     """The file's physical lines as ``raw, source_file, line`` (line 1 = first line; blank lines dropped).
 
     A line ends at LF, CRLF or a lone CR (:data:`LINE_BREAK`); a UTF-8 byte order mark before
-    line 1 is not part of it. Invalid UTF-8 bytes become U+FFFD (Spark's text decoder), which
-    validation flags. A file larger than :data:`SPLIT_ABOVE_BYTES` comes in several partitions.
-    A file with no carriage return (``file.lf_only``) is split at LF alone: the same lines, without
-    a regular expression.
+    line 1 is not part of it. Invalid UTF-8 bytes become U+FFFD (Java's decoder, as Spark's
+    string functions decode), which validation flags. A file larger than
+    :data:`SPLIT_ABOVE_BYTES` is read in byte ranges by several tasks (:func:`_ranged_lines`);
+    a smaller one as a whole, a file with no carriage return (``file.lf_only``) split at LF
+    alone: the same lines, without a regular expression.
     """
-    whole = ctx.spark.read.text(str(file.path), wholetext=True)
-    breaks = "\n" if file.lf_only else LINE_BREAK
-    lines = whole.select(F.posexplode(F.split("value", breaks)).alias("_position", "raw")).select(
-        F.when(F.col("_position") == 0, F.regexp_replace("raw", f"^{BOM}", "")).otherwise(F.col("raw")).alias("raw"),
+    lines = _ranged_lines(ctx, file) if file.size > SPLIT_ABOVE_BYTES else None
+    if lines is None:
+        whole = ctx.spark.read.text(str(file.path), wholetext=True)
+        breaks = "\n" if file.lf_only else LINE_BREAK
+        lines = whole.select(F.posexplode(F.split("value", breaks)).alias("_position", "raw")).select(
+            F.col("raw"), (F.col("_position") + 1).cast("bigint").alias("line")
+        )
+    lines = lines.select(
+        F.when(F.col("line") == 1, F.regexp_replace("raw", f"^{BOM}", "")).otherwise(F.col("raw")).alias("raw"),
         F.lit(file.relative).alias("source_file"),
-        (F.col("_position") + 1).cast("bigint").alias("line"),
-    )
-    lines = lines.where(F.trim("raw") != "")
+        F.col("line"),
+    ).where(F.trim("raw") != "")
     if skip_header:
         lines = lines.where(F.col("line") > 1)
-    tasks = min(ctx.spark.sparkContext.defaultParallelism, -(-file.size // SPLIT_ABOVE_BYTES))
-    if tasks > 1:
-        lines = lines.repartition(tasks)
     return lines
 
 
-def read_parquet_rows(ctx: JobContext, file: LandedFile, source: SourceConfig) -> DataFrame:
-    """Parquet rows as JSON text (``raw``), ``line`` = 1-based row index in the file."""
+#: ``monotonically_increasing_id`` holds the task's partition above these bits and the row's
+#: place in the partition below them
+_PLACE_BITS = 33
+
+
+def _ranged_lines(ctx: JobContext, file: LandedFile) -> DataFrame | None:
+    """``raw, line`` of every physical line of ``file`` (blank ones too), read by Spark's text
+    reader in byte ranges -- several tasks at once -- and numbered: the lines of the ranges
+    before a line's range (counted first, one pass over the file) plus its place in its range.
+    A task reads its ranges in order, so a line's place in its range is its place in the task
+    less the place of the range's first line. None for a file with no line.
+
+    The reader ends lines where :data:`LINE_BREAK` does and drops a byte order mark at the
+    start; it keeps invalid UTF-8 as read, so a line that is not valid UTF-8 is decoded as
+    ``split`` decodes it (Java's decoder, one U+FFFD per malformed sequence), like the lines of
+    a file read as a whole.
+    """
+    place = F.monotonically_increasing_id().bitwiseAND(F.lit((1 << _PLACE_BITS) - 1))
+    text = ctx.spark.read.text(str(file.path)).select(
+        F.col("value"), F.col("_metadata.file_block_start").alias("_range"), place.alias("_place")
+    )
+    ranges = sorted(
+        text.groupBy("_range").agg(F.count(F.lit(1)).alias("lines"), F.min("_place").alias("first")).collect()
+    )
+    if not ranges:
+        return None
+    cases, before = [], 0
+    for start, count, first in ranges:
+        cases.append((F.col("_range") == F.lit(start), F.col("_place") + F.lit(before - first + 1)))
+        before += count
+    line = F.when(*cases[0])
+    for is_range, numbered in cases[1:]:
+        line = line.when(is_range, numbered)
+    line = line.otherwise(F.raise_error(F.lit(f"{file.relative}: a byte range of the file read, not counted")))
+    raw = F.when(F.is_valid_utf8("value"), F.col("value")).otherwise(F.split("value", "\n").getItem(0))
+    return text.select(raw.alias("raw"), line.cast("bigint").alias("line"))
+
+
+def read_parquet_rows(ctx: JobContext, file: LandedFile, source: SourceConfig) -> tuple[DataFrame, list[str]]:
+    """Parquet rows as JSON text (``raw``), ``line`` = 1-based row index in the file; and the
+    file's columns."""
     frame = ctx.spark.read.parquet(str(file.path))
     check_columns(file, source, frame.columns)
-    return frame.select(
+    rows = frame.select(
         F.to_json(F.struct(*[F.col(f"`{c}`") for c in frame.columns])).alias("raw"),
         F.lit(file.relative).alias("source_file"),
         (F.col("_metadata.row_index") + 1).cast("bigint").alias("line"),
     )
+    return rows, frame.columns
 
 
 def _reader_errors() -> tuple[type[BaseException], ...]:

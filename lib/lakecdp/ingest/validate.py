@@ -307,7 +307,11 @@ def _holding(findings: list[tuple[Column, Column, Column]]) -> Column:
     )
 
 
-def _as_read_json(raw: Column, source: SourceConfig) -> tuple[Column, list[Column], Column, Column]:
+def _as_read_json(
+    raw: Column, source: SourceConfig, keys: list[str] | None = None
+) -> tuple[Column, list[Column], Column, Column]:
+    """``keys``: every key an object of ``raw`` can have, when the file says (a Parquet file's
+    columns); none outside the source's columns means nothing to rescue on any row."""
     # from_json throws (NullPointerException) on an empty or blank text: such a line or Kafka
     # message is simply malformed, so the parser is handed null instead (it gives null). The
     # condition is on the parser's input, not around the parser: Spark moves each ``parsed[field]``
@@ -321,6 +325,9 @@ def _as_read_json(raw: Column, source: SourceConfig) -> tuple[Column, list[Colum
     malformed = parsed.isNull() | parsed[_CORRUPT].isNotNull() | ~F.ltrim(raw).startswith("{")
     as_read = F.struct(*[parsed[c.name].alias(c.name) for c in source.columns])
     structural = _structural_columns([_Finding(malformed, MALFORMED_LINE, "line", True)])
+    if keys is not None and set(keys) <= set(source.column_names):
+        # no row can name an unknown key: no second parse of every row for its keys
+        return as_read, structural, F.lit(None).cast("string"), F.lit(None).cast("string")
     return as_read, structural, F.lit(None).cast("string"), _rescued_json(raw, source)
 
 
