@@ -50,8 +50,8 @@ _COMMON_CONF: dict[str, str] = {
     # more distinct values than that -- names, streets, dates of birth in a million-row load --
     # is written plain and compressed instead of every value being looked up in a map too big
     # for the CPU's caches; none at all for the columns unique by construction (the map is
-    # filled, then dropped). A batch ingest's Parquet writing -25 % CPU, files +5-7 %
-    # (bench/RESULTS.md, "Spark ingest at ~1M rows: session 23")
+    # filled, then dropped). A batch ingest's Parquet writing -25 % CPU; its bronze
+    # files +3 %, silver -3 % (bench/RESULTS.md, "Spark ingest at ~1M rows: session 23")
     "spark.hadoop.parquet.dictionary.page.size": str(128 * 1024),
     **{
         f"spark.hadoop.parquet.enable.dictionary#{column}": "false"
