@@ -68,10 +68,10 @@ def assert_invariant(spark, project) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("split", [False, True], ids=["one task", "lines split over tasks"])
+@pytest.mark.parametrize("split", [False, True], ids=["one task", "byte ranges"])
 def test_every_line_ending_loads_with_physical_line_numbers(spark, project, monkeypatch, split):
     if split:
-        # every file's lines dealt out to several tasks after the one that reads it (as a large file's are)
+        # every file read in byte ranges by the text reader, its lines numbered after a count (as a large file is)
         monkeypatch.setattr("lakecdp.ingest.reading.SPLIT_ABOVE_BYTES", 1)
     bad = "2026-13-45 99:00:00"  # INVALID_TIMESTAMP: marks a known physical line
     # LF; CRLF with a blank line; CR only (old Mac: the reported three rows that vanished);
