@@ -26,8 +26,8 @@ demo: venv jars
 
 # The developer tier: unit and engine-backed tests; no broker, cluster, demo world or job-level runs.
 # Two pytest-xdist workers (each its own Spark session): most of a test's time is Spark's per-job
-# latency, not CPU, so two workers on two cores take about half the time of one (929 tests:
-# 2:42 on a fresh clone of a quiet box, 2026-12-02).
+# latency, not CPU, so two workers on two cores take about half the time of one (946 tests:
+# 2:35 on a fresh clone, 2026-12-03).
 # LAKECDP_TEST_TIER=fast: Hypothesis property tests draw a quarter of their examples
 # (tests/support/examples.py); the full suite draws them all.
 FAST := not kafka and not cluster and not e2e and not slow
