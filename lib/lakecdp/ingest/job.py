@@ -176,6 +176,8 @@ def _classified(ctx: JobContext, rows: DataFrame, source: SourceConfig) -> tuple
     if existing is not None:
         return _materialised(classify(rows, source, existing, erased))
     kept, blocks = _materialised(rows.withColumn(_ERASED, erased if erased is not None else F.lit(False)))
+    # the kept rows are released here once ranked into rows of their own, by the caller when the
+    # rows returned still read them (no key repeats), and here whenever the check or ranking fails
     try:
         if not keys_repeat(kept, source):
             return classify(kept, source, None, F.col(_ERASED), keys_repeat=False).drop(_ERASED), blocks
