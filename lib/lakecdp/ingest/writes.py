@@ -957,7 +957,7 @@ def _write_silver_rows(
     stored = None
     own = typed
     if source.target == "customer_records":
-        stored = _stored_versions(store)
+        stored = _stored_versions(store, source.name)
         if stored is not None and stored.num_rows:
             # a row whose upsert would leave the stored record as it is (a re-delivered record,
             # an older version) is not standardised: only its record id and updated_at are mapped
@@ -1081,11 +1081,18 @@ def _insert_new_events(store: DeltaStore, events: pa.Table, *, run_id: str) -> N
 _NEWER_RECORD = "s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)"
 
 
-def _stored_versions(store: DeltaStore) -> pa.Table | None:
-    """``record_id`` and ``updated_at`` of silver.customer_records (None: no table yet)."""
+def _stored_versions(store: DeltaStore, label: str | None = None) -> pa.Table | None:
+    """``record_id`` and ``updated_at`` of silver.customer_records (None: no table yet).
+
+    Args:
+        label: only the records whose id starts ``<label>:`` (a source's own: the others can
+            never match its rows, and joining them cost as much as the source's own)."""
     if not store.exists(catalog.CUSTOMER_RECORDS.name):
         return None
-    return store.read(catalog.CUSTOMER_RECORDS.name, columns=["record_id", "updated_at"])
+    stored = store.read(catalog.CUSTOMER_RECORDS.name, columns=["record_id", "updated_at"])
+    if label is None:
+        return stored
+    return stored.filter(pc.fill_null(pc.starts_with(stored["record_id"], pattern=label + ":"), False))
 
 
 def _changing_rows(versions: pa.Table, stored: pa.Table) -> pa.Array:
