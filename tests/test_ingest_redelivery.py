@@ -1,13 +1,17 @@
-"""A re-delivered events file on the embedded engine: the lines already in bronze (from a completed
-file, by row hash) are copied from their stored bronze rows as duplicates, not parsed, checked and
-typed again; the rest is ingested as any line. Expected values are written here by hand; the
-spy only counts the lines handed to the checker (the cost the copy saves)."""
+"""Re-delivered files on the embedded engine. An events file: the lines already in bronze (from a
+completed file, by row hash) are copied from their stored bronze rows as duplicates, not parsed,
+checked and typed again; the rest is ingested as any line. A customer file: its known lines are
+checked and ranked again but never standardised for silver (they cannot change a record).
+Expected values are written here by hand; the spies only see the lines handed to the checker or
+to silver (the cost the path saves), and Spark, which has no such path, is the oracle of the last
+test."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from deltalake import DeltaTable
 
 from conftest import make_project, on_engine
@@ -111,3 +115,127 @@ def test_a_known_line_under_another_header_or_an_earlier_as_of_is_checked_again(
     assert (third["rows_quarantined"], third["duplicates_removed"]) == (1, 0)
     quarantine = {(r["source_file"], r["line"]): r["reasons"] for r in _rows(tmp_path, "quarantine/email_events")}
     assert quarantine[("email_events/email_events_3.csv", 2)] == ["FUTURE_TIMESTAMP"]
+
+
+# -- customer records: re-delivered lines are checked and ranked again, never standardised --------
+
+CRM_HEADER = "CustomerID,FirstName,LastName,Email,Phone,DOB,Street,PostCode,Town,Country,EmailOptIn,LastModified\n"
+
+
+def _crm(customer: str, dob: str, modified: str) -> str:
+    return (
+        f"{customer},Ada,Lovelace,{customer.lower()}@example.com,020 7946 0018,{dob},"
+        f"1 Main St,SW1A 1AA,London,GB,Y,{modified}\n"
+    )
+
+
+C1_OLD = _crm("C1", "02/03/1985", "2026-10-01 10:00:00")
+C2_NEW = _crm("C2", "02/03/1985", "2026-10-05 10:00:00")
+C2_OLD = _crm("C2", "01/01/1970", "2026-10-02 10:00:00")  # loses to C2_NEW on day 1
+C3 = _crm("C3", "31/02/2020", "2026-10-03 10:00:00")  # no 31 February: loaded with INVALID_DATE
+CRM_FILES = {
+    1: CRM_HEADER + C1_OLD + C2_NEW + C2_OLD + C3,
+    2: CRM_HEADER
+    + C1_OLD
+    + _crm("C1", "03/03/1985", "2026-10-10 10:00:00")  # new and later: wins over the known line
+    + C2_OLD  # known, alone in the run: loaded, yet older than the stored C2
+    + C3  # known: loaded again, its warning counted again
+    + _crm("C3", "04/04/1984", "2026-09-01 00:00:00")  # new but older than the known line: loses
+    + _crm("C4", "05/05/1975", "2026-10-20 10:00:00"),
+}
+
+
+def land_crm(root: Path, day: int) -> None:
+    folder = root / "landing" / "crm"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"crm_customers_{day}.csv").write_text(CRM_FILES[day])
+
+
+def _ingest_crm(root: Path, engine: str, day: int, spark=None) -> dict[str, int]:
+    from lakecdp.context import JobContext
+    from lakecdp.ingest.job import ingest
+
+    project = on_engine(make_project(root, as_of=f"2026-11-0{day}T00:00:00Z"), engine)
+    ctx = JobContext(project=project, spark=spark, as_of=project.as_of(), run_id=f"run-{day}")  # type: ignore[arg-type]
+    return ingest(ctx, only=["crm"])
+
+
+def test_which_customer_sources_keep_their_records_on_redelivery():
+    from lakecdp.ingest.sources import load_sources
+    from lakecdp.ingest.writes import redelivery_keeps_records
+
+    sources = load_sources(Path(__file__).parents[1] / "conf")
+    # crm and shop_customers: the record id is the key, updated_at the event time as typed
+    assert redelivery_keeps_records(sources["crm"]) and redelivery_keeps_records(sources["shop_customers"])
+    # third_party has no event time (versions ranked by file and line); web_events writes events
+    assert not redelivery_keeps_records(sources["third_party"])
+    assert not redelivery_keeps_records(sources["web_events"])
+    crm = sources["crm"]
+    other_time = crm.model_copy(update={"mapping": {**crm.mapping, "updated_at": "current_timestamp()"}})
+    assert not redelivery_keeps_records(other_time)
+    other_id = crm.model_copy(update={"mapping": {**crm.mapping, "source_record_id": "lower(CustomerID)"}})
+    assert not redelivery_keeps_records(other_id)
+
+
+def test_a_redelivered_customer_file_leaves_its_known_records_unstandardised(tmp_path, monkeypatch):
+    from lakecdp.ingest import embedded_batch
+
+    land_crm(tmp_path, 1)
+    first = _ingest_crm(tmp_path, "embedded", 1)
+    assert (first["rows_loaded"], first["duplicates_removed"]) == (3, 1)
+
+    land_crm(tmp_path, 2)
+    standardised: list[tuple[str, str]] = []
+    write = embedded_batch.write_silver_rows
+
+    def spy(ctx, store, source, typed, hook):
+        read = typed["_as_read"].to_pylist()
+        standardised.extend((r["CustomerID"], r["LastModified"]) for r in read)
+        return write(ctx, store, source, typed, hook)
+
+    monkeypatch.setattr(embedded_batch, "write_silver_rows", spy)
+    second = _ingest_crm(tmp_path, "embedded", 2)
+    assert (second["rows_read"], second["rows_loaded"], second["rows_quarantined"], second["duplicates_removed"]) == (
+        6,
+        4,
+        0,
+        2,
+    )
+    # only the rows read anew that won their key reach silver's standardisation
+    assert sorted(standardised) == [("C1", "2026-10-10 10:00:00"), ("C4", "2026-10-20 10:00:00")]
+    records = {r["source_record_id"]: r for r in _rows(tmp_path, "silver/customer_records")}
+    got = {
+        k: (str(r["date_of_birth"]), r["date_of_birth_text"], str(r["updated_at"]), r["run_id"])
+        for k, r in records.items()
+    }
+    assert got == {
+        "C1": ("1985-03-03", None, "2026-10-10 10:00:00+00:00", "run-2"),
+        "C2": ("1985-03-02", None, "2026-10-05 10:00:00+00:00", "run-1"),
+        "C3": ("None", "31/02/2020", "2026-10-03 10:00:00+00:00", "run-1"),
+        "C4": ("1975-05-05", None, "2026-10-20 10:00:00+00:00", "run-2"),
+    }
+    quality = {(r["source_file"], r["reason"]): r["rows"] for r in _rows(tmp_path, "ops/data_quality")}
+    day_2 = {reason: n for (file, reason), n in quality.items() if file == "crm/crm_customers_2.csv"}
+    assert day_2 == {"DUPLICATE": 2, "INVALID_DATE": 1}
+    bronze = {(r["_source_file"], r["_line"]): r for r in _rows(tmp_path, "bronze/crm")}
+    assert sorted(line for file, line in bronze if file.endswith("_2.csv")) == [2, 3, 4, 5, 6, 7]
+    for new, old in ((2, 2), (4, 4), (5, 5)):
+        copy, original = bronze[("crm/crm_customers_2.csv", new)], bronze[("crm/crm_customers_1.csv", old)]
+        assert copy["_row_hash"] == original["_row_hash"] and copy["_run_id"] == "run-2"
+
+
+@pytest.mark.slow
+def test_both_engines_agree_on_a_redelivered_customer_file(tmp_path, spark):
+    """Day 1 on each engine, then the re-delivery on the other one each (the embedded engine
+    matching lines against the bronze rows Spark wrote): the same counts and rows."""
+    from test_ingest_crm_engines import TABLES
+    from test_ingest_engines import rows
+
+    on_spark, embedded = tmp_path / "spark", tmp_path / "embedded"
+    for root in (on_spark, embedded):
+        land_crm(root, 1)
+    assert _ingest_crm(embedded, "embedded", 1) == _ingest_crm(on_spark, "spark", 1, spark)
+    for root in (on_spark, embedded):
+        land_crm(root, 2)
+    assert _ingest_crm(on_spark, "embedded", 2) == _ingest_crm(embedded, "spark", 2, spark)
+    assert {t: rows(embedded, t) for t in TABLES} == {t: rows(on_spark, t) for t in TABLES}

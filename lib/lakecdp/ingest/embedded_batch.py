@@ -90,6 +90,7 @@ from lakecdp.ingest.validate import (
 from lakecdp.ingest.writes import (
     LoadedFiles,
     WriteHook,
+    redelivery_keeps_records,
     write_bronze_rows,
     write_ops,
     write_quarantine_rows,
@@ -465,8 +466,10 @@ class _Read:
     files: list[LandedFile]
     #: file -> what is wrong with its header (every row DUPLICATE_HEADER)
     header_problems: dict[str, str]
-    #: re-delivered lines (:class:`_KnownLines`): the row, then its stored bronze row's index
+    #: re-delivered lines set apart (:class:`_KnownLines`): the row, then its stored bronze row's index
     known: list[tuple[RawRow, int]]
+    #: re-delivered lines read as the others are (:attr:`_KnownLines.apart` false): their positions in ``rows``
+    redelivered: list[int]
     #: the rows read as columns: positions and tables, file by file (see :attr:`columns`)
     column_rows: list[int]
     column_tables: list[pa.Table]
@@ -482,21 +485,28 @@ class _Read:
 
 class _KnownLines:
     """Lines of a source whose rows are already in bronze from completed files, by row hash
-    (bronze's ``_row_hash``: SHA-256 of the line as read), for a source whose rows are
-    duplicates once their key is loaded (``drop_existing_keys``: events).
+    (bronze's ``_row_hash``: SHA-256 of the line as read), when no erasure is recorded (the
+    caller checks). A CSV line counts only when its file's header is the stored row's file's
+    header (the same line under other columns reads other fields).
 
-    Such a line, delivered again in a new file, is a duplicate: it passed the same rules before
-    (its bronze row was written by a run whose as-of is not later than this run's, so no time
-    check can refuse it now), its key is among the keys loaded, and no erasure is recorded (the
-    caller checks). Its new bronze row is the stored row with the new file, line, run and time:
-    the line is neither parsed, checked, typed nor mapped again. A CSV line counts only when
-    its file's header is the stored row's file's header (the same line under other columns
-    reads other fields)."""
+    For a source whose rows are duplicates once their key is loaded (``drop_existing_keys``:
+    events), such a line is set apart (``apart``): delivered again in a new file, it is a
+    duplicate. It passed the same rules before (its bronze row was written by a run whose as-of
+    is not later than this run's, so no time check can refuse it now) and its key is among the
+    keys loaded. Its new bronze row is the stored row with the new file, line, run and time: the
+    line is neither parsed, checked, typed nor mapped again.
+
+    For a customer source whose re-delivered lines leave its records as they are
+    (:func:`lakecdp.ingest.writes.redelivery_keeps_records`), such a line is read, checked and
+    ranked as the others (its warnings count again, a newer version in the run still wins over
+    it), but typed only when its key has another row in the run, and never standardised for
+    silver (:attr:`_Read.redelivered`)."""
 
     def __init__(self, landing: Path, source: SourceConfig, stored: pa.Table) -> None:
         self.landing = landing
         self.source = source
         self.stored = stored
+        self.apart = source.drop_existing_keys
         hashes = stored["_row_hash"].to_pylist()
         # the first stored copy of a line (a line delivered twice before has two)
         self.index = {h: i for i, h in reversed(list(enumerate(hashes)))}
@@ -508,7 +518,10 @@ class _KnownLines:
         name = catalog.BRONZE.named(source.name)
         if not done or not store.exists(name):
             return None
-        stored = store.read(name)
+        # a line read again needs only its hash and file, one set apart its whole stored row
+        stored = store.read(
+            name, columns=None if source.drop_existing_keys else ["_source_file", "_ingested_at", "_row_hash"]
+        )
         kept = pc.and_(
             pc.is_in(stored["_source_file"], pa.array(sorted(done), pa.string())),
             pc.less_equal(stored["_ingested_at"], pa.scalar(_utc(ctx.as_of), stored.schema.field("_ingested_at").type)),
@@ -548,7 +561,7 @@ def read_files(
 
     Args:
         columnar: False parses every line with the line parser (see :func:`parse_lines`)."""
-    read = _Read([], [], [], {}, [], [], [], exact=source.format == "csv")
+    read = _Read([], [], [], {}, [], [], [], [], exact=source.format == "csv")
     csv_format = source.format == "csv"
     for order, file in enumerate(files):
         header = None
@@ -578,15 +591,17 @@ def read_files(
         usable = known if known is not None and file.relative not in read.header_problems else None
         # RawRow tuples made in C
         rows = list(zip(raws, repeat(file.relative), repeat(order), numbers, repeat(ctx.as_of)))
-        if usable is not None:
+        start = len(read.rows)
+        if usable is not None and usable.apart:
             stored = usable.match(raws, header)
             read.known += [(row, at) for row, at in zip(rows, stored) if at is not None]
             fresh = [row for row, at in zip(rows, stored) if at is None]
             if array is not None:
                 array = array.filter(pa.array([at is None for at in stored], pa.bool_()))
         else:
+            if usable is not None:
+                read.redelivered += [start + k for k, at in enumerate(usable.match(raws, header)) if at is not None]
             fresh = rows
-        start = len(read.rows)
         read.rows += fresh
         if as_read is not None and columnar and len(fresh) == len(rows):
             # a Parquet file of texts: every row read as columns (no re-delivered line is known here)
@@ -769,6 +784,26 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _without(rows: list[int], left_out: set[int]) -> list[int]:
+    return [i for i in rows if i not in left_out] if left_out else rows
+
+
+def _alone(rows: list[int], valid: list[int], reads: embedded.Reads, source: SourceConfig) -> set[int]:
+    """The valid ones of ``rows`` whose primary key as read (one text column: a source of
+    :func:`lakecdp.ingest.writes.redelivery_keeps_records`) no other valid row has (a null key
+    is one key, as ``classify_rows`` groups them)."""
+    if not rows:
+        return set()
+    keys = reads.columns(valid)[source.primary_key[0]].combine_chunks()
+    if keys.type != pa.string():
+        return set()
+    counts = pc.value_counts(keys)
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    shared = pc.is_in(keys, value_set=repeated, skip_nulls=False)
+    lone = set(compress(valid, pc.invert(shared).to_pylist()))
+    return lone.intersection(rows)
+
+
 def _has_erasures(store: DeltaStore) -> bool:
     """Whether ``ops.erasures`` holds a row (then every row is checked against it)."""
     from lakecdp.erasure import ERASURES_TABLE
@@ -843,7 +878,11 @@ def _load_source(
 
     erasures = _has_erasures(store)
     known = None
-    if source.drop_existing_keys and source.format in ("csv", "jsonl") and not erasures:
+    if (
+        (source.drop_existing_keys or redelivery_keeps_records(source))
+        and source.format in ("csv", "jsonl")
+        and not erasures
+    ):
         known = _KnownLines.load(ctx, store, source, _completed(source, ledger))
     read = read_files(ctx, source, [f for f in new if not f.refused], known)
     files = sorted([*read.files, *[f for f in new if f.refused]], key=lambda f: natural_key(f.relative))
@@ -895,10 +934,12 @@ def _load_source(
     # event-time order of versions, the erasure check (every row), silver (the loaded rows); a
     # re-delivered event (its key already loaded) is a duplicate without being typed
     by_key_order = source.drop_existing_keys or source.event_time is None
-    valid_typed = None if by_key_order and not erasures else typed_table(valid)
+    # a re-delivered customer line read again is typed only to be ranked against another row of its key
+    untyped = _alone(read.redelivered, valid, reads, source)
+    valid_typed = None if by_key_order and not erasures else typed_table(_without(valid, untyped))
     stamps = None
     if valid_typed is not None and source.event_time is not None:
-        # the event times in the valid rows' order
+        # the event times in the valid rows' order (null for a row not typed: alone with its key)
         at = pc.index_in(pa.array(valid, pa.int64()), value_set=valid_typed["_row"])
         stamps = valid_typed[source.event_time].take(at).combine_chunks()
     erased: set[int] = set()
@@ -960,6 +1001,11 @@ def _load_source(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bronze-{source.name}") as beside:
         bronze = beside.submit(write_bronze_and_quarantine)
         loaded = list(compress(range(len(status)), map(LOADED.__eq__, status)))
+        if read.redelivered and loaded:
+            # a re-delivered customer line leaves its record as it is (see _KnownLines)
+            loaded = _without(loaded, set(read.redelivered))
+            if not loaded:
+                hook(catalog.CUSTOMER_RECORDS.name)
         if loaded:
             if valid_typed is None:
                 kept = typed_table(loaded)

@@ -1081,6 +1081,26 @@ def _insert_new_events(store: DeltaStore, events: pa.Table, *, run_id: str) -> N
 _NEWER_RECORD = "s.updated_at > t.updated_at OR (t.updated_at IS NULL AND s.updated_at IS NOT NULL)"
 
 
+def redelivery_keeps_records(source: SourceConfig) -> bool:
+    """True when a line of ``source`` that a completed run passed (its bronze row) cannot change
+    silver.customer_records when it is delivered again: the record id is the primary key as read
+    (:func:`_record_id_is_key`), ``updated_at`` is the event time as typed, with which ``classify``
+    ranks a key's versions, and no ``also`` entry maps the line to other records.
+
+    Then the run that passed the line loaded its key's latest version, whose ``updated_at`` is
+    not older than the line's (nulls last), and a stored record is replaced only by a newer one
+    (:data:`_NEWER_RECORD`; only erasure deletes one): the stored ``updated_at`` is not older
+    than the line's, so the line's upsert would leave the record as it is. (The source's column
+    types and formats are the ones that typed the line before, as validation rules are for a
+    re-delivered event: see ``lakecdp.ingest.embedded_batch._KnownLines``.)"""
+    if source.target != "customer_records" or source.also or source.event_time is None:
+        return False
+    updated_at = source.mapping.get("updated_at")
+    if updated_at is None or source.column(source.event_time).type != "timestamp":
+        return False
+    return _record_id_is_key(source) and updated_at.strip().removeprefix("`").removesuffix("`") == source.event_time
+
+
 def _stored_versions(store: DeltaStore, label: str | None = None) -> pa.Table | None:
     """``record_id`` and ``updated_at`` of silver.customer_records (None: no table yet).
 
