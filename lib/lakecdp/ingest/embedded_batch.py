@@ -470,6 +470,8 @@ class _Read:
     known: list[tuple[RawRow, int]]
     #: re-delivered lines read as the others are (:attr:`_KnownLines.apart` false): their positions in ``rows``
     redelivered: list[int]
+    #: per row, its line's SHA-256 when :class:`_KnownLines` computed it (None elsewhere; empty: none computed)
+    hashes: list[str | None]
     #: the rows read as columns: positions and tables, file by file (see :attr:`columns`)
     column_rows: list[int]
     column_tables: list[pa.Table]
@@ -538,14 +540,16 @@ class _KnownLines:
                 self._headers[relative] = None
         return self._headers[relative]
 
-    def match(self, raws: list[str], header: list[str] | None) -> list[int | None]:
-        """Per line of a file: its stored row, or None (a line not seen, or seen under another header)."""
-        index, sha256 = self.index, hashlib.sha256
-        positions = [index.get(sha256(raw.encode("utf-8")).hexdigest()) for raw in raws]
+    def match(self, raws: list[str], header: list[str] | None) -> tuple[list[int | None], list[str]]:
+        """Per line of a file: its stored row, or None (a line not seen, or seen under another
+        header); and its SHA-256 (bronze's ``_row_hash``, not computed again there)."""
+        sha256 = hashlib.sha256
+        hashes = [sha256(raw.encode("utf-8")).hexdigest() for raw in raws]
+        positions = list(map(self.index.get, hashes))
         if header is None:
-            return positions
+            return positions, hashes
         same = {f: self._header(f) == header for f in {self.files[p] for p in positions if p is not None}}
-        return [p if p is not None and same[self.files[p]] else None for p in positions]
+        return [p if p is not None and same[self.files[p]] else None for p in positions], hashes
 
 
 def read_files(
@@ -561,7 +565,7 @@ def read_files(
 
     Args:
         columnar: False parses every line with the line parser (see :func:`parse_lines`)."""
-    read = _Read([], [], [], {}, [], [], [], [], exact=source.format == "csv")
+    read = _Read([], [], [], {}, [], [], [], [], [], exact=source.format == "csv")
     csv_format = source.format == "csv"
     for order, file in enumerate(files):
         header = None
@@ -592,16 +596,22 @@ def read_files(
         # RawRow tuples made in C
         rows = list(zip(raws, repeat(file.relative), repeat(order), numbers, repeat(ctx.as_of)))
         start = len(read.rows)
+        hashes: list[str | None] | None = None
         if usable is not None and usable.apart:
-            stored = usable.match(raws, header)
+            stored, line_hashes = usable.match(raws, header)
             read.known += [(row, at) for row, at in zip(rows, stored) if at is not None]
             fresh = [row for row, at in zip(rows, stored) if at is None]
+            hashes = [h for h, at in zip(line_hashes, stored) if at is None]
             if array is not None:
                 array = array.filter(pa.array([at is None for at in stored], pa.bool_()))
         else:
             if usable is not None:
-                read.redelivered += [start + k for k, at in enumerate(usable.match(raws, header)) if at is not None]
+                stored, line_hashes = usable.match(raws, header)
+                read.redelivered += [start + k for k, at in enumerate(stored) if at is not None]
+                hashes = list(line_hashes)
             fresh = rows
+        if hashes is not None:
+            read.hashes += [None] * (start - len(read.hashes)) + hashes
         read.rows += fresh
         if as_read is not None and columnar and len(fresh) == len(rows):
             # a Parquet file of texts: every row read as columns (no re-delivered line is known here)
@@ -987,6 +997,7 @@ def _load_source(
                 passed,
                 run_id=ctx.run_id,
                 at=ctx.as_of,
+                hashes=read.hashes,
                 copied=(copied, known.stored.take(pa.array([s for _row, s in read.known], pa.int64())))
                 if known is not None and copied
                 else None,

@@ -807,19 +807,26 @@ def write_bronze_rows(
     run_id: str,
     at: datetime,
     copied: tuple[list[int], pa.Table] | None = None,
+    hashes: Sequence[str | None] = (),
 ) -> None:
     """``bronze.<source>``: the rows ``passed`` (their fields as read, ``reads``), inserted when new
     (file, line, row hash: a crashed run's rows are not added again).
 
     Args:
         copied: rows of re-delivered lines (positions in ``checked``) and, in the same order, their
-            stored bronze rows: written as those rows with this file, line, run and time."""
+            stored bronze rows: written as those rows with this file, line, run and time.
+        hashes: the SHA-256 of rows' lines computed already, by position in ``checked`` (None, or
+            past its end: computed here)."""
     name = catalog.BRONZE.named(source.name)
     ddl = _bronze_ddl(store, name, source)
     rows_passed = [checked[i] for i in passed]
     # hashlib per row: DuckDB's sha256 over the Arrow column of lines took twice its CPU (85k lines)
     sha256 = hashlib.sha256
-    hashes = [sha256(row.raw.encode("utf-8")).hexdigest() for row in rows_passed]
+    given = len(hashes)
+    row_hashes = [
+        (hashes[i] if i < given else None) or sha256(row.raw.encode("utf-8")).hexdigest()
+        for i, row in zip(passed, rows_passed)
+    ]
     copied_rows, copied_from = copied if copied is not None else ([], None)
     stored = _stored_keys(
         store,
@@ -829,17 +836,17 @@ def write_bronze_rows(
     )
     fresh, rows_fresh = passed, rows_passed
     if stored:
-        keep = [(row.topic, row.offset, h) not in stored for row, h in zip(rows_passed, hashes)]
+        keep = [(row.topic, row.offset, h) not in stored for row, h in zip(rows_passed, row_hashes)]
         fresh = [i for i, k in zip(passed, keep) if k]
         rows_fresh = [row for row, k in zip(rows_passed, keep) if k]
-        hashes = [h for h, k in zip(hashes, keep) if k]
+        row_hashes = [h for h, k in zip(row_hashes, keep) if k]
     schema = embedded._arrow_schema(ddl)
     # column by column (a row of a re-delivered file costs a few list appends)
     own: dict[str, Callable[[], Any]] = {
         "_rescued": lambda: list(map(rescued.__getitem__, fresh)),
         "_source_file": lambda: list(map(attrgetter("topic"), rows_fresh)),
         "_line": lambda: list(map(attrgetter("offset"), rows_fresh)),
-        "_row_hash": lambda: hashes,
+        "_row_hash": lambda: row_hashes,
     }
     constant = {"_ingested_at": _utc(at), "_run_id": run_id}
     # the fields as read: taken from the reads' Arrow columns when they have them
