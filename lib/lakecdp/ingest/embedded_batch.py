@@ -895,6 +895,9 @@ def _load_source(
     ):
         known = _KnownLines.load(ctx, store, source, _completed(source, ledger))
     read = read_files(ctx, source, [f for f in new if not f.refused], known)
+    if known is not None and not known.apart:
+        # its index (a string per stored line) freed for the rest of the run: only copies read it again
+        known = None
     files = sorted([*read.files, *[f for f in new if f.refused]], key=lambda f: natural_key(f.relative))
     refused = [f for f in files if f.refused]
     for file in refused:
