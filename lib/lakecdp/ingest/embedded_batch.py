@@ -798,7 +798,7 @@ def _without(rows: list[int], left_out: set[int]) -> list[int]:
     return [i for i in rows if i not in left_out] if left_out else rows
 
 
-def _alone(rows: list[int], valid: list[int], reads: embedded.Reads, source: SourceConfig) -> set[int]:
+def _alone(rows: set[int], valid: list[int], reads: embedded.Reads, source: SourceConfig) -> set[int]:
     """The valid ones of ``rows`` whose primary key as read (one text column: a source of
     :func:`lakecdp.ingest.writes.redelivery_keeps_records`) no other valid row has (a null key
     is one key, as ``classify_rows`` groups them)."""
@@ -810,8 +810,7 @@ def _alone(rows: list[int], valid: list[int], reads: embedded.Reads, source: Sou
     counts = pc.value_counts(keys)
     repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
     shared = pc.is_in(keys, value_set=repeated, skip_nulls=False)
-    lone = set(compress(valid, pc.invert(shared).to_pylist()))
-    return lone.intersection(rows)
+    return rows.intersection(compress(valid, pc.invert(shared).to_pylist()))
 
 
 def _has_erasures(store: DeltaStore) -> bool:
@@ -948,7 +947,8 @@ def _load_source(
     # re-delivered event (its key already loaded) is a duplicate without being typed
     by_key_order = source.drop_existing_keys or source.event_time is None
     # a re-delivered customer line read again is typed only to be ranked against another row of its key
-    untyped = _alone(read.redelivered, valid, reads, source)
+    redelivered = set(read.redelivered)
+    untyped = _alone(redelivered, valid, reads, source)
     valid_typed = None if by_key_order and not erasures else typed_table(_without(valid, untyped))
     stamps = None
     if valid_typed is not None and source.event_time is not None:
@@ -1015,9 +1015,9 @@ def _load_source(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bronze-{source.name}") as beside:
         bronze = beside.submit(write_bronze_and_quarantine)
         loaded = list(compress(range(len(status)), map(LOADED.__eq__, status)))
-        if read.redelivered and loaded:
+        if redelivered and loaded:
             # a re-delivered customer line leaves its record as it is (see _KnownLines)
-            loaded = _without(loaded, set(read.redelivered))
+            loaded = _without(loaded, redelivered)
             if not loaded:
                 hook(catalog.CUSTOMER_RECORDS.name)
         if loaded:

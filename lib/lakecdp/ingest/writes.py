@@ -383,7 +383,13 @@ def _record_id_is_key(source: SourceConfig) -> bool:
     key = source.primary_key[0]
     if key not in source.column_names or source.column(key).type != "string":
         return False
-    return source.mapping["source_record_id"].strip().removeprefix("`").removesuffix("`") == key
+    return _mapped_as_is(source, "source_record_id", key)
+
+
+def _mapped_as_is(source: SourceConfig, target: str, column: str) -> bool:
+    """Whether ``source`` maps ``column`` as it is (the bare name, quoted or not) to ``target``."""
+    expression = source.mapping.get(target)
+    return expression is not None and expression.strip().removeprefix("`").removesuffix("`") == column
 
 
 def _merge_records(ctx: JobContext, latest: DataFrame) -> None:
@@ -1102,10 +1108,9 @@ def redelivery_keeps_records(source: SourceConfig) -> bool:
     re-delivered event: see ``lakecdp.ingest.embedded_batch._KnownLines``.)"""
     if source.target != "customer_records" or source.also or source.event_time is None:
         return False
-    updated_at = source.mapping.get("updated_at")
-    if updated_at is None or source.column(source.event_time).type != "timestamp":
+    if source.column(source.event_time).type != "timestamp":
         return False
-    return _record_id_is_key(source) and updated_at.strip().removeprefix("`").removesuffix("`") == source.event_time
+    return _record_id_is_key(source) and _mapped_as_is(source, "updated_at", source.event_time)
 
 
 def _stored_versions(store: DeltaStore, label: str | None = None) -> pa.Table | None:
