@@ -239,3 +239,84 @@ def test_both_engines_agree_on_a_redelivered_customer_file(tmp_path, spark):
         land_crm(root, 2)
     assert _ingest_crm(on_spark, "embedded", 2) == _ingest_crm(embedded, "spark", 2, spark)
     assert {t: rows(embedded, t) for t in TABLES} == {t: rows(on_spark, t) for t in TABLES}
+
+
+def test_a_line_is_known_by_its_whole_digest(tmp_path):
+    import hashlib
+
+    import pyarrow as pa
+
+    from lakecdp.ingest.embedded_batch import _KnownLines
+    from lakecdp.ingest.sources import load_sources
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    stored = pa.table(
+        {
+            "_source_file": ["f1", "f1", "f1", "f1", "f1", "f2", "f2"],
+            "_row_hash": [
+                sha("a"),
+                sha("b")[:16] + "0" * 48,  # b's first 64 bits, not b's digest
+                None,
+                sha("c").upper(),  # not as hashlib writes it: no line's digest equals it
+                sha("d"),
+                sha("d"),  # d delivered twice: the first stored copy is the one named
+                sha("a"),
+            ],
+        }
+    )
+    known = _KnownLines(tmp_path, load_sources(Path(__file__).parents[1] / "conf")["crm"], stored)
+    positions, hashes = known.match(["a", "b", "c", "d", "e", "a"], None)
+    assert positions == [0, None, None, 4, None, 0]
+    assert hashes == [sha(t) for t in ["a", "b", "c", "d", "e", "a"]]
+    assert known.match([], None) == ([], [])
+
+
+def test_parquet_rows_are_sparks_to_json_of_the_row(tmp_path):
+    """Arrow builds the lines of a Parquet file of texts; :func:`_json_value` (checked against
+    Spark in test_ingest_parquet_engines) writing each field, joined per row, is the oracle."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lakecdp.ingest.embedded_batch import _json_value, parquet_rows
+    from lakecdp.ingest.landing import LandedFile
+    from lakecdp.ingest.sources import load_sources
+    from lakecdp.sqldialect.translate import jackson_string
+
+    chars = ["a", " ", '"', "\\", "\n", "\t", "\x00", "\x1f", "\x7f", "é", "😀", "\u2028", ",", "{", "/"]
+    pick = random.Random(14)
+
+    def text() -> str | None:
+        return None if pick.random() < 0.2 else "".join(pick.choice(chars) for _ in range(pick.randint(0, 5)))
+
+    count = 2000
+    table = pa.table(
+        {
+            "ext_id": pa.array([text() for _ in range(count)], pa.large_string()),
+            'we"ird\n': [text() for _ in range(count)],
+            "visits": [pick.choice([None, 3, -7]) for _ in range(count)],
+            "score": [pick.choice([None, 0.1, 1e7, float("nan")]) for _ in range(count)],
+        }
+    )
+    table = pa.concat_tables(
+        [table, pa.table({n: pa.nulls(1, f.type) for n, f in zip(table.column_names, table.schema)})]
+    )
+    path = tmp_path / "enrichment_1.parquet"
+    pq.write_table(table, path, row_group_size=300)
+    source = load_sources(Path(__file__).parents[1] / "conf")["third_party"]
+    lines, _ = parquet_rows(LandedFile(path, "third_party/enrichment_1.parquet", 0, ""), source)
+
+    def oracle(row: dict) -> str:
+        fields = [jackson_string(name) + ":" + _json_value(value) for name, value in row.items() if value is not None]
+        return "{" + ",".join(fields) + "}"
+
+    assert lines == [(i + 1, oracle(row)) for i, row in enumerate(table.to_pylist())]
+    assert lines[-1] == (count + 1, "{}")
+    # by hand: a quote, a backslash and controls escaped as Jackson does, a NaN double quoted
+    row = {"ext_id": 'T"1\\\x01', 'we"ird\n': None, "visits": 3, "score": float("nan")}
+    pq.write_table(pa.Table.from_pylist([row], schema=table.schema), path)
+    lines, _ = parquet_rows(LandedFile(path, "third_party/enrichment_1.parquet", 0, ""), source)
+    assert lines == [(1, '{"ext_id":"T\\"1\\\\\\u0001","visits":3,"score":"NaN"}')]

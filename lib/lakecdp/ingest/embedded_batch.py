@@ -222,15 +222,41 @@ def parquet_rows(file: LandedFile, source: SourceConfig) -> tuple[list[tuple[int
     check_required(file, source, table.column_names)
     if not table.num_columns:
         return [(index + 1, "{}") for index in range(table.num_rows)], None
-    # column by column: each value's "name":value text (None for a null), then joined per row
-    fields = []
-    for name in table.column_names:
-        prefix = jackson_string(name) + ":"
-        fields.append([None if v is None else prefix + _json_value(v) for v in table[name].to_pylist()])
-    lines = [
-        (index + 1, "{" + ",".join([f for f in row if f is not None]) + "}") for index, row in enumerate(zip(*fields))
-    ]
-    return lines, _parquet_as_read(table, source)
+    # column by column: each value's "name":value, text (null for a null), then joined per row in Arrow
+    # (nulls as empty texts: pyarrow 26's null_handling "skip" drops a row whose fields are all null)
+    text = pa.large_string()
+    fields = [_json_fields(name, table[name]) for name in table.column_names]
+    joined = pc.binary_join_element_wise(*fields, pa.scalar("", text), null_handling="replace", null_replacement="")
+    inner = pc.utf8_slice_codeunits(joined, 0, -1)  # the last field's comma
+    rows = pc.binary_join_element_wise(pa.scalar("{", text), inner, pa.scalar("}", text), pa.scalar("", text))
+    return list(enumerate(rows.to_pylist(), start=1)), _parquet_as_read(table, source)
+
+
+#: a text Jackson writes as it is, as :data:`lakecdp.sqldialect.translate._JACKSON_PLAIN` (RE2)
+_JACKSON_PLAIN_RE2 = r'^[^"\\\x00-\x1f]*$'
+
+
+def _json_fields(name: str, column: pa.ChunkedArray) -> pa.Array:
+    """Per value of a Parquet column, ``"name":value,`` as Spark's ``to_json`` writes the field
+    (:func:`_json_value`), null for a null. Texts Jackson writes as they are (most of them) are
+    quoted in Arrow; the others, and other types, go through :func:`_json_value` one by one."""
+    prefix = jackson_string(name) + ":"
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        values = [None if v is None else prefix + _json_value(v) + "," for v in column.to_pylist()]
+        return pa.array(values, pa.large_string())
+    # large strings: a file's texts may pass 2 GiB once quoted
+    texts = column.cast(pa.large_string()).combine_chunks()
+    text = pa.large_string()
+    quoted = pc.binary_join_element_wise(
+        pa.scalar(prefix + '"', text), texts, pa.scalar('",', text), pa.scalar("", text)
+    )
+    escaped = pc.invert(pc.fill_null(pc.match_substring_regex(texts, _JACKSON_PLAIN_RE2), True))
+    if pc.any(escaped).as_py():
+        others = texts.filter(escaped).to_pylist()
+        quoted = pc.replace_with_mask(
+            quoted, escaped, pa.array([prefix + jackson_string(v) + "," for v in others], quoted.type)
+        )
+    return quoted
 
 
 def _parquet_as_read(table: pa.Table, source: SourceConfig) -> pa.Table | None:
