@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,26 @@ if TYPE_CHECKING:
     OneFile: TypeAlias = pa.RecordBatchReader | duckdb.DuckDBPyRelation
 
 logger = logging.getLogger(__name__)
+
+
+def use_arrow_allocator() -> str:
+    """Arrow's allocator for this process: jemalloc (the system's in a pyarrow built without it),
+    unless ``ARROW_DEFAULT_MEMORY_POOL`` names one; the backend's name.
+
+    pyarrow's default, mimalloc, commits its arenas eagerly: at 1M customer rows on a 2-core VM the
+    kernel's time (first touching those pages) was 8.5-11.9 s of a first load against 2.5-3.5 s with
+    jemalloc or the system allocator, for the same user time (bench/RESULTS.md, "Arrow's allocator")."""
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        try:
+            pool = pa.jemalloc_memory_pool()
+        except NotImplementedError:
+            pool = pa.system_memory_pool()
+        pa.set_memory_pool(pool)
+    return pa.default_memory_pool().backend_name
+
+
+# every embedded path reads and writes through this module: the allocator is chosen on its import
+use_arrow_allocator()
 
 #: table properties of every table created with delta-rs: change data feed on (as Spark's session
 #: default), no deletion vectors (delta-rs 1.6 cannot read them)
