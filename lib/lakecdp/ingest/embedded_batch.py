@@ -535,10 +535,19 @@ class _KnownLines:
         self.source = source
         self.stored = stored
         self.apart = source.drop_existing_keys
-        hashes = stored["_row_hash"].to_pylist()
-        # the first stored copy of a line (a line delivered twice before has two)
-        self.index = {h: i for i, h in reversed(list(enumerate(hashes)))}
-        self.files = stored["_source_file"].to_pylist()
+        # the index: the stored digests a line's can equal, sorted by their first 64 bits, in Arrow
+        # and numpy (a dict of a million Python strings held the GIL ~0.5 s, the other sources waiting)
+        hashes = stored["_row_hash"].combine_chunks()
+        digest = pc.fill_null(pc.match_substring_regex(hashes, "^[0-9a-f]{64}$"), False)
+        self.hashes = hashes.filter(digest)
+        keys = _hash_keys(self.hashes)
+        # stable: among copies of a line (one delivered twice before has two), the first stored first
+        self.order = np.argsort(keys, kind="stable")
+        self.keys = keys[self.order]
+        self.rows = np.flatnonzero(digest.to_numpy(zero_copy_only=False))[self.order]
+        files = stored["_source_file"].combine_chunks().dictionary_encode()
+        self.file_codes = files.indices.to_numpy(zero_copy_only=False)
+        self.file_names: list[str] = files.dictionary.to_pylist()
         self._headers: dict[str, list[str] | None] = {}
 
     @classmethod
@@ -571,11 +580,48 @@ class _KnownLines:
         header); and its SHA-256 (bronze's ``_row_hash``, not computed again there)."""
         sha256 = hashlib.sha256
         hashes = [sha256(raw.encode("utf-8")).hexdigest() for raw in raws]
-        positions = list(map(self.index.get, hashes))
-        if header is None:
-            return positions, hashes
-        same = {f: self._header(f) == header for f in {self.files[p] for p in positions if p is not None}}
-        return [p if p is not None and same[self.files[p]] else None for p in positions], hashes
+        if not hashes or not len(self.keys):
+            return [None] * len(hashes), hashes
+        digests = pa.array(hashes, pa.string())
+        probe = _hash_keys(digests)
+        at = np.minimum(np.searchsorted(self.keys, probe), len(self.keys) - 1)
+        lines = np.flatnonzero(self.keys[at] == probe)
+        # the whole digest compared: two digests may share their first 64 bits (then only the
+        # first stored is a candidate, and a line unequal to it is read as new: never a false match)
+        equal = pc.equal(self.hashes.take(self.order[at[lines]]), digests.take(lines))
+        lines = lines[equal.to_numpy(zero_copy_only=False)]
+        rows = self.rows[at[lines]]
+        if header is not None:
+            # a CSV line counts only under its stored file's header
+            codes = self.file_codes[rows]
+            same = np.zeros(len(self.file_names), dtype=bool)
+            for code in np.unique(codes).tolist():
+                same[code] = self._header(self.file_names[code]) == header
+            kept = same[codes]
+            lines, rows = lines[kept], rows[kept]
+        positions = np.full(len(hashes), -1, np.int64)
+        positions[lines] = rows
+        return [None if p < 0 else p for p in positions.tolist()], hashes
+
+
+#: a hexadecimal digit's value by its ASCII code (255: not a lowercase hex digit)
+_HEX_VALUE = np.full(256, 255, np.uint8)
+_HEX_VALUE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+
+
+def _hash_keys(digests: pa.Array) -> np.ndarray:
+    """The first 64 bits of SHA-256 digests written as 64 lowercase hexadecimal digits (no null),
+    as unsigned integers, read from the array's bytes."""
+    if not len(digests):
+        return np.zeros(0, np.uint64)
+    offset_type = np.int64 if pa.types.is_large_string(digests.type) else np.int32
+    _, offsets_buffer, data = digests.buffers()
+    offsets = np.frombuffer(offsets_buffer, offset_type)[digests.offset : digests.offset + len(digests) + 1]
+    digits = np.frombuffer(data, np.uint8)[offsets[0] : offsets[-1]].reshape(len(digests), 64)
+    # 16 digits -> 8 bytes -> one big-endian integer (small temporaries: fresh memory costs)
+    values = _HEX_VALUE[digits[:, :16]]
+    octets = np.ascontiguousarray((values[:, 0::2] << 4) | values[:, 1::2])
+    return octets.view(">u8").ravel().astype(np.uint64)
 
 
 def read_files(
