@@ -54,6 +54,30 @@ def test_scan_counts_non_blank_lines_at_any_line_break() -> None:
     assert _scan(io.BytesIO(b"PAR1\n"), count_lines=False)[1:] == (0, False, False)
 
 
+def test_scan_counts_lines_across_blocks_as_a_plain_split_does() -> None:
+    """LF-only blocks are counted in numpy: random files (BOMs, blanks, CRs, lines past 1 MiB)
+    against a count written here with ``re.split`` over the whole bytes."""
+    import random
+    import re
+
+    def oracle(data: bytes) -> tuple[int, bool, bool]:
+        pieces = re.split(rb"\r\n|\r|\n", data)
+        if pieces and pieces[-1] == b"":
+            pieces = pieces[:-1]
+        pieces = [p.removeprefix(b"\xef\xbb\xbf") if i == 0 else p for i, p in enumerate(pieces)]
+        filled = [p.strip(b" ") != b"" for p in pieces]
+        return sum(filled), bool(filled and filled[0]), b"\r" not in data
+
+    pick = random.Random(26)
+    bits = [b"a", b" ", b"\n", b"\r", b"\r\n", b"\xef\xbb\xbf", b"x,y", b"  \n", b"\n\n"]
+    lines = [b"abc,def\n", b"   \n", b"\n", b"x" * 300 + b"\n"]
+    big = b"".join(pick.choice(lines) for _ in range(12000))  # ~1.2 MiB: two blocks
+    cases = [b"".join(pick.choice(bits) for _ in range(pick.randint(0, 30))) for _ in range(2000)]
+    cases += [big, b"\xef\xbb\xbf" + big, big + b"tail", b" " * (1 << 20) + b"\n" + big, big + b"\r\n" + big]
+    for data in cases:
+        assert _scan(io.BytesIO(data), count_lines=True)[1:] == oracle(data), data[:60]
+
+
 # -- classification: versions ranked over rows read as columns and rows read by the line parser ------
 
 RECORDS = SourceConfig.model_validate(

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+import numpy as np
+
 from lakecdp.ingest.validate import SYMLINK, UNREADABLE_FILE
 
 if TYPE_CHECKING:
@@ -80,6 +82,21 @@ def _split_lines(text: bytes) -> list[bytes]:
 _STRIP_SPACES = operator.methodcaller("strip", b" ")
 
 
+def _count_lf_lines(data: bytes) -> tuple[int, int]:
+    """The lines of ``data`` (LF breaks only, ending in one) holding a byte other than a space, and
+    all its lines: counted on the bytes in numpy (a Python bytes object per line held the GIL)."""
+    octets = np.frombuffer(data, np.uint8)
+    breaks = octets == 10
+    ends = np.flatnonzero(breaks)
+    if not len(ends):
+        return 0, 0
+    starts = np.empty(len(ends), np.int64)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    # per line (its bytes and its break): any byte other than a space; an empty line has none
+    filled = np.logical_or.reduceat(~breaks & (octets != 32), starts) & (ends > starts)
+    return int(np.count_nonzero(filled)), len(ends)
+
+
 def _scan(handle: BinaryIO, *, count_lines: bool) -> tuple[str, int, bool, bool]:
     """sha256 of the bytes and, for text, the non-blank lines (only spaces = blank, as Spark's
     ``trim``), counted independently of the Spark reader; whether line 1 is non-blank; and
@@ -108,6 +125,16 @@ def _scan(handle: BinaryIO, *, count_lines: bool) -> tuple[str, int, bool, bool]
             continue
         lf_only = lf_only and b"\r" not in block
         text = carry + block
+        if b"\r" not in text:
+            # whole lines counted in numpy, the first one by count() (a BOM, and first_filled)
+            end = text.rfind(b"\n") + 1
+            if number == 0 and end:
+                first = text.find(b"\n")
+                count([text[:first]])
+                text, end = text[first + 1 :], end - first - 1
+            filled, whole = _count_lf_lines(text[:end])
+            lines, number, carry = lines + filled, number + whole, text[end:]
+            continue
         held = b""
         if text.endswith(b"\r"):  # maybe the first half of a CRLF split over two blocks
             text, held = text[:-1], b"\r"
