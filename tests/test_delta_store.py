@@ -264,3 +264,19 @@ def test_a_process_that_read_a_table_exits_cleanly(tmp_path):
             [sys.executable, "-c", _READ_THEN_EXIT, str(path)], capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("asked", "expected"), [(None, {"jemalloc", "system"}), ("mimalloc", {"mimalloc"})])
+def test_arrow_allocates_with_jemalloc_unless_the_environment_names_a_pool(asked, expected):
+    """A fresh process: importing delta_store makes jemalloc (or, in a pyarrow built without it,
+    the system allocator) Arrow's pool; ARROW_DEFAULT_MEMORY_POOL, when set, is left to decide."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if asked:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = asked
+    code = "import lakecdp.delta_store, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() in expected
