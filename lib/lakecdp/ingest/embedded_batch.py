@@ -75,7 +75,7 @@ from lakecdp.ingest.audit import (
     file_reasons,
 )
 from lakecdp.ingest.embedded import CheckedRow, ParsedLine, RawRow, ReadColumns, check_parsed, parse_json_line
-from lakecdp.ingest.landing import BOM, LINE_BREAK, LandedFile, natural_key, new_files
+from lakecdp.ingest.landing import BOM, LINE_BREAK, LandedFile, filled_lf_lines, natural_key, new_files
 from lakecdp.ingest.python_rules import formatted_parser
 from lakecdp.ingest.reading import csv_header, repeated_columns
 from lakecdp.ingest.screen import cast_rows
@@ -96,7 +96,7 @@ from lakecdp.ingest.writes import (
     write_quarantine_rows,
     write_silver_rows,
 )
-from lakecdp.sqldialect.translate import jackson_string, java_double
+from lakecdp.sqldialect.translate import _JACKSON_PLAIN, jackson_string, java_double
 
 if TYPE_CHECKING:
     from lakecdp.context import JobContext
@@ -224,7 +224,7 @@ def parquet_rows(file: LandedFile, source: SourceConfig) -> tuple[list[tuple[int
         return [(index + 1, "{}") for index in range(table.num_rows)], None
     # column by column: each value's "name":value, text (null for a null), then joined per row in Arrow
     # (nulls as empty texts: pyarrow 26's null_handling "skip" drops a row whose fields are all null)
-    text = pa.large_string()
+    text = _TEXT
     fields = [_json_fields(name, table[name]) for name in table.column_names]
     joined = pc.binary_join_element_wise(*fields, pa.scalar("", text), null_handling="replace", null_replacement="")
     inner = pc.utf8_slice_codeunits(joined, 0, -1)  # the last field's comma
@@ -232,8 +232,10 @@ def parquet_rows(file: LandedFile, source: SourceConfig) -> tuple[list[tuple[int
     return list(enumerate(rows.to_pylist(), start=1)), _parquet_as_read(table, source)
 
 
-#: a text Jackson writes as it is, as :data:`lakecdp.sqldialect.translate._JACKSON_PLAIN` (RE2)
-_JACKSON_PLAIN_RE2 = r'^[^"\\\x00-\x1f]*$'
+#: a text Jackson writes as it is (:func:`jackson_string`'s test), whole, for Arrow's RE2
+_JACKSON_PLAIN_RE2 = f"^{_JACKSON_PLAIN.pattern}$"
+#: the texts of a Parquet file's lines, built in Arrow (a file's texts may pass 2 GiB once quoted)
+_TEXT = pa.large_string()
 
 
 def _json_fields(name: str, column: pa.ChunkedArray) -> pa.Array:
@@ -243,10 +245,9 @@ def _json_fields(name: str, column: pa.ChunkedArray) -> pa.Array:
     prefix = jackson_string(name) + ":"
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         values = [None if v is None else prefix + _json_value(v) + "," for v in column.to_pylist()]
-        return pa.array(values, pa.large_string())
-    # large strings: a file's texts may pass 2 GiB once quoted
-    texts = column.cast(pa.large_string()).combine_chunks()
-    text = pa.large_string()
+        return pa.array(values, _TEXT)
+    text = _TEXT
+    texts = column.cast(text).combine_chunks()
     quoted = pc.binary_join_element_wise(
         pa.scalar(prefix + '"', text), texts, pa.scalar('",', text), pa.scalar("", text)
     )
@@ -369,13 +370,9 @@ def _filled_lines(data: bytes, breaks: np.ndarray, *, skip_header: bool) -> np.n
     """The positions (0-based) of the lines of ``data`` (LF breaks at ``breaks``, ending in one)
     holding a byte other than a space (a BOM opening the file aside), line 1 left out when it is
     a header."""
-    octets = np.frombuffer(data, np.uint8)
-    other = (octets != 32) & (octets != 10)
-    if data.startswith(BOM.encode("utf-8")):
-        other[:3] = False
-    # per line (its bytes and its break): any byte other than a space; an empty line has none
-    starts = np.concatenate([[0], breaks[:-1] + 1])
-    filled = np.logical_or.reduceat(other, starts) & (breaks > starts)
+    opening = BOM.encode("utf-8")
+    skip = len(opening) if data.startswith(opening) else 0
+    filled = filled_lf_lines(np.frombuffer(data, np.uint8), breaks, skip=skip)
     if skip_header and len(filled):
         filled[0] = False
     return np.flatnonzero(filled)

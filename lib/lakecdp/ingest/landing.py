@@ -82,19 +82,25 @@ def _split_lines(text: bytes) -> list[bytes]:
 _STRIP_SPACES = operator.methodcaller("strip", b" ")
 
 
-def _count_lf_lines(data: bytes) -> tuple[int, int]:
-    """The lines of ``data`` (LF breaks only, ending in one) holding a byte other than a space, and
-    all its lines: counted on the bytes in numpy (a Python bytes object per line held the GIL)."""
-    octets = np.frombuffer(data, np.uint8)
-    breaks = octets == 10
-    ends = np.flatnonzero(breaks)
+def filled_lf_lines(octets: np.ndarray, ends: np.ndarray, *, skip: int = 0) -> np.ndarray:
+    """Per line of ``octets`` (LF breaks at ``ends``, ending in one): whether it holds a byte other
+    than a space, its first ``skip`` bytes (a BOM) not counted; in numpy, no object per line."""
     if not len(ends):
-        return 0, 0
+        return np.zeros(0, dtype=bool)
+    other = (octets != 32) & (octets != 10)
+    other[:skip] = False
     starts = np.empty(len(ends), np.int64)
     starts[0], starts[1:] = 0, ends[:-1] + 1
     # per line (its bytes and its break): any byte other than a space; an empty line has none
-    filled = np.logical_or.reduceat(~breaks & (octets != 32), starts) & (ends > starts)
-    return int(np.count_nonzero(filled)), len(ends)
+    return np.logical_or.reduceat(other, starts) & (ends > starts)
+
+
+def _count_lf_lines(data: bytes) -> tuple[int, int]:
+    """The lines of ``data`` (LF breaks only, ending in one) holding a byte other than a space, and
+    all its lines (a Python bytes object per line held the GIL)."""
+    octets = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(octets == 10)
+    return int(np.count_nonzero(filled_lf_lines(octets, ends))), len(ends)
 
 
 def _scan(handle: BinaryIO, *, count_lines: bool) -> tuple[str, int, bool, bool]:
