@@ -96,7 +96,7 @@ from lakecdp.ingest.writes import (
     write_quarantine_rows,
     write_silver_rows,
 )
-from lakecdp.sqldialect.translate import _JACKSON_PLAIN, jackson_string, java_double
+from lakecdp.sqldialect.translate import JACKSON_PLAIN, jackson_string, java_double
 
 if TYPE_CHECKING:
     from lakecdp.context import JobContext
@@ -233,7 +233,7 @@ def parquet_rows(file: LandedFile, source: SourceConfig) -> tuple[list[tuple[int
 
 
 #: a text Jackson writes as it is (:func:`jackson_string`'s test), whole, for Arrow's RE2
-_JACKSON_PLAIN_RE2 = f"^{_JACKSON_PLAIN.pattern}$"
+_JACKSON_PLAIN_RE2 = f"^{JACKSON_PLAIN.pattern}$"
 #: the texts of a Parquet file's lines, built in Arrow (a file's texts may pass 2 GiB once quoted)
 _TEXT = pa.large_string()
 

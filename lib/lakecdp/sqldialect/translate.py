@@ -110,12 +110,12 @@ _JACKSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\
 
 
 #: a text Jackson writes as it is (no quote, backslash or control character)
-_JACKSON_PLAIN = re.compile(r'[^"\\\x00-\x1f]*')
+JACKSON_PLAIN = re.compile(r'[^"\\\x00-\x1f]*')
 
 
 def jackson_string(value: str) -> str:
     """A JSON string as Spark's Jackson generator writes it (non-ASCII kept, controls escaped)."""
-    if _JACKSON_PLAIN.fullmatch(value):
+    if JACKSON_PLAIN.fullmatch(value):
         return '"' + value + '"'
     out = []
     for char in value:
