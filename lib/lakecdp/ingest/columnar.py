@@ -180,6 +180,26 @@ def _strings(raws: Sequence[str], array: pa.Array | None) -> pa.Array:
     return pa.array(raws, pa.string())
 
 
+def _csv_sep(source: SourceConfig) -> str:
+    return str(source.options.get("sep", source.options.get("delimiter", ",")))
+
+
+def reads_as_columns(source: SourceConfig, header: Sequence[str] | None) -> bool:
+    """Whether this module reads lines of ``source`` (a CSV file's under ``header``) as columns:
+    JSON when every column is a scalar or a string struct; CSV when every column is a scalar, the
+    separator one character and the header names only the source's columns, each once."""
+    if source.format == "jsonl":
+        return _cached_json_query(source) is not None
+    if source.format != "csv" or header is None:
+        return False
+    return (
+        len(set(header)) == len(header)
+        and set(header) <= set(source.column_names)
+        and len(_csv_sep(source)) == 1
+        and all(c.is_scalar for c in source.columns)
+    )
+
+
 def csv_columns(
     raws: Sequence[str], source: SourceConfig, header: Sequence[str], *, array: pa.Array | None = None
 ) -> tuple[list[bool], pa.Table]:
@@ -188,13 +208,12 @@ def csv_columns(
     :func:`json_columns`. A line with a quote, an escape or NUL character, or another field count
     than the header's is not read (the line parser's then); nor is any line under a header naming
     a column outside the source's (rescued fields) or one twice, nor of a source with a nested column."""
-    sep = source.options.get("sep", source.options.get("delimiter", ","))
+    if not raws or not reads_as_columns(source, header):
+        return [False] * len(raws), _no_rows(source)
+    sep = _csv_sep(source)
     quote = source.options.get("quote", '"')
     escape = source.options.get("escape", quote)
     columns = source.column_names
-    odd = len(set(header)) != len(header) or not set(header) <= set(columns) or len(sep) != 1
-    if not raws or odd or not all(c.is_scalar for c in source.columns):
-        return [False] * len(raws), _no_rows(source)
     lines = _strings(raws, array)
     special = pc.match_substring_regex(lines, "[" + re.escape(quote + escape) + r"\x00]")
     parts = pc.split_pattern(lines, sep)

@@ -64,7 +64,7 @@ import pyarrow.compute as pc
 from lakecdp import catalog
 from lakecdp.columns import MissingColumnsError
 from lakecdp.ingest import embedded
-from lakecdp.ingest.columnar import csv_columns, json_columns
+from lakecdp.ingest.columnar import csv_columns, json_columns, read_schema, reads_as_columns
 from lakecdp.ingest.audit import (
     COUNTS,
     ERASED,
@@ -75,7 +75,7 @@ from lakecdp.ingest.audit import (
     file_reasons,
 )
 from lakecdp.ingest.embedded import CheckedRow, ParsedLine, RawRow, ReadColumns, check_parsed, parse_json_line
-from lakecdp.ingest.landing import BOM, LINE_BREAK, LandedFile, filled_lf_lines, natural_key, new_files
+from lakecdp.ingest.landing import BOM, LINE_BREAK, LandedFile, filled_lf_lines, lf_ends, natural_key, new_files
 from lakecdp.ingest.python_rules import formatted_parser
 from lakecdp.ingest.reading import csv_header, repeated_columns
 from lakecdp.ingest.screen import cast_rows
@@ -330,12 +330,13 @@ def _file_lines(file: LandedFile, *, skip_header: bool) -> tuple[list[tuple[int,
     """:func:`file_lines` and, when the file is valid UTF-8 with LF breaks ending in one, the same
     raws as an Arrow array cut from the file's bytes (for the columnar readers: building it from
     the Python strings encodes every line again, holding the GIL)."""
-    numbers, raws, array = _file_rows(file, skip_header=skip_header)
-    return list(zip(numbers, raws)), array
+    numbers, raws, cut = _file_rows(file, skip_header=skip_header)
+    return list(zip(numbers, raws)), None if cut is None else cut.array()
 
 
-def _file_rows(file: LandedFile, *, skip_header: bool) -> tuple[list[int], list[str], pa.Array | None]:
-    """:func:`_file_lines` as the line numbers and the raws, two lists."""
+def _file_rows(file: LandedFile, *, skip_header: bool) -> tuple[list[int], list[str], _Cut | None]:
+    """:func:`_file_lines` as the line numbers and the raws, two lists, and the lines' Arrow
+    array to be cut when asked for (all of them, or those a re-delivery still parses)."""
     data = file.path.read_bytes()
     try:
         text, exact = data.decode("utf-8"), True
@@ -346,12 +347,12 @@ def _file_rows(file: LandedFile, *, skip_header: bool) -> tuple[list[int], list[
         # (a Python loop over a million lines held the GIL the other sources' threads wait for)
         pieces = text.split("\n")
         pieces[0] = pieces[0].removeprefix(BOM)
-        breaks = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+        breaks = lf_ends(np.frombuffer(data, np.uint8))
         kept = _filled_lines(data, breaks, skip_header=skip_header)
         numbers = (kept + 1).tolist()
         raws = pieces[:-1] if len(kept) == len(pieces) - 1 else list(compress(pieces, _mask(kept, len(pieces))))
         # an invalid byte is replaced by U+FFFD, never with a break: the same lines, the same blanks
-        return numbers, raws, _lines_array(data, breaks, kept) if numbers and exact else None
+        return numbers, raws, _Cut(data, breaks, kept) if numbers and exact else None
     numbers, raws = [], []
     # without a CR every break is an LF: str.split gives the regular expression's pieces, ~10x faster
     pieces = _LINE_BREAK.split(text) if "\r" in text else text.split("\n")
@@ -383,6 +384,20 @@ def _mask(kept: np.ndarray, count: int) -> list[bool]:
     mask = np.zeros(count, dtype=bool)
     mask[kept] = True
     return mask.tolist()
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """A file's kept lines (:func:`_file_rows`), as Arrow strings cut from its bytes when asked."""
+
+    data: bytes
+    breaks: np.ndarray
+    kept: np.ndarray
+
+    def array(self, picked: np.ndarray | None = None) -> pa.Array:
+        """The lines (or those at ``picked``, positions among them, ascending)."""
+        kept = self.kept if picked is None else self.kept[picked]
+        return _lines_array(self.data, self.breaks, kept) if len(kept) else pa.array([], pa.string())
 
 
 def _lines_array(data: bytes, breaks: np.ndarray, kept: np.ndarray) -> pa.Array:
@@ -522,10 +537,15 @@ class _KnownLines:
     line is neither parsed, checked, typed nor mapped again.
 
     For a customer source whose re-delivered lines leave its records as they are
-    (:func:`lakecdp.ingest.writes.redelivery_keeps_records`), such a line is read, checked and
-    ranked as the others (its warnings count again, a newer version in the run still wins over
-    it), but typed only when its key has another row in the run, and never standardised for
-    silver (:attr:`_Read.redelivered`)."""
+    (:func:`lakecdp.ingest.writes.redelivery_keeps_records`), such a line is checked and ranked
+    as the others (its warnings count again, judged at this run's as-of; a newer version in the
+    run still wins over it), but typed only when its key has another row in the run, and never
+    standardised for silver (:attr:`_Read.redelivered`). Where the columnar readers read the
+    file's lines and the stored row rescued no field, the line is not parsed again either: its
+    fields as read are its stored bronze row's (:attr:`fields`, bronze holds the fields as read
+    of every row it keeps), a row read as columns (:class:`lakecdp.ingest.embedded.ReadColumns`).
+    As for events, a line keeps the reading it was stored with when the source's reading options
+    change later."""
 
     def __init__(self, landing: Path, source: SourceConfig, stored: pa.Table) -> None:
         self.landing = landing
@@ -546,16 +566,38 @@ class _KnownLines:
         self.file_codes = files.indices.to_numpy(zero_copy_only=False)
         self.file_names: list[str] = files.dictionary.to_pylist()
         self._headers: dict[str, list[str] | None] = {}
+        #: a customer source's stored fields as read (:func:`lakecdp.ingest.columnar.read_schema`)
+        #: and, per stored row, whether they are a line's whole reading (its row rescued nothing)
+        self.fields: pa.Table | None = None
+        self.whole = np.zeros(0, dtype=bool)
+        schema = read_schema(source)
+        if not self.apart and {*schema.names, "_rescued"} <= set(stored.column_names):
+            self.fields = stored.select(schema.names).cast(schema)
+            self.whole = pc.is_null(stored["_rescued"]).to_numpy(zero_copy_only=False)
+
+    @staticmethod
+    def _columns(store: DeltaStore, name: str, source: SourceConfig) -> list[str] | None:
+        """The bronze columns read: every one for a source whose lines are set apart; for the
+        others the hash, file and time, with the fields as read when the columnar readers may
+        read its lines (a table without some of them: a source given columns since)."""
+        if source.drop_existing_keys:
+            return None
+        wanted = ["_source_file", "_ingested_at", "_row_hash"]
+        if source.format == "jsonl" and not reads_as_columns(source, None):
+            return wanted
+        if source.format == "csv" and not all(c.is_scalar for c in source.columns):
+            return wanted
+        stored = {f.name for f in store.table(name).schema().fields}
+        fields = [*read_schema(source).names, "_rescued"]
+        return wanted + fields if set(fields) <= stored else wanted
 
     @classmethod
     def load(cls, ctx: JobContext, store: DeltaStore, source: SourceConfig, done: set[str]) -> _KnownLines | None:
         name = catalog.BRONZE.named(source.name)
         if not done or not store.exists(name):
             return None
-        # a line read again needs only its hash and file, one set apart its whole stored row
-        stored = store.read(
-            name, columns=None if source.drop_existing_keys else ["_source_file", "_ingested_at", "_row_hash"]
-        )
+        # a line read again needs its hash and file (and its fields), one set apart its whole stored row
+        stored = store.read(name, columns=cls._columns(store, name, source))
         kept = pc.and_(
             pc.is_in(stored["_source_file"], pa.array(sorted(done), pa.string())),
             pc.less_equal(stored["_ingested_at"], pa.scalar(_utc(ctx.as_of), stored.schema.field("_ingested_at").type)),
@@ -575,10 +617,15 @@ class _KnownLines:
     def match(self, raws: list[str], header: list[str] | None) -> tuple[list[int | None], list[str]]:
         """Per line of a file: its stored row, or None (a line not seen, or seen under another
         header); and its SHA-256 (bronze's ``_row_hash``, not computed again there)."""
+        positions, hashes = self.stored_rows(raws, header)
+        return [None if p < 0 else p for p in positions.tolist()], hashes
+
+    def stored_rows(self, raws: list[str], header: list[str] | None) -> tuple[np.ndarray, list[str]]:
+        """:meth:`match`, the stored rows in numpy (-1: none)."""
         sha256 = hashlib.sha256
         hashes = [sha256(raw.encode("utf-8")).hexdigest() for raw in raws]
         if not hashes or not len(self.keys):
-            return [None] * len(hashes), hashes
+            return np.full(len(hashes), -1, np.int64), hashes
         digests = pa.array(hashes, pa.string())
         probe = _hash_keys(digests)
         at = np.minimum(np.searchsorted(self.keys, probe), len(self.keys) - 1)
@@ -598,7 +645,7 @@ class _KnownLines:
             lines, rows = lines[kept], rows[kept]
         positions = np.full(len(hashes), -1, np.int64)
         positions[lines] = rows
-        return [None if p < 0 else p for p in positions.tolist()], hashes
+        return positions, hashes
 
 
 #: a hexadecimal digit's value by its ASCII code (255: not a lowercase hex digit)
@@ -648,12 +695,12 @@ def read_files(
                 else:
                     read.header_problems[file.relative] = problem
                     header = [f"_repeated_{i}" if n in header[:i] else n for i, n in enumerate(header)]
-            array = None
+            cut = None
             if source.format == "parquet":
                 lines, as_read = parquet_rows(file, source)
                 numbers, raws = [n for n, _raw in lines], [raw for _n, raw in lines]
             else:
-                numbers, raws, array = _file_rows(file, skip_header=header is not None)
+                numbers, raws, cut = _file_rows(file, skip_header=header is not None)
         except OSError as exc:
             logger.warning("%s: %s cannot be read, quarantined: %s", source.name, file.relative, exc)
             read.files.append(file.refuse(UNREADABLE_FILE, f"{file.relative}: cannot be read: {exc.strerror}"))
@@ -666,18 +713,25 @@ def read_files(
         rows = list(zip(raws, repeat(file.relative), repeat(order), numbers, repeat(ctx.as_of)))
         start = len(read.rows)
         hashes: list[str | None] | None = None
+        #: the lines read from their stored bronze rows: positions in the file's rows, fields
+        from_bronze: tuple[np.ndarray, pa.Table] | None = None
         if usable is not None and usable.apart:
             stored, line_hashes = usable.match(raws, header)
             read.known += [(row, at) for row, at in zip(rows, stored) if at is not None]
             fresh = [row for row, at in zip(rows, stored) if at is None]
             hashes = [h for h, at in zip(line_hashes, stored) if at is None]
-            if array is not None:
-                array = array.filter(pa.array([at is None for at in stored], pa.bool_()))
+            array = None if cut is None else cut.array(np.flatnonzero([at is None for at in stored]))
         else:
             if usable is not None:
-                stored, line_hashes = usable.match(raws, header)
-                read.redelivered += [start + k for k, at in enumerate(stored) if at is not None]
+                positions, line_hashes = usable.stored_rows(raws, header)
                 hashes = list(line_hashes)
+                known_at = np.flatnonzero(positions >= 0)
+                read.redelivered += (known_at + start).tolist()
+                if usable.fields is not None and columnar and reads_as_columns(source, columns):
+                    # the lines whose stored rows hold their whole reading: not parsed again
+                    known_at = known_at[usable.whole[positions[known_at]]]
+                    from_bronze = (known_at, usable.fields.take(positions[known_at])) if len(known_at) else None
+            array = None if cut is None or from_bronze is not None else cut.array()
             fresh = rows
         if hashes is not None:
             read.hashes += [None] * (start - len(read.hashes)) + hashes
@@ -686,6 +740,8 @@ def read_files(
             # a Parquet file of texts: every row read as columns (no re-delivered line is known here)
             parsed: list[ParsedLine | None] = [None] * len(fresh)
             plain, table = list(range(len(fresh))), as_read
+        elif from_bronze is not None:
+            parsed, plain, table = _parsed_or_stored(raws, from_bronze, source, columns, layout, cut=cut)
         else:
             parsed, plain, table = parse_lines(
                 raws if fresh is rows else [row[0] for row in fresh],
@@ -701,6 +757,40 @@ def read_files(
             read.column_tables.append(table)
         read.files.append(file)
     return read
+
+
+def _parsed_or_stored(
+    raws: list[str],
+    stored: tuple[np.ndarray, pa.Table],
+    source: SourceConfig,
+    columns: list[str],
+    layout: _CsvLayout | None,
+    *,
+    cut: _Cut | None,
+) -> tuple[list[ParsedLine | None], list[int], pa.Table | None]:
+    """:func:`parse_lines` of a file's lines, those at ``stored[0]`` (ascending) read as columns
+    from their stored fields as read (``stored[1]``, in that order) instead of being parsed."""
+    known_at, fields = stored
+    unknown = np.ones(len(raws), dtype=bool)
+    unknown[known_at] = False
+    others = np.flatnonzero(unknown)
+    listed = others.tolist()
+    parsed_others, plain_others, table = parse_lines(
+        [raws[k] for k in listed],
+        source,
+        columns,
+        layout,
+        array=None if cut is None else cut.array(others),
+    )
+    parsed: list[ParsedLine | None] = [None] * len(raws)
+    for k, line in zip(listed, parsed_others):
+        if line is not None:
+            parsed[k] = line
+    # the rows read as columns ascending: the parsed ones' and the stored ones' fields interleaved
+    positions = np.concatenate([others[np.asarray(plain_others, np.int64)], known_at])
+    tables = [fields] if table is None else [table, fields]
+    order = np.argsort(positions, kind="stable")
+    return parsed, positions[order].tolist(), pa.concat_tables(tables).take(pa.array(order, pa.int64()))
 
 
 def parse_lines(

@@ -82,15 +82,48 @@ def _split_lines(text: bytes) -> list[bytes]:
 _STRIP_SPACES = operator.methodcaller("strip", b" ")
 
 
+def lf_ends(octets: np.ndarray) -> np.ndarray:
+    """The positions of the LF bytes of ``octets``, a block at a time: one flag per byte of a
+    large file would be fresh memory, whose page faults cost more than the search."""
+    if len(octets) <= _BLOCK:
+        return np.flatnonzero(octets == 10)
+    flags = np.empty(_BLOCK, dtype=bool)
+    found = []
+    for at in range(0, len(octets), _BLOCK):
+        part = octets[at : at + _BLOCK]
+        hits = flags[: len(part)]
+        np.equal(part, 10, out=hits)
+        found.append(np.flatnonzero(hits) + at)
+    return np.concatenate(found)
+
+
+_BLOCK = 1 << 20
+#: lines opening with a space, past which every byte of the file is looked at in numpy
+_SPACED = 4096
+
+
 def filled_lf_lines(octets: np.ndarray, ends: np.ndarray, *, skip: int = 0) -> np.ndarray:
     """Per line of ``octets`` (LF breaks at ``ends``, ending in one): whether it holds a byte other
     than a space, its first ``skip`` bytes (a BOM) not counted; in numpy, no object per line."""
     if not len(ends):
         return np.zeros(0, dtype=bool)
-    other = (octets != 32) & (octets != 10)
-    other[:skip] = False
     starts = np.empty(len(ends), np.int64)
-    starts[0], starts[1:] = 0, ends[:-1] + 1
+    starts[0], starts[1:] = min(skip, int(ends[0])), ends[:-1] + 1
+    # a line with a byte that is not a space at its start is filled; one that opens with a
+    # space (rare) is looked at whole
+    filled = ends > starts
+    spaced = np.flatnonzero(filled & (octets[starts] == 32))
+    if len(spaced) > _SPACED:
+        return _filled_by_bytes(octets, starts, ends)
+    for k in spaced.tolist():
+        filled[k] = bool(np.any(octets[starts[k] : ends[k]] != 32))
+    return filled
+
+
+def _filled_by_bytes(octets: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """:func:`filled_lf_lines` by a flag per byte (the bytes before ``starts[0]`` not counted)."""
+    other = (octets != 32) & (octets != 10)
+    other[: starts[0]] = False
     # per line (its bytes and its break): any byte other than a space; an empty line has none
     return np.logical_or.reduceat(other, starts) & (ends > starts)
 
@@ -99,7 +132,7 @@ def _count_lf_lines(data: bytes) -> tuple[int, int]:
     """The lines of ``data`` (LF breaks only, ending in one) holding a byte other than a space, and
     all its lines (a Python bytes object per line held the GIL)."""
     octets = np.frombuffer(data, np.uint8)
-    ends = np.flatnonzero(octets == 10)
+    ends = lf_ends(octets)
     return int(np.count_nonzero(filled_lf_lines(octets, ends))), len(ends)
 
 
