@@ -74,36 +74,63 @@ def test_side_by_side_tries_every_name_and_raises_the_first_failure_in_order():
     assert len(threads) == 2
 
 
-def test_two_customer_sources_side_by_side_write_silver_one_at_a_time(tmp_path, monkeypatch):
-    from lakecdp.ingest import writes
+def test_two_customer_sources_side_by_side_commit_silver_one_at_a_time(tmp_path, monkeypatch):
+    """Each source maps its own records beside the other (record ids are prefixed by labels no
+    two sources share), but silver.customer_records takes one source's commits at a time."""
+    from lakecdp.delta_store import DeltaStore
 
     _land(tmp_path)
     inside: list[str] = []
     overlapped: list[bool] = []
     entered = threading.Event()
-    write = writes._write_silver_rows
 
-    def watched(ctx, store, source, typed, hook):
-        inside.append(source.name)
-        overlapped.append(len(inside) > 1)
-        if not entered.is_set():
-            entered.set()
-            time.sleep(1.0)  # the other source comes in meanwhile if the lock lets it
-        try:
-            return write(ctx, store, source, typed, hook)
-        finally:
-            inside.remove(source.name)
+    def watched(method):
+        def call(self, data, name, *args, **kwargs):
+            if name != "silver.customer_records":
+                return method(self, data, name, *args, **kwargs)
+            who = threading.current_thread().name
+            inside.append(who)
+            overlapped.append(len(inside) > 1)
+            if not entered.is_set():
+                entered.set()
+                time.sleep(1.0)  # the other source commits meanwhile if the lock lets it
+            try:
+                return method(self, data, name, *args, **kwargs)
+            finally:
+                inside.remove(who)
 
-    monkeypatch.setattr(writes, "_write_silver_rows", watched)
+        return call
+
+    monkeypatch.setattr(DeltaStore, "append", watched(DeltaStore.append))
+    monkeypatch.setattr(DeltaStore, "merge", watched(DeltaStore.merge))
     counts = _ingest(tmp_path, "run-1")
     assert (counts["rows_read"], counts["rows_loaded"], counts["rows_quarantined"]) == (5, 4, 1)
-    assert overlapped == [False, False]
+    # each source appends its new records and MERGEs none: two commits each, never two at once
+    assert overlapped == [False, False, False, False]
     assert _column(tmp_path, "silver/customer_records", "source", "source_record_id") == [
         ("crm", "C1"),
         ("crm", "C2"),
         ("shop_customers", "S1"),
         ("shop_customers", "S2"),
     ]
+
+
+def test_two_sources_may_not_write_customer_records_under_one_label(tmp_path):
+    """A record id is ``<label>:<id>``: a second source writing records under a label another
+    source writes would replace that source's records (and both are mapped side by side)."""
+    from lakecdp.config import ConfigError
+    from lakecdp.ingest.sources import ExtraTarget, load_sources
+
+    conf = Path(__file__).parents[1] / "conf" / "sources"
+    for path in conf.glob("*.yaml"):
+        (tmp_path / path.name).write_text(path.read_text())
+    assert load_sources(tmp_path)["web_events"].also[0].record_source == "web"
+    web = tmp_path / "web_events.yaml"
+    web.write_text(web.read_text().replace("record_source: web", "record_source: crm"))
+    with pytest.raises(ConfigError, match=r"web_events\.yaml: its customer records' source label 'crm' is also crm's"):
+        load_sources(tmp_path)
+    with pytest.raises(ValueError, match="record_source 'web:x' must be lower-case"):
+        ExtraTarget(target="customer_records", filter="true", record_source="web:x", mapping={})
 
 
 def test_a_source_that_fails_leaves_the_other_loaded_and_ledgered(tmp_path):

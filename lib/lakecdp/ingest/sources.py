@@ -165,6 +165,14 @@ class ExtraTarget(StrictModel):
     record_source: str | None = None
     mapping: dict[str, str]
 
+    @field_validator("record_source")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        # a record id is "<label>:<id>": a label with a colon would read as another label's prefix
+        if value is not None and not re.match(r"^[a-z][a-z0-9_]*$", value):
+            raise ValueError(f"record_source {value!r} must be lower-case [a-z][a-z0-9_]*")
+        return value
+
 
 class SourceConfig(StrictModel):
     """``conf/sources/<name>.yaml``."""
@@ -307,9 +315,27 @@ def load_sources(conf_dir: str | os.PathLike[str]) -> dict[str, SourceConfig]:
     if os.path.isdir(os.path.join(folder, "sources")):
         folder = os.path.join(folder, "sources")
     sources = load_models(folder, SourceConfig)
+    labels: dict[str, str] = {}
     for stem, source in sources.items():
         if source.name != stem:
             raise ConfigError(
                 f"{os.path.join(folder, stem + '.yaml')}: name: {source.name!r} must match the file name {stem!r}"
             )
+        # one source per record id prefix: two sources writing the same record ids would replace
+        # each other's records (and sources are ingested side by side, see writes._SILVER_LOCKS)
+        for label in record_labels(source):
+            other = labels.setdefault(label, source.name)
+            if other != source.name:
+                first, second = sorted([other, source.name])
+                raise ConfigError(
+                    f"{os.path.join(folder, second + '.yaml')}: its customer records' source label {label!r} "
+                    f"is also {first}'s (record_source must name no other source's records)"
+                )
     return sources
+
+
+def record_labels(source: SourceConfig) -> set[str]:
+    """The ``source`` values (and ``record_id`` prefixes) of the customer records ``source`` writes."""
+    labels = {source.name} if source.target == "customer_records" else set()
+    labels |= {extra.record_source or source.name for extra in source.also if extra.target == "customer_records"}
+    return labels

@@ -951,14 +951,18 @@ def write_silver_rows(
     source's silver table(s), mapped by :mod:`lakecdp.ingest.embedded_silver`; keys and update
     rules as :func:`write_silver` (events inserted when new, records upserted when newer, orders,
     their items and products upserted; also-targets: web login records)."""
-    targets = sorted({source.target, *(extra.target for extra in source.also)})
+    # customer_records is locked only around its commits (_upsert_records): a source reads and
+    # decides on its own records only (ids prefixed by its labels, which no other source shares:
+    # sources.load_sources), so another source's commit in between cannot change its decisions
+    targets = sorted({source.target, *(extra.target for extra in source.also)} - {"customer_records"})
     with ExitStack() as held:
         for target in targets:
             held.enter_context(_SILVER_LOCKS[target])
         _write_silver_rows(ctx, store, source, typed, hook)
 
 
-#: one writer per silver table at a time: sources ingested side by side (read stored keys, then write)
+#: one writer per silver table at a time: sources ingested side by side (read stored keys, then
+#: write; customer_records: its commits)
 _SILVER_LOCKS: collections.defaultdict[str, threading.Lock] = collections.defaultdict(threading.Lock)
 
 
@@ -1170,17 +1174,18 @@ def _upsert_records(store: DeltaStore, records: pa.Table, *, run_id: str, stored
         if stored is not None and stored.num_rows
         else pa.repeat(pa.scalar(False), records.num_rows)
     )
-    store.append(
-        records.filter(pc.invert(known)), catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl, run_id=run_id
-    )
-    store.merge(
-        records.filter(known),
-        catalog.CUSTOMER_RECORDS.name,
-        catalog.CUSTOMER_RECORDS.ddl,
-        keys=["record_id"],
-        run_id=run_id,
-        update_predicate=_NEWER_RECORD,
-    )
+    with _SILVER_LOCKS["customer_records"]:
+        store.append(
+            records.filter(pc.invert(known)), catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl, run_id=run_id
+        )
+        store.merge(
+            records.filter(known),
+            catalog.CUSTOMER_RECORDS.name,
+            catalog.CUSTOMER_RECORDS.ddl,
+            keys=["record_id"],
+            run_id=run_id,
+            update_predicate=_NEWER_RECORD,
+        )
 
 
 def _write_ops_delta(ctx: JobContext, store: DeltaStore, done: list[LoadedFiles], hook: WriteHook) -> None:
