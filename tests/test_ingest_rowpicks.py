@@ -78,6 +78,34 @@ def test_scan_counts_lines_across_blocks_as_a_plain_split_does() -> None:
         assert _scan(io.BytesIO(data), count_lines=True)[1:] == oracle(data), data[:60]
 
 
+def test_lf_lines_and_their_blanks_as_a_plain_split_finds_them() -> None:
+    """LF positions found a block at a time, and which lines hold a byte other than a space (by
+    their first byte, or every byte past 4,096 lines opening with a space), against ``bytes.split``."""
+    import random
+
+    import numpy as np
+
+    from lakecdp.ingest.landing import filled_lf_lines, lf_ends
+
+    def oracle(data: bytes, skip: int) -> tuple[list[int], list[bool]]:
+        ends = [k for k, byte in enumerate(data) if byte == 10]
+        pieces = data.split(b"\n")[:-1]
+        return ends, [bool((p[skip:] if k == 0 else p).strip(b" ")) for k, p in enumerate(pieces)]
+
+    pick = random.Random(27)
+    bits = [b"", b" ", b"  ", b"a", b" a", b"a ", b"  b  ", b"\xef\xbb\xbf", b" \xef", b"x\ty"]
+    cases = [b"\n".join(pick.choice(bits) for _ in range(pick.randint(1, 30))) + b"\n" for _ in range(1500)]
+    cases += [b"\xef\xbb\xbf" + case for case in cases[:300]]
+    # past one block, and past 4,096 space-led lines (then every byte is looked at)
+    cases += [b"".join(pick.choice([b"  x\n", b"   \n", b"\n", b"y\n"]) for _ in range(300_000))]
+    for data in cases:
+        skip = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        octets = np.frombuffer(data, np.uint8)
+        ends, filled = oracle(data, skip)
+        assert lf_ends(octets).tolist() == ends
+        assert filled_lf_lines(octets, np.asarray(ends, np.int64), skip=skip).tolist() == filled, data[:60]
+
+
 # -- classification: versions ranked over rows read as columns and rows read by the line parser ------
 
 RECORDS = SourceConfig.model_validate(

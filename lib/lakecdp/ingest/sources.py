@@ -155,6 +155,10 @@ class ItemsSpec(StrictModel):
     mapping: dict[str, str]
 
 
+#: a source name and a record_source label: lower-case, no colon (record ids are "<label>:<id>")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
 class ExtraTarget(StrictModel):
     """A second unified table some rows also feed (web ``login`` events -> customer_records)."""
 
@@ -169,7 +173,7 @@ class ExtraTarget(StrictModel):
     @classmethod
     def _label(cls, value: str | None) -> str | None:
         # a record id is "<label>:<id>": a label with a colon would read as another label's prefix
-        if value is not None and not re.match(r"^[a-z][a-z0-9_]*$", value):
+        if value is not None and not _NAME.match(value):
             raise ValueError(f"record_source {value!r} must be lower-case [a-z][a-z0-9_]*")
         return value
 
@@ -217,7 +221,7 @@ class SourceConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not re.match(r"^[a-z][a-z0-9_]*$", value):
+        if not _NAME.match(value):
             raise ValueError(f"source name {value!r} must be lower-case [a-z][a-z0-9_]*")
         return value
 
