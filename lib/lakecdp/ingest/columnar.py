@@ -185,19 +185,15 @@ def _csv_sep(source: SourceConfig) -> str:
 
 
 def reads_as_columns(source: SourceConfig, header: Sequence[str] | None) -> bool:
-    """Whether this module reads lines of ``source`` (a CSV file's under ``header``) as columns:
-    JSON when every column is a scalar or a string struct; CSV when every column is a scalar, the
-    separator one character and the header names only the source's columns, each once."""
+    """Whether this module reads lines of ``source`` (a CSV file's under ``header``; None: some
+    CSV file's) as columns: JSON when every column is a scalar or a string struct; CSV when every
+    column is a scalar, the separator one character and the header names only the source's
+    columns, each once."""
     if source.format == "jsonl":
         return _cached_json_query(source) is not None
-    if source.format != "csv" or header is None:
+    if source.format != "csv" or len(_csv_sep(source)) != 1 or not all(c.is_scalar for c in source.columns):
         return False
-    return (
-        len(set(header)) == len(header)
-        and set(header) <= set(source.column_names)
-        and len(_csv_sep(source)) == 1
-        and all(c.is_scalar for c in source.columns)
-    )
+    return header is None or (len(set(header)) == len(header) and set(header) <= set(source.column_names))
 
 
 def csv_columns(

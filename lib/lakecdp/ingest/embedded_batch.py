@@ -583,9 +583,7 @@ class _KnownLines:
         if source.drop_existing_keys:
             return None
         wanted = ["_source_file", "_ingested_at", "_row_hash"]
-        if source.format == "jsonl" and not reads_as_columns(source, None):
-            return wanted
-        if source.format == "csv" and not all(c.is_scalar for c in source.columns):
+        if not reads_as_columns(source, None):
             return wanted
         stored = {f.name for f in store.table(name).schema().fields}
         fields = [*read_schema(source).names, "_rescued"]
