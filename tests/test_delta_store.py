@@ -180,7 +180,7 @@ def test_a_duckdb_relation_is_appended_once_as_parquet_with_its_statistics(store
     assert history(store, name)[-1] == ("WRITE", "lakecdp-test changes r1")
     (stats,) = pa.table(table.get_add_actions(flatten=True)).to_pylist()
     assert stats["num_records"] == 2 and stats["min.customer_id"] == "C1" and stats["max.customer_id"] == "C2"
-    assert stats["null_count.previous_customer_id"] == 2 and stats["min.changed_at"] is None
+    assert stats["null_count.previous_customer_id"] == 2 and stats["min.changed_at"] == at
     # the file lies in the table's directory, as the log names it
     assert [p.rsplit("/", 1)[0] for p in table.file_uris()] == [store.path(name).rstrip("/")]
 
@@ -227,6 +227,89 @@ def test_a_duckdb_relation_with_nulls_in_a_not_null_column_is_refused(store):
         store.append(bad, IDS, SCHEMA, run_id="r1")
     assert DeltaTable(store.path(IDS)).version() == 0 and rows(store, IDS) == []
     assert [p.name for p in Path(store.path(IDS)).glob("*.parquet")] == []
+
+
+def logged_stats(path: str) -> list[dict]:
+    """The statistics of every file added, as the log's JSON holds them (no checkpoint yet)."""
+    import json
+
+    return [
+        json.loads(json.loads(line)["add"]["stats"])
+        for commit in sorted(Path(path, "_delta_log").glob("*.json"))
+        for line in commit.read_text().splitlines()
+        if line.startswith('{"add"')
+    ]
+
+
+def test_an_arrow_table_is_appended_as_one_file_as_sparks_session_writes_it(store):
+    """``append`` of an Arrow table (bronze, quarantine, silver rows) writes one Parquet file
+    with pyarrow, not delta-rs: nested columns as Spark reads them, statistics of the table's
+    ``delta.dataSkippingStatsColumns`` only (in the log and in the file), UTC timestamps in the
+    log rounded to milliseconds outwards, no dictionary for a column unique by construction,
+    one row group however the table is chunked; nulls in a NOT NULL column refuse the file."""
+    import pyarrow.parquet as pq
+
+    name = "quarantine.crm"
+    schema = catalog.QUARANTINE.ddl
+    store.create_if_missing(name, schema)
+    configuration = DeltaTable(store.path(name)).metadata().configuration
+    kept = configuration["delta.dataSkippingStatsColumns"].split(",")
+    assert "quarantined_at" in kept and "reasons" not in kept and "raw" not in kept
+    first = datetime(2026, 11, 1, 10, 0, 0, 999, tzinfo=timezone.utc)
+    last = datetime(2026, 11, 1, 10, 0, 1, 123456, tzinfo=timezone.utc)
+    fields = arrow_schema(schema)
+    values = {
+        "source_file": ["crm/a.csv", "crm/a.csv", "crm/b.csv"],
+        "line": [7, 3, 12],
+        "raw": ["x,y", "p,q", "z"],
+        "reasons": [["INVALID_EMAIL"], ["MALFORMED_LINE", "BAD_ENCODING"], []],
+        "detail": ["INVALID_EMAIL(email)", None, "MALFORMED_LINE"],
+        "run_id": ["r1", "r1", "r1"],
+        "quarantined_at": [first, last, first],
+    }
+    assert set(values) <= set(fields.names)
+    full = {column: pa.array(values.get(column, [None] * 3), fields.field(column).type) for column in fields.names}
+    table = pa.table(full)
+    # three chunks of one row: one row group all the same
+    chunked = pa.concat_tables([table.slice(i, 1) for i in range(3)])
+    store.append(chunked, name, schema, run_id="r1")
+    (stats,) = logged_stats(store.path(name))
+    assert stats["numRecords"] == 3
+    assert set(stats["nullCount"]) <= set(kept)
+    assert stats["minValues"]["quarantined_at"] == "2026-11-01T10:00:00.000Z"
+    assert stats["maxValues"]["quarantined_at"] == "2026-11-01T10:00:01.124Z"
+    assert stats["minValues"]["line"] == 3 and stats["maxValues"]["line"] == 12
+    assert stats["minValues"]["source_file"] == "crm/a.csv" and stats["maxValues"]["source_file"] == "crm/b.csv"
+    (file,) = Path(store.path(name)).glob("*.parquet")
+    meta = pq.ParquetFile(file).metadata
+    assert meta.num_row_groups == 1
+    columns = {meta.row_group(0).column(j).path_in_schema: meta.row_group(0).column(j) for j in range(meta.num_columns)}
+    assert columns["reasons.list.element"].statistics is None and columns["raw"].statistics is None
+    assert columns["line"].statistics.min == 3
+    stored = sorted(store.read(name).select(["line", "reasons", "detail", "quarantined_at"]).to_pylist(), key=str)
+    assert [(r["line"], r["reasons"], r["detail"], r["quarantined_at"]) for r in stored] == [
+        (12, [], "MALFORMED_LINE", first),
+        (3, ["MALFORMED_LINE", "BAD_ENCODING"], None, last),
+        (7, ["INVALID_EMAIL"], "INVALID_EMAIL(email)", first),
+    ]
+    assert history(store, name)[-1] == ("WRITE", "lakecdp-test append r1")
+
+    # a column unique by construction is written without a dictionary, the others with one
+    ids = id_rows(*[(f"crm:{i}", f"C{i % 3}", 1, "r1") for i in range(50)])
+    store.append(ids, IDS, SCHEMA, run_id="r1")
+    (ids_file,) = Path(store.path(IDS)).glob("*.parquet")
+    group = pq.ParquetFile(ids_file).metadata.row_group(0)
+    encodings = {group.column(j).path_in_schema: group.column(j).encodings for j in range(group.num_columns)}
+    assert not any("DICTIONARY" in e for e in encodings["record_id"])
+    assert any("DICTIONARY" in e for e in encodings["customer_id"])
+    # without dataSkippingStatsColumns every column of a narrow table has statistics
+    (id_stats,) = logged_stats(store.path(IDS))
+    assert set(id_stats["nullCount"]) == {"record_id", "customer_id", "cluster_size", "run_id"}
+
+    no_id = id_rows(("crm:1", "C1", 1, "r2")).set_column(0, "record_id", pa.array([None], pa.string()))
+    with pytest.raises(ValueError, match=r"identity.id_map: .*NOT NULL columns \['record_id'\]"):
+        store.append(no_id, IDS, SCHEMA, run_id="r2")
+    assert DeltaTable(store.path(IDS)).version() == 1 and len(list(Path(store.path(IDS)).glob("*.parquet"))) == 1
 
 
 def test_partitioned_tables_read_through_the_native_filesystem_give_delta_rs_rows(tmp_path):

@@ -645,6 +645,14 @@ def table(name: str) -> Table:
 
 #: the Delta table property :attr:`Table.stats` sets (Delta Spark and delta-rs both honour it)
 STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
+#: columns unique by construction wherever a table has them: both engines write them without a
+#: Parquet dictionary (the map would be filled, then dropped)
+UNIQUE_COLUMNS = ("_row_hash", "_line", "_kafka_offset", "record_id", "source_record_id", "event_id")
+#: the largest Parquet dictionary page both engines write a column with (Parquet's default is
+#: 1 MiB): a column with more distinct values -- names, streets, dates of birth in a million-row
+#: load -- is written plain and compressed instead of every value being looked up in a map too
+#: big for the CPU's caches
+DICTIONARY_PAGE_BYTES = 128 * 1024
 
 
 def stats_configuration(name: str, columns: Iterable[str]) -> dict[str, str]:

@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     from lakecdp.context import JobContext
     from lakecdp.tables import TableStore
 
-    #: rows appended as one Parquet file written by pyarrow (:meth:`DeltaStore.append`): a DuckDB
-    #: relation, streamed out in batches, or an Arrow stream (``table.to_reader()``: no copy)
+    #: rows appended as one Parquet file written by pyarrow (:meth:`DeltaStore.append`) besides an
+    #: Arrow table: a DuckDB relation, streamed out in batches, or an Arrow stream
     OneFile: TypeAlias = pa.RecordBatchReader | duckdb.DuckDBPyRelation
 
 logger = logging.getLogger(__name__)
@@ -207,8 +207,8 @@ _DUCKDB_TYPES = {
 #: strings longer than this get no min/max in a file's Delta statistics (Spark truncates its own
 #: at 32 characters; a value left out is always correct, a truncated maximum would not be)
 _STATS_STRING_LENGTH = 32
-#: Parquet (physical, logical) types whose min/max go into the statistics: strings, integers,
-#: booleans (timestamps are left out: Delta writes them at millisecond precision, rounded)
+#: Parquet (physical, logical) types whose min/max go into the statistics as they are: strings,
+#: integers, booleans
 _STATS_KINDS = {
     ("BYTE_ARRAY", "STRING"),
     ("INT32", "INT"),
@@ -217,12 +217,63 @@ _STATS_KINDS = {
     ("INT64", "NONE"),
     ("BOOLEAN", "NONE"),
 }
+#: microseconds per unit of a Parquet timestamp
+_TIMESTAMP_UNITS = {"milliseconds": 1000, "microseconds": 1}
+#: Delta's default for a table without ``delta.dataSkippingNumIndexedCols``: statistics of the
+#: first 32 columns
+_INDEXED_COLUMNS = 32
 
 
-def _add_action(path: Path, file_name: str) -> tuple[Any, int] | None:
-    """The Delta add action of a Parquet file just written, with its statistics (row count, null
-    counts; min/max of integers, booleans and short strings) from the file's footer; None when
-    the file has no rows."""
+def _statistics_columns(configuration: Mapping[str, str], columns: Sequence[str]) -> list[str]:
+    """The columns a file of a table with ``configuration`` keeps statistics of, as Delta chooses
+    them: the table's ``delta.dataSkippingStatsColumns``, else its first
+    ``delta.dataSkippingNumIndexedCols`` (32; -1: all)."""
+    named = configuration.get(catalog.STATS_COLUMNS_PROPERTY)
+    if named:
+        wanted = {c.strip() for c in named.split(",")}
+        return [c for c in columns if c in wanted]
+    indexed = int(configuration.get("delta.dataSkippingNumIndexedCols", _INDEXED_COLUMNS))
+    return list(columns) if indexed < 0 else list(columns[:indexed])
+
+
+def _delta_timestamp(micros: int) -> str:
+    """A UTC instant in microseconds as Delta statistics write it (milliseconds, ``Z``)."""
+    from datetime import UTC, datetime, timedelta
+
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _bounds(column: Any, groups: list[Any]) -> tuple[Any, Any] | None:
+    """A column's (min, max) for Delta statistics from its row groups' Parquet statistics; None
+    where they are left out (no min/max, a type not kept, a long string). UTC timestamps are
+    written in milliseconds, the minimum rounded down and the maximum up, so both still bound
+    every value."""
+    import json
+
+    if not all(s is not None and s.has_min_max for s in groups):
+        return None
+    kind = (column.physical_type, column.logical_type.type)
+    if kind in _STATS_KINDS:
+        low, high = min(s.min for s in groups), max(s.max for s in groups)
+        if isinstance(low, str) and max(len(low), len(high)) > _STATS_STRING_LENGTH:
+            return None
+        return low, high
+    if kind == ("INT64", "TIMESTAMP"):
+        logical = json.loads(column.logical_type.to_json())
+        unit = _TIMESTAMP_UNITS.get(logical.get("timeUnit", ""))
+        if unit is None or not logical.get("isAdjustedToUTC"):
+            return None
+        low = min(s.min_raw for s in groups) * unit
+        high = max(s.max_raw for s in groups) * unit
+        return _delta_timestamp(low - low % 1000), _delta_timestamp(high + (-high) % 1000)
+    return None
+
+
+def _add_action(path: Path, file_name: str, columns: Sequence[str]) -> tuple[Any, int] | None:
+    """The Delta add action of a Parquet file just written, with statistics of ``columns``
+    (those of them that are not nested: null counts; min/max of integers, booleans, short strings
+    and UTC timestamps) from the file's footer; None when the file has no rows."""
     import json
 
     import pyarrow.parquet as pq
@@ -231,20 +282,20 @@ def _add_action(path: Path, file_name: str) -> tuple[Any, int] | None:
     meta = pq.read_metadata(path)
     if meta.num_rows == 0:
         return None
+    wanted = set(columns)
     nulls: dict[str, int] = {}
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
     for j in range(meta.num_columns):
         column = meta.schema.column(j)
+        if column.path != column.name or column.name not in wanted:
+            continue
         groups = [meta.row_group(i).column(j).statistics for i in range(meta.num_row_groups)]
         if all(s is not None and s.has_null_count for s in groups):
             nulls[column.name] = sum(s.null_count for s in groups)
-        kind = (column.physical_type, column.logical_type.type)
-        if kind in _STATS_KINDS and all(s is not None and s.has_min_max for s in groups):
-            low, high = min(s.min for s in groups), max(s.max for s in groups)
-            if isinstance(low, str) and max(len(low), len(high)) > _STATS_STRING_LENGTH:
-                continue
-            lows[column.name], highs[column.name] = low, high
+        bounds = _bounds(column, groups)
+        if bounds is not None:
+            lows[column.name], highs[column.name] = bounds
     summary = {"numRecords": meta.num_rows, "minValues": lows, "maxValues": highs, "nullCount": nulls}
     stats_json = json.dumps(summary, separators=(",", ":"))
     add = AddAction(
@@ -256,6 +307,20 @@ def _add_action(path: Path, file_name: str) -> tuple[Any, int] | None:
         stats=stats_json,
     )
     return add, meta.num_rows
+
+
+def _leaf_paths(field: pa.Field) -> list[str]:
+    """The Parquet column paths pyarrow writes ``field`` as (lists as ``<name>.list.element``)."""
+    data_type = field.type
+    if pa.types.is_struct(data_type):
+        children = [data_type.field(i) for i in range(data_type.num_fields)]
+    elif pa.types.is_map(data_type):
+        children = [pa.field("key_value", pa.struct([data_type.key_field, data_type.item_field]))]
+    elif pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+        children = [pa.field("list", pa.struct([pa.field("element", data_type.value_type)]))]
+    else:
+        return [field.name]
+    return [f"{field.name}.{path}" for child in children for path in _leaf_paths(child)]
 
 
 def embedded_store(ctx: JobContext, *, label: str) -> DeltaStore | None:
@@ -497,54 +562,36 @@ class DeltaStore:
         self.table(name).delete(predicate, commit_properties=self._metadata("delete", run_id))
 
     def append(self, data: pa.Table | OneFile, name: str, schema: str, *, run_id: str) -> None:
-        """Append rows (no-op when empty); creates the table if missing.
-
-        ``data`` may be a DuckDB relation or an Arrow stream (:data:`OneFile`): its rows are
-        written as one Parquet file by pyarrow (:meth:`_append_file`), not by delta-rs."""
-        from deltalake import write_deltalake
-
-        if not isinstance(data, pa.Table):
-            self.create_if_missing(name, schema)
-            self._append_file(data, name, schema, run_id=run_id, operation="append")
+        """Append rows (no-op when empty); creates the table if missing. ``data`` (an Arrow table,
+        a DuckDB relation or an Arrow stream) is written as one Parquet file by pyarrow
+        (:meth:`_append_file`), not by delta-rs."""
+        if isinstance(data, pa.Table) and data.num_rows == 0:
             return
-        if data.num_rows == 0:
-            return
-        data = conform(data, schema)
         self.create_if_missing(name, schema)
-        write_deltalake(self.table(name), data, mode="append", commit_properties=self._metadata("append", run_id))
+        self._append_file(data, name, schema, run_id=run_id, operation="append")
 
     def append_once(self, data: pa.Table | OneFile, name: str, schema: str, *, app_id: str, run_id: str) -> int | None:
         """Append ``data`` as the next Delta app transaction of ``app_id`` (one per run id).
 
         The caller leaves out rows already stored (change ids of the run); the app transaction
         makes two writers of the same run conflict instead of both appending, and lets a reader
-        see from the log alone that the run's changes were written. ``data`` may be a DuckDB
-        relation or an Arrow stream (one Parquet file, see :meth:`_append_file`).
+        see from the log alone that the run's changes were written. ``data`` is written as one
+        Parquet file (:meth:`_append_file`).
 
         Returns:
             The app transaction version written; None when ``data`` has no rows (nothing committed).
         """
-        from deltalake import Transaction, write_deltalake
+        from deltalake import Transaction
 
         table = self.table(name)
         version = (table.transaction_version(app_id) or 0) + 1
         transaction = Transaction(app_id=app_id, version=version)
-        if not isinstance(data, pa.Table):
-            written = self._append_file(data, name, schema, run_id=run_id, operation="changes", transaction=transaction)
-            return version if written else None
-        if data.num_rows == 0:
-            return None
-        write_deltalake(
-            table,
-            conform(data, schema),
-            mode="append",
-            commit_properties=self._metadata("changes", run_id, transaction=transaction),
-        )
-        return version
+        written = self._append_file(data, name, schema, run_id=run_id, operation="changes", transaction=transaction)
+        return version if written else None
 
     def _append_file(
         self,
-        rows: OneFile,
+        rows: pa.Table | OneFile,
         name: str,
         schema: str,
         *,
@@ -554,59 +601,85 @@ class DeltaStore:
     ) -> int:
         """Write ``rows`` (the catalogue's columns, cast to its types) as one Parquet file in the
         table's directory with pyarrow's writer, then commit that file as one add action (with
-        ``transaction``, a Delta app transaction, when given). A DuckDB relation is streamed out
-        in batches; an Arrow stream's buffers are written as they are (no copy of its strings).
-        At 6.3M segment changes with their reasons this is ~2 s of CPU where DuckDB's own
-        Parquet writer took ~5.3 s and delta-rs writing an Arrow table ~40 s of wall time
-        (bench/RESULTS.md). A file written but never committed (the process died in between)
-        is not part of the table; VACUUM removes it.
+        ``transaction``, a Delta app transaction, when given). A DuckDB relation (flat types
+        only) is streamed out in batches; an Arrow table or stream's buffers are written as they
+        are (no copy of its strings). At 6.3M segment changes with their reasons this is ~2 s of
+        CPU where DuckDB's own Parquet writer took ~5.3 s and delta-rs writing an Arrow table
+        ~40 s of wall time; bronze's 500k rows of a customer file, 0.29 s against delta-rs's
+        0.56 s (bench/RESULTS.md). Written as Spark's session writes (:mod:`lakecdp.spark`):
+        snappy, dictionaries of at most :data:`lakecdp.catalog.DICTIONARY_PAGE_BYTES`, none for
+        :data:`lakecdp.catalog.UNIQUE_COLUMNS`; statistics (in the file and in the log) of the
+        columns Delta keeps them for (:func:`_statistics_columns`). A file written but never
+        committed (the process died in between) is not part of the table; VACUUM removes it.
 
         Returns:
             How many rows were committed (0: no file kept, no commit).
         """
-        import json
         import uuid
 
         import pyarrow.parquet as pq
 
         table = self.table(name)
         fields = ddl_fields(schema)
-        flat = [data_type.lower() for _, data_type, _ in fields if data_type.lower() not in _DUCKDB_TYPES]
-        if flat:
-            raise ValueError(f"{name}: rows are appended as one file to flat tables only; types {flat} are not")
         # every column optional in the file, as Spark and DuckDB write them; NOT NULL is checked below
         target = pa.schema([pa.field(column, arrow_type(data_type)) for column, data_type, _ in fields])
-        if isinstance(rows, pa.RecordBatchReader):
+        batches: pa.Table | pa.RecordBatchReader
+        if isinstance(rows, pa.Table | pa.RecordBatchReader):
             batches = rows
         else:
+            flat = [data_type.lower() for _, data_type, _ in fields if data_type.lower() not in _DUCKDB_TYPES]
+            if flat:
+                raise ValueError(
+                    f"{name}: a relation is appended as one file to flat tables only; types {flat} are not"
+                )
             casts = ", ".join(
                 f"CAST({_quoted(column)} AS {_DUCKDB_TYPES[data_type.lower()]}) AS {_quoted(column)}"
                 for column, data_type, _ in fields
             )
             batches = rows.project(casts).to_arrow_reader(batch_size=_FILE_BATCH_ROWS)
-        # snappy, as Spark writes
-        file_name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        path = Path(self.path(name)) / file_name
-        started = time.perf_counter()
         missing = [column for column in target.names if column not in batches.schema.names]
         if missing:
             raise ValueError(f"{name}: rows to append lack columns {missing}; nothing written")
-        with pq.ParquetWriter(str(path), target, compression="snappy") as writer:
-            for batch in batches:
-                if batch.num_rows:
-                    writer.write_batch(batch.select(target.names).cast(target))
+        statistics = _statistics_columns(table.metadata().configuration, target.names)
+        dictionary = [
+            path for field in target if field.name not in catalog.UNIQUE_COLUMNS for path in _leaf_paths(field)
+        ]
+        required = [column for column, _, nullable in fields if not nullable]
+        nulls = dict.fromkeys(required, 0)
+        file_name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        path = Path(self.path(name)) / file_name
+        started = time.perf_counter()
+        with pq.ParquetWriter(
+            str(path),
+            target,
+            compression="snappy",
+            use_dictionary=dictionary,
+            dictionary_pagesize_limit=catalog.DICTIONARY_PAGE_BYTES,
+            write_statistics=[c for c in statistics if _leaf_paths(target.field(c)) == [c]] or False,
+        ) as writer:
+            if isinstance(batches, pa.Table):
+                # one row group per _FILE_BATCH_ROWS rows, however the table is chunked
+                cast = batches.select(target.names).cast(target)
+                for column in required:
+                    nulls[column] += cast[column].null_count
+                writer.write_table(cast, row_group_size=_FILE_BATCH_ROWS)
+            else:
+                for batch in batches:
+                    if batch.num_rows:
+                        cast_batch = batch.select(target.names).cast(target)
+                        for column in required:
+                            nulls[column] += cast_batch.column(column).null_count
+                        writer.write_batch(cast_batch)
         written = time.perf_counter()
-        add = _add_action(path, file_name)
+        broken = [column for column in required if nulls[column]]
+        if broken:
+            path.unlink()
+            raise ValueError(f"{name}: rows to append have nulls in NOT NULL columns {broken}; nothing written")
+        add = _add_action(path, file_name, statistics)
         if add is None:
             path.unlink()
             logger.info("%s: no rows to append, no commit", name)
             return 0
-        required = [column for column, _, nullable in fields if not nullable]
-        null_counts = json.loads(add[0].stats)["nullCount"]
-        broken = [column for column in required if null_counts.get(column, 1) > 0]
-        if broken:
-            path.unlink()
-            raise ValueError(f"{name}: rows to append have nulls in NOT NULL columns {broken}; nothing written")
         table.create_write_transaction(
             [add[0]],
             mode="append",

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lakecdp import catalog
 from lakecdp.config import Project
 
 if TYPE_CHECKING:
@@ -46,17 +47,12 @@ _COMMON_CONF: dict[str, str] = {
     "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
     # toPandas and createDataFrame from pandas go through Arrow (the UDFs always do)
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    # Parquet dictionaries of at most 128 KiB a column (Parquet's default 1 MiB): a column with
-    # more distinct values than that -- names, streets, dates of birth in a million-row load --
-    # is written plain and compressed instead of every value being looked up in a map too big
-    # for the CPU's caches; none at all for the columns unique by construction (the map is
-    # filled, then dropped). A batch ingest's Parquet writing -25 % CPU; its bronze
+    # Parquet dictionaries of at most 128 KiB a column, none at all for the columns unique by
+    # construction (catalog.DICTIONARY_PAGE_BYTES, catalog.UNIQUE_COLUMNS; the embedded engine's
+    # writer the same). A batch ingest's Parquet writing -25 % CPU; its bronze
     # files +3 %, silver -3 % (bench/RESULTS.md, "Spark ingest at ~1M rows: session 23")
-    "spark.hadoop.parquet.dictionary.page.size": str(128 * 1024),
-    **{
-        f"spark.hadoop.parquet.enable.dictionary#{column}": "false"
-        for column in ("_row_hash", "_line", "_kafka_offset", "record_id", "source_record_id", "event_id")
-    },
+    "spark.hadoop.parquet.dictionary.page.size": str(catalog.DICTIONARY_PAGE_BYTES),
+    **{f"spark.hadoop.parquet.enable.dictionary#{column}": "false" for column in catalog.UNIQUE_COLUMNS},
 }
 
 _LOCAL_CONF: dict[str, str] = {
