@@ -312,6 +312,41 @@ def test_an_arrow_table_is_appended_as_one_file_as_sparks_session_writes_it(stor
     assert DeltaTable(store.path(IDS)).version() == 1 and len(list(Path(store.path(IDS)).glob("*.parquet"))) == 1
 
 
+def test_a_merge_within_values_reads_only_those_rows_and_writes_as_sparks_session(store):
+    """``merge(within=(column, values))`` matches only stored rows holding one of the values
+    there (what lets delta-rs skip other sources' files); the files delta-rs writes have no
+    dictionary for a column unique by construction and statistics only of the table's
+    statistics columns."""
+    import pyarrow.parquet as pq
+
+    name, schema = catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl
+    fields = arrow_schema(schema)
+
+    def records(*rows: tuple[str, str, str]) -> pa.Table:
+        given = {"record_id": [r[0] for r in rows], "source": [r[1] for r in rows], "email": [r[2] for r in rows]}
+        return pa.table({f.name: pa.array(given.get(f.name, [None] * len(rows)), f.type) for f in fields})
+
+    store.append(records(("crm:1", "crm", "a@x"), ("shop:1", "shop", "b@x")), name, schema, run_id="r1")
+    # a stored row outside the values is never matched: its key is inserted again beside it
+    store.merge(records(("crm:1", "crm", "c@x"), ("shop:1", "crm", "d@x")), name, schema, keys=["record_id"],
+                run_id="r2", within=("source", ["crm", "it's"]))  # fmt: skip
+    stored = sorted((r["record_id"], r["source"], r["email"]) for r in store.read(name).to_pylist())
+    assert stored == [("crm:1", "crm", "c@x"), ("shop:1", "crm", "d@x"), ("shop:1", "shop", "b@x")]
+    # the append's one file (pyarrow's) held crm:1: the MERGE rewrote it with delta-rs (parquet-rs)
+    written = {
+        pq.ParquetFile(Path(store.path(name), path)).metadata.created_by.split(" version")[0]: path
+        for path in [uri.rsplit("/", 1)[1] for uri in DeltaTable(store.path(name)).file_uris()]
+    }
+    assert set(written) == {"parquet-rs"}
+    meta = pq.ParquetFile(Path(store.path(name), written["parquet-rs"])).metadata
+    group = meta.row_group(0)
+    chunks = {group.column(j).path_in_schema: group.column(j) for j in range(group.num_columns)}
+    assert not any("DICTIONARY" in e for e in chunks["record_id"].encodings)
+    assert any("DICTIONARY" in e for e in chunks["source"].encodings)
+    assert chunks["source"].statistics is not None and chunks["source"].statistics.has_min_max
+    assert chunks["email"].statistics is None or not chunks["email"].statistics.has_min_max
+
+
 def test_partitioned_tables_read_through_the_native_filesystem_give_delta_rs_rows(tmp_path):
     # partition values whose folder names are %-encoded on disk; the oracle is delta-rs' own reader
     values = ["a b", "x/y", "é%20", "q=1", None]

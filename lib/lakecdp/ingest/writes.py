@@ -1178,13 +1178,17 @@ def _upsert_records(store: DeltaStore, records: pa.Table, *, run_id: str, stored
         store.append(
             records.filter(pc.invert(known)), catalog.CUSTOMER_RECORDS.name, catalog.CUSTOMER_RECORDS.ddl, run_id=run_id
         )
+        updates = records.filter(known)
+        sources = updates["source"]
         store.merge(
-            records.filter(known),
+            updates,
             catalog.CUSTOMER_RECORDS.name,
             catalog.CUSTOMER_RECORDS.ddl,
             keys=["record_id"],
             run_id=run_id,
             update_predicate=_NEWER_RECORD,
+            # a record id is <label>:<id>, its row's source the label: only those sources' files are read
+            within=None if sources.null_count else ("source", sorted(pc.unique(sources).to_pylist())),
         )
 
 
