@@ -711,8 +711,9 @@ def read_files(
         rows = list(zip(raws, repeat(file.relative), repeat(order), numbers, repeat(ctx.as_of)))
         start = len(read.rows)
         hashes: list[str | None] | None = None
-        #: the lines read from their stored bronze rows: positions in the file's rows, fields
-        from_bronze: tuple[np.ndarray, pa.Table] | None = None
+        #: the lines read from their stored bronze rows: positions in the file's rows, their rows
+        #: in the stored fields, and those fields
+        from_bronze: tuple[np.ndarray, np.ndarray, pa.Table] | None = None
         if usable is not None and usable.apart:
             stored, line_hashes = usable.match(raws, header)
             read.known += [(row, at) for row, at in zip(rows, stored) if at is not None]
@@ -728,7 +729,8 @@ def read_files(
                 if usable.fields is not None and columnar and reads_as_columns(source, columns):
                     # the lines whose stored rows hold their whole reading: not parsed again
                     known_at = known_at[usable.whole[positions[known_at]]]
-                    from_bronze = (known_at, usable.fields.take(positions[known_at])) if len(known_at) else None
+                    if len(known_at):
+                        from_bronze = (known_at, positions[known_at], usable.fields)
             array = None if cut is None or from_bronze is not None else cut.array()
             fresh = rows
         if hashes is not None:
@@ -759,7 +761,7 @@ def read_files(
 
 def _parsed_or_stored(
     raws: list[str],
-    stored: tuple[np.ndarray, pa.Table],
+    stored: tuple[np.ndarray, np.ndarray, pa.Table],
     source: SourceConfig,
     columns: list[str],
     layout: _CsvLayout | None,
@@ -767,8 +769,8 @@ def _parsed_or_stored(
     cut: _Cut | None,
 ) -> tuple[list[ParsedLine | None], list[int], pa.Table | None]:
     """:func:`parse_lines` of a file's lines, those at ``stored[0]`` (ascending) read as columns
-    from their stored fields as read (``stored[1]``, in that order) instead of being parsed."""
-    known_at, fields = stored
+    from their stored fields as read (rows ``stored[1]`` of ``stored[2]``) instead of being parsed."""
+    known_at, rows, fields = stored
     unknown = np.ones(len(raws), dtype=bool)
     unknown[known_at] = False
     others = np.flatnonzero(unknown)
@@ -784,11 +786,14 @@ def _parsed_or_stored(
     for k, line in zip(listed, parsed_others):
         if line is not None:
             parsed[k] = line
-    # the rows read as columns ascending: the parsed ones' and the stored ones' fields interleaved
+    # the rows read as columns ascending: the parsed ones' and the stored ones' fields interleaved,
+    # taken in one pass (the stored rows are not copied out first)
     positions = np.concatenate([others[np.asarray(plain_others, np.int64)], known_at])
+    parsed_rows = 0 if table is None else table.num_rows
+    picks = np.concatenate([np.arange(parsed_rows, dtype=np.int64), rows.astype(np.int64) + parsed_rows])
     tables = [fields] if table is None else [table, fields]
     order = np.argsort(positions, kind="stable")
-    return parsed, positions[order].tolist(), pa.concat_tables(tables).take(pa.array(order, pa.int64()))
+    return parsed, positions[order].tolist(), pa.concat_tables(tables).take(pa.array(picks[order], pa.int64()))
 
 
 def parse_lines(
