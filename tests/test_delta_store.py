@@ -347,6 +347,36 @@ def test_a_merge_within_values_reads_only_those_rows_and_writes_as_sparks_sessio
     assert chunks["email"].statistics is None or not chunks["email"].statistics.has_min_max
 
 
+def test_an_append_to_a_table_lakecdp_did_not_lay_out_goes_through_delta_rs(store):
+    """A partitioned table or one with a CHECK constraint (made elsewhere, say by hand on
+    Databricks) gets what its layout asks: delta-rs writes an Arrow table into its partitions and
+    enforces its constraint; a relation or stream, which only pyarrow writes, is refused."""
+    import duckdb
+
+    rows = id_rows(("crm:1", "C1", 1, "r1"), ("shop:1", "C2", 2, "r2"))
+    DeltaTable.create(store.path(IDS), arrow_schema(SCHEMA), partition_by=["run_id"])
+    store.append(rows, IDS, SCHEMA, run_id="r1")
+    table = DeltaTable(store.path(IDS))
+    assert sorted(p.parent.name for p in Path(store.path(IDS)).rglob("*.parquet")) == ["run_id=r1", "run_id=r2"]
+    assert sorted(tuple(r.values()) for r in store.read(IDS).to_pylist()) == [
+        ("crm:1", "C1", 1, "r1"),
+        ("shop:1", "C2", 2, "r2"),
+    ]
+    assert history(store, IDS)[-1] == ("WRITE", "lakecdp-test append r1")
+    relation = duckdb.connect().sql(
+        "SELECT 'crm:2' AS record_id, 'C3' AS customer_id, 1 AS cluster_size, 'r3' AS run_id"
+    )
+    with pytest.raises(ValueError, match=r"identity.id_map: partitioned by \['run_id'\]; a relation"):
+        store.append(relation, IDS, SCHEMA, run_id="r3")
+    assert DeltaTable(store.path(IDS)).version() == table.version()
+
+    DeltaTable.create(store.path(CHANGES), arrow_schema(SCHEMA))
+    DeltaTable(store.path(CHANGES)).alter.add_constraint({"small": "cluster_size < 2"})
+    with pytest.raises(Exception, match="failed validation check"):
+        store.append(rows, CHANGES, SCHEMA, run_id="r1")
+    assert DeltaTable(store.path(CHANGES)).to_pyarrow_table().num_rows == 0
+
+
 def test_partitioned_tables_read_through_the_native_filesystem_give_delta_rs_rows(tmp_path):
     # partition values whose folder names are %-encoded on disk; the oracle is delta-rs' own reader
     values = ["a b", "x/y", "é%20", "q=1", None]

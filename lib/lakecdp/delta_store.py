@@ -314,6 +314,24 @@ def _add_action(path: Path, file_name: str, columns: Sequence[str]) -> tuple[Any
     return add, meta.num_rows
 
 
+def _not_plain(table: DeltaTable) -> str | None:
+    """Why pyarrow's one file with one add action (:meth:`DeltaStore._append_file`) would not be
+    what ``table`` asks a writer for, or None (every table lakecdp creates, on either engine):
+    partitions, column mapping, CHECK constraints, invariants or generated columns."""
+    metadata = table.metadata()
+    if metadata.partition_columns:
+        return f"partitioned by {metadata.partition_columns}"
+    configuration = metadata.configuration
+    if configuration.get("delta.columnMapping.mode", "none") != "none":
+        return f"column mapping {configuration['delta.columnMapping.mode']!r}"
+    if any(key.startswith("delta.constraints.") for key in configuration):
+        return "CHECK constraints"
+    for field in table.schema().fields:
+        if {"delta.invariants", "delta.generationExpression"} & set(field.metadata):
+            return f"an invariant or generated column ({field.name})"
+    return None
+
+
 def _writer_properties(table: DeltaTable) -> Any:
     """delta-rs's Parquet writer set as :meth:`DeltaStore._append_file` writes (and Spark's
     session): dictionaries of at most :data:`lakecdp.catalog.DICTIONARY_PAGE_BYTES`, none for
@@ -609,7 +627,8 @@ class DeltaStore:
     def append(self, data: pa.Table | OneFile, name: str, schema: str, *, run_id: str) -> None:
         """Append rows (no-op when empty); creates the table if missing. ``data`` (an Arrow table,
         a DuckDB relation or an Arrow stream) is written as one Parquet file by pyarrow
-        (:meth:`_append_file`), not by delta-rs."""
+        (:meth:`_append_file`), not by delta-rs -- but for a table whose layout asks more of a
+        writer (:func:`_not_plain`), where delta-rs writes an Arrow table."""
         if isinstance(data, pa.Table) and data.num_rows == 0:
             return
         self.create_if_missing(name, schema)
@@ -665,6 +684,23 @@ class DeltaStore:
         import pyarrow.parquet as pq
 
         table = self.table(name)
+        unlike = _not_plain(table)
+        if unlike is not None:
+            # a table lakecdp did not create as it does: delta-rs writes what its layout asks for
+            if not isinstance(rows, pa.Table):
+                raise ValueError(f"{name}: {unlike}; a relation or stream is appended to plain tables only")
+            if rows.num_rows == 0:
+                return 0
+            from deltalake import write_deltalake
+
+            write_deltalake(
+                table,
+                conform(rows, schema),
+                mode="append",
+                commit_properties=self._metadata(operation, run_id, transaction=transaction),
+                writer_properties=_writer_properties(table),
+            )
+            return rows.num_rows
         fields = ddl_fields(schema)
         # every column optional in the file, as Spark and DuckDB write them; NOT NULL is checked below
         target = pa.schema([pa.field(column, arrow_type(data_type)) for column, data_type, _ in fields])
