@@ -194,7 +194,7 @@ def _quoted(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
-def _text_literal(text: str) -> str:
+def text_literal(text: str) -> str:
     """``text`` as an SQL string literal (DuckDB and delta-rs alike)."""
     return "'" + text.replace("'", "''") + "'"
 
@@ -501,7 +501,7 @@ class DeltaStore:
         plain = table.protocol().min_reader_version == 1 and not table.metadata().partition_columns
         if plain and files:
             # paths from the Delta log, quoted as SQL string literals (a view cannot take parameters)
-            listed = ", ".join(map(_text_literal, files))
+            listed = ", ".join(map(text_literal, files))
             source = f"read_parquet([{listed}], union_by_name = true)"
         else:
             con.register("_delta_arrow", arrow_table(table, columns=columns))
@@ -600,7 +600,7 @@ class DeltaStore:
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
         if within is not None:
             column, values = within
-            predicate = f"t.{column} IN ({', '.join(map(_text_literal, values))}) AND {predicate}"
+            predicate = f"t.{column} IN ({', '.join(map(text_literal, values))}) AND {predicate}"
         table = self.table(name)
         merger = table.merge(
             data,
@@ -738,19 +738,14 @@ class DeltaStore:
             dictionary_pagesize_limit=catalog.DICTIONARY_PAGE_BYTES,
             write_statistics=[c for c in statistics if _leaf_paths(target.field(c)) == [c]] or False,
         ) as writer:
-            if isinstance(batches, pa.Table):
-                # one row group per _FILE_BATCH_ROWS rows, however the table is chunked
-                cast = batches.select(target.names).cast(target)
-                for column in required:
-                    nulls[column] += cast[column].null_count
-                writer.write_table(cast, row_group_size=_FILE_BATCH_ROWS)
-            else:
-                for batch in batches:
-                    if batch.num_rows:
-                        cast_batch = batch.select(target.names).cast(target)
-                        for column in required:
-                            nulls[column] += cast_batch.column(column).null_count
-                        writer.write_batch(cast_batch)
+            # a table whole (one row group per _FILE_BATCH_ROWS rows, however it is chunked), a
+            # stream batch by batch
+            for part in [batches] if isinstance(batches, pa.Table) else batches:
+                if part.num_rows:
+                    cast = part.select(target.names).cast(target)
+                    for column in required:
+                        nulls[column] += cast.column(column).null_count
+                    writer.write(cast, row_group_size=_FILE_BATCH_ROWS)
         written = time.perf_counter()
         broken = [column for column in required if nulls[column]]
         if broken:

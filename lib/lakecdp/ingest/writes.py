@@ -46,7 +46,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from lakecdp import catalog
-from lakecdp.delta_store import arrow_schema
+from lakecdp.delta_store import arrow_schema, text_literal
 from lakecdp.ingest import embedded, standardise
 from lakecdp.ingest.python_rules import null_like_key
 from lakecdp.ingest.audit import audit_row
@@ -1216,8 +1216,8 @@ def _write_ops_delta(ctx: JobContext, store: DeltaStore, done: list[LoadedFiles]
     if _any_stored(store, files, DATA_QUALITY, ["source", "source_file"]):
         # replace these files' summaries (a crashed run may have written some)
         replaced = " OR ".join(
-            f"(source = '{_sql_text(item.source.name)}' AND source_file IN "
-            f"({', '.join(_quoted_text(f) for f in item.per_file)}))"
+            f"(source = {text_literal(item.source.name)} AND source_file IN "
+            f"({', '.join(map(text_literal, item.per_file))}))"
             for item in done
         )
         store.delete(DATA_QUALITY, replaced, run_id=ctx.run_id)
@@ -1266,11 +1266,3 @@ def _any_stored(store: DeltaStore, rows: pa.Table, name: str, keys: list[str]) -
     if not stored.num_rows:
         return False
     return bool(wanted.join(stored.select(keys).cast(wanted.schema), keys, join_type="inner").num_rows)
-
-
-def _sql_text(text: str) -> str:
-    return text.replace("'", "''")
-
-
-def _quoted_text(text: str) -> str:
-    return "'" + _sql_text(text) + "'"
